@@ -1,0 +1,41 @@
+# perfc — a thin wrapper over CMake and the scripts in scripts/.
+#   make demo    install what is missing, build, run the echo demo
+#   make test    install what is missing, build, run every test
+#   make check   the tests under ASan+UBSan and under TSan
+#   make bench   perfc vs peers under h2load (see docs/benchmarks.md)
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all bootstrap build demo test check bench install clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+build: bootstrap
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@scripts/demo $(BUILD)
+
+test: build
+	@scripts/run-tests $(BUILD)
+
+check:
+	@scripts/bootstrap --check
+	@scripts/check
+
+bench:
+	@scripts/bootstrap --bench
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPERFC_BUILD_PEERS=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@bench/run $(BUILD)
+
+install: build
+	@cmake --install $(BUILD)
+
+clean:
+	@rm -rf $(BUILD) build-asan build-tsan

@@ -1,0 +1,16 @@
+/*
+ * perfc.h — umbrella header: include this and get every perfc module.
+ */
+#ifndef PERFC_H
+#define PERFC_H
+
+#include "perfc/arena.h"
+#include "perfc/client.h"
+#include "perfc/common.h"
+#include "perfc/log.h"
+#include "perfc/pool.h"
+#include "perfc/server.h"
+#include "perfc/service.h"
+#include "perfc/status.h"
+
+#endif /* PERFC_H */

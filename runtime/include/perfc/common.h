@@ -1,0 +1,84 @@
+/*
+ * perfc/common.h — things every perfc module shares: the export macro, the
+ * version, and the error table.
+ *
+ * Room: runtime public headers. Depends on nothing but libc. Every other
+ * perfc header includes this one.
+ */
+#ifndef PERFC_COMMON_H
+#define PERFC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Symbols are hidden by default (-fvisibility=hidden); this exports one. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PERFC_API __attribute__((visibility("default")))
+#else
+#define PERFC_API
+#endif
+
+#define PERFC_VERSION_MAJOR 0
+#define PERFC_VERSION_MINOR 1
+#define PERFC_VERSION_PATCH 0
+/* One number for compile-time checks: generated code refuses to compile
+ * against a runtime older than the generator that wrote it. */
+#define PERFC_VERSION_NUMBER                                                   \
+  (PERFC_VERSION_MAJOR * 1000000 + PERFC_VERSION_MINOR * 1000 +                \
+   PERFC_VERSION_PATCH)
+#define PERFC_VERSION_STRING "0.1.0"
+
+/** Runtime version number, for checking a shared library at run time. */
+PERFC_API unsigned perfc_version(void);
+
+/*
+ * The error table. Functions return 0 on success or one of these negative
+ * codes. Codes are never renumbered: append new ones at the end.
+ * XX(name, value, message)
+ */
+#define PERFC_ERRNO_MAP(XX)                                                    \
+  XX(EINVAL, -1, "invalid argument")                                           \
+  XX(ENOMEM, -2, "out of memory")                                              \
+  XX(EGRPC, -3, "gRPC core refused the operation")                             \
+  XX(EBIND, -4, "cannot listen on address")                                    \
+  XX(ESTATE, -5, "operation not valid in the object's current state")          \
+  XX(EFULL, -6, "queue is full")                                               \
+  XX(ESHUTDOWN, -7, "object is shutting down")                                 \
+  XX(ETIMEDOUT, -8, "timed out")                                               \
+  XX(ENOENT, -9, "no such entry")                                              \
+  XX(EIO, -10, "input/output error")                                           \
+  XX(EPARSE, -11, "cannot parse input")                                        \
+  XX(ETOOBIG, -12, "value too large")                                          \
+  XX(EEXIST, -13, "entry already exists")                                      \
+  XX(ETHREAD, -14, "cannot create thread")                                     \
+  XX(ETLS, -15, "TLS configuration error")                                     \
+  XX(ECONFIG, -16, "invalid configuration")
+
+typedef enum perfc_errno {
+#define PERFC_ERRNO_XX(name, value, msg) PERFC_##name = (value),
+  PERFC_ERRNO_MAP(PERFC_ERRNO_XX)
+#undef PERFC_ERRNO_XX
+} perfc_errno;
+
+/** Human-readable message for a PERFC_E* code (or "unknown error").
+ *  Returns a static string; never NULL. */
+PERFC_API const char *perfc_strerror(int err);
+
+/** The code's name without prefix, e.g. "EINVAL"; static, never NULL. */
+PERFC_API const char *perfc_err_name(int err);
+
+/** A `{base, len}` byte slice passed by value (h2o style). The bytes are
+ *  borrowed unless a function says otherwise. */
+typedef struct perfc_slice {
+  const uint8_t *base;
+  size_t len;
+} perfc_slice;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_COMMON_H */

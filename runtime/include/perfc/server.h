@@ -1,0 +1,174 @@
+/*
+ * perfc/server.h — the gRPC server and the per-call context handlers see.
+ *
+ * A server owns N completion queues with one poller thread each (N defaults
+ * to the number of cores), pre-posts K requests per registered method per
+ * queue, and runs each handler inline on its poller or on the bounded worker
+ * pool, per method. See docs/design.md for the request flow.
+ *
+ * Room: runtime public headers. Server functions may be called from any one
+ * thread at a time; ctx functions only from the thread running the handler.
+ */
+#ifndef PERFC_SERVER_H
+#define PERFC_SERVER_H
+
+#include "perfc/arena.h"
+#include "perfc/common.h"
+#include "perfc/service.h"
+#include "perfc/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct perfc_server perfc_server;
+
+/* Defaults, each with its reason (docs/configuration.md repeats these). */
+/** Requests pre-posted per method per queue: enough that a burst of new
+ *  calls finds a posted request while the poller re-arms. */
+#define PERFC_DEFAULT_REQUESTS_PER_METHOD 32
+/** Keepalive ping after 2 h idle: grpc's server default; servers rarely need
+ *  to probe, clients do. */
+#define PERFC_DEFAULT_SERVER_KEEPALIVE_TIME_MS (2 * 60 * 60 * 1000)
+/** Drop the connection when a ping gets no ack in 20 s (grpc default). */
+#define PERFC_DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
+/** Accept client pings as often as every 10 s: grpc-go's smallest allowed
+ *  client keepalive time; stricter (grpc's 5 min) makes clients that ping
+ *  every 10-60 s get GOAWAY "too_many_pings", a classic outage. */
+#define PERFC_DEFAULT_MIN_PING_INTERVAL_MS 10000
+/** Concurrent streams per connection. The core's default is unlimited, which
+ *  lets one client exhaust the server; 1024 keeps h2load/-m 32 style loads
+ *  and large client pools far from the limit. */
+#define PERFC_DEFAULT_MAX_CONCURRENT_STREAMS 1024
+/** Largest request accepted: 4 MiB, grpc's default everywhere. */
+#define PERFC_DEFAULT_MAX_RECV_MESSAGE_BYTES (4 * 1024 * 1024)
+/** Largest response sent: 4 MiB, symmetric with receive, so a handler bug
+ *  building a huge reply fails loudly instead of flooding the client. */
+#define PERFC_DEFAULT_MAX_SEND_MESSAGE_BYTES (4 * 1024 * 1024)
+/** Shutdown grace: in-flight calls get 5 s to finish, then are cancelled;
+ *  below Kubernetes' default 30 s termination grace period. */
+#define PERFC_DEFAULT_SHUTDOWN_GRACE_MS 5000
+
+typedef struct perfc_server_opts {
+  /** Completion queues and poller threads; 0 = number of online cores. */
+  unsigned threads;
+  /** Requests pre-posted per method per queue; 0 = default. */
+  unsigned requests_per_method;
+  /** Where handlers run when their method says DEFAULT. Zero = INLINE. */
+  perfc_executor default_executor;
+  /** Worker pool size and queue bound (the concurrency limit for POOL
+   *  methods); 0 = perfc_pool defaults. */
+  unsigned pool_threads;
+  unsigned pool_queue;
+
+  int64_t keepalive_time_ms;       /**< 0 = default */
+  int64_t keepalive_timeout_ms;    /**< 0 = default */
+  int keepalive_permit_without_calls; /**< allow client pings with no calls */
+  int64_t min_ping_interval_ms;    /**< 0 = default */
+  unsigned max_concurrent_streams; /**< 0 = default */
+  int max_recv_message_bytes;      /**< 0 = default, -1 = unlimited */
+  int max_send_message_bytes;      /**< 0 = default, -1 = unlimited */
+  int64_t max_connection_idle_ms;  /**< 0 = never close idle connections */
+  int64_t max_connection_age_ms;   /**< 0 = no age limit */
+  int64_t max_connection_age_grace_ms; /**< 0 = unlimited grace */
+  int64_t shutdown_grace_ms;       /**< 0 = default */
+} perfc_server_opts;
+
+/** Fills `o` with the defaults above. */
+PERFC_API void perfc_server_opts_init(perfc_server_opts *o);
+
+/** Creates a server (not yet listening). `opts` may be NULL. Calls grpc_init.
+ *  The caller frees it with perfc_server_free(). */
+PERFC_API int perfc_server_new(perfc_server **out,
+                               const perfc_server_opts *opts);
+
+/** Adds a plaintext listening address ("127.0.0.1:0", "[::]:50051"). When
+ *  `bound_port` is not NULL it receives the port actually bound (useful with
+ *  port 0). Before perfc_server_start() only. Returns 0, PERFC_EBIND or
+ *  PERFC_ESTATE. */
+PERFC_API int perfc_server_listen(perfc_server *srv, const char *addr,
+                                  int *bound_port);
+
+/** Registers a service. `desc` and `handlers` are borrowed and must outlive
+ *  the server (generated code passes static tables); `user_data` is passed to
+ *  every handler. Methods whose handler pointer is NULL answer UNIMPLEMENTED
+ *  and are logged once here. Before perfc_server_start() only. Returns 0,
+ *  PERFC_EEXIST (service already added), PERFC_ESTATE or PERFC_EINVAL. */
+PERFC_API int perfc_server_add_service(perfc_server *srv,
+                                       const perfc_service_desc *desc,
+                                       const void *handlers, void *user_data);
+
+/** Starts the pollers and begins serving. Returns 0, PERFC_ESTATE (already
+ *  started / no address), PERFC_ETHREAD or PERFC_EGRPC. */
+PERFC_API int perfc_server_start(perfc_server *srv);
+
+/** Graceful stop: stop accepting, let in-flight calls finish for up to
+ *  `grace_ms` (negative = the opts' shutdown grace), then cancel the rest and
+ *  join every thread. Idempotent. Safe to call while perfc_server_run()
+ *  waits in another thread: it then returns. */
+PERFC_API void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms);
+
+/** Blocks until SIGINT or SIGTERM arrives (or perfc_server_shutdown() is
+ *  called from another thread), then shuts down gracefully. Installs signal
+ *  handlers for SIGINT and SIGTERM for its duration. Returns the signal
+ *  number, or 0 when stopped by perfc_server_shutdown(). */
+PERFC_API int perfc_server_run(perfc_server *srv);
+
+/** Shuts down (if still running) and frees. NULL is a no-op. */
+PERFC_API void perfc_server_free(perfc_server *srv);
+
+/* ---- call context: what a handler sees --------------------------------- */
+
+/** The call's arena: memory from it lives until the call ends. Borrowed. */
+PERFC_API perfc_arena *perfc_ctx_arena(perfc_ctx *ctx);
+/** Shorthand for perfc_arena_alloc(perfc_ctx_arena(ctx), n). */
+PERFC_API void *perfc_ctx_alloc(perfc_ctx *ctx, size_t n);
+
+/** Method path ("/pkg.Svc/Method"); borrowed, valid during the call. */
+PERFC_API const char *perfc_ctx_method(const perfc_ctx *ctx);
+/** Method descriptor; NULL for an unregistered method. */
+PERFC_API const perfc_method_desc *perfc_ctx_method_desc(const perfc_ctx *ctx);
+/** Peer address ("ipv4:127.0.0.1:5432"), in the call's arena. */
+PERFC_API const char *perfc_ctx_peer(perfc_ctx *ctx);
+
+/** Milliseconds until the call's deadline (0 when passed); INT64_MAX when
+ *  the client set none. */
+PERFC_API int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx);
+/** Non-zero once the deadline passed or the call was cancelled. */
+PERFC_API int perfc_ctx_cancelled(const perfc_ctx *ctx);
+
+/** Number of request metadata entries. */
+PERFC_API size_t perfc_ctx_metadata_count(const perfc_ctx *ctx);
+/** Entry `i`: key and value slices borrowed from the call. Returns 0 or
+ *  PERFC_EINVAL when i is out of range. */
+PERFC_API int perfc_ctx_metadata_at(const perfc_ctx *ctx, size_t i,
+                                    perfc_slice *key, perfc_slice *value);
+/** First value of `key` (lower-case) or NULL; the value is NUL-terminated in
+ *  the call's arena, its length in `*len` when not NULL. */
+PERFC_API const char *perfc_ctx_metadata_get(perfc_ctx *ctx, const char *key,
+                                             size_t *len);
+
+/** Adds response metadata sent with the response headers (initial) or with
+ *  the status (trailing). Key and value are copied; `len` 0 means
+ *  strlen(value). Keys must be lower-case; binary values need a "-bin"
+ *  suffix. Returns 0, PERFC_EINVAL (bad key) or PERFC_ESTATE (headers
+ *  already sent). */
+PERFC_API int perfc_ctx_add_initial_metadata(perfc_ctx *ctx, const char *key,
+                                             const char *value, size_t len);
+PERFC_API int perfc_ctx_add_trailing_metadata(perfc_ctx *ctx, const char *key,
+                                              const char *value, size_t len);
+
+/** Sets the status message printf-style and returns `code`, so a handler
+ *  can `return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user %d", id);` */
+PERFC_API perfc_status_code perfc_ctx_error(perfc_ctx *ctx,
+                                            perfc_status_code code,
+                                            const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_SERVER_H */

@@ -1,0 +1,93 @@
+/*
+ * perfc/service.h — how a service is described to the runtime.
+ *
+ * protoc-gen-perfc emits one perfc_service_desc per proto service, with one
+ * perfc_method_desc per rpc, as static const data. Server and client both
+ * read these tables; users normally only pass them along (the generated
+ * `pkg__svc__register()` and `pkg__svc__method_call()` functions do).
+ *
+ * Room: runtime public headers; the contract between generated code and the
+ * runtime. Append fields only, never reorder: generated code initialises
+ * these structs with designated initialisers.
+ */
+#ifndef PERFC_SERVICE_H
+#define PERFC_SERVICE_H
+
+#include "perfc/common.h"
+#include "perfc/status.h"
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct perfc_ctx perfc_ctx;
+typedef struct perfc_stream perfc_stream;
+
+/** The four gRPC method kinds. */
+typedef enum perfc_method_kind {
+  PERFC_METHOD_UNARY = 0,
+  PERFC_METHOD_CLIENT_STREAM = 1,
+  PERFC_METHOD_SERVER_STREAM = 2,
+  PERFC_METHOD_BIDI_STREAM = 3
+} perfc_method_kind;
+
+/** Where a handler runs. DEFAULT defers to the server's default. INLINE runs
+ *  it on the completion-queue poller (cheapest; only for handlers that never
+ *  block). POOL runs it on the bounded worker pool. */
+typedef enum perfc_executor {
+  PERFC_EXEC_DEFAULT = 0,
+  PERFC_EXEC_INLINE = 1,
+  PERFC_EXEC_POOL = 2
+} perfc_executor;
+
+/**
+ * A generated trampoline that casts the generic arguments to the method's
+ * types and calls the user's handler found in `handlers`.
+ * - unary:         req set,  resp set,  stream NULL
+ * - client stream: req NULL, resp set,  stream set (reader)
+ * - server stream: req set,  resp NULL, stream set (writer)
+ * - bidi:          req NULL, resp NULL, stream set
+ * Returns the RPC's status code; a message goes through perfc_ctx_error().
+ */
+typedef perfc_status_code (*perfc_method_invoke)(perfc_ctx *ctx,
+                                                 const void *handlers,
+                                                 void *user_data,
+                                                 const ProtobufCMessage *req,
+                                                 ProtobufCMessage *resp,
+                                                 perfc_stream *stream);
+
+typedef struct perfc_method_desc {
+  const char *name; /**< proto method name, "GetUser" */
+  const char *path; /**< HTTP/2 path, "/user.v1.UserService/GetUser" */
+  perfc_method_kind kind;
+  const ProtobufCMessageDescriptor *input;
+  const ProtobufCMessageDescriptor *output;
+  /** offsetof() the handler's function pointer in the service's handlers
+   *  struct; a NULL pointer there answers UNIMPLEMENTED. */
+  size_t handler_offset;
+  perfc_method_invoke invoke;
+  perfc_executor executor; /**< from (perfc.method).executor or DEFAULT */
+  int64_t timeout_ms;      /**< from (perfc.method).timeout; 0 = none */
+  int idempotent;          /**< from (perfc.method).idempotent */
+} perfc_method_desc;
+
+typedef struct perfc_service_desc {
+  const char *name;         /**< full name, "user.v1.UserService" */
+  const char *proto_file;   /**< "user/v1/user.proto" */
+  size_t n_methods;
+  const perfc_method_desc *methods;
+  /** Serialized FileDescriptorProto of the defining file (for reflection);
+   *  may be NULL/0. */
+  const uint8_t *file_descriptor;
+  size_t file_descriptor_len;
+} perfc_service_desc;
+
+/** Finds a method by name ("GetUser") or path; NULL when absent. */
+PERFC_API const perfc_method_desc *
+perfc_service_find_method(const perfc_service_desc *svc, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_SERVICE_H */
