@@ -12,5 +12,6 @@
 #include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
+#include "perfc/stream.h"
 
 #endif /* PERFC_H */
