@@ -1,0 +1,155 @@
+/*
+ * arena.c — bump-pointer arena with chained blocks.
+ *
+ * Room: runtime/src. The server keeps one arena per call context and reuses
+ * it across calls (perfc_arena_reset), so in steady state a call allocates
+ * nothing from malloc: the first block is part of the arena's own allocation
+ * and only oversized calls chain extra blocks, which reset gives back.
+ */
+#include "perfc/arena.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN 16
+#define ALIGN_UP(n) (((n) + (ALIGN - 1)) & ~(size_t)(ALIGN - 1))
+
+typedef struct block {
+  struct block *next;
+  size_t cap;
+  size_t used;
+  /* Keeps data[] 16-aligned whatever the header's size. */
+  _Alignas(ALIGN) unsigned char data[];
+} block;
+
+struct perfc_arena {
+  block *cur;     /* block being filled; chain goes back to `first` */
+  size_t total;   /* bytes handed out since the last reset */
+  block first;    /* must be last: its data[] runs to the end of the malloc */
+};
+
+int perfc_arena_new(perfc_arena **out, size_t first_block) {
+  if (out == NULL)
+    return PERFC_EINVAL;
+  if (first_block == 0)
+    first_block = PERFC_DEFAULT_ARENA_BLOCK;
+  first_block = ALIGN_UP(first_block);
+  perfc_arena *a = malloc(sizeof *a + first_block);
+  if (a == NULL)
+    return PERFC_ENOMEM;
+  a->first.next = NULL;
+  a->first.cap = first_block;
+  a->first.used = 0;
+  a->cur = &a->first;
+  a->total = 0;
+  *out = a;
+  return 0;
+}
+
+static void free_chain(perfc_arena *a) {
+  block *b = a->cur;
+  while (b != &a->first) {
+    block *next = b->next;
+    free(b);
+    b = next;
+  }
+}
+
+void perfc_arena_free(perfc_arena *a) {
+  if (a == NULL)
+    return;
+  free_chain(a);
+  free(a);
+}
+
+void perfc_arena_reset(perfc_arena *a) {
+  free_chain(a);
+  a->cur = &a->first;
+  a->first.used = 0;
+  a->total = 0;
+}
+
+size_t perfc_arena_used(const perfc_arena *a) { return a->total; }
+
+void *perfc_arena_alloc(perfc_arena *a, size_t n) {
+  size_t need = ALIGN_UP(n ? n : 1);
+  if (need < n) /* overflow */
+    return NULL;
+  block *b = a->cur;
+  if (b->cap - b->used < need) {
+    /* Grow geometrically so a call that builds a large response takes
+     * O(log n) mallocs, but never less than the request itself. */
+    size_t cap = b->cap * 2;
+    if (cap < need)
+      cap = need;
+    if (cap > SIZE_MAX - sizeof(block))
+      return NULL;
+    block *nb = malloc(sizeof(block) + cap);
+    if (nb == NULL)
+      return NULL;
+    nb->next = b;
+    nb->cap = cap;
+    nb->used = 0;
+    a->cur = b = nb;
+  }
+  void *p = b->data + b->used;
+  b->used += need;
+  a->total += need;
+  return p;
+}
+
+void *perfc_arena_calloc(perfc_arena *a, size_t n) {
+  void *p = perfc_arena_alloc(a, n);
+  if (p != NULL)
+    memset(p, 0, n);
+  return p;
+}
+
+char *perfc_arena_strndup(perfc_arena *a, const char *s, size_t len) {
+  char *p = perfc_arena_alloc(a, len + 1);
+  if (p == NULL)
+    return NULL;
+  memcpy(p, s, len);
+  p[len] = '\0';
+  return p;
+}
+
+char *perfc_arena_strdup(perfc_arena *a, const char *s) {
+  if (s == NULL)
+    return NULL;
+  return perfc_arena_strndup(a, s, strlen(s));
+}
+
+char *perfc_arena_sprintf(perfc_arena *a, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return NULL;
+  char *p = perfc_arena_alloc(a, (size_t)n + 1);
+  if (p == NULL)
+    return NULL;
+  va_start(ap, fmt);
+  vsnprintf(p, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return p;
+}
+
+static void *pb_alloc(void *data, size_t size) {
+  return perfc_arena_alloc(data, size);
+}
+
+static void pb_free(void *data, void *ptr) {
+  /* Arena memory is released all at once when the call ends. */
+  (void)data;
+  (void)ptr;
+}
+
+ProtobufCAllocator perfc_arena_allocator(perfc_arena *a) {
+  ProtobufCAllocator al = {.alloc = pb_alloc, .free = pb_free,
+                           .allocator_data = a};
+  return al;
+}

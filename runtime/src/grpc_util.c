@@ -1,0 +1,93 @@
+/*
+ * grpc_util.c — small helpers over the gRPC C core shared by server and
+ * client: byte-buffer flattening and packing, deadlines, metadata checks.
+ *
+ * Room: runtime/src; wraps the grpc headers only.
+ */
+#include "server_internal.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/time.h>
+#include <string.h>
+
+int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
+                               const uint8_t **data, size_t *len) {
+  grpc_byte_buffer_reader r;
+  if (!grpc_byte_buffer_reader_init(&r, bb))
+    return PERFC_EPARSE; /* undecompressable payload */
+  size_t total = grpc_byte_buffer_length(r.buffer_out);
+  grpc_slice *s;
+  /* The usual unary request is one slice: hand out a pointer into it after
+   * checking nothing follows, and skip the copy. The slice lives as long as
+   * the byte buffer, which the call keeps until it ends; a compressed buffer
+   * is inflated into a reader-owned copy (buffer_out != bb), so it is
+   * copied below instead. */
+  if (r.buffer_out == bb && grpc_byte_buffer_reader_peek(&r, &s)) {
+    if (GRPC_SLICE_LENGTH(*s) == total) {
+      *data = GRPC_SLICE_START_PTR(*s);
+      *len = total;
+      grpc_byte_buffer_reader_destroy(&r);
+      return 0;
+    }
+  }
+  grpc_byte_buffer_reader_destroy(&r);
+  if (!grpc_byte_buffer_reader_init(&r, bb))
+    return PERFC_EPARSE;
+  uint8_t *buf = perfc_arena_alloc(a, total);
+  if (buf == NULL) {
+    grpc_byte_buffer_reader_destroy(&r);
+    return PERFC_ENOMEM;
+  }
+  size_t off = 0;
+  grpc_slice slice;
+  while (grpc_byte_buffer_reader_next(&r, &slice)) {
+    size_t n = GRPC_SLICE_LENGTH(slice);
+    memcpy(buf + off, GRPC_SLICE_START_PTR(slice), n);
+    off += n;
+    grpc_slice_unref(slice);
+  }
+  grpc_byte_buffer_reader_destroy(&r);
+  *data = buf;
+  *len = off;
+  return 0;
+}
+
+grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  grpc_slice s = grpc_slice_malloc(n);
+  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+int64_t perfc__remaining_ms(gpr_timespec deadline) {
+  if (gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type)) == 0)
+    return INT64_MAX;
+  gpr_timespec d = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
+  gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
+  int64_t ms = gpr_time_to_millis(left);
+  return ms < 0 ? 0 : ms;
+}
+
+gpr_timespec perfc__deadline_from_ms(int64_t ms) {
+  if (ms < 0)
+    return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+int perfc__check_metadata(const char *key, const char *value, size_t len) {
+  if (key == NULL || value == NULL || key[0] == '\0')
+    return PERFC_EINVAL;
+  grpc_slice k = grpc_slice_from_static_string(key);
+  if (!grpc_header_key_is_legal(k))
+    return PERFC_EINVAL;
+  /* Reserved: the transport owns the grpc- prefix and pseudo headers. */
+  if (strncmp(key, "grpc-", 5) == 0)
+    return PERFC_EINVAL;
+  if (grpc_is_binary_header(k))
+    return 0;
+  grpc_slice v = grpc_slice_from_static_buffer(value, len);
+  return grpc_header_nonbin_value_is_legal(v) ? 0 : PERFC_EINVAL;
+}

@@ -1,0 +1,951 @@
+/*
+ * server.c — the server core: completion queues, pollers, pre-posted
+ * requests, call contexts, unary dispatch, graceful shutdown.
+ *
+ * Room: runtime/src. Owns every grpc_server/grpc_call it creates; the only
+ * other modules it calls are arena, pool, log and grpc_util.
+ *
+ * The request flow (docs/design.md draws it):
+ *   request matched on queue N -> poller N runs ctx->request_tag
+ *   -> re-arm a fresh request for the same method on the same queue
+ *   -> inline handler, or submit to the worker pool
+ *   -> unpack request into the call arena, run the handler, pack response
+ *   -> one batch: SEND_INITIAL_METADATA + SEND_MESSAGE + SEND_STATUS +
+ *      RECV_CLOSE_ON_SERVER
+ *   -> its completion (always on poller N) drops the last reference and the
+ *      context goes back to poller N's free list.
+ * Because every completion of a call arrives on the queue the call was
+ * requested on, a context is only ever released on its own poller thread,
+ * so the free lists need no lock.
+ */
+#include "perfc/log.h"
+#include "perfc/pool.h"
+#include "perfc/server.h"
+#include "server_internal.h"
+
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Contexts kept per poller for reuse; beyond this they are freed, so a burst
+ * does not pin its peak memory forever. */
+#define CTX_CACHE_MAX 1024
+
+typedef struct poller poller;
+typedef struct method_entry method_entry;
+
+/* Response metadata built by the handler; entries point into the arena. */
+typedef struct md_list {
+  grpc_metadata *items;
+  size_t count, cap;
+} md_list;
+
+struct perfc_ctx {
+  perfc_tag request_tag; /* fires when the core matched a call to us */
+  perfc_tag batch_tag;   /* fires when the final batch completed */
+  atomic_int refs;
+  poller *poller;
+  method_entry *method; /* NULL: the generic catch-all for unknown methods */
+  perfc_arena *arena;
+  perfc_ctx *next_free;
+
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array request_md;
+  grpc_call_details details; /* generic requests only */
+  grpc_byte_buffer *payload;
+  grpc_byte_buffer *response;
+  const char *path;
+  const char *peer;
+
+  perfc_status_code code;
+  const char *message;
+  grpc_slice details_slice;
+  int has_details;
+  int cancelled; /* written by RECV_CLOSE_ON_SERVER */
+  int initial_md_sent;
+  md_list initial_md, trailing_md;
+};
+
+struct method_entry {
+  const perfc_method_desc *desc;
+  const perfc_service_desc *service;
+  const void *handlers;
+  void *user_data;
+  void *registered; /* grpc_server_register_method handle */
+  perfc_executor executor;
+  int has_handler;
+};
+
+struct poller {
+  perfc_server *srv;
+  grpc_completion_queue *cq;
+  pthread_t thread;
+  unsigned index;
+  perfc_ctx *free_list; /* touched only by this poller's thread */
+  unsigned free_count;
+};
+
+enum { SRV_NEW = 0, SRV_STARTED, SRV_STOPPING, SRV_STOPPED };
+
+typedef struct service_entry {
+  const perfc_service_desc *desc;
+} service_entry;
+
+struct perfc_server {
+  grpc_server *server;
+  perfc_server_opts opts;
+  unsigned npollers;
+  poller *pollers;
+  method_entry *methods;
+  size_t nmethods;
+  service_entry *services;
+  size_t nservices;
+  perfc_pool *pool;
+  int nlisteners;
+  atomic_int state;
+
+  pthread_mutex_t mu; /* guards shutdown_done and serialises shutdown() */
+  pthread_cond_t cv;
+  int shutdown_done;
+  int go; /* set once the server started: pollers may post requests */
+  perfc_tag shutdown_tag;
+  int wake_fd[2]; /* wakes perfc_server_run() when shutdown() is called */
+};
+
+static void post_request(poller *p, method_entry *m);
+static void ctx_release(perfc_ctx *ctx);
+
+/* ---- options -------------------------------------------------------------- */
+
+void perfc_server_opts_init(perfc_server_opts *o) {
+  memset(o, 0, sizeof *o);
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  o->threads = cores > 0 ? (unsigned)cores : 1;
+  o->requests_per_method = PERFC_DEFAULT_REQUESTS_PER_METHOD;
+  o->default_executor = PERFC_EXEC_INLINE;
+  o->keepalive_time_ms = PERFC_DEFAULT_SERVER_KEEPALIVE_TIME_MS;
+  o->keepalive_timeout_ms = PERFC_DEFAULT_KEEPALIVE_TIMEOUT_MS;
+  o->min_ping_interval_ms = PERFC_DEFAULT_MIN_PING_INTERVAL_MS;
+  o->max_concurrent_streams = PERFC_DEFAULT_MAX_CONCURRENT_STREAMS;
+  o->max_recv_message_bytes = PERFC_DEFAULT_MAX_RECV_MESSAGE_BYTES;
+  o->max_send_message_bytes = PERFC_DEFAULT_MAX_SEND_MESSAGE_BYTES;
+  o->shutdown_grace_ms = PERFC_DEFAULT_SHUTDOWN_GRACE_MS;
+}
+
+/* Zero means default for every field, so `= {0}` plus a few designated
+ * initialisers works as well as perfc_server_opts_init(). */
+static void opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
+  perfc_server_opts_init(o);
+  if (in == NULL)
+    return;
+#define TAKE(f)                                                                \
+  if (in->f)                                                                   \
+  o->f = in->f
+  TAKE(threads);
+  TAKE(requests_per_method);
+  TAKE(default_executor);
+  TAKE(pool_threads);
+  TAKE(pool_queue);
+  TAKE(keepalive_time_ms);
+  TAKE(keepalive_timeout_ms);
+  TAKE(keepalive_permit_without_calls);
+  TAKE(min_ping_interval_ms);
+  TAKE(max_concurrent_streams);
+  TAKE(max_recv_message_bytes);
+  TAKE(max_send_message_bytes);
+  TAKE(max_connection_idle_ms);
+  TAKE(max_connection_age_ms);
+  TAKE(max_connection_age_grace_ms);
+  TAKE(shutdown_grace_ms);
+#undef TAKE
+}
+
+static int clamp_int(int64_t v) {
+  return v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
+/* ---- call contexts ---------------------------------------------------------- */
+
+static perfc_ctx *ctx_get(poller *p) {
+  perfc_ctx *ctx = p->free_list;
+  if (ctx != NULL) {
+    p->free_list = ctx->next_free;
+    p->free_count--;
+    perfc_arena_reset(ctx->arena);
+  } else {
+    ctx = malloc(sizeof *ctx);
+    if (ctx == NULL)
+      return NULL;
+    if (perfc_arena_new(&ctx->arena, 0) != 0) {
+      free(ctx);
+      return NULL;
+    }
+  }
+  perfc_arena *arena = ctx->arena;
+  memset(ctx, 0, sizeof *ctx);
+  ctx->arena = arena;
+  ctx->poller = p;
+  atomic_init(&ctx->refs, 1);
+  grpc_metadata_array_init(&ctx->request_md);
+  return ctx;
+}
+
+static void ctx_put(perfc_ctx *ctx) {
+  poller *p = ctx->poller;
+  if (p->free_count < CTX_CACHE_MAX) {
+    ctx->next_free = p->free_list;
+    p->free_list = ctx;
+    p->free_count++;
+  } else {
+    perfc_arena_free(ctx->arena);
+    free(ctx);
+  }
+}
+
+/* Drops everything the call held from the core and recycles the context. */
+static void ctx_release(perfc_ctx *ctx) {
+  if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  grpc_metadata_array_destroy(&ctx->request_md);
+  if (ctx->method == NULL)
+    grpc_call_details_destroy(&ctx->details);
+  if (ctx->payload != NULL)
+    grpc_byte_buffer_destroy(ctx->payload);
+  if (ctx->response != NULL)
+    grpc_byte_buffer_destroy(ctx->response);
+  if (ctx->has_details)
+    grpc_slice_unref(ctx->details_slice);
+  if (ctx->call != NULL)
+    grpc_call_unref(ctx->call);
+  ctx_put(ctx);
+}
+
+static void on_final_batch(perfc_tag *t, int ok) {
+  (void)ok; /* a failed final batch means the client went away: same cleanup */
+  perfc_ctx *ctx = PERFC_CONTAINER_OF(t, perfc_ctx, batch_tag);
+  ctx_release(ctx);
+}
+
+/* Sends whatever the handler produced and the status, and waits for the
+ * close in the same batch, so a unary call costs one completion. Consumes
+ * the caller's reference. */
+static void finish(perfc_ctx *ctx) {
+  grpc_op ops[4];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[n].data.send_initial_metadata.count = ctx->initial_md.count;
+  ops[n].data.send_initial_metadata.metadata = ctx->initial_md.items;
+  n++;
+  ctx->initial_md_sent = 1;
+  if (ctx->code == PERFC_STATUS_OK && ctx->response != NULL) {
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = ctx->response;
+    n++;
+  }
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = (grpc_status_code)ctx->code;
+  ops[n].data.send_status_from_server.trailing_metadata_count =
+      ctx->trailing_md.count;
+  ops[n].data.send_status_from_server.trailing_metadata = ctx->trailing_md.items;
+  if (ctx->message != NULL) {
+    /* The core copies the status message into its trailers; the arena copy
+     * only needs to live until start_batch returns, but the slice is kept
+     * until the call ends to stay independent of that detail. */
+    ctx->details_slice = grpc_slice_from_static_string(ctx->message);
+    ctx->has_details = 1;
+    ops[n].data.send_status_from_server.status_details = &ctx->details_slice;
+  }
+  n++;
+  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[n].data.recv_close_on_server.cancelled = &ctx->cancelled;
+  n++;
+  ctx->batch_tag.run = on_final_batch;
+  grpc_call_error err =
+      grpc_call_start_batch(ctx->call, ops, n, &ctx->batch_tag, NULL);
+  if (err != GRPC_CALL_OK) {
+    perfc_log(PERFC_LOG_ERROR, "server: final batch for %s refused: %s",
+              ctx->path ? ctx->path : "?", grpc_call_error_to_string(err));
+    ctx_release(ctx);
+  }
+}
+
+static void finish_with(perfc_ctx *ctx, perfc_status_code code,
+                        const char *fmt, ...) {
+  ctx->code = code;
+  va_list ap;
+  va_start(ap, fmt);
+  char buf[512];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  ctx->message = perfc_arena_strdup(ctx->arena, buf);
+  finish(ctx);
+}
+
+/* ---- unary dispatch --------------------------------------------------------- */
+
+static void run_unary(perfc_ctx *ctx) {
+  method_entry *m = ctx->method;
+  const perfc_method_desc *d = m->desc;
+  if (perfc__remaining_ms(ctx->deadline) == 0) {
+    finish_with(ctx, PERFC_STATUS_DEADLINE_EXCEEDED,
+                "deadline expired before %s started", d->path);
+    return;
+  }
+  if (ctx->payload == NULL) {
+    finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                "%s: the client sent no request message", d->path);
+    return;
+  }
+  const uint8_t *data;
+  size_t len;
+  int rc = perfc__byte_buffer_flatten(ctx->payload, ctx->arena, &data, &len);
+  if (rc != 0) {
+    finish_with(ctx, rc == PERFC_ENOMEM ? PERFC_STATUS_RESOURCE_EXHAUSTED
+                                        : PERFC_STATUS_INVALID_ARGUMENT,
+                "%s: cannot read request payload: %s", d->path,
+                perfc_strerror(rc));
+    return;
+  }
+  ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
+  ProtobufCMessage *req = protobuf_c_message_unpack(d->input, &al, len, data);
+  if (req == NULL) {
+    finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                "%s: malformed request: %zu bytes do not parse as %s",
+                d->path, len, d->input->name);
+    return;
+  }
+  ProtobufCMessage *resp = perfc_arena_alloc(ctx->arena, d->output->sizeof_message);
+  if (resp == NULL) {
+    finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  d->output->message_init(resp);
+
+  ctx->code = d->invoke(ctx, m->handlers, m->user_data, req, resp, NULL);
+  if ((unsigned)ctx->code >= PERFC_STATUS_COUNT) {
+    perfc_log(PERFC_LOG_ERROR, "server: %s handler returned invalid status %d",
+              d->path, (int)ctx->code);
+    ctx->code = PERFC_STATUS_UNKNOWN;
+  }
+  if (ctx->code == PERFC_STATUS_OK) {
+    size_t n = protobuf_c_message_get_packed_size(resp);
+    int max = ctx->poller->srv->opts.max_send_message_bytes;
+    if (max > 0 && n > (size_t)max) {
+      finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                  "%s: response of %zu bytes exceeds the %d-byte send limit",
+                  d->path, n, max);
+      return;
+    }
+    ctx->response = perfc__pack(resp);
+  }
+  finish(ctx);
+}
+
+static void pool_job(void *arg) { run_unary(arg); }
+
+static void dispatch(perfc_ctx *ctx) {
+  method_entry *m = ctx->method;
+  if (!m->has_handler) {
+    finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
+                "method %s has no handler in this server", m->desc->path);
+    return;
+  }
+  if (m->desc->kind != PERFC_METHOD_UNARY) {
+    finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
+                "%s: streaming methods are not served by this perfc version",
+                m->desc->path);
+    return;
+  }
+  if (m->executor == PERFC_EXEC_POOL) {
+    int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
+    if (rc != 0)
+      finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                  "server busy: %s (worker queue bound reached)",
+                  perfc_strerror(rc));
+    return;
+  }
+  run_unary(ctx);
+}
+
+static int server_accepting(perfc_server *srv) {
+  return atomic_load_explicit(&srv->state, memory_order_acquire) == SRV_STARTED;
+}
+
+static void on_request(perfc_tag *t, int ok) {
+  perfc_ctx *ctx = PERFC_CONTAINER_OF(t, perfc_ctx, request_tag);
+  poller *p = ctx->poller;
+  if (!ok) {
+    /* The server is shutting down and failed the posted request. */
+    ctx_release(ctx);
+    return;
+  }
+  /* Re-arm first so a new call on this method never waits for us. */
+  if (server_accepting(p->srv))
+    post_request(p, ctx->method);
+  if (ctx->method == NULL) {
+    ctx->path = perfc_arena_strndup(ctx->arena,
+                                    (const char *)GRPC_SLICE_START_PTR(ctx->details.method),
+                                    GRPC_SLICE_LENGTH(ctx->details.method));
+    ctx->deadline = ctx->details.deadline;
+    finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED, "unknown method %s",
+                ctx->path ? ctx->path : "?");
+    return;
+  }
+  ctx->path = ctx->method->desc->path;
+  dispatch(ctx);
+}
+
+/* Posts one request for method `m` (NULL: the generic catch-all). */
+static void post_request(poller *p, method_entry *m) {
+  perfc_ctx *ctx = ctx_get(p);
+  if (ctx == NULL) {
+    perfc_log(PERFC_LOG_ERROR, "server: out of memory re-arming a request");
+    return;
+  }
+  ctx->method = m;
+  ctx->request_tag.run = on_request;
+  grpc_call_error err;
+  if (m != NULL) {
+    int with_payload = m->desc->kind == PERFC_METHOD_UNARY ||
+                       m->desc->kind == PERFC_METHOD_SERVER_STREAM;
+    err = grpc_server_request_registered_call(
+        p->srv->server, m->registered, &ctx->call, &ctx->deadline,
+        &ctx->request_md, with_payload ? &ctx->payload : NULL, p->cq, p->cq,
+        &ctx->request_tag);
+  } else {
+    grpc_call_details_init(&ctx->details);
+    err = grpc_server_request_call(p->srv->server, &ctx->call, &ctx->details,
+                                   &ctx->request_md, p->cq, p->cq,
+                                   &ctx->request_tag);
+  }
+  if (err != GRPC_CALL_OK) {
+    perfc_log(PERFC_LOG_ERROR, "server: cannot post request: %s",
+              grpc_call_error_to_string(err));
+    ctx_release(ctx);
+  }
+}
+
+/* ---- pollers ---------------------------------------------------------------- */
+
+static void *poller_main(void *arg) {
+  poller *p = arg;
+  perfc_server *srv = p->srv;
+  pthread_mutex_lock(&srv->mu);
+  while (!srv->go)
+    pthread_cond_wait(&srv->cv, &srv->mu);
+  pthread_mutex_unlock(&srv->mu);
+  for (size_t m = 0; m < srv->nmethods; m++)
+    for (unsigned k = 0; k < srv->opts.requests_per_method; k++)
+      post_request(p, &srv->methods[m]);
+  /* Unknown methods wait for a generic request; without one they would hang
+   * until their deadline instead of failing with UNIMPLEMENTED. */
+  for (unsigned k = 0; k < 2; k++)
+    post_request(p, NULL);
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(
+        p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      break;
+    if (ev.type == GRPC_OP_COMPLETE) {
+      perfc_tag *t = ev.tag;
+      t->run(t, ev.success);
+    }
+  }
+  /* The queue is drained: nothing can complete on this poller any more. */
+  while (p->free_list != NULL) {
+    perfc_ctx *c = p->free_list;
+    p->free_list = c->next_free;
+    perfc_arena_free(c->arena);
+    free(c);
+  }
+  p->free_count = 0;
+  return NULL;
+}
+
+static void on_shutdown_done(perfc_tag *t, int ok) {
+  (void)ok;
+  perfc_server *srv = PERFC_CONTAINER_OF(t, perfc_server, shutdown_tag);
+  pthread_mutex_lock(&srv->mu);
+  srv->shutdown_done = 1;
+  pthread_cond_broadcast(&srv->cv);
+  pthread_mutex_unlock(&srv->mu);
+}
+
+/* ---- public API ------------------------------------------------------------- */
+
+int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
+  if (out == NULL)
+    return PERFC_EINVAL;
+  perfc_server *srv = calloc(1, sizeof *srv);
+  if (srv == NULL)
+    return PERFC_ENOMEM;
+  opts_resolve(&srv->opts, opts);
+  const perfc_server_opts *o = &srv->opts;
+  if (o->default_executor != PERFC_EXEC_INLINE &&
+      o->default_executor != PERFC_EXEC_POOL) {
+    free(srv);
+    return PERFC_EINVAL;
+  }
+  grpc_init();
+
+  grpc_arg args[16];
+  size_t n = 0;
+#define INT_ARG(k, v)                                                          \
+  args[n].type = GRPC_ARG_INTEGER;                                             \
+  args[n].key = (char *)(k);                                                   \
+  args[n].value.integer = (v);                                                 \
+  n++
+  INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, clamp_int(o->keepalive_time_ms));
+  INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, clamp_int(o->keepalive_timeout_ms));
+  INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+          o->keepalive_permit_without_calls ? 1 : 0);
+  INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+          clamp_int(o->min_ping_interval_ms));
+  INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, (int)o->max_concurrent_streams);
+  INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, o->max_recv_message_bytes);
+  INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, o->max_send_message_bytes);
+  if (o->max_connection_idle_ms > 0) {
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_IDLE_MS, clamp_int(o->max_connection_idle_ms));
+  }
+  if (o->max_connection_age_ms > 0) {
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_MS, clamp_int(o->max_connection_age_ms));
+  }
+  if (o->max_connection_age_grace_ms > 0) {
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+            clamp_int(o->max_connection_age_grace_ms));
+  }
+  /* The core turns SO_REUSEPORT on by default, which lets a second server
+   * silently share a busy port; a clear bind error is what users expect. */
+  INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+#undef INT_ARG
+  grpc_channel_args ca = {.num_args = n, .args = args};
+  srv->server = grpc_server_create(&ca, NULL);
+  if (srv->server == NULL) {
+    free(srv);
+    grpc_shutdown();
+    return PERFC_EGRPC;
+  }
+  pthread_mutex_init(&srv->mu, NULL);
+  pthread_cond_init(&srv->cv, NULL);
+  srv->wake_fd[0] = srv->wake_fd[1] = -1;
+  atomic_init(&srv->state, SRV_NEW);
+  *out = srv;
+  return 0;
+}
+
+int perfc_server_listen(perfc_server *srv, const char *addr, int *bound_port) {
+  if (srv == NULL || addr == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+  int port = grpc_server_add_http2_port(srv->server, addr, creds);
+  grpc_server_credentials_release(creds);
+  if (port <= 0) {
+    perfc_log(PERFC_LOG_ERROR, "server: cannot listen on %s", addr);
+    return PERFC_EBIND;
+  }
+  srv->nlisteners++;
+  if (bound_port != NULL)
+    *bound_port = port;
+  return 0;
+}
+
+int perfc_server_add_service(perfc_server *srv, const perfc_service_desc *desc,
+                             const void *handlers, void *user_data) {
+  if (srv == NULL || desc == NULL || handlers == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  for (size_t i = 0; i < srv->nservices; i++)
+    if (strcmp(srv->services[i].desc->name, desc->name) == 0)
+      return PERFC_EEXIST;
+  service_entry *sv =
+      realloc(srv->services, (srv->nservices + 1) * sizeof *sv);
+  if (sv == NULL)
+    return PERFC_ENOMEM;
+  srv->services = sv;
+  method_entry *me =
+      realloc(srv->methods, (srv->nmethods + desc->n_methods) * sizeof *me);
+  if (me == NULL)
+    return PERFC_ENOMEM;
+  srv->methods = me;
+  srv->services[srv->nservices++].desc = desc;
+
+  for (size_t i = 0; i < desc->n_methods; i++) {
+    const perfc_method_desc *d = &desc->methods[i];
+    method_entry *m = &srv->methods[srv->nmethods++];
+    memset(m, 0, sizeof *m);
+    m->desc = d;
+    m->service = desc;
+    m->handlers = handlers;
+    m->user_data = user_data;
+    /* Read the handler slot as a function pointer (not as void *): the
+     * generated struct holds function pointers only. */
+    void (*fn)(void);
+    memcpy(&fn, (const char *)handlers + d->handler_offset, sizeof fn);
+    m->has_handler = fn != NULL && d->invoke != NULL;
+    if (!m->has_handler)
+      perfc_log(PERFC_LOG_WARN,
+                "server: %s has no handler; it will answer UNIMPLEMENTED",
+                d->path);
+    m->executor = d->executor != PERFC_EXEC_DEFAULT ? d->executor
+                                                    : srv->opts.default_executor;
+    int with_payload = d->kind == PERFC_METHOD_UNARY ||
+                       d->kind == PERFC_METHOD_SERVER_STREAM;
+    m->registered = grpc_server_register_method(
+        srv->server, d->path, NULL,
+        with_payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                     : GRPC_SRM_PAYLOAD_NONE,
+        0);
+    if (m->registered == NULL) {
+      srv->nmethods--;
+      perfc_log(PERFC_LOG_ERROR, "server: cannot register %s (duplicate?)",
+                d->path);
+      return PERFC_EGRPC;
+    }
+  }
+  return 0;
+}
+
+int perfc_server_start(perfc_server *srv) {
+  if (srv == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW || srv->nlisteners == 0)
+    return PERFC_ESTATE;
+  int needs_pool = 0;
+  for (size_t i = 0; i < srv->nmethods; i++)
+    needs_pool |= srv->methods[i].executor == PERFC_EXEC_POOL;
+  if (needs_pool) {
+    perfc_pool_opts po;
+    perfc_pool_opts_init(&po);
+    if (srv->opts.pool_threads)
+      po.threads = srv->opts.pool_threads;
+    if (srv->opts.pool_queue)
+      po.queue_max = srv->opts.pool_queue;
+    int rc = perfc_pool_new(&srv->pool, &po);
+    if (rc != 0)
+      return rc;
+  }
+  srv->pollers = calloc(srv->opts.threads, sizeof *srv->pollers);
+  if (srv->pollers == NULL)
+    return PERFC_ENOMEM;
+  /* Threads first: each waits for `go`, then posts its own requests, so a
+   * poller's free list is only ever touched by its own thread. A poller
+   * whose thread cannot be created is simply not used. */
+  for (unsigned i = 0; i < srv->opts.threads; i++) {
+    poller *p = &srv->pollers[i];
+    p->srv = srv;
+    p->index = i;
+    p->cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&p->thread, NULL, poller_main, p) != 0) {
+      grpc_completion_queue_shutdown(p->cq);
+      grpc_completion_queue_destroy(p->cq);
+      perfc_log(PERFC_LOG_WARN, "server: cannot start poller thread %u", i);
+      break;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "perfc-cq%u", i % 10000u);
+    pthread_setname_np(p->thread, name);
+    srv->npollers = i + 1;
+  }
+  if (srv->npollers == 0) {
+    perfc_pool_free(srv->pool);
+    srv->pool = NULL;
+    return PERFC_ETHREAD;
+  }
+  /* Every queue is registered before grpc_server_start, as the core
+   * requires. */
+  for (unsigned i = 0; i < srv->npollers; i++)
+    grpc_server_register_completion_queue(srv->server, srv->pollers[i].cq,
+                                          NULL);
+  grpc_server_start(srv->server);
+  atomic_store(&srv->state, SRV_STARTED);
+  pthread_mutex_lock(&srv->mu);
+  srv->go = 1;
+  pthread_cond_broadcast(&srv->cv);
+  pthread_mutex_unlock(&srv->mu);
+  return 0;
+}
+
+static void wait_shutdown(perfc_server *srv, int64_t grace_ms) {
+  gpr_timespec until = perfc__deadline_from_ms(grace_ms);
+  struct timespec ts;
+  gpr_timespec rt = gpr_convert_clock_type(until, GPR_CLOCK_REALTIME);
+  ts.tv_sec = rt.tv_sec;
+  ts.tv_nsec = rt.tv_nsec;
+  pthread_mutex_lock(&srv->mu);
+  while (!srv->shutdown_done) {
+    if (pthread_cond_timedwait(&srv->cv, &srv->mu, &ts) == ETIMEDOUT)
+      break;
+  }
+  int done = srv->shutdown_done;
+  pthread_mutex_unlock(&srv->mu);
+  if (done)
+    return;
+  perfc_log(PERFC_LOG_WARN,
+            "server: grace period of %lld ms over; cancelling in-flight calls",
+            (long long)grace_ms);
+  grpc_server_cancel_all_calls(srv->server);
+  pthread_mutex_lock(&srv->mu);
+  while (!srv->shutdown_done) {
+    /* Cancelled calls end quickly unless a handler ignores cancellation;
+     * say so periodically rather than hanging silently. */
+    gpr_timespec t = gpr_convert_clock_type(perfc__deadline_from_ms(5000),
+                                            GPR_CLOCK_REALTIME);
+    ts.tv_sec = t.tv_sec;
+    ts.tv_nsec = t.tv_nsec;
+    if (pthread_cond_timedwait(&srv->cv, &srv->mu, &ts) == ETIMEDOUT)
+      perfc_log(PERFC_LOG_WARN,
+                "server: still waiting for handlers to return after cancel");
+  }
+  pthread_mutex_unlock(&srv->mu);
+}
+
+void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
+  if (srv == NULL)
+    return;
+  int expected = SRV_STARTED;
+  if (!atomic_compare_exchange_strong(&srv->state, &expected, SRV_STOPPING)) {
+    if (expected == SRV_NEW)
+      atomic_store(&srv->state, SRV_STOPPED);
+    return;
+  }
+  if (grace_ms < 0)
+    grace_ms = srv->opts.shutdown_grace_ms;
+  srv->shutdown_tag.run = on_shutdown_done;
+  grpc_server_shutdown_and_notify(srv->server, srv->pollers[0].cq,
+                                  &srv->shutdown_tag);
+  wait_shutdown(srv, grace_ms);
+  /* All calls have ended, so no pool job can still touch a call. */
+  perfc_pool_free(srv->pool);
+  srv->pool = NULL;
+  for (unsigned i = 0; i < srv->npollers; i++)
+    grpc_completion_queue_shutdown(srv->pollers[i].cq);
+  for (unsigned i = 0; i < srv->npollers; i++)
+    pthread_join(srv->pollers[i].thread, NULL);
+  grpc_server_destroy(srv->server);
+  srv->server = NULL;
+  for (unsigned i = 0; i < srv->npollers; i++)
+    grpc_completion_queue_destroy(srv->pollers[i].cq);
+  atomic_store(&srv->state, SRV_STOPPED);
+  pthread_mutex_lock(&srv->mu);
+  if (srv->wake_fd[1] >= 0) {
+    char b = 0;
+    ssize_t w = write(srv->wake_fd[1], &b, 1);
+    (void)w;
+  }
+  pthread_mutex_unlock(&srv->mu);
+}
+
+/* Signal handlers cannot carry user data, so the pipe of the one
+ * perfc_server_run() in progress is process-wide. */
+static volatile sig_atomic_t g_sig_fd = -1;
+
+static void on_signal(int sig) {
+  int saved = errno;
+  if (g_sig_fd >= 0) {
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(g_sig_fd, &b, 1);
+    (void)w;
+  }
+  errno = saved;
+}
+
+int perfc_server_run(perfc_server *srv) {
+  if (srv == NULL || atomic_load(&srv->state) != SRV_STARTED)
+    return PERFC_ESTATE;
+  int fds[2];
+  if (pipe(fds) != 0)
+    return PERFC_EIO;
+  pthread_mutex_lock(&srv->mu);
+  srv->wake_fd[0] = fds[0];
+  srv->wake_fd[1] = fds[1];
+  pthread_mutex_unlock(&srv->mu);
+  g_sig_fd = fds[1];
+  struct sigaction sa, old_int, old_term;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+
+  int sig = 0;
+  for (;;) {
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    int r = poll(&pfd, 1, -1);
+    if (r < 0 && errno == EINTR)
+      continue;
+    unsigned char b = 0;
+    if (read(fds[0], &b, 1) == 1)
+      sig = b;
+    break;
+  }
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+  g_sig_fd = -1;
+  if (sig != 0) {
+    perfc_log(PERFC_LOG_INFO, "server: signal %d, shutting down gracefully",
+              sig);
+    perfc_server_shutdown(srv, -1);
+  }
+  pthread_mutex_lock(&srv->mu);
+  srv->wake_fd[0] = srv->wake_fd[1] = -1;
+  pthread_mutex_unlock(&srv->mu);
+  close(fds[0]);
+  close(fds[1]);
+  return sig;
+}
+
+void perfc_server_free(perfc_server *srv) {
+  if (srv == NULL)
+    return;
+  perfc_server_shutdown(srv, -1);
+  if (srv->server != NULL) /* never started */
+    grpc_server_destroy(srv->server);
+  free(srv->pollers);
+  free(srv->methods);
+  free(srv->services);
+  pthread_cond_destroy(&srv->cv);
+  pthread_mutex_destroy(&srv->mu);
+  free(srv);
+  grpc_shutdown();
+}
+
+/* ---- call context API ------------------------------------------------------- */
+
+perfc_arena *perfc_ctx_arena(perfc_ctx *ctx) { return ctx->arena; }
+
+void *perfc_ctx_alloc(perfc_ctx *ctx, size_t n) {
+  return perfc_arena_alloc(ctx->arena, n);
+}
+
+const char *perfc_ctx_method(const perfc_ctx *ctx) { return ctx->path; }
+
+const perfc_method_desc *perfc_ctx_method_desc(const perfc_ctx *ctx) {
+  return ctx->method ? ctx->method->desc : NULL;
+}
+
+const char *perfc_ctx_peer(perfc_ctx *ctx) {
+  if (ctx->peer == NULL) {
+    char *p = grpc_call_get_peer(ctx->call);
+    ctx->peer = perfc_arena_strdup(ctx->arena, p ? p : "unknown");
+    gpr_free(p);
+  }
+  return ctx->peer;
+}
+
+int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx) {
+  return perfc__remaining_ms(ctx->deadline);
+}
+
+int perfc_ctx_cancelled(const perfc_ctx *ctx) {
+  return ctx->cancelled || perfc__remaining_ms(ctx->deadline) == 0;
+}
+
+size_t perfc_ctx_metadata_count(const perfc_ctx *ctx) {
+  return ctx->request_md.count;
+}
+
+int perfc_ctx_metadata_at(const perfc_ctx *ctx, size_t i, perfc_slice *key,
+                          perfc_slice *value) {
+  if (i >= ctx->request_md.count)
+    return PERFC_EINVAL;
+  const grpc_metadata *md = &ctx->request_md.metadata[i];
+  if (key != NULL)
+    *key = (perfc_slice){GRPC_SLICE_START_PTR(md->key),
+                         GRPC_SLICE_LENGTH(md->key)};
+  if (value != NULL)
+    *value = (perfc_slice){GRPC_SLICE_START_PTR(md->value),
+                           GRPC_SLICE_LENGTH(md->value)};
+  return 0;
+}
+
+const char *perfc_ctx_metadata_get(perfc_ctx *ctx, const char *key,
+                                   size_t *len) {
+  size_t klen = strlen(key);
+  for (size_t i = 0; i < ctx->request_md.count; i++) {
+    const grpc_metadata *md = &ctx->request_md.metadata[i];
+    if (GRPC_SLICE_LENGTH(md->key) == klen &&
+        memcmp(GRPC_SLICE_START_PTR(md->key), key, klen) == 0) {
+      size_t vlen = GRPC_SLICE_LENGTH(md->value);
+      if (len != NULL)
+        *len = vlen;
+      return perfc_arena_strndup(
+          ctx->arena, (const char *)GRPC_SLICE_START_PTR(md->value), vlen);
+    }
+  }
+  return NULL;
+}
+
+static int md_add(perfc_ctx *ctx, md_list *l, const char *key,
+                  const char *value, size_t len) {
+  if (value != NULL && len == 0)
+    len = strlen(value);
+  int rc = perfc__check_metadata(key, value, len);
+  if (rc != 0)
+    return rc;
+  if (l->count == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 4;
+    grpc_metadata *items = perfc_arena_alloc(ctx->arena, cap * sizeof *items);
+    if (items == NULL)
+      return PERFC_ENOMEM;
+    if (l->count)
+      memcpy(items, l->items, l->count * sizeof *items);
+    l->items = items;
+    l->cap = cap;
+  }
+  /* The arena outlives the call's batches, so static slices over arena
+   * copies are safe and cost no refcounting. */
+  char *k = perfc_arena_strdup(ctx->arena, key);
+  char *v = perfc_arena_strndup(ctx->arena, value, len);
+  if (k == NULL || v == NULL)
+    return PERFC_ENOMEM;
+  grpc_metadata *md = &l->items[l->count++];
+  memset(md, 0, sizeof *md);
+  md->key = grpc_slice_from_static_string(k);
+  md->value = grpc_slice_from_static_buffer(v, len);
+  return 0;
+}
+
+int perfc_ctx_add_initial_metadata(perfc_ctx *ctx, const char *key,
+                                   const char *value, size_t len) {
+  if (ctx->initial_md_sent)
+    return PERFC_ESTATE;
+  return md_add(ctx, &ctx->initial_md, key, value, len);
+}
+
+int perfc_ctx_add_trailing_metadata(perfc_ctx *ctx, const char *key,
+                                    const char *value, size_t len) {
+  return md_add(ctx, &ctx->trailing_md, key, value, len);
+}
+
+perfc_status_code perfc_ctx_error(perfc_ctx *ctx, perfc_status_code code,
+                                  const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n >= 0) {
+    char *msg = perfc_arena_alloc(ctx->arena, (size_t)n + 1);
+    if (msg != NULL) {
+      va_start(ap, fmt);
+      vsnprintf(msg, (size_t)n + 1, fmt, ap);
+      va_end(ap);
+      ctx->message = msg;
+    }
+  }
+  return code;
+}

@@ -1,0 +1,45 @@
+/*
+ * server_internal.h — pieces of the server shared with other runtime modules
+ * (the stream implementation, tests). Never installed.
+ *
+ * Room: runtime/src private header.
+ */
+#ifndef PERFC_SERVER_INTERNAL_H
+#define PERFC_SERVER_INTERNAL_H
+
+#include "perfc/server.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+
+/* A completion-queue tag is a functor: the poller calls t->run(t, ok) with
+ * no lookup. Structs that own tags embed them and recover themselves with
+ * PERFC_CONTAINER_OF. */
+typedef struct perfc_tag perfc_tag;
+struct perfc_tag {
+  void (*run)(perfc_tag *t, int ok);
+};
+
+#define PERFC_CONTAINER_OF(ptr, type, member)                                  \
+  ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* Copies a received byte buffer into one contiguous arena region (the common
+ * single-slice case copies once; compressed buffers are inflated by the
+ * reader). Returns 0 or PERFC_ENOMEM. */
+int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
+                               const uint8_t **data, size_t *len);
+
+/* Packs `msg` into a new byte buffer the caller destroys. NULL on OOM. */
+grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg);
+
+/* Monotonic milliseconds until `deadline`; INT64_MAX for infinite. */
+int64_t perfc__remaining_ms(gpr_timespec deadline);
+
+/* Deadline `ms` from now on the monotonic clock; infinite for ms < 0. */
+gpr_timespec perfc__deadline_from_ms(int64_t ms);
+
+/* Checks a metadata key/value pair before handing it to the core, which
+ * would otherwise fail the whole call. Returns 0 or PERFC_EINVAL. */
+int perfc__check_metadata(const char *key, const char *value, size_t len);
+
+#endif
