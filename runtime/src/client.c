@@ -93,7 +93,7 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     sc = service_config;
   }
 
-  grpc_init();
+  perfc__grpc_init();
   grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   for (unsigned i = 0; i < ch->n; i++) {
     grpc_arg args[16];

@@ -7,7 +7,10 @@
 #include "server_internal.h"
 
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
+#include "perfc/log.h"
 #include <string.h>
 
 int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
@@ -90,4 +93,24 @@ int perfc__check_metadata(const char *key, const char *value, size_t len) {
     return 0;
   grpc_slice v = grpc_slice_from_static_buffer(value, len);
   return grpc_header_nonbin_value_is_legal(v) ? 0 : PERFC_EINVAL;
+}
+
+/* The core logs to stderr on its own; route it through perfc's logger so a
+ * service has one log stream in one format. Core errors are mostly echoes
+ * of failures perfc reports itself (a bind error, a refused batch), hence
+ * warn rather than error. */
+static void grpc_log_route(gpr_log_func_args *args) {
+  perfc_log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? PERFC_LOG_WARN
+                          : args->severity == GPR_LOG_SEVERITY_INFO ? PERFC_LOG_INFO
+                                                                    : PERFC_LOG_DEBUG;
+  perfc_log(level, "grpc: %s", args->message);
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void install_log_route(void) { gpr_set_log_function(grpc_log_route); }
+
+void perfc__grpc_init(void) {
+  pthread_once(&log_once, install_log_route);
+  grpc_init();
 }

@@ -124,6 +124,7 @@ struct perfc_server {
 };
 
 static void post_request(poller *p, method_entry *m);
+static int server_accepting(perfc_server *srv);
 static void ctx_release(perfc_ctx *ctx);
 
 /* ---- options -------------------------------------------------------------- */
@@ -431,8 +432,10 @@ static void post_request(poller *p, method_entry *m) {
                                    &ctx->request_tag);
   }
   if (err != GRPC_CALL_OK) {
-    perfc_log(PERFC_LOG_ERROR, "server: cannot post request: %s",
-              grpc_call_error_to_string(err));
+    /* Refusals are expected once shutdown began; only log real failures. */
+    if (server_accepting(p->srv))
+      perfc_log(PERFC_LOG_ERROR, "server: cannot post request: %s",
+                grpc_call_error_to_string(err));
     ctx_release(ctx);
   }
 }
@@ -498,7 +501,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
     free(srv);
     return PERFC_EINVAL;
   }
-  grpc_init();
+  perfc__grpc_init();
 
   grpc_arg args[16];
   size_t n = 0;
@@ -813,8 +816,26 @@ void perfc_server_free(perfc_server *srv) {
   if (srv == NULL)
     return;
   perfc_server_shutdown(srv, -1);
-  if (srv->server != NULL) /* never started */
+  if (srv->server != NULL) {
+    /* Never started. The core still insists on a shutdown before destroy
+     * once listeners were added; with nothing in flight it completes at
+     * once on a private queue. */
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    perfc_tag done = {NULL};
+    grpc_server_shutdown_and_notify(srv->server, cq, &done);
+    grpc_event ev;
+    do {
+      ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                      NULL);
+    } while (ev.type == GRPC_OP_COMPLETE && ev.tag != &done);
     grpc_server_destroy(srv->server);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                      NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+      ;
+    grpc_completion_queue_destroy(cq);
+  }
   free(srv->pollers);
   free(srv->methods);
   free(srv->services);

@@ -1,0 +1,81 @@
+/* test_arena.c — runtime/src/arena.c: alignment, growth, reset, protobuf-c
+ * allocator. */
+#include <criterion/criterion.h>
+#include <perfc/arena.h>
+#include <stdint.h>
+#include <string.h>
+
+Test(arena, allocations_are_aligned_and_distinct) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 256), 0);
+  void *prev = NULL;
+  for (size_t n = 0; n < 40; n++) {
+    void *p = perfc_arena_alloc(a, n);
+    cr_assert_not_null(p);
+    cr_assert_eq((uintptr_t)p % 16, 0, "size %zu not 16-aligned", n);
+    cr_assert_neq(p, prev);
+    memset(p, 0xab, n);
+    prev = p;
+  }
+  perfc_arena_free(a);
+}
+
+Test(arena, grows_past_first_block_and_keeps_data) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 64), 0);
+  char *small = perfc_arena_strdup(a, "kept");
+  char *big = perfc_arena_alloc(a, 100000);
+  cr_assert_not_null(big);
+  memset(big, 'x', 100000);
+  cr_assert_str_eq(small, "kept");
+  cr_assert_geq(perfc_arena_used(a), 100000);
+  perfc_arena_free(a);
+}
+
+Test(arena, reset_reuses_first_block) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 1024), 0);
+  void *first = perfc_arena_alloc(a, 32);
+  perfc_arena_alloc(a, 5000); /* chains a second block */
+  perfc_arena_reset(a);
+  cr_assert_eq(perfc_arena_used(a), 0);
+  cr_assert_eq(perfc_arena_alloc(a, 32), first);
+  perfc_arena_free(a);
+}
+
+Test(arena, strings_and_printf) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+  cr_assert_str_eq(perfc_arena_strndup(a, "abcdef", 3), "abc");
+  cr_assert_str_eq(perfc_arena_sprintf(a, "%s-%d", "user", 42), "user-42");
+  cr_assert_null(perfc_arena_strdup(a, NULL));
+  char *z = perfc_arena_calloc(a, 64);
+  for (int i = 0; i < 64; i++)
+    cr_assert_eq(z[i], 0);
+  perfc_arena_free(a);
+}
+
+Test(arena, protobuf_allocator_routes_to_arena) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+  ProtobufCAllocator al = perfc_arena_allocator(a);
+  size_t before = perfc_arena_used(a);
+  void *p = al.alloc(al.allocator_data, 100);
+  cr_assert_not_null(p);
+  cr_assert_geq(perfc_arena_used(a), before + 100);
+  al.free(al.allocator_data, p); /* no-op, must not crash */
+  perfc_arena_free(a);
+}
+
+Test(arena, free_null_is_noop_and_new_rejects_null) {
+  perfc_arena_free(NULL);
+  cr_assert_eq(perfc_arena_new(NULL, 0), PERFC_EINVAL);
+}
+
+Test(arena, huge_request_fails_cleanly) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+  cr_assert_null(perfc_arena_alloc(a, SIZE_MAX - 8));
+  cr_assert_not_null(perfc_arena_alloc(a, 8));
+  perfc_arena_free(a);
+}

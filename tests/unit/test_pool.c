@@ -1,0 +1,78 @@
+/* test_pool.c — runtime/src/pool.c: every job runs exactly once, the bound
+ * refuses at once, free drains the queue. */
+#include <criterion/criterion.h>
+#include <perfc/pool.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+static atomic_int ran;
+
+static void count_job(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&ran, 1);
+}
+
+Test(pool, runs_every_job_once) {
+  atomic_store(&ran, 0);
+  perfc_pool *p;
+  perfc_pool_opts o;
+  perfc_pool_opts_init(&o);
+  o.threads = 4;
+  o.queue_max = 100000;
+  cr_assert_eq(perfc_pool_new(&p, &o), 0);
+  for (int i = 0; i < 50000; i++)
+    cr_assert_eq(perfc_pool_submit(p, count_job, NULL), 0);
+  perfc_pool_free(p); /* drains before joining */
+  cr_assert_eq(atomic_load(&ran), 50000);
+}
+
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+
+static void blocked_job(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&gate);
+  pthread_mutex_unlock(&gate);
+  atomic_fetch_add(&ran, 1);
+}
+
+Test(pool, full_queue_refuses_immediately) {
+  atomic_store(&ran, 0);
+  perfc_pool *p;
+  perfc_pool_opts o = {.threads = 1, .queue_max = 3};
+  cr_assert_eq(perfc_pool_new(&p, &o), 0);
+  pthread_mutex_lock(&gate);
+  /* One job occupies the worker, three fill the queue. */
+  cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), 0);
+  perfc_pool_stats st;
+  for (int spin = 0; spin < 1000; spin++) {
+    perfc_pool_stats_get(p, &st);
+    if (st.busy == 1)
+      break;
+    usleep(1000);
+  }
+  cr_assert_eq(st.busy, 1);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), 0);
+  cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), PERFC_EFULL);
+  perfc_pool_stats_get(p, &st);
+  cr_assert_eq(st.queued, 3);
+  cr_assert_eq(st.rejected, 1);
+  pthread_mutex_unlock(&gate);
+  perfc_pool_free(p);
+  cr_assert_eq(atomic_load(&ran), 4, "the refused job must never run");
+}
+
+Test(pool, defaults_and_bad_arguments) {
+  perfc_pool_opts o;
+  perfc_pool_opts_init(&o);
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  cr_assert_eq(o.threads, (unsigned)cores * PERFC_DEFAULT_POOL_THREADS_PER_CORE);
+  cr_assert_eq(o.queue_max, PERFC_DEFAULT_POOL_QUEUE);
+  cr_assert_eq(perfc_pool_new(NULL, NULL), PERFC_EINVAL);
+  perfc_pool *p;
+  cr_assert_eq(perfc_pool_new(&p, NULL), 0);
+  cr_assert_eq(perfc_pool_submit(p, NULL, NULL), PERFC_EINVAL);
+  perfc_pool_free(p);
+  perfc_pool_free(NULL);
+}

@@ -1,0 +1,73 @@
+/* test_server.c — runtime/src/server.c: option defaults and lifecycle
+ * errors. Request handling is covered by tests/integration with generated
+ * code. */
+#include <criterion/criterion.h>
+#include <perfc/server.h>
+#include <stdio.h>
+#include <unistd.h>
+
+Test(server, option_defaults) {
+  perfc_server_opts o;
+  perfc_server_opts_init(&o);
+  cr_assert_eq(o.threads, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+  cr_assert_eq(o.requests_per_method, PERFC_DEFAULT_REQUESTS_PER_METHOD);
+  cr_assert_eq(o.default_executor, PERFC_EXEC_INLINE);
+  cr_assert_eq(o.keepalive_time_ms, 2 * 60 * 60 * 1000);
+  cr_assert_eq(o.keepalive_timeout_ms, 20000);
+  cr_assert_eq(o.min_ping_interval_ms, 10000);
+  cr_assert_eq(o.max_concurrent_streams, 1024);
+  cr_assert_eq(o.max_recv_message_bytes, 4 * 1024 * 1024);
+  cr_assert_eq(o.max_send_message_bytes, 4 * 1024 * 1024);
+  cr_assert_eq(o.max_connection_idle_ms, 0);
+  cr_assert_eq(o.max_connection_age_ms, 0);
+  cr_assert_eq(o.shutdown_grace_ms, 5000);
+  cr_assert_eq(o.keepalive_permit_without_calls, 0);
+}
+
+static const perfc_service_desc empty_svc = {.name = "test.Empty"};
+static const int no_handlers;
+
+Test(server, lifecycle_errors) {
+  perfc_server *s;
+  cr_assert_eq(perfc_server_new(NULL, NULL), PERFC_EINVAL);
+  perfc_server_opts bad = {.default_executor = (perfc_executor)7};
+  cr_assert_eq(perfc_server_new(&s, &bad), PERFC_EINVAL);
+
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_start(s), PERFC_ESTATE, "no address yet");
+  cr_assert_eq(perfc_server_listen(s, "256.1.1.1:1", NULL), PERFC_EBIND);
+  int port = 0;
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", &port), 0);
+  cr_assert_gt(port, 0);
+  cr_assert_eq(perfc_server_add_service(s, &empty_svc, &no_handlers, NULL), 0);
+  cr_assert_eq(perfc_server_add_service(s, &empty_svc, &no_handlers, NULL),
+               PERFC_EEXIST);
+  cr_assert_eq(perfc_server_add_service(s, NULL, &no_handlers, NULL),
+               PERFC_EINVAL);
+
+  /* A second server cannot take the same port. */
+  perfc_server *s2;
+  cr_assert_eq(perfc_server_new(&s2, NULL), 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_server_listen(s2, addr, NULL), PERFC_EBIND);
+  perfc_server_free(s2);
+
+  cr_assert_eq(perfc_server_start(s), 0);
+  cr_assert_eq(perfc_server_start(s), PERFC_ESTATE);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), PERFC_ESTATE);
+  cr_assert_eq(perfc_server_add_service(s, &empty_svc, &no_handlers, NULL),
+               PERFC_ESTATE);
+  perfc_server_shutdown(s, 100);
+  perfc_server_shutdown(s, 100); /* idempotent */
+  cr_assert_eq(perfc_server_run(s), PERFC_ESTATE);
+  perfc_server_free(s);
+  perfc_server_free(NULL);
+}
+
+Test(server, free_without_start) {
+  perfc_server *s;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
+  perfc_server_free(s);
+}
