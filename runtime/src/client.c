@@ -256,6 +256,7 @@ perfc_status_code perfc_channel_unary(perfc_channel *ch,
   ops[5].data.recv_status_on_client.status_details = &details;
 
   perfc_status_code result;
+  PERFC_HANDOFF_RELEASE(&ops[0]);
   grpc_call_error err = grpc_call_start_batch(call, ops, 6, &ops[0], NULL);
   if (err != GRPC_CALL_OK) {
     const char *e = grpc_call_error_to_string(err);
@@ -263,6 +264,7 @@ perfc_status_code perfc_channel_unary(perfc_channel *ch,
   } else {
     grpc_completion_queue_pluck(cq, &ops[0], gpr_inf_future(GPR_CLOCK_REALTIME),
                                 NULL);
+    PERFC_HANDOFF_ACQUIRE(&ops[0]);
     result = (perfc_status_code)code;
     if (code == GRPC_STATUS_OK) {
       const uint8_t *data = NULL;

@@ -53,6 +53,7 @@ typedef struct md_list {
 struct perfc_ctx {
   perfc_tag request_tag; /* fires when the core matched a call to us */
   perfc_tag batch_tag;   /* fires when the final batch completed */
+  perfc_tag close_tag;   /* pool calls: fires when the client closed */
   atomic_int refs;
   poller *poller;
   method_entry *method; /* NULL: the generic catch-all for unknown methods */
@@ -72,7 +73,11 @@ struct perfc_ctx {
   const char *message;
   grpc_slice details_slice;
   int has_details;
-  int cancelled; /* written by RECV_CLOSE_ON_SERVER */
+  int cancelled; /* written by the core for RECV_CLOSE_ON_SERVER */
+  int close_posted; /* RECV_CLOSE_ON_SERVER already in flight */
+  /* Set on the poller once the close completed with cancelled != 0, read by
+   * the handler's thread: the core's plain int write is published by it. */
+  atomic_int cancelled_flag;
   int initial_md_sent;
   md_list initial_md, trailing_md;
 };
@@ -178,6 +183,10 @@ static int clamp_int(int64_t v) {
 
 /* ---- call contexts ---------------------------------------------------------- */
 
+/* The poller running on this thread, so a context released elsewhere (only
+ * on error paths) is freed instead of touching another thread's list. */
+static _Thread_local poller *tls_poller;
+
 static perfc_ctx *ctx_get(poller *p) {
   perfc_ctx *ctx = p->free_list;
   if (ctx != NULL) {
@@ -198,13 +207,14 @@ static perfc_ctx *ctx_get(poller *p) {
   ctx->arena = arena;
   ctx->poller = p;
   atomic_init(&ctx->refs, 1);
+  atomic_init(&ctx->cancelled_flag, 0);
   grpc_metadata_array_init(&ctx->request_md);
   return ctx;
 }
 
 static void ctx_put(perfc_ctx *ctx) {
   poller *p = ctx->poller;
-  if (p->free_count < CTX_CACHE_MAX) {
+  if (p == tls_poller && p->free_count < CTX_CACHE_MAX) {
     ctx->next_free = p->free_list;
     p->free_list = ctx;
     p->free_count++;
@@ -269,10 +279,13 @@ static void finish(perfc_ctx *ctx) {
     ops[n].data.send_status_from_server.status_details = &ctx->details_slice;
   }
   n++;
-  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-  ops[n].data.recv_close_on_server.cancelled = &ctx->cancelled;
-  n++;
+  if (!ctx->close_posted) {
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &ctx->cancelled;
+    n++;
+  }
   ctx->batch_tag.run = on_final_batch;
+  PERFC_HANDOFF_RELEASE(&ctx->batch_tag);
   grpc_call_error err =
       grpc_call_start_batch(ctx->call, ops, n, &ctx->batch_tag, NULL);
   if (err != GRPC_CALL_OK) {
@@ -356,6 +369,33 @@ static void run_unary(perfc_ctx *ctx) {
 
 static void pool_job(void *arg) { run_unary(arg); }
 
+static void on_close(perfc_tag *t, int ok) {
+  perfc_ctx *ctx = PERFC_CONTAINER_OF(t, perfc_ctx, close_tag);
+  if (!ok || ctx->cancelled)
+    atomic_store_explicit(&ctx->cancelled_flag, 1, memory_order_release);
+  ctx_release(ctx);
+}
+
+/* A handler on the pool may run long; receiving the close early (with its
+ * own reference on the context) lets perfc_ctx_cancelled() see a client
+ * that went away or a server cancelling calls at shutdown. Inline handlers
+ * skip this: they finish before the poller could deliver the close. */
+static void watch_close(perfc_ctx *ctx) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  op.data.recv_close_on_server.cancelled = &ctx->cancelled;
+  ctx->close_tag.run = on_close;
+  atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+  PERFC_HANDOFF_RELEASE(&ctx->close_tag);
+  if (grpc_call_start_batch(ctx->call, &op, 1, &ctx->close_tag, NULL) ==
+      GRPC_CALL_OK) {
+    ctx->close_posted = 1;
+  } else {
+    atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_relaxed);
+  }
+}
+
 static void dispatch(perfc_ctx *ctx) {
   method_entry *m = ctx->method;
   if (!m->has_handler) {
@@ -370,6 +410,7 @@ static void dispatch(perfc_ctx *ctx) {
     return;
   }
   if (m->executor == PERFC_EXEC_POOL) {
+    watch_close(ctx);
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
       finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -418,6 +459,7 @@ static void post_request(poller *p, method_entry *m) {
   ctx->method = m;
   ctx->request_tag.run = on_request;
   grpc_call_error err;
+  PERFC_HANDOFF_RELEASE(&ctx->request_tag);
   if (m != NULL) {
     int with_payload = m->desc->kind == PERFC_METHOD_UNARY ||
                        m->desc->kind == PERFC_METHOD_SERVER_STREAM;
@@ -445,6 +487,7 @@ static void post_request(poller *p, method_entry *m) {
 static void *poller_main(void *arg) {
   poller *p = arg;
   perfc_server *srv = p->srv;
+  tls_poller = p;
   pthread_mutex_lock(&srv->mu);
   while (!srv->go)
     pthread_cond_wait(&srv->cv, &srv->mu);
@@ -463,6 +506,7 @@ static void *poller_main(void *arg) {
       break;
     if (ev.type == GRPC_OP_COMPLETE) {
       perfc_tag *t = ev.tag;
+      PERFC_HANDOFF_ACQUIRE(t);
       t->run(t, ev.success);
     }
   }
@@ -729,6 +773,7 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
   if (grace_ms < 0)
     grace_ms = srv->opts.shutdown_grace_ms;
   srv->shutdown_tag.run = on_shutdown_done;
+  PERFC_HANDOFF_RELEASE(&srv->shutdown_tag);
   grpc_server_shutdown_and_notify(srv->server, srv->pollers[0].cq,
                                   &srv->shutdown_tag);
   wait_shutdown(srv, grace_ms);
@@ -873,7 +918,8 @@ int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx) {
 }
 
 int perfc_ctx_cancelled(const perfc_ctx *ctx) {
-  return ctx->cancelled || perfc__remaining_ms(ctx->deadline) == 0;
+  return atomic_load_explicit(&ctx->cancelled_flag, memory_order_acquire) ||
+         perfc__remaining_ms(ctx->deadline) == 0;
 }
 
 size_t perfc_ctx_metadata_count(const perfc_ctx *ctx) {

@@ -1,0 +1,104 @@
+/* test_service.c — TestService handlers: each method exercises one piece of
+ * the runtime the tests check (see proto/perfc/test/v1/test.proto). */
+#include "test_service.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static perfc_status_code echo(perfc_ctx *ctx,
+                              const Perfc__Test__V1__EchoRequest *req,
+                              Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ud;
+  resp->payload = req->payload; /* the request lives until the call ends */
+  resp->peer = (char *)perfc_ctx_peer(ctx);
+  int64_t left = perfc_ctx_remaining_ms(ctx);
+  resp->remaining_ms = left == INT64_MAX ? -1 : left;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code slow(perfc_ctx *ctx,
+                              const Perfc__Test__V1__EchoRequest *req,
+                              Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ud;
+  for (int waited = 0; waited < req->sleep_ms; waited += 5) {
+    if (perfc_ctx_cancelled(ctx)) {
+      resp->cancelled = 1;
+      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "cancelled after %d ms",
+                             waited);
+    }
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  resp->payload = req->payload;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code fail(perfc_ctx *ctx,
+                              const Perfc__Test__V1__EchoRequest *req,
+                              Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)resp;
+  (void)ud;
+  return perfc_ctx_error(ctx, (perfc_status_code)req->code, "%s", req->message);
+}
+
+static perfc_status_code meta(perfc_ctx *ctx,
+                              const Perfc__Test__V1__EchoRequest *req,
+                              Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)req;
+  (void)ud;
+  size_t len = 0;
+  const char *in = perfc_ctx_metadata_get(ctx, "x-in", &len);
+  if (in == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "metadata x-in missing");
+  resp->payload.data = (uint8_t *)in;
+  resp->payload.len = len;
+  if (perfc_ctx_add_initial_metadata(ctx, "x-initial", "first", 0) != 0 ||
+      perfc_ctx_add_trailing_metadata(ctx, "x-trailing", in, len) != 0 ||
+      perfc_ctx_add_trailing_metadata(ctx, "x-raw-bin", "\x00\x01\x02", 3) != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL, "cannot add metadata");
+  /* Bad keys are refused, not passed to the core. */
+  if (perfc_ctx_add_trailing_metadata(ctx, "Bad Key", "v", 0) != PERFC_EINVAL ||
+      perfc_ctx_add_trailing_metadata(ctx, "grpc-status", "0", 0) != PERFC_EINVAL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL, "bad key accepted");
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code big(perfc_ctx *ctx,
+                             const Perfc__Test__V1__EchoRequest *req,
+                             Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ud;
+  size_t n = req->response_bytes > 0 ? (size_t)req->response_bytes : 0;
+  uint8_t *buf = perfc_ctx_alloc(ctx, n);
+  if (buf == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "no memory");
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (uint8_t)(i * 7);
+  resp->payload.data = buf;
+  resp->payload.len = n;
+  return PERFC_STATUS_OK;
+}
+
+const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
+    .echo = echo,
+    .slow = slow,
+    .fail = fail,
+    .meta = meta,
+    .big = big,
+    /* .missing left NULL on purpose */
+};
+
+perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
+  perfc_server *srv;
+  if (perfc_server_new(&srv, opts) != 0)
+    return NULL;
+  if (perfc_server_listen(srv, "127.0.0.1:0", port) != 0 ||
+      perfc__test__v1__test_service__perfc_register(srv, &test_service_handlers,
+                                                    NULL) != 0 ||
+      perfc_server_start(srv) != 0) {
+    perfc_server_free(srv);
+    return NULL;
+  }
+  return srv;
+}

@@ -1,0 +1,12 @@
+/* test_service.h — the TestService implementation shared by the in-process
+ * tests and perfc-test-server. */
+#ifndef PERFC_TEST_SERVICE_H
+#define PERFC_TEST_SERVICE_H
+#include "perfc/test/v1/test.perfc.h"
+
+/* Starts a server on 127.0.0.1:0 with TestService; returns it and its port.
+ * `opts` may be NULL. */
+perfc_server *test_server_start(const perfc_server_opts *opts, int *port);
+
+extern const Perfc__Test__V1__TestService_Handlers test_service_handlers;
+#endif

@@ -1,0 +1,369 @@
+/* test_unary.c — a real server and the generated client over loopback:
+ * round trips, concurrency, every bad-input case of the unary path, worker
+ * pool bounds, deadlines, cancellation and graceful shutdown. After every
+ * failure case the same server must still answer. */
+#include "test_service.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SVC perfc__test__v1__test_service__perfc_desc
+#define M(name) (&SVC.methods[PERFC__TEST__V1__TEST_SERVICE__PERFC_METHOD_##name])
+
+static perfc_server *srv;
+static perfc_channel *ch;
+static int port;
+
+static void start_with(const perfc_server_opts *o) {
+  srv = test_server_start(o, &port);
+  cr_assert_not_null(srv);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+}
+
+static void setup(void) { start_with(NULL); }
+
+static void teardown(void) {
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  ch = NULL;
+  srv = NULL;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Echo must still work: the server keeps serving after a failure case. */
+static void assert_still_serving(void) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.payload.data = (uint8_t *)"alive";
+  req.payload.len = 5;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  cr_assert_eq(resp->payload.len, 5);
+  cr_assert_eq(memcmp(resp->payload.data, "alive", 5), 0);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  perfc_status_reset(&st);
+}
+
+TestSuite(unary, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(unary, echo_round_trips_bytes_of_many_sizes) {
+  size_t sizes[] = {0, 1, 64, 4096, 65537, 1 << 20};
+  for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+    uint8_t *buf = malloc(sizes[s] + 1);
+    for (size_t i = 0; i < sizes[s]; i++)
+      buf[i] = (uint8_t)(i * 31 + s);
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    req.payload.data = buf;
+    req.payload.len = sizes[s];
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_status st = {0};
+    perfc_arena *a;
+    cr_assert_eq(perfc_arena_new(&a, 0), 0);
+    perfc_call_opts co = {.arena = a};
+    cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp, &co, &st),
+                 PERFC_STATUS_OK);
+    cr_assert_eq(resp->payload.len, sizes[s]);
+    cr_assert_eq(memcmp(resp->payload.data, buf, sizes[s]), 0);
+    cr_assert(strncmp(resp->peer, "ipv4:127.0.0.1:", 15) == 0, "peer %s",
+              resp->peer);
+    /* The client's default 10 s deadline is visible to the handler. */
+    cr_assert(resp->remaining_ms > 5000 && resp->remaining_ms <= 10000,
+              "remaining %lld", (long long)resp->remaining_ms);
+    perfc_arena_free(a);
+    free(buf);
+  }
+}
+
+Test(unary, handler_status_and_message_reach_the_client) {
+  int codes[] = {PERFC_STATUS_NOT_FOUND, PERFC_STATUS_ALREADY_EXISTS,
+                 PERFC_STATUS_PERMISSION_DENIED, PERFC_STATUS_INTERNAL,
+                 PERFC_STATUS_UNAUTHENTICATED};
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    req.code = codes[i];
+    req.message = "user 42: nope ünïcode";
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_status st = {0};
+    cr_assert_eq(perfc__test__v1__test_service__fail__call(ch, &req, &resp, NULL, &st),
+                 codes[i]);
+    cr_assert_null(resp);
+    cr_assert_eq(st.code, codes[i]);
+    cr_assert_str_eq(st.message, "user 42: nope ünïcode");
+    perfc_status_reset(&st);
+  }
+  assert_still_serving();
+}
+
+Test(unary, malformed_request_is_invalid_argument) {
+  /* A method descriptor with Echo's path but a message whose field 1 is a
+   * varint: the server receives bytes that do not parse as EchoRequest. */
+  perfc_method_desc wrong = *M(ECHO);
+  wrong.input = &perfc__test__v1__wrong_wire__descriptor;
+  Perfc__Test__V1__WrongWire req = PERFC__TEST__V1__WRONG_WIRE__INIT;
+  req.payload = 12345;
+  ProtobufCMessage *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc_channel_unary(ch, &wrong, &req.base, &resp, NULL, &st),
+               PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert(strstr(st.message, "malformed request") != NULL, "%s", st.message);
+  cr_assert(strstr(st.message, "perfc.test.v1.EchoRequest") != NULL, "%s",
+            st.message);
+  perfc_status_reset(&st);
+  assert_still_serving();
+}
+
+Test(unary, unknown_method_and_service_are_unimplemented) {
+  const char *paths[] = {"/perfc.test.v1.TestService/Nope", "/no.such.Service/Echo"};
+  for (int i = 0; i < 2; i++) {
+    perfc_method_desc unknown = *M(ECHO);
+    unknown.path = paths[i];
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    perfc_status st = {0};
+    int64_t t0 = now_ms();
+    cr_assert_eq(perfc_channel_unary(ch, &unknown, &req.base, &resp, NULL, &st),
+                 PERFC_STATUS_UNIMPLEMENTED);
+    cr_assert_lt(now_ms() - t0, 2000, "must not wait for the deadline");
+    cr_assert(strstr(st.message, paths[i]) != NULL, "%s", st.message);
+    perfc_status_reset(&st);
+  }
+  assert_still_serving();
+}
+
+Test(unary, method_without_handler_is_unimplemented) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__missing__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_UNIMPLEMENTED);
+  cr_assert(strstr(st.message, "Missing") != NULL, "%s", st.message);
+  perfc_status_reset(&st);
+}
+
+Test(unary, deadline_exceeded_and_handler_sees_it) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 3000;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  perfc_call_opts co = {.timeout_ms = 100};
+  int64_t t0 = now_ms();
+  cr_assert_eq(perfc__test__v1__test_service__slow__call(ch, &req, &resp, &co, &st),
+               PERFC_STATUS_DEADLINE_EXCEEDED);
+  int64_t took = now_ms() - t0;
+  cr_assert(took >= 90 && took < 1500, "took %lld ms", (long long)took);
+  perfc_status_reset(&st);
+  assert_still_serving();
+}
+
+Test(unary, oversized_response_is_resource_exhausted) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.response_bytes = 5 * 1024 * 1024; /* over the 4 MiB send limit */
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__big__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert(strstr(st.message, "send limit") != NULL, "%s", st.message);
+  perfc_status_reset(&st);
+  req.response_bytes = 3 * 1024 * 1024;
+  cr_assert_eq(perfc__test__v1__test_service__big__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_OK);
+  cr_assert_eq(resp->payload.len, 3u * 1024 * 1024);
+  cr_assert_eq(resp->payload.data[12345], (uint8_t)(12345 * 7));
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  assert_still_serving();
+}
+
+Test(unary, bad_request_metadata_is_refused_locally) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  perfc_metadata md[] = {{"Upper-Case", "v", 0}};
+  perfc_call_opts co = {.metadata = md, .metadata_count = 1};
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp, &co, &st),
+               PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert(strstr(st.message, "Upper-Case") != NULL, "%s", st.message);
+  perfc_status_reset(&st);
+  perfc_metadata md2[] = {{"x-in", "bad\nvalue", 0}};
+  co.metadata = md2;
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp, &co, &st),
+               PERFC_STATUS_INVALID_ARGUMENT);
+  perfc_status_reset(&st);
+}
+
+Test(unary, request_metadata_reaches_handler) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  perfc_metadata md[] = {{"x-in", "hello-meta", 0}};
+  perfc_call_opts co = {.metadata = md, .metadata_count = 1};
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__meta__call(ch, &req, &resp, &co, &st),
+               PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  cr_assert_eq(resp->payload.len, 10);
+  cr_assert_eq(memcmp(resp->payload.data, "hello-meta", 10), 0);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+typedef struct worker_arg {
+  int id, n, ok;
+} worker_arg;
+
+static void *hammer(void *p) {
+  worker_arg *w = p;
+  for (int i = 0; i < w->n; i++) {
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "w%d-%d", w->id, i);
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    req.payload.data = (uint8_t *)buf;
+    req.payload.len = (size_t)len;
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    if (perfc__test__v1__test_service__echo__call(ch, &req, &resp, NULL, NULL) ==
+            PERFC_STATUS_OK &&
+        resp->payload.len == (size_t)len &&
+        memcmp(resp->payload.data, buf, (size_t)len) == 0)
+      w->ok++;
+    if (resp)
+      protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  return NULL;
+}
+
+Test(unary, concurrent_callers_get_their_own_answers) {
+  enum { T = 8, N = 400 };
+  pthread_t th[T];
+  worker_arg w[T];
+  for (int i = 0; i < T; i++) {
+    w[i] = (worker_arg){i, N, 0};
+    pthread_create(&th[i], NULL, hammer, &w[i]);
+  }
+  for (int i = 0; i < T; i++) {
+    pthread_join(th[i], NULL);
+    cr_assert_eq(w[i].ok, N, "thread %d: %d/%d", i, w[i].ok, N);
+  }
+}
+
+/* ---- suites with their own server options -------------------------------- */
+
+static void *slow_call(void *p) {
+  int *code = p;
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 400;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  *code = perfc__test__v1__test_service__slow__call(ch, &req, &resp, NULL, NULL);
+  if (resp)
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return NULL;
+}
+
+Test(limits, full_worker_queue_answers_resource_exhausted_at_once,
+     .timeout = 60) {
+  perfc_server_opts o = {.pool_threads = 1, .pool_queue = 1};
+  start_with(&o);
+  enum { T = 5 };
+  pthread_t th[T];
+  int codes[T];
+  for (int i = 0; i < T; i++)
+    pthread_create(&th[i], NULL, slow_call, &codes[i]);
+  int ok = 0, exhausted = 0;
+  for (int i = 0; i < T; i++) {
+    pthread_join(th[i], NULL);
+    ok += codes[i] == PERFC_STATUS_OK;
+    exhausted += codes[i] == PERFC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  /* One running plus one queued can succeed; the rest are refused. */
+  cr_assert_geq(ok, 1);
+  cr_assert_leq(ok, 2);
+  cr_assert_eq(ok + exhausted, T);
+  assert_still_serving();
+  teardown();
+}
+
+Test(limits, oversized_request_is_resource_exhausted, .timeout = 60) {
+  perfc_server_opts o = {.max_recv_message_bytes = 1024};
+  start_with(&o);
+  uint8_t buf[4096] = {0};
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.payload.data = buf;
+  req.payload.len = sizeof buf;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_RESOURCE_EXHAUSTED);
+  perfc_status_reset(&st);
+  assert_still_serving();
+  teardown();
+}
+
+typedef struct shutdown_arg {
+  int64_t grace_ms;
+  int64_t took_ms;
+} shutdown_arg;
+
+static void *do_shutdown(void *p) {
+  shutdown_arg *a = p;
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  nanosleep(&ts, NULL); /* let the slow call start */
+  int64_t t0 = now_ms();
+  perfc_server_shutdown(srv, a->grace_ms);
+  a->took_ms = now_ms() - t0;
+  return NULL;
+}
+
+Test(shutdown, in_flight_call_finishes_within_grace, .timeout = 60) {
+  start_with(NULL);
+  pthread_t t;
+  shutdown_arg a = {.grace_ms = 3000};
+  pthread_create(&t, NULL, do_shutdown, &a);
+  int code = -1;
+  slow_call(&code);
+  pthread_join(t, NULL);
+  cr_assert_eq(code, PERFC_STATUS_OK, "in-flight call must complete");
+  cr_assert_lt(a.took_ms, 2500);
+  teardown();
+}
+
+Test(shutdown, grace_over_cancels_and_handler_sees_it, .timeout = 60) {
+  start_with(NULL);
+  pthread_t t;
+  shutdown_arg a = {.grace_ms = 50};
+  pthread_create(&t, NULL, do_shutdown, &a);
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 5000;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  int code = perfc__test__v1__test_service__slow__call(ch, &req, &resp, NULL, &st);
+  pthread_join(t, NULL);
+  cr_assert_neq(code, PERFC_STATUS_OK);
+  /* The handler polls perfc_ctx_cancelled(), so shutdown does not wait the
+   * full 5 s sleep. */
+  cr_assert_lt(a.took_ms, 2000, "shutdown took %lld ms", (long long)a.took_ms);
+  perfc_status_reset(&st);
+  teardown();
+}
+
+Test(shutdown, client_disconnect_mid_call_leaks_nothing, .timeout = 60) {
+  start_with(NULL);
+  /* The client gives up after 50 ms while the handler sleeps; the server
+   * must clean up the abandoned call (LeakSanitizer checks in make check). */
+  for (int i = 0; i < 20; i++) {
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    req.sleep_ms = 200;
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_call_opts co = {.timeout_ms = 20};
+    cr_assert_eq(perfc__test__v1__test_service__slow__call(ch, &req, &resp, &co, NULL),
+                 PERFC_STATUS_DEADLINE_EXCEEDED);
+  }
+  assert_still_serving();
+  teardown();
+}

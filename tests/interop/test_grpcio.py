@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""python3-grpcio against perfc servers: an independent gRPC implementation
+checks bytes, status codes, metadata and every bad-input case.
+
+Run by CTest as: /usr/bin/python3 test_grpcio.py BUILD_BIN_DIR
+Messages are encoded by hand (they are tiny) so the test depends on nothing
+perfc or protoc generated.
+"""
+import os
+import random
+import subprocess
+import sys
+import time
+import unittest
+
+import grpc
+
+BIN = None
+
+
+def varint(n):
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field_bytes(num, data):
+    return varint(num << 3 | 2) + varint(len(data)) + data
+
+
+def field_varint(num, v):
+    return varint(num << 3) + varint(v)
+
+
+def echo_request(payload=b"", sleep_ms=0, code=0, message="", response_bytes=0):
+    out = b""
+    if payload:
+        out += field_bytes(1, payload)
+    if sleep_ms:
+        out += field_varint(2, sleep_ms)
+    if code:
+        out += field_varint(3, code)
+    if message:
+        out += field_bytes(4, message.encode())
+    if response_bytes:
+        out += field_varint(5, response_bytes)
+    return out
+
+
+def decode(buf):
+    """Returns {field_number: value} for a flat message."""
+    i, out = 0, {}
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = read_varint(buf, i)
+        elif wt == 2:
+            n, i = read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        else:
+            raise ValueError("unexpected wire type %d" % wt)
+        out[num] = v
+    return out
+
+
+def read_varint(buf, i):
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+class Server:
+    """Starts a perfc binary on an ephemeral port and stops it with SIGTERM,
+    checking it exits cleanly (0) — a crash or a sanitizer report fails."""
+
+    def __init__(self, name, *args):
+        self.proc = subprocess.Popen([os.path.join(BIN, name), "--listen", "127.0.0.1:0", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError("%s did not start: %r %s" % (name, line, self.proc.stderr.read()))
+        self.target = line.split()[-1]
+        self.channel = grpc.insecure_channel(self.target)
+
+    def unary(self, path):
+        return self.channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+
+    def stop(self):
+        self.channel.close()
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("server did not stop within 20 s of SIGTERM")
+        if self.proc.returncode != 0:
+            raise AssertionError("server exited %d: %s" % (self.proc.returncode, err[-2000:]))
+
+
+SVC = "/perfc.test.v1.TestService/"
+
+
+class TestServiceTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("perfc-test-server", "--max-recv-bytes", "65536")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def call(self, method, body, timeout=10, metadata=None):
+        return self.srv.unary(SVC + method)(body, timeout=timeout, metadata=metadata)
+
+    def assertCode(self, ctx, code, text=None):
+        self.assertEqual(ctx.exception.code(), code, ctx.exception.details())
+        if text is not None:
+            self.assertIn(text, ctx.exception.details())
+
+    def test_echo_bytes(self):
+        for n in (0, 1, 64, 1000, 60000):
+            payload = bytes(random.getrandbits(8) for _ in range(n))
+            resp = decode(self.call("Echo", echo_request(payload)))
+            self.assertEqual(resp.get(1, b""), payload)
+            self.assertTrue(resp[2].startswith(b"ipv"), resp[2])
+
+    def test_status_codes_and_messages(self):
+        for code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+                     grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED):
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.call("Fail", echo_request(code=code.value[0], message="why: %s" % code.name))
+            self.assertCode(ctx, code, "why: %s" % code.name)
+
+    def test_malformed_bytes_invalid_argument(self):
+        # Field 1 declared bytes, sent as a varint; then a truncated length;
+        # then random garbage. Each is INVALID_ARGUMENT naming the type.
+        for body in (field_varint(1, 5), b"\x0a\x10abc", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"):
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.call("Echo", body)
+            self.assertCode(ctx, grpc.StatusCode.INVALID_ARGUMENT, "perfc.test.v1.EchoRequest")
+        rnd = random.Random(7)
+        for _ in range(200):
+            body = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 64)))
+            try:
+                self.call("Echo", body)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT, e.details())
+        self.assertEqual(decode(self.call("Echo", echo_request(b"ok")))[1], b"ok")
+
+    def test_oversized_request_resource_exhausted(self):
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.call("Echo", echo_request(b"x" * 100000))
+        self.assertCode(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertEqual(decode(self.call("Echo", echo_request(b"ok")))[1], b"ok")
+
+    def test_unknown_method_and_service(self):
+        for path in (SVC + "NoSuchMethod", "/no.such.Service/Echo"):
+            t0 = time.monotonic()
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.srv.unary(path)(b"", timeout=10)
+            self.assertCode(ctx, grpc.StatusCode.UNIMPLEMENTED, path)
+            self.assertLess(time.monotonic() - t0, 2)
+
+    def test_missing_handler_unimplemented(self):
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.call("Missing", b"")
+        self.assertCode(ctx, grpc.StatusCode.UNIMPLEMENTED, "Missing")
+
+    def test_deadline_exceeded(self):
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.call("Slow", echo_request(sleep_ms=3000), timeout=0.2)
+        self.assertCode(ctx, grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertEqual(decode(self.call("Echo", echo_request(b"ok")))[1], b"ok")
+
+    def test_metadata_both_ways(self):
+        fn = self.srv.unary(SVC + "Meta")
+        resp, call = fn.with_call(b"", metadata=(("x-in", "from-python"),), timeout=10)
+        self.assertEqual(decode(resp)[1], b"from-python")
+        initial = dict(call.initial_metadata())
+        trailing = dict(call.trailing_metadata())
+        self.assertEqual(initial.get("x-initial"), "first")
+        self.assertEqual(trailing.get("x-trailing"), "from-python")
+        self.assertEqual(trailing.get("x-raw-bin"), b"\x00\x01\x02")
+
+    def test_cancel_mid_call_and_keep_serving(self):
+        futures = [self.srv.unary(SVC + "Slow").future(echo_request(sleep_ms=2000), timeout=10)
+                   for _ in range(10)]
+        time.sleep(0.2)
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            self.assertTrue(f.cancelled())
+        self.assertEqual(decode(self.call("Echo", echo_request(b"ok")))[1], b"ok")
+
+    def test_many_concurrent_calls(self):
+        fn = self.srv.unary(SVC + "Echo")
+        futures = [(i, fn.future(echo_request(b"c%d" % i), timeout=20)) for i in range(500)]
+        for i, f in futures:
+            self.assertEqual(decode(f.result())[1], b"c%d" % i)
+
+
+class EchoServerTests(unittest.TestCase):
+    """The benchmark echo server, the demo's subject."""
+
+    def test_echo_server_bytes_and_codes(self):
+        if not os.path.exists(os.path.join(BIN, "perfc-echo-server")):
+            self.skipTest("perfc-echo-server not built")
+        srv = Server("perfc-echo-server")
+        try:
+            fn = srv.unary("/bench.v1.Echo/Unary")
+            for n in (0, 64, 4096):
+                payload = os.urandom(n)
+                self.assertEqual(decode(fn(field_bytes(1, payload) if n else b"", timeout=10)).get(1, b""), payload)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                fn(field_varint(1, 3), timeout=10)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                srv.unary("/bench.v1.Echo/Nope")(b"", timeout=10)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        finally:
+            srv.stop()
+
+
+if __name__ == "__main__":
+    BIN = sys.argv.pop(1)
+    unittest.main(verbosity=2)
