@@ -80,6 +80,25 @@ struct perfc_ctx {
   atomic_int cancelled_flag;
   int initial_md_sent;
   md_list initial_md, trailing_md;
+  perfc_stream *stream; /* streaming methods only, in the arena */
+};
+
+/* A streaming handler blocks on `cv` while the poller completes its
+ * batches; one receive and one send may be outstanding at a time, each with
+ * its own tag, as the core allows. */
+struct perfc_stream {
+  perfc_ctx *ctx;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  perfc_tag recv_tag, send_tag;
+  int recv_done, send_done; /* guarded by mu */
+  int recv_ok, send_ok;
+  grpc_byte_buffer *recv_bb;
+  int ended;               /* the client half-closed */
+  /* Received messages live here, reset on every receive: a message is valid
+   * until the next perfc_stream_recv(), so a long stream does not grow the
+   * call arena without bound. */
+  perfc_arena *msg_arena;
 };
 
 struct method_entry {
@@ -237,6 +256,11 @@ static void ctx_release(perfc_ctx *ctx) {
     grpc_byte_buffer_destroy(ctx->response);
   if (ctx->has_details)
     grpc_slice_unref(ctx->details_slice);
+  if (ctx->stream != NULL) {
+    pthread_cond_destroy(&ctx->stream->cv);
+    pthread_mutex_destroy(&ctx->stream->mu);
+    perfc_arena_free(ctx->stream->msg_arena);
+  }
   if (ctx->call != NULL)
     grpc_call_unref(ctx->call);
   ctx_put(ctx);
@@ -255,11 +279,13 @@ static void finish(perfc_ctx *ctx) {
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
-  ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[n].data.send_initial_metadata.count = ctx->initial_md.count;
-  ops[n].data.send_initial_metadata.metadata = ctx->initial_md.items;
-  n++;
-  ctx->initial_md_sent = 1;
+  if (!ctx->initial_md_sent) {
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = ctx->initial_md.count;
+    ops[n].data.send_initial_metadata.metadata = ctx->initial_md.items;
+    n++;
+    ctx->initial_md_sent = 1;
+  }
   if (ctx->code == PERFC_STATUS_OK && ctx->response != NULL) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = ctx->response;
@@ -367,7 +393,15 @@ static void run_unary(perfc_ctx *ctx) {
   finish(ctx);
 }
 
-static void pool_job(void *arg) { run_unary(arg); }
+static void run_stream(perfc_ctx *ctx);
+
+static void pool_job(void *arg) {
+  perfc_ctx *ctx = arg;
+  if (ctx->method->desc->kind == PERFC_METHOD_UNARY)
+    run_unary(ctx);
+  else
+    run_stream(ctx);
+}
 
 static void on_close(perfc_tag *t, int ok) {
   perfc_ctx *ctx = PERFC_CONTAINER_OF(t, perfc_ctx, close_tag);
@@ -403,13 +437,9 @@ static void dispatch(perfc_ctx *ctx) {
                 "method %s has no handler in this server", m->desc->path);
     return;
   }
-  if (m->desc->kind != PERFC_METHOD_UNARY) {
-    finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
-                "%s: streaming methods are not served by this perfc version",
-                m->desc->path);
-    return;
-  }
-  if (m->executor == PERFC_EXEC_POOL) {
+  /* Streaming handlers block on the network, so they always run on the
+   * pool whatever the method's executor says. */
+  if (m->executor == PERFC_EXEC_POOL || m->desc->kind != PERFC_METHOD_UNARY) {
     watch_close(ctx);
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
@@ -480,6 +510,171 @@ static void post_request(poller *p, method_entry *m) {
                 grpc_call_error_to_string(err));
     ctx_release(ctx);
   }
+}
+
+/* ---- streaming ---------------------------------------------------------------- */
+
+static void on_stream_recv(perfc_tag *t, int ok) {
+  perfc_stream *s = PERFC_CONTAINER_OF(t, perfc_stream, recv_tag);
+  pthread_mutex_lock(&s->mu);
+  s->recv_ok = ok;
+  s->recv_done = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void on_stream_send(perfc_tag *t, int ok) {
+  perfc_stream *s = PERFC_CONTAINER_OF(t, perfc_stream, send_tag);
+  pthread_mutex_lock(&s->mu);
+  s->send_ok = ok;
+  s->send_done = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Starts a one-op-kind batch and blocks until the poller completes it.
+ * Returns the batch's ok flag (0 when the call was cancelled). */
+static int stream_batch(perfc_stream *s, grpc_op *ops, size_t n,
+                        perfc_tag *tag, int *done, const int *ok) {
+  pthread_mutex_lock(&s->mu);
+  *done = 0;
+  pthread_mutex_unlock(&s->mu);
+  PERFC_HANDOFF_RELEASE(tag);
+  if (grpc_call_start_batch(s->ctx->call, ops, n, tag, NULL) != GRPC_CALL_OK)
+    return 0;
+  pthread_mutex_lock(&s->mu);
+  while (!*done)
+    pthread_cond_wait(&s->cv, &s->mu);
+  int r = *ok;
+  pthread_mutex_unlock(&s->mu);
+  return r;
+}
+
+int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
+  if (s == NULL || msg == NULL)
+    return PERFC_EINVAL;
+  *msg = NULL;
+  perfc_ctx *ctx = s->ctx;
+  const perfc_method_desc *d = ctx->method->desc;
+  if (d->kind != PERFC_METHOD_CLIENT_STREAM && d->kind != PERFC_METHOD_BIDI_STREAM)
+    return PERFC_ESTATE; /* the request of a server stream came with the call */
+  if (s->ended)
+    return 0;
+  if (perfc_ctx_cancelled(ctx))
+    return PERFC_ESHUTDOWN;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &s->recv_bb;
+  s->recv_bb = NULL;
+  if (!stream_batch(s, &op, 1, &s->recv_tag, &s->recv_done, &s->recv_ok))
+    return PERFC_ESHUTDOWN;
+  if (s->recv_bb == NULL) { /* half-close: the client sent its last message */
+    s->ended = 1;
+    return 0;
+  }
+  perfc_arena_reset(s->msg_arena);
+  const uint8_t *data;
+  size_t len;
+  int rc = perfc__byte_buffer_flatten(s->recv_bb, s->msg_arena, &data, &len);
+  if (rc == 0) {
+    ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
+    *msg = protobuf_c_message_unpack(d->input, &al, len, data);
+    if (*msg == NULL)
+      rc = PERFC_EPARSE;
+  }
+  grpc_byte_buffer_destroy(s->recv_bb);
+  s->recv_bb = NULL;
+  if (rc == PERFC_EPARSE)
+    perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                    "%s: malformed stream message: %zu bytes do not parse as %s",
+                    d->path, len, d->input->name);
+  return rc == 0 ? 1 : rc;
+}
+
+int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
+  if (s == NULL || msg == NULL)
+    return PERFC_EINVAL;
+  perfc_ctx *ctx = s->ctx;
+  const perfc_method_desc *d = ctx->method->desc;
+  if (d->kind != PERFC_METHOD_SERVER_STREAM && d->kind != PERFC_METHOD_BIDI_STREAM)
+    return PERFC_ESTATE; /* a client stream answers with one response */
+  if (msg->descriptor != d->output)
+    return PERFC_EINVAL;
+  if (perfc_ctx_cancelled(ctx))
+    return PERFC_ESHUTDOWN;
+  int max = ctx->poller->srv->opts.max_send_message_bytes;
+  if (max > 0 && protobuf_c_message_get_packed_size(msg) > (size_t)max)
+    return PERFC_ETOOBIG;
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  if (!ctx->initial_md_sent) {
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = ctx->initial_md.count;
+    ops[n].data.send_initial_metadata.metadata = ctx->initial_md.items;
+    n++;
+    ctx->initial_md_sent = 1;
+  }
+  grpc_byte_buffer *bb = perfc__pack(msg);
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n].data.send_message.send_message = bb;
+  n++;
+  /* Waiting for the completion is the flow control: the core completes a
+   * send once the transport took it, so a slow reader slows this writer. */
+  int ok = stream_batch(s, ops, n, &s->send_tag, &s->send_done, &s->send_ok);
+  grpc_byte_buffer_destroy(bb);
+  return ok ? 0 : PERFC_ESHUTDOWN;
+}
+
+static void run_stream(perfc_ctx *ctx) {
+  method_entry *m = ctx->method;
+  const perfc_method_desc *d = m->desc;
+  perfc_stream *s = perfc_arena_calloc(ctx->arena, sizeof *s);
+  if (s == NULL || perfc_arena_new(&s->msg_arena, 0) != 0) {
+    finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  s->ctx = ctx;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  s->recv_tag.run = on_stream_recv;
+  s->send_tag.run = on_stream_send;
+  ctx->stream = s;
+
+  ProtobufCMessage *req = NULL, *resp = NULL;
+  if (d->kind == PERFC_METHOD_SERVER_STREAM) {
+    const uint8_t *data;
+    size_t len;
+    if (ctx->payload == NULL ||
+        perfc__byte_buffer_flatten(ctx->payload, ctx->arena, &data, &len) != 0) {
+      finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                  "%s: the client sent no readable request message", d->path);
+      return;
+    }
+    ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
+    req = protobuf_c_message_unpack(d->input, &al, len, data);
+    if (req == NULL) {
+      finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                  "%s: malformed request: %zu bytes do not parse as %s",
+                  d->path, len, d->input->name);
+      return;
+    }
+  }
+  if (d->kind == PERFC_METHOD_CLIENT_STREAM) {
+    resp = perfc_arena_alloc(ctx->arena, d->output->sizeof_message);
+    if (resp == NULL) {
+      finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      return;
+    }
+    d->output->message_init(resp);
+  }
+  ctx->code = d->invoke(ctx, m->handlers, m->user_data, req, resp, s);
+  if ((unsigned)ctx->code >= PERFC_STATUS_COUNT)
+    ctx->code = PERFC_STATUS_UNKNOWN;
+  if (ctx->code == PERFC_STATUS_OK && resp != NULL)
+    ctx->response = perfc__pack(resp);
+  finish(ctx);
 }
 
 /* ---- pollers ---------------------------------------------------------------- */

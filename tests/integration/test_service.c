@@ -2,6 +2,7 @@
  * the runtime the tests check (see proto/perfc/test/v1/test.proto). */
 #include "test_service.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,12 +81,86 @@ static perfc_status_code big(perfc_ctx *ctx,
   return PERFC_STATUS_OK;
 }
 
+static perfc_status_code collect(perfc_ctx *ctx, perfc_stream *reader,
+                                 Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ud;
+  size_t total = 0, cap = 0;
+  uint8_t *buf = NULL;
+  int64_t count = 0;
+  Perfc__Test__V1__EchoRequest *msg;
+  int rc;
+  while ((rc = perfc__test__v1__test_service__collect__recv(reader, &msg)) == 1) {
+    count++;
+    if (msg->code != 0)
+      return perfc_ctx_error(ctx, (perfc_status_code)msg->code, "stopped at message %lld",
+                             (long long)count);
+    /* Messages are only valid until the next receive: copy what we keep. */
+    if (total + msg->payload.len > cap) {
+      size_t ncap = (total + msg->payload.len) * 2;
+      uint8_t *nb = perfc_ctx_alloc(ctx, ncap);
+      if (nb == NULL)
+        return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "no memory");
+      if (total)
+        memcpy(nb, buf, total);
+      buf = nb;
+      cap = ncap;
+    }
+    if (msg->payload.len)
+      memcpy(buf + total, msg->payload.data, msg->payload.len);
+    total += msg->payload.len;
+  }
+  if (rc < 0)
+    return rc == PERFC_EPARSE ? PERFC_STATUS_INVALID_ARGUMENT : PERFC_STATUS_CANCELLED;
+  resp->payload.data = buf;
+  resp->payload.len = total;
+  resp->remaining_ms = count;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code expand(perfc_ctx *ctx,
+                                const Perfc__Test__V1__EchoRequest *req,
+                                perfc_stream *writer, void *ud) {
+  (void)ud;
+  if (perfc_ctx_add_initial_metadata(ctx, "x-initial", "stream", 0) != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL, "metadata");
+  for (int i = 0; i < req->response_bytes; i++) {
+    char num[16];
+    int len = snprintf(num, sizeof num, "%d", i);
+    Perfc__Test__V1__EchoResponse m = PERFC__TEST__V1__ECHO_RESPONSE__INIT;
+    m.payload.data = (uint8_t *)num;
+    m.payload.len = (size_t)len;
+    if (perfc__test__v1__test_service__expand__send(writer, &m) != 0)
+      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "client went away at %d", i);
+    if (req->sleep_ms > 0) {
+      struct timespec ts = {req->sleep_ms / 1000, (req->sleep_ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
+  (void)ud;
+  Perfc__Test__V1__EchoRequest *msg;
+  int rc;
+  while ((rc = perfc__test__v1__test_service__chat__recv(stream, &msg)) == 1) {
+    Perfc__Test__V1__EchoResponse m = PERFC__TEST__V1__ECHO_RESPONSE__INIT;
+    m.payload = msg->payload;
+    if (perfc__test__v1__test_service__chat__send(stream, &m) != 0)
+      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "client went away");
+  }
+  return rc == 0 ? PERFC_STATUS_OK : perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
+}
+
 const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     .echo = echo,
     .slow = slow,
     .fail = fail,
     .meta = meta,
     .big = big,
+    .collect = collect,
+    .expand = expand,
+    .chat = chat,
     /* .missing left NULL on purpose */
 };
 
