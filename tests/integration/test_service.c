@@ -129,6 +129,8 @@ static perfc_status_code expand(perfc_ctx *ctx,
     Perfc__Test__V1__EchoResponse m = PERFC__TEST__V1__ECHO_RESPONSE__INIT;
     m.payload.data = (uint8_t *)num;
     m.payload.len = (size_t)len;
+    if (req->payload.len > 0) /* bulk mode: every message carries the payload */
+      m.payload = req->payload;
     if (perfc__test__v1__test_service__expand__send(writer, &m) != 0)
       return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "client went away at %d", i);
     if (req->sleep_ms > 0) {

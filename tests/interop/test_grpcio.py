@@ -261,14 +261,23 @@ class StreamingTests(unittest.TestCase):
         self.assertEqual(decode(self.srv.unary(SVC + "Echo")(echo_request(b"ok"), timeout=10))[1], b"ok")
 
     def test_slow_reader_flow_control(self):
-        # 2000 messages of 64 KiB = 128 MiB if the writer buffered without
-        # bound; reading slowly must still deliver all of them in order.
+        # 2000 messages of 64 KiB (125 MiB) toward a reader that pauses: with
+        # flow control the writer blocks, so the server's resident memory
+        # stays far below what buffering the whole stream would take.
+        def rss_kib():
+            with open("/proc/%d/status" % self.srv.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        before = rss_kib()
         fn = self.srv.channel.unary_stream(SVC + "Expand")
-        call = fn(echo_request(response_bytes=300), timeout=60)
-        for i, m in enumerate(call):
-            if i % 100 == 0:
-                time.sleep(0.05)
-            self.assertEqual(decode(m)[1], str(i).encode())
+        call = fn(echo_request(b"z" * 65536, response_bytes=2000), timeout=60)
+        self.assertEqual(decode(next(call))[1][:1], b"z")
+        time.sleep(1.0)  # the reader stalls; an unbounded writer would race ahead
+        grown = rss_kib() - before
+        self.assertLess(grown, 32 * 1024, "server grew %d KiB while the reader stalled" % grown)
+        n = 1 + sum(1 for _ in call)
+        self.assertEqual(n, 2000)
 
     def test_bidi_ping_pong(self):
         fn = self.srv.channel.stream_stream(SVC + "Chat")
