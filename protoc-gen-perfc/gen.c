@@ -1,0 +1,1101 @@
+/*
+ * gen.c — the generator proper: parameters, model, validation, rendering.
+ *
+ * Room: protoc-gen-perfc (the generator). Reads the CodeGeneratorRequest;
+ * writes the response, and under stubs=DIR only files that do not exist.
+ *
+ * Errors are messages for the user of protoc, not for us: each names the
+ * .proto file, the service and the method it is about, and says what to do.
+ */
+#include "gen.h"
+
+#include "buf.h"
+#include "names.h"
+#include "templates.h"
+#include "tmpl.h"
+
+#include "perfc/common.h"
+#include "perfc/options.pb-c.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef Google__Protobuf__Compiler__CodeGeneratorRequest gen_request;
+typedef Google__Protobuf__Compiler__CodeGeneratorResponse gen_response;
+typedef Google__Protobuf__Compiler__CodeGeneratorResponse__File gen_file;
+typedef Google__Protobuf__FileDescriptorProto file_desc;
+typedef Google__Protobuf__DescriptorProto msg_desc;
+typedef Google__Protobuf__EnumDescriptorProto enum_desc;
+typedef Google__Protobuf__ServiceDescriptorProto svc_desc;
+typedef Google__Protobuf__MethodDescriptorProto method_desc;
+typedef Google__Protobuf__FieldDescriptorProto field_desc;
+
+/* Extension numbers of proto/perfc/options.proto; see docs/generator.md. */
+enum {
+  EXT_METHOD = 51001,
+  EXT_CACHE = 51002,
+  EXT_INVALIDATE = 51003,
+};
+
+/* The templates the generator renders, by file name in templates/. */
+enum { T_HEADER, T_SOURCE, T_HANDLERS, T_MAIN, T_COUNT };
+static const char *const template_names[T_COUNT] = {
+    "perfc.h.tmpl", "perfc.c.tmpl", "handlers.c.tmpl", "main.c.tmpl"};
+
+typedef struct params {
+  char *templates_dir;
+  char *stubs_dir;
+} params;
+
+/* ---- a string set with an origin per name, for collision checks -------- */
+
+typedef struct name_entry {
+  char *name;
+  char *origin;
+  struct name_entry *next;
+} name_entry;
+
+typedef struct name_set {
+  name_entry *slots[4096];
+} name_set;
+
+static size_t hash_str(const char *s) {
+  size_t h = 1469598103934665603u;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211u;
+  return h;
+}
+
+static const char *set_find(const name_set *set, const char *name) {
+  for (name_entry *e = set->slots[hash_str(name) % 4096]; e; e = e->next)
+    if (strcmp(e->name, name) == 0)
+      return e->origin;
+  return NULL;
+}
+
+/* Adds name (taking ownership of it); the first origin wins. */
+static void set_add_owned(name_set *set, char *name, const char *origin) {
+  if (set_find(set, name)) {
+    free(name);
+    return;
+  }
+  name_entry *e = perfc__xmalloc(sizeof *e);
+  size_t h = hash_str(name) % 4096;
+  e->name = name;
+  e->origin = perfc__xstrdup(origin);
+  e->next = set->slots[h];
+  set->slots[h] = e;
+}
+
+static void set_free(name_set *set) {
+  for (size_t i = 0; i < 4096; i++) {
+    name_entry *e = set->slots[i];
+    while (e) {
+      name_entry *next = e->next;
+      free(e->name);
+      free(e->origin);
+      free(e);
+      e = next;
+    }
+  }
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static char *join_name(const char *prefix, const char *name) {
+  return prefix[0] ? perfc__xasprintf("%s.%s", prefix, name)
+                   : perfc__xstrdup(name);
+}
+
+/* A C string literal's contents; proto paths may in theory hold anything. */
+static char *c_escape(const char *s) {
+  perfc__buf b = {0};
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      perfc__buf_printf(&b, "\\%c", c);
+    else if (c < 0x20 || c >= 0x7f)
+      perfc__buf_printf(&b, "\\%03o", c);
+    else
+      perfc__buf_putc(&b, (char)c);
+  }
+  return perfc__buf_take(&b);
+}
+
+/* protoc-c's style of turning a path into an identifier: letters, digits
+ * kept, everything else as _XX hex, so distinct paths give distinct guards. */
+static char *path_ident(const char *path) {
+  perfc__buf b = {0};
+  for (const char *p = path; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9'))
+      perfc__buf_putc(&b, (char)c);
+    else
+      perfc__buf_printf(&b, "_%02x", c);
+  }
+  return perfc__buf_take(&b);
+}
+
+/* "a/b/foo.proto" -> "a/b/foo" */
+static char *strip_proto(const char *path) {
+  size_t n = strlen(path);
+  if (n > 6 && strcmp(path + n - 6, ".proto") == 0)
+    n -= 6;
+  return perfc__xstrndup(path, n);
+}
+
+static const file_desc *find_file(const gen_request *req, const char *name) {
+  for (size_t i = 0; i < req->n_proto_file; i++)
+    if (req->proto_file[i]->name && strcmp(req->proto_file[i]->name, name) == 0)
+      return req->proto_file[i];
+  return NULL;
+}
+
+static const msg_desc *find_in_msgs(msg_desc *const *msgs, size_t n,
+                                    const char *prefix, const char *want) {
+  for (size_t i = 0; i < n; i++) {
+    char *full = perfc__xasprintf("%s.%s", prefix, msgs[i]->name);
+    const msg_desc *found = NULL;
+    if (strcmp(full, want) == 0)
+      found = msgs[i];
+    else if (strncmp(full, want, strlen(full)) == 0 &&
+             want[strlen(full)] == '.')
+      found = find_in_msgs(msgs[i]->nested_type, msgs[i]->n_nested_type, full,
+                           want);
+    free(full);
+    if (found)
+      return found;
+  }
+  return NULL;
+}
+
+/* Finds a message by its fully qualified name with the leading dot
+ * (".a.b.Outer.Inner"), as method and field type names are given. */
+static const msg_desc *find_message(const gen_request *req, const char *want) {
+  for (size_t i = 0; i < req->n_proto_file; i++) {
+    const file_desc *f = req->proto_file[i];
+    char *prefix = f->package && f->package[0]
+                       ? perfc__xasprintf(".%s", f->package)
+                       : perfc__xstrdup("");
+    const msg_desc *m =
+        find_in_msgs(f->message_type, f->n_message_type, prefix, want);
+    free(prefix);
+    if (m)
+      return m;
+  }
+  return NULL;
+}
+
+int perfc__parse_duration_ms(const char *s, int64_t *ms) {
+  int64_t total = 0;
+  const char *p = s;
+  *ms = 0;
+  while (*p) {
+    if (*p < '0' || *p > '9')
+      return -1;
+    int64_t n = 0;
+    while (*p >= '0' && *p <= '9') {
+      if (n > INT64_MAX / 10 / 3600000)
+        return -1;
+      n = n * 10 + (*p++ - '0');
+    }
+    int64_t unit;
+    if (strncmp(p, "ms", 2) == 0) {
+      unit = 1;
+      p += 2;
+    } else if (*p == 's') {
+      unit = 1000;
+      p++;
+    } else if (*p == 'm') {
+      unit = 60000;
+      p++;
+    } else if (*p == 'h') {
+      unit = 3600000;
+      p++;
+    } else {
+      return -1;
+    }
+    total += n * unit;
+  }
+  *ms = total;
+  return 0;
+}
+
+/* ---- parameters -------------------------------------------------------- */
+
+static int parse_params(const char *text, params *out, char **err) {
+  memset(out, 0, sizeof *out);
+  if (!text || !text[0])
+    return 0;
+  char *copy = perfc__xstrdup(text);
+  int rv = 0;
+  for (char *tok = copy; tok && !rv;) {
+    char *comma = strchr(tok, ',');
+    if (comma)
+      *comma = '\0';
+    char *eq = strchr(tok, '=');
+    char *key = tok;
+    char *val = eq ? eq + 1 : NULL;
+    if (eq)
+      *eq = '\0';
+    char **slot = NULL;
+    if (strcmp(key, "templates") == 0)
+      slot = &out->templates_dir;
+    else if (strcmp(key, "stubs") == 0)
+      slot = &out->stubs_dir;
+    if (!key[0] && !val) {
+      /* An empty item ("a=b,,c=d" or a trailing comma) is harmless. */
+    } else if (!slot) {
+      *err = perfc__xasprintf(
+          "protoc-gen-perfc: unknown parameter \"%s\"; known parameters: "
+          "templates=DIR (use the templates in DIR instead of the built-in "
+          "ones), stubs=DIR (write handler scaffolding into DIR)",
+          key);
+      rv = -1;
+    } else if (!val || !val[0]) {
+      *err = perfc__xasprintf(
+          "protoc-gen-perfc: parameter \"%s\" needs a directory: %s=DIR", key,
+          key);
+      rv = -1;
+    } else {
+      free(*slot);
+      *slot = perfc__xstrdup(val);
+    }
+    tok = comma ? comma + 1 : NULL;
+  }
+  free(copy);
+  return rv;
+}
+
+static void params_free(params *p) {
+  free(p->templates_dir);
+  free(p->stubs_dir);
+}
+
+/* ---- templates --------------------------------------------------------- */
+
+static int read_file(const char *path, char **data, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return -1;
+  perfc__buf b = {0};
+  char chunk[8192];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    perfc__buf_append(&b, chunk, n);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    perfc__buf_free(&b);
+    return -1;
+  }
+  *len = b.len;
+  *data = perfc__buf_take(&b);
+  return 0;
+}
+
+/* Loads every template: from templates=DIR when that directory has a file
+ * of the name, else the built-in one, so a user can override just one. */
+static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
+                          char **err) {
+  if (prm->templates_dir) {
+    struct stat st;
+    if (stat(prm->templates_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      *err = perfc__xasprintf("protoc-gen-perfc: templates=%s: not a "
+                              "directory",
+                              prm->templates_dir);
+      return -1;
+    }
+  }
+  for (int i = 0; i < T_COUNT; i++) {
+    out[i] = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    char *label = NULL;
+    if (prm->templates_dir) {
+      char *path =
+          perfc__xasprintf("%s/%s", prm->templates_dir, template_names[i]);
+      if (read_file(path, &text, &len) == 0)
+        label = path;
+      else
+        free(path);
+    }
+    if (!label) {
+      for (size_t j = 0; j < perfc__n_embedded_templates; j++) {
+        if (strcmp(perfc__embedded_templates[j].name, template_names[i]) == 0) {
+          text = perfc__xstrndup(perfc__embedded_templates[j].text,
+                                 perfc__embedded_templates[j].len);
+          len = perfc__embedded_templates[j].len;
+          label = perfc__xasprintf("(built-in) templates/%s",
+                                   template_names[i]);
+        }
+      }
+    }
+    if (!label) {
+      *err = perfc__xasprintf("protoc-gen-perfc: template %s is missing (it "
+                              "is not built in and not in templates=DIR)",
+                              template_names[i]);
+      return -1;
+    }
+    int rc = perfc__tmpl_parse(&out[i], label, text, len, err);
+    free(text);
+    free(label);
+    if (rc != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* ---- protoc-c's names, for the collision check ------------------------- */
+
+static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
+  char *full = join_name(scope, m->name);
+  char *c = perfc__full_name_to_c(full);
+  char *lc = perfc__full_name_to_lower(full);
+  char *uc = perfc__full_name_to_upper(full);
+  char *origin = perfc__xasprintf("protoc-c's code for message %s", full);
+  static const char *const lsuffix[] = {
+      "__init",           "__get_packed_size", "__pack",
+      "__pack_to_buffer", "__unpack",          "__free_unpacked",
+      "__descriptor",     "__field_descriptors",
+      "__field_indices_by_name", "__number_ranges"};
+  set_add_owned(set, perfc__xstrdup(c), origin);
+  set_add_owned(set, perfc__xasprintf("%s_Closure", c), origin);
+  set_add_owned(set, perfc__xasprintf("%s__INIT", uc), origin);
+  for (size_t i = 0; i < sizeof lsuffix / sizeof lsuffix[0]; i++)
+    set_add_owned(set, perfc__xasprintf("%s%s", lc, lsuffix[i]), origin);
+  for (size_t i = 0; i < m->n_oneof_decl; i++) {
+    char *oc = perfc__to_camel(m->oneof_decl[i]->name);
+    char *ou = perfc__to_upper(m->oneof_decl[i]->name);
+    set_add_owned(set, perfc__xasprintf("%s__%sCase", c, oc), origin);
+    set_add_owned(set, perfc__xasprintf("%s__%s__NOT_SET", uc, ou), origin);
+    for (size_t f = 0; f < m->n_field; f++) {
+      const field_desc *fd = m->field[f];
+      if (fd->has_oneof_index && fd->oneof_index == (int32_t)i) {
+        char *fu = perfc__to_upper(fd->name);
+        set_add_owned(set, perfc__xasprintf("%s__%s_%s", uc, ou, fu), origin);
+        free(fu);
+      }
+    }
+    free(oc);
+    free(ou);
+  }
+  for (size_t i = 0; i < m->n_nested_type; i++)
+    add_msg_names(set, m->nested_type[i], full);
+  for (size_t i = 0; i < m->n_enum_type; i++) {
+    const enum_desc *e = m->enum_type[i];
+    char *efull = join_name(full, e->name);
+    char *ec = perfc__full_name_to_c(efull);
+    char *el = perfc__full_name_to_lower(efull);
+    char *eu = perfc__full_name_to_upper(efull);
+    char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
+    set_add_owned(set, perfc__xstrdup(ec), eorigin);
+    set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
+    for (size_t v = 0; v < e->n_value; v++)
+      set_add_owned(set, perfc__xasprintf("%s__%s", eu, e->value[v]->name),
+                    eorigin);
+    free(efull), free(ec), free(el), free(eu), free(eorigin);
+  }
+  free(full), free(c), free(lc), free(uc), free(origin);
+}
+
+static void add_file_names(name_set *set, const file_desc *f) {
+  const char *pkg = f->package ? f->package : "";
+  for (size_t i = 0; i < f->n_message_type; i++)
+    add_msg_names(set, f->message_type[i], pkg);
+  for (size_t i = 0; i < f->n_enum_type; i++) {
+    const enum_desc *e = f->enum_type[i];
+    char *efull = join_name(pkg, e->name);
+    char *ec = perfc__full_name_to_c(efull);
+    char *el = perfc__full_name_to_lower(efull);
+    char *eu = perfc__full_name_to_upper(efull);
+    char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
+    set_add_owned(set, perfc__xstrdup(ec), eorigin);
+    set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
+    for (size_t v = 0; v < e->n_value; v++)
+      set_add_owned(set, perfc__xasprintf("%s__%s", eu, e->value[v]->name),
+                    eorigin);
+    free(efull), free(ec), free(el), free(eu), free(eorigin);
+  }
+  for (size_t i = 0; i < f->n_service; i++) {
+    const svc_desc *s = f->service[i];
+    char *full = join_name(pkg, s->name);
+    char *c = perfc__full_name_to_c(full);
+    char *lc = perfc__full_name_to_lower(full);
+    char *uc = perfc__full_name_to_upper(full);
+    char *origin = perfc__xasprintf("protoc-c's code for service %s", full);
+    set_add_owned(set, perfc__xasprintf("%s_Service", c), origin);
+    set_add_owned(set, perfc__xasprintf("%s__BASE_INIT", uc), origin);
+    set_add_owned(set, perfc__xasprintf("%s__INIT", uc), origin);
+    set_add_owned(set, perfc__xasprintf("%s__descriptor", lc), origin);
+    set_add_owned(set, perfc__xasprintf("%s__init", lc), origin);
+    for (size_t m = 0; m < s->n_method; m++) {
+      char *ml = perfc__camel_to_lower(s->method[m]->name);
+      char *morigin = perfc__xasprintf("protoc-c's client function for method "
+                                       "%s.%s",
+                                       full, s->method[m]->name);
+      set_add_owned(set, perfc__xasprintf("%s__%s", lc, ml), morigin);
+      free(ml);
+      free(morigin);
+    }
+    free(full), free(c), free(lc), free(uc), free(origin);
+  }
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+typedef struct method_opts {
+  Perfc__MethodOptions *method;
+  Perfc__CacheOptions *cache;
+  Perfc__InvalidateOptions *invalidate;
+} method_opts;
+
+/* protobuf-c keeps a length-delimited unknown field with its varint length
+ * prefix in `data`; this finds the payload behind it. */
+static int unknown_payload(const ProtobufCMessageUnknownField *u,
+                           const uint8_t **data, size_t *len) {
+  uint64_t n = 0;
+  size_t i = 0;
+  for (int shift = 0; i < u->len && shift < 64; shift += 7) {
+    uint8_t b = u->data[i++];
+    n |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      if (n != u->len - i)
+        return -1;
+      *data = u->data + i;
+      *len = (size_t)n;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* The extensions arrive as unknown fields of google.protobuf.MethodOptions
+ * (protobuf-c keeps those verbatim); each is one length-delimited message.
+ * When protoc sends a field twice the last one wins, as in protobuf. */
+static int read_method_opts(const method_desc *m, method_opts *o) {
+  memset(o, 0, sizeof *o);
+  if (!m->options)
+    return 0;
+  const ProtobufCMessage *base = &m->options->base;
+  for (unsigned i = 0; i < base->n_unknown_fields; i++) {
+    const ProtobufCMessageUnknownField *u = &base->unknown_fields[i];
+    const uint8_t *data;
+    size_t len;
+    if (u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED ||
+        (u->tag != EXT_METHOD && u->tag != EXT_CACHE &&
+         u->tag != EXT_INVALIDATE))
+      continue;
+    if (unknown_payload(u, &data, &len) != 0)
+      return -1;
+    if (u->tag == EXT_METHOD) {
+      if (o->method)
+        perfc__method_options__free_unpacked(o->method, NULL);
+      o->method = perfc__method_options__unpack(NULL, len, data);
+      if (!o->method)
+        return -1;
+    } else if (u->tag == EXT_CACHE) {
+      if (o->cache)
+        perfc__cache_options__free_unpacked(o->cache, NULL);
+      o->cache = perfc__cache_options__unpack(NULL, len, data);
+      if (!o->cache)
+        return -1;
+    } else if (u->tag == EXT_INVALIDATE) {
+      if (o->invalidate)
+        perfc__invalidate_options__free_unpacked(o->invalidate, NULL);
+      o->invalidate = perfc__invalidate_options__unpack(NULL, len, data);
+      if (!o->invalidate)
+        return -1;
+    }
+  }
+  return 0;
+}
+
+static void method_opts_free(method_opts *o) {
+  if (o->method)
+    perfc__method_options__free_unpacked(o->method, NULL);
+  if (o->cache)
+    perfc__cache_options__free_unpacked(o->cache, NULL);
+  if (o->invalidate)
+    perfc__invalidate_options__free_unpacked(o->invalidate, NULL);
+}
+
+/* Checks that every {field} (or {a.b}) in a key template names a field of
+ * the request message. `what` says which option the key comes from. */
+static int check_key_template(const gen_request *req, const msg_desc *input,
+                              const char *input_name, const char *where,
+                              const char *what, const char *key, char **err) {
+  if (!key[0]) {
+    *err = perfc__xasprintf("%s: %s is empty; give a key such as "
+                            "\"user:{id}\"",
+                            where, what);
+    return -1;
+  }
+  for (const char *p = key; *p; p++) {
+    if (*p == '}') {
+      *err = perfc__xasprintf("%s: %s \"%s\" has a '}' without a '{'", where,
+                              what, key);
+      return -1;
+    }
+    if (*p != '{')
+      continue;
+    const char *close = strchr(p, '}');
+    const char *reopen = strchr(p + 1, '{');
+    if (!close || (reopen && reopen < close)) {
+      *err = perfc__xasprintf("%s: %s \"%s\" has a '{' without a closing '}'",
+                              where, what, key);
+      return -1;
+    }
+    char *path = perfc__xstrndup(p + 1, (size_t)(close - p - 1));
+    const msg_desc *msg = input;
+    char *msg_name = perfc__xstrdup(input_name);
+    int rv = 0;
+    char *save = NULL;
+    if (!path[0]) {
+      *err = perfc__xasprintf("%s: %s \"%s\" has an empty '{}'; name a field "
+                              "of %s",
+                              where, what, key, input_name);
+      rv = -1;
+    }
+    for (char *piece = rv ? NULL : strtok_r(path, ".", &save); piece;
+         piece = strtok_r(NULL, ".", &save)) {
+      const field_desc *fd = NULL;
+      for (size_t f = 0; msg && f < msg->n_field; f++)
+        if (strcmp(msg->field[f]->name, piece) == 0)
+          fd = msg->field[f];
+      if (!fd) {
+        *err = perfc__xasprintf("%s: %s \"%s\" names field \"%s\", which "
+                                "request message %s does not have",
+                                where, what, key, piece, msg_name);
+        rv = -1;
+        break;
+      }
+      free(msg_name);
+      msg_name = perfc__xstrdup(fd->type_name && fd->type_name[0] == '.'
+                                    ? fd->type_name + 1
+                                    : (fd->type_name ? fd->type_name : ""));
+      msg = fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE
+                ? find_message(req, fd->type_name)
+                : NULL;
+    }
+    free(msg_name);
+    free(path);
+    if (rv)
+      return rv;
+    p = close;
+  }
+  return 0;
+}
+
+static int check_duration(const char *where, const char *what, const char *s,
+                          int64_t *ms, char **err) {
+  if (perfc__parse_duration_ms(s, ms) != 0) {
+    *err = perfc__xasprintf("%s: %s \"%s\" is not a duration; write "
+                            "<integer><unit> groups with units ms, s, m, h, "
+                            "such as \"250ms\", \"2s\", \"10m\" or \"1m30s\"",
+                            where, what, s);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- the model --------------------------------------------------------- */
+
+static const char *kind_enum(const method_desc *m) {
+  int cs = m->has_client_streaming && m->client_streaming;
+  int ss = m->has_server_streaming && m->server_streaming;
+  return cs && ss ? "PERFC_METHOD_BIDI_STREAM"
+         : cs     ? "PERFC_METHOD_CLIENT_STREAM"
+         : ss     ? "PERFC_METHOD_SERVER_STREAM"
+                  : "PERFC_METHOD_UNARY";
+}
+
+/* Appends our name for the collision check, reporting a clash. */
+static int claim(name_set *ours, const name_set *theirs, char *name,
+                 const char *origin, const char *where, char **err) {
+  const char *other = set_find(theirs, name);
+  if (!other)
+    other = set_find(ours, name);
+  if (other) {
+    *err = perfc__xasprintf("%s: the generated name \"%s\" (%s) collides with "
+                            "%s; rename the method or service",
+                            where, name, origin, other);
+    free(name);
+    return -1;
+  }
+  set_add_owned(ours, name, origin);
+  return 0;
+}
+
+static int add_type_vars(perfc__tv *tm, const gen_request *req,
+                         const char *prefix, const char *type_name,
+                         const char *where, const msg_desc **found,
+                         char **err) {
+  const msg_desc *m = find_message(req, type_name);
+  if (!m) {
+    *err = perfc__xasprintf("%s: message type %s is not in the request; "
+                            "protoc sent an incomplete descriptor set",
+                            where, type_name);
+    return -1;
+  }
+  const char *full = type_name[0] == '.' ? type_name + 1 : type_name;
+  char *c = perfc__full_name_to_c(full);
+  char *lc = perfc__full_name_to_lower(full);
+  char key[32];
+  snprintf(key, sizeof key, "%s_c", prefix);
+  perfc__tv_set_str(tm, key, c);
+  snprintf(key, sizeof key, "%s_desc", prefix);
+  perfc__tv_set_strf(tm, key, "%s__descriptor", lc);
+  snprintf(key, sizeof key, "%s_full", prefix);
+  perfc__tv_set_str(tm, key, full);
+  free(c);
+  free(lc);
+  if (found)
+    *found = m;
+  return 0;
+}
+
+static int build_method(const gen_request *req, const file_desc *f,
+                        const char *svc_full, const char *svc_lc,
+                        const char *svc_uc, const method_desc *m,
+                        perfc__tv *tm, name_set *ours, const name_set *theirs,
+                        char **err) {
+  char *where = perfc__xasprintf("%s: service %s, method %s", f->name,
+                                 svc_full, m->name);
+  char *ml = perfc__camel_to_lower(m->name);
+  char *mu = perfc__camel_to_upper(m->name);
+  const char *kind = kind_enum(m);
+  method_opts o;
+  int rv = -1;
+  const msg_desc *input = NULL;
+  memset(&o, 0, sizeof o);
+
+  perfc__tv_set_str(tm, "name", m->name);
+  perfc__tv_set_str(tm, "lc_name", ml);
+  perfc__tv_set_str(tm, "uc_name", mu);
+  perfc__tv_set_strf(tm, "path", "/%s/%s", svc_full, m->name);
+  perfc__tv_set_str(tm, "kind", kind);
+  perfc__tv_set_bool(tm, "unary", strcmp(kind, "PERFC_METHOD_UNARY") == 0);
+  perfc__tv_set_bool(tm, "client_stream",
+                     strcmp(kind, "PERFC_METHOD_CLIENT_STREAM") == 0);
+  perfc__tv_set_bool(tm, "server_stream",
+                     strcmp(kind, "PERFC_METHOD_SERVER_STREAM") == 0);
+  perfc__tv_set_bool(tm, "bidi", strcmp(kind, "PERFC_METHOD_BIDI_STREAM") == 0);
+  if (add_type_vars(tm, req, "in", m->input_type, where, &input, err) != 0 ||
+      add_type_vars(tm, req, "out", m->output_type, where, NULL, err) != 0)
+    goto out;
+
+  if (read_method_opts(m, &o) != 0) {
+    *err = perfc__xasprintf("%s: the perfc options (perfc.method, perfc.cache, "
+                            "perfc.invalidate) do not decode; was the file "
+                            "compiled against a different perfc/options.proto?",
+                            where);
+    goto out;
+  }
+  const char *executor = "PERFC_EXEC_DEFAULT";
+  int64_t timeout_ms = 0;
+  int idempotent = 0;
+  if (o.method) {
+    switch (o.method->executor) {
+    case PERFC__METHOD_OPTIONS__EXECUTOR__INLINE:
+      executor = "PERFC_EXEC_INLINE";
+      break;
+    case PERFC__METHOD_OPTIONS__EXECUTOR__POOL:
+      executor = "PERFC_EXEC_POOL";
+      break;
+    default:
+      break;
+    }
+    if (check_duration(where, "(perfc.method).timeout", o.method->timeout,
+                       &timeout_ms, err) != 0)
+      goto out;
+    idempotent = o.method->idempotent != 0;
+  }
+  perfc__tv_set_str(tm, "executor", executor);
+  perfc__tv_set_strf(tm, "timeout_ms", "%" PRId64, timeout_ms);
+  perfc__tv_set_strf(tm, "idempotent", "%d", idempotent);
+
+  const char *in_full = perfc__tv_get_str(tm, "in_full");
+  perfc__tv_set_bool(tm, "has_cache", o.cache != NULL);
+  if (o.cache) {
+    int64_t ttl = 0, neg = 0;
+    if (strcmp(kind, "PERFC_METHOD_UNARY") != 0) {
+      *err = perfc__xasprintf("%s: (perfc.cache) applies to unary methods "
+                              "only; this method streams",
+                              where);
+      goto out;
+    }
+    if (check_key_template(req, input, in_full, where, "(perfc.cache).key",
+                           o.cache->key, err) != 0 ||
+        check_duration(where, "(perfc.cache).ttl", o.cache->ttl, &ttl, err) !=
+            0 ||
+        check_duration(where, "(perfc.cache).negative_ttl",
+                       o.cache->negative_ttl, &neg, err) != 0)
+      goto out;
+    perfc__tv_set_str(tm, "cache_key", o.cache->key);
+    perfc__tv_set_strf(tm, "cache_ttl_ms", "%" PRId64, ttl);
+    perfc__tv_set_strf(tm, "cache_negative_ttl_ms", "%" PRId64, neg);
+  }
+  perfc__tv *inv = perfc__tv_set_list(tm, "invalidate");
+  if (o.invalidate) {
+    for (size_t k = 0; k < o.invalidate->n_keys; k++) {
+      if (check_key_template(req, input, in_full, where,
+                             "(perfc.invalidate) key", o.invalidate->keys[k],
+                             err) != 0)
+        goto out;
+      perfc__tv_set_str(perfc__tv_list_add(inv), "key", o.invalidate->keys[k]);
+    }
+  }
+
+  /* Every name perfc adds to the C namespace for this method. */
+  char *origin = perfc__xasprintf("perfc's code for method %s.%s", svc_full,
+                                  m->name);
+  int bad = claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_%s", svc_uc, mu),
+                  origin, where, err) ||
+            claim(ours, theirs,
+                  perfc__xasprintf("%s__%s__perfc_invoke", svc_lc, ml), origin,
+                  where, err);
+  if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") == 0)
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),
+                origin, where, err);
+  if (!bad && (strcmp(kind, "PERFC_METHOD_CLIENT_STREAM") == 0 ||
+               strcmp(kind, "PERFC_METHOD_BIDI_STREAM") == 0))
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__recv", svc_lc, ml),
+                origin, where, err);
+  if (!bad && (strcmp(kind, "PERFC_METHOD_SERVER_STREAM") == 0 ||
+               strcmp(kind, "PERFC_METHOD_BIDI_STREAM") == 0))
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__send", svc_lc, ml),
+                origin, where, err);
+  if (!bad)
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__impl", svc_lc, ml),
+                origin, where, err);
+  free(origin);
+  if (bad)
+    goto out;
+  rv = 0;
+out:
+  method_opts_free(&o);
+  free(where);
+  free(ml);
+  free(mu);
+  return rv;
+}
+
+/* Method names protoc-c cannot compile: C keywords and names that fold to
+ * the same lower-case identifier. Checked first because they break
+ * protoc-c's own output, whatever perfc does. */
+static int check_method_names(const file_desc *f, const char *svc_full,
+                              const svc_desc *s, char **err) {
+  for (size_t i = 0; i < s->n_method; i++) {
+    char *li = perfc__camel_to_lower(s->method[i]->name);
+    if (perfc__is_c_keyword(li)) {
+      *err = perfc__xasprintf(
+          "%s: service %s, method %s: the method's C name \"%s\" is a C "
+          "keyword, so protoc-c's and perfc's code would not compile; rename "
+          "the method",
+          f->name, svc_full, s->method[i]->name, li);
+      free(li);
+      return -1;
+    }
+    for (size_t j = 0; j < i; j++) {
+      char *lj = perfc__camel_to_lower(s->method[j]->name);
+      int same = strcmp(li, lj) == 0;
+      free(lj);
+      if (same) {
+        *err = perfc__xasprintf(
+            "%s: service %s, methods %s and %s: both become \"%s\" in C, so "
+            "protoc-c's and perfc's code would not compile; rename one of them",
+            f->name, svc_full, s->method[j]->name, s->method[i]->name, li);
+        free(li);
+        return -1;
+      }
+    }
+    free(li);
+  }
+  return 0;
+}
+
+/* The serialized FileDescriptorProto for reflection, without
+ * source_code_info: comments and spans are large and reflection clients
+ * do not use them (grpc's own generators drop them too). */
+static char *descriptor_bytes(const file_desc *f, size_t *len) {
+  file_desc copy = *f;
+  copy.source_code_info = NULL;
+  size_t n = google__protobuf__file_descriptor_proto__get_packed_size(&copy);
+  uint8_t *bytes = perfc__xmalloc(n);
+  google__protobuf__file_descriptor_proto__pack(&copy, bytes);
+  perfc__buf b = {0};
+  for (size_t i = 0; i < n; i++) {
+    if (i % 12 == 0)
+      perfc__buf_puts(&b, "  ");
+    perfc__buf_printf(&b, "0x%02x,", bytes[i]);
+    perfc__buf_putc(&b, (i % 12 == 11 || i + 1 == n) ? '\n' : ' ');
+  }
+  free(bytes);
+  *len = n;
+  return perfc__buf_take(&b);
+}
+
+static perfc__tv *build_file(const gen_request *req, const file_desc *f,
+                             const name_set *theirs, char **err) {
+  perfc__tv *root = perfc__tv_obj();
+  name_set *ours = perfc__xcalloc(1, sizeof *ours);
+  const char *pkg = f->package ? f->package : "";
+  char *stem = strip_proto(f->name);
+  const char *slash = strrchr(stem, '/');
+  char *ident = path_ident(f->name);
+  char *pkg_lc = perfc__full_name_to_lower(pkg);
+  char *esc = c_escape(f->name);
+  size_t fd_len = 0;
+  char *fd_bytes = descriptor_bytes(f, &fd_len);
+  int bad = 0;
+
+  perfc__tv_set_str(root, "proto_file", f->name);
+  perfc__tv_set_str(root, "proto_file_c", esc);
+  perfc__tv_set_str(root, "base", slash ? slash + 1 : stem);
+  perfc__tv_set_str(root, "package", pkg);
+  perfc__tv_set_strf(root, "pb_header", "%s.pb-c.h", stem);
+  perfc__tv_set_strf(root, "perfc_header", "%s.perfc.h", stem);
+  perfc__tv_set_strf(root, "header_guard", "PERFC_%s__PERFC_H", ident);
+  perfc__tv_set_str(root, "generator_version", PERFC_VERSION_STRING);
+  perfc__tv_set_strf(root, "generator_version_number", "%d",
+                     PERFC_VERSION_NUMBER);
+  perfc__tv_set_strf(root, "fd_name", "%s%sperfc_file_descriptor", pkg_lc,
+                     pkg_lc[0] ? "__" : "");
+  perfc__tv_set_str(root, "fd_bytes", fd_bytes);
+  perfc__tv_set_strf(root, "fd_len", "%zu", fd_len);
+  bad = claim(ours, theirs, perfc__xstrdup(perfc__tv_get_str(root, "fd_name")),
+              "perfc's embedded file descriptor", f->name, err);
+
+  perfc__tv *services = perfc__tv_set_list(root, "services");
+  for (size_t i = 0; !bad && i < f->n_service; i++) {
+    const svc_desc *s = f->service[i];
+    char *full = join_name(pkg, s->name);
+    char *c = perfc__full_name_to_c(full);
+    char *lc = perfc__full_name_to_lower(full);
+    char *uc = perfc__full_name_to_upper(full);
+    char *where = perfc__xasprintf("%s: service %s", f->name, full);
+    char *origin = perfc__xasprintf("perfc's code for service %s", full);
+    perfc__tv *ts = perfc__tv_list_add(services);
+    perfc__tv_set_str(ts, "name", s->name);
+    perfc__tv_set_str(ts, "full_name", full);
+    perfc__tv_set_str(ts, "c", c);
+    perfc__tv_set_str(ts, "lc", lc);
+    perfc__tv_set_str(ts, "uc", uc);
+    perfc__tv_set_strf(ts, "n_methods", "%zu", s->n_method);
+    perfc__tv_set_bool(ts, "has_methods", s->n_method > 0);
+    bad = check_method_names(f, full, s, err);
+    static const char *const suffixes[] = {
+        "__perfc_desc", "__perfc_methods", "__perfc_register",
+        "__perfc_handlers"};
+    for (size_t k = 0; !bad && k < sizeof suffixes / sizeof suffixes[0]; k++)
+      bad = claim(ours, theirs, perfc__xasprintf("%s%s", lc, suffixes[k]),
+                  origin, where, err);
+    if (!bad)
+      bad = claim(ours, theirs, perfc__xasprintf("%s_Handlers", c), origin,
+                  where, err) ||
+            claim(ours, theirs,
+                  perfc__xasprintf("%s__PERFC_METHOD_COUNT", uc), origin,
+                  where, err);
+    perfc__tv *methods = perfc__tv_set_list(ts, "methods");
+    for (size_t m = 0; !bad && m < s->n_method; m++)
+      bad = build_method(req, f, full, lc, uc, s->method[m],
+                         perfc__tv_list_add(methods), ours, theirs, err);
+    free(full), free(c), free(lc), free(uc), free(where), free(origin);
+  }
+  set_free(ours);
+  free(ours);
+  free(stem), free(ident), free(pkg_lc), free(esc), free(fd_bytes);
+  if (bad) {
+    perfc__tv_free(root);
+    return NULL;
+  }
+  return root;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void add_output(gen_response *resp, char *name, char *content) {
+  gen_file *file = perfc__xmalloc(sizeof *file);
+  google__protobuf__compiler__code_generator_response__file__init(file);
+  file->name = name;
+  file->content = content;
+  resp->file =
+      perfc__xrealloc(resp->file, (resp->n_file + 1) * sizeof *resp->file);
+  resp->file[resp->n_file++] = file;
+}
+
+/* Writes `content` to `path` only when no such file exists: scaffolding
+ * belongs to the user from the moment it is written. */
+static int write_new_file(const char *path, const char *content, char **err) {
+  FILE *f = fopen(path, "wx");
+  if (!f) {
+    if (errno == EEXIST) {
+      fprintf(stderr,
+              "protoc-gen-perfc: %s exists and is yours; left unchanged "
+              "(methods added since answer UNIMPLEMENTED until you add "
+              "handlers)\n",
+              path);
+      return 0;
+    }
+    *err = perfc__xasprintf("protoc-gen-perfc: stubs: cannot create %s: %s",
+                            path, strerror(errno));
+    return -1;
+  }
+  size_t n = strlen(content);
+  int bad = fwrite(content, 1, n, f) != n;
+  bad |= fclose(f) != 0;
+  if (bad) {
+    *err = perfc__xasprintf("protoc-gen-perfc: stubs: cannot write %s", path);
+    return -1;
+  }
+  return 0;
+}
+
+static int render(const perfc__tmpl *t, const perfc__tv *model, char **out,
+                  char **err) {
+  perfc__buf b = {0};
+  if (perfc__tmpl_render(t, model, &b, err) != 0) {
+    perfc__buf_free(&b);
+    return -1;
+  }
+  *out = perfc__buf_take(&b);
+  return 0;
+}
+
+static int generate_file(const gen_request *req, const params *prm,
+                         perfc__tmpl *const tmpls[T_COUNT],
+                         const name_set *theirs, const file_desc *f,
+                         gen_response *resp, char **err) {
+  perfc__tv *model = build_file(req, f, theirs, err);
+  if (!model)
+    return -1;
+  char *stem = strip_proto(f->name);
+  char *h = NULL, *c = NULL, *handlers = NULL, *mainc = NULL;
+  int rv = -1;
+  if (render(tmpls[T_HEADER], model, &h, err) != 0 ||
+      render(tmpls[T_SOURCE], model, &c, err) != 0)
+    goto out;
+  add_output(resp, perfc__xasprintf("%s.perfc.h", stem), h);
+  add_output(resp, perfc__xasprintf("%s.perfc.c", stem), c);
+  h = c = NULL;
+  if (prm->stubs_dir) {
+    const char *base = perfc__tv_get_str(model, "base");
+    if (render(tmpls[T_HANDLERS], model, &handlers, err) != 0 ||
+        render(tmpls[T_MAIN], model, &mainc, err) != 0)
+      goto out;
+    char *hp = perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base);
+    char *mp = perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base);
+    int bad = write_new_file(hp, handlers, err) != 0 ||
+              write_new_file(mp, mainc, err) != 0;
+    free(hp);
+    free(mp);
+    if (bad)
+      goto out;
+  }
+  rv = 0;
+out:
+  free(h), free(c), free(handlers), free(mainc), free(stem);
+  perfc__tv_free(model);
+  return rv;
+}
+
+static int prepare_stubs_dir(const gen_request *req, const params *prm,
+                             char **err) {
+  if (!prm->stubs_dir)
+    return 0;
+  struct stat st;
+  if (stat(prm->stubs_dir, &st) != 0 &&
+      (errno != ENOENT || mkdir(prm->stubs_dir, 0777) != 0)) {
+    *err = perfc__xasprintf("protoc-gen-perfc: stubs=%s: cannot create the "
+                            "directory: %s",
+                            prm->stubs_dir, strerror(errno));
+    return -1;
+  }
+  if (stat(prm->stubs_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *err = perfc__xasprintf("protoc-gen-perfc: stubs=%s: not a directory",
+                            prm->stubs_dir);
+    return -1;
+  }
+  /* Scaffolding is named after the file's base name; two files with one
+   * base name would silently share (and so skip) one scaffold. */
+  for (size_t i = 0; i < req->n_file_to_generate; i++) {
+    for (size_t j = 0; j < i; j++) {
+      const char *a = strrchr(req->file_to_generate[i], '/');
+      const char *b = strrchr(req->file_to_generate[j], '/');
+      a = a ? a + 1 : req->file_to_generate[i];
+      b = b ? b + 1 : req->file_to_generate[j];
+      if (strcmp(a, b) == 0) {
+        *err = perfc__xasprintf("protoc-gen-perfc: stubs=%s: %s and %s would "
+                                "both get scaffolding named after \"%s\"; run "
+                                "protoc for them separately with different "
+                                "stubs directories",
+                                prm->stubs_dir, req->file_to_generate[j],
+                                req->file_to_generate[i], a);
+        return -1;
+      }
+    }
+  }
+  return 0;
+}
+
+void perfc__generate(const gen_request *req, gen_response *resp) {
+  char *err = NULL;
+  params prm;
+  perfc__tmpl *tmpls[T_COUNT] = {0};
+  name_set *theirs = perfc__xcalloc(1, sizeof *theirs);
+
+  resp->has_supported_features = 1;
+  resp->supported_features =
+      GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__FEATURE__FEATURE_PROTO3_OPTIONAL;
+  if (parse_params(req->parameter, &prm, &err) != 0)
+    goto out;
+  if (load_templates(&prm, tmpls, &err) != 0 ||
+      prepare_stubs_dir(req, &prm, &err) != 0)
+    goto out;
+  for (size_t i = 0; i < req->n_proto_file; i++)
+    add_file_names(theirs, req->proto_file[i]);
+  for (size_t i = 0; i < req->n_file_to_generate; i++) {
+    const file_desc *f = find_file(req, req->file_to_generate[i]);
+    if (!f) {
+      err = perfc__xasprintf("protoc-gen-perfc: %s is to be generated but "
+                             "protoc sent no descriptor for it",
+                             req->file_to_generate[i]);
+      break;
+    }
+    if (f->n_service == 0)
+      continue;
+    if (generate_file(req, &prm, tmpls, theirs, f, resp, &err) != 0)
+      break;
+  }
+out:
+  if (err) {
+    /* protoc writes nothing when the plugin reports an error, so drop the
+     * files of earlier .proto files too: all or nothing. */
+    perfc__gen_response_clear(resp);
+    resp->error = err;
+  }
+  for (int i = 0; i < T_COUNT; i++)
+    perfc__tmpl_free(tmpls[i]);
+  params_free(&prm);
+  set_free(theirs);
+  free(theirs);
+}
+
+void perfc__gen_response_clear(gen_response *resp) {
+  for (size_t i = 0; i < resp->n_file; i++) {
+    free(resp->file[i]->name);
+    free(resp->file[i]->content);
+    free(resp->file[i]);
+  }
+  free(resp->file);
+  resp->file = NULL;
+  resp->n_file = 0;
+  free(resp->error);
+  resp->error = NULL;
+}
