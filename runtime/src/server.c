@@ -21,6 +21,7 @@
 #include "perfc/log.h"
 #include "perfc/pool.h"
 #include "perfc/server.h"
+#include "perfc/stream.h"
 #include "server_internal.h"
 
 #include <errno.h>

@@ -25,6 +25,9 @@ static perfc_status_code slow(perfc_ctx *ctx,
   for (int waited = 0; waited < req->sleep_ms; waited += 5) {
     if (perfc_ctx_cancelled(ctx)) {
       resp->cancelled = 1;
+      if (perfc_ctx_remaining_ms(ctx) == 0)
+        return perfc_ctx_error(ctx, PERFC_STATUS_DEADLINE_EXCEEDED,
+                               "deadline passed after %d ms", waited);
       return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "cancelled after %d ms",
                              waited);
     }
