@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include "perfc/log.h"
 #include <string.h>
+#include <time.h>
 
 int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
                                const uint8_t **data, size_t *len) {
@@ -62,6 +63,12 @@ grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg) {
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
   grpc_slice_unref(s);
   return bb;
+}
+
+int64_t perfc__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int64_t perfc__remaining_ms(gpr_timespec deadline) {

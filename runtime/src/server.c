@@ -18,6 +18,7 @@
  * requested on, a context is only ever released on its own poller thread,
  * so the free lists need no lock.
  */
+#include "perfc/interceptor.h"
 #include "perfc/log.h"
 #include "perfc/pool.h"
 #include "perfc/server.h"
@@ -82,6 +83,9 @@ struct perfc_ctx {
   int initial_md_sent;
   md_list initial_md, trailing_md;
   perfc_stream *stream; /* streaming methods only, in the arena */
+  int64_t start_ns;
+  unsigned ic_entered; /* interceptors whose `before` ran */
+  void *ic_call[PERFC_MAX_INTERCEPTORS];
 };
 
 /* A streaming handler blocks on `cv` while the poller completes its
@@ -110,6 +114,7 @@ struct method_entry {
   void *registered; /* grpc_server_register_method handle */
   perfc_executor executor;
   int has_handler;
+  void *ic_state[PERFC_MAX_INTERCEPTORS];
 };
 
 struct poller {
@@ -138,6 +143,8 @@ struct perfc_server {
   size_t nservices;
   perfc_pool *pool;
   int nlisteners;
+  perfc_server_interceptor ics[PERFC_MAX_INTERCEPTORS];
+  unsigned nics;
   atomic_int state;
 
   pthread_mutex_t mu; /* guards shutdown_done and serialises shutdown() */
@@ -276,7 +283,49 @@ static void on_final_batch(perfc_tag *t, int ok) {
 /* Sends whatever the handler produced and the status, and waits for the
  * close in the same batch, so a unary call costs one completion. Consumes
  * the caller's reference. */
+/* Runs the interceptors' `after` hooks, innermost first. */
+static void ic_after(perfc_ctx *ctx) {
+  method_entry *m = ctx->method;
+  perfc_server *srv = ctx->poller->srv;
+  if (ctx->code == PERFC_STATUS_OK && ctx->response != NULL)
+    for (unsigned i = 0; i < ctx->ic_entered; i++)
+      if (srv->ics[i].on_message)
+        srv->ics[i].on_message(srv->ics[i].self, m->ic_state[i], ctx,
+                               ctx->ic_call[i], 1);
+  for (unsigned i = ctx->ic_entered; i-- > 0;)
+    if (srv->ics[i].after)
+      srv->ics[i].after(srv->ics[i].self, m->ic_state[i], ctx, ctx->ic_call[i],
+                        ctx->code);
+  ctx->ic_entered = 0;
+}
+
+/* Runs the `before` hooks in order; stops at the first refusal. */
+static perfc_status_code ic_before(perfc_ctx *ctx) {
+  method_entry *m = ctx->method;
+  perfc_server *srv = ctx->poller->srv;
+  for (unsigned i = 0; i < srv->nics; i++) {
+    ctx->ic_entered = i + 1;
+    if (srv->ics[i].before) {
+      perfc_status_code c = srv->ics[i].before(srv->ics[i].self, m->ic_state[i],
+                                               ctx, &ctx->ic_call[i]);
+      if (c != PERFC_STATUS_OK)
+        return c;
+    }
+  }
+  return PERFC_STATUS_OK;
+}
+
+static void ic_message(perfc_ctx *ctx, int sent) {
+  perfc_server *srv = ctx->poller->srv;
+  for (unsigned i = 0; i < ctx->ic_entered; i++)
+    if (srv->ics[i].on_message)
+      srv->ics[i].on_message(srv->ics[i].self, ctx->method->ic_state[i], ctx,
+                             ctx->ic_call[i], sent);
+}
+
 static void finish(perfc_ctx *ctx) {
+  if (ctx->ic_entered)
+    ic_after(ctx);
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
@@ -367,6 +416,8 @@ static void run_unary(perfc_ctx *ctx) {
                 d->path, len, d->input->name);
     return;
   }
+  if (ctx->ic_entered)
+    ic_message(ctx, 0);
   ProtobufCMessage *resp = perfc_arena_alloc(ctx->arena, d->output->sizeof_message);
   if (resp == NULL) {
     finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -433,6 +484,16 @@ static void watch_close(perfc_ctx *ctx) {
 
 static void dispatch(perfc_ctx *ctx) {
   method_entry *m = ctx->method;
+  if (ctx->poller->srv->nics) {
+    perfc_status_code c = ic_before(ctx);
+    if (c != PERFC_STATUS_OK) {
+      ctx->code = c;
+      if (ctx->message == NULL)
+        ctx->message = perfc_status_name(c);
+      finish(ctx);
+      return;
+    }
+  }
   if (!m->has_handler) {
     finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
                 "method %s has no handler in this server", m->desc->path);
@@ -464,6 +525,7 @@ static void on_request(perfc_tag *t, int ok) {
     ctx_release(ctx);
     return;
   }
+  ctx->start_ns = perfc__now_ns();
   /* Re-arm first so a new call on this method never waits for us. */
   if (server_accepting(p->srv))
     post_request(p, ctx->method);
@@ -586,6 +648,8 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
   }
   grpc_byte_buffer_destroy(s->recv_bb);
   s->recv_bb = NULL;
+  if (rc == 0 && ctx->ic_entered)
+    ic_message(ctx, 0);
   if (rc == PERFC_EPARSE)
     perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                     "%s: malformed stream message: %zu bytes do not parse as %s",
@@ -625,6 +689,8 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
    * send once the transport took it, so a slow reader slows this writer. */
   int ok = stream_batch(s, ops, n, &s->send_tag, &s->send_done, &s->send_ok);
   grpc_byte_buffer_destroy(bb);
+  if (ok && ctx->ic_entered)
+    ic_message(ctx, 1);
   return ok ? 0 : PERFC_ESHUTDOWN;
 }
 
@@ -647,7 +713,7 @@ static void run_stream(perfc_ctx *ctx) {
   if (d->kind == PERFC_METHOD_SERVER_STREAM) {
     const uint8_t *data;
     size_t len;
-    if (ctx->payload == NULL ||
+      if (ctx->payload == NULL ||
         perfc__byte_buffer_flatten(ctx->payload, ctx->arena, &data, &len) != 0) {
       finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                   "%s: the client sent no readable request message", d->path);
@@ -661,6 +727,8 @@ static void run_stream(perfc_ctx *ctx) {
                   d->path, len, d->input->name);
       return;
     }
+    if (ctx->ic_entered)
+      ic_message(ctx, 0);
   }
   if (d->kind == PERFC_METHOD_CLIENT_STREAM) {
     resp = perfc_arena_alloc(ctx->arena, d->output->sizeof_message);
@@ -882,6 +950,13 @@ int perfc_server_start(perfc_server *srv) {
     if (rc != 0)
       return rc;
   }
+  for (size_t i = 0; i < srv->nmethods; i++) {
+    method_entry *m = &srv->methods[i];
+    for (unsigned k = 0; k < srv->nics; k++)
+      if (srv->ics[k].method_init)
+        m->ic_state[k] =
+            srv->ics[k].method_init(srv->ics[k].self, m->service, m->desc);
+  }
   srv->pollers = calloc(srv->opts.threads, sizeof *srv->pollers);
   if (srv->pollers == NULL)
     return PERFC_ENOMEM;
@@ -1077,6 +1152,10 @@ void perfc_server_free(perfc_server *srv) {
       ;
     grpc_completion_queue_destroy(cq);
   }
+  for (size_t i = 0; i < srv->nmethods; i++)
+    for (unsigned k = 0; k < srv->nics; k++)
+      if (srv->ics[k].method_free && srv->methods[i].ic_state[k] != NULL)
+        srv->ics[k].method_free(srv->ics[k].self, srv->methods[i].ic_state[k]);
   free(srv->pollers);
   free(srv->methods);
   free(srv->services);
@@ -1086,7 +1165,21 @@ void perfc_server_free(perfc_server *srv) {
   grpc_shutdown();
 }
 
+int perfc_server_add_interceptor(perfc_server *srv,
+                                 const perfc_server_interceptor *ic) {
+  if (srv == NULL || ic == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  if (srv->nics == PERFC_MAX_INTERCEPTORS)
+    return PERFC_EFULL;
+  srv->ics[srv->nics++] = *ic;
+  return 0;
+}
+
 /* ---- call context API ------------------------------------------------------- */
+
+int64_t perfc_ctx_start_ns(const perfc_ctx *ctx) { return ctx->start_ns; }
 
 perfc_arena *perfc_ctx_arena(perfc_ctx *ctx) { return ctx->arena; }
 

@@ -63,6 +63,9 @@ gpr_timespec perfc__deadline_from_ms(int64_t ms);
  * would otherwise fail the whole call. Returns 0 or PERFC_EINVAL. */
 int perfc__check_metadata(const char *key, const char *value, size_t len);
 
+/* CLOCK_MONOTONIC in nanoseconds (vDSO: no system call). */
+int64_t perfc__now_ns(void);
+
 /* grpc_init() plus, once per process, routing the core's own log lines
  * through perfc_log(). Pair with grpc_shutdown(). */
 void perfc__grpc_init(void);

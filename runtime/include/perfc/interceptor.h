@@ -1,0 +1,68 @@
+/*
+ * perfc/interceptor.h — hooks that run around every call: metrics, access
+ * logs, authentication, rate limiting, load shedding.
+ *
+ * Server interceptors are registered on a server before it starts and run
+ * in registration order on the way in (`before`) and in reverse order on the
+ * way out (`after`), like nested middleware: the first registered sees the
+ * call first and last. Per-method state is resolved once at start
+ * (`method_init`), so the per-call hooks do no lookups.
+ *
+ * Room: runtime public headers. Hooks run on the thread that handles the
+ * call (a poller or a worker) and must not block.
+ */
+#ifndef PERFC_INTERCEPTOR_H
+#define PERFC_INTERCEPTOR_H
+
+#include "perfc/common.h"
+#include "perfc/service.h"
+#include "perfc/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct perfc_server perfc_server;
+
+/** Most interceptors a server takes. */
+#define PERFC_MAX_INTERCEPTORS 8
+
+typedef struct perfc_server_interceptor {
+  const char *name; /**< for logs; borrowed, must outlive the server */
+  void *self;       /**< passed to every hook */
+  /** Once per registered method at perfc_server_start(); returns the
+   *  method's state (may be NULL). Optional. */
+  void *(*method_init)(void *self, const perfc_service_desc *svc,
+                       const perfc_method_desc *m);
+  /** Frees what method_init returned, at perfc_server_free(). Optional. */
+  void (*method_free)(void *self, void *method_state);
+  /** When the call is dispatched, before the request is decoded and before
+   *  it waits for a worker. Return PERFC_STATUS_OK to go on, or a status to
+   *  refuse the call (the message via perfc_ctx_error()); the handler then
+   *  never runs but `after` still runs for this and earlier interceptors.
+   *  `*call_state` is a per-call slot for this interceptor, NULL at first.
+   *  Optional. */
+  perfc_status_code (*before)(void *self, void *method_state, perfc_ctx *ctx,
+                              void **call_state);
+  /** A message was received (`sent` = 0) or sent (`sent` = 1). Optional. */
+  void (*on_message)(void *self, void *method_state, perfc_ctx *ctx,
+                     void *call_state, int sent);
+  /** With the call's final status, just before it is sent. Optional. */
+  void (*after)(void *self, void *method_state, perfc_ctx *ctx,
+                void *call_state, perfc_status_code code);
+} perfc_server_interceptor;
+
+/** Adds an interceptor; `ic` is copied, `ic->self` borrowed. Before
+ *  perfc_server_start() only. Returns 0, PERFC_EINVAL, PERFC_ESTATE or
+ *  PERFC_EFULL (more than PERFC_MAX_INTERCEPTORS). */
+PERFC_API int perfc_server_add_interceptor(perfc_server *srv,
+                                           const perfc_server_interceptor *ic);
+
+/** Monotonic nanoseconds at which the server matched the call; interceptors
+ *  use it to time calls without storing a start time of their own. */
+PERFC_API int64_t perfc_ctx_start_ns(const perfc_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_INTERCEPTOR_H */
