@@ -1050,7 +1050,8 @@ static void render_family(buf *b, perfc_family *f) {
   buf_put(b, "\n", 1);
 
   /* Sort in place: order only matters to renders, which hold the lock. */
-  qsort(f->series, f->nseries, sizeof *f->series, cmp_series);
+  if (f->nseries > 1)
+    qsort(f->series, f->nseries, sizeof *f->series, cmp_series);
   for (size_t i = 0; i < f->nseries; i++) {
     struct series *s = f->series[i];
     if (s->fn) {
@@ -1100,7 +1101,8 @@ int perfc_registry_render(perfc_registry *reg, char **out, size_t *out_len) {
   if (!b.oom)
     b.p[0] = '\0'; /* an empty registry renders as "" */
   pthread_mutex_lock(&reg->lock);
-  qsort(reg->fams, reg->nfams, sizeof *reg->fams, cmp_family);
+  if (reg->nfams > 1) /* qsort's base must not be NULL, even for 0 items */
+    qsort(reg->fams, reg->nfams, sizeof *reg->fams, cmp_family);
   for (size_t i = 0; i < reg->nfams && !b.oom; i++)
     render_family(&b, reg->fams[i]);
   pthread_mutex_unlock(&reg->lock);
