@@ -480,6 +480,51 @@ static int valid_label_name(const char *s) {
   return 1;
 }
 
+/* Prometheus rejects a whole scrape whose label values or HELP text are not
+ * valid UTF-8, so bad bytes are refused at registration, where the caller
+ * can see the error, rather than breaking every later scrape. */
+static int valid_utf8(const char *str) {
+  const unsigned char *s = (const unsigned char *)str;
+  while (*s) {
+    unsigned c = *s++;
+    int n;
+    unsigned min;
+    if (c < 0x80)
+      continue;
+    if ((c & 0xe0) == 0xc0) {
+      n = 1, min = 0x80, c &= 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2, min = 0x800, c &= 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3, min = 0x10000, c &= 0x07;
+    } else {
+      return 0;
+    }
+    for (int i = 0; i < n; i++, s++) {
+      if ((*s & 0xc0) != 0x80)
+        return 0;
+      c = (c << 6) | (*s & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+      return 0; /* overlong, out of range, or a surrogate */
+  }
+  return 1;
+}
+
+/* A histogram "h" also writes samples named h_bucket, h_sum and h_count;
+ * another family under one of those names would make two metrics share
+ * sample names, which Prometheus rejects. */
+static int suffix_collides(const char *hist, const char *other) {
+  static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+  size_t n = strlen(hist);
+  if (strncmp(hist, other, n) != 0)
+    return 0;
+  for (size_t i = 0; i < 3; i++)
+    if (strcmp(other + n, suffixes[i]) == 0)
+      return 1;
+  return 0;
+}
+
 /* Checks buckets and normalizes them (defaults, trailing +Inf dropped). */
 static int normalize_buckets(const perfc_metric_opts *o, const double **b,
                              size_t *n) {
@@ -562,10 +607,18 @@ int perfc_family_new(perfc_family **out, perfc_registry *reg,
       return rc;
   }
   const char *help = o->help ? o->help : "";
+  if (!valid_utf8(help))
+    return PERFC_EINVAL;
 
   pthread_mutex_lock(&reg->lock);
   for (size_t i = 0; i < reg->nfams; i++) {
     perfc_family *f = reg->fams[i];
+    if ((f->type == PERFC_METRIC_HISTOGRAM &&
+         suffix_collides(f->name, o->name)) ||
+        (type == PERFC_METRIC_HISTOGRAM && suffix_collides(o->name, f->name))) {
+      pthread_mutex_unlock(&reg->lock);
+      return PERFC_EEXIST;
+    }
     if (strcmp(f->name, o->name) == 0) {
       int same = family_same(f, type, help, o, b, nb);
       pthread_mutex_unlock(&reg->lock);
@@ -688,7 +741,7 @@ static int series_get(struct series **out, perfc_family *f,
   if (f->nlabels && !v)
     return PERFC_EINVAL;
   for (size_t i = 0; i < f->nlabels; i++)
-    if (!v[i])
+    if (!v[i] || !valid_utf8(v[i]))
       return PERFC_EINVAL;
   uint64_t h = hash_values(f, v);
   perfc_registry *reg = f->reg;

@@ -256,6 +256,20 @@ Test(metrics, name_validation) {
   o.name = "lbl2";
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), PERFC_EINVAL);
 
+  /* Label values and HELP must be valid UTF-8 (Prometheus rejects the
+   * whole scrape otherwise); multi-byte characters are fine. */
+  o.name = "utf";
+  o.label_names = (const char *[]){"k"};
+  o.label_count = 1;
+  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), 0);
+  perfc_gauge *g;
+  cr_assert_eq(perfc_gauge_get(&g, f, (const char *[]){"h\xc3\xa9 \xe2\x82\xac"}), 0);
+  const char *bad_utf8[] = {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80",
+                            "\xf4\x90\x80\x80", NULL};
+  for (int i = 0; bad_utf8[i]; i++)
+    cr_assert_eq(perfc_gauge_get(&g, f, &bad_utf8[i]), PERFC_EINVAL, "%d", i);
+  cr_assert_eq(perfc_gauge_new(&g, reg, "bad_help", "\xff"), PERFC_EINVAL);
+
   perfc_histogram *h;
   const double unsorted[] = {1, 0.5};
   const double dupb[] = {1, 1};
@@ -280,6 +294,17 @@ Test(metrics, reregistration) {
   cr_assert_eq(perfc_gauge_new(&g, reg, "x_total", "help"), PERFC_EEXIST);
   cr_assert_eq(perfc_counter_new(&b, reg, "x_total", "other help"),
                PERFC_EEXIST);
+  /* Histogram sample names are taken, either way round. */
+  perfc_histogram *h;
+  cr_assert_eq(perfc_histogram_new(&h, reg, "lat", "", NULL, 0), 0);
+  cr_assert_eq(perfc_counter_new(&b, reg, "lat_count", ""), PERFC_EEXIST);
+  cr_assert_eq(perfc_gauge_new(&g, reg, "lat_bucket", ""), PERFC_EEXIST);
+  cr_assert_eq(perfc_gauge_new(&g, reg, "lat_sum", ""), PERFC_EEXIST);
+  cr_assert_eq(perfc_gauge_new(&g, reg, "lat_total", ""), 0);
+  cr_assert_eq(perfc_histogram_new(&h, reg, "x", "", NULL, 0), 0,
+               "x_total is not one of a histogram's sample names");
+  cr_assert_eq(perfc_gauge_new(&g, reg, "q_count", ""), 0);
+  cr_assert_eq(perfc_histogram_new(&h, reg, "q", "", NULL, 0), PERFC_EEXIST);
   /* Wrong accessor for the family type. */
   perfc_family *f;
   perfc_metric_opts o;

@@ -58,7 +58,7 @@ typedef enum perfc_metric_type {
 typedef struct perfc_metric_opts {
   /** Metric name, `[a-zA-Z_:][a-zA-Z0-9_:]*`. Required. */
   const char *name;
-  /** HELP text; NULL or "" omits the HELP line. Any bytes; escaped. */
+  /** HELP text; NULL or "" omits the HELP line. Valid UTF-8; escaped. */
   const char *help;
   /** Label names, `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with "__", unique;
    *  histograms may not use "le". NULL when label_count is 0. */
@@ -92,18 +92,20 @@ PERFC_API perfc_registry *perfc_registry_default(void);
  *  `*out` is borrowed from the registry. Registering the same name again with
  *  the same type, help, label names and buckets returns the existing family
  *  (so two servers in one process can share the default registry); a
- *  different definition under the same name is PERFC_EEXIST. Returns 0,
- *  PERFC_EINVAL (bad name, label name or buckets), PERFC_EEXIST or
- *  PERFC_ENOMEM. */
+ *  different definition under the same name is PERFC_EEXIST, and so is a
+ *  name that collides with a histogram's samples (histogram "h" against
+ *  "h_bucket", "h_sum", "h_count", either way round). Returns 0,
+ *  PERFC_EINVAL (bad name, label name, buckets, or help not UTF-8),
+ *  PERFC_EEXIST or PERFC_ENOMEM. */
 PERFC_API int perfc_family_new(perfc_family **out, perfc_registry *reg,
                                perfc_metric_type type,
                                const perfc_metric_opts *opts);
 
 /** Resolves the counter series for `label_values` (one string per label
- *  name, in order; NULL when the family has no labels; any bytes, copied).
+ *  name, in order; NULL when the family has no labels; valid UTF-8, copied).
  *  The same values always give the same handle. `*out` is borrowed from the
- *  registry. Returns 0, PERFC_EINVAL (NULL value, family not a counter, or
- *  the values name a callback series) or PERFC_ENOMEM. Call once, keep the
+ *  registry. Returns 0, PERFC_EINVAL (NULL or non-UTF-8 value, family not
+ *  a counter, or the values name a callback series) or PERFC_ENOMEM. Call once, keep the
  *  handle: this takes the registry lock. */
 PERFC_API int perfc_counter_get(perfc_counter **out, perfc_family *fam,
                                 const char *const *label_values);
