@@ -494,3 +494,46 @@ Test(metrics, concurrent_scrape_with_thread_churn) {
   cr_assert_eq(perfc_counter_value(sh.c), 20ull * 4 * 10000);
   perfc_registry_free(sh.reg);
 }
+
+/* More than 16 bounds takes the binary-search path: it must place every
+ * value (on a bound, between bounds, beyond, NaN) where the linear rule
+ * "first bound >= v" does. */
+Test(metrics, histogram_many_buckets_binary_search) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  double b[40];
+  for (int i = 0; i < 40; i++)
+    b[i] = 0.001 * (1 << (i / 2)) * (i % 2 ? 1.5 : 1.0);
+  perfc_histogram *h;
+  cr_assert_eq(perfc_histogram_new(&h, reg, "wide", "", b, 40), 0);
+  uint64_t want[41] = {0};
+  double vals[200];
+  int nv = 0;
+  for (int i = 0; i < 40; i++) {
+    vals[nv++] = b[i];
+    vals[nv++] = b[i] * 0.99;
+    vals[nv++] = b[i] * 1.01;
+  }
+  vals[nv++] = -5;
+  vals[nv++] = 1e12;
+  vals[nv++] = NAN;
+  for (int k = 0; k < nv; k++) {
+    int i = 0;
+    while (i < 40 && !(vals[k] <= b[i]))
+      i++;
+    want[i]++;
+    perfc_histogram_observe(h, vals[k]);
+  }
+  char *out = render(reg);
+  uint64_t cum = 0;
+  const char *p = out;
+  for (int i = 0; i <= 40; i++) {
+    cum += want[i];
+    p = strstr(p, "wide_bucket{le=\"");
+    cr_assert_not_null(p);
+    p = strchr(p, '}') + 2;
+    cr_assert_eq(strtoull(p, NULL, 10), cum, "bucket %d", i);
+  }
+  free(out);
+  perfc_registry_free(reg);
+}
