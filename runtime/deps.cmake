@@ -1,0 +1,8 @@
+# Private dependencies of runtime modules, included by runtime/CMakeLists.txt.
+# Room: runtime build glue. Each block names the module that needs it.
+
+# metrics_http.c: /metrics and /healthz are served by libmicrohttpd (we do
+# not hand-write an HTTP server). process_metrics.c uses libm-free /proc
+# parsing; metrics.c uses floor/fabs/isnan from libm.
+pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::MHD m)
