@@ -20,7 +20,9 @@
  *
  * Usage: ccore-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *          [--max-streams N] [--opt-target latency|blend|throughput]
- *          [--minimal-stack]
+ *          [--minimal-stack] [--arg KEY=VALUE]...
+ *   --arg passes any channel arg to grpc_server_create (an integer when VALUE
+ *   parses as one, else a string), for tuning experiments.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -247,7 +249,8 @@ static void usage(FILE *f) {
   fprintf(f, "usage: ccore-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K]\n"
              "         [--max-streams N] [--opt-target "
-             "latency|blend|throughput] [--minimal-stack]\n");
+             "latency|blend|throughput] [--minimal-stack]\n"
+             "         [--arg KEY=VALUE]...\n");
 }
 
 int main(int argc, char **argv) {
@@ -256,6 +259,8 @@ int main(int argc, char **argv) {
   long threads = sysconf(_SC_NPROCESSORS_ONLN);
   int max_streams = DEFAULT_MAX_CONCURRENT_STREAMS;
   int minimal_stack = 0;
+  grpc_arg extra[16];
+  size_t nextra = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -282,6 +287,25 @@ int main(int argc, char **argv) {
       max_streams = atoi(v);
     else if (!strcmp(a, "--opt-target"))
       opt_target = v;
+    else if (!strcmp(a, "--arg")) {
+      char *eq = strchr(v, '=');
+      if (!eq || nextra == sizeof(extra) / sizeof(extra[0])) {
+        fprintf(stderr, "ccore-echo-server: bad --arg '%s'\n", v);
+        return 2;
+      }
+      *eq = '\0';
+      char *end = NULL;
+      long n = strtol(eq + 1, &end, 10);
+      extra[nextra].key = (char *)v;
+      if (eq[1] != '\0' && *end == '\0') {
+        extra[nextra].type = GRPC_ARG_INTEGER;
+        extra[nextra].value.integer = (int)n;
+      } else {
+        extra[nextra].type = GRPC_ARG_STRING;
+        extra[nextra].value.string = eq + 1;
+      }
+      nextra++;
+    }
     else {
       fprintf(stderr, "ccore-echo-server: unknown option '%s'\n", a);
       usage(stderr);
@@ -304,7 +328,7 @@ int main(int argc, char **argv) {
 
   grpc_init();
 
-  grpc_arg args[3];
+  grpc_arg args[3 + sizeof(extra) / sizeof(extra[0])];
   size_t nargs = 0;
   args[nargs].type = GRPC_ARG_INTEGER;
   args[nargs].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
@@ -322,6 +346,8 @@ int main(int argc, char **argv) {
     args[nargs].value.integer = 1;
     nargs++;
   }
+  for (size_t i = 0; i < nextra; i++)
+    args[nargs++] = extra[i];
   grpc_channel_args chargs = {nargs, args};
   g_server = grpc_server_create(&chargs, NULL);
 
