@@ -1,0 +1,136 @@
+/*
+ * perfc-echo-server — perfc's side of the echo benchmark: the smallest real
+ * perfc service. bench.v1.Echo/Unary returns the request's payload.
+ *
+ * Room: bench/echo — a program built on the public perfc API exactly as a
+ * user would write it (generated echo.perfc.h plus perfc/server.h), measured
+ * by bench/run against the C-core ceiling and the C++/Go peers. It must not
+ * reach into runtime/src: whatever it costs, a user's service costs too.
+ *
+ * Usage: perfc-echo-server --listen HOST:PORT [--threads N]
+ *                          [--metrics-listen HOST:PORT]
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "perfc/server.h"
+
+#include "echo.perfc.h"
+
+/* Metrics are a runtime module that may not be built yet; the flag is
+ * accepted either way so bench/run can pass the same command line to every
+ * server, and refused with a clear reason until the wiring exists. */
+#if defined(__has_include)
+#if __has_include("perfc/metrics.h")
+#define ECHO_RUNTIME_HAS_METRICS 1
+#endif
+#endif
+
+/* The response borrows the request's bytes: both live in the call's arena
+ * until the call ends, after the response is packed. No copy. */
+static perfc_status_code echo_unary(perfc_ctx *ctx,
+                                    const Bench__V1__EchoRequest *req,
+                                    Bench__V1__EchoResponse *resp,
+                                    void *user_data) {
+  (void)ctx;
+  (void)user_data;
+  resp->payload = req->payload;
+  return PERFC_STATUS_OK;
+}
+
+static const Bench__V1__Echo_Handlers echo_handlers = {
+    .unary = echo_unary,
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
+             "[--metrics-listen HOST:PORT]\n");
+}
+
+int main(int argc, char **argv) {
+  const char *listen = NULL;
+  const char *metrics_listen = NULL;
+  long threads = 0;
+
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      usage(stderr);
+      return 2;
+    }
+    const char *v = argv[++i];
+    if (!strcmp(a, "--listen")) {
+      listen = v;
+    } else if (!strcmp(a, "--threads")) {
+      char *end = NULL;
+      threads = strtol(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || threads < 0 || threads > 1024) {
+        fprintf(stderr, "perfc-echo-server: bad --threads '%s'\n", v);
+        return 2;
+      }
+    } else if (!strcmp(a, "--metrics-listen")) {
+      metrics_listen = v;
+    } else {
+      fprintf(stderr, "perfc-echo-server: unknown option '%s'\n", a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!listen) {
+    usage(stderr);
+    return 2;
+  }
+  if (metrics_listen) {
+#ifdef ECHO_RUNTIME_HAS_METRICS
+    fprintf(stderr, "perfc-echo-server: --metrics-listen %s: the runtime has "
+                    "perfc/metrics.h but this server does not wire "
+                    "perfc_metrics_* yet\n",
+            metrics_listen);
+#else
+    fprintf(stderr, "perfc-echo-server: --metrics-listen %s: metrics are not "
+                    "built into this perfc runtime (no perfc/metrics.h)\n",
+            metrics_listen);
+#endif
+    return 2;
+  }
+
+  perfc_server_opts opts;
+  perfc_server_opts_init(&opts);
+  opts.threads = (unsigned)threads; /* 0 = one poller per core */
+
+  perfc_server *srv = NULL;
+  int port = 0;
+  int rc = perfc_server_new(&srv, &opts);
+  if (rc == 0)
+    rc = perfc_server_listen(srv, listen, &port);
+  if (rc == 0)
+    rc = bench__v1__echo__perfc_register(srv, &echo_handlers, NULL);
+  if (rc == 0)
+    rc = perfc_server_start(srv);
+  if (rc != 0) {
+    fprintf(stderr, "perfc-echo-server: %s: %s\n", listen,
+            perfc_strerror(rc));
+    perfc_server_free(srv);
+    return 1;
+  }
+
+  /* The host as given, the port as bound (":0" reports the real port). */
+  const char *colon = strrchr(listen, ':');
+  printf("listening on %.*s:%d\n", (int)(colon ? colon - listen : 0), listen,
+         port);
+  fflush(stdout);
+
+  int sig = perfc_server_run(srv); /* returns after SIGINT/SIGTERM */
+  fprintf(stderr, "perfc-echo-server: %s, stopped\n",
+          sig == SIGTERM   ? "SIGTERM"
+          : sig == SIGINT ? "SIGINT"
+                          : "shutdown");
+  perfc_server_free(srv);
+  return 0;
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""bench/tools/report.py — the numbers side of bench/run (stdlib only).
+
+Room: bench tools. bench/run drives servers and h2load; this file turns what
+they leave behind into numbers:
+
+  report.py latency H2LOAD_LOG
+      h2load --log-file lines are "start_us<TAB>http_status<TAB>duration_us";
+      prints "p50_us p99_us max_us" (nearest-rank percentiles).
+
+  report.py summary RUNS_TSV OUT_MD META_FILE
+      RUNS_TSV has one line per measured run (header line first, columns
+      named below). Prints the per-server medians and ratios, and writes them
+      with META_FILE's lines (machine, flags) as a markdown file.
+
+Ratios are taken per round (a server's run divided by the reference's run in
+the same round, the two measured minutes apart) and then the median of those
+is reported, so machine-wide drift between rounds cancels out as far as it
+can. A round in which either side failed contributes no ratio.
+"""
+import csv
+import statistics
+import sys
+
+ORDER = ["ccore", "perfc", "cpp", "go"]
+LABEL = {
+    "ccore": "C core ceiling (ccore-echo-server)",
+    "perfc": "perfc (perfc-echo-server)",
+    "cpp": "gRPC C++ callback (cpp-echo-server)",
+    "go": "grpc-go + prometheus (go-echo-server)",
+}
+
+
+def latency(path):
+    durs = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                durs.append(int(parts[2]))
+    if not durs:
+        print("0 0 0")
+        return
+    durs.sort()
+
+    def rank(p):
+        # nearest rank: the smallest value with at least p% at or below it
+        k = max(1, -(-len(durs) * p // 100))
+        return durs[int(k) - 1]
+
+    print(rank(50), rank(99), durs[-1])
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "—"
+    return f"{x:,.{nd}f}"
+
+
+def summary(runs_tsv, out_md, meta_file):
+    with open(runs_tsv) as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    ok = [r for r in rows if r["ok"] == "1"]
+    servers = [s for s in ORDER if any(r["server"] == s for r in rows)]
+
+    def med(server, col):
+        v = [float(r[col]) for r in ok if r["server"] == server]
+        return statistics.median(v) if v else None
+
+    def ratio(server, ref, col):
+        by_round = {}
+        for r in ok:
+            by_round.setdefault(r["round"], {})[r["server"]] = float(r[col])
+        v = [d[server] / d[ref] for d in by_round.values()
+             if server in d and ref in d and d[ref] > 0]
+        return statistics.median(v) if v else None
+
+    head = ["server", "runs ok", "req/s", "p50 ms", "p99 ms",
+            "server CPU µs/RPC", "server CPU busy",
+            "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
+    table = []
+    for s in servers:
+        n_all = sum(1 for r in rows if r["server"] == s)
+        n_ok = sum(1 for r in ok if r["server"] == s)
+        p50, p99 = med(s, "p50_us"), med(s, "p99_us")
+        busy = med(s, "busy")
+        table.append([
+            LABEL[s], f"{n_ok}/{n_all}", fmt(med(s, "rps")),
+            fmt(p50 / 1000 if p50 is not None else None, 2),
+            fmt(p99 / 1000 if p99 is not None else None, 2),
+            fmt(med(s, "cpu_us_per_rpc"), 2),
+            f"{busy * 100:.0f}%" if busy is not None else "—",
+            fmt(ratio(s, "cpp", "rps"), 2), fmt(ratio(s, "cpp", "cpu_us_per_rpc"), 2),
+            fmt(ratio(s, "ccore", "rps"), 2), fmt(ratio(s, "ccore", "cpu_us_per_rpc"), 2),
+        ])
+
+    # Plain text for the terminal.
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(head))
+    for r in table:
+        print(line(r))
+
+    md = ["| " + " | ".join(head) + " |",
+          "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    md += ["| " + " | ".join(r) + " |" for r in table]
+    with open(meta_file) as f:
+        meta = f.read().rstrip("\n")
+    with open(out_md, "w") as f:
+        f.write("# Echo benchmark results\n\n")
+        f.write("Written by bench/run; method in docs/benchmarks.md.\n\n")
+        f.write(meta + "\n\n")
+        f.write("Medians over the rounds; ratios are medians of per-round "
+                "ratios (same round, servers alternated).\n\n")
+        f.write("\n".join(md) + "\n\n")
+        f.write("## Every run\n\n")
+        cols = list(rows[0].keys()) if rows else []
+        f.write("| " + " | ".join(cols) + " |\n")
+        f.write("|" + "|".join(["---"] * len(cols)) + "|\n")
+        for r in rows:
+            f.write("| " + " | ".join(r[c] for c in cols) + " |\n")
+
+
+def main():
+    if len(sys.argv) >= 3 and sys.argv[1] == "latency":
+        latency(sys.argv[2])
+    elif len(sys.argv) == 5 and sys.argv[1] == "summary":
+        summary(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
