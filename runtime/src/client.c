@@ -27,6 +27,8 @@ struct perfc_channel {
   atomic_uint next;
   int64_t default_timeout_ms;
   char *target;
+  const perfc_client_interceptor *ics[PERFC_MAX_INTERCEPTORS];
+  size_t nics;
 };
 
 void perfc_channel_opts_init(perfc_channel_opts *o) {
@@ -64,8 +66,13 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     TAKE(max_reconnect_backoff_ms);
     TAKE(lb_policy);
     TAKE(service_config_json);
+    TAKE(interceptors);
+    TAKE(interceptor_count);
 #undef TAKE
   }
+  if (o.interceptor_count > PERFC_MAX_INTERCEPTORS ||
+      (o.interceptor_count > 0 && o.interceptors == NULL))
+    return PERFC_EINVAL;
   if (o.lb_policy != NULL && strcmp(o.lb_policy, "pick_first") != 0 &&
       strcmp(o.lb_policy, "round_robin") != 0)
     return PERFC_EINVAL;
@@ -84,6 +91,8 @@ int perfc_channel_new(perfc_channel **out, const char *target,
   }
   ch->default_timeout_ms = o.default_timeout_ms;
   atomic_init(&ch->next, 0);
+  for (size_t i = 0; i < o.interceptor_count; i++)
+    ch->ics[ch->nics++] = o.interceptors[i];
 
   char service_config[256];
   const char *sc = o.service_config_json;
@@ -169,21 +178,11 @@ static perfc_status_code set_status(perfc_status *st, perfc_status_code code,
   return code;
 }
 
-perfc_status_code perfc_channel_unary(perfc_channel *ch,
-                                      const perfc_method_desc *m,
-                                      const ProtobufCMessage *req,
-                                      ProtobufCMessage **resp,
-                                      const perfc_call_opts *opts,
-                                      perfc_status *status) {
-  static const perfc_call_opts no_opts;
-  if (opts == NULL)
-    opts = &no_opts;
-  if (resp != NULL)
-    *resp = NULL;
-  if (ch == NULL || m == NULL || req == NULL || resp == NULL) {
-    const char *e = "perfc_channel_unary: NULL argument";
-    return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, strlen(e));
-  }
+static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
+                                   const ProtobufCMessage *req,
+                                   ProtobufCMessage **resp,
+                                   const perfc_call_opts *opts,
+                                   perfc_status *status) {
   if (req->descriptor != m->input) {
     char e[256];
     int n = snprintf(e, sizeof e, "%s expects %s, got %s", m->path,
@@ -318,4 +317,57 @@ perfc_status_code perfc_channel_unary(perfc_channel *ch,
   if (md != md_stack)
     free(md);
   return result;
+}
+
+perfc_status_code perfc_channel_unary(perfc_channel *ch,
+                                      const perfc_method_desc *m,
+                                      const ProtobufCMessage *req,
+                                      ProtobufCMessage **resp,
+                                      const perfc_call_opts *opts,
+                                      perfc_status *status) {
+  static const perfc_call_opts no_opts;
+  if (opts == NULL)
+    opts = &no_opts;
+  if (resp != NULL)
+    *resp = NULL;
+  if (ch == NULL || m == NULL || req == NULL || resp == NULL) {
+    const char *e = "perfc_channel_unary: NULL argument";
+    return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, strlen(e));
+  }
+  if (ch->nics == 0)
+    return do_unary(ch, m, req, resp, opts, status);
+
+  /* Interceptors need the status even when the caller passed none. */
+  perfc_status local = {0};
+  perfc_status *st = status ? status : &local;
+  void *state[PERFC_MAX_INTERCEPTORS] = {0};
+  size_t entered = 0;
+  int64_t t0 = perfc__now_ns();
+  perfc_status_code code = PERFC_STATUS_OK;
+  for (; entered < ch->nics; entered++) {
+    const perfc_client_interceptor *ic = ch->ics[entered];
+    if (ic->before && (code = ic->before(ic->self, m, &state[entered])) !=
+                          PERFC_STATUS_OK) {
+      entered++;
+      const char *e = "refused by a client interceptor";
+      set_status(st, code, e, strlen(e));
+      break;
+    }
+  }
+  if (code == PERFC_STATUS_OK) {
+    for (size_t i = 0; i < entered; i++)
+      if (ch->ics[i]->on_message)
+        ch->ics[i]->on_message(ch->ics[i]->self, m, state[i], 1);
+    code = do_unary(ch, m, req, resp, opts, st);
+    if (code == PERFC_STATUS_OK)
+      for (size_t i = 0; i < entered; i++)
+        if (ch->ics[i]->on_message)
+          ch->ics[i]->on_message(ch->ics[i]->self, m, state[i], 0);
+  }
+  int64_t elapsed = perfc__now_ns() - t0;
+  for (size_t i = entered; i-- > 0;)
+    if (ch->ics[i]->after)
+      ch->ics[i]->after(ch->ics[i]->self, m, state[i], code, elapsed);
+  perfc_status_reset(&local);
+  return code;
 }

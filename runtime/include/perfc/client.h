@@ -14,6 +14,7 @@
 
 #include "perfc/arena.h"
 #include "perfc/common.h"
+#include "perfc/interceptor.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
 
@@ -47,6 +48,11 @@ typedef struct perfc_channel_opts {
   int64_t max_reconnect_backoff_ms; /**< 0 = default */
   const char *lb_policy;         /**< "pick_first" (NULL) or "round_robin" */
   const char *service_config_json; /**< extra service config; borrowed/copied */
+  /** Interceptors run around every call, in this order (`after` reversed).
+   *  The array is copied; each interceptor is borrowed and must outlive the
+   *  channel. At most PERFC_MAX_INTERCEPTORS. */
+  const perfc_client_interceptor *const *interceptors;
+  size_t interceptor_count;
 } perfc_channel_opts;
 
 PERFC_API void perfc_channel_opts_init(perfc_channel_opts *o);

@@ -23,6 +23,7 @@ extern "C" {
 #endif
 
 typedef struct perfc_server perfc_server;
+typedef struct perfc_channel perfc_channel;
 
 /** Most interceptors a server takes. */
 #define PERFC_MAX_INTERCEPTORS 8
@@ -57,6 +58,27 @@ typedef struct perfc_server_interceptor {
  *  PERFC_EFULL (more than PERFC_MAX_INTERCEPTORS). */
 PERFC_API int perfc_server_add_interceptor(perfc_server *srv,
                                            const perfc_server_interceptor *ic);
+
+/**
+ * Client interceptors run around every call a channel makes, in the order
+ * given in perfc_channel_opts.interceptors (`after` in reverse). The method
+ * is known only per call, so per-method state is the interceptor's business
+ * (perfc's metrics interceptor caches it lock-free by descriptor address).
+ */
+typedef struct perfc_client_interceptor {
+  const char *name;
+  void *self;
+  /** Before the call starts. Return PERFC_STATUS_OK, or a status to fail the
+   *  call locally without sending it. Optional. */
+  perfc_status_code (*before)(void *self, const perfc_method_desc *m,
+                              void **call_state);
+  /** A message was sent (`sent` = 1) or received (0). Optional. */
+  void (*on_message)(void *self, const perfc_method_desc *m, void *call_state,
+                     int sent);
+  /** With the final status and the call's duration. Optional. */
+  void (*after)(void *self, const perfc_method_desc *m, void *call_state,
+                perfc_status_code code, int64_t elapsed_ns);
+} perfc_client_interceptor;
 
 /** Monotonic nanoseconds at which the server matched the call; interceptors
  *  use it to time calls without storing a start time of their own. */

@@ -1,0 +1,344 @@
+/*
+ * grpc_metrics.c — go-grpc-prometheus-compatible server and client
+ * interceptors over the metrics registry.
+ *
+ * Room: runtime/src. Uses perfc/metrics.h and perfc/interceptor.h only.
+ *
+ * Server: every series of a method (started, 17 handled codes, received,
+ * sent, the histogram) is resolved in method_init at server start, so a call
+ * costs a few per-thread counter increments, one histogram observation and
+ * one clock read — no lookup, no lock, no shared cache line.
+ * Client: methods are only known per call, so series are resolved on a
+ * method's first call and cached in a lock-free table keyed by the method
+ * descriptor's address (generated descriptors are static, so the address is
+ * a stable identity).
+ */
+#include "perfc/grpc_metrics.h"
+#include "perfc/log.h"
+#include "server_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLIENT_CACHE_SLOTS 1024 /* power of two */
+
+typedef struct side_families {
+  perfc_family *started, *handled, *received, *sent, *seconds;
+} side_families;
+
+/* The series of one method on one side. */
+typedef struct method_series {
+  const perfc_method_desc *desc;
+  perfc_counter *started, *received, *sent;
+  perfc_counter *handled[PERFC_STATUS_COUNT];
+  perfc_histogram *seconds; /* NULL when the histogram is off */
+} method_series;
+
+struct perfc_grpc_metrics {
+  side_families server, client;
+  perfc_server_interceptor server_ic;
+  perfc_client_interceptor client_ic;
+  pthread_mutex_t client_mu; /* serialises inserts into client_cache */
+  _Atomic(method_series *) client_cache[CLIENT_CACHE_SLOTS];
+};
+
+static const char *grpc_type(perfc_method_kind k) {
+  switch (k) {
+  case PERFC_METHOD_CLIENT_STREAM:
+    return "client_stream";
+  case PERFC_METHOD_SERVER_STREAM:
+    return "server_stream";
+  case PERFC_METHOD_BIDI_STREAM:
+    return "bidi_stream";
+  default:
+    return "unary";
+  }
+}
+
+void perfc_grpc_metrics_opts_init(perfc_grpc_metrics_opts *o) {
+  memset(o, 0, sizeof *o);
+}
+
+static int make_families(side_families *f, const char *side,
+                         const perfc_grpc_metrics_opts *o) {
+  static const char *const base[] = {"grpc_type", "grpc_service", "grpc_method"};
+  static const char *const with_code[] = {"grpc_type", "grpc_service",
+                                          "grpc_method", "grpc_code"};
+  /* go-grpc-prometheus's HELP texts, word for word. */
+  int server = strcmp(side, "server") == 0;
+  struct {
+    perfc_family **out;
+    perfc_metric_type type;
+    const char *suffix;
+    const char *help;
+    int code;
+  } defs[] = {
+      {&f->started, PERFC_METRIC_COUNTER, "started_total",
+       server ? "Total number of RPCs started on the server."
+              : "Total number of RPCs started on the client.",
+       0},
+      {&f->handled, PERFC_METRIC_COUNTER, "handled_total",
+       server ? "Total number of RPCs completed on the server, regardless of "
+                "success or failure."
+              : "Total number of RPCs completed by the client, regardless of "
+                "success or failure.",
+       1},
+      {&f->received, PERFC_METRIC_COUNTER, "msg_received_total",
+       server ? "Total number of RPC stream messages received on the server."
+              : "Total number of RPC stream messages received by the client.",
+       0},
+      {&f->sent, PERFC_METRIC_COUNTER, "msg_sent_total",
+       server ? "Total number of gRPC stream messages sent by the server."
+              : "Total number of gRPC stream messages sent by the client.",
+       0},
+      {&f->seconds, PERFC_METRIC_HISTOGRAM, "handling_seconds",
+       server ? "Histogram of response latency (seconds) of gRPC that had been "
+                "application-level handled by the server."
+              : "Histogram of response latency (seconds) of the gRPC until it "
+                "is finished by the application.",
+       0},
+  };
+  for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
+    if (defs[i].type == PERFC_METRIC_HISTOGRAM && o->handling_time_histogram < 0) {
+      *defs[i].out = NULL;
+      continue;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "grpc_%s_%s", side, defs[i].suffix);
+    perfc_metric_opts mo;
+    perfc_metric_opts_init(&mo);
+    mo.name = name;
+    mo.help = defs[i].help;
+    mo.label_names = defs[i].code ? with_code : base;
+    mo.label_count = defs[i].code ? 4 : 3;
+    mo.buckets = o->buckets;
+    mo.bucket_count = o->bucket_count;
+    int rc = perfc_family_new(defs[i].out, o->registry, defs[i].type, &mo);
+    if (rc != 0) {
+      perfc_log(PERFC_LOG_ERROR, "grpc metrics: cannot register %s: %s", name,
+                perfc_strerror(rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/* Resolves every series of a method; NULL on failure (then the method is
+ * simply not counted, and the failure logged once). */
+static method_series *resolve(const side_families *f, const char *service,
+                              const perfc_method_desc *m) {
+  method_series *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  s->desc = m;
+  const char *labels[4] = {grpc_type(m->kind), service, m->name, NULL};
+  int rc = perfc_counter_get(&s->started, f->started, labels);
+  if (rc == 0)
+    rc = perfc_counter_get(&s->received, f->received, labels);
+  if (rc == 0)
+    rc = perfc_counter_get(&s->sent, f->sent, labels);
+  if (rc == 0 && f->seconds != NULL)
+    rc = perfc_histogram_get(&s->seconds, f->seconds, labels);
+  /* Every code starts at zero, as go-grpc-prometheus's InitializeMetrics
+   * does, so rate() and absent() work before the first error. */
+  for (int c = 0; rc == 0 && c < PERFC_STATUS_COUNT; c++) {
+    labels[3] = perfc_status_go_name(c);
+    rc = perfc_counter_get(&s->handled[c], f->handled, labels);
+  }
+  if (rc != 0) {
+    perfc_log(PERFC_LOG_ERROR, "grpc metrics: cannot resolve series of %s: %s",
+              m->path, perfc_strerror(rc));
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static void count_end(method_series *s, perfc_status_code code,
+                      int64_t elapsed_ns) {
+  unsigned c = (unsigned)code < PERFC_STATUS_COUNT ? (unsigned)code
+                                                  : PERFC_STATUS_UNKNOWN;
+  perfc_counter_inc(s->handled[c]);
+  if (s->seconds != NULL)
+    perfc_histogram_observe(s->seconds, (double)elapsed_ns / 1e9);
+}
+
+/* ---- server side ------------------------------------------------------------ */
+
+static void *srv_method_init(void *self, const perfc_service_desc *svc,
+                             const perfc_method_desc *m) {
+  perfc_grpc_metrics *gm = self;
+  return resolve(&gm->server, svc->name, m);
+}
+
+static void srv_method_free(void *self, void *state) {
+  (void)self;
+  free(state);
+}
+
+static perfc_status_code srv_before(void *self, void *state, perfc_ctx *ctx,
+                                    void **call_state) {
+  (void)self;
+  (void)ctx;
+  (void)call_state;
+  method_series *s = state;
+  if (s != NULL)
+    perfc_counter_inc(s->started);
+  return PERFC_STATUS_OK;
+}
+
+static void srv_message(void *self, void *state, perfc_ctx *ctx,
+                        void *call_state, int sent) {
+  (void)self;
+  (void)ctx;
+  (void)call_state;
+  method_series *s = state;
+  if (s != NULL)
+    perfc_counter_inc(sent ? s->sent : s->received);
+}
+
+static void srv_after(void *self, void *state, perfc_ctx *ctx, void *call_state,
+                      perfc_status_code code) {
+  (void)self;
+  (void)call_state;
+  method_series *s = state;
+  if (s != NULL)
+    count_end(s, code, s->seconds ? perfc__now_ns() - perfc_ctx_start_ns(ctx) : 0);
+}
+
+/* ---- client side ------------------------------------------------------------ */
+
+static method_series *client_series(perfc_grpc_metrics *gm,
+                                    const perfc_method_desc *m) {
+  uintptr_t h = ((uintptr_t)m >> 4) * 0x9E3779B97F4A7C15ull;
+  size_t start = (size_t)(h >> 20) & (CLIENT_CACHE_SLOTS - 1);
+  for (size_t i = 0; i < CLIENT_CACHE_SLOTS; i++) {
+    size_t slot = (start + i) & (CLIENT_CACHE_SLOTS - 1);
+    method_series *s =
+        atomic_load_explicit(&gm->client_cache[slot], memory_order_acquire);
+    if (s == NULL)
+      break;
+    if (s->desc == m)
+      return s;
+  }
+  /* First call of this method: resolve under the lock, then publish. */
+  pthread_mutex_lock(&gm->client_mu);
+  method_series *found = NULL;
+  for (size_t i = 0; i < CLIENT_CACHE_SLOTS; i++) {
+    size_t slot = (start + i) & (CLIENT_CACHE_SLOTS - 1);
+    method_series *s =
+        atomic_load_explicit(&gm->client_cache[slot], memory_order_relaxed);
+    if (s != NULL && s->desc == m) {
+      found = s;
+      break;
+    }
+    if (s == NULL) {
+      /* The service name is the path's first segment: "/pkg.Svc/M". */
+      char service[256];
+      const char *p = m->path + (m->path[0] == '/');
+      const char *slash = strchr(p, '/');
+      size_t n = slash ? (size_t)(slash - p) : strlen(p);
+      if (n >= sizeof service)
+        n = sizeof service - 1;
+      memcpy(service, p, n);
+      service[n] = '\0';
+      found = resolve(&gm->client, service, m);
+      if (found != NULL)
+        atomic_store_explicit(&gm->client_cache[slot], found,
+                              memory_order_release);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&gm->client_mu);
+  return found; /* NULL: table full or resolve failed; the call goes uncounted */
+}
+
+static perfc_status_code cli_before(void *self, const perfc_method_desc *m,
+                                    void **call_state) {
+  method_series *s = client_series(self, m);
+  *call_state = s;
+  if (s != NULL)
+    perfc_counter_inc(s->started);
+  return PERFC_STATUS_OK;
+}
+
+static void cli_message(void *self, const perfc_method_desc *m,
+                        void *call_state, int sent) {
+  (void)self;
+  (void)m;
+  method_series *s = call_state;
+  if (s != NULL)
+    perfc_counter_inc(sent ? s->sent : s->received);
+}
+
+static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
+                      perfc_status_code code, int64_t elapsed_ns) {
+  (void)self;
+  (void)m;
+  if (call_state != NULL)
+    count_end(call_state, code, elapsed_ns);
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
+                           const perfc_grpc_metrics_opts *opts) {
+  if (out == NULL)
+    return PERFC_EINVAL;
+  perfc_grpc_metrics_opts o;
+  perfc_grpc_metrics_opts_init(&o);
+  if (opts != NULL)
+    o = *opts;
+  perfc_grpc_metrics *gm = calloc(1, sizeof *gm);
+  if (gm == NULL)
+    return PERFC_ENOMEM;
+  int rc = make_families(&gm->server, "server", &o);
+  if (rc == 0)
+    rc = make_families(&gm->client, "client", &o);
+  if (rc != 0) {
+    free(gm);
+    return rc;
+  }
+  pthread_mutex_init(&gm->client_mu, NULL);
+  gm->server_ic = (perfc_server_interceptor){
+      .name = "grpc_metrics",
+      .self = gm,
+      .method_init = srv_method_init,
+      .method_free = srv_method_free,
+      .before = srv_before,
+      .on_message = srv_message,
+      .after = srv_after,
+  };
+  gm->client_ic = (perfc_client_interceptor){
+      .name = "grpc_metrics",
+      .self = gm,
+      .before = cli_before,
+      .on_message = cli_message,
+      .after = cli_after,
+  };
+  *out = gm;
+  return 0;
+}
+
+void perfc_grpc_metrics_free(perfc_grpc_metrics *gm) {
+  if (gm == NULL)
+    return;
+  for (size_t i = 0; i < CLIENT_CACHE_SLOTS; i++)
+    free(atomic_load(&gm->client_cache[i]));
+  pthread_mutex_destroy(&gm->client_mu);
+  free(gm);
+}
+
+int perfc_grpc_metrics_attach_server(perfc_grpc_metrics *gm, perfc_server *srv) {
+  if (gm == NULL)
+    return PERFC_EINVAL;
+  return perfc_server_add_interceptor(srv, &gm->server_ic);
+}
+
+const perfc_client_interceptor *
+perfc_grpc_metrics_client_interceptor(perfc_grpc_metrics *gm) {
+  return gm ? &gm->client_ic : NULL;
+}
