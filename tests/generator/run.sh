@@ -13,10 +13,14 @@
 #   compile    all generated code (+ protoc-c's + scaffolding) compiles with
 #              -Wall -Wextra -Werror under $CC
 #   valgrind   the plugin on the 40-method proto leaks and errs nothing
+#   install    `cmake --install` into a scratch prefix, then an out-of-tree
+#              project (consumer/) with find_package(perfc) and
+#              perfc_generate(), and a program built from pkg-config alone
 #
 # Environment: PROTOC, PLUGIN (protoc-gen-perfc), PROTOC_GEN_C, SRC (this
 # directory), ROOT (project source), WKT_INC (perfc_wkt's generated
-# headers), WORK (scratch directory), CC (compile mode), UPDATE=1 (golden).
+# headers), WORK (scratch directory), CC (compile mode), UPDATE=1 (golden),
+# BUILD (perfc's build directory, install mode).
 set -euo pipefail
 mode=$1
 : "${PROTOC:?}" "${PLUGIN:?}" "${SRC:?}" "${ROOT:?}" "${WORK:?}"
@@ -135,6 +139,24 @@ WRAP
     exit 1
   fi
   echo "valgrind: 3 runs clean"
+  ;;
+install)
+  : "${BUILD:?}"
+  cmake --install "$BUILD" --prefix "$W/prefix" >"$W/install.log"
+  cmake -S "$SRC/consumer" -B "$W/consumer" -DCMAKE_PREFIX_PATH="$W/prefix" \
+    >"$W/configure.log"
+  cmake --build "$W/consumer" >"$W/build.log"
+  "$W/consumer/consumer" | tee "$W/out.txt"
+  grep -qx 'service hello.v1.Greeter from hello/v1/hello.proto, 2 methods, descriptor [0-9]* bytes' "$W/out.txt"
+  grep -qx 'method /hello.v1.Greeter/SayHello kind 0 timeout 2000 idempotent 1 input hello.v1.HelloRequest' "$W/out.txt"
+  grep -qx 'method /hello.v1.Greeter/Chat kind 3 timeout 0 idempotent 0 input hello.v1.HelloRequest' "$W/out.txt"
+  test ! -e "$W/consumer/perfc_gen/common/v1/money.perfc.h"
+  export PKG_CONFIG_PATH=$W/prefix/lib/pkgconfig
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror "$SRC/consumer/pkgconfig.c" \
+    $(pkg-config --cflags perfc) $(pkg-config --libs perfc) \
+    -Wl,-rpath,"$W/prefix/lib" -o "$W/pkgconfig-app"
+  "$W/pkgconfig-app"
   ;;
 *)
   echo "run.sh: unknown mode '$mode'" >&2
