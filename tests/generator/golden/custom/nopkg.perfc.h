@@ -1,0 +1,2 @@
+/* custom header for nopkg.proto */
+/* service Svc: 2 methods */

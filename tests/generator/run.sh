@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# tests/generator/run.sh MODE — the generator's end-to-end checks, run by
+# CTest (tests/generator/CMakeLists.txt sets the environment below).
+#
+# Room: tests/generator. Writes only under $WORK; with UPDATE=1 the golden
+# mode rewrites tests/generator/golden/ (that is how goldens are refreshed).
+#
+#   golden     generate every .proto in protos/ and compare with golden/out
+#              byte for byte
+#   errors     every case that must fail, compared with golden/errors/*.txt
+#   templates  templates=DIR overrides one template, the rest stay built in
+#   stubs      stubs=DIR writes scaffolding once and never overwrites it
+#   compile    all generated code (+ protoc-c's + scaffolding) compiles with
+#              -Wall -Wextra -Werror under $CC
+#   valgrind   the plugin on the 40-method proto leaks and errs nothing
+#   install    `cmake --install` into a scratch prefix, then an out-of-tree
+#              project (consumer/) with find_package(perfc) and
+#              perfc_generate(), and a program built from pkg-config alone
+#
+# Environment: PROTOC, PLUGIN (protoc-gen-perfc), PROTOC_GEN_C, SRC (this
+# directory), ROOT (project source), WKT_INC (perfc_wkt's generated
+# headers), WORK (scratch directory), CC (compile mode), UPDATE=1 (golden),
+# BUILD (perfc's build directory, install mode).
+set -euo pipefail
+mode=$1
+: "${PROTOC:?}" "${PLUGIN:?}" "${SRC:?}" "${ROOT:?}" "${WORK:?}"
+PROTOC_GEN_C=${PROTOC_GEN_C:-$(command -v protoc-gen-c)}
+GOOD_PROTOS=(nopkg.proto deep.proto common/types.proto api/v1/user.proto
+             nested.proto proto2ext.proto keywords.proto big.proto)
+
+rm -rf "$WORK/$mode"
+W=$WORK/$mode
+mkdir -p "$W"
+
+# protoc with perfc's plugin and options.proto on the import path. Runs in
+# the directory of the protos so file names in messages stay relative.
+perfc_protoc() {
+  "$PROTOC" -I. -I"$ROOT/proto" --plugin=protoc-gen-perfc="$PLUGIN" \
+    --plugin=protoc-gen-c="$PROTOC_GEN_C" "$@"
+}
+
+generate_good() { # OUT_PERFC OUT_C [perfc parameter]
+  mkdir -p "$1" "$2"
+  local param=${3:+$3:}
+  (cd "$SRC/protos" && perfc_protoc --perfc_out="$param$1" --c_out="$2" \
+    "${GOOD_PROTOS[@]}")
+}
+
+case "$mode" in
+golden)
+  generate_good "$W/perfc" "$W/c"
+  if [ "${UPDATE:-0}" = 1 ]; then
+    rm -rf "$SRC/golden/out"
+    cp -r "$W/perfc" "$SRC/golden/out"
+    echo "golden/out updated"
+    exit 0
+  fi
+  diff -r -u "$SRC/golden/out" "$W/perfc"
+  ;;
+errors)
+  fail=0
+  check() { # NAME DIR PROTO [PARAM]
+    local name=$1 dir=$2 proto=$3 param=${4:-} got rc
+    set +e
+    got=$(cd "$dir" && perfc_protoc --perfc_out="${param:+$param:}$W" "$proto" 2>&1)
+    rc=$?
+    set -e
+    if [ "$rc" = 0 ]; then
+      echo "FAIL $name: protoc succeeded, expected an error"; fail=1; return
+    fi
+    if [ "${UPDATE:-0}" = 1 ]; then
+      printf '%s\n' "$got" >"$SRC/golden/errors/$name.txt"
+      return
+    fi
+    if ! diff -u "$SRC/golden/errors/$name.txt" <(printf '%s\n' "$got"); then
+      echo "FAIL $name: error text differs"; fail=1
+    fi
+  }
+  mkdir -p "$SRC/golden/errors"
+  for p in "$SRC"/errors/*.proto; do
+    n=$(basename "$p" .proto)
+    check "$n" "$SRC/errors" "$n.proto"
+  done
+  check unknown_param "$SRC/protos" nopkg.proto "bogus=1,stubs=x"
+  check param_without_value "$SRC/protos" nopkg.proto "templates"
+  check bad_template "$SRC/protos" nopkg.proto "templates=../templates_bad"
+  check templates_not_a_dir "$SRC/protos" nopkg.proto "templates=/nonexistent/perfc"
+  exit $fail
+  ;;
+templates)
+  (cd "$SRC/protos" && perfc_protoc \
+    --perfc_out="templates=$SRC/templates_custom:$W" nopkg.proto)
+  diff -u "$SRC/golden/custom/nopkg.perfc.h" "$W/nopkg.perfc.h"
+  # The .c template was not overridden: it must equal the built-in output.
+  diff -u "$SRC/golden/out/nopkg.perfc.c" "$W/nopkg.perfc.c"
+  ;;
+stubs)
+  (cd "$SRC/protos" && perfc_protoc --perfc_out="stubs=$W/stubs:$W" \
+    api/v1/user.proto)
+  test -f "$W/stubs/user_handlers.c" && test -f "$W/stubs/user_main.c"
+  grep -q 'PERFC_STATUS_UNIMPLEMENTED' "$W/stubs/user_handlers.c"
+  echo "/* the user's edit */" >>"$W/stubs/user_handlers.c"
+  cp "$W/stubs/user_handlers.c" "$W/expected.c"
+  (cd "$SRC/protos" && perfc_protoc --perfc_out="stubs=$W/stubs:$W" \
+    api/v1/user.proto 2>"$W/stderr")
+  cmp "$W/expected.c" "$W/stubs/user_handlers.c"
+  grep -q 'user_handlers.c exists' "$W/stderr"
+  ;;
+compile)
+  : "${CC:?}" "${WKT_INC:?}"
+  # Scaffolding for every file with services comes along (stubs=DIR).
+  generate_good "$W/perfc" "$W/c" "stubs=$W/stubs"
+  n=0
+  while IFS= read -r f; do
+    "$CC" -std=c11 -Wall -Wextra -Werror -c -I"$W/perfc" -I"$W/c" \
+      -I"$ROOT/runtime/include" -I"$WKT_INC" "$f" -o "$W/obj.o"
+    n=$((n + 1))
+  done < <(find "$W/perfc" "$W/c" "$W/stubs" -name '*.c' | sort)
+  echo "$CC: $n files compiled"
+  ;;
+valgrind)
+  # The wrapper notes valgrind's verdict in a file, because protoc turns any
+  # plugin failure into its own error and an error case fails anyway.
+  cat >"$W/plugin" <<WRAP
+#!/bin/sh
+valgrind --quiet --error-exitcode=99 --leak-check=full \
+  --errors-for-leak-kinds=all --log-file="$W/valgrind.%p.log" "$PLUGIN"
+rc=\$?
+[ \$rc = 99 ] && echo "valgrind found errors" >>"$W/verdict"
+exit \$rc
+WRAP
+  chmod +x "$W/plugin"
+  PLUGIN=$W/plugin
+  (cd "$SRC/protos" && perfc_protoc --perfc_out="stubs=$W/stubs:$W" big.proto)
+  (cd "$SRC/errors" && ! perfc_protoc --perfc_out="$W" bad_cache_key.proto 2>/dev/null)
+  (cd "$SRC/protos" && ! perfc_protoc --perfc_out="bogus=1:$W" big.proto 2>/dev/null)
+  if [ -e "$W/verdict" ]; then
+    cat "$W"/valgrind.*.log
+    exit 1
+  fi
+  echo "valgrind: 3 runs clean"
+  ;;
+install)
+  : "${BUILD:?}"
+  cmake --install "$BUILD" --prefix "$W/prefix" >"$W/install.log"
+  cmake -S "$SRC/consumer" -B "$W/consumer" -DCMAKE_PREFIX_PATH="$W/prefix" \
+    >"$W/configure.log"
+  cmake --build "$W/consumer" >"$W/build.log"
+  "$W/consumer/consumer" | tee "$W/out.txt"
+  grep -qx 'service hello.v1.Greeter from hello/v1/hello.proto, 2 methods, descriptor [0-9]* bytes' "$W/out.txt"
+  grep -qx 'method /hello.v1.Greeter/SayHello kind 0 timeout 2000 idempotent 1 input hello.v1.HelloRequest' "$W/out.txt"
+  grep -qx 'method /hello.v1.Greeter/Chat kind 3 timeout 0 idempotent 0 input hello.v1.HelloRequest' "$W/out.txt"
+  test ! -e "$W/consumer/perfc_gen/common/v1/money.perfc.h"
+  export PKG_CONFIG_PATH=$W/prefix/lib/pkgconfig
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror "$SRC/consumer/pkgconfig.c" \
+    $(pkg-config --cflags perfc) $(pkg-config --libs perfc) \
+    -Wl,-rpath,"$W/prefix/lib" -o "$W/pkgconfig-app"
+  "$W/pkgconfig-app"
+  ;;
+*)
+  echo "run.sh: unknown mode '$mode'" >&2
+  exit 2
+  ;;
+esac
