@@ -76,7 +76,7 @@ def summary(runs_tsv, out_md, meta_file):
         return statistics.median(v) if v else None
 
     head = ["server", "runs ok", "req/s", "p50 ms", "p99 ms",
-            "server CPU µs/RPC", "server CPU busy",
+            "server CPU µs/RPC", "server used", "others on server CPUs",
             "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
     table = []
     for s in servers:
@@ -84,12 +84,14 @@ def summary(runs_tsv, out_md, meta_file):
         n_ok = sum(1 for r in ok if r["server"] == s)
         p50, p99 = med(s, "p50_us"), med(s, "p99_us")
         busy = med(s, "busy")
+        others = med(s, "others")
         table.append([
             LABEL[s], f"{n_ok}/{n_all}", fmt(med(s, "rps")),
             fmt(p50 / 1000 if p50 is not None else None, 2),
             fmt(p99 / 1000 if p99 is not None else None, 2),
             fmt(med(s, "cpu_us_per_rpc"), 2),
             f"{busy * 100:.0f}%" if busy is not None else "—",
+            f"{others * 100:.0f}%" if others is not None else "—",
             fmt(ratio(s, "cpp", "rps"), 2), fmt(ratio(s, "cpp", "cpu_us_per_rpc"), 2),
             fmt(ratio(s, "ccore", "rps"), 2), fmt(ratio(s, "ccore", "cpu_us_per_rpc"), 2),
         ])

@@ -319,7 +319,11 @@ int main(int argc, char **argv) {
   }
 
   /* Block the stop signals before grpc_init so every thread the core (and
-   * we) start inherits the mask; main then takes them with sigwait. */
+   * we) start inherits the mask; main then takes them with sigwait. A shell
+   * starts background jobs with SIGINT ignored, and an ignored signal is
+   * discarded even while blocked, so the dispositions are reset first. */
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);

@@ -79,7 +79,11 @@ int main(int argc, char **argv) {
   }
 
   // Block the stop signals before gRPC starts threads, so they all inherit
-  // the mask and main alone takes the signal with sigwait.
+  // the mask and main alone takes the signal with sigwait. A shell starts
+  // background jobs with SIGINT ignored, and an ignored signal is discarded
+  // even while blocked, so the dispositions are reset first.
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
