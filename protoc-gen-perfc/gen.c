@@ -176,7 +176,8 @@ static const msg_desc *find_in_msgs(msg_desc *const *msgs, size_t n,
 
 /* Finds a message by its fully qualified name with the leading dot
  * (".a.b.Outer.Inner"), as method and field type names are given. */
-static const msg_desc *find_message(const gen_request *req, const char *want) {
+static const msg_desc *find_message(const gen_request *req, const char *want,
+                                    const file_desc **file) {
   for (size_t i = 0; i < req->n_proto_file; i++) {
     const file_desc *f = req->proto_file[i];
     char *prefix = f->package && f->package[0]
@@ -185,10 +186,86 @@ static const msg_desc *find_message(const gen_request *req, const char *want) {
     const msg_desc *m =
         find_in_msgs(f->message_type, f->n_message_type, prefix, want);
     free(prefix);
-    if (m)
+    if (m) {
+      if (file)
+        *file = f;
       return m;
+    }
   }
   return NULL;
+}
+
+/* Reads one varint at *p (below end); returns 0 or -1 when truncated. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+  uint64_t v = 0;
+  for (int shift = 0; *p < end && shift < 64; shift += 7) {
+    uint8_t b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* protoc-c's `option (pb_c_file).c_package = "x.y"` (protobuf-c.proto:
+ * FileOptions extension 1019, field 6) renames every C identifier of the
+ * file. We decode just that string from the unknown fields of FileOptions
+ * rather than compiling protobuf-c.proto. Returns a malloc'd string or NULL
+ * when the file has none. */
+static char *file_c_package(const file_desc *f) {
+  char *found = NULL;
+  if (!f->options)
+    return NULL;
+  const ProtobufCMessage *base = &f->options->base;
+  for (unsigned i = 0; i < base->n_unknown_fields; i++) {
+    const ProtobufCMessageUnknownField *u = &base->unknown_fields[i];
+    const uint8_t *p = u->data, *end = u->data + u->len;
+    uint64_t n;
+    if (u->tag != 1019 || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED ||
+        read_varint(&p, end, &n) != 0 || n != (uint64_t)(end - p))
+      continue;
+    while (p < end) {
+      uint64_t key, v;
+      if (read_varint(&p, end, &key) != 0)
+        break;
+      unsigned wt = (unsigned)(key & 7);
+      if (wt == 0) {
+        if (read_varint(&p, end, &v) != 0)
+          break;
+      } else if (wt == 2) {
+        if (read_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+          break;
+        if (key >> 3 == 6) {
+          free(found);
+          found = perfc__xstrndup((const char *)p, (size_t)v);
+        }
+        p += v;
+      } else if (wt == 1 && end - p >= 8) {
+        p += 8;
+      } else if (wt == 5 && end - p >= 4) {
+        p += 4;
+      } else {
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+/* The dotted name protoc-c mangles for `full` (no leading dot) declared in
+ * `f`: the full name, with the package swapped for c_package when the file
+ * sets one (protoc-c's OverrideFullName). Malloc'd. */
+static char *c_scoped_name(const file_desc *f, const char *full) {
+  char *cpkg = file_c_package(f);
+  if (!cpkg)
+    return perfc__xstrdup(full);
+  const char *pkg = f->package ? f->package : "";
+  char *r = pkg[0] ? perfc__xasprintf("%s%s", cpkg, full + strlen(pkg))
+                   : perfc__xasprintf("%s.%s", cpkg, full);
+  free(cpkg);
+  return r;
 }
 
 int perfc__parse_duration_ms(const char *s, int64_t *ms) {
@@ -353,11 +430,14 @@ static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
 
 /* ---- protoc-c's names, for the collision check ------------------------- */
 
-static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
+static void add_msg_names(name_set *set, const file_desc *f, const msg_desc *m,
+                          const char *scope) {
   char *full = join_name(scope, m->name);
-  char *c = perfc__full_name_to_c(full);
-  char *lc = perfc__full_name_to_lower(full);
-  char *uc = perfc__full_name_to_upper(full);
+  char *scoped = c_scoped_name(f, full);
+  char *c = perfc__full_name_to_c(scoped);
+  char *lc = perfc__full_name_to_lower(scoped);
+  char *uc = perfc__full_name_to_upper(scoped);
+  free(scoped);
   char *origin = perfc__xasprintf("protoc-c's code for message %s", full);
   static const char *const lsuffix[] = {
       "__init",           "__get_packed_size", "__pack",
@@ -374,8 +454,8 @@ static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
     char *ou = perfc__to_upper(m->oneof_decl[i]->name);
     set_add_owned(set, perfc__xasprintf("%s__%sCase", c, oc), origin);
     set_add_owned(set, perfc__xasprintf("%s__%s__NOT_SET", uc, ou), origin);
-    for (size_t f = 0; f < m->n_field; f++) {
-      const field_desc *fd = m->field[f];
+    for (size_t k = 0; k < m->n_field; k++) {
+      const field_desc *fd = m->field[k];
       if (fd->has_oneof_index && fd->oneof_index == (int32_t)i) {
         char *fu = perfc__to_upper(fd->name);
         set_add_owned(set, perfc__xasprintf("%s__%s_%s", uc, ou, fu), origin);
@@ -386,13 +466,15 @@ static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
     free(ou);
   }
   for (size_t i = 0; i < m->n_nested_type; i++)
-    add_msg_names(set, m->nested_type[i], full);
+    add_msg_names(set, f, m->nested_type[i], full);
   for (size_t i = 0; i < m->n_enum_type; i++) {
     const enum_desc *e = m->enum_type[i];
     char *efull = join_name(full, e->name);
-    char *ec = perfc__full_name_to_c(efull);
-    char *el = perfc__full_name_to_lower(efull);
-    char *eu = perfc__full_name_to_upper(efull);
+    char *escoped = c_scoped_name(f, efull);
+    char *ec = perfc__full_name_to_c(escoped);
+    char *el = perfc__full_name_to_lower(escoped);
+    char *eu = perfc__full_name_to_upper(escoped);
+    free(escoped);
     char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
     set_add_owned(set, perfc__xstrdup(ec), eorigin);
     set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
@@ -407,13 +489,15 @@ static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
 static void add_file_names(name_set *set, const file_desc *f) {
   const char *pkg = f->package ? f->package : "";
   for (size_t i = 0; i < f->n_message_type; i++)
-    add_msg_names(set, f->message_type[i], pkg);
+    add_msg_names(set, f, f->message_type[i], pkg);
   for (size_t i = 0; i < f->n_enum_type; i++) {
     const enum_desc *e = f->enum_type[i];
     char *efull = join_name(pkg, e->name);
-    char *ec = perfc__full_name_to_c(efull);
-    char *el = perfc__full_name_to_lower(efull);
-    char *eu = perfc__full_name_to_upper(efull);
+    char *escoped = c_scoped_name(f, efull);
+    char *ec = perfc__full_name_to_c(escoped);
+    char *el = perfc__full_name_to_lower(escoped);
+    char *eu = perfc__full_name_to_upper(escoped);
+    free(escoped);
     char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
     set_add_owned(set, perfc__xstrdup(ec), eorigin);
     set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
@@ -425,9 +509,11 @@ static void add_file_names(name_set *set, const file_desc *f) {
   for (size_t i = 0; i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
-    char *c = perfc__full_name_to_c(full);
-    char *lc = perfc__full_name_to_lower(full);
-    char *uc = perfc__full_name_to_upper(full);
+    char *scoped = c_scoped_name(f, full);
+    char *c = perfc__full_name_to_c(scoped);
+    char *lc = perfc__full_name_to_lower(scoped);
+    char *uc = perfc__full_name_to_upper(scoped);
+    free(scoped);
     char *origin = perfc__xasprintf("protoc-c's code for service %s", full);
     set_add_owned(set, perfc__xasprintf("%s_Service", c), origin);
     set_add_owned(set, perfc__xasprintf("%s__BASE_INIT", uc), origin);
@@ -580,7 +666,7 @@ static int check_key_template(const gen_request *req, const msg_desc *input,
                                     ? fd->type_name + 1
                                     : (fd->type_name ? fd->type_name : ""));
       msg = fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE
-                ? find_message(req, fd->type_name)
+                ? find_message(req, fd->type_name, NULL)
                 : NULL;
     }
     free(msg_name);
@@ -636,7 +722,8 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
                          const char *prefix, const char *type_name,
                          const char *where, const msg_desc **found,
                          char **err) {
-  const msg_desc *m = find_message(req, type_name);
+  const file_desc *mf = NULL;
+  const msg_desc *m = find_message(req, type_name, &mf);
   if (!m) {
     *err = perfc__xasprintf("%s: message type %s is not in the request; "
                             "protoc sent an incomplete descriptor set",
@@ -644,8 +731,10 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
     return -1;
   }
   const char *full = type_name[0] == '.' ? type_name + 1 : type_name;
-  char *c = perfc__full_name_to_c(full);
-  char *lc = perfc__full_name_to_lower(full);
+  char *scoped = c_scoped_name(mf, full);
+  char *c = perfc__full_name_to_c(scoped);
+  char *lc = perfc__full_name_to_lower(scoped);
+  free(scoped);
   char key[32];
   snprintf(key, sizeof key, "%s_c", prefix);
   perfc__tv_set_str(tm, key, c);
@@ -876,9 +965,13 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
   for (size_t i = 0; !bad && i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
-    char *c = perfc__full_name_to_c(full);
-    char *lc = perfc__full_name_to_lower(full);
-    char *uc = perfc__full_name_to_upper(full);
+    /* C names follow protoc-c's (c_package aware); the gRPC path and the
+     * descriptor name keep the proto's full name. */
+    char *scoped = c_scoped_name(f, full);
+    char *c = perfc__full_name_to_c(scoped);
+    char *lc = perfc__full_name_to_lower(scoped);
+    char *uc = perfc__full_name_to_upper(scoped);
+    free(scoped);
     char *where = perfc__xasprintf("%s: service %s", f->name, full);
     char *origin = perfc__xasprintf("perfc's code for service %s", full);
     perfc__tv *ts = perfc__tv_list_add(services);
