@@ -223,7 +223,8 @@ static char *file_c_package(const file_desc *f) {
     const ProtobufCMessageUnknownField *u = &base->unknown_fields[i];
     const uint8_t *p = u->data, *end = u->data + u->len;
     uint64_t n;
-    if (u->tag != 1019 || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED ||
+    if (u->tag != 1019 ||
+        u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED ||
         read_varint(&p, end, &n) != 0 || n != (uint64_t)(end - p))
       continue;
     while (p < end) {
@@ -408,8 +409,8 @@ static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
           text = perfc__xstrndup(perfc__embedded_templates[j].text,
                                  perfc__embedded_templates[j].len);
           len = perfc__embedded_templates[j].len;
-          label = perfc__xasprintf("(built-in) templates/%s",
-                                   template_names[i]);
+          label =
+              perfc__xasprintf("(built-in) templates/%s", template_names[i]);
         }
       }
     }
@@ -439,11 +440,16 @@ static void add_msg_names(name_set *set, const file_desc *f, const msg_desc *m,
   char *uc = perfc__full_name_to_upper(scoped);
   free(scoped);
   char *origin = perfc__xasprintf("protoc-c's code for message %s", full);
-  static const char *const lsuffix[] = {
-      "__init",           "__get_packed_size", "__pack",
-      "__pack_to_buffer", "__unpack",          "__free_unpacked",
-      "__descriptor",     "__field_descriptors",
-      "__field_indices_by_name", "__number_ranges"};
+  static const char *const lsuffix[] = {"__init",
+                                        "__get_packed_size",
+                                        "__pack",
+                                        "__pack_to_buffer",
+                                        "__unpack",
+                                        "__free_unpacked",
+                                        "__descriptor",
+                                        "__field_descriptors",
+                                        "__field_indices_by_name",
+                                        "__number_ranges"};
   set_add_owned(set, perfc__xstrdup(c), origin);
   set_add_owned(set, perfc__xasprintf("%s_Closure", c), origin);
   set_add_owned(set, perfc__xasprintf("%s__INIT", uc), origin);
@@ -665,7 +671,8 @@ static int check_key_template(const gen_request *req, const msg_desc *input,
       msg_name = perfc__xstrdup(fd->type_name && fd->type_name[0] == '.'
                                     ? fd->type_name + 1
                                     : (fd->type_name ? fd->type_name : ""));
-      msg = fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE
+      msg = fd->type ==
+                    GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE
                 ? find_message(req, fd->type_name, NULL)
                 : NULL;
     }
@@ -751,11 +758,10 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
 
 static int build_method(const gen_request *req, const file_desc *f,
                         const char *svc_full, const char *svc_lc,
-                        const char *svc_uc, const method_desc *m,
-                        perfc__tv *tm, name_set *ours, const name_set *theirs,
-                        char **err) {
-  char *where = perfc__xasprintf("%s: service %s, method %s", f->name,
-                                 svc_full, m->name);
+                        const char *svc_uc, const method_desc *m, perfc__tv *tm,
+                        name_set *ours, const name_set *theirs, char **err) {
+  char *where =
+      perfc__xasprintf("%s: service %s, method %s", f->name, svc_full, m->name);
   char *ml = perfc__camel_to_lower(m->name);
   char *mu = perfc__camel_to_upper(m->name);
   const char *kind = kind_enum(m);
@@ -842,13 +848,13 @@ static int build_method(const gen_request *req, const file_desc *f,
   }
 
   /* Every name perfc adds to the C namespace for this method. */
-  char *origin = perfc__xasprintf("perfc's code for method %s.%s", svc_full,
-                                  m->name);
-  int bad = claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_%s", svc_uc, mu),
-                  origin, where, err) ||
-            claim(ours, theirs,
-                  perfc__xasprintf("%s__%s__perfc_invoke", svc_lc, ml), origin,
-                  where, err);
+  char *origin =
+      perfc__xasprintf("perfc's code for method %s.%s", svc_full, m->name);
+  int bad =
+      claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_%s", svc_uc, mu),
+            origin, where, err) ||
+      claim(ours, theirs, perfc__xasprintf("%s__%s__perfc_invoke", svc_lc, ml),
+            origin, where, err);
   if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") == 0)
     bad = claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),
                 origin, where, err);
@@ -983,18 +989,17 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     perfc__tv_set_strf(ts, "n_methods", "%zu", s->n_method);
     perfc__tv_set_bool(ts, "has_methods", s->n_method > 0);
     bad = check_method_names(f, full, s, err);
-    static const char *const suffixes[] = {
-        "__perfc_desc", "__perfc_methods", "__perfc_register",
-        "__perfc_handlers"};
+    static const char *const suffixes[] = {"__perfc_desc", "__perfc_methods",
+                                           "__perfc_register",
+                                           "__perfc_handlers"};
     for (size_t k = 0; !bad && k < sizeof suffixes / sizeof suffixes[0]; k++)
       bad = claim(ours, theirs, perfc__xasprintf("%s%s", lc, suffixes[k]),
                   origin, where, err);
     if (!bad)
       bad = claim(ours, theirs, perfc__xasprintf("%s_Handlers", c), origin,
                   where, err) ||
-            claim(ours, theirs,
-                  perfc__xasprintf("%s__PERFC_METHOD_COUNT", uc), origin,
-                  where, err);
+            claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_COUNT", uc),
+                  origin, where, err);
     perfc__tv *methods = perfc__tv_set_list(ts, "methods");
     for (size_t m = 0; !bad && m < s->n_method; m++)
       bad = build_method(req, f, full, lc, uc, s->method[m],
