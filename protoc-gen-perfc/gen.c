@@ -278,7 +278,7 @@ int perfc__parse_duration_ms(const char *s, int64_t *ms) {
       return -1;
     int64_t n = 0;
     while (*p >= '0' && *p <= '9') {
-      if (n > INT64_MAX / 10 / 3600000)
+      if (n > (INT64_MAX - 9) / 10)
         return -1;
       n = n * 10 + (*p++ - '0');
     }
@@ -298,6 +298,8 @@ int perfc__parse_duration_ms(const char *s, int64_t *ms) {
     } else {
       return -1;
     }
+    if (n > (INT64_MAX - total) / unit)
+      return -1;
     total += n * unit;
   }
   *ms = total;

@@ -12,6 +12,8 @@
 
 #include "google/protobuf/compiler/plugin.pb-c.h"
 
+#include <stdint.h>
+
 /** Runs the generator. On success fills `resp->file` (and n_file) with
  *  malloc'd entries; on a user-facing error sets `resp->error` to a malloc'd
  *  message. Release what it set with perfc__gen_response_clear(). */
