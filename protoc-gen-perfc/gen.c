@@ -278,9 +278,10 @@ int perfc__parse_duration_ms(const char *s, int64_t *ms) {
       return -1;
     int64_t n = 0;
     while (*p >= '0' && *p <= '9') {
-      if (n > (INT64_MAX - 9) / 10)
+      int d = *p++ - '0';
+      if (n > (INT64_MAX - d) / 10)
         return -1;
-      n = n * 10 + (*p++ - '0');
+      n = n * 10 + d;
     }
     int64_t unit;
     if (strncmp(p, "ms", 2) == 0) {
