@@ -1069,10 +1069,13 @@ static int render(const perfc__tmpl *t, const perfc__tv *model, char **out,
   return 0;
 }
 
+/* Renders the outputs of one file into `resp`, and its scaffolding (when
+ * stubs=DIR is set) into `stubs`, which is written only once every file has
+ * generated without error. */
 static int generate_file(const gen_request *req, const params *prm,
                          perfc__tmpl *const tmpls[T_COUNT],
                          const name_set *theirs, const file_desc *f,
-                         gen_response *resp, char **err) {
+                         gen_response *resp, gen_response *stubs, char **err) {
   perfc__tv *model = build_file(req, f, theirs, err);
   if (!model)
     return -1;
@@ -1090,14 +1093,12 @@ static int generate_file(const gen_request *req, const params *prm,
     if (render(tmpls[T_HANDLERS], model, &handlers, err) != 0 ||
         render(tmpls[T_MAIN], model, &mainc, err) != 0)
       goto out;
-    char *hp = perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base);
-    char *mp = perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base);
-    int bad = write_new_file(hp, handlers, err) != 0 ||
-              write_new_file(mp, mainc, err) != 0;
-    free(hp);
-    free(mp);
-    if (bad)
-      goto out;
+    add_output(stubs,
+               perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base),
+               handlers);
+    add_output(stubs, perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base),
+               mainc);
+    handlers = mainc = NULL;
   }
   rv = 0;
 out:
@@ -1106,9 +1107,11 @@ out:
   return rv;
 }
 
-static int prepare_stubs_dir(const gen_request *req, const params *prm,
-                             char **err) {
-  if (!prm->stubs_dir)
+/* Creates stubs=DIR when missing and writes the scaffolding that does not
+ * exist yet. */
+static int write_stubs(const params *prm, const gen_response *stubs,
+                       char **err) {
+  if (!prm->stubs_dir || stubs->n_file == 0)
     return 0;
   struct stat st;
   if (stat(prm->stubs_dir, &st) != 0 &&
@@ -1123,6 +1126,16 @@ static int prepare_stubs_dir(const gen_request *req, const params *prm,
                             prm->stubs_dir);
     return -1;
   }
+  for (size_t i = 0; i < stubs->n_file; i++)
+    if (write_new_file(stubs->file[i]->name, stubs->file[i]->content, err) != 0)
+      return -1;
+  return 0;
+}
+
+static int check_stub_names(const gen_request *req, const params *prm,
+                            char **err) {
+  if (!prm->stubs_dir)
+    return 0;
   /* Scaffolding is named after the file's base name; two files with one
    * base name would silently share (and so skip) one scaffold. */
   for (size_t i = 0; i < req->n_file_to_generate; i++) {
@@ -1150,6 +1163,8 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
   params prm;
   perfc__tmpl *tmpls[T_COUNT] = {0};
   name_set *theirs = perfc__xcalloc(1, sizeof *theirs);
+  gen_response stubs =
+      GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
 
   resp->has_supported_features = 1;
   resp->supported_features =
@@ -1157,7 +1172,7 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
   if (parse_params(req->parameter, &prm, &err) != 0)
     goto out;
   if (load_templates(&prm, tmpls, &err) != 0 ||
-      prepare_stubs_dir(req, &prm, &err) != 0)
+      check_stub_names(req, &prm, &err) != 0)
     goto out;
   for (size_t i = 0; i < req->n_proto_file; i++)
     add_file_names(theirs, req->proto_file[i]);
@@ -1171,9 +1186,11 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
     }
     if (f->n_service == 0)
       continue;
-    if (generate_file(req, &prm, tmpls, theirs, f, resp, &err) != 0)
+    if (generate_file(req, &prm, tmpls, theirs, f, resp, &stubs, &err) != 0)
       break;
   }
+  if (!err)
+    write_stubs(&prm, &stubs, &err);
 out:
   if (err) {
     /* protoc writes nothing when the plugin reports an error, so drop the
@@ -1186,6 +1203,7 @@ out:
   params_free(&prm);
   set_free(theirs);
   free(theirs);
+  perfc__gen_response_clear(&stubs);
 }
 
 void perfc__gen_response_clear(gen_response *resp) {

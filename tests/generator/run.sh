@@ -108,6 +108,10 @@ stubs)
     api/v1/user.proto 2>"$W/stderr")
   cmp "$W/expected.c" "$W/stubs/user_handlers.c"
   grep -q 'user_handlers.c exists' "$W/stderr"
+  # A run that fails writes no scaffolding at all.
+  (cd "$SRC/errors" && ! perfc_protoc --perfc_out="stubs=$W/failed:$W" \
+    bad_cache_key.proto 2>/dev/null)
+  test ! -e "$W/failed"
   ;;
 compile)
   : "${CC:?}" "${WKT_INC:?}"
