@@ -33,6 +33,10 @@ find_program(PERFC_PROTOC protoc REQUIRED)
 find_program(PERFC_PROTOC_GEN_C protoc-gen-c REQUIRED)
 find_path(PERFC_PROTOBUF_PROTO_DIR google/protobuf/timestamp.proto
   HINTS /usr/include /usr/local/include REQUIRED)
+# protobuf-c's options (protobuf-c/protobuf-c.proto: c_package and friends),
+# so user protos may import them; optional.
+find_path(PERFC_PROTOBUF_C_PROTO_DIR protobuf-c/protobuf-c.proto
+  HINTS /usr/include /usr/local/include)
 
 function(perfc_generate)
   cmake_parse_arguments(PG "" "OUT_SRCS;OUT_HDRS;OUT_DIR;OUT_INCLUDE_DIR;TARGET"
@@ -73,6 +77,9 @@ function(perfc_generate)
     list(APPEND import_args -I${d})
   endforeach()
   list(APPEND import_args -I${proto_dir} -I${PERFC_PROTOBUF_PROTO_DIR})
+  if(PERFC_PROTOBUF_C_PROTO_DIR)
+    list(APPEND import_args -I${PERFC_PROTOBUF_C_PROTO_DIR})
+  endif()
 
   set(abs_protos "")
   foreach(p ${PG_PROTOS})

@@ -22,7 +22,8 @@ void perfc__buf_puts(perfc__buf *b, const char *s);
 void perfc__buf_putc(perfc__buf *b, char c);
 void perfc__buf_printf(perfc__buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void perfc__buf_vprintf(perfc__buf *b, const char *fmt, va_list ap);
+void perfc__buf_vprintf(perfc__buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /** Hands the string to the caller (who frees it) and empties the buffer;
  *  never NULL. */
 char *perfc__buf_take(perfc__buf *b);

@@ -176,7 +176,8 @@ static const msg_desc *find_in_msgs(msg_desc *const *msgs, size_t n,
 
 /* Finds a message by its fully qualified name with the leading dot
  * (".a.b.Outer.Inner"), as method and field type names are given. */
-static const msg_desc *find_message(const gen_request *req, const char *want) {
+static const msg_desc *find_message(const gen_request *req, const char *want,
+                                    const file_desc **file) {
   for (size_t i = 0; i < req->n_proto_file; i++) {
     const file_desc *f = req->proto_file[i];
     char *prefix = f->package && f->package[0]
@@ -185,10 +186,87 @@ static const msg_desc *find_message(const gen_request *req, const char *want) {
     const msg_desc *m =
         find_in_msgs(f->message_type, f->n_message_type, prefix, want);
     free(prefix);
-    if (m)
+    if (m) {
+      if (file)
+        *file = f;
       return m;
+    }
   }
   return NULL;
+}
+
+/* Reads one varint at *p (below end); returns 0 or -1 when truncated. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+  uint64_t v = 0;
+  for (int shift = 0; *p < end && shift < 64; shift += 7) {
+    uint8_t b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* protoc-c's `option (pb_c_file).c_package = "x.y"` (protobuf-c.proto:
+ * FileOptions extension 1019, field 6) renames every C identifier of the
+ * file. We decode just that string from the unknown fields of FileOptions
+ * rather than compiling protobuf-c.proto. Returns a malloc'd string or NULL
+ * when the file has none. */
+static char *file_c_package(const file_desc *f) {
+  char *found = NULL;
+  if (!f->options)
+    return NULL;
+  const ProtobufCMessage *base = &f->options->base;
+  for (unsigned i = 0; i < base->n_unknown_fields; i++) {
+    const ProtobufCMessageUnknownField *u = &base->unknown_fields[i];
+    const uint8_t *p = u->data, *end = u->data + u->len;
+    uint64_t n;
+    if (u->tag != 1019 ||
+        u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED ||
+        read_varint(&p, end, &n) != 0 || n != (uint64_t)(end - p))
+      continue;
+    while (p < end) {
+      uint64_t key, v;
+      if (read_varint(&p, end, &key) != 0)
+        break;
+      unsigned wt = (unsigned)(key & 7);
+      if (wt == 0) {
+        if (read_varint(&p, end, &v) != 0)
+          break;
+      } else if (wt == 2) {
+        if (read_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+          break;
+        if (key >> 3 == 6) {
+          free(found);
+          found = perfc__xstrndup((const char *)p, (size_t)v);
+        }
+        p += v;
+      } else if (wt == 1 && end - p >= 8) {
+        p += 8;
+      } else if (wt == 5 && end - p >= 4) {
+        p += 4;
+      } else {
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+/* The dotted name protoc-c mangles for `full` (no leading dot) declared in
+ * `f`: the full name, with the package swapped for c_package when the file
+ * sets one (protoc-c's OverrideFullName). Malloc'd. */
+static char *c_scoped_name(const file_desc *f, const char *full) {
+  char *cpkg = file_c_package(f);
+  if (!cpkg)
+    return perfc__xstrdup(full);
+  const char *pkg = f->package ? f->package : "";
+  char *r = pkg[0] ? perfc__xasprintf("%s%s", cpkg, full + strlen(pkg))
+                   : perfc__xasprintf("%s.%s", cpkg, full);
+  free(cpkg);
+  return r;
 }
 
 int perfc__parse_duration_ms(const char *s, int64_t *ms) {
@@ -200,9 +278,10 @@ int perfc__parse_duration_ms(const char *s, int64_t *ms) {
       return -1;
     int64_t n = 0;
     while (*p >= '0' && *p <= '9') {
-      if (n > INT64_MAX / 10 / 3600000)
+      int d = *p++ - '0';
+      if (n > (INT64_MAX - d) / 10)
         return -1;
-      n = n * 10 + (*p++ - '0');
+      n = n * 10 + d;
     }
     int64_t unit;
     if (strncmp(p, "ms", 2) == 0) {
@@ -220,6 +299,8 @@ int perfc__parse_duration_ms(const char *s, int64_t *ms) {
     } else {
       return -1;
     }
+    if (n > (INT64_MAX - total) / unit)
+      return -1;
     total += n * unit;
   }
   *ms = total;
@@ -331,8 +412,8 @@ static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
           text = perfc__xstrndup(perfc__embedded_templates[j].text,
                                  perfc__embedded_templates[j].len);
           len = perfc__embedded_templates[j].len;
-          label = perfc__xasprintf("(built-in) templates/%s",
-                                   template_names[i]);
+          label =
+              perfc__xasprintf("(built-in) templates/%s", template_names[i]);
         }
       }
     }
@@ -353,17 +434,25 @@ static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
 
 /* ---- protoc-c's names, for the collision check ------------------------- */
 
-static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
+static void add_msg_names(name_set *set, const file_desc *f, const msg_desc *m,
+                          const char *scope) {
   char *full = join_name(scope, m->name);
-  char *c = perfc__full_name_to_c(full);
-  char *lc = perfc__full_name_to_lower(full);
-  char *uc = perfc__full_name_to_upper(full);
+  char *scoped = c_scoped_name(f, full);
+  char *c = perfc__full_name_to_c(scoped);
+  char *lc = perfc__full_name_to_lower(scoped);
+  char *uc = perfc__full_name_to_upper(scoped);
+  free(scoped);
   char *origin = perfc__xasprintf("protoc-c's code for message %s", full);
-  static const char *const lsuffix[] = {
-      "__init",           "__get_packed_size", "__pack",
-      "__pack_to_buffer", "__unpack",          "__free_unpacked",
-      "__descriptor",     "__field_descriptors",
-      "__field_indices_by_name", "__number_ranges"};
+  static const char *const lsuffix[] = {"__init",
+                                        "__get_packed_size",
+                                        "__pack",
+                                        "__pack_to_buffer",
+                                        "__unpack",
+                                        "__free_unpacked",
+                                        "__descriptor",
+                                        "__field_descriptors",
+                                        "__field_indices_by_name",
+                                        "__number_ranges"};
   set_add_owned(set, perfc__xstrdup(c), origin);
   set_add_owned(set, perfc__xasprintf("%s_Closure", c), origin);
   set_add_owned(set, perfc__xasprintf("%s__INIT", uc), origin);
@@ -374,8 +463,8 @@ static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
     char *ou = perfc__to_upper(m->oneof_decl[i]->name);
     set_add_owned(set, perfc__xasprintf("%s__%sCase", c, oc), origin);
     set_add_owned(set, perfc__xasprintf("%s__%s__NOT_SET", uc, ou), origin);
-    for (size_t f = 0; f < m->n_field; f++) {
-      const field_desc *fd = m->field[f];
+    for (size_t k = 0; k < m->n_field; k++) {
+      const field_desc *fd = m->field[k];
       if (fd->has_oneof_index && fd->oneof_index == (int32_t)i) {
         char *fu = perfc__to_upper(fd->name);
         set_add_owned(set, perfc__xasprintf("%s__%s_%s", uc, ou, fu), origin);
@@ -386,13 +475,15 @@ static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
     free(ou);
   }
   for (size_t i = 0; i < m->n_nested_type; i++)
-    add_msg_names(set, m->nested_type[i], full);
+    add_msg_names(set, f, m->nested_type[i], full);
   for (size_t i = 0; i < m->n_enum_type; i++) {
     const enum_desc *e = m->enum_type[i];
     char *efull = join_name(full, e->name);
-    char *ec = perfc__full_name_to_c(efull);
-    char *el = perfc__full_name_to_lower(efull);
-    char *eu = perfc__full_name_to_upper(efull);
+    char *escoped = c_scoped_name(f, efull);
+    char *ec = perfc__full_name_to_c(escoped);
+    char *el = perfc__full_name_to_lower(escoped);
+    char *eu = perfc__full_name_to_upper(escoped);
+    free(escoped);
     char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
     set_add_owned(set, perfc__xstrdup(ec), eorigin);
     set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
@@ -407,13 +498,15 @@ static void add_msg_names(name_set *set, const msg_desc *m, const char *scope) {
 static void add_file_names(name_set *set, const file_desc *f) {
   const char *pkg = f->package ? f->package : "";
   for (size_t i = 0; i < f->n_message_type; i++)
-    add_msg_names(set, f->message_type[i], pkg);
+    add_msg_names(set, f, f->message_type[i], pkg);
   for (size_t i = 0; i < f->n_enum_type; i++) {
     const enum_desc *e = f->enum_type[i];
     char *efull = join_name(pkg, e->name);
-    char *ec = perfc__full_name_to_c(efull);
-    char *el = perfc__full_name_to_lower(efull);
-    char *eu = perfc__full_name_to_upper(efull);
+    char *escoped = c_scoped_name(f, efull);
+    char *ec = perfc__full_name_to_c(escoped);
+    char *el = perfc__full_name_to_lower(escoped);
+    char *eu = perfc__full_name_to_upper(escoped);
+    free(escoped);
     char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
     set_add_owned(set, perfc__xstrdup(ec), eorigin);
     set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
@@ -425,9 +518,11 @@ static void add_file_names(name_set *set, const file_desc *f) {
   for (size_t i = 0; i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
-    char *c = perfc__full_name_to_c(full);
-    char *lc = perfc__full_name_to_lower(full);
-    char *uc = perfc__full_name_to_upper(full);
+    char *scoped = c_scoped_name(f, full);
+    char *c = perfc__full_name_to_c(scoped);
+    char *lc = perfc__full_name_to_lower(scoped);
+    char *uc = perfc__full_name_to_upper(scoped);
+    free(scoped);
     char *origin = perfc__xasprintf("protoc-c's code for service %s", full);
     set_add_owned(set, perfc__xasprintf("%s_Service", c), origin);
     set_add_owned(set, perfc__xasprintf("%s__BASE_INIT", uc), origin);
@@ -579,8 +674,9 @@ static int check_key_template(const gen_request *req, const msg_desc *input,
       msg_name = perfc__xstrdup(fd->type_name && fd->type_name[0] == '.'
                                     ? fd->type_name + 1
                                     : (fd->type_name ? fd->type_name : ""));
-      msg = fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE
-                ? find_message(req, fd->type_name)
+      msg = fd->type ==
+                    GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE
+                ? find_message(req, fd->type_name, NULL)
                 : NULL;
     }
     free(msg_name);
@@ -636,7 +732,8 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
                          const char *prefix, const char *type_name,
                          const char *where, const msg_desc **found,
                          char **err) {
-  const msg_desc *m = find_message(req, type_name);
+  const file_desc *mf = NULL;
+  const msg_desc *m = find_message(req, type_name, &mf);
   if (!m) {
     *err = perfc__xasprintf("%s: message type %s is not in the request; "
                             "protoc sent an incomplete descriptor set",
@@ -644,8 +741,10 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
     return -1;
   }
   const char *full = type_name[0] == '.' ? type_name + 1 : type_name;
-  char *c = perfc__full_name_to_c(full);
-  char *lc = perfc__full_name_to_lower(full);
+  char *scoped = c_scoped_name(mf, full);
+  char *c = perfc__full_name_to_c(scoped);
+  char *lc = perfc__full_name_to_lower(scoped);
+  free(scoped);
   char key[32];
   snprintf(key, sizeof key, "%s_c", prefix);
   perfc__tv_set_str(tm, key, c);
@@ -662,11 +761,10 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
 
 static int build_method(const gen_request *req, const file_desc *f,
                         const char *svc_full, const char *svc_lc,
-                        const char *svc_uc, const method_desc *m,
-                        perfc__tv *tm, name_set *ours, const name_set *theirs,
-                        char **err) {
-  char *where = perfc__xasprintf("%s: service %s, method %s", f->name,
-                                 svc_full, m->name);
+                        const char *svc_uc, const method_desc *m, perfc__tv *tm,
+                        name_set *ours, const name_set *theirs, char **err) {
+  char *where =
+      perfc__xasprintf("%s: service %s, method %s", f->name, svc_full, m->name);
   char *ml = perfc__camel_to_lower(m->name);
   char *mu = perfc__camel_to_upper(m->name);
   const char *kind = kind_enum(m);
@@ -753,13 +851,13 @@ static int build_method(const gen_request *req, const file_desc *f,
   }
 
   /* Every name perfc adds to the C namespace for this method. */
-  char *origin = perfc__xasprintf("perfc's code for method %s.%s", svc_full,
-                                  m->name);
-  int bad = claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_%s", svc_uc, mu),
-                  origin, where, err) ||
-            claim(ours, theirs,
-                  perfc__xasprintf("%s__%s__perfc_invoke", svc_lc, ml), origin,
-                  where, err);
+  char *origin =
+      perfc__xasprintf("perfc's code for method %s.%s", svc_full, m->name);
+  int bad =
+      claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_%s", svc_uc, mu),
+            origin, where, err) ||
+      claim(ours, theirs, perfc__xasprintf("%s__%s__perfc_invoke", svc_lc, ml),
+            origin, where, err);
   if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") == 0)
     bad = claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),
                 origin, where, err);
@@ -876,9 +974,13 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
   for (size_t i = 0; !bad && i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
-    char *c = perfc__full_name_to_c(full);
-    char *lc = perfc__full_name_to_lower(full);
-    char *uc = perfc__full_name_to_upper(full);
+    /* C names follow protoc-c's (c_package aware); the gRPC path and the
+     * descriptor name keep the proto's full name. */
+    char *scoped = c_scoped_name(f, full);
+    char *c = perfc__full_name_to_c(scoped);
+    char *lc = perfc__full_name_to_lower(scoped);
+    char *uc = perfc__full_name_to_upper(scoped);
+    free(scoped);
     char *where = perfc__xasprintf("%s: service %s", f->name, full);
     char *origin = perfc__xasprintf("perfc's code for service %s", full);
     perfc__tv *ts = perfc__tv_list_add(services);
@@ -890,18 +992,17 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     perfc__tv_set_strf(ts, "n_methods", "%zu", s->n_method);
     perfc__tv_set_bool(ts, "has_methods", s->n_method > 0);
     bad = check_method_names(f, full, s, err);
-    static const char *const suffixes[] = {
-        "__perfc_desc", "__perfc_methods", "__perfc_register",
-        "__perfc_handlers"};
+    static const char *const suffixes[] = {"__perfc_desc", "__perfc_methods",
+                                           "__perfc_register",
+                                           "__perfc_handlers"};
     for (size_t k = 0; !bad && k < sizeof suffixes / sizeof suffixes[0]; k++)
       bad = claim(ours, theirs, perfc__xasprintf("%s%s", lc, suffixes[k]),
                   origin, where, err);
     if (!bad)
       bad = claim(ours, theirs, perfc__xasprintf("%s_Handlers", c), origin,
                   where, err) ||
-            claim(ours, theirs,
-                  perfc__xasprintf("%s__PERFC_METHOD_COUNT", uc), origin,
-                  where, err);
+            claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_COUNT", uc),
+                  origin, where, err);
     perfc__tv *methods = perfc__tv_set_list(ts, "methods");
     for (size_t m = 0; !bad && m < s->n_method; m++)
       bad = build_method(req, f, full, lc, uc, s->method[m],
@@ -968,10 +1069,13 @@ static int render(const perfc__tmpl *t, const perfc__tv *model, char **out,
   return 0;
 }
 
+/* Renders the outputs of one file into `resp`, and its scaffolding (when
+ * stubs=DIR is set) into `stubs`, which is written only once every file has
+ * generated without error. */
 static int generate_file(const gen_request *req, const params *prm,
                          perfc__tmpl *const tmpls[T_COUNT],
                          const name_set *theirs, const file_desc *f,
-                         gen_response *resp, char **err) {
+                         gen_response *resp, gen_response *stubs, char **err) {
   perfc__tv *model = build_file(req, f, theirs, err);
   if (!model)
     return -1;
@@ -989,14 +1093,12 @@ static int generate_file(const gen_request *req, const params *prm,
     if (render(tmpls[T_HANDLERS], model, &handlers, err) != 0 ||
         render(tmpls[T_MAIN], model, &mainc, err) != 0)
       goto out;
-    char *hp = perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base);
-    char *mp = perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base);
-    int bad = write_new_file(hp, handlers, err) != 0 ||
-              write_new_file(mp, mainc, err) != 0;
-    free(hp);
-    free(mp);
-    if (bad)
-      goto out;
+    add_output(stubs,
+               perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base),
+               handlers);
+    add_output(stubs, perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base),
+               mainc);
+    handlers = mainc = NULL;
   }
   rv = 0;
 out:
@@ -1005,9 +1107,11 @@ out:
   return rv;
 }
 
-static int prepare_stubs_dir(const gen_request *req, const params *prm,
-                             char **err) {
-  if (!prm->stubs_dir)
+/* Creates stubs=DIR when missing and writes the scaffolding that does not
+ * exist yet. */
+static int write_stubs(const params *prm, const gen_response *stubs,
+                       char **err) {
+  if (!prm->stubs_dir || stubs->n_file == 0)
     return 0;
   struct stat st;
   if (stat(prm->stubs_dir, &st) != 0 &&
@@ -1022,6 +1126,16 @@ static int prepare_stubs_dir(const gen_request *req, const params *prm,
                             prm->stubs_dir);
     return -1;
   }
+  for (size_t i = 0; i < stubs->n_file; i++)
+    if (write_new_file(stubs->file[i]->name, stubs->file[i]->content, err) != 0)
+      return -1;
+  return 0;
+}
+
+static int check_stub_names(const gen_request *req, const params *prm,
+                            char **err) {
+  if (!prm->stubs_dir)
+    return 0;
   /* Scaffolding is named after the file's base name; two files with one
    * base name would silently share (and so skip) one scaffold. */
   for (size_t i = 0; i < req->n_file_to_generate; i++) {
@@ -1049,6 +1163,8 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
   params prm;
   perfc__tmpl *tmpls[T_COUNT] = {0};
   name_set *theirs = perfc__xcalloc(1, sizeof *theirs);
+  gen_response stubs =
+      GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
 
   resp->has_supported_features = 1;
   resp->supported_features =
@@ -1056,7 +1172,7 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
   if (parse_params(req->parameter, &prm, &err) != 0)
     goto out;
   if (load_templates(&prm, tmpls, &err) != 0 ||
-      prepare_stubs_dir(req, &prm, &err) != 0)
+      check_stub_names(req, &prm, &err) != 0)
     goto out;
   for (size_t i = 0; i < req->n_proto_file; i++)
     add_file_names(theirs, req->proto_file[i]);
@@ -1070,9 +1186,11 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
     }
     if (f->n_service == 0)
       continue;
-    if (generate_file(req, &prm, tmpls, theirs, f, resp, &err) != 0)
+    if (generate_file(req, &prm, tmpls, theirs, f, resp, &stubs, &err) != 0)
       break;
   }
+  if (!err)
+    write_stubs(&prm, &stubs, &err);
 out:
   if (err) {
     /* protoc writes nothing when the plugin reports an error, so drop the
@@ -1085,6 +1203,7 @@ out:
   params_free(&prm);
   set_free(theirs);
   free(theirs);
+  perfc__gen_response_clear(&stubs);
 }
 
 void perfc__gen_response_clear(gen_response *resp) {

@@ -12,11 +12,14 @@
 
 #include "google/protobuf/compiler/plugin.pb-c.h"
 
+#include <stdint.h>
+
 /** Runs the generator. On success fills `resp->file` (and n_file) with
  *  malloc'd entries; on a user-facing error sets `resp->error` to a malloc'd
  *  message. Release what it set with perfc__gen_response_clear(). */
-void perfc__generate(const Google__Protobuf__Compiler__CodeGeneratorRequest *req,
-                     Google__Protobuf__Compiler__CodeGeneratorResponse *resp);
+void perfc__generate(
+    const Google__Protobuf__Compiler__CodeGeneratorRequest *req,
+    Google__Protobuf__Compiler__CodeGeneratorResponse *resp);
 
 /** Frees what perfc__generate() put into `resp`. */
 void perfc__gen_response_clear(

@@ -64,7 +64,8 @@ static void obj_put(perfc__tv *obj, const char *key, perfc__tv *val) {
       return;
     }
   }
-  obj->fields = perfc__xrealloc(obj->fields, (obj->n + 1) * sizeof *obj->fields);
+  obj->fields =
+      perfc__xrealloc(obj->fields, (obj->n + 1) * sizeof *obj->fields);
   obj->fields[obj->n].key = perfc__xstrdup(key);
   obj->fields[obj->n].val = val;
   obj->n++;
@@ -85,8 +86,7 @@ void perfc__tv_set_str(perfc__tv *obj, const char *key, const char *val) {
   obj_put(obj, key, v);
 }
 
-void perfc__tv_set_strf(perfc__tv *obj, const char *key, const char *fmt,
-                        ...) {
+void perfc__tv_set_strf(perfc__tv *obj, const char *key, const char *fmt, ...) {
   perfc__buf b = {0};
   va_list ap;
   va_start(ap, fmt);
@@ -111,7 +111,8 @@ perfc__tv *perfc__tv_set_list(perfc__tv *obj, const char *key) {
 
 perfc__tv *perfc__tv_list_add(perfc__tv *list) {
   perfc__tv *item = tv_new(TV_OBJ);
-  list->items = perfc__xrealloc(list->items, (list->n + 1) * sizeof *list->items);
+  list->items =
+      perfc__xrealloc(list->items, (list->n + 1) * sizeof *list->items);
   list->items[list->n++] = item;
   return item;
 }
@@ -158,8 +159,8 @@ void perfc__tmpl_free(perfc__tmpl *t) {
 
 static node *add_kid(node *parent, enum node_kind kind, const char *s,
                      size_t len, int line) {
-  parent->kids =
-      perfc__xrealloc(parent->kids, (parent->n_kids + 1) * sizeof *parent->kids);
+  parent->kids = perfc__xrealloc(parent->kids,
+                                 (parent->n_kids + 1) * sizeof *parent->kids);
   node *n = &parent->kids[parent->n_kids++];
   memset(n, 0, sizeof *n);
   n->kind = kind;
@@ -301,9 +302,10 @@ int perfc__tmpl_parse(perfc__tmpl **out, const char *name, const char *src,
       }
       node *sec = current(&t->root, stack, depth);
       if (sec->len != nlen || memcmp(sec->text, in, nlen) != 0) {
-        *err = perfc__xasprintf("%s:%d: '{{/%.*s}}' does not match the open "
-                                "section '%s' from line %d",
-                                name, line, (int)nlen, in, sec->text, sec->line);
+        *err =
+            perfc__xasprintf("%s:%d: '{{/%.*s}}' does not match the open "
+                             "section '%s' from line %d",
+                             name, line, (int)nlen, in, sec->text, sec->line);
         goto fail;
       }
       depth--;
@@ -397,8 +399,8 @@ static int render_node(render_ctx *rc, const node *nd, const scope *s) {
   }
   const perfc__tv *v = lookup(rc, s, nd->text);
   if (!v) {
-    *rc->err = perfc__xasprintf("%s:%d: '%s' is not defined here",
-                                rc->t->name, nd->line, nd->text);
+    *rc->err = perfc__xasprintf("%s:%d: '%s' is not defined here", rc->t->name,
+                                nd->line, nd->text);
     return -1;
   }
   if (nd->kind == N_VAR) {

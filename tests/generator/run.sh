@@ -26,7 +26,10 @@ mode=$1
 : "${PROTOC:?}" "${PLUGIN:?}" "${SRC:?}" "${ROOT:?}" "${WORK:?}"
 PROTOC_GEN_C=${PROTOC_GEN_C:-$(command -v protoc-gen-c)}
 GOOD_PROTOS=(nopkg.proto deep.proto common/types.proto api/v1/user.proto
-             nested.proto proto2ext.proto keywords.proto big.proto)
+             nested.proto proto2ext.proto keywords.proto big.proto
+             cpackage.proto)
+# protobuf-c's own protobuf-c/protobuf-c.proto (for cpackage.proto).
+PROTOBUF_C_PROTO_DIR=${PROTOBUF_C_PROTO_DIR:-/usr/include}
 
 rm -rf "$WORK/$mode"
 W=$WORK/$mode
@@ -35,7 +38,7 @@ mkdir -p "$W"
 # protoc with perfc's plugin and options.proto on the import path. Runs in
 # the directory of the protos so file names in messages stay relative.
 perfc_protoc() {
-  "$PROTOC" -I. -I"$ROOT/proto" --plugin=protoc-gen-perfc="$PLUGIN" \
+  "$PROTOC" -I. -I"$ROOT/proto" -I"$PROTOBUF_C_PROTO_DIR" --plugin=protoc-gen-perfc="$PLUGIN" \
     --plugin=protoc-gen-c="$PROTOC_GEN_C" "$@"
 }
 
@@ -105,6 +108,10 @@ stubs)
     api/v1/user.proto 2>"$W/stderr")
   cmp "$W/expected.c" "$W/stubs/user_handlers.c"
   grep -q 'user_handlers.c exists' "$W/stderr"
+  # A run that fails writes no scaffolding at all.
+  (cd "$SRC/errors" && ! perfc_protoc --perfc_out="stubs=$W/failed:$W" \
+    bad_cache_key.proto 2>/dev/null)
+  test ! -e "$W/failed"
   ;;
 compile)
   : "${CC:?}" "${WKT_INC:?}"

@@ -29,6 +29,10 @@ Test(gen, durations) {
   cr_expect_eq(perfc__parse_duration_ms("1.5s", &ms), -1);
   cr_expect_eq(perfc__parse_duration_ms("3d", &ms), -1);
   cr_expect_eq(perfc__parse_duration_ms("99999999999999999999h", &ms), -1);
+  cr_expect_eq(perfc__parse_duration_ms("9223372036854775807ms", &ms), 0);
+  cr_expect_eq(ms, INT64_MAX);
+  cr_expect_eq(perfc__parse_duration_ms("9223372036854775807ms1ms", &ms), -1);
+  cr_expect_eq(perfc__parse_duration_ms("2562047788015216h", &ms), -1);
 }
 
 static char *run_with_param(const char *param) {

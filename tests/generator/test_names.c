@@ -55,7 +55,8 @@ Test(names, full_names) {
   expect(perfc__full_name_to_lower, ".a.b.Svc", "a__b__svc");
   expect(perfc__full_name_to_c, "a.b.Svc", "A__B__Svc");
   expect(perfc__full_name_to_lower, "Svc", "svc");
-  expect(perfc__full_name_to_c, "a.b.c.v2.Second_Svc2", "A__B__C__V2__SecondSvc2");
+  expect(perfc__full_name_to_c, "a.b.c.v2.Second_Svc2",
+         "A__B__C__V2__SecondSvc2");
   expect(perfc__full_name_to_lower, "a.b.c.v2.Second_Svc2",
          "a__b__c__v2__second__svc2");
   expect(perfc__full_name_to_lower, "", "");

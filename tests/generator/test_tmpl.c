@@ -115,7 +115,8 @@ Test(tmpl, malformed_templates) {
              "from line 1");
   expect_err("\n\n{{/items}}", m,
              "t.tmpl:3: '{{/items}}' closes a section that was never opened");
-  expect_err("{{name", m, "t.tmpl:1: '{{' without a closing '}}' on the same line");
+  expect_err("{{name", m,
+             "t.tmpl:1: '{{' without a closing '}}' on the same line");
   expect_err("{{na me}}", m,
              "t.tmpl:1: bad tag '{{na me}}': expected {{name}}, {{#name}}, "
              "{{^name}}, {{/name}} or {{! comment}} with a name of letters, "

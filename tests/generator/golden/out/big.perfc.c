@@ -1015,8 +1015,8 @@ perfc_status_code big__v1__big__get_item00__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM00], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM00],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1026,8 +1026,8 @@ perfc_status_code big__v1__big__get_item04__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM04], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM04],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1037,8 +1037,8 @@ perfc_status_code big__v1__big__get_item08__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM08], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM08],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1048,8 +1048,8 @@ perfc_status_code big__v1__big__get_item12__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM12], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM12],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1059,8 +1059,8 @@ perfc_status_code big__v1__big__get_item16__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM16], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM16],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1070,8 +1070,8 @@ perfc_status_code big__v1__big__get_item20__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM20], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM20],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1081,8 +1081,8 @@ perfc_status_code big__v1__big__get_item24__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM24], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM24],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1092,8 +1092,8 @@ perfc_status_code big__v1__big__get_item28__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM28], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM28],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1103,8 +1103,8 @@ perfc_status_code big__v1__big__get_item32__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM32], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM32],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }
@@ -1114,8 +1114,8 @@ perfc_status_code big__v1__big__get_item36__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM36], &req->base,
-      &msg, opts, status);
+      &big__v1__big__perfc_methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM36],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Big__V1__Item *)msg;
   return code;
 }

@@ -263,7 +263,7 @@ static inline int big__v1__big__list_item01__recv(perfc_stream *s,
 /** PutItem02 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item02__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem03 handler side: the next request (1), end of stream (0) or a
@@ -279,7 +279,7 @@ static inline int big__v1__big__sync_item03__recv(perfc_stream *s,
 /** SyncItem03 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item03__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem04 and blocks until it ends; see perfc_channel_unary() for
@@ -301,7 +301,7 @@ static inline int big__v1__big__list_item05__recv(perfc_stream *s,
 /** PutItem06 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item06__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem07 handler side: the next request (1), end of stream (0) or a
@@ -317,7 +317,7 @@ static inline int big__v1__big__sync_item07__recv(perfc_stream *s,
 /** SyncItem07 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item07__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem08 and blocks until it ends; see perfc_channel_unary() for
@@ -339,7 +339,7 @@ static inline int big__v1__big__list_item09__recv(perfc_stream *s,
 /** PutItem10 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item10__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem11 handler side: the next request (1), end of stream (0) or a
@@ -355,7 +355,7 @@ static inline int big__v1__big__sync_item11__recv(perfc_stream *s,
 /** SyncItem11 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item11__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem12 and blocks until it ends; see perfc_channel_unary() for
@@ -377,7 +377,7 @@ static inline int big__v1__big__list_item13__recv(perfc_stream *s,
 /** PutItem14 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item14__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem15 handler side: the next request (1), end of stream (0) or a
@@ -393,7 +393,7 @@ static inline int big__v1__big__sync_item15__recv(perfc_stream *s,
 /** SyncItem15 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item15__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem16 and blocks until it ends; see perfc_channel_unary() for
@@ -415,7 +415,7 @@ static inline int big__v1__big__list_item17__recv(perfc_stream *s,
 /** PutItem18 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item18__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem19 handler side: the next request (1), end of stream (0) or a
@@ -431,7 +431,7 @@ static inline int big__v1__big__sync_item19__recv(perfc_stream *s,
 /** SyncItem19 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item19__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem20 and blocks until it ends; see perfc_channel_unary() for
@@ -453,7 +453,7 @@ static inline int big__v1__big__list_item21__recv(perfc_stream *s,
 /** PutItem22 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item22__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem23 handler side: the next request (1), end of stream (0) or a
@@ -469,7 +469,7 @@ static inline int big__v1__big__sync_item23__recv(perfc_stream *s,
 /** SyncItem23 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item23__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem24 and blocks until it ends; see perfc_channel_unary() for
@@ -491,7 +491,7 @@ static inline int big__v1__big__list_item25__recv(perfc_stream *s,
 /** PutItem26 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item26__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem27 handler side: the next request (1), end of stream (0) or a
@@ -507,7 +507,7 @@ static inline int big__v1__big__sync_item27__recv(perfc_stream *s,
 /** SyncItem27 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item27__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem28 and blocks until it ends; see perfc_channel_unary() for
@@ -529,7 +529,7 @@ static inline int big__v1__big__list_item29__recv(perfc_stream *s,
 /** PutItem30 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item30__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem31 handler side: the next request (1), end of stream (0) or a
@@ -545,7 +545,7 @@ static inline int big__v1__big__sync_item31__recv(perfc_stream *s,
 /** SyncItem31 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item31__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem32 and blocks until it ends; see perfc_channel_unary() for
@@ -567,7 +567,7 @@ static inline int big__v1__big__list_item33__recv(perfc_stream *s,
 /** PutItem34 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item34__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem35 handler side: the next request (1), end of stream (0) or a
@@ -583,7 +583,7 @@ static inline int big__v1__big__sync_item35__recv(perfc_stream *s,
 /** SyncItem35 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item35__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem36 and blocks until it ends; see perfc_channel_unary() for
@@ -605,7 +605,7 @@ static inline int big__v1__big__list_item37__recv(perfc_stream *s,
 /** PutItem38 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item38__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** SyncItem39 handler side: the next request (1), end of stream (0) or a
@@ -621,7 +621,7 @@ static inline int big__v1__big__sync_item39__recv(perfc_stream *s,
 /** SyncItem39 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__sync_item39__send(perfc_stream *s,
     const Big__V1__Item *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 #ifdef __cplusplus

@@ -100,8 +100,8 @@ perfc_status_code a__b__c__v2__first__run__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &a__b__c__v2__first__perfc_methods[A__B__C__V2__FIRST__PERFC_METHOD_RUN], &req->base,
-      &msg, opts, status);
+      &a__b__c__v2__first__perfc_methods[A__B__C__V2__FIRST__PERFC_METHOD_RUN],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (A__B__C__V2__Resp *)msg;
   return code;
 }
@@ -111,8 +111,8 @@ perfc_status_code a__b__c__v2__first__do_http2_thing__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &a__b__c__v2__first__perfc_methods[A__B__C__V2__FIRST__PERFC_METHOD_DO_HTTP2_THING], &req->base,
-      &msg, opts, status);
+      &a__b__c__v2__first__perfc_methods[A__B__C__V2__FIRST__PERFC_METHOD_DO_HTTP2_THING],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (A__B__C__V2__Resp *)msg;
   return code;
 }
@@ -183,8 +183,8 @@ perfc_status_code a__b__c__v2__second__svc2__get_v2__value__call(perfc_channel *
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &a__b__c__v2__second__svc2__perfc_methods[A__B__C__V2__SECOND__SVC2__PERFC_METHOD_GET_V2__VALUE], &req->base,
-      &msg, opts, status);
+      &a__b__c__v2__second__svc2__perfc_methods[A__B__C__V2__SECOND__SVC2__PERFC_METHOD_GET_V2__VALUE],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (A__B__C__V2__Resp *)msg;
   return code;
 }

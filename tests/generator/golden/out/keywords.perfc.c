@@ -97,8 +97,8 @@ perfc_status_code kw__keywords__get__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &kw__keywords__perfc_methods[KW__KEYWORDS__PERFC_METHOD_GET], &req->base,
-      &msg, opts, status);
+      &kw__keywords__perfc_methods[KW__KEYWORDS__PERFC_METHOD_GET],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Kw__Struct *)msg;
   return code;
 }

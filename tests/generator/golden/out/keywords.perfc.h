@@ -73,7 +73,7 @@ static inline int kw__keywords__swap__recv(perfc_stream *s,
 /** Swap handler side: sends one response; see perfc_stream_send(). */
 static inline int kw__keywords__swap__send(perfc_stream *s,
     const Kw__Int *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 #ifdef __cplusplus

@@ -108,8 +108,8 @@ perfc_status_code nest__nester__dig__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &nest__nester__perfc_methods[NEST__NESTER__PERFC_METHOD_DIG], &req->base,
-      &msg, opts, status);
+      &nest__nester__perfc_methods[NEST__NESTER__PERFC_METHOD_DIG],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Nest__Outer__Inner__Deepest *)msg;
   return code;
 }

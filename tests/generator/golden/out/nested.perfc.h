@@ -73,7 +73,7 @@ static inline int nest__nester__stream__recv(perfc_stream *s,
 /** Stream handler side: sends one response; see perfc_stream_send(). */
 static inline int nest__nester__stream__send(perfc_stream *s,
     const Nest__Outer__Inner *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 #ifdef __cplusplus

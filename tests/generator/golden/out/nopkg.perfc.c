@@ -87,8 +87,8 @@ perfc_status_code svc__get_user__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &svc__perfc_methods[SVC__PERFC_METHOD_GET_USER], &req->base,
-      &msg, opts, status);
+      &svc__perfc_methods[SVC__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Pong *)msg;
   return code;
 }

@@ -62,7 +62,7 @@ perfc_status_code svc__get_user__call(perfc_channel *ch,
 /** Watch handler side: sends one response; see perfc_stream_send(). */
 static inline int svc__watch__send(perfc_stream *s,
     const Pong *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 #ifdef __cplusplus

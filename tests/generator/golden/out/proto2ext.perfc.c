@@ -71,8 +71,8 @@ perfc_status_code legacy__legacy__call__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &legacy__legacy__perfc_methods[LEGACY__LEGACY__PERFC_METHOD_CALL], &req->base,
-      &msg, opts, status);
+      &legacy__legacy__perfc_methods[LEGACY__LEGACY__PERFC_METHOD_CALL],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Legacy__Reply *)msg;
   return code;
 }

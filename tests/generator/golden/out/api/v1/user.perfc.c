@@ -225,8 +225,8 @@ perfc_status_code api__v1__user_service__get_user__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_GET_USER], &req->base,
-      &msg, opts, status);
+      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Api__V1__User *)msg;
   return code;
 }
@@ -236,8 +236,8 @@ perfc_status_code api__v1__user_service__update_user__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_UPDATE_USER], &req->base,
-      &msg, opts, status);
+      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_UPDATE_USER],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Api__V1__User *)msg;
   return code;
 }
@@ -247,8 +247,8 @@ perfc_status_code api__v1__user_service__delete_user__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_DELETE_USER], &req->base,
-      &msg, opts, status);
+      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_DELETE_USER],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Google__Protobuf__Empty *)msg;
   return code;
 }
@@ -258,8 +258,8 @@ perfc_status_code api__v1__user_service__now__call(perfc_channel *ch,
     const perfc_call_opts *opts, perfc_status *status) {
   ProtobufCMessage *msg = NULL;
   perfc_status_code code = perfc_channel_unary(ch,
-      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_NOW], &req->base,
-      &msg, opts, status);
+      &api__v1__user_service__perfc_methods[API__V1__USER_SERVICE__PERFC_METHOD_NOW],
+      (const ProtobufCMessage *)req, &msg, opts, status);
   *resp = (Google__Protobuf__Timestamp *)msg;
   return code;
 }

@@ -74,7 +74,7 @@ perfc_status_code api__v1__user_service__get_user__call(perfc_channel *ch,
 /** ListUsers handler side: sends one response; see perfc_stream_send(). */
 static inline int api__v1__user_service__list_users__send(perfc_stream *s,
     const Api__V1__User *m) {
-  return perfc_stream_send(s, &m->base);
+  return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls UpdateUser and blocks until it ends; see perfc_channel_unary() for
