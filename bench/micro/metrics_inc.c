@@ -160,7 +160,8 @@ static void measure_scrape(void) {
 int main(int argc, char **argv) {
   g_iters = argc > 1 ? atol(argv[1]) : 100000000L;
   perfc_registry *reg;
-  if (perfc_registry_new(&reg) || perfc_counter_new(&g_counter, reg, "c_total", "") ||
+  if (perfc_registry_new(&reg) ||
+      perfc_counter_new(&g_counter, reg, "c_total", "") ||
       perfc_histogram_new(&g_hist, reg, "h_seconds", "", NULL, 0) ||
       perfc_gauge_new(&g_gauge, reg, "g", "")) {
     fprintf(stderr, "registration failed\n");

@@ -101,7 +101,8 @@ int main(void) {
   CHECK(perfc_registry_new(&reg) == 0);
   CHECK(perfc_process_metrics_register(reg) == 0);
   CHECK(perfc_counter_new(&hits, reg, "hits_total", "Hits.") == 0);
-  CHECK(perfc_histogram_new(&lat, reg, "lat_seconds", "Latency.", NULL, 0) == 0);
+  CHECK(perfc_histogram_new(&lat, reg, "lat_seconds", "Latency.", NULL, 0) ==
+        0);
   CHECK(perfc_gauge_new(&inflight, reg, "inflight", "In flight.") == 0);
   const char *ln[] = {"worker"};
   perfc_metric_opts o;
@@ -126,7 +127,8 @@ int main(void) {
   for (int round = 0; round < ROUNDS; round++) {
     pthread_t t[WORKERS];
     for (long i = 0; i < WORKERS; i++)
-      CHECK(pthread_create(&t[i], NULL, worker, (void *)(round * WORKERS + i)) == 0);
+      CHECK(pthread_create(&t[i], NULL, worker,
+                           (void *)(round * WORKERS + i)) == 0);
     for (int i = 0; i < WORKERS; i++)
       pthread_join(t[i], NULL);
   }

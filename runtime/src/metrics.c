@@ -193,8 +193,8 @@ static cell_t *cells_slow(uint32_t off) {
 static inline cell_t *cells(uint32_t off) {
   tls_table *t = t_table;
   if (LIKELY(t != NULL)) {
-    cell_t *c =
-        atomic_load_explicit(&t->chunks[off >> CHUNK_SHIFT], memory_order_relaxed);
+    cell_t *c = atomic_load_explicit(&t->chunks[off >> CHUNK_SHIFT],
+                                     memory_order_relaxed);
     if (LIKELY(c != NULL))
       return c + (off & CHUNK_MASK);
   }
@@ -701,7 +701,8 @@ static struct series *find_series(const perfc_family *f, const char *const *v,
 /* Allocates a series with copied label values; not yet linked. */
 static struct series *series_new(perfc_family *f, const char *const *v,
                                  uint64_t h) {
-  size_t sz = (sizeof(struct series) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+  size_t sz =
+      (sizeof(struct series) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
   struct series *s = aligned_alloc(CACHE_LINE, sz);
   if (!s)
     return NULL;
@@ -882,8 +883,7 @@ void perfc_counter_add(perfc_counter *c, uint64_t v) {
 }
 
 void perfc_gauge_set(perfc_gauge *g, double v) {
-  atomic_store_explicit(&g->s.gauge_bits, f64_to_bits(v),
-                        memory_order_relaxed);
+  atomic_store_explicit(&g->s.gauge_bits, f64_to_bits(v), memory_order_relaxed);
 }
 
 void perfc_gauge_add(perfc_gauge *g, double v) {
@@ -1119,7 +1119,7 @@ static void render_family(buf *b, perfc_family *f) {
       buf_series_name(b, f, s, NULL, NULL);
       buf_double(b, perfc_gauge_value((perfc_gauge *)s));
     } else {
-      uint64_t cnt[PERFC_METRICS_MAX_BUCKETS + 1];
+      uint64_t cnt[PERFC_METRICS_MAX_BUCKETS + 1] = {0};
       double sum;
       cells_collect(s->off, s->nb + 1, cnt, 1, &sum);
       uint64_t cum = 0;

@@ -50,8 +50,7 @@ Test(metrics, counter_with_labels_and_escaping) {
 
   perfc_counter *a, *b, *c, *a2;
   cr_assert_eq(perfc_counter_get(&b, f, (const char *[]){"b", "OK"}), 0);
-  cr_assert_eq(perfc_counter_get(&a, f, (const char *[]){"a\"q\\\n", "OK"}),
-               0);
+  cr_assert_eq(perfc_counter_get(&a, f, (const char *[]){"a\"q\\\n", "OK"}), 0);
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"a", "OK"}), 0);
   cr_assert_eq(perfc_counter_get(&a2, f, (const char *[]){"a\"q\\\n", "OK"}),
                0);
@@ -118,9 +117,9 @@ Test(metrics, gauge_and_counter_funcs) {
   perfc_registry *reg;
   cr_assert_eq(perfc_registry_new(&reg), 0);
   double depth = 7, cpu = 1.25;
-  cr_assert_eq(perfc_gauge_func_new(reg, "pool_depth", "Queued jobs.", answer,
-                                    &depth),
-               0);
+  cr_assert_eq(
+      perfc_gauge_func_new(reg, "pool_depth", "Queued jobs.", answer, &depth),
+      0);
   const char *ln[] = {"pool"};
   perfc_metric_opts o;
   perfc_metric_opts_init(&o);
@@ -130,13 +129,13 @@ Test(metrics, gauge_and_counter_funcs) {
   perfc_family *f;
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
   freed = 0;
-  cr_assert_eq(perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu,
-                                     count_free),
-               0);
+  cr_assert_eq(
+      perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu, count_free),
+      0);
   /* Same values again: EEXIST, and its free_fn is not called. */
-  cr_assert_eq(perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu,
-                                     count_free),
-               PERFC_EEXIST);
+  cr_assert_eq(
+      perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu, count_free),
+      PERFC_EEXIST);
   perfc_counter *c;
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"w"}), PERFC_EINVAL);
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"x"}), 0);
@@ -263,9 +262,10 @@ Test(metrics, name_validation) {
   o.label_count = 1;
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), 0);
   perfc_gauge *g;
-  cr_assert_eq(perfc_gauge_get(&g, f, (const char *[]){"h\xc3\xa9 \xe2\x82\xac"}), 0);
-  const char *bad_utf8[] = {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80",
-                            "\xf4\x90\x80\x80", NULL};
+  cr_assert_eq(
+      perfc_gauge_get(&g, f, (const char *[]){"h\xc3\xa9 \xe2\x82\xac"}), 0);
+  const char *bad_utf8[] = {
+      "\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", NULL};
   for (int i = 0; bad_utf8[i]; i++)
     cr_assert_eq(perfc_gauge_get(&g, f, &bad_utf8[i]), PERFC_EINVAL, "%d", i);
   cr_assert_eq(perfc_gauge_new(&g, reg, "bad_help", "\xff"), PERFC_EINVAL);

@@ -39,15 +39,15 @@ Test(process_metrics, registered_and_plausible) {
   cr_assert_eq(perfc_process_metrics_register(reg), PERFC_EEXIST);
 
   char *t = render(reg);
-  cr_assert_not_null(
-      strstr(t, "# TYPE process_cpu_seconds_total counter\n"), "%s", t);
+  cr_assert_not_null(strstr(t, "# TYPE process_cpu_seconds_total counter\n"),
+                     "%s", t);
   cr_assert_not_null(strstr(t, "# TYPE process_open_fds gauge\n"));
   cr_assert_not_null(strstr(t, "# HELP process_resident_memory_bytes "
                                "Resident memory size in bytes.\n"));
-  cr_assert_not_null(strstr(t, "# TYPE perfc_build_info gauge\n"
-                               "perfc_build_info{version=\"" PERFC_VERSION_STRING
-                               "\"} 1\n"),
-                     "%s", t);
+  cr_assert_not_null(
+      strstr(t, "# TYPE perfc_build_info gauge\n"
+                "perfc_build_info{version=\"" PERFC_VERSION_STRING "\"} 1\n"),
+      "%s", t);
 
   double rss = sample(t, "process_resident_memory_bytes");
   double vsz = sample(t, "process_virtual_memory_bytes");

@@ -26,7 +26,8 @@ typedef struct perfc_registry perfc_registry;
 /** One registered metric name with its label names. Opaque; owned by its
  *  registry and valid until perfc_registry_free(). */
 typedef struct perfc_family perfc_family;
-/** A counter series (one set of label values). Opaque; owned by the registry. */
+/** A counter series (one set of label values). Opaque; owned by the registry.
+ */
 typedef struct perfc_counter perfc_counter;
 /** A gauge series. Opaque; owned by the registry. */
 typedef struct perfc_gauge perfc_gauge;
@@ -105,8 +106,8 @@ PERFC_API int perfc_family_new(perfc_family **out, perfc_registry *reg,
  *  name, in order; NULL when the family has no labels; valid UTF-8, copied).
  *  The same values always give the same handle. `*out` is borrowed from the
  *  registry. Returns 0, PERFC_EINVAL (NULL or non-UTF-8 value, family not
- *  a counter, or the values name a callback series) or PERFC_ENOMEM. Call once, keep the
- *  handle: this takes the registry lock. */
+ *  a counter, or the values name a callback series) or PERFC_ENOMEM. Call once,
+ * keep the handle: this takes the registry lock. */
 PERFC_API int perfc_counter_get(perfc_counter **out, perfc_family *fam,
                                 const char *const *label_values);
 
@@ -212,7 +213,8 @@ typedef struct perfc_metrics_http perfc_metrics_http;
 typedef struct perfc_metrics_http_opts {
   /** "HOST:PORT" ("127.0.0.1:0", "[::1]:9464", "localhost:9100"); an empty
    *  host or "*" means all IPv4 interfaces; port 0 picks a free port (see
-   *  perfc_metrics_http_port()). Borrowed. NULL = PERFC_DEFAULT_METRICS_ADDR. */
+   *  perfc_metrics_http_port()). Borrowed. NULL = PERFC_DEFAULT_METRICS_ADDR.
+   */
   const char *addr;
   /** Registry served at /metrics; borrowed, must outlive the endpoint.
    *  NULL = the default registry. */
