@@ -91,6 +91,11 @@ static void *scraper(void *arg) {
     uint64_t v = perfc_counter_value(hits);
     CHECK(v >= last);
     last = v;
+    /* set() races with the workers' inc/dec pairs: each thread's delta
+     * since the set is -1, 0 or +1. */
+    perfc_gauge_set(inflight, 1000);
+    double g = perfc_gauge_value(inflight);
+    CHECK(g >= 1000 - WORKERS && g <= 1000 + WORKERS);
     scrape_http();
     scrapes++;
   }
@@ -139,7 +144,10 @@ int main(void) {
   CHECK(perfc_counter_value(hits) == total);
   perfc_histogram_value(lat, &n, NULL);
   CHECK(n == total);
+  perfc_gauge_set(inflight, 0);
   CHECK(perfc_gauge_value(inflight) == 0);
+  perfc_gauge_inc(inflight);
+  CHECK(perfc_gauge_value(inflight) == 1);
   uint64_t per = 0;
   for (int i = 0; i < 3; i++) {
     char v[16];
