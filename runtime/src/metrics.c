@@ -365,9 +365,9 @@ struct series {
    * on every gauge update, written only by set(). */
   _Alignas(CACHE_LINE) _Atomic uint64_t gseq;
   _Atomic uint64_t gauge_bits; /* gauges: the value set() last stored */
-  uint32_t off;                                     /* first cell */
-  uint32_t nb;                                      /* histogram bounds */
-  const double *bounds;                             /* histogram bounds */
+  uint32_t off;                /* first cell */
+  uint32_t nb;                 /* histogram bounds */
+  const double *bounds;        /* histogram bounds */
   /* cold: registration and rendering only */
   _Alignas(CACHE_LINE) perfc_family *fam;
   char **values; /* label values, one allocation with the strings */
@@ -956,9 +956,8 @@ void perfc_gauge_set(perfc_gauge *g, double v) {
       q = atomic_load_explicit(&s->gseq, memory_order_relaxed);
       continue;
     }
-    if (atomic_compare_exchange_weak_explicit(&s->gseq, &q, q + 1,
-                                              memory_order_acquire,
-                                              memory_order_relaxed))
+    if (atomic_compare_exchange_weak_explicit(
+            &s->gseq, &q, q + 1, memory_order_acquire, memory_order_relaxed))
       break;
   }
   /* Release on the value store, not a fence (TSan does not model fences):

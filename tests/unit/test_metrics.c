@@ -558,7 +558,7 @@ static void *gauge_worker(void *p) {
     perfc_gauge_inc(sh->g);
   for (int i = 0; i < 99000; i++)
     perfc_gauge_dec(sh->g);
-  pthread_barrier_wait(&sh->added);   /* main reads, then sets 100 */
+  pthread_barrier_wait(&sh->added); /* main reads, then sets 100 */
   pthread_barrier_wait(&sh->set_done);
   perfc_gauge_add(sh->g, 0.5); /* lands after the set */
   if (sh->exit_early && (a->idx & 1))

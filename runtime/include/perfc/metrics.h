@@ -163,11 +163,14 @@ PERFC_API int perfc_gauge_func_new(perfc_registry *reg, const char *name,
 PERFC_API void perfc_counter_inc(perfc_counter *c);
 /** Adds `v` (counters only go up). */
 PERFC_API void perfc_counter_add(perfc_counter *c, uint64_t v);
-/** Sets the gauge. Gauges are one atomic value on their own cache line, not
- *  per-thread: `set` needs a single value. Cheap, but contended if many
- *  threads update one gauge at a high rate. */
+/** Sets the gauge, voiding every earlier add from any thread. Lock-free
+ *  (one compare-and-swap and two stores on the gauge's own cache line), but
+ *  unlike add it writes memory shared by all threads: prefer add/inc/dec
+ *  on hot paths and set for occasional values. Adds racing with a set are
+ *  ordered either before it (and voided) or after it. Not async-signal-safe. */
 PERFC_API void perfc_gauge_set(perfc_gauge *g, double v);
-/** Adds `v` (may be negative). */
+/** Adds `v` (may be negative) to this thread's share of the gauge: no
+ *  lock, no write to shared memory. */
 PERFC_API void perfc_gauge_add(perfc_gauge *g, double v);
 /** Adds 1. */
 PERFC_API void perfc_gauge_inc(perfc_gauge *g);
