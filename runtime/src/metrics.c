@@ -7,8 +7,9 @@
  *
  * How the hot path stays free of locks and shared cache lines:
  *
- * Every counter and histogram series owns a small range of *cell offsets*
- * (one cell for a counter; one per bucket plus one for the sum for a
+ * Every counter, gauge and histogram series owns a small range of *cell
+ * offsets* (one cell for a counter; an epoch tag and a delta for a gauge,
+ * see the gauge section; one per bucket plus one for the sum for a
  * histogram). Offsets come from one process-wide space, shared by all
  * registries, because the per-thread storage below must be one TLS slot.
  * Each thread that updates a metric lazily gets its own table of cells,

@@ -4,9 +4,10 @@
  *
  * A metric is registered once as a *family* (name, help, label names); a
  * *series* handle is then resolved once per set of label values. The hot path
- * (perfc_counter_inc, perfc_histogram_observe, ...) works on that handle with
- * no lookup, no lock and no shared cache line: counters and histograms keep
- * one cell per thread and the scrape sums them. See docs/metrics.md.
+ * (perfc_counter_inc, perfc_histogram_observe, perfc_gauge_add, ...) works on
+ * that handle with no lookup, no lock and no shared cache line: every series
+ * keeps cells per thread and the scrape sums them (perfc_gauge_set alone
+ * writes a shared line). See docs/metrics.md.
  *
  * Room: runtime public headers. Thread-safe: every function may be called from
  * any thread. Registration and rendering take a registry lock; the update
