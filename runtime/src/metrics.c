@@ -319,6 +319,9 @@ static void cells_release(uint32_t off, uint32_t len) {
         atomic_store_explicit(&c[j0 + j], 0, memory_order_relaxed);
   }
   memset(&g_retired[ci][j0], 0, len * sizeof(uint64_t));
+  /* Released cells fold as plain zeros until they are allocated again, so
+   * a stale gauge kind can never make the fold pair up unrelated cells. */
+  memset(&g_kind[ci][j0], KIND_U64, len);
   if (g_nfree == g_capfree) {
     size_t cap = g_capfree ? g_capfree * 2 : 16;
     cell_range *r = realloc(g_free_ranges, cap * sizeof *r);
