@@ -360,9 +360,9 @@ static void cells_collect(uint32_t off, uint32_t n_u64, uint64_t *u,
 
 /* ---- registry, families, series ----------------------------------------- */
 
-/* One series. The first cache line holds what the hot path reads (and, for
- * gauges, the value it writes); the struct is allocated cache-line aligned
- * and padded, so no other object shares that line. */
+/* One series. The first cache line holds what the hot path reads (and what
+ * a gauge's set() writes); the struct is allocated cache-line aligned and
+ * padded, so no other object shares that line. */
 struct series {
   /* gauges: set() is a seqlock write of (gseq, gauge_bits); gseq is even
    * when stable and is the epoch per-thread deltas are tagged with. Read

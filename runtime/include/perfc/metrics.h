@@ -35,16 +35,19 @@ typedef struct perfc_gauge perfc_gauge;
 /** A histogram series. Opaque; owned by the registry. */
 typedef struct perfc_histogram perfc_histogram;
 
+/** The Prometheus metric types perfc supports (no summaries: their
+ *  quantiles cannot be aggregated across instances; use histograms). */
 typedef enum perfc_metric_type {
   PERFC_METRIC_COUNTER = 0,
   PERFC_METRIC_GAUGE = 1,
   PERFC_METRIC_HISTOGRAM = 2
 } perfc_metric_type;
 
-/** Most label names a family may have: go-grpc-prometheus needs four, and a
- *  small fixed bound keeps label handling free of allocation. */
+/** Most label names a family may have: go-grpc-prometheus needs four; more
+ *  than a handful usually means a cardinality mistake. */
 #define PERFC_METRICS_MAX_LABELS 16
-/** Most bucket bounds a histogram may have (plus the implicit +Inf). */
+/** Most bucket bounds a histogram may have (plus the implicit +Inf): keeps
+ *  a scrape's per-series scratch space on the stack. */
 #define PERFC_METRICS_MAX_BUCKETS 64
 
 /** Prometheus' DefBuckets (client_golang), in seconds: the histogram default,
@@ -210,10 +213,13 @@ PERFC_API int perfc_process_metrics_register(perfc_registry *reg);
 /** A running metrics HTTP endpoint. Opaque. */
 typedef struct perfc_metrics_http perfc_metrics_http;
 
-/** Default listen address: all interfaces, the port Prometheus exporters
- *  conventionally start from for application metrics. */
+/** Default listen address: all IPv4 interfaces (Prometheus scrapes from
+ *  another host or pod), port 9464 as OpenTelemetry's Prometheus exporter
+ *  uses, clear of Prometheus (9090) and node_exporter (9100). */
 #define PERFC_DEFAULT_METRICS_ADDR "0.0.0.0:9464"
 
+/** Options for perfc_metrics_http_start(); fill with
+ *  perfc_metrics_http_opts_init() or `= {0}` (zero = default). */
 typedef struct perfc_metrics_http_opts {
   /** "HOST:PORT" ("127.0.0.1:0", "[::1]:9464", "localhost:9100"); an empty
    *  host or "*" means all IPv4 interfaces; port 0 picks a free port (see
