@@ -91,6 +91,11 @@ static void *scraper(void *arg) {
     uint64_t v = perfc_counter_value(hits);
     CHECK(v >= last);
     last = v;
+    /* set() races with the workers' inc/dec pairs: each thread's delta
+     * since the set is -1, 0 or +1. */
+    perfc_gauge_set(inflight, 1000);
+    double g = perfc_gauge_value(inflight);
+    CHECK(g >= 1000 - WORKERS && g <= 1000 + WORKERS);
     scrape_http();
     scrapes++;
   }
@@ -101,7 +106,8 @@ int main(void) {
   CHECK(perfc_registry_new(&reg) == 0);
   CHECK(perfc_process_metrics_register(reg) == 0);
   CHECK(perfc_counter_new(&hits, reg, "hits_total", "Hits.") == 0);
-  CHECK(perfc_histogram_new(&lat, reg, "lat_seconds", "Latency.", NULL, 0) == 0);
+  CHECK(perfc_histogram_new(&lat, reg, "lat_seconds", "Latency.", NULL, 0) ==
+        0);
   CHECK(perfc_gauge_new(&inflight, reg, "inflight", "In flight.") == 0);
   const char *ln[] = {"worker"};
   perfc_metric_opts o;
@@ -126,7 +132,8 @@ int main(void) {
   for (int round = 0; round < ROUNDS; round++) {
     pthread_t t[WORKERS];
     for (long i = 0; i < WORKERS; i++)
-      CHECK(pthread_create(&t[i], NULL, worker, (void *)(round * WORKERS + i)) == 0);
+      CHECK(pthread_create(&t[i], NULL, worker,
+                           (void *)(round * WORKERS + i)) == 0);
     for (int i = 0; i < WORKERS; i++)
       pthread_join(t[i], NULL);
   }
@@ -137,7 +144,10 @@ int main(void) {
   CHECK(perfc_counter_value(hits) == total);
   perfc_histogram_value(lat, &n, NULL);
   CHECK(n == total);
+  perfc_gauge_set(inflight, 0);
   CHECK(perfc_gauge_value(inflight) == 0);
+  perfc_gauge_inc(inflight);
+  CHECK(perfc_gauge_value(inflight) == 1);
   uint64_t per = 0;
   for (int i = 0; i < 3; i++) {
     char v[16];

@@ -7,8 +7,9 @@
  *
  * How the hot path stays free of locks and shared cache lines:
  *
- * Every counter and histogram series owns a small range of *cell offsets*
- * (one cell for a counter; one per bucket plus one for the sum for a
+ * Every counter, gauge and histogram series owns a small range of *cell
+ * offsets* (one cell for a counter; an epoch tag and a delta for a gauge,
+ * see the gauge section; one per bucket plus one for the sum for a
  * histogram). Offsets come from one process-wide space, shared by all
  * registries, because the per-thread storage below must be one TLS slot.
  * Each thread that updates a metric lazily gets its own table of cells,
@@ -32,6 +33,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -66,7 +68,14 @@ typedef _Atomic uint64_t cell_t;
 #define MAX_CHUNKS 1024u
 #define MAX_CELLS (CHUNK_CELLS * MAX_CHUNKS)
 
-enum { KIND_U64 = 0, KIND_F64 = 1 };
+/* How to fold a cell into the retired totals when its thread exits. A
+ * gauge uses a pair of cells: an epoch tag, then a double delta (see the
+ * gauge section below). */
+enum { KIND_U64 = 0, KIND_F64 = 1, KIND_GTAG = 2, KIND_GDELTA = 3 };
+
+/* A gauge cell's tag while its owner rewrites the pair; never a real epoch
+ * (epochs are sequence numbers that would take centuries to get there). */
+#define TAG_BUSY UINT64_MAX
 
 typedef struct tls_table {
   /* Written only by the owning thread (release), read by scrapers
@@ -125,6 +134,21 @@ static void thread_exit_fold(void *arg) {
      * creates g_retired/g_kind for the chunk first. */
     for (uint32_t j = 0; j < CHUNK_CELLS; j++) {
       uint64_t v = atomic_load_explicit(&c[j], memory_order_relaxed);
+      if (g_kind[ci][j] == KIND_GTAG && j + 1 < CHUNK_CELLS) {
+        /* A gauge's delta only counts for the epoch it is tagged with.
+         * Epochs only grow: a newer tag replaces the retired pair, an
+         * older one is already void (a set() came after it). */
+        uint64_t d = atomic_load_explicit(&c[j + 1], memory_order_relaxed);
+        if (v == g_retired[ci][j])
+          g_retired[ci][j + 1] =
+              f64_to_bits(bits_to_f64(g_retired[ci][j + 1]) + bits_to_f64(d));
+        else if (v > g_retired[ci][j]) {
+          g_retired[ci][j] = v;
+          g_retired[ci][j + 1] = d;
+        }
+        j++;
+        continue;
+      }
       if (!v)
         continue;
       if (g_kind[ci][j] == KIND_F64)
@@ -193,8 +217,8 @@ static cell_t *cells_slow(uint32_t off) {
 static inline cell_t *cells(uint32_t off) {
   tls_table *t = t_table;
   if (LIKELY(t != NULL)) {
-    cell_t *c =
-        atomic_load_explicit(&t->chunks[off >> CHUNK_SHIFT], memory_order_relaxed);
+    cell_t *c = atomic_load_explicit(&t->chunks[off >> CHUNK_SHIFT],
+                                     memory_order_relaxed);
     if (LIKELY(c != NULL))
       return c + (off & CHUNK_MASK);
   }
@@ -230,10 +254,10 @@ static int chunk_meta_ensure(uint32_t ci) {
   return 0;
 }
 
-/* Allocates `n_u64` integer cells followed by `n_f64` float cells, zeroed in
- * every table. Caller holds g_lock. */
-static int cells_alloc(uint32_t n_u64, uint32_t n_f64, uint32_t *out) {
-  uint32_t len = n_u64 + n_f64;
+/* Allocates `len` cells, zeroed in every table: for a counter one integer
+ * cell; for a histogram len-1 integer cells and a float sum; for a gauge a
+ * tag and a delta. Caller holds g_lock. */
+static int cells_alloc(perfc_metric_type type, uint32_t len, uint32_t *out) {
   uint32_t off = UINT32_MAX;
   for (size_t i = 0; i < g_nfree; i++) {
     if (g_free_ranges[i].len >= len) {
@@ -271,8 +295,15 @@ static int cells_alloc(uint32_t n_u64, uint32_t n_f64, uint32_t *out) {
     g_free_ranges[g_nfree++] = (cell_range){off, len};
     return rc;
   }
+  uint8_t *kind = &g_kind[ci][off & CHUNK_MASK];
   for (uint32_t j = 0; j < len; j++)
-    g_kind[ci][(off & CHUNK_MASK) + j] = j < n_u64 ? KIND_U64 : KIND_F64;
+    kind[j] = KIND_U64;
+  if (type == PERFC_METRIC_HISTOGRAM)
+    kind[len - 1] = KIND_F64;
+  if (type == PERFC_METRIC_GAUGE) {
+    kind[0] = KIND_GTAG;
+    kind[1] = KIND_GDELTA;
+  }
   *out = off;
   return 0;
 }
@@ -288,6 +319,9 @@ static void cells_release(uint32_t off, uint32_t len) {
         atomic_store_explicit(&c[j0 + j], 0, memory_order_relaxed);
   }
   memset(&g_retired[ci][j0], 0, len * sizeof(uint64_t));
+  /* Released cells fold as plain zeros until they are allocated again, so
+   * a stale gauge kind can never make the fold pair up unrelated cells. */
+  memset(&g_kind[ci][j0], KIND_U64, len);
   if (g_nfree == g_capfree) {
     size_t cap = g_capfree ? g_capfree * 2 : 16;
     cell_range *r = realloc(g_free_ranges, cap * sizeof *r);
@@ -326,14 +360,18 @@ static void cells_collect(uint32_t off, uint32_t n_u64, uint64_t *u,
 
 /* ---- registry, families, series ----------------------------------------- */
 
-/* One series. The first cache line holds what the hot path reads (and, for
- * gauges, the value it writes); the struct is allocated cache-line aligned
- * and padded, so no other object shares that line. */
+/* One series. The first cache line holds what the hot path reads (and what
+ * a gauge's set() writes); the struct is allocated cache-line aligned and
+ * padded, so no other object shares that line. */
 struct series {
-  _Alignas(CACHE_LINE) _Atomic uint64_t gauge_bits; /* gauges: the value */
-  uint32_t off;                                     /* first cell */
-  uint32_t nb;                                      /* histogram bounds */
-  const double *bounds;                             /* histogram bounds */
+  /* gauges: set() is a seqlock write of (gseq, gauge_bits); gseq is even
+   * when stable and is the epoch per-thread deltas are tagged with. Read
+   * on every gauge update, written only by set(). */
+  _Alignas(CACHE_LINE) _Atomic uint64_t gseq;
+  _Atomic uint64_t gauge_bits; /* gauges: the value set() last stored */
+  uint32_t off;                /* first cell */
+  uint32_t nb;                 /* histogram bounds */
+  const double *bounds;        /* histogram bounds */
   /* cold: registration and rendering only */
   _Alignas(CACHE_LINE) perfc_family *fam;
   char **values; /* label values, one allocation with the strings */
@@ -426,6 +464,8 @@ static uint32_t series_cells(const perfc_family *f) {
     return 1;
   case PERFC_METRIC_HISTOGRAM:
     return (uint32_t)f->nb + 2;
+  case PERFC_METRIC_GAUGE:
+    return 2;
   default:
     return 0;
   }
@@ -701,11 +741,13 @@ static struct series *find_series(const perfc_family *f, const char *const *v,
 /* Allocates a series with copied label values; not yet linked. */
 static struct series *series_new(perfc_family *f, const char *const *v,
                                  uint64_t h) {
-  size_t sz = (sizeof(struct series) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+  size_t sz =
+      (sizeof(struct series) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
   struct series *s = aligned_alloc(CACHE_LINE, sz);
   if (!s)
     return NULL;
   memset(s, 0, sizeof *s);
+  atomic_init(&s->gseq, 0);
   atomic_init(&s->gauge_bits, f64_to_bits(0.0));
   size_t bytes = f->nlabels * sizeof(char *);
   for (size_t i = 0; i < f->nlabels; i++)
@@ -777,8 +819,7 @@ static int series_get(struct series **out, perfc_family *f,
     s->user_data = ud;
   } else if (n) {
     pthread_mutex_lock(&g_lock);
-    int rc = cells_alloc(f->type == PERFC_METRIC_HISTOGRAM ? n - 1 : n,
-                         f->type == PERFC_METRIC_HISTOGRAM ? 1 : 0, &s->off);
+    int rc = cells_alloc(f->type, n, &s->off);
     pthread_mutex_unlock(&g_lock);
     if (rc) {
       pthread_mutex_unlock(&reg->lock);
@@ -881,22 +922,130 @@ void perfc_counter_add(perfc_counter *c, uint64_t v) {
   cell_add_u64(cells(c->s.off), v);
 }
 
+/*
+ * Gauges. A gauge needs set() as well as add(), and set() discards every
+ * earlier add, so plain per-thread sums do not work. Instead:
+ *
+ *   value = base + sum of the per-thread deltas tagged with the current
+ *           epoch
+ *
+ * where (epoch, base) is a seqlock in the series (gseq even = stable, and
+ * gseq itself is the epoch). set() bumps gseq to odd, stores base, bumps it
+ * to even: all earlier deltas carry an older tag and stop counting, with no
+ * lock and no walk over threads. add() reads gseq (a line only set()
+ * writes, so it stays shared in every core's cache) and updates the
+ * thread's own (tag, delta) pair: if the tag is current it adds, otherwise
+ * it restarts the pair at the new epoch. An add that races with a set()
+ * either lands before it (and is discarded by it) or after it: each update
+ * is atomic with respect to set().
+ *
+ * The pair is rewritten under a per-cell seqlock (tag = TAG_BUSY meanwhile)
+ * so that a scraper never pairs one epoch's tag with another's delta.
+ */
+
+/* Spins politely: the other side holds no lock, it is between two stores,
+ * but it may have been preempted there. */
+static void spin_pause(unsigned *n) {
+  if (++*n % 64 == 0)
+    sched_yield();
+}
+
 void perfc_gauge_set(perfc_gauge *g, double v) {
-  atomic_store_explicit(&g->s.gauge_bits, f64_to_bits(v),
-                        memory_order_relaxed);
+  struct series *s = &g->s;
+  uint64_t q = atomic_load_explicit(&s->gseq, memory_order_relaxed);
+  unsigned n = 0;
+  for (;;) {
+    if (q & 1) { /* another set() is between its two stores */
+      spin_pause(&n);
+      q = atomic_load_explicit(&s->gseq, memory_order_relaxed);
+      continue;
+    }
+    if (atomic_compare_exchange_weak_explicit(
+            &s->gseq, &q, q + 1, memory_order_acquire, memory_order_relaxed))
+      break;
+  }
+  /* Release on the value store, not a fence (TSan does not model fences):
+   * a reader that acquires the new value also sees the odd gseq. */
+  atomic_store_explicit(&s->gauge_bits, f64_to_bits(v), memory_order_release);
+  atomic_store_explicit(&s->gseq, q + 2, memory_order_release);
 }
 
 void perfc_gauge_add(perfc_gauge *g, double v) {
-  uint64_t old = atomic_load_explicit(&g->s.gauge_bits, memory_order_relaxed);
-  while (!atomic_compare_exchange_weak_explicit(
-      &g->s.gauge_bits, &old, f64_to_bits(bits_to_f64(old) + v),
-      memory_order_relaxed, memory_order_relaxed))
-    ;
+  const struct series *s = &g->s;
+  uint64_t epoch = atomic_load_explicit(&s->gseq, memory_order_acquire);
+  cell_t *c = cells(s->off);
+  if (LIKELY(atomic_load_explicit(&c[0], memory_order_relaxed) == epoch)) {
+    cell_add_f64(&c[1], v);
+    return;
+  }
+  /* First update in this epoch (or ever): restart the pair. An odd epoch
+   * (a set() in progress) is a tag no reader counts, which orders this
+   * add before that set(). */
+  atomic_store_explicit(&c[0], TAG_BUSY, memory_order_relaxed);
+  /* Release: whoever acquires the new delta also sees TAG_BUSY (or later),
+   * so it cannot pair this delta with the old tag. On x86 these orders
+   * cost nothing; they are plain stores. */
+  atomic_store_explicit(&c[1], f64_to_bits(v), memory_order_release);
+  atomic_store_explicit(&c[0], epoch, memory_order_release);
 }
 
 void perfc_gauge_inc(perfc_gauge *g) { perfc_gauge_add(g, 1.0); }
 
 void perfc_gauge_dec(perfc_gauge *g) { perfc_gauge_add(g, -1.0); }
+
+/* Reads a consistent (tag, delta) pair of another thread's gauge cells. */
+static void gauge_pair_read(cell_t *c, uint64_t *tag, double *delta) {
+  unsigned n = 0;
+  for (;;) {
+    uint64_t t1 = atomic_load_explicit(&c[0], memory_order_acquire);
+    uint64_t d = atomic_load_explicit(&c[1], memory_order_acquire);
+    uint64_t t2 = atomic_load_explicit(&c[0], memory_order_acquire);
+    if (t1 == t2 && t1 != TAG_BUSY) {
+      *tag = t1;
+      *delta = bits_to_f64(d);
+      return;
+    }
+    spin_pause(&n);
+  }
+}
+
+/* The gauge's value: base plus the current epoch's deltas of the retired
+ * totals and every live thread. Retried if a set() ran meanwhile, so base
+ * and deltas always belong to one epoch. Takes g_lock (which neither set()
+ * nor add() ever takes, so the spins cannot deadlock). */
+static double gauge_read(const struct series *s) {
+  uint32_t ci = s->off >> CHUNK_SHIFT, j = s->off & CHUNK_MASK;
+  double v;
+  unsigned n = 0;
+  pthread_mutex_lock(&g_lock);
+  for (;;) {
+    uint64_t q = atomic_load_explicit(&s->gseq, memory_order_acquire);
+    if (q & 1) {
+      spin_pause(&n);
+      continue;
+    }
+    v = bits_to_f64(atomic_load_explicit(&s->gauge_bits, memory_order_acquire));
+    if (g_retired[ci][j] == q)
+      v += bits_to_f64(g_retired[ci][j + 1]);
+    for (tls_table *t = g_threads; t; t = t->next) {
+      cell_t *c = atomic_load_explicit(&t->chunks[ci], memory_order_acquire);
+      if (!c)
+        continue;
+      uint64_t tag;
+      double d;
+      gauge_pair_read(c + j, &tag, &d);
+      if (tag == q)
+        v += d;
+    }
+    /* The acquire loads above keep this load after them. A thread that
+     * tagged a cell with a newer epoch read that epoch from gseq first, so
+     * having seen its tag we see the newer gseq here and retry. */
+    if (atomic_load_explicit(&s->gseq, memory_order_relaxed) == q)
+      break;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return v;
+}
 
 void perfc_histogram_observe(perfc_histogram *h, double v) {
   const struct series *s = &h->s;
@@ -931,10 +1080,7 @@ uint64_t perfc_counter_value(perfc_counter *c) {
   return v;
 }
 
-double perfc_gauge_value(perfc_gauge *g) {
-  return bits_to_f64(
-      atomic_load_explicit(&g->s.gauge_bits, memory_order_relaxed));
-}
+double perfc_gauge_value(perfc_gauge *g) { return gauge_read(&g->s); }
 
 void perfc_histogram_value(perfc_histogram *h, uint64_t *count, double *sum) {
   uint64_t b[PERFC_METRICS_MAX_BUCKETS + 1];
@@ -1119,7 +1265,7 @@ static void render_family(buf *b, perfc_family *f) {
       buf_series_name(b, f, s, NULL, NULL);
       buf_double(b, perfc_gauge_value((perfc_gauge *)s));
     } else {
-      uint64_t cnt[PERFC_METRICS_MAX_BUCKETS + 1];
+      uint64_t cnt[PERFC_METRICS_MAX_BUCKETS + 1] = {0};
       double sum;
       cells_collect(s->off, s->nb + 1, cnt, 1, &sum);
       uint64_t cum = 0;

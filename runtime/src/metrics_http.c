@@ -76,15 +76,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     size_t len;
     if (perfc_registry_render(h->registry, &out, &len) != 0) {
       static const char msg[] = "out of memory\n";
-      return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1,
-                   0, text);
+      return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1, 0,
+                   text);
     }
     return reply(conn, MHD_HTTP_OK, out, len, 1, CONTENT_TYPE_0_0_4);
   }
   if (strcmp(url, "/healthz") == 0) {
     if (atomic_load_explicit(&h->serving, memory_order_relaxed))
-      return reply(conn, MHD_HTTP_OK, "ok\n", 3, 0, text);
-    return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not serving\n", 12, 0,
+      return reply(conn, MHD_HTTP_OK, "ok", 2, 0, text);
+    return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not serving", 11, 0,
                  text);
   }
   static const char msg[] = "not found\n";
@@ -92,8 +92,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 }
 
 /* Splits "HOST:PORT" / "[V6]:PORT" into host and port strings. */
-static int split_addr(const char *addr, char *host, size_t hostcap,
-                      char *port, size_t portcap) {
+static int split_addr(const char *addr, char *host, size_t hostcap, char *port,
+                      size_t portcap) {
   const char *h = addr, *hend, *p;
   if (*addr == '[') {
     h = addr + 1;
@@ -155,7 +155,7 @@ static int listen_on(const char *addr, int *fd_out, int *port_out) {
   freeaddrinfo(res);
   if (fd < 0)
     return PERFC_EBIND;
-  struct sockaddr_storage ss;
+  struct sockaddr_storage ss = {0};
   socklen_t sl = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
     close(fd);

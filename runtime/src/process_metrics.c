@@ -148,8 +148,8 @@ int perfc_process_metrics_register(perfc_registry *reg) {
   } defs[] = {
       /* Help texts are client_golang's, so dashboards' tooltips match. */
       {"process_cpu_seconds_total",
-       "Total user and system CPU time spent in seconds.",
-       PERFC_METRIC_COUNTER, PF_CPU_SECONDS},
+       "Total user and system CPU time spent in seconds.", PERFC_METRIC_COUNTER,
+       PF_CPU_SECONDS},
       {"process_resident_memory_bytes", "Resident memory size in bytes.",
        PERFC_METRIC_GAUGE, PF_RESIDENT_BYTES},
       {"process_virtual_memory_bytes", "Virtual memory size in bytes.",

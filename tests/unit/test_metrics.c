@@ -50,8 +50,7 @@ Test(metrics, counter_with_labels_and_escaping) {
 
   perfc_counter *a, *b, *c, *a2;
   cr_assert_eq(perfc_counter_get(&b, f, (const char *[]){"b", "OK"}), 0);
-  cr_assert_eq(perfc_counter_get(&a, f, (const char *[]){"a\"q\\\n", "OK"}),
-               0);
+  cr_assert_eq(perfc_counter_get(&a, f, (const char *[]){"a\"q\\\n", "OK"}), 0);
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"a", "OK"}), 0);
   cr_assert_eq(perfc_counter_get(&a2, f, (const char *[]){"a\"q\\\n", "OK"}),
                0);
@@ -118,9 +117,9 @@ Test(metrics, gauge_and_counter_funcs) {
   perfc_registry *reg;
   cr_assert_eq(perfc_registry_new(&reg), 0);
   double depth = 7, cpu = 1.25;
-  cr_assert_eq(perfc_gauge_func_new(reg, "pool_depth", "Queued jobs.", answer,
-                                    &depth),
-               0);
+  cr_assert_eq(
+      perfc_gauge_func_new(reg, "pool_depth", "Queued jobs.", answer, &depth),
+      0);
   const char *ln[] = {"pool"};
   perfc_metric_opts o;
   perfc_metric_opts_init(&o);
@@ -130,13 +129,13 @@ Test(metrics, gauge_and_counter_funcs) {
   perfc_family *f;
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
   freed = 0;
-  cr_assert_eq(perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu,
-                                     count_free),
-               0);
+  cr_assert_eq(
+      perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu, count_free),
+      0);
   /* Same values again: EEXIST, and its free_fn is not called. */
-  cr_assert_eq(perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu,
-                                     count_free),
-               PERFC_EEXIST);
+  cr_assert_eq(
+      perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu, count_free),
+      PERFC_EEXIST);
   perfc_counter *c;
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"w"}), PERFC_EINVAL);
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"x"}), 0);
@@ -263,9 +262,10 @@ Test(metrics, name_validation) {
   o.label_count = 1;
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), 0);
   perfc_gauge *g;
-  cr_assert_eq(perfc_gauge_get(&g, f, (const char *[]){"h\xc3\xa9 \xe2\x82\xac"}), 0);
-  const char *bad_utf8[] = {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80",
-                            "\xf4\x90\x80\x80", NULL};
+  cr_assert_eq(
+      perfc_gauge_get(&g, f, (const char *[]){"h\xc3\xa9 \xe2\x82\xac"}), 0);
+  const char *bad_utf8[] = {
+      "\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", NULL};
   for (int i = 0; bad_utf8[i]; i++)
     cr_assert_eq(perfc_gauge_get(&g, f, &bad_utf8[i]), PERFC_EINVAL, "%d", i);
   cr_assert_eq(perfc_gauge_new(&g, reg, "bad_help", "\xff"), PERFC_EINVAL);
@@ -535,5 +535,119 @@ Test(metrics, histogram_many_buckets_binary_search) {
     cr_assert_eq(strtoull(p, NULL, 10), cum, "bucket %d", i);
   }
   free(out);
+  perfc_registry_free(reg);
+}
+
+/* ---- gauges from many threads ------------------------------------------- */
+
+typedef struct gshared {
+  perfc_gauge *g;
+  pthread_barrier_t added, set_done, added2;
+  int exit_early;
+} gshared;
+
+typedef struct gtarg {
+  gshared *sh;
+  int idx;
+} gtarg;
+
+static void *gauge_worker(void *p) {
+  gtarg *a = p;
+  gshared *sh = a->sh;
+  for (int i = 0; i < 100000; i++)
+    perfc_gauge_inc(sh->g);
+  for (int i = 0; i < 99000; i++)
+    perfc_gauge_dec(sh->g);
+  pthread_barrier_wait(&sh->added); /* main reads, then sets 100 */
+  pthread_barrier_wait(&sh->set_done);
+  perfc_gauge_add(sh->g, 0.5); /* lands after the set */
+  if (sh->exit_early && (a->idx & 1))
+    return NULL;
+  pthread_barrier_wait(&sh->added2);
+  return NULL;
+}
+
+/* Per-thread gauge deltas sum exactly, a set() voids every earlier delta
+ * (of live and of exited threads), and later adds count on top of it. */
+Test(metrics, gauge_threads_set_and_exit) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  gshared sh = {0};
+  cr_assert_eq(perfc_gauge_new(&sh.g, reg, "inflight", ""), 0);
+  sh.exit_early = 1;
+  pthread_barrier_init(&sh.added, NULL, THREADS + 1);
+  pthread_barrier_init(&sh.set_done, NULL, THREADS + 1);
+  pthread_barrier_init(&sh.added2, NULL, THREADS / 2 + 1);
+  pthread_t t[THREADS];
+  gtarg args[THREADS];
+  for (int i = 0; i < THREADS; i++) {
+    args[i] = (gtarg){&sh, i};
+    cr_assert_eq(pthread_create(&t[i], NULL, gauge_worker, &args[i]), 0);
+  }
+  pthread_barrier_wait(&sh.added);
+  cr_assert_eq(perfc_gauge_value(sh.g), THREADS * 1000.0);
+  perfc_gauge_set(sh.g, 100);
+  cr_assert_eq(perfc_gauge_value(sh.g), 100.0);
+  pthread_barrier_wait(&sh.set_done);
+  for (int i = 1; i < THREADS; i += 2)
+    pthread_join(t[i], NULL); /* odd threads exit with a 0.5 delta each */
+  pthread_barrier_wait(&sh.added2);
+  cr_assert_eq(perfc_gauge_value(sh.g), 100 + THREADS * 0.5);
+  char *out = render(reg);
+  cr_assert_str_eq(out, "# TYPE inflight gauge\ninflight 104\n");
+  free(out);
+  for (int i = 0; i < THREADS; i += 2)
+    pthread_join(t[i], NULL);
+  cr_assert_eq(perfc_gauge_value(sh.g), 100 + THREADS * 0.5,
+               "folded deltas of exited threads still count");
+  perfc_gauge_set(sh.g, 5);
+  cr_assert_eq(perfc_gauge_value(sh.g), 5.0, "set voids folded deltas too");
+  perfc_gauge_dec(sh.g);
+  cr_assert_eq(perfc_gauge_value(sh.g), 4.0);
+  pthread_barrier_destroy(&sh.added);
+  pthread_barrier_destroy(&sh.set_done);
+  pthread_barrier_destroy(&sh.added2);
+  perfc_registry_free(reg);
+}
+
+static _Atomic int hammer_stop;
+
+static void *pair_worker(void *p) {
+  perfc_gauge *g = p;
+  while (!hammer_stop) {
+    perfc_gauge_inc(g);
+    perfc_gauge_dec(g);
+  }
+  return NULL;
+}
+
+/* set() racing with inc/dec pairs: since the last set each thread's delta
+ * is -1, 0 or +1, so every read lies within 42 +- threads; a torn read
+ * (one epoch's base with another's deltas) would fall far outside. */
+Test(metrics, gauge_set_races_with_adds) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_gauge *g;
+  cr_assert_eq(perfc_gauge_new(&g, reg, "racy", ""), 0);
+  perfc_gauge_set(g, 42);
+  enum { N = 4 };
+  pthread_t t[N];
+  hammer_stop = 0;
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(pthread_create(&t[i], NULL, pair_worker, g), 0);
+  for (int i = 0; i < 20000; i++) {
+    if (i % 2 == 0)
+      perfc_gauge_set(g, 42);
+    double v = perfc_gauge_value(g);
+    cr_assert(v >= 42 - N && v <= 42 + N, "read %f at %d", v, i);
+  }
+  hammer_stop = 1;
+  for (int i = 0; i < N; i++)
+    pthread_join(t[i], NULL);
+  /* A thread whose +1 came before the last set and -1 after it leaves -1. */
+  double v = perfc_gauge_value(g);
+  cr_assert(v >= 42 - N && v <= 42 && v == (double)(long)v, "final %f", v);
+  perfc_gauge_set(g, 42);
+  cr_assert_eq(perfc_gauge_value(g), 42.0);
   perfc_registry_free(reg);
 }

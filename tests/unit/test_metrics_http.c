@@ -92,7 +92,8 @@ Test(metrics_http, serves_metrics_healthz_404_405) {
   char *r = http(port, "GET", "/metrics");
   cr_assert_eq(status_of(r), 200, "%s", r);
   cr_assert_not_null(
-      strcasestr(r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+      strcasestr(r,
+                 "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
       "%s", r);
   cr_assert_str_eq(body_of(r), "# HELP scrape_test_total Test.\n"
                                "# TYPE scrape_test_total counter\n"
@@ -106,7 +107,7 @@ Test(metrics_http, serves_metrics_healthz_404_405) {
 
   r = http(port, "GET", "/healthz");
   cr_assert_eq(status_of(r), 200);
-  cr_assert_str_eq(body_of(r), "ok\n");
+  cr_assert_str_eq(body_of(r), "ok");
   free(r);
 
   perfc_metrics_http_set_serving(h, 0);
@@ -141,8 +142,9 @@ Test(metrics_http, address_errors) {
   perfc_metrics_http_opts_init(&o);
   cr_assert_str_eq(o.addr, PERFC_DEFAULT_METRICS_ADDR);
   perfc_metrics_http *h;
-  const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:x",
-                       "127.0.0.1:70000", "::1:80", "[::1]80", NULL};
+  const char *bad[] = {
+      "127.0.0.1", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:70000",
+      "::1:80",    "[::1]80",    NULL};
   for (int i = 0; bad[i]; i++) {
     o.addr = bad[i];
     cr_assert_eq(perfc_metrics_http_start(&h, &o), PERFC_EINVAL, "%s", bad[i]);
@@ -192,13 +194,13 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
   perfc_family *f;
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
   perfc_counter *c;
-  cr_assert_eq(perfc_counter_get(&c, f,
-                                 (const char *[]){"demo.Users", "Get", "OK"}),
-               0);
+  cr_assert_eq(
+      perfc_counter_get(&c, f, (const char *[]){"demo.Users", "Get", "OK"}), 0);
   perfc_counter_add(c, 10);
-  cr_assert_eq(perfc_counter_get(
-                   &c, f, (const char *[]){"we\"ird\\svc\nx", "Get", "NotFound"}),
-               0);
+  cr_assert_eq(
+      perfc_counter_get(&c, f,
+                        (const char *[]){"we\"ird\\svc\nx", "Get", "NotFound"}),
+      0);
   perfc_counter_inc(c);
 
   o.name = "grpc_server_handling_seconds";
@@ -208,15 +210,16 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
   o.label_count = 2;
   cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_HISTOGRAM, &o), 0);
   perfc_histogram *hist;
-  cr_assert_eq(perfc_histogram_get(&hist, f, (const char *[]){"demo.Users", "Get"}),
-               0);
+  cr_assert_eq(
+      perfc_histogram_get(&hist, f, (const char *[]){"demo.Users", "Get"}), 0);
   for (int i = 0; i < 100; i++)
     perfc_histogram_observe(hist, i * 0.001);
 
   perfc_gauge *g;
-  cr_assert_eq(perfc_gauge_new(&g, reg, "pool_queue_depth",
-                               "Jobs waiting in the worker pool.\nSecond line."),
-               0);
+  cr_assert_eq(
+      perfc_gauge_new(&g, reg, "pool_queue_depth",
+                      "Jobs waiting in the worker pool.\nSecond line."),
+      0);
   perfc_gauge_set(g, 0.25);
 
   perfc_metrics_http_opts ho;

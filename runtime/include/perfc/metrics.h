@@ -4,9 +4,10 @@
  *
  * A metric is registered once as a *family* (name, help, label names); a
  * *series* handle is then resolved once per set of label values. The hot path
- * (perfc_counter_inc, perfc_histogram_observe, ...) works on that handle with
- * no lookup, no lock and no shared cache line: counters and histograms keep
- * one cell per thread and the scrape sums them. See docs/metrics.md.
+ * (perfc_counter_inc, perfc_histogram_observe, perfc_gauge_add, ...) works on
+ * that handle with no lookup, no lock and no shared cache line: every series
+ * keeps cells per thread and the scrape sums them (perfc_gauge_set alone
+ * writes a shared line). See docs/metrics.md.
  *
  * Room: runtime public headers. Thread-safe: every function may be called from
  * any thread. Registration and rendering take a registry lock; the update
@@ -26,23 +27,27 @@ typedef struct perfc_registry perfc_registry;
 /** One registered metric name with its label names. Opaque; owned by its
  *  registry and valid until perfc_registry_free(). */
 typedef struct perfc_family perfc_family;
-/** A counter series (one set of label values). Opaque; owned by the registry. */
+/** A counter series (one set of label values). Opaque; owned by the registry.
+ */
 typedef struct perfc_counter perfc_counter;
 /** A gauge series. Opaque; owned by the registry. */
 typedef struct perfc_gauge perfc_gauge;
 /** A histogram series. Opaque; owned by the registry. */
 typedef struct perfc_histogram perfc_histogram;
 
+/** The Prometheus metric types perfc supports (no summaries: their
+ *  quantiles cannot be aggregated across instances; use histograms). */
 typedef enum perfc_metric_type {
   PERFC_METRIC_COUNTER = 0,
   PERFC_METRIC_GAUGE = 1,
   PERFC_METRIC_HISTOGRAM = 2
 } perfc_metric_type;
 
-/** Most label names a family may have: go-grpc-prometheus needs four, and a
- *  small fixed bound keeps label handling free of allocation. */
+/** Most label names a family may have: go-grpc-prometheus needs four; more
+ *  than a handful usually means a cardinality mistake. */
 #define PERFC_METRICS_MAX_LABELS 16
-/** Most bucket bounds a histogram may have (plus the implicit +Inf). */
+/** Most bucket bounds a histogram may have (plus the implicit +Inf): keeps
+ *  a scrape's per-series scratch space on the stack. */
 #define PERFC_METRICS_MAX_BUCKETS 64
 
 /** Prometheus' DefBuckets (client_golang), in seconds: the histogram default,
@@ -105,8 +110,8 @@ PERFC_API int perfc_family_new(perfc_family **out, perfc_registry *reg,
  *  name, in order; NULL when the family has no labels; valid UTF-8, copied).
  *  The same values always give the same handle. `*out` is borrowed from the
  *  registry. Returns 0, PERFC_EINVAL (NULL or non-UTF-8 value, family not
- *  a counter, or the values name a callback series) or PERFC_ENOMEM. Call once, keep the
- *  handle: this takes the registry lock. */
+ *  a counter, or the values name a callback series) or PERFC_ENOMEM. Call once,
+ * keep the handle: this takes the registry lock. */
 PERFC_API int perfc_counter_get(perfc_counter **out, perfc_family *fam,
                                 const char *const *label_values);
 
@@ -162,11 +167,14 @@ PERFC_API int perfc_gauge_func_new(perfc_registry *reg, const char *name,
 PERFC_API void perfc_counter_inc(perfc_counter *c);
 /** Adds `v` (counters only go up). */
 PERFC_API void perfc_counter_add(perfc_counter *c, uint64_t v);
-/** Sets the gauge. Gauges are one atomic value on their own cache line, not
- *  per-thread: `set` needs a single value. Cheap, but contended if many
- *  threads update one gauge at a high rate. */
+/** Sets the gauge, voiding every earlier add from any thread. Lock-free
+ *  (one compare-and-swap and two stores on the gauge's own cache line), but
+ *  unlike add it writes memory shared by all threads: prefer add/inc/dec
+ *  on hot paths and set for occasional values. Adds racing with a set are
+ *  ordered either before it (and voided) or after it. Not async-signal-safe. */
 PERFC_API void perfc_gauge_set(perfc_gauge *g, double v);
-/** Adds `v` (may be negative). */
+/** Adds `v` (may be negative) to this thread's share of the gauge: no
+ *  lock, no write to shared memory. */
 PERFC_API void perfc_gauge_add(perfc_gauge *g, double v);
 /** Adds 1. */
 PERFC_API void perfc_gauge_inc(perfc_gauge *g);
@@ -205,14 +213,18 @@ PERFC_API int perfc_process_metrics_register(perfc_registry *reg);
 /** A running metrics HTTP endpoint. Opaque. */
 typedef struct perfc_metrics_http perfc_metrics_http;
 
-/** Default listen address: all interfaces, the port Prometheus exporters
- *  conventionally start from for application metrics. */
+/** Default listen address: all IPv4 interfaces (Prometheus scrapes from
+ *  another host or pod), port 9464 as OpenTelemetry's Prometheus exporter
+ *  uses, clear of Prometheus (9090) and node_exporter (9100). */
 #define PERFC_DEFAULT_METRICS_ADDR "0.0.0.0:9464"
 
+/** Options for perfc_metrics_http_start(); fill with
+ *  perfc_metrics_http_opts_init() or `= {0}` (zero = default). */
 typedef struct perfc_metrics_http_opts {
   /** "HOST:PORT" ("127.0.0.1:0", "[::1]:9464", "localhost:9100"); an empty
    *  host or "*" means all IPv4 interfaces; port 0 picks a free port (see
-   *  perfc_metrics_http_port()). Borrowed. NULL = PERFC_DEFAULT_METRICS_ADDR. */
+   *  perfc_metrics_http_port()). Borrowed. NULL = PERFC_DEFAULT_METRICS_ADDR.
+   */
   const char *addr;
   /** Registry served at /metrics; borrowed, must outlive the endpoint.
    *  NULL = the default registry. */
