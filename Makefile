@@ -3,6 +3,7 @@
 #   make test    install what is missing, build, run every test
 #   make check   the tests under ASan+UBSan and under TSan
 #   make bench   perfc vs peers under h2load (see docs/benchmarks.md)
+MAKEFLAGS += --no-print-directory
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
