@@ -9,24 +9,19 @@
  *
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N]
  *                          [--metrics-listen HOST:PORT]
+ *
+ * With --metrics-listen the go-grpc-prometheus-compatible interceptor is on
+ * and /metrics (plus process metrics) is served there; without it the
+ * server runs with no interceptor, so bench/run can measure the cost.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "perfc/server.h"
+#include "perfc.h"
 
 #include "echo.perfc.h"
-
-/* Metrics are a runtime module that may not be built yet; the flag is
- * accepted either way so bench/run can pass the same command line to every
- * server, and refused with a clear reason until the wiring exists. */
-#if defined(__has_include)
-#if __has_include("perfc/metrics.h")
-#define ECHO_RUNTIME_HAS_METRICS 1
-#endif
-#endif
 
 /* The response borrows the request's bytes: both live in the call's arena
  * until the call ends, after the response is packed. No copy. */
@@ -86,27 +81,30 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (metrics_listen) {
-#ifdef ECHO_RUNTIME_HAS_METRICS
-    fprintf(stderr, "perfc-echo-server: --metrics-listen %s: the runtime has "
-                    "perfc/metrics.h but this server does not wire "
-                    "perfc_metrics_* yet\n",
-            metrics_listen);
-#else
-    fprintf(stderr, "perfc-echo-server: --metrics-listen %s: metrics are not "
-                    "built into this perfc runtime (no perfc/metrics.h)\n",
-            metrics_listen);
-#endif
-    return 2;
-  }
-
   perfc_server_opts opts;
   perfc_server_opts_init(&opts);
   opts.threads = (unsigned)threads; /* 0 = one poller per core */
 
   perfc_server *srv = NULL;
+  perfc_grpc_metrics *gm = NULL;
+  perfc_metrics_http *http = NULL;
   int port = 0;
   int rc = perfc_server_new(&srv, &opts);
+  if (rc == 0 && metrics_listen) {
+    perfc_metrics_http_opts ho;
+    perfc_metrics_http_opts_init(&ho);
+    ho.addr = metrics_listen;
+    rc = perfc_grpc_metrics_new(&gm, NULL);
+    if (rc == 0)
+      rc = perfc_grpc_metrics_attach_server(gm, srv);
+    if (rc == 0)
+      rc = perfc_process_metrics_register(NULL);
+    if (rc == 0)
+      rc = perfc_metrics_http_start(&http, &ho);
+    if (rc != 0)
+      fprintf(stderr, "perfc-echo-server: --metrics-listen %s: %s\n",
+              metrics_listen, perfc_strerror(rc));
+  }
   if (rc == 0)
     rc = perfc_server_listen(srv, listen, &port);
   if (rc == 0)
@@ -117,6 +115,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "perfc-echo-server: %s: %s\n", listen,
             perfc_strerror(rc));
     perfc_server_free(srv);
+    perfc_metrics_http_stop(http);
+    perfc_grpc_metrics_free(gm);
     return 1;
   }
 
@@ -124,6 +124,12 @@ int main(int argc, char **argv) {
   const char *colon = strrchr(listen, ':');
   printf("listening on %.*s:%d\n", (int)(colon ? colon - listen : 0), listen,
          port);
+  if (http != NULL) {
+    const char *mcolon = strrchr(metrics_listen, ':');
+    printf("metrics on %.*s:%d/metrics\n",
+           (int)(mcolon ? mcolon - metrics_listen : 0), metrics_listen,
+           perfc_metrics_http_port(http));
+  }
   fflush(stdout);
 
   int sig = perfc_server_run(srv); /* returns after SIGINT/SIGTERM */
@@ -132,5 +138,7 @@ int main(int argc, char **argv) {
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);
+  perfc_metrics_http_stop(http);
+  perfc_grpc_metrics_free(gm);
   return 0;
 }
