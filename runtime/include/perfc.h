@@ -4,6 +4,7 @@
 #ifndef PERFC_H
 #define PERFC_H
 
+#include "perfc/access_log.h"
 #include "perfc/arena.h"
 #include "perfc/client.h"
 #include "perfc/common.h"

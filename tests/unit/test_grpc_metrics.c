@@ -3,49 +3,13 @@
  * channel. The service is built by hand over google.protobuf.Empty so this
  * test needs no generated code. */
 #include <criterion/criterion.h>
-#include <google/protobuf/empty.pb-c.h>
+#include "empty_service.h"
+
 #include <perfc.h>
 #include <perfc/grpc_metrics.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct handlers {
-  perfc_status_code (*ping)(perfc_ctx *, void *);
-} handlers;
-
-static perfc_status_code invoke(perfc_ctx *ctx, const void *h, void *ud,
-                                const ProtobufCMessage *req, ProtobufCMessage *resp,
-                                perfc_stream *s) {
-  (void)req;
-  (void)resp;
-  (void)s;
-  return ((const handlers *)h)->ping(ctx, ud);
-}
-
-static perfc_status_code ping(perfc_ctx *ctx, void *ud) {
-  (void)ud;
-  size_t len = 0;
-  const char *fail = perfc_ctx_metadata_get(ctx, "x-fail", &len);
-  if (fail != NULL)
-    return perfc_ctx_error(ctx, (perfc_status_code)atoi(fail), "asked to fail");
-  return PERFC_STATUS_OK;
-}
-
-#define EMPTY &google__protobuf__empty__descriptor
-static const perfc_method_desc methods[] = {
-    {.name = "Ping", .path = "/t.v1.Svc/Ping", .kind = PERFC_METHOD_UNARY,
-     .input = EMPTY, .output = EMPTY, .invoke = invoke},
-    {.name = "Up", .path = "/t.v1.Svc/Up", .kind = PERFC_METHOD_CLIENT_STREAM,
-     .input = EMPTY, .output = EMPTY, .invoke = invoke},
-    {.name = "Down", .path = "/t.v1.Svc/Down", .kind = PERFC_METHOD_SERVER_STREAM,
-     .input = EMPTY, .output = EMPTY, .invoke = invoke},
-    {.name = "Both", .path = "/t.v1.Svc/Both", .kind = PERFC_METHOD_BIDI_STREAM,
-     .input = EMPTY, .output = EMPTY, .invoke = invoke},
-};
-static const perfc_service_desc svc = {.name = "t.v1.Svc", .n_methods = 4,
-                                       .methods = methods};
-static const handlers impl = {ping};
 
 static char *render(perfc_registry *reg) {
   char *text = NULL;
@@ -72,7 +36,7 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
   int port;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
-  cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
 
@@ -94,7 +58,7 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   for (int i = 0; i < 7; i++) {
     ProtobufCMessage *resp = NULL;
-    cr_assert_eq(perfc_channel_unary(ch, &methods[0], &req.base, &resp, NULL, NULL),
+    cr_assert_eq(perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, NULL, NULL),
                  PERFC_STATUS_OK);
     protobuf_c_message_free_unpacked(resp, NULL);
   }
@@ -102,7 +66,7 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
   perfc_call_opts fail = {.metadata = md, .metadata_count = 1};
   for (int i = 0; i < 3; i++) {
     ProtobufCMessage *resp = NULL;
-    cr_assert_eq(perfc_channel_unary(ch, &methods[0], &req.base, &resp, &fail, NULL),
+    cr_assert_eq(perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, &fail, NULL),
                  PERFC_STATUS_NOT_FOUND);
   }
   perfc_channel_free(ch);
@@ -153,7 +117,7 @@ Test(grpc_metrics, histogram_can_be_turned_off) {
   perfc_server *srv;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", NULL), 0);
-  cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   char *text = render(reg);
@@ -182,7 +146,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   int port;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
-  cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   /* metrics first (outermost), then the refusing one: metrics sees the
    * refusal as the call's status. */
   cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
@@ -198,7 +162,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
   perfc_status st = {0};
-  cr_assert_eq(perfc_channel_unary(ch, &methods[0], &req.base, &resp, NULL, &st),
+  cr_assert_eq(perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, NULL, &st),
                PERFC_STATUS_PERMISSION_DENIED);
   cr_assert_str_eq(st.message, "denied by test");
   perfc_status_reset(&st);

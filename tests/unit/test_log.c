@@ -37,3 +37,27 @@ Test(log, parse_levels) {
   cr_assert_eq(perfc_log_level_parse("loud"), -1);
   cr_assert_eq(perfc_log_level_parse(NULL), -1);
 }
+
+Test(log, json_lines_with_fields) {
+  calls = 0;
+  perfc_log_set_sink(sink, NULL);
+  perfc_log_set_format(PERFC_LOG_JSON);
+  perfc_log_field f[] = {{"method", "/a.B/C"}, {"note", "tab\there \"q\""}};
+  perfc_log_fields(PERFC_LOG_ERROR, f, 2, "done %d", 7);
+  cr_assert_eq(calls, 1);
+  cr_assert(strncmp(last, "{\"ts\":\"", 7) == 0, "%s", last);
+  cr_assert(strstr(last, "\"level\":\"error\",\"msg\":\"done 7\",\"method\":\"/a.B/C\","
+                         "\"note\":\"tab\\there \\\"q\\\"\"}") != NULL,
+            "%s", last);
+  perfc_log_set_format(PERFC_LOG_LOGFMT);
+  perfc_log_fields(PERFC_LOG_ERROR, f, 2, "done");
+  cr_assert(strstr(last, "msg=\"done\" method=/a.B/C note=\"tab\\there \\\"q\\\"\"") != NULL,
+            "%s", last);
+  perfc_log_set_sink(NULL, NULL);
+}
+
+Test(log, parse_formats) {
+  cr_assert_eq(perfc_log_format_parse("json"), PERFC_LOG_JSON);
+  cr_assert_eq(perfc_log_format_parse("LOGFMT"), PERFC_LOG_LOGFMT);
+  cr_assert_eq(perfc_log_format_parse("xml"), -1);
+}

@@ -42,6 +42,37 @@ PERFC_API void perfc_log(perfc_log_level level, const char *fmt, ...)
 #endif
     ;
 
+/** Record format. LOGFMT (default): `ts=... level=info msg="..." k=v`;
+ *  JSON: one object per line, `{"ts":...,"level":...,"msg":...,"k":"v"}`. */
+typedef enum perfc_log_format {
+  PERFC_LOG_LOGFMT = 0,
+  PERFC_LOG_JSON = 1
+} perfc_log_format;
+
+/** Selects the format; the default comes from PERFC_LOG_FORMAT
+ *  (logfmt|json), else LOGFMT. */
+PERFC_API void perfc_log_set_format(perfc_log_format format);
+PERFC_API perfc_log_format perfc_log_get_format(void);
+
+/** One structured field; both strings borrowed for the call. */
+typedef struct perfc_log_field {
+  const char *key;
+  const char *value;
+} perfc_log_field;
+
+/** Logs a message plus `n` structured fields, rendered in the current
+ *  format with each value quoted/escaped as the format requires. */
+PERFC_API void perfc_log_fields(perfc_log_level level,
+                                const perfc_log_field *fields, size_t n,
+                                const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/** Parses "logfmt", "json"; -1 when unknown. */
+PERFC_API int perfc_log_format_parse(const char *s);
+
 /** Parses "debug", "info", "warn", "error", "off"; -1 when unknown. */
 PERFC_API int perfc_log_level_parse(const char *s);
 

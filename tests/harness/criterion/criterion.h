@@ -1,0 +1,89 @@
+/*
+ * tests/harness/criterion/criterion.h — a small criterion-compatible test
+ * harness, used ONLY for ThreadSanitizer builds.
+ *
+ * Why: criterion aborts at start-up under TSan ("Could not initialize
+ * inheritable arena", Snaipe/Criterion#274), so `make check`'s TSan pass
+ * compiles the same test sources against this header instead (CMake puts
+ * tests/harness first on the include path when PERFC_SANITIZE is "thread").
+ * It supports the subset of criterion perfc's tests use: Test() and
+ * TestSuite() with .init/.fini/.timeout, cr_assert*, cr_expect*,
+ * cr_skip_test. Tests run in this one process, in registration order; a
+ * failed assertion ends the test, and the run exits 1 if any test failed.
+ * The output ends with criterion's "Synthesis" line so CI reads it the same.
+ *
+ * Room: test infrastructure; main() is in harness.c beside this directory.
+ */
+#ifndef PERFC_TEST_HARNESS_CRITERION_H
+#define PERFC_TEST_HARNESS_CRITERION_H
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct criterion_test_extra_data {
+  void (*init)(void);
+  void (*fini)(void);
+  double timeout;
+  int disabled;
+};
+
+void harness_register(const char *suite, const char *name, void (*fn)(void),
+                      struct criterion_test_extra_data extra);
+void harness_register_suite(const char *suite,
+                            struct criterion_test_extra_data extra);
+void harness_fail(const char *file, int line, int fatal, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void harness_skip(void);
+
+#define HARNESS_EXTRA(...)                                                     \
+  ((struct criterion_test_extra_data){.timeout = 0, __VA_ARGS__})
+
+#define Test(suite, name, ...)                                                 \
+  static void suite##_##name##_impl(void);                                     \
+  __attribute__((constructor)) static void suite##_##name##_reg(void) {        \
+    harness_register(#suite, #name, suite##_##name##_impl,                     \
+                     HARNESS_EXTRA(__VA_ARGS__));                              \
+  }                                                                            \
+  static void suite##_##name##_impl(void)
+
+#define TestSuite(suite, ...)                                                  \
+  __attribute__((constructor)) static void suite##_suite_reg(void) {           \
+    harness_register_suite(#suite, HARNESS_EXTRA(__VA_ARGS__));                \
+  }
+
+#define HARNESS_CHECK(fatal, cond, ...)                                        \
+  do {                                                                         \
+    if (!(cond))                                                               \
+      harness_fail(__FILE__, __LINE__, fatal, "" __VA_ARGS__);                 \
+  } while (0)
+
+#define cr_assert(c, ...) HARNESS_CHECK(1, c, __VA_ARGS__)
+#define cr_expect(c, ...) HARNESS_CHECK(0, c, __VA_ARGS__)
+#define cr_assert_eq(a, b, ...) HARNESS_CHECK(1, (a) == (b), __VA_ARGS__)
+#define cr_expect_eq(a, b, ...) HARNESS_CHECK(0, (a) == (b), __VA_ARGS__)
+#define cr_assert_neq(a, b, ...) HARNESS_CHECK(1, (a) != (b), __VA_ARGS__)
+#define cr_assert_lt(a, b, ...) HARNESS_CHECK(1, (a) < (b), __VA_ARGS__)
+#define cr_assert_leq(a, b, ...) HARNESS_CHECK(1, (a) <= (b), __VA_ARGS__)
+#define cr_assert_gt(a, b, ...) HARNESS_CHECK(1, (a) > (b), __VA_ARGS__)
+#define cr_assert_geq(a, b, ...) HARNESS_CHECK(1, (a) >= (b), __VA_ARGS__)
+#define cr_assert_null(a, ...) HARNESS_CHECK(1, (a) == NULL, __VA_ARGS__)
+#define cr_expect_null(a, ...) HARNESS_CHECK(0, (a) == NULL, __VA_ARGS__)
+#define cr_assert_not_null(a, ...) HARNESS_CHECK(1, (a) != NULL, __VA_ARGS__)
+#define cr_assert_str_eq(a, b, ...)                                            \
+  HARNESS_CHECK(1, strcmp((a), (b)) == 0, __VA_ARGS__)
+#define cr_expect_str_eq(a, b, ...)                                            \
+  HARNESS_CHECK(0, strcmp((a), (b)) == 0, __VA_ARGS__)
+#define cr_assert_float_eq(a, b, eps, ...)                                     \
+  HARNESS_CHECK(1, fabs((double)(a) - (double)(b)) <= (eps), __VA_ARGS__)
+#define cr_assert_fail(...) harness_fail(__FILE__, __LINE__, 1, "" __VA_ARGS__)
+#define cr_skip_test(...)                                                      \
+  do {                                                                         \
+    fprintf(stderr, "skip: " __VA_ARGS__);                                     \
+    fprintf(stderr, "\n");                                                     \
+    harness_skip();                                                            \
+  } while (0)
+
+#endif

@@ -1,0 +1,65 @@
+/* test_access_log.c — runtime/src/access_log.c: one record per call with
+ * method, code, duration and peer; errors raised to warn; nothing from
+ * metadata. */
+#include "empty_service.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <string.h>
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static char lines[16][1024];
+static perfc_log_level levels[16];
+static int nlines;
+
+static void sink(perfc_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  if (strstr(msg, "access") == NULL)
+    return;
+  pthread_mutex_lock(&mu);
+  if (nlines < 16) {
+    levels[nlines] = level;
+    snprintf(lines[nlines++], sizeof lines[0], "%s", msg);
+  }
+  pthread_mutex_unlock(&mu);
+}
+
+Test(access_log, one_record_per_call_with_fields) {
+  perfc_log_set_sink(sink, NULL);
+  perfc_log_set_format(PERFC_LOG_LOGFMT);
+  perfc_server *srv;
+  int port;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
+  cr_assert_eq(perfc_access_log_attach(srv, PERFC_LOG_INFO), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK);
+  cr_assert_eq(empty_call(ch, PERFC_STATUS_INTERNAL), PERFC_STATUS_INTERNAL);
+  cr_assert_eq(empty_call(ch, PERFC_STATUS_NOT_FOUND), PERFC_STATUS_NOT_FOUND);
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_log_set_sink(NULL, NULL);
+
+  cr_assert_eq(nlines, 3);
+  cr_assert(strstr(lines[0], "msg=\"access\" method=/t.v1.Svc/Ping code=OK duration_ms=") != NULL,
+            "%s", lines[0]);
+  cr_assert(strstr(lines[0], " peer=ipv4:127.0.0.1:") != NULL, "%s", lines[0]);
+  cr_assert_eq(levels[0], PERFC_LOG_INFO);
+  cr_assert(strstr(lines[1], "code=INTERNAL") != NULL, "%s", lines[1]);
+  cr_assert_eq(levels[1], PERFC_LOG_WARN, "server errors are raised to warn");
+  cr_assert_eq(levels[2], PERFC_LOG_INFO, "NOT_FOUND is the client's business");
+  for (int i = 0; i < 3; i++)
+    cr_assert_null(strstr(lines[i], "x-fail"), "metadata must never be logged");
+}
+
+Test(access_log, bad_level_refused) {
+  perfc_server *srv;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_access_log_attach(srv, (perfc_log_level)9), PERFC_EINVAL);
+  perfc_server_free(srv);
+}
