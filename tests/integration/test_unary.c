@@ -75,7 +75,8 @@ Test(unary, echo_round_trips_bytes_of_many_sizes) {
     cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp, &co, &st),
                  PERFC_STATUS_OK);
     cr_assert_eq(resp->payload.len, sizes[s]);
-    cr_assert_eq(memcmp(resp->payload.data, buf, sizes[s]), 0);
+    if (sizes[s] > 0) /* protobuf-c leaves data NULL for empty bytes */
+      cr_assert_eq(memcmp(resp->payload.data, buf, sizes[s]), 0);
     cr_assert(strncmp(resp->peer, "ipv4:127.0.0.1:", 15) == 0, "peer %s",
               resp->peer);
     /* The client's default 10 s deadline is visible to the handler. */
