@@ -1072,9 +1072,11 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
 /* Signal handlers cannot carry user data, so the pipe of the one
  * perfc_server_run() in progress is process-wide. */
 static volatile sig_atomic_t g_sig_fd = -1;
+static volatile sig_atomic_t g_sig_seen;
 
 static void on_signal(int sig) {
   int saved = errno;
+  g_sig_seen = sig;
   if (g_sig_fd >= 0) {
     unsigned char b = (unsigned char)sig;
     ssize_t w = write(g_sig_fd, &b, 1);
@@ -1101,16 +1103,26 @@ int perfc_server_run(perfc_server *srv) {
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
 
+  /* The pipe wakes us at once; the flag and the timeout are a second path
+   * for the rare case where the handler ran but its write was lost (seen
+   * under valgrind, which emulates signal delivery). */
+  g_sig_seen = 0;
   int sig = 0;
   for (;;) {
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-    int r = poll(&pfd, 1, -1);
-    if (r < 0 && errno == EINTR)
-      continue;
-    unsigned char b = 0;
-    if (read(fds[0], &b, 1) == 1)
-      sig = b;
-    break;
+    int r = poll(&pfd, 1, 500);
+    if (r > 0) {
+      unsigned char b = 0;
+      if (read(fds[0], &b, 1) == 1)
+        sig = b;
+      break;
+    }
+    if (g_sig_seen) {
+      sig = g_sig_seen;
+      break;
+    }
+    if (atomic_load(&srv->state) != SRV_STARTED)
+      break; /* stopped by perfc_server_shutdown() */
   }
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
