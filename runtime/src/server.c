@@ -361,9 +361,12 @@ static void finish(perfc_ctx *ctx) {
     n++;
   }
   ctx->batch_tag.run = on_final_batch;
+  /* Nothing may touch ctx between the hand-off and start_batch: the batch
+   * can complete, and the poller recycle ctx, before start_batch returns. */
+  grpc_call *call = ctx->call;
   PERFC_HANDOFF_RELEASE(&ctx->batch_tag);
   grpc_call_error err =
-      grpc_call_start_batch(ctx->call, ops, n, &ctx->batch_tag, NULL);
+      grpc_call_start_batch(call, ops, n, &ctx->batch_tag, NULL);
   if (err != GRPC_CALL_OK) {
     perfc_log(PERFC_LOG_ERROR, "server: final batch for %s refused: %s",
               ctx->path ? ctx->path : "?", grpc_call_error_to_string(err));
@@ -473,11 +476,14 @@ static void watch_close(perfc_ctx *ctx) {
   op.data.recv_close_on_server.cancelled = &ctx->cancelled;
   ctx->close_tag.run = on_close;
   atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+  /* close_posted is set first: the handler path still holds a reference,
+   * so ctx outlives this function whatever the close does. */
+  ctx->close_posted = 1;
+  grpc_call *call = ctx->call;
   PERFC_HANDOFF_RELEASE(&ctx->close_tag);
-  if (grpc_call_start_batch(ctx->call, &op, 1, &ctx->close_tag, NULL) ==
+  if (grpc_call_start_batch(call, &op, 1, &ctx->close_tag, NULL) !=
       GRPC_CALL_OK) {
-    ctx->close_posted = 1;
-  } else {
+    ctx->close_posted = 0;
     atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_relaxed);
   }
 }
@@ -552,6 +558,8 @@ static void post_request(poller *p, method_entry *m) {
   ctx->method = m;
   ctx->request_tag.run = on_request;
   grpc_call_error err;
+  if (m == NULL)
+    grpc_call_details_init(&ctx->details);
   PERFC_HANDOFF_RELEASE(&ctx->request_tag);
   if (m != NULL) {
     int with_payload = m->desc->kind == PERFC_METHOD_UNARY ||
@@ -561,7 +569,6 @@ static void post_request(poller *p, method_entry *m) {
         &ctx->request_md, with_payload ? &ctx->payload : NULL, p->cq, p->cq,
         &ctx->request_tag);
   } else {
-    grpc_call_details_init(&ctx->details);
     err = grpc_server_request_call(p->srv->server, &ctx->call, &ctx->details,
                                    &ctx->request_md, p->cq, p->cq,
                                    &ctx->request_tag);
@@ -602,8 +609,9 @@ static int stream_batch(perfc_stream *s, grpc_op *ops, size_t n,
   pthread_mutex_lock(&s->mu);
   *done = 0;
   pthread_mutex_unlock(&s->mu);
+  grpc_call *call = s->ctx->call;
   PERFC_HANDOFF_RELEASE(tag);
-  if (grpc_call_start_batch(s->ctx->call, ops, n, tag, NULL) != GRPC_CALL_OK)
+  if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK)
     return 0;
   pthread_mutex_lock(&s->mu);
   while (!*done)
