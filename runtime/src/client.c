@@ -12,6 +12,7 @@
  */
 #include "perfc/client.h"
 #include "perfc/log.h"
+#include "client_internal.h"
 #include "server_internal.h"
 
 #include <grpc/grpc_security.h>
@@ -20,16 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct perfc_channel {
-  unsigned n;
-  grpc_channel **chans;
-  atomic_uint next;
-  int64_t default_timeout_ms;
-  char *target;
-  const perfc_client_interceptor *ics[PERFC_MAX_INTERCEPTORS];
-  size_t nics;
-};
 
 void perfc_channel_opts_init(perfc_channel_opts *o) {
   memset(o, 0, sizeof *o);
@@ -90,6 +81,8 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     return PERFC_ENOMEM;
   }
   ch->default_timeout_ms = o.default_timeout_ms;
+  pthread_mutex_init(&ch->async_mu, NULL);
+  pthread_cond_init(&ch->async_cv, NULL);
   atomic_init(&ch->next, 0);
   for (size_t i = 0; i < o.interceptor_count; i++)
     ch->ics[ch->nics++] = o.interceptors[i];
@@ -152,6 +145,20 @@ int perfc_channel_new(perfc_channel **out, const char *target,
 void perfc_channel_free(perfc_channel *ch) {
   if (ch == NULL)
     return;
+  /* Outstanding async calls end by their deadline at the latest; their
+   * callbacks must run before the queue goes away. */
+  pthread_mutex_lock(&ch->async_mu);
+  ch->closing = 1;
+  while (ch->outstanding > 0)
+    pthread_cond_wait(&ch->async_cv, &ch->async_mu);
+  pthread_mutex_unlock(&ch->async_mu);
+  if (ch->async_cq != NULL) {
+    grpc_completion_queue_shutdown(ch->async_cq);
+    pthread_join(ch->async_thread, NULL);
+    grpc_completion_queue_destroy(ch->async_cq);
+  }
+  pthread_cond_destroy(&ch->async_cv);
+  pthread_mutex_destroy(&ch->async_mu);
   for (unsigned i = 0; i < ch->n; i++)
     if (ch->chans[i] != NULL)
       grpc_channel_destroy(ch->chans[i]);
@@ -190,42 +197,15 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
     return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, (size_t)n);
   }
 
-  /* Metadata is checked here because the core would fail the whole batch
-   * with an opaque error; a stack array covers the usual handful. */
   grpc_metadata md_stack[8];
   grpc_metadata *md = md_stack;
-  if (opts->metadata_count > 8) {
-    md = calloc(opts->metadata_count, sizeof *md);
-    if (md == NULL)
-      return set_status(status, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                        "out of memory", 13);
-  }
-  for (size_t i = 0; i < opts->metadata_count; i++) {
-    const perfc_metadata *in = &opts->metadata[i];
-    size_t vlen = in->value_len ? in->value_len
-                                : (in->value ? strlen(in->value) : 0);
-    if (perfc__check_metadata(in->key, in->value, vlen) != 0) {
-      char e[160];
-      int n = snprintf(e, sizeof e, "invalid request metadata key or value '%.60s'",
-                       in->key ? in->key : "(null)");
-      if (md != md_stack)
-        free(md);
-      return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, (size_t)n);
-    }
-    memset(&md[i], 0, sizeof md[i]);
-    md[i].key = grpc_slice_from_static_string(in->key);
-    md[i].value = grpc_slice_from_static_buffer(in->value, vlen);
-  }
-
-  int64_t timeout = opts->timeout_ms ? opts->timeout_ms : ch->default_timeout_ms;
-  gpr_timespec deadline = perfc__deadline_from_ms(timeout);
-  unsigned idx = atomic_fetch_add_explicit(&ch->next, 1, memory_order_relaxed);
-  grpc_channel *gch = ch->chans[idx % ch->n];
+  char mderr[160];
+  if (perfc__call_metadata(opts, md_stack, 8, 0, &md, mderr, sizeof mderr) != 0)
+    return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, mderr,
+                      strlen(mderr));
 
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_slice path = grpc_slice_from_static_string(m->path);
-  grpc_call *call = grpc_channel_create_call(gch, NULL, GRPC_PROPAGATE_DEFAULTS,
-                                             cq, path, NULL, deadline, NULL);
+  grpc_call *call = perfc__create_call(ch, m, cq, opts);
   grpc_byte_buffer *send_bb = perfc__pack(req);
   grpc_byte_buffer *recv_bb = NULL;
   grpc_metadata_array initial_md, trailing_md;
@@ -239,9 +219,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   ops[0].data.send_initial_metadata.count = opts->metadata_count;
   ops[0].data.send_initial_metadata.metadata = md;
-  if (opts->wait_for_ready)
-    ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
-                   GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+  ops[0].flags = perfc__initial_md_flags(opts);
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = send_bb;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -314,8 +292,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
   grpc_call_unref(call);
   grpc_completion_queue_shutdown(cq);
   grpc_completion_queue_destroy(cq);
-  if (md != md_stack)
-    free(md);
+  perfc__call_metadata_free(md, opts->metadata_count, md_stack);
   return result;
 }
 
@@ -343,31 +320,314 @@ perfc_status_code perfc_channel_unary(perfc_channel *ch,
   void *state[PERFC_MAX_INTERCEPTORS] = {0};
   size_t entered = 0;
   int64_t t0 = perfc__now_ns();
-  perfc_status_code code = PERFC_STATUS_OK;
-  for (; entered < ch->nics; entered++) {
-    const perfc_client_interceptor *ic = ch->ics[entered];
-    if (ic->before && (code = ic->before(ic->self, m, &state[entered])) !=
-                          PERFC_STATUS_OK) {
-      entered++;
-      const char *e = "refused by a client interceptor";
-      set_status(st, code, e, strlen(e));
-      break;
-    }
-  }
-  if (code == PERFC_STATUS_OK) {
-    for (size_t i = 0; i < entered; i++)
-      if (ch->ics[i]->on_message)
-        ch->ics[i]->on_message(ch->ics[i]->self, m, state[i], 1);
+  perfc_status_code code = perfc__ic_before(ch, m, state, &entered);
+  if (code != PERFC_STATUS_OK) {
+    const char *e = "refused by a client interceptor";
+    set_status(st, code, e, strlen(e));
+  } else {
+    perfc__ic_message(ch, m, state, entered, 1);
     code = do_unary(ch, m, req, resp, opts, st);
     if (code == PERFC_STATUS_OK)
-      for (size_t i = 0; i < entered; i++)
-        if (ch->ics[i]->on_message)
-          ch->ics[i]->on_message(ch->ics[i]->self, m, state[i], 0);
+      perfc__ic_message(ch, m, state, entered, 0);
   }
-  int64_t elapsed = perfc__now_ns() - t0;
-  for (size_t i = entered; i-- > 0;)
-    if (ch->ics[i]->after)
-      ch->ics[i]->after(ch->ics[i]->self, m, state[i], code, elapsed);
+  perfc__ic_after(ch, m, state, entered, code, perfc__now_ns() - t0);
   perfc_status_reset(&local);
   return code;
+}
+
+perfc_status_code perfc__ic_before(perfc_channel *ch, const perfc_method_desc *m,
+                                   void **state, size_t *entered) {
+  *entered = 0;
+  for (size_t i = 0; i < ch->nics; i++) {
+    const perfc_client_interceptor *ic = ch->ics[i];
+    *entered = i + 1;
+    if (ic->before) {
+      perfc_status_code c = ic->before(ic->self, m, &state[i]);
+      if (c != PERFC_STATUS_OK)
+        return c;
+    }
+  }
+  return PERFC_STATUS_OK;
+}
+
+void perfc__ic_message(perfc_channel *ch, const perfc_method_desc *m,
+                       void **state, size_t entered, int sent) {
+  for (size_t i = 0; i < entered; i++)
+    if (ch->ics[i]->on_message)
+      ch->ics[i]->on_message(ch->ics[i]->self, m, state[i], sent);
+}
+
+void perfc__ic_after(perfc_channel *ch, const perfc_method_desc *m,
+                     void **state, size_t entered, perfc_status_code code,
+                     int64_t elapsed_ns) {
+  for (size_t i = entered; i-- > 0;)
+    if (ch->ics[i]->after)
+      ch->ics[i]->after(ch->ics[i]->self, m, state[i], code, elapsed_ns);
+}
+
+/* ---- helpers shared with client_stream.c ----------------------------------- */
+
+int perfc__call_metadata(const perfc_call_opts *opts, grpc_metadata *stack,
+                         size_t stack_len, int copy, grpc_metadata **out,
+                         char *err, size_t errlen) {
+  grpc_metadata *md = stack;
+  *out = stack;
+  if (opts->metadata_count > stack_len) {
+    md = calloc(opts->metadata_count, sizeof *md);
+    if (md == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return PERFC_ENOMEM;
+    }
+  }
+  /* Checked here because the core would fail the whole batch with an
+   * opaque error. Without `copy`, slices borrow the caller's strings, which
+   * is right only while the caller blocks until the call ends. */
+  for (size_t i = 0; i < opts->metadata_count; i++) {
+    const perfc_metadata *in = &opts->metadata[i];
+    size_t vlen = in->value_len ? in->value_len
+                                : (in->value ? strlen(in->value) : 0);
+    if (perfc__check_metadata(in->key, in->value, vlen) != 0) {
+      snprintf(err, errlen, "invalid request metadata key or value '%.60s'",
+               in->key ? in->key : "(null)");
+      perfc__call_metadata_free(md, i, stack);
+      return PERFC_EINVAL;
+    }
+    memset(&md[i], 0, sizeof md[i]);
+    if (copy) {
+      md[i].key = grpc_slice_from_copied_string(in->key);
+      md[i].value = grpc_slice_from_copied_buffer(in->value, vlen);
+    } else {
+      md[i].key = grpc_slice_from_static_string(in->key);
+      md[i].value = grpc_slice_from_static_buffer(in->value, vlen);
+    }
+  }
+  *out = md;
+  return 0;
+}
+
+void perfc__call_metadata_free(grpc_metadata *md, size_t n,
+                               grpc_metadata *stack) {
+  /* Unref is a no-op for static slices, so one path serves both modes. */
+  for (size_t i = 0; i < n; i++) {
+    grpc_slice_unref(md[i].key);
+    grpc_slice_unref(md[i].value);
+  }
+  if (md != stack)
+    free(md);
+}
+
+grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
+                              grpc_completion_queue *cq,
+                              const perfc_call_opts *opts) {
+  int64_t timeout = opts->timeout_ms ? opts->timeout_ms : ch->default_timeout_ms;
+  gpr_timespec deadline = perfc__deadline_from_ms(timeout);
+  unsigned idx = atomic_fetch_add_explicit(&ch->next, 1, memory_order_relaxed);
+  grpc_channel *gch = ch->chans[idx % ch->n];
+  /* With a parent, the core takes the earlier deadline and cancels this
+   * call when the parent is cancelled (GRPC_PROPAGATE_DEFAULTS). */
+  grpc_call *parent = opts->parent ? perfc__ctx_call(opts->parent) : NULL;
+  return grpc_channel_create_call(gch, parent, GRPC_PROPAGATE_DEFAULTS, cq,
+                                  grpc_slice_from_static_string(m->path), NULL,
+                                  deadline, NULL);
+}
+
+uint32_t perfc__initial_md_flags(const perfc_call_opts *opts) {
+  return opts->wait_for_ready
+             ? GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+                   GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET
+             : 0;
+}
+
+/* ---- asynchronous unary calls ----------------------------------------------- */
+
+typedef struct async_call {
+  perfc_tag tag; /* first: the queue hands us back this pointer */
+  perfc_channel *ch;
+  const perfc_method_desc *m;
+  perfc_unary_cb cb;
+  void *user_data;
+  grpc_call *call;
+  grpc_metadata md_stack[8];
+  grpc_metadata *md;
+  size_t nmd;
+  grpc_byte_buffer *send_bb, *recv_bb;
+  grpc_metadata_array initial_md, trailing_md;
+  grpc_status_code code;
+  grpc_slice details;
+  void *ic_state[PERFC_MAX_INTERCEPTORS];
+  size_t ic_entered;
+  int64_t t0;
+} async_call;
+
+static void *async_poller(void *arg) {
+  perfc_channel *ch = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(
+        ch->async_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      return NULL;
+    if (ev.type == GRPC_OP_COMPLETE) {
+      perfc_tag *t = ev.tag;
+      PERFC_HANDOFF_ACQUIRE(t);
+      t->run(t, ev.success);
+    }
+  }
+}
+
+static void async_done(perfc_tag *t, int ok) {
+  async_call *a = PERFC_CONTAINER_OF(t, async_call, tag);
+  perfc_channel *ch = a->ch;
+  perfc_status_code code = ok ? (perfc_status_code)a->code : PERFC_STATUS_INTERNAL;
+  char message[512];
+  const char *msg = NULL;
+  ProtobufCMessage *resp = NULL;
+  if (code == PERFC_STATUS_OK) {
+    perfc_arena *tmp = NULL;
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    if (a->recv_bb != NULL && perfc_arena_new(&tmp, 0) == 0 &&
+        perfc__byte_buffer_flatten(a->recv_bb, tmp, &data, &len) == 0)
+      resp = protobuf_c_message_unpack(a->m->output, NULL, len, data);
+    perfc_arena_free(tmp);
+    if (resp == NULL) {
+      code = PERFC_STATUS_INTERNAL;
+      snprintf(message, sizeof message, "%s: response missing or not a %s",
+               a->m->path, a->m->output->name);
+      msg = message;
+    }
+  } else if (GRPC_SLICE_LENGTH(a->details) > 0) {
+    snprintf(message, sizeof message, "%.*s", (int)GRPC_SLICE_LENGTH(a->details),
+             (const char *)GRPC_SLICE_START_PTR(a->details));
+    msg = message;
+  }
+  if (code == PERFC_STATUS_OK)
+    perfc__ic_message(ch, a->m, a->ic_state, a->ic_entered, 0);
+  perfc__ic_after(ch, a->m, a->ic_state, a->ic_entered, code,
+                  perfc__now_ns() - a->t0);
+  a->cb(code, msg, resp, a->user_data);
+  if (resp != NULL)
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+  grpc_slice_unref(a->details);
+  grpc_metadata_array_destroy(&a->initial_md);
+  grpc_metadata_array_destroy(&a->trailing_md);
+  if (a->recv_bb != NULL)
+    grpc_byte_buffer_destroy(a->recv_bb);
+  grpc_byte_buffer_destroy(a->send_bb);
+  perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
+  grpc_call_unref(a->call);
+  free(a);
+  pthread_mutex_lock(&ch->async_mu);
+  if (--ch->outstanding == 0)
+    pthread_cond_broadcast(&ch->async_cv);
+  pthread_mutex_unlock(&ch->async_mu);
+}
+
+/* Registers one more outstanding call, starting the poller on first use. */
+static int async_enter(perfc_channel *ch) {
+  int rc = 0;
+  pthread_mutex_lock(&ch->async_mu);
+  if (ch->closing) {
+    rc = PERFC_ESHUTDOWN;
+  } else if (ch->async_cq == NULL) {
+    ch->async_cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&ch->async_thread, NULL, async_poller, ch) != 0) {
+      grpc_completion_queue_shutdown(ch->async_cq);
+      grpc_completion_queue_destroy(ch->async_cq);
+      ch->async_cq = NULL;
+      rc = PERFC_ETHREAD;
+    } else {
+      pthread_setname_np(ch->async_thread, "perfc-client");
+    }
+  }
+  if (rc == 0)
+    ch->outstanding++;
+  pthread_mutex_unlock(&ch->async_mu);
+  return rc;
+}
+
+static void async_leave(perfc_channel *ch) {
+  pthread_mutex_lock(&ch->async_mu);
+  if (--ch->outstanding == 0)
+    pthread_cond_broadcast(&ch->async_cv);
+  pthread_mutex_unlock(&ch->async_mu);
+}
+
+int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
+                              const ProtobufCMessage *req,
+                              const perfc_call_opts *opts, perfc_unary_cb cb,
+                              void *user_data) {
+  static const perfc_call_opts no_opts;
+  if (opts == NULL)
+    opts = &no_opts;
+  if (ch == NULL || m == NULL || req == NULL || cb == NULL ||
+      req->descriptor != m->input)
+    return PERFC_EINVAL;
+  async_call *a = calloc(1, sizeof *a);
+  if (a == NULL)
+    return PERFC_ENOMEM;
+  char err[160];
+  int rc = perfc__call_metadata(opts, a->md_stack, 8, 1, &a->md, err, sizeof err);
+  if (rc != 0) {
+    perfc_log(PERFC_LOG_DEBUG, "client: %s", err);
+    free(a);
+    return rc;
+  }
+  a->nmd = opts->metadata_count;
+  rc = async_enter(ch);
+  if (rc != 0) {
+    perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
+    free(a);
+    return rc;
+  }
+  a->ch = ch;
+  a->m = m;
+  a->cb = cb;
+  a->user_data = user_data;
+  a->tag.run = async_done;
+  a->t0 = perfc__now_ns();
+  perfc_status_code refused = perfc__ic_before(ch, m, a->ic_state, &a->ic_entered);
+  if (refused != PERFC_STATUS_OK) {
+    /* Reported through the callback, like any other failed call, but from
+     * this thread: the call never reached the queue. */
+    perfc__ic_after(ch, m, a->ic_state, a->ic_entered, refused, 0);
+    cb(refused, "refused by a client interceptor", NULL, user_data);
+    perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
+    free(a);
+    async_leave(ch);
+    return 0;
+  }
+  perfc__ic_message(ch, m, a->ic_state, a->ic_entered, 1);
+  a->call = perfc__create_call(ch, m, ch->async_cq, opts);
+  a->send_bb = perfc__pack(req);
+  grpc_metadata_array_init(&a->initial_md);
+  grpc_metadata_array_init(&a->trailing_md);
+  a->details = grpc_empty_slice();
+  a->code = GRPC_STATUS_UNKNOWN;
+
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = a->nmd;
+  ops[0].data.send_initial_metadata.metadata = a->md;
+  ops[0].flags = perfc__initial_md_flags(opts);
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = a->send_bb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &a->initial_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &a->recv_bb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &a->trailing_md;
+  ops[5].data.recv_status_on_client.status = &a->code;
+  ops[5].data.recv_status_on_client.status_details = &a->details;
+  grpc_call *call = a->call;
+  PERFC_HANDOFF_RELEASE(&a->tag);
+  if (grpc_call_start_batch(call, ops, 6, &a->tag, NULL) != GRPC_CALL_OK) {
+    /* Cannot happen with a well-formed batch; fail through the callback. */
+    a->code = GRPC_STATUS_INTERNAL;
+    async_done(&a->tag, 0);
+  }
+  return 0;
 }

@@ -1201,6 +1201,8 @@ int perfc_server_add_interceptor(perfc_server *srv,
 
 int64_t perfc_ctx_start_ns(const perfc_ctx *ctx) { return ctx->start_ns; }
 
+grpc_call *perfc__ctx_call(perfc_ctx *ctx) { return ctx->call; }
+
 perfc_arena *perfc_ctx_arena(perfc_ctx *ctx) { return ctx->arena; }
 
 void *perfc_ctx_alloc(perfc_ctx *ctx, size_t n) {

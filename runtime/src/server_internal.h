@@ -63,6 +63,9 @@ gpr_timespec perfc__deadline_from_ms(int64_t ms);
  * would otherwise fail the whole call. Returns 0 or PERFC_EINVAL. */
 int perfc__check_metadata(const char *key, const char *value, size_t len);
 
+/* The core call behind a server context (for deadline propagation). */
+grpc_call *perfc__ctx_call(perfc_ctx *ctx);
+
 /* CLOCK_MONOTONIC in nanoseconds (vDSO: no system call). */
 int64_t perfc__now_ns(void);
 

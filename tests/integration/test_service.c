@@ -157,6 +157,32 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   return rc == 0 ? PERFC_STATUS_OK : perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
 }
 
+/* The channel Relay uses to call back into the same server; set by
+ * test_server_start(). */
+static perfc_channel *relay_channel;
+
+static perfc_status_code relay(perfc_ctx *ctx,
+                               const Perfc__Test__V1__EchoRequest *req,
+                               Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ud;
+  if (relay_channel == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_FAILED_PRECONDITION,
+                           "this server was started without a relay channel");
+  Perfc__Test__V1__EchoResponse *inner = NULL;
+  perfc_status st = {0};
+  perfc_call_opts co = {.parent = ctx, .arena = perfc_ctx_arena(ctx),
+                        .timeout_ms = -1};
+  perfc_status_code c = perfc__test__v1__test_service__slow__call(
+      relay_channel, req, &inner, &co, &st);
+  resp->remaining_ms = perfc_ctx_remaining_ms(ctx);
+  if (c == PERFC_STATUS_OK)
+    resp->payload = inner->payload;
+  perfc_status_code r =
+      c == PERFC_STATUS_OK ? c : perfc_ctx_error(ctx, c, "nested: %s", st.message ? st.message : "");
+  perfc_status_reset(&st);
+  return r;
+}
+
 const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     .echo = echo,
     .slow = slow,
@@ -166,11 +192,15 @@ const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     .collect = collect,
     .expand = expand,
     .chat = chat,
+    .relay = relay,
     /* .missing left NULL on purpose */
 };
 
 perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
   perfc_server *srv;
+  int local_port;
+  if (port == NULL)
+    port = &local_port;
   if (perfc_server_new(&srv, opts) != 0)
     return NULL;
   if (perfc_server_listen(srv, "127.0.0.1:0", port) != 0 ||
@@ -180,5 +210,19 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
     perfc_server_free(srv);
     return NULL;
   }
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", *port);
+  perfc_channel_free(relay_channel);
+  relay_channel = NULL;
+  if (perfc_channel_new(&relay_channel, target, NULL) != 0) {
+    perfc_server_free(srv);
+    return NULL;
+  }
   return srv;
+}
+
+void test_server_stop(perfc_server *srv) {
+  perfc_server_free(srv);
+  perfc_channel_free(relay_channel);
+  relay_channel = NULL;
 }

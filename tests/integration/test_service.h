@@ -8,5 +8,8 @@
  * `opts` may be NULL. */
 perfc_server *test_server_start(const perfc_server_opts *opts, int *port);
 
+/* Frees the server and the channel its Relay method uses. */
+void test_server_stop(perfc_server *srv);
+
 extern const Perfc__Test__V1__TestService_Handlers test_service_handlers;
 #endif

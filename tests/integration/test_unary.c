@@ -30,7 +30,7 @@ static void setup(void) { start_with(NULL); }
 
 static void teardown(void) {
   perfc_channel_free(ch);
-  perfc_server_free(srv);
+  test_server_stop(srv);
   ch = NULL;
   srv = NULL;
 }

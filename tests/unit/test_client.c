@@ -2,6 +2,9 @@
  * need no server (calls against a real server are in tests/integration). */
 #include <criterion/criterion.h>
 #include <perfc/client.h>
+#include <pthread.h>
+
+#include "empty_service.h"
 
 Test(client, option_defaults) {
   perfc_channel_opts o;
@@ -35,4 +38,38 @@ Test(client, null_call_arguments_are_invalid_argument) {
   cr_assert_not_null(st.message);
   perfc_status_reset(&st);
   perfc_channel_free(ch);
+}
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int callbacks;
+static perfc_status_code last_code;
+
+static void cb(perfc_status_code code, const char *message,
+               const ProtobufCMessage *resp, void *ud) {
+  (void)message;
+  (void)ud;
+  pthread_mutex_lock(&mu);
+  callbacks++;
+  last_code = code;
+  cr_assert_null(resp);
+  pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+Test(client, async_to_a_dead_server_calls_back_once_with_unavailable) {
+  perfc_channel *ch;
+  cr_assert_eq(perfc_channel_new(&ch, "127.0.0.1:1", NULL), 0);
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  cr_assert_eq(perfc_channel_unary_async(ch, &empty_methods[0], &req.base, NULL, cb, NULL), 0);
+  cr_assert_eq(perfc_channel_unary_async(ch, NULL, &req.base, NULL, cb, NULL), PERFC_EINVAL);
+  cr_assert_eq(perfc_channel_unary_async(ch, &empty_methods[0], &req.base, NULL, NULL, NULL),
+               PERFC_EINVAL);
+  pthread_mutex_lock(&mu);
+  while (callbacks == 0)
+    pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+  perfc_channel_free(ch);
+  cr_assert_eq(callbacks, 1);
+  cr_assert_eq(last_code, PERFC_STATUS_UNAVAILABLE);
 }

@@ -15,6 +15,7 @@
 #include "perfc/arena.h"
 #include "perfc/common.h"
 #include "perfc/interceptor.h"
+#include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
 
@@ -87,6 +88,10 @@ typedef struct perfc_call_opts {
   /** Wait for the channel to become ready instead of failing fast with
    *  UNAVAILABLE while it connects. */
   int wait_for_ready;
+  /** The server call this call is made on behalf of (a handler's ctx), or
+   *  NULL. The call inherits its deadline (the earlier of the two wins) and
+   *  is cancelled when the parent is. Only valid while the handler runs. */
+  perfc_ctx *parent;
 } perfc_call_opts;
 
 /**
@@ -104,6 +109,90 @@ PERFC_API perfc_status_code perfc_channel_unary(perfc_channel *ch,
                                                 ProtobufCMessage **resp,
                                                 const perfc_call_opts *opts,
                                                 perfc_status *status);
+
+/* ---- asynchronous unary calls ---------------------------------------------- */
+
+/** Completion of an asynchronous unary call. `resp` is the response on OK
+ *  (NULL otherwise), valid only during the callback: copy what you keep.
+ *  `message` is the status message or NULL, also valid during the callback.
+ *  Runs on one of the channel's completion-queue threads; must not block. */
+typedef void (*perfc_unary_cb)(perfc_status_code code, const char *message,
+                               const ProtobufCMessage *resp, void *user_data);
+
+/**
+ * Starts a unary call and returns at once; `cb` runs exactly once when it
+ * ends. `req` and `opts` are borrowed only for the duration of this call
+ * (the request is serialised before it returns; opts.arena is ignored).
+ * Returns 0, or PERFC_EINVAL / PERFC_ENOMEM / PERFC_ESHUTDOWN (channel being
+ * freed), in which case `cb` is never called. The channel must not be freed
+ * from inside a callback; perfc_channel_free() waits for outstanding calls.
+ */
+PERFC_API int perfc_channel_unary_async(perfc_channel *ch,
+                                        const perfc_method_desc *m,
+                                        const ProtobufCMessage *req,
+                                        const perfc_call_opts *opts,
+                                        perfc_unary_cb cb, void *user_data);
+
+/* ---- streaming calls -------------------------------------------------------- */
+
+typedef struct perfc_client_stream perfc_client_stream;
+
+/**
+ * Opens a streaming call (client, server or bidi streaming). For a
+ * server-streaming method `req` is the single request, sent and half-closed
+ * at once; for the other kinds pass NULL and use perfc_client_stream_send().
+ * `opts` is borrowed for this call only (opts.arena is ignored: received
+ * messages live in the stream's own memory). Returns 0 with `*out` set, or
+ * PERFC_EINVAL / PERFC_ENOMEM. Even when the call then fails (server down,
+ * deadline), the stream exists: perfc_client_stream_finish() tells why.
+ * Free it with perfc_client_stream_free().
+ */
+PERFC_API int perfc_channel_stream_open(perfc_channel *ch,
+                                        const perfc_method_desc *m,
+                                        const ProtobufCMessage *req,
+                                        const perfc_call_opts *opts,
+                                        perfc_client_stream **out);
+
+/** Sends one message; blocks until the transport accepted it (flow
+ *  control). Returns 0, PERFC_ESTATE (wrong kind or already half-closed) or
+ *  PERFC_ESHUTDOWN (the call ended; perfc_client_stream_finish() says why).
+ *  One sender thread at a time; may run concurrently with a receiver. */
+PERFC_API int perfc_client_stream_send(perfc_client_stream *s,
+                                       const ProtobufCMessage *msg);
+
+/** Half-closes: tells the server no more messages follow. Idempotent. */
+PERFC_API int perfc_client_stream_close_send(perfc_client_stream *s);
+
+/** Receives the next message. Returns 1 with `*msg` set (valid until the
+ *  next receive on this stream or its free), 0 when the server finished
+ *  sending, or PERFC_ESHUTDOWN / PERFC_EPARSE. One receiver thread at a
+ *  time. */
+PERFC_API int perfc_client_stream_recv(perfc_client_stream *s,
+                                       ProtobufCMessage **msg);
+
+/** Waits for the call's status (half-closing first if still open) and
+ *  returns it; `status` may be NULL. Unread messages are discarded. Call
+ *  once; the stream stays valid for metadata lookups until freed. For a
+ *  client-streaming method, `*resp` (may be NULL) receives the single
+ *  response on OK, valid until the stream is freed. */
+PERFC_API perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
+                                                       ProtobufCMessage **resp,
+                                                       perfc_status *status);
+
+/** Cancels the call; pending and later operations fail with
+ *  PERFC_ESHUTDOWN and finish reports CANCELLED. Thread-safe. */
+PERFC_API void perfc_client_stream_cancel(perfc_client_stream *s);
+
+/** Response metadata by key (lower-case): initial metadata once a message
+ *  or the status arrived, trailing metadata after finish. Returns the first
+ *  value (borrowed, valid until free) and its length, or NULL. */
+PERFC_API const char *perfc_client_stream_metadata(perfc_client_stream *s,
+                                                   const char *key,
+                                                   size_t *len);
+
+/** Cancels the call if it has not finished and frees everything. NULL is a
+ *  no-op. */
+PERFC_API void perfc_client_stream_free(perfc_client_stream *s);
 
 #ifdef __cplusplus
 }

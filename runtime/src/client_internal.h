@@ -1,0 +1,65 @@
+/*
+ * client_internal.h — the channel's insides, shared by client.c (channels,
+ * synchronous and asynchronous unary calls) and client_stream.c. Never
+ * installed.
+ *
+ * Room: runtime/src private header.
+ */
+#ifndef PERFC_CLIENT_INTERNAL_H
+#define PERFC_CLIENT_INTERNAL_H
+
+#include "perfc/client.h"
+#include "server_internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct perfc_channel {
+  unsigned n;
+  grpc_channel **chans;
+  atomic_uint next;
+  int64_t default_timeout_ms;
+  char *target;
+  const perfc_client_interceptor *ics[PERFC_MAX_INTERCEPTORS];
+  size_t nics;
+
+  /* Asynchronous calls: one next-type queue and poller thread, created on
+   * the first async call so purely synchronous users pay nothing. */
+  pthread_mutex_t async_mu;
+  pthread_cond_t async_cv; /* signalled when outstanding drops to zero */
+  grpc_completion_queue *async_cq;
+  pthread_t async_thread;
+  unsigned outstanding; /* async calls started and not yet called back */
+  int closing;
+};
+
+/* Builds core metadata from the call options into `stack` (or a malloc'd
+ * array when larger, returned in *out). With `copy`, values are copied into
+ * refcounted slices, for batches that outlive the caller's strings. Release
+ * with perfc__call_metadata_free(). On PERFC_EINVAL `err` says which key. */
+int perfc__call_metadata(const perfc_call_opts *opts, grpc_metadata *stack,
+                         size_t stack_len, int copy, grpc_metadata **out,
+                         char *err, size_t errlen);
+void perfc__call_metadata_free(grpc_metadata *md, size_t n,
+                               grpc_metadata *stack);
+
+/* Creates a call on the next connection of the pool: deadline from the
+ * options (or the channel default), parent for propagation. */
+grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
+                              grpc_completion_queue *cq,
+                              const perfc_call_opts *opts);
+
+/* SEND_INITIAL_METADATA flags for the options (wait-for-ready). */
+uint32_t perfc__initial_md_flags(const perfc_call_opts *opts);
+
+/* Client interceptors: `before` in order, stopping at a refusal (returned);
+ * `*entered` tells how many ran. `after` in reverse for those. */
+perfc_status_code perfc__ic_before(perfc_channel *ch, const perfc_method_desc *m,
+                                   void **state, size_t *entered);
+void perfc__ic_message(perfc_channel *ch, const perfc_method_desc *m,
+                       void **state, size_t entered, int sent);
+void perfc__ic_after(perfc_channel *ch, const perfc_method_desc *m,
+                     void **state, size_t entered, perfc_status_code code,
+                     int64_t elapsed_ns);
+
+#endif

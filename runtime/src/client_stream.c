@@ -1,0 +1,360 @@
+/*
+ * client_stream.c — client-streaming, server-streaming and bidi calls.
+ *
+ * Room: runtime/src. Uses the channel internals in client_internal.h.
+ *
+ * Each stream owns a pluck-type completion queue. Every operation starts a
+ * batch with its own tag and plucks exactly that tag, so a sender thread and
+ * a receiver thread can work on one bidi stream at the same time (the core
+ * allows one outstanding op of each kind, and several pluckers on a queue).
+ * Blocking until a send completes is the flow control.
+ */
+#include "client_internal.h"
+#include "perfc/log.h"
+
+#include <grpc/support/alloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct perfc_client_stream {
+  perfc_channel *ch;
+  const perfc_method_desc *m;
+  grpc_completion_queue *cq;
+  grpc_call *call;
+  grpc_metadata md_stack[8];
+  grpc_metadata *md;
+  size_t nmd;
+  grpc_metadata_array initial_md, trailing_md;
+  int got_initial; /* RECV_INITIAL_METADATA done */
+  int half_closed;
+  int ended;       /* the server finished sending */
+  int finished;    /* status received */
+  int failed;      /* a batch failed: the call is over */
+  atomic_int cancelled;
+  grpc_status_code code;
+  grpc_slice details;
+  /* Received messages, reset on every receive (valid until the next). */
+  perfc_arena *msg_arena;
+  /* The single response of a client-streaming call, until free. */
+  perfc_arena *resp_arena;
+  void *ic_state[PERFC_MAX_INTERCEPTORS];
+  size_t ic_entered;
+  int64_t t0;
+};
+
+static int is_sending_kind(perfc_method_kind k) {
+  return k == PERFC_METHOD_CLIENT_STREAM || k == PERFC_METHOD_BIDI_STREAM;
+}
+
+/* Runs one batch and waits for its own tag. Returns the ok flag. */
+static int run_batch(perfc_client_stream *s, grpc_op *ops, size_t n) {
+  /* The tag is the ops array: unique per concurrent batch, and it lives on
+   * this thread's stack until pluck returns. */
+  PERFC_HANDOFF_RELEASE(ops);
+  if (grpc_call_start_batch(s->call, ops, n, ops, NULL) != GRPC_CALL_OK)
+    return 0;
+  grpc_event ev = grpc_completion_queue_pluck(
+      s->cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  PERFC_HANDOFF_ACQUIRE(ops);
+  return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
+                              const ProtobufCMessage *req,
+                              const perfc_call_opts *opts,
+                              perfc_client_stream **out) {
+  static const perfc_call_opts no_opts;
+  if (opts == NULL)
+    opts = &no_opts;
+  if (ch == NULL || m == NULL || out == NULL || m->kind == PERFC_METHOD_UNARY)
+    return PERFC_EINVAL;
+  int server_stream = m->kind == PERFC_METHOD_SERVER_STREAM;
+  if (server_stream ? (req == NULL || req->descriptor != m->input) : req != NULL)
+    return PERFC_EINVAL;
+  perfc_client_stream *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return PERFC_ENOMEM;
+  char err[160];
+  int rc = PERFC_ENOMEM;
+  if (perfc_arena_new(&s->msg_arena, 0) == 0 &&
+      perfc_arena_new(&s->resp_arena, 0) == 0)
+    /* Copied: the initial metadata may go out after this function returns. */
+    rc = perfc__call_metadata(opts, s->md_stack, 8, 1, &s->md, err, sizeof err);
+  if (rc != 0) {
+    if (rc == PERFC_EINVAL)
+      perfc_log(PERFC_LOG_DEBUG, "client stream: %s", err);
+    perfc_arena_free(s->msg_arena);
+    perfc_arena_free(s->resp_arena);
+    free(s);
+    return rc;
+  }
+  s->nmd = opts->metadata_count;
+  s->ch = ch;
+  s->m = m;
+  s->details = grpc_empty_slice();
+  s->code = GRPC_STATUS_UNKNOWN;
+  atomic_init(&s->cancelled, 0);
+  grpc_metadata_array_init(&s->initial_md);
+  grpc_metadata_array_init(&s->trailing_md);
+  s->t0 = perfc__now_ns();
+  s->cq = grpc_completion_queue_create_for_pluck(NULL);
+  s->call = perfc__create_call(ch, m, s->cq, opts);
+  *out = s;
+
+  perfc_status_code refused = perfc__ic_before(ch, m, s->ic_state, &s->ic_entered);
+  if (refused != PERFC_STATUS_OK) {
+    grpc_call_cancel_with_status(s->call, (grpc_status_code)refused,
+                                 "refused by a client interceptor", NULL);
+    s->failed = 1;
+    return 0;
+  }
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[n].data.send_initial_metadata.count = s->nmd;
+  ops[n].data.send_initial_metadata.metadata = s->md;
+  ops[n].flags = perfc__initial_md_flags(opts);
+  n++;
+  grpc_byte_buffer *bb = NULL;
+  if (server_stream) {
+    bb = perfc__pack(req);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = bb;
+    n++;
+    ops[n].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    n++;
+    s->half_closed = 1;
+    perfc__ic_message(ch, m, s->ic_state, s->ic_entered, 1);
+  }
+  if (!run_batch(s, ops, n))
+    s->failed = 1; /* finish() reports why */
+  if (bb != NULL)
+    grpc_byte_buffer_destroy(bb);
+  return 0;
+}
+
+int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg) {
+  if (s == NULL || msg == NULL || msg->descriptor != s->m->input)
+    return PERFC_EINVAL;
+  if (!is_sending_kind(s->m->kind) || s->half_closed)
+    return PERFC_ESTATE;
+  if (s->failed || atomic_load(&s->cancelled))
+    return PERFC_ESHUTDOWN;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  grpc_byte_buffer *bb = perfc__pack(msg);
+  op.op = GRPC_OP_SEND_MESSAGE;
+  op.data.send_message.send_message = bb;
+  int ok = run_batch(s, &op, 1);
+  grpc_byte_buffer_destroy(bb);
+  if (!ok) {
+    s->failed = 1;
+    return PERFC_ESHUTDOWN;
+  }
+  perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 1);
+  return 0;
+}
+
+int perfc_client_stream_close_send(perfc_client_stream *s) {
+  if (s == NULL)
+    return PERFC_EINVAL;
+  if (s->half_closed)
+    return 0;
+  s->half_closed = 1;
+  if (s->failed)
+    return PERFC_ESHUTDOWN;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  if (!run_batch(s, &op, 1)) {
+    s->failed = 1;
+    return PERFC_ESHUTDOWN;
+  }
+  return 0;
+}
+
+int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
+  if (s == NULL || msg == NULL)
+    return PERFC_EINVAL;
+  *msg = NULL;
+  if (s->m->kind == PERFC_METHOD_CLIENT_STREAM)
+    return PERFC_ESTATE; /* its one response comes with finish() */
+  if (s->ended)
+    return 0;
+  if (s->failed || atomic_load(&s->cancelled))
+    return PERFC_ESHUTDOWN;
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  if (!s->got_initial) {
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    n++;
+    s->got_initial = 1;
+  }
+  grpc_byte_buffer *bb = NULL;
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n].data.recv_message.recv_message = &bb;
+  n++;
+  if (!run_batch(s, ops, n)) {
+    s->failed = 1;
+    return PERFC_ESHUTDOWN;
+  }
+  if (bb == NULL) { /* the server sent its status: no more messages */
+    s->ended = 1;
+    return 0;
+  }
+  perfc_arena_reset(s->msg_arena);
+  const uint8_t *data;
+  size_t len;
+  int rc = perfc__byte_buffer_flatten(bb, s->msg_arena, &data, &len);
+  if (rc == 0) {
+    ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
+    *msg = protobuf_c_message_unpack(s->m->output, &al, len, data);
+    if (*msg == NULL)
+      rc = PERFC_EPARSE;
+  }
+  grpc_byte_buffer_destroy(bb);
+  if (rc != 0)
+    return rc;
+  perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 0);
+  return 1;
+}
+
+perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
+                                             ProtobufCMessage **resp,
+                                             perfc_status *status) {
+  if (resp != NULL)
+    *resp = NULL;
+  if (s == NULL)
+    return PERFC_STATUS_INVALID_ARGUMENT;
+  if (s->finished)
+    return (perfc_status_code)s->code;
+  if (!s->half_closed && !s->failed)
+    perfc_client_stream_close_send(s);
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  if (!s->got_initial) {
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    n++;
+    s->got_initial = 1;
+  }
+  grpc_byte_buffer *bb = NULL;
+  int client_stream = s->m->kind == PERFC_METHOD_CLIENT_STREAM;
+  if (client_stream) {
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n].data.recv_message.recv_message = &bb;
+    n++;
+  } else if (!s->ended && !s->failed) {
+    /* Unread messages are discarded: drain until the server's status. */
+    ProtobufCMessage *skip;
+    while (perfc_client_stream_recv(s, &skip) == 1)
+      ;
+  }
+  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+  ops[n].data.recv_status_on_client.status = &s->code;
+  ops[n].data.recv_status_on_client.status_details = &s->details;
+  n++;
+  /* The status always arrives, even on a failed call: the core completes
+   * RECV_STATUS_ON_CLIENT with the reason. */
+  if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
+      GRPC_SLICE_LENGTH(s->details) == 0)
+    s->code = GRPC_STATUS_INTERNAL;
+  s->finished = 1;
+  perfc_status_code code = (perfc_status_code)s->code;
+  const char *msg = (const char *)GRPC_SLICE_START_PTR(s->details);
+  size_t msglen = GRPC_SLICE_LENGTH(s->details);
+  char buf[200];
+  if (code == PERFC_STATUS_OK && client_stream) {
+    ProtobufCMessage *r = NULL;
+    const uint8_t *data;
+    size_t len;
+    if (bb != NULL &&
+        perfc__byte_buffer_flatten(bb, s->resp_arena, &data, &len) == 0) {
+      ProtobufCAllocator al = perfc_arena_allocator(s->resp_arena);
+      r = protobuf_c_message_unpack(s->m->output, &al, len, data);
+    }
+    if (r == NULL) {
+      code = PERFC_STATUS_INTERNAL;
+      msglen = (size_t)snprintf(buf, sizeof buf, "%s: response missing or not a %s",
+                                s->m->path, s->m->output->name);
+      msg = buf;
+    } else {
+      perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 0);
+    }
+    if (resp != NULL)
+      *resp = r;
+  }
+  if (bb != NULL)
+    grpc_byte_buffer_destroy(bb);
+  s->code = (grpc_status_code)code;
+  if (status != NULL) {
+    status->code = code;
+    free(status->message);
+    status->message = NULL;
+    if (msglen > 0 && (status->message = malloc(msglen + 1)) != NULL) {
+      memcpy(status->message, msg, msglen);
+      status->message[msglen] = '\0';
+    }
+  }
+  perfc__ic_after(s->ch, s->m, s->ic_state, s->ic_entered, code,
+                  perfc__now_ns() - s->t0);
+  s->ic_entered = 0;
+  return code;
+}
+
+void perfc_client_stream_cancel(perfc_client_stream *s) {
+  if (s == NULL)
+    return;
+  atomic_store(&s->cancelled, 1);
+  grpc_call_cancel(s->call, NULL);
+}
+
+static const char *md_find(const grpc_metadata_array *a, const char *key,
+                           size_t *len) {
+  size_t klen = strlen(key);
+  for (size_t i = 0; i < a->count; i++) {
+    const grpc_metadata *md = &a->metadata[i];
+    if (GRPC_SLICE_LENGTH(md->key) == klen &&
+        memcmp(GRPC_SLICE_START_PTR(md->key), key, klen) == 0) {
+      if (len != NULL)
+        *len = GRPC_SLICE_LENGTH(md->value);
+      return (const char *)GRPC_SLICE_START_PTR(md->value);
+    }
+  }
+  return NULL;
+}
+
+const char *perfc_client_stream_metadata(perfc_client_stream *s, const char *key,
+                                         size_t *len) {
+  if (s == NULL || key == NULL)
+    return NULL;
+  const char *v = md_find(&s->initial_md, key, len);
+  return v != NULL ? v : md_find(&s->trailing_md, key, len);
+}
+
+void perfc_client_stream_free(perfc_client_stream *s) {
+  if (s == NULL)
+    return;
+  if (!s->finished) {
+    /* The call must be over before its queue goes: cancel, then collect the
+     * status the core owes us. */
+    perfc_client_stream_cancel(s);
+    perfc_client_stream_finish(s, NULL, NULL);
+  }
+  grpc_slice_unref(s->details);
+  grpc_metadata_array_destroy(&s->initial_md);
+  grpc_metadata_array_destroy(&s->trailing_md);
+  perfc__call_metadata_free(s->md, s->nmd, s->md_stack);
+  grpc_call_unref(s->call);
+  grpc_completion_queue_shutdown(s->cq);
+  grpc_completion_queue_destroy(s->cq);
+  perfc_arena_free(s->msg_arena);
+  perfc_arena_free(s->resp_arena);
+  free(s);
+}

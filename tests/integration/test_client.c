@@ -1,0 +1,314 @@
+/* test_client.c — perfc's client against a real perfc server: streaming
+ * calls of all three kinds, asynchronous unary calls, deadline and
+ * cancellation propagation, and a pool of N connections. */
+#include "test_service.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SVC perfc__test__v1__test_service__perfc_desc
+#define M(name) (&SVC.methods[PERFC__TEST__V1__TEST_SERVICE__PERFC_METHOD_##name])
+
+static perfc_server *srv;
+static perfc_channel *ch;
+static int port;
+
+static void setup(void) {
+  srv = test_server_start(NULL, &port);
+  cr_assert_not_null(srv);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+}
+
+static void teardown(void) {
+  perfc_channel_free(ch);
+  test_server_stop(srv);
+}
+
+TestSuite(client, .init = setup, .fini = teardown, .timeout = 60);
+
+static Perfc__Test__V1__EchoRequest payload_req(const char *p) {
+  Perfc__Test__V1__EchoRequest r = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  r.payload.data = (uint8_t *)p;
+  r.payload.len = strlen(p);
+  return r;
+}
+
+Test(client, client_stream_sends_all_and_gets_one_response) {
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(COLLECT), NULL, NULL, &s), 0);
+  char expect[4096] = "";
+  for (int i = 0; i < 300; i++) {
+    char part[16];
+    snprintf(part, sizeof part, "%d,", i);
+    strcat(expect, part);
+    Perfc__Test__V1__EchoRequest r = payload_req(part);
+    cr_assert_eq(perfc_client_stream_send(s, &r.base), 0);
+  }
+  ProtobufCMessage *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc_client_stream_finish(s, &resp, &st), PERFC_STATUS_OK);
+  Perfc__Test__V1__EchoResponse *e = (Perfc__Test__V1__EchoResponse *)resp;
+  cr_assert_eq(e->remaining_ms, 300, "messages counted by the server");
+  cr_assert_eq(e->payload.len, strlen(expect));
+  cr_assert_eq(memcmp(e->payload.data, expect, strlen(expect)), 0);
+  /* Sending after finish is refused, not a crash. */
+  Perfc__Test__V1__EchoRequest r = payload_req("late");
+  cr_assert_eq(perfc_client_stream_send(s, &r.base), PERFC_ESTATE);
+  perfc_status_reset(&st);
+  perfc_client_stream_free(s);
+}
+
+Test(client, server_stream_in_order_with_metadata) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.response_bytes = 500;
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(EXPAND), &req.base, NULL, &s), 0);
+  ProtobufCMessage *m;
+  int n = 0, rc;
+  while ((rc = perfc_client_stream_recv(s, &m)) == 1) {
+    char want[16];
+    snprintf(want, sizeof want, "%d", n++);
+    Perfc__Test__V1__EchoResponse *e = (Perfc__Test__V1__EchoResponse *)m;
+    cr_assert_eq(e->payload.len, strlen(want));
+    cr_assert_eq(memcmp(e->payload.data, want, strlen(want)), 0);
+  }
+  cr_assert_eq(rc, 0);
+  cr_assert_eq(n, 500);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  size_t len = 0;
+  const char *v = perfc_client_stream_metadata(s, "x-initial", &len);
+  cr_assert_not_null(v);
+  cr_assert_eq(len, 6);
+  cr_assert_eq(memcmp(v, "stream", 6), 0);
+  perfc_client_stream_free(s);
+}
+
+typedef struct reader_arg {
+  perfc_client_stream *s;
+  int got;
+} reader_arg;
+
+static void *bidi_reader(void *p) {
+  reader_arg *r = p;
+  ProtobufCMessage *m;
+  while (perfc_client_stream_recv(r->s, &m) == 1) {
+    char want[16];
+    snprintf(want, sizeof want, "m%d", r->got);
+    Perfc__Test__V1__EchoResponse *e = (Perfc__Test__V1__EchoResponse *)m;
+    if (e->payload.len == strlen(want) && memcmp(e->payload.data, want, e->payload.len) == 0)
+      r->got++;
+  }
+  return NULL;
+}
+
+Test(client, bidi_concurrent_send_and_receive) {
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &s), 0);
+  reader_arg r = {s, 0};
+  pthread_t t;
+  pthread_create(&t, NULL, bidi_reader, &r);
+  for (int i = 0; i < 1000; i++) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "m%d", i);
+    Perfc__Test__V1__EchoRequest q = payload_req(buf);
+    cr_assert_eq(perfc_client_stream_send(s, &q.base), 0);
+  }
+  cr_assert_eq(perfc_client_stream_close_send(s), 0);
+  pthread_join(t, NULL);
+  cr_assert_eq(r.got, 1000);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  perfc_client_stream_free(s);
+}
+
+Test(client, cancel_and_free_mid_stream) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.response_bytes = 1000000;
+  req.sleep_ms = 1;
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(EXPAND), &req.base, NULL, &s), 0);
+  ProtobufCMessage *m;
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(perfc_client_stream_recv(s, &m), 1);
+  perfc_client_stream_cancel(s);
+  cr_assert_eq(perfc_client_stream_recv(s, &m), PERFC_ESHUTDOWN);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_CANCELLED);
+  perfc_client_stream_free(s);
+  /* Freed without finishing: cancels under the hood. */
+  cr_assert_eq(perfc_channel_stream_open(ch, M(EXPAND), &req.base, NULL, &s), 0);
+  cr_assert_eq(perfc_client_stream_recv(s, &m), 1);
+  perfc_client_stream_free(s);
+}
+
+Test(client, stream_deadline_reported_by_finish) {
+  perfc_client_stream *s;
+  perfc_call_opts co = {.timeout_ms = 200};
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, &co, &s), 0);
+  ProtobufCMessage *m;
+  cr_assert_eq(perfc_client_stream_recv(s, &m), PERFC_ESHUTDOWN,
+               "no message before the deadline");
+  perfc_status st = {0};
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, &st),
+               PERFC_STATUS_DEADLINE_EXCEEDED);
+  perfc_status_reset(&st);
+  perfc_client_stream_free(s);
+}
+
+Test(client, wrong_kind_and_arguments_refused) {
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(ECHO), NULL, NULL, &s), PERFC_EINVAL);
+  cr_assert_eq(perfc_channel_stream_open(ch, M(EXPAND), NULL, NULL, &s), PERFC_EINVAL,
+               "server streaming needs its request");
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), &req.base, NULL, &s), PERFC_EINVAL);
+  cr_assert_eq(perfc_channel_stream_open(ch, M(EXPAND), &req.base, NULL, &s), 0);
+  cr_assert_eq(perfc_client_stream_send(s, &req.base), PERFC_ESTATE);
+  perfc_client_stream_free(s);
+}
+
+/* ---- async unary -------------------------------------------------------- */
+
+typedef struct async_state {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, ok, wrong, calls_per_id[64];
+} async_state;
+
+static void on_done(perfc_status_code code, const char *message,
+                    const ProtobufCMessage *resp, void *ud) {
+  (void)message;
+  async_state *a = ud;
+  pthread_mutex_lock(&a->mu);
+  if (code == PERFC_STATUS_OK) {
+    const Perfc__Test__V1__EchoResponse *e = (const void *)resp;
+    if (e->payload.len > 0 && e->payload.len < 8) {
+      char id[8];
+      memcpy(id, e->payload.data, e->payload.len);
+      id[e->payload.len] = '\0';
+      int n = atoi(id);
+      if (n >= 0 && n < 64)
+        a->calls_per_id[n]++;
+    }
+    a->ok++;
+  } else {
+    a->wrong++;
+  }
+  a->done++;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+Test(client, async_unary_callbacks_run_once_each) {
+  async_state a = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  enum { N = 64 };
+  for (int i = 0; i < N; i++) {
+    char buf[8];
+    snprintf(buf, sizeof buf, "%d", i); /* copied before the call returns */
+    Perfc__Test__V1__EchoRequest req = payload_req(buf);
+    perfc_metadata md[] = {{"x-id", buf, 0}};
+    perfc_call_opts co = {.metadata = md, .metadata_count = 1};
+    cr_assert_eq(perfc_channel_unary_async(ch, M(ECHO), &req.base, &co, on_done, &a), 0);
+  }
+  pthread_mutex_lock(&a.mu);
+  while (a.done < N)
+    pthread_cond_wait(&a.cv, &a.mu);
+  pthread_mutex_unlock(&a.mu);
+  cr_assert_eq(a.ok, N);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(a.calls_per_id[i], 1, "id %d", i);
+}
+
+Test(client, async_errors_and_free_waits_for_outstanding) {
+  async_state a = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 300;
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(perfc_channel_unary_async(ch, M(SLOW), &req.base, NULL, on_done, &a), 0);
+  Perfc__Test__V1__EchoRequest fail = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  fail.code = PERFC_STATUS_NOT_FOUND;
+  fail.message = "no such thing";
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(perfc_channel_unary_async(ch, M(FAIL), &fail.base, NULL, on_done, &a), 0);
+  Perfc__Test__V1__EchoRequest bad = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  perfc_metadata md[] = {{"Bad Key", "v", 0}};
+  perfc_call_opts co = {.metadata = md, .metadata_count = 1};
+  cr_assert_eq(perfc_channel_unary_async(ch, M(ECHO), &bad.base, &co, on_done, &a),
+               PERFC_EINVAL, "refused synchronously, callback never runs");
+  /* free waits for the five slow calls' callbacks. */
+  perfc_channel_free(ch);
+  ch = NULL;
+  cr_assert_eq(a.done, 8);
+  cr_assert_eq(a.ok, 5);
+  cr_assert_eq(a.wrong, 3);
+}
+
+/* ---- propagation -------------------------------------------------------- */
+
+Test(client, nested_call_inherits_deadline) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 3000; /* the nested Slow call would take 3 s */
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  perfc_call_opts co = {.timeout_ms = 300};
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  perfc_status_code c = perfc__test__v1__test_service__relay__call(ch, &req, &resp, &co, &st);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  cr_assert_eq(c, PERFC_STATUS_DEADLINE_EXCEEDED, "%s", st.message ? st.message : "");
+  cr_assert_lt(ms, 1500, "the nested call must end with the outer deadline");
+  perfc_status_reset(&st);
+  /* Without a deadline problem the relay works end to end. */
+  req.sleep_ms = 0;
+  req.payload.data = (uint8_t *)"via-relay";
+  req.payload.len = 9;
+  cr_assert_eq(perfc__test__v1__test_service__relay__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  cr_assert_eq(resp->payload.len, 9);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* ---- connection pool ---------------------------------------------------- */
+
+static int count_established(int server_port) {
+  char cmd[160];
+  snprintf(cmd, sizeof cmd,
+           "ss -Htn state established '( dport = :%d )' 2>/dev/null | wc -l",
+           server_port);
+  FILE *f = popen(cmd, "r");
+  int n = -1;
+  if (f != NULL) {
+    if (fscanf(f, "%d", &n) != 1)
+      n = -1;
+    pclose(f);
+  }
+  return n;
+}
+
+Test(client, pool_of_n_channels_opens_n_connections) {
+  perfc_channel *pool;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  perfc_channel_opts o = {.connections = 4};
+  cr_assert_eq(perfc_channel_new(&pool, target, &o), 0);
+  int before = count_established(port);
+  for (int i = 0; i < 16; i++) {
+    Perfc__Test__V1__EchoRequest req = payload_req("x");
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    cr_assert_eq(perfc__test__v1__test_service__echo__call(pool, &req, &resp, NULL, NULL),
+                 PERFC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  int after = count_established(port);
+  if (before < 0 || after < 0)
+    cr_skip_test("ss is not available");
+  cr_assert_eq(after - before, 4, "expected 4 new TCP connections, saw %d", after - before);
+  perfc_channel_free(pool);
+}
