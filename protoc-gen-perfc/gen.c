@@ -860,6 +860,23 @@ static int build_method(const gen_request *req, const file_desc *f,
             origin, where, err);
   if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") == 0)
     bad = claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),
+                origin, where, err) ||
+          claim(ours, theirs, perfc__xasprintf("%s__%s__call_async", svc_lc, ml),
+                origin, where, err);
+  /* Client-side stream stubs: open, then write/read per direction, and
+   * finish for the status (and a client stream's single response). */
+  if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") != 0)
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__open", svc_lc, ml),
+                origin, where, err) ||
+          claim(ours, theirs, perfc__xasprintf("%s__%s__finish", svc_lc, ml),
+                origin, where, err);
+  if (!bad && (strcmp(kind, "PERFC_METHOD_CLIENT_STREAM") == 0 ||
+               strcmp(kind, "PERFC_METHOD_BIDI_STREAM") == 0))
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__write", svc_lc, ml),
+                origin, where, err);
+  if (!bad && (strcmp(kind, "PERFC_METHOD_SERVER_STREAM") == 0 ||
+               strcmp(kind, "PERFC_METHOD_BIDI_STREAM") == 0))
+    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__read", svc_lc, ml),
                 origin, where, err);
   if (!bad && (strcmp(kind, "PERFC_METHOD_CLIENT_STREAM") == 0 ||
                strcmp(kind, "PERFC_METHOD_BIDI_STREAM") == 0))

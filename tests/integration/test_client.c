@@ -43,19 +43,19 @@ static Perfc__Test__V1__EchoRequest payload_req(const char *p) {
 
 Test(client, client_stream_sends_all_and_gets_one_response) {
   perfc_client_stream *s;
-  cr_assert_eq(perfc_channel_stream_open(ch, M(COLLECT), NULL, NULL, &s), 0);
+  cr_assert_eq(perfc__test__v1__test_service__collect__open(ch, NULL, &s), 0);
   char expect[4096] = "";
   for (int i = 0; i < 300; i++) {
     char part[16];
     snprintf(part, sizeof part, "%d,", i);
     strcat(expect, part);
     Perfc__Test__V1__EchoRequest r = payload_req(part);
-    cr_assert_eq(perfc_client_stream_send(s, &r.base), 0);
+    cr_assert_eq(perfc__test__v1__test_service__collect__write(s, &r), 0);
   }
-  ProtobufCMessage *resp = NULL;
+  Perfc__Test__V1__EchoResponse *e = NULL;
   perfc_status st = {0};
-  cr_assert_eq(perfc_client_stream_finish(s, &resp, &st), PERFC_STATUS_OK);
-  Perfc__Test__V1__EchoResponse *e = (Perfc__Test__V1__EchoResponse *)resp;
+  cr_assert_eq(perfc__test__v1__test_service__collect__finish(s, &e, &st),
+               PERFC_STATUS_OK);
   cr_assert_eq(e->remaining_ms, 300, "messages counted by the server");
   cr_assert_eq(e->payload.len, strlen(expect));
   cr_assert_eq(memcmp(e->payload.data, expect, strlen(expect)), 0);
@@ -70,19 +70,18 @@ Test(client, server_stream_in_order_with_metadata) {
   Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
   req.response_bytes = 500;
   perfc_client_stream *s;
-  cr_assert_eq(perfc_channel_stream_open(ch, M(EXPAND), &req.base, NULL, &s), 0);
-  ProtobufCMessage *m;
+  cr_assert_eq(perfc__test__v1__test_service__expand__open(ch, &req, NULL, &s), 0);
+  Perfc__Test__V1__EchoResponse *e;
   int n = 0, rc;
-  while ((rc = perfc_client_stream_recv(s, &m)) == 1) {
+  while ((rc = perfc__test__v1__test_service__expand__read(s, &e)) == 1) {
     char want[16];
     snprintf(want, sizeof want, "%d", n++);
-    Perfc__Test__V1__EchoResponse *e = (Perfc__Test__V1__EchoResponse *)m;
     cr_assert_eq(e->payload.len, strlen(want));
     cr_assert_eq(memcmp(e->payload.data, want, strlen(want)), 0);
   }
   cr_assert_eq(rc, 0);
   cr_assert_eq(n, 500);
-  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(perfc__test__v1__test_service__expand__finish(s, NULL), PERFC_STATUS_OK);
   size_t len = 0;
   const char *v = perfc_client_stream_metadata(s, "x-initial", &len);
   cr_assert_not_null(v);
@@ -214,7 +213,7 @@ Test(client, async_unary_callbacks_run_once_each) {
     Perfc__Test__V1__EchoRequest req = payload_req(buf);
     perfc_metadata md[] = {{"x-id", buf, 0}};
     perfc_call_opts co = {.metadata = md, .metadata_count = 1};
-    cr_assert_eq(perfc_channel_unary_async(ch, M(ECHO), &req.base, &co, on_done, &a), 0);
+    cr_assert_eq(perfc__test__v1__test_service__echo__call_async(ch, &req, &co, on_done, &a), 0);
   }
   pthread_mutex_lock(&a.mu);
   while (a.done < N)

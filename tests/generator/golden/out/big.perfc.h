@@ -250,6 +250,39 @@ perfc_status_code big__v1__big__get_item00__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem00 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item00__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM00],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem01: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item01__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM01], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item01__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item01__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem01 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item01__recv(perfc_stream *s,
@@ -260,10 +293,60 @@ static inline int big__v1__big__list_item01__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem02: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item02__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM02],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item02__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item02__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem02 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item02__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem03: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item03__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM03], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item03__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item03__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item03__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem03 handler side: the next request (1), end of stream (0) or a
@@ -288,6 +371,39 @@ perfc_status_code big__v1__big__get_item04__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem04 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item04__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM04],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem05: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item05__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM05], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item05__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item05__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem05 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item05__recv(perfc_stream *s,
@@ -298,10 +414,60 @@ static inline int big__v1__big__list_item05__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem06: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item06__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM06],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item06__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item06__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem06 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item06__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem07: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item07__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM07], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item07__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item07__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item07__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem07 handler side: the next request (1), end of stream (0) or a
@@ -326,6 +492,39 @@ perfc_status_code big__v1__big__get_item08__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem08 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item08__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM08],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem09: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item09__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM09], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item09__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item09__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem09 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item09__recv(perfc_stream *s,
@@ -336,10 +535,60 @@ static inline int big__v1__big__list_item09__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem10: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item10__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM10],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item10__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item10__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem10 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item10__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem11: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item11__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM11], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item11__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item11__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item11__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem11 handler side: the next request (1), end of stream (0) or a
@@ -364,6 +613,39 @@ perfc_status_code big__v1__big__get_item12__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem12 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item12__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM12],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem13: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item13__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM13], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item13__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item13__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem13 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item13__recv(perfc_stream *s,
@@ -374,10 +656,60 @@ static inline int big__v1__big__list_item13__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem14: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item14__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM14],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item14__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item14__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem14 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item14__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem15: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item15__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM15], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item15__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item15__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item15__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem15 handler side: the next request (1), end of stream (0) or a
@@ -402,6 +734,39 @@ perfc_status_code big__v1__big__get_item16__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem16 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item16__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM16],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem17: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item17__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM17], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item17__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item17__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem17 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item17__recv(perfc_stream *s,
@@ -412,10 +777,60 @@ static inline int big__v1__big__list_item17__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem18: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item18__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM18],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item18__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item18__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem18 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item18__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem19: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item19__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM19], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item19__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item19__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item19__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem19 handler side: the next request (1), end of stream (0) or a
@@ -440,6 +855,39 @@ perfc_status_code big__v1__big__get_item20__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem20 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item20__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM20],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem21: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item21__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM21], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item21__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item21__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem21 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item21__recv(perfc_stream *s,
@@ -450,10 +898,60 @@ static inline int big__v1__big__list_item21__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem22: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item22__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM22],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item22__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item22__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem22 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item22__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem23: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item23__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM23], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item23__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item23__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item23__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem23 handler side: the next request (1), end of stream (0) or a
@@ -478,6 +976,39 @@ perfc_status_code big__v1__big__get_item24__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem24 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item24__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM24],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem25: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item25__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM25], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item25__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item25__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem25 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item25__recv(perfc_stream *s,
@@ -488,10 +1019,60 @@ static inline int big__v1__big__list_item25__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem26: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item26__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM26],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item26__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item26__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem26 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item26__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem27: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item27__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM27], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item27__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item27__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item27__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem27 handler side: the next request (1), end of stream (0) or a
@@ -516,6 +1097,39 @@ perfc_status_code big__v1__big__get_item28__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem28 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item28__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM28],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem29: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item29__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM29], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item29__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item29__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem29 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item29__recv(perfc_stream *s,
@@ -526,10 +1140,60 @@ static inline int big__v1__big__list_item29__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem30: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item30__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM30],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item30__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item30__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem30 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item30__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem31: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item31__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM31], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item31__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item31__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item31__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem31 handler side: the next request (1), end of stream (0) or a
@@ -554,6 +1218,39 @@ perfc_status_code big__v1__big__get_item32__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem32 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item32__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM32],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem33: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item33__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM33], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item33__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item33__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem33 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item33__recv(perfc_stream *s,
@@ -564,10 +1261,60 @@ static inline int big__v1__big__list_item33__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem34: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item34__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM34],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item34__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item34__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem34 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item34__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem35: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item35__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM35], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item35__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item35__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item35__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem35 handler side: the next request (1), end of stream (0) or a
@@ -592,6 +1339,39 @@ perfc_status_code big__v1__big__get_item36__call(perfc_channel *ch,
     const Big__V1__Query *req, Big__V1__Item **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetItem36 and returns at once; `cb` gets the Big__V1__Item (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int big__v1__big__get_item36__call_async(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM36],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListItem37: open, write every request, then finish for the
+ *  single Big__V1__Item (valid until perfc_client_stream_free()). */
+static inline int big__v1__big__list_item37__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_LIST_ITEM37], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__list_item37__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code big__v1__big__list_item37__finish(
+    perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (Big__V1__Item *)r;
+  return c;
+}
+
 /** ListItem37 handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int big__v1__big__list_item37__recv(perfc_stream *s,
@@ -602,10 +1382,60 @@ static inline int big__v1__big__list_item37__recv(perfc_stream *s,
   return rc;
 }
 
+/** Client side of PutItem38: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int big__v1__big__put_item38__open(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_PUT_ITEM38],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int big__v1__big__put_item38__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__put_item38__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** PutItem38 handler side: sends one response; see perfc_stream_send(). */
 static inline int big__v1__big__put_item38__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** Client side of SyncItem39: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int big__v1__big__sync_item39__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM39], NULL, opts,
+      out);
+}
+
+static inline int big__v1__big__sync_item39__write(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int big__v1__big__sync_item39__read(perfc_client_stream *s,
+    Big__V1__Item **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Big__V1__Item *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code big__v1__big__sync_item39__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
 }
 
 /** SyncItem39 handler side: the next request (1), end of stream (0) or a

@@ -59,6 +59,39 @@ perfc_status_code x__y_z__svc__get_user__call(perfc_channel *ch,
     const X__YZ__Req *req, X__YZ__Req__In **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetUser and returns at once; `cb` gets the X__YZ__Req__In (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int x__y_z__svc__get_user__call_async(perfc_channel *ch,
+    const X__YZ__Req *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &x__y_z__svc__perfc_desc.methods[X__Y_Z__SVC__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of Feed: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int x__y_z__svc__feed__open(perfc_channel *ch,
+    const X__YZ__Req__In *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &x__y_z__svc__perfc_desc.methods[X__Y_Z__SVC__PERFC_METHOD_FEED],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int x__y_z__svc__feed__read(perfc_client_stream *s,
+    X__YZ__Req **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (X__YZ__Req *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code x__y_z__svc__feed__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** Feed handler side: sends one response; see perfc_stream_send(). */
 static inline int x__y_z__svc__feed__send(perfc_stream *s,
     const X__YZ__Req *m) {

@@ -58,11 +58,31 @@ perfc_status_code a__b__c__v2__first__run__call(perfc_channel *ch,
     const A__B__C__V2__Req *req, A__B__C__V2__Resp **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts Run and returns at once; `cb` gets the A__B__C__V2__Resp (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int a__b__c__v2__first__run__call_async(perfc_channel *ch,
+    const A__B__C__V2__Req *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &a__b__c__v2__first__perfc_desc.methods[A__B__C__V2__FIRST__PERFC_METHOD_RUN],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
 /** Calls DoHTTP2Thing and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code a__b__c__v2__first__do_http2_thing__call(perfc_channel *ch,
     const A__B__C__V2__Req *req, A__B__C__V2__Resp **resp,
     const perfc_call_opts *opts, perfc_status *status);
+
+/** Starts DoHTTP2Thing and returns at once; `cb` gets the A__B__C__V2__Resp (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int a__b__c__v2__first__do_http2_thing__call_async(perfc_channel *ch,
+    const A__B__C__V2__Req *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &a__b__c__v2__first__perfc_desc.methods[A__B__C__V2__FIRST__PERFC_METHOD_DO_HTTP2_THING],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
 
 /* ---- service a.b.c.v2.Second_Svc2 ---- */
 
@@ -106,6 +126,39 @@ int a__b__c__v2__second__svc2__perfc_register(perfc_server *srv,
 perfc_status_code a__b__c__v2__second__svc2__get_v2__value__call(perfc_channel *ch,
     const A__B__C__V2__Req *req, A__B__C__V2__Resp **resp,
     const perfc_call_opts *opts, perfc_status *status);
+
+/** Starts get_v2_Value and returns at once; `cb` gets the A__B__C__V2__Resp (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int a__b__c__v2__second__svc2__get_v2__value__call_async(perfc_channel *ch,
+    const A__B__C__V2__Req *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &a__b__c__v2__second__svc2__perfc_desc.methods[A__B__C__V2__SECOND__SVC2__PERFC_METHOD_GET_V2__VALUE],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of Collect: open, write every request, then finish for the
+ *  single A__B__C__V2__Resp (valid until perfc_client_stream_free()). */
+static inline int a__b__c__v2__second__svc2__collect__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &a__b__c__v2__second__svc2__perfc_desc.methods[A__B__C__V2__SECOND__SVC2__PERFC_METHOD_COLLECT], NULL, opts,
+      out);
+}
+
+static inline int a__b__c__v2__second__svc2__collect__write(perfc_client_stream *s,
+    const A__B__C__V2__Req *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline perfc_status_code a__b__c__v2__second__svc2__collect__finish(
+    perfc_client_stream *s, A__B__C__V2__Resp **resp, perfc_status *status) {
+  ProtobufCMessage *r = NULL;
+  perfc_status_code c = perfc_client_stream_finish(s, &r, status);
+  if (resp != NULL)
+    *resp = (A__B__C__V2__Resp *)r;
+  return c;
+}
 
 /** Collect handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */

@@ -60,6 +60,43 @@ perfc_status_code kw__keywords__get__call(perfc_channel *ch,
     const Kw__Int *req, Kw__Struct **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts Get and returns at once; `cb` gets the Kw__Struct (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int kw__keywords__get__call_async(perfc_channel *ch,
+    const Kw__Int *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &kw__keywords__perfc_desc.methods[KW__KEYWORDS__PERFC_METHOD_GET],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of Swap: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int kw__keywords__swap__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &kw__keywords__perfc_desc.methods[KW__KEYWORDS__PERFC_METHOD_SWAP], NULL, opts,
+      out);
+}
+
+static inline int kw__keywords__swap__write(perfc_client_stream *s,
+    const Kw__Struct *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int kw__keywords__swap__read(perfc_client_stream *s,
+    Kw__Int **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Kw__Int *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code kw__keywords__swap__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** Swap handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int kw__keywords__swap__recv(perfc_stream *s,

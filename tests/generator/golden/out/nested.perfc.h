@@ -60,6 +60,43 @@ perfc_status_code nest__nester__dig__call(perfc_channel *ch,
     const Nest__Outer__Inner *req, Nest__Outer__Inner__Deepest **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts Dig and returns at once; `cb` gets the Nest__Outer__Inner__Deepest (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int nest__nester__dig__call_async(perfc_channel *ch,
+    const Nest__Outer__Inner *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &nest__nester__perfc_desc.methods[NEST__NESTER__PERFC_METHOD_DIG],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of Stream: open, write and read (from two threads if you
+ *  like), perfc_client_stream_close_send(), then finish for the status. */
+static inline int nest__nester__stream__open(perfc_channel *ch,
+    const perfc_call_opts *opts, perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &nest__nester__perfc_desc.methods[NEST__NESTER__PERFC_METHOD_STREAM], NULL, opts,
+      out);
+}
+
+static inline int nest__nester__stream__write(perfc_client_stream *s,
+    const Nest__Outer *m) {
+  return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+static inline int nest__nester__stream__read(perfc_client_stream *s,
+    Nest__Outer__Inner **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Nest__Outer__Inner *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code nest__nester__stream__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** Stream handler side: the next request (1), end of stream (0) or a
  *  negative PERFC_E* code; see perfc_stream_recv(). */
 static inline int nest__nester__stream__recv(perfc_stream *s,

@@ -59,6 +59,39 @@ perfc_status_code svc__get_user__call(perfc_channel *ch,
     const Ping *req, Pong **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetUser and returns at once; `cb` gets the Pong (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int svc__get_user__call_async(perfc_channel *ch,
+    const Ping *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &svc__perfc_desc.methods[SVC__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of Watch: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int svc__watch__open(perfc_channel *ch,
+    const Ping *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &svc__perfc_desc.methods[SVC__PERFC_METHOD_WATCH],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int svc__watch__read(perfc_client_stream *s,
+    Pong **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Pong *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code svc__watch__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** Watch handler side: sends one response; see perfc_stream_send(). */
 static inline int svc__watch__send(perfc_stream *s,
     const Pong *m) {

@@ -54,6 +54,16 @@ perfc_status_code legacy__legacy__call__call(perfc_channel *ch,
     const Legacy__Base *req, Legacy__Reply **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts Call and returns at once; `cb` gets the Legacy__Reply (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int legacy__legacy__call__call_async(perfc_channel *ch,
+    const Legacy__Base *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &legacy__legacy__perfc_desc.methods[LEGACY__LEGACY__PERFC_METHOD_CALL],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -71,6 +71,39 @@ perfc_status_code api__v1__user_service__get_user__call(perfc_channel *ch,
     const Api__V1__GetUserRequest *req, Api__V1__User **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts GetUser and returns at once; `cb` gets the Api__V1__User (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int api__v1__user_service__get_user__call_async(perfc_channel *ch,
+    const Api__V1__GetUserRequest *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Client side of ListUsers: open with the request, read until 0, then
+ *  finish for the status. A read message is valid until the next read. */
+static inline int api__v1__user_service__list_users__open(perfc_channel *ch,
+    const Api__V1__ListUsersRequest *req, const perfc_call_opts *opts,
+    perfc_client_stream **out) {
+  return perfc_channel_stream_open(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_LIST_USERS],
+      (const ProtobufCMessage *)req, opts, out);
+}
+
+static inline int api__v1__user_service__list_users__read(perfc_client_stream *s,
+    Api__V1__User **out) {
+  ProtobufCMessage *msg = NULL;
+  int rc = perfc_client_stream_recv(s, &msg);
+  *out = rc == 1 ? (Api__V1__User *)msg : NULL;
+  return rc;
+}
+
+static inline perfc_status_code api__v1__user_service__list_users__finish(
+    perfc_client_stream *s, perfc_status *status) {
+  return perfc_client_stream_finish(s, NULL, status);
+}
+
 /** ListUsers handler side: sends one response; see perfc_stream_send(). */
 static inline int api__v1__user_service__list_users__send(perfc_stream *s,
     const Api__V1__User *m) {
@@ -83,17 +116,47 @@ perfc_status_code api__v1__user_service__update_user__call(perfc_channel *ch,
     const Api__V1__UpdateUserRequest *req, Api__V1__User **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts UpdateUser and returns at once; `cb` gets the Api__V1__User (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int api__v1__user_service__update_user__call_async(perfc_channel *ch,
+    const Api__V1__UpdateUserRequest *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_UPDATE_USER],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
 /** Calls DeleteUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code api__v1__user_service__delete_user__call(perfc_channel *ch,
     const Api__V1__GetUserRequest *req, Google__Protobuf__Empty **resp,
     const perfc_call_opts *opts, perfc_status *status);
 
+/** Starts DeleteUser and returns at once; `cb` gets the Google__Protobuf__Empty (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int api__v1__user_service__delete_user__call_async(perfc_channel *ch,
+    const Api__V1__GetUserRequest *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_DELETE_USER],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
 /** Calls Now and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code api__v1__user_service__now__call(perfc_channel *ch,
     const Google__Protobuf__Empty *req, Google__Protobuf__Timestamp **resp,
     const perfc_call_opts *opts, perfc_status *status);
+
+/** Starts Now and returns at once; `cb` gets the Google__Protobuf__Timestamp (cast the
+ *  message) once it ends. See perfc_channel_unary_async(). */
+static inline int api__v1__user_service__now__call_async(perfc_channel *ch,
+    const Google__Protobuf__Empty *req, const perfc_call_opts *opts, perfc_unary_cb cb,
+    void *user_data) {
+  return perfc_channel_unary_async(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_NOW],
+      (const ProtobufCMessage *)req, opts, cb, user_data);
+}
 
 #ifdef __cplusplus
 }
