@@ -36,6 +36,87 @@ void perfc_channel_opts_init(perfc_channel_opts *o) {
 
 static int clamp_int(int64_t v) { return v > INT32_MAX ? INT32_MAX : (int)v; }
 
+/* A growable string for the service config JSON. */
+typedef struct sbuf {
+  char *p;
+  size_t n, cap;
+  int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s) {
+  size_t len = strlen(s);
+  if (b->oom)
+    return;
+  if (b->n + len + 1 > b->cap) {
+    size_t cap = (b->n + len + 1) * 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+      b->oom = 1;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, len + 1);
+  b->n += len;
+}
+
+/* The service config perfc derives from the options: the load-balancing
+ * policy and a retry policy for idempotent methods. Returns "" when there is
+ * nothing to say, NULL on OOM. Names come from generated descriptors (proto
+ * identifiers), so they need no JSON escaping. */
+static char *build_service_config(const perfc_channel_opts *o) {
+  sbuf b = {0};
+  sb_add(&b, "");
+  int any = 0;
+  size_t idempotent = 0;
+  for (size_t i = 0; i < o->retry_service_count; i++)
+    for (size_t k = 0; k < o->retry_services[i]->n_methods; k++)
+      idempotent += o->retry_services[i]->methods[k].idempotent != 0;
+  unsigned attempts = o->retry_max_attempts ? o->retry_max_attempts
+                                            : PERFC_DEFAULT_RETRY_MAX_ATTEMPTS;
+  if (o->lb_policy == NULL && (idempotent == 0 || attempts < 2))
+    return b.p;
+  sb_add(&b, "{");
+  if (o->lb_policy != NULL) {
+    sb_add(&b, "\"loadBalancingConfig\":[{\"");
+    sb_add(&b, o->lb_policy);
+    sb_add(&b, "\":{}}]");
+    any = 1;
+  }
+  if (idempotent > 0 && attempts >= 2) {
+    char num[16];
+    snprintf(num, sizeof num, "%u", attempts > 5 ? 5 : attempts);
+    sb_add(&b, any ? ",\"methodConfig\":[{\"name\":[" : "\"methodConfig\":[{\"name\":[");
+    int first = 1;
+    for (size_t i = 0; i < o->retry_service_count; i++) {
+      const perfc_service_desc *sv = o->retry_services[i];
+      for (size_t k = 0; k < sv->n_methods; k++) {
+        if (!sv->methods[k].idempotent)
+          continue;
+        sb_add(&b, first ? "{\"service\":\"" : ",{\"service\":\"");
+        sb_add(&b, sv->name);
+        sb_add(&b, "\",\"method\":\"");
+        sb_add(&b, sv->methods[k].name);
+        sb_add(&b, "\"}");
+        first = 0;
+      }
+    }
+    /* Backoff 50 ms doubling to 1 s with grpc's built-in jitter; only
+     * UNAVAILABLE, which means the request did not reach a handler. */
+    sb_add(&b, "],\"retryPolicy\":{\"maxAttempts\":");
+    sb_add(&b, num);
+    sb_add(&b, ",\"initialBackoff\":\"0.05s\",\"maxBackoff\":\"1s\","
+               "\"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\"]}}]");
+  }
+  sb_add(&b, "}");
+  if (b.oom) {
+    free(b.p);
+    return NULL;
+  }
+  return b.p;
+}
+
 int perfc_channel_new(perfc_channel **out, const char *target,
                       const perfc_channel_opts *opts) {
   if (out == NULL || target == NULL || target[0] == '\0')
@@ -59,6 +140,9 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     TAKE(service_config_json);
     TAKE(interceptors);
     TAKE(interceptor_count);
+    TAKE(retry_services);
+    TAKE(retry_service_count);
+    TAKE(retry_max_attempts);
 #undef TAKE
   }
   if (o.interceptor_count > PERFC_MAX_INTERCEPTORS ||
@@ -87,12 +171,17 @@ int perfc_channel_new(perfc_channel **out, const char *target,
   for (size_t i = 0; i < o.interceptor_count; i++)
     ch->ics[ch->nics++] = o.interceptors[i];
 
-  char service_config[256];
+  char *service_config = NULL;
   const char *sc = o.service_config_json;
-  if (sc == NULL && o.lb_policy != NULL) {
-    snprintf(service_config, sizeof service_config,
-             "{\"loadBalancingConfig\":[{\"%s\":{}}]}", o.lb_policy);
-    sc = service_config;
+  if (sc == NULL) {
+    service_config = build_service_config(&o);
+    if (service_config == NULL) {
+      free(ch->chans);
+      free(ch->target);
+      free(ch);
+      return PERFC_ENOMEM;
+    }
+    sc = service_config[0] ? service_config : NULL;
   }
 
   perfc__grpc_init();
@@ -126,6 +215,8 @@ int perfc_channel_new(perfc_channel **out, const char *target,
      * connection through the global subchannel pool. A local pool plus a
      * distinct index makes each of the N channels its own connection. */
     INT_ARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    /* Retries only happen where the service config asks for them. */
+    INT_ARG(GRPC_ARG_ENABLE_RETRIES, 1);
     INT_ARG("perfc.channel_index", (int)i);
 #undef INT_ARG
     if (sc != NULL) {
@@ -138,6 +229,7 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     ch->chans[i] = grpc_channel_create(target, creds, &ca);
   }
   grpc_channel_credentials_release(creds);
+  free(service_config);
   *out = ch;
   return 0;
 }

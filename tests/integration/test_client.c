@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SVC perfc__test__v1__test_service__perfc_desc
@@ -310,4 +312,122 @@ Test(client, pool_of_n_channels_opens_n_connections) {
     cr_skip_test("ss is not available");
   cr_assert_eq(after - before, 4, "expected 4 new TCP connections, saw %d", after - before);
   perfc_channel_free(pool);
+}
+
+/* ---- load balancing and retries across three servers ---------------------- */
+
+static int whoami(perfc_channel *c, char *name, size_t len) {
+  Perfc__Test__V1__EchoRequest req = payload_req("whoami");
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_call_opts co = {.wait_for_ready = 1, .timeout_ms = 5000};
+  int code = perfc__test__v1__test_service__echo__call(c, &req, &resp, &co, NULL);
+  if (code == PERFC_STATUS_OK) {
+    snprintf(name, len, "%.*s", (int)resp->payload.len, (const char *)resp->payload.data);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  return code;
+}
+
+typedef struct lb_load {
+  perfc_channel *c;
+  char names[3][32];
+  atomic_int done, failed;
+} lb_load;
+
+static void *lb_caller(void *p) {
+  lb_load *l = p;
+  for (int i = 0; i < 250; i++) {
+    char name[32];
+    if (whoami(l->c, name, sizeof name) != PERFC_STATUS_OK)
+      atomic_fetch_add(&l->failed, 1);
+    atomic_fetch_add(&l->done, 1);
+  }
+  return NULL;
+}
+
+/* Starts bin/perfc-test-server (next to this test binary) as a child on an
+ * ephemeral port; returns its pid and port. */
+static pid_t spawn_server(int *out_port) {
+  char exe[512], path[600];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  cr_assert_gt(n, 0);
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  *slash = '\0';
+  snprintf(path, sizeof path, "%s/perfc-test-server", exe);
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    execl(path, path, "--listen", "127.0.0.1:0", (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE *f = fdopen(fds[0], "r");
+  char line[128] = "";
+  cr_assert_not_null(fgets(line, sizeof line, f), "perfc-test-server did not start");
+  fclose(f);
+  char *colon = strrchr(line, ':');
+  cr_assert_not_null(colon, "%s", line);
+  *out_port = atoi(colon + 1);
+  return pid;
+}
+
+Test(lb, round_robin_spreads_and_survives_a_killed_replica, .timeout = 120) {
+  pid_t pids[3];
+  int ports[3];
+  for (int i = 0; i < 3; i++)
+    pids[i] = spawn_server(&ports[i]);
+  char target[128];
+  snprintf(target, sizeof target, "ipv4:127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d",
+           ports[0], ports[1], ports[2]);
+  const perfc_service_desc *retry[] = {&SVC};
+  perfc_channel_opts o = {.lb_policy = "round_robin", .retry_services = retry,
+                          .retry_service_count = 1};
+  perfc_channel *c;
+  cr_assert_eq(perfc_channel_new(&c, target, &o), 0);
+
+  lb_load load = {.c = c};
+  for (int k = 0; k < 3; k++)
+    snprintf(load.names[k], sizeof load.names[k], "server-%d", ports[k]);
+  int hits[3] = {0};
+  for (int i = 0; i < 300; i++) {
+    char name[32] = "";
+    cr_assert_eq(whoami(c, name, sizeof name), PERFC_STATUS_OK);
+    for (int k = 0; k < 3; k++)
+      hits[k] += strcmp(name, load.names[k]) == 0;
+  }
+  for (int k = 0; k < 3; k++)
+    cr_assert(hits[k] >= 60, "server %d got %d of 300 calls", k, hits[k]);
+
+  /* SIGKILL the middle replica while four threads keep calling; no call
+   * may fail (wait-for-ready plus retries of the idempotent Echo). */
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++)
+    pthread_create(&th[i], NULL, lb_caller, &load);
+  while (atomic_load(&load.done) < 200)
+    usleep(1000);
+  kill(pids[1], SIGKILL);
+  waitpid(pids[1], NULL, 0);
+  int done_at_kill = atomic_load(&load.done);
+  for (int i = 0; i < 4; i++)
+    pthread_join(th[i], NULL);
+  cr_assert_eq(atomic_load(&load.failed), 0);
+  cr_assert_eq(atomic_load(&load.done), 4 * 250);
+  cr_assert_lt(done_at_kill, 4 * 250, "the kill must happen mid-load");
+  for (int i = 0; i < 50; i++) {
+    char name[32] = "";
+    cr_assert_eq(whoami(c, name, sizeof name), PERFC_STATUS_OK);
+    cr_assert_neq(strcmp(name, load.names[1]), 0, "the killed replica answered");
+  }
+  perfc_channel_free(c);
+  for (int i = 0; i < 3; i += 2) {
+    kill(pids[i], SIGTERM);
+    int status = -1;
+    waitpid(pids[i], &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "replica %d did not stop cleanly on SIGTERM", i);
+  }
 }

@@ -32,9 +32,12 @@ int main(int argc, char **argv) {
   int rc = perfc_server_new(&srv, &o);
   if (rc == 0)
     rc = perfc_server_listen(srv, listen, &port);
+  /* The name Echo("whoami") answers, so clients can tell replicas apart. */
+  static char name[32];
+  snprintf(name, sizeof name, "server-%d", port);
   if (rc == 0)
     rc = perfc__test__v1__test_service__perfc_register(
-        srv, &test_service_handlers, NULL);
+        srv, &test_service_handlers, name);
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {

@@ -10,8 +10,11 @@
 static perfc_status_code echo(perfc_ctx *ctx,
                               const Perfc__Test__V1__EchoRequest *req,
                               Perfc__Test__V1__EchoResponse *resp, void *ud) {
-  (void)ud;
   resp->payload = req->payload; /* the request lives until the call ends */
+  if (ud != NULL && req->payload.len == 6 && memcmp(req->payload.data, "whoami", 6) == 0) {
+    resp->payload.data = (uint8_t *)ud;
+    resp->payload.len = strlen(ud);
+  }
   resp->peer = (char *)perfc_ctx_peer(ctx);
   int64_t left = perfc_ctx_remaining_ms(ctx);
   resp->remaining_ms = left == INT64_MAX ? -1 : left;
@@ -196,6 +199,11 @@ const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     /* .missing left NULL on purpose */
 };
 
+/* Names for up to 8 servers in one process ("server-PORT"), so a client can
+ * tell which one answered Echo("whoami"). */
+static char server_names[8][32];
+static int nnames;
+
 perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
   perfc_server *srv;
   int local_port;
@@ -203,9 +211,11 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
     port = &local_port;
   if (perfc_server_new(&srv, opts) != 0)
     return NULL;
+  char *name = server_names[nnames++ % 8];
   if (perfc_server_listen(srv, "127.0.0.1:0", port) != 0 ||
+      snprintf(name, sizeof server_names[0], "server-%d", *port) < 0 ||
       perfc__test__v1__test_service__perfc_register(srv, &test_service_handlers,
-                                                    NULL) != 0 ||
+                                                    name) != 0 ||
       perfc_server_start(srv) != 0) {
     perfc_server_free(srv);
     return NULL;

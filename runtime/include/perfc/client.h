@@ -54,7 +54,21 @@ typedef struct perfc_channel_opts {
    *  channel. At most PERFC_MAX_INTERCEPTORS. */
   const perfc_client_interceptor *const *interceptors;
   size_t interceptor_count;
+  /** Services whose methods marked `(perfc.method).idempotent` are retried
+   *  on UNAVAILABLE with exponential backoff and jitter, within the call's
+   *  deadline (grpc's retry policy through the service config). Borrowed
+   *  during perfc_channel_new() only. Ignored when service_config_json is
+   *  set: then that config decides. */
+  const perfc_service_desc *const *retry_services;
+  size_t retry_service_count;
+  /** Attempts per call for those methods, first included; 0 = default (4),
+   *  1 = no retries. grpc caps it at 5. */
+  unsigned retry_max_attempts;
 } perfc_channel_opts;
+
+/** Default attempts for idempotent methods: the first try plus three
+ *  retries rides out a replica restarting without amplifying an outage. */
+#define PERFC_DEFAULT_RETRY_MAX_ATTEMPTS 4
 
 PERFC_API void perfc_channel_opts_init(perfc_channel_opts *o);
 
