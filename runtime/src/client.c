@@ -12,7 +12,9 @@
  */
 #include "perfc/client.h"
 #include "perfc/log.h"
+#include "compression_internal.h"
 #include "server_internal.h"
+#include "tls_internal.h"
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -45,8 +47,12 @@ void perfc_channel_opts_init(perfc_channel_opts *o) {
 
 static int clamp_int(int64_t v) { return v > INT32_MAX ? INT32_MAX : (int)v; }
 
-int perfc_channel_new(perfc_channel **out, const char *target,
-                      const perfc_channel_opts *opts) {
+/* Plaintext and TLS channels differ only in `creds` (borrowed) and the
+ * optional TLS host name override. */
+static int channel_new(perfc_channel **out, const char *target,
+                       const perfc_channel_opts *opts,
+                       grpc_channel_credentials *creds,
+                       const char *name_override) {
   if (out == NULL || target == NULL || target[0] == '\0')
     return PERFC_EINVAL;
   perfc_channel_opts o;
@@ -68,7 +74,15 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     TAKE(service_config_json);
     TAKE(interceptors);
     TAKE(interceptor_count);
+    TAKE(compression);
 #undef TAKE
+  }
+  grpc_compression_algorithm calgo;
+  if (perfc__compression_parse(o.compression, &calgo) != 0) {
+    perfc_log(PERFC_LOG_ERROR,
+              "channel: unknown compression \"%s\" (gzip, deflate, identity)",
+              o.compression);
+    return PERFC_EINVAL;
   }
   if (o.interceptor_count > PERFC_MAX_INTERCEPTORS ||
       (o.interceptor_count > 0 && o.interceptors == NULL))
@@ -103,7 +117,6 @@ int perfc_channel_new(perfc_channel **out, const char *target,
   }
 
   perfc__grpc_init();
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   for (unsigned i = 0; i < ch->n; i++) {
     grpc_arg args[16];
     size_t n = 0;
@@ -134,7 +147,16 @@ int perfc_channel_new(perfc_channel **out, const char *target,
      * distinct index makes each of the N channels its own connection. */
     INT_ARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     INT_ARG("perfc.channel_index", (int)i);
+    if (calgo != GRPC_COMPRESS_NONE) {
+      INT_ARG(GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, (int)calgo);
+    }
 #undef INT_ARG
+    if (name_override != NULL) {
+      args[n].type = GRPC_ARG_STRING;
+      args[n].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+      args[n].value.string = (char *)name_override;
+      n++;
+    }
     if (sc != NULL) {
       args[n].type = GRPC_ARG_STRING;
       args[n].key = (char *)GRPC_ARG_SERVICE_CONFIG;
@@ -144,9 +166,42 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     grpc_channel_args ca = {.num_args = n, .args = args};
     ch->chans[i] = grpc_channel_create(target, creds, &ca);
   }
-  grpc_channel_credentials_release(creds);
   *out = ch;
   return 0;
+}
+
+int perfc_channel_new(perfc_channel **out, const char *target,
+                      const perfc_channel_opts *opts) {
+  /* Credentials are core objects: create and release them inside a
+   * grpc_init reference, as the TLS path does. */
+  perfc__grpc_init();
+  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  int rc = channel_new(out, target, opts, creds, NULL);
+  grpc_channel_credentials_release(creds);
+  grpc_shutdown();
+  return rc;
+}
+
+int perfc_channel_new_tls(perfc_channel **out, const char *target,
+                          const perfc_channel_opts *opts,
+                          const perfc_tls_channel_opts *tls) {
+  if (out == NULL || target == NULL || target[0] == '\0')
+    return PERFC_EINVAL;
+  /* The SSL credentials object lives in the core; hold a grpc_init reference
+   * while it exists so it is never created or released outside one. */
+  perfc__grpc_init();
+  grpc_channel_credentials *creds;
+  int rc = perfc__tls_channel_creds(tls, &creds);
+  if (rc == 0) {
+    const char *override = tls != NULL && tls->server_name_override != NULL &&
+                                   tls->server_name_override[0] != '\0'
+                               ? tls->server_name_override
+                               : NULL;
+    rc = channel_new(out, target, opts, creds, override);
+    grpc_channel_credentials_release(creds);
+  }
+  grpc_shutdown();
+  return rc;
 }
 
 void perfc_channel_free(perfc_channel *ch) {
@@ -192,10 +247,20 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
 
   /* Metadata is checked here because the core would fail the whole batch
    * with an opaque error; a stack array covers the usual handful. */
+  grpc_compression_algorithm calgo = GRPC_COMPRESS_NONE;
+  if (opts->compression != NULL &&
+      perfc__compression_parse(opts->compression, &calgo) != 0) {
+    char e[160];
+    int n = snprintf(e, sizeof e,
+                     "unknown compression '%.40s' (gzip, deflate, identity)",
+                     opts->compression);
+    return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, (size_t)n);
+  }
+  size_t md_count = opts->metadata_count + (opts->compression != NULL);
   grpc_metadata md_stack[8];
   grpc_metadata *md = md_stack;
-  if (opts->metadata_count > 8) {
-    md = calloc(opts->metadata_count, sizeof *md);
+  if (md_count > 8) {
+    md = calloc(md_count, sizeof *md);
     if (md == NULL)
       return set_status(status, PERFC_STATUS_RESOURCE_EXHAUSTED,
                         "out of memory", 13);
@@ -215,6 +280,18 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
     memset(&md[i], 0, sizeof md[i]);
     md[i].key = grpc_slice_from_static_string(in->key);
     md[i].value = grpc_slice_from_static_buffer(in->value, vlen);
+  }
+  if (opts->compression != NULL) {
+    /* The per-call override the core's compression filter reads (grpc's
+     * C++ ClientContext::set_compression_algorithm sends the same key); the
+     * filter removes it before anything goes on the wire. It wins over the
+     * channel default, and "identity" turns compression off for this call. */
+    const char *name = "identity";
+    grpc_compression_algorithm_name(calgo, &name);
+    grpc_metadata *c = &md[opts->metadata_count];
+    memset(c, 0, sizeof *c);
+    c->key = grpc_slice_from_static_string("grpc-internal-encoding-request");
+    c->value = grpc_slice_from_static_string(name);
   }
 
   int64_t timeout = opts->timeout_ms ? opts->timeout_ms : ch->default_timeout_ms;
@@ -237,7 +314,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = opts->metadata_count;
+  ops[0].data.send_initial_metadata.count = md_count;
   ops[0].data.send_initial_metadata.metadata = md;
   if (opts->wait_for_ready)
     ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
