@@ -306,6 +306,7 @@ static void server_pems_free(server_pems *p) {
   free(p->cert);
   free(p->key);
   free(p->ca);
+  memset(p, 0, sizeof *p);
 }
 
 static int load_server(const perfc_tls_opts *tls, server_pems *p) {
