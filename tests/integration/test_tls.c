@@ -142,6 +142,25 @@ Test(tls, call_succeeds_over_tls) {
   cr_assert_eq(echo(ch, NULL), PERFC_STATUS_OK);
 }
 
+Test(tls, plaintext_and_tls_ports_on_one_server) {
+  perfc_tls_opts o = server_opts(PERFC_TLS_CLIENT_AUTH_NONE);
+  int plain_port;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &plain_port), 0);
+  cr_assert_eq(perfc_server_listen_tls(srv, "127.0.0.1:0", &o, &port), 0);
+  cr_assert_eq(perfc__test__v1__test_service__perfc_register(
+                   srv, &test_service_handlers, NULL),
+               0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  ch = client("127.0.0.1", path("ca.crt"), NULL, NULL, NULL);
+  cr_assert_eq(echo(ch, NULL), PERFC_STATUS_OK);
+  perfc_channel_free(ch);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", plain_port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  cr_assert_eq(echo(ch, NULL), PERFC_STATUS_OK);
+}
+
 Test(tls, server_name_override_is_checked) {
   perfc_tls_opts o = server_opts(PERFC_TLS_CLIENT_AUTH_NONE);
   cr_assert_eq(start_tls(&o), 0, "%s", perfc_tls_last_error());

@@ -192,6 +192,16 @@ class CompressionTests(unittest.TestCase):
             up, _ = self.measure(proxy, lambda: fn(echo_request(payload), timeout=20))
             self.assertGreater(up, MSG_BYTES)
 
+    def test_decompressed_size_is_limited(self):
+        """A 1 MB request that gzips to 1 KB is still over a 64 KiB limit."""
+        srv, proxy = self.start("--max-recv-bytes", "65536")
+        with grpc.insecure_channel(proxy.target, compression=grpc.Compression.Gzip) as ch:
+            fn = ch.unary_unary(SVC + "Echo")
+            with self.assertRaises(grpc.RpcError) as ctx:
+                fn(echo_request(b"\0" * 1000000), timeout=10)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertEqual(decode(fn(echo_request(b"ok"), timeout=10))[1], b"ok")
+
     def test_server_default_gzip_responses(self):
         srv, proxy = self.start("--compression", "gzip")
         with grpc.insecure_channel(proxy.target) as ch:
