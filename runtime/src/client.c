@@ -12,8 +12,9 @@
  */
 #include "perfc/client.h"
 #include "perfc/log.h"
-#include "compression_internal.h"
 #include "server_internal.h"
+
+#include "compression_internal.h"
 #include "tls_internal.h"
 
 #include <grpc/grpc_security.h>
@@ -245,8 +246,6 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
     return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, (size_t)n);
   }
 
-  /* Metadata is checked here because the core would fail the whole batch
-   * with an opaque error; a stack array covers the usual handful. */
   grpc_compression_algorithm calgo = GRPC_COMPRESS_NONE;
   if (opts->compression != NULL &&
       perfc__compression_parse(opts->compression, &calgo) != 0) {
@@ -256,6 +255,8 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
                      opts->compression);
     return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, e, (size_t)n);
   }
+  /* Metadata is checked here because the core would fail the whole batch
+   * with an opaque error; a stack array covers the usual handful. */
   size_t md_count = opts->metadata_count + (opts->compression != NULL);
   grpc_metadata md_stack[8];
   grpc_metadata *md = md_stack;

@@ -23,8 +23,9 @@
 #include "perfc/pool.h"
 #include "perfc/server.h"
 #include "perfc/stream.h"
-#include "compression_internal.h"
 #include "server_internal.h"
+
+#include "compression_internal.h"
 #include "tls_internal.h"
 
 #include <errno.h>

@@ -10,8 +10,8 @@
  * per connection while the server looks healthy. Checking here turns a bad
  * deployment into one clear startup error that names the file.
  */
-#include "perfc/log.h"
 #include "perfc/tls.h"
+#include "perfc/log.h"
 #include "tls_internal.h"
 
 #include <errno.h>
@@ -114,8 +114,7 @@ static int read_pem(const char *role, const char *path, char **out) {
   }
   if (strstr(buf, "-----BEGIN ") == NULL) {
     free(buf);
-    return fail("TLS: %s file %s: not PEM: no \"-----BEGIN\" line", role,
-                path);
+    return fail("TLS: %s file %s: not PEM: no \"-----BEGIN\" line", role, path);
   }
   *out = buf;
   return 0;
@@ -157,7 +156,7 @@ static int validity(X509 *x, char *why, size_t len) {
 /* Parses every certificate in `pem` into a new stack (caller frees with
  * sk_X509_pop_free). Fails when there is none or one does not parse. */
 static int parse_certs(const char *role, const char *path, const char *pem,
-                       STACK_OF(X509) **out) {
+                       STACK_OF(X509) * *out) {
   char reason[256];
   *out = NULL;
   STACK_OF(X509) *certs = sk_X509_new_null();
@@ -291,8 +290,8 @@ static int load_ca(const char *path, char **pem) {
   if (valid == 0) {
     free(*pem);
     *pem = NULL;
-    return fail("TLS: CA file %s: no certificate in it is valid now: %s",
-                path, first_why);
+    return fail("TLS: CA file %s: no certificate in it is valid now: %s", path,
+                first_why);
   }
   return 0;
 }

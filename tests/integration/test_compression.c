@@ -26,7 +26,8 @@ static perfc_server *srv;
 static perfc_channel *ch;
 static int port;
 
-/* ---- byte-counting proxy ---------------------------------------------------- */
+/* ---- byte-counting proxy ----------------------------------------------------
+ */
 
 static int proxy_fd = -1, proxy_port;
 static atomic_long up_bytes, down_bytes; /* client->server, server->client */
@@ -109,7 +110,8 @@ static void proxy_start(void) {
   pthread_create(&proxy_thread, NULL, accept_loop, NULL);
 }
 
-/* ---- fixtures --------------------------------------------------------------- */
+/* ---- fixtures ---------------------------------------------------------------
+ */
 
 static void start(const char *server_compression,
                   const char *channel_compression) {
@@ -244,9 +246,9 @@ Test(compression, unknown_names_are_refused) {
   Perfc__Test__V1__EchoResponse *resp = NULL;
   perfc_status st = {0};
   perfc_call_opts callo = {.compression = "zstd"};
-  cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &resp,
-                                                          &callo, &st),
-               PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(
+      perfc__test__v1__test_service__echo__call(ch, &req, &resp, &callo, &st),
+      PERFC_STATUS_INVALID_ARGUMENT);
   cr_assert(strstr(st.message, "zstd") != NULL, "%s", st.message);
   perfc_status_reset(&st);
 }

@@ -35,9 +35,10 @@ int main(int argc, char **argv) {
       tls.client_ca_file = argv[++i];
     else if (strcmp(argv[i], "--tls-client-auth") == 0 && i + 1 < argc) {
       const char *m = argv[++i];
-      tls.client_auth = strcmp(m, "require") == 0   ? PERFC_TLS_CLIENT_AUTH_REQUIRE
-                        : strcmp(m, "request") == 0 ? PERFC_TLS_CLIENT_AUTH_REQUEST
-                                                    : PERFC_TLS_CLIENT_AUTH_NONE;
+      tls.client_auth =
+          strcmp(m, "require") == 0   ? PERFC_TLS_CLIENT_AUTH_REQUIRE
+          : strcmp(m, "request") == 0 ? PERFC_TLS_CLIENT_AUTH_REQUEST
+                                      : PERFC_TLS_CLIENT_AUTH_NONE;
     } else {
       fprintf(stderr,
               "usage: %s [--listen HOST:PORT] [--max-recv-bytes N] "
@@ -52,8 +53,9 @@ int main(int argc, char **argv) {
   int port = 0;
   int rc = perfc_server_new(&srv, &o);
   if (rc == 0)
-    rc = tls.cert_file != NULL ? perfc_server_listen_tls(srv, listen, &tls, &port)
-                               : perfc_server_listen(srv, listen, &port);
+    rc = tls.cert_file != NULL
+             ? perfc_server_listen_tls(srv, listen, &tls, &port)
+             : perfc_server_listen(srv, listen, &port);
   if (rc == 0)
     rc = perfc__test__v1__test_service__perfc_register(
         srv, &test_service_handlers, NULL);
@@ -61,7 +63,8 @@ int main(int argc, char **argv) {
     rc = perfc_server_start(srv);
   if (rc != 0) {
     fprintf(stderr, "perfc-test-server: %s%s%s\n", perfc_strerror(rc),
-            rc == PERFC_ETLS ? ": " : "", rc == PERFC_ETLS ? perfc_tls_last_error() : "");
+            rc == PERFC_ETLS ? ": " : "",
+            rc == PERFC_ETLS ? perfc_tls_last_error() : "");
     perfc_server_free(srv);
     return 1;
   }

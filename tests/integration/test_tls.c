@@ -112,9 +112,8 @@ static perfc_status_code echo(perfc_channel *c, char **msg) {
   return code;
 }
 
-static perfc_channel *client(const char *host, const char *ca,
-                             const char *cert, const char *key,
-                             const char *override) {
+static perfc_channel *client(const char *host, const char *ca, const char *cert,
+                             const char *key, const char *override) {
   char target[128];
   snprintf(target, sizeof target, "%s:%d", host, port);
   perfc_tls_channel_opts t;
@@ -217,7 +216,8 @@ Test(tls, mtls_request_allows_clients_without_certificate) {
   cr_assert_eq(echo(ch, NULL), PERFC_STATUS_OK);
 }
 
-/* ---- bad files ------------------------------------------------------------ */
+/* ---- bad files ------------------------------------------------------------
+ */
 
 static char logged[4096];
 static void capture(perfc_log_level level, const char *msg, void *ud) {
@@ -286,7 +286,8 @@ Test(tls, unreadable_file) {
      * process, so it drops to nobody for the check (the directory must
      * then be searchable by others, the file itself stays mode 000). */
     cr_assert_eq(chmod(dir(), 0711), 0);
-    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)
+    if (setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0)
       cr_skip_test("cannot drop root privileges");
   }
   perfc_tls_opts o = server_opts(PERFC_TLS_CLIENT_AUTH_NONE);
@@ -375,7 +376,8 @@ Test(tls, bad_channel_files) {
   t.root_ca_file = path("ca.crt");
   t.cert_file = path("client.crt");
   cr_assert_eq(perfc_channel_new_tls(&ch, "127.0.0.1:1", NULL, &t), PERFC_ETLS);
-  cr_assert(strstr(perfc_tls_last_error(), "needs both cert_file and key_file"));
+  cr_assert(
+      strstr(perfc_tls_last_error(), "needs both cert_file and key_file"));
 
   t.key_file = path("other.key");
   cr_assert_eq(perfc_channel_new_tls(&ch, "127.0.0.1:1", NULL, &t), PERFC_ETLS);
