@@ -157,7 +157,6 @@ static int validity(X509 *x, char *why, size_t len) {
  * sk_X509_pop_free). Fails when there is none or one does not parse. */
 static int parse_certs(const char *role, const char *path, const char *pem,
                        STACK_OF(X509) * *out) {
-  char reason[256];
   *out = NULL;
   STACK_OF(X509) *certs = sk_X509_new_null();
   BIO *b = BIO_new_mem_buf(pem, -1);
@@ -169,7 +168,8 @@ static int parse_certs(const char *role, const char *path, const char *pem,
   ERR_clear_error();
   X509 *x;
   while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
-    sk_X509_push(certs, x);
+    if (sk_X509_push(certs, x) == 0)
+      X509_free(x);
   /* Running off the end shows up as "no start line"; anything else means a
    * certificate block that is present but broken. */
   unsigned long e = ERR_peek_last_error();
@@ -179,9 +179,11 @@ static int parse_certs(const char *role, const char *path, const char *pem,
   int count = sk_X509_num(certs);
   if (broken || count == 0) {
     sk_X509_pop_free(certs, X509_free);
-    if (broken)
+    if (broken) {
+      char reason[256];
       return fail("TLS: %s file %s: certificate %d does not parse: %s", role,
                   path, count + 1, ssl_reason(reason, sizeof reason));
+    }
     ERR_clear_error();
     return fail("TLS: %s file %s: contains no PEM certificate", role, path);
   }
