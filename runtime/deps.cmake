@@ -6,3 +6,8 @@
 # parsing; metrics.c uses floor/fabs/isnan from libm.
 pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
 target_link_libraries(perfc_runtime PRIVATE PkgConfig::MHD m)
+
+# tls.c: PEM files are read and checked with OpenSSL 3 (key matches
+# certificate, validity dates, parseable CA bundles) before gRPC sees them.
+pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::OPENSSL)

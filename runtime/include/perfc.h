@@ -17,5 +17,6 @@
 #include "perfc/service.h"
 #include "perfc/status.h"
 #include "perfc/stream.h"
+#include "perfc/tls.h"
 
 #endif /* PERFC_H */

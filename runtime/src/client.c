@@ -15,6 +15,9 @@
 #include "client_internal.h"
 #include "server_internal.h"
 
+#include "compression_internal.h"
+#include "tls_internal.h"
+
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <stdatomic.h>
@@ -117,8 +120,12 @@ static char *build_service_config(const perfc_channel_opts *o) {
   return b.p;
 }
 
-int perfc_channel_new(perfc_channel **out, const char *target,
-                      const perfc_channel_opts *opts) {
+/* Plaintext and TLS channels differ only in `creds` (borrowed) and the
+ * optional TLS host name override. */
+static int channel_new(perfc_channel **out, const char *target,
+                       const perfc_channel_opts *opts,
+                       grpc_channel_credentials *creds,
+                       const char *name_override) {
   if (out == NULL || target == NULL || target[0] == '\0')
     return PERFC_EINVAL;
   perfc_channel_opts o;
@@ -143,7 +150,15 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     TAKE(retry_services);
     TAKE(retry_service_count);
     TAKE(retry_max_attempts);
+    TAKE(compression);
 #undef TAKE
+  }
+  grpc_compression_algorithm calgo;
+  if (perfc__compression_parse(o.compression, &calgo) != 0) {
+    perfc_log(PERFC_LOG_ERROR,
+              "channel: unknown compression \"%s\" (gzip, deflate, identity)",
+              o.compression);
+    return PERFC_EINVAL;
   }
   if (o.interceptor_count > PERFC_MAX_INTERCEPTORS ||
       (o.interceptor_count > 0 && o.interceptors == NULL))
@@ -185,7 +200,6 @@ int perfc_channel_new(perfc_channel **out, const char *target,
   }
 
   perfc__grpc_init();
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   for (unsigned i = 0; i < ch->n; i++) {
     grpc_arg args[16];
     size_t n = 0;
@@ -218,7 +232,16 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     /* Retries only happen where the service config asks for them. */
     INT_ARG(GRPC_ARG_ENABLE_RETRIES, 1);
     INT_ARG("perfc.channel_index", (int)i);
+    if (calgo != GRPC_COMPRESS_NONE) {
+      INT_ARG(GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, (int)calgo);
+    }
 #undef INT_ARG
+    if (name_override != NULL) {
+      args[n].type = GRPC_ARG_STRING;
+      args[n].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+      args[n].value.string = (char *)name_override;
+      n++;
+    }
     if (sc != NULL) {
       args[n].type = GRPC_ARG_STRING;
       args[n].key = (char *)GRPC_ARG_SERVICE_CONFIG;
@@ -228,10 +251,43 @@ int perfc_channel_new(perfc_channel **out, const char *target,
     grpc_channel_args ca = {.num_args = n, .args = args};
     ch->chans[i] = grpc_channel_create(target, creds, &ca);
   }
-  grpc_channel_credentials_release(creds);
   free(service_config);
   *out = ch;
   return 0;
+}
+
+int perfc_channel_new(perfc_channel **out, const char *target,
+                      const perfc_channel_opts *opts) {
+  /* Credentials are core objects: create and release them inside a
+   * grpc_init reference, as the TLS path does. */
+  perfc__grpc_init();
+  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  int rc = channel_new(out, target, opts, creds, NULL);
+  grpc_channel_credentials_release(creds);
+  grpc_shutdown();
+  return rc;
+}
+
+int perfc_channel_new_tls(perfc_channel **out, const char *target,
+                          const perfc_channel_opts *opts,
+                          const perfc_tls_channel_opts *tls) {
+  if (out == NULL || target == NULL || target[0] == '\0')
+    return PERFC_EINVAL;
+  /* The SSL credentials object lives in the core; hold a grpc_init reference
+   * while it exists so it is never created or released outside one. */
+  perfc__grpc_init();
+  grpc_channel_credentials *creds;
+  int rc = perfc__tls_channel_creds(tls, &creds);
+  if (rc == 0) {
+    const char *override = tls != NULL && tls->server_name_override != NULL &&
+                                   tls->server_name_override[0] != '\0'
+                               ? tls->server_name_override
+                               : NULL;
+    rc = channel_new(out, target, opts, creds, override);
+    grpc_channel_credentials_release(creds);
+  }
+  grpc_shutdown();
+  return rc;
 }
 
 void perfc_channel_free(perfc_channel *ch) {
@@ -291,8 +347,10 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
 
   grpc_metadata md_stack[8];
   grpc_metadata *md = md_stack;
+  size_t md_count = 0;
   char mderr[160];
-  if (perfc__call_metadata(opts, md_stack, 8, 0, &md, mderr, sizeof mderr) != 0)
+  if (perfc__call_metadata(opts, md_stack, 8, 0, &md, &md_count, mderr,
+                           sizeof mderr) != 0)
     return set_status(status, PERFC_STATUS_INVALID_ARGUMENT, mderr,
                       strlen(mderr));
 
@@ -309,7 +367,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = opts->metadata_count;
+  ops[0].data.send_initial_metadata.count = md_count;
   ops[0].data.send_initial_metadata.metadata = md;
   ops[0].flags = perfc__initial_md_flags(opts);
   ops[1].op = GRPC_OP_SEND_MESSAGE;
@@ -384,7 +442,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
   grpc_call_unref(call);
   grpc_completion_queue_shutdown(cq);
   grpc_completion_queue_destroy(cq);
-  perfc__call_metadata_free(md, opts->metadata_count, md_stack);
+  perfc__call_metadata_free(md, md_count, md_stack);
   return result;
 }
 
@@ -461,11 +519,20 @@ void perfc__ic_after(perfc_channel *ch, const perfc_method_desc *m,
 
 int perfc__call_metadata(const perfc_call_opts *opts, grpc_metadata *stack,
                          size_t stack_len, int copy, grpc_metadata **out,
-                         char *err, size_t errlen) {
+                         size_t *count, char *err, size_t errlen) {
   grpc_metadata *md = stack;
   *out = stack;
-  if (opts->metadata_count > stack_len) {
-    md = calloc(opts->metadata_count, sizeof *md);
+  *count = 0;
+  grpc_compression_algorithm calgo = GRPC_COMPRESS_NONE;
+  if (opts->compression != NULL &&
+      perfc__compression_parse(opts->compression, &calgo) != 0) {
+    snprintf(err, errlen, "unknown compression '%.40s' (gzip, deflate, identity)",
+             opts->compression);
+    return PERFC_EINVAL;
+  }
+  size_t total = opts->metadata_count + (opts->compression != NULL);
+  if (total > stack_len) {
+    md = calloc(total, sizeof *md);
     if (md == NULL) {
       snprintf(err, errlen, "out of memory");
       return PERFC_ENOMEM;
@@ -493,7 +560,21 @@ int perfc__call_metadata(const perfc_call_opts *opts, grpc_metadata *stack,
       md[i].value = grpc_slice_from_static_buffer(in->value, vlen);
     }
   }
+  if (opts->compression != NULL) {
+    /* The per-call override the core's compression filter reads (grpc's
+     * C++ ClientContext::set_compression_algorithm sends the same key); the
+     * filter removes it before anything goes on the wire. It wins over the
+     * channel default, and "identity" turns compression off for this call.
+     * The name is a static string of the core's. */
+    const char *name = "identity";
+    grpc_compression_algorithm_name(calgo, &name);
+    grpc_metadata *c = &md[opts->metadata_count];
+    memset(c, 0, sizeof *c);
+    c->key = grpc_slice_from_static_string("grpc-internal-encoding-request");
+    c->value = grpc_slice_from_static_string(name);
+  }
   *out = md;
+  *count = total;
   return 0;
 }
 
@@ -659,13 +740,13 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
   if (a == NULL)
     return PERFC_ENOMEM;
   char err[160];
-  int rc = perfc__call_metadata(opts, a->md_stack, 8, 1, &a->md, err, sizeof err);
+  int rc = perfc__call_metadata(opts, a->md_stack, 8, 1, &a->md, &a->nmd, err,
+                                sizeof err);
   if (rc != 0) {
     perfc_log(PERFC_LOG_DEBUG, "client: %s", err);
     free(a);
     return rc;
   }
-  a->nmd = opts->metadata_count;
   rc = async_enter(ch);
   if (rc != 0) {
     perfc__call_metadata_free(a->md, a->nmd, a->md_stack);

@@ -33,13 +33,14 @@ struct perfc_channel {
   int closing;
 };
 
-/* Builds core metadata from the call options into `stack` (or a malloc'd
+/* Builds core metadata from the call options (plus the per-call
+ * compression override, so *count may exceed opts->metadata_count) into `stack` (or a malloc'd
  * array when larger, returned in *out). With `copy`, values are copied into
  * refcounted slices, for batches that outlive the caller's strings. Release
  * with perfc__call_metadata_free(). On PERFC_EINVAL `err` says which key. */
 int perfc__call_metadata(const perfc_call_opts *opts, grpc_metadata *stack,
                          size_t stack_len, int copy, grpc_metadata **out,
-                         char *err, size_t errlen);
+                         size_t *count, char *err, size_t errlen);
 void perfc__call_metadata_free(grpc_metadata *md, size_t n,
                                grpc_metadata *stack);
 

@@ -80,7 +80,8 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   if (perfc_arena_new(&s->msg_arena, 0) == 0 &&
       perfc_arena_new(&s->resp_arena, 0) == 0)
     /* Copied: the initial metadata may go out after this function returns. */
-    rc = perfc__call_metadata(opts, s->md_stack, 8, 1, &s->md, err, sizeof err);
+    rc = perfc__call_metadata(opts, s->md_stack, 8, 1, &s->md, &s->nmd, err,
+                              sizeof err);
   if (rc != 0) {
     if (rc == PERFC_EINVAL)
       perfc_log(PERFC_LOG_DEBUG, "client stream: %s", err);
@@ -89,7 +90,6 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
     free(s);
     return rc;
   }
-  s->nmd = opts->metadata_count;
   s->ch = ch;
   s->m = m;
   s->details = grpc_empty_slice();

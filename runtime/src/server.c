@@ -25,6 +25,9 @@
 #include "perfc/stream.h"
 #include "server_internal.h"
 
+#include "compression_internal.h"
+#include "tls_internal.h"
+
 #include <errno.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -201,6 +204,7 @@ static void opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
   TAKE(max_connection_age_ms);
   TAKE(max_connection_age_grace_ms);
   TAKE(shutdown_grace_ms);
+  TAKE(compression);
 #undef TAKE
 }
 
@@ -817,6 +821,15 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
     free(srv);
     return PERFC_EINVAL;
   }
+  grpc_compression_algorithm calgo;
+  if (perfc__compression_parse(o->compression, &calgo) != 0) {
+    perfc_log(PERFC_LOG_ERROR,
+              "server: unknown compression \"%s\" (gzip, deflate, identity)",
+              o->compression);
+    free(srv);
+    return PERFC_EINVAL;
+  }
+  srv->opts.compression = NULL; /* borrowed only during this call */
   perfc__grpc_init();
 
   grpc_arg args[16];
@@ -848,6 +861,11 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   /* The core turns SO_REUSEPORT on by default, which lets a second server
    * silently share a busy port; a clear bind error is what users expect. */
   INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  /* The core compresses every response message with this; requests in any
+   * enabled encoding are accepted whatever the default. */
+  if (calgo != GRPC_COMPRESS_NONE) {
+    INT_ARG(GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, (int)calgo);
+  }
 #undef INT_ARG
   grpc_channel_args ca = {.num_args = n, .args = args};
   srv->server = grpc_server_create(&ca, NULL);
@@ -864,12 +882,10 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   return 0;
 }
 
-int perfc_server_listen(perfc_server *srv, const char *addr, int *bound_port) {
-  if (srv == NULL || addr == NULL)
-    return PERFC_EINVAL;
-  if (atomic_load(&srv->state) != SRV_NEW)
-    return PERFC_ESTATE;
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+/* One listening port with the given credentials; plaintext and TLS differ
+ * only in those. Takes ownership of `creds`. */
+static int add_port(perfc_server *srv, const char *addr,
+                    grpc_server_credentials *creds, int *bound_port) {
   int port = grpc_server_add_http2_port(srv->server, addr, creds);
   grpc_server_credentials_release(creds);
   if (port <= 0) {
@@ -880,6 +896,28 @@ int perfc_server_listen(perfc_server *srv, const char *addr, int *bound_port) {
   if (bound_port != NULL)
     *bound_port = port;
   return 0;
+}
+
+int perfc_server_listen(perfc_server *srv, const char *addr, int *bound_port) {
+  if (srv == NULL || addr == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  return add_port(srv, addr, grpc_insecure_server_credentials_create(),
+                  bound_port);
+}
+
+int perfc_server_listen_tls(perfc_server *srv, const char *addr,
+                            const perfc_tls_opts *tls, int *bound_port) {
+  if (srv == NULL || addr == NULL || tls == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  grpc_server_credentials *creds;
+  int rc = perfc__tls_server_creds(tls, &creds);
+  if (rc != 0)
+    return rc;
+  return add_port(srv, addr, creds, bound_port);
 }
 
 int perfc_server_add_service(perfc_server *srv, const perfc_service_desc *desc,

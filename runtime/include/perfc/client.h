@@ -64,6 +64,10 @@ typedef struct perfc_channel_opts {
   /** Attempts per call for those methods, first included; 0 = default (4),
    *  1 = no retries. grpc caps it at 5. */
   unsigned retry_max_attempts;
+  /** Default compression for requests: "gzip", "deflate", or NULL/"identity"
+   *  for none; a call's own perfc_call_opts.compression wins. Responses are
+   *  accepted compressed or not. Borrowed during perfc_channel_new() only. */
+  const char *compression;
 } perfc_channel_opts;
 
 /** Default attempts for idempotent methods: the first try plus three
@@ -75,7 +79,8 @@ PERFC_API void perfc_channel_opts_init(perfc_channel_opts *o);
 /** Creates a plaintext channel to `target` ("127.0.0.1:50051",
  *  "dns:///svc:443", "ipv4:10.0.0.1:80,10.0.0.2:80"). Connects lazily.
  *  `opts` may be NULL; strings in it are copied. Calls grpc_init. Returns 0,
- *  PERFC_EINVAL or PERFC_ENOMEM; free with perfc_channel_free(). */
+ *  PERFC_EINVAL or PERFC_ENOMEM; free with perfc_channel_free().
+ *  perfc_channel_new_tls() in perfc/tls.h makes an encrypted channel. */
 PERFC_API int perfc_channel_new(perfc_channel **out, const char *target,
                                 const perfc_channel_opts *opts);
 
@@ -106,6 +111,10 @@ typedef struct perfc_call_opts {
    *  NULL. The call inherits its deadline (the earlier of the two wins) and
    *  is cancelled when the parent is. Only valid while the handler runs. */
   perfc_ctx *parent;
+  /** This call's request compression: "gzip", "deflate", "identity" (none,
+   *  overriding a channel default), or NULL = the channel's default. An
+   *  unknown name fails the call with INVALID_ARGUMENT. Borrowed. */
+  const char *compression;
 } perfc_call_opts;
 
 /**

@@ -72,17 +72,23 @@ typedef struct perfc_server_opts {
   int64_t max_connection_age_ms;   /**< 0 = no age limit */
   int64_t max_connection_age_grace_ms; /**< 0 = unlimited grace */
   int64_t shutdown_grace_ms;       /**< 0 = default */
+  /** Compression for responses: "gzip", "deflate", or NULL/"identity" for
+   *  none. Requests are accepted compressed or not, whatever this says.
+   *  Borrowed during perfc_server_new() only. */
+  const char *compression;
 } perfc_server_opts;
 
 /** Fills `o` with the defaults above. */
 PERFC_API void perfc_server_opts_init(perfc_server_opts *o);
 
 /** Creates a server (not yet listening). `opts` may be NULL. Calls grpc_init.
- *  The caller frees it with perfc_server_free(). */
+ *  The caller frees it with perfc_server_free(). Returns 0, PERFC_EINVAL
+ *  (bad executor or compression name), PERFC_ENOMEM or PERFC_EGRPC. */
 PERFC_API int perfc_server_new(perfc_server **out,
                                const perfc_server_opts *opts);
 
-/** Adds a plaintext listening address ("127.0.0.1:0", "[::]:50051"). When
+/** Adds a plaintext listening address (perfc_server_listen_tls() in
+ *  perfc/tls.h adds an encrypted one) ("127.0.0.1:0", "[::]:50051"). When
  *  `bound_port` is not NULL it receives the port actually bound (useful with
  *  port 0). Before perfc_server_start() only. Returns 0, PERFC_EBIND or
  *  PERFC_ESTATE. */
