@@ -141,7 +141,8 @@ def summary(runs_tsv, out_md, meta_file, max_others):
         f.write("| " + " | ".join(cols) + " |\n")
         f.write("|" + "|".join(["---"] * len(cols)) + "|\n")
         for r in rows:
-            f.write("| " + " | ".join(r[c] for c in cols) + " |\n")
+            f.write("| " + " | ".join(str(r.get(c) or "") for c in cols)
+                    + " |\n")
 
 
 def main():
