@@ -88,13 +88,15 @@ int main(int argc, char **argv) {
   }
   if (metrics_listen) {
 #ifdef ECHO_RUNTIME_HAS_METRICS
-    fprintf(stderr, "perfc-echo-server: --metrics-listen %s: the runtime has "
-                    "perfc/metrics.h but this server does not wire "
-                    "perfc_metrics_* yet\n",
+    fprintf(stderr,
+            "perfc-echo-server: --metrics-listen %s: the runtime has "
+            "perfc/metrics.h but this server does not wire "
+            "perfc_metrics_* yet\n",
             metrics_listen);
 #else
-    fprintf(stderr, "perfc-echo-server: --metrics-listen %s: metrics are not "
-                    "built into this perfc runtime (no perfc/metrics.h)\n",
+    fprintf(stderr,
+            "perfc-echo-server: --metrics-listen %s: metrics are not "
+            "built into this perfc runtime (no perfc/metrics.h)\n",
             metrics_listen);
 #endif
     return 2;
@@ -114,8 +116,7 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {
-    fprintf(stderr, "perfc-echo-server: %s: %s\n", listen,
-            perfc_strerror(rc));
+    fprintf(stderr, "perfc-echo-server: %s: %s\n", listen, perfc_strerror(rc));
     perfc_server_free(srv);
     return 1;
   }
@@ -128,7 +129,7 @@ int main(int argc, char **argv) {
 
   int sig = perfc_server_run(srv); /* returns after SIGINT/SIGTERM */
   fprintf(stderr, "perfc-echo-server: %s, stopped\n",
-          sig == SIGTERM   ? "SIGTERM"
+          sig == SIGTERM  ? "SIGTERM"
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);
