@@ -112,8 +112,7 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {
-    fprintf(stderr, "perfc-echo-server: %s: %s\n", listen,
-            perfc_strerror(rc));
+    fprintf(stderr, "perfc-echo-server: %s: %s\n", listen, perfc_strerror(rc));
     perfc_server_free(srv);
     perfc_metrics_http_stop(http);
     perfc_grpc_metrics_free(gm);
@@ -134,7 +133,7 @@ int main(int argc, char **argv) {
 
   int sig = perfc_server_run(srv); /* returns after SIGINT/SIGTERM */
   fprintf(stderr, "perfc-echo-server: %s, stopped\n",
-          sig == SIGTERM   ? "SIGTERM"
+          sig == SIGTERM  ? "SIGTERM"
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);

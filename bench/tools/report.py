@@ -8,10 +8,12 @@ they leave behind into numbers:
       h2load --log-file lines are "start_us<TAB>http_status<TAB>duration_us";
       prints "p50_us p99_us max_us" (nearest-rank percentiles).
 
-  report.py summary RUNS_TSV OUT_MD META_FILE
-      RUNS_TSV has one line per measured run (header line first, columns
-      named below). Prints the per-server medians and ratios, and writes them
-      with META_FILE's lines (machine, flags) as a markdown file.
+  report.py summary RUNS_TSV OUT_MD META_FILE [MAX_OTHERS]
+      RUNS_TSV has one line per measured run (header line first, columns as
+      bench/run writes them). Prints the per-server medians and ratios, and
+      writes them with META_FILE's lines (machine, flags) as a markdown file.
+      A run is clean when others used at most MAX_OTHERS (default 0.10) of
+      the server's CPUs.
 
 Ratios are taken per round (a server's run divided by the reference's run in
 the same round, the two measured minutes apart) and then the median of those
@@ -57,43 +59,58 @@ def fmt(x, nd=0):
     return f"{x:,.{nd}f}"
 
 
-def summary(runs_tsv, out_md, meta_file):
+def summary(runs_tsv, out_md, meta_file, max_others):
     with open(runs_tsv) as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     ok = [r for r in rows if r["ok"] == "1"]
+    # A clean run had its server CPUs to itself (others <= max_others).
+    clean = [r for r in ok if float(r["others"]) <= max_others]
     servers = [s for s in ORDER if any(r["server"] == s for r in rows)]
 
-    def med(server, col):
-        v = [float(r[col]) for r in ok if r["server"] == server]
+    def med(runs, server, col):
+        v = [float(r[col]) for r in runs if r["server"] == server]
         return statistics.median(v) if v else None
 
-    def ratio(server, ref, col):
+    def ratio(runs, server, ref, col):
         by_round = {}
-        for r in ok:
+        for r in runs:
             by_round.setdefault(r["round"], {})[r["server"]] = float(r[col])
         v = [d[server] / d[ref] for d in by_round.values()
              if server in d and ref in d and d[ref] > 0]
         return statistics.median(v) if v else None
 
-    head = ["server", "runs ok", "req/s", "p50 ms", "p99 ms",
+    head = ["server", "runs clean/ok/all", "req/s", "p50 ms", "p99 ms",
             "server CPU µs/RPC", "server used", "others on server CPUs",
             "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
     table = []
     for s in servers:
         n_all = sum(1 for r in rows if r["server"] == s)
         n_ok = sum(1 for r in ok if r["server"] == s)
-        p50, p99 = med(s, "p50_us"), med(s, "p99_us")
-        busy = med(s, "busy")
-        others = med(s, "others")
+        n_clean = sum(1 for r in clean if r["server"] == s)
+        # Throughput and latency measure the neighbours when the server's
+        # core was shared, so they come from clean runs (all ok runs, marked
+        # with *, only if a server has none). CPU per RPC is the server's own
+        # time and barely moves under sharing, so every ok run counts.
+        tr = clean if n_clean else ok
+        mark = "" if n_clean else "*"
+        p50, p99 = med(tr, s, "p50_us"), med(tr, s, "p99_us")
+        busy = med(tr, s, "busy")
+        others = med(ok, s, "others")
+
+        def m(x):
+            return x + mark if x != "—" else x
+
         table.append([
-            LABEL[s], f"{n_ok}/{n_all}", fmt(med(s, "rps")),
-            fmt(p50 / 1000 if p50 is not None else None, 2),
-            fmt(p99 / 1000 if p99 is not None else None, 2),
-            fmt(med(s, "cpu_us_per_rpc"), 2),
-            f"{busy * 100:.0f}%" if busy is not None else "—",
+            LABEL[s], f"{n_clean}/{n_ok}/{n_all}", m(fmt(med(tr, s, "rps"))),
+            m(fmt(p50 / 1000 if p50 is not None else None, 2)),
+            m(fmt(p99 / 1000 if p99 is not None else None, 2)),
+            fmt(med(ok, s, "cpu_us_per_rpc"), 2),
+            f"{busy * 100:.0f}%{mark}" if busy is not None else "—",
             f"{others * 100:.0f}%" if others is not None else "—",
-            fmt(ratio(s, "cpp", "rps"), 2), fmt(ratio(s, "cpp", "cpu_us_per_rpc"), 2),
-            fmt(ratio(s, "ccore", "rps"), 2), fmt(ratio(s, "ccore", "cpu_us_per_rpc"), 2),
+            fmt(ratio(clean, s, "cpp", "rps"), 2),
+            fmt(ratio(ok, s, "cpp", "cpu_us_per_rpc"), 2),
+            fmt(ratio(clean, s, "ccore", "rps"), 2),
+            fmt(ratio(ok, s, "ccore", "cpu_us_per_rpc"), 2),
         ])
 
     # Plain text for the terminal.
@@ -114,21 +131,26 @@ def summary(runs_tsv, out_md, meta_file):
         f.write("Written by bench/run; method in docs/benchmarks.md.\n\n")
         f.write(meta + "\n\n")
         f.write("Medians over the rounds; ratios are medians of per-round "
-                "ratios (same round, servers alternated).\n\n")
+                "ratios (same round, servers alternated). req/s, latency and "
+                "their ratios use clean runs only (others on the server's "
+                f"CPUs <= {max_others * 100:.0f}%; * = no clean run, all ok "
+                "runs used); CPU per RPC uses every ok run.\n\n")
         f.write("\n".join(md) + "\n\n")
         f.write("## Every run\n\n")
         cols = list(rows[0].keys()) if rows else []
         f.write("| " + " | ".join(cols) + " |\n")
         f.write("|" + "|".join(["---"] * len(cols)) + "|\n")
         for r in rows:
-            f.write("| " + " | ".join(r[c] for c in cols) + " |\n")
+            f.write("| " + " | ".join(str(r.get(c) or "") for c in cols)
+                    + " |\n")
 
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "latency":
         latency(sys.argv[2])
-    elif len(sys.argv) == 5 and sys.argv[1] == "summary":
-        summary(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) in (5, 6) and sys.argv[1] == "summary":
+        summary(sys.argv[2], sys.argv[3], sys.argv[4],
+                float(sys.argv[5]) if len(sys.argv) == 6 else 0.10)
     else:
         print(__doc__, file=sys.stderr)
         return 2

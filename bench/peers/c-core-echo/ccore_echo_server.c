@@ -32,8 +32,8 @@
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stddef.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +82,7 @@ typedef struct call_slot {
 
 /* The slot a tag member belongs to. */
 #define SLOT_OF(t, member)                                                     \
-  ((call_slot *)((char *)(t) - offsetof(call_slot, member)))
+  ((call_slot *)((char *)(t)-offsetof(call_slot, member)))
 
 struct poller {
   grpc_completion_queue *cq;
@@ -305,8 +305,7 @@ int main(int argc, char **argv) {
         extra[nextra].value.string = eq + 1;
       }
       nextra++;
-    }
-    else {
+    } else {
       fprintf(stderr, "ccore-echo-server: unknown option '%s'\n", a);
       usage(stderr);
       return 2;
@@ -356,9 +355,9 @@ int main(int argc, char **argv) {
   g_server = grpc_server_create(&chargs, NULL);
 
   /* Host NULL: match any :authority. */
-  g_method = grpc_server_register_method(g_server, ECHO_METHOD, NULL,
-                                         GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-                                         0);
+  g_method =
+      grpc_server_register_method(g_server, ECHO_METHOD, NULL,
+                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 
   poller *pollers = calloc((size_t)threads, sizeof(*pollers));
   if (!pollers)

@@ -45,7 +45,7 @@ void Usage(FILE *f) {
   std::fprintf(f, "usage: cpp-echo-server --listen HOST:PORT [--threads N]\n");
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char **argv) {
   std::string listen;
