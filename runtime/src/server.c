@@ -132,6 +132,12 @@ typedef struct service_entry {
   const perfc_service_desc *desc;
 } service_entry;
 
+typedef struct shutdown_hook {
+  perfc_server_hook_fn fn;
+  void *user_data;
+  void (*free_user_data)(void *);
+} shutdown_hook;
+
 struct perfc_server {
   grpc_server *server;
   perfc_server_opts opts;
@@ -141,6 +147,8 @@ struct perfc_server {
   size_t nmethods;
   service_entry *services;
   size_t nservices;
+  shutdown_hook *hooks;
+  size_t nhooks;
   perfc_pool *pool;
   int nlisteners;
   perfc_server_interceptor ics[PERFC_MAX_INTERCEPTORS];
@@ -937,8 +945,11 @@ int perfc_server_start(perfc_server *srv) {
   if (atomic_load(&srv->state) != SRV_NEW || srv->nlisteners == 0)
     return PERFC_ESTATE;
   int needs_pool = 0;
+  /* Streaming handlers always run on the pool (see dispatch()), whatever
+   * their executor says. */
   for (size_t i = 0; i < srv->nmethods; i++)
-    needs_pool |= srv->methods[i].executor == PERFC_EXEC_POOL;
+    needs_pool |= srv->methods[i].executor == PERFC_EXEC_POOL ||
+                  srv->methods[i].desc->kind != PERFC_METHOD_UNARY;
   if (needs_pool) {
     perfc_pool_opts po;
     perfc_pool_opts_init(&po);
@@ -1043,6 +1054,11 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
   }
   if (grace_ms < 0)
     grace_ms = srv->opts.shutdown_grace_ms;
+  /* Before the core stops accepting: health checkers and watchers learn of
+   * the shutdown while they can still be answered. */
+  for (size_t i = 0; i < srv->nhooks; i++)
+    if (srv->hooks[i].fn != NULL)
+      srv->hooks[i].fn(srv, srv->hooks[i].user_data);
   srv->shutdown_tag.run = on_shutdown_done;
   PERFC_HANDOFF_RELEASE(&srv->shutdown_tag);
   grpc_server_shutdown_and_notify(srv->server, srv->pollers[0].cq,
@@ -1156,6 +1172,10 @@ void perfc_server_free(perfc_server *srv) {
     for (unsigned k = 0; k < srv->nics; k++)
       if (srv->ics[k].method_free && srv->methods[i].ic_state[k] != NULL)
         srv->ics[k].method_free(srv->ics[k].self, srv->methods[i].ic_state[k]);
+  for (size_t i = 0; i < srv->nhooks; i++)
+    if (srv->hooks[i].free_user_data != NULL)
+      srv->hooks[i].free_user_data(srv->hooks[i].user_data);
+  free(srv->hooks);
   free(srv->pollers);
   free(srv->methods);
   free(srv->services);
@@ -1174,6 +1194,32 @@ int perfc_server_add_interceptor(perfc_server *srv,
   if (srv->nics == PERFC_MAX_INTERCEPTORS)
     return PERFC_EFULL;
   srv->ics[srv->nics++] = *ic;
+  return 0;
+}
+
+size_t perfc_server_service_count(const perfc_server *srv) {
+  return srv != NULL ? srv->nservices : 0;
+}
+
+const perfc_service_desc *perfc_server_service_at(const perfc_server *srv,
+                                                  size_t i) {
+  return srv != NULL && i < srv->nservices ? srv->services[i].desc : NULL;
+}
+
+int perfc_server_add_shutdown_hook(perfc_server *srv, perfc_server_hook_fn fn,
+                                   void *user_data,
+                                   void (*free_user_data)(void *)) {
+  if (srv == NULL || (fn == NULL && free_user_data == NULL))
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  shutdown_hook *h = realloc(srv->hooks, (srv->nhooks + 1) * sizeof *h);
+  if (h == NULL)
+    return PERFC_ENOMEM;
+  srv->hooks = h;
+  srv->hooks[srv->nhooks++] =
+      (shutdown_hook){.fn = fn, .user_data = user_data,
+                      .free_user_data = free_user_data};
   return 0;
 }
 

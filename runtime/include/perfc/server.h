@@ -98,6 +98,37 @@ PERFC_API int perfc_server_add_service(perfc_server *srv,
                                        const perfc_service_desc *desc,
                                        const void *handlers, void *user_data);
 
+/** Number of services added with perfc_server_add_service(), for modules
+ *  that describe the server (reflection). */
+PERFC_API size_t perfc_server_service_count(const perfc_server *srv);
+
+/** The `i`-th service added (in the order added), borrowed; NULL when `i`
+ *  is out of range. */
+PERFC_API const perfc_service_desc *
+perfc_server_service_at(const perfc_server *srv, size_t i);
+
+/** A shutdown hook; see perfc_server_add_shutdown_hook(). */
+typedef void (*perfc_server_hook_fn)(perfc_server *srv, void *user_data);
+
+/** Adds a hook called once when a graceful shutdown begins
+ *  (perfc_server_shutdown(), a signal in perfc_server_run(), or
+ *  perfc_server_free() of a running server): on the thread shutting down,
+ *  in registration order, before the server stops accepting calls, while
+ *  in-flight calls still run. Health uses it to report NOT_SERVING and end
+ *  its Watch streams. The hook must not block and must not call
+ *  perfc_server_shutdown(). A server that never started calls no hook.
+ *  `fn` may be NULL when only the destructor is wanted. When
+ *  `free_user_data` is not NULL the server owns `user_data` and calls
+ *  `free_user_data(user_data)` in perfc_server_free(), after every call
+ *  ended; otherwise `user_data` is borrowed and must outlive the server.
+ *  Before perfc_server_start() only. Returns 0, PERFC_EINVAL,
+ *  PERFC_ENOMEM or PERFC_ESTATE; on error nothing is called and the caller
+ *  keeps `user_data`. */
+PERFC_API int perfc_server_add_shutdown_hook(perfc_server *srv,
+                                             perfc_server_hook_fn fn,
+                                             void *user_data,
+                                             void (*free_user_data)(void *));
+
 /** Starts the pollers and begins serving. Returns 0, PERFC_ESTATE (already
  *  started / no address), PERFC_ETHREAD or PERFC_EGRPC. */
 PERFC_API int perfc_server_start(perfc_server *srv);
