@@ -7,6 +7,7 @@
 #include "perfc/arena.h"
 #include "perfc/client.h"
 #include "perfc/common.h"
+#include "perfc/health.h"
 #include "perfc/interceptor.h"
 #include "perfc/log.h"
 #include "perfc/pool.h"
