@@ -132,6 +132,11 @@ typedef struct service_entry {
   const perfc_service_desc *desc;
 } service_entry;
 
+typedef struct start_hook {
+  perfc_server_start_fn fn;
+  void *user_data;
+} start_hook;
+
 typedef struct shutdown_hook {
   perfc_server_hook_fn fn;
   void *user_data;
@@ -147,6 +152,8 @@ struct perfc_server {
   size_t nmethods;
   service_entry *services;
   size_t nservices;
+  start_hook *start_hooks;
+  size_t nstart_hooks;
   shutdown_hook *hooks;
   size_t nhooks;
   perfc_pool *pool;
@@ -944,6 +951,11 @@ int perfc_server_start(perfc_server *srv) {
     return PERFC_EINVAL;
   if (atomic_load(&srv->state) != SRV_NEW || srv->nlisteners == 0)
     return PERFC_ESTATE;
+  for (size_t i = 0; i < srv->nstart_hooks; i++) {
+    int rc = srv->start_hooks[i].fn(srv, srv->start_hooks[i].user_data);
+    if (rc != 0)
+      return rc;
+  }
   int needs_pool = 0;
   /* Streaming handlers always run on the pool (see dispatch()), whatever
    * their executor says. */
@@ -1176,6 +1188,7 @@ void perfc_server_free(perfc_server *srv) {
     if (srv->hooks[i].free_user_data != NULL)
       srv->hooks[i].free_user_data(srv->hooks[i].user_data);
   free(srv->hooks);
+  free(srv->start_hooks);
   free(srv->pollers);
   free(srv->methods);
   free(srv->services);
@@ -1204,6 +1217,22 @@ size_t perfc_server_service_count(const perfc_server *srv) {
 const perfc_service_desc *perfc_server_service_at(const perfc_server *srv,
                                                   size_t i) {
   return srv != NULL && i < srv->nservices ? srv->services[i].desc : NULL;
+}
+
+int perfc_server_add_start_hook(perfc_server *srv, perfc_server_start_fn fn,
+                                void *user_data) {
+  if (srv == NULL || fn == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  start_hook *h =
+      realloc(srv->start_hooks, (srv->nstart_hooks + 1) * sizeof *h);
+  if (h == NULL)
+    return PERFC_ENOMEM;
+  srv->start_hooks = h;
+  srv->start_hooks[srv->nstart_hooks++] =
+      (start_hook){.fn = fn, .user_data = user_data};
+  return 0;
 }
 
 int perfc_server_add_shutdown_hook(perfc_server *srv, perfc_server_hook_fn fn,

@@ -119,3 +119,35 @@ Test(server, shutdown_hooks_and_service_list) {
   cr_assert_eq(hook_calls, 0);
   cr_assert_eq(hook_frees, 1);
 }
+
+static int start_calls;
+static int start_hook_fn(perfc_server *srv, void *ud) {
+  cr_assert_not_null(srv);
+  start_calls++;
+  return *(int *)ud;
+}
+
+Test(server, start_hooks) {
+  static int fail = PERFC_ECONFIG, ok = 0;
+  start_calls = 0;
+  perfc_server *s;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, NULL, NULL), PERFC_EINVAL);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &fail), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
+  /* The second hook fails the start; the third is not called. */
+  cr_assert_eq(perfc_server_start(s), PERFC_ECONFIG);
+  cr_assert_eq(start_calls, 2);
+  perfc_server_free(s);
+
+  start_calls = 0;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
+  cr_assert_eq(perfc_server_start(s), 0);
+  cr_assert_eq(start_calls, 1);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), PERFC_ESTATE);
+  perfc_server_free(s);
+}

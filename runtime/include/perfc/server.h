@@ -107,6 +107,22 @@ PERFC_API size_t perfc_server_service_count(const perfc_server *srv);
 PERFC_API const perfc_service_desc *
 perfc_server_service_at(const perfc_server *srv, size_t i);
 
+/** A start hook; see perfc_server_add_start_hook(). */
+typedef int (*perfc_server_start_fn)(perfc_server *srv, void *user_data);
+
+/** Adds a hook called at perfc_server_start(), in registration order,
+ *  after every service was added and before any call is served: modules
+ *  that describe the whole server (reflection) build their tables there, so
+ *  they may be registered before or after the services they describe. A
+ *  hook returns 0, or a negative PERFC_E* code that makes
+ *  perfc_server_start() fail with it (later hooks are not called; the
+ *  server stays unstarted, and a retried start calls every hook again).
+ *  `user_data` is borrowed. Before perfc_server_start() only. Returns 0,
+ *  PERFC_EINVAL, PERFC_ENOMEM or PERFC_ESTATE. */
+PERFC_API int perfc_server_add_start_hook(perfc_server *srv,
+                                          perfc_server_start_fn fn,
+                                          void *user_data);
+
 /** A shutdown hook; see perfc_server_add_shutdown_hook(). */
 typedef void (*perfc_server_hook_fn)(perfc_server *srv, void *user_data);
 
