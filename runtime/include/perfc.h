@@ -11,6 +11,7 @@
 #include "perfc/interceptor.h"
 #include "perfc/log.h"
 #include "perfc/pool.h"
+#include "perfc/reflection.h"
 #include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
