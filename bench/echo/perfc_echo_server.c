@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "perfc/health.h"
+#include "perfc/reflection.h"
 #include "perfc/server.h"
 
 #include "echo.perfc.h"
@@ -105,18 +107,28 @@ int main(int argc, char **argv) {
   opts.threads = (unsigned)threads; /* 0 = one poller per core */
 
   perfc_server *srv = NULL;
+  perfc_health *health = NULL;
   int port = 0;
   int rc = perfc_server_new(&srv, &opts);
   if (rc == 0)
     rc = perfc_server_listen(srv, listen, &port);
   if (rc == 0)
     rc = bench__v1__echo__perfc_register(srv, &echo_handlers, NULL);
+  /* Health and reflection, as generated mains serve them, so probes and
+   * grpcurl work here too; neither adds work to Unary's path. */
+  if (rc == 0)
+    rc = perfc_health_new(&health, NULL);
+  if (rc == 0)
+    rc = perfc_health_register(health, srv);
+  if (rc == 0)
+    rc = perfc_reflection_register(srv);
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {
     fprintf(stderr, "perfc-echo-server: %s: %s\n", listen,
             perfc_strerror(rc));
     perfc_server_free(srv);
+    perfc_health_free(health);
     return 1;
   }
 
@@ -132,5 +144,6 @@ int main(int argc, char **argv) {
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);
+  perfc_health_free(health); /* after the server, which uses it until freed */
   return 0;
 }
