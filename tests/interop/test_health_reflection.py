@@ -168,7 +168,9 @@ class HealthTests(unittest.TestCase):
         it.cancel()
 
     def test_many_watchers_cancelled_leave_server_healthy(self):
-        its = [self.watch("") for _ in range(8)]
+        # Each open Watch holds a pool worker; the default pool has 4 per
+        # core, so 3 fit on any machine.
+        its = [self.watch("") for _ in range(3)]
         for it in its:
             self.assertEqual(next(it).status, SERVING)
         for it in its:
