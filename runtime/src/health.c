@@ -40,13 +40,14 @@ struct perfc_health {
 
 /* The generated enum and ours carry the same numbers (the wire's); this
  * fails the build if either ever drifts. */
-_Static_assert((int)PERFC_HEALTH_SERVING ==
-                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING &&
-               (int)PERFC_HEALTH_NOT_SERVING ==
-                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING &&
-               (int)PERFC_HEALTH_SERVICE_UNKNOWN ==
-                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN,
-               "perfc_health_status must match grpc.health.v1.ServingStatus");
+_Static_assert(
+    (int)PERFC_HEALTH_SERVING ==
+            GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING &&
+        (int)PERFC_HEALTH_NOT_SERVING ==
+            GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING &&
+        (int)PERFC_HEALTH_SERVICE_UNKNOWN ==
+            GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN,
+    "perfc_health_status must match grpc.health.v1.ServingStatus");
 
 void perfc_health_opts_init(perfc_health_opts *o) {
   memset(o, 0, sizeof *o);
@@ -187,7 +188,8 @@ const char *perfc_health_status_name(perfc_health_status status) {
   return "INVALID";
 }
 
-/* ---- the service ------------------------------------------------------------ */
+/* ---- the service ------------------------------------------------------------
+ */
 
 static perfc_status_code check(perfc_ctx *ctx,
                                const Grpc__Health__V1__HealthCheckRequest *req,

@@ -27,6 +27,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* protoc-c's names for the oneof cases, shortened. */
+#define REQ_CASE(x)                                                            \
+  GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_##x
+#define RESP_CASE(x)                                                           \
+  GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_##x
+
+typedef Grpc__Reflection__V1alpha__ServerReflectionRequest reflection_req;
+typedef Grpc__Reflection__V1alpha__ServerReflectionResponse reflection_resp;
+typedef Grpc__Reflection__V1alpha__ServiceResponse service_resp;
+
 /* grpc::StatusCode numbers for error_response.error_code. */
 #define ERR_NOT_FOUND PERFC_STATUS_NOT_FOUND
 #define ERR_INVALID_ARGUMENT PERFC_STATUS_INVALID_ARGUMENT
@@ -59,11 +69,12 @@ typedef struct reflection {
   size_t n_syms, cap_syms;
   rext *exts;
   size_t n_exts, cap_exts;
-  Grpc__Reflection__V1alpha__ServiceResponse **services;
+  service_resp **services;
   size_t n_services;
 } reflection;
 
-/* ---- building the tables ------------------------------------------------------ */
+/* ---- building the tables
+ * ------------------------------------------------------ */
 
 /* Makes room for one more element of `size` bytes in a malloc'd array. */
 static int grow(void **items, size_t *cap, size_t n, size_t size) {
@@ -126,7 +137,8 @@ static int add_sym(reflection *r, const char *name, size_t file,
   return 0;
 }
 
-static int add_ext(reflection *r, const Google__Protobuf__FieldDescriptorProto *f,
+static int add_ext(reflection *r,
+                   const Google__Protobuf__FieldDescriptorProto *f,
                    const char *scope, size_t file) {
   int rc = add_sym(r, join(r, scope, f->name), file, 0);
   if (rc != 0 || f->extendee == NULL)
@@ -145,7 +157,8 @@ static int add_ext(reflection *r, const Google__Protobuf__FieldDescriptorProto *
 /* Enum values are scoped like C++ enumerators: siblings of their enum,
  * "pkg.VALUE" rather than "pkg.Enum.VALUE", as protobuf's DescriptorPool
  * names them (and grpc's reflection finds them). */
-static int add_enum(reflection *r, const Google__Protobuf__EnumDescriptorProto *e,
+static int add_enum(reflection *r,
+                    const Google__Protobuf__EnumDescriptorProto *e,
                     const char *scope, size_t file) {
   int rc = add_sym(r, join(r, scope, e->name), file, 0);
   for (size_t i = 0; rc == 0 && i < e->n_value; i++)
@@ -153,7 +166,8 @@ static int add_enum(reflection *r, const Google__Protobuf__EnumDescriptorProto *
   return rc;
 }
 
-static int add_message(reflection *r, const Google__Protobuf__DescriptorProto *m,
+static int add_message(reflection *r,
+                       const Google__Protobuf__DescriptorProto *m,
                        const char *scope, size_t file) {
   const char *full = join(r, scope, m->name);
   int rc = add_sym(r, full, file, 1);
@@ -235,8 +249,7 @@ static int build_tables(reflection *r) {
     return PERFC_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     const perfc_service_desc *d = perfc_server_service_at(r->srv, i);
-    Grpc__Reflection__V1alpha__ServiceResponse *sr =
-        perfc_arena_alloc(r->arena, sizeof *sr);
+    service_resp *sr = perfc_arena_alloc(r->arena, sizeof *sr);
     if (sr == NULL)
       return PERFC_ENOMEM;
     grpc__reflection__v1alpha__service_response__init(sr);
@@ -281,7 +294,8 @@ static void reflection_free(void *user_data) {
   free(r);
 }
 
-/* ---- answering ------------------------------------------------------------------ */
+/* ---- answering
+ * ------------------------------------------------------------------ */
 
 static const rsym *find_sym(const reflection *r, const char *name) {
   rsym key = {.name = name};
@@ -313,7 +327,7 @@ typedef struct scratch {
 } scratch;
 
 typedef struct answer {
-  Grpc__Reflection__V1alpha__ServerReflectionResponse resp;
+  reflection_resp resp;
   Grpc__Reflection__V1alpha__FileDescriptorResponse files;
   Grpc__Reflection__V1alpha__ExtensionNumberResponse numbers;
   Grpc__Reflection__V1alpha__ListServiceResponse list;
@@ -327,8 +341,7 @@ static void answer_error(answer *a, scratch *s, int code, const char *what,
     s->message = NULL;
   a->error.error_code = code;
   a->error.error_message = s->message ? s->message : (char *)what;
-  a->resp.message_response_case =
-      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
+  a->resp.message_response_case = RESP_CASE(ERROR_RESPONSE);
   a->resp.error_response = &a->error;
 }
 
@@ -338,8 +351,7 @@ static void answer_file(const reflection *r, answer *a, scratch *s, size_t f) {
   closure(r, f, s->seen, s->blobs, &n);
   a->files.n_file_descriptor_proto = n;
   a->files.file_descriptor_proto = s->blobs;
-  a->resp.message_response_case =
-      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
+  a->resp.message_response_case = RESP_CASE(FILE_DESCRIPTOR_RESPONSE);
   a->resp.file_descriptor_response = &a->files;
 }
 
@@ -358,19 +370,17 @@ static size_t ext_lower_bound(const reflection *r, const char *type,
   return lo;
 }
 
-static void answer_request(const reflection *r,
-                           const Grpc__Reflection__V1alpha__ServerReflectionRequest *req,
+static void answer_request(const reflection *r, const reflection_req *req,
                            answer *a, scratch *s) {
   const char *name;
   switch (req->message_request_case) {
-  case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
+  case REQ_CASE(LIST_SERVICES):
     a->list.n_service = r->n_services;
     a->list.service = r->services;
-    a->resp.message_response_case =
-        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
+    a->resp.message_response_case = RESP_CASE(LIST_SERVICES_RESPONSE);
     a->resp.list_services_response = &a->list;
     return;
-  case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME: {
+  case REQ_CASE(FILE_BY_FILENAME): {
     name = req->file_by_filename ? req->file_by_filename : "";
     long f = find_file(r, name);
     if (f < 0)
@@ -379,7 +389,7 @@ static void answer_request(const reflection *r,
       answer_file(r, a, s, (size_t)f);
     return;
   }
-  case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL: {
+  case REQ_CASE(FILE_CONTAINING_SYMBOL): {
     name = req->file_containing_symbol ? req->file_containing_symbol : "";
     const rsym *sym = find_sym(r, name);
     if (sym == NULL)
@@ -388,7 +398,7 @@ static void answer_request(const reflection *r,
       answer_file(r, a, s, sym->file);
     return;
   }
-  case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION: {
+  case REQ_CASE(FILE_CONTAINING_EXTENSION): {
     const Grpc__Reflection__V1alpha__ExtensionRequest *e =
         req->file_containing_extension;
     name = e && e->containing_type ? e->containing_type : "";
@@ -400,9 +410,10 @@ static void answer_request(const reflection *r,
       answer_file(r, a, s, r->exts[i].file);
     return;
   }
-  case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE: {
-    name = req->all_extension_numbers_of_type ? req->all_extension_numbers_of_type
-                                              : "";
+  case REQ_CASE(ALL_EXTENSION_NUMBERS_OF_TYPE): {
+    name = req->all_extension_numbers_of_type
+               ? req->all_extension_numbers_of_type
+               : "";
     const rsym *sym = find_sym(r, name);
     if (sym == NULL || !sym->is_message) {
       answer_error(a, s, ERR_NOT_FOUND, "message type", name);
@@ -415,8 +426,7 @@ static void answer_request(const reflection *r,
     a->numbers.base_type_name = (char *)name;
     a->numbers.n_extension_number = n;
     a->numbers.extension_number = s->numbers;
-    a->resp.message_response_case =
-        GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE;
+    a->resp.message_response_case = RESP_CASE(ALL_EXTENSION_NUMBERS_RESPONSE);
     a->resp.all_extension_numbers_response = &a->numbers;
     return;
   }
@@ -427,9 +437,8 @@ static void answer_request(const reflection *r,
   }
 }
 
-static perfc_status_code server_reflection_info(perfc_ctx *ctx,
-                                                perfc_stream *stream,
-                                                void *user_data) {
+static perfc_status_code
+server_reflection_info(perfc_ctx *ctx, perfc_stream *stream, void *user_data) {
   const reflection *r = user_data;
   scratch s = {
       .blobs = perfc_ctx_alloc(ctx, (r->n_files + 1) * sizeof *s.blobs),
@@ -437,12 +446,14 @@ static perfc_status_code server_reflection_info(perfc_ctx *ctx,
       .numbers = perfc_ctx_alloc(ctx, (r->n_exts + 1) * sizeof *s.numbers),
   };
   if (s.blobs == NULL || s.seen == NULL || s.numbers == NULL)
-    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
   perfc_status_code code = PERFC_STATUS_OK;
   for (;;) {
-    Grpc__Reflection__V1alpha__ServerReflectionRequest *req;
-    int rc = grpc__reflection__v1alpha__server_reflection__server_reflection_info__recv(
-        stream, &req);
+    reflection_req *req;
+    int rc =
+        grpc__reflection__v1alpha__server_reflection__server_reflection_info__recv(
+            stream, &req);
     if (rc == 0)
       break;
     if (rc < 0) {
@@ -462,14 +473,15 @@ static perfc_status_code server_reflection_info(perfc_ctx *ctx,
     a.resp.valid_host = req->host;
     a.resp.original_request = req;
     answer_request(r, req, &a, &s);
-    rc = grpc__reflection__v1alpha__server_reflection__server_reflection_info__send(
-        stream, &a.resp);
+    rc =
+        grpc__reflection__v1alpha__server_reflection__server_reflection_info__send(
+            stream, &a.resp);
     if (rc != 0) {
-      code = perfc_ctx_error(ctx, rc == PERFC_ETOOBIG
-                                      ? PERFC_STATUS_RESOURCE_EXHAUSTED
-                                      : PERFC_STATUS_CANCELLED,
-                             "reflection: cannot send the answer: %s",
-                             perfc_strerror(rc));
+      code = perfc_ctx_error(
+          ctx,
+          rc == PERFC_ETOOBIG ? PERFC_STATUS_RESOURCE_EXHAUSTED
+                              : PERFC_STATUS_CANCELLED,
+          "reflection: cannot send the answer: %s", perfc_strerror(rc));
       break;
     }
   }
@@ -484,7 +496,8 @@ static const Grpc__Reflection__V1alpha__ServerReflection_Handlers handlers = {
 int perfc_reflection_register(perfc_server *srv) {
   if (srv == NULL)
     return PERFC_EINVAL;
-  const char *svc = grpc__reflection__v1alpha__server_reflection__perfc_desc.name;
+  const char *svc =
+      grpc__reflection__v1alpha__server_reflection__perfc_desc.name;
   for (size_t i = 0; i < perfc_server_service_count(srv); i++)
     if (strcmp(perfc_server_service_at(srv, i)->name, svc) == 0)
       return PERFC_EEXIST;

@@ -48,7 +48,7 @@ static inline int sc_batch(sc_call *c, grpc_op *ops, size_t n) {
 /* Starts a call to `path` with a deadline `timeout_ms` from now and sends
  * the request headers. Returns 0 or -1. */
 static inline int sc_open(sc_call *c, grpc_channel *ch, const char *path,
-                   int64_t timeout_ms) {
+                          int64_t timeout_ms) {
   memset(c, 0, sizeof *c);
   c->cq = grpc_completion_queue_create_for_pluck(NULL);
   gpr_timespec deadline =
@@ -94,7 +94,7 @@ static inline int sc_close_send(sc_call *c) {
  * protobuf_c_message_free_unpacked(*out, NULL)), 0 at the end of the stream,
  * -1 when it does not parse or the call failed. */
 static inline int sc_recv(sc_call *c, const ProtobufCMessageDescriptor *d,
-                   ProtobufCMessage **out) {
+                          ProtobufCMessage **out) {
   grpc_byte_buffer *bb = NULL;
   grpc_op ops[2];
   memset(ops, 0, sizeof ops);

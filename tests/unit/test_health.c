@@ -75,7 +75,8 @@ Test(health, table) {
   cr_assert_eq(perfc_health_new(&h, &bad), PERFC_EINVAL);
   cr_assert_eq(perfc_health_new(&h, NULL), 0);
 
-  cr_assert_eq(perfc_health_get(h, ""), PERFC_HEALTH_SERVING, "server starts SERVING");
+  cr_assert_eq(perfc_health_get(h, ""), PERFC_HEALTH_SERVING,
+               "server starts SERVING");
   cr_assert_eq(perfc_health_get(h, NULL), PERFC_HEALTH_SERVING);
   cr_assert_eq(perfc_health_get(h, "a.B"), PERFC_HEALTH_SERVICE_UNKNOWN);
   cr_assert_eq(perfc_health_set(h, "a.B", PERFC_HEALTH_NOT_SERVING), 0);
@@ -102,7 +103,8 @@ Test(health, table) {
   perfc_health_shutdown(h);
   cr_assert_eq(perfc_health_get(h, "a.B"), PERFC_HEALTH_NOT_SERVING);
   cr_assert_eq(perfc_health_get(h, "never.Set"), PERFC_HEALTH_NOT_SERVING);
-  cr_assert_eq(perfc_health_set(h, "a.B", PERFC_HEALTH_SERVING), PERFC_ESHUTDOWN);
+  cr_assert_eq(perfc_health_set(h, "a.B", PERFC_HEALTH_SERVING),
+               PERFC_ESHUTDOWN);
   cr_assert_eq(perfc_health_get(h, "a.B"), PERFC_HEALTH_NOT_SERVING);
 
   cr_assert_str_eq(perfc_health_status_name(PERFC_HEALTH_SERVING), "SERVING");
@@ -128,7 +130,8 @@ Test(health, check_over_the_wire) {
   cr_assert_eq(check(ch, "", &st), PERFC_STATUS_OK);
   cr_assert_eq(st, PERFC_HEALTH_SERVING);
   cr_assert_eq(check(ch, "app.v1.Users", &st), PERFC_STATUS_NOT_FOUND);
-  cr_assert_eq(perfc_health_set(h, "app.v1.Users", PERFC_HEALTH_NOT_SERVING), 0);
+  cr_assert_eq(perfc_health_set(h, "app.v1.Users", PERFC_HEALTH_NOT_SERVING),
+               0);
   cr_assert_eq(check(ch, "app.v1.Users", &st), PERFC_STATUS_OK);
   cr_assert_eq(st, PERFC_HEALTH_NOT_SERVING);
   cr_assert_eq(perfc_health_set(h, "", PERFC_HEALTH_NOT_SERVING), 0);
@@ -153,7 +156,8 @@ Test(health, watch_sends_current_then_changes) {
   sc_call w;
   watch_open(&w, ch, "app.v1.Users");
   cr_assert_eq(watch_next(&w), PERFC_HEALTH_SERVING, "current status at once");
-  cr_assert_eq(perfc_health_set(h, "app.v1.Users", PERFC_HEALTH_NOT_SERVING), 0);
+  cr_assert_eq(perfc_health_set(h, "app.v1.Users", PERFC_HEALTH_NOT_SERVING),
+               0);
   cr_assert_eq(watch_next(&w), PERFC_HEALTH_NOT_SERVING);
   cr_assert_eq(perfc_health_set(h, "app.v1.Users", PERFC_HEALTH_SERVING), 0);
   cr_assert_eq(watch_next(&w), PERFC_HEALTH_SERVING);
@@ -246,7 +250,8 @@ Test(health, shutdown_reports_not_serving_and_ends_watches) {
   cr_assert_eq(sc_finish(&b, NULL, 0), GRPC_STATUS_UNAVAILABLE);
   pthread_join(t, NULL);
   /* The watches ended by themselves: no wait for the 10 s grace. */
-  cr_assert_lt(sa.took_ms, 5000, "shutdown took %lld ms", (long long)sa.took_ms);
+  cr_assert_lt(sa.took_ms, 5000, "shutdown took %lld ms",
+               (long long)sa.took_ms);
   cr_assert_eq(perfc_health_get(h, "app.v1.Users"), PERFC_HEALTH_NOT_SERVING);
   cr_assert_eq(perfc_health_set(h, "", PERFC_HEALTH_SERVING), PERFC_ESHUTDOWN);
 

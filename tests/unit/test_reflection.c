@@ -12,7 +12,8 @@
 #include "stream_client.h"
 #include "test_service.h"
 
-#define INFO_PATH "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+#define INFO_PATH                                                              \
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 typedef Grpc__Reflection__V1alpha__ServerReflectionRequest Req;
 typedef Grpc__Reflection__V1alpha__ServerReflectionResponse Resp;
@@ -45,7 +46,12 @@ static void setup(void) {
 static void teardown(void) {
   sc_close_send(&call);
   ProtobufCMessage *m;
-  cr_expect_eq(sc_recv(&call, &grpc__reflection__v1alpha__server_reflection_response__descriptor, &m), 0);
+  cr_expect_eq(
+      sc_recv(
+          &call,
+          &grpc__reflection__v1alpha__server_reflection_response__descriptor,
+          &m),
+      0);
   cr_expect_eq(sc_finish(&call, NULL, 0), GRPC_STATUS_OK);
   sc_free(&call);
   grpc_channel_destroy(ch);
@@ -58,11 +64,17 @@ static Resp *ask(Req *req) {
   req->host = "localhost";
   cr_assert_eq(sc_send(&call, &req->base, 0), 0);
   ProtobufCMessage *m = NULL;
-  cr_assert_eq(sc_recv(&call, &grpc__reflection__v1alpha__server_reflection_response__descriptor, &m), 1);
+  cr_assert_eq(
+      sc_recv(
+          &call,
+          &grpc__reflection__v1alpha__server_reflection_response__descriptor,
+          &m),
+      1);
   Resp *resp = (Resp *)m;
   cr_assert_str_eq(resp->valid_host, "localhost");
   cr_assert_not_null(resp->original_request);
-  cr_assert_eq(resp->original_request->message_request_case, req->message_request_case);
+  cr_assert_eq(resp->original_request->message_request_case,
+               req->message_request_case);
   return resp;
 }
 
@@ -74,19 +86,25 @@ static Resp *ask_symbol(const char *symbol) {
   return ask(&req);
 }
 
-static void free_resp(Resp *r) { protobuf_c_message_free_unpacked(&r->base, NULL); }
+static void free_resp(Resp *r) {
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
 
 /* The files of a file answer, parsed; the caller frees each. */
-static size_t parse_files(const Resp *r, Google__Protobuf__FileDescriptorProto **out,
+static size_t parse_files(const Resp *r,
+                          Google__Protobuf__FileDescriptorProto **out,
                           size_t max) {
-  cr_assert_eq(r->message_response_case,
-               GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE,
-               "not a file answer (case %d)", r->message_response_case);
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE,
+      "not a file answer (case %d)", r->message_response_case);
   size_t n = r->file_descriptor_response->n_file_descriptor_proto;
   cr_assert_leq(n, max);
   for (size_t i = 0; i < n; i++) {
-    ProtobufCBinaryData b = r->file_descriptor_response->file_descriptor_proto[i];
-    out[i] = google__protobuf__file_descriptor_proto__unpack(NULL, b.len, b.data);
+    ProtobufCBinaryData b =
+        r->file_descriptor_response->file_descriptor_proto[i];
+    out[i] =
+        google__protobuf__file_descriptor_proto__unpack(NULL, b.len, b.data);
     cr_assert_not_null(out[i], "file %zu does not parse", i);
   }
   return n;
@@ -99,7 +117,8 @@ static void free_files(Google__Protobuf__FileDescriptorProto **f, size_t n) {
 
 /* Asks for `symbol` and checks the answer starts with `file` and holds
  * every file that any file of the answer imports, each once. */
-static void expect_symbol_in(const char *symbol, const char *file, size_t min_files) {
+static void expect_symbol_in(const char *symbol, const char *file,
+                             size_t min_files) {
   Resp *r = ask_symbol(symbol);
   Google__Protobuf__FileDescriptorProto *f[32];
   size_t n = parse_files(r, f, 32);
@@ -121,8 +140,9 @@ static void expect_symbol_in(const char *symbol, const char *file, size_t min_fi
 }
 
 static void expect_error(Resp *r, int code, const char *text) {
-  cr_assert_eq(r->message_response_case,
-               GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
   cr_assert_eq(r->error_response->error_code, code);
   cr_assert(strstr(r->error_response->error_message, text) != NULL, "%s",
             r->error_response->error_message);
@@ -137,11 +157,14 @@ Test(reflection, list_services_covers_services_added_later) {
       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
   req.list_services = "";
   Resp *r = ask(&req);
-  cr_assert_eq(r->message_response_case,
-               GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
-  const Grpc__Reflection__V1alpha__ListServiceResponse *l = r->list_services_response;
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
+  const Grpc__Reflection__V1alpha__ListServiceResponse *l =
+      r->list_services_response;
   cr_assert_eq(l->n_service, 3);
-  cr_assert_str_eq(l->service[0]->name, "grpc.reflection.v1alpha.ServerReflection");
+  cr_assert_str_eq(l->service[0]->name,
+                   "grpc.reflection.v1alpha.ServerReflection");
   cr_assert_str_eq(l->service[1]->name, "perfc.test.v1.TestService");
   cr_assert_str_eq(l->service[2]->name, "grpc.health.v1.Health");
   free_resp(r);
@@ -151,8 +174,10 @@ Test(reflection, file_containing_symbol_with_dependencies) {
   /* test.proto imports perfc/options.proto, which imports descriptor.proto. */
   expect_symbol_in("perfc.test.v1.EchoRequest", "perfc/test/v1/test.proto", 3);
   expect_symbol_in("perfc.test.v1.TestService", "perfc/test/v1/test.proto", 3);
-  expect_symbol_in("perfc.test.v1.TestService.Chat", "perfc/test/v1/test.proto", 3);
-  expect_symbol_in("perfc.test.v1.EchoRequest.sleep_ms", "perfc/test/v1/test.proto", 3);
+  expect_symbol_in("perfc.test.v1.TestService.Chat", "perfc/test/v1/test.proto",
+                   3);
+  expect_symbol_in("perfc.test.v1.EchoRequest.sleep_ms",
+                   "perfc/test/v1/test.proto", 3);
   /* Symbols of imported files are found too. */
   expect_symbol_in("perfc.MethodOptions", "perfc/options.proto", 2);
   expect_symbol_in("google.protobuf.FileDescriptorProto",
@@ -164,8 +189,9 @@ Test(reflection, file_containing_symbol_with_dependencies) {
                    "grpc/health/v1/health.proto", 1);
   expect_symbol_in("google.protobuf.FieldDescriptorProto.Type",
                    "google/protobuf/descriptor.proto", 1);
-  expect_symbol_in("grpc.reflection.v1alpha.ServerReflection.ServerReflectionInfo",
-                   "grpc/reflection/v1alpha/reflection.proto", 1);
+  expect_symbol_in(
+      "grpc.reflection.v1alpha.ServerReflection.ServerReflectionInfo",
+      "grpc/reflection/v1alpha/reflection.proto", 1);
 
   /* The first file of the answer defines the symbol. */
   Resp *r = ask_symbol("perfc.test.v1.WrongWire");
@@ -235,8 +261,9 @@ Test(reflection, extensions) {
       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE;
   all.all_extension_numbers_of_type = "google.protobuf.MethodOptions";
   r = ask(&all);
-  cr_assert_eq(r->message_response_case,
-               GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE);
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE);
   const Grpc__Reflection__V1alpha__ExtensionNumberResponse *x =
       r->all_extension_numbers_response;
   cr_assert_str_eq(x->base_type_name, "google.protobuf.MethodOptions");
