@@ -138,7 +138,7 @@ typedef struct start_hook {
 } start_hook;
 
 typedef struct shutdown_hook {
-  perfc_server_hook_fn fn;
+  perfc_server_shutdown_fn fn; /* may be NULL: only free_user_data */
   void *user_data;
   void (*free_user_data)(void *);
 } shutdown_hook;
@@ -154,8 +154,8 @@ struct perfc_server {
   size_t nservices;
   start_hook *start_hooks;
   size_t nstart_hooks;
-  shutdown_hook *hooks;
-  size_t nhooks;
+  shutdown_hook *shutdown_hooks;
+  size_t nshutdown_hooks;
   perfc_pool *pool;
   int nlisteners;
   perfc_server_interceptor ics[PERFC_MAX_INTERCEPTORS];
@@ -1068,9 +1068,9 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
     grace_ms = srv->opts.shutdown_grace_ms;
   /* Before the core stops accepting: health checkers and watchers learn of
    * the shutdown while they can still be answered. */
-  for (size_t i = 0; i < srv->nhooks; i++)
-    if (srv->hooks[i].fn != NULL)
-      srv->hooks[i].fn(srv, srv->hooks[i].user_data);
+  for (size_t i = 0; i < srv->nshutdown_hooks; i++)
+    if (srv->shutdown_hooks[i].fn != NULL)
+      srv->shutdown_hooks[i].fn(srv, srv->shutdown_hooks[i].user_data);
   srv->shutdown_tag.run = on_shutdown_done;
   PERFC_HANDOFF_RELEASE(&srv->shutdown_tag);
   grpc_server_shutdown_and_notify(srv->server, srv->pollers[0].cq,
@@ -1184,10 +1184,12 @@ void perfc_server_free(perfc_server *srv) {
     for (unsigned k = 0; k < srv->nics; k++)
       if (srv->ics[k].method_free && srv->methods[i].ic_state[k] != NULL)
         srv->ics[k].method_free(srv->ics[k].self, srv->methods[i].ic_state[k]);
-  for (size_t i = 0; i < srv->nhooks; i++)
-    if (srv->hooks[i].free_user_data != NULL)
-      srv->hooks[i].free_user_data(srv->hooks[i].user_data);
-  free(srv->hooks);
+  for (size_t i = 0; i < srv->nshutdown_hooks; i++) {
+    shutdown_hook *h = &srv->shutdown_hooks[i];
+    if (h->free_user_data != NULL)
+      h->free_user_data(h->user_data);
+  }
+  free(srv->shutdown_hooks);
   free(srv->start_hooks);
   free(srv->pollers);
   free(srv->methods);
@@ -1235,18 +1237,19 @@ int perfc_server_add_start_hook(perfc_server *srv, perfc_server_start_fn fn,
   return 0;
 }
 
-int perfc_server_add_shutdown_hook(perfc_server *srv, perfc_server_hook_fn fn,
+int perfc_server_add_shutdown_hook(perfc_server *srv, perfc_server_shutdown_fn fn,
                                    void *user_data,
                                    void (*free_user_data)(void *)) {
   if (srv == NULL || (fn == NULL && free_user_data == NULL))
     return PERFC_EINVAL;
   if (atomic_load(&srv->state) != SRV_NEW)
     return PERFC_ESTATE;
-  shutdown_hook *h = realloc(srv->hooks, (srv->nhooks + 1) * sizeof *h);
+  shutdown_hook *h =
+      realloc(srv->shutdown_hooks, (srv->nshutdown_hooks + 1) * sizeof *h);
   if (h == NULL)
     return PERFC_ENOMEM;
-  srv->hooks = h;
-  srv->hooks[srv->nhooks++] =
+  srv->shutdown_hooks = h;
+  srv->shutdown_hooks[srv->nshutdown_hooks++] =
       (shutdown_hook){.fn = fn, .user_data = user_data,
                       .free_user_data = free_user_data};
   return 0;

@@ -124,7 +124,7 @@ PERFC_API int perfc_server_add_start_hook(perfc_server *srv,
                                           void *user_data);
 
 /** A shutdown hook; see perfc_server_add_shutdown_hook(). */
-typedef void (*perfc_server_hook_fn)(perfc_server *srv, void *user_data);
+typedef void (*perfc_server_shutdown_fn)(perfc_server *srv, void *user_data);
 
 /** Adds a hook called once when a graceful shutdown begins
  *  (perfc_server_shutdown(), a signal in perfc_server_run(), or
@@ -141,7 +141,7 @@ typedef void (*perfc_server_hook_fn)(perfc_server *srv, void *user_data);
  *  PERFC_ENOMEM or PERFC_ESTATE; on error nothing is called and the caller
  *  keeps `user_data`. */
 PERFC_API int perfc_server_add_shutdown_hook(perfc_server *srv,
-                                             perfc_server_hook_fn fn,
+                                             perfc_server_shutdown_fn fn,
                                              void *user_data,
                                              void (*free_user_data)(void *));
 
