@@ -145,8 +145,9 @@ PERFC_API int perfc_server_add_shutdown_hook(perfc_server *srv,
                                              void *user_data,
                                              void (*free_user_data)(void *));
 
-/** Starts the pollers and begins serving. Returns 0, PERFC_ESTATE (already
- *  started / no address), PERFC_ETHREAD or PERFC_EGRPC. */
+/** Runs the start hooks, starts the pollers and begins serving. Returns 0,
+ *  PERFC_ESTATE (already started / no address), PERFC_ETHREAD,
+ *  PERFC_EGRPC, or the error of a start hook. */
 PERFC_API int perfc_server_start(perfc_server *srv);
 
 /** Graceful stop: stop accepting, let in-flight calls finish for up to
