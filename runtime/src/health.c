@@ -188,8 +188,7 @@ const char *perfc_health_status_name(perfc_health_status status) {
   return "INVALID";
 }
 
-/* ---- the service ------------------------------------------------------------
- */
+/* ---- the service --------------------------------------------------------- */
 
 static perfc_status_code check(perfc_ctx *ctx,
                                const Grpc__Health__V1__HealthCheckRequest *req,

@@ -73,8 +73,7 @@ typedef struct reflection {
   size_t n_services;
 } reflection;
 
-/* ---- building the tables
- * ------------------------------------------------------ */
+/* ---- building the tables ------------------------------------------------- */
 
 /* Makes room for one more element of `size` bytes in a malloc'd array. */
 static int grow(void **items, size_t *cap, size_t n, size_t size) {
@@ -294,8 +293,7 @@ static void reflection_free(void *user_data) {
   free(r);
 }
 
-/* ---- answering
- * ------------------------------------------------------------------ */
+/* ---- answering ----------------------------------------------------------- */
 
 static const rsym *find_sym(const reflection *r, const char *name) {
   rsym key = {.name = name};
