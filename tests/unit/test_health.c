@@ -19,7 +19,10 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A server serving only `h` (so its only streaming method is Watch). */
+/* A server serving only `h`: no method asks for the pool, its only
+ * streaming method is Watch. Such a server once got no worker pool and
+ * answered every Watch RESOURCE_EXHAUSTED; the watch tests below are the
+ * regression test. */
 static perfc_server *serve(perfc_health *h, unsigned pool_threads, int *port) {
   perfc_server_opts o = {.threads = 2, .pool_threads = pool_threads};
   perfc_server *srv;
