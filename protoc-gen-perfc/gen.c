@@ -956,6 +956,68 @@ static char *descriptor_bytes(const file_desc *f, size_t *len) {
   return perfc__buf_take(&b);
 }
 
+/* Appends to `out` the files `f` imports, directly or not, each once and
+ * depth first in import order (grpc's reflection answers in this order: the
+ * file, then each import followed by its own imports). protoc puts every one
+ * of them in the request. */
+static void collect_deps(const gen_request *req, const file_desc *f,
+                         const file_desc ***out, size_t *n) {
+  for (size_t i = 0; i < f->n_dependency; i++) {
+    const file_desc *d = find_file(req, f->dependency[i]);
+    if (!d)
+      continue;
+    int seen = 0;
+    for (size_t k = 0; k < *n && !seen; k++)
+      seen = (*out)[k] == d;
+    if (seen)
+      continue;
+    *out = perfc__xrealloc(*out, (*n + 1) * sizeof **out);
+    (*out)[(*n)++] = d;
+    collect_deps(req, d, out, n);
+  }
+}
+
+/* The model's `deps` list (the embedded descriptors of every transitive
+ * import) and `files_name` / `n_files`. Returns -1 with `*err` set when a
+ * name collides with protoc-c's. */
+static int add_dep_files(perfc__tv *root, const gen_request *req,
+                         const file_desc *f, const char *pkg_lc,
+                         name_set *ours, const name_set *theirs, char **err) {
+  const file_desc **deps = NULL;
+  size_t n = 0;
+  int bad = 0;
+  /* The file itself counts as seen so an import cycle cannot add it. */
+  deps = perfc__xmalloc(sizeof *deps);
+  deps[n++] = f;
+  collect_deps(req, f, &deps, &n);
+  const char *fd_name = perfc__tv_get_str(root, "fd_name");
+  perfc__tv *list = perfc__tv_set_list(root, "deps");
+  for (size_t i = 1; !bad && i < n; i++) {
+    perfc__tv *d = perfc__tv_list_add(list);
+    size_t len = 0;
+    char *bytes = descriptor_bytes(deps[i], &len);
+    char *esc = c_escape(deps[i]->name);
+    char *var = perfc__xasprintf("%s_dep%zu", fd_name, i);
+    perfc__tv_set_str(d, "name", deps[i]->name);
+    perfc__tv_set_str(d, "name_c", esc);
+    perfc__tv_set_str(d, "var", var);
+    perfc__tv_set_str(d, "bytes", bytes);
+    perfc__tv_set_strf(d, "len", "%zu", len);
+    bad = claim(ours, theirs, var, "perfc's embedded file descriptor",
+                f->name, err);
+    free(bytes), free(esc);
+  }
+  perfc__tv_set_strf(root, "n_files", "%zu", n);
+  perfc__tv_set_strf(root, "files_name", "%s%sperfc_files", pkg_lc,
+                     pkg_lc[0] ? "__" : "");
+  if (!bad)
+    bad = claim(ours, theirs,
+                perfc__xstrdup(perfc__tv_get_str(root, "files_name")),
+                "perfc's embedded file descriptor list", f->name, err);
+  free(deps);
+  return bad ? -1 : 0;
+}
+
 static perfc__tv *build_file(const gen_request *req, const file_desc *f,
                              const name_set *theirs, char **err) {
   perfc__tv *root = perfc__tv_obj();
@@ -986,6 +1048,8 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
   perfc__tv_set_strf(root, "fd_len", "%zu", fd_len);
   bad = claim(ours, theirs, perfc__xstrdup(perfc__tv_get_str(root, "fd_name")),
               "perfc's embedded file descriptor", f->name, err);
+  if (!bad)
+    bad = add_dep_files(root, req, f, pkg_lc, ours, theirs, err);
 
   perfc__tv *services = perfc__tv_set_list(root, "services");
   for (size_t i = 0; !bad && i < f->n_service; i++) {

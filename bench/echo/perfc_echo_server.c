@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "perfc.h"
+#include "perfc/health.h"
+#include "perfc/reflection.h"
 
 #include "echo.perfc.h"
 
@@ -88,6 +90,7 @@ int main(int argc, char **argv) {
   perfc_server *srv = NULL;
   perfc_grpc_metrics *gm = NULL;
   perfc_metrics_http *http = NULL;
+  perfc_health *health = NULL;
   int port = 0;
   int rc = perfc_server_new(&srv, &opts);
   if (rc == 0 && metrics_listen) {
@@ -109,6 +112,14 @@ int main(int argc, char **argv) {
     rc = perfc_server_listen(srv, listen, &port);
   if (rc == 0)
     rc = bench__v1__echo__perfc_register(srv, &echo_handlers, NULL);
+  /* Health and reflection, as generated mains serve them, so probes and
+   * grpcurl work here too; neither adds work to Unary's path. */
+  if (rc == 0)
+    rc = perfc_health_new(&health, NULL);
+  if (rc == 0)
+    rc = perfc_health_register(health, srv);
+  if (rc == 0)
+    rc = perfc_reflection_register(srv);
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {
@@ -116,6 +127,7 @@ int main(int argc, char **argv) {
     perfc_server_free(srv);
     perfc_metrics_http_stop(http);
     perfc_grpc_metrics_free(gm);
+    perfc_health_free(health);
     return 1;
   }
 
@@ -139,5 +151,6 @@ int main(int argc, char **argv) {
   perfc_server_free(srv);
   perfc_metrics_http_stop(http);
   perfc_grpc_metrics_free(gm);
+  perfc_health_free(health); /* after the server, which uses it until freed */
   return 0;
 }

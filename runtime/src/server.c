@@ -135,6 +135,17 @@ typedef struct service_entry {
   const perfc_service_desc *desc;
 } service_entry;
 
+typedef struct start_hook {
+  perfc_server_start_fn fn;
+  void *user_data;
+} start_hook;
+
+typedef struct shutdown_hook {
+  perfc_server_shutdown_fn fn; /* may be NULL: only free_user_data */
+  void *user_data;
+  void (*free_user_data)(void *);
+} shutdown_hook;
+
 struct perfc_server {
   grpc_server *server;
   perfc_server_opts opts;
@@ -144,6 +155,10 @@ struct perfc_server {
   size_t nmethods;
   service_entry *services;
   size_t nservices;
+  start_hook *start_hooks;
+  size_t nstart_hooks;
+  shutdown_hook *shutdown_hooks;
+  size_t nshutdown_hooks;
   perfc_pool *pool;
   int nlisteners;
   perfc_server_interceptor ics[PERFC_MAX_INTERCEPTORS];
@@ -982,9 +997,17 @@ int perfc_server_start(perfc_server *srv) {
     return PERFC_EINVAL;
   if (atomic_load(&srv->state) != SRV_NEW || srv->nlisteners == 0)
     return PERFC_ESTATE;
+  for (size_t i = 0; i < srv->nstart_hooks; i++) {
+    int rc = srv->start_hooks[i].fn(srv, srv->start_hooks[i].user_data);
+    if (rc != 0)
+      return rc;
+  }
   int needs_pool = 0;
+  /* Streaming handlers always run on the pool (see dispatch()), whatever
+   * their executor says. */
   for (size_t i = 0; i < srv->nmethods; i++)
-    needs_pool |= srv->methods[i].executor == PERFC_EXEC_POOL;
+    needs_pool |= srv->methods[i].executor == PERFC_EXEC_POOL ||
+                  srv->methods[i].desc->kind != PERFC_METHOD_UNARY;
   if (needs_pool) {
     perfc_pool_opts po;
     perfc_pool_opts_init(&po);
@@ -1089,6 +1112,11 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
   }
   if (grace_ms < 0)
     grace_ms = srv->opts.shutdown_grace_ms;
+  /* Before the core stops accepting: health checkers and watchers learn of
+   * the shutdown while they can still be answered. */
+  for (size_t i = 0; i < srv->nshutdown_hooks; i++)
+    if (srv->shutdown_hooks[i].fn != NULL)
+      srv->shutdown_hooks[i].fn(srv, srv->shutdown_hooks[i].user_data);
   srv->shutdown_tag.run = on_shutdown_done;
   PERFC_HANDOFF_RELEASE(&srv->shutdown_tag);
   grpc_server_shutdown_and_notify(srv->server, srv->pollers[0].cq,
@@ -1214,6 +1242,13 @@ void perfc_server_free(perfc_server *srv) {
     for (unsigned k = 0; k < srv->nics; k++)
       if (srv->ics[k].method_free && srv->methods[i].ic_state[k] != NULL)
         srv->ics[k].method_free(srv->ics[k].self, srv->methods[i].ic_state[k]);
+  for (size_t i = 0; i < srv->nshutdown_hooks; i++) {
+    shutdown_hook *h = &srv->shutdown_hooks[i];
+    if (h->free_user_data != NULL)
+      h->free_user_data(h->user_data);
+  }
+  free(srv->shutdown_hooks);
+  free(srv->start_hooks);
   free(srv->pollers);
   free(srv->methods);
   free(srv->services);
@@ -1232,6 +1267,49 @@ int perfc_server_add_interceptor(perfc_server *srv,
   if (srv->nics == PERFC_MAX_INTERCEPTORS)
     return PERFC_EFULL;
   srv->ics[srv->nics++] = *ic;
+  return 0;
+}
+
+size_t perfc_server_service_count(const perfc_server *srv) {
+  return srv != NULL ? srv->nservices : 0;
+}
+
+const perfc_service_desc *perfc_server_service_at(const perfc_server *srv,
+                                                  size_t i) {
+  return srv != NULL && i < srv->nservices ? srv->services[i].desc : NULL;
+}
+
+int perfc_server_add_start_hook(perfc_server *srv, perfc_server_start_fn fn,
+                                void *user_data) {
+  if (srv == NULL || fn == NULL)
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  start_hook *h =
+      realloc(srv->start_hooks, (srv->nstart_hooks + 1) * sizeof *h);
+  if (h == NULL)
+    return PERFC_ENOMEM;
+  srv->start_hooks = h;
+  srv->start_hooks[srv->nstart_hooks++] =
+      (start_hook){.fn = fn, .user_data = user_data};
+  return 0;
+}
+
+int perfc_server_add_shutdown_hook(perfc_server *srv, perfc_server_shutdown_fn fn,
+                                   void *user_data,
+                                   void (*free_user_data)(void *)) {
+  if (srv == NULL || (fn == NULL && free_user_data == NULL))
+    return PERFC_EINVAL;
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  shutdown_hook *h =
+      realloc(srv->shutdown_hooks, (srv->nshutdown_hooks + 1) * sizeof *h);
+  if (h == NULL)
+    return PERFC_ENOMEM;
+  srv->shutdown_hooks = h;
+  srv->shutdown_hooks[srv->nshutdown_hooks++] =
+      (shutdown_hook){.fn = fn, .user_data = user_data,
+                      .free_user_data = free_user_data};
   return 0;
 }
 

@@ -1,16 +1,57 @@
-/* test_server_main.c — perfc-test-server: TestService on --listen, for the
- * python3-grpcio tests. Prints "listening on 127.0.0.1:PORT". With
- * --tls-cert/--tls-key the port is TLS (and mTLS with --tls-client-ca and
- * --tls-client-auth request|require). */
+/* test_server_main.c — perfc-test-server: TestService, grpc.health.v1.Health
+ * and server reflection on --listen, for the python3-grpcio tests and the
+ * multi-replica client tests. Prints "listening on HOST:PORT".
+ *
+ * With --tls-cert/--tls-key the port is TLS (and mTLS with --tls-client-ca
+ * and --tls-client-auth request|require). Echo("whoami") answers
+ * "server-PORT", so clients can tell replicas apart. Health starts with ""
+ * and perfc.test.v1.TestService SERVING; calling Fail with code 0 and
+ * message "health:NAME=STATUS" (STATUS SERVING, NOT_SERVING or CLEAR)
+ * changes a status instead, so tests can drive Watch from outside. */
 #include "test_service.h"
 
+#include "perfc/health.h"
+#include "perfc/reflection.h"
 #include "perfc/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The handlers' user_data carries the replica name, so Fail reaches the
+ * health object through this file-level pointer instead. */
+static perfc_health *g_health;
+
+/* Fail, extended: "health:NAME=STATUS" sets a health status (see above). */
+static perfc_status_code fail_or_set_health(
+    perfc_ctx *ctx, const Perfc__Test__V1__EchoRequest *req,
+    Perfc__Test__V1__EchoResponse *resp, void *user_data) {
+  const char *m = req->message;
+  if (req->code != 0 || strncmp(m, "health:", 7) != 0)
+    return test_service_handlers.fail(ctx, req, resp, user_data);
+  const char *eq = strrchr(m, '=');
+  if (eq == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "want health:NAME=STATUS");
+  char *name = perfc_arena_strndup(perfc_ctx_arena(ctx), m + 7,
+                                   (size_t)(eq - m - 7));
+  int rc;
+  if (strcmp(eq + 1, "CLEAR") == 0)
+    rc = perfc_health_clear(g_health, name);
+  else
+    rc = perfc_health_set(g_health, name,
+                          strcmp(eq + 1, "SERVING") == 0
+                              ? PERFC_HEALTH_SERVING
+                              : PERFC_HEALTH_NOT_SERVING);
+  if (rc != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_FAILED_PRECONDITION, "%s",
+                           perfc_strerror(rc));
+  return PERFC_STATUS_OK;
+}
+
 int main(int argc, char **argv) {
+  Perfc__Test__V1__TestService_Handlers handlers = test_service_handlers;
+  handlers.fail = fail_or_set_health;
   const char *listen = "127.0.0.1:0";
   perfc_server_opts o;
   perfc_server_opts_init(&o);
@@ -51,17 +92,24 @@ int main(int argc, char **argv) {
   }
   perfc_server *srv = NULL;
   int port = 0;
-  int rc = perfc_server_new(&srv, &o);
+  int rc = perfc_health_new(&g_health, NULL);
+  if (rc == 0)
+    rc = perfc_health_set(g_health, "perfc.test.v1.TestService",
+                          PERFC_HEALTH_SERVING);
+  if (rc == 0)
+    rc = perfc_server_new(&srv, &o);
   if (rc == 0)
     rc = tls.cert_file != NULL
              ? perfc_server_listen_tls(srv, listen, &tls, &port)
              : perfc_server_listen(srv, listen, &port);
-  /* The name Echo("whoami") answers, so clients can tell replicas apart. */
   static char name[32];
   snprintf(name, sizeof name, "server-%d", port);
   if (rc == 0)
-    rc = perfc__test__v1__test_service__perfc_register(
-        srv, &test_service_handlers, name);
+    rc = perfc__test__v1__test_service__perfc_register(srv, &handlers, name);
+  if (rc == 0)
+    rc = perfc_health_register(g_health, srv);
+  if (rc == 0)
+    rc = perfc_reflection_register(srv);
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {
@@ -69,6 +117,7 @@ int main(int argc, char **argv) {
             rc == PERFC_ETLS ? ": " : "",
             rc == PERFC_ETLS ? perfc_tls_last_error() : "");
     perfc_server_free(srv);
+    perfc_health_free(g_health);
     return 1;
   }
   char host[256];
@@ -80,5 +129,6 @@ int main(int argc, char **argv) {
   fflush(stdout);
   perfc_server_run(srv);
   perfc_server_free(srv);
+  perfc_health_free(g_health); /* after the server, which uses it until freed */
   return 0;
 }

@@ -71,3 +71,83 @@ Test(server, free_without_start) {
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
   perfc_server_free(s);
 }
+
+static int hook_calls, hook_frees;
+static void count_hook(perfc_server *srv, void *ud) {
+  cr_assert_not_null(srv);
+  hook_calls += *(int *)ud;
+}
+static void count_free(void *ud) { hook_frees += *(int *)ud; }
+
+Test(server, shutdown_hooks_and_service_list) {
+  static int one = 1, ten = 10;
+  hook_calls = hook_frees = 0;
+  perfc_server *s;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
+  cr_assert_eq(perfc_server_service_count(s), 0);
+  cr_assert_null(perfc_server_service_at(s, 0));
+  cr_assert_eq(perfc_server_add_service(s, &empty_svc, &no_handlers, NULL), 0);
+  cr_assert_eq(perfc_server_service_count(s), 1);
+  cr_assert_eq(perfc_server_service_at(s, 0), &empty_svc);
+  cr_assert_null(perfc_server_service_at(s, 1));
+
+  cr_assert_eq(perfc_server_add_shutdown_hook(NULL, count_hook, &one, NULL),
+               PERFC_EINVAL);
+  cr_assert_eq(perfc_server_add_shutdown_hook(s, NULL, &one, NULL),
+               PERFC_EINVAL);
+  cr_assert_eq(perfc_server_add_shutdown_hook(s, count_hook, &one, NULL), 0);
+  /* Destructor only: called at free, never as a hook. */
+  cr_assert_eq(perfc_server_add_shutdown_hook(s, NULL, &ten, count_free), 0);
+  cr_assert_eq(perfc_server_start(s), 0);
+  cr_assert_eq(perfc_server_add_shutdown_hook(s, count_hook, &one, NULL),
+               PERFC_ESTATE);
+  cr_assert_eq(hook_calls, 0);
+  perfc_server_shutdown(s, 100);
+  cr_assert_eq(hook_calls, 1);
+  perfc_server_shutdown(s, 100);
+  cr_assert_eq(hook_calls, 1, "hooks run once");
+  cr_assert_eq(hook_frees, 0, "user data lives until free");
+  perfc_server_free(s);
+  cr_assert_eq(hook_frees, 10);
+
+  /* A server that never started runs no hook but still frees. */
+  hook_calls = hook_frees = 0;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_add_shutdown_hook(s, count_hook, &one, count_free), 0);
+  perfc_server_free(s);
+  cr_assert_eq(hook_calls, 0);
+  cr_assert_eq(hook_frees, 1);
+}
+
+static int start_calls;
+static int start_hook_fn(perfc_server *srv, void *ud) {
+  cr_assert_not_null(srv);
+  start_calls++;
+  return *(int *)ud;
+}
+
+Test(server, start_hooks) {
+  static int fail = PERFC_ECONFIG, ok = 0;
+  start_calls = 0;
+  perfc_server *s;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, NULL, NULL), PERFC_EINVAL);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &fail), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
+  /* The second hook fails the start; the third is not called. */
+  cr_assert_eq(perfc_server_start(s), PERFC_ECONFIG);
+  cr_assert_eq(start_calls, 2);
+  perfc_server_free(s);
+
+  start_calls = 0;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
+  cr_assert_eq(perfc_server_start(s), 0);
+  cr_assert_eq(start_calls, 1);
+  cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), PERFC_ESTATE);
+  perfc_server_free(s);
+}

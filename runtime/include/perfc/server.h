@@ -104,8 +104,56 @@ PERFC_API int perfc_server_add_service(perfc_server *srv,
                                        const perfc_service_desc *desc,
                                        const void *handlers, void *user_data);
 
-/** Starts the pollers and begins serving. Returns 0, PERFC_ESTATE (already
- *  started / no address), PERFC_ETHREAD or PERFC_EGRPC. */
+/** Number of services added with perfc_server_add_service(), for modules
+ *  that describe the server (reflection). */
+PERFC_API size_t perfc_server_service_count(const perfc_server *srv);
+
+/** The `i`-th service added (in the order added), borrowed; NULL when `i`
+ *  is out of range. */
+PERFC_API const perfc_service_desc *
+perfc_server_service_at(const perfc_server *srv, size_t i);
+
+/** A start hook; see perfc_server_add_start_hook(). */
+typedef int (*perfc_server_start_fn)(perfc_server *srv, void *user_data);
+
+/** Adds a hook called at perfc_server_start(), in registration order,
+ *  after every service was added and before any call is served: modules
+ *  that describe the whole server (reflection) build their tables there, so
+ *  they may be registered before or after the services they describe. A
+ *  hook returns 0, or a negative PERFC_E* code that makes
+ *  perfc_server_start() fail with it (later hooks are not called; the
+ *  server stays unstarted, and a retried start calls every hook again).
+ *  `user_data` is borrowed. Before perfc_server_start() only. Returns 0,
+ *  PERFC_EINVAL, PERFC_ENOMEM or PERFC_ESTATE. */
+PERFC_API int perfc_server_add_start_hook(perfc_server *srv,
+                                          perfc_server_start_fn fn,
+                                          void *user_data);
+
+/** A shutdown hook; see perfc_server_add_shutdown_hook(). */
+typedef void (*perfc_server_shutdown_fn)(perfc_server *srv, void *user_data);
+
+/** Adds a hook called once when a graceful shutdown begins
+ *  (perfc_server_shutdown(), a signal in perfc_server_run(), or
+ *  perfc_server_free() of a running server): on the thread shutting down,
+ *  in registration order, before the server stops accepting calls, while
+ *  in-flight calls still run. Health uses it to report NOT_SERVING and end
+ *  its Watch streams. The hook must not block and must not call
+ *  perfc_server_shutdown(). A server that never started calls no hook.
+ *  `fn` may be NULL when only the destructor is wanted. When
+ *  `free_user_data` is not NULL the server owns `user_data` and calls
+ *  `free_user_data(user_data)` in perfc_server_free(), after every call
+ *  ended; otherwise `user_data` is borrowed and must outlive the server.
+ *  Before perfc_server_start() only. Returns 0, PERFC_EINVAL,
+ *  PERFC_ENOMEM or PERFC_ESTATE; on error nothing is called and the caller
+ *  keeps `user_data`. */
+PERFC_API int perfc_server_add_shutdown_hook(perfc_server *srv,
+                                             perfc_server_shutdown_fn fn,
+                                             void *user_data,
+                                             void (*free_user_data)(void *));
+
+/** Runs the start hooks, starts the pollers and begins serving. Returns 0,
+ *  PERFC_ESTATE (already started / no address), PERFC_ETHREAD,
+ *  PERFC_EGRPC, or the error of a start hook. */
 PERFC_API int perfc_server_start(perfc_server *srv);
 
 /** Graceful stop: stop accepting, let in-flight calls finish for up to

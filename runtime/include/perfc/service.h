@@ -72,6 +72,14 @@ typedef struct perfc_method_desc {
   int idempotent;          /**< from (perfc.method).idempotent */
 } perfc_method_desc;
 
+/** One serialized FileDescriptorProto (without source_code_info), as the
+ *  generator embeds it; all borrowed static data. */
+typedef struct perfc_file_desc {
+  const char *name;    /**< the proto's path, "user/v1/user.proto" */
+  const uint8_t *data; /**< the serialized FileDescriptorProto */
+  size_t len;
+} perfc_file_desc;
+
 typedef struct perfc_service_desc {
   const char *name;         /**< full name, "user.v1.UserService" */
   const char *proto_file;   /**< "user/v1/user.proto" */
@@ -81,6 +89,12 @@ typedef struct perfc_service_desc {
    *  may be NULL/0. */
   const uint8_t *file_descriptor;
   size_t file_descriptor_len;
+  /** The defining file (first, the same bytes as file_descriptor) and
+   *  every file it imports, directly or not, depth first in import order;
+   *  server reflection answers from these. NULL/0 from generators before
+   *  perfc 0.1.0's reflection support. */
+  const perfc_file_desc *files;
+  size_t n_files;
 } perfc_service_desc;
 
 /** Finds a method by name ("GetUser") or path; NULL when absent. */

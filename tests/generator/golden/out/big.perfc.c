@@ -170,6 +170,11 @@ static const uint8_t big__v1__perfc_file_descriptor[1924] = {
   0x6f, 0x74, 0x6f, 0x33,
 };
 
+/* big.proto first, then its imports depth first. */
+static const perfc_file_desc big__v1__perfc_files[1] = {
+  {"big.proto", big__v1__perfc_file_descriptor, sizeof big__v1__perfc_file_descriptor},
+};
+
 /* ---- service big.v1.Big ---- */
 
 static perfc_status_code big__v1__big__get_item00__perfc_invoke(perfc_ctx *ctx,
@@ -1002,6 +1007,8 @@ const perfc_service_desc big__v1__big__perfc_desc = {
   .methods = big__v1__big__perfc_methods,
   .file_descriptor = big__v1__perfc_file_descriptor,
   .file_descriptor_len = sizeof big__v1__perfc_file_descriptor,
+  .files = big__v1__perfc_files,
+  .n_files = 1,
 };
 
 int big__v1__big__perfc_register(perfc_server *srv,

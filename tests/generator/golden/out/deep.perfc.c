@@ -33,6 +33,11 @@ static const uint8_t a__b__c__v2__perfc_file_descriptor[284] = {
   0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
 };
 
+/* deep.proto first, then its imports depth first. */
+static const perfc_file_desc a__b__c__v2__perfc_files[1] = {
+  {"deep.proto", a__b__c__v2__perfc_file_descriptor, sizeof a__b__c__v2__perfc_file_descriptor},
+};
+
 /* ---- service a.b.c.v2.First ---- */
 
 static perfc_status_code a__b__c__v2__first__run__perfc_invoke(perfc_ctx *ctx,
@@ -87,6 +92,8 @@ const perfc_service_desc a__b__c__v2__first__perfc_desc = {
   .methods = a__b__c__v2__first__perfc_methods,
   .file_descriptor = a__b__c__v2__perfc_file_descriptor,
   .file_descriptor_len = sizeof a__b__c__v2__perfc_file_descriptor,
+  .files = a__b__c__v2__perfc_files,
+  .n_files = 1,
 };
 
 int a__b__c__v2__first__perfc_register(perfc_server *srv,
@@ -170,6 +177,8 @@ const perfc_service_desc a__b__c__v2__second__svc2__perfc_desc = {
   .methods = a__b__c__v2__second__svc2__perfc_methods,
   .file_descriptor = a__b__c__v2__perfc_file_descriptor,
   .file_descriptor_len = sizeof a__b__c__v2__perfc_file_descriptor,
+  .files = a__b__c__v2__perfc_files,
+  .n_files = 1,
 };
 
 int a__b__c__v2__second__svc2__perfc_register(perfc_server *srv,
@@ -198,6 +207,8 @@ const perfc_service_desc a__b__c__v2__nothing__perfc_desc = {
   .methods = NULL,
   .file_descriptor = a__b__c__v2__perfc_file_descriptor,
   .file_descriptor_len = sizeof a__b__c__v2__perfc_file_descriptor,
+  .files = a__b__c__v2__perfc_files,
+  .n_files = 1,
 };
 
 int a__b__c__v2__nothing__perfc_register(perfc_server *srv,

@@ -30,6 +30,11 @@ static const uint8_t kw__perfc_file_descriptor[241] = {
   0x33,
 };
 
+/* keywords.proto first, then its imports depth first. */
+static const perfc_file_desc kw__perfc_files[1] = {
+  {"keywords.proto", kw__perfc_file_descriptor, sizeof kw__perfc_file_descriptor},
+};
+
 /* ---- service kw.Keywords ---- */
 
 static perfc_status_code kw__keywords__get__perfc_invoke(perfc_ctx *ctx,
@@ -84,6 +89,8 @@ const perfc_service_desc kw__keywords__perfc_desc = {
   .methods = kw__keywords__perfc_methods,
   .file_descriptor = kw__perfc_file_descriptor,
   .file_descriptor_len = sizeof kw__perfc_file_descriptor,
+  .files = kw__perfc_files,
+  .n_files = 1,
 };
 
 int kw__keywords__perfc_register(perfc_server *srv,

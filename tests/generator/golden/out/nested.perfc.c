@@ -41,6 +41,11 @@ static const uint8_t nest__perfc_file_descriptor[379] = {
   0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
 };
 
+/* nested.proto first, then its imports depth first. */
+static const perfc_file_desc nest__perfc_files[1] = {
+  {"nested.proto", nest__perfc_file_descriptor, sizeof nest__perfc_file_descriptor},
+};
+
 /* ---- service nest.Nester ---- */
 
 static perfc_status_code nest__nester__dig__perfc_invoke(perfc_ctx *ctx,
@@ -95,6 +100,8 @@ const perfc_service_desc nest__nester__perfc_desc = {
   .methods = nest__nester__perfc_methods,
   .file_descriptor = nest__perfc_file_descriptor,
   .file_descriptor_len = sizeof nest__perfc_file_descriptor,
+  .files = nest__perfc_files,
+  .n_files = 1,
 };
 
 int nest__nester__perfc_register(perfc_server *srv,

@@ -21,6 +21,11 @@ static const uint8_t perfc_file_descriptor[134] = {
   0x6f, 0x33,
 };
 
+/* nopkg.proto first, then its imports depth first. */
+static const perfc_file_desc perfc_files[1] = {
+  {"nopkg.proto", perfc_file_descriptor, sizeof perfc_file_descriptor},
+};
+
 /* ---- service Svc ---- */
 
 static perfc_status_code svc__get_user__perfc_invoke(perfc_ctx *ctx,
@@ -74,6 +79,8 @@ const perfc_service_desc svc__perfc_desc = {
   .methods = svc__perfc_methods,
   .file_descriptor = perfc_file_descriptor,
   .file_descriptor_len = sizeof perfc_file_descriptor,
+  .files = perfc_files,
+  .n_files = 1,
 };
 
 int svc__perfc_register(perfc_server *srv,

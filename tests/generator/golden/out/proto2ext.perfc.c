@@ -25,6 +25,11 @@ static const uint8_t legacy__perfc_file_descriptor[185] = {
   0x04, 0x6e, 0x6f, 0x74, 0x65,
 };
 
+/* proto2ext.proto first, then its imports depth first. */
+static const perfc_file_desc legacy__perfc_files[1] = {
+  {"proto2ext.proto", legacy__perfc_file_descriptor, sizeof legacy__perfc_file_descriptor},
+};
+
 /* ---- service legacy.Legacy ---- */
 
 static perfc_status_code legacy__legacy__call__perfc_invoke(perfc_ctx *ctx,
@@ -58,6 +63,8 @@ const perfc_service_desc legacy__legacy__perfc_desc = {
   .methods = legacy__legacy__perfc_methods,
   .file_descriptor = legacy__perfc_file_descriptor,
   .file_descriptor_len = sizeof legacy__perfc_file_descriptor,
+  .files = legacy__perfc_files,
+  .n_files = 1,
 };
 
 int legacy__legacy__perfc_register(perfc_server *srv,
