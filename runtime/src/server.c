@@ -394,6 +394,10 @@ static void finish(perfc_ctx *ctx) {
 }
 
 static void finish_with(perfc_ctx *ctx, perfc_status_code code,
+                        const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void finish_with(perfc_ctx *ctx, perfc_status_code code,
                         const char *fmt, ...) {
   ctx->code = code;
   va_list ap;

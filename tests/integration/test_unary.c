@@ -89,7 +89,7 @@ Test(unary, echo_round_trips_bytes_of_many_sizes) {
 }
 
 Test(unary, handler_status_and_message_reach_the_client) {
-  int codes[] = {PERFC_STATUS_NOT_FOUND, PERFC_STATUS_ALREADY_EXISTS,
+  perfc_status_code codes[] = {PERFC_STATUS_NOT_FOUND, PERFC_STATUS_ALREADY_EXISTS,
                  PERFC_STATUS_PERMISSION_DENIED, PERFC_STATUS_INTERNAL,
                  PERFC_STATUS_UNAUTHENTICATED};
   for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
