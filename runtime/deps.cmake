@@ -6,3 +6,8 @@
 # parsing; metrics.c uses floor/fabs/isnan from libm.
 pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
 target_link_libraries(perfc_runtime PRIVATE PkgConfig::MHD m)
+
+# pg.c: the PostgreSQL pool is built on libpq (pipeline mode needs 14+;
+# Debian 12 ships 15). Private: perfc/pg.h does not include libpq-fe.h.
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::LIBPQ)
