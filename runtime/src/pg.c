@@ -174,6 +174,35 @@ static perfc_status_code fail(perfc_pg_pool *pool, perfc_pg_error *err,
   return code;
 }
 
+/* libpq messages end in a newline and may span lines; the logger wants one
+ * line. Copies `msg` into `buf` with each run of whitespace made one space. */
+static const char *one_line(char *buf, size_t n, const char *msg) {
+  size_t k = 0;
+  int space = 0;
+  for (; *msg && k + 1 < n; msg++) {
+    if (*msg == '\n' || *msg == '\t' || *msg == '\r' || *msg == ' ') {
+      space = k > 0;
+      continue;
+    }
+    if (space && k + 2 < n)
+      buf[k++] = ' ';
+    space = 0;
+    buf[k++] = *msg;
+  }
+  buf[k] = '\0';
+  return buf;
+}
+
+/* Server notices (NOTICE, WARNING sent to the client) would go to stderr
+ * through libpq's default processor; the library never prints, so they go
+ * to the logger at debug level. */
+static void notice_to_log(void *arg, const char *message) {
+  (void)arg;
+  char line[512];
+  perfc_log(PERFC_LOG_DEBUG, "pg: server notice: %s",
+            one_line(line, sizeof line, message));
+}
+
 perfc_status_code perfc_pg_status_from_sqlstate(const char *s) {
   if (!s || strlen(s) != 5)
     return PERFC_STATUS_INTERNAL;
@@ -206,9 +235,11 @@ static perfc_status_code fail_result(perfc_pg_conn *c, const PGresult *r,
   perfc_status_code code = perfc_pg_status_from_sqlstate(state);
   if (PQstatus(c->pg) == CONNECTION_BAD) {
     code = PERFC_STATUS_UNAVAILABLE;
-    if (!c->broken)
+    if (!c->broken) {
+      char line[512];
       perfc_log(PERFC_LOG_WARN, "pg: lost connection to %s: %s",
-                target_names[c->target], msg);
+                target_names[c->target], one_line(line, sizeof line, msg));
+    }
     c->broken = 1;
   }
   return fail(c->pool, err, code, state, "%s", msg);
@@ -631,15 +662,15 @@ void perfc_pg_pool_free(perfc_pg_pool *pool) {
     return;
   for (int t = 0; t < T_COUNT; t++) {
     target *tg = &pool->t[t];
+    if (tg->total != tg->idle_count)
+      perfc_log(PERFC_LOG_ERROR,
+                "pg: pool freed with %u %s connection(s) still lent out",
+                tg->total - tg->idle_count, target_names[t]);
     while (tg->idle) {
       perfc_pg_conn *c = tg->idle;
       tg->idle = c->next;
       conn_close(c);
     }
-    if (tg->total)
-      perfc_log(PERFC_LOG_ERROR,
-                "pg: pool freed with %u %s connection(s) still lent out",
-                tg->total - tg->idle_count, target_names[t]);
     if (tg->g_in_use) {
       perfc_gauge_set(tg->g_in_use, 0);
       perfc_gauge_set(tg->g_idle, 0);
@@ -677,14 +708,15 @@ static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
   c->gen = gen;
   c->cur_timeout_ms = TIMEOUT_UNKNOWN;
   if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
-    perfc_status_code st =
-        fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL, "pg: cannot connect to %s: %s",
-             target_names[ti], c->pg ? PQerrorMessage(c->pg) : "out of memory");
-    perfc_log(PERFC_LOG_WARN, "pg: cannot connect to %s: %s", target_names[ti],
-              c->pg ? PQerrorMessage(c->pg) : "out of memory");
+    char line[512];
+    one_line(line, sizeof line, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+    perfc_status_code st = fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL,
+                                "pg: cannot connect to %s: %s", target_names[ti], line);
+    perfc_log(PERFC_LOG_WARN, "pg: cannot connect to %s: %s", target_names[ti], line);
     conn_close(c);
     return st;
   }
+  PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
   /* The pool's statement_timeout is set now, once, so ordinary calls never
    * pay for it. */
   perfc_status_code st = set_timeout(c, pool->stmt_timeout_ms, err);
