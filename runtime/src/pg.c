@@ -70,6 +70,7 @@ struct perfc_pg_conn {
   struct perfc_pg_conn *next; /* idle stack link */
   stmt_set stmts;
   int cur_timeout_ms; /* statement_timeout set on the session, or UNKNOWN */
+  int timeout_set_in_tx; /* cur_timeout_ms was set inside a transaction */
   unsigned gen;       /* target generation when last known alive */
   int64_t idle_since_ms;
   int broken; /* connection lost: close instead of reuse */
@@ -409,7 +410,20 @@ static perfc_status_code set_timeout(perfc_pg_conn *c, int ms,
   }
   PQclear(r);
   c->cur_timeout_ms = ms;
+  /* Set inside a transaction block, the value lasts only if it commits:
+   * remember to forget it once the transaction ends (see timeout_after). */
+  c->timeout_set_in_tx = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
   return PERFC_STATUS_OK;
+}
+
+/* After a statement: if the transaction that set the timeout has ended
+ * (committed or rolled back, by the caller's own COMMIT/ROLLBACK too), the
+ * session value is no longer known. */
+static void timeout_after(perfc_pg_conn *c) {
+  if (c->timeout_set_in_tx && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+    c->cur_timeout_ms = TIMEOUT_UNKNOWN;
+    c->timeout_set_in_tx = 0;
+  }
 }
 
 /* Prepares q->name on `c` unless it already is. */
@@ -485,8 +499,15 @@ perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
   }
   free(p.heap);
   perfc_counter_inc(c->pool->t[c->target].c_queries);
+  timeout_after(c);
   ExecStatusType es = PQresultStatus(r);
   if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 26000: the server no longer has a statement the cache lists (the
+     * session ran DISCARD ALL or DEALLOCATE). Forget the cache so the next
+     * call prepares again instead of failing forever. */
+    if (q->name && state && strcmp(state, "26000") == 0)
+      stmt_clear(&c->stmts);
     st = fail_result(c, r, err);
     PQclear(r);
     return st;

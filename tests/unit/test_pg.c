@@ -651,3 +651,38 @@ Test(pg, eight_threads_share_three_connections) {
   }
   perfc_pg_pool_free(p);
 }
+
+Test(pg, session_state_changes_behind_the_cache) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  perfc_pg_conn *c;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  perfc_pg_query q = {.name = "cached", .sql = "SELECT 7"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK);
+  /* Someone drops every prepared statement: one call fails (26000), the
+   * cache is forgotten, the next call prepares again. */
+  perfc_pg_query dealloc = {.sql = "DEALLOCATE ALL"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &dealloc, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_INTERNAL);
+  cr_assert_str_eq(e.sqlstate, "26000");
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK, "%s", e.message);
+
+  /* A per-call timeout set inside the caller's own transaction is undone
+   * by its ROLLBACK; the pool notices and sets the default again. */
+  perfc_pg_query b = {.sql = "BEGIN"}, rb = {.sql = "ROLLBACK"};
+  perfc_pg_query in_tx = {.sql = "SELECT 1", .timeout_ms = 1234};
+  perfc_pg_query show = {.sql = "SHOW statement_timeout"};
+  perfc_pg_query show_override = {.sql = "SHOW statement_timeout", .timeout_ms = 1234};
+  perfc_pg_result *r;
+  cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &in_tx, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &rb, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &show_override, &r, &e), PERFC_STATUS_OK);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "1234ms");
+  perfc_pg_result_free(r);
+  cr_assert_eq(perfc_pg_conn_exec(c, &show, &r, &e), PERFC_STATUS_OK);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "30s");
+  perfc_pg_result_free(r);
+  perfc_pg_release(c);
+  perfc_pg_pool_free(p);
+}
