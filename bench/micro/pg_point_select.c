@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "perfc/pg.h"
@@ -140,9 +141,19 @@ static char *capture(const char *cmd) {
   return buf;
 }
 
+/* CPU seconds (user + system) of this process, or of its waited-for
+ * descendants (pgbench under popen's shell). */
+static double cpu_s(int who) {
+  struct rusage ru;
+  getrusage(who, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec / 1e6;
+}
+
 static int run_pgbench(const char *dsn, int threads, int jobs, int seconds,
-                       double *tps, double *lat) {
+                       double *tps, double *lat, double *cpu_us) {
   char cmd[2048];
+  double c0 = cpu_s(RUSAGE_CHILDREN);
   snprintf(cmd, sizeof cmd, "pgbench -n -S -M prepared -c %d -j %d -T %d '%s' 2>&1",
            threads, jobs, seconds, dsn);
   char *out = capture(cmd);
@@ -154,6 +165,10 @@ static int run_pgbench(const char *dsn, int threads, int jobs, int seconds,
   *lat = p ? atof(p + strlen("latency average = ")) : 0;
   p = strstr(out, "tps = ");
   *tps = p ? atof(p + strlen("tps = ")) : 0;
+  p = strstr(out, "number of transactions actually processed: ");
+  double n = p ? atof(p + strlen("number of transactions actually processed: ")) : 0;
+  /* pgbench's CPU includes its connection set-up; small against 10 s. */
+  *cpu_us = n > 0 ? (cpu_s(RUSAGE_CHILDREN) - c0) / n * 1e6 : 0;
   free(out);
   return *tps > 0 ? 0 : -1;
 }
@@ -172,6 +187,7 @@ static uint64_t run_perfc(perfc_pg_pool *pool, int threads, int seconds, double 
   }
   pthread_barrier_wait(&g_go);
   double t0 = now_s();
+  double c0 = cpu_s(RUSAGE_SELF);
   struct timespec dur = {seconds, 0};
   nanosleep(&dur, NULL);
   atomic_store(&g_stop, 1);
@@ -182,6 +198,7 @@ static uint64_t run_perfc(perfc_pg_pool *pool, int threads, int seconds, double 
     failed += w[i].failed;
   }
   double elapsed = now_s() - t0;
+  double cpu_us = done ? (cpu_s(RUSAGE_SELF) - c0) / done * 1e6 : 0;
   uint64_t p50 = 0, p99 = 0, seen = 0;
   for (int us = 0; us < MAX_US; us++) {
     uint64_t n = 0;
@@ -195,8 +212,8 @@ static uint64_t run_perfc(perfc_pg_pool *pool, int threads, int seconds, double 
   }
   *tps = done / elapsed;
   printf("         perfc pg pool, %d threads      : %8.0f tps  latency avg %.3f ms  "
-         "p50 <%llu us  p99 <%llu us  (%llu failed)\n",
-         threads, *tps, done ? elapsed * threads / done * 1e3 : 0.0,
+         "client CPU %.1f us/query  p50 <%llu us  p99 <%llu us  (%llu failed)\n",
+         threads, *tps, done ? elapsed * threads / done * 1e3 : 0.0, cpu_us,
          (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)failed);
   for (int i = 0; i < threads; i++)
     free(w[i].hist);
@@ -280,11 +297,12 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 2; k++) {
       int peer_turn = (k == 0) == (round % 2 == 0);
       if (peer_turn) {
-        double lat;
-        if (run_pgbench(dsn, threads, jobs, seconds, &pg_tps[round], &lat) != 0)
+        double lat, cpu;
+        if (run_pgbench(dsn, threads, jobs, seconds, &pg_tps[round], &lat, &cpu) != 0)
           return 1;
-        printf("round %d  pgbench -S -M prepared -c %d -j %d: %8.0f tps  latency avg %.3f ms\n",
-               round + 1, threads, jobs, pg_tps[round], lat);
+        printf("round %d  pgbench -S -M prepared -c %d -j %d: %8.0f tps  latency avg %.3f ms  "
+               "client CPU %.1f us/query\n",
+               round + 1, threads, jobs, pg_tps[round], lat, cpu);
       } else {
         failed += run_perfc(pool, threads, seconds, &pf_tps[round]);
       }
