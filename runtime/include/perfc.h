@@ -9,6 +9,7 @@
 #include "perfc/common.h"
 #include "perfc/interceptor.h"
 #include "perfc/log.h"
+#include "perfc/pg.h"
 #include "perfc/pool.h"
 #include "perfc/server.h"
 #include "perfc/service.h"

@@ -231,7 +231,9 @@ PERFC_API perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *conn,
 /** Runs `n` queries in one round trip (libpq pipeline mode) as one implicit
  *  transaction: either all take effect or none. Rows are dropped.
  *  On failure err->index names the first failing query. A batch inside
- *  perfc_pg_tx() is part of that transaction. */
+ *  perfc_pg_tx() is part of that transaction. The statement timeout is
+ *  qs[0]'s. PERFC_PG_ONE is checked only after the batch ran, so a
+ *  NOT_FOUND from a batch does not undo it (wrap it in perfc_pg_tx()). */
 PERFC_API perfc_status_code perfc_pg_batch(perfc_pg_conn *conn,
                                            const perfc_pg_query *qs, size_t n,
                                            perfc_pg_error *err);
