@@ -8,6 +8,8 @@
  * (ctest passes --jobs 1); each uses its own tables. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <perfc/pg.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -685,4 +687,33 @@ Test(pg, session_state_changes_behind_the_cache) {
   perfc_pg_result_free(r);
   perfc_pg_release(c);
   perfc_pg_pool_free(p);
+}
+
+Test(pg, connect_timeout_bounds_a_silent_server, .timeout = 30) {
+  /* A listener that never accepts: the kernel completes the TCP handshake,
+   * then nobody answers the startup packet, so only connect_timeout ends
+   * the wait. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  cr_assert_eq(listen(fd, 16), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  char d[128];
+  snprintf(d, sizeof d, "host=127.0.0.1 port=%d user=postgres dbname=x", ntohs(sa.sin_port));
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = d;
+  o.connect_timeout_s = 2;
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  perfc_pg_error e;
+  double t0 = mono_s();
+  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_UNAVAILABLE);
+  double waited = mono_s() - t0;
+  cr_assert_geq(waited, 1.5, "%.2f s", waited);
+  cr_assert_lt(waited, 5.0, "%.2f s", waited);
+  cr_assert(strstr(e.message, "timeout") != NULL, "%s", e.message);
+  perfc_pg_pool_free(p);
+  close(fd);
 }
