@@ -9,8 +9,8 @@
  *   cc -O2 -pthread -I runtime/include bench/micro/pg_point_select.c \
  *      -L build/lib -lperfc -Wl,-rpath,$PWD/build/lib -o build/pg_point_select
  *   d=$(mktemp -d); dsn=$(scripts/pg-up $d bench | tail -n1)
- *   ./build/pg_point_select "$dsn" [threads=16] [seconds=10] [pgbench-jobs=2] [rounds=3]
- *   scripts/pg-down --rm $d
+ *   ./build/pg_point_select "$dsn" [threads=16] [seconds=10] [pgbench-jobs=2]
+ * [rounds=3] scripts/pg-down --rm $d
  *
  * What runs, in order:
  *   1. `pgbench -i -s 1` if pgbench_accounts is missing (100 000 rows).
@@ -23,9 +23,9 @@
  *      every thread opens its connection and prepares the statement (pgbench
  *      too excludes connection time from its tps).
  * Steps 2 and 3 repeat ROUNDS times, alternating which goes first. It
- * prints both rates per round, their ratio, and the medians. Client and server share the
- * machine, so both numbers are bounded by the same CPUs: the ratio is the
- * result, not the absolute rate.
+ * prints both rates per round, their ratio, and the medians. Client and server
+ * share the machine, so both numbers are bounded by the same CPUs: the ratio is
+ * the result, not the absolute rate.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,7 +38,8 @@
 #include "perfc/pg.h"
 
 #define MAX_ROUNDS 9
-#define MAX_US 100000 /* latency histogram range, 1 µs buckets; beyond: last */
+#define MAX_US 100000 /* latency histogram range, 1 µs buckets; beyond: last  \
+                       */
 
 typedef struct worker {
   pthread_t th;
@@ -67,12 +68,14 @@ static uint64_t xorshift(uint64_t *s) {
 }
 
 static perfc_status_code point_select(worker *w) {
-  perfc_pg_param aid = perfc_pg_int64(1 + (int64_t)(xorshift(&w->seed) % (uint64_t)g_rows));
-  perfc_pg_query q = {.name = "pgbench_select",
-                      .sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-                      .params = &aid,
-                      .nparams = 1,
-                      .flags = PERFC_PG_ONE};
+  perfc_pg_param aid =
+      perfc_pg_int64(1 + (int64_t)(xorshift(&w->seed) % (uint64_t)g_rows));
+  perfc_pg_query q = {
+      .name = "pgbench_select",
+      .sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+      .params = &aid,
+      .nparams = 1,
+      .flags = PERFC_PG_ONE};
   perfc_pg_result *r;
   perfc_status_code st = perfc_pg_exec(w->pool, &q, &r, NULL);
   if (st == PERFC_STATUS_OK) {
@@ -154,8 +157,9 @@ static int run_pgbench(const char *dsn, int threads, int jobs, int seconds,
                        double *tps, double *lat, double *cpu_us) {
   char cmd[2048];
   double c0 = cpu_s(RUSAGE_CHILDREN);
-  snprintf(cmd, sizeof cmd, "pgbench -n -S -M prepared -c %d -j %d -T %d '%s' 2>&1",
-           threads, jobs, seconds, dsn);
+  snprintf(cmd, sizeof cmd,
+           "pgbench -n -S -M prepared -c %d -j %d -T %d '%s' 2>&1", threads,
+           jobs, seconds, dsn);
   char *out = capture(cmd);
   if (!out) {
     fprintf(stderr, "pgbench failed: %s\n", cmd);
@@ -166,7 +170,8 @@ static int run_pgbench(const char *dsn, int threads, int jobs, int seconds,
   p = strstr(out, "tps = ");
   *tps = p ? atof(p + strlen("tps = ")) : 0;
   p = strstr(out, "number of transactions actually processed: ");
-  double n = p ? atof(p + strlen("number of transactions actually processed: ")) : 0;
+  double n =
+      p ? atof(p + strlen("number of transactions actually processed: ")) : 0;
   /* pgbench's CPU includes its connection set-up; small against 10 s. */
   *cpu_us = n > 0 ? (cpu_s(RUSAGE_CHILDREN) - c0) / n * 1e6 : 0;
   free(out);
@@ -174,14 +179,16 @@ static int run_pgbench(const char *dsn, int threads, int jobs, int seconds,
 }
 
 /* One timed run through the pool; prints a line, returns failed calls. */
-static uint64_t run_perfc(perfc_pg_pool *pool, int threads, int seconds, double *tps) {
+static uint64_t run_perfc(perfc_pg_pool *pool, int threads, int seconds,
+                          double *tps) {
   worker *w = calloc((size_t)threads, sizeof *w);
   atomic_store(&g_stop, 0);
   pthread_barrier_init(&g_ready, NULL, (unsigned)threads);
   pthread_barrier_init(&g_go, NULL, (unsigned)threads + 1);
   for (int i = 0; i < threads; i++) {
     w[i].pool = pool;
-    w[i].seed = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + (uint64_t)time(NULL);
+    w[i].seed =
+        0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) + (uint64_t)time(NULL);
     w[i].hist = calloc(MAX_US, sizeof *w[i].hist);
     pthread_create(&w[i].th, NULL, run, &w[i]);
   }
@@ -211,10 +218,13 @@ static uint64_t run_perfc(perfc_pg_pool *pool, int threads, int seconds, double 
       p99 = (uint64_t)us + 1;
   }
   *tps = done / elapsed;
-  printf("         perfc pg pool, %d threads      : %8.0f tps  latency avg %.3f ms  "
-         "client CPU %.1f us/query  p50 <%llu us  p99 <%llu us  (%llu failed)\n",
-         threads, *tps, done ? elapsed * threads / done * 1e3 : 0.0, cpu_us,
-         (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)failed);
+  printf(
+      "         perfc pg pool, %d threads      : %8.0f tps  latency avg %.3f "
+      "ms  "
+      "client CPU %.1f us/query  p50 <%llu us  p99 <%llu us  (%llu failed)\n",
+      threads, *tps, done ? elapsed * threads / done * 1e3 : 0.0, cpu_us,
+      (unsigned long long)p50, (unsigned long long)p99,
+      (unsigned long long)failed);
   for (int i = 0; i < threads; i++)
     free(w[i].hist);
   free(w);
@@ -237,7 +247,10 @@ static double median(double *v, int n) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s DSN [threads=16] [seconds=10] [pgbench-jobs=2] [rounds=3]\n", argv[0]);
+    fprintf(
+        stderr,
+        "usage: %s DSN [threads=16] [seconds=10] [pgbench-jobs=2] [rounds=3]\n",
+        argv[0]);
     return 2;
   }
   const char *dsn = argv[1];
@@ -261,8 +274,9 @@ int main(int argc, char **argv) {
     return 1;
 
   /* 1. Data. */
-  perfc_pg_query has = {.sql = "SELECT count(*) FROM pg_class WHERE relname = 'pgbench_accounts'",
-                        .flags = PERFC_PG_ONE};
+  perfc_pg_query has = {
+      .sql = "SELECT count(*) FROM pg_class WHERE relname = 'pgbench_accounts'",
+      .flags = PERFC_PG_ONE};
   perfc_pg_result *r;
   perfc_pg_error e;
   if (perfc_pg_exec(pool, &has, &r, &e) != PERFC_STATUS_OK) {
@@ -281,7 +295,8 @@ int main(int argc, char **argv) {
     }
     free(out);
   }
-  perfc_pg_query cnt = {.sql = "SELECT count(*) FROM pgbench_accounts", .flags = PERFC_PG_ONE};
+  perfc_pg_query cnt = {.sql = "SELECT count(*) FROM pgbench_accounts",
+                        .flags = PERFC_PG_ONE};
   if (perfc_pg_exec(pool, &cnt, &r, &e) != PERFC_STATUS_OK ||
       perfc_pg_result_int64(r, 0, 0, &g_rows) != 0 || g_rows < 1) {
     fprintf(stderr, "cannot count pgbench_accounts: %s\n", e.message);
@@ -291,16 +306,18 @@ int main(int argc, char **argv) {
 
   /* 2 and 3, ROUNDS times, alternating which goes first: the machine is
    * shared and noisy, so one pair of numbers proves little. */
-  double pg_tps[MAX_ROUNDS], pf_tps[MAX_ROUNDS];
+  double pg_tps[MAX_ROUNDS] = {0}, pf_tps[MAX_ROUNDS] = {0};
   uint64_t failed = 0;
   for (int round = 0; round < rounds; round++) {
     for (int k = 0; k < 2; k++) {
       int peer_turn = (k == 0) == (round % 2 == 0);
       if (peer_turn) {
         double lat, cpu;
-        if (run_pgbench(dsn, threads, jobs, seconds, &pg_tps[round], &lat, &cpu) != 0)
+        if (run_pgbench(dsn, threads, jobs, seconds, &pg_tps[round], &lat,
+                        &cpu) != 0)
           return 1;
-        printf("round %d  pgbench -S -M prepared -c %d -j %d: %8.0f tps  latency avg %.3f ms  "
+        printf("round %d  pgbench -S -M prepared -c %d -j %d: %8.0f tps  "
+               "latency avg %.3f ms  "
                "client CPU %.1f us/query\n",
                round + 1, threads, jobs, pg_tps[round], lat, cpu);
       } else {
@@ -308,11 +325,13 @@ int main(int argc, char **argv) {
       }
       fflush(stdout);
     }
-    printf("round %d  ratio perfc/pgbench: %.3f\n", round + 1, pf_tps[round] / pg_tps[round]);
+    printf("round %d  ratio perfc/pgbench: %.3f\n", round + 1,
+           pf_tps[round] / pg_tps[round]);
   }
   double mp = median(pg_tps, rounds), mf = median(pf_tps, rounds);
-  printf("median over %d rounds: pgbench %.0f tps, perfc %.0f tps, ratio %.3f\n", rounds, mp,
-         mf, mf / mp);
+  printf(
+      "median over %d rounds: pgbench %.0f tps, perfc %.0f tps, ratio %.3f\n",
+      rounds, mp, mf, mf / mp);
   perfc_pg_pool_free(pool);
   return failed ? 1 : 0;
 }

@@ -20,8 +20,8 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +43,8 @@ enum {
   K_COUNT
 };
 static const char *const kind_names[K_COUNT] = {
-    "already_exists", "not_found", "deadline_exceeded", "unavailable",
-    "invalid_argument", "aborted", "internal", "acquire_timeout"};
+    "already_exists",   "not_found", "deadline_exceeded", "unavailable",
+    "invalid_argument", "aborted",   "internal",          "acquire_timeout"};
 
 /* statement_timeout value a connection has not had set yet, or lost to a
  * rollback (a session SET inside a rolled-back transaction is undone). */
@@ -69,9 +69,9 @@ struct perfc_pg_conn {
   int target;
   struct perfc_pg_conn *next; /* idle stack link */
   stmt_set stmts;
-  int cur_timeout_ms; /* statement_timeout set on the session, or UNKNOWN */
+  int cur_timeout_ms;    /* statement_timeout set on the session, or UNKNOWN */
   int timeout_set_in_tx; /* cur_timeout_ms was set inside a transaction */
-  unsigned gen;       /* target generation when last known alive */
+  unsigned gen;          /* target generation when last known alive */
   int64_t idle_since_ms;
   int broken; /* connection lost: close instead of reuse */
   /* COPY FROM STDIN state. */
@@ -325,7 +325,8 @@ static int params_build(params *p, const perfc_pg_param *in, size_t n) {
     p->values = p->sv, p->lengths = p->sl, p->formats = p->sf;
     p->types = p->st, p->scratch = p->ss;
   } else {
-    size_t per = sizeof(char *) + 2 * sizeof(int) + sizeof(Oid) + sizeof(uint64_t);
+    size_t per =
+        sizeof(char *) + 2 * sizeof(int) + sizeof(Oid) + sizeof(uint64_t);
     char *h = malloc(per * n);
     if (!h)
       return PERFC_ENOMEM;
@@ -429,8 +430,7 @@ static void timeout_after(perfc_pg_conn *c) {
 /* Prepares q->name on `c` unless it already is. */
 static perfc_status_code ensure_prepared(perfc_pg_conn *c,
                                          const perfc_pg_query *q,
-                                         const params *p,
-                                         perfc_pg_error *err) {
+                                         const params *p, perfc_pg_error *err) {
   if (stmt_has(&c->stmts, q->name))
     return PERFC_STATUS_OK;
   PGresult *r = PQprepare(c->pg, q->name, q->sql, (int)q->nparams, p->types);
@@ -450,9 +450,8 @@ static perfc_status_code ensure_prepared(perfc_pg_conn *c,
   return PERFC_STATUS_OK;
 }
 
-static perfc_status_code check_query(perfc_pg_pool *pool,
-                                     const perfc_pg_query *q,
-                                     perfc_pg_error *err) {
+static perfc_status_code
+check_query(perfc_pg_pool *pool, const perfc_pg_query *q, perfc_pg_error *err) {
   if (!q || !q->sql || (q->nparams && !q->params))
     return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
                 "pg: query without SQL or with NULL params");
@@ -632,13 +631,12 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   pool->connect_timeout_s = opts->connect_timeout_s
                                 ? opts->connect_timeout_s
                                 : PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S;
-  pool->stmt_timeout_ms = opts->statement_timeout_ms == 0
-                              ? PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS
-                          : opts->statement_timeout_ms < 0
-                              ? 0
-                              : opts->statement_timeout_ms;
-  pool->idle_check_ms =
-      opts->idle_check_ms ? opts->idle_check_ms : PERFC_DEFAULT_PG_IDLE_CHECK_MS;
+  pool->stmt_timeout_ms =
+      opts->statement_timeout_ms == 0  ? PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS
+      : opts->statement_timeout_ms < 0 ? 0
+                                       : opts->statement_timeout_ms;
+  pool->idle_check_ms = opts->idle_check_ms ? opts->idle_check_ms
+                                            : PERFC_DEFAULT_PG_IDLE_CHECK_MS;
   pool->has_replica = opts->replica_dsn && opts->replica_dsn[0];
 
   pthread_mutex_init(&pool->mu, NULL);
@@ -657,11 +655,12 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   pool->t[T_PRIMARY].dsn = strdup(opts->dsn);
   if (!pool->t[T_PRIMARY].dsn)
     goto fail;
-  if (pool->has_replica && !(pool->t[T_REPLICA].dsn = strdup(opts->replica_dsn)))
+  if (pool->has_replica &&
+      !(pool->t[T_REPLICA].dsn = strdup(opts->replica_dsn)))
     goto fail;
-  rc = register_metrics(pool, opts->registry,
-                        opts->name && opts->name[0] ? opts->name
-                                                    : PERFC_DEFAULT_PG_POOL_NAME);
+  rc = register_metrics(
+      pool, opts->registry,
+      opts->name && opts->name[0] ? opts->name : PERFC_DEFAULT_PG_POOL_NAME);
   if (rc != 0)
     goto fail;
   *out = pool;
@@ -730,10 +729,13 @@ static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
   c->cur_timeout_ms = TIMEOUT_UNKNOWN;
   if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
     char line[512];
-    one_line(line, sizeof line, c->pg ? PQerrorMessage(c->pg) : "out of memory");
-    perfc_status_code st = fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL,
-                                "pg: cannot connect to %s: %s", target_names[ti], line);
-    perfc_log(PERFC_LOG_WARN, "pg: cannot connect to %s: %s", target_names[ti], line);
+    one_line(line, sizeof line,
+             c->pg ? PQerrorMessage(c->pg) : "out of memory");
+    perfc_status_code st =
+        fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL,
+             "pg: cannot connect to %s: %s", target_names[ti], line);
+    perfc_log(PERFC_LOG_WARN, "pg: cannot connect to %s: %s", target_names[ti],
+              line);
     conn_close(c);
     return st;
   }
@@ -794,7 +796,8 @@ perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags,
       /* Check a connection that sat idle long, or that predates a failure
        * seen on a sibling: both are the cases where it may be dead without
        * libpq knowing yet. */
-      int check = c->gen != gen || now_ms() - c->idle_since_ms >= pool->idle_check_ms;
+      int check =
+          c->gen != gen || now_ms() - c->idle_since_ms >= pool->idle_check_ms;
       if (check && !conn_alive(c)) {
         slot_drop(pool, tg, c, 1);
         pthread_mutex_lock(&pool->mu);
@@ -863,7 +866,7 @@ void perfc_pg_release(perfc_pg_conn *c) {
 }
 
 perfc_status_code perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
-                                 perfc_pg_result **res, perfc_pg_error *err) {
+                                perfc_pg_result **res, perfc_pg_error *err) {
   if (res)
     *res = NULL;
   perfc_status_code st = check_query(pool, q, err);
@@ -994,11 +997,11 @@ perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
       bad_index = (long)sent;
       break;
     }
-    int ok = q->name ? PQsendQueryPrepared(c->pg, q->name, (int)q->nparams,
-                                           p.values, p.lengths, p.formats, 0)
-                     : PQsendQueryParams(c->pg, q->sql, (int)q->nparams,
-                                         p.types, p.values, p.lengths,
-                                         p.formats, 0);
+    int ok = q->name
+                 ? PQsendQueryPrepared(c->pg, q->name, (int)q->nparams,
+                                       p.values, p.lengths, p.formats, 0)
+                 : PQsendQueryParams(c->pg, q->sql, (int)q->nparams, p.types,
+                                     p.values, p.lengths, p.formats, 0);
     free(p.heap);
     if (!ok) {
       st = fail_result(c, NULL, err);
@@ -1133,8 +1136,8 @@ perfc_status_code perfc_pg_copy_row(perfc_pg_conn *c, const perfc_slice *f,
                                     size_t n, perfc_pg_error *err) {
   err_clear(err);
   if (!c || !c->in_copy)
-    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION,
-                NULL, "pg: no COPY in progress");
+    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: no COPY in progress");
   if (c->copy_fail != PERFC_STATUS_OK) {
     if (err)
       *err = c->copy_err;
@@ -1208,8 +1211,8 @@ perfc_status_code perfc_pg_copy_end(perfc_pg_conn *c, uint64_t *rows,
   if (rows)
     *rows = 0;
   if (!c || !c->in_copy)
-    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION,
-                NULL, "pg: no COPY in progress");
+    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: no COPY in progress");
   perfc_status_code st = c->copy_fail;
   if (st == PERFC_STATUS_OK)
     st = copy_flush(c, err);
@@ -1220,7 +1223,9 @@ perfc_status_code perfc_pg_copy_end(perfc_pg_conn *c, uint64_t *rows,
   if (c->broken)
     return st;
   const char *abort_msg =
-      st == PERFC_STATUS_OK ? NULL : "aborted by the client (perfc_pg_copy_row failed)";
+      st == PERFC_STATUS_OK
+          ? NULL
+          : "aborted by the client (perfc_pg_copy_row failed)";
   if (PQputCopyEnd(c->pg, abort_msg) != 1) {
     perfc_status_code st2 = fail_result(c, NULL, err);
     return st == PERFC_STATUS_OK ? st2 : st;
@@ -1267,7 +1272,8 @@ int perfc_pg_result_col(const perfc_pg_result *r, const char *name) {
 }
 
 static int in_range(const perfc_pg_result *r, size_t row, size_t col) {
-  return r && row < (size_t)PQntuples(PGR(r)) && col < (size_t)PQnfields(PGR(r));
+  return r && row < (size_t)PQntuples(PGR(r)) &&
+         col < (size_t)PQnfields(PGR(r));
 }
 
 int perfc_pg_result_is_null(const perfc_pg_result *r, size_t row, size_t col) {

@@ -9,12 +9,12 @@
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <perfc/pg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,7 +31,6 @@ static const char *src_root(void) {
     *p = '\0';
   return root;
 }
-
 
 /* Runs scripts/pg-up DIR DB and returns its DSN (last stdout line). */
 static int pg_up(const char *dir, const char *db, char *dsn, size_t n) {
@@ -53,11 +52,13 @@ static char g_dir[2][256];
 
 ReportHook(PRE_ALL)(struct criterion_test_set *set) {
   (void)set;
-  static const char *const roles[2] = {"PERFC_TEST_PG_DSN", "PERFC_TEST_PG_REPLICA_DSN"};
+  static const char *const roles[2] = {"PERFC_TEST_PG_DSN",
+                                       "PERFC_TEST_PG_REPLICA_DSN"};
   for (int i = 0; i < 2; i++) {
     snprintf(g_dir[i], sizeof g_dir[i], "/tmp/perfc-test-pg-XXXXXX");
     char dsn[1024];
-    if (!mkdtemp(g_dir[i]) || pg_up(g_dir[i], i ? "replica" : "app", dsn, sizeof dsn) != 0) {
+    if (!mkdtemp(g_dir[i]) ||
+        pg_up(g_dir[i], i ? "replica" : "app", dsn, sizeof dsn) != 0) {
       setenv("PERFC_TEST_PG_FAILED", dsn, 1);
       return;
     }
@@ -151,12 +152,14 @@ Test(pg, params_and_result_api) {
   perfc_pg_result_free(r);
 
   perfc_pg_param key[] = {perfc_pg_int64(INT64_C(9007199254740993))};
-  perfc_pg_query sel = {.name = "basic_sel",
-                        .sql = "SELECT id, name, ok, blob, n FROM t_basic WHERE id = $1",
-                        .params = key,
-                        .nparams = 1,
-                        .flags = PERFC_PG_ONE};
-  cr_assert_eq(perfc_pg_exec(p, &sel, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  perfc_pg_query sel = {
+      .name = "basic_sel",
+      .sql = "SELECT id, name, ok, blob, n FROM t_basic WHERE id = $1",
+      .params = key,
+      .nparams = 1,
+      .flags = PERFC_PG_ONE};
+  cr_assert_eq(perfc_pg_exec(p, &sel, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_eq(perfc_pg_result_rows(r), 1);
   cr_assert_eq(perfc_pg_result_cols(r), 5);
   cr_assert_eq(perfc_pg_result_col(r, "name"), 1);
@@ -164,7 +167,8 @@ Test(pg, params_and_result_api) {
   int64_t id;
   cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &id), 0);
   cr_assert_eq(id, INT64_C(9007199254740993));
-  cr_assert_str_eq(perfc_pg_result_text(r, 0, 1), "zoë\t\"'; DROP TABLE t_basic; --");
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 1),
+                   "zoë\t\"'; DROP TABLE t_basic; --");
   int ok = 0;
   cr_assert_eq(perfc_pg_result_bool(r, 0, 2, &ok), 0);
   cr_assert_eq(ok, 1);
@@ -200,13 +204,17 @@ Test(pg, prepared_once_per_connection) {
   perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
   perfc_pg_conn *c;
   perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   for (int i = 0; i < 50; i++) {
     perfc_pg_param prm[] = {perfc_pg_int64(i)};
-    perfc_pg_query q = {.name = "plus_one", .sql = "SELECT $1::bigint + 1",
-                        .params = prm, .nparams = 1};
+    perfc_pg_query q = {.name = "plus_one",
+                        .sql = "SELECT $1::bigint + 1",
+                        .params = prm,
+                        .nparams = 1};
     perfc_pg_result *r;
-    cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+    cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s",
+                 e.message);
     int64_t v;
     cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &v), 0);
     cr_assert_eq(v, i + 1);
@@ -227,8 +235,10 @@ Test(pg, unique_violation_is_already_exists) {
   must(p, "DROP TABLE IF EXISTS t_uniq");
   must(p, "CREATE TABLE t_uniq (k text PRIMARY KEY)");
   perfc_pg_param k[] = {perfc_pg_text("dup")};
-  perfc_pg_query q = {.name = "uniq_ins", .sql = "INSERT INTO t_uniq VALUES ($1)",
-                      .params = k, .nparams = 1};
+  perfc_pg_query q = {.name = "uniq_ins",
+                      .sql = "INSERT INTO t_uniq VALUES ($1)",
+                      .params = k,
+                      .nparams = 1};
   perfc_pg_error e;
   cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK);
   cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_ALREADY_EXISTS);
@@ -266,11 +276,16 @@ Test(pg, no_row_is_not_found_and_bad_input_is_invalid_argument) {
 }
 
 Test(pg, sqlstate_mapping) {
-  cr_assert_eq(perfc_pg_status_from_sqlstate("23505"), PERFC_STATUS_ALREADY_EXISTS);
-  cr_assert_eq(perfc_pg_status_from_sqlstate("57014"), PERFC_STATUS_DEADLINE_EXCEEDED);
-  cr_assert_eq(perfc_pg_status_from_sqlstate("22001"), PERFC_STATUS_INVALID_ARGUMENT);
-  cr_assert_eq(perfc_pg_status_from_sqlstate("08006"), PERFC_STATUS_UNAVAILABLE);
-  cr_assert_eq(perfc_pg_status_from_sqlstate("57P01"), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("23505"),
+               PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("57014"),
+               PERFC_STATUS_DEADLINE_EXCEEDED);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("22001"),
+               PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("08006"),
+               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("57P01"),
+               PERFC_STATUS_UNAVAILABLE);
   cr_assert_eq(perfc_pg_status_from_sqlstate("40001"), PERFC_STATUS_ABORTED);
   cr_assert_eq(perfc_pg_status_from_sqlstate("23503"), PERFC_STATUS_INTERNAL);
   cr_assert_eq(perfc_pg_status_from_sqlstate(""), PERFC_STATUS_INTERNAL);
@@ -280,11 +295,14 @@ Test(pg, sqlstate_mapping) {
 Test(pg, statement_timeout_is_deadline_exceeded) {
   /* Pool-wide timeout. */
   perfc_pg_pool *p = new_pool(NULL, 1, 200, 0);
-  perfc_pg_query q = {.name = "sleep", .sql = "SELECT pg_sleep($1::float8)",
-                      .params = (perfc_pg_param[]){perfc_pg_text("3")}, .nparams = 1};
+  perfc_pg_query q = {.name = "sleep",
+                      .sql = "SELECT pg_sleep($1::float8)",
+                      .params = (perfc_pg_param[]){perfc_pg_text("3")},
+                      .nparams = 1};
   perfc_pg_error e;
   double t0 = mono_s();
-  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED, "%s", e.message);
+  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED,
+               "%s", e.message);
   cr_assert_lt(mono_s() - t0, 2.0);
   cr_assert_str_eq(e.sqlstate, "57014");
   /* The connection survives a cancelled statement. */
@@ -298,9 +316,12 @@ Test(pg, statement_timeout_is_deadline_exceeded) {
   cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED);
   cr_assert_lt(mono_s() - t0, 2.0);
   /* The next call without override has the pool default back. */
-  perfc_pg_query q2 = {.name = "sleep", .sql = q.sql,
-                       .params = (perfc_pg_param[]){perfc_pg_text("0.3")}, .nparams = 1};
-  cr_assert_eq(perfc_pg_exec(p, &q2, NULL, &e), PERFC_STATUS_OK, "%s", e.message);
+  perfc_pg_query q2 = {.name = "sleep",
+                       .sql = q.sql,
+                       .params = (perfc_pg_param[]){perfc_pg_text("0.3")},
+                       .nparams = 1};
+  cr_assert_eq(perfc_pg_exec(p, &q2, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   perfc_pg_query show = {.sql = "SHOW statement_timeout"};
   perfc_pg_result *r;
   cr_assert_eq(perfc_pg_exec(p, &show, &r, &e), PERFC_STATUS_OK);
@@ -315,7 +336,8 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   perfc_pg_pool *p = new_pool(reg, 2, 0, 200);
   perfc_pg_conn *a, *b, *c = NULL;
   perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &a, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_acquire(p, 0, &a, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_eq(perfc_pg_acquire(p, 0, &b, &e), PERFC_STATUS_OK);
   double t0 = mono_s();
   cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_RESOURCE_EXHAUSTED);
@@ -328,9 +350,17 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   char *text;
   size_t len;
   cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
-  cr_assert(strstr(text, "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 2"), "%s", text);
-  cr_assert(strstr(text, "perfc_pg_errors_total{pool=\"test\",kind=\"acquire_timeout\"} 1"), "%s", text);
-  cr_assert(strstr(text, "perfc_pg_acquire_wait_seconds_count{pool=\"test\"} 3"), "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 2"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_errors_total{pool=\"test\",kind=\"acquire_timeout\"} 1"),
+      "%s", text);
+  cr_assert(
+      strstr(text, "perfc_pg_acquire_wait_seconds_count{pool=\"test\"} 3"),
+      "%s", text);
   free(text);
 
   perfc_pg_release(b);
@@ -339,8 +369,14 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   perfc_pg_release(c);
   perfc_pg_release(a);
   cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
-  cr_assert(strstr(text, "perfc_pg_connections_idle{pool=\"test\",target=\"primary\"} 2"), "%s", text);
-  cr_assert(strstr(text, "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 0"), "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_idle{pool=\"test\",target=\"primary\"} 2"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 0"),
+      "%s", text);
   free(text);
   perfc_pg_pool_free(p);
   perfc_registry_free(reg);
@@ -351,10 +387,13 @@ typedef struct tx_case {
   int swallow_error;
 } tx_case;
 
-static perfc_status_code tx_body(perfc_pg_conn *c, void *ud, perfc_pg_error *err) {
+static perfc_status_code tx_body(perfc_pg_conn *c, void *ud,
+                                 perfc_pg_error *err) {
   tx_case *tc = ud;
-  perfc_pg_query q = {.name = "tx_ins", .sql = "INSERT INTO t_tx VALUES ($1)",
-                      .params = (perfc_pg_param[]){perfc_pg_int64(1)}, .nparams = 1};
+  perfc_pg_query q = {.name = "tx_ins",
+                      .sql = "INSERT INTO t_tx VALUES ($1)",
+                      .params = (perfc_pg_param[]){perfc_pg_int64(1)},
+                      .nparams = 1};
   perfc_status_code st = perfc_pg_conn_exec(c, &q, NULL, err);
   if (st != PERFC_STATUS_OK)
     return st;
@@ -369,7 +408,8 @@ static perfc_status_code tx_body(perfc_pg_conn *c, void *ud, perfc_pg_error *err
   return perfc_pg_conn_exec(c, &q, NULL, err); /* duplicate: must roll back */
 }
 
-static perfc_status_code tx_ok(perfc_pg_conn *c, void *ud, perfc_pg_error *err) {
+static perfc_status_code tx_ok(perfc_pg_conn *c, void *ud,
+                               perfc_pg_error *err) {
   (void)ud;
   perfc_pg_query q = {.sql = "INSERT INTO t_tx VALUES (2), (3)"};
   return perfc_pg_conn_exec(c, &q, NULL, err);
@@ -380,14 +420,16 @@ Test(pg, transaction_commits_or_rolls_back) {
   must(p, "DROP TABLE IF EXISTS t_tx");
   must(p, "CREATE TABLE t_tx (id bigint PRIMARY KEY)");
   perfc_pg_error e;
-  cr_assert_eq(perfc_pg_tx(p, tx_ok, NULL, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_tx(p, tx_ok, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
 
   tx_case dup = {0, 0};
   cr_assert_eq(perfc_pg_tx(p, tx_body, &dup, &e), PERFC_STATUS_ALREADY_EXISTS);
   cr_assert_str_eq(e.sqlstate, "23505");
   tx_case app_fail = {1, 0};
-  cr_assert_eq(perfc_pg_tx(p, tx_body, &app_fail, &e), PERFC_STATUS_FAILED_PRECONDITION);
+  cr_assert_eq(perfc_pg_tx(p, tx_body, &app_fail, &e),
+               PERFC_STATUS_FAILED_PRECONDITION);
   tx_case swallow = {0, 1};
   cr_assert_eq(perfc_pg_tx(p, tx_body, &swallow, &e), PERFC_STATUS_ABORTED);
   /* None of the three left a row behind, and the connection is clean. */
@@ -397,7 +439,8 @@ Test(pg, transaction_commits_or_rolls_back) {
   /* A connection released mid-transaction is rolled back, not leaked. */
   perfc_pg_conn *c;
   cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
-  perfc_pg_query b = {.sql = "BEGIN"}, ins = {.sql = "INSERT INTO t_tx VALUES (9)"};
+  perfc_pg_query b = {.sql = "BEGIN"},
+                 ins = {.sql = "INSERT INTO t_tx VALUES (9)"};
   cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
   cr_assert_eq(perfc_pg_conn_exec(c, &ins, NULL, &e), PERFC_STATUS_OK);
   perfc_pg_release(c);
@@ -419,7 +462,8 @@ Test(pg, pipeline_batch_of_1000_inserts) {
     prm[i][1] = perfc_pg_text(txt[i]);
     qs[i] = (perfc_pg_query){.name = "batch_ins",
                              .sql = "INSERT INTO t_batch VALUES ($1, $2)",
-                             .params = prm[i], .nparams = 2};
+                             .params = prm[i],
+                             .nparams = 2};
   }
   perfc_pg_conn *c;
   perfc_pg_error e;
@@ -429,7 +473,8 @@ Test(pg, pipeline_batch_of_1000_inserts) {
   cr_log_info("pipeline: %d inserts in %.1f ms", N, (mono_s() - t0) * 1e3);
   perfc_pg_release(c);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch"), N);
-  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch WHERE v = 'row ' || id"), N);
+  cr_assert_eq(
+      count_rows(p, "SELECT count(*) FROM t_batch WHERE v = 'row ' || id"), N);
 
   /* A failure in the middle undoes the whole batch and names the query. */
   must(p, "TRUNCATE t_batch");
@@ -440,7 +485,8 @@ Test(pg, pipeline_batch_of_1000_inserts) {
   cr_assert_str_eq(e.sqlstate, "23505");
   /* The connection is usable afterwards (out of pipeline mode). */
   perfc_pg_query one = {.sql = "SELECT 1"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &one, NULL, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_conn_exec(c, &one, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   perfc_pg_release(c);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch"), 0);
   perfc_pg_pool_free(p);
@@ -451,8 +497,9 @@ Test(pg, pipeline_batch_of_1000_inserts) {
  * text, which must not turn into NULL. */
 static int tricky(char *buf, size_t n, int i) {
   static const char *const parts[] = {
-      "tab\there", "nl\nthere", "cr\rthere", "back\\slash", "\\N",
-      "\\t literal", "ünïcødé ✓ 🐘", "\x01\x1f ctl", "", "end\\"};
+      "tab\there", "nl\nthere",   "cr\rthere",   "back\\slash",
+      "\\N",       "\\t literal", "ünïcødé ✓ 🐘", "\x01\x1f ctl",
+      "",          "end\\"};
   return snprintf(buf, n, "%d|%s|%s", i, parts[i % 10], parts[(i / 10) % 10]);
 }
 
@@ -464,8 +511,9 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
   perfc_pg_conn *c;
   perfc_pg_error e;
   cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_copy_begin(c, "COPY t_copy (id, body, maybe) FROM STDIN", &e),
-               PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(
+      perfc_pg_copy_begin(c, "COPY t_copy (id, body, maybe) FROM STDIN", &e),
+      PERFC_STATUS_OK, "%s", e.message);
   double t0 = mono_s();
   for (int i = 0; i < N; i++) {
     char id[16], body[128];
@@ -474,16 +522,19 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
     perfc_slice f[3] = {{(const uint8_t *)id, (size_t)il},
                         {(const uint8_t *)body, (size_t)bl},
                         {i % 3 ? (const uint8_t *)"x" : NULL, i % 3 ? 1u : 0u}};
-    cr_assert_eq(perfc_pg_copy_row(c, f, 3, &e), PERFC_STATUS_OK, "%s", e.message);
+    cr_assert_eq(perfc_pg_copy_row(c, f, 3, &e), PERFC_STATUS_OK, "%s",
+                 e.message);
   }
   uint64_t rows = 0;
-  cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_log_info("copy: %d rows in %.1f ms", N, (mono_s() - t0) * 1e3);
   cr_assert_eq(rows, N);
 
   perfc_pg_query q = {.sql = "SELECT id, body, maybe FROM t_copy ORDER BY id"};
   perfc_pg_result *r;
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_eq(perfc_pg_result_rows(r), N);
   for (int i = 0; i < N; i++) {
     char body[128];
@@ -492,21 +543,25 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
     cr_assert_eq(perfc_pg_result_int64(r, i, 0, &id), 0);
     cr_assert_eq(id, i);
     cr_assert_eq(perfc_pg_result_len(r, i, 1), (size_t)bl, "row %d", i);
-    cr_assert_eq(memcmp(perfc_pg_result_text(r, i, 1), body, bl), 0, "row %d", i);
+    cr_assert_eq(memcmp(perfc_pg_result_text(r, i, 1), body, bl), 0, "row %d",
+                 i);
     cr_assert_eq(perfc_pg_result_is_null(r, i, 2), i % 3 == 0, "row %d", i);
   }
   perfc_pg_result_free(r);
 
   /* A NUL byte cannot travel in text: the row is refused and the COPY is
    * aborted, so nothing of it lands. */
-  cr_assert_eq(perfc_pg_copy_begin(c, "COPY t_copy (id, body) FROM STDIN", &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_copy_begin(c, "COPY t_copy (id, body) FROM STDIN", &e),
+               PERFC_STATUS_OK);
   perfc_slice good[2] = {{(const uint8_t *)"1", 1}, {(const uint8_t *)"ok", 2}};
-  perfc_slice bad[2] = {{(const uint8_t *)"2", 1}, {(const uint8_t *)"a\0b", 3}};
+  perfc_slice bad[2] = {{(const uint8_t *)"2", 1},
+                        {(const uint8_t *)"a\0b", 3}};
   cr_assert_eq(perfc_pg_copy_row(c, good, 2, &e), PERFC_STATUS_OK);
   cr_assert_eq(perfc_pg_copy_row(c, bad, 2, &e), PERFC_STATUS_INVALID_ARGUMENT);
   cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_INVALID_ARGUMENT);
   perfc_pg_query cnt = {.sql = "SELECT count(*) FROM t_copy"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &cnt, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_conn_exec(c, &cnt, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "100000");
   perfc_pg_result_free(r);
   perfc_pg_release(c);
@@ -520,11 +575,14 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
   /* Fill the pool with three idle, prepared connections. */
   perfc_pg_conn *c[3];
   perfc_pg_error e;
-  perfc_pg_query q = {.name = "restart_sel", .sql = "SELECT $1::bigint * 2",
-                      .params = (perfc_pg_param[]){perfc_pg_int64(21)}, .nparams = 1,
+  perfc_pg_query q = {.name = "restart_sel",
+                      .sql = "SELECT $1::bigint * 2",
+                      .params = (perfc_pg_param[]){perfc_pg_int64(21)},
+                      .nparams = 1,
                       .flags = PERFC_PG_ONE};
   for (int i = 0; i < 3; i++) {
-    cr_assert_eq(perfc_pg_acquire(p, 0, &c[i], &e), PERFC_STATUS_OK, "%s", e.message);
+    cr_assert_eq(perfc_pg_acquire(p, 0, &c[i], &e), PERFC_STATUS_OK, "%s",
+                 e.message);
     cr_assert_eq(perfc_pg_conn_exec(c[i], &q, NULL, &e), PERFC_STATUS_OK);
   }
   for (int i = 0; i < 3; i++)
@@ -539,17 +597,22 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
    * connection where the statement is prepared again. */
   perfc_pg_result *r;
   perfc_status_code st = perfc_pg_exec(p, &q, &r, &e);
-  cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE, "got %s: %s", perfc_status_name(st), e.message);
+  cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE, "got %s: %s",
+               perfc_status_name(st), e.message);
   cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "42");
   perfc_pg_result_free(r);
   for (int i = 0; i < 20; i++)
-    cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK, "%s", e.message);
+    cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK, "%s",
+                 e.message);
 
   char *text;
   size_t len;
   cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
-  cr_assert(strstr(text, "perfc_pg_errors_total{pool=\"test\",kind=\"unavailable\"} 1"), "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_errors_total{pool=\"test\",kind=\"unavailable\"} 1"),
+      "%s", text);
   free(text);
   perfc_pg_pool_free(p);
   perfc_registry_free(reg);
@@ -586,11 +649,13 @@ Test(pg, read_calls_go_to_the_replica) {
   perfc_pg_query who = {.name = "who", .sql = "SELECT current_database()"};
   perfc_pg_result *r;
   perfc_pg_error e;
-  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
   perfc_pg_result_free(r);
   who.flags = PERFC_PG_READ;
-  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "replica");
   perfc_pg_result_free(r);
   cr_assert_eq(perfc_pg_ping(p, PERFC_PG_READ, &e), PERFC_STATUS_OK);
@@ -598,9 +663,18 @@ Test(pg, read_calls_go_to_the_replica) {
   char *text;
   size_t len;
   cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
-  cr_assert(strstr(text, "perfc_pg_queries_total{pool=\"routed\",target=\"replica\"} 1"), "%s", text);
-  cr_assert(strstr(text, "perfc_pg_queries_total{pool=\"routed\",target=\"primary\"} 1"), "%s", text);
-  cr_assert(strstr(text, "perfc_pg_connections_idle{pool=\"routed\",target=\"replica\"} 1"), "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_queries_total{pool=\"routed\",target=\"replica\"} 1"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_queries_total{pool=\"routed\",target=\"primary\"} 1"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_idle{pool=\"routed\",target=\"replica\"} 1"),
+      "%s", text);
   free(text);
   perfc_pg_pool_free(p);
 
@@ -608,7 +682,8 @@ Test(pg, read_calls_go_to_the_replica) {
   o.replica_dsn = NULL;
   o.name = "unrouted";
   cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
-  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
   perfc_pg_result_free(r);
   perfc_pg_pool_free(p);
@@ -623,8 +698,10 @@ typedef struct worker_arg {
 static void *worker(void *arg) {
   worker_arg *w = arg;
   for (int i = 0; i < 200; i++) {
-    perfc_pg_query q = {.name = "conc", .sql = "SELECT $1::bigint",
-                        .params = (perfc_pg_param[]){perfc_pg_int64(i)}, .nparams = 1};
+    perfc_pg_query q = {.name = "conc",
+                        .sql = "SELECT $1::bigint",
+                        .params = (perfc_pg_param[]){perfc_pg_int64(i)},
+                        .nparams = 1};
     perfc_pg_result *r;
     if (perfc_pg_exec(w->pool, &q, &r, NULL) == PERFC_STATUS_OK) {
       int64_t v = -1;
@@ -667,14 +744,16 @@ Test(pg, session_state_changes_behind_the_cache) {
   cr_assert_eq(perfc_pg_conn_exec(c, &dealloc, NULL, &e), PERFC_STATUS_OK);
   cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_INTERNAL);
   cr_assert_str_eq(e.sqlstate, "26000");
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
 
   /* A per-call timeout set inside the caller's own transaction is undone
    * by its ROLLBACK; the pool notices and sets the default again. */
   perfc_pg_query b = {.sql = "BEGIN"}, rb = {.sql = "ROLLBACK"};
   perfc_pg_query in_tx = {.sql = "SELECT 1", .timeout_ms = 1234};
   perfc_pg_query show = {.sql = "SHOW statement_timeout"};
-  perfc_pg_query show_override = {.sql = "SHOW statement_timeout", .timeout_ms = 1234};
+  perfc_pg_query show_override = {.sql = "SHOW statement_timeout",
+                                  .timeout_ms = 1234};
   perfc_pg_result *r;
   cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
   cr_assert_eq(perfc_pg_conn_exec(c, &in_tx, NULL, &e), PERFC_STATUS_OK);
@@ -694,13 +773,15 @@ Test(pg, connect_timeout_bounds_a_silent_server, .timeout = 30) {
    * then nobody answers the startup packet, so only connect_timeout ends
    * the wait. */
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
   cr_assert_eq(listen(fd, 16), 0);
   socklen_t sl = sizeof sa;
   getsockname(fd, (struct sockaddr *)&sa, &sl);
   char d[128];
-  snprintf(d, sizeof d, "host=127.0.0.1 port=%d user=postgres dbname=x", ntohs(sa.sin_port));
+  snprintf(d, sizeof d, "host=127.0.0.1 port=%d user=postgres dbname=x",
+           ntohs(sa.sin_port));
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.dsn = d;

@@ -60,7 +60,8 @@ typedef struct perfc_pg_pool_opts {
   unsigned max_conns;
   /** 0 = PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS. */
   unsigned acquire_timeout_ms;
-  /** Overrides connect_timeout in the DSN. 0 = PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S. */
+  /** Overrides connect_timeout in the DSN. 0 =
+   * PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S. */
   unsigned connect_timeout_s;
   /** 0 = PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS; set -1 to disable. */
   int statement_timeout_ms;
@@ -112,10 +113,10 @@ enum {
 /** Kinds of parameter. */
 typedef enum perfc_pg_param_kind {
   PERFC_PG_PARAM_NULL = 0, /**< SQL NULL */
-  PERFC_PG_PARAM_TEXT,     /**< NUL-terminated text; the server infers the type */
-  PERFC_PG_PARAM_BINARY,   /**< bytes in the binary format of `type_oid` */
-  PERFC_PG_PARAM_INT64,    /**< `i64`, sent as binary int8 */
-  PERFC_PG_PARAM_BOOL      /**< `i64 != 0`, sent as binary bool */
+  PERFC_PG_PARAM_TEXT,   /**< NUL-terminated text; the server infers the type */
+  PERFC_PG_PARAM_BINARY, /**< bytes in the binary format of `type_oid` */
+  PERFC_PG_PARAM_INT64,  /**< `i64`, sent as binary int8 */
+  PERFC_PG_PARAM_BOOL    /**< `i64 != 0`, sent as binary bool */
 } perfc_pg_param_kind;
 
 /** One query parameter ($1, $2, ...). Build it with the perfc_pg_* helpers
@@ -137,7 +138,8 @@ static inline perfc_pg_param perfc_pg_null(void) {
 /** Text (borrowed, NUL-terminated; NULL gives SQL NULL). Its type is
  *  inferred from the statement, as for an untyped literal. */
 static inline perfc_pg_param perfc_pg_text(const char *s) {
-  perfc_pg_param p = {s ? PERFC_PG_PARAM_TEXT : PERFC_PG_PARAM_NULL, 0, s, 0, 0};
+  perfc_pg_param p = {s ? PERFC_PG_PARAM_TEXT : PERFC_PG_PARAM_NULL, 0, s, 0,
+                      0};
   return p;
 }
 /** `n` bytes of text (borrowed; need not be NUL-terminated), typed text. */
@@ -291,8 +293,8 @@ PERFC_API int perfc_pg_result_is_null(const perfc_pg_result *r, size_t row,
                                       size_t col);
 /** The value as text, borrowed from the result (valid until
  *  perfc_pg_result_free()); NULL for SQL NULL or out of range. */
-PERFC_API const char *perfc_pg_result_text(const perfc_pg_result *r,
-                                           size_t row, size_t col);
+PERFC_API const char *perfc_pg_result_text(const perfc_pg_result *r, size_t row,
+                                           size_t col);
 /** Length in bytes of the text value (0 for NULL). */
 PERFC_API size_t perfc_pg_result_len(const perfc_pg_result *r, size_t row,
                                      size_t col);
