@@ -11,3 +11,7 @@ target_link_libraries(perfc_runtime PRIVATE PkgConfig::MHD m)
 # certificate, validity dates, parseable CA bundles) before gRPC sees them.
 pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 target_link_libraries(perfc_runtime PRIVATE PkgConfig::OPENSSL)
+# pg.c: the PostgreSQL pool is built on libpq (pipeline mode needs 14+;
+# Debian 12 ships 15). Private: perfc/pg.h does not include libpq-fe.h.
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::LIBPQ)

@@ -13,6 +13,7 @@
 #include "perfc/grpc_metrics.h"
 #include "perfc/log.h"
 #include "perfc/metrics.h"
+#include "perfc/pg.h"
 #include "perfc/pool.h"
 #include "perfc/reflection.h"
 #include "perfc/server.h"

@@ -1,0 +1,327 @@
+/*
+ * perfc/pg.h — a PostgreSQL connection pool over libpq.
+ *
+ * A bounded pool of connections to a primary and, optionally, a replica that
+ * serves calls flagged PERFC_PG_READ. Queries are parameterized only: SQL
+ * text is a constant written by the programmer and every value travels as a
+ * parameter, so there is no function that builds SQL from values. Named
+ * queries are prepared on first use on each connection and re-prepared
+ * after a reconnect. Failures come back as gRPC status codes (the code a
+ * handler would return) plus the SQLSTATE and the server's message.
+ * See docs/data-layer.md, "PostgreSQL pool".
+ *
+ * Room: runtime public headers. libpq stays private: nothing here needs
+ * <libpq-fe.h>. A pool is thread-safe; a connection (perfc_pg_conn) and a
+ * result belong to one thread at a time.
+ */
+#ifndef PERFC_PG_H
+#define PERFC_PG_H
+
+#include "perfc/arena.h"
+#include "perfc/common.h"
+#include "perfc/metrics.h"
+#include "perfc/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The pool. Opaque; thread-safe. */
+typedef struct perfc_pg_pool perfc_pg_pool;
+/** One connection lent out by the pool. Opaque; one thread at a time. */
+typedef struct perfc_pg_conn perfc_pg_conn;
+/** A query result (rows in text format). Opaque; one thread at a time. */
+typedef struct perfc_pg_result perfc_pg_result;
+
+/** Most connections per target (primary, replica) when opts say 0. Small on
+ *  purpose: PostgreSQL serves best with few busy backends. */
+#define PERFC_DEFAULT_PG_MAX_CONNS 16
+/** How long perfc_pg_acquire() waits for a free connection. */
+#define PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS 1000
+/** libpq connect_timeout, whole seconds (libpq's own minimum is 2). */
+#define PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S 5
+/** statement_timeout set on every new connection; 0 would mean none. */
+#define PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS 30000
+/** A connection idle longer than this is pinged before it is lent out. */
+#define PERFC_DEFAULT_PG_IDLE_CHECK_MS 30000
+/** Value of the `pool` label on the pool's metrics. */
+#define PERFC_DEFAULT_PG_POOL_NAME "default"
+
+/** Pool options. Every pointer is borrowed for the duration of
+ *  perfc_pg_pool_new(); the pool copies what it keeps. Zero means default. */
+typedef struct perfc_pg_pool_opts {
+  /** libpq conninfo of the primary ("host=... dbname=..." or a postgresql://
+   *  URI). Required. */
+  const char *dsn;
+  /** conninfo of a read replica; calls flagged PERFC_PG_READ go there. NULL
+   *  = reads go to the primary. */
+  const char *replica_dsn;
+  /** Connections per target. 0 = PERFC_DEFAULT_PG_MAX_CONNS. */
+  unsigned max_conns;
+  /** 0 = PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS. */
+  unsigned acquire_timeout_ms;
+  /** Overrides connect_timeout in the DSN. 0 =
+   * PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S. */
+  unsigned connect_timeout_s;
+  /** 0 = PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS; set -1 to disable. */
+  int statement_timeout_ms;
+  /** 0 = PERFC_DEFAULT_PG_IDLE_CHECK_MS. */
+  unsigned idle_check_ms;
+  /** `pool` label value of the metrics. NULL = PERFC_DEFAULT_PG_POOL_NAME. */
+  const char *name;
+  /** Registry for the pool's metrics; borrowed, must outlive the pool.
+   *  NULL = the default registry. */
+  perfc_registry *registry;
+} perfc_pg_pool_opts;
+
+/** Fills `o` with the defaults (dsn NULL: set it). */
+PERFC_API void perfc_pg_pool_opts_init(perfc_pg_pool_opts *o);
+
+/** Creates a pool. It does not connect yet: connections are opened on
+ *  demand, so a service may start before its database (use
+ *  perfc_pg_ping() as a readiness check). Returns 0, PERFC_EINVAL (no dsn),
+ *  PERFC_ENOMEM, or an error from registering the metrics. The caller frees
+ *  the pool with perfc_pg_pool_free(). */
+PERFC_API int perfc_pg_pool_new(perfc_pg_pool **out,
+                                const perfc_pg_pool_opts *opts);
+
+/** Closes every connection and frees the pool. Every connection must have
+ *  been released. NULL is a no-op. */
+PERFC_API void perfc_pg_pool_free(perfc_pg_pool *pool);
+
+/** The failure details of a call. Filled by every call that takes one (it
+ *  may be NULL); on success code is PERFC_STATUS_OK and the rest empty. */
+typedef struct perfc_pg_error {
+  perfc_status_code code;
+  /** Five-character SQLSTATE, "" when the failure did not come from the
+   *  server (pool exhausted, connection lost, no rows). */
+  char sqlstate[6];
+  /** In a batch, the index of the query that failed; else -1. */
+  long index;
+  /** Human-readable, NUL-terminated, possibly truncated. */
+  char message[256];
+} perfc_pg_error;
+
+/** Call flags. */
+enum {
+  /** Read-only: run on the replica when one is configured. */
+  PERFC_PG_READ = 1u << 0,
+  /** Exactly one row is required: no rows is NOT_FOUND. */
+  PERFC_PG_ONE = 1u << 1
+};
+
+/** Kinds of parameter. */
+typedef enum perfc_pg_param_kind {
+  PERFC_PG_PARAM_NULL = 0, /**< SQL NULL */
+  PERFC_PG_PARAM_TEXT,   /**< NUL-terminated text; the server infers the type */
+  PERFC_PG_PARAM_BINARY, /**< bytes in the binary format of `type_oid` */
+  PERFC_PG_PARAM_INT64,  /**< `i64`, sent as binary int8 */
+  PERFC_PG_PARAM_BOOL    /**< `i64 != 0`, sent as binary bool */
+} perfc_pg_param_kind;
+
+/** One query parameter ($1, $2, ...). Build it with the perfc_pg_* helpers
+ *  below. `data` is borrowed until the call that uses it returns. */
+typedef struct perfc_pg_param {
+  perfc_pg_param_kind kind;
+  /** PostgreSQL type OID; 0 lets the server infer it (TEXT only). */
+  uint32_t type_oid;
+  const void *data;
+  size_t len;
+  int64_t i64;
+} perfc_pg_param;
+
+/** SQL NULL. */
+static inline perfc_pg_param perfc_pg_null(void) {
+  perfc_pg_param p = {PERFC_PG_PARAM_NULL, 0, NULL, 0, 0};
+  return p;
+}
+/** Text (borrowed, NUL-terminated; NULL gives SQL NULL). Its type is
+ *  inferred from the statement, as for an untyped literal. */
+static inline perfc_pg_param perfc_pg_text(const char *s) {
+  perfc_pg_param p = {s ? PERFC_PG_PARAM_TEXT : PERFC_PG_PARAM_NULL, 0, s, 0,
+                      0};
+  return p;
+}
+/** `n` bytes of text (borrowed; need not be NUL-terminated), typed text. */
+static inline perfc_pg_param perfc_pg_textn(const char *s, size_t n) {
+  perfc_pg_param p = {PERFC_PG_PARAM_BINARY, 25 /* text */, s, n, 0};
+  return p;
+}
+/** An int8 (bigint). */
+static inline perfc_pg_param perfc_pg_int64(int64_t v) {
+  perfc_pg_param p = {PERFC_PG_PARAM_INT64, 20 /* int8 */, NULL, 0, v};
+  return p;
+}
+/** A boolean. */
+static inline perfc_pg_param perfc_pg_bool(int v) {
+  perfc_pg_param p = {PERFC_PG_PARAM_BOOL, 16 /* bool */, NULL, 0, v != 0};
+  return p;
+}
+/** A bytea (borrowed bytes). */
+static inline perfc_pg_param perfc_pg_bytea(const void *b, size_t n) {
+  perfc_pg_param p = {PERFC_PG_PARAM_BINARY, 17 /* bytea */, b, n, 0};
+  return p;
+}
+/** Any type in its binary wire format (borrowed bytes). */
+static inline perfc_pg_param perfc_pg_binary(uint32_t type_oid, const void *b,
+                                             size_t n) {
+  perfc_pg_param p = {PERFC_PG_PARAM_BINARY, type_oid, b, n, 0};
+  return p;
+}
+
+/** One statement to run. Every pointer is borrowed for the call. */
+typedef struct perfc_pg_query {
+  /** Prepared-statement name: prepared on first use on each connection and
+   *  reused after. One name must always mean the same SQL and parameter
+   *  types. NULL = unnamed: parsed by the server on every call. */
+  const char *name;
+  /** The SQL, with $1, $2, ... placeholders. Required. */
+  const char *sql;
+  const perfc_pg_param *params;
+  size_t nparams;
+  /** PERFC_PG_READ, PERFC_PG_ONE. */
+  unsigned flags;
+  /** statement_timeout for this call: 0 = the pool's, > 0 = this many ms,
+   *  < 0 = none. */
+  int timeout_ms;
+} perfc_pg_query;
+
+/* ---- The pool ---- */
+
+/** Borrows a connection: a primary one, or a replica one when `flags` has
+ *  PERFC_PG_READ and a replica is configured. Waits up to the acquire
+ *  timeout for a free one, opening a new connection when under max_conns.
+ *  Returns OK and `*out` (give it back with perfc_pg_release()), or
+ *  RESOURCE_EXHAUSTED (pool exhausted: no connection in time) or
+ *  UNAVAILABLE (cannot connect); `err` may be NULL. */
+PERFC_API perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool,
+                                             unsigned flags,
+                                             perfc_pg_conn **out,
+                                             perfc_pg_error *err);
+
+/** Gives a connection back. A connection that broke, or is left inside a
+ *  transaction or COPY, is closed instead of reused. NULL is a no-op. */
+PERFC_API void perfc_pg_release(perfc_pg_conn *conn);
+
+/** Acquires a connection (honouring q->flags), runs `q`, releases. As
+ *  perfc_pg_conn_exec(). */
+PERFC_API perfc_status_code perfc_pg_exec(perfc_pg_pool *pool,
+                                          const perfc_pg_query *q,
+                                          perfc_pg_result **res,
+                                          perfc_pg_error *err);
+
+/** Health check: runs an empty statement on a connection of the primary
+ *  (or of the replica with PERFC_PG_READ). OK when the server answers. */
+PERFC_API perfc_status_code perfc_pg_ping(perfc_pg_pool *pool, unsigned flags,
+                                          perfc_pg_error *err);
+
+/* ---- One connection ---- */
+
+/** Runs `q` on `conn`. `res` may be NULL (rows dropped); else on OK `*res`
+ *  is a result the caller frees with perfc_pg_result_free(), and on failure
+ *  `*res` is NULL. Status mapping: unique_violation (23505) ALREADY_EXISTS;
+ *  PERFC_PG_ONE and no rows NOT_FOUND; query_canceled (57014, the statement
+ *  timeout) DEADLINE_EXCEEDED; class 22 (data exception) INVALID_ARGUMENT;
+ *  40001/40P01 (serialization failure, deadlock) ABORTED; connection lost,
+ *  class 08 and 57P01-57P03 (server shutting down or starting)
+ *  UNAVAILABLE; anything else INTERNAL. */
+PERFC_API perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *conn,
+                                               const perfc_pg_query *q,
+                                               perfc_pg_result **res,
+                                               perfc_pg_error *err);
+
+/** Runs `n` queries in one round trip (libpq pipeline mode) as one implicit
+ *  transaction: either all take effect or none. Rows are dropped.
+ *  On failure err->index names the first failing query. A batch inside
+ *  perfc_pg_tx() is part of that transaction. The statement timeout is
+ *  qs[0]'s. PERFC_PG_ONE is checked only after the batch ran, so a
+ *  NOT_FOUND from a batch does not undo it (wrap it in perfc_pg_tx()). */
+PERFC_API perfc_status_code perfc_pg_batch(perfc_pg_conn *conn,
+                                           const perfc_pg_query *qs, size_t n,
+                                           perfc_pg_error *err);
+
+/** Transaction body: runs on `conn` between BEGIN and COMMIT. Return OK to
+ *  commit; anything else rolls back and becomes perfc_pg_tx()'s result.
+ *  `err` is the one given to perfc_pg_tx() (never NULL here). */
+typedef perfc_status_code (*perfc_pg_tx_fn)(perfc_pg_conn *conn,
+                                            void *user_data,
+                                            perfc_pg_error *err);
+
+/** Acquires a primary connection, BEGIN, `fn`, then COMMIT if fn returned
+ *  OK, else ROLLBACK. `fn` is called exactly once if BEGIN succeeded and
+ *  never otherwise. Returns fn's status, or the failure of
+ *  acquire/BEGIN/COMMIT. */
+PERFC_API perfc_status_code perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn,
+                                        void *user_data, perfc_pg_error *err);
+
+/** Starts COPY ... FROM STDIN (text format). `sql` is the complete COPY
+ *  statement, e.g. "COPY t (a, b) FROM STDIN"; a constant, never built from
+ *  values. Then send rows with perfc_pg_copy_row() and finish with
+ *  perfc_pg_copy_end(). */
+PERFC_API perfc_status_code perfc_pg_copy_begin(perfc_pg_conn *conn,
+                                                const char *sql,
+                                                perfc_pg_error *err);
+
+/** Sends one row: `n` fields, each a byte slice (borrowed; base NULL = SQL
+ *  NULL). Fields are escaped for COPY's text format here (backslash, tab,
+ *  newline, carriage return, ...), so any text without a NUL byte, in the
+ *  database encoding, arrives exactly. Rows are buffered and flushed in
+ *  large chunks. */
+PERFC_API perfc_status_code perfc_pg_copy_row(perfc_pg_conn *conn,
+                                              const perfc_slice *fields,
+                                              size_t n, perfc_pg_error *err);
+
+/** Ends the COPY: flushes, then waits for the server's verdict. `rows` (may
+ *  be NULL) gets the number of rows copied. If a row failed earlier this
+ *  aborts the COPY and returns that failure. */
+PERFC_API perfc_status_code perfc_pg_copy_end(perfc_pg_conn *conn,
+                                              uint64_t *rows,
+                                              perfc_pg_error *err);
+
+/* ---- Results ---- */
+
+/** Number of rows. */
+PERFC_API size_t perfc_pg_result_rows(const perfc_pg_result *r);
+/** Number of columns. */
+PERFC_API size_t perfc_pg_result_cols(const perfc_pg_result *r);
+/** Rows affected by INSERT/UPDATE/DELETE/... (0 for other statements). */
+PERFC_API uint64_t perfc_pg_result_affected(const perfc_pg_result *r);
+/** Column index by name, or -1. */
+PERFC_API int perfc_pg_result_col(const perfc_pg_result *r, const char *name);
+/** Nonzero when the value is SQL NULL (or row/col is out of range). */
+PERFC_API int perfc_pg_result_is_null(const perfc_pg_result *r, size_t row,
+                                      size_t col);
+/** The value as text, borrowed from the result (valid until
+ *  perfc_pg_result_free()); NULL for SQL NULL or out of range. */
+PERFC_API const char *perfc_pg_result_text(const perfc_pg_result *r, size_t row,
+                                           size_t col);
+/** Length in bytes of the text value (0 for NULL). */
+PERFC_API size_t perfc_pg_result_len(const perfc_pg_result *r, size_t row,
+                                     size_t col);
+/** Parses an integer column. Returns 0, PERFC_ENOENT (NULL or out of range)
+ *  or PERFC_EPARSE (not an integer, or out of int64 range). */
+PERFC_API int perfc_pg_result_int64(const perfc_pg_result *r, size_t row,
+                                    size_t col, int64_t *out);
+/** Parses a boolean column into 0/1. Errors as perfc_pg_result_int64(). */
+PERFC_API int perfc_pg_result_bool(const perfc_pg_result *r, size_t row,
+                                   size_t col, int *out);
+/** Decodes a bytea column into `arena` (`out->base` lives as long as the
+ *  arena). Errors as perfc_pg_result_int64(), or PERFC_ENOMEM. */
+PERFC_API int perfc_pg_result_bytea(const perfc_pg_result *r, size_t row,
+                                    size_t col, perfc_arena *arena,
+                                    perfc_slice *out);
+/** Copies the text value into `arena` (NUL-terminated), so it can outlive
+ *  the result; NULL for SQL NULL, out of range, or out of memory. */
+PERFC_API char *perfc_pg_result_strdup(const perfc_pg_result *r, size_t row,
+                                       size_t col, perfc_arena *arena);
+/** Frees the result. NULL is a no-op. */
+PERFC_API void perfc_pg_result_free(perfc_pg_result *r);
+
+/** The SQLSTATE → status mapping used by every call, for callers that get a
+ *  SQLSTATE elsewhere. NULL or "" is INTERNAL. */
+PERFC_API perfc_status_code perfc_pg_status_from_sqlstate(const char *sqlstate);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_PG_H */

@@ -1,0 +1,1387 @@
+/*
+ * pg.c — the PostgreSQL pool over libpq.
+ *
+ * Room: runtime/src. libpq does the protocol (connecting, the extended query
+ * protocol, pipeline mode, COPY); this file adds the pool (bounded, one
+ * mutex per pool, a condition variable per target), the per-connection
+ * prepared-statement cache, statement timeouts, liveness checks, COPY text
+ * escaping, the SQLSTATE → gRPC status mapping and the metrics.
+ *
+ * A pool has two targets, the primary and an optional replica; each keeps a
+ * LIFO stack of idle connections (the most recently used one is the most
+ * likely to be alive and warm) and a count of connections that exist,
+ * including ones being opened. Connections are opened and pinged outside the
+ * lock, so a slow server never blocks other callers' releases.
+ */
+#include "perfc/pg.h"
+#include "perfc/log.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { T_PRIMARY = 0, T_REPLICA = 1, T_COUNT = 2 };
+static const char *const target_names[T_COUNT] = {"primary", "replica"};
+
+/* Error kinds, the `kind` label of perfc_pg_errors_total. */
+enum {
+  K_ALREADY_EXISTS,
+  K_NOT_FOUND,
+  K_DEADLINE,
+  K_UNAVAILABLE,
+  K_INVALID,
+  K_ABORTED,
+  K_INTERNAL,
+  K_ACQUIRE_TIMEOUT,
+  K_COUNT
+};
+static const char *const kind_names[K_COUNT] = {
+    "already_exists",   "not_found", "deadline_exceeded", "unavailable",
+    "invalid_argument", "aborted",   "internal",          "acquire_timeout"};
+
+/* statement_timeout value a connection has not had set yet, or lost to a
+ * rollback (a session SET inside a rolled-back transaction is undone). */
+#define TIMEOUT_UNKNOWN INT_MIN
+/* COPY rows are buffered and handed to libpq in chunks this big: large
+ * enough to amortize the call, small enough to stay in cache. */
+#define COPY_CHUNK (64 * 1024)
+/* Parameters up to this count are marshalled on the stack. */
+#define STACK_PARAMS 16
+
+/* Names of statements prepared on one connection: an open-addressing hash
+ * set of strings, never shrunk (names are constants in the program, so the
+ * set stays small). */
+typedef struct stmt_set {
+  char **slots;
+  size_t cap, count;
+} stmt_set;
+
+struct perfc_pg_conn {
+  PGconn *pg;
+  perfc_pg_pool *pool;
+  int target;
+  struct perfc_pg_conn *next; /* idle stack link */
+  stmt_set stmts;
+  int cur_timeout_ms;    /* statement_timeout set on the session, or UNKNOWN */
+  int timeout_set_in_tx; /* cur_timeout_ms was set inside a transaction */
+  unsigned gen;          /* target generation when last known alive */
+  int64_t idle_since_ms;
+  int broken; /* connection lost: close instead of reuse */
+  /* COPY FROM STDIN state. */
+  int in_copy;
+  char *copy_buf;
+  size_t copy_len;
+  perfc_status_code copy_fail;
+  perfc_pg_error copy_err;
+};
+
+typedef struct target {
+  char *dsn;
+  perfc_pg_conn *idle;
+  unsigned idle_count, total, max;
+  /* Bumped whenever a connection of this target is found dead: idle
+   * connections from an older generation are pinged before being lent out,
+   * since a server restart kills all of them at once. */
+  unsigned gen;
+  pthread_cond_t cv;
+  perfc_gauge *g_in_use, *g_idle;
+  perfc_counter *c_queries;
+} target;
+
+struct perfc_pg_pool {
+  pthread_mutex_t mu;
+  target t[T_COUNT];
+  int has_replica;
+  unsigned acquire_timeout_ms, connect_timeout_s, idle_check_ms;
+  int stmt_timeout_ms; /* 0 = none */
+  perfc_histogram *h_wait;
+  perfc_counter *c_err[K_COUNT];
+};
+
+/* ---- small helpers ---- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void err_clear(perfc_pg_error *err) {
+  if (!err)
+    return;
+  err->code = PERFC_STATUS_OK;
+  err->sqlstate[0] = '\0';
+  err->index = -1;
+  err->message[0] = '\0';
+}
+
+static int kind_of(perfc_status_code code) {
+  switch (code) {
+  case PERFC_STATUS_ALREADY_EXISTS:
+    return K_ALREADY_EXISTS;
+  case PERFC_STATUS_NOT_FOUND:
+    return K_NOT_FOUND;
+  case PERFC_STATUS_DEADLINE_EXCEEDED:
+    return K_DEADLINE;
+  case PERFC_STATUS_UNAVAILABLE:
+    return K_UNAVAILABLE;
+  case PERFC_STATUS_INVALID_ARGUMENT:
+    return K_INVALID;
+  case PERFC_STATUS_ABORTED:
+    return K_ABORTED;
+  case PERFC_STATUS_RESOURCE_EXHAUSTED:
+    return K_ACQUIRE_TIMEOUT;
+  default:
+    return K_INTERNAL;
+  }
+}
+
+/* Records a failure: fills `err` (message trimmed of libpq's trailing
+ * newline) and counts it. Returns `code` so callers can `return fail(...)`. */
+static perfc_status_code fail(perfc_pg_pool *pool, perfc_pg_error *err,
+                              perfc_status_code code, const char *sqlstate,
+                              const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static perfc_status_code fail(perfc_pg_pool *pool, perfc_pg_error *err,
+                              perfc_status_code code, const char *sqlstate,
+                              const char *fmt, ...) {
+  if (pool)
+    perfc_counter_inc(pool->c_err[kind_of(code)]);
+  if (!err)
+    return code;
+  err->code = code;
+  snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "");
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err->message, sizeof err->message, fmt, ap);
+  va_end(ap);
+  size_t n = strlen(err->message);
+  while (n > 0 && (err->message[n - 1] == '\n' || err->message[n - 1] == ' '))
+    err->message[--n] = '\0';
+  return code;
+}
+
+/* libpq messages end in a newline and may span lines; the logger wants one
+ * line. Copies `msg` into `buf` with each run of whitespace made one space. */
+static const char *one_line(char *buf, size_t n, const char *msg) {
+  size_t k = 0;
+  int space = 0;
+  for (; *msg && k + 1 < n; msg++) {
+    if (*msg == '\n' || *msg == '\t' || *msg == '\r' || *msg == ' ') {
+      space = k > 0;
+      continue;
+    }
+    if (space && k + 2 < n)
+      buf[k++] = ' ';
+    space = 0;
+    buf[k++] = *msg;
+  }
+  buf[k] = '\0';
+  return buf;
+}
+
+/* Server notices (NOTICE, WARNING sent to the client) would go to stderr
+ * through libpq's default processor; the library never prints, so they go
+ * to the logger at debug level. */
+static void notice_to_log(void *arg, const char *message) {
+  (void)arg;
+  char line[512];
+  perfc_log(PERFC_LOG_DEBUG, "pg: server notice: %s",
+            one_line(line, sizeof line, message));
+}
+
+perfc_status_code perfc_pg_status_from_sqlstate(const char *s) {
+  if (!s || strlen(s) != 5)
+    return PERFC_STATUS_INTERNAL;
+  if (strcmp(s, "23505") == 0)
+    return PERFC_STATUS_ALREADY_EXISTS;
+  if (strcmp(s, "57014") == 0)
+    return PERFC_STATUS_DEADLINE_EXCEEDED;
+  if (strncmp(s, "22", 2) == 0)
+    return PERFC_STATUS_INVALID_ARGUMENT;
+  /* Serialization failures and deadlocks are worth retrying: ABORTED is
+   * the code gRPC reserves for that. */
+  if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+    return PERFC_STATUS_ABORTED;
+  if (strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 ||
+      strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0)
+    return PERFC_STATUS_UNAVAILABLE;
+  return PERFC_STATUS_INTERNAL;
+}
+
+/* Maps a failed PGresult (or none) on `c` to a status. A connection libpq
+ * reports as bad is UNAVAILABLE whatever the SQLSTATE (a shutting-down
+ * server sends 57P01 before closing, a vanished one sends nothing), and is
+ * marked broken so release closes it. */
+static perfc_status_code fail_result(perfc_pg_conn *c, const PGresult *r,
+                                     perfc_pg_error *err) {
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  if (!msg)
+    msg = PQerrorMessage(c->pg);
+  perfc_status_code code = perfc_pg_status_from_sqlstate(state);
+  if (PQstatus(c->pg) == CONNECTION_BAD) {
+    code = PERFC_STATUS_UNAVAILABLE;
+    if (!c->broken) {
+      char line[512];
+      perfc_log(PERFC_LOG_WARN, "pg: lost connection to %s: %s",
+                target_names[c->target], one_line(line, sizeof line, msg));
+    }
+    c->broken = 1;
+  }
+  return fail(c->pool, err, code, state, "%s", msg);
+}
+
+/* ---- the prepared-statement set ---- */
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static int stmt_has(const stmt_set *s, const char *name) {
+  if (!s->cap)
+    return 0;
+  for (size_t i = hash_str(name) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+    if (!s->slots[i])
+      return 0;
+    if (strcmp(s->slots[i], name) == 0)
+      return 1;
+  }
+}
+
+static int stmt_insert_slot(char **slots, size_t cap, char *name) {
+  for (size_t i = hash_str(name) & (cap - 1);; i = (i + 1) & (cap - 1))
+    if (!slots[i]) {
+      slots[i] = name;
+      return 0;
+    }
+}
+
+static int stmt_add(stmt_set *s, const char *name) {
+  if ((s->count + 1) * 2 > s->cap) { /* keep the load factor under 1/2 */
+    size_t ncap = s->cap ? s->cap * 2 : 16;
+    char **ns = calloc(ncap, sizeof *ns);
+    if (!ns)
+      return PERFC_ENOMEM;
+    for (size_t i = 0; i < s->cap; i++)
+      if (s->slots[i])
+        stmt_insert_slot(ns, ncap, s->slots[i]);
+    free(s->slots);
+    s->slots = ns;
+    s->cap = ncap;
+  }
+  char *dup = strdup(name);
+  if (!dup)
+    return PERFC_ENOMEM;
+  stmt_insert_slot(s->slots, s->cap, dup);
+  s->count++;
+  return 0;
+}
+
+static void stmt_clear(stmt_set *s) {
+  for (size_t i = 0; i < s->cap; i++)
+    free(s->slots[i]);
+  free(s->slots);
+  s->slots = NULL;
+  s->cap = s->count = 0;
+}
+
+/* ---- parameters ---- */
+
+typedef struct params {
+  const char **values;
+  int *lengths, *formats;
+  Oid *types;
+  uint64_t *scratch; /* big-endian int8 / bool bytes */
+  const char *sv[STACK_PARAMS];
+  int sl[STACK_PARAMS], sf[STACK_PARAMS];
+  Oid st[STACK_PARAMS];
+  uint64_t ss[STACK_PARAMS];
+  void *heap;
+} params;
+
+static int params_build(params *p, const perfc_pg_param *in, size_t n) {
+  p->heap = NULL;
+  if (n > 65535)
+    return PERFC_EINVAL; /* the protocol's limit */
+  if (n <= STACK_PARAMS) {
+    p->values = p->sv, p->lengths = p->sl, p->formats = p->sf;
+    p->types = p->st, p->scratch = p->ss;
+  } else {
+    size_t per =
+        sizeof(char *) + 2 * sizeof(int) + sizeof(Oid) + sizeof(uint64_t);
+    char *h = malloc(per * n);
+    if (!h)
+      return PERFC_ENOMEM;
+    p->heap = h;
+    p->scratch = (uint64_t *)h;
+    p->values = (const char **)(h + n * sizeof(uint64_t));
+    p->lengths = (int *)(h + n * (sizeof(uint64_t) + sizeof(char *)));
+    p->formats = p->lengths + n;
+    p->types = (Oid *)(p->formats + n);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const perfc_pg_param *q = &in[i];
+    p->types[i] = q->type_oid;
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+    switch (q->kind) {
+    case PERFC_PG_PARAM_NULL:
+      p->values[i] = NULL;
+      break;
+    case PERFC_PG_PARAM_TEXT:
+      p->values[i] = q->data;
+      break;
+    case PERFC_PG_PARAM_BINARY:
+      if (q->len > INT_MAX || (!q->data && q->len)) {
+        free(p->heap);
+        return PERFC_EINVAL;
+      }
+      /* libpq treats a NULL value as SQL NULL even in binary format. */
+      p->values[i] = q->data ? q->data : "";
+      p->lengths[i] = (int)q->len;
+      p->formats[i] = 1;
+      break;
+    case PERFC_PG_PARAM_INT64:
+      p->scratch[i] = htobe64((uint64_t)q->i64);
+      p->values[i] = (const char *)&p->scratch[i];
+      p->lengths[i] = 8;
+      p->formats[i] = 1;
+      break;
+    case PERFC_PG_PARAM_BOOL:
+      p->scratch[i] = q->i64 ? 1 : 0; /* byte 0 holds the value */
+      p->values[i] = (const char *)&p->scratch[i];
+      p->lengths[i] = 1;
+      p->formats[i] = 1;
+      break;
+    default:
+      free(p->heap);
+      return PERFC_EINVAL;
+    }
+  }
+  return 0;
+}
+
+/* ---- running statements ---- */
+
+static int want_timeout(const perfc_pg_conn *c, int call_timeout_ms) {
+  if (call_timeout_ms > 0)
+    return call_timeout_ms;
+  if (call_timeout_ms < 0)
+    return 0;
+  return c->pool->stmt_timeout_ms;
+}
+
+/* Makes the session's statement_timeout `ms` (0 = none). Only talks to the
+ * server when the value changes, so the pool default costs nothing per call
+ * and an override costs one round trip (plus one to restore later). The
+ * value goes as a parameter of set_config, never spliced into SQL. */
+static perfc_status_code set_timeout(perfc_pg_conn *c, int ms,
+                                     perfc_pg_error *err) {
+  if (c->cur_timeout_ms == ms)
+    return PERFC_STATUS_OK;
+  char v[16];
+  snprintf(v, sizeof v, "%d", ms);
+  const char *vals[1] = {v};
+  PGresult *r = PQexecParams(
+      c->pg, "SELECT pg_catalog.set_config('statement_timeout', $1, false)", 1,
+      NULL, vals, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    perfc_status_code st = fail_result(c, r, err);
+    PQclear(r);
+    c->cur_timeout_ms = TIMEOUT_UNKNOWN;
+    return st;
+  }
+  PQclear(r);
+  c->cur_timeout_ms = ms;
+  /* Set inside a transaction block, the value lasts only if it commits:
+   * remember to forget it once the transaction ends (see timeout_after). */
+  c->timeout_set_in_tx = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+  return PERFC_STATUS_OK;
+}
+
+/* After a statement: if the transaction that set the timeout has ended
+ * (committed or rolled back, by the caller's own COMMIT/ROLLBACK too), the
+ * session value is no longer known. */
+static void timeout_after(perfc_pg_conn *c) {
+  if (c->timeout_set_in_tx && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+    c->cur_timeout_ms = TIMEOUT_UNKNOWN;
+    c->timeout_set_in_tx = 0;
+  }
+}
+
+/* Prepares q->name on `c` unless it already is. */
+static perfc_status_code ensure_prepared(perfc_pg_conn *c,
+                                         const perfc_pg_query *q,
+                                         const params *p, perfc_pg_error *err) {
+  if (stmt_has(&c->stmts, q->name))
+    return PERFC_STATUS_OK;
+  PGresult *r = PQprepare(c->pg, q->name, q->sql, (int)q->nparams, p->types);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 42P05: the server has it already (prepared outside this cache, e.g.
+     * by an earlier failed call whose reply we lost); use it. */
+    if (!(state && strcmp(state, "42P05") == 0)) {
+      perfc_status_code st = fail_result(c, r, err);
+      PQclear(r);
+      return st;
+    }
+  }
+  PQclear(r);
+  if (stmt_add(&c->stmts, q->name) != 0)
+    return fail(c->pool, err, PERFC_STATUS_INTERNAL, NULL, "out of memory");
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code
+check_query(perfc_pg_pool *pool, const perfc_pg_query *q, perfc_pg_error *err) {
+  if (!q || !q->sql || (q->nparams && !q->params))
+    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: query without SQL or with NULL params");
+  if (q->name && q->name[0] == '\0')
+    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: empty statement name (use NULL for unnamed)");
+  return PERFC_STATUS_OK;
+}
+
+perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
+                                     perfc_pg_result **res,
+                                     perfc_pg_error *err) {
+  err_clear(err);
+  if (res)
+    *res = NULL;
+  if (!c)
+    return fail(NULL, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL connection");
+  perfc_status_code st = check_query(c->pool, q, err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  if (c->in_copy)
+    return fail(c->pool, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: connection is in COPY; call perfc_pg_copy_end() first");
+  st = set_timeout(c, want_timeout(c, q->timeout_ms), err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  params p;
+  if (params_build(&p, q->params, q->nparams) != 0)
+    return fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: bad parameter (kind, length or count)");
+  PGresult *r;
+  if (q->name) {
+    st = ensure_prepared(c, q, &p, err);
+    if (st != PERFC_STATUS_OK) {
+      free(p.heap);
+      return st;
+    }
+    r = PQexecPrepared(c->pg, q->name, (int)q->nparams, p.values, p.lengths,
+                       p.formats, 0);
+  } else {
+    r = PQexecParams(c->pg, q->sql, (int)q->nparams, p.types, p.values,
+                     p.lengths, p.formats, 0);
+  }
+  free(p.heap);
+  perfc_counter_inc(c->pool->t[c->target].c_queries);
+  timeout_after(c);
+  ExecStatusType es = PQresultStatus(r);
+  if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 26000: the server no longer has a statement the cache lists (the
+     * session ran DISCARD ALL or DEALLOCATE). Forget the cache so the next
+     * call prepares again instead of failing forever. */
+    if (q->name && state && strcmp(state, "26000") == 0)
+      stmt_clear(&c->stmts);
+    st = fail_result(c, r, err);
+    PQclear(r);
+    return st;
+  }
+  if ((q->flags & PERFC_PG_ONE) && PQntuples(r) == 0) {
+    PQclear(r);
+    return fail(c->pool, err, PERFC_STATUS_NOT_FOUND, NULL, "pg: no rows");
+  }
+  if (res)
+    *res = (perfc_pg_result *)r; /* the handle is the PGresult itself */
+  else
+    PQclear(r);
+  return PERFC_STATUS_OK;
+}
+
+/* A fixed command (BEGIN, COMMIT, ROLLBACK) on the simple path. */
+static perfc_status_code run_fixed(perfc_pg_conn *c, const char *sql,
+                                   PGresult **keep, perfc_pg_error *err) {
+  PGresult *r = PQexec(c->pg, sql);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    perfc_status_code st = fail_result(c, r, err);
+    PQclear(r);
+    return st;
+  }
+  if (keep)
+    *keep = r;
+  else
+    PQclear(r);
+  return PERFC_STATUS_OK;
+}
+
+/* Liveness: an empty query is the cheapest full round trip. */
+static int conn_alive(perfc_pg_conn *c) {
+  if (PQstatus(c->pg) != CONNECTION_OK)
+    return 0;
+  PGresult *r = PQexec(c->pg, "");
+  int ok = PQresultStatus(r) == PGRES_EMPTY_QUERY;
+  PQclear(r);
+  return ok && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+/* ---- the pool ---- */
+
+void perfc_pg_pool_opts_init(perfc_pg_pool_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->max_conns = PERFC_DEFAULT_PG_MAX_CONNS;
+  o->acquire_timeout_ms = PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS;
+  o->connect_timeout_s = PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S;
+  o->statement_timeout_ms = PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS;
+  o->idle_check_ms = PERFC_DEFAULT_PG_IDLE_CHECK_MS;
+  o->name = PERFC_DEFAULT_PG_POOL_NAME;
+}
+
+static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
+                            const char *name) {
+  static const char *const pool_target[] = {"pool", "target"};
+  static const char *const pool_kind[] = {"pool", "kind"};
+  static const char *const pool_only[] = {"pool"};
+  static const double wait_buckets[] = {0.0001, 0.0005, 0.001, 0.005, 0.01,
+                                        0.05,   0.1,    0.5,   1,     5};
+  perfc_metric_opts o;
+  perfc_family *in_use, *idle, *queries, *errors, *wait;
+  int rc;
+
+  perfc_metric_opts_init(&o);
+  o.label_names = pool_target;
+  o.label_count = 2;
+  o.name = "perfc_pg_connections_in_use";
+  o.help = "PostgreSQL connections lent out or being opened.";
+  if ((rc = perfc_family_new(&in_use, reg, PERFC_METRIC_GAUGE, &o)) != 0)
+    return rc;
+  o.name = "perfc_pg_connections_idle";
+  o.help = "PostgreSQL connections idle in the pool.";
+  if ((rc = perfc_family_new(&idle, reg, PERFC_METRIC_GAUGE, &o)) != 0)
+    return rc;
+  o.name = "perfc_pg_queries_total";
+  o.help = "Statements sent to PostgreSQL (batched ones count once each).";
+  if ((rc = perfc_family_new(&queries, reg, PERFC_METRIC_COUNTER, &o)) != 0)
+    return rc;
+  o.label_names = pool_kind;
+  o.name = "perfc_pg_errors_total";
+  o.help = "PostgreSQL pool failures by kind.";
+  if ((rc = perfc_family_new(&errors, reg, PERFC_METRIC_COUNTER, &o)) != 0)
+    return rc;
+  o.label_names = pool_only;
+  o.label_count = 1;
+  o.name = "perfc_pg_acquire_wait_seconds";
+  o.help = "Time to obtain a PostgreSQL connection from the pool, including "
+           "opening one.";
+  o.buckets = wait_buckets;
+  o.bucket_count = sizeof wait_buckets / sizeof wait_buckets[0];
+  if ((rc = perfc_family_new(&wait, reg, PERFC_METRIC_HISTOGRAM, &o)) != 0)
+    return rc;
+
+  for (int t = 0; t < T_COUNT; t++) {
+    const char *lv[] = {name, target_names[t]};
+    if ((rc = perfc_gauge_get(&pool->t[t].g_in_use, in_use, lv)) != 0 ||
+        (rc = perfc_gauge_get(&pool->t[t].g_idle, idle, lv)) != 0 ||
+        (rc = perfc_counter_get(&pool->t[t].c_queries, queries, lv)) != 0)
+      return rc;
+  }
+  for (int k = 0; k < K_COUNT; k++) {
+    const char *lv[] = {name, kind_names[k]};
+    if ((rc = perfc_counter_get(&pool->c_err[k], errors, lv)) != 0)
+      return rc;
+  }
+  const char *lv[] = {name};
+  return perfc_histogram_get(&pool->h_wait, wait, lv);
+}
+
+int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
+  if (!out || !opts || !opts->dsn || !opts->dsn[0])
+    return PERFC_EINVAL;
+  *out = NULL;
+  perfc_pg_pool *pool = calloc(1, sizeof *pool);
+  if (!pool)
+    return PERFC_ENOMEM;
+  unsigned max = opts->max_conns ? opts->max_conns : PERFC_DEFAULT_PG_MAX_CONNS;
+  pool->acquire_timeout_ms = opts->acquire_timeout_ms
+                                 ? opts->acquire_timeout_ms
+                                 : PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS;
+  pool->connect_timeout_s = opts->connect_timeout_s
+                                ? opts->connect_timeout_s
+                                : PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S;
+  pool->stmt_timeout_ms =
+      opts->statement_timeout_ms == 0  ? PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS
+      : opts->statement_timeout_ms < 0 ? 0
+                                       : opts->statement_timeout_ms;
+  pool->idle_check_ms = opts->idle_check_ms ? opts->idle_check_ms
+                                            : PERFC_DEFAULT_PG_IDLE_CHECK_MS;
+  pool->has_replica = opts->replica_dsn && opts->replica_dsn[0];
+
+  pthread_mutex_init(&pool->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  /* Acquire deadlines are monotonic: a wall-clock jump must not stretch or
+   * cut a wait. */
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  for (int t = 0; t < T_COUNT; t++) {
+    pthread_cond_init(&pool->t[t].cv, &ca);
+    pool->t[t].max = max;
+  }
+  pthread_condattr_destroy(&ca);
+
+  int rc = PERFC_ENOMEM;
+  pool->t[T_PRIMARY].dsn = strdup(opts->dsn);
+  if (!pool->t[T_PRIMARY].dsn)
+    goto fail;
+  if (pool->has_replica &&
+      !(pool->t[T_REPLICA].dsn = strdup(opts->replica_dsn)))
+    goto fail;
+  rc = register_metrics(
+      pool, opts->registry,
+      opts->name && opts->name[0] ? opts->name : PERFC_DEFAULT_PG_POOL_NAME);
+  if (rc != 0)
+    goto fail;
+  *out = pool;
+  return 0;
+fail:
+  perfc_pg_pool_free(pool);
+  return rc;
+}
+
+static void conn_close(perfc_pg_conn *c) {
+  PQfinish(c->pg);
+  stmt_clear(&c->stmts);
+  free(c->copy_buf);
+  free(c);
+}
+
+void perfc_pg_pool_free(perfc_pg_pool *pool) {
+  if (!pool)
+    return;
+  for (int t = 0; t < T_COUNT; t++) {
+    target *tg = &pool->t[t];
+    if (tg->total != tg->idle_count)
+      perfc_log(PERFC_LOG_ERROR,
+                "pg: pool freed with %u %s connection(s) still lent out",
+                tg->total - tg->idle_count, target_names[t]);
+    while (tg->idle) {
+      perfc_pg_conn *c = tg->idle;
+      tg->idle = c->next;
+      conn_close(c);
+    }
+    if (tg->g_in_use) {
+      perfc_gauge_set(tg->g_in_use, 0);
+      perfc_gauge_set(tg->g_idle, 0);
+    }
+    pthread_cond_destroy(&tg->cv);
+    free(tg->dsn);
+  }
+  pthread_mutex_destroy(&pool->mu);
+  free(pool);
+}
+
+/* Call with the pool lock held. */
+static void publish_counts(target *tg) {
+  perfc_gauge_set(tg->g_in_use, (double)(tg->total - tg->idle_count));
+  perfc_gauge_set(tg->g_idle, (double)tg->idle_count);
+}
+
+/* Opens a connection for target `ti`; the caller already counted it in
+ * `total`. */
+static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
+                                   perfc_pg_conn **out, perfc_pg_error *err) {
+  perfc_pg_conn *c = calloc(1, sizeof *c);
+  if (!c)
+    return fail(pool, err, PERFC_STATUS_INTERNAL, NULL, "out of memory");
+  char ct[16];
+  snprintf(ct, sizeof ct, "%u", pool->connect_timeout_s);
+  /* expand_dbname=1 expands the DSN in place of "dbname"; keywords after it
+   * override what the DSN says, fallback_application_name does not. */
+  const char *const kw[] = {"dbname", "connect_timeout",
+                            "fallback_application_name", NULL};
+  const char *const val[] = {pool->t[ti].dsn, ct, "perfc", NULL};
+  c->pg = PQconnectdbParams(kw, val, 1);
+  c->pool = pool;
+  c->target = ti;
+  c->gen = gen;
+  c->cur_timeout_ms = TIMEOUT_UNKNOWN;
+  if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+    char line[512];
+    one_line(line, sizeof line,
+             c->pg ? PQerrorMessage(c->pg) : "out of memory");
+    perfc_status_code st =
+        fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL,
+             "pg: cannot connect to %s: %s", target_names[ti], line);
+    perfc_log(PERFC_LOG_WARN, "pg: cannot connect to %s: %s", target_names[ti],
+              line);
+    conn_close(c);
+    return st;
+  }
+  PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
+  /* The pool's statement_timeout is set now, once, so ordinary calls never
+   * pay for it. */
+  perfc_status_code st = set_timeout(c, pool->stmt_timeout_ms, err);
+  if (st != PERFC_STATUS_OK) {
+    conn_close(c);
+    return st;
+  }
+  *out = c;
+  return PERFC_STATUS_OK;
+}
+
+/* Gives up a connection slot: closes `c` (if any) outside the lock. */
+static void slot_drop(perfc_pg_pool *pool, target *tg, perfc_pg_conn *c,
+                      int dead) {
+  pthread_mutex_lock(&pool->mu);
+  tg->total--;
+  if (dead)
+    tg->gen++;
+  publish_counts(tg);
+  pthread_cond_signal(&tg->cv);
+  pthread_mutex_unlock(&pool->mu);
+  if (c)
+    conn_close(c);
+}
+
+perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags,
+                                   perfc_pg_conn **out, perfc_pg_error *err) {
+  err_clear(err);
+  if (!pool || !out)
+    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL pool or out");
+  *out = NULL;
+  int ti = (flags & PERFC_PG_READ) && pool->has_replica ? T_REPLICA : T_PRIMARY;
+  target *tg = &pool->t[ti];
+  double t0 = now_s();
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += pool->acquire_timeout_ms / 1000;
+  deadline.tv_nsec += (long)(pool->acquire_timeout_ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+
+  pthread_mutex_lock(&pool->mu);
+  for (;;) {
+    if (tg->idle) {
+      perfc_pg_conn *c = tg->idle;
+      tg->idle = c->next;
+      tg->idle_count--;
+      publish_counts(tg);
+      unsigned gen = tg->gen;
+      pthread_mutex_unlock(&pool->mu);
+      /* Check a connection that sat idle long, or that predates a failure
+       * seen on a sibling: both are the cases where it may be dead without
+       * libpq knowing yet. */
+      int check =
+          c->gen != gen || now_ms() - c->idle_since_ms >= pool->idle_check_ms;
+      if (check && !conn_alive(c)) {
+        slot_drop(pool, tg, c, 1);
+        pthread_mutex_lock(&pool->mu);
+        continue;
+      }
+      c->gen = gen;
+      c->next = NULL;
+      perfc_histogram_observe(pool->h_wait, now_s() - t0);
+      *out = c;
+      return PERFC_STATUS_OK;
+    }
+    if (tg->total < tg->max) {
+      tg->total++;
+      publish_counts(tg);
+      unsigned gen = tg->gen;
+      pthread_mutex_unlock(&pool->mu);
+      perfc_pg_conn *c = NULL;
+      perfc_status_code st = conn_open(pool, ti, gen, &c, err);
+      if (st != PERFC_STATUS_OK) {
+        slot_drop(pool, tg, NULL, 0);
+        return st;
+      }
+      perfc_histogram_observe(pool->h_wait, now_s() - t0);
+      *out = c;
+      return PERFC_STATUS_OK;
+    }
+    int rc = pthread_cond_timedwait(&tg->cv, &pool->mu, &deadline);
+    if (rc == ETIMEDOUT && !tg->idle && tg->total >= tg->max) {
+      pthread_mutex_unlock(&pool->mu);
+      perfc_histogram_observe(pool->h_wait, now_s() - t0);
+      return fail(pool, err, PERFC_STATUS_RESOURCE_EXHAUSTED, NULL,
+                  "pg: pool exhausted: no %s connection free within %u ms "
+                  "(max_conns %u)",
+                  target_names[ti], pool->acquire_timeout_ms, tg->max);
+    }
+  }
+}
+
+void perfc_pg_release(perfc_pg_conn *c) {
+  if (!c)
+    return;
+  perfc_pg_pool *pool = c->pool;
+  target *tg = &pool->t[c->target];
+  if (!c->broken && (c->in_copy || PQstatus(c->pg) != CONNECTION_OK))
+    c->broken = 1;
+  if (!c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+    /* Left inside a transaction: roll it back so the next borrower starts
+     * clean, or close the connection if even that fails. */
+    if (run_fixed(c, "ROLLBACK", NULL, NULL) != PERFC_STATUS_OK ||
+        PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+      c->broken = 1;
+    c->cur_timeout_ms = TIMEOUT_UNKNOWN;
+  }
+  if (c->broken) {
+    slot_drop(pool, tg, c, PQstatus(c->pg) != CONNECTION_OK);
+    return;
+  }
+  c->idle_since_ms = now_ms();
+  pthread_mutex_lock(&pool->mu);
+  c->next = tg->idle;
+  tg->idle = c;
+  tg->idle_count++;
+  publish_counts(tg);
+  pthread_cond_signal(&tg->cv);
+  pthread_mutex_unlock(&pool->mu);
+}
+
+perfc_status_code perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
+                                perfc_pg_result **res, perfc_pg_error *err) {
+  if (res)
+    *res = NULL;
+  perfc_status_code st = check_query(pool, q, err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  perfc_pg_conn *c;
+  st = perfc_pg_acquire(pool, q->flags, &c, err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  st = perfc_pg_conn_exec(c, q, res, err);
+  perfc_pg_release(c);
+  return st;
+}
+
+perfc_status_code perfc_pg_ping(perfc_pg_pool *pool, unsigned flags,
+                                perfc_pg_error *err) {
+  perfc_pg_conn *c;
+  perfc_status_code st = perfc_pg_acquire(pool, flags, &c, err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  if (!conn_alive(c))
+    st = fail_result(c, NULL, err);
+  perfc_pg_release(c);
+  return st;
+}
+
+/* ---- transactions ---- */
+
+perfc_status_code perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn,
+                              void *user_data, perfc_pg_error *err) {
+  perfc_pg_error local;
+  if (!err)
+    err = &local;
+  err_clear(err);
+  if (!fn)
+    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL transaction function");
+  perfc_pg_conn *c;
+  perfc_status_code st = perfc_pg_acquire(pool, 0, &c, err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  st = run_fixed(c, "BEGIN", NULL, err);
+  if (st != PERFC_STATUS_OK) {
+    perfc_pg_release(c);
+    return st;
+  }
+  st = fn(c, user_data, err);
+  if (st == PERFC_STATUS_OK) {
+    PGresult *r = NULL;
+    st = run_fixed(c, "COMMIT", &r, err);
+    /* COMMIT of a transaction that already failed succeeds with the tag
+     * ROLLBACK: the body swallowed an error. Report it, do not pretend. */
+    if (st == PERFC_STATUS_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0)
+      st = fail(pool, err, PERFC_STATUS_ABORTED, NULL,
+                "pg: transaction rolled back: a statement in it failed");
+    PQclear(r);
+  } else if (!c->broken) {
+    perfc_pg_error ignored;
+    run_fixed(c, "ROLLBACK", NULL, &ignored);
+  }
+  /* A session SET inside the transaction is undone by a rollback; forget
+   * what we believe the timeout is rather than track it. */
+  c->cur_timeout_ms = TIMEOUT_UNKNOWN;
+  perfc_pg_release(c);
+  return st;
+}
+
+/* ---- pipeline batches ---- */
+
+perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
+                                 size_t n, perfc_pg_error *err) {
+  err_clear(err);
+  if (!c || (n && !qs))
+    return fail(c ? c->pool : NULL, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL connection or queries");
+  if (n == 0)
+    return PERFC_STATUS_OK;
+  if (c->in_copy)
+    return fail(c->pool, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: connection is in COPY");
+  perfc_status_code st;
+  for (size_t i = 0; i < n; i++)
+    if ((st = check_query(c->pool, &qs[i], err)) != PERFC_STATUS_OK) {
+      if (err)
+        err->index = (long)i;
+      return st;
+    }
+  st = set_timeout(c, want_timeout(c, qs[0].timeout_ms), err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  /* Prepare named statements first, outside the pipeline: a Parse inside
+   * it would be undone with the rest if a later statement fails, leaving
+   * the cache believing in a statement the server does not have. */
+  for (size_t i = 0; i < n; i++) {
+    if (!qs[i].name || stmt_has(&c->stmts, qs[i].name))
+      continue;
+    params p;
+    if (params_build(&p, qs[i].params, qs[i].nparams) != 0) {
+      st = fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: bad parameter");
+      if (err)
+        err->index = (long)i;
+      return st;
+    }
+    st = ensure_prepared(c, &qs[i], &p, err);
+    free(p.heap);
+    if (st != PERFC_STATUS_OK) {
+      if (err)
+        err->index = (long)i;
+      return st;
+    }
+  }
+
+  if (!PQenterPipelineMode(c->pg))
+    return fail_result(c, NULL, err);
+  /* Send everything, then one Sync: the whole batch is one round trip and
+   * one implicit transaction. libpq's blocking sends read incoming data
+   * while the socket is full, so a large batch cannot deadlock. */
+  size_t sent = 0;
+  long bad_index = -1;
+  st = PERFC_STATUS_OK;
+  for (; sent < n; sent++) {
+    const perfc_pg_query *q = &qs[sent];
+    params p;
+    if (params_build(&p, q->params, q->nparams) != 0) {
+      st = fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: bad parameter");
+      bad_index = (long)sent;
+      break;
+    }
+    int ok = q->name
+                 ? PQsendQueryPrepared(c->pg, q->name, (int)q->nparams,
+                                       p.values, p.lengths, p.formats, 0)
+                 : PQsendQueryParams(c->pg, q->sql, (int)q->nparams, p.types,
+                                     p.values, p.lengths, p.formats, 0);
+    free(p.heap);
+    if (!ok) {
+      st = fail_result(c, NULL, err);
+      bad_index = (long)sent;
+      break;
+    }
+  }
+  if (c->broken) {
+    PQexitPipelineMode(c->pg);
+    if (err)
+      err->index = bad_index;
+    return st;
+  }
+  /* A parameter error after some queries were queued must not commit
+   * them: sending Sync would, so the batch is abandoned with the
+   * connection (it cannot leave pipeline mode with queries in flight). */
+  if (st != PERFC_STATUS_OK) {
+    c->broken = 1;
+    if (err)
+      err->index = bad_index;
+    return st;
+  }
+  if (!PQpipelineSync(c->pg)) {
+    st = fail_result(c, NULL, err);
+    PQexitPipelineMode(c->pg);
+    return st;
+  }
+  perfc_counter_add(c->pool->t[c->target].c_queries, n);
+
+  /* Each query yields its result(s) then NULL; the Sync yields
+   * PGRES_PIPELINE_SYNC. The first failure is the one reported; later
+   * queries come back PIPELINE_ABORTED. */
+  for (size_t i = 0; i < n; i++) {
+    PGresult *r;
+    while ((r = PQgetResult(c->pg)) != NULL) {
+      ExecStatusType es = PQresultStatus(r);
+      if (st == PERFC_STATUS_OK && es != PGRES_TUPLES_OK &&
+          es != PGRES_COMMAND_OK && es != PGRES_PIPELINE_ABORTED) {
+        st = fail_result(c, r, err);
+        bad_index = (long)i;
+      } else if (st == PERFC_STATUS_OK && (qs[i].flags & PERFC_PG_ONE) &&
+                 es == PGRES_TUPLES_OK && PQntuples(r) == 0) {
+        /* Too late to undo: the rest of the batch has run. Report it. */
+        st = fail(c->pool, err, PERFC_STATUS_NOT_FOUND, NULL, "pg: no rows");
+        bad_index = (long)i;
+      }
+      PQclear(r);
+      if (c->broken)
+        break;
+    }
+    if (c->broken)
+      break;
+  }
+  if (!c->broken) {
+    PGresult *r = PQgetResult(c->pg);
+    if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && st == PERFC_STATUS_OK)
+      st = fail_result(c, r, err);
+    PQclear(r);
+    if (!PQexitPipelineMode(c->pg))
+      c->broken = 1;
+  }
+  if (err && st != PERFC_STATUS_OK)
+    err->index = bad_index;
+  return st;
+}
+
+/* ---- COPY FROM STDIN ---- */
+
+perfc_status_code perfc_pg_copy_begin(perfc_pg_conn *c, const char *sql,
+                                      perfc_pg_error *err) {
+  err_clear(err);
+  if (!c || !sql)
+    return fail(c ? c->pool : NULL, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL connection or SQL");
+  if (c->in_copy)
+    return fail(c->pool, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: COPY already in progress");
+  perfc_status_code st = set_timeout(c, want_timeout(c, 0), err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  if (!c->copy_buf && !(c->copy_buf = malloc(COPY_CHUNK + 64)))
+    return fail(c->pool, err, PERFC_STATUS_INTERNAL, NULL, "out of memory");
+  PGresult *r = PQexec(c->pg, sql);
+  if (PQresultStatus(r) != PGRES_COPY_IN) {
+    st = PQresultStatus(r) == PGRES_FATAL_ERROR
+             ? fail_result(c, r, err)
+             : fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                    "pg: not a COPY ... FROM STDIN statement");
+    PQclear(r);
+    /* Anything but COPY IN that still runs (COPY TO STDOUT) is drained. */
+    while ((r = PQgetResult(c->pg)) != NULL)
+      PQclear(r);
+    return st;
+  }
+  PQclear(r);
+  perfc_counter_inc(c->pool->t[c->target].c_queries);
+  c->in_copy = 1;
+  c->copy_len = 0;
+  c->copy_fail = PERFC_STATUS_OK;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code copy_flush(perfc_pg_conn *c, perfc_pg_error *err) {
+  if (c->copy_len == 0)
+    return PERFC_STATUS_OK;
+  if (PQputCopyData(c->pg, c->copy_buf, (int)c->copy_len) != 1)
+    return fail_result(c, NULL, err);
+  c->copy_len = 0;
+  return PERFC_STATUS_OK;
+}
+
+/* Appends to the COPY buffer, flushing whole chunks as they fill. */
+static perfc_status_code copy_put(perfc_pg_conn *c, const char *s, size_t n,
+                                  perfc_pg_error *err) {
+  while (n) {
+    size_t room = COPY_CHUNK - c->copy_len;
+    size_t k = n < room ? n : room;
+    memcpy(c->copy_buf + c->copy_len, s, k);
+    c->copy_len += k;
+    s += k;
+    n -= k;
+    if (c->copy_len == COPY_CHUNK) {
+      perfc_status_code st = copy_flush(c, err);
+      if (st != PERFC_STATUS_OK)
+        return st;
+    }
+  }
+  return PERFC_STATUS_OK;
+}
+
+perfc_status_code perfc_pg_copy_row(perfc_pg_conn *c, const perfc_slice *f,
+                                    size_t n, perfc_pg_error *err) {
+  err_clear(err);
+  if (!c || !c->in_copy)
+    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: no COPY in progress");
+  if (c->copy_fail != PERFC_STATUS_OK) {
+    if (err)
+      *err = c->copy_err;
+    return c->copy_fail;
+  }
+  if (n && !f)
+    return fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL fields");
+  perfc_status_code st = PERFC_STATUS_OK;
+  for (size_t i = 0; i < n && st == PERFC_STATUS_OK; i++) {
+    if (i)
+      st = copy_put(c, "\t", 1, err);
+    if (st != PERFC_STATUS_OK)
+      break;
+    if (!f[i].base) {
+      st = copy_put(c, "\\N", 2, err);
+      continue;
+    }
+    /* COPY text format: backslash starts an escape, tab separates fields,
+     * newline and carriage return end rows. Those four are escaped; every
+     * other byte (UTF-8 included) passes unchanged. Runs without special
+     * bytes are copied in one piece. */
+    const char *s = (const char *)f[i].base;
+    size_t start = 0;
+    for (size_t j = 0; j < f[i].len && st == PERFC_STATUS_OK; j++) {
+      const char *esc;
+      switch (s[j]) {
+      case '\\':
+        esc = "\\\\";
+        break;
+      case '\t':
+        esc = "\\t";
+        break;
+      case '\n':
+        esc = "\\n";
+        break;
+      case '\r':
+        esc = "\\r";
+        break;
+      case '\0':
+        st = fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                  "pg: COPY field %zu contains a NUL byte", i);
+        continue;
+      default:
+        continue;
+      }
+      if ((st = copy_put(c, s + start, j - start, err)) == PERFC_STATUS_OK)
+        st = copy_put(c, esc, 2, err);
+      start = j + 1;
+    }
+    if (st == PERFC_STATUS_OK)
+      st = copy_put(c, s + start, f[i].len - start, err);
+  }
+  if (st == PERFC_STATUS_OK)
+    st = copy_put(c, "\n", 1, err);
+  if (st != PERFC_STATUS_OK) {
+    /* A half-written row cannot be taken back: the COPY is spoiled and
+     * perfc_pg_copy_end() will abort it. */
+    c->copy_fail = st;
+    if (err)
+      c->copy_err = *err;
+    else
+      fail(NULL, &c->copy_err, st, NULL, "pg: COPY row failed");
+  }
+  return st;
+}
+
+perfc_status_code perfc_pg_copy_end(perfc_pg_conn *c, uint64_t *rows,
+                                    perfc_pg_error *err) {
+  err_clear(err);
+  if (rows)
+    *rows = 0;
+  if (!c || !c->in_copy)
+    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+                "pg: no COPY in progress");
+  perfc_status_code st = c->copy_fail;
+  if (st == PERFC_STATUS_OK)
+    st = copy_flush(c, err);
+  else if (err)
+    *err = c->copy_err;
+  c->in_copy = 0;
+  c->copy_len = 0;
+  if (c->broken)
+    return st;
+  const char *abort_msg =
+      st == PERFC_STATUS_OK
+          ? NULL
+          : "aborted by the client (perfc_pg_copy_row failed)";
+  if (PQputCopyEnd(c->pg, abort_msg) != 1) {
+    perfc_status_code st2 = fail_result(c, NULL, err);
+    return st == PERFC_STATUS_OK ? st2 : st;
+  }
+  PGresult *r;
+  int first = 1;
+  while ((r = PQgetResult(c->pg)) != NULL) {
+    if (first && st == PERFC_STATUS_OK) {
+      if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        if (rows)
+          *rows = strtoull(PQcmdTuples(r), NULL, 10);
+      } else {
+        st = fail_result(c, r, err);
+      }
+    }
+    first = 0;
+    PQclear(r);
+  }
+  return st;
+}
+
+/* ---- results ---- */
+
+/* A perfc_pg_result * is a PGresult *: no wrapper, no extra allocation. */
+#define PGR(r) ((const PGresult *)(r))
+
+size_t perfc_pg_result_rows(const perfc_pg_result *r) {
+  return r ? (size_t)PQntuples(PGR(r)) : 0;
+}
+
+size_t perfc_pg_result_cols(const perfc_pg_result *r) {
+  return r ? (size_t)PQnfields(PGR(r)) : 0;
+}
+
+uint64_t perfc_pg_result_affected(const perfc_pg_result *r) {
+  if (!r)
+    return 0;
+  const char *s = PQcmdTuples((PGresult *)PGR(r));
+  return s && *s ? strtoull(s, NULL, 10) : 0;
+}
+
+int perfc_pg_result_col(const perfc_pg_result *r, const char *name) {
+  return r && name ? PQfnumber(PGR(r), name) : -1;
+}
+
+static int in_range(const perfc_pg_result *r, size_t row, size_t col) {
+  return r && row < (size_t)PQntuples(PGR(r)) &&
+         col < (size_t)PQnfields(PGR(r));
+}
+
+int perfc_pg_result_is_null(const perfc_pg_result *r, size_t row, size_t col) {
+  return !in_range(r, row, col) || PQgetisnull(PGR(r), (int)row, (int)col);
+}
+
+const char *perfc_pg_result_text(const perfc_pg_result *r, size_t row,
+                                 size_t col) {
+  if (perfc_pg_result_is_null(r, row, col))
+    return NULL;
+  return PQgetvalue(PGR(r), (int)row, (int)col);
+}
+
+size_t perfc_pg_result_len(const perfc_pg_result *r, size_t row, size_t col) {
+  if (perfc_pg_result_is_null(r, row, col))
+    return 0;
+  return (size_t)PQgetlength(PGR(r), (int)row, (int)col);
+}
+
+int perfc_pg_result_int64(const perfc_pg_result *r, size_t row, size_t col,
+                          int64_t *out) {
+  const char *s = perfc_pg_result_text(r, row, col);
+  if (!s)
+    return PERFC_ENOENT;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end)
+    return PERFC_EPARSE;
+  *out = v;
+  return 0;
+}
+
+int perfc_pg_result_bool(const perfc_pg_result *r, size_t row, size_t col,
+                         int *out) {
+  const char *s = perfc_pg_result_text(r, row, col);
+  if (!s)
+    return PERFC_ENOENT;
+  if (strcmp(s, "t") == 0)
+    *out = 1;
+  else if (strcmp(s, "f") == 0)
+    *out = 0;
+  else
+    return PERFC_EPARSE;
+  return 0;
+}
+
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
+int perfc_pg_result_bytea(const perfc_pg_result *r, size_t row, size_t col,
+                          perfc_arena *arena, perfc_slice *out) {
+  const char *s = perfc_pg_result_text(r, row, col);
+  if (!s)
+    return PERFC_ENOENT;
+  if (!arena || !out)
+    return PERFC_EINVAL;
+  size_t n = perfc_pg_result_len(r, row, col);
+  if (n >= 2 && s[0] == '\\' && s[1] == 'x') {
+    /* The hex format (the server default since 9.0), decoded straight
+     * into the arena. */
+    if ((n - 2) % 2)
+      return PERFC_EPARSE;
+    uint8_t *b = perfc_arena_alloc(arena, (n - 2) / 2);
+    if (!b)
+      return PERFC_ENOMEM;
+    for (size_t i = 2, k = 0; i < n; i += 2, k++) {
+      int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+      if (hi < 0 || lo < 0)
+        return PERFC_EPARSE;
+      b[k] = (uint8_t)(hi << 4 | lo);
+    }
+    out->base = b;
+    out->len = (n - 2) / 2;
+    return 0;
+  }
+  /* bytea_output = 'escape': let libpq decode, then move into the arena. */
+  size_t len;
+  unsigned char *u = PQunescapeBytea((const unsigned char *)s, &len);
+  if (!u)
+    return PERFC_ENOMEM;
+  uint8_t *b = perfc_arena_alloc(arena, len);
+  if (b)
+    memcpy(b, u, len);
+  PQfreemem(u);
+  if (!b)
+    return PERFC_ENOMEM;
+  out->base = b;
+  out->len = len;
+  return 0;
+}
+
+char *perfc_pg_result_strdup(const perfc_pg_result *r, size_t row, size_t col,
+                             perfc_arena *arena) {
+  const char *s = perfc_pg_result_text(r, row, col);
+  if (!s || !arena)
+    return NULL;
+  return perfc_arena_strndup(arena, s, perfc_pg_result_len(r, row, col));
+}
+
+void perfc_pg_result_free(perfc_pg_result *r) {
+  if (r)
+    PQclear((PGresult *)r);
+}

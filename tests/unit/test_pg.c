@@ -1,0 +1,800 @@
+/* test_pg.c — runtime/src/pg.c against real PostgreSQL servers.
+ *
+ * Room: tests/unit. Before any test runs, a report hook starts two throwaway
+ * clusters with scripts/pg-up in temp directories: "primary" and a second,
+ * independent cluster standing in for a read replica (routing is all the
+ * pool decides, so replication itself is not needed to test it). Both are
+ * stopped and removed after the last test. Tests run one at a time
+ * (ctest passes --jobs 1); each uses its own tables. */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <netinet/in.h>
+#include <perfc/pg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The repository root, from this file's absolute path (CMake compiles with
+ * absolute paths); PERFC_SOURCE_DIR overrides. */
+static const char *src_root(void) {
+  static char root[1024];
+  const char *env = getenv("PERFC_SOURCE_DIR");
+  if (env)
+    return env;
+  snprintf(root, sizeof root, "%s", __FILE__);
+  char *p = strstr(root, "/tests/unit/test_pg.c");
+  if (p)
+    *p = '\0';
+  return root;
+}
+
+/* Runs scripts/pg-up DIR DB and returns its DSN (last stdout line). */
+static int pg_up(const char *dir, const char *db, char *dsn, size_t n) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up %s %s 2>&1", src_root(), dir, db);
+  FILE *f = popen(cmd, "r");
+  if (!f)
+    return -1;
+  char line[1024];
+  dsn[0] = '\0';
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    snprintf(dsn, n, "%s", line);
+  }
+  return pclose(f) == 0 && strncmp(dsn, "host=", 5) == 0 ? 0 : -1;
+}
+
+static char g_dir[2][256];
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+  (void)set;
+  static const char *const roles[2] = {"PERFC_TEST_PG_DSN",
+                                       "PERFC_TEST_PG_REPLICA_DSN"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(g_dir[i], sizeof g_dir[i], "/tmp/perfc-test-pg-XXXXXX");
+    char dsn[1024];
+    if (!mkdtemp(g_dir[i]) ||
+        pg_up(g_dir[i], i ? "replica" : "app", dsn, sizeof dsn) != 0) {
+      setenv("PERFC_TEST_PG_FAILED", dsn, 1);
+      return;
+    }
+    /* The test processes criterion starts inherit the environment. */
+    setenv(roles[i], dsn, 1);
+    setenv(i ? "PERFC_TEST_PG_REPLICA_DIR" : "PERFC_TEST_PG_DIR", g_dir[i], 1);
+  }
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+  (void)stats;
+  for (int i = 0; i < 2; i++)
+    if (g_dir[i][0]) {
+      char cmd[2048];
+      snprintf(cmd, sizeof cmd, "%s/scripts/pg-down --rm %s >/dev/null 2>&1",
+               src_root(), g_dir[i]);
+      if (system(cmd) != 0)
+        fprintf(stderr, "test_pg: pg-down %s failed\n", g_dir[i]);
+    }
+}
+
+static const char *dsn(void) {
+  const char *failed = getenv("PERFC_TEST_PG_FAILED");
+  cr_assert_null(failed, "scripts/pg-up failed: %s", failed ? failed : "");
+  const char *d = getenv("PERFC_TEST_PG_DSN");
+  cr_assert_not_null(d, "no PERFC_TEST_PG_DSN");
+  return d;
+}
+
+static perfc_pg_pool *new_pool(perfc_registry *reg, unsigned max,
+                               int stmt_timeout_ms, unsigned acquire_ms) {
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = dsn();
+  o.registry = reg;
+  o.name = "test";
+  if (max)
+    o.max_conns = max;
+  if (stmt_timeout_ms)
+    o.statement_timeout_ms = stmt_timeout_ms;
+  if (acquire_ms)
+    o.acquire_timeout_ms = acquire_ms;
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  return p;
+}
+
+/* Runs parameterless SQL and asserts success. */
+static void must(perfc_pg_pool *p, const char *sql) {
+  perfc_pg_error e;
+  perfc_pg_query q = {.sql = sql};
+  perfc_status_code st = perfc_pg_exec(p, &q, NULL, &e);
+  cr_assert_eq(st, PERFC_STATUS_OK, "%s: %s %s", sql, e.sqlstate, e.message);
+}
+
+static int64_t count_rows(perfc_pg_pool *p, const char *sql) {
+  perfc_pg_query q = {.sql = sql, .flags = PERFC_PG_ONE};
+  perfc_pg_result *r;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  int64_t v = -1;
+  cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &v), 0);
+  perfc_pg_result_free(r);
+  return v;
+}
+
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+Test(pg, params_and_result_api) {
+  perfc_pg_pool *p = new_pool(NULL, 0, 0, 0);
+  must(p, "DROP TABLE IF EXISTS t_basic");
+  must(p, "CREATE TABLE t_basic (id bigint PRIMARY KEY, name text, ok bool, "
+          "blob bytea, n int)");
+  static const uint8_t blob[] = {0x00, 0xff, 0x5c, 0x0a, 0x80};
+  perfc_pg_param ins[] = {perfc_pg_int64(INT64_C(9007199254740993)),
+                          perfc_pg_text("zoë\t\"'; DROP TABLE t_basic; --"),
+                          perfc_pg_bool(1), perfc_pg_bytea(blob, sizeof blob),
+                          perfc_pg_null()};
+  perfc_pg_query q = {.name = "basic_ins",
+                      .sql = "INSERT INTO t_basic VALUES ($1, $2, $3, $4, $5)",
+                      .params = ins,
+                      .nparams = 5};
+  perfc_pg_result *r;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(perfc_pg_result_affected(r), 1);
+  perfc_pg_result_free(r);
+
+  perfc_pg_param key[] = {perfc_pg_int64(INT64_C(9007199254740993))};
+  perfc_pg_query sel = {
+      .name = "basic_sel",
+      .sql = "SELECT id, name, ok, blob, n FROM t_basic WHERE id = $1",
+      .params = key,
+      .nparams = 1,
+      .flags = PERFC_PG_ONE};
+  cr_assert_eq(perfc_pg_exec(p, &sel, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_eq(perfc_pg_result_rows(r), 1);
+  cr_assert_eq(perfc_pg_result_cols(r), 5);
+  cr_assert_eq(perfc_pg_result_col(r, "name"), 1);
+  cr_assert_eq(perfc_pg_result_col(r, "nope"), -1);
+  int64_t id;
+  cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &id), 0);
+  cr_assert_eq(id, INT64_C(9007199254740993));
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 1),
+                   "zoë\t\"'; DROP TABLE t_basic; --");
+  int ok = 0;
+  cr_assert_eq(perfc_pg_result_bool(r, 0, 2, &ok), 0);
+  cr_assert_eq(ok, 1);
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+  perfc_slice b;
+  cr_assert_eq(perfc_pg_result_bytea(r, 0, 3, a, &b), 0);
+  cr_assert_eq(b.len, sizeof blob);
+  cr_assert_eq(memcmp(b.base, blob, sizeof blob), 0);
+  cr_assert(perfc_pg_result_is_null(r, 0, 4));
+  cr_assert_null(perfc_pg_result_text(r, 0, 4));
+  cr_assert_eq(perfc_pg_result_int64(r, 0, 4, &id), PERFC_ENOENT);
+  cr_assert_eq(perfc_pg_result_int64(r, 0, 1, &id), PERFC_EPARSE);
+  cr_assert(perfc_pg_result_is_null(r, 5, 0)); /* out of range reads as NULL */
+  char *copy = perfc_pg_result_strdup(r, 0, 1, a);
+  perfc_pg_result_free(r); /* the arena copy outlives the result */
+  cr_assert_str_eq(copy, "zoë\t\"'; DROP TABLE t_basic; --");
+  perfc_arena_free(a);
+
+  /* The table survived the hostile text: values never become SQL. */
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_basic"), 1);
+  /* textn: a length-delimited, non-terminated string. */
+  const char buf[] = "abcdef";
+  perfc_pg_param tn[] = {perfc_pg_textn(buf, 3)};
+  perfc_pg_query qt = {.sql = "SELECT $1 || '!'", .params = tn, .nparams = 1};
+  cr_assert_eq(perfc_pg_exec(p, &qt, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "abc!");
+  perfc_pg_result_free(r);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, prepared_once_per_connection) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  perfc_pg_conn *c;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  for (int i = 0; i < 50; i++) {
+    perfc_pg_param prm[] = {perfc_pg_int64(i)};
+    perfc_pg_query q = {.name = "plus_one",
+                        .sql = "SELECT $1::bigint + 1",
+                        .params = prm,
+                        .nparams = 1};
+    perfc_pg_result *r;
+    cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s",
+                 e.message);
+    int64_t v;
+    cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &v), 0);
+    cr_assert_eq(v, i + 1);
+    perfc_pg_result_free(r);
+  }
+  perfc_pg_query q = {.sql = "SELECT count(*) FROM pg_prepared_statements "
+                             "WHERE name = 'plus_one'"};
+  perfc_pg_result *r;
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "1");
+  perfc_pg_result_free(r);
+  perfc_pg_release(c);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, unique_violation_is_already_exists) {
+  perfc_pg_pool *p = new_pool(NULL, 0, 0, 0);
+  must(p, "DROP TABLE IF EXISTS t_uniq");
+  must(p, "CREATE TABLE t_uniq (k text PRIMARY KEY)");
+  perfc_pg_param k[] = {perfc_pg_text("dup")};
+  perfc_pg_query q = {.name = "uniq_ins",
+                      .sql = "INSERT INTO t_uniq VALUES ($1)",
+                      .params = k,
+                      .nparams = 1};
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(e.code, PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_str_eq(e.sqlstate, "23505");
+  cr_assert(strstr(e.message, "duplicate key") != NULL, "%s", e.message);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, no_row_is_not_found_and_bad_input_is_invalid_argument) {
+  perfc_pg_pool *p = new_pool(NULL, 0, 0, 0);
+  perfc_pg_query q = {.sql = "SELECT 1 WHERE false", .flags = PERFC_PG_ONE};
+  perfc_pg_result *r = (perfc_pg_result *)1;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_NOT_FOUND);
+  cr_assert_null(r);
+  cr_assert_str_eq(e.sqlstate, "");
+  /* Without PERFC_PG_ONE, zero rows is a fine answer. */
+  q.flags = 0;
+  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_result_rows(r), 0);
+  perfc_pg_result_free(r);
+
+  perfc_pg_param bad[] = {perfc_pg_text("not a number")};
+  perfc_pg_query qi = {.sql = "SELECT $1::int", .params = bad, .nparams = 1};
+  cr_assert_eq(perfc_pg_exec(p, &qi, NULL, &e), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_str_eq(e.sqlstate, "22P02");
+  perfc_pg_query qz = {.sql = "SELECT 1/0"};
+  cr_assert_eq(perfc_pg_exec(p, &qz, NULL, &e), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_str_eq(e.sqlstate, "22012");
+  perfc_pg_query qs = {.sql = "SELEKT 1"};
+  cr_assert_eq(perfc_pg_exec(p, &qs, NULL, &e), PERFC_STATUS_INTERNAL);
+  cr_assert_str_eq(e.sqlstate, "42601");
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, sqlstate_mapping) {
+  cr_assert_eq(perfc_pg_status_from_sqlstate("23505"),
+               PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("57014"),
+               PERFC_STATUS_DEADLINE_EXCEEDED);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("22001"),
+               PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("08006"),
+               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("57P01"),
+               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("40001"), PERFC_STATUS_ABORTED);
+  cr_assert_eq(perfc_pg_status_from_sqlstate("23503"), PERFC_STATUS_INTERNAL);
+  cr_assert_eq(perfc_pg_status_from_sqlstate(""), PERFC_STATUS_INTERNAL);
+  cr_assert_eq(perfc_pg_status_from_sqlstate(NULL), PERFC_STATUS_INTERNAL);
+}
+
+Test(pg, statement_timeout_is_deadline_exceeded) {
+  /* Pool-wide timeout. */
+  perfc_pg_pool *p = new_pool(NULL, 1, 200, 0);
+  perfc_pg_query q = {.name = "sleep",
+                      .sql = "SELECT pg_sleep($1::float8)",
+                      .params = (perfc_pg_param[]){perfc_pg_text("3")},
+                      .nparams = 1};
+  perfc_pg_error e;
+  double t0 = mono_s();
+  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED,
+               "%s", e.message);
+  cr_assert_lt(mono_s() - t0, 2.0);
+  cr_assert_str_eq(e.sqlstate, "57014");
+  /* The connection survives a cancelled statement. */
+  must(p, "SELECT 1");
+  perfc_pg_pool_free(p);
+
+  /* Per-call override on a pool whose default is long. */
+  p = new_pool(NULL, 1, 0, 0);
+  q.timeout_ms = 100;
+  t0 = mono_s();
+  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED);
+  cr_assert_lt(mono_s() - t0, 2.0);
+  /* The next call without override has the pool default back. */
+  perfc_pg_query q2 = {.name = "sleep",
+                       .sql = q.sql,
+                       .params = (perfc_pg_param[]){perfc_pg_text("0.3")},
+                       .nparams = 1};
+  cr_assert_eq(perfc_pg_exec(p, &q2, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  perfc_pg_query show = {.sql = "SHOW statement_timeout"};
+  perfc_pg_result *r;
+  cr_assert_eq(perfc_pg_exec(p, &show, &r, &e), PERFC_STATUS_OK);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "30s");
+  perfc_pg_result_free(r);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, pool_exhaustion_times_out_acquire) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_pg_pool *p = new_pool(reg, 2, 0, 200);
+  perfc_pg_conn *a, *b, *c = NULL;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &a, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_eq(perfc_pg_acquire(p, 0, &b, &e), PERFC_STATUS_OK);
+  double t0 = mono_s();
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_RESOURCE_EXHAUSTED);
+  double waited = mono_s() - t0;
+  cr_assert_geq(waited, 0.19);
+  cr_assert_lt(waited, 1.0);
+  cr_assert_null(c);
+  cr_assert(strstr(e.message, "exhausted") != NULL, "%s", e.message);
+
+  char *text;
+  size_t len;
+  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 2"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_errors_total{pool=\"test\",kind=\"acquire_timeout\"} 1"),
+      "%s", text);
+  cr_assert(
+      strstr(text, "perfc_pg_acquire_wait_seconds_count{pool=\"test\"} 3"),
+      "%s", text);
+  free(text);
+
+  perfc_pg_release(b);
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(c, b); /* the idle connection is reused, not a new one */
+  perfc_pg_release(c);
+  perfc_pg_release(a);
+  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_idle{pool=\"test\",target=\"primary\"} 2"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 0"),
+      "%s", text);
+  free(text);
+  perfc_pg_pool_free(p);
+  perfc_registry_free(reg);
+}
+
+typedef struct tx_case {
+  int fail_after_insert;
+  int swallow_error;
+} tx_case;
+
+static perfc_status_code tx_body(perfc_pg_conn *c, void *ud,
+                                 perfc_pg_error *err) {
+  tx_case *tc = ud;
+  perfc_pg_query q = {.name = "tx_ins",
+                      .sql = "INSERT INTO t_tx VALUES ($1)",
+                      .params = (perfc_pg_param[]){perfc_pg_int64(1)},
+                      .nparams = 1};
+  perfc_status_code st = perfc_pg_conn_exec(c, &q, NULL, err);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  if (tc->swallow_error) {
+    perfc_pg_error ignored;
+    perfc_pg_query bad = {.sql = "SELECT 1/0"};
+    perfc_pg_conn_exec(c, &bad, NULL, &ignored);
+    return PERFC_STATUS_OK;
+  }
+  if (tc->fail_after_insert)
+    return PERFC_STATUS_FAILED_PRECONDITION;
+  return perfc_pg_conn_exec(c, &q, NULL, err); /* duplicate: must roll back */
+}
+
+static perfc_status_code tx_ok(perfc_pg_conn *c, void *ud,
+                               perfc_pg_error *err) {
+  (void)ud;
+  perfc_pg_query q = {.sql = "INSERT INTO t_tx VALUES (2), (3)"};
+  return perfc_pg_conn_exec(c, &q, NULL, err);
+}
+
+Test(pg, transaction_commits_or_rolls_back) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  must(p, "DROP TABLE IF EXISTS t_tx");
+  must(p, "CREATE TABLE t_tx (id bigint PRIMARY KEY)");
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_tx(p, tx_ok, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
+
+  tx_case dup = {0, 0};
+  cr_assert_eq(perfc_pg_tx(p, tx_body, &dup, &e), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_str_eq(e.sqlstate, "23505");
+  tx_case app_fail = {1, 0};
+  cr_assert_eq(perfc_pg_tx(p, tx_body, &app_fail, &e),
+               PERFC_STATUS_FAILED_PRECONDITION);
+  tx_case swallow = {0, 1};
+  cr_assert_eq(perfc_pg_tx(p, tx_body, &swallow, &e), PERFC_STATUS_ABORTED);
+  /* None of the three left a row behind, and the connection is clean. */
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx WHERE id = 1"), 0);
+
+  /* A connection released mid-transaction is rolled back, not leaked. */
+  perfc_pg_conn *c;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  perfc_pg_query b = {.sql = "BEGIN"},
+                 ins = {.sql = "INSERT INTO t_tx VALUES (9)"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &ins, NULL, &e), PERFC_STATUS_OK);
+  perfc_pg_release(c);
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, pipeline_batch_of_1000_inserts) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  must(p, "DROP TABLE IF EXISTS t_batch");
+  must(p, "CREATE TABLE t_batch (id bigint PRIMARY KEY, v text)");
+  enum { N = 1000 };
+  static perfc_pg_param prm[N][2];
+  static perfc_pg_query qs[N];
+  static char txt[N][32];
+  for (int i = 0; i < N; i++) {
+    snprintf(txt[i], sizeof txt[i], "row %d", i);
+    prm[i][0] = perfc_pg_int64(i);
+    prm[i][1] = perfc_pg_text(txt[i]);
+    qs[i] = (perfc_pg_query){.name = "batch_ins",
+                             .sql = "INSERT INTO t_batch VALUES ($1, $2)",
+                             .params = prm[i],
+                             .nparams = 2};
+  }
+  perfc_pg_conn *c;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  double t0 = mono_s();
+  cr_assert_eq(perfc_pg_batch(c, qs, N, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_log_info("pipeline: %d inserts in %.1f ms", N, (mono_s() - t0) * 1e3);
+  perfc_pg_release(c);
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch"), N);
+  cr_assert_eq(
+      count_rows(p, "SELECT count(*) FROM t_batch WHERE v = 'row ' || id"), N);
+
+  /* A failure in the middle undoes the whole batch and names the query. */
+  must(p, "TRUNCATE t_batch");
+  prm[500][0] = perfc_pg_int64(499);
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_batch(c, qs, N, &e), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(e.index, 500);
+  cr_assert_str_eq(e.sqlstate, "23505");
+  /* The connection is usable afterwards (out of pipeline mode). */
+  perfc_pg_query one = {.sql = "SELECT 1"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &one, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  perfc_pg_release(c);
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch"), 0);
+  perfc_pg_pool_free(p);
+}
+
+/* Row i's tricky text: every COPY special character, a NUL-free control
+ * character, multi-byte UTF-8 (2, 3 and 4 bytes), and "\N" as literal
+ * text, which must not turn into NULL. */
+static int tricky(char *buf, size_t n, int i) {
+  static const char *const parts[] = {
+      "tab\there", "nl\nthere",   "cr\rthere",   "back\\slash",
+      "\\N",       "\\t literal", "ünïcødé ✓ 🐘", "\x01\x1f ctl",
+      "",          "end\\"};
+  return snprintf(buf, n, "%d|%s|%s", i, parts[i % 10], parts[(i / 10) % 10]);
+}
+
+Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  must(p, "DROP TABLE IF EXISTS t_copy");
+  must(p, "CREATE TABLE t_copy (id bigint, body text, maybe text)");
+  enum { N = 100000 };
+  perfc_pg_conn *c;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(
+      perfc_pg_copy_begin(c, "COPY t_copy (id, body, maybe) FROM STDIN", &e),
+      PERFC_STATUS_OK, "%s", e.message);
+  double t0 = mono_s();
+  for (int i = 0; i < N; i++) {
+    char id[16], body[128];
+    int il = snprintf(id, sizeof id, "%d", i);
+    int bl = tricky(body, sizeof body, i);
+    perfc_slice f[3] = {{(const uint8_t *)id, (size_t)il},
+                        {(const uint8_t *)body, (size_t)bl},
+                        {i % 3 ? (const uint8_t *)"x" : NULL, i % 3 ? 1u : 0u}};
+    cr_assert_eq(perfc_pg_copy_row(c, f, 3, &e), PERFC_STATUS_OK, "%s",
+                 e.message);
+  }
+  uint64_t rows = 0;
+  cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_log_info("copy: %d rows in %.1f ms", N, (mono_s() - t0) * 1e3);
+  cr_assert_eq(rows, N);
+
+  perfc_pg_query q = {.sql = "SELECT id, body, maybe FROM t_copy ORDER BY id"};
+  perfc_pg_result *r;
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_eq(perfc_pg_result_rows(r), N);
+  for (int i = 0; i < N; i++) {
+    char body[128];
+    int bl = tricky(body, sizeof body, i);
+    int64_t id;
+    cr_assert_eq(perfc_pg_result_int64(r, i, 0, &id), 0);
+    cr_assert_eq(id, i);
+    cr_assert_eq(perfc_pg_result_len(r, i, 1), (size_t)bl, "row %d", i);
+    cr_assert_eq(memcmp(perfc_pg_result_text(r, i, 1), body, bl), 0, "row %d",
+                 i);
+    cr_assert_eq(perfc_pg_result_is_null(r, i, 2), i % 3 == 0, "row %d", i);
+  }
+  perfc_pg_result_free(r);
+
+  /* A NUL byte cannot travel in text: the row is refused and the COPY is
+   * aborted, so nothing of it lands. */
+  cr_assert_eq(perfc_pg_copy_begin(c, "COPY t_copy (id, body) FROM STDIN", &e),
+               PERFC_STATUS_OK);
+  perfc_slice good[2] = {{(const uint8_t *)"1", 1}, {(const uint8_t *)"ok", 2}};
+  perfc_slice bad[2] = {{(const uint8_t *)"2", 1},
+                        {(const uint8_t *)"a\0b", 3}};
+  cr_assert_eq(perfc_pg_copy_row(c, good, 2, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_copy_row(c, bad, 2, &e), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_INVALID_ARGUMENT);
+  perfc_pg_query cnt = {.sql = "SELECT count(*) FROM t_copy"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &cnt, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "100000");
+  perfc_pg_result_free(r);
+  perfc_pg_release(c);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, recovers_after_server_restart, .timeout = 120) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_pg_pool *p = new_pool(reg, 4, 0, 0);
+  /* Fill the pool with three idle, prepared connections. */
+  perfc_pg_conn *c[3];
+  perfc_pg_error e;
+  perfc_pg_query q = {.name = "restart_sel",
+                      .sql = "SELECT $1::bigint * 2",
+                      .params = (perfc_pg_param[]){perfc_pg_int64(21)},
+                      .nparams = 1,
+                      .flags = PERFC_PG_ONE};
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(perfc_pg_acquire(p, 0, &c[i], &e), PERFC_STATUS_OK, "%s",
+                 e.message);
+    cr_assert_eq(perfc_pg_conn_exec(c[i], &q, NULL, &e), PERFC_STATUS_OK);
+  }
+  for (int i = 0; i < 3; i++)
+    perfc_pg_release(c[i]);
+
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up --restart %s app >/dev/null",
+           src_root(), getenv("PERFC_TEST_PG_DIR"));
+  cr_assert_eq(system(cmd), 0, "pg-up --restart failed");
+
+  /* The failing call reports UNAVAILABLE; the next one works, on a new
+   * connection where the statement is prepared again. */
+  perfc_pg_result *r;
+  perfc_status_code st = perfc_pg_exec(p, &q, &r, &e);
+  cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE, "got %s: %s",
+               perfc_status_name(st), e.message);
+  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "42");
+  perfc_pg_result_free(r);
+  for (int i = 0; i < 20; i++)
+    cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK, "%s",
+                 e.message);
+
+  char *text;
+  size_t len;
+  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_errors_total{pool=\"test\",kind=\"unavailable\"} 1"),
+      "%s", text);
+  free(text);
+  perfc_pg_pool_free(p);
+  perfc_registry_free(reg);
+}
+
+Test(pg, unreachable_server_is_unavailable) {
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = "host=127.0.0.1 port=1 user=postgres dbname=nope";
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0); /* lazy: no connection yet */
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_UNAVAILABLE);
+  cr_assert(strstr(e.message, "cannot connect") != NULL, "%s", e.message);
+  perfc_pg_query q = {.sql = "SELECT 1"};
+  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_UNAVAILABLE);
+  perfc_pg_pool_free(p);
+  cr_assert_eq(perfc_pg_pool_new(&p, NULL), PERFC_EINVAL);
+}
+
+Test(pg, read_calls_go_to_the_replica) {
+  const char *replica = getenv("PERFC_TEST_PG_REPLICA_DSN");
+  cr_assert_not_null(replica);
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = dsn();
+  o.replica_dsn = replica;
+  o.registry = reg;
+  o.name = "routed";
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  perfc_pg_query who = {.name = "who", .sql = "SELECT current_database()"};
+  perfc_pg_result *r;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
+  perfc_pg_result_free(r);
+  who.flags = PERFC_PG_READ;
+  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "replica");
+  perfc_pg_result_free(r);
+  cr_assert_eq(perfc_pg_ping(p, PERFC_PG_READ, &e), PERFC_STATUS_OK);
+  /* Transactions always run on the primary. */
+  char *text;
+  size_t len;
+  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_queries_total{pool=\"routed\",target=\"replica\"} 1"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_queries_total{pool=\"routed\",target=\"primary\"} 1"),
+      "%s", text);
+  cr_assert(
+      strstr(text,
+             "perfc_pg_connections_idle{pool=\"routed\",target=\"replica\"} 1"),
+      "%s", text);
+  free(text);
+  perfc_pg_pool_free(p);
+
+  /* Without a replica, READ calls run on the primary. */
+  o.replica_dsn = NULL;
+  o.name = "unrouted";
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
+  perfc_pg_result_free(r);
+  perfc_pg_pool_free(p);
+  perfc_registry_free(reg);
+}
+
+typedef struct worker_arg {
+  perfc_pg_pool *pool;
+  int ok, failed;
+} worker_arg;
+
+static void *worker(void *arg) {
+  worker_arg *w = arg;
+  for (int i = 0; i < 200; i++) {
+    perfc_pg_query q = {.name = "conc",
+                        .sql = "SELECT $1::bigint",
+                        .params = (perfc_pg_param[]){perfc_pg_int64(i)},
+                        .nparams = 1};
+    perfc_pg_result *r;
+    if (perfc_pg_exec(w->pool, &q, &r, NULL) == PERFC_STATUS_OK) {
+      int64_t v = -1;
+      perfc_pg_result_int64(r, 0, 0, &v);
+      w->ok += v == i;
+      perfc_pg_result_free(r);
+    } else {
+      w->failed++;
+    }
+  }
+  return NULL;
+}
+
+Test(pg, eight_threads_share_three_connections) {
+  perfc_pg_pool *p = new_pool(NULL, 3, 0, 5000);
+  pthread_t th[8];
+  worker_arg w[8];
+  for (int i = 0; i < 8; i++) {
+    w[i] = (worker_arg){p, 0, 0};
+    pthread_create(&th[i], NULL, worker, &w[i]);
+  }
+  for (int i = 0; i < 8; i++) {
+    pthread_join(th[i], NULL);
+    cr_assert_eq(w[i].ok, 200);
+    cr_assert_eq(w[i].failed, 0);
+  }
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, session_state_changes_behind_the_cache) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  perfc_pg_conn *c;
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  perfc_pg_query q = {.name = "cached", .sql = "SELECT 7"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK);
+  /* Someone drops every prepared statement: one call fails (26000), the
+   * cache is forgotten, the next call prepares again. */
+  perfc_pg_query dealloc = {.sql = "DEALLOCATE ALL"};
+  cr_assert_eq(perfc_pg_conn_exec(c, &dealloc, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_INTERNAL);
+  cr_assert_str_eq(e.sqlstate, "26000");
+  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK, "%s",
+               e.message);
+
+  /* A per-call timeout set inside the caller's own transaction is undone
+   * by its ROLLBACK; the pool notices and sets the default again. */
+  perfc_pg_query b = {.sql = "BEGIN"}, rb = {.sql = "ROLLBACK"};
+  perfc_pg_query in_tx = {.sql = "SELECT 1", .timeout_ms = 1234};
+  perfc_pg_query show = {.sql = "SHOW statement_timeout"};
+  perfc_pg_query show_override = {.sql = "SHOW statement_timeout",
+                                  .timeout_ms = 1234};
+  perfc_pg_result *r;
+  cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &in_tx, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &rb, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_conn_exec(c, &show_override, &r, &e), PERFC_STATUS_OK);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "1234ms");
+  perfc_pg_result_free(r);
+  cr_assert_eq(perfc_pg_conn_exec(c, &show, &r, &e), PERFC_STATUS_OK);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "30s");
+  perfc_pg_result_free(r);
+  perfc_pg_release(c);
+  perfc_pg_pool_free(p);
+}
+
+Test(pg, connect_timeout_bounds_a_silent_server, .timeout = 30) {
+  /* A listener that never accepts: the kernel completes the TCP handshake,
+   * then nobody answers the startup packet, so only connect_timeout ends
+   * the wait. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  cr_assert_eq(listen(fd, 16), 0);
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  char d[128];
+  snprintf(d, sizeof d, "host=127.0.0.1 port=%d user=postgres dbname=x",
+           ntohs(sa.sin_port));
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = d;
+  o.connect_timeout_s = 2;
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  perfc_pg_error e;
+  double t0 = mono_s();
+  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_UNAVAILABLE);
+  double waited = mono_s() - t0;
+  cr_assert_geq(waited, 1.5, "%.2f s", waited);
+  cr_assert_lt(waited, 5.0, "%.2f s", waited);
+  cr_assert(strstr(e.message, "timeout") != NULL, "%s", e.message);
+  perfc_pg_pool_free(p);
+  close(fd);
+}
