@@ -7,7 +7,7 @@
  * by bench/run against the C-core ceiling and the C++/Go peers. It must not
  * reach into runtime/src: whatever it costs, a user's service costs too.
  *
- * Usage: perfc-echo-server --listen HOST:PORT [--threads N]
+ * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT]
  *
  * With --metrics-listen the go-grpc-prometheus-compatible interceptor is on
@@ -43,13 +43,14 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
-             "[--metrics-listen HOST:PORT]\n");
+             "[--requests K] [--metrics-listen HOST:PORT]\n");
 }
 
 int main(int argc, char **argv) {
   const char *listen = NULL;
   const char *metrics_listen = NULL;
   long threads = 0;
+  long requests = 0; /* 0 = perfc's default */
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -71,6 +72,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "perfc-echo-server: bad --threads '%s'\n", v);
         return 2;
       }
+    } else if (!strcmp(a, "--requests")) {
+      char *end = NULL;
+      requests = strtol(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || requests < 1 || requests > 65536) {
+        fprintf(stderr, "perfc-echo-server: bad --requests '%s'\n", v);
+        return 2;
+      }
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
     } else {
@@ -86,6 +94,7 @@ int main(int argc, char **argv) {
   perfc_server_opts opts;
   perfc_server_opts_init(&opts);
   opts.threads = (unsigned)threads; /* 0 = one poller per core */
+  opts.requests_per_method = (unsigned)requests;
 
   perfc_server *srv = NULL;
   perfc_grpc_metrics *gm = NULL;
