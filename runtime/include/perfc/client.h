@@ -3,7 +3,7 @@
  *
  * A perfc_channel holds one or more grpc channels to one target, each made
  * distinct so that N really means N TCP connections; calls pick one
- * round-robin. Generated stubs (`pkg__svc__method_call()`) wrap
+ * round-robin. Generated stubs (`pkg__svc__method__call()`) wrap
  * perfc_channel_unary() with the method's types.
  *
  * Room: runtime public headers. A channel is thread-safe: share one across
