@@ -4,7 +4,7 @@
  * protoc-gen-perfc emits one perfc_service_desc per proto service, with one
  * perfc_method_desc per rpc, as static const data. Server and client both
  * read these tables; users normally only pass them along (the generated
- * `pkg__svc__register()` and `pkg__svc__method__call()` functions do).
+ * `pkg__svc__perfc_register()` and `pkg__svc__method__call()` functions do).
  *
  * Room: runtime public headers; the contract between generated code and the
  * runtime. Append fields only, never reorder: generated code initialises
