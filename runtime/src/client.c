@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void perfc_channel_opts_init(perfc_channel_opts *o) {
   memset(o, 0, sizeof *o);
@@ -300,11 +301,14 @@ void perfc_channel_free(perfc_channel *ch) {
   while (ch->outstanding > 0)
     pthread_cond_wait(&ch->async_cv, &ch->async_mu);
   pthread_mutex_unlock(&ch->async_mu);
-  if (ch->async_cq != NULL) {
-    grpc_completion_queue_shutdown(ch->async_cq);
-    pthread_join(ch->async_thread, NULL);
-    grpc_completion_queue_destroy(ch->async_cq);
+  for (unsigned i = 0; i < ch->npollers; i++) {
+    perfc__async_poller *p = &ch->pollers[i];
+    grpc_completion_queue_shutdown(p->cq);
+    pthread_join(p->thread, NULL);
+    grpc_completion_queue_destroy(p->cq);
+    perfc_arena_free(p->arena);
   }
+  free(ch->pollers);
   pthread_cond_destroy(&ch->async_cv);
   pthread_mutex_destroy(&ch->async_mu);
   for (unsigned i = 0; i < ch->n; i++)
@@ -616,6 +620,7 @@ uint32_t perfc__initial_md_flags(const perfc_call_opts *opts) {
 typedef struct async_call {
   perfc_tag tag; /* first: the queue hands us back this pointer */
   perfc_channel *ch;
+  perfc__async_poller *poller;
   const perfc_method_desc *m;
   perfc_unary_cb cb;
   void *user_data;
@@ -633,10 +638,10 @@ typedef struct async_call {
 } async_call;
 
 static void *async_poller(void *arg) {
-  perfc_channel *ch = arg;
+  perfc__async_poller *p = arg;
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(
-        ch->async_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        p->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
       return NULL;
     if (ev.type == GRPC_OP_COMPLETE) {
@@ -655,13 +660,16 @@ static void async_done(perfc_tag *t, int ok) {
   const char *msg = NULL;
   ProtobufCMessage *resp = NULL;
   if (code == PERFC_STATUS_OK) {
-    perfc_arena *tmp = NULL;
+    /* The response lives in this poller's arena, valid during the callback
+     * only (as documented): no malloc per completion. */
+    perfc_arena *arena = a->poller->arena;
+    perfc_arena_reset(arena);
     const uint8_t *data = NULL;
     size_t len = 0;
-    if (a->recv_bb != NULL && perfc_arena_new(&tmp, 0) == 0 &&
-        perfc__byte_buffer_flatten(a->recv_bb, tmp, &data, &len) == 0)
-      resp = protobuf_c_message_unpack(a->m->output, NULL, len, data);
-    perfc_arena_free(tmp);
+    ProtobufCAllocator al = perfc_arena_allocator(arena);
+    if (a->recv_bb != NULL &&
+        perfc__byte_buffer_flatten(a->recv_bb, arena, &data, &len) == 0)
+      resp = protobuf_c_message_unpack(a->m->output, &al, len, data);
     if (resp == NULL) {
       code = PERFC_STATUS_INTERNAL;
       snprintf(message, sizeof message, "%s: response missing or not a %s",
@@ -678,8 +686,6 @@ static void async_done(perfc_tag *t, int ok) {
   perfc__ic_after(ch, a->m, a->ic_state, a->ic_entered, code,
                   perfc__now_ns() - a->t0);
   a->cb(code, msg, resp, a->user_data);
-  if (resp != NULL)
-    protobuf_c_message_free_unpacked(resp, NULL);
 
   grpc_slice_unref(a->details);
   grpc_metadata_array_destroy(&a->initial_md);
@@ -696,26 +702,56 @@ static void async_done(perfc_tag *t, int ok) {
   pthread_mutex_unlock(&ch->async_mu);
 }
 
-/* Registers one more outstanding call, starting the poller on first use. */
-static int async_enter(perfc_channel *ch) {
+/* Starts the pollers, one per core (at most 8): a completion unpacks the
+ * response and runs the callback, so one thread would cap a busy client. */
+static int start_pollers(perfc_channel *ch) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned n = cores < 1 ? 1 : cores > 8 ? 8 : (unsigned)cores;
+  ch->pollers = calloc(n, sizeof *ch->pollers);
+  if (ch->pollers == NULL)
+    return PERFC_ENOMEM;
+  for (unsigned i = 0; i < n; i++) {
+    perfc__async_poller *p = &ch->pollers[i];
+    p->ch = ch;
+    if (perfc_arena_new(&p->arena, 0) != 0)
+      break;
+    p->cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&p->thread, NULL, async_poller, p) != 0) {
+      grpc_completion_queue_shutdown(p->cq);
+      grpc_completion_queue_destroy(p->cq);
+      perfc_arena_free(p->arena);
+      break;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "perfc-client%u", i % 100u);
+    pthread_setname_np(p->thread, name);
+    ch->npollers = i + 1;
+  }
+  if (ch->npollers == 0) {
+    free(ch->pollers);
+    ch->pollers = NULL;
+    return PERFC_ETHREAD;
+  }
+  return 0;
+}
+
+/* Registers one more outstanding call, starting the pollers on first use,
+ * and picks the poller for it. */
+static int async_enter(perfc_channel *ch, perfc__async_poller **out) {
   int rc = 0;
   pthread_mutex_lock(&ch->async_mu);
-  if (ch->closing) {
+  if (ch->closing)
     rc = PERFC_ESHUTDOWN;
-  } else if (ch->async_cq == NULL) {
-    ch->async_cq = grpc_completion_queue_create_for_next(NULL);
-    if (pthread_create(&ch->async_thread, NULL, async_poller, ch) != 0) {
-      grpc_completion_queue_shutdown(ch->async_cq);
-      grpc_completion_queue_destroy(ch->async_cq);
-      ch->async_cq = NULL;
-      rc = PERFC_ETHREAD;
-    } else {
-      pthread_setname_np(ch->async_thread, "perfc-client");
-    }
-  }
+  else if (ch->npollers == 0)
+    rc = start_pollers(ch);
   if (rc == 0)
     ch->outstanding++;
   pthread_mutex_unlock(&ch->async_mu);
+  if (rc == 0) {
+    unsigned i = atomic_fetch_add_explicit(&ch->next_poller, 1,
+                                           memory_order_relaxed);
+    *out = &ch->pollers[i % ch->npollers];
+  }
   return rc;
 }
 
@@ -747,7 +783,7 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
     free(a);
     return rc;
   }
-  rc = async_enter(ch);
+  rc = async_enter(ch, &a->poller);
   if (rc != 0) {
     perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
     free(a);
@@ -771,7 +807,7 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
     return 0;
   }
   perfc__ic_message(ch, m, a->ic_state, a->ic_entered, 1);
-  a->call = perfc__create_call(ch, m, ch->async_cq, opts);
+  a->call = perfc__create_call(ch, m, a->poller->cq, opts);
   a->send_bb = perfc__pack(req);
   grpc_metadata_array_init(&a->initial_md);
   grpc_metadata_array_init(&a->trailing_md);

@@ -23,15 +23,26 @@ struct perfc_channel {
   const perfc_client_interceptor *ics[PERFC_MAX_INTERCEPTORS];
   size_t nics;
 
-  /* Asynchronous calls: one next-type queue and poller thread, created on
-   * the first async call so purely synchronous users pay nothing. */
+  /* Asynchronous calls: one next-type queue and poller thread per core,
+   * created on the first async call so purely synchronous users pay
+   * nothing. Calls pick a poller round-robin. */
   pthread_mutex_t async_mu;
   pthread_cond_t async_cv; /* signalled when outstanding drops to zero */
-  grpc_completion_queue *async_cq;
-  pthread_t async_thread;
+  struct perfc__async_poller *pollers;
+  unsigned npollers;
+  atomic_uint next_poller;
   unsigned outstanding; /* async calls started and not yet called back */
   int closing;
 };
+
+/* One async completion queue, its thread, and the arena its completions
+ * unpack responses into (reset per completion: only this thread uses it). */
+typedef struct perfc__async_poller {
+  perfc_channel *ch;
+  grpc_completion_queue *cq;
+  pthread_t thread;
+  perfc_arena *arena;
+} perfc__async_poller;
 
 /* Builds core metadata from the call options (plus the per-call
  * compression override, so *count may exceed opts->metadata_count) into `stack` (or a malloc'd
