@@ -284,6 +284,32 @@ class Cases:
             self.assertEqual(wire_flags(self.server.port, "StreamingOutputCall", req), [1, 0])
 
 
+    # -- beyond the case list: server behaviour the cases do not reach
+    def test_half_duplex_answers_after_half_close(self):
+        reqs = _Requests()
+        call = self.duplex("HalfDuplexCall")(reqs, timeout=10)
+        reqs.put(self.out_request([10, 20]))
+        reqs.put(self.out_request([30]))
+        reqs.close()
+        self.assertEqual([len(r.payload.body) for r in call], [10, 20, 30])
+        req = self.out_request([5], response_status=self.status_request("after all"))
+        with self.assertRaises(grpc.RpcError) as e:
+            list(self.duplex("HalfDuplexCall")(iter([req]), timeout=10))
+        self.assertEqual((e.exception.code(), e.exception.details()),
+                         (grpc.StatusCode.UNKNOWN, "after all"))
+
+    def test_stream_first_uncompressed_stays_uncompressed(self):
+        """The encoding goes out with the headers: a stream whose first
+        message was sent plain cannot compress a later one."""
+        req = M["StreamingOutputCallRequest"](response_parameters=[
+            {"size": 100, "compressed": {"value": False}},
+            {"size": 200, "compressed": {"value": True}}])
+        got = [len(r.payload.body) for r in self.sout()(req, timeout=10)]
+        self.assertEqual(got, [100, 200])
+        if not self.TLS:
+            self.assertEqual(wire_flags(self.server.port, "StreamingOutputCall", req), [0, 0])
+
+
 class _Blocking:
     """A request iterator that never yields: the call stays open until
     cancelled."""
