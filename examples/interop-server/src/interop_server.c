@@ -17,6 +17,7 @@
 #include <perfc.h>
 #include <perfc/tls.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +48,8 @@ static perfc_status_code check_compressed(perfc_ctx *ctx,
     return PERFC_STATUS_OK;
   int was = perfc_ctx_message_compressed(ctx);
   if (was < 0) {
-    static int warned;
-    if (!warned) {
-      warned = 1;
+    static atomic_int warned; /* handlers run on several pool threads */
+    if (atomic_exchange(&warned, 1) == 0) {
       fprintf(stderr, "interop-server: this libgrpc cannot tell whether a request "
                       "was compressed; expect_compressed is not checked\n");
     }
