@@ -31,6 +31,7 @@ struct perfc_client_stream {
   int ended;       /* the server finished sending */
   int finished;    /* status received */
   int failed;      /* a batch failed: the call is over */
+  int no_compress; /* perfc_client_stream_compress(s, 0): GRPC_WRITE_NO_COMPRESS */
   atomic_int cancelled;
   grpc_status_code code;
   grpc_slice details;
@@ -67,9 +68,12 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   static const perfc_call_opts no_opts;
   if (opts == NULL)
     opts = &no_opts;
-  if (ch == NULL || m == NULL || out == NULL || m->kind == PERFC_METHOD_UNARY)
+  if (ch == NULL || m == NULL || out == NULL)
     return PERFC_EINVAL;
-  int server_stream = m->kind == PERFC_METHOD_SERVER_STREAM;
+  /* A unary method opened as a stream is a server stream of one response:
+   * the way to a unary call's response metadata. */
+  int server_stream = m->kind == PERFC_METHOD_SERVER_STREAM ||
+                      m->kind == PERFC_METHOD_UNARY;
   if (server_stream ? (req == NULL || req->descriptor != m->input) : req != NULL)
     return PERFC_EINVAL;
   perfc_client_stream *s = calloc(1, sizeof *s);
@@ -147,6 +151,7 @@ int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg
   grpc_byte_buffer *bb = perfc__pack(msg);
   op.op = GRPC_OP_SEND_MESSAGE;
   op.data.send_message.send_message = bb;
+  op.flags = s->no_compress ? GRPC_WRITE_NO_COMPRESS : 0;
   int ok = run_batch(s, &op, 1);
   grpc_byte_buffer_destroy(bb);
   if (!ok) {
@@ -154,6 +159,15 @@ int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg
     return PERFC_ESHUTDOWN;
   }
   perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 1);
+  return 0;
+}
+
+int perfc_client_stream_compress(perfc_client_stream *s, int enable) {
+  if (s == NULL)
+    return PERFC_EINVAL;
+  /* The encoding itself went out with the request headers; the core's
+   * per-message flag is all that can change afterwards. */
+  s->no_compress = !enable;
   return 0;
 }
 
@@ -237,23 +251,27 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
+  grpc_byte_buffer *bb = NULL;
+  int client_stream = s->m->kind == PERFC_METHOD_CLIENT_STREAM;
+  if (!client_stream && !s->ended && !s->failed) {
+    /* Unread messages are discarded: drain until the server's status. This
+     * comes before RECV_INITIAL_METADATA is claimed below: the drain's own
+     * receive asks for it, and a RECV_MESSAGE waits for initial metadata
+     * that nobody asked for forever. */
+    ProtobufCMessage *skip;
+    while (perfc_client_stream_recv(s, &skip) == 1)
+      ;
+  }
   if (!s->got_initial) {
     ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
     n++;
     s->got_initial = 1;
   }
-  grpc_byte_buffer *bb = NULL;
-  int client_stream = s->m->kind == PERFC_METHOD_CLIENT_STREAM;
   if (client_stream) {
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n].data.recv_message.recv_message = &bb;
     n++;
-  } else if (!s->ended && !s->failed) {
-    /* Unread messages are discarded: drain until the server's status. */
-    ProtobufCMessage *skip;
-    while (perfc_client_stream_recv(s, &skip) == 1)
-      ;
   }
   ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
   ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;

@@ -28,6 +28,7 @@
 #include "compression_internal.h"
 #include "tls_internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -85,6 +86,13 @@ struct perfc_ctx {
   atomic_int cancelled_flag;
   int initial_md_sent;
   md_list initial_md, trailing_md;
+  /* perfc_ctx_set_compression(): the algorithm chosen for this call's
+   * responses (when comp_set), the slot of its metadata entry in initial_md
+   * plus one, and whether later messages go out uncompressed. */
+  int comp_set;
+  grpc_compression_algorithm comp_algo;
+  size_t comp_md_slot;
+  int comp_off;
   perfc_stream *stream; /* streaming methods only, in the arena */
   int64_t start_ns;
   unsigned ic_entered; /* interceptors whose `before` ran */
@@ -171,6 +179,7 @@ struct perfc_server {
   int go; /* set once the server started: pollers may post requests */
   perfc_tag shutdown_tag;
   int wake_fd[2]; /* wakes perfc_server_run() when shutdown() is called */
+  grpc_compression_algorithm calgo; /* opts.compression, parsed */
 };
 
 static void post_request(poller *p, method_entry *m);
@@ -358,6 +367,7 @@ static void finish(perfc_ctx *ctx) {
   if (ctx->code == PERFC_STATUS_OK && ctx->response != NULL) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = ctx->response;
+    ops[n].flags = ctx->comp_off ? GRPC_WRITE_NO_COMPRESS : 0;
     n++;
   }
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
@@ -715,6 +725,7 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
   grpc_byte_buffer *bb = perfc__pack(msg);
   ops[n].op = GRPC_OP_SEND_MESSAGE;
   ops[n].data.send_message.send_message = bb;
+  ops[n].flags = ctx->comp_off ? GRPC_WRITE_NO_COMPRESS : 0;
   n++;
   /* Waiting for the completion is the flow control: the core completes a
    * send once the transport took it, so a slow reader slows this writer. */
@@ -849,6 +860,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
     return PERFC_EINVAL;
   }
   srv->opts.compression = NULL; /* borrowed only during this call */
+  srv->calgo = calgo;
   perfc__grpc_init();
 
   grpc_arg args[16];
@@ -1388,6 +1400,9 @@ const char *perfc_ctx_metadata_get(perfc_ctx *ctx, const char *key,
   return NULL;
 }
 
+static int md_push(perfc_ctx *ctx, md_list *l, const char *key,
+                   const char *value, size_t len);
+
 static int md_add(perfc_ctx *ctx, md_list *l, const char *key,
                   const char *value, size_t len) {
   if (value != NULL && len == 0)
@@ -1395,6 +1410,12 @@ static int md_add(perfc_ctx *ctx, md_list *l, const char *key,
   int rc = perfc__check_metadata(key, value, len);
   if (rc != 0)
     return rc;
+  return md_push(ctx, l, key, value, len);
+}
+
+/* Appends without checking the key: only for entries perfc itself adds. */
+static int md_push(perfc_ctx *ctx, md_list *l, const char *key,
+                   const char *value, size_t len) {
   if (l->count == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 4;
     grpc_metadata *items = perfc_arena_alloc(ctx->arena, cap * sizeof *items);
@@ -1428,6 +1449,70 @@ int perfc_ctx_add_initial_metadata(perfc_ctx *ctx, const char *key,
 int perfc_ctx_add_trailing_metadata(perfc_ctx *ctx, const char *key,
                                     const char *value, size_t len) {
   return md_add(ctx, &ctx->trailing_md, key, value, len);
+}
+
+int perfc_ctx_set_compression(perfc_ctx *ctx, const char *name) {
+  grpc_compression_algorithm algo;
+  if (ctx == NULL || name == NULL || perfc__compression_parse(name, &algo) != 0)
+    return PERFC_EINVAL;
+  if (ctx->initial_md_sent) {
+    /* The encoding went out with the headers; what is left per message is
+     * the core's GRPC_WRITE_NO_COMPRESS flag, i.e. on or off. */
+    grpc_compression_algorithm sent = ctx->comp_set ? ctx->comp_algo
+                                                    : ctx->poller->srv->calgo;
+    if (algo == GRPC_COMPRESS_NONE)
+      ctx->comp_off = 1;
+    else if (algo == sent)
+      ctx->comp_off = 0;
+    else
+      return PERFC_ESTATE;
+    return 0;
+  }
+  /* The core's compression filter takes this key off the outgoing headers
+   * and compresses with it instead of the channel default (the server side
+   * of what perfc_call_opts.compression does on the client); it never
+   * reaches the wire. The reserved grpc- prefix is why md_add() is not used. */
+  const char *wire = NULL;
+  grpc_compression_algorithm_name(algo, &wire);
+  if (ctx->comp_md_slot != 0) {
+    grpc_metadata *md = &ctx->initial_md.items[ctx->comp_md_slot - 1];
+    md->value = grpc_slice_from_static_string(wire);
+  } else {
+    int rc = md_push(ctx, &ctx->initial_md, "grpc-internal-encoding-request",
+                     wire, strlen(wire));
+    if (rc != 0)
+      return rc;
+    ctx->comp_md_slot = ctx->initial_md.count;
+  }
+  ctx->comp_set = 1;
+  ctx->comp_algo = algo;
+  ctx->comp_off = algo == GRPC_COMPRESS_NONE;
+  return 0;
+}
+
+/* grpc_call_test_only_get_message_flags() is the core's only way to tell
+ * whether a received message was compressed (its compression filter
+ * inflates the message and records that in the call's flags). It is an
+ * internal C++ symbol, not part of the C API, so it is looked up at run time
+ * and its absence reported rather than linked against. */
+#define PERFC_WRITE_INTERNAL_COMPRESS 0x80000000u
+#define PERFC_WRITE_INTERNAL_WAS_COMPRESSED 0x40000000u
+typedef uint32_t (*msg_flags_fn)(grpc_call *);
+static msg_flags_fn msg_flags;
+static pthread_once_t msg_flags_once = PTHREAD_ONCE_INIT;
+static void msg_flags_lookup(void) {
+  msg_flags = (msg_flags_fn)(uintptr_t)dlsym(
+      RTLD_DEFAULT, "_Z37grpc_call_test_only_get_message_flagsP9grpc_call");
+}
+
+int perfc_ctx_message_compressed(const perfc_ctx *ctx) {
+  if (ctx == NULL || ctx->call == NULL)
+    return PERFC_EINVAL;
+  pthread_once(&msg_flags_once, msg_flags_lookup);
+  if (msg_flags == NULL)
+    return PERFC_ENOENT;
+  uint32_t f = msg_flags(ctx->call);
+  return (f & (PERFC_WRITE_INTERNAL_COMPRESS | PERFC_WRITE_INTERNAL_WAS_COMPRESSED)) != 0;
 }
 
 perfc_status_code perfc_ctx_error(perfc_ctx *ctx, perfc_status_code code,

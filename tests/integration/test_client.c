@@ -174,6 +174,38 @@ Test(client, wrong_kind_and_arguments_refused) {
   perfc_client_stream_free(s);
 }
 
+Test(client, unary_opened_as_stream_gives_response_metadata) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  perfc_metadata md[] = {{"x-in", "hello", 0}};
+  perfc_call_opts co = {.metadata = md, .metadata_count = 1};
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(META), &req.base, &co, &s), 0);
+  ProtobufCMessage *m;
+  cr_assert_eq(perfc_client_stream_recv(s, &m), 1);
+  const Perfc__Test__V1__EchoResponse *r = (const void *)m;
+  cr_assert_eq(r->payload.len, 5);
+  cr_assert_eq(memcmp(r->payload.data, "hello", 5), 0);
+  cr_assert_eq(perfc_client_stream_recv(s, &m), 0, "one response, then the end");
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  size_t len = 0;
+  const char *v = perfc_client_stream_metadata(s, "x-initial", &len);
+  cr_assert(v != NULL && len == 5 && memcmp(v, "first", 5) == 0);
+  v = perfc_client_stream_metadata(s, "x-trailing", &len);
+  cr_assert(v != NULL && len == 5 && memcmp(v, "hello", 5) == 0);
+  perfc_client_stream_free(s);
+}
+
+/* finish() straight after sending, with nothing read: it must drain the
+ * reply and return, not wait on a receive that lacks its initial metadata. */
+Test(client, bidi_finish_without_reading) {
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &s), 0);
+  Perfc__Test__V1__EchoRequest q = payload_req("unread");
+  cr_assert_eq(perfc_client_stream_send(s, &q.base), 0);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  perfc_client_stream_free(s);
+}
+
 /* ---- async unary -------------------------------------------------------- */
 
 typedef struct async_state {

@@ -164,6 +164,9 @@ typedef struct perfc_client_stream perfc_client_stream;
  * Opens a streaming call (client, server or bidi streaming). For a
  * server-streaming method `req` is the single request, sent and half-closed
  * at once; for the other kinds pass NULL and use perfc_client_stream_send().
+ * A unary method may be opened too, when the caller needs the response
+ * metadata (perfc_client_stream_metadata()): it behaves as a server stream
+ * whose one response perfc_client_stream_recv() returns.
  * `opts` is borrowed for this call only (opts.arena is ignored: received
  * messages live in the stream's own memory). Returns 0 with `*out` set, or
  * PERFC_EINVAL / PERFC_ENOMEM. Even when the call then fails (server down,
@@ -182,6 +185,13 @@ PERFC_API int perfc_channel_stream_open(perfc_channel *ch,
  *  One sender thread at a time; may run concurrently with a receiver. */
 PERFC_API int perfc_client_stream_send(perfc_client_stream *s,
                                        const ProtobufCMessage *msg);
+
+/** Whether later perfc_client_stream_send() messages are compressed with
+ *  the call's encoding (perfc_call_opts.compression or the channel's
+ *  default): 1, the default, or 0 to send them uncompressed. The encoding
+ *  is fixed when the call starts; this switches single messages off and on
+ *  (grpc's per-message GRPC_WRITE_NO_COMPRESS). Returns 0 or PERFC_EINVAL. */
+PERFC_API int perfc_client_stream_compress(perfc_client_stream *s, int enable);
 
 /** Half-closes: tells the server no more messages follow. Idempotent. */
 PERFC_API int perfc_client_stream_close_send(perfc_client_stream *s);

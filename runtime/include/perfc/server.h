@@ -212,6 +212,25 @@ PERFC_API int perfc_ctx_add_initial_metadata(perfc_ctx *ctx, const char *key,
 PERFC_API int perfc_ctx_add_trailing_metadata(perfc_ctx *ctx, const char *key,
                                               const char *value, size_t len);
 
+/** Compresses this call's responses with `name` ("gzip", "deflate"), or
+ *  sends them uncompressed ("identity"), whatever perfc_server_opts.compression
+ *  says. Before the first response message (or the status) any choice can
+ *  be made; after a stream sent one, the encoding is fixed and this only
+ *  switches later messages between uncompressed ("identity") and the
+ *  encoding chosen first; another algorithm then returns PERFC_ESTATE. The
+ *  client must accept the encoding (every gRPC client accepts gzip and
+ *  deflate by default). Returns 0, PERFC_EINVAL (unknown name) or
+ *  PERFC_ESTATE. */
+PERFC_API int perfc_ctx_set_compression(perfc_ctx *ctx, const char *name);
+
+/** Whether the last request message received on this call (a unary
+ *  request, or the latest perfc_stream_recv()) arrived compressed: 1 or 0.
+ *  The C core only tells this through an internal symbol, looked up at run
+ *  time; PERFC_ENOENT when this libgrpc lacks it. For tests and
+ *  conformance checks (grpc's interop expect_compressed), not for
+ *  production logic. */
+PERFC_API int perfc_ctx_message_compressed(const perfc_ctx *ctx);
+
 /** Sets the status message printf-style and returns `code`, so a handler
  *  can `return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user %d", id);` */
 PERFC_API perfc_status_code perfc_ctx_error(perfc_ctx *ctx,

@@ -1,0 +1,31 @@
+#!/bin/sh
+# interop_pair.sh BIN_DIR CASE TLS — starts build/bin/interop-server on a
+# free port (plaintext when TLS is "false", with the build tree's test
+# certificates when "true"), runs build/bin/interop-client for one grpc
+# interop test case against it, and stops the server. Exit status: the
+# client's (0 = the case passed).
+# Room: tests/interop. Registered per case by tests/interop/CMakeLists.txt.
+set -u
+bin=${1:?usage: interop_pair.sh BIN_DIR CASE TLS}
+case_name=${2:?test case}
+tls=${3:-false}
+out=$(mktemp)
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$out"' EXIT
+"$bin/interop-server" --port 0 --use_tls "$tls" >"$out" 2>&1 &
+pid=$!
+port=
+for _ in $(seq 1 100); do
+  port=$(sed -n 's/^interop-server: listening on port \([0-9]*\).*/\1/p' "$out")
+  [ -n "$port" ] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then
+  echo "interop-server did not start:" >&2
+  cat "$out" >&2
+  exit 1
+fi
+# Over TLS the client dials 127.0.0.1 and checks the certificate's
+# localhost name through the override, as grpc's runners do.
+"$bin/interop-client" --server_host 127.0.0.1 --server_port "$port" \
+  --test_case "$case_name" --use_tls "$tls" --server_host_override localhost
