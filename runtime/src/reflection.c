@@ -269,8 +269,12 @@ static int build_tables(reflection *r) {
     rc = index_file(r, k);
   if (rc != 0)
     return rc;
-  qsort(r->syms, r->n_syms, sizeof *r->syms, cmp_sym);
-  qsort(r->exts, r->n_exts, sizeof *r->exts, cmp_ext);
+  /* qsort's array may not be NULL even when empty (UBSan holds us to it):
+   * a server with no extensions has no exts array at all. */
+  if (r->n_syms > 0)
+    qsort(r->syms, r->n_syms, sizeof *r->syms, cmp_sym);
+  if (r->n_exts > 0)
+    qsort(r->exts, r->n_exts, sizeof *r->exts, cmp_ext);
   return 0;
 }
 
