@@ -1,0 +1,120 @@
+/*
+ * l1_hits.c — microbenchmark: L1 cache hits per second with 1 and 2 threads
+ * reading random keys out of one million entries (copy-out into a stack
+ * buffer with perfc_l1cache_get_into, and with perfc_l1cache_get, which
+ * mallocs the copy the caller then frees).
+ *
+ * Room: benchmarks (micro). Not built by CMake (bench/CMakeLists.txt belongs
+ * to the benchmark suite); build by hand after building the runtime:
+ *
+ *   cc -O2 -pthread -I runtime/include bench/micro/l1_hits.c \
+ *      -L build/lib -lperfc -Wl,-rpath,$PWD/build/lib -o build/l1_hits
+ *   ./build/l1_hits [entries] [lookups-per-thread]
+ *
+ * Values are 64 bytes (a small encoded message); keys "user:<n>". Keys are
+ * drawn with a per-thread xorshift generator, so lookups spread over all
+ * shards and most of them miss the CPU caches, as a big cache does.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "perfc/l1cache.h"
+
+static perfc_l1cache *g_cache;
+static long g_entries;
+static long g_lookups;
+static int g_malloc_mode;
+
+typedef struct {
+  unsigned seed;
+  long hits;
+} worker;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *run(void *arg) {
+  worker *w = arg;
+  uint64_t x = 0x9e3779b97f4a7c15ull ^ w->seed;
+  char key[32];
+  uint8_t buf[128];
+  size_t n;
+  for (long i = 0; i < g_lookups; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    snprintf(key, sizeof key, "user:%ld", (long)(x % (uint64_t)g_entries));
+    if (g_malloc_mode) {
+      uint8_t *v;
+      if (perfc_l1cache_get(g_cache, key, &v, &n, NULL) == 0) {
+        w->hits++;
+        free(v);
+      }
+    } else if (perfc_l1cache_get_into(g_cache, key, buf, sizeof buf, &n,
+                                      NULL) == 0) {
+      w->hits++;
+    }
+  }
+  return NULL;
+}
+
+static void measure(int threads, int malloc_mode) {
+  pthread_t t[2];
+  worker w[2];
+  g_malloc_mode = malloc_mode;
+  double t0 = now_s();
+  for (int i = 0; i < threads; i++) {
+    w[i].seed = (unsigned)(i + 1) * 7919u;
+    w[i].hits = 0;
+    pthread_create(&t[i], NULL, run, &w[i]);
+  }
+  long hits = 0;
+  for (int i = 0; i < threads; i++) {
+    pthread_join(t[i], NULL);
+    hits += w[i].hits;
+  }
+  double dt = now_s() - t0;
+  printf("%-22s threads=%d lookups=%ld hits=%ld  %.2f Mhits/s  %.0f ns/hit/thread\n",
+         malloc_mode ? "perfc_l1cache_get" : "perfc_l1cache_get_into", threads,
+         g_lookups * threads, hits, (double)hits / dt / 1e6,
+         dt * 1e9 / (double)g_lookups);
+}
+
+int main(int argc, char **argv) {
+  g_entries = argc > 1 ? atol(argv[1]) : 1000000;
+  g_lookups = argc > 2 ? atol(argv[2]) : 5000000;
+  perfc_l1cache_opts o;
+  perfc_l1cache_opts_init(&o);
+  o.max_bytes = (size_t)1 << 30; /* room for every entry: measure hits */
+  o.default_ttl_ms = 3600 * 1000;
+  if (perfc_l1cache_new(&g_cache, &o) != 0)
+    return 1;
+  uint8_t val[64];
+  memset(val, 0x5a, sizeof val);
+  perfc_slice v = {val, sizeof val};
+  char key[32];
+  double t0 = now_s();
+  for (long i = 0; i < g_entries; i++) {
+    snprintf(key, sizeof key, "user:%ld", i);
+    if (perfc_l1cache_set(g_cache, key, v, 0) != 0)
+      return 1;
+  }
+  double dt = now_s() - t0;
+  perfc_l1cache_stats st;
+  perfc_l1cache_stats_get(g_cache, &st);
+  printf("filled %llu entries, %.1f MiB accounted, %.2f Msets/s (1 thread)\n",
+         (unsigned long long)st.entries, (double)st.bytes / 1048576.0,
+         (double)g_entries / dt / 1e6);
+  for (int threads = 1; threads <= 2; threads++) {
+    measure(threads, 0);
+    measure(threads, 1);
+  }
+  perfc_l1cache_free(g_cache);
+  return 0;
+}
