@@ -781,6 +781,10 @@ int perfc_redis_publish(perfc_redis_pool *p, const char *channel,
   return rc;
 }
 
+const perfc_redis_opts *perfc__redis_pool_opts(const perfc_redis_pool *p) {
+  return &p->o;
+}
+
 void perfc_redis_pool_stats_get(perfc_redis_pool *p,
                                 perfc_redis_pool_stats *out) {
   memset(out, 0, sizeof(*out));

@@ -28,4 +28,8 @@ typedef struct perfc__redis_cmd {
 int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
                           size_t n, redisReply **replies);
 
+/* The pool's resolved options (host, port, timeouts, backoff), borrowed for
+ * the pool's lifetime: the cache starts its subscriber with them. */
+const perfc_redis_opts *perfc__redis_pool_opts(const perfc_redis_pool *p);
+
 #endif /* PERFC_REDIS_INTERNAL_H */
