@@ -30,6 +30,7 @@ typedef struct entry {
   struct entry *prev, *next;
   uint64_t hash;
   uint64_t expires_ms;
+  uint64_t promoted_ms; /* last move to the LRU head */
   uint32_t klen;
   uint32_t vlen;
   int negative;
@@ -54,12 +55,14 @@ struct perfc_l1cache {
   shard *shards;
   unsigned nshards; /* power of two */
   uint32_t default_ttl_ms;
+  uint32_t promote_ms; /* 0 = exact LRU */
 };
 
 void perfc_l1cache_opts_init(perfc_l1cache_opts *o) {
   o->shards = PERFC_DEFAULT_L1_SHARDS;
   o->max_bytes = PERFC_DEFAULT_L1_MAX_BYTES;
   o->default_ttl_ms = PERFC_DEFAULT_L1_TTL_MS;
+  o->exact_lru = 0;
 }
 
 static uint64_t now_ms(void) {
@@ -115,6 +118,7 @@ int perfc_l1cache_new(perfc_l1cache **out, const perfc_l1cache_opts *opts) {
       o.max_bytes = opts->max_bytes;
     if (opts->default_ttl_ms)
       o.default_ttl_ms = opts->default_ttl_ms;
+    o.exact_lru = opts->exact_lru;
   }
   if (o.shards > (1u << 16))
     return PERFC_EINVAL;
@@ -131,6 +135,7 @@ int perfc_l1cache_new(perfc_l1cache **out, const perfc_l1cache_opts *opts) {
   }
   c->nshards = n;
   c->default_ttl_ms = o.default_ttl_ms;
+  c->promote_ms = o.exact_lru ? 0 : PERFC_DEFAULT_L1_PROMOTE_MS;
   for (unsigned i = 0; i < n; i++) {
     shard *s = &c->shards[i];
     pthread_mutex_init(&s->mu, NULL);
@@ -276,9 +281,12 @@ static int lookup(perfc_l1cache *c, const char *key, copy_mode mode,
   s->hits++;
   if (e->negative)
     s->negative_hits++;
-  if (s->lru_head != e) {
+  /* Moving the entry writes its neighbours' cache lines; skipping the move
+   * for recently moved entries keeps most hits on hot keys read-only. */
+  if (s->lru_head != e && now - e->promoted_ms >= c->promote_ms) {
     lru_unlink(s, e);
     lru_push_front(s, e);
+    e->promoted_ms = now;
   }
   *out_len = e->vlen;
   if (out_negative)
@@ -346,7 +354,8 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
     ne->klen = (uint32_t)klen;
     ne->vlen = (uint32_t)vlen;
     ne->negative = negative ? 1 : 0;
-    ne->expires_ms = now_ms() + (ttl_ms ? ttl_ms : c->default_ttl_ms);
+    ne->promoted_ms = now_ms();
+    ne->expires_ms = ne->promoted_ms + (ttl_ms ? ttl_ms : c->default_ttl_ms);
     memcpy(ne->data, key, klen);
     ne->data[klen] = 0;
     if (vlen)

@@ -14,14 +14,19 @@ static perfc_slice S(const char *s) {
   return v;
 }
 
-static perfc_l1cache *mk(unsigned shards, size_t max_bytes) {
+static perfc_l1cache *mk_lru(unsigned shards, size_t max_bytes, int exact) {
   perfc_l1cache_opts o;
   perfc_l1cache_opts_init(&o);
+  o.exact_lru = exact;
   o.shards = shards;
   o.max_bytes = max_bytes;
   perfc_l1cache *c = NULL;
   cr_assert_eq(perfc_l1cache_new(&c, &o), 0);
   return c;
+}
+
+static perfc_l1cache *mk(unsigned shards, size_t max_bytes) {
+  return mk_lru(shards, max_bytes, 0);
 }
 
 Test(l1cache, set_get_copy_out) {
@@ -82,8 +87,9 @@ Test(l1cache, ttl_expires) {
 }
 
 Test(l1cache, lru_eviction_by_bytes) {
-  /* One shard, room for roughly ten 100-byte values. */
-  perfc_l1cache *c = mk(1, 10 * (100 + 96));
+  /* One shard, room for roughly ten 100-byte values; exact LRU so that the
+   * touch right after the fill counts. */
+  perfc_l1cache *c = mk_lru(1, 10 * (100 + 96), 1);
   char val[100];
   memset(val, 'x', sizeof val);
   perfc_slice sv = {(const uint8_t *)val, sizeof val};
@@ -111,6 +117,41 @@ Test(l1cache, lru_eviction_by_bytes) {
   static uint8_t huge[8192];
   perfc_slice sh = {huge, sizeof huge};
   cr_assert_eq(perfc_l1cache_set(c, "huge", sh, 0), PERFC_ETOOBIG);
+  perfc_l1cache_free(c);
+}
+
+Test(l1cache, approximate_lru_promotes_after_interval) {
+  /* Default mode: a hit within PERFC_DEFAULT_L1_PROMOTE_MS of the fill does
+   * not move the entry; one after it does. */
+  perfc_l1cache *c = mk(1, 10 * (100 + 96));
+  char val[100];
+  memset(val, 'x', sizeof val);
+  perfc_slice sv = {(const uint8_t *)val, sizeof val};
+  char key[16];
+  uint8_t buf[128];
+  size_t n;
+  /* Fill to exactly full: the set that first evicts tells the capacity. */
+  perfc_l1cache_stats st = {0};
+  int cap = 0;
+  for (; st.evictions == 0; cap++) {
+    snprintf(key, sizeof key, "p%d", cap);
+    cr_assert_eq(perfc_l1cache_set(c, key, sv, 0), 0);
+    perfc_l1cache_stats_get(c, &st);
+  }
+  perfc_l1cache_clear(c);
+  for (int i = 0; i < cap - 1; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    cr_assert_eq(perfc_l1cache_set(c, key, sv, 0), 0);
+  }
+  cr_assert_eq(perfc_l1cache_get_into(c, "k0", buf, sizeof buf, &n, NULL), 0);
+  cr_assert_eq(perfc_l1cache_set(c, "new1", sv, 0), 0);
+  cr_assert_eq(perfc_l1cache_get_into(c, "k0", buf, sizeof buf, &n, NULL),
+               PERFC_ENOENT, "k0 was not promoted, so it was the victim");
+  usleep((PERFC_DEFAULT_L1_PROMOTE_MS + 50) * 1000);
+  cr_assert_eq(perfc_l1cache_get_into(c, "k1", buf, sizeof buf, &n, NULL), 0);
+  cr_assert_eq(perfc_l1cache_set(c, "new2", sv, 0), 0);
+  cr_assert_eq(perfc_l1cache_get_into(c, "k1", buf, sizeof buf, &n, NULL), 0,
+               "k1 was promoted after the interval");
   perfc_l1cache_free(c);
 }
 

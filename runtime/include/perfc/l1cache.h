@@ -32,6 +32,11 @@ typedef struct perfc_l1cache perfc_l1cache;
 #define PERFC_DEFAULT_L1_MAX_BYTES ((size_t)64 << 20)
 /** Default TTL used when a set passes ttl_ms = 0: 60 s. */
 #define PERFC_DEFAULT_L1_TTL_MS 60000u
+/** A hit moves its entry to the LRU head only if the entry was not moved
+ *  within this many ms (memcached's rule): hits on hot keys then write
+ *  nothing but the shard's counters, and eviction order is LRU to within
+ *  this interval. */
+#define PERFC_DEFAULT_L1_PROMOTE_MS 1000u
 
 typedef struct perfc_l1cache_opts {
   /** Number of shards (power of two; rounded up). 0 = default. */
@@ -41,6 +46,9 @@ typedef struct perfc_l1cache_opts {
   size_t max_bytes;
   /** TTL for sets that pass 0. 0 = default. */
   uint32_t default_ttl_ms;
+  /** Nonzero: every hit moves its entry to the LRU head (exact LRU).
+   *  0 = at most once per PERFC_DEFAULT_L1_PROMOTE_MS per entry. */
+  int exact_lru;
 } perfc_l1cache_opts;
 
 /** Statistics summed over all shards (a snapshot, not atomic as a whole). */
