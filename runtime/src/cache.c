@@ -1327,8 +1327,12 @@ int perfc_cache_invalidate(perfc_cache *c, const char *const *keys, size_t n) {
     if (rc == 0)
       rc = publish(c, keys, n);
     if (rc != 0) {
-      if (rc == PERFC_ENOMEM)
+      if (rc == PERFC_ENOMEM) {
+        /* Cannot even queue a retry: drop L1 at least, and say so. */
+        for (size_t i = 0; i < n; i++)
+          perfc_l1cache_delete(c->l1, keys[i]);
         return rc;
+      }
       perfc_log(PERFC_LOG_DEBUG,
                 "cache %s: Redis invalidation failed (%s), retrying in the "
                 "background",

@@ -632,6 +632,53 @@ Test(cache, bloom_filter_turns_away_unknown_keys) {
   perfc_bloom_free(bf);
 }
 
+Test(cache, ttls_are_jittered) {
+  /* L1 TTL 1 s ± 50%: nothing expires before 0.5 s, and at 1 s about half
+   * of the entries have (none would without jitter). */
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 1, "x");
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.registry = reg;
+  co.l1_ttl_ms = 1000;
+  co.ttl_jitter = 0.5;
+  perfc_cache *c;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0);
+  enum { N = 400 };
+  char key[32];
+  double t0 = mono();
+  for (int i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "key1:%d", i); /* all load "key1"'s value */
+    uint8_t *v;
+    size_t n;
+    cr_assert_eq(perfc_cache_get_or_load(c, key, loader, &db, &v, &n), 0);
+    free(v);
+  }
+  double fill = mono() - t0;
+  cr_assert_lt(fill, 0.3, "fill took %.3fs, machine too busy", fill);
+  perfc_l1cache *l1 = perfc_cache_l1(c);
+  perfc_l1cache_stats st;
+  tr_sleep_ms(400);
+  perfc_l1cache_stats_get(l1, &st);
+  cr_assert_eq(st.entries, N);
+  tr_sleep_ms(1000 - 400 - (long)(fill * 1000));
+  int expired = 0;
+  for (int i = 0; i < N; i++) {
+    uint8_t buf[8];
+    size_t n;
+    snprintf(key, sizeof key, "key1:%d", i);
+    expired += perfc_l1cache_get_into(l1, key, buf, sizeof buf, &n, NULL) ==
+               PERFC_ENOENT;
+  }
+  cr_assert(expired > N / 8 && expired < N * 7 / 8, "expired %d of %d",
+            expired, N);
+  perfc_cache_free(c);
+  perfc_registry_free(reg);
+}
+
 Test(cache, metrics_registered_and_duplicate_name_refused) {
   env e;
   env_open(&e, "m", 1, 0);
