@@ -34,7 +34,7 @@
 #define CHECK(cond)                                                            \
   do {                                                                         \
     if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
       exit(1);                                                                 \
     }                                                                          \
   } while (0)
@@ -206,7 +206,7 @@ int main(void) {
          (unsigned long long)sa.remote_invalidations,
          (unsigned long long)sa.delete_retries,
          (unsigned long long)sb.remote_invalidations);
-  CHECK(sa.l2_errors > 0);  /* the kill was noticed */
+  CHECK(sa.l2_errors > 0); /* the kill was noticed */
   CHECK(sa.remote_invalidations > 0 && sb.remote_invalidations > 0);
   perfc_cache_free(cb);
   perfc_cache_free(ca);

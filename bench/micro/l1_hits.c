@@ -82,8 +82,8 @@ static void *run(void *arg) {
 }
 
 static void measure(int threads, int mode) {
-  static const char *const names[] = {"perfc_l1cache_get_into",
-                                      "perfc_l1cache_get", "baseline (no lookup)"};
+  static const char *const names[] = {
+      "perfc_l1cache_get_into", "perfc_l1cache_get", "baseline (no lookup)"};
   pthread_t t[2];
   worker w[2];
   g_mode = mode;

@@ -96,8 +96,8 @@ typedef struct l1_probe {
 
 typedef struct metrics {
   perfc_counter *l1_hits, *l1_misses, *l2_hits, *l2_misses, *negative_hits,
-      *loads, *load_errors, *shared, *l2_errors, *stale_refused,
-      *invalidations, *remote_invalidations, *delete_retries, *bloom_rejects;
+      *loads, *load_errors, *shared, *l2_errors, *stale_refused, *invalidations,
+      *remote_invalidations, *delete_retries, *bloom_rejects;
   perfc_gauge *pending;
 } metrics;
 
@@ -220,7 +220,7 @@ int perfc_bloom_new(perfc_bloom **out, size_t expected_items, double fp_rate) {
     b->k = 1;
   if (b->k > 16)
     b->k = 16;
-  b->bits = calloc((size_t)((b->nbits + 63) / 64), sizeof(uint64_t));
+  b->bits = calloc((size_t)((b->nbits + 63) / 64), sizeof(*b->bits));
   if (!b->bits) {
     free(b);
     return PERFC_ENOMEM;
@@ -354,7 +354,8 @@ static int register_metrics(perfc_cache *c, perfc_registry *reg) {
   C(l1_hits, "perfc_cache_l1_hits_total", "Lookups answered by L1.");
   C(l1_misses, "perfc_cache_l1_misses_total", "Lookups L1 could not answer.");
   C(l2_hits, "perfc_cache_l2_hits_total", "Lookups answered by Redis.");
-  C(l2_misses, "perfc_cache_l2_misses_total", "Lookups Redis could not answer.");
+  C(l2_misses, "perfc_cache_l2_misses_total",
+    "Lookups Redis could not answer.");
   C(negative_hits, "perfc_cache_negative_hits_total",
     "Lookups answered by a cached \"not found\" placeholder (L1 or Redis).");
   C(loads, "perfc_cache_loads_total", "Loader calls (a batch counts once).");
@@ -559,9 +560,9 @@ static void *retry_main(void *arg) {
       pthread_cond_wait(&c->rq_cv, &c->rq_mu);
     if (c->rq_stop)
       break;
-    delay = delay == 0                     ? c->retry_ms
+    delay = delay == 0                    ? c->retry_ms
             : delay < c->retry_max_ms / 2 ? delay * 2
-                                           : c->retry_max_ms;
+                                          : c->retry_max_ms;
     timed_wait_ms(&c->rq_cv, &c->rq_mu, delay);
     if (c->rq_stop)
       break;

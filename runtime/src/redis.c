@@ -178,9 +178,8 @@ static int register_metrics(perfc_redis_pool *p) {
       (rc = perfc_gauge_get(&p->g_idle, fam, idle)) != 0)
     return rc;
 
-  static const double wait_buckets[] = {0.00001, 0.0001, 0.0005, 0.001,
-                                        0.005,   0.01,   0.05,   0.1,
-                                        0.25,    0.5,    1};
+  static const double wait_buckets[] = {
+      0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1};
   perfc_metric_opts_init(&mo);
   mo.name = "perfc_redis_pool_wait_seconds";
   mo.help = "Time spent acquiring a Redis connection (including connects).";
@@ -431,8 +430,9 @@ static int acquire(perfc_redis_pool *p, conn **out) {
           return PERFC_ENOMEM;
         /* Log the transition to down once, not every refused attempt. */
         if (first)
-          perfc_log(PERFC_LOG_WARN, "redis pool %s: cannot connect to %s:%d: %s",
-                    p->name, p->host, p->o.port, err);
+          perfc_log(PERFC_LOG_WARN,
+                    "redis pool %s: cannot connect to %s:%d: %s", p->name,
+                    p->host, p->o.port, err);
         return PERFC_EIO;
       }
       if (p->backoff_ms)
@@ -751,8 +751,8 @@ int perfc_redis_del(perfc_redis_pool *p, const char *const *keys, size_t n) {
   }
   /* DEL is idempotent, so retrying after a failure whose outcome is
    * unknown (a timeout after the server executed it) is safe. */
-  for (unsigned attempt = 0; rc == 0 || rc == PERFC_EIO || rc == PERFC_ETIMEDOUT;
-       attempt++) {
+  for (unsigned attempt = 0;
+       rc == 0 || rc == PERFC_EIO || rc == PERFC_ETIMEDOUT; attempt++) {
     redisReply *r;
     rc = one(p, (int)n + 1, argv, argvlen, &r);
     if (rc == 0) {
@@ -936,7 +936,7 @@ static void *sub_main(void *arg) {
                 s->channel, s->host, s->o.port);
       warned = 1;
     }
-    backoff = backoff == 0 ? s->o.backoff_min_ms
+    backoff = backoff == 0                        ? s->o.backoff_min_ms
               : backoff < s->o.backoff_max_ms / 2 ? backoff * 2
                                                   : s->o.backoff_max_ms;
     if (sub_sleep(s, backoff))

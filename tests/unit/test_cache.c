@@ -113,8 +113,7 @@ typedef struct env {
   perfc_cache *cache;
 } env;
 
-static void env_open(env *e, const char *name, int with_redis,
-                     int subscribe) {
+static void env_open(env *e, const char *name, int with_redis, int subscribe) {
   memset(e, 0, sizeof *e);
   cr_assert_eq(perfc_registry_new(&e->reg), 0);
   if (with_redis) {
@@ -673,8 +672,8 @@ Test(cache, ttls_are_jittered) {
     expired += perfc_l1cache_get_into(l1, key, buf, sizeof buf, &n, NULL) ==
                PERFC_ENOENT;
   }
-  cr_assert(expired > N / 8 && expired < N * 7 / 8, "expired %d of %d",
-            expired, N);
+  cr_assert(expired > N / 8 && expired < N * 7 / 8, "expired %d of %d", expired,
+            N);
   perfc_cache_free(c);
   perfc_registry_free(reg);
 }

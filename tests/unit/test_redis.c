@@ -163,7 +163,8 @@ Test(redis, pool_bounded_under_threads) {
   cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
   cr_assert(strstr(text, "perfc_redis_pool_connections{pool=\"default\","
                          "state=\"in_use\"} 0"));
-  cr_assert(strstr(text, "perfc_redis_pool_wait_seconds_count{pool=\"default\"} 1600"));
+  cr_assert(strstr(
+      text, "perfc_redis_pool_wait_seconds_count{pool=\"default\"} 1600"));
   free(text);
   perfc_redis_pool_free(g_pool);
   perfc_registry_free(reg);
@@ -294,8 +295,8 @@ typedef struct sub_log {
   char last[64];
 } sub_log;
 
-static void on_msg(perfc_redis_sub_event ev, const char *channel,
-                   perfc_slice m, void *ud) {
+static void on_msg(perfc_redis_sub_event ev, const char *channel, perfc_slice m,
+                   void *ud) {
   sub_log *l = ud;
   pthread_mutex_lock(&l->mu);
   if (ev == PERFC_REDIS_SUB_SUBSCRIBED) {

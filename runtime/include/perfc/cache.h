@@ -84,6 +84,8 @@ typedef int (*perfc_cache_batch_loader_fn)(const char *const *keys, size_t n,
 /** Label value and channel suffix. */
 #define PERFC_DEFAULT_CACHE_NAME "default"
 
+/** Options for perfc_cache_new(); fill with perfc_cache_opts_init(). Zero
+ *  fields mean the default. */
 typedef struct perfc_cache_opts {
   /** `cache` label of the metrics and suffix of the default channel;
    *  copied. NULL = PERFC_DEFAULT_CACHE_NAME. */
@@ -107,10 +109,10 @@ typedef struct perfc_cache_opts {
   uint32_t negative_ttl_ms; /**< 0 = default */
   /** ± fraction of each TTL, at most 0.5. 0 = default; negative = none. */
   double ttl_jitter;
-  uint32_t lease_ttl_ms;     /**< 0 = default */
-  uint32_t retry_ms;         /**< 0 = default */
-  uint32_t retry_max_ms;     /**< 0 = default */
-  unsigned retry_queue_max;  /**< 0 = default */
+  uint32_t lease_ttl_ms;    /**< 0 = default */
+  uint32_t retry_ms;        /**< 0 = default */
+  uint32_t retry_max_ms;    /**< 0 = default */
+  unsigned retry_queue_max; /**< 0 = default */
   /** Optional; borrowed, must outlive the cache. Keys it says cannot exist
    *  are answered PERFC_ENOENT without touching L1, Redis or the loader. */
   perfc_bloom *bloom;
@@ -184,14 +186,14 @@ PERFC_API perfc_l1cache *perfc_cache_l1(perfc_cache *c);
 typedef struct perfc_cache_stats {
   uint64_t l1_hits, l1_misses;
   uint64_t l2_hits, l2_misses;
-  uint64_t negative_hits;       /**< placeholder found in L1 or L2 */
-  uint64_t loads, load_errors;  /**< loader calls (batch = 1) and failures */
-  uint64_t singleflight_shared; /**< callers served by another's load */
-  uint64_t l2_errors;           /**< Redis failures met (each degraded call) */
-  uint64_t stale_fills_refused; /**< fills fenced by an invalidation, L1+L2 */
-  uint64_t invalidations;       /**< keys invalidated locally */
+  uint64_t negative_hits;        /**< placeholder found in L1 or L2 */
+  uint64_t loads, load_errors;   /**< loader calls (batch = 1) and failures */
+  uint64_t singleflight_shared;  /**< callers served by another's load */
+  uint64_t l2_errors;            /**< Redis failures met (each degraded call) */
+  uint64_t stale_fills_refused;  /**< fills fenced by an invalidation, L1+L2 */
+  uint64_t invalidations;        /**< keys invalidated locally */
   uint64_t remote_invalidations; /**< keys dropped on another's message */
-  uint64_t delete_retries;      /**< background delete attempts */
+  uint64_t delete_retries;       /**< background delete attempts */
   uint64_t bloom_rejects;
 } perfc_cache_stats;
 

@@ -38,11 +38,13 @@ typedef struct perfc_l1cache perfc_l1cache;
  *  this interval. */
 #define PERFC_DEFAULT_L1_PROMOTE_MS 1000u
 
+/** Options for perfc_l1cache_new(); fill with perfc_l1cache_opts_init(). */
 typedef struct perfc_l1cache_opts {
   /** Number of shards (power of two; rounded up). 0 = default. */
   unsigned shards;
   /** Upper bound on accounted bytes over all shards; each shard gets an
-   *  equal share and evicts least recently used entries past it. 0 = default. */
+   *  equal share and evicts least recently used entries past it. 0 = default.
+   */
   size_t max_bytes;
   /** TTL for sets that pass 0. 0 = default. */
   uint32_t default_ttl_ms;
@@ -53,7 +55,7 @@ typedef struct perfc_l1cache_opts {
 
 /** Statistics summed over all shards (a snapshot, not atomic as a whole). */
 typedef struct perfc_l1cache_stats {
-  uint64_t hits;          /**< lookups that found a live entry (incl. negative) */
+  uint64_t hits; /**< lookups that found a live entry (incl. negative) */
   uint64_t negative_hits; /**< of those, hits on a "not found" placeholder */
   uint64_t misses;        /**< lookups that found nothing or an expired entry */
   uint64_t evictions;     /**< entries dropped to stay under max_bytes */
@@ -91,8 +93,8 @@ PERFC_API int perfc_l1cache_get(perfc_l1cache *c, const char *key,
  *  on a hit; if it exceeds `cap` nothing is copied and the result is
  *  PERFC_ETOOBIG (the entry still counts as a hit). */
 PERFC_API int perfc_l1cache_get_into(perfc_l1cache *c, const char *key,
-                                     uint8_t *buf, size_t cap,
-                                     size_t *out_len, int *out_negative);
+                                     uint8_t *buf, size_t cap, size_t *out_len,
+                                     int *out_negative);
 
 /** Stores a copy of `value` under `key` (both borrowed) for `ttl_ms`
  *  (0 = the default TTL), replacing any entry, and makes it most recently

@@ -53,6 +53,8 @@ typedef struct perfc_redis_subscriber perfc_redis_subscriber;
 /** Label value of the pool's metrics. */
 #define PERFC_DEFAULT_REDIS_NAME "default"
 
+/** Options for perfc_redis_pool_new() and perfc_redis_subscriber_new();
+ *  fill with perfc_redis_opts_init(). Zero fields mean the default. */
 typedef struct perfc_redis_opts {
   /** Server host name or address; borrowed during perfc_redis_pool_new()
    *  (copied). NULL = PERFC_DEFAULT_REDIS_HOST. */
@@ -108,7 +110,7 @@ typedef struct perfc_redis_item {
   uint32_t ttl_ms; /**< 0 = no expiry */
 } perfc_redis_item;
 
-/** Errors every command function may return: PERFC_EIO (server down,
+/* Errors every command function may return: PERFC_EIO (server down,
  *  connection lost, in reconnect backoff, or an error reply),
  *  PERFC_ETIMEDOUT (command or acquire timeout), PERFC_EINVAL, PERFC_ENOMEM.
  *  A connection that saw an I/O error is closed, never reused. */
@@ -166,6 +168,7 @@ PERFC_API void perfc_redis_pool_stats_get(perfc_redis_pool *p,
 
 /* ---- pub/sub ---- */
 
+/** What a subscriber callback is told. */
 typedef enum perfc_redis_sub_event {
   /** A message arrived on the channel. */
   PERFC_REDIS_SUB_MESSAGE = 0,
@@ -179,8 +182,8 @@ typedef enum perfc_redis_sub_event {
  *  `message` are borrowed for the duration of the call (message is empty
  *  for PERFC_REDIS_SUB_SUBSCRIBED). Must not free the subscriber. */
 typedef void (*perfc_redis_message_fn)(perfc_redis_sub_event event,
-                                       const char *channel,
-                                       perfc_slice message, void *user_data);
+                                       const char *channel, perfc_slice message,
+                                       void *user_data);
 
 /** Starts a thread that connects to the server in `opts` (host, port,
  *  timeouts, backoff; pool fields ignored), SUBSCRIBEs to `channel`
