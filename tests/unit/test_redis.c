@@ -227,6 +227,48 @@ Test(redis, command_timeout_bounds_a_hung_server) {
   perfc_registry_free(reg);
 }
 
+static perfc_redis_pool *g_del_pool;
+static int g_del_rc;
+
+static void *del_thread(void *arg) {
+  (void)arg;
+  const char *keys[] = {"d1", "d2"};
+  g_del_rc = perfc_redis_del(g_del_pool, keys, 2);
+  return NULL;
+}
+
+Test(redis, del_retries_through_a_transient_failure) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.port = srv.port;
+  o.registry = reg;
+  o.command_timeout_ms = 100;
+  o.del_retries = 5;
+  cr_assert_eq(perfc_redis_pool_new(&g_del_pool, &o), 0);
+  cr_assert_eq(perfc_redis_set(g_del_pool, "d1", S("x"), 0), 0);
+  cr_assert_eq(perfc_redis_set(g_del_pool, "d2", S("y"), 0), 0);
+  /* The first attempt times out on a frozen server; a retry after it
+   * thaws succeeds. */
+  kill(srv.pid, SIGSTOP);
+  pthread_t t;
+  pthread_create(&t, NULL, del_thread, NULL);
+  tr_sleep_ms(150);
+  kill(srv.pid, SIGCONT);
+  pthread_join(t, NULL);
+  cr_assert_eq(g_del_rc, 0);
+  uint8_t *v;
+  size_t n;
+  cr_assert_eq(perfc_redis_get(g_del_pool, "d1", &v, &n), PERFC_ENOENT);
+  cr_assert_eq(perfc_redis_get(g_del_pool, "d2", &v, &n), PERFC_ENOENT);
+  perfc_redis_pool_stats st;
+  perfc_redis_pool_stats_get(g_del_pool, &st);
+  cr_assert_geq(st.errors, 1, "the first attempt should have failed");
+  perfc_redis_pool_free(g_del_pool);
+  perfc_registry_free(reg);
+}
+
 Test(redis, down_is_fast_and_restart_is_used_again) {
   perfc_registry *reg;
   cr_assert_eq(perfc_registry_new(&reg), 0);
