@@ -401,7 +401,7 @@ static int register_metrics(perfc_cache *c, perfc_registry *reg) {
 
 /* ---- invalidation: Redis delete, publish, retry thread ---- */
 
-/* DEL of every key and its lease in one command. */
+/* DEL of every key and its lease in one command, one attempt. */
 static int del_with_leases(perfc_cache *c, const char *const *keys, size_t n) {
   char **all = calloc(2 * n, sizeof(char *));
   if (!all)
@@ -413,8 +413,32 @@ static int del_with_leases(perfc_cache *c, const char *const *keys, size_t n) {
     if (!all[2 * i + 1])
       rc = PERFC_ENOMEM;
   }
-  if (rc == 0)
-    rc = perfc_redis_del(c->redis, (const char *const *)all, 2 * n);
+  /* One attempt, not perfc_redis_del's paused retries: a failure is
+   * retried by the background thread, so the writer never waits for it. */
+  if (rc == 0) {
+    const char **argv = calloc(2 * n + 1, sizeof(char *));
+    size_t *argvlen = calloc(2 * n + 1, sizeof(size_t));
+    if (argv && argvlen) {
+      argv[0] = "DEL";
+      argvlen[0] = 3;
+      for (size_t i = 0; i < 2 * n; i++) {
+        argv[i + 1] = all[i];
+        argvlen[i + 1] = strlen(all[i]);
+      }
+      perfc__redis_cmd cmd = {(int)(2 * n + 1), argv, argvlen};
+      redisReply *r;
+      rc = perfc__redis_pipeline(c->redis, &cmd, 1, &r);
+      if (rc == 0) {
+        if (r->type == REDIS_REPLY_ERROR)
+          rc = PERFC_EIO;
+        freeReplyObject(r);
+      }
+    } else {
+      rc = PERFC_ENOMEM;
+    }
+    free(argv);
+    free(argvlen);
+  }
   for (size_t i = 0; i < n; i++)
     free(all[2 * i + 1]);
   free(all);

@@ -39,6 +39,7 @@
 typedef struct conn {
   redisContext *ctx;
   uint64_t last_used_ms;
+  int probe; /* this use is the one probe allowed while suspect */
 } conn;
 
 struct perfc_redis_pool {
@@ -52,8 +53,13 @@ struct perfc_redis_pool {
   unsigned nidle;
   unsigned open;   /* connected or connecting, idle or in use */
   unsigned in_use; /* handed out */
+  /* backoff_ms != 0 means the server is suspect (a connect failed or a
+   * command timed out): until down_until_ms every acquire is refused, then
+   * one caller at a time (probing) may try; a command that succeeds clears
+   * the suspicion. */
   uint64_t down_until_ms;
   uint32_t backoff_ms;
+  int probing;
   uint64_t connects, errors;
 
   perfc_gauge *g_in_use, *g_idle;
@@ -285,8 +291,10 @@ static void count_error(perfc_redis_pool *p) {
   pthread_mutex_unlock(&p->mu);
 }
 
-/* Called with p->mu held after a failed connect. */
+/* Called with p->mu held when the server looks down: a failed connect,
+ * a timed-out command, a failed probe. */
 static void start_backoff_locked(perfc_redis_pool *p) {
+  int first = p->backoff_ms == 0;
   if (p->backoff_ms == 0)
     p->backoff_ms = p->o.backoff_min_ms;
   else if (p->backoff_ms < p->o.backoff_max_ms / 2)
@@ -294,6 +302,12 @@ static void start_backoff_locked(perfc_redis_pool *p) {
   else
     p->backoff_ms = p->o.backoff_max_ms;
   p->down_until_ms = now_ms() + p->backoff_ms;
+  /* Log the transition to suspect once, not every refused call. */
+  if (first)
+    perfc_log(PERFC_LOG_WARN,
+              "redis pool %s: %s:%d not answering, refusing calls for up to "
+              "%u ms at a time",
+              p->name, p->host, p->o.port, (unsigned)p->o.backoff_max_ms);
 }
 
 static redisContext *connect_ctx(const perfc_redis_opts *o, char *err,
@@ -329,11 +343,33 @@ static int io_error(const redisContext *ctx, int saved_errno) {
   return PERFC_EIO;
 }
 
-static void release(perfc_redis_pool *p, conn *c, int broken) {
+/* How a use of a connection ended. */
+typedef enum outcome {
+  OUT_OK,      /* a reply came back: the server works */
+  OUT_BROKEN,  /* I/O error (reset, EOF): drop the connection */
+  OUT_TIMEOUT, /* no reply in time: drop it and suspect the server */
+} outcome;
+
+static void release(perfc_redis_pool *p, conn *c, outcome out) {
   pthread_mutex_lock(&p->mu);
   p->in_use--;
   perfc_gauge_dec(p->g_in_use);
-  if (broken) {
+  if (c->probe)
+    p->probing = 0;
+  if (out == OUT_OK) {
+    if (p->backoff_ms)
+      perfc_log(PERFC_LOG_INFO, "redis pool %s: %s:%d answering again", p->name,
+                p->host, p->o.port);
+    p->backoff_ms = 0;
+    p->down_until_ms = 0;
+  } else if (out == OUT_TIMEOUT || c->probe) {
+    /* A hung server would otherwise cost every caller a full command
+     * timeout (connects to a stopped process still succeed); a failed
+     * probe extends the backoff. */
+    start_backoff_locked(p);
+  }
+  c->probe = 0;
+  if (out != OUT_OK) {
     p->open--;
     pthread_mutex_unlock(&p->mu);
     conn_free(c);
@@ -359,15 +395,26 @@ static int ping_ctx(redisContext *ctx) {
 }
 
 /* Hands out a healthy connection or fails within acquire_timeout_ms plus
- * at most one connect_timeout_ms (a connect is never retried in here). */
+ * at most one connect_timeout_ms (a connect is never retried in here).
+ * While the server is suspect, refuses at once except for one probe. */
 static int acquire(perfc_redis_pool *p, conn **out) {
   double t0 = now_s();
   uint64_t deadline = now_ms() + p->o.acquire_timeout_ms;
   pthread_mutex_lock(&p->mu);
   for (;;) {
+    int suspect = p->backoff_ms != 0;
+    if (suspect && (now_ms() < p->down_until_ms || p->probing)) {
+      /* Refuse at once: the caller has a fallback (the loader). */
+      p->errors++;
+      pthread_mutex_unlock(&p->mu);
+      perfc_counter_inc(p->c_errors);
+      return PERFC_EIO;
+    }
     if (p->nidle > 0) {
       conn *c = p->idle[--p->nidle];
       p->in_use++;
+      if (suspect)
+        p->probing = c->probe = 1;
       perfc_gauge_dec(p->g_idle);
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
@@ -380,11 +427,14 @@ static int acquire(perfc_redis_pool *p, conn **out) {
         char err[128];
         redisContext *ctx = connect_ctx(&p->o, err, sizeof err);
         if (!ctx) {
-          release(p, c, 1);
+          perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s",
+                    p->name, err);
+          c->probe = 1; /* a failed connect means backoff */
           pthread_mutex_lock(&p->mu);
-          start_backoff_locked(p);
+          p->probing = 1;
           p->errors++;
           pthread_mutex_unlock(&p->mu);
+          release(p, c, OUT_BROKEN);
           perfc_counter_inc(p->c_errors);
           return PERFC_EIO;
         }
@@ -400,15 +450,10 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       return 0;
     }
     if (p->open < p->o.pool_size) {
-      if (now_ms() < p->down_until_ms) {
-        /* In backoff: refuse at once, the caller has a fallback. */
-        p->errors++;
-        pthread_mutex_unlock(&p->mu);
-        perfc_counter_inc(p->c_errors);
-        return PERFC_EIO;
-      }
       p->open++;
       p->in_use++;
+      if (suspect)
+        p->probing = 1;
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
       char err[128];
@@ -419,31 +464,26 @@ static int acquire(perfc_redis_pool *p, conn **out) {
         free(c);
         p->open--;
         p->in_use--;
+        if (suspect)
+          p->probing = 0;
         perfc_gauge_dec(p->g_in_use);
-        int first = p->backoff_ms == 0;
-        start_backoff_locked(p);
+        if (c)
+          start_backoff_locked(p);
         p->errors++;
         pthread_cond_signal(&p->freed);
         pthread_mutex_unlock(&p->mu);
         perfc_counter_inc(p->c_errors);
         if (!c)
           return PERFC_ENOMEM;
-        /* Log the transition to down once, not every refused attempt. */
-        if (first)
-          perfc_log(PERFC_LOG_WARN,
-                    "redis pool %s: cannot connect to %s:%d: %s", p->name,
-                    p->host, p->o.port, err);
+        perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s", p->name,
+                  err);
         return PERFC_EIO;
       }
-      if (p->backoff_ms)
-        perfc_log(PERFC_LOG_INFO, "redis pool %s: connected to %s:%d again",
-                  p->name, p->host, p->o.port);
-      p->backoff_ms = 0;
-      p->down_until_ms = 0;
       p->connects++;
       pthread_mutex_unlock(&p->mu);
       perfc_counter_inc(p->c_connects);
       c->ctx = ctx;
+      c->probe = suspect;
       c->last_used_ms = now_ms();
       perfc_histogram_observe(p->h_wait, now_s() - t0);
       *out = c;
@@ -484,7 +524,7 @@ int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
       /* Only formatting can fail here (out of memory); nothing was sent,
        * but the output buffer holds part of the batch: drop the
        * connection. */
-      release(p, c, 1);
+      release(p, c, OUT_BROKEN);
       count_error(p);
       return PERFC_ENOMEM;
     }
@@ -512,11 +552,11 @@ int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
       freeReplyObject(replies[i]);
       replies[i] = NULL;
     }
-    release(p, c, 1);
+    release(p, c, rc == PERFC_ETIMEDOUT ? OUT_TIMEOUT : OUT_BROKEN);
     count_error(p);
     return rc;
   }
-  release(p, c, 0);
+  release(p, c, OUT_OK);
   return 0;
 }
 
@@ -726,6 +766,25 @@ int perfc_redis_set(perfc_redis_pool *p, const char *key, perfc_slice value,
   return perfc_redis_set_many(p, &it, 1);
 }
 
+/* Before retry number `attempt`+1: backoff_min_ms doubling per attempt,
+ * and at least until the pool stops refusing (a retry inside the backoff
+ * would be refused without trying), each pause at most backoff_max_ms. */
+static void retry_pause(perfc_redis_pool *p, unsigned attempt) {
+  uint64_t delay = (uint64_t)p->o.backoff_min_ms
+                   << (attempt < 16 ? attempt : 16);
+  pthread_mutex_lock(&p->mu);
+  uint64_t now = now_ms();
+  if (p->backoff_ms && p->down_until_ms > now + delay)
+    delay = p->down_until_ms - now + 1;
+  pthread_mutex_unlock(&p->mu);
+  if (delay > p->o.backoff_max_ms)
+    delay = p->o.backoff_max_ms;
+  struct timespec ts = {(time_t)(delay / 1000),
+                        (long)(delay % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
 int perfc_redis_del(perfc_redis_pool *p, const char *const *keys, size_t n) {
   if (!p || (n && !keys))
     return PERFC_EINVAL;
@@ -751,16 +810,18 @@ int perfc_redis_del(perfc_redis_pool *p, const char *const *keys, size_t n) {
   }
   /* DEL is idempotent, so retrying after a failure whose outcome is
    * unknown (a timeout after the server executed it) is safe. */
-  for (unsigned attempt = 0;
-       rc == 0 || rc == PERFC_EIO || rc == PERFC_ETIMEDOUT; attempt++) {
+  for (unsigned attempt = 0; rc == 0; attempt++) {
     redisReply *r;
     rc = one(p, (int)n + 1, argv, argvlen, &r);
     if (rc == 0) {
       freeReplyObject(r);
       break;
     }
-    if (attempt >= p->o.del_retries)
+    if ((rc != PERFC_EIO && rc != PERFC_ETIMEDOUT) ||
+        attempt >= p->o.del_retries)
       break;
+    retry_pause(p, attempt);
+    rc = 0;
   }
   free(argv);
   free(argvlen);
@@ -795,7 +856,7 @@ void perfc_redis_pool_stats_get(perfc_redis_pool *p,
   out->idle = p->nidle;
   out->connects = p->connects;
   out->errors = p->errors;
-  out->backing_off = now_ms() < p->down_until_ms;
+  out->backing_off = p->backoff_ms != 0;
   pthread_mutex_unlock(&p->mu);
 }
 

@@ -338,6 +338,35 @@ Test(cache, redis_down_served_by_loader_then_used_again) {
   env_close(&e);
 }
 
+Test(cache, redis_hung_costs_one_timeout_not_one_per_call) {
+  fake_db db;
+  db_init(&db);
+  for (int i = 0; i < 16; i++)
+    db_put(&db, i, "v");
+  env e;
+  env_open(&e, "hung", 1, 0);
+  expect(e.cache, &db, "key0", "v");
+  kill(srv.pid, SIGSTOP);
+  char key[16];
+  int slow = 0;
+  double t0 = mono();
+  for (int i = 1; i < 16; i++) {
+    snprintf(key, sizeof key, "key%d", i);
+    double c0 = mono();
+    expect(e.cache, &db, key, "v");
+    if (mono() - c0 > 0.05)
+      slow++;
+  }
+  double dt = mono() - t0;
+  kill(srv.pid, SIGCONT);
+  /* The first call waits for the command timeout (100 ms here); then the
+   * pool refuses until its backoff ends, and the loader answers at once. */
+  cr_assert_leq(slow, 2, "%d calls waited for a timeout", slow);
+  cr_assert_lt(dt, 0.5, "15 calls took %.3fs", dt);
+  cr_assert_geq(stats(e.cache).l2_errors, 15);
+  env_close(&e);
+}
+
 Test(cache, failed_delete_is_retried_in_background) {
   fake_db db;
   db_init(&db);

@@ -207,6 +207,8 @@ Test(redis, command_timeout_bounds_a_hung_server) {
   o.port = srv.port;
   o.registry = reg;
   o.command_timeout_ms = 100;
+  o.backoff_min_ms = 200;
+  o.backoff_max_ms = 400;
   perfc_redis_pool *p;
   cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
   cr_assert_eq(perfc_redis_ping(p), 0);
@@ -214,15 +216,36 @@ Test(redis, command_timeout_bounds_a_hung_server) {
   double t0 = mono();
   int rc = perfc_redis_ping(p);
   double dt = mono() - t0;
-  kill(srv.pid, SIGCONT);
   cr_assert_eq(rc, PERFC_ETIMEDOUT);
   cr_assert_lt(dt, 0.5, "hung for %.3fs", dt);
-  /* The timed-out connection was dropped; the next command reconnects. */
-  cr_assert_eq(perfc_redis_ping(p), 0);
+  /* The timeout makes the pool suspect the server: further calls are
+   * refused at once instead of each waiting for a timeout (a connect to a
+   * stopped server still succeeds, so only the backoff prevents that). */
   perfc_redis_pool_stats st;
   perfc_redis_pool_stats_get(p, &st);
-  cr_assert_eq(st.connects, 2);
-  cr_assert_geq(st.errors, 1);
+  cr_assert(st.backing_off);
+  t0 = mono();
+  for (int i = 0; i < 100; i++)
+    cr_assert_eq(perfc_redis_ping(p), PERFC_EIO);
+  dt = mono() - t0;
+  cr_assert_lt(dt, 0.05, "100 refusals took %.3fs", dt);
+  /* After the backoff one probe goes through; still frozen, it times out
+   * and the backoff grows. */
+  tr_sleep_ms(220);
+  cr_assert_eq(perfc_redis_ping(p), PERFC_ETIMEDOUT);
+  cr_assert_eq(perfc_redis_ping(p), PERFC_EIO);
+  kill(srv.pid, SIGCONT);
+  /* Thawed: once the backoff passes, the probe succeeds and clears it. */
+  int ok = 0;
+  for (int i = 0; i < 100 && !ok; i++) {
+    ok = perfc_redis_ping(p) == 0;
+    if (!ok)
+      tr_sleep_ms(20);
+  }
+  cr_assert(ok);
+  perfc_redis_pool_stats_get(p, &st);
+  cr_assert_not(st.backing_off);
+  cr_assert_geq(st.errors, 102);
   perfc_redis_pool_free(p);
   perfc_registry_free(reg);
 }

@@ -9,8 +9,9 @@
  *
  * Failure is bounded: a connect waits at most connect_timeout_ms, a command
  * at most command_timeout_ms, waiting for a free connection at most
- * acquire_timeout_ms; after a failed connect the pool refuses at once
- * (PERFC_EIO) until its backoff passes, so a dead server costs callers
+ * acquire_timeout_ms; after a failed connect or a timed-out command the
+ * pool refuses at once (PERFC_EIO) until its backoff passes, then lets one
+ * call probe the server, so a dead or hung server costs callers
  * microseconds, not timeouts. See docs/data-layer.md.
  */
 #ifndef PERFC_REDIS_H
@@ -35,11 +36,15 @@ typedef struct perfc_redis_subscriber perfc_redis_subscriber;
 /** TCP connect bound. Loopback or same-rack Redis connects in well under a
  *  millisecond; a server that takes longer is treated as down. */
 #define PERFC_DEFAULT_REDIS_CONNECT_TIMEOUT_MS 200u
-/** Bound on one command (or one pipelined batch) round trip. */
+/** Bound on one command (or one pipelined batch) round trip. A timeout
+ *  makes the pool refuse calls for a backoff, as a failed connect does:
+ *  connects to a hung server succeed, so without that every call would
+ *  wait this long. */
 #define PERFC_DEFAULT_REDIS_COMMAND_TIMEOUT_MS 200u
 /** Bound on waiting for a free connection when all are in use. */
 #define PERFC_DEFAULT_REDIS_ACQUIRE_TIMEOUT_MS 100u
-/** First reconnect backoff after a failed connect; doubles per failure. */
+/** How long the pool refuses calls after a failed connect or a timed-out
+ *  command; then one call probes the server. Doubles per failed probe. */
 #define PERFC_DEFAULT_REDIS_BACKOFF_MIN_MS 50u
 /** Backoff ceiling: the longest a recovered server goes unused. */
 #define PERFC_DEFAULT_REDIS_BACKOFF_MAX_MS 1000u
@@ -144,8 +149,11 @@ PERFC_API int perfc_redis_set(perfc_redis_pool *p, const char *key,
                               perfc_slice value, uint32_t ttl_ms);
 
 /** DEL of `n` keys in one command, retried up to del_retries more times
- *  (each on a fresh acquire) while it fails. Returns 0 when the server
- *  executed it (whether or not the keys existed) or the last error. */
+ *  while it fails with PERFC_EIO or PERFC_ETIMEDOUT, pausing before each
+ *  retry backoff_min_ms doubling per attempt (longer if the pool is still
+ *  refusing, never more than backoff_max_ms). With the defaults, a DEL to a
+ *  server that is down returns after about 150 ms. Returns 0 when the
+ *  server executed it (whether or not the keys existed) or the last error. */
 PERFC_API int perfc_redis_del(perfc_redis_pool *p, const char *const *keys,
                               size_t n);
 
@@ -159,7 +167,8 @@ typedef struct perfc_redis_pool_stats {
   unsigned idle;     /**< connected and idle now */
   uint64_t connects; /**< successful connects since creation */
   uint64_t errors;   /**< failed connects, I/O errors, timeouts, refusals */
-  int backing_off;   /**< 1 while connects are refused after a failure */
+  int backing_off;   /**< 1 while the server is suspect (calls refused
+                          except one probe at a time) */
 } perfc_redis_pool_stats;
 
 /** Fills `*out`. */
