@@ -5,11 +5,14 @@
 #define PERFC_H
 
 #include "perfc/arena.h"
+#include "perfc/cache.h"
 #include "perfc/client.h"
 #include "perfc/common.h"
 #include "perfc/interceptor.h"
+#include "perfc/l1cache.h"
 #include "perfc/log.h"
 #include "perfc/pool.h"
+#include "perfc/redis.h"
 #include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
