@@ -253,18 +253,17 @@ static void maybe_grow(shard *s) {
   s->nbuckets = nn;
 }
 
-typedef enum { COPY_MALLOC, COPY_BUF } copy_mode;
-
-static int lookup(perfc_l1cache *c, const char *key, copy_mode mode,
-                  uint8_t **out, uint8_t *buf, size_t cap, size_t *out_len,
-                  int *out_negative) {
-  if (!c || !key || !out_len || (mode == COPY_MALLOC && !out))
+/* Copies the value into `buf` under the shard lock; nothing is allocated
+ * while the lock is held. `count` = 0 for the second look of a value that
+ * did not fit the first time (one call, one hit in the stats). */
+static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
+                  size_t *out_len, int *out_negative, int count) {
+  if (!c || !key || !out_len || (cap && !buf))
     return PERFC_EINVAL;
   size_t klen = strlen(key);
   uint64_t h = hash_key(key, klen);
   shard *s = shard_for(c, h);
   uint64_t now = now_ms();
-  int rc;
   pthread_mutex_lock(&s->mu);
   entry **link;
   entry *e = find(s, h, key, klen, &link);
@@ -274,13 +273,16 @@ static int lookup(perfc_l1cache *c, const char *key, copy_mode mode,
     e = NULL;
   }
   if (!e) {
-    s->misses++;
+    if (count)
+      s->misses++;
     pthread_mutex_unlock(&s->mu);
     return PERFC_ENOENT;
   }
-  s->hits++;
-  if (e->negative)
-    s->negative_hits++;
+  if (count) {
+    s->hits++;
+    if (e->negative)
+      s->negative_hits++;
+  }
   /* Moving the entry writes its neighbours' cache lines; skipping the move
    * for recently moved entries keeps most hits on hot keys read-only. */
   if (s->lru_head != e && now - e->promoted_ms >= c->promote_ms) {
@@ -291,37 +293,62 @@ static int lookup(perfc_l1cache *c, const char *key, copy_mode mode,
   *out_len = e->vlen;
   if (out_negative)
     *out_negative = e->negative;
-  rc = 0;
-  if (mode == COPY_MALLOC) {
-    if (e->negative) {
-      *out = NULL;
-    } else {
-      uint8_t *p = malloc(e->vlen ? e->vlen : 1);
-      if (p)
-        memcpy(p, e->data + e->klen + 1, e->vlen);
-      else
-        rc = PERFC_ENOMEM;
-      *out = p;
-    }
-  } else if (e->vlen > cap) {
+  int rc = 0;
+  if (e->vlen > cap)
     rc = PERFC_ETOOBIG;
-  } else if (e->vlen) {
+  else if (e->vlen)
     memcpy(buf, e->data + e->klen + 1, e->vlen);
-  }
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
 
+/* Values up to this size are copied to the stack under the lock and
+ * malloc'd after it; larger ones take a second look into a buffer of the
+ * size the first look reported. */
+#define GET_STACK_BYTES 512
+
 int perfc_l1cache_get(perfc_l1cache *c, const char *key, uint8_t **out,
                       size_t *out_len, int *out_negative) {
-  return lookup(c, key, COPY_MALLOC, out, NULL, 0, out_len, out_negative);
+  if (!out)
+    return PERFC_EINVAL;
+  uint8_t stack[GET_STACK_BYTES];
+  int neg = 0;
+  size_t n = 0;
+  int rc = lookup(c, key, stack, sizeof stack, &n, &neg, 1);
+  if (rc == 0) {
+    *out = NULL;
+    if (!neg) {
+      if (!(*out = malloc(n ? n : 1)))
+        return PERFC_ENOMEM;
+      memcpy(*out, stack, n);
+    }
+  }
+  while (rc == PERFC_ETOOBIG) {
+    /* The entry may be replaced between the looks: repeat until the buffer
+     * fits what is there now (or it is gone: then it is a miss). */
+    uint8_t *p = malloc(n);
+    if (!p)
+      return PERFC_ENOMEM;
+    rc = lookup(c, key, p, n, &n, &neg, 0);
+    if (rc == 0 && !neg)
+      *out = p;
+    else {
+      free(p);
+      if (rc == 0) /* replaced by a negative entry */
+        *out = NULL;
+    }
+  }
+  if (rc == 0) {
+    *out_len = neg ? 0 : n;
+    if (out_negative)
+      *out_negative = neg;
+  }
+  return rc;
 }
 
 int perfc_l1cache_get_into(perfc_l1cache *c, const char *key, uint8_t *buf,
                            size_t cap, size_t *out_len, int *out_negative) {
-  if (cap && !buf)
-    return PERFC_EINVAL;
-  return lookup(c, key, COPY_BUF, NULL, buf, cap, out_len, out_negative);
+  return lookup(c, key, buf, cap, out_len, out_negative, 1);
 }
 
 static uint64_t version_locked(const shard *s, uint64_t h) {
