@@ -203,7 +203,8 @@ PERFC_API void perfc_cache_stats_get(perfc_cache *c, perfc_cache_stats *out);
 /* ---- bloom filter ---- */
 
 /** Creates a filter sized for `expected_items` with false-positive rate
- *  `fp_rate` (0 < fp_rate < 1). Returns 0, PERFC_EINVAL or PERFC_ENOMEM.
+ *  `fp_rate` (0 < fp_rate < 1). Returns 0, PERFC_EINVAL, PERFC_ETOOBIG
+ *  (more than 10^12 bits) or PERFC_ENOMEM.
  *  Free with perfc_bloom_free(). Adding and testing are lock-free and may
  *  run concurrently. */
 PERFC_API int perfc_bloom_new(perfc_bloom **out, size_t expected_items,
