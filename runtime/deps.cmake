@@ -15,3 +15,8 @@ target_link_libraries(perfc_runtime PRIVATE PkgConfig::OPENSSL)
 # Debian 12 ships 15). Private: perfc/pg.h does not include libpq-fe.h.
 pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 target_link_libraries(perfc_runtime PRIVATE PkgConfig::LIBPQ)
+# redis.c (and cache.c through redis_internal.h): the Redis client is
+# hiredis (protocol, replies, socket timeouts); perfc adds the pool,
+# backoff and the subscriber thread.
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::HIREDIS)

@@ -14,7 +14,8 @@ trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$out"' EXIT
 "$bin/interop-server" --port 0 --use_tls "$tls" >"$out" 2>&1 &
 pid=$!
 port=
-for _ in $(seq 1 100); do
+# Up to 30 s: a loaded CI machine can take seconds to start a process.
+for _ in $(seq 1 600); do
   port=$(sed -n 's/^interop-server: listening on port \([0-9]*\).*/\1/p' "$out")
   [ -n "$port" ] && break
   kill -0 "$pid" 2>/dev/null || break

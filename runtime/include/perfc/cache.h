@@ -1,0 +1,225 @@
+/*
+ * perfc/cache.h — cache-aside over two levels: the in-process L1
+ * (perfc/l1cache.h) in front of Redis (perfc/redis.h, L2) in front of a
+ * loader the caller supplies (usually a database query).
+ *
+ * perfc_cache_get_or_load() reads L1, then Redis, then runs the loader with
+ * one load per key at a time across threads (single flight), then fills
+ * both levels with jittered TTLs; "not found" is cached as a placeholder for
+ * a short TTL. perfc_cache_invalidate() is the write path: after the
+ * caller's database commit it deletes the keys from Redis (retrying in the
+ * background), from L1, and tells other processes over Redis pub/sub to drop
+ * theirs. A load that started before an invalidation never fills either
+ * level after it (generation check in L1, lease token in Redis). Redis being
+ * down makes calls go to the loader; it is never an error to the caller.
+ * Design and failure behaviour: docs/data-layer.md.
+ *
+ * Room: runtime public headers (data layer, cache-aside). Thread-safe.
+ */
+#ifndef PERFC_CACHE_H
+#define PERFC_CACHE_H
+
+#include "perfc/common.h"
+#include "perfc/l1cache.h"
+#include "perfc/metrics.h"
+#include "perfc/redis.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A two-level cache-aside cache. Opaque. */
+typedef struct perfc_cache perfc_cache;
+/** A bloom filter of keys that may exist. Opaque. */
+typedef struct perfc_bloom perfc_bloom;
+
+/** Loads one key from the source of truth. Returns 0 with `*out` a malloc'd
+ *  value of `*out_len` bytes that the cache takes over (and frees with
+ *  free(); NULL is allowed for an empty value); PERFC_ENOENT when the key
+ *  does not exist (cached as a placeholder); any other negative code is a
+ *  failure, returned to every caller waiting on this load and not cached.
+ *  Runs on a caller's thread, without cache locks held. */
+typedef int (*perfc_cache_loader_fn)(const char *key, uint8_t **out,
+                                     size_t *out_len, void *user_data);
+
+/** One key's result in a batch. `data` is malloc'd and owned by whoever
+ *  holds the array (see perfc_cache_values_free()); NULL when not found. */
+typedef struct perfc_cache_value {
+  uint8_t *data;
+  size_t len;
+  int found;
+} perfc_cache_value;
+
+/** Loads `n` keys at once. out[] arrives zeroed; for each key that exists
+ *  set found = 1 and data/len (malloc'd; the cache takes it over); leave
+ *  found = 0 for keys that do not exist. Returns 0, or a negative code that
+ *  fails the whole batch (nothing from it is cached; the cache frees any
+ *  data already set). */
+typedef int (*perfc_cache_batch_loader_fn)(const char *const *keys, size_t n,
+                                           perfc_cache_value *out,
+                                           void *user_data);
+
+/** L1 TTL. Short because L1 is the level another instance's invalidation
+ *  reaches only through pub/sub, which can lose messages. */
+#define PERFC_DEFAULT_CACHE_L1_TTL_MS 10000u
+/** Redis TTL for values. */
+#define PERFC_DEFAULT_CACHE_L2_TTL_MS 600000u
+/** TTL for "not found" placeholders (both levels; L1 takes the smaller of
+ *  this and its own TTL). Short, so a key created without an invalidation
+ *  shows up soon. */
+#define PERFC_DEFAULT_CACHE_NEGATIVE_TTL_MS 30000u
+/** TTLs are spread by ± this fraction so keys filled together do not
+ *  expire together (a stampede on the loader). */
+#define PERFC_DEFAULT_CACHE_TTL_JITTER 0.05
+/** Lifetime of a load's Redis lease: a load slower than this does not
+ *  fill Redis. */
+#define PERFC_DEFAULT_CACHE_LEASE_TTL_MS 10000u
+/** First delay before retrying a failed Redis delete; doubles per attempt
+ *  up to PERFC_DEFAULT_CACHE_RETRY_MAX_MS. */
+#define PERFC_DEFAULT_CACHE_RETRY_MS 50u
+#define PERFC_DEFAULT_CACHE_RETRY_MAX_MS 2000u
+/** Most keys waiting for a retried delete; past it the oldest are dropped
+ *  (and logged) since their Redis TTL bounds the damage anyway. */
+#define PERFC_DEFAULT_CACHE_RETRY_QUEUE 100000u
+/** Label value and channel suffix. */
+#define PERFC_DEFAULT_CACHE_NAME "default"
+
+/** Options for perfc_cache_new(); fill with perfc_cache_opts_init(). Zero
+ *  fields mean the default. */
+typedef struct perfc_cache_opts {
+  /** `cache` label of the metrics and suffix of the default channel;
+   *  copied. NULL = PERFC_DEFAULT_CACHE_NAME. */
+  const char *name;
+  /** L2. Borrowed; must outlive the cache. NULL = L1 only (no invalidation
+   *  of other processes). */
+  perfc_redis_pool *redis;
+  /** Pub/sub channel for invalidations; copied. NULL =
+   *  "perfc:cache:invalidate:<name>". All instances sharing the data must
+   *  use the same one. */
+  const char *channel;
+  /** Nonzero: do not subscribe to `channel`. By default (0) a cache with
+   *  `redis` runs a subscriber thread that drops the L1 entries other
+   *  processes invalidate. */
+  int no_subscribe;
+  /** L1 shape; shards/max_bytes 0 = the l1cache defaults. */
+  unsigned l1_shards;
+  size_t l1_max_bytes;
+  uint32_t l1_ttl_ms;       /**< 0 = default */
+  uint32_t l2_ttl_ms;       /**< 0 = default */
+  uint32_t negative_ttl_ms; /**< 0 = default */
+  /** ± fraction of each TTL, at most 0.5. 0 = default; negative = none. */
+  double ttl_jitter;
+  uint32_t lease_ttl_ms;    /**< 0 = default */
+  uint32_t retry_ms;        /**< 0 = default */
+  uint32_t retry_max_ms;    /**< 0 = default */
+  unsigned retry_queue_max; /**< 0 = default */
+  /** Optional; borrowed, must outlive the cache. Keys it says cannot exist
+   *  are answered PERFC_ENOENT without touching L1, Redis or the loader. */
+  perfc_bloom *bloom;
+  /** Registry for the metrics; borrowed. NULL = default registry. */
+  perfc_registry *registry;
+} perfc_cache_opts;
+
+/** Fills `o` with the PERFC_DEFAULT_CACHE_* values (a zeroed struct means
+ *  the same). */
+PERFC_API void perfc_cache_opts_init(perfc_cache_opts *o);
+
+/** Creates a cache; with a subscriber, starts its thread, and starts the
+ *  retry thread. Registers the perfc_cache_* metrics (docs/data-layer.md)
+ *  under `cache=<name>`: two caches with one name in one registry are
+ *  PERFC_EEXIST. Returns 0, PERFC_EINVAL, PERFC_EEXIST, PERFC_ENOMEM or
+ *  PERFC_ETHREAD. Free with perfc_cache_free(). */
+PERFC_API int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts);
+
+/** Stops the threads (a last attempt is made at pending deletes), frees
+ *  L1 and the cache. No other call may be running on it. NULL is a no-op. */
+PERFC_API void perfc_cache_free(perfc_cache *c);
+
+/** Reads `key` (NUL-terminated, borrowed) through L1, Redis and, on a miss
+ *  in both, `loader` (single flight per key). On 0, `*out` is a malloc'd
+ *  copy of `*out_len` bytes the caller frees with free() (non-NULL even
+ *  when empty). Returns PERFC_ENOENT when the key does not exist (loader
+ *  said so now or earlier, or the bloom filter rules it out), the
+ *  loader's error code when the load failed, PERFC_EINVAL or PERFC_ENOMEM.
+ *  Redis errors are never returned: they are counted and the loader
+ *  answers instead. */
+PERFC_API int perfc_cache_get_or_load(perfc_cache *c, const char *key,
+                                      perfc_cache_loader_fn loader,
+                                      void *loader_ud, uint8_t **out,
+                                      size_t *out_len);
+
+/** Batch read of `n` keys (borrowed): L1 for each, one MGET for those L1
+ *  lacks, one `loader` call for the rest, then fills as
+ *  perfc_cache_get_or_load() does. Batch loads are not single-flighted.
+ *  On 0, out[i] is keys[i]'s result; the caller frees with
+ *  perfc_cache_values_free(out, n). On error out[] owns nothing. Returns
+ *  0, the loader's error, PERFC_EINVAL or PERFC_ENOMEM. */
+PERFC_API int perfc_cache_get_many(perfc_cache *c, const char *const *keys,
+                                   size_t n, perfc_cache_batch_loader_fn loader,
+                                   void *loader_ud, perfc_cache_value *out);
+
+/** Frees out[i].data for i < n and marks them not found. */
+PERFC_API void perfc_cache_values_free(perfc_cache_value *out, size_t n);
+
+/** The write path; call after the database commit. Deletes the `n` keys
+ *  (borrowed) and their leases from Redis in one DEL (failures are queued
+ *  and retried in the background with backoff), deletes them from L1
+ *  (which also fences loads in flight), and publishes them on the
+ *  invalidation channel so other processes drop their L1 copies. Returns 0
+ *  (Redis failures are not errors: they are retried and counted),
+ *  PERFC_EINVAL or PERFC_ENOMEM. */
+PERFC_API int perfc_cache_invalidate(perfc_cache *c, const char *const *keys,
+                                     size_t n);
+
+/** Keys waiting for a retried Redis delete (for tests and health checks). */
+PERFC_API size_t perfc_cache_pending_invalidations(perfc_cache *c);
+
+/** Waits until the invalidation subscriber is subscribed. Returns 0,
+ *  PERFC_ETIMEDOUT, or PERFC_ESTATE when the cache has no subscriber. */
+PERFC_API int perfc_cache_wait_subscribed(perfc_cache *c, uint32_t timeout_ms);
+
+/** The cache's L1, borrowed (valid until perfc_cache_free()): for stats,
+ *  tests, or direct use. */
+PERFC_API perfc_l1cache *perfc_cache_l1(perfc_cache *c);
+
+/** Counters of one cache, also exported as metrics. */
+typedef struct perfc_cache_stats {
+  uint64_t l1_hits, l1_misses;
+  uint64_t l2_hits, l2_misses;
+  uint64_t negative_hits;        /**< placeholder found in L1 or L2 */
+  uint64_t loads, load_errors;   /**< loader calls (batch = 1) and failures */
+  uint64_t singleflight_shared;  /**< callers served by another's load */
+  uint64_t l2_errors;            /**< Redis failures met (each degraded call) */
+  uint64_t stale_fills_refused;  /**< fills fenced by an invalidation, L1+L2 */
+  uint64_t invalidations;        /**< keys invalidated locally */
+  uint64_t remote_invalidations; /**< keys dropped on another's message */
+  uint64_t delete_retries;       /**< background delete attempts */
+  uint64_t bloom_rejects;
+} perfc_cache_stats;
+
+/** Fills `*out` (slow: sums per-thread metric cells). */
+PERFC_API void perfc_cache_stats_get(perfc_cache *c, perfc_cache_stats *out);
+
+/* ---- bloom filter ---- */
+
+/** Creates a filter sized for `expected_items` with false-positive rate
+ *  `fp_rate` (0 < fp_rate < 1). Returns 0, PERFC_EINVAL, PERFC_ETOOBIG
+ *  (more than 10^12 bits) or PERFC_ENOMEM.
+ *  Free with perfc_bloom_free(). Adding and testing are lock-free and may
+ *  run concurrently. */
+PERFC_API int perfc_bloom_new(perfc_bloom **out, size_t expected_items,
+                              double fp_rate);
+
+/** NULL is a no-op. */
+PERFC_API void perfc_bloom_free(perfc_bloom *b);
+
+/** Records that `key` (borrowed) may exist. */
+PERFC_API void perfc_bloom_add(perfc_bloom *b, const char *key);
+
+/** 0 when `key` was certainly never added; 1 when it may have been. */
+PERFC_API int perfc_bloom_maybe_contains(perfc_bloom *b, const char *key);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_CACHE_H */

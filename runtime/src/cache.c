@@ -1,0 +1,1393 @@
+/*
+ * cache.c — cache-aside over L1 (l1cache.c) and Redis (redis.c): single
+ * flight loads, jittered TTLs, negative caching, invalidation with
+ * background retries and pub/sub fan-out, stale-fill fencing, bloom filter.
+ *
+ * Room: runtime sources (data layer, cache-aside). Public API in
+ * perfc/cache.h; the design, including why the stale-fill fence is correct,
+ * is in docs/data-layer.md. In short:
+ *
+ * - L1 fence: before reading Redis, a load reads the key's L1 generation;
+ *   the L1 fill is a set that succeeds only if the generation is unchanged.
+ *   Every invalidation (local, or received over pub/sub) advances it.
+ * - Redis fence: a miss in Redis atomically (one Lua script) sets a lease
+ *   key `perfc:lease:<key>` to a token unique to this load; the fill is a
+ *   Lua script that writes the value only if the lease still holds that
+ *   token. Invalidation deletes the key and its lease in one DEL, so a load
+ *   that began before it cannot fill after it.
+ *
+ * Values in Redis carry a one-byte tag: 'v' + bytes for a value, 'n' alone
+ * for a "not found" placeholder, so that an empty value and a negative
+ * entry stay distinct.
+ */
+#include "perfc/cache.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "perfc/log.h"
+#include "redis_internal.h"
+
+#define TAG_VALUE 'v'
+#define TAG_NEGATIVE 'n'
+#define LEASE_PREFIX "perfc:lease:"
+#define CHANNEL_PREFIX "perfc:cache:invalidate:"
+#define FLIGHT_STRIPES 64
+/* Keys per DEL the retry thread sends at once. */
+#define RETRY_BATCH 256
+
+/* One Lua round trip for a read miss: return the value, or take the lease
+ * and return nil. Taking the lease unconditionally (not NX) is deliberate:
+ * the newest load is the one that read the newest data, so it should be
+ * the one allowed to fill. */
+static const char GET_OR_LEASE_LUA[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v then return v end "
+    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) "
+    "return false";
+
+/* The fill: only while our lease stands. An invalidation deleted it, a
+ * newer load replaced it, or it expired: then the value we hold may be
+ * older than the database and must not go into Redis. */
+static const char FILL_LUA[] =
+    "if redis.call('GET', KEYS[2]) == ARGV[1] then "
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) "
+    "redis.call('DEL', KEYS[2]) "
+    "return 1 end "
+    "return 0";
+
+typedef struct flight {
+  struct flight *next;
+  char *key;
+  unsigned refs;
+  int done;
+  int rc;
+  uint8_t *val;
+  size_t len;
+  pthread_cond_t cv;
+} flight;
+
+typedef struct stripe {
+  pthread_mutex_t mu;
+  flight *head;
+  char pad[64 - sizeof(pthread_mutex_t) % 64];
+} stripe;
+
+typedef struct pending {
+  struct pending *next;
+  char *key;
+} pending;
+
+/* A scrape-time view of L1 stats. The registry owns it (it may outlive the
+ * cache), so the cache only detaches it on free. */
+typedef struct l1_probe {
+  pthread_mutex_t mu;
+  perfc_l1cache *l1;
+  int what; /* 0 entries, 1 bytes, 2 evictions, 3 expired */
+  double last;
+} l1_probe;
+
+typedef struct metrics {
+  perfc_counter *l1_hits, *l1_misses, *l2_hits, *l2_misses, *negative_hits,
+      *loads, *load_errors, *shared, *l2_errors, *stale_refused, *invalidations,
+      *remote_invalidations, *delete_retries, *bloom_rejects;
+  perfc_gauge *pending;
+} metrics;
+
+struct perfc_cache {
+  char *name;
+  char *channel;
+  perfc_redis_pool *redis;
+  perfc_bloom *bloom;
+  perfc_l1cache *l1;
+  uint32_t l1_ttl_ms, l2_ttl_ms, negative_ttl_ms, lease_ttl_ms;
+  uint32_t retry_ms, retry_max_ms;
+  unsigned retry_queue_max;
+  double jitter;
+  char instance[17]; /* 16 hex digits, random per cache */
+  atomic_uint_fast64_t token_seq;
+
+  stripe stripes[FLIGHT_STRIPES];
+
+  /* Retry queue of keys whose Redis delete (or publish) failed. */
+  pthread_mutex_t rq_mu;
+  pthread_cond_t rq_cv;
+  pending *rq_head, *rq_tail;
+  size_t rq_len;
+  atomic_size_t rq_count; /* rq_len, readable without the lock */
+  int rq_stop;
+  pthread_t rq_thread;
+  int rq_started;
+
+  perfc_redis_subscriber *sub;
+  atomic_int subscribed_once;
+
+  metrics m;
+  l1_probe *probes[4];
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t rng_next(void) {
+  static _Thread_local uint64_t s;
+  if (s == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    s = (uint64_t)ts.tv_nsec ^ ((uint64_t)(uintptr_t)&s << 16) ^
+        0x9e3779b97f4a7c15ull;
+  }
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+static uint32_t jittered(const perfc_cache *c, uint32_t ttl) {
+  if (c->jitter <= 0 || ttl == 0)
+    return ttl;
+  double u = (double)(rng_next() >> 11) / 9007199254740992.0; /* [0,1) */
+  double t = (double)ttl * (1.0 + c->jitter * (2.0 * u - 1.0));
+  if (t < 1)
+    t = 1;
+  return (uint32_t)t;
+}
+
+static char *lease_key(const char *key) {
+  size_t n = strlen(key);
+  char *k = malloc(sizeof LEASE_PREFIX + n);
+  if (k) {
+    memcpy(k, LEASE_PREFIX, sizeof LEASE_PREFIX - 1);
+    memcpy(k + sizeof LEASE_PREFIX - 1, key, n + 1);
+  }
+  return k;
+}
+
+static void make_token(perfc_cache *c, char *buf, size_t cap) {
+  unsigned long long seq =
+      (unsigned long long)atomic_fetch_add(&c->token_seq, 1);
+  snprintf(buf, cap, "%s-%llu", c->instance, seq);
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n) {
+  uint8_t *d = malloc(n ? n : 1);
+  if (d && n)
+    memcpy(d, p, n);
+  return d;
+}
+
+/* ---- bloom filter ---- */
+
+struct perfc_bloom {
+  _Atomic uint64_t *bits;
+  uint64_t nbits;
+  unsigned k;
+};
+
+static uint64_t bloom_hash(const char *key, uint64_t seed) {
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+    h ^= *p;
+    h *= 1099511628211ull;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+int perfc_bloom_new(perfc_bloom **out, size_t expected_items, double fp_rate) {
+  if (!out || expected_items == 0 || !(fp_rate > 0 && fp_rate < 1))
+    return PERFC_EINVAL;
+  double ln2 = 0.6931471805599453;
+  double m = -(double)expected_items * log(fp_rate) / (ln2 * ln2);
+  if (m < 64)
+    m = 64;
+  if (m > 1e12)
+    return PERFC_ETOOBIG;
+  perfc_bloom *b = calloc(1, sizeof(*b));
+  if (!b)
+    return PERFC_ENOMEM;
+  b->nbits = (uint64_t)m;
+  b->k = (unsigned)(m / (double)expected_items * ln2 + 0.5);
+  if (b->k < 1)
+    b->k = 1;
+  if (b->k > 16)
+    b->k = 16;
+  b->bits = calloc((size_t)((b->nbits + 63) / 64), sizeof(*b->bits));
+  if (!b->bits) {
+    free(b);
+    return PERFC_ENOMEM;
+  }
+  *out = b;
+  return 0;
+}
+
+void perfc_bloom_free(perfc_bloom *b) {
+  if (!b)
+    return;
+  free((void *)b->bits);
+  free(b);
+}
+
+/* Kirsch–Mitzenmacher: k indexes from two hashes, h1 + i*h2. */
+void perfc_bloom_add(perfc_bloom *b, const char *key) {
+  if (!b || !key)
+    return;
+  uint64_t h1 = bloom_hash(key, 0), h2 = bloom_hash(key, 0x5bd1e995) | 1;
+  for (unsigned i = 0; i < b->k; i++) {
+    uint64_t bit = (h1 + i * h2) % b->nbits;
+    atomic_fetch_or_explicit(&b->bits[bit / 64], 1ull << (bit % 64),
+                             memory_order_relaxed);
+  }
+}
+
+int perfc_bloom_maybe_contains(perfc_bloom *b, const char *key) {
+  if (!b || !key)
+    return 1;
+  uint64_t h1 = bloom_hash(key, 0), h2 = bloom_hash(key, 0x5bd1e995) | 1;
+  for (unsigned i = 0; i < b->k; i++) {
+    uint64_t bit = (h1 + i * h2) % b->nbits;
+    if (!(atomic_load_explicit(&b->bits[bit / 64], memory_order_relaxed) &
+          (1ull << (bit % 64))))
+      return 0;
+  }
+  return 1;
+}
+
+/* ---- options, metrics ---- */
+
+void perfc_cache_opts_init(perfc_cache_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->name = PERFC_DEFAULT_CACHE_NAME;
+  o->l1_ttl_ms = PERFC_DEFAULT_CACHE_L1_TTL_MS;
+  o->l2_ttl_ms = PERFC_DEFAULT_CACHE_L2_TTL_MS;
+  o->negative_ttl_ms = PERFC_DEFAULT_CACHE_NEGATIVE_TTL_MS;
+  o->ttl_jitter = PERFC_DEFAULT_CACHE_TTL_JITTER;
+  o->lease_ttl_ms = PERFC_DEFAULT_CACHE_LEASE_TTL_MS;
+  o->retry_ms = PERFC_DEFAULT_CACHE_RETRY_MS;
+  o->retry_max_ms = PERFC_DEFAULT_CACHE_RETRY_MAX_MS;
+  o->retry_queue_max = PERFC_DEFAULT_CACHE_RETRY_QUEUE;
+}
+
+static int counter(perfc_counter **out, perfc_registry *reg, const char *name,
+                   const char *help, const char *cache) {
+  static const char *const labels[] = {"cache"};
+  perfc_metric_opts mo;
+  perfc_metric_opts_init(&mo);
+  mo.name = name;
+  mo.help = help;
+  mo.label_names = labels;
+  mo.label_count = 1;
+  perfc_family *fam;
+  int rc = perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &mo);
+  if (rc == 0)
+    rc = perfc_counter_get(out, fam, &cache);
+  return rc;
+}
+
+static double probe_fn(void *ud) {
+  l1_probe *p = ud;
+  pthread_mutex_lock(&p->mu);
+  if (p->l1) {
+    perfc_l1cache_stats st;
+    perfc_l1cache_stats_get(p->l1, &st);
+    uint64_t v = p->what == 0   ? st.entries
+                 : p->what == 1 ? st.bytes
+                 : p->what == 2 ? st.evictions
+                                : st.expired;
+    p->last = (double)v;
+  }
+  double v = p->last;
+  pthread_mutex_unlock(&p->mu);
+  return v;
+}
+
+static void probe_free(void *ud) {
+  l1_probe *p = ud;
+  pthread_mutex_destroy(&p->mu);
+  free(p);
+}
+
+static int probe(perfc_cache *c, perfc_registry *reg, int what,
+                 perfc_metric_type type, const char *name, const char *help) {
+  static const char *const labels[] = {"cache"};
+  perfc_metric_opts mo;
+  perfc_metric_opts_init(&mo);
+  mo.name = name;
+  mo.help = help;
+  mo.label_names = labels;
+  mo.label_count = 1;
+  perfc_family *fam;
+  int rc = perfc_family_new(&fam, reg, type, &mo);
+  if (rc != 0)
+    return rc;
+  l1_probe *p = calloc(1, sizeof(*p));
+  if (!p)
+    return PERFC_ENOMEM;
+  pthread_mutex_init(&p->mu, NULL);
+  p->l1 = c->l1;
+  p->what = what;
+  const char *lv[] = {c->name};
+  rc = perfc_family_add_func(fam, lv, probe_fn, p, probe_free);
+  if (rc != 0) {
+    probe_free(p);
+    return rc;
+  }
+  c->probes[what] = p;
+  return 0;
+}
+
+static int register_metrics(perfc_cache *c, perfc_registry *reg) {
+  metrics *m = &c->m;
+  const char *n = c->name;
+  int rc;
+#define C(field, metric, help)                                                 \
+  if ((rc = counter(&m->field, reg, metric, help, n)) != 0)                    \
+  return rc
+  C(l1_hits, "perfc_cache_l1_hits_total", "Lookups answered by L1.");
+  C(l1_misses, "perfc_cache_l1_misses_total", "Lookups L1 could not answer.");
+  C(l2_hits, "perfc_cache_l2_hits_total", "Lookups answered by Redis.");
+  C(l2_misses, "perfc_cache_l2_misses_total",
+    "Lookups Redis could not answer.");
+  C(negative_hits, "perfc_cache_negative_hits_total",
+    "Lookups answered by a cached \"not found\" placeholder (L1 or Redis).");
+  C(loads, "perfc_cache_loads_total", "Loader calls (a batch counts once).");
+  C(load_errors, "perfc_cache_load_errors_total", "Loader calls that failed.");
+  C(shared, "perfc_cache_singleflight_shared_total",
+    "Callers served by a load another caller ran (single flight).");
+  C(l2_errors, "perfc_cache_l2_errors_total",
+    "Cache operations that met a Redis failure and degraded to the loader.");
+  C(stale_refused, "perfc_cache_stale_fills_refused_total",
+    "Fills refused because the key was invalidated during the load.");
+  C(invalidations, "perfc_cache_invalidations_total", "Keys invalidated here.");
+  C(remote_invalidations, "perfc_cache_remote_invalidations_total",
+    "L1 keys dropped on another instance's invalidation message.");
+  C(delete_retries, "perfc_cache_delete_retries_total",
+    "Background attempts at failed Redis deletes.");
+  C(bloom_rejects, "perfc_cache_bloom_rejects_total",
+    "Lookups the bloom filter answered \"cannot exist\".");
+#undef C
+  static const char *const labels[] = {"cache"};
+  perfc_metric_opts mo;
+  perfc_metric_opts_init(&mo);
+  mo.name = "perfc_cache_invalidations_pending";
+  mo.help = "Keys whose Redis delete is waiting for a retry.";
+  mo.label_names = labels;
+  mo.label_count = 1;
+  perfc_family *fam;
+  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0 ||
+      (rc = perfc_gauge_get(&m->pending, fam, &n)) != 0)
+    return rc;
+  if ((rc = probe(c, reg, 0, PERFC_METRIC_GAUGE, "perfc_cache_l1_entries",
+                  "Entries in L1.")) != 0 ||
+      (rc = probe(c, reg, 1, PERFC_METRIC_GAUGE, "perfc_cache_l1_bytes",
+                  "Bytes accounted in L1 (keys, values, overhead).")) != 0 ||
+      (rc = probe(c, reg, 2, PERFC_METRIC_COUNTER,
+                  "perfc_cache_l1_evictions_total",
+                  "L1 entries evicted to stay under the byte bound.")) != 0 ||
+      (rc = probe(c, reg, 3, PERFC_METRIC_COUNTER,
+                  "perfc_cache_l1_expired_total",
+                  "L1 entries dropped because their TTL passed.")) != 0)
+    return rc;
+  return 0;
+}
+
+/* ---- invalidation: Redis delete, publish, retry thread ---- */
+
+/* DEL of every key and its lease in one command, one attempt. */
+static int del_with_leases(perfc_cache *c, const char *const *keys, size_t n) {
+  char **all = calloc(2 * n, sizeof(char *));
+  if (!all)
+    return PERFC_ENOMEM;
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    all[2 * i] = (char *)keys[i];
+    all[2 * i + 1] = lease_key(keys[i]);
+    if (!all[2 * i + 1])
+      rc = PERFC_ENOMEM;
+  }
+  /* One attempt, not perfc_redis_del's paused retries: a failure is
+   * retried by the background thread, so the writer never waits for it. */
+  if (rc == 0) {
+    const char **argv = calloc(2 * n + 1, sizeof(char *));
+    size_t *argvlen = calloc(2 * n + 1, sizeof(size_t));
+    if (argv && argvlen) {
+      argv[0] = "DEL";
+      argvlen[0] = 3;
+      for (size_t i = 0; i < 2 * n; i++) {
+        argv[i + 1] = all[i];
+        argvlen[i + 1] = strlen(all[i]);
+      }
+      perfc__redis_cmd cmd = {(int)(2 * n + 1), argv, argvlen};
+      redisReply *r;
+      rc = perfc__redis_pipeline(c->redis, &cmd, 1, &r);
+      if (rc == 0) {
+        if (r->type == REDIS_REPLY_ERROR)
+          rc = PERFC_EIO;
+        freeReplyObject(r);
+      }
+    } else {
+      rc = PERFC_ENOMEM;
+    }
+    free(argv);
+    free(argvlen);
+  }
+  for (size_t i = 0; i < n; i++)
+    free(all[2 * i + 1]);
+  free(all);
+  return rc;
+}
+
+/* Message: the sender's 16-hex instance id, '\n', then per key
+ * "<decimal length>:<bytes>". Lengths make any byte legal in a key. */
+static int publish(perfc_cache *c, const char *const *keys, size_t n) {
+  size_t cap = 18;
+  for (size_t i = 0; i < n; i++)
+    cap += strlen(keys[i]) + 21;
+  char *msg = malloc(cap);
+  if (!msg)
+    return PERFC_ENOMEM;
+  size_t len = (size_t)snprintf(msg, cap, "%s\n", c->instance);
+  for (size_t i = 0; i < n; i++) {
+    size_t kl = strlen(keys[i]);
+    len += (size_t)snprintf(msg + len, cap - len, "%zu:", kl);
+    memcpy(msg + len, keys[i], kl);
+    len += kl;
+  }
+  perfc_slice m = {(const uint8_t *)msg, len};
+  int rc = perfc_redis_publish(c->redis, c->channel, m);
+  free(msg);
+  return rc;
+}
+
+static void enqueue_retry(perfc_cache *c, const char *const *keys, size_t n) {
+  pthread_mutex_lock(&c->rq_mu);
+  for (size_t i = 0; i < n; i++) {
+    pending *p = malloc(sizeof(*p));
+    char *k = p ? strdup(keys[i]) : NULL;
+    if (!k) {
+      free(p);
+      perfc_log(PERFC_LOG_ERROR,
+                "cache %s: out of memory queueing a Redis delete retry",
+                c->name);
+      continue;
+    }
+    p->key = k;
+    p->next = NULL;
+    if (c->rq_tail)
+      c->rq_tail->next = p;
+    else
+      c->rq_head = p;
+    c->rq_tail = p;
+    c->rq_len++;
+    if (c->rq_len > c->retry_queue_max) {
+      /* Past the bound the oldest key is given up: its Redis TTL still
+       * limits how long a stale value can live. */
+      pending *old = c->rq_head;
+      c->rq_head = old->next;
+      if (!c->rq_head)
+        c->rq_tail = NULL;
+      c->rq_len--;
+      perfc_log(PERFC_LOG_WARN,
+                "cache %s: retry queue full, giving up deleting %s from Redis",
+                c->name, old->key);
+      free(old->key);
+      free(old);
+    }
+  }
+  atomic_store(&c->rq_count, c->rq_len);
+  perfc_gauge_set(c->m.pending, (double)c->rq_len);
+  pthread_cond_signal(&c->rq_cv);
+  pthread_mutex_unlock(&c->rq_mu);
+}
+
+static void timed_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu,
+                          uint32_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ull;
+  ts.tv_sec += (time_t)(ns / 1000000000ull);
+  ts.tv_nsec = (long)(ns % 1000000000ull);
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* Takes up to RETRY_BATCH keys off the queue, deletes and publishes them,
+ * and puts them back at the front on failure. Returns 0 on success. */
+static int retry_once(perfc_cache *c) {
+  pending *batch = NULL, **tail = &batch, *last = NULL;
+  size_t n = 0;
+  pthread_mutex_lock(&c->rq_mu);
+  while (c->rq_head && n < RETRY_BATCH) {
+    pending *p = c->rq_head;
+    c->rq_head = p->next;
+    p->next = NULL;
+    *tail = p;
+    tail = &p->next;
+    last = p;
+    n++;
+  }
+  if (!c->rq_head)
+    c->rq_tail = NULL;
+  pthread_mutex_unlock(&c->rq_mu);
+  if (n == 0)
+    return 0;
+  const char **keys = calloc(n, sizeof(char *));
+  int rc = PERFC_ENOMEM;
+  if (keys) {
+    size_t i = 0;
+    for (pending *p = batch; p; p = p->next)
+      keys[i++] = p->key;
+    perfc_counter_inc(c->m.delete_retries);
+    rc = del_with_leases(c, keys, n);
+    if (rc == 0)
+      rc = publish(c, keys, n);
+    if (rc == 0)
+      /* Fence again: a fill that raced the failed delete must not stay. */
+      for (i = 0; i < n; i++)
+        perfc_l1cache_delete(c->l1, keys[i]);
+    free(keys);
+  }
+  pthread_mutex_lock(&c->rq_mu);
+  if (rc == 0) {
+    c->rq_len -= n;
+    while (batch) {
+      pending *nx = batch->next;
+      free(batch->key);
+      free(batch);
+      batch = nx;
+    }
+  } else {
+    last->next = c->rq_head;
+    c->rq_head = batch;
+    if (!c->rq_tail)
+      c->rq_tail = last;
+  }
+  atomic_store(&c->rq_count, c->rq_len);
+  perfc_gauge_set(c->m.pending, (double)c->rq_len);
+  pthread_mutex_unlock(&c->rq_mu);
+  return rc;
+}
+
+static void *retry_main(void *arg) {
+  perfc_cache *c = arg;
+  uint32_t delay = 0;
+  pthread_mutex_lock(&c->rq_mu);
+  for (;;) {
+    while (!c->rq_head && !c->rq_stop)
+      pthread_cond_wait(&c->rq_cv, &c->rq_mu);
+    if (c->rq_stop)
+      break;
+    delay = delay == 0                    ? c->retry_ms
+            : delay < c->retry_max_ms / 2 ? delay * 2
+                                          : c->retry_max_ms;
+    timed_wait_ms(&c->rq_cv, &c->rq_mu, delay);
+    if (c->rq_stop)
+      break;
+    pthread_mutex_unlock(&c->rq_mu);
+    int rc = retry_once(c);
+    pthread_mutex_lock(&c->rq_mu);
+    if (rc == 0) {
+      delay = 0;
+      if (!c->rq_head)
+        perfc_log(PERFC_LOG_INFO, "cache %s: pending Redis deletes done",
+                  c->name);
+    }
+  }
+  pthread_mutex_unlock(&c->rq_mu);
+  return NULL;
+}
+
+/* Runs on the subscriber thread. */
+static void on_invalidation(perfc_redis_sub_event ev, const char *channel,
+                            perfc_slice msg, void *ud) {
+  perfc_cache *c = ud;
+  (void)channel;
+  if (ev == PERFC_REDIS_SUB_SUBSCRIBED) {
+    /* Messages published while we were disconnected are lost: every L1
+     * entry may be stale, so start over. Not on the first subscription. */
+    if (atomic_exchange(&c->subscribed_once, 1)) {
+      perfc_log(PERFC_LOG_INFO,
+                "cache %s: resubscribed to %s, clearing L1 (messages may "
+                "have been missed)",
+                c->name, c->channel);
+      perfc_l1cache_clear(c->l1);
+    }
+    return;
+  }
+  const char *p = (const char *)msg.base, *end = p + msg.len;
+  if (msg.len < 17 || p[16] != '\n')
+    return;
+  if (memcmp(p, c->instance, 16) == 0)
+    return; /* our own: L1 was already dropped by perfc_cache_invalidate */
+  p += 17;
+  char small[256];
+  while (p < end) {
+    size_t kl = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+      kl = kl * 10 + (size_t)(*p++ - '0');
+    if (p >= end || *p != ':' || (size_t)(end - p - 1) < kl)
+      return; /* malformed: ignore the rest */
+    p++;
+    char *k = kl < sizeof small ? small : malloc(kl + 1);
+    if (!k)
+      return;
+    memcpy(k, p, kl);
+    k[kl] = 0;
+    perfc_l1cache_delete(c->l1, k);
+    perfc_counter_inc(c->m.remote_invalidations);
+    if (k != small)
+      free(k);
+    p += kl;
+  }
+}
+
+/* ---- lifecycle ---- */
+
+int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
+  if (!out)
+    return PERFC_EINVAL;
+  perfc_cache_opts o;
+  perfc_cache_opts_init(&o);
+  if (opts) {
+    perfc_cache_opts d = o;
+    o = *opts;
+#define DEF(f)                                                                 \
+  if (!o.f)                                                                    \
+  o.f = d.f
+    DEF(name);
+    DEF(l1_ttl_ms);
+    DEF(l2_ttl_ms);
+    DEF(negative_ttl_ms);
+    DEF(lease_ttl_ms);
+    DEF(retry_ms);
+    DEF(retry_max_ms);
+    DEF(retry_queue_max);
+#undef DEF
+    if (o.ttl_jitter == 0)
+      o.ttl_jitter = d.ttl_jitter;
+  }
+  if (o.ttl_jitter > 0.5)
+    return PERFC_EINVAL;
+  perfc_cache *c = calloc(1, sizeof(*c));
+  if (!c)
+    return PERFC_ENOMEM;
+  c->redis = o.redis;
+  c->bloom = o.bloom;
+  c->l1_ttl_ms = o.l1_ttl_ms;
+  c->l2_ttl_ms = o.l2_ttl_ms;
+  c->negative_ttl_ms = o.negative_ttl_ms;
+  c->lease_ttl_ms = o.lease_ttl_ms;
+  c->retry_ms = o.retry_ms;
+  c->retry_max_ms = o.retry_max_ms < o.retry_ms ? o.retry_ms : o.retry_max_ms;
+  c->retry_queue_max = o.retry_queue_max;
+  c->jitter = o.ttl_jitter < 0 ? 0 : o.ttl_jitter;
+  c->name = strdup(o.name);
+  if (o.channel)
+    c->channel = strdup(o.channel);
+  else if (c->name && (c->channel = malloc(sizeof CHANNEL_PREFIX +
+                                           strlen(c->name))) != NULL)
+    sprintf(c->channel, "%s%s", CHANNEL_PREFIX, c->name);
+  uint64_t id = 0;
+  if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
+    id = rng_next() ^ (uint64_t)(uintptr_t)c;
+  snprintf(c->instance, sizeof c->instance, "%016llx", (unsigned long long)id);
+  for (int i = 0; i < FLIGHT_STRIPES; i++)
+    pthread_mutex_init(&c->stripes[i].mu, NULL);
+  pthread_mutex_init(&c->rq_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->rq_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  int rc = (!c->name || !c->channel) ? PERFC_ENOMEM : 0;
+  if (rc == 0) {
+    perfc_l1cache_opts lo;
+    perfc_l1cache_opts_init(&lo);
+    if (o.l1_shards)
+      lo.shards = o.l1_shards;
+    if (o.l1_max_bytes)
+      lo.max_bytes = o.l1_max_bytes;
+    lo.default_ttl_ms = c->l1_ttl_ms;
+    rc = perfc_l1cache_new(&c->l1, &lo);
+  }
+  if (rc == 0)
+    rc = register_metrics(c, o.registry);
+  if (rc == 0 && c->redis) {
+    if (pthread_create(&c->rq_thread, NULL, retry_main, c) != 0)
+      rc = PERFC_ETHREAD;
+    else
+      c->rq_started = 1;
+  }
+  if (rc == 0 && c->redis && !o.no_subscribe)
+    rc = perfc_redis_subscriber_new(&c->sub, perfc__redis_pool_opts(c->redis),
+                                    c->channel, on_invalidation, c);
+  if (rc != 0) {
+    perfc_cache_free(c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+void perfc_cache_free(perfc_cache *c) {
+  if (!c)
+    return;
+  /* Subscriber first: its callback touches L1. */
+  perfc_redis_subscriber_free(c->sub);
+  if (c->rq_started) {
+    pthread_mutex_lock(&c->rq_mu);
+    c->rq_stop = 1;
+    pthread_cond_signal(&c->rq_cv);
+    pthread_mutex_unlock(&c->rq_mu);
+    pthread_join(c->rq_thread, NULL);
+    if (c->rq_head && retry_once(c) != 0)
+      perfc_log(PERFC_LOG_WARN,
+                "cache %s: %zu Redis deletes still failing at shutdown",
+                c->name, c->rq_len);
+  }
+  while (c->rq_head) {
+    pending *nx = c->rq_head->next;
+    free(c->rq_head->key);
+    free(c->rq_head);
+    c->rq_head = nx;
+  }
+  for (int i = 0; i < 4; i++) {
+    if (c->probes[i]) {
+      pthread_mutex_lock(&c->probes[i]->mu);
+      c->probes[i]->l1 = NULL;
+      pthread_mutex_unlock(&c->probes[i]->mu);
+    }
+  }
+  perfc_l1cache_free(c->l1);
+  for (int i = 0; i < FLIGHT_STRIPES; i++)
+    pthread_mutex_destroy(&c->stripes[i].mu);
+  pthread_cond_destroy(&c->rq_cv);
+  pthread_mutex_destroy(&c->rq_mu);
+  free(c->channel);
+  free(c->name);
+  free(c);
+}
+
+perfc_l1cache *perfc_cache_l1(perfc_cache *c) { return c ? c->l1 : NULL; }
+
+size_t perfc_cache_pending_invalidations(perfc_cache *c) {
+  return c ? atomic_load(&c->rq_count) : 0;
+}
+
+int perfc_cache_wait_subscribed(perfc_cache *c, uint32_t timeout_ms) {
+  if (!c)
+    return PERFC_EINVAL;
+  if (!c->sub)
+    return PERFC_ESTATE;
+  return perfc_redis_subscriber_wait_ready(c->sub, timeout_ms);
+}
+
+/* ---- Redis reads and fills ---- */
+
+/* GET, or take the lease on a miss: 0 with the tagged value, PERFC_ENOENT
+ * (miss, lease taken), or a Redis error. */
+static int l2_get_or_lease(perfc_cache *c, const char *key, const char *token,
+                           uint8_t **val, size_t *len) {
+  char *lk = lease_key(key);
+  if (!lk)
+    return PERFC_ENOMEM;
+  char ttl[16];
+  snprintf(ttl, sizeof ttl, "%u", (unsigned)c->lease_ttl_ms);
+  const char *argv[] = {"EVAL", GET_OR_LEASE_LUA, "2", key, lk, token, ttl};
+  size_t argvlen[7];
+  for (int i = 0; i < 7; i++)
+    argvlen[i] = strlen(argv[i]);
+  argvlen[1] = sizeof GET_OR_LEASE_LUA - 1;
+  perfc__redis_cmd cmd = {7, argv, argvlen};
+  redisReply *r;
+  int rc = perfc__redis_pipeline(c->redis, &cmd, 1, &r);
+  free(lk);
+  if (rc != 0)
+    return rc;
+  if (r->type == REDIS_REPLY_NIL) {
+    rc = PERFC_ENOENT;
+  } else if (r->type == REDIS_REPLY_STRING) {
+    *val = dup_bytes((const uint8_t *)r->str, r->len);
+    *len = r->len;
+    rc = *val ? 0 : PERFC_ENOMEM;
+  } else {
+    if (r->type == REDIS_REPLY_ERROR)
+      perfc_log(PERFC_LOG_WARN, "cache %s: lease script: %s", c->name, r->str);
+    rc = PERFC_EIO;
+  }
+  freeReplyObject(r);
+  return rc;
+}
+
+/* One item of a fill. */
+typedef struct fill_item {
+  const char *key;
+  const uint8_t *val; /* NULL for a negative entry */
+  size_t len;
+  int negative;
+  int result; /* out: 1 filled, 0 refused (lease lost), <0 error */
+} fill_item;
+
+/* Pipelines one FILL_LUA per item under `token`. Returns 0 when the
+ * replies came back (see each item's result) or the Redis error. */
+static int l2_fill(perfc_cache *c, fill_item *items, size_t n,
+                   const char *token) {
+  enum { ARGS = 8 }; /* EVAL script 2 key lease token value ttl */
+  perfc__redis_cmd *cmds = calloc(n, sizeof(*cmds));
+  const char **argv = calloc(n * ARGS, sizeof(char *));
+  size_t *argvlen = calloc(n * ARGS, sizeof(size_t));
+  char **owned = calloc(n * 2, sizeof(char *)); /* lease keys, tagged values */
+  char(*ttl)[16] = calloc(n, sizeof(*ttl));
+  redisReply **replies = calloc(n, sizeof(*replies));
+  int rc = PERFC_ENOMEM;
+  if (!cmds || !argv || !argvlen || !owned || !ttl || !replies)
+    goto done;
+  for (size_t i = 0; i < n; i++) {
+    fill_item *it = &items[i];
+    char *lk = lease_key(it->key);
+    char *tv = malloc(it->len + 1);
+    owned[2 * i] = lk;
+    owned[2 * i + 1] = tv;
+    if (!lk || !tv)
+      goto done;
+    tv[0] = it->negative ? TAG_NEGATIVE : TAG_VALUE;
+    if (!it->negative && it->len)
+      memcpy(tv + 1, it->val, it->len);
+    uint32_t t = jittered(c, it->negative ? c->negative_ttl_ms : c->l2_ttl_ms);
+    snprintf(ttl[i], sizeof ttl[i], "%u", (unsigned)t);
+    const char **av = &argv[ARGS * i];
+    size_t *al = &argvlen[ARGS * i];
+    av[0] = "EVAL";
+    av[1] = FILL_LUA;
+    av[2] = "2";
+    av[3] = it->key;
+    av[4] = lk;
+    av[5] = token;
+    av[6] = tv;
+    av[7] = ttl[i];
+    for (int k = 0; k < ARGS; k++)
+      al[k] = k == 6 ? 0 : strlen(av[k]);
+    al[1] = sizeof FILL_LUA - 1;
+    al[6] = it->negative ? 1 : it->len + 1;
+    cmds[i] = (perfc__redis_cmd){ARGS, av, al};
+  }
+  rc = perfc__redis_pipeline(c->redis, cmds, n, replies);
+  if (rc == 0) {
+    for (size_t i = 0; i < n; i++) {
+      redisReply *r = replies[i];
+      if (r->type == REDIS_REPLY_INTEGER)
+        items[i].result = r->integer == 1 ? 1 : 0;
+      else {
+        if (r->type == REDIS_REPLY_ERROR)
+          perfc_log(PERFC_LOG_WARN, "cache %s: fill script: %s", c->name,
+                    r->str);
+        items[i].result = PERFC_EIO;
+      }
+    }
+  }
+done:
+  if (rc != 0)
+    for (size_t i = 0; i < n; i++)
+      items[i].result = rc;
+  if (replies)
+    for (size_t i = 0; i < n; i++)
+      if (replies[i])
+        freeReplyObject(replies[i]);
+  if (owned)
+    for (size_t i = 0; i < 2 * n; i++)
+      free(owned[i]);
+  free(replies);
+  free(ttl);
+  free(owned);
+  free(argvlen);
+  free(argv);
+  free(cmds);
+  return rc;
+}
+
+static uint32_t l1_ttl_for(const perfc_cache *c, int negative) {
+  uint32_t t = c->l1_ttl_ms;
+  if (negative && c->negative_ttl_ms < t)
+    t = c->negative_ttl_ms;
+  return jittered(c, t);
+}
+
+static void l1_fill(perfc_cache *c, const char *key, const uint8_t *val,
+                    size_t len, int negative, uint64_t version) {
+  perfc_slice v = {val, len};
+  int rc = perfc_l1cache_set_versioned(c->l1, key, v, negative,
+                                       l1_ttl_for(c, negative), version);
+  if (rc == PERFC_ESTATE)
+    perfc_counter_inc(c->m.stale_refused);
+}
+
+/* Decodes a tagged Redis value into the result and fills L1. Returns 0
+ * (value in *out), PERFC_ENOENT (placeholder), or PERFC_EIO (not ours). */
+static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
+                         size_t tlen, uint64_t version, uint8_t **out,
+                         size_t *out_len) {
+  if (tlen >= 1 && tagged[0] == TAG_NEGATIVE) {
+    perfc_counter_inc(c->m.l2_hits);
+    perfc_counter_inc(c->m.negative_hits);
+    l1_fill(c, key, NULL, 0, 1, version);
+    free(tagged);
+    return PERFC_ENOENT;
+  }
+  if (tlen >= 1 && tagged[0] == TAG_VALUE) {
+    perfc_counter_inc(c->m.l2_hits);
+    l1_fill(c, key, tagged + 1, tlen - 1, 0, version);
+    memmove(tagged, tagged + 1, tlen - 1);
+    *out = tagged;
+    *out_len = tlen - 1;
+    return 0;
+  }
+  /* Something else wrote the key: do not trust it, ask the loader. */
+  free(tagged);
+  perfc_counter_inc(c->m.l2_errors);
+  return PERFC_EIO;
+}
+
+/* The leader's work: L2, then the loader, then the fills. Returns 0 with
+ * *out (malloc'd), PERFC_ENOENT, or the loader's error. */
+static int lead_load(perfc_cache *c, const char *key,
+                     perfc_cache_loader_fn loader, void *ud, uint8_t **out,
+                     size_t *out_len) {
+  /* Read before Redis: an invalidation after this point fences our fills. */
+  uint64_t version = perfc_l1cache_version(c->l1, key);
+  int neg = 0;
+  /* The previous flight for this key may have filled L1 between our miss
+   * and our becoming leader; checking again keeps it to one load. */
+  int rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
+  if (rc == 0)
+    return neg ? PERFC_ENOENT : 0;
+  /* While deletes wait for a retry, Redis may hold values the database no
+   * longer has: neither read nor fill it. */
+  int use_l2 = c->redis && atomic_load(&c->rq_count) == 0;
+  int leased = 0;
+  char token[48];
+  if (use_l2) {
+    make_token(c, token, sizeof token);
+    uint8_t *tagged = NULL;
+    size_t tlen = 0;
+    rc = l2_get_or_lease(c, key, token, &tagged, &tlen);
+    if (rc == 0) {
+      rc = take_l2_value(c, key, tagged, tlen, version, out, out_len);
+      if (rc != PERFC_EIO)
+        return rc;
+    } else if (rc == PERFC_ENOENT) {
+      perfc_counter_inc(c->m.l2_misses);
+      leased = 1;
+    } else {
+      perfc_counter_inc(c->m.l2_errors);
+    }
+  }
+  perfc_counter_inc(c->m.loads);
+  uint8_t *val = NULL;
+  size_t len = 0;
+  rc = loader(key, &val, &len, ud);
+  if (rc != 0 && rc != PERFC_ENOENT) {
+    perfc_counter_inc(c->m.load_errors);
+    free(val);
+    return rc;
+  }
+  int negative = rc == PERFC_ENOENT;
+  if (negative) {
+    free(val);
+    val = NULL;
+    len = 0;
+  } else if (!val) {
+    if (len != 0)
+      return PERFC_EINVAL;
+    if (!(val = malloc(1)))
+      return PERFC_ENOMEM;
+  }
+  int fill_l1 = 1;
+  if (leased) {
+    fill_item it = {key, val, len, negative, 0};
+    l2_fill(c, &it, 1, token);
+    if (it.result == 0) {
+      /* The lease is gone: invalidated (or a newer load took over). Our
+       * value may predate a write, so it goes into neither level. */
+      perfc_counter_inc(c->m.stale_refused);
+      fill_l1 = 0;
+    } else if (it.result < 0) {
+      perfc_counter_inc(c->m.l2_errors);
+    }
+  }
+  if (fill_l1)
+    l1_fill(c, key, val, len, negative, version);
+  if (negative)
+    return PERFC_ENOENT;
+  *out = val;
+  *out_len = len;
+  return 0;
+}
+
+static uint64_t str_hash(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ull;
+  }
+  return h ^ (h >> 29);
+}
+
+/* Copies a flight's result for one participant. */
+static int take_result(const flight *f, uint8_t **out, size_t *out_len) {
+  if (f->rc != 0)
+    return f->rc;
+  uint8_t *d = dup_bytes(f->val, f->len);
+  if (!d)
+    return PERFC_ENOMEM;
+  *out = d;
+  *out_len = f->len;
+  return 0;
+}
+
+static void flight_unref_locked(flight *f) {
+  if (--f->refs == 0) {
+    pthread_cond_destroy(&f->cv);
+    free(f->val);
+    free(f->key);
+    free(f);
+  }
+}
+
+int perfc_cache_get_or_load(perfc_cache *c, const char *key,
+                            perfc_cache_loader_fn loader, void *loader_ud,
+                            uint8_t **out, size_t *out_len) {
+  if (!c || !key || !loader || !out || !out_len)
+    return PERFC_EINVAL;
+  if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
+    perfc_counter_inc(c->m.bloom_rejects);
+    return PERFC_ENOENT;
+  }
+  int neg = 0;
+  int rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
+  if (rc == 0) {
+    perfc_counter_inc(c->m.l1_hits);
+    if (neg) {
+      perfc_counter_inc(c->m.negative_hits);
+      return PERFC_ENOENT;
+    }
+    return 0;
+  }
+  if (rc != PERFC_ENOENT)
+    return rc;
+  perfc_counter_inc(c->m.l1_misses);
+
+  stripe *s = &c->stripes[str_hash(key) % FLIGHT_STRIPES];
+  pthread_mutex_lock(&s->mu);
+  flight *f = s->head;
+  while (f && strcmp(f->key, key) != 0)
+    f = f->next;
+  if (f) {
+    f->refs++;
+    while (!f->done)
+      pthread_cond_wait(&f->cv, &s->mu);
+    rc = take_result(f, out, out_len);
+    flight_unref_locked(f);
+    pthread_mutex_unlock(&s->mu);
+    perfc_counter_inc(c->m.shared);
+    return rc;
+  }
+  f = calloc(1, sizeof(*f));
+  char *k = f ? strdup(key) : NULL;
+  if (!k) {
+    pthread_mutex_unlock(&s->mu);
+    free(f);
+    return PERFC_ENOMEM;
+  }
+  f->key = k;
+  f->refs = 1;
+  pthread_cond_init(&f->cv, NULL);
+  f->next = s->head;
+  s->head = f;
+  pthread_mutex_unlock(&s->mu);
+
+  uint8_t *val = NULL;
+  size_t len = 0;
+  rc = lead_load(c, key, loader, loader_ud, &val, &len);
+
+  pthread_mutex_lock(&s->mu);
+  flight **pp = &s->head;
+  while (*pp != f)
+    pp = &(*pp)->next;
+  *pp = f->next;
+  f->done = 1;
+  f->rc = rc;
+  if (f->refs > 1 && rc == 0) {
+    /* Waiters copy from the flight; the leader keeps the original. */
+    f->val = dup_bytes(val, len);
+    f->len = len;
+    if (!f->val)
+      f->rc = PERFC_ENOMEM;
+  }
+  pthread_cond_broadcast(&f->cv);
+  flight_unref_locked(f);
+  pthread_mutex_unlock(&s->mu);
+  if (rc == 0) {
+    *out = val;
+    *out_len = len;
+  }
+  return rc;
+}
+
+void perfc_cache_values_free(perfc_cache_value *out, size_t n) {
+  if (!out)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    free(out[i].data);
+    out[i] = (perfc_cache_value){NULL, 0, 0};
+  }
+}
+
+/* Takes leases for `n` keys under one token in one pipeline. Returns 0 when
+ * every SET succeeded. */
+static int take_leases(perfc_cache *c, const char *const *keys, size_t n,
+                       const char *token) {
+  perfc__redis_cmd *cmds = calloc(n, sizeof(*cmds));
+  const char **argv = calloc(n * 5, sizeof(char *));
+  size_t *argvlen = calloc(n * 5, sizeof(size_t));
+  char **lks = calloc(n, sizeof(char *));
+  redisReply **replies = calloc(n, sizeof(*replies));
+  char ttl[16];
+  snprintf(ttl, sizeof ttl, "%u", (unsigned)c->lease_ttl_ms);
+  int rc = PERFC_ENOMEM;
+  if (!cmds || !argv || !argvlen || !lks || !replies)
+    goto done;
+  for (size_t i = 0; i < n; i++) {
+    if (!(lks[i] = lease_key(keys[i])))
+      goto done;
+    const char **av = &argv[5 * i];
+    size_t *al = &argvlen[5 * i];
+    av[0] = "SET";
+    av[1] = lks[i];
+    av[2] = token;
+    av[3] = "PX";
+    av[4] = ttl;
+    for (int k = 0; k < 5; k++)
+      al[k] = strlen(av[k]);
+    cmds[i] = (perfc__redis_cmd){5, av, al};
+  }
+  rc = perfc__redis_pipeline(c->redis, cmds, n, replies);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (replies[i]->type == REDIS_REPLY_ERROR)
+      rc = PERFC_EIO;
+done:
+  if (replies)
+    for (size_t i = 0; i < n; i++)
+      if (replies[i])
+        freeReplyObject(replies[i]);
+  if (lks)
+    for (size_t i = 0; i < n; i++)
+      free(lks[i]);
+  free(replies);
+  free(lks);
+  free(argvlen);
+  free(argv);
+  free(cmds);
+  return rc;
+}
+
+int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
+                         perfc_cache_batch_loader_fn loader, void *loader_ud,
+                         perfc_cache_value *out) {
+  if (!c || (n && (!keys || !out)) || !loader)
+    return PERFC_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    out[i] = (perfc_cache_value){NULL, 0, 0};
+    if (!keys[i])
+      return PERFC_EINVAL;
+  }
+  if (n == 0)
+    return 0;
+  size_t *miss = calloc(n, sizeof(size_t));
+  uint64_t *ver = calloc(n, sizeof(uint64_t));
+  const char **mkeys = calloc(n, sizeof(char *));
+  perfc_redis_value *rv = calloc(n, sizeof(*rv));
+  perfc_cache_value *lv = calloc(n, sizeof(*lv));
+  fill_item *fi = calloc(n, sizeof(*fi));
+  int rc = PERFC_ENOMEM;
+  if (!miss || !ver || !mkeys || !rv || !lv || !fi)
+    goto done;
+  size_t nmiss = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, keys[i])) {
+      perfc_counter_inc(c->m.bloom_rejects);
+      continue;
+    }
+    ver[i] = perfc_l1cache_version(c->l1, keys[i]);
+    int neg = 0;
+    rc = perfc_l1cache_get(c->l1, keys[i], &out[i].data, &out[i].len, &neg);
+    if (rc == 0) {
+      perfc_counter_inc(c->m.l1_hits);
+      out[i].found = !neg;
+      if (neg)
+        perfc_counter_inc(c->m.negative_hits);
+    } else if (rc == PERFC_ENOENT) {
+      perfc_counter_inc(c->m.l1_misses);
+      miss[nmiss++] = i;
+    } else {
+      goto fail;
+    }
+  }
+  rc = 0;
+  int leased = 0;
+  char token[48];
+  if (nmiss && c->redis && atomic_load(&c->rq_count) == 0) {
+    for (size_t j = 0; j < nmiss; j++)
+      mkeys[j] = keys[miss[j]];
+    int r = perfc_redis_mget(c->redis, mkeys, nmiss, rv);
+    if (r == 0) {
+      size_t still = 0;
+      for (size_t j = 0; j < nmiss; j++) {
+        size_t i = miss[j];
+        int t = rv[j].found ? take_l2_value(c, keys[i], rv[j].data, rv[j].len,
+                                            ver[i], &out[i].data, &out[i].len)
+                            : PERFC_EIO;
+        rv[j].data = NULL; /* taken over (or freed) by take_l2_value */
+        if (t == 0)
+          out[i].found = 1;
+        else if (t != PERFC_ENOENT) {
+          if (!rv[j].found)
+            perfc_counter_inc(c->m.l2_misses);
+          miss[still++] = i;
+        }
+      }
+      nmiss = still;
+      for (size_t j = 0; j < nmiss; j++)
+        mkeys[j] = keys[miss[j]];
+      if (nmiss) {
+        make_token(c, token, sizeof token);
+        if (take_leases(c, mkeys, nmiss, token) == 0)
+          leased = 1;
+        else
+          perfc_counter_inc(c->m.l2_errors);
+      }
+    } else {
+      perfc_counter_inc(c->m.l2_errors);
+    }
+  }
+  if (nmiss == 0)
+    goto done;
+  for (size_t j = 0; j < nmiss; j++)
+    mkeys[j] = keys[miss[j]];
+  perfc_counter_inc(c->m.loads);
+  rc = loader(mkeys, nmiss, lv, loader_ud);
+  if (rc != 0) {
+    perfc_counter_inc(c->m.load_errors);
+    perfc_cache_values_free(lv, nmiss);
+    goto fail;
+  }
+  for (size_t j = 0; j < nmiss; j++) {
+    if (lv[j].found && !lv[j].data) {
+      if (lv[j].len || !(lv[j].data = malloc(1))) {
+        perfc_cache_values_free(lv, nmiss);
+        rc = lv[j].len ? PERFC_EINVAL : PERFC_ENOMEM;
+        goto fail;
+      }
+    }
+    fi[j] = (fill_item){mkeys[j], lv[j].data, lv[j].len, !lv[j].found, 1};
+  }
+  if (leased) {
+    l2_fill(c, fi, nmiss, token);
+    for (size_t j = 0; j < nmiss; j++) {
+      if (fi[j].result == 0)
+        perfc_counter_inc(c->m.stale_refused);
+      else if (fi[j].result < 0)
+        perfc_counter_inc(c->m.l2_errors);
+    }
+  }
+  for (size_t j = 0; j < nmiss; j++) {
+    size_t i = miss[j];
+    if (fi[j].result != 0)
+      l1_fill(c, keys[i], lv[j].data, lv[j].len, !lv[j].found, ver[i]);
+    if (lv[j].found) {
+      out[i].data = lv[j].data;
+      out[i].len = lv[j].len;
+      out[i].found = 1;
+    } else {
+      free(lv[j].data);
+    }
+    lv[j].data = NULL;
+  }
+  rc = 0;
+  goto done;
+fail:
+  perfc_cache_values_free(out, n);
+done:
+  if (rv)
+    perfc_redis_values_free(rv, n);
+  free(fi);
+  free(lv);
+  free(rv);
+  free(mkeys);
+  free(ver);
+  free(miss);
+  return rc;
+}
+
+int perfc_cache_invalidate(perfc_cache *c, const char *const *keys, size_t n) {
+  if (!c || (n && !keys))
+    return PERFC_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!keys[i])
+      return PERFC_EINVAL;
+  if (n == 0)
+    return 0;
+  perfc_counter_add(c->m.invalidations, n);
+  if (c->redis) {
+    /* Redis before L1: with L1 dropped first, a concurrent read could miss
+     * L1, find the old value still in Redis and put it back into L1 with a
+     * version read after our L1 delete. */
+    int rc = del_with_leases(c, keys, n);
+    if (rc == 0)
+      rc = publish(c, keys, n);
+    if (rc != 0) {
+      if (rc == PERFC_ENOMEM) {
+        /* Cannot even queue a retry: drop L1 at least, and say so. */
+        for (size_t i = 0; i < n; i++)
+          perfc_l1cache_delete(c->l1, keys[i]);
+        return rc;
+      }
+      perfc_log(PERFC_LOG_DEBUG,
+                "cache %s: Redis invalidation failed (%s), retrying in the "
+                "background",
+                c->name, perfc_err_name(rc));
+      perfc_counter_inc(c->m.l2_errors);
+      enqueue_retry(c, keys, n);
+    }
+  }
+  for (size_t i = 0; i < n; i++)
+    perfc_l1cache_delete(c->l1, keys[i]);
+  return 0;
+}
+
+void perfc_cache_stats_get(perfc_cache *c, perfc_cache_stats *out) {
+  memset(out, 0, sizeof(*out));
+  if (!c)
+    return;
+  const metrics *m = &c->m;
+  out->l1_hits = perfc_counter_value(m->l1_hits);
+  out->l1_misses = perfc_counter_value(m->l1_misses);
+  out->l2_hits = perfc_counter_value(m->l2_hits);
+  out->l2_misses = perfc_counter_value(m->l2_misses);
+  out->negative_hits = perfc_counter_value(m->negative_hits);
+  out->loads = perfc_counter_value(m->loads);
+  out->load_errors = perfc_counter_value(m->load_errors);
+  out->singleflight_shared = perfc_counter_value(m->shared);
+  out->l2_errors = perfc_counter_value(m->l2_errors);
+  out->stale_fills_refused = perfc_counter_value(m->stale_refused);
+  out->invalidations = perfc_counter_value(m->invalidations);
+  out->remote_invalidations = perfc_counter_value(m->remote_invalidations);
+  out->delete_retries = perfc_counter_value(m->delete_retries);
+  out->bloom_rejects = perfc_counter_value(m->bloom_rejects);
+}

@@ -1,0 +1,499 @@
+/*
+ * l1cache.c — the in-process cache: sharded hash tables with an LRU list
+ * and a TTL per entry, bounded by bytes.
+ *
+ * Room: runtime sources (data layer, L1). Public API in perfc/l1cache.h;
+ * design in docs/data-layer.md.
+ *
+ * A key's hash picks a shard; each shard is a mutex, a chained hash table
+ * that doubles when it gets full, an intrusive doubly linked LRU list (head
+ * = most recently used) and its own counters. Counters are plain integers
+ * because they are only touched under the shard's lock, which the operation
+ * holds anyway. Expired entries are dropped lazily: when a lookup meets
+ * one, and from the LRU tail when a set needs room.
+ */
+#include "perfc/l1cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Generation slots per shard. Fixed so that generations survive the entry
+ * they describe (a delete of an absent key must still fence a load in
+ * flight) without a table that grows with every key ever deleted. */
+#define GEN_SLOTS 256
+#define INITIAL_BUCKETS 64
+
+typedef struct entry {
+  struct entry *hnext;
+  struct entry *prev, *next;
+  uint64_t hash;
+  uint64_t expires_ms;
+  uint64_t promoted_ms; /* last move to the LRU head */
+  uint32_t klen;
+  uint32_t vlen;
+  int negative;
+  /* key bytes, a NUL, then value bytes */
+  uint8_t data[];
+} entry;
+
+typedef struct shard {
+  pthread_mutex_t mu;
+  entry **buckets;
+  size_t nbuckets; /* power of two */
+  entry *lru_head, *lru_tail;
+  size_t bytes, max_bytes, entries;
+  uint64_t epoch; /* advanced by clear: part of every key's version */
+  uint64_t gens[GEN_SLOTS];
+  uint64_t hits, negative_hits, misses, evictions, expired, stale_sets;
+  /* Shards sit in one array; padding keeps two shards' locks off one line. */
+  char pad[64];
+} shard;
+
+struct perfc_l1cache {
+  shard *shards;
+  unsigned nshards; /* power of two */
+  uint32_t default_ttl_ms;
+  uint32_t promote_ms; /* 0 = exact LRU */
+};
+
+void perfc_l1cache_opts_init(perfc_l1cache_opts *o) {
+  o->shards = PERFC_DEFAULT_L1_SHARDS;
+  o->max_bytes = PERFC_DEFAULT_L1_MAX_BYTES;
+  o->default_ttl_ms = PERFC_DEFAULT_L1_TTL_MS;
+  o->exact_lru = 0;
+}
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  /* The coarse clock is a vDSO read without a TSC fence: ms resolution is
+   * all a TTL needs, and a hit should not pay for more. */
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* FNV-1a with a final avalanche (murmur3's fmix64): FNV alone leaves the
+ * low bits weak for short similar keys, and both the shard and the bucket
+ * index come from low bits. */
+static uint64_t hash_key(const char *key, size_t len) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < len; i++) {
+    h ^= (uint8_t)key[i];
+    h *= 1099511628211ull;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+
+static shard *shard_for(perfc_l1cache *c, uint64_t h) {
+  return &c->shards[h & (c->nshards - 1)];
+}
+
+/* The bucket index uses bits above the shard bits so that one shard's keys
+ * spread over all its buckets. */
+static size_t bucket_of(const shard *s, uint64_t h) {
+  return (size_t)(h >> 20) & (s->nbuckets - 1);
+}
+
+static size_t gen_slot(uint64_t h) { return (size_t)(h >> 44) % GEN_SLOTS; }
+
+static size_t entry_cost(size_t klen, size_t vlen) {
+  return sizeof(entry) + klen + 1 + vlen;
+}
+
+int perfc_l1cache_new(perfc_l1cache **out, const perfc_l1cache_opts *opts) {
+  if (!out)
+    return PERFC_EINVAL;
+  perfc_l1cache_opts o;
+  perfc_l1cache_opts_init(&o);
+  if (opts) {
+    if (opts->shards)
+      o.shards = opts->shards;
+    if (opts->max_bytes)
+      o.max_bytes = opts->max_bytes;
+    if (opts->default_ttl_ms)
+      o.default_ttl_ms = opts->default_ttl_ms;
+    o.exact_lru = opts->exact_lru;
+  }
+  if (o.shards > (1u << 16))
+    return PERFC_EINVAL;
+  unsigned n = 1;
+  while (n < o.shards)
+    n <<= 1;
+  perfc_l1cache *c = calloc(1, sizeof(*c));
+  if (!c)
+    return PERFC_ENOMEM;
+  c->shards = calloc(n, sizeof(shard));
+  if (!c->shards) {
+    free(c);
+    return PERFC_ENOMEM;
+  }
+  c->nshards = n;
+  c->default_ttl_ms = o.default_ttl_ms;
+  c->promote_ms = o.exact_lru ? 0 : PERFC_DEFAULT_L1_PROMOTE_MS;
+  for (unsigned i = 0; i < n; i++) {
+    shard *s = &c->shards[i];
+    pthread_mutex_init(&s->mu, NULL);
+    s->nbuckets = INITIAL_BUCKETS;
+    s->buckets = calloc(s->nbuckets, sizeof(entry *));
+    s->max_bytes = o.max_bytes / n;
+    if (!s->buckets) {
+      c->nshards = i + 1;
+      perfc_l1cache_free(c);
+      return PERFC_ENOMEM;
+    }
+  }
+  *out = c;
+  return 0;
+}
+
+static void shard_drop_all(shard *s) {
+  entry *e = s->lru_head;
+  while (e) {
+    entry *nx = e->next;
+    free(e);
+    e = nx;
+  }
+  s->lru_head = s->lru_tail = NULL;
+  memset(s->buckets, 0, s->nbuckets * sizeof(entry *));
+  s->bytes = 0;
+  s->entries = 0;
+}
+
+void perfc_l1cache_free(perfc_l1cache *c) {
+  if (!c)
+    return;
+  for (unsigned i = 0; i < c->nshards; i++) {
+    shard *s = &c->shards[i];
+    if (s->buckets)
+      shard_drop_all(s);
+    free(s->buckets);
+    pthread_mutex_destroy(&s->mu);
+  }
+  free(c->shards);
+  free(c);
+}
+
+static void lru_unlink(shard *s, entry *e) {
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    s->lru_head = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    s->lru_tail = e->prev;
+  e->prev = e->next = NULL;
+}
+
+static void lru_push_front(shard *s, entry *e) {
+  e->prev = NULL;
+  e->next = s->lru_head;
+  if (s->lru_head)
+    s->lru_head->prev = e;
+  s->lru_head = e;
+  if (!s->lru_tail)
+    s->lru_tail = e;
+}
+
+/* Finds the entry and, through `link`, the pointer that points at it, so
+ * that removal needs no second walk. */
+static entry *find(shard *s, uint64_t h, const char *key, size_t klen,
+                   entry ***link) {
+  entry **p = &s->buckets[bucket_of(s, h)];
+  for (; *p; p = &(*p)->hnext) {
+    entry *e = *p;
+    if (e->hash == h && e->klen == klen && memcmp(e->data, key, klen) == 0) {
+      if (link)
+        *link = p;
+      return e;
+    }
+  }
+  return NULL;
+}
+
+static void remove_entry(shard *s, entry *e, entry **link) {
+  if (!link) {
+    entry **p = &s->buckets[bucket_of(s, e->hash)];
+    while (*p != e)
+      p = &(*p)->hnext;
+    link = p;
+  }
+  *link = e->hnext;
+  lru_unlink(s, e);
+  s->bytes -= entry_cost(e->klen, e->vlen);
+  s->entries--;
+  free(e);
+}
+
+static void maybe_grow(shard *s) {
+  if (s->entries < s->nbuckets)
+    return;
+  size_t nn = s->nbuckets * 2;
+  entry **nb = calloc(nn, sizeof(entry *));
+  if (!nb)
+    return; /* longer chains, still correct */
+  for (size_t i = 0; i < s->nbuckets; i++) {
+    entry *e = s->buckets[i];
+    while (e) {
+      entry *nx = e->hnext;
+      size_t b = (size_t)(e->hash >> 20) & (nn - 1);
+      e->hnext = nb[b];
+      nb[b] = e;
+      e = nx;
+    }
+  }
+  free(s->buckets);
+  s->buckets = nb;
+  s->nbuckets = nn;
+}
+
+/* Copies the value into `buf` under the shard lock; nothing is allocated
+ * while the lock is held. `count` = 0 for the second look of a value that
+ * did not fit the first time (one call, one hit in the stats). */
+static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
+                  size_t *out_len, int *out_negative, int count) {
+  if (!c || !key || !out_len || (cap && !buf))
+    return PERFC_EINVAL;
+  size_t klen = strlen(key);
+  uint64_t h = hash_key(key, klen);
+  shard *s = shard_for(c, h);
+  uint64_t now = now_ms();
+  pthread_mutex_lock(&s->mu);
+  entry **link;
+  entry *e = find(s, h, key, klen, &link);
+  if (e && e->expires_ms <= now) {
+    remove_entry(s, e, link);
+    s->expired++;
+    e = NULL;
+  }
+  if (!e) {
+    if (count)
+      s->misses++;
+    pthread_mutex_unlock(&s->mu);
+    return PERFC_ENOENT;
+  }
+  if (count) {
+    s->hits++;
+    if (e->negative)
+      s->negative_hits++;
+  }
+  /* Moving the entry writes its neighbours' cache lines; skipping the move
+   * for recently moved entries keeps most hits on hot keys read-only. */
+  if (s->lru_head != e && now - e->promoted_ms >= c->promote_ms) {
+    lru_unlink(s, e);
+    lru_push_front(s, e);
+    e->promoted_ms = now;
+  }
+  *out_len = e->vlen;
+  if (out_negative)
+    *out_negative = e->negative;
+  int rc = 0;
+  if (e->vlen > cap)
+    rc = PERFC_ETOOBIG;
+  else if (e->vlen)
+    memcpy(buf, e->data + e->klen + 1, e->vlen);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* Values up to this size are copied to the stack under the lock and
+ * malloc'd after it; larger ones take a second look into a buffer of the
+ * size the first look reported. */
+#define GET_STACK_BYTES 512
+
+int perfc_l1cache_get(perfc_l1cache *c, const char *key, uint8_t **out,
+                      size_t *out_len, int *out_negative) {
+  if (!out)
+    return PERFC_EINVAL;
+  uint8_t stack[GET_STACK_BYTES];
+  int neg = 0;
+  size_t n = 0;
+  int rc = lookup(c, key, stack, sizeof stack, &n, &neg, 1);
+  if (rc == 0) {
+    *out = NULL;
+    if (!neg) {
+      if (!(*out = malloc(n ? n : 1)))
+        return PERFC_ENOMEM;
+      memcpy(*out, stack, n);
+    }
+  }
+  while (rc == PERFC_ETOOBIG) {
+    /* The entry may be replaced between the looks: repeat until the buffer
+     * fits what is there now (or it is gone: then it is a miss). */
+    uint8_t *p = malloc(n);
+    if (!p)
+      return PERFC_ENOMEM;
+    rc = lookup(c, key, p, n, &n, &neg, 0);
+    if (rc == 0 && !neg)
+      *out = p;
+    else {
+      free(p);
+      if (rc == 0) /* replaced by a negative entry */
+        *out = NULL;
+    }
+  }
+  if (rc == 0) {
+    *out_len = neg ? 0 : n;
+    if (out_negative)
+      *out_negative = neg;
+  }
+  return rc;
+}
+
+int perfc_l1cache_get_into(perfc_l1cache *c, const char *key, uint8_t *buf,
+                           size_t cap, size_t *out_len, int *out_negative) {
+  return lookup(c, key, buf, cap, out_len, out_negative, 1);
+}
+
+static uint64_t version_locked(const shard *s, uint64_t h) {
+  /* Both terms only grow, so their sum changes whenever either does. */
+  return s->epoch + s->gens[gen_slot(h)];
+}
+
+/* One routine for the four set variants: `check_version` fences stale
+ * loads (see perfc_l1cache_set_versioned). */
+static int store(perfc_l1cache *c, const char *key, perfc_slice value,
+                 int negative, uint32_t ttl_ms, int check_version,
+                 uint64_t version) {
+  if (!c || !key || (!negative && value.len && !value.base))
+    return PERFC_EINVAL;
+  size_t klen = strlen(key);
+  if (klen > UINT32_MAX || value.len > UINT32_MAX)
+    return PERFC_ETOOBIG;
+  size_t vlen = negative ? 0 : value.len;
+  size_t cost = entry_cost(klen, vlen);
+  uint64_t h = hash_key(key, klen);
+  shard *s = shard_for(c, h);
+  /* Allocate and copy before taking the lock: the critical section is then
+   * only pointer surgery. */
+  entry *ne = NULL;
+  if (cost <= s->max_bytes) {
+    ne = malloc(cost);
+    if (!ne)
+      return PERFC_ENOMEM;
+    ne->hash = h;
+    ne->klen = (uint32_t)klen;
+    ne->vlen = (uint32_t)vlen;
+    ne->negative = negative ? 1 : 0;
+    ne->promoted_ms = now_ms();
+    ne->expires_ms = ne->promoted_ms + (ttl_ms ? ttl_ms : c->default_ttl_ms);
+    memcpy(ne->data, key, klen);
+    ne->data[klen] = 0;
+    if (vlen)
+      memcpy(ne->data + klen + 1, value.base, vlen);
+  }
+  pthread_mutex_lock(&s->mu);
+  if (check_version && version_locked(s, h) != version) {
+    s->stale_sets++;
+    pthread_mutex_unlock(&s->mu);
+    free(ne);
+    return PERFC_ESTATE;
+  }
+  entry **link;
+  entry *old = find(s, h, key, klen, &link);
+  if (old)
+    remove_entry(s, old, link);
+  if (!ne) {
+    pthread_mutex_unlock(&s->mu);
+    return PERFC_ETOOBIG;
+  }
+  uint64_t now = now_ms();
+  while (s->bytes + cost > s->max_bytes && s->lru_tail) {
+    entry *victim = s->lru_tail;
+    if (victim->expires_ms <= now)
+      s->expired++;
+    else
+      s->evictions++;
+    remove_entry(s, victim, NULL);
+  }
+  maybe_grow(s);
+  size_t b = bucket_of(s, h);
+  ne->hnext = s->buckets[b];
+  s->buckets[b] = ne;
+  lru_push_front(s, ne);
+  s->bytes += cost;
+  s->entries++;
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+int perfc_l1cache_set(perfc_l1cache *c, const char *key, perfc_slice value,
+                      uint32_t ttl_ms) {
+  return store(c, key, value, 0, ttl_ms, 0, 0);
+}
+
+int perfc_l1cache_set_negative(perfc_l1cache *c, const char *key,
+                               uint32_t ttl_ms) {
+  perfc_slice none = {NULL, 0};
+  return store(c, key, none, 1, ttl_ms, 0, 0);
+}
+
+int perfc_l1cache_set_versioned(perfc_l1cache *c, const char *key,
+                                perfc_slice value, int negative,
+                                uint32_t ttl_ms, uint64_t version) {
+  return store(c, key, value, negative, ttl_ms, 1, version);
+}
+
+uint64_t perfc_l1cache_version(perfc_l1cache *c, const char *key) {
+  if (!c || !key)
+    return 0;
+  uint64_t h = hash_key(key, strlen(key));
+  shard *s = shard_for(c, h);
+  pthread_mutex_lock(&s->mu);
+  uint64_t v = version_locked(s, h);
+  pthread_mutex_unlock(&s->mu);
+  return v;
+}
+
+int perfc_l1cache_delete(perfc_l1cache *c, const char *key) {
+  if (!c || !key)
+    return PERFC_EINVAL;
+  size_t klen = strlen(key);
+  uint64_t h = hash_key(key, klen);
+  shard *s = shard_for(c, h);
+  pthread_mutex_lock(&s->mu);
+  s->gens[gen_slot(h)]++;
+  entry **link;
+  entry *e = find(s, h, key, klen, &link);
+  if (e)
+    remove_entry(s, e, link);
+  pthread_mutex_unlock(&s->mu);
+  return e ? 0 : PERFC_ENOENT;
+}
+
+void perfc_l1cache_clear(perfc_l1cache *c) {
+  if (!c)
+    return;
+  for (unsigned i = 0; i < c->nshards; i++) {
+    shard *s = &c->shards[i];
+    pthread_mutex_lock(&s->mu);
+    s->epoch++;
+    shard_drop_all(s);
+    pthread_mutex_unlock(&s->mu);
+  }
+}
+
+void perfc_l1cache_stats_get(perfc_l1cache *c, perfc_l1cache_stats *out) {
+  memset(out, 0, sizeof(*out));
+  if (!c)
+    return;
+  for (unsigned i = 0; i < c->nshards; i++) {
+    shard *s = &c->shards[i];
+    pthread_mutex_lock(&s->mu);
+    out->hits += s->hits;
+    out->negative_hits += s->negative_hits;
+    out->misses += s->misses;
+    out->evictions += s->evictions;
+    out->expired += s->expired;
+    out->stale_sets += s->stale_sets;
+    out->bytes += s->bytes;
+    out->entries += s->entries;
+    pthread_mutex_unlock(&s->mu);
+  }
+}

@@ -1,0 +1,1089 @@
+/*
+ * redis.c — the Redis connection pool, batched commands and the pub/sub
+ * subscriber thread, over hiredis' blocking API.
+ *
+ * Room: runtime sources (data layer, Redis). Public API in perfc/redis.h,
+ * the pipeline primitive the cache uses in redis_internal.h, design in
+ * docs/data-layer.md.
+ *
+ * hiredis does the protocol (command formatting, reply parsing) and the
+ * socket I/O with timeouts; this file does pooling, bounds and recovery:
+ *
+ * - The pool is one mutex and condition variable per pool (never global),
+ *   an idle stack, and a count of open connections. Connections are opened
+ *   lazily outside the lock, so one slow connect does not stall the others.
+ * - A failed connect starts an exponential backoff during which acquires
+ *   fail at once: callers fall back (the cache goes to its loader) in
+ *   microseconds instead of each paying a connect timeout.
+ * - A connection that saw any I/O error or timeout is freed, never reused:
+ *   after a timeout its reply may still arrive and would be read as the
+ *   answer to the next command.
+ * - Idle connections unused for health_check_ms are PINGed before they are
+ *   handed out, so a server restart is noticed by a cheap PING rather than
+ *   by a caller's command.
+ */
+#include "perfc/redis.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "perfc/log.h"
+#include "redis_internal.h"
+
+typedef struct conn {
+  redisContext *ctx;
+  uint64_t last_used_ms;
+  int probe; /* this use is the one probe allowed while suspect */
+} conn;
+
+struct perfc_redis_pool {
+  perfc_redis_opts o;
+  char *host;
+  char *name;
+
+  pthread_mutex_t mu;
+  pthread_cond_t freed;
+  conn **idle; /* stack of idle connections, pool_size slots */
+  unsigned nidle;
+  unsigned open;   /* connected or connecting, idle or in use */
+  unsigned in_use; /* handed out */
+  /* backoff_ms != 0 means the server is suspect (a connect failed or a
+   * command timed out): until down_until_ms every acquire is refused, then
+   * one caller at a time (probing) may try; a command that succeeds clears
+   * the suspicion. */
+  uint64_t down_until_ms;
+  uint32_t backoff_ms;
+  int probing;
+  uint64_t connects, errors;
+
+  perfc_gauge *g_in_use, *g_idle;
+  perfc_histogram *h_wait;
+  perfc_counter *c_errors, *c_connects;
+};
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct timeval tv_ms(uint32_t ms) {
+  struct timeval tv = {(time_t)(ms / 1000u), (suseconds_t)(ms % 1000u) * 1000};
+  return tv;
+}
+
+void perfc_redis_opts_init(perfc_redis_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->host = PERFC_DEFAULT_REDIS_HOST;
+  o->port = PERFC_DEFAULT_REDIS_PORT;
+  o->pool_size = PERFC_DEFAULT_REDIS_POOL_SIZE;
+  o->connect_timeout_ms = PERFC_DEFAULT_REDIS_CONNECT_TIMEOUT_MS;
+  o->command_timeout_ms = PERFC_DEFAULT_REDIS_COMMAND_TIMEOUT_MS;
+  o->acquire_timeout_ms = PERFC_DEFAULT_REDIS_ACQUIRE_TIMEOUT_MS;
+  o->backoff_min_ms = PERFC_DEFAULT_REDIS_BACKOFF_MIN_MS;
+  o->backoff_max_ms = PERFC_DEFAULT_REDIS_BACKOFF_MAX_MS;
+  o->health_check_ms = PERFC_DEFAULT_REDIS_HEALTH_CHECK_MS;
+  o->del_retries = PERFC_DEFAULT_REDIS_DEL_RETRIES;
+  o->batch_keys = PERFC_DEFAULT_REDIS_BATCH_KEYS;
+  o->registry = NULL;
+  o->name = PERFC_DEFAULT_REDIS_NAME;
+}
+
+/* Zero means default, field by field, so `= {0}` plus a port works. */
+static void resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
+  perfc_redis_opts_init(o);
+  if (!in)
+    return;
+#define TAKE(f)                                                                \
+  if (in->f)                                                                   \
+  o->f = in->f
+  TAKE(host);
+  TAKE(port);
+  TAKE(pool_size);
+  TAKE(connect_timeout_ms);
+  TAKE(command_timeout_ms);
+  TAKE(acquire_timeout_ms);
+  TAKE(backoff_min_ms);
+  TAKE(backoff_max_ms);
+  TAKE(health_check_ms);
+  TAKE(del_retries);
+  TAKE(batch_keys);
+  TAKE(registry);
+  TAKE(name);
+#undef TAKE
+  if (o->backoff_max_ms < o->backoff_min_ms)
+    o->backoff_max_ms = o->backoff_min_ms;
+}
+
+/* hiredis writes with write(2), not send(MSG_NOSIGNAL), so a write to a
+ * server that went away raises SIGPIPE, which by default kills the process.
+ * A library may not change the process' signal dispositions, so, as curl
+ * does, SIGPIPE is blocked in the calling thread around the I/O and a
+ * SIGPIPE our write raised is consumed before the mask is restored. */
+typedef struct sigpipe_guard {
+  sigset_t old;
+  int was_pending;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g) {
+  sigset_t pending, block;
+  sigemptyset(&pending);
+  sigpending(&pending);
+  g->was_pending = sigismember(&pending, SIGPIPE);
+  sigemptyset(&block);
+  sigaddset(&block, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &block, &g->old);
+}
+
+static void sigpipe_restore(sigpipe_guard *g) {
+  if (!g->was_pending) {
+    sigset_t pending, block;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE)) {
+      struct timespec zero = {0, 0};
+      sigemptyset(&block);
+      sigaddset(&block, SIGPIPE);
+      while (sigtimedwait(&block, NULL, &zero) == -1 && errno == EINTR)
+        ;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static int register_metrics(perfc_redis_pool *p) {
+  perfc_registry *reg = p->o.registry;
+  const char *pool_label[] = {"pool"};
+  const char *state_labels[] = {"pool", "state"};
+  perfc_metric_opts mo;
+  perfc_family *fam;
+  int rc;
+
+  perfc_metric_opts_init(&mo);
+  mo.name = "perfc_redis_pool_connections";
+  mo.help = "Redis pool connections by state (in_use, idle).";
+  mo.label_names = state_labels;
+  mo.label_count = 2;
+  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0)
+    return rc;
+  const char *in_use[] = {p->name, "in_use"};
+  const char *idle[] = {p->name, "idle"};
+  if ((rc = perfc_gauge_get(&p->g_in_use, fam, in_use)) != 0 ||
+      (rc = perfc_gauge_get(&p->g_idle, fam, idle)) != 0)
+    return rc;
+
+  static const double wait_buckets[] = {
+      0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1};
+  perfc_metric_opts_init(&mo);
+  mo.name = "perfc_redis_pool_wait_seconds";
+  mo.help = "Time spent acquiring a Redis connection (including connects).";
+  mo.label_names = pool_label;
+  mo.label_count = 1;
+  mo.buckets = wait_buckets;
+  mo.bucket_count = sizeof wait_buckets / sizeof wait_buckets[0];
+  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_HISTOGRAM, &mo)) != 0 ||
+      (rc = perfc_histogram_get(&p->h_wait, fam,
+                                (const char *const *)&p->name)) != 0)
+    return rc;
+
+  perfc_metric_opts_init(&mo);
+  mo.name = "perfc_redis_errors_total";
+  mo.help = "Redis failures: connects, I/O errors, timeouts, backoff refusals, "
+            "error replies.";
+  mo.label_names = pool_label;
+  mo.label_count = 1;
+  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &mo)) != 0 ||
+      (rc = perfc_counter_get(&p->c_errors, fam,
+                              (const char *const *)&p->name)) != 0)
+    return rc;
+
+  perfc_metric_opts_init(&mo);
+  mo.name = "perfc_redis_connects_total";
+  mo.help = "Successful Redis connects.";
+  mo.label_names = pool_label;
+  mo.label_count = 1;
+  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &mo)) != 0 ||
+      (rc = perfc_counter_get(&p->c_connects, fam,
+                              (const char *const *)&p->name)) != 0)
+    return rc;
+  return 0;
+}
+
+int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
+  if (!out)
+    return PERFC_EINVAL;
+  perfc_redis_pool *p = calloc(1, sizeof(*p));
+  if (!p)
+    return PERFC_ENOMEM;
+  resolve_opts(&p->o, opts);
+  if (p->o.port < 0 || p->o.port > 65535) {
+    free(p);
+    return PERFC_EINVAL;
+  }
+  p->host = strdup(p->o.host);
+  p->name = strdup(p->o.name);
+  p->idle = calloc(p->o.pool_size, sizeof(conn *));
+  if (!p->host || !p->name || !p->idle) {
+    free(p->host);
+    free(p->name);
+    free(p->idle);
+    free(p);
+    return PERFC_ENOMEM;
+  }
+  p->o.host = p->host;
+  p->o.name = p->name;
+  int rc = register_metrics(p);
+  if (rc != 0) {
+    free(p->host);
+    free(p->name);
+    free(p->idle);
+    free(p);
+    return rc;
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->freed, &ca);
+  pthread_condattr_destroy(&ca);
+  *out = p;
+  return 0;
+}
+
+static void conn_free(conn *c) {
+  if (!c)
+    return;
+  if (c->ctx)
+    redisFree(c->ctx);
+  free(c);
+}
+
+void perfc_redis_pool_free(perfc_redis_pool *p) {
+  if (!p)
+    return;
+  for (unsigned i = 0; i < p->nidle; i++)
+    conn_free(p->idle[i]);
+  perfc_gauge_add(p->g_idle, -(double)p->nidle);
+  pthread_cond_destroy(&p->freed);
+  pthread_mutex_destroy(&p->mu);
+  free(p->idle);
+  free(p->host);
+  free(p->name);
+  free(p);
+}
+
+static void count_error(perfc_redis_pool *p) {
+  perfc_counter_inc(p->c_errors);
+  pthread_mutex_lock(&p->mu);
+  p->errors++;
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* Called with p->mu held when the server looks down: a failed connect,
+ * a timed-out command, a failed probe. */
+static void start_backoff_locked(perfc_redis_pool *p) {
+  int first = p->backoff_ms == 0;
+  if (p->backoff_ms == 0)
+    p->backoff_ms = p->o.backoff_min_ms;
+  else if (p->backoff_ms < p->o.backoff_max_ms / 2)
+    p->backoff_ms *= 2;
+  else
+    p->backoff_ms = p->o.backoff_max_ms;
+  p->down_until_ms = now_ms() + p->backoff_ms;
+  /* Log the transition to suspect once, not every refused call. */
+  if (first)
+    perfc_log(PERFC_LOG_WARN,
+              "redis pool %s: %s:%d not answering, refusing calls for up to "
+              "%u ms at a time",
+              p->name, p->host, p->o.port, (unsigned)p->o.backoff_max_ms);
+}
+
+static redisContext *connect_ctx(const perfc_redis_opts *o, char *err,
+                                 size_t errlen) {
+  redisContext *ctx =
+      redisConnectWithTimeout(o->host, o->port, tv_ms(o->connect_timeout_ms));
+  if (!ctx) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  if (ctx->err) {
+    snprintf(err, errlen, "%s", ctx->errstr);
+    redisFree(ctx);
+    return NULL;
+  }
+  if (redisSetTimeout(ctx, tv_ms(o->command_timeout_ms)) != REDIS_OK) {
+    snprintf(err, errlen, "cannot set socket timeout");
+    redisFree(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+/* Maps a failed hiredis call to a perfc code; errno is still the one the
+ * failing read or write left (a socket timeout reads as EAGAIN). */
+static int io_error(const redisContext *ctx, int saved_errno) {
+  if (ctx && ctx->err == REDIS_ERR_IO &&
+      (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+       saved_errno == ETIMEDOUT))
+    return PERFC_ETIMEDOUT;
+  if (ctx && ctx->err == REDIS_ERR_OOM)
+    return PERFC_ENOMEM;
+  return PERFC_EIO;
+}
+
+/* How a use of a connection ended. */
+typedef enum outcome {
+  OUT_OK,      /* a reply came back: the server works */
+  OUT_BROKEN,  /* I/O error (reset, EOF): drop the connection */
+  OUT_TIMEOUT, /* no reply in time: drop it and suspect the server */
+} outcome;
+
+static void release(perfc_redis_pool *p, conn *c, outcome out) {
+  pthread_mutex_lock(&p->mu);
+  p->in_use--;
+  perfc_gauge_dec(p->g_in_use);
+  if (c->probe)
+    p->probing = 0;
+  if (out == OUT_OK) {
+    if (p->backoff_ms)
+      perfc_log(PERFC_LOG_INFO, "redis pool %s: %s:%d answering again", p->name,
+                p->host, p->o.port);
+    p->backoff_ms = 0;
+    p->down_until_ms = 0;
+  } else if (out == OUT_TIMEOUT || c->probe) {
+    /* A hung server would otherwise cost every caller a full command
+     * timeout (connects to a stopped process still succeed); a failed
+     * probe extends the backoff. */
+    start_backoff_locked(p);
+  }
+  c->probe = 0;
+  if (out != OUT_OK) {
+    p->open--;
+    pthread_mutex_unlock(&p->mu);
+    conn_free(c);
+    pthread_mutex_lock(&p->mu);
+  } else {
+    c->last_used_ms = now_ms();
+    p->idle[p->nidle++] = c;
+    perfc_gauge_inc(p->g_idle);
+  }
+  pthread_cond_signal(&p->freed);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static int ping_ctx(redisContext *ctx) {
+  sigpipe_guard g;
+  sigpipe_block(&g);
+  redisReply *r = redisCommand(ctx, "PING");
+  sigpipe_restore(&g);
+  int ok = r && r->type == REDIS_REPLY_STATUS;
+  if (r)
+    freeReplyObject(r);
+  return ok ? 0 : PERFC_EIO;
+}
+
+/* Hands out a healthy connection or fails within acquire_timeout_ms plus
+ * at most one connect_timeout_ms (a connect is never retried in here).
+ * While the server is suspect, refuses at once except for one probe. */
+static int acquire(perfc_redis_pool *p, conn **out) {
+  double t0 = now_s();
+  uint64_t deadline = now_ms() + p->o.acquire_timeout_ms;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    int suspect = p->backoff_ms != 0;
+    if (suspect && (now_ms() < p->down_until_ms || p->probing)) {
+      /* Refuse at once: the caller has a fallback (the loader). */
+      p->errors++;
+      pthread_mutex_unlock(&p->mu);
+      perfc_counter_inc(p->c_errors);
+      return PERFC_EIO;
+    }
+    if (p->nidle > 0) {
+      conn *c = p->idle[--p->nidle];
+      p->in_use++;
+      if (suspect)
+        p->probing = c->probe = 1;
+      perfc_gauge_dec(p->g_idle);
+      perfc_gauge_inc(p->g_in_use);
+      pthread_mutex_unlock(&p->mu);
+      if (now_ms() - c->last_used_ms >= p->o.health_check_ms &&
+          ping_ctx(c->ctx) != 0) {
+        /* A stale connection is not the caller's problem: replace it. */
+        perfc_log(PERFC_LOG_DEBUG,
+                  "redis pool %s: idle connection failed PING, reconnecting",
+                  p->name);
+        char err[128];
+        redisContext *ctx = connect_ctx(&p->o, err, sizeof err);
+        if (!ctx) {
+          perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s",
+                    p->name, err);
+          c->probe = 1; /* a failed connect means backoff */
+          pthread_mutex_lock(&p->mu);
+          p->probing = 1;
+          p->errors++;
+          pthread_mutex_unlock(&p->mu);
+          release(p, c, OUT_BROKEN);
+          perfc_counter_inc(p->c_errors);
+          return PERFC_EIO;
+        }
+        redisFree(c->ctx);
+        c->ctx = ctx;
+        perfc_counter_inc(p->c_connects);
+        pthread_mutex_lock(&p->mu);
+        p->connects++;
+        pthread_mutex_unlock(&p->mu);
+      }
+      perfc_histogram_observe(p->h_wait, now_s() - t0);
+      *out = c;
+      return 0;
+    }
+    if (p->open < p->o.pool_size) {
+      p->open++;
+      p->in_use++;
+      if (suspect)
+        p->probing = 1;
+      perfc_gauge_inc(p->g_in_use);
+      pthread_mutex_unlock(&p->mu);
+      char err[128];
+      conn *c = calloc(1, sizeof(*c));
+      redisContext *ctx = c ? connect_ctx(&p->o, err, sizeof err) : NULL;
+      pthread_mutex_lock(&p->mu);
+      if (!ctx) {
+        free(c);
+        p->open--;
+        p->in_use--;
+        if (suspect)
+          p->probing = 0;
+        perfc_gauge_dec(p->g_in_use);
+        if (c)
+          start_backoff_locked(p);
+        p->errors++;
+        pthread_cond_signal(&p->freed);
+        pthread_mutex_unlock(&p->mu);
+        perfc_counter_inc(p->c_errors);
+        if (!c)
+          return PERFC_ENOMEM;
+        perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s", p->name,
+                  err);
+        return PERFC_EIO;
+      }
+      p->connects++;
+      pthread_mutex_unlock(&p->mu);
+      perfc_counter_inc(p->c_connects);
+      c->ctx = ctx;
+      c->probe = suspect;
+      c->last_used_ms = now_ms();
+      perfc_histogram_observe(p->h_wait, now_s() - t0);
+      *out = c;
+      return 0;
+    }
+    uint64_t now = now_ms();
+    if (now >= deadline) {
+      p->errors++;
+      pthread_mutex_unlock(&p->mu);
+      perfc_counter_inc(p->c_errors);
+      perfc_histogram_observe(p->h_wait, now_s() - t0);
+      return PERFC_ETIMEDOUT;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t wait_ns = (deadline - now) * 1000000ull + (uint64_t)ts.tv_nsec;
+    ts.tv_sec += (time_t)(wait_ns / 1000000000ull);
+    ts.tv_nsec = (long)(wait_ns % 1000000000ull);
+    pthread_cond_timedwait(&p->freed, &p->mu, &ts);
+  }
+}
+
+int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
+                          size_t n, redisReply **replies) {
+  if (!p || (n && (!cmds || !replies)))
+    return PERFC_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    replies[i] = NULL;
+  if (n == 0)
+    return 0;
+  conn *c;
+  int rc = acquire(p, &c);
+  if (rc != 0)
+    return rc;
+  for (size_t i = 0; i < n; i++) {
+    if (redisAppendCommandArgv(c->ctx, cmds[i].argc, cmds[i].argv,
+                               cmds[i].argvlen) != REDIS_OK) {
+      /* Only formatting can fail here (out of memory); nothing was sent,
+       * but the output buffer holds part of the batch: drop the
+       * connection. */
+      release(p, c, OUT_BROKEN);
+      count_error(p);
+      return PERFC_ENOMEM;
+    }
+  }
+  sigpipe_guard g;
+  sigpipe_block(&g);
+  size_t got = 0;
+  int saved_errno = 0;
+  for (; got < n; got++) {
+    void *r = NULL;
+    errno = 0;
+    if (redisGetReply(c->ctx, &r) != REDIS_OK || !r) {
+      saved_errno = errno;
+      break;
+    }
+    replies[got] = r;
+  }
+  sigpipe_restore(&g);
+  if (got < n) {
+    rc = io_error(c->ctx, saved_errno);
+    perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s (%s)", p->name,
+              c->ctx->errstr[0] ? c->ctx->errstr : "no reply",
+              perfc_err_name(rc));
+    for (size_t i = 0; i < got; i++) {
+      freeReplyObject(replies[i]);
+      replies[i] = NULL;
+    }
+    release(p, c, rc == PERFC_ETIMEDOUT ? OUT_TIMEOUT : OUT_BROKEN);
+    count_error(p);
+    return rc;
+  }
+  release(p, c, OUT_OK);
+  return 0;
+}
+
+static int one(perfc_redis_pool *p, int argc, const char **argv,
+               const size_t *argvlen, redisReply **reply) {
+  perfc__redis_cmd cmd = {argc, argv, argvlen};
+  int rc = perfc__redis_pipeline(p, &cmd, 1, reply);
+  if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR) {
+    perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s: %.*s", p->name, argv[0],
+              (int)(*reply)->len, (*reply)->str);
+    freeReplyObject(*reply);
+    *reply = NULL;
+    count_error(p);
+    return PERFC_EIO;
+  }
+  return rc;
+}
+
+int perfc_redis_ping(perfc_redis_pool *p) {
+  const char *argv[] = {"PING"};
+  size_t len[] = {4};
+  redisReply *r;
+  int rc = one(p, 1, argv, len, &r);
+  if (rc == 0)
+    freeReplyObject(r);
+  return rc;
+}
+
+static int copy_string(const redisReply *r, uint8_t **out, size_t *out_len) {
+  uint8_t *d = malloc(r->len ? r->len : 1);
+  if (!d)
+    return PERFC_ENOMEM;
+  memcpy(d, r->str, r->len);
+  *out = d;
+  *out_len = r->len;
+  return 0;
+}
+
+int perfc_redis_get(perfc_redis_pool *p, const char *key, uint8_t **out,
+                    size_t *out_len) {
+  if (!key || !out || !out_len)
+    return PERFC_EINVAL;
+  const char *argv[] = {"GET", key};
+  size_t len[] = {3, strlen(key)};
+  redisReply *r;
+  int rc = one(p, 2, argv, len, &r);
+  if (rc != 0)
+    return rc;
+  if (r->type == REDIS_REPLY_NIL)
+    rc = PERFC_ENOENT;
+  else if (r->type == REDIS_REPLY_STRING)
+    rc = copy_string(r, out, out_len);
+  else
+    rc = PERFC_EIO;
+  freeReplyObject(r);
+  return rc;
+}
+
+void perfc_redis_values_free(perfc_redis_value *out, size_t n) {
+  if (!out)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    free(out[i].data);
+    out[i].data = NULL;
+    out[i].len = 0;
+    out[i].found = 0;
+  }
+}
+
+int perfc_redis_mget(perfc_redis_pool *p, const char *const *keys, size_t n,
+                     perfc_redis_value *out) {
+  if (!p || (n && (!keys || !out)))
+    return PERFC_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    out[i] = (perfc_redis_value){NULL, 0, 0};
+  if (n == 0)
+    return 0;
+  size_t per = p->o.batch_keys;
+  size_t ncmds = (n + per - 1) / per;
+  perfc__redis_cmd *cmds = calloc(ncmds, sizeof(*cmds));
+  const char **argv = calloc(n + ncmds, sizeof(char *));
+  size_t *argvlen = calloc(n + ncmds, sizeof(size_t));
+  redisReply **replies = calloc(ncmds, sizeof(*replies));
+  int rc = PERFC_ENOMEM;
+  if (!cmds || !argv || !argvlen || !replies)
+    goto done;
+  size_t a = 0;
+  for (size_t ci = 0; ci < ncmds; ci++) {
+    size_t first = ci * per, cnt = n - first < per ? n - first : per;
+    cmds[ci].argc = (int)(cnt + 1);
+    cmds[ci].argv = &argv[a];
+    cmds[ci].argvlen = &argvlen[a];
+    argv[a] = "MGET";
+    argvlen[a++] = 4;
+    for (size_t k = 0; k < cnt; k++) {
+      if (!keys[first + k]) {
+        rc = PERFC_EINVAL;
+        goto done;
+      }
+      argv[a] = keys[first + k];
+      argvlen[a++] = strlen(keys[first + k]);
+    }
+  }
+  rc = perfc__redis_pipeline(p, cmds, ncmds, replies);
+  if (rc != 0)
+    goto done;
+  for (size_t ci = 0; ci < ncmds && rc == 0; ci++) {
+    redisReply *r = replies[ci];
+    size_t first = ci * per;
+    if (r->type != REDIS_REPLY_ARRAY ||
+        r->elements != (size_t)cmds[ci].argc - 1) {
+      rc = PERFC_EIO;
+      break;
+    }
+    for (size_t k = 0; k < r->elements; k++) {
+      redisReply *e = r->element[k];
+      if (e->type == REDIS_REPLY_STRING) {
+        if ((rc = copy_string(e, &out[first + k].data, &out[first + k].len)) !=
+            0)
+          break;
+        out[first + k].found = 1;
+      }
+    }
+  }
+  if (rc != 0) {
+    perfc_redis_values_free(out, n);
+    count_error(p);
+  }
+done:
+  if (replies)
+    for (size_t ci = 0; ci < ncmds; ci++)
+      if (replies[ci])
+        freeReplyObject(replies[ci]);
+  free(replies);
+  free(argvlen);
+  free(argv);
+  free(cmds);
+  return rc;
+}
+
+int perfc_redis_set_many(perfc_redis_pool *p, const perfc_redis_item *items,
+                         size_t n) {
+  if (!p || (n && !items))
+    return PERFC_EINVAL;
+  if (n == 0)
+    return 0;
+  perfc__redis_cmd *cmds = calloc(n, sizeof(*cmds));
+  const char **argv = calloc(n * 5, sizeof(char *));
+  size_t *argvlen = calloc(n * 5, sizeof(size_t));
+  char(*ttl)[16] = calloc(n, sizeof(*ttl));
+  redisReply **replies = calloc(n, sizeof(*replies));
+  int rc = PERFC_ENOMEM;
+  if (!cmds || !argv || !argvlen || !ttl || !replies)
+    goto done;
+  for (size_t i = 0; i < n; i++) {
+    const perfc_redis_item *it = &items[i];
+    if (!it->key || (it->value.len && !it->value.base)) {
+      rc = PERFC_EINVAL;
+      goto done;
+    }
+    const char **av = &argv[i * 5];
+    size_t *al = &argvlen[i * 5];
+    av[0] = "SET";
+    al[0] = 3;
+    av[1] = it->key;
+    al[1] = strlen(it->key);
+    /* hiredis sends argv entries by length, so an empty value needs a
+     * non-NULL pointer only. */
+    av[2] = it->value.len ? (const char *)it->value.base : "";
+    al[2] = it->value.len;
+    cmds[i].argc = 3;
+    if (it->ttl_ms) {
+      av[3] = "PX";
+      al[3] = 2;
+      int w = snprintf(ttl[i], sizeof ttl[i], "%u", (unsigned)it->ttl_ms);
+      av[4] = ttl[i];
+      al[4] = (size_t)w;
+      cmds[i].argc = 5;
+    }
+    cmds[i].argv = av;
+    cmds[i].argvlen = al;
+  }
+  rc = perfc__redis_pipeline(p, cmds, n, replies);
+  if (rc == 0) {
+    for (size_t i = 0; i < n; i++)
+      if (replies[i]->type == REDIS_REPLY_ERROR)
+        rc = PERFC_EIO;
+    if (rc)
+      count_error(p);
+  }
+done:
+  if (replies)
+    for (size_t i = 0; i < n; i++)
+      if (replies[i])
+        freeReplyObject(replies[i]);
+  free(replies);
+  free(ttl);
+  free(argvlen);
+  free(argv);
+  free(cmds);
+  return rc;
+}
+
+int perfc_redis_set(perfc_redis_pool *p, const char *key, perfc_slice value,
+                    uint32_t ttl_ms) {
+  perfc_redis_item it = {key, value, ttl_ms};
+  return perfc_redis_set_many(p, &it, 1);
+}
+
+/* Before retry number `attempt`+1: backoff_min_ms doubling per attempt,
+ * and at least until the pool stops refusing (a retry inside the backoff
+ * would be refused without trying), each pause at most backoff_max_ms. */
+static void retry_pause(perfc_redis_pool *p, unsigned attempt) {
+  uint64_t delay = (uint64_t)p->o.backoff_min_ms
+                   << (attempt < 16 ? attempt : 16);
+  pthread_mutex_lock(&p->mu);
+  uint64_t now = now_ms();
+  if (p->backoff_ms && p->down_until_ms > now + delay)
+    delay = p->down_until_ms - now + 1;
+  pthread_mutex_unlock(&p->mu);
+  if (delay > p->o.backoff_max_ms)
+    delay = p->o.backoff_max_ms;
+  struct timespec ts = {(time_t)(delay / 1000),
+                        (long)(delay % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
+int perfc_redis_del(perfc_redis_pool *p, const char *const *keys, size_t n) {
+  if (!p || (n && !keys))
+    return PERFC_EINVAL;
+  if (n == 0)
+    return 0;
+  const char **argv = calloc(n + 1, sizeof(char *));
+  size_t *argvlen = calloc(n + 1, sizeof(size_t));
+  if (!argv || !argvlen) {
+    free(argv);
+    free(argvlen);
+    return PERFC_ENOMEM;
+  }
+  argv[0] = "DEL";
+  argvlen[0] = 3;
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!keys[i])
+      rc = PERFC_EINVAL;
+    else {
+      argv[i + 1] = keys[i];
+      argvlen[i + 1] = strlen(keys[i]);
+    }
+  }
+  /* DEL is idempotent, so retrying after a failure whose outcome is
+   * unknown (a timeout after the server executed it) is safe. */
+  for (unsigned attempt = 0; rc == 0; attempt++) {
+    redisReply *r;
+    rc = one(p, (int)n + 1, argv, argvlen, &r);
+    if (rc == 0) {
+      freeReplyObject(r);
+      break;
+    }
+    if ((rc != PERFC_EIO && rc != PERFC_ETIMEDOUT) ||
+        attempt >= p->o.del_retries)
+      break;
+    retry_pause(p, attempt);
+    rc = 0;
+  }
+  free(argv);
+  free(argvlen);
+  return rc;
+}
+
+int perfc_redis_publish(perfc_redis_pool *p, const char *channel,
+                        perfc_slice message) {
+  if (!channel || (message.len && !message.base))
+    return PERFC_EINVAL;
+  const char *argv[] = {"PUBLISH", channel,
+                        message.len ? (const char *)message.base : ""};
+  size_t len[] = {7, strlen(channel), message.len};
+  redisReply *r;
+  int rc = one(p, 3, argv, len, &r);
+  if (rc == 0)
+    freeReplyObject(r);
+  return rc;
+}
+
+const perfc_redis_opts *perfc__redis_pool_opts(const perfc_redis_pool *p) {
+  return &p->o;
+}
+
+void perfc_redis_pool_stats_get(perfc_redis_pool *p,
+                                perfc_redis_pool_stats *out) {
+  memset(out, 0, sizeof(*out));
+  if (!p)
+    return;
+  pthread_mutex_lock(&p->mu);
+  out->in_use = p->in_use;
+  out->idle = p->nidle;
+  out->connects = p->connects;
+  out->errors = p->errors;
+  out->backing_off = p->backoff_ms != 0;
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- subscriber ---- */
+
+struct perfc_redis_subscriber {
+  perfc_redis_opts o;
+  char *host;
+  char *channel;
+  perfc_redis_message_fn fn;
+  void *user_data;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* ready changes, stop requested */
+  int ready;
+  int stop;
+};
+
+/* How often the reading loop wakes to look at the stop flag. */
+#define SUB_POLL_MS 50
+
+static int sub_stopping(perfc_redis_subscriber *s) {
+  pthread_mutex_lock(&s->mu);
+  int st = s->stop;
+  pthread_mutex_unlock(&s->mu);
+  return st;
+}
+
+static void sub_set_ready(perfc_redis_subscriber *s, int ready) {
+  pthread_mutex_lock(&s->mu);
+  s->ready = ready;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Sleeps `ms` unless asked to stop first. Returns nonzero when stopping. */
+static int sub_sleep(perfc_redis_subscriber *s, uint32_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ull;
+  ts.tv_sec += (time_t)(ns / 1000000000ull);
+  ts.tv_nsec = (long)(ns % 1000000000ull);
+  pthread_mutex_lock(&s->mu);
+  while (!s->stop)
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+      break;
+  int st = s->stop;
+  pthread_mutex_unlock(&s->mu);
+  return st;
+}
+
+static void sub_handle(perfc_redis_subscriber *s, redisReply *r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+      r->element[0]->type != REDIS_REPLY_STRING)
+    return;
+  const char *kind = r->element[0]->str;
+  const char *ch = r->element[1]->type == REDIS_REPLY_STRING
+                       ? r->element[1]->str
+                       : s->channel;
+  if (strcmp(kind, "subscribe") == 0) {
+    perfc_slice none = {(const uint8_t *)"", 0};
+    sub_set_ready(s, 1);
+    s->fn(PERFC_REDIS_SUB_SUBSCRIBED, ch, none, s->user_data);
+  } else if (strcmp(kind, "message") == 0 &&
+             r->element[2]->type == REDIS_REPLY_STRING) {
+    perfc_slice m = {(const uint8_t *)r->element[2]->str, r->element[2]->len};
+    s->fn(PERFC_REDIS_SUB_MESSAGE, ch, m, s->user_data);
+  }
+}
+
+/* One connection's life: connect, SUBSCRIBE, read until error or stop.
+ * Returns nonzero if it ever got subscribed (resets the backoff). */
+static int sub_session(perfc_redis_subscriber *s) {
+  char err[128];
+  redisContext *ctx = connect_ctx(&s->o, err, sizeof err);
+  if (!ctx) {
+    perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: cannot connect: %s",
+              s->channel, err);
+    return 0;
+  }
+  int subscribed = 0;
+  const char *argv[] = {"SUBSCRIBE", s->channel};
+  size_t len[] = {9, strlen(s->channel)};
+  int done = 0;
+  if (redisAppendCommandArgv(ctx, 2, argv, len) != REDIS_OK)
+    goto out;
+  while (!done) {
+    if (redisBufferWrite(ctx, &done) != REDIS_OK)
+      goto out;
+  }
+  while (!sub_stopping(s)) {
+    void *reply = NULL;
+    if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK)
+      goto out;
+    if (reply) {
+      redisReply *r = reply;
+      if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+          r->element[0]->type == REDIS_REPLY_STRING &&
+          strcmp(r->element[0]->str, "subscribe") == 0)
+        subscribed = 1;
+      sub_handle(s, r);
+      freeReplyObject(r);
+      continue;
+    }
+    /* Poll rather than block in read: a socket read timeout would mark the
+     * hiredis context as failed, and a blocking read could not notice the
+     * stop flag. */
+    struct pollfd pfd = {ctx->fd, POLLIN, 0};
+    int pr = poll(&pfd, 1, SUB_POLL_MS);
+    if (pr < 0 && errno != EINTR)
+      goto out;
+    if (pr > 0 && redisBufferRead(ctx) != REDIS_OK)
+      goto out;
+  }
+out:
+  if (ctx->err && !sub_stopping(s))
+    perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: connection lost: %s",
+              s->channel, ctx->errstr);
+  sub_set_ready(s, 0);
+  redisFree(ctx);
+  return subscribed;
+}
+
+static void *sub_main(void *arg) {
+  perfc_redis_subscriber *s = arg;
+  uint32_t backoff = 0;
+  int warned = 0;
+  while (!sub_stopping(s)) {
+    if (sub_session(s)) {
+      backoff = 0;
+      warned = 0;
+    }
+    if (sub_stopping(s))
+      break;
+    if (!warned) {
+      perfc_log(PERFC_LOG_WARN,
+                "redis subscriber %s: disconnected from %s:%d, retrying",
+                s->channel, s->host, s->o.port);
+      warned = 1;
+    }
+    backoff = backoff == 0                        ? s->o.backoff_min_ms
+              : backoff < s->o.backoff_max_ms / 2 ? backoff * 2
+                                                  : s->o.backoff_max_ms;
+    if (sub_sleep(s, backoff))
+      break;
+  }
+  return NULL;
+}
+
+int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
+                               const perfc_redis_opts *opts,
+                               const char *channel, perfc_redis_message_fn fn,
+                               void *user_data) {
+  if (!out || !channel || !*channel || !fn)
+    return PERFC_EINVAL;
+  perfc_redis_subscriber *s = calloc(1, sizeof(*s));
+  if (!s)
+    return PERFC_ENOMEM;
+  resolve_opts(&s->o, opts);
+  s->host = strdup(s->o.host);
+  s->channel = strdup(channel);
+  if (!s->host || !s->channel) {
+    free(s->host);
+    free(s->channel);
+    free(s);
+    return PERFC_ENOMEM;
+  }
+  s->o.host = s->host;
+  s->o.name = NULL;
+  s->o.registry = NULL;
+  s->fn = fn;
+  s->user_data = user_data;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  /* The thread is ours: it starts with SIGPIPE blocked for good (see
+   * sigpipe_block), inherited from the mask set around its creation. */
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  int prc = pthread_create(&s->thread, NULL, sub_main, s);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (prc != 0) {
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->host);
+    free(s->channel);
+    free(s);
+    return PERFC_ETHREAD;
+  }
+  *out = s;
+  return 0;
+}
+
+int perfc_redis_subscriber_wait_ready(perfc_redis_subscriber *s,
+                                      uint32_t timeout_ms) {
+  if (!s)
+    return PERFC_EINVAL;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
+  ts.tv_sec += (time_t)(ns / 1000000000ull);
+  ts.tv_nsec = (long)(ns % 1000000000ull);
+  pthread_mutex_lock(&s->mu);
+  while (!s->ready)
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+      break;
+  int ready = s->ready;
+  pthread_mutex_unlock(&s->mu);
+  return ready ? 0 : PERFC_ETIMEDOUT;
+}
+
+void perfc_redis_subscriber_free(perfc_redis_subscriber *s) {
+  if (!s)
+    return;
+  pthread_mutex_lock(&s->mu);
+  s->stop = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  pthread_join(s->thread, NULL);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  free(s->host);
+  free(s->channel);
+  free(s);
+}

@@ -1,0 +1,35 @@
+/*
+ * redis_internal.h — what the cache module needs from the Redis pool beyond
+ * the public API: arbitrary pipelined commands with hiredis replies (the
+ * lease and fill Lua scripts, DEL of a key with its lease).
+ *
+ * Room: runtime private headers (data layer, Redis). Not installed.
+ */
+#ifndef PERFC_REDIS_INTERNAL_H
+#define PERFC_REDIS_INTERNAL_H
+
+#include <hiredis/hiredis.h>
+
+#include "perfc/redis.h"
+
+/* One command of a pipeline. All pointers are borrowed for the call. */
+typedef struct perfc__redis_cmd {
+  int argc;
+  const char **argv;
+  const size_t *argvlen;
+} perfc__redis_cmd;
+
+/* Sends `n` commands in one write and reads `n` replies on one pooled
+ * connection. On 0 every replies[i] is set (possibly an error reply) and the
+ * caller frees each with freeReplyObject(). On error (PERFC_EIO,
+ * PERFC_ETIMEDOUT, PERFC_ENOMEM, PERFC_ESHUTDOWN) replies[] are all NULL
+ * and the connection, if it failed, was closed. Counts errors in the pool's
+ * metrics. */
+int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
+                          size_t n, redisReply **replies);
+
+/* The pool's resolved options (host, port, timeouts, backoff), borrowed for
+ * the pool's lifetime: the cache starts its subscriber with them. */
+const perfc_redis_opts *perfc__redis_pool_opts(const perfc_redis_pool *p);
+
+#endif /* PERFC_REDIS_INTERNAL_H */
