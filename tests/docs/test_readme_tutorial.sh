@@ -32,7 +32,7 @@ cc -Wall -Wextra -Werror -Wno-unused-parameter -o greeter server.c greeter.perfc
 cc -Wall -Wextra -Werror -o client client.c greeter.perfc.c greeter.pb-c.c $(pkg-config --cflags --libs perfc)
 ./greeter >server.log 2>&1 &
 server_pid=$!
-for _ in $(seq 1 50); do ss -Htln "( sport = :50051 )" | grep -q . && break; sleep 0.1; done
+for _ in $(seq 1 300); do ss -Htln "( sport = :50051 )" | grep -q . && break; sleep 0.1; done
 out=$(./client)
 echo "client printed: $out"
 [ "$out" = "hello, perfc" ]
