@@ -30,7 +30,12 @@ struct perfc_client_stream {
   int half_closed;
   int ended;       /* the server finished sending */
   int finished;    /* status received */
-  int failed;      /* a batch failed: the call is over */
+  /* A failed batch ends that direction only: the server may finish a call
+   * (status sent) while the client is still half-closing, which fails the
+   * send side but leaves messages and the status to receive. */
+  int send_failed;
+  int recv_failed;
+  int status_done; /* RECV_STATUS_ON_CLIENT completed */
   int no_compress; /* perfc_client_stream_compress(s, 0): GRPC_WRITE_NO_COMPRESS */
   atomic_int cancelled;
   grpc_status_code code;
@@ -110,7 +115,7 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   if (refused != PERFC_STATUS_OK) {
     grpc_call_cancel_with_status(s->call, (grpc_status_code)refused,
                                  "refused by a client interceptor", NULL);
-    s->failed = 1;
+    s->send_failed = s->recv_failed = 1;
     return 0;
   }
   grpc_op ops[3];
@@ -133,7 +138,7 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
     perfc__ic_message(ch, m, s->ic_state, s->ic_entered, 1);
   }
   if (!run_batch(s, ops, n))
-    s->failed = 1; /* finish() reports why */
+    s->send_failed = 1; /* finish() reports why */
   if (bb != NULL)
     grpc_byte_buffer_destroy(bb);
   return 0;
@@ -144,7 +149,7 @@ int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg
     return PERFC_EINVAL;
   if (!is_sending_kind(s->m->kind) || s->half_closed)
     return PERFC_ESTATE;
-  if (s->failed || atomic_load(&s->cancelled))
+  if (s->send_failed || atomic_load(&s->cancelled))
     return PERFC_ESHUTDOWN;
   grpc_op op;
   memset(&op, 0, sizeof op);
@@ -155,7 +160,7 @@ int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg
   int ok = run_batch(s, &op, 1);
   grpc_byte_buffer_destroy(bb);
   if (!ok) {
-    s->failed = 1;
+    s->send_failed = 1;
     return PERFC_ESHUTDOWN;
   }
   perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 1);
@@ -177,16 +182,42 @@ int perfc_client_stream_close_send(perfc_client_stream *s) {
   if (s->half_closed)
     return 0;
   s->half_closed = 1;
-  if (s->failed)
+  if (s->send_failed)
     return PERFC_ESHUTDOWN;
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   if (!run_batch(s, &op, 1)) {
-    s->failed = 1;
+    s->send_failed = 1;
     return PERFC_ESHUTDOWN;
   }
   return 0;
+}
+
+/* Collects the call's status (plus initial metadata not yet asked for);
+ * does nothing the second time. The status always arrives, even on a failed
+ * call: the core completes RECV_STATUS_ON_CLIENT with the reason. */
+static void collect_status(perfc_client_stream *s) {
+  if (s->status_done)
+    return;
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  if (!s->got_initial) {
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    n++;
+    s->got_initial = 1;
+  }
+  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+  ops[n].data.recv_status_on_client.status = &s->code;
+  ops[n].data.recv_status_on_client.status_details = &s->details;
+  n++;
+  if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
+      GRPC_SLICE_LENGTH(s->details) == 0)
+    s->code = GRPC_STATUS_INTERNAL;
+  s->status_done = 1;
 }
 
 int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
@@ -197,7 +228,7 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
     return PERFC_ESTATE; /* its one response comes with finish() */
   if (s->ended)
     return 0;
-  if (s->failed || atomic_load(&s->cancelled))
+  if (s->recv_failed || atomic_load(&s->cancelled))
     return PERFC_ESHUTDOWN;
   grpc_op ops[2];
   memset(ops, 0, sizeof ops);
@@ -213,7 +244,15 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
   ops[n].data.recv_message.recv_message = &bb;
   n++;
   if (!run_batch(s, ops, n)) {
-    s->failed = 1;
+    /* A receive can fail simply because the server's status won the race
+     * with it (a trailers-only answer, say). Ask for the status now: OK
+     * means the stream ended normally. */
+    collect_status(s);
+    if (s->code == GRPC_STATUS_OK) {
+      s->ended = 1;
+      return 0;
+    }
+    s->recv_failed = 1;
     return PERFC_ESHUTDOWN;
   }
   if (bb == NULL) { /* the server sent its status: no more messages */
@@ -246,14 +285,14 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     return PERFC_STATUS_INVALID_ARGUMENT;
   if (s->finished)
     return (perfc_status_code)s->code;
-  if (!s->half_closed && !s->failed)
+  if (!s->half_closed && !s->send_failed)
     perfc_client_stream_close_send(s);
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
   grpc_byte_buffer *bb = NULL;
   int client_stream = s->m->kind == PERFC_METHOD_CLIENT_STREAM;
-  if (!client_stream && !s->ended && !s->failed) {
+  if (!client_stream && !s->ended && !s->recv_failed) {
     /* Unread messages are discarded: drain until the server's status. This
      * comes before RECV_INITIAL_METADATA is claimed below: the drain's own
      * receive asks for it, and a RECV_MESSAGE waits for initial metadata
@@ -262,27 +301,28 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     while (perfc_client_stream_recv(s, &skip) == 1)
       ;
   }
-  if (!s->got_initial) {
-    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
-    n++;
-    s->got_initial = 1;
-  }
-  if (client_stream) {
+  if (client_stream && !s->status_done) {
+    /* The single response and the status in one batch. */
+    if (!s->got_initial) {
+      ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+      ops[n].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+      n++;
+      s->got_initial = 1;
+    }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n].data.recv_message.recv_message = &bb;
     n++;
+    ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    ops[n].data.recv_status_on_client.status = &s->code;
+    ops[n].data.recv_status_on_client.status_details = &s->details;
+    n++;
+    if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
+        GRPC_SLICE_LENGTH(s->details) == 0)
+      s->code = GRPC_STATUS_INTERNAL;
+    s->status_done = 1;
   }
-  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
-  ops[n].data.recv_status_on_client.status = &s->code;
-  ops[n].data.recv_status_on_client.status_details = &s->details;
-  n++;
-  /* The status always arrives, even on a failed call: the core completes
-   * RECV_STATUS_ON_CLIENT with the reason. */
-  if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
-      GRPC_SLICE_LENGTH(s->details) == 0)
-    s->code = GRPC_STATUS_INTERNAL;
+  collect_status(s);
   s->finished = 1;
   perfc_status_code code = (perfc_status_code)s->code;
   const char *msg = (const char *)GRPC_SLICE_START_PTR(s->details);

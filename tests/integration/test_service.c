@@ -160,6 +160,13 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   return rc == 0 ? PERFC_STATUS_OK : perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
 }
 
+static perfc_status_code quit(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
+  (void)ctx;
+  (void)stream;
+  (void)ud;
+  return PERFC_STATUS_OK;
+}
+
 /* The channel Relay uses to call back into the same server; set by
  * test_server_start(). */
 static perfc_channel *relay_channel;
@@ -196,6 +203,7 @@ const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     .expand = expand,
     .chat = chat,
     .relay = relay,
+    .quit = quit,
     /* .missing left NULL on purpose */
 };
 
