@@ -11,3 +11,9 @@ target_link_libraries(perfc_runtime PRIVATE PkgConfig::MHD m)
 # certificate, validity dates, parseable CA bundles) before gRPC sees them.
 pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 target_link_libraries(perfc_runtime PRIVATE PkgConfig::OPENSSL)
+
+# config.c: the YAML file is loaded with libcyaml against a fixed schema;
+# libyaml itself (which libcyaml is built on) is used directly for a second
+# pass that maps each key to its line and column for error messages.
+pkg_check_modules(CYAML REQUIRED IMPORTED_TARGET libcyaml yaml-0.1)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::CYAML)
