@@ -8,6 +8,7 @@
 #include "perfc/arena.h"
 #include "perfc/client.h"
 #include "perfc/common.h"
+#include "perfc/config.h"
 #include "perfc/health.h"
 #include "perfc/interceptor.h"
 #include "perfc/grpc_metrics.h"

@@ -547,11 +547,15 @@ static int resolve(perfc_config *cfg, size_t ki) {
   if (k->k == K_LIST_ADDR || k->k == K_FLOATS) {
     char **items = *(char ***)rawp;
     unsigned count = *(unsigned *)((char *)cfg->raw + k->cnt_off);
-    if (!items) {
+    /* libcyaml loads "[]" as no list at all; the position map tells an
+     * empty list in the file from an absent key. */
+    int empty = items ? count == 0
+                      : !cfg->origin[ki] && find_loc(cfg, path) != NULL;
+    if (!items && !empty) {
       cfg->set[ki] = 0;
       return 0;
     }
-    if (count == 0) {
+    if (empty) {
       where(cfg, ki, path, at, sizeof at);
       return fail("%s: %s: must not be empty", at, path);
     }
