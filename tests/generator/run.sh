@@ -16,6 +16,10 @@
 #   install    `cmake --install` into a scratch prefix, then an out-of-tree
 #              project (consumer/) with find_package(perfc) and
 #              perfc_generate(), and a program built from pkg-config alone
+#   example    examples/user-service's proto: output equals golden/example
+#              (UPDATE=1 rewrites it), it and its scaffolding compile with
+#              -Werror under $CC, and the scaffolded main links against the
+#              built runtime and answers --help and a bad flag
 #
 # Environment: PROTOC, PLUGIN (protoc-gen-perfc), PROTOC_GEN_C, SRC (this
 # directory), ROOT (project source), WKT_INC (perfc_wkt's generated
@@ -164,6 +168,42 @@ install)
     $(pkg-config --cflags perfc) $(pkg-config --libs perfc) \
     -Wl,-rpath,"$W/prefix/lib" -o "$W/pkgconfig-app"
   "$W/pkgconfig-app"
+  ;;
+example)
+  : "${CC:?}" "${WKT_INC:?}"
+  EX=$ROOT/examples/user-service/proto
+  mkdir -p "$W/perfc" "$W/c" "$W/stubs"
+  (cd "$EX" && perfc_protoc --perfc_out="stubs=$W/stubs:$W/perfc" \
+    --c_out="$W/c" user/v1/user.proto)
+  if [ "${UPDATE:-0}" = 1 ]; then
+    rm -rf "$SRC/golden/example"
+    cp -r "$W/perfc" "$SRC/golden/example"
+    echo "golden/example updated"
+    exit 0
+  fi
+  diff -r -u "$SRC/golden/example" "$W/perfc"
+  objs=()
+  while IFS= read -r f; do
+    "$CC" -std=c11 -Wall -Wextra -Werror -c -I"$W/perfc" -I"$W/c" \
+      -I"$ROOT/runtime/include" -I"$WKT_INC" "$f" -o "$W/$(basename "$f" .c).o"
+    objs+=("$W/$(basename "$f" .c).o")
+  done < <(find "$W/perfc" "$W/c" "$W/stubs" -name '*.c' | sort)
+  if [ -n "${BUILD:-}" ] && [ -e "$BUILD/lib/libperfc.so" ]; then
+    # shellcheck disable=SC2046
+    "$CC" "${objs[@]}" -L"$BUILD/lib" -lperfc -lperfc-wkt \
+      $(pkg-config --libs libprotobuf-c) -Wl,-rpath,"$BUILD/lib" \
+      -o "$W/user-server"
+    "$W/user-server" --help | grep -q -- '--config FILE'
+    set +e
+    "$W/user-server" --bogus 2>"$W/bad-flag.txt"
+    rc=$?
+    set -e
+    test "$rc" = 2
+    grep -qx "config: unknown flag '--bogus'" "$W/bad-flag.txt"
+    echo "example: generated, compiled, linked; flags checked"
+  else
+    echo "example: generated and compiled (runtime not built: not linked)"
+  fi
   ;;
 *)
   echo "run.sh: unknown mode '$mode'" >&2
