@@ -1,9 +1,11 @@
 -- 0001_create_users.sql — the users table behind user.v1.UserService.
 --
 -- Applied once, in file-name order, by the migration runner described in
--- sql/README.md, which records it in schema_migrations inside the same
--- transaction; re-running is therefore a no-op, and the file must never be
--- edited after it shipped (write 0002_... instead).
+-- sql/README.md. The file records itself in schema_migrations inside its own
+-- transaction, so the runner skips it next time; applied twice by hand, the
+-- second run fails on CREATE TABLE users and rolls back, changing nothing.
+-- Never edit it after it shipped (write 0002_... instead): the recorded
+-- checksum would no longer match. Tried on PostgreSQL 15.
 
 BEGIN;
 
