@@ -93,8 +93,8 @@ typedef struct raw_root {
 } raw_root;
 
 #define STR_FIELD(name, type, member)                                          \
-  CYAML_FIELD_STRING_PTR(name, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,       \
-                         type, member, 0, CYAML_UNLIMITED)
+  CYAML_FIELD_STRING_PTR(name, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, \
+                         member, 0, CYAML_UNLIMITED)
 #define SECTION(name, member, fields)                                          \
   CYAML_FIELD_MAPPING(name, CYAML_FLAG_OPTIONAL, raw_root, member, fields)
 
@@ -103,8 +103,7 @@ static const cyaml_schema_value_t string_entry = {
 
 static const cyaml_schema_field_t server_fields[] = {
     CYAML_FIELD_SEQUENCE("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                         raw_server, listen, &string_entry, 0,
-                         CYAML_UNLIMITED),
+                         raw_server, listen, &string_entry, 0, CYAML_UNLIMITED),
     STR_FIELD("threads", raw_server, threads),
     STR_FIELD("requests_per_method", raw_server, requests_per_method),
     STR_FIELD("default_executor", raw_server, default_executor),
@@ -120,8 +119,7 @@ static const cyaml_schema_field_t server_fields[] = {
     STR_FIELD("max_send_message_size", raw_server, max_send_message_size),
     STR_FIELD("max_connection_idle", raw_server, max_connection_idle),
     STR_FIELD("max_connection_age", raw_server, max_connection_age),
-    STR_FIELD("max_connection_age_grace", raw_server,
-              max_connection_age_grace),
+    STR_FIELD("max_connection_age_grace", raw_server, max_connection_age_grace),
     STR_FIELD("shutdown_grace", raw_server, shutdown_grace),
     STR_FIELD("compression", raw_server, compression),
     CYAML_FIELD_END};
@@ -134,8 +132,7 @@ static const cyaml_schema_field_t tls_fields[] = {
 
 static const cyaml_schema_field_t metrics_fields[] = {
     STR_FIELD("listen", raw_metrics, listen),
-    STR_FIELD("handling_time_histogram", raw_metrics,
-              handling_time_histogram),
+    STR_FIELD("handling_time_histogram", raw_metrics, handling_time_histogram),
     CYAML_FIELD_SEQUENCE("buckets", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                          raw_metrics, buckets, &string_entry, 0,
                          CYAML_UNLIMITED),
@@ -150,8 +147,7 @@ static const cyaml_schema_field_t redis_fields[] = {
     STR_FIELD("address", raw_redis, address),
     STR_FIELD("pool_size", raw_redis, pool_size),
     STR_FIELD("connect_timeout", raw_redis, connect_timeout),
-    STR_FIELD("command_timeout", raw_redis, command_timeout),
-    CYAML_FIELD_END};
+    STR_FIELD("command_timeout", raw_redis, command_timeout), CYAML_FIELD_END};
 
 static const cyaml_schema_field_t postgres_fields[] = {
     STR_FIELD("dsn", raw_postgres, dsn),
@@ -221,8 +217,8 @@ static const char *const compression_names[] = {"identity", "gzip", "deflate",
                                                 NULL};
 static const char *const client_auth_names[] = {"none", "request", "require",
                                                 NULL};
-static const char *const level_names[] = {"debug", "info", "warn", "error",
-                                          "off", NULL};
+static const char *const level_names[] = {"debug", "info", "warn",
+                                          "error", "off",  NULL};
 static const char *const format_names[] = {"logfmt", "json", NULL};
 
 typedef struct key_def {
@@ -242,42 +238,41 @@ typedef struct key_def {
 #define RAW(sec, f) offsetof(raw_root, sec.f)
 #define VAL(f) offsetof(values, f)
 #define KEY(sec, f, k, val, min, max, names)                                   \
-  {#sec, #f, k, RAW(sec, f), 0, val, min, max, names}
+  { #sec, #f, k, RAW(sec, f), 0, val, min, max, names }
 
 static const key_def KEYS[] = {
     {"server", "listen", K_LIST_ADDR, RAW(server, listen),
      RAW(server, listen_count), 0, 0, 0, NULL},
     KEY(server, threads, K_UINT, VAL(threads), 0, 1024, NULL),
-    KEY(server, requests_per_method, K_UINT, VAL(requests_per_method), 1,
-        4096, NULL),
+    KEY(server, requests_per_method, K_UINT, VAL(requests_per_method), 1, 4096,
+        NULL),
     KEY(server, default_executor, K_ENUM, VAL(default_executor), 0, 0,
         executor_names),
     KEY(server, pool_threads, K_UINT, VAL(pool_threads), 1, 4096, NULL),
     KEY(server, pool_queue, K_UINT, VAL(pool_queue), 1, 1 << 20, NULL),
-    KEY(server, keepalive_time, K_DURATION, VAL(keepalive_time_ms), 1,
-        MS_MAX, NULL),
+    KEY(server, keepalive_time, K_DURATION, VAL(keepalive_time_ms), 1, MS_MAX,
+        NULL),
     KEY(server, keepalive_timeout, K_DURATION, VAL(keepalive_timeout_ms), 1,
         MS_MAX, NULL),
     KEY(server, keepalive_permit_without_calls, K_BOOL,
         VAL(permit_without_calls), 0, 0, NULL),
     KEY(server, min_ping_interval, K_DURATION, VAL(min_ping_interval_ms), 1,
         MS_MAX, NULL),
-    KEY(server, max_concurrent_streams, K_UINT, VAL(max_concurrent_streams),
-        1, INT_MAX, NULL),
+    KEY(server, max_concurrent_streams, K_UINT, VAL(max_concurrent_streams), 1,
+        INT_MAX, NULL),
     KEY(server, max_recv_message_size, K_MSGSIZE, VAL(max_recv_message_bytes),
         1, INT_MAX, NULL),
     KEY(server, max_send_message_size, K_MSGSIZE, VAL(max_send_message_bytes),
         1, INT_MAX, NULL),
-    KEY(server, max_connection_idle, K_DURATION, VAL(max_connection_idle_ms),
-        0, MS_MAX, NULL),
+    KEY(server, max_connection_idle, K_DURATION, VAL(max_connection_idle_ms), 0,
+        MS_MAX, NULL),
     KEY(server, max_connection_age, K_DURATION, VAL(max_connection_age_ms), 0,
         MS_MAX, NULL),
     KEY(server, max_connection_age_grace, K_DURATION,
         VAL(max_connection_age_grace_ms), 0, MS_MAX, NULL),
     KEY(server, shutdown_grace, K_DURATION, VAL(shutdown_grace_ms), 1, HOUR_MS,
         NULL),
-    KEY(server, compression, K_ENUM, VAL(compression), 0, 0,
-        compression_names),
+    KEY(server, compression, K_ENUM, VAL(compression), 0, 0, compression_names),
     KEY(tls, cert_file, K_STR, VAL(cert_file), 0, 0, NULL),
     KEY(tls, key_file, K_STR, VAL(key_file), 0, 0, NULL),
     KEY(tls, client_ca_file, K_STR, VAL(client_ca_file), 0, 0, NULL),
@@ -299,20 +294,19 @@ static const key_def KEYS[] = {
     KEY(postgres, dsn, K_STR, VAL(postgres.dsn), 0, 0, NULL),
     KEY(postgres, replica_dsn, K_STR, VAL(postgres.replica_dsn), 0, 0, NULL),
     KEY(postgres, pool_size, K_UINT, VAL(postgres.pool_size), 1, 1024, NULL),
-    KEY(postgres, connect_timeout, K_DURATION,
-        VAL(postgres.connect_timeout_ms), 1, HOUR_MS, NULL),
+    KEY(postgres, connect_timeout, K_DURATION, VAL(postgres.connect_timeout_ms),
+        1, HOUR_MS, NULL),
     KEY(postgres, statement_timeout, K_DURATION,
         VAL(postgres.statement_timeout_ms), 0, DAY_MS, NULL),
-    KEY(postgres, acquire_timeout, K_DURATION,
-        VAL(postgres.acquire_timeout_ms), 1, HOUR_MS, NULL),
+    KEY(postgres, acquire_timeout, K_DURATION, VAL(postgres.acquire_timeout_ms),
+        1, HOUR_MS, NULL),
     KEY(cache, l1_max_bytes, K_SIZE, VAL(cache.l1_max_bytes), 0,
         (int64_t)1 << 40, NULL),
     KEY(cache, default_ttl, K_DURATION, VAL(cache.default_ttl_ms), 1,
         30 * DAY_MS, NULL),
-    KEY(cache, negative_ttl, K_DURATION, VAL(cache.negative_ttl_ms), 0,
-        DAY_MS, NULL),
-    KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0, 100,
+    KEY(cache, negative_ttl, K_DURATION, VAL(cache.negative_ttl_ms), 0, DAY_MS,
         NULL),
+    KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0, 100, NULL),
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -324,10 +318,10 @@ typedef struct loc {
 
 struct perfc_config {
   raw_root *raw;
-  char *name;           /* file name for messages */
-  loc *locs;            /* from locate() */
+  char *name; /* file name for messages */
+  loc *locs;  /* from locate() */
   size_t nlocs;
-  char *origin[NKEYS];  /* NULL = the file; else "environment X", ... */
+  char *origin[NKEYS]; /* NULL = the file; else "environment X", ... */
   unsigned char set[NKEYS];
   values v;
   double *buckets;
@@ -531,8 +525,8 @@ static void join_names(const char *const *names, char *buf, size_t n) {
   size_t used = 0;
   buf[0] = '\0';
   for (int i = 0; names[i] && used < n; i++)
-    used += (size_t)snprintf(buf + used, n - used, "%s%s", i ? ", " : "",
-                             names[i]);
+    used +=
+        (size_t)snprintf(buf + used, n - used, "%s%s", i ? ", " : "", names[i]);
 }
 
 /* Parses key `ki`'s raw string(s) into cfg->v; on error returns
@@ -549,8 +543,8 @@ static int resolve(perfc_config *cfg, size_t ki) {
     unsigned count = *(unsigned *)((char *)cfg->raw + k->cnt_off);
     /* libcyaml loads "[]" as no list at all; the position map tells an
      * empty list in the file from an absent key. */
-    int empty = items ? count == 0
-                      : !cfg->origin[ki] && find_loc(cfg, path) != NULL;
+    int empty =
+        items ? count == 0 : !cfg->origin[ki] && find_loc(cfg, path) != NULL;
     if (!items && !empty) {
       cfg->set[ki] = 0;
       return 0;
@@ -559,20 +553,25 @@ static int resolve(perfc_config *cfg, size_t ki) {
       where(cfg, ki, path, at, sizeof at);
       return fail("%s: %s: must not be empty", at, path);
     }
-    double *b = NULL;
-    if (k->k == K_FLOATS && !(b = calloc(count, sizeof *b)))
-      return PERFC_ENOMEM;
-    for (unsigned i = 0; i < count; i++) {
-      char ipath[160];
-      snprintf(ipath, sizeof ipath, "%s[%u]", path, i);
-      where(cfg, ki, ipath, at, sizeof at);
-      if (k->k == K_LIST_ADDR) {
+    char ipath[160];
+    if (k->k == K_LIST_ADDR) {
+      for (unsigned i = 0; i < count; i++) {
+        snprintf(ipath, sizeof ipath, "%s[%u]", path, i);
+        where(cfg, ki, ipath, at, sizeof at);
         if (check_addr(items[i]) != 0)
           return fail("%s: %s: invalid value '%s': expected HOST:PORT", at,
                       ipath, items[i]);
-        continue;
       }
+      cfg->set[ki] = 1;
+      return 0;
+    }
+    double *b = calloc(count, sizeof *b);
+    if (!b)
+      return PERFC_ENOMEM;
+    for (unsigned i = 0; i < count; i++) {
       char *end;
+      snprintf(ipath, sizeof ipath, "%s[%u]", path, i);
+      where(cfg, ki, ipath, at, sizeof at);
       errno = 0;
       double d = strtod(items[i], &end);
       if (!items[i][0] || *end || errno || !isfinite(d) || d <= 0) {
@@ -587,11 +586,9 @@ static int resolve(perfc_config *cfg, size_t ki) {
       }
       b[i] = d;
     }
-    if (k->k == K_FLOATS) {
-      free(cfg->buckets);
-      cfg->buckets = b;
-      cfg->bucket_count = count;
-    }
+    free(cfg->buckets);
+    cfg->buckets = b;
+    cfg->bucket_count = count;
     cfg->set[ki] = 1;
     return 0;
   }
@@ -663,8 +660,7 @@ static int resolve(perfc_config *cfg, size_t ki) {
     if ((int64_t)n < k->min || n > (uint64_t)k->max) {
       snprintf(range, sizeof range, "between %lld and %lld bytes",
                (long long)k->min, (long long)k->max);
-      return fail("%s: %s: %s is out of range: must be %s", at, path, s,
-                  range);
+      return fail("%s: %s: %s is out of range: must be %s", at, path, s, range);
     }
     if (k->k == K_SIZE)
       *(uint64_t *)dst = n;
@@ -676,8 +672,8 @@ static int resolve(perfc_config *cfg, size_t ki) {
     int i = enum_index(k->names, s);
     if (i < 0) {
       join_names(k->names, range, sizeof range);
-      return fail("%s: %s: invalid value '%s': expected one of %s", at, path,
-                  s, range);
+      return fail("%s: %s: invalid value '%s': expected one of %s", at, path, s,
+                  range);
     }
     *(int *)dst = i;
     break;
@@ -763,8 +759,7 @@ static loc *add_loc(locator *lc, const char *path) {
 /* Walks one node whose first event is `ev` (consumed by the caller's
  * buffer), recording its position under `path`. Returns 0, or -1 on a
  * syntax error (parser.error set) or out of memory. */
-static int walk(locator *lc, yaml_event_t *ev, const char *path,
-                loc *self) {
+static int walk(locator *lc, yaml_event_t *ev, const char *path, loc *self) {
   int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
   if (self) {
     self->val_line = line;
@@ -875,8 +870,8 @@ static int locate(perfc_config *cfg, const unsigned char *buf, size_t len) {
                 (int)m->line + 1, (int)m->column + 1, lc.parser.problem,
                 lc.parser.context);
     else
-      rc = fail("%s:%d:%d: YAML syntax error: %s", cfg->name,
-                (int)m->line + 1, (int)m->column + 1,
+      rc = fail("%s:%d:%d: YAML syntax error: %s", cfg->name, (int)m->line + 1,
+                (int)m->column + 1,
                 lc.parser.problem ? lc.parser.problem : "invalid input");
   } else if (rc != 0) {
     rc = PERFC_ENOMEM;
@@ -974,14 +969,10 @@ static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
   if (!first)
     first = (char *)cyaml_strerror(err);
 
-  const char *section = path;
-  char sec[64];
   if (strncmp(first, "Unexpected key: ", 16) == 0) {
-    char keys[512], full[320];
-    snprintf(sec, sizeof sec, "%s", path);
-    section = sec;
-    snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "",
-             first + 16);
+    char keys[512], full[320], section[64];
+    snprintf(section, sizeof section, "%s", path);
+    snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "", first + 16);
     known_keys(section, keys, sizeof keys);
     const loc *l = find_loc(cfg, full);
     if (l && l->key_line) {
@@ -994,7 +985,7 @@ static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
   } else if (strncmp(first, "Expecting ", 10) == 0) {
     char want[32] = "", got[32] = "";
     sscanf(first, "Expecting %31[A-Z_], got event: %31s", want, got);
-    const char *w = !strcmp(want, "SEQUENCE") ? "a list"
+    const char *w = !strcmp(want, "SEQUENCE")  ? "a list"
                     : !strcmp(want, "MAPPING") ? "a mapping"
                                                : "a single value";
     snprintf(problem, sizeof problem, "wrong type: expected %s, got %s", w,

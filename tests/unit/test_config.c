@@ -27,56 +27,55 @@ static void load_fails(const char *yaml, const char *want) {
   cr_assert_str_eq(perfc_config_last_error(), want);
 }
 
-static const char FULL[] =
-    "server:\n"
-    "  listen: [\"127.0.0.1:7001\", \"[::1]:7002\"]\n"
-    "  threads: 3\n"
-    "  requests_per_method: 16\n"
-    "  default_executor: pool\n"
-    "  pool_threads: 12\n"
-    "  pool_queue: 100\n"
-    "  keepalive_time: 1m30s\n"
-    "  keepalive_timeout: 5s\n"
-    "  keepalive_permit_without_calls: true\n"
-    "  min_ping_interval: 250ms\n"
-    "  max_concurrent_streams: 77\n"
-    "  max_recv_message_size: 8MiB\n"
-    "  max_send_message_size: unlimited\n"
-    "  max_connection_idle: 2m\n"
-    "  max_connection_age: 1h\n"
-    "  max_connection_age_grace: 0\n"
-    "  shutdown_grace: 7s\n"
-    "  compression: gzip\n"
-    "tls:\n"
-    "  cert_file: /etc/s/tls.crt\n"
-    "  key_file: /etc/s/tls.key\n"
-    "  client_ca_file: /etc/s/ca.crt\n"
-    "  client_auth: require\n"
-    "metrics:\n"
-    "  listen: \"127.0.0.1:9100\"\n"
-    "  handling_time_histogram: false\n"
-    "  buckets: [0.01, 0.1, 1]\n"
-    "logging:\n"
-    "  level: warn\n"
-    "  format: json\n"
-    "  access_log: yes\n"
-    "redis:\n"
-    "  address: \"cache:6380\"\n"
-    "  pool_size: 4\n"
-    "  connect_timeout: 2s\n"
-    "  command_timeout: 50ms\n"
-    "postgres:\n"
-    "  dsn: \"host=db dbname=users\"\n"
-    "  replica_dsn: \"host=db-ro dbname=users\"\n"
-    "  pool_size: 20\n"
-    "  connect_timeout: 3s\n"
-    "  statement_timeout: 0\n"
-    "  acquire_timeout: 500ms\n"
-    "cache:\n"
-    "  l1_max_bytes: 16KiB\n"
-    "  default_ttl: 10m\n"
-    "  negative_ttl: 30s\n"
-    "  jitter_percent: 25\n";
+static const char FULL[] = "server:\n"
+                           "  listen: [\"127.0.0.1:7001\", \"[::1]:7002\"]\n"
+                           "  threads: 3\n"
+                           "  requests_per_method: 16\n"
+                           "  default_executor: pool\n"
+                           "  pool_threads: 12\n"
+                           "  pool_queue: 100\n"
+                           "  keepalive_time: 1m30s\n"
+                           "  keepalive_timeout: 5s\n"
+                           "  keepalive_permit_without_calls: true\n"
+                           "  min_ping_interval: 250ms\n"
+                           "  max_concurrent_streams: 77\n"
+                           "  max_recv_message_size: 8MiB\n"
+                           "  max_send_message_size: unlimited\n"
+                           "  max_connection_idle: 2m\n"
+                           "  max_connection_age: 1h\n"
+                           "  max_connection_age_grace: 0\n"
+                           "  shutdown_grace: 7s\n"
+                           "  compression: gzip\n"
+                           "tls:\n"
+                           "  cert_file: /etc/s/tls.crt\n"
+                           "  key_file: /etc/s/tls.key\n"
+                           "  client_ca_file: /etc/s/ca.crt\n"
+                           "  client_auth: require\n"
+                           "metrics:\n"
+                           "  listen: \"127.0.0.1:9100\"\n"
+                           "  handling_time_histogram: false\n"
+                           "  buckets: [0.01, 0.1, 1]\n"
+                           "logging:\n"
+                           "  level: warn\n"
+                           "  format: json\n"
+                           "  access_log: yes\n"
+                           "redis:\n"
+                           "  address: \"cache:6380\"\n"
+                           "  pool_size: 4\n"
+                           "  connect_timeout: 2s\n"
+                           "  command_timeout: 50ms\n"
+                           "postgres:\n"
+                           "  dsn: \"host=db dbname=users\"\n"
+                           "  replica_dsn: \"host=db-ro dbname=users\"\n"
+                           "  pool_size: 20\n"
+                           "  connect_timeout: 3s\n"
+                           "  statement_timeout: 0\n"
+                           "  acquire_timeout: 500ms\n"
+                           "cache:\n"
+                           "  l1_max_bytes: 16KiB\n"
+                           "  default_ttl: 10m\n"
+                           "  negative_ttl: 30s\n"
+                           "  jitter_percent: 25\n";
 
 Test(config, full_file_fills_every_option_struct) {
   perfc_config *cfg = load_ok(FULL);
@@ -180,7 +179,8 @@ static void assert_defaults(perfc_config *cfg) {
   cr_assert_null(p->dsn);
   cr_assert_null(p->replica_dsn);
   cr_assert_eq(p->pool_size, PERFC_DEFAULT_POSTGRES_POOL_SIZE);
-  cr_assert_eq(p->acquire_timeout_ms, PERFC_DEFAULT_POSTGRES_ACQUIRE_TIMEOUT_MS);
+  cr_assert_eq(p->acquire_timeout_ms,
+               PERFC_DEFAULT_POSTGRES_ACQUIRE_TIMEOUT_MS);
   const perfc_config_cache *c = perfc_config_get_cache(cfg);
   cr_assert_eq(c->l1_max_bytes, PERFC_DEFAULT_CACHE_L1_MAX_BYTES);
   cr_assert_eq(c->default_ttl_ms, PERFC_DEFAULT_CACHE_TTL_MS);
@@ -297,8 +297,8 @@ Test(config, bad_values_name_the_field) {
 }
 
 Test(config, bad_durations_and_sizes) {
-  static const char *bad[] = {"10", "10 s", "1.5s", "-1s", "1d", "s", "10S",
-                              "1h-", ""};
+  static const char *bad[] = {"10", "10 s", "1.5s", "-1s", "1d",
+                              "s",  "10S",  "1h-",  ""};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char yaml[128], want[512];
     snprintf(yaml, sizeof yaml, "redis:\n  command_timeout: \"%s\"\n", bad[i]);
@@ -460,10 +460,16 @@ Test(config, set_checks_and_keeps_old_value_on_error) {
 }
 
 Test(flags, parse_both_forms) {
-  char *argv[] = {"svc",        "--config",   "/etc/s.yaml",
-                  "--listen=127.0.0.1:5",     "--metrics-listen",
-                  "off",        "--postgres", "host=flag",
-                  "--redis=r:7", NULL};
+  char *argv[] = {"svc",
+                  "--config",
+                  "/etc/s.yaml",
+                  "--listen=127.0.0.1:5",
+                  "--metrics-listen",
+                  "off",
+                  "--postgres",
+                  "host=flag",
+                  "--redis=r:7",
+                  NULL};
   perfc_flags f;
   cr_assert_eq(perfc_flags_parse(&f, 9, argv), 0);
   cr_assert_str_eq(f.config_file, "/etc/s.yaml");
@@ -476,8 +482,9 @@ Test(flags, parse_both_forms) {
 
 Test(flags, override_environment_and_file) {
   setenv("PERFC_POSTGRES_DSN", "host=env", 1);
-  char *argv[] = {"svc", "--listen", "127.0.0.1:5", "--postgres", "host=flag",
-                  "--redis", "r:7", "--metrics-listen", "127.0.0.1:6", NULL};
+  char *argv[] = {"svc",         "--listen", "127.0.0.1:5", "--postgres",
+                  "host=flag",   "--redis",  "r:7",         "--metrics-listen",
+                  "127.0.0.1:6", NULL};
   perfc_flags f;
   cr_assert_eq(perfc_flags_parse(&f, 9, argv), 0);
   perfc_config *cfg = load_ok("server:\n  listen: [\"0.0.0.0:1\"]\n");

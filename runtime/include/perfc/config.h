@@ -147,8 +147,7 @@ PERFC_API size_t perfc_config_listen_count(const perfc_config *cfg);
 
 /** Listen address `i` ("HOST:PORT"), borrowed from `cfg`; NULL when `i` is
  *  out of range. */
-PERFC_API const char *perfc_config_listen_at(const perfc_config *cfg,
-                                             size_t i);
+PERFC_API const char *perfc_config_listen_at(const perfc_config *cfg, size_t i);
 
 /** Nonzero when tls.cert_file is set: every listen address is then served
  *  with TLS (perfc_server_listen_tls()). */
