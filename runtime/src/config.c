@@ -935,7 +935,7 @@ static void known_keys(const char *section, char *buf, size_t n) {
  * "  in mapping field 'server' (line: 2, column: 3)", ...) into one message:
  * FILE:LINE:COL: PATH: PROBLEM. */
 static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
-  char *save = NULL, path[256] = "", problem[512] = "", *first = NULL;
+  char *save = NULL, path[256] = "", problem[640] = "", *first = NULL;
   char *fields[16];
   int nfields = 0, line = 0, col = 0;
   for (char *ln = strtok_r(lg->buf, "\n", &save); ln;
@@ -971,7 +971,7 @@ static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
 
   if (strncmp(first, "Unexpected key: ", 16) == 0) {
     char keys[512], full[320], section[64];
-    snprintf(section, sizeof section, "%s", path);
+    snprintf(section, sizeof section, "%.63s", path);
     snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "", first + 16);
     known_keys(section, keys, sizeof keys);
     const loc *l = find_loc(cfg, full);
