@@ -889,6 +889,15 @@ typedef struct cylog {
   size_t len;
 } cylog;
 
+/* libcyaml passes its own printf-style formats; the attribute tells the
+ * compiler so (clang's -Wformat-nonliteral). */
+static void cyaml_log_capture(cyaml_log_t level, void *ctx, const char *fmt,
+                              va_list args)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 0)))
+#endif
+    ;
+
 static void cyaml_log_capture(cyaml_log_t level, void *ctx, const char *fmt,
                               va_list args) {
   cylog *l = ctx;
