@@ -1175,13 +1175,47 @@ int perfc_config_set(perfc_config *cfg, const char *key, const char *value,
   return set_key(cfg, ki, value, origin);
 }
 
+static void env_name(size_t ki, char *name, size_t size) {
+  size_t n = (size_t)snprintf(name, size, "PERFC_%s_%s", KEYS[ki].section,
+                              KEYS[ki].name);
+  for (size_t j = 0; j < n && j < size; j++)
+    name[j] = (char)toupper((unsigned char)name[j]);
+}
+
+/* A misspelt variable (PERFC_SERVER_THREAD) would otherwise be ignored
+ * without a word, the environment's version of an unknown key. It is only
+ * warned about, not refused: the environment is shared with other programs
+ * and with modules that may read PERFC_* names of their own. */
+static void warn_unknown_env(void) {
+  extern char **environ;
+  for (char **e = environ; e && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+    if (len <= 6 || strncmp(*e, "PERFC_", 6) != 0)
+      continue;
+    int in_section = 0, known = 0;
+    for (size_t i = 0; i < NKEYS && !known; i++) {
+      char name[96];
+      size_t slen = strlen(KEYS[i].section);
+      env_name(i, name, sizeof name);
+      if (len > 6 + slen + 1 && strncmp(*e, name, 6 + slen + 1) == 0)
+        in_section = 1;
+      if (strlen(name) == len && strncmp(*e, name, len) == 0)
+        known = 1;
+    }
+    if (in_section && !known)
+      perfc_log(PERFC_LOG_WARN,
+                "config: environment %.*s is not a configuration key; "
+                "ignored (docs/configuration.md lists them)",
+                (int)len, *e);
+  }
+}
+
 static int apply_env(perfc_config *cfg) {
+  warn_unknown_env();
   for (size_t i = 0; i < NKEYS; i++) {
     char name[96], origin[128];
-    size_t n = (size_t)snprintf(name, sizeof name, "PERFC_%s_%s",
-                                KEYS[i].section, KEYS[i].name);
-    for (size_t j = 0; j < n && j < sizeof name; j++)
-      name[j] = (char)toupper((unsigned char)name[j]);
+    env_name(i, name, sizeof name);
     const char *val = getenv(name);
     if (!val)
       continue;

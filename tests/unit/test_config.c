@@ -437,6 +437,30 @@ Test(config, bad_environment_value_names_the_variable) {
                  "1h");
 }
 
+static char warned[1024];
+static int warnings;
+
+static void capture(perfc_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  if (level == PERFC_LOG_WARN) {
+    warnings++;
+    snprintf(warned, sizeof warned, "%s", msg);
+  }
+}
+
+Test(config, misspelt_environment_variable_is_warned_about) {
+  setenv("PERFC_SERVER_THREAD", "4", 1);
+  setenv("PERFC_LOG_LEVEL", "info", 1); /* the logger's own: no warning */
+  perfc_log_set_sink(capture, NULL);
+  perfc_config *cfg = load_ok("");
+  perfc_log_set_sink(NULL, NULL);
+  cr_assert_eq(warnings, 1);
+  cr_assert_not_null(strstr(warned, "config: environment PERFC_SERVER_THREAD "
+                                    "is not a configuration key; ignored"),
+                     "%s", warned);
+  perfc_config_free(cfg);
+}
+
 Test(config, set_checks_and_keeps_old_value_on_error) {
   perfc_config *cfg = load_ok("redis:\n  address: \"r:1\"\n");
   cr_assert_eq(perfc_config_set(cfg, "redis.address", "nope", "test"),
