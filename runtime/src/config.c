@@ -1106,7 +1106,9 @@ static void free_list(char **items, unsigned n) {
 }
 
 /* Replaces key `ki`'s raw value; on a bad value restores the old one, so a
- * failed set leaves the configuration as it was. */
+ * failed set leaves the configuration as it was. Checks between keys
+ * (cross_check) are not run here: the environment sets keys one at a time,
+ * and tls.cert_file alone would be refused before tls.key_file arrives. */
 static int set_key(perfc_config *cfg, size_t ki, const char *value,
                    const char *origin) {
   const key_def *k = &KEYS[ki];
@@ -1146,7 +1148,7 @@ static int set_key(perfc_config *cfg, size_t ki, const char *value,
       return PERFC_ENOMEM;
     }
     *(char **)rawp = copy;
-    if ((rc = resolve(cfg, ki)) != 0 || (rc = cross_check(cfg)) != 0) {
+    if ((rc = resolve(cfg, ki)) != 0) {
       char keep[sizeof last_error];
       memcpy(keep, last_error, sizeof keep);
       *(char **)rawp = old;

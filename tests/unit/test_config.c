@@ -425,6 +425,21 @@ Test(config, environment_overrides_the_file) {
   perfc_config_free(cfg);
 }
 
+Test(config, environment_sets_key_pairs_together) {
+  /* Set one at a time, the pair would be refused after the first. */
+  setenv("PERFC_TLS_CERT_FILE", "/e/tls.crt", 1);
+  setenv("PERFC_TLS_KEY_FILE", "/e/tls.key", 1);
+  perfc_config *cfg = load_ok("");
+  cr_assert(perfc_config_tls_enabled(cfg));
+  perfc_tls_opts t = {0};
+  perfc_config_apply_tls(cfg, &t);
+  cr_assert_str_eq(t.key_file, "/e/tls.key");
+  perfc_config_free(cfg);
+  unsetenv("PERFC_TLS_KEY_FILE");
+  load_fails("", "config: environment PERFC_TLS_CERT_FILE: tls.cert_file: "
+                 "tls.cert_file and tls.key_file must be set together");
+}
+
 Test(config, bad_environment_value_names_the_variable) {
   setenv("PERFC_SERVER_THREADS", "lots", 1);
   load_fails("", "config: environment PERFC_SERVER_THREADS: server.threads: "

@@ -118,7 +118,10 @@ PERFC_API int perfc_config_load_string(perfc_config **out, const char *yaml,
  *  `key` is "section.key" ("server.listen", "postgres.dsn"); lists
  *  (server.listen, metrics.buckets) are comma-separated. `origin`
  *  (borrowed; NULL = "set") names the source in error messages, e.g.
- *  "flag --listen". The value is copied and checked at once. Returns 0,
+ *  "flag --listen". The value is copied and checked at once; checks that
+ *  involve two keys (tls.cert_file with tls.key_file, tls.client_auth with
+ *  tls.client_ca_file) run only when loading, and perfc_server_listen_tls()
+ *  refuses the same mistakes later. Returns 0,
  *  PERFC_ECONFIG (unknown key or bad value; message in
  *  perfc_config_last_error(), configuration unchanged), PERFC_EINVAL or
  *  PERFC_ENOMEM. */
