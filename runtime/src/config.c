@@ -733,6 +733,9 @@ typedef struct locator {
   loc *locs;
   size_t n, cap;
   int nomem;
+  /* A problem libyaml accepts but a configuration must not have
+   * (duplicate key, second document): the message, without prefix. */
+  char problem[400];
 } locator;
 
 static loc *add_loc(locator *lc, const char *path) {
@@ -802,6 +805,17 @@ static int walk(locator *lc, yaml_event_t *ev, const char *path, loc *self) {
                  (int)k.data.scalar.length, (const char *)k.data.scalar.value);
       else
         snprintf(sub, sizeof sub, "%s%s?", path, path[0] ? "." : "");
+      /* YAML forbids duplicate keys but libyaml does not check; libcyaml
+       * would, naming the first occurrence. Name the second one. */
+      for (size_t i = 0; i < lc->n && k.type == YAML_SCALAR_EVENT; i++)
+        if (strcmp(lc->locs[i].path, sub) == 0) {
+          snprintf(lc->problem, sizeof lc->problem,
+                   "%d:%d: %.200s: duplicate key (first at line %d)",
+                   (int)k.start_mark.line + 1, (int)k.start_mark.column + 1,
+                   sub, lc->locs[i].key_line);
+          yaml_event_delete(&k);
+          return -1;
+        }
       loc *l = add_loc(lc, sub);
       if (!l) {
         yaml_event_delete(&k);
@@ -840,7 +854,7 @@ static int locate(perfc_config *cfg, const unsigned char *buf, size_t len) {
   if (!yaml_parser_initialize(&lc.parser))
     return PERFC_ENOMEM;
   yaml_parser_set_input_string(&lc.parser, buf, len);
-  int rc = 0;
+  int rc = 0, docs = 0;
   for (;;) {
     yaml_event_t e;
     if (!yaml_parser_parse(&lc.parser, &e)) {
@@ -851,10 +865,19 @@ static int locate(perfc_config *cfg, const unsigned char *buf, size_t len) {
       yaml_event_delete(&e);
       break;
     }
+    /* libcyaml reads the first document and ignores the rest, so settings
+     * after a stray "---" would be silently lost. */
+    if (e.type == YAML_DOCUMENT_START_EVENT && ++docs > 1) {
+      snprintf(lc.problem, sizeof lc.problem,
+               "%d:%d: a second YAML document; a configuration file holds "
+               "one",
+               (int)e.start_mark.line + 1, (int)e.start_mark.column + 1);
+      yaml_event_delete(&e);
+      rc = -1;
+      break;
+    }
     if (e.type == YAML_SCALAR_EVENT || e.type == YAML_SEQUENCE_START_EVENT ||
         e.type == YAML_MAPPING_START_EVENT) {
-      /* Positions are per document root; a second document is refused by
-       * libcyaml anyway, so paths restart harmlessly. */
       if (walk(&lc, &e, "", NULL) != 0) {
         rc = -1;
         break;
@@ -863,7 +886,9 @@ static int locate(perfc_config *cfg, const unsigned char *buf, size_t len) {
     }
     yaml_event_delete(&e);
   }
-  if (rc != 0 && !lc.nomem && lc.parser.error != YAML_NO_ERROR) {
+  if (rc != 0 && lc.problem[0]) {
+    rc = fail("%s:%s", cfg->name, lc.problem);
+  } else if (rc != 0 && !lc.nomem && lc.parser.error != YAML_NO_ERROR) {
     const yaml_mark_t *m = &lc.parser.problem_mark;
     if (lc.parser.context)
       rc = fail("%s:%d:%d: YAML syntax error: %s %s", cfg->name,

@@ -237,6 +237,20 @@ Test(config, yaml_syntax_errors_name_line_and_column) {
              "of stream while scanning a quoted scalar");
 }
 
+Test(config, duplicate_keys_and_second_documents_are_errors) {
+  load_fails("server:\n  threads: 1\n  threads: 2\n",
+             "config: svc.yaml:3:3: server.threads: duplicate key (first at "
+             "line 2)");
+  load_fails("redis: {}\nserver: {}\nredis: {}\n",
+             "config: svc.yaml:3:1: redis: duplicate key (first at line 1)");
+  load_fails("server: {}\n---\nserver:\n  threads: 2\n",
+             "config: svc.yaml:2:1: a second YAML document; a configuration "
+             "file holds one");
+  /* The same key in two sections is no duplicate. */
+  perfc_config_free(load_ok("metrics:\n  listen: \"a:1\"\nserver:\n  "
+                            "listen: [\"b:2\"]\n"));
+}
+
 Test(config, unknown_keys_are_errors) {
   load_fails("server:\n  threads: 2\n  thread: 4\n",
              "config: svc.yaml:3:3: server.thread: unknown key (expected one "
