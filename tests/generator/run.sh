@@ -19,7 +19,8 @@
 #   example    examples/user-service's proto: output equals golden/example
 #              (UPDATE=1 rewrites it), it and its scaffolding compile with
 #              -Werror under $CC, and the scaffolded main links against the
-#              built runtime and answers --help and a bad flag
+#              built runtime, answers --help and a bad flag, serves with the
+#              sample configuration and stops on SIGTERM
 #
 # Environment: PROTOC, PLUGIN (protoc-gen-perfc), PROTOC_GEN_C, SRC (this
 # directory), ROOT (project source), WKT_INC (perfc_wkt's generated
@@ -200,7 +201,22 @@ example)
     set -e
     test "$rc" = 2
     grep -qx "config: unknown flag '--bogus'" "$W/bad-flag.txt"
-    echo "example: generated, compiled, linked; flags checked"
+    # It serves with the sample configuration (port 0, no /metrics so no
+    # fixed port is needed) and stops gracefully on SIGTERM with status 0.
+    "$W/user-server" --config "$ROOT/examples/user-service/config/user-service.yaml" \
+      --listen 127.0.0.1:0 --metrics-listen off 2>"$W/serve.log" &
+    pid=$!
+    for _ in $(seq 50); do
+      grep -q 'serving user/v1/user.proto on 127.0.0.1:0 (port [1-9]' \
+        "$W/serve.log" && break
+      sleep 0.1
+    done
+    grep -q 'serving user/v1/user.proto' "$W/serve.log" || {
+      cat "$W/serve.log"; kill "$pid"; exit 1; }
+    kill -TERM "$pid"
+    wait "$pid"
+    grep -q 'shutting down gracefully' "$W/serve.log"
+    echo "example: generated, compiled, linked; flags checked; served and stopped"
   else
     echo "example: generated and compiled (runtime not built: not linked)"
   fi
