@@ -189,7 +189,7 @@ example)
       -I"$ROOT/runtime/include" -I"$WKT_INC" "$f" -o "$W/$(basename "$f" .c).o"
     objs+=("$W/$(basename "$f" .c).o")
   done < <(find "$W/perfc" "$W/c" "$W/stubs" -name '*.c' | sort)
-  if [ -n "${BUILD:-}" ] && [ -e "$BUILD/lib/libperfc.so" ]; then
+  if [ -z "${SANITIZE:-}" ] && [ -n "${BUILD:-}" ] && [ -e "$BUILD/lib/libperfc.so" ]; then
     # shellcheck disable=SC2046
     "$CC" "${objs[@]}" -L"$BUILD/lib" -lperfc -lperfc-wkt \
       $(pkg-config --libs libprotobuf-c) -Wl,-rpath,"$BUILD/lib" \
@@ -218,7 +218,7 @@ example)
     grep -q 'shutting down gracefully' "$W/serve.log"
     echo "example: generated, compiled, linked; flags checked; served and stopped"
   else
-    echo "example: generated and compiled (runtime not built: not linked)"
+    echo "example: generated and compiled (no unsanitized runtime: not linked)"
   fi
   ;;
 *)
