@@ -20,3 +20,9 @@ target_link_libraries(perfc_runtime PRIVATE PkgConfig::LIBPQ)
 # backoff and the subscriber thread.
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 target_link_libraries(perfc_runtime PRIVATE PkgConfig::HIREDIS)
+
+# config.c: the YAML file is loaded with libcyaml against a fixed schema;
+# libyaml itself (which libcyaml is built on) is used directly for a second
+# pass that maps each key to its line and column for error messages.
+pkg_check_modules(CYAML REQUIRED IMPORTED_TARGET libcyaml yaml-0.1)
+target_link_libraries(perfc_runtime PRIVATE PkgConfig::CYAML)

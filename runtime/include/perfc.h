@@ -9,6 +9,7 @@
 #include "perfc/cache.h"
 #include "perfc/client.h"
 #include "perfc/common.h"
+#include "perfc/config.h"
 #include "perfc/health.h"
 #include "perfc/interceptor.h"
 #include "perfc/grpc_metrics.h"

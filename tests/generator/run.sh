@@ -16,6 +16,11 @@
 #   install    `cmake --install` into a scratch prefix, then an out-of-tree
 #              project (consumer/) with find_package(perfc) and
 #              perfc_generate(), and a program built from pkg-config alone
+#   example    examples/user-service's proto: output equals golden/example
+#              (UPDATE=1 rewrites it), it and its scaffolding compile with
+#              -Werror under $CC, and the scaffolded main links against the
+#              built runtime, answers --help and a bad flag, serves with the
+#              sample configuration and stops on SIGTERM
 #
 # Environment: PROTOC, PLUGIN (protoc-gen-perfc), PROTOC_GEN_C, SRC (this
 # directory), ROOT (project source), WKT_INC (perfc_wkt's generated
@@ -164,6 +169,57 @@ install)
     $(pkg-config --cflags perfc) $(pkg-config --libs perfc) \
     -Wl,-rpath,"$W/prefix/lib" -o "$W/pkgconfig-app"
   "$W/pkgconfig-app"
+  ;;
+example)
+  : "${CC:?}" "${WKT_INC:?}"
+  EX=$ROOT/examples/user-service/proto
+  mkdir -p "$W/perfc" "$W/c" "$W/stubs"
+  (cd "$EX" && perfc_protoc --perfc_out="stubs=$W/stubs:$W/perfc" \
+    --c_out="$W/c" user/v1/user.proto)
+  if [ "${UPDATE:-0}" = 1 ]; then
+    rm -rf "$SRC/golden/example"
+    cp -r "$W/perfc" "$SRC/golden/example"
+    echo "golden/example updated"
+    exit 0
+  fi
+  diff -r -u "$SRC/golden/example" "$W/perfc"
+  objs=()
+  while IFS= read -r f; do
+    "$CC" -std=c11 -Wall -Wextra -Werror -c -I"$W/perfc" -I"$W/c" \
+      -I"$ROOT/runtime/include" -I"$WKT_INC" "$f" -o "$W/$(basename "$f" .c).o"
+    objs+=("$W/$(basename "$f" .c).o")
+  done < <(find "$W/perfc" "$W/c" "$W/stubs" -name '*.c' | sort)
+  if [ -z "${SANITIZE:-}" ] && [ -n "${BUILD:-}" ] && [ -e "$BUILD/lib/libperfc.so" ]; then
+    # shellcheck disable=SC2046
+    "$CC" "${objs[@]}" -L"$BUILD/lib" -lperfc -lperfc-wkt \
+      $(pkg-config --libs libprotobuf-c) -Wl,-rpath,"$BUILD/lib" \
+      -o "$W/user-server"
+    "$W/user-server" --help | grep -q -- '--config FILE'
+    set +e
+    "$W/user-server" --bogus 2>"$W/bad-flag.txt"
+    rc=$?
+    set -e
+    test "$rc" = 2
+    grep -qx "config: unknown flag '--bogus'" "$W/bad-flag.txt"
+    # It serves with the sample configuration (port 0, no /metrics so no
+    # fixed port is needed) and stops gracefully on SIGTERM with status 0.
+    "$W/user-server" --config "$ROOT/examples/user-service/config/user-service.yaml" \
+      --listen 127.0.0.1:0 --metrics-listen off 2>"$W/serve.log" &
+    pid=$!
+    for _ in $(seq 50); do
+      grep -q 'serving user/v1/user.proto on 127.0.0.1:0 (port [1-9]' \
+        "$W/serve.log" && break
+      sleep 0.1
+    done
+    grep -q 'serving user/v1/user.proto' "$W/serve.log" || {
+      cat "$W/serve.log"; kill "$pid"; exit 1; }
+    kill -TERM "$pid"
+    wait "$pid"
+    grep -q 'shutting down gracefully' "$W/serve.log"
+    echo "example: generated, compiled, linked; flags checked; served and stopped"
+  else
+    echo "example: generated and compiled (no unsanitized runtime: not linked)"
+  fi
   ;;
 *)
   echo "run.sh: unknown mode '$mode'" >&2

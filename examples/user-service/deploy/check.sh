@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# deploy/check.sh — offline checks of examples/user-service's deployment
+# files (no Docker engine or cluster needed); run by CTest as example.deploy.
+#
+# Room: examples/user-service/deploy. Writes only under a temporary
+# directory. Checks:
+#   - every YAML file under examples/user-service parses (python3-yaml)
+#   - the ConfigMap carries config/user-service.yaml verbatim
+#   - the Deployment probes grpc.health.v1 with grpc: probes
+#   - the dashboard JSON parses and equals what make_dashboard.py writes
+#   - every dashboard expression is valid PromQL, and the scrape job is a
+#     valid Prometheus config (promtool, when installed; Debian's promtool
+#     lacks kubernetes_sd, so the job is checked with static targets)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+ex=$(dirname "$here")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+python3 - "$ex" "$tmp" <<'PY'
+import glob, json, os, sys, yaml
+ex, tmp = sys.argv[1], sys.argv[2]
+files = sorted(glob.glob(os.path.join(ex, "**", "*.yaml"), recursive=True))
+assert files, "no YAML files found"
+docs = {}
+for f in files:
+    with open(f) as fh:
+        docs[os.path.relpath(f, ex)] = [d for d in yaml.safe_load_all(fh) if d]
+print(f"yaml: {len(files)} files parse")
+
+cm = docs["deploy/k8s/configmap.yaml"][0]
+with open(os.path.join(ex, "config/user-service.yaml")) as fh:
+    want = fh.read()
+assert cm["data"]["user-service.yaml"] == want, \
+    "ConfigMap differs from config/user-service.yaml"
+print("configmap: equals config/user-service.yaml")
+
+dep = docs["deploy/k8s/deployment.yaml"][0]
+c = dep["spec"]["template"]["spec"]["containers"][0]
+for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    assert c[probe]["grpc"]["port"] == 50051, probe
+kinds = sorted(d["kind"] for k, v in docs.items() if k.startswith("deploy/k8s/")
+               for d in v if "kind" in d)
+for k in ("ConfigMap", "Deployment", "HorizontalPodAutoscaler",
+          "PodDisruptionBudget", "Service"):
+    assert k in kinds, k
+svc = docs["deploy/k8s/service.yaml"][0]
+assert svc["spec"]["clusterIP"] == "None", "Service must be headless"
+print("k8s: " + ", ".join(kinds))
+
+with open(os.path.join(ex, "deploy/grafana/user-service-dashboard.json")) as fh:
+    dash = json.load(fh)
+exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+assert exprs
+print(f"dashboard: JSON parses, {len(exprs)} queries")
+# Grafana's variables become plain PromQL for promtool.
+rules = {"groups": [{"name": "dashboard", "rules": [
+    {"record": f"dashboard:q{i}",
+     "expr": e.replace("$__rate_interval", "1m").replace("$job", ".*")
+              .replace("$namespace", ".*").replace("$service", ".*")}
+    for i, e in enumerate(exprs)]}]}
+with open(os.path.join(tmp, "rules.yml"), "w") as fh:
+    yaml.safe_dump(rules, fh)
+scrape = docs["deploy/prometheus/scrape-config.yaml"][0]
+job = scrape["scrape_configs"][0]
+del job["kubernetes_sd_configs"]
+job["static_configs"] = [{"targets": ["127.0.0.1:9464"]}]
+with open(os.path.join(tmp, "prometheus.yml"), "w") as fh:
+    yaml.safe_dump(scrape, fh)
+PY
+
+python3 "$here/grafana/make_dashboard.py" "$tmp/dashboard.json"
+cmp "$tmp/dashboard.json" "$here/grafana/user-service-dashboard.json"
+echo "dashboard: equals make_dashboard.py output"
+
+if command -v promtool >/dev/null 2>&1; then
+  promtool check rules "$tmp/rules.yml" >/dev/null
+  echo "promtool: dashboard queries are valid PromQL"
+  promtool check config --syntax-only "$tmp/prometheus.yml" >/dev/null
+  echo "promtool: scrape job is valid"
+else
+  echo "promtool not installed: PromQL and scrape job not checked"
+fi
