@@ -194,9 +194,23 @@ int perfc_client_stream_close_send(perfc_client_stream *s) {
   return 0;
 }
 
+/* Appends RECV_STATUS_ON_CLIENT to the `n` ops in `ops` (room for one more)
+ * and runs them. The status always arrives, even on a failed call: the core
+ * completes RECV_STATUS_ON_CLIENT with the reason. */
+static void status_batch(perfc_client_stream *s, grpc_op *ops, size_t n) {
+  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+  ops[n].data.recv_status_on_client.status = &s->code;
+  ops[n].data.recv_status_on_client.status_details = &s->details;
+  n++;
+  if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
+      GRPC_SLICE_LENGTH(s->details) == 0)
+    s->code = GRPC_STATUS_INTERNAL;
+  s->status_done = 1;
+}
+
 /* Collects the call's status (plus initial metadata not yet asked for);
- * does nothing the second time. The status always arrives, even on a failed
- * call: the core completes RECV_STATUS_ON_CLIENT with the reason. */
+ * does nothing the second time. */
 static void collect_status(perfc_client_stream *s) {
   if (s->status_done)
     return;
@@ -209,15 +223,7 @@ static void collect_status(perfc_client_stream *s) {
     n++;
     s->got_initial = 1;
   }
-  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
-  ops[n].data.recv_status_on_client.status = &s->code;
-  ops[n].data.recv_status_on_client.status_details = &s->details;
-  n++;
-  if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
-      GRPC_SLICE_LENGTH(s->details) == 0)
-    s->code = GRPC_STATUS_INTERNAL;
-  s->status_done = 1;
+  status_batch(s, ops, n);
 }
 
 int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
@@ -312,15 +318,7 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n].data.recv_message.recv_message = &bb;
     n++;
-    ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[n].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
-    ops[n].data.recv_status_on_client.status = &s->code;
-    ops[n].data.recv_status_on_client.status_details = &s->details;
-    n++;
-    if (!run_batch(s, ops, n) && s->code == GRPC_STATUS_UNKNOWN &&
-        GRPC_SLICE_LENGTH(s->details) == 0)
-      s->code = GRPC_STATUS_INTERNAL;
-    s->status_done = 1;
+    status_batch(s, ops, n);
   }
   collect_status(s);
   s->finished = 1;

@@ -205,25 +205,31 @@ static void emit(perfc_log_level level, const perfc_log_field *fields,
   pthread_mutex_unlock(&g_sink_mu);
 }
 
-void perfc_log(perfc_log_level level, const char *fmt, ...) {
+/* The one path from a printf-style call to a record. */
+static void vlog(perfc_log_level level, const perfc_log_field *fields, size_t n,
+                 const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+static void vlog(perfc_log_level level, const perfc_log_field *fields, size_t n,
+                 const char *fmt, va_list ap) {
   if (level < perfc_log_get_level() || level >= PERFC_LOG_OFF)
     return;
   char msg[1024];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  emit(level, fields, n, msg);
+}
+
+void perfc_log(perfc_log_level level, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vlog(level, NULL, 0, fmt, ap);
   va_end(ap);
-  emit(level, NULL, 0, msg);
 }
 
 void perfc_log_fields(perfc_log_level level, const perfc_log_field *fields,
                       size_t n, const char *fmt, ...) {
-  if (level < perfc_log_get_level() || level >= PERFC_LOG_OFF)
-    return;
-  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vlog(level, fields, n, fmt, ap);
   va_end(ap);
-  emit(level, fields, n, msg);
 }

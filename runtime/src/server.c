@@ -351,19 +351,26 @@ static void ic_message(perfc_ctx *ctx, int sent) {
                              ctx->ic_call[i], sent);
 }
 
+/* Fills `op` with SEND_INITIAL_METADATA the first time a call sends
+ * anything, with whatever response metadata the handler added by then.
+ * Returns the number of ops filled (0 or 1). */
+static size_t add_initial_md(perfc_ctx *ctx, grpc_op *op) {
+  if (ctx->initial_md_sent)
+    return 0;
+  op->op = GRPC_OP_SEND_INITIAL_METADATA;
+  op->data.send_initial_metadata.count = ctx->initial_md.count;
+  op->data.send_initial_metadata.metadata = ctx->initial_md.items;
+  ctx->initial_md_sent = 1;
+  return 1;
+}
+
 static void finish(perfc_ctx *ctx) {
   if (ctx->ic_entered)
     ic_after(ctx);
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
-  if (!ctx->initial_md_sent) {
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = ctx->initial_md.count;
-    ops[n].data.send_initial_metadata.metadata = ctx->initial_md.items;
-    n++;
-    ctx->initial_md_sent = 1;
-  }
+  n += add_initial_md(ctx, &ops[n]);
   if (ctx->code == PERFC_STATUS_OK && ctx->response != NULL) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = ctx->response;
@@ -715,13 +722,7 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
   grpc_op ops[2];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
-  if (!ctx->initial_md_sent) {
-    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].data.send_initial_metadata.count = ctx->initial_md.count;
-    ops[n].data.send_initial_metadata.metadata = ctx->initial_md.items;
-    n++;
-    ctx->initial_md_sent = 1;
-  }
+  n += add_initial_md(ctx, &ops[n]);
   grpc_byte_buffer *bb = perfc__pack(msg);
   ops[n].op = GRPC_OP_SEND_MESSAGE;
   ops[n].data.send_message.send_message = bb;
