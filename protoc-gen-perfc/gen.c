@@ -159,6 +159,8 @@ static const file_desc *find_file(const gen_request *req, const char *name) {
 static const msg_desc *find_in_msgs(msg_desc *const *msgs, size_t n,
                                     const char *prefix, const char *want) {
   for (size_t i = 0; i < n; i++) {
+    if (msgs[i]->name == NULL)
+      continue; /* a nameless message can be no method's type */
     char *full = perfc__xasprintf("%s.%s", prefix, msgs[i]->name);
     const msg_desc *found = NULL;
     if (strcmp(full, want) == 0)
@@ -733,6 +735,12 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
                          const char *where, const msg_desc **found,
                          char **err) {
   const file_desc *mf = NULL;
+  /* protoc always names both types, but the request is still untrusted
+   * input (a hand-made or truncated one reached strcmp(NULL) here). */
+  if (type_name == NULL) {
+    *err = perfc__xasprintf("%s: the method names no message type", where);
+    return -1;
+  }
   const msg_desc *m = find_message(req, type_name, &mf);
   if (!m) {
     *err = perfc__xasprintf("%s: message type %s is not in the request; "
