@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """idle_conns.py — thousands of idle HTTP/2 connections (scripts/soak).
 
 Room: tests/soak. Against a running perfc-test-server (TARGET, PID) whose

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """stream_clients.py — clients killed mid-stream (scripts/soak).
 
 Room: tests/soak. Against a running perfc-test-server (TARGET, PID):
