@@ -1260,7 +1260,8 @@ static int check_enum(const enum_desc *e, const char *where, char **err) {
   for (size_t v = 0; v < e->n_value; v++)
     if (e->value[v]->name == NULL) {
       *err = perfc__xasprintf("protoc-gen-perfc: %s: enum %s has a value "
-                              "without a name", where, e->name);
+                              "without a name",
+                              where, e->name);
       return -1;
     }
   return 0;
@@ -1268,20 +1269,22 @@ static int check_enum(const enum_desc *e, const char *where, char **err) {
 
 static int check_msg(const msg_desc *m, const char *where, char **err) {
   if (m->name == NULL) {
-    *err = perfc__xasprintf("protoc-gen-perfc: %s: a message has no name",
-                            where);
+    *err =
+        perfc__xasprintf("protoc-gen-perfc: %s: a message has no name", where);
     return -1;
   }
   for (size_t i = 0; i < m->n_field; i++)
     if (m->field[i]->name == NULL) {
       *err = perfc__xasprintf("protoc-gen-perfc: %s: message %s has a field "
-                              "without a name", where, m->name);
+                              "without a name",
+                              where, m->name);
       return -1;
     }
   for (size_t i = 0; i < m->n_oneof_decl; i++)
     if (m->oneof_decl[i]->name == NULL) {
       *err = perfc__xasprintf("protoc-gen-perfc: %s: message %s has a oneof "
-                              "without a name", where, m->name);
+                              "without a name",
+                              where, m->name);
       return -1;
     }
   for (size_t i = 0; i < m->n_nested_type; i++)

@@ -17,9 +17,9 @@
 #include "perfc/server.h"
 #include "server_internal.h"
 
+#include <openssl/crypto.h>
 #include <openssl/decoder.h>
 #include <openssl/err.h>
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,8 +143,8 @@ int perfc_auth_new(perfc_auth **out, const perfc_auth_opts *opts) {
     return PERFC_EINVAL;
   *out = NULL;
   int has_hs = opts->hs256_secret != NULL && opts->hs256_secret_len > 0;
-  int has_rs = opts->rs256_public_key_pem != NULL ||
-               opts->rs256_public_key_file != NULL;
+  int has_rs =
+      opts->rs256_public_key_pem != NULL || opts->rs256_public_key_file != NULL;
   if (!has_hs && !has_rs) {
     perfc_log(PERFC_LOG_ERROR, "auth: neither an HS256 secret nor an RS256 "
                                "public key is configured");
@@ -177,7 +177,7 @@ int perfc_auth_new(perfc_auth **out, const perfc_auth_opts *opts) {
   }
   a->issuer = dup_or_null(opts->issuer, &oom);
   a->audience = dup_or_null(opts->audience, &oom);
-  a->leeway_s = opts->leeway_s == 0   ? PERFC_DEFAULT_AUTH_LEEWAY_S
+  a->leeway_s = opts->leeway_s == 0  ? PERFC_DEFAULT_AUTH_LEEWAY_S
                 : opts->leeway_s < 0 ? 0
                                      : opts->leeway_s;
   a->allow_missing_exp = opts->allow_missing_exp;
@@ -285,7 +285,8 @@ perfc_jwt_status perfc_auth_verify(const perfc_auth *a, const char *token,
   if (len > a->max_token_len)
     return PERFC_JWT_TOO_LARGE;
   const char *d1 = memchr(token, '.', len);
-  const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
+  const char *d2 =
+      d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
   if (d1 == NULL || d2 == NULL ||
       memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token)) != NULL)
     return PERFC_JWT_MALFORMED; /* JWE (five parts) is not supported */

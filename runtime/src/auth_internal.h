@@ -11,15 +11,22 @@
 
 /* Kinds of a top-level JSON member; nested objects and arrays holding
  * anything but strings are validated and skipped (JV_OTHER). */
-typedef enum { JV_STRING, JV_NUMBER, JV_BOOL, JV_NULL, JV_STR_ARRAY, JV_OTHER } jv_kind;
+typedef enum {
+  JV_STRING,
+  JV_NUMBER,
+  JV_BOOL,
+  JV_NULL,
+  JV_STR_ARRAY,
+  JV_OTHER
+} jv_kind;
 
 typedef struct perfc__jmember {
   const char *name;
   jv_kind kind;
-  const char *str;     /* JV_STRING */
-  int64_t num;         /* JV_NUMBER (integer part), JV_BOOL (0/1) */
-  int num_ok;          /* the number fits int64 */
-  const char **items;  /* JV_STR_ARRAY */
+  const char *str;    /* JV_STRING */
+  int64_t num;        /* JV_NUMBER (integer part), JV_BOOL (0/1) */
+  int num_ok;         /* the number fits int64 */
+  const char **items; /* JV_STR_ARRAY */
   size_t n_items;
 } perfc__jmember;
 

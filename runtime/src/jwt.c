@@ -176,7 +176,8 @@ static char *jstring(jp *p) {
     if (c < 0x20)
       return fail(p, PERFC_JWT_MALFORMED), NULL;
     if (c != '\\') {
-      size_t l = utf8_len((const unsigned char *)p->s, (const unsigned char *)q);
+      size_t l =
+          utf8_len((const unsigned char *)p->s, (const unsigned char *)q);
       if (l == 0)
         return fail(p, PERFC_JWT_MALFORMED), NULL;
       memcpy(o + n, p->s, l);
@@ -189,14 +190,30 @@ static char *jstring(jp *p) {
     char e = p->s[1];
     p->s += 2;
     switch (e) {
-    case '"': o[n++] = '"'; break;
-    case '\\': o[n++] = '\\'; break;
-    case '/': o[n++] = '/'; break;
-    case 'b': o[n++] = '\b'; break;
-    case 'f': o[n++] = '\f'; break;
-    case 'n': o[n++] = '\n'; break;
-    case 'r': o[n++] = '\r'; break;
-    case 't': o[n++] = '\t'; break;
+    case '"':
+      o[n++] = '"';
+      break;
+    case '\\':
+      o[n++] = '\\';
+      break;
+    case '/':
+      o[n++] = '/';
+      break;
+    case 'b':
+      o[n++] = '\b';
+      break;
+    case 'f':
+      o[n++] = '\f';
+      break;
+    case 'n':
+      o[n++] = '\n';
+      break;
+    case 'r':
+      o[n++] = '\r';
+      break;
+    case 't':
+      o[n++] = '\t';
+      break;
     case 'u': {
       unsigned cp, lo;
       if (q - p->s < 4 || hex4(p->s, &cp) != 0)
@@ -511,17 +528,28 @@ int perfc_jwt_claim_has(const perfc_jwt_claims *c, const char *name,
 
 const char *perfc_jwt_status_str(perfc_jwt_status s) {
   switch (s) {
-  case PERFC_JWT_OK: return "ok";
-  case PERFC_JWT_MALFORMED: return "malformed token";
-  case PERFC_JWT_TOO_LARGE: return "token too large";
-  case PERFC_JWT_BAD_ALG: return "algorithm not accepted";
-  case PERFC_JWT_BAD_SIGNATURE: return "bad signature";
-  case PERFC_JWT_EXPIRED: return "token expired";
-  case PERFC_JWT_NOT_YET_VALID: return "token not yet valid";
-  case PERFC_JWT_BAD_ISSUER: return "issuer not accepted";
-  case PERFC_JWT_BAD_AUDIENCE: return "audience not accepted";
-  case PERFC_JWT_MISSING_CLAIM: return "required claim missing";
-  case PERFC_JWT_NO_MEMORY: return "out of memory";
+  case PERFC_JWT_OK:
+    return "ok";
+  case PERFC_JWT_MALFORMED:
+    return "malformed token";
+  case PERFC_JWT_TOO_LARGE:
+    return "token too large";
+  case PERFC_JWT_BAD_ALG:
+    return "algorithm not accepted";
+  case PERFC_JWT_BAD_SIGNATURE:
+    return "bad signature";
+  case PERFC_JWT_EXPIRED:
+    return "token expired";
+  case PERFC_JWT_NOT_YET_VALID:
+    return "token not yet valid";
+  case PERFC_JWT_BAD_ISSUER:
+    return "issuer not accepted";
+  case PERFC_JWT_BAD_AUDIENCE:
+    return "audience not accepted";
+  case PERFC_JWT_MISSING_CLAIM:
+    return "required claim missing";
+  case PERFC_JWT_NO_MEMORY:
+    return "out of memory";
   }
   return "unknown";
 }

@@ -67,11 +67,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s[ns++] = grpc_slice_from_copied_buffer((const char *)p, n);
   }
   grpc_byte_buffer *bb =
-      mode == 1   ? grpc_raw_compressed_byte_buffer_create(s, ns,
-                                                           GRPC_COMPRESS_GZIP)
-      : mode == 2 ? grpc_raw_compressed_byte_buffer_create(
-                        s, ns, GRPC_COMPRESS_DEFLATE)
-                  : grpc_raw_byte_buffer_create(s, ns);
+      mode == 1
+          ? grpc_raw_compressed_byte_buffer_create(s, ns, GRPC_COMPRESS_GZIP)
+      : mode == 2
+          ? grpc_raw_compressed_byte_buffer_create(s, ns, GRPC_COMPRESS_DEFLATE)
+          : grpc_raw_byte_buffer_create(s, ns);
   for (size_t i = 0; i < ns; i++)
     grpc_slice_unref(s[i]);
 
@@ -83,7 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (mode == 0 && len != n)
         abort(); /* an uncompressed buffer flattens to exactly its bytes */
       ProtobufCAllocator al = perfc_arena_allocator(a);
-      ProtobufCMessage *req = protobuf_c_message_unpack(m->input, &al, len, flat);
+      ProtobufCMessage *req =
+          protobuf_c_message_unpack(m->input, &al, len, flat);
       if (req != NULL) {
         /* What the handler then does most: read it, pack a response. */
         size_t packed = protobuf_c_message_get_packed_size(req);

@@ -33,8 +33,8 @@ static void b64url(const uint8_t *in, size_t len, char *out) {
     out[o++] = al[v & 63];
   }
   if (len - i >= 1) {
-    unsigned v = (unsigned)in[i] << 16 |
-                 (len - i == 2 ? (unsigned)in[i + 1] << 8 : 0);
+    unsigned v =
+        (unsigned)in[i] << 16 | (len - i == 2 ? (unsigned)in[i + 1] << 8 : 0);
     out[o++] = al[v >> 18 & 63];
     out[o++] = al[v >> 12 & 63];
     if (len - i == 2)

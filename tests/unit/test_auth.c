@@ -43,14 +43,30 @@ static perfc_status_code who(perfc_ctx *ctx, void *ud) {
 }
 
 static const perfc_method_desc auth_methods[] = {
-    {.name = "Open", .path = "/t.v1.Auth/Open", .kind = PERFC_METHOD_UNARY,
-     .input = EMPTY_MSG, .output = EMPTY_MSG, .invoke = empty_invoke},
-    {.name = "Read", .path = "/t.v1.Auth/Read", .kind = PERFC_METHOD_UNARY,
-     .input = EMPTY_MSG, .output = EMPTY_MSG, .invoke = empty_invoke},
-    {.name = "Admin", .path = "/t.v1.Auth/Admin", .kind = PERFC_METHOD_UNARY,
-     .input = EMPTY_MSG, .output = EMPTY_MSG, .invoke = empty_invoke},
-    {.name = "Write", .path = "/t.v1.Auth/Write", .kind = PERFC_METHOD_UNARY,
-     .input = EMPTY_MSG, .output = EMPTY_MSG, .invoke = empty_invoke},
+    {.name = "Open",
+     .path = "/t.v1.Auth/Open",
+     .kind = PERFC_METHOD_UNARY,
+     .input = EMPTY_MSG,
+     .output = EMPTY_MSG,
+     .invoke = empty_invoke},
+    {.name = "Read",
+     .path = "/t.v1.Auth/Read",
+     .kind = PERFC_METHOD_UNARY,
+     .input = EMPTY_MSG,
+     .output = EMPTY_MSG,
+     .invoke = empty_invoke},
+    {.name = "Admin",
+     .path = "/t.v1.Auth/Admin",
+     .kind = PERFC_METHOD_UNARY,
+     .input = EMPTY_MSG,
+     .output = EMPTY_MSG,
+     .invoke = empty_invoke},
+    {.name = "Write",
+     .path = "/t.v1.Auth/Write",
+     .kind = PERFC_METHOD_UNARY,
+     .input = EMPTY_MSG,
+     .output = EMPTY_MSG,
+     .invoke = empty_invoke},
 };
 static const perfc_service_desc auth_svc = {
     .name = "t.v1.Auth", .n_methods = 4, .methods = auth_methods};
@@ -174,7 +190,7 @@ Test(auth, rules_and_claims_in_handler, .init = start, .fini = stop) {
 
   t = jwt_rs("{\"alg\":\"RS256\",\"typ\":\"JWT\"}",
              claims_now(GOOD ",\"roles\":[\"ops\",\"admin\"],"
-                        "\"scope\":\"write\""),
+                             "\"scope\":\"write\""),
              rsa_key);
   b = bearer(t);
   cr_assert_eq(call(ADMIN, b), PERFC_STATUS_OK, "RS256 token with the role");

@@ -15,9 +15,7 @@ static EVP_PKEY *rsa_key;   /* signs RS256 tokens */
 static EVP_PKEY *other_key; /* a key the verifier does not know */
 static char *rsa_pem;
 
-static void setup(void) {
-  cr_assert_eq(perfc_arena_new(&arena, 0), 0);
-}
+static void setup(void) { cr_assert_eq(perfc_arena_new(&arena, 0), 0); }
 static void teardown(void) { perfc_arena_free(arena); }
 
 static void keys(void) {
@@ -30,7 +28,8 @@ static void keys(void) {
   }
 }
 
-static perfc_auth *hs_verifier(const char *iss, const char *aud, int64_t leeway) {
+static perfc_auth *hs_verifier(const char *iss, const char *aud,
+                               int64_t leeway) {
   perfc_auth_opts o;
   perfc_auth_opts_init(&o);
   o.hs256_secret = (const uint8_t *)test_secret;
@@ -116,14 +115,14 @@ Test(json, is_strict, .init = setup, .fini = teardown) {
       "{\"a\":tru}",
       "{\"a\":\"\\x\"}",
       "{\"a\":\"\\u12\"}",
-      "{\"a\":\"\\u0000\"}",       /* NUL would cut the C string */
-      "{\"a\":\"\\udc00\"}",       /* lone low surrogate */
-      "{\"a\":\"\\ud800x\"}",      /* high surrogate without its pair */
-      "{\"a\":\"\x01\"}",          /* raw control character */
-      "{\"a\":\"\xc0\xaf\"}",      /* overlong UTF-8 */
-      "{\"a\":\"\xed\xa0\x80\"}",  /* UTF-8 encoded surrogate */
+      "{\"a\":\"\\u0000\"}",      /* NUL would cut the C string */
+      "{\"a\":\"\\udc00\"}",      /* lone low surrogate */
+      "{\"a\":\"\\ud800x\"}",     /* high surrogate without its pair */
+      "{\"a\":\"\x01\"}",         /* raw control character */
+      "{\"a\":\"\xc0\xaf\"}",     /* overlong UTF-8 */
+      "{\"a\":\"\xed\xa0\x80\"}", /* UTF-8 encoded surrogate */
       "{\"a\":\"\xff\"}",
-      "{\"a\":1,\"a\":2}",         /* duplicate names are ambiguous */
+      "{\"a\":1,\"a\":2}", /* duplicate names are ambiguous */
       "{\"a\" 1}",
       "{\"a\":[1,]}",
       "{\"a\":{\"b\"}}",
@@ -194,8 +193,8 @@ Test(hs256, tampering_and_wrong_key, .init = setup, .fini = teardown) {
   char mix[8192];
   const char *p1 = strchr(t1, '.'), *s1 = strrchr(t1, '.');
   const char *p2 = strchr(t2, '.'), *s2 = strrchr(t2, '.');
-  snprintf(mix, sizeof mix, "%.*s%.*s%s", (int)(p1 - t1), t1,
-           (int)(s2 - p2), p2, s1);
+  snprintf(mix, sizeof mix, "%.*s%.*s%s", (int)(p1 - t1), t1, (int)(s2 - p2),
+           p2, s1);
   cr_assert_eq(verify(a, mix, NULL), PERFC_JWT_BAD_SIGNATURE);
   (void)s2;
   free(t1);
@@ -225,12 +224,12 @@ Test(hs256, alg_none_and_others_refused, .init = setup, .fini = teardown) {
              test_secret, strlen(test_secret));
   cr_assert_eq(verify(a, t, NULL), PERFC_JWT_MALFORMED);
   free(t);
-  t = jwt_hs("{\"alg\":\"HS256\",\"typ\":\"JWE\"}", claims_now(""),
-             test_secret, strlen(test_secret));
+  t = jwt_hs("{\"alg\":\"HS256\",\"typ\":\"JWE\"}", claims_now(""), test_secret,
+             strlen(test_secret));
   cr_assert_eq(verify(a, t, NULL), PERFC_JWT_MALFORMED);
   free(t);
-  t = jwt_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", claims_now(""),
-             test_secret, strlen(test_secret));
+  t = jwt_hs("{\"alg\":\"HS256\",\"kid\":\"k1\"}", claims_now(""), test_secret,
+             strlen(test_secret));
   const perfc_jwt_claims *c;
   cr_assert_eq(verify(a, t, &c), PERFC_JWT_OK);
   cr_assert_str_eq(c->kid, "k1");
@@ -330,8 +329,8 @@ Test(claims, issuer_and_audience, .init = setup, .fini = teardown) {
       ",\"iss\":\"https://issuer.example\",\"aud\":[\"svc-b\",\"svc-a\"]"));
   cr_assert_eq(verify(a, t, NULL), PERFC_JWT_OK);
   free(t);
-  t = jwt_hs256(claims_now(
-      ",\"iss\":\"https://issuer.example\",\"aud\":[\"svc-b\"]"));
+  t = jwt_hs256(
+      claims_now(",\"iss\":\"https://issuer.example\",\"aud\":[\"svc-b\"]"));
   cr_assert_eq(verify(a, t, NULL), PERFC_JWT_BAD_AUDIENCE);
   free(t);
   t = jwt_hs256(claims_now(",\"iss\":\"https://issuer.example\""));
@@ -374,15 +373,14 @@ Test(rs256, valid_and_wrong_key, .init = keys, .fini = teardown) {
 
 /* The classic confusion: the attacker knows the RSA public key (it is
  * public) and signs an HS256 token using its PEM text as the HMAC secret. */
-Test(rs256, public_key_as_hmac_secret_refused, .init = keys,
-     .fini = teardown) {
+Test(rs256, public_key_as_hmac_secret_refused, .init = keys, .fini = teardown) {
   perfc_auth_opts o;
   perfc_auth_opts_init(&o);
   o.rs256_public_key_pem = rsa_pem;
   perfc_auth *a;
   cr_assert_eq(perfc_auth_new(&a, &o), 0);
-  char *t = jwt_hs("{\"alg\":\"HS256\"}", claims_now(""), rsa_pem,
-                   strlen(rsa_pem));
+  char *t =
+      jwt_hs("{\"alg\":\"HS256\"}", claims_now(""), rsa_pem, strlen(rsa_pem));
   cr_assert_eq(verify(a, t, NULL), PERFC_JWT_BAD_ALG);
   free(t);
   perfc_auth_free(a);

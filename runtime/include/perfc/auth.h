@@ -35,15 +35,15 @@ extern "C" {
  */
 typedef enum perfc_jwt_status {
   PERFC_JWT_OK = 0,
-  PERFC_JWT_MALFORMED = 1,       /**< not three base64url parts of JSON */
-  PERFC_JWT_TOO_LARGE = 2,       /**< over max_token_len or a JSON limit */
-  PERFC_JWT_BAD_ALG = 3,         /**< alg none, unknown, or no key for it */
-  PERFC_JWT_BAD_SIGNATURE = 4,   /**< signature does not verify */
-  PERFC_JWT_EXPIRED = 5,         /**< now >= exp + leeway */
-  PERFC_JWT_NOT_YET_VALID = 6,   /**< now < nbf - leeway, or iat in future */
-  PERFC_JWT_BAD_ISSUER = 7,      /**< iss differs from the expected one */
-  PERFC_JWT_BAD_AUDIENCE = 8,    /**< aud lacks the expected audience */
-  PERFC_JWT_MISSING_CLAIM = 9,   /**< exp absent (and required) */
+  PERFC_JWT_MALFORMED = 1,     /**< not three base64url parts of JSON */
+  PERFC_JWT_TOO_LARGE = 2,     /**< over max_token_len or a JSON limit */
+  PERFC_JWT_BAD_ALG = 3,       /**< alg none, unknown, or no key for it */
+  PERFC_JWT_BAD_SIGNATURE = 4, /**< signature does not verify */
+  PERFC_JWT_EXPIRED = 5,       /**< now >= exp + leeway */
+  PERFC_JWT_NOT_YET_VALID = 6, /**< now < nbf - leeway, or iat in future */
+  PERFC_JWT_BAD_ISSUER = 7,    /**< iss differs from the expected one */
+  PERFC_JWT_BAD_AUDIENCE = 8,  /**< aud lacks the expected audience */
+  PERFC_JWT_MISSING_CLAIM = 9, /**< exp absent (and required) */
   PERFC_JWT_NO_MEMORY = 10
 } perfc_jwt_status;
 
