@@ -32,6 +32,7 @@
 /* NIST SP 800-131A: RSA under 2048 bits is not acceptable for signatures. */
 #define RS256_MIN_BITS 2048
 #define PEM_MAX_BYTES (64 * 1024)
+#define MAX_LEEWAY_S (INT64_C(1) << 40)
 
 typedef struct rule {
   char *method;
@@ -180,6 +181,10 @@ int perfc_auth_new(perfc_auth **out, const perfc_auth_opts *opts) {
   a->leeway_s = opts->leeway_s == 0  ? PERFC_DEFAULT_AUTH_LEEWAY_S
                 : opts->leeway_s < 0 ? 0
                                      : opts->leeway_s;
+  /* Dates are below 2^62 (jwt.c), so capping the leeway keeps exp + leeway
+   * from overflowing; a leeway of decades is a configuration error anyway. */
+  if (a->leeway_s > MAX_LEEWAY_S)
+    a->leeway_s = MAX_LEEWAY_S;
   a->allow_missing_exp = opts->allow_missing_exp;
   a->max_token_len =
       opts->max_token_len ? opts->max_token_len : PERFC_DEFAULT_AUTH_MAX_TOKEN;
