@@ -3,12 +3,14 @@
 #   make test    install what is missing, build, run every test
 #   make check   the tests under ASan+UBSan and under TSan
 #   make bench   perfc vs peers under h2load (see docs/benchmarks.md)
+#   make fuzz    libFuzzer targets, FUZZ_SECONDS each (default 60; clang)
+#   make soak    soak and fault tests, SOAK_SECONDS (default 600)
 MAKEFLAGS += --no-print-directory
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all bootstrap build demo test check bench install clean
+.PHONY: all bootstrap build demo test check bench fuzz soak install clean
 
 all: build
 
@@ -35,8 +37,18 @@ bench:
 	@cmake --build $(BUILD) -j $(JOBS)
 	@bench/run $(BUILD)
 
+fuzz:
+	@scripts/bootstrap --check
+	@scripts/fuzz
+
+soak:
+	@scripts/bootstrap --bench
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPERFC_BUILD_BENCH=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@scripts/soak $(BUILD)
+
 install: build
 	@cmake --install $(BUILD)
 
 clean:
-	@rm -rf $(BUILD) build-asan build-tsan
+	@rm -rf $(BUILD) build-asan build-tsan build-fuzz

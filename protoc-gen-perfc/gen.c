@@ -159,6 +159,8 @@ static const file_desc *find_file(const gen_request *req, const char *name) {
 static const msg_desc *find_in_msgs(msg_desc *const *msgs, size_t n,
                                     const char *prefix, const char *want) {
   for (size_t i = 0; i < n; i++) {
+    if (msgs[i]->name == NULL)
+      continue; /* a nameless message can be no method's type */
     char *full = perfc__xasprintf("%s.%s", prefix, msgs[i]->name);
     const msg_desc *found = NULL;
     if (strcmp(full, want) == 0)
@@ -733,6 +735,12 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
                          const char *where, const msg_desc **found,
                          char **err) {
   const file_desc *mf = NULL;
+  /* protoc always names both types, but the request is still untrusted
+   * input (a hand-made or truncated one reached strcmp(NULL) here). */
+  if (type_name == NULL) {
+    *err = perfc__xasprintf("%s: the method names no message type", where);
+    return -1;
+  }
   const msg_desc *m = find_message(req, type_name, &mf);
   if (!m) {
     *err = perfc__xasprintf("%s: message type %s is not in the request; "
@@ -1239,6 +1247,91 @@ static int check_stub_names(const gen_request *req, const params *prm,
   return 0;
 }
 
+/* Every name the generator reads must be present. protoc always sets them,
+ * but descriptor.proto makes all of them optional, and the request is
+ * untrusted input to the plugin: fuzz_gen found NULL names reaching strcmp
+ * and the name mangler. One pass up front keeps the rest of the generator
+ * free of NULL checks. Returns 0, or -1 with `*err` set. */
+static int check_enum(const enum_desc *e, const char *where, char **err) {
+  if (e->name == NULL) {
+    *err = perfc__xasprintf("protoc-gen-perfc: %s: an enum has no name", where);
+    return -1;
+  }
+  for (size_t v = 0; v < e->n_value; v++)
+    if (e->value[v]->name == NULL) {
+      *err = perfc__xasprintf("protoc-gen-perfc: %s: enum %s has a value "
+                              "without a name",
+                              where, e->name);
+      return -1;
+    }
+  return 0;
+}
+
+static int check_msg(const msg_desc *m, const char *where, char **err) {
+  if (m->name == NULL) {
+    *err =
+        perfc__xasprintf("protoc-gen-perfc: %s: a message has no name", where);
+    return -1;
+  }
+  for (size_t i = 0; i < m->n_field; i++)
+    if (m->field[i]->name == NULL) {
+      *err = perfc__xasprintf("protoc-gen-perfc: %s: message %s has a field "
+                              "without a name",
+                              where, m->name);
+      return -1;
+    }
+  for (size_t i = 0; i < m->n_oneof_decl; i++)
+    if (m->oneof_decl[i]->name == NULL) {
+      *err = perfc__xasprintf("protoc-gen-perfc: %s: message %s has a oneof "
+                              "without a name",
+                              where, m->name);
+      return -1;
+    }
+  for (size_t i = 0; i < m->n_nested_type; i++)
+    if (check_msg(m->nested_type[i], where, err) != 0)
+      return -1;
+  for (size_t i = 0; i < m->n_enum_type; i++)
+    if (check_enum(m->enum_type[i], where, err) != 0)
+      return -1;
+  return 0;
+}
+
+static int check_names(const gen_request *req, char **err) {
+  for (size_t i = 0; i < req->n_proto_file; i++) {
+    const file_desc *f = req->proto_file[i];
+    if (f->name == NULL) {
+      *err = perfc__xstrdup("protoc-gen-perfc: a file descriptor has no name; "
+                            "run the plugin through protoc");
+      return -1;
+    }
+    for (size_t k = 0; k < f->n_message_type; k++)
+      if (check_msg(f->message_type[k], f->name, err) != 0)
+        return -1;
+    for (size_t k = 0; k < f->n_enum_type; k++)
+      if (check_enum(f->enum_type[k], f->name, err) != 0)
+        return -1;
+    for (size_t k = 0; k < f->n_service; k++) {
+      const svc_desc *sv = f->service[k];
+      if (sv->name == NULL) {
+        *err = perfc__xasprintf("protoc-gen-perfc: %s: a service has no name",
+                                f->name);
+        return -1;
+      }
+      for (size_t j = 0; j < sv->n_method; j++) {
+        const method_desc *md = sv->method[j];
+        if (md->name == NULL || md->input_type == NULL ||
+            md->output_type == NULL) {
+          *err = perfc__xasprintf("protoc-gen-perfc: %s: service %s has a "
+                                  "method without a name or message type",
+                                  f->name, sv->name);
+          return -1;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 void perfc__generate(const gen_request *req, gen_response *resp) {
   char *err = NULL;
   params prm;
@@ -1252,7 +1345,7 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
       GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__FEATURE__FEATURE_PROTO3_OPTIONAL;
   if (parse_params(req->parameter, &prm, &err) != 0)
     goto out;
-  if (load_templates(&prm, tmpls, &err) != 0 ||
+  if (check_names(req, &err) != 0 || load_templates(&prm, tmpls, &err) != 0 ||
       check_stub_names(req, &prm, &err) != 0)
     goto out;
   for (size_t i = 0; i < req->n_proto_file; i++)

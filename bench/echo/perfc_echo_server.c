@@ -8,11 +8,14 @@
  * reach into runtime/src: whatever it costs, a user's service costs too.
  *
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
- *                          [--metrics-listen HOST:PORT]
+ *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
  *
  * With --metrics-listen the go-grpc-prometheus-compatible interceptor is on
  * and /metrics (plus process metrics) is served there; without it the
  * server runs with no interceptor, so bench/run can measure the cost.
+ * --metrics-dump writes the final exposition to FILE after a graceful stop,
+ * when every accepted call has been counted: scripts/soak compares it with
+ * what h2load received across a SIGTERM (a scrape could only race it).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -43,12 +46,13 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
-             "[--requests K] [--metrics-listen HOST:PORT]\n");
+             "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE]\n");
 }
 
 int main(int argc, char **argv) {
   const char *listen = NULL;
   const char *metrics_listen = NULL;
+  const char *metrics_dump = NULL;
   long threads = 0;
   long requests = 0; /* 0 = perfc's default */
 
@@ -81,6 +85,8 @@ int main(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
+    } else if (!strcmp(a, "--metrics-dump")) {
+      metrics_dump = v;
     } else {
       fprintf(stderr, "perfc-echo-server: unknown option '%s'\n", a);
       usage(stderr);
@@ -158,8 +164,21 @@ int main(int argc, char **argv) {
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);
+  int dump_rc = 0;
+  if (metrics_dump != NULL && gm != NULL) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = fopen(metrics_dump, "w");
+    dump_rc = f == NULL || perfc_registry_render(NULL, &text, &len) != 0 ||
+              fwrite(text, 1, len, f) != len;
+    if (f != NULL && fclose(f) != 0)
+      dump_rc = 1;
+    free(text);
+    if (dump_rc)
+      fprintf(stderr, "perfc-echo-server: cannot write %s\n", metrics_dump);
+  }
   perfc_metrics_http_stop(http);
   perfc_grpc_metrics_free(gm);
   perfc_health_free(health); /* after the server, which uses it until freed */
-  return 0;
+  return dump_rc;
 }

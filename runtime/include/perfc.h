@@ -6,6 +6,7 @@
 
 #include "perfc/access_log.h"
 #include "perfc/arena.h"
+#include "perfc/auth.h"
 #include "perfc/cache.h"
 #include "perfc/client.h"
 #include "perfc/common.h"

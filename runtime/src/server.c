@@ -1334,6 +1334,16 @@ int perfc_server_add_shutdown_hook(perfc_server *srv, perfc_server_shutdown_fn f
 
 int64_t perfc_ctx_start_ns(const perfc_ctx *ctx) { return ctx->start_ns; }
 
+void *perfc__ctx_call_state(const perfc_ctx *ctx, perfc__ic_before_fn before) {
+  if (ctx == NULL || ctx->poller == NULL)
+    return NULL;
+  const perfc_server *srv = ctx->poller->srv;
+  for (unsigned i = 0; i < ctx->ic_entered; i++)
+    if (srv->ics[i].before == before)
+      return ctx->ic_call[i];
+  return NULL;
+}
+
 grpc_call *perfc__ctx_call(perfc_ctx *ctx) { return ctx->call; }
 
 perfc_arena *perfc_ctx_arena(perfc_ctx *ctx) { return ctx->arena; }

@@ -66,6 +66,15 @@ int perfc__check_metadata(const char *key, const char *value, size_t len);
 /* The core call behind a server context (for deadline propagation). */
 grpc_call *perfc__ctx_call(perfc_ctx *ctx);
 
+/* The per-call slot of the first interceptor on ctx's server whose `before`
+ * hook is `before`, when that hook ran for this call; else NULL. Lets a
+ * module hand its per-call state to handlers (perfc_auth_claims) without
+ * knowing which interceptor index it got. */
+typedef perfc_status_code (*perfc__ic_before_fn)(void *self, void *method_state,
+                                                 perfc_ctx *ctx,
+                                                 void **call_state);
+void *perfc__ctx_call_state(const perfc_ctx *ctx, perfc__ic_before_fn before);
+
 /* CLOCK_MONOTONIC in nanoseconds (vDSO: no system call). */
 int64_t perfc__now_ns(void);
 
