@@ -39,6 +39,7 @@ typedef struct method_series {
 
 struct perfc_grpc_metrics {
   side_families server, client;
+  perfc_registry *registry;
   perfc_server_interceptor server_ic;
   perfc_client_interceptor client_ic;
   pthread_mutex_t client_mu; /* serialises inserts into client_cache */
@@ -295,6 +296,7 @@ int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
   perfc_grpc_metrics *gm = calloc(1, sizeof *gm);
   if (gm == NULL)
     return PERFC_ENOMEM;
+  gm->registry = o.registry;
   int rc = make_families(&gm->server, "server", &o);
   if (rc == 0)
     rc = make_families(&gm->client, "client", &o);
@@ -332,10 +334,108 @@ void perfc_grpc_metrics_free(perfc_grpc_metrics *gm) {
   free(gm);
 }
 
+/* ---- server runtime metrics -------------------------------------------------- */
+
+/* Established TCP connections whose local port is one of `ports` (a
+ * 0-terminated array), from /proc/net/tcp and tcp6. Read at scrape time:
+ * the core reports no connection events, and this keeps no pointer to the
+ * server, so the series stays safe after the server is freed. */
+static double open_connections(void *user_data) {
+  const int *ports = user_data;
+  static const char *const files[] = {"/proc/self/net/tcp", "/proc/self/net/tcp6"};
+  double n = 0;
+  for (size_t f = 0; f < 2; f++) {
+    FILE *fp = fopen(files[f], "r");
+    if (fp == NULL)
+      continue;
+    char line[512];
+    if (fgets(line, sizeof line, fp) == NULL) { /* header */
+      fclose(fp);
+      continue;
+    }
+    while (fgets(line, sizeof line, fp) != NULL) {
+      char local[128];
+      unsigned state = 0;
+      /* "  sl  local_address rem_address   st ..." */
+      if (sscanf(line, "%*s %127s %*s %x", local, &state) != 2 || state != 1)
+        continue;
+      const char *colon = strrchr(local, ':');
+      if (colon == NULL)
+        continue;
+      int port = (int)strtol(colon + 1, NULL, 16);
+      for (const int *p = ports; *p != 0; p++)
+        if (*p == port) {
+          n++;
+          break;
+        }
+    }
+    fclose(fp);
+  }
+  return n;
+}
+
+/* At server start (ports are bound by then): the worker pool's gauges and
+ * counter, and the connection gauge, labelled by the first bound port so
+ * several servers can share one registry. */
+static int register_runtime(perfc_server *srv, void *user_data) {
+  perfc_grpc_metrics *gm = user_data;
+  const int *ports;
+  size_t nports = perfc__server_ports(srv, &ports);
+  char port_label[16];
+  snprintf(port_label, sizeof port_label, "%d", nports > 0 ? ports[0] : 0);
+  static const char *const label_names[] = {"port"};
+  const char *labels[] = {port_label};
+  struct {
+    const char *name, *help;
+    perfc_metric_type type;
+    perfc_family *fam;
+  } defs[] = {
+      {"perfc_server_pool_queued", "Calls waiting for a worker.", PERFC_METRIC_GAUGE, NULL},
+      {"perfc_server_pool_busy_workers", "Workers running a handler.", PERFC_METRIC_GAUGE, NULL},
+      {"perfc_server_pool_rejected_total",
+       "Calls refused with RESOURCE_EXHAUSTED because the worker queue was full.",
+       PERFC_METRIC_COUNTER, NULL},
+      {"perfc_server_open_connections", "Established TCP connections to the server's ports.",
+       PERFC_METRIC_GAUGE, NULL},
+  };
+  for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
+    perfc_metric_opts mo;
+    perfc_metric_opts_init(&mo);
+    mo.name = defs[i].name;
+    mo.help = defs[i].help;
+    mo.label_names = label_names;
+    mo.label_count = 1;
+    int rc = perfc_family_new(&defs[i].fam, gm->registry, defs[i].type, &mo);
+    if (rc != 0)
+      return rc;
+  }
+  perfc_gauge *queued, *busy;
+  perfc_counter *rejected;
+  int rc = perfc_gauge_get(&queued, defs[0].fam, labels);
+  if (rc == 0)
+    rc = perfc_gauge_get(&busy, defs[1].fam, labels);
+  if (rc == 0)
+    rc = perfc_counter_get(&rejected, defs[2].fam, labels);
+  if (rc != 0)
+    return rc;
+  perfc__server_set_pool_metrics(srv, queued, busy, rejected);
+  int *copy = calloc(nports + 1, sizeof *copy);
+  if (copy == NULL)
+    return PERFC_ENOMEM;
+  memcpy(copy, ports, nports * sizeof *copy);
+  rc = perfc_family_add_func(defs[3].fam, labels, open_connections, copy, free);
+  if (rc != 0)
+    free(copy);
+  return rc;
+}
+
 int perfc_grpc_metrics_attach_server(perfc_grpc_metrics *gm, perfc_server *srv) {
   if (gm == NULL)
     return PERFC_EINVAL;
-  return perfc_server_add_interceptor(srv, &gm->server_ic);
+  int rc = perfc_server_add_interceptor(srv, &gm->server_ic);
+  if (rc == 0)
+    rc = perfc_server_add_start_hook(srv, register_runtime, gm);
+  return rc;
 }
 
 const perfc_client_interceptor *

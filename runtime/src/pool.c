@@ -29,6 +29,8 @@ struct perfc_pool {
   uint64_t rejected, done;
   unsigned nthreads;
   pthread_t *threads;
+  perfc_gauge *queued_gauge, *busy_gauge;
+  perfc_counter *rejected_counter;
   char name[12];
 };
 
@@ -53,11 +55,17 @@ static void *worker_main(void *arg) {
     p->head = (p->head + 1) % p->cap;
     p->count--;
     p->busy++;
+    if (p->queued_gauge != NULL)
+      perfc_gauge_dec(p->queued_gauge);
+    if (p->busy_gauge != NULL)
+      perfc_gauge_inc(p->busy_gauge);
     pthread_mutex_unlock(&p->mu);
     j.fn(j.arg);
     pthread_mutex_lock(&p->mu);
     p->busy--;
     p->done++;
+    if (p->busy_gauge != NULL)
+      perfc_gauge_dec(p->busy_gauge);
   }
   pthread_mutex_unlock(&p->mu);
   return NULL;
@@ -72,6 +80,9 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
     if (opts->queue_max)
       o.queue_max = opts->queue_max;
     o.name = opts->name;
+    o.queued_gauge = opts->queued_gauge;
+    o.busy_gauge = opts->busy_gauge;
+    o.rejected_counter = opts->rejected_counter;
   }
   if (out == NULL)
     return PERFC_EINVAL;
@@ -88,6 +99,9 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
     return PERFC_ENOMEM;
   }
   snprintf(p->name, sizeof p->name, "%s", o.name ? o.name : "perfc-wk");
+  p->queued_gauge = o.queued_gauge;
+  p->busy_gauge = o.busy_gauge;
+  p->rejected_counter = o.rejected_counter;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->has_work, NULL);
   for (unsigned i = 0; i < o.threads; i++) {
@@ -115,11 +129,15 @@ int perfc_pool_submit(perfc_pool *p, perfc_pool_fn fn, void *arg) {
   }
   if (p->count == p->cap) {
     p->rejected++;
+    if (p->rejected_counter != NULL)
+      perfc_counter_inc(p->rejected_counter);
     pthread_mutex_unlock(&p->mu);
     return PERFC_EFULL;
   }
   p->ring[(p->head + p->count) % p->cap] = (job){fn, arg};
   p->count++;
+  if (p->queued_gauge != NULL)
+    perfc_gauge_inc(p->queued_gauge);
   pthread_cond_signal(&p->has_work);
   pthread_mutex_unlock(&p->mu);
   return 0;

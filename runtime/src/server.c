@@ -169,6 +169,9 @@ struct perfc_server {
   size_t nshutdown_hooks;
   perfc_pool *pool;
   int nlisteners;
+  int ports[16]; /* the first 16 bound ports, for the connections gauge */
+  perfc_gauge *pool_queued, *pool_busy;
+  perfc_counter *pool_rejected;
   perfc_server_interceptor ics[PERFC_MAX_INTERCEPTORS];
   unsigned nics;
   atomic_int state;
@@ -924,10 +927,25 @@ static int add_port(perfc_server *srv, const char *addr,
     perfc_log(PERFC_LOG_ERROR, "server: cannot listen on %s", addr);
     return PERFC_EBIND;
   }
+  if (srv->nlisteners < (int)(sizeof srv->ports / sizeof *srv->ports))
+    srv->ports[srv->nlisteners] = port;
   srv->nlisteners++;
   if (bound_port != NULL)
     *bound_port = port;
   return 0;
+}
+
+void perfc__server_set_pool_metrics(perfc_server *srv, perfc_gauge *queued,
+                                    perfc_gauge *busy, perfc_counter *rejected) {
+  srv->pool_queued = queued;
+  srv->pool_busy = busy;
+  srv->pool_rejected = rejected;
+}
+
+size_t perfc__server_ports(const perfc_server *srv, const int **ports) {
+  *ports = srv->ports;
+  size_t cap = sizeof srv->ports / sizeof *srv->ports;
+  return (size_t)srv->nlisteners < cap ? (size_t)srv->nlisteners : cap;
 }
 
 int perfc_server_listen(perfc_server *srv, const char *addr, int *bound_port) {
@@ -1032,6 +1050,9 @@ int perfc_server_start(perfc_server *srv) {
       po.threads = srv->opts.pool_threads;
     if (srv->opts.pool_queue)
       po.queue_max = srv->opts.pool_queue;
+    po.queued_gauge = srv->pool_queued;
+    po.busy_gauge = srv->pool_busy;
+    po.rejected_counter = srv->pool_rejected;
     int rc = perfc_pool_new(&srv->pool, &po);
     if (rc != 0)
       return rc;

@@ -7,6 +7,7 @@
 #ifndef PERFC_SERVER_INTERNAL_H
 #define PERFC_SERVER_INTERNAL_H
 
+#include "perfc/metrics.h"
 #include "perfc/server.h"
 
 #include <grpc/byte_buffer.h>
@@ -62,6 +63,14 @@ gpr_timespec perfc__deadline_from_ms(int64_t ms);
 /* Checks a metadata key/value pair before handing it to the core, which
  * would otherwise fail the whole call. Returns 0 or PERFC_EINVAL. */
 int perfc__check_metadata(const char *key, const char *value, size_t len);
+
+/* Series the server's worker pool keeps current (see perfc_pool_opts);
+ * before perfc_server_start(). Used by the metrics interceptor. */
+void perfc__server_set_pool_metrics(perfc_server *srv, perfc_gauge *queued,
+                                    perfc_gauge *busy, perfc_counter *rejected);
+
+/* The ports the server listens on (bound, so never 0); borrowed. */
+size_t perfc__server_ports(const perfc_server *srv, const int **ports);
 
 /* The core call behind a server context (for deadline propagation). */
 grpc_call *perfc__ctx_call(perfc_ctx *ctx);

@@ -1,6 +1,7 @@
 /* empty_service.h — a hand-built service over google.protobuf.Empty with one
  * method of each kind, for unit tests that need a real server but no
- * generated code. Ping answers OK, or the status named by metadata x-fail. */
+ * generated code. Ping answers OK, or the status named by metadata x-fail,
+ * after sleeping x-sleep-ms milliseconds when that is set. */
 #ifndef PERFC_TEST_EMPTY_SERVICE_H
 #define PERFC_TEST_EMPTY_SERVICE_H
 
@@ -8,6 +9,7 @@
 #include <perfc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct empty_handlers {
   perfc_status_code (*ping)(perfc_ctx *, void *);
@@ -25,6 +27,11 @@ static inline perfc_status_code empty_invoke(perfc_ctx *ctx, const void *h,
 
 static inline perfc_status_code empty_ping(perfc_ctx *ctx, void *ud) {
   (void)ud;
+  const char *sleep_ms = perfc_ctx_metadata_get(ctx, "x-sleep-ms", NULL);
+  if (sleep_ms != NULL) {
+    struct timespec ts = {0, atoi(sleep_ms) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
   const char *fail = perfc_ctx_metadata_get(ctx, "x-fail", NULL);
   if (fail != NULL)
     return perfc_ctx_error(ctx, (perfc_status_code)atoi(fail), "asked to fail");

@@ -3,6 +3,7 @@
  * channel. The service is built by hand over google.protobuf.Empty so this
  * test needs no generated code. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include "empty_service.h"
 
 #include <perfc.h>
@@ -172,6 +173,74 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   expect_line(text, "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"t.v1.Svc\",grpc_method=\"Ping\",grpc_code=\"PermissionDenied\"} 1");
   free(text);
   perfc_server_free(srv);
+  perfc_grpc_metrics_free(gm);
+  perfc_registry_free(reg);
+}
+
+static void *sleepy_call(void *arg) {
+  perfc_channel *ch = arg;
+  perfc_metadata md[] = {{"x-sleep-ms", "300", 0}};
+  perfc_call_opts opts = {.metadata = md, .metadata_count = 1};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  ProtobufCMessage *resp = NULL;
+  perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, &opts, NULL);
+  if (resp != NULL)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  return NULL;
+}
+
+Test(grpc_metrics, pool_and_connection_metrics) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_grpc_metrics *gm;
+  perfc_grpc_metrics_opts o = {.registry = reg};
+  cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
+  perfc_server *srv;
+  int port;
+  /* One worker, one queue slot: of five concurrent sleepy calls at most two
+   * are admitted, the rest refused and counted. */
+  perfc_server_opts so = {.default_executor = PERFC_EXEC_POOL, .pool_threads = 1,
+                          .pool_queue = 1};
+  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK); /* connects */
+
+  pthread_t th[5];
+  for (int i = 0; i < 5; i++)
+    pthread_create(&th[i], NULL, sleepy_call, ch);
+  for (int i = 0; i < 5; i++)
+    pthread_join(th[i], NULL);
+
+  char *text = render(reg);
+  char line[256];
+  snprintf(line, sizeof line, "perfc_server_open_connections{port=\"%d\"} 1", port);
+  expect_line(text, line);
+  snprintf(line, sizeof line, "perfc_server_pool_queued{port=\"%d\"} 0", port);
+  expect_line(text, line);
+  snprintf(line, sizeof line, "perfc_server_pool_busy_workers{port=\"%d\"} 0", port);
+  expect_line(text, line);
+  char needle[128];
+  snprintf(needle, sizeof needle, "\nperfc_server_pool_rejected_total{port=\"%d\"} ", port);
+  const char *at = strstr(text, needle);
+  cr_assert_not_null(at, "%s", text);
+  int rejected = atoi(at + strlen(needle));
+  cr_assert(rejected >= 3 && rejected <= 4, "rejected %d", rejected);
+  free(text);
+
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  /* The connection series outlives the server and reads 0, not freed memory. */
+  text = render(reg);
+  snprintf(line, sizeof line, "perfc_server_open_connections{port=\"%d\"} 0", port);
+  expect_line(text, line);
+  free(text);
   perfc_grpc_metrics_free(gm);
   perfc_registry_free(reg);
 }

@@ -48,7 +48,10 @@ PERFC_API int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
                                      const perfc_grpc_metrics_opts *opts);
 PERFC_API void perfc_grpc_metrics_free(perfc_grpc_metrics *gm);
 
-/** Adds the server interceptor to `srv` (before perfc_server_start()).
+/** Adds the server interceptor to `srv` (before perfc_server_start()), and
+ *  at start the server's runtime metrics, labelled `port` (its first bound
+ *  port): perfc_server_pool_queued, perfc_server_pool_busy_workers,
+ *  perfc_server_pool_rejected_total and perfc_server_open_connections.
  *  Returns what perfc_server_add_interceptor() returns. */
 PERFC_API int perfc_grpc_metrics_attach_server(perfc_grpc_metrics *gm,
                                                perfc_server *srv);

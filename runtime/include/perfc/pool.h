@@ -12,6 +12,7 @@
 #define PERFC_POOL_H
 
 #include "perfc/common.h"
+#include "perfc/metrics.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,13 @@ typedef struct perfc_pool_opts {
   unsigned threads;   /**< worker threads; 0 = default */
   unsigned queue_max; /**< jobs waiting (not running); 0 = default */
   const char *name;   /**< thread name prefix (borrowed, copied); NULL = "perfc-wk" */
+  /** Optional series the pool keeps current: jobs waiting, workers busy,
+   *  submits refused. Borrowed from a registry that outlives the pool. The
+   *  pool updates them under the lock it takes anyway, so they cost no
+   *  extra synchronisation. */
+  perfc_gauge *queued_gauge;
+  perfc_gauge *busy_gauge;
+  perfc_counter *rejected_counter;
 } perfc_pool_opts;
 
 /** Fills `o` with the defaults. */
