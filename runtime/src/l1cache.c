@@ -59,6 +59,8 @@ struct perfc_l1cache {
 };
 
 void perfc_l1cache_opts_init(perfc_l1cache_opts *o) {
+  /* Zero first: fields appended later start at their "default" meaning. */
+  memset(o, 0, sizeof *o);
   o->shards = PERFC_DEFAULT_L1_SHARDS;
   o->max_bytes = PERFC_DEFAULT_L1_MAX_BYTES;
   o->default_ttl_ms = PERFC_DEFAULT_L1_TTL_MS;

@@ -35,6 +35,7 @@ struct perfc_pool {
 };
 
 void perfc_pool_opts_init(perfc_pool_opts *o) {
+  memset(o, 0, sizeof *o);
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   if (cores < 1)
     cores = 1;
