@@ -15,6 +15,7 @@
 #include "perfc/metrics.h"
 #include "perfc/pool.h"
 #include "perfc/reflection.h"
+#include "perfc/resilience.h"
 #include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"

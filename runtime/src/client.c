@@ -593,6 +593,14 @@ grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
                               grpc_completion_queue *cq,
                               const perfc_call_opts *opts) {
   int64_t timeout = opts->timeout_ms ? opts->timeout_ms : ch->default_timeout_ms;
+  /* The core propagates the parent call's deadline as the client sent it;
+   * a server-side lowering (perfc_ctx_set_deadline_ms) lives only in the
+   * context, so it is applied here. */
+  if (opts->parent != NULL) {
+    int64_t left = perfc_ctx_remaining_ms(opts->parent);
+    if (left != INT64_MAX && (timeout < 0 || left < timeout))
+      timeout = left;
+  }
   gpr_timespec deadline = perfc__deadline_from_ms(timeout);
   unsigned idx = atomic_fetch_add_explicit(&ch->next, 1, memory_order_relaxed);
   grpc_channel *gch = ch->chans[idx % ch->n];

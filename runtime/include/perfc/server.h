@@ -191,6 +191,17 @@ PERFC_API int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx);
 /** Non-zero once the deadline passed or the call was cancelled. */
 PERFC_API int perfc_ctx_cancelled(const perfc_ctx *ctx);
 
+/** Lowers the call's deadline to `ms` from now when that is earlier than
+ *  the current one (the client's, or an earlier lowering); never raises it.
+ *  For interceptors' `before` (perfc_timeouts_attach() uses it) or a handler.
+ *  From then on perfc_ctx_remaining_ms() and perfc_ctx_cancelled() report
+ *  the lowered deadline, calls made with this ctx as perfc_call_opts.parent
+ *  inherit it, a unary call still waiting for a worker when it passes never
+ *  runs, and a handler that returns after it ends the call with
+ *  DEADLINE_EXCEEDED whatever it returned. Returns 1 when lowered, 0 when
+ *  the deadline was already as early, PERFC_EINVAL for ms < 0. */
+PERFC_API int perfc_ctx_set_deadline_ms(perfc_ctx *ctx, int64_t ms);
+
 /** Number of request metadata entries. */
 PERFC_API size_t perfc_ctx_metadata_count(const perfc_ctx *ctx);
 /** Entry `i`: key and value slices borrowed from the call. Returns 0 or
