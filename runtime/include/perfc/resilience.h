@@ -45,7 +45,8 @@ typedef struct perfc_ratelimit_rule {
   const char *method;
   /** Sustained calls per second; must be > 0. */
   double rate;
-  /** Bucket capacity in calls; 0 = max(1, rate), one second's worth. */
+  /** Bucket capacity in calls, 0 or at least 1; 0 = max(1, rate), one
+   *  second's worth. */
   double burst;
   /** NULL: one bucket for the rule. A metadata key ("x-api-key",
    *  lower-case): one bucket per value of it, so each client gets the rate;
@@ -53,12 +54,18 @@ typedef struct perfc_ratelimit_rule {
   const char *key_metadata;
 } perfc_ratelimit_rule;
 
+/** Most rules a limiter takes: the admission path keeps the tokens it took
+ *  on the stack, to give them back if a later rule refuses. */
+#define PERFC_RATELIMIT_MAX_RULES 16
+
 typedef struct perfc_ratelimit_opts {
   /** Registry for perfc_ratelimit_rejected_total; NULL = default. Borrowed;
    *  must outlive the limiter. */
   perfc_registry *registry;
-  /** The rules; copied. A call must pass every rule that applies to it, in
-   *  the order given; the first that refuses decides the message. */
+  /** The rules (1 to PERFC_RATELIMIT_MAX_RULES); copied. A call must pass
+   *  every rule that applies to it, in the order given; the first that
+   *  refuses decides the message, and tokens taken from earlier rules are
+   *  given back. */
   const perfc_ratelimit_rule *rules;
   size_t rule_count;
   /** Keys per keyed rule; 0 = PERFC_DEFAULT_RATELIMIT_MAX_KEYS. */
@@ -75,8 +82,9 @@ PERFC_API void perfc_ratelimit_opts_init(perfc_ratelimit_opts *o);
 
 /** Creates a limiter from `opts` (required). The caller frees it with
  *  perfc_ratelimit_free() after every server it is attached to is freed.
- *  Returns 0, PERFC_EINVAL (no rules, rate <= 0, burst < 0, bad method or
- *  key), PERFC_ENOMEM, or an error of perfc_family_new(). */
+ *  Returns 0, PERFC_EINVAL (no or too many rules, rate <= 0 or above 1e9,
+ *  burst neither 0 nor >= 1, method not starting with '/', empty or
+ *  upper-case key), PERFC_ENOMEM, or an error of perfc_family_new(). */
 PERFC_API int perfc_ratelimit_new(perfc_ratelimit **out,
                                   const perfc_ratelimit_opts *opts);
 
