@@ -84,16 +84,16 @@ static double thread_random(void) {
   return (double)((s * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
 }
 
-/* ---- the window ------------------------------------------------------------- */
+/* ---- the window -------------------------------------------------------------
+ */
 
 static void record(const perfc_breaker *b, window *w, int accepted) {
   int64_t e = now(b) / b->bucket_ns;
   bucket *bk = &w->b[(uint64_t)e % b->nbuckets];
   int64_t seen = atomic_load_explicit(&bk->epoch, memory_order_acquire);
   if (seen != e &&
-      atomic_compare_exchange_strong_explicit(&bk->epoch, &seen, e,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire)) {
+      atomic_compare_exchange_strong_explicit(
+          &bk->epoch, &seen, e, memory_order_acq_rel, memory_order_acquire)) {
     atomic_store_explicit(&bk->requests, 0, memory_order_relaxed);
     atomic_store_explicit(&bk->accepts, 0, memory_order_relaxed);
   }
@@ -167,8 +167,10 @@ static window *find_or_add(perfc_breaker *b, const perfc_method_desc *m) {
       if ((w = window_new(b, m)) != NULL)
         atomic_store_explicit(slot, w, memory_order_release);
       else
-        perfc_log(PERFC_LOG_ERROR, "breaker: cannot track %s; its calls pass "
-                                   "unthrottled", m->path);
+        perfc_log(PERFC_LOG_ERROR,
+                  "breaker: cannot track %s; its calls pass "
+                  "unthrottled",
+                  m->path);
       break;
     }
   }
@@ -176,7 +178,8 @@ static window *find_or_add(perfc_breaker *b, const perfc_method_desc *m) {
   return w; /* NULL: table full or out of memory; the call is not throttled */
 }
 
-/* ---- interceptor ------------------------------------------------------------ */
+/* ---- interceptor ------------------------------------------------------------
+ */
 
 /* call_state is the window, with the low bit set when we refused the call
  * (windows are malloc'd, so the bit is free). */
@@ -192,7 +195,8 @@ static perfc_status_code before(void *self, const perfc_method_desc *m,
   double p = probability(b, w);
   int throttling = p > 0;
   /* The gauge is written on transitions only, not on every call. */
-  if (atomic_load_explicit(&w->throttling, memory_order_relaxed) != throttling &&
+  if (atomic_load_explicit(&w->throttling, memory_order_relaxed) !=
+          throttling &&
       atomic_exchange_explicit(&w->throttling, throttling,
                                memory_order_relaxed) != throttling)
     perfc_gauge_set(w->state, throttling);
@@ -235,7 +239,8 @@ static void after(void *self, const perfc_method_desc *m, void *call_state,
   record(self, w, !(v & REFUSED_BIT) && accepted(code));
 }
 
-/* ---- lifecycle -------------------------------------------------------------- */
+/* ---- lifecycle --------------------------------------------------------------
+ */
 
 static int family(perfc_family **out, perfc_registry *reg, perfc_metric_type t,
                   const char *name, const char *help) {
@@ -270,7 +275,8 @@ int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
     TAKE(min_requests);
 #undef TAKE
   }
-  if (!(o.k >= 1) || o.buckets > MAX_BUCKETS || o.window_ms < (int64_t)o.buckets)
+  if (!(o.k >= 1) || o.buckets > MAX_BUCKETS ||
+      o.window_ms < (int64_t)o.buckets)
     return PERFC_EINVAL;
   perfc_breaker *b = calloc(1, sizeof *b);
   if (b == NULL)
@@ -292,9 +298,10 @@ int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
                   "Client calls failed locally with UNAVAILABLE by adaptive "
                   "throttling.");
   if (rc == 0)
-    rc = family(&b->state, o.registry, PERFC_METRIC_GAUGE, "perfc_breaker_state",
-                "1 while adaptive throttling refuses some calls to the "
-                "method, 0 while it lets every call through.");
+    rc =
+        family(&b->state, o.registry, PERFC_METRIC_GAUGE, "perfc_breaker_state",
+               "1 while adaptive throttling refuses some calls to the "
+               "method, 0 while it lets every call through.");
   if (rc != 0) {
     free(b->target);
     free(b);

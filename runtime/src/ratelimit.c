@@ -32,8 +32,8 @@
 #define KEY_SHARDS 16 /* power of two */
 
 typedef struct key_entry {
-  struct key_entry *hnext;            /* hash chain */
-  struct key_entry *lprev, *lnext;    /* LRU list, most recent first */
+  struct key_entry *hnext;         /* hash chain */
+  struct key_entry *lprev, *lnext; /* LRU list, most recent first */
   uint64_t hash;
   _Atomic int64_t tat;
   size_t len;
@@ -57,12 +57,12 @@ typedef struct bucket {
 } bucket;
 
 struct rule {
-  char *method; /* NULL: global */
+  char *method;  /* NULL: global */
   size_t prefix; /* service-wide rule: length of "/pkg.Svc/" */
   char *key;     /* metadata key, or NULL */
   int64_t interval_ns, tau_ns;
   unsigned max_keys;
-  char what[160]; /* "rate limit of 10/s (burst 10) per x-api-key" */
+  char what[160];    /* "rate limit of 10/s (burst 10) per x-api-key" */
   const char *scope; /* the metric's label: global, service or method */
   bucket *global;    /* global rules: the one shared bucket */
 };
@@ -88,20 +88,23 @@ struct perfc_ratelimit {
   perfc_server_interceptor ic;
 };
 
-void perfc_ratelimit_opts_init(perfc_ratelimit_opts *o) { memset(o, 0, sizeof *o); }
+void perfc_ratelimit_opts_init(perfc_ratelimit_opts *o) {
+  memset(o, 0, sizeof *o);
+}
 
-/* ---- buckets ---------------------------------------------------------------- */
+/* ---- buckets ----------------------------------------------------------------
+ */
 
 /* The GCRA step: one CAS loop; returns 1 when a token was taken. */
-static int take(_Atomic int64_t *tat, int64_t now, int64_t interval, int64_t tau) {
+static int take(_Atomic int64_t *tat, int64_t now, int64_t interval,
+                int64_t tau) {
   int64_t old = atomic_load_explicit(tat, memory_order_relaxed);
   for (;;) {
     int64_t next = (old > now ? old : now) + interval;
     if (next - now > tau)
       return 0;
-    if (atomic_compare_exchange_weak_explicit(tat, &old, next,
-                                              memory_order_relaxed,
-                                              memory_order_relaxed))
+    if (atomic_compare_exchange_weak_explicit(
+            tat, &old, next, memory_order_relaxed, memory_order_relaxed))
       return 1;
   }
 }
@@ -158,8 +161,8 @@ static int take_keyed(bucket *b, const char *key, size_t len, int64_t now,
   key_shard *s = &b->shards[(h >> 32) & (KEY_SHARDS - 1)];
   pthread_mutex_lock(&s->mu);
   key_entry *e = s->table[h & (s->nslots - 1)];
-  while (e != NULL && !(e->hash == h && e->len == len &&
-                        memcmp(e->key, key, len) == 0))
+  while (e != NULL &&
+         !(e->hash == h && e->len == len && memcmp(e->key, key, len) == 0))
     e = e->hnext;
   if (e != NULL) {
     lru_unlink(s, e);
@@ -242,7 +245,8 @@ static bucket *bucket_new(const rule *r) {
   return b;
 }
 
-/* ---- interceptor ------------------------------------------------------------ */
+/* ---- interceptor ------------------------------------------------------------
+ */
 
 static int rule_applies(const rule *r, const char *path) {
   if (r->method == NULL)
@@ -295,8 +299,10 @@ fail:
   /* A method whose limits cannot be set up must not run unlimited without
    * a trace; it runs unlimited (refusing everything would be worse), and
    * the log says so. */
-  perfc_log(PERFC_LOG_ERROR, "ratelimit: out of memory setting up %s; it "
-                             "runs without rate limits", m->path);
+  perfc_log(PERFC_LOG_ERROR,
+            "ratelimit: out of memory setting up %s; it "
+            "runs without rate limits",
+            m->path);
   method_free(self, ms);
   return NULL;
 }
@@ -332,13 +338,15 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
           give_back(taken[j], ms->a[j].b->r->interval_ns);
       perfc_counter_inc(ms->a[i].rejected);
       return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                             "%s exceeded for %s", r->what, perfc_ctx_method(ctx));
+                             "%s exceeded for %s", r->what,
+                             perfc_ctx_method(ctx));
     }
   }
   return PERFC_STATUS_OK;
 }
 
-/* ---- lifecycle -------------------------------------------------------------- */
+/* ---- lifecycle --------------------------------------------------------------
+ */
 
 static void rule_clear(rule *r) {
   free(r->method);
@@ -355,7 +363,8 @@ void perfc_ratelimit_free(perfc_ratelimit *rl) {
   free(rl);
 }
 
-static int rule_init(rule *r, const perfc_ratelimit_rule *in, unsigned max_keys) {
+static int rule_init(rule *r, const perfc_ratelimit_rule *in,
+                     unsigned max_keys) {
   double burst = in->burst > 0 ? in->burst : (in->rate > 1 ? in->rate : 1);
   if (!(in->rate > 0) || in->burst < 0 || (in->burst > 0 && in->burst < 1) ||
       !isfinite(in->rate) || !isfinite(burst) || 1e9 / in->rate < 1 ||
@@ -392,7 +401,8 @@ static int rule_init(rule *r, const perfc_ratelimit_rule *in, unsigned max_keys)
   return 0;
 }
 
-int perfc_ratelimit_new(perfc_ratelimit **out, const perfc_ratelimit_opts *opts) {
+int perfc_ratelimit_new(perfc_ratelimit **out,
+                        const perfc_ratelimit_opts *opts) {
   if (out == NULL || opts == NULL || opts->rule_count == 0 ||
       opts->rule_count > PERFC_RATELIMIT_MAX_RULES || opts->rules == NULL)
     return PERFC_EINVAL;
@@ -411,7 +421,8 @@ int perfc_ratelimit_new(perfc_ratelimit **out, const perfc_ratelimit_opts *opts)
     rc = rule_init(&rl->rules[i], &opts->rules[i], max_keys);
   }
   if (rc == 0) {
-    static const char *const labels[] = {"grpc_service", "grpc_method", "scope"};
+    static const char *const labels[] = {"grpc_service", "grpc_method",
+                                         "scope"};
     perfc_metric_opts mo;
     perfc_metric_opts_init(&mo);
     mo.name = "perfc_ratelimit_rejected_total";
@@ -419,7 +430,8 @@ int perfc_ratelimit_new(perfc_ratelimit **out, const perfc_ratelimit_opts *opts)
               "is global, service or method.";
     mo.label_names = labels;
     mo.label_count = 3;
-    rc = perfc_family_new(&rl->rejected, opts->registry, PERFC_METRIC_COUNTER, &mo);
+    rc = perfc_family_new(&rl->rejected, opts->registry, PERFC_METRIC_COUNTER,
+                          &mo);
   }
   if (rc != 0) {
     perfc_ratelimit_free(rl);

@@ -111,7 +111,8 @@ static void update(limiter *l, int64_t now) {
   perfc_gauge_set(l->latency_gauge, s / 1e9);
 }
 
-static void sample(limiter *l, int64_t now, int64_t total_ns, int64_t service_ns) {
+static void sample(limiter *l, int64_t now, int64_t total_ns,
+                   int64_t service_ns) {
   if (pthread_mutex_trylock(&l->mu) != 0)
     return; /* another thread is sampling: losing one sample is harmless */
   if (l->start_ns == 0)
@@ -135,7 +136,8 @@ static void sample(limiter *l, int64_t now, int64_t total_ns, int64_t service_ns
   pthread_mutex_unlock(&l->mu);
 }
 
-/* ---- interceptor ------------------------------------------------------------ */
+/* ---- interceptor ------------------------------------------------------------
+ */
 
 static void *method_init(void *self, const perfc_service_desc *svc,
                          const perfc_method_desc *m) {
@@ -231,7 +233,8 @@ static void after(void *self, void *state, perfc_ctx *ctx, void *call_state,
   sample(l, now, now - perfc_ctx_start_ns(ctx), now - started);
 }
 
-/* ---- lifecycle -------------------------------------------------------------- */
+/* ---- lifecycle --------------------------------------------------------------
+ */
 
 static int family(perfc_family **out, perfc_registry *reg, perfc_metric_type t,
                   const char *name, const char *help) {
@@ -264,8 +267,10 @@ int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
 #undef TAKE
   }
   if (o.window_ms < 1 || !(o.alpha > 0 && o.alpha <= 1) ||
-      (o.max_limit && (o.min_limit > o.max_limit || o.initial_limit > o.max_limit)) ||
-      o.initial_limit > (unsigned)INT32_MAX / 2 || o.max_limit > (unsigned)INT32_MAX / 2)
+      (o.max_limit &&
+       (o.min_limit > o.max_limit || o.initial_limit > o.max_limit)) ||
+      o.initial_limit > (unsigned)INT32_MAX / 2 ||
+      o.max_limit > (unsigned)INT32_MAX / 2)
     return PERFC_EINVAL;
   perfc_shedding *sh = calloc(1, sizeof *sh);
   if (sh == NULL)
@@ -277,7 +282,8 @@ int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
                   "Calls refused with RESOURCE_EXHAUSTED by the adaptive "
                   "concurrency limit.");
   if (rc == 0)
-    rc = family(&sh->limit, o.registry, PERFC_METRIC_GAUGE, "perfc_shedding_limit",
+    rc = family(&sh->limit, o.registry, PERFC_METRIC_GAUGE,
+                "perfc_shedding_limit",
                 "Current adaptive limit of calls in flight.");
   if (rc == 0)
     rc = family(&sh->latency, o.registry, PERFC_METRIC_GAUGE,

@@ -28,7 +28,9 @@ struct perfc_timeouts {
   perfc_server_interceptor ic;
 };
 
-void perfc_timeouts_opts_init(perfc_timeouts_opts *o) { memset(o, 0, sizeof *o); }
+void perfc_timeouts_opts_init(perfc_timeouts_opts *o) {
+  memset(o, 0, sizeof *o);
+}
 
 static int rule_matches(const rule *r, const char *path) {
   if (r->prefix)
@@ -36,7 +38,8 @@ static int rule_matches(const rule *r, const char *path) {
   return strcmp(path, r->method) == 0;
 }
 
-int64_t perfc_timeouts_for(const perfc_timeouts *t, const perfc_service_desc *svc,
+int64_t perfc_timeouts_for(const perfc_timeouts *t,
+                           const perfc_service_desc *svc,
                            const perfc_method_desc *m) {
   (void)svc;
   if (t == NULL || m == NULL)
@@ -97,7 +100,8 @@ int perfc_timeouts_new(perfc_timeouts **out, const perfc_timeouts_opts *opts) {
   perfc_timeouts *t = calloc(1, sizeof *t);
   if (t == NULL)
     return PERFC_ENOMEM;
-  if (o.rule_count > 0 && (t->rules = calloc(o.rule_count, sizeof *t->rules)) == NULL) {
+  if (o.rule_count > 0 &&
+      (t->rules = calloc(o.rule_count, sizeof *t->rules)) == NULL) {
     free(t);
     return PERFC_ENOMEM;
   }

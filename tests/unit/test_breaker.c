@@ -23,9 +23,12 @@ static double random_fn(void *ud) {
 }
 
 /* Ping under another descriptor: the breaker keys windows by descriptor. */
-static const perfc_method_desc ping2 = {
-    .name = "Ping2", .path = "/t.v1.Svc/Ping", .kind = PERFC_METHOD_UNARY,
-    .input = EMPTY_MSG, .output = EMPTY_MSG, .invoke = empty_invoke};
+static const perfc_method_desc ping2 = {.name = "Ping2",
+                                        .path = "/t.v1.Svc/Ping",
+                                        .kind = PERFC_METHOD_UNARY,
+                                        .input = EMPTY_MSG,
+                                        .output = EMPTY_MSG,
+                                        .invoke = empty_invoke};
 
 static perfc_registry *reg;
 static perfc_breaker *br;
@@ -88,7 +91,8 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
   start();
   /* Below min_requests (20) nothing is refused, whatever fails. */
   for (int i = 0; i < 20; i++)
-    cr_assert_eq(empty_call(ch, PERFC_STATUS_UNAVAILABLE), PERFC_STATUS_UNAVAILABLE);
+    cr_assert_eq(empty_call(ch, PERFC_STATUS_UNAVAILABLE),
+                 PERFC_STATUS_UNAVAILABLE);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]),
                      20.0 / 21.0, 1e-9);
   cr_assert_eq(metric("perfc_breaker_state", "Ping"), 0,
@@ -97,8 +101,9 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
   perfc_status st = {0};
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
-  cr_assert_eq(perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, NULL, &st),
-               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(
+      perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, NULL, &st),
+      PERFC_STATUS_UNAVAILABLE);
   cr_assert_str_eq(st.message, "refused by a client interceptor");
   perfc_status_reset(&st);
   for (int i = 0; i < 9; i++)
@@ -144,9 +149,9 @@ Test(breaker, failures_older_than_the_window_are_forgotten) {
 
 Test(breaker, application_errors_count_as_accepted) {
   start();
-  static const int codes[] = {PERFC_STATUS_NOT_FOUND, PERFC_STATUS_INVALID_ARGUMENT,
-                              PERFC_STATUS_PERMISSION_DENIED,
-                              PERFC_STATUS_FAILED_PRECONDITION};
+  static const int codes[] = {
+      PERFC_STATUS_NOT_FOUND, PERFC_STATUS_INVALID_ARGUMENT,
+      PERFC_STATUS_PERMISSION_DENIED, PERFC_STATUS_FAILED_PRECONDITION};
   for (int i = 0; i < 40; i++)
     cr_assert_eq(empty_call(ch, codes[i % 4]), (perfc_status_code)codes[i % 4]);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]), 0, 1e-9);

@@ -16,7 +16,9 @@ static int64_t clock_fn(void *ud) {
   (void)ud;
   return atomic_load(&fake_now);
 }
-static void advance_ms(int64_t ms) { atomic_fetch_add(&fake_now, ms * 1000000); }
+static void advance_ms(int64_t ms) {
+  atomic_fetch_add(&fake_now, ms * 1000000);
+}
 
 static perfc_status_code ok_invoke(perfc_ctx *ctx, const void *h, void *ud,
                                    const ProtobufCMessage *req,
@@ -27,10 +29,18 @@ static perfc_status_code ok_invoke(perfc_ctx *ctx, const void *h, void *ud,
 
 #define MSG &google__protobuf__empty__descriptor
 static const perfc_method_desc methods[] = {
-    {.name = "A", .path = "/t.v1.R/A", .kind = PERFC_METHOD_UNARY, .input = MSG,
-     .output = MSG, .invoke = ok_invoke},
-    {.name = "B", .path = "/t.v1.R/B", .kind = PERFC_METHOD_UNARY, .input = MSG,
-     .output = MSG, .invoke = ok_invoke},
+    {.name = "A",
+     .path = "/t.v1.R/A",
+     .kind = PERFC_METHOD_UNARY,
+     .input = MSG,
+     .output = MSG,
+     .invoke = ok_invoke},
+    {.name = "B",
+     .path = "/t.v1.R/B",
+     .kind = PERFC_METHOD_UNARY,
+     .input = MSG,
+     .output = MSG,
+     .invoke = ok_invoke},
 };
 static const perfc_service_desc svc = {
     .name = "t.v1.R", .n_methods = 2, .methods = methods};
@@ -79,7 +89,8 @@ static perfc_status_code call(int idx, const char *key, char *msg, size_t len) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
   perfc_status st = {0};
-  perfc_status_code c = perfc_channel_unary(ch, &methods[idx], &req.base, &resp, &o, &st);
+  perfc_status_code c =
+      perfc_channel_unary(ch, &methods[idx], &req.base, &resp, &o, &st);
   if (msg)
     snprintf(msg, len, "%s", st.message ? st.message : "");
   perfc_status_reset(&st);
@@ -170,14 +181,17 @@ Test(ratelimit, refused_call_gives_back_earlier_tokens) {
 }
 
 Test(ratelimit, one_bucket_per_api_key) {
-  perfc_ratelimit_rule r[] = {{.rate = 1, .burst = 2, .key_metadata = "x-api-key"}};
+  perfc_ratelimit_rule r[] = {
+      {.rate = 1, .burst = 2, .key_metadata = "x-api-key"}};
   start(r, 1, 0);
   char msg[256];
   cr_assert_eq(admitted(0, "alice", 100), 2);
-  cr_assert_eq(call(0, "alice", msg, sizeof msg), PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert_eq(call(0, "alice", msg, sizeof msg),
+               PERFC_STATUS_RESOURCE_EXHAUSTED);
   cr_assert(strstr(msg, "per x-api-key") != NULL, "%s", msg);
   cr_assert_eq(admitted(0, "bob", 100), 2, "bob is not limited by alice");
-  cr_assert_eq(admitted(1, NULL, 100), 2, "calls without a key share one bucket");
+  cr_assert_eq(admitted(1, NULL, 100), 2,
+               "calls without a key share one bucket");
   cr_assert_eq(admitted(0, NULL, 100), 0);
   advance_ms(1000);
   cr_assert_eq(admitted(0, "alice", 100), 1);
@@ -185,7 +199,8 @@ Test(ratelimit, one_bucket_per_api_key) {
 }
 
 Test(ratelimit, least_recently_used_key_is_forgotten) {
-  perfc_ratelimit_rule r[] = {{.rate = 1, .burst = 1, .key_metadata = "x-api-key"}};
+  perfc_ratelimit_rule r[] = {
+      {.rate = 1, .burst = 1, .key_metadata = "x-api-key"}};
   start(r, 1, 16); /* one key per shard */
   cr_assert_eq(admitted(0, "k0", 10), 1);
   cr_assert_eq(admitted(0, "k0", 10), 0);

@@ -38,14 +38,17 @@ static perfc_status_code slow(perfc_ctx *ctx, const void *h, void *ud,
 
 #define MSG &google__protobuf__empty__descriptor
 static const perfc_method_desc methods[] = {
-    {.name = "Slow", .path = "/t.v1.S/Slow", .kind = PERFC_METHOD_UNARY,
-     .input = MSG, .output = MSG, .invoke = slow, .executor = PERFC_EXEC_POOL},
+    {.name = "Slow",
+     .path = "/t.v1.S/Slow",
+     .kind = PERFC_METHOD_UNARY,
+     .input = MSG,
+     .output = MSG,
+     .invoke = slow,
+     .executor = PERFC_EXEC_POOL},
 };
 static const perfc_service_desc svc = {
     .name = "t.v1.S", .n_methods = 1, .methods = methods};
-static const struct {
-  void *slow;
-} impl = {(void *)1};
+static const struct { void *slow; } impl = {(void *)1};
 
 static int64_t now_ns(void) {
   struct timespec t;
@@ -223,8 +226,7 @@ Test(shedding, control_without_shedder_queues_into_seconds, .timeout = 120) {
   fprintf(stderr, "control: ok %zu (p50 %lld ms, p90 %lld ms), refused %zu\n",
           s.ok, (long long)s.ok_p50_ms, (long long)s.ok_p90_ms, s.refused);
   cr_assert_eq(s.refused, 0, "the 4096-deep worker queue never fills");
-  cr_assert(s.ok_p90_ms > 500,
-            "without shedding the queue grows (p90 %lld ms)",
+  cr_assert(s.ok_p90_ms > 500, "without shedding the queue grows (p90 %lld ms)",
             (long long)s.ok_p90_ms);
   stop();
 }
@@ -236,8 +238,8 @@ Test(shedding, idle_server_takes_a_burst) {
   for (int i = 0; i < 16; i++) {
     recs[i].start_ns = now_ns();
     recs[i].code = -1;
-    cr_assert_eq(perfc_channel_unary_async(ch, &methods[0], &req.base, &o,
-                                           done, &recs[i]),
+    cr_assert_eq(perfc_channel_unary_async(ch, &methods[0], &req.base, &o, done,
+                                           &recs[i]),
                  0);
   }
   perfc_channel_free(ch);

@@ -17,6 +17,9 @@
 
 static _Atomic int64_t seen_remaining; /* what the last handler saw */
 static _Atomic int64_t child_remaining;
+static atomic_int wait_runs;     /* how often the Wait handler started */
+static atomic_int sleep_started; /* the Sleep handler holds a worker */
+static unsigned pool_threads; /* 0 = the server's default */
 static perfc_channel *child_ch; /* for the Parent method's downstream call */
 static const perfc_method_desc methods[6]; /* defined below the handler */
 
@@ -35,10 +38,12 @@ static perfc_status_code invoke(perfc_ctx *ctx, const void *h, void *ud,
   (void)ud;
   if (strcmp(name, "Sleep") == 0) {
     /* Ignores cancellation: the server must still answer DEADLINE_EXCEEDED. */
+    atomic_store(&sleep_started, 1);
     usleep(300 * 1000);
     return PERFC_STATUS_OK;
   }
   if (strcmp(name, "Wait") == 0) {
+    atomic_fetch_add(&wait_runs, 1);
     /* A well-behaved handler: works until told to stop, then says OK. */
     while (!perfc_ctx_cancelled(ctx))
       usleep(1000);
@@ -70,12 +75,14 @@ static perfc_status_code unused(perfc_ctx *c, void *u) {
 
 #define MSG &google__protobuf__empty__descriptor
 #define M(n, t, e)                                                             \
-  {.name = n, .path = "/t.v1.T/" n, .kind = PERFC_METHOD_UNARY, .input = MSG,  \
-   .output = MSG, .invoke = invoke, .timeout_ms = t, .executor = e}
+  {                                                                            \
+    .name = n, .path = "/t.v1.T/" n, .kind = PERFC_METHOD_UNARY, .input = MSG, \
+    .output = MSG, .invoke = invoke, .timeout_ms = t, .executor = e            \
+  }
 static const perfc_method_desc methods[6] = {
-    M("Timed", 200, PERFC_EXEC_INLINE),   M("Plain", 0, PERFC_EXEC_INLINE),
-    M("Sleep", 100, PERFC_EXEC_POOL),     M("Wait", 100, PERFC_EXEC_POOL),
-    M("Child", 0, PERFC_EXEC_INLINE),     M("Parent", 150, PERFC_EXEC_POOL),
+    M("Timed", 200, PERFC_EXEC_INLINE), M("Plain", 0, PERFC_EXEC_INLINE),
+    M("Sleep", 100, PERFC_EXEC_POOL),   M("Wait", 100, PERFC_EXEC_POOL),
+    M("Child", 0, PERFC_EXEC_INLINE),   M("Parent", 150, PERFC_EXEC_POOL),
 };
 static const perfc_service_desc svc = {
     .name = "t.v1.T", .n_methods = 6, .methods = methods};
@@ -88,7 +95,10 @@ static perfc_timeouts *tm;
 static void start(const perfc_timeouts_opts *o) {
   int port;
   cr_assert_eq(perfc_timeouts_new(&tm, o), 0);
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  perfc_server_opts so;
+  perfc_server_opts_init(&so);
+  so.pool_threads = pool_threads;
+  cr_assert_eq(perfc_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
   cr_assert_eq(perfc_timeouts_attach(tm, srv), 0);
@@ -109,7 +119,8 @@ static void stop(void) {
   perfc_timeouts_free(tm);
 }
 
-static perfc_status_code call(int idx, int64_t timeout_ms, int64_t *elapsed_ms) {
+static perfc_status_code call(int idx, int64_t timeout_ms,
+                              int64_t *elapsed_ms) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
   perfc_call_opts o = {.timeout_ms = timeout_ms};
@@ -119,7 +130,8 @@ static perfc_status_code call(int idx, int64_t timeout_ms, int64_t *elapsed_ms) 
       perfc_channel_unary(ch, &methods[idx], &req.base, &resp, &o, NULL);
   clock_gettime(CLOCK_MONOTONIC, &b);
   if (elapsed_ms)
-    *elapsed_ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    *elapsed_ms =
+        (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
   if (resp != NULL)
     protobuf_c_message_free_unpacked(resp, NULL);
   return c;
@@ -140,7 +152,8 @@ Test(timeouts, client_deadline_wins_when_earlier_and_is_capped_when_later) {
   start(NULL);
   cr_assert_eq(call(0, 60, NULL), PERFC_STATUS_OK);
   int64_t left = atomic_load(&seen_remaining);
-  cr_assert(left <= 60, "the client's 60 ms must win, saw %lld", (long long)left);
+  cr_assert(left <= 60, "the client's 60 ms must win, saw %lld",
+            (long long)left);
   cr_assert_eq(call(0, 5000, NULL), PERFC_STATUS_OK);
   left = atomic_load(&seen_remaining);
   cr_assert(left <= 200, "a later client deadline is capped, saw %lld",
@@ -209,4 +222,34 @@ Test(timeouts, bad_options_refused) {
   cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
   cr_assert_eq(perfc_timeouts_new(NULL, NULL), PERFC_EINVAL);
   perfc_timeouts_free(NULL);
+}
+
+static void ignore(perfc_status_code code, const char *msg,
+                   const ProtobufCMessage *resp, void *ud) {
+  (void)msg, (void)resp;
+  *(perfc_status_code *)ud = code;
+}
+
+Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
+  pool_threads = 1;
+  start(NULL);
+  pool_threads = 0;
+  /* Sleep holds the only worker for 300 ms; Wait (timeout 100 ms) queues
+   * behind it and is past its deadline when the worker frees up. */
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  perfc_call_opts o = {.timeout_ms = -1};
+  perfc_status_code sleep_code = -1;
+  cr_assert_eq(perfc_channel_unary_async(ch, &methods[2], &req.base, &o,
+                                         ignore, &sleep_code),
+               0);
+  while (!atomic_load(&sleep_started))
+    usleep(1000); /* Sleep must hold the worker before Wait arrives */
+  atomic_store(&wait_runs, 0);
+  int64_t ms;
+  cr_assert_eq(call(3, -1, &ms), PERFC_STATUS_DEADLINE_EXCEEDED);
+  cr_assert_eq(atomic_load(&wait_runs), 0, "the handler never started");
+  cr_assert(ms >= 100, "answered when the worker freed up (%lld ms)",
+            (long long)ms);
+  stop(); /* frees the channels, which waits for Sleep */
+  cr_assert_eq(sleep_code, PERFC_STATUS_DEADLINE_EXCEEDED);
 }

@@ -120,9 +120,9 @@ PERFC_API void perfc_ratelimit_free(perfc_ratelimit *rl);
 typedef struct perfc_shedding_opts {
   /** Registry for the shedding metrics; NULL = default. Borrowed. */
   perfc_registry *registry;
-  int64_t window_ms;    /**< 0 = PERFC_DEFAULT_SHEDDING_WINDOW_MS */
-  unsigned min_samples; /**< 0 = PERFC_DEFAULT_SHEDDING_MIN_SAMPLES */
-  unsigned min_limit;   /**< 0 = PERFC_DEFAULT_SHEDDING_MIN_LIMIT */
+  int64_t window_ms;      /**< 0 = PERFC_DEFAULT_SHEDDING_WINDOW_MS */
+  unsigned min_samples;   /**< 0 = PERFC_DEFAULT_SHEDDING_MIN_SAMPLES */
+  unsigned min_limit;     /**< 0 = PERFC_DEFAULT_SHEDDING_MIN_LIMIT */
   unsigned initial_limit; /**< 0 = PERFC_DEFAULT_SHEDDING_INITIAL_LIMIT */
   /** Most calls in flight ever allowed; 0 = no ceiling. */
   unsigned max_limit;
@@ -223,9 +223,9 @@ typedef struct perfc_breaker_opts {
   perfc_registry *registry;
   /** The `target` label, normally the channel's target; copied. NULL = "". */
   const char *target;
-  double k;            /**< 0 = PERFC_DEFAULT_BREAKER_K; must be >= 1 */
-  int64_t window_ms;   /**< 0 = PERFC_DEFAULT_BREAKER_WINDOW_MS */
-  unsigned buckets;    /**< 0 = PERFC_DEFAULT_BREAKER_BUCKETS; at most 1024 */
+  double k;              /**< 0 = PERFC_DEFAULT_BREAKER_K; must be >= 1 */
+  int64_t window_ms;     /**< 0 = PERFC_DEFAULT_BREAKER_WINDOW_MS */
+  unsigned buckets;      /**< 0 = PERFC_DEFAULT_BREAKER_BUCKETS; at most 1024 */
   unsigned min_requests; /**< 0 = PERFC_DEFAULT_BREAKER_MIN_REQUESTS */
   /** Clock; NULL = monotonic. `clock_user_data` is borrowed. */
   perfc_clock_fn clock;
