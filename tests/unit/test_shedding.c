@@ -21,6 +21,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ThreadSanitizer slows every instrumented call several-fold, so the
+ * latency bounds (and the control, which only proves them meaningful) are
+ * checked in normal and ASan builds only; the counting assertions hold in
+ * every build. */
+#if defined(__SANITIZE_THREAD__)
+#define TIMING_CHECKS 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TIMING_CHECKS 0
+#endif
+#endif
+#ifndef TIMING_CHECKS
+#define TIMING_CHECKS 1
+#endif
+
 #define SLEEP_MS 20
 #define WORKERS 4
 #define OFFERED_QPS 400 /* twice WORKERS * 1000 / SLEEP_MS */
@@ -189,8 +204,7 @@ static perfc_counter *rejected_counter(void) {
   return c;
 }
 
-Test(shedding, twice_the_capacity_keeps_accepted_latency_near_normal,
-     .timeout = 120) {
+Test(shedding, twice_the_capacity_keeps_accepted_latency_near_normal) {
   start(1);
   size_t n = drive();
   summary s = summarise(n, WARMUP_MS);
@@ -207,19 +221,24 @@ Test(shedding, twice_the_capacity_keeps_accepted_latency_near_normal,
   cr_assert_eq(s.other, 0, "every call ends OK or RESOURCE_EXHAUSTED");
   cr_assert_eq(all.other, 0);
   cr_assert(s.refused > 0, "at twice the capacity some calls are refused");
-  cr_assert(s.refused_fast * 10 >= s.refused * 8,
-            "refusals are immediate: %zu of %zu under 20 ms", s.refused_fast,
-            s.refused);
-  cr_assert(s.ok_p90_ms < 150, "accepted p90 %lld ms", (long long)s.ok_p90_ms);
-  /* The server keeps doing useful work: at least half its capacity over
-   * the judged 2.5 s (about 500 calls at full capacity). */
-  cr_assert(s.ok >= 250, "only %zu calls served", s.ok);
+  if (TIMING_CHECKS) {
+    cr_assert(s.refused_fast * 10 >= s.refused * 8,
+              "refusals are immediate: %zu of %zu under 20 ms", s.refused_fast,
+              s.refused);
+    cr_assert(s.ok_p90_ms < 150, "accepted p90 %lld ms",
+              (long long)s.ok_p90_ms);
+    /* The server keeps doing useful work: at least half its capacity over
+     * the judged 2.5 s (about 500 calls at full capacity). */
+    cr_assert(s.ok >= 250, "only %zu calls served", s.ok);
+  }
   cr_assert_eq(perfc_counter_value(rejected_counter()), all.refused,
                "every refusal the client saw was counted once");
   stop();
 }
 
-Test(shedding, control_without_shedder_queues_into_seconds, .timeout = 120) {
+Test(shedding, control_without_shedder_queues_into_seconds) {
+  if (!TIMING_CHECKS)
+    return;
   start(0);
   size_t n = drive();
   summary s = summarise(n, WARMUP_MS);

@@ -102,20 +102,23 @@ static void start(const perfc_timeouts_opts *o) {
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
   cr_assert_eq(perfc_timeouts_attach(tm, srv), 0);
-  cr_assert_eq(perfc_server_start(srv), 0);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
   perfc_channel_opts co;
   perfc_channel_opts_init(&co);
   co.default_timeout_ms = -1; /* the client sets no deadline unless asked */
   cr_assert_eq(perfc_channel_new(&ch, target, &co), 0);
+  /* Before the server starts its workers, which read child_ch. */
   cr_assert_eq(perfc_channel_new(&child_ch, target, &co), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
 }
 
 static void stop(void) {
+  /* The server first: joining its workers orders their use of child_ch
+   * before the free, in a way ThreadSanitizer can see. */
+  perfc_server_free(srv);
   perfc_channel_free(child_ch);
   perfc_channel_free(ch);
-  perfc_server_free(srv);
   perfc_timeouts_free(tm);
 }
 
@@ -239,6 +242,7 @@ Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   perfc_call_opts o = {.timeout_ms = -1};
   perfc_status_code sleep_code = -1;
+  atomic_store(&sleep_started, 0); /* the TSan harness runs tests in one process */
   cr_assert_eq(perfc_channel_unary_async(ch, &methods[2], &req.base, &o,
                                          ignore, &sleep_code),
                0);
@@ -250,6 +254,6 @@ Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
   cr_assert_eq(atomic_load(&wait_runs), 0, "the handler never started");
   cr_assert(ms >= 100, "answered when the worker freed up (%lld ms)",
             (long long)ms);
-  stop(); /* frees the channels, which waits for Sleep */
+  stop(); /* the server waits for Sleep to end before it is freed */
   cr_assert_eq(sleep_code, PERFC_STATUS_DEADLINE_EXCEEDED);
 }
