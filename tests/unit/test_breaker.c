@@ -184,3 +184,55 @@ Test(breaker, bad_options_refused) {
   cr_assert_float_eq(perfc_breaker_probability(NULL, NULL), 0, 1e-9);
   perfc_breaker_free(NULL);
 }
+
+/* Ping, counting the attempts that reach the server. */
+static atomic_int attempts;
+static perfc_status_code counting_ping(perfc_ctx *ctx, void *ud) {
+  atomic_fetch_add(&attempts, 1);
+  return empty_ping(ctx, ud);
+}
+static const empty_handlers counting_impl = {counting_ping};
+
+Test(breaker, counts_one_request_per_call_across_core_retries) {
+  /* The client's view of the service: Ping is idempotent, so the core
+   * retries it on UNAVAILABLE (4 attempts by default). */
+  perfc_method_desc retry_methods[1] = {empty_methods[0]};
+  retry_methods[0].idempotent = 1;
+  perfc_service_desc retry_svc = empty_svc;
+  retry_svc.n_methods = 1;
+  retry_svc.methods = retry_methods;
+
+  int port;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &counting_impl, NULL),
+               0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_breaker_opts bo;
+  perfc_breaker_opts_init(&bo);
+  bo.registry = reg;
+  bo.min_requests = 1;
+  bo.clock = clock_fn;
+  cr_assert_eq(perfc_breaker_new(&br, &bo), 0);
+  const perfc_client_interceptor *ics[] = {perfc_breaker_interceptor(br)};
+  const perfc_service_desc *retry[] = {&retry_svc};
+  perfc_channel_opts co;
+  perfc_channel_opts_init(&co);
+  co.interceptors = ics;
+  co.interceptor_count = 1;
+  co.retry_services = retry;
+  co.retry_service_count = 1;
+  cr_assert_eq(perfc_channel_new(&ch, target, &co), 0);
+
+  atomic_store(&attempts, 0);
+  cr_assert_eq(empty_call(ch, PERFC_STATUS_UNAVAILABLE),
+               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(atomic_load(&attempts), PERFC_DEFAULT_RETRY_MAX_ATTEMPTS,
+               "the core retried below the interceptor");
+  cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]), 0.5,
+                     1e-9, "one request, not accepted: (1 - 0) / (1 + 1)");
+  stop();
+}

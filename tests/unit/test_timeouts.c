@@ -19,8 +19,8 @@ static _Atomic int64_t seen_remaining; /* what the last handler saw */
 static _Atomic int64_t child_remaining;
 static atomic_int wait_runs;     /* how often the Wait handler started */
 static atomic_int sleep_started; /* the Sleep handler holds a worker */
-static unsigned pool_threads; /* 0 = the server's default */
-static perfc_channel *child_ch; /* for the Parent method's downstream call */
+static unsigned pool_threads;    /* 0 = the server's default */
+static perfc_channel *child_ch;  /* for the Parent method's downstream call */
 static const perfc_method_desc methods[6]; /* defined below the handler */
 
 typedef struct handlers {
@@ -242,9 +242,10 @@ Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   perfc_call_opts o = {.timeout_ms = -1};
   perfc_status_code sleep_code = -1;
-  atomic_store(&sleep_started, 0); /* the TSan harness runs tests in one process */
-  cr_assert_eq(perfc_channel_unary_async(ch, &methods[2], &req.base, &o,
-                                         ignore, &sleep_code),
+  atomic_store(&sleep_started,
+               0); /* the TSan harness runs tests in one process */
+  cr_assert_eq(perfc_channel_unary_async(ch, &methods[2], &req.base, &o, ignore,
+                                         &sleep_code),
                0);
   while (!atomic_load(&sleep_started))
     usleep(1000); /* Sleep must hold the worker before Wait arrives */
