@@ -41,13 +41,18 @@
 #define OFFERED_QPS 400 /* twice WORKERS * 1000 / SLEEP_MS */
 #define RUN_MS 4000
 #define WARMUP_MS 1500
-#define MAX_CALLS (OFFERED_QPS * RUN_MS / 1000 + 64)
+/* Room for the busier second scenario (a pool four times as large). */
+#define MAX_CALLS (4 * OFFERED_QPS * RUN_MS / 1000 + 64)
+
+/* The scenario: handler time and pool size; capacity = workers / sleep. */
+static int sleep_ms = SLEEP_MS;
+static unsigned workers = WORKERS;
 
 static perfc_status_code slow(perfc_ctx *ctx, const void *h, void *ud,
                               const ProtobufCMessage *req,
                               ProtobufCMessage *resp, perfc_stream *s) {
   (void)ctx, (void)h, (void)ud, (void)req, (void)resp, (void)s;
-  usleep(SLEEP_MS * 1000);
+  usleep((useconds_t)sleep_ms * 1000);
   return PERFC_STATUS_OK;
 }
 
@@ -96,7 +101,7 @@ static void start(int shed) {
   perfc_server_opts so;
   perfc_server_opts_init(&so);
   so.threads = 2;
-  so.pool_threads = WORKERS;
+  so.pool_threads = workers;
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
@@ -124,12 +129,12 @@ static void stop(void) {
   perfc_registry_free(reg);
 }
 
-/* Offers OFFERED_QPS for RUN_MS; returns the number of calls made. The
+/* Offers `qps` for RUN_MS; returns the number of calls made. The
  * channel is freed here, which waits for every callback. */
-static size_t drive(void) {
+static size_t drive(int qps) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   perfc_call_opts o = {0};
-  int64_t t0 = now_ns(), step = 1000000000 / OFFERED_QPS;
+  int64_t t0 = now_ns(), step = 1000000000 / qps;
   size_t n = 0;
   while (n < MAX_CALLS) {
     int64_t due = t0 + (int64_t)n * step;
@@ -206,7 +211,7 @@ static perfc_counter *rejected_counter(void) {
 
 Test(shedding, twice_the_capacity_keeps_accepted_latency_near_normal) {
   start(1);
-  size_t n = drive();
+  size_t n = drive(OFFERED_QPS);
   summary s = summarise(n, WARMUP_MS);
   summary all = summarise(n, 0);
   char *text;
@@ -240,7 +245,7 @@ Test(shedding, control_without_shedder_queues_into_seconds) {
   if (!TIMING_CHECKS)
     return;
   start(0);
-  size_t n = drive();
+  size_t n = drive(OFFERED_QPS);
   summary s = summarise(n, WARMUP_MS);
   fprintf(stderr, "control: ok %zu (p50 %lld ms, p90 %lld ms), refused %zu\n",
           s.ok, (long long)s.ok_p50_ms, (long long)s.ok_p90_ms, s.refused);
@@ -248,6 +253,48 @@ Test(shedding, control_without_shedder_queues_into_seconds) {
   cr_assert(s.ok_p90_ms > 500, "without shedding the queue grows (p90 %lld ms)",
             (long long)s.ok_p90_ms);
   stop();
+}
+
+static double limit_value(void) {
+  perfc_family *f;
+  static const char *const names[] = {"grpc_service", "grpc_method"};
+  perfc_metric_opts mo;
+  perfc_metric_opts_init(&mo);
+  mo.name = "perfc_shedding_limit";
+  mo.help = "Current adaptive limit of calls in flight.";
+  mo.label_names = names;
+  mo.label_count = 2;
+  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &mo), 0);
+  perfc_gauge *g;
+  const char *v[] = {"t.v1.S", "Slow"};
+  cr_assert_eq(perfc_gauge_get(&g, f, v), 0);
+  return perfc_gauge_value(g);
+}
+
+/* The limit is learned, not fixed: 16 workers at 40 ms serve 400 calls/s
+ * and need about 16 in flight, so under twice that load the limit settles
+ * near 1.15 x 16 (the formula's fixed point), well above the floor of 8
+ * the 4-worker scenario sits at and below the initial 40. */
+Test(shedding, limit_follows_the_capacity) {
+  if (!TIMING_CHECKS)
+    return;
+  sleep_ms = 40;
+  workers = 16;
+  start(1);
+  size_t n = drive(800);
+  summary s = summarise(n, WARMUP_MS);
+  double limit = limit_value();
+  fprintf(stderr,
+          "16 workers x 40 ms at 800/s: limit %g, ok %zu (p50 %lld ms, p90 "
+          "%lld ms), refused %zu (%zu under 20 ms)\n",
+          limit, s.ok, (long long)s.ok_p50_ms, (long long)s.ok_p90_ms,
+          s.refused, s.refused_fast);
+  cr_assert(limit >= 12 && limit <= 32, "limit %g", limit);
+  cr_assert(s.ok_p90_ms < 200, "accepted p90 %lld ms", (long long)s.ok_p90_ms);
+  cr_assert(s.refused > 0);
+  stop();
+  sleep_ms = SLEEP_MS;
+  workers = WORKERS;
 }
 
 Test(shedding, idle_server_takes_a_burst) {
