@@ -151,19 +151,29 @@ static void chain_remove(key_shard *s, key_entry *e) {
   *pp = e->hnext;
 }
 
-/* Takes a token from the bucket of `key`, creating it (full) if new and
- * evicting the least recently used key when the shard is at its bound.
- * Returns 1 admitted, 0 refused, -1 out of memory (the call is admitted:
- * failing open beats refusing everyone when the table cannot grow). */
-static int take_keyed(bucket *b, const char *key, size_t len, int64_t now,
-                      _Atomic int64_t **tat_out) {
-  uint64_t h = hash_bytes(key, len);
-  key_shard *s = &b->shards[(h >> 32) & (KEY_SHARDS - 1)];
-  pthread_mutex_lock(&s->mu);
+/* The entry of `key` in shard `s` (lock held), or NULL. */
+static key_entry *lookup(key_shard *s, uint64_t h, const char *key,
+                         size_t len) {
   key_entry *e = s->table[h & (s->nslots - 1)];
   while (e != NULL &&
          !(e->hash == h && e->len == len && memcmp(e->key, key, len) == 0))
     e = e->hnext;
+  return e;
+}
+
+static key_shard *shard_of(bucket *b, uint64_t h) {
+  return &b->shards[(h >> 32) & (KEY_SHARDS - 1)];
+}
+
+/* Takes a token from the bucket of `key`, creating it (full) if new and
+ * evicting the least recently used key when the shard is at its bound.
+ * Returns 1 admitted, 0 refused, -1 out of memory (the call is admitted:
+ * failing open beats refusing everyone when the table cannot grow). */
+static int take_keyed(bucket *b, const char *key, size_t len, int64_t now) {
+  uint64_t h = hash_bytes(key, len);
+  key_shard *s = shard_of(b, h);
+  pthread_mutex_lock(&s->mu);
+  key_entry *e = lookup(s, h, key, len);
   if (e != NULL) {
     lru_unlink(s, e);
   } else {
@@ -191,9 +201,21 @@ static int take_keyed(bucket *b, const char *key, size_t len, int64_t now,
   }
   lru_push(s, e);
   int ok = take(&e->tat, now, b->r->interval_ns, b->r->tau_ns);
-  *tat_out = &e->tat;
   pthread_mutex_unlock(&s->mu);
   return ok;
+}
+
+/* give_back() for a keyed bucket. The key is looked up again under the
+ * lock: another call may have evicted (and freed) its entry meanwhile, and
+ * then there is nothing to give back to. */
+static void give_back_keyed(bucket *b, const char *key, size_t len) {
+  uint64_t h = hash_bytes(key, len);
+  key_shard *s = shard_of(b, h);
+  pthread_mutex_lock(&s->mu);
+  key_entry *e = lookup(s, h, key, len);
+  if (e != NULL)
+    give_back(&e->tat, b->r->interval_ns);
+  pthread_mutex_unlock(&s->mu);
 }
 
 static void bucket_free(bucket *b) {
@@ -315,27 +337,37 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
   if (ms == NULL)
     return PERFC_STATUS_OK;
   int64_t now = rl->clock ? rl->clock(rl->clock_ud) : perfc__now_ns();
-  _Atomic int64_t *taken[PERFC_RATELIMIT_MAX_RULES];
+  /* What each rule took, to give it back if a later rule refuses. */
+  struct {
+    const char *key; /* keyed rules: the key's value, in the call's arena */
+    size_t len;
+    int took;
+  } taken[PERFC_RATELIMIT_MAX_RULES];
   for (size_t i = 0; i < ms->n; i++) {
     bucket *b = ms->a[i].b;
     const rule *r = b->r;
     int ok;
+    taken[i].key = NULL;
     if (r->key == NULL) {
       ok = take(&b->tat, now, r->interval_ns, r->tau_ns);
-      taken[i] = &b->tat;
     } else {
       size_t len = 0;
       const char *v = perfc_ctx_metadata_get(ctx, r->key, &len);
-      ok = take_keyed(b, v ? v : "", v ? len : 0, now, &taken[i]);
-      if (ok < 0) {
-        ok = 1;
-        taken[i] = NULL;
-      }
+      taken[i].key = v ? v : "";
+      taken[i].len = v ? len : 0;
+      ok = take_keyed(b, taken[i].key, taken[i].len, now);
     }
-    if (!ok) {
-      for (size_t j = 0; j < i; j++)
-        if (taken[j] != NULL)
-          give_back(taken[j], ms->a[j].b->r->interval_ns);
+    taken[i].took = ok > 0; /* -1: admitted without a bucket */
+    if (ok == 0) {
+      for (size_t j = 0; j < i; j++) {
+        bucket *bj = ms->a[j].b;
+        if (!taken[j].took)
+          continue;
+        if (taken[j].key == NULL)
+          give_back(&bj->tat, bj->r->interval_ns);
+        else
+          give_back_keyed(bj, taken[j].key, taken[j].len);
+      }
       perfc_counter_inc(ms->a[i].rejected);
       return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
                              "%s exceeded for %s", r->what,
