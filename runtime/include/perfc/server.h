@@ -185,8 +185,9 @@ PERFC_API const perfc_method_desc *perfc_ctx_method_desc(const perfc_ctx *ctx);
 /** Peer address ("ipv4:127.0.0.1:5432"), in the call's arena. */
 PERFC_API const char *perfc_ctx_peer(perfc_ctx *ctx);
 
-/** Milliseconds until the call's deadline (0 when passed); INT64_MAX when
- *  the client set none. */
+/** Milliseconds until the call's deadline (0 when passed): the client's, or
+ *  the earlier one set by perfc_ctx_set_deadline_ms(); INT64_MAX when there
+ *  is none. */
 PERFC_API int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx);
 /** Non-zero once the deadline passed or the call was cancelled. */
 PERFC_API int perfc_ctx_cancelled(const perfc_ctx *ctx);
