@@ -30,6 +30,23 @@ static const perfc_method_desc ping2 = {.name = "Ping2",
                                         .output = EMPTY_MSG,
                                         .invoke = empty_invoke};
 
+/* empty_call() with wait_for_ready, so a slow first connect (under TSan)
+ * is never mistaken for a failing dependency. */
+static perfc_status_code bcall(perfc_channel *c, int fail_code) {
+  char code[8];
+  snprintf(code, sizeof code, "%d", fail_code);
+  perfc_metadata md[] = {{"x-fail", code, 0}};
+  perfc_call_opts opts = {
+      .metadata = md, .metadata_count = fail_code ? 1 : 0, .wait_for_ready = 1};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  ProtobufCMessage *resp = NULL;
+  perfc_status_code st =
+      perfc_channel_unary(c, &empty_methods[0], &req.base, &resp, &opts, NULL);
+  if (resp != NULL)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  return st;
+}
+
 static perfc_registry *reg;
 static perfc_breaker *br;
 static perfc_server *srv;
@@ -91,8 +108,7 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
   start();
   /* Below min_requests (20) nothing is refused, whatever fails. */
   for (int i = 0; i < 20; i++)
-    cr_assert_eq(empty_call(ch, PERFC_STATUS_UNAVAILABLE),
-                 PERFC_STATUS_UNAVAILABLE);
+    cr_assert_eq(bcall(ch, PERFC_STATUS_UNAVAILABLE), PERFC_STATUS_UNAVAILABLE);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]),
                      20.0 / 21.0, 1e-9);
   cr_assert_eq(metric("perfc_breaker_state", "Ping"), 0,
@@ -107,7 +123,7 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
   cr_assert_str_eq(st.message, "refused by a client interceptor");
   perfc_status_reset(&st);
   for (int i = 0; i < 9; i++)
-    cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_UNAVAILABLE);
+    cr_assert_eq(bcall(ch, 0), PERFC_STATUS_UNAVAILABLE);
   cr_assert_eq(metric("perfc_breaker_rejected_total", "Ping"), 10);
   cr_assert_eq(metric("perfc_breaker_state", "Ping"), 1);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]),
@@ -119,7 +135,7 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
    * success lowers p: (30 + n - 1.5 n) / (31 + n) reaches 0 at n = 60. */
   fake_random = 0.999;
   for (int n = 1; n <= 60; n++) {
-    cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK, "call %d", n);
+    cr_assert_eq(bcall(ch, 0), PERFC_STATUS_OK, "call %d", n);
     double p = perfc_breaker_probability(br, &empty_methods[0]);
     if (n < 60)
       cr_assert(p > 0, "after %d successes p = %g", n, p);
@@ -127,7 +143,7 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
       cr_assert_float_eq(p, 0, 1e-9);
   }
   fake_random = 0;
-  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK, "p = 0 refuses nothing");
+  cr_assert_eq(bcall(ch, 0), PERFC_STATUS_OK, "p = 0 refuses nothing");
   cr_assert_eq(metric("perfc_breaker_state", "Ping"), 0);
   cr_assert_eq(metric("perfc_breaker_rejected_total", "Ping"), 10);
   stop();
@@ -136,14 +152,14 @@ Test(breaker, opens_on_failing_dependency_and_recovers_through_successes) {
 Test(breaker, failures_older_than_the_window_are_forgotten) {
   start();
   for (int i = 0; i < 30; i++)
-    empty_call(ch, PERFC_STATUS_INTERNAL);
+    bcall(ch, PERFC_STATUS_INTERNAL);
   cr_assert(perfc_breaker_probability(br, &empty_methods[0]) > 0.9);
   atomic_fetch_add(&fake_now, 5000LL * 1000000); /* half the window */
   cr_assert(perfc_breaker_probability(br, &empty_methods[0]) > 0.9);
   atomic_fetch_add(&fake_now, 5000LL * 1000000);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]), 0, 1e-9);
   fake_random = 0;
-  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK);
+  cr_assert_eq(bcall(ch, 0), PERFC_STATUS_OK);
   stop();
 }
 
@@ -153,14 +169,14 @@ Test(breaker, application_errors_count_as_accepted) {
       PERFC_STATUS_NOT_FOUND, PERFC_STATUS_INVALID_ARGUMENT,
       PERFC_STATUS_PERMISSION_DENIED, PERFC_STATUS_FAILED_PRECONDITION};
   for (int i = 0; i < 40; i++)
-    cr_assert_eq(empty_call(ch, codes[i % 4]), (perfc_status_code)codes[i % 4]);
+    cr_assert_eq(bcall(ch, codes[i % 4]), (perfc_status_code)codes[i % 4]);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]), 0, 1e-9);
   /* K = 1.5: a third of calls failing is tolerated, more is not. */
   for (int i = 0; i < 20; i++)
-    empty_call(ch, PERFC_STATUS_RESOURCE_EXHAUSTED);
+    bcall(ch, PERFC_STATUS_RESOURCE_EXHAUSTED);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]), 0, 1e-9,
                      "60 requests, 40 accepted: 60 - 1.5 * 40 = 0");
-  empty_call(ch, PERFC_STATUS_DEADLINE_EXCEEDED);
+  bcall(ch, PERFC_STATUS_DEADLINE_EXCEEDED);
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]),
                      1.0 / 62.0, 1e-9);
   cr_assert_eq(metric("perfc_breaker_rejected_total", "Ping"), 0);
@@ -228,8 +244,7 @@ Test(breaker, counts_one_request_per_call_across_core_retries) {
   cr_assert_eq(perfc_channel_new(&ch, target, &co), 0);
 
   atomic_store(&attempts, 0);
-  cr_assert_eq(empty_call(ch, PERFC_STATUS_UNAVAILABLE),
-               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(bcall(ch, PERFC_STATUS_UNAVAILABLE), PERFC_STATUS_UNAVAILABLE);
   cr_assert_eq(atomic_load(&attempts), PERFC_DEFAULT_RETRY_MAX_ATTEMPTS,
                "the core retried below the interceptor");
   cr_assert_float_eq(perfc_breaker_probability(br, &empty_methods[0]), 0.5,

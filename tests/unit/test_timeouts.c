@@ -126,7 +126,7 @@ static perfc_status_code call(int idx, int64_t timeout_ms,
                               int64_t *elapsed_ms) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
-  perfc_call_opts o = {.timeout_ms = timeout_ms};
+  perfc_call_opts o = {.timeout_ms = timeout_ms, .wait_for_ready = 1};
   struct timespec a, b;
   clock_gettime(CLOCK_MONOTONIC, &a);
   perfc_status_code c =
@@ -240,7 +240,7 @@ Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
   /* Sleep holds the only worker for 300 ms; Wait (timeout 100 ms) queues
    * behind it and is past its deadline when the worker frees up. */
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
-  perfc_call_opts o = {.timeout_ms = -1};
+  perfc_call_opts o = {.timeout_ms = -1, .wait_for_ready = 1};
   perfc_status_code sleep_code = -1;
   atomic_store(&sleep_started,
                0); /* the TSan harness runs tests in one process */
