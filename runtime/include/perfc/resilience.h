@@ -145,7 +145,9 @@ PERFC_API int perfc_shedding_new(perfc_shedding **out,
  *  method gets its own concurrency limit (brpc's "auto" limiter: maximum
  *  throughput times no-load latency, shrunk as latency rises above it); a
  *  call over the limit ends at once with RESOURCE_EXHAUSTED. Streaming
- *  methods are not shed (their duration says nothing about load). Attach it
+ *  methods are not shed (their duration says nothing about load), and
+ *  INLINE methods in effect neither: the pollers bound their concurrency
+ *  and their excess waits in the core, unseen. Attach it
  *  after interceptors that refuse cheaply (auth, rate limits) so that their
  *  refusals do not count as served calls. Returns what
  *  perfc_server_add_interceptor() returns, or PERFC_EINVAL. */
