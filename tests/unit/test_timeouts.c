@@ -20,6 +20,7 @@ static _Atomic int64_t child_remaining;
 static atomic_int wait_runs;     /* how often the Wait handler started */
 static atomic_int sleep_started; /* the Sleep handler holds a worker */
 static unsigned pool_threads;    /* 0 = the server's default */
+static int attach = 1;           /* 0: a server without the interceptor */
 static perfc_channel *child_ch;  /* for the Parent method's downstream call */
 static const perfc_method_desc methods[6]; /* defined below the handler */
 
@@ -101,7 +102,8 @@ static void start(const perfc_timeouts_opts *o) {
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
-  cr_assert_eq(perfc_timeouts_attach(tm, srv), 0);
+  if (attach)
+    cr_assert_eq(perfc_timeouts_attach(tm, srv), 0);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
   perfc_channel_opts co;
@@ -257,4 +259,22 @@ Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
             (long long)ms);
   stop(); /* the server waits for Sleep to end before it is freed */
   cr_assert_eq(sleep_code, PERFC_STATUS_DEADLINE_EXCEEDED);
+}
+
+Test(timeouts, client_defaults_to_the_method_timeout) {
+  /* No server-side interceptor: the deadline the handler sees is the one
+   * the client sent, which for timeout_ms 0 is the method's 200 ms (not
+   * the channel's default, none here). */
+  attach = 0;
+  start(NULL);
+  attach = 1;
+  cr_assert_eq(call(0, 0, NULL), PERFC_STATUS_OK);
+  int64_t left = atomic_load(&seen_remaining);
+  cr_assert(left > 100 && left <= 200, "Timed saw %lld ms", (long long)left);
+  cr_assert_eq(call(1, 0, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&seen_remaining), INT64_MAX,
+               "no method timeout: the channel default (none)");
+  cr_assert_eq(call(0, -1, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&seen_remaining), INT64_MAX, "-1 still means none");
+  stop();
 }
