@@ -104,8 +104,9 @@ PERFC_API void perfc_ratelimit_free(perfc_ratelimit *rl);
  *  within a second or two yet holds enough calls to average (brpc's auto
  *  limiter uses 1 s). */
 #define PERFC_DEFAULT_SHEDDING_WINDOW_MS 500
-/** Fewer completed calls than this in a window is too little evidence: the
- *  window is dropped and the limit kept (brpc uses 100 at 1 s). */
+/** Fewer completed calls than this in a window is too little evidence (brpc
+ *  uses 100 at 1 s): the window stays open, up to ten window lengths, and
+ *  then updates the limit only if it holds at least 8 calls. */
 #define PERFC_DEFAULT_SHEDDING_MIN_SAMPLES 50
 /** The limit never goes below this many calls in flight, so an idle server
  *  never refuses a small burst because its measured throughput was low. */
@@ -136,8 +137,9 @@ PERFC_API void perfc_shedding_opts_init(perfc_shedding_opts *o);
 
 /** Creates a shedder; `opts` may be NULL. The caller frees it with
  *  perfc_shedding_free() after every server it is attached to is freed.
- *  Returns 0, PERFC_EINVAL (min_limit > max_limit, alpha outside (0, 1]),
- *  PERFC_ENOMEM or an error of perfc_family_new(). */
+ *  Returns 0, PERFC_EINVAL (min_limit or initial_limit above max_limit,
+ *  alpha outside (0, 1], window_ms < 0), PERFC_ENOMEM or an error of
+ *  perfc_family_new(). */
 PERFC_API int perfc_shedding_new(perfc_shedding **out,
                                  const perfc_shedding_opts *opts);
 
