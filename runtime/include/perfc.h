@@ -21,6 +21,7 @@
 #include "perfc/pool.h"
 #include "perfc/redis.h"
 #include "perfc/reflection.h"
+#include "perfc/resilience.h"
 #include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"

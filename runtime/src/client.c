@@ -596,7 +596,19 @@ void perfc__call_metadata_free(grpc_metadata *md, size_t n,
 grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
                               grpc_completion_queue *cq,
                               const perfc_call_opts *opts) {
-  int64_t timeout = opts->timeout_ms ? opts->timeout_ms : ch->default_timeout_ms;
+  /* A call without its own timeout takes the method's (perfc.method).timeout,
+   * as options.proto promises, else the channel's default. */
+  int64_t timeout = opts->timeout_ms   ? opts->timeout_ms
+                    : m->timeout_ms > 0 ? m->timeout_ms
+                                        : ch->default_timeout_ms;
+  /* The core propagates the parent call's deadline as the client sent it;
+   * a server-side lowering (perfc_ctx_set_deadline_ms) lives only in the
+   * context, so it is applied here. */
+  if (opts->parent != NULL) {
+    int64_t left = perfc_ctx_remaining_ms(opts->parent);
+    if (left != INT64_MAX && (timeout < 0 || left < timeout))
+      timeout = left;
+  }
   gpr_timespec deadline = perfc__deadline_from_ms(timeout);
   unsigned idx = atomic_fetch_add_explicit(&ch->next, 1, memory_order_relaxed);
   grpc_channel *gch = ch->chans[idx % ch->n];

@@ -95,6 +95,10 @@ struct perfc_ctx {
   int comp_off;
   perfc_stream *stream; /* streaming methods only, in the arena */
   int64_t start_ns;
+  /* perfc_ctx_set_deadline_ms() lowered `deadline` below the client's: when
+   * it passes, the call ends with DEADLINE_EXCEEDED (the client, whose own
+   * deadline is later, would not fail it). */
+  int deadline_capped;
   unsigned ic_entered; /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];
 };
@@ -431,6 +435,19 @@ static void finish_with(perfc_ctx *ctx, perfc_status_code code,
 
 /* ---- unary dispatch --------------------------------------------------------- */
 
+/* A handler that ran past a deadline the server imposed answers
+ * DEADLINE_EXCEEDED whatever it returned: the client asked for no such
+ * limit, so it must learn why its call failed, and a late answer was
+ * already written off by the limit's purpose. */
+static void apply_deadline_cap(perfc_ctx *ctx) {
+  if (ctx->deadline_capped && perfc__remaining_ms(ctx->deadline) == 0) {
+    ctx->code = PERFC_STATUS_DEADLINE_EXCEEDED;
+    ctx->message = perfc_arena_sprintf(ctx->arena,
+                                       "%s exceeded the server's timeout",
+                                       ctx->path);
+  }
+}
+
 static void run_unary(perfc_ctx *ctx) {
   method_entry *m = ctx->method;
   const perfc_method_desc *d = m->desc;
@@ -477,6 +494,7 @@ static void run_unary(perfc_ctx *ctx) {
               d->path, (int)ctx->code);
     ctx->code = PERFC_STATUS_UNKNOWN;
   }
+  apply_deadline_cap(ctx);
   if (ctx->code == PERFC_STATUS_OK) {
     size_t n = protobuf_c_message_get_packed_size(resp);
     int max = ctx->poller->srv->opts.max_send_message_bytes;
@@ -787,6 +805,7 @@ static void run_stream(perfc_ctx *ctx) {
   ctx->code = d->invoke(ctx, m->handlers, m->user_data, req, resp, s);
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT)
     ctx->code = PERFC_STATUS_UNKNOWN;
+  apply_deadline_cap(ctx);
   if (ctx->code == PERFC_STATUS_OK && resp != NULL)
     ctx->response = perfc__pack(resp);
   finish(ctx);
@@ -1390,6 +1409,16 @@ const char *perfc_ctx_peer(perfc_ctx *ctx) {
 
 int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx) {
   return perfc__remaining_ms(ctx->deadline);
+}
+
+int perfc_ctx_set_deadline_ms(perfc_ctx *ctx, int64_t ms) {
+  if (ctx == NULL || ms < 0)
+    return PERFC_EINVAL;
+  if (perfc__remaining_ms(ctx->deadline) <= ms)
+    return 0;
+  ctx->deadline = perfc__deadline_from_ms(ms);
+  ctx->deadline_capped = 1;
+  return 1;
 }
 
 int perfc_ctx_cancelled(const perfc_ctx *ctx) {

@@ -97,7 +97,8 @@ typedef struct perfc_metadata {
 } perfc_metadata;
 
 typedef struct perfc_call_opts {
-  /** Deadline relative to now; 0 = channel default, -1 = none. */
+  /** Deadline relative to now; 0 = the method's (perfc.method).timeout
+   *  when it has one, else the channel default; -1 = none. */
   int64_t timeout_ms;
   const perfc_metadata *metadata; /**< borrowed for the call */
   size_t metadata_count;

@@ -185,11 +185,23 @@ PERFC_API const perfc_method_desc *perfc_ctx_method_desc(const perfc_ctx *ctx);
 /** Peer address ("ipv4:127.0.0.1:5432"), in the call's arena. */
 PERFC_API const char *perfc_ctx_peer(perfc_ctx *ctx);
 
-/** Milliseconds until the call's deadline (0 when passed); INT64_MAX when
- *  the client set none. */
+/** Milliseconds until the call's deadline (0 when passed): the client's, or
+ *  the earlier one set by perfc_ctx_set_deadline_ms(); INT64_MAX when there
+ *  is none. */
 PERFC_API int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx);
 /** Non-zero once the deadline passed or the call was cancelled. */
 PERFC_API int perfc_ctx_cancelled(const perfc_ctx *ctx);
+
+/** Lowers the call's deadline to `ms` from now when that is earlier than
+ *  the current one (the client's, or an earlier lowering); never raises it.
+ *  For interceptors' `before` (perfc_timeouts_attach() uses it) or a handler.
+ *  From then on perfc_ctx_remaining_ms() and perfc_ctx_cancelled() report
+ *  the lowered deadline, calls made with this ctx as perfc_call_opts.parent
+ *  inherit it, a unary call still waiting for a worker when it passes never
+ *  runs, and a handler that returns after it ends the call with
+ *  DEADLINE_EXCEEDED whatever it returned. Returns 1 when lowered, 0 when
+ *  the deadline was already as early, PERFC_EINVAL for ms < 0. */
+PERFC_API int perfc_ctx_set_deadline_ms(perfc_ctx *ctx, int64_t ms);
 
 /** Number of request metadata entries. */
 PERFC_API size_t perfc_ctx_metadata_count(const perfc_ctx *ctx);
