@@ -36,6 +36,7 @@ void perfc_channel_opts_init(perfc_channel_opts *o) {
   o->default_timeout_ms = PERFC_DEFAULT_CALL_TIMEOUT_MS;
   o->min_reconnect_backoff_ms = PERFC_DEFAULT_MIN_RECONNECT_BACKOFF_MS;
   o->max_reconnect_backoff_ms = PERFC_DEFAULT_MAX_RECONNECT_BACKOFF_MS;
+  o->connect_timeout_ms = PERFC_DEFAULT_CONNECT_TIMEOUT_MS;
 }
 
 static int clamp_int(int64_t v) { return v > INT32_MAX ? INT32_MAX : (int)v; }
@@ -144,6 +145,7 @@ static int channel_new(perfc_channel **out, const char *target,
     TAKE(default_timeout_ms);
     TAKE(min_reconnect_backoff_ms);
     TAKE(max_reconnect_backoff_ms);
+    TAKE(connect_timeout_ms);
     TAKE(lb_policy);
     TAKE(service_config_json);
     TAKE(interceptors);
@@ -220,8 +222,10 @@ static int channel_new(perfc_channel **out, const char *target,
     }
     INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, o.max_recv_message_bytes);
     INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, o.max_send_message_bytes);
-    INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-            clamp_int(o.min_reconnect_backoff_ms));
+    /* Despite its name, the core reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as
+     * the minimum connect timeout (MIN_CONNECT_TIMEOUT in grpc's
+     * connection-backoff.md); the first retry delay is the INITIAL arg. */
+    INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, clamp_int(o.connect_timeout_ms));
     INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
             clamp_int(o.min_reconnect_backoff_ms));
     INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,

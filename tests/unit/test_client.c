@@ -14,6 +14,7 @@ Test(client, option_defaults) {
   cr_assert_eq(o.default_timeout_ms, 10000);
   cr_assert_eq(o.min_reconnect_backoff_ms, 100);
   cr_assert_eq(o.max_reconnect_backoff_ms, 10000);
+  cr_assert_eq(o.connect_timeout_ms, 20000);
   cr_assert_eq(o.max_recv_message_bytes, 4 * 1024 * 1024);
   cr_assert_null(o.lb_policy);
 }

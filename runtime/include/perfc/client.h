@@ -36,6 +36,9 @@ typedef struct perfc_channel perfc_channel;
  *  without hammering a dead peer. */
 #define PERFC_DEFAULT_MIN_RECONNECT_BACKOFF_MS 100
 #define PERFC_DEFAULT_MAX_RECONNECT_BACKOFF_MS 10000
+/** Time one connection attempt (TCP, TLS, HTTP/2 SETTINGS) may take: grpc's
+ *  MIN_CONNECT_TIMEOUT. Shorter fails real handshakes on a loaded host. */
+#define PERFC_DEFAULT_CONNECT_TIMEOUT_MS 20000
 
 typedef struct perfc_channel_opts {
   unsigned connections;          /**< distinct TCP connections; 0 = 1 */
@@ -45,7 +48,7 @@ typedef struct perfc_channel_opts {
   int max_recv_message_bytes;    /**< 0 = default (4 MiB), -1 = unlimited */
   int max_send_message_bytes;    /**< 0 = default (4 MiB), -1 = unlimited */
   int64_t default_timeout_ms;    /**< 0 = default; -1 = no deadline */
-  int64_t min_reconnect_backoff_ms; /**< 0 = default */
+  int64_t min_reconnect_backoff_ms; /**< first reconnect delay; 0 = default */
   int64_t max_reconnect_backoff_ms; /**< 0 = default */
   const char *lb_policy;         /**< "pick_first" (NULL) or "round_robin" */
   const char *service_config_json; /**< extra service config; borrowed/copied */
@@ -68,6 +71,9 @@ typedef struct perfc_channel_opts {
    *  for none; a call's own perfc_call_opts.compression wins. Responses are
    *  accepted compressed or not. Borrowed during perfc_channel_new() only. */
   const char *compression;
+  /** How long one connection attempt may take before it counts as failed;
+   *  0 = default (20 s). */
+  int64_t connect_timeout_ms;
 } perfc_channel_opts;
 
 /** Default attempts for idempotent methods: the first try plus three
