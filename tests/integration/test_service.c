@@ -223,16 +223,18 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
   if (perfc_server_listen(srv, "127.0.0.1:0", port) != 0 ||
       snprintf(name, sizeof server_names[0], "server-%d", *port) < 0 ||
       perfc__test__v1__test_service__perfc_register(srv, &test_service_handlers,
-                                                    name) != 0 ||
-      perfc_server_start(srv) != 0) {
+                                                    name) != 0) {
     perfc_server_free(srv);
     return NULL;
   }
+  /* The relay channel is set before the server starts, so handler threads
+   * (created by the start) see it without a race. */
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", *port);
   perfc_channel_free(relay_channel);
   relay_channel = NULL;
-  if (perfc_channel_new(&relay_channel, target, NULL) != 0) {
+  if (perfc_channel_new(&relay_channel, target, NULL) != 0 ||
+      perfc_server_start(srv) != 0) {
     perfc_server_free(srv);
     return NULL;
   }

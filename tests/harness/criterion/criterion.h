@@ -8,8 +8,7 @@
  * tests/harness first on the include path when PERFC_SANITIZE is "thread").
  * It supports the subset of criterion perfc's tests use: Test() and
  * TestSuite() with .init/.fini/.timeout, cr_assert*, cr_expect*,
- * cr_skip_test. Tests run in this one process, in registration order; a
- * failed assertion ends the test, and the run exits 1 if any test failed.
+ * cr_skip_test, cr_log_info, and PRE_ALL/POST_ALL report hooks.
  * The output ends with criterion's "Synthesis" line so CI reads it the same.
  *
  * Room: test infrastructure; main() is in harness.c beside this directory.
@@ -78,6 +77,38 @@ void harness_skip(void);
   HARNESS_CHECK(0, strcmp((a), (b)) == 0, __VA_ARGS__)
 #define cr_assert_float_eq(a, b, eps, ...)                                     \
   HARNESS_CHECK(1, fabs((double)(a) - (double)(b)) <= (eps), __VA_ARGS__)
+#define cr_assert_not(c, ...) HARNESS_CHECK(1, !(c), __VA_ARGS__)
+#define cr_expect_neq(a, b, ...) HARNESS_CHECK(0, (a) != (b), __VA_ARGS__)
+#define cr_assert_str_neq(a, b, ...)                                           \
+  HARNESS_CHECK(1, strcmp((a), (b)) != 0, __VA_ARGS__)
+#define cr_assert_str_empty(a, ...) HARNESS_CHECK(1, (a)[0] == '\0', __VA_ARGS__)
+#define cr_assert_str_not_empty(a, ...)                                        \
+  HARNESS_CHECK(1, (a)[0] != '\0', __VA_ARGS__)
+#define cr_log_info(...)                                                       \
+  do {                                                                         \
+    fprintf(stderr, "[----] " __VA_ARGS__);                                    \
+    fprintf(stderr, "\n");                                                     \
+  } while (0)
+
+/* Report hooks: PRE_ALL runs before the first test, POST_ALL after the
+ * last (the suites use them to start and stop servers). The argument
+ * structs are opaque here; hooks only receive NULL. */
+struct criterion_test_set;
+struct criterion_global_stats;
+typedef enum { PRE_ALL, POST_ALL } harness_hook_kind;
+void harness_register_hook(harness_hook_kind kind, void (*fn)(void *));
+#define HARNESS_HOOK_PRE_ALL_ARG struct criterion_test_set
+#define HARNESS_HOOK_POST_ALL_ARG struct criterion_global_stats
+#define ReportHook(kind) HARNESS_REPORT_HOOK_(kind, __LINE__)
+#define HARNESS_REPORT_HOOK_(kind, line) HARNESS_REPORT_HOOK__(kind, line)
+#define HARNESS_REPORT_HOOK__(kind, line)                                      \
+  static void harness_hook_##line(HARNESS_HOOK_##kind##_ARG *);                \
+  static void harness_hook_call_##line(void *p) { harness_hook_##line(p); }    \
+  __attribute__((constructor)) static void harness_hook_reg_##line(void) {     \
+    harness_register_hook(kind, harness_hook_call_##line);                     \
+  }                                                                            \
+  static void harness_hook_##line
+
 #define cr_assert_fail(...) harness_fail(__FILE__, __LINE__, 1, "" __VA_ARGS__)
 #define cr_skip_test(...)                                                      \
   do {                                                                         \
