@@ -9,7 +9,8 @@
 // messages come from protoc-gen-go (golang-goprotobuf-dev) at build time.
 //
 // Usage: go-echo-server --listen HOST:PORT --metrics-listen HOST:PORT
-//                       [--threads N]   (N sets GOMAXPROCS; 0 = Go default)
+//
+//	[--threads N]   (N sets GOMAXPROCS; 0 = Go default)
 package main
 
 import (
