@@ -13,7 +13,7 @@ they leave behind into numbers:
       bench/run writes them). Prints the per-server medians and ratios, and
       writes them with META_FILE's lines (machine, flags) as a markdown file.
       A run is clean when others used at most MAX_OTHERS (default 0.10) of
-      the server's CPUs.
+      the server's CPUs and of h2load's.
 
 Ratios are taken per round (a server's run divided by the reference's run in
 the same round, the two measured minutes apart) and then the median of those
@@ -63,8 +63,10 @@ def summary(runs_tsv, out_md, meta_file, max_others):
     with open(runs_tsv) as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     ok = [r for r in rows if r["ok"] == "1"]
-    # A clean run had its server CPUs to itself (others <= max_others).
-    clean = [r for r in ok if float(r["others"]) <= max_others]
+    # A clean run had its server's and h2load's CPUs to itself (others <=
+    # max_others on both sides).
+    clean = [r for r in ok if float(r["others"]) <= max_others
+             and float(r.get("cli_others") or 0) <= max_others]
     servers = [s for s in ORDER if any(r["server"] == s for r in rows)]
 
     def med(runs, server, col):
@@ -81,6 +83,7 @@ def summary(runs_tsv, out_md, meta_file, max_others):
 
     head = ["server", "runs clean/ok/all", "req/s", "p50 ms", "p99 ms",
             "server CPU µs/RPC", "server used", "others on server CPUs",
+            "others on h2load CPUs",
             "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
     table = []
     for s in servers:
@@ -96,6 +99,7 @@ def summary(runs_tsv, out_md, meta_file, max_others):
         p50, p99 = med(tr, s, "p50_us"), med(tr, s, "p99_us")
         busy = med(tr, s, "busy")
         others = med(ok, s, "others")
+        cli_others = med(ok, s, "cli_others") if ok and "cli_others" in ok[0] else None
 
         def m(x):
             return x + mark if x != "—" else x
@@ -107,6 +111,7 @@ def summary(runs_tsv, out_md, meta_file, max_others):
             fmt(med(ok, s, "cpu_us_per_rpc"), 2),
             f"{busy * 100:.0f}%{mark}" if busy is not None else "—",
             f"{others * 100:.0f}%" if others is not None else "—",
+            f"{cli_others * 100:.0f}%" if cli_others is not None else "—",
             fmt(ratio(clean, s, "cpp", "rps"), 2),
             fmt(ratio(ok, s, "cpp", "cpu_us_per_rpc"), 2),
             fmt(ratio(clean, s, "ccore", "rps"), 2),
@@ -133,7 +138,8 @@ def summary(runs_tsv, out_md, meta_file, max_others):
         f.write("Medians over the rounds; ratios are medians of per-round "
                 "ratios (same round, servers alternated). req/s, latency and "
                 "their ratios use clean runs only (others on the server's "
-                f"CPUs <= {max_others * 100:.0f}%; * = no clean run, all ok "
+                f"and on h2load's CPUs <= {max_others * 100:.0f}%; * = no "
+                "clean run, all ok "
                 "runs used); CPU per RPC uses every ok run.\n\n")
         f.write("\n".join(md) + "\n\n")
         f.write("## Every run\n\n")

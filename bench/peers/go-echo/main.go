@@ -8,8 +8,8 @@
 // in GOPATH mode from Debian's golang-* packages (GO111MODULE=off); the echo
 // messages come from protoc-gen-go (golang-goprotobuf-dev) at build time.
 //
-// Usage: go-echo-server --listen HOST:PORT --metrics-listen HOST:PORT
-//                       [--threads N]   (N sets GOMAXPROCS; 0 = Go default)
+// Usage: go-echo-server --listen HOST:PORT --metrics-listen HOST:PORT [--threads N]
+// where N sets GOMAXPROCS (0 = Go's default).
 package main
 
 import (
