@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """medians.py TSV REF COL[:FMT]... — medians per (config, server) of the
 successful runs in TSV (columns: round, config, server, ok, ..., others,
-...), each column followed by its ratio to server REF in the same config.
+...), each column followed by its ratio to server REF in the same config: the
+median over rounds of (this run / REF's run of the same round), as
+bench/tools/report.py takes it, so drift between rounds cancels out.
 A markdown table on stdout. Used by bench/run-streaming, run-idle,
 run-client and run-overhead."""
 import csv
@@ -38,10 +40,13 @@ def main():
                 continue
             ok = [r for r in g if r["ok"] == "1"]
             line = [cfg, s, f"{len(ok)}/{len(g)}"]
+            refs = {r["round"]: r for r in groups.get((cfg, ref), []) if r["ok"] == "1"}
             for c, f in spec:
-                v, rv = med[s][c], med.get(ref, {}).get(c)
+                v = med[s][c]
+                ratios = [float(r[c]) / float(refs[r["round"]][c]) for r in ok
+                          if r["round"] in refs and float(refs[r["round"]][c])]
                 line.append("—" if v is None else format(v, f))
-                line.append("—" if v is None or not rv else f"{v / rv:.2f}")
+                line.append(f"{statistics.median(ratios):.2f}" if ratios else "—")
             om = max((float(r["others"]) for r in g), default=0)
             line.append(f"{om * 100:.0f}%")
             print("| " + " | ".join(line) + " |")
