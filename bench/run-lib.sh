@@ -193,11 +193,14 @@ PY
 
 # h2load_measure TAG N CONNS STREAMS BODY: one h2load load of N unary calls
 # against srv_port, checked like bench/run checks it (all succeeded, every
-# response carried one echoed message). Sets ok/reason, rps, p50, p99 (µs).
+# response carried one echoed message). Sets ok/reason, rps, p50, p99 (µs)
+# and ccpu, h2load's own CPU µs per call (GNU time, when installed).
 h2load_measure() {
   local tag=$1 n=$2 c=$3 m=$4 b=$5 rc=0 succ failed data
-  rps=0 p50=0 p99=0
-  run_load "$tag.h2load" h2load -n "$n" -c "$c" -m "$m" -H 'content-type: application/grpc' \
+  local timer=()
+  rps=0 p50=0 p99=0 ccpu=0
+  [ ! -x /usr/bin/time ] || timer=(/usr/bin/time -f 'cpu_s %U %S' -o "$tag.time")
+  run_load "$tag.h2load" "${timer[@]}" h2load -n "$n" -c "$c" -m "$m" -H 'content-type: application/grpc' \
     -H 'te: trailers' -d "$b" --log-file="$tag.h2log" \
     "http://127.0.0.1:$srv_port/bench.v1.Echo/Unary" || rc=$?
   rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' "$tag.h2load")
@@ -209,6 +212,9 @@ h2load_measure() {
     read -r p50 p99 _ < <(python3 "$report" latency "$tag.h2log")
   fi
   rm -f "$tag.h2log"
+  if [ -s "$tag.time" ]; then
+    ccpu=$(awk -v n="$n" '/^cpu_s/ {printf "%.2f", ($2 + $3) * 1e6 / n}' "$tag.time")
+  fi
   if [ "$rc" -ne 0 ]; then
     ok=0 reason="h2load exit $rc"
   elif [ "$succ" != "$n" ] || [ "$failed" != 0 ]; then
