@@ -9,7 +9,11 @@
  *
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT] [--pool-threads N]
+ *                          [--bare 1]
  *
+ * --bare 1 leaves out health and reflection, so the server registers only
+ * Echo's methods, like the peers (the C core keeps a per-connection table
+ * sized by the number of registered methods; bench/run-idle).
  * With --metrics-listen the go-grpc-prometheus-compatible interceptor is on
  * and /metrics (plus process metrics) is served there; without it the
  * server runs with no interceptor, so bench/run can measure the cost.
@@ -69,7 +73,7 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] "
-             "[--pool-threads N]\n");
+             "[--pool-threads N] [--bare 1]\n");
 }
 
 int main(int argc, char **argv) {
@@ -78,6 +82,7 @@ int main(int argc, char **argv) {
   long threads = 0;
   long requests = 0; /* 0 = perfc's default */
   long pool_threads = 0; /* 0 = perfc's default (4 per core) */
+  int bare = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -114,6 +119,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "perfc-echo-server: bad --pool-threads '%s'\n", v);
         return 2;
       }
+    } else if (!strcmp(a, "--bare")) {
+      bare = !strcmp(v, "1");
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
     } else {
@@ -159,11 +166,11 @@ int main(int argc, char **argv) {
     rc = bench__v1__echo__perfc_register(srv, &echo_handlers, NULL);
   /* Health and reflection, as generated mains serve them, so probes and
    * grpcurl work here too; neither adds work to Unary's path. */
-  if (rc == 0)
+  if (rc == 0 && !bare)
     rc = perfc_health_new(&health, NULL);
-  if (rc == 0)
+  if (rc == 0 && !bare)
     rc = perfc_health_register(health, srv);
-  if (rc == 0)
+  if (rc == 0 && !bare)
     rc = perfc_reflection_register(srv);
   if (rc == 0)
     rc = perfc_server_start(srv);
