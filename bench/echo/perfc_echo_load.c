@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "perfc.h"
@@ -88,6 +89,15 @@ static void start_one(slot *s) {
   }
 }
 
+/* The process's own CPU time (all threads), so a run can report what the
+ * client itself cost per call. */
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
 static int cmp_i64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);
@@ -148,6 +158,7 @@ int main(int argc, char **argv) {
   }
   protobuf_c_message_free_unpacked(&warm->base, NULL);
 
+  double c0 = cpu_seconds();
   int64_t t0 = now_ns();
   l.deadline_ns = t0 + (int64_t)MAX_SECONDS * 1000000000;
   for (long i = 0; i < inflight; i++) {
@@ -164,13 +175,15 @@ int main(int argc, char **argv) {
   }
   pthread_mutex_unlock(&l.mu);
   double secs = (double)(now_ns() - t0) / 1e9;
+  double cpu = cpu_seconds() - c0;
   long done = atomic_load(&l.done);
   qsort(l.lat_ns, (size_t)done, sizeof *l.lat_ns, cmp_i64);
   double p50 = done ? (double)l.lat_ns[done / 2] / 1e3 : 0;
   double p99 = done ? (double)l.lat_ns[(done * 99) / 100] / 1e3 : 0;
   printf("inflight=%ld calls=%ld failed=%ld seconds=%.2f rps=%.0f p50_us=%.1f "
-         "p99_us=%.1f\n",
-         inflight, done, atomic_load(&l.failed), secs, done / secs, p50, p99);
+         "p99_us=%.1f client_cpu_us_per_call=%.2f\n",
+         inflight, done, atomic_load(&l.failed), secs, done / secs, p50, p99,
+         done ? cpu * 1e6 / (double)done : 0.0);
   perfc_channel_free(l.ch);
   free(l.lat_ns);
   free(body);

@@ -9,7 +9,11 @@
  *
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
+ *                          [--pool-threads N] [--bare 1]
  *
+ * --bare 1 leaves out health and reflection, so the server registers only
+ * Echo's methods, like the peers (the C core keeps a per-connection table
+ * sized by the number of registered methods; bench/run-idle).
  * With --metrics-listen the go-grpc-prometheus-compatible interceptor is on
  * and /metrics (plus process metrics) is served there; without it the
  * server runs with no interceptor, so bench/run can measure the cost.
@@ -40,13 +44,39 @@ static perfc_status_code echo_unary(perfc_ctx *ctx,
   return PERFC_STATUS_OK;
 }
 
+/* Bidi echo: every request message goes back as one response, in order,
+ * until the client half-closes. The handler blocks on a worker thread (perfc
+ * runs every streaming handler on the pool), so each open stream holds one
+ * worker: --pool-threads must be at least the number of concurrent streams. */
+static perfc_status_code echo_stream(perfc_ctx *ctx, perfc_stream *stream,
+                                     void *user_data) {
+  (void)user_data;
+  for (;;) {
+    Bench__V1__EchoRequest *req = NULL;
+    int rc = bench__v1__echo__stream__recv(stream, &req);
+    if (rc == 0)
+      return PERFC_STATUS_OK;
+    if (rc < 0)
+      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "receive: %s",
+                             perfc_strerror(rc));
+    Bench__V1__EchoResponse resp = BENCH__V1__ECHO_RESPONSE__INIT;
+    resp.payload = req->payload;
+    rc = bench__v1__echo__stream__send(stream, &resp);
+    if (rc != 0)
+      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "send: %s",
+                             perfc_strerror(rc));
+  }
+}
+
 static const Bench__V1__Echo_Handlers echo_handlers = {
     .unary = echo_unary,
+    .stream = echo_stream,
 };
 
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
-             "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE]\n");
+             "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
+             "[--pool-threads N] [--bare 1]\n");
 }
 
 int main(int argc, char **argv) {
@@ -55,6 +85,8 @@ int main(int argc, char **argv) {
   const char *metrics_dump = NULL;
   long threads = 0;
   long requests = 0; /* 0 = perfc's default */
+  long pool_threads = 0; /* 0 = perfc's default (4 per core) */
+  int bare = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -83,6 +115,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "perfc-echo-server: bad --requests '%s'\n", v);
         return 2;
       }
+    } else if (!strcmp(a, "--pool-threads")) {
+      char *end = NULL;
+      pool_threads = strtol(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || pool_threads < 1 ||
+          pool_threads > 4096) {
+        fprintf(stderr, "perfc-echo-server: bad --pool-threads '%s'\n", v);
+        return 2;
+      }
+    } else if (!strcmp(a, "--bare")) {
+      bare = !strcmp(v, "1");
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
     } else if (!strcmp(a, "--metrics-dump")) {
@@ -101,6 +143,7 @@ int main(int argc, char **argv) {
   perfc_server_opts_init(&opts);
   opts.threads = (unsigned)threads; /* 0 = one poller per core */
   opts.requests_per_method = (unsigned)requests;
+  opts.pool_threads = (unsigned)pool_threads;
 
   perfc_server *srv = NULL;
   perfc_grpc_metrics *gm = NULL;
@@ -129,11 +172,11 @@ int main(int argc, char **argv) {
     rc = bench__v1__echo__perfc_register(srv, &echo_handlers, NULL);
   /* Health and reflection, as generated mains serve them, so probes and
    * grpcurl work here too; neither adds work to Unary's path. */
-  if (rc == 0)
+  if (rc == 0 && !bare)
     rc = perfc_health_new(&health, NULL);
-  if (rc == 0)
+  if (rc == 0 && !bare)
     rc = perfc_health_register(health, srv);
-  if (rc == 0)
+  if (rc == 0 && !bare)
     rc = perfc_reflection_register(srv);
   if (rc == 0)
     rc = perfc_server_start(srv);

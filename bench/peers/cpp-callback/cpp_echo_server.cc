@@ -30,7 +30,43 @@ namespace {
 // C-core peer, so no server wins on a setting h2load never reaches anyway.
 constexpr int kMaxConcurrentStreams = 1024;
 
+// Bidi echo as the callback API intends it: one read outstanding at a time,
+// each message written back before the next read starts, Finish on the
+// client's half-close. No thread is held while a stream waits.
+class StreamEcho final
+    : public grpc::ServerBidiReactor<bench::v1::EchoRequest,
+                                     bench::v1::EchoResponse> {
+public:
+  StreamEcho() { StartRead(&req_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    resp_.set_payload(req_.payload());
+    StartWrite(&resp_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      return;
+    }
+    StartRead(&req_);
+  }
+  void OnDone() override { delete this; }
+
+private:
+  bench::v1::EchoRequest req_;
+  bench::v1::EchoResponse resp_;
+};
+
 class EchoService final : public bench::v1::Echo::CallbackService {
+  grpc::ServerBidiReactor<bench::v1::EchoRequest, bench::v1::EchoResponse> *
+  Stream(grpc::CallbackServerContext *) override {
+    return new StreamEcho();
+  }
+
   grpc::ServerUnaryReactor *Unary(grpc::CallbackServerContext *ctx,
                                   const bench::v1::EchoRequest *req,
                                   bench::v1::EchoResponse *resp) override {

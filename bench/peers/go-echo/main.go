@@ -16,6 +16,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,23 @@ type echoServer struct{}
 
 func (echoServer) Unary(ctx context.Context, req *echopb.EchoRequest) (*echopb.EchoResponse, error) {
 	return &echopb.EchoResponse{Payload: req.Payload}, nil
+}
+
+// Stream echoes every request message as one response, in order, until the
+// client half-closes.
+func (echoServer) Stream(st echopb.Echo_StreamServer) error {
+	for {
+		req, err := st.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := st.Send(&echopb.EchoResponse{Payload: req.Payload}); err != nil {
+			return err
+		}
+	}
 }
 
 func main() {
