@@ -48,13 +48,11 @@ static int loader(const char *key, uint8_t **out, size_t *out_len,
   return 0;
 }
 
-perfc_status_code perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache,
-                                        const char *key, uint32_t ttl_ms,
-                                        uint32_t negative_ttl_ms,
-                                        const ProtobufCMessage *req,
-                                        ProtobufCMessage *resp,
-                                        perfc_cache_rpc_load_fn load,
-                                        void *load_ud) {
+perfc_status_code
+perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
+                      uint32_t ttl_ms, uint32_t negative_ttl_ms,
+                      const ProtobufCMessage *req, ProtobufCMessage *resp,
+                      perfc_cache_rpc_load_fn load, void *load_ud) {
   load_call lc = {ctx, req, resp, load, load_ud, 0, PERFC_STATUS_OK};
   uint8_t *val = NULL;
   size_t len = 0;
