@@ -183,8 +183,9 @@ int main(int argc, char **argv) {
   }
   long filled = atomic_load(&g_loads);
   atomic_store(&g_loads, 0);
-  printf("filled %ld keys; %d threads, %d s per side, %d rounds\n", filled,
-         threads, seconds, rounds);
+  printf("fill: %d keys, %ld loaded (the rest were already in Redis); %d "
+         "threads, %d s per side, %d rounds\n",
+         N_KEYS, filled, threads, seconds, rounds);
 
   double pr[9], rr[9], ratio[9];
   long n_peer = 200000;
