@@ -1023,6 +1023,15 @@ static int build_method(const gen_request *req, const file_desc *f,
     }
   }
   size_t n_inv = o.invalidate ? o.invalidate->n_keys : 0;
+  /* A read that deletes its own cache entries has no meaning the
+   * generated trampoline could give it. */
+  if (o.cache && n_inv) {
+    *err = perfc__xasprintf("%s: (perfc.cache) and (perfc.invalidate) on one "
+                            "method; a method either reads through the cache "
+                            "or invalidates it",
+                            where);
+    goto out;
+  }
   perfc__tv_set_bool(tm, "has_invalidate", n_inv > 0);
   perfc__tv_set_strf(tm, "n_invalidate", "%zu", n_inv);
   if (n_inv)
