@@ -745,8 +745,8 @@ Test(cache, metrics_registered_and_duplicate_name_refused) {
 /* perfc_cache_get_or_load_ttl: a call's TTLs replace the cache's in both
  * levels (what generated code passes from (perfc.cache) ttl and
  * negative_ttl), and PERFC_CACHE_TTL_NONE leaves "not found" uncached. */
-static int get_ttl(perfc_cache *c, fake_db *db, const char *key,
-                   uint32_t ttl, uint32_t neg) {
+static int get_ttl(perfc_cache *c, fake_db *db, const char *key, uint32_t ttl,
+                   uint32_t neg) {
   uint8_t *v = NULL;
   size_t n = 0;
   int rc = perfc_cache_get_or_load_ttl(c, key, ttl, neg, loader, db, &v, &n);
