@@ -17,6 +17,7 @@
 #include "perfc/common.h"
 #include "perfc/options.pb-c.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -767,10 +768,145 @@ static int add_type_vars(perfc__tv *tm, const gen_request *req,
   return 0;
 }
 
+/* Appends `c` to a C string literal's body, escaped, and doubled when it is
+ * '%' since the literal is a printf format. */
+static void fmt_lit_char(perfc__buf *b, char c) {
+  if (c == '%')
+    perfc__buf_puts(b, "%%");
+  else if (c == '"' || c == '\\')
+    perfc__buf_printf(b, "\\%c", c);
+  else if ((unsigned char)c < 0x20 || (unsigned char)c >= 0x7f)
+    perfc__buf_printf(b, "\\%03o", (unsigned char)c);
+  else
+    perfc__buf_printf(b, "%c", c);
+}
+
+/* Turns a key template that check_key_template() accepted into a printf
+ * format and its arguments over `r` (the request, typed): "item:{id}" ->
+ * "item:%lld" and ", (long long)r->id". A field on the way that is an
+ * unset message reads as its default (0 or ""), as protobuf defines it.
+ * Fields whose text would be ambiguous or unstable are refused: repeated
+ * fields, bytes, floating point, messages as the last piece, and oneof
+ * members (protoc-c keeps those in a union, so an unset one cannot be
+ * read). */
+static int key_c_format(const gen_request *req, const msg_desc *input,
+                        const char *where, const char *what, const char *key,
+                        char **fmt_out, char **args_out, char **err) {
+  perfc__buf fmt = {0}, args = {0};
+  int rv = 0;
+  for (const char *p = key; *p && !rv; p++) {
+    if (*p != '{') {
+      fmt_lit_char(&fmt, *p);
+      continue;
+    }
+    const char *close = strchr(p, '}');
+    char *path = perfc__xstrndup(p + 1, (size_t)(close - p - 1));
+    perfc__buf guard = {0}, access = {0};
+    perfc__buf_puts(&access, "r");
+    const msg_desc *msg = input;
+    char *save = NULL;
+    const field_desc *fd = NULL;
+    for (char *piece = strtok_r(path, ".", &save); piece && !rv;
+         piece = strtok_r(NULL, ".", &save)) {
+      if (fd) {
+        /* The previous piece was a message: guard against it being unset. */
+        perfc__buf_printf(&guard, "%s%s", guard.len ? " && " : "", access.data);
+        msg = find_message(req, fd->type_name, NULL);
+      }
+      fd = NULL;
+      for (size_t f = 0; msg && f < msg->n_field; f++)
+        if (strcmp(msg->field[f]->name, piece) == 0)
+          fd = msg->field[f];
+      /* protoc-c's FieldName(): the proto name lower-cased, '_' appended
+       * to a keyword. */
+      char *cname = perfc__xstrdup(fd->name);
+      for (char *q = cname; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+      if (perfc__is_c_keyword(cname))
+        perfc__buf_printf(&access, "->%s_", cname);
+      else
+        perfc__buf_printf(&access, "->%s", cname);
+      free(cname);
+      const char *why = NULL;
+      if (fd->label ==
+          GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED)
+        why = "is repeated";
+      else if (fd->has_oneof_index && !fd->proto3_optional)
+        why = "is a member of a oneof";
+      if (why) {
+        *err = perfc__xasprintf("%s: %s \"%s\": field \"%s\" %s; key fields "
+                                "must be singular integers, bools, enums or "
+                                "strings (through singular messages)",
+                                where, what, key, piece, why);
+        rv = -1;
+      }
+    }
+    free(path);
+    const char *conv = NULL, *cast = NULL, *zero = "0";
+    if (!rv) {
+      switch (fd->type) {
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT32:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT64:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT32:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT64:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED32:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
+        conv = "%lld", cast = "(long long)";
+        break;
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT32:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT64:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED32:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED64:
+        conv = "%llu", cast = "(unsigned long long)";
+        break;
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_BOOL:
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_ENUM:
+        conv = "%d", cast = "(int)";
+        break;
+      case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_STRING:
+        conv = "%s", cast = "", zero = "\"\"";
+        break;
+      default:
+        *err = perfc__xasprintf("%s: %s \"%s\": field \"%s\" is not an "
+                                "integer, bool, enum or string; key fields "
+                                "must be singular integers, bools, enums or "
+                                "strings (through singular messages)",
+                                where, what, key, fd->name);
+        rv = -1;
+      }
+    }
+    if (!rv) {
+      perfc__buf_puts(&fmt, conv);
+      int is_str = strcmp(conv, "%s") == 0;
+      /* protoc-c sets unset strings to "", but a request built by hand
+       * may hold NULL: read that as "" too. */
+      if (is_str)
+        perfc__buf_printf(&guard, "%s%s", guard.len ? " && " : "", access.data);
+      if (guard.len)
+        perfc__buf_printf(&args, ", %s(%s ? %s : %s)", cast, guard.data,
+                          access.data, zero);
+      else
+        perfc__buf_printf(&args, ", %s%s", cast, access.data);
+    }
+    perfc__buf_free(&guard);
+    perfc__buf_free(&access);
+    p = close;
+  }
+  if (rv) {
+    perfc__buf_free(&fmt);
+    perfc__buf_free(&args);
+    return rv;
+  }
+  *fmt_out = perfc__buf_take(&fmt);
+  *args_out = perfc__buf_take(&args);
+  return 0;
+}
+
 static int build_method(const gen_request *req, const file_desc *f,
                         const char *svc_full, const char *svc_lc,
                         const char *svc_uc, const method_desc *m, perfc__tv *tm,
-                        name_set *ours, const name_set *theirs, char **err) {
+                        name_set *ours, const name_set *theirs, int *wired,
+                        char **err) {
   char *where =
       perfc__xasprintf("%s: service %s, method %s", f->name, svc_full, m->name);
   char *ml = perfc__camel_to_lower(m->name);
@@ -843,9 +979,31 @@ static int build_method(const gen_request *req, const file_desc *f,
         check_duration(where, "(perfc.cache).negative_ttl",
                        o.cache->negative_ttl, &neg, err) != 0)
       goto out;
+    /* perfc_cache takes 32-bit milliseconds (49 days). */
+    if (ttl > (int64_t)UINT32_MAX - 1 || neg > (int64_t)UINT32_MAX - 1) {
+      *err = perfc__xasprintf("%s: (perfc.cache) ttl and negative_ttl must "
+                              "be below 49 days",
+                              where);
+      goto out;
+    }
+    char *fmt = NULL, *args = NULL;
+    if (key_c_format(req, input, where, "(perfc.cache).key", o.cache->key, &fmt,
+                     &args, err) != 0)
+      goto out;
     perfc__tv_set_str(tm, "cache_key", o.cache->key);
+    perfc__tv_set_str(tm, "cache_key_fmt", fmt);
+    perfc__tv_set_str(tm, "cache_key_args", args);
+    free(fmt), free(args);
     perfc__tv_set_strf(tm, "cache_ttl_ms", "%" PRId64, ttl);
     perfc__tv_set_strf(tm, "cache_negative_ttl_ms", "%" PRId64, neg);
+    /* An empty ttl means the cache's default; an empty negative_ttl means
+     * "not found" is not cached (options.proto). */
+    perfc__tv_set_strf(tm, "cache_ttl_c", "%" PRId64 "u", ttl);
+    if (neg)
+      perfc__tv_set_strf(tm, "cache_negative_ttl_c", "%" PRId64 "u", neg);
+    else
+      perfc__tv_set_str(tm, "cache_negative_ttl_c", "PERFC_CACHE_TTL_NONE");
+    *wired = 1;
   }
   perfc__tv *inv = perfc__tv_set_list(tm, "invalidate");
   if (o.invalidate) {
@@ -854,9 +1012,38 @@ static int build_method(const gen_request *req, const file_desc *f,
                              "(perfc.invalidate) key", o.invalidate->keys[k],
                              err) != 0)
         goto out;
-      perfc__tv_set_str(perfc__tv_list_add(inv), "key", o.invalidate->keys[k]);
+      char *fmt = NULL, *args = NULL;
+      if (key_c_format(req, input, where, "(perfc.invalidate) key",
+                       o.invalidate->keys[k], &fmt, &args, err) != 0)
+        goto out;
+      perfc__tv *ti = perfc__tv_list_add(inv);
+      perfc__tv_set_str(ti, "key", o.invalidate->keys[k]);
+      perfc__tv_set_str(ti, "key_fmt", fmt);
+      perfc__tv_set_str(ti, "key_args", args);
+      free(fmt), free(args);
+    }
+    /* The keys come from the one request, which only a unary method has. */
+    if (o.invalidate->n_keys && strcmp(kind, "PERFC_METHOD_UNARY") != 0) {
+      *err = perfc__xasprintf("%s: (perfc.invalidate) applies to unary "
+                              "methods only; this method streams",
+                              where);
+      goto out;
     }
   }
+  size_t n_inv = o.invalidate ? o.invalidate->n_keys : 0;
+  /* A read that deletes its own cache entries has no meaning the
+   * generated trampoline could give it. */
+  if (o.cache && n_inv) {
+    *err = perfc__xasprintf("%s: (perfc.cache) and (perfc.invalidate) on one "
+                            "method; a method either reads through the cache "
+                            "or invalidates it",
+                            where);
+    goto out;
+  }
+  perfc__tv_set_bool(tm, "has_invalidate", n_inv > 0);
+  perfc__tv_set_strf(tm, "n_invalidate", "%zu", n_inv);
+  if (n_inv)
+    *wired = 1;
 
   /* Every name perfc adds to the C namespace for this method. */
   char *origin =
@@ -866,11 +1053,16 @@ static int build_method(const gen_request *req, const file_desc *f,
             origin, where, err) ||
       claim(ours, theirs, perfc__xasprintf("%s__%s__perfc_invoke", svc_lc, ml),
             origin, where, err);
+  if (!bad && o.cache)
+    bad =
+        claim(ours, theirs, perfc__xasprintf("%s__%s__perfc_load", svc_lc, ml),
+              origin, where, err);
   if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") == 0)
-    bad = claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),
-                origin, where, err) ||
-          claim(ours, theirs, perfc__xasprintf("%s__%s__call_async", svc_lc, ml),
-                origin, where, err);
+    bad =
+        claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),
+              origin, where, err) ||
+        claim(ours, theirs, perfc__xasprintf("%s__%s__call_async", svc_lc, ml),
+              origin, where, err);
   /* Client-side stream stubs: open, then write/read per direction, and
    * finish for the status (and a client stream's single response). */
   if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") != 0)
@@ -989,8 +1181,8 @@ static void collect_deps(const gen_request *req, const file_desc *f,
  * import) and `files_name` / `n_files`. Returns -1 with `*err` set when a
  * name collides with protoc-c's. */
 static int add_dep_files(perfc__tv *root, const gen_request *req,
-                         const file_desc *f, const char *pkg_lc,
-                         name_set *ours, const name_set *theirs, char **err) {
+                         const file_desc *f, const char *pkg_lc, name_set *ours,
+                         const name_set *theirs, char **err) {
   const file_desc **deps = NULL;
   size_t n = 0;
   int bad = 0;
@@ -1011,8 +1203,8 @@ static int add_dep_files(perfc__tv *root, const gen_request *req,
     perfc__tv_set_str(d, "var", var);
     perfc__tv_set_str(d, "bytes", bytes);
     perfc__tv_set_strf(d, "len", "%zu", len);
-    bad = claim(ours, theirs, var, "perfc's embedded file descriptor",
-                f->name, err);
+    bad = claim(ours, theirs, var, "perfc's embedded file descriptor", f->name,
+                err);
     free(bytes), free(esc);
   }
   perfc__tv_set_strf(root, "n_files", "%zu", n);
@@ -1060,6 +1252,7 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     bad = add_dep_files(root, req, f, pkg_lc, ours, theirs, err);
 
   perfc__tv *services = perfc__tv_set_list(root, "services");
+  int any_wired = 0;
   for (size_t i = 0; !bad && i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
@@ -1093,11 +1286,24 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
             claim(ours, theirs, perfc__xasprintf("%s__PERFC_METHOD_COUNT", uc),
                   origin, where, err);
     perfc__tv *methods = perfc__tv_set_list(ts, "methods");
+    int wired = 0;
     for (size_t m = 0; !bad && m < s->n_method; m++)
-      bad = build_method(req, f, full, lc, uc, s->method[m],
-                         perfc__tv_list_add(methods), ours, theirs, err);
+      bad =
+          build_method(req, f, full, lc, uc, s->method[m],
+                       perfc__tv_list_add(methods), ours, theirs, &wired, err);
+    /* A service with (perfc.cache) or (perfc.invalidate) methods is
+     * registered through a binding that carries the cache; a service
+     * without any keeps the plain output. */
+    perfc__tv_set_bool(ts, "cache_wired", wired);
+    any_wired |= wired;
+    static const char *const wired_suffixes[] = {
+        "__perfc_register_cached", "__perfc_binding", "__perfc_bind"};
+    for (size_t k = 0; !bad && wired && k < 3; k++)
+      bad = claim(ours, theirs, perfc__xasprintf("%s%s", lc, wired_suffixes[k]),
+                  origin, where, err);
     free(full), free(c), free(lc), free(uc), free(where), free(origin);
   }
+  perfc__tv_set_bool(root, "cache_wired_file", any_wired);
   set_free(ours);
   free(ours);
   free(stem), free(ident), free(pkg_lc), free(esc), free(fd_bytes);

@@ -8,6 +8,7 @@
 #include "perfc/arena.h"
 #include "perfc/auth.h"
 #include "perfc/cache.h"
+#include "perfc/cache_rpc.h"
 #include "perfc/client.h"
 #include "perfc/common.h"
 #include "perfc/config.h"

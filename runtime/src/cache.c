@@ -826,13 +826,19 @@ static int l2_get_or_lease(perfc_cache *c, const char *key, const char *token,
   return rc;
 }
 
+/* A call's TTL overrides (perfc_cache_get_or_load_ttl); 0 = the cache's. */
+typedef struct call_ttl {
+  uint32_t ttl_ms, negative_ttl_ms;
+} call_ttl;
+
 /* One item of a fill. */
 typedef struct fill_item {
   const char *key;
   const uint8_t *val; /* NULL for a negative entry */
   size_t len;
   int negative;
-  int result; /* out: 1 filled, 0 refused (lease lost), <0 error */
+  int result;      /* out: 1 filled, 0 refused (lease lost), <0 error */
+  uint32_t ttl_ms; /* 0: the cache's TTL for the kind (value or negative) */
 } fill_item;
 
 /* Pipelines one FILL_LUA per item under `token`. Returns 0 when the
@@ -860,7 +866,9 @@ static int l2_fill(perfc_cache *c, fill_item *items, size_t n,
     tv[0] = it->negative ? TAG_NEGATIVE : TAG_VALUE;
     if (!it->negative && it->len)
       memcpy(tv + 1, it->val, it->len);
-    uint32_t t = jittered(c, it->negative ? c->negative_ttl_ms : c->l2_ttl_ms);
+    uint32_t t = jittered(c, it->ttl_ms     ? it->ttl_ms
+                             : it->negative ? c->negative_ttl_ms
+                                            : c->l2_ttl_ms);
     snprintf(ttl[i], sizeof ttl[i], "%u", (unsigned)t);
     const char **av = &argv[ARGS * i];
     size_t *al = &argvlen[ARGS * i];
@@ -912,18 +920,24 @@ done:
   return rc;
 }
 
-static uint32_t l1_ttl_for(const perfc_cache *c, int negative) {
+/* L1 never keeps an entry longer than Redis would (`ttl_ms`, a per-call
+ * override, or the cache's negative TTL), so a short TTL from a method's
+ * options is not stretched by L1's default. */
+static uint32_t l1_ttl_for(const perfc_cache *c, int negative,
+                           uint32_t ttl_ms) {
   uint32_t t = c->l1_ttl_ms;
-  if (negative && c->negative_ttl_ms < t)
-    t = c->negative_ttl_ms;
+  uint32_t cap = ttl_ms ? ttl_ms : negative ? c->negative_ttl_ms : 0;
+  if (cap && cap < t)
+    t = cap;
   return jittered(c, t);
 }
 
 static void l1_fill(perfc_cache *c, const char *key, const uint8_t *val,
-                    size_t len, int negative, uint64_t version) {
+                    size_t len, int negative, uint64_t version,
+                    uint32_t ttl_ms) {
   perfc_slice v = {val, len};
-  int rc = perfc_l1cache_set_versioned(c->l1, key, v, negative,
-                                       l1_ttl_for(c, negative), version);
+  int rc = perfc_l1cache_set_versioned(
+      c->l1, key, v, negative, l1_ttl_for(c, negative, ttl_ms), version);
   if (rc == PERFC_ESTATE)
     perfc_counter_inc(c->m.stale_refused);
 }
@@ -931,18 +945,18 @@ static void l1_fill(perfc_cache *c, const char *key, const uint8_t *val,
 /* Decodes a tagged Redis value into the result and fills L1. Returns 0
  * (value in *out), PERFC_ENOENT (placeholder), or PERFC_EIO (not ours). */
 static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
-                         size_t tlen, uint64_t version, uint8_t **out,
-                         size_t *out_len) {
+                         size_t tlen, uint64_t version, const call_ttl *ct,
+                         uint8_t **out, size_t *out_len) {
   if (tlen >= 1 && tagged[0] == TAG_NEGATIVE) {
     perfc_counter_inc(c->m.l2_hits);
     perfc_counter_inc(c->m.negative_hits);
-    l1_fill(c, key, NULL, 0, 1, version);
+    l1_fill(c, key, NULL, 0, 1, version, ct ? ct->negative_ttl_ms : 0);
     free(tagged);
     return PERFC_ENOENT;
   }
   if (tlen >= 1 && tagged[0] == TAG_VALUE) {
     perfc_counter_inc(c->m.l2_hits);
-    l1_fill(c, key, tagged + 1, tlen - 1, 0, version);
+    l1_fill(c, key, tagged + 1, tlen - 1, 0, version, ct ? ct->ttl_ms : 0);
     memmove(tagged, tagged + 1, tlen - 1);
     *out = tagged;
     *out_len = tlen - 1;
@@ -957,8 +971,8 @@ static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
 /* The leader's work: L2, then the loader, then the fills. Returns 0 with
  * *out (malloc'd), PERFC_ENOENT, or the loader's error. */
 static int lead_load(perfc_cache *c, const char *key,
-                     perfc_cache_loader_fn loader, void *ud, uint8_t **out,
-                     size_t *out_len) {
+                     perfc_cache_loader_fn loader, void *ud, const call_ttl *ct,
+                     uint8_t **out, size_t *out_len) {
   /* Read before Redis: an invalidation after this point fences our fills. */
   uint64_t version = perfc_l1cache_version(c->l1, key);
   int neg = 0;
@@ -978,7 +992,7 @@ static int lead_load(perfc_cache *c, const char *key,
     size_t tlen = 0;
     rc = l2_get_or_lease(c, key, token, &tagged, &tlen);
     if (rc == 0) {
-      rc = take_l2_value(c, key, tagged, tlen, version, out, out_len);
+      rc = take_l2_value(c, key, tagged, tlen, version, ct, out, out_len);
       if (rc != PERFC_EIO)
         return rc;
     } else if (rc == PERFC_ENOENT) {
@@ -998,6 +1012,13 @@ static int lead_load(perfc_cache *c, const char *key,
     return rc;
   }
   int negative = rc == PERFC_ENOENT;
+  if (negative && ct->negative_ttl_ms == PERFC_CACHE_TTL_NONE) {
+    /* Negative caching is off for this call: nothing is filled, and the
+     * lease (if taken) expires by itself after lease_ttl_ms, during which
+     * other instances load without filling Redis. */
+    free(val);
+    return PERFC_ENOENT;
+  }
   if (negative) {
     free(val);
     val = NULL;
@@ -1010,7 +1031,8 @@ static int lead_load(perfc_cache *c, const char *key,
   }
   int fill_l1 = 1;
   if (leased) {
-    fill_item it = {key, val, len, negative, 0};
+    fill_item it = {key,      val, len,
+                    negative, 0,   negative ? ct->negative_ttl_ms : ct->ttl_ms};
     l2_fill(c, &it, 1, token);
     if (it.result == 0) {
       /* The lease is gone: invalidated (or a newer load took over). Our
@@ -1022,7 +1044,8 @@ static int lead_load(perfc_cache *c, const char *key,
     }
   }
   if (fill_l1)
-    l1_fill(c, key, val, len, negative, version);
+    l1_fill(c, key, val, len, negative, version,
+            negative ? ct->negative_ttl_ms : ct->ttl_ms);
   if (negative)
     return PERFC_ENOENT;
   *out = val;
@@ -1063,8 +1086,18 @@ static void flight_unref_locked(flight *f) {
 int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                             perfc_cache_loader_fn loader, void *loader_ud,
                             uint8_t **out, size_t *out_len) {
-  if (!c || !key || !loader || !out || !out_len)
+  return perfc_cache_get_or_load_ttl(c, key, 0, 0, loader, loader_ud, out,
+                                     out_len);
+}
+
+int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
+                                uint32_t ttl_ms, uint32_t negative_ttl_ms,
+                                perfc_cache_loader_fn loader, void *loader_ud,
+                                uint8_t **out, size_t *out_len) {
+  if (!c || !key || !loader || !out || !out_len ||
+      ttl_ms == PERFC_CACHE_TTL_NONE)
     return PERFC_EINVAL;
+  const call_ttl ct = {ttl_ms, negative_ttl_ms};
   if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
     perfc_counter_inc(c->m.bloom_rejects);
     return PERFC_ENOENT;
@@ -1114,7 +1147,7 @@ int perfc_cache_get_or_load(perfc_cache *c, const char *key,
 
   uint8_t *val = NULL;
   size_t len = 0;
-  rc = lead_load(c, key, loader, loader_ud, &val, &len);
+  rc = lead_load(c, key, loader, loader_ud, &ct, &val, &len);
 
   pthread_mutex_lock(&s->mu);
   flight **pp = &s->head;
@@ -1250,9 +1283,10 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
       size_t still = 0;
       for (size_t j = 0; j < nmiss; j++) {
         size_t i = miss[j];
-        int t = rv[j].found ? take_l2_value(c, keys[i], rv[j].data, rv[j].len,
-                                            ver[i], &out[i].data, &out[i].len)
-                            : PERFC_EIO;
+        int t = rv[j].found
+                    ? take_l2_value(c, keys[i], rv[j].data, rv[j].len, ver[i],
+                                    NULL, &out[i].data, &out[i].len)
+                    : PERFC_EIO;
         rv[j].data = NULL; /* taken over (or freed) by take_l2_value */
         if (t == 0)
           out[i].found = 1;
@@ -1295,7 +1329,7 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
         goto fail;
       }
     }
-    fi[j] = (fill_item){mkeys[j], lv[j].data, lv[j].len, !lv[j].found, 1};
+    fi[j] = (fill_item){mkeys[j], lv[j].data, lv[j].len, !lv[j].found, 1, 0};
   }
   if (leased) {
     l2_fill(c, fi, nmiss, token);
@@ -1309,7 +1343,7 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
   for (size_t j = 0; j < nmiss; j++) {
     size_t i = miss[j];
     if (fi[j].result != 0)
-      l1_fill(c, keys[i], lv[j].data, lv[j].len, !lv[j].found, ver[i]);
+      l1_fill(c, keys[i], lv[j].data, lv[j].len, !lv[j].found, ver[i], 0);
     if (lv[j].found) {
       out[i].data = lv[j].data;
       out[i].len = lv[j].len;

@@ -741,3 +741,50 @@ Test(cache, metrics_registered_and_duplicate_name_refused) {
   cr_assert_eq(perfc_cache_new(&dup, &co), PERFC_EEXIST);
   env_close(&e);
 }
+
+/* perfc_cache_get_or_load_ttl: a call's TTLs replace the cache's in both
+ * levels (what generated code passes from (perfc.cache) ttl and
+ * negative_ttl), and PERFC_CACHE_TTL_NONE leaves "not found" uncached. */
+static int get_ttl(perfc_cache *c, fake_db *db, const char *key, uint32_t ttl,
+                   uint32_t neg) {
+  uint8_t *v = NULL;
+  size_t n = 0;
+  int rc = perfc_cache_get_or_load_ttl(c, key, ttl, neg, loader, db, &v, &n);
+  free(v);
+  return rc;
+}
+
+Test(cache, per_call_ttl_override) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 1, "one");
+  env e;
+  env_open(&e, "ttl", 1, 0);
+  /* A value: 300 ms in Redis and in L1 (the default would be minutes). */
+  cr_assert_eq(get_ttl(e.cache, &db, "key1", 300, 0), 0);
+  cr_assert(redis_has(e.pool, "key1"));
+  cr_assert_eq(get_ttl(e.cache, &db, "key1", 300, 0), 0);
+  cr_assert_eq(atomic_load(&db.loads), 1);
+  tr_sleep_ms(500);
+  cr_assert_not(redis_has(e.pool, "key1"), "L2 kept the cache's TTL");
+  cr_assert_eq(get_ttl(e.cache, &db, "key1", 300, 0), 0);
+  cr_assert_eq(atomic_load(&db.loads), 2, "L1 kept the cache's TTL");
+  /* "Not found" for 200 ms instead of the default 30 s. */
+  cr_assert_eq(get_ttl(e.cache, &db, "key2", 0, 200), PERFC_ENOENT);
+  cr_assert_eq(get_ttl(e.cache, &db, "key2", 0, 200), PERFC_ENOENT);
+  cr_assert_eq(atomic_load(&db.loads), 3);
+  tr_sleep_ms(400);
+  cr_assert_eq(get_ttl(e.cache, &db, "key2", 0, 200), PERFC_ENOENT);
+  cr_assert_eq(atomic_load(&db.loads), 4);
+  /* Negative caching off: every call loads, nothing is stored. */
+  cr_assert_eq(get_ttl(e.cache, &db, "key3", 0, PERFC_CACHE_TTL_NONE),
+               PERFC_ENOENT);
+  cr_assert_eq(get_ttl(e.cache, &db, "key3", 0, PERFC_CACHE_TTL_NONE),
+               PERFC_ENOENT);
+  cr_assert_eq(atomic_load(&db.loads), 6);
+  cr_assert_not(redis_has(e.pool, "key3"));
+  /* A value cannot be "not cached" that way. */
+  cr_assert_eq(get_ttl(e.cache, &db, "key1", PERFC_CACHE_TTL_NONE, 0),
+               PERFC_EINVAL);
+  env_close(&e);
+}

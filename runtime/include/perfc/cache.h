@@ -148,6 +148,25 @@ PERFC_API int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                                       void *loader_ud, uint8_t **out,
                                       size_t *out_len);
 
+/** perfc_cache_get_or_load()'s `negative_ttl_ms` for "do not cache not
+ *  found": the loader's PERFC_ENOENT is returned and nothing is filled. */
+#define PERFC_CACHE_TTL_NONE UINT32_MAX
+
+/** perfc_cache_get_or_load() with this call's TTLs: a value it loads lives
+ *  `ttl_ms` in Redis and min(`ttl_ms`, L1 TTL) in L1; a "not found" lives
+ *  `negative_ttl_ms` in both (min with the L1 TTL), or is not cached when
+ *  it is PERFC_CACHE_TTL_NONE. 0 means the cache's own TTL. Both are
+ *  jittered like the defaults. Entries already cached keep theirs. Used by
+ *  generated code for (perfc.cache) ttl / negative_ttl. Returns what
+ *  perfc_cache_get_or_load() returns; `ttl_ms == PERFC_CACHE_TTL_NONE` is
+ *  PERFC_EINVAL. */
+PERFC_API int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
+                                          uint32_t ttl_ms,
+                                          uint32_t negative_ttl_ms,
+                                          perfc_cache_loader_fn loader,
+                                          void *loader_ud, uint8_t **out,
+                                          size_t *out_len);
+
 /** Batch read of `n` keys (borrowed): L1 for each, one MGET for those L1
  *  lacks, one `loader` call for the rest, then fills as
  *  perfc_cache_get_or_load() does. Batch loads are not single-flighted.

@@ -3,6 +3,7 @@
 #include "user/v1/user.perfc.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* The serialized FileDescriptorProto of user/v1/user.proto (without source
  * info), for server reflection. */
@@ -930,46 +931,105 @@ static const perfc_file_desc user__v1__perfc_files[6] = {
 
 /* ---- service user.v1.UserService ---- */
 
+/* What this service is registered with: the handlers (copied), the
+ * application's user_data and the cache (NULL: none). Owned by the server
+ * (freed in perfc_server_free() through a shutdown hook's destructor). */
+typedef struct user__v1__user_service__perfc_binding {
+  User__V1__UserService_Handlers handlers;
+  void *user_data;
+  perfc_cache *cache;
+} user__v1__user_service__perfc_binding;
+
 static perfc_status_code user__v1__user_service__create_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
   return h->create_user(ctx, (const User__V1__CreateUserRequest *)req, (User__V1__User *)resp,
       user_data);
+}
+
+/* The cache's loader for GetUser: the application's handler. */
+static perfc_status_code user__v1__user_service__get_user__perfc_load(perfc_ctx *ctx,
+    const ProtobufCMessage *req, ProtobufCMessage *resp, void *load_ud) {
+  user__v1__user_service__perfc_binding *b = load_ud;
+  return b->handlers.get_user(ctx, (const User__V1__GetUserRequest *)req,
+      (User__V1__User *)resp, b->user_data);
 }
 
 static perfc_status_code user__v1__user_service__get_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
-  return h->get_user(ctx, (const User__V1__GetUserRequest *)req, (User__V1__User *)resp,
-      user_data);
+  if (b->cache == NULL)
+    return h->get_user(ctx, (const User__V1__GetUserRequest *)req, (User__V1__User *)resp,
+        user_data);
+  const User__V1__GetUserRequest *r = (const User__V1__GetUserRequest *)req;
+  (void)r; /* unused when the key names no field */
+  /* "user:{id}"; NULL (arena exhausted) makes the call skip the cache. */
+  const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
+      "user:%lld", (long long)r->id);
+  return perfc_cache_rpc_unary(ctx, b->cache, key, 600000u,
+      30000u, req, resp, user__v1__user_service__get_user__perfc_load, b);
 }
 
 static perfc_status_code user__v1__user_service__update_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
-  return h->update_user(ctx, (const User__V1__UpdateUserRequest *)req, (User__V1__User *)resp,
-      user_data);
+  perfc_status_code st = h->update_user(ctx, (const User__V1__UpdateUserRequest *)req,
+      (User__V1__User *)resp, user_data);
+  if (st != PERFC_STATUS_OK || b->cache == NULL)
+    return st;
+  /* After the handler's commit: a read that loaded the old row before it
+   * is fenced by the cache and does not fill afterwards. */
+  const User__V1__UpdateUserRequest *r = (const User__V1__UpdateUserRequest *)req;
+  (void)r; /* unused when the key names no field */
+  perfc_arena *a = perfc_ctx_arena(ctx);
+  const char *keys[1] = {
+    perfc_arena_sprintf(a, "user:%lld", (long long)(r->user ? r->user->id : 0)),
+  };
+  perfc_cache_rpc_invalidate(ctx, b->cache, keys, 1);
+  return st;
 }
 
 static perfc_status_code user__v1__user_service__delete_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
-  return h->delete_user(ctx, (const User__V1__DeleteUserRequest *)req, (Google__Protobuf__Empty *)resp,
-      user_data);
+  perfc_status_code st = h->delete_user(ctx, (const User__V1__DeleteUserRequest *)req,
+      (Google__Protobuf__Empty *)resp, user_data);
+  if (st != PERFC_STATUS_OK || b->cache == NULL)
+    return st;
+  /* After the handler's commit: a read that loaded the old row before it
+   * is fenced by the cache and does not fill afterwards. */
+  const User__V1__DeleteUserRequest *r = (const User__V1__DeleteUserRequest *)req;
+  (void)r; /* unused when the key names no field */
+  perfc_arena *a = perfc_ctx_arena(ctx);
+  const char *keys[1] = {
+    perfc_arena_sprintf(a, "user:%lld", (long long)r->id),
+  };
+  perfc_cache_rpc_invalidate(ctx, b->cache, keys, 1);
+  return st;
 }
 
 static perfc_status_code user__v1__user_service__list_users__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
   return h->list_users(ctx, (const User__V1__ListUsersRequest *)req, (User__V1__ListUsersResponse *)resp,
       user_data);
@@ -979,6 +1039,8 @@ static perfc_status_code user__v1__user_service__batch_get_users__perfc_invoke(p
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
   return h->batch_get_users(ctx, (const User__V1__BatchGetUsersRequest *)req, (User__V1__BatchGetUsersResponse *)resp,
       user_data);
@@ -988,6 +1050,8 @@ static perfc_status_code user__v1__user_service__stream_users__perfc_invoke(perf
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)resp;
   return h->stream_users(ctx, (const User__V1__ListUsersRequest *)req, stream, user_data);
 }
@@ -996,6 +1060,8 @@ static perfc_status_code user__v1__user_service__import_users__perfc_invoke(perf
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)req;
   return h->import_users(ctx, stream, (User__V1__ImportUsersResponse *)resp, user_data);
 }
@@ -1004,6 +1070,8 @@ static perfc_status_code user__v1__user_service__sync_users__perfc_invoke(perfc_
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const User__V1__UserService_Handlers *h = (const User__V1__UserService_Handlers *)handlers;
+  user__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)req;
   (void)resp;
   return h->sync_users(ctx, stream, user_data);
@@ -1131,10 +1199,34 @@ const perfc_service_desc user__v1__user_service__perfc_desc = {
   .n_files = 6,
 };
 
+static int user__v1__user_service__perfc_bind(perfc_server *srv,
+    const User__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
+  if (srv == NULL || handlers == NULL)
+    return PERFC_EINVAL;
+  user__v1__user_service__perfc_binding *b = malloc(sizeof *b);
+  if (b == NULL)
+    return PERFC_ENOMEM;
+  b->handlers = *handlers;
+  b->user_data = user_data;
+  b->cache = cache;
+  /* The server owns the binding from here: its destructor runs in
+   * perfc_server_free(), after every call ended. */
+  int rc = perfc_server_add_shutdown_hook(srv, NULL, b, free);
+  if (rc != 0) {
+    free(b);
+    return rc;
+  }
+  return perfc_server_add_service(srv, &user__v1__user_service__perfc_desc, &b->handlers, b);
+}
+
 int user__v1__user_service__perfc_register(perfc_server *srv,
     const User__V1__UserService_Handlers *handlers, void *user_data) {
-  return perfc_server_add_service(srv, &user__v1__user_service__perfc_desc, handlers,
-      user_data);
+  return user__v1__user_service__perfc_bind(srv, handlers, user_data, NULL);
+}
+
+int user__v1__user_service__perfc_register_cached(perfc_server *srv,
+    const User__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
+  return user__v1__user_service__perfc_bind(srv, handlers, user_data, cache);
 }
 
 perfc_status_code user__v1__user_service__create_user__call(perfc_channel *ch,

@@ -48,13 +48,21 @@ typedef struct User__V1__UserService_Handlers {
   /** rpc CreateUser(user.v1.CreateUserRequest) returns (user.v1.User): fill `resp`. */
   perfc_status_code (*create_user)(perfc_ctx *ctx, const User__V1__CreateUserRequest *req,
       User__V1__User *resp, void *user_data);
-  /** rpc GetUser(user.v1.GetUserRequest) returns (user.v1.User): fill `resp`. */
+  /** rpc GetUser(user.v1.GetUserRequest) returns (user.v1.User), cached under
+   *  "user:{id}": the load from the source of truth. With a cache
+   *  attached (user__v1__user_service__perfc_register_cached()) it runs only on a miss;
+   *  fill `resp`, or return NOT_FOUND (cached as "not found") or another
+   *  error (returned, not cached). Without one it answers every call. */
   perfc_status_code (*get_user)(perfc_ctx *ctx, const User__V1__GetUserRequest *req,
       User__V1__User *resp, void *user_data);
-  /** rpc UpdateUser(user.v1.UpdateUserRequest) returns (user.v1.User): fill `resp`. */
+  /** rpc UpdateUser(user.v1.UpdateUserRequest) returns (user.v1.User): fill `resp` after
+   *  committing; on OK the cache attached with
+   *  user__v1__user_service__perfc_register_cached() drops "user:{user.id}". */
   perfc_status_code (*update_user)(perfc_ctx *ctx, const User__V1__UpdateUserRequest *req,
       User__V1__User *resp, void *user_data);
-  /** rpc DeleteUser(user.v1.DeleteUserRequest) returns (google.protobuf.Empty): fill `resp`. */
+  /** rpc DeleteUser(user.v1.DeleteUserRequest) returns (google.protobuf.Empty): fill `resp` after
+   *  committing; on OK the cache attached with
+   *  user__v1__user_service__perfc_register_cached() drops "user:{id}". */
   perfc_status_code (*delete_user)(perfc_ctx *ctx, const User__V1__DeleteUserRequest *req,
       Google__Protobuf__Empty *resp, void *user_data);
   /** rpc ListUsers(user.v1.ListUsersRequest) returns (user.v1.ListUsersResponse): fill `resp`. */
@@ -83,6 +91,17 @@ typedef struct User__V1__UserService_Handlers {
  *  to every handler. Returns perfc_server_add_service()'s result. */
 int user__v1__user_service__perfc_register(perfc_server *srv,
     const User__V1__UserService_Handlers *handlers, void *user_data);
+
+/** Registers user.v1.UserService with declarative caching from its
+ *  (perfc.cache) and (perfc.invalidate) options: cached methods answer
+ *  from `cache` and call their handler only on a miss; invalidating
+ *  methods delete their keys from `cache` after their handler returned OK.
+ *  `cache` is borrowed and must outlive the server; NULL serves every
+ *  method from its handler, as user__v1__user_service__perfc_register() does. `handlers`
+ *  is copied (for this service both functions copy it). Returns 0,
+ *  PERFC_ENOMEM, or perfc_server_add_service()'s error. */
+int user__v1__user_service__perfc_register_cached(perfc_server *srv,
+    const User__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache);
 
 /** Calls CreateUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */

@@ -3,6 +3,7 @@
 #include "api/v1/user.perfc.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* The serialized FileDescriptorProto of api/v1/user.proto (without source
  * info), for server reflection. */
@@ -927,19 +928,48 @@ static const perfc_file_desc api__v1__perfc_files[8] = {
 
 /* ---- service api.v1.UserService ---- */
 
+/* What this service is registered with: the handlers (copied), the
+ * application's user_data and the cache (NULL: none). Owned by the server
+ * (freed in perfc_server_free() through a shutdown hook's destructor). */
+typedef struct api__v1__user_service__perfc_binding {
+  Api__V1__UserService_Handlers handlers;
+  void *user_data;
+  perfc_cache *cache;
+} api__v1__user_service__perfc_binding;
+
+/* The cache's loader for GetUser: the application's handler. */
+static perfc_status_code api__v1__user_service__get_user__perfc_load(perfc_ctx *ctx,
+    const ProtobufCMessage *req, ProtobufCMessage *resp, void *load_ud) {
+  api__v1__user_service__perfc_binding *b = load_ud;
+  return b->handlers.get_user(ctx, (const Api__V1__GetUserRequest *)req,
+      (Api__V1__User *)resp, b->user_data);
+}
+
 static perfc_status_code api__v1__user_service__get_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const Api__V1__UserService_Handlers *h = (const Api__V1__UserService_Handlers *)handlers;
+  api__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
-  return h->get_user(ctx, (const Api__V1__GetUserRequest *)req, (Api__V1__User *)resp,
-      user_data);
+  if (b->cache == NULL)
+    return h->get_user(ctx, (const Api__V1__GetUserRequest *)req, (Api__V1__User *)resp,
+        user_data);
+  const Api__V1__GetUserRequest *r = (const Api__V1__GetUserRequest *)req;
+  (void)r; /* unused when the key names no field */
+  /* "user:{id}"; NULL (arena exhausted) makes the call skip the cache. */
+  const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
+      "user:%lld", (long long)r->id);
+  return perfc_cache_rpc_unary(ctx, b->cache, key, 300000u,
+      30000u, req, resp, api__v1__user_service__get_user__perfc_load, b);
 }
 
 static perfc_status_code api__v1__user_service__list_users__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const Api__V1__UserService_Handlers *h = (const Api__V1__UserService_Handlers *)handlers;
+  api__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)resp;
   return h->list_users(ctx, (const Api__V1__ListUsersRequest *)req, stream, user_data);
 }
@@ -948,24 +978,55 @@ static perfc_status_code api__v1__user_service__update_user__perfc_invoke(perfc_
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const Api__V1__UserService_Handlers *h = (const Api__V1__UserService_Handlers *)handlers;
+  api__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
-  return h->update_user(ctx, (const Api__V1__UpdateUserRequest *)req, (Api__V1__User *)resp,
-      user_data);
+  perfc_status_code st = h->update_user(ctx, (const Api__V1__UpdateUserRequest *)req,
+      (Api__V1__User *)resp, user_data);
+  if (st != PERFC_STATUS_OK || b->cache == NULL)
+    return st;
+  /* After the handler's commit: a read that loaded the old row before it
+   * is fenced by the cache and does not fill afterwards. */
+  const Api__V1__UpdateUserRequest *r = (const Api__V1__UpdateUserRequest *)req;
+  (void)r; /* unused when the key names no field */
+  perfc_arena *a = perfc_ctx_arena(ctx);
+  const char *keys[2] = {
+    perfc_arena_sprintf(a, "user:%lld", (long long)(r->user ? r->user->id : 0)),
+    perfc_arena_sprintf(a, "user_email:%s", (r->user && r->user->email ? r->user->email : "")),
+  };
+  perfc_cache_rpc_invalidate(ctx, b->cache, keys, 2);
+  return st;
 }
 
 static perfc_status_code api__v1__user_service__delete_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const Api__V1__UserService_Handlers *h = (const Api__V1__UserService_Handlers *)handlers;
+  api__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
-  return h->delete_user(ctx, (const Api__V1__GetUserRequest *)req, (Google__Protobuf__Empty *)resp,
-      user_data);
+  perfc_status_code st = h->delete_user(ctx, (const Api__V1__GetUserRequest *)req,
+      (Google__Protobuf__Empty *)resp, user_data);
+  if (st != PERFC_STATUS_OK || b->cache == NULL)
+    return st;
+  /* After the handler's commit: a read that loaded the old row before it
+   * is fenced by the cache and does not fill afterwards. */
+  const Api__V1__GetUserRequest *r = (const Api__V1__GetUserRequest *)req;
+  (void)r; /* unused when the key names no field */
+  perfc_arena *a = perfc_ctx_arena(ctx);
+  const char *keys[1] = {
+    perfc_arena_sprintf(a, "user:%lld", (long long)r->id),
+  };
+  perfc_cache_rpc_invalidate(ctx, b->cache, keys, 1);
+  return st;
 }
 
 static perfc_status_code api__v1__user_service__now__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
   const Api__V1__UserService_Handlers *h = (const Api__V1__UserService_Handlers *)handlers;
+  api__v1__user_service__perfc_binding *b = user_data;
+  user_data = b->user_data;
   (void)stream;
   return h->now(ctx, (const Google__Protobuf__Empty *)req, (Google__Protobuf__Timestamp *)resp,
       user_data);
@@ -1045,10 +1106,34 @@ const perfc_service_desc api__v1__user_service__perfc_desc = {
   .n_files = 8,
 };
 
+static int api__v1__user_service__perfc_bind(perfc_server *srv,
+    const Api__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
+  if (srv == NULL || handlers == NULL)
+    return PERFC_EINVAL;
+  api__v1__user_service__perfc_binding *b = malloc(sizeof *b);
+  if (b == NULL)
+    return PERFC_ENOMEM;
+  b->handlers = *handlers;
+  b->user_data = user_data;
+  b->cache = cache;
+  /* The server owns the binding from here: its destructor runs in
+   * perfc_server_free(), after every call ended. */
+  int rc = perfc_server_add_shutdown_hook(srv, NULL, b, free);
+  if (rc != 0) {
+    free(b);
+    return rc;
+  }
+  return perfc_server_add_service(srv, &api__v1__user_service__perfc_desc, &b->handlers, b);
+}
+
 int api__v1__user_service__perfc_register(perfc_server *srv,
     const Api__V1__UserService_Handlers *handlers, void *user_data) {
-  return perfc_server_add_service(srv, &api__v1__user_service__perfc_desc, handlers,
-      user_data);
+  return api__v1__user_service__perfc_bind(srv, handlers, user_data, NULL);
+}
+
+int api__v1__user_service__perfc_register_cached(perfc_server *srv,
+    const Api__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
+  return api__v1__user_service__perfc_bind(srv, handlers, user_data, cache);
 }
 
 perfc_status_code api__v1__user_service__get_user__call(perfc_channel *ch,

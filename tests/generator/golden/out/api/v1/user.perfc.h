@@ -41,17 +41,25 @@ enum {
  * Return PERFC_STATUS_OK, or perfc_ctx_error(ctx, code, fmt, ...).
  */
 typedef struct Api__V1__UserService_Handlers {
-  /** rpc GetUser(api.v1.GetUserRequest) returns (api.v1.User): fill `resp`. */
+  /** rpc GetUser(api.v1.GetUserRequest) returns (api.v1.User), cached under
+   *  "user:{id}": the load from the source of truth. With a cache
+   *  attached (api__v1__user_service__perfc_register_cached()) it runs only on a miss;
+   *  fill `resp`, or return NOT_FOUND (cached as "not found") or another
+   *  error (returned, not cached). Without one it answers every call. */
   perfc_status_code (*get_user)(perfc_ctx *ctx, const Api__V1__GetUserRequest *req,
       Api__V1__User *resp, void *user_data);
   /** rpc ListUsers(api.v1.ListUsersRequest) returns (stream api.v1.User): write with
    *  api__v1__user_service__list_users__send(). */
   perfc_status_code (*list_users)(perfc_ctx *ctx, const Api__V1__ListUsersRequest *req,
       perfc_stream *writer, void *user_data);
-  /** rpc UpdateUser(api.v1.UpdateUserRequest) returns (api.v1.User): fill `resp`. */
+  /** rpc UpdateUser(api.v1.UpdateUserRequest) returns (api.v1.User): fill `resp` after
+   *  committing; on OK the cache attached with
+   *  api__v1__user_service__perfc_register_cached() drops "user:{user.id}" "user_email:{user.email}". */
   perfc_status_code (*update_user)(perfc_ctx *ctx, const Api__V1__UpdateUserRequest *req,
       Api__V1__User *resp, void *user_data);
-  /** rpc DeleteUser(api.v1.GetUserRequest) returns (google.protobuf.Empty): fill `resp`. */
+  /** rpc DeleteUser(api.v1.GetUserRequest) returns (google.protobuf.Empty): fill `resp` after
+   *  committing; on OK the cache attached with
+   *  api__v1__user_service__perfc_register_cached() drops "user:{id}". */
   perfc_status_code (*delete_user)(perfc_ctx *ctx, const Api__V1__GetUserRequest *req,
       Google__Protobuf__Empty *resp, void *user_data);
   /** rpc Now(google.protobuf.Empty) returns (google.protobuf.Timestamp): fill `resp`. */
@@ -64,6 +72,17 @@ typedef struct Api__V1__UserService_Handlers {
  *  to every handler. Returns perfc_server_add_service()'s result. */
 int api__v1__user_service__perfc_register(perfc_server *srv,
     const Api__V1__UserService_Handlers *handlers, void *user_data);
+
+/** Registers api.v1.UserService with declarative caching from its
+ *  (perfc.cache) and (perfc.invalidate) options: cached methods answer
+ *  from `cache` and call their handler only on a miss; invalidating
+ *  methods delete their keys from `cache` after their handler returned OK.
+ *  `cache` is borrowed and must outlive the server; NULL serves every
+ *  method from its handler, as api__v1__user_service__perfc_register() does. `handlers`
+ *  is copied (for this service both functions copy it). Returns 0,
+ *  PERFC_ENOMEM, or perfc_server_add_service()'s error. */
+int api__v1__user_service__perfc_register_cached(perfc_server *srv,
+    const Api__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache);
 
 /** Calls GetUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */

@@ -1,0 +1,60 @@
+/*
+ * perfc/cache_rpc.h — declarative cache-aside for generated services: what
+ * the trampolines of methods with (perfc.cache) and (perfc.invalidate) call.
+ *
+ * A cached unary method's handler holds only the database load; these
+ * functions put perfc_cache (perfc/cache.h) around it: the response is
+ * packed into the cache on a miss, unpacked from it into the call's arena
+ * on a hit, NOT_FOUND is cached as a negative entry, and a write method's
+ * keys are invalidated after its handler returned OK (after the commit).
+ * Applications normally never call these directly: the generated
+ * `pkg__svc__perfc_register_cached()` wires them (docs/generator.md,
+ * "Declarative caching").
+ *
+ * Room: runtime public headers (data layer, generated-code contract).
+ */
+#ifndef PERFC_CACHE_RPC_H
+#define PERFC_CACHE_RPC_H
+
+#include "perfc/cache.h"
+#include "perfc/server.h"
+#include "perfc/service.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Runs the method's own handler (the load) for one call: fill `resp` and
+ *  return OK, NOT_FOUND (cached negatively), or another code (returned, not
+ *  cached). Generated per cached method; `load_ud` is the generated
+ *  binding. */
+typedef perfc_status_code (*perfc_cache_rpc_load_fn)(
+    perfc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage *resp,
+    void *load_ud);
+
+/** One cached unary call: reads `key` (borrowed) through `cache` with
+ *  perfc_cache_get_or_load_ttl(`ttl_ms`, `negative_ttl_ms`); on a miss
+ *  runs `load` (single flight: concurrent calls for one key share one
+ *  load), packs its response into the cache, and answers the others by
+ *  unpacking the bytes into `resp` in the call's arena. NOT_FOUND from the
+ *  load is cached as "not found" (unless `negative_ttl_ms` is
+ *  PERFC_CACHE_TTL_NONE) and answered NOT_FOUND; any other error is
+ *  returned unchanged and not cached (calls that shared the failed load
+ *  get the same code). A cache failure other than Redis (which the cache
+ *  absorbs) runs `load` directly. Returns the call's status. */
+PERFC_API perfc_status_code perfc_cache_rpc_unary(
+    perfc_ctx *ctx, perfc_cache *cache, const char *key, uint32_t ttl_ms,
+    uint32_t negative_ttl_ms, const ProtobufCMessage *req,
+    ProtobufCMessage *resp, perfc_cache_rpc_load_fn load, void *load_ud);
+
+/** Invalidates `n` keys (borrowed) after a write's handler returned OK:
+ *  perfc_cache_invalidate(). A failure (PERFC_ENOMEM) is logged, not
+ *  returned: the write is committed, so the call stays OK and the keys'
+ *  TTL bounds the staleness. */
+PERFC_API void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,
+                                          const char *const *keys, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_CACHE_RPC_H */

@@ -1,0 +1,105 @@
+/*
+ * cache_rpc.c — the cache-aside wiring behind generated (perfc.cache) and
+ * (perfc.invalidate) methods: perfc_cache around a unary handler.
+ *
+ * Room: runtime (data layer, generated-code contract). See
+ * perfc/cache_rpc.h.
+ */
+#include "perfc/cache_rpc.h"
+
+#include "perfc/arena.h"
+#include "perfc/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A load's gRPC status travels through perfc_cache's int error path (which
+ * hands the same code to every call sharing the load) as a code below
+ * every PERFC_E* value; the table never goes near it. */
+#define STATUS_BASE (-0x10000)
+
+typedef struct load_call {
+  perfc_ctx *ctx;
+  const ProtobufCMessage *req;
+  ProtobufCMessage *resp;
+  perfc_cache_rpc_load_fn load;
+  void *load_ud;
+  int ran;                  /* this call's thread ran the load */
+  perfc_status_code status; /* the load's status when ran */
+} load_call;
+
+static int loader(const char *key, uint8_t **out, size_t *out_len,
+                  void *user_data) {
+  load_call *lc = user_data;
+  (void)key;
+  lc->ran = 1;
+  lc->status = lc->load(lc->ctx, lc->req, lc->resp, lc->load_ud);
+  if (lc->status == PERFC_STATUS_NOT_FOUND)
+    return PERFC_ENOENT;
+  if (lc->status != PERFC_STATUS_OK)
+    return STATUS_BASE - (int)lc->status;
+  size_t n = protobuf_c_message_get_packed_size(lc->resp);
+  /* malloc(0) may return NULL; the cache takes NULL only with length 0. */
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf)
+    return PERFC_ENOMEM;
+  *out_len = protobuf_c_message_pack(lc->resp, buf);
+  *out = buf;
+  return 0;
+}
+
+perfc_status_code
+perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
+                      uint32_t ttl_ms, uint32_t negative_ttl_ms,
+                      const ProtobufCMessage *req, ProtobufCMessage *resp,
+                      perfc_cache_rpc_load_fn load, void *load_ud) {
+  load_call lc = {ctx, req, resp, load, load_ud, 0, PERFC_STATUS_OK};
+  uint8_t *val = NULL;
+  size_t len = 0;
+  int rc = perfc_cache_get_or_load_ttl(cache, key, ttl_ms, negative_ttl_ms,
+                                       loader, &lc, &val, &len);
+  if (lc.ran) {
+    /* This call loaded: `resp` is what the handler filled (no unpack), and
+     * its status and message are the handler's own. */
+    free(val);
+    if (rc == 0 || lc.status != PERFC_STATUS_OK)
+      return lc.status;
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                           "cache: storing the response failed: %s",
+                           perfc_strerror(rc));
+  }
+  if (rc == PERFC_ENOENT)
+    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
+  if (rc <= STATUS_BASE && rc > STATUS_BASE - PERFC_STATUS_COUNT)
+    return perfc_ctx_error(ctx, (perfc_status_code)(STATUS_BASE - rc),
+                           "the load shared with a concurrent call failed");
+  if (rc != 0) {
+    /* Not a load failure and not Redis (absorbed by the cache): memory.
+     * The cache is an optimisation, so the handler answers directly. */
+    perfc_log(PERFC_LOG_WARN, "cache: %s: %s; loading without the cache", key,
+              perfc_strerror(rc));
+    return load(ctx, req, resp, load_ud);
+  }
+  ProtobufCAllocator al = perfc_arena_allocator(perfc_ctx_arena(ctx));
+  ProtobufCMessage *m =
+      protobuf_c_message_unpack(resp->descriptor, &al, len, val);
+  free(val);
+  if (!m)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                           "cache: the cached value of %s does not decode as "
+                           "%s",
+                           key, resp->descriptor->name);
+  /* The message and everything it points to live in the call's arena, as
+   * a handler-filled response does; the copy into `resp` is shallow. */
+  memcpy(resp, m, resp->descriptor->sizeof_message);
+  return PERFC_STATUS_OK;
+}
+
+void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,
+                                const char *const *keys, size_t n) {
+  int rc = perfc_cache_invalidate(cache, keys, n);
+  if (rc != 0)
+    perfc_log(PERFC_LOG_WARN,
+              "cache: %s: invalidating %zu key(s) after the write failed: %s",
+              perfc_ctx_method(ctx), n, perfc_strerror(rc));
+}
