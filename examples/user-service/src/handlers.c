@@ -332,6 +332,7 @@ typedef struct import_state {
   perfc_stream *reader;
   int64_t received;
   int64_t invalid;
+  int stream_failed; /* the client's stream broke: report that, not SQL */
 } import_state;
 
 /* Feeds the COPY: skips (and counts) invalid rows, stops at the end of the
@@ -343,9 +344,10 @@ static int import_next(void *ud, const char **name, const char **email) {
     int rc = user__v1__user_service__import_users__recv(s->reader, &r);
     if (rc == 0)
       return 0;
-    if (rc < 0)
-      return rc == PERFC_EPARSE ? PERFC_STATUS_INVALID_ARGUMENT
-                                : PERFC_STATUS_CANCELLED;
+    if (rc < 0) {
+      s->stream_failed = 1;
+      return -1;
+    }
     s->received++;
     if (r->name[0] == '\0' || utf8_len(r->name) > USER_NAME_MAX ||
         !email_ok(r->email)) {
@@ -362,12 +364,12 @@ static perfc_status_code import_users(perfc_ctx *ctx, perfc_stream *reader,
                                       User__V1__ImportUsersResponse *resp,
                                       void *ud) {
   user_service *svc = ud;
-  import_state s = {ctx, reader, 0, 0};
+  import_state s = {ctx, reader, 0, 0, 0};
   int64_t created = 0;
   perfc_pg_error err;
   perfc_status_code st =
       user_store_import(svc->pg, import_next, &s, &created, &err);
-  if (st == PERFC_STATUS_CANCELLED || st == PERFC_STATUS_INVALID_ARGUMENT)
+  if (s.stream_failed)
     return perfc_ctx_error(ctx, st, "import stream ended early: nothing "
                                     "was imported");
   if (st != PERFC_STATUS_OK)

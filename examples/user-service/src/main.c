@@ -75,7 +75,11 @@ static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg) {
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.dsn = c->dsn;
-  o.replica_dsn = c->replica_dsn;
+  /* An empty replica DSN (PERFC_POSTGRES_REPLICA_DSN= ) means "no replica",
+   * so a file that names one can be overridden for a single-server setup. */
+  o.replica_dsn =
+      c->replica_dsn != NULL && c->replica_dsn[0] != '\0' ? c->replica_dsn
+                                                          : NULL;
   o.max_conns = c->pool_size;
   o.acquire_timeout_ms = (unsigned)c->acquire_timeout_ms;
   o.connect_timeout_s = (unsigned)((c->connect_timeout_ms + 999) / 1000);

@@ -293,12 +293,12 @@ static perfc_status_code import_body(perfc_pg_conn *conn, void *ud,
     int rc = t->next(t->user_data, &name, &email);
     if (rc == 0)
       break;
-    if (rc > 0) {
-      /* Abort the COPY and the transaction with the caller's status. */
+    if (rc < 0) {
+      /* End the COPY and return non-OK: perfc_pg_tx() rolls back. */
       perfc_pg_copy_end(conn, NULL, err);
-      err->code = (perfc_status_code)rc;
+      err->code = PERFC_STATUS_CANCELLED;
       snprintf(err->message, sizeof err->message, "import aborted");
-      return (perfc_status_code)rc;
+      return err->code;
     }
     snprintf(ordbuf, sizeof ordbuf, "%" PRId64, ord++);
     perfc_slice f[3] = {{(const uint8_t *)ordbuf, strlen(ordbuf)},

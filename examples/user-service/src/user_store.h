@@ -52,8 +52,8 @@ perfc_status_code user_store_list(perfc_pg_pool *pg, int64_t after_id,
                                   perfc_pg_error *err);
 
 /** Gives the next valid row to import: returns 1 with name/email set
- *  (borrowed until the next call), 0 at the end, or a status code > 0 to
- *  abort the import with it. */
+ *  (borrowed until the next call), 0 at the end, or -1 to abort the import
+ *  (rolled back; user_store_import() then answers CANCELLED). */
 typedef int (*user_store_row_fn)(void *user_data, const char **name,
                                  const char **email);
 
