@@ -202,14 +202,20 @@ class Env:
         return out
 
     def up(self):
-        self.pg_up()
-        self.redis_up()
-        self.svc_up()
+        try:
+            self.pg_up()
+            self.redis_up()
+            self.svc_up()
+        except BaseException:
+            # Nothing started here may outlive a failed start-up.
+            self.stop()
+            raise
         return self
 
     def stop(self):
         self.svc_stop()
         self.redis_kill()
-        self.pg_down()
+        if os.path.isdir(self.pg_dir):
+            self.pg_down()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
