@@ -2,7 +2,7 @@
  * user_cli.c — a command-line client of user.v1.UserService on the
  * generated stubs.
  *
- *   user-cli [--target HOST:PORT] [--timeout MS] COMMAND ...
+ *   user-cli [--target TARGET] [--lb POLICY] [--timeout MS] COMMAND ...
  *     create NAME EMAIL
  *     get ID
  *     update ID [--name NAME] [--email EMAIL]   (neither: both, from the
@@ -11,6 +11,11 @@
  *     list [--page-size N] [--page-token T] [--all]
  *     import FILE.csv|-        rows "name,email"; a "name,email" header
  *                              line is skipped; streamed as read
+ *
+ * TARGET is anything grpc resolves: HOST:PORT (default 127.0.0.1:50051),
+ * dns:///NAME:PORT, or ipv4:A:P1,B:P2 for a fixed list of replicas; with
+ * --lb round_robin calls are spread over every address instead of
+ * sticking to the first (pick_first, grpc's default).
  *
  * Prints one line per user: id, name, email, create and update time (UTC).
  * Exit status 0 on success, 1 when the call fails (the status is printed as
@@ -30,7 +35,8 @@
 #include <time.h>
 
 static const char usage[] =
-    "usage: user-cli [--target HOST:PORT] [--timeout MS] COMMAND ...\n"
+    "usage: user-cli [--target TARGET] [--lb pick_first|round_robin]\n"
+    "                [--timeout MS] COMMAND ...\n"
     "  create NAME EMAIL\n"
     "  get ID\n"
     "  update ID [--name NAME] [--email EMAIL]\n"
@@ -303,9 +309,11 @@ static int cmd_import(perfc_channel *ch, const perfc_call_opts *co, int argc,
 int main(int argc, char **argv) {
   const char *target = "127.0.0.1:50051";
   perfc_call_opts co = {0};
+  perfc_channel_opts chopts;
   perfc_channel *ch = NULL;
   int i = 1, rc;
   co.timeout_ms = 10000;
+  perfc_channel_opts_init(&chopts);
   for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
     if (strcmp(argv[i], "--help") == 0) {
       fputs(usage, stdout);
@@ -315,6 +323,8 @@ int main(int argc, char **argv) {
       return usage_error("option without a value");
     if (strcmp(argv[i], "--target") == 0)
       target = argv[++i];
+    else if (strcmp(argv[i], "--lb") == 0)
+      chopts.lb_policy = argv[++i];
     else if (strcmp(argv[i], "--timeout") == 0)
       co.timeout_ms = atoi(argv[++i]);
     else
@@ -322,7 +332,7 @@ int main(int argc, char **argv) {
   }
   if (i >= argc)
     return usage_error("no command");
-  rc = perfc_channel_new(&ch, target, NULL);
+  rc = perfc_channel_new(&ch, target, &chopts);
   if (rc != 0) {
     fprintf(stderr, "user-cli: cannot make a channel to %s: %s\n", target,
             perfc_strerror(rc));

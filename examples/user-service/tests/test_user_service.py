@@ -214,6 +214,43 @@ class UserService(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("INVALID_ARGUMENT: name", r.stderr)
 
+    def test_07_scale_out(self):
+        """Two replicas on one PostgreSQL and Redis: an update through one
+        drops the other's L1 copy (Redis pub/sub), and round_robin over an
+        ipv4: list spreads calls over both."""
+        b = ENV.service("user-service-b")
+        try:
+            u = create("Replica", "replica@example.com")
+            req = M["GetUserRequest"](id=u.id)
+            self.assertEqual(STUB.GetUser(req, timeout=10).name, "Replica")  # A caches it
+            with grpc.insecure_channel(b.target) as ch_b:
+                usvc_env.Stub(ch_b, M).UpdateUser(M["UpdateUserRequest"](
+                    user=M["User"](id=u.id, name="Replica 2"),
+                    update_mask=M["FieldMask"](paths=["name"])), timeout=10)
+            usvc_env.wait_for(lambda: STUB.GetUser(req, timeout=10).name == "Replica 2",
+                              "replica A to drop its L1 copy", timeout=5)
+            self.assertGreater(cache("remote_invalidations"), 0)
+
+            key = ('grpc_server_handled_total{grpc_type="unary",grpc_service="user.v1.UserService",'
+                   'grpc_method="GetUser",grpc_code="OK"}')
+            before = (ENV.metrics().get(key, 0), b.metrics().get(key, 0))
+            target = "ipv4:%s,%s" % (ENV.target, b.target)
+            with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as ch:
+                stub = usvc_env.Stub(ch, M)
+                for _ in range(20):
+                    stub.GetUser(req, timeout=10, wait_for_ready=True)
+            after = (ENV.metrics().get(key, 0), b.metrics().get(key, 0))
+            self.assertGreaterEqual(after[0] - before[0], 5)
+            self.assertGreaterEqual(after[1] - before[1], 5)
+            # The generated C client with the same target and policy.
+            r = subprocess.run([os.path.join(BIN, "user-cli"), "--target", target,
+                                "--lb", "round_robin", "get", str(u.id)],
+                               stdout=subprocess.PIPE, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0)
+            self.assertIn('name="Replica 2"', r.stdout)
+        finally:
+            self.assertEqual(b.stop(), 0)
+
     def test_91_redis_killed(self):
         u = create("Before", "before.redis@example.com")
         ENV.redis_kill()

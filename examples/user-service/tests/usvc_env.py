@@ -149,57 +149,33 @@ class Env:
             self.redis = None
 
     # user-service -------------------------------------------------------------
-    def svc_up(self, extra_env=None):
+    def service(self, name="user-service", extra_env=None):
+        """Starts one more user-service on the same PostgreSQL and Redis
+        (a second replica); the caller stops it with Service.stop()."""
         env = dict(os.environ)
         # The shipped configuration names a replica host that exists only in
         # Kubernetes; empty means "read from the primary".
         env["PERFC_POSTGRES_REPLICA_DSN"] = ""
         env["PERFC_LOGGING_FORMAT"] = "logfmt"
         env.update(extra_env or {})
-        self.svc_log = os.path.join(self.dir, "user-service.log")
-        with open(self.svc_log, "ab") as log:
-            self.svc = subprocess.Popen(
-                [os.path.join(self.bin_dir, "user-service"),
-                 "--config", os.path.join(EXAMPLE, "config", "user-service.yaml"),
-                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-                 "--postgres", self.dsn, "--redis", "127.0.0.1:%d" % self.redis_port],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+        return Service(self, os.path.join(self.dir, name + ".log"), env)
 
-        def ports():
-            with open(self.svc_log) as f:
-                text = f.read()
-            if self.svc.poll() is not None:
-                raise SystemExit("user-service exited with %d; log:\n%s"
-                                 % (self.svc.returncode, text))
-            g = re.search(r"serving user\.v1\.UserService on \S+ \(port (\d+)\)", text)
-            m = re.search(r"metrics on port (\d+)", text)
-            return g and m and (int(g.group(1)), int(m.group(1)))
-        self.grpc_port, self.metrics_port = wait_for(ports, "user-service")
-        self.target = "127.0.0.1:%d" % self.grpc_port
+    def svc_up(self, extra_env=None):
+        self.main = self.service(extra_env=extra_env)
+        self.svc = self.main.proc
+        self.grpc_port, self.metrics_port = self.main.grpc_port, self.main.metrics_port
+        self.target = self.main.target
 
     def svc_stop(self):
         """SIGTERM, as an orchestrator would; returns the exit status."""
         if self.svc is None:
             return None
-        self.svc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.svc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.svc.kill()
-            rc = self.svc.wait()
+        rc = self.main.stop()
         self.svc = None
         return rc
 
     def metrics(self):
-        """The /metrics page as {series: value} (labels included)."""
-        text = urllib.request.urlopen(
-            "http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5).read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
+        return self.main.metrics()
 
     def up(self):
         try:
@@ -219,3 +195,50 @@ class Env:
             self.pg_down()
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Service:
+    """One user-service process with the shipped configuration, local
+    addresses from flags and ports picked by the kernel (read from its log)."""
+
+    def __init__(self, env, log_path, environ):
+        self.log = log_path
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [os.path.join(env.bin_dir, "user-service"),
+                 "--config", os.path.join(EXAMPLE, "config", "user-service.yaml"),
+                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                 "--postgres", env.dsn, "--redis", "127.0.0.1:%d" % env.redis_port],
+                stdout=log, stderr=subprocess.STDOUT, env=environ)
+
+        def ports():
+            with open(self.log) as f:
+                text = f.read()
+            if self.proc.poll() is not None:
+                raise SystemExit("user-service exited with %d; log:\n%s"
+                                 % (self.proc.returncode, text))
+            g = re.search(r"serving user\.v1\.UserService on \S+ \(port (\d+)\)", text)
+            m = re.search(r"metrics on port (\d+)", text)
+            return g and m and (int(g.group(1)), int(m.group(1)))
+        self.grpc_port, self.metrics_port = wait_for(ports, "user-service")
+        self.target = "127.0.0.1:%d" % self.grpc_port
+
+    def stop(self):
+        """SIGTERM; returns the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def metrics(self):
+        """The /metrics page as {series: value} (labels included)."""
+        text = urllib.request.urlopen(
+            "http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
