@@ -40,8 +40,8 @@ static int key_id(const char *key, int64_t *id) {
 
 /* The cache passes loader failures through as PERFC_E* codes and shares a
  * single flight's failure with every waiter, so the status has to survive
- * as an error code: UNAVAILABLE and DEADLINE_EXCEEDED keep their meaning,
- * anything else becomes INTERNAL. */
+ * as an error code: UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED
+ * keep their meaning, anything else becomes INTERNAL. */
 static int status_to_err(perfc_status_code st) {
   switch (st) {
   case PERFC_STATUS_OK:
@@ -52,6 +52,8 @@ static int status_to_err(perfc_status_code st) {
     return PERFC_EIO;
   case PERFC_STATUS_DEADLINE_EXCEEDED:
     return PERFC_ETIMEDOUT;
+  case PERFC_STATUS_RESOURCE_EXHAUSTED:
+    return PERFC_EFULL;
   default:
     return PERFC_ESTATE;
   }
@@ -70,6 +72,9 @@ static perfc_status_code err_to_status(int rc, char *msg, size_t msg_len) {
   case PERFC_ETIMEDOUT:
     snprintf(msg, msg_len, "database timed out");
     return PERFC_STATUS_DEADLINE_EXCEEDED;
+  case PERFC_EFULL:
+    snprintf(msg, msg_len, "database connections exhausted");
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
   case PERFC_ENOMEM:
     snprintf(msg, msg_len, "out of memory");
     return PERFC_STATUS_RESOURCE_EXHAUSTED;
