@@ -72,8 +72,8 @@ static perfc_status_code store_error(perfc_ctx *ctx, perfc_status_code st,
   case PERFC_STATUS_UNAVAILABLE:
     return perfc_ctx_error(ctx, st, "database unavailable");
   default:
-    perfc_log(PERFC_LOG_WARN, "%s: database error %s: %s", perfc_ctx_method(ctx),
-              err->sqlstate, err->message);
+    perfc_log(PERFC_LOG_WARN, "%s: database error %s: %s",
+              perfc_ctx_method(ctx), err->sqlstate, err->message);
     return perfc_ctx_error(ctx, st, "database error");
   }
 }
@@ -370,8 +370,9 @@ static perfc_status_code import_users(perfc_ctx *ctx, perfc_stream *reader,
   perfc_status_code st =
       user_store_import(svc->pg, import_next, &s, &created, &err);
   if (s.stream_failed)
-    return perfc_ctx_error(ctx, st, "import stream ended early: nothing "
-                                    "was imported");
+    return perfc_ctx_error(ctx, st,
+                           "import stream ended early: nothing "
+                           "was imported");
   if (st != PERFC_STATUS_OK)
     return store_error(ctx, st, &err, "user");
   /* Every row received and not created was invalid or a duplicate (of an

@@ -77,9 +77,9 @@ static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg) {
   o.dsn = c->dsn;
   /* An empty replica DSN (PERFC_POSTGRES_REPLICA_DSN= ) means "no replica",
    * so a file that names one can be overridden for a single-server setup. */
-  o.replica_dsn =
-      c->replica_dsn != NULL && c->replica_dsn[0] != '\0' ? c->replica_dsn
-                                                          : NULL;
+  o.replica_dsn = c->replica_dsn != NULL && c->replica_dsn[0] != '\0'
+                      ? c->replica_dsn
+                      : NULL;
   o.max_conns = c->pool_size;
   o.acquire_timeout_ms = (unsigned)c->acquire_timeout_ms;
   o.connect_timeout_s = (unsigned)((c->connect_timeout_ms + 999) / 1000);
@@ -134,9 +134,9 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = perfc_config_apply_flags(cfg, &flags);
   if (rc != 0) {
-    fprintf(stderr, "%s\n", perfc_config_last_error()[0]
-                                ? perfc_config_last_error()
-                                : perfc_strerror(rc));
+    fprintf(stderr, "%s\n",
+            perfc_config_last_error()[0] ? perfc_config_last_error()
+                                         : perfc_strerror(rc));
     perfc_config_free(cfg);
     return 2;
   }

@@ -46,8 +46,8 @@ static char *expand_checksum(const user_migration *m, const char *hex) {
   size_t cap = m->len + 1, n = 0;
   const char *s = (const char *)m->sql, *end = s + m->len;
   char *out;
-  for (const char *p = s; (p = memmem(p, (size_t)(end - p), var,
-                                      sizeof var - 1)) != NULL;
+  for (const char *p = s;
+       (p = memmem(p, (size_t)(end - p), var, sizeof var - 1)) != NULL;
        p += sizeof var - 1)
     cap += 64 + 2;
   out = malloc(cap);

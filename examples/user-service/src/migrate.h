@@ -1,6 +1,6 @@
 /*
- * migrate.h — the user-service's schema migrations: sql/NNNN_*.sql, compiled into
- * the binary, applied in name order at start-up and recorded in
+ * migrate.h — the user-service's schema migrations: sql/NNNN_*.sql, compiled
+ * into the binary, applied in name order at start-up and recorded in
  * schema_migrations (design in sql/README.md).
  *
  * Room: examples/user-service (start-up only; no handler calls this).

@@ -84,8 +84,7 @@ static perfc_status_code err_to_status(int rc, char *msg, size_t msg_len) {
   }
 }
 
-static int load_one(const char *key, uint8_t **out, size_t *out_len,
-                    void *ud) {
+static int load_one(const char *key, uint8_t **out, size_t *out_len, void *ud) {
   user_cache *c = ud;
   perfc_pg_error err;
   int64_t id;
@@ -110,8 +109,8 @@ static int load_many(const char *const *keys, size_t n, perfc_cache_value *out,
   return rc;
 }
 
-int user_cache_new(user_cache **out, perfc_pg_pool *pg,
-                   perfc_redis_pool *redis, const perfc_config_cache *cfg) {
+int user_cache_new(user_cache **out, perfc_pg_pool *pg, perfc_redis_pool *redis,
+                   const perfc_config_cache *cfg) {
   perfc_cache_opts o;
   user_cache *c = calloc(1, sizeof *c);
   int rc;

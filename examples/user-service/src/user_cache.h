@@ -21,8 +21,8 @@ typedef struct user_cache user_cache;
 /** A cache in front of `pg` (borrowed), with Redis `redis` (borrowed; NULL
  *  = L1 only) and the sizes and TTLs of the `cache:` section. Returns 0 or
  *  a PERFC_E* code. */
-int user_cache_new(user_cache **out, perfc_pg_pool *pg,
-                   perfc_redis_pool *redis, const perfc_config_cache *cfg);
+int user_cache_new(user_cache **out, perfc_pg_pool *pg, perfc_redis_pool *redis,
+                   const perfc_config_cache *cfg);
 
 /** NULL is a no-op. */
 void user_cache_free(user_cache *c);

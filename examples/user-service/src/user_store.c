@@ -137,12 +137,12 @@ perfc_status_code user_store_get_many_packed(perfc_pg_pool *pg,
   arr[len] = '\0';
   {
     perfc_pg_param p[1] = {perfc_pg_text(arr)};
-    perfc_pg_query q = {
-        .name = "user_get_many",
-        .sql = "SELECT " USER_COLS " FROM users WHERE id = ANY($1::int8[])",
-        .params = p,
-        .nparams = 1,
-        .flags = PERFC_PG_READ};
+    perfc_pg_query q = {.name = "user_get_many",
+                        .sql = "SELECT " USER_COLS
+                               " FROM users WHERE id = ANY($1::int8[])",
+                        .params = p,
+                        .nparams = 1,
+                        .flags = PERFC_PG_READ};
     st = perfc_pg_exec(pg, &q, &r, err);
   }
   free(arr);
@@ -197,14 +197,14 @@ perfc_status_code user_store_update(perfc_pg_pool *pg, int64_t id,
       name ? perfc_pg_textn(name, strlen(name)) : perfc_pg_null(),
       email ? perfc_pg_textn(email, strlen(email)) : perfc_pg_null()};
   /* NULL keeps a column, so one prepared statement serves every mask. */
-  perfc_pg_query q = {
-      .name = "user_update",
-      .sql = "UPDATE users SET name = COALESCE($2::text, name), "
-             "email = COALESCE($3::text, email) WHERE id = $1 "
-             "RETURNING " USER_COLS,
-      .params = p,
-      .nparams = 3,
-      .flags = PERFC_PG_ONE};
+  perfc_pg_query q = {.name = "user_update",
+                      .sql =
+                          "UPDATE users SET name = COALESCE($2::text, name), "
+                          "email = COALESCE($3::text, email) WHERE id = $1 "
+                          "RETURNING " USER_COLS,
+                      .params = p,
+                      .nparams = 3,
+                      .flags = PERFC_PG_ONE};
   return one_user(pg, &q, arena, out, err);
 }
 
@@ -285,8 +285,8 @@ static perfc_status_code import_body(perfc_pg_conn *conn, void *ud,
   int64_t ord = 0;
   if (st != PERFC_STATUS_OK)
     return st;
-  st = perfc_pg_copy_begin(conn, "COPY user_import (ord, name, email) FROM STDIN",
-                           err);
+  st = perfc_pg_copy_begin(
+      conn, "COPY user_import (ord, name, email) FROM STDIN", err);
   while (st == PERFC_STATUS_OK) {
     const char *name = NULL, *email = NULL;
     char ordbuf[24];

@@ -43,8 +43,8 @@ static char *email(const char *who) {
 }
 
 /* CreateUser; returns the new id or 0, and the code in *code. */
-static int64_t create(const char *name, const char *mail, perfc_status_code *code,
-                      char **msg) {
+static int64_t create(const char *name, const char *mail,
+                      perfc_status_code *code, char **msg) {
   User__V1__CreateUserRequest req = USER__V1__CREATE_USER_REQUEST__INIT;
   User__V1__User *u = NULL;
   perfc_status st = {0};
@@ -144,7 +144,8 @@ static void check_crud_and_batch(void) {
       protobuf_c_message_free_unpacked(&u->base, NULL);
   }
   {
-    User__V1__BatchGetUsersRequest req = USER__V1__BATCH_GET_USERS_REQUEST__INIT;
+    User__V1__BatchGetUsersRequest req =
+        USER__V1__BATCH_GET_USERS_REQUEST__INIT;
     User__V1__BatchGetUsersResponse *r = NULL;
     int64_t ids[3] = {b, INT64_MAX, a};
     perfc_status st = {0};
@@ -202,8 +203,7 @@ static void check_streams(void) {
   c = user__v1__user_service__import_users__finish(s, &ir, &st);
   CHECK(c == PERFC_STATUS_OK && ir && ir->created == 3 && ir->failed == 2,
         "import: %s created=%" PRId64 " failed=%" PRId64,
-        perfc_status_name((int)c), ir ? ir->created : -1,
-        ir ? ir->failed : -1);
+        perfc_status_name((int)c), ir ? ir->created : -1, ir ? ir->failed : -1);
   perfc_client_stream_free(s);
   perfc_status_reset(&st);
 
