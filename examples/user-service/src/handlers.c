@@ -342,12 +342,12 @@ static int import_next(void *ud, const char **name, const char **email) {
   for (;;) {
     User__V1__CreateUserRequest *r = NULL;
     int rc = user__v1__user_service__import_users__recv(s->reader, &r);
-    if (rc == 0)
-      return 0;
     if (rc < 0) {
       s->stream_failed = 1;
       return -1;
     }
+    if (rc == 0 || r == NULL) /* 1 always comes with a message */
+      return 0;
     s->received++;
     if (r->name[0] == '\0' || utf8_len(r->name) > USER_NAME_MAX ||
         !email_ok(r->email)) {
@@ -395,12 +395,12 @@ static perfc_status_code sync_users(perfc_ctx *ctx, perfc_stream *stream,
     User__V1__User *u = NULL;
     char msg[128];
     int rc = user__v1__user_service__sync_users__recv(stream, &r);
-    if (rc == 0)
-      break;
     if (rc < 0) {
       st = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "stream ended");
       break;
     }
+    if (rc == 0 || r == NULL) /* 1 always comes with a message */
+      break;
     if (r->id <= 0)
       continue;
     perfc_arena_reset(scratch);

@@ -182,10 +182,13 @@ static int cmd_list(perfc_channel *ch, const perfc_call_opts *co, int argc,
       all = 1;
     else if (strcmp(argv[i], "--page-size") == 0 && i + 1 < argc)
       req.page_size = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--page-token") == 0 && i + 1 < argc)
+    else if (strcmp(argv[i], "--page-token") == 0 && i + 1 < argc) {
+      free(token);
       token = strdup(argv[++i]);
-    else
+    } else {
+      free(token);
       return usage_error("list: unknown option");
+    }
   }
   do {
     User__V1__ListUsersResponse *r = NULL;
