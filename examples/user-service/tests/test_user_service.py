@@ -7,6 +7,7 @@ Run by CTest as: /usr/bin/python3 test_user_service.py BUILD_BIN_DIR
 The servers are started here (usvc_env.Env) and stopped at the end; the
 failure cases kill Redis and stop PostgreSQL under the running service.
 """
+import hashlib
 import os
 import subprocess
 import sys
@@ -250,6 +251,26 @@ class UserService(unittest.TestCase):
             self.assertIn('name="Replica 2"', r.stdout)
         finally:
             self.assertEqual(b.stop(), 0)
+
+    def test_08_migrations(self):
+        """Applied once with the file's sha256; a recorded checksum that no
+        longer matches the file stops a new replica from starting."""
+        path = os.path.join(usvc_env.EXAMPLE, "sql", "0001_create_users.sql")
+        with open(path, "rb") as f:
+            want = hashlib.sha256(f.read()).hexdigest()
+        self.assertEqual(ENV.psql("SELECT version || ' ' || checksum FROM schema_migrations"),
+                         "0001_create_users " + want)
+        ENV.psql("UPDATE schema_migrations SET checksum = 'edited' "
+                 "WHERE version = '0001_create_users'")
+        try:
+            env = dict(os.environ, PERFC_POSTGRES_REPLICA_DSN="")
+            r = subprocess.run(ENV.service_argv(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("0001_create_users.sql was edited after it was applied", r.stdout)
+        finally:
+            ENV.psql("UPDATE schema_migrations SET checksum = '%s' "
+                     "WHERE version = '0001_create_users'" % want)
 
     def test_91_redis_killed(self):
         u = create("Before", "before.redis@example.com")

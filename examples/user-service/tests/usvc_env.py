@@ -7,6 +7,7 @@ PostgreSQL comes from scripts/pg-up (its own cluster in DIR/pg), Redis is a
 redis-server child with --save '' on a free port, and every process started
 here is stopped by Env.stop() through its own pid.
 """
+import glob
 import os
 import re
 import shutil
@@ -126,6 +127,19 @@ class Env:
         self.dsn = out.strip().splitlines()[-1]
         return self.dsn
 
+    def psql(self, sql):
+        """Runs one statement with psql; returns its unaligned output."""
+        psql = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+        return subprocess.run([psql, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1",
+                               self.dsn, "-c", sql], check=True,
+                              stdout=subprocess.PIPE, text=True).stdout.strip()
+
+    def service_argv(self):
+        return [os.path.join(self.bin_dir, "user-service"),
+                "--config", os.path.join(EXAMPLE, "config", "user-service.yaml"),
+                "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                "--postgres", self.dsn, "--redis", "127.0.0.1:%d" % self.redis_port]
+
     def pg_down(self):
         subprocess.run([os.path.join(ROOT, "scripts", "pg-down"), self.pg_dir],
                        check=True)
@@ -204,12 +218,8 @@ class Service:
     def __init__(self, env, log_path, environ):
         self.log = log_path
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [os.path.join(env.bin_dir, "user-service"),
-                 "--config", os.path.join(EXAMPLE, "config", "user-service.yaml"),
-                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-                 "--postgres", env.dsn, "--redis", "127.0.0.1:%d" % env.redis_port],
-                stdout=log, stderr=subprocess.STDOUT, env=environ)
+            self.proc = subprocess.Popen(env.service_argv(), stdout=log,
+                                         stderr=subprocess.STDOUT, env=environ)
 
         def ports():
             with open(self.log) as f:
