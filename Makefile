@@ -1,5 +1,5 @@
 # perfc — a thin wrapper over CMake and the scripts in scripts/.
-#   make demo    install what is missing, build, run the echo demo
+#   make demo    install what is missing, build, run the echo and user-service demos
 #   make test    install what is missing, build, run every test
 #   make check   the tests under ASan+UBSan and under TSan
 #   make bench   perfc vs peers under h2load (see docs/benchmarks.md)

@@ -1,0 +1,435 @@
+/*
+ * handlers.c — user.v1.UserService: validation, then the store or the
+ * cache, then the status the API promises. Transport, metrics, executors
+ * and connection handling are the runtime's.
+ *
+ * Room: examples/user-service.
+ */
+#include "handlers.h"
+
+#include "user_store.h"
+
+#include <string.h>
+
+/* ---- validation ---------------------------------------------------------- */
+
+/* Code points of valid UTF-8 (protobuf-c has already refused invalid UTF-8
+ * in proto3 strings). */
+static size_t utf8_len(const char *s) {
+  size_t n = 0;
+  for (; *s; s++)
+    n += ((unsigned char)*s & 0xC0) != 0x80;
+  return n;
+}
+
+static perfc_status_code check_name(perfc_ctx *ctx, const char *name) {
+  if (name == NULL || name[0] == '\0')
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "name: must not be empty");
+  if (utf8_len(name) > USER_NAME_MAX)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "name: longer than %d characters", USER_NAME_MAX);
+  return PERFC_STATUS_OK;
+}
+
+/* A pragmatic address check: one '@', a non-empty local part, a domain with
+ * a dot between non-empty labels, no spaces or control characters, at most
+ * 320 bytes (RFC 5321's 64 + 1 + 255). Deliverability is not knowable here. */
+static int email_ok(const char *e) {
+  const char *at = e ? strchr(e, '@') : NULL;
+  size_t len = e ? strlen(e) : 0;
+  const char *dot;
+  if (at == NULL || at == e || strchr(at + 1, '@') != NULL || len > 320 ||
+      (size_t)(at - e) > 64)
+    return 0;
+  for (const char *p = e; *p; p++)
+    if ((unsigned char)*p <= ' ' || *p == 0x7f)
+      return 0;
+  dot = strrchr(at + 1, '.');
+  if (dot == NULL || at[1] == '.' || dot[1] == '\0' || strstr(at, "..") != NULL)
+    return 0;
+  return 1;
+}
+
+static perfc_status_code check_email(perfc_ctx *ctx, const char *email) {
+  if (!email_ok(email))
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "email: not a valid address");
+  return PERFC_STATUS_OK;
+}
+
+/* A failed store call as the handler's status; `what` names the object for
+ * NOT_FOUND, and a unique violation is always the e-mail (the only unique
+ * column a client writes). */
+static perfc_status_code store_error(perfc_ctx *ctx, perfc_status_code st,
+                                     const perfc_pg_error *err,
+                                     const char *what) {
+  switch (st) {
+  case PERFC_STATUS_NOT_FOUND:
+    return perfc_ctx_error(ctx, st, "%s not found", what);
+  case PERFC_STATUS_ALREADY_EXISTS:
+    return perfc_ctx_error(ctx, st, "email: already taken");
+  case PERFC_STATUS_UNAVAILABLE:
+    return perfc_ctx_error(ctx, st, "database unavailable");
+  default:
+    perfc_log(PERFC_LOG_WARN, "%s: database error %s: %s",
+              perfc_ctx_method(ctx), err->sqlstate, err->message);
+    return perfc_ctx_error(ctx, st, "database error");
+  }
+}
+
+/* ---- page tokens --------------------------------------------------------- */
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* The last id of a page as 8 big-endian bytes in unpadded base64url (11
+ * characters): opaque to clients, so the encoding may change later. */
+static char *token_encode(perfc_ctx *ctx, int64_t id) {
+  uint8_t b[9] = {0};
+  char *out = perfc_ctx_alloc(ctx, 12);
+  uint64_t v = (uint64_t)id;
+  if (out == NULL)
+    return NULL;
+  for (int i = 7; i >= 0; i--, v >>= 8)
+    b[i] = (uint8_t)v;
+  for (int i = 0, o = 0; i < 9; i += 3) {
+    uint32_t w = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+    out[o++] = b64[w >> 18 & 63];
+    out[o++] = b64[w >> 12 & 63];
+    out[o++] = b64[w >> 6 & 63];
+    if (o < 11)
+      out[o++] = b64[w & 63];
+  }
+  out[11] = '\0';
+  return out;
+}
+
+static int token_decode(const char *t, int64_t *id) {
+  uint64_t bits = 0;
+  if (strlen(t) != 11)
+    return -1;
+  /* 66 bits of characters for 64 bits of id: the last two must be zero. */
+  for (int i = 0; i < 11; i++) {
+    const char *p = strchr(b64, t[i]);
+    if (p == NULL || t[i] == '\0')
+      return -1;
+    unsigned d = (unsigned)(p - b64);
+    if (i == 10) {
+      if (d & 3)
+        return -1;
+      bits = bits << 4 | d >> 2;
+    } else {
+      bits = bits << 6 | d;
+    }
+  }
+  *id = (int64_t)bits;
+  return *id > 0 ? 0 : -1;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+static perfc_status_code create_user(perfc_ctx *ctx,
+                                     const User__V1__CreateUserRequest *req,
+                                     User__V1__User *resp, void *ud) {
+  user_service *svc = ud;
+  perfc_pg_error err;
+  perfc_status_code st = check_name(ctx, req->name);
+  if (st == PERFC_STATUS_OK)
+    st = check_email(ctx, req->email);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  st = user_store_create(svc->pg, req->name, req->email, perfc_ctx_arena(ctx),
+                         resp, &err);
+  if (st != PERFC_STATUS_OK)
+    return store_error(ctx, st, &err, "user");
+  /* A GetUser for this id before it existed may have cached "not found". */
+  user_cache_invalidate(svc->cache, resp->id);
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code get_user(perfc_ctx *ctx,
+                                  const User__V1__GetUserRequest *req,
+                                  User__V1__User *resp, void *ud) {
+  user_service *svc = ud;
+  User__V1__User *u = NULL;
+  char msg[128];
+  perfc_status_code st;
+  /* Ids are identity values from 1: no lookup (and no cached placeholder)
+   * for ids that cannot exist. */
+  if (req->id <= 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user not found");
+  st = user_cache_get(svc->cache, req->id, perfc_ctx_arena(ctx), &u, msg,
+                      sizeof msg);
+  if (st != PERFC_STATUS_OK)
+    return perfc_ctx_error(ctx, st, "%s", msg);
+  *resp = *u;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code update_user(perfc_ctx *ctx,
+                                     const User__V1__UpdateUserRequest *req,
+                                     User__V1__User *resp, void *ud) {
+  user_service *svc = ud;
+  const User__V1__User *u = req->user;
+  const char *name = NULL, *email = NULL;
+  perfc_pg_error err;
+  perfc_status_code st = PERFC_STATUS_OK;
+  size_t npaths = req->update_mask ? req->update_mask->n_paths : 0;
+  if (u == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "user: required");
+  if (u->id <= 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user not found");
+  /* An empty mask means every updatable field, as AIP-134 suggests. */
+  if (npaths == 0) {
+    name = u->name;
+    email = u->email;
+  }
+  for (size_t i = 0; i < npaths; i++) {
+    const char *p = req->update_mask->paths[i];
+    if (strcmp(p, "name") == 0)
+      name = u->name;
+    else if (strcmp(p, "email") == 0)
+      email = u->email;
+    else
+      return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                             "update_mask: path '%s' cannot be updated "
+                             "(only name, email)",
+                             p);
+  }
+  if (name != NULL)
+    st = check_name(ctx, name);
+  if (st == PERFC_STATUS_OK && email != NULL)
+    st = check_email(ctx, email);
+  if (st != PERFC_STATUS_OK)
+    return st;
+  st = user_store_update(svc->pg, u->id, name, email, perfc_ctx_arena(ctx),
+                         resp, &err);
+  if (st != PERFC_STATUS_OK)
+    return store_error(ctx, st, &err, "user");
+  user_cache_invalidate(svc->cache, u->id);
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code delete_user(perfc_ctx *ctx,
+                                     const User__V1__DeleteUserRequest *req,
+                                     Google__Protobuf__Empty *resp, void *ud) {
+  user_service *svc = ud;
+  perfc_pg_error err;
+  perfc_status_code st;
+  (void)resp;
+  if (req->id <= 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user not found");
+  st = user_store_delete(svc->pg, req->id, &err);
+  if (st != PERFC_STATUS_OK)
+    return store_error(ctx, st, &err, "user");
+  user_cache_invalidate(svc->cache, req->id);
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code list_users(perfc_ctx *ctx,
+                                    const User__V1__ListUsersRequest *req,
+                                    User__V1__ListUsersResponse *resp,
+                                    void *ud) {
+  user_service *svc = ud;
+  int size = req->page_size <= 0              ? USER_PAGE_DEFAULT
+             : req->page_size > USER_PAGE_MAX ? USER_PAGE_MAX
+                                              : req->page_size;
+  int64_t after = 0;
+  User__V1__User **users = NULL;
+  size_t n = 0;
+  perfc_pg_error err;
+  perfc_status_code st;
+  if (req->page_token != NULL && req->page_token[0] != '\0' &&
+      token_decode(req->page_token, &after) != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "page_token: not a token from ListUsers");
+  /* One row more than the page tells whether another page follows. */
+  st = user_store_list(svc->pg, after, size + 1, perfc_ctx_arena(ctx), &users,
+                       &n, &err);
+  if (st != PERFC_STATUS_OK)
+    return store_error(ctx, st, &err, "user");
+  if (n > (size_t)size) {
+    n = (size_t)size;
+    resp->next_page_token = token_encode(ctx, users[n - 1]->id);
+  }
+  resp->users = users;
+  resp->n_users = n;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code
+batch_get_users(perfc_ctx *ctx, const User__V1__BatchGetUsersRequest *req,
+                User__V1__BatchGetUsersResponse *resp, void *ud) {
+  user_service *svc = ud;
+  User__V1__User **found;
+  char msg[128];
+  size_t n = 0;
+  perfc_status_code st;
+  if (req->n_ids > USER_BATCH_MAX)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "ids: at most %d per call", USER_BATCH_MAX);
+  if (req->n_ids == 0)
+    return PERFC_STATUS_OK;
+  found = perfc_ctx_alloc(ctx, req->n_ids * sizeof *found);
+  if (found == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
+  st = user_cache_get_many(svc->cache, req->ids, req->n_ids,
+                           perfc_ctx_arena(ctx), found, msg, sizeof msg);
+  if (st != PERFC_STATUS_OK)
+    return perfc_ctx_error(ctx, st, "%s", msg);
+  /* Request order, missing ids left out: compact in place. */
+  for (size_t i = 0; i < req->n_ids; i++)
+    if (found[i] != NULL)
+      found[n++] = found[i];
+  resp->users = found;
+  resp->n_users = n;
+  return PERFC_STATUS_OK;
+}
+
+/* Rows per query while streaming: large enough to amortise the round trip,
+ * small enough that memory stays flat whatever the table size. */
+#define STREAM_PAGE 500
+
+static perfc_status_code stream_users(perfc_ctx *ctx,
+                                      const User__V1__ListUsersRequest *req,
+                                      perfc_stream *writer, void *ud) {
+  user_service *svc = ud;
+  perfc_arena *page = NULL;
+  int64_t after = 0;
+  perfc_status_code st = PERFC_STATUS_OK;
+  (void)req;
+  if (perfc_arena_new(&page, 64 * 1024) != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
+  for (;;) {
+    User__V1__User **users = NULL;
+    size_t n = 0;
+    perfc_pg_error err;
+    perfc_arena_reset(page);
+    st = user_store_list(svc->pg, after, STREAM_PAGE, page, &users, &n, &err);
+    if (st != PERFC_STATUS_OK) {
+      st = store_error(ctx, st, &err, "user");
+      break;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (user__v1__user_service__stream_users__send(writer, users[i]) != 0) {
+        st = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "stream ended");
+        break;
+      }
+    if (st != PERFC_STATUS_OK || n < STREAM_PAGE)
+      break;
+    after = users[n - 1]->id;
+  }
+  perfc_arena_free(page);
+  return st;
+}
+
+typedef struct import_state {
+  perfc_ctx *ctx;
+  perfc_stream *reader;
+  int64_t received;
+  int64_t invalid;
+  int stream_failed; /* the client's stream broke: report that, not SQL */
+} import_state;
+
+/* Feeds the COPY: skips (and counts) invalid rows, stops at the end of the
+ * client's stream. */
+static int import_next(void *ud, const char **name, const char **email) {
+  import_state *s = ud;
+  for (;;) {
+    User__V1__CreateUserRequest *r = NULL;
+    int rc = user__v1__user_service__import_users__recv(s->reader, &r);
+    if (rc < 0) {
+      s->stream_failed = 1;
+      return -1;
+    }
+    if (rc == 0 || r == NULL) /* 1 always comes with a message */
+      return 0;
+    s->received++;
+    if (r->name[0] == '\0' || utf8_len(r->name) > USER_NAME_MAX ||
+        !email_ok(r->email)) {
+      s->invalid++;
+      continue;
+    }
+    *name = r->name;
+    *email = r->email;
+    return 1;
+  }
+}
+
+static perfc_status_code import_users(perfc_ctx *ctx, perfc_stream *reader,
+                                      User__V1__ImportUsersResponse *resp,
+                                      void *ud) {
+  user_service *svc = ud;
+  import_state s = {ctx, reader, 0, 0, 0};
+  int64_t created = 0;
+  perfc_pg_error err;
+  perfc_status_code st =
+      user_store_import(svc->pg, import_next, &s, &created, &err);
+  if (s.stream_failed)
+    return perfc_ctx_error(ctx, st,
+                           "import stream ended early: nothing "
+                           "was imported");
+  if (st != PERFC_STATUS_OK)
+    return store_error(ctx, st, &err, "user");
+  /* Every row received and not created was invalid or a duplicate (of an
+   * earlier row or of an existing user). */
+  resp->created = created;
+  resp->failed = s.received - created;
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code sync_users(perfc_ctx *ctx, perfc_stream *stream,
+                                    void *ud) {
+  user_service *svc = ud;
+  perfc_arena *scratch = NULL;
+  perfc_status_code st = PERFC_STATUS_OK;
+  if (perfc_arena_new(&scratch, 4096) != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
+  for (;;) {
+    User__V1__GetUserRequest *r = NULL;
+    User__V1__User *u = NULL;
+    char msg[128];
+    int rc = user__v1__user_service__sync_users__recv(stream, &r);
+    if (rc < 0) {
+      st = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "stream ended");
+      break;
+    }
+    if (rc == 0 || r == NULL) /* 1 always comes with a message */
+      break;
+    if (r->id <= 0)
+      continue;
+    perfc_arena_reset(scratch);
+    st = user_cache_get(svc->cache, r->id, scratch, &u, msg, sizeof msg);
+    if (st == PERFC_STATUS_NOT_FOUND) {
+      st = PERFC_STATUS_OK; /* unknown ids are skipped, as documented */
+      continue;
+    }
+    if (st != PERFC_STATUS_OK) {
+      st = perfc_ctx_error(ctx, st, "%s", msg);
+      break;
+    }
+    if (user__v1__user_service__sync_users__send(stream, u) != 0) {
+      st = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "stream ended");
+      break;
+    }
+  }
+  perfc_arena_free(scratch);
+  return st;
+}
+
+const User__V1__UserService_Handlers user_service_handlers = {
+    .create_user = create_user,
+    .get_user = get_user,
+    .update_user = update_user,
+    .delete_user = delete_user,
+    .list_users = list_users,
+    .batch_get_users = batch_get_users,
+    .stream_users = stream_users,
+    .import_users = import_users,
+    .sync_users = sync_users,
+};

@@ -1,0 +1,30 @@
+/*
+ * handlers.h — user.v1.UserService's handlers and what they share.
+ *
+ * Room: examples/user-service.
+ */
+#ifndef USER_SERVICE_HANDLERS_H
+#define USER_SERVICE_HANDLERS_H
+
+#include "perfc/pg.h"
+#include "user/v1/user.perfc.h"
+#include "user_cache.h"
+
+/** What every handler reaches through its user_data; borrowed. */
+typedef struct user_service {
+  perfc_pg_pool *pg;
+  user_cache *cache;
+} user_service;
+
+/** The handler table to register with a user_service as user_data. */
+extern const User__V1__UserService_Handlers user_service_handlers;
+
+/** Longest accepted name, in characters (UTF-8 code points). */
+#define USER_NAME_MAX 100
+/** Most ids one BatchGetUsers may ask for. */
+#define USER_BATCH_MAX 1000
+/** ListUsers page size when the request says 0 or less, and its ceiling. */
+#define USER_PAGE_DEFAULT 50
+#define USER_PAGE_MAX 1000
+
+#endif

@@ -1,0 +1,220 @@
+/*
+ * main.c — the user-service process: configuration, PostgreSQL pool and
+ * migrations, Redis pool and cache, the gRPC server with health,
+ * reflection, metrics and access log, and a graceful stop on SIGTERM/SIGINT.
+ *
+ *   user-service [--config FILE] [--listen HOST:PORT] [--metrics-listen ADDR]
+ *                [--postgres DSN] [--redis HOST:PORT]
+ *
+ * Settings: the YAML file, then PERFC_<SECTION>_<KEY> environment
+ * variables, then flags (docs/configuration.md). Once serving it logs
+ * "serving user.v1.UserService on ADDR (port N)".
+ *
+ * Room: examples/user-service. Structure follows templates/main.c.tmpl (the
+ * generated main) plus the data layer.
+ */
+#include "handlers.h"
+#include "migrate.h"
+
+#include "perfc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* How long start-up waits for PostgreSQL to accept the migrations before
+ * giving up (an orchestrator then restarts the process): databases and
+ * services often start together. */
+#define MIGRATE_WAIT_S 60
+
+static int listen_all(perfc_server *srv, const perfc_config *cfg,
+                      int *first_port) {
+  perfc_tls_opts tls;
+  perfc_tls_opts_init(&tls);
+  perfc_config_apply_tls(cfg, &tls);
+  for (size_t i = 0; i < perfc_config_listen_count(cfg); i++) {
+    const char *addr = perfc_config_listen_at(cfg, i);
+    int port = 0;
+    int rc = perfc_config_tls_enabled(cfg)
+                 ? perfc_server_listen_tls(srv, addr, &tls, &port)
+                 : perfc_server_listen(srv, addr, &port);
+    if (rc != 0) {
+      fprintf(stderr, "cannot listen on %s: %s\n", addr,
+              perfc_config_tls_enabled(cfg) ? perfc_tls_last_error()
+                                            : perfc_strerror(rc));
+      return rc;
+    }
+    if (i == 0)
+      *first_port = port;
+  }
+  return 0;
+}
+
+static int run_migrations(const char *dsn) {
+  char err[512];
+  for (int waited = 0;; waited++) {
+    struct timespec one = {1, 0};
+    if (user_migrate(dsn, err, sizeof err) == 0)
+      return 0;
+    /* Only an unreachable server is worth waiting for; a failing or edited
+     * migration will fail the same way next time. */
+    if (strstr(err, "cannot connect") == NULL || waited >= MIGRATE_WAIT_S) {
+      perfc_log(PERFC_LOG_ERROR, "%s", err);
+      return -1;
+    }
+    if (waited == 0)
+      perfc_log(PERFC_LOG_WARN, "%s; retrying for up to %d s", err,
+                MIGRATE_WAIT_S);
+    nanosleep(&one, NULL);
+  }
+}
+
+static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg) {
+  const perfc_config_postgres *c = perfc_config_get_postgres(cfg);
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = c->dsn;
+  /* An empty replica DSN (PERFC_POSTGRES_REPLICA_DSN= ) means "no replica",
+   * so a file that names one can be overridden for a single-server setup. */
+  o.replica_dsn = c->replica_dsn != NULL && c->replica_dsn[0] != '\0'
+                      ? c->replica_dsn
+                      : NULL;
+  o.max_conns = c->pool_size;
+  o.acquire_timeout_ms = (unsigned)c->acquire_timeout_ms;
+  o.connect_timeout_s = (unsigned)((c->connect_timeout_ms + 999) / 1000);
+  o.statement_timeout_ms = (int)c->statement_timeout_ms;
+  o.name = "users";
+  return perfc_pg_pool_new(out, &o);
+}
+
+static int redis_pool_from_config(perfc_redis_pool **out,
+                                  const perfc_config *cfg) {
+  const perfc_config_redis *c = perfc_config_get_redis(cfg);
+  perfc_redis_opts o;
+  char host[256];
+  const char *colon = strrchr(c->address, ':');
+  size_t hl = colon ? (size_t)(colon - c->address) : strlen(c->address);
+  if (hl >= sizeof host)
+    return PERFC_EINVAL;
+  memcpy(host, c->address, hl);
+  host[hl] = '\0';
+  perfc_redis_opts_init(&o);
+  o.host = host;
+  o.port = colon ? atoi(colon + 1) : 0;
+  o.pool_size = c->pool_size;
+  o.connect_timeout_ms = (uint32_t)c->connect_timeout_ms;
+  o.command_timeout_ms = (uint32_t)c->command_timeout_ms;
+  o.name = "users";
+  return perfc_redis_pool_new(out, &o);
+}
+
+int main(int argc, char **argv) {
+  perfc_flags flags;
+  perfc_config *cfg = NULL;
+  perfc_server_opts opts;
+  perfc_grpc_metrics_opts gm_opts;
+  perfc_metrics_http_opts http_opts;
+  perfc_server *srv = NULL;
+  perfc_health *health = NULL;
+  perfc_grpc_metrics *gm = NULL;
+  perfc_metrics_http *http = NULL;
+  perfc_pg_pool *pg = NULL;
+  perfc_redis_pool *redis = NULL;
+  user_cache *cache = NULL;
+  user_service svc;
+  int port = 0;
+  int rc = perfc_flags_parse(&flags, argc, argv);
+  if (rc == 0 && flags.help) {
+    fputs(perfc_flags_usage(), stdout);
+    return 0;
+  }
+  if (rc == 0)
+    rc = perfc_config_load(&cfg, flags.config_file);
+  if (rc == 0)
+    rc = perfc_config_apply_flags(cfg, &flags);
+  if (rc != 0) {
+    fprintf(stderr, "%s\n",
+            perfc_config_last_error()[0] ? perfc_config_last_error()
+                                         : perfc_strerror(rc));
+    perfc_config_free(cfg);
+    return 2;
+  }
+  if (perfc_config_get_postgres(cfg)->dsn == NULL) {
+    fprintf(stderr, "no database: set postgres.dsn, PERFC_POSTGRES_DSN or "
+                    "--postgres\n");
+    perfc_config_free(cfg);
+    return 2;
+  }
+  perfc_config_apply_logging(cfg);
+  perfc_server_opts_init(&opts);
+  perfc_config_apply_server(cfg, &opts);
+  perfc_grpc_metrics_opts_init(&gm_opts);
+  perfc_config_apply_grpc_metrics(cfg, &gm_opts);
+
+  /* The schema first: a replica that cannot migrate must not serve. */
+  if (run_migrations(perfc_config_get_postgres(cfg)->dsn) != 0) {
+    perfc_config_free(cfg);
+    return 1;
+  }
+  /* Neither pool connects here: PostgreSQL or Redis going away later is
+   * handled per call (UNAVAILABLE, or the cache degrading to PostgreSQL). */
+  rc = pg_pool_from_config(&pg, cfg);
+  if (rc == 0)
+    rc = redis_pool_from_config(&redis, cfg);
+  if (rc == 0)
+    rc = user_cache_new(&cache, pg, redis, perfc_config_get_cache(cfg));
+  svc.pg = pg;
+  svc.cache = cache;
+
+  if (rc == 0)
+    rc = perfc_server_new(&srv, &opts);
+  if (rc == 0)
+    rc = perfc_grpc_metrics_new(&gm, &gm_opts);
+  if (rc == 0)
+    rc = perfc_grpc_metrics_attach_server(gm, srv);
+  if (rc == 0 && perfc_config_access_log(cfg))
+    rc = perfc_access_log_attach(srv, PERFC_LOG_INFO);
+  if (rc == 0)
+    rc = user__v1__user_service__perfc_register(srv, &user_service_handlers,
+                                                &svc);
+  if (rc == 0)
+    rc = perfc_health_new(&health, NULL);
+  if (rc == 0)
+    rc = perfc_health_register(health, srv);
+  if (rc == 0)
+    rc = perfc_health_set(health, "user.v1.UserService", PERFC_HEALTH_SERVING);
+  if (rc == 0)
+    rc = perfc_reflection_register(srv);
+  if (rc == 0)
+    rc = listen_all(srv, cfg, &port);
+  if (rc == 0)
+    rc = perfc_server_start(srv);
+  if (rc == 0 && perfc_config_metrics_enabled(cfg)) {
+    rc = perfc_process_metrics_register(NULL);
+    perfc_metrics_http_opts_init(&http_opts);
+    perfc_config_apply_metrics_http(cfg, &http_opts);
+    if (rc == 0)
+      rc = perfc_metrics_http_start(&http, &http_opts);
+    if (rc == 0)
+      perfc_log(PERFC_LOG_INFO, "metrics on port %d",
+                perfc_metrics_http_port(http));
+  }
+  if (rc != 0) {
+    fprintf(stderr, "cannot serve: %s\n", perfc_strerror(rc));
+  } else {
+    perfc_log(PERFC_LOG_INFO, "serving user.v1.UserService on %s (port %d)%s",
+              perfc_config_listen_at(cfg, 0), port,
+              perfc_config_tls_enabled(cfg) ? " with TLS" : "");
+    perfc_server_run(srv);
+  }
+  perfc_metrics_http_stop(http);
+  perfc_server_free(srv); /* first: its handlers use everything below */
+  perfc_health_free(health);
+  perfc_grpc_metrics_free(gm);
+  user_cache_free(cache);
+  perfc_redis_pool_free(redis);
+  perfc_pg_pool_free(pg);
+  perfc_config_free(cfg);
+  return rc == 0 ? 0 : 1;
+}

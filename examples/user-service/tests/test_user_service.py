@@ -1,0 +1,318 @@
+#!/usr/bin/python3
+"""End-to-end tests of user-service against real PostgreSQL and Redis,
+through python3-grpcio (message classes from descriptors) and through the
+generated C client (user-e2e-client and user-cli).
+
+Run by CTest as: /usr/bin/python3 test_user_service.py BUILD_BIN_DIR
+The servers are started here (usvc_env.Env) and stopped at the end; the
+failure cases kill Redis and stop PostgreSQL under the running service.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import usvc_env  # noqa: E402
+
+BIN = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build/bin")
+ENV = None
+M = None
+STUB = None
+CHANNEL = None
+
+
+def setUpModule():
+    global ENV, M, STUB, CHANNEL
+    M = usvc_env.load_messages()
+    ENV = usvc_env.Env(BIN).up()
+    CHANNEL = grpc.insecure_channel(ENV.target)
+    STUB = usvc_env.Stub(CHANNEL, M)
+
+
+def tearDownModule():
+    if CHANNEL is not None:
+        CHANNEL.close()
+    if ENV is not None:
+        rc = ENV.svc_stop()
+        ENV.stop()
+        assert rc == 0, "user-service exited with %s after SIGTERM" % rc
+
+
+def create(name, email):
+    return STUB.CreateUser(M["CreateUserRequest"](name=name, email=email), timeout=10)
+
+
+def code_of(fn, *args, **kw):
+    try:
+        fn(*args, timeout=10, **kw)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def cache(name):
+    return ENV.metrics().get('perfc_cache_%s_total{cache="users"}' % name, 0)
+
+
+class UserService(unittest.TestCase):
+    """Ordered: the failure cases come last (test_9x)."""
+
+    def test_01_crud(self):
+        u = create("Ada Lovelace", "ada@example.com")
+        self.assertGreater(u.id, 0)
+        self.assertEqual((u.name, u.email), ("Ada Lovelace", "ada@example.com"))
+        self.assertGreater(u.create_time.seconds, 1600000000)
+        self.assertEqual(u.create_time, u.update_time)
+        g = STUB.GetUser(M["GetUserRequest"](id=u.id), timeout=10)
+        self.assertEqual(g, u)
+        mask = M["FieldMask"](paths=["name"])
+        up = STUB.UpdateUser(M["UpdateUserRequest"](
+            user=M["User"](id=u.id, name="Ada King", email="ignored@example.com"),
+            update_mask=mask), timeout=10)
+        self.assertEqual((up.name, up.email), ("Ada King", "ada@example.com"))
+        self.assertGreaterEqual(
+            (up.update_time.seconds, up.update_time.nanos),
+            (u.update_time.seconds, u.update_time.nanos))
+        # Empty mask: name and email both.
+        up = STUB.UpdateUser(M["UpdateUserRequest"](
+            user=M["User"](id=u.id, name="Ada B", email="ada.b@example.com")), timeout=10)
+        self.assertEqual((up.name, up.email), ("Ada B", "ada.b@example.com"))
+        # The cached copy was dropped after the commit: the next read is new.
+        self.assertEqual(STUB.GetUser(M["GetUserRequest"](id=u.id), timeout=10), up)
+        STUB.DeleteUser(M["DeleteUserRequest"](id=u.id), timeout=10)
+        self.assertEqual(code_of(STUB.GetUser, M["GetUserRequest"](id=u.id))[0],
+                         grpc.StatusCode.NOT_FOUND)
+
+    def test_02_errors(self):
+        C = grpc.StatusCode
+        cases = [("", "x@example.com", C.INVALID_ARGUMENT, "name"),
+                 ("x" * 101, "x@example.com", C.INVALID_ARGUMENT, "name"),
+                 ("Bob", "not-an-email", C.INVALID_ARGUMENT, "email"),
+                 ("Bob", "bob@", C.INVALID_ARGUMENT, "email"),
+                 ("Bob", "bob@nodot", C.INVALID_ARGUMENT, "email"),
+                 ("Bob", "", C.INVALID_ARGUMENT, "email")]
+        for name, email, code, field in cases:
+            got, details = code_of(STUB.CreateUser, M["CreateUserRequest"](name=name, email=email))
+            self.assertEqual(got, code, (name, email))
+            self.assertTrue(details.startswith(field + ":"), details)
+        # 100 characters (multi-byte ones count once) is the limit.
+        create("é" * 100, "hundred@example.com")
+        create("Bob", "bob@example.com")
+        got, details = code_of(STUB.CreateUser, M["CreateUserRequest"](name="B", email="BOB@example.com"))
+        self.assertEqual(got, C.ALREADY_EXISTS)
+        self.assertIn("email", details)
+        for fn, req in [(STUB.GetUser, M["GetUserRequest"](id=987654321)),
+                        (STUB.DeleteUser, M["DeleteUserRequest"](id=987654321)),
+                        (STUB.UpdateUser, M["UpdateUserRequest"](
+                            user=M["User"](id=987654321, name="n", email="n@example.com")))]:
+            self.assertEqual(code_of(fn, req)[0], C.NOT_FOUND)
+        u = create("Carol", "carol@example.com")
+        bad_mask = M["UpdateUserRequest"](user=M["User"](id=u.id, name="C"),
+                                         update_mask=M["FieldMask"](paths=["id"]))
+        got, details = code_of(STUB.UpdateUser, bad_mask)
+        self.assertEqual(got, C.INVALID_ARGUMENT)
+        self.assertTrue(details.startswith("update_mask"), details)
+        got, details = code_of(STUB.UpdateUser, M["UpdateUserRequest"](
+            user=M["User"](id=u.id, name=""), update_mask=M["FieldMask"](paths=["name"])))
+        self.assertEqual((got, details.split(":")[0]), (C.INVALID_ARGUMENT, "name"))
+        got, _ = code_of(STUB.UpdateUser, M["UpdateUserRequest"](
+            user=M["User"](id=u.id, email="bob@EXAMPLE.com"), update_mask=M["FieldMask"](paths=["email"])))
+        self.assertEqual(got, C.ALREADY_EXISTS)
+        got, details = code_of(STUB.ListUsers, M["ListUsersRequest"](page_token="garbage"))
+        self.assertEqual((got, details.split(":")[0]), (C.INVALID_ARGUMENT, "page_token"))
+
+    def test_03_import_and_paging(self):
+        rows = [M["CreateUserRequest"](name="Imp %d" % i, email="imp%d@example.com" % i)
+                for i in range(1100)]
+        rows += [M["CreateUserRequest"](name="Dup", email="IMP5@example.com"),   # dup in stream
+                 M["CreateUserRequest"](name="Taken", email="bob@example.com"),  # existing
+                 M["CreateUserRequest"](name="", email="empty@example.com"),     # invalid
+                 M["CreateUserRequest"](name="Bad", email="bad")]                # invalid
+        r = STUB.ImportUsers(iter(rows), timeout=60)
+        self.assertEqual((r.created, r.failed), (1100, 4))
+        # The first of the duplicates won.
+        page = STUB.ListUsers(M["ListUsersRequest"](), timeout=10)
+        self.assertEqual(len(page.users), 50)  # page_size 0 -> 50
+        self.assertTrue(page.next_page_token)
+        page = STUB.ListUsers(M["ListUsersRequest"](page_size=-3), timeout=10)
+        self.assertEqual(len(page.users), 50)
+        page = STUB.ListUsers(M["ListUsersRequest"](page_size=5000), timeout=10)
+        self.assertEqual(len(page.users), 1000)  # capped
+        # Walk every page: ids strictly increasing, no gaps between pages.
+        seen, token = [], ""
+        while True:
+            page = STUB.ListUsers(M["ListUsersRequest"](page_size=300, page_token=token), timeout=10)
+            seen += [u.id for u in page.users]
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(seen, sorted(set(seen)))
+        streamed = [u.id for u in STUB.StreamUsers(M["ListUsersRequest"](), timeout=30)]
+        self.assertEqual(streamed, seen)
+        emails = {u.email for u in STUB.StreamUsers(M["ListUsersRequest"](), timeout=30)}
+        self.assertIn("imp5@example.com", emails)
+        self.assertNotIn("IMP5@example.com", emails)
+        self.assertNotIn("empty@example.com", emails)
+
+    def test_04_batch_and_sync(self):
+        a = create("Batch A", "batch.a@example.com")
+        b = create("Batch B", "batch.b@example.com")
+        r = STUB.BatchGetUsers(M["BatchGetUsersRequest"](ids=[b.id, 999999, a.id, -1]), timeout=10)
+        self.assertEqual([u.id for u in r.users], [b.id, a.id])
+        self.assertEqual(r.users[1], a)
+        got = [u.id for u in STUB.SyncUsers(
+            iter([M["GetUserRequest"](id=i) for i in (a.id, 424242, b.id)]), timeout=10)]
+        self.assertEqual(got, [a.id, b.id])
+        self.assertEqual(code_of(STUB.BatchGetUsers,
+                                 M["BatchGetUsersRequest"](ids=list(range(1, 1002))))[0],
+                         grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_05_cache_metrics(self):
+        u = create("Cached", "cached@example.com")
+        req = M["GetUserRequest"](id=u.id)
+        loads0, l1_0 = cache("loads"), cache("l1_hits")
+        STUB.GetUser(req, timeout=10)            # miss: one load
+        for _ in range(5):
+            STUB.GetUser(req, timeout=10)        # L1 hits
+        self.assertEqual(cache("loads") - loads0, 1)
+        self.assertGreaterEqual(cache("l1_hits") - l1_0, 5)
+        inv0 = cache("invalidations")
+        STUB.UpdateUser(M["UpdateUserRequest"](user=M["User"](id=u.id, name="Cached 2"),
+                                               update_mask=M["FieldMask"](paths=["name"])), timeout=10)
+        self.assertGreater(cache("invalidations"), inv0)
+        self.assertEqual(STUB.GetUser(req, timeout=10).name, "Cached 2")
+        self.assertEqual(cache("loads") - loads0, 2)
+        # Negative caching: an unknown id is loaded once, then answered from
+        # the placeholder.
+        neg0, loads1 = cache("negative_hits"), cache("loads")
+        for _ in range(3):
+            code_of(STUB.GetUser, M["GetUserRequest"](id=55555555))
+        self.assertEqual(cache("loads") - loads1, 1)
+        self.assertGreaterEqual(cache("negative_hits") - neg0, 2)
+        # go-grpc-prometheus series for the handled calls.
+        key = ('grpc_server_handled_total{grpc_type="unary",grpc_service="user.v1.UserService",'
+               'grpc_method="GetUser",grpc_code="NotFound"}')
+        self.assertGreaterEqual(ENV.metrics().get(key, 0), 3)
+
+    def test_06_generated_c_client(self):
+        """The same API through perfc's generated C stubs (user-e2e-client
+        runs its own checks of every method and error) and user-cli."""
+        r = subprocess.run([os.path.join(BIN, "user-e2e-client"), ENV.target],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        cli = [os.path.join(BIN, "user-cli"), "--target", ENV.target]
+        r = subprocess.run(cli + ["create", "Cli", "cli@example.com"], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(r.returncode, 0)
+        uid = r.stdout.split()[0].split("=")[1]
+        r = subprocess.run(cli + ["get", uid], stdout=subprocess.PIPE, text=True)
+        self.assertIn('name="Cli"', r.stdout)
+        r = subprocess.run(cli + ["create", "", "x@example.com"], stderr=subprocess.PIPE, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("INVALID_ARGUMENT: name", r.stderr)
+
+    def test_07_scale_out(self):
+        """Two replicas on one PostgreSQL and Redis: an update through one
+        drops the other's L1 copy (Redis pub/sub), and round_robin over an
+        ipv4: list spreads calls over both."""
+        b = ENV.service("user-service-b")
+        try:
+            u = create("Replica", "replica@example.com")
+            req = M["GetUserRequest"](id=u.id)
+            self.assertEqual(STUB.GetUser(req, timeout=10).name, "Replica")  # A caches it
+            with grpc.insecure_channel(b.target) as ch_b:
+                usvc_env.Stub(ch_b, M).UpdateUser(M["UpdateUserRequest"](
+                    user=M["User"](id=u.id, name="Replica 2"),
+                    update_mask=M["FieldMask"](paths=["name"])), timeout=10)
+            usvc_env.wait_for(lambda: STUB.GetUser(req, timeout=10).name == "Replica 2",
+                              "replica A to drop its L1 copy", timeout=5)
+            self.assertGreater(cache("remote_invalidations"), 0)
+
+            key = ('grpc_server_handled_total{grpc_type="unary",grpc_service="user.v1.UserService",'
+                   'grpc_method="GetUser",grpc_code="OK"}')
+            before = (ENV.metrics().get(key, 0), b.metrics().get(key, 0))
+            target = "ipv4:%s,%s" % (ENV.target, b.target)
+            with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as ch:
+                stub = usvc_env.Stub(ch, M)
+                for _ in range(20):
+                    stub.GetUser(req, timeout=10, wait_for_ready=True)
+            after = (ENV.metrics().get(key, 0), b.metrics().get(key, 0))
+            self.assertGreaterEqual(after[0] - before[0], 5)
+            self.assertGreaterEqual(after[1] - before[1], 5)
+            # The generated C client with the same target and policy.
+            r = subprocess.run([os.path.join(BIN, "user-cli"), "--target", target,
+                                "--lb", "round_robin", "get", str(u.id)],
+                               stdout=subprocess.PIPE, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0)
+            self.assertIn('name="Replica 2"', r.stdout)
+        finally:
+            self.assertEqual(b.stop(), 0)
+
+    def test_08_migrations(self):
+        """Applied once with the file's sha256; a recorded checksum that no
+        longer matches the file stops a new replica from starting."""
+        path = os.path.join(usvc_env.EXAMPLE, "sql", "0001_create_users.sql")
+        with open(path, "rb") as f:
+            want = hashlib.sha256(f.read()).hexdigest()
+        self.assertEqual(ENV.psql("SELECT version || ' ' || checksum FROM schema_migrations"),
+                         "0001_create_users " + want)
+        ENV.psql("UPDATE schema_migrations SET checksum = 'edited' "
+                 "WHERE version = '0001_create_users'")
+        try:
+            env = dict(os.environ, PERFC_POSTGRES_REPLICA_DSN="")
+            r = subprocess.run(ENV.service_argv(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("0001_create_users.sql was edited after it was applied", r.stdout)
+        finally:
+            ENV.psql("UPDATE schema_migrations SET checksum = '%s' "
+                     "WHERE version = '0001_create_users'" % want)
+
+    def test_91_redis_killed(self):
+        u = create("Before", "before.redis@example.com")
+        ENV.redis_kill()
+        try:
+            # Every call still works: the cache falls back to PostgreSQL.
+            v = create("During", "during.redis@example.com")
+            self.assertEqual(STUB.GetUser(M["GetUserRequest"](id=v.id), timeout=10).name, "During")
+            self.assertEqual(STUB.GetUser(M["GetUserRequest"](id=u.id), timeout=10).name, "Before")
+            up = STUB.UpdateUser(M["UpdateUserRequest"](user=M["User"](id=u.id, name="After"),
+                                                        update_mask=M["FieldMask"](paths=["name"])),
+                                 timeout=10)
+            self.assertEqual(up.name, "After")
+            self.assertEqual(STUB.GetUser(M["GetUserRequest"](id=u.id), timeout=10).name, "After")
+            r = STUB.BatchGetUsers(M["BatchGetUsersRequest"](ids=[u.id, v.id]), timeout=10)
+            self.assertEqual(len(r.users), 2)
+            self.assertGreater(cache("l2_errors"), 0)
+        finally:
+            ENV.redis_up()
+
+    def test_92_postgres_stopped(self):
+        u = create("Pg", "pg.stop@example.com")
+        ENV.pg_down()
+        try:
+            C = grpc.StatusCode
+            self.assertEqual(code_of(STUB.ListUsers, M["ListUsersRequest"]())[0], C.UNAVAILABLE)
+            self.assertEqual(code_of(STUB.CreateUser, M["CreateUserRequest"](
+                name="x", email="pgdown@example.com"))[0], C.UNAVAILABLE)
+            self.assertEqual(code_of(STUB.GetUser, M["GetUserRequest"](id=u.id + 1000000))[0],
+                             C.UNAVAILABLE)
+            self.assertEqual(code_of(STUB.DeleteUser, M["DeleteUserRequest"](id=u.id))[0],
+                             C.UNAVAILABLE)
+        finally:
+            ENV.pg_up()
+        # Same service process: the pool reconnects on its own.
+        usvc_env.wait_for(lambda: code_of(STUB.ListUsers, M["ListUsersRequest"]())[0]
+                          == grpc.StatusCode.OK, "recovery after PostgreSQL restart")
+        self.assertIsNone(ENV.svc.poll())
+        v = create("Back", "pg.back@example.com")
+        self.assertEqual(STUB.GetUser(M["GetUserRequest"](id=v.id), timeout=10).name, "Back")
+        STUB.DeleteUser(M["DeleteUserRequest"](id=u.id), timeout=10)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
