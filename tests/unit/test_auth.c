@@ -42,6 +42,16 @@ static perfc_status_code who(perfc_ctx *ctx, void *ud) {
   return PERFC_STATUS_OK;
 }
 
+/* What the handler recorded, read under the same lock it wrote with: the
+ * handler runs on a server thread. */
+static const char *seen(const char *which) {
+  static char copy[128];
+  pthread_mutex_lock(&mu);
+  snprintf(copy, sizeof copy, "%s", which[0] == 's' ? seen_sub : seen_name);
+  pthread_mutex_unlock(&mu);
+  return copy;
+}
+
 static const perfc_method_desc auth_methods[] = {
     {.name = "Open",
      .path = "/t.v1.Auth/Open",
@@ -173,15 +183,15 @@ Test(auth, missing_and_bad_tokens_unauthenticated, .init = start,
 
 Test(auth, rules_and_claims_in_handler, .init = start, .fini = stop) {
   cr_assert_eq(call(OPEN, NULL), PERFC_STATUS_OK, "public method");
-  cr_assert_str_eq(seen_sub, "(none)");
+  cr_assert_str_eq(seen("sub"), "(none)");
   cr_assert_eq(call(OPEN, "Bearer garbage"), PERFC_STATUS_OK,
                "a public method does not read the token");
 
   char *t = jwt_hs256(claims_now(GOOD ",\"scope\":\"read\",\"name\":\"Ann\""));
   char *b = bearer(t);
   cr_assert_eq(call(READ, b), PERFC_STATUS_OK);
-  cr_assert_str_eq(seen_sub, "user-42");
-  cr_assert_str_eq(seen_name, "Ann");
+  cr_assert_str_eq(seen("sub"), "user-42");
+  cr_assert_str_eq(seen("name"), "Ann");
   cr_assert_eq(call(ADMIN, b), PERFC_STATUS_PERMISSION_DENIED, "no role");
   cr_assert_eq(call(WRITE, b), PERFC_STATUS_PERMISSION_DENIED,
                "exact rule beats the wildcard");
