@@ -1,0 +1,92 @@
+/* test_cache_rpc.c — runtime/src/cache_rpc.c: one cached unary call through
+ * an L1-only cache on a real server: the load runs once per key, NOT_FOUND
+ * is cached negatively, other errors are not cached, invalidation reloads.
+ * (With Redis and generated code: tests/integration/test_cached.c.) */
+#include "empty_service.h"
+
+#include <criterion/criterion.h>
+#include <perfc/cache_rpc.h>
+#include <stdatomic.h>
+
+static perfc_cache *cache;
+static atomic_int loads;
+static atomic_int answer; /* status the load returns */
+
+static perfc_status_code load(perfc_ctx *ctx, const ProtobufCMessage *req,
+                              ProtobufCMessage *resp, void *ud) {
+  (void)ctx;
+  (void)req;
+  (void)resp;
+  (void)ud;
+  atomic_fetch_add(&loads, 1);
+  return (perfc_status_code)atomic_load(&answer);
+}
+
+static perfc_status_code cached_ping(perfc_ctx *ctx, void *ud) {
+  (void)ud;
+  const char *key = perfc_ctx_metadata_get(ctx, "x-key", NULL);
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  Google__Protobuf__Empty *resp = perfc_ctx_alloc(ctx, sizeof *resp);
+  google__protobuf__empty__init(resp);
+  if (perfc_ctx_metadata_get(ctx, "x-invalidate", NULL) != NULL) {
+    perfc_cache_rpc_invalidate(ctx, cache, &key, 1);
+    return PERFC_STATUS_OK;
+  }
+  return perfc_cache_rpc_unary(ctx, cache, key, 60000, 60000, &req.base,
+                               &resp->base, load, NULL);
+}
+
+static const empty_handlers cached_impl = {cached_ping};
+
+static perfc_status_code call(perfc_channel *ch, const char *key, int invalidate) {
+  perfc_metadata md[] = {{"x-key", key, 0}, {"x-invalidate", "1", 0}};
+  perfc_call_opts opts = {.metadata = md, .metadata_count = invalidate ? 2 : 1};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  ProtobufCMessage *resp = NULL;
+  perfc_status_code c =
+      perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, &opts, NULL);
+  if (resp != NULL)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  return c;
+}
+
+Test(cache_rpc, load_once_negative_cached_errors_not_cached_invalidate_reloads) {
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "rpc_test";
+  cr_assert_eq(perfc_cache_new(&cache, &co), 0);
+  perfc_server *srv;
+  int port;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &cached_impl, NULL), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+
+  atomic_store(&answer, PERFC_STATUS_OK);
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(call(ch, "k1", 0), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&loads), 1, "served from the cache after the first load");
+
+  atomic_store(&answer, PERFC_STATUS_NOT_FOUND);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(call(ch, "k2", 0), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(atomic_load(&loads), 2, "NOT_FOUND cached negatively");
+
+  atomic_store(&answer, PERFC_STATUS_UNAVAILABLE);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(call(ch, "k3", 0), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(atomic_load(&loads), 5, "other errors are never cached");
+
+  atomic_store(&answer, PERFC_STATUS_OK);
+  cr_assert_eq(call(ch, "k1", 1), PERFC_STATUS_OK); /* invalidate */
+  cr_assert_eq(call(ch, "k1", 0), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&loads), 6, "invalidation makes the next call load");
+
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_cache_free(cache);
+}
