@@ -28,6 +28,7 @@
  *   line.
  */
 #include "perfc/config.h"
+#include "perfc/resilience.h"
 #include "perfc/log.h"
 
 #include <ctype.h>
@@ -82,6 +83,11 @@ typedef struct raw_cache {
   char *l1_max_bytes, *default_ttl, *negative_ttl, *jitter_percent;
 } raw_cache;
 
+typedef struct raw_resilience {
+  char *rate_limit, *rate_limit_burst, *rate_limit_key, *load_shedding,
+      *default_timeout;
+} raw_resilience;
+
 typedef struct raw_root {
   raw_server server;
   raw_tls tls;
@@ -90,6 +96,7 @@ typedef struct raw_root {
   raw_redis redis;
   raw_postgres postgres;
   raw_cache cache;
+  raw_resilience resilience;
 } raw_root;
 
 #define STR_FIELD(name, type, member)                                          \
@@ -164,6 +171,14 @@ static const cyaml_schema_field_t cache_fields[] = {
     STR_FIELD("negative_ttl", raw_cache, negative_ttl),
     STR_FIELD("jitter_percent", raw_cache, jitter_percent), CYAML_FIELD_END};
 
+static const cyaml_schema_field_t resilience_fields[] = {
+    STR_FIELD("rate_limit", raw_resilience, rate_limit),
+    STR_FIELD("rate_limit_burst", raw_resilience, rate_limit_burst),
+    STR_FIELD("rate_limit_key", raw_resilience, rate_limit_key),
+    STR_FIELD("load_shedding", raw_resilience, load_shedding),
+    STR_FIELD("default_timeout", raw_resilience, default_timeout),
+    CYAML_FIELD_END};
+
 static const cyaml_schema_field_t root_fields[] = {
     SECTION("server", server, server_fields),
     SECTION("tls", tls, tls_fields),
@@ -172,6 +187,7 @@ static const cyaml_schema_field_t root_fields[] = {
     SECTION("redis", redis, redis_fields),
     SECTION("postgres", postgres, postgres_fields),
     SECTION("cache", cache, cache_fields),
+    SECTION("resilience", resilience, resilience_fields),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t root_schema = {
@@ -210,6 +226,7 @@ typedef struct values {
   perfc_config_redis redis;
   perfc_config_postgres postgres;
   perfc_config_cache cache;
+  perfc_config_resilience resilience;
 } values;
 
 static const char *const executor_names[] = {"inline", "pool", NULL};
@@ -307,6 +324,16 @@ static const key_def KEYS[] = {
     KEY(cache, negative_ttl, K_DURATION, VAL(cache.negative_ttl_ms), 0, DAY_MS,
         NULL),
     KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0, 100, NULL),
+    KEY(resilience, rate_limit, K_UINT, VAL(resilience.rate_limit), 0, 10000000,
+        NULL),
+    KEY(resilience, rate_limit_burst, K_UINT, VAL(resilience.rate_limit_burst),
+        0, 10000000, NULL),
+    KEY(resilience, rate_limit_key, K_STR, VAL(resilience.rate_limit_key), 0, 0,
+        NULL),
+    KEY(resilience, load_shedding, K_BOOL, VAL(resilience.load_shedding), 0, 0,
+        NULL),
+    KEY(resilience, default_timeout, K_DURATION,
+        VAL(resilience.default_timeout_ms), 0, DAY_MS, NULL),
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -1474,6 +1501,72 @@ const perfc_config_redis *perfc_config_get_redis(const perfc_config *cfg) {
 const perfc_config_postgres *
 perfc_config_get_postgres(const perfc_config *cfg) {
   return cfg ? &cfg->v.postgres : NULL;
+}
+
+const perfc_config_resilience *
+perfc_config_get_resilience(const perfc_config *cfg) {
+  return cfg ? &cfg->v.resilience : NULL;
+}
+
+struct perfc_config_guards {
+  perfc_timeouts *timeouts;
+  perfc_ratelimit *ratelimit;
+  perfc_shedding *shedding;
+};
+
+void perfc_config_guards_free(perfc_config_guards *g) {
+  if (g == NULL)
+    return;
+  perfc_shedding_free(g->shedding);
+  perfc_ratelimit_free(g->ratelimit);
+  perfc_timeouts_free(g->timeouts);
+  free(g);
+}
+
+int perfc_config_attach_resilience(const perfc_config *cfg, perfc_server *srv,
+                                   perfc_config_guards **out) {
+  if (cfg == NULL || srv == NULL || out == NULL)
+    return PERFC_EINVAL;
+  const perfc_config_resilience *r = &cfg->v.resilience;
+  perfc_config_guards *g = calloc(1, sizeof *g);
+  if (g == NULL)
+    return PERFC_ENOMEM;
+  /* In the order docs/reliability.md recommends after the metrics
+   * interceptor: timeouts (never refuse), rate limits (cheap, deterministic
+   * refusals), shedding (last: counts only calls that go on to run).
+   * Timeouts always: they also apply the (perfc.method).timeout options. */
+  perfc_timeouts_opts to;
+  perfc_timeouts_opts_init(&to);
+  to.default_timeout_ms = r->default_timeout_ms;
+  int rc = perfc_timeouts_new(&g->timeouts, &to);
+  if (rc == 0)
+    rc = perfc_timeouts_attach(g->timeouts, srv);
+  if (rc == 0 && r->rate_limit > 0) {
+    perfc_ratelimit_rule rule = {.method = NULL,
+                                 .rate = (double)r->rate_limit,
+                                 .burst = (double)r->rate_limit_burst,
+                                 .key_metadata = r->rate_limit_key};
+    perfc_ratelimit_opts ro;
+    perfc_ratelimit_opts_init(&ro);
+    ro.rules = &rule;
+    ro.rule_count = 1;
+    rc = perfc_ratelimit_new(&g->ratelimit, &ro);
+    if (rc == 0)
+      rc = perfc_ratelimit_attach(g->ratelimit, srv);
+  }
+  if (rc == 0 && r->load_shedding) {
+    perfc_shedding_opts so;
+    perfc_shedding_opts_init(&so);
+    rc = perfc_shedding_new(&g->shedding, &so);
+    if (rc == 0)
+      rc = perfc_shedding_attach(g->shedding, srv);
+  }
+  if (rc != 0) {
+    perfc_config_guards_free(g);
+    return rc;
+  }
+  *out = g;
+  return 0;
 }
 
 const perfc_config_cache *perfc_config_get_cache(const perfc_config *cfg) {

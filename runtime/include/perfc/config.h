@@ -63,6 +63,18 @@ typedef struct perfc_config perfc_config;
 #define PERFC_DEFAULT_CACHE_JITTER_PERCENT                                     \
   ((unsigned)(PERFC_DEFAULT_CACHE_TTL_JITTER * 100 + 0.5))
 
+/** The `resilience:` section: server-side guards a service turns on from
+ *  its file (per-method rules need code: see docs/reliability.md). */
+typedef struct perfc_config_resilience {
+  unsigned rate_limit;        /**< calls/s for all methods; 0 = no limit */
+  unsigned rate_limit_burst;  /**< bucket size; 0 = one second's worth */
+  const char *rate_limit_key; /**< metadata key giving each value its own
+                                   bucket (e.g. "x-api-key"); NULL = one */
+  int load_shedding;          /**< adaptive shedding (brpc's auto limiter) */
+  int64_t default_timeout_ms; /**< server timeout of methods whose proto
+                                   names none; 0 = none */
+} perfc_config_resilience;
+
 /** The `redis:` section, read and validated now; consumed by the Redis pool
  *  when it lands. Strings are borrowed from the perfc_config. */
 typedef struct perfc_config_redis {
@@ -177,6 +189,24 @@ PERFC_API int perfc_config_apply_logging(const perfc_config *cfg);
 /** Nonzero when logging.access_log is true (default false): attach
  *  perfc_access_log at INFO. */
 PERFC_API int perfc_config_access_log(const perfc_config *cfg);
+
+/** The `resilience:` section (borrowed; defaults when absent). */
+PERFC_API const perfc_config_resilience *
+perfc_config_get_resilience(const perfc_config *cfg);
+
+typedef struct perfc_config_guards perfc_config_guards;
+
+/** Creates and attaches the interceptors the `resilience:` section asks for
+ *  (before perfc_server_start()): per-method timeouts always (they also
+ *  apply (perfc.method).timeout), a token-bucket rate limit when
+ *  `rate_limit` > 0, load shedding when `load_shedding` is true. Attach it
+ *  after the metrics interceptor so refusals are counted. `*out` owns them;
+ *  free it with perfc_config_guards_free() after the server. Returns 0 or
+ *  an error of the interceptors' constructors. */
+PERFC_API int perfc_config_attach_resilience(const perfc_config *cfg,
+                                             perfc_server *srv,
+                                             perfc_config_guards **out);
+PERFC_API void perfc_config_guards_free(perfc_config_guards *g);
 
 /** The redis, postgres and cache sections, defaults filled in. Borrowed:
  *  valid until perfc_config_free(). NULL only when `cfg` is NULL. */

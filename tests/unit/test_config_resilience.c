@@ -1,0 +1,79 @@
+/* test_config_resilience.c — runtime/src/config.c's `resilience:` section
+ * and perfc_config_attach_resilience(): values parse strictly, and the
+ * rate limit it attaches really refuses calls on a live server. */
+#include "empty_service.h"
+
+#include <criterion/criterion.h>
+#include <perfc/config.h>
+#include <string.h>
+
+static perfc_config *load(const char *yaml) {
+  perfc_config *cfg = NULL;
+  int rc = perfc_config_load_string(&cfg, yaml, strlen(yaml), "svc.yaml");
+  cr_assert_eq(rc, 0, "rc %d: %s", rc, perfc_config_last_error());
+  return cfg;
+}
+
+Test(config_resilience, values_and_defaults) {
+  perfc_config *cfg = load("server:\n  threads: 1\n");
+  const perfc_config_resilience *r = perfc_config_get_resilience(cfg);
+  cr_assert_eq(r->rate_limit, 0);
+  cr_assert_eq(r->load_shedding, 0);
+  cr_assert_eq(r->default_timeout_ms, 0);
+  perfc_config_free(cfg);
+
+  cfg = load("resilience:\n  rate_limit: 500\n  rate_limit_burst: 50\n"
+             "  rate_limit_key: x-api-key\n  load_shedding: true\n"
+             "  default_timeout: 2s\n");
+  r = perfc_config_get_resilience(cfg);
+  cr_assert_eq(r->rate_limit, 500);
+  cr_assert_eq(r->rate_limit_burst, 50);
+  cr_assert_str_eq(r->rate_limit_key, "x-api-key");
+  cr_assert_eq(r->load_shedding, 1);
+  cr_assert_eq(r->default_timeout_ms, 2000);
+  perfc_config_free(cfg);
+}
+
+Test(config_resilience, bad_values_name_the_line_and_field) {
+  perfc_config *cfg = NULL;
+  const char *yaml = "resilience:\n  load_shedding: maybe\n";
+  cr_assert_eq(perfc_config_load_string(&cfg, yaml, strlen(yaml), "svc.yaml"),
+               PERFC_ECONFIG);
+  cr_assert(strstr(perfc_config_last_error(), "svc.yaml:2:") != NULL, "%s",
+            perfc_config_last_error());
+  cr_assert(strstr(perfc_config_last_error(), "resilience.load_shedding") != NULL,
+            "%s", perfc_config_last_error());
+  yaml = "resilience:\n  rate_limits: 5\n";
+  cr_assert_eq(perfc_config_load_string(&cfg, yaml, strlen(yaml), "svc.yaml"),
+               PERFC_ECONFIG, "unknown key");
+}
+
+Test(config_resilience, attached_rate_limit_refuses_on_a_live_server) {
+  perfc_config *cfg = load("resilience:\n  rate_limit: 1\n  rate_limit_burst: 2\n");
+  perfc_server *srv;
+  int port;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
+  perfc_config_guards *g = NULL;
+  cr_assert_eq(perfc_config_attach_resilience(cfg, srv, &g), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  /* A burst of 2 at 1/s: two calls pass, the third in the same instant is
+   * refused with RESOURCE_EXHAUSTED. */
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 3; i++) {
+    perfc_status_code c = empty_call(ch, 0);
+    ok += c == PERFC_STATUS_OK;
+    refused += c == PERFC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  cr_assert_eq(ok, 2);
+  cr_assert_eq(refused, 1);
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_config_guards_free(g);
+  perfc_config_free(cfg);
+}
