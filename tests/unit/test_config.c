@@ -262,7 +262,7 @@ Test(config, unknown_keys_are_errors) {
              "max_connection_age_grace, shutdown_grace, compression)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
-             "server, tls, metrics, logging, redis, postgres, cache)");
+             "server, tls, metrics, logging, redis, postgres, cache, resilience)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "l1_max_bytes, default_ttl, negative_ttl, jitter_percent)");
