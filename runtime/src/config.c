@@ -86,6 +86,10 @@ typedef struct raw_cache {
 typedef struct raw_resilience {
   char *rate_limit, *rate_limit_burst, *rate_limit_key, *load_shedding,
       *default_timeout;
+  char **method_timeouts;
+  unsigned method_timeouts_count;
+  char **method_rate_limits;
+  unsigned method_rate_limits_count;
 } raw_resilience;
 
 typedef struct raw_root {
@@ -177,6 +181,14 @@ static const cyaml_schema_field_t resilience_fields[] = {
     STR_FIELD("rate_limit_key", raw_resilience, rate_limit_key),
     STR_FIELD("load_shedding", raw_resilience, load_shedding),
     STR_FIELD("default_timeout", raw_resilience, default_timeout),
+    CYAML_FIELD_SEQUENCE("method_timeouts",
+                         CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                         raw_resilience, method_timeouts, &string_entry, 0,
+                         CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("method_rate_limits",
+                         CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                         raw_resilience, method_rate_limits, &string_entry, 0,
+                         CYAML_UNLIMITED),
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t root_fields[] = {
@@ -206,7 +218,8 @@ typedef enum kind {
   K_SIZE,      /* "4096", "64MiB", stored as uint64 bytes */
   K_MSGSIZE,   /* a size up to INT_MAX, or "unlimited" (-1) */
   K_ENUM,      /* one of names[], stored as its index */
-  K_FLOATS     /* list of increasing positive numbers */
+  K_FLOATS,    /* list of increasing positive numbers */
+  K_RULES      /* list of "/pkg.Svc/Method=VALUE" (val_off: which table) */
 } kind;
 
 /* Which part of struct perfc_config a parsed value goes to. */
@@ -334,6 +347,11 @@ static const key_def KEYS[] = {
         NULL),
     KEY(resilience, default_timeout, K_DURATION,
         VAL(resilience.default_timeout_ms), 0, DAY_MS, NULL),
+    {"resilience", "method_timeouts", K_RULES, RAW(resilience, method_timeouts),
+     RAW(resilience, method_timeouts_count), 0, 0, 0, NULL},
+    {"resilience", "method_rate_limits", K_RULES,
+     RAW(resilience, method_rate_limits),
+     RAW(resilience, method_rate_limits_count), 1, 0, 0, NULL},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -353,6 +371,11 @@ struct perfc_config {
   values v;
   double *buckets;
   size_t bucket_count;
+  /* Parsed resilience rule lists (method names owned here). */
+  perfc_timeout_rule *timeout_rules;
+  size_t ntimeout_rules;
+  perfc_ratelimit_rule *rate_rules;
+  size_t nrate_rules;
 };
 
 /* ---- messages ----------------------------------------------------------- */
@@ -556,6 +579,72 @@ static void join_names(const char *const *names, char *buf, size_t n) {
         (size_t)snprintf(buf + used, n - used, "%s%s", i ? ", " : "", names[i]);
 }
 
+/* "/pkg.Svc/Method=VALUE" lists: per-method timeouts (VALUE a duration)
+ * or rate limits (VALUE calls per second). The method is a full path or a
+ * "/pkg.Svc/" prefix, as perfc/resilience.h's rules take it; method names
+ * are copied, so the raw strings stay as written (for messages and for
+ * re-resolving after a failed override). */
+static void free_timeout_rules(perfc_timeout_rule *r, size_t n) {
+  for (size_t i = 0; r != NULL && i < n; i++)
+    free((char *)r[i].method);
+  free(r);
+}
+
+static void free_rate_rules(perfc_ratelimit_rule *r, size_t n) {
+  for (size_t i = 0; r != NULL && i < n; i++)
+    free((char *)r[i].method);
+  free(r);
+}
+
+static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
+                         char **items, unsigned count) {
+  const key_def *k = &KEYS[ki];
+  int rates = k->val_off == 1;
+  char ipath[160], at[512];
+  perfc_timeout_rule *tr = rates ? NULL : calloc(count, sizeof *tr);
+  perfc_ratelimit_rule *rr = rates ? calloc(count, sizeof *rr) : NULL;
+  if (rates ? !rr : !tr)
+    return PERFC_ENOMEM;
+  for (unsigned i = 0; i < count; i++) {
+    snprintf(ipath, sizeof ipath, "%s[%u]", path, i);
+    where(cfg, ki, ipath, at, sizeof at);
+    const char *eq = strrchr(items[i], '=');
+    int bad = items[i][0] != '/' || eq == NULL || eq == items[i] + 1 ||
+              eq[1] == '\0';
+    int64_t ms = 0;
+    uint64_t rate = 0;
+    const char *end = NULL;
+    if (!bad)
+      bad = rates ? parse_u64(eq + 1, &end, &rate) != 0 || *end != '\0' ||
+                        rate == 0 || rate > 10000000
+                  : parse_duration(eq + 1, &ms) != 0 || ms > DAY_MS;
+    char *method = bad ? NULL : strndup(items[i], (size_t)(eq - items[i]));
+    if (bad || method == NULL) {
+      free_timeout_rules(tr, i);
+      free_rate_rules(rr, i);
+      if (!bad)
+        return PERFC_ENOMEM;
+      return fail("%s: %s: invalid value '%s': expected /pkg.Svc/Method=%s", at,
+                  ipath, items[i], rates ? "CALLS_PER_SECOND" : "DURATION");
+    }
+    if (rates)
+      rr[i] = (perfc_ratelimit_rule){.method = method, .rate = (double)rate};
+    else
+      tr[i] = (perfc_timeout_rule){.method = method, .timeout_ms = ms};
+  }
+  if (rates) {
+    free_rate_rules(cfg->rate_rules, cfg->nrate_rules);
+    cfg->rate_rules = rr;
+    cfg->nrate_rules = count;
+  } else {
+    free_timeout_rules(cfg->timeout_rules, cfg->ntimeout_rules);
+    cfg->timeout_rules = tr;
+    cfg->ntimeout_rules = count;
+  }
+  cfg->set[ki] = 1;
+  return 0;
+}
+
 /* Parses key `ki`'s raw string(s) into cfg->v; on error returns
  * PERFC_ECONFIG with the message set. Lists are checked element by
  * element, each with its own position. */
@@ -565,7 +654,7 @@ static int resolve(perfc_config *cfg, size_t ki) {
   char *rawp = (char *)cfg->raw + k->raw_off;
   snprintf(path, sizeof path, "%s.%s", k->section, k->name);
 
-  if (k->k == K_LIST_ADDR || k->k == K_FLOATS) {
+  if (k->k == K_LIST_ADDR || k->k == K_FLOATS || k->k == K_RULES) {
     char **items = *(char ***)rawp;
     unsigned count = *(unsigned *)((char *)cfg->raw + k->cnt_off);
     /* libcyaml loads "[]" as no list at all; the position map tells an
@@ -592,6 +681,8 @@ static int resolve(perfc_config *cfg, size_t ki) {
       cfg->set[ki] = 1;
       return 0;
     }
+    if (k->k == K_RULES)
+      return resolve_rules(cfg, ki, path, items, count);
     double *b = calloc(count, sizeof *b);
     if (!b)
       return PERFC_ENOMEM;
@@ -1111,6 +1202,8 @@ void perfc_config_free(perfc_config *cfg) {
   for (size_t i = 0; i < NKEYS; i++)
     free(cfg->origin[i]);
   free(cfg->buckets);
+  free_timeout_rules(cfg->timeout_rules, cfg->ntimeout_rules);
+  free_rate_rules(cfg->rate_rules, cfg->nrate_rules);
   free(cfg->name);
   free(cfg);
 }
@@ -1171,7 +1264,7 @@ static int set_key(perfc_config *cfg, size_t ki, const char *value,
   char *old_origin = cfg->origin[ki];
   cfg->origin[ki] = org;
   int rc;
-  if (k->k == K_LIST_ADDR || k->k == K_FLOATS) {
+  if (k->k == K_LIST_ADDR || k->k == K_FLOATS || k->k == K_RULES) {
     char **items, **old = *(char ***)rawp;
     unsigned n, *cnt = (unsigned *)((char *)cfg->raw + k->cnt_off);
     unsigned old_n = *cnt;
@@ -1538,19 +1631,34 @@ int perfc_config_attach_resilience(const perfc_config *cfg, perfc_server *srv,
   perfc_timeouts_opts to;
   perfc_timeouts_opts_init(&to);
   to.default_timeout_ms = r->default_timeout_ms;
+  to.rules = cfg->timeout_rules;
+  to.rule_count = cfg->ntimeout_rules;
   int rc = perfc_timeouts_new(&g->timeouts, &to);
   if (rc == 0)
     rc = perfc_timeouts_attach(g->timeouts, srv);
-  if (rc == 0 && r->rate_limit > 0) {
-    perfc_ratelimit_rule rule = {.method = NULL,
-                                 .rate = (double)r->rate_limit,
-                                 .burst = (double)r->rate_limit_burst,
-                                 .key_metadata = r->rate_limit_key};
+  if (rc == 0 && (r->rate_limit > 0 || cfg->nrate_rules > 0)) {
+    /* The global rule first, then the per-method ones: a call must pass
+     * every rule that applies to it. */
+    size_t n = 0;
+    perfc_ratelimit_rule *rules =
+        calloc(cfg->nrate_rules + 1, sizeof *rules);
+    if (rules == NULL) {
+      perfc_config_guards_free(g);
+      return PERFC_ENOMEM;
+    }
+    if (r->rate_limit > 0)
+      rules[n++] = (perfc_ratelimit_rule){.method = NULL,
+                                          .rate = (double)r->rate_limit,
+                                          .burst = (double)r->rate_limit_burst,
+                                          .key_metadata = r->rate_limit_key};
+    for (size_t i = 0; i < cfg->nrate_rules; i++)
+      rules[n++] = cfg->rate_rules[i];
     perfc_ratelimit_opts ro;
     perfc_ratelimit_opts_init(&ro);
-    ro.rules = &rule;
-    ro.rule_count = 1;
-    rc = perfc_ratelimit_new(&g->ratelimit, &ro);
+    ro.rules = rules;
+    ro.rule_count = n;
+    rc = perfc_ratelimit_new(&g->ratelimit, &ro); /* copies the rules */
+    free(rules);
     if (rc == 0)
       rc = perfc_ratelimit_attach(g->ratelimit, srv);
   }

@@ -77,3 +77,54 @@ Test(config_resilience, attached_rate_limit_refuses_on_a_live_server) {
   perfc_config_guards_free(g);
   perfc_config_free(cfg);
 }
+
+Test(config_resilience, per_method_rules_parse_and_refuse_garbage) {
+  perfc_config *cfg = NULL;
+  const char *bad[] = {
+      "resilience:\n  method_timeouts: [\"/t.v1.Svc/Ping=soon\"]\n",
+      "resilience:\n  method_timeouts: [\"t.v1.Svc/Ping=1s\"]\n",
+      "resilience:\n  method_rate_limits: [\"/t.v1.Svc/Ping=0\"]\n",
+      "resilience:\n  method_rate_limits: [\"/t.v1.Svc/Ping\"]\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    cr_assert_eq(perfc_config_load_string(&cfg, bad[i], strlen(bad[i]), "svc.yaml"),
+                 PERFC_ECONFIG, "%s", bad[i]);
+    cr_assert(strstr(perfc_config_last_error(), "expected /pkg.Svc/Method=") != NULL,
+              "%s", perfc_config_last_error());
+    cr_assert(strstr(perfc_config_last_error(), "svc.yaml:2:") != NULL, "%s",
+              perfc_config_last_error());
+  }
+  cfg = load("resilience:\n  method_timeouts: [\"/t.v1.Svc/Ping=250ms\", "
+             "\"/t.v1.Svc/=2s\"]\n  method_rate_limits: [\"/t.v1.Svc/Ping=5\"]\n");
+  /* The environment replaces a list, comma-separated. */
+  cr_assert_eq(perfc_config_set(cfg, "resilience.method_rate_limits",
+                                "/t.v1.Svc/Ping=1", "test"),
+               0, "%s", perfc_config_last_error());
+  cr_assert_neq(perfc_config_set(cfg, "resilience.method_rate_limits",
+                                 "/t.v1.Svc/Ping=x", "test"),
+                0);
+  perfc_config_free(cfg);
+}
+
+Test(config_resilience, per_method_rate_limit_applies_to_that_method_only) {
+  /* Ping limited to 1/s with the default burst of 1; Up (a stream) untouched. */
+  perfc_config *cfg = load("resilience:\n  method_rate_limits: [\"/t.v1.Svc/Ping=1\"]\n");
+  perfc_server *srv;
+  int port;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
+  perfc_config_guards *g = NULL;
+  cr_assert_eq(perfc_config_attach_resilience(cfg, srv, &g), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK);
+  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_RESOURCE_EXHAUSTED);
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_config_guards_free(g);
+  perfc_config_free(cfg);
+}

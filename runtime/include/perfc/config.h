@@ -64,7 +64,11 @@ typedef struct perfc_config perfc_config;
   ((unsigned)(PERFC_DEFAULT_CACHE_TTL_JITTER * 100 + 0.5))
 
 /** The `resilience:` section: server-side guards a service turns on from
- *  its file (per-method rules need code: see docs/reliability.md). */
+ *  its file. Besides these scalars it takes two lists of
+ *  "/pkg.Svc/Method=VALUE" rules ("/pkg.Svc/" for a whole service):
+ *  `method_timeouts` (VALUE a duration, overriding (perfc.method).timeout)
+ *  and `method_rate_limits` (VALUE calls per second, one bucket per
+ *  method), applied by perfc_config_attach_resilience(). */
 typedef struct perfc_config_resilience {
   unsigned rate_limit;        /**< calls/s for all methods; 0 = no limit */
   unsigned rate_limit_burst;  /**< bucket size; 0 = one second's worth */
