@@ -4,9 +4,9 @@
  *
  * Room: runtime/src. Every other module logs through perfc_log() or
  * perfc_log_fields(); nothing in the library writes to stdout/stderr
- * directly. Not on any hot path: the level check is one relaxed atomic load,
- * and records that pass it take a mutex so lines from different threads
- * never interleave.
+ * directly. Not on any hot path: the level check is one relaxed atomic load;
+ * a record takes a mutex only to read the sink, and is written with one
+ * call so lines from different threads never interleave.
  */
 #include "perfc/log.h"
 
@@ -197,12 +197,18 @@ static void emit(perfc_log_level level, const perfc_log_field *fields,
   }
   l.buf[l.n] = '\0';
 
+  /* The sink runs outside the logger's lock: a sink that takes a lock of
+   * its own and logs while holding it would otherwise deadlock against
+   * this one. One fprintf per record keeps stderr lines whole (stdio locks
+   * the stream per call). */
   pthread_mutex_lock(&g_sink_mu);
-  if (g_sink != NULL)
-    g_sink(level, l.buf, g_sink_data);
+  perfc_log_sink sink = g_sink;
+  void *data = g_sink_data;
+  pthread_mutex_unlock(&g_sink_mu);
+  if (sink != NULL)
+    sink(level, l.buf, data);
   else
     fprintf(stderr, "%s\n", l.buf);
-  pthread_mutex_unlock(&g_sink_mu);
 }
 
 /* The one path from a printf-style call to a record. */

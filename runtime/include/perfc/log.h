@@ -23,7 +23,8 @@ typedef enum perfc_log_level {
 } perfc_log_level;
 
 /** A sink receives each record already formatted (no trailing newline).
- *  `msg` is borrowed for the duration of the call. */
+ *  `msg` is borrowed for the duration of the call. It may be called from
+ *  several threads at once: a sink with shared state locks it itself. */
 typedef void (*perfc_log_sink)(perfc_log_level level, const char *msg,
                                void *user_data);
 
