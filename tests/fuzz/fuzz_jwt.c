@@ -1,7 +1,6 @@
 /* fuzz_jwt.c — the JWT path of runtime/src/jwt.c and auth.c: base64url,
- * the strict JSON reader, and perfc_auth_verify(). It stands in for the
- * configuration loader (YAML, on another branch) as the parser of
- * untrusted text; a target for that loader is to be added beside this one.
+ * the strict JSON reader, and perfc_auth_verify(). (The configuration
+ * loader has its own target, fuzz_config.c.)
  *
  * The first byte picks a mode:
  *   0: the rest is a JSON object for perfc__json_object() directly;
