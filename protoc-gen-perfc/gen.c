@@ -435,6 +435,26 @@ static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
   return 0;
 }
 
+/* The names protoc-c emits for enum `e` declared in scope `scope` (a package
+ * or an enclosing message's full name): its type, its descriptor, and one
+ * constant per value. */
+static void add_enum_names(name_set *set, const file_desc *f,
+                           const enum_desc *e, const char *scope) {
+  char *efull = join_name(scope, e->name);
+  char *escoped = c_scoped_name(f, efull);
+  char *ec = perfc__full_name_to_c(escoped);
+  char *el = perfc__full_name_to_lower(escoped);
+  char *eu = perfc__full_name_to_upper(escoped);
+  free(escoped);
+  char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
+  set_add_owned(set, perfc__xstrdup(ec), eorigin);
+  set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
+  for (size_t v = 0; v < e->n_value; v++)
+    set_add_owned(set, perfc__xasprintf("%s__%s", eu, e->value[v]->name),
+                  eorigin);
+  free(efull), free(ec), free(el), free(eu), free(eorigin);
+}
+
 /* ---- protoc-c's names, for the collision check ------------------------- */
 
 static void add_msg_names(name_set *set, const file_desc *f, const msg_desc *m,
@@ -479,22 +499,8 @@ static void add_msg_names(name_set *set, const file_desc *f, const msg_desc *m,
   }
   for (size_t i = 0; i < m->n_nested_type; i++)
     add_msg_names(set, f, m->nested_type[i], full);
-  for (size_t i = 0; i < m->n_enum_type; i++) {
-    const enum_desc *e = m->enum_type[i];
-    char *efull = join_name(full, e->name);
-    char *escoped = c_scoped_name(f, efull);
-    char *ec = perfc__full_name_to_c(escoped);
-    char *el = perfc__full_name_to_lower(escoped);
-    char *eu = perfc__full_name_to_upper(escoped);
-    free(escoped);
-    char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
-    set_add_owned(set, perfc__xstrdup(ec), eorigin);
-    set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
-    for (size_t v = 0; v < e->n_value; v++)
-      set_add_owned(set, perfc__xasprintf("%s__%s", eu, e->value[v]->name),
-                    eorigin);
-    free(efull), free(ec), free(el), free(eu), free(eorigin);
-  }
+  for (size_t i = 0; i < m->n_enum_type; i++)
+    add_enum_names(set, f, m->enum_type[i], full);
   free(full), free(c), free(lc), free(uc), free(origin);
 }
 
@@ -502,22 +508,8 @@ static void add_file_names(name_set *set, const file_desc *f) {
   const char *pkg = f->package ? f->package : "";
   for (size_t i = 0; i < f->n_message_type; i++)
     add_msg_names(set, f, f->message_type[i], pkg);
-  for (size_t i = 0; i < f->n_enum_type; i++) {
-    const enum_desc *e = f->enum_type[i];
-    char *efull = join_name(pkg, e->name);
-    char *escoped = c_scoped_name(f, efull);
-    char *ec = perfc__full_name_to_c(escoped);
-    char *el = perfc__full_name_to_lower(escoped);
-    char *eu = perfc__full_name_to_upper(escoped);
-    free(escoped);
-    char *eorigin = perfc__xasprintf("protoc-c's code for enum %s", efull);
-    set_add_owned(set, perfc__xstrdup(ec), eorigin);
-    set_add_owned(set, perfc__xasprintf("%s__descriptor", el), eorigin);
-    for (size_t v = 0; v < e->n_value; v++)
-      set_add_owned(set, perfc__xasprintf("%s__%s", eu, e->value[v]->name),
-                    eorigin);
-    free(efull), free(ec), free(el), free(eu), free(eorigin);
-  }
+  for (size_t i = 0; i < f->n_enum_type; i++)
+    add_enum_names(set, f, f->enum_type[i], pkg);
   for (size_t i = 0; i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
