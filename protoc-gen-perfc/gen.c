@@ -435,6 +435,8 @@ static int load_templates(const params *prm, perfc__tmpl *out[T_COUNT],
   return 0;
 }
 
+/* ---- protoc-c's names, for the collision check ------------------------- */
+
 /* The names protoc-c emits for enum `e` declared in scope `scope` (a package
  * or an enclosing message's full name): its type, its descriptor, and one
  * constant per value. */
@@ -454,8 +456,6 @@ static void add_enum_names(name_set *set, const file_desc *f,
                   eorigin);
   free(efull), free(ec), free(el), free(eu), free(eorigin);
 }
-
-/* ---- protoc-c's names, for the collision check ------------------------- */
 
 static void add_msg_names(name_set *set, const file_desc *f, const msg_desc *m,
                           const char *scope) {
