@@ -15,6 +15,17 @@
 
 static test_redis srv;
 
+/* Options aimed at this suite's redis-server, with a fresh registry (the
+ * caller frees it) so each test's metrics start at zero. */
+static perfc_redis_opts opts_for_test(perfc_registry **reg) {
+  cr_assert_eq(perfc_registry_new(reg), 0);
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.port = srv.port;
+  o.registry = *reg;
+  return o;
+}
+
 static void up(void) { cr_assert_eq(tr_start(&srv), 0, "redis-server start"); }
 static void down(void) { tr_stop(&srv); }
 
@@ -84,11 +95,7 @@ Test(redis, get_set_del_ttl) {
 
 Test(redis, mget_and_pipelined_set) {
   perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
-  perfc_redis_opts o;
-  perfc_redis_opts_init(&o);
-  o.port = srv.port;
-  o.registry = reg;
+  perfc_redis_opts o = opts_for_test(&reg);
   o.batch_keys = 7; /* forces several MGETs in one pipeline */
   perfc_redis_pool *p;
   cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
@@ -137,11 +144,7 @@ static void *pinger(void *arg) {
 
 Test(redis, pool_bounded_under_threads) {
   perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
-  perfc_redis_opts o;
-  perfc_redis_opts_init(&o);
-  o.port = srv.port;
-  o.registry = reg;
+  perfc_redis_opts o = opts_for_test(&reg);
   o.pool_size = 3;
   o.acquire_timeout_ms = 2000;
   cr_assert_eq(perfc_redis_pool_new(&g_pool, &o), 0);
@@ -172,11 +175,7 @@ Test(redis, pool_bounded_under_threads) {
 
 Test(redis, acquire_times_out_when_pool_exhausted) {
   perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
-  perfc_redis_opts o;
-  perfc_redis_opts_init(&o);
-  o.port = srv.port;
-  o.registry = reg;
+  perfc_redis_opts o = opts_for_test(&reg);
   o.pool_size = 1;
   o.acquire_timeout_ms = 50;
   o.command_timeout_ms = 1000;
@@ -201,11 +200,7 @@ Test(redis, acquire_times_out_when_pool_exhausted) {
 
 Test(redis, command_timeout_bounds_a_hung_server) {
   perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
-  perfc_redis_opts o;
-  perfc_redis_opts_init(&o);
-  o.port = srv.port;
-  o.registry = reg;
+  perfc_redis_opts o = opts_for_test(&reg);
   o.command_timeout_ms = 100;
   o.backoff_min_ms = 200;
   o.backoff_max_ms = 400;
@@ -262,11 +257,7 @@ static void *del_thread(void *arg) {
 
 Test(redis, del_retries_through_a_transient_failure) {
   perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
-  perfc_redis_opts o;
-  perfc_redis_opts_init(&o);
-  o.port = srv.port;
-  o.registry = reg;
+  perfc_redis_opts o = opts_for_test(&reg);
   o.command_timeout_ms = 100;
   o.del_retries = 5;
   cr_assert_eq(perfc_redis_pool_new(&g_del_pool, &o), 0);
@@ -331,11 +322,7 @@ Test(redis, down_is_fast_and_restart_is_used_again) {
 
 Test(redis, idle_connection_health_checked) {
   perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
-  perfc_redis_opts o;
-  perfc_redis_opts_init(&o);
-  o.port = srv.port;
-  o.registry = reg;
+  perfc_redis_opts o = opts_for_test(&reg);
   o.health_check_ms = 10;
   perfc_redis_pool *p;
   cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
