@@ -484,3 +484,95 @@ Test(lb, round_robin_spreads_and_survives_a_killed_replica, .timeout = 120) {
               "replica %d did not stop cleanly on SIGTERM", i);
   }
 }
+
+/* ---- server connection options take effect ------------------------------ */
+
+Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
+     .timeout = 60) {
+  perfc_server_opts o = {.max_connection_idle_ms = 300};
+  int p;
+  perfc_server *s = test_server_start(&o, &p);
+  cr_assert_not_null(s);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", p);
+  perfc_channel *c;
+  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  Perfc__Test__V1__EchoRequest req = payload_req("x");
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, NULL, NULL),
+               PERFC_STATUS_OK);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  int open = count_established(p);
+  if (open < 0)
+    cr_skip_test("ss is not available");
+  cr_assert_eq(open, 1);
+  /* Idle for well past the limit: the server sends GOAWAY and closes. */
+  int closed = 0;
+  for (int i = 0; i < 40 && !closed; i++) {
+    usleep(100 * 1000);
+    closed = count_established(p) == 0;
+  }
+  cr_assert(closed, "the idle connection is still open");
+  /* The channel reconnects on the next call. */
+  perfc_call_opts co = {.wait_for_ready = 1};
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, &co, NULL),
+               PERFC_STATUS_OK);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  perfc_channel_free(c);
+  test_server_stop(s);
+}
+
+typedef struct timed_call {
+  perfc_channel *c;
+  int code;
+} timed_call;
+
+static void *sleep_300(void *arg) {
+  timed_call *t = arg;
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 300;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  t->code = perfc__test__v1__test_service__slow__call(t->c, &req, &resp, NULL, NULL);
+  if (resp != NULL)
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return NULL;
+}
+
+Test(server_opts, max_concurrent_streams_serialises_calls_on_a_connection,
+     .timeout = 60) {
+  /* One stream per connection: three 300 ms calls over one connection run
+   * one after another (>= 900 ms); with the default they overlap. */
+  for (int limited = 1; limited >= 0; limited--) {
+    perfc_server_opts o = {.max_concurrent_streams = limited ? 1 : 0};
+    int p;
+    perfc_server *s = test_server_start(&o, &p);
+    cr_assert_not_null(s);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", p);
+    perfc_channel *c;
+    cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+    timed_call t[3] = {{c, -1}, {c, -1}, {c, -1}};
+    Perfc__Test__V1__EchoRequest warm = payload_req("w");
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &warm, &resp, NULL, NULL),
+                 PERFC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+      pthread_create(&th[i], NULL, sleep_300, &t[i]);
+    for (int i = 0; i < 3; i++)
+      pthread_join(th[i], NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    for (int i = 0; i < 3; i++)
+      cr_assert_eq(t[i].code, PERFC_STATUS_OK);
+    if (limited)
+      cr_assert_geq(ms, 880, "limited to one stream, took only %ld ms", ms);
+    else
+      cr_assert_lt(ms, 880, "unlimited, yet took %ld ms", ms);
+    perfc_channel_free(c);
+    test_server_stop(s);
+  }
+}
