@@ -14,9 +14,18 @@
  *      RECV_CLOSE_ON_SERVER
  *   -> its completion (always on poller N) drops the last reference and the
  *      context goes back to poller N's free list.
- * Because every completion of a call arrives on the queue the call was
- * requested on, a context is only ever released on its own poller thread,
- * so the free lists need no lock.
+ * Because every completion of a unary call arrives on the queue the call
+ * was requested on, its context is released on its own poller thread, so
+ * the free lists need no lock.
+ *
+ * Streaming calls differ (docs/design.md, "Streaming"): their handler is a
+ * blocking function on a pool worker, so each streaming context owns a
+ * private completion queue that the call is bound to, and the worker waits
+ * on that queue itself. An operation that completes at once (a message
+ * already received, a write the socket took) costs no thread switch, where
+ * a hand-off through the poller cost two per operation. Such a context is
+ * released on the worker and handed back to its poller through a lock-free
+ * return list.
  */
 #include "perfc/interceptor.h"
 #include "perfc/log.h"
@@ -65,6 +74,9 @@ struct perfc_ctx {
   method_entry *method; /* NULL: the generic catch-all for unknown methods */
   perfc_arena *arena;
   perfc_ctx *next_free;
+  /* Streaming methods only: the private queue the call is bound to, created
+   * on first use and kept while the context is recycled. */
+  grpc_completion_queue *call_cq;
 
   grpc_call *call;
   gpr_timespec deadline;
@@ -103,17 +115,31 @@ struct perfc_ctx {
   void *ic_call[PERFC_MAX_INTERCEPTORS];
 };
 
-/* A streaming handler blocks on `cv` while the poller completes its
- * batches; one receive and one send may be outstanding at a time, each with
- * its own tag, as the core allows. */
+/* A streaming handler's reader and writer. One receive and one send may be
+ * outstanding at a time, each with its own tag, as the core allows; their
+ * completions arrive on ctx->call_cq and are run by the handler's own
+ * thread while it waits (stream_wait), so nothing here needs a lock. */
 struct perfc_stream {
   perfc_ctx *ctx;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
   perfc_tag recv_tag, send_tag;
-  int recv_done, send_done; /* guarded by mu */
+  int recv_done, send_done;
   int recv_ok, send_ok;
+  /* The message of the send in flight (send_done == 0), destroyed when it
+   * completes: a send returns once started, so the handler prepares its
+   * next message while the core writes this one. */
+  grpc_byte_buffer *send_bb;
+  int send_pending;
+  /* Read-ahead: once a message is taken, the receive of the next one is
+   * started at once, so it is usually complete (taken from the queue
+   * without sleeping) when the handler asks for it. One message at most is
+   * held beyond what the handler has read. */
   grpc_byte_buffer *recv_bb;
+  int recv_pending;
+  /* The core's flags of the message in recv_bb and of the last one given
+   * to the handler (perfc_ctx_message_compressed): the call's own flags
+   * already describe the message read ahead. */
+  uint32_t recv_flags, msg_flags;
+  int msg_flags_set;
   int ended;               /* the client half-closed */
   /* Received messages live here, reset on every receive: a message is valid
    * until the next perfc_stream_recv(), so a long stream does not grow the
@@ -139,6 +165,9 @@ struct poller {
   unsigned index;
   perfc_ctx *free_list; /* touched only by this poller's thread */
   unsigned free_count;
+  /* Contexts released on other threads (streaming calls end on their
+   * worker): pushed lock-free, taken all at once when free_list is empty. */
+  _Atomic(perfc_ctx *) returned;
 };
 
 enum { SRV_NEW = 0, SRV_STARTED, SRV_STOPPING, SRV_STOPPED };
@@ -250,6 +279,20 @@ static int clamp_int(int64_t v) {
 static _Thread_local poller *tls_poller;
 
 static perfc_ctx *ctx_get(poller *p) {
+  if (p->free_list == NULL &&
+      atomic_load_explicit(&p->returned, memory_order_relaxed) != NULL) {
+    /* Taking the whole list at once is immune to ABA: no node is ever
+     * popped alone while others push. */
+    perfc_ctx *r =
+        atomic_exchange_explicit(&p->returned, NULL, memory_order_acquire);
+    while (r != NULL) {
+      perfc_ctx *next = r->next_free;
+      r->next_free = p->free_list;
+      p->free_list = r;
+      p->free_count++;
+      r = next;
+    }
+  }
   perfc_ctx *ctx = p->free_list;
   if (ctx != NULL) {
     p->free_list = ctx->next_free;
@@ -263,10 +306,13 @@ static perfc_ctx *ctx_get(poller *p) {
       free(ctx);
       return NULL;
     }
+    ctx->call_cq = NULL;
   }
   perfc_arena *arena = ctx->arena;
+  grpc_completion_queue *call_cq = ctx->call_cq;
   memset(ctx, 0, sizeof *ctx);
   ctx->arena = arena;
+  ctx->call_cq = call_cq;
   ctx->poller = p;
   atomic_init(&ctx->refs, 1);
   atomic_init(&ctx->cancelled_flag, 0);
@@ -274,16 +320,40 @@ static perfc_ctx *ctx_get(poller *p) {
   return ctx;
 }
 
+/* Frees a context for good. Its queue, if any, is idle: every operation
+ * of its last call completed before the context was released. */
+static void ctx_destroy(perfc_ctx *ctx) {
+  if (ctx->call_cq != NULL) {
+    grpc_completion_queue_shutdown(ctx->call_cq);
+    while (grpc_completion_queue_next(ctx->call_cq,
+                                      gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+      ;
+    grpc_completion_queue_destroy(ctx->call_cq);
+  }
+  perfc_arena_free(ctx->arena);
+  free(ctx);
+}
+
 static void ctx_put(perfc_ctx *ctx) {
   poller *p = ctx->poller;
-  if (p == tls_poller && p->free_count < CTX_CACHE_MAX) {
-    ctx->next_free = p->free_list;
-    p->free_list = ctx;
-    p->free_count++;
-  } else {
-    perfc_arena_free(ctx->arena);
-    free(ctx);
+  if (p == tls_poller) {
+    if (p->free_count < CTX_CACHE_MAX) {
+      ctx->next_free = p->free_list;
+      p->free_list = ctx;
+      p->free_count++;
+    } else {
+      ctx_destroy(ctx);
+    }
+    return;
   }
+  /* Another thread (a streaming handler's worker). The poller outlives
+   * every worker: the pool is joined before the pollers stop. */
+  perfc_ctx *head = atomic_load_explicit(&p->returned, memory_order_relaxed);
+  do
+    ctx->next_free = head;
+  while (!atomic_compare_exchange_weak_explicit(
+      &p->returned, &head, ctx, memory_order_release, memory_order_relaxed));
 }
 
 /* Drops everything the call held from the core and recycles the context. */
@@ -299,11 +369,8 @@ static void ctx_release(perfc_ctx *ctx) {
     grpc_byte_buffer_destroy(ctx->response);
   if (ctx->has_details)
     grpc_slice_unref(ctx->details_slice);
-  if (ctx->stream != NULL) {
-    pthread_cond_destroy(&ctx->stream->cv);
-    pthread_mutex_destroy(&ctx->stream->mu);
+  if (ctx->stream != NULL)
     perfc_arena_free(ctx->stream->msg_arena);
-  }
   if (ctx->call != NULL)
     grpc_call_unref(ctx->call);
   ctx_put(ctx);
@@ -549,26 +616,68 @@ static void watch_close(perfc_ctx *ctx) {
   }
 }
 
+/* Ends a streaming call that never reached its handler. Its operations
+ * would complete on the call's private queue, which only a handler's worker
+ * drains, so none is started: the core sends the status itself when the
+ * call is cancelled with it. Consumes the caller's reference. */
+static void refuse_stream(perfc_ctx *ctx) {
+  if (ctx->ic_entered)
+    ic_after(ctx);
+  grpc_call_cancel_with_status(ctx->call, (grpc_status_code)ctx->code,
+                               ctx->message ? ctx->message
+                                            : perfc_status_name(ctx->code),
+                               NULL);
+  ctx_release(ctx);
+}
+
+/* finish_with() for a call that may be a stream not yet on its worker. */
+static void refuse(perfc_ctx *ctx, perfc_status_code code, const char *fmt,
+                   ...) __attribute__((format(printf, 3, 4)));
+
+static void refuse(perfc_ctx *ctx, perfc_status_code code, const char *fmt,
+                   ...) {
+  ctx->code = code;
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ctx->message = perfc_arena_strdup(ctx->arena, buf);
+  }
+  if (ctx->message == NULL)
+    ctx->message = perfc_status_name(code);
+  if (ctx->method != NULL && ctx->method->desc->kind != PERFC_METHOD_UNARY)
+    refuse_stream(ctx);
+  else
+    finish(ctx);
+}
+
 static void dispatch(perfc_ctx *ctx) {
   method_entry *m = ctx->method;
   if (ctx->poller->srv->nics) {
     perfc_status_code c = ic_before(ctx);
     if (c != PERFC_STATUS_OK) {
-      ctx->code = c;
-      if (ctx->message == NULL)
-        ctx->message = perfc_status_name(c);
-      finish(ctx);
+      refuse(ctx, c, NULL);
       return;
     }
   }
   if (!m->has_handler) {
-    finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
-                "method %s has no handler in this server", m->desc->path);
+    refuse(ctx, PERFC_STATUS_UNIMPLEMENTED,
+           "method %s has no handler in this server", m->desc->path);
     return;
   }
   /* Streaming handlers block on the network, so they always run on the
-   * pool whatever the method's executor says. */
-  if (m->executor == PERFC_EXEC_POOL || m->desc->kind != PERFC_METHOD_UNARY) {
+   * pool whatever the method's executor says; they watch for the close
+   * themselves, on their own queue (run_stream). */
+  if (m->desc->kind != PERFC_METHOD_UNARY) {
+    int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
+    if (rc != 0)
+      refuse(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+             "server busy: %s (worker queue bound reached)", perfc_strerror(rc));
+    return;
+  }
+  if (m->executor == PERFC_EXEC_POOL) {
     watch_close(ctx);
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
@@ -625,9 +734,30 @@ static void post_request(poller *p, method_entry *m) {
   if (m != NULL) {
     int with_payload = m->desc->kind == PERFC_METHOD_UNARY ||
                        m->desc->kind == PERFC_METHOD_SERVER_STREAM;
+    grpc_completion_queue *bound = p->cq;
+    if (m->desc->kind != PERFC_METHOD_UNARY) {
+      if (ctx->call_cq == NULL)
+      {
+        grpc_completion_queue_attributes attr = {
+            .version = 1,
+            .cq_completion_type = GRPC_CQ_NEXT,
+            .cq_polling_type = GRPC_CQ_NON_POLLING,
+            .cq_shutdown_cb = NULL};
+        ctx->call_cq = grpc_completion_queue_create(
+            grpc_completion_queue_factory_lookup(&attr), &attr, NULL);
+      }
+      if (ctx->call_cq == NULL) {
+        perfc_log(PERFC_LOG_ERROR, "server: cannot create a call queue");
+        ctx_release(ctx);
+        return;
+      }
+      bound = ctx->call_cq;
+    }
+    /* The match is announced on the poller's queue either way; only the
+     * call's own operations complete on `bound`. */
     err = grpc_server_request_registered_call(
         p->srv->server, m->registered, &ctx->call, &ctx->deadline,
-        &ctx->request_md, with_payload ? &ctx->payload : NULL, p->cq, p->cq,
+        &ctx->request_md, with_payload ? &ctx->payload : NULL, bound, p->cq,
         &ctx->request_tag);
   } else {
     err = grpc_server_request_call(p->srv->server, &ctx->call, &ctx->details,
@@ -645,41 +775,90 @@ static void post_request(poller *p, method_entry *m) {
 
 /* ---- streaming ---------------------------------------------------------------- */
 
+/* perfc_ctx_cancelled() without polling the call's queue: a stream
+ * operation learns of a cancel from its own completion anyway. */
+static int cancel_seen(const perfc_ctx *ctx) {
+  return atomic_load_explicit(&ctx->cancelled_flag, memory_order_acquire) ||
+         perfc__remaining_ms(ctx->deadline) == 0;
+}
+
+/* The stream whose handler runs on this thread: perfc_ctx_cancelled()
+ * drains the call's queue only from there, its single consumer. */
+static _Thread_local perfc_stream *tls_stream;
+
+typedef uint32_t (*msg_flags_fn)(grpc_call *);
+static msg_flags_fn msg_flags;
+static pthread_once_t msg_flags_once = PTHREAD_ONCE_INIT;
+static void msg_flags_lookup(void) {
+  msg_flags = (msg_flags_fn)(uintptr_t)dlsym(
+      RTLD_DEFAULT, "_Z37grpc_call_test_only_get_message_flagsP9grpc_call");
+}
+
 static void on_stream_recv(perfc_tag *t, int ok) {
   perfc_stream *s = PERFC_CONTAINER_OF(t, perfc_stream, recv_tag);
-  pthread_mutex_lock(&s->mu);
   s->recv_ok = ok;
   s->recv_done = 1;
-  pthread_cond_signal(&s->cv);
-  pthread_mutex_unlock(&s->mu);
+  if (ok && s->recv_bb != NULL && msg_flags != NULL)
+    s->recv_flags = msg_flags(s->ctx->call);
 }
 
 static void on_stream_send(perfc_tag *t, int ok) {
   perfc_stream *s = PERFC_CONTAINER_OF(t, perfc_stream, send_tag);
-  pthread_mutex_lock(&s->mu);
   s->send_ok = ok;
   s->send_done = 1;
-  pthread_cond_signal(&s->cv);
-  pthread_mutex_unlock(&s->mu);
 }
 
-/* Starts a one-op-kind batch and blocks until the poller completes it.
- * Returns the batch's ok flag (0 when the call was cancelled). */
-static int stream_batch(perfc_stream *s, grpc_op *ops, size_t n,
-                        perfc_tag *tag, int *done, const int *ok) {
-  pthread_mutex_lock(&s->mu);
-  *done = 0;
-  pthread_mutex_unlock(&s->mu);
-  grpc_call *call = s->ctx->call;
-  PERFC_HANDOFF_RELEASE(tag);
-  if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK)
+/* Runs completions of a streaming call's queue: with `block`, exactly one,
+ * waiting for it; otherwise those already there. Callers loop on their own
+ * condition, so a blocking wait never polls the queue a second time (an
+ * empty poll still costs the core a pass through its pollset). */
+static void call_cq_run(perfc_ctx *ctx, int block) {
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(
+        ctx->call_cq,
+        block ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+              : gpr_inf_past(GPR_CLOCK_MONOTONIC),
+        NULL);
+    if (ev.type != GRPC_OP_COMPLETE)
+      return;
+    perfc_tag *t = ev.tag;
+    PERFC_HANDOFF_ACQUIRE(t);
+    t->run(t, ev.success);
+    if (block)
+      return;
+  }
+}
+
+/* Waits for the send in flight, if any, and frees its message. Returns 0,
+ * or PERFC_ESHUTDOWN when it failed (the call was cancelled). */
+static int stream_send_wait(perfc_stream *s) {
+  if (!s->send_pending)
     return 0;
-  pthread_mutex_lock(&s->mu);
-  while (!*done)
-    pthread_cond_wait(&s->cv, &s->mu);
-  int r = *ok;
-  pthread_mutex_unlock(&s->mu);
-  return r;
+  while (!s->send_done)
+    call_cq_run(s->ctx, 1);
+  s->send_pending = 0;
+  grpc_byte_buffer_destroy(s->send_bb);
+  s->send_bb = NULL;
+  return s->send_ok ? 0 : PERFC_ESHUTDOWN;
+}
+
+/* Starts receiving the next message; its completion sets recv_done.
+ * Returns 0, or PERFC_ESHUTDOWN when the core refused (call ended). */
+static int stream_recv_start(perfc_stream *s) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &s->recv_bb;
+  s->recv_bb = NULL;
+  s->recv_done = 0;
+  s->recv_pending = 1;
+  grpc_call *call = s->ctx->call;
+  PERFC_HANDOFF_RELEASE(&s->recv_tag);
+  if (grpc_call_start_batch(call, &op, 1, &s->recv_tag, NULL) != GRPC_CALL_OK) {
+    s->recv_pending = 0;
+    return PERFC_ESHUTDOWN;
+  }
+  return 0;
 }
 
 int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
@@ -692,31 +871,39 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
     return PERFC_ESTATE; /* the request of a server stream came with the call */
   if (s->ended)
     return 0;
-  if (perfc_ctx_cancelled(ctx))
-    return PERFC_ESHUTDOWN;
-  grpc_op op;
-  memset(&op, 0, sizeof op);
-  op.op = GRPC_OP_RECV_MESSAGE;
-  op.data.recv_message.recv_message = &s->recv_bb;
+  if (!s->recv_pending) {
+    if (cancel_seen(ctx) || stream_recv_start(s) != 0)
+      return PERFC_ESHUTDOWN;
+  }
+  while (!s->recv_done)
+    call_cq_run(ctx, 1);
+  s->recv_pending = 0;
+  grpc_byte_buffer *bb = s->recv_bb;
   s->recv_bb = NULL;
-  if (!stream_batch(s, &op, 1, &s->recv_tag, &s->recv_done, &s->recv_ok))
+  if (!s->recv_ok) {
+    if (bb != NULL)
+      grpc_byte_buffer_destroy(bb);
     return PERFC_ESHUTDOWN;
-  if (s->recv_bb == NULL) { /* half-close: the client sent its last message */
+  }
+  if (bb == NULL) { /* half-close: the client sent its last message */
     s->ended = 1;
     return 0;
   }
+  s->msg_flags = s->recv_flags;
+  s->msg_flags_set = msg_flags != NULL;
+  /* A failure here shows in the next receive, which starts it again. */
+  stream_recv_start(s);
   perfc_arena_reset(s->msg_arena);
   const uint8_t *data;
   size_t len;
-  int rc = perfc__byte_buffer_flatten(s->recv_bb, s->msg_arena, &data, &len);
+  int rc = perfc__byte_buffer_flatten(bb, s->msg_arena, &data, &len);
   if (rc == 0) {
     ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
     *msg = protobuf_c_message_unpack(d->input, &al, len, data);
     if (*msg == NULL)
       rc = PERFC_EPARSE;
   }
-  grpc_byte_buffer_destroy(s->recv_bb);
-  s->recv_bb = NULL;
+  grpc_byte_buffer_destroy(bb);
   if (rc == 0 && ctx->ic_entered)
     ic_message(ctx, 0);
   if (rc == PERFC_EPARSE)
@@ -735,11 +922,16 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
     return PERFC_ESTATE; /* a client stream answers with one response */
   if (msg->descriptor != d->output)
     return PERFC_EINVAL;
-  if (perfc_ctx_cancelled(ctx))
+  if (cancel_seen(ctx))
     return PERFC_ESHUTDOWN;
   int max = ctx->poller->srv->opts.max_send_message_bytes;
   if (max > 0 && protobuf_c_message_get_packed_size(msg) > (size_t)max)
     return PERFC_ETOOBIG;
+  /* Flow control: the core completes a send once the transport took it, and
+   * only one may be in flight, so waiting for the previous one here bounds
+   * what a slow reader makes us hold to one message. */
+  if (stream_send_wait(s) != 0)
+    return PERFC_ESHUTDOWN;
   grpc_op ops[2];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
@@ -749,16 +941,53 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
   ops[n].data.send_message.send_message = bb;
   ops[n].flags = ctx->comp_off ? GRPC_WRITE_NO_COMPRESS : 0;
   n++;
-  /* Waiting for the completion is the flow control: the core completes a
-   * send once the transport took it, so a slow reader slows this writer. */
-  int ok = stream_batch(s, ops, n, &s->send_tag, &s->send_done, &s->send_ok);
-  grpc_byte_buffer_destroy(bb);
-  if (ok && ctx->ic_entered)
+  s->send_done = 0;
+  s->send_bb = bb;
+  s->send_pending = 1;
+  grpc_call *call = ctx->call;
+  PERFC_HANDOFF_RELEASE(&s->send_tag);
+  if (grpc_call_start_batch(call, ops, n, &s->send_tag, NULL) != GRPC_CALL_OK) {
+    s->send_pending = 0;
+    s->send_bb = NULL;
+    grpc_byte_buffer_destroy(bb);
+    return PERFC_ESHUTDOWN;
+  }
+  if (ctx->ic_entered)
     ic_message(ctx, 1);
-  return ok ? 0 : PERFC_ESHUTDOWN;
+  return 0;
 }
 
+static void stream_body(perfc_ctx *ctx);
+
+/* A streaming call on its worker, from the first operation to the release
+ * of its context: every completion of the call arrives on ctx->call_cq and
+ * is run here, so the context is released here too. */
 static void run_stream(perfc_ctx *ctx) {
+  /* Our own reference keeps ctx alive until the queue is drained below,
+   * whichever of the final batch and the close completes last. */
+  atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+  watch_close(ctx);
+  stream_body(ctx); /* ends with finish(): consumes the handler's reference */
+  while (atomic_load_explicit(&ctx->refs, memory_order_acquire) > 1)
+    call_cq_run(ctx, 1);
+  perfc_stream *s = ctx->stream;
+  if (s != NULL && s->recv_pending) {
+    /* The receive read ahead outlived the handler. The status is out, so
+     * cancelling only ends that receive, which must complete before the
+     * queue can serve another call. */
+    grpc_call_cancel(ctx->call, NULL);
+    while (!s->recv_done)
+      call_cq_run(ctx, 1);
+    s->recv_pending = 0;
+    if (s->recv_bb != NULL)
+      grpc_byte_buffer_destroy(s->recv_bb);
+    s->recv_bb = NULL;
+  }
+  tls_stream = NULL;
+  ctx_release(ctx);
+}
+
+static void stream_body(perfc_ctx *ctx) {
   method_entry *m = ctx->method;
   const perfc_method_desc *d = m->desc;
   perfc_stream *s = perfc_arena_calloc(ctx->arena, sizeof *s);
@@ -767,11 +996,11 @@ static void run_stream(perfc_ctx *ctx) {
     return;
   }
   s->ctx = ctx;
-  pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->cv, NULL);
+  pthread_once(&msg_flags_once, msg_flags_lookup);
   s->recv_tag.run = on_stream_recv;
   s->send_tag.run = on_stream_send;
   ctx->stream = s;
+  tls_stream = s;
 
   ProtobufCMessage *req = NULL, *resp = NULL;
   if (d->kind == PERFC_METHOD_SERVER_STREAM) {
@@ -803,6 +1032,9 @@ static void run_stream(perfc_ctx *ctx) {
     d->output->message_init(resp);
   }
   ctx->code = d->invoke(ctx, m->handlers, m->user_data, req, resp, s);
+  /* The status goes after the last message: a failed last send means the
+   * call is already cancelled, and the final batch fails the same way. */
+  stream_send_wait(s);
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT)
     ctx->code = PERFC_STATUS_UNKNOWN;
   apply_deadline_cap(ctx);
@@ -839,12 +1071,18 @@ static void *poller_main(void *arg) {
       t->run(t, ev.success);
     }
   }
-  /* The queue is drained: nothing can complete on this poller any more. */
+  /* The queue is drained: nothing can complete on this poller any more, and
+   * the workers that return contexts were joined before it was shut down. */
+  perfc_ctx *r = atomic_exchange(&p->returned, NULL);
+  while (r != NULL) {
+    perfc_ctx *c = r;
+    r = c->next_free;
+    ctx_destroy(c);
+  }
   while (p->free_list != NULL) {
     perfc_ctx *c = p->free_list;
     p->free_list = c->next_free;
-    perfc_arena_free(c->arena);
-    free(c);
+    ctx_destroy(c);
   }
   p->free_count = 0;
   return NULL;
@@ -1422,8 +1660,11 @@ int perfc_ctx_set_deadline_ms(perfc_ctx *ctx, int64_t ms) {
 }
 
 int perfc_ctx_cancelled(const perfc_ctx *ctx) {
-  return atomic_load_explicit(&ctx->cancelled_flag, memory_order_acquire) ||
-         perfc__remaining_ms(ctx->deadline) == 0;
+  /* A streaming call learns of its close on its own queue; a handler that
+   * is between operations polls it here. */
+  if (ctx->stream != NULL && ctx->stream == tls_stream)
+    call_cq_run((perfc_ctx *)ctx, 0);
+  return cancel_seen(ctx);
 }
 
 size_t perfc_ctx_metadata_count(const perfc_ctx *ctx) {
@@ -1558,21 +1799,15 @@ int perfc_ctx_set_compression(perfc_ctx *ctx, const char *name) {
  * and its absence reported rather than linked against. */
 #define PERFC_WRITE_INTERNAL_COMPRESS 0x80000000u
 #define PERFC_WRITE_INTERNAL_WAS_COMPRESSED 0x40000000u
-typedef uint32_t (*msg_flags_fn)(grpc_call *);
-static msg_flags_fn msg_flags;
-static pthread_once_t msg_flags_once = PTHREAD_ONCE_INIT;
-static void msg_flags_lookup(void) {
-  msg_flags = (msg_flags_fn)(uintptr_t)dlsym(
-      RTLD_DEFAULT, "_Z37grpc_call_test_only_get_message_flagsP9grpc_call");
-}
-
 int perfc_ctx_message_compressed(const perfc_ctx *ctx) {
   if (ctx == NULL || ctx->call == NULL)
     return PERFC_EINVAL;
   pthread_once(&msg_flags_once, msg_flags_lookup);
   if (msg_flags == NULL)
     return PERFC_ENOENT;
-  uint32_t f = msg_flags(ctx->call);
+  uint32_t f = ctx->stream != NULL && ctx->stream->msg_flags_set
+                   ? ctx->stream->msg_flags
+                   : msg_flags(ctx->call);
   return (f & (PERFC_WRITE_INTERNAL_COMPRESS | PERFC_WRITE_INTERNAL_WAS_COMPRESSED)) != 0;
 }
 
