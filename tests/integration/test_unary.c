@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SVC perfc__test__v1__test_service__perfc_desc
 #define M(name) (&SVC.methods[PERFC__TEST__V1__TEST_SERVICE__PERFC_METHOD_##name])
@@ -287,6 +288,75 @@ Test(limits, full_worker_queue_answers_resource_exhausted_at_once,
   cr_assert_geq(ok, 1);
   cr_assert_leq(ok, 2);
   cr_assert_eq(ok + exhausted, T);
+  assert_still_serving();
+  teardown();
+}
+
+/* A streaming handler holds its worker for the stream's life, so with the
+ * one worker busy and the queue full, a new stream is refused before any of
+ * its operations start (the core sends the status when perfc cancels the
+ * call with it), and the client reads the reason. */
+Test(limits, full_worker_queue_refuses_streams_with_reason, .timeout = 60) {
+  perfc_server_opts o = {.pool_threads = 1, .pool_queue = 1};
+  start_with(&o);
+  perfc_client_stream *held[2];
+  for (int i = 0; i < 2; i++) /* one running, one queued */
+    cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &held[i]), 0);
+  Perfc__Test__V1__EchoRequest q = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  q.payload.data = (uint8_t *)"x";
+  q.payload.len = 1;
+  /* The first stream answers, so it runs; the second then sits queued. */
+  cr_assert_eq(perfc_client_stream_send(held[0], &q.base), 0);
+  ProtobufCMessage *m;
+  cr_assert_eq(perfc_client_stream_recv(held[0], &m), 1);
+  cr_assert_eq(perfc_client_stream_send(held[1], &q.base), 0);
+  usleep(100 * 1000);
+  perfc_client_stream *extra;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &extra), 0);
+  perfc_status st = {0};
+  cr_assert_eq(perfc_client_stream_finish(extra, NULL, &st),
+               PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert(st.message != NULL && strstr(st.message, "server busy") != NULL,
+            "reason: %s", st.message ? st.message : "(none)");
+  perfc_status_reset(&st);
+  perfc_client_stream_free(extra);
+  /* The held streams still work and end normally, the queued one too. */
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(perfc_client_stream_close_send(held[i]), 0);
+    while (perfc_client_stream_recv(held[i], &m) == 1)
+      ;
+    cr_assert_eq(perfc_client_stream_finish(held[i], NULL, NULL), PERFC_STATUS_OK);
+    perfc_client_stream_free(held[i]);
+  }
+  assert_still_serving();
+  teardown();
+}
+
+/* A handler that returns while the client is still sending leaves the
+ * message read ahead for it unconsumed; the stream must still end with the
+ * handler's status and give its worker back. With one worker, twenty such
+ * streams in a row only complete if each one does. */
+Test(limits, stream_handler_returning_early_gives_its_worker_back,
+     .timeout = 60) {
+  perfc_server_opts o = {.pool_threads = 1, .pool_queue = 4};
+  start_with(&o);
+  for (int i = 0; i < 20; i++) {
+    perfc_client_stream *s;
+    cr_assert_eq(perfc_channel_stream_open(ch, M(COLLECT), NULL, NULL, &s), 0);
+    Perfc__Test__V1__EchoRequest q = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    q.code = PERFC_STATUS_FAILED_PRECONDITION; /* Collect stops at it */
+    cr_assert_eq(perfc_client_stream_send(s, &q.base), 0);
+    q.code = 0;
+    for (int k = 0; k < 3; k++) /* more than the read-ahead; may race the end */
+      perfc_client_stream_send(s, &q.base);
+    perfc_status st = {0};
+    cr_assert_eq(perfc_client_stream_finish(s, NULL, &st),
+                 PERFC_STATUS_FAILED_PRECONDITION, "stream %d", i);
+    cr_assert(st.message != NULL && strstr(st.message, "stopped at message 1"),
+              "stream %d: %s", i, st.message ? st.message : "(none)");
+    perfc_status_reset(&st);
+    perfc_client_stream_free(s);
+  }
   assert_still_serving();
   teardown();
 }
