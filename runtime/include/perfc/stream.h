@@ -17,16 +17,21 @@
 extern "C" {
 #endif
 
-/** Receives the next message into the call's arena. Returns 1 with `*msg`
- *  set, 0 at end of stream (the peer half-closed), or a negative PERFC_E*
- *  code: PERFC_ESHUTDOWN when the call was cancelled or its deadline passed,
+/** Receives the next message into the stream's message arena (valid until
+ *  the next receive). The receive of the following message is started
+ *  before this returns, so at most one message is read ahead. Returns 1
+ *  with `*msg` set, 0 at end of stream (the peer half-closed), or a
+ *  negative PERFC_E* code: PERFC_ESHUTDOWN when the call was cancelled or its deadline passed,
  *  PERFC_EPARSE when the message does not parse. */
 PERFC_API int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg);
 
-/** Sends one message and waits until the transport accepted it (flow
- *  control: a slow reader slows the writer instead of growing a buffer).
- *  `msg` is borrowed. Returns 0, PERFC_ESHUTDOWN (cancelled / deadline) or
- *  PERFC_ETOOBIG (over the send limit). */
+/** Sends one message: it is serialised at once (`msg` is borrowed only
+ *  during the call) and handed to the transport, and the call returns
+ *  without waiting for the write. The next send, and the handler's return,
+ *  first wait until the transport took this one, so a slow reader slows the
+ *  writer with at most one message held (flow control). Returns 0,
+ *  PERFC_ESHUTDOWN (cancelled / deadline; a failure of the previous send
+ *  shows here) or PERFC_ETOOBIG (over the send limit). */
 PERFC_API int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg);
 
 #ifdef __cplusplus
