@@ -13,6 +13,10 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #define SVC perfc__test__v1__test_service__perfc_desc
 #define M(name) (&SVC.methods[PERFC__TEST__V1__TEST_SERVICE__PERFC_METHOD_##name])
@@ -575,4 +579,136 @@ Test(server_opts, max_concurrent_streams_serialises_calls_on_a_connection,
     perfc_channel_free(c);
     test_server_stop(s);
   }
+}
+
+/* A raw HTTP/2 connection that completes the handshake and then answers
+ * nothing, PINGs included: what a peer that vanished without a FIN looks
+ * like to the server. Returns the socket, or -1. */
+static int raw_h2_connect(int server_port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)server_port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  static const unsigned char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+  static const unsigned char ack[9] = {0, 0, 0, 4, 1, 0, 0, 0, 0};
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      write(fd, preface, sizeof preface - 1) != (ssize_t)(sizeof preface - 1) ||
+      write(fd, settings, sizeof settings) != (ssize_t)sizeof settings ||
+      write(fd, ack, sizeof ack) != (ssize_t)sizeof ack) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Reads HTTP/2 frames until the server closes the connection or `limit_ms`
+ * passes. Returns the milliseconds until EOF (-1: still open), and counts
+ * the PING frames (type 6, not ACK) and GOAWAY frames (type 7) seen. */
+static long read_until_close(int fd, long limit_ms, int *pings, int *goaways) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  unsigned char buf[16384];
+  size_t have = 0;
+  *pings = *goaways = 0;
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    if (ms >= limit_ms)
+      return -1;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(limit_ms - ms)) <= 0)
+      continue;
+    ssize_t n = read(fd, buf + have, sizeof buf - have);
+    if (n <= 0)
+      return ms;
+    have += (size_t)n;
+    /* Frame headers: 3-byte length, type, flags, 4-byte stream id. */
+    size_t off = 0;
+    while (have - off >= 9) {
+      size_t len = ((size_t)buf[off] << 16) | ((size_t)buf[off + 1] << 8) | buf[off + 2];
+      if (have - off < 9 + len)
+        break;
+      if (buf[off + 3] == 6 && !(buf[off + 4] & 1))
+        (*pings)++;
+      if (buf[off + 3] == 7)
+        (*goaways)++;
+      off += 9 + len;
+    }
+    memmove(buf, buf + off, have - off);
+    have -= off;
+  }
+}
+
+/* The server pings an idle connection after keepalive_time_ms (idle pings
+ * need keepalive_permit_without_calls) and closes it when the ack does not
+ * come within keepalive_timeout_ms; with the defaults (2 h) the same silent
+ * peer keeps its connection. */
+Test(server_opts, keepalive_closes_connections_whose_peer_stopped_answering,
+     .timeout = 60) {
+  for (int on = 1; on >= 0; on--) {
+    perfc_server_opts o = {0};
+    if (on) {
+      o.keepalive_time_ms = 200;
+      o.keepalive_timeout_ms = 300;
+      o.keepalive_permit_without_calls = 1;
+    }
+    int p;
+    perfc_server *s = test_server_start(&o, &p);
+    cr_assert_not_null(s);
+    int fd = raw_h2_connect(p);
+    cr_assert_geq(fd, 0, "cannot connect");
+    int pings, goaways;
+    long ms = read_until_close(fd, 3000, &pings, &goaways);
+    close(fd);
+    if (on) {
+      cr_assert_geq(pings, 1, "no keepalive ping before the close");
+      /* Not before the first keepalive is due; the core may count the
+       * timeout from the ping it sent at connection start (also unanswered),
+       * so the close can come as early as keepalive_time_ms. */
+      cr_assert(ms >= 150 && ms < 3000,
+                "closed after %ld ms, expected 200-500 (time + timeout)", ms);
+    } else {
+      cr_assert_eq(ms, -1, "closed after %ld ms without keepalive", ms);
+      cr_assert_eq(pings, 0);
+    }
+    test_server_stop(s);
+  }
+}
+
+/* max_connection_age_ms ends even a busy connection: the server sends
+ * GOAWAY once the age is reached and closes after the grace, and a channel
+ * making calls throughout moves to a new connection without failing any. */
+Test(server_opts, max_connection_age_recycles_connections_without_failures,
+     .timeout = 60) {
+  perfc_server_opts o = {.max_connection_age_ms = 300,
+                         .max_connection_age_grace_ms = 200};
+  int p;
+  perfc_server *s = test_server_start(&o, &p);
+  cr_assert_not_null(s);
+  /* A silent raw connection sees the GOAWAY and the close. */
+  int fd = raw_h2_connect(p);
+  cr_assert_geq(fd, 0, "cannot connect");
+  int pings, goaways;
+  long ms = read_until_close(fd, 5000, &pings, &goaways);
+  close(fd);
+  cr_assert_geq(goaways, 1, "no GOAWAY");
+  cr_assert(ms >= 200 && ms < 5000, "closed after %ld ms, expected ~300-700", ms);
+  /* Calls across several ages all succeed. */
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", p);
+  perfc_channel *c;
+  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  perfc_call_opts co = {.wait_for_ready = 1, .timeout_ms = 5000};
+  for (int i = 0; i < 40; i++) {
+    Perfc__Test__V1__EchoRequest req = payload_req("age");
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, &co, NULL),
+                 PERFC_STATUS_OK, "call %d failed", i);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    usleep(50 * 1000);
+  }
+  perfc_channel_free(c);
+  test_server_stop(s);
 }

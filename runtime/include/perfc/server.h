@@ -63,7 +63,10 @@ typedef struct perfc_server_opts {
 
   int64_t keepalive_time_ms;       /**< 0 = default */
   int64_t keepalive_timeout_ms;    /**< 0 = default */
-  int keepalive_permit_without_calls; /**< allow client pings with no calls */
+  /** Keepalive on connections with no calls: the server pings them too
+   *  (and drops those whose ack does not come), and accepts client pings
+   *  on them. */
+  int keepalive_permit_without_calls;
   int64_t min_ping_interval_ms;    /**< 0 = default */
   unsigned max_concurrent_streams; /**< 0 = default */
   int max_recv_message_bytes;      /**< 0 = default, -1 = unlimited */
