@@ -40,7 +40,9 @@ fi
 
 # server_cmd NAME: binary and arguments. perfc-m is perfc with the metrics
 # interceptor on (--metrics-listen); perfc-bare is perfc without health and
-# reflection (only Echo's methods registered, like the peers). PERFC_EXTRA_ARGS is added to both
+# reflection (only Echo's methods registered, like the peers); perfc-preempt
+# is perfc with its pollers under the normal scheduling policy instead of
+# SCHED_BATCH (--poller-preempt 1). PERFC_EXTRA_ARGS is added to all of them
 # (bench/run-streaming sets --pool-threads, since each perfc streaming
 # handler holds a worker thread); otherwise perfc runs with its defaults,
 # exactly as bench/run starts it.
@@ -49,6 +51,7 @@ server_cmd() {
     ccore) echo "$bin/ccore-echo-server --listen 127.0.0.1:0 --threads $srv_threads" ;;
     perfc) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
+    perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-m) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --metrics-listen 127.0.0.1:0 ${PERFC_EXTRA_ARGS:-}" ;;
     cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
     go) echo "$bin/go-echo-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads $srv_threads" ;;

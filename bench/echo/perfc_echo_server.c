@@ -9,7 +9,7 @@
  *
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
- *                          [--pool-threads N] [--bare 1]
+ *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
  *
  * --bare 1 leaves out health and reflection, so the server registers only
  * Echo's methods, like the peers (the C core keeps a per-connection table
@@ -17,6 +17,8 @@
  * With --metrics-listen the go-grpc-prometheus-compatible interceptor is on
  * and /metrics (plus process metrics) is served there; without it the
  * server runs with no interceptor, so bench/run can measure the cost.
+ * --poller-preempt 1 keeps the normal scheduling policy for the pollers
+ * (perfc_server_opts.poller_wakeup_preemption), to measure SCHED_BATCH.
  * --metrics-dump writes the final exposition to FILE after a graceful stop,
  * when every accepted call has been counted: scripts/soak compares it with
  * what h2load received across a SIGTERM (a scrape could only race it).
@@ -76,7 +78,7 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
-             "[--pool-threads N] [--bare 1]\n");
+             "[--pool-threads N] [--bare 1] [--poller-preempt 1]\n");
 }
 
 int main(int argc, char **argv) {
@@ -87,6 +89,7 @@ int main(int argc, char **argv) {
   long requests = 0; /* 0 = perfc's default */
   long pool_threads = 0; /* 0 = perfc's default (4 per core) */
   int bare = 0;
+  int preempt = 0; /* --poller-preempt 1: pollers keep the normal policy */
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -125,6 +128,8 @@ int main(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--bare")) {
       bare = !strcmp(v, "1");
+    } else if (!strcmp(a, "--poller-preempt")) {
+      preempt = !strcmp(v, "1");
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
     } else if (!strcmp(a, "--metrics-dump")) {
@@ -144,6 +149,7 @@ int main(int argc, char **argv) {
   opts.threads = (unsigned)threads; /* 0 = one poller per core */
   opts.requests_per_method = (unsigned)requests;
   opts.pool_threads = (unsigned)pool_threads;
+  opts.poller_wakeup_preemption = preempt;
 
   perfc_server *srv = NULL;
   perfc_grpc_metrics *gm = NULL;

@@ -53,7 +53,7 @@ typedef struct raw_server {
       *keepalive_permit_without_calls, *min_ping_interval,
       *max_concurrent_streams, *max_recv_message_size, *max_send_message_size,
       *max_connection_idle, *max_connection_age, *max_connection_age_grace,
-      *shutdown_grace, *compression;
+      *shutdown_grace, *compression, *poller_wakeup_preemption;
 } raw_server;
 
 typedef struct raw_tls {
@@ -133,6 +133,7 @@ static const cyaml_schema_field_t server_fields[] = {
     STR_FIELD("max_connection_age_grace", raw_server, max_connection_age_grace),
     STR_FIELD("shutdown_grace", raw_server, shutdown_grace),
     STR_FIELD("compression", raw_server, compression),
+    STR_FIELD("poller_wakeup_preemption", raw_server, poller_wakeup_preemption),
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t tls_fields[] = {
@@ -226,7 +227,7 @@ typedef enum kind {
 typedef struct values {
   unsigned threads, requests_per_method, pool_threads, pool_queue,
       max_concurrent_streams;
-  int default_executor, compression, permit_without_calls;
+  int default_executor, compression, permit_without_calls, poller_preemption;
   int64_t keepalive_time_ms, keepalive_timeout_ms, min_ping_interval_ms,
       max_connection_idle_ms, max_connection_age_ms,
       max_connection_age_grace_ms, shutdown_grace_ms;
@@ -303,6 +304,8 @@ static const key_def KEYS[] = {
     KEY(server, shutdown_grace, K_DURATION, VAL(shutdown_grace_ms), 1, HOUR_MS,
         NULL),
     KEY(server, compression, K_ENUM, VAL(compression), 0, 0, compression_names),
+    KEY(server, poller_wakeup_preemption, K_BOOL, VAL(poller_preemption), 0, 0,
+        NULL),
     KEY(tls, cert_file, K_STR, VAL(cert_file), 0, 0, NULL),
     KEY(tls, key_file, K_STR, VAL(key_file), 0, 0, NULL),
     KEY(tls, client_ca_file, K_STR, VAL(client_ca_file), 0, 0, NULL),
@@ -1508,6 +1511,8 @@ int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
   COPY("max_connection_age", max_connection_age_ms, v->max_connection_age_ms);
   COPY("max_connection_age_grace", max_connection_age_grace_ms,
        v->max_connection_age_grace_ms);
+  COPY("poller_wakeup_preemption", poller_wakeup_preemption,
+       v->poller_preemption);
   COPY("shutdown_grace", shutdown_grace_ms, v->shutdown_grace_ms);
   COPY("compression", compression, compression_names[v->compression]);
 #undef COPY

@@ -44,6 +44,7 @@
 #include <grpc/support/time.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -265,6 +266,7 @@ static void opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
   TAKE(max_connection_age_grace_ms);
   TAKE(shutdown_grace_ms);
   TAKE(compression);
+  TAKE(poller_wakeup_preemption);
 #undef TAKE
 }
 
@@ -1045,10 +1047,23 @@ static void stream_body(perfc_ctx *ctx) {
 
 /* ---- pollers ---------------------------------------------------------------- */
 
+/* perfc_server_opts.poller_wakeup_preemption says why. Failure leaves the
+ * normal policy, which is only slower. */
+static void poller_sched(const perfc_server *srv) {
+  if (srv->opts.poller_wakeup_preemption)
+    return;
+  struct sched_param sp = {.sched_priority = 0};
+  int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+  if (rc != 0)
+    perfc_log(PERFC_LOG_DEBUG, "server: SCHED_BATCH for a poller: %s",
+              strerror(rc));
+}
+
 static void *poller_main(void *arg) {
   poller *p = arg;
   perfc_server *srv = p->srv;
   tls_poller = p;
+  poller_sched(srv);
   pthread_mutex_lock(&srv->mu);
   while (!srv->go)
     pthread_cond_wait(&srv->cv, &srv->mu);

@@ -15,7 +15,9 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #define SVC perfc__test__v1__test_service__perfc_desc
@@ -711,4 +713,56 @@ Test(server_opts, max_connection_age_recycles_connections_without_failures,
   }
   perfc_channel_free(c);
   test_server_stop(s);
+}
+
+/* Scheduling policy of this process's poller threads (named perfc-cqN):
+ * SCHED_BATCH or SCHED_OTHER if all agree, -2 if they differ, -1 if none. */
+static int poller_policy(void) {
+  int policy = -1;
+  DIR *d = opendir("/proc/self/task");
+  if (d == NULL)
+    return -1;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[300], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    if (fgets(comm, sizeof comm, f) == NULL)
+      comm[0] = '\0';
+    fclose(f);
+    if (strncmp(comm, "perfc-cq", 8) != 0)
+      continue;
+    int p = sched_getscheduler((pid_t)atoi(e->d_name));
+    policy = policy == -1 || policy == p ? p : -2;
+  }
+  closedir(d);
+  return policy;
+}
+
+Test(server_opts, pollers_run_batch_scheduled_unless_preemption_is_asked_for,
+     .timeout = 60) {
+  for (int preempt = 0; preempt <= 1; preempt++) {
+    perfc_server_opts o = {.poller_wakeup_preemption = preempt};
+    int p;
+    perfc_server *s = test_server_start(&o, &p);
+    cr_assert_not_null(s);
+    /* A call proves the pollers are past their start-up. */
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", p);
+    perfc_channel *c;
+    cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+    Perfc__Test__V1__EchoRequest req = payload_req("x");
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, NULL, NULL),
+                 PERFC_STATUS_OK);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    cr_assert_eq(poller_policy(), preempt ? SCHED_OTHER : SCHED_BATCH,
+                 "preempt=%d: policy %d", preempt, poller_policy());
+    perfc_channel_free(c);
+    test_server_stop(s);
+  }
 }

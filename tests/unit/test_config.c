@@ -37,6 +37,7 @@ static const char FULL[] = "server:\n"
                            "  keepalive_time: 1m30s\n"
                            "  keepalive_timeout: 5s\n"
                            "  keepalive_permit_without_calls: true\n"
+                           "  poller_wakeup_preemption: true\n"
                            "  min_ping_interval: 250ms\n"
                            "  max_concurrent_streams: 77\n"
                            "  max_recv_message_size: 8MiB\n"
@@ -96,6 +97,7 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(o.keepalive_time_ms, 90000);
   cr_assert_eq(o.keepalive_timeout_ms, 5000);
   cr_assert_eq(o.keepalive_permit_without_calls, 1);
+  cr_assert_eq(o.poller_wakeup_preemption, 1);
   cr_assert_eq(o.min_ping_interval_ms, 250);
   cr_assert_eq(o.max_concurrent_streams, 77);
   cr_assert_eq(o.max_recv_message_bytes, 8 * 1024 * 1024);
@@ -259,7 +261,8 @@ Test(config, unknown_keys_are_errors) {
              "keepalive_permit_without_calls, min_ping_interval, "
              "max_concurrent_streams, max_recv_message_size, "
              "max_send_message_size, max_connection_idle, max_connection_age, "
-             "max_connection_age_grace, shutdown_grace, compression)");
+             "max_connection_age_grace, shutdown_grace, compression, "
+             "poller_wakeup_preemption)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
              "server, tls, metrics, logging, redis, postgres, cache, resilience)");
