@@ -300,15 +300,17 @@ Test(limits, full_worker_queue_refuses_streams_with_reason, .timeout = 60) {
   perfc_server_opts o = {.pool_threads = 1, .pool_queue = 1};
   start_with(&o);
   perfc_client_stream *held[2];
-  for (int i = 0; i < 2; i++) /* one running, one queued */
-    cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &held[i]), 0);
   Perfc__Test__V1__EchoRequest q = PERFC__TEST__V1__ECHO_REQUEST__INIT;
   q.payload.data = (uint8_t *)"x";
   q.payload.len = 1;
-  /* The first stream answers, so it runs; the second then sits queued. */
+  /* The first stream answers, so it runs on the worker (opening both at
+   * once could find the worker not yet off the queue, and refuse the
+   * second); the second then sits queued. */
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &held[0]), 0);
   cr_assert_eq(perfc_client_stream_send(held[0], &q.base), 0);
   ProtobufCMessage *m;
   cr_assert_eq(perfc_client_stream_recv(held[0], &m), 1);
+  cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, NULL, &held[1]), 0);
   cr_assert_eq(perfc_client_stream_send(held[1], &q.base), 0);
   usleep(100 * 1000);
   perfc_client_stream *extra;
