@@ -42,7 +42,9 @@ fi
 # interceptor on (--metrics-listen); perfc-bare is perfc without health and
 # reflection (only Echo's methods registered, like the peers); perfc-preempt
 # is perfc with its pollers under the normal scheduling policy instead of
-# SCHED_BATCH (--poller-preempt 1). PERFC_EXTRA_ARGS is added to all of them
+# SCHED_BATCH (--poller-preempt 1); cpp-full is the C++ peer with the
+# default health service and reflection on, i.e. the same five methods as
+# perfc as shipped. PERFC_EXTRA_ARGS is added to all the perfc ones
 # (bench/run-streaming sets --pool-threads, since each perfc streaming
 # handler holds a worker thread); otherwise perfc runs with its defaults,
 # exactly as bench/run starts it.
@@ -54,6 +56,7 @@ server_cmd() {
     perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-m) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --metrics-listen 127.0.0.1:0 ${PERFC_EXTRA_ARGS:-}" ;;
     cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
+    cpp-full) echo "$bin/cpp-echo-server-full --listen 127.0.0.1:0" ;;
     go) echo "$bin/go-echo-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads $srv_threads" ;;
     *) return 1 ;;
   esac
