@@ -42,7 +42,9 @@ fi
 # interceptor on (--metrics-listen); perfc-bare is perfc without health and
 # reflection (only Echo's methods registered, like the peers); perfc-preempt
 # is perfc with its pollers under the normal scheduling policy instead of
-# SCHED_BATCH (--poller-preempt 1). PERFC_EXTRA_ARGS is added to all of them
+# SCHED_BATCH (--poller-preempt 1); cpp-full is the C++ peer with the
+# default health service and reflection on, i.e. the same five methods as
+# perfc as shipped. PERFC_EXTRA_ARGS is added to all the perfc ones
 # (bench/run-streaming sets --pool-threads, since each perfc streaming
 # handler holds a worker thread); otherwise perfc runs with its defaults,
 # exactly as bench/run starts it.
@@ -52,8 +54,14 @@ server_cmd() {
     perfc) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
+    perfc-base)
+      # The same server from another build (PERFC_BASE_BUILD, e.g. one made
+      # from main), for before/after comparisons within one run.
+      [ -n "${PERFC_BASE_BUILD:-}" ] || return 1
+      echo "$(cd "$PERFC_BASE_BUILD" && pwd)/bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-m) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --metrics-listen 127.0.0.1:0 ${PERFC_EXTRA_ARGS:-}" ;;
     cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
+    cpp-full) echo "$bin/cpp-echo-server-full --listen 127.0.0.1:0" ;;
     go) echo "$bin/go-echo-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads $srv_threads" ;;
     *) return 1 ;;
   esac
@@ -184,13 +192,19 @@ machine_meta() {
 }
 
 # make_body PAYLOAD FILE: the h2load request body, as bench/run makes it: the
-# 5-byte gRPC prefix and an EchoRequest with PAYLOAD bytes (< 128). Sets
-# body_len.
+# 5-byte gRPC prefix and an EchoRequest with PAYLOAD bytes (any size; below
+# 128 byte for byte what bench/run sends). Sets body_len.
 make_body() {
   python3 - "$1" "$2" <<'PY'
 import struct, sys
 n, path = int(sys.argv[1]), sys.argv[2]
-msg = b"\x0a" + bytes([n]) + bytes(i & 0xFF for i in range(n))
+varint, v = b"", n
+while True:
+    varint += bytes([(v & 0x7F) | (0x80 if v > 0x7F else 0)])
+    v >>= 7
+    if not v:
+        break
+msg = b"\x0a" + varint + bytes(i & 0xFF for i in range(n))
 open(path, "wb").write(b"\x00" + struct.pack(">I", len(msg)) + msg)
 PY
   body_len=$(stat -c %s "$2")

@@ -267,6 +267,8 @@ static void opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
   TAKE(shutdown_grace_ms);
   TAKE(compression);
   TAKE(poller_wakeup_preemption);
+  TAKE(tcp_tx_zerocopy);
+  TAKE(channelz);
 #undef TAKE
 }
 
@@ -1139,7 +1141,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   srv->calgo = calgo;
   perfc__grpc_init();
 
-  grpc_arg args[16];
+  grpc_arg args[20];
   size_t n = 0;
 #define INT_ARG(k, v)                                                          \
   args[n].type = GRPC_ARG_INTEGER;                                             \
@@ -1173,6 +1175,18 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   if (calgo != GRPC_COMPRESS_NONE) {
     INT_ARG(GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, (int)calgo);
   }
+  /* Memory per idle connection (docs/benchmarks-more.md, section 2). Every
+   * accepted socket gets zerocopy send records, 4 by default (~1.3 KiB),
+   * even with zerocopy off; with none the core marks zerocopy unavailable
+   * for the socket (and logs that at INFO), which is what off means. */
+  if (o->tcp_tx_zerocopy) {
+    INT_ARG(GRPC_ARG_TCP_TX_ZEROCOPY_ENABLED, 1);
+  } else {
+    INT_ARG(GRPC_ARG_TCP_TX_ZEROCOPY_MAX_SIMULT_SENDS, 0);
+  }
+  /* channelz, on in the core by default, keeps a node per connection
+   * (~0.4 KiB) and counts every call; perfc exposes none of it. */
+  INT_ARG(GRPC_ARG_ENABLE_CHANNELZ, o->channelz ? 1 : 0);
 #undef INT_ARG
   grpc_channel_args ca = {.num_args = n, .args = args};
   srv->server = grpc_server_create(&ca, NULL);

@@ -4,6 +4,10 @@
 #include "test_service.h"
 
 #include <criterion/criterion.h>
+#include <grpc/grpc.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
+#include <perfc/log.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -765,4 +769,106 @@ Test(server_opts, pollers_run_batch_scheduled_unless_preemption_is_asked_for,
     perfc_channel_free(c);
     test_server_stop(s);
   }
+}
+
+/* ---- idle-connection memory options reach the core ---------------------- */
+
+/* channelz is process-wide in the core; criterion runs every test in its own
+ * process, so only this test's servers are in the registry. */
+static int channelz_server_count(void) {
+  char *json = grpc_channelz_get_servers(0);
+  int n = 0;
+  for (const char *q = json; q != NULL && (q = strstr(q, "\"serverId\"")); q++)
+    n++;
+  gpr_free(json);
+  return n;
+}
+
+Test(server_opts, channelz_is_off_unless_asked_for, .timeout = 60) {
+  int p;
+  perfc_server *s = test_server_start(NULL, &p);
+  cr_assert_not_null(s);
+  cr_assert_eq(channelz_server_count(), 0, "default: no channelz server node");
+  test_server_stop(s);
+
+  perfc_server_opts o = {.channelz = 1};
+  s = test_server_start(&o, &p);
+  cr_assert_not_null(s);
+  cr_assert_eq(channelz_server_count(), 1, "channelz = 1: the server is listed");
+  test_server_stop(s);
+}
+
+/* gRPC 1.51 logs this at INFO for every socket created with no zerocopy send
+ * records (GRPC_ARG_TCP_TX_ZEROCOPY_MAX_SIMULT_SENDS = 0): the one visible
+ * sign that perfc's argument reached the endpoint. */
+static const char no_zc_records[] = "Disabling TCP TX zerocopy";
+static atomic_int no_zc_lines;
+
+static void count_zc_lines(perfc_log_level level, const char *msg, void *ud) {
+  (void)level;
+  (void)ud;
+  if (strstr(msg, no_zc_records) != NULL)
+    atomic_fetch_add(&no_zc_lines, 1);
+}
+
+/* Opens a plain TCP connection to the server; the core makes the socket's
+ * endpoint when it accepts it, before any HTTP/2 byte arrives. */
+static int connect_raw(int p) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  cr_assert_geq(fd, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+Test(server_opts, tcp_tx_zerocopy_off_keeps_no_send_records, .timeout = 60) {
+  perfc_log_set_level(PERFC_LOG_DEBUG);
+  perfc_log_set_sink(count_zc_lines, NULL);
+  gpr_set_log_verbosity(GPR_LOG_SEVERITY_INFO);
+
+  /* Default (off): the accepted socket's endpoint has no records. */
+  int p;
+  perfc_server *s = test_server_start(NULL, &p);
+  cr_assert_not_null(s);
+  int fd = connect_raw(p);
+  for (int i = 0; i < 50 && atomic_load(&no_zc_lines) == 0; i++)
+    usleep(100 * 1000);
+  cr_assert_geq(atomic_load(&no_zc_lines), 1,
+                "no sign that the server's endpoint got 0 zerocopy records");
+  close(fd);
+  test_server_stop(s);
+
+  /* On: records kept (no such line), and large messages, which are the
+   * ones sent with MSG_ZEROCOPY (16 KiB and more), still echo intact. */
+  atomic_store(&no_zc_lines, 0);
+  perfc_server_opts o = {.tcp_tx_zerocopy = 1};
+  s = test_server_start(&o, &p);
+  cr_assert_not_null(s);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", p);
+  perfc_channel *c;
+  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  size_t n = 256 * 1024;
+  uint8_t *big = malloc(n);
+  cr_assert_not_null(big);
+  for (size_t i = 0; i < n; i++)
+    big[i] = (uint8_t)(i * 7 + 3);
+  for (int k = 0; k < 8; k++) {
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    req.payload.data = big;
+    req.payload.len = n;
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, NULL, NULL),
+                 PERFC_STATUS_OK);
+    cr_assert_eq(resp->payload.len, n);
+    cr_assert_eq(memcmp(resp->payload.data, big, n), 0);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  free(big);
+  cr_assert_eq(atomic_load(&no_zc_lines), 0,
+               "tcp_tx_zerocopy = 1 must keep the core's send records");
+  perfc_channel_free(c);
+  test_server_stop(s);
+  perfc_log_set_sink(NULL, NULL);
 }

@@ -47,6 +47,8 @@ static const char FULL[] = "server:\n"
                            "  max_connection_age_grace: 0\n"
                            "  shutdown_grace: 7s\n"
                            "  compression: gzip\n"
+                           "  tcp_tx_zerocopy: true\n"
+                           "  channelz: on\n"
                            "tls:\n"
                            "  cert_file: /etc/s/tls.crt\n"
                            "  key_file: /etc/s/tls.key\n"
@@ -107,6 +109,8 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(o.max_connection_age_grace_ms, 0);
   cr_assert_eq(o.shutdown_grace_ms, 7000);
   cr_assert_str_eq(o.compression, "gzip");
+  cr_assert_eq(o.tcp_tx_zerocopy, 1);
+  cr_assert_eq(o.channelz, 1);
 
   perfc_tls_opts t;
   perfc_tls_opts_init(&t);
@@ -262,7 +266,7 @@ Test(config, unknown_keys_are_errors) {
              "max_concurrent_streams, max_recv_message_size, "
              "max_send_message_size, max_connection_idle, max_connection_age, "
              "max_connection_age_grace, shutdown_grace, compression, "
-             "poller_wakeup_preemption)");
+             "poller_wakeup_preemption, tcp_tx_zerocopy, channelz)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
              "server, tls, metrics, logging, redis, postgres, cache, resilience)");
@@ -294,6 +298,9 @@ Test(config, bad_values_name_the_field) {
   load_fails("server:\n  keepalive_permit_without_calls: maybe\n",
              "config: svc.yaml:2:35: server.keepalive_permit_without_calls: "
              "invalid value 'maybe': expected true or false");
+  load_fails("server:\n  channelz: 2\n",
+             "config: svc.yaml:2:13: server.channelz: invalid value '2': "
+             "expected true or false");
   load_fails("server:\n  compression: zstd\n",
              "config: svc.yaml:2:16: server.compression: invalid value "
              "'zstd': expected one of identity, gzip, deflate");
@@ -417,8 +424,10 @@ Test(config, environment_overrides_the_file) {
   setenv("PERFC_METRICS_LISTEN", "off", 1);
   setenv("PERFC_LOGGING_ACCESS_LOG", "true", 1);
   setenv("PERFC_METRICS_BUCKETS", "0.5,1,2", 1);
+  setenv("PERFC_SERVER_CHANNELZ", "false", 1);
   perfc_config *cfg = load_ok("server:\n  listen: [\"0.0.0.0:9\"]\n"
                               "  keepalive_time: 1h\n  threads: 2\n"
+                              "  channelz: true\n  tcp_tx_zerocopy: yes\n"
                               "postgres:\n  dsn: host=file\n");
   cr_assert_eq(perfc_config_listen_count(cfg), 2);
   cr_assert_str_eq(perfc_config_listen_at(cfg, 0), "127.0.0.1:1");
@@ -429,6 +438,8 @@ Test(config, environment_overrides_the_file) {
   perfc_config_apply_server(cfg, &o);
   cr_assert_eq(o.keepalive_time_ms, 30000);
   cr_assert_eq(o.threads, 2, "a key the environment leaves alone stays");
+  cr_assert_eq(o.channelz, 0, "PERFC_SERVER_CHANNELZ=false wins over the file");
+  cr_assert_eq(o.tcp_tx_zerocopy, 1);
   cr_assert_not(perfc_config_metrics_enabled(cfg));
   cr_assert(perfc_config_access_log(cfg));
   perfc_grpc_metrics_opts g = {0};

@@ -22,6 +22,8 @@ Test(server, option_defaults) {
   cr_assert_eq(o.max_connection_age_ms, 0);
   cr_assert_eq(o.shutdown_grace_ms, 5000);
   cr_assert_eq(o.keepalive_permit_without_calls, 0);
+  cr_assert_eq(o.tcp_tx_zerocopy, 0);
+  cr_assert_eq(o.channelz, 0);
 }
 
 static const perfc_service_desc empty_svc = {.name = "test.Empty"};

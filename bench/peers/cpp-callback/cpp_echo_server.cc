@@ -6,6 +6,12 @@
 // Room: bench/peers — a benchmark peer, not part of libperfc. The only
 // C++ in the tree; it is built only with -DPERFC_BUILD_PEERS=ON.
 //
+// Built twice from this file: cpp-echo-server serves Echo only;
+// cpp-echo-server-full (CPP_ECHO_FULL defined) also serves grpc.health.v1
+// (grpc::EnableDefaultHealthCheckService) and grpc.reflection.v1alpha
+// (libgrpc++_reflection), as perfc-echo-server does, so the two register
+// the same methods (bench/run-idle's like-for-like comparison).
+//
 // Usage: cpp-echo-server --listen HOST:PORT [--threads N]
 //   --threads is accepted for a uniform command line with the other servers
 //   but the callback API sizes its own pollers (in 1.51, without a background
@@ -21,6 +27,10 @@
 #include <pthread.h>
 
 #include <grpcpp/grpcpp.h>
+#ifdef CPP_ECHO_FULL
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#endif
 
 #include "echo.grpc.pb.h"
 
@@ -126,6 +136,12 @@ int main(int argc, char **argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+#ifdef CPP_ECHO_FULL
+  // Both must be called before the builder is made: they set process-wide
+  // switches the builder reads when it is constructed / built.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+#endif
   EchoService service;
   grpc::ServerBuilder builder;
   int port = 0;

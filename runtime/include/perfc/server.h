@@ -87,6 +87,17 @@ typedef struct perfc_server_opts {
    *  the normal policy (wake-up preemption), e.g. when workers run long
    *  CPU-bound handlers and new calls must be picked up at once. */
   int poller_wakeup_preemption;
+  /** TCP transmit zerocopy (Linux MSG_ZEROCOPY, the core's
+   *  GRPC_ARG_TCP_TX_ZEROCOPY_ENABLED) for writes of 16 KiB and more:
+   *  0 = off (default), 1 = on. While it is off perfc also tells the core to
+   *  keep no zerocopy send records: gRPC 1.51 allocates four per connection
+   *  (about 1.3 KiB) whether zerocopy is on or not. */
+  int tcp_tx_zerocopy;
+  /** The C core's channelz nodes for the server and each connection (read
+   *  with grpc_channelz_get_server() and friends; perfc serves no channelz
+   *  service): 0 = off (default), 1 = on. Off saves about 0.4 KiB per
+   *  connection and the per-call channelz counters. */
+  int channelz;
 } perfc_server_opts;
 
 /** Fills `o` with the defaults above. */
