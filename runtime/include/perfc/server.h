@@ -82,7 +82,7 @@ typedef struct perfc_server_opts {
   /** 0 (default): poller threads run under SCHED_BATCH, so data arriving
    *  for a stream does not preempt the worker that is mid-operation on the
    *  same connection; the poller reads when the worker blocks, in larger
-   *  batches (one stream: about 25 % less server CPU per message, see
+   *  batches (one stream: 17-23 % less server CPU per message, see
    *  docs/benchmarks-more.md). Fair CPU sharing is unchanged. 1: pollers keep
    *  the normal policy (wake-up preemption), e.g. when workers run long
    *  CPU-bound handlers and new calls must be picked up at once. */
