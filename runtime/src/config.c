@@ -81,7 +81,7 @@ typedef struct raw_postgres {
 } raw_postgres;
 
 typedef struct raw_cache {
-  char *l1_max_bytes, *default_ttl, *negative_ttl, *jitter_percent;
+  char *enabled, *l1_max_bytes, *default_ttl, *negative_ttl, *jitter_percent;
 } raw_cache;
 
 typedef struct raw_resilience {
@@ -174,6 +174,7 @@ static const cyaml_schema_field_t postgres_fields[] = {
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t cache_fields[] = {
+    STR_FIELD("enabled", raw_cache, enabled),
     STR_FIELD("l1_max_bytes", raw_cache, l1_max_bytes),
     STR_FIELD("default_ttl", raw_cache, default_ttl),
     STR_FIELD("negative_ttl", raw_cache, negative_ttl),
@@ -339,6 +340,7 @@ static const key_def KEYS[] = {
         VAL(postgres.statement_timeout_ms), 0, DAY_MS, NULL),
     KEY(postgres, acquire_timeout, K_DURATION, VAL(postgres.acquire_timeout_ms),
         1, HOUR_MS, NULL),
+    KEY(cache, enabled, K_BOOL, VAL(cache.enabled), 0, 0, NULL),
     KEY(cache, l1_max_bytes, K_SIZE, VAL(cache.l1_max_bytes), 0,
         (int64_t)1 << 40, NULL),
     KEY(cache, default_ttl, K_DURATION, VAL(cache.default_ttl_ms), 1,
@@ -1181,6 +1183,7 @@ static void set_defaults(values *v) {
   v->postgres.statement_timeout_ms =
       PERFC_DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS;
   v->postgres.acquire_timeout_ms = PERFC_DEFAULT_POSTGRES_ACQUIRE_TIMEOUT_MS;
+  v->cache.enabled = 1;
   v->cache.l1_max_bytes = PERFC_DEFAULT_CACHE_L1_MAX_BYTES;
   v->cache.default_ttl_ms = PERFC_DEFAULT_CACHE_TTL_MS;
   v->cache.negative_ttl_ms = PERFC_DEFAULT_CACHE_NEGATIVE_TTL_MS;

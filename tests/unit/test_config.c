@@ -75,6 +75,7 @@ static const char FULL[] = "server:\n"
                            "  statement_timeout: 0\n"
                            "  acquire_timeout: 500ms\n"
                            "cache:\n"
+                           "  enabled: false\n"
                            "  l1_max_bytes: 16KiB\n"
                            "  default_ttl: 10m\n"
                            "  negative_ttl: 30s\n"
@@ -156,6 +157,7 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(c->default_ttl_ms, 600000);
   cr_assert_eq(c->negative_ttl_ms, 30000);
   cr_assert_eq(c->jitter_percent, 25);
+  cr_assert_eq(c->enabled, 0);
   perfc_config_free(cfg);
 }
 
@@ -192,6 +194,7 @@ static void assert_defaults(perfc_config *cfg) {
   cr_assert_eq(c->default_ttl_ms, PERFC_DEFAULT_CACHE_TTL_MS);
   cr_assert_eq(c->negative_ttl_ms, PERFC_DEFAULT_CACHE_NEGATIVE_TTL_MS);
   cr_assert_eq(c->jitter_percent, PERFC_DEFAULT_CACHE_JITTER_PERCENT);
+  cr_assert_eq(c->enabled, 1);
 }
 
 Test(config, defaults_without_file_empty_file_or_sections) {
@@ -272,7 +275,7 @@ Test(config, unknown_keys_are_errors) {
              "server, tls, metrics, logging, redis, postgres, cache, resilience)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
-             "l1_max_bytes, default_ttl, negative_ttl, jitter_percent)");
+             "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent)");
 }
 
 Test(config, wrong_types) {
@@ -425,10 +428,13 @@ Test(config, environment_overrides_the_file) {
   setenv("PERFC_LOGGING_ACCESS_LOG", "true", 1);
   setenv("PERFC_METRICS_BUCKETS", "0.5,1,2", 1);
   setenv("PERFC_SERVER_CHANNELZ", "false", 1);
+  setenv("PERFC_CACHE_ENABLED", "off", 1);
+  setenv("PERFC_CACHE_L1_MAX_BYTES", "0", 1);
   perfc_config *cfg = load_ok("server:\n  listen: [\"0.0.0.0:9\"]\n"
                               "  keepalive_time: 1h\n  threads: 2\n"
                               "  channelz: true\n  tcp_tx_zerocopy: yes\n"
-                              "postgres:\n  dsn: host=file\n");
+                              "postgres:\n  dsn: host=file\n"
+                              "cache:\n  enabled: true\n  l1_max_bytes: 1MiB\n");
   cr_assert_eq(perfc_config_listen_count(cfg), 2);
   cr_assert_str_eq(perfc_config_listen_at(cfg, 0), "127.0.0.1:1");
   cr_assert_str_eq(perfc_config_listen_at(cfg, 1), "127.0.0.1:2");
@@ -445,6 +451,9 @@ Test(config, environment_overrides_the_file) {
   perfc_grpc_metrics_opts g = {0};
   perfc_config_apply_grpc_metrics(cfg, &g);
   cr_assert_eq(g.bucket_count, 3);
+  /* The bench's cache modes (bench/run-users) are set this way. */
+  cr_assert_eq(perfc_config_get_cache(cfg)->enabled, 0);
+  cr_assert_eq(perfc_config_get_cache(cfg)->l1_max_bytes, 0);
   perfc_config_free(cfg);
 
   /* Without a file as well. */

@@ -100,13 +100,17 @@ typedef struct perfc_config_postgres {
   int64_t acquire_timeout_ms;   /**< waiting for a free pooled connection */
 } perfc_config_postgres;
 
-/** The `cache:` section, read and validated now; consumed by the
- *  cache-aside module when it lands. */
+/** The `cache:` section, for the application that builds its perfc_cache
+ *  (perfc/cache.h) from it (examples/user-service does). */
 typedef struct perfc_config_cache {
   uint64_t l1_max_bytes;   /**< in-process L1 budget; 0 disables L1 */
   int64_t default_ttl_ms;  /**< TTL when a method names none */
   int64_t negative_ttl_ms; /**< TTL of cached "not found" */
   unsigned jitter_percent; /**< 0..100 */
+  /** 0: run without a cache (register with a NULL cache, so every cached
+   *  method calls its handler). Default 1. Appended last so the fields
+   *  above keep their offsets. */
+  int enabled;
 } perfc_config_cache;
 
 /** Loads `path` (NULL = no file: defaults only), then applies the
