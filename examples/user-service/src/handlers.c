@@ -1,12 +1,16 @@
 /*
- * handlers.c — user.v1.UserService: validation, then the store or the
- * cache, then the status the API promises. Transport, metrics, executors
- * and connection handling are the runtime's.
+ * handlers.c — user.v1.UserService: validation, then the store, then the
+ * status the API promises. Transport, metrics, executors and connection
+ * handling are the runtime's; caching GetUser and invalidating after
+ * UpdateUser and DeleteUser is the generated wiring's (user.proto's
+ * (perfc.cache)/(perfc.invalidate), registered in main.c), so those
+ * handlers only talk to PostgreSQL.
  *
  * Room: examples/user-service.
  */
 #include "handlers.h"
 
+#include "user_cache.h"
 #include "user_store.h"
 
 #include <string.h>
@@ -143,27 +147,28 @@ static perfc_status_code create_user(perfc_ctx *ctx,
                          resp, &err);
   if (st != PERFC_STATUS_OK)
     return store_error(ctx, st, &err, "user");
-  /* A GetUser for this id before it existed may have cached "not found". */
+  /* A GetUser for this id before it existed may have cached "not found";
+   * the id comes from the database, so no (perfc.invalidate) key can name
+   * it. */
   user_cache_invalidate(svc->cache, resp->id);
   return PERFC_STATUS_OK;
 }
 
+/* The load behind GetUser's cache: called only on a miss in L1 and Redis
+ * (once per key at a time); NOT_FOUND is cached as "not found" for the
+ * option's negative_ttl. */
 static perfc_status_code get_user(perfc_ctx *ctx,
                                   const User__V1__GetUserRequest *req,
                                   User__V1__User *resp, void *ud) {
   user_service *svc = ud;
-  User__V1__User *u = NULL;
-  char msg[128];
+  perfc_pg_error err;
   perfc_status_code st;
-  /* Ids are identity values from 1: no lookup (and no cached placeholder)
-   * for ids that cannot exist. */
+  /* Ids are identity values from 1: no query for ids that cannot exist. */
   if (req->id <= 0)
     return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user not found");
-  st = user_cache_get(svc->cache, req->id, perfc_ctx_arena(ctx), &u, msg,
-                      sizeof msg);
+  st = user_store_get(svc->pg, req->id, perfc_ctx_arena(ctx), resp, &err);
   if (st != PERFC_STATUS_OK)
-    return perfc_ctx_error(ctx, st, "%s", msg);
-  *resp = *u;
+    return store_error(ctx, st, &err, "user");
   return PERFC_STATUS_OK;
 }
 
@@ -208,7 +213,6 @@ static perfc_status_code update_user(perfc_ctx *ctx,
                          resp, &err);
   if (st != PERFC_STATUS_OK)
     return store_error(ctx, st, &err, "user");
-  user_cache_invalidate(svc->cache, u->id);
   return PERFC_STATUS_OK;
 }
 
@@ -224,7 +228,6 @@ static perfc_status_code delete_user(perfc_ctx *ctx,
   st = user_store_delete(svc->pg, req->id, &err);
   if (st != PERFC_STATUS_OK)
     return store_error(ctx, st, &err, "user");
-  user_cache_invalidate(svc->cache, req->id);
   return PERFC_STATUS_OK;
 }
 
@@ -276,7 +279,7 @@ batch_get_users(perfc_ctx *ctx, const User__V1__BatchGetUsersRequest *req,
   if (found == NULL)
     return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
                            "out of memory");
-  st = user_cache_get_many(svc->cache, req->ids, req->n_ids,
+  st = user_cache_get_many(svc->cache, svc->pg, req->ids, req->n_ids,
                            perfc_ctx_arena(ctx), found, msg, sizeof msg);
   if (st != PERFC_STATUS_OK)
     return perfc_ctx_error(ctx, st, "%s", msg);
@@ -403,16 +406,17 @@ static perfc_status_code sync_users(perfc_ctx *ctx, perfc_stream *stream,
       break;
     if (r->id <= 0)
       continue;
+    /* The same entries as GetUser; the scratch arena keeps a long stream
+     * from growing the call's arena. */
     perfc_arena_reset(scratch);
-    st = user_cache_get(svc->cache, r->id, scratch, &u, msg, sizeof msg);
-    if (st == PERFC_STATUS_NOT_FOUND) {
-      st = PERFC_STATUS_OK; /* unknown ids are skipped, as documented */
-      continue;
-    }
+    st = user_cache_get_many(svc->cache, svc->pg, &r->id, 1, scratch, &u, msg,
+                             sizeof msg);
     if (st != PERFC_STATUS_OK) {
       st = perfc_ctx_error(ctx, st, "%s", msg);
       break;
     }
+    if (u == NULL)
+      continue; /* unknown ids are skipped, as documented */
     if (user__v1__user_service__sync_users__send(stream, u) != 0) {
       st = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "stream ended");
       break;

@@ -6,17 +6,20 @@
 #ifndef USER_SERVICE_HANDLERS_H
 #define USER_SERVICE_HANDLERS_H
 
+#include "perfc/cache.h"
 #include "perfc/pg.h"
 #include "user/v1/user.perfc.h"
-#include "user_cache.h"
 
 /** What every handler reaches through its user_data; borrowed. */
 typedef struct user_service {
   perfc_pg_pool *pg;
-  user_cache *cache;
+  /** The cache main.c also hands to the generated wiring (one cache for
+   *  every RPC); NULL when `cache.enabled` is false. */
+  perfc_cache *cache;
 } user_service;
 
-/** The handler table to register with a user_service as user_data. */
+/** The handler table to register, with a user_service as user_data,
+ *  through user__v1__user_service__perfc_register_cached(). */
 extern const User__V1__UserService_Handlers user_service_handlers;
 
 /** Longest accepted name, in characters (UTF-8 code points). */

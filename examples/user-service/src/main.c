@@ -15,6 +15,7 @@
  */
 #include "handlers.h"
 #include "migrate.h"
+#include "user_cache.h"
 
 #include "perfc.h"
 
@@ -121,7 +122,7 @@ int main(int argc, char **argv) {
   perfc_metrics_http *http = NULL;
   perfc_pg_pool *pg = NULL;
   perfc_redis_pool *redis = NULL;
-  user_cache *cache = NULL;
+  perfc_cache *cache = NULL;
   user_service svc;
   int port = 0;
   int rc = perfc_flags_parse(&flags, argc, argv);
@@ -160,10 +161,15 @@ int main(int argc, char **argv) {
   /* Neither pool connects here: PostgreSQL or Redis going away later is
    * handled per call (UNAVAILABLE, or the cache degrading to PostgreSQL). */
   rc = pg_pool_from_config(&pg, cfg);
-  if (rc == 0)
+  /* One cache for the whole service: the generated wiring (GetUser,
+   * UpdateUser, DeleteUser) and the handlers that read or drop entries
+   * themselves (BatchGetUsers, SyncUsers, CreateUser) share it. Redis is
+   * only the cache's second level, so without a cache there is no pool. */
+  if (rc == 0 && perfc_config_get_cache(cfg)->enabled) {
     rc = redis_pool_from_config(&redis, cfg);
-  if (rc == 0)
-    rc = user_cache_new(&cache, pg, redis, perfc_config_get_cache(cfg));
+    if (rc == 0)
+      rc = user_cache_new(&cache, redis, perfc_config_get_cache(cfg));
+  }
   svc.pg = pg;
   svc.cache = cache;
 
@@ -175,9 +181,12 @@ int main(int argc, char **argv) {
     rc = perfc_grpc_metrics_attach_server(gm, srv);
   if (rc == 0 && perfc_config_access_log(cfg))
     rc = perfc_access_log_attach(srv, PERFC_LOG_INFO);
+  /* GetUser's (perfc.cache) and the writes' (perfc.invalidate) options
+   * put `cache` around the handlers; a NULL cache serves every call from
+   * PostgreSQL. */
   if (rc == 0)
-    rc = user__v1__user_service__perfc_register(srv, &user_service_handlers,
-                                                &svc);
+    rc = user__v1__user_service__perfc_register_cached(
+        srv, &user_service_handlers, &svc, cache);
   if (rc == 0)
     rc = perfc_health_new(&health, NULL);
   if (rc == 0)
@@ -212,7 +221,7 @@ int main(int argc, char **argv) {
   perfc_server_free(srv); /* first: its handlers use everything below */
   perfc_health_free(health);
   perfc_grpc_metrics_free(gm);
-  user_cache_free(cache);
+  perfc_cache_free(cache);
   perfc_redis_pool_free(redis);
   perfc_pg_pool_free(pg);
   perfc_config_free(cfg);

@@ -1,10 +1,11 @@
 /*
- * user_cache.c — GetUser/BatchGetUsers read through perfc_cache, Update and
- * Delete invalidate after their commit.
+ * user_cache.c — the "users" cache and the batch read and create-time
+ * invalidation that the generated wiring does not do.
  *
- * Room: examples/user-service. Stands in for the declarative wiring that
- * protoc-gen-perfc will generate from (perfc.cache)/(perfc.invalidate); the
- * key format below must stay the option's "user:{id}".
+ * Room: examples/user-service. See user_cache.h: the key format and the
+ * value below must stay what the generated GetUser wiring uses
+ * ("user:{id}" and a packed user.v1.User), so that BatchGetUsers,
+ * SyncUsers and GetUser answer from the same entries.
  */
 #include "user_cache.h"
 #include "user_store.h"
@@ -14,18 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct user_cache {
-  perfc_cache *cache;
-  perfc_pg_pool *pg;
-};
-
-/* GetUser's (perfc.cache) option: key "user:{id}", ttl 10m, negative 30s.
- * The cache: section's default_ttl/negative_ttl apply only to methods that
- * name none, as the generated wiring will do. */
-#define USER_CACHE_TTL_MS 600000u
-#define USER_CACHE_NEGATIVE_TTL_MS 30000u
 #define KEY_MAX 32
 
+/* The generated code formats "user:%lld" from GetUserRequest.id; the same
+ * text for every int64. */
 static void user_key(char key[KEY_MAX], int64_t id) {
   snprintf(key, KEY_MAX, "user:%" PRId64, id);
 }
@@ -38,16 +31,13 @@ static int key_id(const char *key, int64_t *id) {
   return end != NULL && *end == '\0' ? 0 : PERFC_EINVAL;
 }
 
-/* The cache passes loader failures through as PERFC_E* codes and shares a
- * single flight's failure with every waiter, so the status has to survive
- * as an error code: UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED
- * keep their meaning, anything else becomes INTERNAL. */
+/* The cache passes a batch load's failure through as a PERFC_E* code, so
+ * the status has to survive as one: UNAVAILABLE, DEADLINE_EXCEEDED and
+ * RESOURCE_EXHAUSTED keep their meaning, anything else becomes INTERNAL. */
 static int status_to_err(perfc_status_code st) {
   switch (st) {
   case PERFC_STATUS_OK:
     return 0;
-  case PERFC_STATUS_NOT_FOUND:
-    return PERFC_ENOENT;
   case PERFC_STATUS_UNAVAILABLE:
     return PERFC_EIO;
   case PERFC_STATUS_DEADLINE_EXCEEDED:
@@ -63,9 +53,6 @@ static perfc_status_code err_to_status(int rc, char *msg, size_t msg_len) {
   switch (rc) {
   case 0:
     return PERFC_STATUS_OK;
-  case PERFC_ENOENT:
-    snprintf(msg, msg_len, "user not found");
-    return PERFC_STATUS_NOT_FOUND;
   case PERFC_EIO:
     snprintf(msg, msg_len, "database unavailable");
     return PERFC_STATUS_UNAVAILABLE;
@@ -79,23 +66,15 @@ static perfc_status_code err_to_status(int rc, char *msg, size_t msg_len) {
     snprintf(msg, msg_len, "out of memory");
     return PERFC_STATUS_RESOURCE_EXHAUSTED;
   default:
-    snprintf(msg, msg_len, "cannot read user: %s", perfc_strerror(rc));
+    snprintf(msg, msg_len, "cannot read users: %s", perfc_strerror(rc));
     return PERFC_STATUS_INTERNAL;
   }
 }
 
-static int load_one(const char *key, uint8_t **out, size_t *out_len, void *ud) {
-  user_cache *c = ud;
-  perfc_pg_error err;
-  int64_t id;
-  if (key_id(key, &id) != 0)
-    return PERFC_EINVAL;
-  return status_to_err(user_store_get_packed(c->pg, id, out, out_len, &err));
-}
-
+/* perfc_cache_batch_loader_fn: the keys' ids in one SELECT. */
 static int load_many(const char *const *keys, size_t n, perfc_cache_value *out,
                      void *ud) {
-  user_cache *c = ud;
+  perfc_pg_pool *pg = ud;
   perfc_pg_error err;
   int64_t *ids = malloc(n * sizeof *ids);
   int rc = 0;
@@ -104,45 +83,30 @@ static int load_many(const char *const *keys, size_t n, perfc_cache_value *out,
   for (size_t i = 0; i < n && rc == 0; i++)
     rc = key_id(keys[i], &ids[i]);
   if (rc == 0)
-    rc = status_to_err(user_store_get_many_packed(c->pg, ids, n, out, &err));
+    rc = status_to_err(user_store_get_many_packed(pg, ids, n, out, &err));
   free(ids);
   return rc;
 }
 
-int user_cache_new(user_cache **out, perfc_pg_pool *pg, perfc_redis_pool *redis,
+int user_cache_new(perfc_cache **out, perfc_redis_pool *redis,
                    const perfc_config_cache *cfg) {
   perfc_cache_opts o;
-  user_cache *c = calloc(1, sizeof *c);
-  int rc;
-  *out = NULL;
-  if (c == NULL)
-    return PERFC_ENOMEM;
   perfc_cache_opts_init(&o);
   o.name = "users";
   o.redis = redis;
   o.l2_ttl_ms = USER_CACHE_TTL_MS;
   o.negative_ttl_ms = USER_CACHE_NEGATIVE_TTL_MS;
   if (cfg != NULL) {
-    o.l1_max_bytes = (size_t)cfg->l1_max_bytes;
+    /* 0 in the file means "no L1", but 0 in perfc_cache_opts means its
+     * default size. One byte gives every shard a budget of 0, so no entry
+     * is ever kept and every read goes on to Redis, while L1's
+     * generations still fence loads against concurrent invalidations. */
+    o.l1_max_bytes = cfg->l1_max_bytes ? (size_t)cfg->l1_max_bytes : 1;
     /* jitter_percent 0 means "no jitter" in the file; the cache wants a
      * negative number for that (0 is its default). */
     o.ttl_jitter = cfg->jitter_percent ? cfg->jitter_percent / 100.0 : -1.0;
   }
-  c->pg = pg;
-  rc = perfc_cache_new(&c->cache, &o);
-  if (rc != 0) {
-    free(c);
-    return rc;
-  }
-  *out = c;
-  return 0;
-}
-
-void user_cache_free(user_cache *c) {
-  if (c == NULL)
-    return;
-  perfc_cache_free(c->cache);
-  free(c);
+  return perfc_cache_new(out, &o);
 }
 
 static User__V1__User *unpack(perfc_arena *arena, const uint8_t *data,
@@ -151,29 +115,10 @@ static User__V1__User *unpack(perfc_arena *arena, const uint8_t *data,
   return user__v1__user__unpack(&a, len, data);
 }
 
-perfc_status_code user_cache_get(user_cache *c, int64_t id, perfc_arena *arena,
-                                 User__V1__User **out, char *msg,
-                                 size_t msg_len) {
-  char key[KEY_MAX];
-  uint8_t *data = NULL;
-  size_t len = 0;
-  int rc;
-  *out = NULL;
-  user_key(key, id);
-  rc = perfc_cache_get_or_load(c->cache, key, load_one, c, &data, &len);
-  if (rc == 0) {
-    *out = unpack(arena, data, len);
-    free(data);
-    if (*out == NULL)
-      rc = PERFC_EPARSE;
-  }
-  return err_to_status(rc, msg, msg_len);
-}
-
-perfc_status_code user_cache_get_many(user_cache *c, const int64_t *ids,
-                                      size_t n, perfc_arena *arena,
-                                      User__V1__User **out, char *msg,
-                                      size_t msg_len) {
+perfc_status_code user_cache_get_many(perfc_cache *c, perfc_pg_pool *pg,
+                                      const int64_t *ids, size_t n,
+                                      perfc_arena *arena, User__V1__User **out,
+                                      char *msg, size_t msg_len) {
   char *keybuf = malloc(n * KEY_MAX + 1);
   const char **keys = malloc((n + 1) * sizeof *keys);
   perfc_cache_value *vals = calloc(n + 1, sizeof *vals);
@@ -184,8 +129,10 @@ perfc_status_code user_cache_get_many(user_cache *c, const int64_t *ids,
     user_key(keybuf + i * KEY_MAX, ids[i]);
     keys[i] = keybuf + i * KEY_MAX;
   }
+  /* Without a cache the loader is the whole read (cache.enabled: false). */
   if (rc == 0 && n > 0)
-    rc = perfc_cache_get_many(c->cache, keys, n, load_many, c, vals);
+    rc = c != NULL ? perfc_cache_get_many(c, keys, n, load_many, pg, vals)
+                   : load_many(keys, n, vals, pg);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     out[i] = NULL;
     if (vals[i].found) {
@@ -202,11 +149,13 @@ perfc_status_code user_cache_get_many(user_cache *c, const int64_t *ids,
   return err_to_status(rc, msg, msg_len);
 }
 
-void user_cache_invalidate(user_cache *c, int64_t id) {
+void user_cache_invalidate(perfc_cache *c, int64_t id) {
   char key[KEY_MAX];
   const char *keys[1] = {key};
+  if (c == NULL)
+    return;
   user_key(key, id);
   /* Redis failures are retried in the background by the cache; only a bad
-   * argument or no memory fails here, and the L2 TTL bounds either. */
-  (void)perfc_cache_invalidate(c->cache, keys, 1);
+   * argument or no memory fails here, and the negative TTL bounds either. */
+  (void)perfc_cache_invalidate(c, keys, 1);
 }

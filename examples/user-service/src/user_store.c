@@ -96,23 +96,6 @@ static perfc_status_code row_to_packed(const perfc_pg_result *r, size_t row,
   return st;
 }
 
-perfc_status_code user_store_get_packed(perfc_pg_pool *pg, int64_t id,
-                                        uint8_t **out, size_t *out_len,
-                                        perfc_pg_error *err) {
-  perfc_pg_param p[1] = {perfc_pg_int64(id)};
-  perfc_pg_query q = {.name = "user_get",
-                      .sql = "SELECT " USER_COLS " FROM users WHERE id = $1",
-                      .params = p,
-                      .nparams = 1,
-                      .flags = PERFC_PG_READ | PERFC_PG_ONE};
-  perfc_pg_result *r = NULL;
-  perfc_status_code st = perfc_pg_exec(pg, &q, &r, err);
-  if (st == PERFC_STATUS_OK)
-    st = row_to_packed(r, 0, out, out_len, err);
-  perfc_pg_result_free(r);
-  return st;
-}
-
 perfc_status_code user_store_get_many_packed(perfc_pg_pool *pg,
                                              const int64_t *ids, size_t n,
                                              perfc_cache_value *out,
@@ -172,6 +155,18 @@ static perfc_status_code one_user(perfc_pg_pool *pg, const perfc_pg_query *q,
     st = row_to_user(r, 0, arena, out, err);
   perfc_pg_result_free(r);
   return st;
+}
+
+perfc_status_code user_store_get(perfc_pg_pool *pg, int64_t id,
+                                 perfc_arena *arena, User__V1__User *out,
+                                 perfc_pg_error *err) {
+  perfc_pg_param p[1] = {perfc_pg_int64(id)};
+  perfc_pg_query q = {.name = "user_get",
+                      .sql = "SELECT " USER_COLS " FROM users WHERE id = $1",
+                      .params = p,
+                      .nparams = 1,
+                      .flags = PERFC_PG_READ | PERFC_PG_ONE};
+  return one_user(pg, &q, arena, out, err);
 }
 
 perfc_status_code user_store_create(perfc_pg_pool *pg, const char *name,

@@ -15,14 +15,15 @@
 #include "perfc/pg.h"
 #include "user/v1/user.pb-c.h"
 
-/** One user by id, packed as a user.v1.User message into a malloc'd buffer
- *  (the form the cache stores). NOT_FOUND when there is no such user. */
-perfc_status_code user_store_get_packed(perfc_pg_pool *pg, int64_t id,
-                                        uint8_t **out, size_t *out_len,
-                                        perfc_pg_error *err);
+/** One user by id into `*out` (strings and timestamps in `arena`):
+ *  GetUser's load. NOT_FOUND when there is no such user. */
+perfc_status_code user_store_get(perfc_pg_pool *pg, int64_t id,
+                                 perfc_arena *arena, User__V1__User *out,
+                                 perfc_pg_error *err);
 
-/** Several users in one query: out[i] is ids[i]'s packed user (found = 1)
- *  or left not found. out[] arrives zeroed (perfc_cache_batch_loader_fn's
+/** Several users in one query: out[i] is ids[i]'s user packed as a
+ *  user.v1.User message (found = 1; the value the cache stores) or left
+ *  not found. out[] arrives zeroed (perfc_cache_batch_loader_fn's
  *  contract); data is malloc'd. */
 perfc_status_code user_store_get_many_packed(perfc_pg_pool *pg,
                                              const int64_t *ids, size_t n,

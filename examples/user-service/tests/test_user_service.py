@@ -55,8 +55,14 @@ def code_of(fn, *args, **kw):
     return grpc.StatusCode.OK, ""
 
 
-def cache(name):
-    return ENV.metrics().get('perfc_cache_%s_total{cache="users"}' % name, 0)
+def cache(name, svc=None):
+    return (svc or ENV).metrics().get('perfc_cache_%s_total{cache="users"}' % name, 0)
+
+
+def redis_cli(*args):
+    """One command against the test's Redis; its reply as text."""
+    return subprocess.run(["redis-cli", "-p", str(ENV.redis_port)] + list(args),
+                          stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
 
 
 class UserService(unittest.TestCase):
@@ -187,6 +193,20 @@ class UserService(unittest.TestCase):
         self.assertGreater(cache("invalidations"), inv0)
         self.assertEqual(STUB.GetUser(req, timeout=10).name, "Cached 2")
         self.assertEqual(cache("loads") - loads0, 2)
+        self.assertEqual(STUB.GetUser(req, timeout=10).name, "Cached 2")  # cached again
+        self.assertEqual(cache("loads") - loads0, 2)
+        # Delete drops the entry too: the next read loads and finds nothing,
+        # instead of answering the cached "Cached 2".
+        inv1 = cache("invalidations")
+        STUB.DeleteUser(M["DeleteUserRequest"](id=u.id), timeout=10)
+        self.assertEqual(cache("invalidations") - inv1, 1)
+        self.assertEqual(code_of(STUB.GetUser, req)[0], grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(cache("loads") - loads0, 3)
+        # A failed write invalidates nothing.
+        inv2 = cache("invalidations")
+        self.assertEqual(code_of(STUB.DeleteUser, M["DeleteUserRequest"](id=u.id))[0],
+                         grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(cache("invalidations"), inv2)
         # Negative caching: an unknown id is loaded once, then answered from
         # the placeholder.
         neg0, loads1 = cache("negative_hits"), cache("loads")
@@ -198,6 +218,41 @@ class UserService(unittest.TestCase):
         key = ('grpc_server_handled_total{grpc_type="unary",grpc_service="user.v1.UserService",'
                'grpc_method="GetUser",grpc_code="NotFound"}')
         self.assertGreaterEqual(ENV.metrics().get(key, 0), 3)
+
+    def test_05b_one_cache_for_every_rpc(self):
+        """GetUser (the generated wiring), BatchGetUsers and SyncUsers
+        (user_cache_get_many) read and fill the same "user:{id}" entries
+        with the same value and TTLs."""
+        a = create("Shared A", "shared.a@example.com")
+        b = create("Shared B", "shared.b@example.com")
+        loads0 = cache("loads")
+        ga = STUB.GetUser(M["GetUserRequest"](id=a.id), timeout=10)   # loads a
+        self.assertEqual(cache("loads") - loads0, 1)
+        l1 = cache("l1_hits")
+        r = STUB.BatchGetUsers(M["BatchGetUsersRequest"](ids=[a.id]), timeout=10)
+        self.assertEqual(list(r.users), [ga])       # GetUser's entry, decoded
+        self.assertEqual(cache("loads") - loads0, 1)
+        self.assertEqual(cache("l1_hits") - l1, 1)
+        r = STUB.BatchGetUsers(M["BatchGetUsersRequest"](ids=[b.id]), timeout=10)  # loads b
+        self.assertEqual(cache("loads") - loads0, 2)
+        l1 = cache("l1_hits")
+        self.assertEqual(STUB.GetUser(M["GetUserRequest"](id=b.id), timeout=10), r.users[0])
+        synced = list(STUB.SyncUsers(iter([M["GetUserRequest"](id=b.id)]), timeout=10))
+        self.assertEqual(synced, [r.users[0]])
+        self.assertEqual(cache("loads") - loads0, 2)
+        self.assertEqual(cache("l1_hits") - l1, 2)
+        # Both levels hold the same key and TTL whichever RPC filled them:
+        # 10 min (GetUser's ttl) with the file's 10 % jitter, in Redis.
+        for uid in (a.id, b.id):
+            self.assertEqual(redis_cli("EXISTS", "user:%d" % uid), "1")
+            ttl = int(redis_cli("PTTL", "user:%d" % uid))
+            self.assertTrue(500000 < ttl <= 660000, (uid, ttl))
+        # "Not found" from either path: negative_ttl 30 s.
+        STUB.BatchGetUsers(M["BatchGetUsersRequest"](ids=[77777701]), timeout=10)
+        code_of(STUB.GetUser, M["GetUserRequest"](id=77777702))
+        for uid in (77777701, 77777702):
+            ttl = int(redis_cli("PTTL", "user:%d" % uid))
+            self.assertTrue(20000 < ttl <= 33000, (uid, ttl))
 
     def test_06_generated_c_client(self):
         """The same API through perfc's generated C stubs (user-e2e-client
@@ -251,6 +306,44 @@ class UserService(unittest.TestCase):
             self.assertIn('name="Replica 2"', r.stdout)
         finally:
             self.assertEqual(b.stop(), 0)
+
+    def test_07b_cache_modes(self):
+        """cache.l1_max_bytes 0: every read comes from Redis (the modes
+        bench/run-users measures); cache.enabled false: every read is a
+        SELECT, and writes are still seen at once."""
+        u = create("Modes", "modes@example.com")
+        STUB.BatchGetUsers(M["BatchGetUsersRequest"](ids=[u.id]), timeout=10)  # into Redis
+        c = ENV.service("user-service-l1off", {"PERFC_CACHE_L1_MAX_BYTES": "0"})
+        try:
+            with grpc.insecure_channel(c.target) as ch:
+                stub = usvc_env.Stub(ch, M)
+                for _ in range(4):
+                    self.assertEqual(stub.GetUser(M["GetUserRequest"](id=u.id), timeout=10).name,
+                                     "Modes")
+            self.assertEqual((cache("l1_hits", c), cache("l2_hits", c), cache("loads", c)),
+                             (0, 4, 0))
+        finally:
+            self.assertEqual(c.stop(), 0)
+        d = ENV.service("user-service-nocache", {"PERFC_CACHE_ENABLED": "false"})
+        try:
+            with grpc.insecure_channel(d.target) as ch:
+                stub = usvc_env.Stub(ch, M)
+                req = M["GetUserRequest"](id=u.id)
+                self.assertEqual(stub.GetUser(req, timeout=10).name, "Modes")
+                stub.UpdateUser(M["UpdateUserRequest"](user=M["User"](id=u.id, name="Modes 2"),
+                                                       update_mask=M["FieldMask"](paths=["name"])),
+                                timeout=10)
+                self.assertEqual(stub.GetUser(req, timeout=10).name, "Modes 2")
+                r = stub.BatchGetUsers(M["BatchGetUsersRequest"](ids=[u.id, 88888888]), timeout=10)
+                self.assertEqual([x.name for x in r.users], ["Modes 2"])
+                self.assertEqual([x.id for x in stub.SyncUsers(iter([req]), timeout=10)], [u.id])
+            m = d.metrics()
+            self.assertNotIn('perfc_cache_loads_total{cache="users"}', m)
+            # Every GetUser reached PostgreSQL: queries counted by the pool.
+            self.assertGreaterEqual(sum(v for k, v in m.items()
+                                        if k.startswith('perfc_pg_queries_total{pool="users"')), 5)
+        finally:
+            self.assertEqual(d.stop(), 0)
 
     def test_08_migrations(self):
         """Applied once with the file's sha256; a recorded checksum that no
