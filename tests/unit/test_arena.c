@@ -55,6 +55,40 @@ Test(arena, strings_and_printf) {
   perfc_arena_free(a);
 }
 
+/* sprintf formats into the block's free space and keeps only what fitted:
+ * texts that fit, that end exactly at the block's end, and that do not fit
+ * (a new block) all come back whole, and later allocations never overlap
+ * them. */
+Test(arena, sprintf_in_place_and_across_blocks) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 64), 0);
+  char *s1 = perfc_arena_sprintf(a, "user:%lld", 123456789LL);
+  cr_assert_str_eq(s1, "user:123456789");
+  cr_assert_eq(perfc_arena_used(a), 16);
+  /* 47 characters + NUL: exactly the 48 bytes left. */
+  char *s2 = perfc_arena_sprintf(a, "%047d", 7);
+  cr_assert_eq(strlen(s2), 47);
+  cr_assert_eq(perfc_arena_used(a), 64);
+  /* Nothing left in the first block: a new one. */
+  char *s3 = perfc_arena_sprintf(a, "%s/%d", "longer than nothing", 99);
+  cr_assert_str_eq(s3, "longer than nothing/99");
+  /* Larger than the next block's share: formatted in a second pass. */
+  char big[300];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  char *s4 = perfc_arena_sprintf(a, "<%s>", big);
+  cr_assert_eq(strlen(s4), 301);
+  cr_assert_eq(s4[0], '<');
+  cr_assert_eq(s4[300], '>');
+  char *z = perfc_arena_calloc(a, 32);
+  cr_assert_not_null(z);
+  cr_assert_str_eq(s1, "user:123456789");
+  cr_assert_eq(strspn(s2, "0"), 46);
+  cr_assert_str_eq(s3, "longer than nothing/99");
+  cr_assert_eq(strlen(s4), 301);
+  perfc_arena_free(a);
+}
+
 Test(arena, protobuf_allocator_routes_to_arena) {
   perfc_arena *a;
   cr_assert_eq(perfc_arena_new(&a, 0), 0);
