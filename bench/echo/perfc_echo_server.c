@@ -10,7 +10,11 @@
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
+ *                          [--executor inline|pool]
  *
+ * --executor pool runs Unary on the worker pool (server.default_executor;
+ * inline, on the poller, is the default): bench/run-users measures what the
+ * hand-off costs, since examples/user-service runs its handlers there.
  * --bare 1 leaves out health and reflection, so the server registers only
  * Echo's methods, like the peers (the C core keeps a per-connection table
  * sized by the number of registered methods; bench/run-idle).
@@ -78,7 +82,8 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
-             "[--pool-threads N] [--bare 1] [--poller-preempt 1]\n");
+             "[--pool-threads N] [--bare 1] [--poller-preempt 1] "
+             "[--executor inline|pool]\n");
 }
 
 int main(int argc, char **argv) {
@@ -90,6 +95,7 @@ int main(int argc, char **argv) {
   long pool_threads = 0; /* 0 = perfc's default (4 per core) */
   int bare = 0;
   int preempt = 0; /* --poller-preempt 1: pollers keep the normal policy */
+  perfc_executor executor = PERFC_EXEC_INLINE;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -130,6 +136,16 @@ int main(int argc, char **argv) {
       bare = !strcmp(v, "1");
     } else if (!strcmp(a, "--poller-preempt")) {
       preempt = !strcmp(v, "1");
+    } else if (!strcmp(a, "--executor")) {
+      if (!strcmp(v, "inline")) {
+        executor = PERFC_EXEC_INLINE;
+      } else if (!strcmp(v, "pool")) {
+        executor = PERFC_EXEC_POOL;
+      } else {
+        fprintf(stderr, "perfc-echo-server: bad --executor '%s'\n", v);
+        usage(stderr);
+        return 2;
+      }
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
     } else if (!strcmp(a, "--metrics-dump")) {
@@ -150,6 +166,7 @@ int main(int argc, char **argv) {
   opts.requests_per_method = (unsigned)requests;
   opts.pool_threads = (unsigned)pool_threads;
   opts.poller_wakeup_preemption = preempt;
+  opts.default_executor = executor;
 
   perfc_server *srv = NULL;
   perfc_grpc_metrics *gm = NULL;
