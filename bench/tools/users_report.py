@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""users_report.py RUNS_TSV — the table of bench/run-users (stdlib only).
+
+Per configuration: runs that passed every check, medians of req/s, latency
+and server CPU per call over the rounds, where the answers came from (the
+cache and pool counters of the median run), and ratios taken per round (a
+run divided by the reference's run of the same round, then the median of
+those, as bench/tools/report.py does): to echo for the gRPC
+configurations, GetUser from Redis to redis-benchmark GET, GetUser from
+PostgreSQL to pgbench. Ends with the issue's target, GetUser from L1 at
+least 0.85x echo req/s, met or missed.
+"""
+import csv
+import statistics
+import sys
+
+ORDER = ["echo", "echo-pool", "l1", "l1-inline", "redis", "pg", "redis-benchmark", "pgbench"]
+LABEL = {
+    "echo": "echo (perfc-echo-server)",
+    "echo-pool": "echo on the worker pool",
+    "l1": "GetUser, L1 hits",
+    "l1-inline": "GetUser, L1 hits, inline executor",
+    "redis": "GetUser, Redis hits (L1 off)",
+    "pg": "GetUser, PostgreSQL (no cache)",
+    "redis-benchmark": "redis-benchmark -t get",
+    "pgbench": "pgbench -M prepared (users point select)",
+}
+# Which reference each row's extra ratio is taken against.
+PEER = {"redis": "redis-benchmark", "pg": "pgbench"}
+# Loads shaped like echo's (one h2load, many streams per connection); the
+# redis configuration is 16 closed-loop clients (bench/run-users says why),
+# so a ratio of it to echo would compare two load shapes.
+SAME_SHAPE = ("echo", "echo-pool", "l1", "l1-inline", "pg")
+TARGET = 0.85
+
+
+def ratio(rows, ref_rows, col):
+    refs = {r["round"]: r for r in ref_rows}
+    rs = [float(r[col]) / float(refs[r["round"]][col]) for r in rows
+          if r["round"] in refs and float(refs[r["round"]][col])]
+    return statistics.median(rs) if rs else None
+
+
+def fmt(x, spec):
+    return "—" if x is None else format(x, spec)
+
+
+def main():
+    rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+    by = {}
+    for r in rows:
+        by.setdefault(r["server"], []).append(r)
+    good = {k: [r for r in v if r["ok"] == "1"] for k, v in by.items()}
+    head = ["configuration", "runs ok", "req/s", "× echo", "p50 µs", "p99 µs",
+            "server CPU µs/call", "CPU × echo", "answers (median run): L1 / Redis / loads / shared / SELECTs",
+            "× peer"]
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * 8 + "---:|")
+    for k in [c for c in ORDER if c in by] + [c for c in by if c not in ORDER]:
+        ok = good[k]
+        med = {c: statistics.median(float(r[c]) for r in ok) if ok else None
+               for c in ("rps", "p50_us", "p99_us", "server_cpu_us_per_rpc")}
+        grpc = k in ("echo", "echo-pool", "l1", "l1-inline", "redis", "pg")
+        same = k in SAME_SHAPE
+        x_echo = ratio(ok, good.get("echo", []), "rps") if same else None
+        x_cpu = ratio(ok, good.get("echo", []), "server_cpu_us_per_rpc") if same else None
+        answers = "—"
+        if ok and k in ("l1", "l1-inline", "redis", "pg"):
+            mid = sorted(ok, key=lambda r: float(r["rps"]))[len(ok) // 2]
+            answers = " / ".join(f"{int(mid[c]):,}" for c in
+                                 ("l1_hits", "l2_hits", "loads", "shared", "pg_queries"))
+            answers += f" of {int(mid['calls']):,}"
+        x_peer = ratio(ok, good.get(PEER[k], []), "rps") if k in PEER else None
+        print("| " + " | ".join([
+            LABEL.get(k, k), f"{len(ok)}/{len(by[k])}", fmt(med["rps"], ",.0f"),
+            fmt(x_echo, ".2f"), fmt(med["p50_us"], ",.0f"), fmt(med["p99_us"], ",.0f"),
+            fmt(med["server_cpu_us_per_rpc"], ".2f") if grpc else "—",
+            fmt(x_cpu, ".2f"), answers,
+            (f"{x_peer:.2f} × {PEER[k]}" if x_peer is not None else "—")]) + " |")
+    x = ratio(good.get("l1", []), good.get("echo", []), "rps")
+    print()
+    if x is None:
+        print("Target (GetUser from L1 ≥ 0.85x echo req/s): not measured.")
+    else:
+        per = sorted(ratio([r], good.get("echo", []), "rps") or 0 for r in good.get("l1", []))
+        print(f"Target (GetUser from L1 ≥ {TARGET}x echo req/s): "
+              f"{'met' if x >= TARGET else 'missed'}, {x:.2f}x "
+              f"(per round {', '.join(f'{v:.2f}' for v in per)}).")
+    # The same comparison with both sides on one executor: what the cache
+    # path costs apart from the hand-off to the worker pool.
+    for a, b in (("l1", "echo-pool"), ("l1-inline", "echo")):
+        x = ratio(good.get(a, []), good.get(b, []), "rps")
+        if x is not None:
+            print(f"- {LABEL[a]} ÷ {LABEL[b]}: {x:.2f}x req/s, "
+                  f"{ratio(good[a], good[b], 'server_cpu_us_per_rpc'):.2f}x server CPU per call.")
+    failed = [r for r in rows if r["ok"] != "1"]
+    for r in failed:
+        print(f"- round {r['round']} {r['server']} failed: {r['note']}")
+
+
+if __name__ == "__main__":
+    main()
