@@ -14,12 +14,14 @@ import csv
 import statistics
 import sys
 
-ORDER = ["echo", "echo-pool", "l1", "l1-inline", "redis", "pg", "redis-benchmark", "pgbench"]
+ORDER = ["echo", "echo-pool", "l1", "l1-inline", "echo-pool-cl", "redis", "pg",
+         "redis-benchmark", "pgbench"]
 LABEL = {
     "echo": "echo (perfc-echo-server)",
     "echo-pool": "echo on the worker pool",
     "l1": "GetUser, L1 hits",
     "l1-inline": "GetUser, L1 hits, inline executor",
+    "echo-pool-cl": "echo on the worker pool, 16 closed-loop clients",
     "redis": "GetUser, Redis hits (L1 off)",
     "pg": "GetUser, PostgreSQL (no cache)",
     "redis-benchmark": "redis-benchmark -t get",
@@ -60,7 +62,7 @@ def main():
         ok = good[k]
         med = {c: statistics.median(float(r[c]) for r in ok) if ok else None
                for c in ("rps", "p50_us", "p99_us", "server_cpu_us_per_rpc")}
-        grpc = k in ("echo", "echo-pool", "l1", "l1-inline", "redis", "pg")
+        grpc = k in ("echo", "echo-pool", "echo-pool-cl", "l1", "l1-inline", "redis", "pg")
         same = k in SAME_SHAPE
         x_echo = ratio(ok, good.get("echo", []), "rps") if same else None
         x_cpu = ratio(ok, good.get("echo", []), "server_cpu_us_per_rpc") if same else None
@@ -88,7 +90,7 @@ def main():
               f"(per round {', '.join(f'{v:.2f}' for v in per)}).")
     # The same comparison with both sides on one executor: what the cache
     # path costs apart from the hand-off to the worker pool.
-    for a, b in (("l1", "echo-pool"), ("l1-inline", "echo")):
+    for a, b in (("l1", "echo-pool"), ("l1-inline", "echo"), ("redis", "echo-pool-cl")):
         x = ratio(good.get(a, []), good.get(b, []), "rps")
         if x is not None:
             print(f"- {LABEL[a]} ÷ {LABEL[b]}: {x:.2f}x req/s, "
