@@ -1,12 +1,17 @@
 /* test_cache_rpc.c — runtime/src/cache_rpc.c: one cached unary call through
  * an L1-only cache on a real server: the load runs once per key, NOT_FOUND
- * is cached negatively, other errors are not cached, invalidation reloads.
+ * is cached negatively, other errors are not cached, invalidation reloads;
+ * and the pass-through that answers a hit with the stored bytes (this test
+ * compiles cache_rpc.c itself for that internal function).
  * (With Redis and generated code: tests/integration/test_cached.c.) */
+#include "cache_rpc_internal.h"
 #include "empty_service.h"
 
 #include <criterion/criterion.h>
+#include <google/protobuf/timestamp.pb-c.h>
 #include <perfc/cache_rpc.h>
 #include <stdatomic.h>
+#include <string.h>
 
 static perfc_cache *cache;
 static atomic_int loads;
@@ -89,4 +94,89 @@ Test(cache_rpc, load_once_negative_cached_errors_not_cached_invalidate_reloads) 
   perfc_channel_free(ch);
   perfc_server_free(srv);
   perfc_cache_free(cache);
+}
+
+/* Packs `msg` and compares with `want`. */
+static void assert_packs_to(const ProtobufCMessage *msg, const uint8_t *want,
+                            size_t len) {
+  uint8_t out[256];
+  cr_assert_eq(protobuf_c_message_get_packed_size(msg), len);
+  cr_assert_eq(protobuf_c_message_pack(msg, out), len);
+  cr_assert_eq(memcmp(out, want, len), 0);
+}
+
+/* A stored response comes back byte for byte: fields the descriptor knows
+ * (a Timestamp) and fields it does not (every wire type in an Empty), with
+ * multi-byte tags and varints; the input buffer may be freed afterwards
+ * (the fields point into the arena's copy). */
+Test(cache_rpc, pass_through_packs_the_stored_bytes) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+
+  Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+  ts.seconds = 1767225600;
+  ts.nanos = 123456789;
+  uint8_t want[64];
+  size_t n = google__protobuf__timestamp__pack(&ts, want);
+  uint8_t *stored = malloc(n);
+  memcpy(stored, want, n);
+  Google__Protobuf__Timestamp got = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+  cr_assert_eq(perfc__pb_pass_through(a, &got.base, stored, n), 0);
+  memset(stored, 0xEE, n);
+  free(stored);
+  cr_assert_eq(got.base.n_unknown_fields, 2);
+  cr_assert_eq(got.seconds, 0, "known fields stay unset");
+  assert_packs_to(&got.base, want, n);
+
+  static const uint8_t all[] = {
+      0x08, 0x96, 0x01,                               /* 1: varint 150 */
+      0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 2: varint -1, */
+      0xff, 0xff, 0x01,                               /*    ten bytes */
+      0x19, 1, 2, 3, 4, 5, 6, 7, 8,                   /* 3: fixed64 */
+      0x22, 0x03, 'a', 'b', 'c',                      /* 4: bytes */
+      0x2d, 1, 2, 3, 4,                               /* 5: fixed32 */
+      0xba, 0x3e, 0x02, 0x08, 0x01,                   /* 999: a message */
+      0x32, 0x00,                                     /* 6: empty bytes */
+  };
+  Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+  cr_assert_eq(perfc__pb_pass_through(a, &e.base, all, sizeof all), 0);
+  cr_assert_eq(e.base.n_unknown_fields, 7);
+  cr_assert_eq(e.base.unknown_fields[5].tag, 999);
+  assert_packs_to(&e.base, all, sizeof all);
+
+  Google__Protobuf__Empty none = GOOGLE__PROTOBUF__EMPTY__INIT;
+  cr_assert_eq(perfc__pb_pass_through(a, &none.base, all, 0), 0);
+  cr_assert_eq(none.base.n_unknown_fields, 0);
+  perfc_arena_free(a);
+}
+
+/* Bytes that are not plain fields are refused and leave the message as it
+ * was, so the caller decodes them (and reports what does not decode). */
+Test(cache_rpc, pass_through_refuses_what_is_not_plain_fields) {
+  static const struct {
+    const char *what;
+    uint8_t bytes[12];
+    size_t len;
+  } bad[] = {
+      {"truncated varint", {0x08, 0x96}, 2},
+      {"truncated tag", {0x80}, 1},
+      {"length past the end", {0x22, 0x05, 'a', 'b'}, 4},
+      {"short fixed64", {0x19, 1, 2, 3}, 4},
+      {"short fixed32", {0x2d, 1, 2}, 3},
+      {"field number 0", {0x00, 0x01}, 2},
+      {"group", {0x0b, 0x0c}, 2},
+      {"wire type 7", {0x0f, 0x00}, 2},
+      {"eleven-byte varint",
+       {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+       12},
+  };
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+    cr_assert_eq(perfc__pb_pass_through(a, &e.base, bad[i].bytes, bad[i].len),
+                 -1, "%s", bad[i].what);
+    cr_assert_eq(e.base.n_unknown_fields, 0, "%s", bad[i].what);
+  }
+  perfc_arena_free(a);
 }

@@ -4,8 +4,8 @@
  *
  * A cached unary method's handler holds only the database load; these
  * functions put perfc_cache (perfc/cache.h) around it: the response is
- * packed into the cache on a miss, unpacked from it into the call's arena
- * on a hit, NOT_FOUND is cached as a negative entry, and a write method's
+ * packed into the cache on a miss and sent as stored on a hit, NOT_FOUND
+ * is cached as a negative entry, and a write method's
  * keys are invalidated after its handler returned OK (after the commit).
  * Applications normally never call these directly: the generated
  * `pkg__svc__perfc_register_cached()` wires them (docs/generator.md,
@@ -35,8 +35,14 @@ typedef perfc_status_code (*perfc_cache_rpc_load_fn)(
 /** One cached unary call: reads `key` (borrowed) through `cache` with
  *  perfc_cache_get_or_load_ttl(`ttl_ms`, `negative_ttl_ms`); on a miss
  *  runs `load` (single flight: concurrent calls for one key share one
- *  load), packs its response into the cache, and answers the others by
- *  unpacking the bytes into `resp` in the call's arena. NOT_FOUND from the
+ *  load), packs its response into the cache, and answers the others with
+ *  the stored bytes: `resp` gets them as its unknown fields (copied into
+ *  the call's arena), which protobuf-c packs as they are, so the response
+ *  sent is the stored encoding without a decode and re-encode; its known
+ *  fields stay unset, so nothing between this call and the server's pack
+ *  may read them (the generated trampolines do not). Bytes that are not
+ *  plain fields are decoded into `resp` instead. Keys must not be shared
+ *  by methods with different response types. NOT_FOUND from the
  *  load is cached as "not found" (unless `negative_ttl_ms` is
  *  PERFC_CACHE_TTL_NONE) and answered NOT_FOUND; any other error is
  *  returned unchanged and not cached (calls that shared the failed load
