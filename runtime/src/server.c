@@ -492,15 +492,20 @@ static void finish_with(perfc_ctx *ctx, perfc_status_code code,
                         const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The status message of a call that perfc ends itself, in the arena. */
+static void set_message(perfc_ctx *ctx, const char *fmt, va_list ap) {
+  char buf[512];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  ctx->message = perfc_arena_strdup(ctx->arena, buf);
+}
+
 static void finish_with(perfc_ctx *ctx, perfc_status_code code,
                         const char *fmt, ...) {
   ctx->code = code;
   va_list ap;
   va_start(ap, fmt);
-  char buf[512];
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  set_message(ctx, fmt, ap);
   va_end(ap);
-  ctx->message = perfc_arena_strdup(ctx->arena, buf);
   finish(ctx);
 }
 
@@ -644,10 +649,8 @@ static void refuse(perfc_ctx *ctx, perfc_status_code code, const char *fmt,
   if (fmt != NULL) {
     va_list ap;
     va_start(ap, fmt);
-    char buf[512];
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    set_message(ctx, fmt, ap);
     va_end(ap);
-    ctx->message = perfc_arena_strdup(ctx->arena, buf);
   }
   if (ctx->message == NULL)
     ctx->message = perfc_status_name(code);

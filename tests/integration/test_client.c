@@ -497,21 +497,31 @@ Test(lb, round_robin_spreads_and_survives_a_killed_replica, .timeout = 120) {
 
 /* ---- server connection options take effect ------------------------------ */
 
+/* A server with options `o`, a channel to it, and one Echo call over that
+ * channel (so the connection is up and the pollers are running). */
+static perfc_server *start_and_call(const perfc_server_opts *o, int *port_out,
+                                    perfc_channel **c) {
+  perfc_server *s = test_server_start(o, port_out);
+  cr_assert_not_null(s);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", *port_out);
+  cr_assert_eq(perfc_channel_new(c, target, NULL), 0);
+  Perfc__Test__V1__EchoRequest req = payload_req("x");
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(*c, &req, &resp, NULL, NULL),
+               PERFC_STATUS_OK);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return s;
+}
+
 Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
      .timeout = 60) {
   perfc_server_opts o = {.max_connection_idle_ms = 300};
   int p;
-  perfc_server *s = test_server_start(&o, &p);
-  cr_assert_not_null(s);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", p);
   perfc_channel *c;
-  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  perfc_server *s = start_and_call(&o, &p, &c);
   Perfc__Test__V1__EchoRequest req = payload_req("x");
   Perfc__Test__V1__EchoResponse *resp = NULL;
-  cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, NULL, NULL),
-               PERFC_STATUS_OK);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
   int open = count_established(p);
   if (open < 0)
     cr_skip_test("ss is not available");
@@ -752,18 +762,9 @@ Test(server_opts, pollers_run_batch_scheduled_unless_preemption_is_asked_for,
   for (int preempt = 0; preempt <= 1; preempt++) {
     perfc_server_opts o = {.poller_wakeup_preemption = preempt};
     int p;
-    perfc_server *s = test_server_start(&o, &p);
-    cr_assert_not_null(s);
-    /* A call proves the pollers are past their start-up. */
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", p);
     perfc_channel *c;
-    cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
-    Perfc__Test__V1__EchoRequest req = payload_req("x");
-    Perfc__Test__V1__EchoResponse *resp = NULL;
-    cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, NULL, NULL),
-                 PERFC_STATUS_OK);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* The call proves the pollers are past their start-up. */
+    perfc_server *s = start_and_call(&o, &p, &c);
     cr_assert_eq(poller_policy(), preempt ? SCHED_OTHER : SCHED_BATCH,
                  "preempt=%d: policy %d", preempt, poller_policy());
     perfc_channel_free(c);
