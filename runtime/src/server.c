@@ -626,16 +626,39 @@ static void watch_close(perfc_ctx *ctx) {
 }
 
 /* Ends a streaming call that never reached its handler. Its operations
- * would complete on the call's private queue, which only a handler's worker
- * drains, so none is started: the core sends the status itself when the
- * call is cancelled with it. Consumes the caller's reference. */
+ * complete on the call's private queue, which only a handler's worker
+ * drains, so this poller drains it here. Without metadata to send, no
+ * operation is needed at all: the core sends the status itself when the
+ * call is cancelled with it. Metadata an interceptor added (a refusal's
+ * reason, say) needs the normal final batch; that completes as soon as the
+ * status is written, and a client that stopped reading gets a second to
+ * take it before the call is cancelled, so the poller is never held
+ * longer. Consumes the caller's reference. */
 static void refuse_stream(perfc_ctx *ctx) {
-  if (ctx->ic_entered)
-    ic_after(ctx);
-  grpc_call_cancel_with_status(ctx->call, (grpc_status_code)ctx->code,
-                               ctx->message ? ctx->message
-                                            : perfc_status_name(ctx->code),
-                               NULL);
+  if (ctx->initial_md.count == 0 && ctx->trailing_md.count == 0) {
+    if (ctx->ic_entered)
+      ic_after(ctx);
+    grpc_call_cancel_with_status(ctx->call, (grpc_status_code)ctx->code,
+                                 ctx->message ? ctx->message
+                                              : perfc_status_name(ctx->code),
+                                 NULL);
+    ctx_release(ctx);
+    return;
+  }
+  atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+  finish(ctx); /* consumes the caller's reference */
+  gpr_timespec until = perfc__deadline_from_ms(1000);
+  while (atomic_load_explicit(&ctx->refs, memory_order_acquire) > 1) {
+    grpc_event ev = grpc_completion_queue_next(ctx->call_cq, until, NULL);
+    if (ev.type == GRPC_OP_COMPLETE) {
+      perfc_tag *t = ev.tag;
+      PERFC_HANDOFF_ACQUIRE(t);
+      t->run(t, ev.success);
+    } else if (ev.type == GRPC_QUEUE_TIMEOUT) {
+      grpc_call_cancel(ctx->call, NULL); /* the batch now fails at once */
+      until = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    }
+  }
   ctx_release(ctx);
 }
 

@@ -873,3 +873,60 @@ Test(server_opts, tcp_tx_zerocopy_off_keeps_no_send_records, .timeout = 60) {
   test_server_stop(s);
   perfc_log_set_sink(NULL, NULL);
 }
+
+/* An interceptor that refuses Chat streams and says why in a trailer. */
+static perfc_status_code refuse_chat(void *self, void *method_state,
+                                     perfc_ctx *ctx, void **call_state) {
+  (void)self;
+  (void)method_state;
+  (void)call_state;
+  if (strcmp(perfc_ctx_method(ctx), "/perfc.test.v1.TestService/Chat") != 0)
+    return PERFC_STATUS_OK;
+  if (perfc_ctx_add_trailing_metadata(ctx, "x-refused-by", "policy", 0) != 0)
+    return PERFC_STATUS_INTERNAL;
+  return perfc_ctx_error(ctx, PERFC_STATUS_PERMISSION_DENIED, "chat is off");
+}
+
+/* A stream refused before its handler runs still delivers the status, the
+ * message and the metadata the interceptor added, and the server serves on;
+ * a refusal without metadata takes the core's cancel-with-status path,
+ * covered by limits::full_worker_queue_refuses_streams_with_reason. */
+Test(server_opts, refused_stream_keeps_the_interceptors_metadata,
+     .timeout = 60) {
+  perfc_server *s;
+  int p;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", &p), 0);
+  cr_assert_eq(perfc__test__v1__test_service__perfc_register(s, &test_service_handlers,
+                                                             (void *)"refuser"),
+               0);
+  perfc_server_interceptor ic = {.name = "refuse-chat", .before = refuse_chat};
+  cr_assert_eq(perfc_server_add_interceptor(s, &ic), 0);
+  cr_assert_eq(perfc_server_start(s), 0);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", p);
+  perfc_channel *c;
+  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  for (int i = 0; i < 20; i++) { /* contexts are recycled between them */
+    perfc_client_stream *st;
+    cr_assert_eq(perfc_channel_stream_open(c, M(CHAT), NULL, NULL, &st), 0);
+    perfc_status status = {0};
+    cr_assert_eq(perfc_client_stream_finish(st, NULL, &status),
+                 PERFC_STATUS_PERMISSION_DENIED);
+    cr_assert(status.message != NULL && strcmp(status.message, "chat is off") == 0,
+              "message: %s", status.message ? status.message : "(none)");
+    size_t len = 0;
+    const char *v = perfc_client_stream_metadata(st, "x-refused-by", &len);
+    cr_assert(v != NULL && len == 6 && memcmp(v, "policy", 6) == 0,
+              "trailer missing on stream %d", i);
+    perfc_status_reset(&status);
+    perfc_client_stream_free(st);
+  }
+  Perfc__Test__V1__EchoRequest req = payload_req("still");
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, NULL, NULL),
+               PERFC_STATUS_OK);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  perfc_channel_free(c);
+  perfc_server_free(s);
+}
