@@ -1090,6 +1090,30 @@ int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                                      out_len);
 }
 
+int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
+                     size_t *out_len) {
+  if (!c || !key || !out || !out_len)
+    return PERFC_EINVAL;
+  if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
+    perfc_counter_inc(c->m.bloom_rejects);
+    return PERFC_ENOENT;
+  }
+  int neg = 0;
+  int rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
+  if (rc == PERFC_ENOENT)
+    return 1;
+  if (rc != 0)
+    return rc;
+  perfc_counter_inc(c->m.l1_hits);
+  if (neg) {
+    perfc_counter_inc(c->m.negative_hits);
+    free(*out);
+    *out = NULL;
+    return PERFC_ENOENT;
+  }
+  return 0;
+}
+
 int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
                                 uint32_t ttl_ms, uint32_t negative_ttl_ms,
                                 perfc_cache_loader_fn loader, void *loader_ud,

@@ -130,6 +130,41 @@ int perfc__pb_pass_through(perfc_arena *a, ProtobufCMessage *msg,
   return 0;
 }
 
+/* Answers a hit from the cached bytes `val` (consumed). */
+static perfc_status_code answer_hit(perfc_ctx *ctx, const char *key,
+                                    ProtobufCMessage *resp, uint8_t *val,
+                                    size_t len) {
+  /* A hit is answered with the stored bytes as they are: decoding them into
+   * C structs only for the server to encode them again is most of what a
+   * hit costs (for examples/user-service's User, ~4,000 of ~5,000
+   * instructions). The bytes are what this method's load packed, so
+   * passing them through keeps the wire identical. */
+  int prc = perfc__pb_pass_through(perfc_ctx_arena(ctx), resp, val, len);
+  if (prc == 0) {
+    free(val);
+    return PERFC_STATUS_OK;
+  }
+  if (prc == PERFC_ENOMEM) {
+    free(val);
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
+  }
+  /* Not plain fields (a group, or damaged bytes): protobuf-c decides. */
+  ProtobufCAllocator al = perfc_arena_allocator(perfc_ctx_arena(ctx));
+  ProtobufCMessage *m =
+      protobuf_c_message_unpack(resp->descriptor, &al, len, val);
+  free(val);
+  if (!m)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                           "cache: the cached value of %s does not decode as "
+                           "%s",
+                           key, resp->descriptor->name);
+  /* The message and everything it points to live in the call's arena, as
+   * a handler-filled response does; the copy into `resp` is shallow. */
+  memcpy(resp, m, resp->descriptor->sizeof_message);
+  return PERFC_STATUS_OK;
+}
+
 perfc_status_code
 perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
                       uint32_t ttl_ms, uint32_t negative_ttl_ms,
@@ -162,35 +197,25 @@ perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
               perfc_strerror(rc));
     return load(ctx, req, resp, load_ud);
   }
-  /* A hit is answered with the stored bytes as they are: decoding them into
-   * C structs only for the server to encode them again is most of what a
-   * hit costs (for examples/user-service's User, ~4,000 of ~5,000
-   * instructions). The bytes are what this method's load packed, so
-   * passing them through keeps the wire identical. */
-  int prc = perfc__pb_pass_through(perfc_ctx_arena(ctx), resp, val, len);
-  if (prc == 0) {
-    free(val);
-    return PERFC_STATUS_OK;
+  return answer_hit(ctx, key, resp, val, len);
+}
+
+int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
+                            const char *key, ProtobufCMessage *resp,
+                            perfc_status_code *code) {
+  if (cache == NULL || key == NULL || resp == NULL || code == NULL)
+    return 0;
+  uint8_t *val = NULL;
+  size_t len = 0;
+  int rc = perfc_cache_peek(cache, key, &val, &len);
+  if (rc == PERFC_ENOENT) {
+    *code = perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
+    return 1;
   }
-  if (prc == PERFC_ENOMEM) {
-    free(val);
-    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                           "out of memory");
-  }
-  /* Not plain fields (a group, or damaged bytes): protobuf-c decides. */
-  ProtobufCAllocator al = perfc_arena_allocator(perfc_ctx_arena(ctx));
-  ProtobufCMessage *m =
-      protobuf_c_message_unpack(resp->descriptor, &al, len, val);
-  free(val);
-  if (!m)
-    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
-                           "cache: the cached value of %s does not decode as "
-                           "%s",
-                           key, resp->descriptor->name);
-  /* The message and everything it points to live in the call's arena, as
-   * a handler-filled response does; the copy into `resp` is shallow. */
-  memcpy(resp, m, resp->descriptor->sizeof_message);
-  return PERFC_STATUS_OK;
+  if (rc != 0)
+    return 0; /* not in L1 (or no memory): the full path on the pool */
+  *code = answer_hit(ctx, key, resp, val, len);
+  return 1;
 }
 
 void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,

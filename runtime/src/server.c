@@ -107,6 +107,10 @@ struct perfc_ctx {
   size_t comp_md_slot;
   int comp_off;
   perfc_stream *stream; /* streaming methods only, in the arena */
+  /* Unary: the request and response once decoded / allocated (in the
+   * arena), so a call tried on the poller (try_inline) and then handed to
+   * the pool is decoded once. */
+  ProtobufCMessage *req, *resp;
   int64_t start_ns;
   /* perfc_ctx_set_deadline_ms() lowered `deadline` below the client's: when
    * it passes, the call ends with DEADLINE_EXCEEDED (the client, whose own
@@ -524,18 +528,19 @@ static void apply_deadline_cap(perfc_ctx *ctx) {
   }
 }
 
-static void run_unary(perfc_ctx *ctx) {
-  method_entry *m = ctx->method;
-  const perfc_method_desc *d = m->desc;
+/* Decodes a unary call's request into ctx->req and allocates ctx->resp.
+ * Returns 0, or -1 after answering the call itself (expired, malformed). */
+static int unary_prepare(perfc_ctx *ctx) {
+  const perfc_method_desc *d = ctx->method->desc;
   if (perfc__remaining_ms(ctx->deadline) == 0) {
     finish_with(ctx, PERFC_STATUS_DEADLINE_EXCEEDED,
                 "deadline expired before %s started", d->path);
-    return;
+    return -1;
   }
   if (ctx->payload == NULL) {
     finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                 "%s: the client sent no request message", d->path);
-    return;
+    return -1;
   }
   const uint8_t *data;
   size_t len;
@@ -545,7 +550,7 @@ static void run_unary(perfc_ctx *ctx) {
                                         : PERFC_STATUS_INVALID_ARGUMENT,
                 "%s: cannot read request payload: %s", d->path,
                 perfc_strerror(rc));
-    return;
+    return -1;
   }
   ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
   ProtobufCMessage *req = protobuf_c_message_unpack(d->input, &al, len, data);
@@ -553,18 +558,25 @@ static void run_unary(perfc_ctx *ctx) {
     finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                 "%s: malformed request: %zu bytes do not parse as %s",
                 d->path, len, d->input->name);
-    return;
+    return -1;
   }
   if (ctx->ic_entered)
     ic_message(ctx, 0);
   ProtobufCMessage *resp = perfc_arena_alloc(ctx->arena, d->output->sizeof_message);
   if (resp == NULL) {
     finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    return;
+    return -1;
   }
   d->output->message_init(resp);
+  ctx->req = req;
+  ctx->resp = resp;
+  return 0;
+}
 
-  ctx->code = d->invoke(ctx, m->handlers, m->user_data, req, resp, NULL);
+/* Sends the response the handler (or try_inline) produced with `code`. */
+static void unary_complete(perfc_ctx *ctx, perfc_status_code code) {
+  const perfc_method_desc *d = ctx->method->desc;
+  ctx->code = code;
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT) {
     perfc_log(PERFC_LOG_ERROR, "server: %s handler returned invalid status %d",
               d->path, (int)ctx->code);
@@ -572,7 +584,7 @@ static void run_unary(perfc_ctx *ctx) {
   }
   apply_deadline_cap(ctx);
   if (ctx->code == PERFC_STATUS_OK) {
-    size_t n = protobuf_c_message_get_packed_size(resp);
+    size_t n = protobuf_c_message_get_packed_size(ctx->resp);
     int max = ctx->poller->srv->opts.max_send_message_bytes;
     if (max > 0 && n > (size_t)max) {
       finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -580,9 +592,17 @@ static void run_unary(perfc_ctx *ctx) {
                   d->path, n, max);
       return;
     }
-    ctx->response = perfc__pack(resp);
+    ctx->response = perfc__pack(ctx->resp);
   }
   finish(ctx);
+}
+
+static void run_unary(perfc_ctx *ctx) {
+  method_entry *m = ctx->method;
+  if (ctx->req == NULL && unary_prepare(ctx) != 0)
+    return;
+  unary_complete(ctx, m->desc->invoke(ctx, m->handlers, m->user_data,
+                                      ctx->req, ctx->resp, NULL));
 }
 
 static void run_stream(perfc_ctx *ctx);
@@ -708,6 +728,18 @@ static void dispatch(perfc_ctx *ctx) {
     return;
   }
   if (m->executor == PERFC_EXEC_POOL) {
+    /* A method that can sometimes answer without blocking (a cached
+     * method's L1 hit) tries here first: the hand-off to a worker and back
+     * costs more than such an answer. */
+    if (m->desc->try_inline != NULL) {
+      if (unary_prepare(ctx) != 0)
+        return;
+      perfc_status_code code;
+      if (m->desc->try_inline(ctx, m->user_data, ctx->req, ctx->resp, &code)) {
+        unary_complete(ctx, code);
+        return;
+      }
+    }
     watch_close(ctx);
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)

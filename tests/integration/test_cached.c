@@ -112,6 +112,9 @@ static perfc_cache *cache;
 static perfc_server *srv;
 static perfc_channel *ch;
 
+/* Worker pool shape for the next start(); 0 = perfc's defaults. */
+static unsigned pool_threads, pool_queue;
+
 static void start(int with_cache) {
   db_reset();
   cr_assert_eq(perfc_registry_new(&reg), 0);
@@ -137,6 +140,10 @@ static void start(int with_cache) {
   }
   perfc_server_opts so;
   perfc_server_opts_init(&so);
+  if (pool_threads) {
+    so.pool_threads = pool_threads;
+    so.pool_queue = pool_queue;
+  }
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   int port = 0;
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
@@ -365,4 +372,55 @@ Test(plain, without_a_cache_every_get_loads) {
   cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
   cr_assert_eq(atomic_load(&loads), 5);
   cr_assert_eq(update(3, "new"), PERFC_STATUS_OK);
+}
+
+/* ---- L1 hits are answered on the poller (try_inline) ---------------------- */
+
+static void setup_one_worker(void) {
+  pool_threads = 1;
+  pool_queue = 1;
+  start(1);
+}
+
+static void *get_slow(void *arg) {
+  perfc_status_code *out = arg;
+  *out = get(5, NULL, 0, NULL);
+  return NULL;
+}
+
+TestSuite(inline_hits, .init = setup_one_worker, .fini = teardown,
+          .timeout = 60);
+
+/* GetItem runs on the pool, whose one worker and one queue slot are taken
+ * by slow loads: a call that needed the pool would be refused at once with
+ * RESOURCE_EXHAUSTED. A key already in L1, and a cached "not found", are
+ * still answered, without a load, because the poller answers them. */
+Test(inline_hits, l1_hits_and_cached_not_found_need_no_worker) {
+  char name[32];
+  cr_assert_eq(get(1, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(atomic_load(&loads), 2);
+  atomic_store(&load_delay_ms, 1500);
+  pthread_t th[2];
+  perfc_status_code codes[2];
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(pthread_create(&th[i], NULL, get_slow, &codes[i]), 0);
+    tr_sleep_ms(150); /* the first is on the worker before the second queues */
+  }
+  cr_assert_eq(get(2, NULL, 0, NULL), PERFC_STATUS_RESOURCE_EXHAUSTED,
+               "a miss needs the (full) pool");
+  for (int i = 0; i < 20; i++) {
+    cr_assert_eq(get(1, name, sizeof name, NULL), PERFC_STATUS_OK, "hit %d", i);
+    cr_assert_str_eq(name, "item-1");
+    cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
+  }
+  for (int i = 0; i < 2; i++) {
+    pthread_join(th[i], NULL);
+    cr_assert_eq(codes[i], PERFC_STATUS_OK);
+  }
+  /* 1, 40, then 5 once (the second slow call shared its flight or hit L1). */
+  cr_assert_leq(atomic_load(&loads), 4);
+  perfc_cache_stats cs;
+  perfc_cache_stats_get(cache, &cs);
+  cr_assert_geq(cs.l1_hits, 40, "inline answers count as L1 hits");
 }

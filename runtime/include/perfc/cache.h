@@ -148,6 +148,16 @@ PERFC_API int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                                       void *loader_ud, uint8_t **out,
                                       size_t *out_len);
 
+/** The L1 part of perfc_cache_get_or_load() alone: never blocks (no Redis,
+ *  no load, no single-flight wait), for callers that answer hits on a
+ *  thread that must not block. Returns 0 with `*out` (free()) and
+ *  `*out_len` on an L1 hit, PERFC_ENOENT for a cached "not found" or a key
+ *  the bloom filter rules out (both counted as get_or_load counts them),
+ *  1 when L1 does not have it (nothing counted: the full lookup that
+ *  follows counts the miss), PERFC_EINVAL or PERFC_ENOMEM. */
+PERFC_API int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
+                               size_t *out_len);
+
 /** perfc_cache_get_or_load()'s `negative_ttl_ms` for "do not cache not
  *  found": the loader's PERFC_ENOENT is returned and nothing is filled. */
 #define PERFC_CACHE_TTL_NONE UINT32_MAX

@@ -53,6 +53,15 @@ PERFC_API perfc_status_code perfc_cache_rpc_unary(
     uint32_t negative_ttl_ms, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_cache_rpc_load_fn load, void *load_ud);
 
+/** The part of perfc_cache_rpc_unary() that never blocks, for the server's
+ *  try_inline hook (generated): answers from L1 alone (perfc_cache_peek()).
+ *  Returns 1 with `*code` set and `resp` filled as perfc_cache_rpc_unary()
+ *  fills it on a hit (or NOT_FOUND for a cached "not found"), or 0 when L1
+ *  does not have the key and the call must take the full path. */
+PERFC_API int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
+                                      const char *key, ProtobufCMessage *resp,
+                                      perfc_status_code *code);
+
 /** Invalidates `n` keys (borrowed) after a write's handler returned OK:
  *  perfc_cache_invalidate(). A failure (PERFC_ENOMEM) is logged, not
  *  returned: the write is committed, so the call stays OK and the keys'

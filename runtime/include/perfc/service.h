@@ -70,6 +70,14 @@ typedef struct perfc_method_desc {
   perfc_executor executor; /**< from (perfc.method).executor or DEFAULT */
   int64_t timeout_ms;      /**< from (perfc.method).timeout; 0 = none */
   int idempotent;          /**< from (perfc.method).idempotent */
+  /** Optional (generated for declaratively cached methods): answers a call
+   *  of a pool method on the poller when that needs no blocking, such as an
+   *  L1 hit. Gets the registration's user data, the decoded request and the
+   *  response to fill; returns 1 with `*code` set when it answered, 0 to
+   *  hand the call to the pool as usual. Must never block. */
+  int (*try_inline)(perfc_ctx *ctx, void *user_data,
+                    const ProtobufCMessage *req, ProtobufCMessage *resp,
+                    perfc_status_code *code);
 } perfc_method_desc;
 
 /** One serialized FileDescriptorProto (without source_code_info), as the
