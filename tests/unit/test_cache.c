@@ -216,6 +216,34 @@ Test(cache, l1_only_load_once_negative_and_errors) {
   env_close(&e);
 }
 
+/* perfc_cache_peek: L1 alone, never loading; a miss is not counted (the
+ * full lookup that follows counts it), hits and cached "not found" are. */
+Test(cache, peek_answers_from_l1_only) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 1, "one");
+  env e;
+  env_open(&e, "peek", 0, 0);
+  uint8_t *v = NULL;
+  size_t n = 0;
+  cr_assert_eq(perfc_cache_peek(e.cache, "key1", &v, &n), 1, "not in L1 yet");
+  cr_assert_eq(atomic_load(&db.loads), 0, "peek never loads");
+  expect(e.cache, &db, "key1", "one");   /* loads and fills L1 */
+  expect(e.cache, &db, "missing", "");  /* caches "not found" */
+  cr_assert_eq(perfc_cache_peek(e.cache, "key1", &v, &n), 0);
+  cr_assert_eq(n, 3);
+  cr_assert_eq(memcmp(v, "one", 3), 0);
+  free(v);
+  cr_assert_eq(perfc_cache_peek(e.cache, "missing", &v, &n), PERFC_ENOENT);
+  cr_assert_eq(perfc_cache_peek(NULL, "key1", &v, &n), PERFC_EINVAL);
+  perfc_cache_stats st = stats(e.cache);
+  cr_assert_eq(st.l1_hits, 2);
+  cr_assert_eq(st.negative_hits, 1);
+  cr_assert_eq(st.l1_misses, 2, "only the two full lookups' misses");
+  cr_assert_eq(atomic_load(&db.loads), 2);
+  env_close(&e);
+}
+
 Test(cache, second_instance_reads_redis_not_loader) {
   fake_db db;
   db_init(&db);
