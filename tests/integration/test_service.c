@@ -2,6 +2,8 @@
  * the runtime the tests check (see proto/perfc/test/v1/test.proto). */
 #include "test_service.h"
 
+#include <stdatomic.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +23,13 @@ static perfc_status_code echo(perfc_ctx *ctx,
   return PERFC_STATUS_OK;
 }
 
+atomic_int test_slow_started;
+
 static perfc_status_code slow(perfc_ctx *ctx,
                               const Perfc__Test__V1__EchoRequest *req,
                               Perfc__Test__V1__EchoResponse *resp, void *ud) {
   (void)ud;
+  atomic_fetch_add(&test_slow_started, 1);
   for (int waited = 0; waited < req->sleep_ms; waited += 5) {
     if (perfc_ctx_cancelled(ctx)) {
       resp->cancelled = 1;

@@ -4,6 +4,8 @@
 #define PERFC_TEST_SERVICE_H
 #include "perfc/test/v1/test.perfc.h"
 
+#include <stdatomic.h>
+
 /* Starts a server on 127.0.0.1:0 with TestService; returns it and its port.
  * `opts` may be NULL. */
 perfc_server *test_server_start(const perfc_server_opts *opts, int *port);
@@ -12,4 +14,9 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port);
 void test_server_stop(perfc_server *srv);
 
 extern const Perfc__Test__V1__TestService_Handlers test_service_handlers;
+
+/* Slow handler runs so far: a test waits for its call to be running on the
+ * server instead of guessing a delay (a sanitizer build can take longer
+ * than any fixed guess to connect). */
+extern atomic_int test_slow_started;
 #endif

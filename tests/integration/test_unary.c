@@ -382,12 +382,16 @@ Test(limits, oversized_request_is_resource_exhausted, .timeout = 60) {
 typedef struct shutdown_arg {
   int64_t grace_ms;
   int64_t took_ms;
+  int started; /* test_slow_started before the slow call */
 } shutdown_arg;
 
 static void *do_shutdown(void *p) {
   shutdown_arg *a = p;
-  struct timespec ts = {0, 100 * 1000 * 1000};
-  nanosleep(&ts, NULL); /* let the slow call start */
+  /* Shut down once the slow call runs on the server (bounded: 10 s). */
+  for (int i = 0; i < 2000 && atomic_load(&test_slow_started) == a->started; i++) {
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
   int64_t t0 = now_ms();
   perfc_server_shutdown(srv, a->grace_ms);
   a->took_ms = now_ms() - t0;
@@ -397,7 +401,7 @@ static void *do_shutdown(void *p) {
 Test(shutdown, in_flight_call_finishes_within_grace, .timeout = 60) {
   start_with(NULL);
   pthread_t t;
-  shutdown_arg a = {.grace_ms = 3000};
+  shutdown_arg a = {.grace_ms = 3000, .started = atomic_load(&test_slow_started)};
   pthread_create(&t, NULL, do_shutdown, &a);
   int code = -1;
   slow_call(&code);
@@ -410,7 +414,7 @@ Test(shutdown, in_flight_call_finishes_within_grace, .timeout = 60) {
 Test(shutdown, grace_over_cancels_and_handler_sees_it, .timeout = 60) {
   start_with(NULL);
   pthread_t t;
-  shutdown_arg a = {.grace_ms = 50};
+  shutdown_arg a = {.grace_ms = 50, .started = atomic_load(&test_slow_started)};
   pthread_create(&t, NULL, do_shutdown, &a);
   Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
   req.sleep_ms = 5000;
