@@ -599,8 +599,16 @@ static void unary_complete(perfc_ctx *ctx, perfc_status_code code) {
 
 static void run_unary(perfc_ctx *ctx) {
   method_entry *m = ctx->method;
-  if (ctx->req == NULL && unary_prepare(ctx) != 0)
+  if (ctx->req == NULL) {
+    if (unary_prepare(ctx) != 0)
+      return;
+  } else if (perfc__remaining_ms(ctx->deadline) == 0) {
+    /* Decoded on the poller (try_inline missed), then it waited for a
+     * worker: the deadline is checked again, as for every pool call. */
+    finish_with(ctx, PERFC_STATUS_DEADLINE_EXCEEDED,
+                "deadline expired before %s started", m->desc->path);
     return;
+  }
   unary_complete(ctx, m->desc->invoke(ctx, m->handlers, m->user_data,
                                       ctx->req, ctx->resp, NULL));
 }

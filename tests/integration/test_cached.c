@@ -424,3 +424,24 @@ Test(inline_hits, l1_hits_and_cached_not_found_need_no_worker) {
   perfc_cache_stats_get(cache, &cs);
   cr_assert_geq(cs.l1_hits, 40, "inline answers count as L1 hits");
 }
+
+/* A miss decoded on the poller and then queued for the worker still gets
+ * the pool's deadline check when the worker takes it: a call whose
+ * deadline passed in the queue is not loaded. */
+Test(inline_hits, a_miss_that_expired_in_the_queue_is_not_loaded) {
+  atomic_store(&load_delay_ms, 1000);
+  pthread_t th;
+  perfc_status_code slow_code;
+  cr_assert_eq(pthread_create(&th, NULL, get_slow, &slow_code), 0);
+  tr_sleep_ms(150); /* the slow load holds the one worker */
+  Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
+  req.id = 6;
+  Perfc__Test__V1__CachedItem *resp = NULL;
+  perfc_call_opts co = {.timeout_ms = 200};
+  cr_assert_eq(perfc__test__v1__item_store__get_item__call(ch, &req, &resp, &co, NULL),
+               PERFC_STATUS_DEADLINE_EXCEEDED);
+  pthread_join(th, NULL);
+  cr_assert_eq(slow_code, PERFC_STATUS_OK);
+  tr_sleep_ms(200); /* the worker has taken the expired call by now */
+  cr_assert_eq(atomic_load(&loads), 1, "only item 5 was loaded");
+}
