@@ -51,6 +51,8 @@ fi
 server_cmd() {
   case "$1" in
     ccore) echo "$bin/ccore-echo-server --listen 127.0.0.1:0 --threads $srv_threads" ;;
+    ccore-r*) echo "$bin/ccore-echo-server --listen 127.0.0.1:0 --threads $srv_threads --requests ${1#ccore-r}" ;;
+    perfc-r*) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --requests ${1#perfc-r} ${PERFC_EXTRA_ARGS:-}" ;;
     perfc) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;

@@ -14,12 +14,13 @@ import csv
 import statistics
 import sys
 
-ORDER = ["echo", "echo-pool", "l1", "l1-inline", "echo-pool-cl", "redis", "pg",
+ORDER = ["echo", "echo-pool", "l1", "l1-noage", "l1-inline", "echo-pool-cl", "redis", "pg",
          "redis-benchmark", "pgbench"]
 LABEL = {
     "echo": "echo (perfc-echo-server)",
     "echo-pool": "echo on the worker pool",
     "l1": "GetUser, L1 hits",
+    "l1-noage": "GetUser, L1 hits, no max_connection_age",
     "l1-inline": "GetUser, L1 hits, inline executor",
     "echo-pool-cl": "echo on the worker pool, 16 closed-loop clients",
     "redis": "GetUser, Redis hits (L1 off)",
@@ -32,7 +33,7 @@ PEER = {"redis": "redis-benchmark", "pg": "pgbench"}
 # Loads shaped like echo's (one h2load, many streams per connection); the
 # redis configuration is 16 closed-loop clients (bench/run-users says why),
 # so a ratio of it to echo would compare two load shapes.
-SAME_SHAPE = ("echo", "echo-pool", "l1", "l1-inline", "pg")
+SAME_SHAPE = ("echo", "echo-pool", "l1", "l1-noage", "l1-inline", "pg")
 TARGET = 0.85
 
 
@@ -62,12 +63,12 @@ def main():
         ok = good[k]
         med = {c: statistics.median(float(r[c]) for r in ok) if ok else None
                for c in ("rps", "p50_us", "p99_us", "server_cpu_us_per_rpc")}
-        grpc = k in ("echo", "echo-pool", "echo-pool-cl", "l1", "l1-inline", "redis", "pg")
+        grpc = k in ("echo", "echo-pool", "echo-pool-cl", "l1", "l1-noage", "l1-inline", "redis", "pg")
         same = k in SAME_SHAPE
         x_echo = ratio(ok, good.get("echo", []), "rps") if same else None
         x_cpu = ratio(ok, good.get("echo", []), "server_cpu_us_per_rpc") if same else None
         answers = "—"
-        if ok and k in ("l1", "l1-inline", "redis", "pg"):
+        if ok and k in ("l1", "l1-noage", "l1-inline", "redis", "pg"):
             mid = sorted(ok, key=lambda r: float(r["rps"]))[len(ok) // 2]
             answers = " / ".join(f"{int(mid[c]):,}" for c in
                                  ("l1_hits", "l2_hits", "loads", "shared", "pg_queries"))
@@ -90,7 +91,8 @@ def main():
               f"(per round {', '.join(f'{v:.2f}' for v in per)}).")
     # The same comparison with both sides on one executor: what the cache
     # path costs apart from the hand-off to the worker pool.
-    for a, b in (("l1", "echo-pool"), ("l1-inline", "echo"), ("redis", "echo-pool-cl")):
+    for a, b in (("l1", "echo-pool"), ("l1-inline", "echo"), ("l1", "l1-noage"),
+                 ("redis", "echo-pool-cl")):
         x = ratio(good.get(a, []), good.get(b, []), "rps")
         if x is not None:
             print(f"- {LABEL[a]} ÷ {LABEL[b]}: {x:.2f}x req/s, "

@@ -72,6 +72,18 @@ void perfc__server_set_pool_metrics(perfc_server *srv, perfc_gauge *queued,
 /* The ports the server listens on (bound, so never 0); borrowed. */
 size_t perfc__server_ports(const perfc_server *srv, const int **ports);
 
+/* For tests: how many requests poller `poller_index` has posted for the
+ * method at `path` and not yet seen matched, and how many it keeps posted
+ * (starts at 2 and doubles, up to requests_per_method, once the method has
+ * more than twice that many calls running; server.c, rearm()). 0,
+ * PERFC_ENOENT (no such method) or PERFC_ESTATE (not started, or no such
+ * poller). Exported for the integration tests only; no installed header
+ * declares it. */
+PERFC_API int perfc__server_posted_requests(const perfc_server *srv,
+                                            const char *path,
+                                            unsigned poller_index,
+                                            unsigned *posted, unsigned *depth);
+
 /* The core call behind a server context (for deadline propagation). */
 grpc_call *perfc__ctx_call(perfc_ctx *ctx);
 

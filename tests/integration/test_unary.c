@@ -2,6 +2,7 @@
  * round trips, concurrency, every bad-input case of the unary path, worker
  * pool bounds, deadlines, cancellation and graceful shutdown. After every
  * failure case the same server must still answer. */
+#include "server_internal.h" /* perfc__server_posted_requests */
 #include "test_service.h"
 
 #include <criterion/criterion.h>
@@ -258,10 +259,96 @@ Test(unary, concurrent_callers_get_their_own_answers) {
 
 /* ---- suites with their own server options -------------------------------- */
 
+/* Each method starts with 2 posted requests per queue: in Debian's core
+ * every posted request of a method nobody calls makes every completion
+ * dearer (server.c, rearm()). A method whose calls outnumber twice its
+ * posted requests doubles them, never beyond requests_per_method; the
+ * others stay at 2; and once the calls are answered every method has
+ * exactly its depth posted again (the poller replaced every match). */
+static void wait_posted(const char *path, unsigned want, unsigned *depth) {
+  unsigned posted = 0;
+  for (int i = 0; i < 500; i++) {
+    cr_assert_eq(perfc__server_posted_requests(srv, path, 0, &posted, depth), 0);
+    if (posted == want)
+      return;
+    usleep(10 * 1000);
+  }
+  cr_assert_fail("%s: %u posted, want %u", path, posted, want);
+}
+
+/* `threads` callers of Slow at once, each sleeping `ms` in the handler:
+ * all of them are running on the server together. */
+static void *slow_call(void *p);
+static void slow_burst(int threads, int ms) {
+  pthread_t th[32];
+  int codes[32];
+  cr_assert_leq(threads, 32);
+  for (int i = 0; i < threads; i++) {
+    codes[i] = ms;
+    codes[i] = 0;
+    pthread_create(&th[i], NULL, slow_call, &codes[i]);
+  }
+  for (int i = 0; i < threads; i++) {
+    pthread_join(th[i], NULL);
+    cr_assert_eq(codes[i], PERFC_STATUS_OK, "caller %d: %d", i, codes[i]);
+  }
+}
+
+Test(requests, posted_requests_start_small_and_deepen_with_concurrency,
+     .timeout = 60) {
+  perfc_server_opts o = {.threads = 1, .requests_per_method = 16,
+                         .pool_threads = 32};
+  start_with(&o);
+  const char *slow = M(SLOW)->path, *echo = M(ECHO)->path;
+  unsigned depth = 0, posted = 0;
+  cr_assert_eq(perfc__server_posted_requests(srv, "/no.such/Method", 0,
+                                             &posted, &depth),
+               PERFC_ENOENT);
+  cr_assert_eq(perfc__server_posted_requests(srv, slow, 1, &posted, &depth),
+               PERFC_ESTATE, "one poller, so no poller 1");
+  wait_posted(slow, 2, &depth);
+  cr_assert_eq(depth, 2);
+  wait_posted(echo, 2, &depth);
+  cr_assert_eq(depth, 2);
+  /* 5 running: more than twice 2, so Slow goes to 4; 8 more than twice
+   * that would be needed for 8, so it stays there. */
+  slow_burst(5, 300);
+  wait_posted(slow, 4, &depth);
+  cr_assert_eq(depth, 4);
+  /* 24 running: 4 -> 8 at the 9th, 8 -> 16 at the 17th; 16 is the cap. */
+  slow_burst(24, 300);
+  wait_posted(slow, 16, &depth);
+  cr_assert_eq(depth, 16);
+  slow_burst(32, 300);
+  wait_posted(slow, 16, &depth);
+  cr_assert_eq(depth, 16, "deeper than requests_per_method");
+  wait_posted(echo, 2, &depth);
+  cr_assert_eq(depth, 2, "a method nobody called was deepened");
+  assert_still_serving();
+  teardown();
+}
+
+/* requests_per_method below the starting depth is the depth from the
+ * start, and no load takes it higher. */
+Test(requests, requests_per_method_one_is_respected, .timeout = 60) {
+  perfc_server_opts o = {.threads = 1, .requests_per_method = 1,
+                         .pool_threads = 32};
+  start_with(&o);
+  unsigned depth = 0;
+  wait_posted(M(SLOW)->path, 1, &depth);
+  cr_assert_eq(depth, 1);
+  slow_burst(8, 200);
+  wait_posted(M(SLOW)->path, 1, &depth);
+  cr_assert_eq(depth, 1);
+  assert_still_serving();
+  teardown();
+}
+
+/* *p: in, the handler's sleep in ms (0: 400); out, the status. */
 static void *slow_call(void *p) {
   int *code = p;
   Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
-  req.sleep_ms = 400;
+  req.sleep_ms = *code > 0 ? *code : 400;
   Perfc__Test__V1__EchoResponse *resp = NULL;
   *code = perfc__test__v1__test_service__slow__call(ch, &req, &resp, NULL, NULL);
   if (resp)
@@ -276,8 +363,10 @@ Test(limits, full_worker_queue_answers_resource_exhausted_at_once,
   enum { T = 5 };
   pthread_t th[T];
   int codes[T];
-  for (int i = 0; i < T; i++)
+  for (int i = 0; i < T; i++) {
+    codes[i] = 0;
     pthread_create(&th[i], NULL, slow_call, &codes[i]);
+  }
   int ok = 0, exhausted = 0;
   for (int i = 0; i < T; i++) {
     pthread_join(th[i], NULL);

@@ -24,8 +24,10 @@ extern "C" {
 typedef struct perfc_server perfc_server;
 
 /* Defaults, each with its reason (docs/configuration.md repeats these). */
-/** Requests pre-posted per method per queue: enough that a burst of new
- *  calls finds a posted request while the poller re-arms. */
+/** Most requests pre-posted per method per queue, so a burst of new calls
+ *  finds them posted. Each method starts with 2 and deepens only while its
+ *  calls outnumber them: in Debian's core, every posted request of a method
+ *  nobody calls makes every completion dearer (docs/design.md). */
 #define PERFC_DEFAULT_REQUESTS_PER_METHOD 32
 /** Keepalive ping after 2 h idle: grpc's server default; servers rarely need
  *  to probe, clients do. */
@@ -52,7 +54,8 @@ typedef struct perfc_server perfc_server;
 typedef struct perfc_server_opts {
   /** Completion queues and poller threads; 0 = number of online cores. */
   unsigned threads;
-  /** Requests pre-posted per method per queue; 0 = default. */
+  /** Most requests pre-posted per method per queue (each method starts
+   *  with 2 and deepens under load, see above); 0 = default. */
   unsigned requests_per_method;
   /** Where handlers run when their method says DEFAULT. Zero = INLINE. */
   perfc_executor default_executor;
