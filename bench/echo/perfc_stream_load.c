@@ -1,10 +1,14 @@
 /*
  * perfc-stream-load — streaming load on perfc's client stream API: S bidi
- * streams to bench.v1.Echo/Stream, each with a writer thread and a reader
- * thread and a window of W messages in flight (the writer waits for a free
- * slot, the reader frees one per echo). Reports messages/s and the client's
- * own CPU time, so that a comparison run against two servers can show how
- * much of the box the client took.
+ * streams to bench.v1.Echo/Stream, each with a window of W messages in
+ * flight. Two shapes (--threads-per-stream):
+ *   2 (default): a writer thread and a reader thread per stream (the writer
+ *     waits for a free slot, the reader frees one per echo);
+ *   1: one thread per stream that writes while the window has room and
+ *     reads otherwise. No hand-off between threads, so the client spends
+ *     less per message and the server's own speed decides the rate sooner.
+ * Reports messages/s and the client's own CPU time, so that a comparison
+ * run against two servers can show how much of the box the client took.
  *
  * Room: bench/echo — built on the public perfc API as a user would
  * (generated echo.perfc.h); bench/run-streaming runs the same binary
@@ -12,6 +16,7 @@
  *
  * Usage: perfc-stream-load --target HOST:PORT [--streams S] [--window W]
  *                          [--count N] [--payload BYTES] [--connections C]
+ *                          [--threads-per-stream 1|2]
  * --count is messages per stream (default 100000). Bounded: the calls carry
  * a deadline of MAX_SECONDS, so a stuck server ends the run with an error.
  */
@@ -37,6 +42,7 @@ typedef struct stream_job {
   long count;
   perfc_client_stream *s;
   sem_t window;
+  long window_size;
   long sent, received, bad;
   int send_rc, recv_rc;
   perfc_status_code code;
@@ -75,6 +81,35 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
+/* --threads-per-stream 1: the window is a count, not a semaphore. */
+static void *single_main(void *arg) {
+  stream_job *j = arg;
+  while (j->received < j->count) {
+    if (j->sent < j->count && j->sent - j->received < j->window_size) {
+      int rc = bench__v1__echo__stream__write(j->s, j->req);
+      if (rc != 0) {
+        j->send_rc = rc;
+        break;
+      }
+      if (++j->sent == j->count)
+        perfc_client_stream_close_send(j->s);
+      continue;
+    }
+    Bench__V1__EchoResponse *resp = NULL;
+    int rc = bench__v1__echo__stream__read(j->s, &resp);
+    if (rc != 1) {
+      j->recv_rc = rc;
+      break;
+    }
+    if (resp->payload.len != j->req->payload.len)
+      j->bad++;
+    j->received++;
+  }
+  if (j->received < j->count)
+    perfc_client_stream_cancel(j->s);
+  return NULL;
+}
+
 static void *reader_main(void *arg) {
   stream_job *j = arg;
   for (;;) {
@@ -99,7 +134,8 @@ static void *reader_main(void *arg) {
 
 int main(int argc, char **argv) {
   const char *target = NULL;
-  long streams = 1, window = 32, count = 100000, payload = 64, connections = 1;
+  long streams = 1, window = 32, count = 100000, payload = 64, connections = 1,
+       per_stream = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     char *end = NULL;
     long v = strtol(argv[i + 1], &end, 10);
@@ -116,6 +152,8 @@ int main(int argc, char **argv) {
       payload = v;
     else if (!strcmp(argv[i], "--connections") && num && v <= 1024)
       connections = v;
+    else if (!strcmp(argv[i], "--threads-per-stream") && num && v <= 2)
+      per_stream = v;
     else {
       fprintf(stderr, "perfc-stream-load: bad option %s %s\n", argv[i],
               argv[i + 1]);
@@ -125,7 +163,7 @@ int main(int argc, char **argv) {
   if (target == NULL || argc % 2 == 0) {
     fprintf(stderr, "usage: perfc-stream-load --target HOST:PORT [--streams S] "
                     "[--window W] [--count N] [--payload BYTES] "
-                    "[--connections C]\n");
+                    "[--connections C] [--threads-per-stream 1|2]\n");
     return 2;
   }
   uint8_t *body = malloc((size_t)payload);
@@ -152,6 +190,7 @@ int main(int argc, char **argv) {
     j->ch = ch;
     j->req = &req;
     j->count = count;
+    j->window_size = window;
     sem_init(&j->window, 0, (unsigned)window);
     rc = bench__v1__echo__stream__open(ch, &opts, &j->s);
     if (rc != 0) {
@@ -162,13 +201,18 @@ int main(int argc, char **argv) {
   double c0 = cpu_seconds();
   int64_t t0 = now_ns();
   for (long i = 0; i < streams; i++) {
+    if (per_stream == 1) {
+      pthread_create(&jobs[i].reader, NULL, single_main, &jobs[i]);
+      continue;
+    }
     pthread_create(&jobs[i].reader, NULL, reader_main, &jobs[i]);
     pthread_create(&jobs[i].writer, NULL, writer_main, &jobs[i]);
   }
   long sent = 0, received = 0, bad = 0, failed_streams = 0;
   for (long i = 0; i < streams; i++) {
     stream_job *j = &jobs[i];
-    pthread_join(j->writer, NULL);
+    if (per_stream == 2)
+      pthread_join(j->writer, NULL);
     pthread_join(j->reader, NULL);
   }
   int64_t t1 = now_ns();
@@ -193,10 +237,10 @@ int main(int argc, char **argv) {
   }
   double secs = (double)(t1 - t0) / 1e9;
   double cpu = c1 - c0;
-  printf("streams=%ld window=%ld payload=%ld sent=%ld received=%ld bad=%ld "
+  printf("streams=%ld threads_per_stream=%ld window=%ld payload=%ld sent=%ld received=%ld bad=%ld "
          "failed_streams=%ld seconds=%.3f msgs_per_s=%.0f client_cpu_s=%.3f "
          "client_cpu_us_per_msg=%.3f\n",
-         streams, window, payload, sent, received, bad, failed_streams, secs,
+         streams, per_stream, window, payload, sent, received, bad, failed_streams, secs,
          received / secs, cpu, received ? cpu * 1e6 / received : 0.0);
   perfc_channel_free(ch);
   free(jobs);
