@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "perfc/log.h"
+#include "cache_internal.h"
 #include "redis_internal.h"
 
 #define TAG_VALUE 'v'
@@ -1109,6 +1110,28 @@ int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
     perfc_counter_inc(c->m.negative_hits);
     free(*out);
     *out = NULL;
+    return PERFC_ENOENT;
+  }
+  return 0;
+}
+
+int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
+                            uint8_t **out, size_t *out_len) {
+  if (!c || !key || !a || !out || !out_len)
+    return PERFC_EINVAL;
+  if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
+    perfc_counter_inc(c->m.bloom_rejects);
+    return PERFC_ENOENT;
+  }
+  int neg = 0;
+  int rc = perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg);
+  if (rc == PERFC_ENOENT)
+    return 1;
+  if (rc != 0)
+    return rc;
+  perfc_counter_inc(c->m.l1_hits);
+  if (neg) {
+    perfc_counter_inc(c->m.negative_hits);
     return PERFC_ENOENT;
   }
   return 0;

@@ -7,7 +7,9 @@
  */
 #include "perfc/cache_rpc.h"
 
-#include "cache_rpc_internal.h"
+#include "cache_internal.h"
+#include "pb_wire_internal.h"
+#include "server_internal.h"
 #include "perfc/arena.h"
 #include "perfc/log.h"
 
@@ -49,111 +51,25 @@ static int loader(const char *key, uint8_t **out, size_t *out_len,
   return 0;
 }
 
-/* Reads the varint at *p (before end) and moves *p past it. */
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-  uint64_t r = 0;
-  for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
-    uint8_t b = *(*p)++;
-    r |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *v = r;
-      return 0;
-    }
-  }
-  return -1;
-}
-
-/* Walks one top-level field at *p: its number and wire type, and where its
- * bytes (after the tag) begin and end. */
-static int next_field(const uint8_t **p, const uint8_t *end, uint32_t *number,
-                      int *wire, const uint8_t **body) {
-  uint64_t tag, n;
-  if (read_varint(p, end, &tag) != 0 || (tag >> 3) == 0 ||
-      (tag >> 3) > 0x1fffffff)
-    return -1;
-  *number = (uint32_t)(tag >> 3);
-  *wire = (int)(tag & 7);
-  *body = *p;
-  switch (*wire) {
-  case PROTOBUF_C_WIRE_TYPE_VARINT:
-    return read_varint(p, end, &n);
-  case PROTOBUF_C_WIRE_TYPE_64BIT:
-    if (end - *p < 8)
-      return -1;
-    *p += 8;
-    return 0;
-  case PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED:
-    if (read_varint(p, end, &n) != 0 || n > (uint64_t)(end - *p))
-      return -1;
-    *p += n;
-    return 0;
-  case PROTOBUF_C_WIRE_TYPE_32BIT:
-    if (end - *p < 4)
-      return -1;
-    *p += 4;
-    return 0;
-  default: /* groups (deprecated) and invalid types: let protobuf-c decode */
-    return -1;
-  }
-}
-
-int perfc__pb_pass_through(perfc_arena *a, ProtobufCMessage *msg,
-                           const uint8_t *data, size_t len) {
-  const uint8_t *p = data, *end = data + len, *body;
-  uint32_t number;
-  int wire;
-  unsigned n = 0;
-  /* Count and check first, so a malformed value leaves msg untouched. */
-  while (p < end) {
-    if (next_field(&p, end, &number, &wire, &body) != 0)
-      return -1;
-    n++;
-  }
-  if (n == 0)
-    return 0;
-  uint8_t *copy = perfc_arena_alloc(a, len);
-  ProtobufCMessageUnknownField *f = perfc_arena_alloc(a, n * sizeof *f);
-  if (copy == NULL || f == NULL)
-    return PERFC_ENOMEM;
-  memcpy(copy, data, len);
-  p = copy;
-  end = copy + len;
-  for (unsigned i = 0; i < n; i++) {
-    next_field(&p, end, &number, &wire, &body);
-    f[i].tag = number;
-    f[i].wire_type = (ProtobufCWireType)wire;
-    f[i].len = (size_t)(p - body);
-    f[i].data = (uint8_t *)body;
-  }
-  msg->n_unknown_fields = n;
-  msg->unknown_fields = f;
-  return 0;
-}
-
-/* Answers a hit from the cached bytes `val` (consumed). */
+/* Answers a hit from the cached bytes `val` (`len` bytes in the call's
+ * arena). The stored bytes are what this method's load packed, so they go
+ * out as they are (perfc__ctx_set_raw_response): decoding them into C
+ * structs only for the server to encode them again was most of what a hit
+ * cost (for examples/user-service's User, ~4,000 of ~5,000 instructions),
+ * and even carrying them as unknown fields through protobuf-c's pack cost
+ * ~1,100 more. One walk over the fields checks they are well formed;
+ * anything else (a group, damaged bytes), or a `resp` that is not the one
+ * the server sends (a handler calling this for its own message), is
+ * decoded into `resp` by protobuf-c. */
 static perfc_status_code answer_hit(perfc_ctx *ctx, const char *key,
-                                    ProtobufCMessage *resp, uint8_t *val,
+                                    ProtobufCMessage *resp, const uint8_t *val,
                                     size_t len) {
-  /* A hit is answered with the stored bytes as they are: decoding them into
-   * C structs only for the server to encode them again is most of what a
-   * hit costs (for examples/user-service's User, ~4,000 of ~5,000
-   * instructions). The bytes are what this method's load packed, so
-   * passing them through keeps the wire identical. */
-  int prc = perfc__pb_pass_through(perfc_ctx_arena(ctx), resp, val, len);
-  if (prc == 0) {
-    free(val);
+  if (perfc__pb_plain_fields(val, len) >= 0 &&
+      perfc__ctx_set_raw_response(ctx, resp, val, len) == 0)
     return PERFC_STATUS_OK;
-  }
-  if (prc == PERFC_ENOMEM) {
-    free(val);
-    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                           "out of memory");
-  }
-  /* Not plain fields (a group, or damaged bytes): protobuf-c decides. */
   ProtobufCAllocator al = perfc_arena_allocator(perfc_ctx_arena(ctx));
   ProtobufCMessage *m =
       protobuf_c_message_unpack(resp->descriptor, &al, len, val);
-  free(val);
   if (!m)
     return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
                            "cache: the cached value of %s does not decode as "
@@ -163,6 +79,23 @@ static perfc_status_code answer_hit(perfc_ctx *ctx, const char *key,
    * a handler-filled response does; the copy into `resp` is shallow. */
   memcpy(resp, m, resp->descriptor->sizeof_message);
   return PERFC_STATUS_OK;
+}
+
+/* answer_hit() for a value malloc'd by the cache (consumed): copied into
+ * the arena first, where the raw response must live. */
+static perfc_status_code answer_hit_owned(perfc_ctx *ctx, const char *key,
+                                          ProtobufCMessage *resp, uint8_t *val,
+                                          size_t len) {
+  uint8_t *copy = len ? perfc_arena_alloc(perfc_ctx_arena(ctx), len) : NULL;
+  if (len && copy == NULL) {
+    free(val);
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
+  }
+  if (len)
+    memcpy(copy, val, len);
+  free(val);
+  return answer_hit(ctx, key, resp, copy, len);
 }
 
 perfc_status_code
@@ -197,7 +130,7 @@ perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
               perfc_strerror(rc));
     return load(ctx, req, resp, load_ud);
   }
-  return answer_hit(ctx, key, resp, val, len);
+  return answer_hit_owned(ctx, key, resp, val, len);
 }
 
 int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
@@ -207,7 +140,8 @@ int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
     return 0;
   uint8_t *val = NULL;
   size_t len = 0;
-  int rc = perfc_cache_peek(cache, key, &val, &len);
+  /* Straight into the arena: no malloc, one copy under the shard lock. */
+  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len);
   if (rc == PERFC_ENOENT) {
     *code = perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
     return 1;

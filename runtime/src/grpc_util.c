@@ -60,9 +60,19 @@ int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
 }
 
 grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg) {
-  size_t n = protobuf_c_message_get_packed_size(msg);
+  return perfc__pack_sized(msg, protobuf_c_message_get_packed_size(msg));
+}
+
+grpc_byte_buffer *perfc__pack_sized(const ProtobufCMessage *msg, size_t n) {
   grpc_slice s = grpc_slice_malloc(n);
   protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+grpc_byte_buffer *perfc__bytes_to_buffer(const uint8_t *data, size_t len) {
+  grpc_slice s = grpc_slice_from_copied_buffer((const char *)data, len);
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
   grpc_slice_unref(s);
   return bb;

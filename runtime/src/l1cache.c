@@ -14,6 +14,8 @@
  */
 #include "perfc/l1cache.h"
 
+#include "cache_internal.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +348,34 @@ int perfc_l1cache_get(perfc_l1cache *c, const char *key, uint8_t **out,
       *out_negative = neg;
   }
   return rc;
+}
+
+int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
+                             uint8_t **out, size_t *out_len, int *out_negative) {
+  if (!out || !a)
+    return PERFC_EINVAL;
+  /* A guess that fits most cached messages; the arena is the call's, so
+   * the unused tail costs nothing but address space until the reset. */
+  size_t cap = GET_STACK_BYTES, n = 0;
+  uint8_t *buf = perfc_arena_alloc(a, cap);
+  if (!buf)
+    return PERFC_ENOMEM;
+  int neg = 0;
+  int rc = lookup(c, key, buf, cap, &n, &neg, 1);
+  while (rc == PERFC_ETOOBIG) {
+    /* Replaced between the looks: repeat until it fits or is gone. */
+    if (!(buf = perfc_arena_alloc(a, n)))
+      return PERFC_ENOMEM;
+    cap = n;
+    rc = lookup(c, key, buf, cap, &n, &neg, 0);
+  }
+  if (rc != 0)
+    return rc;
+  *out = neg || n == 0 ? NULL : buf;
+  *out_len = neg ? 0 : n;
+  if (out_negative)
+    *out_negative = neg;
+  return 0;
 }
 
 int perfc_l1cache_get_into(perfc_l1cache *c, const char *key, uint8_t *buf,

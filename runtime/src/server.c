@@ -88,6 +88,10 @@ struct perfc_ctx {
   grpc_call_details details; /* generic requests only */
   grpc_byte_buffer *payload;
   grpc_byte_buffer *response;
+  /* A unary response already encoded (perfc__ctx_set_raw_response); sent
+   * instead of packing resp. Points into the arena. */
+  const uint8_t *raw_response;
+  size_t raw_response_len;
   const char *path;
   const char *peer;
 
@@ -597,7 +601,9 @@ static void unary_complete(perfc_ctx *ctx, perfc_status_code code) {
   }
   apply_deadline_cap(ctx);
   if (ctx->code == PERFC_STATUS_OK) {
-    size_t n = protobuf_c_message_get_packed_size(ctx->resp);
+    size_t n = ctx->raw_response != NULL
+                   ? ctx->raw_response_len
+                   : protobuf_c_message_get_packed_size(ctx->resp);
     int max = ctx->poller->srv->opts.max_send_message_bytes;
     if (max > 0 && n > (size_t)max) {
       finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -605,7 +611,9 @@ static void unary_complete(perfc_ctx *ctx, perfc_status_code code) {
                   d->path, n, max);
       return;
     }
-    ctx->response = perfc__pack(ctx->resp);
+    ctx->response = ctx->raw_response != NULL
+                        ? perfc__bytes_to_buffer(ctx->raw_response, n)
+                        : perfc__pack_sized(ctx->resp, n);
   }
   finish(ctx);
 }
@@ -1064,7 +1072,8 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
   if (cancel_seen(ctx))
     return PERFC_ESHUTDOWN;
   int max = ctx->poller->srv->opts.max_send_message_bytes;
-  if (max > 0 && protobuf_c_message_get_packed_size(msg) > (size_t)max)
+  size_t size = protobuf_c_message_get_packed_size(msg);
+  if (max > 0 && size > (size_t)max)
     return PERFC_ETOOBIG;
   /* Flow control: the core completes a send once the transport took it, and
    * only one may be in flight, so waiting for the previous one here bounds
@@ -1075,7 +1084,7 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
   memset(ops, 0, sizeof ops);
   size_t n = 0;
   n += add_initial_md(ctx, &ops[n]);
-  grpc_byte_buffer *bb = perfc__pack(msg);
+  grpc_byte_buffer *bb = perfc__pack_sized(msg, size);
   ops[n].op = GRPC_OP_SEND_MESSAGE;
   ops[n].data.send_message.send_message = bb;
   ops[n].flags = ctx->comp_off ? GRPC_WRITE_NO_COMPRESS : 0;
@@ -1815,6 +1824,16 @@ void *perfc__ctx_call_state(const perfc_ctx *ctx, perfc__ic_before_fn before) {
     if (srv->ics[i].before == before)
       return ctx->ic_call[i];
   return NULL;
+}
+
+int perfc__ctx_set_raw_response(perfc_ctx *ctx, const ProtobufCMessage *resp,
+                                const uint8_t *data, size_t len) {
+  if (ctx->method == NULL || ctx->method->desc->kind != PERFC_METHOD_UNARY ||
+      resp != ctx->resp)
+    return PERFC_ESTATE;
+  ctx->raw_response = data;
+  ctx->raw_response_len = len;
+  return 0;
 }
 
 grpc_call *perfc__ctx_call(perfc_ctx *ctx) { return ctx->call; }

@@ -54,6 +54,22 @@ int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
 /* Packs `msg` into a new byte buffer the caller destroys. NULL on OOM. */
 grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg);
 
+/* perfc__pack() when the caller already has the packed size `n` (computing
+ * it walks the whole message again). */
+grpc_byte_buffer *perfc__pack_sized(const ProtobufCMessage *msg, size_t n);
+
+/* A new byte buffer holding a copy of `len` bytes (borrowed). */
+grpc_byte_buffer *perfc__bytes_to_buffer(const uint8_t *data, size_t len);
+
+/* Makes a unary call send `len` already-encoded bytes at `data` (which must
+ * live until the call finishes: the call's arena) as its response instead
+ * of packing `resp`, which is then ignored. For a cache hit answered with
+ * the stored encoding (cache_rpc.c). Returns 0, or PERFC_ESTATE when ctx is
+ * not a unary call or `resp` is not the response the server will send (a
+ * handler's own message): the caller then fills `resp` instead. */
+int perfc__ctx_set_raw_response(perfc_ctx *ctx, const ProtobufCMessage *resp,
+                                const uint8_t *data, size_t len);
+
 /* Monotonic milliseconds until `deadline`; INT64_MAX for infinite. */
 int64_t perfc__remaining_ms(gpr_timespec deadline);
 

@@ -1,6 +1,8 @@
 /* test_arena.c — runtime/src/arena.c: alignment, growth, reset, protobuf-c
  * allocator. */
 #include <criterion/criterion.h>
+#include <limits.h>
+#include <stdio.h>
 #include <perfc/arena.h>
 #include <stdint.h>
 #include <string.h>
@@ -86,6 +88,45 @@ Test(arena, sprintf_in_place_and_across_blocks) {
   cr_assert_eq(strspn(s2, "0"), 46);
   cr_assert_str_eq(s3, "longer than nothing/99");
   cr_assert_eq(strlen(s4), 301);
+  perfc_arena_free(a);
+}
+
+/* The formats generated keys use (text, %s, %lld, %llu, %%) take a short
+ * path that skips vsnprintf; it must agree with snprintf byte for byte,
+ * including the extremes, empty strings, and texts that only fit
+ * a new block (first in place, then across the block's end). */
+#define SAME_AS_SNPRINTF(a, fmt, ...)                                          \
+  do {                                                                         \
+    char want_[512];                                                           \
+    snprintf(want_, sizeof want_, fmt, __VA_ARGS__);                           \
+    const char *got_ = perfc_arena_sprintf(a, fmt, __VA_ARGS__);               \
+    cr_assert_not_null(got_);                                                  \
+    cr_assert_str_eq(got_, want_, "format \"%s\"", fmt);                      \
+  } while (0)
+
+Test(arena, sprintf_short_path_matches_snprintf) {
+  perfc_arena *a;
+  cr_assert_eq(perfc_arena_new(&a, 64), 0);
+  for (int round = 0; round < 40; round++) {
+    SAME_AS_SNPRINTF(a, "user:%lld", (long long)round * 7919);
+    SAME_AS_SNPRINTF(a, "user:%lld", LLONG_MIN);
+    SAME_AS_SNPRINTF(a, "user:%lld", LLONG_MAX);
+    SAME_AS_SNPRINTF(a, "%lld", -1LL);
+    SAME_AS_SNPRINTF(a, "%lld", 0LL);
+    SAME_AS_SNPRINTF(a, "k:%llu", ULLONG_MAX);
+    SAME_AS_SNPRINTF(a, "k:%llu", 0ULL);
+    SAME_AS_SNPRINTF(a, "%s:%s", "a", "");
+    SAME_AS_SNPRINTF(a, "%s", "no conversions after this");
+    SAME_AS_SNPRINTF(a, "100%% of %s/%llu:%lld", "keys", 42ULL, -42LL);
+    SAME_AS_SNPRINTF(a, "user_email:%s", "someone.with.a.long.address@example.com");
+  }
+  char big[300];
+  memset(big, 'y', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  SAME_AS_SNPRINTF(a, "<%s>:%lld", big, 5LL);
+  /* Other conversions still go through vsnprintf. */
+  SAME_AS_SNPRINTF(a, "%05d|%-4s|%x", 42, "ab", 255);
+  SAME_AS_SNPRINTF(a, "%ld %lu", -7L, 7UL);
   perfc_arena_free(a);
 }
 

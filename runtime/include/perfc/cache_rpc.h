@@ -36,12 +36,12 @@ typedef perfc_status_code (*perfc_cache_rpc_load_fn)(
  *  perfc_cache_get_or_load_ttl(`ttl_ms`, `negative_ttl_ms`); on a miss
  *  runs `load` (single flight: concurrent calls for one key share one
  *  load), packs its response into the cache, and answers the others with
- *  the stored bytes: `resp` gets them as its unknown fields (copied into
- *  the call's arena), which protobuf-c packs as they are, so the response
- *  sent is the stored encoding without a decode and re-encode; its known
- *  fields stay unset, so nothing between this call and the server's pack
- *  may read them (the generated trampolines do not). Bytes that are not
- *  plain fields are decoded into `resp` instead. Keys must not be shared
+ *  the stored bytes: when `resp` is the call's own response (the message
+ *  the server passed the handler), the server sends the stored encoding as
+ *  it is, without a decode and re-encode, and `resp` stays unset, so
+ *  nothing between this call and the server may read or change it (the
+ *  generated trampolines do not). Otherwise (another message, or bytes that
+ *  are not plain fields) they are decoded into `resp`. Keys must not be shared
  *  by methods with different response types. NOT_FOUND from the
  *  load is cached as "not found" (unless `negative_ttl_ms` is
  *  PERFC_CACHE_TTL_NONE) and answered NOT_FOUND; any other error is
