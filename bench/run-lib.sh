@@ -42,9 +42,11 @@ fi
 # interceptor on (--metrics-listen); perfc-bare is perfc without health and
 # reflection (only Echo's methods registered, like the peers); perfc-preempt
 # is perfc with its pollers under the normal scheduling policy instead of
-# SCHED_BATCH (--poller-preempt 1); cpp-full is the C++ peer with the
-# default health service and reflection on, i.e. the same five methods as
-# perfc as shipped. PERFC_EXTRA_ARGS is added to all the perfc ones
+# SCHED_BATCH (--poller-preempt 1); perfc-wpreempt the same for the worker
+# pool's threads (--worker-preempt 1); perfc-rN posts at most N requests per
+# method (--requests N), ccore-rN likewise for the C core ceiling; cpp-full
+# is the C++ peer with the default health service and reflection on, i.e.
+# the same five methods as perfc as shipped. PERFC_EXTRA_ARGS is added to all the perfc ones
 # (bench/run-streaming sets --pool-threads, since each perfc streaming
 # handler holds a worker thread); otherwise perfc runs with its defaults,
 # exactly as bench/run starts it.
@@ -56,6 +58,7 @@ server_cmd() {
     perfc) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
+    perfc-wpreempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --worker-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-base)
       # The same server from another build (PERFC_BASE_BUILD, e.g. one made
       # from main), for before/after comparisons within one run.

@@ -10,6 +10,7 @@
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
+ *                          [--worker-preempt 1]
  *                          [--executor inline|pool]
  *
  * --executor pool runs Unary on the worker pool (server.default_executor;
@@ -22,7 +23,9 @@
  * and /metrics (plus process metrics) is served there; without it the
  * server runs with no interceptor, so bench/run can measure the cost.
  * --poller-preempt 1 keeps the normal scheduling policy for the pollers
- * (perfc_server_opts.poller_wakeup_preemption), to measure SCHED_BATCH.
+ * (perfc_server_opts.poller_wakeup_preemption), to measure SCHED_BATCH;
+ * --worker-preempt 1 the same for the worker pool's threads
+ * (perfc_server_opts.worker_wakeup_preemption).
  * --metrics-dump writes the final exposition to FILE after a graceful stop,
  * when every accepted call has been counted: scripts/soak compares it with
  * what h2load received across a SIGTERM (a scrape could only race it).
@@ -82,7 +85,7 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
-             "[--pool-threads N] [--bare 1] [--poller-preempt 1] "
+             "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] "
              "[--executor inline|pool]\n");
 }
 
@@ -95,6 +98,7 @@ int main(int argc, char **argv) {
   long pool_threads = 0; /* 0 = perfc's default (4 per core) */
   int bare = 0;
   int preempt = 0; /* --poller-preempt 1: pollers keep the normal policy */
+  int wpreempt = 0; /* --worker-preempt 1: workers keep the normal policy */
   perfc_executor executor = PERFC_EXEC_INLINE;
 
   for (int i = 1; i < argc; i++) {
@@ -136,6 +140,8 @@ int main(int argc, char **argv) {
       bare = !strcmp(v, "1");
     } else if (!strcmp(a, "--poller-preempt")) {
       preempt = !strcmp(v, "1");
+    } else if (!strcmp(a, "--worker-preempt")) {
+      wpreempt = !strcmp(v, "1");
     } else if (!strcmp(a, "--executor")) {
       if (!strcmp(v, "inline")) {
         executor = PERFC_EXEC_INLINE;
@@ -166,6 +172,7 @@ int main(int argc, char **argv) {
   opts.requests_per_method = (unsigned)requests;
   opts.pool_threads = (unsigned)pool_threads;
   opts.poller_wakeup_preemption = preempt;
+  opts.worker_wakeup_preemption = wpreempt;
   opts.default_executor = executor;
 
   perfc_server *srv = NULL;

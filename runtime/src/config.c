@@ -53,8 +53,8 @@ typedef struct raw_server {
       *keepalive_permit_without_calls, *min_ping_interval,
       *max_concurrent_streams, *max_recv_message_size, *max_send_message_size,
       *max_connection_idle, *max_connection_age, *max_connection_age_grace,
-      *shutdown_grace, *compression, *poller_wakeup_preemption, *tcp_tx_zerocopy,
-      *channelz;
+      *shutdown_grace, *compression, *poller_wakeup_preemption,
+      *worker_wakeup_preemption, *tcp_tx_zerocopy, *channelz;
 } raw_server;
 
 typedef struct raw_tls {
@@ -135,6 +135,7 @@ static const cyaml_schema_field_t server_fields[] = {
     STR_FIELD("shutdown_grace", raw_server, shutdown_grace),
     STR_FIELD("compression", raw_server, compression),
     STR_FIELD("poller_wakeup_preemption", raw_server, poller_wakeup_preemption),
+    STR_FIELD("worker_wakeup_preemption", raw_server, worker_wakeup_preemption),
     STR_FIELD("tcp_tx_zerocopy", raw_server, tcp_tx_zerocopy),
     STR_FIELD("channelz", raw_server, channelz),
     CYAML_FIELD_END};
@@ -232,7 +233,7 @@ typedef struct values {
   unsigned threads, requests_per_method, pool_threads, pool_queue,
       max_concurrent_streams;
   int default_executor, compression, permit_without_calls, poller_preemption,
-      tcp_tx_zerocopy, channelz;
+      worker_preemption, tcp_tx_zerocopy, channelz;
   int64_t keepalive_time_ms, keepalive_timeout_ms, min_ping_interval_ms,
       max_connection_idle_ms, max_connection_age_ms,
       max_connection_age_grace_ms, shutdown_grace_ms;
@@ -310,6 +311,8 @@ static const key_def KEYS[] = {
         NULL),
     KEY(server, compression, K_ENUM, VAL(compression), 0, 0, compression_names),
     KEY(server, poller_wakeup_preemption, K_BOOL, VAL(poller_preemption), 0, 0,
+        NULL),
+    KEY(server, worker_wakeup_preemption, K_BOOL, VAL(worker_preemption), 0, 0,
         NULL),
     KEY(server, tcp_tx_zerocopy, K_BOOL, VAL(tcp_tx_zerocopy), 0, 0, NULL),
     KEY(server, channelz, K_BOOL, VAL(channelz), 0, 0, NULL),
@@ -1522,6 +1525,8 @@ int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
        v->max_connection_age_grace_ms);
   COPY("poller_wakeup_preemption", poller_wakeup_preemption,
        v->poller_preemption);
+  COPY("worker_wakeup_preemption", worker_wakeup_preemption,
+       v->worker_preemption);
   COPY("shutdown_grace", shutdown_grace_ms, v->shutdown_grace_ms);
   COPY("compression", compression, compression_names[v->compression]);
   COPY("tcp_tx_zerocopy", tcp_tx_zerocopy, v->tcp_tx_zerocopy);

@@ -9,6 +9,7 @@
 #include "perfc/pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct perfc_pool {
   pthread_t *threads;
   perfc_gauge *queued_gauge, *busy_gauge;
   perfc_counter *rejected_counter;
+  int sched_batch;
   char name[12];
 };
 
@@ -46,6 +48,11 @@ void perfc_pool_opts_init(perfc_pool_opts *o) {
 
 static void *worker_main(void *arg) {
   perfc_pool *p = arg;
+  if (p->sched_batch) {
+    /* Failure leaves the normal policy, which is only slower. */
+    struct sched_param sp = {.sched_priority = 0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+  }
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (p->count == 0 && !p->stopping)
@@ -84,6 +91,7 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
     o.queued_gauge = opts->queued_gauge;
     o.busy_gauge = opts->busy_gauge;
     o.rejected_counter = opts->rejected_counter;
+    o.sched_batch = opts->sched_batch;
   }
   if (out == NULL)
     return PERFC_EINVAL;
@@ -103,6 +111,7 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
   p->queued_gauge = o.queued_gauge;
   p->busy_gauge = o.busy_gauge;
   p->rejected_counter = o.rejected_counter;
+  p->sched_batch = o.sched_batch;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->has_work, NULL);
   for (unsigned i = 0; i < o.threads; i++) {

@@ -284,6 +284,7 @@ static void opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
   TAKE(shutdown_grace_ms);
   TAKE(compression);
   TAKE(poller_wakeup_preemption);
+  TAKE(worker_wakeup_preemption);
   TAKE(tcp_tx_zerocopy);
   TAKE(channelz);
 #undef TAKE
@@ -1503,6 +1504,7 @@ int perfc_server_start(perfc_server *srv) {
     po.queued_gauge = srv->pool_queued;
     po.busy_gauge = srv->pool_busy;
     po.rejected_counter = srv->pool_rejected;
+    po.sched_batch = !srv->opts.worker_wakeup_preemption;
     int rc = perfc_pool_new(&srv->pool, &po);
     if (rc != 0)
       return rc;

@@ -729,9 +729,10 @@ Test(server_opts, max_connection_age_recycles_connections_without_failures,
   test_server_stop(s);
 }
 
-/* Scheduling policy of this process's poller threads (named perfc-cqN):
- * SCHED_BATCH or SCHED_OTHER if all agree, -2 if they differ, -1 if none. */
-static int poller_policy(void) {
+/* Scheduling policy of this process's threads whose names start with
+ * `prefix` (pollers perfc-cqN, workers perfc-wkN): SCHED_BATCH or
+ * SCHED_OTHER if all agree, -2 if they differ, -1 if none. */
+static int threads_policy(const char *prefix) {
   int policy = -1;
   DIR *d = opendir("/proc/self/task");
   if (d == NULL)
@@ -748,7 +749,7 @@ static int poller_policy(void) {
     if (fgets(comm, sizeof comm, f) == NULL)
       comm[0] = '\0';
     fclose(f);
-    if (strncmp(comm, "perfc-cq", 8) != 0)
+    if (strncmp(comm, prefix, strlen(prefix)) != 0)
       continue;
     int p = sched_getscheduler((pid_t)atoi(e->d_name));
     policy = policy == -1 || policy == p ? p : -2;
@@ -757,16 +758,29 @@ static int poller_policy(void) {
   return policy;
 }
 
-Test(server_opts, pollers_run_batch_scheduled_unless_preemption_is_asked_for,
+/* Pollers and pool workers each run under SCHED_BATCH unless their own
+ * option asks for wake-up preemption; the two options are independent.
+ * (The test service has pool methods, so the server starts its pool.) */
+Test(server_opts, pollers_and_workers_run_batch_scheduled_unless_asked,
      .timeout = 60) {
-  for (int preempt = 0; preempt <= 1; preempt++) {
-    perfc_server_opts o = {.poller_wakeup_preemption = preempt};
+  for (int preempt = 0; preempt <= 3; preempt++) {
+    perfc_server_opts o = {.poller_wakeup_preemption = preempt & 1,
+                           .worker_wakeup_preemption = (preempt >> 1) & 1};
     int p;
     perfc_channel *c;
     /* The call proves the pollers are past their start-up. */
     perfc_server *s = start_and_call(&o, &p, &c);
-    cr_assert_eq(poller_policy(), preempt ? SCHED_OTHER : SCHED_BATCH,
-                 "preempt=%d: policy %d", preempt, poller_policy());
+    int want_poller = preempt & 1 ? SCHED_OTHER : SCHED_BATCH;
+    int want_worker = preempt & 2 ? SCHED_OTHER : SCHED_BATCH;
+    cr_assert_eq(threads_policy("perfc-cq"), want_poller,
+                 "preempt=%d: poller policy %d", preempt,
+                 threads_policy("perfc-cq"));
+    /* Workers set their policy as they start: wait for all of them. */
+    int got = -1;
+    for (int i = 0; i < 200 && (got = threads_policy("perfc-wk")) != want_worker;
+         i++)
+      usleep(10 * 1000);
+    cr_assert_eq(got, want_worker, "preempt=%d: worker policy %d", preempt, got);
     perfc_channel_free(c);
     test_server_stop(s);
   }

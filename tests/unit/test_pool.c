@@ -1,6 +1,7 @@
 /* test_pool.c — runtime/src/pool.c: every job runs exactly once, the bound
  * refuses at once, free drains the queue. */
 #include <criterion/criterion.h>
+#include <sched.h>
 #include <perfc/pool.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -75,4 +76,30 @@ Test(pool, defaults_and_bad_arguments) {
   cr_assert_eq(perfc_pool_submit(p, NULL, NULL), PERFC_EINVAL);
   perfc_pool_free(p);
   perfc_pool_free(NULL);
+}
+
+/* A job reports the scheduling policy of the worker it ran on. */
+static void policy_job(void *arg) { atomic_store((atomic_int *)arg, sched_getscheduler(0)); }
+
+/* sched_batch puts the workers under SCHED_BATCH (what the server asks for
+ * by default); without it they keep the normal policy. */
+Test(pool, sched_batch_sets_the_workers_policy) {
+  for (int batch = 0; batch <= 1; batch++) {
+    perfc_pool_opts o;
+    perfc_pool_opts_init(&o);
+    cr_assert_eq(o.sched_batch, 0, "the normal policy is the default");
+    o.threads = 2;
+    o.sched_batch = batch;
+    perfc_pool *p;
+    cr_assert_eq(perfc_pool_new(&p, &o), 0);
+    for (int i = 0; i < 4; i++) {
+      atomic_int got = -1;
+      cr_assert_eq(perfc_pool_submit(p, policy_job, &got), 0);
+      for (int w = 0; w < 500 && atomic_load(&got) == -1; w++)
+        usleep(1000);
+      cr_assert_eq(atomic_load(&got), batch ? SCHED_BATCH : SCHED_OTHER,
+                   "batch=%d: policy %d", batch, atomic_load(&got));
+    }
+    perfc_pool_free(p);
+  }
 }

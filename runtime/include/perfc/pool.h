@@ -42,6 +42,10 @@ typedef struct perfc_pool_opts {
   perfc_gauge *queued_gauge;
   perfc_gauge *busy_gauge;
   perfc_counter *rejected_counter;
+  /** 1: workers run under SCHED_BATCH (never preempt a running thread when
+   *  woken; perfc_server_opts.worker_wakeup_preemption says why the server
+   *  wants that). 0 (default): the normal policy. */
+  int sched_batch;
 } perfc_pool_opts;
 
 /** Fills `o` with the defaults. */

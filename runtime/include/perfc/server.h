@@ -90,6 +90,16 @@ typedef struct perfc_server_opts {
    *  the normal policy (wake-up preemption), e.g. when workers run long
    *  CPU-bound handlers and new calls must be picked up at once. */
   int poller_wakeup_preemption;
+  /** 0 (default): the worker pool's threads run under SCHED_BATCH too, so
+   *  a poller handing calls to workers is not preempted by each worker it
+   *  wakes: it hands over what the network brought, then the workers run.
+   *  Unary calls on the pool on one core: 0.09 instead of 2.7 context
+   *  switches per call, about twice the calls per second (see
+   *  docs/benchmarks-more.md). The cost is the same as for pollers: a
+   *  worker woken (a call for it, or its database answering) while other
+   *  threads run waits for their time slice. 1: workers keep the normal
+   *  policy. */
+  int worker_wakeup_preemption;
   /** TCP transmit zerocopy (Linux MSG_ZEROCOPY, the core's
    *  GRPC_ARG_TCP_TX_ZEROCOPY_ENABLED) for writes of 16 KiB and more:
    *  0 = off (default), 1 = on. While it is off perfc also tells the core to
