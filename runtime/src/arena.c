@@ -129,7 +129,7 @@ char *perfc_arena_strdup(perfc_arena *a, const char *s) {
 /* The formats generated cache keys use ("user:%lld", "%s/%llu", ...):
  * literal text, %s, %lld, %llu and %%. vsnprintf spends ~600 instructions
  * on a one-number key (most of it setting up its stream), which was a
- * tenth of what perfc adds to a cache hit; this does the same in ~60.
+ * tenth of what perfc adds to a cache hit; this does the same in ~200.
  * Any other conversion, flag or width takes vsnprintf. */
 static int simple_format(const char *fmt) {
   for (const char *p = fmt; (p = strchr(p, '%')) != NULL;) {

@@ -803,7 +803,7 @@ static void counter_add(_Atomic unsigned *c, int d) {
  * the queue's mutex). Requests for methods nobody calls are never removed,
  * so they stay at the front of that array and every search walks over
  * them: 32 for each of a dozen cold methods cost each call of the hot one
- * ~4,000 instructions (7 % of a GetUser from L1). So a method starts with
+ * ~4,600 instructions (8 % of a GetUser from L1). So a method starts with
  * REQUESTS_START, and doubles (up to requests_per_method, and stays there)
  * whenever this poller has more than twice its depth of its calls running.
  * Calls that find nothing posted wait in the core until the poller posts
