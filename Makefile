@@ -31,11 +31,17 @@ check:
 	@scripts/bootstrap --check
 	@scripts/check
 
+# Every comparison in docs/benchmarks.md, one script after the other (about
+# 15 minutes on 2 cores); `make bench BENCH_SCRIPTS=run` for the headline
+# alone. Each script checks every run; the target fails if any did.
+BENCH_SCRIPTS ?= run run-overhead run-streaming run-idle run-client run-users
 bench:
 	@scripts/bootstrap --bench
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPERFC_BUILD_PEERS=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
-	@bench/run $(BUILD)
+	@rc=0; for s in $(BENCH_SCRIPTS); do \
+	  echo "== bench/$$s $(BUILD)"; bench/$$s $(BUILD) || rc=1; \
+	done; exit $$rc
 
 fuzz:
 	@scripts/bootstrap --check
