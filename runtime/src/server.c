@@ -386,11 +386,13 @@ static void ctx_release(perfc_ctx *ctx) {
     atomic_fetch_sub_explicit(
         &ctx->poller->inflight[ctx->method - ctx->poller->srv->methods], 1,
         memory_order_relaxed);
+  PERFC_CORE_MEMORY_BEGIN();
   grpc_metadata_array_destroy(&ctx->request_md);
   if (ctx->method == NULL)
     grpc_call_details_destroy(&ctx->details);
   if (ctx->payload != NULL)
     grpc_byte_buffer_destroy(ctx->payload);
+  PERFC_CORE_MEMORY_END();
   if (ctx->response != NULL)
     grpc_byte_buffer_destroy(ctx->response);
   if (ctx->has_details)
