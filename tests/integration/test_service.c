@@ -24,26 +24,39 @@ static perfc_status_code echo(perfc_ctx *ctx,
 }
 
 atomic_int test_slow_started;
+atomic_int test_slow_running_max;
+atomic_int test_slow_cancelled;
+static atomic_int slow_running;
 
 static perfc_status_code slow(perfc_ctx *ctx,
                               const Perfc__Test__V1__EchoRequest *req,
                               Perfc__Test__V1__EchoResponse *resp, void *ud) {
   (void)ud;
   atomic_fetch_add(&test_slow_started, 1);
+  int now = atomic_fetch_add(&slow_running, 1) + 1;
+  for (int max = atomic_load(&test_slow_running_max);
+       now > max && !atomic_compare_exchange_weak(&test_slow_running_max, &max, now);)
+    ;
+  perfc_status_code code = PERFC_STATUS_OK;
   for (int waited = 0; waited < req->sleep_ms; waited += 5) {
     if (perfc_ctx_cancelled(ctx)) {
       resp->cancelled = 1;
+      atomic_fetch_add(&test_slow_cancelled, 1);
       if (perfc_ctx_remaining_ms(ctx) == 0)
-        return perfc_ctx_error(ctx, PERFC_STATUS_DEADLINE_EXCEEDED,
+        code = perfc_ctx_error(ctx, PERFC_STATUS_DEADLINE_EXCEEDED,
                                "deadline passed after %d ms", waited);
-      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "cancelled after %d ms",
-                             waited);
+      else
+        code = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED,
+                               "cancelled after %d ms", waited);
+      break;
     }
     struct timespec ts = {0, 5 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
-  resp->payload = req->payload;
-  return PERFC_STATUS_OK;
+  atomic_fetch_sub(&slow_running, 1);
+  if (code == PERFC_STATUS_OK)
+    resp->payload = req->payload;
+  return code;
 }
 
 static perfc_status_code fail(perfc_ctx *ctx,

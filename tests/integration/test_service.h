@@ -19,4 +19,12 @@ extern const Perfc__Test__V1__TestService_Handlers test_service_handlers;
  * server instead of guessing a delay (a sanitizer build can take longer
  * than any fixed guess to connect). */
 extern atomic_int test_slow_started;
+
+/* The most Slow handlers that ran at the same time since the last reset
+ * (store 0): lets a test assert on overlap instead of on elapsed time. */
+extern atomic_int test_slow_running_max;
+
+/* Slow handler runs that ended early because their call was cancelled or
+ * its deadline passed. */
+extern atomic_int test_slow_cancelled;
 #endif
