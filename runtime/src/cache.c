@@ -1091,8 +1091,10 @@ int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                                      out_len);
 }
 
-int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
-                     size_t *out_len) {
+/* perfc_cache_peek() and its arena variant: L1 alone, never loading. The
+ * value is malloc'd when `a` is NULL, else copied into `a`. */
+static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
+                size_t *out_len) {
   if (!c || !key || !out || !out_len)
     return PERFC_EINVAL;
   if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
@@ -1100,7 +1102,8 @@ int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
     return PERFC_ENOENT;
   }
   int neg = 0;
-  int rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
+  int rc = a ? perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg)
+             : perfc_l1cache_get(c->l1, key, out, out_len, &neg);
   if (rc == PERFC_ENOENT)
     return 1;
   if (rc != 0)
@@ -1108,33 +1111,21 @@ int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
   perfc_counter_inc(c->m.l1_hits);
   if (neg) {
     perfc_counter_inc(c->m.negative_hits);
-    free(*out);
-    *out = NULL;
-    return PERFC_ENOENT;
+    return PERFC_ENOENT; /* both reads leave *out NULL for a negative entry */
   }
   return 0;
 }
 
+int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
+                     size_t *out_len) {
+  return peek(c, key, NULL, out, out_len);
+}
+
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
                             uint8_t **out, size_t *out_len) {
-  if (!c || !key || !a || !out || !out_len)
+  if (a == NULL)
     return PERFC_EINVAL;
-  if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
-    perfc_counter_inc(c->m.bloom_rejects);
-    return PERFC_ENOENT;
-  }
-  int neg = 0;
-  int rc = perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg);
-  if (rc == PERFC_ENOENT)
-    return 1;
-  if (rc != 0)
-    return rc;
-  perfc_counter_inc(c->m.l1_hits);
-  if (neg) {
-    perfc_counter_inc(c->m.negative_hits);
-    return PERFC_ENOENT;
-  }
-  return 0;
+  return peek(c, key, a, out, out_len);
 }
 
 int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
