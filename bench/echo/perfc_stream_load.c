@@ -81,6 +81,21 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
+/* Reads one echo and checks its size. Returns the read's result: 1 for a
+ * message (counted), 0 at the end of the stream, < 0 on error (kept). */
+static int read_one(stream_job *j) {
+  Bench__V1__EchoResponse *resp = NULL;
+  int rc = bench__v1__echo__stream__read(j->s, &resp);
+  if (rc != 1) {
+    j->recv_rc = rc;
+    return rc;
+  }
+  if (resp->payload.len != j->req->payload.len)
+    j->bad++;
+  j->received++;
+  return 1;
+}
+
 /* --threads-per-stream 1: the window is a count, not a semaphore. */
 static void *single_main(void *arg) {
   stream_job *j = arg;
@@ -95,15 +110,8 @@ static void *single_main(void *arg) {
         perfc_client_stream_close_send(j->s);
       continue;
     }
-    Bench__V1__EchoResponse *resp = NULL;
-    int rc = bench__v1__echo__stream__read(j->s, &resp);
-    if (rc != 1) {
-      j->recv_rc = rc;
+    if (read_one(j) != 1)
       break;
-    }
-    if (resp->payload.len != j->req->payload.len)
-      j->bad++;
-    j->received++;
   }
   if (j->received < j->count)
     perfc_client_stream_cancel(j->s);
@@ -112,18 +120,8 @@ static void *single_main(void *arg) {
 
 static void *reader_main(void *arg) {
   stream_job *j = arg;
-  for (;;) {
-    Bench__V1__EchoResponse *resp = NULL;
-    int rc = bench__v1__echo__stream__read(j->s, &resp);
-    if (rc != 1) {
-      j->recv_rc = rc;
-      break;
-    }
-    if (resp->payload.len != j->req->payload.len)
-      j->bad++;
-    j->received++;
+  while (read_one(j) == 1)
     sem_post(&j->window);
-  }
   /* Unblock a writer still waiting for a slot when the call died early. */
   if (j->received < j->count) {
     perfc_client_stream_cancel(j->s);
