@@ -678,6 +678,21 @@ static long read_until_close(int fd, long limit_ms, int *pings, int *goaways) {
   }
 }
 
+/* Starts a server with `o`, opens a silent raw HTTP/2 connection to it and
+ * waits up to `limit_ms` for the server to close it: read_until_close()'s
+ * result and counts. The server is returned in *out (its port in *out_port). */
+static long silent_connection(const perfc_server_opts *o, long limit_ms,
+                              perfc_server **out, int *out_port, int *pings,
+                              int *goaways) {
+  *out = test_server_start(o, out_port);
+  cr_assert_not_null(*out);
+  int fd = raw_h2_connect(*out_port);
+  cr_assert_geq(fd, 0, "cannot connect");
+  long ms = read_until_close(fd, limit_ms, pings, goaways);
+  close(fd);
+  return ms;
+}
+
 /* The server pings an idle connection after keepalive_time_ms (idle pings
  * need keepalive_permit_without_calls) and closes it when the ack does not
  * come within keepalive_timeout_ms; with the defaults (2 h) the same silent
@@ -691,14 +706,9 @@ Test(server_opts, keepalive_closes_connections_whose_peer_stopped_answering,
       o.keepalive_timeout_ms = 300;
       o.keepalive_permit_without_calls = 1;
     }
-    int p;
-    perfc_server *s = test_server_start(&o, &p);
-    cr_assert_not_null(s);
-    int fd = raw_h2_connect(p);
-    cr_assert_geq(fd, 0, "cannot connect");
-    int pings, goaways;
-    long ms = read_until_close(fd, 3000, &pings, &goaways);
-    close(fd);
+    int p, pings, goaways;
+    perfc_server *s;
+    long ms = silent_connection(&o, 3000, &s, &p, &pings, &goaways);
     if (on) {
       cr_assert_geq(pings, 1, "no keepalive ping before the close");
       /* Not before the first keepalive is due; the core may count the
@@ -721,15 +731,10 @@ Test(server_opts, max_connection_age_recycles_connections_without_failures,
      .timeout = 60) {
   perfc_server_opts o = {.max_connection_age_ms = 300,
                          .max_connection_age_grace_ms = 200};
-  int p;
-  perfc_server *s = test_server_start(&o, &p);
-  cr_assert_not_null(s);
   /* A silent raw connection sees the GOAWAY and the close. */
-  int fd = raw_h2_connect(p);
-  cr_assert_geq(fd, 0, "cannot connect");
-  int pings, goaways;
-  long ms = read_until_close(fd, 5000, &pings, &goaways);
-  close(fd);
+  int p, pings, goaways;
+  perfc_server *s;
+  long ms = silent_connection(&o, 5000, &s, &p, &pings, &goaways);
   cr_assert_geq(goaways, 1, "no GOAWAY");
   cr_assert(ms >= 200 && ms < 5000, "closed after %ld ms, expected ~300-700", ms);
   /* Calls across several ages all succeed. */
