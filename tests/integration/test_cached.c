@@ -257,6 +257,48 @@ Test(cached, first_get_loads_second_is_served_from_cache) {
   cr_assert_geq(s.l1_hits, 5);
 }
 
+/* A hit sends the stored bytes as they are, without decoding them: an
+ * entry holding another valid CachedItem encoding comes back as that item.
+ * Bytes that are not plain protobuf fields are not sent: they are decoded,
+ * and what does not decode is INTERNAL naming the key, while the other
+ * keys keep working. */
+Test(cached, hits_send_stored_bytes_and_damaged_bytes_are_internal) {
+  char name[32];
+  cr_assert_eq(get(7, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&loads), 1);
+  Perfc__Test__V1__CachedItem other = PERFC__TEST__V1__CACHED_ITEM__INIT;
+  other.id = 7;
+  other.name = "stored-bytes";
+  other.version = 42;
+  uint8_t buf[64];
+  size_t n = perfc__test__v1__cached_item__pack(&other, buf);
+  perfc_l1cache *l1 = perfc_cache_l1(cache);
+  cr_assert_eq(perfc_l1cache_set(l1, "item:7", (perfc_slice){buf, n}, 60000), 0);
+  int64_t version = 0;
+  cr_assert_eq(get(7, name, sizeof name, &version), PERFC_STATUS_OK);
+  cr_assert_str_eq(name, "stored-bytes");
+  cr_assert_eq(version, 42);
+
+  static const uint8_t damaged[] = {0x0b, 0x0c}; /* a group: not plain */
+  cr_assert_eq(perfc_l1cache_set(l1, "item:7",
+                                 (perfc_slice){damaged, sizeof damaged}, 60000),
+               0);
+  Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
+  req.id = 7;
+  Perfc__Test__V1__CachedItem *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__item_store__get_item__call(ch, &req, &resp,
+                                                           NULL, &st),
+               PERFC_STATUS_INTERNAL);
+  cr_assert_not_null(st.message);
+  cr_assert(strstr(st.message, "item:7") != NULL, "%s", st.message);
+  perfc_status_reset(&st);
+  cr_assert_null(resp);
+  cr_assert_eq(get(8, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_str_eq(name, "item-8");
+  cr_assert_eq(atomic_load(&loads), 2, "hits, even damaged ones, never load");
+}
+
 Test(cached, not_found_is_cached_for_negative_ttl) {
   cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
   cr_assert_eq(atomic_load(&loads), 1);
