@@ -445,10 +445,14 @@ Test(inline_hits, l1_hits_and_cached_not_found_need_no_worker) {
   atomic_store(&load_delay_ms, 1500);
   pthread_t th[2];
   perfc_status_code codes[2];
-  for (int i = 0; i < 2; i++) {
-    cr_assert_eq(pthread_create(&th[i], NULL, get_slow, &codes[i]), 0);
-    tr_sleep_ms(150); /* the first is on the worker before the second queues */
-  }
+  cr_assert_eq(pthread_create(&th[0], NULL, get_slow, &codes[0]), 0);
+  /* The first is on the worker (its load started) before the second
+   * queues; waited for, not guessed, so a loaded TSan build keeps up. */
+  for (int i = 0; i < 500 && atomic_load(&loads) == 2; i++)
+    tr_sleep_ms(10);
+  cr_assert_eq(atomic_load(&loads), 3, "the first slow load never started");
+  cr_assert_eq(pthread_create(&th[1], NULL, get_slow, &codes[1]), 0);
+  tr_sleep_ms(150); /* the second reaches the server and takes the queue slot */
   cr_assert_eq(get(2, NULL, 0, NULL), PERFC_STATUS_RESOURCE_EXHAUSTED,
                "a miss needs the (full) pool");
   for (int i = 0; i < 20; i++) {
@@ -475,7 +479,11 @@ Test(inline_hits, a_miss_that_expired_in_the_queue_is_not_loaded) {
   pthread_t th;
   perfc_status_code slow_code;
   cr_assert_eq(pthread_create(&th, NULL, get_slow, &slow_code), 0);
-  tr_sleep_ms(150); /* the slow load holds the one worker */
+  /* Wait until the slow load holds the one worker (a fixed 150 ms was too
+   * short for a loaded TSan build, 2 runs in 7). */
+  for (int i = 0; i < 500 && atomic_load(&loads) == 0; i++)
+    tr_sleep_ms(10);
+  cr_assert_eq(atomic_load(&loads), 1, "the slow load never started");
   Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
   req.id = 6;
   Perfc__Test__V1__CachedItem *resp = NULL;
