@@ -43,7 +43,8 @@ fi
 # reflection (only Echo's methods registered, like the peers); perfc-preempt
 # is perfc with its pollers under the normal scheduling policy instead of
 # SCHED_BATCH (--poller-preempt 1); perfc-wpreempt the same for the worker
-# pool's threads (--worker-preempt 1); perfc-rN posts at most N requests per
+# pool's threads (--worker-preempt 1); perfc-sflush writes every stream
+# reply at once, without batching (--stream-flush 1); perfc-rN posts at most N requests per
 # method (--requests N), ccore-rN likewise for the C core ceiling; cpp-full
 # is the C++ peer with the default health service and reflection on, i.e.
 # the same five methods as perfc as shipped. PERFC_EXTRA_ARGS is added to all the perfc ones
@@ -59,6 +60,7 @@ server_cmd() {
     perfc-bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-wpreempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --worker-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
+    perfc-sflush) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --stream-flush 1 ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-base)
       # The same server from another build (PERFC_BASE_BUILD, e.g. one made
       # from main), for before/after comparisons within one run.

@@ -10,7 +10,7 @@
  * Usage: perfc-echo-server --listen HOST:PORT [--threads N] [--requests K]
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
- *                          [--worker-preempt 1]
+ *                          [--worker-preempt 1] [--stream-flush 1]
  *                          [--executor inline|pool]
  *
  * --executor pool runs Unary on the worker pool (server.default_executor;
@@ -26,6 +26,9 @@
  * (perfc_server_opts.poller_wakeup_preemption), to measure SCHED_BATCH;
  * --worker-preempt 1 the same for the worker pool's threads
  * (perfc_server_opts.worker_wakeup_preemption).
+ * --stream-flush 1 writes every Stream reply at once instead of batching
+ * those made while the next request waits
+ * (perfc_server_opts.stream_flush_every_send).
  * --metrics-dump writes the final exposition to FILE after a graceful stop,
  * when every accepted call has been counted: scripts/soak compares it with
  * what h2load received across a SIGTERM (a scrape could only race it).
@@ -85,7 +88,7 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
-             "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] "
+             "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] [--stream-flush 1] "
              "[--executor inline|pool]\n");
 }
 
@@ -99,6 +102,7 @@ int main(int argc, char **argv) {
   int bare = 0;
   int preempt = 0; /* --poller-preempt 1: pollers keep the normal policy */
   int wpreempt = 0; /* --worker-preempt 1: workers keep the normal policy */
+  int sflush = 0;   /* --stream-flush 1: no reply batching on streams */
   perfc_executor executor = PERFC_EXEC_INLINE;
 
   for (int i = 1; i < argc; i++) {
@@ -142,6 +146,8 @@ int main(int argc, char **argv) {
       preempt = !strcmp(v, "1");
     } else if (!strcmp(a, "--worker-preempt")) {
       wpreempt = !strcmp(v, "1");
+    } else if (!strcmp(a, "--stream-flush")) {
+      sflush = !strcmp(v, "1");
     } else if (!strcmp(a, "--executor")) {
       if (!strcmp(v, "inline")) {
         executor = PERFC_EXEC_INLINE;
@@ -173,6 +179,7 @@ int main(int argc, char **argv) {
   opts.pool_threads = (unsigned)pool_threads;
   opts.poller_wakeup_preemption = preempt;
   opts.worker_wakeup_preemption = wpreempt;
+  opts.stream_flush_every_send = sflush;
   opts.default_executor = executor;
 
   perfc_server *srv = NULL;

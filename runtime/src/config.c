@@ -54,7 +54,8 @@ typedef struct raw_server {
       *max_concurrent_streams, *max_recv_message_size, *max_send_message_size,
       *max_connection_idle, *max_connection_age, *max_connection_age_grace,
       *shutdown_grace, *compression, *poller_wakeup_preemption,
-      *worker_wakeup_preemption, *tcp_tx_zerocopy, *channelz;
+      *worker_wakeup_preemption, *stream_flush_every_send, *tcp_tx_zerocopy,
+      *channelz;
 } raw_server;
 
 typedef struct raw_tls {
@@ -136,6 +137,7 @@ static const cyaml_schema_field_t server_fields[] = {
     STR_FIELD("compression", raw_server, compression),
     STR_FIELD("poller_wakeup_preemption", raw_server, poller_wakeup_preemption),
     STR_FIELD("worker_wakeup_preemption", raw_server, worker_wakeup_preemption),
+    STR_FIELD("stream_flush_every_send", raw_server, stream_flush_every_send),
     STR_FIELD("tcp_tx_zerocopy", raw_server, tcp_tx_zerocopy),
     STR_FIELD("channelz", raw_server, channelz),
     CYAML_FIELD_END};
@@ -233,7 +235,7 @@ typedef struct values {
   unsigned threads, requests_per_method, pool_threads, pool_queue,
       max_concurrent_streams;
   int default_executor, compression, permit_without_calls, poller_preemption,
-      worker_preemption, tcp_tx_zerocopy, channelz;
+      worker_preemption, stream_flush_every_send, tcp_tx_zerocopy, channelz;
   int64_t keepalive_time_ms, keepalive_timeout_ms, min_ping_interval_ms,
       max_connection_idle_ms, max_connection_age_ms,
       max_connection_age_grace_ms, shutdown_grace_ms;
@@ -314,6 +316,8 @@ static const key_def KEYS[] = {
         NULL),
     KEY(server, worker_wakeup_preemption, K_BOOL, VAL(worker_preemption), 0, 0,
         NULL),
+    KEY(server, stream_flush_every_send, K_BOOL, VAL(stream_flush_every_send),
+        0, 0, NULL),
     KEY(server, tcp_tx_zerocopy, K_BOOL, VAL(tcp_tx_zerocopy), 0, 0, NULL),
     KEY(server, channelz, K_BOOL, VAL(channelz), 0, 0, NULL),
     KEY(tls, cert_file, K_STR, VAL(cert_file), 0, 0, NULL),
@@ -1527,6 +1531,8 @@ int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
        v->poller_preemption);
   COPY("worker_wakeup_preemption", worker_wakeup_preemption,
        v->worker_preemption);
+  COPY("stream_flush_every_send", stream_flush_every_send,
+       v->stream_flush_every_send);
   COPY("shutdown_grace", shutdown_grace_ms, v->shutdown_grace_ms);
   COPY("compression", compression, compression_names[v->compression]);
   COPY("tcp_tx_zerocopy", tcp_tx_zerocopy, v->tcp_tx_zerocopy);

@@ -158,7 +158,25 @@ struct perfc_stream {
    * until the next perfc_stream_recv(), so a long stream does not grow the
    * call arena without bound. */
   perfc_arena *msg_arena;
+  /* Reply batching (perfc_server_opts.stream_flush_every_send says why).
+   * `held` is the handler's latest reply, kept back because the next
+   * request was already here and the handler is fast; it is started, with
+   * the core's buffer hint, when the handler sends again, or without it
+   * (which writes everything buffered) at the stream's next wait. */
+  grpc_byte_buffer *held;
+  uint32_t held_flags;
+  unsigned buffered;     /* replies in the core's buffer, not yet written */
+  unsigned long held_total; /* for perfc__stream_replies_held() */
+  int64_t got_ns;        /* when the handler was given its last message */
+  int64_t busy_ns;       /* its time from one message to asking for the next */
 };
+
+/* A reply is held only while the handler turns a message around in less
+ * than perfc__stream_hold_ns (the reply waits for the handler's next
+ * message at most), and no more than STREAM_BATCH_MAX replies wait
+ * unwritten. */
+int64_t perfc__stream_hold_ns = 20000;
+#define STREAM_BATCH_MAX 32
 
 struct method_entry {
   const perfc_method_desc *desc;
@@ -285,6 +303,7 @@ static void opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
   TAKE(compression);
   TAKE(poller_wakeup_preemption);
   TAKE(worker_wakeup_preemption);
+  TAKE(stream_flush_every_send);
   TAKE(tcp_tx_zerocopy);
   TAKE(channelz);
 #undef TAKE
@@ -992,6 +1011,66 @@ static int stream_send_wait(perfc_stream *s) {
   return s->send_ok ? 0 : PERFC_ESHUTDOWN;
 }
 
+/* Starts sending `bb` (owned from here on), with the initial metadata if
+ * it is not out yet. Returns 0, or PERFC_ESHUTDOWN when the core refused
+ * (call ended). One send at most is in flight: callers wait first. */
+static int stream_send_start(perfc_stream *s, grpc_byte_buffer *bb,
+                             uint32_t flags) {
+  perfc_ctx *ctx = s->ctx;
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  size_t n = 0;
+  n += add_initial_md(ctx, &ops[n]);
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n].data.send_message.send_message = bb;
+  ops[n].flags = flags;
+  n++;
+  s->send_done = 0;
+  s->send_bb = bb;
+  s->send_pending = 1;
+  PERFC_HANDOFF_RELEASE(&s->send_tag);
+  if (grpc_call_start_batch(ctx->call, ops, n, &s->send_tag, NULL) !=
+      GRPC_CALL_OK) {
+    s->send_pending = 0;
+    s->send_bb = NULL;
+    grpc_byte_buffer_destroy(bb);
+    return PERFC_ESHUTDOWN;
+  }
+  return 0;
+}
+
+/* Writes the held reply and every buffered one before the stream waits or
+ * ends. Returns 0 or PERFC_ESHUTDOWN. */
+static int stream_flush(perfc_stream *s) {
+  grpc_byte_buffer *bb = s->held;
+  if (bb == NULL)
+    return 0;
+  s->held = NULL;
+  s->buffered = 0;
+  if (stream_send_wait(s) != 0) {
+    grpc_byte_buffer_destroy(bb);
+    return PERFC_ESHUTDOWN;
+  }
+  return stream_send_start(s, bb, s->held_flags);
+}
+
+/* Whether the reply being sent may be held back (see perfc_stream): the
+ * handler is turning messages around fast and its next request is already
+ * here, so it sends again (and everything goes out together) in about
+ * perfc__stream_hold_ns. The initial metadata never waits: a hinted batch that
+ * carries it would not complete until something else is written. */
+static int stream_may_hold(perfc_stream *s) {
+  perfc_ctx *ctx = s->ctx;
+  if (ctx->poller->srv->opts.stream_flush_every_send || !ctx->initial_md_sent ||
+      !s->recv_pending || s->buffered >= STREAM_BATCH_MAX ||
+      s->busy_ns > perfc__stream_hold_ns ||
+      perfc__now_ns() - s->got_ns > perfc__stream_hold_ns)
+    return 0;
+  if (!s->recv_done)
+    call_cq_run(ctx, 0);
+  return s->recv_done && s->recv_ok && s->recv_bb != NULL;
+}
+
 /* Starts receiving the next message; its completion sets recv_done.
  * Returns 0, or PERFC_ESHUTDOWN when the core refused (call ended). */
 static int stream_recv_start(perfc_stream *s) {
@@ -1021,12 +1100,20 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
     return PERFC_ESTATE; /* the request of a server stream came with the call */
   if (s->ended)
     return 0;
+  int64_t now = perfc__now_ns();
+  s->busy_ns = s->got_ns != 0 ? now - s->got_ns : INT64_MAX;
   if (!s->recv_pending) {
     if (cancel_seen(ctx) || stream_recv_start(s) != 0)
       return PERFC_ESHUTDOWN;
   }
-  while (!s->recv_done)
-    call_cq_run(ctx, 1);
+  if (!s->recv_done) {
+    /* Nothing written may wait while we do. */
+    stream_flush(s);
+    while (!s->recv_done)
+      call_cq_run(ctx, 1);
+    now = perfc__now_ns();
+  }
+  s->got_ns = now;
   s->recv_pending = 0;
   grpc_byte_buffer *bb = s->recv_bb;
   s->recv_bb = NULL;
@@ -1080,28 +1167,33 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
     return PERFC_ETOOBIG;
   /* Flow control: the core completes a send once the transport took it, and
    * only one may be in flight, so waiting for the previous one here bounds
-   * what a slow reader makes us hold to one message. */
+   * what a slow reader makes us hold to one message (a buffered reply
+   * completes at once, but the core writes its buffer once it passes
+   * 64 KiB, and STREAM_BATCH_MAX bounds it before that). */
   if (stream_send_wait(s) != 0)
     return PERFC_ESHUTDOWN;
-  grpc_op ops[2];
-  memset(ops, 0, sizeof ops);
-  size_t n = 0;
-  n += add_initial_md(ctx, &ops[n]);
   grpc_byte_buffer *bb = perfc__pack_sized(msg, size);
-  ops[n].op = GRPC_OP_SEND_MESSAGE;
-  ops[n].data.send_message.send_message = bb;
-  ops[n].flags = ctx->comp_off ? GRPC_WRITE_NO_COMPRESS : 0;
-  n++;
-  s->send_done = 0;
-  s->send_bb = bb;
-  s->send_pending = 1;
-  grpc_call *call = ctx->call;
-  PERFC_HANDOFF_RELEASE(&s->send_tag);
-  if (grpc_call_start_batch(call, ops, n, &s->send_tag, NULL) != GRPC_CALL_OK) {
-    s->send_pending = 0;
-    s->send_bb = NULL;
-    grpc_byte_buffer_destroy(bb);
-    return PERFC_ESHUTDOWN;
+  uint32_t flags = ctx->comp_off ? GRPC_WRITE_NO_COMPRESS : 0;
+  if (s->held != NULL) {
+    /* The held reply goes first, into the core's buffer: this one follows
+     * at once, and writes it unless it is held in turn. */
+    grpc_byte_buffer *prev = s->held;
+    s->held = NULL;
+    s->buffered++;
+    if (stream_send_start(s, prev, s->held_flags | GRPC_WRITE_BUFFER_HINT) != 0 ||
+        stream_send_wait(s) != 0) {
+      grpc_byte_buffer_destroy(bb);
+      return PERFC_ESHUTDOWN;
+    }
+  }
+  if (stream_may_hold(s)) {
+    s->held = bb;
+    s->held_flags = flags;
+    s->held_total++;
+  } else {
+    s->buffered = 0;
+    if (stream_send_start(s, bb, flags) != 0)
+      return PERFC_ESHUTDOWN;
   }
   if (ctx->ic_entered)
     ic_message(ctx, 1);
@@ -1185,6 +1277,7 @@ static void stream_body(perfc_ctx *ctx) {
   ctx->code = d->invoke(ctx, m->handlers, m->user_data, req, resp, s);
   /* The status goes after the last message: a failed last send means the
    * call is already cancelled, and the final batch fails the same way. */
+  stream_flush(s);
   stream_send_wait(s);
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT)
     ctx->code = PERFC_STATUS_UNKNOWN;
@@ -1384,6 +1477,10 @@ size_t perfc__server_ports(const perfc_server *srv, const int **ports) {
   *ports = srv->ports;
   size_t cap = sizeof srv->ports / sizeof *srv->ports;
   return (size_t)srv->nlisteners < cap ? (size_t)srv->nlisteners : cap;
+}
+
+unsigned long perfc__stream_replies_held(const perfc_stream *s) {
+  return s != NULL ? s->held_total : 0;
 }
 
 int perfc__server_posted_requests(const perfc_server *srv, const char *path,

@@ -108,6 +108,14 @@ size_t perfc__server_ports(const perfc_server *srv, const int **ports);
  * PERFC_ENOENT (no such method) or PERFC_ESTATE (not started, or no such
  * poller). Exported for the integration tests only; no installed header
  * declares it. */
+/* Reply batching on bidirectional streams (server.c, perfc_stream): how
+ * many replies of stream `s` were held back to be written with a later
+ * one or at the stream's next wait, and the turn-around under which a handler's
+ * reply may be held (20 µs; the tests raise it so that sanitizer builds
+ * batch too). Exported for the integration tests only. */
+PERFC_API unsigned long perfc__stream_replies_held(const perfc_stream *s);
+PERFC_API extern int64_t perfc__stream_hold_ns;
+
 PERFC_API int perfc__server_posted_requests(const perfc_server *srv,
                                             const char *path,
                                             unsigned poller_index,

@@ -1,6 +1,7 @@
 /* test_service.c — TestService handlers: each method exercises one piece of
  * the runtime the tests check (see proto/perfc/test/v1/test.proto). */
 #include "test_service.h"
+#include "server_internal.h" /* perfc__stream_replies_held */
 
 #include <stdatomic.h>
 
@@ -165,17 +166,33 @@ static perfc_status_code expand(perfc_ctx *ctx,
   return PERFC_STATUS_OK;
 }
 
+atomic_ulong test_chat_held;
+
 static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   (void)ud;
   Perfc__Test__V1__EchoRequest *msg;
   int rc;
+  perfc_status_code code = PERFC_STATUS_OK;
   while ((rc = perfc__test__v1__test_service__chat__recv(stream, &msg)) == 1) {
+    if (msg->payload.len == 4 && memcmp(msg->payload.data, "skip", 4) == 0)
+      continue;
+    if (msg->sleep_ms > 0) {
+      struct timespec ts = {msg->sleep_ms / 1000, (msg->sleep_ms % 1000) * 1000000L};
+      nanosleep(&ts, NULL);
+    }
     Perfc__Test__V1__EchoResponse m = PERFC__TEST__V1__ECHO_RESPONSE__INIT;
     m.payload = msg->payload;
-    if (perfc__test__v1__test_service__chat__send(stream, &m) != 0)
-      return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "client went away");
+    if (perfc__test__v1__test_service__chat__send(stream, &m) != 0) {
+      code = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "client went away");
+      break;
+    }
+    if (msg->code != 0)
+      break; /* answered; ends with OK, whatever is still coming */
   }
-  return rc == 0 ? PERFC_STATUS_OK : perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
+  if (rc < 0)
+    code = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
+  atomic_store(&test_chat_held, perfc__stream_replies_held(stream));
+  return code;
 }
 
 static perfc_status_code quit(perfc_ctx *ctx, perfc_stream *stream, void *ud) {

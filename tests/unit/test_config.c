@@ -39,6 +39,7 @@ static const char FULL[] = "server:\n"
                            "  keepalive_permit_without_calls: true\n"
                            "  poller_wakeup_preemption: true\n"
                            "  worker_wakeup_preemption: true\n"
+                           "  stream_flush_every_send: true\n"
                            "  min_ping_interval: 250ms\n"
                            "  max_concurrent_streams: 77\n"
                            "  max_recv_message_size: 8MiB\n"
@@ -103,6 +104,7 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(o.keepalive_permit_without_calls, 1);
   cr_assert_eq(o.poller_wakeup_preemption, 1);
   cr_assert_eq(o.worker_wakeup_preemption, 1);
+  cr_assert_eq(o.stream_flush_every_send, 1);
   cr_assert_eq(o.min_ping_interval_ms, 250);
   cr_assert_eq(o.max_concurrent_streams, 77);
   cr_assert_eq(o.max_recv_message_bytes, 8 * 1024 * 1024);
@@ -272,7 +274,7 @@ Test(config, unknown_keys_are_errors) {
              "max_send_message_size, max_connection_idle, max_connection_age, "
              "max_connection_age_grace, shutdown_grace, compression, "
              "poller_wakeup_preemption, worker_wakeup_preemption, "
-             "tcp_tx_zerocopy, channelz)");
+             "stream_flush_every_send, tcp_tx_zerocopy, channelz)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
              "server, tls, metrics, logging, redis, postgres, cache, resilience)");
