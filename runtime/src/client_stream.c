@@ -144,7 +144,10 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   return 0;
 }
 
-int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg) {
+/* `more`: the core may buffer the message until a later send without the
+ * hint, or the half-close, writes it (perfc_client_stream_send_more). */
+static int stream_send(perfc_client_stream *s, const ProtobufCMessage *msg,
+                       int more) {
   if (s == NULL || msg == NULL || msg->descriptor != s->m->input)
     return PERFC_EINVAL;
   if (!is_sending_kind(s->m->kind) || s->half_closed)
@@ -156,7 +159,8 @@ int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg
   grpc_byte_buffer *bb = perfc__pack(msg);
   op.op = GRPC_OP_SEND_MESSAGE;
   op.data.send_message.send_message = bb;
-  op.flags = s->no_compress ? GRPC_WRITE_NO_COMPRESS : 0;
+  op.flags = (s->no_compress ? GRPC_WRITE_NO_COMPRESS : 0) |
+             (more ? GRPC_WRITE_BUFFER_HINT : 0);
   int ok = run_batch(s, &op, 1);
   grpc_byte_buffer_destroy(bb);
   if (!ok) {
@@ -165,6 +169,15 @@ int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg
   }
   perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 1);
   return 0;
+}
+
+int perfc_client_stream_send(perfc_client_stream *s, const ProtobufCMessage *msg) {
+  return stream_send(s, msg, 0);
+}
+
+int perfc_client_stream_send_more(perfc_client_stream *s,
+                                  const ProtobufCMessage *msg) {
+  return stream_send(s, msg, 1);
 }
 
 int perfc_client_stream_compress(perfc_client_stream *s, int enable) {

@@ -371,6 +371,48 @@ Test(batching, a_held_reply_is_written_before_the_status) {
   perfc_client_stream_free(s);
 }
 
+/* A client burst: every message but the last with send_more, which the
+ * core may keep in its buffer until the last one writes them all. Each
+ * burst's replies all come back, so nothing was left in the buffer. */
+Test(batching, client_bursts_of_send_more_are_written_by_the_next_send) {
+  perfc_client_stream *s = chat_open(ch);
+  char buf[16];
+  for (int burst = 0; burst < 20; burst++) {
+    for (int k = 0; k < 10; k++) {
+      snprintf(buf, sizeof buf, "m%d", k);
+      Perfc__Test__V1__EchoRequest q = payload_req(buf);
+      int rc = k < 9 ? perfc__test__v1__test_service__chat__write_more(s, &q)
+                     : perfc__test__v1__test_service__chat__write(s, &q);
+      cr_assert_eq(rc, 0);
+    }
+    cr_assert_eq(chat_read(s, 10), 10, "burst %d", burst);
+  }
+  cr_assert_eq(perfc_client_stream_close_send(s), 0);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  perfc_client_stream_free(s);
+}
+
+/* A burst that ends with the half-close instead of a plain send: the
+ * half-close writes what send_more left buffered. */
+Test(batching, close_send_writes_what_send_more_buffered) {
+  perfc_client_stream *s = chat_open(ch);
+  char buf[16];
+  for (int i = 0; i < 10; i++) {
+    snprintf(buf, sizeof buf, "m%d", i);
+    Perfc__Test__V1__EchoRequest q = payload_req(buf);
+    cr_assert_eq(perfc_client_stream_send_more(s, &q.base), 0);
+  }
+  cr_assert_eq(perfc_client_stream_close_send(s), 0);
+  cr_assert_eq(chat_read(s, 10), 10);
+  ProtobufCMessage *m;
+  cr_assert_eq(perfc_client_stream_recv(s, &m), 0);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  Perfc__Test__V1__EchoRequest q = payload_req("late");
+  cr_assert_eq(perfc_client_stream_send_more(s, &q.base), PERFC_ESTATE);
+  cr_assert_eq(perfc_client_stream_send_more(NULL, &q.base), PERFC_EINVAL);
+  perfc_client_stream_free(s);
+}
+
 /* ---- async unary -------------------------------------------------------- */
 
 typedef struct async_state {

@@ -193,6 +193,19 @@ PERFC_API int perfc_channel_stream_open(perfc_channel *ch,
 PERFC_API int perfc_client_stream_send(perfc_client_stream *s,
                                        const ProtobufCMessage *msg);
 
+/** Like perfc_client_stream_send(), for a message that more follow at
+ *  once (a burst): it may stay in the connection's write buffer (the core's
+ *  GRPC_WRITE_BUFFER_HINT, up to 64 KiB) until this stream's next
+ *  perfc_client_stream_send(), perfc_client_stream_close_send() or
+ *  perfc_client_stream_finish() writes it with everything before it, one
+ *  system call for the burst instead of one per message. It returns at
+ *  once unless the buffer is full (then it waits as a send does). The
+ *  promise is the caller's: a receive does not write the buffer, so end
+ *  each burst with one of those three before waiting for the replies it
+ *  asks for. Same returns and threading as perfc_client_stream_send(). */
+PERFC_API int perfc_client_stream_send_more(perfc_client_stream *s,
+                                            const ProtobufCMessage *msg);
+
 /** Whether later perfc_client_stream_send() messages are compressed with
  *  the call's encoding (perfc_call_opts.compression or the channel's
  *  default): 1, the default, or 0 to send them uncompressed. The encoding

@@ -274,6 +274,12 @@ static inline int big__v1__big__list_item01__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item01__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline perfc_status_code big__v1__big__list_item01__finish(
     perfc_client_stream *s, Big__V1__Item **resp, perfc_status *status) {
   ProtobufCMessage *r = NULL;
@@ -336,6 +342,12 @@ static inline int big__v1__big__sync_item03__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item03__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item03__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -393,6 +405,12 @@ static inline int big__v1__big__list_item05__open(perfc_channel *ch,
 static inline int big__v1__big__list_item05__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item05__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item05__finish(
@@ -457,6 +475,12 @@ static inline int big__v1__big__sync_item07__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item07__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item07__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -514,6 +538,12 @@ static inline int big__v1__big__list_item09__open(perfc_channel *ch,
 static inline int big__v1__big__list_item09__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item09__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item09__finish(
@@ -578,6 +608,12 @@ static inline int big__v1__big__sync_item11__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item11__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item11__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -635,6 +671,12 @@ static inline int big__v1__big__list_item13__open(perfc_channel *ch,
 static inline int big__v1__big__list_item13__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item13__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item13__finish(
@@ -699,6 +741,12 @@ static inline int big__v1__big__sync_item15__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item15__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item15__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -756,6 +804,12 @@ static inline int big__v1__big__list_item17__open(perfc_channel *ch,
 static inline int big__v1__big__list_item17__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item17__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item17__finish(
@@ -820,6 +874,12 @@ static inline int big__v1__big__sync_item19__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item19__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item19__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -877,6 +937,12 @@ static inline int big__v1__big__list_item21__open(perfc_channel *ch,
 static inline int big__v1__big__list_item21__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item21__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item21__finish(
@@ -941,6 +1007,12 @@ static inline int big__v1__big__sync_item23__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item23__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item23__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -998,6 +1070,12 @@ static inline int big__v1__big__list_item25__open(perfc_channel *ch,
 static inline int big__v1__big__list_item25__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item25__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item25__finish(
@@ -1062,6 +1140,12 @@ static inline int big__v1__big__sync_item27__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item27__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item27__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -1119,6 +1203,12 @@ static inline int big__v1__big__list_item29__open(perfc_channel *ch,
 static inline int big__v1__big__list_item29__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item29__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item29__finish(
@@ -1183,6 +1273,12 @@ static inline int big__v1__big__sync_item31__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item31__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item31__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -1240,6 +1336,12 @@ static inline int big__v1__big__list_item33__open(perfc_channel *ch,
 static inline int big__v1__big__list_item33__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item33__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item33__finish(
@@ -1304,6 +1406,12 @@ static inline int big__v1__big__sync_item35__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item35__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int big__v1__big__sync_item35__read(perfc_client_stream *s,
     Big__V1__Item **out) {
   ProtobufCMessage *msg = NULL;
@@ -1361,6 +1469,12 @@ static inline int big__v1__big__list_item37__open(perfc_channel *ch,
 static inline int big__v1__big__list_item37__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__list_item37__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline perfc_status_code big__v1__big__list_item37__finish(
@@ -1423,6 +1537,12 @@ static inline int big__v1__big__sync_item39__open(perfc_channel *ch,
 static inline int big__v1__big__sync_item39__write(perfc_client_stream *s,
     const Big__V1__Query *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int big__v1__big__sync_item39__write_more(perfc_client_stream *s,
+    const Big__V1__Query *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline int big__v1__big__sync_item39__read(perfc_client_stream *s,

@@ -151,6 +151,12 @@ static inline int a__b__c__v2__second__svc2__collect__write(perfc_client_stream 
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int a__b__c__v2__second__svc2__collect__write_more(perfc_client_stream *s,
+    const A__B__C__V2__Req *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline perfc_status_code a__b__c__v2__second__svc2__collect__finish(
     perfc_client_stream *s, A__B__C__V2__Resp **resp, perfc_status *status) {
   ProtobufCMessage *r = NULL;

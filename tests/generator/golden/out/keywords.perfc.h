@@ -84,6 +84,12 @@ static inline int kw__keywords__swap__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int kw__keywords__swap__write_more(perfc_client_stream *s,
+    const Kw__Struct *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int kw__keywords__swap__read(perfc_client_stream *s,
     Kw__Int **out) {
   ProtobufCMessage *msg = NULL;

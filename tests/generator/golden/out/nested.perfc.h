@@ -84,6 +84,12 @@ static inline int nest__nester__stream__write(perfc_client_stream *s,
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int nest__nester__stream__write_more(perfc_client_stream *s,
+    const Nest__Outer *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline int nest__nester__stream__read(perfc_client_stream *s,
     Nest__Outer__Inner **out) {
   ProtobufCMessage *msg = NULL;

@@ -242,6 +242,12 @@ static inline int user__v1__user_service__import_users__write(perfc_client_strea
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int user__v1__user_service__import_users__write_more(perfc_client_stream *s,
+    const User__V1__CreateUserRequest *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 static inline perfc_status_code user__v1__user_service__import_users__finish(
     perfc_client_stream *s, User__V1__ImportUsersResponse **resp, perfc_status *status) {
   ProtobufCMessage *r = NULL;
@@ -273,6 +279,12 @@ static inline int user__v1__user_service__sync_users__open(perfc_channel *ch,
 static inline int user__v1__user_service__sync_users__write(perfc_client_stream *s,
     const User__V1__GetUserRequest *m) {
   return perfc_client_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A write that more follow at once; see perfc_client_stream_send_more(). */
+static inline int user__v1__user_service__sync_users__write_more(perfc_client_stream *s,
+    const User__V1__GetUserRequest *m) {
+  return perfc_client_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 static inline int user__v1__user_service__sync_users__read(perfc_client_stream *s,
