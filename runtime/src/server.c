@@ -1055,14 +1055,18 @@ static int stream_flush(perfc_stream *s) {
 }
 
 /* Whether the reply being sent may be held back (see perfc_stream): the
- * handler is turning messages around fast and its next request is already
- * here, so it sends again (and everything goes out together) in about
- * perfc__stream_hold_ns. The initial metadata never waits: a hinted batch that
- * carries it would not complete until something else is written. */
-static int stream_may_hold(perfc_stream *s) {
+ * handler said more follow (`more`), or it is turning messages around fast
+ * and its next request is already here, so it sends again (and everything
+ * goes out together) in about perfc__stream_hold_ns. The initial metadata
+ * never waits: a hinted batch that carries it would not complete until
+ * something else is written. */
+static int stream_may_hold(perfc_stream *s, int more) {
   perfc_ctx *ctx = s->ctx;
-  if (ctx->poller->srv->opts.stream_flush_every_send || !ctx->initial_md_sent ||
-      !s->recv_pending || s->buffered >= STREAM_BATCH_MAX ||
+  if (!ctx->initial_md_sent || s->buffered >= STREAM_BATCH_MAX)
+    return 0;
+  if (more)
+    return 1;
+  if (ctx->poller->srv->opts.stream_flush_every_send || !s->recv_pending ||
       s->busy_ns > perfc__stream_hold_ns ||
       perfc__now_ns() - s->got_ns > perfc__stream_hold_ns)
     return 0;
@@ -1150,7 +1154,7 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
   return rc == 0 ? 1 : rc;
 }
 
-int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
+static int stream_send(perfc_stream *s, const ProtobufCMessage *msg, int more) {
   if (s == NULL || msg == NULL)
     return PERFC_EINVAL;
   perfc_ctx *ctx = s->ctx;
@@ -1186,7 +1190,7 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
       return PERFC_ESHUTDOWN;
     }
   }
-  if (stream_may_hold(s)) {
+  if (stream_may_hold(s, more)) {
     s->held = bb;
     s->held_flags = flags;
     s->held_total++;
@@ -1198,6 +1202,14 @@ int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
   if (ctx->ic_entered)
     ic_message(ctx, 1);
   return 0;
+}
+
+int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg) {
+  return stream_send(s, msg, 0);
+}
+
+int perfc_stream_send_more(perfc_stream *s, const ProtobufCMessage *msg) {
+  return stream_send(s, msg, 1);
 }
 
 static void stream_body(perfc_ctx *ctx);

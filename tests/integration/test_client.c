@@ -291,7 +291,7 @@ static int chat_read(perfc_client_stream *s, int want) {
 /* 300 requests sent before any reply is read: every reply arrives, in
  * order, and some went out together. */
 static void pipelined(perfc_channel *c, unsigned long *held) {
-  atomic_store(&test_chat_held, 999999);
+  atomic_store(&test_stream_held, 999999);
   perfc_client_stream *s = chat_open(c);
   char buf[16];
   for (int i = 0; i < 300; i++) {
@@ -304,7 +304,7 @@ static void pipelined(perfc_channel *c, unsigned long *held) {
   cr_assert_eq(perfc_client_stream_recv(s, &m), 0, "no reply beyond the 300");
   cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
   perfc_client_stream_free(s);
-  *held = atomic_load(&test_chat_held);
+  *held = atomic_load(&test_stream_held);
 }
 
 Test(batching, pipelined_replies_are_written_together_and_all_arrive_in_order) {
@@ -338,7 +338,7 @@ Test(batching, stream_flush_every_send_writes_each_reply_at_once) {
  * does. The client reads all replies before it closes; a reply left behind
  * would end in the call's deadline instead. */
 Test(batching, a_held_reply_is_written_before_the_handler_waits) {
-  atomic_store(&test_chat_held, 999999);
+  atomic_store(&test_stream_held, 999999);
   perfc_client_stream *s = chat_open(ch);
   char buf[16];
   for (int i = 0; i < 100; i++) {
@@ -350,7 +350,7 @@ Test(batching, a_held_reply_is_written_before_the_handler_waits) {
   cr_assert_eq(perfc_client_stream_close_send(s), 0);
   cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
   perfc_client_stream_free(s);
-  unsigned long held = atomic_load(&test_chat_held);
+  unsigned long held = atomic_load(&test_stream_held);
   cr_assert(held > 0 && held < 100, "%lu of 100 replies held back", held);
 }
 
@@ -369,6 +369,39 @@ Test(batching, a_held_reply_is_written_before_the_status) {
   cr_assert_eq(perfc_client_stream_recv(s, &m), 0);
   cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
   perfc_client_stream_free(s);
+}
+
+/* A server-stream burst: all but the last response with send_more, held
+ * and written together; every one arrives, in order, with the status. */
+Test(batching, server_stream_send_more_bursts_arrive_whole_and_in_order) {
+  for (int round = 0; round < 2; round++) {
+    atomic_store(&test_stream_held, 999999);
+    Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+    req.response_bytes = 200;
+    req.code = round == 0 ? 1 : 0;
+    perfc_client_stream *s;
+    cr_assert_eq(perfc__test__v1__test_service__expand__open(ch, &req, NULL, &s), 0);
+    Perfc__Test__V1__EchoResponse *r;
+    int n = 0;
+    while (perfc__test__v1__test_service__expand__read(s, &r) == 1) {
+      char want[16];
+      snprintf(want, sizeof want, "%d", n);
+      cr_assert(r->payload.len == strlen(want) &&
+                memcmp(r->payload.data, want, r->payload.len) == 0);
+      n++;
+    }
+    cr_assert_eq(n, 200);
+    cr_assert_eq(perfc__test__v1__test_service__expand__finish(s, NULL),
+                 PERFC_STATUS_OK);
+    perfc_client_stream_free(s);
+    /* Held: all but the first (it carries the headers), the last, and
+     * one in 33 that writes the 32 before it. */
+    unsigned long held = atomic_load(&test_stream_held);
+    if (round == 0)
+      cr_assert(held >= 180 && held <= 198, "%lu held", held);
+    else
+      cr_assert_eq(held, 0);
+  }
 }
 
 /* A client burst: every message but the last with send_more, which the

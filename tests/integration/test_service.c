@@ -156,17 +156,21 @@ static perfc_status_code expand(perfc_ctx *ctx,
     m.payload.len = (size_t)len;
     if (req->payload.len > 0) /* bulk mode: every message carries the payload */
       m.payload = req->payload;
-    if (perfc__test__v1__test_service__expand__send(writer, &m) != 0)
+    /* code 1: one burst, every message but the last with send_more */
+    int more = req->code == 1 && i + 1 < req->response_bytes;
+    if ((more ? perfc__test__v1__test_service__expand__send_more(writer, &m)
+              : perfc__test__v1__test_service__expand__send(writer, &m)) != 0)
       return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "client went away at %d", i);
     if (req->sleep_ms > 0) {
       struct timespec ts = {req->sleep_ms / 1000, (req->sleep_ms % 1000) * 1000000L};
       nanosleep(&ts, NULL);
     }
   }
+  atomic_store(&test_stream_held, perfc__stream_replies_held(writer));
   return PERFC_STATUS_OK;
 }
 
-atomic_ulong test_chat_held;
+atomic_ulong test_stream_held;
 
 static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   (void)ud;
@@ -191,7 +195,7 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   }
   if (rc < 0)
     code = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
-  atomic_store(&test_chat_held, perfc__stream_replies_held(stream));
+  atomic_store(&test_stream_held, perfc__stream_replies_held(stream));
   return code;
 }
 

@@ -24,9 +24,10 @@ extern atomic_int test_slow_started;
  * (store 0): lets a test assert on overlap instead of on elapsed time. */
 extern atomic_int test_slow_running_max;
 
-/* Replies of the last Chat stream that the server held back to write with
- * later ones (perfc__stream_replies_held), stored when its handler ends. */
-extern atomic_ulong test_chat_held;
+/* Replies of the last Chat or Expand stream that the server held back to
+ * write with later ones (perfc__stream_replies_held), stored when its
+ * handler ends. */
+extern atomic_ulong test_stream_held;
 
 /* Slow handler runs that ended early because their call was cancelled or
  * its deadline passed. */

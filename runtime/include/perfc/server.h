@@ -102,18 +102,18 @@ typedef struct perfc_server_opts {
   int worker_wakeup_preemption;
   /** 0 (default): a streaming handler that answers each message of a
    *  bidirectional stream while the next one is already waiting has its
-   *  replies written together: a reply is held back (in the core's write
-   *  buffer, GRPC_WRITE_BUFFER_HINT) while the handler turns the next
-   *  message around, if it took less than 20 µs per message so far, for
-   *  at most 32 replies; everything held is written as soon as the
-   *  handler sends a reply with no request waiting, waits for a message,
-   *  or returns. One write (a system call, and a read for the client)
-   *  then carries several replies, as grpc-go's writer does. The cost: a
-   *  reply can wait for the handler's next turn-around, so a handler that
-   *  was fast and then blocks outside perfc (sleep, its own I/O) before
-   *  its next stream call delays one reply by that long. 1: every send is
-   *  written at once. Server streams (no requests to wait for) are not
-   *  affected. */
+   *  replies written together: a reply is held back while the handler
+   *  turns the next message around, if it took less than 20 µs per
+   *  message so far, for at most 32 replies (earlier ones wait in the
+   *  core's write buffer, GRPC_WRITE_BUFFER_HINT); everything held is
+   *  written as soon as the handler sends a reply with no request waiting,
+   *  waits for a message, or returns. One write (a system call, and a read
+   *  for the client) then carries several replies, as grpc-go's writer
+   *  does. The cost: a reply can wait for the handler's next turn-around,
+   *  so a handler that was fast and then blocks outside perfc (sleep, its
+   *  own I/O) before its next stream call delays one reply by that long.
+   *  1: every perfc_stream_send() is written at once. Messages sent with
+   *  perfc_stream_send_more() are held either way: the handler asked. */
   int stream_flush_every_send;
   /** TCP transmit zerocopy (Linux MSG_ZEROCOPY, the core's
    *  GRPC_ARG_TCP_TX_ZEROCOPY_ENABLED) for writes of 16 KiB and more:

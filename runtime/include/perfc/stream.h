@@ -38,6 +38,17 @@ PERFC_API int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg);
  *  shows here) or PERFC_ETOOBIG (over the send limit). */
 PERFC_API int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg);
 
+/** Like perfc_stream_send(), for a message that more follow at once (a
+ *  burst of a server stream, say): it is held and written together with
+ *  the next ones, at the latest when the handler next sends with
+ *  perfc_stream_send(), waits for a request, or returns; up to 32 messages
+ *  (or 64 KiB) go out in one write instead of one each. The promise is the
+ *  caller's: a handler that blocks elsewhere (a sleep, its own I/O) after
+ *  this call delays the message by as long. The first message of a stream
+ *  is never held (it carries the response headers). Same returns. */
+PERFC_API int perfc_stream_send_more(perfc_stream *s,
+                                     const ProtobufCMessage *msg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -328,6 +328,12 @@ static inline int big__v1__big__put_item02__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item02__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem03: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item03__open(perfc_channel *ch,
@@ -375,6 +381,12 @@ static inline int big__v1__big__sync_item03__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item03__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item03__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem04 and blocks until it ends; see perfc_channel_unary() for
@@ -461,6 +473,12 @@ static inline int big__v1__big__put_item06__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item06__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem07: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item07__open(perfc_channel *ch,
@@ -508,6 +526,12 @@ static inline int big__v1__big__sync_item07__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item07__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item07__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem08 and blocks until it ends; see perfc_channel_unary() for
@@ -594,6 +618,12 @@ static inline int big__v1__big__put_item10__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item10__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem11: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item11__open(perfc_channel *ch,
@@ -641,6 +671,12 @@ static inline int big__v1__big__sync_item11__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item11__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item11__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem12 and blocks until it ends; see perfc_channel_unary() for
@@ -727,6 +763,12 @@ static inline int big__v1__big__put_item14__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item14__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem15: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item15__open(perfc_channel *ch,
@@ -774,6 +816,12 @@ static inline int big__v1__big__sync_item15__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item15__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item15__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem16 and blocks until it ends; see perfc_channel_unary() for
@@ -860,6 +908,12 @@ static inline int big__v1__big__put_item18__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item18__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem19: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item19__open(perfc_channel *ch,
@@ -907,6 +961,12 @@ static inline int big__v1__big__sync_item19__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item19__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item19__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem20 and blocks until it ends; see perfc_channel_unary() for
@@ -993,6 +1053,12 @@ static inline int big__v1__big__put_item22__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item22__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem23: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item23__open(perfc_channel *ch,
@@ -1040,6 +1106,12 @@ static inline int big__v1__big__sync_item23__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item23__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item23__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem24 and blocks until it ends; see perfc_channel_unary() for
@@ -1126,6 +1198,12 @@ static inline int big__v1__big__put_item26__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item26__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem27: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item27__open(perfc_channel *ch,
@@ -1173,6 +1251,12 @@ static inline int big__v1__big__sync_item27__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item27__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item27__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem28 and blocks until it ends; see perfc_channel_unary() for
@@ -1259,6 +1343,12 @@ static inline int big__v1__big__put_item30__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item30__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem31: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item31__open(perfc_channel *ch,
@@ -1306,6 +1396,12 @@ static inline int big__v1__big__sync_item31__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item31__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item31__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem32 and blocks until it ends; see perfc_channel_unary() for
@@ -1392,6 +1488,12 @@ static inline int big__v1__big__put_item34__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item34__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem35: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item35__open(perfc_channel *ch,
@@ -1439,6 +1541,12 @@ static inline int big__v1__big__sync_item35__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item35__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item35__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 /** Calls GetItem36 and blocks until it ends; see perfc_channel_unary() for
@@ -1525,6 +1633,12 @@ static inline int big__v1__big__put_item38__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__put_item38__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of SyncItem39: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int big__v1__big__sync_item39__open(perfc_channel *ch,
@@ -1572,6 +1686,12 @@ static inline int big__v1__big__sync_item39__recv(perfc_stream *s,
 static inline int big__v1__big__sync_item39__send(perfc_stream *s,
     const Big__V1__Item *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int big__v1__big__sync_item39__send_more(perfc_stream *s,
+    const Big__V1__Item *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 #ifdef __cplusplus

@@ -98,6 +98,12 @@ static inline int x__y_z__svc__feed__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int x__y_z__svc__feed__send_more(perfc_stream *s,
+    const X__YZ__Req *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -119,6 +119,12 @@ static inline int kw__keywords__swap__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int kw__keywords__swap__send_more(perfc_stream *s,
+    const Kw__Int *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -119,6 +119,12 @@ static inline int nest__nester__stream__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int nest__nester__stream__send_more(perfc_stream *s,
+    const Nest__Outer__Inner *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -98,6 +98,12 @@ static inline int svc__watch__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int svc__watch__send_more(perfc_stream *s,
+    const Pong *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -228,6 +228,12 @@ static inline int user__v1__user_service__stream_users__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int user__v1__user_service__stream_users__send_more(perfc_stream *s,
+    const User__V1__User *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Client side of ImportUsers: open, write every request, then finish for the
  *  single User__V1__ImportUsersResponse (valid until perfc_client_stream_free()). */
 static inline int user__v1__user_service__import_users__open(perfc_channel *ch,
@@ -314,6 +320,12 @@ static inline int user__v1__user_service__sync_users__recv(perfc_stream *s,
 static inline int user__v1__user_service__sync_users__send(perfc_stream *s,
     const User__V1__User *m) {
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
+}
+
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int user__v1__user_service__sync_users__send_more(perfc_stream *s,
+    const User__V1__User *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
 }
 
 #ifdef __cplusplus

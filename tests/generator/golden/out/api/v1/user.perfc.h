@@ -129,6 +129,12 @@ static inline int api__v1__user_service__list_users__send(perfc_stream *s,
   return perfc_stream_send(s, (const ProtobufCMessage *)m);
 }
 
+/** A response that more follow at once; see perfc_stream_send_more(). */
+static inline int api__v1__user_service__list_users__send_more(perfc_stream *s,
+    const Api__V1__User *m) {
+  return perfc_stream_send_more(s, (const ProtobufCMessage *)m);
+}
+
 /** Calls UpdateUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code api__v1__user_service__update_user__call(perfc_channel *ch,
