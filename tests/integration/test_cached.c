@@ -112,8 +112,10 @@ static perfc_cache *cache;
 static perfc_server *srv;
 static perfc_channel *ch;
 
-/* Worker pool shape for the next start(); 0 = perfc's defaults. */
+/* Worker pool shape and send limit for the next start(); 0 = perfc's
+ * defaults. */
 static unsigned pool_threads, pool_queue;
+static int max_send;
 
 static void start(int with_cache) {
   db_reset();
@@ -144,6 +146,8 @@ static void start(int with_cache) {
     so.pool_threads = pool_threads;
     so.pool_queue = pool_queue;
   }
+  if (max_send)
+    so.max_send_message_bytes = max_send;
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   int port = 0;
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
@@ -414,6 +418,52 @@ Test(plain, without_a_cache_every_get_loads) {
   cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
   cr_assert_eq(atomic_load(&loads), 5);
   cr_assert_eq(update(3, "new"), PERFC_STATUS_OK);
+}
+
+/* ---- the send limit holds for cached bytes too -------------------------- */
+
+static void setup_small_send_limit(void) {
+  max_send = 100;
+  start(1);
+}
+
+TestSuite(send_limit, .init = setup_small_send_limit, .fini = teardown,
+          .timeout = 60);
+
+/* A hit is sent as the stored bytes, without packing `resp`; it is held to
+ * max_send_message_bytes all the same: RESOURCE_EXHAUSTED naming the size
+ * and the limit, and the next call is served. */
+Test(send_limit, a_cached_response_over_the_send_limit_is_resource_exhausted) {
+  char name[32];
+  cr_assert_eq(get(7, name, sizeof name, NULL), PERFC_STATUS_OK);
+  Perfc__Test__V1__CachedItem big = PERFC__TEST__V1__CACHED_ITEM__INIT;
+  char long_name[300];
+  memset(long_name, 'n', sizeof long_name - 1);
+  long_name[sizeof long_name - 1] = '\0';
+  big.id = 7;
+  big.name = long_name;
+  uint8_t buf[512];
+  size_t n = perfc__test__v1__cached_item__pack(&big, buf);
+  cr_assert_gt(n, 100);
+  cr_assert_eq(perfc_l1cache_set(perfc_cache_l1(cache), "item:7",
+                                 (perfc_slice){buf, n}, 60000),
+               0);
+  Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
+  req.id = 7;
+  Perfc__Test__V1__CachedItem *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__item_store__get_item__call(ch, &req, &resp,
+                                                           NULL, &st),
+               PERFC_STATUS_RESOURCE_EXHAUSTED);
+  char want[96];
+  snprintf(want, sizeof want, "response of %zu bytes exceeds the 100-byte send limit", n);
+  cr_assert(st.message != NULL && strstr(st.message, want) != NULL, "%s",
+            st.message ? st.message : "(none)");
+  perfc_status_reset(&st);
+  cr_assert_null(resp);
+  cr_assert_eq(get(8, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_str_eq(name, "item-8");
+  cr_assert_eq(atomic_load(&loads), 2, "the oversized hit did not load");
 }
 
 /* ---- L1 hits are answered on the poller (try_inline) ---------------------- */
