@@ -1491,6 +1491,13 @@ size_t perfc__server_ports(const perfc_server *srv, const int **ports) {
   return (size_t)srv->nlisteners < cap ? (size_t)srv->nlisteners : cap;
 }
 
+int perfc__server_pool_stats(perfc_server *srv, perfc_pool_stats *out) {
+  if (srv == NULL || out == NULL || srv->pool == NULL)
+    return PERFC_ESTATE;
+  perfc_pool_stats_get(srv->pool, out);
+  return 0;
+}
+
 unsigned long perfc__stream_replies_held(const perfc_stream *s) {
   return s != NULL ? s->held_total : 0;
 }

@@ -8,6 +8,7 @@
 #define PERFC_SERVER_INTERNAL_H
 
 #include "perfc/metrics.h"
+#include "perfc/pool.h"
 #include "perfc/server.h"
 
 #include <grpc/byte_buffer.h>
@@ -115,6 +116,13 @@ size_t perfc__server_ports(const perfc_server *srv, const int **ports);
  * batch too). Exported for the integration tests only. */
 PERFC_API unsigned long perfc__stream_replies_held(const perfc_stream *s);
 PERFC_API extern int64_t perfc__stream_hold_ns;
+
+/* The worker pool's counters (perfc_pool_stats_get), so a test can wait
+ * for a call to be queued instead of guessing a delay. 0, or PERFC_ESTATE
+ * when the server has no pool (not started). Exported for the integration
+ * tests only. */
+PERFC_API int perfc__server_pool_stats(perfc_server *srv,
+                                       perfc_pool_stats *out);
 
 PERFC_API int perfc__server_posted_requests(const perfc_server *srv,
                                             const char *path,

@@ -7,6 +7,7 @@
  * Room: tests/integration (declarative caching). */
 #include "perfc/test/v1/cached.perfc.h"
 #include "redis_server.h"
+#include "server_internal.h" /* perfc__server_pool_stats */
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -502,7 +503,15 @@ Test(inline_hits, l1_hits_and_cached_not_found_need_no_worker) {
     tr_sleep_ms(10);
   cr_assert_eq(atomic_load(&loads), 3, "the first slow load never started");
   cr_assert_eq(pthread_create(&th[1], NULL, get_slow, &codes[1]), 0);
-  tr_sleep_ms(150); /* the second reaches the server and takes the queue slot */
+  /* The second reaches the server and takes the one queue slot. */
+  perfc_pool_stats ps = {0};
+  for (int i = 0; i < 500; i++) {
+    cr_assert_eq(perfc__server_pool_stats(srv, &ps), 0);
+    if (ps.queued == 1)
+      break;
+    tr_sleep_ms(10);
+  }
+  cr_assert_eq(ps.queued, 1, "the second slow call never queued");
   cr_assert_eq(get(2, NULL, 0, NULL), PERFC_STATUS_RESOURCE_EXHAUSTED,
                "a miss needs the (full) pool");
   for (int i = 0; i < 20; i++) {
