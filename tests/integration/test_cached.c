@@ -235,6 +235,26 @@ static perfc_status_code del(int64_t id) {
   return c;
 }
 
+/* Puts `len` bytes into L1 as item 7's entry and calls GetItem(7), which
+ * finds them there; returns the status, with its message in `st` (reset by
+ * the caller). */
+static perfc_status_code get_with_l1_bytes(const uint8_t *bytes, size_t len,
+                                           perfc_status *st) {
+  cr_assert_eq(perfc_l1cache_set(perfc_cache_l1(cache), "item:7",
+                                 (perfc_slice){bytes, len}, 60000),
+               0);
+  Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
+  req.id = 7;
+  Perfc__Test__V1__CachedItem *resp = NULL;
+  perfc_status_code c =
+      perfc__test__v1__item_store__get_item__call(ch, &req, &resp, NULL, st);
+  if (c != PERFC_STATUS_OK)
+    cr_assert_null(resp);
+  if (resp)
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return c;
+}
+
 /* ---- tests ------------------------------------------------------------ */
 
 TestSuite(cached, .init = setup_cached, .fini = teardown, .timeout = 60);
@@ -285,20 +305,12 @@ Test(cached, hits_send_stored_bytes_and_damaged_bytes_are_internal) {
   cr_assert_eq(version, 42);
 
   static const uint8_t damaged[] = {0x0b, 0x0c}; /* a group: not plain */
-  cr_assert_eq(perfc_l1cache_set(l1, "item:7",
-                                 (perfc_slice){damaged, sizeof damaged}, 60000),
-               0);
-  Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
-  req.id = 7;
-  Perfc__Test__V1__CachedItem *resp = NULL;
   perfc_status st = {0};
-  cr_assert_eq(perfc__test__v1__item_store__get_item__call(ch, &req, &resp,
-                                                           NULL, &st),
+  cr_assert_eq(get_with_l1_bytes(damaged, sizeof damaged, &st),
                PERFC_STATUS_INTERNAL);
   cr_assert_not_null(st.message);
   cr_assert(strstr(st.message, "item:7") != NULL, "%s", st.message);
   perfc_status_reset(&st);
-  cr_assert_null(resp);
   cr_assert_eq(get(8, name, sizeof name, NULL), PERFC_STATUS_OK);
   cr_assert_str_eq(name, "item-8");
   cr_assert_eq(atomic_load(&loads), 2, "hits, even damaged ones, never load");
@@ -446,22 +458,13 @@ Test(send_limit, a_cached_response_over_the_send_limit_is_resource_exhausted) {
   uint8_t buf[512];
   size_t n = perfc__test__v1__cached_item__pack(&big, buf);
   cr_assert_gt(n, 100);
-  cr_assert_eq(perfc_l1cache_set(perfc_cache_l1(cache), "item:7",
-                                 (perfc_slice){buf, n}, 60000),
-               0);
-  Perfc__Test__V1__GetItemRequest req = PERFC__TEST__V1__GET_ITEM_REQUEST__INIT;
-  req.id = 7;
-  Perfc__Test__V1__CachedItem *resp = NULL;
   perfc_status st = {0};
-  cr_assert_eq(perfc__test__v1__item_store__get_item__call(ch, &req, &resp,
-                                                           NULL, &st),
-               PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert_eq(get_with_l1_bytes(buf, n, &st), PERFC_STATUS_RESOURCE_EXHAUSTED);
   char want[96];
   snprintf(want, sizeof want, "response of %zu bytes exceeds the 100-byte send limit", n);
   cr_assert(st.message != NULL && strstr(st.message, want) != NULL, "%s",
             st.message ? st.message : "(none)");
   perfc_status_reset(&st);
-  cr_assert_null(resp);
   cr_assert_eq(get(8, name, sizeof name, NULL), PERFC_STATUS_OK);
   cr_assert_str_eq(name, "item-8");
   cr_assert_eq(atomic_load(&loads), 2, "the oversized hit did not load");

@@ -32,12 +32,19 @@ static perfc_server *srv;
 static perfc_channel *ch;
 static int port;
 
+/* A channel to the server on 127.0.0.1:`server_port`; the caller frees it. */
+static perfc_channel *channel_to(int server_port) {
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", server_port);
+  perfc_channel *c = NULL;
+  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  return c;
+}
+
 static void setup(void) {
   srv = test_server_start(NULL, &port);
   cr_assert_not_null(srv);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", port);
-  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  ch = channel_to(port);
 }
 
 static void teardown(void) {
@@ -321,10 +328,7 @@ Test(batching, stream_flush_every_send_writes_each_reply_at_once) {
   int p2;
   perfc_server *s2 = test_server_start(&o, &p2);
   cr_assert_not_null(s2);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", p2);
-  perfc_channel *c2;
-  cr_assert_eq(perfc_channel_new(&c2, target, NULL), 0);
+  perfc_channel *c2 = channel_to(p2);
   unsigned long held;
   pipelined(c2, &held);
   cr_assert_eq(held, 0);
@@ -724,9 +728,7 @@ static perfc_server *start_and_call(const perfc_server_opts *o, int *port_out,
                                     perfc_channel **c) {
   perfc_server *s = test_server_start(o, port_out);
   cr_assert_not_null(s);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", *port_out);
-  cr_assert_eq(perfc_channel_new(c, target, NULL), 0);
+  *c = channel_to(*port_out);
   Perfc__Test__V1__EchoRequest req = payload_req("x");
   Perfc__Test__V1__EchoResponse *resp = NULL;
   cr_assert_eq(perfc__test__v1__test_service__echo__call(*c, &req, &resp, NULL, NULL),
@@ -791,10 +793,7 @@ Test(server_opts, max_concurrent_streams_serialises_calls_on_a_connection,
     int p;
     perfc_server *s = test_server_start(&o, &p);
     cr_assert_not_null(s);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", p);
-    perfc_channel *c;
-    cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+    perfc_channel *c = channel_to(p);
     timed_call t[3] = {{c, -1}, {c, -1}, {c, -1}};
     Perfc__Test__V1__EchoRequest warm = payload_req("w");
     Perfc__Test__V1__EchoResponse *resp = NULL;
@@ -947,10 +946,7 @@ Test(server_opts, max_connection_age_recycles_connections_without_failures,
   cr_assert_geq(goaways, 1, "no GOAWAY");
   cr_assert(ms >= 200 && ms < 5000, "closed after %ld ms, expected ~300-700", ms);
   /* Calls across several ages all succeed. */
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", p);
-  perfc_channel *c;
-  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  perfc_channel *c = channel_to(p);
   perfc_call_opts co = {.wait_for_ready = 1, .timeout_ms = 5000};
   for (int i = 0; i < 40; i++) {
     Perfc__Test__V1__EchoRequest req = payload_req("age");
@@ -1095,10 +1091,7 @@ Test(server_opts, tcp_tx_zerocopy_off_keeps_no_send_records, .timeout = 60) {
   perfc_server_opts o = {.tcp_tx_zerocopy = 1};
   s = test_server_start(&o, &p);
   cr_assert_not_null(s);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", p);
-  perfc_channel *c;
-  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  perfc_channel *c = channel_to(p);
   size_t n = 256 * 1024;
   uint8_t *big = malloc(n);
   cr_assert_not_null(big);
@@ -1152,10 +1145,7 @@ Test(server_opts, refused_stream_keeps_the_interceptors_metadata,
   perfc_server_interceptor ic = {.name = "refuse-chat", .before = refuse_chat};
   cr_assert_eq(perfc_server_add_interceptor(s, &ic), 0);
   cr_assert_eq(perfc_server_start(s), 0);
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", p);
-  perfc_channel *c;
-  cr_assert_eq(perfc_channel_new(&c, target, NULL), 0);
+  perfc_channel *c = channel_to(p);
   for (int i = 0; i < 20; i++) { /* contexts are recycled between them */
     perfc_client_stream *st;
     cr_assert_eq(perfc_channel_stream_open(c, M(CHAT), NULL, NULL, &st), 0);
