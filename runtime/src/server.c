@@ -1128,6 +1128,9 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
   }
   if (bb == NULL) { /* half-close: the client sent its last message */
     s->ended = 1;
+    /* No request follows, so the handler's next step is not a quick reply
+     * to one: what it holds goes out now, not when it returns. */
+    stream_flush(s);
     return 0;
   }
   s->msg_flags = s->recv_flags;

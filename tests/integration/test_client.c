@@ -375,6 +375,31 @@ Test(batching, a_held_reply_is_written_before_the_status) {
   perfc_client_stream_free(s);
 }
 
+/* A reply still held when the handler learns that no request follows goes
+ * out then, not when the handler returns: m1's reply is made 100 ms late,
+ * so the "skip" after it is there and it is held; on the skip the handler
+ * checks perfc_ctx_cancelled(), which takes in the half-close that came
+ * meanwhile, so its next receive returns the end of the requests at once
+ * (no wait that would write the reply), and the skip asks the handler to
+ * linger 2 s after that before it returns. */
+Test(batching, a_held_reply_is_written_at_the_end_of_the_requests) {
+  atomic_store(&test_stream_held, 999999);
+  perfc_client_stream *s = chat_open(ch);
+  chat_send(s, "m0", 0, 0);
+  chat_send(s, "m1", 0, 100);
+  chat_send(s, "skip", 0, 2000);
+  cr_assert_eq(perfc_client_stream_close_send(s), 0);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  cr_assert_eq(chat_read(s, 2), 2);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  cr_assert_lt(ms, 1500, "the replies came after %ld ms, with the status", ms);
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL), PERFC_STATUS_OK);
+  perfc_client_stream_free(s);
+  cr_assert_eq(atomic_load(&test_stream_held), 1, "m1's reply was held");
+}
+
 /* A server-stream burst: all but the last response with send_more, held
  * and written together; every one arrives, in order, with the status. */
 Test(batching, server_stream_send_more_bursts_arrive_whole_and_in_order) {

@@ -177,9 +177,14 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   Perfc__Test__V1__EchoRequest *msg;
   int rc;
   perfc_status_code code = PERFC_STATUS_OK;
+  int linger_ms = 0;
   while ((rc = perfc__test__v1__test_service__chat__recv(stream, &msg)) == 1) {
-    if (msg->payload.len == 4 && memcmp(msg->payload.data, "skip", 4) == 0)
+    if (msg->payload.len == 4 && memcmp(msg->payload.data, "skip", 4) == 0) {
+      linger_ms = msg->sleep_ms;
+      if (perfc_ctx_cancelled(ctx)) /* as a handler between messages does */
+        break;
       continue;
+    }
     if (msg->sleep_ms > 0) {
       struct timespec ts = {msg->sleep_ms / 1000, (msg->sleep_ms % 1000) * 1000000L};
       nanosleep(&ts, NULL);
@@ -195,6 +200,10 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   }
   if (rc < 0)
     code = perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv failed");
+  if (rc == 0 && linger_ms > 0) {
+    struct timespec ts = {linger_ms / 1000, (linger_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
   atomic_store(&test_stream_held, perfc__stream_replies_held(stream));
   return code;
 }

@@ -107,7 +107,8 @@ typedef struct perfc_server_opts {
    *  message so far, for at most 32 replies (earlier ones wait in the
    *  core's write buffer, GRPC_WRITE_BUFFER_HINT); everything held is
    *  written as soon as the handler sends a reply with no request waiting,
-   *  waits for a message, or returns. One write (a system call, and a read
+   *  waits for a message, receives the end of the requests, or returns.
+   *  One write (a system call, and a read
    *  for the client) then carries several replies, as grpc-go's writer
    *  does. The cost: a reply can wait for the handler's next turn-around,
    *  so a handler that was fast and then blocks outside perfc (sleep, its

@@ -32,8 +32,9 @@ PERFC_API int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg);
  *  writer with at most one message held (flow control). On a bidi stream
  *  a reply made quickly while the next request is already here may be held
  *  and written together with the following replies; it goes out at the
- *  latest when the handler next waits for a request, sends with no request
- *  waiting, or returns (perfc_server_opts.stream_flush_every_send). Returns 0,
+ *  latest when the handler next waits for a request, receives the end of
+ *  the requests, sends with no request waiting, or returns
+ *  (perfc_server_opts.stream_flush_every_send). Returns 0,
  *  PERFC_ESHUTDOWN (cancelled / deadline; a failure of the previous send
  *  shows here) or PERFC_ETOOBIG (over the send limit). */
 PERFC_API int perfc_stream_send(perfc_stream *s, const ProtobufCMessage *msg);
