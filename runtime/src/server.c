@@ -99,7 +99,7 @@ struct perfc_ctx {
   const char *message;
   grpc_slice details_slice;
   int has_details;
-  int counted;   /* in its poller's inflight count for method (rearm()) */
+  int counted;   /* in its poller's running count for method (rearm()) */
   int cancelled; /* written by the core for RECV_CLOSE_ON_SERVER */
   int close_posted; /* RECV_CLOSE_ON_SERVER already in flight */
   /* Set on the poller once the close completed with cancelled != 0, read by
@@ -201,9 +201,12 @@ struct poller {
   _Atomic(perfc_ctx *) returned;
   /* Per method (index into srv->methods), see rearm(): requests posted
    * whose match this poller has not yet taken, and how many it keeps
-   * posted (both written by the poller only; atomic so tests may read
-   * them); calls it matched that are not finished (released anywhere). */
-  _Atomic unsigned *posted, *depth, *inflight;
+   * posted; calls it matched minus those released on its own thread
+   * (these three written by the poller only; atomic so tests and workers
+   * may read them); and calls it matched that were released on another
+   * thread (a worker), added there. Calls running = running - ended_elsewhere:
+   * an inline call, matched and released here, touches no shared counter. */
+  _Atomic unsigned *posted, *depth, *running, *ended_elsewhere;
 };
 
 enum { SRV_NEW = 0, SRV_STARTED, SRV_STOPPING, SRV_STOPPED };
@@ -319,6 +322,14 @@ static int clamp_int(int64_t v) {
  * on error paths) is freed instead of touching another thread's list. */
 static _Thread_local poller *tls_poller;
 
+/* One writer (the poller), so a plain load and store, not a locked
+ * read-modify-write. */
+static void counter_add(_Atomic unsigned *c, int d) {
+  atomic_store_explicit(
+      c, atomic_load_explicit(c, memory_order_relaxed) + (unsigned)d,
+      memory_order_relaxed);
+}
+
 static perfc_ctx *ctx_get(poller *p) {
   if (p->free_list == NULL &&
       atomic_load_explicit(&p->returned, memory_order_relaxed) != NULL) {
@@ -401,10 +412,15 @@ static void ctx_put(perfc_ctx *ctx) {
 static void ctx_release(perfc_ctx *ctx) {
   if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
     return;
-  if (ctx->counted)
-    atomic_fetch_sub_explicit(
-        &ctx->poller->inflight[ctx->method - ctx->poller->srv->methods], 1,
-        memory_order_relaxed);
+  if (ctx->counted) {
+    poller *p = ctx->poller;
+    size_t i = (size_t)(ctx->method - p->srv->methods);
+    if (p == tls_poller)
+      counter_add(&p->running[i], -1);
+    else
+      atomic_fetch_add_explicit(&p->ended_elsewhere[i], 1,
+                                memory_order_relaxed);
+  }
   PERFC_CORE_MEMORY_BEGIN();
   grpc_metadata_array_destroy(&ctx->request_md);
   if (ctx->method == NULL)
@@ -806,14 +822,6 @@ static int server_accepting(perfc_server *srv) {
   return atomic_load_explicit(&srv->state, memory_order_acquire) == SRV_STARTED;
 }
 
-/* One writer (the poller), so a plain load and store, not a locked
- * read-modify-write. */
-static void counter_add(_Atomic unsigned *c, int d) {
-  atomic_store_explicit(
-      c, atomic_load_explicit(c, memory_order_relaxed) + (unsigned)d,
-      memory_order_relaxed);
-}
-
 /* Replaces the request of method `m` (NULL: generic) that was just matched
  * (ctx), and deepens the method's posted requests when its calls outgrow
  * them.
@@ -837,8 +845,10 @@ static void rearm(poller *p, perfc_ctx *ctx) {
   }
   size_t i = (size_t)(m - p->srv->methods);
   ctx->counted = 1;
+  counter_add(&p->running[i], 1);
   unsigned running =
-      atomic_fetch_add_explicit(&p->inflight[i], 1, memory_order_relaxed) + 1;
+      atomic_load_explicit(&p->running[i], memory_order_relaxed) -
+      atomic_load_explicit(&p->ended_elsewhere[i], memory_order_relaxed);
   unsigned depth = atomic_load_explicit(&p->depth[i], memory_order_relaxed);
   unsigned max = p->srv->opts.requests_per_method, want = 1;
   if (running > 2 * depth && depth < max) {
@@ -1647,13 +1657,14 @@ int perfc_server_start(perfc_server *srv) {
     poller *p = &srv->pollers[i];
     p->srv = srv;
     p->index = i;
-    p->posted = calloc(3 * (srv->nmethods + 1), sizeof *p->posted);
+    p->posted = calloc(4 * (srv->nmethods + 1), sizeof *p->posted);
     if (p->posted == NULL) {
       perfc_log(PERFC_LOG_WARN, "server: no memory for poller %u", i);
       break;
     }
     p->depth = p->posted + srv->nmethods + 1;
-    p->inflight = p->depth + srv->nmethods + 1;
+    p->running = p->depth + srv->nmethods + 1;
+    p->ended_elsewhere = p->running + srv->nmethods + 1;
     p->cq = grpc_completion_queue_create_for_next(NULL);
     if (pthread_create(&p->thread, NULL, poller_main, p) != 0) {
       grpc_completion_queue_shutdown(p->cq);
