@@ -9,6 +9,7 @@
 #include "perfc/arena.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,10 +123,6 @@ char *perfc_arena_strdup(perfc_arena *a, const char *s) {
   return perfc_arena_strndup(a, s, strlen(s));
 }
 
-/* Formats straight into the current block's free space and keeps the bytes
- * only if the text fitted: one vsnprintf pass instead of a measuring pass
- * and a writing pass. Generated cache keys ("user:{id}") are formatted this
- * way on every cached call, and vsnprintf is most of their cost. */
 /* The formats generated cache keys use ("user:%lld", "%s/%llu", ...):
  * literal text, %s, %lld, %llu and %%. vsnprintf spends ~600 instructions
  * on a one-number key (most of it setting up its stream), which was a
@@ -200,55 +197,42 @@ static size_t simple_vformat(char *dst, size_t room, const char *fmt,
   return n;
 }
 
-static char *sprintf_simple(perfc_arena *a, const char *fmt, va_list ap) {
-  va_list again;
-  va_copy(again, ap);
+/* simple_vformat() or vsnprintf(); SIZE_MAX when vsnprintf fails. */
+static size_t vformat(char *dst, size_t room, int simple, const char *fmt,
+                      va_list ap) {
+  if (simple)
+    return simple_vformat(dst, room, fmt, ap);
+  int n = vsnprintf(dst, room, fmt, ap);
+  return n < 0 ? SIZE_MAX : (size_t)n;
+}
+
+/* Formats straight into the current block's free space and keeps the bytes
+ * only if the text fitted: one formatting pass instead of a measuring pass
+ * and a writing pass. Generated cache keys ("user:{id}") are formatted this
+ * way on every cached call. */
+char *perfc_arena_sprintf(perfc_arena *a, const char *fmt, ...) {
+  int simple = simple_format(fmt);
   block *b = a->cur;
   size_t room = b->cap - b->used;
   char *dst = (char *)b->data + b->used;
-  size_t n = simple_vformat(dst, room, fmt, ap);
+  va_list ap;
+  va_start(ap, fmt);
+  size_t n = vformat(dst, room, simple, fmt, ap);
+  va_end(ap);
+  if (n == SIZE_MAX)
+    return NULL;
   if (n < room) {
+    /* used and cap are multiples of ALIGN, so the rounded size fits too. */
     size_t need = ALIGN_UP(n + 1);
     b->used += need;
     a->total += need;
-    va_end(again);
     return dst;
   }
   char *p = perfc_arena_alloc(a, n + 1);
-  if (p != NULL)
-    simple_vformat(p, n + 1, fmt, again);
-  va_end(again);
-  return p;
-}
-
-char *perfc_arena_sprintf(perfc_arena *a, const char *fmt, ...) {
-  va_list ap;
-  if (simple_format(fmt)) {
-    va_start(ap, fmt);
-    char *p = sprintf_simple(a, fmt, ap);
-    va_end(ap);
-    return p;
-  }
-  block *b = a->cur;
-  size_t room = b->cap - b->used;
-  char *dst = (char *)b->data + b->used;
-  va_start(ap, fmt);
-  int n = vsnprintf(dst, room, fmt, ap);
-  va_end(ap);
-  if (n < 0)
-    return NULL;
-  if ((size_t)n < room) {
-    /* used and cap are multiples of ALIGN, so the rounded size fits too. */
-    size_t need = ALIGN_UP((size_t)n + 1);
-    b->used += need;
-    a->total += need;
-    return dst;
-  }
-  char *p = perfc_arena_alloc(a, (size_t)n + 1);
   if (p == NULL)
     return NULL;
   va_start(ap, fmt);
-  vsnprintf(p, (size_t)n + 1, fmt, ap);
+  vformat(p, n + 1, simple, fmt, ap);
   va_end(ap);
   return p;
 }

@@ -26,47 +26,39 @@ static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
   return -1;
 }
 
-/* Walks one top-level field at *p: its number and wire type, and where its
- * bytes (after the tag) begin and end. */
-static int next_field(const uint8_t **p, const uint8_t *end, uint32_t *number,
-                      int *wire, const uint8_t **body) {
+/* Moves *p past one well-formed top-level field (tag and value). */
+static int skip_field(const uint8_t **p, const uint8_t *end) {
   uint64_t tag, n;
   if (read_varint(p, end, &tag) != 0 || (tag >> 3) == 0 ||
       (tag >> 3) > 0x1fffffff)
     return -1;
-  *number = (uint32_t)(tag >> 3);
-  *wire = (int)(tag & 7);
-  *body = *p;
-  switch (*wire) {
+  switch (tag & 7) {
   case PROTOBUF_C_WIRE_TYPE_VARINT:
     return read_varint(p, end, &n);
   case PROTOBUF_C_WIRE_TYPE_64BIT:
-    if (end - *p < 8)
-      return -1;
-    *p += 8;
-    return 0;
+    n = 8;
+    break;
   case PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED:
-    if (read_varint(p, end, &n) != 0 || n > (uint64_t)(end - *p))
+    if (read_varint(p, end, &n) != 0)
       return -1;
-    *p += n;
-    return 0;
+    break;
   case PROTOBUF_C_WIRE_TYPE_32BIT:
-    if (end - *p < 4)
-      return -1;
-    *p += 4;
-    return 0;
+    n = 4;
+    break;
   default: /* groups (deprecated) and invalid types: let protobuf-c decode */
     return -1;
   }
+  if (n > (uint64_t)(end - *p))
+    return -1;
+  *p += n;
+  return 0;
 }
 
 int perfc__pb_plain_fields(const uint8_t *data, size_t len) {
-  const uint8_t *p = data, *end = data + len, *body;
-  uint32_t number;
-  int wire;
+  const uint8_t *p = data, *end = data + len;
   int n = 0;
   while (p < end) {
-    if (next_field(&p, end, &number, &wire, &body) != 0 || n == INT_MAX)
+    if (skip_field(&p, end) != 0 || n == INT_MAX)
       return -1;
     n++;
   }

@@ -102,18 +102,11 @@ void perfc__server_set_pool_metrics(perfc_server *srv, perfc_gauge *queued,
 /* The ports the server listens on (bound, so never 0); borrowed. */
 size_t perfc__server_ports(const perfc_server *srv, const int **ports);
 
-/* For tests: how many requests poller `poller_index` has posted for the
- * method at `path` and not yet seen matched, and how many it keeps posted
- * (starts at 2 and doubles, up to requests_per_method, once the method has
- * more than twice that many calls running; server.c, rearm()). 0,
- * PERFC_ENOENT (no such method) or PERFC_ESTATE (not started, or no such
- * poller). Exported for the integration tests only; no installed header
- * declares it. */
 /* Reply batching on bidirectional streams (server.c, perfc_stream): how
  * many replies of stream `s` were held back to be written with a later
- * one or at the stream's next wait, and the turn-around under which a handler's
- * reply may be held (20 µs; the tests raise it so that sanitizer builds
- * batch too). Exported for the integration tests only. */
+ * one or at the stream's next wait, and the turn-around under which a
+ * handler's reply may be held (20 µs; the tests raise it so that sanitizer
+ * builds batch too). Exported for the integration tests only. */
 PERFC_API unsigned long perfc__stream_replies_held(const perfc_stream *s);
 PERFC_API extern int64_t perfc__stream_hold_ns;
 
@@ -124,6 +117,13 @@ PERFC_API extern int64_t perfc__stream_hold_ns;
 PERFC_API int perfc__server_pool_stats(perfc_server *srv,
                                        perfc_pool_stats *out);
 
+/* For tests: how many requests poller `poller_index` has posted for the
+ * method at `path` and not yet seen matched, and how many it keeps posted
+ * (starts at 2 and doubles, up to requests_per_method, once the method has
+ * more than twice that many calls running; server.c, rearm()). 0,
+ * PERFC_ENOENT (no such method) or PERFC_ESTATE (not started, or no such
+ * poller). Exported for the integration tests only; no installed header
+ * declares it. */
 PERFC_API int perfc__server_posted_requests(const perfc_server *srv,
                                             const char *path,
                                             unsigned poller_index,
