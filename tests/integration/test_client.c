@@ -336,6 +336,24 @@ Test(batching, stream_flush_every_send_writes_each_reply_at_once) {
   test_server_stop(s2);
 }
 
+/* Batched replies compressed by the server's default (gzip): the core
+ * compresses each held reply on its own as it takes it, so they all still
+ * decode, in order. */
+Test(batching, compressed_replies_are_batched_and_decode) {
+  perfc_server_opts o;
+  perfc_server_opts_init(&o);
+  o.compression = "gzip";
+  int p2;
+  perfc_server *s2 = test_server_start(&o, &p2);
+  cr_assert_not_null(s2);
+  perfc_channel *c2 = channel_to(p2);
+  unsigned long held;
+  pipelined(c2, &held);
+  cr_assert(held > 0 && held < 300, "%lu of 300 replies held back", held);
+  perfc_channel_free(c2);
+  test_server_stop(s2);
+}
+
 /* Every reply is followed by a request that gets none. The last reply is
  * made 100 ms late, so that request is surely there and the reply is held;
  * the handler then waits for more, and the reply must go out before it
