@@ -1,4 +1,4 @@
-/* fuzz_config.c — the configuration loader (runtime/src/config.c on
+/* fuzz_config.c — the configuration loader (runtime/src/config/config.c on
  * libcyaml/libyaml) fed arbitrary bytes as a YAML file, then, when it
  * loads, every value it parsed pushed back through perfc_config_set() as an
  * environment override would be, and the apply functions run. Whatever the

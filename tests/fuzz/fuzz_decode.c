@@ -20,7 +20,7 @@
  * Room: tests/fuzz. */
 #include "echo.perfc.h"
 #include "perfc/test/v1/test.perfc.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>

@@ -1,4 +1,4 @@
-/* fuzz_jwt.c — the JWT path of runtime/src/jwt.c and auth.c: base64url,
+/* fuzz_jwt.c — the JWT path of runtime/src/guard/jwt.c and auth.c: base64url,
  * the strict JSON reader, and perfc_auth_verify(). (The configuration
  * loader has its own target, fuzz_config.c.)
  *
@@ -11,7 +11,7 @@
  *   3: the rest goes to perfc__b64url_decode().
  *
  * Room: tests/fuzz. */
-#include "auth_internal.h"
+#include "guard/auth_internal.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>

@@ -7,7 +7,7 @@
  * Room: tests/integration (declarative caching). */
 #include "perfc/test/v1/cached.perfc.h"
 #include "redis_server.h"
-#include "server_internal.h" /* perfc__server_pool_stats */
+#include "server/server_internal.h" /* perfc__server_pool_stats */
 
 #include <criterion/criterion.h>
 #include <pthread.h>

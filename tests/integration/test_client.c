@@ -2,7 +2,7 @@
  * calls of all three kinds, asynchronous unary calls, deadline and
  * cancellation propagation, and a pool of N connections. */
 #include "test_service.h"
-#include "server_internal.h" /* perfc__stream_hold_ns */
+#include "server/server_internal.h" /* perfc__stream_hold_ns */
 
 #include <criterion/criterion.h>
 #include <grpc/grpc.h>

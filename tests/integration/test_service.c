@@ -1,7 +1,7 @@
 /* test_service.c — TestService handlers: each method exercises one piece of
  * the runtime the tests check (see proto/perfc/test/v1/test.proto). */
 #include "test_service.h"
-#include "server_internal.h" /* perfc__stream_replies_held */
+#include "server/server_internal.h" /* perfc__stream_replies_held */
 
 #include <stdatomic.h>
 

@@ -2,7 +2,7 @@
  * round trips, concurrency, every bad-input case of the unary path, worker
  * pool bounds, deadlines, cancellation and graceful shutdown. After every
  * failure case the same server must still answer. */
-#include "server_internal.h" /* perfc__server_posted_requests */
+#include "server/server_internal.h" /* perfc__server_posted_requests */
 #include "test_service.h"
 
 #include <criterion/criterion.h>

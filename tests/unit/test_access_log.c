@@ -1,4 +1,4 @@
-/* test_access_log.c — runtime/src/access_log.c: one record per call with
+/* test_access_log.c — runtime/src/observe/access_log.c: one record per call with
  * method, code, duration and peer; errors raised to warn; nothing from
  * metadata. */
 #include "empty_service.h"

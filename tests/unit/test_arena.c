@@ -1,4 +1,4 @@
-/* test_arena.c — runtime/src/arena.c: alignment, growth, reset, protobuf-c
+/* test_arena.c — runtime/src/core/arena.c: alignment, growth, reset, protobuf-c
  * allocator. */
 #include <criterion/criterion.h>
 #include <limits.h>

@@ -1,4 +1,4 @@
-/* test_auth.c — runtime/src/auth.c's interceptor on a real server: missing,
+/* test_auth.c — runtime/src/guard/auth.c's interceptor on a real server: missing,
  * malformed and bad tokens get UNAUTHENTICATED, a valid token without the
  * method's claim PERMISSION_DENIED, public methods need nothing, rule
  * precedence, the handler sees the verified claims, and no token or secret

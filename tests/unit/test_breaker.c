@@ -1,4 +1,4 @@
-/* test_breaker.c — runtime/src/breaker.c against a real server whose Ping
+/* test_breaker.c — runtime/src/guard/breaker.c against a real server whose Ping
  * fails on request (empty_service.h's x-fail), with a controllable clock and
  * random source so every count is exact: the breaker lets calls through
  * until it has evidence, then refuses locally with UNAVAILABLE as the

@@ -1,4 +1,4 @@
-/* test_cache.c — runtime/src/cache.c: cache-aside over L1 and a real
+/* test_cache.c — runtime/src/data/cache.c: cache-aside over L1 and a real
  * redis-server on loopback. Loads, negative caching, single flight (64
  * threads, one load), Redis killed and restarted, background delete
  * retries, invalidation seen by another process, the stale-fill race

@@ -1,4 +1,4 @@
-/* test_cache_rpc.c — runtime/src/cache_rpc.c: one cached unary call through
+/* test_cache_rpc.c — runtime/src/data/cache_rpc.c: one cached unary call through
  * an L1-only cache on a real server: the load runs once per key, NOT_FOUND
  * is cached negatively, other errors are not cached, invalidation reloads.
  * (The check of stored bytes before a hit sends them: test_pb_wire.c. With

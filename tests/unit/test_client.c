@@ -1,4 +1,4 @@
-/* test_client.c — runtime/src/client.c: option defaults and failures that
+/* test_client.c — runtime/src/client/client.c: option defaults and failures that
  * need no server (calls against a real server are in tests/integration). */
 #include <criterion/criterion.h>
 #include <perfc/client.h>

@@ -1,4 +1,4 @@
-/* test_client_stream.c — runtime/src/client_stream.c without a server:
+/* test_client_stream.c — runtime/src/client/client_stream.c without a server:
  * argument checks and a call whose server is not there. Calls against a
  * real server are in tests/integration/test_client.c. */
 #include "empty_service.h"

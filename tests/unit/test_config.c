@@ -1,4 +1,4 @@
-/* test_config.c — runtime/src/config.c: the YAML loader, its exact error
+/* test_config.c — runtime/src/config/config.c: the YAML loader, its exact error
  * messages, environment overrides, flags, defaults and the sample service's
  * configuration file. Criterion runs each test in its own process, so
  * setenv() in one test cannot leak into another. */

@@ -1,4 +1,4 @@
-/* test_config_resilience.c — runtime/src/config.c's `resilience:` section
+/* test_config_resilience.c — runtime/src/config/config.c's `resilience:` section
  * and perfc_config_attach_resilience(): values parse strictly, and the
  * rate limit it attaches really refuses calls on a live server. */
 #include "empty_service.h"

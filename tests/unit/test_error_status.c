@@ -1,4 +1,4 @@
-/* test_error_status.c — runtime/src/error.c and status.c: tables stay consistent. */
+/* test_error_status.c — runtime/src/core/error.c and status.c: tables stay consistent. */
 #include <criterion/criterion.h>
 #include <perfc/common.h>
 #include <perfc/status.h>

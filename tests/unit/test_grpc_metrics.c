@@ -1,4 +1,4 @@
-/* test_grpc_metrics.c — runtime/src/grpc_metrics.c: go-grpc-prometheus
+/* test_grpc_metrics.c — runtime/src/observe/grpc_metrics.c: go-grpc-prometheus
  * names, labels and counts for every method kind, on a real server and
  * channel. The service is built by hand over google.protobuf.Empty so this
  * test needs no generated code. */

@@ -1,7 +1,7 @@
-/* test_grpc_util.c — runtime/src/grpc_util.c: byte-buffer flattening
+/* test_grpc_util.c — runtime/src/transport/core/grpc_util.c: byte-buffer flattening
  * (single slice without a copy, several slices), packing,
  * deadlines, metadata checks. */
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <criterion/criterion.h>
 #include <google/protobuf/wrappers.pb-c.h>

@@ -1,4 +1,4 @@
-/* test_health.c — runtime/src/health.c: the status table, and
+/* test_health.c — runtime/src/observe/health.c: the status table, and
  * grpc.health.v1.Health served by a real server on 127.0.0.1:0, called with
  * perfc's client (Check) and a C-core streaming client (Watch). */
 #include <criterion/criterion.h>

@@ -1,9 +1,9 @@
-/* test_jwt.c — runtime/src/jwt.c and perfc_auth_verify() without a server:
+/* test_jwt.c — runtime/src/guard/jwt.c and perfc_auth_verify() without a server:
  * base64url and the JSON reader's strictness, HS256 and RS256 signatures,
  * alg none and algorithm confusion, exp/nbf/iat with leeway, iss and aud,
  * claim getters. Tokens are minted here (jwt_tokens.h); jwt.c is compiled
  * into this test so its internal functions can be called. */
-#include "auth_internal.h"
+#include "guard/auth_internal.h"
 #include "jwt_tokens.h"
 #include "perfc/log.h"
 

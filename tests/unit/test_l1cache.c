@@ -1,4 +1,4 @@
-/* test_l1cache.c — runtime/src/l1cache.c: hits and misses, copy-out, TTL,
+/* test_l1cache.c — runtime/src/data/l1cache.c: hits and misses, copy-out, TTL,
  * LRU eviction under the byte bound, negative entries, delete, clear,
  * versioned sets fenced by delete, stats, and a threaded smoke test. */
 #include <criterion/criterion.h>

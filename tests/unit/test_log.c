@@ -1,4 +1,4 @@
-/* test_log.c — runtime/src/log.c: level filter, sink, logfmt escaping. */
+/* test_log.c — runtime/src/core/log.c: level filter, sink, logfmt escaping. */
 #include <criterion/criterion.h>
 #include <perfc/log.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * test_metrics.c — unit tests for runtime/src/metrics.c: exact text
+ * test_metrics.c — unit tests for runtime/src/observe/metrics.c: exact text
  * exposition, name validation, registration rules, and exact sums from many
  * threads (including threads that exit before the scrape).
  *

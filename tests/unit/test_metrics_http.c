@@ -1,5 +1,5 @@
 /*
- * test_metrics_http.c — unit tests for runtime/src/metrics_http.c over a
+ * test_metrics_http.c — unit tests for runtime/src/observe/metrics_http.c over a
  * real loopback socket with a plain POSIX client, plus `promtool check
  * metrics` on a real scrape.
  *

@@ -1,9 +1,9 @@
-/* test_pb_wire.c — runtime/src/pb_wire.c: the check cache_rpc.c makes
+/* test_pb_wire.c — runtime/src/core/pb_wire.c: the check cache_rpc.c makes
  * before a cache hit sends its stored bytes as the response. Well-formed
  * fields of every wire type are counted; anything else is refused so the
  * bytes are decoded (and reported) instead of sent. pb_wire.c is hidden in
  * libperfc, so this test compiles it itself. */
-#include "pb_wire_internal.h"
+#include "core/pb_wire_internal.h"
 
 #include <criterion/criterion.h>
 #include <google/protobuf/timestamp.pb-c.h>

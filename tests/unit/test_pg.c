@@ -1,4 +1,4 @@
-/* test_pg.c — runtime/src/pg.c against real PostgreSQL servers.
+/* test_pg.c — runtime/src/data/pg.c against real PostgreSQL servers.
  *
  * Room: tests/unit. Before any test runs, a report hook starts two throwaway
  * clusters with scripts/pg-up in temp directories: "primary" and a second,

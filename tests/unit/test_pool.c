@@ -1,4 +1,4 @@
-/* test_pool.c — runtime/src/pool.c: every job runs exactly once, the bound
+/* test_pool.c — runtime/src/core/pool.c: every job runs exactly once, the bound
  * refuses at once, free drains the queue. */
 #include <criterion/criterion.h>
 #include <sched.h>

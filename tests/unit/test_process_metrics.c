@@ -1,5 +1,5 @@
 /*
- * test_process_metrics.c — unit tests for runtime/src/process_metrics.c:
+ * test_process_metrics.c — unit tests for runtime/src/observe/process_metrics.c:
  * the standard process metrics are present, typed, and plausible against
  * what the test measures itself.
  *

@@ -1,4 +1,4 @@
-/* test_ratelimit.c — runtime/src/ratelimit.c on a real server with a
+/* test_ratelimit.c — runtime/src/guard/ratelimit.c on a real server with a
  * controllable clock: exact admitted/refused counts for a token bucket
  * (burst, refill, cap), per-method and per-service rules, one bucket per
  * API key with LRU eviction, tokens given back when a later rule refuses,

@@ -1,4 +1,4 @@
-/* test_redis.c — runtime/src/redis.c against a real redis-server on
+/* test_redis.c — runtime/src/data/redis.c against a real redis-server on
  * loopback: commands, MGET/pipelined SET with TTL, DEL, pool bound and
  * acquire timeout, server down reported fast, reconnect after restart,
  * health check of idle connections, pub/sub with resubscribe. */

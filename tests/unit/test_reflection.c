@@ -1,4 +1,4 @@
-/* test_reflection.c — runtime/src/reflection.c: a real server on
+/* test_reflection.c — runtime/src/observe/reflection.c: a real server on
  * 127.0.0.1:0 with TestService (which imports perfc/options.proto and so
  * descriptor.proto), health and reflection, asked over one
  * ServerReflectionInfo stream by a C-core client. */

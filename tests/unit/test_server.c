@@ -1,4 +1,4 @@
-/* test_server.c — runtime/src/server.c: option defaults and lifecycle
+/* test_server.c — runtime/src/server/server.c: option defaults and lifecycle
  * errors. Request handling is covered by tests/integration with generated
  * code. */
 #include <criterion/criterion.h>

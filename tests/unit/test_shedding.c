@@ -1,4 +1,4 @@
-/* test_shedding.c — runtime/src/shedding.c under real overload: a handler
+/* test_shedding.c — runtime/src/guard/shedding.c under real overload: a handler
  * that sleeps 20 ms on a pool of 4 workers serves at most 200 calls/s; an
  * open-loop driver offers 400/s for 4 s. With the shedder, refusals are
  * immediate and the calls it accepts keep near-normal latency; without it

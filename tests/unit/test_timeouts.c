@@ -1,4 +1,4 @@
-/* test_timeouts.c — runtime/src/timeouts.c and perfc_ctx_set_deadline_ms():
+/* test_timeouts.c — runtime/src/guard/timeouts.c and perfc_ctx_set_deadline_ms():
  * the handler sees the method's timeout when the client set no deadline or
  * a later one, the client's earlier deadline wins, config overrides the
  * proto option, a handler past the timeout answers DEADLINE_EXCEEDED, and a

@@ -1,4 +1,4 @@
-/* test_tls.c — the file checks of runtime/src/tls.c without a server:
+/* test_tls.c — the file checks of runtime/src/transport/core/tls.c without a server:
  * chains, bundles, size limits, and that perfc_tls_last_error() is per
  * thread. Server and channel behaviour is in tests/integration/test_tls.c.
  *

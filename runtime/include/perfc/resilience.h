@@ -6,7 +6,7 @@
  * each mechanism, its defaults and its metrics.
  *
  * Room: runtime public headers. Each mechanism is its own module
- * (runtime/src/ratelimit.c, shedding.c, timeouts.c, breaker.c) built on
+ * (runtime/src/guard/ratelimit.c, shedding.c, timeouts.c, breaker.c) built on
  * perfc/interceptor.h and perfc/metrics.h. Every object here is created
  * once, attached to servers (or given to channels) before they start, and
  * freed after every server and channel using it is freed. The per-call

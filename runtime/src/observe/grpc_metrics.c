@@ -15,7 +15,7 @@
  */
 #include "perfc/grpc_metrics.h"
 #include "perfc/log.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>

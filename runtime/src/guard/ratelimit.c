@@ -20,7 +20,7 @@
 #include "perfc/log.h"
 #include "perfc/resilience.h"
 #include "perfc/server.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -7,9 +7,9 @@
  */
 #include "perfc/cache_rpc.h"
 
-#include "cache_internal.h"
-#include "pb_wire_internal.h"
-#include "server_internal.h"
+#include "data/cache_internal.h"
+#include "core/pb_wire_internal.h"
+#include "server/server_internal.h"
 #include "perfc/arena.h"
 #include "perfc/log.h"
 

@@ -33,7 +33,7 @@
 #include "perfc/log.h"
 #include "perfc/resilience.h"
 #include "perfc/server.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

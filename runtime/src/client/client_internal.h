@@ -9,7 +9,7 @@
 #define PERFC_CLIENT_INTERNAL_H
 
 #include "perfc/client.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

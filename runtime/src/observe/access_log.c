@@ -7,7 +7,7 @@
  */
 #include "perfc/access_log.h"
 #include "perfc/server.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <stdio.h>
 

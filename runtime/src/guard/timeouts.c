@@ -10,7 +10,7 @@
  */
 #include "perfc/resilience.h"
 #include "perfc/server.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -34,7 +34,7 @@
 #include <time.h>
 
 #include "perfc/log.h"
-#include "redis_internal.h"
+#include "data/redis_internal.h"
 
 typedef struct conn {
   redisContext *ctx;

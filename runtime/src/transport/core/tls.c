@@ -12,7 +12,7 @@
  */
 #include "perfc/tls.h"
 #include "perfc/log.h"
-#include "tls_internal.h"
+#include "transport/core/tls_internal.h"
 
 #include <errno.h>
 #include <openssl/bio.h>

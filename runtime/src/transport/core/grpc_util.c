@@ -4,7 +4,7 @@
  *
  * Room: runtime/src; wraps the grpc headers only.
  */
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <dlfcn.h>
 #include <grpc/byte_buffer_reader.h>

@@ -14,7 +14,7 @@
  */
 #include "perfc/l1cache.h"
 
-#include "cache_internal.h"
+#include "data/cache_internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -22,7 +22,7 @@
  */
 #include "perfc/log.h"
 #include "perfc/resilience.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -12,10 +12,10 @@
  * log is a credential anyone with log access can replay.
  */
 #include "perfc/auth.h"
-#include "auth_internal.h"
+#include "guard/auth_internal.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
 #include <openssl/crypto.h>
 #include <openssl/decoder.h>

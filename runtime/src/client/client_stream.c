@@ -9,7 +9,7 @@
  * allows one outstanding op of each kind, and several pluckers on a queue).
  * Blocking until a send completes is the flow control.
  */
-#include "client_internal.h"
+#include "client/client_internal.h"
 #include "perfc/log.h"
 
 #include <grpc/support/alloc.h>

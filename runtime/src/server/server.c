@@ -32,10 +32,10 @@
 #include "perfc/pool.h"
 #include "perfc/server.h"
 #include "perfc/stream.h"
-#include "server_internal.h"
+#include "server/server_internal.h"
 
-#include "compression_internal.h"
-#include "tls_internal.h"
+#include "transport/core/compression_internal.h"
+#include "transport/core/tls_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>

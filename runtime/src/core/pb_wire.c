@@ -7,7 +7,7 @@
  * Room: runtime/src (data layer). Plain C on the wire format; nothing here
  * allocates or touches the core, so tests compile it alone.
  */
-#include "pb_wire_internal.h"
+#include "core/pb_wire_internal.h"
 
 #include <limits.h>
 #include <protobuf-c/protobuf-c.h>

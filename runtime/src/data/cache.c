@@ -33,8 +33,8 @@
 #include <time.h>
 
 #include "perfc/log.h"
-#include "cache_internal.h"
-#include "redis_internal.h"
+#include "data/cache_internal.h"
+#include "data/redis_internal.h"
 
 #define TAG_VALUE 'v'
 #define TAG_NEGATIVE 'n'

@@ -14,7 +14,7 @@
  * refused instead of interpreted, since a verifier and an issuer that
  * disagree on a claim's value are a classic token-confusion hole.
  */
-#include "auth_internal.h"
+#include "guard/auth_internal.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

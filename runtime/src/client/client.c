@@ -12,11 +12,11 @@
  */
 #include "perfc/client.h"
 #include "perfc/log.h"
-#include "client_internal.h"
-#include "server_internal.h"
+#include "client/client_internal.h"
+#include "server/server_internal.h"
 
-#include "compression_internal.h"
-#include "tls_internal.h"
+#include "transport/core/compression_internal.h"
+#include "transport/core/tls_internal.h"
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
