@@ -10,7 +10,9 @@
 #                  [OUT_DIR dir]                # default: <binary dir>/perfc_gen
 #                  [PERFC_OPTIONS opt ...]      # e.g. templates=DIR
 #                  [OUT_INCLUDE_DIR <var>]      # receives OUT_DIR
-#                  [TARGET tgt])                # adds sources + include dir
+#                  [TARGET tgt]                 # adds sources + include dir,
+#                                               # links what the protos need
+#                  [NO_LINK])                   # TARGET without the linking
 #
 # Each proto is named by its path below the first IMPORT_DIR that holds it
 # ("api/v1/user.proto"), as protoc and its imports see it; outputs keep that
@@ -19,7 +21,11 @@
 # CMake configures; editing the .proto re-runs that check). perfc's own
 # proto/ (for "perfc/options.proto") and the system's well-known types are
 # on the import path. Compile the sources with OUT_DIR on the include path
-# and link perfc::runtime (which brings perfc::wkt's headers).
+# and link perfc::runtime (which brings perfc::wkt's headers), plus
+# perfc::data when a method is cached or invalidates (`(perfc.cache)`,
+# `(perfc.invalidate)`: the generated code calls the cache-aside unit). With
+# TARGET, perfc_generate() does that linking itself unless NO_LINK is given
+# (for targets that link the runtime some other way, such as perfc's tests).
 include_guard(GLOBAL)
 
 if(NOT DEFINED PERFC_PROTO_DIR)
@@ -39,7 +45,7 @@ find_path(PERFC_PROTOBUF_C_PROTO_DIR protobuf-c/protobuf-c.proto
   HINTS /usr/include /usr/local/include)
 
 function(perfc_generate)
-  cmake_parse_arguments(PG "" "OUT_SRCS;OUT_HDRS;OUT_DIR;OUT_INCLUDE_DIR;TARGET"
+  cmake_parse_arguments(PG "NO_LINK" "OUT_SRCS;OUT_HDRS;OUT_DIR;OUT_INCLUDE_DIR;TARGET"
                         "PROTOS;IMPORT_DIRS;PERFC_OPTIONS" ${ARGN})
   if(PG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "perfc_generate: unknown arguments: ${PG_UNPARSED_ARGUMENTS}")
@@ -95,6 +101,7 @@ function(perfc_generate)
 
   set(srcs "")
   set(hdrs "")
+  set(needs_data FALSE)
   foreach(p ${abs_protos})
     # The proto's name as protoc sees it: its path below an import dir.
     set(rel "")
@@ -116,6 +123,10 @@ function(perfc_generate)
     # protoc-gen-perfc writes nothing for a file without services, and a
     # custom command must produce what it declares; so look for one.
     file(STRINGS ${p} svc_lines REGEX "^[ \t]*service[ \t]+[A-Za-z_]")
+    file(STRINGS ${p} cache_lines REGEX "\\(perfc\\.(cache|invalidate)\\)")
+    if(cache_lines)
+      set(needs_data TRUE)
+    endif()
     set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${p})
     if(svc_lines)
       list(APPEND outs ${PG_OUT_DIR}/${stem}.perfc.c ${PG_OUT_DIR}/${stem}.perfc.h)
@@ -152,5 +163,11 @@ function(perfc_generate)
   if(PG_TARGET)
     target_sources(${PG_TARGET} PRIVATE ${srcs} ${hdrs})
     target_include_directories(${PG_TARGET} PUBLIC $<BUILD_INTERFACE:${PG_OUT_DIR}>)
+    if(NOT PG_NO_LINK)
+      target_link_libraries(${PG_TARGET} PUBLIC perfc::runtime)
+      if(needs_data)
+        target_link_libraries(${PG_TARGET} PUBLIC perfc::data)
+      endif()
+    endif()
   endif()
 endfunction()

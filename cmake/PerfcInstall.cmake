@@ -6,12 +6,13 @@
 # perfc_wkt to runtime/wkt, protoc-gen-perfc to protoc-gen-perfc/).
 #
 #   bin/protoc-gen-perfc
-#   lib/libperfc.so*, lib/libperfc-wkt.so*
+#   lib/libperfc.so*, lib/libperfc-data.so*, lib/libperfc-config.so*,
+#   lib/libperfc-wkt.so*
 #   include/perfc.h, include/perfc/*.h, include/perfc/options.pb-c.h
 #   include/google/protobuf/*.pb-c.h, include/google/protobuf/compiler/plugin.pb-c.h
 #   share/perfc/proto/perfc/options.proto
 #   lib/cmake/perfc/{perfcConfig,perfcConfigVersion,perfcTargets,PerfcGenerate}.cmake
-#   lib/pkgconfig/perfc.pc
+#   lib/pkgconfig/perfc.pc, perfc-data.pc, perfc-config.pc
 include(CMakePackageConfigHelpers)
 
 set(PERFC_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/perfc)
@@ -32,6 +33,14 @@ if(TARGET perfc_runtime)
   set_target_properties(perfc_runtime PROPERTIES EXPORT_NAME runtime)
   list(APPEND _perfc_export_targets perfc_runtime)
 endif()
+# The data (hiredis, libpq) and config (libcyaml) link units: perfc::data
+# and perfc::config, each linking perfc::runtime.
+foreach(_unit data config)
+  if(TARGET perfc_${_unit})
+    set_target_properties(perfc_${_unit} PROPERTIES EXPORT_NAME ${_unit})
+    list(APPEND _perfc_export_targets perfc_${_unit})
+  endif()
+endforeach()
 if(TARGET protoc-gen-perfc)
   list(APPEND _perfc_export_targets protoc-gen-perfc)
 endif()
@@ -74,3 +83,11 @@ configure_file(${PROJECT_SOURCE_DIR}/cmake/perfc.pc.in
                ${PROJECT_BINARY_DIR}/cmake/perfc.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/cmake/perfc.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+# perfc-data.pc and perfc-config.pc: `pkg-config --libs perfc-data` gives
+# -lperfc-data plus what perfc.pc gives (Requires: perfc).
+foreach(_unit data config)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/perfc-${_unit}.pc.in
+                 ${PROJECT_BINARY_DIR}/cmake/perfc-${_unit}.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/cmake/perfc-${_unit}.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endforeach()

@@ -5,24 +5,24 @@
 # not hand-write an HTTP server). process_metrics.c uses libm-free /proc
 # parsing; metrics.c uses floor/fabs/isnan from libm.
 pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
-target_link_libraries(perfc_runtime PRIVATE PkgConfig::MHD m)
+perfc_unit_link(perfc_runtime PRIVATE PkgConfig::MHD m)
 
 # tls.c: PEM files are read and checked with OpenSSL 3 (key matches
 # certificate, validity dates, parseable CA bundles) before gRPC sees them.
 pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
-target_link_libraries(perfc_runtime PRIVATE PkgConfig::OPENSSL)
+perfc_unit_link(perfc_runtime PRIVATE PkgConfig::OPENSSL)
 # pg.c: the PostgreSQL pool is built on libpq (pipeline mode needs 14+;
 # Debian 12 ships 15). Private: perfc/pg.h does not include libpq-fe.h.
 pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
-target_link_libraries(perfc_runtime PRIVATE PkgConfig::LIBPQ)
+perfc_unit_link(perfc_data PRIVATE PkgConfig::LIBPQ)
 # redis.c (and cache.c through redis_internal.h): the Redis client is
 # hiredis (protocol, replies, socket timeouts); perfc adds the pool,
 # backoff and the subscriber thread.
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
-target_link_libraries(perfc_runtime PRIVATE PkgConfig::HIREDIS)
+perfc_unit_link(perfc_data PRIVATE PkgConfig::HIREDIS)
 
 # config.c: the YAML file is loaded with libcyaml against a fixed schema;
 # libyaml itself (which libcyaml is built on) is used directly for a second
 # pass that maps each key to its line and column for error messages.
 pkg_check_modules(CYAML REQUIRED IMPORTED_TARGET libcyaml yaml-0.1)
-target_link_libraries(perfc_runtime PRIVATE PkgConfig::CYAML)
+perfc_unit_link(perfc_config PRIVATE PkgConfig::CYAML)

@@ -191,7 +191,7 @@ example)
   done < <(find "$W/perfc" "$W/c" "$W/stubs" -name '*.c' | sort)
   if [ -z "${SANITIZE:-}" ] && [ -n "${BUILD:-}" ] && [ -e "$BUILD/lib/libperfc.so" ]; then
     # shellcheck disable=SC2046
-    "$CC" "${objs[@]}" -L"$BUILD/lib" -lperfc -lperfc-wkt \
+    "$CC" "${objs[@]}" -L"$BUILD/lib" -lperfc-config -lperfc-data -lperfc -lperfc-wkt \
       $(pkg-config --libs libprotobuf-c) -Wl,-rpath,"$BUILD/lib" \
       -o "$W/user-server"
     "$W/user-server" --help | grep -q -- '--config FILE'

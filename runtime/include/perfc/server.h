@@ -229,6 +229,16 @@ PERFC_API perfc_arena *perfc_ctx_arena(perfc_ctx *ctx);
 /** Shorthand for perfc_arena_alloc(perfc_ctx_arena(ctx), n). */
 PERFC_API void *perfc_ctx_alloc(perfc_ctx *ctx, size_t n);
 
+/** Makes a unary call send `len` already-encoded bytes at `data` as its
+ * response instead of packing `resp` (which is then ignored): a cache hit
+ * answered with the stored encoding, or a proxy passing bytes through.
+ * `data` is borrowed and must live until the call ends (allocate it from
+ * perfc_ctx_arena()); the bytes must be a valid encoding of the method's
+ * response type, which perfc does not check. Returns 0, or PERFC_ESTATE when
+ * ctx is not a unary call or `resp` is not the response the server will send
+ * (a handler's own message): the caller then fills `resp` instead. */
+PERFC_API int perfc_ctx_set_raw_response(perfc_ctx *ctx, const ProtobufCMessage *resp,
+                                         const uint8_t *data, size_t len);
 /** Method path ("/pkg.Svc/Method"); borrowed, valid during the call. */
 PERFC_API const char *perfc_ctx_method(const perfc_ctx *ctx);
 /** Method descriptor; NULL for an unregistered method. */

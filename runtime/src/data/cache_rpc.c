@@ -9,7 +9,6 @@
 
 #include "data/cache_internal.h"
 #include "core/pb_wire_internal.h"
-#include "server/server_internal.h"
 #include "perfc/arena.h"
 #include "perfc/log.h"
 
@@ -53,7 +52,7 @@ static int loader(const char *key, uint8_t **out, size_t *out_len,
 
 /* Answers a hit from the cached bytes `val` (`len` bytes in the call's
  * arena). The stored bytes are what this method's load packed, so they go
- * out as they are (perfc__ctx_set_raw_response): decoding them into C
+ * out as they are (perfc_ctx_set_raw_response): decoding them into C
  * structs only for the server to encode them again was most of what a hit
  * cost (for examples/user-service's User, ~4,000 of ~5,000 instructions),
  * and even carrying them as unknown fields through protobuf-c's pack cost
@@ -65,7 +64,7 @@ static perfc_status_code answer_hit(perfc_ctx *ctx, const char *key,
                                     ProtobufCMessage *resp, const uint8_t *val,
                                     size_t len) {
   if (perfc__pb_plain_fields(val, len) >= 0 &&
-      perfc__ctx_set_raw_response(ctx, resp, val, len) == 0)
+      perfc_ctx_set_raw_response(ctx, resp, val, len) == 0)
     return PERFC_STATUS_OK;
   ProtobufCAllocator al = perfc_arena_allocator(perfc_ctx_arena(ctx));
   ProtobufCMessage *m =

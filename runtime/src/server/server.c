@@ -88,7 +88,7 @@ struct perfc_ctx {
   grpc_call_details details; /* generic requests only */
   grpc_byte_buffer *payload;
   grpc_byte_buffer *response;
-  /* A unary response already encoded (perfc__ctx_set_raw_response); sent
+  /* A unary response already encoded (perfc_ctx_set_raw_response); sent
    * instead of packing resp. Points into the arena. */
   const uint8_t *raw_response;
   size_t raw_response_len;
@@ -1960,7 +1960,7 @@ void *perfc__ctx_call_state(const perfc_ctx *ctx, perfc__ic_before_fn before) {
   return NULL;
 }
 
-int perfc__ctx_set_raw_response(perfc_ctx *ctx, const ProtobufCMessage *resp,
+int perfc_ctx_set_raw_response(perfc_ctx *ctx, const ProtobufCMessage *resp,
                                 const uint8_t *data, size_t len) {
   if (ctx->method == NULL || ctx->method->desc->kind != PERFC_METHOD_UNARY ||
       resp != ctx->resp)

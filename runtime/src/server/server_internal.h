@@ -75,15 +75,6 @@ grpc_byte_buffer *perfc__pack_sized(const ProtobufCMessage *msg, size_t n);
 /* A new byte buffer holding a copy of `len` bytes (borrowed). */
 grpc_byte_buffer *perfc__bytes_to_buffer(const uint8_t *data, size_t len);
 
-/* Makes a unary call send `len` already-encoded bytes at `data` (which must
- * live until the call finishes: the call's arena) as its response instead
- * of packing `resp`, which is then ignored. For a cache hit answered with
- * the stored encoding (cache_rpc.c). Returns 0, or PERFC_ESTATE when ctx is
- * not a unary call or `resp` is not the response the server will send (a
- * handler's own message): the caller then fills `resp` instead. */
-int perfc__ctx_set_raw_response(perfc_ctx *ctx, const ProtobufCMessage *resp,
-                                const uint8_t *data, size_t len);
-
 /* Monotonic milliseconds until `deadline`; INT64_MAX for infinite. */
 int64_t perfc__remaining_ms(gpr_timespec deadline);
 
@@ -107,14 +98,14 @@ size_t perfc__server_ports(const perfc_server *srv, const int **ports);
  * one or at the stream's next wait, and the turn-around under which a
  * handler's reply may be held (20 µs; the tests raise it so that sanitizer
  * builds batch too). Exported for the integration tests only. */
-PERFC_API unsigned long perfc__stream_replies_held(const perfc_stream *s);
-PERFC_API extern int64_t perfc__stream_hold_ns;
+unsigned long perfc__stream_replies_held(const perfc_stream *s);
+extern int64_t perfc__stream_hold_ns;
 
 /* The worker pool's counters (perfc_pool_stats_get), so a test can wait
  * for a call to be queued instead of guessing a delay. 0, or PERFC_ESTATE
  * when the server has no pool (not started). Exported for the integration
  * tests only. */
-PERFC_API int perfc__server_pool_stats(perfc_server *srv,
+int perfc__server_pool_stats(perfc_server *srv,
                                        perfc_pool_stats *out);
 
 /* For tests: how many requests poller `poller_index` has posted for the
@@ -124,7 +115,7 @@ PERFC_API int perfc__server_pool_stats(perfc_server *srv,
  * PERFC_ENOENT (no such method) or PERFC_ESTATE (not started, or no such
  * poller). Exported for the integration tests only; no installed header
  * declares it. */
-PERFC_API int perfc__server_posted_requests(const perfc_server *srv,
+int perfc__server_posted_requests(const perfc_server *srv,
                                             const char *path,
                                             unsigned poller_index,
                                             unsigned *posted, unsigned *depth);
