@@ -31,12 +31,16 @@ for so in libperfc libperfc-data libperfc-config; do
 done
 
 # The data unit carries the cache-aside, Redis and PostgreSQL code, and only
-# it links their client libraries.
-ldd "$BUILD/lib/libperfc-data.so" | grep -q libhiredis || { echo "FAIL: libperfc-data lacks hiredis"; fail=1; }
-ldd "$BUILD/lib/libperfc-data.so" | grep -q libpq || { echo "FAIL: libperfc-data lacks libpq"; fail=1; }
-ldd "$BUILD/lib/libperfc-config.so" | grep -q libcyaml || { echo "FAIL: libperfc-config lacks libcyaml"; fail=1; }
+# it links their client libraries. (ldd's output is read whole: grep -q in a
+# pipe would stop it early, and pipefail would count that as a failure.)
+data=$(ldd "$BUILD/lib/libperfc-data.so")
+config=$(ldd "$BUILD/lib/libperfc-config.so")
+runtime=$(ldd "$BUILD/lib/libperfc.so")
+grep -q libhiredis <<<"$data" || { echo "FAIL: libperfc-data lacks hiredis"; fail=1; }
+grep -q libpq <<<"$data" || { echo "FAIL: libperfc-data lacks libpq"; fail=1; }
+grep -q libcyaml <<<"$config" || { echo "FAIL: libperfc-config lacks libcyaml"; fail=1; }
 for lib in libpq libhiredis libcyaml; do
-  if ldd "$BUILD/lib/libperfc.so" | grep -q "$lib"; then
+  if grep -q "$lib" <<<"$runtime"; then
     echo "FAIL: libperfc links $lib"; fail=1
   fi
 done
