@@ -10,10 +10,13 @@
 #include <perfc/redis.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "redis_server.h"
 
@@ -815,4 +818,349 @@ Test(cache, per_call_ttl_override) {
   cr_assert_eq(get_ttl(e.cache, &db, "key1", PERFC_CACHE_TTL_NONE, 0),
                PERFC_EINVAL);
   env_close(&e);
+}
+
+/* ---- #13: read-your-writes, L1 while unsubscribed, shutdown drain ---- */
+
+typedef struct get_arg {
+  perfc_cache *cache;
+  fake_db *db;
+  const char *key;
+  atomic_int done;
+  int rc;
+  char val[32];
+} get_arg;
+
+static void *get_thread(void *p) {
+  get_arg *g = p;
+  uint8_t *v = NULL;
+  size_t n = 0;
+  g->rc = perfc_cache_get_or_load(g->cache, g->key, loader, g->db, &v, &n);
+  if (g->rc == 0) {
+    snprintf(g->val, sizeof g->val, "%.*s", (int)n, (const char *)v);
+    free(v);
+  }
+  atomic_store(&g->done, 1);
+  return NULL;
+}
+
+static int wait_done(get_arg *g, int ms) {
+  for (int i = 0; i < ms / 5 && !atomic_load(&g->done); i++)
+    tr_sleep_ms(5);
+  return atomic_load(&g->done);
+}
+
+static void release_gate(fake_db *db) {
+  pthread_mutex_lock(&db->mu);
+  db->released = 1;
+  pthread_cond_broadcast(&db->cv);
+  pthread_mutex_unlock(&db->mu);
+}
+
+/* Issue #13 item 7, made deterministic: R1's load reads "old" and blocks;
+ * the write commits "new" and invalidates; R2 begins after that. R2 must
+ * not join R1's flight (it would answer "old" after the acknowledged
+ * write): it loads on its own and returns "new" while R1 is still
+ * blocked. Without the flight's generation check R2 waits for R1. */
+static void flight_after_invalidation(int with_redis, int l1_off) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 4, "old");
+  env e;
+  memset(&e, 0, sizeof e);
+  cr_assert_eq(perfc_registry_new(&e.reg), 0);
+  if (with_redis) {
+    perfc_redis_opts ro;
+    perfc_redis_opts_init(&ro);
+    ro.port = srv.port;
+    ro.registry = e.reg;
+    ro.name = "flightv";
+    cr_assert_eq(perfc_redis_pool_new(&e.pool, &ro), 0);
+  }
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "flightv";
+  co.redis = e.pool;
+  co.registry = e.reg;
+  co.no_subscribe = 1;
+  if (l1_off)
+    co.l1_max_bytes = 1; /* what user-service does for l1_max_bytes: 0 */
+  cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
+
+  db.gated = 1;
+  get_arg r1 = {e.cache, &db, "key4", 0, 0, ""};
+  pthread_t t1;
+  pthread_create(&t1, NULL, get_thread, &r1);
+  pthread_mutex_lock(&db.mu);
+  while (!db.started)
+    pthread_cond_wait(&db.cv, &db.mu);
+  db.gated = 0; /* later loads do not block */
+  snprintf(db.vals[4], sizeof db.vals[4], "new");
+  pthread_mutex_unlock(&db.mu);
+  const char *keys[] = {"key4"};
+  cr_assert_eq(perfc_cache_invalidate(e.cache, keys, 1), 0);
+
+  get_arg r2 = {e.cache, &db, "key4", 0, 0, ""};
+  pthread_t t2;
+  pthread_create(&t2, NULL, get_thread, &r2);
+  int r2_done = wait_done(&r2, 3000);
+  int r1_done_early = atomic_load(&r1.done);
+  release_gate(&db);
+  pthread_join(t1, NULL);
+  pthread_join(t2, NULL);
+  cr_assert(r2_done, "a read after the invalidation joined the older load");
+  cr_assert_not(r1_done_early);
+  cr_assert_eq(r2.rc, 0);
+  cr_assert_str_eq(r2.val, "new");
+  /* R1 began before the write: its own answer may be the old row. */
+  cr_assert_eq(r1.rc, 0);
+  cr_assert_str_eq(r1.val, "old");
+  cr_assert_eq(atomic_load(&db.loads), 2);
+  /* And its fills were fenced: the next read sees "new". */
+  expect(e.cache, &db, "key4", "new");
+  env_close(&e);
+}
+
+Test(cache, read_after_invalidation_never_joins_older_flight) {
+  flight_after_invalidation(1, 0);
+}
+
+Test(cache, read_after_invalidation_never_joins_older_flight_l1_off) {
+  flight_after_invalidation(1, 1);
+}
+
+Test(cache, read_after_invalidation_never_joins_older_flight_l1_only) {
+  flight_after_invalidation(0, 0);
+}
+
+/* Without an invalidation, reads that arrive during a load still share it
+ * (one load for all), and a remote invalidation (the subscriber's path)
+ * also stops later reads from joining. */
+Test(cache, flight_still_shared_without_invalidation) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 5, "five");
+  env e;
+  env_open(&e, "flightshare", 1, 0);
+  db.gated = 1;
+  get_arg g[4];
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) {
+    g[i] = (get_arg){e.cache, &db, "key5", 0, 0, ""};
+    pthread_create(&t[i], NULL, get_thread, &g[i]);
+  }
+  pthread_mutex_lock(&db.mu);
+  while (!db.started)
+    pthread_cond_wait(&db.cv, &db.mu);
+  pthread_mutex_unlock(&db.mu);
+  /* Let the other three reach the flight and wait on it. */
+  for (int i = 0; i < 200 && stats(e.cache).l1_misses < 4; i++)
+    tr_sleep_ms(5);
+  tr_sleep_ms(50);
+  release_gate(&db);
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    cr_assert_eq(g[i].rc, 0);
+    cr_assert_str_eq(g[i].val, "five");
+  }
+  cr_assert_eq(atomic_load(&db.loads), 1);
+  cr_assert_eq(stats(e.cache).singleflight_shared, 3);
+  env_close(&e);
+}
+
+static uint64_t l1_entries(perfc_cache *c) {
+  perfc_l1cache_stats st;
+  perfc_l1cache_stats_get(perfc_cache_l1(c), &st);
+  return st.entries;
+}
+
+static int wait_bypassing(perfc_cache *c, fake_db *db, const char *key) {
+  for (int i = 0; i < 600; i++) {
+    uint64_t before = stats(c).l1_bypassed;
+    uint8_t *v = NULL;
+    size_t n = 0;
+    if (perfc_cache_get_or_load(c, key, loader, db, &v, &n) == 0)
+      free(v);
+    if (stats(c).l1_bypassed > before)
+      return 1;
+    tr_sleep_ms(5);
+  }
+  return 0;
+}
+
+/* Issue #13 item 6: while the invalidation subscription is down, another
+ * instance's invalidation cannot reach this one, so L1 is not trusted:
+ * reads bypass it (and do not fill it), peek says "not in L1", and a row
+ * changed elsewhere is seen at once. When the subscription is back, L1 is
+ * cleared and used again. */
+Test(cache, l1_bypassed_while_unsubscribed_and_flushed_on_resubscribe) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 6, "v1");
+  env e;
+  env_open(&e, "bypass", 1, 1);
+  expect(e.cache, &db, "key6", "v1");
+  expect(e.cache, &db, "key6", "v1");
+  cr_assert_eq(atomic_load(&db.loads), 1);
+  cr_assert_eq(l1_entries(e.cache), 1);
+  uint8_t *v = NULL;
+  size_t n = 0;
+  cr_assert_eq(perfc_cache_peek(e.cache, "key6", &v, &n), 0);
+  free(v);
+
+  tr_kill(&srv);
+  cr_assert(wait_bypassing(e.cache, &db, "key6"), "L1 still trusted");
+  cr_assert_eq(l1_entries(e.cache), 0, "L1 not dropped with the subscription");
+  /* Another instance writes; its invalidation cannot reach us. */
+  db_put(&db, 6, "v2");
+  expect(e.cache, &db, "key6", "v2");
+  cr_assert_eq(perfc_cache_peek(e.cache, "key6", &v, &n), 1);
+  cr_assert_eq(l1_entries(e.cache), 0, "L1 filled while unsubscribed");
+  perfc_cache_value out[1];
+  const char *keys[] = {"key6"};
+  db_put(&db, 6, "v3");
+  cr_assert_eq(perfc_cache_get_many(e.cache, keys, 1, batch_loader, &db, out),
+               0);
+  cr_assert_eq(out[0].found, 1);
+  cr_assert_eq(memcmp(out[0].data, "v3", 2), 0);
+  perfc_cache_values_free(out, 1);
+  cr_assert_eq(l1_entries(e.cache), 0);
+
+  cr_assert_eq(tr_restart(&srv), 0);
+  cr_assert_eq(perfc_cache_wait_subscribed(e.cache, 5000), 0);
+  uint64_t bypassed = stats(e.cache).l1_bypassed;
+  int loads = atomic_load(&db.loads);
+  expect(e.cache, &db, "key6", "v3");
+  expect(e.cache, &db, "key6", "v3");
+  cr_assert_eq(atomic_load(&db.loads), loads + 1, "L1 not used again");
+  cr_assert_eq(stats(e.cache).l1_bypassed, bypassed);
+  cr_assert_eq(l1_entries(e.cache), 1);
+  char *text;
+  size_t len;
+  cr_assert_eq(perfc_registry_render(e.reg, &text, &len), 0);
+  cr_assert(strstr(text,
+                   "perfc_cache_invalidation_subscribed{cache=\"bypass\"} 1"),
+            "%s", text);
+  free(text);
+  env_close(&e);
+}
+
+/* A subscription that has not been established yet is not trusted
+ * either: with Redis down from the start, nothing goes into L1. */
+Test(cache, l1_bypassed_before_first_subscription) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 7, "a");
+  tr_kill(&srv);
+  env e;
+  env_open(&e, "nosub", 1, 0);
+  perfc_cache_free(e.cache);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "nosub2";
+  co.redis = e.pool;
+  co.registry = e.reg;
+  cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
+  expect(e.cache, &db, "key7", "a");
+  db_put(&db, 7, "b");
+  expect(e.cache, &db, "key7", "b");
+  cr_assert_eq(atomic_load(&db.loads), 2);
+  cr_assert_eq(l1_entries(e.cache), 0);
+  cr_assert_eq(stats(e.cache).l1_bypassed, 2);
+  env_close(&e);
+  cr_assert_eq(tr_restart(&srv), 0);
+}
+
+/* Issue #13 item 8: deletes pending when Redis answers again are delivered
+ * by perfc_cache_drain() at once, not after the retry thread's backoff. A
+ * frozen server keeps its data, so the old value is really there. */
+Test(cache, drain_delivers_pending_deletes) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 8, "old");
+  env e;
+  env_open(&e, "drain", 1, 0);
+  expect(e.cache, &db, "key8", "old");
+  cr_assert(redis_has(e.pool, "key8"));
+  kill(srv.pid, SIGSTOP);
+  const char *keys[] = {"key8"};
+  cr_assert_eq(perfc_cache_invalidate(e.cache, keys, 1), 0);
+  cr_assert_eq(perfc_cache_pending_invalidations(e.cache), 1);
+  /* Frozen: the drain gives up at its deadline, the key still pending. */
+  cr_assert_eq(perfc_cache_drain(e.cache, 150), PERFC_ETIMEDOUT);
+  cr_assert_eq(perfc_cache_pending_invalidations(e.cache), 1);
+  kill(srv.pid, SIGCONT);
+  cr_assert_eq(perfc_cache_drain(e.cache, 3000), 0);
+  cr_assert_eq(perfc_cache_pending_invalidations(e.cache), 0);
+  cr_assert(!redis_has(e.pool, "key8"), "the old value is still in Redis");
+  env_close(&e);
+}
+
+/* What the drain cannot deliver is saved to pending_file at free and
+ * queued again by the next cache with that file, which deletes it once
+ * Redis answers (and reads skip Redis until then); a free with nothing
+ * pending removes the file. */
+Test(cache, undelivered_deletes_survive_a_restart_in_pending_file) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 9, "old");
+  char path[] = "/tmp/perfc-test-pending-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  unlink(path);
+  env e;
+  env_open(&e, "pend", 1, 0);
+  perfc_cache_free(e.cache);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "pend";
+  co.redis = e.pool;
+  co.registry = NULL;
+  co.no_subscribe = 1;
+  co.drain_ms = 200;
+  co.pending_file = path;
+  perfc_registry *r1;
+  cr_assert_eq(perfc_registry_new(&r1), 0);
+  co.registry = r1;
+  cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
+  expect(e.cache, &db, "key9", "old");
+  cr_assert(redis_has(e.pool, "key9"));
+  kill(srv.pid, SIGSTOP);
+  const char *keys[] = {"key9", "odd key\nwith:colon"};
+  cr_assert_eq(perfc_cache_invalidate(e.cache, keys, 2), 0);
+  perfc_cache_free(e.cache); /* drains 200 ms in vain, then saves */
+  kill(srv.pid, SIGCONT);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "pending file not written");
+  char buf[128] = "";
+  size_t got = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  cr_assert_eq(got, strlen("4:key9\n18:odd key\nwith:colon\n"));
+  cr_assert_str_eq(buf, "4:key9\n18:odd key\nwith:colon\n");
+  /* The DELs sent while the server was frozen may still run once it
+   * thaws (they sat in its socket buffer): put the stale value back, as a
+   * server that really never got them would still hold it. */
+  for (int i = 0; i < 100 && perfc_redis_set(e.pool, "key9",
+                                             (perfc_slice){(const uint8_t *)"vold", 4},
+                                             60000) != 0;
+       i++)
+    tr_sleep_ms(20);
+  cr_assert(redis_has(e.pool, "key9"));
+
+  /* The next start queues them and delivers them. */
+  perfc_registry *r2;
+  cr_assert_eq(perfc_registry_new(&r2), 0);
+  co.registry = r2;
+  cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
+  for (int i = 0; i < 400 && perfc_cache_pending_invalidations(e.cache); i++)
+    tr_sleep_ms(10);
+  cr_assert_eq(perfc_cache_pending_invalidations(e.cache), 0);
+  cr_assert(!redis_has(e.pool, "key9"), "replayed delete not delivered");
+  perfc_cache_free(e.cache);
+  cr_assert_eq(access(path, F_OK), -1, "pending file left after a clean stop");
+  e.cache = NULL;
+  env_close(&e);
+  perfc_registry_free(r1);
+  perfc_registry_free(r2);
 }

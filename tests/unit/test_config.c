@@ -280,7 +280,8 @@ Test(config, unknown_keys_are_errors) {
              "server, tls, metrics, logging, redis, postgres, cache, resilience)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
-             "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent)");
+             "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "
+             "pending_file)");
 }
 
 Test(config, wrong_types) {

@@ -798,3 +798,155 @@ Test(pg, connect_timeout_bounds_a_silent_server, .timeout = 30) {
   perfc_pg_pool_free(p);
   close(fd);
 }
+
+/* ---- #13 item 5: reads fall back to the primary while the replica is
+ * unreachable ---- */
+
+typedef struct transitions {
+  pthread_mutex_t mu;
+  int n;
+  int seen[8];
+} transitions;
+
+static void on_replica(perfc_pg_pool *pool, int usable, void *ud) {
+  transitions *t = ud;
+  (void)pool;
+  pthread_mutex_lock(&t->mu);
+  if (t->n < 8)
+    t->seen[t->n] = usable;
+  t->n++;
+  pthread_mutex_unlock(&t->mu);
+}
+
+static const char *who_text(perfc_pg_pool *p, perfc_status_code *st,
+                            char *buf, size_t n) {
+  perfc_pg_query who = {.name = "who", .sql = "SELECT current_database()",
+                        .flags = PERFC_PG_READ};
+  perfc_pg_result *r = NULL;
+  perfc_pg_error e;
+  *st = perfc_pg_exec(p, &who, &r, &e);
+  snprintf(buf, n, "%s", *st == PERFC_STATUS_OK ? perfc_pg_result_text(r, 0, 0)
+                                                 : e.message);
+  perfc_pg_result_free(r);
+  return buf;
+}
+
+static int metric_has(perfc_registry *reg, const char *line) {
+  char *text;
+  size_t len;
+  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  int has = strstr(text, line) != NULL;
+  if (!has)
+    cr_log_info("metrics: %s", text);
+  free(text);
+  return has;
+}
+
+Test(pg, unreachable_replica_reads_use_primary) {
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  transitions t = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = dsn();
+  o.replica_dsn = "host=127.0.0.1 port=1 user=postgres dbname=nope";
+  o.registry = reg;
+  o.name = "fallback";
+  o.replica_retry_ms = 100;
+  o.replica_fn = on_replica;
+  o.replica_ud = &t;
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  cr_assert_eq(perfc_pg_replica_usable(p), 1); /* assumed until tried */
+  char buf[256];
+  perfc_status_code st;
+  for (int i = 0; i < 20; i++) {
+    who_text(p, &st, buf, sizeof buf);
+    cr_assert_eq(st, PERFC_STATUS_OK, "read %d: %s", i, buf);
+    cr_assert_str_eq(buf, "app");
+    if (i == 9)
+      usleep(150 * 1000); /* one probe of the replica in between */
+  }
+  cr_assert_eq(perfc_pg_replica_usable(p), 0);
+  cr_assert_eq(t.n, 1, "one transition, not one per read");
+  cr_assert_eq(t.seen[0], 0);
+  cr_assert(metric_has(reg, "perfc_pg_replica_fallback_total{pool=\"fallback\"} 20"));
+  cr_assert(metric_has(reg, "perfc_pg_replica_up{pool=\"fallback\"} 0"));
+  /* Writes and transactions were never affected; the replica check
+   * reports the replica itself. */
+  perfc_pg_error e;
+  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_pg_ping(p, PERFC_PG_READ, &e), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(t.n, 1);
+  perfc_pg_pool_free(p);
+
+  /* Opting out: the read is UNAVAILABLE, as before. */
+  o.name = "nofallback";
+  o.no_replica_fallback = 1;
+  o.replica_fn = NULL;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  who_text(p, &st, buf, sizeof buf);
+  cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_pg_replica_usable(p), 0);
+  perfc_pg_pool_free(p);
+  perfc_registry_free(reg);
+}
+
+static int run_script(const char *script, const char *dir, const char *db) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "%s/scripts/%s %s %s >/dev/null 2>&1", src_root(),
+           script, dir, db);
+  return system(cmd);
+}
+
+Test(pg, replica_stopped_then_back, .timeout = 120) {
+  const char *replica = getenv("PERFC_TEST_PG_REPLICA_DSN");
+  const char *rdir = getenv("PERFC_TEST_PG_REPLICA_DIR");
+  cr_assert_not_null(replica);
+  cr_assert_not_null(rdir);
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  transitions t = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = dsn();
+  o.replica_dsn = replica;
+  o.registry = reg;
+  o.name = "flap";
+  o.replica_retry_ms = 100;
+  o.replica_fn = on_replica;
+  o.replica_ud = &t;
+  perfc_pg_pool *p;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  char buf[256];
+  perfc_status_code st;
+  cr_assert_str_eq(who_text(p, &st, buf, sizeof buf), "replica");
+  cr_assert_eq(run_script("pg-down", rdir, ""), 0);
+  /* The idle replica connection dies under the first read: that read is
+   * run again on the primary, not failed. */
+  for (int i = 0; i < 10; i++) {
+    who_text(p, &st, buf, sizeof buf);
+    cr_assert_eq(st, PERFC_STATUS_OK, "read %d: %s", i, buf);
+    cr_assert_str_eq(buf, "app");
+  }
+  cr_assert_eq(perfc_pg_replica_usable(p), 0);
+  cr_assert_eq(run_script("pg-up", rdir, "replica"), 0);
+  int back = 0;
+  for (int i = 0; i < 200 && !back; i++) {
+    who_text(p, &st, buf, sizeof buf);
+    cr_assert_eq(st, PERFC_STATUS_OK, "%s", buf);
+    back = strcmp(buf, "replica") == 0;
+    if (!back)
+      usleep(50 * 1000);
+  }
+  cr_assert(back, "reads never returned to the replica");
+  cr_assert_eq(perfc_pg_replica_usable(p), 1);
+  pthread_mutex_lock(&t.mu);
+  cr_assert_eq(t.n, 2);
+  cr_assert_eq(t.seen[0], 0);
+  cr_assert_eq(t.seen[1], 1);
+  pthread_mutex_unlock(&t.mu);
+  cr_assert(metric_has(reg, "perfc_pg_replica_up{pool=\"flap\"} 1"));
+  perfc_pg_pool_free(p);
+  perfc_registry_free(reg);
+}

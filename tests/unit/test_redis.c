@@ -343,6 +343,7 @@ Test(redis, idle_connection_health_checked) {
 typedef struct sub_log {
   pthread_mutex_t mu;
   int subscribed;
+  int unsubscribed;
   int messages;
   char last[64];
 } sub_log;
@@ -353,6 +354,8 @@ static void on_msg(perfc_redis_sub_event ev, const char *channel, perfc_slice m,
   pthread_mutex_lock(&l->mu);
   if (ev == PERFC_REDIS_SUB_SUBSCRIBED) {
     l->subscribed++;
+  } else if (ev == PERFC_REDIS_SUB_UNSUBSCRIBED) {
+    l->unsubscribed++;
   } else {
     l->messages++;
     size_t n = m.len < sizeof l->last - 1 ? m.len : sizeof l->last - 1;
@@ -384,7 +387,7 @@ Test(redis, pubsub_delivers_and_resubscribes) {
   o.port = srv.port;
   o.backoff_min_ms = 20;
   o.backoff_max_ms = 100;
-  sub_log l = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
+  sub_log l = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, ""};
   perfc_redis_subscriber *s;
   cr_assert_eq(perfc_redis_subscriber_new(&s, &o, "chan", on_msg, &l), 0);
   cr_assert_eq(perfc_redis_subscriber_wait_ready(s, 5000), 0);
@@ -402,6 +405,8 @@ Test(redis, pubsub_delivers_and_resubscribes) {
   cr_assert_str_eq(l.last, "again");
   pthread_mutex_lock(&l.mu);
   cr_assert_eq(l.subscribed, 2);
+  /* The lost subscription was reported once, between the two. */
+  cr_assert_eq(l.unsubscribed, 1);
   pthread_mutex_unlock(&l.mu);
   double t0 = mono();
   perfc_redis_subscriber_free(s);
@@ -415,7 +420,7 @@ Test(redis, subscriber_with_server_down_stops_promptly) {
   perfc_redis_opts_init(&o);
   o.port = srv.port;
   tr_kill(&srv);
-  sub_log l = {PTHREAD_MUTEX_INITIALIZER, 0, 0, ""};
+  sub_log l = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, ""};
   perfc_redis_subscriber *s;
   cr_assert_eq(perfc_redis_subscriber_new(&s, &o, "chan", on_msg, &l), 0);
   cr_assert_eq(perfc_redis_subscriber_wait_ready(s, 100), PERFC_ETIMEDOUT);
@@ -423,4 +428,53 @@ Test(redis, subscriber_with_server_down_stops_promptly) {
   perfc_redis_subscriber_free(s);
   cr_assert_lt(mono() - t0, 0.5);
   cr_assert_eq(l.subscribed, 0);
+}
+
+/* A frozen server shows no error on the subscribed connection; the
+ * heartbeat PING must notice it within SUB_HEARTBEAT_MS + 2 *
+ * command_timeout_ms (100 + 2 * 100 ms here) and report the subscription
+ * lost, and the subscriber must come back once the server answers again. */
+Test(redis, subscriber_heartbeat_notices_frozen_server) {
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.port = srv.port;
+  o.command_timeout_ms = 100;
+  o.backoff_min_ms = 20;
+  o.backoff_max_ms = 100;
+  sub_log l = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, ""};
+  perfc_redis_subscriber *s;
+  cr_assert_eq(perfc_redis_subscriber_new(&s, &o, "hb", on_msg, &l), 0);
+  cr_assert_eq(perfc_redis_subscriber_wait_ready(s, 5000), 0);
+  /* Quiet but alive: heartbeats are answered, nothing is reported. */
+  tr_sleep_ms(500);
+  pthread_mutex_lock(&l.mu);
+  cr_assert_eq(l.unsubscribed, 0);
+  pthread_mutex_unlock(&l.mu);
+  kill(srv.pid, SIGSTOP);
+  double t0 = mono(), lost = -1;
+  for (int i = 0; i < 300 && lost < 0; i++) {
+    pthread_mutex_lock(&l.mu);
+    if (l.unsubscribed == 1)
+      lost = mono() - t0;
+    pthread_mutex_unlock(&l.mu);
+    if (lost < 0)
+      tr_sleep_ms(5);
+  }
+  kill(srv.pid, SIGCONT);
+  cr_log_info("frozen server noticed after %.0f ms", lost * 1000);
+  cr_assert_geq(lost, 0, "the lost subscription was never reported");
+  /* 300 ms is the bound; the rest is slack for a loaded machine. */
+  cr_assert_lt(lost, 1.0);
+  for (int i = 0; i < 200; i++) {
+    pthread_mutex_lock(&l.mu);
+    int sub = l.subscribed;
+    pthread_mutex_unlock(&l.mu);
+    if (sub == 2)
+      break;
+    tr_sleep_ms(10);
+  }
+  pthread_mutex_lock(&l.mu);
+  cr_assert_eq(l.subscribed, 2);
+  pthread_mutex_unlock(&l.mu);
+  perfc_redis_subscriber_free(s);
 }

@@ -28,6 +28,15 @@
  * giving up (an orchestrator then restarts the process): databases and
  * services often start together. */
 #define MIGRATE_WAIT_S 60
+/* After the server has drained its calls, pending Redis deletes get this
+ * long (at most the configured shutdown grace) to be delivered before the
+ * cache saves what is left: the Deployment's terminationGracePeriodSeconds
+ * (30 s) leaves 10 s after the 20 s shutdown_grace. */
+#define CACHE_DRAIN_MAX_MS 5000
+/* The health name that says whether reads use the replica (SERVING) or
+ * fall back to the primary (NOT_SERVING). The service itself stays
+ * SERVING either way: reads still work. */
+#define REPLICA_HEALTH_NAME "user.v1.UserService/replica"
 
 static int listen_all(perfc_server *srv, const perfc_config *cfg,
                       int *first_port) {
@@ -71,7 +80,16 @@ static int run_migrations(const char *dsn) {
   }
 }
 
-static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg) {
+/* perfc_pg_replica_fn: the replica's state as a health status of its own
+ * (the pool has already logged the transition and counts the fallback). */
+static void on_replica(perfc_pg_pool *pool, int usable, void *ud) {
+  (void)pool;
+  perfc_health_set(ud, REPLICA_HEALTH_NAME,
+                   usable ? PERFC_HEALTH_SERVING : PERFC_HEALTH_NOT_SERVING);
+}
+
+static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg,
+                               perfc_health *health) {
   const perfc_config_postgres *c = perfc_config_get_postgres(cfg);
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -86,6 +104,10 @@ static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg) {
   o.connect_timeout_s = (unsigned)((c->connect_timeout_ms + 999) / 1000);
   o.statement_timeout_ms = (int)c->statement_timeout_ms;
   o.name = "users";
+  /* Reads fall back to the primary while the replica cannot be reached
+   * (the pool's default), and the health name below says so. */
+  o.replica_fn = on_replica;
+  o.replica_ud = health;
   return perfc_pg_pool_new(out, &o);
 }
 
@@ -158,9 +180,19 @@ int main(int argc, char **argv) {
     perfc_config_free(cfg);
     return 1;
   }
+  /* Health first: the PostgreSQL pool reports the replica's state to it. */
+  rc = perfc_health_new(&health, NULL);
   /* Neither pool connects here: PostgreSQL or Redis going away later is
    * handled per call (UNAVAILABLE, or the cache degrading to PostgreSQL). */
-  rc = pg_pool_from_config(&pg, cfg);
+  if (rc == 0)
+    rc = pg_pool_from_config(&pg, cfg, health);
+  /* With a replica, one check now sets its health name (SERVING, or
+   * NOT_SERVING with one log line when it cannot be reached); reads work
+   * either way. */
+  if (rc == 0 && perfc_pg_replica_usable(pg) >= 0 &&
+      (rc = perfc_health_set(health, REPLICA_HEALTH_NAME,
+                             PERFC_HEALTH_SERVING)) == 0)
+    (void)perfc_pg_ping(pg, PERFC_PG_READ, NULL);
   /* One cache for the whole service: the generated wiring (GetUser,
    * UpdateUser, DeleteUser) and the handlers that read or drop entries
    * themselves (BatchGetUsers, SyncUsers, CreateUser) share it. Redis is
@@ -187,8 +219,6 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = user__v1__user_service__perfc_register_cached(
         srv, &user_service_handlers, &svc, cache);
-  if (rc == 0)
-    rc = perfc_health_new(&health, NULL);
   if (rc == 0)
     rc = perfc_health_register(health, srv);
   if (rc == 0)
@@ -219,11 +249,22 @@ int main(int argc, char **argv) {
   }
   perfc_metrics_http_stop(http);
   perfc_server_free(srv); /* first: its handlers use everything below */
-  perfc_health_free(health);
+  if (cache != NULL) {
+    /* Invalidations still pending would let the other replicas read old
+     * values from Redis: deliver them now, within the grace; what Redis
+     * still refuses after that goes to cache.pending_file (if set) when
+     * the cache is freed. */
+    uint32_t drain_ms = CACHE_DRAIN_MAX_MS;
+    if (opts.shutdown_grace_ms > 0 && opts.shutdown_grace_ms < drain_ms)
+      drain_ms = (uint32_t)opts.shutdown_grace_ms;
+    if (perfc_cache_drain(cache, drain_ms) == 0)
+      perfc_log(PERFC_LOG_INFO, "cache: no Redis deletes pending at shutdown");
+  }
   perfc_grpc_metrics_free(gm);
   perfc_cache_free(cache);
   perfc_redis_pool_free(redis);
   perfc_pg_pool_free(pg);
+  perfc_health_free(health); /* after the pool, which reports to it */
   perfc_config_free(cfg);
   return rc == 0 ? 0 : 1;
 }

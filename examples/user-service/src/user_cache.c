@@ -105,7 +105,15 @@ int user_cache_new(perfc_cache **out, perfc_redis_pool *redis,
     /* jitter_percent 0 means "no jitter" in the file; the cache wants a
      * negative number for that (0 is its default). */
     o.ttl_jitter = cfg->jitter_percent ? cfg->jitter_percent / 100.0 : -1.0;
+    /* Deletes Redis still refuses at shutdown are kept here and replayed
+     * by the next start (docs/data-layer.md, "Shutdown"). */
+    if (cfg->pending_file != NULL && cfg->pending_file[0] != '\0' &&
+        redis != NULL)
+      o.pending_file = cfg->pending_file;
   }
+  /* main() calls perfc_cache_drain() with its shutdown budget before
+   * freeing the cache, so the free itself only saves what is left. */
+  o.drain_ms = 1;
   return perfc_cache_new(out, &o);
 }
 

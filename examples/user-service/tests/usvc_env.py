@@ -134,11 +134,12 @@ class Env:
                                self.dsn, "-c", sql], check=True,
                               stdout=subprocess.PIPE, text=True).stdout.strip()
 
-    def service_argv(self):
+    def service_argv(self, redis_port=None):
         return [os.path.join(self.bin_dir, "user-service"),
                 "--config", os.path.join(EXAMPLE, "config", "user-service.yaml"),
                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-                "--postgres", self.dsn, "--redis", "127.0.0.1:%d" % self.redis_port]
+                "--postgres", self.dsn,
+                "--redis", "127.0.0.1:%d" % (redis_port or self.redis_port)]
 
     def pg_down(self):
         subprocess.run([os.path.join(ROOT, "scripts", "pg-down"), self.pg_dir],
@@ -163,7 +164,7 @@ class Env:
             self.redis = None
 
     # user-service -------------------------------------------------------------
-    def service(self, name="user-service", extra_env=None):
+    def service(self, name="user-service", extra_env=None, redis_port=None):
         """Starts one more user-service on the same PostgreSQL and Redis
         (a second replica); the caller stops it with Service.stop()."""
         env = dict(os.environ)
@@ -171,8 +172,15 @@ class Env:
         # Kubernetes; empty means "read from the primary".
         env["PERFC_POSTGRES_REPLICA_DSN"] = ""
         env["PERFC_LOGGING_FORMAT"] = "logfmt"
-        env.update(extra_env or {})
-        return Service(self, os.path.join(self.dir, name + ".log"), env)
+        # A value of None removes the variable (e.g. to keep the shipped
+        # replica DSN).
+        for k, v in (extra_env or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        return Service(self, os.path.join(self.dir, name + ".log"), env,
+                       redis_port)
 
     def svc_up(self, extra_env=None):
         self.main = self.service(extra_env=extra_env)
@@ -215,10 +223,10 @@ class Service:
     """One user-service process with the shipped configuration, local
     addresses from flags and ports picked by the kernel (read from its log)."""
 
-    def __init__(self, env, log_path, environ):
+    def __init__(self, env, log_path, environ, redis_port=None):
         self.log = log_path
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(env.service_argv(), stdout=log,
+            self.proc = subprocess.Popen(env.service_argv(redis_port), stdout=log,
                                          stderr=subprocess.STDOUT, env=environ)
 
         def ports():

@@ -81,6 +81,9 @@ typedef int (*perfc_cache_batch_loader_fn)(const char *const *keys, size_t n,
 /** Most keys waiting for a retried delete; past it the oldest are dropped
  *  (and logged) since their Redis TTL bounds the damage anyway. */
 #define PERFC_DEFAULT_CACHE_RETRY_QUEUE 100000u
+/** How long perfc_cache_free() keeps retrying pending Redis deletes before
+ *  giving up on them (saving them to `pending_file` when one is set). */
+#define PERFC_DEFAULT_CACHE_DRAIN_MS 1000u
 /** Label value and channel suffix. */
 #define PERFC_DEFAULT_CACHE_NAME "default"
 
@@ -99,7 +102,11 @@ typedef struct perfc_cache_opts {
   const char *channel;
   /** Nonzero: do not subscribe to `channel`. By default (0) a cache with
    *  `redis` runs a subscriber thread that drops the L1 entries other
-   *  processes invalidate. */
+   *  processes invalidate, and L1 is used only while that subscription is
+   *  live (while it is down or not yet established, reads bypass L1 and
+   *  nothing is put into it; L1 is cleared when it comes back). With
+   *  no_subscribe L1 is always used: only for a single instance, or data
+   *  that tolerates staleness up to the L1 TTL. */
   int no_subscribe;
   /** L1 shape; shards/max_bytes 0 = the l1cache defaults. */
   unsigned l1_shards;
@@ -113,6 +120,16 @@ typedef struct perfc_cache_opts {
   uint32_t retry_ms;        /**< 0 = default */
   uint32_t retry_max_ms;    /**< 0 = default */
   unsigned retry_queue_max; /**< 0 = default */
+  /** perfc_cache_free()'s budget for retrying pending Redis deletes. 0 =
+   *  default. */
+  uint32_t drain_ms;
+  /** Optional file (copied path; needs `redis`) where perfc_cache_free()
+   *  saves the keys whose Redis delete still failed after `drain_ms`, and
+   *  from which perfc_cache_new() queues them again (reads skip Redis
+   *  until they are deleted). The file is removed by a free that leaves
+   *  nothing pending. NULL = none: undelivered deletes are logged and the
+   *  keys' Redis TTL bounds them. One file per instance. */
+  const char *pending_file;
   /** Optional; borrowed, must outlive the cache. Keys it says cannot exist
    *  are answered PERFC_ENOENT without touching L1, Redis or the loader. */
   perfc_bloom *bloom;
@@ -131,8 +148,9 @@ PERFC_API void perfc_cache_opts_init(perfc_cache_opts *o);
  *  PERFC_ETHREAD. Free with perfc_cache_free(). */
 PERFC_API int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts);
 
-/** Stops the threads (a last attempt is made at pending deletes), frees
- *  L1 and the cache. No other call may be running on it. NULL is a no-op. */
+/** Stops the threads, retries pending Redis deletes for `drain_ms` (and
+ *  saves what is left to `pending_file`, if set), frees L1 and the cache.
+ *  No other call may be running on it. NULL is a no-op. */
 PERFC_API void perfc_cache_free(perfc_cache *c);
 
 /** Reads `key` (NUL-terminated, borrowed) through L1, Redis and, on a miss
@@ -200,11 +218,20 @@ PERFC_API void perfc_cache_values_free(perfc_cache_value *out, size_t n);
 PERFC_API int perfc_cache_invalidate(perfc_cache *c, const char *const *keys,
                                      size_t n);
 
+/** Retries pending Redis deletes on the calling thread until none is left
+ *  or `timeout_ms` has passed (a pause of `retry_ms` after each failure;
+ *  one attempt may overrun the deadline by the pool's connect or command
+ *  timeout). For a graceful stop, before perfc_cache_free(). Returns 0
+ *  when nothing is pending, PERFC_ETIMEDOUT when keys are left, or
+ *  PERFC_EINVAL. */
+PERFC_API int perfc_cache_drain(perfc_cache *c, uint32_t timeout_ms);
+
 /** Keys waiting for a retried Redis delete (for tests and health checks). */
 PERFC_API size_t perfc_cache_pending_invalidations(perfc_cache *c);
 
-/** Waits until the invalidation subscriber is subscribed. Returns 0,
- *  PERFC_ETIMEDOUT, or PERFC_ESTATE when the cache has no subscriber. */
+/** Waits until the invalidation subscriber is subscribed (and L1 is in
+ *  use). Returns 0, PERFC_ETIMEDOUT, or PERFC_ESTATE when the cache has no
+ *  subscriber. */
 PERFC_API int perfc_cache_wait_subscribed(perfc_cache *c, uint32_t timeout_ms);
 
 /** The cache's L1, borrowed (valid until perfc_cache_free()): for stats,
@@ -224,6 +251,7 @@ typedef struct perfc_cache_stats {
   uint64_t remote_invalidations; /**< keys dropped on another's message */
   uint64_t delete_retries;       /**< background delete attempts */
   uint64_t bloom_rejects;
+  uint64_t l1_bypassed; /**< lookups that skipped L1: subscription down */
 } perfc_cache_stats;
 
 /** Fills `*out` (slow: sums per-thread metric cells). */

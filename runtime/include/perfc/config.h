@@ -111,6 +111,10 @@ typedef struct perfc_config_cache {
    *  method calls its handler). Default 1. Appended last so the fields
    *  above keep their offsets. */
   int enabled;
+  /** perfc_cache_opts.pending_file: where Redis deletes still failing at
+   *  shutdown are kept for the next start; NULL or "" = none. Appended
+   *  last for the same reason. */
+  const char *pending_file;
 } perfc_config_cache;
 
 /** Loads `path` (NULL = no file: defaults only), then applies the

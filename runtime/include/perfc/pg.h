@@ -46,6 +46,16 @@ typedef struct perfc_pg_result perfc_pg_result;
 #define PERFC_DEFAULT_PG_IDLE_CHECK_MS 30000
 /** Value of the `pool` label on the pool's metrics. */
 #define PERFC_DEFAULT_PG_POOL_NAME "default"
+/** While the replica is unreachable, one read per this period tries it
+ *  again; the others go to the primary at once. */
+#define PERFC_DEFAULT_PG_REPLICA_RETRY_MS 2000
+
+/** Told when reads move off the replica (`usable` 0: it cannot be reached,
+ *  reads go to the primary) or back onto it (`usable` 1). Called once per
+ *  transition, on the thread that noticed it, without pool locks held; it
+ *  may call perfc_health_set() but not free the pool. */
+typedef void (*perfc_pg_replica_fn)(perfc_pg_pool *pool, int usable,
+                                    void *user_data);
 
 /** Pool options. Every pointer is borrowed for the duration of
  *  perfc_pg_pool_new(); the pool copies what it keeps. Zero means default. */
@@ -54,8 +64,21 @@ typedef struct perfc_pg_pool_opts {
    *  URI). Required. */
   const char *dsn;
   /** conninfo of a read replica; calls flagged PERFC_PG_READ go there. NULL
-   *  = reads go to the primary. */
+   *  = reads go to the primary. While it cannot be reached (connect fails,
+   *  or a connection to it is lost), reads go to the primary instead
+   *  (perfc_pg_replica_fallback_total), and one read per
+   *  `replica_retry_ms` tries it again. */
   const char *replica_dsn;
+  /** Nonzero: no fallback; a read whose replica cannot be reached is
+   *  UNAVAILABLE (for applications that must never add read load to the
+   *  primary). */
+  int no_replica_fallback;
+  /** 0 = PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
+  unsigned replica_retry_ms;
+  /** Optional transition callback (see perfc_pg_replica_fn) and its
+   *  user data (borrowed; must outlive the pool). */
+  perfc_pg_replica_fn replica_fn;
+  void *replica_ud;
   /** Connections per target. 0 = PERFC_DEFAULT_PG_MAX_CONNS. */
   unsigned max_conns;
   /** 0 = PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS. */
@@ -211,9 +234,17 @@ PERFC_API perfc_status_code perfc_pg_exec(perfc_pg_pool *pool,
                                           perfc_pg_error *err);
 
 /** Health check: runs an empty statement on a connection of the primary
- *  (or of the replica with PERFC_PG_READ). OK when the server answers. */
+ *  (or of the replica with PERFC_PG_READ: the replica itself, never the
+ *  fallback; its answer also updates the read route). OK when the server
+ *  answers. */
 PERFC_API perfc_status_code perfc_pg_ping(perfc_pg_pool *pool, unsigned flags,
                                           perfc_pg_error *err);
+
+/** Where reads go now: 1 the replica, 0 the primary because the replica
+ *  cannot be reached, PERFC_ESTATE when the pool has no replica,
+ *  PERFC_EINVAL for NULL. Before the first read the replica is assumed
+ *  reachable. */
+PERFC_API int perfc_pg_replica_usable(perfc_pg_pool *pool);
 
 /* ---- One connection ---- */
 

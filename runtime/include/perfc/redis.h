@@ -184,12 +184,17 @@ typedef enum perfc_redis_sub_event {
   /** The subscription is (again) active. After a reconnect, messages
    *  published while disconnected are lost: a receiver that caches should
    *  treat this event as "anything may have changed". */
-  PERFC_REDIS_SUB_SUBSCRIBED = 1
+  PERFC_REDIS_SUB_SUBSCRIBED = 1,
+  /** The subscription that was active is lost (connection error, or the
+   *  server stopped answering the subscriber's heartbeat PINGs): messages
+   *  may be missed until the next PERFC_REDIS_SUB_SUBSCRIBED. */
+  PERFC_REDIS_SUB_UNSUBSCRIBED = 2
 } perfc_redis_sub_event;
 
 /** Called on the subscriber's thread, one call at a time. `channel` and
  *  `message` are borrowed for the duration of the call (message is empty
- *  for PERFC_REDIS_SUB_SUBSCRIBED). Must not free the subscriber. */
+ *  for the SUBSCRIBED and UNSUBSCRIBED events). Must not free the
+ *  subscriber. */
 typedef void (*perfc_redis_message_fn)(perfc_redis_sub_event event,
                                        const char *channel, perfc_slice message,
                                        void *user_data);
@@ -207,7 +212,8 @@ PERFC_API int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
                                          void *user_data);
 
 /** Waits until the subscription is active (the server confirmed
- *  SUBSCRIBE). Returns 0, or PERFC_ETIMEDOUT after `timeout_ms`. */
+ *  SUBSCRIBE and the callback has been told). Returns 0, or
+ *  PERFC_ETIMEDOUT after `timeout_ms`. */
 PERFC_API int perfc_redis_subscriber_wait_ready(perfc_redis_subscriber *s,
                                                 uint32_t timeout_ms);
 

@@ -83,6 +83,7 @@ typedef struct raw_postgres {
 
 typedef struct raw_cache {
   char *enabled, *l1_max_bytes, *default_ttl, *negative_ttl, *jitter_percent;
+  char *pending_file;
 } raw_cache;
 
 typedef struct raw_resilience {
@@ -181,7 +182,8 @@ static const cyaml_schema_field_t cache_fields[] = {
     STR_FIELD("l1_max_bytes", raw_cache, l1_max_bytes),
     STR_FIELD("default_ttl", raw_cache, default_ttl),
     STR_FIELD("negative_ttl", raw_cache, negative_ttl),
-    STR_FIELD("jitter_percent", raw_cache, jitter_percent), CYAML_FIELD_END};
+    STR_FIELD("jitter_percent", raw_cache, jitter_percent),
+    STR_FIELD("pending_file", raw_cache, pending_file), CYAML_FIELD_END};
 
 static const cyaml_schema_field_t resilience_fields[] = {
     STR_FIELD("rate_limit", raw_resilience, rate_limit),
@@ -355,6 +357,7 @@ static const key_def KEYS[] = {
     KEY(cache, negative_ttl, K_DURATION, VAL(cache.negative_ttl_ms), 0, DAY_MS,
         NULL),
     KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0, 100, NULL),
+    KEY(cache, pending_file, K_STR, VAL(cache.pending_file), 0, 0, NULL),
     KEY(resilience, rate_limit, K_UINT, VAL(resilience.rate_limit), 0, 10000000,
         NULL),
     KEY(resilience, rate_limit_burst, K_UINT, VAL(resilience.rate_limit_burst),

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "perfc/log.h"
 #include "data/cache_internal.h"
@@ -64,9 +65,16 @@ static const char FILL_LUA[] =
     "return 1 end "
     "return 0";
 
+/* One load in progress. `version` is the key's L1 generation when the
+ * flight began: an invalidation of the key (local, remote or a clear)
+ * advances it, and a reader that then finds this flight does not join it,
+ * because a load that began before a write may return what the write
+ * replaced (docs/data-layer.md, "Single flight and read-your-writes"). */
 typedef struct flight {
   struct flight *next;
   char *key;
+  uint64_t version;
+  int linked; /* still in its stripe's list (a newer flight may replace it) */
   unsigned refs;
   int done;
   int rc;
@@ -98,8 +106,8 @@ typedef struct l1_probe {
 typedef struct metrics {
   perfc_counter *l1_hits, *l1_misses, *l2_hits, *l2_misses, *negative_hits,
       *loads, *load_errors, *shared, *l2_errors, *stale_refused, *invalidations,
-      *remote_invalidations, *delete_retries, *bloom_rejects;
-  perfc_gauge *pending;
+      *remote_invalidations, *delete_retries, *bloom_rejects, *l1_bypassed;
+  perfc_gauge *pending, *subscribed;
 } metrics;
 
 struct perfc_cache {
@@ -129,12 +137,27 @@ struct perfc_cache {
 
   perfc_redis_subscriber *sub;
   atomic_int subscribed_once;
+  /* 1 while the invalidation subscription is live. L1 is read and filled
+   * only then (or when there is no subscriber at all): while it is down,
+   * other instances' invalidations cannot reach us. */
+  atomic_int sub_live;
+  uint32_t drain_ms;
+  char *pending_file;
 
   metrics m;
   l1_probe *probes[4];
 };
 
 /* ---- small helpers ---- */
+
+/* L1 may answer and be filled only while this instance hears every other
+ * instance's invalidations: always without a subscriber (L1 alone, or the
+ * caller opted out with no_subscribe), else only while the subscription is
+ * live. */
+static int l1_trusted(perfc_cache *c) {
+  return c->sub == NULL || atomic_load_explicit(&c->sub_live,
+                                                memory_order_acquire);
+}
 
 static uint64_t rng_next(void) {
   static _Thread_local uint64_t s;
@@ -275,6 +298,7 @@ void perfc_cache_opts_init(perfc_cache_opts *o) {
   o->retry_ms = PERFC_DEFAULT_CACHE_RETRY_MS;
   o->retry_max_ms = PERFC_DEFAULT_CACHE_RETRY_MAX_MS;
   o->retry_queue_max = PERFC_DEFAULT_CACHE_RETRY_QUEUE;
+  o->drain_ms = PERFC_DEFAULT_CACHE_DRAIN_MS;
 }
 
 static int counter(perfc_counter **out, perfc_registry *reg, const char *name,
@@ -374,6 +398,9 @@ static int register_metrics(perfc_cache *c, perfc_registry *reg) {
     "Background attempts at failed Redis deletes.");
   C(bloom_rejects, "perfc_cache_bloom_rejects_total",
     "Lookups the bloom filter answered \"cannot exist\".");
+  C(l1_bypassed, "perfc_cache_l1_bypassed_total",
+    "Lookups that skipped L1 because the invalidation subscription was "
+    "down.");
 #undef C
   static const char *const labels[] = {"cache"};
   perfc_metric_opts mo;
@@ -385,6 +412,12 @@ static int register_metrics(perfc_cache *c, perfc_registry *reg) {
   perfc_family *fam;
   if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0 ||
       (rc = perfc_gauge_get(&m->pending, fam, &n)) != 0)
+    return rc;
+  mo.name = "perfc_cache_invalidation_subscribed";
+  mo.help = "1 while the invalidation subscription is live (L1 in use), 0 "
+            "while it is down or not yet established (L1 bypassed).";
+  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0 ||
+      (rc = perfc_gauge_get(&m->subscribed, fam, &n)) != 0)
     return rc;
   if ((rc = probe(c, reg, 0, PERFC_METRIC_GAUGE, "perfc_cache_l1_entries",
                   "Entries in L1.")) != 0 ||
@@ -605,6 +638,109 @@ static void *retry_main(void *arg) {
   return NULL;
 }
 
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int perfc_cache_drain(perfc_cache *c, uint32_t timeout_ms) {
+  if (!c)
+    return PERFC_EINVAL;
+  if (!c->redis)
+    return 0;
+  uint64_t deadline = mono_ms() + timeout_ms;
+  /* Retries back to back while they succeed; after a failure waits the
+   * first retry delay (the pool refuses calls at once during its backoff,
+   * so retrying without a pause would only spin) and tries again until the
+   * deadline. Each attempt is bounded by the pool's timeouts, so the
+   * deadline can be overrun by at most one connect or command timeout. */
+  while (atomic_load(&c->rq_count) > 0) {
+    if (retry_once(c) == 0)
+      continue;
+    uint64_t now = mono_ms();
+    if (now >= deadline)
+      break;
+    uint64_t pause = deadline - now < c->retry_ms ? deadline - now : c->retry_ms;
+    struct timespec ts = {(time_t)(pause / 1000), (long)(pause % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return atomic_load(&c->rq_count) > 0 ? PERFC_ETIMEDOUT : 0;
+}
+
+/* The pending-deletes file: per key "<decimal length>:<bytes>\n", so any
+ * byte may be in a key. Written whole to "<file>.tmp", synced and renamed
+ * over the file, so a crash leaves the old file or the new one. */
+static int pending_save(perfc_cache *c) {
+  size_t plen = strlen(c->pending_file);
+  char *tmp = malloc(plen + 5);
+  if (!tmp)
+    return PERFC_ENOMEM;
+  memcpy(tmp, c->pending_file, plen);
+  memcpy(tmp + plen, ".tmp", 5);
+  int rc = 0;
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    rc = PERFC_EIO;
+  } else {
+    pthread_mutex_lock(&c->rq_mu);
+    for (pending *p = c->rq_head; p && rc == 0; p = p->next) {
+      size_t kl = strlen(p->key);
+      if (fprintf(f, "%zu:", kl) < 0 || fwrite(p->key, 1, kl, f) != kl ||
+          fputc('\n', f) == EOF)
+        rc = PERFC_EIO;
+    }
+    pthread_mutex_unlock(&c->rq_mu);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+      rc = PERFC_EIO;
+    if (fclose(f) != 0)
+      rc = PERFC_EIO;
+    if (rc == 0 && rename(tmp, c->pending_file) != 0)
+      rc = PERFC_EIO;
+    if (rc != 0)
+      unlink(tmp);
+  }
+  free(tmp);
+  return rc;
+}
+
+/* Queues the keys a previous run could not delete. A malformed tail is
+ * logged and ignored: the keys before it are still worth deleting. */
+static void pending_load(perfc_cache *c) {
+  FILE *f = fopen(c->pending_file, "r");
+  if (!f) {
+    if (errno != ENOENT)
+      perfc_log(PERFC_LOG_WARN, "cache %s: cannot read %s: %s", c->name,
+                c->pending_file, strerror(errno));
+    return;
+  }
+  size_t n = 0;
+  for (;;) {
+    size_t kl;
+    if (fscanf(f, "%zu:", &kl) != 1)
+      break;
+    char *k = kl < (1u << 20) ? malloc(kl + 1) : NULL;
+    if (!k || fread(k, 1, kl, f) != kl || fgetc(f) != '\n' ||
+        memchr(k, 0, kl) != NULL) {
+      free(k);
+      perfc_log(PERFC_LOG_WARN, "cache %s: %s: malformed entry after %zu keys",
+                c->name, c->pending_file, n);
+      break;
+    }
+    k[kl] = 0;
+    const char *one[1] = {k};
+    enqueue_retry(c, one, 1);
+    free(k);
+    n++;
+  }
+  fclose(f);
+  if (n)
+    perfc_log(PERFC_LOG_INFO,
+              "cache %s: %zu Redis deletes left by the previous run (%s) "
+              "queued; Redis is not read until they are done",
+              c->name, n, c->pending_file);
+}
+
 /* Runs on the subscriber thread. */
 static void on_invalidation(perfc_redis_sub_event ev, const char *channel,
                             perfc_slice msg, void *ud) {
@@ -612,14 +748,29 @@ static void on_invalidation(perfc_redis_sub_event ev, const char *channel,
   (void)channel;
   if (ev == PERFC_REDIS_SUB_SUBSCRIBED) {
     /* Messages published while we were disconnected are lost: every L1
-     * entry may be stale, so start over. Not on the first subscription. */
-    if (atomic_exchange(&c->subscribed_once, 1)) {
+     * entry may be stale, so start over. The clear also advances every
+     * key's generation, so a load that began while we were not subscribed
+     * cannot fill L1 afterwards. Only then is L1 trusted again. */
+    perfc_l1cache_clear(c->l1);
+    if (atomic_exchange(&c->subscribed_once, 1))
       perfc_log(PERFC_LOG_INFO,
-                "cache %s: resubscribed to %s, clearing L1 (messages may "
-                "have been missed)",
+                "cache %s: resubscribed to %s, L1 cleared and in use again",
                 c->name, c->channel);
-      perfc_l1cache_clear(c->l1);
-    }
+    atomic_store(&c->sub_live, 1);
+    perfc_gauge_set(c->m.subscribed, 1);
+    return;
+  }
+  if (ev == PERFC_REDIS_SUB_UNSUBSCRIBED) {
+    /* From now on another instance's invalidation may not reach us: stop
+     * trusting L1 first, then drop it (which also fences fills of loads
+     * already running). */
+    atomic_store(&c->sub_live, 0);
+    perfc_gauge_set(c->m.subscribed, 0);
+    perfc_l1cache_clear(c->l1);
+    perfc_log(PERFC_LOG_WARN,
+              "cache %s: invalidation subscription to %s lost, bypassing L1 "
+              "until it is back",
+              c->name, c->channel);
     return;
   }
   const char *p = (const char *)msg.base, *end = p + msg.len;
@@ -670,6 +821,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     DEF(retry_ms);
     DEF(retry_max_ms);
     DEF(retry_queue_max);
+    DEF(drain_ms);
 #undef DEF
     if (o.ttl_jitter == 0)
       o.ttl_jitter = d.ttl_jitter;
@@ -689,6 +841,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   c->retry_max_ms = o.retry_max_ms < o.retry_ms ? o.retry_ms : o.retry_max_ms;
   c->retry_queue_max = o.retry_queue_max;
   c->jitter = o.ttl_jitter < 0 ? 0 : o.ttl_jitter;
+  c->drain_ms = o.drain_ms;
   c->name = strdup(o.name);
   if (o.channel)
     c->channel = strdup(o.channel);
@@ -708,6 +861,11 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   pthread_cond_init(&c->rq_cv, &ca);
   pthread_condattr_destroy(&ca);
   int rc = (!c->name || !c->channel) ? PERFC_ENOMEM : 0;
+  if (rc == 0 && o.pending_file &&
+      (!o.pending_file[0] || !o.redis))
+    rc = PERFC_EINVAL;
+  if (rc == 0 && o.pending_file && !(c->pending_file = strdup(o.pending_file)))
+    rc = PERFC_ENOMEM;
   if (rc == 0) {
     perfc_l1cache_opts lo;
     perfc_l1cache_opts_init(&lo);
@@ -720,6 +878,8 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   }
   if (rc == 0)
     rc = register_metrics(c, o.registry);
+  if (rc == 0 && c->pending_file)
+    pending_load(c);
   if (rc == 0 && c->redis) {
     if (pthread_create(&c->rq_thread, NULL, retry_main, c) != 0)
       rc = PERFC_ETHREAD;
@@ -748,10 +908,29 @@ void perfc_cache_free(perfc_cache *c) {
     pthread_cond_signal(&c->rq_cv);
     pthread_mutex_unlock(&c->rq_mu);
     pthread_join(c->rq_thread, NULL);
-    if (c->rq_head && retry_once(c) != 0)
-      perfc_log(PERFC_LOG_WARN,
-                "cache %s: %zu Redis deletes still failing at shutdown",
-                c->name, c->rq_len);
+    /* Deletes still pending would leave other instances reading the old
+     * values from Redis until their TTL: retry them for drain_ms (nothing
+     * to do if the application already called perfc_cache_drain()), then
+     * keep what is left in pending_file for the next start. */
+    if (c->rq_head && perfc_cache_drain(c, c->drain_ms) != 0) {
+      int saved = c->pending_file ? pending_save(c) : PERFC_ENOENT;
+      if (saved == 0)
+        perfc_log(PERFC_LOG_WARN,
+                  "cache %s: %zu Redis deletes still failing after %u ms at "
+                  "shutdown; saved to %s for the next start",
+                  c->name, c->rq_len, (unsigned)c->drain_ms, c->pending_file);
+      else
+        perfc_log(PERFC_LOG_ERROR,
+                  "cache %s: %zu Redis deletes still failing after %u ms at "
+                  "shutdown%s; other instances may read those keys' old "
+                  "values from Redis until their TTL",
+                  c->name, c->rq_len, (unsigned)c->drain_ms,
+                  c->pending_file ? " and cannot be saved" : "");
+    } else if (c->pending_file && unlink(c->pending_file) != 0 &&
+               errno != ENOENT) {
+      perfc_log(PERFC_LOG_WARN, "cache %s: cannot remove %s: %s", c->name,
+                c->pending_file, strerror(errno));
+    }
   }
   while (c->rq_head) {
     pending *nx = c->rq_head->next;
@@ -771,6 +950,7 @@ void perfc_cache_free(perfc_cache *c) {
     pthread_mutex_destroy(&c->stripes[i].mu);
   pthread_cond_destroy(&c->rq_cv);
   pthread_mutex_destroy(&c->rq_mu);
+  free(c->pending_file);
   free(c->channel);
   free(c->name);
   free(c);
@@ -936,6 +1116,8 @@ static uint32_t l1_ttl_for(const perfc_cache *c, int negative,
 static void l1_fill(perfc_cache *c, const char *key, const uint8_t *val,
                     size_t len, int negative, uint64_t version,
                     uint32_t ttl_ms) {
+  if (!l1_trusted(c))
+    return;
   perfc_slice v = {val, len};
   int rc = perfc_l1cache_set_versioned(
       c->l1, key, v, negative, l1_ttl_for(c, negative, ttl_ms), version);
@@ -971,15 +1153,16 @@ static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
 
 /* The leader's work: L2, then the loader, then the fills. Returns 0 with
  * *out (malloc'd), PERFC_ENOENT, or the loader's error. */
-static int lead_load(perfc_cache *c, const char *key,
+static int lead_load(perfc_cache *c, const char *key, uint64_t version,
                      perfc_cache_loader_fn loader, void *ud, const call_ttl *ct,
                      uint8_t **out, size_t *out_len) {
-  /* Read before Redis: an invalidation after this point fences our fills. */
-  uint64_t version = perfc_l1cache_version(c->l1, key);
+  /* `version` was read when the flight began, before Redis: an
+   * invalidation after that point fences our fills. */
   int neg = 0;
   /* The previous flight for this key may have filled L1 between our miss
    * and our becoming leader; checking again keeps it to one load. */
-  int rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
+  int rc = l1_trusted(c) ? perfc_l1cache_get(c->l1, key, out, out_len, &neg)
+                         : PERFC_ENOENT;
   if (rc == 0)
     return neg ? PERFC_ENOENT : 0;
   /* While deletes wait for a retry, Redis may hold values the database no
@@ -1101,6 +1284,10 @@ static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
     perfc_counter_inc(c->m.bloom_rejects);
     return PERFC_ENOENT;
   }
+  /* Not trusted: "not in L1", so the caller takes the full path, which
+   * counts the bypass. */
+  if (!l1_trusted(c))
+    return 1;
   int neg = 0;
   int rc = a ? perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg)
              : perfc_l1cache_get(c->l1, key, out, out_len, &neg);
@@ -1141,24 +1328,44 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
     return PERFC_ENOENT;
   }
   int neg = 0;
-  int rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
-  if (rc == 0) {
-    perfc_counter_inc(c->m.l1_hits);
-    if (neg) {
-      perfc_counter_inc(c->m.negative_hits);
-      return PERFC_ENOENT;
+  int rc = PERFC_ENOENT;
+  if (l1_trusted(c)) {
+    rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
+    if (rc == 0) {
+      perfc_counter_inc(c->m.l1_hits);
+      if (neg) {
+        perfc_counter_inc(c->m.negative_hits);
+        return PERFC_ENOENT;
+      }
+      return 0;
     }
-    return 0;
+    if (rc != PERFC_ENOENT)
+      return rc;
+    perfc_counter_inc(c->m.l1_misses);
+  } else {
+    perfc_counter_inc(c->m.l1_bypassed);
   }
-  if (rc != PERFC_ENOENT)
-    return rc;
-  perfc_counter_inc(c->m.l1_misses);
 
   stripe *s = &c->stripes[str_hash(key) % FLIGHT_STRIPES];
   pthread_mutex_lock(&s->mu);
+  /* The key's generation now: if an invalidation of the key completed
+   * since a flight for it began (its generation differs), that flight may
+   * be reading what the write replaced, and this call may have begun after
+   * the write was acknowledged, so it must not take that flight's result.
+   * The stale flight is unlinked (its own participants still get its
+   * result) and this call starts a new one. */
+  uint64_t version = perfc_l1cache_version(c->l1, key);
   flight *f = s->head;
   while (f && strcmp(f->key, key) != 0)
     f = f->next;
+  if (f && f->version != version) {
+    flight **pp = &s->head;
+    while (*pp != f)
+      pp = &(*pp)->next;
+    *pp = f->next;
+    f->linked = 0;
+    f = NULL;
+  }
   if (f) {
     f->refs++;
     while (!f->done)
@@ -1177,6 +1384,8 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
     return PERFC_ENOMEM;
   }
   f->key = k;
+  f->version = version;
+  f->linked = 1;
   f->refs = 1;
   pthread_cond_init(&f->cv, NULL);
   f->next = s->head;
@@ -1185,13 +1394,15 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
 
   uint8_t *val = NULL;
   size_t len = 0;
-  rc = lead_load(c, key, loader, loader_ud, &ct, &val, &len);
+  rc = lead_load(c, key, version, loader, loader_ud, &ct, &val, &len);
 
   pthread_mutex_lock(&s->mu);
-  flight **pp = &s->head;
-  while (*pp != f)
-    pp = &(*pp)->next;
-  *pp = f->next;
+  if (f->linked) {
+    flight **pp = &s->head;
+    while (*pp != f)
+      pp = &(*pp)->next;
+    *pp = f->next;
+  }
   f->done = 1;
   f->rc = rc;
   if (f->refs > 1 && rc == 0) {
@@ -1297,14 +1508,20 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
     }
     ver[i] = perfc_l1cache_version(c->l1, keys[i]);
     int neg = 0;
-    rc = perfc_l1cache_get(c->l1, keys[i], &out[i].data, &out[i].len, &neg);
+    if (l1_trusted(c)) {
+      rc = perfc_l1cache_get(c->l1, keys[i], &out[i].data, &out[i].len, &neg);
+    } else {
+      perfc_counter_inc(c->m.l1_bypassed);
+      rc = PERFC_ENOENT;
+    }
     if (rc == 0) {
       perfc_counter_inc(c->m.l1_hits);
       out[i].found = !neg;
       if (neg)
         perfc_counter_inc(c->m.negative_hits);
     } else if (rc == PERFC_ENOENT) {
-      perfc_counter_inc(c->m.l1_misses);
+      if (l1_trusted(c))
+        perfc_counter_inc(c->m.l1_misses);
       miss[nmiss++] = i;
     } else {
       goto fail;
@@ -1462,4 +1679,5 @@ void perfc_cache_stats_get(perfc_cache *c, perfc_cache_stats *out) {
   out->remote_invalidations = perfc_counter_value(m->remote_invalidations);
   out->delete_retries = perfc_counter_value(m->delete_retries);
   out->bloom_rejects = perfc_counter_value(m->bloom_rejects);
+  out->l1_bypassed = perfc_counter_value(m->l1_bypassed);
 }

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,19 @@ struct perfc_pg_pool {
   pthread_mutex_t mu;
   target t[T_COUNT];
   int has_replica;
+  /* The read route. replica_down is set when a connect to the replica
+   * fails or a replica connection is lost, and cleared when one works
+   * again; while set, reads go to the primary except one probe per
+   * replica_retry_ms (replica_retry_at_ms, under mu). */
+  atomic_int replica_down;
+  int no_fallback;
+  unsigned replica_retry_ms;
+  int64_t replica_retry_at_ms;
+  perfc_pg_replica_fn replica_fn;
+  void *replica_ud;
+  perfc_counter *c_fallback;
+  perfc_gauge *g_replica_up;
+  char *name;
   unsigned acquire_timeout_ms, connect_timeout_s, idle_check_ms;
   int stmt_timeout_ms; /* 0 = none */
   perfc_histogram *h_wait;
@@ -614,7 +628,27 @@ static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
       return rc;
   }
   const char *lv[] = {name};
-  return perfc_histogram_get(&pool->h_wait, wait, lv);
+  if ((rc = perfc_histogram_get(&pool->h_wait, wait, lv)) != 0)
+    return rc;
+  if (!pool->has_replica)
+    return 0;
+  perfc_family *fallback, *up;
+  o.buckets = NULL;
+  o.bucket_count = 0;
+  o.name = "perfc_pg_replica_fallback_total";
+  o.help = "Reads meant for the replica that the primary served because the "
+           "replica could not be reached.";
+  if ((rc = perfc_family_new(&fallback, reg, PERFC_METRIC_COUNTER, &o)) != 0 ||
+      (rc = perfc_counter_get(&pool->c_fallback, fallback, lv)) != 0)
+    return rc;
+  o.name = "perfc_pg_replica_up";
+  o.help = "1 while reads go to the replica, 0 while they fall back to the "
+           "primary.";
+  if ((rc = perfc_family_new(&up, reg, PERFC_METRIC_GAUGE, &o)) != 0 ||
+      (rc = perfc_gauge_get(&pool->g_replica_up, up, lv)) != 0)
+    return rc;
+  perfc_gauge_set(pool->g_replica_up, 1);
+  return 0;
 }
 
 int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
@@ -638,6 +672,12 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   pool->idle_check_ms = opts->idle_check_ms ? opts->idle_check_ms
                                             : PERFC_DEFAULT_PG_IDLE_CHECK_MS;
   pool->has_replica = opts->replica_dsn && opts->replica_dsn[0];
+  pool->no_fallback = opts->no_replica_fallback != 0;
+  pool->replica_retry_ms = opts->replica_retry_ms
+                               ? opts->replica_retry_ms
+                               : PERFC_DEFAULT_PG_REPLICA_RETRY_MS;
+  pool->replica_fn = opts->replica_fn;
+  pool->replica_ud = opts->replica_ud;
 
   pthread_mutex_init(&pool->mu, NULL);
   pthread_condattr_t ca;
@@ -658,9 +698,11 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   if (pool->has_replica &&
       !(pool->t[T_REPLICA].dsn = strdup(opts->replica_dsn)))
     goto fail;
-  rc = register_metrics(
-      pool, opts->registry,
-      opts->name && opts->name[0] ? opts->name : PERFC_DEFAULT_PG_POOL_NAME);
+  if (!(pool->name = strdup(opts->name && opts->name[0]
+                                ? opts->name
+                                : PERFC_DEFAULT_PG_POOL_NAME)))
+    goto fail;
+  rc = register_metrics(pool, opts->registry, pool->name);
   if (rc != 0)
     goto fail;
   *out = pool;
@@ -699,6 +741,7 @@ void perfc_pg_pool_free(perfc_pg_pool *pool) {
     free(tg->dsn);
   }
   pthread_mutex_destroy(&pool->mu);
+  free(pool->name);
   free(pool);
 }
 
@@ -734,8 +777,12 @@ static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
     perfc_status_code st =
         fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL,
              "pg: cannot connect to %s: %s", target_names[ti], line);
-    perfc_log(PERFC_LOG_WARN, "pg: cannot connect to %s: %s", target_names[ti],
-              line);
+    /* While the replica is known to be down, its failed probes are not
+     * news: the transition was logged once (replica_mark). */
+    perfc_log(ti == T_REPLICA && atomic_load(&pool->replica_down)
+                  ? PERFC_LOG_DEBUG
+                  : PERFC_LOG_WARN,
+              "pg: cannot connect to %s: %s", target_names[ti], line);
     conn_close(c);
     return st;
   }
@@ -765,6 +812,59 @@ static void slot_drop(perfc_pg_pool *pool, target *tg, perfc_pg_conn *c,
     conn_close(c);
 }
 
+/* Records what a use of the replica showed; logs and reports transitions
+ * only, so a dead replica costs one line going down and one coming back. */
+static void replica_mark(perfc_pg_pool *pool, int usable, const char *why) {
+  pthread_mutex_lock(&pool->mu);
+  int was_down = atomic_load(&pool->replica_down);
+  atomic_store(&pool->replica_down, !usable);
+  if (!usable)
+    pool->replica_retry_at_ms = now_ms() + pool->replica_retry_ms;
+  pthread_mutex_unlock(&pool->mu);
+  if (was_down == !usable)
+    return;
+  perfc_gauge_set(pool->g_replica_up, usable ? 1 : 0);
+  if (usable)
+    perfc_log(PERFC_LOG_INFO,
+              "pg pool %s: replica answering again, reads go back to it",
+              pool->name);
+  else
+    perfc_log(PERFC_LOG_WARN,
+              "pg pool %s: replica unreachable (%s); %s", pool->name, why,
+              pool->no_fallback ? "reads fail with UNAVAILABLE until it "
+                                  "answers"
+                                : "reads go to the primary until it answers");
+  if (pool->replica_fn)
+    pool->replica_fn(pool, usable, pool->replica_ud);
+}
+
+/* The target a read uses now: the replica unless it is down; while it is
+ * down, the first read after each retry period probes it. */
+static int read_target(perfc_pg_pool *pool) {
+  if (!atomic_load(&pool->replica_down))
+    return T_REPLICA;
+  int ti = T_PRIMARY;
+  pthread_mutex_lock(&pool->mu);
+  int64_t now = now_ms();
+  if (now >= pool->replica_retry_at_ms) {
+    pool->replica_retry_at_ms = now + pool->replica_retry_ms;
+    ti = T_REPLICA;
+  }
+  pthread_mutex_unlock(&pool->mu);
+  return ti;
+}
+
+static perfc_status_code acquire_on(perfc_pg_pool *pool, int ti,
+                                    perfc_pg_conn **out, perfc_pg_error *err);
+
+int perfc_pg_replica_usable(perfc_pg_pool *pool) {
+  if (!pool)
+    return PERFC_EINVAL;
+  if (!pool->has_replica)
+    return PERFC_ESTATE;
+  return !atomic_load(&pool->replica_down);
+}
+
 perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags,
                                    perfc_pg_conn **out, perfc_pg_error *err) {
   err_clear(err);
@@ -772,7 +872,37 @@ perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags,
     return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
                 "pg: NULL pool or out");
   *out = NULL;
-  int ti = (flags & PERFC_PG_READ) && pool->has_replica ? T_REPLICA : T_PRIMARY;
+  if (!(flags & PERFC_PG_READ) || !pool->has_replica)
+    return acquire_on(pool, T_PRIMARY, out, err);
+  if (pool->no_fallback) {
+    perfc_status_code st = acquire_on(pool, T_REPLICA, out, err);
+    if (st == PERFC_STATUS_OK || st == PERFC_STATUS_UNAVAILABLE)
+      replica_mark(pool, st == PERFC_STATUS_OK, err ? err->message : "");
+    return st;
+  }
+  if (read_target(pool) == T_PRIMARY) {
+    perfc_counter_inc(pool->c_fallback);
+    return acquire_on(pool, T_PRIMARY, out, err);
+  }
+  perfc_pg_error local;
+  perfc_status_code st = acquire_on(pool, T_REPLICA, out, &local);
+  if (st == PERFC_STATUS_OK) {
+    replica_mark(pool, 1, "");
+    return st;
+  }
+  if (st != PERFC_STATUS_UNAVAILABLE) {
+    /* Exhausted (or out of memory): the replica is there, only busy. */
+    if (err)
+      *err = local;
+    return st;
+  }
+  replica_mark(pool, 0, local.message);
+  perfc_counter_inc(pool->c_fallback);
+  return acquire_on(pool, T_PRIMARY, out, err);
+}
+
+static perfc_status_code acquire_on(perfc_pg_pool *pool, int ti,
+                                    perfc_pg_conn **out, perfc_pg_error *err) {
   target *tg = &pool->t[ti];
   double t0 = now_s();
   struct timespec deadline;
@@ -877,19 +1007,46 @@ perfc_status_code perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
   if (st != PERFC_STATUS_OK)
     return st;
   st = perfc_pg_conn_exec(c, q, res, err);
+  int lost_replica = st == PERFC_STATUS_UNAVAILABLE &&
+                     c->target == T_REPLICA &&
+                     PQstatus(c->pg) != CONNECTION_OK;
   perfc_pg_release(c);
+  if (lost_replica && !pool->no_fallback) {
+    /* The replica went away under a read. The statement is read-only
+     * (PERFC_PG_READ says so), so running it again on the primary is safe,
+     * and the caller gets an answer instead of UNAVAILABLE. */
+    replica_mark(pool, 0, "connection lost");
+    perfc_counter_inc(pool->c_fallback);
+    err_clear(err);
+    st = acquire_on(pool, T_PRIMARY, &c, err);
+    if (st != PERFC_STATUS_OK)
+      return st;
+    st = perfc_pg_conn_exec(c, q, res, err);
+    perfc_pg_release(c);
+  } else if (lost_replica) {
+    replica_mark(pool, 0, "connection lost");
+  }
   return st;
 }
 
 perfc_status_code perfc_pg_ping(perfc_pg_pool *pool, unsigned flags,
                                 perfc_pg_error *err) {
+  err_clear(err);
+  if (!pool)
+    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+                "pg: NULL pool");
+  /* A check of the replica must reach the replica, not its fallback. */
+  int replica = (flags & PERFC_PG_READ) && pool->has_replica;
   perfc_pg_conn *c;
-  perfc_status_code st = perfc_pg_acquire(pool, flags, &c, err);
-  if (st != PERFC_STATUS_OK)
-    return st;
-  if (!conn_alive(c))
-    st = fail_result(c, NULL, err);
-  perfc_pg_release(c);
+  perfc_status_code st =
+      acquire_on(pool, replica ? T_REPLICA : T_PRIMARY, &c, err);
+  if (st == PERFC_STATUS_OK) {
+    if (!conn_alive(c))
+      st = fail_result(c, NULL, err);
+    perfc_pg_release(c);
+  }
+  if (replica && (st == PERFC_STATUS_OK || st == PERFC_STATUS_UNAVAILABLE))
+    replica_mark(pool, st == PERFC_STATUS_OK, err ? err->message : "");
   return st;
 }
 

@@ -877,6 +877,13 @@ struct perfc_redis_subscriber {
 
 /* How often the reading loop wakes to look at the stop flag. */
 #define SUB_POLL_MS 50
+/* A subscribed connection to a server that stopped answering (a frozen
+ * process, a dropped network path) shows no error: it is only quiet. The
+ * subscriber PINGs every SUB_HEARTBEAT_MS and gives the connection up when
+ * a PING is unanswered after twice the command timeout, so receivers that
+ * trust their caches only while subscribed learn within
+ * SUB_HEARTBEAT_MS + 2 * command_timeout_ms (500 ms by default). */
+#define SUB_HEARTBEAT_MS 100
 
 static int sub_stopping(perfc_redis_subscriber *s) {
   pthread_mutex_lock(&s->mu);
@@ -918,8 +925,10 @@ static void sub_handle(perfc_redis_subscriber *s, redisReply *r) {
                        : s->channel;
   if (strcmp(kind, "subscribe") == 0) {
     perfc_slice none = {(const uint8_t *)"", 0};
-    sub_set_ready(s, 1);
+    /* The callback first: a waiter released by "ready" may rely on what
+     * the receiver does on this event (a cache starts trusting L1). */
     s->fn(PERFC_REDIS_SUB_SUBSCRIBED, ch, none, s->user_data);
+    sub_set_ready(s, 1);
   } else if (strcmp(kind, "message") == 0 &&
              r->element[2]->type == REDIS_REPLY_STRING) {
     perfc_slice m = {(const uint8_t *)r->element[2]->str, r->element[2]->len};
@@ -947,6 +956,8 @@ static int sub_session(perfc_redis_subscriber *s) {
     if (redisBufferWrite(ctx, &done) != REDIS_OK)
       goto out;
   }
+  uint64_t ping_sent = 0, next_ping = now_ms() + SUB_HEARTBEAT_MS;
+  uint64_t ping_limit = 2 * (uint64_t)s->o.command_timeout_ms;
   while (!sub_stopping(s)) {
     void *reply = NULL;
     if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK)
@@ -954,12 +965,35 @@ static int sub_session(perfc_redis_subscriber *s) {
     if (reply) {
       redisReply *r = reply;
       if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-          r->element[0]->type == REDIS_REPLY_STRING &&
-          strcmp(r->element[0]->str, "subscribe") == 0)
-        subscribed = 1;
+          r->element[0]->type == REDIS_REPLY_STRING) {
+        if (strcmp(r->element[0]->str, "subscribe") == 0)
+          subscribed = 1;
+        else if (strcmp(r->element[0]->str, "pong") == 0)
+          ping_sent = 0;
+      }
       sub_handle(s, r);
       freeReplyObject(r);
       continue;
+    }
+    uint64_t now = now_ms();
+    if (ping_sent && now - ping_sent > ping_limit) {
+      perfc_log(PERFC_LOG_WARN,
+                "redis subscriber %s: no answer to PING in %llu ms, "
+                "reconnecting",
+                s->channel, (unsigned long long)(now - ping_sent));
+      goto out;
+    }
+    if (subscribed && !ping_sent && now >= next_ping) {
+      const char *ping[] = {"PING"};
+      size_t ping_len[] = {4};
+      if (redisAppendCommandArgv(ctx, 1, ping, ping_len) != REDIS_OK)
+        goto out;
+      done = 0;
+      while (!done)
+        if (redisBufferWrite(ctx, &done) != REDIS_OK)
+          goto out;
+      ping_sent = now;
+      next_ping = now + SUB_HEARTBEAT_MS;
     }
     /* Poll rather than block in read: a socket read timeout would mark the
      * hiredis context as failed, and a blocking read could not notice the
@@ -976,6 +1010,10 @@ out:
     perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: connection lost: %s",
               s->channel, ctx->errstr);
   sub_set_ready(s, 0);
+  if (subscribed && !sub_stopping(s)) {
+    perfc_slice none = {(const uint8_t *)"", 0};
+    s->fn(PERFC_REDIS_SUB_UNSUBSCRIBED, s->channel, none, s->user_data);
+  }
   redisFree(ctx);
   return subscribed;
 }
