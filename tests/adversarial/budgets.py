@@ -30,6 +30,9 @@ MAX_RECV_BYTES = 4 << 20
 
 MIB = 1 << 20
 
+# What refusing a request may look like on the wire.
+REFUSED = {"goaway", "rst", "closed", "RESOURCE_EXHAUSTED", "http 431"}
+
 BUDGETS = {
     # 1. Three ~1 MiB gzip bombs at once: each call may hold its compressed
     # message and at most the limit inflated (3 x (1 + 4) MiB) plus 16 MiB
@@ -50,8 +53,7 @@ BUDGETS = {
                   "bystander_failed": 0},
     # 4. A 16 MB header block from a client that never ACKs SETTINGS: the
     # header list limit applies from the first byte; refusing costs little.
-    "header_flood": {"outcome": {"goaway", "rst", "closed",
-                                 "RESOURCE_EXHAUSTED", "http 431"},
+    "header_flood": {"outcome_literal": REFUSED, "outcome_indexed": REFUSED,
                      "cpu_s": 0.5, "peak_mib": 32, "bystander_failed": 0},
     # 10. 129 unfinished GET /metrics from another address: every scrape
     # during the hold and after it is answered.
@@ -102,10 +104,14 @@ KNOWN = {
 }
 
 
-def bound(transport, probe, key):
+def bound(transport, probe, key, heavy=False):
     """(bound, reason): the bound of `key` for `probe` on `transport`, and
-    the KNOWN reason when it is a relaxed one (None when strict)."""
-    row = KNOWN.get(transport, {}).get(probe)
-    if row is not None and key in row[0]:
-        return row[0][key], row[1]
+    the KNOWN reason when it is a relaxed one (None when strict). A KNOWN
+    row named "probe:heavy" applies to the --heavy variant before the
+    plain "probe" row."""
+    rows = KNOWN.get(transport, {})
+    for name in ((probe + ":heavy", probe) if heavy else (probe,)):
+        row = rows.get(name)
+        if row is not None and key in row[0]:
+            return row[0][key], row[1]
     return BUDGETS[probe][key], None
