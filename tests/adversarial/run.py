@@ -428,7 +428,9 @@ def p_rapid_reset(p):
     # The server may still be working through what it had read when the
     # client left; the peak is taken after the settling time.
     p.check("after_close_mib", p.settle_rss(p.bound("after_close_mib"), 10 if p.opts.heavy else 5))
-    p.check("peak_mib", p.peak_mib())
+    peak = p.peak_mib()
+    p.check("peak_mib", peak)
+    p.check("kib_per_stream", round(peak * 1024 / max(1, streams), 2))
     p.finish_bystander()
 
 
