@@ -20,7 +20,8 @@ Usage:
   --report          measure and print, never fail (for "before" numbers)
   --json FILE       append one JSON line per probe
 
-Exit status: 0 all bounds held, 1 a bound failed, 2 setup error.
+Exit status: 0 all bounds held, 1 a bound failed or a probe could not run
+(its server did not start: the reason is printed), 2 bad arguments.
 Every attack is bounded in count and in time; every process started is
 killed on exit, failure or signal.
 """
