@@ -944,6 +944,57 @@ static int key_c_format(const gen_request *req, const msg_desc *input,
   return 0;
 }
 
+/* Whether a message reachable from `type_name` (the message itself, its
+ * message fields and theirs, map entries included) has a string field and
+ * is declared in a file that is not proto3. Such strings need not be UTF-8
+ * (protobuf requires UTF-8 in proto3 only), so the method's check becomes
+ * NUL only. `seen` holds the type names already looked at (recursive
+ * messages). */
+static int reaches_non_proto3_strings(const gen_request *req,
+                                      const char *type_name,
+                                      const char ***seen, size_t *n_seen) {
+  for (size_t i = 0; i < *n_seen; i++)
+    if (strcmp((*seen)[i], type_name) == 0)
+      return 0;
+  *seen = perfc__xrealloc(*seen, (*n_seen + 1) * sizeof **seen);
+  (*seen)[(*n_seen)++] = type_name;
+  const file_desc *mf = NULL;
+  const msg_desc *m = find_message(req, type_name, &mf);
+  if (!m)
+    return 0;
+  int proto3 = mf->syntax && strcmp(mf->syntax, "proto3") == 0;
+  for (size_t i = 0; i < m->n_field; i++) {
+    const field_desc *fd = m->field[i];
+    if (!fd->has_type)
+      continue;
+    if (fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_STRING &&
+        !proto3)
+      return 1;
+    if (fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE &&
+        fd->type_name &&
+        reaches_non_proto3_strings(req, fd->type_name, seen, n_seen))
+      return 1;
+  }
+  return 0;
+}
+
+/* The method table's `strings` (perfc_string_check): UTF-8 and NUL for
+ * proto3 messages, NUL only when a proto2 message with strings is
+ * reachable from the request or the response (one mode per method, so a
+ * proto3 message mixed with proto2 ones gets the weaker check), nothing
+ * with (perfc.method).raw_strings. */
+static const char *string_check(const gen_request *req, const method_desc *m,
+                                const method_opts *o) {
+  if (o->method && o->method->raw_strings)
+    return "PERFC_STRINGS_RAW";
+  const char **seen = NULL;
+  size_t n_seen = 0;
+  int weak = reaches_non_proto3_strings(req, m->input_type, &seen, &n_seen) ||
+             reaches_non_proto3_strings(req, m->output_type, &seen, &n_seen);
+  free(seen);
+  return weak ? "PERFC_STRINGS_NO_NUL" : "PERFC_STRINGS_UTF8";
+}
+
 static int build_method(const gen_request *req, const file_desc *f,
                         const char *svc_full, const char *svc_lc,
                         const char *svc_uc, const method_desc *m, perfc__tv *tm,
@@ -1003,6 +1054,7 @@ static int build_method(const gen_request *req, const file_desc *f,
   perfc__tv_set_str(tm, "executor", executor);
   perfc__tv_set_strf(tm, "timeout_ms", "%" PRId64, timeout_ms);
   perfc__tv_set_strf(tm, "idempotent", "%d", idempotent);
+  perfc__tv_set_str(tm, "strings", string_check(req, m, &o));
 
   const char *in_full = perfc__tv_get_str(tm, "in_full");
   perfc__tv_set_bool(tm, "has_cache", o.cache != NULL);
