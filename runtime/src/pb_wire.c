@@ -109,56 +109,76 @@ perfc__pb_verdict perfc__pb_check_string(const uint8_t *s, size_t len,
   }
   size_t i = 0;
   while (i < len) {
-    if (len - i >= 8 && ascii_no_nul8(s + i)) {
+    while (len - i >= 8 && ascii_no_nul8(s + i))
       i += 8;
-      continue;
-    }
-    uint8_t c = s[i];
-    if (c < 0x80) {
-      if (c == 0) {
-        *at = i;
-        return PERFC__PB_NUL;
-      }
-      i++;
-      continue;
-    }
-    /* Well-formed sequences (Unicode 15, table 3-7): the second byte's
-     * range is narrowed after E0 (no overlong), ED (no surrogates), F0 (no
-     * overlong) and F4 (nothing above U+10FFFF); C0, C1 and F5..FF never
-     * start one. */
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-      need = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      need = 2;
-      if (c == 0xe0)
-        lo = 0xa0;
-      else if (c == 0xed)
-        hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      need = 3;
-      if (c == 0xf0)
-        lo = 0x90;
-      else if (c == 0xf4)
-        hi = 0x8f;
-    } else {
-      *at = i;
-      return PERFC__PB_BAD_UTF8;
-    }
-    if (len - i <= need || s[i + 1] < lo || s[i + 1] > hi) {
-      *at = i;
-      return PERFC__PB_BAD_UTF8;
-    }
-    for (size_t k = 2; k <= need; k++) {
-      if ((s[i + k] & 0xc0) != 0x80) {
-        *at = i;
-        return PERFC__PB_BAD_UTF8;
+    /* Fewer than 8 bytes left: when the last 8 of the string (some of them
+     * already checked; `i` is on a character boundary) are plain ASCII,
+     * the rest is too. */
+    if (len - i < 8 && len >= 8 && ascii_no_nul8(s + len - 8))
+      return PERFC__PB_OK;
+    /* Byte by byte for the next 8 bytes or so, then the fast path again:
+     * text that mixes scripts tries it once per 8 bytes, not per
+     * character. Well-formed sequences (Unicode 15, table 3-7): the second
+     * byte's range is narrowed after E0 (no overlong), ED (no surrogates),
+     * F0 (no overlong) and F4 (nothing above U+10FFFF); C0, C1 and F5..FF
+     * never start one. */
+    size_t stop = len - i > 8 ? i + 8 : len;
+    while (i < stop) {
+      uint8_t c = s[i];
+      if (c < 0x80) {
+        if (c == 0) {
+          *at = i;
+          return PERFC__PB_NUL;
+        }
+        i++;
+      } else if (c < 0xe0) {
+        if (c < 0xc2 || len - i < 2 || (s[i + 1] & 0xc0) != 0x80)
+          goto bad;
+        i += 2;
+      } else if (c < 0xf0) {
+        uint8_t lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        if (len - i < 3 || s[i + 1] < lo || s[i + 1] > hi ||
+            (s[i + 2] & 0xc0) != 0x80)
+          goto bad;
+        i += 3;
+      } else {
+        uint8_t lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        if (c > 0xf4 || len - i < 4 || s[i + 1] < lo || s[i + 1] > hi ||
+            (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80)
+          goto bad;
+        i += 4;
       }
     }
-    i += need + 1;
   }
   return PERFC__PB_OK;
+bad:
+  *at = i;
+  return PERFC__PB_BAD_UTF8;
+}
+
+/* The varint at *p: one byte inline (tags and short lengths), else
+ * read_varint. */
+static inline int read_varint_fast(const uint8_t **p, const uint8_t *end,
+                                   uint64_t *v) {
+  if (*p < end && **p < 0x80) {
+    *v = *(*p)++;
+    return 0;
+  }
+  return read_varint(p, end, v);
+}
+
+/* The field numbered `id` in `d`, or NULL. Most messages number their
+ * fields from 1 without gaps: one range, indexed directly; others go
+ * through protobuf-c's binary search of its ranges (the array holds
+ * n_field_ranges entries and a sentinel whose orig_index is n_fields). */
+static const ProtobufCFieldDescriptor *
+field_of(const ProtobufCMessageDescriptor *d, uint32_t id) {
+  const ProtobufCIntRange *r = d->field_ranges;
+  if (d->n_field_ranges > 0 && id >= (uint32_t)r[0].start_value &&
+      id - (uint32_t)r[0].start_value <
+          (uint32_t)(r[1].orig_index - r[0].orig_index))
+    return d->fields + r[0].orig_index + (id - (uint32_t)r[0].start_value);
+  return protobuf_c_message_descriptor_get_field(d, id);
 }
 
 /* One message at `depth`. The walk reads the wire exactly as protobuf-c
@@ -175,7 +195,7 @@ static perfc__pb_verdict walk(const ProtobufCMessageDescriptor *d,
     uint64_t tag;
     const uint8_t *body;
     size_t body_len;
-    if (read_varint(&p, end, &tag) != 0 || (tag >> 3) > UINT32_MAX)
+    if (read_varint_fast(&p, end, &tag) != 0 || (tag >> 3) > UINT32_MAX)
       return PERFC__PB_OK;
     unsigned wt = (unsigned)(tag & 7);
     if (wt != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) {
@@ -183,12 +203,16 @@ static perfc__pb_verdict walk(const ProtobufCMessageDescriptor *d,
         return PERFC__PB_OK;
       continue;
     }
-    if (skip_value(&p, end, wt, &body, &body_len) != 0)
+    uint64_t n;
+    if (read_varint_fast(&p, end, &n) != 0 || n > (uint64_t)(end - p))
       return PERFC__PB_OK;
+    body = p;
+    body_len = (size_t)n;
+    p += n;
     uint32_t id = (uint32_t)(tag >> 3);
     /* Repeated fields come in runs: keep the last lookup. */
     if (f == NULL || f->id != id)
-      f = protobuf_c_message_descriptor_get_field(d, id);
+      f = field_of(d, id);
     if (f == NULL)
       continue;
     if (f->type == PROTOBUF_C_TYPE_STRING) {
