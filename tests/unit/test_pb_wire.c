@@ -8,6 +8,7 @@
 #include "pb_wire_internal.h"
 
 #include <criterion/criterion.h>
+#include <google/protobuf/descriptor.pb-c.h>
 #include <google/protobuf/struct.pb-c.h>
 #include <google/protobuf/timestamp.pb-c.h>
 #include <stdlib.h>
@@ -372,4 +373,26 @@ Test(pb_wire, unpack_checked) {
                                   PERFC_STRINGS_UTF8, NULL, sizeof alice,
                                   alice, small, sizeof small));
   cr_assert_eq(strlen(small), sizeof small - 1);
+}
+
+/* Field numbers with gaps (MethodOptions: 33, 34, 999) go through
+ * protobuf-c's range search instead of the direct index: a string behind
+ * field 999, in a proto2 message, is still found. */
+Test(pb_wire, fields_numbered_with_gaps) {
+  /* MethodOptions{uninterpreted_option (999): UninterpretedOption{
+   *   identifier_value (3): "a\0b"}}, after deprecated (33) = true */
+  static const uint8_t b[] = {0x88, 0x02, 0x01,       /* 33: varint 1 */
+                              0xba, 0x3e, 0x05,       /* 999, 5 bytes */
+                              0x1a, 0x03, 'a', 0, 'b'};
+  perfc__pb_bad_field bad;
+  ProtobufCMessage *m = protobuf_c_message_unpack(
+      &google__protobuf__method_options__descriptor, NULL, sizeof b, b);
+  cr_assert_not_null(m, "the test's bytes are a well-formed MethodOptions");
+  protobuf_c_message_free_unpacked(m, NULL);
+  cr_assert_eq(check(&google__protobuf__method_options__descriptor, b,
+                     sizeof b, PERFC_STRINGS_NO_NUL, &bad),
+               PERFC__PB_NUL);
+  cr_assert_str_eq(bad.msg->name, "google.protobuf.UninterpretedOption");
+  cr_assert_str_eq(bad.field->name, "identifier_value");
+  cr_assert_eq(bad.at, 1);
 }
