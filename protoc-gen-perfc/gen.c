@@ -518,22 +518,72 @@ static void add_file_names(name_set *set, const file_desc *f) {
     char *lc = perfc__full_name_to_lower(scoped);
     char *uc = perfc__full_name_to_upper(scoped);
     free(scoped);
-    char *origin = perfc__xasprintf("protoc-c's code for service %s", full);
-    set_add_owned(set, perfc__xasprintf("%s_Service", c), origin);
-    set_add_owned(set, perfc__xasprintf("%s__BASE_INIT", uc), origin);
-    set_add_owned(set, perfc__xasprintf("%s__INIT", uc), origin);
-    set_add_owned(set, perfc__xasprintf("%s__descriptor", lc), origin);
-    set_add_owned(set, perfc__xasprintf("%s__init", lc), origin);
-    for (size_t m = 0; m < s->n_method; m++) {
-      char *ml = perfc__camel_to_lower(s->method[m]->name);
-      char *morigin = perfc__xasprintf("protoc-c's client function for method "
-                                       "%s.%s",
-                                       full, s->method[m]->name);
-      set_add_owned(set, perfc__xasprintf("%s__%s", lc, ml), morigin);
-      free(ml);
-      free(morigin);
+    /* Everything protobuf-c 1.4.1's c_service.cc emits for a service apart
+     * from the per-method client functions (added by add_method_names),
+     * each with what it is, so a clash can say what it clashes with. */
+    static const struct {
+      const char *pre;  /* before the service's C name */
+      char which;       /* that name: 'c' type, 'l' lower, 'u' upper */
+      const char *suf;  /* after it */
+      const char *what;
+    } svc_names[] = {
+        {"", 'c', "_Service", "service type"},
+        {"_", 'c', "_Service", "service struct tag"},
+        {"", 'c', "_ServiceDestroy", "destroy function type"},
+        {"", 'u', "__BASE_INIT", "BASE_INIT macro"},
+        {"", 'u', "__INIT", "INIT macro"},
+        {"", 'l', "__init", "initialiser function"},
+        {"", 'l', "__descriptor", "service descriptor"},
+        {"", 'l', "__method_descriptors", "method descriptor table"},
+        {"", 'l', "__method_indices_by_name", "method index table"},
+    };
+    for (size_t k = 0; k < sizeof svc_names / sizeof svc_names[0]; k++) {
+      const char *arg = svc_names[k].which == 'c'   ? c
+                        : svc_names[k].which == 'l' ? lc
+                                                    : uc;
+      char *name = perfc__xasprintf("%s%s%s", svc_names[k].pre, arg,
+                                    svc_names[k].suf);
+      char *origin = perfc__xasprintf("protoc-c's %s for service %s",
+                                      svc_names[k].what, full);
+      set_add_owned(set, name, origin);
+      free(origin);
     }
-    free(full), free(c), free(lc), free(uc), free(origin);
+    free(full), free(c), free(lc), free(uc);
+  }
+}
+
+/* protoc-c's client function for method `m` of service `full` (proto full
+ * name) whose lower-case C prefix is `lc`, and the origin it is recorded
+ * with. Both malloc'd. */
+static char *client_fn_name(const char *lc, const char *method, char **origin,
+                            const char *full) {
+  char *ml = perfc__camel_to_lower(method);
+  char *name = perfc__xasprintf("%s__%s", lc, ml);
+  *origin = perfc__xasprintf("protoc-c's client function for method %s.%s",
+                             full, method);
+  free(ml);
+  return name;
+}
+
+/* The per-method client functions of every service in `f`. Added after
+ * every file's other names (add_file_names), so that a method whose
+ * function has the name of some other protoc-c symbol finds that symbol's
+ * origin in the set, not its own (check_method_names). */
+static void add_method_names(name_set *set, const file_desc *f) {
+  const char *pkg = f->package ? f->package : "";
+  for (size_t i = 0; i < f->n_service; i++) {
+    const svc_desc *s = f->service[i];
+    char *full = join_name(pkg, s->name);
+    char *scoped = c_scoped_name(f, full);
+    char *lc = perfc__full_name_to_lower(scoped);
+    free(scoped);
+    for (size_t m = 0; m < s->n_method; m++) {
+      char *origin;
+      char *name = client_fn_name(lc, s->method[m]->name, &origin, full);
+      set_add_owned(set, name, origin);
+      free(origin);
+    }
+    free(full), free(lc);
   }
 }
 
@@ -894,6 +944,57 @@ static int key_c_format(const gen_request *req, const msg_desc *input,
   return 0;
 }
 
+/* Whether a message reachable from `type_name` (the message itself, its
+ * message fields and theirs, map entries included) has a string field and
+ * is declared in a file that is not proto3. Such strings need not be UTF-8
+ * (protobuf requires UTF-8 in proto3 only), so the method's check becomes
+ * NUL only. `seen` holds the type names already looked at (recursive
+ * messages). */
+static int reaches_non_proto3_strings(const gen_request *req,
+                                      const char *type_name,
+                                      const char ***seen, size_t *n_seen) {
+  for (size_t i = 0; i < *n_seen; i++)
+    if (strcmp((*seen)[i], type_name) == 0)
+      return 0;
+  *seen = perfc__xrealloc(*seen, (*n_seen + 1) * sizeof **seen);
+  (*seen)[(*n_seen)++] = type_name;
+  const file_desc *mf = NULL;
+  const msg_desc *m = find_message(req, type_name, &mf);
+  if (!m)
+    return 0;
+  int proto3 = mf->syntax && strcmp(mf->syntax, "proto3") == 0;
+  for (size_t i = 0; i < m->n_field; i++) {
+    const field_desc *fd = m->field[i];
+    if (!fd->has_type)
+      continue;
+    if (fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_STRING &&
+        !proto3)
+      return 1;
+    if (fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE &&
+        fd->type_name &&
+        reaches_non_proto3_strings(req, fd->type_name, seen, n_seen))
+      return 1;
+  }
+  return 0;
+}
+
+/* The method table's `strings` (perfc_string_check): UTF-8 and NUL for
+ * proto3 messages, NUL only when a proto2 message with strings is
+ * reachable from the request or the response (one mode per method, so a
+ * proto3 message mixed with proto2 ones gets the weaker check), nothing
+ * with (perfc.method).raw_strings. */
+static const char *string_check(const gen_request *req, const method_desc *m,
+                                const method_opts *o) {
+  if (o->method && o->method->raw_strings)
+    return "PERFC_STRINGS_RAW";
+  const char **seen = NULL;
+  size_t n_seen = 0;
+  int weak = reaches_non_proto3_strings(req, m->input_type, &seen, &n_seen) ||
+             reaches_non_proto3_strings(req, m->output_type, &seen, &n_seen);
+  free(seen);
+  return weak ? "PERFC_STRINGS_NO_NUL" : "PERFC_STRINGS_UTF8";
+}
+
 static int build_method(const gen_request *req, const file_desc *f,
                         const char *svc_full, const char *svc_lc,
                         const char *svc_uc, const method_desc *m, perfc__tv *tm,
@@ -953,6 +1054,7 @@ static int build_method(const gen_request *req, const file_desc *f,
   perfc__tv_set_str(tm, "executor", executor);
   perfc__tv_set_strf(tm, "timeout_ms", "%" PRId64, timeout_ms);
   perfc__tv_set_strf(tm, "idempotent", "%d", idempotent);
+  perfc__tv_set_str(tm, "strings", string_check(req, m, &o));
 
   const char *in_full = perfc__tv_get_str(tm, "in_full");
   perfc__tv_set_bool(tm, "has_cache", o.cache != NULL);
@@ -1093,11 +1195,17 @@ out:
   return rv;
 }
 
-/* Method names protoc-c cannot compile: C keywords and names that fold to
- * the same lower-case identifier. Checked first because they break
- * protoc-c's own output, whatever perfc does. */
+/* Method names protoc-c cannot compile: C keywords, names that fold to
+ * the same lower-case identifier, and names whose client function
+ * (`<service>__<method>`, c_service.cc) is already another protoc-c
+ * symbol: the service's own `__init`, `__descriptor`,
+ * `__method_descriptors` or `__method_indices_by_name`, or any name another
+ * message, enum or service of the request gets. Checked first because they
+ * break protoc-c's own output, whatever perfc does. `lc` is the service's
+ * lower-case C name. */
 static int check_method_names(const file_desc *f, const char *svc_full,
-                              const svc_desc *s, char **err) {
+                              const char *lc, const svc_desc *s,
+                              const name_set *theirs, char **err) {
   for (size_t i = 0; i < s->n_method; i++) {
     char *li = perfc__camel_to_lower(s->method[i]->name);
     if (perfc__is_c_keyword(li)) {
@@ -1123,6 +1231,20 @@ static int check_method_names(const file_desc *f, const char *svc_full,
       }
     }
     free(li);
+    char *mine;
+    char *fn = client_fn_name(lc, s->method[i]->name, &mine, svc_full);
+    const char *other = set_find(theirs, fn);
+    int clash = other && strcmp(other, mine) != 0;
+    if (clash)
+      *err = perfc__xasprintf(
+          "%s: service %s, method %s: protoc-c names the method's client "
+          "function \"%s\", which is already %s, so protoc-c's code would "
+          "not compile; rename the method",
+          f->name, svc_full, s->method[i]->name, fn, other);
+    free(fn);
+    free(mine);
+    if (clash)
+      return -1;
   }
   return 0;
 }
@@ -1265,7 +1387,7 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     perfc__tv_set_str(ts, "uc", uc);
     perfc__tv_set_strf(ts, "n_methods", "%zu", s->n_method);
     perfc__tv_set_bool(ts, "has_methods", s->n_method > 0);
-    bad = check_method_names(f, full, s, err);
+    bad = check_method_names(f, full, lc, s, theirs, err);
     static const char *const suffixes[] = {"__perfc_desc", "__perfc_methods",
                                            "__perfc_register",
                                            "__perfc_handlers"};
@@ -1548,6 +1670,8 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
     goto out;
   for (size_t i = 0; i < req->n_proto_file; i++)
     add_file_names(theirs, req->proto_file[i]);
+  for (size_t i = 0; i < req->n_proto_file; i++)
+    add_method_names(theirs, req->proto_file[i]);
   for (size_t i = 0; i < req->n_file_to_generate; i++) {
     const file_desc *f = find_file(req, req->file_to_generate[i]);
     if (!f) {

@@ -241,6 +241,30 @@ static perfc_status_code relay(perfc_ctx *ctx,
   return r;
 }
 
+atomic_int test_strings_calls;
+
+static perfc_status_code strings(perfc_ctx *ctx,
+                                 const Perfc__Test__V1__EchoRequest *req,
+                                 Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ctx;
+  (void)ud;
+  atomic_fetch_add(&test_strings_calls, 1);
+  resp->peer = req->code == 1 ? "caf\xe9" : req->message;
+  resp->remaining_ms = (int64_t)strlen(req->message);
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code nested(perfc_ctx *ctx, const Perfc__Test__V1__Node *req,
+                                Perfc__Test__V1__EchoResponse *resp, void *ud) {
+  (void)ctx;
+  (void)ud;
+  int64_t depth = 0;
+  for (const Perfc__Test__V1__Node *n = req->child; n != NULL; n = n->child)
+    depth++;
+  resp->remaining_ms = depth;
+  return PERFC_STATUS_OK;
+}
+
 const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     .echo = echo,
     .slow = slow,
@@ -252,6 +276,9 @@ const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     .chat = chat,
     .relay = relay,
     .quit = quit,
+    .strings = strings,
+    .raw_strings = strings,
+    .nested = nested,
     /* .missing left NULL on purpose */
 };
 

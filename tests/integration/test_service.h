@@ -29,6 +29,9 @@ extern atomic_int test_slow_running_max;
  * handler ends. */
 extern atomic_ulong test_stream_held;
 
+/* Strings and RawStrings handler runs. */
+extern atomic_int test_strings_calls;
+
 /* Slow handler runs that ended early because their call was cancelled or
  * its deadline passed. */
 extern atomic_int test_slow_cancelled;

@@ -6,6 +6,7 @@
 #include "test_service.h"
 
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,167 @@ Test(unary, malformed_request_is_invalid_argument) {
   cr_assert(strstr(st.message, "perfc.test.v1.EchoRequest") != NULL, "%s",
             st.message);
   perfc_status_reset(&st);
+  assert_still_serving();
+}
+
+/* Sends `raw` (a RawEchoRequest: EchoRequest's fields, `message` as
+ * bytes) to `m`'s path, so a string field can hold what an EchoRequest
+ * packed by protobuf-c cannot. Returns the code; *st and *resp as usual. */
+static perfc_status_code send_raw(const perfc_method_desc *m,
+                                  const Perfc__Test__V1__RawEchoRequest *raw,
+                                  Perfc__Test__V1__EchoResponse **resp,
+                                  perfc_status *st) {
+  perfc_method_desc d = *m;
+  d.input = &perfc__test__v1__raw_echo_request__descriptor;
+  return perfc_channel_unary(ch, &d, &raw->base, (ProtobufCMessage **)resp,
+                             NULL, st);
+}
+
+/* #13 item 9: protobuf-c hands string fields to C as NUL-terminated
+ * copies, so "Alice\0Admin" used to reach the handler as "Alice". A NUL
+ * or invalid UTF-8 in a string field is INVALID_ARGUMENT naming the field,
+ * and the handler does not run; a raw_strings method gets the request. */
+Test(unary, string_with_nul_or_bad_utf8_is_refused_before_the_handler) {
+  static const struct {
+    const char *bytes;
+    size_t len;
+    const char *why;
+  } bad[] = {
+      {"Alice\0Admin", 11, "string contains a NUL byte at byte 5"},
+      {"caf\xe9", 4, "string is not valid UTF-8 at byte 3"},
+      {"\xed\xa0\x80", 3, "string is not valid UTF-8 at byte 0"},
+      {"ok \xc0\xaf", 5, "string is not valid UTF-8 at byte 3"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    Perfc__Test__V1__RawEchoRequest raw = PERFC__TEST__V1__RAW_ECHO_REQUEST__INIT;
+    raw.message.data = (uint8_t *)bad[i].bytes;
+    raw.message.len = bad[i].len;
+    int before = atomic_load(&test_strings_calls);
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_status st = {0};
+    cr_assert_eq(send_raw(M(STRINGS), &raw, &resp, &st),
+                 PERFC_STATUS_INVALID_ARGUMENT, "case %zu: %s", i,
+                 st.message ? st.message : "");
+    char want[256];
+    snprintf(want, sizeof want,
+             "/perfc.test.v1.TestService/Strings: field "
+             "perfc.test.v1.EchoRequest.message: %s",
+             bad[i].why);
+    cr_assert_str_eq(st.message, want);
+    cr_assert_eq(atomic_load(&test_strings_calls), before,
+                 "the handler ran for case %zu", i);
+    perfc_status_reset(&st);
+
+    /* The same bytes reach the raw_strings method's handler, as protobuf-c
+     * decodes them: cut at the NUL. */
+    cr_assert_eq(send_raw(M(RAW_STRINGS), &raw, &resp, &st), PERFC_STATUS_OK,
+                 "%s", st.message ? st.message : "");
+    cr_assert_eq(atomic_load(&test_strings_calls), before + 1);
+    cr_assert_eq(resp->remaining_ms, (int64_t)strlen(bad[i].bytes));
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    perfc_status_reset(&st);
+  }
+  /* Valid multi-byte UTF-8 passes and arrives whole. */
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.message = "gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x98\x80";
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__strings__call(ch, &req, &resp,
+                                                            NULL, &st),
+               PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  cr_assert_str_eq(resp->peer, req.message);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  assert_still_serving();
+}
+
+/* perfc's client checks the strings of a response the same way: a server
+ * that answers a string that is not UTF-8 fails the call INTERNAL. */
+Test(unary, client_refuses_a_response_string_that_is_not_utf8) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.code = 1; /* Strings answers peer = "caf\xe9" */
+  int before = atomic_load(&test_strings_calls);
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__strings__call(ch, &req, &resp,
+                                                            NULL, &st),
+               PERFC_STATUS_INTERNAL);
+  cr_assert_null(resp);
+  cr_assert_str_eq(st.message,
+                   "/perfc.test.v1.TestService/Strings: response refused: "
+                   "field perfc.test.v1.EchoResponse.peer: string is not "
+                   "valid UTF-8 at byte 3");
+  cr_assert_eq(atomic_load(&test_strings_calls), before + 1);
+  perfc_status_reset(&st);
+  /* raw_strings is per method, for both sides: its client takes it. */
+  cr_assert_eq(perfc__test__v1__test_service__raw_strings__call(ch, &req, &resp,
+                                                                NULL, &st),
+               PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  cr_assert_str_eq(resp->peer, "caf\xe9");
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  perfc_status_reset(&st);
+}
+
+/* Node bytes with `links` child links (the innermost Node has name "x"),
+ * built by hand: protobuf-c packs recursively too. */
+static uint8_t *node_bytes(unsigned links, size_t *len) {
+  size_t cap = 8 + (size_t)links * 6, n = 0;
+  uint8_t *b = malloc(cap);
+  cr_assert_not_null(b);
+  b[n++] = 0x12; /* name = "x" */
+  b[n++] = 1;
+  b[n++] = 'x';
+  for (unsigned i = 0; i < links; i++) {
+    uint8_t hdr[6];
+    size_t h = 0, v = n;
+    hdr[h++] = 0x0a; /* child */
+    while (v >= 0x80) {
+      hdr[h++] = (uint8_t)(v | 0x80);
+      v >>= 7;
+    }
+    hdr[h++] = (uint8_t)v;
+    memmove(b + h, b, n);
+    memcpy(b, hdr, h);
+    n += h;
+  }
+  *len = n;
+  return b;
+}
+
+/* protobuf-c recurses once per nesting level without a limit, so a 300 KB
+ * request of 100,000 nested messages used to overflow the thread's stack
+ * and kill the server. Nesting is bounded at 100 levels (as protobuf's own
+ * parsers do): deeper is INVALID_ARGUMENT, and the server keeps serving. */
+Test(unary, nesting_deeper_than_the_bound_is_refused) {
+  static const struct {
+    unsigned links;
+    perfc_status_code code;
+  } cases[] = {{100, PERFC_STATUS_OK},
+               {101, PERFC_STATUS_INVALID_ARGUMENT},
+               {100000, PERFC_STATUS_INVALID_ARGUMENT}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    /* Node{child = <links - 1 more>} is RawEchoRequest{payload = ...}:
+     * both have field 1 length-delimited. */
+    size_t len;
+    uint8_t *inner = node_bytes(cases[i].links - 1, &len);
+    Perfc__Test__V1__RawEchoRequest raw = PERFC__TEST__V1__RAW_ECHO_REQUEST__INIT;
+    raw.payload.data = inner;
+    raw.payload.len = len;
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_status st = {0};
+    cr_assert_eq(send_raw(M(NESTED), &raw, &resp, &st), cases[i].code,
+                 "%u links: %s", cases[i].links, st.message ? st.message : "");
+    if (cases[i].code == PERFC_STATUS_OK) {
+      cr_assert_eq(resp->remaining_ms, (int64_t)cases[i].links);
+      protobuf_c_message_free_unpacked(&resp->base, NULL);
+    } else {
+      cr_assert_str_eq(st.message,
+                       "/perfc.test.v1.TestService/Nested: field "
+                       "perfc.test.v1.Node.child: messages nested deeper "
+                       "than 100 levels");
+    }
+    perfc_status_reset(&st);
+    free(inner);
+  }
   assert_still_serving();
 }
 

@@ -161,6 +161,37 @@ class TestServiceTests(unittest.TestCase):
                 self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT, e.details())
         self.assertEqual(decode(self.call("Echo", echo_request(b"ok")))[1], b"ok")
 
+    def test_string_with_nul_or_bad_utf8_invalid_argument(self):
+        # protobuf-c would hand "Alice\0Admin" to the handler as "Alice":
+        # a NUL or invalid UTF-8 in a string field is refused before the
+        # handler, on every receive path, naming the field.
+        field = "field perfc.test.v1.EchoRequest.message: "
+        nul = field_bytes(4, b"Alice\x00Admin")
+        latin1 = field_bytes(4, b"caf\xe9")
+        for body, why in ((nul, "string contains a NUL byte at byte 5"),
+                          (latin1, "string is not valid UTF-8 at byte 3")):
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.call("Strings", body)
+            self.assertCode(ctx, grpc.StatusCode.INVALID_ARGUMENT, field + why)
+            # server streaming: the one request
+            with self.assertRaises(grpc.RpcError) as ctx:
+                list(self.srv.channel.unary_stream(SVC + "Expand")(
+                    body + field_varint(5, 3), timeout=10))
+            self.assertCode(ctx, grpc.StatusCode.INVALID_ARGUMENT, field + why)
+            # client streaming: the second message
+            with self.assertRaises(grpc.RpcError) as ctx:
+                self.srv.channel.stream_unary(SVC + "Collect")(
+                    iter([echo_request(b"a"), body]), timeout=10)
+            self.assertCode(ctx, grpc.StatusCode.INVALID_ARGUMENT, field + why)
+        # The raw_strings method takes the bytes: C sees "Alice" (strlen 5).
+        resp = decode(self.call("RawStrings", nul))
+        self.assertEqual(resp[2], b"Alice")
+        self.assertEqual(resp[3], 5)
+        # Valid UTF-8 in every length passes unchanged.
+        text = "gr\u00fc\u00df \u20ac \U0001F600 " * 7
+        resp = decode(self.call("Strings", echo_request(message=text)))
+        self.assertEqual(resp[2].decode(), text)
+
     def test_oversized_request_resource_exhausted(self):
         with self.assertRaises(grpc.RpcError) as ctx:
             self.call("Echo", echo_request(b"x" * 100000))

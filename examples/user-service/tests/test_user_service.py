@@ -106,6 +106,24 @@ class UserService(unittest.TestCase):
             got, details = code_of(STUB.CreateUser, M["CreateUserRequest"](name=name, email=email))
             self.assertEqual(got, code, (name, email))
             self.assertTrue(details.startswith(field + ":"), details)
+        # A NUL would cut protobuf-c's C string ("Alice\0Admin" stored as
+        # "Alice", "x@example.com\0@evil" checked as "x@example.com"), and
+        # proto3 strings must be UTF-8: perfc refuses both before the
+        # handler runs, naming the field.
+        for name, email, field, why in [
+                ("Alice\0Admin", "alice@example.com", "name", "string contains a NUL byte at byte 5"),
+                ("Eve", "x@example.com\0@evil", "email", "string contains a NUL byte at byte 13")]:
+            got, details = code_of(STUB.CreateUser, M["CreateUserRequest"](name=name, email=email))
+            self.assertEqual(got, C.INVALID_ARGUMENT, details)
+            self.assertIn("field user.v1.CreateUserRequest.%s: %s" % (field, why), details)
+        raw = CHANNEL.unary_unary("/user.v1.UserService/CreateUser")
+        with self.assertRaises(grpc.RpcError) as ctx:  # name "caf\xe9" (Latin-1)
+            raw(b"\x0a\x04caf\xe9\x12\x11latin@example.com", timeout=10)
+        self.assertEqual(ctx.exception.code(), C.INVALID_ARGUMENT)
+        self.assertIn("field user.v1.CreateUserRequest.name: string is not valid UTF-8 at byte 3",
+                      ctx.exception.details())
+        # Nothing was stored: the address of the refused Alice is free.
+        self.assertEqual(create("Alice", "alice@example.com").name, "Alice")
         # 100 characters (multi-byte ones count once) is the limit.
         create("é" * 100, "hundred@example.com")
         create("Bob", "bob@example.com")

@@ -41,6 +41,24 @@ typedef enum perfc_executor {
   PERFC_EXEC_POOL = 2
 } perfc_executor;
 
+/** What the runtime checks in the string fields of a method's messages
+ *  before protobuf-c unpacks them: requests on the server, responses in
+ *  perfc's client. protobuf-c gives string fields to C as NUL-terminated
+ *  copies, so a NUL byte would silently cut the value short; proto3
+ *  requires valid UTF-8. A refused request is answered INVALID_ARGUMENT
+ *  before its handler runs, a refused response fails the call INTERNAL.
+ *  Every mode also refuses messages nested deeper than 100 levels. */
+typedef enum perfc_string_check {
+  /** No NUL byte and valid UTF-8 (proto3's rule): the default. */
+  PERFC_STRINGS_UTF8 = 0,
+  /** No NUL byte only: methods whose messages come from proto2 files,
+   *  which do not require UTF-8. */
+  PERFC_STRINGS_NO_NUL = 1,
+  /** No check (`(perfc.method).raw_strings`): strings reach the handler as
+   *  protobuf-c decodes them, cut at a NUL, bytes unchecked. */
+  PERFC_STRINGS_RAW = 2
+} perfc_string_check;
+
 /**
  * A generated trampoline that casts the generic arguments to the method's
  * types and calls the user's handler found in `handlers`.
@@ -78,6 +96,10 @@ typedef struct perfc_method_desc {
   int (*try_inline)(perfc_ctx *ctx, void *user_data,
                     const ProtobufCMessage *req, ProtobufCMessage *resp,
                     perfc_status_code *code);
+  /** The string check of this method's messages; generated from the
+   *  proto's syntax and `(perfc.method).raw_strings`. Code generated
+   *  before it leaves 0: PERFC_STRINGS_UTF8. */
+  perfc_string_check strings;
 } perfc_method_desc;
 
 /** One serialized FileDescriptorProto (without source_code_info), as the

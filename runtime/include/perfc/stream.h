@@ -22,7 +22,10 @@ extern "C" {
  *  before this returns, so at most one message is read ahead. Returns 1
  *  with `*msg` set, 0 at end of stream (the peer half-closed), or a
  *  negative PERFC_E* code: PERFC_ESHUTDOWN when the call was cancelled or its deadline passed,
- *  PERFC_EPARSE when the message does not parse. */
+ *  PERFC_EPARSE when the message does not parse or a string field in it is
+ *  refused (perfc_string_check: a NUL byte, invalid UTF-8); the call's
+ *  message then says which field, and the handler should return
+ *  PERFC_STATUS_INVALID_ARGUMENT. */
 PERFC_API int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg);
 
 /** Sends one message: it is serialised at once (`msg` is borrowed only

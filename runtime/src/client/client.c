@@ -16,6 +16,7 @@
 #include "server/server_internal.h"
 
 #include "transport/core/compression_internal.h"
+#include "core/pb_wire_internal.h"
 #include "transport/core/tls_internal.h"
 
 #include <grpc/grpc_security.h>
@@ -406,6 +407,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
       size_t len = 0;
       perfc_arena *tmp = NULL;
       int rc = PERFC_EPARSE;
+      char why[256] = "";
       if (recv_bb != NULL) {
         /* Without a caller arena, a multi-slice response is flattened into a
          * scratch arena freed below; the message itself is malloc'd. */
@@ -422,16 +424,20 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
           al = perfc_arena_allocator(opts->arena);
           alp = &al;
         }
-        *resp = protobuf_c_message_unpack(m->output, alp, len, data);
+        *resp = perfc__pb_unpack(m->output, m->strings, alp, len, data, why,
+                                 sizeof why);
       }
       perfc_arena_free(tmp);
       if (*resp == NULL) {
-        char e[200];
-        int n = snprintf(e, sizeof e,
-                         recv_bb ? "%s: response does not parse as %s"
-                                 : "%s: server sent OK without a %s message",
-                         m->path, m->output->name);
-        result = set_status(status, PERFC_STATUS_INTERNAL, e, (size_t)n);
+        char e[400];
+        if (why[0])
+          snprintf(e, sizeof e, "%s: response refused: %s", m->path, why);
+        else
+          snprintf(e, sizeof e,
+                   recv_bb ? "%s: response does not parse as %s"
+                           : "%s: server sent OK without a %s message",
+                   m->path, m->output->name);
+        result = set_status(status, PERFC_STATUS_INTERNAL, e, strlen(e));
       } else {
         set_status(status, PERFC_STATUS_OK, NULL, 0);
       }
@@ -683,10 +689,17 @@ static void async_done(perfc_tag *t, int ok) {
     const uint8_t *data = NULL;
     size_t len = 0;
     ProtobufCAllocator al = perfc_arena_allocator(arena);
+    char why[256] = "";
     if (a->recv_bb != NULL &&
         perfc__byte_buffer_flatten(a->recv_bb, arena, &data, &len) == 0)
-      resp = protobuf_c_message_unpack(a->m->output, &al, len, data);
-    if (resp == NULL) {
+      resp = perfc__pb_unpack(a->m->output, a->m->strings, &al, len, data, why,
+                              sizeof why);
+    if (resp == NULL && why[0]) {
+      code = PERFC_STATUS_INTERNAL;
+      snprintf(message, sizeof message, "%s: response refused: %s",
+               a->m->path, why);
+      msg = message;
+    } else if (resp == NULL) {
       code = PERFC_STATUS_INTERNAL;
       snprintf(message, sizeof message, "%s: response missing or not a %s",
                a->m->path, a->m->output->name);

@@ -10,6 +10,7 @@
  * Blocking until a send completes is the flow control.
  */
 #include "client/client_internal.h"
+#include "core/pb_wire_internal.h"
 #include "perfc/log.h"
 
 #include <grpc/support/alloc.h>
@@ -284,7 +285,9 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
   int rc = perfc__byte_buffer_flatten(bb, s->msg_arena, &data, &len);
   if (rc == 0) {
     ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
-    *msg = protobuf_c_message_unpack(s->m->output, &al, len, data);
+    char why[256];
+    *msg = perfc__pb_unpack(s->m->output, s->m->strings, &al, len, data, why,
+                            sizeof why);
     if (*msg == NULL)
       rc = PERFC_EPARSE;
   }
@@ -338,7 +341,7 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
   perfc_status_code code = (perfc_status_code)s->code;
   const char *msg = (const char *)GRPC_SLICE_START_PTR(s->details);
   size_t msglen = GRPC_SLICE_LENGTH(s->details);
-  char buf[200];
+  char buf[400], why[256] = "";
   if (code == PERFC_STATUS_OK && client_stream) {
     ProtobufCMessage *r = NULL;
     const uint8_t *data;
@@ -346,9 +349,15 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     if (bb != NULL &&
         perfc__byte_buffer_flatten(bb, s->resp_arena, &data, &len) == 0) {
       ProtobufCAllocator al = perfc_arena_allocator(s->resp_arena);
-      r = protobuf_c_message_unpack(s->m->output, &al, len, data);
+      r = perfc__pb_unpack(s->m->output, s->m->strings, &al, len, data, why,
+                           sizeof why);
     }
-    if (r == NULL) {
+    if (r == NULL && why[0]) {
+      code = PERFC_STATUS_INTERNAL;
+      msglen = (size_t)snprintf(buf, sizeof buf, "%s: response refused: %s",
+                                s->m->path, why);
+      msg = buf;
+    } else if (r == NULL) {
       code = PERFC_STATUS_INTERNAL;
       msglen = (size_t)snprintf(buf, sizeof buf, "%s: response missing or not a %s",
                                 s->m->path, s->m->output->name);
@@ -356,6 +365,8 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     } else {
       perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 0);
     }
+    if (msg == buf && msglen >= sizeof buf)
+      msglen = sizeof buf - 1; /* snprintf cut it short */
     if (resp != NULL)
       *resp = r;
   }

@@ -35,6 +35,7 @@
 #include "server/server_internal.h"
 
 #include "transport/core/compression_internal.h"
+#include "core/pb_wire_internal.h"
 #include "transport/core/tls_internal.h"
 
 #include <dlfcn.h>
@@ -608,7 +609,13 @@ static int unary_prepare(perfc_ctx *ctx) {
     return -1;
   }
   ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
-  ProtobufCMessage *req = protobuf_c_message_unpack(d->input, &al, len, data);
+  char why[256];
+  ProtobufCMessage *req =
+      perfc__pb_unpack(d->input, d->strings, &al, len, data, why, sizeof why);
+  if (req == NULL && why[0]) {
+    finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT, "%s: %s", d->path, why);
+    return -1;
+  }
   if (req == NULL) {
     finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                 "%s: malformed request: %zu bytes do not parse as %s",
@@ -1150,17 +1157,21 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
   perfc_arena_reset(s->msg_arena);
   const uint8_t *data;
   size_t len;
+  char why[256] = "";
   int rc = perfc__byte_buffer_flatten(bb, s->msg_arena, &data, &len);
   if (rc == 0) {
     ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
-    *msg = protobuf_c_message_unpack(d->input, &al, len, data);
+    *msg = perfc__pb_unpack(d->input, d->strings, &al, len, data, why,
+                            sizeof why);
     if (*msg == NULL)
       rc = PERFC_EPARSE;
   }
   grpc_byte_buffer_destroy(bb);
   if (rc == 0 && ctx->ic_entered)
     ic_message(ctx, 0);
-  if (rc == PERFC_EPARSE)
+  if (rc == PERFC_EPARSE && why[0])
+    perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT, "%s: %s", d->path, why);
+  else if (rc == PERFC_EPARSE)
     perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                     "%s: malformed stream message: %zu bytes do not parse as %s",
                     d->path, len, d->input->name);
@@ -1281,7 +1292,13 @@ static void stream_body(perfc_ctx *ctx) {
       return;
     }
     ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
-    req = protobuf_c_message_unpack(d->input, &al, len, data);
+    char why[256];
+    req = perfc__pb_unpack(d->input, d->strings, &al, len, data, why,
+                           sizeof why);
+    if (req == NULL && why[0]) {
+      finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT, "%s: %s", d->path, why);
+      return;
+    }
     if (req == NULL) {
       finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                   "%s: malformed request: %zu bytes do not parse as %s",

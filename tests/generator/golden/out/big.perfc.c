@@ -529,6 +529,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM01] = {
     .name = "ListItem01",
@@ -541,6 +542,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM02] = {
     .name = "PutItem02",
@@ -553,6 +555,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM03] = {
     .name = "SyncItem03",
@@ -565,6 +568,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM04] = {
     .name = "GetItem04",
@@ -577,6 +581,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM05] = {
     .name = "ListItem05",
@@ -589,6 +594,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM06] = {
     .name = "PutItem06",
@@ -601,6 +607,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM07] = {
     .name = "SyncItem07",
@@ -613,6 +620,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM08] = {
     .name = "GetItem08",
@@ -625,6 +633,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM09] = {
     .name = "ListItem09",
@@ -637,6 +646,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM10] = {
     .name = "PutItem10",
@@ -649,6 +659,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM11] = {
     .name = "SyncItem11",
@@ -661,6 +672,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM12] = {
     .name = "GetItem12",
@@ -673,6 +685,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM13] = {
     .name = "ListItem13",
@@ -685,6 +698,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM14] = {
     .name = "PutItem14",
@@ -697,6 +711,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM15] = {
     .name = "SyncItem15",
@@ -709,6 +724,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM16] = {
     .name = "GetItem16",
@@ -721,6 +737,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM17] = {
     .name = "ListItem17",
@@ -733,6 +750,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM18] = {
     .name = "PutItem18",
@@ -745,6 +763,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM19] = {
     .name = "SyncItem19",
@@ -757,6 +776,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM20] = {
     .name = "GetItem20",
@@ -769,6 +789,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM21] = {
     .name = "ListItem21",
@@ -781,6 +802,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM22] = {
     .name = "PutItem22",
@@ -793,6 +815,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM23] = {
     .name = "SyncItem23",
@@ -805,6 +828,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM24] = {
     .name = "GetItem24",
@@ -817,6 +841,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM25] = {
     .name = "ListItem25",
@@ -829,6 +854,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM26] = {
     .name = "PutItem26",
@@ -841,6 +867,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM27] = {
     .name = "SyncItem27",
@@ -853,6 +880,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM28] = {
     .name = "GetItem28",
@@ -865,6 +893,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM29] = {
     .name = "ListItem29",
@@ -877,6 +906,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM30] = {
     .name = "PutItem30",
@@ -889,6 +919,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM31] = {
     .name = "SyncItem31",
@@ -901,6 +932,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM32] = {
     .name = "GetItem32",
@@ -913,6 +945,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM33] = {
     .name = "ListItem33",
@@ -925,6 +958,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM34] = {
     .name = "PutItem34",
@@ -937,6 +971,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM35] = {
     .name = "SyncItem35",
@@ -949,6 +984,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_GET_ITEM36] = {
     .name = "GetItem36",
@@ -961,6 +997,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_LIST_ITEM37] = {
     .name = "ListItem37",
@@ -973,6 +1010,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_PUT_ITEM38] = {
     .name = "PutItem38",
@@ -985,6 +1023,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [BIG__V1__BIG__PERFC_METHOD_SYNC_ITEM39] = {
     .name = "SyncItem39",
@@ -997,6 +1036,7 @@ static const perfc_method_desc big__v1__big__perfc_methods[40] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 

@@ -788,6 +788,7 @@ static const perfc_method_desc x__y_z__svc__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [X__Y_Z__SVC__PERFC_METHOD_FEED] = {
     .name = "Feed",
@@ -800,6 +801,7 @@ static const perfc_method_desc x__y_z__svc__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 

@@ -70,6 +70,7 @@ static const perfc_method_desc a__b__c__v2__first__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [A__B__C__V2__FIRST__PERFC_METHOD_DO_HTTP2_THING] = {
     .name = "DoHTTP2Thing",
@@ -82,6 +83,7 @@ static const perfc_method_desc a__b__c__v2__first__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 
@@ -155,6 +157,7 @@ static const perfc_method_desc a__b__c__v2__second__svc2__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [A__B__C__V2__SECOND__SVC2__PERFC_METHOD_COLLECT] = {
     .name = "Collect",
@@ -167,6 +170,7 @@ static const perfc_method_desc a__b__c__v2__second__svc2__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 

@@ -67,6 +67,7 @@ static const perfc_method_desc kw__keywords__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [KW__KEYWORDS__PERFC_METHOD_SWAP] = {
     .name = "Swap",
@@ -79,6 +80,7 @@ static const perfc_method_desc kw__keywords__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 

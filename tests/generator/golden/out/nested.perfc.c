@@ -78,6 +78,7 @@ static const perfc_method_desc nest__nester__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [NEST__NESTER__PERFC_METHOD_STREAM] = {
     .name = "Stream",
@@ -90,6 +91,7 @@ static const perfc_method_desc nest__nester__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 

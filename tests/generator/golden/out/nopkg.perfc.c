@@ -57,6 +57,7 @@ static const perfc_method_desc svc__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
   [SVC__PERFC_METHOD_WATCH] = {
     .name = "Watch",
@@ -69,6 +70,7 @@ static const perfc_method_desc svc__perfc_methods[2] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_UTF8,
   },
 };
 

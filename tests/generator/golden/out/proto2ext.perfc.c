@@ -53,6 +53,7 @@ static const perfc_method_desc legacy__legacy__perfc_methods[1] = {
     .executor = PERFC_EXEC_DEFAULT,
     .timeout_ms = 0,
     .idempotent = 0,
+    .strings = PERFC_STRINGS_NO_NUL,
   },
 };
 
