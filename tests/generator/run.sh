@@ -15,7 +15,9 @@
 #   valgrind   the plugin on the 40-method proto leaks and errs nothing
 #   install    `cmake --install` into a scratch prefix, then an out-of-tree
 #              project (consumer/) with find_package(perfc) and
-#              perfc_generate(), and a program built from pkg-config alone
+#              perfc_generate(), a program built from pkg-config alone, and
+#              a scaffolded server (consumer/app) built with pkg-config and
+#              --as-needed, started and asked for health and reflection
 #   example    examples/user-service's proto: output equals golden/example
 #              (UPDATE=1 rewrites it), it and its scaffolding compile with
 #              -Werror under $CC, and the scaffolded main links against the
@@ -169,6 +171,68 @@ install)
     $(pkg-config --cflags perfc) $(pkg-config --libs perfc) \
     -Wl,-rpath,"$W/prefix/lib" -o "$W/pkgconfig-app"
   "$W/pkgconfig-app"
+  # What clients generate their stubs from: the services perfc serves.
+  P=$W/prefix
+  protodir=$(pkg-config --variable=protodir perfc)
+  for f in perfc/options.proto grpc/health/v1/health.proto \
+           grpc/reflection/v1/reflection.proto \
+           grpc/reflection/v1alpha/reflection.proto; do
+    test -f "$P/share/perfc/proto/$f" && test -f "$protodir/$f" ||
+      { echo "not installed: share/perfc/proto/$f"; exit 1; }
+  done
+  # Only perfc's include folder: gRPC's -DNOMINMAX (Requires.private) was
+  # leaking into every user's compile line.
+  cflags=$(pkg-config --cflags perfc)
+  case "$cflags" in *NOMINMAX*|*grpc*)
+    echo "pkg-config --cflags perfc leaks: $cflags"; exit 1 ;;
+  esac
+  # libperfc finds libperfc-wkt beside it, in any prefix.
+  readelf -d "$P/lib/libperfc.so" | grep -q 'RUNPATH.*\[\$ORIGIN\]' ||
+    { readelf -d "$P/lib/libperfc.so"; echo "libperfc.so: no RUNPATH \$ORIGIN"; exit 1; }
+  # A newcomer's server: scaffolding from the installed plugin, generated
+  # files in their own folder, built with pkg-config and -Wl,--as-needed
+  # (so it does not link libperfc-wkt itself: only libperfc's RUNPATH can
+  # find it), and started, then asked for health and reflection.
+  A=$W/app
+  mkdir -p "$A/gen"
+  (cd "$SRC/consumer/app" && "$PROTOC" -I. -I"$protodir" \
+    --plugin=protoc-gen-perfc="$P/bin/protoc-gen-perfc" \
+    --plugin=protoc-gen-c="$PROTOC_GEN_C" \
+    --c_out="$A/gen" --perfc_out="stubs=$A:$A/gen" greeter.proto)
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$A/gen" "$A/greeter_main.c" \
+    "$A/greeter_handlers.c" "$A/gen/greeter.perfc.c" "$A/gen/greeter.pb-c.c" \
+    $(pkg-config --cflags --libs perfc) -Wl,--as-needed \
+    -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$A/greeter"
+  if readelf -d "$A/greeter" | grep -q 'NEEDED.*libperfc-wkt'; then
+    echo "greeter links libperfc-wkt itself: the test would prove nothing"
+    exit 1
+  fi
+  "$A/greeter" --help >"$A/help.txt"
+  grep -q '^usage: greeter \[--config FILE\]' "$A/help.txt" ||
+    { cat "$A/help.txt"; echo "usage does not name the program"; exit 1; }
+  "$A/greeter" --listen 127.0.0.1:0 --metrics-listen off 2>"$A/serve.log" &
+  pid=$!
+  port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*serving greeter.proto on 127.0.0.1:0 (port \([0-9]*\)).*/\1/p' \
+      "$A/serve.log")
+    [ -n "$port" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    cat "$A/serve.log"; kill "$pid" 2>/dev/null; echo "greeter did not start"
+    exit 1
+  fi
+  set +e
+  /usr/bin/python3 "$SRC/consumer/raw_calls.py" "127.0.0.1:$port" app.v1.Greeter
+  rc=$?
+  set -e
+  kill -TERM "$pid"
+  wait "$pid"
+  test "$rc" = 0
+  echo "install: prefix layout, pkg-config, RUNPATH; greeter started and answered"
   ;;
 example)
   : "${CC:?}" "${WKT_INC:?}"
