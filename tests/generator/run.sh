@@ -277,7 +277,27 @@ example)
     done
     grep -q 'serving user/v1/user.proto' "$W/serve.log" || {
       cat "$W/serve.log"; kill "$pid"; exit 1; }
+    # A second one on the same (now busy) port says so once, with the
+    # address, and nothing else (no core dump at WARN, no vague repeats);
+    # the same for a busy /metrics port.
+    busy=$(sed -n 's/.*on 127.0.0.1:0 (port \([0-9]*\)).*/\1/p' "$W/serve.log")
+    set +e
+    "$W/user-server" --listen "127.0.0.1:$busy" --metrics-listen off \
+      2>"$W/busy.log"
+    rc_grpc=$?
+    "$W/user-server" --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$busy" \
+      2>"$W/busy-metrics.log"
+    rc_metrics=$?
+    set -e
     kill -TERM "$pid"
+    test "$rc_grpc" = 1 && test "$rc_metrics" = 1
+    for f in busy busy-metrics; do
+      if [ "$(grep -c . "$W/$f.log")" != 1 ]; then
+        cat "$W/$f.log"; echo "$f: expected exactly one line"; exit 1
+      fi
+    done
+    grep -q "level=error msg=\"server: cannot listen on 127.0.0.1:$busy: address already in use\"" "$W/busy.log"
+    grep -q "level=error msg=\"metrics: cannot listen on 127.0.0.1:$busy: address already in use\"" "$W/busy-metrics.log"
     wait "$pid"
     grep -q 'shutting down gracefully' "$W/serve.log"
     echo "example: generated, compiled, linked; flags checked; served and stopped"
