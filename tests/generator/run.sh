@@ -115,6 +115,34 @@ stubs)
     api/v1/user.proto 2>"$W/stderr")
   cmp "$W/expected.c" "$W/stubs/user_handlers.c"
   grep -q 'user_handlers.c exists' "$W/stderr"
+  # Nothing is missing yet: no note beyond "left unchanged".
+  if grep -q 'no handler\|not registered' "$W/stderr"; then
+    cat "$W/stderr"; echo "notes about nothing missing"; exit 1
+  fi
+  # The proto grows a method and a service: regenerating names each method
+  # the old handlers table lacks and the service the old main does not
+  # register, once each, and still rewrites nothing.
+  mkdir -p "$W/grown/api/v1"
+  cp -r "$SRC/protos/common" "$W/grown/"
+  sed -e 's/^  rpc Now(google.protobuf.Empty) returns (google.protobuf.Timestamp);/&\
+  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);/' \
+    -e '$a\
+service AuditService {\
+  rpc Record(google.protobuf.Empty) returns (google.protobuf.Empty);\
+}' "$SRC/protos/api/v1/user.proto" >"$W/grown/api/v1/user.proto"
+  cp "$W/stubs/user_main.c" "$W/expected_main.c"
+  (cd "$W/grown" && perfc_protoc --perfc_out="stubs=$W/stubs:$W" \
+    api/v1/user.proto 2>"$W/stderr")
+  cmp "$W/expected.c" "$W/stubs/user_handlers.c"
+  cmp "$W/expected_main.c" "$W/stubs/user_main.c"
+  cat >"$W/want-notes" <<NOTES
+protoc-gen-perfc: $W/stubs/user_handlers.c exists and is yours; left unchanged
+protoc-gen-perfc: $W/stubs/user_main.c exists and is yours; left unchanged
+protoc-gen-perfc: $W/stubs/user_handlers.c: /api.v1.UserService/Ping has no handler (no .ping in api__v1__user_service__perfc_handlers): answers UNIMPLEMENTED
+protoc-gen-perfc: $W/stubs/user_handlers.c: /api.v1.AuditService/Record has no handler (no .record in api__v1__audit_service__perfc_handlers): answers UNIMPLEMENTED
+protoc-gen-perfc: $W/stubs/user_main.c: service api.v1.AuditService is not registered (no api__v1__audit_service__perfc_register call): it is not served; add api__v1__audit_service__perfc_register(srv, &api__v1__audit_service__perfc_handlers, NULL)
+NOTES
+  diff -u "$W/want-notes" "$W/stderr"
   # A run that fails writes no scaffolding at all.
   (cd "$SRC/errors" && ! perfc_protoc --perfc_out="stubs=$W/failed:$W" \
     bad_cache_key.proto 2>/dev/null)
@@ -232,7 +260,39 @@ install)
   kill -TERM "$pid"
   wait "$pid"
   test "$rc" = 0
-  echo "install: prefix layout, pkg-config, RUNPATH; greeter started and answered"
+  # The proto grows a method and a service; regenerating keeps the old
+  # scaffolding and names what it lacks, and the rebuilt server (old main)
+  # says at start which service it does not register.
+  mkdir -p "$A/grown"
+  sed -e 's/^  rpc SayHello(HelloRequest) returns (HelloReply);/&\
+  rpc SayBye(HelloRequest) returns (HelloReply);/' \
+    -e '$a\
+service Farewell {\
+  rpc Wave(HelloRequest) returns (HelloReply);\
+}' "$SRC/consumer/app/greeter.proto" >"$A/grown/greeter.proto"
+  (cd "$A/grown" && "$PROTOC" -I. -I"$protodir" \
+    --plugin=protoc-gen-perfc="$P/bin/protoc-gen-perfc" \
+    --plugin=protoc-gen-c="$PROTOC_GEN_C" \
+    --c_out="$A/gen" --perfc_out="stubs=$A:$A/gen" greeter.proto) 2>"$A/notes"
+  grep -qx "protoc-gen-perfc: $A/greeter_handlers.c: /app.v1.Greeter/SayBye has no handler (no .say_bye in app__v1__greeter__perfc_handlers): answers UNIMPLEMENTED" "$A/notes"
+  grep -qx "protoc-gen-perfc: $A/greeter_main.c: service app.v1.Farewell is not registered (no app__v1__farewell__perfc_register call): it is not served; add app__v1__farewell__perfc_register(srv, &app__v1__farewell__perfc_handlers, NULL)" "$A/notes"
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$A/gen" "$A/greeter_main.c" \
+    "$A/greeter_handlers.c" "$A/gen/greeter.perfc.c" "$A/gen/greeter.pb-c.c" \
+    $(pkg-config --cflags --libs perfc) -Wl,--as-needed \
+    -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$A/greeter2"
+  "$A/greeter2" --listen 127.0.0.1:0 --metrics-listen off 2>"$A/serve2.log" &
+  pid=$!
+  for _ in $(seq 100); do
+    grep -q 'serving greeter.proto' "$A/serve2.log" && break
+    sleep 0.1
+  done
+  kill -TERM "$pid"
+  wait "$pid" || true
+  grep -q 'level=warn msg="server: /app.v1.Greeter/SayBye has no handler' "$A/serve2.log"
+  grep -q 'level=warn msg="server: service app.v1.Farewell of greeter.proto is not registered, so it is not served; register it in main() with app__v1__farewell__perfc_register()"' "$A/serve2.log" ||
+    { cat "$A/serve2.log"; echo "no warning for the unregistered service"; exit 1; }
+  echo "install: prefix layout, pkg-config, RUNPATH; greeter started and answered; growth named"
   ;;
 example)
   : "${CC:?}" "${WKT_INC:?}"
