@@ -121,14 +121,16 @@ int perfc__check_metadata(const char *key, const char *value, size_t len) {
   return grpc_header_nonbin_value_is_legal(v) ? 0 : PERFC_EINVAL;
 }
 
-/* The core logs to stderr on its own; route it through perfc's logger so a
- * service has one log stream in one format. Core errors are mostly echoes
- * of failures perfc reports itself (a bind error, a refused batch), hence
- * warn rather than error. */
+/* Set around a core call whose failure perfc reports itself, in its own
+ * words (a port that cannot be bound). */
 static _Thread_local int core_log_quiet;
 
 void perfc__grpc_log_quiet(int quiet) { core_log_quiet = quiet; }
 
+/* The core logs to stderr on its own; route it through perfc's logger so a
+ * service has one log stream in one format. Core errors are mostly echoes
+ * of failures perfc reports itself (a bind error, a refused batch), hence
+ * warn rather than error. */
 static void grpc_log_route(gpr_log_func_args *args) {
   perfc_log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? PERFC_LOG_WARN
                           : args->severity == GPR_LOG_SEVERITY_INFO ? PERFC_LOG_INFO
