@@ -11,6 +11,8 @@
 #   include/perfc.h, include/perfc/*.h, include/perfc/options.pb-c.h
 #   include/google/protobuf/*.pb-c.h, include/google/protobuf/compiler/plugin.pb-c.h
 #   share/perfc/proto/perfc/options.proto
+#   share/perfc/proto/grpc/{health/v1/health,reflection/v1/reflection,
+#                           reflection/v1alpha/reflection}.proto
 #   lib/cmake/perfc/{perfcConfig,perfcConfigVersion,perfcTargets,PerfcGenerate}.cmake
 #   lib/pkgconfig/perfc.pc, perfc-data.pc, perfc-config.pc
 include(CMakePackageConfigHelpers)
@@ -55,6 +57,12 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/
         FILES_MATCHING PATTERN "*.h")
 install(FILES ${PROJECT_SOURCE_DIR}/proto/perfc/options.proto
         DESTINATION ${PERFC_INSTALL_PROTODIR}/perfc)
+# The gRPC services every perfc server can serve (health, reflection v1 and
+# v1alpha), under their usual import paths ("grpc/health/v1/health.proto"),
+# for clients that generate their stubs from them.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/proto/grpc
+        DESTINATION ${PERFC_INSTALL_PROTODIR}
+        FILES_MATCHING PATTERN "*.proto")
 
 install(EXPORT perfcTargets
   NAMESPACE perfc::

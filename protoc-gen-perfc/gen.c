@@ -1418,6 +1418,20 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     free(full), free(c), free(lc), free(uc), free(where), free(origin);
   }
   perfc__tv_set_bool(root, "cache_wired_file", any_wired);
+  /* A file of several services checks at start that each was registered
+   * (templates/perfc.c.tmpl, check_name): an old main misses new ones. */
+  perfc__tv_set_bool(root, "multi_service", f->n_service > 1);
+  perfc__tv_set_strf(root, "services_name", "%s%sperfc_services", pkg_lc,
+                     pkg_lc[0] ? "__" : "");
+  perfc__tv_set_strf(root, "check_name", "%s%sperfc_check_registered",
+                     pkg_lc, pkg_lc[0] ? "__" : "");
+  if (!bad && f->n_service > 1)
+    bad = claim(ours, theirs,
+                perfc__xstrdup(perfc__tv_get_str(root, "services_name")),
+                "perfc's list of the file's services", f->name, err) ||
+          claim(ours, theirs,
+                perfc__xstrdup(perfc__tv_get_str(root, "check_name")),
+                "perfc's start-time registration check", f->name, err);
   set_free(ours);
   free(ours);
   free(stem), free(ident), free(pkg_lc), free(esc), free(fd_bytes);
@@ -1441,18 +1455,13 @@ static void add_output(gen_response *resp, char *name, char *content) {
 }
 
 /* Writes `content` to `path` only when no such file exists: scaffolding
- * belongs to the user from the moment it is written. */
+ * belongs to the user from the moment it is written (scaffold_notes() says
+ * what such a file lacks). */
 static int write_new_file(const char *path, const char *content, char **err) {
   FILE *f = fopen(path, "wx");
   if (!f) {
-    if (errno == EEXIST) {
-      fprintf(stderr,
-              "protoc-gen-perfc: %s exists and is yours; left unchanged "
-              "(methods added since answer UNIMPLEMENTED until you add "
-              "handlers)\n",
-              path);
+    if (errno == EEXIST)
       return 0;
-    }
     *err = perfc__xasprintf("protoc-gen-perfc: stubs: cannot create %s: %s",
                             path, strerror(errno));
     return -1;
@@ -1465,6 +1474,110 @@ static int write_new_file(const char *path, const char *content, char **err) {
     return -1;
   }
   return 0;
+}
+
+/* Whether `word` occurs in text[0..len) as a whole C identifier (with
+ * `dot`, preceded by '.': a designated initialiser's member). */
+static int has_ident(const char *text, size_t len, const char *word, int dot) {
+  size_t wl = strlen(word);
+  for (size_t i = 0; i + wl <= len; i++) {
+    if (memcmp(text + i, word, wl) != 0)
+      continue;
+    int before_ok = dot ? i > 0 && text[i - 1] == '.'
+                        : i == 0 || !(isalnum((unsigned char)text[i - 1]) ||
+                                      text[i - 1] == '_');
+    int after_ok = i + wl == len || !(isalnum((unsigned char)text[i + wl]) ||
+                                      text[i + wl] == '_');
+    if (before_ok && after_ok)
+      return 1;
+  }
+  return 0;
+}
+
+/* The initialiser `{...}` of `table` defined in `text` ("NAME = {" after
+ * its declaration), as [*from, *to); 0 when there is none. */
+static int find_table(const char *text, const char *table, size_t *from,
+                      size_t *to) {
+  size_t tl = strlen(table);
+  for (const char *p = strstr(text, table); p; p = strstr(p + 1, table)) {
+    const char *q = p + tl;
+    if (p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '_'))
+      continue;
+    while (isspace((unsigned char)*q))
+      q++;
+    if (*q != '=')
+      continue;
+    q++;
+    while (isspace((unsigned char)*q))
+      q++;
+    if (*q != '{')
+      continue;
+    int depth = 0;
+    for (const char *e = q; *e; e++) {
+      depth += *e == '{';
+      depth -= *e == '}';
+      if (depth == 0) {
+        *from = (size_t)(q - text);
+        *to = (size_t)(e - text);
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Scaffolding is never rewritten, so when regenerating for a proto that
+ * grew, say what the user's copy lacks: each method its handlers table
+ * does not fill (it answers UNIMPLEMENTED), and each service its main does
+ * not register (not served at all). Found by reading the files for the
+ * generated names; a table filled some other way may be reported though
+ * it is complete, which the note's wording allows for. */
+static void scaffold_notes(const file_desc *f, const char *handlers_path,
+                           const char *main_path, perfc__buf *notes) {
+  const char *pkg = f->package ? f->package : "";
+  char *htext = NULL, *mtext = NULL;
+  size_t hlen = 0, mlen = 0;
+  int have_h = read_file(handlers_path, &htext, &hlen) == 0;
+  int have_m = read_file(main_path, &mtext, &mlen) == 0;
+  if (have_h)
+    perfc__buf_printf(notes, "protoc-gen-perfc: %s exists and is yours; left "
+                             "unchanged\n", handlers_path);
+  if (have_m)
+    perfc__buf_printf(notes, "protoc-gen-perfc: %s exists and is yours; left "
+                             "unchanged\n", main_path);
+  for (size_t i = 0; i < f->n_service; i++) {
+    const svc_desc *s = f->service[i];
+    char *full = join_name(pkg, s->name);
+    char *scoped = c_scoped_name(f, full);
+    char *lc = perfc__full_name_to_lower(scoped);
+    char *table = perfc__xasprintf("%s__perfc_handlers", lc);
+    char *reg = perfc__xasprintf("%s__perfc_register", lc);
+    size_t from = 0, to = 0;
+    int has_table = have_h && find_table(htext, table, &from, &to);
+    for (size_t m = 0; have_h && m < s->n_method; m++) {
+      char *ml = perfc__camel_to_lower(s->method[m]->name);
+      if (!has_table || !has_ident(htext + from, to - from, ml, 1))
+        perfc__buf_printf(notes,
+                          "protoc-gen-perfc: %s: /%s/%s has no handler "
+                          "(no .%s in %s): answers UNIMPLEMENTED\n",
+                          handlers_path, full, s->method[m]->name, ml, table);
+      free(ml);
+    }
+    if (have_m && !has_ident(mtext, mlen, reg, 0)) {
+      /* ..._register_cached registers it too (a longer identifier). */
+      char *cached = perfc__xasprintf("%s_cached", reg);
+      if (!has_ident(mtext, mlen, cached, 0))
+        perfc__buf_printf(notes,
+                          "protoc-gen-perfc: %s: service %s is not registered "
+                          "(no %s call): it is not served; add "
+                          "%s(srv, &%s, NULL)\n",
+                          main_path, full, reg, reg, table);
+      free(cached);
+    }
+    free(full), free(scoped), free(lc), free(table), free(reg);
+  }
+  free(htext);
+  free(mtext);
 }
 
 static int render(const perfc__tmpl *t, const perfc__tv *model, char **out,
@@ -1484,7 +1597,8 @@ static int render(const perfc__tmpl *t, const perfc__tv *model, char **out,
 static int generate_file(const gen_request *req, const params *prm,
                          perfc__tmpl *const tmpls[T_COUNT],
                          const name_set *theirs, const file_desc *f,
-                         gen_response *resp, gen_response *stubs, char **err) {
+                         gen_response *resp, gen_response *stubs,
+                         perfc__buf *notes, char **err) {
   perfc__tv *model = build_file(req, f, theirs, err);
   if (!model)
     return -1;
@@ -1502,11 +1616,11 @@ static int generate_file(const gen_request *req, const params *prm,
     if (render(tmpls[T_HANDLERS], model, &handlers, err) != 0 ||
         render(tmpls[T_MAIN], model, &mainc, err) != 0)
       goto out;
-    add_output(stubs,
-               perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base),
-               handlers);
-    add_output(stubs, perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base),
-               mainc);
+    char *hpath = perfc__xasprintf("%s/%s_handlers.c", prm->stubs_dir, base);
+    char *mpath = perfc__xasprintf("%s/%s_main.c", prm->stubs_dir, base);
+    scaffold_notes(f, hpath, mpath, notes);
+    add_output(stubs, hpath, handlers);
+    add_output(stubs, mpath, mainc);
     handlers = mainc = NULL;
   }
   rv = 0;
@@ -1659,6 +1773,7 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
   name_set *theirs = perfc__xcalloc(1, sizeof *theirs);
   gen_response stubs =
       GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
+  perfc__buf notes = {0};
 
   resp->has_supported_features = 1;
   resp->supported_features =
@@ -1682,11 +1797,17 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
     }
     if (f->n_service == 0)
       continue;
-    if (generate_file(req, &prm, tmpls, theirs, f, resp, &stubs, &err) != 0)
+    if (generate_file(req, &prm, tmpls, theirs, f, resp, &stubs, &notes,
+                      &err) != 0)
       break;
   }
   if (!err)
     write_stubs(&prm, &stubs, &err);
+  /* Notes about scaffolding kept as it was, only for a run that succeeded
+   * (a failed one writes nothing, so they would not be true). */
+  if (!err && notes.len > 0)
+    fwrite(notes.data, 1, notes.len, stderr);
+  perfc__buf_free(&notes);
 out:
   if (err) {
     /* protoc writes nothing when the plugin reports an error, so drop the

@@ -3,7 +3,10 @@
 # tutorial, verbatim: install perfc into a scratch prefix, write the proto
 # and the two C code blocks from README.md, generate with protoc, build with
 # pkg-config, run the server, call it with the client, stop it with SIGTERM.
-# Fails when the README and the code drift apart.
+# Then the README's private-prefix block, as written (with $HOME/perfc as a
+# scratch prefix and this build folder): generated files in gen/, no
+# LD_LIBRARY_PATH, the program found through its rpath. Fails when the
+# README and the code drift apart.
 set -euo pipefail
 build=$1
 src=$2
@@ -22,6 +25,11 @@ c = re.findall(r"```c\n(.*?)```", text, re.S)
 open("greeter.proto", "w").write(proto)
 open("server.c", "w").write(c[0])
 open("client.c", "w").write('#include <stdio.h>\n#include "greeter.perfc.h"\nint main(void) {\n' + c[1] + "  return 0;\n}\n")
+sh = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "cmake --install build --prefix" in b]
+assert len(sh) == 1, "README: no private-prefix block"
+lines = sh[0].rstrip("\n").split("\n")
+assert lines[-1] == "./greeter", lines[-1]
+open("prefix.sh", "w").write("\n".join(lines[:-1]) + "\n")
 PY
 # The port the tutorial uses; skip rather than fail if something holds it.
 if ss -Htln "( sport = :50051 )" | grep -q .; then
@@ -40,3 +48,26 @@ kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=""
 echo "tutorial OK"
+
+# The private-prefix block, from a clean environment: HOME is a scratch
+# folder, the install comes from this build, nothing on LD_LIBRARY_PATH.
+mkdir -p "$work/home" "$work/private"
+cp greeter.proto server.c client.c "$work/private/"
+cd "$work/private"
+env -u LD_LIBRARY_PATH -u PKG_CONFIG_PATH HOME="$work/home" \
+  PATH="$(echo "$PATH" | sed "s|$work/prefix/bin:||")" \
+  bash -euo pipefail -c "cmake() { if [ \"\$1 \$2\" = '--install build' ]; then shift 2; command cmake --install '$build' \"\$@\" >/dev/null; else command cmake \"\$@\"; fi; }
+$(cat "$work/prefix.sh")
+cc -o client -Igen client.c gen/greeter.perfc.c gen/greeter.pb-c.c \
+   \$(pkg-config --cflags --libs perfc) -Wl,-rpath,\"\$(pkg-config --variable=libdir perfc)\""
+test -x greeter && test -x client
+env -u LD_LIBRARY_PATH ./greeter >server.log 2>&1 &
+server_pid=$!
+for _ in $(seq 1 300); do ss -Htln "( sport = :50051 )" | grep -q . && break; sleep 0.1; done
+out=$(env -u LD_LIBRARY_PATH ./client)
+echo "client printed: $out"
+[ "$out" = "hello, perfc" ]
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=""
+echo "private prefix OK"

@@ -15,7 +15,9 @@
 #   valgrind   the plugin on the 40-method proto leaks and errs nothing
 #   install    `cmake --install` into a scratch prefix, then an out-of-tree
 #              project (consumer/) with find_package(perfc) and
-#              perfc_generate(), and a program built from pkg-config alone
+#              perfc_generate(), a program built from pkg-config alone, and
+#              a scaffolded server (consumer/app) built with pkg-config and
+#              --as-needed, started and asked for health and reflection
 #   example    examples/user-service's proto: output equals golden/example
 #              (UPDATE=1 rewrites it), it and its scaffolding compile with
 #              -Werror under $CC, and the scaffolded main links against the
@@ -113,6 +115,34 @@ stubs)
     api/v1/user.proto 2>"$W/stderr")
   cmp "$W/expected.c" "$W/stubs/user_handlers.c"
   grep -q 'user_handlers.c exists' "$W/stderr"
+  # Nothing is missing yet: no note beyond "left unchanged".
+  if grep -q 'no handler\|not registered' "$W/stderr"; then
+    cat "$W/stderr"; echo "notes about nothing missing"; exit 1
+  fi
+  # The proto grows a method and a service: regenerating names each method
+  # the old handlers table lacks and the service the old main does not
+  # register, once each, and still rewrites nothing.
+  mkdir -p "$W/grown/api/v1"
+  cp -r "$SRC/protos/common" "$W/grown/"
+  sed -e 's/^  rpc Now(google.protobuf.Empty) returns (google.protobuf.Timestamp);/&\
+  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);/' \
+    -e '$a\
+service AuditService {\
+  rpc Record(google.protobuf.Empty) returns (google.protobuf.Empty);\
+}' "$SRC/protos/api/v1/user.proto" >"$W/grown/api/v1/user.proto"
+  cp "$W/stubs/user_main.c" "$W/expected_main.c"
+  (cd "$W/grown" && perfc_protoc --perfc_out="stubs=$W/stubs:$W" \
+    api/v1/user.proto 2>"$W/stderr")
+  cmp "$W/expected.c" "$W/stubs/user_handlers.c"
+  cmp "$W/expected_main.c" "$W/stubs/user_main.c"
+  cat >"$W/want-notes" <<NOTES
+protoc-gen-perfc: $W/stubs/user_handlers.c exists and is yours; left unchanged
+protoc-gen-perfc: $W/stubs/user_main.c exists and is yours; left unchanged
+protoc-gen-perfc: $W/stubs/user_handlers.c: /api.v1.UserService/Ping has no handler (no .ping in api__v1__user_service__perfc_handlers): answers UNIMPLEMENTED
+protoc-gen-perfc: $W/stubs/user_handlers.c: /api.v1.AuditService/Record has no handler (no .record in api__v1__audit_service__perfc_handlers): answers UNIMPLEMENTED
+protoc-gen-perfc: $W/stubs/user_main.c: service api.v1.AuditService is not registered (no api__v1__audit_service__perfc_register call): it is not served; add api__v1__audit_service__perfc_register(srv, &api__v1__audit_service__perfc_handlers, NULL)
+NOTES
+  diff -u "$W/want-notes" "$W/stderr"
   # A run that fails writes no scaffolding at all.
   (cd "$SRC/errors" && ! perfc_protoc --perfc_out="stubs=$W/failed:$W" \
     bad_cache_key.proto 2>/dev/null)
@@ -169,6 +199,100 @@ install)
     $(pkg-config --cflags perfc) $(pkg-config --libs perfc) \
     -Wl,-rpath,"$W/prefix/lib" -o "$W/pkgconfig-app"
   "$W/pkgconfig-app"
+  # What clients generate their stubs from: the services perfc serves.
+  P=$W/prefix
+  protodir=$(pkg-config --variable=protodir perfc)
+  for f in perfc/options.proto grpc/health/v1/health.proto \
+           grpc/reflection/v1/reflection.proto \
+           grpc/reflection/v1alpha/reflection.proto; do
+    test -f "$P/share/perfc/proto/$f" && test -f "$protodir/$f" ||
+      { echo "not installed: share/perfc/proto/$f"; exit 1; }
+  done
+  # Only perfc's include folder: gRPC's -DNOMINMAX (Requires.private) was
+  # leaking into every user's compile line.
+  cflags=$(pkg-config --cflags perfc)
+  case "$cflags" in *NOMINMAX*|*grpc*)
+    echo "pkg-config --cflags perfc leaks: $cflags"; exit 1 ;;
+  esac
+  # libperfc finds libperfc-wkt beside it, in any prefix.
+  readelf -d "$P/lib/libperfc.so" | grep -q 'RUNPATH.*\[\$ORIGIN\]' ||
+    { readelf -d "$P/lib/libperfc.so"; echo "libperfc.so: no RUNPATH \$ORIGIN"; exit 1; }
+  # A newcomer's server: scaffolding from the installed plugin, generated
+  # files in their own folder, built with pkg-config and -Wl,--as-needed
+  # (so it does not link libperfc-wkt itself: only libperfc's RUNPATH can
+  # find it), and started, then asked for health and reflection.
+  A=$W/app
+  mkdir -p "$A/gen"
+  (cd "$SRC/consumer/app" && "$PROTOC" -I. -I"$protodir" \
+    --plugin=protoc-gen-perfc="$P/bin/protoc-gen-perfc" \
+    --plugin=protoc-gen-c="$PROTOC_GEN_C" \
+    --c_out="$A/gen" --perfc_out="stubs=$A:$A/gen" greeter.proto)
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$A/gen" "$A/greeter_main.c" \
+    "$A/greeter_handlers.c" "$A/gen/greeter.perfc.c" "$A/gen/greeter.pb-c.c" \
+    $(pkg-config --cflags --libs perfc) -Wl,--as-needed \
+    -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$A/greeter"
+  if readelf -d "$A/greeter" | grep -q 'NEEDED.*libperfc-wkt'; then
+    echo "greeter links libperfc-wkt itself: the test would prove nothing"
+    exit 1
+  fi
+  "$A/greeter" --help >"$A/help.txt"
+  grep -q '^usage: greeter \[--config FILE\]' "$A/help.txt" ||
+    { cat "$A/help.txt"; echo "usage does not name the program"; exit 1; }
+  "$A/greeter" --listen 127.0.0.1:0 --metrics-listen off 2>"$A/serve.log" &
+  pid=$!
+  port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*serving greeter.proto on 127.0.0.1:0 (port \([0-9]*\)).*/\1/p' \
+      "$A/serve.log")
+    [ -n "$port" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    cat "$A/serve.log"; kill "$pid" 2>/dev/null; echo "greeter did not start"
+    exit 1
+  fi
+  set +e
+  /usr/bin/python3 "$SRC/consumer/raw_calls.py" "127.0.0.1:$port" app.v1.Greeter
+  rc=$?
+  set -e
+  kill -TERM "$pid"
+  wait "$pid"
+  test "$rc" = 0
+  # The proto grows a method and a service; regenerating keeps the old
+  # scaffolding and names what it lacks, and the rebuilt server (old main)
+  # says at start which service it does not register.
+  mkdir -p "$A/grown"
+  sed -e 's/^  rpc SayHello(HelloRequest) returns (HelloReply);/&\
+  rpc SayBye(HelloRequest) returns (HelloReply);/' \
+    -e '$a\
+service Farewell {\
+  rpc Wave(HelloRequest) returns (HelloReply);\
+}' "$SRC/consumer/app/greeter.proto" >"$A/grown/greeter.proto"
+  (cd "$A/grown" && "$PROTOC" -I. -I"$protodir" \
+    --plugin=protoc-gen-perfc="$P/bin/protoc-gen-perfc" \
+    --plugin=protoc-gen-c="$PROTOC_GEN_C" \
+    --c_out="$A/gen" --perfc_out="stubs=$A:$A/gen" greeter.proto) 2>"$A/notes"
+  grep -qx "protoc-gen-perfc: $A/greeter_handlers.c: /app.v1.Greeter/SayBye has no handler (no .say_bye in app__v1__greeter__perfc_handlers): answers UNIMPLEMENTED" "$A/notes"
+  grep -qx "protoc-gen-perfc: $A/greeter_main.c: service app.v1.Farewell is not registered (no app__v1__farewell__perfc_register call): it is not served; add app__v1__farewell__perfc_register(srv, &app__v1__farewell__perfc_handlers, NULL)" "$A/notes"
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$A/gen" "$A/greeter_main.c" \
+    "$A/greeter_handlers.c" "$A/gen/greeter.perfc.c" "$A/gen/greeter.pb-c.c" \
+    $(pkg-config --cflags --libs perfc) -Wl,--as-needed \
+    -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$A/greeter2"
+  "$A/greeter2" --listen 127.0.0.1:0 --metrics-listen off 2>"$A/serve2.log" &
+  pid=$!
+  for _ in $(seq 100); do
+    grep -q 'serving greeter.proto' "$A/serve2.log" && break
+    sleep 0.1
+  done
+  kill -TERM "$pid"
+  wait "$pid" || true
+  grep -q 'level=warn msg="server: /app.v1.Greeter/SayBye has no handler' "$A/serve2.log"
+  grep -q 'level=warn msg="server: service app.v1.Farewell of greeter.proto is not registered, so it is not served; register it in main() with app__v1__farewell__perfc_register()"' "$A/serve2.log" ||
+    { cat "$A/serve2.log"; echo "no warning for the unregistered service"; exit 1; }
+  echo "install: prefix layout, pkg-config, RUNPATH; greeter started and answered; growth named"
   ;;
 example)
   : "${CC:?}" "${WKT_INC:?}"
@@ -213,7 +337,27 @@ example)
     done
     grep -q 'serving user/v1/user.proto' "$W/serve.log" || {
       cat "$W/serve.log"; kill "$pid"; exit 1; }
+    # A second one on the same (now busy) port says so once, with the
+    # address, and nothing else (no core dump at WARN, no vague repeats);
+    # the same for a busy /metrics port.
+    busy=$(sed -n 's/.*on 127.0.0.1:0 (port \([0-9]*\)).*/\1/p' "$W/serve.log")
+    set +e
+    "$W/user-server" --listen "127.0.0.1:$busy" --metrics-listen off \
+      2>"$W/busy.log"
+    rc_grpc=$?
+    "$W/user-server" --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$busy" \
+      2>"$W/busy-metrics.log"
+    rc_metrics=$?
+    set -e
     kill -TERM "$pid"
+    test "$rc_grpc" = 1 && test "$rc_metrics" = 1
+    for f in busy busy-metrics; do
+      if [ "$(grep -c . "$W/$f.log")" != 1 ]; then
+        cat "$W/$f.log"; echo "$f: expected exactly one line"; exit 1
+      fi
+    done
+    grep -q "level=error msg=\"server: cannot listen on 127.0.0.1:$busy: address already in use\"" "$W/busy.log"
+    grep -q "level=error msg=\"metrics: cannot listen on 127.0.0.1:$busy: address already in use\"" "$W/busy-metrics.log"
     wait "$pid"
     grep -q 'shutting down gracefully' "$W/serve.log"
     echo "example: generated, compiled, linked; flags checked; served and stopped"

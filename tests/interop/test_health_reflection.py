@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """python3-grpcio against perfc's grpc.health.v1.Health and
-grpc.reflection.v1alpha.ServerReflection, served by perfc-test-server.
+grpc.reflection.v1 and v1alpha ServerReflection, served by perfc-test-server.
 
 Run by CTest as: /usr/bin/python3 test_health_reflection.py BUILD_BIN_DIR
 The health and reflection messages come from FileDescriptorProtos built
@@ -53,11 +53,12 @@ def health_file():
     return fd
 
 
-def reflection_file():
-    """grpc/reflection/v1alpha/reflection.proto as grpc publishes it."""
-    p = ".grpc.reflection.v1alpha."
-    fd = descriptor_pb2.FileDescriptorProto(name="grpc/reflection/v1alpha/reflection.proto",
-                                            package="grpc.reflection.v1alpha", syntax="proto3")
+def reflection_file(version):
+    """grpc/reflection/VERSION/reflection.proto as grpc publishes it (v1 and
+    v1alpha differ only in the package)."""
+    p = ".grpc.reflection.%s." % version
+    fd = descriptor_pb2.FileDescriptorProto(name="grpc/reflection/%s/reflection.proto" % version,
+                                            package="grpc.reflection." + version, syntax="proto3")
     message(fd, "ServerReflectionRequest",
             ("host", 1, STRING, {}),
             ("file_by_filename", 3, STRING, {"oneof": 0}),
@@ -89,7 +90,8 @@ def reflection_file():
 
 _pool = descriptor_pool.DescriptorPool()
 _pool.Add(health_file())
-_pool.Add(reflection_file())
+_pool.Add(reflection_file("v1alpha"))
+_pool.Add(reflection_file("v1"))
 _factory = message_factory.MessageFactory(_pool)
 
 
@@ -99,8 +101,6 @@ def cls(name):
 
 HealthReq = cls("grpc.health.v1.HealthCheckRequest")
 HealthResp = cls("grpc.health.v1.HealthCheckResponse")
-ReflReq = cls("grpc.reflection.v1alpha.ServerReflectionRequest")
-ReflResp = cls("grpc.reflection.v1alpha.ServerReflectionResponse")
 SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
 TEST_SVC = "perfc.test.v1.TestService"
 
@@ -203,6 +203,10 @@ class HealthShutdownTests(unittest.TestCase):
 
 
 class ReflectionTests(unittest.TestCase):
+    VERSION = "v1alpha"
+    Req = cls("grpc.reflection.v1alpha.ServerReflectionRequest")
+    Resp = cls("grpc.reflection.v1alpha.ServerReflectionResponse")
+
     @classmethod
     def setUpClass(cls):
         cls.srv = start_server()
@@ -213,9 +217,9 @@ class ReflectionTests(unittest.TestCase):
 
     def ask(self, *requests):
         fn = self.srv.channel.stream_stream(
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-            request_serializer=ReflReq.SerializeToString,
-            response_deserializer=ReflResp.FromString)
+            "/grpc.reflection.%s.ServerReflection/ServerReflectionInfo" % self.VERSION,
+            request_serializer=self.Req.SerializeToString,
+            response_deserializer=self.Resp.FromString)
         out = list(fn(iter(requests), timeout=10))
         self.assertEqual(len(out), len(requests))
         for req, resp in zip(requests, out):
@@ -229,15 +233,19 @@ class ReflectionTests(unittest.TestCase):
                 for b in resp.file_descriptor_response.file_descriptor_proto]
 
     def test_list_services(self):
-        (resp,) = self.ask(ReflReq(host="h", list_services=""))
+        (resp,) = self.ask(self.Req(host="h", list_services=""))
         self.assertEqual(resp.valid_host, "h")
         names = [s.name for s in resp.list_services_response.service]
         for want in (TEST_SVC, "grpc.health.v1.Health",
-                     "grpc.reflection.v1alpha.ServerReflection"):
+                     "grpc.reflection.v1alpha.ServerReflection",
+                     "grpc.reflection.v1.ServerReflection"):
             self.assertIn(want, names)
+        (resp,) = self.ask(self.Req(file_containing_symbol="grpc.reflection.%s.ServerReflection"
+                                    % self.VERSION))
+        self.assertEqual(self.files(resp)[0].package, "grpc.reflection." + self.VERSION)
 
     def test_file_containing_symbol_loads_into_python(self):
-        (resp,) = self.ask(ReflReq(file_containing_symbol="perfc.test.v1.EchoRequest"))
+        (resp,) = self.ask(self.Req(file_containing_symbol="perfc.test.v1.EchoRequest"))
         files = self.files(resp)
         self.assertEqual(files[0].name, "perfc/test/v1/test.proto")
         self.assertIn("EchoRequest", [m.name for m in files[0].message_type])
@@ -273,16 +281,16 @@ class ReflectionTests(unittest.TestCase):
             "perfc.CacheOptions": "perfc/options.proto",
             "google.protobuf.DescriptorProto.ExtensionRange": "google/protobuf/descriptor.proto",
         }
-        reqs = [ReflReq(file_containing_symbol=s) for s in cases]
+        reqs = [self.Req(file_containing_symbol=s) for s in cases]
         for (sym, file), resp in zip(cases.items(), self.ask(*reqs)):
             self.assertEqual(self.files(resp)[0].name, file, sym)
 
     def test_file_by_filename_and_unknowns(self):
         health, bad_file, bad_sym, good = self.ask(
-            ReflReq(file_by_filename="grpc/health/v1/health.proto"),
-            ReflReq(file_by_filename="no/such.proto"),
-            ReflReq(file_containing_symbol="perfc.test.v1.NoSuchThing"),
-            ReflReq(file_containing_symbol="perfc.test.v1.EchoResponse"))
+            self.Req(file_by_filename="grpc/health/v1/health.proto"),
+            self.Req(file_by_filename="no/such.proto"),
+            self.Req(file_containing_symbol="perfc.test.v1.NoSuchThing"),
+            self.Req(file_containing_symbol="perfc.test.v1.EchoResponse"))
         (f,) = self.files(health)
         self.assertEqual(f.package, "grpc.health.v1")
         self.assertEqual([s.name for s in f.service], ["Health"])
@@ -294,12 +302,20 @@ class ReflectionTests(unittest.TestCase):
 
     def test_extensions(self):
         by_number, numbers = self.ask(
-            ReflReq(file_containing_extension={"containing_type": "google.protobuf.MethodOptions",
+            self.Req(file_containing_extension={"containing_type": "google.protobuf.MethodOptions",
                                                "extension_number": 51001}),
-            ReflReq(all_extension_numbers_of_type="google.protobuf.MethodOptions"))
+            self.Req(all_extension_numbers_of_type="google.protobuf.MethodOptions"))
         self.assertEqual(self.files(by_number)[0].name, "perfc/options.proto")
         self.assertEqual(sorted(numbers.all_extension_numbers_response.extension_number),
                          [51001, 51002, 51003])
+
+
+class ReflectionV1Tests(ReflectionTests):
+    """The same questions on grpc.reflection.v1 (grpcurl 1.8.8+, grpc_cli and
+    grpc-go's clients ask it first)."""
+    VERSION = "v1"
+    Req = cls("grpc.reflection.v1.ServerReflectionRequest")
+    Resp = cls("grpc.reflection.v1.ServerReflectionResponse")
 
 
 if __name__ == "__main__":

@@ -362,9 +362,14 @@ Test(config, out_of_range) {
   load_fails("server:\n  max_recv_message_size: 3GiB\n",
              "config: svc.yaml:2:26: server.max_recv_message_size: 3GiB is out "
              "of range: must be between 1 and 2147483647 bytes");
+  /* Regression: 51..100 loaded, then perfc_cache_new() refused them with a
+   * bare "invalid argument". One range now, the cache's, checked here. */
+  load_fails("cache:\n  jitter_percent: 80\n",
+             "config: svc.yaml:2:19: cache.jitter_percent: 80 is out of "
+             "range: must be between 0 and 50");
   load_fails("cache:\n  jitter_percent: 101\n",
              "config: svc.yaml:2:19: cache.jitter_percent: 101 is out of "
-             "range: must be between 0 and 100");
+             "range: must be between 0 and 50");
   load_fails("server:\n  keepalive_time: 99999999999999h\n",
              "config: svc.yaml:2:19: server.keepalive_time: invalid duration "
              "'99999999999999h': expected a number with a unit ms, s, m or h, "
@@ -624,4 +629,44 @@ Test(flags, errors_carry_the_usage) {
   cr_assert_eq(perfc_flags_parse(&f, 2, help), 0);
   cr_assert(f.help);
   cr_assert_not_null(strstr(perfc_flags_usage(), "--config FILE"));
+}
+
+/* Regression: the usage said "usage: SERVER" whatever the program was. */
+Test(flags, usage_names_the_program) {
+  perfc_flags f;
+  char *help[] = {"/opt/svc/bin/greeter", "--help", NULL};
+  cr_assert_eq(perfc_flags_parse(&f, 2, help), 0);
+  const char *u = perfc_flags_usage();
+  cr_assert_eq(strncmp(u, "usage: greeter [--config FILE] [--listen HOST:PORT]\n"
+                          "               [--metrics-listen HOST:PORT|off]",
+                       strlen("usage: greeter [--config FILE] [--listen "
+                              "HOST:PORT]\n               [--metrics-listen "
+                              "HOST:PORT|off]")),
+               0, "%s", u);
+  cr_assert_null(strstr(u, "SERVER"), "%s", u);
+  char *bad[] = {"./user-service", "--bogus", NULL};
+  cr_assert_eq(perfc_flags_parse(&f, 2, bad), PERFC_ECONFIG);
+  cr_assert_not_null(strstr(perfc_config_last_error(),
+                            "'--bogus'\nusage: user-service [--config FILE]"),
+                     "%s", perfc_config_last_error());
+}
+
+/* The largest jitter the file takes is one the cache takes, and one more is
+ * refused by both: the two checks are the same range. */
+Test(config, cache_jitter_range_is_the_cache_s) {
+  perfc_config *cfg = load_ok("cache:\n  jitter_percent: 50\n");
+  const perfc_config_cache *cc = perfc_config_get_cache(cfg);
+  cr_assert_eq(cc->jitter_percent, 50);
+  cr_assert_eq(PERFC_CACHE_MAX_JITTER_PERCENT, 50);
+  perfc_cache_opts o;
+  perfc_cache_opts_init(&o);
+  o.name = "jitter_range";
+  o.no_subscribe = 1;
+  o.ttl_jitter = cc->jitter_percent / 100.0;
+  perfc_cache *c = NULL;
+  cr_assert_eq(perfc_cache_new(&c, &o), 0);
+  perfc_cache_free(c);
+  o.ttl_jitter = (PERFC_CACHE_MAX_JITTER_PERCENT + 1) / 100.0;
+  cr_assert_eq(perfc_cache_new(&c, &o), PERFC_EINVAL);
+  perfc_config_free(cfg);
 }

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "perfc/log.h"
 #include "perfc/metrics.h"
 
 #define PROMTOOL "/usr/bin/promtool"
@@ -137,6 +138,18 @@ Test(metrics_http, serves_metrics_healthz_404_405) {
   perfc_registry_free(reg);
 }
 
+static char bind_logged[1024];
+static int bind_nlogged;
+
+static void bind_capture(perfc_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  if (level >= PERFC_LOG_WARN) {
+    bind_nlogged++;
+    if (level == PERFC_LOG_ERROR)
+      snprintf(bind_logged, sizeof bind_logged, "%s", msg);
+  }
+}
+
 Test(metrics_http, address_errors) {
   perfc_metrics_http_opts o;
   perfc_metrics_http_opts_init(&o);
@@ -159,7 +172,20 @@ Test(metrics_http, address_errors) {
   snprintf(addr, sizeof addr, "127.0.0.1:%d", perfc_metrics_http_port(h));
   perfc_metrics_http *h2;
   o.addr = addr;
-  cr_assert_eq(perfc_metrics_http_start(&h2, &o), PERFC_EBIND);
+  /* Regression: this said nothing; the caller only had "cannot listen on
+   * address". One line at ERROR names the address and the reason. */
+  char want[256];
+  snprintf(want, sizeof want,
+           "level=error msg=\"metrics: cannot listen on %s: address already "
+           "in use\"",
+           addr);
+  bind_nlogged = 0;
+  perfc_log_set_sink(bind_capture, NULL);
+  int busy = perfc_metrics_http_start(&h2, &o);
+  perfc_log_set_sink(NULL, NULL);
+  cr_assert_eq(busy, PERFC_EBIND);
+  cr_assert_eq(bind_nlogged, 1);
+  cr_assert_not_null(strstr(bind_logged, want), "%s", bind_logged);
   perfc_metrics_http_stop(h);
 
   /* IPv6 literal, when the host has IPv6 loopback. */

@@ -8,6 +8,7 @@
 #include <perfc/server.h>
 
 #include "google/protobuf/descriptor.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "stream_client.h"
 #include "test_service.h"
@@ -162,12 +163,79 @@ Test(reflection, list_services_covers_services_added_later) {
       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
   const Grpc__Reflection__V1alpha__ListServiceResponse *l =
       r->list_services_response;
-  cr_assert_eq(l->n_service, 3);
+  cr_assert_eq(l->n_service, 4);
   cr_assert_str_eq(l->service[0]->name,
                    "grpc.reflection.v1alpha.ServerReflection");
-  cr_assert_str_eq(l->service[1]->name, "perfc.test.v1.TestService");
-  cr_assert_str_eq(l->service[2]->name, "grpc.health.v1.Health");
+  cr_assert_str_eq(l->service[1]->name, "grpc.reflection.v1.ServerReflection");
+  cr_assert_str_eq(l->service[2]->name, "perfc.test.v1.TestService");
+  cr_assert_str_eq(l->service[3]->name, "grpc.health.v1.Health");
   free_resp(r);
+}
+
+/* grpc.reflection.v1, asked with a client's own v1 messages on a second
+ * stream: the same answers as v1alpha, and it describes itself from the v1
+ * file. */
+Test(reflection, v1_is_served_too) {
+  sc_call v1;
+  cr_assert_eq(sc_open(&v1, ch,
+                       "/grpc.reflection.v1.ServerReflection/"
+                       "ServerReflectionInfo",
+                       30000),
+               0);
+  Grpc__Reflection__V1__ServerReflectionRequest req =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+  req.host = "h1";
+  req.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+  req.list_services = "";
+  const ProtobufCMessageDescriptor *rd =
+      &grpc__reflection__v1__server_reflection_response__descriptor;
+  ProtobufCMessage *m = NULL;
+  cr_assert_eq(sc_send(&v1, &req.base, 0), 0);
+  cr_assert_eq(sc_recv(&v1, rd, &m), 1);
+  Grpc__Reflection__V1__ServerReflectionResponse *r = (void *)m;
+  cr_assert_str_eq(r->valid_host, "h1");
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
+  cr_assert_eq(r->list_services_response->n_service, 4);
+  cr_assert_str_eq(r->list_services_response->service[1]->name,
+                   "grpc.reflection.v1.ServerReflection");
+  protobuf_c_message_free_unpacked(m, NULL);
+
+  req.message_request_case =
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+  req.file_containing_symbol = "grpc.reflection.v1.ServerReflection";
+  cr_assert_eq(sc_send(&v1, &req.base, 0), 0);
+  cr_assert_eq(sc_recv(&v1, rd, &m), 1);
+  r = (void *)m;
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE);
+  cr_assert_eq(r->file_descriptor_response->n_file_descriptor_proto, 1);
+  ProtobufCBinaryData b = r->file_descriptor_response->file_descriptor_proto[0];
+  Google__Protobuf__FileDescriptorProto *f =
+      google__protobuf__file_descriptor_proto__unpack(NULL, b.len, b.data);
+  cr_assert_not_null(f);
+  cr_assert_str_eq(f->name, "grpc/reflection/v1/reflection.proto");
+  cr_assert_str_eq(f->package, "grpc.reflection.v1");
+  google__protobuf__file_descriptor_proto__free_unpacked(f, NULL);
+  protobuf_c_message_free_unpacked(m, NULL);
+
+  req.file_containing_symbol = "perfc.test.v1.Nope";
+  cr_assert_eq(sc_send(&v1, &req.base, 0), 0);
+  cr_assert_eq(sc_recv(&v1, rd, &m), 1);
+  r = (void *)m;
+  cr_assert_eq(
+      r->message_response_case,
+      GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
+  cr_assert_eq(r->error_response->error_code, 5);
+  protobuf_c_message_free_unpacked(m, NULL);
+
+  sc_close_send(&v1);
+  cr_assert_eq(sc_recv(&v1, rd, &m), 0);
+  cr_assert_eq(sc_finish(&v1, NULL, 0), GRPC_STATUS_OK);
+  sc_free(&v1);
 }
 
 Test(reflection, file_containing_symbol_with_dependencies) {

@@ -2,8 +2,10 @@
  * errors. Request handling is covered by tests/integration with generated
  * code. */
 #include <criterion/criterion.h>
+#include <perfc/log.h>
 #include <perfc/server.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 Test(server, option_defaults) {
@@ -151,5 +153,41 @@ Test(server, start_hooks) {
   cr_assert_eq(perfc_server_start(s), 0);
   cr_assert_eq(start_calls, 1);
   cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), PERFC_ESTATE);
+  perfc_server_free(s);
+}
+
+/* Every line logged at WARN or above while a busy port is refused. */
+static char bind_logged[8][1024];
+static int bind_nlogged;
+
+static void bind_capture(perfc_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  if (level >= PERFC_LOG_WARN && bind_nlogged < 8)
+    snprintf(bind_logged[bind_nlogged++], sizeof bind_logged[0], "%s", msg);
+}
+
+/* Regression: a busy gRPC port logged the core's 600-byte status dump at
+ * WARN and then "server: cannot listen on ADDR" with no reason. Now one
+ * line at ERROR naming the address and the reason. */
+Test(server, busy_port_is_said_once_with_the_reason) {
+  perfc_server *s, *s2;
+  int port = 0;
+  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_new(&s2, NULL), 0);
+  char addr[64], want[128];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  snprintf(want, sizeof want,
+           "level=error msg=\"server: cannot listen on 127.0.0.1:%d: address "
+           "already in use\"",
+           port);
+  perfc_log_set_sink(bind_capture, NULL);
+  int rc = perfc_server_listen(s2, addr, NULL);
+  perfc_log_set_sink(NULL, NULL);
+  cr_assert_eq(rc, PERFC_EBIND);
+  cr_assert_eq(bind_nlogged, 1, "logged %d lines, first: %s", bind_nlogged,
+               bind_logged[0]);
+  cr_assert_not_null(strstr(bind_logged[0], want), "%s", bind_logged[0]);
+  perfc_server_free(s2);
   perfc_server_free(s);
 }

@@ -49,12 +49,14 @@ static int listen_all(perfc_server *srv, const perfc_config *cfg,
     int rc = perfc_config_tls_enabled(cfg)
                  ? perfc_server_listen_tls(srv, addr, &tls, &port)
                  : perfc_server_listen(srv, addr, &port);
-    if (rc != 0) {
+    /* A port that cannot be bound was logged by the server, with the
+     * address and the reason; what else fails (a TLS file) is said here. */
+    if (rc != 0 && rc != PERFC_EBIND)
       fprintf(stderr, "cannot listen on %s: %s\n", addr,
               perfc_config_tls_enabled(cfg) ? perfc_tls_last_error()
                                             : perfc_strerror(rc));
+    if (rc != 0)
       return rc;
-    }
     if (i == 0)
       *first_port = port;
   }
@@ -240,7 +242,9 @@ int main(int argc, char **argv) {
                 perfc_metrics_http_port(http));
   }
   if (rc != 0) {
-    fprintf(stderr, "cannot serve: %s\n", perfc_strerror(rc));
+    /* PERFC_EBIND was logged once, naming the address, where it happened. */
+    if (rc != PERFC_EBIND)
+      fprintf(stderr, "cannot serve: %s\n", perfc_strerror(rc));
   } else {
     perfc_log(PERFC_LOG_INFO, "serving user.v1.UserService on %s (port %d)%s",
               perfc_config_listen_at(cfg, 0), port,

@@ -71,6 +71,9 @@ typedef int (*perfc_cache_batch_loader_fn)(const char *const *keys, size_t n,
 /** TTLs are spread by ± this fraction so keys filled together do not
  *  expire together (a stampede on the loader). */
 #define PERFC_DEFAULT_CACHE_TTL_JITTER 0.05
+/** The largest jitter perfc_cache_new() takes: ± half the TTL. More would
+ *  let a TTL shrink towards nothing, so entries would barely be cached. */
+#define PERFC_CACHE_MAX_TTL_JITTER 0.5
 /** Lifetime of a load's Redis lease: a load slower than this does not
  *  fill Redis. */
 #define PERFC_DEFAULT_CACHE_LEASE_TTL_MS 10000u
@@ -114,7 +117,8 @@ typedef struct perfc_cache_opts {
   uint32_t l1_ttl_ms;       /**< 0 = default */
   uint32_t l2_ttl_ms;       /**< 0 = default */
   uint32_t negative_ttl_ms; /**< 0 = default */
-  /** ± fraction of each TTL, at most 0.5. 0 = default; negative = none. */
+  /** ± fraction of each TTL, at most PERFC_CACHE_MAX_TTL_JITTER (0.5).
+   *  0 = default; negative = none. */
   double ttl_jitter;
   uint32_t lease_ttl_ms;    /**< 0 = default */
   uint32_t retry_ms;        /**< 0 = default */

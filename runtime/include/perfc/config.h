@@ -62,6 +62,10 @@ typedef struct perfc_config perfc_config;
 /** TTL jitter in percent: cache.h's fraction. */
 #define PERFC_DEFAULT_CACHE_JITTER_PERCENT                                     \
   ((unsigned)(PERFC_DEFAULT_CACHE_TTL_JITTER * 100 + 0.5))
+/** cache.jitter_percent's upper bound, the cache's own: loading the file
+ *  refuses more, so a value that loads is one perfc_cache_new() takes. */
+#define PERFC_CACHE_MAX_JITTER_PERCENT                                         \
+  ((unsigned)(PERFC_CACHE_MAX_TTL_JITTER * 100 + 0.5))
 
 /** The `resilience:` section: server-side guards a service turns on from
  *  its file. Besides these scalars it takes two lists of
@@ -106,7 +110,7 @@ typedef struct perfc_config_cache {
   uint64_t l1_max_bytes;   /**< in-process L1 budget; 0 disables L1 */
   int64_t default_ttl_ms;  /**< TTL when a method names none */
   int64_t negative_ttl_ms; /**< TTL of cached "not found" */
-  unsigned jitter_percent; /**< 0..100 */
+  unsigned jitter_percent; /**< 0..PERFC_CACHE_MAX_JITTER_PERCENT (50) */
   /** 0: run without a cache (register with a NULL cache, so every cached
    *  method calls its handler). Default 1. Appended last so the fields
    *  above keep their offsets. */
@@ -249,7 +253,10 @@ typedef struct perfc_flags {
  *  PERFC_EINVAL. */
 PERFC_API int perfc_flags_parse(perfc_flags *f, int argc, char *const *argv);
 
-/** The usage text (static, ends in a newline). */
+/** The usage text, ends in a newline. It names the program of the last
+ *  perfc_flags_parse() on this thread (argv[0] without its folders; "server"
+ *  before any), as in "usage: user-service [--config FILE] ...".
+ *  Thread-local: borrowed until this thread's next perfc_flags_parse(). */
 PERFC_API const char *perfc_flags_usage(void);
 
 /** Applies the flags that were given over what the file and the

@@ -1,6 +1,6 @@
 /*
  * perfc/reflection.h — gRPC server reflection,
- * grpc.reflection.v1alpha.ServerReflection, so that grpcurl, grpc_cli,
+ * grpc.reflection.v1.ServerReflection and v1alpha, so that grpcurl, grpc_cli,
  * Postman and other tools can list a perfc server's services and fetch
  * their proto definitions without the .proto files.
  *
@@ -23,7 +23,9 @@ extern "C" {
 #endif
 
 /**
- * Serves grpc.reflection.v1alpha.ServerReflection on `srv`, describing
+ * Serves grpc.reflection.v1.ServerReflection and
+ * grpc.reflection.v1alpha.ServerReflection (the same service under its
+ * older package; one implementation answers both) on `srv`, describing
  * every service added to `srv` — before or after this call — including the
  * reflection service itself and grpc.health.v1.Health when registered:
  * list_services, file_by_filename, file_containing_symbol (packages'
@@ -37,7 +39,7 @@ extern "C" {
  * to free here. Each open reflection stream runs on the server's worker
  * pool. Before perfc_server_start() only. Returns 0, PERFC_EINVAL,
  * PERFC_ENOMEM, or what perfc_server_add_service() returns (PERFC_EEXIST
- * when registered twice).
+ * when registered twice, or when either version is already on `srv`).
  */
 PERFC_API int perfc_reflection_register(perfc_server *srv);
 

@@ -356,7 +356,8 @@ static const key_def KEYS[] = {
         30 * DAY_MS, NULL),
     KEY(cache, negative_ttl, K_DURATION, VAL(cache.negative_ttl_ms), 0, DAY_MS,
         NULL),
-    KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0, 100, NULL),
+    KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0,
+        PERFC_CACHE_MAX_JITTER_PERCENT, NULL),
     KEY(cache, pending_file, K_STR, VAL(cache.pending_file), 0, 0, NULL),
     KEY(resilience, rate_limit, K_UINT, VAL(resilience.rate_limit), 0, 10000000,
         NULL),
@@ -1713,21 +1714,45 @@ const perfc_config_cache *perfc_config_get_cache(const perfc_config *cfg) {
 
 /* ---- flags -------------------------------------------------------------- */
 
-static const char usage_text[] =
-    "usage: SERVER [--config FILE] [--listen HOST:PORT]\n"
-    "              [--metrics-listen HOST:PORT|off] [--postgres DSN]\n"
-    "              [--redis HOST:PORT]\n"
-    "  --config FILE             YAML configuration (docs/configuration.md)\n"
-    "  --listen HOST:PORT        gRPC address (server.listen), e.g. "
-    "0.0.0.0:50051\n"
-    "  --metrics-listen ADDR     /metrics address (metrics.listen), or off\n"
-    "  --postgres DSN            PostgreSQL conninfo (postgres.dsn)\n"
-    "  --redis HOST:PORT         Redis address (redis.address)\n"
-    "  -h, --help                this text\n"
-    "Precedence: flags > PERFC_<SECTION>_<KEY> environment > file > "
-    "defaults.\n";
+/* The flag lines; the first line, naming the program, is added by
+ * set_usage(). */
+#define USAGE_FLAGS                                                            \
+    "[--config FILE] [--listen HOST:PORT]\n"                                   \
+    "%*s[--metrics-listen HOST:PORT|off] [--postgres DSN]\n"                   \
+    "%*s[--redis HOST:PORT]\n"                                                 \
+    "  --config FILE             YAML configuration (docs/configuration.md)\n" \
+    "  --listen HOST:PORT        gRPC address (server.listen), e.g. "          \
+    "0.0.0.0:50051\n"                                                          \
+    "  --metrics-listen ADDR     /metrics address (metrics.listen), or off\n"  \
+    "  --postgres DSN            PostgreSQL conninfo (postgres.dsn)\n"         \
+    "  --redis HOST:PORT         Redis address (redis.address)\n"              \
+    "  -h, --help                this text\n"                                  \
+    "Precedence: flags > PERFC_<SECTION>_<KEY> environment > file > "          \
+    "defaults.\n"
 
-const char *perfc_flags_usage(void) { return usage_text; }
+/* Usage text for the program perfc_flags_parse() last saw on this thread
+ * (its argv[0] without the folders), so --help and errors name the binary
+ * the user ran; "server" before any parse. Thread-local like last_error. */
+static _Thread_local char usage_text[1024];
+
+static void set_usage(const char *argv0) {
+  const char *prog = argv0 && argv0[0] ? argv0 : "server";
+  const char *slash = strrchr(prog, '/');
+  if (slash && slash[1])
+    prog = slash + 1;
+  /* Long names are cut so the text always fits. */
+  int len = (int)strnlen(prog, 64);
+  int indent = (int)sizeof "usage: " - 1 + len + 1;
+  int n = snprintf(usage_text, sizeof usage_text, "usage: %.*s ", len, prog);
+  snprintf(usage_text + n, sizeof usage_text - (size_t)n, USAGE_FLAGS, indent,
+           "", indent, "");
+}
+
+const char *perfc_flags_usage(void) {
+  if (usage_text[0] == '\0')
+    set_usage(NULL);
+  return usage_text;
+}
 
 int perfc_flags_parse(perfc_flags *f, int argc, char *const *argv) {
   static const struct {
@@ -1741,6 +1766,7 @@ int perfc_flags_parse(perfc_flags *f, int argc, char *const *argv) {
   clear_error();
   if (!f || argc < 0 || (argc > 0 && !argv))
     return PERFC_EINVAL;
+  set_usage(argc > 0 ? argv[0] : NULL);
   memset(f, 0, sizeof *f);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

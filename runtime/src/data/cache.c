@@ -826,7 +826,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     if (o.ttl_jitter == 0)
       o.ttl_jitter = d.ttl_jitter;
   }
-  if (o.ttl_jitter > 0.5)
+  if (o.ttl_jitter > PERFC_CACHE_MAX_TTL_JITTER)
     return PERFC_EINVAL;
   perfc_cache *c = calloc(1, sizeof(*c));
   if (!c)

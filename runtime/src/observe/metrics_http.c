@@ -7,6 +7,7 @@
  * socket (so it can report the port and a clean PERFC_EBIND) and answers.
  */
 #include "perfc/metrics.h"
+#include "perfc/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,25 +137,39 @@ static int listen_on(const char *addr, int *fd_out, int *port_out) {
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   if (host[0] == '\0')
     hints.ai_family = AF_INET; /* "all interfaces": 0.0.0.0 */
-  if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0)
+  int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+  if (gai != 0) {
+    perfc_log(PERFC_LOG_ERROR, "metrics: cannot listen on %s: %s", addr,
+              gai_strerror(gai));
     return PERFC_EBIND;
-  int fd = -1;
+  }
+  int fd = -1, err = 0;
   for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                 ai->ai_protocol);
-    if (fd < 0)
+    if (fd < 0) {
+      err = errno;
       continue;
+    }
     int one = 1;
     /* Restarting the process must not fail on TIME_WAIT leftovers. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
       break;
+    err = errno;
     close(fd);
     fd = -1;
   }
   freeaddrinfo(res);
-  if (fd < 0)
+  if (fd < 0) {
+    /* Said once, here, with the address: the caller only gets PERFC_EBIND. */
+    char tmp[128];
+    const char *text = strerror_r(err, tmp, sizeof tmp); /* GNU: a string */
+    perfc_log(PERFC_LOG_ERROR, "metrics: cannot listen on %s: %c%s", addr,
+              text[0] >= 'A' && text[0] <= 'Z' ? text[0] - 'A' + 'a' : text[0],
+              text[0] ? text + 1 : "");
     return PERFC_EBIND;
+  }
   struct sockaddr_storage ss = {0};
   socklen_t sl = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {

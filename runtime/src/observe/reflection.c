@@ -1,9 +1,11 @@
 /*
- * reflection.c — grpc.reflection.v1alpha.ServerReflection from the file
- * descriptors protoc-gen-perfc embeds in each service description.
+ * reflection.c — grpc.reflection.v1.ServerReflection and its predecessor
+ * v1alpha (still what many clients ask first) from the file descriptors
+ * protoc-gen-perfc embeds in each service description.
  *
- * Room: runtime/src. Serves the service generated from
- * proto/grpc/reflection/v1alpha/reflection.proto (private to the runtime);
+ * Room: runtime/src. Serves the services generated from
+ * proto/grpc/reflection/{v1,v1alpha}/reflection.proto (private to the
+ * runtime), both with the one implementation below;
  * parses descriptors with protobuf-c's descriptor.proto code from perfc_wkt;
  * depends on the server only through its public API and hooks.
  *
@@ -21,8 +23,10 @@
 #include "perfc/stream.h"
 
 #include "google/protobuf/descriptor.pb-c.h"
+#include "grpc/reflection/v1/reflection.perfc.h"
 #include "grpc/reflection/v1alpha/reflection.perfc.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -494,15 +498,44 @@ server_reflection_info(perfc_ctx *ctx, perfc_stream *stream, void *user_data) {
 static const Grpc__Reflection__V1alpha__ServerReflection_Handlers handlers = {
     .server_reflection_info = server_reflection_info,
 };
+static const Grpc__Reflection__V1__ServerReflection_Handlers handlers_v1 = {
+    .server_reflection_info = server_reflection_info,
+};
+
+/* grpc.reflection.v1 is v1alpha under another package: the same messages,
+ * field numbers and types (grpc-proto's two files differ only in package
+ * and options). So v1 is served by the v1alpha code above: its description
+ * is the generated one (paths, name, the v1 file for reflection itself)
+ * with the method's messages read and written as v1alpha's, which are the
+ * same bytes on the wire. Built once; the server borrows it. */
+static perfc_method_desc v1_methods[GRPC__REFLECTION__V1__SERVER_REFLECTION__PERFC_METHOD_COUNT];
+static perfc_service_desc v1_desc;
+static pthread_once_t v1_once = PTHREAD_ONCE_INIT;
+
+static void v1_desc_init(void) {
+  const perfc_service_desc *gen = &grpc__reflection__v1__server_reflection__perfc_desc;
+  const perfc_method_desc *alpha =
+      grpc__reflection__v1alpha__server_reflection__perfc_desc.methods;
+  v1_desc = *gen;
+  for (size_t i = 0; i < gen->n_methods; i++) {
+    v1_methods[i] = gen->methods[i];
+    v1_methods[i].input = alpha[i].input;
+    v1_methods[i].output = alpha[i].output;
+  }
+  v1_desc.methods = v1_methods;
+}
 
 int perfc_reflection_register(perfc_server *srv) {
   if (srv == NULL)
     return PERFC_EINVAL;
   const char *svc =
       grpc__reflection__v1alpha__server_reflection__perfc_desc.name;
+  const char *svc_v1 = grpc__reflection__v1__server_reflection__perfc_desc.name;
   for (size_t i = 0; i < perfc_server_service_count(srv); i++)
-    if (strcmp(perfc_server_service_at(srv, i)->name, svc) == 0)
+    if (strcmp(perfc_server_service_at(srv, i)->name, svc) == 0 ||
+        strcmp(perfc_server_service_at(srv, i)->name, svc_v1) == 0)
       return PERFC_EEXIST;
+  pthread_once(&v1_once, v1_desc_init);
   reflection *r = calloc(1, sizeof *r);
   if (r == NULL)
     return PERFC_ENOMEM;
@@ -518,6 +551,8 @@ int perfc_reflection_register(perfc_server *srv) {
   if (rc == 0)
     rc = grpc__reflection__v1alpha__server_reflection__perfc_register(
         srv, &handlers, r);
+  if (rc == 0)
+    rc = perfc_server_add_service(srv, &v1_desc, &handlers_v1, r);
   if (rc != 0)
     perfc_log(PERFC_LOG_ERROR, "reflection: cannot register: %s",
               perfc_strerror(rc));

@@ -1494,10 +1494,16 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
  * only in those. Takes ownership of `creds`. */
 static int add_port(perfc_server *srv, const char *addr,
                     grpc_server_credentials *creds, int *bound_port) {
+  /* The core's own error for a failed port is a 600-byte status dump at
+   * error level; it goes to debug, and the reason is said once below. */
+  perfc__grpc_log_quiet(1);
   int port = grpc_server_add_http2_port(srv->server, addr, creds);
+  perfc__grpc_log_quiet(0);
   grpc_server_credentials_release(creds);
   if (port <= 0) {
-    perfc_log(PERFC_LOG_ERROR, "server: cannot listen on %s", addr);
+    char why[160];
+    perfc__listen_failure(addr, why, sizeof why);
+    perfc_log(PERFC_LOG_ERROR, "server: cannot listen on %s: %s", addr, why);
     return PERFC_EBIND;
   }
   if (srv->nlisteners < (int)(sizeof srv->ports / sizeof *srv->ports))

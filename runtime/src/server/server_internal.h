@@ -139,4 +139,14 @@ int64_t perfc__now_ns(void);
  * through perfc_log(). Pair with grpc_shutdown(). */
 void perfc__grpc_init(void);
 
+/* While `quiet` is set on this thread, the core's error lines go to the
+ * debug level: for a call whose failure perfc reports itself, better. */
+void perfc__grpc_log_quiet(int quiet);
+
+/* Why listening on `addr` ("host:port", "[v6]:port") fails, found by
+ * binding it the way the core does: strerror's text in lower case, such as
+ * "address already in use", or a fixed sentence when the address does not
+ * resolve or binds now. Writes a NUL-terminated string into buf. */
+void perfc__listen_failure(const char *addr, char *buf, size_t len);
+
 #endif

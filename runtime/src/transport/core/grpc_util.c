@@ -1,21 +1,27 @@
 /*
  * grpc_util.c — small helpers over the gRPC C core shared by server and
- * client: byte-buffer flattening and packing, deadlines, metadata checks.
+ * client: byte-buffer flattening and packing, deadlines, metadata checks,
+ * the core's log routing and why a listening address fails.
  *
  * Room: runtime/src; wraps the grpc headers only.
  */
 #include "server/server_internal.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include "perfc/log.h"
+#include <netdb.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
                                const uint8_t **data, size_t *len) {
@@ -115,6 +121,12 @@ int perfc__check_metadata(const char *key, const char *value, size_t len) {
   return grpc_header_nonbin_value_is_legal(v) ? 0 : PERFC_EINVAL;
 }
 
+/* Set around a core call whose failure perfc reports itself, in its own
+ * words (a port that cannot be bound). */
+static _Thread_local int core_log_quiet;
+
+void perfc__grpc_log_quiet(int quiet) { core_log_quiet = quiet; }
+
 /* The core logs to stderr on its own; route it through perfc's logger so a
  * service has one log stream in one format. Core errors are mostly echoes
  * of failures perfc reports itself (a bind error, a refused batch), hence
@@ -123,6 +135,8 @@ static void grpc_log_route(gpr_log_func_args *args) {
   perfc_log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? PERFC_LOG_WARN
                           : args->severity == GPR_LOG_SEVERITY_INFO ? PERFC_LOG_INFO
                                                                     : PERFC_LOG_DEBUG;
+  if (core_log_quiet)
+    level = PERFC_LOG_DEBUG;
   perfc_log(level, "grpc: %s", args->message);
 }
 
@@ -156,4 +170,66 @@ static void install_log_route(void) {
 void perfc__grpc_init(void) {
   pthread_once(&log_once, install_log_route);
   grpc_init();
+}
+
+void perfc__listen_failure(const char *addr, char *buf, size_t len) {
+  /* The core's own error is a nested dump of its status tree (600 bytes
+   * for a busy port); what a user needs is the errno of the bind, so the
+   * address is bound again here, with the core's options, to read it. */
+  static const char *const schemes[] = {"dns:///", "dns:", "ipv4:", "ipv6:"};
+  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
+    if (strncmp(addr, schemes[i], strlen(schemes[i])) == 0) {
+      addr += strlen(schemes[i]);
+      break;
+    }
+  char host[256] = "";
+  const char *port = NULL;
+  const char *colon = strrchr(addr, ':');
+  int n = -1;
+  if (colon != NULL && colon[1] != '\0') {
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
+      addr++;
+      hl -= 2;
+    }
+    if (hl < sizeof host) {
+      memcpy(host, addr, hl);
+      host[hl] = '\0';
+      port = colon + 1;
+      n = 0;
+    }
+  }
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  if (n != 0 ||
+      getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0) {
+    snprintf(buf, len, "not an address this host can listen on");
+    return;
+  }
+  int err = 0;
+  for (struct addrinfo *ai = res; ai != NULL && err == 0; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      break;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+      err = errno;
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (err == 0) {
+    snprintf(buf, len, "the gRPC core refused it (its message is logged at "
+                       "debug level)");
+    return;
+  }
+  char tmp[128];
+  const char *text = strerror_r(err, tmp, sizeof tmp); /* GNU: a string */
+  snprintf(buf, len, "%s", text);
+  if (buf[0] >= 'A' && buf[0] <= 'Z')
+    buf[0] = (char)(buf[0] - 'A' + 'a');
 }

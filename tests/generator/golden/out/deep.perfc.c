@@ -38,6 +38,15 @@ static const perfc_file_desc a__b__c__v2__perfc_files[1] = {
   {"deep.proto", a__b__c__v2__perfc_file_descriptor, sizeof a__b__c__v2__perfc_file_descriptor},
 };
 
+/* This file's services: registering one of them checks at start that the
+ * others were registered too (a__b__c__v2__perfc_check_registered, at the end). */
+static const perfc_service_desc *const a__b__c__v2__perfc_services[] = {
+  &a__b__c__v2__first__perfc_desc,
+  &a__b__c__v2__second__svc2__perfc_desc,
+  &a__b__c__v2__nothing__perfc_desc,
+};
+static int a__b__c__v2__perfc_check_registered(perfc_server *srv, void *user_data);
+
 /* ---- service a.b.c.v2.First ---- */
 
 static perfc_status_code a__b__c__v2__first__run__perfc_invoke(perfc_ctx *ctx,
@@ -100,8 +109,12 @@ const perfc_service_desc a__b__c__v2__first__perfc_desc = {
 
 int a__b__c__v2__first__perfc_register(perfc_server *srv,
     const A__B__C__V2__First_Handlers *handlers, void *user_data) {
-  return perfc_server_add_service(srv, &a__b__c__v2__first__perfc_desc, handlers,
+  int rc = perfc_server_add_service(srv, &a__b__c__v2__first__perfc_desc, handlers,
       user_data);
+  if (rc == 0)
+    rc = perfc_server_add_start_hook(srv, a__b__c__v2__perfc_check_registered,
+        (void *)&a__b__c__v2__first__perfc_desc);
+  return rc;
 }
 
 perfc_status_code a__b__c__v2__first__run__call(perfc_channel *ch,
@@ -187,8 +200,12 @@ const perfc_service_desc a__b__c__v2__second__svc2__perfc_desc = {
 
 int a__b__c__v2__second__svc2__perfc_register(perfc_server *srv,
     const A__B__C__V2__SecondSvc2_Handlers *handlers, void *user_data) {
-  return perfc_server_add_service(srv, &a__b__c__v2__second__svc2__perfc_desc, handlers,
+  int rc = perfc_server_add_service(srv, &a__b__c__v2__second__svc2__perfc_desc, handlers,
       user_data);
+  if (rc == 0)
+    rc = perfc_server_add_start_hook(srv, a__b__c__v2__perfc_check_registered,
+        (void *)&a__b__c__v2__second__svc2__perfc_desc);
+  return rc;
 }
 
 perfc_status_code a__b__c__v2__second__svc2__get_v2__value__call(perfc_channel *ch,
@@ -217,6 +234,48 @@ const perfc_service_desc a__b__c__v2__nothing__perfc_desc = {
 
 int a__b__c__v2__nothing__perfc_register(perfc_server *srv,
     const A__B__C__V2__Nothing_Handlers *handlers, void *user_data) {
-  return perfc_server_add_service(srv, &a__b__c__v2__nothing__perfc_desc, handlers,
+  int rc = perfc_server_add_service(srv, &a__b__c__v2__nothing__perfc_desc, handlers,
       user_data);
+  if (rc == 0)
+    rc = perfc_server_add_start_hook(srv, a__b__c__v2__perfc_check_registered,
+        (void *)&a__b__c__v2__nothing__perfc_desc);
+  return rc;
+}
+
+/* Whether `d` was added to `srv`. */
+static int a__b__c__v2__perfc_check_registered_has(perfc_server *srv, const perfc_service_desc *d) {
+  for (size_t i = 0; i < perfc_server_service_count(srv); i++)
+    if (perfc_server_service_at(srv, i) == d)
+      return 1;
+  return 0;
+}
+
+/* A service no registration names is not served at all, and nothing else
+ * would say so: a main written by stubs=DIR is never rewritten, so one
+ * written before a service was added to the .proto does not register
+ * it. Every registration of this file's services adds this start hook; the
+ * first of them on the server logs each service left out. */
+static int a__b__c__v2__perfc_check_registered(perfc_server *srv, void *user_data) {
+  size_t n = sizeof a__b__c__v2__perfc_services / sizeof *a__b__c__v2__perfc_services;
+  size_t k = 0;
+  while (k < n && !a__b__c__v2__perfc_check_registered_has(srv, a__b__c__v2__perfc_services[k]))
+    k++;
+  if (k == n || (const void *)a__b__c__v2__perfc_services[k] != user_data)
+    return 0;
+  if (!a__b__c__v2__perfc_check_registered_has(srv, &a__b__c__v2__first__perfc_desc))
+    perfc_log(PERFC_LOG_WARN,
+        "server: service %s of %s is not registered, so it is not served; "
+        "register it in main() with %s()", "a.b.c.v2.First",
+        "deep.proto", "a__b__c__v2__first__perfc_register");
+  if (!a__b__c__v2__perfc_check_registered_has(srv, &a__b__c__v2__second__svc2__perfc_desc))
+    perfc_log(PERFC_LOG_WARN,
+        "server: service %s of %s is not registered, so it is not served; "
+        "register it in main() with %s()", "a.b.c.v2.Second_Svc2",
+        "deep.proto", "a__b__c__v2__second__svc2__perfc_register");
+  if (!a__b__c__v2__perfc_check_registered_has(srv, &a__b__c__v2__nothing__perfc_desc))
+    perfc_log(PERFC_LOG_WARN,
+        "server: service %s of %s is not registered, so it is not served; "
+        "register it in main() with %s()", "a.b.c.v2.Nothing",
+        "deep.proto", "a__b__c__v2__nothing__perfc_register");
+  return 0;
 }
