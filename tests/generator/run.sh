@@ -230,7 +230,7 @@ install)
   # shellcheck disable=SC2046
   "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$A/gen" "$A/greeter_main.c" \
     "$A/greeter_handlers.c" "$A/gen/greeter.perfc.c" "$A/gen/greeter.pb-c.c" \
-    $(pkg-config --cflags --libs perfc) -Wl,--as-needed \
+    $(pkg-config --cflags --libs perfc-config) -Wl,--as-needed \
     -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$A/greeter"
   if readelf -d "$A/greeter" | grep -q 'NEEDED.*libperfc-wkt'; then
     echo "greeter links libperfc-wkt itself: the test would prove nothing"
@@ -279,7 +279,7 @@ service Farewell {\
   # shellcheck disable=SC2046
   "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$A/gen" "$A/greeter_main.c" \
     "$A/greeter_handlers.c" "$A/gen/greeter.perfc.c" "$A/gen/greeter.pb-c.c" \
-    $(pkg-config --cflags --libs perfc) -Wl,--as-needed \
+    $(pkg-config --cflags --libs perfc-config) -Wl,--as-needed \
     -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$A/greeter2"
   "$A/greeter2" --listen 127.0.0.1:0 --metrics-listen off 2>"$A/serve2.log" &
   pid=$!

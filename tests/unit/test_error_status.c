@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <perfc/common.h>
 #include <perfc/status.h>
+#include <pthread.h>
 #include <string.h>
 
 Test(error, every_code_has_name_and_message) {
@@ -22,6 +23,71 @@ Test(error, codes_are_never_renumbered) {
   cr_assert_eq(PERFC_ENOMEM, -2);
   cr_assert_eq(PERFC_EFULL, -6);
   cr_assert_eq(PERFC_ECONFIG, -16);
+  cr_assert_eq(PERFC_EUNAVAILABLE, -17);
+  cr_assert_eq(PERFC_EABORTED, -18);
+  cr_assert_eq(PERFC_EPRECONDITION, -19);
+}
+
+Test(error, detail_is_what_the_failing_call_left) {
+  cr_assert_eq(perfc_error_set(PERFC_EINVAL, NULL, -1, "cache.ttl: %d is negative", -5),
+               PERFC_EINVAL);
+  cr_assert_str_eq(perfc_last_error(), "cache.ttl: -5 is negative");
+  perfc_error_detail d = perfc_last_error_detail();
+  cr_assert_eq(d.code, PERFC_EINVAL);
+  cr_assert_str_eq(d.sqlstate, "");
+  cr_assert_eq(d.index, -1);
+
+  perfc_error_set(PERFC_EEXIST, "23505x", 3, "duplicate key");
+  d = perfc_last_error_detail();
+  cr_assert_eq(d.code, PERFC_EEXIST);
+  cr_assert_str_eq(d.sqlstate, "23505", "SQLSTATE is five characters");
+  cr_assert_eq(d.index, 3);
+
+  /* No format: the code's own message. */
+  perfc_error_set(PERFC_ETIMEDOUT, NULL, -1, NULL);
+  cr_assert_str_eq(perfc_last_error(), "timed out");
+}
+
+Test(error, long_messages_are_cut_not_overflowed) {
+  char big[4 * PERFC_ERROR_MESSAGE_MAX];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  perfc_error_set(PERFC_EIO, NULL, -1, "%s", big);
+  cr_assert_eq(strlen(perfc_last_error()), PERFC_ERROR_MESSAGE_MAX - 1);
+}
+
+static void *fail_on_other_thread(void *arg) {
+  (void)arg;
+  perfc_error_set(PERFC_ENOMEM, NULL, -1, "other thread");
+  return NULL;
+}
+
+Test(error, detail_is_per_thread) {
+  perfc_error_set(PERFC_ENOENT, NULL, -1, "this thread");
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, fail_on_other_thread, NULL), 0);
+  pthread_join(t, NULL);
+  cr_assert_str_eq(perfc_last_error(), "this thread");
+  cr_assert_eq(perfc_last_error_detail().code, PERFC_ENOENT);
+}
+
+Test(status, from_error_maps_every_code) {
+  cr_assert_eq(perfc_status_from_error(0), PERFC_STATUS_OK);
+  cr_assert_eq(perfc_status_from_error(PERFC_EINVAL), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(perfc_status_from_error(PERFC_EPARSE), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(perfc_status_from_error(PERFC_ENOENT), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(perfc_status_from_error(PERFC_EEXIST), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(perfc_status_from_error(PERFC_ETIMEDOUT), PERFC_STATUS_DEADLINE_EXCEEDED);
+  cr_assert_eq(perfc_status_from_error(PERFC_EFULL), PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert_eq(perfc_status_from_error(PERFC_EUNAVAILABLE), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_status_from_error(PERFC_ESHUTDOWN), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_status_from_error(PERFC_EIO), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(perfc_status_from_error(PERFC_EABORTED), PERFC_STATUS_ABORTED);
+  cr_assert_eq(perfc_status_from_error(PERFC_EPRECONDITION),
+               PERFC_STATUS_FAILED_PRECONDITION);
+  cr_assert_eq(perfc_status_from_error(PERFC_ETOOBIG), PERFC_STATUS_OUT_OF_RANGE);
+  cr_assert_eq(perfc_status_from_error(PERFC_ENOMEM), PERFC_STATUS_INTERNAL);
+  cr_assert_eq(perfc_status_from_error(-9999), PERFC_STATUS_INTERNAL);
 }
 
 Test(status, names_match_grpc_and_go) {

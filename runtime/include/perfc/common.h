@@ -56,7 +56,10 @@ PERFC_API unsigned perfc_version(void);
   XX(EEXIST, -13, "entry already exists")                                      \
   XX(ETHREAD, -14, "cannot create thread")                                     \
   XX(ETLS, -15, "TLS configuration error")                                     \
-  XX(ECONFIG, -16, "invalid configuration")
+  XX(ECONFIG, -16, "invalid configuration")                                   \
+  XX(EUNAVAILABLE, -17, "service unavailable")                                 \
+  XX(EABORTED, -18, "aborted by a concurrent operation")                       \
+  XX(EPRECONDITION, -19, "failed precondition")
 
 typedef enum perfc_errno {
 #define PERFC_ERRNO_XX(name, value, msg) PERFC_##name = (value),
@@ -70,6 +73,50 @@ PERFC_API const char *perfc_strerror(int err);
 
 /** The code's name without prefix, e.g. "EINVAL"; static, never NULL. */
 PERFC_API const char *perfc_err_name(int err);
+
+/*
+ * Error details: one place for every module. A perfc function that fails
+ * returns its PERFC_E* code and leaves, for the calling thread, a message
+ * saying what failed and why (which key, file, address, statement), like
+ * errno plus hiredis's errstr. Successful calls do not clear it, so read it
+ * right after the failing call. Every module reports this way; there are no
+ * per-module last-error functions or error out-structs.
+ */
+
+/** The calling thread's last failure, as left by the perfc call that
+ *  returned it. The strings are borrowed, valid until that thread's next
+ *  failing perfc call. */
+typedef struct perfc_error_detail {
+  int code;             /**< the PERFC_E* code returned; 0 when none yet */
+  const char *message;  /**< what failed and why; never NULL ("" if none) */
+  /** Five-character SQLSTATE when a PostgreSQL server refused a statement;
+   *  "" otherwise (pool exhausted, connection lost, no rows, not a DB). */
+  const char *sqlstate;
+  /** In a batch (several statements, keys, items), the index of the one
+   *  that failed; -1 otherwise. */
+  long index;
+} perfc_error_detail;
+
+/** The message of the calling thread's last failure ("" if none); borrowed,
+ *  valid until its next failing perfc call. Never NULL. */
+PERFC_API const char *perfc_last_error(void);
+
+/** All details of the calling thread's last failure (see the struct). */
+PERFC_API perfc_error_detail perfc_last_error_detail(void);
+
+/** Longest message kept by perfc_error_set(); longer ones are cut. */
+#define PERFC_ERROR_MESSAGE_MAX 512
+
+/** Records `code` with a printf-style message (NULL: perfc_strerror(code)),
+ *  a SQLSTATE (NULL or "" for none) and a batch index (-1 for none) as the
+ *  calling thread's last failure, and returns `code`. perfc's modules report
+ *  through it; code built on perfc may too, so its callers read one place. */
+PERFC_API int perfc_error_set(int code, const char *sqlstate, long index,
+                              const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 
 /** A `{base, len}` byte slice passed by value (h2o style). The bytes are
  *  borrowed unless a function says otherwise. */

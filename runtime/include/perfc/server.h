@@ -314,6 +314,14 @@ PERFC_API perfc_status_code perfc_ctx_error(perfc_ctx *ctx,
 #endif
     ;
 
+/** Ends the call after a perfc call the handler made failed with `err`
+ *  (a PERFC_E* code): sets the status message to perfc_last_error() and
+ *  returns perfc_status_from_error(err), so a handler's error path reads
+ *  `if ((rc = perfc_pg_exec(...)) != 0) return perfc_ctx_fail(ctx, rc);`.
+ *  Call it on the thread that made the failing call (the detail is per
+ *  thread). */
+PERFC_API perfc_status_code perfc_ctx_fail(perfc_ctx *ctx, int err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -51,6 +51,16 @@ PERFC_API const char *perfc_status_name(int code);
 /** grpc-go spelling ("NotFound"), as go-grpc-prometheus labels it; static. */
 PERFC_API const char *perfc_status_go_name(int code);
 
+/** The gRPC status a handler answers with when a perfc call it made failed
+ *  with `err` (a PERFC_E* code): EINVAL → INVALID_ARGUMENT, ENOENT →
+ *  NOT_FOUND, EEXIST → ALREADY_EXISTS, ETIMEDOUT → DEADLINE_EXCEEDED,
+ *  EFULL → RESOURCE_EXHAUSTED, EUNAVAILABLE, ESHUTDOWN and EIO →
+ *  UNAVAILABLE, EABORTED → ABORTED, EPRECONDITION → FAILED_PRECONDITION,
+ *  ETOOBIG → OUT_OF_RANGE, anything else → INTERNAL; 0 → OK. With
+ *  perfc_last_error() as the message this is the whole error path of a
+ *  handler: `return perfc_ctx_fail(ctx, rc);` (perfc/server.h). */
+PERFC_API perfc_status_code perfc_status_from_error(int err);
+
 /** The outcome of a client call: code plus message. `message` is owned by the
  *  struct (malloc'd, NUL-terminated, may be NULL); release it with
  *  perfc_status_reset(). */

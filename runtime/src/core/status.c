@@ -1,7 +1,7 @@
 /*
  * status.c — names for gRPC status codes, from the table in perfc/status.h.
  *
- * Room: runtime/src; touches nothing else.
+ * Room: runtime/src/core; touches nothing else.
  */
 #include "perfc/status.h"
 
@@ -39,4 +39,34 @@ void perfc_status_reset(perfc_status *st) {
   free(st->message);
   st->message = NULL;
   st->code = PERFC_STATUS_OK;
+}
+
+perfc_status_code perfc_status_from_error(int err) {
+  switch (err) {
+  case 0:
+    return PERFC_STATUS_OK;
+  case PERFC_EINVAL:
+  case PERFC_EPARSE:
+    return PERFC_STATUS_INVALID_ARGUMENT;
+  case PERFC_ENOENT:
+    return PERFC_STATUS_NOT_FOUND;
+  case PERFC_EEXIST:
+    return PERFC_STATUS_ALREADY_EXISTS;
+  case PERFC_ETIMEDOUT:
+    return PERFC_STATUS_DEADLINE_EXCEEDED;
+  case PERFC_EFULL:
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
+  case PERFC_EUNAVAILABLE:
+  case PERFC_ESHUTDOWN:
+  case PERFC_EIO:
+    return PERFC_STATUS_UNAVAILABLE;
+  case PERFC_EABORTED:
+    return PERFC_STATUS_ABORTED;
+  case PERFC_EPRECONDITION:
+    return PERFC_STATUS_FAILED_PRECONDITION;
+  case PERFC_ETOOBIG:
+    return PERFC_STATUS_OUT_OF_RANGE;
+  default:
+    return PERFC_STATUS_INTERNAL;
+  }
 }

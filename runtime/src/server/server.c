@@ -2199,3 +2199,10 @@ perfc_status_code perfc_ctx_error(perfc_ctx *ctx, perfc_status_code code,
   }
   return code;
 }
+
+perfc_status_code perfc_ctx_fail(perfc_ctx *ctx, int err) {
+  perfc_status_code code = perfc_status_from_error(err);
+  if (code != PERFC_STATUS_OK)
+    perfc_ctx_error(ctx, code, "%s", perfc_last_error());
+  return code;
+}
