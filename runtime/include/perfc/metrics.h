@@ -203,8 +203,9 @@ PERFC_API int perfc_registry_render(perfc_registry *reg, char **out,
 /** Registers the standard process metrics (process_cpu_seconds_total,
  *  process_resident_memory_bytes, process_virtual_memory_bytes,
  *  process_open_fds, process_max_fds, process_start_time_seconds, read from
- *  /proc at scrape time) and `perfc_build_info{version="..."} 1` in `reg`
- *  (NULL = default). Calling it twice on one registry is PERFC_EEXIST.
+ *  /proc at scrape time), `perfc_build_info{version="..."} 1` and
+ *  `perfc_log_suppressed_total{level}` (records the logger's per-site rate
+ *  limit dropped, perfc/log.h) in `reg` (NULL = default). Calling it twice on one registry is PERFC_EEXIST.
  *  Returns 0, PERFC_EEXIST, PERFC_EINVAL or PERFC_ENOMEM. */
 PERFC_API int perfc_process_metrics_register(perfc_registry *reg);
 
