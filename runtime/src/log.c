@@ -311,7 +311,9 @@ static _Atomic int64_t g_rl_burst = PERFC_DEFAULT_LOG_RATELIMIT_BURST;
 static _Atomic uint64_t g_suppressed[PERFC_LOG_OFF];
 
 int perfc_log_set_ratelimit(int enabled, unsigned burst, int64_t interval_ms) {
-  if (enabled && (burst == 0 || interval_ms <= 0))
+  /* Bounded so that burst x interval cannot overflow the bucket's time. */
+  if (enabled && (burst == 0 || burst > 1000000 || interval_ms <= 0 ||
+                  interval_ms > 24 * 3600 * 1000))
     return PERFC_EINVAL;
   if (enabled) {
     atomic_store(&g_rl_burst, (int64_t)burst);

@@ -197,6 +197,9 @@ Test(log, ratelimit_refills_and_reports_what_it_dropped) {
   cr_assert_eq(perfc_log_suppressed_total(PERFC_LOG_WARN), 1003);
   cr_assert_eq(perfc_log_set_ratelimit(1, 0, 1000), PERFC_EINVAL);
   cr_assert_eq(perfc_log_set_ratelimit(1, 5, 0), PERFC_EINVAL);
+  cr_assert_eq(perfc_log_set_ratelimit(1, 1000001, 1000), PERFC_EINVAL);
+  cr_assert_eq(perfc_log_set_ratelimit(1, 5, 24 * 3600 * 1000 + 1),
+               PERFC_EINVAL);
   perfc_log_set_sink(NULL, NULL);
 }
 

@@ -128,8 +128,8 @@ PERFC_API void perfc_log_fields_ratelimited(perfc_log_level level,
 /** The current source location as a site name for the calls above. */
 #define PERFC_LOG_SITE __FILE__ ":" PERFC_LOG_STR(__LINE__)
 
-/** Sets the limit of every rate-limited site: `burst` records at once (at
- *  least 1), then one per `interval_ms` (at least 1). `enabled` 0 lets
+/** Sets the limit of every rate-limited site: `burst` records at once
+ *  (1..1000000), then one per `interval_ms` (1 ms..24 h). `enabled` 0 lets
  *  every record through (counting nothing). Defaults: enabled,
  *  PERFC_DEFAULT_LOG_RATELIMIT_BURST, PERFC_DEFAULT_LOG_RATELIMIT_INTERVAL_MS.
  *  Returns 0 or PERFC_EINVAL. Takes effect for records from now on; also
