@@ -234,9 +234,8 @@ static int put_field(line *l, int json, const char *key, const char *v,
 
 /* Builds and writes one record. `suppressed` > 0 adds the count of records
  * the rate limit dropped from this record's site since its previous one. */
-static void emit(perfc_log_level level, const perfc_log_field *fields,
-                 size_t n, const char *msg, size_t msg_more,
-                 uint64_t suppressed) {
+static void emit(perfc_log_level level, const perfc_log_field *fields, size_t n,
+                 const char *msg, size_t msg_more, uint64_t suppressed) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;
@@ -306,7 +305,8 @@ typedef struct site_slot {
 
 static site_slot g_sites[SITE_SLOTS];
 static atomic_int g_rl_enabled = 1;
-static _Atomic int64_t g_rl_interval_ms = PERFC_DEFAULT_LOG_RATELIMIT_INTERVAL_MS;
+static _Atomic int64_t g_rl_interval_ms =
+    PERFC_DEFAULT_LOG_RATELIMIT_INTERVAL_MS;
 static _Atomic int64_t g_rl_burst = PERFC_DEFAULT_LOG_RATELIMIT_BURST;
 static _Atomic uint64_t g_suppressed[PERFC_LOG_OFF];
 
@@ -382,12 +382,12 @@ static int site_allows(const char *site, perfc_log_level level,
       atomic_fetch_add_explicit(&g_suppressed[level], 1, memory_order_relaxed);
       return 0;
     }
-    if (atomic_compare_exchange_weak_explicit(&s->tat_ms, &tat, next,
-                                              memory_order_relaxed,
-                                              memory_order_relaxed))
+    if (atomic_compare_exchange_weak_explicit(
+            &s->tat_ms, &tat, next, memory_order_relaxed, memory_order_relaxed))
       break;
   }
-  *suppressed = atomic_exchange_explicit(&s->suppressed, 0, memory_order_relaxed);
+  *suppressed =
+      atomic_exchange_explicit(&s->suppressed, 0, memory_order_relaxed);
   return 1;
 }
 
@@ -409,7 +409,8 @@ static void vlog(perfc_log_level level, const char *site,
    * bytes past it that this buffer still holds. */
   char msg[4 * PERFC_LOG_MAX_MSG_BYTES];
   int want = vsnprintf(msg, sizeof msg, fmt, ap);
-  size_t more = want > (int)sizeof msg - 1 ? (size_t)want - (sizeof msg - 1) : 0;
+  size_t more =
+      want > (int)sizeof msg - 1 ? (size_t)want - (sizeof msg - 1) : 0;
   emit(level, fields, n, msg, more, suppressed);
 }
 

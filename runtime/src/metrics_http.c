@@ -22,12 +22,12 @@
  *     reaps it;
  *   - a connection beyond the total or per-IP bound closes the oldest
  *     connection (of that IP, or any) still waiting for its header; only
- *     if there is none (all are being answered) is the newcomer closed. A scraper sends its header at once and is never the one
- *     waiting, so holding slots with unfinished requests cannot keep it
- *     out, from any address.
- * All of this runs on the one loop thread (MHD's callbacks included), so
- * the connection table needs no lock, and a socket is shut down only while
- * MHD still owns it (it closes descriptors on this thread, after
+ *     if there is none (all are being answered) is the newcomer closed. A
+ * scraper sends its header at once and is never the one waiting, so holding
+ * slots with unfinished requests cannot keep it out, from any address. All of
+ * this runs on the one loop thread (MHD's callbacks included), so the
+ * connection table needs no lock, and a socket is shut down only while MHD
+ * still owns it (it closes descriptors on this thread, after
  * MHD_CONNECTION_NOTIFY_CLOSED removed our record).
  */
 #include "perfc/metrics.h"
@@ -65,9 +65,9 @@ enum conn_state {
 typedef struct conn_rec {
   int state;
   int fd;
-  int64_t since_ms; /* start of the current wait for a header */
+  int64_t since_ms;   /* start of the current wait for a header */
   uint64_t since_seq; /* the same as an order: ms ties are common */
-  uint8_t ip[16];   /* IPv4 as ::ffff:a.b.c.d, so both families compare */
+  uint8_t ip[16];     /* IPv4 as ::ffff:a.b.c.d, so both families compare */
 } conn_rec;
 
 struct perfc_metrics_http {
@@ -77,7 +77,7 @@ struct perfc_metrics_http {
   _Atomic int serving;
   /* Loop thread state: touched only on the loop thread once it runs. */
   pthread_t thread;
-  int epfd;   /* MHD's epoll descriptor and wake_fd */
+  int epfd;    /* MHD's epoll descriptor and wake_fd */
   int wake_fd; /* eventfd written by perfc_metrics_http_stop() */
   conn_rec *conns;
   size_t nconns; /* table capacity */
@@ -215,12 +215,13 @@ static conn_rec *rec_of(struct MHD_Connection *conn) {
 
 /* A request ended: a kept-alive connection starts waiting for its next
  * header from now. */
-static void on_completed(void *cls, struct MHD_Connection *conn,
-                         void **req_cls, enum MHD_RequestTerminationCode toe) {
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
   perfc_metrics_http *h = cls;
   (void)req_cls;
   conn_rec *c = rec_of(conn);
-  if (c && c->state == C_RESPONDING && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+  if (c && c->state == C_RESPONDING &&
+      toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
     c->state = C_WAITING;
     c->since_ms = now_ms();
     c->since_seq = h->seq++;

@@ -5,8 +5,8 @@
  *
  * Room: runtime sources (metrics module). Linux only: /proc is the source.
  */
-#include "perfc/metrics.h"
 #include "perfc/log.h"
+#include "perfc/metrics.h"
 
 #include <dirent.h>
 #include <math.h>

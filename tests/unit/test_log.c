@@ -142,7 +142,8 @@ Test(log, ratelimit_bounds_5000_identical_warnings) {
   char *text;
   size_t len;
   cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
-  cr_assert(strstr(text, "# TYPE perfc_log_suppressed_total counter\n") != NULL);
+  cr_assert(strstr(text, "# TYPE perfc_log_suppressed_total counter\n") !=
+            NULL);
   cr_assert(strstr(text, "perfc_log_suppressed_total{level=\"warn\"} 4990\n") !=
                 NULL,
             "%s", text);
@@ -317,10 +318,15 @@ static void send_bad_timeout(int fd, uint32_t stream, const char *timeout) {
   n += hpack_lit(block + n, "content-type", "application/grpc");
   n += hpack_lit(block + n, "te", "trailers");
   n += hpack_lit(block + n, "grpc-timeout", timeout);
-  uint8_t hdr[9] = {(uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n,
-                    0x01 /* HEADERS */, 0x05 /* END_STREAM|END_HEADERS */,
-                    (uint8_t)(stream >> 24), (uint8_t)(stream >> 16),
-                    (uint8_t)(stream >> 8), (uint8_t)stream};
+  uint8_t hdr[9] = {(uint8_t)(n >> 16),
+                    (uint8_t)(n >> 8),
+                    (uint8_t)n,
+                    0x01 /* HEADERS */,
+                    0x05 /* END_STREAM|END_HEADERS */,
+                    (uint8_t)(stream >> 24),
+                    (uint8_t)(stream >> 16),
+                    (uint8_t)(stream >> 8),
+                    (uint8_t)stream};
   send_all(fd, hdr, sizeof hdr);
   send_all(fd, block, n);
 }
@@ -372,10 +378,10 @@ Test(log, core_warning_about_an_8k_grpc_timeout_is_capped_and_limited) {
   cr_assert_leq(rec_longest, PERFC_LOG_MAX_LINE_BYTES);
   /* The value is cut to 128 bytes where the core's message shows it. */
   char want[200];
-  snprintf(want, sizeof want, "key=grpc-timeout value=%.128s\xe2\x80\xa6(+7872 bytes)\"",
-           bad);
-  cr_assert(strstr(rec_first, "level=warn msg=\"grpc: Error parsing metadata") !=
-                NULL,
+  snprintf(want, sizeof want,
+           "key=grpc-timeout value=%.128s\xe2\x80\xa6(+7872 bytes)\"", bad);
+  cr_assert(strstr(rec_first,
+                   "level=warn msg=\"grpc: Error parsing metadata") != NULL,
             "%s", rec_first);
   cr_assert(strstr(rec_first, want) != NULL, "%s", rec_first);
   perfc_log_set_sink(NULL, NULL);

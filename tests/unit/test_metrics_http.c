@@ -416,7 +416,8 @@ Test(metrics_http, unfinished_requests_do_not_lock_out_a_scrape) {
   for (int i = HELD - 3; i < HELD; i++) {
     cr_assert_eq(closed_within(fds[i], 5000), 1, "held socket %d stayed", i);
     int64_t waited = mono_ms() - t_held;
-    cr_assert_geq(waited, hdr_ms - 5, "closed after %lld ms", (long long)waited);
+    cr_assert_geq(waited, hdr_ms - 5, "closed after %lld ms",
+                  (long long)waited);
     cr_assert_lt(waited, hdr_ms + 4000, "closed after %lld ms",
                  (long long)waited);
   }

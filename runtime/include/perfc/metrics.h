@@ -205,8 +205,9 @@ PERFC_API int perfc_registry_render(perfc_registry *reg, char **out,
  *  process_open_fds, process_max_fds, process_start_time_seconds, read from
  *  /proc at scrape time), `perfc_build_info{version="..."} 1` and
  *  `perfc_log_suppressed_total{level}` (records the logger's per-site rate
- *  limit dropped, perfc/log.h) in `reg` (NULL = default). Calling it twice on one registry is PERFC_EEXIST.
- *  Returns 0, PERFC_EEXIST, PERFC_EINVAL or PERFC_ENOMEM. */
+ *  limit dropped, perfc/log.h) in `reg` (NULL = default). Calling it twice
+ *  on one registry is PERFC_EEXIST. Returns 0, PERFC_EEXIST, PERFC_EINVAL
+ *  or PERFC_ENOMEM. */
 PERFC_API int perfc_process_metrics_register(perfc_registry *reg);
 
 /* ---- HTTP exposition: /metrics and /healthz over libmicrohttpd ---- */
@@ -277,8 +278,9 @@ PERFC_API void perfc_metrics_http_opts_init(perfc_metrics_http_opts *o);
  *  GET /metrics (text format 0.0.4) and GET /healthz (200 "ok", or 503
  *  "not serving" after perfc_metrics_http_set_serving(h, 0)); other paths
  *  404, other methods 405. `opts` may be NULL. Returns 0, PERFC_EINVAL (bad
- *  address, negative timeout), PERFC_EBIND (cannot resolve or listen) or PERFC_ENOMEM /
- *  PERFC_ETHREAD. The caller stops it with perfc_metrics_http_stop(). */
+ *  address, negative timeout), PERFC_EBIND (cannot resolve or listen) or
+ *  PERFC_ENOMEM / PERFC_ETHREAD. The caller stops it with
+ *  perfc_metrics_http_stop(). */
 PERFC_API int perfc_metrics_http_start(perfc_metrics_http **out,
                                        const perfc_metrics_http_opts *opts);
 
