@@ -60,6 +60,9 @@ static const char FULL[] = "server:\n"
                            "  listen: \"127.0.0.1:9100\"\n"
                            "  handling_time_histogram: false\n"
                            "  buckets: [0.01, 0.1, 1]\n"
+                           "  max_connections: 300\n"
+                           "  max_connections_per_ip: 30\n"
+                           "  header_timeout: 1500ms\n"
                            "logging:\n"
                            "  level: warn\n"
                            "  format: json\n"
@@ -131,6 +134,9 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert(perfc_config_metrics_enabled(cfg));
   cr_assert_eq(perfc_config_apply_metrics_http(cfg, &m), 0);
   cr_assert_str_eq(m.addr, "127.0.0.1:9100");
+  cr_assert_eq(m.max_connections, 300);
+  cr_assert_eq(m.max_connections_per_ip, 30);
+  cr_assert_eq(m.header_timeout_ms, 1500);
   perfc_grpc_metrics_opts g;
   perfc_grpc_metrics_opts_init(&g);
   cr_assert_eq(perfc_config_apply_grpc_metrics(cfg, &g), 0);
@@ -178,6 +184,9 @@ static void assert_defaults(perfc_config *cfg) {
   perfc_metrics_http_opts m = {0};
   perfc_config_apply_metrics_http(cfg, &m);
   cr_assert_null(m.addr);
+  cr_assert_eq(m.max_connections, 0);
+  cr_assert_eq(m.max_connections_per_ip, 0);
+  cr_assert_eq(m.header_timeout_ms, 0);
   perfc_grpc_metrics_opts g = {0};
   perfc_config_apply_grpc_metrics(cfg, &g);
   cr_assert_eq(g.handling_time_histogram, 0);
@@ -327,6 +336,12 @@ Test(config, bad_values_name_the_field) {
              "'fast': expected a positive number of seconds");
   load_fails("server:\n  listen: []\n",
              "config: svc.yaml:2:11: server.listen: must not be empty");
+  load_fails("metrics:\n  max_connections_per_ip: 0\n",
+             "config: svc.yaml:2:27: metrics.max_connections_per_ip: 0 is out "
+             "of range: must be between 1 and 1048576");
+  load_fails("metrics:\n  header_timeout: 0\n",
+             "config: svc.yaml:2:19: metrics.header_timeout: 0 is out of "
+             "range: must be between 1ms and 1h");
 }
 
 Test(config, bad_durations_and_sizes) {
@@ -441,6 +456,8 @@ Test(config, environment_overrides_the_file) {
   setenv("PERFC_SERVER_CHANNELZ", "false", 1);
   setenv("PERFC_CACHE_ENABLED", "off", 1);
   setenv("PERFC_CACHE_L1_MAX_BYTES", "0", 1);
+  setenv("PERFC_METRICS_MAX_CONNECTIONS_PER_IP", "3", 1);
+  setenv("PERFC_METRICS_HEADER_TIMEOUT", "2s", 1);
   perfc_config *cfg = load_ok("server:\n  listen: [\"0.0.0.0:9\"]\n"
                               "  keepalive_time: 1h\n  threads: 2\n"
                               "  channelz: true\n  tcp_tx_zerocopy: yes\n"
@@ -462,6 +479,12 @@ Test(config, environment_overrides_the_file) {
   perfc_grpc_metrics_opts g = {0};
   perfc_config_apply_grpc_metrics(cfg, &g);
   cr_assert_eq(g.bucket_count, 3);
+  perfc_metrics_http_opts m;
+  perfc_metrics_http_opts_init(&m);
+  perfc_config_apply_metrics_http(cfg, &m);
+  cr_assert_eq(m.max_connections_per_ip, 3);
+  cr_assert_eq(m.header_timeout_ms, 2000);
+  cr_assert_eq(m.max_connections, PERFC_DEFAULT_METRICS_MAX_CONNECTIONS);
   /* The bench's cache modes (bench/run-users) are set this way. */
   cr_assert_eq(perfc_config_get_cache(cfg)->enabled, 0);
   cr_assert_eq(perfc_config_get_cache(cfg)->l1_max_bytes, 0);

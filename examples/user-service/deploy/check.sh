@@ -31,9 +31,14 @@ print(f"yaml: {len(files)} files parse")
 cm = docs["deploy/k8s/configmap.yaml"][0]
 with open(os.path.join(ex, "config/user-service.yaml")) as fh:
     want = fh.read()
-assert cm["data"]["user-service.yaml"] == want, \
-    "ConfigMap differs from config/user-service.yaml"
-print("configmap: equals config/user-service.yaml")
+# One line may differ: the file binds /metrics to loopback, the cluster's
+# copy to every interface so Prometheus can scrape the pod.
+local_bind, pod_bind = '  listen: "127.0.0.1:9464"\n', '  listen: "0.0.0.0:9464"\n'
+assert want.count(local_bind) == 1, "config/user-service.yaml: metrics.listen must be 127.0.0.1:9464"
+assert cm["data"]["user-service.yaml"] == want.replace(local_bind, pod_bind), \
+    "ConfigMap differs from config/user-service.yaml (beyond metrics.listen)"
+assert yaml.safe_load(cm["data"]["user-service.yaml"])["metrics"]["listen"] == "0.0.0.0:9464"
+print("configmap: equals config/user-service.yaml, metrics on 0.0.0.0:9464")
 
 dep = docs["deploy/k8s/deployment.yaml"][0]
 c = dep["spec"]["template"]["spec"]["containers"][0]

@@ -186,8 +186,10 @@ PERFC_API int perfc_config_apply_tls(const perfc_config *cfg,
 /** Nonzero unless metrics.listen is "off": whether to serve /metrics. */
 PERFC_API int perfc_config_metrics_enabled(const perfc_config *cfg);
 
-/** Sets o->addr from metrics.listen (borrowed from `cfg`) when configured.
- *  Returns 0 or PERFC_EINVAL. */
+/** Sets o->addr from metrics.listen (borrowed from `cfg`), and
+ *  max_connections, max_connections_per_ip, header_timeout_ms from
+ *  metrics.max_connections, .max_connections_per_ip, .header_timeout, each
+ *  when configured. Returns 0 or PERFC_EINVAL. */
 PERFC_API int perfc_config_apply_metrics_http(const perfc_config *cfg,
                                               perfc_metrics_http_opts *o);
 

@@ -203,9 +203,11 @@ PERFC_API int perfc_registry_render(perfc_registry *reg, char **out,
 /** Registers the standard process metrics (process_cpu_seconds_total,
  *  process_resident_memory_bytes, process_virtual_memory_bytes,
  *  process_open_fds, process_max_fds, process_start_time_seconds, read from
- *  /proc at scrape time) and `perfc_build_info{version="..."} 1` in `reg`
- *  (NULL = default). Calling it twice on one registry is PERFC_EEXIST.
- *  Returns 0, PERFC_EEXIST, PERFC_EINVAL or PERFC_ENOMEM. */
+ *  /proc at scrape time), `perfc_build_info{version="..."} 1` and
+ *  `perfc_log_suppressed_total{level}` (records the logger's per-site rate
+ *  limit dropped, perfc/log.h) in `reg` (NULL = default). Calling it twice
+ *  on one registry is PERFC_EEXIST. Returns 0, PERFC_EEXIST, PERFC_EINVAL
+ *  or PERFC_ENOMEM. */
 PERFC_API int perfc_process_metrics_register(perfc_registry *reg);
 
 /* ---- HTTP exposition: /metrics and /healthz over libmicrohttpd ---- */
@@ -213,10 +215,34 @@ PERFC_API int perfc_process_metrics_register(perfc_registry *reg);
 /** A running metrics HTTP endpoint. Opaque. */
 typedef struct perfc_metrics_http perfc_metrics_http;
 
-/** Default listen address: all IPv4 interfaces (Prometheus scrapes from
- *  another host or pod), port 9464 as OpenTelemetry's Prometheus exporter
- *  uses, clear of Prometheus (9090) and node_exporter (9100). */
-#define PERFC_DEFAULT_METRICS_ADDR "0.0.0.0:9464"
+/** Default listen address: loopback only, so a service started without a
+ *  configuration does not expose its metrics (method names, pool sizes,
+ *  build version) to every network it is on; a deployment that scrapes
+ *  from another host or pod says so (e.g. "0.0.0.0:9464", as
+ *  examples/user-service/deploy/k8s does). Port 9464 as OpenTelemetry's
+ *  Prometheus exporter uses, clear of Prometheus (9090) and node_exporter
+ *  (9100). */
+#define PERFC_DEFAULT_METRICS_ADDR "127.0.0.1:9464"
+
+/** Connections served at once. Prometheus needs one per scraper; the bound
+ *  caps memory and descriptors (each connection holds at most
+ *  PERFC_METRICS_HTTP_CONNECTION_MEMORY bytes of buffers) under a flood. */
+#define PERFC_DEFAULT_METRICS_MAX_CONNECTIONS 128
+
+/** Connections served at once from one client IP address: below the total
+ *  so that one address cannot take every slot from the others. */
+#define PERFC_DEFAULT_METRICS_MAX_CONNECTIONS_PER_IP 16
+
+/** Time a connection has to deliver a complete request header, counted
+ *  from its accept or from the end of its previous response (so it is
+ *  also the keep-alive idle time). A scraper sends its header in one
+ *  packet; a client that trickles or stalls is closed after this long. */
+#define PERFC_DEFAULT_METRICS_HEADER_TIMEOUT_MS 5000
+
+/** Per-connection buffer limit handed to libmicrohttpd
+ *  (MHD_OPTION_CONNECTION_MEMORY_LIMIT): a request header larger than
+ *  this is refused with 431. Not an option: a scrape header is ~300 bytes. */
+#define PERFC_METRICS_HTTP_CONNECTION_MEMORY (16 * 1024)
 
 /** Options for perfc_metrics_http_start(); fill with
  *  perfc_metrics_http_opts_init() or `= {0}` (zero = default). */
@@ -229,17 +255,32 @@ typedef struct perfc_metrics_http_opts {
   /** Registry served at /metrics; borrowed, must outlive the endpoint.
    *  NULL = the default registry. */
   perfc_registry *registry;
+  /** Most connections at once; 0 = PERFC_DEFAULT_METRICS_MAX_CONNECTIONS.
+   *  A connection beyond it closes the oldest one still waiting for its
+   *  request header (idle keep-alive or unfinished), or is closed at once
+   *  when there is none (every connection is being answered). */
+  unsigned max_connections;
+  /** Most connections at once from one IP address, the same way; 0 =
+   *  PERFC_DEFAULT_METRICS_MAX_CONNECTIONS_PER_IP; capped at
+   *  max_connections. */
+  unsigned max_connections_per_ip;
+  /** 0 = PERFC_DEFAULT_METRICS_HEADER_TIMEOUT_MS; see there. A response
+   *  the client does not read is dropped after the same time (rounded up
+   *  to seconds) without progress. */
+  int64_t header_timeout_ms;
 } perfc_metrics_http_opts;
 
 /** Fills `o` with the defaults. */
 PERFC_API void perfc_metrics_http_opts_init(perfc_metrics_http_opts *o);
 
-/** Binds and starts serving on libmicrohttpd's own polling thread:
+/** Binds and starts serving on a thread of its own (libmicrohttpd's epoll
+ *  mode, driven by perfc so that header deadlines are enforced):
  *  GET /metrics (text format 0.0.4) and GET /healthz (200 "ok", or 503
  *  "not serving" after perfc_metrics_http_set_serving(h, 0)); other paths
  *  404, other methods 405. `opts` may be NULL. Returns 0, PERFC_EINVAL (bad
- *  address), PERFC_EBIND (cannot resolve or listen) or PERFC_ENOMEM /
- *  PERFC_ETHREAD. The caller stops it with perfc_metrics_http_stop(). */
+ *  address, negative timeout), PERFC_EBIND (cannot resolve or listen) or
+ *  PERFC_ENOMEM / PERFC_ETHREAD. The caller stops it with
+ *  perfc_metrics_http_stop(). */
 PERFC_API int perfc_metrics_http_start(perfc_metrics_http **out,
                                        const perfc_metrics_http_opts *opts);
 

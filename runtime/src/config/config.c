@@ -64,6 +64,7 @@ typedef struct raw_tls {
 
 typedef struct raw_metrics {
   char *listen, *handling_time_histogram;
+  char *max_connections, *max_connections_per_ip, *header_timeout;
   char **buckets;
   unsigned buckets_count;
 } raw_metrics;
@@ -155,6 +156,9 @@ static const cyaml_schema_field_t metrics_fields[] = {
     CYAML_FIELD_SEQUENCE("buckets", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                          raw_metrics, buckets, &string_entry, 0,
                          CYAML_UNLIMITED),
+    STR_FIELD("max_connections", raw_metrics, max_connections),
+    STR_FIELD("max_connections_per_ip", raw_metrics, max_connections_per_ip),
+    STR_FIELD("header_timeout", raw_metrics, header_timeout),
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t logging_fields[] = {
@@ -246,6 +250,8 @@ typedef struct values {
   int client_auth;
   const char *metrics_listen;
   int handling_time_histogram;
+  unsigned metrics_max_connections, metrics_max_connections_per_ip;
+  int64_t metrics_header_timeout_ms;
   int log_level, log_format, access_log;
   perfc_config_redis redis;
   perfc_config_postgres postgres;
@@ -331,6 +337,12 @@ static const key_def KEYS[] = {
         0, 0, NULL),
     {"metrics", "buckets", K_FLOATS, RAW(metrics, buckets),
      RAW(metrics, buckets_count), 0, 0, 0, NULL},
+    KEY(metrics, max_connections, K_UINT, VAL(metrics_max_connections), 1,
+        1 << 20, NULL),
+    KEY(metrics, max_connections_per_ip, K_UINT,
+        VAL(metrics_max_connections_per_ip), 1, 1 << 20, NULL),
+    KEY(metrics, header_timeout, K_DURATION, VAL(metrics_header_timeout_ms), 1,
+        HOUR_MS, NULL),
     KEY(logging, level, K_ENUM, VAL(log_level), 0, 0, level_names),
     KEY(logging, format, K_ENUM, VAL(log_format), 0, 0, format_names),
     KEY(logging, access_log, K_BOOL, VAL(access_log), 0, 0, NULL),
@@ -1588,6 +1600,12 @@ int perfc_config_apply_metrics_http(const perfc_config *cfg,
   if (is_set(cfg, "metrics", "listen") &&
       strcmp(cfg->v.metrics_listen, "off") != 0)
     o->addr = cfg->v.metrics_listen;
+  if (is_set(cfg, "metrics", "max_connections"))
+    o->max_connections = cfg->v.metrics_max_connections;
+  if (is_set(cfg, "metrics", "max_connections_per_ip"))
+    o->max_connections_per_ip = cfg->v.metrics_max_connections_per_ip;
+  if (is_set(cfg, "metrics", "header_timeout"))
+    o->header_timeout_ms = cfg->v.metrics_header_timeout_ms;
   return 0;
 }
 

@@ -455,14 +455,17 @@ static perfc_status_code before(void *self, void *method_state, perfc_ctx *ctx,
     perfc_log_field f[] = {{"method", perfc_ctx_method(ctx)},
                            {"peer", perfc_ctx_peer(ctx)},
                            {"reason", why}};
-    perfc_log_fields(PERFC_LOG_INFO, f, 3, "auth: unauthenticated");
+    /* Any client can cause this at will: rate-limited (perfc/log.h). */
+    perfc_log_fields_ratelimited(PERFC_LOG_INFO, PERFC_LOG_SITE, f, 3,
+                                 "auth: unauthenticated");
     return perfc_ctx_error(ctx, PERFC_STATUS_UNAUTHENTICATED, "%s", why);
   }
   if (r->claim != NULL && !perfc_jwt_claim_has(c, r->claim, r->value)) {
     perfc_log_field f[] = {{"method", perfc_ctx_method(ctx)},
                            {"peer", perfc_ctx_peer(ctx)},
                            {"required_claim", r->claim}};
-    perfc_log_fields(PERFC_LOG_INFO, f, 3, "auth: permission denied");
+    perfc_log_fields_ratelimited(PERFC_LOG_INFO, PERFC_LOG_SITE, f, 3,
+                                 "auth: permission denied");
     return perfc_ctx_error(ctx, PERFC_STATUS_PERMISSION_DENIED,
                            "token lacks %s=%s", r->claim, r->value);
   }

@@ -5,6 +5,7 @@
  *
  * Room: runtime sources (metrics module). Linux only: /proc is the source.
  */
+#include "perfc/log.h"
 #include "perfc/metrics.h"
 
 #include <dirent.h>
@@ -139,6 +140,31 @@ static double proc_value(void *ud) {
   }
 }
 
+/* The logger (core) keeps its drop counts in plain atomics and knows
+ * nothing of metrics; they are read here at scrape time, one series per
+ * level that can be logged. */
+static double log_suppressed_value(void *level) {
+  return (double)perfc_log_suppressed_total((perfc_log_level)(uintptr_t)level);
+}
+
+static int log_suppressed_register(perfc_registry *reg) {
+  static const char *const ln[] = {"level"};
+  static const char *const levels[] = {"debug", "info", "warn", "error"};
+  perfc_metric_opts o;
+  perfc_metric_opts_init(&o);
+  o.name = "perfc_log_suppressed_total";
+  o.help = "Log records dropped by the per-call-site rate limit "
+           "(perfc_log_ratelimited), by level.";
+  o.label_names = ln;
+  o.label_count = 1;
+  perfc_family *f;
+  int rc = perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o);
+  for (uintptr_t i = 0; rc == 0 && i < 4; i++)
+    rc = perfc_family_add_func(f, (const char *const[]){levels[i]},
+                               log_suppressed_value, (void *)i, NULL);
+  return rc;
+}
+
 int perfc_process_metrics_register(perfc_registry *reg) {
   static const struct {
     const char *name;
@@ -195,5 +221,5 @@ int perfc_process_metrics_register(perfc_registry *reg) {
   if (rc)
     return rc;
   perfc_gauge_set(g, 1);
-  return 0;
+  return log_suppressed_register(reg);
 }

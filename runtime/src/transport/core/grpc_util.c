@@ -130,14 +130,39 @@ void perfc__grpc_log_quiet(int quiet) { core_log_quiet = quiet; }
 /* The core logs to stderr on its own; route it through perfc's logger so a
  * service has one log stream in one format. Core errors are mostly echoes
  * of failures perfc reports itself (a bind error, a refused batch), hence
- * warn rather than error. */
+ * warn rather than error.
+ *
+ * Many core messages are a client's doing: every request with a malformed
+ * grpc-timeout, grpc-encoding or other parsed header logs "Error parsing
+ * metadata: error=invalid value key=grpc-timeout value=<what the client
+ * sent>" (hpack_parser.cc), a bad TLS handshake logs one line per
+ * connection. So each core call site (file:line) is rate-limited like any
+ * client-caused perfc message, and what follows "value=" is cut to
+ * PERFC_LOG_MAX_VALUE_BYTES before the logger's own caps. */
 static void grpc_log_route(gpr_log_func_args *args) {
   perfc_log_level level = args->severity == GPR_LOG_SEVERITY_ERROR ? PERFC_LOG_WARN
                           : args->severity == GPR_LOG_SEVERITY_INFO ? PERFC_LOG_INFO
                                                                     : PERFC_LOG_DEBUG;
   if (core_log_quiet)
     level = PERFC_LOG_DEBUG;
-  perfc_log(level, "grpc: %s", args->message);
+  if (level < perfc_log_get_level())
+    return;
+  char site[128];
+  snprintf(site, sizeof site, "grpc:%s:%d", args->file ? args->file : "",
+           args->line);
+  const char *msg = args->message ? args->message : "";
+  const char *v = strstr(msg, " value=");
+  size_t vlen = v ? strlen(v + 7) : 0;
+  if (vlen > PERFC_LOG_MAX_VALUE_BYTES) {
+    /* Cut inside the value, at a UTF-8 boundary. */
+    size_t keep = PERFC_LOG_MAX_VALUE_BYTES;
+    while (keep > 0 && ((unsigned char)v[7 + keep] & 0xc0) == 0x80)
+      keep--;
+    perfc_log_ratelimited(level, site, "grpc: %.*s\xe2\x80\xa6(+%zu bytes)",
+                          (int)(v + 7 + keep - msg), msg, vlen - keep);
+  } else {
+    perfc_log_ratelimited(level, site, "grpc: %s", msg);
+  }
 }
 
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
