@@ -117,9 +117,6 @@ KNOWN = {
                           "outcome_indexed": REFUSED | {"accepted"},
                           "cpu_s": 1.5, "peak_mib": 1000}, PENDING % 4),
         "header_flood:heavy": ({"cpu_s": 6, "peak_mib": 3900}, PENDING % 4),
-        "metrics_lockout": ({"scrapes_failed_during": 100}, PENDING % 10),
-        # One line per call, cut at ~1 KiB by perfc's logger.
-        "log_flood": ({"log_lines": 5000, "log_bytes": 5500000}, PENDING % 11),
         "framing": ({"code_short_body": {"INTERNAL", "INVALID_ARGUMENT"},
                      "code_flag_without_encoding": {"INTERNAL", "INVALID_ARGUMENT"},
                      # OK or "no request message", by a race (16 OK of 20)
