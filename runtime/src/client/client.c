@@ -2,7 +2,7 @@
  * client.c — channels (a pool of N distinct connections) and synchronous
  * unary calls.
  *
- * Room: runtime/src. Owns the grpc_channels and grpc_calls it creates; calls
+ * Room: runtime/src/client. Owns the grpc_channels and grpc_calls it creates; calls
  * arena, log and grpc_util only.
  *
  * A synchronous call uses its own pluck-type completion queue, as grpc's C++

@@ -3,7 +3,7 @@
  * synchronous and asynchronous unary calls) and client_stream.c. Never
  * installed.
  *
- * Room: runtime/src private header.
+ * Room: runtime/src/client private header.
  */
 #ifndef PERFC_CLIENT_INTERNAL_H
 #define PERFC_CLIENT_INTERNAL_H

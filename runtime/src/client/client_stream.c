@@ -1,7 +1,7 @@
 /*
  * client_stream.c — client-streaming, server-streaming and bidi calls.
  *
- * Room: runtime/src. Uses the channel internals in client_internal.h.
+ * Room: runtime/src/client. Uses the channel internals in client_internal.h.
  *
  * Each stream owns a pluck-type completion queue. Every operation starts a
  * batch with its own tag and plucks exactly that tag, so a sender thread and

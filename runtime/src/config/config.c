@@ -2,7 +2,7 @@
  * config.c — the configuration loader: YAML file (libcyaml), environment
  * overrides, command-line flags, into the runtime's option structs.
  *
- * Room: runtime/src. Owns the loaded tree until perfc_config_free(); calls
+ * Room: runtime/src/config. Owns the loaded tree until perfc_config_free(); calls
  * nothing in the rest of the runtime except the logger setters in
  * perfc_config_apply_logging().
  *

@@ -1,7 +1,7 @@
 /*
  * arena.c — bump-pointer arena with chained blocks.
  *
- * Room: runtime/src. The server keeps one arena per call context and reuses
+ * Room: runtime/src/core. The server keeps one arena per call context and reuses
  * it across calls (perfc_arena_reset), so in steady state a call allocates
  * nothing from malloc: the first block is part of the arena's own allocation
  * and only oversized calls chain extra blocks, which reset gives back.

@@ -2,7 +2,7 @@
  * log.c — the runtime's logger: level filter, logfmt or JSON lines, and a
  * replaceable sink.
  *
- * Room: runtime/src. Every other module logs through perfc_log() or
+ * Room: runtime/src/core. Every other module logs through perfc_log() or
  * perfc_log_fields(); nothing in the library writes to stdout/stderr
  * directly. Not on any hot path: the level check is one relaxed atomic load;
  * a record takes a mutex only to read the sink, and is written with one

@@ -10,7 +10,7 @@
  *   valid UTF-8. After the unpack the bytes after a NUL are out of sight,
  *   so the check reads the wire bytes, guided by the message descriptor.
  *
- * Room: runtime/src (core). Plain C on the wire format; nothing here
+ * Room: runtime/src/core. Plain C on the wire format; nothing here
  * allocates or touches the core, so tests compile it alone.
  */
 #include "core/pb_wire_internal.h"

@@ -4,7 +4,7 @@
  * before protobuf-c unpacks it (server.c, client.c, client_stream.c). Never
  * installed.
  *
- * Room: runtime/src private header.
+ * Room: runtime/src/core private header.
  */
 #ifndef PERFC_PB_WIRE_INTERNAL_H
 #define PERFC_PB_WIRE_INTERNAL_H

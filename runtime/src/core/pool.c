@@ -1,7 +1,7 @@
 /*
  * pool.c — the bounded worker pool.
  *
- * Room: runtime/src. A ring buffer of jobs under one mutex with two condition
+ * Room: runtime/src/core. A ring buffer of jobs under one mutex with two condition
  * variables. The lock is per pool, never global, and only calls that chose
  * the pool (blocking handlers) touch it; inline handlers never do. The bound
  * is checked at submit so overload turns into an immediate refusal.

@@ -1,7 +1,7 @@
 /*
  * service.c — lookups over the generated service tables.
  *
- * Room: runtime/src; reads perfc_service_desc, touches nothing else.
+ * Room: runtime/src/core; reads perfc_service_desc, touches nothing else.
  */
 #include "perfc/service.h"
 

@@ -3,7 +3,7 @@
  * flight loads, jittered TTLs, negative caching, invalidation with
  * background retries and pub/sub fan-out, stale-fill fencing, bloom filter.
  *
- * Room: runtime sources (data layer, cache-aside). Public API in
+ * Room: runtime/src/data (data layer, cache-aside). Public API in
  * perfc/cache.h; the design, including why the stale-fill fence is correct,
  * is in docs/data-layer.md. In short:
  *

@@ -3,7 +3,7 @@
  * answered on the poller (cache_rpc.c's try_hit): the value is copied once,
  * under the shard's lock, into the call's arena. Never installed.
  *
- * Room: runtime/src private header (l1cache.c, cache.c, cache_rpc.c).
+ * Room: runtime/src/data private header (l1cache.c, cache.c, cache_rpc.c).
  */
 #ifndef PERFC_CACHE_INTERNAL_H
 #define PERFC_CACHE_INTERNAL_H

@@ -2,7 +2,7 @@
  * cache_rpc.c — the cache-aside wiring behind generated (perfc.cache) and
  * (perfc.invalidate) methods: perfc_cache around a unary handler.
  *
- * Room: runtime (data layer, generated-code contract). See
+ * Room: runtime/src/data (data layer, generated-code contract). See
  * perfc/cache_rpc.h.
  */
 #include "perfc/cache_rpc.h"

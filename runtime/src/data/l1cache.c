@@ -2,7 +2,7 @@
  * l1cache.c — the in-process cache: sharded hash tables with an LRU list
  * and a TTL per entry, bounded by bytes.
  *
- * Room: runtime sources (data layer, L1). Public API in perfc/l1cache.h;
+ * Room: runtime/src/data (data layer, L1). Public API in perfc/l1cache.h;
  * design in docs/data-layer.md.
  *
  * A key's hash picks a shard; each shard is a mutex, a chained hash table

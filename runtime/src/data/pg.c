@@ -1,7 +1,7 @@
 /*
  * pg.c — the PostgreSQL pool over libpq.
  *
- * Room: runtime/src. libpq does the protocol (connecting, the extended query
+ * Room: runtime/src/data. libpq does the protocol (connecting, the extended query
  * protocol, pipeline mode, COPY); this file adds the pool (bounded, one
  * mutex per pool, a condition variable per target), the per-connection
  * prepared-statement cache, statement timeouts, liveness checks, COPY text

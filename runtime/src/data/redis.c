@@ -2,7 +2,7 @@
  * redis.c — the Redis connection pool, batched commands and the pub/sub
  * subscriber thread, over hiredis' blocking API.
  *
- * Room: runtime sources (data layer, Redis). Public API in perfc/redis.h,
+ * Room: runtime/src/data (data layer, Redis). Public API in perfc/redis.h,
  * the pipeline primitive the cache uses in redis_internal.h, design in
  * docs/data-layer.md.
  *

@@ -3,7 +3,7 @@
  * the public API: arbitrary pipelined commands with hiredis replies (the
  * lease and fill Lua scripts, DEL of a key with its lease).
  *
- * Room: runtime private headers (data layer, Redis). Not installed.
+ * Room: runtime/src/data private header (data layer, Redis). Not installed.
  */
 #ifndef PERFC_REDIS_INTERNAL_H
 #define PERFC_REDIS_INTERNAL_H

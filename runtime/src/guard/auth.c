@@ -2,7 +2,7 @@
  * auth.c — the verifier object (keys, expected issuer/audience, rules),
  * perfc_auth_verify(), and the bearer-token server interceptor.
  *
- * Room: runtime/src. A perfc_auth is immutable after perfc_auth_new(), so
+ * Room: runtime/src/guard. A perfc_auth is immutable after perfc_auth_new(), so
  * pollers and workers share it without locks. Per-call memory comes from
  * the call's arena; the verified claims sit in the interceptor's per-call
  * slot, where perfc_auth_claims() finds them.

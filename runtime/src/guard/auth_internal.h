@@ -2,7 +2,7 @@
  * auth_internal.h — the JWT pieces below perfc_auth_verify(), shared by
  * jwt.c, auth.c, the unit tests and the fuzz targets. Never installed.
  *
- * Room: runtime/src private header.
+ * Room: runtime/src/guard private header.
  */
 #ifndef PERFC_AUTH_INTERNAL_H
 #define PERFC_AUTH_INTERNAL_H

@@ -10,7 +10,7 @@
  * refusal probability rises as the backend fails and falls as it accepts,
  * so recovery is gradual and needs no half-open probe.
  *
- * Room: runtime/src. A perfc_client_interceptor over perfc/metrics.h.
+ * Room: runtime/src/guard. A perfc_client_interceptor over perfc/metrics.h.
  *
  * Methods are only known per call, so a method's window is found in a
  * lock-free table keyed by the descriptor's address (generated descriptors

@@ -3,7 +3,7 @@
  * base64url, a small strict JSON reader, the signature check with OpenSSL 3
  * EVP, and the registered claims.
  *
- * Room: runtime/src. Allocates only from the arena it is given (plus
+ * Room: runtime/src/guard. Allocates only from the arena it is given (plus
  * OpenSSL's own short-lived contexts); logs nothing, so no token or secret
  * can reach a log from here.
  *

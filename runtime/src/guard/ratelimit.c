@@ -3,7 +3,7 @@
  * per method or per service, optionally one bucket per value of a metadata
  * key (an API key), with a bounded LRU table of keys.
  *
- * Room: runtime/src. Uses perfc/interceptor.h and perfc/metrics.h only.
+ * Room: runtime/src/guard. Uses perfc/interceptor.h and perfc/metrics.h only.
  *
  * A bucket is GCRA (the "generic cell rate algorithm"), which is a token
  * bucket stored as one number: the theoretical arrival time `tat` of the

@@ -2,7 +2,7 @@
  * shedding.c — adaptive load shedding: a concurrency limit per unary method
  * that no one sets by hand, after brpc's "auto" concurrency limiter.
  *
- * Room: runtime/src. A server interceptor over perfc/interceptor.h and
+ * Room: runtime/src/guard. A server interceptor over perfc/interceptor.h and
  * perfc/metrics.h. docs/reliability.md explains the choice against
  * go-zero/kratos's CPU-based BBR shedding.
  *

@@ -3,7 +3,7 @@
  * deadline, or a later one than the method allows, gets the method's
  * timeout as its deadline.
  *
- * Room: runtime/src. A server interceptor over perfc/interceptor.h and the
+ * Room: runtime/src/guard. A server interceptor over perfc/interceptor.h and the
  * server's perfc_ctx_set_deadline_ms(). The timeout of each method is worked
  * out once in method_init and stored in the method-state pointer itself
  * (a boxed int64), so `before` costs one clock read and one compare.

@@ -1,7 +1,7 @@
 /*
  * access_log.c — the access-log interceptor.
  *
- * Room: runtime/src. Uses the interceptor hooks and perfc_log_fields only.
+ * Room: runtime/src/observe. Uses the interceptor hooks and perfc_log_fields only.
  * The level lives in `self` (a small static table indexed by level), so the
  * interceptor needs no allocation and nothing to free.
  */

@@ -2,7 +2,7 @@
  * grpc_metrics.c — go-grpc-prometheus-compatible server and client
  * interceptors over the metrics registry.
  *
- * Room: runtime/src. Uses perfc/metrics.h and perfc/interceptor.h only.
+ * Room: runtime/src/observe. Uses perfc/metrics.h and perfc/interceptor.h only.
  *
  * Server: every series of a method (started, 17 handled codes, received,
  * sent, the histogram) is resolved in method_init at server start, so a call

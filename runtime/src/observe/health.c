@@ -1,7 +1,7 @@
 /*
  * health.c — grpc.health.v1.Health over a table of per-service statuses.
  *
- * Room: runtime/src. Serves the service protoc-gen-perfc generates from
+ * Room: runtime/src/observe. Serves the service protoc-gen-perfc generates from
  * proto/grpc/health/v1/health.proto (private to the runtime); depends on
  * the server only through its public API and a shutdown hook.
  *

@@ -2,7 +2,7 @@
  * metrics.c — the metrics registry: families, series, per-thread cells and
  * the Prometheus text renderer.
  *
- * Room: runtime sources (metrics module). Public API in perfc/metrics.h;
+ * Room: runtime/src/observe (metrics module). Public API in perfc/metrics.h;
  * design notes in docs/metrics.md.
  *
  * How the hot path stays free of locks and shared cache lines:

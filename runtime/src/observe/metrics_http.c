@@ -2,7 +2,7 @@
  * metrics_http.c — serves /metrics and /healthz over libmicrohttpd on an
  * address of its own, apart from the gRPC port, as Prometheus exporters do.
  *
- * Room: runtime sources (metrics module). HTTP parsing and connection
+ * Room: runtime/src/observe (metrics module). HTTP parsing and connection
  * handling are libmicrohttpd's; this file binds the socket (so it can
  * report the port and a clean PERFC_EBIND), runs MHD's epoll loop on a
  * thread of its own, decides which connections may stay, and answers.

@@ -3,7 +3,7 @@
  * meanings client_golang's process collector exports), read from /proc at
  * scrape time, plus perfc_build_info.
  *
- * Room: runtime sources (metrics module). Linux only: /proc is the source.
+ * Room: runtime/src/observe (metrics module). Linux only: /proc is the source.
  */
 #include "perfc/log.h"
 #include "perfc/metrics.h"

@@ -3,7 +3,7 @@
  * v1alpha (still what many clients ask first) from the file descriptors
  * protoc-gen-perfc embeds in each service description.
  *
- * Room: runtime/src. Serves the services generated from
+ * Room: runtime/src/observe. Serves the services generated from
  * proto/grpc/reflection/{v1,v1alpha}/reflection.proto (private to the
  * runtime), both with the one implementation below;
  * parses descriptors with protobuf-c's descriptor.proto code from perfc_wkt;

@@ -2,7 +2,7 @@
  * server.c — the server core: completion queues, pollers, pre-posted
  * requests, call contexts, unary dispatch, graceful shutdown.
  *
- * Room: runtime/src. Owns every grpc_server/grpc_call it creates; the only
+ * Room: runtime/src/server. Owns every grpc_server/grpc_call it creates; the only
  * other modules it calls are arena, pool, log and grpc_util.
  *
  * The request flow (docs/design.md draws it):

@@ -2,7 +2,7 @@
  * server_internal.h — pieces of the server shared with other runtime modules
  * (the stream implementation, tests). Never installed.
  *
- * Room: runtime/src private header.
+ * Room: runtime/src/server private header.
  */
 #ifndef PERFC_SERVER_INTERNAL_H
 #define PERFC_SERVER_INTERNAL_H

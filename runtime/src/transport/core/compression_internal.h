@@ -2,7 +2,7 @@
  * compression_internal.h — the compression names perfc accepts in server,
  * channel and call options. Never installed.
  *
- * Room: runtime/src private header.
+ * Room: runtime/src/transport/core private header.
  */
 #ifndef PERFC_COMPRESSION_INTERNAL_H
 #define PERFC_COMPRESSION_INTERNAL_H

@@ -3,7 +3,7 @@
  * client: byte-buffer flattening and packing, deadlines, metadata checks,
  * the core's log routing and why a listening address fails.
  *
- * Room: runtime/src; wraps the grpc headers only.
+ * Room: runtime/src/transport/core; wraps the grpc headers only.
  */
 #include "server/server_internal.h"
 

@@ -2,7 +2,7 @@
  * tls.c — reads and checks PEM files with OpenSSL, then builds gRPC SSL
  * credentials from them.
  *
- * Room: runtime/src. Owns nothing long-lived: every function reads its files,
+ * Room: runtime/src/transport/core. Owns nothing long-lived: every function reads its files,
  * builds credentials the caller releases, and frees the rest. Calls log only.
  *
  * Why check at all when gRPC checks too: gRPC reads the PEM strings only

@@ -2,7 +2,7 @@
  * tls_internal.h — credentials from checked PEM files, for server.c and
  * client.c. Never installed.
  *
- * Room: runtime/src private header.
+ * Room: runtime/src/transport/core private header.
  */
 #ifndef PERFC_TLS_INTERNAL_H
 #define PERFC_TLS_INTERNAL_H
