@@ -57,6 +57,12 @@
  * does not pin its peak memory forever. */
 #define CTX_CACHE_MAX 1024
 
+/* The core's message flags (grpc_call_test_only_get_message_flags): the
+ * compressed flag of the gRPC frame, and "was compressed" when the core's
+ * own decompression inflated it (off in perfc: see perfc_server_new). */
+#define PERFC_WRITE_INTERNAL_COMPRESS 0x80000000u
+#define PERFC_WRITE_INTERNAL_WAS_COMPRESSED 0x40000000u
+
 /* Requests each method starts with per queue (see rearm()). */
 #define REQUESTS_START 2u
 
@@ -124,6 +130,15 @@ struct perfc_ctx {
    * it passes, the call ends with DEADLINE_EXCEEDED (the client, whose own
    * deadline is later, would not fail it). */
   int deadline_capped;
+  /* A request message perfc refused (read_message()): the status the call
+   * ends with whatever its handler returns (streams keep running until
+   * the handler returns; its receives fail from then on). */
+  perfc_status_code wire_code;
+  const char *wire_message;
+  /* On the server's list of calls a worker runs (running_calls), so the
+   * end of the shutdown grace can cancel them with CANCELLED. */
+  perfc_ctx *run_prev, *run_next;
+  int run_listed;
   unsigned ic_entered; /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];
 };
@@ -154,6 +169,7 @@ struct perfc_stream {
   uint32_t recv_flags, msg_flags;
   int msg_flags_set;
   int ended;               /* the client half-closed */
+  int wire_rc; /* perfc_stream_recv()'s answer once a message was refused */
   /* Received messages live here, reset on every receive: a message is valid
    * until the next perfc_stream_recv(), so a long stream does not grow the
    * call arena without bound. */
@@ -255,9 +271,28 @@ struct perfc_server {
   perfc_tag shutdown_tag;
   int wake_fd[2]; /* wakes perfc_server_run() when shutdown() is called */
   grpc_compression_algorithm calgo; /* opts.compression, parsed */
+  size_t recv_max; /* opts.max_recv_message_bytes as a bound */
+  /* Calls handed to a worker and not yet released (pool unary calls and
+   * streams), for cancel_running(). run_mu is taken twice per such call,
+   * never on the inline path. */
+  pthread_mutex_t run_mu;
+  perfc_ctx *running_calls;
+  grpc_resource_quota *quota;
 };
 
 static void post_request(poller *p, method_entry *m);
+
+/* grpc_call_test_only_get_message_flags() (see perfc_ctx_message_compressed
+ * for why it is looked up at run time). */
+typedef uint32_t (*msg_flags_fn)(grpc_call *);
+static msg_flags_fn msg_flags;
+static pthread_once_t msg_flags_once = PTHREAD_ONCE_INIT;
+static void msg_flags_lookup(void) {
+  msg_flags = (msg_flags_fn)(uintptr_t)dlsym(
+      RTLD_DEFAULT, "_Z37grpc_call_test_only_get_message_flagsP9grpc_call");
+}
+
+
 static int server_accepting(perfc_server *srv);
 static void ctx_release(perfc_ctx *ctx);
 
@@ -568,6 +603,79 @@ static void finish_with(perfc_ctx *ctx, perfc_status_code code,
   finish(ctx);
 }
 
+/* Reads a request message the core handed over into `a`, after the checks
+ * the core skips with its per-message decompression off: a message must
+ * not carry the compressed flag without an encoding perfc can inflate, and
+ * an inflated message must stay within max_recv_message_bytes. `flags` are
+ * the core's flags of this message (valid when `flags_known`: the lookup of
+ * grpc_call_test_only_get_message_flags succeeded). Returns OK, or the
+ * status to end the call with, its message in ctx->wire_message. */
+static perfc_status_code read_message(perfc_ctx *ctx, grpc_byte_buffer *bb,
+                                      uint32_t flags, int flags_known,
+                                      perfc_arena *a, const uint8_t **data,
+                                      size_t *len) {
+  const char *path = ctx->path;
+  perfc_status_code code;
+  if (flags_known && (flags & PERFC_WRITE_INTERNAL_COMPRESS) &&
+      bb->data.raw.compression == GRPC_COMPRESS_NONE) {
+    /* The core 1.51 drops a grpc-encoding it does not know (logging
+     * "Error parsing metadata") before perfc sees the headers, so an
+     * absent, an "identity" and an unsupported encoding look the same
+     * here: the gRPC spec's INTERNAL for the first two is answered, with a
+     * message that names the third. */
+    code = PERFC_STATUS_INTERNAL;
+    ctx->wire_message = perfc_arena_sprintf(
+        ctx->arena,
+        "%s: message has the compressed flag set but the call declares no "
+        "grpc-encoding this server inflates (absent, identity, or unknown; "
+        "gzip and deflate are supported)",
+        path);
+  } else {
+    int rc = perfc__byte_buffer_flatten(bb, ctx->poller->srv->recv_max, a,
+                                        data, len);
+    if (rc == 0)
+      return PERFC_STATUS_OK;
+    if (rc == PERFC_ETOOBIG) {
+      code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+      ctx->wire_message = perfc_arena_sprintf(
+          ctx->arena,
+          "%s: request message %s past the %zu-byte max_recv_message_bytes "
+          "limit",
+          path,
+          bb->data.raw.compression != GRPC_COMPRESS_NONE ? "inflates" : "is",
+          ctx->poller->srv->recv_max);
+    } else if (rc == PERFC_ENOMEM) {
+      code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+      ctx->wire_message =
+          perfc_arena_sprintf(ctx->arena, "%s: out of memory reading the "
+                                          "request message", path);
+    } else if (rc == PERFC_EINVAL) {
+      code = PERFC_STATUS_UNIMPLEMENTED;
+      ctx->wire_message = perfc_arena_sprintf(
+          ctx->arena, "%s: request compressed with an encoding this server "
+                      "does not inflate (gzip and deflate are supported)",
+          path);
+    } else {
+      code = PERFC_STATUS_INTERNAL;
+      ctx->wire_message = perfc_arena_sprintf(
+          ctx->arena, "%s: compressed request message is corrupt (%s data "
+                      "does not inflate)",
+          path, bb->data.raw.compression == GRPC_COMPRESS_GZIP ? "gzip"
+                                                                : "deflate");
+    }
+  }
+  ctx->wire_code = code;
+  return code;
+}
+
+/* The core's flags of the message last received on ctx's call; 0 and
+ * *known = 0 when this libgrpc lacks the lookup. */
+static uint32_t call_msg_flags(perfc_ctx *ctx, int *known) {
+  pthread_once(&msg_flags_once, msg_flags_lookup);
+  *known = msg_flags != NULL;
+  return msg_flags != NULL ? msg_flags(ctx->call) : 0;
+}
+
 /* ---- unary dispatch --------------------------------------------------------- */
 
 /* A handler that ran past a deadline the server imposed answers
@@ -593,18 +701,23 @@ static int unary_prepare(perfc_ctx *ctx) {
     return -1;
   }
   if (ctx->payload == NULL) {
+    /* The core hands over no message both when none came and when the
+     * stream ended inside one (a length prefix larger than the bytes
+     * that followed): it discards the partial message without a word. */
     finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
-                "%s: the client sent no request message", d->path);
+                "%s: no complete request message arrived (none was sent, or "
+                "the stream ended before the length its prefix announced)",
+                d->path);
     return -1;
   }
   const uint8_t *data;
   size_t len;
-  int rc = perfc__byte_buffer_flatten(ctx->payload, ctx->arena, &data, &len);
-  if (rc != 0) {
-    finish_with(ctx, rc == PERFC_ENOMEM ? PERFC_STATUS_RESOURCE_EXHAUSTED
-                                        : PERFC_STATUS_INVALID_ARGUMENT,
-                "%s: cannot read request payload: %s", d->path,
-                perfc_strerror(rc));
+  int known;
+  uint32_t flags = call_msg_flags(ctx, &known);
+  perfc_status_code wc =
+      read_message(ctx, ctx->payload, flags, known, ctx->arena, &data, &len);
+  if (wc != PERFC_STATUS_OK) {
+    finish_with(ctx, wc, "%s", ctx->wire_message);
     return -1;
   }
   ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
@@ -965,13 +1078,6 @@ static int cancel_seen(const perfc_ctx *ctx) {
  * drains the call's queue only from there, its single consumer. */
 static _Thread_local perfc_stream *tls_stream;
 
-typedef uint32_t (*msg_flags_fn)(grpc_call *);
-static msg_flags_fn msg_flags;
-static pthread_once_t msg_flags_once = PTHREAD_ONCE_INIT;
-static void msg_flags_lookup(void) {
-  msg_flags = (msg_flags_fn)(uintptr_t)dlsym(
-      RTLD_DEFAULT, "_Z37grpc_call_test_only_get_message_flagsP9grpc_call");
-}
 
 static void on_stream_recv(perfc_tag *t, int ok) {
   perfc_stream *s = PERFC_CONTAINER_OF(t, perfc_stream, recv_tag);
@@ -1114,6 +1220,8 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
     return PERFC_ESTATE; /* the request of a server stream came with the call */
   if (s->ended)
     return 0;
+  if (ctx->wire_code != PERFC_STATUS_OK)
+    return s->wire_rc; /* a refused message ended the stream's input */
   int64_t now = perfc__now_ns();
   s->busy_ns = s->got_ns != 0 ? now - s->got_ns : INT64_MAX;
   if (!s->recv_pending) {
@@ -1150,7 +1258,15 @@ int perfc_stream_recv(perfc_stream *s, ProtobufCMessage **msg) {
   perfc_arena_reset(s->msg_arena);
   const uint8_t *data;
   size_t len;
-  int rc = perfc__byte_buffer_flatten(bb, s->msg_arena, &data, &len);
+  int rc = 0;
+  perfc_status_code wc = read_message(ctx, bb, s->msg_flags, s->msg_flags_set,
+                                      s->msg_arena, &data, &len);
+  if (wc != PERFC_STATUS_OK) {
+    /* The call ends with this status whatever the handler returns
+     * (stream_body), and no message after this one is read. */
+    rc = wc == PERFC_STATUS_RESOURCE_EXHAUSTED ? PERFC_ETOOBIG : PERFC_EPARSE;
+    s->wire_rc = rc;
+  }
   if (rc == 0) {
     ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
     *msg = protobuf_c_message_unpack(d->input, &al, len, data);
@@ -1274,10 +1390,20 @@ static void stream_body(perfc_ctx *ctx) {
   if (d->kind == PERFC_METHOD_SERVER_STREAM) {
     const uint8_t *data;
     size_t len;
-      if (ctx->payload == NULL ||
-        perfc__byte_buffer_flatten(ctx->payload, ctx->arena, &data, &len) != 0) {
+    if (ctx->payload == NULL) {
       finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
-                  "%s: the client sent no readable request message", d->path);
+                  "%s: no complete request message arrived (none was sent, "
+                  "or the stream ended before the length its prefix "
+                  "announced)",
+                  d->path);
+      return;
+    }
+    int known;
+    uint32_t flags = call_msg_flags(ctx, &known);
+    perfc_status_code wc =
+        read_message(ctx, ctx->payload, flags, known, ctx->arena, &data, &len);
+    if (wc != PERFC_STATUS_OK) {
+      finish_with(ctx, wc, "%s", ctx->wire_message);
       return;
     }
     ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
@@ -1307,6 +1433,10 @@ static void stream_body(perfc_ctx *ctx) {
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT)
     ctx->code = PERFC_STATUS_UNKNOWN;
   apply_deadline_cap(ctx);
+  if (ctx->wire_code != PERFC_STATUS_OK) {
+    ctx->code = ctx->wire_code;
+    ctx->message = ctx->wire_message;
+  }
   if (ctx->code == PERFC_STATUS_OK && resp != NULL)
     ctx->response = perfc__pack(resp);
   finish(ctx);
@@ -1409,6 +1539,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   }
   srv->opts.compression = NULL; /* borrowed only during this call */
   srv->calgo = calgo;
+  srv->recv_max = perfc__recv_limit(o->max_recv_message_bytes);
   perfc__grpc_init();
 
   grpc_arg args[20];
@@ -1457,6 +1588,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   /* channelz, on in the core by default, keeps a node per connection
    * (~0.4 KiB) and counts every call; perfc exposes none of it. */
   INT_ARG(GRPC_ARG_ENABLE_CHANNELZ, o->channelz ? 1 : 0);
+  INT_ARG(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
 #undef INT_ARG
   grpc_channel_args ca = {.num_args = n, .args = args};
   srv->server = grpc_server_create(&ca, NULL);
@@ -2145,8 +2277,6 @@ int perfc_ctx_set_compression(perfc_ctx *ctx, const char *name) {
  * inflates the message and records that in the call's flags). It is an
  * internal C++ symbol, not part of the C API, so it is looked up at run time
  * and its absence reported rather than linked against. */
-#define PERFC_WRITE_INTERNAL_COMPRESS 0x80000000u
-#define PERFC_WRITE_INTERNAL_WAS_COMPRESSED 0x40000000u
 int perfc_ctx_message_compressed(const perfc_ctx *ctx) {
   if (ctx == NULL || ctx->call == NULL)
     return PERFC_EINVAL;
