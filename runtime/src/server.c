@@ -277,7 +277,7 @@ struct perfc_server {
    * never on the inline path. */
   pthread_mutex_t run_mu;
   perfc_ctx *running_calls;
-  grpc_resource_quota *quota;
+  atomic_int grace_over; /* the shutdown grace ended (cancel_running) */
 };
 
 static void post_request(poller *p, method_entry *m);
@@ -447,10 +447,59 @@ static void ctx_put(perfc_ctx *ctx) {
       &p->returned, &head, ctx, memory_order_release, memory_order_relaxed));
 }
 
+/* The list of calls on workers (perfc_server.running_calls). */
+static void run_list_add(perfc_ctx *ctx) {
+  perfc_server *srv = ctx->poller->srv;
+  pthread_mutex_lock(&srv->run_mu);
+  ctx->run_prev = NULL;
+  ctx->run_next = srv->running_calls;
+  if (srv->running_calls != NULL)
+    srv->running_calls->run_prev = ctx;
+  srv->running_calls = ctx;
+  ctx->run_listed = 1;
+  pthread_mutex_unlock(&srv->run_mu);
+}
+
+static void run_list_remove(perfc_ctx *ctx) {
+  perfc_server *srv = ctx->poller->srv;
+  pthread_mutex_lock(&srv->run_mu);
+  if (ctx->run_prev != NULL)
+    ctx->run_prev->run_next = ctx->run_next;
+  else
+    srv->running_calls = ctx->run_next;
+  if (ctx->run_next != NULL)
+    ctx->run_next->run_prev = ctx->run_prev;
+  ctx->run_listed = 0;
+  pthread_mutex_unlock(&srv->run_mu);
+}
+
+/* At the end of the shutdown grace: tells every call a worker still runs
+ * that it is cancelled (perfc_ctx_cancelled() and stream operations see
+ * grace_over), so that its handler returns and finish() ends it with
+ * CANCELLED through the normal status write. grpc_server_cancel_all_calls()
+ * alone closes the connections, and clients then see UNAVAILABLE
+ * ("Cancelling all calls"), which gRPC clients treat as safe to retry
+ * although the handler ran. Cancelling the grpc_call with a status is no
+ * better: the connection already sent its GOAWAY, and the core closes it
+ * the moment its last stream is cancelled, before the status is written
+ * (measured: the client saw the socket close). Returns how many calls are
+ * on workers. */
+static size_t cancel_running(perfc_server *srv) {
+  size_t n = 0;
+  atomic_store_explicit(&srv->grace_over, 1, memory_order_release);
+  pthread_mutex_lock(&srv->run_mu);
+  for (perfc_ctx *c = srv->running_calls; c != NULL; c = c->run_next)
+    n++;
+  pthread_mutex_unlock(&srv->run_mu);
+  return n;
+}
+
 /* Drops everything the call held from the core and recycles the context. */
 static void ctx_release(perfc_ctx *ctx) {
   if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
     return;
+  if (ctx->run_listed)
+    run_list_remove(ctx);
   if (ctx->counted) {
     poller *p = ctx->poller;
     size_t i = (size_t)(ctx->method - p->srv->methods);
@@ -541,6 +590,12 @@ static size_t add_initial_md(perfc_ctx *ctx, grpc_op *op) {
 }
 
 static void finish(perfc_ctx *ctx) {
+  if (ctx->run_listed &&
+      atomic_load_explicit(&ctx->poller->srv->grace_over, memory_order_acquire)) {
+    ctx->code = PERFC_STATUS_CANCELLED;
+    ctx->message = "server shutting down: its grace period ended before this "
+                   "call finished";
+  }
   if (ctx->ic_entered)
     ic_after(ctx);
   grpc_op ops[4];
@@ -905,6 +960,7 @@ static void dispatch(perfc_ctx *ctx) {
    * pool whatever the method's executor says; they watch for the close
    * themselves, on their own queue (run_stream). */
   if (m->desc->kind != PERFC_METHOD_UNARY) {
+    run_list_add(ctx);
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
       refuse(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -925,6 +981,7 @@ static void dispatch(perfc_ctx *ctx) {
       }
     }
     watch_close(ctx);
+    run_list_add(ctx);
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
       finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -1075,7 +1132,10 @@ static void post_request(poller *p, method_entry *m) {
  * operation learns of a cancel from its own completion anyway. */
 static int cancel_seen(const perfc_ctx *ctx) {
   return atomic_load_explicit(&ctx->cancelled_flag, memory_order_acquire) ||
-         perfc__remaining_ms(ctx->deadline) == 0;
+         perfc__remaining_ms(ctx->deadline) == 0 ||
+         (ctx->run_listed &&
+          atomic_load_explicit(&ctx->poller->srv->grace_over,
+                               memory_order_acquire));
 }
 
 /* The stream whose handler runs on this thread: perfc_ctx_cancelled()
@@ -1619,6 +1679,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   }
   pthread_mutex_init(&srv->mu, NULL);
   pthread_cond_init(&srv->cv, NULL);
+  pthread_mutex_init(&srv->run_mu, NULL);
   srv->wake_fd[0] = srv->wake_fd[1] = -1;
   atomic_init(&srv->state, SRV_NEW);
   *out = srv;
@@ -1867,6 +1928,24 @@ static void wait_shutdown(perfc_server *srv, int64_t grace_ms) {
   perfc_log(PERFC_LOG_WARN,
             "server: grace period of %lld ms over; cancelling in-flight calls",
             (long long)grace_ms);
+  /* Calls on workers first, with CANCELLED and a reason (cancel_running);
+   * their handlers see perfc_ctx_cancelled() and their clients get the
+   * status before the connections close. A second at most is given to
+   * that; whatever remains (an inline handler still running) is then cut
+   * off with the connections. */
+  if (cancel_running(srv) > 0) {
+    gpr_timespec t = gpr_convert_clock_type(perfc__deadline_from_ms(1000),
+                                            GPR_CLOCK_REALTIME);
+    struct timespec ts1 = {.tv_sec = t.tv_sec, .tv_nsec = t.tv_nsec};
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->shutdown_done)
+      if (pthread_cond_timedwait(&srv->cv, &srv->mu, &ts1) == ETIMEDOUT)
+        break;
+    done = srv->shutdown_done;
+    pthread_mutex_unlock(&srv->mu);
+    if (done)
+      return;
+  }
   grpc_server_cancel_all_calls(srv->server);
   pthread_mutex_lock(&srv->mu);
   while (!srv->shutdown_done) {
@@ -2039,6 +2118,7 @@ void perfc_server_free(perfc_server *srv) {
   free(srv->services);
   pthread_cond_destroy(&srv->cv);
   pthread_mutex_destroy(&srv->mu);
+  pthread_mutex_destroy(&srv->run_mu);
   free(srv);
   grpc_shutdown();
 }
