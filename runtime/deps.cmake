@@ -26,3 +26,10 @@ perfc_unit_link(perfc_data PRIVATE PkgConfig::HIREDIS)
 # pass that maps each key to its line and column for error messages.
 pkg_check_modules(CYAML REQUIRED IMPORTED_TARGET libcyaml yaml-0.1)
 perfc_unit_link(perfc_config PRIVATE PkgConfig::CYAML)
+
+# transport/core/grpc_util.c: received compressed messages are inflated by
+# perfc itself, bounded by the receive limit (the core's own decompression
+# inflates a whole message before any size check; docs/reliability.md, #13
+# item 1).
+pkg_check_modules(ZLIB REQUIRED IMPORTED_TARGET zlib)
+perfc_unit_link(perfc_runtime PRIVATE PkgConfig::ZLIB)

@@ -66,6 +66,12 @@ int main(int argc, char **argv) {
       o.pool_threads = (unsigned)atoi(argv[++i]);
     else if (strcmp(argv[i], "--pool-queue") == 0 && i + 1 < argc)
       o.pool_queue = (unsigned)atoi(argv[++i]);
+    else if (strcmp(argv[i], "--memory-budget") == 0 && i + 1 < argc)
+      o.memory_budget_bytes = (size_t)strtoull(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--max-metadata-bytes") == 0 && i + 1 < argc)
+      o.max_metadata_bytes = (size_t)strtoull(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--shutdown-grace-ms") == 0 && i + 1 < argc)
+      o.shutdown_grace_ms = atoll(argv[++i]);
     else if (strcmp(argv[i], "--compression") == 0 && i + 1 < argc)
       o.compression = argv[++i];
     else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
@@ -84,6 +90,8 @@ int main(int argc, char **argv) {
       fprintf(stderr,
               "usage: %s [--listen HOST:PORT] [--max-recv-bytes N] "
               "[--pool-threads N] [--pool-queue N] [--compression ALG] "
+              "[--memory-budget BYTES] [--max-metadata-bytes BYTES] "
+              "[--shutdown-grace-ms MS] "
               "[--tls-cert F --tls-key F [--tls-client-ca F] "
               "[--tls-client-auth none|request|require]]\n",
               argv[0]);

@@ -218,8 +218,9 @@ PERFC_API int perfc_client_stream_close_send(perfc_client_stream *s);
 
 /** Receives the next message. Returns 1 with `*msg` set (valid until the
  *  next receive on this stream or its free), 0 when the server finished
- *  sending, or PERFC_ESHUTDOWN / PERFC_EPARSE. One receiver thread at a
- *  time. */
+ *  sending, or PERFC_ESHUTDOWN / PERFC_EPARSE / PERFC_ETOOBIG (a compressed
+ *  message inflating past max_recv_message_bytes: the call is then
+ *  cancelled with RESOURCE_EXHAUSTED). One receiver thread at a time. */
 PERFC_API int perfc_client_stream_recv(perfc_client_stream *s,
                                        ProtobufCMessage **msg);
 

@@ -50,6 +50,16 @@ typedef struct perfc_server perfc_server;
 /** Shutdown grace: in-flight calls get 5 s to finish, then are cancelled;
  *  below Kubernetes' default 30 s termination grace period. */
 #define PERFC_DEFAULT_SHUTDOWN_GRACE_MS 5000
+/** Memory the transport may use for all connections together (the core's
+ *  grpc_resource_quota): 1 GiB. Within it the core shrinks its receive
+ *  windows under pressure and refuses what it cannot account for; what it
+ *  does bound on gRPC 1.51 is measured in docs/reliability.md (#13, 3). */
+#define PERFC_DEFAULT_MEMORY_BUDGET_BYTES ((size_t)1 << 30)
+/** Largest request header block (GRPC_ARG_MAX_METADATA_SIZE): 8 KiB, the
+ *  core's own default, stated here so it is visible and configurable. The
+ *  core enforces it only once the client acknowledged the server's
+ *  SETTINGS (docs/reliability.md, #13, 4). */
+#define PERFC_DEFAULT_MAX_METADATA_BYTES ((size_t)8 * 1024)
 
 typedef struct perfc_server_opts {
   /** Completion queues and poller threads; 0 = number of online cores. */
@@ -78,6 +88,13 @@ typedef struct perfc_server_opts {
   int64_t max_connection_age_ms;   /**< 0 = no age limit */
   int64_t max_connection_age_grace_ms; /**< 0 = unlimited grace */
   int64_t shutdown_grace_ms;       /**< 0 = default */
+  /** Memory budget of the transport (a grpc_resource_quota shared by every
+   *  connection of this server); 0 = default (1 GiB). */
+  size_t memory_budget_bytes;
+  /** Largest header block a client may send (GRPC_ARG_MAX_METADATA_SIZE);
+   *  larger ones fail the call with RESOURCE_EXHAUSTED. 0 = default
+   *  (8 KiB); at most 2^31 - 1. */
+  size_t max_metadata_bytes;
   /** Compression for responses: "gzip", "deflate", or NULL/"identity" for
    *  none. Requests are accepted compressed or not, whatever this says.
    *  Borrowed during perfc_server_new() only. */

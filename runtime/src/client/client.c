@@ -184,6 +184,7 @@ static int channel_new(perfc_channel **out, const char *target,
     return PERFC_ENOMEM;
   }
   ch->default_timeout_ms = o.default_timeout_ms;
+  ch->recv_max = perfc__recv_limit(o.max_recv_message_bytes);
   pthread_mutex_init(&ch->async_mu, NULL);
   pthread_cond_init(&ch->async_cv, NULL);
   atomic_init(&ch->next, 0);
@@ -241,6 +242,11 @@ static int channel_new(perfc_channel **out, const char *target,
     if (calgo != GRPC_COMPRESS_NONE) {
       INT_ARG(GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, (int)calgo);
     }
+    /* perfc inflates compressed responses itself, bounded by
+     * max_recv_message_bytes: the core would inflate a whole message before
+     * checking its size, so a hostile server could make a 1 MiB answer
+     * allocate 1 GiB here (server.c says more). */
+    INT_ARG(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
 #undef INT_ARG
     if (name_override != NULL) {
       args[n].type = GRPC_ARG_STRING;
@@ -414,7 +420,8 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
         perfc_arena *a = opts->arena;
         if (a == NULL && perfc_arena_new(&tmp, 0) == 0)
           a = tmp;
-        rc = a ? perfc__byte_buffer_flatten(recv_bb, a, &data, &len)
+        rc = a ? perfc__byte_buffer_flatten(recv_bb, ch->recv_max, a, &data,
+                                            &len)
                : PERFC_ENOMEM;
       }
       if (rc == 0) {
@@ -428,7 +435,14 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
                                  sizeof why);
       }
       perfc_arena_free(tmp);
-      if (*resp == NULL) {
+      if (rc == PERFC_ETOOBIG) {
+        char e[200];
+        int n = snprintf(e, sizeof e,
+                         "%s: response inflates past the %zu-byte receive limit",
+                         m->path, ch->recv_max);
+        result = set_status(status, PERFC_STATUS_RESOURCE_EXHAUSTED, e,
+                            (size_t)n);
+      } else if (*resp == NULL) {
         char e[400];
         if (why[0])
           snprintf(e, sizeof e, "%s: response refused: %s", m->path, why);
@@ -690,11 +704,20 @@ static void async_done(perfc_tag *t, int ok) {
     size_t len = 0;
     ProtobufCAllocator al = perfc_arena_allocator(arena);
     char why[256] = "";
-    if (a->recv_bb != NULL &&
-        perfc__byte_buffer_flatten(a->recv_bb, arena, &data, &len) == 0)
+    int rc = a->recv_bb != NULL
+                 ? perfc__byte_buffer_flatten(a->recv_bb, ch->recv_max, arena,
+                                              &data, &len)
+                 : PERFC_EPARSE;
+    if (rc == 0)
       resp = perfc__pb_unpack(a->m->output, a->m->strings, &al, len, data, why,
                               sizeof why);
-    if (resp == NULL && why[0]) {
+    if (rc == PERFC_ETOOBIG) {
+      code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+      snprintf(message, sizeof message,
+               "%s: response inflates past the %zu-byte receive limit",
+               a->m->path, ch->recv_max);
+      msg = message;
+    } else if (resp == NULL && why[0]) {
       code = PERFC_STATUS_INTERNAL;
       snprintf(message, sizeof message, "%s: response refused: %s",
                a->m->path, why);

@@ -22,6 +22,9 @@ struct perfc_channel {
   char *target;
   const perfc_client_interceptor *ics[PERFC_MAX_INTERCEPTORS];
   size_t nics;
+  /* max_recv_message_bytes as a bound for perfc's own inflation of
+   * compressed responses (perfc__byte_buffer_flatten). */
+  size_t recv_max;
 
   /* Asynchronous calls: one next-type queue and poller thread per core,
    * created on the first async call so purely synchronous users pay

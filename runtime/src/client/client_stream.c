@@ -282,7 +282,8 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
   perfc_arena_reset(s->msg_arena);
   const uint8_t *data;
   size_t len;
-  int rc = perfc__byte_buffer_flatten(bb, s->msg_arena, &data, &len);
+  int rc = perfc__byte_buffer_flatten(bb, s->ch->recv_max, s->msg_arena,
+                                      &data, &len);
   if (rc == 0) {
     ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
     char why[256];
@@ -292,6 +293,16 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
       rc = PERFC_EPARSE;
   }
   grpc_byte_buffer_destroy(bb);
+  if (rc == PERFC_ETOOBIG) {
+    /* As the core does with a message over the limit: the call ends, and
+     * its status says why. */
+    char e[200];
+    snprintf(e, sizeof e, "%s: response inflates past the %zu-byte receive limit",
+             s->m->path, s->ch->recv_max);
+    grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED, e,
+                                 NULL);
+    s->recv_failed = 1;
+  }
   if (rc != 0)
     return rc;
   perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 0);
@@ -346,13 +357,22 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     ProtobufCMessage *r = NULL;
     const uint8_t *data;
     size_t len;
-    if (bb != NULL &&
-        perfc__byte_buffer_flatten(bb, s->resp_arena, &data, &len) == 0) {
+    int rc = bb != NULL ? perfc__byte_buffer_flatten(bb, s->ch->recv_max,
+                                                     s->resp_arena, &data, &len)
+                        : PERFC_EPARSE;
+    if (rc == 0) {
       ProtobufCAllocator al = perfc_arena_allocator(s->resp_arena);
       r = perfc__pb_unpack(s->m->output, s->m->strings, &al, len, data, why,
                            sizeof why);
     }
-    if (r == NULL && why[0]) {
+    if (rc == PERFC_ETOOBIG) {
+      code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+      msglen = (size_t)snprintf(buf, sizeof buf,
+                                "%s: response inflates past the %zu-byte "
+                                "receive limit",
+                                s->m->path, s->ch->recv_max);
+      msg = buf;
+    } else if (r == NULL && why[0]) {
       code = PERFC_STATUS_INTERNAL;
       msglen = (size_t)snprintf(buf, sizeof buf, "%s: response refused: %s",
                                 s->m->path, why);

@@ -55,7 +55,7 @@ typedef struct raw_server {
       *max_connection_idle, *max_connection_age, *max_connection_age_grace,
       *shutdown_grace, *compression, *poller_wakeup_preemption,
       *worker_wakeup_preemption, *stream_flush_every_send, *tcp_tx_zerocopy,
-      *channelz;
+      *channelz, *memory_budget, *max_metadata_size;
 } raw_server;
 
 typedef struct raw_tls {
@@ -142,6 +142,8 @@ static const cyaml_schema_field_t server_fields[] = {
     STR_FIELD("stream_flush_every_send", raw_server, stream_flush_every_send),
     STR_FIELD("tcp_tx_zerocopy", raw_server, tcp_tx_zerocopy),
     STR_FIELD("channelz", raw_server, channelz),
+    STR_FIELD("memory_budget", raw_server, memory_budget),
+    STR_FIELD("max_metadata_size", raw_server, max_metadata_size),
     CYAML_FIELD_END};
 
 static const cyaml_schema_field_t tls_fields[] = {
@@ -246,6 +248,7 @@ typedef struct values {
       max_connection_idle_ms, max_connection_age_ms,
       max_connection_age_grace_ms, shutdown_grace_ms;
   int max_recv_message_bytes, max_send_message_bytes;
+  uint64_t memory_budget_bytes, max_metadata_bytes;
   const char *cert_file, *key_file, *client_ca_file;
   int client_auth;
   const char *metrics_listen;
@@ -328,6 +331,10 @@ static const key_def KEYS[] = {
         0, 0, NULL),
     KEY(server, tcp_tx_zerocopy, K_BOOL, VAL(tcp_tx_zerocopy), 0, 0, NULL),
     KEY(server, channelz, K_BOOL, VAL(channelz), 0, 0, NULL),
+    KEY(server, memory_budget, K_SIZE, VAL(memory_budget_bytes), 1 << 20,
+        INT64_MAX, NULL),
+    KEY(server, max_metadata_size, K_SIZE, VAL(max_metadata_bytes), 1024,
+        INT_MAX, NULL),
     KEY(tls, cert_file, K_STR, VAL(cert_file), 0, 0, NULL),
     KEY(tls, key_file, K_STR, VAL(key_file), 0, 0, NULL),
     KEY(tls, client_ca_file, K_STR, VAL(client_ca_file), 0, 0, NULL),
@@ -1553,6 +1560,8 @@ int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
   COPY("compression", compression, compression_names[v->compression]);
   COPY("tcp_tx_zerocopy", tcp_tx_zerocopy, v->tcp_tx_zerocopy);
   COPY("channelz", channelz, v->channelz);
+  COPY("memory_budget", memory_budget_bytes, (size_t)v->memory_budget_bytes);
+  COPY("max_metadata_size", max_metadata_bytes, (size_t)v->max_metadata_bytes);
 #undef COPY
   return 0;
 }

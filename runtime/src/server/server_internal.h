@@ -59,11 +59,21 @@ void AnnotateIgnoreWritesEnd(const char *file, int line);
 #define PERFC_CONTAINER_OF(ptr, type, member)                                  \
   ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-/* Copies a received byte buffer into one contiguous arena region (the common
- * single-slice case copies once; compressed buffers are inflated by the
- * reader). Returns 0 or PERFC_ENOMEM. */
-int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
-                               const uint8_t **data, size_t *len);
+/* Makes a received message contiguous in `a` (a single-slice message is
+ * not copied: *data points into `bb`, which must outlive its use). A
+ * message that arrived compressed (gzip or deflate; perfc turns the core's
+ * own decompression off, see GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION in
+ * server.c) is inflated here, and inflation stops as soon as the output
+ * passes `max` bytes (SIZE_MAX: no limit), having allocated at most that.
+ * Returns 0, PERFC_ETOOBIG (larger than `max`), PERFC_EPARSE (corrupt
+ * compressed data), PERFC_EINVAL (an encoding perfc cannot inflate) or
+ * PERFC_ENOMEM. */
+int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, size_t max,
+                               perfc_arena *a, const uint8_t **data,
+                               size_t *len);
+
+/* A max_recv_message_bytes option (-1 = unlimited) as a byte bound. */
+size_t perfc__recv_limit(int max_recv_message_bytes);
 
 /* Packs `msg` into a new byte buffer the caller destroys. NULL on OOM. */
 grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg);

@@ -22,47 +22,190 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <limits.h>
 
-int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, perfc_arena *a,
-                               const uint8_t **data, size_t *len) {
-  grpc_byte_buffer_reader r;
-  if (!grpc_byte_buffer_reader_init(&r, bb))
-    return PERFC_EPARSE; /* undecompressable payload */
-  size_t total = grpc_byte_buffer_length(r.buffer_out);
-  grpc_slice *s;
-  /* The usual unary request is one slice: hand out a pointer into it after
-   * checking nothing follows, and skip the copy. The slice lives as long as
-   * the byte buffer, which the call keeps until it ends; a compressed buffer
-   * is inflated into a reader-owned copy (buffer_out != bb), so it is
-   * copied below instead. */
-  if (r.buffer_out == bb && grpc_byte_buffer_reader_peek(&r, &s)) {
-    if (GRPC_SLICE_LENGTH(*s) == total) {
-      *data = GRPC_SLICE_START_PTR(*s);
-      *len = total;
-      grpc_byte_buffer_reader_destroy(&r);
-      return 0;
+/* The last four bytes of a slice buffer (a gzip member's ISIZE), or 0 when
+ * it holds fewer. */
+static uint32_t tail_u32(const grpc_slice_buffer *sb) {
+  uint8_t b[4];
+  size_t want = 4;
+  for (size_t i = sb->count; i-- > 0 && want > 0;) {
+    const uint8_t *p = GRPC_SLICE_START_PTR(sb->slices[i]);
+    size_t n = GRPC_SLICE_LENGTH(sb->slices[i]);
+    while (n > 0 && want > 0)
+      b[--want] = p[--n];
+  }
+  if (want > 0)
+    return 0;
+  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+         (uint32_t)b[3] << 24;
+}
+
+/* Inflates a gzip or zlib ("deflate") message into `a`, stopping as soon as
+ * the output passes `max`: the working buffer never holds more than
+ * max + 1 bytes, whatever the compressed form claims. The output is
+ * gathered in a malloc'd buffer that grows by doubling (realloc of a large
+ * block moves no bytes: glibc remaps it) and is copied into the arena once
+ * its size is known, so a legitimate message costs its size twice for a
+ * moment and a bomb costs at most the limit. */
+static int inflate_bounded(const grpc_slice_buffer *in, int gzip, size_t max,
+                           perfc_arena *a, const uint8_t **data, size_t *len) {
+  size_t in_len = in->length;
+  if (in_len == 0) { /* the core passes empty "compressed" messages as empty */
+    *data = (const uint8_t *)"";
+    *len = 0;
+    return 0;
+  }
+  size_t limit = max < SIZE_MAX ? max + 1 : SIZE_MAX; /* one byte tells "over" */
+  size_t cap = in_len < SIZE_MAX / 4 ? in_len * 4 : SIZE_MAX;
+  if (gzip) {
+    /* ISIZE, the inflated size mod 2^32, sizes the first buffer so that an
+     * honest message inflates without a realloc. It is only a guess (a
+     * sender may lie, and corrupt data has none), so the limit below and
+     * the growth by doubling decide, never ISIZE. */
+    uint32_t isize = tail_u32(in);
+    cap = (size_t)isize + 1;
+  }
+  if (cap < 256)
+    cap = 256;
+  if (cap > limit)
+    cap = limit;
+  z_stream zs;
+  memset(&zs, 0, sizeof zs);
+  if (inflateInit2(&zs, gzip ? 15 + 16 : 15) != Z_OK)
+    return PERFC_ENOMEM;
+  uint8_t *buf = malloc(cap);
+  int rc = buf != NULL ? 0 : PERFC_ENOMEM;
+  size_t out = 0;
+  int ended = 0;
+  for (size_t i = 0; rc == 0 && i < in->count; i++) {
+    zs.next_in = GRPC_SLICE_START_PTR(in->slices[i]);
+    zs.avail_in = (uInt)GRPC_SLICE_LENGTH(in->slices[i]);
+    while (rc == 0 && zs.avail_in > 0) {
+      if (ended) {
+        rc = PERFC_EPARSE; /* bytes after the end of the stream */
+        break;
+      }
+      if (out == cap) {
+        if (cap == limit) {
+          rc = PERFC_ETOOBIG;
+          break;
+        }
+        size_t ncap = cap <= limit / 2 ? cap * 2 : limit;
+        uint8_t *nb = realloc(buf, ncap);
+        if (nb == NULL) {
+          rc = PERFC_ENOMEM;
+          break;
+        }
+        buf = nb;
+        cap = ncap;
+      }
+      size_t room = cap - out;
+      zs.next_out = buf + out;
+      zs.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+      uInt before = zs.avail_out;
+      int zr = inflate(&zs, Z_NO_FLUSH);
+      out += before - zs.avail_out;
+      if (zr == Z_STREAM_END)
+        ended = 1;
+      else if (zr == Z_MEM_ERROR)
+        rc = PERFC_ENOMEM;
+      else if (zr != Z_OK && !(zr == Z_BUF_ERROR && zs.avail_out == 0))
+        rc = PERFC_EPARSE;
     }
   }
-  grpc_byte_buffer_reader_destroy(&r);
-  if (!grpc_byte_buffer_reader_init(&r, bb))
-    return PERFC_EPARSE;
+  /* The stream may end after the last input byte was consumed (inflate
+   * then still holds its trailer check): one more call tells. */
+  while (rc == 0 && !ended) {
+    if (out == cap) {
+      if (cap == limit) {
+        rc = PERFC_ETOOBIG;
+        break;
+      }
+      size_t ncap = cap <= limit / 2 ? cap * 2 : limit;
+      uint8_t *nb = realloc(buf, ncap);
+      if (nb == NULL) {
+        rc = PERFC_ENOMEM;
+        break;
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    size_t room = cap - out;
+    zs.next_out = buf + out;
+    zs.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+    uInt before = zs.avail_out;
+    int zr = inflate(&zs, Z_FINISH);
+    out += before - zs.avail_out;
+    if (zr == Z_STREAM_END)
+      ended = 1;
+    else if (zr == Z_MEM_ERROR)
+      rc = PERFC_ENOMEM;
+    else if (zr != Z_BUF_ERROR || zs.avail_out != 0)
+      rc = PERFC_EPARSE; /* truncated or corrupt */
+  }
+  inflateEnd(&zs);
+  if (rc == 0 && out > max)
+    rc = PERFC_ETOOBIG;
+  if (rc == 0) {
+    uint8_t *dst = perfc_arena_alloc(a, out);
+    if (dst == NULL) {
+      rc = PERFC_ENOMEM;
+    } else {
+      memcpy(dst, buf, out);
+      *data = dst;
+      *len = out;
+    }
+  }
+  free(buf);
+  return rc;
+}
+
+int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, size_t max,
+                               perfc_arena *a, const uint8_t **data,
+                               size_t *len) {
+  /* The raw slices are read directly, never through
+   * grpc_byte_buffer_reader: the reader inflates a compressed buffer in
+   * full, with no bound (the decompression bomb of docs/reliability.md). */
+  const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+  switch (bb->data.raw.compression) {
+  case GRPC_COMPRESS_NONE:
+    break;
+  case GRPC_COMPRESS_GZIP:
+    return inflate_bounded(sb, 1, max, a, data, len);
+  case GRPC_COMPRESS_DEFLATE:
+    return inflate_bounded(sb, 0, max, a, data, len);
+  default:
+    return PERFC_EINVAL;
+  }
+  size_t total = sb->length;
+  if (total > max)
+    return PERFC_ETOOBIG; /* the core checks this too; cheap to be sure */
+  /* The usual message is one slice: hand out a pointer into it and skip
+   * the copy. The slice lives as long as the byte buffer, which the caller
+   * keeps until it has unpacked the message. */
+  if (sb->count == 1) {
+    *data = GRPC_SLICE_START_PTR(sb->slices[0]);
+    *len = total;
+    return 0;
+  }
   uint8_t *buf = perfc_arena_alloc(a, total);
-  if (buf == NULL) {
-    grpc_byte_buffer_reader_destroy(&r);
+  if (buf == NULL)
     return PERFC_ENOMEM;
-  }
   size_t off = 0;
-  grpc_slice slice;
-  while (grpc_byte_buffer_reader_next(&r, &slice)) {
-    size_t n = GRPC_SLICE_LENGTH(slice);
-    memcpy(buf + off, GRPC_SLICE_START_PTR(slice), n);
+  for (size_t i = 0; i < sb->count; i++) {
+    size_t n = GRPC_SLICE_LENGTH(sb->slices[i]);
+    memcpy(buf + off, GRPC_SLICE_START_PTR(sb->slices[i]), n);
     off += n;
-    grpc_slice_unref(slice);
   }
-  grpc_byte_buffer_reader_destroy(&r);
   *data = buf;
   *len = off;
   return 0;
+}
+
+size_t perfc__recv_limit(int max_recv_message_bytes) {
+  return max_recv_message_bytes < 0 ? SIZE_MAX : (size_t)max_recv_message_bytes;
 }
 
 grpc_byte_buffer *perfc__pack(const ProtobufCMessage *msg) {
