@@ -153,7 +153,7 @@ class WireTests(unittest.TestCase):
 
     def test_length_prefix_past_the_body_says_so(self):
         code, msg, _ = self.srv.call("Echo", grpc_frame(echo_request(b"hi"), 0, length=100))
-        self.assertEqual(code, INVALID_ARGUMENT, msg)
+        self.assertEqual(code, INTERNAL, msg)
         self.assertIn("before the length its prefix announced", msg)
 
 

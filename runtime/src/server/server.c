@@ -136,9 +136,9 @@ struct perfc_ctx {
    * the handler returns; its receives fail from then on). */
   perfc_status_code wire_code;
   const char *wire_message;
-  /* On the server's list of calls a worker runs (running_calls), so the
-   * end of the shutdown grace can cancel them with CANCELLED. */
-  perfc_ctx *run_prev, *run_next;
+  /* Handed to a worker (pool unary calls and streams): when the shutdown
+   * grace ends (perfc_server.grace_over) the call sees itself cancelled
+   * and finishes with CANCELLED. */
   int run_listed;
   unsigned ic_entered; /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];
@@ -273,11 +273,6 @@ struct perfc_server {
   int wake_fd[2]; /* wakes perfc_server_run() when shutdown() is called */
   grpc_compression_algorithm calgo; /* opts.compression, parsed */
   size_t recv_max; /* opts.max_recv_message_bytes as a bound */
-  /* Calls handed to a worker and not yet released (pool unary calls and
-   * streams), for cancel_running(). run_mu is taken twice per such call,
-   * never on the inline path. */
-  pthread_mutex_t run_mu;
-  perfc_ctx *running_calls;
   atomic_int grace_over; /* the shutdown grace ended (cancel_running) */
 };
 
@@ -448,32 +443,6 @@ static void ctx_put(perfc_ctx *ctx) {
       &p->returned, &head, ctx, memory_order_release, memory_order_relaxed));
 }
 
-/* The list of calls on workers (perfc_server.running_calls). */
-static void run_list_add(perfc_ctx *ctx) {
-  perfc_server *srv = ctx->poller->srv;
-  pthread_mutex_lock(&srv->run_mu);
-  ctx->run_prev = NULL;
-  ctx->run_next = srv->running_calls;
-  if (srv->running_calls != NULL)
-    srv->running_calls->run_prev = ctx;
-  srv->running_calls = ctx;
-  ctx->run_listed = 1;
-  pthread_mutex_unlock(&srv->run_mu);
-}
-
-static void run_list_remove(perfc_ctx *ctx) {
-  perfc_server *srv = ctx->poller->srv;
-  pthread_mutex_lock(&srv->run_mu);
-  if (ctx->run_prev != NULL)
-    ctx->run_prev->run_next = ctx->run_next;
-  else
-    srv->running_calls = ctx->run_next;
-  if (ctx->run_next != NULL)
-    ctx->run_next->run_prev = ctx->run_prev;
-  ctx->run_listed = 0;
-  pthread_mutex_unlock(&srv->run_mu);
-}
-
 /* At the end of the shutdown grace: tells every call a worker still runs
  * that it is cancelled (perfc_ctx_cancelled() and stream operations see
  * grace_over), so that its handler returns and finish() ends it with
@@ -484,23 +453,23 @@ static void run_list_remove(perfc_ctx *ctx) {
  * better: the connection already sent its GOAWAY, and the core closes it
  * the moment its last stream is cancelled, before the status is written
  * (measured: the client saw the socket close). Returns how many calls are
- * on workers. */
+ * queued for or running on workers. The calls themselves are not listed
+ * anywhere: a flag per call (run_listed) and the pool's own counters are
+ * enough, so handing a call to a worker takes no server-wide lock. */
 static size_t cancel_running(perfc_server *srv) {
-  size_t n = 0;
   atomic_store_explicit(&srv->grace_over, 1, memory_order_release);
-  pthread_mutex_lock(&srv->run_mu);
-  for (perfc_ctx *c = srv->running_calls; c != NULL; c = c->run_next)
-    n++;
-  pthread_mutex_unlock(&srv->run_mu);
-  return n;
+  if (srv->pool == NULL)
+    return 0;
+  perfc_pool_stats st;
+  perfc_pool_stats_get(srv->pool, &st);
+  return (size_t)st.queued + st.busy;
 }
 
 /* Drops everything the call held from the core and recycles the context. */
 static void ctx_release(perfc_ctx *ctx) {
   if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
     return;
-  if (ctx->run_listed)
-    run_list_remove(ctx);
+  ctx->run_listed = 0;
   if (ctx->counted) {
     poller *p = ctx->poller;
     size_t i = (size_t)(ctx->method - p->srv->methods);
@@ -763,8 +732,11 @@ static int unary_prepare(perfc_ctx *ctx) {
   if (ctx->payload == NULL) {
     /* The core hands over no message both when none came and when the
      * stream ended inside one (a length prefix larger than the bytes
-     * that followed): it discards the partial message without a word. */
-    finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+     * that followed): it discards the partial message without a word.
+     * Either is the client breaking the protocol, which gRPC answers with
+     * INTERNAL (grpc-java's "Half-closed without a request"), not
+     * INVALID_ARGUMENT, which is about a request's content. */
+    finish_with(ctx, PERFC_STATUS_INTERNAL,
                 "%s: no complete request message arrived (none was sent, or "
                 "the stream ended before the length its prefix announced)",
                 d->path);
@@ -967,7 +939,7 @@ static void dispatch(perfc_ctx *ctx) {
    * pool whatever the method's executor says; they watch for the close
    * themselves, on their own queue (run_stream). */
   if (m->desc->kind != PERFC_METHOD_UNARY) {
-    run_list_add(ctx);
+    ctx->run_listed = 1;
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
       refuse(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -988,7 +960,7 @@ static void dispatch(perfc_ctx *ctx) {
       }
     }
     watch_close(ctx);
-    run_list_add(ctx);
+    ctx->run_listed = 1;
     int rc = perfc_pool_submit(ctx->poller->srv->pool, pool_job, ctx);
     if (rc != 0)
       finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -1466,7 +1438,7 @@ static void stream_body(perfc_ctx *ctx) {
     const uint8_t *data;
     size_t len;
     if (ctx->payload == NULL) {
-      finish_with(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+      finish_with(ctx, PERFC_STATUS_INTERNAL,
                   "%s: no complete request message arrived (none was sent, "
                   "or the stream ended before the length its prefix "
                   "announced)",
@@ -1696,7 +1668,6 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   }
   pthread_mutex_init(&srv->mu, NULL);
   pthread_cond_init(&srv->cv, NULL);
-  pthread_mutex_init(&srv->run_mu, NULL);
   srv->wake_fd[0] = srv->wake_fd[1] = -1;
   atomic_init(&srv->state, SRV_NEW);
   *out = srv;
@@ -2141,7 +2112,6 @@ void perfc_server_free(perfc_server *srv) {
   free(srv->services);
   pthread_cond_destroy(&srv->cv);
   pthread_mutex_destroy(&srv->mu);
-  pthread_mutex_destroy(&srv->run_mu);
   free(srv);
   grpc_shutdown();
 }
