@@ -19,6 +19,7 @@
 #ifndef PERFC_CACHE_H
 #define PERFC_CACHE_H
 
+#include "perfc/bloom.h" /* opts.bloom; included so existing users compile */
 #include "perfc/common.h"
 #include "perfc/l1cache.h"
 #include "perfc/metrics.h"
@@ -30,8 +31,6 @@ extern "C" {
 
 /** A two-level cache-aside cache. Opaque. */
 typedef struct perfc_cache perfc_cache;
-/** A bloom filter of keys that may exist. Opaque. */
-typedef struct perfc_bloom perfc_bloom;
 
 /** Loads one key from the source of truth. Returns 0 with `*out` a malloc'd
  *  value of `*out_len` bytes that the cache takes over (and frees with
@@ -260,25 +259,6 @@ typedef struct perfc_cache_stats {
 
 /** Fills `*out` (slow: sums per-thread metric cells). */
 PERFC_API void perfc_cache_stats_get(perfc_cache *c, perfc_cache_stats *out);
-
-/* ---- bloom filter ---- */
-
-/** Creates a filter sized for `expected_items` with false-positive rate
- *  `fp_rate` (0 < fp_rate < 1). Returns 0, PERFC_EINVAL, PERFC_ETOOBIG
- *  (more than 10^12 bits) or PERFC_ENOMEM.
- *  Free with perfc_bloom_free(). Adding and testing are lock-free and may
- *  run concurrently. */
-PERFC_API int perfc_bloom_new(perfc_bloom **out, size_t expected_items,
-                              double fp_rate);
-
-/** NULL is a no-op. */
-PERFC_API void perfc_bloom_free(perfc_bloom *b);
-
-/** Records that `key` (borrowed) may exist. */
-PERFC_API void perfc_bloom_add(perfc_bloom *b, const char *key);
-
-/** 0 when `key` was certainly never added; 1 when it may have been. */
-PERFC_API int perfc_bloom_maybe_contains(perfc_bloom *b, const char *key);
 
 #ifdef __cplusplus
 }
