@@ -131,8 +131,8 @@ static int redis_pool_from_config(perfc_redis_pool **out,
   o.host = host;
   o.port = colon ? atoi(colon + 1) : 0;
   o.pool_size = c->pool_size;
-  o.connect_timeout_ms = (uint32_t)c->connect_timeout_ms;
-  o.command_timeout_ms = (uint32_t)c->command_timeout_ms;
+  o.connect_timeout_ms = c->connect_timeout_ms;
+  o.command_timeout_ms = c->command_timeout_ms;
   o.name = "users";
   return perfc_redis_pool_new(out, &o);
 }

@@ -79,14 +79,12 @@ int user_cache_new(perfc_cache **out, perfc_redis_pool *redis,
   o.l2_ttl_ms = USER_CACHE_TTL_MS;
   o.negative_ttl_ms = USER_CACHE_NEGATIVE_TTL_MS;
   if (cfg != NULL) {
-    /* 0 in the file means "no L1", but 0 in perfc_cache_opts means its
-     * default size. One byte gives every shard a budget of 0, so no entry
-     * is ever kept and every read goes on to Redis, while L1's
-     * generations still fence loads against concurrent invalidations. */
-    o.l1_max_bytes = cfg->l1_max_bytes ? (size_t)cfg->l1_max_bytes : 1;
-    /* jitter_percent 0 means "no jitter" in the file; the cache wants a
-     * negative number for that (0 is its default). */
-    o.ttl_jitter = cfg->jitter_percent ? cfg->jitter_percent / 100.0 : -1.0;
+    /* 0 in the file means "no L1" and "no jitter"; in perfc_cache_opts 0
+     * means the default, and "off" is its own field. */
+    o.l1_max_bytes = (size_t)cfg->l1_max_bytes;
+    o.no_l1 = cfg->l1_max_bytes == 0;
+    o.ttl_jitter = cfg->jitter_percent / 100.0;
+    o.no_ttl_jitter = cfg->jitter_percent == 0;
     /* Deletes Redis still refuses at shutdown are kept here and replayed
      * by the next start (docs/data-layer.md, "Shutdown"). */
     if (cfg->pending_file != NULL && cfg->pending_file[0] != '\0' &&
