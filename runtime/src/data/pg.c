@@ -5,7 +5,8 @@
  * protocol, pipeline mode, COPY); this file adds the pool (bounded, one
  * mutex per pool, a condition variable per target), the per-connection
  * prepared-statement cache, statement timeouts, liveness checks, COPY text
- * escaping, the SQLSTATE → gRPC status mapping and the metrics.
+ * escaping, the SQLSTATE → PERFC_E* mapping (details through
+ * perfc_error_set(), perfc/common.h) and the metrics.
  *
  * A pool has two targets, the primary and an optional replica; each keeps a
  * LIFO stack of idle connections (the most recently used one is the most
