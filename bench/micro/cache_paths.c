@@ -9,7 +9,7 @@
  * Room: benchmarks (micro). Not built by CMake. After building the runtime:
  *
  *   cc -O2 -pthread -I runtime/include -I tests/unit \
- *      bench/micro/cache_paths.c -L build/lib -lperfc \
+ *      bench/micro/cache_paths.c -L build/lib -lperfc-data -lperfc \
  *      -Wl,-rpath,$PWD/build/lib -o build/cache_paths
  *   ./build/cache_paths [calls-per-path]
  *

@@ -7,7 +7,8 @@
  * to the benchmark suite); build by hand after building the runtime:
  *
  *   cc -O2 -pthread -I runtime/include bench/micro/cache_redis_load.c \
- *      -L build/lib -lperfc -Wl,-rpath,$PWD/build/lib -o build/cache_redis_load
+ *      -L build/lib -lperfc-data -lperfc -Wl,-rpath,$PWD/build/lib \
+ *      -o build/cache_redis_load
  *   d=$(mktemp -d); (cd $d && redis-server --port 6390 --save '' \
  *       --appendonly no --daemonize yes)
  *   ./build/cache_redis_load 6390 [threads=16] [seconds=10] [rounds=3]
@@ -21,10 +22,9 @@
  *      peer, GET on the same keys over THREADS connections, with N sized
  *      to run about SECONDS.
  *   3. THREADS threads each loop over get_or_load on random keys for
- *      SECONDS. L1 is made too small to hold an entry (l1_max_bytes = 1),
- *      so every call is an L1 miss, a single-flight slot and one Redis
- *      round trip (the get-or-lease script, EVAL); the loader is never
- *      called (counted and printed: it must be 0).
+ *      SECONDS. L1 is off (no_l1), so every call is a single-flight slot
+ *      and one Redis round trip (the get-or-lease script, EVAL); the
+ *      loader is never called (counted and printed: it must be 0).
  * Steps 2 and 3 repeat ROUNDS times, alternating which goes first; it
  * prints both rates, their ratio and the medians. Client and server share
  * the machine, so the ratio is the result, not the absolute rate.
@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
   co.redis = pool;
   co.no_subscribe = 1;
   co.l1_shards = 1;
-  co.l1_max_bytes = 1; /* no entry fits: every read goes to Redis */
+  co.no_l1 = true; /* every read goes to Redis */
   if (perfc_cache_new(&g_cache, &co) != 0)
     return 1;
 

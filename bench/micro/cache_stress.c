@@ -12,7 +12,7 @@
  * && cmake --build build-tsan --target perfc_runtime):
  *
  *   cc -O1 -g -fsanitize=thread -pthread -I runtime/include -I tests/unit \
- *      bench/micro/cache_stress.c -L build-tsan/lib -lperfc \
+ *      bench/micro/cache_stress.c -L build-tsan/lib -lperfc-data -lperfc \
  *      -Wl,-rpath,$PWD/build-tsan/lib -o build-tsan/cache_stress
  *   TSAN_OPTIONS=halt_on_error=1 ./build-tsan/cache_stress
  *

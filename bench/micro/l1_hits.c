@@ -8,7 +8,8 @@
  * to the benchmark suite); build by hand after building the runtime:
  *
  *   cc -O2 -pthread -I runtime/include bench/micro/l1_hits.c \
- *      -L build/lib -lperfc -Wl,-rpath,$PWD/build/lib -o build/l1_hits
+ *      -L build/lib -lperfc-data -lperfc -Wl,-rpath,$PWD/build/lib \
+ *      -o build/l1_hits
  *   ./build/l1_hits [entries] [lookups-per-thread]
  *
  * Values are 64 bytes (a small encoded message); keys "user:<n>", formatted

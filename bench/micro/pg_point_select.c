@@ -7,7 +7,8 @@
  * to the benchmark suite); build by hand after building the runtime:
  *
  *   cc -O2 -pthread -I runtime/include bench/micro/pg_point_select.c \
- *      -L build/lib -lperfc -Wl,-rpath,$PWD/build/lib -o build/pg_point_select
+ *      -L build/lib -lperfc-data -lperfc -Wl,-rpath,$PWD/build/lib \
+ *      -o build/pg_point_select
  *   d=$(mktemp -d); dsn=$(scripts/pg-up $d bench | tail -n1)
  *   ./build/pg_point_select "$dsn" [threads=16] [seconds=10] [pgbench-jobs=2]
  * [rounds=3] scripts/pg-down --rm $d
@@ -67,7 +68,7 @@ static uint64_t xorshift(uint64_t *s) {
   return *s = x;
 }
 
-static perfc_status_code point_select(worker *w) {
+static int point_select(worker *w) {
   perfc_pg_param aid =
       perfc_pg_int64(1 + (int64_t)(xorshift(&w->seed) % (uint64_t)g_rows));
   perfc_pg_query q = {
@@ -77,11 +78,11 @@ static perfc_status_code point_select(worker *w) {
       .nparams = 1,
       .flags = PERFC_PG_ONE};
   perfc_pg_result *r;
-  perfc_status_code st = perfc_pg_exec(w->pool, &q, &r, NULL);
-  if (st == PERFC_STATUS_OK) {
+  int st = perfc_pg_exec(w->pool, &q, &r);
+  if (st == 0) {
     int64_t balance;
     if (perfc_pg_result_int64(r, 0, 0, &balance) != 0)
-      st = PERFC_STATUS_INTERNAL;
+      st = PERFC_EPARSE;
     perfc_pg_result_free(r);
   }
   return st;
@@ -92,7 +93,7 @@ static void *run(void *arg) {
   /* Warm-up: hold a connection until every thread has one, so the pool
    * really opens THREADS connections, then prepare on each. */
   perfc_pg_conn *c;
-  if (perfc_pg_acquire(w->pool, 0, &c, NULL) == PERFC_STATUS_OK) {
+  if (perfc_pg_acquire(w->pool, 0, &c) == 0) {
     pthread_barrier_wait(&g_ready);
     perfc_pg_release(c);
   } else {
@@ -103,7 +104,7 @@ static void *run(void *arg) {
   pthread_barrier_wait(&g_go);
   while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
     double t0 = now_s();
-    if (point_select(w) != PERFC_STATUS_OK) {
+    if (point_select(w) != 0) {
       w->failed++;
       continue;
     }
@@ -278,9 +279,8 @@ int main(int argc, char **argv) {
       .sql = "SELECT count(*) FROM pg_class WHERE relname = 'pgbench_accounts'",
       .flags = PERFC_PG_ONE};
   perfc_pg_result *r;
-  perfc_pg_error e;
-  if (perfc_pg_exec(pool, &has, &r, &e) != PERFC_STATUS_OK) {
-    fprintf(stderr, "cannot query: %s\n", e.message);
+  if (perfc_pg_exec(pool, &has, &r) != 0) {
+    fprintf(stderr, "cannot query: %s\n", perfc_last_error());
     return 1;
   }
   int exists = strcmp(perfc_pg_result_text(r, 0, 0), "0") != 0;
@@ -297,9 +297,10 @@ int main(int argc, char **argv) {
   }
   perfc_pg_query cnt = {.sql = "SELECT count(*) FROM pgbench_accounts",
                         .flags = PERFC_PG_ONE};
-  if (perfc_pg_exec(pool, &cnt, &r, &e) != PERFC_STATUS_OK ||
+  if (perfc_pg_exec(pool, &cnt, &r) != 0 ||
       perfc_pg_result_int64(r, 0, 0, &g_rows) != 0 || g_rows < 1) {
-    fprintf(stderr, "cannot count pgbench_accounts: %s\n", e.message);
+    fprintf(stderr, "cannot count pgbench_accounts: %s\n",
+            perfc_last_error());
     return 1;
   }
   perfc_pg_result_free(r);

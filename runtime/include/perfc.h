@@ -7,6 +7,7 @@
 #include "perfc/access_log.h"
 #include "perfc/arena.h"
 #include "perfc/auth.h"
+#include "perfc/bloom.h"
 #include "perfc/cache.h"
 #include "perfc/cache_rpc.h"
 #include "perfc/client.h"

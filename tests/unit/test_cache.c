@@ -776,8 +776,8 @@ Test(cache, metrics_registered_and_duplicate_name_refused) {
 /* perfc_cache_get_or_load_ttl: a call's TTLs replace the cache's in both
  * levels (what generated code passes from (perfc.cache) ttl and
  * negative_ttl), and PERFC_CACHE_TTL_NONE leaves "not found" uncached. */
-static int get_ttl(perfc_cache *c, fake_db *db, const char *key, uint32_t ttl,
-                   uint32_t neg) {
+static int get_ttl(perfc_cache *c, fake_db *db, const char *key, int64_t ttl,
+                   int64_t neg) {
   uint8_t *v = NULL;
   size_t n = 0;
   int rc = perfc_cache_get_or_load_ttl(c, key, ttl, neg, loader, db, &v, &n);
@@ -884,7 +884,7 @@ static void flight_after_invalidation(int with_redis, int l1_off) {
   co.registry = e.reg;
   co.no_subscribe = 1;
   if (l1_off)
-    co.l1_max_bytes = 1; /* what user-service does for l1_max_bytes: 0 */
+    co.no_l1 = true; /* what user-service does for l1_max_bytes: 0 */
   cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
 
   db.gated = 1;
@@ -1163,4 +1163,132 @@ Test(cache, undelivered_deletes_survive_a_restart_in_pending_file) {
   env_close(&e);
   perfc_registry_free(r1);
   perfc_registry_free(r2);
+}
+
+/* ---- #14: explicit off-switches and checked options ---- */
+
+/* no_l1: nothing is kept in process memory, every read goes to Redis, and
+ * an invalidation still reaches readers (through Redis). */
+Test(cache, no_l1_keeps_nothing_in_process) {
+  fake_db db;
+  db_init(&db);
+  db_put(&db, 1, "one");
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_redis_opts ro;
+  perfc_redis_opts_init(&ro);
+  ro.port = srv.port;
+  ro.registry = reg;
+  ro.name = "nol1";
+  perfc_redis_pool *pool;
+  cr_assert_eq(perfc_redis_pool_new(&pool, &ro), 0);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "nol1";
+  co.redis = pool;
+  co.registry = reg;
+  co.no_subscribe = true;
+  co.no_l1 = true;
+  perfc_cache *c;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0);
+  for (int i = 0; i < 5; i++)
+    expect(c, &db, "key1", "one");
+  expect(c, &db, "key2", "");
+  expect(c, &db, "key2", "");
+  perfc_cache_stats st = stats(c);
+  cr_assert_eq(atomic_load(&db.loads), 2, "one load per key, then Redis");
+  cr_assert_eq(st.l1_hits, 0);
+  cr_assert_eq(st.l1_misses, 0, "L1 off is not looked up");
+  cr_assert_eq(st.l1_bypassed, 0, "L1 off is not a bypass");
+  cr_assert_eq(st.l2_hits, 5, "4 values and 1 placeholder from Redis");
+  cr_assert_eq(l1_entries(c), 0);
+  uint8_t *v = NULL;
+  size_t n = 0;
+  cr_assert_eq(perfc_cache_peek(c, "key1", &v, &n), 1, "peek: not in L1");
+  /* The batch path too. */
+  const char *keys[] = {"key1", "key2"};
+  perfc_cache_value out[2];
+  cr_assert_eq(perfc_cache_get_many(c, keys, 2, batch_loader, &db, out), 0);
+  cr_assert(out[0].found && !out[1].found);
+  perfc_cache_values_free(out, 2);
+  cr_assert_eq(l1_entries(c), 0);
+  cr_assert_eq(stats(c).l1_misses, 0);
+  /* A write is seen at once: Redis is deleted, nothing local is stale. */
+  db_put(&db, 1, "uno");
+  const char *k1[] = {"key1"};
+  cr_assert_eq(perfc_cache_invalidate(c, k1, 1), 0);
+  expect(c, &db, "key1", "uno");
+  perfc_cache_free(c);
+  perfc_redis_pool_free(pool);
+  perfc_registry_free(reg);
+}
+
+/* "Off" is a field, not -1.0; out-of-range values are refused with a
+ * message instead of being taken as a sentinel. */
+Test(cache, options_are_checked_and_jitter_off_is_explicit) {
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "optcheck";
+  co.ttl_jitter = -1.0; /* the old spelling of "none" */
+  perfc_cache *c = NULL;
+  cr_assert_eq(perfc_cache_new(&c, &co), PERFC_EINVAL);
+  cr_assert(strstr(perfc_last_error(), "ttl_jitter") != NULL, "%s",
+            perfc_last_error());
+  co.ttl_jitter = 0.6;
+  cr_assert_eq(perfc_cache_new(&c, &co), PERFC_EINVAL);
+  co.ttl_jitter = 0;
+  co.l1_ttl_ms = -5;
+  cr_assert_eq(perfc_cache_new(&c, &co), PERFC_EINVAL);
+  cr_assert(strstr(perfc_last_error(), "-5 ms") != NULL, "%s",
+            perfc_last_error());
+  co.l1_ttl_ms = PERFC_CACHE_MAX_TTL_MS + 1;
+  cr_assert_eq(perfc_cache_new(&c, &co), PERFC_EINVAL);
+  cr_assert_null(c);
+
+  /* no_ttl_jitter with a jitter set: every L1 entry lives exactly the L1
+   * TTL (with ± 50 % some would be gone at 0.7 s and some left at 1.4 s). */
+  fake_db db;
+  db_init(&db);
+  for (int i = 0; i < 16; i++)
+    db_put(&db, i, "x");
+  perfc_registry *reg;
+  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_cache_opts_init(&co);
+  co.name = "nojitter";
+  co.registry = reg;
+  co.l1_ttl_ms = 1000;
+  co.ttl_jitter = 0.5;
+  co.no_ttl_jitter = true;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0);
+  char k[16];
+  for (int i = 0; i < 16; i++) {
+    snprintf(k, sizeof k, "key%d", i);
+    expect(c, &db, k, "x");
+  }
+  tr_sleep_ms(700);
+  int live = 0;
+  for (int i = 0; i < 16; i++) {
+    snprintf(k, sizeof k, "key%d", i);
+    uint8_t *v = NULL;
+    size_t n = 0;
+    if (perfc_l1cache_get(perfc_cache_l1(c), k, &v, &n, NULL) == 0) {
+      live++;
+      free(v);
+    }
+  }
+  cr_assert_eq(live, 16, "an entry expired before its unjittered TTL");
+  tr_sleep_ms(700);
+  live = 0;
+  for (int i = 0; i < 16; i++) {
+    snprintf(k, sizeof k, "key%d", i);
+    uint8_t *v = NULL;
+    size_t n = 0;
+    if (perfc_l1cache_get(perfc_cache_l1(c), k, &v, &n, NULL) == 0) {
+      live++;
+      free(v);
+    }
+  }
+  cr_assert_eq(live, 0, "an entry outlived its unjittered TTL");
+  perfc_cache_free(c);
+  perfc_registry_free(reg);
 }

@@ -26,6 +26,7 @@ Test(error, codes_are_never_renumbered) {
   cr_assert_eq(PERFC_EUNAVAILABLE, -17);
   cr_assert_eq(PERFC_EABORTED, -18);
   cr_assert_eq(PERFC_EPRECONDITION, -19);
+  cr_assert_eq(PERFC_EINTERNAL, -20);
 }
 
 Test(error, detail_is_what_the_failing_call_left) {
@@ -86,6 +87,7 @@ Test(status, from_error_maps_every_code) {
   cr_assert_eq(perfc_status_from_error(PERFC_EPRECONDITION),
                PERFC_STATUS_FAILED_PRECONDITION);
   cr_assert_eq(perfc_status_from_error(PERFC_ETOOBIG), PERFC_STATUS_OUT_OF_RANGE);
+  cr_assert_eq(perfc_status_from_error(PERFC_EINTERNAL), PERFC_STATUS_INTERNAL);
   cr_assert_eq(perfc_status_from_error(PERFC_ENOMEM), PERFC_STATUS_INTERNAL);
   cr_assert_eq(perfc_status_from_error(-9999), PERFC_STATUS_INTERNAL);
 }

@@ -260,3 +260,30 @@ Test(l1cache, threads_smoke) {
   cr_assert_gt(st.evictions, 0);
   perfc_l1cache_free(g_c);
 }
+
+/* #14: durations are int64 ms and checked; a refusal says why. */
+Test(l1cache, negative_ttls_are_refused_with_a_message) {
+  perfc_l1cache_opts o;
+  perfc_l1cache_opts_init(&o);
+  o.default_ttl_ms = -1;
+  perfc_l1cache *c = NULL;
+  cr_assert_eq(perfc_l1cache_new(&c, &o), PERFC_EINVAL);
+  cr_assert_null(c);
+  cr_assert(strstr(perfc_last_error(), "default_ttl_ms") != NULL, "%s",
+            perfc_last_error());
+  c = mk(1, 1 << 20);
+  cr_assert_eq(perfc_l1cache_set(c, "k", S("v"), -5), PERFC_EINVAL);
+  cr_assert_eq(perfc_l1cache_set(c, "k", S("v"), (int64_t)UINT32_MAX + 1),
+               PERFC_EINVAL);
+  cr_assert_eq(perfc_l1cache_set_negative(c, "k", -1), PERFC_EINVAL);
+  cr_assert_eq(
+      perfc_l1cache_get(c, "k", &(uint8_t *){NULL}, &(size_t){0}, NULL),
+      PERFC_ENOENT, "a refused set stores nothing");
+  /* A miss is an answer: it leaves the last failure's message alone. */
+  perfc_error_set(PERFC_EIO, NULL, -1, "marker");
+  cr_assert_eq(
+      perfc_l1cache_get(c, "absent", &(uint8_t *){NULL}, &(size_t){0}, NULL),
+      PERFC_ENOENT);
+  cr_assert_str_eq(perfc_last_error(), "marker");
+  perfc_l1cache_free(c);
+}

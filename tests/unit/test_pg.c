@@ -10,6 +10,7 @@
 #include <criterion/hooks.h>
 #include <netinet/in.h>
 #include <perfc/pg.h>
+#include <perfc/status.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The status a handler answers for a pg call's result
+ * (perfc_status_from_error): the tests assert what a client would see. */
+#define ST(rc) perfc_status_from_error(rc)
 
 /* The repository root, from this file's absolute path (CMake compiles with
  * absolute paths); PERFC_SOURCE_DIR overrides. */
@@ -108,17 +113,17 @@ static perfc_pg_pool *new_pool(perfc_registry *reg, unsigned max,
 
 /* Runs parameterless SQL and asserts success. */
 static void must(perfc_pg_pool *p, const char *sql) {
-  perfc_pg_error e;
   perfc_pg_query q = {.sql = sql};
-  perfc_status_code st = perfc_pg_exec(p, &q, NULL, &e);
-  cr_assert_eq(st, PERFC_STATUS_OK, "%s: %s %s", sql, e.sqlstate, e.message);
+  perfc_status_code st = ST(perfc_pg_exec(p, &q, NULL));
+  cr_assert_eq(st, PERFC_STATUS_OK, "%s: %s %s", sql,
+               perfc_last_error_detail().sqlstate, perfc_last_error());
 }
 
 static int64_t count_rows(perfc_pg_pool *p, const char *sql) {
   perfc_pg_query q = {.sql = sql, .flags = PERFC_PG_ONE};
   perfc_pg_result *r;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   int64_t v = -1;
   cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &v), 0);
   perfc_pg_result_free(r);
@@ -146,8 +151,8 @@ Test(pg, params_and_result_api) {
                       .params = ins,
                       .nparams = 5};
   perfc_pg_result *r;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_eq(perfc_pg_result_affected(r), 1);
   perfc_pg_result_free(r);
 
@@ -158,8 +163,8 @@ Test(pg, params_and_result_api) {
       .params = key,
       .nparams = 1,
       .flags = PERFC_PG_ONE};
-  cr_assert_eq(perfc_pg_exec(p, &sel, &r, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &sel, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_eq(perfc_pg_result_rows(r), 1);
   cr_assert_eq(perfc_pg_result_cols(r), 5);
   cr_assert_eq(perfc_pg_result_col(r, "name"), 1);
@@ -194,7 +199,8 @@ Test(pg, params_and_result_api) {
   const char buf[] = "abcdef";
   perfc_pg_param tn[] = {perfc_pg_textn(buf, 3)};
   perfc_pg_query qt = {.sql = "SELECT $1 || '!'", .params = tn, .nparams = 1};
-  cr_assert_eq(perfc_pg_exec(p, &qt, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &qt, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "abc!");
   perfc_pg_result_free(r);
   perfc_pg_pool_free(p);
@@ -203,9 +209,8 @@ Test(pg, params_and_result_api) {
 Test(pg, prepared_once_per_connection) {
   perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
   perfc_pg_conn *c;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   for (int i = 0; i < 50; i++) {
     perfc_pg_param prm[] = {perfc_pg_int64(i)};
     perfc_pg_query q = {.name = "plus_one",
@@ -213,8 +218,8 @@ Test(pg, prepared_once_per_connection) {
                         .params = prm,
                         .nparams = 1};
     perfc_pg_result *r;
-    cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s",
-                 e.message);
+    cr_assert_eq(ST(perfc_pg_conn_exec(c, &q, &r)), PERFC_STATUS_OK, "%s",
+                 perfc_last_error());
     int64_t v;
     cr_assert_eq(perfc_pg_result_int64(r, 0, 0, &v), 0);
     cr_assert_eq(v, i + 1);
@@ -223,7 +228,7 @@ Test(pg, prepared_once_per_connection) {
   perfc_pg_query q = {.sql = "SELECT count(*) FROM pg_prepared_statements "
                              "WHERE name = 'plus_one'"};
   perfc_pg_result *r;
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &q, &r)), PERFC_STATUS_OK);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "1");
   perfc_pg_result_free(r);
   perfc_pg_release(c);
@@ -239,12 +244,12 @@ Test(pg, unique_violation_is_already_exists) {
                       .sql = "INSERT INTO t_uniq VALUES ($1)",
                       .params = k,
                       .nparams = 1};
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_ALREADY_EXISTS);
-  cr_assert_eq(e.code, PERFC_STATUS_ALREADY_EXISTS);
-  cr_assert_str_eq(e.sqlstate, "23505");
-  cr_assert(strstr(e.message, "duplicate key") != NULL, "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, NULL)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, NULL)), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(ST(perfc_last_error_detail().code), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "23505");
+  cr_assert(strstr(perfc_last_error(), "duplicate key") != NULL, "%s",
+            perfc_last_error());
   perfc_pg_pool_free(p);
 }
 
@@ -252,26 +257,25 @@ Test(pg, no_row_is_not_found_and_bad_input_is_invalid_argument) {
   perfc_pg_pool *p = new_pool(NULL, 0, 0, 0);
   perfc_pg_query q = {.sql = "SELECT 1 WHERE false", .flags = PERFC_PG_ONE};
   perfc_pg_result *r = (perfc_pg_result *)1;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, &r)), PERFC_STATUS_NOT_FOUND);
   cr_assert_null(r);
-  cr_assert_str_eq(e.sqlstate, "");
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "");
   /* Without PERFC_PG_ONE, zero rows is a fine answer. */
   q.flags = 0;
-  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, &r)), PERFC_STATUS_OK);
   cr_assert_eq(perfc_pg_result_rows(r), 0);
   perfc_pg_result_free(r);
 
   perfc_pg_param bad[] = {perfc_pg_text("not a number")};
   perfc_pg_query qi = {.sql = "SELECT $1::int", .params = bad, .nparams = 1};
-  cr_assert_eq(perfc_pg_exec(p, &qi, NULL, &e), PERFC_STATUS_INVALID_ARGUMENT);
-  cr_assert_str_eq(e.sqlstate, "22P02");
+  cr_assert_eq(ST(perfc_pg_exec(p, &qi, NULL)), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "22P02");
   perfc_pg_query qz = {.sql = "SELECT 1/0"};
-  cr_assert_eq(perfc_pg_exec(p, &qz, NULL, &e), PERFC_STATUS_INVALID_ARGUMENT);
-  cr_assert_str_eq(e.sqlstate, "22012");
+  cr_assert_eq(ST(perfc_pg_exec(p, &qz, NULL)), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "22012");
   perfc_pg_query qs = {.sql = "SELEKT 1"};
-  cr_assert_eq(perfc_pg_exec(p, &qs, NULL, &e), PERFC_STATUS_INTERNAL);
-  cr_assert_str_eq(e.sqlstate, "42601");
+  cr_assert_eq(ST(perfc_pg_exec(p, &qs, NULL)), PERFC_STATUS_INTERNAL);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "42601");
   perfc_pg_pool_free(p);
 }
 
@@ -292,6 +296,125 @@ Test(pg, sqlstate_mapping) {
   cr_assert_eq(perfc_pg_status_from_sqlstate(NULL), PERFC_STATUS_INTERNAL);
 }
 
+/* The codes themselves (not only the status a handler answers) and the
+ * one detail mechanism: perfc_last_error_detail() after each failure. */
+Test(pg, errors_are_perfc_codes_with_detail) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 50);
+  must(p, "DROP TABLE IF EXISTS t_codes");
+  must(p, "CREATE TABLE t_codes (k bigint PRIMARY KEY)");
+  perfc_pg_query ins = {.sql = "INSERT INTO t_codes VALUES (1)"};
+  cr_assert_eq(perfc_pg_exec(p, &ins, NULL), 0);
+  cr_assert_eq(perfc_pg_exec(p, &ins, NULL), PERFC_EEXIST);
+  perfc_error_detail d = perfc_last_error_detail();
+  cr_assert_eq(d.code, PERFC_EEXIST);
+  cr_assert_str_eq(d.sqlstate, "23505");
+  cr_assert_eq(d.index, -1);
+  cr_assert(strstr(d.message, "duplicate key") != NULL, "%s", d.message);
+
+  /* PERFC_PG_ONE without a row: ENOENT, no SQLSTATE (not the server's). */
+  perfc_pg_query none = {.sql = "SELECT k FROM t_codes WHERE k = 2",
+                         .flags = PERFC_PG_ONE};
+  cr_assert_eq(perfc_pg_exec(p, &none, NULL), PERFC_ENOENT);
+  d = perfc_last_error_detail();
+  cr_assert_eq(d.code, PERFC_ENOENT);
+  cr_assert_str_eq(d.sqlstate, "");
+  cr_assert_str_eq(d.message, "pg: no rows");
+
+  /* A batch names the failing statement: the third of three. */
+  perfc_pg_param v[3] = {perfc_pg_int64(10), perfc_pg_int64(11),
+                         perfc_pg_int64(1)};
+  perfc_pg_query qs[3];
+  for (int i = 0; i < 3; i++)
+    qs[i] = (perfc_pg_query){.sql = "INSERT INTO t_codes VALUES ($1)",
+                             .params = &v[i],
+                             .nparams = 1};
+  perfc_pg_conn *c;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c), 0);
+  cr_assert_eq(perfc_pg_batch(c, qs, 3), PERFC_EEXIST);
+  d = perfc_last_error_detail();
+  cr_assert_eq(d.index, 2);
+  cr_assert_str_eq(d.sqlstate, "23505");
+  /* A refused argument in a batch carries its index too. */
+  qs[1].timeout_ms = -5;
+  cr_assert_eq(perfc_pg_batch(c, qs, 3), PERFC_EINVAL);
+  cr_assert_eq(perfc_last_error_detail().index, 1);
+  qs[1].timeout_ms = 0;
+
+  /* Pool exhausted (the one connection is lent out): EFULL. */
+  perfc_pg_conn *c2 = NULL;
+  cr_assert_eq(perfc_pg_acquire(p, 0, &c2), PERFC_EFULL);
+  cr_assert_null(c2);
+  cr_assert(strstr(perfc_last_error(), "pool exhausted") != NULL, "%s",
+            perfc_last_error());
+  perfc_pg_release(c);
+  cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_codes"), 1);
+
+  cr_assert_eq(perfc_pg_error_from_sqlstate("23505"), PERFC_EEXIST);
+  cr_assert_eq(perfc_pg_error_from_sqlstate("57014"), PERFC_ETIMEDOUT);
+  cr_assert_eq(perfc_pg_error_from_sqlstate("22012"), PERFC_EINVAL);
+  cr_assert_eq(perfc_pg_error_from_sqlstate("40P01"), PERFC_EABORTED);
+  cr_assert_eq(perfc_pg_error_from_sqlstate("08006"), PERFC_EUNAVAILABLE);
+  cr_assert_eq(perfc_pg_error_from_sqlstate("23514"), PERFC_EINTERNAL);
+  cr_assert_eq(perfc_pg_error_from_sqlstate(NULL), PERFC_EINTERNAL);
+  perfc_pg_pool_free(p);
+}
+
+static int tx_dup(perfc_pg_conn *c, void *ud) {
+  (void)ud;
+  perfc_pg_query q = {.sql = "INSERT INTO t_codes VALUES (1)"};
+  return perfc_pg_conn_exec(c, &q, NULL);
+}
+
+Test(pg, tx_keeps_the_bodys_detail) {
+  perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
+  must(p, "DROP TABLE IF EXISTS t_codes");
+  must(p, "CREATE TABLE t_codes (k bigint PRIMARY KEY)");
+  must(p, "INSERT INTO t_codes VALUES (1)");
+  cr_assert_eq(perfc_pg_tx(p, tx_dup, NULL), PERFC_EEXIST);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "23505");
+  cr_assert_eq(perfc_last_error_detail().code, PERFC_EEXIST);
+  perfc_pg_pool_free(p);
+}
+
+/* Durations are int64 ms; "off" is an explicit field, never -1. */
+Test(pg, options_explicit_off_and_checked) {
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  cr_assert_eq(o.connect_timeout_ms, PERFC_DEFAULT_PG_CONNECT_TIMEOUT_MS);
+  cr_assert_eq(o.statement_timeout_ms, PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS);
+  o.dsn = dsn();
+  o.statement_timeout_ms = -1;
+  perfc_pg_pool *p = NULL;
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), PERFC_EINVAL);
+  cr_assert_null(p);
+  cr_assert(strstr(perfc_last_error(), "negative duration") != NULL, "%s",
+            perfc_last_error());
+  o.statement_timeout_ms = 0; /* default, whatever else is set */
+  o.no_statement_timeout = true;
+  o.name = "test";
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
+  perfc_pg_query show = {.sql = "SHOW statement_timeout"};
+  perfc_pg_result *r;
+  cr_assert_eq(perfc_pg_exec(p, &show, &r), 0, "%s", perfc_last_error());
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "0");
+  perfc_pg_result_free(r);
+  perfc_pg_pool_free(p);
+
+  /* Per call: no_timeout on a pool with the default 30 s. */
+  p = new_pool(NULL, 1, 0, 0);
+  perfc_pg_query show_none = {.sql = "SHOW statement_timeout",
+                              .no_timeout = true};
+  cr_assert_eq(perfc_pg_exec(p, &show_none, &r), 0, "%s", perfc_last_error());
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "0");
+  perfc_pg_result_free(r);
+  cr_assert_eq(perfc_pg_exec(p, &show, &r), 0);
+  cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "30s");
+  perfc_pg_result_free(r);
+  show.timeout_ms = -1;
+  cr_assert_eq(perfc_pg_exec(p, &show, NULL), PERFC_EINVAL);
+  perfc_pg_pool_free(p);
+}
+
 Test(pg, statement_timeout_is_deadline_exceeded) {
   /* Pool-wide timeout. */
   perfc_pg_pool *p = new_pool(NULL, 1, 200, 0);
@@ -299,12 +422,11 @@ Test(pg, statement_timeout_is_deadline_exceeded) {
                       .sql = "SELECT pg_sleep($1::float8)",
                       .params = (perfc_pg_param[]){perfc_pg_text("3")},
                       .nparams = 1};
-  perfc_pg_error e;
   double t0 = mono_s();
-  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED,
-               "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, NULL)), PERFC_STATUS_DEADLINE_EXCEEDED,
+               "%s", perfc_last_error());
   cr_assert_lt(mono_s() - t0, 2.0);
-  cr_assert_str_eq(e.sqlstate, "57014");
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "57014");
   /* The connection survives a cancelled statement. */
   must(p, "SELECT 1");
   perfc_pg_pool_free(p);
@@ -313,18 +435,18 @@ Test(pg, statement_timeout_is_deadline_exceeded) {
   p = new_pool(NULL, 1, 0, 0);
   q.timeout_ms = 100;
   t0 = mono_s();
-  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_DEADLINE_EXCEEDED);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, NULL)), PERFC_STATUS_DEADLINE_EXCEEDED);
   cr_assert_lt(mono_s() - t0, 2.0);
   /* The next call without override has the pool default back. */
   perfc_pg_query q2 = {.name = "sleep",
                        .sql = q.sql,
                        .params = (perfc_pg_param[]){perfc_pg_text("0.3")},
                        .nparams = 1};
-  cr_assert_eq(perfc_pg_exec(p, &q2, NULL, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q2, NULL)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   perfc_pg_query show = {.sql = "SHOW statement_timeout"};
   perfc_pg_result *r;
-  cr_assert_eq(perfc_pg_exec(p, &show, &r, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_exec(p, &show, &r)), PERFC_STATUS_OK);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "30s");
   perfc_pg_result_free(r);
   perfc_pg_pool_free(p);
@@ -335,17 +457,17 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   cr_assert_eq(perfc_registry_new(&reg), 0);
   perfc_pg_pool *p = new_pool(reg, 2, 0, 200);
   perfc_pg_conn *a, *b, *c = NULL;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &a, &e), PERFC_STATUS_OK, "%s",
-               e.message);
-  cr_assert_eq(perfc_pg_acquire(p, 0, &b, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &a)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &b)), PERFC_STATUS_OK);
   double t0 = mono_s();
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_RESOURCE_EXHAUSTED);
   double waited = mono_s() - t0;
   cr_assert_geq(waited, 0.19);
   cr_assert_lt(waited, 1.0);
   cr_assert_null(c);
-  cr_assert(strstr(e.message, "exhausted") != NULL, "%s", e.message);
+  cr_assert(strstr(perfc_last_error(), "exhausted") != NULL, "%s",
+            perfc_last_error());
 
   char *text;
   size_t len;
@@ -364,7 +486,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   free(text);
 
   perfc_pg_release(b);
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK);
   cr_assert_eq(c, b); /* the idle connection is reused, not a new one */
   perfc_pg_release(c);
   perfc_pg_release(a);
@@ -387,62 +509,59 @@ typedef struct tx_case {
   int swallow_error;
 } tx_case;
 
-static perfc_status_code tx_body(perfc_pg_conn *c, void *ud,
-                                 perfc_pg_error *err) {
+static int tx_body(perfc_pg_conn *c, void *ud) {
   tx_case *tc = ud;
   perfc_pg_query q = {.name = "tx_ins",
                       .sql = "INSERT INTO t_tx VALUES ($1)",
                       .params = (perfc_pg_param[]){perfc_pg_int64(1)},
                       .nparams = 1};
-  perfc_status_code st = perfc_pg_conn_exec(c, &q, NULL, err);
-  if (st != PERFC_STATUS_OK)
-    return st;
+  int rc = perfc_pg_conn_exec(c, &q, NULL);
+  if (rc != 0)
+    return rc;
   if (tc->swallow_error) {
-    perfc_pg_error ignored;
     perfc_pg_query bad = {.sql = "SELECT 1/0"};
-    perfc_pg_conn_exec(c, &bad, NULL, &ignored);
-    return PERFC_STATUS_OK;
+    perfc_pg_conn_exec(c, &bad, NULL);
+    return 0;
   }
   if (tc->fail_after_insert)
-    return PERFC_STATUS_FAILED_PRECONDITION;
-  return perfc_pg_conn_exec(c, &q, NULL, err); /* duplicate: must roll back */
+    return perfc_error_set(PERFC_EPRECONDITION, NULL, -1,
+                           "the application refused");
+  return perfc_pg_conn_exec(c, &q, NULL); /* duplicate: must roll back */
 }
 
-static perfc_status_code tx_ok(perfc_pg_conn *c, void *ud,
-                               perfc_pg_error *err) {
+static int tx_ok(perfc_pg_conn *c, void *ud) {
   (void)ud;
   perfc_pg_query q = {.sql = "INSERT INTO t_tx VALUES (2), (3)"};
-  return perfc_pg_conn_exec(c, &q, NULL, err);
+  return perfc_pg_conn_exec(c, &q, NULL);
 }
 
 Test(pg, transaction_commits_or_rolls_back) {
   perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
   must(p, "DROP TABLE IF EXISTS t_tx");
   must(p, "CREATE TABLE t_tx (id bigint PRIMARY KEY)");
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_tx(p, tx_ok, NULL, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_tx(p, tx_ok, NULL)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
 
   tx_case dup = {0, 0};
-  cr_assert_eq(perfc_pg_tx(p, tx_body, &dup, &e), PERFC_STATUS_ALREADY_EXISTS);
-  cr_assert_str_eq(e.sqlstate, "23505");
+  cr_assert_eq(ST(perfc_pg_tx(p, tx_body, &dup)), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "23505");
   tx_case app_fail = {1, 0};
-  cr_assert_eq(perfc_pg_tx(p, tx_body, &app_fail, &e),
+  cr_assert_eq(ST(perfc_pg_tx(p, tx_body, &app_fail)),
                PERFC_STATUS_FAILED_PRECONDITION);
   tx_case swallow = {0, 1};
-  cr_assert_eq(perfc_pg_tx(p, tx_body, &swallow, &e), PERFC_STATUS_ABORTED);
+  cr_assert_eq(ST(perfc_pg_tx(p, tx_body, &swallow)), PERFC_STATUS_ABORTED);
   /* None of the three left a row behind, and the connection is clean. */
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx WHERE id = 1"), 0);
 
   /* A connection released mid-transaction is rolled back, not leaked. */
   perfc_pg_conn *c;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK);
   perfc_pg_query b = {.sql = "BEGIN"},
                  ins = {.sql = "INSERT INTO t_tx VALUES (9)"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_conn_exec(c, &ins, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &b, NULL)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &ins, NULL)), PERFC_STATUS_OK);
   perfc_pg_release(c);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_tx"), 2);
   perfc_pg_pool_free(p);
@@ -466,10 +585,10 @@ Test(pg, pipeline_batch_of_1000_inserts) {
                              .nparams = 2};
   }
   perfc_pg_conn *c;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK);
   double t0 = mono_s();
-  cr_assert_eq(perfc_pg_batch(c, qs, N, &e), PERFC_STATUS_OK, "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_batch(c, qs, N)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_log_info("pipeline: %d inserts in %.1f ms", N, (mono_s() - t0) * 1e3);
   perfc_pg_release(c);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch"), N);
@@ -479,14 +598,14 @@ Test(pg, pipeline_batch_of_1000_inserts) {
   /* A failure in the middle undoes the whole batch and names the query. */
   must(p, "TRUNCATE t_batch");
   prm[500][0] = perfc_pg_int64(499);
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_batch(c, qs, N, &e), PERFC_STATUS_ALREADY_EXISTS);
-  cr_assert_eq(e.index, 500);
-  cr_assert_str_eq(e.sqlstate, "23505");
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_batch(c, qs, N)), PERFC_STATUS_ALREADY_EXISTS);
+  cr_assert_eq(perfc_last_error_detail().index, 500);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "23505");
   /* The connection is usable afterwards (out of pipeline mode). */
   perfc_pg_query one = {.sql = "SELECT 1"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &one, NULL, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &one, NULL)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   perfc_pg_release(c);
   cr_assert_eq(count_rows(p, "SELECT count(*) FROM t_batch"), 0);
   perfc_pg_pool_free(p);
@@ -509,11 +628,10 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
   must(p, "CREATE TABLE t_copy (id bigint, body text, maybe text)");
   enum { N = 100000 };
   perfc_pg_conn *c;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK);
   cr_assert_eq(
-      perfc_pg_copy_begin(c, "COPY t_copy (id, body, maybe) FROM STDIN", &e),
-      PERFC_STATUS_OK, "%s", e.message);
+      ST(perfc_pg_copy_begin(c, "COPY t_copy (id, body, maybe) FROM STDIN")),
+      PERFC_STATUS_OK, "%s", perfc_last_error());
   double t0 = mono_s();
   for (int i = 0; i < N; i++) {
     char id[16], body[128];
@@ -522,19 +640,19 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
     perfc_slice f[3] = {{(const uint8_t *)id, (size_t)il},
                         {(const uint8_t *)body, (size_t)bl},
                         {i % 3 ? (const uint8_t *)"x" : NULL, i % 3 ? 1u : 0u}};
-    cr_assert_eq(perfc_pg_copy_row(c, f, 3, &e), PERFC_STATUS_OK, "%s",
-                 e.message);
+    cr_assert_eq(ST(perfc_pg_copy_row(c, f, 3)), PERFC_STATUS_OK, "%s",
+                 perfc_last_error());
   }
   uint64_t rows = 0;
-  cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_copy_end(c, &rows)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_log_info("copy: %d rows in %.1f ms", N, (mono_s() - t0) * 1e3);
   cr_assert_eq(rows, N);
 
   perfc_pg_query q = {.sql = "SELECT id, body, maybe FROM t_copy ORDER BY id"};
   perfc_pg_result *r;
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, &r, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &q, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_eq(perfc_pg_result_rows(r), N);
   for (int i = 0; i < N; i++) {
     char body[128];
@@ -551,17 +669,17 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
 
   /* A NUL byte cannot travel in text: the row is refused and the COPY is
    * aborted, so nothing of it lands. */
-  cr_assert_eq(perfc_pg_copy_begin(c, "COPY t_copy (id, body) FROM STDIN", &e),
+  cr_assert_eq(ST(perfc_pg_copy_begin(c, "COPY t_copy (id, body) FROM STDIN")),
                PERFC_STATUS_OK);
   perfc_slice good[2] = {{(const uint8_t *)"1", 1}, {(const uint8_t *)"ok", 2}};
   perfc_slice bad[2] = {{(const uint8_t *)"2", 1},
                         {(const uint8_t *)"a\0b", 3}};
-  cr_assert_eq(perfc_pg_copy_row(c, good, 2, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_copy_row(c, bad, 2, &e), PERFC_STATUS_INVALID_ARGUMENT);
-  cr_assert_eq(perfc_pg_copy_end(c, &rows, &e), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(ST(perfc_pg_copy_row(c, good, 2)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_copy_row(c, bad, 2)), PERFC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq(ST(perfc_pg_copy_end(c, &rows)), PERFC_STATUS_INVALID_ARGUMENT);
   perfc_pg_query cnt = {.sql = "SELECT count(*) FROM t_copy"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &cnt, &r, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &cnt, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "100000");
   perfc_pg_result_free(r);
   perfc_pg_release(c);
@@ -574,16 +692,15 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
   perfc_pg_pool *p = new_pool(reg, 4, 0, 0);
   /* Fill the pool with three idle, prepared connections. */
   perfc_pg_conn *c[3];
-  perfc_pg_error e;
   perfc_pg_query q = {.name = "restart_sel",
                       .sql = "SELECT $1::bigint * 2",
                       .params = (perfc_pg_param[]){perfc_pg_int64(21)},
                       .nparams = 1,
                       .flags = PERFC_PG_ONE};
   for (int i = 0; i < 3; i++) {
-    cr_assert_eq(perfc_pg_acquire(p, 0, &c[i], &e), PERFC_STATUS_OK, "%s",
-                 e.message);
-    cr_assert_eq(perfc_pg_conn_exec(c[i], &q, NULL, &e), PERFC_STATUS_OK);
+    cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c[i])), PERFC_STATUS_OK, "%s",
+                 perfc_last_error());
+    cr_assert_eq(ST(perfc_pg_conn_exec(c[i], &q, NULL)), PERFC_STATUS_OK);
   }
   for (int i = 0; i < 3; i++)
     perfc_pg_release(c[i]);
@@ -596,15 +713,16 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
   /* The failing call reports UNAVAILABLE; the next one works, on a new
    * connection where the statement is prepared again. */
   perfc_pg_result *r;
-  perfc_status_code st = perfc_pg_exec(p, &q, &r, &e);
+  perfc_status_code st = ST(perfc_pg_exec(p, &q, &r));
   cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE, "got %s: %s",
-               perfc_status_name(st), e.message);
-  cr_assert_eq(perfc_pg_exec(p, &q, &r, &e), PERFC_STATUS_OK, "%s", e.message);
+               perfc_status_name(st), perfc_last_error());
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "42");
   perfc_pg_result_free(r);
   for (int i = 0; i < 20; i++)
-    cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_OK, "%s",
-                 e.message);
+    cr_assert_eq(ST(perfc_pg_exec(p, &q, NULL)), PERFC_STATUS_OK, "%s",
+                 perfc_last_error());
 
   char *text;
   size_t len;
@@ -624,11 +742,11 @@ Test(pg, unreachable_server_is_unavailable) {
   o.dsn = "host=127.0.0.1 port=1 user=postgres dbname=nope";
   perfc_pg_pool *p;
   cr_assert_eq(perfc_pg_pool_new(&p, &o), 0); /* lazy: no connection yet */
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_UNAVAILABLE);
-  cr_assert(strstr(e.message, "cannot connect") != NULL, "%s", e.message);
+  cr_assert_eq(ST(perfc_pg_ping(p, 0)), PERFC_STATUS_UNAVAILABLE);
+  cr_assert(strstr(perfc_last_error(), "cannot connect") != NULL, "%s",
+            perfc_last_error());
   perfc_pg_query q = {.sql = "SELECT 1"};
-  cr_assert_eq(perfc_pg_exec(p, &q, NULL, &e), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(ST(perfc_pg_exec(p, &q, NULL)), PERFC_STATUS_UNAVAILABLE);
   perfc_pg_pool_free(p);
   cr_assert_eq(perfc_pg_pool_new(&p, NULL), PERFC_EINVAL);
 }
@@ -648,17 +766,16 @@ Test(pg, read_calls_go_to_the_replica) {
   cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
   perfc_pg_query who = {.name = "who", .sql = "SELECT current_database()"};
   perfc_pg_result *r;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &who, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
   perfc_pg_result_free(r);
   who.flags = PERFC_PG_READ;
-  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &who, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "replica");
   perfc_pg_result_free(r);
-  cr_assert_eq(perfc_pg_ping(p, PERFC_PG_READ, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_ping(p, PERFC_PG_READ)), PERFC_STATUS_OK);
   /* Transactions always run on the primary. */
   char *text;
   size_t len;
@@ -682,8 +799,8 @@ Test(pg, read_calls_go_to_the_replica) {
   o.replica_dsn = NULL;
   o.name = "unrouted";
   cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
-  cr_assert_eq(perfc_pg_exec(p, &who, &r, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_exec(p, &who, &r)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
   perfc_pg_result_free(r);
   perfc_pg_pool_free(p);
@@ -703,7 +820,7 @@ static void *worker(void *arg) {
                         .params = (perfc_pg_param[]){perfc_pg_int64(i)},
                         .nparams = 1};
     perfc_pg_result *r;
-    if (perfc_pg_exec(w->pool, &q, &r, NULL) == PERFC_STATUS_OK) {
+    if (ST(perfc_pg_exec(w->pool, &q, &r)) == PERFC_STATUS_OK) {
       int64_t v = -1;
       perfc_pg_result_int64(r, 0, 0, &v);
       w->ok += v == i;
@@ -734,18 +851,17 @@ Test(pg, eight_threads_share_three_connections) {
 Test(pg, session_state_changes_behind_the_cache) {
   perfc_pg_pool *p = new_pool(NULL, 1, 0, 0);
   perfc_pg_conn *c;
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_acquire(p, 0, &c, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_acquire(p, 0, &c)), PERFC_STATUS_OK);
   perfc_pg_query q = {.name = "cached", .sql = "SELECT 7"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &q, NULL)), PERFC_STATUS_OK);
   /* Someone drops every prepared statement: one call fails (26000), the
    * cache is forgotten, the next call prepares again. */
   perfc_pg_query dealloc = {.sql = "DEALLOCATE ALL"};
-  cr_assert_eq(perfc_pg_conn_exec(c, &dealloc, NULL, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_INTERNAL);
-  cr_assert_str_eq(e.sqlstate, "26000");
-  cr_assert_eq(perfc_pg_conn_exec(c, &q, NULL, &e), PERFC_STATUS_OK, "%s",
-               e.message);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &dealloc, NULL)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &q, NULL)), PERFC_STATUS_INTERNAL);
+  cr_assert_str_eq(perfc_last_error_detail().sqlstate, "26000");
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &q, NULL)), PERFC_STATUS_OK, "%s",
+               perfc_last_error());
 
   /* A per-call timeout set inside the caller's own transaction is undone
    * by its ROLLBACK; the pool notices and sets the default again. */
@@ -755,13 +871,13 @@ Test(pg, session_state_changes_behind_the_cache) {
   perfc_pg_query show_override = {.sql = "SHOW statement_timeout",
                                   .timeout_ms = 1234};
   perfc_pg_result *r;
-  cr_assert_eq(perfc_pg_conn_exec(c, &b, NULL, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_conn_exec(c, &in_tx, NULL, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_conn_exec(c, &rb, NULL, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_conn_exec(c, &show_override, &r, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &b, NULL)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &in_tx, NULL)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &rb, NULL)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &show_override, &r)), PERFC_STATUS_OK);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "1234ms");
   perfc_pg_result_free(r);
-  cr_assert_eq(perfc_pg_conn_exec(c, &show, &r, &e), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_conn_exec(c, &show, &r)), PERFC_STATUS_OK);
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "30s");
   perfc_pg_result_free(r);
   perfc_pg_release(c);
@@ -785,16 +901,16 @@ Test(pg, connect_timeout_bounds_a_silent_server, .timeout = 30) {
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.dsn = d;
-  o.connect_timeout_s = 2;
+  o.connect_timeout_ms = 2000;
   perfc_pg_pool *p;
   cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
-  perfc_pg_error e;
   double t0 = mono_s();
-  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(ST(perfc_pg_ping(p, 0)), PERFC_STATUS_UNAVAILABLE);
   double waited = mono_s() - t0;
   cr_assert_geq(waited, 1.5, "%.2f s", waited);
   cr_assert_lt(waited, 5.0, "%.2f s", waited);
-  cr_assert(strstr(e.message, "timeout") != NULL, "%s", e.message);
+  cr_assert(strstr(perfc_last_error(), "timeout") != NULL, "%s",
+            perfc_last_error());
   perfc_pg_pool_free(p);
   close(fd);
 }
@@ -823,10 +939,10 @@ static const char *who_text(perfc_pg_pool *p, perfc_status_code *st,
   perfc_pg_query who = {.name = "who", .sql = "SELECT current_database()",
                         .flags = PERFC_PG_READ};
   perfc_pg_result *r = NULL;
-  perfc_pg_error e;
-  *st = perfc_pg_exec(p, &who, &r, &e);
-  snprintf(buf, n, "%s", *st == PERFC_STATUS_OK ? perfc_pg_result_text(r, 0, 0)
-                                                 : e.message);
+  *st = ST(perfc_pg_exec(p, &who, &r));
+  snprintf(buf, n, "%s",
+           *st == PERFC_STATUS_OK ? perfc_pg_result_text(r, 0, 0)
+                                  : perfc_last_error());
   perfc_pg_result_free(r);
   return buf;
 }
@@ -874,15 +990,14 @@ Test(pg, unreachable_replica_reads_use_primary) {
   cr_assert(metric_has(reg, "perfc_pg_replica_up{pool=\"fallback\"} 0"));
   /* Writes and transactions were never affected; the replica check
    * reports the replica itself. */
-  perfc_pg_error e;
-  cr_assert_eq(perfc_pg_ping(p, 0, &e), PERFC_STATUS_OK);
-  cr_assert_eq(perfc_pg_ping(p, PERFC_PG_READ, &e), PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(ST(perfc_pg_ping(p, 0)), PERFC_STATUS_OK);
+  cr_assert_eq(ST(perfc_pg_ping(p, PERFC_PG_READ)), PERFC_STATUS_UNAVAILABLE);
   cr_assert_eq(t.n, 1);
   perfc_pg_pool_free(p);
 
   /* Opting out: the read is UNAVAILABLE, as before. */
   o.name = "nofallback";
-  o.no_replica_fallback = 1;
+  o.no_replica_fallback = true;
   o.replica_fn = NULL;
   cr_assert_eq(perfc_pg_pool_new(&p, &o), 0);
   who_text(p, &st, buf, sizeof buf);

@@ -478,3 +478,41 @@ Test(redis, subscriber_heartbeat_notices_frozen_server) {
   pthread_mutex_unlock(&l.mu);
   perfc_redis_subscriber_free(s);
 }
+
+/* #14: options copied whole and checked (durations int64 ms, negative
+ * refused), and every failure leaves its reason in perfc_last_error(). */
+Test(redis, options_checked_and_failures_say_why) {
+  perfc_registry *reg;
+  perfc_redis_opts o = opts_for_test(&reg);
+  o.command_timeout_ms = -1;
+  perfc_redis_pool *p = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), PERFC_EINVAL);
+  cr_assert_null(p);
+  cr_assert(strstr(perfc_last_error(), "-1 ms") != NULL, "%s",
+            perfc_last_error());
+  o.command_timeout_ms = (int64_t)PERFC_REDIS_MAX_DURATION_MS + 1;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), PERFC_EINVAL);
+  o.command_timeout_ms = 0; /* default */
+  o.port = 70000;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), PERFC_EINVAL);
+  /* A port nothing listens on: EIO naming the address, then the backoff
+   * refusal says so too. */
+  o.port = 1;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  cr_assert_eq(perfc_redis_ping(p), PERFC_EIO);
+  cr_assert(strstr(perfc_last_error(), "cannot connect") != NULL, "%s",
+            perfc_last_error());
+  cr_assert(strstr(perfc_last_error(), ":1") != NULL, "%s", perfc_last_error());
+  cr_assert_eq(perfc_redis_ping(p), PERFC_EIO);
+  cr_assert(strstr(perfc_last_error(), "backoff") != NULL, "%s",
+            perfc_last_error());
+  /* A negative item TTL is refused before anything is sent. */
+  perfc_redis_pool_free(p);
+  o.port = srv.port;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  perfc_slice v = {(const uint8_t *)"v", 1};
+  cr_assert_eq(perfc_redis_set(p, "k14", v, -1), PERFC_EINVAL);
+  cr_assert_eq(perfc_redis_set(p, "k14", v, 60000), 0);
+  perfc_redis_pool_free(p);
+  perfc_registry_free(reg);
+}

@@ -62,23 +62,27 @@ static perfc_status_code check_email(perfc_ctx *ctx, const char *email) {
   return PERFC_STATUS_OK;
 }
 
-/* A failed store call as the handler's status; `what` names the object for
- * NOT_FOUND, and a unique violation is always the e-mail (the only unique
- * column a client writes). */
-static perfc_status_code store_error(perfc_ctx *ctx, perfc_status_code st,
-                                     const perfc_pg_error *err,
-                                     const char *what) {
-  switch (st) {
-  case PERFC_STATUS_NOT_FOUND:
+/* A failed store call (a PERFC_E* code) as the handler's status,
+ * perfc_status_from_error()'s. The client gets a message of ours, not the
+ * server's (perfc_ctx_fail would send perfc_last_error(), which names
+ * tables and constraints): `what` names the object for NOT_FOUND, and a
+ * unique violation is always the e-mail (the only unique column a client
+ * writes). Anything unexpected is logged with its SQLSTATE. */
+static perfc_status_code store_error(perfc_ctx *ctx, int rc, const char *what) {
+  perfc_status_code st = perfc_status_from_error(rc);
+  switch (rc) {
+  case PERFC_ENOENT:
     return perfc_ctx_error(ctx, st, "%s not found", what);
-  case PERFC_STATUS_ALREADY_EXISTS:
+  case PERFC_EEXIST:
     return perfc_ctx_error(ctx, st, "email: already taken");
-  case PERFC_STATUS_UNAVAILABLE:
+  case PERFC_EUNAVAILABLE:
     return perfc_ctx_error(ctx, st, "database unavailable");
-  default:
-    perfc_log(PERFC_LOG_WARN, "%s: database error %s: %s",
-              perfc_ctx_method(ctx), err->sqlstate, err->message);
+  default: {
+    perfc_error_detail d = perfc_last_error_detail();
+    perfc_log(PERFC_LOG_WARN, "%s: database error %s %s: %s",
+              perfc_ctx_method(ctx), perfc_err_name(rc), d.sqlstate, d.message);
     return perfc_ctx_error(ctx, st, "database error");
+  }
   }
 }
 
@@ -137,16 +141,15 @@ static perfc_status_code create_user(perfc_ctx *ctx,
                                      const User__V1__CreateUserRequest *req,
                                      User__V1__User *resp, void *ud) {
   user_service *svc = ud;
-  perfc_pg_error err;
   perfc_status_code st = check_name(ctx, req->name);
   if (st == PERFC_STATUS_OK)
     st = check_email(ctx, req->email);
   if (st != PERFC_STATUS_OK)
     return st;
-  st = user_store_create(svc->pg, req->name, req->email, perfc_ctx_arena(ctx),
-                         resp, &err);
-  if (st != PERFC_STATUS_OK)
-    return store_error(ctx, st, &err, "user");
+  int rc = user_store_create(svc->pg, req->name, req->email,
+                             perfc_ctx_arena(ctx), resp);
+  if (rc != 0)
+    return store_error(ctx, rc, "user");
   /* A GetUser for this id before it existed may have cached "not found";
    * the id comes from the database, so no (perfc.invalidate) key can name
    * it. */
@@ -161,14 +164,12 @@ static perfc_status_code get_user(perfc_ctx *ctx,
                                   const User__V1__GetUserRequest *req,
                                   User__V1__User *resp, void *ud) {
   user_service *svc = ud;
-  perfc_pg_error err;
-  perfc_status_code st;
+  int rc;
   /* Ids are identity values from 1: no query for ids that cannot exist. */
   if (req->id <= 0)
     return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user not found");
-  st = user_store_get(svc->pg, req->id, perfc_ctx_arena(ctx), resp, &err);
-  if (st != PERFC_STATUS_OK)
-    return store_error(ctx, st, &err, "user");
+  if ((rc = user_store_get(svc->pg, req->id, perfc_ctx_arena(ctx), resp)) != 0)
+    return store_error(ctx, rc, "user");
   return PERFC_STATUS_OK;
 }
 
@@ -178,7 +179,6 @@ static perfc_status_code update_user(perfc_ctx *ctx,
   user_service *svc = ud;
   const User__V1__User *u = req->user;
   const char *name = NULL, *email = NULL;
-  perfc_pg_error err;
   perfc_status_code st = PERFC_STATUS_OK;
   size_t npaths = req->update_mask ? req->update_mask->n_paths : 0;
   if (u == NULL)
@@ -209,10 +209,10 @@ static perfc_status_code update_user(perfc_ctx *ctx,
     st = check_email(ctx, email);
   if (st != PERFC_STATUS_OK)
     return st;
-  st = user_store_update(svc->pg, u->id, name, email, perfc_ctx_arena(ctx),
-                         resp, &err);
-  if (st != PERFC_STATUS_OK)
-    return store_error(ctx, st, &err, "user");
+  int rc = user_store_update(svc->pg, u->id, name, email, perfc_ctx_arena(ctx),
+                             resp);
+  if (rc != 0)
+    return store_error(ctx, rc, "user");
   return PERFC_STATUS_OK;
 }
 
@@ -220,14 +220,12 @@ static perfc_status_code delete_user(perfc_ctx *ctx,
                                      const User__V1__DeleteUserRequest *req,
                                      Google__Protobuf__Empty *resp, void *ud) {
   user_service *svc = ud;
-  perfc_pg_error err;
-  perfc_status_code st;
+  int rc;
   (void)resp;
   if (req->id <= 0)
     return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "user not found");
-  st = user_store_delete(svc->pg, req->id, &err);
-  if (st != PERFC_STATUS_OK)
-    return store_error(ctx, st, &err, "user");
+  if ((rc = user_store_delete(svc->pg, req->id)) != 0)
+    return store_error(ctx, rc, "user");
   return PERFC_STATUS_OK;
 }
 
@@ -242,17 +240,16 @@ static perfc_status_code list_users(perfc_ctx *ctx,
   int64_t after = 0;
   User__V1__User **users = NULL;
   size_t n = 0;
-  perfc_pg_error err;
-  perfc_status_code st;
+  int rc;
   if (req->page_token != NULL && req->page_token[0] != '\0' &&
       token_decode(req->page_token, &after) != 0)
     return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
                            "page_token: not a token from ListUsers");
   /* One row more than the page tells whether another page follows. */
-  st = user_store_list(svc->pg, after, size + 1, perfc_ctx_arena(ctx), &users,
-                       &n, &err);
-  if (st != PERFC_STATUS_OK)
-    return store_error(ctx, st, &err, "user");
+  rc = user_store_list(svc->pg, after, size + 1, perfc_ctx_arena(ctx), &users,
+                       &n);
+  if (rc != 0)
+    return store_error(ctx, rc, "user");
   if (n > (size_t)size) {
     n = (size_t)size;
     resp->next_page_token = token_encode(ctx, users[n - 1]->id);
@@ -310,11 +307,10 @@ static perfc_status_code stream_users(perfc_ctx *ctx,
   for (;;) {
     User__V1__User **users = NULL;
     size_t n = 0;
-    perfc_pg_error err;
     perfc_arena_reset(page);
-    st = user_store_list(svc->pg, after, STREAM_PAGE, page, &users, &n, &err);
-    if (st != PERFC_STATUS_OK) {
-      st = store_error(ctx, st, &err, "user");
+    int rc = user_store_list(svc->pg, after, STREAM_PAGE, page, &users, &n);
+    if (rc != 0) {
+      st = store_error(ctx, rc, "user");
       break;
     }
     for (size_t i = 0; i < n; i++)
@@ -369,15 +365,15 @@ static perfc_status_code import_users(perfc_ctx *ctx, perfc_stream *reader,
   user_service *svc = ud;
   import_state s = {ctx, reader, 0, 0, 0};
   int64_t created = 0;
-  perfc_pg_error err;
-  perfc_status_code st =
-      user_store_import(svc->pg, import_next, &s, &created, &err);
+  int rc = user_store_import(svc->pg, import_next, &s, &created);
+  /* The row source aborted because the client's stream broke: that is the
+   * call's outcome (CANCELLED), whatever the rollback said. */
   if (s.stream_failed)
-    return perfc_ctx_error(ctx, st,
+    return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED,
                            "import stream ended early: nothing "
                            "was imported");
-  if (st != PERFC_STATUS_OK)
-    return store_error(ctx, st, &err, "user");
+  if (rc != 0)
+    return store_error(ctx, rc, "user");
   /* Every row received and not created was invalid or a duplicate (of an
    * earlier row or of an existing user). */
   resp->created = created;

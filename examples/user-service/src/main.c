@@ -102,9 +102,12 @@ static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg,
                       ? c->replica_dsn
                       : NULL;
   o.max_conns = c->pool_size;
-  o.acquire_timeout_ms = (unsigned)c->acquire_timeout_ms;
-  o.connect_timeout_s = (unsigned)((c->connect_timeout_ms + 999) / 1000);
-  o.statement_timeout_ms = (int)c->statement_timeout_ms;
+  o.acquire_timeout_ms = c->acquire_timeout_ms;
+  o.connect_timeout_ms = c->connect_timeout_ms;
+  o.statement_timeout_ms = c->statement_timeout_ms;
+  /* The file's 0 means "none" (docs/configuration.md); the pool's 0 means
+   * its default, so "none" is the explicit field. */
+  o.no_statement_timeout = c->statement_timeout_ms == 0;
   o.name = "users";
   /* Reads fall back to the primary while the replica cannot be reached
    * (the pool's default), and the health name below says so. */
@@ -128,8 +131,8 @@ static int redis_pool_from_config(perfc_redis_pool **out,
   o.host = host;
   o.port = colon ? atoi(colon + 1) : 0;
   o.pool_size = c->pool_size;
-  o.connect_timeout_ms = (uint32_t)c->connect_timeout_ms;
-  o.command_timeout_ms = (uint32_t)c->command_timeout_ms;
+  o.connect_timeout_ms = c->connect_timeout_ms;
+  o.command_timeout_ms = c->command_timeout_ms;
   o.name = "users";
   return perfc_redis_pool_new(out, &o);
 }
@@ -194,7 +197,7 @@ int main(int argc, char **argv) {
   if (rc == 0 && perfc_pg_replica_usable(pg) >= 0 &&
       (rc = perfc_health_set(health, REPLICA_HEALTH_NAME,
                              PERFC_HEALTH_SERVING)) == 0)
-    (void)perfc_pg_ping(pg, PERFC_PG_READ, NULL);
+    (void)perfc_pg_ping(pg, PERFC_PG_READ);
   /* One cache for the whole service: the generated wiring (GetUser,
    * UpdateUser, DeleteUser) and the handlers that read or drop entries
    * themselves (BatchGetUsers, SyncUsers, CreateUser) share it. Redis is

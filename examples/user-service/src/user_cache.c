@@ -31,29 +31,12 @@ static int key_id(const char *key, int64_t *id) {
   return end != NULL && *end == '\0' ? 0 : PERFC_EINVAL;
 }
 
-/* The cache passes a batch load's failure through as a PERFC_E* code, so
- * the status has to survive as one: UNAVAILABLE, DEADLINE_EXCEEDED and
- * RESOURCE_EXHAUSTED keep their meaning, anything else becomes INTERNAL. */
-static int status_to_err(perfc_status_code st) {
-  switch (st) {
-  case PERFC_STATUS_OK:
-    return 0;
-  case PERFC_STATUS_UNAVAILABLE:
-    return PERFC_EIO;
-  case PERFC_STATUS_DEADLINE_EXCEEDED:
-    return PERFC_ETIMEDOUT;
-  case PERFC_STATUS_RESOURCE_EXHAUSTED:
-    return PERFC_EFULL;
-  default:
-    return PERFC_ESTATE;
-  }
-}
-
 static perfc_status_code err_to_status(int rc, char *msg, size_t msg_len) {
   switch (rc) {
   case 0:
     return PERFC_STATUS_OK;
   case PERFC_EIO:
+  case PERFC_EUNAVAILABLE:
     snprintf(msg, msg_len, "database unavailable");
     return PERFC_STATUS_UNAVAILABLE;
   case PERFC_ETIMEDOUT:
@@ -75,7 +58,6 @@ static perfc_status_code err_to_status(int rc, char *msg, size_t msg_len) {
 static int load_many(const char *const *keys, size_t n, perfc_cache_value *out,
                      void *ud) {
   perfc_pg_pool *pg = ud;
-  perfc_pg_error err;
   int64_t *ids = malloc(n * sizeof *ids);
   int rc = 0;
   if (ids == NULL)
@@ -83,7 +65,7 @@ static int load_many(const char *const *keys, size_t n, perfc_cache_value *out,
   for (size_t i = 0; i < n && rc == 0; i++)
     rc = key_id(keys[i], &ids[i]);
   if (rc == 0)
-    rc = status_to_err(user_store_get_many_packed(pg, ids, n, out, &err));
+    rc = user_store_get_many_packed(pg, ids, n, out);
   free(ids);
   return rc;
 }
@@ -97,14 +79,12 @@ int user_cache_new(perfc_cache **out, perfc_redis_pool *redis,
   o.l2_ttl_ms = USER_CACHE_TTL_MS;
   o.negative_ttl_ms = USER_CACHE_NEGATIVE_TTL_MS;
   if (cfg != NULL) {
-    /* 0 in the file means "no L1", but 0 in perfc_cache_opts means its
-     * default size. One byte gives every shard a budget of 0, so no entry
-     * is ever kept and every read goes on to Redis, while L1's
-     * generations still fence loads against concurrent invalidations. */
-    o.l1_max_bytes = cfg->l1_max_bytes ? (size_t)cfg->l1_max_bytes : 1;
-    /* jitter_percent 0 means "no jitter" in the file; the cache wants a
-     * negative number for that (0 is its default). */
-    o.ttl_jitter = cfg->jitter_percent ? cfg->jitter_percent / 100.0 : -1.0;
+    /* 0 in the file means "no L1" and "no jitter"; in perfc_cache_opts 0
+     * means the default, and "off" is its own field. */
+    o.l1_max_bytes = (size_t)cfg->l1_max_bytes;
+    o.no_l1 = cfg->l1_max_bytes == 0;
+    o.ttl_jitter = cfg->jitter_percent / 100.0;
+    o.no_ttl_jitter = cfg->jitter_percent == 0;
     /* Deletes Redis still refuses at shutdown are kept here and replayed
      * by the next start (docs/data-layer.md, "Shutdown"). */
     if (cfg->pending_file != NULL && cfg->pending_file[0] != '\0' &&

@@ -33,9 +33,8 @@ static void set_ts(Google__Protobuf__Timestamp *ts, int64_t us) {
 
 /* Row `row` of `r` (columns USER_COLS) into `u`, strings and timestamps in
  * `arena`. */
-static perfc_status_code row_to_user(const perfc_pg_result *r, size_t row,
-                                     perfc_arena *arena, User__V1__User *u,
-                                     perfc_pg_error *err) {
+static int row_to_user(const perfc_pg_result *r, size_t row, perfc_arena *arena,
+                       User__V1__User *u) {
   int64_t id = 0, c_us = 0, u_us = 0;
   Google__Protobuf__Timestamp *ct, *ut;
   user__v1__user__init(u);
@@ -48,9 +47,7 @@ static perfc_status_code row_to_user(const perfc_pg_result *r, size_t row,
   if (perfc_pg_result_int64(r, row, 0, &id) != 0 ||
       perfc_pg_result_int64(r, row, 3, &c_us) != 0 ||
       perfc_pg_result_int64(r, row, 4, &u_us) != 0) {
-    err->code = PERFC_STATUS_INTERNAL;
-    snprintf(err->message, sizeof err->message, "unexpected users row");
-    return err->code;
+    return perfc_error_set(PERFC_EINTERNAL, NULL, -1, "unexpected users row");
   }
   u->id = id;
   u->name = perfc_pg_result_strdup(r, row, 1, arena);
@@ -61,33 +58,26 @@ static perfc_status_code row_to_user(const perfc_pg_result *r, size_t row,
   set_ts(ut, u_us);
   u->create_time = ct;
   u->update_time = ut;
-  return PERFC_STATUS_OK;
+  return 0;
 oom:
-  err->code = PERFC_STATUS_RESOURCE_EXHAUSTED;
-  snprintf(err->message, sizeof err->message, "out of memory");
-  return err->code;
+  return perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
 }
 
 /* Row `row` packed into a malloc'd buffer, through a scratch arena. */
-static perfc_status_code row_to_packed(const perfc_pg_result *r, size_t row,
-                                       uint8_t **out, size_t *out_len,
-                                       perfc_pg_error *err) {
+static int row_to_packed(const perfc_pg_result *r, size_t row, uint8_t **out,
+                         size_t *out_len) {
   perfc_arena *arena = NULL;
   User__V1__User u;
-  perfc_status_code st;
-  if (perfc_arena_new(&arena, 512) != 0) {
-    err->code = PERFC_STATUS_RESOURCE_EXHAUSTED;
-    snprintf(err->message, sizeof err->message, "out of memory");
-    return err->code;
-  }
-  st = row_to_user(r, row, arena, &u, err);
-  if (st == PERFC_STATUS_OK) {
+  int st;
+  if (perfc_arena_new(&arena, 512) != 0)
+    return perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
+  st = row_to_user(r, row, arena, &u);
+  if (st == 0) {
     size_t n = user__v1__user__get_packed_size(&u);
     /* One spare byte: malloc(0) may return NULL for an empty message. */
     *out = malloc(n + 1);
     if (*out == NULL) {
-      err->code = st = PERFC_STATUS_RESOURCE_EXHAUSTED;
-      snprintf(err->message, sizeof err->message, "out of memory");
+      st = perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
     } else {
       *out_len = user__v1__user__pack(&u, *out);
     }
@@ -96,22 +86,17 @@ static perfc_status_code row_to_packed(const perfc_pg_result *r, size_t row,
   return st;
 }
 
-perfc_status_code user_store_get_many_packed(perfc_pg_pool *pg,
-                                             const int64_t *ids, size_t n,
-                                             perfc_cache_value *out,
-                                             perfc_pg_error *err) {
+int user_store_get_many_packed(perfc_pg_pool *pg, const int64_t *ids, size_t n,
+                               perfc_cache_value *out) {
   /* The ids travel as one int8[] parameter in its text form ("{1,2,3}"):
    * one prepared statement for any batch size. */
   size_t cap = 3 + n * 21;
   char *arr = malloc(cap);
   size_t len = 0;
   perfc_pg_result *r = NULL;
-  perfc_status_code st;
-  if (arr == NULL) {
-    err->code = PERFC_STATUS_RESOURCE_EXHAUSTED;
-    snprintf(err->message, sizeof err->message, "out of memory");
-    return err->code;
-  }
+  int st;
+  if (arr == NULL)
+    return perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
   arr[len++] = '{';
   for (size_t i = 0; i < n; i++)
     len += (size_t)snprintf(arr + len, cap - len, "%s%" PRId64, i ? "," : "",
@@ -126,19 +111,18 @@ perfc_status_code user_store_get_many_packed(perfc_pg_pool *pg,
                         .params = p,
                         .nparams = 1,
                         .flags = PERFC_PG_READ};
-    st = perfc_pg_exec(pg, &q, &r, err);
+    st = perfc_pg_exec(pg, &q, &r);
   }
   free(arr);
-  for (size_t row = 0; st == PERFC_STATUS_OK && row < perfc_pg_result_rows(r);
-       row++) {
+  for (size_t row = 0; st == 0 && row < perfc_pg_result_rows(r); row++) {
     int64_t id = 0;
     perfc_pg_result_int64(r, row, 0, &id);
-    for (size_t i = 0; i < n && st == PERFC_STATUS_OK; i++) {
+    for (size_t i = 0; i < n && st == 0; i++) {
       /* A repeated id gets the row in each of its slots. */
       if (ids[i] != id || out[i].found)
         continue;
-      st = row_to_packed(r, row, &out[i].data, &out[i].len, err);
-      out[i].found = st == PERFC_STATUS_OK;
+      st = row_to_packed(r, row, &out[i].data, &out[i].len);
+      out[i].found = st == 0;
     }
   }
   perfc_pg_result_free(r);
@@ -146,32 +130,29 @@ perfc_status_code user_store_get_many_packed(perfc_pg_pool *pg,
 }
 
 /* Runs a statement that returns exactly one users row into `out`. */
-static perfc_status_code one_user(perfc_pg_pool *pg, const perfc_pg_query *q,
-                                  perfc_arena *arena, User__V1__User *out,
-                                  perfc_pg_error *err) {
+static int one_user(perfc_pg_pool *pg, const perfc_pg_query *q,
+                    perfc_arena *arena, User__V1__User *out) {
   perfc_pg_result *r = NULL;
-  perfc_status_code st = perfc_pg_exec(pg, q, &r, err);
-  if (st == PERFC_STATUS_OK)
-    st = row_to_user(r, 0, arena, out, err);
+  int st = perfc_pg_exec(pg, q, &r);
+  if (st == 0)
+    st = row_to_user(r, 0, arena, out);
   perfc_pg_result_free(r);
   return st;
 }
 
-perfc_status_code user_store_get(perfc_pg_pool *pg, int64_t id,
-                                 perfc_arena *arena, User__V1__User *out,
-                                 perfc_pg_error *err) {
+int user_store_get(perfc_pg_pool *pg, int64_t id, perfc_arena *arena,
+                   User__V1__User *out) {
   perfc_pg_param p[1] = {perfc_pg_int64(id)};
   perfc_pg_query q = {.name = "user_get",
                       .sql = "SELECT " USER_COLS " FROM users WHERE id = $1",
                       .params = p,
                       .nparams = 1,
                       .flags = PERFC_PG_READ | PERFC_PG_ONE};
-  return one_user(pg, &q, arena, out, err);
+  return one_user(pg, &q, arena, out);
 }
 
-perfc_status_code user_store_create(perfc_pg_pool *pg, const char *name,
-                                    const char *email, perfc_arena *arena,
-                                    User__V1__User *out, perfc_pg_error *err) {
+int user_store_create(perfc_pg_pool *pg, const char *name, const char *email,
+                      perfc_arena *arena, User__V1__User *out) {
   perfc_pg_param p[2] = {perfc_pg_textn(name, strlen(name)),
                          perfc_pg_textn(email, strlen(email))};
   perfc_pg_query q = {.name = "user_create",
@@ -180,13 +161,12 @@ perfc_status_code user_store_create(perfc_pg_pool *pg, const char *name,
                       .params = p,
                       .nparams = 2,
                       .flags = PERFC_PG_ONE};
-  return one_user(pg, &q, arena, out, err);
+  return one_user(pg, &q, arena, out);
 }
 
-perfc_status_code user_store_update(perfc_pg_pool *pg, int64_t id,
-                                    const char *name, const char *email,
-                                    perfc_arena *arena, User__V1__User *out,
-                                    perfc_pg_error *err) {
+int user_store_update(perfc_pg_pool *pg, int64_t id, const char *name,
+                      const char *email, perfc_arena *arena,
+                      User__V1__User *out) {
   perfc_pg_param p[3] = {
       perfc_pg_int64(id),
       name ? perfc_pg_textn(name, strlen(name)) : perfc_pg_null(),
@@ -200,24 +180,21 @@ perfc_status_code user_store_update(perfc_pg_pool *pg, int64_t id,
                       .params = p,
                       .nparams = 3,
                       .flags = PERFC_PG_ONE};
-  return one_user(pg, &q, arena, out, err);
+  return one_user(pg, &q, arena, out);
 }
 
-perfc_status_code user_store_delete(perfc_pg_pool *pg, int64_t id,
-                                    perfc_pg_error *err) {
+int user_store_delete(perfc_pg_pool *pg, int64_t id) {
   perfc_pg_param p[1] = {perfc_pg_int64(id)};
   perfc_pg_query q = {.name = "user_delete",
                       .sql = "DELETE FROM users WHERE id = $1 RETURNING id",
                       .params = p,
                       .nparams = 1,
                       .flags = PERFC_PG_ONE};
-  return perfc_pg_exec(pg, &q, NULL, err);
+  return perfc_pg_exec(pg, &q, NULL);
 }
 
-perfc_status_code user_store_list(perfc_pg_pool *pg, int64_t after_id,
-                                  int limit, perfc_arena *arena,
-                                  User__V1__User ***users, size_t *n,
-                                  perfc_pg_error *err) {
+int user_store_list(perfc_pg_pool *pg, int64_t after_id, int limit,
+                    perfc_arena *arena, User__V1__User ***users, size_t *n) {
   perfc_pg_param p[2] = {perfc_pg_int64(after_id), perfc_pg_int64(limit)};
   perfc_pg_query q = {.name = "user_list",
                       .sql = "SELECT " USER_COLS " FROM users WHERE id > $1 "
@@ -226,25 +203,23 @@ perfc_status_code user_store_list(perfc_pg_pool *pg, int64_t after_id,
                       .nparams = 2,
                       .flags = PERFC_PG_READ};
   perfc_pg_result *r = NULL;
-  perfc_status_code st = perfc_pg_exec(pg, &q, &r, err);
+  int st = perfc_pg_exec(pg, &q, &r);
   size_t rows;
   *users = NULL;
   *n = 0;
-  if (st != PERFC_STATUS_OK)
+  if (st != 0)
     return st;
   rows = perfc_pg_result_rows(r);
   if (rows > 0) {
     User__V1__User **arr = perfc_arena_alloc(arena, rows * sizeof *arr);
     User__V1__User *us = perfc_arena_alloc(arena, rows * sizeof *us);
-    if (arr == NULL || us == NULL) {
-      err->code = st = PERFC_STATUS_RESOURCE_EXHAUSTED;
-      snprintf(err->message, sizeof err->message, "out of memory");
-    }
-    for (size_t i = 0; st == PERFC_STATUS_OK && i < rows; i++) {
-      st = row_to_user(r, i, arena, &us[i], err);
+    if (arr == NULL || us == NULL)
+      st = perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
+    for (size_t i = 0; st == 0 && i < rows; i++) {
+      st = row_to_user(r, i, arena, &us[i]);
       arr[i] = &us[i];
     }
-    if (st == PERFC_STATUS_OK) {
+    if (st == 0) {
       *users = arr;
       *n = rows;
     }
@@ -259,8 +234,7 @@ typedef struct import_tx {
   int64_t created;
 } import_tx;
 
-static perfc_status_code import_body(perfc_pg_conn *conn, void *ud,
-                                     perfc_pg_error *err) {
+static int import_body(perfc_pg_conn *conn, void *ud) {
   import_tx *t = ud;
   perfc_pg_query create = {
       .sql = "CREATE TEMP TABLE user_import (ord int8, name text, email text) "
@@ -275,47 +249,45 @@ static perfc_status_code import_body(perfc_pg_conn *conn, void *ud,
              "ord, name, email FROM user_import ORDER BY lower(email), ord) d "
              "ORDER BY ord ON CONFLICT DO NOTHING"};
   perfc_pg_result *r = NULL;
-  perfc_status_code st = perfc_pg_conn_exec(conn, &create, NULL, err);
+  int st = perfc_pg_conn_exec(conn, &create, NULL);
   uint64_t copied = 0;
   int64_t ord = 0;
-  if (st != PERFC_STATUS_OK)
+  if (st != 0)
     return st;
-  st = perfc_pg_copy_begin(
-      conn, "COPY user_import (ord, name, email) FROM STDIN", err);
-  while (st == PERFC_STATUS_OK) {
+  st = perfc_pg_copy_begin(conn,
+                           "COPY user_import (ord, name, email) FROM STDIN");
+  while (st == 0) {
     const char *name = NULL, *email = NULL;
     char ordbuf[24];
     int rc = t->next(t->user_data, &name, &email);
     if (rc == 0)
       break;
     if (rc < 0) {
-      /* End the COPY and return non-OK: perfc_pg_tx() rolls back. */
-      perfc_pg_copy_end(conn, NULL, err);
-      err->code = PERFC_STATUS_CANCELLED;
-      snprintf(err->message, sizeof err->message, "import aborted");
-      return err->code;
+      /* End the COPY and fail: perfc_pg_tx() rolls back. */
+      perfc_pg_copy_end(conn, NULL);
+      return perfc_error_set(PERFC_EABORTED, NULL, -1,
+                             "import aborted by the row source");
     }
     snprintf(ordbuf, sizeof ordbuf, "%" PRId64, ord++);
     perfc_slice f[3] = {{(const uint8_t *)ordbuf, strlen(ordbuf)},
                         {(const uint8_t *)name, strlen(name)},
                         {(const uint8_t *)email, strlen(email)}};
-    st = perfc_pg_copy_row(conn, f, 3, err);
+    st = perfc_pg_copy_row(conn, f, 3);
   }
-  if (st == PERFC_STATUS_OK)
-    st = perfc_pg_copy_end(conn, &copied, err);
-  if (st == PERFC_STATUS_OK && copied > 0)
-    st = perfc_pg_conn_exec(conn, &insert, &r, err);
-  if (st == PERFC_STATUS_OK && r != NULL)
+  if (st == 0)
+    st = perfc_pg_copy_end(conn, &copied);
+  if (st == 0 && copied > 0)
+    st = perfc_pg_conn_exec(conn, &insert, &r);
+  if (st == 0 && r != NULL)
     t->created = (int64_t)perfc_pg_result_affected(r);
   perfc_pg_result_free(r);
   return st;
 }
 
-perfc_status_code user_store_import(perfc_pg_pool *pg, user_store_row_fn next,
-                                    void *user_data, int64_t *created,
-                                    perfc_pg_error *err) {
+int user_store_import(perfc_pg_pool *pg, user_store_row_fn next,
+                      void *user_data, int64_t *created) {
   import_tx t = {next, user_data, 0};
-  perfc_status_code st = perfc_pg_tx(pg, import_body, &t, err);
-  *created = st == PERFC_STATUS_OK ? t.created : 0;
+  int st = perfc_pg_tx(pg, import_body, &t);
+  *created = st == 0 ? t.created : 0;
   return st;
 }

@@ -19,6 +19,9 @@
 #ifndef PERFC_CACHE_H
 #define PERFC_CACHE_H
 
+#include <stdbool.h>
+
+#include "perfc/bloom.h" /* opts.bloom; included so existing users compile */
 #include "perfc/common.h"
 #include "perfc/l1cache.h"
 #include "perfc/metrics.h"
@@ -30,8 +33,6 @@ extern "C" {
 
 /** A two-level cache-aside cache. Opaque. */
 typedef struct perfc_cache perfc_cache;
-/** A bloom filter of keys that may exist. Opaque. */
-typedef struct perfc_bloom perfc_bloom;
 
 /** Loads one key from the source of truth. Returns 0 with `*out` a malloc'd
  *  value of `*out_len` bytes that the cache takes over (and frees with
@@ -89,9 +90,15 @@ typedef int (*perfc_cache_batch_loader_fn)(const char *const *keys, size_t n,
 #define PERFC_DEFAULT_CACHE_DRAIN_MS 1000u
 /** Label value and channel suffix. */
 #define PERFC_DEFAULT_CACHE_NAME "default"
+/** The longest duration a cache option or per-call TTL takes (49 days: the
+ *  cache keeps them in 32-bit milliseconds, as L1 does). */
+#define PERFC_CACHE_MAX_TTL_MS ((int64_t)UINT32_MAX)
 
-/** Options for perfc_cache_new(); fill with perfc_cache_opts_init(). Zero
- *  fields mean the default. */
+/** Options for perfc_cache_new(); fill with perfc_cache_opts_init(). A
+ *  zero field means its PERFC_DEFAULT_CACHE_* value (what opts_init
+ *  writes), so `= {0}` works; a feature on by default is turned off by a
+ *  `no_*` field. The struct is copied whole and checked: durations are
+ *  milliseconds, 0 to PERFC_CACHE_MAX_TTL_MS (negative is PERFC_EINVAL). */
 typedef struct perfc_cache_opts {
   /** `cache` label of the metrics and suffix of the default channel;
    *  copied. NULL = PERFC_DEFAULT_CACHE_NAME. */
@@ -103,30 +110,37 @@ typedef struct perfc_cache_opts {
    *  "perfc:cache:invalidate:<name>". All instances sharing the data must
    *  use the same one. */
   const char *channel;
-  /** Nonzero: do not subscribe to `channel`. By default (0) a cache with
+  /** true: do not subscribe to `channel`. By default (false) a cache with
    *  `redis` runs a subscriber thread that drops the L1 entries other
    *  processes invalidate, and L1 is used only while that subscription is
    *  live (while it is down or not yet established, reads bypass L1 and
    *  nothing is put into it; L1 is cleared when it comes back). With
    *  no_subscribe L1 is always used: only for a single instance, or data
    *  that tolerates staleness up to the L1 TTL. */
-  int no_subscribe;
+  bool no_subscribe;
+  /** true: no in-process level. Reads go to Redis (or the loader) and
+   *  nothing is stored in process memory; single flight, the stale-fill
+   *  fences and invalidation work as with L1 (L1's generations are kept,
+   *  they are not entries). l1_shards and l1_max_bytes are then unused. */
+  bool no_l1;
   /** L1 shape; shards/max_bytes 0 = the l1cache defaults. */
   unsigned l1_shards;
   size_t l1_max_bytes;
-  uint32_t l1_ttl_ms;       /**< 0 = default */
-  uint32_t l2_ttl_ms;       /**< 0 = default */
-  uint32_t negative_ttl_ms; /**< 0 = default */
-  /** ± fraction of each TTL, at most PERFC_CACHE_MAX_TTL_JITTER (0.5).
-   *  0 = default; negative = none. */
+  int64_t l1_ttl_ms;       /**< 0 = default */
+  int64_t l2_ttl_ms;       /**< 0 = default */
+  int64_t negative_ttl_ms; /**< 0 = default */
+  /** ± fraction of each TTL, 0 to PERFC_CACHE_MAX_TTL_JITTER (0.5).
+   *  0 = default (PERFC_DEFAULT_CACHE_TTL_JITTER). */
   double ttl_jitter;
-  uint32_t lease_ttl_ms;    /**< 0 = default */
-  uint32_t retry_ms;        /**< 0 = default */
-  uint32_t retry_max_ms;    /**< 0 = default */
+  /** true: TTLs are not jittered (ttl_jitter ignored). */
+  bool no_ttl_jitter;
+  int64_t lease_ttl_ms;     /**< 0 = default */
+  int64_t retry_ms;         /**< 0 = default */
+  int64_t retry_max_ms;     /**< 0 = default; raised to retry_ms */
   unsigned retry_queue_max; /**< 0 = default */
   /** perfc_cache_free()'s budget for retrying pending Redis deletes. 0 =
    *  default. */
-  uint32_t drain_ms;
+  int64_t drain_ms;
   /** Optional file (copied path; needs `redis`) where perfc_cache_free()
    *  saves the keys whose Redis delete still failed after `drain_ms`, and
    *  from which perfc_cache_new() queues them again (reads skip Redis
@@ -164,7 +178,9 @@ PERFC_API void perfc_cache_free(perfc_cache *c);
  *  said so now or earlier, or the bloom filter rules it out), the
  *  loader's error code when the load failed, PERFC_EINVAL or PERFC_ENOMEM.
  *  Redis errors are never returned: they are counted and the loader
- *  answers instead. */
+ *  answers instead. PERFC_ENOENT is an answer and leaves no message; the
+ *  cache's own failures do (perfc_last_error()), a loader's error carries
+ *  whatever the loader recorded. */
 PERFC_API int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                                       perfc_cache_loader_fn loader,
                                       void *loader_ud, uint8_t **out,
@@ -180,9 +196,10 @@ PERFC_API int perfc_cache_get_or_load(perfc_cache *c, const char *key,
 PERFC_API int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
                                size_t *out_len);
 
-/** perfc_cache_get_or_load()'s `negative_ttl_ms` for "do not cache not
- *  found": the loader's PERFC_ENOENT is returned and nothing is filled. */
-#define PERFC_CACHE_TTL_NONE UINT32_MAX
+/** perfc_cache_get_or_load_ttl()'s `negative_ttl_ms` for "do not cache
+ *  not found": the loader's PERFC_ENOENT is returned and nothing is
+ *  filled. A named value of its own, the only negative one taken. */
+#define PERFC_CACHE_TTL_NONE ((int64_t)-1)
 
 /** perfc_cache_get_or_load() with this call's TTLs: a value it loads lives
  *  `ttl_ms` in Redis and min(`ttl_ms`, L1 TTL) in L1; a "not found" lives
@@ -190,11 +207,12 @@ PERFC_API int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
  *  it is PERFC_CACHE_TTL_NONE. 0 means the cache's own TTL. Both are
  *  jittered like the defaults. Entries already cached keep theirs. Used by
  *  generated code for (perfc.cache) ttl / negative_ttl. Returns what
- *  perfc_cache_get_or_load() returns; `ttl_ms == PERFC_CACHE_TTL_NONE` is
- *  PERFC_EINVAL. */
+ *  perfc_cache_get_or_load() returns; a TTL outside 0 to
+ *  PERFC_CACHE_MAX_TTL_MS (other than a negative_ttl_ms of
+ *  PERFC_CACHE_TTL_NONE) is PERFC_EINVAL. */
 PERFC_API int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
-                                          uint32_t ttl_ms,
-                                          uint32_t negative_ttl_ms,
+                                          int64_t ttl_ms,
+                                          int64_t negative_ttl_ms,
                                           perfc_cache_loader_fn loader,
                                           void *loader_ud, uint8_t **out,
                                           size_t *out_len);
@@ -228,7 +246,7 @@ PERFC_API int perfc_cache_invalidate(perfc_cache *c, const char *const *keys,
  *  timeout). For a graceful stop, before perfc_cache_free(). Returns 0
  *  when nothing is pending, PERFC_ETIMEDOUT when keys are left, or
  *  PERFC_EINVAL. */
-PERFC_API int perfc_cache_drain(perfc_cache *c, uint32_t timeout_ms);
+PERFC_API int perfc_cache_drain(perfc_cache *c, int64_t timeout_ms);
 
 /** Keys waiting for a retried Redis delete (for tests and health checks). */
 PERFC_API size_t perfc_cache_pending_invalidations(perfc_cache *c);
@@ -236,7 +254,7 @@ PERFC_API size_t perfc_cache_pending_invalidations(perfc_cache *c);
 /** Waits until the invalidation subscriber is subscribed (and L1 is in
  *  use). Returns 0, PERFC_ETIMEDOUT, or PERFC_ESTATE when the cache has no
  *  subscriber. */
-PERFC_API int perfc_cache_wait_subscribed(perfc_cache *c, uint32_t timeout_ms);
+PERFC_API int perfc_cache_wait_subscribed(perfc_cache *c, int64_t timeout_ms);
 
 /** The cache's L1, borrowed (valid until perfc_cache_free()): for stats,
  *  tests, or direct use. */
@@ -260,25 +278,6 @@ typedef struct perfc_cache_stats {
 
 /** Fills `*out` (slow: sums per-thread metric cells). */
 PERFC_API void perfc_cache_stats_get(perfc_cache *c, perfc_cache_stats *out);
-
-/* ---- bloom filter ---- */
-
-/** Creates a filter sized for `expected_items` with false-positive rate
- *  `fp_rate` (0 < fp_rate < 1). Returns 0, PERFC_EINVAL, PERFC_ETOOBIG
- *  (more than 10^12 bits) or PERFC_ENOMEM.
- *  Free with perfc_bloom_free(). Adding and testing are lock-free and may
- *  run concurrently. */
-PERFC_API int perfc_bloom_new(perfc_bloom **out, size_t expected_items,
-                              double fp_rate);
-
-/** NULL is a no-op. */
-PERFC_API void perfc_bloom_free(perfc_bloom *b);
-
-/** Records that `key` (borrowed) may exist. */
-PERFC_API void perfc_bloom_add(perfc_bloom *b, const char *key);
-
-/** 0 when `key` was certainly never added; 1 when it may have been. */
-PERFC_API int perfc_bloom_maybe_contains(perfc_bloom *b, const char *key);
 
 #ifdef __cplusplus
 }

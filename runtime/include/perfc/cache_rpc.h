@@ -11,6 +11,11 @@
  * `pkg__svc__perfc_register_cached()` wires them (docs/generator.md,
  * "Declarative caching").
  *
+ * Unlike the rest of the data layer these return a gRPC status, not a
+ * PERFC_E* code: each one *is* the end of a handler (the generated
+ * trampoline returns it as the call's status, with its message already set
+ * on the call), so there is nothing left for a caller to map.
+ *
  * Room: runtime public headers (data layer, generated-code contract).
  */
 #ifndef PERFC_CACHE_RPC_H
@@ -49,8 +54,8 @@ typedef perfc_status_code (*perfc_cache_rpc_load_fn)(
  *  get the same code). A cache failure other than Redis (which the cache
  *  absorbs) runs `load` directly. Returns the call's status. */
 PERFC_API perfc_status_code perfc_cache_rpc_unary(
-    perfc_ctx *ctx, perfc_cache *cache, const char *key, uint32_t ttl_ms,
-    uint32_t negative_ttl_ms, const ProtobufCMessage *req,
+    perfc_ctx *ctx, perfc_cache *cache, const char *key, int64_t ttl_ms,
+    int64_t negative_ttl_ms, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_cache_rpc_load_fn load, void *load_ud);
 
 /** The part of perfc_cache_rpc_unary() that never blocks, for the server's

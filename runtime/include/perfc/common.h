@@ -59,7 +59,8 @@ PERFC_API unsigned perfc_version(void);
   XX(ECONFIG, -16, "invalid configuration")                                   \
   XX(EUNAVAILABLE, -17, "service unavailable")                                 \
   XX(EABORTED, -18, "aborted by a concurrent operation")                       \
-  XX(EPRECONDITION, -19, "failed precondition")
+  XX(EPRECONDITION, -19, "failed precondition")                               \
+  XX(EINTERNAL, -20, "internal error")
 
 typedef enum perfc_errno {
 #define PERFC_ERRNO_XX(name, value, msg) PERFC_##name = (value),

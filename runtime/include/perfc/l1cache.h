@@ -16,6 +16,8 @@
 #ifndef PERFC_L1CACHE_H
 #define PERFC_L1CACHE_H
 
+#include <stdbool.h>
+
 #include "perfc/common.h"
 
 #ifdef __cplusplus
@@ -31,26 +33,29 @@ typedef struct perfc_l1cache perfc_l1cache;
 /** Default byte bound (keys, values and per-entry overhead): 64 MiB. */
 #define PERFC_DEFAULT_L1_MAX_BYTES ((size_t)64 << 20)
 /** Default TTL used when a set passes ttl_ms = 0: 60 s. */
-#define PERFC_DEFAULT_L1_TTL_MS 60000u
+#define PERFC_DEFAULT_L1_TTL_MS 60000
 /** A hit moves its entry to the LRU head only if the entry was not moved
  *  within this many ms (memcached's rule): hits on hot keys then write
  *  nothing but the shard's counters, and eviction order is LRU to within
  *  this interval. */
 #define PERFC_DEFAULT_L1_PROMOTE_MS 1000u
 
-/** Options for perfc_l1cache_new(); fill with perfc_l1cache_opts_init(). */
+/** Options for perfc_l1cache_new(); fill with perfc_l1cache_opts_init().
+ *  A zero field means its PERFC_DEFAULT_L1_* value (what opts_init
+ *  writes); the struct is copied whole and checked. */
 typedef struct perfc_l1cache_opts {
-  /** Number of shards (power of two; rounded up). 0 = default. */
+  /** Number of shards (power of two; rounded up), at most 65536. 0 =
+   *  default. */
   unsigned shards;
   /** Upper bound on accounted bytes over all shards; each shard gets an
    *  equal share and evicts least recently used entries past it. 0 = default.
    */
   size_t max_bytes;
-  /** TTL for sets that pass 0. 0 = default. */
-  uint32_t default_ttl_ms;
-  /** Nonzero: every hit moves its entry to the LRU head (exact LRU).
-   *  0 = at most once per PERFC_DEFAULT_L1_PROMOTE_MS per entry. */
-  int exact_lru;
+  /** TTL for sets that pass 0, in ms (at most UINT32_MAX). 0 = default. */
+  int64_t default_ttl_ms;
+  /** true: every hit moves its entry to the LRU head (exact LRU). false =
+   *  at most once per PERFC_DEFAULT_L1_PROMOTE_MS per entry. */
+  bool exact_lru;
 } perfc_l1cache_opts;
 
 /** Statistics summed over all shards (a snapshot, not atomic as a whole). */
@@ -69,7 +74,8 @@ typedef struct perfc_l1cache_stats {
 PERFC_API void perfc_l1cache_opts_init(perfc_l1cache_opts *o);
 
 /** Creates a cache. `opts` may be NULL (defaults). Returns 0, PERFC_EINVAL
- *  or PERFC_ENOMEM. The caller frees it with perfc_l1cache_free(). */
+ *  or PERFC_ENOMEM (failures leave a message in perfc_last_error()). The caller
+ * frees it with perfc_l1cache_free(). */
 PERFC_API int perfc_l1cache_new(perfc_l1cache **out,
                                 const perfc_l1cache_opts *opts);
 
@@ -83,7 +89,8 @@ PERFC_API void perfc_l1cache_free(perfc_l1cache *c);
  *  allocation) and `*out_negative` = 0; for a negative entry `*out` = NULL,
  *  `*out_len` = 0, `*out_negative` = 1. `out_negative` may be NULL when the
  *  caller stores no negative entries. Returns PERFC_ENOENT on a miss
- *  (absent or expired), PERFC_EINVAL or PERFC_ENOMEM. */
+ *  (absent or expired; an answer, not a failure: it leaves no message, so
+ *  a miss costs no formatting), PERFC_EINVAL or PERFC_ENOMEM. */
 PERFC_API int perfc_l1cache_get(perfc_l1cache *c, const char *key,
                                 uint8_t **out, size_t *out_len,
                                 int *out_negative);
@@ -97,17 +104,17 @@ PERFC_API int perfc_l1cache_get_into(perfc_l1cache *c, const char *key,
                                      int *out_negative);
 
 /** Stores a copy of `value` under `key` (both borrowed) for `ttl_ms`
- *  (0 = the default TTL), replacing any entry, and makes it most recently
- *  used. Returns 0, PERFC_EINVAL, PERFC_ETOOBIG (entry larger than a
- *  shard's byte share; nothing stored, an old entry is removed) or
- *  PERFC_ENOMEM. */
+ *  (0 = the default TTL; negative or above UINT32_MAX is PERFC_EINVAL),
+ *  replacing any entry, and makes it most recently used. Returns 0,
+ *  PERFC_EINVAL, PERFC_ETOOBIG (entry larger than a shard's byte share;
+ *  nothing stored, an old entry is removed) or PERFC_ENOMEM. */
 PERFC_API int perfc_l1cache_set(perfc_l1cache *c, const char *key,
-                                perfc_slice value, uint32_t ttl_ms);
+                                perfc_slice value, int64_t ttl_ms);
 
 /** Stores a "not found" placeholder under `key` for `ttl_ms`. Errors as
  *  perfc_l1cache_set(). */
 PERFC_API int perfc_l1cache_set_negative(perfc_l1cache *c, const char *key,
-                                         uint32_t ttl_ms);
+                                         int64_t ttl_ms);
 
 /** The key's generation: a counter every perfc_l1cache_delete() (and
  *  clear) of the key advances. Counters live in a fixed table of slots per
@@ -120,10 +127,11 @@ PERFC_API uint64_t perfc_l1cache_version(perfc_l1cache *c, const char *key);
  *  `version` (read with perfc_l1cache_version() before the value was
  *  loaded). This is how a load that started before a delete is kept from
  *  filling the cache after it. Returns 0, PERFC_ESTATE when the generation
- *  moved (nothing stored; counted in stale_sets), or as perfc_l1cache_set(). */
+ *  moved (nothing stored; counted in stale_sets; an answer, it leaves no
+ *  message), or as perfc_l1cache_set(). */
 PERFC_API int perfc_l1cache_set_versioned(perfc_l1cache *c, const char *key,
                                           perfc_slice value, int negative,
-                                          uint32_t ttl_ms, uint64_t version);
+                                          int64_t ttl_ms, uint64_t version);
 
 /** Removes `key` if present and advances its generation. Returns 0 if an
  *  entry was removed, PERFC_ENOENT if there was none (the generation still

@@ -6,9 +6,12 @@
  * text is a constant written by the programmer and every value travels as a
  * parameter, so there is no function that builds SQL from values. Named
  * queries are prepared on first use on each connection and re-prepared
- * after a reconnect. Failures come back as gRPC status codes (the code a
- * handler would return) plus the SQLSTATE and the server's message.
- * See docs/data-layer.md, "PostgreSQL pool".
+ * after a reconnect. Every call returns 0 or a negative PERFC_E* code
+ * (unique violation PERFC_EEXIST, no row PERFC_ENOENT, ...; the table is
+ * at perfc_pg_conn_exec()) and leaves the server's message, the SQLSTATE
+ * and a batch's failing index in perfc_last_error_detail() (perfc/common.h);
+ * a handler ends with `return perfc_ctx_fail(ctx, rc);`, which answers
+ * perfc_status_from_error(rc). See docs/data-layer.md, "PostgreSQL pool".
  *
  * Room: runtime public headers. libpq stays private: nothing here needs
  * <libpq-fe.h>. A pool is thread-safe; a connection (perfc_pg_conn) and a
@@ -16,6 +19,8 @@
  */
 #ifndef PERFC_PG_H
 #define PERFC_PG_H
+
+#include <stdbool.h>
 
 #include "perfc/arena.h"
 #include "perfc/common.h"
@@ -38,9 +43,14 @@ typedef struct perfc_pg_result perfc_pg_result;
 #define PERFC_DEFAULT_PG_MAX_CONNS 16
 /** How long perfc_pg_acquire() waits for a free connection. */
 #define PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS 1000
-/** libpq connect_timeout, whole seconds (libpq's own minimum is 2). */
-#define PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S 5
-/** statement_timeout set on every new connection; 0 would mean none. */
+/** libpq connect_timeout. libpq counts whole seconds (its minimum is 2),
+ *  so the pool rounds up. */
+#define PERFC_DEFAULT_PG_CONNECT_TIMEOUT_MS 5000
+/** Deprecated alias in seconds (perfc/config.h's default still names it);
+ *  see docs/design.md, "API style". */
+#define PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S                                     \
+  (PERFC_DEFAULT_PG_CONNECT_TIMEOUT_MS / 1000)
+/** statement_timeout set on every new connection. */
 #define PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS 30000
 /** A connection idle longer than this is pinged before it is lent out. */
 #define PERFC_DEFAULT_PG_IDLE_CHECK_MS 30000
@@ -58,7 +68,10 @@ typedef void (*perfc_pg_replica_fn)(perfc_pg_pool *pool, int usable,
                                     void *user_data);
 
 /** Pool options. Every pointer is borrowed for the duration of
- *  perfc_pg_pool_new(); the pool copies what it keeps. Zero means default. */
+ *  perfc_pg_pool_new(); the pool copies what it keeps. A zero field means
+ *  its PERFC_DEFAULT_PG_* value (what perfc_pg_pool_opts_init() writes);
+ *  durations are milliseconds; what is on by default is turned off by a
+ *  `no_*` field. */
 typedef struct perfc_pg_pool_opts {
   /** libpq conninfo of the primary ("host=... dbname=..." or a postgresql://
    *  URI). Required. */
@@ -69,12 +82,12 @@ typedef struct perfc_pg_pool_opts {
    *  (perfc_pg_replica_fallback_total), and one read per
    *  `replica_retry_ms` tries it again. */
   const char *replica_dsn;
-  /** Nonzero: no fallback; a read whose replica cannot be reached is
-   *  UNAVAILABLE (for applications that must never add read load to the
-   *  primary). */
-  int no_replica_fallback;
+  /** true: no fallback; a read whose replica cannot be reached fails with
+   *  PERFC_EUNAVAILABLE (for applications that must never add read load to
+   *  the primary). */
+  bool no_replica_fallback;
   /** 0 = PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
-  unsigned replica_retry_ms;
+  int64_t replica_retry_ms;
   /** Optional transition callback (see perfc_pg_replica_fn) and its
    *  user data (borrowed; must outlive the pool). */
   perfc_pg_replica_fn replica_fn;
@@ -82,14 +95,18 @@ typedef struct perfc_pg_pool_opts {
   /** Connections per target. 0 = PERFC_DEFAULT_PG_MAX_CONNS. */
   unsigned max_conns;
   /** 0 = PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS. */
-  unsigned acquire_timeout_ms;
-  /** Overrides connect_timeout in the DSN. 0 =
-   * PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S. */
-  unsigned connect_timeout_s;
-  /** 0 = PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS; set -1 to disable. */
-  int statement_timeout_ms;
+  int64_t acquire_timeout_ms;
+  /** Overrides connect_timeout in the DSN; rounded up to whole seconds,
+   *  at least 2 (libpq's unit and minimum). 0 =
+   *  PERFC_DEFAULT_PG_CONNECT_TIMEOUT_MS. */
+  int64_t connect_timeout_ms;
+  /** statement_timeout of every connection. 0 =
+   *  PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS. */
+  int64_t statement_timeout_ms;
+  /** true: no statement_timeout at all (statement_timeout_ms ignored). */
+  bool no_statement_timeout;
   /** 0 = PERFC_DEFAULT_PG_IDLE_CHECK_MS. */
-  unsigned idle_check_ms;
+  int64_t idle_check_ms;
   /** `pool` label value of the metrics. NULL = PERFC_DEFAULT_PG_POOL_NAME. */
   const char *name;
   /** Registry for the pool's metrics; borrowed, must outlive the pool.
@@ -102,8 +119,9 @@ PERFC_API void perfc_pg_pool_opts_init(perfc_pg_pool_opts *o);
 
 /** Creates a pool. It does not connect yet: connections are opened on
  *  demand, so a service may start before its database (use
- *  perfc_pg_ping() as a readiness check). Returns 0, PERFC_EINVAL (no dsn),
- *  PERFC_ENOMEM, or an error from registering the metrics. The caller frees
+ *  perfc_pg_ping() as a readiness check). Returns 0, PERFC_EINVAL (no dsn,
+ *  a negative duration), PERFC_ENOMEM, or an error from registering the
+ *  metrics. The caller frees
  *  the pool with perfc_pg_pool_free(). */
 PERFC_API int perfc_pg_pool_new(perfc_pg_pool **out,
                                 const perfc_pg_pool_opts *opts);
@@ -112,24 +130,11 @@ PERFC_API int perfc_pg_pool_new(perfc_pg_pool **out,
  *  been released. NULL is a no-op. */
 PERFC_API void perfc_pg_pool_free(perfc_pg_pool *pool);
 
-/** The failure details of a call. Filled by every call that takes one (it
- *  may be NULL); on success code is PERFC_STATUS_OK and the rest empty. */
-typedef struct perfc_pg_error {
-  perfc_status_code code;
-  /** Five-character SQLSTATE, "" when the failure did not come from the
-   *  server (pool exhausted, connection lost, no rows). */
-  char sqlstate[6];
-  /** In a batch, the index of the query that failed; else -1. */
-  long index;
-  /** Human-readable, NUL-terminated, possibly truncated. */
-  char message[256];
-} perfc_pg_error;
-
 /** Call flags. */
 enum {
   /** Read-only: run on the replica when one is configured. */
   PERFC_PG_READ = 1u << 0,
-  /** Exactly one row is required: no rows is NOT_FOUND. */
+  /** Exactly one row is required: no rows is PERFC_ENOENT. */
   PERFC_PG_ONE = 1u << 1
 };
 
@@ -204,9 +209,11 @@ typedef struct perfc_pg_query {
   size_t nparams;
   /** PERFC_PG_READ, PERFC_PG_ONE. */
   unsigned flags;
-  /** statement_timeout for this call: 0 = the pool's, > 0 = this many ms,
-   *  < 0 = none. */
-  int timeout_ms;
+  /** statement_timeout for this call in ms: 0 = the pool's. Negative is
+   *  PERFC_EINVAL. */
+  int64_t timeout_ms;
+  /** true: no statement_timeout for this call (timeout_ms ignored). */
+  bool no_timeout;
 } perfc_pg_query;
 
 /* ---- The pool ---- */
@@ -214,31 +221,28 @@ typedef struct perfc_pg_query {
 /** Borrows a connection: a primary one, or a replica one when `flags` has
  *  PERFC_PG_READ and a replica is configured. Waits up to the acquire
  *  timeout for a free one, opening a new connection when under max_conns.
- *  Returns OK and `*out` (give it back with perfc_pg_release()), or
- *  RESOURCE_EXHAUSTED (pool exhausted: no connection in time) or
- *  UNAVAILABLE (cannot connect); `err` may be NULL. */
-PERFC_API perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool,
-                                             unsigned flags,
-                                             perfc_pg_conn **out,
-                                             perfc_pg_error *err);
+ *  Returns 0 and `*out` (give it back with perfc_pg_release()), or
+ *  PERFC_EFULL (pool exhausted: no connection in time; a handler answers
+ *  RESOURCE_EXHAUSTED), PERFC_EUNAVAILABLE (cannot connect) or
+ *  PERFC_EINVAL. */
+PERFC_API int perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags,
+                               perfc_pg_conn **out);
 
 /** Gives a connection back. A connection that broke, or is left inside a
  *  transaction or COPY, is closed instead of reused. NULL is a no-op. */
 PERFC_API void perfc_pg_release(perfc_pg_conn *conn);
 
 /** Acquires a connection (honouring q->flags), runs `q`, releases. As
- *  perfc_pg_conn_exec(). */
-PERFC_API perfc_status_code perfc_pg_exec(perfc_pg_pool *pool,
-                                          const perfc_pg_query *q,
-                                          perfc_pg_result **res,
-                                          perfc_pg_error *err);
+ *  perfc_pg_conn_exec(), plus perfc_pg_acquire()'s errors. */
+PERFC_API int perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
+                            perfc_pg_result **res);
 
 /** Health check: runs an empty statement on a connection of the primary
  *  (or of the replica with PERFC_PG_READ: the replica itself, never the
  *  fallback; its answer also updates the read route). OK when the server
- *  answers. */
-PERFC_API perfc_status_code perfc_pg_ping(perfc_pg_pool *pool, unsigned flags,
-                                          perfc_pg_error *err);
+ *  answers, else PERFC_EUNAVAILABLE (or another code of the table at
+ *  perfc_pg_conn_exec()). */
+PERFC_API int perfc_pg_ping(perfc_pg_pool *pool, unsigned flags);
 
 /** Where reads go now: 1 the replica, 0 the primary because the replica
  *  cannot be reached, PERFC_ESTATE when the pool has no replica,
@@ -248,66 +252,67 @@ PERFC_API int perfc_pg_replica_usable(perfc_pg_pool *pool);
 
 /* ---- One connection ---- */
 
-/** Runs `q` on `conn`. `res` may be NULL (rows dropped); else on OK `*res`
+/** Runs `q` on `conn`. `res` may be NULL (rows dropped); else on 0 `*res`
  *  is a result the caller frees with perfc_pg_result_free(), and on failure
- *  `*res` is NULL. Status mapping: unique_violation (23505) ALREADY_EXISTS;
- *  PERFC_PG_ONE and no rows NOT_FOUND; query_canceled (57014, the statement
- *  timeout) DEADLINE_EXCEEDED; class 22 (data exception) INVALID_ARGUMENT;
- *  40001/40P01 (serialization failure, deadlock) ABORTED; connection lost,
- *  class 08 and 57P01-57P03 (server shutting down or starting)
- *  UNAVAILABLE; anything else INTERNAL. */
-PERFC_API perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *conn,
-                                               const perfc_pg_query *q,
-                                               perfc_pg_result **res,
-                                               perfc_pg_error *err);
+ *  `*res` is NULL. Errors (and the status perfc_status_from_error() gives a
+ *  handler): unique_violation (23505) PERFC_EEXIST (ALREADY_EXISTS);
+ *  PERFC_PG_ONE and no rows PERFC_ENOENT (NOT_FOUND); query_canceled
+ *  (57014, the statement timeout) PERFC_ETIMEDOUT (DEADLINE_EXCEEDED);
+ *  class 22 (data exception) and bad parameters PERFC_EINVAL
+ *  (INVALID_ARGUMENT); 40001/40P01 (serialization failure, deadlock)
+ *  PERFC_EABORTED (ABORTED: retry); connection lost, class 08 and
+ *  57P01-57P03 (server shutting down or starting) PERFC_EUNAVAILABLE
+ *  (UNAVAILABLE); the connection inside a COPY PERFC_EPRECONDITION
+ *  (FAILED_PRECONDITION); anything else PERFC_EINTERNAL (INTERNAL). The
+ *  message, the SQLSTATE ("" when the server sent none) and, for batches,
+ *  the failing index are in perfc_last_error_detail(). */
+PERFC_API int perfc_pg_conn_exec(perfc_pg_conn *conn, const perfc_pg_query *q,
+                                 perfc_pg_result **res);
 
 /** Runs `n` queries in one round trip (libpq pipeline mode) as one implicit
  *  transaction: either all take effect or none. Rows are dropped.
- *  On failure err->index names the first failing query. A batch inside
- *  perfc_pg_tx() is part of that transaction. The statement timeout is
- *  qs[0]'s. PERFC_PG_ONE is checked only after the batch ran, so a
- *  NOT_FOUND from a batch does not undo it (wrap it in perfc_pg_tx()). */
-PERFC_API perfc_status_code perfc_pg_batch(perfc_pg_conn *conn,
-                                           const perfc_pg_query *qs, size_t n,
-                                           perfc_pg_error *err);
+ *  On failure perfc_last_error_detail().index names the first failing
+ *  query. A batch inside perfc_pg_tx() is part of that transaction. The
+ *  statement timeout is qs[0]'s. PERFC_PG_ONE is checked only after the
+ *  batch ran, so a PERFC_ENOENT from a batch does not undo it (wrap it in
+ *  perfc_pg_tx()). Errors as perfc_pg_conn_exec(). */
+PERFC_API int perfc_pg_batch(perfc_pg_conn *conn, const perfc_pg_query *qs,
+                             size_t n);
 
-/** Transaction body: runs on `conn` between BEGIN and COMMIT. Return OK to
- *  commit; anything else rolls back and becomes perfc_pg_tx()'s result.
- *  `err` is the one given to perfc_pg_tx() (never NULL here). */
-typedef perfc_status_code (*perfc_pg_tx_fn)(perfc_pg_conn *conn,
-                                            void *user_data,
-                                            perfc_pg_error *err);
+/** Transaction body: runs on `conn` between BEGIN and COMMIT. Return 0 to
+ *  commit; anything else (a PERFC_E* code, ideally recorded with
+ *  perfc_error_set() when it is the body's own) rolls back and becomes
+ *  perfc_pg_tx()'s result. */
+typedef int (*perfc_pg_tx_fn)(perfc_pg_conn *conn, void *user_data);
 
 /** Acquires a primary connection, BEGIN, `fn`, then COMMIT if fn returned
- *  OK, else ROLLBACK. `fn` is called exactly once if BEGIN succeeded and
- *  never otherwise. Returns fn's status, or the failure of
- *  acquire/BEGIN/COMMIT. */
-PERFC_API perfc_status_code perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn,
-                                        void *user_data, perfc_pg_error *err);
+ *  0, else ROLLBACK. `fn` is called exactly once if BEGIN succeeded and
+ *  never otherwise. Returns fn's result, or the failure of
+ *  acquire/BEGIN/COMMIT; a COMMIT that the server answered with ROLLBACK
+ *  (the body swallowed a failed statement) is PERFC_EABORTED. The detail
+ *  of fn's failure survives the ROLLBACK. */
+PERFC_API int perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn,
+                          void *user_data);
 
 /** Starts COPY ... FROM STDIN (text format). `sql` is the complete COPY
  *  statement, e.g. "COPY t (a, b) FROM STDIN"; a constant, never built from
  *  values. Then send rows with perfc_pg_copy_row() and finish with
  *  perfc_pg_copy_end(). */
-PERFC_API perfc_status_code perfc_pg_copy_begin(perfc_pg_conn *conn,
-                                                const char *sql,
-                                                perfc_pg_error *err);
+PERFC_API int perfc_pg_copy_begin(perfc_pg_conn *conn, const char *sql);
 
 /** Sends one row: `n` fields, each a byte slice (borrowed; base NULL = SQL
  *  NULL). Fields are escaped for COPY's text format here (backslash, tab,
  *  newline, carriage return, ...), so any text without a NUL byte, in the
  *  database encoding, arrives exactly. Rows are buffered and flushed in
- *  large chunks. */
-PERFC_API perfc_status_code perfc_pg_copy_row(perfc_pg_conn *conn,
-                                              const perfc_slice *fields,
-                                              size_t n, perfc_pg_error *err);
+ *  large chunks. A field with a NUL byte is PERFC_EINVAL and spoils the
+ *  COPY: later rows and perfc_pg_copy_end() return the same error. */
+PERFC_API int perfc_pg_copy_row(perfc_pg_conn *conn, const perfc_slice *fields,
+                                size_t n);
 
 /** Ends the COPY: flushes, then waits for the server's verdict. `rows` (may
  *  be NULL) gets the number of rows copied. If a row failed earlier this
  *  aborts the COPY and returns that failure. */
-PERFC_API perfc_status_code perfc_pg_copy_end(perfc_pg_conn *conn,
-                                              uint64_t *rows,
-                                              perfc_pg_error *err);
+PERFC_API int perfc_pg_copy_end(perfc_pg_conn *conn, uint64_t *rows);
 
 /* ---- Results ---- */
 
@@ -348,9 +353,18 @@ PERFC_API char *perfc_pg_result_strdup(const perfc_pg_result *r, size_t row,
 /** Frees the result. NULL is a no-op. */
 PERFC_API void perfc_pg_result_free(perfc_pg_result *r);
 
-/** The SQLSTATE → status mapping used by every call, for callers that get a
- *  SQLSTATE elsewhere. NULL or "" is INTERNAL. */
-PERFC_API perfc_status_code perfc_pg_status_from_sqlstate(const char *sqlstate);
+/** The SQLSTATE → PERFC_E* mapping every call uses (the table at
+ *  perfc_pg_conn_exec()), for callers that get a SQLSTATE elsewhere. NULL
+ *  or "" is PERFC_EINTERNAL. Never 0. */
+PERFC_API int perfc_pg_error_from_sqlstate(const char *sqlstate);
+
+/** Deprecated alias, kept because docs/data-layer.md promised it (see
+ *  docs/design.md, "API style"): the gRPC status a handler answers for a
+ *  SQLSTATE. */
+static inline perfc_status_code
+perfc_pg_status_from_sqlstate(const char *sqlstate) {
+  return perfc_status_from_error(perfc_pg_error_from_sqlstate(sqlstate));
+}
 
 #ifdef __cplusplus
 }

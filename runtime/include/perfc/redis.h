@@ -58,23 +58,31 @@ typedef struct perfc_redis_subscriber perfc_redis_subscriber;
 /** Label value of the pool's metrics. */
 #define PERFC_DEFAULT_REDIS_NAME "default"
 
+/** The longest duration the Redis options take: 24 days (the pool keeps
+ *  them, and doubles its backoff, in 32-bit milliseconds). */
+#define PERFC_REDIS_MAX_DURATION_MS INT32_MAX
+
 /** Options for perfc_redis_pool_new() and perfc_redis_subscriber_new();
- *  fill with perfc_redis_opts_init(). Zero fields mean the default. */
+ *  fill with perfc_redis_opts_init(). A zero field means its
+ *  PERFC_DEFAULT_REDIS_* value (what perfc_redis_opts_init() writes), so
+ *  `= {0}` plus a port works. The struct is copied whole; durations are
+ *  milliseconds, 0 to PERFC_REDIS_MAX_DURATION_MS (negative is
+ *  PERFC_EINVAL). */
 typedef struct perfc_redis_opts {
   /** Server host name or address; borrowed during perfc_redis_pool_new()
    *  (copied). NULL = PERFC_DEFAULT_REDIS_HOST. */
   const char *host;
-  /** TCP port. 0 = PERFC_DEFAULT_REDIS_PORT. */
+  /** TCP port, 1 to 65535. 0 = PERFC_DEFAULT_REDIS_PORT. */
   int port;
-  unsigned pool_size;          /**< 0 = default */
-  uint32_t connect_timeout_ms; /**< 0 = default */
-  uint32_t command_timeout_ms; /**< 0 = default */
-  uint32_t acquire_timeout_ms; /**< 0 = default */
-  uint32_t backoff_min_ms;     /**< 0 = default */
-  uint32_t backoff_max_ms;     /**< 0 = default */
-  uint32_t health_check_ms;    /**< 0 = default */
-  unsigned del_retries;        /**< 0 = default */
-  unsigned batch_keys;         /**< 0 = default */
+  unsigned pool_size;         /**< 0 = default */
+  int64_t connect_timeout_ms; /**< 0 = default */
+  int64_t command_timeout_ms; /**< 0 = default */
+  int64_t acquire_timeout_ms; /**< 0 = default */
+  int64_t backoff_min_ms;     /**< 0 = default */
+  int64_t backoff_max_ms;     /**< 0 = default; raised to backoff_min_ms */
+  int64_t health_check_ms;    /**< 0 = default */
+  unsigned del_retries;       /**< 0 = default */
+  unsigned batch_keys;        /**< 0 = default */
   /** Registry for the pool's metrics; borrowed, must outlive the pool.
    *  NULL = the default registry. */
   perfc_registry *registry;
@@ -112,13 +120,14 @@ typedef struct perfc_redis_value {
 typedef struct perfc_redis_item {
   const char *key;
   perfc_slice value;
-  uint32_t ttl_ms; /**< 0 = no expiry */
+  int64_t ttl_ms; /**< 0 = no expiry; negative is PERFC_EINVAL */
 } perfc_redis_item;
 
 /* Errors every command function may return: PERFC_EIO (server down,
  *  connection lost, in reconnect backoff, or an error reply),
- *  PERFC_ETIMEDOUT (command or acquire timeout), PERFC_EINVAL, PERFC_ENOMEM.
- *  A connection that saw an I/O error is closed, never reused. */
+ *  PERFC_ETIMEDOUT (command or acquire timeout), PERFC_EINVAL, PERFC_ENOMEM;
+ *  the message (which server, what failed) is in perfc_last_error(). A
+ *  connection that saw an I/O error is closed, never reused. */
 
 /** PING through the pool. Returns 0 or an error above. */
 PERFC_API int perfc_redis_ping(perfc_redis_pool *p);
@@ -146,7 +155,7 @@ PERFC_API int perfc_redis_set_many(perfc_redis_pool *p,
 
 /** SET `key` `value` PX `ttl_ms` (0 = no expiry). */
 PERFC_API int perfc_redis_set(perfc_redis_pool *p, const char *key,
-                              perfc_slice value, uint32_t ttl_ms);
+                              perfc_slice value, int64_t ttl_ms);
 
 /** DEL of `n` keys in one command, retried up to del_retries more times
  *  while it fails with PERFC_EIO or PERFC_ETIMEDOUT, pausing before each
@@ -215,7 +224,7 @@ PERFC_API int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
  *  SUBSCRIBE and the callback has been told). Returns 0, or
  *  PERFC_ETIMEDOUT after `timeout_ms`. */
 PERFC_API int perfc_redis_subscriber_wait_ready(perfc_redis_subscriber *s,
-                                                uint32_t timeout_ms);
+                                                int64_t timeout_ms);
 
 /** Stops the thread (within about 100 ms), closes its connection and frees
  *  `s`. `fn` is not called after this returns. NULL is a no-op. */

@@ -66,6 +66,8 @@ perfc_status_code perfc_status_from_error(int err) {
     return PERFC_STATUS_FAILED_PRECONDITION;
   case PERFC_ETOOBIG:
     return PERFC_STATUS_OUT_OF_RANGE;
+  case PERFC_EINTERNAL:
+    return PERFC_STATUS_INTERNAL;
   default:
     return PERFC_STATUS_INTERNAL;
   }

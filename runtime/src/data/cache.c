@@ -1,7 +1,8 @@
 /*
  * cache.c — cache-aside over L1 (l1cache.c) and Redis (redis.c): single
  * flight loads, jittered TTLs, negative caching, invalidation with
- * background retries and pub/sub fan-out, stale-fill fencing, bloom filter.
+ * background retries and pub/sub fan-out, stale-fill fencing; consults a
+ * bloom filter (bloom.c) when given one.
  *
  * Room: runtime/src/data (data layer, cache-aside). Public API in
  * perfc/cache.h; the design, including why the stale-fill fence is correct,
@@ -33,9 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "perfc/log.h"
+#include "core/error_internal.h"
 #include "data/cache_internal.h"
 #include "data/redis_internal.h"
+#include "perfc/log.h"
 
 #define TAG_VALUE 'v'
 #define TAG_NEGATIVE 'n'
@@ -116,6 +118,8 @@ struct perfc_cache {
   perfc_redis_pool *redis;
   perfc_bloom *bloom;
   perfc_l1cache *l1;
+  /* opts.no_l1: L1 holds no entries (its generations still fence loads). */
+  bool no_l1;
   uint32_t l1_ttl_ms, l2_ttl_ms, negative_ttl_ms, lease_ttl_ms;
   uint32_t retry_ms, retry_max_ms;
   unsigned retry_queue_max;
@@ -158,6 +162,10 @@ static int l1_trusted(perfc_cache *c) {
   return c->sub == NULL || atomic_load_explicit(&c->sub_live,
                                                 memory_order_acquire);
 }
+
+/* L1 is read and filled only when it is on and trusted. A read that skips
+ * it because it is off is not a bypass (nothing to count). */
+static int l1_usable(perfc_cache *c) { return !c->no_l1 && l1_trusted(c); }
 
 static uint64_t rng_next(void) {
   static _Thread_local uint64_t s;
@@ -204,85 +212,6 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n) {
   if (d && n)
     memcpy(d, p, n);
   return d;
-}
-
-/* ---- bloom filter ---- */
-
-struct perfc_bloom {
-  _Atomic uint64_t *bits;
-  uint64_t nbits;
-  unsigned k;
-};
-
-static uint64_t bloom_hash(const char *key, uint64_t seed) {
-  uint64_t h = 1469598103934665603ull ^ seed;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-    h ^= *p;
-    h *= 1099511628211ull;
-  }
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  return h;
-}
-
-int perfc_bloom_new(perfc_bloom **out, size_t expected_items, double fp_rate) {
-  if (!out || expected_items == 0 || !(fp_rate > 0 && fp_rate < 1))
-    return PERFC_EINVAL;
-  double ln2 = 0.6931471805599453;
-  double m = -(double)expected_items * log(fp_rate) / (ln2 * ln2);
-  if (m < 64)
-    m = 64;
-  if (m > 1e12)
-    return PERFC_ETOOBIG;
-  perfc_bloom *b = calloc(1, sizeof(*b));
-  if (!b)
-    return PERFC_ENOMEM;
-  b->nbits = (uint64_t)m;
-  b->k = (unsigned)(m / (double)expected_items * ln2 + 0.5);
-  if (b->k < 1)
-    b->k = 1;
-  if (b->k > 16)
-    b->k = 16;
-  b->bits = calloc((size_t)((b->nbits + 63) / 64), sizeof(*b->bits));
-  if (!b->bits) {
-    free(b);
-    return PERFC_ENOMEM;
-  }
-  *out = b;
-  return 0;
-}
-
-void perfc_bloom_free(perfc_bloom *b) {
-  if (!b)
-    return;
-  free((void *)b->bits);
-  free(b);
-}
-
-/* Kirsch–Mitzenmacher: k indexes from two hashes, h1 + i*h2. */
-void perfc_bloom_add(perfc_bloom *b, const char *key) {
-  if (!b || !key)
-    return;
-  uint64_t h1 = bloom_hash(key, 0), h2 = bloom_hash(key, 0x5bd1e995) | 1;
-  for (unsigned i = 0; i < b->k; i++) {
-    uint64_t bit = (h1 + i * h2) % b->nbits;
-    atomic_fetch_or_explicit(&b->bits[bit / 64], 1ull << (bit % 64),
-                             memory_order_relaxed);
-  }
-}
-
-int perfc_bloom_maybe_contains(perfc_bloom *b, const char *key) {
-  if (!b || !key)
-    return 1;
-  uint64_t h1 = bloom_hash(key, 0), h2 = bloom_hash(key, 0x5bd1e995) | 1;
-  for (unsigned i = 0; i < b->k; i++) {
-    uint64_t bit = (h1 + i * h2) % b->nbits;
-    if (!(atomic_load_explicit(&b->bits[bit / 64], memory_order_relaxed) &
-          (1ull << (bit % 64))))
-      return 0;
-  }
-  return 1;
 }
 
 /* ---- options, metrics ---- */
@@ -644,12 +573,12 @@ static uint64_t mono_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int perfc_cache_drain(perfc_cache *c, uint32_t timeout_ms) {
-  if (!c)
-    return PERFC_EINVAL;
+int perfc_cache_drain(perfc_cache *c, int64_t timeout_ms) {
+  if (!c || timeout_ms < 0)
+    return perfc__fail(PERFC_EINVAL, "cache: NULL or negative timeout_ms");
   if (!c->redis)
     return 0;
-  uint64_t deadline = mono_ms() + timeout_ms;
+  uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
   /* Retries back to back while they succeed; after a failure waits the
    * first retry delay (the pool refuses calls at once during its backoff,
    * so retrying without a pause would only spin) and tries again until the
@@ -665,7 +594,12 @@ int perfc_cache_drain(perfc_cache *c, uint32_t timeout_ms) {
     struct timespec ts = {(time_t)(pause / 1000), (long)(pause % 1000) * 1000000};
     nanosleep(&ts, NULL);
   }
-  return atomic_load(&c->rq_count) > 0 ? PERFC_ETIMEDOUT : 0;
+  size_t left = atomic_load(&c->rq_count);
+  return left > 0 ? perfc__fail(PERFC_ETIMEDOUT,
+                                "cache %s: %zu Redis deletes still pending "
+                                "after %lld ms",
+                                c->name, left, (long long)timeout_ms)
+                  : 0;
 }
 
 /* The pending-deletes file: per key "<decimal length>:<bytes>\n", so any
@@ -802,46 +736,71 @@ static void on_invalidation(perfc_redis_sub_event ev, const char *channel,
 
 /* ---- lifecycle ---- */
 
+/* The options as the cache uses them: the caller's struct copied whole (a
+ * field added later cannot be dropped by a hand-kept copy list), then each
+ * zero replaced by its default and every value checked. */
+static int resolve_opts(perfc_cache_opts *o, const perfc_cache_opts *in) {
+  perfc_cache_opts d;
+  perfc_cache_opts_init(&d);
+  *o = in ? *in : d;
+  const int64_t ms[] = {o->l1_ttl_ms,    o->l2_ttl_ms, o->negative_ttl_ms,
+                        o->lease_ttl_ms, o->retry_ms,  o->retry_max_ms,
+                        o->drain_ms};
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+    if (ms[i] < 0 || ms[i] > PERFC_CACHE_MAX_TTL_MS)
+      return perfc__fail(PERFC_EINVAL,
+                         "cache: a duration option is %lld ms (0 = default, "
+                         "at most %lld)",
+                         (long long)ms[i], (long long)PERFC_CACHE_MAX_TTL_MS);
+  if (!(o->ttl_jitter >= 0 && o->ttl_jitter <= PERFC_CACHE_MAX_TTL_JITTER))
+    return perfc__fail(PERFC_EINVAL,
+                       "cache: ttl_jitter %g outside 0..%g (no_ttl_jitter "
+                       "turns it off)",
+                       o->ttl_jitter, PERFC_CACHE_MAX_TTL_JITTER);
+  if (o->pending_file && (!o->pending_file[0] || !o->redis))
+    return perfc__fail(PERFC_EINVAL,
+                       "cache: pending_file needs a name and a Redis pool");
+#define DEF(f)                                                                 \
+  if (!o->f)                                                                   \
+  o->f = d.f
+  DEF(name);
+  DEF(l1_ttl_ms);
+  DEF(l2_ttl_ms);
+  DEF(negative_ttl_ms);
+  DEF(ttl_jitter);
+  DEF(lease_ttl_ms);
+  DEF(retry_ms);
+  DEF(retry_max_ms);
+  DEF(retry_queue_max);
+  DEF(drain_ms);
+#undef DEF
+  if (o->retry_max_ms < o->retry_ms)
+    o->retry_max_ms = o->retry_ms;
+  return 0;
+}
+
 int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   if (!out)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "cache: NULL out");
   perfc_cache_opts o;
-  perfc_cache_opts_init(&o);
-  if (opts) {
-    perfc_cache_opts d = o;
-    o = *opts;
-#define DEF(f)                                                                 \
-  if (!o.f)                                                                    \
-  o.f = d.f
-    DEF(name);
-    DEF(l1_ttl_ms);
-    DEF(l2_ttl_ms);
-    DEF(negative_ttl_ms);
-    DEF(lease_ttl_ms);
-    DEF(retry_ms);
-    DEF(retry_max_ms);
-    DEF(retry_queue_max);
-    DEF(drain_ms);
-#undef DEF
-    if (o.ttl_jitter == 0)
-      o.ttl_jitter = d.ttl_jitter;
-  }
-  if (o.ttl_jitter > PERFC_CACHE_MAX_TTL_JITTER)
-    return PERFC_EINVAL;
+  int rc = resolve_opts(&o, opts);
+  if (rc != 0)
+    return rc;
   perfc_cache *c = calloc(1, sizeof(*c));
   if (!c)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "cache: out of memory");
   c->redis = o.redis;
   c->bloom = o.bloom;
-  c->l1_ttl_ms = o.l1_ttl_ms;
-  c->l2_ttl_ms = o.l2_ttl_ms;
-  c->negative_ttl_ms = o.negative_ttl_ms;
-  c->lease_ttl_ms = o.lease_ttl_ms;
-  c->retry_ms = o.retry_ms;
-  c->retry_max_ms = o.retry_max_ms < o.retry_ms ? o.retry_ms : o.retry_max_ms;
+  c->no_l1 = o.no_l1;
+  c->l1_ttl_ms = (uint32_t)o.l1_ttl_ms;
+  c->l2_ttl_ms = (uint32_t)o.l2_ttl_ms;
+  c->negative_ttl_ms = (uint32_t)o.negative_ttl_ms;
+  c->lease_ttl_ms = (uint32_t)o.lease_ttl_ms;
+  c->retry_ms = (uint32_t)o.retry_ms;
+  c->retry_max_ms = (uint32_t)o.retry_max_ms;
   c->retry_queue_max = o.retry_queue_max;
-  c->jitter = o.ttl_jitter < 0 ? 0 : o.ttl_jitter;
-  c->drain_ms = o.drain_ms;
+  c->jitter = o.no_ttl_jitter ? 0 : o.ttl_jitter;
+  c->drain_ms = (uint32_t)o.drain_ms;
   c->name = strdup(o.name);
   if (o.channel)
     c->channel = strdup(o.channel);
@@ -860,10 +819,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&c->rq_cv, &ca);
   pthread_condattr_destroy(&ca);
-  int rc = (!c->name || !c->channel) ? PERFC_ENOMEM : 0;
-  if (rc == 0 && o.pending_file &&
-      (!o.pending_file[0] || !o.redis))
-    rc = PERFC_EINVAL;
+  rc = (!c->name || !c->channel) ? PERFC_ENOMEM : 0;
   if (rc == 0 && o.pending_file && !(c->pending_file = strdup(o.pending_file)))
     rc = PERFC_ENOMEM;
   if (rc == 0) {
@@ -890,6 +846,15 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     rc = perfc_redis_subscriber_new(&c->sub, perfc__redis_pool_opts(c->redis),
                                     c->channel, on_invalidation, c);
   if (rc != 0) {
+    /* The failing call (l1cache, metrics, subscriber) left its detail;
+     * out of memory and a thread that would not start are said here. */
+    if (rc == PERFC_ENOMEM || rc == PERFC_ETHREAD)
+      perfc__fail(rc, "cache %s: %s", o.name, perfc_strerror(rc));
+    else if (rc == PERFC_EEXIST)
+      perfc__fail(rc,
+                  "cache %s: a cache of this name already has metrics "
+                  "in this registry",
+                  o.name);
     perfc_cache_free(c);
     return rc;
   }
@@ -962,11 +927,14 @@ size_t perfc_cache_pending_invalidations(perfc_cache *c) {
   return c ? atomic_load(&c->rq_count) : 0;
 }
 
-int perfc_cache_wait_subscribed(perfc_cache *c, uint32_t timeout_ms) {
+int perfc_cache_wait_subscribed(perfc_cache *c, int64_t timeout_ms) {
   if (!c)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "cache: NULL");
   if (!c->sub)
-    return PERFC_ESTATE;
+    return perfc__fail(PERFC_ESTATE,
+                       "cache %s: no invalidation subscriber "
+                       "(no Redis, or no_subscribe)",
+                       c->name);
   return perfc_redis_subscriber_wait_ready(c->sub, timeout_ms);
 }
 
@@ -1007,7 +975,10 @@ static int l2_get_or_lease(perfc_cache *c, const char *key, const char *token,
   return rc;
 }
 
-/* A call's TTL overrides (perfc_cache_get_or_load_ttl); 0 = the cache's. */
+/* A call's TTL overrides (perfc_cache_get_or_load_ttl); 0 = the cache's.
+ * NEG_TTL_NONE (outside the range a TTL may take) is the caller's
+ * PERFC_CACHE_TTL_NONE. */
+#define NEG_TTL_NONE UINT32_MAX
 typedef struct call_ttl {
   uint32_t ttl_ms, negative_ttl_ms;
 } call_ttl;
@@ -1116,7 +1087,7 @@ static uint32_t l1_ttl_for(const perfc_cache *c, int negative,
 static void l1_fill(perfc_cache *c, const char *key, const uint8_t *val,
                     size_t len, int negative, uint64_t version,
                     uint32_t ttl_ms) {
-  if (!l1_trusted(c))
+  if (!l1_usable(c))
     return;
   perfc_slice v = {val, len};
   int rc = perfc_l1cache_set_versioned(
@@ -1161,8 +1132,8 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
   int neg = 0;
   /* The previous flight for this key may have filled L1 between our miss
    * and our becoming leader; checking again keeps it to one load. */
-  int rc = l1_trusted(c) ? perfc_l1cache_get(c->l1, key, out, out_len, &neg)
-                         : PERFC_ENOENT;
+  int rc = l1_usable(c) ? perfc_l1cache_get(c->l1, key, out, out_len, &neg)
+                        : PERFC_ENOENT;
   if (rc == 0)
     return neg ? PERFC_ENOENT : 0;
   /* While deletes wait for a retry, Redis may hold values the database no
@@ -1196,7 +1167,7 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
     return rc;
   }
   int negative = rc == PERFC_ENOENT;
-  if (negative && ct->negative_ttl_ms == PERFC_CACHE_TTL_NONE) {
+  if (negative && ct->negative_ttl_ms == NEG_TTL_NONE) {
     /* Negative caching is off for this call: nothing is filled, and the
      * lease (if taken) expires by itself after lease_ttl_ms, during which
      * other instances load without filling Redis. */
@@ -1286,7 +1257,7 @@ static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
   }
   /* Not trusted: "not in L1", so the caller takes the full path, which
    * counts the bypass. */
-  if (!l1_trusted(c))
+  if (!l1_usable(c))
     return 1;
   int neg = 0;
   int rc = a ? perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg)
@@ -1315,21 +1286,30 @@ int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
   return peek(c, key, a, out, out_len);
 }
 
-int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
-                                uint32_t ttl_ms, uint32_t negative_ttl_ms,
+int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key, int64_t ttl_ms,
+                                int64_t negative_ttl_ms,
                                 perfc_cache_loader_fn loader, void *loader_ud,
                                 uint8_t **out, size_t *out_len) {
-  if (!c || !key || !loader || !out || !out_len ||
-      ttl_ms == PERFC_CACHE_TTL_NONE)
-    return PERFC_EINVAL;
-  const call_ttl ct = {ttl_ms, negative_ttl_ms};
+  if (!c || !key || !loader || !out || !out_len)
+    return perfc__fail(PERFC_EINVAL, "cache: NULL cache, key, loader or out");
+  if (ttl_ms < 0 || ttl_ms > PERFC_CACHE_MAX_TTL_MS ||
+      (negative_ttl_ms != PERFC_CACHE_TTL_NONE &&
+       (negative_ttl_ms < 0 || negative_ttl_ms > PERFC_CACHE_MAX_TTL_MS)))
+    return perfc__fail(PERFC_EINVAL, "cache %s: TTLs %lld/%lld ms out of range",
+                       c->name, (long long)ttl_ms, (long long)negative_ttl_ms);
+  /* Inside, TTLs are 32-bit and "do not cache" is NEG_TTL_NONE. */
+  const call_ttl ct = {(uint32_t)ttl_ms, negative_ttl_ms == PERFC_CACHE_TTL_NONE
+                                             ? NEG_TTL_NONE
+                                             : (uint32_t)negative_ttl_ms};
   if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
     perfc_counter_inc(c->m.bloom_rejects);
     return PERFC_ENOENT;
   }
   int neg = 0;
   int rc = PERFC_ENOENT;
-  if (l1_trusted(c)) {
+  if (c->no_l1) {
+    /* No in-process level: straight to the flight. */
+  } else if (l1_trusted(c)) {
     rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
     if (rc == 0) {
       perfc_counter_inc(c->m.l1_hits);
@@ -1508,10 +1488,11 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
     }
     ver[i] = perfc_l1cache_version(c->l1, keys[i]);
     int neg = 0;
-    if (l1_trusted(c)) {
+    if (l1_usable(c)) {
       rc = perfc_l1cache_get(c->l1, keys[i], &out[i].data, &out[i].len, &neg);
     } else {
-      perfc_counter_inc(c->m.l1_bypassed);
+      if (!c->no_l1)
+        perfc_counter_inc(c->m.l1_bypassed);
       rc = PERFC_ENOENT;
     }
     if (rc == 0) {
@@ -1520,7 +1501,7 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
       if (neg)
         perfc_counter_inc(c->m.negative_hits);
     } else if (rc == PERFC_ENOENT) {
-      if (l1_trusted(c))
+      if (l1_usable(c))
         perfc_counter_inc(c->m.l1_misses);
       miss[nmiss++] = i;
     } else {

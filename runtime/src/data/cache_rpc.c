@@ -99,7 +99,7 @@ static perfc_status_code answer_hit_owned(perfc_ctx *ctx, const char *key,
 
 perfc_status_code
 perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
-                      uint32_t ttl_ms, uint32_t negative_ttl_ms,
+                      int64_t ttl_ms, int64_t negative_ttl_ms,
                       const ProtobufCMessage *req, ProtobufCMessage *resp,
                       perfc_cache_rpc_load_fn load, void *load_ud) {
   load_call lc = {ctx, req, resp, load, load_ud, 0, PERFC_STATUS_OK};

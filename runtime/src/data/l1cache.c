@@ -14,6 +14,7 @@
  */
 #include "perfc/l1cache.h"
 
+#include "core/error_internal.h"
 #include "data/cache_internal.h"
 
 #include <pthread.h>
@@ -56,7 +57,7 @@ typedef struct shard {
 struct perfc_l1cache {
   shard *shards;
   unsigned nshards; /* power of two */
-  uint32_t default_ttl_ms;
+  int64_t default_ttl_ms;
   uint32_t promote_ms; /* 0 = exact LRU */
 };
 
@@ -66,7 +67,7 @@ void perfc_l1cache_opts_init(perfc_l1cache_opts *o) {
   o->shards = PERFC_DEFAULT_L1_SHARDS;
   o->max_bytes = PERFC_DEFAULT_L1_MAX_BYTES;
   o->default_ttl_ms = PERFC_DEFAULT_L1_TTL_MS;
-  o->exact_lru = 0;
+  o->exact_lru = false;
 }
 
 static uint64_t now_ms(void) {
@@ -112,30 +113,35 @@ static size_t entry_cost(size_t klen, size_t vlen) {
 
 int perfc_l1cache_new(perfc_l1cache **out, const perfc_l1cache_opts *opts) {
   if (!out)
-    return PERFC_EINVAL;
-  perfc_l1cache_opts o;
-  perfc_l1cache_opts_init(&o);
-  if (opts) {
-    if (opts->shards)
-      o.shards = opts->shards;
-    if (opts->max_bytes)
-      o.max_bytes = opts->max_bytes;
-    if (opts->default_ttl_ms)
-      o.default_ttl_ms = opts->default_ttl_ms;
-    o.exact_lru = opts->exact_lru;
-  }
+    return perfc__fail(PERFC_EINVAL, "l1cache: NULL out");
+  /* Copied whole (no field can be dropped by a copy list), then each zero
+   * replaced by its default and every value checked. */
+  perfc_l1cache_opts d, o;
+  perfc_l1cache_opts_init(&d);
+  o = opts ? *opts : d;
+  if (!o.shards)
+    o.shards = d.shards;
+  if (!o.max_bytes)
+    o.max_bytes = d.max_bytes;
+  if (!o.default_ttl_ms)
+    o.default_ttl_ms = d.default_ttl_ms;
   if (o.shards > (1u << 16))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "l1cache: %u shards (at most 65536)",
+                       o.shards);
+  if (o.default_ttl_ms < 0 || o.default_ttl_ms > UINT32_MAX)
+    return perfc__fail(PERFC_EINVAL,
+                       "l1cache: default_ttl_ms %lld out of range",
+                       (long long)o.default_ttl_ms);
   unsigned n = 1;
   while (n < o.shards)
     n <<= 1;
   perfc_l1cache *c = calloc(1, sizeof(*c));
   if (!c)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "l1cache: out of memory");
   c->shards = calloc(n, sizeof(shard));
   if (!c->shards) {
     free(c);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "l1cache: out of memory");
   }
   c->nshards = n;
   c->default_ttl_ms = o.default_ttl_ms;
@@ -149,7 +155,7 @@ int perfc_l1cache_new(perfc_l1cache **out, const perfc_l1cache_opts *opts) {
     if (!s->buckets) {
       c->nshards = i + 1;
       perfc_l1cache_free(c);
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "l1cache: out of memory");
     }
   }
   *out = c;
@@ -391,13 +397,16 @@ static uint64_t version_locked(const shard *s, uint64_t h) {
 /* One routine for the four set variants: `check_version` fences stale
  * loads (see perfc_l1cache_set_versioned). */
 static int store(perfc_l1cache *c, const char *key, perfc_slice value,
-                 int negative, uint32_t ttl_ms, int check_version,
+                 int negative, int64_t ttl_ms, int check_version,
                  uint64_t version) {
   if (!c || !key || (!negative && value.len && !value.base))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "l1cache: NULL cache, key or value");
+  if (ttl_ms < 0 || ttl_ms > UINT32_MAX)
+    return perfc__fail(PERFC_EINVAL, "l1cache: ttl_ms %lld out of range",
+                       (long long)ttl_ms);
   size_t klen = strlen(key);
   if (klen > UINT32_MAX || value.len > UINT32_MAX)
-    return PERFC_ETOOBIG;
+    return perfc__fail(PERFC_ETOOBIG, "l1cache: key or value over 4 GiB");
   size_t vlen = negative ? 0 : value.len;
   size_t cost = entry_cost(klen, vlen);
   uint64_t h = hash_key(key, klen);
@@ -408,13 +417,14 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
   if (cost <= s->max_bytes) {
     ne = malloc(cost);
     if (!ne)
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "l1cache: out of memory");
     ne->hash = h;
     ne->klen = (uint32_t)klen;
     ne->vlen = (uint32_t)vlen;
     ne->negative = negative ? 1 : 0;
     ne->promoted_ms = now_ms();
-    ne->expires_ms = ne->promoted_ms + (ttl_ms ? ttl_ms : c->default_ttl_ms);
+    ne->expires_ms =
+        ne->promoted_ms + (uint64_t)(ttl_ms ? ttl_ms : c->default_ttl_ms);
     memcpy(ne->data, key, klen);
     ne->data[klen] = 0;
     if (vlen)
@@ -433,7 +443,10 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
     remove_entry(s, old, link);
   if (!ne) {
     pthread_mutex_unlock(&s->mu);
-    return PERFC_ETOOBIG;
+    return perfc__fail(PERFC_ETOOBIG,
+                       "l1cache: %zu-byte entry over a shard's share of %zu "
+                       "bytes",
+                       cost, s->max_bytes);
   }
   uint64_t now = now_ms();
   while (s->bytes + cost > s->max_bytes && s->lru_tail) {
@@ -456,19 +469,19 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
 }
 
 int perfc_l1cache_set(perfc_l1cache *c, const char *key, perfc_slice value,
-                      uint32_t ttl_ms) {
+                      int64_t ttl_ms) {
   return store(c, key, value, 0, ttl_ms, 0, 0);
 }
 
 int perfc_l1cache_set_negative(perfc_l1cache *c, const char *key,
-                               uint32_t ttl_ms) {
+                               int64_t ttl_ms) {
   perfc_slice none = {NULL, 0};
   return store(c, key, none, 1, ttl_ms, 0, 0);
 }
 
 int perfc_l1cache_set_versioned(perfc_l1cache *c, const char *key,
-                                perfc_slice value, int negative,
-                                uint32_t ttl_ms, uint64_t version) {
+                                perfc_slice value, int negative, int64_t ttl_ms,
+                                uint64_t version) {
   return store(c, key, value, negative, ttl_ms, 1, version);
 }
 

@@ -5,7 +5,8 @@
  * protocol, pipeline mode, COPY); this file adds the pool (bounded, one
  * mutex per pool, a condition variable per target), the per-connection
  * prepared-statement cache, statement timeouts, liveness checks, COPY text
- * escaping, the SQLSTATE → gRPC status mapping and the metrics.
+ * escaping, the SQLSTATE → PERFC_E* mapping (details through
+ * perfc_error_set(), perfc/common.h) and the metrics.
  *
  * A pool has two targets, the primary and an optional replica; each keeps a
  * LIFO stack of idle connections (the most recently used one is the most
@@ -64,6 +65,17 @@ typedef struct stmt_set {
   size_t cap, count;
 } stmt_set;
 
+/* A copy of the calling thread's error detail (perfc/common.h), for the
+ * places that must keep a failure's detail across a later call that may
+ * fail too (a ROLLBACK after the real failure, a COPY replaying the row
+ * that spoiled it) or add the failing index of a batch to it. */
+typedef struct saved_error {
+  int code;
+  long index;
+  char sqlstate[6];
+  char message[PERFC_ERROR_MESSAGE_MAX];
+} saved_error;
+
 struct perfc_pg_conn {
   PGconn *pg;
   perfc_pg_pool *pool;
@@ -79,8 +91,10 @@ struct perfc_pg_conn {
   int in_copy;
   char *copy_buf;
   size_t copy_len;
-  perfc_status_code copy_fail;
-  perfc_pg_error copy_err;
+  /* A failed row spoils the COPY: its code and detail are returned again
+   * by every later row and by perfc_pg_copy_end(). */
+  int copy_fail;
+  saved_error copy_err;
 };
 
 typedef struct target {
@@ -105,15 +119,16 @@ struct perfc_pg_pool {
    * again; while set, reads go to the primary except one probe per
    * replica_retry_ms (replica_retry_at_ms, under mu). */
   atomic_int replica_down;
-  int no_fallback;
-  unsigned replica_retry_ms;
+  bool no_fallback;
+  int64_t replica_retry_ms;
   int64_t replica_retry_at_ms;
   perfc_pg_replica_fn replica_fn;
   void *replica_ud;
   perfc_counter *c_fallback;
   perfc_gauge *g_replica_up;
   char *name;
-  unsigned acquire_timeout_ms, connect_timeout_s, idle_check_ms;
+  int64_t acquire_timeout_ms, idle_check_ms;
+  unsigned connect_timeout_s; /* libpq's unit */
   int stmt_timeout_ms; /* 0 = none */
   perfc_histogram *h_wait;
   perfc_counter *c_err[K_COUNT];
@@ -133,60 +148,69 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void err_clear(perfc_pg_error *err) {
-  if (!err)
-    return;
-  err->code = PERFC_STATUS_OK;
-  err->sqlstate[0] = '\0';
-  err->index = -1;
-  err->message[0] = '\0';
+static void error_save(saved_error *e) {
+  perfc_error_detail d = perfc_last_error_detail();
+  e->code = d.code;
+  e->index = d.index;
+  snprintf(e->sqlstate, sizeof e->sqlstate, "%s", d.sqlstate);
+  snprintf(e->message, sizeof e->message, "%s", d.message);
 }
 
-static int kind_of(perfc_status_code code) {
+/* Records `e` again as the thread's detail, with batch index `index` (-1:
+ * keep the saved one). Returns the saved code. */
+static int error_restore(const saved_error *e, long index) {
+  return perfc_error_set(e->code, e->sqlstate, index >= 0 ? index : e->index,
+                         "%s", e->message);
+}
+
+/* The failure just recorded, with the batch index `i` added. */
+static int error_at(int code, long i) {
+  saved_error e;
+  error_save(&e);
+  e.code = code;
+  return error_restore(&e, i);
+}
+
+static int kind_of(int code) {
   switch (code) {
-  case PERFC_STATUS_ALREADY_EXISTS:
+  case PERFC_EEXIST:
     return K_ALREADY_EXISTS;
-  case PERFC_STATUS_NOT_FOUND:
+  case PERFC_ENOENT:
     return K_NOT_FOUND;
-  case PERFC_STATUS_DEADLINE_EXCEEDED:
+  case PERFC_ETIMEDOUT:
     return K_DEADLINE;
-  case PERFC_STATUS_UNAVAILABLE:
+  case PERFC_EUNAVAILABLE:
     return K_UNAVAILABLE;
-  case PERFC_STATUS_INVALID_ARGUMENT:
+  case PERFC_EINVAL:
     return K_INVALID;
-  case PERFC_STATUS_ABORTED:
+  case PERFC_EABORTED:
     return K_ABORTED;
-  case PERFC_STATUS_RESOURCE_EXHAUSTED:
+  case PERFC_EFULL:
     return K_ACQUIRE_TIMEOUT;
   default:
     return K_INTERNAL;
   }
 }
 
-/* Records a failure: fills `err` (message trimmed of libpq's trailing
- * newline) and counts it. Returns `code` so callers can `return fail(...)`. */
-static perfc_status_code fail(perfc_pg_pool *pool, perfc_pg_error *err,
-                              perfc_status_code code, const char *sqlstate,
-                              const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+/* Records a failure as the calling thread's error detail (message trimmed
+ * of libpq's trailing newline, the SQLSTATE when the server sent one) and
+ * counts it. Returns `code` so callers can `return fail(...)`. */
+static int fail(perfc_pg_pool *pool, int code, const char *sqlstate,
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-static perfc_status_code fail(perfc_pg_pool *pool, perfc_pg_error *err,
-                              perfc_status_code code, const char *sqlstate,
-                              const char *fmt, ...) {
+static int fail(perfc_pg_pool *pool, int code, const char *sqlstate,
+                const char *fmt, ...) {
   if (pool)
     perfc_counter_inc(pool->c_err[kind_of(code)]);
-  if (!err)
-    return code;
-  err->code = code;
-  snprintf(err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "");
+  char msg[PERFC_ERROR_MESSAGE_MAX];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(err->message, sizeof err->message, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  size_t n = strlen(err->message);
-  while (n > 0 && (err->message[n - 1] == '\n' || err->message[n - 1] == ' '))
-    err->message[--n] = '\0';
-  return code;
+  size_t n = strlen(msg);
+  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+    msg[--n] = '\0';
+  return perfc_error_set(code, sqlstate, -1, "%s", msg);
 }
 
 /* libpq messages end in a newline and may span lines; the logger wants one
@@ -218,38 +242,37 @@ static void notice_to_log(void *arg, const char *message) {
             one_line(line, sizeof line, message));
 }
 
-perfc_status_code perfc_pg_status_from_sqlstate(const char *s) {
+int perfc_pg_error_from_sqlstate(const char *s) {
   if (!s || strlen(s) != 5)
-    return PERFC_STATUS_INTERNAL;
+    return PERFC_EINTERNAL;
   if (strcmp(s, "23505") == 0)
-    return PERFC_STATUS_ALREADY_EXISTS;
+    return PERFC_EEXIST;
   if (strcmp(s, "57014") == 0)
-    return PERFC_STATUS_DEADLINE_EXCEEDED;
+    return PERFC_ETIMEDOUT;
   if (strncmp(s, "22", 2) == 0)
-    return PERFC_STATUS_INVALID_ARGUMENT;
+    return PERFC_EINVAL;
   /* Serialization failures and deadlocks are worth retrying: ABORTED is
    * the code gRPC reserves for that. */
   if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
-    return PERFC_STATUS_ABORTED;
+    return PERFC_EABORTED;
   if (strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 ||
       strcmp(s, "57P02") == 0 || strcmp(s, "57P03") == 0)
-    return PERFC_STATUS_UNAVAILABLE;
-  return PERFC_STATUS_INTERNAL;
+    return PERFC_EUNAVAILABLE;
+  return PERFC_EINTERNAL;
 }
 
 /* Maps a failed PGresult (or none) on `c` to a status. A connection libpq
  * reports as bad is UNAVAILABLE whatever the SQLSTATE (a shutting-down
  * server sends 57P01 before closing, a vanished one sends nothing), and is
  * marked broken so release closes it. */
-static perfc_status_code fail_result(perfc_pg_conn *c, const PGresult *r,
-                                     perfc_pg_error *err) {
+static int fail_result(perfc_pg_conn *c, const PGresult *r) {
   const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   if (!msg)
     msg = PQerrorMessage(c->pg);
-  perfc_status_code code = perfc_pg_status_from_sqlstate(state);
+  int code = perfc_pg_error_from_sqlstate(state);
   if (PQstatus(c->pg) == CONNECTION_BAD) {
-    code = PERFC_STATUS_UNAVAILABLE;
+    code = PERFC_EUNAVAILABLE;
     if (!c->broken) {
       char line[512];
       perfc_log(PERFC_LOG_WARN, "pg: lost connection to %s: %s",
@@ -257,7 +280,7 @@ static perfc_status_code fail_result(perfc_pg_conn *c, const PGresult *r,
     }
     c->broken = 1;
   }
-  return fail(c->pool, err, code, state, "%s", msg);
+  return fail(c->pool, code, state, "%s", msg);
 }
 
 /* ---- the prepared-statement set ---- */
@@ -395,11 +418,13 @@ static int params_build(params *p, const perfc_pg_param *in, size_t n) {
 
 /* ---- running statements ---- */
 
-static int want_timeout(const perfc_pg_conn *c, int call_timeout_ms) {
-  if (call_timeout_ms > 0)
-    return call_timeout_ms;
-  if (call_timeout_ms < 0)
+/* The statement_timeout a query wants, in the session's unit (ms, 0 =
+ * none). check_query() has refused negative and too large values. */
+static int want_timeout(const perfc_pg_conn *c, const perfc_pg_query *q) {
+  if (q->no_timeout)
     return 0;
+  if (q->timeout_ms > 0)
+    return (int)q->timeout_ms;
   return c->pool->stmt_timeout_ms;
 }
 
@@ -407,10 +432,9 @@ static int want_timeout(const perfc_pg_conn *c, int call_timeout_ms) {
  * server when the value changes, so the pool default costs nothing per call
  * and an override costs one round trip (plus one to restore later). The
  * value goes as a parameter of set_config, never spliced into SQL. */
-static perfc_status_code set_timeout(perfc_pg_conn *c, int ms,
-                                     perfc_pg_error *err) {
+static int set_timeout(perfc_pg_conn *c, int ms) {
   if (c->cur_timeout_ms == ms)
-    return PERFC_STATUS_OK;
+    return 0;
   char v[16];
   snprintf(v, sizeof v, "%d", ms);
   const char *vals[1] = {v};
@@ -418,7 +442,7 @@ static perfc_status_code set_timeout(perfc_pg_conn *c, int ms,
       c->pg, "SELECT pg_catalog.set_config('statement_timeout', $1, false)", 1,
       NULL, vals, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    perfc_status_code st = fail_result(c, r, err);
+    int st = fail_result(c, r);
     PQclear(r);
     c->cur_timeout_ms = TIMEOUT_UNKNOWN;
     return st;
@@ -428,7 +452,7 @@ static perfc_status_code set_timeout(perfc_pg_conn *c, int ms,
   /* Set inside a transaction block, the value lasts only if it commits:
    * remember to forget it once the transaction ends (see timeout_after). */
   c->timeout_set_in_tx = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
-  return PERFC_STATUS_OK;
+  return 0;
 }
 
 /* After a statement: if the transaction that set the timeout has ended
@@ -442,65 +466,66 @@ static void timeout_after(perfc_pg_conn *c) {
 }
 
 /* Prepares q->name on `c` unless it already is. */
-static perfc_status_code ensure_prepared(perfc_pg_conn *c,
-                                         const perfc_pg_query *q,
-                                         const params *p, perfc_pg_error *err) {
+static int ensure_prepared(perfc_pg_conn *c, const perfc_pg_query *q,
+                           const params *p) {
   if (stmt_has(&c->stmts, q->name))
-    return PERFC_STATUS_OK;
+    return 0;
   PGresult *r = PQprepare(c->pg, q->name, q->sql, (int)q->nparams, p->types);
   if (PQresultStatus(r) != PGRES_COMMAND_OK) {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     /* 42P05: the server has it already (prepared outside this cache, e.g.
      * by an earlier failed call whose reply we lost); use it. */
     if (!(state && strcmp(state, "42P05") == 0)) {
-      perfc_status_code st = fail_result(c, r, err);
+      int st = fail_result(c, r);
       PQclear(r);
       return st;
     }
   }
   PQclear(r);
   if (stmt_add(&c->stmts, q->name) != 0)
-    return fail(c->pool, err, PERFC_STATUS_INTERNAL, NULL, "out of memory");
-  return PERFC_STATUS_OK;
+    return fail(c->pool, PERFC_ENOMEM, NULL, "pg: out of memory");
+  return 0;
 }
 
-static perfc_status_code
-check_query(perfc_pg_pool *pool, const perfc_pg_query *q, perfc_pg_error *err) {
+static int check_query(perfc_pg_pool *pool, const perfc_pg_query *q) {
   if (!q || !q->sql || (q->nparams && !q->params))
-    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+    return fail(pool, PERFC_EINVAL, NULL,
                 "pg: query without SQL or with NULL params");
   if (q->name && q->name[0] == '\0')
-    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+    return fail(pool, PERFC_EINVAL, NULL,
                 "pg: empty statement name (use NULL for unnamed)");
-  return PERFC_STATUS_OK;
+  /* PostgreSQL keeps statement_timeout in a 32-bit int of ms. */
+  if (q->timeout_ms < 0 || q->timeout_ms > INT_MAX)
+    return fail(pool, PERFC_EINVAL, NULL,
+                "pg: timeout_ms %lld out of range (0 = the pool's; "
+                "no_timeout for none)",
+                (long long)q->timeout_ms);
+  return 0;
 }
 
-perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
-                                     perfc_pg_result **res,
-                                     perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
+                       perfc_pg_result **res) {
   if (res)
     *res = NULL;
   if (!c)
-    return fail(NULL, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: NULL connection");
-  perfc_status_code st = check_query(c->pool, q, err);
-  if (st != PERFC_STATUS_OK)
+    return fail(NULL, PERFC_EINVAL, NULL, "pg: NULL connection");
+  int st = check_query(c->pool, q);
+  if (st != 0)
     return st;
   if (c->in_copy)
-    return fail(c->pool, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+    return fail(c->pool, PERFC_EPRECONDITION, NULL,
                 "pg: connection is in COPY; call perfc_pg_copy_end() first");
-  st = set_timeout(c, want_timeout(c, q->timeout_ms), err);
-  if (st != PERFC_STATUS_OK)
+  st = set_timeout(c, want_timeout(c, q));
+  if (st != 0)
     return st;
   params p;
   if (params_build(&p, q->params, q->nparams) != 0)
-    return fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+    return fail(c->pool, PERFC_EINVAL, NULL,
                 "pg: bad parameter (kind, length or count)");
   PGresult *r;
   if (q->name) {
-    st = ensure_prepared(c, q, &p, err);
-    if (st != PERFC_STATUS_OK) {
+    st = ensure_prepared(c, q, &p);
+    if (st != 0) {
       free(p.heap);
       return st;
     }
@@ -521,27 +546,26 @@ perfc_status_code perfc_pg_conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
      * call prepares again instead of failing forever. */
     if (q->name && state && strcmp(state, "26000") == 0)
       stmt_clear(&c->stmts);
-    st = fail_result(c, r, err);
+    st = fail_result(c, r);
     PQclear(r);
     return st;
   }
   if ((q->flags & PERFC_PG_ONE) && PQntuples(r) == 0) {
     PQclear(r);
-    return fail(c->pool, err, PERFC_STATUS_NOT_FOUND, NULL, "pg: no rows");
+    return fail(c->pool, PERFC_ENOENT, NULL, "pg: no rows");
   }
   if (res)
     *res = (perfc_pg_result *)r; /* the handle is the PGresult itself */
   else
     PQclear(r);
-  return PERFC_STATUS_OK;
+  return 0;
 }
 
 /* A fixed command (BEGIN, COMMIT, ROLLBACK) on the simple path. */
-static perfc_status_code run_fixed(perfc_pg_conn *c, const char *sql,
-                                   PGresult **keep, perfc_pg_error *err) {
+static int run_fixed(perfc_pg_conn *c, const char *sql, PGresult **keep) {
   PGresult *r = PQexec(c->pg, sql);
   if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-    perfc_status_code st = fail_result(c, r, err);
+    int st = fail_result(c, r);
     PQclear(r);
     return st;
   }
@@ -549,7 +573,7 @@ static perfc_status_code run_fixed(perfc_pg_conn *c, const char *sql,
     *keep = r;
   else
     PQclear(r);
-  return PERFC_STATUS_OK;
+  return 0;
 }
 
 /* Liveness: an empty query is the cheapest full round trip. */
@@ -568,10 +592,11 @@ void perfc_pg_pool_opts_init(perfc_pg_pool_opts *o) {
   memset(o, 0, sizeof *o);
   o->max_conns = PERFC_DEFAULT_PG_MAX_CONNS;
   o->acquire_timeout_ms = PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS;
-  o->connect_timeout_s = PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S;
+  o->connect_timeout_ms = PERFC_DEFAULT_PG_CONNECT_TIMEOUT_MS;
   o->statement_timeout_ms = PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS;
   o->idle_check_ms = PERFC_DEFAULT_PG_IDLE_CHECK_MS;
   o->name = PERFC_DEFAULT_PG_POOL_NAME;
+  o->replica_retry_ms = PERFC_DEFAULT_PG_REPLICA_RETRY_MS;
 }
 
 static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
@@ -651,33 +676,67 @@ static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
   return 0;
 }
 
+/* The options as the pool uses them: the caller's struct copied whole (a
+ * field added later cannot be dropped by a hand-kept copy list), then each
+ * zero replaced by its default and every value checked. */
+static int resolve_opts(perfc_pg_pool_opts *o, const perfc_pg_pool_opts *in) {
+  perfc_pg_pool_opts d;
+  perfc_pg_pool_opts_init(&d);
+  *o = *in;
+  if (!o->dsn || !o->dsn[0])
+    return fail(NULL, PERFC_EINVAL, NULL, "pg: opts.dsn is required");
+  if (o->replica_retry_ms < 0 || o->acquire_timeout_ms < 0 ||
+      o->connect_timeout_ms < 0 || o->statement_timeout_ms < 0 ||
+      o->idle_check_ms < 0)
+    return fail(NULL, PERFC_EINVAL, NULL,
+                "pg: negative duration in pool options (0 = default; "
+                "no_statement_timeout turns the statement timeout off)");
+  /* statement_timeout is a 32-bit int of ms in PostgreSQL; libpq's
+   * connect_timeout an int of seconds. */
+  if (o->statement_timeout_ms > INT_MAX ||
+      o->connect_timeout_ms > (int64_t)INT_MAX * 1000)
+    return fail(NULL, PERFC_EINVAL, NULL,
+                "pg: statement_timeout_ms or connect_timeout_ms too large");
+  if (!o->max_conns)
+    o->max_conns = d.max_conns;
+  if (!o->replica_retry_ms)
+    o->replica_retry_ms = d.replica_retry_ms;
+  if (!o->acquire_timeout_ms)
+    o->acquire_timeout_ms = d.acquire_timeout_ms;
+  if (!o->connect_timeout_ms)
+    o->connect_timeout_ms = d.connect_timeout_ms;
+  if (!o->statement_timeout_ms)
+    o->statement_timeout_ms = d.statement_timeout_ms;
+  if (!o->idle_check_ms)
+    o->idle_check_ms = d.idle_check_ms;
+  if (!o->name || !o->name[0])
+    o->name = d.name;
+  return 0;
+}
+
 int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
-  if (!out || !opts || !opts->dsn || !opts->dsn[0])
-    return PERFC_EINVAL;
+  if (!out || !opts)
+    return fail(NULL, PERFC_EINVAL, NULL, "pg: NULL out or opts");
   *out = NULL;
+  perfc_pg_pool_opts o;
+  int rc = resolve_opts(&o, opts);
+  if (rc != 0)
+    return rc;
   perfc_pg_pool *pool = calloc(1, sizeof *pool);
   if (!pool)
-    return PERFC_ENOMEM;
-  unsigned max = opts->max_conns ? opts->max_conns : PERFC_DEFAULT_PG_MAX_CONNS;
-  pool->acquire_timeout_ms = opts->acquire_timeout_ms
-                                 ? opts->acquire_timeout_ms
-                                 : PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS;
-  pool->connect_timeout_s = opts->connect_timeout_s
-                                ? opts->connect_timeout_s
-                                : PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S;
+    return fail(NULL, PERFC_ENOMEM, NULL, "pg: out of memory");
+  unsigned max = o.max_conns;
+  pool->acquire_timeout_ms = o.acquire_timeout_ms;
+  /* libpq counts whole seconds: round up, so a bound is never shortened. */
+  pool->connect_timeout_s = (unsigned)((o.connect_timeout_ms + 999) / 1000);
   pool->stmt_timeout_ms =
-      opts->statement_timeout_ms == 0  ? PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS
-      : opts->statement_timeout_ms < 0 ? 0
-                                       : opts->statement_timeout_ms;
-  pool->idle_check_ms = opts->idle_check_ms ? opts->idle_check_ms
-                                            : PERFC_DEFAULT_PG_IDLE_CHECK_MS;
-  pool->has_replica = opts->replica_dsn && opts->replica_dsn[0];
-  pool->no_fallback = opts->no_replica_fallback != 0;
-  pool->replica_retry_ms = opts->replica_retry_ms
-                               ? opts->replica_retry_ms
-                               : PERFC_DEFAULT_PG_REPLICA_RETRY_MS;
-  pool->replica_fn = opts->replica_fn;
-  pool->replica_ud = opts->replica_ud;
+      o.no_statement_timeout ? 0 : (int)o.statement_timeout_ms;
+  pool->idle_check_ms = o.idle_check_ms;
+  pool->has_replica = o.replica_dsn && o.replica_dsn[0];
+  pool->no_fallback = o.no_replica_fallback;
+  pool->replica_retry_ms = o.replica_retry_ms;
+  pool->replica_fn = o.replica_fn;
+  pool->replica_ud = o.replica_ud;
 
   pthread_mutex_init(&pool->mu, NULL);
   pthread_condattr_t ca;
@@ -691,20 +750,20 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   }
   pthread_condattr_destroy(&ca);
 
-  int rc = PERFC_ENOMEM;
-  pool->t[T_PRIMARY].dsn = strdup(opts->dsn);
+  rc = fail(NULL, PERFC_ENOMEM, NULL, "pg: out of memory");
+  pool->t[T_PRIMARY].dsn = strdup(o.dsn);
   if (!pool->t[T_PRIMARY].dsn)
     goto fail;
-  if (pool->has_replica &&
-      !(pool->t[T_REPLICA].dsn = strdup(opts->replica_dsn)))
+  if (pool->has_replica && !(pool->t[T_REPLICA].dsn = strdup(o.replica_dsn)))
     goto fail;
-  if (!(pool->name = strdup(opts->name && opts->name[0]
-                                ? opts->name
-                                : PERFC_DEFAULT_PG_POOL_NAME)))
+  if (!(pool->name = strdup(o.name)))
     goto fail;
-  rc = register_metrics(pool, opts->registry, pool->name);
-  if (rc != 0)
+  rc = register_metrics(pool, o.registry, pool->name);
+  if (rc != 0) {
+    fail(NULL, rc, NULL, "pg pool %s: cannot register metrics: %s", o.name,
+         perfc_strerror(rc));
     goto fail;
+  }
   *out = pool;
   return 0;
 fail:
@@ -753,11 +812,11 @@ static void publish_counts(target *tg) {
 
 /* Opens a connection for target `ti`; the caller already counted it in
  * `total`. */
-static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
-                                   perfc_pg_conn **out, perfc_pg_error *err) {
+static int conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
+                     perfc_pg_conn **out) {
   perfc_pg_conn *c = calloc(1, sizeof *c);
   if (!c)
-    return fail(pool, err, PERFC_STATUS_INTERNAL, NULL, "out of memory");
+    return fail(pool, PERFC_ENOMEM, NULL, "pg: out of memory");
   char ct[16];
   snprintf(ct, sizeof ct, "%u", pool->connect_timeout_s);
   /* expand_dbname=1 expands the DSN in place of "dbname"; keywords after it
@@ -774,9 +833,8 @@ static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
     char line[512];
     one_line(line, sizeof line,
              c->pg ? PQerrorMessage(c->pg) : "out of memory");
-    perfc_status_code st =
-        fail(pool, err, PERFC_STATUS_UNAVAILABLE, NULL,
-             "pg: cannot connect to %s: %s", target_names[ti], line);
+    int st = fail(pool, PERFC_EUNAVAILABLE, NULL,
+                  "pg: cannot connect to %s: %s", target_names[ti], line);
     /* While the replica is known to be down, its failed probes are not
      * news: the transition was logged once (replica_mark). */
     perfc_log(ti == T_REPLICA && atomic_load(&pool->replica_down)
@@ -789,13 +847,13 @@ static perfc_status_code conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
   PQsetNoticeProcessor(c->pg, notice_to_log, NULL);
   /* The pool's statement_timeout is set now, once, so ordinary calls never
    * pay for it. */
-  perfc_status_code st = set_timeout(c, pool->stmt_timeout_ms, err);
-  if (st != PERFC_STATUS_OK) {
+  int st = set_timeout(c, pool->stmt_timeout_ms);
+  if (st != 0) {
     conn_close(c);
     return st;
   }
   *out = c;
-  return PERFC_STATUS_OK;
+  return 0;
 }
 
 /* Gives up a connection slot: closes `c` (if any) outside the lock. */
@@ -854,8 +912,7 @@ static int read_target(perfc_pg_pool *pool) {
   return ti;
 }
 
-static perfc_status_code acquire_on(perfc_pg_pool *pool, int ti,
-                                    perfc_pg_conn **out, perfc_pg_error *err);
+static int acquire_on(perfc_pg_pool *pool, int ti, perfc_pg_conn **out);
 
 int perfc_pg_replica_usable(perfc_pg_pool *pool) {
   if (!pool)
@@ -865,44 +922,35 @@ int perfc_pg_replica_usable(perfc_pg_pool *pool) {
   return !atomic_load(&pool->replica_down);
 }
 
-perfc_status_code perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags,
-                                   perfc_pg_conn **out, perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags, perfc_pg_conn **out) {
   if (!pool || !out)
-    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: NULL pool or out");
+    return fail(pool, PERFC_EINVAL, NULL, "pg: NULL pool or out");
   *out = NULL;
   if (!(flags & PERFC_PG_READ) || !pool->has_replica)
-    return acquire_on(pool, T_PRIMARY, out, err);
+    return acquire_on(pool, T_PRIMARY, out);
   if (pool->no_fallback) {
-    perfc_status_code st = acquire_on(pool, T_REPLICA, out, err);
-    if (st == PERFC_STATUS_OK || st == PERFC_STATUS_UNAVAILABLE)
-      replica_mark(pool, st == PERFC_STATUS_OK, err ? err->message : "");
+    int st = acquire_on(pool, T_REPLICA, out);
+    if (st == 0 || st == PERFC_EUNAVAILABLE)
+      replica_mark(pool, st == 0, st == 0 ? "" : perfc_last_error());
     return st;
   }
   if (read_target(pool) == T_PRIMARY) {
     perfc_counter_inc(pool->c_fallback);
-    return acquire_on(pool, T_PRIMARY, out, err);
+    return acquire_on(pool, T_PRIMARY, out);
   }
-  perfc_pg_error local;
-  perfc_status_code st = acquire_on(pool, T_REPLICA, out, &local);
-  if (st == PERFC_STATUS_OK) {
+  int st = acquire_on(pool, T_REPLICA, out);
+  if (st == 0) {
     replica_mark(pool, 1, "");
     return st;
   }
-  if (st != PERFC_STATUS_UNAVAILABLE) {
-    /* Exhausted (or out of memory): the replica is there, only busy. */
-    if (err)
-      *err = local;
-    return st;
-  }
-  replica_mark(pool, 0, local.message);
+  if (st != PERFC_EUNAVAILABLE)
+    return st; /* exhausted (or out of memory): the replica is there, busy */
+  replica_mark(pool, 0, perfc_last_error());
   perfc_counter_inc(pool->c_fallback);
-  return acquire_on(pool, T_PRIMARY, out, err);
+  return acquire_on(pool, T_PRIMARY, out);
 }
 
-static perfc_status_code acquire_on(perfc_pg_pool *pool, int ti,
-                                    perfc_pg_conn **out, perfc_pg_error *err) {
+static int acquire_on(perfc_pg_pool *pool, int ti, perfc_pg_conn **out) {
   target *tg = &pool->t[ti];
   double t0 = now_s();
   struct timespec deadline;
@@ -937,7 +985,7 @@ static perfc_status_code acquire_on(perfc_pg_pool *pool, int ti,
       c->next = NULL;
       perfc_histogram_observe(pool->h_wait, now_s() - t0);
       *out = c;
-      return PERFC_STATUS_OK;
+      return 0;
     }
     if (tg->total < tg->max) {
       tg->total++;
@@ -945,23 +993,24 @@ static perfc_status_code acquire_on(perfc_pg_pool *pool, int ti,
       unsigned gen = tg->gen;
       pthread_mutex_unlock(&pool->mu);
       perfc_pg_conn *c = NULL;
-      perfc_status_code st = conn_open(pool, ti, gen, &c, err);
-      if (st != PERFC_STATUS_OK) {
+      int st = conn_open(pool, ti, gen, &c);
+      if (st != 0) {
         slot_drop(pool, tg, NULL, 0);
         return st;
       }
       perfc_histogram_observe(pool->h_wait, now_s() - t0);
       *out = c;
-      return PERFC_STATUS_OK;
+      return 0;
     }
     int rc = pthread_cond_timedwait(&tg->cv, &pool->mu, &deadline);
     if (rc == ETIMEDOUT && !tg->idle && tg->total >= tg->max) {
       pthread_mutex_unlock(&pool->mu);
       perfc_histogram_observe(pool->h_wait, now_s() - t0);
-      return fail(pool, err, PERFC_STATUS_RESOURCE_EXHAUSTED, NULL,
-                  "pg: pool exhausted: no %s connection free within %u ms "
-                  "(max_conns %u)",
-                  target_names[ti], pool->acquire_timeout_ms, tg->max);
+      return fail(pool, PERFC_EFULL, NULL,
+                  "pg: pool exhausted: no %s connection free within %lld "
+                  "ms (max_conns %u)",
+                  target_names[ti], (long long)pool->acquire_timeout_ms,
+                  tg->max);
     }
   }
 }
@@ -975,10 +1024,15 @@ void perfc_pg_release(perfc_pg_conn *c) {
     c->broken = 1;
   if (!c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
     /* Left inside a transaction: roll it back so the next borrower starts
-     * clean, or close the connection if even that fails. */
-    if (run_fixed(c, "ROLLBACK", NULL, NULL) != PERFC_STATUS_OK ||
+     * clean, or close the connection if even that fails. The caller's
+     * thread keeps the detail of the failure that brought it here. */
+    saved_error e;
+    error_save(&e);
+    if (run_fixed(c, "ROLLBACK", NULL) != 0 ||
         PQtransactionStatus(c->pg) != PQTRANS_IDLE)
       c->broken = 1;
+    if (e.code != 0)
+      error_restore(&e, -1);
     c->cur_timeout_ms = TIMEOUT_UNKNOWN;
   }
   if (c->broken) {
@@ -995,20 +1049,19 @@ void perfc_pg_release(perfc_pg_conn *c) {
   pthread_mutex_unlock(&pool->mu);
 }
 
-perfc_status_code perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
-                                perfc_pg_result **res, perfc_pg_error *err) {
+int perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
+                  perfc_pg_result **res) {
   if (res)
     *res = NULL;
-  perfc_status_code st = check_query(pool, q, err);
-  if (st != PERFC_STATUS_OK)
+  int st = check_query(pool, q);
+  if (st != 0)
     return st;
   perfc_pg_conn *c;
-  st = perfc_pg_acquire(pool, q->flags, &c, err);
-  if (st != PERFC_STATUS_OK)
+  st = perfc_pg_acquire(pool, q->flags, &c);
+  if (st != 0)
     return st;
-  st = perfc_pg_conn_exec(c, q, res, err);
-  int lost_replica = st == PERFC_STATUS_UNAVAILABLE &&
-                     c->target == T_REPLICA &&
+  st = perfc_pg_conn_exec(c, q, res);
+  int lost_replica = st == PERFC_EUNAVAILABLE && c->target == T_REPLICA &&
                      PQstatus(c->pg) != CONNECTION_OK;
   perfc_pg_release(c);
   if (lost_replica && !pool->no_fallback) {
@@ -1017,11 +1070,10 @@ perfc_status_code perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
      * and the caller gets an answer instead of UNAVAILABLE. */
     replica_mark(pool, 0, "connection lost");
     perfc_counter_inc(pool->c_fallback);
-    err_clear(err);
-    st = acquire_on(pool, T_PRIMARY, &c, err);
-    if (st != PERFC_STATUS_OK)
+    st = acquire_on(pool, T_PRIMARY, &c);
+    if (st != 0)
       return st;
-    st = perfc_pg_conn_exec(c, q, res, err);
+    st = perfc_pg_conn_exec(c, q, res);
     perfc_pg_release(c);
   } else if (lost_replica) {
     replica_mark(pool, 0, "connection lost");
@@ -1029,60 +1081,53 @@ perfc_status_code perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
   return st;
 }
 
-perfc_status_code perfc_pg_ping(perfc_pg_pool *pool, unsigned flags,
-                                perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_ping(perfc_pg_pool *pool, unsigned flags) {
   if (!pool)
-    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: NULL pool");
+    return fail(pool, PERFC_EINVAL, NULL, "pg: NULL pool");
   /* A check of the replica must reach the replica, not its fallback. */
   int replica = (flags & PERFC_PG_READ) && pool->has_replica;
   perfc_pg_conn *c;
-  perfc_status_code st =
-      acquire_on(pool, replica ? T_REPLICA : T_PRIMARY, &c, err);
-  if (st == PERFC_STATUS_OK) {
+  int st = acquire_on(pool, replica ? T_REPLICA : T_PRIMARY, &c);
+  if (st == 0) {
     if (!conn_alive(c))
-      st = fail_result(c, NULL, err);
+      st = fail_result(c, NULL);
     perfc_pg_release(c);
   }
-  if (replica && (st == PERFC_STATUS_OK || st == PERFC_STATUS_UNAVAILABLE))
-    replica_mark(pool, st == PERFC_STATUS_OK, err ? err->message : "");
+  if (replica && (st == 0 || st == PERFC_EUNAVAILABLE))
+    replica_mark(pool, st == 0, st == 0 ? "" : perfc_last_error());
   return st;
 }
 
 /* ---- transactions ---- */
 
-perfc_status_code perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn,
-                              void *user_data, perfc_pg_error *err) {
-  perfc_pg_error local;
-  if (!err)
-    err = &local;
-  err_clear(err);
+int perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn, void *user_data) {
   if (!fn)
-    return fail(pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: NULL transaction function");
+    return fail(pool, PERFC_EINVAL, NULL, "pg: NULL transaction function");
   perfc_pg_conn *c;
-  perfc_status_code st = perfc_pg_acquire(pool, 0, &c, err);
-  if (st != PERFC_STATUS_OK)
+  int st = perfc_pg_acquire(pool, 0, &c);
+  if (st != 0)
     return st;
-  st = run_fixed(c, "BEGIN", NULL, err);
-  if (st != PERFC_STATUS_OK) {
+  st = run_fixed(c, "BEGIN", NULL);
+  if (st != 0) {
     perfc_pg_release(c);
     return st;
   }
-  st = fn(c, user_data, err);
-  if (st == PERFC_STATUS_OK) {
+  st = fn(c, user_data);
+  if (st == 0) {
     PGresult *r = NULL;
-    st = run_fixed(c, "COMMIT", &r, err);
+    st = run_fixed(c, "COMMIT", &r);
     /* COMMIT of a transaction that already failed succeeds with the tag
      * ROLLBACK: the body swallowed an error. Report it, do not pretend. */
-    if (st == PERFC_STATUS_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0)
-      st = fail(pool, err, PERFC_STATUS_ABORTED, NULL,
+    if (st == 0 && strcmp(PQcmdStatus(r), "ROLLBACK") == 0)
+      st = fail(pool, PERFC_EABORTED, NULL,
                 "pg: transaction rolled back: a statement in it failed");
     PQclear(r);
   } else if (!c->broken) {
-    perfc_pg_error ignored;
-    run_fixed(c, "ROLLBACK", NULL, &ignored);
+    /* The body's failure is what the caller reads, not the ROLLBACK's. */
+    saved_error e;
+    error_save(&e);
+    run_fixed(c, "ROLLBACK", NULL);
+    error_restore(&e, -1);
   }
   /* A session SET inside the transaction is undone by a rollback; forget
    * what we believe the timeout is rather than track it. */
@@ -1093,26 +1138,21 @@ perfc_status_code perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn,
 
 /* ---- pipeline batches ---- */
 
-perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
-                                 size_t n, perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs, size_t n) {
   if (!c || (n && !qs))
-    return fail(c ? c->pool : NULL, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+    return fail(c ? c->pool : NULL, PERFC_EINVAL, NULL,
                 "pg: NULL connection or queries");
   if (n == 0)
-    return PERFC_STATUS_OK;
+    return 0;
   if (c->in_copy)
-    return fail(c->pool, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+    return fail(c->pool, PERFC_EPRECONDITION, NULL,
                 "pg: connection is in COPY");
-  perfc_status_code st;
+  int st;
   for (size_t i = 0; i < n; i++)
-    if ((st = check_query(c->pool, &qs[i], err)) != PERFC_STATUS_OK) {
-      if (err)
-        err->index = (long)i;
-      return st;
-    }
-  st = set_timeout(c, want_timeout(c, qs[0].timeout_ms), err);
-  if (st != PERFC_STATUS_OK)
+    if ((st = check_query(c->pool, &qs[i])) != 0)
+      return error_at(st, (long)i);
+  st = set_timeout(c, want_timeout(c, &qs[0]));
+  if (st != 0)
     return st;
   /* Prepare named statements first, outside the pipeline: a Parse inside
    * it would be undone with the rest if a later statement fails, leaving
@@ -1122,35 +1162,30 @@ perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
       continue;
     params p;
     if (params_build(&p, qs[i].params, qs[i].nparams) != 0) {
-      st = fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: bad parameter");
-      if (err)
-        err->index = (long)i;
-      return st;
+      st = fail(c->pool, PERFC_EINVAL, NULL,
+                "pg: bad parameter (kind, length or count)");
+      return error_at(st, (long)i);
     }
-    st = ensure_prepared(c, &qs[i], &p, err);
+    st = ensure_prepared(c, &qs[i], &p);
     free(p.heap);
-    if (st != PERFC_STATUS_OK) {
-      if (err)
-        err->index = (long)i;
-      return st;
-    }
+    if (st != 0)
+      return error_at(st, (long)i);
   }
 
   if (!PQenterPipelineMode(c->pg))
-    return fail_result(c, NULL, err);
+    return fail_result(c, NULL);
   /* Send everything, then one Sync: the whole batch is one round trip and
    * one implicit transaction. libpq's blocking sends read incoming data
    * while the socket is full, so a large batch cannot deadlock. */
   size_t sent = 0;
   long bad_index = -1;
-  st = PERFC_STATUS_OK;
+  st = 0;
   for (; sent < n; sent++) {
     const perfc_pg_query *q = &qs[sent];
     params p;
     if (params_build(&p, q->params, q->nparams) != 0) {
-      st = fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: bad parameter");
+      st = fail(c->pool, PERFC_EINVAL, NULL,
+                "pg: bad parameter (kind, length or count)");
       bad_index = (long)sent;
       break;
     }
@@ -1161,28 +1196,24 @@ perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
                                      p.values, p.lengths, p.formats, 0);
     free(p.heap);
     if (!ok) {
-      st = fail_result(c, NULL, err);
+      st = fail_result(c, NULL);
       bad_index = (long)sent;
       break;
     }
   }
   if (c->broken) {
     PQexitPipelineMode(c->pg);
-    if (err)
-      err->index = bad_index;
-    return st;
+    return error_at(st, bad_index);
   }
   /* A parameter error after some queries were queued must not commit
    * them: sending Sync would, so the batch is abandoned with the
    * connection (it cannot leave pipeline mode with queries in flight). */
-  if (st != PERFC_STATUS_OK) {
+  if (st != 0) {
     c->broken = 1;
-    if (err)
-      err->index = bad_index;
-    return st;
+    return error_at(st, bad_index);
   }
   if (!PQpipelineSync(c->pg)) {
-    st = fail_result(c, NULL, err);
+    st = fail_result(c, NULL);
     PQexitPipelineMode(c->pg);
     return st;
   }
@@ -1195,14 +1226,14 @@ perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
     PGresult *r;
     while ((r = PQgetResult(c->pg)) != NULL) {
       ExecStatusType es = PQresultStatus(r);
-      if (st == PERFC_STATUS_OK && es != PGRES_TUPLES_OK &&
-          es != PGRES_COMMAND_OK && es != PGRES_PIPELINE_ABORTED) {
-        st = fail_result(c, r, err);
+      if (st == 0 && es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK &&
+          es != PGRES_PIPELINE_ABORTED) {
+        st = fail_result(c, r);
         bad_index = (long)i;
-      } else if (st == PERFC_STATUS_OK && (qs[i].flags & PERFC_PG_ONE) &&
+      } else if (st == 0 && (qs[i].flags & PERFC_PG_ONE) &&
                  es == PGRES_TUPLES_OK && PQntuples(r) == 0) {
         /* Too late to undo: the rest of the batch has run. Report it. */
-        st = fail(c->pool, err, PERFC_STATUS_NOT_FOUND, NULL, "pg: no rows");
+        st = fail(c->pool, PERFC_ENOENT, NULL, "pg: no rows");
         bad_index = (long)i;
       }
       PQclear(r);
@@ -1214,38 +1245,34 @@ perfc_status_code perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs,
   }
   if (!c->broken) {
     PGresult *r = PQgetResult(c->pg);
-    if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && st == PERFC_STATUS_OK)
-      st = fail_result(c, r, err);
+    if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && st == 0)
+      st = fail_result(c, r);
     PQclear(r);
     if (!PQexitPipelineMode(c->pg))
       c->broken = 1;
   }
-  if (err && st != PERFC_STATUS_OK)
-    err->index = bad_index;
-  return st;
+  return st != 0 ? error_at(st, bad_index) : 0;
 }
 
 /* ---- COPY FROM STDIN ---- */
 
-perfc_status_code perfc_pg_copy_begin(perfc_pg_conn *c, const char *sql,
-                                      perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_copy_begin(perfc_pg_conn *c, const char *sql) {
   if (!c || !sql)
-    return fail(c ? c->pool : NULL, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+    return fail(c ? c->pool : NULL, PERFC_EINVAL, NULL,
                 "pg: NULL connection or SQL");
   if (c->in_copy)
-    return fail(c->pool, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+    return fail(c->pool, PERFC_EPRECONDITION, NULL,
                 "pg: COPY already in progress");
-  perfc_status_code st = set_timeout(c, want_timeout(c, 0), err);
-  if (st != PERFC_STATUS_OK)
+  int st = set_timeout(c, c->pool->stmt_timeout_ms);
+  if (st != 0)
     return st;
   if (!c->copy_buf && !(c->copy_buf = malloc(COPY_CHUNK + 64)))
-    return fail(c->pool, err, PERFC_STATUS_INTERNAL, NULL, "out of memory");
+    return fail(c->pool, PERFC_ENOMEM, NULL, "pg: out of memory");
   PGresult *r = PQexec(c->pg, sql);
   if (PQresultStatus(r) != PGRES_COPY_IN) {
     st = PQresultStatus(r) == PGRES_FATAL_ERROR
-             ? fail_result(c, r, err)
-             : fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+             ? fail_result(c, r)
+             : fail(c->pool, PERFC_EINVAL, NULL,
                     "pg: not a COPY ... FROM STDIN statement");
     PQclear(r);
     /* Anything but COPY IN that still runs (COPY TO STDOUT) is drained. */
@@ -1257,22 +1284,21 @@ perfc_status_code perfc_pg_copy_begin(perfc_pg_conn *c, const char *sql,
   perfc_counter_inc(c->pool->t[c->target].c_queries);
   c->in_copy = 1;
   c->copy_len = 0;
-  c->copy_fail = PERFC_STATUS_OK;
-  return PERFC_STATUS_OK;
+  c->copy_fail = 0;
+  return 0;
 }
 
-static perfc_status_code copy_flush(perfc_pg_conn *c, perfc_pg_error *err) {
+static int copy_flush(perfc_pg_conn *c) {
   if (c->copy_len == 0)
-    return PERFC_STATUS_OK;
+    return 0;
   if (PQputCopyData(c->pg, c->copy_buf, (int)c->copy_len) != 1)
-    return fail_result(c, NULL, err);
+    return fail_result(c, NULL);
   c->copy_len = 0;
-  return PERFC_STATUS_OK;
+  return 0;
 }
 
 /* Appends to the COPY buffer, flushing whole chunks as they fill. */
-static perfc_status_code copy_put(perfc_pg_conn *c, const char *s, size_t n,
-                                  perfc_pg_error *err) {
+static int copy_put(perfc_pg_conn *c, const char *s, size_t n) {
   while (n) {
     size_t room = COPY_CHUNK - c->copy_len;
     size_t k = n < room ? n : room;
@@ -1281,36 +1307,30 @@ static perfc_status_code copy_put(perfc_pg_conn *c, const char *s, size_t n,
     s += k;
     n -= k;
     if (c->copy_len == COPY_CHUNK) {
-      perfc_status_code st = copy_flush(c, err);
-      if (st != PERFC_STATUS_OK)
+      int st = copy_flush(c);
+      if (st != 0)
         return st;
     }
   }
-  return PERFC_STATUS_OK;
+  return 0;
 }
 
-perfc_status_code perfc_pg_copy_row(perfc_pg_conn *c, const perfc_slice *f,
-                                    size_t n, perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_copy_row(perfc_pg_conn *c, const perfc_slice *f, size_t n) {
   if (!c || !c->in_copy)
-    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+    return fail(c ? c->pool : NULL, PERFC_EPRECONDITION, NULL,
                 "pg: no COPY in progress");
-  if (c->copy_fail != PERFC_STATUS_OK) {
-    if (err)
-      *err = c->copy_err;
-    return c->copy_fail;
-  }
+  if (c->copy_fail != 0)
+    return error_restore(&c->copy_err, -1);
   if (n && !f)
-    return fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
-                "pg: NULL fields");
-  perfc_status_code st = PERFC_STATUS_OK;
-  for (size_t i = 0; i < n && st == PERFC_STATUS_OK; i++) {
+    return fail(c->pool, PERFC_EINVAL, NULL, "pg: NULL fields");
+  int st = 0;
+  for (size_t i = 0; i < n && st == 0; i++) {
     if (i)
-      st = copy_put(c, "\t", 1, err);
-    if (st != PERFC_STATUS_OK)
+      st = copy_put(c, "\t", 1);
+    if (st != 0)
       break;
     if (!f[i].base) {
-      st = copy_put(c, "\\N", 2, err);
+      st = copy_put(c, "\\N", 2);
       continue;
     }
     /* COPY text format: backslash starts an escape, tab separates fields,
@@ -1319,7 +1339,7 @@ perfc_status_code perfc_pg_copy_row(perfc_pg_conn *c, const perfc_slice *f,
      * bytes are copied in one piece. */
     const char *s = (const char *)f[i].base;
     size_t start = 0;
-    for (size_t j = 0; j < f[i].len && st == PERFC_STATUS_OK; j++) {
+    for (size_t j = 0; j < f[i].len && st == 0; j++) {
       const char *esc;
       switch (s[j]) {
       case '\\':
@@ -1335,67 +1355,60 @@ perfc_status_code perfc_pg_copy_row(perfc_pg_conn *c, const perfc_slice *f,
         esc = "\\r";
         break;
       case '\0':
-        st = fail(c->pool, err, PERFC_STATUS_INVALID_ARGUMENT, NULL,
+        st = fail(c->pool, PERFC_EINVAL, NULL,
                   "pg: COPY field %zu contains a NUL byte", i);
         continue;
       default:
         continue;
       }
-      if ((st = copy_put(c, s + start, j - start, err)) == PERFC_STATUS_OK)
-        st = copy_put(c, esc, 2, err);
+      if ((st = copy_put(c, s + start, j - start)) == 0)
+        st = copy_put(c, esc, 2);
       start = j + 1;
     }
-    if (st == PERFC_STATUS_OK)
-      st = copy_put(c, s + start, f[i].len - start, err);
+    if (st == 0)
+      st = copy_put(c, s + start, f[i].len - start);
   }
-  if (st == PERFC_STATUS_OK)
-    st = copy_put(c, "\n", 1, err);
-  if (st != PERFC_STATUS_OK) {
+  if (st == 0)
+    st = copy_put(c, "\n", 1);
+  if (st != 0) {
     /* A half-written row cannot be taken back: the COPY is spoiled and
      * perfc_pg_copy_end() will abort it. */
     c->copy_fail = st;
-    if (err)
-      c->copy_err = *err;
-    else
-      fail(NULL, &c->copy_err, st, NULL, "pg: COPY row failed");
+    error_save(&c->copy_err);
   }
   return st;
 }
 
-perfc_status_code perfc_pg_copy_end(perfc_pg_conn *c, uint64_t *rows,
-                                    perfc_pg_error *err) {
-  err_clear(err);
+int perfc_pg_copy_end(perfc_pg_conn *c, uint64_t *rows) {
   if (rows)
     *rows = 0;
   if (!c || !c->in_copy)
-    return fail(c ? c->pool : NULL, err, PERFC_STATUS_FAILED_PRECONDITION, NULL,
+    return fail(c ? c->pool : NULL, PERFC_EPRECONDITION, NULL,
                 "pg: no COPY in progress");
-  perfc_status_code st = c->copy_fail;
-  if (st == PERFC_STATUS_OK)
-    st = copy_flush(c, err);
-  else if (err)
-    *err = c->copy_err;
+  int st = c->copy_fail;
+  if (st == 0)
+    st = copy_flush(c);
+  else
+    error_restore(&c->copy_err, -1);
   c->in_copy = 0;
   c->copy_len = 0;
   if (c->broken)
     return st;
   const char *abort_msg =
-      st == PERFC_STATUS_OK
-          ? NULL
-          : "aborted by the client (perfc_pg_copy_row failed)";
+      st == 0 ? NULL : "aborted by the client (perfc_pg_copy_row failed)";
   if (PQputCopyEnd(c->pg, abort_msg) != 1) {
-    perfc_status_code st2 = fail_result(c, NULL, err);
-    return st == PERFC_STATUS_OK ? st2 : st;
+    int st2 = fail_result(c, NULL);
+    return st == 0 ? st2 : error_restore(&c->copy_err, -1);
   }
   PGresult *r;
   int first = 1;
   while ((r = PQgetResult(c->pg)) != NULL) {
-    if (first && st == PERFC_STATUS_OK) {
+    if (first && st == 0) {
       if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         if (rows)
           *rows = strtoull(PQcmdTuples(r), NULL, 10);
       } else {
-        st = fail_result(c, r, err);
+        st = fail_result(c, r);
       }
     }
     first = 0;

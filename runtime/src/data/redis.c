@@ -33,8 +33,9 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "perfc/log.h"
+#include "core/error_internal.h"
 #include "data/redis_internal.h"
+#include "perfc/log.h"
 
 typedef struct conn {
   redisContext *ctx;
@@ -79,8 +80,8 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static struct timeval tv_ms(uint32_t ms) {
-  struct timeval tv = {(time_t)(ms / 1000u), (suseconds_t)(ms % 1000u) * 1000};
+static struct timeval tv_ms(int64_t ms) {
+  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
   return tv;
 }
 
@@ -101,30 +102,52 @@ void perfc_redis_opts_init(perfc_redis_opts *o) {
   o->name = PERFC_DEFAULT_REDIS_NAME;
 }
 
-/* Zero means default, field by field, so `= {0}` plus a port works. */
-static void resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
-  perfc_redis_opts_init(o);
-  if (!in)
-    return;
-#define TAKE(f)                                                                \
-  if (in->f)                                                                   \
-  o->f = in->f
-  TAKE(host);
-  TAKE(port);
-  TAKE(pool_size);
-  TAKE(connect_timeout_ms);
-  TAKE(command_timeout_ms);
-  TAKE(acquire_timeout_ms);
-  TAKE(backoff_min_ms);
-  TAKE(backoff_max_ms);
-  TAKE(health_check_ms);
-  TAKE(del_retries);
-  TAKE(batch_keys);
-  TAKE(registry);
-  TAKE(name);
-#undef TAKE
+/* The options as the pool uses them: the caller's struct copied whole (a
+ * field added later cannot be dropped by a hand-kept copy list), then each
+ * zero replaced by its default ("zero means default", so `= {0}` plus a
+ * port works) and every value checked. */
+static int resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
+  perfc_redis_opts d;
+  perfc_redis_opts_init(&d);
+  *o = in ? *in : d;
+  const int64_t ms[] = {o->connect_timeout_ms, o->command_timeout_ms,
+                        o->acquire_timeout_ms, o->backoff_min_ms,
+                        o->backoff_max_ms,     o->health_check_ms};
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+    if (ms[i] < 0 || ms[i] > PERFC_REDIS_MAX_DURATION_MS)
+      return perfc__fail(PERFC_EINVAL,
+                         "redis: a duration option is %lld ms (0 = default, "
+                         "at most %d)",
+                         (long long)ms[i], PERFC_REDIS_MAX_DURATION_MS);
+  if (o->port < 0 || o->port > 65535)
+    return perfc__fail(PERFC_EINVAL, "redis: port %d out of range", o->port);
+  if (!o->host || !o->host[0])
+    o->host = d.host;
+  if (!o->port)
+    o->port = d.port;
+  if (!o->pool_size)
+    o->pool_size = d.pool_size;
+  if (!o->connect_timeout_ms)
+    o->connect_timeout_ms = d.connect_timeout_ms;
+  if (!o->command_timeout_ms)
+    o->command_timeout_ms = d.command_timeout_ms;
+  if (!o->acquire_timeout_ms)
+    o->acquire_timeout_ms = d.acquire_timeout_ms;
+  if (!o->backoff_min_ms)
+    o->backoff_min_ms = d.backoff_min_ms;
+  if (!o->backoff_max_ms)
+    o->backoff_max_ms = d.backoff_max_ms;
+  if (!o->health_check_ms)
+    o->health_check_ms = d.health_check_ms;
+  if (!o->del_retries)
+    o->del_retries = d.del_retries;
+  if (!o->batch_keys)
+    o->batch_keys = d.batch_keys;
+  if (!o->name || !o->name[0])
+    o->name = d.name;
   if (o->backoff_max_ms < o->backoff_min_ms)
     o->backoff_max_ms = o->backoff_min_ms;
+  return 0;
 }
 
 /* hiredis writes with write(2), not send(MSG_NOSIGNAL), so a write to a
@@ -223,15 +246,15 @@ static int register_metrics(perfc_redis_pool *p) {
 
 int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   if (!out)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "redis: NULL out");
+  perfc_redis_opts o;
+  int rc = resolve_opts(&o, opts);
+  if (rc != 0)
+    return rc;
   perfc_redis_pool *p = calloc(1, sizeof(*p));
   if (!p)
-    return PERFC_ENOMEM;
-  resolve_opts(&p->o, opts);
-  if (p->o.port < 0 || p->o.port > 65535) {
-    free(p);
-    return PERFC_EINVAL;
-  }
+    return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
+  p->o = o;
   p->host = strdup(p->o.host);
   p->name = strdup(p->o.name);
   p->idle = calloc(p->o.pool_size, sizeof(conn *));
@@ -240,12 +263,14 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
     free(p->name);
     free(p->idle);
     free(p);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
   }
   p->o.host = p->host;
   p->o.name = p->name;
-  int rc = register_metrics(p);
+  rc = register_metrics(p);
   if (rc != 0) {
+    perfc__fail(rc, "redis pool %s: cannot register metrics: %s", p->name,
+                perfc_strerror(rc));
     free(p->host);
     free(p->name);
     free(p->idle);
@@ -408,7 +433,10 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       p->errors++;
       pthread_mutex_unlock(&p->mu);
       perfc_counter_inc(p->c_errors);
-      return PERFC_EIO;
+      return perfc__fail(PERFC_EIO,
+                         "redis pool %s: %s:%d is in reconnect backoff "
+                         "(a connect or command failed)",
+                         p->name, p->host, p->o.port);
     }
     if (p->nidle > 0) {
       conn *c = p->idle[--p->nidle];
@@ -418,7 +446,7 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       perfc_gauge_dec(p->g_idle);
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
-      if (now_ms() - c->last_used_ms >= p->o.health_check_ms &&
+      if (now_ms() - c->last_used_ms >= (uint64_t)p->o.health_check_ms &&
           ping_ctx(c->ctx) != 0) {
         /* A stale connection is not the caller's problem: replace it. */
         perfc_log(PERFC_LOG_DEBUG,
@@ -436,7 +464,10 @@ static int acquire(perfc_redis_pool *p, conn **out) {
           pthread_mutex_unlock(&p->mu);
           release(p, c, OUT_BROKEN);
           perfc_counter_inc(p->c_errors);
-          return PERFC_EIO;
+          return perfc__fail(PERFC_EIO,
+                             "redis pool %s: cannot connect to "
+                             "%s:%d: %s",
+                             p->name, p->host, p->o.port, err);
         }
         redisFree(c->ctx);
         c->ctx = ctx;
@@ -474,10 +505,14 @@ static int acquire(perfc_redis_pool *p, conn **out) {
         pthread_mutex_unlock(&p->mu);
         perfc_counter_inc(p->c_errors);
         if (!c)
-          return PERFC_ENOMEM;
+          return perfc__fail(PERFC_ENOMEM, "redis pool %s: out of memory",
+                             p->name);
         perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s", p->name,
                   err);
-        return PERFC_EIO;
+        return perfc__fail(PERFC_EIO,
+                           "redis pool %s: cannot connect to %s:%d: "
+                           "%s",
+                           p->name, p->host, p->o.port, err);
       }
       p->connects++;
       pthread_mutex_unlock(&p->mu);
@@ -495,7 +530,11 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       pthread_mutex_unlock(&p->mu);
       perfc_counter_inc(p->c_errors);
       perfc_histogram_observe(p->h_wait, now_s() - t0);
-      return PERFC_ETIMEDOUT;
+      return perfc__fail(PERFC_ETIMEDOUT,
+                         "redis pool %s: no connection free within %lld ms "
+                         "(pool_size %u)",
+                         p->name, (long long)p->o.acquire_timeout_ms,
+                         p->o.pool_size);
     }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -514,7 +553,7 @@ int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
     replies[i] = NULL;
   if (n == 0)
     return 0;
-  conn *c;
+  conn *c = NULL;
   int rc = acquire(p, &c);
   if (rc != 0)
     return rc;
@@ -526,7 +565,7 @@ int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
        * connection. */
       release(p, c, OUT_BROKEN);
       count_error(p);
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "redis pool %s: out of memory", p->name);
     }
   }
   sigpipe_guard g;
@@ -545,6 +584,10 @@ int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
   sigpipe_restore(&g);
   if (got < n) {
     rc = io_error(c->ctx, saved_errno);
+    perfc__fail(rc, "redis pool %s: %s:%d: %s", p->name, p->host, p->o.port,
+                rc == PERFC_ETIMEDOUT ? "no reply within command_timeout_ms"
+                : c->ctx->errstr[0]   ? c->ctx->errstr
+                                      : "no reply");
     perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s (%s)", p->name,
               c->ctx->errstr[0] ? c->ctx->errstr : "no reply",
               perfc_err_name(rc));
@@ -567,6 +610,8 @@ static int one(perfc_redis_pool *p, int argc, const char **argv,
   if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR) {
     perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s: %.*s", p->name, argv[0],
               (int)(*reply)->len, (*reply)->str);
+    perfc__fail(PERFC_EIO, "redis pool %s: %s: %.*s", p->name, argv[0],
+                (int)(*reply)->len, (*reply)->str);
     freeReplyObject(*reply);
     *reply = NULL;
     count_error(p);
@@ -706,15 +751,18 @@ int perfc_redis_set_many(perfc_redis_pool *p, const perfc_redis_item *items,
   perfc__redis_cmd *cmds = calloc(n, sizeof(*cmds));
   const char **argv = calloc(n * 5, sizeof(char *));
   size_t *argvlen = calloc(n * 5, sizeof(size_t));
-  char(*ttl)[16] = calloc(n, sizeof(*ttl));
+  char(*ttl)[24] = calloc(n, sizeof(*ttl));
   redisReply **replies = calloc(n, sizeof(*replies));
   int rc = PERFC_ENOMEM;
   if (!cmds || !argv || !argvlen || !ttl || !replies)
     goto done;
   for (size_t i = 0; i < n; i++) {
     const perfc_redis_item *it = &items[i];
-    if (!it->key || (it->value.len && !it->value.base)) {
-      rc = PERFC_EINVAL;
+    if (!it->key || (it->value.len && !it->value.base) || it->ttl_ms < 0) {
+      rc = perfc__fail(PERFC_EINVAL,
+                       "redis: item %zu has no key, no value bytes or a "
+                       "negative ttl_ms",
+                       i);
       goto done;
     }
     const char **av = &argv[i * 5];
@@ -731,7 +779,7 @@ int perfc_redis_set_many(perfc_redis_pool *p, const perfc_redis_item *items,
     if (it->ttl_ms) {
       av[3] = "PX";
       al[3] = 2;
-      int w = snprintf(ttl[i], sizeof ttl[i], "%u", (unsigned)it->ttl_ms);
+      int w = snprintf(ttl[i], sizeof ttl[i], "%lld", (long long)it->ttl_ms);
       av[4] = ttl[i];
       al[4] = (size_t)w;
       cmds[i].argc = 5;
@@ -761,7 +809,7 @@ done:
 }
 
 int perfc_redis_set(perfc_redis_pool *p, const char *key, perfc_slice value,
-                    uint32_t ttl_ms) {
+                    int64_t ttl_ms) {
   perfc_redis_item it = {key, value, ttl_ms};
   return perfc_redis_set_many(p, &it, 1);
 }
@@ -777,7 +825,7 @@ static void retry_pause(perfc_redis_pool *p, unsigned attempt) {
   if (p->backoff_ms && p->down_until_ms > now + delay)
     delay = p->down_until_ms - now + 1;
   pthread_mutex_unlock(&p->mu);
-  if (delay > p->o.backoff_max_ms)
+  if (delay > (uint64_t)p->o.backoff_max_ms)
     delay = p->o.backoff_max_ms;
   struct timespec ts = {(time_t)(delay / 1000),
                         (long)(delay % 1000) * 1000000L};
@@ -1049,11 +1097,16 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
                                const char *channel, perfc_redis_message_fn fn,
                                void *user_data) {
   if (!out || !channel || !*channel || !fn)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "redis subscriber: need out, a channel "
+                                     "and a callback");
+  perfc_redis_opts o;
+  int rc = resolve_opts(&o, opts);
+  if (rc != 0)
+    return rc;
   perfc_redis_subscriber *s = calloc(1, sizeof(*s));
   if (!s)
-    return PERFC_ENOMEM;
-  resolve_opts(&s->o, opts);
+    return perfc__fail(PERFC_ENOMEM, "redis subscriber: out of memory");
+  s->o = o;
   s->host = strdup(s->o.host);
   s->channel = strdup(channel);
   if (!s->host || !s->channel) {
@@ -1094,9 +1147,10 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
 }
 
 int perfc_redis_subscriber_wait_ready(perfc_redis_subscriber *s,
-                                      uint32_t timeout_ms) {
-  if (!s)
-    return PERFC_EINVAL;
+                                      int64_t timeout_ms) {
+  if (!s || timeout_ms < 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "redis subscriber: NULL or negative timeout_ms");
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
@@ -1108,7 +1162,11 @@ int perfc_redis_subscriber_wait_ready(perfc_redis_subscriber *s,
       break;
   int ready = s->ready;
   pthread_mutex_unlock(&s->mu);
-  return ready ? 0 : PERFC_ETIMEDOUT;
+  return ready ? 0
+               : perfc__fail(PERFC_ETIMEDOUT,
+                             "redis subscriber %s: not subscribed within %lld "
+                             "ms",
+                             s->channel, (long long)timeout_ms);
 }
 
 void perfc_redis_subscriber_free(perfc_redis_subscriber *s) {
