@@ -139,6 +139,12 @@ typedef struct perfc_cache_opts {
   perfc_bloom *bloom;
   /** Registry for the metrics; borrowed. NULL = default registry. */
   perfc_registry *registry;
+  /** Nonzero: no in-process L1: every read goes on to Redis (and the
+   *  loader) and nothing is kept in memory; L1's per-key generations still
+   *  fence loads against concurrent invalidations. 0 = L1 as sized by
+   *  `l1_max_bytes`. Appended last so the fields above keep their
+   *  offsets. */
+  int no_l1;
 } perfc_cache_opts;
 
 /** Fills `o` with the PERFC_DEFAULT_CACHE_* values (a zeroed struct means

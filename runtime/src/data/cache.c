@@ -120,6 +120,7 @@ struct perfc_cache {
   uint32_t retry_ms, retry_max_ms;
   unsigned retry_queue_max;
   double jitter;
+  int no_l1; /* perfc_cache_opts.no_l1: L1 neither answers nor is filled */
   char instance[17]; /* 16 hex digits, random per cache */
   atomic_uint_fast64_t token_seq;
 
@@ -153,8 +154,10 @@ struct perfc_cache {
 /* L1 may answer and be filled only while this instance hears every other
  * instance's invalidations: always without a subscriber (L1 alone, or the
  * caller opted out with no_subscribe), else only while the subscription is
- * live. */
+ * live; never with no_l1. */
 static int l1_trusted(perfc_cache *c) {
+  if (c->no_l1)
+    return 0;
   return c->sub == NULL || atomic_load_explicit(&c->sub_live,
                                                 memory_order_acquire);
 }
@@ -842,6 +845,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   c->retry_queue_max = o.retry_queue_max;
   c->jitter = o.ttl_jitter < 0 ? 0 : o.ttl_jitter;
   c->drain_ms = o.drain_ms;
+  c->no_l1 = o.no_l1 != 0;
   c->name = strdup(o.name);
   if (o.channel)
     c->channel = strdup(o.channel);
