@@ -13,6 +13,7 @@
 #include "perfc/client.h"
 #include "perfc/common.h"
 #include "perfc/config.h"
+#include "perfc/config_data.h"
 #include "perfc/health.h"
 #include "perfc/interceptor.h"
 #include "perfc/grpc_metrics.h"

@@ -1,4 +1,4 @@
-/* fuzz_config.c — the configuration loader (runtime/src/config/config.c on
+/* fuzz_config.c — the configuration loader (runtime/src/config/load.c on
  * libcyaml/libyaml) fed arbitrary bytes as a YAML file, then, when it
  * loads, every value it parsed pushed back through perfc_config_set() as an
  * environment override would be, and the apply functions run. Whatever the
@@ -6,7 +6,7 @@
  * never crash or leak.
  *
  * Room: tests/fuzz. */
-#include <perfc/config.h>
+#include <perfc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +15,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   perfc_config *cfg = NULL;
+  /* Successful calls leave the last error alone: start from none, so a
+   * refusal below cannot pass on an earlier input's message. */
+  perfc_error_set(0, NULL, -1, "%s", "");
   int rc = perfc_config_load_string(&cfg, (const char *)data, size, "fuzz.yaml");
   if (rc != 0) {
     /* A refusal always explains itself. */
-    if (rc != PERFC_ECONFIG || perfc_config_last_error()[0] == '\0')
+    if (rc != PERFC_ECONFIG || perfc_last_error_detail().code != rc ||
+        strncmp(perfc_last_error(), "config: ", 8) != 0)
       abort();
     return 0;
   }
@@ -28,6 +32,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   perfc_tls_opts to;
   perfc_tls_opts_init(&to);
   perfc_config_apply_tls(cfg, &to);
+  perfc_redis_opts ro;
+  perfc_redis_opts_init(&ro);
+  perfc_config_apply_redis(cfg, &ro);
+  perfc_pg_pool_opts po;
+  perfc_pg_pool_opts_init(&po);
+  (void)perfc_config_apply_pg(cfg, &po);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  (void)perfc_config_apply_cache(cfg, &co);
   for (size_t i = 0; i < perfc_config_listen_count(cfg); i++)
     if (perfc_config_listen_at(cfg, i) == NULL)
       abort();

@@ -17,7 +17,11 @@
 #              project (consumer/) with find_package(perfc) and
 #              perfc_generate(), a program built from pkg-config alone, and
 #              a scaffolded server (consumer/app) built with pkg-config and
-#              --as-needed, started and asked for health and reflection
+#              --as-needed, started and asked for health and reflection;
+#              and a scaffolded cached service (consumer/app/cached.proto)
+#              built with pkg-config perfc-config perfc-data, refused
+#              without Redis, then started with a redis-server and shown to
+#              answer repeats from its cache
 #   example    examples/user-service's proto: output equals golden/example
 #              (UPDATE=1 rewrites it), it and its scaffolding compile with
 #              -Werror under $CC, and the scaffolded main links against the
@@ -292,7 +296,87 @@ service Farewell {\
   grep -q 'level=warn msg="server: /app.v1.Greeter/SayBye has no handler' "$A/serve2.log"
   grep -q 'level=warn msg="server: service app.v1.Farewell of greeter.proto is not registered, so it is not served; register it in main() with app__v1__farewell__perfc_register()"' "$A/serve2.log" ||
     { cat "$A/serve2.log"; echo "no warning for the unregistered service"; exit 1; }
-  echo "install: prefix layout, pkg-config, RUNPATH; greeter started and answered; growth named"
+  # A cached service, as the docs describe it: (perfc.cache) in the proto,
+  # scaffolding from stubs=, the handler filled in and nothing else. Its
+  # main builds Redis and the cache from the configuration; built with
+  # pkg-config perfc-config perfc-data, it refuses to start without
+  # redis.address and, with a real redis-server, answers repeats from the
+  # cache: the handler runs once per name (its log line) and /metrics
+  # counts the loads and hits.
+  C=$W/cached
+  mkdir -p "$C/gen"
+  (cd "$SRC/consumer/app" && "$PROTOC" -I. -I"$protodir" \
+    --plugin=protoc-gen-perfc="$P/bin/protoc-gen-perfc" \
+    --plugin=protoc-gen-c="$PROTOC_GEN_C" \
+    --c_out="$C/gen" --perfc_out="stubs=$C:$C/gen" cached.proto)
+  /usr/bin/python3 - "$C/cached_handlers.c" <<'FILL'
+import re, sys
+p = sys.argv[1]
+s = open(p).read()
+body = """  (void)user_data;
+  size_t n = strlen(req->name) + sizeof "hello ";
+  char *m = perfc_ctx_alloc(ctx, n);
+  if (m == NULL)
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
+  snprintf(m, n, "hello %s", req->name);
+  resp->message = m;
+  perfc_log(PERFC_LOG_INFO, "greet handler ran for %s", req->name);
+  return PERFC_STATUS_OK;
+}"""
+s, k = re.subn(r"  \(void\)req;.*?scaffold handler\"\);\n}", body, s, flags=re.S)
+assert k == 1, "scaffold handler not found"
+s = s.replace('#include "cached.perfc.h"\n',
+              '#include "cached.perfc.h"\n\n#include <stdio.h>\n#include <string.h>\n')
+open(p, "w").write(s)
+FILL
+  # shellcheck disable=SC2046
+  "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -I"$C/gen" "$C/cached_main.c" \
+    "$C/cached_handlers.c" "$C/gen/cached.perfc.c" "$C/gen/cached.pb-c.c" \
+    $(pkg-config --cflags --libs perfc-config perfc-data) \
+    -Wl,-rpath,"$(pkg-config --variable=libdir perfc)" -o "$C/cached"
+  set +e
+  "$C/cached" --listen 127.0.0.1:0 --metrics-listen off 2>"$C/no-redis.log"
+  rc=$?
+  set -e
+  test "$rc" = 2
+  grep -qx 'cached.proto has cached methods: set redis.address (PERFC_REDIS_ADDRESS or --redis HOST:PORT), or cache.enabled: false to serve without a cache' "$C/no-redis.log" ||
+    { cat "$C/no-redis.log"; echo "cached: started without Redis"; exit 1; }
+  free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  rport=$(free_port)
+  mport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$C" >"$C/redis.log" 2>&1 &
+  rpid=$!
+  for _ in $(seq 50); do
+    redis-cli -p "$rport" ping 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+  done
+  "$C/cached" --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$mport" \
+    --redis "127.0.0.1:$rport" 2>"$C/serve.log" &
+  pid=$!
+  port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*serving cached.proto on 127.0.0.1:0 (port \([0-9]*\)).*/\1/p' \
+      "$C/serve.log")
+    [ -n "$port" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  set +e
+  [ -n "$port" ] && /usr/bin/python3 "$SRC/consumer/cached_calls.py" \
+    "127.0.0.1:$port" "127.0.0.1:$mport"
+  rc=$?
+  set -e
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid" || true
+  kill "$rpid"
+  wait "$rpid" || true
+  ran=$(grep -c 'greet handler ran for' "$C/serve.log" || true)
+  if [ "$rc" != 0 ] || [ "$ran" != 2 ]; then
+    cat "$C/serve.log"; echo "cached: rc $rc, handler ran $ran times (want 2)"
+    exit 1
+  fi
+  echo "install: prefix layout, pkg-config, RUNPATH; greeter started and answered; growth named; cached service cached"
   ;;
 example)
   : "${CC:?}" "${WKT_INC:?}"
@@ -341,14 +425,23 @@ example)
     # address, and nothing else (no core dump at WARN, no vague repeats);
     # the same for a busy /metrics port.
     busy=$(sed -n 's/.*on 127.0.0.1:0 (port \([0-9]*\)).*/\1/p' "$W/serve.log")
+    # Without Redis (cache.enabled false: no subscriber retrying in the log).
     set +e
-    "$W/user-server" --listen "127.0.0.1:$busy" --metrics-listen off \
-      2>"$W/busy.log"
+    PERFC_CACHE_ENABLED=false "$W/user-server" --listen "127.0.0.1:$busy" \
+      --metrics-listen off 2>"$W/busy.log"
     rc_grpc=$?
-    "$W/user-server" --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:$busy" \
-      2>"$W/busy-metrics.log"
+    PERFC_CACHE_ENABLED=false "$W/user-server" --listen 127.0.0.1:0 \
+      --metrics-listen "127.0.0.1:$busy" 2>"$W/busy-metrics.log"
     rc_metrics=$?
+    # A cached service with no redis.address refuses to start and says what
+    # is missing, instead of serving without its cache.
+    "$W/user-server" --listen 127.0.0.1:0 --metrics-listen off \
+      2>"$W/no-redis.log"
+    rc_no_redis=$?
     set -e
+    test "$rc_no_redis" = 2
+    grep -qx 'user/v1/user.proto has cached methods: set redis.address (PERFC_REDIS_ADDRESS or --redis HOST:PORT), or cache.enabled: false to serve without a cache' "$W/no-redis.log" ||
+      { cat "$W/no-redis.log"; echo "no-redis: not refused as expected"; exit 1; }
     kill -TERM "$pid"
     test "$rc_grpc" = 1 && test "$rc_metrics" = 1
     for f in busy busy-metrics; do

@@ -385,10 +385,11 @@ Test(tls, bad_channel_files) {
   cr_assert_eq(perfc_channel_new_tls(&ch, "127.0.0.1:1", NULL, &t), PERFC_ETLS);
   cr_assert(strstr(perfc_tls_last_error(), "does not match certificate"));
 
-  /* A good configuration clears the previous message. */
+  /* A good configuration works; like every perfc call, its success leaves
+   * the thread's last error as it was (perfc_last_error()). */
   t.key_file = path("client.key");
   cr_assert_eq(perfc_channel_new_tls(&ch, "127.0.0.1:1", NULL, &t), 0);
-  cr_assert_str_empty(perfc_tls_last_error());
+  cr_assert_not_null(ch);
 }
 
 Test(tls, null_arguments) {

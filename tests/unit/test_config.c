@@ -1,10 +1,16 @@
-/* test_config.c — runtime/src/config/config.c: the YAML loader, its exact error
- * messages, environment overrides, flags, defaults and the sample service's
- * configuration file. Criterion runs each test in its own process, so
- * setenv() in one test cannot leak into another. */
+/* test_config.c — runtime/src/config/: the YAML loader (load.c), its exact
+ * error messages, environment overrides, flags, defaults, the sample
+ * service's configuration file, the apply functions (apply.c and the data
+ * unit's apply_data.c: values reach the options that build the objects)
+ * and the key table (keys.c). Criterion runs each test in its own process,
+ * so setenv() in one test cannot leak into another. */
+#include "config/config_internal.h"
+#include "data/redis_internal.h"
+#include "redis_server.h"
+
 #include <criterion/criterion.h>
-#include <perfc/config.h>
-#include <perfc/log.h>
+#include <perfc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +20,29 @@ static perfc_config *load_ok(const char *yaml) {
   int rc = perfc_config_load_string(&cfg, yaml, strlen(yaml), "svc.yaml");
   cr_assert_eq(rc, 0, "rc %d: %s", rc, perfc_config_last_error());
   cr_assert_not_null(cfg);
-  cr_assert_str_empty(perfc_config_last_error());
   return cfg;
+}
+
+static perfc_redis_opts redis_opts(const perfc_config *cfg) {
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_redis(cfg, &o), 0);
+  return o;
+}
+
+static perfc_pg_pool_opts pg_opts(const perfc_config *cfg) {
+  perfc_pg_pool_opts o;
+  perfc_pg_pool_opts_init(&o);
+  o.dsn = "host=code"; /* so an unset postgres.dsn is not an error */
+  cr_assert_eq(perfc_config_apply_pg(cfg, &o), 0, "%s", perfc_last_error());
+  return o;
+}
+
+static perfc_cache_opts cache_opts(const perfc_config *cfg) {
+  perfc_cache_opts o;
+  perfc_cache_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_cache(cfg, &o), 0, "%s", perfc_last_error());
+  return o;
 }
 
 /* Loading must fail with PERFC_ECONFIG and exactly `want`. */
@@ -154,24 +181,26 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(perfc_log_get_format(), PERFC_LOG_JSON);
   cr_assert(perfc_config_access_log(cfg));
 
-  const perfc_config_redis *r = perfc_config_get_redis(cfg);
-  cr_assert_str_eq(r->address, "cache:6380");
-  cr_assert_eq(r->pool_size, 4);
-  cr_assert_eq(r->connect_timeout_ms, 2000);
-  cr_assert_eq(r->command_timeout_ms, 50);
-  const perfc_config_postgres *p = perfc_config_get_postgres(cfg);
-  cr_assert_str_eq(p->dsn, "host=db dbname=users");
-  cr_assert_str_eq(p->replica_dsn, "host=db-ro dbname=users");
-  cr_assert_eq(p->pool_size, 20);
-  cr_assert_eq(p->connect_timeout_ms, 3000);
-  cr_assert_eq(p->statement_timeout_ms, 0);
-  cr_assert_eq(p->acquire_timeout_ms, 500);
-  const perfc_config_cache *c = perfc_config_get_cache(cfg);
-  cr_assert_eq(c->l1_max_bytes, 16 * 1024);
-  cr_assert_eq(c->default_ttl_ms, 600000);
-  cr_assert_eq(c->negative_ttl_ms, 30000);
-  cr_assert_eq(c->jitter_percent, 25);
-  cr_assert_eq(c->enabled, 0);
+  perfc_redis_opts r = redis_opts(cfg);
+  cr_assert_str_eq(r.host, "cache");
+  cr_assert_eq(r.port, 6380);
+  cr_assert_eq(r.pool_size, 4);
+  cr_assert_eq(r.connect_timeout_ms, 2000);
+  cr_assert_eq(r.command_timeout_ms, 50);
+  perfc_pg_pool_opts p = pg_opts(cfg);
+  cr_assert_str_eq(p.dsn, "host=db dbname=users");
+  cr_assert_str_eq(p.replica_dsn, "host=db-ro dbname=users");
+  cr_assert_eq(p.max_conns, 20);
+  cr_assert_eq(p.connect_timeout_ms, 3000);
+  cr_assert(p.no_statement_timeout, "0 in the file: no timeout");
+  cr_assert_eq(p.acquire_timeout_ms, 500);
+  perfc_cache_opts c = cache_opts(cfg);
+  cr_assert_eq(c.l1_max_bytes, 16 * 1024);
+  cr_assert_eq(c.no_l1, 0);
+  cr_assert_eq(c.l2_ttl_ms, 600000);
+  cr_assert_eq(c.negative_ttl_ms, 30000);
+  cr_assert_float_eq(c.ttl_jitter, 0.25, 1e-12);
+  cr_assert_not(perfc_config_cache_enabled(cfg));
   perfc_config_free(cfg);
 }
 
@@ -196,22 +225,18 @@ static void assert_defaults(perfc_config *cfg) {
   cr_assert_eq(g.handling_time_histogram, 0);
   cr_assert_null(g.buckets);
   cr_assert_not(perfc_config_access_log(cfg));
-  const perfc_config_redis *r = perfc_config_get_redis(cfg);
-  cr_assert_str_eq(r->address, PERFC_DEFAULT_REDIS_ADDRESS);
-  cr_assert_eq(r->pool_size, PERFC_DEFAULT_REDIS_POOL_SIZE);
-  cr_assert_eq(r->command_timeout_ms, PERFC_DEFAULT_REDIS_COMMAND_TIMEOUT_MS);
-  const perfc_config_postgres *p = perfc_config_get_postgres(cfg);
-  cr_assert_null(p->dsn);
-  cr_assert_null(p->replica_dsn);
-  cr_assert_eq(p->pool_size, PERFC_DEFAULT_POSTGRES_POOL_SIZE);
-  cr_assert_eq(p->acquire_timeout_ms,
-               PERFC_DEFAULT_POSTGRES_ACQUIRE_TIMEOUT_MS);
-  const perfc_config_cache *c = perfc_config_get_cache(cfg);
-  cr_assert_eq(c->l1_max_bytes, PERFC_DEFAULT_CACHE_L1_MAX_BYTES);
-  cr_assert_eq(c->default_ttl_ms, PERFC_DEFAULT_CACHE_TTL_MS);
-  cr_assert_eq(c->negative_ttl_ms, PERFC_DEFAULT_CACHE_NEGATIVE_TTL_MS);
-  cr_assert_eq(c->jitter_percent, PERFC_DEFAULT_CACHE_JITTER_PERCENT);
-  cr_assert_eq(c->enabled, 1);
+  /* Nothing set: every data option stays what its *_opts_init() made. */
+  perfc_redis_opts r = redis_opts(cfg), rd;
+  perfc_redis_opts_init(&rd);
+  cr_assert_eq(memcmp(&r, &rd, sizeof r), 0, "redis opts changed");
+  perfc_pg_pool_opts p = pg_opts(cfg), pd;
+  perfc_pg_pool_opts_init(&pd);
+  pd.dsn = "host=code";
+  cr_assert_eq(memcmp(&p, &pd, sizeof p), 0, "pg opts changed");
+  perfc_cache_opts c = cache_opts(cfg), cd;
+  perfc_cache_opts_init(&cd);
+  cr_assert_eq(memcmp(&c, &cd, sizeof c), 0, "cache opts changed");
+  cr_assert(perfc_config_cache_enabled(cfg));
 }
 
 Test(config, defaults_without_file_empty_file_or_sections) {
@@ -230,9 +255,11 @@ Test(config, defaults_without_file_empty_file_or_sections) {
   perfc_config_free(cfg);
   /* Only the keys given change; the rest of a section keeps defaults. */
   cfg = load_ok("redis:\n  pool_size: 2\n");
-  cr_assert_eq(perfc_config_get_redis(cfg)->pool_size, 2);
-  cr_assert_str_eq(perfc_config_get_redis(cfg)->address,
-                   PERFC_DEFAULT_REDIS_ADDRESS);
+  cr_assert_eq(redis_opts(cfg).pool_size, 2);
+  cr_assert_str_eq(redis_opts(cfg).host, PERFC_DEFAULT_REDIS_HOST);
+  cr_assert_eq(redis_opts(cfg).port, PERFC_DEFAULT_REDIS_PORT);
+  cr_assert_not(perfc_config_is_set(cfg, "redis.address"));
+  cr_assert(perfc_config_is_set(cfg, "redis.pool_size"));
   perfc_config_free(cfg);
   perfc_config_free(NULL);
 }
@@ -249,8 +276,11 @@ Test(config, sample_service_file_loads) {
   perfc_config_apply_server(cfg, &o);
   cr_assert_eq(o.default_executor, PERFC_EXEC_POOL);
   cr_assert_eq(o.max_connection_age_ms, 30 * 60 * 1000);
-  cr_assert_not_null(perfc_config_get_postgres(cfg)->dsn);
-  cr_assert_eq(perfc_config_get_cache(cfg)->default_ttl_ms, 600000);
+  perfc_pg_pool_opts p;
+  perfc_pg_pool_opts_init(&p);
+  cr_assert_eq(perfc_config_apply_pg(cfg, &p), 0);
+  cr_assert_not_null(p.dsn);
+  cr_assert_eq(cache_opts(cfg).l2_ttl_ms, 600000);
   perfc_config_free(cfg);
 }
 
@@ -412,16 +442,15 @@ Test(config, cross_field_checks) {
 Test(config, accepted_duration_and_size_forms) {
   perfc_config *cfg = load_ok("postgres:\n  statement_timeout: 1h2m3s4ms\n"
                               "cache:\n  l1_max_bytes: 2MB\n");
-  cr_assert_eq(perfc_config_get_postgres(cfg)->statement_timeout_ms,
-               3600000 + 120000 + 3000 + 4);
-  cr_assert_eq(perfc_config_get_cache(cfg)->l1_max_bytes, 2000000);
+  cr_assert_eq(pg_opts(cfg).statement_timeout_ms, 3600000 + 120000 + 3000 + 4);
+  cr_assert_eq(cache_opts(cfg).l1_max_bytes, 2000000);
   cr_assert_eq(perfc_config_set(cfg, "cache.l1_max_bytes", "4096", NULL), 0);
-  cr_assert_eq(perfc_config_get_cache(cfg)->l1_max_bytes, 4096);
+  cr_assert_eq(cache_opts(cfg).l1_max_bytes, 4096);
   cr_assert_eq(perfc_config_set(cfg, "cache.l1_max_bytes", "1GiB", NULL), 0);
-  cr_assert_eq(perfc_config_get_cache(cfg)->l1_max_bytes, 1u << 30);
+  cr_assert_eq(cache_opts(cfg).l1_max_bytes, 1u << 30);
   cr_assert_eq(perfc_config_set(cfg, "postgres.statement_timeout", "0", NULL),
                0);
-  cr_assert_eq(perfc_config_get_postgres(cfg)->statement_timeout_ms, 0);
+  cr_assert(pg_opts(cfg).no_statement_timeout);
   perfc_config_free(cfg);
 }
 
@@ -474,7 +503,7 @@ Test(config, environment_overrides_the_file) {
   cr_assert_eq(perfc_config_listen_count(cfg), 2);
   cr_assert_str_eq(perfc_config_listen_at(cfg, 0), "127.0.0.1:1");
   cr_assert_str_eq(perfc_config_listen_at(cfg, 1), "127.0.0.1:2");
-  cr_assert_str_eq(perfc_config_get_postgres(cfg)->dsn, "host=env");
+  cr_assert_str_eq(pg_opts(cfg).dsn, "host=env");
   perfc_server_opts o;
   perfc_server_opts_init(&o);
   perfc_config_apply_server(cfg, &o);
@@ -494,13 +523,13 @@ Test(config, environment_overrides_the_file) {
   cr_assert_eq(m.header_timeout_ms, 2000);
   cr_assert_eq(m.max_connections, PERFC_DEFAULT_METRICS_MAX_CONNECTIONS);
   /* The bench's cache modes (bench/run-users) are set this way. */
-  cr_assert_eq(perfc_config_get_cache(cfg)->enabled, 0);
-  cr_assert_eq(perfc_config_get_cache(cfg)->l1_max_bytes, 0);
+  cr_assert_not(perfc_config_cache_enabled(cfg));
+  cr_assert_eq(cache_opts(cfg).no_l1, 1, "l1_max_bytes 0: no L1");
   perfc_config_free(cfg);
 
   /* Without a file as well. */
   cr_assert_eq(perfc_config_load(&cfg, NULL), 0);
-  cr_assert_str_eq(perfc_config_get_postgres(cfg)->dsn, "host=env");
+  cr_assert_str_eq(pg_opts(cfg).dsn, "host=env");
   perfc_config_free(cfg);
 }
 
@@ -562,7 +591,8 @@ Test(config, set_checks_and_keeps_old_value_on_error) {
   cr_assert_str_eq(perfc_config_last_error(),
                    "config: test: redis.address: invalid value 'nope': "
                    "expected HOST:PORT");
-  cr_assert_str_eq(perfc_config_get_redis(cfg)->address, "r:1");
+  cr_assert_str_eq(redis_opts(cfg).host, "r");
+  cr_assert_eq(redis_opts(cfg).port, 1);
   cr_assert_eq(perfc_config_set(cfg, "redis.adress", "r:2", "test"),
                PERFC_ECONFIG);
   cr_assert_str_eq(perfc_config_last_error(),
@@ -572,8 +602,7 @@ Test(config, set_checks_and_keeps_old_value_on_error) {
   cr_assert_eq(perfc_config_listen_count(cfg), 1);
   cr_assert_str_eq(perfc_config_listen_at(cfg, 0), PERFC_DEFAULT_CONFIG_LISTEN);
   cr_assert_eq(perfc_config_set(cfg, "redis.address", "r:2", "test"), 0);
-  cr_assert_str_eq(perfc_config_get_redis(cfg)->address, "r:2");
-  cr_assert_str_empty(perfc_config_last_error());
+  cr_assert_eq(redis_opts(cfg).port, 2);
   perfc_config_free(cfg);
 }
 
@@ -609,8 +638,8 @@ Test(flags, override_environment_and_file) {
   cr_assert_eq(perfc_config_apply_flags(cfg, &f), 0);
   cr_assert_eq(perfc_config_listen_count(cfg), 1);
   cr_assert_str_eq(perfc_config_listen_at(cfg, 0), "127.0.0.1:5");
-  cr_assert_str_eq(perfc_config_get_postgres(cfg)->dsn, "host=flag");
-  cr_assert_str_eq(perfc_config_get_redis(cfg)->address, "r:7");
+  cr_assert_str_eq(pg_opts(cfg).dsn, "host=flag");
+  cr_assert_eq(redis_opts(cfg).port, 7);
   perfc_metrics_http_opts m = {0};
   perfc_config_apply_metrics_http(cfg, &m);
   cr_assert_str_eq(m.addr, "127.0.0.1:6");
@@ -686,18 +715,268 @@ Test(flags, usage_names_the_program) {
  * refused by both: the two checks are the same range. */
 Test(config, cache_jitter_range_is_the_cache_s) {
   perfc_config *cfg = load_ok("cache:\n  jitter_percent: 50\n");
-  const perfc_config_cache *cc = perfc_config_get_cache(cfg);
-  cr_assert_eq(cc->jitter_percent, 50);
   cr_assert_eq(PERFC_CACHE_MAX_JITTER_PERCENT, 50);
   perfc_cache_opts o;
   perfc_cache_opts_init(&o);
   o.name = "jitter_range";
   o.no_subscribe = 1;
-  o.ttl_jitter = cc->jitter_percent / 100.0;
+  cr_assert_eq(perfc_config_apply_cache(cfg, &o), 0);
+  cr_assert_float_eq(o.ttl_jitter, 0.5, 1e-12);
   perfc_cache *c = NULL;
   cr_assert_eq(perfc_cache_new(&c, &o), 0);
   perfc_cache_free(c);
   o.ttl_jitter = (PERFC_CACHE_MAX_JITTER_PERCENT + 1) / 100.0;
   cr_assert_eq(perfc_cache_new(&c, &o), PERFC_EINVAL);
   perfc_config_free(cfg);
+}
+
+/* ---- the key table and the apply functions ----------------------------- */
+
+/* Adding a key is one row in keys.c plus the option field it names: the
+ * loader, the environment and the apply function need nothing else. This
+ * holds for every row with a target: its value, set through the
+ * environment path (perfc_config_set), lands in exactly its field, and
+ * nowhere else, when the target's apply function runs. */
+static const char *sample_value(const cfg_key *k) {
+  switch (k->kind) {
+  case K_STR:
+    return "/some/path";
+  case K_ADDR:
+  case K_ADDR_OFF:
+    return "10.1.2.3:4567";
+  case K_UINT:
+    return k->max >= 3 ? "3" : "1";
+  case K_BOOL:
+    return "true";
+  case K_DURATION:
+    return "7s";
+  case K_SIZE:
+  case K_MSGSIZE:
+    return k->min > 5 * 1024 ? "3MiB" : "5KiB"; /* inside the row's range */
+  case K_ENUM:
+  case K_ENUM_NAME:
+    return k->names[1];
+  default:
+    return NULL;
+  }
+}
+
+static void apply_target(const perfc_config *cfg, cfg_target t, void *o) {
+  int rc = 0;
+  switch (t) {
+  case T_SERVER:
+    rc = perfc_config_apply_server(cfg, o);
+    break;
+  case T_TLS:
+    rc = perfc_config_apply_tls(cfg, o);
+    break;
+  case T_METRICS_HTTP:
+    rc = perfc_config_apply_metrics_http(cfg, o);
+    break;
+  case T_GRPC_METRICS:
+    rc = perfc_config_apply_grpc_metrics(cfg, o);
+    break;
+  case T_REDIS:
+    rc = perfc_config_apply_redis(cfg, o);
+    break;
+  case T_PG:
+    rc = perfc_config_apply_pg(cfg, o);
+    break;
+  case T_CACHE:
+    rc = perfc_config_apply_cache(cfg, o);
+    break;
+  default:
+    cr_assert_fail("row without an apply function");
+  }
+  cr_assert_eq(rc, 0, "%s", perfc_last_error());
+}
+
+Test(config_keys, every_row_reaches_its_field_and_only_it) {
+  size_t checked = 0;
+  for (size_t i = 0; i < perfc__config_nkeys; i++) {
+    const cfg_key *k = &perfc__config_keys[i];
+    if (k->target == T_NONE)
+      continue;
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", k->section, k->name);
+    const char *val = sample_value(k);
+    cr_assert_not_null(val, "%s: a kind a row cannot copy", key);
+    /* Strings are pointers; numbers fit the field (ranges are checked). */
+    if (k->kind == K_STR || k->kind == K_ADDR || k->kind == K_ADDR_OFF ||
+        k->kind == K_ENUM_NAME)
+      cr_assert_eq(k->dst_size, sizeof(char *), "%s", key);
+    else
+      cr_assert(k->dst_size == 1 || k->dst_size == 2 || k->dst_size == 4 ||
+                    k->dst_size == 8,
+                "%s: field of %zu bytes", key, k->dst_size);
+    if (k->kind == K_UINT || k->kind == K_DURATION || k->kind == K_SIZE ||
+        k->kind == K_MSGSIZE)
+      cr_assert(k->dst_size == 8 || k->max < ((int64_t)1 << (8 * k->dst_size)),
+                "%s: max %lld does not fit %zu bytes", key,
+                (long long)k->max, k->dst_size);
+
+    perfc_config *cfg = load_ok("");
+    cr_assert_eq(perfc_config_set(cfg, key, val, "test"), 0, "%s: %s", key,
+                 perfc_last_error());
+    unsigned char before[512], after[512];
+    memset(before, 0x5a, sizeof before);
+    if (k->target == T_PG) { /* a DSN, or perfc_config_apply_pg() refuses */
+      const char *dsn = "host=code";
+      memcpy(before + offsetof(perfc_pg_pool_opts, dsn), &dsn, sizeof dsn);
+    }
+    memcpy(after, before, sizeof after);
+    apply_target(cfg, k->target, after);
+    cr_assert_neq(memcmp(before + k->dst_off, after + k->dst_off, k->dst_size),
+                  0, "%s: field unchanged", key);
+    cr_assert_eq(memcmp(before, after, k->dst_off), 0, "%s: bytes before", key);
+    cr_assert_eq(memcmp(before + k->dst_off + k->dst_size,
+                        after + k->dst_off + k->dst_size,
+                        sizeof before - k->dst_off - k->dst_size),
+                 0, "%s: bytes after", key);
+    perfc_config_free(cfg);
+    checked++;
+  }
+  cr_assert_geq(checked, 30, "only %zu rows with a target", checked);
+}
+
+/* The rows of a section are one run (the schema gives a section its run),
+ * and every key has one environment variable. */
+Test(config_keys, sections_are_runs_and_names_unique) {
+  for (size_t i = 0; i < perfc__config_nkeys; i++)
+    for (size_t j = i + 1; j < perfc__config_nkeys; j++) {
+      const cfg_key *a = &perfc__config_keys[i], *b = &perfc__config_keys[j];
+      cr_assert(strcmp(a->section, b->section) != 0 ||
+                    strcmp(a->name, b->name) != 0,
+                "%s.%s twice", a->section, a->name);
+      if (j > i + 1 && strcmp(a->section, b->section) == 0)
+        cr_assert_str_eq(perfc__config_keys[j - 1].section, a->section,
+                         "section %s is split", a->section);
+    }
+}
+
+Test(config_apply, redis_address_splits_and_reaches_the_pool) {
+  perfc_config *cfg = load_ok("redis:\n  address: \"[::1]:6390\"\n"
+                              "  pool_size: 3\n  command_timeout: 1500ms\n");
+  perfc_redis_opts o = redis_opts(cfg);
+  cr_assert_str_eq(o.host, "::1");
+  cr_assert_eq(o.port, 6390);
+  perfc_redis_pool *p = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  /* What the pool kept (perfc_redis_pool_new copies the options). */
+  const perfc_redis_opts *kept = perfc__redis_pool_opts(p);
+  cr_assert_str_eq(kept->host, "::1");
+  cr_assert_eq(kept->port, 6390);
+  cr_assert_eq(kept->pool_size, 3);
+  cr_assert_eq(kept->command_timeout_ms, 1500);
+  perfc_redis_pool_free(p);
+  perfc_config_free(cfg);
+}
+
+Test(config_apply, errors_name_the_key) {
+  perfc_config *cfg = load_ok("cache:\n  pending_file: /tmp/x\n");
+  perfc_pg_pool_opts po;
+  perfc_pg_pool_opts_init(&po);
+  cr_assert_eq(perfc_config_apply_pg(cfg, &po), PERFC_ECONFIG);
+  cr_assert_str_eq(perfc_last_error(),
+                   "config: postgres.dsn is not set: set it in the file, "
+                   "PERFC_POSTGRES_DSN or --postgres");
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  cr_assert_eq(perfc_config_apply_cache(cfg, &co), PERFC_ECONFIG);
+  cr_assert_not_null(strstr(perfc_last_error(), "cache.pending_file needs"),
+                     "%s", perfc_last_error());
+  cr_assert_eq(perfc_last_error_detail().code, PERFC_ECONFIG);
+  /* 0 is no longer a negative TTL: the cache has no "off" for it. */
+  perfc_config_free(cfg);
+  cfg = NULL;
+  const char *y = "cache:\n  negative_ttl: 0\n";
+  cr_assert_eq(perfc_config_load_string(&cfg, y, strlen(y), "svc.yaml"),
+               PERFC_ECONFIG);
+  cr_assert_str_eq(perfc_last_error(),
+                   "config: svc.yaml:2:17: cache.negative_ttl: 0 is out of "
+                   "range: must be between 1ms and 24h");
+}
+
+/* perfc_config_listen() serves every address and reports the first port;
+ * a TLS file problem comes back as PERFC_ETLS naming the file. */
+Test(config_apply, listen_serves_every_address) {
+  perfc_config *cfg =
+      load_ok("server:\n  listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
+  perfc_server *srv = NULL;
+  int port = 0;
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_config_listen(cfg, srv, &port), 0, "%s",
+               perfc_last_error());
+  cr_assert_gt(port, 0);
+  perfc_server_free(srv);
+  perfc_config_free(cfg);
+
+  cfg = load_ok("server:\n  listen: [\"127.0.0.1:0\"]\n"
+                "tls:\n  cert_file: /nonexistent/c.crt\n"
+                "  key_file: /nonexistent/c.key\n");
+  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_config_listen(cfg, srv, &port), PERFC_ETLS);
+  cr_assert_not_null(strstr(perfc_last_error(), "/nonexistent/c.crt"), "%s",
+                     perfc_last_error());
+  perfc_server_free(srv);
+  perfc_config_free(cfg);
+}
+
+static int loads;
+static int load_fn(const char *key, uint8_t **out, size_t *out_len,
+                   void *ud) {
+  (void)key, (void)ud;
+  loads++;
+  *out = malloc(2);
+  memcpy(*out, "v1", 2);
+  *out_len = 2;
+  return 0;
+}
+
+/* cache.l1_max_bytes: 0 reaches the built cache as "no L1": nothing is
+ * kept in memory and the second read comes from Redis, not the loader;
+ * with an L1 the entry is kept and the second read is an L1 hit. */
+static void l1_case(int port, const char *l1, uint64_t want_entries) {
+  char yaml[256];
+  snprintf(yaml, sizeof yaml,
+           "redis:\n  address: \"127.0.0.1:%d\"\ncache:\n  l1_max_bytes: %s\n",
+           port, l1);
+  perfc_config *cfg = load_ok(yaml);
+  perfc_redis_opts ro = redis_opts(cfg);
+  ro.name = l1;
+  perfc_redis_pool *redis = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&redis, &ro), 0);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = l1;
+  co.redis = redis;
+  co.no_subscribe = 1; /* one instance: L1 needs no pub/sub to be used */
+  cr_assert_eq(perfc_config_apply_cache(cfg, &co), 0);
+  perfc_cache *c = NULL;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0);
+  loads = 0;
+  for (int i = 0; i < 2; i++) {
+    uint8_t *v = NULL;
+    size_t n = 0;
+    cr_assert_eq(perfc_cache_get_or_load(c, l1, load_fn, NULL, &v, &n), 0);
+    cr_assert_eq(n, 2);
+    free(v);
+  }
+  cr_assert_eq(loads, 1, "%s: the second read was a load", l1);
+  perfc_l1cache_stats st;
+  perfc_l1cache_stats_get(perfc_cache_l1(c), &st);
+  cr_assert_eq(st.entries, want_entries, "%s: L1 entries", l1);
+  cr_assert_eq(st.hits, want_entries, "%s: L1 hits", l1);
+  perfc_cache_free(c);
+  perfc_redis_pool_free(redis);
+  perfc_config_free(cfg);
+}
+
+Test(config_apply, no_l1_reaches_the_cache, .timeout = 30) {
+  test_redis tr;
+  (void)tr_restart; /* redis_server.h's; not needed here */
+  cr_assert_eq(tr_start(&tr), 0, "redis-server did not start");
+  l1_case(tr.port, "0", 0);
+  l1_case(tr.port, "64KiB", 1);
+  tr_stop(&tr);
 }

@@ -1,6 +1,7 @@
 /* test_config_resilience.c — runtime/src/config/config.c's `resilience:` section
- * and perfc_config_attach_resilience(): values parse strictly, and the
+ * and perfc_config_apply_resilience(): values parse strictly, and the
  * rate limit it attaches really refuses calls on a live server. */
+#include "config/config_internal.h"
 #include "empty_service.h"
 
 #include <criterion/criterion.h>
@@ -14,23 +15,30 @@ static perfc_config *load(const char *yaml) {
   return cfg;
 }
 
+/* The section's values as parsed (the apply function turns them into
+ * interceptors; the live-server test below checks what those do). */
+static int64_t res(const perfc_config *cfg, const char *name) {
+  const cfg_value *v = cfg_get(cfg, "resilience", name);
+  return v ? v->i : 0;
+}
+
 Test(config_resilience, values_and_defaults) {
   perfc_config *cfg = load("server:\n  threads: 1\n");
-  const perfc_config_resilience *r = perfc_config_get_resilience(cfg);
-  cr_assert_eq(r->rate_limit, 0);
-  cr_assert_eq(r->load_shedding, 0);
-  cr_assert_eq(r->default_timeout_ms, 0);
+  cr_assert_eq(res(cfg, "rate_limit"), 0);
+  cr_assert_eq(res(cfg, "load_shedding"), 0);
+  cr_assert_eq(res(cfg, "default_timeout"), 0);
+  cr_assert_not(perfc_config_is_set(cfg, "resilience.rate_limit_key"));
   perfc_config_free(cfg);
 
   cfg = load("resilience:\n  rate_limit: 500\n  rate_limit_burst: 50\n"
              "  rate_limit_key: x-api-key\n  load_shedding: true\n"
              "  default_timeout: 2s\n");
-  r = perfc_config_get_resilience(cfg);
-  cr_assert_eq(r->rate_limit, 500);
-  cr_assert_eq(r->rate_limit_burst, 50);
-  cr_assert_str_eq(r->rate_limit_key, "x-api-key");
-  cr_assert_eq(r->load_shedding, 1);
-  cr_assert_eq(r->default_timeout_ms, 2000);
+  cr_assert_eq(res(cfg, "rate_limit"), 500);
+  cr_assert_eq(res(cfg, "rate_limit_burst"), 50);
+  cr_assert_str_eq(cfg_get(cfg, "resilience", "rate_limit_key")->s,
+                   "x-api-key");
+  cr_assert_eq(res(cfg, "load_shedding"), 1);
+  cr_assert_eq(res(cfg, "default_timeout"), 2000);
   perfc_config_free(cfg);
 }
 
@@ -56,7 +64,7 @@ Test(config_resilience, attached_rate_limit_refuses_on_a_live_server) {
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   perfc_config_guards *g = NULL;
-  cr_assert_eq(perfc_config_attach_resilience(cfg, srv, &g), 0);
+  cr_assert_eq(perfc_config_apply_resilience(cfg, srv, &g), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   perfc_channel *ch;
   char target[64];
@@ -115,7 +123,7 @@ Test(config_resilience, per_method_rate_limit_applies_to_that_method_only) {
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   perfc_config_guards *g = NULL;
-  cr_assert_eq(perfc_config_attach_resilience(cfg, srv, &g), 0);
+  cr_assert_eq(perfc_config_apply_resilience(cfg, srv, &g), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   perfc_channel *ch;
   char target[64];

@@ -38,31 +38,6 @@
  * SERVING either way: reads still work. */
 #define REPLICA_HEALTH_NAME "user.v1.UserService/replica"
 
-static int listen_all(perfc_server *srv, const perfc_config *cfg,
-                      int *first_port) {
-  perfc_tls_opts tls;
-  perfc_tls_opts_init(&tls);
-  perfc_config_apply_tls(cfg, &tls);
-  for (size_t i = 0; i < perfc_config_listen_count(cfg); i++) {
-    const char *addr = perfc_config_listen_at(cfg, i);
-    int port = 0;
-    int rc = perfc_config_tls_enabled(cfg)
-                 ? perfc_server_listen_tls(srv, addr, &tls, &port)
-                 : perfc_server_listen(srv, addr, &port);
-    /* A port that cannot be bound was logged by the server, with the
-     * address and the reason; what else fails (a TLS file) is said here. */
-    if (rc != 0 && rc != PERFC_EBIND)
-      fprintf(stderr, "cannot listen on %s: %s\n", addr,
-              perfc_config_tls_enabled(cfg) ? perfc_tls_last_error()
-                                            : perfc_strerror(rc));
-    if (rc != 0)
-      return rc;
-    if (i == 0)
-      *first_port = port;
-  }
-  return 0;
-}
-
 static int run_migrations(const char *dsn) {
   char err[512];
   for (int waited = 0;; waited++) {
@@ -92,48 +67,23 @@ static void on_replica(perfc_pg_pool *pool, int usable, void *ud) {
 
 static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg,
                                perfc_health *health) {
-  const perfc_config_postgres *c = perfc_config_get_postgres(cfg);
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
-  o.dsn = c->dsn;
-  /* An empty replica DSN (PERFC_POSTGRES_REPLICA_DSN= ) means "no replica",
-   * so a file that names one can be overridden for a single-server setup. */
-  o.replica_dsn = c->replica_dsn != NULL && c->replica_dsn[0] != '\0'
-                      ? c->replica_dsn
-                      : NULL;
-  o.max_conns = c->pool_size;
-  o.acquire_timeout_ms = c->acquire_timeout_ms;
-  o.connect_timeout_ms = c->connect_timeout_ms;
-  o.statement_timeout_ms = c->statement_timeout_ms;
-  /* The file's 0 means "none" (docs/configuration.md); the pool's 0 means
-   * its default, so "none" is the explicit field. */
-  o.no_statement_timeout = c->statement_timeout_ms == 0;
   o.name = "users";
   /* Reads fall back to the primary while the replica cannot be reached
    * (the pool's default), and the health name below says so. */
   o.replica_fn = on_replica;
   o.replica_ud = health;
-  return perfc_pg_pool_new(out, &o);
+  int rc = perfc_config_apply_pg(cfg, &o);
+  return rc == 0 ? perfc_pg_pool_new(out, &o) : rc;
 }
 
 static int redis_pool_from_config(perfc_redis_pool **out,
                                   const perfc_config *cfg) {
-  const perfc_config_redis *c = perfc_config_get_redis(cfg);
   perfc_redis_opts o;
-  char host[256];
-  const char *colon = strrchr(c->address, ':');
-  size_t hl = colon ? (size_t)(colon - c->address) : strlen(c->address);
-  if (hl >= sizeof host)
-    return PERFC_EINVAL;
-  memcpy(host, c->address, hl);
-  host[hl] = '\0';
   perfc_redis_opts_init(&o);
-  o.host = host;
-  o.port = colon ? atoi(colon + 1) : 0;
-  o.pool_size = c->pool_size;
-  o.connect_timeout_ms = c->connect_timeout_ms;
-  o.command_timeout_ms = c->command_timeout_ms;
   o.name = "users";
+  perfc_config_apply_redis(cfg, &o);
   return perfc_redis_pool_new(out, &o);
 }
 
@@ -161,16 +111,16 @@ int main(int argc, char **argv) {
     rc = perfc_config_load(&cfg, flags.config_file);
   if (rc == 0)
     rc = perfc_config_apply_flags(cfg, &flags);
+  /* The database is required: perfc_config_apply_pg() says which key is
+   * missing. */
+  perfc_pg_pool_opts pg_check;
+  perfc_pg_pool_opts_init(&pg_check);
+  if (rc == 0)
+    rc = perfc_config_apply_pg(cfg, &pg_check);
   if (rc != 0) {
     fprintf(stderr, "%s\n",
-            perfc_config_last_error()[0] ? perfc_config_last_error()
-                                         : perfc_strerror(rc));
-    perfc_config_free(cfg);
-    return 2;
-  }
-  if (perfc_config_get_postgres(cfg)->dsn == NULL) {
-    fprintf(stderr, "no database: set postgres.dsn, PERFC_POSTGRES_DSN or "
-                    "--postgres\n");
+            perfc_last_error_detail().code == rc ? perfc_last_error()
+                                                 : perfc_strerror(rc));
     perfc_config_free(cfg);
     return 2;
   }
@@ -181,7 +131,7 @@ int main(int argc, char **argv) {
   perfc_config_apply_grpc_metrics(cfg, &gm_opts);
 
   /* The schema first: a replica that cannot migrate must not serve. */
-  if (run_migrations(perfc_config_get_postgres(cfg)->dsn) != 0) {
+  if (run_migrations(pg_check.dsn) != 0) {
     perfc_config_free(cfg);
     return 1;
   }
@@ -202,10 +152,10 @@ int main(int argc, char **argv) {
    * UpdateUser, DeleteUser) and the handlers that read or drop entries
    * themselves (BatchGetUsers, SyncUsers, CreateUser) share it. Redis is
    * only the cache's second level, so without a cache there is no pool. */
-  if (rc == 0 && perfc_config_get_cache(cfg)->enabled) {
+  if (rc == 0 && perfc_config_cache_enabled(cfg)) {
     rc = redis_pool_from_config(&redis, cfg);
     if (rc == 0)
-      rc = user_cache_new(&cache, redis, perfc_config_get_cache(cfg));
+      rc = user_cache_new(&cache, redis, cfg);
   }
   svc.pg = pg;
   svc.cache = cache;
@@ -231,7 +181,7 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = perfc_reflection_register(srv);
   if (rc == 0)
-    rc = listen_all(srv, cfg, &port);
+    rc = perfc_config_listen(cfg, srv, &port);
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc == 0 && perfc_config_metrics_enabled(cfg)) {
@@ -247,7 +197,9 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     /* PERFC_EBIND was logged once, naming the address, where it happened. */
     if (rc != PERFC_EBIND)
-      fprintf(stderr, "cannot serve: %s\n", perfc_strerror(rc));
+      fprintf(stderr, "cannot serve: %s\n",
+              perfc_last_error_detail().code == rc ? perfc_last_error()
+                                                   : perfc_strerror(rc));
   } else {
     perfc_log(PERFC_LOG_INFO, "serving user.v1.UserService on %s (port %d)%s",
               perfc_config_listen_at(cfg, 0), port,

@@ -71,30 +71,21 @@ static int load_many(const char *const *keys, size_t n, perfc_cache_value *out,
 }
 
 int user_cache_new(perfc_cache **out, perfc_redis_pool *redis,
-                   const perfc_config_cache *cfg) {
+                   const perfc_config *cfg) {
   perfc_cache_opts o;
   perfc_cache_opts_init(&o);
   o.name = "users";
   o.redis = redis;
   o.l2_ttl_ms = USER_CACHE_TTL_MS;
   o.negative_ttl_ms = USER_CACHE_NEGATIVE_TTL_MS;
-  if (cfg != NULL) {
-    /* 0 in the file means "no L1" and "no jitter"; in perfc_cache_opts 0
-     * means the default, and "off" is its own field. */
-    o.l1_max_bytes = (size_t)cfg->l1_max_bytes;
-    o.no_l1 = cfg->l1_max_bytes == 0;
-    o.ttl_jitter = cfg->jitter_percent / 100.0;
-    o.no_ttl_jitter = cfg->jitter_percent == 0;
-    /* Deletes Redis still refuses at shutdown are kept here and replayed
-     * by the next start (docs/data-layer.md, "Shutdown"). */
-    if (cfg->pending_file != NULL && cfg->pending_file[0] != '\0' &&
-        redis != NULL)
-      o.pending_file = cfg->pending_file;
-  }
   /* main() calls perfc_cache_drain() with its shutdown budget before
    * freeing the cache, so the free itself only saves what is left. */
   o.drain_ms = 1;
-  return perfc_cache_new(out, &o);
+  /* The cache: section (L1 size or none, TTLs, jitter, and the file where
+   * Redis deletes still failing at shutdown wait for the next start) over
+   * the defaults above. */
+  int rc = cfg != NULL ? perfc_config_apply_cache(cfg, &o) : 0;
+  return rc == 0 ? perfc_cache_new(out, &o) : rc;
 }
 
 static User__V1__User *unpack(perfc_arena *arena, const uint8_t *data,

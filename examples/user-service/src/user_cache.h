@@ -17,7 +17,7 @@
 #define USER_SERVICE_USER_CACHE_H
 
 #include "perfc/cache.h"
-#include "perfc/config.h"
+#include "perfc/config_data.h"
 #include "perfc/pg.h"
 #include "user/v1/user.pb-c.h"
 
@@ -28,12 +28,13 @@
 #define USER_CACHE_NEGATIVE_TTL_MS 30000u
 
 /** Creates the cache named "users" with Redis `redis` (borrowed; NULL = L1
- *  only) and the `cache:` section: `l1_max_bytes` (0 = no L1: every read
- *  goes on to Redis) and `jitter_percent`. The caller checks
- *  `cfg->enabled` first; with it off the service runs without a cache.
- *  Returns 0 or a PERFC_E* code; free with perfc_cache_free(). */
+ *  only) and the `cache:` section of `cfg` (NULL = the defaults here):
+ *  perfc_config_apply_cache() (perfc/config_data.h). The caller checks
+ *  perfc_config_cache_enabled() first; with it off the service runs
+ *  without a cache. Returns 0 or a PERFC_E* code; free with
+ *  perfc_cache_free(). */
 int user_cache_new(perfc_cache **out, perfc_redis_pool *redis,
-                   const perfc_config_cache *cfg);
+                   const perfc_config *cfg);
 
 /** Users `ids[0..n)` with one L1 pass, one Redis MGET and one SELECT for
  *  the rest (perfc_cache_get_many()); with `c` NULL, the SELECT alone.

@@ -105,8 +105,9 @@ PERFC_API const char *perfc_last_error(void);
 /** All details of the calling thread's last failure (see the struct). */
 PERFC_API perfc_error_detail perfc_last_error_detail(void);
 
-/** Longest message kept by perfc_error_set(); longer ones are cut. */
-#define PERFC_ERROR_MESSAGE_MAX 512
+/** Longest message kept by perfc_error_set(); longer ones are cut. Room
+ *  for a configuration flag error, which ends with the whole usage text. */
+#define PERFC_ERROR_MESSAGE_MAX 1024
 
 /** Records `code` with a printf-style message (NULL: perfc_strerror(code)),
  *  a SQLSTATE (NULL or "" for none) and a batch index (-1 for none) as the

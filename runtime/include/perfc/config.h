@@ -1,37 +1,34 @@
 /*
  * perfc/config.h — a service's configuration: a YAML file, then
  * PERFC_<SECTION>_<KEY> environment variables, then command-line flags, in
- * that order of precedence (later wins), into the runtime's option structs.
+ * that order of precedence (later wins); then applied to the runtime's
+ * option structs and objects.
  *
- * The file is loaded with libcyaml against a fixed schema, so an unknown
- * key, a list where a value belongs or a YAML syntax error is refused, and
- * every value is then parsed strictly (durations "250ms", "10s", "2m", "1h";
- * sizes "4096", "64KiB", "64MiB"; booleans true/false) and range-checked.
- * Any problem fails with PERFC_ECONFIG and a message that names the source
- * (file:line:column, the environment variable or the flag), the key and the
- * problem; docs/configuration.md ("Configuration file") lists every key,
- * every variable and the message formats.
+ * Load: the file is loaded with libcyaml against a fixed schema, so an
+ * unknown key, a list where a value belongs or a YAML syntax error is
+ * refused, and every value is then parsed strictly (durations "250ms",
+ * "10s", "2m", "1h"; sizes "4096", "64KiB", "64MiB"; booleans true/false)
+ * and range-checked. Any problem fails with PERFC_ECONFIG and a message in
+ * perfc_last_error() that names the source (file:line:column, the
+ * environment variable or the flag), the key and the problem;
+ * docs/configuration.md ("Configuration file") lists every key, every
+ * variable and the message formats.
  *
- * The redis, postgres and cache sections are read and validated now and are
- * consumed by the data-layer modules (Redis pool, PostgreSQL pool,
- * cache-aside) when those land; until then they are plain typed structs here.
+ * Apply: perfc_config_apply_X() fills module X's options (or builds and
+ * attaches its objects) from what the configuration sets, leaving every
+ * other field as it was. The ones here are in libperfc-config
+ * (perfc::config, pkg-config perfc-config); those for Redis, PostgreSQL
+ * and the cache are in perfc/config_data.h and live in libperfc-data, so a
+ * service without a data layer links neither hiredis nor libpq.
  *
  * Room: runtime public headers. A perfc_config is immutable after loading
  * except through perfc_config_set()/perfc_config_apply_flags(); use one from
- * one thread at a time. perfc_config_last_error() is per thread.
+ * one thread at a time.
  */
 #ifndef PERFC_CONFIG_H
 #define PERFC_CONFIG_H
 
-#include "perfc/cache.h"
 #include "perfc/common.h"
-#include "perfc/l1cache.h"
-#include "perfc/pg.h"
-#include "perfc/redis.h"
-#include "perfc/grpc_metrics.h"
-#include "perfc/metrics.h"
-#include "perfc/server.h"
-#include "perfc/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,94 +36,27 @@ extern "C" {
 
 typedef struct perfc_config perfc_config;
 
+/* The option structs and objects the apply functions fill; their modules'
+ * headers (perfc/server.h, perfc/tls.h, perfc/metrics.h,
+ * perfc/grpc_metrics.h) define them. */
+typedef struct perfc_server perfc_server;
+typedef struct perfc_server_opts perfc_server_opts;
+typedef struct perfc_tls_opts perfc_tls_opts;
+typedef struct perfc_metrics_http_opts perfc_metrics_http_opts;
+typedef struct perfc_grpc_metrics_opts perfc_grpc_metrics_opts;
+
 /** Address served when neither file, environment nor flag names one: every
  *  IPv4 interface on gRPC's customary port. */
 #define PERFC_DEFAULT_CONFIG_LISTEN "0.0.0.0:50051"
-/** Redis default: the local server, as redis-cli assumes. */
-#define PERFC_DEFAULT_REDIS_ADDRESS "127.0.0.1:6379"
-/* Every other data-layer default is the owning module's own constant, so a
- * file that leaves a key out behaves exactly like code that leaves the
- * option zero: redis.h (PERFC_DEFAULT_REDIS_POOL_SIZE,
- * PERFC_DEFAULT_REDIS_CONNECT_TIMEOUT_MS, PERFC_DEFAULT_REDIS_COMMAND_TIMEOUT_MS),
- * pg.h and cache.h/l1cache.h, each with its reason. */
-#define PERFC_DEFAULT_POSTGRES_POOL_SIZE PERFC_DEFAULT_PG_MAX_CONNS
-#define PERFC_DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS                              \
-  (PERFC_DEFAULT_PG_CONNECT_TIMEOUT_S * 1000)
-#define PERFC_DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS                            \
-  PERFC_DEFAULT_PG_STATEMENT_TIMEOUT_MS
-#define PERFC_DEFAULT_POSTGRES_ACQUIRE_TIMEOUT_MS                              \
-  PERFC_DEFAULT_PG_ACQUIRE_TIMEOUT_MS
-#define PERFC_DEFAULT_CACHE_L1_MAX_BYTES PERFC_DEFAULT_L1_MAX_BYTES
-/** Cache TTL when a method's (perfc.cache) option names none: Redis's. */
-#define PERFC_DEFAULT_CACHE_TTL_MS PERFC_DEFAULT_CACHE_L2_TTL_MS
-/** TTL jitter in percent: cache.h's fraction. */
-#define PERFC_DEFAULT_CACHE_JITTER_PERCENT                                     \
-  ((unsigned)(PERFC_DEFAULT_CACHE_TTL_JITTER * 100 + 0.5))
-/** cache.jitter_percent's upper bound, the cache's own: loading the file
- *  refuses more, so a value that loads is one perfc_cache_new() takes. */
-#define PERFC_CACHE_MAX_JITTER_PERCENT                                         \
-  ((unsigned)(PERFC_CACHE_MAX_TTL_JITTER * 100 + 0.5))
 
-/** The `resilience:` section: server-side guards a service turns on from
- *  its file. Besides these scalars it takes two lists of
- *  "/pkg.Svc/Method=VALUE" rules ("/pkg.Svc/" for a whole service):
- *  `method_timeouts` (VALUE a duration, overriding (perfc.method).timeout)
- *  and `method_rate_limits` (VALUE calls per second, one bucket per
- *  method), applied by perfc_config_attach_resilience(). */
-typedef struct perfc_config_resilience {
-  unsigned rate_limit;        /**< calls/s for all methods; 0 = no limit */
-  unsigned rate_limit_burst;  /**< bucket size; 0 = one second's worth */
-  const char *rate_limit_key; /**< metadata key giving each value its own
-                                   bucket (e.g. "x-api-key"); NULL = one */
-  int load_shedding;          /**< adaptive shedding (brpc's auto limiter) */
-  int64_t default_timeout_ms; /**< server timeout of methods whose proto
-                                   names none; 0 = none */
-} perfc_config_resilience;
-
-/** The `redis:` section, read and validated now; consumed by the Redis pool
- *  when it lands. Strings are borrowed from the perfc_config. */
-typedef struct perfc_config_redis {
-  const char *address;        /**< "HOST:PORT" */
-  unsigned pool_size;         /**< connections */
-  int64_t connect_timeout_ms; /**< per connection attempt */
-  int64_t command_timeout_ms; /**< per command */
-} perfc_config_redis;
-
-/** The `postgres:` section, read and validated now; consumed by the
- *  PostgreSQL pool when it lands. Strings are borrowed from the
- *  perfc_config. */
-typedef struct perfc_config_postgres {
-  const char *dsn;              /**< libpq conninfo or URI; NULL when unset */
-  const char *replica_dsn;      /**< read replica; NULL = use `dsn` */
-  unsigned pool_size;           /**< connections (per DSN) */
-  int64_t connect_timeout_ms;   /**< per connection attempt */
-  int64_t statement_timeout_ms; /**< PostgreSQL statement_timeout */
-  int64_t acquire_timeout_ms;   /**< waiting for a free pooled connection */
-} perfc_config_postgres;
-
-/** The `cache:` section, for the application that builds its perfc_cache
- *  (perfc/cache.h) from it (examples/user-service does). */
-typedef struct perfc_config_cache {
-  uint64_t l1_max_bytes;   /**< in-process L1 budget; 0 disables L1 */
-  int64_t default_ttl_ms;  /**< TTL when a method names none */
-  int64_t negative_ttl_ms; /**< TTL of cached "not found" */
-  unsigned jitter_percent; /**< 0..PERFC_CACHE_MAX_JITTER_PERCENT (50) */
-  /** 0: run without a cache (register with a NULL cache, so every cached
-   *  method calls its handler). Default 1. Appended last so the fields
-   *  above keep their offsets. */
-  int enabled;
-  /** perfc_cache_opts.pending_file: where Redis deletes still failing at
-   *  shutdown are kept for the next start; NULL or "" = none. Appended
-   *  last for the same reason. */
-  const char *pending_file;
-} perfc_config_cache;
+/* ---- load ---------------------------------------------------------------- */
 
 /** Loads `path` (NULL = no file: defaults only), then applies the
  *  PERFC_<SECTION>_<KEY> environment variables. An empty file is the same as
  *  no file. On success `*out` is a new configuration the caller frees with
  *  perfc_config_free(). On failure `*out` is NULL and the message is in
- *  perfc_config_last_error(). Returns 0, PERFC_ECONFIG (unreadable file,
- *  YAML syntax error, unknown key, wrong type, bad value, out of range),
+ *  perfc_last_error(). Returns 0, PERFC_ECONFIG (unreadable file, YAML
+ *  syntax error, unknown key, wrong type, bad value, out of range),
  *  PERFC_EINVAL (`out` NULL) or PERFC_ENOMEM. */
 PERFC_API int perfc_config_load(perfc_config **out, const char *path);
 
@@ -143,22 +73,30 @@ PERFC_API int perfc_config_load_string(perfc_config **out, const char *yaml,
  *  "flag --listen". The value is copied and checked at once; checks that
  *  involve two keys (tls.cert_file with tls.key_file, tls.client_auth with
  *  tls.client_ca_file) run only when loading, and perfc_server_listen_tls()
- *  refuses the same mistakes later. Returns 0,
- *  PERFC_ECONFIG (unknown key or bad value; message in
- *  perfc_config_last_error(), configuration unchanged), PERFC_EINVAL or
- *  PERFC_ENOMEM. */
+ *  refuses the same mistakes later. Returns 0, PERFC_ECONFIG (unknown key
+ *  or bad value; message in perfc_last_error(), configuration unchanged),
+ *  PERFC_EINVAL or PERFC_ENOMEM. */
 PERFC_API int perfc_config_set(perfc_config *cfg, const char *key,
                                const char *value, const char *origin);
+
+/** Nonzero when `key` ("section.key") is set by the file, the environment,
+ *  a flag or perfc_config_set(); 0 when it is unset (its option keeps the
+ *  module's default), unknown, or `cfg` is NULL. */
+PERFC_API int perfc_config_is_set(const perfc_config *cfg, const char *key);
 
 /** Frees the configuration and every string it lent. NULL is a no-op. */
 PERFC_API void perfc_config_free(perfc_config *cfg);
 
-/** The message of the last failed perfc_config_* or perfc_flags_* call on
- *  this thread, e.g. "config: svc.yaml:4:12: server.threads: invalid value
- *  'four': expected an unsigned integer". "" after a call that succeeded.
- *  Thread-local and static: borrowed until this thread's next config call;
- *  never NULL. */
-PERFC_API const char *perfc_config_last_error(void);
+/** Kept for existing callers: the same as perfc_last_error() (the one
+ *  place every module leaves its failure, perfc/common.h); messages of
+ *  this module start with "config: ", e.g. "config: svc.yaml:4:12:
+ *  server.threads: invalid value 'four': expected an unsigned integer".
+ *  Like perfc_last_error(), a successful call does not clear it. */
+static inline const char *perfc_config_last_error(void) {
+  return perfc_last_error();
+}
+
+/* ---- apply (libperfc-config) ------------------------------------------ */
 
 /** Fills the fields of `o` that the configuration sets; the others keep
  *  what `o` held (call perfc_server_opts_init() first). The compression
@@ -182,6 +120,16 @@ PERFC_API int perfc_config_tls_enabled(const perfc_config *cfg);
  *  file leaves out keep what `o` held. Returns 0 or PERFC_EINVAL. */
 PERFC_API int perfc_config_apply_tls(const perfc_config *cfg,
                                      perfc_tls_opts *o);
+
+/** Listens on every server.listen address (before perfc_server_start()),
+ *  with TLS from the tls section when tls.cert_file is set. `first_port`
+ *  (may be NULL) receives the port bound for the first address (useful
+ *  with port 0). Stops at the first failure: PERFC_EBIND (the server
+ *  logged the address and reason), PERFC_ETLS (the file and problem, in
+ *  perfc_last_error() and logged), or another code with "config: cannot
+ *  listen on ADDR: ..." in perfc_last_error(). */
+PERFC_API int perfc_config_listen(const perfc_config *cfg, perfc_server *srv,
+                                  int *first_port);
 
 /** Nonzero unless metrics.listen is "off": whether to serve /metrics. */
 PERFC_API int perfc_config_metrics_enabled(const perfc_config *cfg);
@@ -208,32 +156,26 @@ PERFC_API int perfc_config_apply_logging(const perfc_config *cfg);
  *  perfc_access_log at INFO. */
 PERFC_API int perfc_config_access_log(const perfc_config *cfg);
 
-/** The `resilience:` section (borrowed; defaults when absent). */
-PERFC_API const perfc_config_resilience *
-perfc_config_get_resilience(const perfc_config *cfg);
+/** Nonzero unless cache.enabled is false: whether the service builds its
+ *  cache (perfc_config_apply_cache(), perfc/config_data.h) or runs
+ *  without one. */
+PERFC_API int perfc_config_cache_enabled(const perfc_config *cfg);
 
 typedef struct perfc_config_guards perfc_config_guards;
 
 /** Creates and attaches the interceptors the `resilience:` section asks for
  *  (before perfc_server_start()): per-method timeouts always (they also
- *  apply (perfc.method).timeout), a token-bucket rate limit when
- *  `rate_limit` > 0, load shedding when `load_shedding` is true. Attach it
- *  after the metrics interceptor so refusals are counted. `*out` owns them;
- *  free it with perfc_config_guards_free() after the server. Returns 0 or
- *  an error of the interceptors' constructors. */
-PERFC_API int perfc_config_attach_resilience(const perfc_config *cfg,
-                                             perfc_server *srv,
-                                             perfc_config_guards **out);
+ *  apply (perfc.method).timeout, with resilience.default_timeout and
+ *  resilience.method_timeouts), a token-bucket rate limit when
+ *  resilience.rate_limit > 0 or method_rate_limits has rules, load
+ *  shedding when resilience.load_shedding is true. Attach it after the
+ *  metrics interceptor so refusals are counted. `*out` owns them; free it
+ *  with perfc_config_guards_free() after the server. Returns 0 or an error
+ *  of the interceptors' constructors. */
+PERFC_API int perfc_config_apply_resilience(const perfc_config *cfg,
+                                            perfc_server *srv,
+                                            perfc_config_guards **out);
 PERFC_API void perfc_config_guards_free(perfc_config_guards *g);
-
-/** The redis, postgres and cache sections, defaults filled in. Borrowed:
- *  valid until perfc_config_free(). NULL only when `cfg` is NULL. */
-PERFC_API const perfc_config_redis *
-perfc_config_get_redis(const perfc_config *cfg);
-PERFC_API const perfc_config_postgres *
-perfc_config_get_postgres(const perfc_config *cfg);
-PERFC_API const perfc_config_cache *
-perfc_config_get_cache(const perfc_config *cfg);
 
 /* ---- command-line flags ------------------------------------------------ */
 
@@ -251,7 +193,7 @@ typedef struct perfc_flags {
 /** Parses argv[1..argc-1] into `f` (zeroed first). Accepts "--flag VALUE"
  *  and "--flag=VALUE". An unknown flag, a positional argument or a missing
  *  value returns PERFC_ECONFIG with a message naming it followed by the
- *  usage text, in perfc_config_last_error(). Returns 0, PERFC_ECONFIG or
+ *  usage text, in perfc_last_error(). Returns 0, PERFC_ECONFIG or
  *  PERFC_EINVAL. */
 PERFC_API int perfc_flags_parse(perfc_flags *f, int argc, char *const *argv);
 

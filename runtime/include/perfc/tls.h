@@ -6,11 +6,11 @@
  * not match its certificate, certificates that expired or are not valid yet,
  * and CA files that do not parse all fail at once with PERFC_ETLS. The
  * message names the file and the problem; it is logged at ERROR level and
- * kept for the calling thread in perfc_tls_last_error(), the way errno and
- * dlerror() report details. docs/tls.md lists every check and message.
+ * kept for the calling thread in perfc_last_error(), where every perfc
+ * module leaves its failure. docs/tls.md lists every check and message.
  *
  * Room: runtime public headers. The functions here may be called from any
- * thread; perfc_tls_last_error() is per thread.
+ * thread; perfc_last_error() is per thread.
  */
 #ifndef PERFC_TLS_H
 #define PERFC_TLS_H
@@ -74,7 +74,7 @@ PERFC_API void perfc_tls_channel_opts_init(perfc_tls_channel_opts *o);
 
 /** Adds a TLS listening address, like perfc_server_listen() but encrypted.
  *  The files in `tls` are checked first; any problem returns PERFC_ETLS
- *  with the server unchanged and the reason in perfc_tls_last_error().
+ *  with the server unchanged and the reason in perfc_last_error().
  *  Before perfc_server_start() only. Returns 0, PERFC_EINVAL (NULL
  *  argument), PERFC_ETLS, PERFC_ENOMEM, PERFC_EBIND or PERFC_ESTATE. */
 PERFC_API int perfc_server_listen_tls(perfc_server *srv, const char *addr,
@@ -84,7 +84,7 @@ PERFC_API int perfc_server_listen_tls(perfc_server *srv, const char *addr,
 /** Creates a TLS channel, like perfc_channel_new() (`opts` may be NULL and
  *  means the same). `tls` may be NULL: system roots, no client certificate.
  *  The files are checked first; any problem returns PERFC_ETLS with the
- *  reason in perfc_tls_last_error(). The caller frees the channel with
+ *  reason in perfc_last_error(). The caller frees the channel with
  *  perfc_channel_free(). Returns 0, PERFC_EINVAL, PERFC_ETLS or
  *  PERFC_ENOMEM. */
 PERFC_API int perfc_channel_new_tls(perfc_channel **out, const char *target,
@@ -96,12 +96,14 @@ PERFC_API int perfc_channel_new_tls(perfc_channel **out, const char *target,
  *  PERFC_ETLS / PERFC_EINVAL / PERFC_ENOMEM. */
 PERFC_API int perfc_tls_check(const perfc_tls_opts *tls);
 
-/** The message of the last failed perfc TLS call on this thread, such as
- *  "TLS: /etc/x/server.key: private key does not match certificate
- *  /etc/x/server.crt". Empty ("") after a call that succeeded. The string is
- *  thread-local and static: borrowed, valid until this thread's next perfc
- *  TLS call; never NULL. */
-PERFC_API const char *perfc_tls_last_error(void);
+/** Kept for existing callers: the same as perfc_last_error() (the one
+ *  place every module leaves its failure, perfc/common.h). A TLS failure's
+ *  message reads like "TLS: private key file /etc/x/server.key: private
+ *  key does not match certificate /etc/x/server.crt"; it is also logged at
+ *  ERROR. Like perfc_last_error(), a successful call does not clear it. */
+static inline const char *perfc_tls_last_error(void) {
+  return perfc_last_error();
+}
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,7 @@
  * once per thread per CHUNK_CELLS cells).
  */
 #include "perfc/metrics.h"
+#include "core/str_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -589,14 +590,6 @@ static int normalize_buckets(const perfc_metric_opts *o, const double **b,
   return 0;
 }
 
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 /* Same definition as an existing family? Then registering again is a no-op
  * that returns it. */
 static int family_same(const perfc_family *f, perfc_metric_type type,
@@ -674,8 +667,8 @@ int perfc_family_new(perfc_family **out, perfc_registry *reg,
     goto fail;
   f->reg = reg;
   f->type = type;
-  f->name = xstrdup(o->name);
-  f->help = xstrdup(help);
+  f->name = perfc__strdup(o->name);
+  f->help = perfc__strdup(help);
   if (!f->name || !f->help)
     goto fail;
   if (o->label_count) {
@@ -684,7 +677,7 @@ int perfc_family_new(perfc_family **out, perfc_registry *reg,
       goto fail;
     f->nlabels = o->label_count;
     for (size_t i = 0; i < o->label_count; i++)
-      if (!(f->labels[i] = xstrdup(o->label_names[i])))
+      if (!(f->labels[i] = perfc__strdup(o->label_names[i])))
         goto fail;
   }
   if (nb) {

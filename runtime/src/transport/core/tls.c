@@ -29,26 +29,24 @@
  * wrong path (a log, a binary), and reading it whole would waste memory. */
 #define PEM_MAX_BYTES (1024 * 1024)
 
-static _Thread_local char last_error[768];
-
-const char *perfc_tls_last_error(void) { return last_error; }
-
-static void clear_error(void) { last_error[0] = '\0'; }
-
-/* Records, logs, and returns PERFC_ETLS, so each check is one return line. */
-static int fail(const char *fmt, ...)
+/* Records the message as the thread's last error (perfc_last_error(),
+ * perfc/common.h), logs it, and returns `code`, so each check is one
+ * return line. */
+static int fail_with(int code, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
-    __attribute__((format(printf, 1, 2)))
+    __attribute__((format(printf, 2, 3)))
 #endif
     ;
-static int fail(const char *fmt, ...) {
+static int fail_with(int code, const char *fmt, ...) {
+  char msg[PERFC_ERROR_MESSAGE_MAX];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  perfc_log(PERFC_LOG_ERROR, "%s", last_error);
-  return PERFC_ETLS;
+  perfc_log(PERFC_LOG_ERROR, "%s", msg);
+  return perfc_error_set(code, NULL, -1, "%s", msg);
 }
+#define fail(...) fail_with(PERFC_ETLS, __VA_ARGS__)
 
 /* OpenSSL's reason for the most recent failure, for appending to messages;
  * the queue is cleared so a later check does not report a stale reason. */
@@ -313,14 +311,13 @@ static void server_pems_free(server_pems *p) {
 static int load_server(const perfc_tls_opts *tls, server_pems *p) {
   memset(p, 0, sizeof *p);
   if (tls == NULL) {
-    fail("TLS: no TLS options given");
-    return PERFC_EINVAL;
+    return fail_with(PERFC_EINVAL, "TLS: no TLS options given");
   }
   if (tls->client_auth != PERFC_TLS_CLIENT_AUTH_NONE &&
       tls->client_auth != PERFC_TLS_CLIENT_AUTH_REQUEST &&
       tls->client_auth != PERFC_TLS_CLIENT_AUTH_REQUIRE) {
-    fail("TLS: unknown client_auth mode %d", (int)tls->client_auth);
-    return PERFC_EINVAL;
+    return fail_with(PERFC_EINVAL, "TLS: unknown client_auth mode %d",
+                     (int)tls->client_auth);
   }
   int rc = load_pair(tls->cert_file, tls->key_file, &p->cert, &p->key);
   if (rc == 0 && tls->client_auth != PERFC_TLS_CLIENT_AUTH_NONE) {
@@ -338,7 +335,6 @@ static int load_server(const perfc_tls_opts *tls, server_pems *p) {
 }
 
 int perfc_tls_check(const perfc_tls_opts *tls) {
-  clear_error();
   server_pems p;
   int rc = load_server(tls, &p);
   server_pems_free(&p);
@@ -347,7 +343,6 @@ int perfc_tls_check(const perfc_tls_opts *tls) {
 
 int perfc__tls_server_creds(const perfc_tls_opts *tls,
                             grpc_server_credentials **out) {
-  clear_error();
   *out = NULL;
   server_pems p;
   int rc = load_server(tls, &p);
@@ -373,7 +368,6 @@ int perfc__tls_server_creds(const perfc_tls_opts *tls,
 
 int perfc__tls_channel_creds(const perfc_tls_channel_opts *tls,
                              grpc_channel_credentials **out) {
-  clear_error();
   *out = NULL;
   static const perfc_tls_channel_opts defaults;
   if (tls == NULL)

@@ -14,7 +14,7 @@
 /* Checks the files in `tls` and builds server credentials the caller
  * releases with grpc_server_credentials_release(). Needs grpc_init. Returns
  * 0, PERFC_EINVAL, PERFC_ENOMEM or PERFC_ETLS (message in
- * perfc_tls_last_error(), already logged). */
+ * perfc_last_error(), already logged). */
 int perfc__tls_server_creds(const perfc_tls_opts *tls,
                             grpc_server_credentials **out);
 

@@ -1,19 +1,22 @@
 /*
- * config.c — the configuration loader: YAML file (libcyaml), environment
- * overrides, command-line flags, into the runtime's option structs.
+ * load.c — the configuration loader: YAML file (libcyaml), environment
+ * overrides, command-line flags, into the parsed values of a perfc_config.
+ * It knows no module: what each key is, how it parses and which option
+ * field it fills are rows of the key table (keys.c); turning the values
+ * into the modules' options is apply.c's and apply_data.c's.
  *
- * Room: runtime/src/config. Owns the loaded tree until perfc_config_free(); calls
- * nothing in the rest of the runtime except the logger setters in
- * perfc_config_apply_logging().
+ * Room: runtime/src/config. Owns the loaded configuration until
+ * perfc_config_free(). Calls nothing in the rest of the runtime except the
+ * logger (a misspelt environment variable is a WARN) and perfc_error_set().
  *
  * How it is put together, and why:
- * - libcyaml loads the file against a schema in which every leaf is a
- *   string. The schema gives the structure checks for free (unknown keys,
- *   a list or mapping where a value belongs, YAML syntax), while every
- *   value, wherever it came from (file, environment, flag), goes through one
- *   strict parser per kind below. libcyaml's own scalar parsing would accept
- *   "maybe" as false for a bool and could not share code with the
- *   environment path.
+ * - libcyaml loads the file against a schema built once from the key
+ *   table, in which every leaf is a string. The schema gives the structure
+ *   checks for free (unknown keys, a list or mapping where a value belongs,
+ *   YAML syntax), while every value, wherever it came from (file,
+ *   environment, flag), goes through one strict parser per kind below.
+ *   libcyaml's own scalar parsing would accept "maybe" as false for a bool
+ *   and could not share code with the environment path.
  * - libcyaml reports errors only as log lines with a backtrace; log_fn
  *   collects them and cyaml_message() turns them into one message with the
  *   key path and position.
@@ -23,12 +26,12 @@
  *   column of every key and value by path ("server.listen[1]"), so those
  *   messages carry positions too. It runs first, which also reports YAML
  *   syntax errors with libyaml's own position.
- * - A table (KEYS) drives everything per key: env variable names, parsing,
- *   range checks, presence. Adding a key is one schema line and one table
- *   line.
+ * - Errors go where every perfc module leaves them: perfc_last_error()
+ *   (perfc_error_set() with PERFC_ECONFIG), each message starting
+ *   "config: ".
  */
-#include "perfc/config.h"
-#include "perfc/resilience.h"
+#include "config/config_internal.h"
+#include "core/str_internal.h"
 #include "perfc/log.h"
 
 #include <ctype.h>
@@ -36,6 +39,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,390 +47,104 @@
 #include <string.h>
 #include <yaml.h>
 
-/* ---- the raw tree libcyaml fills: every leaf a string ------------------ */
-
-typedef struct raw_server {
-  char **listen;
-  unsigned listen_count;
-  char *threads, *requests_per_method, *default_executor, *pool_threads,
-      *pool_queue, *keepalive_time, *keepalive_timeout,
-      *keepalive_permit_without_calls, *min_ping_interval,
-      *max_concurrent_streams, *max_recv_message_size, *max_send_message_size,
-      *max_connection_idle, *max_connection_age, *max_connection_age_grace,
-      *shutdown_grace, *compression, *poller_wakeup_preemption,
-      *worker_wakeup_preemption, *stream_flush_every_send, *tcp_tx_zerocopy,
-      *channelz, *memory_budget, *max_metadata_size;
-} raw_server;
-
-typedef struct raw_tls {
-  char *cert_file, *key_file, *client_ca_file, *client_auth;
-} raw_tls;
-
-typedef struct raw_metrics {
-  char *listen, *handling_time_histogram;
-  char *max_connections, *max_connections_per_ip, *header_timeout;
-  char **buckets;
-  unsigned buckets_count;
-} raw_metrics;
-
-typedef struct raw_logging {
-  char *level, *format, *access_log;
-} raw_logging;
-
-typedef struct raw_redis {
-  char *address, *pool_size, *connect_timeout, *command_timeout;
-} raw_redis;
-
-typedef struct raw_postgres {
-  char *dsn, *replica_dsn, *pool_size, *connect_timeout, *statement_timeout,
-      *acquire_timeout;
-} raw_postgres;
-
-typedef struct raw_cache {
-  char *enabled, *l1_max_bytes, *default_ttl, *negative_ttl, *jitter_percent;
-  char *pending_file;
-} raw_cache;
-
-typedef struct raw_resilience {
-  char *rate_limit, *rate_limit_burst, *rate_limit_key, *load_shedding,
-      *default_timeout;
-  char **method_timeouts;
-  unsigned method_timeouts_count;
-  char **method_rate_limits;
-  unsigned method_rate_limits_count;
-} raw_resilience;
-
-typedef struct raw_root {
-  raw_server server;
-  raw_tls tls;
-  raw_metrics metrics;
-  raw_logging logging;
-  raw_redis redis;
-  raw_postgres postgres;
-  raw_cache cache;
-  raw_resilience resilience;
-} raw_root;
-
-#define STR_FIELD(name, type, member)                                          \
-  CYAML_FIELD_STRING_PTR(name, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, \
-                         member, 0, CYAML_UNLIMITED)
-#define SECTION(name, member, fields)                                          \
-  CYAML_FIELD_MAPPING(name, CYAML_FLAG_OPTIONAL, raw_root, member, fields)
-
-static const cyaml_schema_value_t string_entry = {
-    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED)};
-
-static const cyaml_schema_field_t server_fields[] = {
-    CYAML_FIELD_SEQUENCE("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                         raw_server, listen, &string_entry, 0, CYAML_UNLIMITED),
-    STR_FIELD("threads", raw_server, threads),
-    STR_FIELD("requests_per_method", raw_server, requests_per_method),
-    STR_FIELD("default_executor", raw_server, default_executor),
-    STR_FIELD("pool_threads", raw_server, pool_threads),
-    STR_FIELD("pool_queue", raw_server, pool_queue),
-    STR_FIELD("keepalive_time", raw_server, keepalive_time),
-    STR_FIELD("keepalive_timeout", raw_server, keepalive_timeout),
-    STR_FIELD("keepalive_permit_without_calls", raw_server,
-              keepalive_permit_without_calls),
-    STR_FIELD("min_ping_interval", raw_server, min_ping_interval),
-    STR_FIELD("max_concurrent_streams", raw_server, max_concurrent_streams),
-    STR_FIELD("max_recv_message_size", raw_server, max_recv_message_size),
-    STR_FIELD("max_send_message_size", raw_server, max_send_message_size),
-    STR_FIELD("max_connection_idle", raw_server, max_connection_idle),
-    STR_FIELD("max_connection_age", raw_server, max_connection_age),
-    STR_FIELD("max_connection_age_grace", raw_server, max_connection_age_grace),
-    STR_FIELD("shutdown_grace", raw_server, shutdown_grace),
-    STR_FIELD("compression", raw_server, compression),
-    STR_FIELD("poller_wakeup_preemption", raw_server, poller_wakeup_preemption),
-    STR_FIELD("worker_wakeup_preemption", raw_server, worker_wakeup_preemption),
-    STR_FIELD("stream_flush_every_send", raw_server, stream_flush_every_send),
-    STR_FIELD("tcp_tx_zerocopy", raw_server, tcp_tx_zerocopy),
-    STR_FIELD("channelz", raw_server, channelz),
-    STR_FIELD("memory_budget", raw_server, memory_budget),
-    STR_FIELD("max_metadata_size", raw_server, max_metadata_size),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t tls_fields[] = {
-    STR_FIELD("cert_file", raw_tls, cert_file),
-    STR_FIELD("key_file", raw_tls, key_file),
-    STR_FIELD("client_ca_file", raw_tls, client_ca_file),
-    STR_FIELD("client_auth", raw_tls, client_auth), CYAML_FIELD_END};
-
-static const cyaml_schema_field_t metrics_fields[] = {
-    STR_FIELD("listen", raw_metrics, listen),
-    STR_FIELD("handling_time_histogram", raw_metrics, handling_time_histogram),
-    CYAML_FIELD_SEQUENCE("buckets", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                         raw_metrics, buckets, &string_entry, 0,
-                         CYAML_UNLIMITED),
-    STR_FIELD("max_connections", raw_metrics, max_connections),
-    STR_FIELD("max_connections_per_ip", raw_metrics, max_connections_per_ip),
-    STR_FIELD("header_timeout", raw_metrics, header_timeout),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t logging_fields[] = {
-    STR_FIELD("level", raw_logging, level),
-    STR_FIELD("format", raw_logging, format),
-    STR_FIELD("access_log", raw_logging, access_log), CYAML_FIELD_END};
-
-static const cyaml_schema_field_t redis_fields[] = {
-    STR_FIELD("address", raw_redis, address),
-    STR_FIELD("pool_size", raw_redis, pool_size),
-    STR_FIELD("connect_timeout", raw_redis, connect_timeout),
-    STR_FIELD("command_timeout", raw_redis, command_timeout), CYAML_FIELD_END};
-
-static const cyaml_schema_field_t postgres_fields[] = {
-    STR_FIELD("dsn", raw_postgres, dsn),
-    STR_FIELD("replica_dsn", raw_postgres, replica_dsn),
-    STR_FIELD("pool_size", raw_postgres, pool_size),
-    STR_FIELD("connect_timeout", raw_postgres, connect_timeout),
-    STR_FIELD("statement_timeout", raw_postgres, statement_timeout),
-    STR_FIELD("acquire_timeout", raw_postgres, acquire_timeout),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t cache_fields[] = {
-    STR_FIELD("enabled", raw_cache, enabled),
-    STR_FIELD("l1_max_bytes", raw_cache, l1_max_bytes),
-    STR_FIELD("default_ttl", raw_cache, default_ttl),
-    STR_FIELD("negative_ttl", raw_cache, negative_ttl),
-    STR_FIELD("jitter_percent", raw_cache, jitter_percent),
-    STR_FIELD("pending_file", raw_cache, pending_file), CYAML_FIELD_END};
-
-static const cyaml_schema_field_t resilience_fields[] = {
-    STR_FIELD("rate_limit", raw_resilience, rate_limit),
-    STR_FIELD("rate_limit_burst", raw_resilience, rate_limit_burst),
-    STR_FIELD("rate_limit_key", raw_resilience, rate_limit_key),
-    STR_FIELD("load_shedding", raw_resilience, load_shedding),
-    STR_FIELD("default_timeout", raw_resilience, default_timeout),
-    CYAML_FIELD_SEQUENCE("method_timeouts",
-                         CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                         raw_resilience, method_timeouts, &string_entry, 0,
-                         CYAML_UNLIMITED),
-    CYAML_FIELD_SEQUENCE("method_rate_limits",
-                         CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                         raw_resilience, method_rate_limits, &string_entry, 0,
-                         CYAML_UNLIMITED),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t root_fields[] = {
-    SECTION("server", server, server_fields),
-    SECTION("tls", tls, tls_fields),
-    SECTION("metrics", metrics, metrics_fields),
-    SECTION("logging", logging, logging_fields),
-    SECTION("redis", redis, redis_fields),
-    SECTION("postgres", postgres, postgres_fields),
-    SECTION("cache", cache, cache_fields),
-    SECTION("resilience", resilience, resilience_fields),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_value_t root_schema = {
-    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, raw_root, root_fields)};
-
-/* ---- parsed values and the key table ----------------------------------- */
-
-typedef enum kind {
-  K_STR,       /* any string (paths, DSNs) */
-  K_ADDR,      /* HOST:PORT */
-  K_ADDR_OFF,  /* HOST:PORT or "off" */
-  K_LIST_ADDR, /* list of HOST:PORT */
-  K_UINT,      /* unsigned in [min, max] */
-  K_BOOL,      /* true/false */
-  K_DURATION,  /* "250ms", "1m30s", stored as int64 ms */
-  K_SIZE,      /* "4096", "64MiB", stored as uint64 bytes */
-  K_MSGSIZE,   /* a size up to INT_MAX, or "unlimited" (-1) */
-  K_ENUM,      /* one of names[], stored as its index */
-  K_FLOATS,    /* list of increasing positive numbers */
-  K_RULES      /* list of "/pkg.Svc/Method=VALUE" (val_off: which table) */
-} kind;
-
-/* Which part of struct perfc_config a parsed value goes to. */
-typedef struct values {
-  unsigned threads, requests_per_method, pool_threads, pool_queue,
-      max_concurrent_streams;
-  int default_executor, compression, permit_without_calls, poller_preemption,
-      worker_preemption, stream_flush_every_send, tcp_tx_zerocopy, channelz;
-  int64_t keepalive_time_ms, keepalive_timeout_ms, min_ping_interval_ms,
-      max_connection_idle_ms, max_connection_age_ms,
-      max_connection_age_grace_ms, shutdown_grace_ms;
-  int max_recv_message_bytes, max_send_message_bytes;
-  uint64_t memory_budget_bytes, max_metadata_bytes;
-  const char *cert_file, *key_file, *client_ca_file;
-  int client_auth;
-  const char *metrics_listen;
-  int handling_time_histogram;
-  unsigned metrics_max_connections, metrics_max_connections_per_ip;
-  int64_t metrics_header_timeout_ms;
-  int log_level, log_format, access_log;
-  perfc_config_redis redis;
-  perfc_config_postgres postgres;
-  perfc_config_cache cache;
-  perfc_config_resilience resilience;
-} values;
-
-static const char *const executor_names[] = {"inline", "pool", NULL};
-static const char *const compression_names[] = {"identity", "gzip", "deflate",
-                                                NULL};
-static const char *const client_auth_names[] = {"none", "request", "require",
-                                                NULL};
-static const char *const level_names[] = {"debug", "info", "warn",
-                                          "error", "off",  NULL};
-static const char *const format_names[] = {"logfmt", "json", NULL};
-
-typedef struct key_def {
-  const char *section;
-  const char *name;
-  kind k;
-  size_t raw_off; /* char * (or char ** for lists) in raw_root */
-  size_t cnt_off; /* lists: their unsigned count in raw_root */
-  size_t val_off; /* parsed value in values; unused for lists */
-  int64_t min, max;
-  const char *const *names; /* K_ENUM */
-} key_def;
-
+#define KEYS perfc__config_keys
+#define NKEYS perfc__config_nkeys
 #define MS_MAX ((int64_t)INT_MAX) /* grpc channel args are ints */
 #define HOUR_MS (3600 * (int64_t)1000)
 #define DAY_MS (24 * HOUR_MS)
-#define RAW(sec, f) offsetof(raw_root, sec.f)
-#define VAL(f) offsetof(values, f)
-#define KEY(sec, f, k, val, min, max, names)                                   \
-  { #sec, #f, k, RAW(sec, f), 0, val, min, max, names }
 
-static const key_def KEYS[] = {
-    {"server", "listen", K_LIST_ADDR, RAW(server, listen),
-     RAW(server, listen_count), 0, 0, 0, NULL},
-    KEY(server, threads, K_UINT, VAL(threads), 0, 1024, NULL),
-    KEY(server, requests_per_method, K_UINT, VAL(requests_per_method), 1, 4096,
-        NULL),
-    KEY(server, default_executor, K_ENUM, VAL(default_executor), 0, 0,
-        executor_names),
-    KEY(server, pool_threads, K_UINT, VAL(pool_threads), 1, 4096, NULL),
-    KEY(server, pool_queue, K_UINT, VAL(pool_queue), 1, 1 << 20, NULL),
-    KEY(server, keepalive_time, K_DURATION, VAL(keepalive_time_ms), 1, MS_MAX,
-        NULL),
-    KEY(server, keepalive_timeout, K_DURATION, VAL(keepalive_timeout_ms), 1,
-        MS_MAX, NULL),
-    KEY(server, keepalive_permit_without_calls, K_BOOL,
-        VAL(permit_without_calls), 0, 0, NULL),
-    KEY(server, min_ping_interval, K_DURATION, VAL(min_ping_interval_ms), 1,
-        MS_MAX, NULL),
-    KEY(server, max_concurrent_streams, K_UINT, VAL(max_concurrent_streams), 1,
-        INT_MAX, NULL),
-    KEY(server, max_recv_message_size, K_MSGSIZE, VAL(max_recv_message_bytes),
-        1, INT_MAX, NULL),
-    KEY(server, max_send_message_size, K_MSGSIZE, VAL(max_send_message_bytes),
-        1, INT_MAX, NULL),
-    KEY(server, max_connection_idle, K_DURATION, VAL(max_connection_idle_ms), 0,
-        MS_MAX, NULL),
-    KEY(server, max_connection_age, K_DURATION, VAL(max_connection_age_ms), 0,
-        MS_MAX, NULL),
-    KEY(server, max_connection_age_grace, K_DURATION,
-        VAL(max_connection_age_grace_ms), 0, MS_MAX, NULL),
-    KEY(server, shutdown_grace, K_DURATION, VAL(shutdown_grace_ms), 1, HOUR_MS,
-        NULL),
-    KEY(server, compression, K_ENUM, VAL(compression), 0, 0, compression_names),
-    KEY(server, poller_wakeup_preemption, K_BOOL, VAL(poller_preemption), 0, 0,
-        NULL),
-    KEY(server, worker_wakeup_preemption, K_BOOL, VAL(worker_preemption), 0, 0,
-        NULL),
-    KEY(server, stream_flush_every_send, K_BOOL, VAL(stream_flush_every_send),
-        0, 0, NULL),
-    KEY(server, tcp_tx_zerocopy, K_BOOL, VAL(tcp_tx_zerocopy), 0, 0, NULL),
-    KEY(server, channelz, K_BOOL, VAL(channelz), 0, 0, NULL),
-    KEY(server, memory_budget, K_SIZE, VAL(memory_budget_bytes), 1 << 20,
-        INT64_MAX, NULL),
-    KEY(server, max_metadata_size, K_SIZE, VAL(max_metadata_bytes), 1024,
-        INT_MAX, NULL),
-    KEY(tls, cert_file, K_STR, VAL(cert_file), 0, 0, NULL),
-    KEY(tls, key_file, K_STR, VAL(key_file), 0, 0, NULL),
-    KEY(tls, client_ca_file, K_STR, VAL(client_ca_file), 0, 0, NULL),
-    KEY(tls, client_auth, K_ENUM, VAL(client_auth), 0, 0, client_auth_names),
-    KEY(metrics, listen, K_ADDR_OFF, VAL(metrics_listen), 0, 0, NULL),
-    KEY(metrics, handling_time_histogram, K_BOOL, VAL(handling_time_histogram),
-        0, 0, NULL),
-    {"metrics", "buckets", K_FLOATS, RAW(metrics, buckets),
-     RAW(metrics, buckets_count), 0, 0, 0, NULL},
-    KEY(metrics, max_connections, K_UINT, VAL(metrics_max_connections), 1,
-        1 << 20, NULL),
-    KEY(metrics, max_connections_per_ip, K_UINT,
-        VAL(metrics_max_connections_per_ip), 1, 1 << 20, NULL),
-    KEY(metrics, header_timeout, K_DURATION, VAL(metrics_header_timeout_ms), 1,
-        HOUR_MS, NULL),
-    KEY(logging, level, K_ENUM, VAL(log_level), 0, 0, level_names),
-    KEY(logging, format, K_ENUM, VAL(log_format), 0, 0, format_names),
-    KEY(logging, access_log, K_BOOL, VAL(access_log), 0, 0, NULL),
-    KEY(redis, address, K_ADDR, VAL(redis.address), 0, 0, NULL),
-    KEY(redis, pool_size, K_UINT, VAL(redis.pool_size), 1, 1024, NULL),
-    KEY(redis, connect_timeout, K_DURATION, VAL(redis.connect_timeout_ms), 1,
-        HOUR_MS, NULL),
-    KEY(redis, command_timeout, K_DURATION, VAL(redis.command_timeout_ms), 1,
-        HOUR_MS, NULL),
-    KEY(postgres, dsn, K_STR, VAL(postgres.dsn), 0, 0, NULL),
-    KEY(postgres, replica_dsn, K_STR, VAL(postgres.replica_dsn), 0, 0, NULL),
-    KEY(postgres, pool_size, K_UINT, VAL(postgres.pool_size), 1, 1024, NULL),
-    KEY(postgres, connect_timeout, K_DURATION, VAL(postgres.connect_timeout_ms),
-        1, HOUR_MS, NULL),
-    KEY(postgres, statement_timeout, K_DURATION,
-        VAL(postgres.statement_timeout_ms), 0, DAY_MS, NULL),
-    KEY(postgres, acquire_timeout, K_DURATION, VAL(postgres.acquire_timeout_ms),
-        1, HOUR_MS, NULL),
-    KEY(cache, enabled, K_BOOL, VAL(cache.enabled), 0, 0, NULL),
-    KEY(cache, l1_max_bytes, K_SIZE, VAL(cache.l1_max_bytes), 0,
-        (int64_t)1 << 40, NULL),
-    KEY(cache, default_ttl, K_DURATION, VAL(cache.default_ttl_ms), 1,
-        30 * DAY_MS, NULL),
-    KEY(cache, negative_ttl, K_DURATION, VAL(cache.negative_ttl_ms), 0, DAY_MS,
-        NULL),
-    KEY(cache, jitter_percent, K_UINT, VAL(cache.jitter_percent), 0,
-        PERFC_CACHE_MAX_JITTER_PERCENT, NULL),
-    KEY(cache, pending_file, K_STR, VAL(cache.pending_file), 0, 0, NULL),
-    KEY(resilience, rate_limit, K_UINT, VAL(resilience.rate_limit), 0, 10000000,
-        NULL),
-    KEY(resilience, rate_limit_burst, K_UINT, VAL(resilience.rate_limit_burst),
-        0, 10000000, NULL),
-    KEY(resilience, rate_limit_key, K_STR, VAL(resilience.rate_limit_key), 0, 0,
-        NULL),
-    KEY(resilience, load_shedding, K_BOOL, VAL(resilience.load_shedding), 0, 0,
-        NULL),
-    KEY(resilience, default_timeout, K_DURATION,
-        VAL(resilience.default_timeout_ms), 0, DAY_MS, NULL),
-    {"resilience", "method_timeouts", K_RULES, RAW(resilience, method_timeouts),
-     RAW(resilience, method_timeouts_count), 0, 0, 0, NULL},
-    {"resilience", "method_rate_limits", K_RULES,
-     RAW(resilience, method_rate_limits),
-     RAW(resilience, method_rate_limits_count), 1, 0, 0, NULL},
-};
-#define NKEYS (sizeof KEYS / sizeof KEYS[0])
+/* ---- the schema libcyaml loads against, built from the key table -------- */
 
-/* Where a key's position was seen in the file (1-based; 0 = unknown). */
-typedef struct loc {
-  char *path;
-  int key_line, key_col, val_line, val_col;
-} loc;
+/* Sections, in table order; more than the table has today, so a new
+ * section is a row too. */
+#define MAX_SECTIONS 32
 
-struct perfc_config {
-  raw_root *raw;
-  char *name; /* file name for messages */
-  loc *locs;  /* from locate() */
-  size_t nlocs;
-  char *origin[NKEYS]; /* NULL = the file; else "environment X", ... */
-  unsigned char set[NKEYS];
-  values v;
-  double *buckets;
-  size_t bucket_count;
-  /* Parsed resilience rule lists (method names owned here). */
-  perfc_timeout_rule *timeout_rules;
-  size_t ntimeout_rules;
-  perfc_ratelimit_rule *rate_rules;
-  size_t nrate_rules;
-};
+/* The root: one pointer per section, each to an array of NKEYS cfg_raw of
+ * which only that section's rows are filled. */
+typedef struct raw_root {
+  cfg_raw *sec[MAX_SECTIONS];
+} raw_root;
+
+static const cyaml_schema_value_t string_entry = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED)};
+static const cyaml_schema_field_t str_field = CYAML_FIELD_STRING_PTR(
+    "", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, cfg_raw, s, 0,
+    CYAML_UNLIMITED);
+static const cyaml_schema_field_t list_field =
+    CYAML_FIELD_SEQUENCE("", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, cfg_raw,
+                         items, &string_entry, 0, CYAML_UNLIMITED);
+
+static struct {
+  pthread_once_t once;
+  int ok;
+  size_t nsections;
+  const char *section[MAX_SECTIONS];
+  cyaml_schema_field_t root_fields[MAX_SECTIONS + 1];
+  cyaml_schema_field_t *key_fields; /* NKEYS + nsections (terminators) */
+  cyaml_schema_value_t root;
+} schema = {.once = PTHREAD_ONCE_INIT};
+
+static int is_list(cfg_kind k) {
+  return k == K_LIST_ADDR || k == K_FLOATS || k == K_RULES;
+}
+
+/* Section index of table row `ki`. */
+static size_t section_of(size_t ki) {
+  for (size_t j = 0; j < schema.nsections; j++)
+    if (strcmp(schema.section[j], KEYS[ki].section) == 0)
+      return j;
+  return MAX_SECTIONS;
+}
+
+static void build_schema(void) {
+  schema.key_fields = calloc(NKEYS + MAX_SECTIONS, sizeof *schema.key_fields);
+  if (!schema.key_fields)
+    return;
+  size_t f = 0;
+  for (size_t i = 0; i < NKEYS;) {
+    size_t j = schema.nsections;
+    /* A section's rows must be one run, or its schema would miss some. */
+    for (size_t s = 0; s < j; s++)
+      if (strcmp(schema.section[s], KEYS[i].section) == 0)
+        return;
+    if (j == MAX_SECTIONS)
+      return;
+    schema.section[j] = KEYS[i].section;
+    schema.nsections++;
+    cyaml_schema_field_t *first = &schema.key_fields[f];
+    for (; i < NKEYS && strcmp(KEYS[i].section, schema.section[j]) == 0; i++) {
+      cyaml_schema_field_t *kf = &schema.key_fields[f++];
+      *kf = is_list(KEYS[i].kind) ? list_field : str_field;
+      kf->key = KEYS[i].name;
+      kf->data_offset += (uint32_t)(i * sizeof(cfg_raw));
+      if (is_list(KEYS[i].kind))
+        kf->count_offset += (uint32_t)(i * sizeof(cfg_raw));
+    }
+    f++; /* the zeroed terminator */
+    cyaml_schema_field_t *rf = &schema.root_fields[j];
+    rf->key = schema.section[j];
+    rf->data_offset = (uint32_t)(j * sizeof(cfg_raw *));
+    rf->value.type = CYAML_MAPPING;
+    rf->value.flags = CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL;
+    rf->value.data_size = (uint32_t)(NKEYS * sizeof(cfg_raw));
+    rf->value.mapping.fields = first;
+  }
+  schema.root.type = CYAML_MAPPING;
+  schema.root.flags = CYAML_FLAG_POINTER;
+  schema.root.data_size = sizeof(raw_root);
+  schema.root.mapping.fields = schema.root_fields;
+  schema.ok = 1;
+}
+
+static int schema_ready(void) {
+  pthread_once(&schema.once, build_schema);
+  return schema.ok;
+}
 
 /* ---- messages ----------------------------------------------------------- */
 
-static _Thread_local char last_error[1024];
-
-const char *perfc_config_last_error(void) { return last_error; }
-
-static void clear_error(void) { last_error[0] = '\0'; }
-
+/* Records "config: <message>" as the thread's last error (perfc/common.h)
+ * and returns PERFC_ECONFIG, so each check is one return line. */
 static int fail(const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 1, 2)))
@@ -434,23 +152,15 @@ static int fail(const char *fmt, ...)
     ;
 
 static int fail(const char *fmt, ...) {
+  char msg[PERFC_ERROR_MESSAGE_MAX];
   va_list ap;
-  int n = snprintf(last_error, sizeof last_error, "config: ");
   va_start(ap, fmt);
-  vsnprintf(last_error + n, sizeof last_error - (size_t)n, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  return PERFC_ECONFIG;
+  return perfc_error_set(PERFC_ECONFIG, NULL, -1, "config: %s", msg);
 }
 
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
-static const loc *find_loc(const perfc_config *cfg, const char *path) {
+static const cfg_loc *find_loc(const perfc_config *cfg, const char *path) {
   for (size_t i = 0; i < cfg->nlocs; i++)
     if (strcmp(cfg->locs[i].path, path) == 0)
       return &cfg->locs[i];
@@ -464,7 +174,7 @@ static void where(const perfc_config *cfg, size_t ki, const char *path,
     snprintf(buf, n, "%s", cfg->origin[ki]);
     return;
   }
-  const loc *l = find_loc(cfg, path);
+  const cfg_loc *l = find_loc(cfg, path);
   if (l && l->val_line)
     snprintf(buf, n, "%s:%d:%d", cfg->name, l->val_line, l->val_col);
   else
@@ -592,6 +302,26 @@ static int check_addr(const char *s) {
   return 0;
 }
 
+/* Sets raw->host and raw->port from a checked HOST:PORT in raw->s. */
+static int split_addr(cfg_raw *raw) {
+  const char *colon = strrchr(raw->s, ':');
+  const char *h = raw->s;
+  size_t hl = (size_t)(colon - raw->s);
+  if (h[0] == '[') { /* check_addr() made sure "]" ends the host */
+    h++;
+    hl -= 2;
+  }
+  char *host = malloc(hl + 1);
+  if (!host)
+    return PERFC_ENOMEM;
+  memcpy(host, h, hl);
+  host[hl] = '\0';
+  free(raw->host);
+  raw->host = host;
+  raw->port = atoi(colon + 1);
+  return 0;
+}
+
 static void fmt_duration(int64_t ms, char *buf, size_t n) {
   if (ms == 0)
     snprintf(buf, n, "0");
@@ -637,10 +367,11 @@ static void free_rate_rules(perfc_ratelimit_rule *r, size_t n) {
   free(r);
 }
 
+
 static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
                          char **items, unsigned count) {
-  const key_def *k = &KEYS[ki];
-  int rates = k->val_off == 1;
+  const cfg_key *k = &KEYS[ki];
+  int rates = k->max == 1; /* keys.c: 1 = rate limits, 0 = timeouts */
   char ipath[160], at[512];
   perfc_timeout_rule *tr = rates ? NULL : calloc(count, sizeof *tr);
   perfc_ratelimit_rule *rr = rates ? calloc(count, sizeof *rr) : NULL;
@@ -686,18 +417,19 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
   return 0;
 }
 
-/* Parses key `ki`'s raw string(s) into cfg->v; on error returns
+/* Parses key `ki`'s raw string(s) into cfg->val[ki]; on error returns
  * PERFC_ECONFIG with the message set. Lists are checked element by
  * element, each with its own position. */
 static int resolve(perfc_config *cfg, size_t ki) {
-  const key_def *k = &KEYS[ki];
+  const cfg_key *k = &KEYS[ki];
   char path[128], at[512], range[96];
-  char *rawp = (char *)cfg->raw + k->raw_off;
+  cfg_raw *raw = &cfg->raw[ki];
+  cfg_value *dst = &cfg->val[ki];
   snprintf(path, sizeof path, "%s.%s", k->section, k->name);
 
-  if (k->k == K_LIST_ADDR || k->k == K_FLOATS || k->k == K_RULES) {
-    char **items = *(char ***)rawp;
-    unsigned count = *(unsigned *)((char *)cfg->raw + k->cnt_off);
+  if (is_list(k->kind)) {
+    char **items = raw->items;
+    unsigned count = raw->items_count;
     /* libcyaml loads "[]" as no list at all; the position map tells an
      * empty list in the file from an absent key. */
     int empty =
@@ -711,7 +443,7 @@ static int resolve(perfc_config *cfg, size_t ki) {
       return fail("%s: %s: must not be empty", at, path);
     }
     char ipath[160];
-    if (k->k == K_LIST_ADDR) {
+    if (k->kind == K_LIST_ADDR) {
       for (unsigned i = 0; i < count; i++) {
         snprintf(ipath, sizeof ipath, "%s[%u]", path, i);
         where(cfg, ki, ipath, at, sizeof at);
@@ -722,7 +454,7 @@ static int resolve(perfc_config *cfg, size_t ki) {
       cfg->set[ki] = 1;
       return 0;
     }
-    if (k->k == K_RULES)
+    if (k->kind == K_RULES)
       return resolve_rules(cfg, ki, path, items, count);
     double *b = calloc(count, sizeof *b);
     if (!b)
@@ -752,23 +484,24 @@ static int resolve(perfc_config *cfg, size_t ki) {
     return 0;
   }
 
-  const char *s = *(char **)rawp;
+  const char *s = raw->s;
   if (!s) {
     cfg->set[ki] = 0;
     return 0;
   }
-  void *dst = (char *)&cfg->v + k->val_off;
   where(cfg, ki, path, at, sizeof at);
-  switch (k->k) {
+  switch (k->kind) {
   case K_STR:
-    *(const char **)dst = s;
+    dst->s = s;
     break;
   case K_ADDR:
   case K_ADDR_OFF:
-    if (!(k->k == K_ADDR_OFF && strcmp(s, "off") == 0) && check_addr(s) != 0)
+    if (!(k->kind == K_ADDR_OFF && strcmp(s, "off") == 0) && check_addr(s) != 0)
       return fail("%s: %s: invalid value '%s': expected HOST:PORT%s", at, path,
-                  s, k->k == K_ADDR_OFF ? " or off" : "");
-    *(const char **)dst = s;
+                  s, k->kind == K_ADDR_OFF ? " or off" : "");
+    if (k->kind == K_ADDR && split_addr(raw) != 0)
+      return PERFC_ENOMEM;
+    dst->s = s;
     break;
   case K_UINT: {
     uint64_t n;
@@ -779,14 +512,17 @@ static int resolve(perfc_config *cfg, size_t ki) {
     if ((int64_t)n < k->min || n > (uint64_t)k->max)
       return fail("%s: %s: %s is out of range: must be between %lld and %lld",
                   at, path, s, (long long)k->min, (long long)k->max);
-    *(unsigned *)dst = (unsigned)n;
+    dst->u = n;
     break;
   }
-  case K_BOOL:
-    if (parse_bool(s, (int *)dst) != 0)
+  case K_BOOL: {
+    int b;
+    if (parse_bool(s, &b) != 0)
       return fail("%s: %s: invalid value '%s': expected true or false", at,
                   path, s);
+    dst->i = k->enum_values ? k->enum_values[b] : b;
     break;
+  }
   case K_DURATION: {
     int64_t ms;
     char lo[32], hi[32];
@@ -802,39 +538,40 @@ static int resolve(perfc_config *cfg, size_t ki) {
       return fail("%s: %s: %s is out of range: must be between %s and %s", at,
                   path, s, lo, hi);
     }
-    *(int64_t *)dst = ms;
+    dst->i = ms;
     break;
   }
   case K_SIZE:
   case K_MSGSIZE: {
     uint64_t n;
-    if (k->k == K_MSGSIZE && strcmp(s, "unlimited") == 0) {
-      *(int *)dst = -1;
+    if (k->kind == K_MSGSIZE && strcmp(s, "unlimited") == 0) {
+      dst->i = -1;
       break;
     }
     if (parse_size(s, &n) != 0)
       return fail("%s: %s: invalid size '%s': expected bytes with an optional "
                   "unit B, KiB, MiB, GiB, KB, MB, GB%s",
-                  at, path, s, k->k == K_MSGSIZE ? ", or unlimited" : "");
+                  at, path, s, k->kind == K_MSGSIZE ? ", or unlimited" : "");
     if ((int64_t)n < k->min || n > (uint64_t)k->max) {
       snprintf(range, sizeof range, "between %lld and %lld bytes",
                (long long)k->min, (long long)k->max);
       return fail("%s: %s: %s is out of range: must be %s", at, path, s, range);
     }
-    if (k->k == K_SIZE)
-      *(uint64_t *)dst = n;
-    else
-      *(int *)dst = (int)n;
+    dst->u = n;
     break;
   }
-  case K_ENUM: {
+  case K_ENUM:
+  case K_ENUM_NAME: {
     int i = enum_index(k->names, s);
     if (i < 0) {
       join_names(k->names, range, sizeof range);
       return fail("%s: %s: invalid value '%s': expected one of %s", at, path, s,
                   range);
     }
-    *(int *)dst = i;
+    if (k->kind == K_ENUM_NAME)
+      dst->s = k->names[i];
+    else
+      dst->i = k->enum_values ? k->enum_values[i] : i;
     break;
   }
   default:
@@ -855,32 +592,31 @@ static size_t find_key(const char *section, size_t slen, const char *name) {
 
 /* Checks that need more than one key. The position is the first key's. */
 static int cross_check(perfc_config *cfg) {
-  const values *v = &cfg->v;
   char at[512];
   size_t cert = find_key("tls", 3, "cert_file");
   size_t key = find_key("tls", 3, "key_file");
   size_t ca = find_key("tls", 3, "client_ca_file");
   size_t auth = find_key("tls", 3, "client_auth");
-  int has_cert = cfg->set[cert] && v->cert_file[0];
-  int has_key = cfg->set[key] && v->key_file[0];
+  int has_cert = cfg->set[cert] && cfg->val[cert].s[0];
+  int has_key = cfg->set[key] && cfg->val[key].s[0];
   if (has_cert != has_key) {
     size_t ki = has_cert ? cert : key;
     where(cfg, ki, has_cert ? "tls.cert_file" : "tls.key_file", at, sizeof at);
     return fail("%s: %s: tls.cert_file and tls.key_file must be set together",
                 at, has_cert ? "tls.cert_file" : "tls.key_file");
   }
-  if (cfg->set[auth] && v->client_auth != PERFC_TLS_CLIENT_AUTH_NONE &&
-      !(cfg->set[ca] && v->client_ca_file[0])) {
+  /* The raw string names the mode as the user wrote it. */
+  int needs_client_ca = cfg->set[auth] && strcmp(cfg->raw[auth].s, "none");
+  if (needs_client_ca && !(cfg->set[ca] && cfg->val[ca].s[0])) {
     where(cfg, auth, "tls.client_auth", at, sizeof at);
     return fail("%s: tls.client_auth: %s needs tls.client_ca_file", at,
-                client_auth_names[v->client_auth]);
+                cfg->raw[auth].s);
   }
-  if (cfg->set[auth] && v->client_auth != PERFC_TLS_CLIENT_AUTH_NONE &&
-      !has_cert) {
+  if (needs_client_ca && !has_cert) {
     where(cfg, auth, "tls.client_auth", at, sizeof at);
     return fail("%s: tls.client_auth: %s needs tls.cert_file and "
                 "tls.key_file",
-                at, client_auth_names[v->client_auth]);
+                at, cfg->raw[auth].s);
   }
   return 0;
 }
@@ -889,7 +625,7 @@ static int cross_check(perfc_config *cfg) {
 
 typedef struct locator {
   yaml_parser_t parser;
-  loc *locs;
+  cfg_loc *locs;
   size_t n, cap;
   int nomem;
   /* A problem libyaml accepts but a configuration must not have
@@ -897,10 +633,10 @@ typedef struct locator {
   char problem[400];
 } locator;
 
-static loc *add_loc(locator *lc, const char *path) {
+static cfg_loc *add_loc(locator *lc, const char *path) {
   if (lc->n == lc->cap) {
     size_t cap = lc->cap ? lc->cap * 2 : 32;
-    loc *l = realloc(lc->locs, cap * sizeof *l);
+    cfg_loc *l = realloc(lc->locs, cap * sizeof *l);
     if (!l) {
       lc->nomem = 1;
       return NULL;
@@ -908,9 +644,9 @@ static loc *add_loc(locator *lc, const char *path) {
     lc->locs = l;
     lc->cap = cap;
   }
-  loc *l = &lc->locs[lc->n];
+  cfg_loc *l = &lc->locs[lc->n];
   memset(l, 0, sizeof *l);
-  if (!(l->path = xstrdup(path))) {
+  if (!(l->path = perfc__strdup(path))) {
     lc->nomem = 1;
     return NULL;
   }
@@ -921,7 +657,7 @@ static loc *add_loc(locator *lc, const char *path) {
 /* Walks one node whose first event is `ev` (consumed by the caller's
  * buffer), recording its position under `path`. Returns 0, or -1 on a
  * syntax error (parser.error set) or out of memory. */
-static int walk(locator *lc, yaml_event_t *ev, const char *path, loc *self) {
+static int walk(locator *lc, yaml_event_t *ev, const char *path, cfg_loc *self) {
   int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
   if (self) {
     self->val_line = line;
@@ -939,7 +675,7 @@ static int walk(locator *lc, yaml_event_t *ev, const char *path, loc *self) {
       }
       char sub[256];
       snprintf(sub, sizeof sub, "%s[%u]", path, i);
-      loc *l = add_loc(lc, sub);
+      cfg_loc *l = add_loc(lc, sub);
       if (!l) {
         yaml_event_delete(&e);
         return -1;
@@ -975,7 +711,7 @@ static int walk(locator *lc, yaml_event_t *ev, const char *path, loc *self) {
           yaml_event_delete(&k);
           return -1;
         }
-      loc *l = add_loc(lc, sub);
+      cfg_loc *l = add_loc(lc, sub);
       if (!l) {
         yaml_event_delete(&k);
         return -1;
@@ -1065,6 +801,7 @@ static int locate(perfc_config *cfg, const unsigned char *buf, size_t len) {
   cfg->nlocs = lc.n;
   return rc;
 }
+
 
 /* ---- libcyaml errors ---------------------------------------------------- */
 
@@ -1167,7 +904,7 @@ static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
     snprintf(section, sizeof section, "%.63s", path);
     snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "", first + 16);
     known_keys(section, keys, sizeof keys);
-    const loc *l = find_loc(cfg, full);
+    const cfg_loc *l = find_loc(cfg, full);
     if (l && l->key_line) {
       line = l->key_line;
       col = l->key_col;
@@ -1189,7 +926,7 @@ static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
     snprintf(problem, sizeof problem, "%s", first);
   }
   if (!strncmp(first, "Expecting ", 10) && path[0]) {
-    const loc *l = find_loc(cfg, path);
+    const cfg_loc *l = find_loc(cfg, path);
     if (l && l->val_line) {
       line = l->val_line;
       col = l->val_col;
@@ -1201,24 +938,8 @@ static int cyaml_message(perfc_config *cfg, cylog *lg, cyaml_err_t err) {
   return fail("%s: %s%s%s", cfg->name, path, path[0] ? ": " : "", problem);
 }
 
-/* ---- load, set, free ---------------------------------------------------- */
 
-static void set_defaults(values *v) {
-  v->redis.pool_size = PERFC_DEFAULT_REDIS_POOL_SIZE;
-  v->redis.address = PERFC_DEFAULT_REDIS_ADDRESS;
-  v->redis.connect_timeout_ms = PERFC_DEFAULT_REDIS_CONNECT_TIMEOUT_MS;
-  v->redis.command_timeout_ms = PERFC_DEFAULT_REDIS_COMMAND_TIMEOUT_MS;
-  v->postgres.pool_size = PERFC_DEFAULT_POSTGRES_POOL_SIZE;
-  v->postgres.connect_timeout_ms = PERFC_DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS;
-  v->postgres.statement_timeout_ms =
-      PERFC_DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS;
-  v->postgres.acquire_timeout_ms = PERFC_DEFAULT_POSTGRES_ACQUIRE_TIMEOUT_MS;
-  v->cache.enabled = 1;
-  v->cache.l1_max_bytes = PERFC_DEFAULT_CACHE_L1_MAX_BYTES;
-  v->cache.default_ttl_ms = PERFC_DEFAULT_CACHE_TTL_MS;
-  v->cache.negative_ttl_ms = PERFC_DEFAULT_CACHE_NEGATIVE_TTL_MS;
-  v->cache.jitter_percent = PERFC_DEFAULT_CACHE_JITTER_PERCENT;
-}
+/* ---- load, set, free ---------------------------------------------------- */
 
 static const cyaml_config_t *cyaml_cfg(cylog *lg, cyaml_config_t *c) {
   memset(c, 0, sizeof *c);
@@ -1230,19 +951,29 @@ static const cyaml_config_t *cyaml_cfg(cylog *lg, cyaml_config_t *c) {
   return c;
 }
 
+static void free_list(char **items, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    free(items[i]);
+  free(items);
+}
+
 void perfc_config_free(perfc_config *cfg) {
   if (!cfg)
     return;
-  if (cfg->raw) {
-    cylog lg = {.len = 0};
-    cyaml_config_t c;
-    cyaml_free(cyaml_cfg(&lg, &c), &root_schema, cfg->raw, 0);
+  for (size_t i = 0; cfg->raw && i < cfg->nkeys; i++) {
+    free(cfg->raw[i].s);
+    free(cfg->raw[i].host);
+    free_list(cfg->raw[i].items, cfg->raw[i].items_count);
   }
+  for (size_t i = 0; cfg->origin && i < cfg->nkeys; i++)
+    free(cfg->origin[i]);
   for (size_t i = 0; i < cfg->nlocs; i++)
     free(cfg->locs[i].path);
   free(cfg->locs);
-  for (size_t i = 0; i < NKEYS; i++)
-    free(cfg->origin[i]);
+  free(cfg->raw);
+  free(cfg->val);
+  free(cfg->set);
+  free(cfg->origin);
   free(cfg->buckets);
   free_timeout_rules(cfg->timeout_rules, cfg->ntimeout_rules);
   free_rate_rules(cfg->rate_rules, cfg->nrate_rules);
@@ -1250,8 +981,8 @@ void perfc_config_free(perfc_config *cfg) {
   free(cfg);
 }
 
-/* Splits a comma-separated list into a malloc'd array of malloc'd strings
- * (what libcyaml's default allocator frees), trimming blanks. */
+/* Splits a comma-separated list into a malloc'd array of malloc'd strings,
+ * trimming blanks. */
 static int split_list(const char *s, char ***out, unsigned *count) {
   unsigned n = 1;
   for (const char *p = s; *p; p++)
@@ -1272,9 +1003,7 @@ static int split_list(const char *s, char ***out, unsigned *count) {
       t--;
     items[i] = malloc((size_t)(t - b) + 1);
     if (!items[i]) {
-      for (unsigned j = 0; j < i; j++)
-        free(items[j]);
-      free(items);
+      free_list(items, i);
       return PERFC_ENOMEM;
     }
     memcpy(items[i], b, (size_t)(t - b));
@@ -1286,82 +1015,69 @@ static int split_list(const char *s, char ***out, unsigned *count) {
   return 0;
 }
 
-static void free_list(char **items, unsigned n) {
-  for (unsigned i = 0; i < n; i++)
-    free(items[i]);
-  free(items);
-}
-
-/* Replaces key `ki`'s raw value; on a bad value restores the old one, so a
- * failed set leaves the configuration as it was. Checks between keys
- * (cross_check) are not run here: the environment sets keys one at a time,
- * and tls.cert_file alone would be refused before tls.key_file arrives. */
+/* Replaces key `ki`'s raw value; on a bad value restores the old one (and
+ * keeps the message about the bad one), so a failed set leaves the
+ * configuration as it was. Checks between keys (cross_check) are not run
+ * here: the environment sets keys one at a time, and tls.cert_file alone
+ * would be refused before tls.key_file arrives. */
 static int set_key(perfc_config *cfg, size_t ki, const char *value,
                    const char *origin) {
-  const key_def *k = &KEYS[ki];
-  char *rawp = (char *)cfg->raw + k->raw_off;
-  char *org = xstrdup(origin ? origin : "set");
+  cfg_raw *raw = &cfg->raw[ki];
+  cfg_raw old = *raw;
+  cfg_raw neu = {0};
+  char *org = perfc__strdup(origin ? origin : "set");
+  char *old_origin = cfg->origin[ki];
+  int rc = 0;
   if (!org)
     return PERFC_ENOMEM;
-  char *old_origin = cfg->origin[ki];
-  cfg->origin[ki] = org;
-  int rc;
-  if (k->k == K_LIST_ADDR || k->k == K_FLOATS || k->k == K_RULES) {
-    char **items, **old = *(char ***)rawp;
-    unsigned n, *cnt = (unsigned *)((char *)cfg->raw + k->cnt_off);
-    unsigned old_n = *cnt;
-    if ((rc = split_list(value, &items, &n)) != 0) {
-      cfg->origin[ki] = old_origin;
-      free(org);
-      return rc;
-    }
-    *(char ***)rawp = items;
-    *cnt = n;
-    if ((rc = resolve(cfg, ki)) != 0) {
-      free_list(items, n);
-      *(char ***)rawp = old;
-      *cnt = old_n;
-      cfg->origin[ki] = old_origin;
-      free(org);
-      resolve(cfg, ki);
-      return rc;
-    }
-    free_list(old, old_n);
-  } else {
-    char *copy = xstrdup(value), *old = *(char **)rawp;
-    if (!copy) {
-      cfg->origin[ki] = old_origin;
-      free(org);
-      return PERFC_ENOMEM;
-    }
-    *(char **)rawp = copy;
-    if ((rc = resolve(cfg, ki)) != 0) {
-      char keep[sizeof last_error];
-      memcpy(keep, last_error, sizeof keep);
-      *(char **)rawp = old;
-      free(copy);
-      cfg->origin[ki] = old_origin;
-      free(org);
-      resolve(cfg, ki);
-      memcpy(last_error, keep, sizeof keep);
-      return rc;
-    }
-    free(old);
+  if (is_list(KEYS[ki].kind))
+    rc = split_list(value, &neu.items, &neu.items_count);
+  else if (!(neu.s = perfc__strdup(value)))
+    rc = PERFC_ENOMEM;
+  if (rc != 0) {
+    free(org);
+    return rc;
   }
+  *raw = neu;
+  cfg->origin[ki] = org;
+  if ((rc = resolve(cfg, ki)) != 0) {
+    perfc_error_detail d = perfc_last_error_detail();
+    char keep[PERFC_ERROR_MESSAGE_MAX];
+    snprintf(keep, sizeof keep, "%s", d.message);
+    neu = *raw; /* with whatever resolve() attached to it */
+    *raw = old;
+    cfg->origin[ki] = old_origin;
+    resolve(cfg, ki); /* the old value parsed before, so it does again */
+    free(neu.s);
+    free(neu.host);
+    free_list(neu.items, neu.items_count);
+    free(org);
+    perfc_error_set(d.code, NULL, -1, "%s", keep);
+    return rc;
+  }
+  free(old.s);
+  free(old.host);
+  free_list(old.items, old.items_count);
   free(old_origin);
   return 0;
 }
 
 int perfc_config_set(perfc_config *cfg, const char *key, const char *value,
                      const char *origin) {
-  clear_error();
   if (!cfg || !key || !value)
-    return PERFC_EINVAL;
+    return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                           "config: perfc_config_set: NULL argument");
   const char *dot = strchr(key, '.');
   size_t ki = dot ? find_key(key, (size_t)(dot - key), dot + 1) : NKEYS;
   if (ki == NKEYS)
     return fail("%s: unknown key '%s'", origin ? origin : "set", key);
   return set_key(cfg, ki, value, origin);
+}
+
+int perfc_config_is_set(const perfc_config *cfg, const char *key) {
+  const char *dot = key ? strchr(key, '.') : NULL;
+  size_t ki = dot ? find_key(key, (size_t)(dot - key), dot + 1) : NKEYS;
+  return cfg && ki < NKEYS && cfg->set[ki];
 }
 
 static void env_name(size_t ki, char *name, size_t size) {
@@ -1416,23 +1132,47 @@ static int apply_env(perfc_config *cfg) {
   return 0;
 }
 
+/* Moves the strings libcyaml loaded into cfg->raw (flat, one slot per
+ * key), so the environment and flags replace them the same way whether a
+ * section was in the file or not; then frees libcyaml's tree. */
+static void take_raw(perfc_config *cfg, raw_root *root) {
+  for (size_t i = 0; i < NKEYS; i++) {
+    size_t j = section_of(i);
+    if (j == MAX_SECTIONS || root->sec[j] == NULL)
+      continue;
+    cfg->raw[i] = root->sec[j][i];
+    memset(&root->sec[j][i], 0, sizeof(cfg_raw));
+  }
+}
+
 static int load(perfc_config **out, const char *buf, size_t len,
                 const char *name) {
   cylog lg = {.len = 0};
   cyaml_config_t c;
-  perfc_config *cfg = calloc(1, sizeof *cfg);
   int rc = 0;
-  if (!cfg || !(cfg->name = xstrdup(name))) {
-    free(cfg);
+  if (!schema_ready())
     return PERFC_ENOMEM;
+  perfc_config *cfg = calloc(1, sizeof *cfg);
+  if (!cfg)
+    return PERFC_ENOMEM;
+  cfg->keys = KEYS;
+  cfg->nkeys = NKEYS;
+  cfg->raw = calloc(NKEYS, sizeof *cfg->raw);
+  cfg->val = calloc(NKEYS, sizeof *cfg->val);
+  cfg->set = calloc(NKEYS, sizeof *cfg->set);
+  cfg->origin = calloc(NKEYS, sizeof *cfg->origin);
+  cfg->name = perfc__strdup(name);
+  if (!cfg->raw || !cfg->val || !cfg->set || !cfg->origin || !cfg->name) {
+    rc = PERFC_ENOMEM;
+    goto fail;
   }
-  set_defaults(&cfg->v);
   if (buf && len) {
+    raw_root *root = NULL;
     if ((rc = locate(cfg, (const unsigned char *)buf, len)) != 0)
       goto fail;
-    cyaml_err_t err =
-        cyaml_load_data((const uint8_t *)buf, len, cyaml_cfg(&lg, &c),
-                        &root_schema, (cyaml_data_t **)&cfg->raw, NULL);
+    cyaml_err_t err = cyaml_load_data((const uint8_t *)buf, len,
+                                      cyaml_cfg(&lg, &c), &schema.root,
+                                      (cyaml_data_t **)&root, NULL);
     if (err == CYAML_ERR_OOM) {
       rc = PERFC_ENOMEM;
       goto fail;
@@ -1442,11 +1182,11 @@ static int load(perfc_config **out, const char *buf, size_t len,
       rc = cyaml_message(cfg, &lg, err);
       goto fail;
     }
-  }
-  /* An empty document loads as NULL: the same as no file. */
-  if (!cfg->raw && !(cfg->raw = calloc(1, sizeof *cfg->raw))) {
-    rc = PERFC_ENOMEM;
-    goto fail;
+    /* An empty document loads as NULL: the same as no file. */
+    if (root) {
+      take_raw(cfg, root);
+      cyaml_free(cyaml_cfg(&lg, &c), &schema.root, root, 0);
+    }
   }
   for (size_t i = 0; i < NKEYS; i++)
     if ((rc = resolve(cfg, i)) != 0)
@@ -1462,17 +1202,17 @@ fail:
 
 int perfc_config_load_string(perfc_config **out, const char *yaml, size_t len,
                              const char *name) {
-  clear_error();
   if (!out || (!yaml && len))
-    return PERFC_EINVAL;
+    return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                           "config: perfc_config_load_string: NULL argument");
   *out = NULL;
   return load(out, yaml, len, name ? name : "<string>");
 }
 
 int perfc_config_load(perfc_config **out, const char *path) {
-  clear_error();
   if (!out)
-    return PERFC_EINVAL;
+    return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                           "config: perfc_config_load: NULL argument");
   *out = NULL;
   if (!path)
     return load(out, NULL, 0, "<defaults>");
@@ -1511,232 +1251,6 @@ int perfc_config_load(perfc_config **out, const char *path) {
   int rc = load(out, buf, len, path);
   free(buf);
   return rc;
-}
-
-/* ---- into the runtime's option structs ---------------------------------- */
-
-static int is_set(const perfc_config *cfg, const char *section,
-                  const char *name) {
-  size_t ki = find_key(section, strlen(section), name);
-  return ki < NKEYS && cfg->set[ki];
-}
-
-int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
-  if (!cfg || !o)
-    return PERFC_EINVAL;
-  const values *v = &cfg->v;
-#define COPY(name, dst, expr)                                                  \
-  if (is_set(cfg, "server", name))                                             \
-  o->dst = (expr)
-  COPY("threads", threads, v->threads);
-  COPY("requests_per_method", requests_per_method, v->requests_per_method);
-  COPY("default_executor", default_executor,
-       v->default_executor == 0 ? PERFC_EXEC_INLINE : PERFC_EXEC_POOL);
-  COPY("pool_threads", pool_threads, v->pool_threads);
-  COPY("pool_queue", pool_queue, v->pool_queue);
-  COPY("keepalive_time", keepalive_time_ms, v->keepalive_time_ms);
-  COPY("keepalive_timeout", keepalive_timeout_ms, v->keepalive_timeout_ms);
-  COPY("keepalive_permit_without_calls", keepalive_permit_without_calls,
-       v->permit_without_calls);
-  COPY("min_ping_interval", min_ping_interval_ms, v->min_ping_interval_ms);
-  COPY("max_concurrent_streams", max_concurrent_streams,
-       v->max_concurrent_streams);
-  COPY("max_recv_message_size", max_recv_message_bytes,
-       v->max_recv_message_bytes);
-  COPY("max_send_message_size", max_send_message_bytes,
-       v->max_send_message_bytes);
-  COPY("max_connection_idle", max_connection_idle_ms,
-       v->max_connection_idle_ms);
-  COPY("max_connection_age", max_connection_age_ms, v->max_connection_age_ms);
-  COPY("max_connection_age_grace", max_connection_age_grace_ms,
-       v->max_connection_age_grace_ms);
-  COPY("poller_wakeup_preemption", poller_wakeup_preemption,
-       v->poller_preemption);
-  COPY("worker_wakeup_preemption", worker_wakeup_preemption,
-       v->worker_preemption);
-  COPY("stream_flush_every_send", stream_flush_every_send,
-       v->stream_flush_every_send);
-  COPY("shutdown_grace", shutdown_grace_ms, v->shutdown_grace_ms);
-  COPY("compression", compression, compression_names[v->compression]);
-  COPY("tcp_tx_zerocopy", tcp_tx_zerocopy, v->tcp_tx_zerocopy);
-  COPY("channelz", channelz, v->channelz);
-  COPY("memory_budget", memory_budget_bytes, (size_t)v->memory_budget_bytes);
-  COPY("max_metadata_size", max_metadata_bytes, (size_t)v->max_metadata_bytes);
-#undef COPY
-  return 0;
-}
-
-size_t perfc_config_listen_count(const perfc_config *cfg) {
-  if (!cfg)
-    return 0;
-  return cfg->raw->server.listen ? cfg->raw->server.listen_count : 1;
-}
-
-const char *perfc_config_listen_at(const perfc_config *cfg, size_t i) {
-  if (!cfg || i >= perfc_config_listen_count(cfg))
-    return NULL;
-  return cfg->raw->server.listen ? cfg->raw->server.listen[i]
-                                 : PERFC_DEFAULT_CONFIG_LISTEN;
-}
-
-int perfc_config_tls_enabled(const perfc_config *cfg) {
-  return cfg && is_set(cfg, "tls", "cert_file") && cfg->v.cert_file[0];
-}
-
-int perfc_config_apply_tls(const perfc_config *cfg, perfc_tls_opts *o) {
-  if (!cfg || !o)
-    return PERFC_EINVAL;
-  if (is_set(cfg, "tls", "cert_file"))
-    o->cert_file = cfg->v.cert_file;
-  if (is_set(cfg, "tls", "key_file"))
-    o->key_file = cfg->v.key_file;
-  if (is_set(cfg, "tls", "client_ca_file"))
-    o->client_ca_file = cfg->v.client_ca_file;
-  if (is_set(cfg, "tls", "client_auth"))
-    o->client_auth = (perfc_tls_client_auth)cfg->v.client_auth;
-  return 0;
-}
-
-int perfc_config_metrics_enabled(const perfc_config *cfg) {
-  return cfg && !(is_set(cfg, "metrics", "listen") &&
-                  strcmp(cfg->v.metrics_listen, "off") == 0);
-}
-
-int perfc_config_apply_metrics_http(const perfc_config *cfg,
-                                    perfc_metrics_http_opts *o) {
-  if (!cfg || !o)
-    return PERFC_EINVAL;
-  if (is_set(cfg, "metrics", "listen") &&
-      strcmp(cfg->v.metrics_listen, "off") != 0)
-    o->addr = cfg->v.metrics_listen;
-  if (is_set(cfg, "metrics", "max_connections"))
-    o->max_connections = cfg->v.metrics_max_connections;
-  if (is_set(cfg, "metrics", "max_connections_per_ip"))
-    o->max_connections_per_ip = cfg->v.metrics_max_connections_per_ip;
-  if (is_set(cfg, "metrics", "header_timeout"))
-    o->header_timeout_ms = cfg->v.metrics_header_timeout_ms;
-  return 0;
-}
-
-int perfc_config_apply_grpc_metrics(const perfc_config *cfg,
-                                    perfc_grpc_metrics_opts *o) {
-  if (!cfg || !o)
-    return PERFC_EINVAL;
-  if (is_set(cfg, "metrics", "handling_time_histogram"))
-    o->handling_time_histogram = cfg->v.handling_time_histogram ? 1 : -1;
-  if (is_set(cfg, "metrics", "buckets")) {
-    o->buckets = cfg->buckets;
-    o->bucket_count = cfg->bucket_count;
-  }
-  return 0;
-}
-
-int perfc_config_apply_logging(const perfc_config *cfg) {
-  if (!cfg)
-    return PERFC_EINVAL;
-  if (is_set(cfg, "logging", "level"))
-    perfc_log_set_level((perfc_log_level)cfg->v.log_level);
-  if (is_set(cfg, "logging", "format"))
-    perfc_log_set_format((perfc_log_format)cfg->v.log_format);
-  return 0;
-}
-
-int perfc_config_access_log(const perfc_config *cfg) {
-  return cfg && is_set(cfg, "logging", "access_log") && cfg->v.access_log;
-}
-
-const perfc_config_redis *perfc_config_get_redis(const perfc_config *cfg) {
-  return cfg ? &cfg->v.redis : NULL;
-}
-
-const perfc_config_postgres *
-perfc_config_get_postgres(const perfc_config *cfg) {
-  return cfg ? &cfg->v.postgres : NULL;
-}
-
-const perfc_config_resilience *
-perfc_config_get_resilience(const perfc_config *cfg) {
-  return cfg ? &cfg->v.resilience : NULL;
-}
-
-struct perfc_config_guards {
-  perfc_timeouts *timeouts;
-  perfc_ratelimit *ratelimit;
-  perfc_shedding *shedding;
-};
-
-void perfc_config_guards_free(perfc_config_guards *g) {
-  if (g == NULL)
-    return;
-  perfc_shedding_free(g->shedding);
-  perfc_ratelimit_free(g->ratelimit);
-  perfc_timeouts_free(g->timeouts);
-  free(g);
-}
-
-int perfc_config_attach_resilience(const perfc_config *cfg, perfc_server *srv,
-                                   perfc_config_guards **out) {
-  if (cfg == NULL || srv == NULL || out == NULL)
-    return PERFC_EINVAL;
-  const perfc_config_resilience *r = &cfg->v.resilience;
-  perfc_config_guards *g = calloc(1, sizeof *g);
-  if (g == NULL)
-    return PERFC_ENOMEM;
-  /* In the order docs/reliability.md recommends after the metrics
-   * interceptor: timeouts (never refuse), rate limits (cheap, deterministic
-   * refusals), shedding (last: counts only calls that go on to run).
-   * Timeouts always: they also apply the (perfc.method).timeout options. */
-  perfc_timeouts_opts to;
-  perfc_timeouts_opts_init(&to);
-  to.default_timeout_ms = r->default_timeout_ms;
-  to.rules = cfg->timeout_rules;
-  to.rule_count = cfg->ntimeout_rules;
-  int rc = perfc_timeouts_new(&g->timeouts, &to);
-  if (rc == 0)
-    rc = perfc_timeouts_attach(g->timeouts, srv);
-  if (rc == 0 && (r->rate_limit > 0 || cfg->nrate_rules > 0)) {
-    /* The global rule first, then the per-method ones: a call must pass
-     * every rule that applies to it. */
-    size_t n = 0;
-    perfc_ratelimit_rule *rules =
-        calloc(cfg->nrate_rules + 1, sizeof *rules);
-    if (rules == NULL) {
-      perfc_config_guards_free(g);
-      return PERFC_ENOMEM;
-    }
-    if (r->rate_limit > 0)
-      rules[n++] = (perfc_ratelimit_rule){.method = NULL,
-                                          .rate = (double)r->rate_limit,
-                                          .burst = (double)r->rate_limit_burst,
-                                          .key_metadata = r->rate_limit_key};
-    for (size_t i = 0; i < cfg->nrate_rules; i++)
-      rules[n++] = cfg->rate_rules[i];
-    perfc_ratelimit_opts ro;
-    perfc_ratelimit_opts_init(&ro);
-    ro.rules = rules;
-    ro.rule_count = n;
-    rc = perfc_ratelimit_new(&g->ratelimit, &ro); /* copies the rules */
-    free(rules);
-    if (rc == 0)
-      rc = perfc_ratelimit_attach(g->ratelimit, srv);
-  }
-  if (rc == 0 && r->load_shedding) {
-    perfc_shedding_opts so;
-    perfc_shedding_opts_init(&so);
-    rc = perfc_shedding_new(&g->shedding, &so);
-    if (rc == 0)
-      rc = perfc_shedding_attach(g->shedding, srv);
-  }
-  if (rc != 0) {
-    perfc_config_guards_free(g);
-    return rc;
-  }
-  *out = g;
-  return 0;
-}
-
-const perfc_config_cache *perfc_config_get_cache(const perfc_config *cfg) {
-  return cfg ? &cfg->v.cache : NULL;
 }
 
 /* ---- flags -------------------------------------------------------------- */
@@ -1790,7 +1304,6 @@ int perfc_flags_parse(perfc_flags *f, int argc, char *const *argv) {
                {"metrics-listen", offsetof(perfc_flags, metrics_listen)},
                {"postgres", offsetof(perfc_flags, postgres)},
                {"redis", offsetof(perfc_flags, redis)}};
-  clear_error();
   if (!f || argc < 0 || (argc > 0 && !argv))
     return PERFC_EINVAL;
   set_usage(argc > 0 ? argv[0] : NULL);
@@ -1832,7 +1345,6 @@ int perfc_config_apply_flags(perfc_config *cfg, const perfc_flags *f) {
        "flag --metrics-listen"},
       {offsetof(perfc_flags, postgres), "postgres.dsn", "flag --postgres"},
       {offsetof(perfc_flags, redis), "redis.address", "flag --redis"}};
-  clear_error();
   if (!cfg || !f)
     return PERFC_EINVAL;
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
@@ -1845,3 +1357,4 @@ int perfc_config_apply_flags(perfc_config *cfg, const perfc_flags *f) {
   }
   return 0;
 }
+

@@ -1,0 +1,80 @@
+/*
+ * apply_data.c — the configuration's redis, postgres and cache sections
+ * into the data layer's options (perfc/config_data.h).
+ *
+ * Room: runtime/src/config, but compiled into libperfc-data
+ * (runtime/CMakeLists.txt): these functions need the data modules' types,
+ * and a service that calls them links the data unit anyway, while
+ * libperfc-config stays free of hiredis and libpq. Being in another shared
+ * library than the loader, this file calls none of its hidden functions:
+ * it reads the plain struct perfc_config (config/config_internal.h) with
+ * the inline readers there, and reports errors with perfc_error_set().
+ */
+#include "config/config_internal.h"
+#include "perfc/config_data.h"
+
+int perfc_config_apply_redis(const perfc_config *cfg, perfc_redis_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_REDIS, o);
+  /* One key, two fields: the loader split it when it checked it. */
+  size_t i = cfg_find(cfg, "redis", "address");
+  if (i < cfg->nkeys && cfg->set[i]) {
+    o->host = cfg->raw[i].host;
+    o->port = cfg->raw[i].port;
+  }
+  return 0;
+}
+
+int perfc_config_apply_pg(const perfc_config *cfg, perfc_pg_pool_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_PG, o);
+  const cfg_value *v;
+  /* An empty replica DSN (PERFC_POSTGRES_REPLICA_DSN= ) means "no
+   * replica", so a file that names one can be overridden for a
+   * single-server setup. */
+  if ((v = cfg_get(cfg, "postgres", "replica_dsn")) != NULL)
+    o->replica_dsn = v->s[0] ? v->s : NULL;
+  /* 0 in the file is "no statement timeout", the pool's explicit field
+   * (its 0 means its default). */
+  if ((v = cfg_get(cfg, "postgres", "statement_timeout")) != NULL) {
+    o->no_statement_timeout = v->i == 0;
+    if (v->i != 0)
+      o->statement_timeout_ms = v->i;
+  }
+  if (o->dsn == NULL || o->dsn[0] == '\0')
+    return perfc_error_set(PERFC_ECONFIG, NULL, -1,
+                           "config: postgres.dsn is not set: set it in the "
+                           "file, PERFC_POSTGRES_DSN or --postgres");
+  return 0;
+}
+
+int perfc_config_apply_cache(const perfc_config *cfg, perfc_cache_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_CACHE, o);
+  const cfg_value *v;
+  if ((v = cfg_get(cfg, "cache", "l1_max_bytes")) != NULL) {
+    o->no_l1 = v->u == 0;
+    if (v->u != 0)
+      o->l1_max_bytes = (size_t)v->u;
+  }
+  /* Percent in the file, a fraction in the cache; 0 in the file is "no
+   * jitter", the cache's explicit field (its 0 fraction means its
+   * default). */
+  if ((v = cfg_get(cfg, "cache", "jitter_percent")) != NULL) {
+    o->no_ttl_jitter = v->u == 0;
+    if (v->u != 0)
+      o->ttl_jitter = (double)v->u / 100.0;
+  }
+  if ((v = cfg_get(cfg, "cache", "pending_file")) != NULL && v->s[0]) {
+    if (o->redis == NULL)
+      return perfc_error_set(PERFC_ECONFIG, NULL, -1,
+                             "config: cache.pending_file needs Redis: set "
+                             "perfc_cache_opts.redis before "
+                             "perfc_config_apply_cache()");
+    o->pending_file = v->s;
+  }
+  return 0;
+}

@@ -1,0 +1,167 @@
+/*
+ * keys.c — the configuration's key table: one row per key, naming its
+ * section and name, how its value is parsed and range-checked, and the
+ * option field it fills.
+ *
+ * Room: runtime/src/config. The loader (load.c) builds libcyaml's schema,
+ * the environment variable names, the "expected one of" lists and the
+ * parsers' checks from these rows; the apply functions (apply.c,
+ * apply_data.c) copy each row's value into its target field. So adding a
+ * key that goes straight into an option field is one row here, plus that
+ * field in the module's option struct (docs/configuration.md, "Adding a
+ * key"). This file includes the modules' headers only for offsetof and
+ * sizeof: it calls nothing, so libperfc-config does not link the data unit.
+ *
+ * Rows of one section stay together (the schema gives each section the
+ * run of its rows).
+ */
+#include "config/config_internal.h"
+
+#include "perfc/cache.h"
+#include "perfc/config_data.h"
+#include "perfc/grpc_metrics.h"
+#include "perfc/metrics.h"
+#include "perfc/pg.h"
+#include "perfc/redis.h"
+#include "perfc/server.h"
+#include "perfc/tls.h"
+
+#include <limits.h>
+#include <stddef.h>
+
+#define MS_MAX ((int64_t)INT_MAX) /* grpc channel args are ints */
+#define HOUR_MS (3600 * (int64_t)1000)
+#define DAY_MS (24 * HOUR_MS)
+
+static const char *const executor_names[] = {"inline", "pool", NULL};
+static const int executor_values[] = {PERFC_EXEC_INLINE, PERFC_EXEC_POOL};
+static const char *const compression_names[] = {"identity", "gzip", "deflate",
+                                                NULL};
+static const char *const client_auth_names[] = {"none", "request", "require",
+                                                NULL};
+static const int client_auth_values[] = {PERFC_TLS_CLIENT_AUTH_NONE,
+                                         PERFC_TLS_CLIENT_AUTH_REQUEST,
+                                         PERFC_TLS_CLIENT_AUTH_REQUIRE};
+static const char *const level_names[] = {"debug", "info", "warn",
+                                          "error", "off",  NULL};
+static const char *const format_names[] = {"logfmt", "json", NULL};
+/* perfc_grpc_metrics_opts.handling_time_histogram: -1 off, 1 on. */
+static const int histogram_values[] = {-1, 1};
+
+/* A destination: target, offset and size of the field in its struct. */
+#define FIELD(t, type, f) t, offsetof(type, f), sizeof(((type *)0)->f)
+#define SERVER(f) FIELD(T_SERVER, perfc_server_opts, f)
+#define TLS(f) FIELD(T_TLS, perfc_tls_opts, f)
+#define METRICS_HTTP(f) FIELD(T_METRICS_HTTP, perfc_metrics_http_opts, f)
+#define GRPC_METRICS(f) FIELD(T_GRPC_METRICS, perfc_grpc_metrics_opts, f)
+#define REDIS(f) FIELD(T_REDIS, perfc_redis_opts, f)
+#define PG(f) FIELD(T_PG, perfc_pg_pool_opts, f)
+#define CACHE(f) FIELD(T_CACHE, perfc_cache_opts, f)
+/* Handled by name in its apply function. */
+#define CUSTOM T_NONE, 0, 0
+
+/* KEY(section, name, kind, min, max, names, values, destination) */
+#define KEY(sec, name, kind, min, max, names, values, ...)                     \
+  {#sec, #name, kind, min, max, names, values, __VA_ARGS__}
+
+const cfg_key perfc__config_keys[] = {
+    KEY(server, listen, K_LIST_ADDR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(server, threads, K_UINT, 0, 1024, NULL, NULL, SERVER(threads)),
+    KEY(server, requests_per_method, K_UINT, 1, 4096, NULL, NULL,
+        SERVER(requests_per_method)),
+    KEY(server, default_executor, K_ENUM, 0, 0, executor_names, executor_values,
+        SERVER(default_executor)),
+    KEY(server, pool_threads, K_UINT, 1, 4096, NULL, NULL, SERVER(pool_threads)),
+    KEY(server, pool_queue, K_UINT, 1, 1 << 20, NULL, NULL, SERVER(pool_queue)),
+    KEY(server, keepalive_time, K_DURATION, 1, MS_MAX, NULL, NULL,
+        SERVER(keepalive_time_ms)),
+    KEY(server, keepalive_timeout, K_DURATION, 1, MS_MAX, NULL, NULL,
+        SERVER(keepalive_timeout_ms)),
+    KEY(server, keepalive_permit_without_calls, K_BOOL, 0, 0, NULL, NULL,
+        SERVER(keepalive_permit_without_calls)),
+    KEY(server, min_ping_interval, K_DURATION, 1, MS_MAX, NULL, NULL,
+        SERVER(min_ping_interval_ms)),
+    KEY(server, max_concurrent_streams, K_UINT, 1, INT_MAX, NULL, NULL,
+        SERVER(max_concurrent_streams)),
+    KEY(server, max_recv_message_size, K_MSGSIZE, 1, INT_MAX, NULL, NULL,
+        SERVER(max_recv_message_bytes)),
+    KEY(server, max_send_message_size, K_MSGSIZE, 1, INT_MAX, NULL, NULL,
+        SERVER(max_send_message_bytes)),
+    KEY(server, max_connection_idle, K_DURATION, 0, MS_MAX, NULL, NULL,
+        SERVER(max_connection_idle_ms)),
+    KEY(server, max_connection_age, K_DURATION, 0, MS_MAX, NULL, NULL,
+        SERVER(max_connection_age_ms)),
+    KEY(server, max_connection_age_grace, K_DURATION, 0, MS_MAX, NULL, NULL,
+        SERVER(max_connection_age_grace_ms)),
+    KEY(server, shutdown_grace, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        SERVER(shutdown_grace_ms)),
+    KEY(server, compression, K_ENUM_NAME, 0, 0, compression_names, NULL,
+        SERVER(compression)),
+    KEY(server, poller_wakeup_preemption, K_BOOL, 0, 0, NULL, NULL,
+        SERVER(poller_wakeup_preemption)),
+    KEY(server, worker_wakeup_preemption, K_BOOL, 0, 0, NULL, NULL,
+        SERVER(worker_wakeup_preemption)),
+    KEY(server, stream_flush_every_send, K_BOOL, 0, 0, NULL, NULL,
+        SERVER(stream_flush_every_send)),
+    KEY(server, tcp_tx_zerocopy, K_BOOL, 0, 0, NULL, NULL,
+        SERVER(tcp_tx_zerocopy)),
+    KEY(server, channelz, K_BOOL, 0, 0, NULL, NULL, SERVER(channelz)),
+    KEY(server, memory_budget, K_SIZE, 1 << 20, INT64_MAX, NULL, NULL,
+        SERVER(memory_budget_bytes)),
+    KEY(server, max_metadata_size, K_SIZE, 1024, INT_MAX, NULL, NULL,
+        SERVER(max_metadata_bytes)),
+    KEY(tls, cert_file, K_STR, 0, 0, NULL, NULL, TLS(cert_file)),
+    KEY(tls, key_file, K_STR, 0, 0, NULL, NULL, TLS(key_file)),
+    KEY(tls, client_ca_file, K_STR, 0, 0, NULL, NULL, TLS(client_ca_file)),
+    KEY(tls, client_auth, K_ENUM, 0, 0, client_auth_names, client_auth_values,
+        TLS(client_auth)),
+    KEY(metrics, listen, K_ADDR_OFF, 0, 0, NULL, NULL, METRICS_HTTP(addr)),
+    KEY(metrics, handling_time_histogram, K_BOOL, 0, 0, NULL, histogram_values,
+        GRPC_METRICS(handling_time_histogram)),
+    KEY(metrics, buckets, K_FLOATS, 0, 0, NULL, NULL, CUSTOM),
+    KEY(metrics, max_connections, K_UINT, 1, 1 << 20, NULL, NULL,
+        METRICS_HTTP(max_connections)),
+    KEY(metrics, max_connections_per_ip, K_UINT, 1, 1 << 20, NULL, NULL,
+        METRICS_HTTP(max_connections_per_ip)),
+    KEY(metrics, header_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        METRICS_HTTP(header_timeout_ms)),
+    KEY(logging, level, K_ENUM, 0, 0, level_names, NULL, CUSTOM),
+    KEY(logging, format, K_ENUM, 0, 0, format_names, NULL, CUSTOM),
+    KEY(logging, access_log, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(redis, address, K_ADDR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(redis, pool_size, K_UINT, 1, 1024, NULL, NULL, REDIS(pool_size)),
+    KEY(redis, connect_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        REDIS(connect_timeout_ms)),
+    KEY(redis, command_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        REDIS(command_timeout_ms)),
+    KEY(redis, acquire_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        REDIS(acquire_timeout_ms)),
+    KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
+    KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(postgres, pool_size, K_UINT, 1, 1024, NULL, NULL, PG(max_conns)),
+    KEY(postgres, connect_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        PG(connect_timeout_ms)),
+    KEY(postgres, statement_timeout, K_DURATION, 0, DAY_MS, NULL, NULL, CUSTOM),
+    KEY(postgres, acquire_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        PG(acquire_timeout_ms)),
+    KEY(cache, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(cache, l1_max_bytes, K_SIZE, 0, (int64_t)1 << 40, NULL, NULL, CUSTOM),
+    KEY(cache, default_ttl, K_DURATION, 1, 30 * DAY_MS, NULL, NULL,
+        CACHE(l2_ttl_ms)),
+    KEY(cache, negative_ttl, K_DURATION, 1, DAY_MS, NULL, NULL,
+        CACHE(negative_ttl_ms)),
+    KEY(cache, jitter_percent, K_UINT, 0, PERFC_CACHE_MAX_JITTER_PERCENT, NULL,
+        NULL, CUSTOM),
+    KEY(cache, pending_file, K_STR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit_burst, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit_key, K_STR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, load_shedding, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, default_timeout, K_DURATION, 0, DAY_MS, NULL, NULL, CUSTOM),
+    /* max 1: the list holds rate limits (0: timeouts). */
+    KEY(resilience, method_timeouts, K_RULES, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, method_rate_limits, K_RULES, 0, 1, NULL, NULL, CUSTOM),
+};
+
+const size_t perfc__config_nkeys =
+    sizeof perfc__config_keys / sizeof perfc__config_keys[0];
