@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *render(perfc_registry *reg) {
+static char *render(perfc_metrics_registry *reg) {
   char *text = NULL;
   size_t len = 0;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   return text;
 }
 
@@ -27,8 +27,8 @@ static void expect_line(const char *text, const char *line) {
 }
 
 Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -38,7 +38,7 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
 
   /* Series of every method exist at zero before any call. */
@@ -106,12 +106,12 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
 
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(grpc_metrics, histogram_can_be_turned_off) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg, .handling_time_histogram = -1};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -119,7 +119,7 @@ Test(grpc_metrics, histogram_can_be_turned_off) {
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", NULL), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   char *text = render(reg);
   cr_assert_null(strstr(text, "handling_seconds"));
@@ -127,7 +127,7 @@ Test(grpc_metrics, histogram_can_be_turned_off) {
   free(text);
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static perfc_status_code deny(void *self, void *state, perfc_ctx *ctx, void **cs) {
@@ -138,8 +138,8 @@ static perfc_status_code deny(void *self, void *state, perfc_ctx *ctx, void **cs
 }
 
 Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -150,7 +150,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   /* metrics first (outermost), then the refusing one: metrics sees the
    * refusal as the call's status. */
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   perfc_server_interceptor d = {.name = "deny", .before = deny};
   cr_assert_eq(perfc_server_add_interceptor(srv, &d), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
@@ -174,7 +174,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   free(text);
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static void *sleepy_call(void *arg) {
@@ -190,8 +190,8 @@ static void *sleepy_call(void *arg) {
 }
 
 Test(grpc_metrics, pool_and_connection_metrics) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -204,7 +204,7 @@ Test(grpc_metrics, pool_and_connection_metrics) {
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   perfc_channel *ch;
   char target[64];
@@ -242,5 +242,5 @@ Test(grpc_metrics, pool_and_connection_metrics) {
   expect_line(text, line);
   free(text);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

@@ -145,7 +145,7 @@ Test(json, limits, .init = setup, .fini = teardown) {
   perfc__jobject o;
   cr_assert_eq(js(deep, &o), PERFC_JWT_TOO_LARGE);
   char many[4096] = "{";
-  for (int i = 0; i < PERFC_AUTH_MAX_CLAIMS + 1; i++)
+  for (int i = 0; i < PERFC_JWT_MAX_CLAIMS + 1; i++)
     sprintf(many + strlen(many), "%s\"k%d\":%d", i ? "," : "", i, i);
   strcat(many, "}");
   cr_assert_eq(js(many, &o), PERFC_JWT_TOO_LARGE);

@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #include "perfc/log.h"
-#include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
+#include "perfc/process_metrics.h"
 
 #define PROMTOOL "/usr/bin/promtool"
 
@@ -74,8 +75,8 @@ static int count_fds(void) {
 }
 
 Test(metrics_http, serves_metrics_healthz_404_405) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_counter *c;
   cr_assert_eq(perfc_counter_new(&c, reg, "scrape_test_total", "Test."), 0);
   perfc_counter_add(c, 3);
@@ -135,7 +136,7 @@ Test(metrics_http, serves_metrics_healthz_404_405) {
   perfc_metrics_http_stop(h);
   perfc_metrics_http_stop(NULL);
   cr_assert_eq(count_fds(), fds0, "listening socket or epoll fd leaked");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static char bind_logged[1024];
@@ -205,20 +206,20 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
     cr_skip_test("promtool not found at " PROMTOOL
                  " (apt install prometheus); skipping the lint check");
   }
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   cr_assert_eq(perfc_process_metrics_register(reg), 0);
 
   const char *ln[] = {"grpc_service", "grpc_method", "grpc_code"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "grpc_server_handled_total";
   o.help = "Total number of RPCs completed on the server, regardless of "
            "success or failure.";
   o.label_names = ln;
   o.label_count = 3;
-  perfc_family *f;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
+  perfc_metrics_family *f;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o), 0);
   perfc_counter *c;
   cr_assert_eq(
       perfc_counter_get(&c, f, (const char *[]){"demo.Users", "Get", "OK"}), 0);
@@ -234,7 +235,8 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
            "application-level handled by the server.";
   o.label_names = ln;
   o.label_count = 2;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_HISTOGRAM, &o), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               0);
   perfc_histogram *hist;
   cr_assert_eq(
       perfc_histogram_get(&hist, f, (const char *[]){"demo.Users", "Get"}), 0);
@@ -279,5 +281,5 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
 
   free(resp);
   perfc_metrics_http_stop(h);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

@@ -88,7 +88,7 @@ static const char *dsn(void) {
   return d;
 }
 
-static perfc_pg_pool *new_pool(perfc_registry *reg, unsigned max,
+static perfc_pg_pool *new_pool(perfc_metrics_registry *reg, unsigned max,
                                int stmt_timeout_ms, unsigned acquire_ms) {
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -331,8 +331,8 @@ Test(pg, statement_timeout_is_deadline_exceeded) {
 }
 
 Test(pg, pool_exhaustion_times_out_acquire) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_pg_pool *p = new_pool(reg, 2, 0, 200);
   perfc_pg_conn *a, *b, *c = NULL;
   perfc_pg_error e;
@@ -349,7 +349,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
 
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 2"),
@@ -368,7 +368,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   cr_assert_eq(c, b); /* the idle connection is reused, not a new one */
   perfc_pg_release(c);
   perfc_pg_release(a);
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_connections_idle{pool=\"test\",target=\"primary\"} 2"),
@@ -379,7 +379,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
       "%s", text);
   free(text);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 typedef struct tx_case {
@@ -569,8 +569,8 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
 }
 
 Test(pg, recovers_after_server_restart, .timeout = 120) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_pg_pool *p = new_pool(reg, 4, 0, 0);
   /* Fill the pool with three idle, prepared connections. */
   perfc_pg_conn *c[3];
@@ -608,14 +608,14 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
 
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_errors_total{pool=\"test\",kind=\"unavailable\"} 1"),
       "%s", text);
   free(text);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(pg, unreachable_server_is_unavailable) {
@@ -636,8 +636,8 @@ Test(pg, unreachable_server_is_unavailable) {
 Test(pg, read_calls_go_to_the_replica) {
   const char *replica = getenv("PERFC_TEST_PG_REPLICA_DSN");
   cr_assert_not_null(replica);
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.dsn = dsn();
@@ -662,7 +662,7 @@ Test(pg, read_calls_go_to_the_replica) {
   /* Transactions always run on the primary. */
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_queries_total{pool=\"routed\",target=\"replica\"} 1"),
@@ -687,7 +687,7 @@ Test(pg, read_calls_go_to_the_replica) {
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
   perfc_pg_result_free(r);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 typedef struct worker_arg {
@@ -831,10 +831,10 @@ static const char *who_text(perfc_pg_pool *p, perfc_status_code *st,
   return buf;
 }
 
-static int metric_has(perfc_registry *reg, const char *line) {
+static int metric_has(perfc_metrics_registry *reg, const char *line) {
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   int has = strstr(text, line) != NULL;
   if (!has)
     cr_log_info("metrics: %s", text);
@@ -843,8 +843,8 @@ static int metric_has(perfc_registry *reg, const char *line) {
 }
 
 Test(pg, unreachable_replica_reads_use_primary) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   transitions t = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -889,7 +889,7 @@ Test(pg, unreachable_replica_reads_use_primary) {
   cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE);
   cr_assert_eq(perfc_pg_replica_usable(p), 0);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static int run_script(const char *script, const char *dir, const char *db) {
@@ -904,8 +904,8 @@ Test(pg, replica_stopped_then_back, .timeout = 120) {
   const char *rdir = getenv("PERFC_TEST_PG_REPLICA_DIR");
   cr_assert_not_null(replica);
   cr_assert_not_null(rdir);
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   transitions t = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -948,5 +948,5 @@ Test(pg, replica_stopped_then_back, .timeout = 120) {
   pthread_mutex_unlock(&t.mu);
   cr_assert(metric_has(reg, "perfc_pg_replica_up{pool=\"flap\"} 1"));
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

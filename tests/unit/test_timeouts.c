@@ -167,7 +167,7 @@ Test(timeouts, client_deadline_wins_when_earlier_and_is_capped_when_later) {
 }
 
 Test(timeouts, config_overrides_proto_option) {
-  perfc_timeout_rule rules[] = {{"/t.v1.T/Timed", 0}, {"/t.v1.T/", 500}};
+  perfc_timeouts_rule rules[] = {{"/t.v1.T/Timed", 0}, {"/t.v1.T/", 500}};
   perfc_timeouts_opts o;
   perfc_timeouts_opts_init(&o);
   o.rules = rules;
@@ -216,8 +216,8 @@ Test(timeouts, downstream_call_inherits_lowered_deadline) {
 }
 
 Test(timeouts, bad_options_refused) {
-  perfc_timeout_rule rel[] = {{"t.v1.T/Timed", 10}};
-  perfc_timeout_rule neg[] = {{"/t.v1.T/Timed", -1}};
+  perfc_timeouts_rule rel[] = {{"t.v1.T/Timed", 10}};
+  perfc_timeouts_rule neg[] = {{"/t.v1.T/Timed", -1}};
   perfc_timeouts_opts o;
   perfc_timeouts_opts_init(&o);
   o.rule_count = 1;

@@ -394,7 +394,7 @@ struct perfc_config {
   double *buckets;
   size_t bucket_count;
   /* Parsed resilience rule lists (method names owned here). */
-  perfc_timeout_rule *timeout_rules;
+  perfc_timeouts_rule *timeout_rules;
   size_t ntimeout_rules;
   perfc_ratelimit_rule *rate_rules;
   size_t nrate_rules;
@@ -606,7 +606,7 @@ static void join_names(const char *const *names, char *buf, size_t n) {
  * "/pkg.Svc/" prefix, as perfc/resilience.h's rules take it; method names
  * are copied, so the raw strings stay as written (for messages and for
  * re-resolving after a failed override). */
-static void free_timeout_rules(perfc_timeout_rule *r, size_t n) {
+static void free_timeout_rules(perfc_timeouts_rule *r, size_t n) {
   for (size_t i = 0; r != NULL && i < n; i++)
     free((char *)r[i].method);
   free(r);
@@ -623,7 +623,7 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
   const key_def *k = &KEYS[ki];
   int rates = k->val_off == 1;
   char ipath[160], at[512];
-  perfc_timeout_rule *tr = rates ? NULL : calloc(count, sizeof *tr);
+  perfc_timeouts_rule *tr = rates ? NULL : calloc(count, sizeof *tr);
   perfc_ratelimit_rule *rr = rates ? calloc(count, sizeof *rr) : NULL;
   if (rates ? !rr : !tr)
     return PERFC_ENOMEM;
@@ -652,7 +652,7 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
     if (rates)
       rr[i] = (perfc_ratelimit_rule){.method = method, .rate = (double)rate};
     else
-      tr[i] = (perfc_timeout_rule){.method = method, .timeout_ms = ms};
+      tr[i] = (perfc_timeouts_rule){.method = method, .timeout_ms = ms};
   }
   if (rates) {
     free_rate_rules(cfg->rate_rules, cfg->nrate_rules);

@@ -12,6 +12,7 @@
  * log is a credential anyone with log access can replay.
  */
 #include "perfc/auth.h"
+#include "core/error_internal.h"
 #include "guard/auth_internal.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
@@ -470,9 +471,10 @@ static perfc_status_code before(void *self, void *method_state, perfc_ctx *ctx,
   return PERFC_STATUS_OK;
 }
 
-int perfc_auth_attach(perfc_server *srv, const perfc_auth *auth) {
+int perfc_auth_attach(const perfc_auth *auth, perfc_server *srv) {
   if (srv == NULL || auth == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL,
+                       "auth: attach needs a verifier and a server");
   perfc_server_interceptor ic = {
       .name = "auth",
       .self = (void *)auth,

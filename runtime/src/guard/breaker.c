@@ -20,8 +20,8 @@
  * bucket with a compare-and-swap and zeroes it. A count racing that reset
  * may be lost, which only blurs a statistic that is an estimate anyway.
  */
+#include "perfc/breaker.h"
 #include "perfc/log.h"
-#include "perfc/resilience.h"
 #include "server/server_internal.h"
 
 #include <pthread.h>
@@ -54,7 +54,7 @@ struct perfc_breaker {
   void *clock_ud;
   double (*random)(void *);
   void *random_ud;
-  perfc_family *rejected, *state;
+  perfc_metrics_family *rejected, *state;
   pthread_mutex_t mu; /* serialises inserts into cache */
   _Atomic(window *) cache[CACHE_SLOTS];
   perfc_client_interceptor ic;
@@ -242,16 +242,16 @@ static void after(void *self, const perfc_method_desc *m, void *call_state,
 /* ---- lifecycle --------------------------------------------------------------
  */
 
-static int family(perfc_family **out, perfc_registry *reg, perfc_metric_type t,
-                  const char *name, const char *help) {
+static int family(perfc_metrics_family **out, perfc_metrics_registry *reg,
+                  perfc_metrics_type t, const char *name, const char *help) {
   static const char *const labels[] = {"target", "grpc_method"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = name;
   mo.help = help;
   mo.label_names = labels;
   mo.label_count = 2;
-  return perfc_family_new(out, reg, t, &mo);
+  return perfc_metrics_family_new(out, reg, t, &mo);
 }
 
 int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
@@ -293,15 +293,15 @@ int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
   b->clock_ud = o.clock_user_data;
   b->random = o.random;
   b->random_ud = o.random_user_data;
-  int rc = family(&b->rejected, o.registry, PERFC_METRIC_COUNTER,
+  int rc = family(&b->rejected, o.registry, PERFC_METRICS_COUNTER,
                   "perfc_breaker_rejected_total",
                   "Client calls failed locally with UNAVAILABLE by adaptive "
                   "throttling.");
   if (rc == 0)
-    rc =
-        family(&b->state, o.registry, PERFC_METRIC_GAUGE, "perfc_breaker_state",
-               "1 while adaptive throttling refuses some calls to the "
-               "method, 0 while it lets every call through.");
+    rc = family(&b->state, o.registry, PERFC_METRICS_GAUGE,
+                "perfc_breaker_state",
+                "1 while adaptive throttling refuses some calls to the "
+                "method, 0 while it lets every call through.");
   if (rc != 0) {
     free(b->target);
     free(b);

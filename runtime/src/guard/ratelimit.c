@@ -17,8 +17,8 @@
  * Keyed buckets live in a table split into shards, each with its own mutex
  * and LRU list, so calls with different keys rarely meet on one lock.
  */
+#include "perfc/ratelimit.h"
 #include "perfc/log.h"
-#include "perfc/resilience.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -82,7 +82,7 @@ typedef struct method_state {
 struct perfc_ratelimit {
   rule *rules;
   size_t nrules;
-  perfc_family *rejected;
+  perfc_metrics_family *rejected;
   perfc_clock_fn clock;
   void *clock_ud;
   perfc_server_interceptor ic;
@@ -455,15 +455,15 @@ int perfc_ratelimit_new(perfc_ratelimit **out,
   if (rc == 0) {
     static const char *const labels[] = {"grpc_service", "grpc_method",
                                          "scope"};
-    perfc_metric_opts mo;
-    perfc_metric_opts_init(&mo);
+    perfc_metrics_family_opts mo;
+    perfc_metrics_family_opts_init(&mo);
     mo.name = "perfc_ratelimit_rejected_total";
     mo.help = "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope "
               "is global, service or method.";
     mo.label_names = labels;
     mo.label_count = 3;
-    rc = perfc_family_new(&rl->rejected, opts->registry, PERFC_METRIC_COUNTER,
-                          &mo);
+    rc = perfc_metrics_family_new(&rl->rejected, opts->registry,
+                                  PERFC_METRICS_COUNTER, &mo);
   }
   if (rc != 0) {
     perfc_ratelimit_free(rl);

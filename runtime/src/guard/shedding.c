@@ -30,8 +30,8 @@
  * window under a try-lock, and a sample that finds the lock taken is
  * dropped rather than waited for.
  */
+#include "perfc/shedding.h"
 #include "perfc/log.h"
-#include "perfc/resilience.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -69,7 +69,7 @@ typedef struct limiter {
 struct perfc_shedding {
   perfc_shedding_opts o;
   int64_t window_ns;
-  perfc_family *rejected, *limit, *latency;
+  perfc_metrics_family *rejected, *limit, *latency;
   perfc_server_interceptor ic;
 };
 
@@ -236,16 +236,16 @@ static void after(void *self, void *state, perfc_ctx *ctx, void *call_state,
 /* ---- lifecycle --------------------------------------------------------------
  */
 
-static int family(perfc_family **out, perfc_registry *reg, perfc_metric_type t,
-                  const char *name, const char *help) {
+static int family(perfc_metrics_family **out, perfc_metrics_registry *reg,
+                  perfc_metrics_type t, const char *name, const char *help) {
   static const char *const labels[] = {"grpc_service", "grpc_method"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = name;
   mo.help = help;
   mo.label_names = labels;
   mo.label_count = 2;
-  return perfc_family_new(out, reg, t, &mo);
+  return perfc_metrics_family_new(out, reg, t, &mo);
 }
 
 int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
@@ -277,16 +277,16 @@ int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
     return PERFC_ENOMEM;
   sh->o = o;
   sh->window_ns = o.window_ms * 1000000;
-  int rc = family(&sh->rejected, o.registry, PERFC_METRIC_COUNTER,
+  int rc = family(&sh->rejected, o.registry, PERFC_METRICS_COUNTER,
                   "perfc_shedding_rejected_total",
                   "Calls refused with RESOURCE_EXHAUSTED by the adaptive "
                   "concurrency limit.");
   if (rc == 0)
-    rc = family(&sh->limit, o.registry, PERFC_METRIC_GAUGE,
+    rc = family(&sh->limit, o.registry, PERFC_METRICS_GAUGE,
                 "perfc_shedding_limit",
                 "Current adaptive limit of calls in flight.");
   if (rc == 0)
-    rc = family(&sh->latency, o.registry, PERFC_METRIC_GAUGE,
+    rc = family(&sh->latency, o.registry, PERFC_METRICS_GAUGE,
                 "perfc_shedding_noload_latency_seconds",
                 "Handler time without queueing the limit is computed from.");
   if (rc != 0) {

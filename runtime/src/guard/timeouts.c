@@ -8,7 +8,7 @@
  * out once in method_init and stored in the method-state pointer itself
  * (a boxed int64), so `before` costs one clock read and one compare.
  */
-#include "perfc/resilience.h"
+#include "perfc/timeouts.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 

@@ -26,7 +26,7 @@
 #define CLIENT_CACHE_SLOTS 1024 /* power of two */
 
 typedef struct side_families {
-  perfc_family *started, *handled, *received, *sent, *seconds;
+  perfc_metrics_family *started, *handled, *received, *sent, *seconds;
 } side_families;
 
 /* The series of one method on one side. */
@@ -39,7 +39,7 @@ typedef struct method_series {
 
 struct perfc_grpc_metrics {
   side_families server, client;
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
   perfc_server_interceptor server_ic;
   perfc_client_interceptor client_ic;
   pthread_mutex_t client_mu; /* serialises inserts into client_cache */
@@ -71,31 +71,31 @@ static int make_families(side_families *f, const char *side,
   /* go-grpc-prometheus's HELP texts, word for word. */
   int server = strcmp(side, "server") == 0;
   struct {
-    perfc_family **out;
-    perfc_metric_type type;
+    perfc_metrics_family **out;
+    perfc_metrics_type type;
     const char *suffix;
     const char *help;
     int code;
   } defs[] = {
-      {&f->started, PERFC_METRIC_COUNTER, "started_total",
+      {&f->started, PERFC_METRICS_COUNTER, "started_total",
        server ? "Total number of RPCs started on the server."
               : "Total number of RPCs started on the client.",
        0},
-      {&f->handled, PERFC_METRIC_COUNTER, "handled_total",
+      {&f->handled, PERFC_METRICS_COUNTER, "handled_total",
        server ? "Total number of RPCs completed on the server, regardless of "
                 "success or failure."
               : "Total number of RPCs completed by the client, regardless of "
                 "success or failure.",
        1},
-      {&f->received, PERFC_METRIC_COUNTER, "msg_received_total",
+      {&f->received, PERFC_METRICS_COUNTER, "msg_received_total",
        server ? "Total number of RPC stream messages received on the server."
               : "Total number of RPC stream messages received by the client.",
        0},
-      {&f->sent, PERFC_METRIC_COUNTER, "msg_sent_total",
+      {&f->sent, PERFC_METRICS_COUNTER, "msg_sent_total",
        server ? "Total number of gRPC stream messages sent by the server."
               : "Total number of gRPC stream messages sent by the client.",
        0},
-      {&f->seconds, PERFC_METRIC_HISTOGRAM, "handling_seconds",
+      {&f->seconds, PERFC_METRICS_HISTOGRAM, "handling_seconds",
        server ? "Histogram of response latency (seconds) of gRPC that had been "
                 "application-level handled by the server."
               : "Histogram of response latency (seconds) of the gRPC until it "
@@ -103,21 +103,23 @@ static int make_families(side_families *f, const char *side,
        0},
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
-    if (defs[i].type == PERFC_METRIC_HISTOGRAM && o->handling_time_histogram < 0) {
+    if (defs[i].type == PERFC_METRICS_HISTOGRAM &&
+        o->handling_time_histogram < 0) {
       *defs[i].out = NULL;
       continue;
     }
     char name[64];
     snprintf(name, sizeof name, "grpc_%s_%s", side, defs[i].suffix);
-    perfc_metric_opts mo;
-    perfc_metric_opts_init(&mo);
+    perfc_metrics_family_opts mo;
+    perfc_metrics_family_opts_init(&mo);
     mo.name = name;
     mo.help = defs[i].help;
     mo.label_names = defs[i].code ? with_code : base;
     mo.label_count = defs[i].code ? 4 : 3;
     mo.buckets = o->buckets;
     mo.bucket_count = o->bucket_count;
-    int rc = perfc_family_new(defs[i].out, o->registry, defs[i].type, &mo);
+    int rc =
+        perfc_metrics_family_new(defs[i].out, o->registry, defs[i].type, &mo);
     if (rc != 0) {
       perfc_log(PERFC_LOG_ERROR, "grpc metrics: cannot register %s: %s", name,
                 perfc_strerror(rc));
@@ -387,25 +389,30 @@ static int register_runtime(perfc_server *srv, void *user_data) {
   const char *labels[] = {port_label};
   struct {
     const char *name, *help;
-    perfc_metric_type type;
-    perfc_family *fam;
+    perfc_metrics_type type;
+    perfc_metrics_family *fam;
   } defs[] = {
-      {"perfc_server_pool_queued", "Calls waiting for a worker.", PERFC_METRIC_GAUGE, NULL},
-      {"perfc_server_pool_busy_workers", "Workers running a handler.", PERFC_METRIC_GAUGE, NULL},
+      {"perfc_server_pool_queued", "Calls waiting for a worker.",
+       PERFC_METRICS_GAUGE, NULL},
+      {"perfc_server_pool_busy_workers", "Workers running a handler.",
+       PERFC_METRICS_GAUGE, NULL},
       {"perfc_server_pool_rejected_total",
-       "Calls refused with RESOURCE_EXHAUSTED because the worker queue was full.",
-       PERFC_METRIC_COUNTER, NULL},
-      {"perfc_server_open_connections", "Established TCP connections to the server's ports.",
-       PERFC_METRIC_GAUGE, NULL},
+       "Calls refused with RESOURCE_EXHAUSTED because the worker queue was "
+       "full.",
+       PERFC_METRICS_COUNTER, NULL},
+      {"perfc_server_open_connections",
+       "Established TCP connections to the server's ports.",
+       PERFC_METRICS_GAUGE, NULL},
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
-    perfc_metric_opts mo;
-    perfc_metric_opts_init(&mo);
+    perfc_metrics_family_opts mo;
+    perfc_metrics_family_opts_init(&mo);
     mo.name = defs[i].name;
     mo.help = defs[i].help;
     mo.label_names = label_names;
     mo.label_count = 1;
-    int rc = perfc_family_new(&defs[i].fam, gm->registry, defs[i].type, &mo);
+    int rc =
+        perfc_metrics_family_new(&defs[i].fam, gm->registry, defs[i].type, &mo);
     if (rc != 0)
       return rc;
   }
@@ -423,13 +430,14 @@ static int register_runtime(perfc_server *srv, void *user_data) {
   if (copy == NULL)
     return PERFC_ENOMEM;
   memcpy(copy, ports, nports * sizeof *copy);
-  rc = perfc_family_add_func(defs[3].fam, labels, open_connections, copy, free);
+  rc = perfc_metrics_family_add_func(defs[3].fam, labels, open_connections,
+                                     copy, free);
   if (rc != 0)
     free(copy);
   return rc;
 }
 
-int perfc_grpc_metrics_attach_server(perfc_grpc_metrics *gm, perfc_server *srv) {
+int perfc_grpc_metrics_attach(perfc_grpc_metrics *gm, perfc_server *srv) {
   if (gm == NULL)
     return PERFC_EINVAL;
   int rc = perfc_server_add_interceptor(srv, &gm->server_ic);

@@ -6,7 +6,7 @@
  * and the polling thread are libmicrohttpd's; this file only binds the
  * socket (so it can report the port and a clean PERFC_EBIND) and answers.
  */
-#include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
 #include "perfc/log.h"
 
 #include <errno.h>
@@ -30,7 +30,7 @@
 
 struct perfc_metrics_http {
   struct MHD_Daemon *daemon;
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
   int port;
   _Atomic int serving;
 };
@@ -75,7 +75,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   if (strcmp(url, "/metrics") == 0) {
     char *out;
     size_t len;
-    if (perfc_registry_render(h->registry, &out, &len) != 0) {
+    if (perfc_metrics_registry_render(h->registry, &out, &len) != 0) {
       static const char msg[] = "out of memory\n";
       return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1, 0,
                    text);
@@ -197,7 +197,7 @@ int perfc_metrics_http_start(perfc_metrics_http **out,
   perfc_metrics_http *h = calloc(1, sizeof *h);
   if (!h)
     return PERFC_ENOMEM;
-  h->registry = o.registry ? o.registry : perfc_registry_default();
+  h->registry = o.registry ? o.registry : perfc_metrics_registry_default();
   atomic_init(&h->serving, 1);
   int fd;
   int rc = listen_on(o.addr, &fd, &h->port);
