@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *render(perfc_metrics_registry *reg) {
   char *text = NULL;
@@ -187,6 +188,65 @@ static void *sleepy_call(void *arg) {
   if (resp != NULL)
     protobuf_c_message_free_unpacked(resp, NULL);
   return NULL;
+}
+
+/* The pool knows nothing of metrics (core may not call observe): the
+ * metrics interceptor follows it through perfc_pool_opts.observer. While a
+ * call runs on the only worker and a second waits, the gauges say 1 and 1;
+ * afterwards 0 and 0. */
+Test(grpc_metrics, pool_gauges_follow_the_pool_while_calls_run) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_grpc_metrics *gm;
+  perfc_grpc_metrics_opts o = {.registry = reg};
+  cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
+  perfc_server *srv;
+  int port;
+  perfc_server_opts so = {
+      .default_executor = PERFC_EXEC_POOL, .pool_threads = 1, .pool_queue = 4};
+  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK); /* connects */
+
+  char busy1[128], queued1[128], busy0[128], queued0[128];
+  snprintf(busy1, sizeof busy1, "perfc_server_pool_busy_workers{port=\"%d\"} 1",
+           port);
+  snprintf(queued1, sizeof queued1, "perfc_server_pool_queued{port=\"%d\"} 1",
+           port);
+  snprintf(busy0, sizeof busy0, "perfc_server_pool_busy_workers{port=\"%d\"} 0",
+           port);
+  snprintf(queued0, sizeof queued0, "perfc_server_pool_queued{port=\"%d\"} 0",
+           port);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    pthread_create(&th[i], NULL, sleepy_call, ch);
+  /* Each call sleeps 300 ms: both states are seen well inside 2 s. */
+  int seen = 0;
+  for (int spin = 0; spin < 400 && !seen; spin++) {
+    char *text = render(reg);
+    seen = strstr(text, busy1) != NULL && strstr(text, queued1) != NULL;
+    free(text);
+    if (!seen)
+      usleep(5000);
+  }
+  cr_assert(seen, "never saw one call running and one waiting");
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  char *text = render(reg);
+  expect_line(text, busy0);
+  expect_line(text, queued0);
+  free(text);
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_grpc_metrics_free(gm);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(grpc_metrics, pool_and_connection_metrics) {

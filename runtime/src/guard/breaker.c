@@ -21,6 +21,7 @@
  * may be lost, which only blurs a statistic that is an estimate anyway.
  */
 #include "perfc/breaker.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
 #include "server/server_internal.h"
 
@@ -242,17 +243,10 @@ static void after(void *self, const perfc_method_desc *m, void *call_state,
 /* ---- lifecycle --------------------------------------------------------------
  */
 
-static int family(perfc_metrics_family **out, perfc_metrics_registry *reg,
-                  perfc_metrics_type t, const char *name, const char *help) {
-  static const char *const labels[] = {"target", "grpc_method"};
-  perfc_metrics_family_opts mo;
-  perfc_metrics_family_opts_init(&mo);
-  mo.name = name;
-  mo.help = help;
-  mo.label_names = labels;
-  mo.label_count = 2;
-  return perfc_metrics_family_new(out, reg, t, &mo);
-}
+/* Every family here has the same two labels. */
+static const char *const family_labels[] = {"target", "grpc_method"};
+#define family(out, reg, type, name, help)                                     \
+  perfc__metrics_family(out, reg, type, name, help, family_labels, 2)
 
 int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
   if (out == NULL)

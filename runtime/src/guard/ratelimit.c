@@ -18,6 +18,7 @@
  * and LRU list, so calls with different keys rarely meet on one lock.
  */
 #include "perfc/ratelimit.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
@@ -455,15 +456,12 @@ int perfc_ratelimit_new(perfc_ratelimit **out,
   if (rc == 0) {
     static const char *const labels[] = {"grpc_service", "grpc_method",
                                          "scope"};
-    perfc_metrics_family_opts mo;
-    perfc_metrics_family_opts_init(&mo);
-    mo.name = "perfc_ratelimit_rejected_total";
-    mo.help = "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope "
-              "is global, service or method.";
-    mo.label_names = labels;
-    mo.label_count = 3;
-    rc = perfc_metrics_family_new(&rl->rejected, opts->registry,
-                                  PERFC_METRICS_COUNTER, &mo);
+    rc = perfc__metrics_family(
+        &rl->rejected, opts->registry, PERFC_METRICS_COUNTER,
+        "perfc_ratelimit_rejected_total",
+        "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope is "
+        "global, service or method.",
+        labels, 3);
   }
   if (rc != 0) {
     perfc_ratelimit_free(rl);

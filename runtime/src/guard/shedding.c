@@ -31,6 +31,7 @@
  * dropped rather than waited for.
  */
 #include "perfc/shedding.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
@@ -236,17 +237,10 @@ static void after(void *self, void *state, perfc_ctx *ctx, void *call_state,
 /* ---- lifecycle --------------------------------------------------------------
  */
 
-static int family(perfc_metrics_family **out, perfc_metrics_registry *reg,
-                  perfc_metrics_type t, const char *name, const char *help) {
-  static const char *const labels[] = {"grpc_service", "grpc_method"};
-  perfc_metrics_family_opts mo;
-  perfc_metrics_family_opts_init(&mo);
-  mo.name = name;
-  mo.help = help;
-  mo.label_names = labels;
-  mo.label_count = 2;
-  return perfc_metrics_family_new(out, reg, t, &mo);
-}
+/* Every family here has the same two labels. */
+static const char *const family_labels[] = {"grpc_service", "grpc_method"};
+#define family(out, reg, type, name, help)                                     \
+  perfc__metrics_family(out, reg, type, name, help, family_labels, 2)
 
 int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
   if (out == NULL)

@@ -14,6 +14,8 @@
  * a stable identity).
  */
 #include "perfc/grpc_metrics.h"
+#include "core/error_internal.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
 #include "server/server_internal.h"
 
@@ -376,11 +378,42 @@ static double open_connections(void *user_data) {
   return n;
 }
 
+/* The worker pool's series of one server. The pool (core) knows nothing of
+ * metrics: it tells its observer, pool_observe(), of each change, and the
+ * series follow. Owned by the server (freed in perfc_server_free(), after
+ * its pool). */
+typedef struct pool_series {
+  perfc_grpc_metrics *gm;
+  perfc_gauge *queued, *busy;
+  perfc_counter *rejected;
+} pool_series;
+
+/* Called under the pool's lock; per-thread cells, so no extra sharing. */
+static void pool_observe(perfc_pool_event ev, void *user_data) {
+  pool_series *ps = user_data;
+  switch (ev) {
+  case PERFC_POOL_QUEUED:
+    perfc_gauge_inc(ps->queued);
+    break;
+  case PERFC_POOL_STARTED:
+    perfc_gauge_dec(ps->queued);
+    perfc_gauge_inc(ps->busy);
+    break;
+  case PERFC_POOL_FINISHED:
+    perfc_gauge_dec(ps->busy);
+    break;
+  case PERFC_POOL_REJECTED:
+    perfc_counter_inc(ps->rejected);
+    break;
+  }
+}
+
 /* At server start (ports are bound by then): the worker pool's gauges and
  * counter, and the connection gauge, labelled by the first bound port so
  * several servers can share one registry. */
 static int register_runtime(perfc_server *srv, void *user_data) {
-  perfc_grpc_metrics *gm = user_data;
+  pool_series *ps = user_data;
+  perfc_grpc_metrics *gm = ps->gm;
   const int *ports;
   size_t nports = perfc__server_ports(srv, &ports);
   char port_label[16];
@@ -405,27 +438,19 @@ static int register_runtime(perfc_server *srv, void *user_data) {
        PERFC_METRICS_GAUGE, NULL},
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
-    perfc_metrics_family_opts mo;
-    perfc_metrics_family_opts_init(&mo);
-    mo.name = defs[i].name;
-    mo.help = defs[i].help;
-    mo.label_names = label_names;
-    mo.label_count = 1;
-    int rc =
-        perfc_metrics_family_new(&defs[i].fam, gm->registry, defs[i].type, &mo);
+    int rc = perfc__metrics_family(&defs[i].fam, gm->registry, defs[i].type,
+                                   defs[i].name, defs[i].help, label_names, 1);
     if (rc != 0)
       return rc;
   }
-  perfc_gauge *queued, *busy;
-  perfc_counter *rejected;
-  int rc = perfc_gauge_get(&queued, defs[0].fam, labels);
+  int rc = perfc_gauge_get(&ps->queued, defs[0].fam, labels);
   if (rc == 0)
-    rc = perfc_gauge_get(&busy, defs[1].fam, labels);
+    rc = perfc_gauge_get(&ps->busy, defs[1].fam, labels);
   if (rc == 0)
-    rc = perfc_counter_get(&rejected, defs[2].fam, labels);
+    rc = perfc_counter_get(&ps->rejected, defs[2].fam, labels);
   if (rc != 0)
     return rc;
-  perfc__server_set_pool_metrics(srv, queued, busy, rejected);
+  perfc__server_set_pool_observer(srv, pool_observe, ps);
   int *copy = calloc(nports + 1, sizeof *copy);
   if (copy == NULL)
     return PERFC_ENOMEM;
@@ -438,11 +463,22 @@ static int register_runtime(perfc_server *srv, void *user_data) {
 }
 
 int perfc_grpc_metrics_attach(perfc_grpc_metrics *gm, perfc_server *srv) {
-  if (gm == NULL)
-    return PERFC_EINVAL;
-  int rc = perfc_server_add_interceptor(srv, &gm->server_ic);
+  if (gm == NULL || srv == NULL)
+    return perfc__fail(PERFC_EINVAL,
+                       "grpc metrics: attach needs the metrics and a server");
+  pool_series *ps = calloc(1, sizeof *ps);
+  if (ps == NULL)
+    return perfc__fail(PERFC_ENOMEM, "grpc metrics: out of memory");
+  ps->gm = gm;
+  /* The server owns `ps` from here (a hook with only a destructor). */
+  int rc = perfc_server_add_shutdown_hook(srv, NULL, ps, free);
+  if (rc != 0) {
+    free(ps);
+    return rc;
+  }
+  rc = perfc_server_add_interceptor(srv, &gm->server_ic);
   if (rc == 0)
-    rc = perfc_server_add_start_hook(srv, register_runtime, gm);
+    rc = perfc_server_add_start_hook(srv, register_runtime, ps);
   return rc;
 }
 

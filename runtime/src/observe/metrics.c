@@ -30,6 +30,7 @@
  * once per thread per CHUNK_CELLS cells).
  */
 #include "perfc/metrics.h"
+#include "observe/metrics_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -718,6 +719,19 @@ fail:
   if (f)
     family_free(f);
   return rc;
+}
+
+int perfc__metrics_family(perfc_metrics_family **out,
+                          perfc_metrics_registry *reg, perfc_metrics_type type,
+                          const char *name, const char *help,
+                          const char *const *label_names, size_t label_count) {
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = name;
+  mo.help = help;
+  mo.label_names = label_names;
+  mo.label_count = label_count;
+  return perfc_metrics_family_new(out, reg, type, &mo);
 }
 
 static uint64_t hash_values(const perfc_metrics_family *f,

@@ -6,6 +6,7 @@
  * Room: runtime sources (metrics module). Linux only: /proc is the source.
  */
 #include "perfc/process_metrics.h"
+#include "observe/metrics_internal.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -163,12 +164,9 @@ int perfc_process_metrics_register(perfc_metrics_registry *reg) {
        PERFC_METRICS_GAUGE, PF_START_TIME},
   };
   for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
-    perfc_metrics_family_opts o;
-    perfc_metrics_family_opts_init(&o);
-    o.name = defs[i].name;
-    o.help = defs[i].help;
     perfc_metrics_family *f;
-    int rc = perfc_metrics_family_new(&f, reg, defs[i].type, &o);
+    int rc = perfc__metrics_family(&f, reg, defs[i].type, defs[i].name,
+                                   defs[i].help, NULL, 0);
     if (rc)
       return rc;
     rc = perfc_metrics_family_add_func(f, NULL, proc_value,
@@ -180,14 +178,10 @@ int perfc_process_metrics_register(perfc_metrics_registry *reg) {
   /* The info-metric idiom: a constant 1 whose labels carry the data, so a
    * query can join the version onto any other series. */
   static const char *const ln[] = {"version"};
-  perfc_metrics_family_opts o;
-  perfc_metrics_family_opts_init(&o);
-  o.name = "perfc_build_info";
-  o.help = "perfc runtime build information; the value is always 1.";
-  o.label_names = ln;
-  o.label_count = 1;
   perfc_metrics_family *f;
-  int rc = perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o);
+  int rc = perfc__metrics_family(
+      &f, reg, PERFC_METRICS_GAUGE, "perfc_build_info",
+      "perfc runtime build information; the value is always 1.", ln, 1);
   if (rc)
     return rc;
   perfc_gauge *g;
