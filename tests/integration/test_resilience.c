@@ -39,8 +39,8 @@ static void setup(void) {
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &go), 0);
 
   perfc_timeouts_rule tr[] = {
-      {"/perfc.test.v1.TestService/Slow", 100},
-      {"/perfc.test.v1.TestService/", 3000},
+      {.method = "/perfc.test.v1.TestService/Slow", .timeout_ms = 100},
+      {.method = "/perfc.test.v1.TestService/", .timeout_ms = 3000},
   };
   perfc_timeouts_opts to;
   perfc_timeouts_opts_init(&to);

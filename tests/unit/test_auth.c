@@ -109,7 +109,7 @@ static void start(void) {
   o.issuer = "perfc-test";
   o.audience = "t.v1.Auth";
   o.rules = rules;
-  o.n_rules = sizeof rules / sizeof *rules;
+  o.rule_count = sizeof rules / sizeof *rules;
   cr_assert_eq(perfc_auth_new(&auth, &o), 0);
   free(pem);
   int port;

@@ -114,7 +114,8 @@ Test(grpc_metrics, histogram_can_be_turned_off) {
   perfc_metrics_registry *reg;
   cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
-  perfc_grpc_metrics_opts o = {.registry = reg, .handling_time_histogram = -1};
+  perfc_grpc_metrics_opts o = {.registry = reg,
+                               .disable_handling_time_histogram = true};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
   perfc_server *srv;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);

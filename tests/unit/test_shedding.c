@@ -327,6 +327,16 @@ Test(shedding, bad_options_refused) {
   o.min_limit = 10;
   o.max_limit = 5;
   cr_assert_eq(perfc_shedding_new(&x, &o), PERFC_EINVAL);
+  cr_assert_not_null(strstr(perfc_last_error(), "max_limit 5"), "%s",
+                     perfc_last_error());
+  /* No ceiling is a number, not a zero: the default is the largest. */
+  perfc_shedding_opts_init(&o);
+  cr_assert_eq(o.max_limit, PERFC_DEFAULT_SHEDDING_MAX_LIMIT);
+  o.max_limit = PERFC_DEFAULT_SHEDDING_MAX_LIMIT + 1;
+  cr_assert_eq(perfc_shedding_new(&x, &o), PERFC_EINVAL);
+  perfc_shedding_opts z = {0}; /* zero is the default everywhere */
+  cr_assert_eq(perfc_shedding_new(&x, &z), 0);
+  perfc_shedding_free(x);
   cr_assert_eq(perfc_shedding_new(NULL, NULL), PERFC_EINVAL);
   cr_assert_eq(perfc_shedding_attach(NULL, NULL), PERFC_EINVAL);
   perfc_shedding_free(NULL);

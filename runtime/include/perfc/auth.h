@@ -16,14 +16,20 @@
 #include "perfc/interceptor.h"
 #include "perfc/jwt.h"
 
+#include <stdbool.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /** Longest token accepted, in bytes (header.payload.signature). */
 #define PERFC_DEFAULT_AUTH_MAX_TOKEN 8192
-/** Clock-skew leeway applied to exp and nbf, in seconds. */
-#define PERFC_DEFAULT_AUTH_LEEWAY_S 60
+/** Clock-skew leeway applied to exp, nbf and iat: a minute covers the
+ *  skew of NTP-synchronised hosts with a wide margin. */
+#define PERFC_DEFAULT_AUTH_LEEWAY_MS 60000
+/** Longest leeway accepted: a day. More is a configuration error. */
+#define PERFC_AUTH_MAX_LEEWAY_MS (INT64_C(86400) * 1000)
+
 /** A per-method rule. `method` is a full path "/pkg.Svc/Method", a service
  *  wildcard ("/pkg.Svc/" followed by a star) or a lone star; the most
  *  specific match wins. Methods no rule matches need a valid token and
@@ -31,7 +37,7 @@ extern "C" {
 typedef struct perfc_auth_rule {
   const char *method;
   /** No token needed; the token is not read at all on such methods. */
-  int is_public;
+  bool is_public;
   /** When non-NULL, the token must carry `claim` holding `value` (see
    *  perfc_jwt_claim_has), else the call gets PERMISSION_DENIED. */
   const char *claim;
@@ -52,16 +58,27 @@ typedef struct perfc_auth_opts {
   const char *issuer;
   /** When non-NULL, `aud` (string or array) must contain this. Copied. */
   const char *audience;
-  /** Clock-skew leeway for exp/nbf/iat, seconds; 0 = default
-   *  (PERFC_DEFAULT_AUTH_LEEWAY_S), negative = none. */
-  int64_t leeway_s;
-  /** Non-zero accepts tokens without `exp`; by default exp is required. */
-  int allow_missing_exp;
+  /** Clock-skew leeway for exp/nbf/iat, milliseconds, 0 to
+   *  PERFC_AUTH_MAX_LEEWAY_MS; 0 = PERFC_DEFAULT_AUTH_LEEWAY_MS. Applied in
+   *  whole seconds (JWT dates are seconds), rounded down. */
+  int64_t leeway_ms;
+  /** true: no leeway at all (times checked exactly); leeway_ms must then
+   *  be 0. */
+  bool disable_leeway;
+  /** true accepts tokens without `exp`; by default exp is required. */
+  bool allow_missing_exp;
   /** 0 = PERFC_DEFAULT_AUTH_MAX_TOKEN. */
   size_t max_token_len;
   /** Per-method rules; the array and its strings are copied. */
   const perfc_auth_rule *rules;
-  size_t n_rules;
+#ifndef PERFC_NO_DEPRECATED_NAMES
+  union {
+    size_t rule_count;
+    size_t n_rules; /**< deprecated alias of rule_count (docs used it) */
+  };
+#else
+  size_t rule_count;
+#endif
   /** Wall clock in seconds since the epoch; NULL = time(). For tests. */
   int64_t (*now)(void *now_user_data);
   void *now_user_data;
@@ -69,6 +86,12 @@ typedef struct perfc_auth_opts {
 
 /** Fills `o` with the defaults (zero everywhere, which means default). */
 PERFC_API void perfc_auth_opts_init(perfc_auth_opts *o);
+
+#ifndef PERFC_NO_DEPRECATED_NAMES
+/** Deprecated: the leeway in seconds, before options took milliseconds
+ *  (docs used it). */
+#define PERFC_DEFAULT_AUTH_LEEWAY_S (PERFC_DEFAULT_AUTH_LEEWAY_MS / 1000)
+#endif
 
 typedef struct perfc_auth perfc_auth;
 

@@ -36,6 +36,9 @@ extern "C" {
 /** Headroom over the no-queue concurrency (brpc's auto_cl_alpha, 0.3):
  *  tolerates 30% latency noise before shrinking the limit. */
 #define PERFC_DEFAULT_SHEDDING_ALPHA 0.3
+/** The ceiling when none is given: 2^30 calls in flight, far above what a
+ *  server holds, so in effect none (and the largest accepted). */
+#define PERFC_DEFAULT_SHEDDING_MAX_LIMIT (1u << 30)
 
 typedef struct perfc_shedding_opts {
   /** Registry for the shedding metrics; NULL = default. Borrowed. */
@@ -44,7 +47,8 @@ typedef struct perfc_shedding_opts {
   unsigned min_samples;   /**< 0 = PERFC_DEFAULT_SHEDDING_MIN_SAMPLES */
   unsigned min_limit;     /**< 0 = PERFC_DEFAULT_SHEDDING_MIN_LIMIT */
   unsigned initial_limit; /**< 0 = PERFC_DEFAULT_SHEDDING_INITIAL_LIMIT */
-  /** Most calls in flight ever allowed; 0 = no ceiling. */
+  /** Most calls in flight ever allowed; 0 = PERFC_DEFAULT_SHEDDING_MAX_LIMIT
+   *  (in effect no ceiling). */
   unsigned max_limit;
   double alpha; /**< 0 = PERFC_DEFAULT_SHEDDING_ALPHA */
 } perfc_shedding_opts;
@@ -54,11 +58,13 @@ typedef struct perfc_shedding perfc_shedding;
 /** Fills `o` with the defaults above. */
 PERFC_API void perfc_shedding_opts_init(perfc_shedding_opts *o);
 
-/** Creates a shedder; `opts` may be NULL. The caller frees it with
- *  perfc_shedding_free() after every server it is attached to is freed.
- *  Returns 0, PERFC_EINVAL (min_limit or initial_limit above max_limit,
- *  alpha outside (0, 1], window_ms < 0), PERFC_ENOMEM or an error of
- *  perfc_metrics_family_new(). */
+/** Creates a shedder; `opts` may be NULL (defaults) and is copied whole.
+ *  The caller frees it with perfc_shedding_free() after every server it is
+ *  attached to is freed. Returns 0, PERFC_EINVAL (min_limit or
+ *  initial_limit above max_limit, max_limit above
+ *  PERFC_DEFAULT_SHEDDING_MAX_LIMIT, alpha outside (0, 1], window_ms < 0),
+ *  PERFC_ENOMEM or an error of perfc_metrics_family_new(); the detail is
+ *  in perfc_last_error(). */
 PERFC_API int perfc_shedding_new(perfc_shedding **out,
                                  const perfc_shedding_opts *opts);
 

@@ -15,6 +15,8 @@
 #include "perfc/interceptor.h"
 #include "perfc/service.h"
 
+#include <stdbool.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -24,17 +26,22 @@ extern "C" {
  *  perfc_timeouts_new() only. */
 typedef struct perfc_timeouts_rule {
   const char *method;
-  /** Milliseconds; 0 = no server-side timeout for the method, whatever its
-   *  proto option says. */
+  /** The method's timeout, milliseconds, > 0 (unless no_timeout). */
   int64_t timeout_ms;
+  /** true: the method gets no server-side timeout, whatever its proto
+   *  option says; timeout_ms must then be 0. */
+  bool no_timeout;
 } perfc_timeouts_rule;
 
 typedef struct perfc_timeouts_opts {
   /** Overrides of (perfc.method).timeout, first match wins; copied. */
   const perfc_timeouts_rule *rules;
   size_t rule_count;
-  /** Timeout of methods with neither an override nor a proto option;
-   *  0 = none (the default: only what the proto or config asks). */
+  /** true: methods with neither an override nor a proto option get
+   *  default_timeout_ms. false (the default): they get no server-side
+   *  timeout, only what the proto or config asks. */
+  bool default_timeout_enabled;
+  /** Milliseconds, > 0 when default_timeout_enabled, else 0. */
   int64_t default_timeout_ms;
 } perfc_timeouts_opts;
 
@@ -44,9 +51,11 @@ typedef struct perfc_timeouts perfc_timeouts;
 PERFC_API void perfc_timeouts_opts_init(perfc_timeouts_opts *o);
 
 /** Creates the timeout interceptor; `opts` may be NULL (then only proto
- *  options apply). Freed with perfc_timeouts_free() after the servers.
- *  Returns 0, PERFC_EINVAL (NULL or relative method, negative timeout) or
- *  PERFC_ENOMEM. */
+ *  options apply) and is copied whole, rules included. Freed with
+ *  perfc_timeouts_free() after the servers. Returns 0, PERFC_EINVAL (NULL
+ *  or relative method; a timeout not > 0 where one is enabled, or set
+ *  where none is: the detail and the rule's index are in
+ *  perfc_last_error_detail()) or PERFC_ENOMEM. */
 PERFC_API int perfc_timeouts_new(perfc_timeouts **out,
                                  const perfc_timeouts_opts *opts);
 

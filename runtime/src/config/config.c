@@ -652,7 +652,8 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
     if (rates)
       rr[i] = (perfc_ratelimit_rule){.method = method, .rate = (double)rate};
     else
-      tr[i] = (perfc_timeouts_rule){.method = method, .timeout_ms = ms};
+      tr[i] = (perfc_timeouts_rule){
+          .method = method, .timeout_ms = ms, .no_timeout = ms == 0};
   }
   if (rates) {
     free_rate_rules(cfg->rate_rules, cfg->nrate_rules);
@@ -1596,7 +1597,7 @@ int perfc_config_apply_grpc_metrics(const perfc_config *cfg,
   if (!cfg || !o)
     return PERFC_EINVAL;
   if (is_set(cfg, "metrics", "handling_time_histogram"))
-    o->handling_time_histogram = cfg->v.handling_time_histogram ? 1 : -1;
+    o->disable_handling_time_histogram = !cfg->v.handling_time_histogram;
   if (is_set(cfg, "metrics", "buckets")) {
     o->buckets = cfg->buckets;
     o->bucket_count = cfg->bucket_count;
@@ -1662,6 +1663,7 @@ int perfc_config_attach_resilience(const perfc_config *cfg, perfc_server *srv,
   perfc_timeouts_opts to;
   perfc_timeouts_opts_init(&to);
   to.default_timeout_ms = r->default_timeout_ms;
+  to.default_timeout_enabled = r->default_timeout_ms > 0;
   to.rules = cfg->timeout_rules;
   to.rule_count = cfg->ntimeout_rules;
   int rc = perfc_timeouts_new(&g->timeouts, &to);

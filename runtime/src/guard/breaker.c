@@ -21,6 +21,7 @@
  * may be lost, which only blurs a statistic that is an estimate anyway.
  */
 #include "perfc/breaker.h"
+#include "core/error_internal.h"
 #include "observe/metrics_internal.h"
 #include "perfc/log.h"
 #include "server/server_internal.h"
@@ -250,34 +251,39 @@ static const char *const family_labels[] = {"target", "grpc_method"};
 
 int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
   if (out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "breaker: NULL out");
+  /* Copied whole, then zeros become defaults: a field added later is kept
+   * without a line here. */
   perfc_breaker_opts o;
   perfc_breaker_opts_init(&o);
   if (opts != NULL) {
-    o.registry = opts->registry;
-    o.target = opts->target;
-    o.clock = opts->clock;
-    o.clock_user_data = opts->clock_user_data;
-    o.random = opts->random;
-    o.random_user_data = opts->random_user_data;
-#define TAKE(f)                                                                \
-  if (opts->f)                                                                 \
-  o.f = opts->f
-    TAKE(k);
-    TAKE(window_ms);
-    TAKE(buckets);
-    TAKE(min_requests);
-#undef TAKE
+    const perfc_breaker_opts d = o;
+    o = *opts;
+    if (o.k == 0)
+      o.k = d.k;
+    if (o.window_ms == 0)
+      o.window_ms = d.window_ms;
+    if (o.buckets == 0)
+      o.buckets = d.buckets;
+    if (o.min_requests == 0)
+      o.min_requests = d.min_requests;
   }
-  if (!(o.k >= 1) || o.buckets > MAX_BUCKETS ||
-      o.window_ms < (int64_t)o.buckets)
-    return PERFC_EINVAL;
+  if (!(o.k >= 1))
+    return perfc__fail(PERFC_EINVAL, "breaker: k %g is below 1", o.k);
+  if (o.buckets > MAX_BUCKETS)
+    return perfc__fail(PERFC_EINVAL, "breaker: %u buckets, at most %d",
+                       o.buckets, MAX_BUCKETS);
+  if (o.window_ms < (int64_t)o.buckets)
+    return perfc__fail(PERFC_EINVAL,
+                       "breaker: window_ms %lld is shorter than %u buckets "
+                       "of 1 ms",
+                       (long long)o.window_ms, o.buckets);
   perfc_breaker *b = calloc(1, sizeof *b);
   if (b == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "breaker: out of memory");
   if ((b->target = strdup(o.target ? o.target : "")) == NULL) {
     free(b);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "breaker: out of memory");
   }
   b->k = o.k;
   b->nbuckets = o.buckets;

@@ -106,7 +106,7 @@ static int make_families(side_families *f, const char *side,
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
     if (defs[i].type == PERFC_METRICS_HISTOGRAM &&
-        o->handling_time_histogram < 0) {
+        o->disable_handling_time_histogram) {
       *defs[i].out = NULL;
       continue;
     }
@@ -292,14 +292,14 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
 int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
                            const perfc_grpc_metrics_opts *opts) {
   if (out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "grpc metrics: NULL out");
   perfc_grpc_metrics_opts o;
   perfc_grpc_metrics_opts_init(&o);
   if (opts != NULL)
     o = *opts;
   perfc_grpc_metrics *gm = calloc(1, sizeof *gm);
   if (gm == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "grpc metrics: out of memory");
   gm->registry = o.registry;
   int rc = make_families(&gm->server, "server", &o);
   if (rc == 0)
