@@ -654,3 +654,34 @@ Test(metrics, gauge_set_races_with_adds) {
   cr_assert_eq(perfc_gauge_value(g), 42.0);
   perfc_metrics_registry_free(reg);
 }
+
+/* Registration failures say what was wrong in the one error-detail place
+ * (perfc_last_error()), naming the metric and, for a label, its index. */
+Test(metrics, failures_leave_their_detail) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
+  perfc_metrics_family *f;
+  o.name = "9bad";
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o),
+               PERFC_EINVAL);
+  cr_assert_not_null(
+      strstr(perfc_last_error(), "\"9bad\" is not a metric name"), "%s",
+      perfc_last_error());
+  const char *labels[] = {"ok", "le"};
+  o.name = "h";
+  o.label_names = labels;
+  o.label_count = 2;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               PERFC_EINVAL);
+  cr_assert_eq(perfc_last_error_detail().index, 1);
+  o.label_count = 1;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o),
+               PERFC_EEXIST);
+  cr_assert_not_null(strstr(perfc_last_error(), "h is already registered"),
+                     "%s", perfc_last_error());
+  perfc_metrics_registry_free(reg);
+}

@@ -30,6 +30,7 @@
  * once per thread per CHUNK_CELLS cells).
  */
 #include "perfc/metrics.h"
+#include "core/error_internal.h"
 #include "observe/metrics_internal.h"
 
 #include <math.h>
@@ -37,6 +38,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -582,12 +584,15 @@ static int normalize_buckets(const perfc_metrics_family_opts *o,
   if (isinf(o->buckets[cnt - 1]) && o->buckets[cnt - 1] > 0)
     cnt--;
   if (cnt > PERFC_METRICS_MAX_BUCKETS)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: %zu buckets, at most %d",
+                       o->name, cnt, PERFC_METRICS_MAX_BUCKETS);
   for (size_t i = 0; i < cnt; i++) {
-    if (!isfinite(o->buckets[i]))
-      return PERFC_EINVAL;
-    if (i > 0 && !(o->buckets[i] > o->buckets[i - 1]))
-      return PERFC_EINVAL;
+    if (!isfinite(o->buckets[i]) ||
+        (i > 0 && !(o->buckets[i] > o->buckets[i - 1])))
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i,
+                             "metrics: %s: bucket %zu (%g) is not finite and "
+                             "above the one before",
+                             o->name, i, o->buckets[i]);
   }
   *b = o->buckets;
   *n = cnt;
@@ -629,22 +634,32 @@ int perfc_metrics_family_new(perfc_metrics_family **out,
                              const perfc_metrics_family_opts *o) {
   if (!reg)
     reg = &g_default_registry;
-  if (!out || !o || !valid_metric_name(o->name))
-    return PERFC_EINVAL;
+  if (!out || !o)
+    return perfc__fail(PERFC_EINVAL, "metrics: NULL out or options");
+  if (!valid_metric_name(o->name))
+    return perfc__fail(PERFC_EINVAL, "metrics: \"%s\" is not a metric name",
+                       o->name ? o->name : "(null)");
   if (type != PERFC_METRICS_COUNTER && type != PERFC_METRICS_GAUGE &&
       type != PERFC_METRICS_HISTOGRAM)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: unknown type %d", o->name,
+                       (int)type);
   if (o->label_count > PERFC_METRICS_MAX_LABELS ||
       (o->label_count && !o->label_names))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: %zu labels, at most %d",
+                       o->name, o->label_count, PERFC_METRICS_MAX_LABELS);
   for (size_t i = 0; i < o->label_count; i++) {
-    if (!valid_label_name(o->label_names[i]))
-      return PERFC_EINVAL;
-    if (type == PERFC_METRICS_HISTOGRAM && strcmp(o->label_names[i], "le") == 0)
-      return PERFC_EINVAL;
+    bool dup = false;
     for (size_t k = 0; k < i; k++)
-      if (strcmp(o->label_names[i], o->label_names[k]) == 0)
-        return PERFC_EINVAL;
+      dup |= o->label_names[i] != NULL &&
+             strcmp(o->label_names[i], o->label_names[k]) == 0;
+    if (!valid_label_name(o->label_names[i]) || dup ||
+        (type == PERFC_METRICS_HISTOGRAM &&
+         strcmp(o->label_names[i], "le") == 0))
+      return perfc_error_set(
+          PERFC_EINVAL, NULL, (long)i,
+          "metrics: %s: label %zu \"%s\" is not a label name, is repeated, "
+          "or is \"le\" on a histogram",
+          o->name, i, o->label_names[i] ? o->label_names[i] : "(null)");
   }
   const double *b = NULL;
   size_t nb = 0;
@@ -655,7 +670,7 @@ int perfc_metrics_family_new(perfc_metrics_family **out,
   }
   const char *help = o->help ? o->help : "";
   if (!valid_utf8(help))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: help is not UTF-8", o->name);
 
   pthread_mutex_lock(&reg->lock);
   for (size_t i = 0; i < reg->nfams; i++) {
@@ -665,13 +680,18 @@ int perfc_metrics_family_new(perfc_metrics_family **out,
         (type == PERFC_METRICS_HISTOGRAM &&
          suffix_collides(o->name, f->name))) {
       pthread_mutex_unlock(&reg->lock);
-      return PERFC_EEXIST;
+      return perfc__fail(PERFC_EEXIST,
+                         "metrics: %s collides with histogram samples of %s",
+                         o->name, f->name);
     }
     if (strcmp(f->name, o->name) == 0) {
       int same = family_same(f, type, help, o, b, nb);
       pthread_mutex_unlock(&reg->lock);
       if (!same)
-        return PERFC_EEXIST;
+        return perfc__fail(PERFC_EEXIST,
+                           "metrics: %s is already registered with another "
+                           "type, help, labels or buckets",
+                           o->name);
       *out = f;
       return 0;
     }
@@ -718,7 +738,7 @@ fail:
   pthread_mutex_unlock(&reg->lock);
   if (f)
     family_free(f);
-  return rc;
+  return perfc__fail(rc, "metrics: out of memory registering %s", o->name);
 }
 
 int perfc__metrics_family(perfc_metrics_family **out,
@@ -801,13 +821,22 @@ static int series_get(struct series **out, perfc_metrics_family *f,
                       perfc_metrics_type want, const char *const *v,
                       perfc_metrics_value_fn fn, void *ud,
                       void (*free_fn)(void *)) {
-  if (!out || !f || f->type != want)
-    return PERFC_EINVAL;
+  if (!out || !f)
+    return perfc__fail(PERFC_EINVAL, "metrics: NULL out or family");
+  if (f->type != want)
+    return perfc__fail(PERFC_EINVAL, "metrics: %s is not a %s", f->name,
+                       want == PERFC_METRICS_COUNTER ? "counter"
+                       : want == PERFC_METRICS_GAUGE ? "gauge"
+                                                     : "histogram");
   if (f->nlabels && !v)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: %zu label values needed",
+                       f->name, f->nlabels);
   for (size_t i = 0; i < f->nlabels; i++)
     if (!v[i] || !valid_utf8(v[i]))
-      return PERFC_EINVAL;
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i,
+                             "metrics: %s: value of label %s is NULL or not "
+                             "UTF-8",
+                             f->name, f->labels[i]);
   uint64_t h = hash_values(f, v);
   perfc_metrics_registry *reg = f->reg;
   pthread_mutex_lock(&reg->lock);
@@ -815,9 +844,12 @@ static int series_get(struct series **out, perfc_metrics_family *f,
   if (s) {
     pthread_mutex_unlock(&reg->lock);
     if (fn)
-      return PERFC_EEXIST;
-    if (s->fn)
-      return PERFC_EINVAL; /* a callback series has no value to update */
+      return perfc__fail(PERFC_EEXIST, "metrics: %s: series exists already",
+                         f->name);
+    if (s->fn) /* a callback series has no value to update */
+      return perfc__fail(PERFC_EINVAL,
+                         "metrics: %s: series is computed by a callback",
+                         f->name);
     *out = s;
     return 0;
   }
@@ -826,7 +858,7 @@ static int series_get(struct series **out, perfc_metrics_family *f,
     struct series **p = realloc(f->series, cap * sizeof *p);
     if (!p) {
       pthread_mutex_unlock(&reg->lock);
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "metrics: out of memory");
     }
     f->series = p;
     f->capseries = cap;
@@ -834,7 +866,7 @@ static int series_get(struct series **out, perfc_metrics_family *f,
   s = series_new(f, v, h);
   if (!s) {
     pthread_mutex_unlock(&reg->lock);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "metrics: out of memory");
   }
   uint32_t n = series_cells(f);
   if (fn) {
@@ -884,7 +916,8 @@ int perfc_metrics_family_add_func(perfc_metrics_family *fam,
                                   perfc_metrics_value_fn fn, void *user_data,
                                   void (*free_fn)(void *user_data)) {
   if (!fam || !fn || fam->type == PERFC_METRICS_HISTOGRAM)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: a callback series needs a "
+                                     "counter or gauge family and a function");
   struct series *s;
   return series_get(&s, fam, fam->type, label_values, fn, user_data, free_fn);
 }
@@ -1319,7 +1352,7 @@ int perfc_metrics_registry_render(perfc_metrics_registry *reg, char **out,
   if (!reg)
     reg = &g_default_registry;
   if (!out)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: NULL out");
   buf b = {0};
   buf_reserve(&b, 0);
   if (!b.oom)
@@ -1332,7 +1365,7 @@ int perfc_metrics_registry_render(perfc_metrics_registry *reg, char **out,
   pthread_mutex_unlock(&reg->lock);
   if (b.oom) {
     free(b.p);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "metrics: out of memory rendering");
   }
   *out = b.p;
   if (out_len)
