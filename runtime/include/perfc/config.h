@@ -25,12 +25,12 @@
 
 #include "perfc/cache.h"
 #include "perfc/common.h"
-#include "perfc/grpc_metrics.h"
 #include "perfc/l1cache.h"
-#include "perfc/metrics.h"
-#include "perfc/metrics_http.h"
 #include "perfc/pg.h"
 #include "perfc/redis.h"
+#include "perfc/grpc_metrics.h"
+#include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
 #include "perfc/server.h"
 #include "perfc/tls.h"
 
