@@ -194,7 +194,7 @@ int main(int argc, char **argv) {
     ho.addr = metrics_listen;
     rc = perfc_grpc_metrics_new(&gm, NULL);
     if (rc == 0)
-      rc = perfc_grpc_metrics_attach_server(gm, srv);
+      rc = perfc_grpc_metrics_attach(gm, srv);
     if (rc == 0)
       rc = perfc_process_metrics_register(NULL);
     if (rc == 0)
@@ -249,7 +249,8 @@ int main(int argc, char **argv) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = fopen(metrics_dump, "w");
-    dump_rc = f == NULL || perfc_registry_render(NULL, &text, &len) != 0 ||
+    dump_rc = f == NULL ||
+              perfc_metrics_registry_render(NULL, &text, &len) != 0 ||
               fwrite(text, 1, len, f) != len;
     if (f != NULL && fclose(f) != 0)
       dump_rc = 1;

@@ -136,7 +136,7 @@ static void *stats_reader(void *arg) {
     perfc_l1cache_stats_get(perfc_cache_l1(c), &ls);
     char *text;
     size_t len;
-    CHECK(perfc_registry_render(NULL, &text, &len) == 0);
+    CHECK(perfc_metrics_registry_render(NULL, &text, &len) == 0);
     free(text);
     tr_sleep_ms(5);
   }

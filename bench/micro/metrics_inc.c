@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "perfc/metrics.h"
+#include "perfc/process_metrics.h"
 
 enum op { OP_COUNTER, OP_HISTOGRAM, OP_GAUGE, OP_GAUGE_SET, OP_SHARED_ATOMIC };
 static const char *op_names[] = {"perfc_counter_inc", "perfc_histogram_observe",
@@ -123,21 +124,21 @@ static void *parked(void *arg) {
 }
 
 static void measure_scrape(void) {
-  perfc_registry *reg;
-  perfc_family *fh, *fl;
+  perfc_metrics_registry *reg;
+  perfc_metrics_family *fh, *fl;
   const char *ln[] = {"grpc_method", "grpc_code"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "grpc_server_handled_total";
   o.help = "Handled.";
   o.label_names = ln;
   o.label_count = 2;
-  if (perfc_registry_new(&reg) ||
-      perfc_family_new(&fh, reg, PERFC_METRIC_COUNTER, &o))
+  if (perfc_metrics_registry_new(&reg) ||
+      perfc_metrics_family_new(&fh, reg, PERFC_METRICS_COUNTER, &o))
     exit(1);
   o.name = "grpc_server_handling_seconds";
   o.label_count = 1;
-  if (perfc_family_new(&fl, reg, PERFC_METRIC_HISTOGRAM, &o))
+  if (perfc_metrics_family_new(&fl, reg, PERFC_METRICS_HISTOGRAM, &o))
     exit(1);
   for (int m = 0; m < METHODS; m++) {
     char mn[16], cn[16];
@@ -163,7 +164,7 @@ static void measure_scrape(void) {
   double t0 = now_ns();
   for (int i = 0; i < reps; i++) {
     char *out;
-    if (perfc_registry_render(reg, &out, &len))
+    if (perfc_metrics_registry_render(reg, &out, &len))
       exit(1);
     free(out);
   }
@@ -176,13 +177,13 @@ static void measure_scrape(void) {
          METHODS * CODES, METHODS, PARKED, us, len);
   pthread_barrier_destroy(&g_touched);
   pthread_barrier_destroy(&g_release);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 int main(int argc, char **argv) {
   g_iters = argc > 1 ? atol(argv[1]) : 100000000L;
-  perfc_registry *reg;
-  if (perfc_registry_new(&reg) ||
+  perfc_metrics_registry *reg;
+  if (perfc_metrics_registry_new(&reg) ||
       perfc_counter_new(&g_counter, reg, "c_total", "") ||
       perfc_histogram_new(&g_hist, reg, "h_seconds", "", NULL, 0) ||
       perfc_gauge_new(&g_gauge, reg, "g", "")) {
@@ -205,7 +206,7 @@ int main(int argc, char **argv) {
   uint64_t got = perfc_counter_value(g_counter);
   printf("counter total %llu (expected %llu): %s\n", (unsigned long long)got,
          (unsigned long long)expect, got == expect ? "exact" : "WRONG");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   measure_scrape();
   return got == expect ? 0 : 1;
 }

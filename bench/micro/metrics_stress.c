@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
+#include "perfc/process_metrics.h"
 
 #define CHECK(cond)                                                            \
   do {                                                                         \
@@ -39,8 +41,8 @@
 #define ROUNDS 50
 #define PER_THREAD 20000
 
-static perfc_registry *reg;
-static perfc_family *fam;
+static perfc_metrics_registry *reg;
+static perfc_metrics_family *fam;
 static perfc_counter *hits;
 static perfc_histogram *lat;
 static perfc_gauge *inflight;
@@ -103,20 +105,20 @@ static void *scraper(void *arg) {
 }
 
 int main(void) {
-  CHECK(perfc_registry_new(&reg) == 0);
+  CHECK(perfc_metrics_registry_new(&reg) == 0);
   CHECK(perfc_process_metrics_register(reg) == 0);
   CHECK(perfc_counter_new(&hits, reg, "hits_total", "Hits.") == 0);
   CHECK(perfc_histogram_new(&lat, reg, "lat_seconds", "Latency.", NULL, 0) ==
         0);
   CHECK(perfc_gauge_new(&inflight, reg, "inflight", "In flight.") == 0);
   const char *ln[] = {"worker"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "worker_hits_total";
   o.help = "Per worker.";
   o.label_names = ln;
   o.label_count = 1;
-  CHECK(perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &o) == 0);
+  CHECK(perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &o) == 0);
 
   perfc_metrics_http_opts ho;
   perfc_metrics_http_opts_init(&ho);
@@ -158,7 +160,7 @@ int main(void) {
   }
   CHECK(per == total);
   perfc_metrics_http_stop(h);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   printf("ok: %llu increments exact under %d concurrent scrapes\n",
          (unsigned long long)total, (int)scrapes);
   return 0;

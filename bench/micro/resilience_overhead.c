@@ -58,8 +58,8 @@ static double run(int with, double *cpu_us) {
   perfc_server_new(&srv, &so);
   perfc_server_listen(srv, "127.0.0.1:0", &port);
   perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL);
-  perfc_registry *reg;
-  perfc_registry_new(&reg);
+  perfc_metrics_registry *reg;
+  perfc_metrics_registry_new(&reg);
   perfc_ratelimit *rl = NULL;
   perfc_shedding *sh = NULL;
   perfc_timeouts *tm = NULL;
@@ -109,7 +109,7 @@ static double run(int with, double *cpu_us) {
   perfc_ratelimit_free(rl);
   perfc_shedding_free(sh);
   perfc_timeouts_free(tm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   return n / SECONDS;
 }
 

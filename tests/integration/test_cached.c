@@ -107,7 +107,7 @@ static const Perfc__Test__V1__ItemStore_Handlers handlers = {
 /* ---- fixture: redis-server, cache, server, channel -------------------- */
 
 static test_redis redis;
-static perfc_registry *reg;
+static perfc_metrics_registry *reg;
 static perfc_redis_pool *pool;
 static perfc_cache *cache;
 static perfc_server *srv;
@@ -120,7 +120,7 @@ static int max_send;
 
 static void start(int with_cache) {
   db_reset();
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   if (with_cache) {
     cr_assert_eq(tr_start(&redis), 0, "redis-server did not start");
     perfc_redis_opts ro;
@@ -173,7 +173,7 @@ static void teardown(void) {
   perfc_server_free(srv);
   perfc_cache_free(cache);
   perfc_redis_pool_free(pool);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   if (redis.pid > 0)
     tr_stop(&redis);
   memset(&redis, 0, sizeof redis);

@@ -18,7 +18,7 @@
 #define M(name)                                                                \
   (&SVC.methods[PERFC__TEST__V1__TEST_SERVICE__PERFC_METHOD_##name])
 
-static perfc_registry *reg;
+static perfc_metrics_registry *reg;
 static perfc_grpc_metrics *gm;
 static perfc_timeouts *tm;
 static perfc_ratelimit *rl;
@@ -32,15 +32,15 @@ static int64_t frozen_clock(void *ud) {
 }
 
 static void setup(void) {
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics_opts go;
   perfc_grpc_metrics_opts_init(&go);
   go.registry = reg;
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &go), 0);
 
-  perfc_timeout_rule tr[] = {
-      {"/perfc.test.v1.TestService/Slow", 100},
-      {"/perfc.test.v1.TestService/", 3000},
+  perfc_timeouts_rule tr[] = {
+      {.method = "/perfc.test.v1.TestService/Slow", .timeout_ms = 100},
+      {.method = "/perfc.test.v1.TestService/", .timeout_ms = 3000},
   };
   perfc_timeouts_opts to;
   perfc_timeouts_opts_init(&to);
@@ -69,7 +69,7 @@ static void setup(void) {
   cr_assert_eq(perfc__test__v1__test_service__perfc_register(
                    srv, &test_service_handlers, NULL),
                0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_timeouts_attach(tm, srv), 0);
   cr_assert_eq(perfc_ratelimit_attach(rl, srv), 0);
   cr_assert_eq(perfc_shedding_attach(sh, srv), 0);
@@ -83,7 +83,7 @@ static void teardown(void) {
   perfc_ratelimit_free(rl);
   perfc_timeouts_free(tm);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 TestSuite(resilience, .init = setup, .fini = teardown);
@@ -92,7 +92,7 @@ TestSuite(resilience, .init = setup, .fini = teardown);
 static double sample(const char *const *parts, size_t n) {
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   double v = -1;
   for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
     size_t i = 0;

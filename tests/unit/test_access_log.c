@@ -32,7 +32,7 @@ Test(access_log, one_record_per_call_with_fields) {
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_access_log_attach(srv, PERFC_LOG_INFO), 0);
+  cr_assert_eq(perfc_access_log_attach(PERFC_LOG_INFO, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   perfc_channel *ch;
   char target[64];
@@ -60,6 +60,6 @@ Test(access_log, one_record_per_call_with_fields) {
 Test(access_log, bad_level_refused) {
   perfc_server *srv;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
-  cr_assert_eq(perfc_access_log_attach(srv, (perfc_log_level)9), PERFC_EINVAL);
+  cr_assert_eq(perfc_access_log_attach((perfc_log_level)9, srv), PERFC_EINVAL);
   perfc_server_free(srv);
 }

@@ -109,15 +109,15 @@ static void start(void) {
   o.issuer = "perfc-test";
   o.audience = "t.v1.Auth";
   o.rules = rules;
-  o.n_rules = sizeof rules / sizeof *rules;
+  o.rule_count = sizeof rules / sizeof *rules;
   cr_assert_eq(perfc_auth_new(&auth, &o), 0);
   free(pem);
   int port;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &auth_svc, &who_impl, NULL), 0);
-  cr_assert_eq(perfc_access_log_attach(srv, PERFC_LOG_INFO), 0);
-  cr_assert_eq(perfc_auth_attach(srv, auth), 0);
+  cr_assert_eq(perfc_access_log_attach(PERFC_LOG_INFO, srv), 0);
+  cr_assert_eq(perfc_auth_attach(auth, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);

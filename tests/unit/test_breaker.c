@@ -47,7 +47,7 @@ static perfc_status_code bcall(perfc_channel *c, int fail_code) {
   return st;
 }
 
-static perfc_registry *reg;
+static perfc_metrics_registry *reg;
 static perfc_breaker *br;
 static perfc_server *srv;
 static perfc_channel *ch;
@@ -60,7 +60,7 @@ static void start(void) {
   cr_assert_eq(perfc_server_start(srv), 0);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_breaker_opts bo;
   perfc_breaker_opts_init(&bo);
   bo.registry = reg;
@@ -81,13 +81,13 @@ static void stop(void) {
   perfc_channel_free(ch);
   perfc_server_free(srv);
   perfc_breaker_free(br);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static double metric(const char *name, const char *method) {
   char *text, line[256];
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   snprintf(line, sizeof line, "%s{target=\"", name);
   double v = -1;
   for (char *p = strstr(text, line); p; p = strstr(p + 1, line)) {
@@ -226,7 +226,7 @@ Test(breaker, counts_one_request_per_call_across_core_retries) {
   cr_assert_eq(perfc_server_start(srv), 0);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_breaker_opts bo;
   perfc_breaker_opts_init(&bo);
   bo.registry = reg;

@@ -111,14 +111,14 @@ static int batch_loader(const char *const *keys, size_t n,
 /* ---- helpers ---- */
 
 typedef struct env {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_pool *pool;
   perfc_cache *cache;
 } env;
 
 static void env_open(env *e, const char *name, int with_redis, int subscribe) {
   memset(e, 0, sizeof *e);
-  cr_assert_eq(perfc_registry_new(&e->reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&e->reg), 0);
   if (with_redis) {
     perfc_redis_opts ro;
     perfc_redis_opts_init(&ro);
@@ -146,7 +146,7 @@ static void env_open(env *e, const char *name, int with_redis, int subscribe) {
 static void env_close(env *e) {
   perfc_cache_free(e->cache);
   perfc_redis_pool_free(e->pool);
-  perfc_registry_free(e->reg);
+  perfc_metrics_registry_free(e->reg);
 }
 
 /* get_or_load and compare; "" expects PERFC_ENOENT. */
@@ -345,7 +345,7 @@ Test(cache, redis_down_served_by_loader_then_used_again) {
   /* The errors show in the metrics too. */
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(e.reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(e.reg, &text, &len), 0);
   cr_assert(strstr(text, "perfc_cache_l2_errors_total{cache=\"down\"}"));
   cr_assert(strstr(text, "perfc_redis_errors_total{pool=\"down\"}"));
   free(text);
@@ -443,14 +443,14 @@ Test(cache, invalidation_reaches_another_process) {
     fake_db db;
     db_init(&db);
     db_put(&db, 7, "seven");
-    perfc_registry *reg;
+    perfc_metrics_registry *reg;
     perfc_redis_pool *pool;
     perfc_cache *cache;
     perfc_redis_opts ro;
     perfc_redis_opts_init(&ro);
     ro.port = srv.port;
     ro.registry = NULL;
-    if (perfc_registry_new(&reg) != 0)
+    if (perfc_metrics_registry_new(&reg) != 0)
       _exit(10);
     ro.registry = reg;
     if (perfc_redis_pool_new(&pool, &ro) != 0)
@@ -490,7 +490,7 @@ Test(cache, invalidation_reaches_another_process) {
       code = 2;
     perfc_cache_free(cache);
     perfc_redis_pool_free(pool);
-    perfc_registry_free(reg);
+    perfc_metrics_registry_free(reg);
     _exit(code);
   }
   close(ready[1]);
@@ -674,8 +674,8 @@ Test(cache, bloom_filter_turns_away_unknown_keys) {
     fp += perfc_bloom_maybe_contains(bf, k);
   }
   cr_assert_lt(fp, 300, "false positives %d/10000 at 1%%", fp);
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_cache_opts co;
   perfc_cache_opts_init(&co);
   co.registry = reg;
@@ -687,7 +687,7 @@ Test(cache, bloom_filter_turns_away_unknown_keys) {
   cr_assert_eq(atomic_load(&db.loads), 1, "key2 never reaches the loader");
   cr_assert_eq(stats(c).bloom_rejects, 1);
   perfc_cache_free(c);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   perfc_bloom_free(bf);
 }
 
@@ -697,8 +697,8 @@ Test(cache, ttls_are_jittered) {
   fake_db db;
   db_init(&db);
   db_put(&db, 1, "x");
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_cache_opts co;
   perfc_cache_opts_init(&co);
   co.registry = reg;
@@ -735,7 +735,7 @@ Test(cache, ttls_are_jittered) {
   cr_assert(expired > N / 8 && expired < N * 7 / 8, "expired %d of %d", expired,
             N);
   perfc_cache_free(c);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(cache, metrics_registered_and_duplicate_name_refused) {
@@ -748,7 +748,7 @@ Test(cache, metrics_registered_and_duplicate_name_refused) {
   expect(e.cache, &db, "key1", "x");
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(e.reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(e.reg, &text, &len), 0);
   const char *names[] = {
       "perfc_cache_l1_hits_total{cache=\"m\"} 1",
       "perfc_cache_l1_misses_total{cache=\"m\"} 1",
@@ -868,7 +868,7 @@ static void flight_after_invalidation(int with_redis, int l1_off) {
   db_put(&db, 4, "old");
   env e;
   memset(&e, 0, sizeof e);
-  cr_assert_eq(perfc_registry_new(&e.reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&e.reg), 0);
   if (with_redis) {
     perfc_redis_opts ro;
     perfc_redis_opts_init(&ro);
@@ -1037,7 +1037,7 @@ Test(cache, l1_bypassed_while_unsubscribed_and_flushed_on_resubscribe) {
   cr_assert_eq(l1_entries(e.cache), 1);
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(e.reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(e.reg, &text, &len), 0);
   cr_assert(strstr(text,
                    "perfc_cache_invalidation_subscribed{cache=\"bypass\"} 1"),
             "%s", text);
@@ -1120,8 +1120,8 @@ Test(cache, undelivered_deletes_survive_a_restart_in_pending_file) {
   co.no_subscribe = 1;
   co.drain_ms = 200;
   co.pending_file = path;
-  perfc_registry *r1;
-  cr_assert_eq(perfc_registry_new(&r1), 0);
+  perfc_metrics_registry *r1;
+  cr_assert_eq(perfc_metrics_registry_new(&r1), 0);
   co.registry = r1;
   cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
   expect(e.cache, &db, "key9", "old");
@@ -1149,8 +1149,8 @@ Test(cache, undelivered_deletes_survive_a_restart_in_pending_file) {
   cr_assert(redis_has(e.pool, "key9"));
 
   /* The next start queues them and delivers them. */
-  perfc_registry *r2;
-  cr_assert_eq(perfc_registry_new(&r2), 0);
+  perfc_metrics_registry *r2;
+  cr_assert_eq(perfc_metrics_registry_new(&r2), 0);
   co.registry = r2;
   cr_assert_eq(perfc_cache_new(&e.cache, &co), 0);
   for (int i = 0; i < 400 && perfc_cache_pending_invalidations(e.cache); i++)
@@ -1161,8 +1161,8 @@ Test(cache, undelivered_deletes_survive_a_restart_in_pending_file) {
   cr_assert_eq(access(path, F_OK), -1, "pending file left after a clean stop");
   e.cache = NULL;
   env_close(&e);
-  perfc_registry_free(r1);
-  perfc_registry_free(r2);
+  perfc_metrics_registry_free(r1);
+  perfc_metrics_registry_free(r2);
 }
 
 /* ---- #14: explicit off-switches and checked options ---- */
@@ -1173,8 +1173,8 @@ Test(cache, no_l1_keeps_nothing_in_process) {
   fake_db db;
   db_init(&db);
   db_put(&db, 1, "one");
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_redis_opts ro;
   perfc_redis_opts_init(&ro);
   ro.port = srv.port;
@@ -1220,7 +1220,7 @@ Test(cache, no_l1_keeps_nothing_in_process) {
   expect(c, &db, "key1", "uno");
   perfc_cache_free(c);
   perfc_redis_pool_free(pool);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* "Off" is a field, not -1.0; out-of-range values are refused with a
@@ -1251,8 +1251,8 @@ Test(cache, options_are_checked_and_jitter_off_is_explicit) {
   db_init(&db);
   for (int i = 0; i < 16; i++)
     db_put(&db, i, "x");
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_cache_opts_init(&co);
   co.name = "nojitter";
   co.registry = reg;
@@ -1290,5 +1290,5 @@ Test(cache, options_are_checked_and_jitter_off_is_explicit) {
   }
   cr_assert_eq(live, 0, "an entry outlived its unjittered TTL");
   perfc_cache_free(c);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

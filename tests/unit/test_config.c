@@ -171,7 +171,7 @@ Test(config, full_file_fills_every_option_struct) {
   perfc_grpc_metrics_opts g;
   perfc_grpc_metrics_opts_init(&g);
   cr_assert_eq(perfc_config_apply_grpc_metrics(cfg, &g), 0);
-  cr_assert_eq(g.handling_time_histogram, -1);
+  cr_assert(g.disable_handling_time_histogram);
   cr_assert_eq(g.bucket_count, 3);
   cr_assert_float_eq(g.buckets[0], 0.01, 1e-12);
   cr_assert_float_eq(g.buckets[2], 1.0, 1e-12);
@@ -222,7 +222,7 @@ static void assert_defaults(perfc_config *cfg) {
   cr_assert_eq(m.header_timeout_ms, 0);
   perfc_grpc_metrics_opts g = {0};
   perfc_config_apply_grpc_metrics(cfg, &g);
-  cr_assert_eq(g.handling_time_histogram, 0);
+  cr_assert(!g.disable_handling_time_histogram);
   cr_assert_null(g.buckets);
   cr_assert_not(perfc_config_access_log(cfg));
   /* Nothing set: every data option stays what its *_opts_init() made. */

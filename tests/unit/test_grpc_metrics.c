@@ -11,11 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-static char *render(perfc_registry *reg) {
+static char *render(perfc_metrics_registry *reg) {
   char *text = NULL;
   size_t len = 0;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   return text;
 }
 
@@ -27,8 +28,8 @@ static void expect_line(const char *text, const char *line) {
 }
 
 Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -38,7 +39,7 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
 
   /* Series of every method exist at zero before any call. */
@@ -106,20 +107,21 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
 
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(grpc_metrics, histogram_can_be_turned_off) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
-  perfc_grpc_metrics_opts o = {.registry = reg, .handling_time_histogram = -1};
+  perfc_grpc_metrics_opts o = {.registry = reg,
+                               .disable_handling_time_histogram = true};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
   perfc_server *srv;
   cr_assert_eq(perfc_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", NULL), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   char *text = render(reg);
   cr_assert_null(strstr(text, "handling_seconds"));
@@ -127,7 +129,7 @@ Test(grpc_metrics, histogram_can_be_turned_off) {
   free(text);
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static perfc_status_code deny(void *self, void *state, perfc_ctx *ctx, void **cs) {
@@ -138,8 +140,8 @@ static perfc_status_code deny(void *self, void *state, perfc_ctx *ctx, void **cs
 }
 
 Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -150,7 +152,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   /* metrics first (outermost), then the refusing one: metrics sees the
    * refusal as the call's status. */
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   perfc_server_interceptor d = {.name = "deny", .before = deny};
   cr_assert_eq(perfc_server_add_interceptor(srv, &d), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
@@ -174,7 +176,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   free(text);
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static void *sleepy_call(void *arg) {
@@ -189,9 +191,68 @@ static void *sleepy_call(void *arg) {
   return NULL;
 }
 
+/* The pool knows nothing of metrics (core may not call observe): the
+ * metrics interceptor follows it through perfc_pool_opts.observer. While a
+ * call runs on the only worker and a second waits, the gauges say 1 and 1;
+ * afterwards 0 and 0. */
+Test(grpc_metrics, pool_gauges_follow_the_pool_while_calls_run) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_grpc_metrics *gm;
+  perfc_grpc_metrics_opts o = {.registry = reg};
+  cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
+  perfc_server *srv;
+  int port;
+  perfc_server_opts so = {
+      .default_executor = PERFC_EXEC_POOL, .pool_threads = 1, .pool_queue = 4};
+  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK); /* connects */
+
+  char busy1[128], queued1[128], busy0[128], queued0[128];
+  snprintf(busy1, sizeof busy1, "perfc_server_pool_busy_workers{port=\"%d\"} 1",
+           port);
+  snprintf(queued1, sizeof queued1, "perfc_server_pool_queued{port=\"%d\"} 1",
+           port);
+  snprintf(busy0, sizeof busy0, "perfc_server_pool_busy_workers{port=\"%d\"} 0",
+           port);
+  snprintf(queued0, sizeof queued0, "perfc_server_pool_queued{port=\"%d\"} 0",
+           port);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    pthread_create(&th[i], NULL, sleepy_call, ch);
+  /* Each call sleeps 300 ms: both states are seen well inside 2 s. */
+  int seen = 0;
+  for (int spin = 0; spin < 400 && !seen; spin++) {
+    char *text = render(reg);
+    seen = strstr(text, busy1) != NULL && strstr(text, queued1) != NULL;
+    free(text);
+    if (!seen)
+      usleep(5000);
+  }
+  cr_assert(seen, "never saw one call running and one waiting");
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  char *text = render(reg);
+  expect_line(text, busy0);
+  expect_line(text, queued0);
+  free(text);
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_grpc_metrics_free(gm);
+  perfc_metrics_registry_free(reg);
+}
+
 Test(grpc_metrics, pool_and_connection_metrics) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_grpc_metrics *gm;
   perfc_grpc_metrics_opts o = {.registry = reg};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
@@ -204,7 +265,7 @@ Test(grpc_metrics, pool_and_connection_metrics) {
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
-  cr_assert_eq(perfc_grpc_metrics_attach_server(gm, srv), 0);
+  cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   perfc_channel *ch;
   char target[64];
@@ -242,5 +303,5 @@ Test(grpc_metrics, pool_and_connection_metrics) {
   expect_line(text, line);
   free(text);
   perfc_grpc_metrics_free(gm);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

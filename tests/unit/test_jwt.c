@@ -29,14 +29,14 @@ static void keys(void) {
 }
 
 static perfc_auth *hs_verifier(const char *iss, const char *aud,
-                               int64_t leeway) {
+                               int64_t leeway_ms) {
   perfc_auth_opts o;
   perfc_auth_opts_init(&o);
   o.hs256_secret = (const uint8_t *)test_secret;
   o.hs256_secret_len = strlen(test_secret);
   o.issuer = iss;
   o.audience = aud;
-  o.leeway_s = leeway;
+  o.leeway_ms = leeway_ms;
   perfc_auth *a = NULL;
   cr_assert_eq(perfc_auth_new(&a, &o), 0);
   return a;
@@ -145,7 +145,7 @@ Test(json, limits, .init = setup, .fini = teardown) {
   perfc__jobject o;
   cr_assert_eq(js(deep, &o), PERFC_JWT_TOO_LARGE);
   char many[4096] = "{";
-  for (int i = 0; i < PERFC_AUTH_MAX_CLAIMS + 1; i++)
+  for (int i = 0; i < PERFC_JWT_MAX_CLAIMS + 1; i++)
     sprintf(many + strlen(many), "%s\"k%d\":%d", i ? "," : "", i, i);
   strcat(many, "}");
   cr_assert_eq(js(many, &o), PERFC_JWT_TOO_LARGE);
@@ -274,7 +274,7 @@ Test(claims, exp_nbf_iat_with_leeway, .init = setup, .fini = teardown) {
   perfc_auth_opts_init(&o);
   o.hs256_secret = (const uint8_t *)test_secret;
   o.hs256_secret_len = strlen(test_secret);
-  o.leeway_s = 30;
+  o.leeway_ms = 30000;
   o.now = fixed_now;
   o.now_user_data = &now;
   perfc_auth *a;
@@ -306,8 +306,13 @@ Test(claims, exp_nbf_iat_with_leeway, .init = setup, .fini = teardown) {
   free(t);
   perfc_auth_free(a);
 
-  o.allow_missing_exp = 1;
-  o.leeway_s = -1; /* none */
+  o.allow_missing_exp = true;
+  o.disable_leeway = true; /* none */
+  /* "None" and a number at once is refused, not silently resolved. */
+  cr_assert_eq(perfc_auth_new(&a, &o), PERFC_EINVAL);
+  cr_assert_not_null(strstr(perfc_last_error(), "leeway_ms 30000"), "%s",
+                     perfc_last_error());
+  o.leeway_ms = 0;
   cr_assert_eq(perfc_auth_new(&a, &o), 0);
   t = jwt_hs256("{\"sub\":\"x\"}");
   cr_assert_eq(verify(a, t, NULL), PERFC_JWT_OK);
@@ -462,7 +467,7 @@ Test(rules, bad_rules_refused) {
   o.hs256_secret_len = strlen(test_secret);
   perfc_auth_rule r[] = {{.method = "/a.B/C", .claim = "scope"}};
   o.rules = r;
-  o.n_rules = 1;
+  o.rule_count = 1;
   perfc_auth *a;
   cr_assert_eq(perfc_auth_new(&a, &o), PERFC_EINVAL, "claim without value");
   perfc_auth_rule r2[] = {{.method = NULL, .is_public = 1}};

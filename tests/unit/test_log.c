@@ -136,12 +136,12 @@ Test(log, ratelimit_bounds_5000_identical_warnings) {
   cr_assert(strstr(rec_last, "x\xe2\x80\xa6(+7733 bytes)\"") != NULL, "%s",
             rec_last);
 
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   cr_assert_eq(perfc_process_metrics_register(reg), 0);
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(strstr(text, "# TYPE perfc_log_suppressed_total counter\n") !=
             NULL);
   cr_assert(strstr(text, "perfc_log_suppressed_total{level=\"warn\"} 4990\n") !=
@@ -150,7 +150,7 @@ Test(log, ratelimit_bounds_5000_identical_warnings) {
   cr_assert(strstr(text, "perfc_log_suppressed_total{level=\"info\"} 0\n") !=
             NULL);
   free(text);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   perfc_log_set_sink(NULL, NULL);
 }
 

@@ -13,40 +13,40 @@
 
 #include "perfc/metrics.h"
 
-static char *render(perfc_registry *reg) {
+static char *render(perfc_metrics_registry *reg) {
   char *out = NULL;
   size_t len = 0;
-  cr_assert_eq(perfc_registry_render(reg, &out, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &out, &len), 0);
   cr_assert_eq(strlen(out), len);
   return out;
 }
 
-static void assert_render(perfc_registry *reg, const char *want) {
+static void assert_render(perfc_metrics_registry *reg, const char *want) {
   char *got = render(reg);
   cr_assert_str_eq(got, want);
   free(got);
 }
 
 Test(metrics, empty_registry_renders_empty) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   assert_render(reg, "");
-  perfc_registry_free(reg);
-  perfc_registry_free(NULL);
+  perfc_metrics_registry_free(reg);
+  perfc_metrics_registry_free(NULL);
 }
 
 Test(metrics, counter_with_labels_and_escaping) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   const char *labels[] = {"method", "code"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "rpc_total";
   o.help = "RPCs handled.\nBack\\slash \"quotes\" kept.";
   o.label_names = labels;
   o.label_count = 2;
-  perfc_family *f;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
+  perfc_metrics_family *f;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o), 0);
 
   perfc_counter *a, *b, *c, *a2;
   cr_assert_eq(perfc_counter_get(&b, f, (const char *[]){"b", "OK"}), 0);
@@ -66,12 +66,12 @@ Test(metrics, counter_with_labels_and_escaping) {
                 "rpc_total{method=\"a\",code=\"OK\"} 0\n"
                 "rpc_total{method=\"a\\\"q\\\\\\n\",code=\"OK\"} 42\n"
                 "rpc_total{method=\"b\",code=\"OK\"} 18446744073709551615\n");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(metrics, families_sorted_and_gauges) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_gauge *z, *nan, *pinf, *ninf, *frac, *big;
   cr_assert_eq(perfc_gauge_new(&z, reg, "zeta", "last"), 0);
   cr_assert_eq(perfc_gauge_new(&nan, reg, "g_nan", NULL), 0);
@@ -103,7 +103,7 @@ Test(metrics, families_sorted_and_gauges) {
                      "# HELP zeta last\n"
                      "# TYPE zeta gauge\n"
                      "zeta -8.5\n");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static double answer(void *ud) { return *(double *)ud; }
@@ -114,28 +114,28 @@ static void count_free(void *ud) {
 }
 
 Test(metrics, gauge_and_counter_funcs) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   double depth = 7, cpu = 1.25;
   cr_assert_eq(
       perfc_gauge_func_new(reg, "pool_depth", "Queued jobs.", answer, &depth),
       0);
   const char *ln[] = {"pool"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "pool_cpu_seconds_total";
   o.label_names = ln;
   o.label_count = 1;
-  perfc_family *f;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
+  perfc_metrics_family *f;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o), 0);
   freed = 0;
-  cr_assert_eq(
-      perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu, count_free),
-      0);
+  cr_assert_eq(perfc_metrics_family_add_func(f, (const char *[]){"w"}, answer,
+                                             &cpu, count_free),
+               0);
   /* Same values again: EEXIST, and its free_fn is not called. */
-  cr_assert_eq(
-      perfc_family_add_func(f, (const char *[]){"w"}, answer, &cpu, count_free),
-      PERFC_EEXIST);
+  cr_assert_eq(perfc_metrics_family_add_func(f, (const char *[]){"w"}, answer,
+                                             &cpu, count_free),
+               PERFC_EEXIST);
   perfc_counter *c;
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"w"}), PERFC_EINVAL);
   cr_assert_eq(perfc_counter_get(&c, f, (const char *[]){"x"}), 0);
@@ -147,25 +147,26 @@ Test(metrics, gauge_and_counter_funcs) {
                      "# HELP pool_depth Queued jobs.\n"
                      "# TYPE pool_depth gauge\n"
                      "pool_depth 9\n");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
   cr_assert_eq(freed, 1);
 }
 
 Test(metrics, histogram_custom_buckets_with_labels) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   const double bounds[] = {0.1, 1, 2.5, INFINITY};
   const char *ln[] = {"path"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "req_seconds";
   o.help = "Latency.";
   o.label_names = ln;
   o.label_count = 1;
   o.buckets = bounds;
   o.bucket_count = 4;
-  perfc_family *f;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_HISTOGRAM, &o), 0);
+  perfc_metrics_family *f;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               0);
   perfc_histogram *h;
   cr_assert_eq(perfc_histogram_get(&h, f, (const char *[]){"/x"}), 0);
   perfc_histogram_observe(h, 0.05);
@@ -185,12 +186,12 @@ Test(metrics, histogram_custom_buckets_with_labels) {
                      "req_seconds_bucket{path=\"/x\",le=\"+Inf\"} 4\n"
                      "req_seconds_sum{path=\"/x\"} 102.15\n"
                      "req_seconds_count{path=\"/x\"} 4\n");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(metrics, histogram_default_buckets) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_histogram *h;
   cr_assert_eq(perfc_histogram_new(&h, reg, "lat_seconds", NULL, NULL, 0), 0);
   perfc_histogram_observe(h, 0.003);
@@ -213,12 +214,12 @@ Test(metrics, histogram_default_buckets) {
                         "lat_seconds_sum NaN\n"
                         "lat_seconds_count 3\n");
   free(got);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(metrics, name_validation) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_counter *c;
   const char *bad_names[] = {"", "1abc", "a-b", "a b", "é", "a.b", NULL};
   for (int i = 0; bad_names[i]; i++)
@@ -228,39 +229,41 @@ Test(metrics, name_validation) {
   cr_assert_eq(perfc_counter_new(&c, reg, "ns:sub_total", ""), 0);
   cr_assert_eq(perfc_counter_new(&c, reg, "_x9", ""), 0);
 
-  perfc_family *f;
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family *f;
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "lbl";
   o.label_count = 1;
   const char *bad_labels[] = {"", "__name", "a:b", "9a", "a-b", NULL};
   for (int i = 0; bad_labels[i]; i++) {
     o.label_names = &bad_labels[i];
-    cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o),
+    cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o),
                  PERFC_EINVAL, "label '%s'", bad_labels[i]);
   }
   const char *dup[] = {"a", "a"};
   o.label_names = dup;
   o.label_count = 2;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), PERFC_EINVAL);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o),
+               PERFC_EINVAL);
   const char *le[] = {"le"};
   o.label_names = le;
   o.label_count = 1;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_HISTOGRAM, &o),
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
                PERFC_EINVAL);
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), 0,
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o), 0,
                "le is fine outside histograms");
   o.label_names = NULL;
   o.label_count = 1;
   o.name = "lbl2";
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), PERFC_EINVAL);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o),
+               PERFC_EINVAL);
 
   /* Label values and HELP must be valid UTF-8 (Prometheus rejects the
    * whole scrape otherwise); multi-byte characters are fine. */
   o.name = "utf";
   o.label_names = (const char *[]){"k"};
   o.label_count = 1;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o), 0);
   perfc_gauge *g;
   cr_assert_eq(
       perfc_gauge_get(&g, f, (const char *[]){"h\xc3\xa9 \xe2\x82\xac"}), 0);
@@ -280,12 +283,12 @@ Test(metrics, name_validation) {
   cr_assert_eq(perfc_histogram_new(&h, reg, "h2", "", dupb, 2), PERFC_EINVAL);
   cr_assert_eq(perfc_histogram_new(&h, reg, "h3", "", nanb, 1), PERFC_EINVAL);
   cr_assert_eq(perfc_histogram_new(&h, reg, "h4", "", ninf, 2), PERFC_EINVAL);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(metrics, reregistration) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_counter *a, *b;
   cr_assert_eq(perfc_counter_new(&a, reg, "x_total", "help"), 0);
   cr_assert_eq(perfc_counter_new(&b, reg, "x_total", "help"), 0);
@@ -306,28 +309,28 @@ Test(metrics, reregistration) {
   cr_assert_eq(perfc_gauge_new(&g, reg, "q_count", ""), 0);
   cr_assert_eq(perfc_histogram_new(&h, reg, "q", "", NULL, 0), PERFC_EEXIST);
   /* Wrong accessor for the family type. */
-  perfc_family *f;
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family *f;
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "x_total";
   o.help = "help";
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o), 0);
   cr_assert_eq(perfc_gauge_get(&g, f, NULL), PERFC_EINVAL);
   /* Missing label values. */
   const char *ln[] = {"k"};
   o.name = "y";
   o.label_names = ln;
   o.label_count = 1;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o), 0);
   cr_assert_eq(perfc_gauge_get(&g, f, NULL), PERFC_EINVAL);
   cr_assert_eq(perfc_gauge_get(&g, f, (const char *[]){NULL}), PERFC_EINVAL);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(metrics, cells_reused_after_registry_free_start_at_zero) {
   for (int round = 0; round < 3; round++) {
-    perfc_registry *reg;
-    cr_assert_eq(perfc_registry_new(&reg), 0);
+    perfc_metrics_registry *reg;
+    cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
     perfc_counter *c;
     perfc_histogram *h;
     cr_assert_eq(perfc_counter_new(&c, reg, "c_total", ""), 0);
@@ -340,22 +343,22 @@ Test(metrics, cells_reused_after_registry_free_start_at_zero) {
     cr_assert_eq(s, 0.0);
     perfc_counter_add(c, 5);
     perfc_histogram_observe(h, 1);
-    perfc_registry_free(reg);
+    perfc_metrics_registry_free(reg);
   }
 }
 
 Test(metrics, default_registry) {
-  perfc_registry *d = perfc_registry_default();
+  perfc_metrics_registry *d = perfc_metrics_registry_default();
   cr_assert_not_null(d);
-  cr_assert_eq(d, perfc_registry_default());
+  cr_assert_eq(d, perfc_metrics_registry_default());
   perfc_counter *c;
   cr_assert_eq(perfc_counter_new(&c, NULL, "default_test_total", "t"), 0);
   perfc_counter_inc(c);
   char *out;
-  cr_assert_eq(perfc_registry_render(NULL, &out, NULL), 0);
+  cr_assert_eq(perfc_metrics_registry_render(NULL, &out, NULL), 0);
   cr_assert_not_null(strstr(out, "default_test_total 1\n"));
   free(out);
-  perfc_registry_free(d); /* documented misuse, must be harmless */
+  perfc_metrics_registry_free(d); /* documented misuse, must be harmless */
 }
 
 /* ---- threads ------------------------------------------------------------ */
@@ -364,7 +367,7 @@ Test(metrics, default_registry) {
 #define PER_THREAD 1000000
 
 typedef struct shared {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_counter *c;
   perfc_histogram *h;
   pthread_barrier_t created, done_inc, scraped;
@@ -398,7 +401,7 @@ static void *worker(void *p) {
 
 Test(metrics, threads_sum_exactly_including_exited) {
   shared sh = {0};
-  cr_assert_eq(perfc_registry_new(&sh.reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&sh.reg), 0);
   cr_assert_eq(perfc_counter_new(&sh.c, sh.reg, "hits_total", ""), 0);
   const double b[] = {0.25, 0.75};
   cr_assert_eq(perfc_histogram_new(&sh.h, sh.reg, "obs", "", b, 2), 0);
@@ -445,7 +448,7 @@ Test(metrics, threads_sum_exactly_including_exited) {
   pthread_barrier_destroy(&sh.created);
   pthread_barrier_destroy(&sh.done_inc);
   pthread_barrier_destroy(&sh.scraped);
-  perfc_registry_free(sh.reg);
+  perfc_metrics_registry_free(sh.reg);
 }
 
 static void *scraper(void *p) {
@@ -459,7 +462,7 @@ static void *scraper(void *p) {
       return (void *)"counter went backwards";
     last = v;
     char *out;
-    if (perfc_registry_render(sh->reg, &out, NULL) != 0)
+    if (perfc_metrics_registry_render(sh->reg, &out, NULL) != 0)
       return (void *)"render failed";
     free(out);
   }
@@ -477,7 +480,7 @@ static void *short_worker(void *p) {
  * backwards and ends exact (exercises the fold-on-exit under TSan). */
 Test(metrics, concurrent_scrape_with_thread_churn) {
   shared sh = {0};
-  cr_assert_eq(perfc_registry_new(&sh.reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&sh.reg), 0);
   cr_assert_eq(perfc_counter_new(&sh.c, sh.reg, "churn_total", ""), 0);
   pthread_t s;
   cr_assert_eq(pthread_create(&s, NULL, scraper, &sh), 0);
@@ -492,15 +495,15 @@ Test(metrics, concurrent_scrape_with_thread_churn) {
   pthread_join(s, &err);
   cr_assert_null(err, "%s", err ? (const char *)err : "");
   cr_assert_eq(perfc_counter_value(sh.c), 20ull * 4 * 10000);
-  perfc_registry_free(sh.reg);
+  perfc_metrics_registry_free(sh.reg);
 }
 
 /* More than 16 bounds takes the binary-search path: it must place every
  * value (on a bound, between bounds, beyond, NaN) where the linear rule
  * "first bound >= v" does. */
 Test(metrics, histogram_many_buckets_binary_search) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   double b[40];
   for (int i = 0; i < 40; i++)
     b[i] = 0.001 * (1 << (i / 2)) * (i % 2 ? 1.5 : 1.0);
@@ -535,7 +538,7 @@ Test(metrics, histogram_many_buckets_binary_search) {
     cr_assert_eq(strtoull(p, NULL, 10), cum, "bucket %d", i);
   }
   free(out);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* ---- gauges from many threads ------------------------------------------- */
@@ -570,8 +573,8 @@ static void *gauge_worker(void *p) {
 /* Per-thread gauge deltas sum exactly, a set() voids every earlier delta
  * (of live and of exited threads), and later adds count on top of it. */
 Test(metrics, gauge_threads_set_and_exit) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   gshared sh = {0};
   cr_assert_eq(perfc_gauge_new(&sh.g, reg, "inflight", ""), 0);
   sh.exit_early = 1;
@@ -607,7 +610,7 @@ Test(metrics, gauge_threads_set_and_exit) {
   pthread_barrier_destroy(&sh.added);
   pthread_barrier_destroy(&sh.set_done);
   pthread_barrier_destroy(&sh.added2);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static _Atomic int hammer_stop;
@@ -625,8 +628,8 @@ static void *pair_worker(void *p) {
  * is -1, 0 or +1, so every read lies within 42 +- threads; a torn read
  * (one epoch's base with another's deltas) would fall far outside. */
 Test(metrics, gauge_set_races_with_adds) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_gauge *g;
   cr_assert_eq(perfc_gauge_new(&g, reg, "racy", ""), 0);
   perfc_gauge_set(g, 42);
@@ -649,5 +652,36 @@ Test(metrics, gauge_set_races_with_adds) {
   cr_assert(v >= 42 - N && v <= 42 && v == (double)(long)v, "final %f", v);
   perfc_gauge_set(g, 42);
   cr_assert_eq(perfc_gauge_value(g), 42.0);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
+}
+
+/* Registration failures say what was wrong in the one error-detail place
+ * (perfc_last_error()), naming the metric and, for a label, its index. */
+Test(metrics, failures_leave_their_detail) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
+  perfc_metrics_family *f;
+  o.name = "9bad";
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o),
+               PERFC_EINVAL);
+  cr_assert_not_null(
+      strstr(perfc_last_error(), "\"9bad\" is not a metric name"), "%s",
+      perfc_last_error());
+  const char *labels[] = {"ok", "le"};
+  o.name = "h";
+  o.label_names = labels;
+  o.label_count = 2;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               PERFC_EINVAL);
+  cr_assert_eq(perfc_last_error_detail().index, 1);
+  o.label_count = 1;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o),
+               PERFC_EEXIST);
+  cr_assert_not_null(strstr(perfc_last_error(), "h is already registered"),
+                     "%s", perfc_last_error());
+  perfc_metrics_registry_free(reg);
 }

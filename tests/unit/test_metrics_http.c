@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #include "perfc/log.h"
-#include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
+#include "perfc/process_metrics.h"
 
 #define PROMTOOL "/usr/bin/promtool"
 
@@ -74,8 +75,8 @@ static int count_fds(void) {
 }
 
 Test(metrics_http, serves_metrics_healthz_404_405) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_counter *c;
   cr_assert_eq(perfc_counter_new(&c, reg, "scrape_test_total", "Test."), 0);
   perfc_counter_add(c, 3);
@@ -135,7 +136,7 @@ Test(metrics_http, serves_metrics_healthz_404_405) {
   perfc_metrics_http_stop(h);
   perfc_metrics_http_stop(NULL);
   cr_assert_eq(count_fds(), fds0, "listening socket or epoll fd leaked");
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static char bind_logged[1024];
@@ -205,20 +206,20 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
     cr_skip_test("promtool not found at " PROMTOOL
                  " (apt install prometheus); skipping the lint check");
   }
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   cr_assert_eq(perfc_process_metrics_register(reg), 0);
 
   const char *ln[] = {"grpc_service", "grpc_method", "grpc_code"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "grpc_server_handled_total";
   o.help = "Total number of RPCs completed on the server, regardless of "
            "success or failure.";
   o.label_names = ln;
   o.label_count = 3;
-  perfc_family *f;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o), 0);
+  perfc_metrics_family *f;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o), 0);
   perfc_counter *c;
   cr_assert_eq(
       perfc_counter_get(&c, f, (const char *[]){"demo.Users", "Get", "OK"}), 0);
@@ -234,7 +235,8 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
            "application-level handled by the server.";
   o.label_names = ln;
   o.label_count = 2;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_HISTOGRAM, &o), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_HISTOGRAM, &o),
+               0);
   perfc_histogram *hist;
   cr_assert_eq(
       perfc_histogram_get(&hist, f, (const char *[]){"demo.Users", "Get"}), 0);
@@ -279,7 +281,7 @@ Test(metrics_http, promtool_check_metrics_reports_no_problems) {
 
   free(resp);
   perfc_metrics_http_stop(h);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* ---- admission: connection bounds and header deadlines (issue #13, 10) ----
@@ -368,7 +370,7 @@ static int scrape_from(const char *src, int port, char **body, int64_t *ms) {
   return st;
 }
 
-static perfc_metrics_http *start_bounded(perfc_registry *reg, unsigned max,
+static perfc_metrics_http *start_bounded(perfc_metrics_registry *reg, unsigned max,
                                          unsigned per_ip, int64_t hdr_ms) {
   perfc_metrics_http_opts o;
   perfc_metrics_http_opts_init(&o);
@@ -400,8 +402,8 @@ Test(metrics_http, defaults_of_the_admission_options) {
  * newcomer having closed the oldest unfinished connection; the survivors
  * are closed when their header deadline passes. */
 Test(metrics_http, unfinished_requests_do_not_lock_out_a_scrape) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_counter *c;
   cr_assert_eq(perfc_counter_new(&c, reg, "flood_test_total", "Test."), 0);
   perfc_counter_add(c, 7);
@@ -450,14 +452,14 @@ Test(metrics_http, unfinished_requests_do_not_lock_out_a_scrape) {
   for (int i = 0; i < HELD; i++)
     close(fds[i]);
   perfc_metrics_http_stop(h);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* A client that sends one byte of its request every 100 ms never lets
  * MHD's idle timeout fire; the header deadline closes it anyway. */
 Test(metrics_http, trickled_header_is_closed_at_the_deadline) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   const int64_t hdr_ms = 700;
   perfc_metrics_http *h = start_bounded(reg, 8, 4, hdr_ms);
   int fd = connect_from("127.0.0.1", perfc_metrics_http_port(h));
@@ -481,7 +483,7 @@ Test(metrics_http, trickled_header_is_closed_at_the_deadline) {
   cr_assert_lt(sent, 40, "%zu bytes trickled before the close", sent);
   close(fd);
   perfc_metrics_http_stop(h);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* Connections that are being answered are never closed for a newcomer.
@@ -490,18 +492,18 @@ Test(metrics_http, trickled_header_is_closed_at_the_deadline) {
  * from another address still succeeds, and once MHD's idle timeout drops
  * the stalled answers the first address scrapes again. */
 Test(metrics_http, per_ip_bound_refuses_the_excess_only_for_that_address) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   /* About 8 MiB of page: more than a loopback socket pair buffers. */
   const char *ln[] = {"v"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "big_page_total";
   mo.help = "Test.";
   mo.label_names = ln;
   mo.label_count = 1;
-  perfc_family *f;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &mo), 0);
+  perfc_metrics_family *f;
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &mo), 0);
   static char val[8192];
   for (int i = 0; i < 1024; i++) {
     memset(val, 'a' + i % 26, sizeof val - 1);
@@ -547,5 +549,5 @@ Test(metrics_http, per_ip_bound_refuses_the_excess_only_for_that_address) {
   for (int i = 0; i < 4; i++)
     close(stalled[i]);
   perfc_metrics_http_stop(h);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

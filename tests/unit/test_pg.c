@@ -93,7 +93,7 @@ static const char *dsn(void) {
   return d;
 }
 
-static perfc_pg_pool *new_pool(perfc_registry *reg, unsigned max,
+static perfc_pg_pool *new_pool(perfc_metrics_registry *reg, unsigned max,
                                int stmt_timeout_ms, unsigned acquire_ms) {
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -453,8 +453,8 @@ Test(pg, statement_timeout_is_deadline_exceeded) {
 }
 
 Test(pg, pool_exhaustion_times_out_acquire) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_pg_pool *p = new_pool(reg, 2, 0, 200);
   perfc_pg_conn *a, *b, *c = NULL;
   cr_assert_eq(ST(perfc_pg_acquire(p, 0, &a)), PERFC_STATUS_OK, "%s",
@@ -471,7 +471,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
 
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_connections_in_use{pool=\"test\",target=\"primary\"} 2"),
@@ -490,7 +490,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
   cr_assert_eq(c, b); /* the idle connection is reused, not a new one */
   perfc_pg_release(c);
   perfc_pg_release(a);
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_connections_idle{pool=\"test\",target=\"primary\"} 2"),
@@ -501,7 +501,7 @@ Test(pg, pool_exhaustion_times_out_acquire) {
       "%s", text);
   free(text);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 typedef struct tx_case {
@@ -687,8 +687,8 @@ Test(pg, copy_100k_rows_round_trip_exactly, .timeout = 120) {
 }
 
 Test(pg, recovers_after_server_restart, .timeout = 120) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_pg_pool *p = new_pool(reg, 4, 0, 0);
   /* Fill the pool with three idle, prepared connections. */
   perfc_pg_conn *c[3];
@@ -726,14 +726,14 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
 
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_errors_total{pool=\"test\",kind=\"unavailable\"} 1"),
       "%s", text);
   free(text);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(pg, unreachable_server_is_unavailable) {
@@ -754,8 +754,8 @@ Test(pg, unreachable_server_is_unavailable) {
 Test(pg, read_calls_go_to_the_replica) {
   const char *replica = getenv("PERFC_TEST_PG_REPLICA_DSN");
   cr_assert_not_null(replica);
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.dsn = dsn();
@@ -779,7 +779,7 @@ Test(pg, read_calls_go_to_the_replica) {
   /* Transactions always run on the primary. */
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(
       strstr(text,
              "perfc_pg_queries_total{pool=\"routed\",target=\"replica\"} 1"),
@@ -804,7 +804,7 @@ Test(pg, read_calls_go_to_the_replica) {
   cr_assert_str_eq(perfc_pg_result_text(r, 0, 0), "app");
   perfc_pg_result_free(r);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 typedef struct worker_arg {
@@ -947,10 +947,10 @@ static const char *who_text(perfc_pg_pool *p, perfc_status_code *st,
   return buf;
 }
 
-static int metric_has(perfc_registry *reg, const char *line) {
+static int metric_has(perfc_metrics_registry *reg, const char *line) {
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   int has = strstr(text, line) != NULL;
   if (!has)
     cr_log_info("metrics: %s", text);
@@ -959,8 +959,8 @@ static int metric_has(perfc_registry *reg, const char *line) {
 }
 
 Test(pg, unreachable_replica_reads_use_primary) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   transitions t = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -1004,7 +1004,7 @@ Test(pg, unreachable_replica_reads_use_primary) {
   cr_assert_eq(st, PERFC_STATUS_UNAVAILABLE);
   cr_assert_eq(perfc_pg_replica_usable(p), 0);
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static int run_script(const char *script, const char *dir, const char *db) {
@@ -1019,8 +1019,8 @@ Test(pg, replica_stopped_then_back, .timeout = 120) {
   const char *rdir = getenv("PERFC_TEST_PG_REPLICA_DIR");
   cr_assert_not_null(replica);
   cr_assert_not_null(rdir);
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   transitions t = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
@@ -1063,5 +1063,5 @@ Test(pg, replica_stopped_then_back, .timeout = 120) {
   pthread_mutex_unlock(&t.mu);
   cr_assert(metric_has(reg, "perfc_pg_replica_up{pool=\"flap\"} 1"));
   perfc_pg_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

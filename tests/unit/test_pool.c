@@ -1,10 +1,11 @@
 /* test_pool.c — runtime/src/core/pool.c: every job runs exactly once, the bound
  * refuses at once, free drains the queue. */
 #include <criterion/criterion.h>
-#include <sched.h>
 #include <perfc/pool.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <unistd.h>
 
 static atomic_int ran;
@@ -102,4 +103,61 @@ Test(pool, sched_batch_sets_the_workers_policy) {
     }
     perfc_pool_free(p);
   }
+}
+
+/* The observer (how the server's metrics follow the pool without core
+ * calling the metrics module) hears of every change: its running sums equal
+ * the pool's own counts at each step. */
+typedef struct {
+  atomic_int ev[4]; /* indexed by perfc_pool_event */
+} observed;
+
+static void observe(perfc_pool_event ev, void *user_data) {
+  observed *ob = user_data;
+  cr_assert((unsigned)ev < 4);
+  atomic_fetch_add(&ob->ev[ev], 1);
+}
+
+Test(pool, observer_sees_every_change) {
+  atomic_store(&ran, 0);
+  observed ob = {0};
+  perfc_pool *p;
+  perfc_pool_opts o = {.threads = 1,
+                       .queue_max = 2,
+                       .observer = observe,
+                       .observer_user_data = &ob};
+  cr_assert_eq(perfc_pool_new(&p, &o), 0);
+  pthread_mutex_lock(&gate);
+  cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), 0);
+  for (int spin = 0; spin < 1000 && atomic_load(&ob.ev[PERFC_POOL_STARTED]) < 1;
+       spin++)
+    usleep(1000);
+  cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), 0);
+  cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), 0);
+  cr_assert_eq(perfc_pool_submit(p, blocked_job, NULL), PERFC_EFULL);
+  perfc_pool_stats st;
+  perfc_pool_stats_get(p, &st);
+  int queued = atomic_load(&ob.ev[PERFC_POOL_QUEUED]) -
+               atomic_load(&ob.ev[PERFC_POOL_STARTED]);
+  int busy = atomic_load(&ob.ev[PERFC_POOL_STARTED]) -
+             atomic_load(&ob.ev[PERFC_POOL_FINISHED]);
+  cr_assert_eq(st.queued, 2);
+  cr_assert_eq(queued, 2, "waiting jobs as the observer counts them");
+  cr_assert_eq(st.busy, 1);
+  cr_assert_eq(busy, 1, "busy workers as the observer counts them");
+  cr_assert_eq(atomic_load(&ob.ev[PERFC_POOL_REJECTED]), 1);
+  pthread_mutex_unlock(&gate);
+  perfc_pool_free(p);
+  cr_assert_eq(atomic_load(&ran), 3);
+  cr_assert_eq(atomic_load(&ob.ev[PERFC_POOL_QUEUED]), 3);
+  cr_assert_eq(atomic_load(&ob.ev[PERFC_POOL_STARTED]), 3);
+  cr_assert_eq(atomic_load(&ob.ev[PERFC_POOL_FINISHED]), 3);
+}
+
+/* A refusal leaves its reason in the one error-detail place. */
+Test(pool, refusals_leave_a_message) {
+  cr_assert_eq(perfc_pool_new(NULL, NULL), PERFC_EINVAL);
+  cr_assert_eq(perfc_last_error_detail().code, PERFC_EINVAL);
+  cr_assert_not_null(strstr(perfc_last_error(), "pool"), "%s",
+                     perfc_last_error());
 }

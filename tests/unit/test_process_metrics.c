@@ -13,14 +13,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "perfc/metrics.h"
+#include "perfc/process_metrics.h"
 
 /* Where the CPU-burning loop writes, so the compiler keeps it. */
 static volatile unsigned long burn_sink;
 
-static char *render(perfc_registry *reg) {
+static char *render(perfc_metrics_registry *reg) {
   char *out;
-  cr_assert_eq(perfc_registry_render(reg, &out, NULL), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &out, NULL), 0);
   return out;
 }
 
@@ -36,8 +36,8 @@ static double sample(const char *text, const char *name) {
 }
 
 Test(process_metrics, registered_and_plausible) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   cr_assert_eq(perfc_process_metrics_register(reg), 0);
   cr_assert_eq(perfc_process_metrics_register(reg), PERFC_EEXIST);
 
@@ -93,5 +93,5 @@ Test(process_metrics, registered_and_plausible) {
   double cpu1 = sample(t, "process_cpu_seconds_total");
   free(t);
   cr_assert_gt(cpu1, cpu0 + 0.05, "cpu %f -> %f", cpu0, cpu1);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

@@ -49,7 +49,7 @@ static const struct {
   void *a, *b;
 } impl = {(void *)1, (void *)1}; /* non-NULL: both methods have handlers */
 
-static perfc_registry *reg;
+static perfc_metrics_registry *reg;
 static perfc_ratelimit *rl;
 static perfc_server *srv;
 static perfc_channel *ch;
@@ -57,7 +57,7 @@ static perfc_channel *ch;
 static void start(perfc_ratelimit_rule *rules, size_t n, unsigned max_keys) {
   perfc_ratelimit_opts o;
   perfc_ratelimit_opts_init(&o);
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   o.registry = reg;
   o.rules = rules;
   o.rule_count = n;
@@ -79,7 +79,7 @@ static void stop(void) {
   perfc_channel_free(ch);
   perfc_server_free(srv);
   perfc_ratelimit_free(rl);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* Calls method `idx` with x-api-key `key` (NULL: none); the status message
@@ -117,16 +117,17 @@ static int admitted(int idx, const char *key, int max) {
 }
 
 static uint64_t rejected(const char *method, const char *scope) {
-  perfc_family *f;
+  perfc_metrics_family *f;
   static const char *const names[] = {"grpc_service", "grpc_method", "scope"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_ratelimit_rejected_total";
   mo.help = "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope "
             "is global, service or method.";
   mo.label_names = names;
   mo.label_count = 3;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &mo), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &mo),
+               0);
   perfc_counter *c;
   const char *values[] = {"t.v1.R", method, scope};
   cr_assert_eq(perfc_counter_get(&c, f, values), 0);

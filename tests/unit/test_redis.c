@@ -17,8 +17,8 @@ static test_redis srv;
 
 /* Options aimed at this suite's redis-server, with a fresh registry (the
  * caller frees it) so each test's metrics start at zero. */
-static perfc_redis_opts opts_for_test(perfc_registry **reg) {
-  cr_assert_eq(perfc_registry_new(reg), 0);
+static perfc_redis_opts opts_for_test(perfc_metrics_registry **reg) {
+  cr_assert_eq(perfc_metrics_registry_new(reg), 0);
   perfc_redis_opts o;
   perfc_redis_opts_init(&o);
   o.port = srv.port;
@@ -40,7 +40,7 @@ static perfc_slice S(const char *s) {
   return v;
 }
 
-static perfc_redis_pool *mkpool(perfc_registry *reg, unsigned size) {
+static perfc_redis_pool *mkpool(perfc_metrics_registry *reg, unsigned size) {
   perfc_redis_opts o;
   perfc_redis_opts_init(&o);
   o.port = srv.port;
@@ -56,8 +56,8 @@ static perfc_redis_pool *mkpool(perfc_registry *reg, unsigned size) {
 TestSuite(redis, .init = up, .fini = down, .timeout = 60);
 
 Test(redis, get_set_del_ttl) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_redis_pool *p = mkpool(reg, 2);
   cr_assert_eq(perfc_redis_ping(p), 0);
   uint8_t *v;
@@ -90,11 +90,11 @@ Test(redis, get_set_del_ttl) {
   cr_assert_eq(st.connects, 1);
   cr_assert_eq(st.errors, 0);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(redis, mget_and_pipelined_set) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.batch_keys = 7; /* forces several MGETs in one pipeline */
   perfc_redis_pool *p;
@@ -128,7 +128,7 @@ Test(redis, mget_and_pipelined_set) {
     cr_assert_eq(out[i].found, i % 2 == 0, "key %d", i);
   perfc_redis_values_free(out, N);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static perfc_redis_pool *g_pool;
@@ -143,7 +143,7 @@ static void *pinger(void *arg) {
 }
 
 Test(redis, pool_bounded_under_threads) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.pool_size = 3;
   o.acquire_timeout_ms = 2000;
@@ -163,18 +163,18 @@ Test(redis, pool_bounded_under_threads) {
   /* The metrics are there, by pool name. */
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   cr_assert(strstr(text, "perfc_redis_pool_connections{pool=\"default\","
                          "state=\"in_use\"} 0"));
   cr_assert(strstr(
       text, "perfc_redis_pool_wait_seconds_count{pool=\"default\"} 1600"));
   free(text);
   perfc_redis_pool_free(g_pool);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(redis, acquire_times_out_when_pool_exhausted) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.pool_size = 1;
   o.acquire_timeout_ms = 50;
@@ -195,11 +195,11 @@ Test(redis, acquire_times_out_when_pool_exhausted) {
   cr_assert_eq(rc, PERFC_ETIMEDOUT);
   cr_assert_lt(dt, 0.5, "acquire waited %.3fs", dt);
   perfc_redis_pool_free(g_pool);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(redis, command_timeout_bounds_a_hung_server) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.command_timeout_ms = 100;
   o.backoff_min_ms = 200;
@@ -242,7 +242,7 @@ Test(redis, command_timeout_bounds_a_hung_server) {
   cr_assert_not(st.backing_off);
   cr_assert_geq(st.errors, 102);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 static perfc_redis_pool *g_del_pool;
@@ -256,7 +256,7 @@ static void *del_thread(void *arg) {
 }
 
 Test(redis, del_retries_through_a_transient_failure) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.command_timeout_ms = 100;
   o.del_retries = 5;
@@ -280,12 +280,12 @@ Test(redis, del_retries_through_a_transient_failure) {
   perfc_redis_pool_stats_get(g_del_pool, &st);
   cr_assert_geq(st.errors, 1, "the first attempt should have failed");
   perfc_redis_pool_free(g_del_pool);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(redis, down_is_fast_and_restart_is_used_again) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_redis_pool *p = mkpool(reg, 4);
   cr_assert_eq(perfc_redis_set(p, "a", S("1"), 0), 0);
   tr_kill(&srv);
@@ -317,11 +317,11 @@ Test(redis, down_is_fast_and_restart_is_used_again) {
   cr_assert(ok, "pool did not reconnect");
   cr_assert_eq(perfc_redis_set(p, "a", S("2"), 0), 0);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(redis, idle_connection_health_checked) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.health_check_ms = 10;
   perfc_redis_pool *p;
@@ -337,7 +337,7 @@ Test(redis, idle_connection_health_checked) {
   perfc_redis_pool_stats_get(p, &st);
   cr_assert_eq(st.connects, 2);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 typedef struct sub_log {
@@ -379,8 +379,8 @@ static int wait_messages(sub_log *l, int want) {
 }
 
 Test(redis, pubsub_delivers_and_resubscribes) {
-  perfc_registry *reg;
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   perfc_redis_pool *p = mkpool(reg, 2);
   perfc_redis_opts o;
   perfc_redis_opts_init(&o);
@@ -412,7 +412,7 @@ Test(redis, pubsub_delivers_and_resubscribes) {
   perfc_redis_subscriber_free(s);
   cr_assert_lt(mono() - t0, 0.5);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 Test(redis, subscriber_with_server_down_stops_promptly) {
@@ -482,7 +482,7 @@ Test(redis, subscriber_heartbeat_notices_frozen_server) {
 /* #14: options copied whole and checked (durations int64 ms, negative
  * refused), and every failure leaves its reason in perfc_last_error(). */
 Test(redis, options_checked_and_failures_say_why) {
-  perfc_registry *reg;
+  perfc_metrics_registry *reg;
   perfc_redis_opts o = opts_for_test(&reg);
   o.command_timeout_ms = -1;
   perfc_redis_pool *p = NULL;
@@ -514,5 +514,5 @@ Test(redis, options_checked_and_failures_say_why) {
   cr_assert_eq(perfc_redis_set(p, "k14", v, -1), PERFC_EINVAL);
   cr_assert_eq(perfc_redis_set(p, "k14", v, 60000), 0);
   perfc_redis_pool_free(p);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }

@@ -91,7 +91,7 @@ static void done(perfc_status_code code, const char *msg,
   r->latency_ns = now_ns() - r->start_ns;
 }
 
-static perfc_registry *reg;
+static perfc_metrics_registry *reg;
 static perfc_shedding *sh;
 static perfc_server *srv;
 static perfc_channel *ch;
@@ -105,7 +105,7 @@ static void start(int shed) {
   cr_assert_eq(perfc_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
-  cr_assert_eq(perfc_registry_new(&reg), 0);
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
   sh = NULL;
   if (shed) {
     perfc_shedding_opts o;
@@ -126,7 +126,7 @@ static void start(int shed) {
 static void stop(void) {
   perfc_server_free(srv);
   perfc_shedding_free(sh);
-  perfc_registry_free(reg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* Offers `qps` for RUN_MS; returns the number of calls made. The
@@ -194,16 +194,17 @@ static summary summarise(size_t n, int from_ms) {
 }
 
 static perfc_counter *rejected_counter(void) {
-  perfc_family *f;
+  perfc_metrics_family *f;
   static const char *const names[] = {"grpc_service", "grpc_method"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_shedding_rejected_total";
   mo.help = "Calls refused with RESOURCE_EXHAUSTED by the adaptive "
             "concurrency limit.";
   mo.label_names = names;
   mo.label_count = 2;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &mo), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &mo),
+               0);
   perfc_counter *c;
   const char *v[] = {"t.v1.S", "Slow"};
   cr_assert_eq(perfc_counter_get(&c, f, v), 0);
@@ -217,7 +218,7 @@ Test(shedding, twice_the_capacity_keeps_accepted_latency_near_normal) {
   summary all = summarise(n, 0);
   char *text;
   size_t len;
-  cr_assert_eq(perfc_registry_render(reg, &text, &len), 0);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
   fprintf(stderr,
           "shedding: %zu calls, judged after %d ms: ok %zu (p50 %lld ms, p90 "
           "%lld ms), refused %zu (%zu under 20 ms), other %zu\n%s",
@@ -257,15 +258,15 @@ Test(shedding, control_without_shedder_queues_into_seconds) {
 }
 
 static double limit_value(void) {
-  perfc_family *f;
+  perfc_metrics_family *f;
   static const char *const names[] = {"grpc_service", "grpc_method"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_shedding_limit";
   mo.help = "Current adaptive limit of calls in flight.";
   mo.label_names = names;
   mo.label_count = 2;
-  cr_assert_eq(perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &mo), 0);
+  cr_assert_eq(perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &mo), 0);
   perfc_gauge *g;
   const char *v[] = {"t.v1.S", "Slow"};
   cr_assert_eq(perfc_gauge_get(&g, f, v), 0);
@@ -326,6 +327,16 @@ Test(shedding, bad_options_refused) {
   o.min_limit = 10;
   o.max_limit = 5;
   cr_assert_eq(perfc_shedding_new(&x, &o), PERFC_EINVAL);
+  cr_assert_not_null(strstr(perfc_last_error(), "max_limit 5"), "%s",
+                     perfc_last_error());
+  /* No ceiling is a number, not a zero: the default is the largest. */
+  perfc_shedding_opts_init(&o);
+  cr_assert_eq(o.max_limit, PERFC_DEFAULT_SHEDDING_MAX_LIMIT);
+  o.max_limit = PERFC_DEFAULT_SHEDDING_MAX_LIMIT + 1;
+  cr_assert_eq(perfc_shedding_new(&x, &o), PERFC_EINVAL);
+  perfc_shedding_opts z = {0}; /* zero is the default everywhere */
+  cr_assert_eq(perfc_shedding_new(&x, &z), 0);
+  perfc_shedding_free(x);
   cr_assert_eq(perfc_shedding_new(NULL, NULL), PERFC_EINVAL);
   cr_assert_eq(perfc_shedding_attach(NULL, NULL), PERFC_EINVAL);
   perfc_shedding_free(NULL);

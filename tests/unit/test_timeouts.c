@@ -167,18 +167,21 @@ Test(timeouts, client_deadline_wins_when_earlier_and_is_capped_when_later) {
 }
 
 Test(timeouts, config_overrides_proto_option) {
-  perfc_timeout_rule rules[] = {{"/t.v1.T/Timed", 0}, {"/t.v1.T/", 500}};
+  perfc_timeouts_rule rules[] = {
+      {.method = "/t.v1.T/Timed", .no_timeout = true},
+      {.method = "/t.v1.T/", .timeout_ms = 500}};
   perfc_timeouts_opts o;
   perfc_timeouts_opts_init(&o);
   o.rules = rules;
   o.rule_count = 2;
+  o.default_timeout_enabled = true;
   o.default_timeout_ms = 7000;
   start(&o);
   cr_assert_eq(perfc_timeouts_for(tm, &svc, &methods[0]), 0);
   cr_assert_eq(perfc_timeouts_for(tm, &svc, &methods[1]), 500);
   cr_assert_eq(call(0, -1, NULL), PERFC_STATUS_OK);
   cr_assert_eq(atomic_load(&seen_remaining), INT64_MAX,
-               "an override of 0 removes the proto's timeout");
+               "an override with no_timeout removes the proto's timeout");
   cr_assert_eq(call(1, -1, NULL), PERFC_STATUS_OK);
   cr_assert_leq(atomic_load(&seen_remaining), 500);
   stop();
@@ -187,6 +190,7 @@ Test(timeouts, config_overrides_proto_option) {
 Test(timeouts, default_applies_to_methods_without_option) {
   perfc_timeouts_opts o;
   perfc_timeouts_opts_init(&o);
+  o.default_timeout_enabled = true;
   o.default_timeout_ms = 7000;
   cr_assert_eq(perfc_timeouts_new(&tm, &o), 0);
   cr_assert_eq(perfc_timeouts_for(tm, &svc, &methods[1]), 7000);
@@ -216,14 +220,31 @@ Test(timeouts, downstream_call_inherits_lowered_deadline) {
 }
 
 Test(timeouts, bad_options_refused) {
-  perfc_timeout_rule rel[] = {{"t.v1.T/Timed", 10}};
-  perfc_timeout_rule neg[] = {{"/t.v1.T/Timed", -1}};
+  perfc_timeouts_rule rel[] = {{.method = "t.v1.T/Timed", .timeout_ms = 10}};
+  perfc_timeouts_rule neg[] = {{.method = "/t.v1.T/Timed", .timeout_ms = -1}};
   perfc_timeouts_opts o;
   perfc_timeouts_opts_init(&o);
   o.rule_count = 1;
   o.rules = rel;
   cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
   o.rules = neg;
+  cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
+  cr_assert_eq(perfc_last_error_detail().index, 0, "the rule's index");
+  /* No sentinel: 0 is not "none", and "none" carries no number. */
+  perfc_timeouts_rule zero[] = {{.method = "/t.v1.T/Timed", .timeout_ms = 0}};
+  perfc_timeouts_rule both[] = {
+      {.method = "/t.v1.T/Timed", .timeout_ms = 10, .no_timeout = true}};
+  o.rules = zero;
+  cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
+  cr_assert_not_null(strstr(perfc_last_error(), "no_timeout"), "%s",
+                     perfc_last_error());
+  o.rules = both;
+  cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
+  perfc_timeouts_opts_init(&o);
+  o.default_timeout_ms = 7000; /* set, but not enabled: refused, not ignored */
+  cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
+  o.default_timeout_enabled = true;
+  o.default_timeout_ms = 0;
   cr_assert_eq(perfc_timeouts_new(&tm, &o), PERFC_EINVAL);
   cr_assert_eq(perfc_timeouts_new(NULL, NULL), PERFC_EINVAL);
   perfc_timeouts_free(NULL);

@@ -165,9 +165,9 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = perfc_grpc_metrics_new(&gm, &gm_opts);
   if (rc == 0)
-    rc = perfc_grpc_metrics_attach_server(gm, srv);
+    rc = perfc_grpc_metrics_attach(gm, srv);
   if (rc == 0 && perfc_config_access_log(cfg))
-    rc = perfc_access_log_attach(srv, PERFC_LOG_INFO);
+    rc = perfc_access_log_attach(PERFC_LOG_INFO, srv);
   /* GetUser's (perfc.cache) and the writes' (perfc.invalidate) options
    * put `cache` around the handlers; a NULL cache serves every call from
    * PostgreSQL. */

@@ -17,13 +17,15 @@
 extern "C" {
 #endif
 
-/** Adds the access-log interceptor to `srv` (before start). Records are
+/** Adds the access-log interceptor to `srv` (before start); the arguments
+ *  read as every module's perfc_X_attach(X, srv), the level being all there
+ *  is of the access log. Records are
  *  logged at `level` (PERFC_LOG_INFO is usual); calls that end with a status
  *  other than OK are logged at least at PERFC_LOG_WARN when `level` is
  *  lower, except CANCELLED, NOT_FOUND, ALREADY_EXISTS and INVALID_ARGUMENT,
  *  which are the client's business. Returns what
  *  perfc_server_add_interceptor() returns. */
-PERFC_API int perfc_access_log_attach(perfc_server *srv, perfc_log_level level);
+PERFC_API int perfc_access_log_attach(perfc_log_level level, perfc_server *srv);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,9 @@
 #include "perfc/arena.h"
 #include "perfc/common.h"
 #include "perfc/interceptor.h"
+#include "perfc/jwt.h"
+
+#include <stdbool.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,60 +24,11 @@ extern "C" {
 
 /** Longest token accepted, in bytes (header.payload.signature). */
 #define PERFC_DEFAULT_AUTH_MAX_TOKEN 8192
-/** Clock-skew leeway applied to exp and nbf, in seconds. */
-#define PERFC_DEFAULT_AUTH_LEEWAY_S 60
-/** Most top-level members read from the header or the claims object. */
-#define PERFC_AUTH_MAX_CLAIMS 64
-/** Deepest nesting of arrays/objects inside a claim value. */
-#define PERFC_AUTH_MAX_DEPTH 16
-
-/**
- * The outcome of verifying a token. Not a PERFC_E* error: a refused token is
- * a normal result of a call that worked, as perfc_status_code is for calls.
- * Values are never renumbered.
- */
-typedef enum perfc_jwt_status {
-  PERFC_JWT_OK = 0,
-  PERFC_JWT_MALFORMED = 1,     /**< not three base64url parts of JSON */
-  PERFC_JWT_TOO_LARGE = 2,     /**< over max_token_len or a JSON limit */
-  PERFC_JWT_BAD_ALG = 3,       /**< alg none, unknown, or no key for it */
-  PERFC_JWT_BAD_SIGNATURE = 4, /**< signature does not verify */
-  PERFC_JWT_EXPIRED = 5,       /**< now >= exp + leeway */
-  PERFC_JWT_NOT_YET_VALID = 6, /**< now < nbf - leeway, or iat in future */
-  PERFC_JWT_BAD_ISSUER = 7,    /**< iss differs from the expected one */
-  PERFC_JWT_BAD_AUDIENCE = 8,  /**< aud lacks the expected audience */
-  PERFC_JWT_MISSING_CLAIM = 9, /**< exp absent (and required) */
-  PERFC_JWT_NO_MEMORY = 10
-} perfc_jwt_status;
-
-/** A short fixed description of `s` ("expired", ...); static, never NULL,
- *  never contains token content. */
-PERFC_API const char *perfc_jwt_status_str(perfc_jwt_status s);
-
-/**
- * The verified claims of one token. Strings live in the arena the token was
- * verified into (the call's arena for the interceptor) and are valid until
- * it is freed; NULL when the claim is absent or not a string. Numeric dates
- * are 0 when absent.
- */
-typedef struct perfc_jwt_claims {
-  const char *sub;
-  const char *iss;
-  const char *alg; /**< "HS256" or "RS256" */
-  const char *kid; /**< header kid, or NULL */
-  int64_t exp, nbf, iat;
-  const void *internal; /**< every member, for the getters below */
-} perfc_jwt_claims;
-
-/** The string value of top-level claim `name`, or NULL when absent or not a
- *  string. Borrowed like the claims. */
-PERFC_API const char *perfc_jwt_claim_str(const perfc_jwt_claims *c,
-                                          const char *name);
-/** Non-zero when claim `name` holds `value`: equal to a string claim, one
- *  word of a space-separated string claim (OAuth `scope`), or one element
- *  of an array of strings (`roles`, `aud`). */
-PERFC_API int perfc_jwt_claim_has(const perfc_jwt_claims *c, const char *name,
-                                  const char *value);
+/** Clock-skew leeway applied to exp, nbf and iat: a minute covers the
+ *  skew of NTP-synchronised hosts with a wide margin. */
+#define PERFC_DEFAULT_AUTH_LEEWAY_MS 60000
+/** Longest leeway accepted: a day. More is a configuration error. */
+#define PERFC_AUTH_MAX_LEEWAY_MS (INT64_C(86400) * 1000)
 
 /** A per-method rule. `method` is a full path "/pkg.Svc/Method", a service
  *  wildcard ("/pkg.Svc/" followed by a star) or a lone star; the most
@@ -83,7 +37,7 @@ PERFC_API int perfc_jwt_claim_has(const perfc_jwt_claims *c, const char *name,
 typedef struct perfc_auth_rule {
   const char *method;
   /** No token needed; the token is not read at all on such methods. */
-  int is_public;
+  bool is_public;
   /** When non-NULL, the token must carry `claim` holding `value` (see
    *  perfc_jwt_claim_has), else the call gets PERMISSION_DENIED. */
   const char *claim;
@@ -104,16 +58,27 @@ typedef struct perfc_auth_opts {
   const char *issuer;
   /** When non-NULL, `aud` (string or array) must contain this. Copied. */
   const char *audience;
-  /** Clock-skew leeway for exp/nbf/iat, seconds; 0 = default
-   *  (PERFC_DEFAULT_AUTH_LEEWAY_S), negative = none. */
-  int64_t leeway_s;
-  /** Non-zero accepts tokens without `exp`; by default exp is required. */
-  int allow_missing_exp;
+  /** Clock-skew leeway for exp/nbf/iat, milliseconds, 0 to
+   *  PERFC_AUTH_MAX_LEEWAY_MS; 0 = PERFC_DEFAULT_AUTH_LEEWAY_MS. Applied in
+   *  whole seconds (JWT dates are seconds), rounded down. */
+  int64_t leeway_ms;
+  /** true: no leeway at all (times checked exactly); leeway_ms must then
+   *  be 0. */
+  bool disable_leeway;
+  /** true accepts tokens without `exp`; by default exp is required. */
+  bool allow_missing_exp;
   /** 0 = PERFC_DEFAULT_AUTH_MAX_TOKEN. */
   size_t max_token_len;
   /** Per-method rules; the array and its strings are copied. */
   const perfc_auth_rule *rules;
-  size_t n_rules;
+#ifndef PERFC_NO_DEPRECATED_NAMES
+  union {
+    size_t rule_count;
+    size_t n_rules; /**< deprecated alias of rule_count (docs used it) */
+  };
+#else
+  size_t rule_count;
+#endif
   /** Wall clock in seconds since the epoch; NULL = time(). For tests. */
   int64_t (*now)(void *now_user_data);
   void *now_user_data;
@@ -121,6 +86,12 @@ typedef struct perfc_auth_opts {
 
 /** Fills `o` with the defaults (zero everywhere, which means default). */
 PERFC_API void perfc_auth_opts_init(perfc_auth_opts *o);
+
+#ifndef PERFC_NO_DEPRECATED_NAMES
+/** Deprecated: the leeway in seconds, before options took milliseconds
+ *  (docs used it). */
+#define PERFC_DEFAULT_AUTH_LEEWAY_S (PERFC_DEFAULT_AUTH_LEEWAY_MS / 1000)
+#endif
 
 typedef struct perfc_auth perfc_auth;
 
@@ -146,7 +117,7 @@ PERFC_API perfc_jwt_status perfc_auth_verify(const perfc_auth *auth,
  *  Missing or invalid token: UNAUTHENTICATED; valid token failing the
  *  method's rule: PERMISSION_DENIED. `auth` is borrowed and must outlive
  *  the server. Returns what perfc_server_add_interceptor() returns. */
-PERFC_API int perfc_auth_attach(perfc_server *srv, const perfc_auth *auth);
+PERFC_API int perfc_auth_attach(const perfc_auth *auth, perfc_server *srv);
 
 /** The verified claims of the current call, or NULL (public method, no
  *  auth interceptor, or called outside a handler). Valid during the call. */

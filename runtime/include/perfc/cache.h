@@ -152,7 +152,7 @@ typedef struct perfc_cache_opts {
    *  are answered PERFC_ENOENT without touching L1, Redis or the loader. */
   perfc_bloom *bloom;
   /** Registry for the metrics; borrowed. NULL = default registry. */
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
 } perfc_cache_opts;
 
 /** Fills `o` with the PERFC_DEFAULT_CACHE_* values (a zeroed struct means

@@ -120,6 +120,11 @@ PERFC_API int perfc_error_set(int code, const char *sqlstate, long index,
 #endif
     ;
 
+/** A clock hook for tests: monotonic nanoseconds. The options of the
+ *  modules that read time on the request path (rate limit, breaker) take
+ *  one; NULL there means CLOCK_MONOTONIC. Must be cheap and thread-safe. */
+typedef int64_t (*perfc_clock_fn)(void *user_data);
+
 /** A `{base, len}` byte slice passed by value (h2o style). The bytes are
  *  borrowed unless a function says otherwise. */
 typedef struct perfc_slice {

@@ -21,6 +21,8 @@
 #include "perfc/interceptor.h"
 #include "perfc/metrics.h"
 
+#include <stdbool.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -28,12 +30,14 @@ extern "C" {
 typedef struct perfc_grpc_metrics perfc_grpc_metrics;
 
 typedef struct perfc_grpc_metrics_opts {
-  /** Registry to register in; NULL = perfc_registry_default(). Borrowed. */
-  perfc_registry *registry;
-  /** Export *_handling_seconds histograms (go-grpc-prometheus makes this
-   *  opt-in with EnableHandlingTimeHistogram; dashboards expect it, so
-   *  perfc turns it on). 0 in opts = default = on; -1 = off. */
-  int handling_time_histogram;
+  /** Registry to register in; NULL = perfc_metrics_registry_default().
+   * Borrowed. */
+  perfc_metrics_registry *registry;
+  /** The *_handling_seconds histograms are exported unless this is true
+   *  (go-grpc-prometheus makes them opt-in with
+   *  EnableHandlingTimeHistogram; dashboards expect them, so perfc turns
+   *  them on, and a zeroed struct keeps that default). */
+  bool disable_handling_time_histogram;
   /** Histogram buckets; NULL = Prometheus' DefBuckets (.005 .. 10 s). */
   const double *buckets;
   size_t bucket_count;
@@ -41,9 +45,11 @@ typedef struct perfc_grpc_metrics_opts {
 
 PERFC_API void perfc_grpc_metrics_opts_init(perfc_grpc_metrics_opts *o);
 
-/** Registers the server and client families. `opts` may be NULL. The caller
- *  frees it with perfc_grpc_metrics_free() after every server and channel
- *  using it is freed. Returns 0 or an error of perfc_family_new(). */
+/** Registers the server and client families. `opts` may be NULL and is
+ *  copied whole. The caller frees it with perfc_grpc_metrics_free() after
+ *  every server and channel using it is freed. Returns 0, PERFC_EINVAL,
+ *  PERFC_ENOMEM or an error of perfc_metrics_family_new(), with the detail
+ *  in perfc_last_error(). */
 PERFC_API int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
                                      const perfc_grpc_metrics_opts *opts);
 PERFC_API void perfc_grpc_metrics_free(perfc_grpc_metrics *gm);
@@ -53,12 +59,19 @@ PERFC_API void perfc_grpc_metrics_free(perfc_grpc_metrics *gm);
  *  port): perfc_server_pool_queued, perfc_server_pool_busy_workers,
  *  perfc_server_pool_rejected_total and perfc_server_open_connections.
  *  Returns what perfc_server_add_interceptor() returns. */
-PERFC_API int perfc_grpc_metrics_attach_server(perfc_grpc_metrics *gm,
-                                               perfc_server *srv);
+PERFC_API int perfc_grpc_metrics_attach(perfc_grpc_metrics *gm,
+                                        perfc_server *srv);
 
 /** The client-side hooks, for perfc_channel_opts.interceptor. */
 PERFC_API const perfc_client_interceptor *
 perfc_grpc_metrics_client_interceptor(perfc_grpc_metrics *gm);
+
+/* Deprecated alias: the attach function's name before every module's
+ * became perfc_X_attach(X, srv) (docs/observability.md used it). Define
+ * PERFC_NO_DEPRECATED_NAMES to check that nothing uses it. */
+#ifndef PERFC_NO_DEPRECATED_NAMES
+#define perfc_grpc_metrics_attach_server perfc_grpc_metrics_attach
+#endif
 
 #ifdef __cplusplus
 }

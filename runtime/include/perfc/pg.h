@@ -111,7 +111,7 @@ typedef struct perfc_pg_pool_opts {
   const char *name;
   /** Registry for the pool's metrics; borrowed, must outlive the pool.
    *  NULL = the default registry. */
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
 } perfc_pg_pool_opts;
 
 /** Fills `o` with the defaults (dsn NULL: set it). */

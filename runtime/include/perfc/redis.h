@@ -85,7 +85,7 @@ typedef struct perfc_redis_opts {
   unsigned batch_keys;        /**< 0 = default */
   /** Registry for the pool's metrics; borrowed, must outlive the pool.
    *  NULL = the default registry. */
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
   /** Value of the `pool` label; copied. NULL = PERFC_DEFAULT_REDIS_NAME.
    *  Two pools with one name in one registry share their series. */
   const char *name;

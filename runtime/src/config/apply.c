@@ -168,6 +168,7 @@ int perfc_config_apply_resilience(const perfc_config *cfg, perfc_server *srv,
   perfc_timeouts_opts to;
   perfc_timeouts_opts_init(&to);
   to.default_timeout_ms = res_int(cfg, "default_timeout");
+  to.default_timeout_enabled = to.default_timeout_ms > 0; /* 0: none */
   to.rules = cfg->timeout_rules;
   to.rule_count = cfg->ntimeout_rules;
   int rc = perfc_timeouts_new(&g->timeouts, &to);

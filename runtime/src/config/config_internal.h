@@ -103,7 +103,7 @@ struct perfc_config {
   size_t nlocs;
   double *buckets;       /* metrics.buckets */
   size_t bucket_count;
-  perfc_timeout_rule *timeout_rules; /* resilience.method_timeouts */
+  perfc_timeouts_rule *timeout_rules; /* resilience.method_timeouts */
   size_t ntimeout_rules;
   perfc_ratelimit_rule *rate_rules; /* resilience.method_rate_limits */
   size_t nrate_rules;

@@ -45,8 +45,9 @@ static const int client_auth_values[] = {PERFC_TLS_CLIENT_AUTH_NONE,
 static const char *const level_names[] = {"debug", "info", "warn",
                                           "error", "off",  NULL};
 static const char *const format_names[] = {"logfmt", "json", NULL};
-/* perfc_grpc_metrics_opts.handling_time_histogram: -1 off, 1 on. */
-static const int histogram_values[] = {-1, 1};
+/* The key says whether the histogram is on; the option is its negation
+ * (perfc_grpc_metrics_opts.disable_handling_time_histogram): false → 1. */
+static const int histogram_values[] = {1, 0};
 
 /* A destination: target, offset and size of the field in its struct. */
 #define FIELD(t, type, f) t, offsetof(type, f), sizeof(((type *)0)->f)
@@ -117,7 +118,7 @@ const cfg_key perfc__config_keys[] = {
         TLS(client_auth)),
     KEY(metrics, listen, K_ADDR_OFF, 0, 0, NULL, NULL, METRICS_HTTP(addr)),
     KEY(metrics, handling_time_histogram, K_BOOL, 0, 0, NULL, histogram_values,
-        GRPC_METRICS(handling_time_histogram)),
+        GRPC_METRICS(disable_handling_time_histogram)),
     KEY(metrics, buckets, K_FLOATS, 0, 0, NULL, NULL, CUSTOM),
     KEY(metrics, max_connections, K_UINT, 1, 1 << 20, NULL, NULL,
         METRICS_HTTP(max_connections)),

@@ -355,7 +355,7 @@ static void join_names(const char *const *names, char *buf, size_t n) {
  * "/pkg.Svc/" prefix, as perfc/resilience.h's rules take it; method names
  * are copied, so the raw strings stay as written (for messages and for
  * re-resolving after a failed override). */
-static void free_timeout_rules(perfc_timeout_rule *r, size_t n) {
+static void free_timeout_rules(perfc_timeouts_rule *r, size_t n) {
   for (size_t i = 0; r != NULL && i < n; i++)
     free((char *)r[i].method);
   free(r);
@@ -373,7 +373,7 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
   const cfg_key *k = &KEYS[ki];
   int rates = k->max == 1; /* keys.c: 1 = rate limits, 0 = timeouts */
   char ipath[160], at[512];
-  perfc_timeout_rule *tr = rates ? NULL : calloc(count, sizeof *tr);
+  perfc_timeouts_rule *tr = rates ? NULL : calloc(count, sizeof *tr);
   perfc_ratelimit_rule *rr = rates ? calloc(count, sizeof *rr) : NULL;
   if (rates ? !rr : !tr)
     return PERFC_ENOMEM;
@@ -402,7 +402,8 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
     if (rates)
       rr[i] = (perfc_ratelimit_rule){.method = method, .rate = (double)rate};
     else
-      tr[i] = (perfc_timeout_rule){.method = method, .timeout_ms = ms};
+      tr[i] = (perfc_timeouts_rule){
+          .method = method, .timeout_ms = ms, .no_timeout = ms == 0};
   }
   if (rates) {
     free_rate_rules(cfg->rate_rules, cfg->nrate_rules);

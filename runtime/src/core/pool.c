@@ -1,12 +1,15 @@
 /*
  * pool.c — the bounded worker pool.
  *
- * Room: runtime/src/core. A ring buffer of jobs under one mutex with two condition
- * variables. The lock is per pool, never global, and only calls that chose
- * the pool (blocking handlers) touch it; inline handlers never do. The bound
- * is checked at submit so overload turns into an immediate refusal.
+ * Room: runtime/src/core; calls nothing above core (its numbers reach
+ * metrics through perfc_pool_opts.observer). A ring buffer of jobs under
+ * one mutex with two condition variables. The lock is per pool, never global,
+ * and only calls that chose the pool (blocking handlers) touch it; inline
+ * handlers never do. The bound is checked at submit so overload turns into an
+ * immediate refusal.
  */
 #include "perfc/pool.h"
+#include "core/error_internal.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -30,9 +33,9 @@ struct perfc_pool {
   uint64_t rejected, done;
   unsigned nthreads;
   pthread_t *threads;
-  perfc_gauge *queued_gauge, *busy_gauge;
-  perfc_counter *rejected_counter;
-  int sched_batch;
+  perfc_pool_observer_fn observer;
+  void *observer_ud;
+  bool sched_batch;
   char name[12];
 };
 
@@ -63,41 +66,38 @@ static void *worker_main(void *arg) {
     p->head = (p->head + 1) % p->cap;
     p->count--;
     p->busy++;
-    if (p->queued_gauge != NULL)
-      perfc_gauge_dec(p->queued_gauge);
-    if (p->busy_gauge != NULL)
-      perfc_gauge_inc(p->busy_gauge);
+    if (p->observer != NULL)
+      p->observer(PERFC_POOL_STARTED, p->observer_ud);
     pthread_mutex_unlock(&p->mu);
     j.fn(j.arg);
     pthread_mutex_lock(&p->mu);
     p->busy--;
     p->done++;
-    if (p->busy_gauge != NULL)
-      perfc_gauge_dec(p->busy_gauge);
+    if (p->observer != NULL)
+      p->observer(PERFC_POOL_FINISHED, p->observer_ud);
   }
   pthread_mutex_unlock(&p->mu);
   return NULL;
 }
 
 int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
+  if (out == NULL)
+    return perfc__fail(PERFC_EINVAL, "pool: NULL out");
+  /* Copied whole, then zeros become defaults: a field added to the options
+   * later is kept without a line here. */
   perfc_pool_opts o;
   perfc_pool_opts_init(&o);
   if (opts != NULL) {
-    if (opts->threads)
-      o.threads = opts->threads;
-    if (opts->queue_max)
-      o.queue_max = opts->queue_max;
-    o.name = opts->name;
-    o.queued_gauge = opts->queued_gauge;
-    o.busy_gauge = opts->busy_gauge;
-    o.rejected_counter = opts->rejected_counter;
-    o.sched_batch = opts->sched_batch;
+    perfc_pool_opts d = o;
+    o = *opts;
+    if (o.threads == 0)
+      o.threads = d.threads;
+    if (o.queue_max == 0)
+      o.queue_max = d.queue_max;
   }
-  if (out == NULL)
-    return PERFC_EINVAL;
   perfc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "pool: out of memory");
   p->cap = o.queue_max;
   p->ring = calloc(p->cap, sizeof *p->ring);
   p->threads = calloc(o.threads, sizeof *p->threads);
@@ -105,12 +105,13 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
     free(p->ring);
     free(p->threads);
     free(p);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM,
+                       "pool: out of memory for %u threads and %u queued jobs",
+                       o.threads, o.queue_max);
   }
   snprintf(p->name, sizeof p->name, "%s", o.name ? o.name : "perfc-wk");
-  p->queued_gauge = o.queued_gauge;
-  p->busy_gauge = o.busy_gauge;
-  p->rejected_counter = o.rejected_counter;
+  p->observer = o.observer;
+  p->observer_ud = o.observer_user_data;
   p->sched_batch = o.sched_batch;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->has_work, NULL);
@@ -118,7 +119,8 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
     if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
       p->nthreads = i;
       perfc_pool_free(p);
-      return PERFC_ETHREAD;
+      return perfc__fail(PERFC_ETHREAD, "pool: cannot start worker %u of %u",
+                         i + 1, o.threads);
     }
     p->nthreads = i + 1;
     char tn[16]; /* the kernel keeps 15 characters of a thread name */
@@ -131,23 +133,26 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
 
 int perfc_pool_submit(perfc_pool *p, perfc_pool_fn fn, void *arg) {
   if (p == NULL || fn == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL,
+                       "pool: submit needs a pool and a function");
   pthread_mutex_lock(&p->mu);
   if (p->stopping) {
     pthread_mutex_unlock(&p->mu);
-    return PERFC_ESHUTDOWN;
+    return perfc__fail(PERFC_ESHUTDOWN, "pool: shutting down");
   }
   if (p->count == p->cap) {
     p->rejected++;
-    if (p->rejected_counter != NULL)
-      perfc_counter_inc(p->rejected_counter);
+    if (p->observer != NULL)
+      p->observer(PERFC_POOL_REJECTED, p->observer_ud);
+    unsigned cap = p->cap;
     pthread_mutex_unlock(&p->mu);
-    return PERFC_EFULL;
+    /* Outside the lock: only the refused caller pays for the message. */
+    return perfc__fail(PERFC_EFULL, "pool: queue full (%u jobs waiting)", cap);
   }
   p->ring[(p->head + p->count) % p->cap] = (job){fn, arg};
   p->count++;
-  if (p->queued_gauge != NULL)
-    perfc_gauge_inc(p->queued_gauge);
+  if (p->observer != NULL)
+    p->observer(PERFC_POOL_QUEUED, p->observer_ud);
   pthread_cond_signal(&p->has_work);
   pthread_mutex_unlock(&p->mu);
   return 0;

@@ -230,17 +230,17 @@ void perfc_cache_opts_init(perfc_cache_opts *o) {
   o->drain_ms = PERFC_DEFAULT_CACHE_DRAIN_MS;
 }
 
-static int counter(perfc_counter **out, perfc_registry *reg, const char *name,
-                   const char *help, const char *cache) {
+static int counter(perfc_counter **out, perfc_metrics_registry *reg,
+                   const char *name, const char *help, const char *cache) {
   static const char *const labels[] = {"cache"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = name;
   mo.help = help;
   mo.label_names = labels;
   mo.label_count = 1;
-  perfc_family *fam;
-  int rc = perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &mo);
+  perfc_metrics_family *fam;
+  int rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo);
   if (rc == 0)
     rc = perfc_counter_get(out, fam, &cache);
   return rc;
@@ -269,17 +269,17 @@ static void probe_free(void *ud) {
   free(p);
 }
 
-static int probe(perfc_cache *c, perfc_registry *reg, int what,
-                 perfc_metric_type type, const char *name, const char *help) {
+static int probe(perfc_cache *c, perfc_metrics_registry *reg, int what,
+                 perfc_metrics_type type, const char *name, const char *help) {
   static const char *const labels[] = {"cache"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = name;
   mo.help = help;
   mo.label_names = labels;
   mo.label_count = 1;
-  perfc_family *fam;
-  int rc = perfc_family_new(&fam, reg, type, &mo);
+  perfc_metrics_family *fam;
+  int rc = perfc_metrics_family_new(&fam, reg, type, &mo);
   if (rc != 0)
     return rc;
   l1_probe *p = calloc(1, sizeof(*p));
@@ -289,7 +289,7 @@ static int probe(perfc_cache *c, perfc_registry *reg, int what,
   p->l1 = c->l1;
   p->what = what;
   const char *lv[] = {c->name};
-  rc = perfc_family_add_func(fam, lv, probe_fn, p, probe_free);
+  rc = perfc_metrics_family_add_func(fam, lv, probe_fn, p, probe_free);
   if (rc != 0) {
     probe_free(p);
     return rc;
@@ -298,7 +298,7 @@ static int probe(perfc_cache *c, perfc_registry *reg, int what,
   return 0;
 }
 
-static int register_metrics(perfc_cache *c, perfc_registry *reg) {
+static int register_metrics(perfc_cache *c, perfc_metrics_registry *reg) {
   metrics *m = &c->m;
   const char *n = c->name;
   int rc;
@@ -332,30 +332,32 @@ static int register_metrics(perfc_cache *c, perfc_registry *reg) {
     "down.");
 #undef C
   static const char *const labels[] = {"cache"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_cache_invalidations_pending";
   mo.help = "Keys whose Redis delete is waiting for a retry.";
   mo.label_names = labels;
   mo.label_count = 1;
-  perfc_family *fam;
-  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0 ||
+  perfc_metrics_family *fam;
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_GAUGE, &mo)) !=
+          0 ||
       (rc = perfc_gauge_get(&m->pending, fam, &n)) != 0)
     return rc;
   mo.name = "perfc_cache_invalidation_subscribed";
   mo.help = "1 while the invalidation subscription is live (L1 in use), 0 "
             "while it is down or not yet established (L1 bypassed).";
-  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_GAUGE, &mo)) !=
+          0 ||
       (rc = perfc_gauge_get(&m->subscribed, fam, &n)) != 0)
     return rc;
-  if ((rc = probe(c, reg, 0, PERFC_METRIC_GAUGE, "perfc_cache_l1_entries",
+  if ((rc = probe(c, reg, 0, PERFC_METRICS_GAUGE, "perfc_cache_l1_entries",
                   "Entries in L1.")) != 0 ||
-      (rc = probe(c, reg, 1, PERFC_METRIC_GAUGE, "perfc_cache_l1_bytes",
+      (rc = probe(c, reg, 1, PERFC_METRICS_GAUGE, "perfc_cache_l1_bytes",
                   "Bytes accounted in L1 (keys, values, overhead).")) != 0 ||
-      (rc = probe(c, reg, 2, PERFC_METRIC_COUNTER,
+      (rc = probe(c, reg, 2, PERFC_METRICS_COUNTER,
                   "perfc_cache_l1_evictions_total",
                   "L1 entries evicted to stay under the byte bound.")) != 0 ||
-      (rc = probe(c, reg, 3, PERFC_METRIC_COUNTER,
+      (rc = probe(c, reg, 3, PERFC_METRICS_COUNTER,
                   "perfc_cache_l1_expired_total",
                   "L1 entries dropped because their TTL passed.")) != 0)
     return rc;

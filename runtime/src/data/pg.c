@@ -599,36 +599,39 @@ void perfc_pg_pool_opts_init(perfc_pg_pool_opts *o) {
   o->replica_retry_ms = PERFC_DEFAULT_PG_REPLICA_RETRY_MS;
 }
 
-static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
+static int register_metrics(perfc_pg_pool *pool, perfc_metrics_registry *reg,
                             const char *name) {
   static const char *const pool_target[] = {"pool", "target"};
   static const char *const pool_kind[] = {"pool", "kind"};
   static const char *const pool_only[] = {"pool"};
   static const double wait_buckets[] = {0.0001, 0.0005, 0.001, 0.005, 0.01,
                                         0.05,   0.1,    0.5,   1,     5};
-  perfc_metric_opts o;
-  perfc_family *in_use, *idle, *queries, *errors, *wait;
+  perfc_metrics_family_opts o;
+  perfc_metrics_family *in_use, *idle, *queries, *errors, *wait;
   int rc;
 
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts_init(&o);
   o.label_names = pool_target;
   o.label_count = 2;
   o.name = "perfc_pg_connections_in_use";
   o.help = "PostgreSQL connections lent out or being opened.";
-  if ((rc = perfc_family_new(&in_use, reg, PERFC_METRIC_GAUGE, &o)) != 0)
+  if ((rc = perfc_metrics_family_new(&in_use, reg, PERFC_METRICS_GAUGE, &o)) !=
+      0)
     return rc;
   o.name = "perfc_pg_connections_idle";
   o.help = "PostgreSQL connections idle in the pool.";
-  if ((rc = perfc_family_new(&idle, reg, PERFC_METRIC_GAUGE, &o)) != 0)
+  if ((rc = perfc_metrics_family_new(&idle, reg, PERFC_METRICS_GAUGE, &o)) != 0)
     return rc;
   o.name = "perfc_pg_queries_total";
   o.help = "Statements sent to PostgreSQL (batched ones count once each).";
-  if ((rc = perfc_family_new(&queries, reg, PERFC_METRIC_COUNTER, &o)) != 0)
+  if ((rc = perfc_metrics_family_new(&queries, reg, PERFC_METRICS_COUNTER,
+                                     &o)) != 0)
     return rc;
   o.label_names = pool_kind;
   o.name = "perfc_pg_errors_total";
   o.help = "PostgreSQL pool failures by kind.";
-  if ((rc = perfc_family_new(&errors, reg, PERFC_METRIC_COUNTER, &o)) != 0)
+  if ((rc = perfc_metrics_family_new(&errors, reg, PERFC_METRICS_COUNTER,
+                                     &o)) != 0)
     return rc;
   o.label_names = pool_only;
   o.label_count = 1;
@@ -637,7 +640,8 @@ static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
            "opening one.";
   o.buckets = wait_buckets;
   o.bucket_count = sizeof wait_buckets / sizeof wait_buckets[0];
-  if ((rc = perfc_family_new(&wait, reg, PERFC_METRIC_HISTOGRAM, &o)) != 0)
+  if ((rc = perfc_metrics_family_new(&wait, reg, PERFC_METRICS_HISTOGRAM,
+                                     &o)) != 0)
     return rc;
 
   for (int t = 0; t < T_COUNT; t++) {
@@ -657,19 +661,20 @@ static int register_metrics(perfc_pg_pool *pool, perfc_registry *reg,
     return rc;
   if (!pool->has_replica)
     return 0;
-  perfc_family *fallback, *up;
+  perfc_metrics_family *fallback, *up;
   o.buckets = NULL;
   o.bucket_count = 0;
   o.name = "perfc_pg_replica_fallback_total";
   o.help = "Reads meant for the replica that the primary served because the "
            "replica could not be reached.";
-  if ((rc = perfc_family_new(&fallback, reg, PERFC_METRIC_COUNTER, &o)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&fallback, reg, PERFC_METRICS_COUNTER,
+                                     &o)) != 0 ||
       (rc = perfc_counter_get(&pool->c_fallback, fallback, lv)) != 0)
     return rc;
   o.name = "perfc_pg_replica_up";
   o.help = "1 while reads go to the replica, 0 while they fall back to the "
            "primary.";
-  if ((rc = perfc_family_new(&up, reg, PERFC_METRIC_GAUGE, &o)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&up, reg, PERFC_METRICS_GAUGE, &o)) != 0 ||
       (rc = perfc_gauge_get(&pool->g_replica_up, up, lv)) != 0)
     return rc;
   perfc_gauge_set(pool->g_replica_up, 1);

@@ -187,19 +187,19 @@ static void sigpipe_restore(sigpipe_guard *g) {
 }
 
 static int register_metrics(perfc_redis_pool *p) {
-  perfc_registry *reg = p->o.registry;
+  perfc_metrics_registry *reg = p->o.registry;
   const char *pool_label[] = {"pool"};
   const char *state_labels[] = {"pool", "state"};
-  perfc_metric_opts mo;
-  perfc_family *fam;
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family *fam;
   int rc;
 
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_redis_pool_connections";
   mo.help = "Redis pool connections by state (in_use, idle).";
   mo.label_names = state_labels;
   mo.label_count = 2;
-  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_GAUGE, &mo)) != 0)
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_GAUGE, &mo)) != 0)
     return rc;
   const char *in_use[] = {p->name, "in_use"};
   const char *idle[] = {p->name, "idle"};
@@ -209,35 +209,38 @@ static int register_metrics(perfc_redis_pool *p) {
 
   static const double wait_buckets[] = {
       0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1};
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_redis_pool_wait_seconds";
   mo.help = "Time spent acquiring a Redis connection (including connects).";
   mo.label_names = pool_label;
   mo.label_count = 1;
   mo.buckets = wait_buckets;
   mo.bucket_count = sizeof wait_buckets / sizeof wait_buckets[0];
-  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_HISTOGRAM, &mo)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_HISTOGRAM,
+                                     &mo)) != 0 ||
       (rc = perfc_histogram_get(&p->h_wait, fam,
                                 (const char *const *)&p->name)) != 0)
     return rc;
 
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_redis_errors_total";
   mo.help = "Redis failures: connects, I/O errors, timeouts, backoff refusals, "
             "error replies.";
   mo.label_names = pool_label;
   mo.label_count = 1;
-  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &mo)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) !=
+          0 ||
       (rc = perfc_counter_get(&p->c_errors, fam,
                               (const char *const *)&p->name)) != 0)
     return rc;
 
-  perfc_metric_opts_init(&mo);
+  perfc_metrics_family_opts_init(&mo);
   mo.name = "perfc_redis_connects_total";
   mo.help = "Successful Redis connects.";
   mo.label_names = pool_label;
   mo.label_count = 1;
-  if ((rc = perfc_family_new(&fam, reg, PERFC_METRIC_COUNTER, &mo)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) !=
+          0 ||
       (rc = perfc_counter_get(&p->c_connects, fam,
                               (const char *const *)&p->name)) != 0)
     return rc;

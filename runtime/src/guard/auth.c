@@ -12,6 +12,7 @@
  * log is a credential anyone with log access can replay.
  */
 #include "perfc/auth.h"
+#include "core/error_internal.h"
 #include "guard/auth_internal.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
@@ -32,11 +33,10 @@
 /* NIST SP 800-131A: RSA under 2048 bits is not acceptable for signatures. */
 #define RS256_MIN_BITS 2048
 #define PEM_MAX_BYTES (64 * 1024)
-#define MAX_LEEWAY_S (INT64_C(1) << 40)
 
 typedef struct rule {
   char *method;
-  int is_public;
+  bool is_public;
   char *claim, *value;
 } rule;
 
@@ -45,8 +45,8 @@ struct perfc_auth {
   size_t secret_len;
   EVP_PKEY *rsa;
   char *issuer, *audience;
-  int64_t leeway_s;
-  int allow_missing_exp;
+  int64_t leeway_s; /* whole seconds: JWT dates are seconds */
+  bool allow_missing_exp;
   size_t max_token_len;
   rule *rules;
   size_t n_rules;
@@ -111,7 +111,7 @@ static int load_rsa(perfc_auth *a, const char *pem, const char *what) {
   OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(
       &k, "PEM", NULL, "RSA", EVP_PKEY_PUBLIC_KEY, NULL, NULL);
   if (dc == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "auth: out of memory");
   const unsigned char *p = (const unsigned char *)pem;
   size_t plen = strlen(pem);
   if (OSSL_DECODER_from_data(dc, &p, &plen) != 1) {
@@ -121,19 +121,16 @@ static int load_rsa(perfc_auth *a, const char *pem, const char *what) {
   OSSL_DECODER_CTX_free(dc);
   ERR_clear_error();
   if (k == NULL) {
-    perfc_log(PERFC_LOG_ERROR, "auth: %s: no PEM public key found", what);
-    return PERFC_ETLS;
+    return perfc__fail(PERFC_ETLS, "auth: %s: no PEM public key found", what);
   }
   if (!EVP_PKEY_is_a(k, "RSA")) {
-    perfc_log(PERFC_LOG_ERROR, "auth: %s: RS256 needs an RSA key", what);
     EVP_PKEY_free(k);
-    return PERFC_ETLS;
+    return perfc__fail(PERFC_ETLS, "auth: %s: RS256 needs an RSA key", what);
   }
   if (EVP_PKEY_get_bits(k) < RS256_MIN_BITS) {
-    perfc_log(PERFC_LOG_ERROR, "auth: %s: RSA key under %d bits", what,
-              RS256_MIN_BITS);
     EVP_PKEY_free(k);
-    return PERFC_ETLS;
+    return perfc__fail(PERFC_ETLS, "auth: %s: RSA key under %d bits", what,
+                       RS256_MIN_BITS);
   }
   a->rsa = k;
   return 0;
@@ -141,83 +138,96 @@ static int load_rsa(perfc_auth *a, const char *pem, const char *what) {
 
 int perfc_auth_new(perfc_auth **out, const perfc_auth_opts *opts) {
   if (out == NULL || opts == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "auth: NULL out or options");
   *out = NULL;
-  int has_hs = opts->hs256_secret != NULL && opts->hs256_secret_len > 0;
-  int has_rs =
-      opts->rs256_public_key_pem != NULL || opts->rs256_public_key_file != NULL;
-  if (!has_hs && !has_rs) {
-    perfc_log(PERFC_LOG_ERROR, "auth: neither an HS256 secret nor an RS256 "
-                               "public key is configured");
-    return PERFC_EINVAL;
-  }
-  if (has_hs && opts->hs256_secret_len < HS256_MIN_SECRET) {
-    perfc_log(PERFC_LOG_ERROR, "auth: HS256 secret shorter than %d bytes",
-              HS256_MIN_SECRET);
-    return PERFC_EINVAL;
-  }
-  if (opts->rs256_public_key_pem != NULL && opts->rs256_public_key_file != NULL)
-    return PERFC_EINVAL;
-  for (size_t i = 0; i < opts->n_rules; i++) {
-    const perfc_auth_rule *r = &opts->rules[i];
+  /* Copied whole, then zeros become defaults; strings, keys and rules are
+   * deep-copied into the verifier below. */
+  perfc_auth_opts o = *opts;
+  if (o.max_token_len == 0)
+    o.max_token_len = PERFC_DEFAULT_AUTH_MAX_TOKEN;
+  if (o.leeway_ms == 0 && !o.disable_leeway)
+    o.leeway_ms = PERFC_DEFAULT_AUTH_LEEWAY_MS;
+  bool has_hs = o.hs256_secret != NULL && o.hs256_secret_len > 0;
+  bool has_rs =
+      o.rs256_public_key_pem != NULL || o.rs256_public_key_file != NULL;
+  if (!has_hs && !has_rs)
+    return perfc__fail(PERFC_EINVAL, "auth: neither an HS256 secret nor an "
+                                     "RS256 public key is configured");
+  if (has_hs && o.hs256_secret_len < HS256_MIN_SECRET)
+    return perfc__fail(PERFC_EINVAL, "auth: HS256 secret shorter than %d bytes",
+                       HS256_MIN_SECRET);
+  if (o.rs256_public_key_pem != NULL && o.rs256_public_key_file != NULL)
+    return perfc__fail(PERFC_EINVAL, "auth: rs256_public_key_pem and "
+                                     "rs256_public_key_file are both set");
+  if (o.disable_leeway
+          ? o.leeway_ms != 0
+          : o.leeway_ms < 0 || o.leeway_ms > PERFC_AUTH_MAX_LEEWAY_MS)
+    return perfc__fail(
+        PERFC_EINVAL, "auth: leeway_ms %lld with disable_leeway %s",
+        (long long)o.leeway_ms,
+        o.disable_leeway ? "true (needs 0)" : "false (needs 0 to a day)");
+  if (o.rule_count > 0 && o.rules == NULL)
+    return perfc__fail(PERFC_EINVAL, "auth: %zu rules but no array",
+                       o.rule_count);
+  for (size_t i = 0; i < o.rule_count; i++) {
+    const perfc_auth_rule *r = &o.rules[i];
     if (r->method == NULL || (r->claim == NULL) != (r->value == NULL) ||
         (r->is_public && r->claim != NULL))
-      return PERFC_EINVAL;
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i, "auth: rule %zu: %s",
+                             i,
+                             r->method == NULL ? "no method"
+                             : r->is_public    ? "a public method with a claim"
+                                               : "claim without value or "
+                                                 "value without claim");
   }
   perfc_auth *a = calloc(1, sizeof *a);
   if (a == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "auth: out of memory");
   int oom = 0;
   if (has_hs) {
-    a->secret = malloc(opts->hs256_secret_len);
+    a->secret = malloc(o.hs256_secret_len);
     if (a->secret == NULL)
       oom = 1;
     else
-      memcpy(a->secret, opts->hs256_secret, opts->hs256_secret_len);
-    a->secret_len = opts->hs256_secret_len;
+      memcpy(a->secret, o.hs256_secret, o.hs256_secret_len);
+    a->secret_len = o.hs256_secret_len;
   }
-  a->issuer = dup_or_null(opts->issuer, &oom);
-  a->audience = dup_or_null(opts->audience, &oom);
-  a->leeway_s = opts->leeway_s == 0  ? PERFC_DEFAULT_AUTH_LEEWAY_S
-                : opts->leeway_s < 0 ? 0
-                                     : opts->leeway_s;
-  /* Dates are below 2^62 (jwt.c), so capping the leeway keeps exp + leeway
-   * from overflowing; a leeway of decades is a configuration error anyway. */
-  if (a->leeway_s > MAX_LEEWAY_S)
-    a->leeway_s = MAX_LEEWAY_S;
-  a->allow_missing_exp = opts->allow_missing_exp;
-  a->max_token_len =
-      opts->max_token_len ? opts->max_token_len : PERFC_DEFAULT_AUTH_MAX_TOKEN;
-  a->now = opts->now;
-  a->now_user_data = opts->now_user_data;
-  if (opts->n_rules > 0) {
-    a->rules = calloc(opts->n_rules, sizeof *a->rules);
+  a->issuer = dup_or_null(o.issuer, &oom);
+  a->audience = dup_or_null(o.audience, &oom);
+  /* At most a day, so exp + leeway cannot overflow (dates are below 2^62,
+   * jwt.c). */
+  a->leeway_s = o.disable_leeway ? 0 : o.leeway_ms / 1000;
+  a->allow_missing_exp = o.allow_missing_exp;
+  a->max_token_len = o.max_token_len;
+  a->now = o.now;
+  a->now_user_data = o.now_user_data;
+  if (o.rule_count > 0) {
+    a->rules = calloc(o.rule_count, sizeof *a->rules);
     if (a->rules == NULL)
       oom = 1;
     else
-      a->n_rules = opts->n_rules;
+      a->n_rules = o.rule_count;
     for (size_t i = 0; i < a->n_rules; i++) {
-      a->rules[i].method = dup_or_null(opts->rules[i].method, &oom);
-      a->rules[i].is_public = opts->rules[i].is_public;
-      a->rules[i].claim = dup_or_null(opts->rules[i].claim, &oom);
-      a->rules[i].value = dup_or_null(opts->rules[i].value, &oom);
+      a->rules[i].method = dup_or_null(o.rules[i].method, &oom);
+      a->rules[i].is_public = o.rules[i].is_public;
+      a->rules[i].claim = dup_or_null(o.rules[i].claim, &oom);
+      a->rules[i].value = dup_or_null(o.rules[i].value, &oom);
     }
   }
   if (oom) {
     perfc_auth_free(a);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "auth: out of memory");
   }
   int rc = 0;
-  if (opts->rs256_public_key_pem != NULL) {
-    rc = load_rsa(a, opts->rs256_public_key_pem, "rs256_public_key_pem");
-  } else if (opts->rs256_public_key_file != NULL) {
-    char *pem = read_pem(opts->rs256_public_key_file);
+  if (o.rs256_public_key_pem != NULL) {
+    rc = load_rsa(a, o.rs256_public_key_pem, "rs256_public_key_pem");
+  } else if (o.rs256_public_key_file != NULL) {
+    char *pem = read_pem(o.rs256_public_key_file);
     if (pem == NULL) {
-      perfc_log(PERFC_LOG_ERROR, "auth: cannot read %s",
-                opts->rs256_public_key_file);
-      rc = PERFC_ETLS;
+      rc = perfc__fail(PERFC_ETLS, "auth: cannot read %s",
+                       o.rs256_public_key_file);
     } else {
-      rc = load_rsa(a, pem, opts->rs256_public_key_file);
+      rc = load_rsa(a, pem, o.rs256_public_key_file);
       free(pem);
     }
   }
@@ -473,9 +483,10 @@ static perfc_status_code before(void *self, void *method_state, perfc_ctx *ctx,
   return PERFC_STATUS_OK;
 }
 
-int perfc_auth_attach(perfc_server *srv, const perfc_auth *auth) {
+int perfc_auth_attach(const perfc_auth *auth, perfc_server *srv) {
   if (srv == NULL || auth == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL,
+                       "auth: attach needs a verifier and a server");
   perfc_server_interceptor ic = {
       .name = "auth",
       .self = (void *)auth,

@@ -37,7 +37,7 @@ typedef struct perfc__jobject {
 
 /* Parses one JSON object (RFC 8259, strictly: no trailing commas, no
  * comments, no duplicate member names, valid UTF-8, no NUL in strings,
- * at most PERFC_AUTH_MAX_CLAIMS members and PERFC_AUTH_MAX_DEPTH levels).
+ * at most PERFC_JWT_MAX_CLAIMS members and PERFC_JWT_MAX_DEPTH levels).
  * Everything lands in `a`. Returns PERFC_JWT_OK, PERFC_JWT_MALFORMED,
  * PERFC_JWT_TOO_LARGE or PERFC_JWT_NO_MEMORY. */
 perfc_jwt_status perfc__json_object(perfc_arena *a, const char *s, size_t len,

@@ -20,8 +20,10 @@
  * bucket with a compare-and-swap and zeroes it. A count racing that reset
  * may be lost, which only blurs a statistic that is an estimate anyway.
  */
+#include "perfc/breaker.h"
+#include "core/error_internal.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
-#include "perfc/resilience.h"
 #include "server/server_internal.h"
 
 #include <pthread.h>
@@ -54,7 +56,7 @@ struct perfc_breaker {
   void *clock_ud;
   double (*random)(void *);
   void *random_ud;
-  perfc_family *rejected, *state;
+  perfc_metrics_family *rejected, *state;
   pthread_mutex_t mu; /* serialises inserts into cache */
   _Atomic(window *) cache[CACHE_SLOTS];
   perfc_client_interceptor ic;
@@ -242,48 +244,46 @@ static void after(void *self, const perfc_method_desc *m, void *call_state,
 /* ---- lifecycle --------------------------------------------------------------
  */
 
-static int family(perfc_family **out, perfc_registry *reg, perfc_metric_type t,
-                  const char *name, const char *help) {
-  static const char *const labels[] = {"target", "grpc_method"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
-  mo.name = name;
-  mo.help = help;
-  mo.label_names = labels;
-  mo.label_count = 2;
-  return perfc_family_new(out, reg, t, &mo);
-}
+/* Every family here has the same two labels. */
+static const char *const family_labels[] = {"target", "grpc_method"};
+#define family(out, reg, type, name, help)                                     \
+  perfc__metrics_family(out, reg, type, name, help, family_labels, 2)
 
 int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
   if (out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "breaker: NULL out");
+  /* Copied whole, then zeros become defaults: a field added later is kept
+   * without a line here. */
   perfc_breaker_opts o;
   perfc_breaker_opts_init(&o);
   if (opts != NULL) {
-    o.registry = opts->registry;
-    o.target = opts->target;
-    o.clock = opts->clock;
-    o.clock_user_data = opts->clock_user_data;
-    o.random = opts->random;
-    o.random_user_data = opts->random_user_data;
-#define TAKE(f)                                                                \
-  if (opts->f)                                                                 \
-  o.f = opts->f
-    TAKE(k);
-    TAKE(window_ms);
-    TAKE(buckets);
-    TAKE(min_requests);
-#undef TAKE
+    const perfc_breaker_opts d = o;
+    o = *opts;
+    if (o.k == 0)
+      o.k = d.k;
+    if (o.window_ms == 0)
+      o.window_ms = d.window_ms;
+    if (o.buckets == 0)
+      o.buckets = d.buckets;
+    if (o.min_requests == 0)
+      o.min_requests = d.min_requests;
   }
-  if (!(o.k >= 1) || o.buckets > MAX_BUCKETS ||
-      o.window_ms < (int64_t)o.buckets)
-    return PERFC_EINVAL;
+  if (!(o.k >= 1))
+    return perfc__fail(PERFC_EINVAL, "breaker: k %g is below 1", o.k);
+  if (o.buckets > MAX_BUCKETS)
+    return perfc__fail(PERFC_EINVAL, "breaker: %u buckets, at most %d",
+                       o.buckets, MAX_BUCKETS);
+  if (o.window_ms < (int64_t)o.buckets)
+    return perfc__fail(PERFC_EINVAL,
+                       "breaker: window_ms %lld is shorter than %u buckets "
+                       "of 1 ms",
+                       (long long)o.window_ms, o.buckets);
   perfc_breaker *b = calloc(1, sizeof *b);
   if (b == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "breaker: out of memory");
   if ((b->target = strdup(o.target ? o.target : "")) == NULL) {
     free(b);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "breaker: out of memory");
   }
   b->k = o.k;
   b->nbuckets = o.buckets;
@@ -293,15 +293,15 @@ int perfc_breaker_new(perfc_breaker **out, const perfc_breaker_opts *opts) {
   b->clock_ud = o.clock_user_data;
   b->random = o.random;
   b->random_ud = o.random_user_data;
-  int rc = family(&b->rejected, o.registry, PERFC_METRIC_COUNTER,
+  int rc = family(&b->rejected, o.registry, PERFC_METRICS_COUNTER,
                   "perfc_breaker_rejected_total",
                   "Client calls failed locally with UNAVAILABLE by adaptive "
                   "throttling.");
   if (rc == 0)
-    rc =
-        family(&b->state, o.registry, PERFC_METRIC_GAUGE, "perfc_breaker_state",
-               "1 while adaptive throttling refuses some calls to the "
-               "method, 0 while it lets every call through.");
+    rc = family(&b->state, o.registry, PERFC_METRICS_GAUGE,
+                "perfc_breaker_state",
+                "1 while adaptive throttling refuses some calls to the "
+                "method, 0 while it lets every call through.");
   if (rc != 0) {
     free(b->target);
     free(b);

@@ -300,7 +300,7 @@ static int lit(jp *p, const char *w) {
 
 /* Validates and skips any value; used below the top level. */
 static int jskip(jp *p, int depth) {
-  if (depth > PERFC_AUTH_MAX_DEPTH)
+  if (depth > PERFC_JWT_MAX_DEPTH)
     return fail(p, PERFC_JWT_TOO_LARGE);
   ws(p);
   if (p->s >= p->end)
@@ -391,7 +391,7 @@ static int jvalue(jp *p, perfc__jmember *m) {
       char *item = jstring(p);
       if (item == NULL)
         return -1;
-      if (m->n_items == PERFC_AUTH_MAX_CLAIMS)
+      if (m->n_items == PERFC_JWT_MAX_CLAIMS)
         return fail(p, PERFC_JWT_TOO_LARGE);
       if (m->n_items == cap) {
         size_t ncap = cap ? cap * 2 : 4;
@@ -430,7 +430,7 @@ static int jvalue(jp *p, perfc__jmember *m) {
 perfc_jwt_status perfc__json_object(perfc_arena *a, const char *s, size_t len,
                                     perfc__jobject *out) {
   jp p = {.s = s, .end = s + len, .a = a, .err = PERFC_JWT_OK};
-  out->m = perfc_arena_calloc(a, PERFC_AUTH_MAX_CLAIMS * sizeof *out->m);
+  out->m = perfc_arena_calloc(a, PERFC_JWT_MAX_CLAIMS * sizeof *out->m);
   out->n = 0;
   if (out->m == NULL)
     return PERFC_JWT_NO_MEMORY;
@@ -450,7 +450,7 @@ perfc_jwt_status perfc__json_object(perfc_arena *a, const char *s, size_t len,
       for (size_t i = 0; i < out->n; i++)
         if (strcmp(out->m[i].name, name) == 0)
           return PERFC_JWT_MALFORMED; /* duplicate: refuse, see the header */
-      if (out->n == PERFC_AUTH_MAX_CLAIMS)
+      if (out->n == PERFC_JWT_MAX_CLAIMS)
         return PERFC_JWT_TOO_LARGE;
       ws(&p);
       if (p.s >= p.end || *p.s != ':')

@@ -17,8 +17,10 @@
  * Keyed buckets live in a table split into shards, each with its own mutex
  * and LRU list, so calls with different keys rarely meet on one lock.
  */
+#include "perfc/ratelimit.h"
+#include "core/error_internal.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
-#include "perfc/resilience.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -82,7 +84,7 @@ typedef struct method_state {
 struct perfc_ratelimit {
   rule *rules;
   size_t nrules;
-  perfc_family *rejected;
+  perfc_metrics_family *rejected;
   perfc_clock_fn clock;
   void *clock_ud;
   perfc_server_interceptor ic;
@@ -395,32 +397,44 @@ void perfc_ratelimit_free(perfc_ratelimit *rl) {
   free(rl);
 }
 
-static int rule_init(rule *r, const perfc_ratelimit_rule *in,
+static int rule_init(rule *r, const perfc_ratelimit_rule *in, size_t index,
                      unsigned max_keys) {
   double burst = in->burst > 0 ? in->burst : (in->rate > 1 ? in->rate : 1);
-  if (!(in->rate > 0) || in->burst < 0 || (in->burst > 0 && in->burst < 1) ||
-      !isfinite(in->rate) || !isfinite(burst) || 1e9 / in->rate < 1 ||
+  if (!(in->rate > 0) || !isfinite(in->rate) || 1e9 / in->rate < 1)
+    return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                           "ratelimit: rule %zu: rate %g is not in (0, 1e9]",
+                           index, in->rate);
+  if (in->burst < 0 || (in->burst > 0 && in->burst < 1) || !isfinite(burst) ||
       burst * 1e9 / in->rate > 9e18)
-    return PERFC_EINVAL;
+    return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                           "ratelimit: rule %zu: burst %g is neither 0 nor a "
+                           "finite number >= 1",
+                           index, in->burst);
   const char *m = in->method;
   if (m != NULL && m[0] == '\0')
     m = NULL;
   if (m != NULL && m[0] != '/')
-    return PERFC_EINVAL;
+    return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                           "ratelimit: rule %zu: method \"%s\" does not start "
+                           "with '/'",
+                           index, m);
   if (in->key_metadata != NULL) {
     if (in->key_metadata[0] == '\0')
-      return PERFC_EINVAL;
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                             "ratelimit: rule %zu: empty key_metadata", index);
     for (const char *p = in->key_metadata; *p; p++)
-      if (*p >= 'A' && *p <= 'Z')
-        return PERFC_EINVAL; /* metadata keys arrive lower-case */
+      if (*p >= 'A' && *p <= 'Z') /* metadata keys arrive lower-case */
+        return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                               "ratelimit: rule %zu: key_metadata \"%s\" is "
+                               "not lower-case",
+                               index, in->key_metadata);
   }
   r->interval_ns = (int64_t)(1e9 / in->rate + 0.5);
   r->tau_ns = (int64_t)(burst * 1e9 / in->rate + 0.5);
   r->max_keys = max_keys;
-  if (m != NULL && (r->method = strdup(m)) == NULL)
-    return PERFC_ENOMEM;
-  if (in->key_metadata != NULL && (r->key = strdup(in->key_metadata)) == NULL)
-    return PERFC_ENOMEM;
+  if ((m != NULL && (r->method = strdup(m)) == NULL) ||
+      (in->key_metadata != NULL && (r->key = strdup(in->key_metadata)) == NULL))
+    return perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
   size_t n = m ? strlen(m) : 0;
   if (n > 0 && m[n - 1] == '/')
     r->prefix = n;
@@ -429,41 +443,45 @@ static int rule_init(rule *r, const perfc_ratelimit_rule *in,
            in->rate, burst, r->key ? " per " : "", r->key ? r->key : "",
            m == NULL ? " shared by all methods" : "");
   if (m == NULL && (r->global = bucket_new(r)) == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
   return 0;
 }
 
 int perfc_ratelimit_new(perfc_ratelimit **out,
                         const perfc_ratelimit_opts *opts) {
-  if (out == NULL || opts == NULL || opts->rule_count == 0 ||
-      opts->rule_count > PERFC_RATELIMIT_MAX_RULES || opts->rules == NULL)
-    return PERFC_EINVAL;
+  if (out == NULL || opts == NULL)
+    return perfc__fail(PERFC_EINVAL, "ratelimit: NULL out or options");
+  /* Copied whole, then zeros become defaults; the rules are deep-copied
+   * into rl->rules below and the copy keeps no pointer into them. */
+  perfc_ratelimit_opts o = *opts;
+  if (o.max_keys == 0)
+    o.max_keys = PERFC_DEFAULT_RATELIMIT_MAX_KEYS;
+  if (o.rule_count == 0 || o.rules == NULL ||
+      o.rule_count > PERFC_RATELIMIT_MAX_RULES)
+    return perfc__fail(PERFC_EINVAL, "ratelimit: %zu rules; 1 to %d needed",
+                       o.rules == NULL ? 0 : o.rule_count,
+                       PERFC_RATELIMIT_MAX_RULES);
   perfc_ratelimit *rl = calloc(1, sizeof *rl);
   if (rl == NULL)
-    return PERFC_ENOMEM;
-  rl->clock = opts->clock;
-  rl->clock_ud = opts->clock_user_data;
-  unsigned max_keys =
-      opts->max_keys ? opts->max_keys : PERFC_DEFAULT_RATELIMIT_MAX_KEYS;
+    return perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
+  rl->clock = o.clock;
+  rl->clock_ud = o.clock_user_data;
   int rc = 0;
-  if ((rl->rules = calloc(opts->rule_count, sizeof *rl->rules)) == NULL)
-    rc = PERFC_ENOMEM;
-  for (size_t i = 0; rc == 0 && i < opts->rule_count; i++) {
+  if ((rl->rules = calloc(o.rule_count, sizeof *rl->rules)) == NULL)
+    rc = perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
+  for (size_t i = 0; rc == 0 && i < o.rule_count; i++) {
     rl->nrules++;
-    rc = rule_init(&rl->rules[i], &opts->rules[i], max_keys);
+    rc = rule_init(&rl->rules[i], &o.rules[i], i, o.max_keys);
   }
   if (rc == 0) {
     static const char *const labels[] = {"grpc_service", "grpc_method",
                                          "scope"};
-    perfc_metric_opts mo;
-    perfc_metric_opts_init(&mo);
-    mo.name = "perfc_ratelimit_rejected_total";
-    mo.help = "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope "
-              "is global, service or method.";
-    mo.label_names = labels;
-    mo.label_count = 3;
-    rc = perfc_family_new(&rl->rejected, opts->registry, PERFC_METRIC_COUNTER,
-                          &mo);
+    rc = perfc__metrics_family(
+        &rl->rejected, o.registry, PERFC_METRICS_COUNTER,
+        "perfc_ratelimit_rejected_total",
+        "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope is "
+        "global, service or method.",
+        labels, 3);
   }
   if (rc != 0) {
     perfc_ratelimit_free(rl);
@@ -482,6 +500,6 @@ int perfc_ratelimit_new(perfc_ratelimit **out,
 
 int perfc_ratelimit_attach(perfc_ratelimit *rl, perfc_server *srv) {
   if (rl == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "ratelimit: attach needs a limiter");
   return perfc_server_add_interceptor(srv, &rl->ic);
 }

@@ -30,8 +30,10 @@
  * window under a try-lock, and a sample that finds the lock taken is
  * dropped rather than waited for.
  */
+#include "perfc/shedding.h"
+#include "core/error_internal.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
-#include "perfc/resilience.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -69,7 +71,7 @@ typedef struct limiter {
 struct perfc_shedding {
   perfc_shedding_opts o;
   int64_t window_ns;
-  perfc_family *rejected, *limit, *latency;
+  perfc_metrics_family *rejected, *limit, *latency;
   perfc_server_interceptor ic;
 };
 
@@ -79,6 +81,7 @@ void perfc_shedding_opts_init(perfc_shedding_opts *o) {
   o->min_samples = PERFC_DEFAULT_SHEDDING_MIN_SAMPLES;
   o->min_limit = PERFC_DEFAULT_SHEDDING_MIN_LIMIT;
   o->initial_limit = PERFC_DEFAULT_SHEDDING_INITIAL_LIMIT;
+  o->max_limit = PERFC_DEFAULT_SHEDDING_MAX_LIMIT;
   o->alpha = PERFC_DEFAULT_SHEDDING_ALPHA;
 }
 
@@ -102,7 +105,7 @@ static void update(limiter *l, int64_t now) {
   double next = l->max_qps * ((2 + o->alpha) * s - avg_total) / 1e9;
   if (next < (double)o->min_limit)
     next = o->min_limit;
-  if (o->max_limit && next > (double)o->max_limit)
+  if (next > (double)o->max_limit)
     next = o->max_limit;
   int limit = (int)(next + 0.5);
   atomic_store_explicit(&l->limit, limit, memory_order_relaxed);
@@ -236,57 +239,63 @@ static void after(void *self, void *state, perfc_ctx *ctx, void *call_state,
 /* ---- lifecycle --------------------------------------------------------------
  */
 
-static int family(perfc_family **out, perfc_registry *reg, perfc_metric_type t,
-                  const char *name, const char *help) {
-  static const char *const labels[] = {"grpc_service", "grpc_method"};
-  perfc_metric_opts mo;
-  perfc_metric_opts_init(&mo);
-  mo.name = name;
-  mo.help = help;
-  mo.label_names = labels;
-  mo.label_count = 2;
-  return perfc_family_new(out, reg, t, &mo);
-}
+/* Every family here has the same two labels. */
+static const char *const family_labels[] = {"grpc_service", "grpc_method"};
+#define family(out, reg, type, name, help)                                     \
+  perfc__metrics_family(out, reg, type, name, help, family_labels, 2)
 
 int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
   if (out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "shedding: NULL out");
+  /* Copied whole, then zeros become defaults: a field added later is kept
+   * without a line here. */
   perfc_shedding_opts o;
   perfc_shedding_opts_init(&o);
   if (opts != NULL) {
-    o.registry = opts->registry;
-    o.max_limit = opts->max_limit;
-#define TAKE(f)                                                                \
-  if (opts->f)                                                                 \
-  o.f = opts->f
-    TAKE(window_ms);
-    TAKE(min_samples);
-    TAKE(min_limit);
-    TAKE(initial_limit);
-    TAKE(alpha);
-#undef TAKE
+    const perfc_shedding_opts d = o;
+    o = *opts;
+    if (o.window_ms == 0)
+      o.window_ms = d.window_ms;
+    if (o.min_samples == 0)
+      o.min_samples = d.min_samples;
+    if (o.min_limit == 0)
+      o.min_limit = d.min_limit;
+    if (o.initial_limit == 0)
+      o.initial_limit = d.initial_limit;
+    if (o.max_limit == 0)
+      o.max_limit = d.max_limit;
+    if (o.alpha == 0)
+      o.alpha = d.alpha;
   }
-  if (o.window_ms < 1 || !(o.alpha > 0 && o.alpha <= 1) ||
-      (o.max_limit &&
-       (o.min_limit > o.max_limit || o.initial_limit > o.max_limit)) ||
-      o.initial_limit > (unsigned)INT32_MAX / 2 ||
-      o.max_limit > (unsigned)INT32_MAX / 2)
-    return PERFC_EINVAL;
+  if (o.window_ms < 1)
+    return perfc__fail(PERFC_EINVAL, "shedding: window_ms %lld is negative",
+                       (long long)o.window_ms);
+  if (!(o.alpha > 0 && o.alpha <= 1))
+    return perfc__fail(PERFC_EINVAL, "shedding: alpha %g is outside (0, 1]",
+                       o.alpha);
+  if (o.max_limit > PERFC_DEFAULT_SHEDDING_MAX_LIMIT)
+    return perfc__fail(PERFC_EINVAL, "shedding: max_limit %u is above %u",
+                       o.max_limit, (unsigned)PERFC_DEFAULT_SHEDDING_MAX_LIMIT);
+  if (o.min_limit > o.max_limit || o.initial_limit > o.max_limit)
+    return perfc__fail(PERFC_EINVAL,
+                       "shedding: min_limit %u and initial_limit %u must not "
+                       "exceed max_limit %u",
+                       o.min_limit, o.initial_limit, o.max_limit);
   perfc_shedding *sh = calloc(1, sizeof *sh);
   if (sh == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "shedding: out of memory");
   sh->o = o;
   sh->window_ns = o.window_ms * 1000000;
-  int rc = family(&sh->rejected, o.registry, PERFC_METRIC_COUNTER,
+  int rc = family(&sh->rejected, o.registry, PERFC_METRICS_COUNTER,
                   "perfc_shedding_rejected_total",
                   "Calls refused with RESOURCE_EXHAUSTED by the adaptive "
                   "concurrency limit.");
   if (rc == 0)
-    rc = family(&sh->limit, o.registry, PERFC_METRIC_GAUGE,
+    rc = family(&sh->limit, o.registry, PERFC_METRICS_GAUGE,
                 "perfc_shedding_limit",
                 "Current adaptive limit of calls in flight.");
   if (rc == 0)
-    rc = family(&sh->latency, o.registry, PERFC_METRIC_GAUGE,
+    rc = family(&sh->latency, o.registry, PERFC_METRICS_GAUGE,
                 "perfc_shedding_noload_latency_seconds",
                 "Handler time without queueing the limit is computed from.");
   if (rc != 0) {
@@ -308,7 +317,7 @@ int perfc_shedding_new(perfc_shedding **out, const perfc_shedding_opts *opts) {
 
 int perfc_shedding_attach(perfc_shedding *sh, perfc_server *srv) {
   if (sh == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "shedding: attach needs a shedder");
   return perfc_server_add_interceptor(srv, &sh->ic);
 }
 

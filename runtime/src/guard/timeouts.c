@@ -8,7 +8,8 @@
  * out once in method_init and stored in the method-state pointer itself
  * (a boxed int64), so `before` costs one clock read and one compare.
  */
-#include "perfc/resilience.h"
+#include "perfc/timeouts.h"
+#include "core/error_internal.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -86,37 +87,60 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
 
 int perfc_timeouts_new(perfc_timeouts **out, const perfc_timeouts_opts *opts) {
   if (out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "timeouts: NULL out");
   perfc_timeouts_opts o;
   perfc_timeouts_opts_init(&o);
   if (opts != NULL)
-    o = *opts;
-  if (o.default_timeout_ms < 0 || (o.rule_count > 0 && o.rules == NULL))
-    return PERFC_EINVAL;
-  for (size_t i = 0; i < o.rule_count; i++)
-    if (o.rules[i].method == NULL || o.rules[i].method[0] != '/' ||
-        o.rules[i].timeout_ms < 0)
-      return PERFC_EINVAL;
+    o = *opts; /* whole: nothing here has a zero default to fill */
+  if (o.default_timeout_enabled ? o.default_timeout_ms <= 0
+                                : o.default_timeout_ms != 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "timeouts: default_timeout_ms %lld with "
+                       "default_timeout_enabled %s",
+                       (long long)o.default_timeout_ms,
+                       o.default_timeout_enabled ? "true (needs > 0)"
+                                                 : "false (needs 0)");
+  if (o.rule_count > 0 && o.rules == NULL)
+    return perfc__fail(PERFC_EINVAL, "timeouts: %zu rules but no array",
+                       o.rule_count);
+  for (size_t i = 0; i < o.rule_count; i++) {
+    const perfc_timeouts_rule *r = &o.rules[i];
+    if (r->method == NULL || r->method[0] != '/')
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i,
+                             "timeouts: rule %zu: method %s%s%s does not "
+                             "start with '/'",
+                             i, r->method ? "\"" : "",
+                             r->method ? r->method : "NULL",
+                             r->method ? "\"" : "");
+    if (r->no_timeout ? r->timeout_ms != 0 : r->timeout_ms <= 0)
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i,
+                             "timeouts: rule %zu (%s): timeout_ms %lld with "
+                             "no_timeout %s",
+                             i, r->method, (long long)r->timeout_ms,
+                             r->no_timeout ? "true (needs 0)"
+                                           : "false (needs > 0)");
+  }
   perfc_timeouts *t = calloc(1, sizeof *t);
   if (t == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "timeouts: out of memory");
   if (o.rule_count > 0 &&
       (t->rules = calloc(o.rule_count, sizeof *t->rules)) == NULL) {
     free(t);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "timeouts: out of memory");
   }
   for (size_t i = 0; i < o.rule_count; i++) {
     rule *r = &t->rules[t->nrules++];
     if ((r->method = strdup(o.rules[i].method)) == NULL) {
       perfc_timeouts_free(t);
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "timeouts: out of memory");
     }
     size_t n = strlen(r->method);
     if (r->method[n - 1] == '/')
       r->prefix = n;
-    r->timeout_ms = o.rules[i].timeout_ms;
+    /* Inside: 0 is "none" (perfc_timeouts_for() reports it so). */
+    r->timeout_ms = o.rules[i].no_timeout ? 0 : o.rules[i].timeout_ms;
   }
-  t->default_ms = o.default_timeout_ms;
+  t->default_ms = o.default_timeout_enabled ? o.default_timeout_ms : 0;
   t->ic = (perfc_server_interceptor){
       .name = "timeouts",
       .self = t,
@@ -130,7 +154,7 @@ int perfc_timeouts_new(perfc_timeouts **out, const perfc_timeouts_opts *opts) {
 
 int perfc_timeouts_attach(perfc_timeouts *t, perfc_server *srv) {
   if (t == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "timeouts: attach needs the interceptor");
   return perfc_server_add_interceptor(srv, &t->ic);
 }
 

@@ -6,6 +6,7 @@
  * interceptor needs no allocation and nothing to free.
  */
 #include "perfc/access_log.h"
+#include "core/error_internal.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -37,12 +38,14 @@ static void after(void *self, void *method_state, perfc_ctx *ctx,
   perfc_log_fields(level, f, sizeof f / sizeof *f, "access");
 }
 
-int perfc_access_log_attach(perfc_server *srv, perfc_log_level level) {
+int perfc_access_log_attach(perfc_log_level level, perfc_server *srv) {
   static const perfc_log_level levels[] = {PERFC_LOG_DEBUG, PERFC_LOG_INFO,
                                            PERFC_LOG_WARN, PERFC_LOG_ERROR,
                                            PERFC_LOG_OFF};
   if ((unsigned)level > PERFC_LOG_OFF)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL,
+                       "access log: level %d is not a perfc_log_level",
+                       (int)level);
   perfc_server_interceptor ic = {
       .name = "access_log",
       .self = (void *)&levels[level],

@@ -14,6 +14,8 @@
  * a stable identity).
  */
 #include "perfc/grpc_metrics.h"
+#include "core/error_internal.h"
+#include "observe/metrics_internal.h"
 #include "perfc/log.h"
 #include "server/server_internal.h"
 
@@ -26,7 +28,7 @@
 #define CLIENT_CACHE_SLOTS 1024 /* power of two */
 
 typedef struct side_families {
-  perfc_family *started, *handled, *received, *sent, *seconds;
+  perfc_metrics_family *started, *handled, *received, *sent, *seconds;
 } side_families;
 
 /* The series of one method on one side. */
@@ -39,7 +41,7 @@ typedef struct method_series {
 
 struct perfc_grpc_metrics {
   side_families server, client;
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
   perfc_server_interceptor server_ic;
   perfc_client_interceptor client_ic;
   pthread_mutex_t client_mu; /* serialises inserts into client_cache */
@@ -71,31 +73,31 @@ static int make_families(side_families *f, const char *side,
   /* go-grpc-prometheus's HELP texts, word for word. */
   int server = strcmp(side, "server") == 0;
   struct {
-    perfc_family **out;
-    perfc_metric_type type;
+    perfc_metrics_family **out;
+    perfc_metrics_type type;
     const char *suffix;
     const char *help;
     int code;
   } defs[] = {
-      {&f->started, PERFC_METRIC_COUNTER, "started_total",
+      {&f->started, PERFC_METRICS_COUNTER, "started_total",
        server ? "Total number of RPCs started on the server."
               : "Total number of RPCs started on the client.",
        0},
-      {&f->handled, PERFC_METRIC_COUNTER, "handled_total",
+      {&f->handled, PERFC_METRICS_COUNTER, "handled_total",
        server ? "Total number of RPCs completed on the server, regardless of "
                 "success or failure."
               : "Total number of RPCs completed by the client, regardless of "
                 "success or failure.",
        1},
-      {&f->received, PERFC_METRIC_COUNTER, "msg_received_total",
+      {&f->received, PERFC_METRICS_COUNTER, "msg_received_total",
        server ? "Total number of RPC stream messages received on the server."
               : "Total number of RPC stream messages received by the client.",
        0},
-      {&f->sent, PERFC_METRIC_COUNTER, "msg_sent_total",
+      {&f->sent, PERFC_METRICS_COUNTER, "msg_sent_total",
        server ? "Total number of gRPC stream messages sent by the server."
               : "Total number of gRPC stream messages sent by the client.",
        0},
-      {&f->seconds, PERFC_METRIC_HISTOGRAM, "handling_seconds",
+      {&f->seconds, PERFC_METRICS_HISTOGRAM, "handling_seconds",
        server ? "Histogram of response latency (seconds) of gRPC that had been "
                 "application-level handled by the server."
               : "Histogram of response latency (seconds) of the gRPC until it "
@@ -103,21 +105,23 @@ static int make_families(side_families *f, const char *side,
        0},
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
-    if (defs[i].type == PERFC_METRIC_HISTOGRAM && o->handling_time_histogram < 0) {
+    if (defs[i].type == PERFC_METRICS_HISTOGRAM &&
+        o->disable_handling_time_histogram) {
       *defs[i].out = NULL;
       continue;
     }
     char name[64];
     snprintf(name, sizeof name, "grpc_%s_%s", side, defs[i].suffix);
-    perfc_metric_opts mo;
-    perfc_metric_opts_init(&mo);
+    perfc_metrics_family_opts mo;
+    perfc_metrics_family_opts_init(&mo);
     mo.name = name;
     mo.help = defs[i].help;
     mo.label_names = defs[i].code ? with_code : base;
     mo.label_count = defs[i].code ? 4 : 3;
     mo.buckets = o->buckets;
     mo.bucket_count = o->bucket_count;
-    int rc = perfc_family_new(defs[i].out, o->registry, defs[i].type, &mo);
+    int rc =
+        perfc_metrics_family_new(defs[i].out, o->registry, defs[i].type, &mo);
     if (rc != 0) {
       perfc_log(PERFC_LOG_ERROR, "grpc metrics: cannot register %s: %s", name,
                 perfc_strerror(rc));
@@ -288,14 +292,14 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
 int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
                            const perfc_grpc_metrics_opts *opts) {
   if (out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "grpc metrics: NULL out");
   perfc_grpc_metrics_opts o;
   perfc_grpc_metrics_opts_init(&o);
   if (opts != NULL)
     o = *opts;
   perfc_grpc_metrics *gm = calloc(1, sizeof *gm);
   if (gm == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "grpc metrics: out of memory");
   gm->registry = o.registry;
   int rc = make_families(&gm->server, "server", &o);
   if (rc == 0)
@@ -374,11 +378,42 @@ static double open_connections(void *user_data) {
   return n;
 }
 
+/* The worker pool's series of one server. The pool (core) knows nothing of
+ * metrics: it tells its observer, pool_observe(), of each change, and the
+ * series follow. Owned by the server (freed in perfc_server_free(), after
+ * its pool). */
+typedef struct pool_series {
+  perfc_grpc_metrics *gm;
+  perfc_gauge *queued, *busy;
+  perfc_counter *rejected;
+} pool_series;
+
+/* Called under the pool's lock; per-thread cells, so no extra sharing. */
+static void pool_observe(perfc_pool_event ev, void *user_data) {
+  pool_series *ps = user_data;
+  switch (ev) {
+  case PERFC_POOL_QUEUED:
+    perfc_gauge_inc(ps->queued);
+    break;
+  case PERFC_POOL_STARTED:
+    perfc_gauge_dec(ps->queued);
+    perfc_gauge_inc(ps->busy);
+    break;
+  case PERFC_POOL_FINISHED:
+    perfc_gauge_dec(ps->busy);
+    break;
+  case PERFC_POOL_REJECTED:
+    perfc_counter_inc(ps->rejected);
+    break;
+  }
+}
+
 /* At server start (ports are bound by then): the worker pool's gauges and
  * counter, and the connection gauge, labelled by the first bound port so
  * several servers can share one registry. */
 static int register_runtime(perfc_server *srv, void *user_data) {
-  perfc_grpc_metrics *gm = user_data;
+  pool_series *ps = user_data;
+  perfc_grpc_metrics *gm = ps->gm;
   const int *ports;
   size_t nports = perfc__server_ports(srv, &ports);
   char port_label[16];
@@ -387,54 +422,63 @@ static int register_runtime(perfc_server *srv, void *user_data) {
   const char *labels[] = {port_label};
   struct {
     const char *name, *help;
-    perfc_metric_type type;
-    perfc_family *fam;
+    perfc_metrics_type type;
+    perfc_metrics_family *fam;
   } defs[] = {
-      {"perfc_server_pool_queued", "Calls waiting for a worker.", PERFC_METRIC_GAUGE, NULL},
-      {"perfc_server_pool_busy_workers", "Workers running a handler.", PERFC_METRIC_GAUGE, NULL},
+      {"perfc_server_pool_queued", "Calls waiting for a worker.",
+       PERFC_METRICS_GAUGE, NULL},
+      {"perfc_server_pool_busy_workers", "Workers running a handler.",
+       PERFC_METRICS_GAUGE, NULL},
       {"perfc_server_pool_rejected_total",
-       "Calls refused with RESOURCE_EXHAUSTED because the worker queue was full.",
-       PERFC_METRIC_COUNTER, NULL},
-      {"perfc_server_open_connections", "Established TCP connections to the server's ports.",
-       PERFC_METRIC_GAUGE, NULL},
+       "Calls refused with RESOURCE_EXHAUSTED because the worker queue was "
+       "full.",
+       PERFC_METRICS_COUNTER, NULL},
+      {"perfc_server_open_connections",
+       "Established TCP connections to the server's ports.",
+       PERFC_METRICS_GAUGE, NULL},
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
-    perfc_metric_opts mo;
-    perfc_metric_opts_init(&mo);
-    mo.name = defs[i].name;
-    mo.help = defs[i].help;
-    mo.label_names = label_names;
-    mo.label_count = 1;
-    int rc = perfc_family_new(&defs[i].fam, gm->registry, defs[i].type, &mo);
+    int rc = perfc__metrics_family(&defs[i].fam, gm->registry, defs[i].type,
+                                   defs[i].name, defs[i].help, label_names, 1);
     if (rc != 0)
       return rc;
   }
-  perfc_gauge *queued, *busy;
-  perfc_counter *rejected;
-  int rc = perfc_gauge_get(&queued, defs[0].fam, labels);
+  int rc = perfc_gauge_get(&ps->queued, defs[0].fam, labels);
   if (rc == 0)
-    rc = perfc_gauge_get(&busy, defs[1].fam, labels);
+    rc = perfc_gauge_get(&ps->busy, defs[1].fam, labels);
   if (rc == 0)
-    rc = perfc_counter_get(&rejected, defs[2].fam, labels);
+    rc = perfc_counter_get(&ps->rejected, defs[2].fam, labels);
   if (rc != 0)
     return rc;
-  perfc__server_set_pool_metrics(srv, queued, busy, rejected);
+  perfc__server_set_pool_observer(srv, pool_observe, ps);
   int *copy = calloc(nports + 1, sizeof *copy);
   if (copy == NULL)
     return PERFC_ENOMEM;
   memcpy(copy, ports, nports * sizeof *copy);
-  rc = perfc_family_add_func(defs[3].fam, labels, open_connections, copy, free);
+  rc = perfc_metrics_family_add_func(defs[3].fam, labels, open_connections,
+                                     copy, free);
   if (rc != 0)
     free(copy);
   return rc;
 }
 
-int perfc_grpc_metrics_attach_server(perfc_grpc_metrics *gm, perfc_server *srv) {
-  if (gm == NULL)
-    return PERFC_EINVAL;
-  int rc = perfc_server_add_interceptor(srv, &gm->server_ic);
+int perfc_grpc_metrics_attach(perfc_grpc_metrics *gm, perfc_server *srv) {
+  if (gm == NULL || srv == NULL)
+    return perfc__fail(PERFC_EINVAL,
+                       "grpc metrics: attach needs the metrics and a server");
+  pool_series *ps = calloc(1, sizeof *ps);
+  if (ps == NULL)
+    return perfc__fail(PERFC_ENOMEM, "grpc metrics: out of memory");
+  ps->gm = gm;
+  /* The server owns `ps` from here (a hook with only a destructor). */
+  int rc = perfc_server_add_shutdown_hook(srv, NULL, ps, free);
+  if (rc != 0) {
+    free(ps);
+    return rc;
+  }
+  rc = perfc_server_add_interceptor(srv, &gm->server_ic);
   if (rc == 0)
-    rc = perfc_server_add_start_hook(srv, register_runtime, gm);
+    rc = perfc_server_add_start_hook(srv, register_runtime, ps);
   return rc;
 }
 

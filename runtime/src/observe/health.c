@@ -13,6 +13,7 @@
  * ever changes again.
  */
 #include "perfc/health.h"
+#include "core/error_internal.h"
 #include "perfc/log.h"
 #include "perfc/stream.h"
 
@@ -72,10 +73,11 @@ static perfc_health_status lookup_locked(perfc_health *h, const char *name) {
 
 int perfc_health_new(perfc_health **out, const perfc_health_opts *opts) {
   if (out == NULL || (opts != NULL && opts->watch_poll_ms < 0))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "health: %s",
+                       out == NULL ? "NULL out" : "watch_poll_ms is negative");
   perfc_health *h = calloc(1, sizeof *h);
   if (h == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "health: out of memory");
   h->poll_ms = opts != NULL && opts->watch_poll_ms > 0
                    ? opts->watch_poll_ms
                    : PERFC_DEFAULT_HEALTH_WATCH_POLL_MS;
@@ -111,7 +113,9 @@ int perfc_health_set(perfc_health *h, const char *service,
   if (h == NULL || service == NULL ||
       (status != PERFC_HEALTH_SERVING && status != PERFC_HEALTH_NOT_SERVING &&
        status != PERFC_HEALTH_UNKNOWN))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "health: set needs a health object, a "
+                                     "service name and SERVING, NOT_SERVING "
+                                     "or UNKNOWN");
   int rc = 0;
   pthread_mutex_lock(&h->mu);
   entry *e = find_locked(h, service);
@@ -139,12 +143,17 @@ int perfc_health_set(perfc_health *h, const char *service,
   if (rc == 0)
     pthread_cond_broadcast(&h->cv);
   pthread_mutex_unlock(&h->mu);
-  return rc;
+  if (rc == PERFC_ESHUTDOWN)
+    return perfc__fail(rc, "health: %s: the server is shutting down", service);
+  if (rc != 0)
+    return perfc__fail(rc, "health: out of memory");
+  return 0;
 }
 
 int perfc_health_clear(perfc_health *h, const char *service) {
   if (h == NULL || service == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "health: clear needs a health object and "
+                                     "a service name");
   pthread_mutex_lock(&h->mu);
   entry *e = find_locked(h, service);
   if (e != NULL) {
@@ -153,7 +162,9 @@ int perfc_health_clear(perfc_health *h, const char *service) {
     pthread_cond_broadcast(&h->cv);
   }
   pthread_mutex_unlock(&h->mu);
-  return e != NULL ? 0 : PERFC_ENOENT;
+  return e != NULL
+             ? 0
+             : perfc__fail(PERFC_ENOENT, "health: %s has no status", service);
 }
 
 perfc_health_status perfc_health_get(perfc_health *h, const char *service) {
@@ -272,7 +283,8 @@ static void on_server_shutdown(perfc_server *srv, void *user_data) {
 
 int perfc_health_register(perfc_health *h, perfc_server *srv) {
   if (h == NULL || srv == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "health: register needs a health object "
+                                     "and a server");
   int rc = grpc__health__v1__health__perfc_register(srv, &health_handlers, h);
   if (rc == 0)
     rc = perfc_server_add_shutdown_hook(srv, on_server_shutdown, h, NULL);

@@ -31,12 +31,15 @@
  */
 #include "perfc/metrics.h"
 #include "core/str_internal.h"
+#include "core/error_internal.h"
+#include "observe/metrics_internal.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,7 +261,7 @@ static int chunk_meta_ensure(uint32_t ci) {
 /* Allocates `len` cells, zeroed in every table: for a counter one integer
  * cell; for a histogram len-1 integer cells and a float sum; for a gauge a
  * tag and a delta. Caller holds g_lock. */
-static int cells_alloc(perfc_metric_type type, uint32_t len, uint32_t *out) {
+static int cells_alloc(perfc_metrics_type type, uint32_t len, uint32_t *out) {
   uint32_t off = UINT32_MAX;
   for (size_t i = 0; i < g_nfree; i++) {
     if (g_free_ranges[i].len >= len) {
@@ -299,9 +302,9 @@ static int cells_alloc(perfc_metric_type type, uint32_t len, uint32_t *out) {
   uint8_t *kind = &g_kind[ci][off & CHUNK_MASK];
   for (uint32_t j = 0; j < len; j++)
     kind[j] = KIND_U64;
-  if (type == PERFC_METRIC_HISTOGRAM)
+  if (type == PERFC_METRICS_HISTOGRAM)
     kind[len - 1] = KIND_F64;
-  if (type == PERFC_METRIC_GAUGE) {
+  if (type == PERFC_METRICS_GAUGE) {
     kind[0] = KIND_GTAG;
     kind[1] = KIND_GDELTA;
   }
@@ -374,11 +377,11 @@ struct series {
   uint32_t nb;                 /* histogram bounds */
   const double *bounds;        /* histogram bounds */
   /* cold: registration and rendering only */
-  _Alignas(CACHE_LINE) perfc_family *fam;
+  _Alignas(CACHE_LINE) perfc_metrics_family *fam;
   char **values; /* label values, one allocation with the strings */
   uint64_t hash;
   size_t seq; /* creation order, the sort's tie-break */
-  perfc_metric_fn fn;
+  perfc_metrics_value_fn fn;
   void *user_data;
   void (*free_fn)(void *);
 };
@@ -395,9 +398,9 @@ struct perfc_histogram {
   struct series s;
 };
 
-struct perfc_family {
-  perfc_registry *reg;
-  perfc_metric_type type;
+struct perfc_metrics_family {
+  perfc_metrics_registry *reg;
+  perfc_metrics_type type;
   char *name;
   char *help; /* "" when none */
   size_t nlabels;
@@ -408,27 +411,31 @@ struct perfc_family {
   size_t nseries, capseries;
 };
 
-struct perfc_registry {
+struct perfc_metrics_registry {
   pthread_mutex_t lock;
-  perfc_family **fams;
+  perfc_metrics_family **fams;
   size_t nfams, capfams;
   size_t seq;
 };
 
 /* The default registry is static so it needs no allocation and cannot fail;
  * it lives as long as the process. */
-static perfc_registry g_default_registry = {PTHREAD_MUTEX_INITIALIZER, NULL, 0,
-                                            0, 0};
+static perfc_metrics_registry g_default_registry = {PTHREAD_MUTEX_INITIALIZER,
+                                                    NULL, 0, 0, 0};
 
-static const double k_default_buckets[PERFC_DEFAULT_BUCKET_COUNT] = {
-    PERFC_DEFAULT_BUCKETS};
+static const double k_default_buckets[PERFC_DEFAULT_METRICS_BUCKET_COUNT] = {
+    PERFC_DEFAULT_METRICS_BUCKETS};
 
-void perfc_metric_opts_init(perfc_metric_opts *o) { memset(o, 0, sizeof *o); }
+void perfc_metrics_family_opts_init(perfc_metrics_family_opts *o) {
+  memset(o, 0, sizeof *o);
+}
 
-perfc_registry *perfc_registry_default(void) { return &g_default_registry; }
+perfc_metrics_registry *perfc_metrics_registry_default(void) {
+  return &g_default_registry;
+}
 
-int perfc_registry_new(perfc_registry **out) {
-  perfc_registry *r = calloc(1, sizeof *r);
+int perfc_metrics_registry_new(perfc_metrics_registry **out) {
+  perfc_metrics_registry *r = calloc(1, sizeof *r);
   if (!r)
     return PERFC_ENOMEM;
   if (pthread_mutex_init(&r->lock, NULL) != 0) {
@@ -446,7 +453,7 @@ static void series_free(struct series *s) {
   free(s);
 }
 
-static void family_free(perfc_family *f) {
+static void family_free(perfc_metrics_family *f) {
   for (size_t i = 0; i < f->nseries; i++)
     series_free(f->series[i]);
   free(f->series);
@@ -459,26 +466,26 @@ static void family_free(perfc_family *f) {
   free(f);
 }
 
-static uint32_t series_cells(const perfc_family *f) {
+static uint32_t series_cells(const perfc_metrics_family *f) {
   switch (f->type) {
-  case PERFC_METRIC_COUNTER:
+  case PERFC_METRICS_COUNTER:
     return 1;
-  case PERFC_METRIC_HISTOGRAM:
+  case PERFC_METRICS_HISTOGRAM:
     return (uint32_t)f->nb + 2;
-  case PERFC_METRIC_GAUGE:
+  case PERFC_METRICS_GAUGE:
     return 2;
   default:
     return 0;
   }
 }
 
-void perfc_registry_free(perfc_registry *reg) {
+void perfc_metrics_registry_free(perfc_metrics_registry *reg) {
   if (!reg || reg == &g_default_registry)
     return;
   /* Release all cell ranges first, under one g_lock, then free memory. */
   pthread_mutex_lock(&g_lock);
   for (size_t i = 0; i < reg->nfams; i++) {
-    perfc_family *f = reg->fams[i];
+    perfc_metrics_family *f = reg->fams[i];
     uint32_t n = series_cells(f);
     for (size_t k = 0; n && k < f->nseries; k++)
       if (!f->series[k]->fn)
@@ -567,23 +574,26 @@ static int suffix_collides(const char *hist, const char *other) {
 }
 
 /* Checks buckets and normalizes them (defaults, trailing +Inf dropped). */
-static int normalize_buckets(const perfc_metric_opts *o, const double **b,
-                             size_t *n) {
+static int normalize_buckets(const perfc_metrics_family_opts *o,
+                             const double **b, size_t *n) {
   if (!o->buckets || o->bucket_count == 0) {
     *b = k_default_buckets;
-    *n = PERFC_DEFAULT_BUCKET_COUNT;
+    *n = PERFC_DEFAULT_METRICS_BUCKET_COUNT;
     return 0;
   }
   size_t cnt = o->bucket_count;
   if (isinf(o->buckets[cnt - 1]) && o->buckets[cnt - 1] > 0)
     cnt--;
   if (cnt > PERFC_METRICS_MAX_BUCKETS)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: %zu buckets, at most %d",
+                       o->name, cnt, PERFC_METRICS_MAX_BUCKETS);
   for (size_t i = 0; i < cnt; i++) {
-    if (!isfinite(o->buckets[i]))
-      return PERFC_EINVAL;
-    if (i > 0 && !(o->buckets[i] > o->buckets[i - 1]))
-      return PERFC_EINVAL;
+    if (!isfinite(o->buckets[i]) ||
+        (i > 0 && !(o->buckets[i] > o->buckets[i - 1])))
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i,
+                             "metrics: %s: bucket %zu (%g) is not finite and "
+                             "above the one before",
+                             o->name, i, o->buckets[i]);
   }
   *b = o->buckets;
   *n = cnt;
@@ -592,8 +602,8 @@ static int normalize_buckets(const perfc_metric_opts *o, const double **b,
 
 /* Same definition as an existing family? Then registering again is a no-op
  * that returns it. */
-static int family_same(const perfc_family *f, perfc_metric_type type,
-                       const char *help, const perfc_metric_opts *o,
+static int family_same(const perfc_metrics_family *f, perfc_metrics_type type,
+                       const char *help, const perfc_metrics_family_opts *o,
                        const double *b, size_t nb) {
   if (f->type != type || strcmp(f->help, help) != 0 ||
       f->nlabels != o->label_count)
@@ -601,7 +611,7 @@ static int family_same(const perfc_family *f, perfc_metric_type type,
   for (size_t i = 0; i < f->nlabels; i++)
     if (strcmp(f->labels[i], o->label_names[i]) != 0)
       return 0;
-  if (type == PERFC_METRIC_HISTOGRAM) {
+  if (type == PERFC_METRICS_HISTOGRAM) {
     if (f->nb != nb)
       return 0;
     for (size_t i = 0; i < nb; i++)
@@ -611,58 +621,76 @@ static int family_same(const perfc_family *f, perfc_metric_type type,
   return 1;
 }
 
-int perfc_family_new(perfc_family **out, perfc_registry *reg,
-                     perfc_metric_type type, const perfc_metric_opts *o) {
+int perfc_metrics_family_new(perfc_metrics_family **out,
+                             perfc_metrics_registry *reg,
+                             perfc_metrics_type type,
+                             const perfc_metrics_family_opts *o) {
   if (!reg)
     reg = &g_default_registry;
-  if (!out || !o || !valid_metric_name(o->name))
-    return PERFC_EINVAL;
-  if (type != PERFC_METRIC_COUNTER && type != PERFC_METRIC_GAUGE &&
-      type != PERFC_METRIC_HISTOGRAM)
-    return PERFC_EINVAL;
+  if (!out || !o)
+    return perfc__fail(PERFC_EINVAL, "metrics: NULL out or options");
+  if (!valid_metric_name(o->name))
+    return perfc__fail(PERFC_EINVAL, "metrics: \"%s\" is not a metric name",
+                       o->name ? o->name : "(null)");
+  if (type != PERFC_METRICS_COUNTER && type != PERFC_METRICS_GAUGE &&
+      type != PERFC_METRICS_HISTOGRAM)
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: unknown type %d", o->name,
+                       (int)type);
   if (o->label_count > PERFC_METRICS_MAX_LABELS ||
       (o->label_count && !o->label_names))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: %zu labels, at most %d",
+                       o->name, o->label_count, PERFC_METRICS_MAX_LABELS);
   for (size_t i = 0; i < o->label_count; i++) {
-    if (!valid_label_name(o->label_names[i]))
-      return PERFC_EINVAL;
-    if (type == PERFC_METRIC_HISTOGRAM && strcmp(o->label_names[i], "le") == 0)
-      return PERFC_EINVAL;
+    bool dup = false;
     for (size_t k = 0; k < i; k++)
-      if (strcmp(o->label_names[i], o->label_names[k]) == 0)
-        return PERFC_EINVAL;
+      dup |= o->label_names[i] != NULL &&
+             strcmp(o->label_names[i], o->label_names[k]) == 0;
+    if (!valid_label_name(o->label_names[i]) || dup ||
+        (type == PERFC_METRICS_HISTOGRAM &&
+         strcmp(o->label_names[i], "le") == 0))
+      return perfc_error_set(
+          PERFC_EINVAL, NULL, (long)i,
+          "metrics: %s: label %zu \"%s\" is not a label name, is repeated, "
+          "or is \"le\" on a histogram",
+          o->name, i, o->label_names[i] ? o->label_names[i] : "(null)");
   }
   const double *b = NULL;
   size_t nb = 0;
-  if (type == PERFC_METRIC_HISTOGRAM) {
+  if (type == PERFC_METRICS_HISTOGRAM) {
     int rc = normalize_buckets(o, &b, &nb);
     if (rc)
       return rc;
   }
   const char *help = o->help ? o->help : "";
   if (!valid_utf8(help))
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: help is not UTF-8", o->name);
 
   pthread_mutex_lock(&reg->lock);
   for (size_t i = 0; i < reg->nfams; i++) {
-    perfc_family *f = reg->fams[i];
-    if ((f->type == PERFC_METRIC_HISTOGRAM &&
+    perfc_metrics_family *f = reg->fams[i];
+    if ((f->type == PERFC_METRICS_HISTOGRAM &&
          suffix_collides(f->name, o->name)) ||
-        (type == PERFC_METRIC_HISTOGRAM && suffix_collides(o->name, f->name))) {
+        (type == PERFC_METRICS_HISTOGRAM &&
+         suffix_collides(o->name, f->name))) {
       pthread_mutex_unlock(&reg->lock);
-      return PERFC_EEXIST;
+      return perfc__fail(PERFC_EEXIST,
+                         "metrics: %s collides with histogram samples of %s",
+                         o->name, f->name);
     }
     if (strcmp(f->name, o->name) == 0) {
       int same = family_same(f, type, help, o, b, nb);
       pthread_mutex_unlock(&reg->lock);
       if (!same)
-        return PERFC_EEXIST;
+        return perfc__fail(PERFC_EEXIST,
+                           "metrics: %s is already registered with another "
+                           "type, help, labels or buckets",
+                           o->name);
       *out = f;
       return 0;
     }
   }
   int rc = PERFC_ENOMEM;
-  perfc_family *f = calloc(1, sizeof *f);
+  perfc_metrics_family *f = calloc(1, sizeof *f);
   if (!f)
     goto fail;
   f->reg = reg;
@@ -689,7 +717,7 @@ int perfc_family_new(perfc_family **out, perfc_registry *reg,
   }
   if (reg->nfams == reg->capfams) {
     size_t cap = reg->capfams ? reg->capfams * 2 : 16;
-    perfc_family **p = realloc(reg->fams, cap * sizeof *p);
+    perfc_metrics_family **p = realloc(reg->fams, cap * sizeof *p);
     if (!p)
       goto fail;
     reg->fams = p;
@@ -703,10 +731,24 @@ fail:
   pthread_mutex_unlock(&reg->lock);
   if (f)
     family_free(f);
-  return rc;
+  return perfc__fail(rc, "metrics: out of memory registering %s", o->name);
 }
 
-static uint64_t hash_values(const perfc_family *f, const char *const *v) {
+int perfc__metrics_family(perfc_metrics_family **out,
+                          perfc_metrics_registry *reg, perfc_metrics_type type,
+                          const char *name, const char *help,
+                          const char *const *label_names, size_t label_count) {
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = name;
+  mo.help = help;
+  mo.label_names = label_names;
+  mo.label_count = label_count;
+  return perfc_metrics_family_new(out, reg, type, &mo);
+}
+
+static uint64_t hash_values(const perfc_metrics_family *f,
+                            const char *const *v) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
   for (size_t i = 0; i < f->nlabels; i++) {
     for (const unsigned char *p = (const unsigned char *)v[i]; *p; p++)
@@ -716,8 +758,8 @@ static uint64_t hash_values(const perfc_family *f, const char *const *v) {
   return h;
 }
 
-static struct series *find_series(const perfc_family *f, const char *const *v,
-                                  uint64_t h) {
+static struct series *find_series(const perfc_metrics_family *f,
+                                  const char *const *v, uint64_t h) {
   for (size_t i = 0; i < f->nseries; i++) {
     struct series *s = f->series[i];
     if (s->hash != h)
@@ -732,7 +774,7 @@ static struct series *find_series(const perfc_family *f, const char *const *v,
 }
 
 /* Allocates a series with copied label values; not yet linked. */
-static struct series *series_new(perfc_family *f, const char *const *v,
+static struct series *series_new(perfc_metrics_family *f, const char *const *v,
                                  uint64_t h) {
   size_t sz =
       (sizeof(struct series) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
@@ -768,26 +810,39 @@ static struct series *series_new(perfc_family *f, const char *const *v,
 
 /* Finds or creates the series for `v`. `fn` non-NULL asks for a new
  * callback series. */
-static int series_get(struct series **out, perfc_family *f,
-                      perfc_metric_type want, const char *const *v,
-                      perfc_metric_fn fn, void *ud, void (*free_fn)(void *)) {
-  if (!out || !f || f->type != want)
-    return PERFC_EINVAL;
+static int series_get(struct series **out, perfc_metrics_family *f,
+                      perfc_metrics_type want, const char *const *v,
+                      perfc_metrics_value_fn fn, void *ud,
+                      void (*free_fn)(void *)) {
+  if (!out || !f)
+    return perfc__fail(PERFC_EINVAL, "metrics: NULL out or family");
+  if (f->type != want)
+    return perfc__fail(PERFC_EINVAL, "metrics: %s is not a %s", f->name,
+                       want == PERFC_METRICS_COUNTER ? "counter"
+                       : want == PERFC_METRICS_GAUGE ? "gauge"
+                                                     : "histogram");
   if (f->nlabels && !v)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: %s: %zu label values needed",
+                       f->name, f->nlabels);
   for (size_t i = 0; i < f->nlabels; i++)
     if (!v[i] || !valid_utf8(v[i]))
-      return PERFC_EINVAL;
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)i,
+                             "metrics: %s: value of label %s is NULL or not "
+                             "UTF-8",
+                             f->name, f->labels[i]);
   uint64_t h = hash_values(f, v);
-  perfc_registry *reg = f->reg;
+  perfc_metrics_registry *reg = f->reg;
   pthread_mutex_lock(&reg->lock);
   struct series *s = find_series(f, v, h);
   if (s) {
     pthread_mutex_unlock(&reg->lock);
     if (fn)
-      return PERFC_EEXIST;
-    if (s->fn)
-      return PERFC_EINVAL; /* a callback series has no value to update */
+      return perfc__fail(PERFC_EEXIST, "metrics: %s: series exists already",
+                         f->name);
+    if (s->fn) /* a callback series has no value to update */
+      return perfc__fail(PERFC_EINVAL,
+                         "metrics: %s: series is computed by a callback",
+                         f->name);
     *out = s;
     return 0;
   }
@@ -796,7 +851,7 @@ static int series_get(struct series **out, perfc_family *f,
     struct series **p = realloc(f->series, cap * sizeof *p);
     if (!p) {
       pthread_mutex_unlock(&reg->lock);
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "metrics: out of memory");
     }
     f->series = p;
     f->capseries = cap;
@@ -804,7 +859,7 @@ static int series_get(struct series **out, perfc_family *f,
   s = series_new(f, v, h);
   if (!s) {
     pthread_mutex_unlock(&reg->lock);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "metrics: out of memory");
   }
   uint32_t n = series_cells(f);
   if (fn) {
@@ -831,80 +886,82 @@ static int series_get(struct series **out, perfc_family *f,
   return 0;
 }
 
-int perfc_counter_get(perfc_counter **out, perfc_family *fam,
+int perfc_counter_get(perfc_counter **out, perfc_metrics_family *fam,
                       const char *const *label_values) {
-  return series_get((struct series **)out, fam, PERFC_METRIC_COUNTER,
+  return series_get((struct series **)out, fam, PERFC_METRICS_COUNTER,
                     label_values, NULL, NULL, NULL);
 }
 
-int perfc_gauge_get(perfc_gauge **out, perfc_family *fam,
+int perfc_gauge_get(perfc_gauge **out, perfc_metrics_family *fam,
                     const char *const *label_values) {
-  return series_get((struct series **)out, fam, PERFC_METRIC_GAUGE,
+  return series_get((struct series **)out, fam, PERFC_METRICS_GAUGE,
                     label_values, NULL, NULL, NULL);
 }
 
-int perfc_histogram_get(perfc_histogram **out, perfc_family *fam,
+int perfc_histogram_get(perfc_histogram **out, perfc_metrics_family *fam,
                         const char *const *label_values) {
-  return series_get((struct series **)out, fam, PERFC_METRIC_HISTOGRAM,
+  return series_get((struct series **)out, fam, PERFC_METRICS_HISTOGRAM,
                     label_values, NULL, NULL, NULL);
 }
 
-int perfc_family_add_func(perfc_family *fam, const char *const *label_values,
-                          perfc_metric_fn fn, void *user_data,
-                          void (*free_fn)(void *user_data)) {
-  if (!fam || !fn || fam->type == PERFC_METRIC_HISTOGRAM)
-    return PERFC_EINVAL;
+int perfc_metrics_family_add_func(perfc_metrics_family *fam,
+                                  const char *const *label_values,
+                                  perfc_metrics_value_fn fn, void *user_data,
+                                  void (*free_fn)(void *user_data)) {
+  if (!fam || !fn || fam->type == PERFC_METRICS_HISTOGRAM)
+    return perfc__fail(PERFC_EINVAL, "metrics: a callback series needs a "
+                                     "counter or gauge family and a function");
   struct series *s;
   return series_get(&s, fam, fam->type, label_values, fn, user_data, free_fn);
 }
 
-static int simple_new(struct series **out, perfc_registry *reg,
-                      perfc_metric_type type, const char *name,
+static int simple_new(struct series **out, perfc_metrics_registry *reg,
+                      perfc_metrics_type type, const char *name,
                       const char *help, const double *b, size_t nb) {
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = name;
   o.help = help;
   o.buckets = b;
   o.bucket_count = nb;
-  perfc_family *f;
-  int rc = perfc_family_new(&f, reg, type, &o);
+  perfc_metrics_family *f;
+  int rc = perfc_metrics_family_new(&f, reg, type, &o);
   if (rc)
     return rc;
   return series_get(out, f, type, NULL, NULL, NULL, NULL);
 }
 
-int perfc_counter_new(perfc_counter **out, perfc_registry *reg,
+int perfc_counter_new(perfc_counter **out, perfc_metrics_registry *reg,
                       const char *name, const char *help) {
-  return simple_new((struct series **)out, reg, PERFC_METRIC_COUNTER, name,
+  return simple_new((struct series **)out, reg, PERFC_METRICS_COUNTER, name,
                     help, NULL, 0);
 }
 
-int perfc_gauge_new(perfc_gauge **out, perfc_registry *reg, const char *name,
-                    const char *help) {
-  return simple_new((struct series **)out, reg, PERFC_METRIC_GAUGE, name, help,
+int perfc_gauge_new(perfc_gauge **out, perfc_metrics_registry *reg,
+                    const char *name, const char *help) {
+  return simple_new((struct series **)out, reg, PERFC_METRICS_GAUGE, name, help,
                     NULL, 0);
 }
 
-int perfc_histogram_new(perfc_histogram **out, perfc_registry *reg,
+int perfc_histogram_new(perfc_histogram **out, perfc_metrics_registry *reg,
                         const char *name, const char *help,
                         const double *buckets, size_t bucket_count) {
-  return simple_new((struct series **)out, reg, PERFC_METRIC_HISTOGRAM, name,
+  return simple_new((struct series **)out, reg, PERFC_METRICS_HISTOGRAM, name,
                     help, buckets, bucket_count);
 }
 
-int perfc_gauge_func_new(perfc_registry *reg, const char *name,
-                         const char *help, perfc_metric_fn fn,
+int perfc_gauge_func_new(perfc_metrics_registry *reg, const char *name,
+                         const char *help, perfc_metrics_value_fn fn,
                          void *user_data) {
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = name;
   o.help = help;
-  perfc_family *f;
-  int rc = perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o);
+  perfc_metrics_family *f;
+  int rc = perfc_metrics_family_new(&f, reg, PERFC_METRICS_GAUGE, &o);
   if (rc)
     return rc;
-  return perfc_family_add_func(f, NULL, fn, user_data, NULL);
+  return perfc_metrics_family_add_func(f, NULL, fn, user_data, NULL);
 }
 
 /* ---- hot path ------------------------------------------------------------ */
@@ -1176,7 +1233,7 @@ static void buf_u64(buf *b, uint64_t v) {
 }
 
 /* name{l1="v1",...[,le="x"]} — `le` NULL for non-bucket samples. */
-static void buf_series_name(buf *b, const perfc_family *f,
+static void buf_series_name(buf *b, const perfc_metrics_family *f,
                             const struct series *s, const char *suffix,
                             const char *le) {
   buf_puts(b, f->name);
@@ -1206,8 +1263,8 @@ static void buf_series_name(buf *b, const perfc_family *f,
 }
 
 static int cmp_family(const void *a, const void *b) {
-  const perfc_family *x = *(perfc_family *const *)a;
-  const perfc_family *y = *(perfc_family *const *)b;
+  const perfc_metrics_family *x = *(perfc_metrics_family *const *)a;
+  const perfc_metrics_family *y = *(perfc_metrics_family *const *)b;
   return strcmp(x->name, y->name);
 }
 
@@ -1224,7 +1281,7 @@ static int cmp_series(const void *a, const void *b) {
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static void render_family(buf *b, perfc_family *f) {
+static void render_family(buf *b, perfc_metrics_family *f) {
   static const char *type_names[] = {"counter", "gauge", "histogram"};
   if (f->nseries == 0)
     return; /* as client_golang: a family without series is not shown */
@@ -1249,12 +1306,12 @@ static void render_family(buf *b, perfc_family *f) {
     if (s->fn) {
       buf_series_name(b, f, s, NULL, NULL);
       buf_double(b, s->fn(s->user_data));
-    } else if (f->type == PERFC_METRIC_COUNTER) {
+    } else if (f->type == PERFC_METRICS_COUNTER) {
       uint64_t v;
       cells_collect(s->off, 1, &v, 0, NULL);
       buf_series_name(b, f, s, NULL, NULL);
       buf_u64(b, v);
-    } else if (f->type == PERFC_METRIC_GAUGE) {
+    } else if (f->type == PERFC_METRICS_GAUGE) {
       buf_series_name(b, f, s, NULL, NULL);
       buf_double(b, perfc_gauge_value((perfc_gauge *)s));
     } else {
@@ -1283,11 +1340,12 @@ static void render_family(buf *b, perfc_family *f) {
   }
 }
 
-int perfc_registry_render(perfc_registry *reg, char **out, size_t *out_len) {
+int perfc_metrics_registry_render(perfc_metrics_registry *reg, char **out,
+                                  size_t *out_len) {
   if (!reg)
     reg = &g_default_registry;
   if (!out)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "metrics: NULL out");
   buf b = {0};
   buf_reserve(&b, 0);
   if (!b.oom)
@@ -1300,7 +1358,7 @@ int perfc_registry_render(perfc_registry *reg, char **out, size_t *out_len) {
   pthread_mutex_unlock(&reg->lock);
   if (b.oom) {
     free(b.p);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "metrics: out of memory rendering");
   }
   *out = b.p;
   if (out_len)

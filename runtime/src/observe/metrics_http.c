@@ -30,7 +30,7 @@
  * still owns it (it closes descriptors on this thread, after
  * MHD_CONNECTION_NOTIFY_CLOSED removed our record).
  */
-#include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
 #include "perfc/log.h"
 
 #include <errno.h>
@@ -73,7 +73,7 @@ typedef struct conn_rec {
 
 struct perfc_metrics_http {
   struct MHD_Daemon *daemon;
-  perfc_registry *registry;
+  perfc_metrics_registry *registry;
   int port;
   _Atomic int serving;
   /* Loop thread state: touched only on the loop thread once it runs. */
@@ -312,7 +312,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   if (strcmp(url, "/metrics") == 0) {
     char *out;
     size_t len;
-    if (perfc_registry_render(h->registry, &out, &len) != 0) {
+    if (perfc_metrics_registry_render(h->registry, &out, &len) != 0) {
       static const char msg[] = "out of memory\n";
       return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1, 0,
                    text);
@@ -443,7 +443,7 @@ int perfc_metrics_http_start(perfc_metrics_http **out,
   perfc_metrics_http *h = calloc(1, sizeof *h);
   if (!h)
     return PERFC_ENOMEM;
-  h->registry = o.registry ? o.registry : perfc_registry_default();
+  h->registry = o.registry ? o.registry : perfc_metrics_registry_default();
   atomic_init(&h->serving, 1);
   h->max_conns = o.max_connections;
   h->max_per_ip = o.max_connections_per_ip;

@@ -6,7 +6,8 @@
  * Room: runtime/src/observe (metrics module). Linux only: /proc is the source.
  */
 #include "perfc/log.h"
-#include "perfc/metrics.h"
+#include "perfc/process_metrics.h"
+#include "observe/metrics_internal.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -147,58 +148,55 @@ static double log_suppressed_value(void *level) {
   return (double)perfc_log_suppressed_total((perfc_log_level)(uintptr_t)level);
 }
 
-static int log_suppressed_register(perfc_registry *reg) {
+static int log_suppressed_register(perfc_metrics_registry *reg) {
   static const char *const ln[] = {"level"};
   static const char *const levels[] = {"debug", "info", "warn", "error"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
+  perfc_metrics_family_opts o;
+  perfc_metrics_family_opts_init(&o);
   o.name = "perfc_log_suppressed_total";
   o.help = "Log records dropped by the per-call-site rate limit "
            "(perfc_log_ratelimited), by level.";
   o.label_names = ln;
   o.label_count = 1;
-  perfc_family *f;
-  int rc = perfc_family_new(&f, reg, PERFC_METRIC_COUNTER, &o);
+  perfc_metrics_family *f;
+  int rc = perfc_metrics_family_new(&f, reg, PERFC_METRICS_COUNTER, &o);
   for (uintptr_t i = 0; rc == 0 && i < 4; i++)
-    rc = perfc_family_add_func(f, (const char *const[]){levels[i]},
+    rc = perfc_metrics_family_add_func(f, (const char *const[]){levels[i]},
                                log_suppressed_value, (void *)i, NULL);
   return rc;
 }
 
-int perfc_process_metrics_register(perfc_registry *reg) {
+int perfc_process_metrics_register(perfc_metrics_registry *reg) {
   static const struct {
     const char *name;
     const char *help;
-    perfc_metric_type type;
+    perfc_metrics_type type;
     enum proc_field field;
   } defs[] = {
       /* Help texts are client_golang's, so dashboards' tooltips match. */
       {"process_cpu_seconds_total",
-       "Total user and system CPU time spent in seconds.", PERFC_METRIC_COUNTER,
-       PF_CPU_SECONDS},
+       "Total user and system CPU time spent in seconds.",
+       PERFC_METRICS_COUNTER, PF_CPU_SECONDS},
       {"process_resident_memory_bytes", "Resident memory size in bytes.",
-       PERFC_METRIC_GAUGE, PF_RESIDENT_BYTES},
+       PERFC_METRICS_GAUGE, PF_RESIDENT_BYTES},
       {"process_virtual_memory_bytes", "Virtual memory size in bytes.",
-       PERFC_METRIC_GAUGE, PF_VIRTUAL_BYTES},
+       PERFC_METRICS_GAUGE, PF_VIRTUAL_BYTES},
       {"process_open_fds", "Number of open file descriptors.",
-       PERFC_METRIC_GAUGE, PF_OPEN_FDS},
+       PERFC_METRICS_GAUGE, PF_OPEN_FDS},
       {"process_max_fds", "Maximum number of open file descriptors.",
-       PERFC_METRIC_GAUGE, PF_MAX_FDS},
+       PERFC_METRICS_GAUGE, PF_MAX_FDS},
       {"process_start_time_seconds",
        "Start time of the process since unix epoch in seconds.",
-       PERFC_METRIC_GAUGE, PF_START_TIME},
+       PERFC_METRICS_GAUGE, PF_START_TIME},
   };
   for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
-    perfc_metric_opts o;
-    perfc_metric_opts_init(&o);
-    o.name = defs[i].name;
-    o.help = defs[i].help;
-    perfc_family *f;
-    int rc = perfc_family_new(&f, reg, defs[i].type, &o);
+    perfc_metrics_family *f;
+    int rc = perfc__metrics_family(&f, reg, defs[i].type, defs[i].name,
+                                   defs[i].help, NULL, 0);
     if (rc)
       return rc;
-    rc = perfc_family_add_func(f, NULL, proc_value,
-                               (void *)(uintptr_t)defs[i].field, NULL);
+    rc = perfc_metrics_family_add_func(f, NULL, proc_value,
+                                       (void *)(uintptr_t)defs[i].field, NULL);
     if (rc)
       return rc;
   }
@@ -206,14 +204,10 @@ int perfc_process_metrics_register(perfc_registry *reg) {
   /* The info-metric idiom: a constant 1 whose labels carry the data, so a
    * query can join the version onto any other series. */
   static const char *const ln[] = {"version"};
-  perfc_metric_opts o;
-  perfc_metric_opts_init(&o);
-  o.name = "perfc_build_info";
-  o.help = "perfc runtime build information; the value is always 1.";
-  o.label_names = ln;
-  o.label_count = 1;
-  perfc_family *f;
-  int rc = perfc_family_new(&f, reg, PERFC_METRIC_GAUGE, &o);
+  perfc_metrics_family *f;
+  int rc = perfc__metrics_family(
+      &f, reg, PERFC_METRICS_GAUGE, "perfc_build_info",
+      "perfc runtime build information; the value is always 1.", ln, 1);
   if (rc)
     return rc;
   perfc_gauge *g;

@@ -18,6 +18,7 @@
  * over the import graph; answers point at the embedded bytes, never copy.
  */
 #include "perfc/reflection.h"
+#include "core/error_internal.h"
 #include "perfc/arena.h"
 #include "perfc/log.h"
 #include "perfc/stream.h"
@@ -527,14 +528,17 @@ static void v1_desc_init(void) {
 
 int perfc_reflection_register(perfc_server *srv) {
   if (srv == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "reflection: register needs a server");
   const char *svc =
       grpc__reflection__v1alpha__server_reflection__perfc_desc.name;
   const char *svc_v1 = grpc__reflection__v1__server_reflection__perfc_desc.name;
   for (size_t i = 0; i < perfc_server_service_count(srv); i++)
     if (strcmp(perfc_server_service_at(srv, i)->name, svc) == 0 ||
         strcmp(perfc_server_service_at(srv, i)->name, svc_v1) == 0)
-      return PERFC_EEXIST;
+      return perfc__fail(PERFC_EEXIST,
+                         "reflection: %s is already on the "
+                         "server",
+                         perfc_server_service_at(srv, i)->name);
   pthread_once(&v1_once, v1_desc_init);
   reflection *r = calloc(1, sizeof *r);
   if (r == NULL)

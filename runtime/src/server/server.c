@@ -259,8 +259,8 @@ struct perfc_server {
   perfc_pool *pool;
   int nlisteners;
   int ports[16]; /* the first 16 bound ports, for the connections gauge */
-  perfc_gauge *pool_queued, *pool_busy;
-  perfc_counter *pool_rejected;
+  perfc_pool_observer_fn pool_observer;
+  void *pool_observer_ud;
   perfc_server_interceptor ics[PERFC_MAX_INTERCEPTORS];
   unsigned nics;
   atomic_int state;
@@ -1698,11 +1698,10 @@ static int add_port(perfc_server *srv, const char *addr,
   return 0;
 }
 
-void perfc__server_set_pool_metrics(perfc_server *srv, perfc_gauge *queued,
-                                    perfc_gauge *busy, perfc_counter *rejected) {
-  srv->pool_queued = queued;
-  srv->pool_busy = busy;
-  srv->pool_rejected = rejected;
+void perfc__server_set_pool_observer(perfc_server *srv,
+                                     perfc_pool_observer_fn fn, void *ud) {
+  srv->pool_observer = fn;
+  srv->pool_observer_ud = ud;
 }
 
 size_t perfc__server_ports(const perfc_server *srv, const int **ports) {
@@ -1839,9 +1838,8 @@ int perfc_server_start(perfc_server *srv) {
       po.threads = srv->opts.pool_threads;
     if (srv->opts.pool_queue)
       po.queue_max = srv->opts.pool_queue;
-    po.queued_gauge = srv->pool_queued;
-    po.busy_gauge = srv->pool_busy;
-    po.rejected_counter = srv->pool_rejected;
+    po.observer = srv->pool_observer;
+    po.observer_user_data = srv->pool_observer_ud;
     po.sched_batch = !srv->opts.worker_wakeup_preemption;
     int rc = perfc_pool_new(&srv->pool, &po);
     if (rc != 0)

@@ -7,7 +7,6 @@
 #ifndef PERFC_SERVER_INTERNAL_H
 #define PERFC_SERVER_INTERNAL_H
 
-#include "perfc/metrics.h"
 #include "perfc/pool.h"
 #include "perfc/server.h"
 
@@ -95,10 +94,10 @@ gpr_timespec perfc__deadline_from_ms(int64_t ms);
  * would otherwise fail the whole call. Returns 0 or PERFC_EINVAL. */
 int perfc__check_metadata(const char *key, const char *value, size_t len);
 
-/* Series the server's worker pool keeps current (see perfc_pool_opts);
- * before perfc_server_start(). Used by the metrics interceptor. */
-void perfc__server_set_pool_metrics(perfc_server *srv, perfc_gauge *queued,
-                                    perfc_gauge *busy, perfc_counter *rejected);
+/* The observer given to the server's worker pool (perfc_pool_opts); before
+ * the pool exists (a start hook). Used by the metrics interceptor. */
+void perfc__server_set_pool_observer(perfc_server *srv,
+                                     perfc_pool_observer_fn fn, void *ud);
 
 /* The ports the server listens on (bound, so never 0); borrowed. */
 size_t perfc__server_ports(const perfc_server *srv, const int **ports);

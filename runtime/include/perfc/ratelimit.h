@@ -1,0 +1,95 @@
+/*
+ * perfc/ratelimit.h — token-bucket rate limiting as a server interceptor:
+ * global, per service, per method, and per client key (a metadata value
+ * such as x-api-key). docs/reliability.md explains the buckets, the
+ * defaults and perfc_ratelimit_rejected_total.
+ *
+ * Room: runtime public headers; implemented by runtime/src/guard/ratelimit.c
+ * on perfc/interceptor.h and perfc/metrics.h. A limiter is created once,
+ * attached to servers before they start, and freed after every server
+ * using it is freed. The per-call hook takes no global lock.
+ */
+#ifndef PERFC_RATELIMIT_H
+#define PERFC_RATELIMIT_H
+
+#include "perfc/common.h"
+#include "perfc/interceptor.h"
+#include "perfc/metrics.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Keys remembered per keyed rule: 10 000 API keys is far more than the
+ *  clients of one service usually hold, at ~100 bytes each (1 MB). The
+ *  least recently used key is forgotten first; a forgotten key comes back
+ *  with a full bucket, so the bound must exceed the keys active at once. */
+#define PERFC_DEFAULT_RATELIMIT_MAX_KEYS 10000
+
+/** One token bucket: `rate` calls per second with bursts of up to `burst`
+ *  calls. All strings are borrowed during perfc_ratelimit_new() only. */
+typedef struct perfc_ratelimit_rule {
+  /** "/pkg.Svc/Method" limits that method; "/pkg.Svc/" (a trailing slash)
+   *  each method of the service, with a bucket per method; NULL or "" is
+   *  global: one bucket shared by every method of every server the limiter
+   *  is attached to. */
+  const char *method;
+  /** Sustained calls per second; must be > 0. */
+  double rate;
+  /** Bucket capacity in calls, 0 or at least 1; 0 = max(1, rate), one
+   *  second's worth. */
+  double burst;
+  /** NULL: one bucket for the rule. A metadata key ("x-api-key",
+   *  lower-case): one bucket per value of it, so each client gets the rate;
+   *  calls without the key share the bucket of the empty value. */
+  const char *key_metadata;
+} perfc_ratelimit_rule;
+
+/** Most rules a limiter takes: the admission path keeps the tokens it took
+ *  on the stack, to give them back if a later rule refuses. */
+#define PERFC_RATELIMIT_MAX_RULES 16
+
+typedef struct perfc_ratelimit_opts {
+  /** Registry for perfc_ratelimit_rejected_total; NULL = default. Borrowed;
+   *  must outlive the limiter. */
+  perfc_metrics_registry *registry;
+  /** The rules (1 to PERFC_RATELIMIT_MAX_RULES); copied. A call must pass
+   *  every rule that applies to it, in the order given; the first that
+   *  refuses decides the message, and tokens taken from earlier rules are
+   *  given back. */
+  const perfc_ratelimit_rule *rules;
+  size_t rule_count;
+  /** Keys per keyed rule; 0 = PERFC_DEFAULT_RATELIMIT_MAX_KEYS. */
+  unsigned max_keys;
+  /** Clock; NULL = monotonic. `clock_user_data` is borrowed. */
+  perfc_clock_fn clock;
+  void *clock_user_data;
+} perfc_ratelimit_opts;
+
+typedef struct perfc_ratelimit perfc_ratelimit;
+
+/** Fills `o` with the defaults (no rules, default registry and clock). */
+PERFC_API void perfc_ratelimit_opts_init(perfc_ratelimit_opts *o);
+
+/** Creates a limiter from `opts` (required). The caller frees it with
+ *  perfc_ratelimit_free() after every server it is attached to is freed.
+ *  Returns 0, PERFC_EINVAL (no or too many rules, rate <= 0 or above 1e9,
+ *  burst neither 0 nor >= 1, method not starting with '/', empty or
+ *  upper-case key), PERFC_ENOMEM, or an error of perfc_metrics_family_new(). */
+PERFC_API int perfc_ratelimit_new(perfc_ratelimit **out,
+                                  const perfc_ratelimit_opts *opts);
+
+/** Adds the limiter to `srv` as a server interceptor (before
+ *  perfc_server_start()). A refused call ends with RESOURCE_EXHAUSTED and a
+ *  message naming the rule, e.g. "rate limit of 100/s (burst 100) per
+ *  x-api-key exceeded for /pkg.Svc/M". Returns what
+ *  perfc_server_add_interceptor() returns, or PERFC_EINVAL. */
+PERFC_API int perfc_ratelimit_attach(perfc_ratelimit *rl, perfc_server *srv);
+
+/** Frees the limiter. NULL is a no-op. */
+PERFC_API void perfc_ratelimit_free(perfc_ratelimit *rl);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERFC_RATELIMIT_H */
