@@ -14,6 +14,7 @@
 #include "templates.h"
 #include "tmpl.h"
 
+#include "core/duration_internal.h"
 #include "perfc/common.h"
 #include "perfc/options.pb-c.h"
 
@@ -270,44 +271,6 @@ static char *c_scoped_name(const file_desc *f, const char *full) {
                    : perfc__xasprintf("%s.%s", cpkg, full);
   free(cpkg);
   return r;
-}
-
-int perfc__parse_duration_ms(const char *s, int64_t *ms) {
-  int64_t total = 0;
-  const char *p = s;
-  *ms = 0;
-  while (*p) {
-    if (*p < '0' || *p > '9')
-      return -1;
-    int64_t n = 0;
-    while (*p >= '0' && *p <= '9') {
-      int d = *p++ - '0';
-      if (n > (INT64_MAX - d) / 10)
-        return -1;
-      n = n * 10 + d;
-    }
-    int64_t unit;
-    if (strncmp(p, "ms", 2) == 0) {
-      unit = 1;
-      p += 2;
-    } else if (*p == 's') {
-      unit = 1000;
-      p++;
-    } else if (*p == 'm') {
-      unit = 60000;
-      p++;
-    } else if (*p == 'h') {
-      unit = 3600000;
-      p++;
-    } else {
-      return -1;
-    }
-    if (n > (INT64_MAX - total) / unit)
-      return -1;
-    total += n * unit;
-  }
-  *ms = total;
-  return 0;
 }
 
 /* ---- parameters -------------------------------------------------------- */
@@ -733,10 +696,16 @@ static int check_key_template(const gen_request *req, const msg_desc *input,
   return 0;
 }
 
+/* An option left empty is unset (0: no timeout, the cache's TTL); anything
+ * else must be a duration by the rule the configuration file uses too
+ * (core/duration.c), "0" included. */
 static int check_duration(const char *where, const char *what, const char *s,
                           int64_t *ms, char **err) {
-  if (perfc__parse_duration_ms(s, ms) != 0) {
-    *err = perfc__xasprintf("%s: %s \"%s\" is not a duration; write "
+  *ms = 0;
+  if (s == NULL || s[0] == '\0')
+    return 0;
+  if (perfc__duration_parse_ms(s, ms) != 0) {
+    *err = perfc__xasprintf("%s: %s \"%s\" is not a duration; write 0 or "
                             "<integer><unit> groups with units ms, s, m, h, "
                             "such as \"250ms\", \"2s\", \"10m\" or \"1m30s\"",
                             where, what, s);

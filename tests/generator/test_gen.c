@@ -1,39 +1,17 @@
 /*
- * test_gen.c — protoc-gen-perfc/gen.c: durations and plugin parameters,
- * driven through perfc__generate() with hand-built requests.
+ * test_gen.c — protoc-gen-perfc/gen.c: plugin parameters, driven through
+ * perfc__generate() with hand-built requests.
  *
  * Room: tests/generator. In-memory only (no stubs directory is given).
+ * Durations (core/duration.c, shared with the configuration loader) are
+ * tested in tests/unit/test_duration.c, the generator's use of them by the
+ * golden protos/api/v1/user.proto ("0", "1m30s") and the error cases
+ * errors/bad_timeout.proto and errors/bad_ttl.proto.
  */
 #include "gen.h"
 
 #include <criterion/criterion.h>
 #include <stdlib.h>
-
-Test(gen, durations) {
-  int64_t ms = -1;
-  cr_expect_eq(perfc__parse_duration_ms("250ms", &ms), 0);
-  cr_expect_eq(ms, 250);
-  cr_expect_eq(perfc__parse_duration_ms("2s", &ms), 0);
-  cr_expect_eq(ms, 2000);
-  cr_expect_eq(perfc__parse_duration_ms("10m", &ms), 0);
-  cr_expect_eq(ms, 600000);
-  cr_expect_eq(perfc__parse_duration_ms("1h", &ms), 0);
-  cr_expect_eq(ms, 3600000);
-  cr_expect_eq(perfc__parse_duration_ms("1m30s", &ms), 0);
-  cr_expect_eq(ms, 90000);
-  cr_expect_eq(perfc__parse_duration_ms("", &ms), 0);
-  cr_expect_eq(ms, 0);
-  cr_expect_eq(perfc__parse_duration_ms("2", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("2 s", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("s", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("1.5s", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("3d", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("99999999999999999999h", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("9223372036854775807ms", &ms), 0);
-  cr_expect_eq(ms, INT64_MAX);
-  cr_expect_eq(perfc__parse_duration_ms("9223372036854775807ms1ms", &ms), -1);
-  cr_expect_eq(perfc__parse_duration_ms("2562047788015216h", &ms), -1);
-}
 
 static char *run_with_param(const char *param) {
   Google__Protobuf__Compiler__CodeGeneratorRequest req =
