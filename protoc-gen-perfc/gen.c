@@ -14,6 +14,8 @@
 #include "templates.h"
 #include "tmpl.h"
 
+#include "core/builtin_files_internal.h"
+#include "core/duration_internal.h"
 #include "perfc/common.h"
 #include "perfc/options.pb-c.h"
 
@@ -270,44 +272,6 @@ static char *c_scoped_name(const file_desc *f, const char *full) {
                    : perfc__xasprintf("%s.%s", cpkg, full);
   free(cpkg);
   return r;
-}
-
-int perfc__parse_duration_ms(const char *s, int64_t *ms) {
-  int64_t total = 0;
-  const char *p = s;
-  *ms = 0;
-  while (*p) {
-    if (*p < '0' || *p > '9')
-      return -1;
-    int64_t n = 0;
-    while (*p >= '0' && *p <= '9') {
-      int d = *p++ - '0';
-      if (n > (INT64_MAX - d) / 10)
-        return -1;
-      n = n * 10 + d;
-    }
-    int64_t unit;
-    if (strncmp(p, "ms", 2) == 0) {
-      unit = 1;
-      p += 2;
-    } else if (*p == 's') {
-      unit = 1000;
-      p++;
-    } else if (*p == 'm') {
-      unit = 60000;
-      p++;
-    } else if (*p == 'h') {
-      unit = 3600000;
-      p++;
-    } else {
-      return -1;
-    }
-    if (n > (INT64_MAX - total) / unit)
-      return -1;
-    total += n * unit;
-  }
-  *ms = total;
-  return 0;
 }
 
 /* ---- parameters -------------------------------------------------------- */
@@ -733,10 +697,16 @@ static int check_key_template(const gen_request *req, const msg_desc *input,
   return 0;
 }
 
+/* An option left empty is unset (0: no timeout, the cache's TTL); anything
+ * else must be a duration by the rule the configuration file uses too
+ * (core/duration.c), "0" included. */
 static int check_duration(const char *where, const char *what, const char *s,
                           int64_t *ms, char **err) {
-  if (perfc__parse_duration_ms(s, ms) != 0) {
-    *err = perfc__xasprintf("%s: %s \"%s\" is not a duration; write "
+  *ms = 0;
+  if (s == NULL || s[0] == '\0')
+    return 0;
+  if (perfc__duration_parse_ms(s, ms) != 0) {
+    *err = perfc__xasprintf("%s: %s \"%s\" is not a duration; write 0 or "
                             "<integer><unit> groups with units ms, s, m, h, "
                             "such as \"250ms\", \"2s\", \"10m\" or \"1m30s\"",
                             where, what, s);
@@ -1251,13 +1221,21 @@ static int check_method_names(const file_desc *f, const char *svc_full,
 
 /* The serialized FileDescriptorProto for reflection, without
  * source_code_info: comments and spans are large and reflection clients
- * do not use them (grpc's own generators drop them too). */
-static char *descriptor_bytes(const file_desc *f, size_t *len) {
+ * do not use them (grpc's own generators drop them too). Malloc'd. */
+static uint8_t *pack_descriptor(const file_desc *f, size_t *len) {
   file_desc copy = *f;
   copy.source_code_info = NULL;
   size_t n = google__protobuf__file_descriptor_proto__get_packed_size(&copy);
-  uint8_t *bytes = perfc__xmalloc(n);
+  uint8_t *bytes = perfc__xmalloc(n ? n : 1);
   google__protobuf__file_descriptor_proto__pack(&copy, bytes);
+  *len = n;
+  return bytes;
+}
+
+/* pack_descriptor()'s bytes as the body of a C array initialiser. */
+static char *descriptor_bytes(const file_desc *f, size_t *len) {
+  size_t n = 0;
+  uint8_t *bytes = pack_descriptor(f, &n);
   perfc__buf b = {0};
   for (size_t i = 0; i < n; i++) {
     if (i % 12 == 0)
@@ -1268,6 +1246,25 @@ static char *descriptor_bytes(const file_desc *f, size_t *len) {
   free(bytes);
   *len = n;
   return perfc__buf_take(&b);
+}
+
+/* Whether the runtime carries `f` itself (perfc_file_desc_builtin(): the
+ * well-known types and perfc/options.proto): same name and the very bytes
+ * this plugin would embed, so reflection serves the same file either way.
+ * A file of that name from another protobuf version, or a user's own
+ * perfc/options.proto, differs and is embedded as before. */
+static int runtime_carries(const file_desc *f) {
+  for (size_t i = 0; i < perfc__n_builtin_files; i++) {
+    const perfc_file_desc *b = &perfc__builtin_files[i];
+    if (strcmp(b->name, f->name) != 0)
+      continue;
+    size_t n = 0;
+    uint8_t *bytes = pack_descriptor(f, &n);
+    int same = n == b->len && memcmp(bytes, b->data, n) == 0;
+    free(bytes);
+    return same;
+  }
+  return 0;
 }
 
 /* Appends to `out` the files `f` imports, directly or not, each once and
@@ -1306,21 +1303,30 @@ static int add_dep_files(perfc__tv *root, const gen_request *req,
   collect_deps(req, f, &deps, &n);
   const char *fd_name = perfc__tv_get_str(root, "fd_name");
   perfc__tv *list = perfc__tv_set_list(root, "deps");
+  int any_builtin = 0;
   for (size_t i = 1; !bad && i < n; i++) {
     perfc__tv *d = perfc__tv_list_add(list);
-    size_t len = 0;
-    char *bytes = descriptor_bytes(deps[i], &len);
     char *esc = c_escape(deps[i]->name);
-    char *var = perfc__xasprintf("%s_dep%zu", fd_name, i);
     perfc__tv_set_str(d, "name", deps[i]->name);
     perfc__tv_set_str(d, "name_c", esc);
+    free(esc);
+    int builtin = runtime_carries(deps[i]);
+    perfc__tv_set_bool(d, "builtin", builtin);
+    any_builtin |= builtin;
+    /* The bytes stay in the model for every import, so a template written
+     * before `builtin` existed (templates=DIR) still renders, embedding
+     * them all as it did. */
+    size_t len = 0;
+    char *bytes = descriptor_bytes(deps[i], &len);
+    char *var = perfc__xasprintf("%s_dep%zu", fd_name, i);
     perfc__tv_set_str(d, "var", var);
     perfc__tv_set_str(d, "bytes", bytes);
     perfc__tv_set_strf(d, "len", "%zu", len);
     bad = claim(ours, theirs, var, "perfc's embedded file descriptor", f->name,
                 err);
-    free(bytes), free(esc);
+    free(bytes);
   }
+  perfc__tv_set_bool(root, "has_builtin_deps", any_builtin);
   perfc__tv_set_strf(root, "n_files", "%zu", n);
   perfc__tv_set_strf(root, "files_name", "%s%sperfc_files", pkg_lc,
                      pkg_lc[0] ? "__" : "");

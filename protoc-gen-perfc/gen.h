@@ -25,8 +25,4 @@ void perfc__generate(
 void perfc__gen_response_clear(
     Google__Protobuf__Compiler__CodeGeneratorResponse *resp);
 
-/** Parses "250ms", "2s", "10m", "1h", "1m30s" into milliseconds; "" is 0.
- *  Returns 0 or -1 when the text is not such a duration. */
-int perfc__parse_duration_ms(const char *s, int64_t *ms);
-
 #endif /* PERFC_GEN_GEN_H */

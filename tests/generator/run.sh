@@ -326,7 +326,7 @@ body = """  (void)user_data;
 s, k = re.subn(r"  \(void\)req;.*?scaffold handler\"\);\n}", body, s, flags=re.S)
 assert k == 1, "scaffold handler not found"
 s = s.replace('#include "cached.perfc.h"\n',
-              '#include "cached.perfc.h"\n\n#include <stdio.h>\n#include <string.h>\n')
+              '#include "cached.perfc.h"\n\n#include <perfc/log.h>\n#include <stdio.h>\n#include <string.h>\n')
 open(p, "w").write(s)
 FILL
   # shellcheck disable=SC2046

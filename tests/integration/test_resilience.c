@@ -8,6 +8,10 @@
  * once Fail keeps answering UNAVAILABLE. */
 #include "test_service.h"
 
+#include <perfc/grpc_metrics.h>
+#include <perfc/metrics.h>
+#include <perfc/resilience.h>
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,6 +13,8 @@
 #include "user_cache.h"
 #include "user_store.h"
 
+#include "perfc/log.h"
+
 #include <string.h>
 
 /* ---- validation ---------------------------------------------------------- */

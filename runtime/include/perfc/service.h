@@ -103,10 +103,14 @@ typedef struct perfc_method_desc {
 } perfc_method_desc;
 
 /** One serialized FileDescriptorProto (without source_code_info), as the
- *  generator embeds it; all borrowed static data. */
+ *  generator embeds it; all borrowed static data. `data` NULL and `len` 0
+ *  name a file the runtime carries itself (perfc_file_desc_builtin():
+ *  perfc/options.proto and the well-known types): generated tables refer
+ *  to those by name instead of embedding their bytes, and reflection
+ *  serves the runtime's copy. */
 typedef struct perfc_file_desc {
   const char *name;    /**< the proto's path, "user/v1/user.proto" */
-  const uint8_t *data; /**< the serialized FileDescriptorProto */
+  const uint8_t *data; /**< the serialized FileDescriptorProto, or NULL */
   size_t len;
 } perfc_file_desc;
 
@@ -126,6 +130,14 @@ typedef struct perfc_service_desc {
   const perfc_file_desc *files;
   size_t n_files;
 } perfc_service_desc;
+
+/** The runtime's copy of a file it carries itself, by path:
+ *  "perfc/options.proto" and "google/protobuf/X.proto" for X in any, api,
+ *  duration, empty, field_mask, source_context, struct, timestamp, type,
+ *  wrappers, descriptor (the files perfc::wkt holds protoc-c code for),
+ *  serialized as protoc does, without source info. NULL for any other
+ *  name. Borrowed static data, valid for the life of the program. */
+PERFC_API const perfc_file_desc *perfc_file_desc_builtin(const char *name);
 
 /** Finds a method by name ("GetUser") or path; NULL when absent. */
 PERFC_API const perfc_method_desc *

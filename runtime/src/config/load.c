@@ -33,6 +33,7 @@
 #include "config/config_internal.h"
 #include "core/str_internal.h"
 #include "perfc/log.h"
+#include "core/duration_internal.h"
 
 #include <ctype.h>
 #include <cyaml/cyaml.h>
@@ -200,44 +201,6 @@ static int parse_u64(const char *s, const char **end, uint64_t *out) {
   return 0;
 }
 
-/* "0", or one or more NUMBER UNIT groups with units ms, s, m, h, as Go's
- * time.ParseDuration writes them ("1m30s"); no fractions, no spaces. */
-static int parse_duration(const char *s, int64_t *ms) {
-  static const struct {
-    const char *u;
-    int64_t mult;
-  } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
-  if (strcmp(s, "0") == 0) {
-    *ms = 0;
-    return 0;
-  }
-  int64_t total = 0;
-  const char *p = s;
-  if (!*p)
-    return -1;
-  while (*p) {
-    uint64_t n;
-    if (parse_u64(p, &p, &n) != 0)
-      return -1;
-    int64_t mult = 0;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-      size_t ul = strlen(units[i].u);
-      if (strncmp(p, units[i].u, ul) == 0 &&
-          !(ul == 1 && p[0] == 'm' && p[1] == 's')) {
-        mult = units[i].mult;
-        p += ul;
-        break;
-      }
-    }
-    if (!mult || n > (uint64_t)(INT64_MAX / mult) ||
-        total > INT64_MAX - (int64_t)n * mult)
-      return -1;
-    total += (int64_t)n * mult;
-  }
-  *ms = total;
-  return 0;
-}
-
 /* "4096", "4096B", "64KiB", "64MiB", "1GiB", and the decimal "KB", "MB",
  * "GB" (1000-based, as their SI names say). */
 static int parse_size(const char *s, uint64_t *out) {
@@ -389,7 +352,7 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
     if (!bad)
       bad = rates ? parse_u64(eq + 1, &end, &rate) != 0 || *end != '\0' ||
                         rate == 0 || rate > 10000000
-                  : parse_duration(eq + 1, &ms) != 0 || ms > DAY_MS;
+                  : perfc__duration_parse_ms(eq + 1, &ms) != 0 || ms > DAY_MS;
     char *method = bad ? NULL : strndup(items[i], (size_t)(eq - items[i]));
     if (bad || method == NULL) {
       free_timeout_rules(tr, i);
@@ -527,7 +490,7 @@ static int resolve(perfc_config *cfg, size_t ki) {
   case K_DURATION: {
     int64_t ms;
     char lo[32], hi[32];
-    if (parse_duration(s, &ms) != 0)
+    if (perfc__duration_parse_ms(s, &ms) != 0)
       return fail("%s: %s: invalid duration '%s': expected a number with a "
                   "unit ms, s, m or h, such as 250ms, 10s, 2m, 1h",
                   at, path, s);

@@ -115,10 +115,23 @@ static long find_file(const reflection *r, const char *name) {
 }
 
 /* Several services share files (their own and common imports such as
- * descriptor.proto); each name is kept once. */
+ * descriptor.proto); each name is kept once. An entry without bytes names a
+ * file the runtime carries (perfc/options.proto, the well-known types):
+ * generated tables refer to those instead of each embedding a copy. */
 static int add_file(reflection *r, const perfc_file_desc *fd) {
-  if (fd->name == NULL || fd->data == NULL || find_file(r, fd->name) >= 0)
+  if (fd->name == NULL || find_file(r, fd->name) >= 0)
     return 0;
+  if (fd->data == NULL) {
+    const perfc_file_desc *own = perfc_file_desc_builtin(fd->name);
+    if (own == NULL) {
+      perfc_log(PERFC_LOG_WARN,
+                "reflection: a service's table names %s without its bytes, "
+                "and this runtime does not carry that file; it is left out",
+                fd->name);
+      return 0;
+    }
+    fd = own;
+  }
   if (grow((void **)&r->files, &r->cap_files, r->n_files, sizeof *r->files))
     return PERFC_ENOMEM;
   r->files[r->n_files++] = (rfile){.fd = *fd};

@@ -2,6 +2,7 @@
  * DO NOT EDIT: regenerated on every build; edits are lost. */
 #include "deep.perfc.h"
 
+#include <perfc/log.h>
 #include <stddef.h>
 
 /* The serialized FileDescriptorProto of deep.proto (without source

@@ -3,7 +3,11 @@
 #ifndef PERFC_deep_2eproto__PERFC_H
 #define PERFC_deep_2eproto__PERFC_H
 
-#include <perfc.h>
+#include <perfc/client.h>
+#include <perfc/common.h>
+#include <perfc/server.h>
+#include <perfc/service.h>
+#include <perfc/stream.h>
 
 #include "deep.pb-c.h"
 

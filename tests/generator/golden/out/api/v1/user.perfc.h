@@ -3,7 +3,12 @@
 #ifndef PERFC_api_2fv1_2fuser_2eproto__PERFC_H
 #define PERFC_api_2fv1_2fuser_2eproto__PERFC_H
 
-#include <perfc.h>
+#include <perfc/client.h>
+#include <perfc/common.h>
+#include <perfc/server.h>
+#include <perfc/service.h>
+#include <perfc/stream.h>
+#include <perfc/cache_rpc.h>
 
 #include "api/v1/user.pb-c.h"
 
