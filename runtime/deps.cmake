@@ -26,3 +26,10 @@ perfc_unit_link(perfc_data PRIVATE PkgConfig::HIREDIS)
 # pass that maps each key to its line and column for error messages.
 pkg_check_modules(CYAML REQUIRED IMPORTED_TARGET libcyaml yaml-0.1)
 perfc_unit_link(perfc_config PRIVATE PkgConfig::CYAML)
+
+# transport/h2: perfc's own server transport. HTTP/2 framing, HPACK and
+# flow control are libnghttp2's (Debian 1.52); gzip/deflate messages go
+# through zlib. Private: no public header includes either.
+pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+pkg_check_modules(ZLIB REQUIRED IMPORTED_TARGET zlib)
+perfc_unit_link(perfc_runtime PRIVATE PkgConfig::NGHTTP2 PkgConfig::ZLIB)
