@@ -22,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -613,8 +614,19 @@ static void conn_destroy(perfc__h2_conn *c) {
   lc->n.conns_open--;
   atomic_fetch_sub(&lc->srv->conns_open, 1);
   free(c);
-  if (lc->draining && lc->conns == NULL)
-    perfc__h2_loop_stop(lc->loop);
+  if (lc->conns == NULL) {
+    if (lc->draining)
+      perfc__h2_loop_stop(lc->loop);
+    /* The last connection of this loop left: give glibc's freed heap back
+     * (a burst of closed connections otherwise stays resident), at most
+     * once a second. */
+    static _Thread_local int64_t last_trim_ms;
+    int64_t now = perfc__h2_now_ms();
+    if (now - last_trim_ms >= 1000) {
+      last_trim_ms = now;
+      malloc_trim(0);
+    }
+  }
 }
 
 static void peer_name(const struct sockaddr_storage *ss, char *out, size_t cap) {
