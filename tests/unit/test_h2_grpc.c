@@ -672,3 +672,95 @@ Test(h2_grpc, a_send_past_the_high_water_mark_would_block_until_writable) {
   cli_free(c);
   stop();
 }
+
+static int got_ping;
+static int ping_seen(cli *c, int32_t sid) {
+  (void)c;
+  (void)sid;
+  return got_ping;
+}
+static int c_frame_ping(nghttp2_session *ng, const nghttp2_frame *f, void *u) {
+  if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+    got_ping++;
+  return c_frame(ng, f, u);
+}
+
+Test(h2_grpc, server_keepalive_pings_an_idle_connection) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.keepalive_time_ms = 100;
+  start(MODE_ECHO, &o);
+  cli *c = cli_new(65535);
+  nghttp2_session_del(c->ng);
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_send_callback(cb, c_send);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame_ping);
+  nghttp2_session_client_new(&c->ng, cb, c);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_submit_settings(c->ng, 0, NULL, 0);
+  got_ping = 0;
+  cli_pump(c, 3000, ping_seen, 0);
+  cr_assert_geq(got_ping, 1);
+  cr_assert_not(c->goaway); /* the ACK (automatic) keeps it open */
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, max_connection_age_sends_goaway_and_closes) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connection_age_enabled = true;
+  o.max_connection_age_ms = 200;
+  o.max_connection_age_grace_ms = 200;
+  start(MODE_ECHO, &o);
+  cli *c = cli_new(65535);
+  cli_pump(c, 3000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_NO_ERROR);
+  cli_pump(c, 3000, NULL, 0); /* until EOF */
+  cr_assert(c->eof);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, max_connection_idle_sends_goaway) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connection_idle_enabled = true;
+  o.max_connection_idle_ms = 200;
+  start(MODE_ECHO, &o);
+  cli *c = cli_new(65535);
+  cli_pump(c, 3000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_NO_ERROR);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, connections_past_max_connections_are_refused_with_goaway) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connections = 2;
+  start(MODE_ECHO, &o);
+  cli *a = cli_new(65535), *b = cli_new(65535);
+  cli_pump(a, 100, NULL, 0);
+  cli_pump(b, 100, NULL, 0);
+  cli *c = cli_new(65535);
+  cli_pump(c, 3000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_REFUSED_STREAM);
+  cr_assert_str_eq(c->goaway_dbg, "max_connections");
+  cr_assert_not(a->goaway);
+  perfc__h2_stats st;
+  perfc__h2_server_stats(srv, &st);
+  cr_assert_eq(st.conns_refused, 1);
+  cli_free(c);
+  cli_free(a);
+  cli_free(b);
+  stop();
+}

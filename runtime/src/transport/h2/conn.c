@@ -732,7 +732,16 @@ static void conn_new(perfc__h2_listener *li, int fd,
   lc->conns = c;
   lc->n.conns_accepted++;
   lc->n.conns_open++;
-  perfc__h2_timer_arm(lc->loop, &c->timer, now + o->handshake_timeout_ms);
+  /* The earliest of every check the timer makes; it recomputes the next
+   * one each time it fires. */
+  int64_t first = now + o->handshake_timeout_ms;
+  if (now + o->keepalive_time_ms < first)
+    first = now + o->keepalive_time_ms;
+  if (o->max_connection_idle_enabled && now + o->max_connection_idle_ms < first)
+    first = now + o->max_connection_idle_ms;
+  if (o->max_connection_age_enabled && c->age_at_ms < first)
+    first = c->age_at_ms;
+  perfc__h2_timer_arm(lc->loop, &c->timer, first);
   if (c->ssl == NULL)
     perfc__h2_conn_defer_flush(c); /* our SETTINGS go out at once */
   return;
