@@ -27,9 +27,14 @@ perfc_unit_link(perfc_data PRIVATE PkgConfig::HIREDIS)
 pkg_check_modules(CYAML REQUIRED IMPORTED_TARGET libcyaml yaml-0.1)
 perfc_unit_link(perfc_config PRIVATE PkgConfig::CYAML)
 
-# transport/core/grpc_util.c: received compressed messages are inflated by
-# perfc itself, bounded by the receive limit (the core's own decompression
-# inflates a whole message before any size check; docs/reliability.md, #13
-# item 1).
+# zlib: received compressed messages are inflated by perfc itself, bounded
+# by the receive limit, on both transports (transport/core/grpc_util.c: the
+# core's own decompression inflates a whole message before any size check,
+# docs/reliability.md #13 item 1; transport/h2/grpc.c).
 pkg_check_modules(ZLIB REQUIRED IMPORTED_TARGET zlib)
 perfc_unit_link(perfc_runtime PRIVATE PkgConfig::ZLIB)
+# transport/h2: perfc's own server transport. HTTP/2 framing, HPACK and
+# flow control are libnghttp2's (Debian 1.52). Private: no public header
+# includes it.
+pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+perfc_unit_link(perfc_runtime PRIVATE PkgConfig::NGHTTP2)

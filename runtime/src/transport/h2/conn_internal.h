@@ -1,0 +1,167 @@
+/*
+ * transport/h2/conn_internal.h — the structures shared by the connection
+ * layer (conn.c), the gRPC layer (grpc.c) and the server (h2.c).
+ *
+ * Room: runtime/src/transport/h2 private header. Never used outside this
+ * folder; the call layer sees h2_internal.h only.
+ */
+#ifndef PERFC_TRANSPORT_H2_CONN_INTERNAL_H
+#define PERFC_TRANSPORT_H2_CONN_INTERNAL_H
+
+#include "transport/h2/h2_internal.h"
+#include "transport/h2/loop_internal.h"
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <zlib.h>
+
+typedef struct perfc__h2_conn perfc__h2_conn;
+typedef struct perfc__h2_lctx perfc__h2_lctx;
+
+/* Per-stream counters, plain integers written by one loop (read racily by
+ * perfc__h2_server_stats). */
+typedef struct perfc__h2_counters {
+  uint64_t conns_accepted, conns_refused, conns_open;
+  uint64_t streams_started, streams_reset_by_client;
+  uint64_t goaway_rapid_reset, goaway_ping_abuse, closed_handshake_timeout;
+} perfc__h2_counters;
+
+typedef struct perfc__h2_listener {
+  perfc__h2_io io;
+  perfc__h2_lctx *lc;
+  SSL_CTX *tls; /* borrowed from the server */
+} perfc__h2_listener;
+
+/* One loop's share of the server. */
+struct perfc__h2_lctx {
+  perfc__h2_loop *loop;
+  perfc__h2_server *srv;
+  pthread_t thread;
+  bool thread_started;
+  perfc__h2_listener *listeners;
+  size_t nlisteners;
+  perfc__h2_conn *conns; /* doubly linked through conn->next/prev */
+  size_t recv_held, recv_budget;
+  z_stream zgzip, zdeflate; /* response compressors, reused (deflateReset) */
+  bool zgzip_ready, zdeflate_ready;
+  perfc__h2_counters n;
+  bool draining;
+  int64_t drain_deadline_ms;
+  perfc__h2_timer drain_timer;
+  perfc__h2_task shutdown_task;
+};
+
+struct perfc__h2_server {
+  perfc__h2_opts o;
+  perfc__h2_callbacks cb;
+  void *data;
+  perfc__h2_lctx *lcs;
+  int nloops;
+  SSL_CTX **tls_ctxs;
+  size_t ntls;
+  atomic_uint conns_open;
+  bool started, stopped;
+  nghttp2_session_callbacks *ngcb;
+  nghttp2_option *ngopt;
+};
+
+struct perfc__h2_conn {
+  perfc__h2_io io;
+  perfc__h2_lctx *lc;
+  perfc__h2_conn *next, *prev;
+  nghttp2_session *ng;
+  SSL *ssl;
+  bool tls_done;
+  perfc__h2_deferred flush;
+  /* Output that the socket did not take yet (NULL when none). */
+  uint8_t *out;
+  size_t out_off, out_len, out_cap;
+  char peer[64];
+  char *peer_subject;
+  perfc__h2_stream *streams; /* ours, doubly linked */
+  uint32_t nstreams;
+  perfc__h2_timer timer;
+  int64_t accepted_ms, last_read_ms, idle_since_ms, age_at_ms;
+  int64_t header_block_ms; /* a header block began and has not ended */
+  int64_t ping_sent_ms;    /* our keepalive ping awaiting its ACK */
+  int64_t last_ping_recv_ms;
+  uint32_t ping_strikes;
+  double reset_tokens;
+  int64_t reset_refill_ms;
+  size_t recv_held;
+  uint32_t nowed; /* streams whose window consumption waits for budget */
+  bool preface_done, goaway_sent, closing, dead, in_header_block;
+  int64_t grace_deadline_ms; /* after GOAWAY for age/shutdown; 0 = none */
+};
+
+/* A stream's state (grpc.c). */
+struct perfc__h2_stream {
+  int32_t id;
+  atomic_int refs;
+  atomic_bool closed; /* on_close delivered or the stream never started */
+  atomic_bool want_writable;
+  atomic_size_t pending; /* bytes queued in q, not yet given to nghttp2 */
+  atomic_size_t posted;  /* message bytes posted by other threads, not applied */
+  perfc__h2_deferred writable_d; /* on_writable, after the flush */
+  perfc__h2_conn *conn; /* NULL once nghttp2 closed the stream */
+  perfc__h2_stream *next, *prev;
+  perfc__h2_lctx *lc;
+  void *call;
+  unsigned flags;
+  bool started, headers_sent, finish_queued, end_stream_sent, recv_done,
+      remote_closed, paused, data_deferred, trailers_only, too_big, bad,
+      reason_set, owing;
+  perfc__h2_close_reason reason;
+  /* request headers, copied: NUL-separated pairs in hbuf */
+  char *hbuf;
+  uint32_t hlen, hcap, hsize, nhdr;
+  perfc__h2_timer deadline;
+  /* request message assembly */
+  uint8_t pfx[5];
+  uint8_t pfx_got;
+  uint32_t msg_len, msg_got;
+  uint8_t *msg;
+  uint32_t nmsgs;
+  struct pmsg *held_msgs, *held_tail; /* complete, waiting while paused */
+  size_t held;  /* bytes buffered for this stream */
+  size_t owed;  /* received bytes whose WINDOW_UPDATE waits for budget */
+  int req_enc, send_enc, accept_mask;
+  /* response */
+  uint8_t *q;
+  size_t qoff, qlen, qcap;
+  char *trailer_buf; /* the finish, as nghttp2_nv entries + bytes */
+  nghttp2_nv *trailer_nv;
+  size_t trailer_n;
+};
+
+/* conn.c */
+void perfc__h2_conn_defer_flush(perfc__h2_conn *c);
+void perfc__h2_conn_fatal(perfc__h2_conn *c, uint32_t code, const char *why);
+void perfc__h2_conn_close_now(perfc__h2_conn *c);
+void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms);
+int perfc__h2_listener_open(perfc__h2_lctx *lc, const char *host, int port,
+                            SSL_CTX *tls, int *bound_port);
+void perfc__h2_listener_close(perfc__h2_listener *li);
+int perfc__h2_callbacks_new(nghttp2_session_callbacks **out);
+void perfc__h2_conn_recv_released(perfc__h2_conn *c);
+
+/* grpc.c: the stream side of nghttp2's callbacks */
+int perfc__h2_grpc_begin_headers(perfc__h2_conn *c, const nghttp2_frame *f);
+int perfc__h2_grpc_header(perfc__h2_conn *c, const nghttp2_frame *f,
+                          const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen);
+int perfc__h2_grpc_frame_recv(perfc__h2_conn *c, const nghttp2_frame *f);
+int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
+                        size_t len);
+void perfc__h2_grpc_frame_sent(perfc__h2_conn *c, const nghttp2_frame *f);
+void perfc__h2_grpc_stream_closed(perfc__h2_conn *c, int32_t sid,
+                                  uint32_t error_code);
+/* The connection is going away: every stream ends with on_close(CONN). */
+void perfc__h2_grpc_conn_gone(perfc__h2_conn *c);
+/* Consumes owed window bytes while the budgets allow. */
+void perfc__h2_grpc_repay(perfc__h2_conn *c);
+void perfc__h2_grpc_loop_free(perfc__h2_lctx *lc);
+
+#endif /* PERFC_TRANSPORT_H2_CONN_INTERNAL_H */

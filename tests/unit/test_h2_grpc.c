@@ -1,0 +1,766 @@
+/*
+ * test_h2_grpc.c — transport/h2/grpc.c and conn.c: grpc-timeout parsing,
+ * percent-encoding, the bounded inflate, and a real server on loopback
+ * driven by an nghttp2 client session: messages reassembled across DATA
+ * frames, deadlines, client resets, header limits, rapid reset, ping
+ * abuse, answers posted from another thread, and send backpressure.
+ *
+ * Room: tests/unit.
+ */
+#include "transport/h2/h2_internal.h"
+#include "transport/h2/loop_internal.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* ---- pure helpers --------------------------------------------------------- */
+
+Test(h2_grpc, grpc_timeout_parsing) {
+  struct {
+    const char *v;
+    int rc;
+    int64_t ms;
+  } cases[] = {
+      {"1S", 0, 1000},       {"100m", 0, 100},     {"1H", 0, 3600000},
+      {"2M", 0, 120000},     {"1n", 0, 1},         {"1000000n", 0, 1},
+      {"1000001n", 0, 2},    {"5u", 0, 1},         {"99999999S", 0, 99999999000LL},
+      {"0m", 0, 0},          {"123456789S", PERFC_EPARSE, 0},
+      {"", PERFC_EPARSE, 0}, {"S", PERFC_EPARSE, 0}, {"10x", PERFC_EPARSE, 0},
+      {"-1S", PERFC_EPARSE, 0}, {"1.5S", PERFC_EPARSE, 0}, {"10", PERFC_EPARSE, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int64_t ms = -1;
+    int rc = perfc__h2_parse_timeout(cases[i].v, strlen(cases[i].v), &ms);
+    cr_assert_eq(rc, cases[i].rc, "'%s': rc %d", cases[i].v, rc);
+    if (rc == 0)
+      cr_assert_eq(ms, cases[i].ms, "'%s': %lld ms", cases[i].v, (long long)ms);
+  }
+}
+
+Test(h2_grpc, grpc_message_percent_encoding) {
+  char out[64];
+  size_t n = perfc__h2_percent_encode("plain text", 10, out, sizeof out);
+  cr_assert_eq(n, 10);
+  cr_assert_eq(memcmp(out, "plain text", 10), 0);
+  n = perfc__h2_percent_encode("50%\nd\xc3\xa9j\xc3\xa0", 10, out, sizeof out);
+  cr_assert_eq(n, 22);
+  cr_assert_eq(memcmp(out, "50%25%0Ad%C3%A9j%C3%A0", 22), 0, "%.*s", (int)n, out);
+  /* Too small a buffer: the needed length, nothing written past cap. */
+  char small[4] = {'x', 'x', 'x', 'x'};
+  n = perfc__h2_percent_encode("a\nb", 3, small, 2);
+  cr_assert_eq(n, 5);
+  cr_assert_eq(small[2], 'x');
+}
+
+static size_t zip(int gzip, const uint8_t *in, size_t len, uint8_t *out,
+                  size_t cap) {
+  z_stream z = {0};
+  deflateInit2(&z, 9, Z_DEFLATED, gzip ? 31 : 15, 8, Z_DEFAULT_STRATEGY);
+  z.next_in = (Bytef *)in;
+  z.avail_in = (uInt)len;
+  z.next_out = out;
+  z.avail_out = (uInt)cap;
+  cr_assert_eq(deflate(&z, Z_FINISH), Z_STREAM_END);
+  size_t n = cap - z.avail_out;
+  deflateEnd(&z);
+  return n;
+}
+
+Test(h2_grpc, bounded_inflate_stops_at_the_limit) {
+  size_t big = 8 << 20;
+  uint8_t *zeros = calloc(1, big);
+  uint8_t *gz = malloc(1 << 20);
+  size_t gzn = zip(1, zeros, big, gz, 1 << 20);
+  uint8_t *out;
+  size_t outn;
+  /* 8 MiB inflated against a 1 MiB limit: refused, not inflated. */
+  cr_assert_eq(perfc__h2_inflate("gzip", gz, gzn, 1 << 20, &out, &outn),
+               PERFC_ETOOBIG);
+  cr_assert_null(out);
+  /* Exactly at the limit: accepted; one byte under: refused. */
+  cr_assert_eq(perfc__h2_inflate("gzip", gz, gzn, big, &out, &outn), 0);
+  cr_assert_eq(outn, big);
+  cr_assert_eq(memcmp(out, zeros, big), 0);
+  free(out);
+  cr_assert_eq(perfc__h2_inflate("gzip", gz, gzn, big - 1, &out, &outn),
+               PERFC_ETOOBIG);
+  /* deflate (zlib framing) round trip. */
+  const char *text = "deflate me, deflate me, deflate me";
+  uint8_t dz[256];
+  size_t dzn = zip(0, (const uint8_t *)text, strlen(text), dz, sizeof dz);
+  cr_assert_eq(perfc__h2_inflate("deflate", dz, dzn, 1024, &out, &outn), 0);
+  cr_assert_eq(outn, strlen(text));
+  cr_assert_eq(memcmp(out, text, outn), 0);
+  free(out);
+  /* Corrupt and truncated input; the wrong framing. */
+  uint8_t bad[16] = {0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  cr_assert_eq(perfc__h2_inflate("gzip", bad, sizeof bad, 1024, &out, &outn),
+               PERFC_EPARSE);
+  cr_assert_eq(perfc__h2_inflate("gzip", gz, gzn / 2, big, &out, &outn),
+               PERFC_EPARSE);
+  cr_assert_eq(perfc__h2_inflate("deflate", gz, gzn, big, &out, &outn),
+               PERFC_EPARSE);
+  cr_assert_eq(perfc__h2_inflate("snappy", gz, gzn, big, &out, &outn),
+               PERFC_EINVAL);
+  free(zeros);
+  free(gz);
+}
+
+/* ---- a server with a recording call layer ------------------------------------ */
+
+enum { MODE_ECHO, MODE_SILENT, MODE_POOL, MODE_FLOOD };
+
+typedef struct rec {
+  pthread_mutex_t mu;
+  int mode;
+  int calls, closes, reasons[8];
+  int64_t deadline_ms;
+  int msgs;
+  size_t bytes;
+  uint8_t last[4096];
+  size_t last_len;
+  int efull, writable;
+  char md_value[64];
+} rec;
+
+static rec R;
+
+typedef struct call {
+  perfc__h2_stream *s;
+  uint8_t *req;
+  size_t len;
+} call;
+
+static perfc_status_code t_on_call(void *d, perfc__h2_stream *s,
+                                   const perfc__h2_call_info *info, void **c,
+                                   unsigned *flags, const char **refuse) {
+  (void)d;
+  pthread_mutex_lock(&R.mu);
+  R.calls++;
+  R.deadline_ms = info->deadline_ms;
+  for (size_t i = 0; i < info->md_count; i++)
+    if (strcmp(info->md[i].key, "x-test") == 0)
+      snprintf(R.md_value, sizeof R.md_value, "%.*s", (int)info->md[i].value_len,
+               info->md[i].value);
+  pthread_mutex_unlock(&R.mu);
+  if (strcmp(info->path, "/t.T/Missing") == 0) {
+    *refuse = "no such method";
+    return PERFC_STATUS_UNIMPLEMENTED;
+  }
+  call *x = calloc(1, sizeof *x);
+  x->s = s;
+  *c = x;
+  *flags = strcmp(info->path, "/t.T/Unary") == 0 ? PERFC__H2_CALL_SINGLE_REQUEST : 0;
+  return PERFC_STATUS_OK;
+}
+
+static int t_on_message(void *c, perfc__h2_stream *s, const uint8_t *b, size_t n) {
+  (void)s;
+  call *x = c;
+  pthread_mutex_lock(&R.mu);
+  R.msgs++;
+  R.bytes += n;
+  R.last_len = n < sizeof R.last ? n : sizeof R.last;
+  memcpy(R.last, b, R.last_len);
+  pthread_mutex_unlock(&R.mu);
+  free(x->req);
+  x->req = malloc(n ? n : 1);
+  memcpy(x->req, b, n);
+  x->len = n;
+  return 0;
+}
+
+static void *pool_answer(void *arg) {
+  call *x = arg;
+  perfc__h2_md md = {"x-trailer", 9, "yes", 3};
+  perfc__h2_send_message(x->s, x->req, x->len, PERFC__H2_SEND_MORE);
+  perfc__h2_finish(x->s, PERFC_STATUS_OK, NULL, &md, 1, 0);
+  return NULL;
+}
+
+static void t_on_half_close(void *c, perfc__h2_stream *s) {
+  call *x = c;
+  if (R.mode == MODE_ECHO) {
+    perfc__h2_send_message(s, x->req, x->len, 0);
+    perfc__h2_finish(s, PERFC_STATUS_OK, "done \xe2\x9c\x93", NULL, 0, 0);
+  } else if (R.mode == MODE_POOL) {
+    pthread_t th;
+    pthread_create(&th, NULL, pool_answer, x);
+    pthread_detach(th);
+  } else if (R.mode == MODE_FLOOD) {
+    /* Send until the stream says "would block" (the client does not
+     * read), then finish when told it may go on. */
+    static uint8_t chunk[64 * 1024];
+    int rc;
+    int n = 0;
+    while ((rc = perfc__h2_send_message(s, chunk, sizeof chunk, 0)) == 0 && n < 1000)
+      n++;
+    pthread_mutex_lock(&R.mu);
+    R.efull = rc == PERFC_EFULL ? n : -1;
+    pthread_mutex_unlock(&R.mu);
+  }
+}
+
+static void t_on_writable(void *c, perfc__h2_stream *s) {
+  (void)c;
+  pthread_mutex_lock(&R.mu);
+  int first = R.writable++ == 0;
+  pthread_mutex_unlock(&R.mu);
+  if (first)
+    perfc__h2_finish(s, PERFC_STATUS_OK, NULL, NULL, 0, 0);
+}
+
+static void t_on_close(void *c, perfc__h2_stream *s, perfc__h2_close_reason why) {
+  call *x = c;
+  pthread_mutex_lock(&R.mu);
+  R.closes++;
+  R.reasons[why]++;
+  pthread_mutex_unlock(&R.mu);
+  if (R.mode == MODE_POOL) {
+    /* the pool thread may still be posting; it only reads x->s/req */
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  free(x->req);
+  free(x);
+  perfc__h2_stream_release(s);
+}
+
+static perfc__h2_server *srv;
+static int port;
+
+static void start(int mode, perfc__h2_opts *o) {
+  memset(&R, 0, sizeof R);
+  pthread_mutex_init(&R.mu, NULL);
+  R.mode = mode;
+  perfc__h2_opts d;
+  perfc__h2_opts_init(&d);
+  d.loops = 1;
+  perfc__h2_callbacks cb = {t_on_call, t_on_message, t_on_half_close,
+                            t_on_writable, t_on_close};
+  cr_assert_eq(perfc__h2_server_new(&srv, o ? o : &d, &cb, NULL), 0);
+  cr_assert_eq(perfc__h2_server_listen(srv, "127.0.0.1:0", NULL, &port), 0);
+  cr_assert_eq(perfc__h2_server_start(srv), 0);
+}
+
+static void stop(void) {
+  perfc__h2_server_free(srv);
+  srv = NULL;
+}
+
+/* ---- an nghttp2 client --------------------------------------------------------- */
+
+typedef struct res {
+  int grpc_status;
+  char http[4];
+  char grpc_message[128];
+  size_t data;
+  int closed;
+  uint32_t rst;
+} res;
+
+typedef struct cli {
+  int fd;
+  nghttp2_session *ng;
+  res r[1024];
+  int goaway;
+  uint32_t goaway_code;
+  char goaway_dbg[64];
+  int eof;
+  /* request body source */
+  const uint8_t *body;
+  size_t body_len, body_off;
+  size_t chunk; /* DATA frame size per read callback (one frame each) */
+  int no_end;
+  int read_paused;
+} cli;
+
+static res *res_of(cli *c, int32_t sid) { return &c->r[(sid / 2) % 1024]; }
+
+static ssize_t c_send(nghttp2_session *ng, const uint8_t *d, size_t n, int fl,
+                      void *u) {
+  (void)ng;
+  (void)fl;
+  cli *c = u;
+  ssize_t w = send(c->fd, d, n, MSG_NOSIGNAL);
+  return w < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : w;
+}
+
+static int c_header(nghttp2_session *ng, const nghttp2_frame *f,
+                    const uint8_t *name, size_t nl, const uint8_t *value,
+                    size_t vl, uint8_t flags, void *u) {
+  (void)ng;
+  (void)flags;
+  res *r = res_of(u, f->hd.stream_id);
+  if (nl == 7 && memcmp(name, ":status", 7) == 0)
+    snprintf(r->http, sizeof r->http, "%.*s", (int)vl, value);
+  else if (nl == 11 && memcmp(name, "grpc-status", 11) == 0)
+    r->grpc_status = atoi((const char *)value);
+  else if (nl == 12 && memcmp(name, "grpc-message", 12) == 0)
+    snprintf(r->grpc_message, sizeof r->grpc_message, "%.*s", (int)vl, value);
+  return 0;
+}
+
+static int c_data(nghttp2_session *ng, uint8_t fl, int32_t sid,
+                  const uint8_t *d, size_t n, void *u) {
+  (void)ng;
+  (void)fl;
+  (void)d;
+  res_of(u, sid)->data += n;
+  return 0;
+}
+
+static int c_close(nghttp2_session *ng, int32_t sid, uint32_t err, void *u) {
+  (void)ng;
+  res *r = res_of(u, sid);
+  r->closed = 1;
+  r->rst = err;
+  return 0;
+}
+
+static int c_frame(nghttp2_session *ng, const nghttp2_frame *f, void *u) {
+  (void)ng;
+  cli *c = u;
+  if (f->hd.type == NGHTTP2_GOAWAY) {
+    c->goaway = 1;
+    c->goaway_code = f->goaway.error_code;
+    snprintf(c->goaway_dbg, sizeof c->goaway_dbg, "%.*s",
+             (int)f->goaway.opaque_data_len, f->goaway.opaque_data);
+  }
+  return 0;
+}
+
+static ssize_t body_read(nghttp2_session *ng, int32_t sid, uint8_t *buf,
+                         size_t len, uint32_t *flags, nghttp2_data_source *src,
+                         void *u) {
+  (void)ng;
+  (void)sid;
+  (void)src;
+  cli *c = u;
+  size_t n = c->body_len - c->body_off;
+  if (n > c->chunk)
+    n = c->chunk;
+  if (n > len)
+    n = len;
+  memcpy(buf, c->body + c->body_off, n);
+  c->body_off += n;
+  if (c->body_off == c->body_len && !c->no_end)
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (c->body_off == c->body_len && c->no_end && n == 0)
+    return NGHTTP2_ERR_DEFERRED;
+  return (ssize_t)n;
+}
+
+static cli *cli_new(uint32_t window) {
+  cli *c = calloc(1, sizeof *c);
+  for (int i = 0; i < 1024; i++)
+    c->r[i].grpc_status = -1;
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_send_callback(cb, c_send);
+  nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_close);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame);
+  nghttp2_session_client_new(&c->ng, cb, c);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window}};
+  nghttp2_submit_settings(c->ng, 0, iv, 1);
+  c->chunk = 1 << 20;
+  return c;
+}
+
+static void cli_free(cli *c) {
+  nghttp2_session_del(c->ng);
+  close(c->fd);
+  free(c);
+}
+
+/* Sends what is queued and reads for up to `ms`, until `done(c, arg)`. */
+static void cli_pump(cli *c, int ms, int (*done)(cli *, int32_t), int32_t arg) {
+  int64_t end = perfc__h2_now_ms() + ms;
+  uint8_t buf[65536];
+  while (perfc__h2_now_ms() < end && !c->eof) {
+    nghttp2_session_send(c->ng);
+    if (done && done(c, arg))
+      return;
+    if (c->read_paused) {
+      struct timespec ts = {0, 5000000};
+      nanosleep(&ts, NULL);
+      continue;
+    }
+    struct pollfd p = {c->fd, POLLIN, 0};
+    if (poll(&p, 1, 20) <= 0)
+      continue;
+    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      c->eof = 1;
+      break;
+    }
+    nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
+  }
+}
+
+static int stream_closed(cli *c, int32_t sid) { return res_of(c, sid)->closed; }
+static int got_goaway(cli *c, int32_t sid) {
+  (void)sid;
+  return c->goaway || c->eof;
+}
+
+static int32_t request(cli *c, const char *path, const char *timeout,
+                       const uint8_t *body, size_t len, size_t chunk,
+                       size_t extra_hdr) {
+  static char big[1 << 16];
+  memset(big, 'a', sizeof big);
+  nghttp2_nv nv[8];
+  int k = 0;
+#define H(n, v, vl)                                                              \
+  nv[k++] = (nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl),        \
+                         NGHTTP2_NV_FLAG_NONE}
+  H(":method", "POST", 4);
+  H(":scheme", "http", 4);
+  H(":path", path, strlen(path));
+  H(":authority", "localhost", 9);
+  H("content-type", "application/grpc", 16);
+  H("te", "trailers", 8);
+  if (timeout)
+    H("grpc-timeout", timeout, strlen(timeout));
+  if (extra_hdr)
+    H("x-test", big, extra_hdr);
+#undef H
+  c->body = body;
+  c->body_len = len;
+  c->body_off = 0;
+  c->chunk = chunk;
+  nghttp2_data_provider prd = {.read_callback = body_read};
+  return nghttp2_submit_request(c->ng, NULL, nv, (size_t)k, &prd, NULL);
+}
+
+static size_t frame_msgs(uint8_t *out, const uint8_t *msg, size_t len, int count) {
+  size_t o = 0;
+  for (int i = 0; i < count; i++) {
+    out[o] = 0;
+    out[o + 1] = (uint8_t)(len >> 24);
+    out[o + 2] = (uint8_t)(len >> 16);
+    out[o + 3] = (uint8_t)(len >> 8);
+    out[o + 4] = (uint8_t)len;
+    memcpy(out + o + 5, msg, len);
+    o += 5 + len;
+  }
+  return o;
+}
+
+/* ---- the transport end to end ------------------------------------------------- */
+
+Test(h2_grpc, a_message_split_over_many_data_frames_arrives_whole) {
+  start(MODE_ECHO, NULL);
+  uint8_t msg[3000];
+  for (size_t i = 0; i < sizeof msg; i++)
+    msg[i] = (uint8_t)(i * 31);
+  uint8_t body[3100];
+  size_t n = frame_msgs(body, msg, sizeof msg, 1);
+  cli *c = cli_new(65535);
+  /* 7-byte DATA frames: the prefix itself is split. */
+  int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 7, 0);
+  cli_pump(c, 5000, stream_closed, sid);
+  res *r = res_of(c, sid);
+  cr_assert_eq(r->grpc_status, 0);
+  cr_assert_eq(R.msgs, 1);
+  cr_assert_eq(R.bytes, sizeof msg);
+  cr_assert_eq(memcmp(R.last, msg, sizeof msg), 0);
+  cr_assert_eq(r->data, n, "echo came back: %zu bytes", r->data);
+  cr_assert_str_eq(r->grpc_message, "done %E2%9C%93");
+  /* Three messages in one frame on a streaming method: three deliveries. */
+  size_t n3 = frame_msgs(body, msg, 1000, 3);
+  sid = request(c, "/t.T/Stream", NULL, body, n3, 1 << 20, 0);
+  cli_pump(c, 5000, stream_closed, sid);
+  cr_assert_eq(R.msgs, 4);
+  cr_assert_eq(R.bytes, sizeof msg + 3000);
+  cli_free(c);
+  stop();
+  cr_assert_eq(R.calls, 2);
+  cr_assert_eq(R.closes, 2);
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 2);
+}
+
+Test(h2_grpc, deadline_passes_deadline_exceeded_and_the_call_layer_is_told) {
+  start(MODE_SILENT, NULL);
+  cli *c = cli_new(65535);
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"hi", 2, 1);
+  int64_t t0 = perfc__h2_now_ms();
+  int32_t sid = request(c, "/t.T/Unary", "100m", body, n, 1 << 20, 0);
+  cli_pump(c, 5000, stream_closed, sid);
+  res *r = res_of(c, sid);
+  cr_assert_eq(r->grpc_status, 4, "status %d", r->grpc_status);
+  cr_assert_geq(perfc__h2_now_ms() - t0, 100);
+  cr_assert_geq(R.deadline_ms, t0 + 100);
+  cr_assert_leq(R.deadline_ms, t0 + 1100);
+  cli_free(c);
+  stop();
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DEADLINE], 1);
+}
+
+Test(h2_grpc, client_reset_cancels_the_call) {
+  start(MODE_SILENT, NULL);
+  cli *c = cli_new(65535);
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"hi", 2, 1);
+  int32_t sid = request(c, "/t.T/Stream", NULL, body, n, 1 << 20, 0);
+  c->no_end = 1;
+  cli_pump(c, 300, NULL, 0);
+  cr_assert_eq(R.calls, 1);
+  nghttp2_submit_rst_stream(c->ng, 0, sid, NGHTTP2_CANCEL);
+  cli_pump(c, 300, NULL, 0);
+  for (int i = 0; i < 100 && R.closes == 0; i++)
+    cli_pump(c, 20, NULL, 0);
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_CANCELLED], 1);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, unknown_method_refused_trailers_only_and_metadata_passed_up) {
+  start(MODE_ECHO, NULL);
+  cli *c = cli_new(65535);
+  int32_t sid = request(c, "/t.T/Missing", NULL, (const uint8_t *)"", 0, 1, 0);
+  cli_pump(c, 3000, stream_closed, sid);
+  res *r = res_of(c, sid);
+  cr_assert_eq(r->grpc_status, 12);
+  cr_assert_str_eq(r->http, "200");
+  cr_assert_eq(r->data, 0);
+  /* A header list over the limit: RESOURCE_EXHAUSTED, nothing passed up. */
+  int calls = R.calls;
+  sid = request(c, "/t.T/Unary", NULL, (const uint8_t *)"", 0, 1, 20000);
+  cli_pump(c, 3000, stream_closed, sid);
+  cr_assert_eq(res_of(c, sid)->grpc_status, 8);
+  cr_assert_eq(R.calls, calls);
+  /* Under it: the value arrives. */
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"x", 1, 1);
+  sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 40);
+  cli_pump(c, 3000, stream_closed, sid);
+  cr_assert_eq(res_of(c, sid)->grpc_status, 0);
+  cr_assert_eq(strlen(R.md_value), 40);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, answers_posted_from_another_thread) {
+  start(MODE_POOL, NULL);
+  cli *c = cli_new(65535);
+  uint8_t body[64];
+  int32_t sids[50];
+  for (int i = 0; i < 50; i++) {
+    size_t n = frame_msgs(body, (const uint8_t *)"pooled!", 7, 1);
+    sids[i] = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+    cli_pump(c, 50, NULL, 0);
+  }
+  for (int i = 0; i < 50; i++)
+    cli_pump(c, 3000, stream_closed, sids[i]);
+  for (int i = 0; i < 50; i++) {
+    cr_assert_eq(res_of(c, sids[i])->grpc_status, 0, "call %d", i);
+    cr_assert_eq(res_of(c, sids[i])->data, 12);
+  }
+  cli_free(c);
+  stop();
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 50);
+}
+
+Test(h2_grpc, rapid_reset_ends_the_connection_with_enhance_your_calm) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.reset_burst = 50;
+  o.reset_rate_per_s = 1;
+  start(MODE_SILENT, &o);
+  cli *c = cli_new(65535);
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"x", 1, 1);
+  for (int i = 0; i < 200 && !c->goaway && !c->eof; i++) {
+    int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+    nghttp2_session_send(c->ng);
+    nghttp2_submit_rst_stream(c->ng, 0, sid, NGHTTP2_CANCEL);
+    cli_pump(c, 1, NULL, 0);
+  }
+  cli_pump(c, 2000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
+  cr_assert_str_eq(c->goaway_dbg, "too_many_resets");
+  perfc__h2_stats st;
+  perfc__h2_server_stats(srv, &st);
+  cr_assert_eq(st.goaway_rapid_reset, 1);
+  cr_assert_leq(st.streams_reset_by_client, 60);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, ping_flood_gets_too_many_pings) {
+  start(MODE_ECHO, NULL);
+  cli *c = cli_new(65535);
+  for (int i = 0; i < 5; i++) {
+    nghttp2_submit_ping(c->ng, 0, NULL);
+    cli_pump(c, 20, NULL, 0);
+  }
+  cli_pump(c, 2000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
+  cr_assert_str_eq(c->goaway_dbg, "too_many_pings");
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, a_client_that_never_sends_its_preface_is_dropped) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.handshake_timeout_ms = 200;
+  start(MODE_ECHO, &o);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  cr_assert_eq(send(fd, "PRI * HTTP/2.0\r\n", 16, 0), 16);
+  char buf[4096];
+  int64_t t0 = perfc__h2_now_ms();
+  ssize_t n = 1;
+  while (n > 0 && perfc__h2_now_ms() - t0 < 5000) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0)
+      n = recv(fd, buf, sizeof buf, 0);
+  }
+  cr_assert_leq(n, 0, "closed by the server");
+  perfc__h2_stats st;
+  perfc__h2_server_stats(srv, &st);
+  cr_assert_eq(st.closed_handshake_timeout, 1);
+  close(fd);
+  stop();
+}
+
+Test(h2_grpc, a_send_past_the_high_water_mark_would_block_until_writable) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.stream_send_high_water_bytes = 256 * 1024;
+  start(MODE_FLOOD, &o);
+  cli *c = cli_new(65535); /* the default window: the server stalls fast */
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"go", 2, 1);
+  c->read_paused = 1;
+  int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+  cli_pump(c, 300, NULL, 0);
+  /* Queued up to the mark, then "would block": 4 x 64 KiB + 5-byte prefixes. */
+  cr_assert_eq(R.efull, 4, "sends before EFULL: %d", R.efull);
+  cr_assert_eq(R.writable, 0);
+  c->read_paused = 0;
+  cli_pump(c, 5000, stream_closed, sid);
+  cr_assert_geq(R.writable, 1);
+  cr_assert_eq(res_of(c, sid)->grpc_status, 0);
+  cr_assert_eq(res_of(c, sid)->data, 4 * (64 * 1024 + 5));
+  cli_free(c);
+  stop();
+}
+
+static int got_ping;
+static int ping_seen(cli *c, int32_t sid) {
+  (void)c;
+  (void)sid;
+  return got_ping;
+}
+static int c_frame_ping(nghttp2_session *ng, const nghttp2_frame *f, void *u) {
+  if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+    got_ping++;
+  return c_frame(ng, f, u);
+}
+
+Test(h2_grpc, server_keepalive_pings_an_idle_connection) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.keepalive_time_ms = 100;
+  start(MODE_ECHO, &o);
+  cli *c = cli_new(65535);
+  nghttp2_session_del(c->ng);
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_send_callback(cb, c_send);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame_ping);
+  nghttp2_session_client_new(&c->ng, cb, c);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_submit_settings(c->ng, 0, NULL, 0);
+  got_ping = 0;
+  cli_pump(c, 3000, ping_seen, 0);
+  cr_assert_geq(got_ping, 1);
+  cr_assert_not(c->goaway); /* the ACK (automatic) keeps it open */
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, max_connection_age_sends_goaway_and_closes) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connection_age_enabled = true;
+  o.max_connection_age_ms = 200;
+  o.max_connection_age_grace_ms = 200;
+  start(MODE_ECHO, &o);
+  cli *c = cli_new(65535);
+  cli_pump(c, 3000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_NO_ERROR);
+  cli_pump(c, 3000, NULL, 0); /* until EOF */
+  cr_assert(c->eof);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, max_connection_idle_sends_goaway) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connection_idle_enabled = true;
+  o.max_connection_idle_ms = 200;
+  start(MODE_ECHO, &o);
+  cli *c = cli_new(65535);
+  cli_pump(c, 3000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_NO_ERROR);
+  cli_free(c);
+  stop();
+}
+
+Test(h2_grpc, connections_past_max_connections_are_refused_with_goaway) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connections = 2;
+  start(MODE_ECHO, &o);
+  cli *a = cli_new(65535), *b = cli_new(65535);
+  cli_pump(a, 100, NULL, 0);
+  cli_pump(b, 100, NULL, 0);
+  cli *c = cli_new(65535);
+  cli_pump(c, 3000, got_goaway, 0);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_REFUSED_STREAM);
+  cr_assert_str_eq(c->goaway_dbg, "max_connections");
+  cr_assert_not(a->goaway);
+  perfc__h2_stats st;
+  perfc__h2_server_stats(srv, &st);
+  cr_assert_eq(st.conns_refused, 1);
+  cli_free(c);
+  cli_free(a);
+  cli_free(b);
+  stop();
+}
