@@ -28,5 +28,6 @@
 #include "perfc/status.h"
 #include "perfc/stream.h"
 #include "perfc/tls.h"
+#include "perfc/tracing.h"
 
 #endif /* PERFC_H */
