@@ -65,7 +65,7 @@ Test(access_log, trace_and_span_ids_with_a_tracer) {
   perfc_tracing_opts_init(&to);
   to.ignore_env = true;
   to.endpoint = "http://127.0.0.1:9/v1/traces";
-  to.retry_max_elapsed_ms = -1;
+  to.no_retry = true;
   perfc_registry *reg;
   cr_assert_eq(perfc_registry_new(&reg), 0);
   to.registry = reg;

@@ -140,7 +140,9 @@ typedef struct perfc_tracing_opts {
   int64_t export_timeout_ms;   /**< 0 = default */
   int64_t retry_initial_backoff_ms; /**< 0 = default */
   int64_t retry_max_backoff_ms;     /**< 0 = default */
-  int64_t retry_max_elapsed_ms;     /**< 0 = default; -1 = never retry */
+  int64_t retry_max_elapsed_ms;     /**< 0 = default */
+  /** Never retry a batch: a failed POST drops it. */
+  bool no_retry;
   int64_t shutdown_grace_ms;   /**< 0 = default */
   unsigned max_events_per_span;     /**< 0 = default */
   unsigned max_attributes_per_span; /**< 0 = default */
@@ -195,10 +197,12 @@ PERFC_API int perfc_tracing_ctx_span_context(perfc_ctx *ctx,
 /**
  * Starts a child span of `parent` (for example a cache lookup, a Redis
  * command or a SQL statement inside a handler, with `kind`
- * PERFC_SPAN_CLIENT and db.* attributes). Always returns a span (never
- * NULL, even for a NULL or unsampled parent: then a non-recording one that
- * costs little) unless out of memory; end it with perfc_span_end(), which
- * frees it. `name` is copied. The data layer's hook.
+ * PERFC_SPAN_CLIENT and db.* attributes). An unsampled parent gives a
+ * non-recording child that only carries ids (no arena, no copy). Returns
+ * NULL when `parent` or `name` is NULL (no traced call) or memory runs out;
+ * every perfc_span_* function takes NULL as a no-op, so callers need not
+ * check. End it with perfc_span_end(), which frees it. `name` is copied.
+ * The hook the data layer is meant to call.
  */
 PERFC_API perfc_span *perfc_tracing_span_start_child(perfc_span *parent,
                                                      const char *name,

@@ -1225,9 +1225,9 @@ static int resolve(perfc__tracing_cfg *c, const perfc_tracing_opts *o) {
   c->retry_max_ms = o->retry_max_backoff_ms > 0
                         ? o->retry_max_backoff_ms
                         : PERFC_DEFAULT_TRACING_RETRY_MAX_BACKOFF_MS;
-  c->retry_elapsed_ms = o->retry_max_elapsed_ms != 0
-                            ? o->retry_max_elapsed_ms
-                            : PERFC_DEFAULT_TRACING_RETRY_MAX_ELAPSED_MS;
+  c->retry_elapsed_ms = o->no_retry                   ? 0
+                         : o->retry_max_elapsed_ms > 0 ? o->retry_max_elapsed_ms
+                                                       : PERFC_DEFAULT_TRACING_RETRY_MAX_ELAPSED_MS;
   c->grace_ms = o->shutdown_grace_ms > 0 ? o->shutdown_grace_ms
                                          : PERFC_DEFAULT_TRACING_SHUTDOWN_GRACE_MS;
   c->max_events = o->max_events_per_span ? o->max_events_per_span
