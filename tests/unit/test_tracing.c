@@ -563,7 +563,7 @@ Test(export, receiver_down_drops_are_counted_and_calls_go_on, .timeout = 120) {
 
 Test(export, slow_receiver_never_slows_a_call, .timeout = 120) {
   chain_up(PERFC_SAMPLER_ALWAYS_ON, 0, 16, 10);
-  C.rx->delay_ms = 1500; /* each export takes 1.5 s */
+  C.rx->delay_ms = 3000; /* each export takes 3 s */
   int64_t worst = 0;
   for (int i = 0; i < 200; i++) {
     int64_t t0 = perfc__now_ns();
@@ -572,8 +572,8 @@ Test(export, slow_receiver_never_slows_a_call, .timeout = 120) {
     if (d > worst)
       worst = d;
   }
-  /* A call that waited for an export would take 1.5 s; none came near. */
-  cr_assert_lt(worst, 1000 * 1000000LL, "worst call %lld ms", (long long)(worst / 1000000));
+  /* A call that waited for an export would take 3 s; none came near. */
+  cr_assert_lt(worst, 2000 * 1000000LL, "worst call %lld ms", (long long)(worst / 1000000));
   perfc_tracing_stats st;
   perfc_tracing_stats_get(C.ta, &st);
   cr_assert(st.dropped_queue_full > 0);
@@ -581,7 +581,8 @@ Test(export, slow_receiver_never_slows_a_call, .timeout = 120) {
   chain_down();
 }
 
-static perfc_tracer *one_tracer(int port, int64_t delay_ms, perfc_registry *reg) {
+static perfc_tracer *one_tracer(int port, int64_t delay_ms, perfc_registry *reg,
+                                int64_t grace_ms) {
   perfc_tracing_opts o;
   perfc_tracing_opts_init(&o);
   o.ignore_env = true;
@@ -594,7 +595,7 @@ static perfc_tracer *one_tracer(int port, int64_t delay_ms, perfc_registry *reg)
   o.retry_initial_backoff_ms = 20;
   o.retry_max_backoff_ms = 40;
   o.retry_max_elapsed_ms = 5000;
-  o.shutdown_grace_ms = 500;
+  o.shutdown_grace_ms = grace_ms;
   perfc_tracer *tr;
   cr_assert_eq(perfc_tracing_new(&tr, &o), 0);
   return tr;
@@ -626,7 +627,7 @@ Test(export, retries_503_then_succeeds_and_400_is_not_retried, .timeout = 60) {
   otlp_rx *rx = rx_start();
   rx->fail_first = 2;
   rx->fail_status = 503;
-  perfc_tracer *tr = one_tracer(rx->port, 60000, reg);
+  perfc_tracer *tr = one_tracer(rx->port, 60000, reg, 3000);
   end_spans(tr, 5);
   cr_assert_eq(perfc_tracing_flush(tr, 10000), 0);
   perfc_tracing_stats st;
@@ -667,7 +668,7 @@ Test(export, shutdown_flushes_what_is_queued_within_the_grace, .timeout = 60) {
   perfc_registry *reg;
   perfc_registry_new(&reg);
   otlp_rx *rx = rx_start();
-  perfc_tracer *tr = one_tracer(rx->port, 60000, reg); /* no timer export */
+  perfc_tracer *tr = one_tracer(rx->port, 60000, reg, 5000); /* no timer export */
   end_spans(tr, 7);
   cr_assert_eq(rx_count(rx), 0);
   perfc_tracing_free(tr);
@@ -675,7 +676,7 @@ Test(export, shutdown_flushes_what_is_queued_within_the_grace, .timeout = 60) {
 
   /* a receiver that never answers in time: free returns after the grace */
   rx->delay_ms = 5000;
-  tr = one_tracer(rx->port, 60000, reg);
+  tr = one_tracer(rx->port, 60000, reg, 500);
   end_spans(tr, 4);
   int64_t t0 = perfc__now_ns();
   perfc_tracing_free(tr);
