@@ -67,6 +67,10 @@ server_cmd() {
       [ -n "${PERFC_BASE_BUILD:-}" ] || return 1
       echo "$(cd "$PERFC_BASE_BUILD" && pwd)/bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-m) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --metrics-listen 127.0.0.1:0 ${PERFC_EXTRA_ARGS:-}" ;;
+    # perfc-t0/perfc-t1: a tracer attached, always_off / always_on (spans
+    # exported to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; bench/run-overhead).
+    perfc-t0) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --tracing always_off ${PERFC_EXTRA_ARGS:-}" ;;
+    perfc-t1) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --tracing always_on ${PERFC_EXTRA_ARGS:-}" ;;
     cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
     cpp-full) echo "$bin/cpp-echo-server-full --listen 127.0.0.1:0" ;;
     go) echo "$bin/go-echo-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads $srv_threads" ;;

@@ -38,3 +38,35 @@ perfc_unit_link(perfc_runtime PRIVATE PkgConfig::ZLIB)
 # includes it.
 pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
 perfc_unit_link(perfc_runtime PRIVATE PkgConfig::NGHTTP2)
+# tracing.c / tracing_export.c: spans go out as OTLP/HTTP. libcurl does
+# HTTP (keep-alive, TLS, timeouts), zlib gzips the bodies, and the OTLP
+# messages are protobuf-c code generated here from the .proto files in
+# proto/opentelemetry/ (opentelemetry-proto's field numbers, Apache-2.0).
+# The generated code stays private to libperfc (hidden symbols).
+pkg_check_modules(LIBCURL REQUIRED IMPORTED_TARGET libcurl)
+perfc_unit_link(perfc_runtime PRIVATE PkgConfig::LIBCURL)
+find_program(PERFC_PROTOC protoc REQUIRED)
+find_program(PERFC_PROTOC_GEN_C protoc-gen-c REQUIRED)
+set(_otlp_dir ${PROJECT_SOURCE_DIR}/proto)
+set(_otlp_gen ${CMAKE_CURRENT_BINARY_DIR}/otlp_gen)
+set(_otlp_protos opentelemetry/proto/common/v1/common.proto
+                 opentelemetry/proto/resource/v1/resource.proto
+                 opentelemetry/proto/trace/v1/trace.proto
+                 opentelemetry/proto/collector/trace/v1/trace_service.proto)
+set(_otlp_srcs "")
+set(_otlp_deps "")
+foreach(p ${_otlp_protos})
+  string(REPLACE ".proto" "" _stem ${p})
+  list(APPEND _otlp_srcs ${_otlp_gen}/${_stem}.pb-c.c ${_otlp_gen}/${_stem}.pb-c.h)
+  list(APPEND _otlp_deps ${_otlp_dir}/${p})
+endforeach()
+add_custom_command(
+  OUTPUT ${_otlp_srcs}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${_otlp_gen}
+  COMMAND ${PERFC_PROTOC} --plugin=protoc-gen-c=${PERFC_PROTOC_GEN_C}
+          --c_out=${_otlp_gen} -I${_otlp_dir} ${_otlp_protos}
+  DEPENDS ${_otlp_deps}
+  COMMENT "protoc-c: OTLP trace messages"
+  VERBATIM)
+target_sources(perfc_runtime_objs PRIVATE ${_otlp_srcs})
+target_include_directories(perfc_runtime_objs PRIVATE ${_otlp_gen})

@@ -11,7 +11,7 @@
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
  *                          [--worker-preempt 1] [--stream-flush 1]
- *                          [--executor inline|pool]
+ *                          [--executor inline|pool] [--tracing SAMPLER]
  *
  * --executor pool runs Unary on the worker pool (server.default_executor;
  * inline, on the poller, is the default): bench/run-users measures what the
@@ -29,10 +29,18 @@
  * --stream-flush 1 writes every Stream reply at once instead of batching
  * those made while the next request waits
  * (perfc_server_opts.stream_flush_every_send).
+ * --tracing SAMPLER attaches a tracer (perfc/tracing.h) with that
+ * OpenTelemetry sampler (always_off, always_on, parentbased_always_on, ...);
+ * spans go where the OTEL_EXPORTER_OTLP_* variables say (bench/run-overhead
+ * points them at a local sink). bench/run-overhead measures its cost.
  * --metrics-dump writes the final exposition to FILE after a graceful stop,
  * when every accepted call has been counted: scripts/soak compares it with
  * what h2load received across a SIGTERM (a scrape could only race it).
  */
+/* setenv() */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,7 +97,7 @@ static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
              "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] [--stream-flush 1] "
-             "[--executor inline|pool]\n");
+             "[--executor inline|pool] [--tracing SAMPLER]\n");
 }
 
 int main(int argc, char **argv) {
@@ -104,6 +112,7 @@ int main(int argc, char **argv) {
   int wpreempt = 0; /* --worker-preempt 1: workers keep the normal policy */
   int sflush = 0;   /* --stream-flush 1: no reply batching on streams */
   perfc_executor executor = PERFC_EXEC_INLINE;
+  const char *tracing = NULL; /* --tracing SAMPLER */
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -158,6 +167,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
       }
+    } else if (!strcmp(a, "--tracing")) {
+      tracing = v;
     } else if (!strcmp(a, "--metrics-listen")) {
       metrics_listen = v;
     } else if (!strcmp(a, "--metrics-dump")) {
@@ -203,6 +214,17 @@ int main(int argc, char **argv) {
       fprintf(stderr, "perfc-echo-server: --metrics-listen %s: %s\n",
               metrics_listen, perfc_strerror(rc));
   }
+  perfc_tracer *tracer = NULL;
+  if (rc == 0 && tracing) {
+    /* The sampler by its OTEL_TRACES_SAMPLER name, the way operators set it. */
+    setenv("OTEL_TRACES_SAMPLER", tracing, 1);
+    rc = perfc_tracing_new(&tracer, NULL);
+    if (rc == 0)
+      rc = perfc_tracing_attach(tracer, srv);
+    if (rc != 0)
+      fprintf(stderr, "perfc-echo-server: --tracing %s: %s\n", tracing,
+              perfc_strerror(rc));
+  }
   if (rc == 0)
     rc = perfc_server_listen(srv, listen, &port);
   if (rc == 0)
@@ -220,6 +242,7 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     fprintf(stderr, "perfc-echo-server: %s: %s\n", listen, perfc_strerror(rc));
     perfc_server_free(srv);
+    perfc_tracing_free(tracer);
     perfc_metrics_http_stop(http);
     perfc_grpc_metrics_free(gm);
     perfc_health_free(health);
@@ -244,6 +267,7 @@ int main(int argc, char **argv) {
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);
+  perfc_tracing_free(tracer);
   int dump_rc = 0;
   if (metrics_dump != NULL && gm != NULL) {
     char *text = NULL;

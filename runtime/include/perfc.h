@@ -36,5 +36,6 @@
 #include "perfc/stream.h"
 #include "perfc/timeouts.h"
 #include "perfc/tls.h"
+#include "perfc/tracing.h"
 
 #endif /* PERFC_H */

@@ -24,6 +24,7 @@ extern "C" {
 
 typedef struct perfc_server perfc_server;
 typedef struct perfc_channel perfc_channel;
+typedef struct perfc_metadata perfc_metadata; /* perfc/client.h */
 
 /** Most interceptors a server takes. */
 #define PERFC_MAX_INTERCEPTORS 8
@@ -59,6 +60,18 @@ typedef struct perfc_server_interceptor {
 PERFC_API int perfc_server_add_interceptor(perfc_server *srv,
                                            const perfc_server_interceptor *ic);
 
+/** What a client interceptor's `outgoing_metadata` hook knows of a call. */
+typedef struct perfc_client_call_info {
+  const perfc_method_desc *method;
+  /** perfc_call_opts.parent: the server call this call is made for, or
+   *  NULL. Valid during the hook. */
+  perfc_ctx *parent;
+  const char *target; /**< the channel's target; borrowed */
+} perfc_client_call_info;
+
+/** Most request metadata entries one client interceptor may add. */
+#define PERFC_CLIENT_IC_MAX_METADATA 4
+
 /**
  * Client interceptors run around every call a channel makes, in the order
  * given in perfc_channel_opts.interceptors (`after` in reverse). The method
@@ -78,6 +91,16 @@ typedef struct perfc_client_interceptor {
   /** With the final status and the call's duration. Optional. */
   void (*after)(void *self, const perfc_method_desc *m, void *call_state,
                 perfc_status_code code, int64_t elapsed_ns);
+  /** Once every interceptor's `before` let the call go on, on the calling
+   *  thread, as the request metadata is built: may write up to `cap`
+   *  (PERFC_CLIENT_IC_MAX_METADATA) request metadata entries into `md`
+   *  and returns how many (propagation headers such as `traceparent`).
+   *  Keys and values must be valid metadata and stay valid until `after`
+   *  (keep them in `*call_state`, the slot `before` saw). If memory runs
+   *  out the call goes on without them. Optional. */
+  size_t (*outgoing_metadata)(void *self, const perfc_client_call_info *info,
+                              void **call_state, perfc_metadata *md,
+                              size_t cap);
 } perfc_client_interceptor;
 
 /** Monotonic nanoseconds at which the server matched the call; interceptors

@@ -504,7 +504,12 @@ perfc_status_code perfc_channel_unary(perfc_channel *ch,
     set_status(st, code, e, strlen(e));
   } else {
     perfc__ic_message(ch, m, state, entered, 1);
-    code = do_unary(ch, m, req, resp, opts, st);
+    perfc_call_opts eff_tmp;
+    perfc_metadata eff_buf[16];
+    const perfc_call_opts *eff = perfc__ic_outgoing(ch, m, opts, state, entered,
+                                                    &eff_tmp, eff_buf, 16);
+    code = do_unary(ch, m, req, resp, eff, st);
+    perfc__ic_outgoing_free(eff, opts, eff_buf);
     if (code == PERFC_STATUS_OK)
       perfc__ic_message(ch, m, state, entered, 0);
   }
@@ -541,6 +546,70 @@ void perfc__ic_after(perfc_channel *ch, const perfc_method_desc *m,
   for (size_t i = entered; i-- > 0;)
     if (ch->ics[i]->after)
       ch->ics[i]->after(ch->ics[i]->self, m, state[i], code, elapsed_ns);
+}
+
+const perfc_call_opts *perfc__ic_outgoing(perfc_channel *ch,
+                                          const perfc_method_desc *m,
+                                          const perfc_call_opts *opts,
+                                          void **state, size_t entered,
+                                          perfc_call_opts *tmp,
+                                          perfc_metadata *buf, size_t buflen) {
+  perfc_metadata add[PERFC_MAX_INTERCEPTORS * PERFC_CLIENT_IC_MAX_METADATA];
+  size_t nadd = 0;
+  perfc_client_call_info info = {.method = m, .parent = opts->parent,
+                                 .target = ch->target};
+  for (size_t i = 0; i < entered; i++) {
+    const perfc_client_interceptor *ic = ch->ics[i];
+    if (ic->outgoing_metadata == NULL)
+      continue;
+    size_t n = ic->outgoing_metadata(ic->self, &info, &state[i], add + nadd,
+                                     PERFC_CLIENT_IC_MAX_METADATA);
+    nadd += n < PERFC_CLIENT_IC_MAX_METADATA ? n : PERFC_CLIENT_IC_MAX_METADATA;
+  }
+  if (nadd == 0)
+    return opts;
+  size_t total = opts->metadata_count + nadd;
+  perfc_metadata *md = total <= buflen ? buf : malloc(total * sizeof *md);
+  if (md == NULL)
+    return opts; /* documented: the call goes on without the additions */
+  if (opts->metadata_count > 0)
+    memcpy(md, opts->metadata, opts->metadata_count * sizeof *md);
+  memcpy(md + opts->metadata_count, add, nadd * sizeof *md);
+  *tmp = *opts;
+  tmp->metadata = md;
+  tmp->metadata_count = total;
+  return tmp;
+}
+
+void perfc__ic_outgoing_free(const perfc_call_opts *eff,
+                             const perfc_call_opts *opts, perfc_metadata *buf) {
+  if (eff != opts && eff->metadata != buf)
+    free((void *)eff->metadata);
+}
+
+void perfc__ic_outgoing_md(perfc_channel *ch, const perfc_method_desc *m,
+                           const perfc_call_opts *opts, void **state,
+                           size_t entered, grpc_metadata **md, size_t *nmd,
+                           grpc_metadata *stack) {
+  perfc_call_opts tmp;
+  perfc_metadata buf[16];
+  const perfc_call_opts *eff =
+      perfc__ic_outgoing(ch, m, opts, state, entered, &tmp, buf, 16);
+  if (eff == opts)
+    return;
+  /* Built apart (no stack array) and swapped in only when it succeeded, so
+   * a failure leaves the call with the caller's metadata. */
+  grpc_metadata *nm;
+  size_t nn;
+  char err[160];
+  if (perfc__call_metadata(eff, NULL, 0, 1, &nm, &nn, err, sizeof err) == 0) {
+    perfc__call_metadata_free(*md, *nmd, stack);
+    *md = nm;
+    *nmd = nn;
+  } else {
+    perfc_log(PERFC_LOG_DEBUG, "client: interceptor metadata dropped: %s", err);
+  }
+  perfc__ic_outgoing_free(eff, opts, buf);
 }
 
 /* ---- helpers shared with client_stream.c ----------------------------------- */
@@ -858,6 +927,8 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
     async_leave(ch);
     return 0;
   }
+  perfc__ic_outgoing_md(ch, m, opts, a->ic_state, a->ic_entered, &a->md,
+                        &a->nmd, a->md_stack);
   perfc__ic_message(ch, m, a->ic_state, a->ic_entered, 1);
   a->call = perfc__create_call(ch, m, a->poller->cq, opts);
   a->send_bb = perfc__pack(req);

@@ -77,4 +77,23 @@ void perfc__ic_after(perfc_channel *ch, const perfc_method_desc *m,
                      void **state, size_t entered, perfc_status_code code,
                      int64_t elapsed_ns);
 
+/* Client interceptors' outgoing metadata (perfc_client_interceptor.
+ * outgoing_metadata) after the caller's: returns `opts` when none adds any,
+ * else `tmp`, a copy of *opts whose metadata array is `buf` (`buflen`
+ * entries) or a malloc'd one; release with perfc__ic_outgoing_free(). */
+const perfc_call_opts *perfc__ic_outgoing(perfc_channel *ch,
+                                          const perfc_method_desc *m,
+                                          const perfc_call_opts *opts,
+                                          void **state, size_t entered,
+                                          perfc_call_opts *tmp,
+                                          perfc_metadata *buf, size_t buflen);
+void perfc__ic_outgoing_free(const perfc_call_opts *eff,
+                             const perfc_call_opts *opts, perfc_metadata *buf);
+/* The same for calls whose core metadata (*md, *nmd, built with copies
+ * from `opts` over `stack`) exists already: rebuilt with the additions. */
+void perfc__ic_outgoing_md(perfc_channel *ch, const perfc_method_desc *m,
+                           const perfc_call_opts *opts, void **state,
+                           size_t entered, grpc_metadata **md, size_t *nmd,
+                           grpc_metadata *stack);
+
 #endif

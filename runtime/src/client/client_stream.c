@@ -119,6 +119,8 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
     s->send_failed = s->recv_failed = 1;
     return 0;
   }
+  perfc__ic_outgoing_md(ch, m, opts, s->ic_state, s->ic_entered, &s->md,
+                        &s->nmd, s->md_stack);
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
   size_t n = 0;

@@ -1,13 +1,15 @@
 /*
  * access_log.c — the access-log interceptor.
  *
- * Room: runtime/src/observe. Uses the interceptor hooks and perfc_log_fields only.
+ * Room: runtime/src/observe. Uses the interceptor hooks, perfc_log_fields and
+ * the tracing module's span lookup (same room).
  * The level lives in `self` (a small static table indexed by level), so the
  * interceptor needs no allocation and nothing to free.
  */
 #include "perfc/access_log.h"
 #include "core/error_internal.h"
 #include "perfc/server.h"
+#include "perfc/tracing.h"
 #include "server/server_internal.h"
 
 #include <stdio.h>
@@ -29,13 +31,30 @@ static void after(void *self, void *method_state, perfc_ctx *ctx,
   char duration[32];
   snprintf(duration, sizeof duration, "%.3f",
            (double)(perfc__now_ns() - perfc_ctx_start_ns(ctx)) / 1e6);
+  /* With a tracer attached, the record names the call's trace and server
+   * span (hex, as the W3C traceparent spells them) so a log line leads to
+   * its trace and back. */
+  char ids[PERFC_TRACEPARENT_LEN + 1];
+  perfc_span *span = perfc_tracing_ctx_span(ctx);
   perfc_log_field f[] = {
       {"method", perfc_ctx_method(ctx)},
       {"code", perfc_status_name(code)},
       {"duration_ms", duration},
       {"peer", perfc_ctx_peer(ctx)},
+      {"trace_id", NULL},
+      {"span_id", NULL},
   };
-  perfc_log_fields(level, f, sizeof f / sizeof *f, "access");
+  size_t n = 4;
+  if (span != NULL) {
+    perfc_span_context sc;
+    perfc_span_get_context(span, &sc);
+    perfc_traceparent_format(&sc, ids); /* 00-<trace>-<span>-01 */
+    ids[35] = ids[52] = '\0';
+    f[4].value = ids + 3;
+    f[5].value = ids + 36;
+    n = 6;
+  }
+  perfc_log_fields(level, f, n, "access");
 }
 
 int perfc_access_log_attach(perfc_log_level level, perfc_server *srv) {

@@ -1,0 +1,1352 @@
+/*
+ * tracing.c — the tracing core: W3C trace context, ids, sampling, the span
+ * model, configuration from options and OTEL_* variables, and the server
+ * and client interceptors that make a span per call.
+ *
+ * Room: runtime/src/observe. Uses perfc/interceptor.h, the server's
+ * per-call slot lookup (perfc__ctx_call_state) and core/. Export (queue,
+ * OTLP/HTTP) lives in tracing_export.c.
+ *
+ * Cost model. With an always_off sampler the server hook returns at once
+ * and stores nothing: the trace context a handler passes on is computed
+ * only if it makes an outgoing call. Otherwise a server span is allocated
+ * from the call's arena (freed with the call, no malloc), its attributes
+ * point at strings that live as long as the call or the server, and only a
+ * sampled span is copied, once, into one malloc'd block when it ends and
+ * pushed into a lock-free bounded queue. A full queue drops the span and
+ * counts it; a call never waits for the exporter.
+ */
+#include "observe/tracing_internal.h"
+#include "core/error_internal.h"
+#include "perfc/client.h"
+#include "perfc/log.h"
+#include "server/server_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* ---- ids ---------------------------------------------------------------------- */
+
+/* xoshiro256** per thread: ids need to be unique and unpredictable enough
+ * for sampling to be uniform, not secret; a system call per id would cost
+ * more than the rest of a span. Seeded from getrandom once per thread. */
+static _Thread_local uint64_t rng_s[4];
+static _Thread_local int rng_seeded;
+
+static uint64_t splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+void perfc__tracing_seed(uint64_t seed) {
+  for (int i = 0; i < 4; i++)
+    rng_s[i] = splitmix(&seed);
+  rng_seeded = 1;
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(void) {
+  if (!rng_seeded) {
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+      /* getrandom cannot fail for 8 bytes once the pool is initialised;
+       * if it somehow does, time and the thread's stack address still give
+       * distinct streams per thread. */
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+             (uint64_t)(uintptr_t)&seed;
+    }
+    perfc__tracing_seed(seed);
+  }
+  uint64_t *s = rng_s;
+  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return r;
+}
+
+void perfc__tracing_random(void *buf, size_t n) {
+  uint8_t *p = buf;
+  while (n > 0) {
+    uint64_t r = rng_next();
+    size_t k = n < 8 ? n : 8;
+    memcpy(p, &r, k);
+    p += k;
+    n -= k;
+  }
+}
+
+static int all_zero(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i])
+      return 0;
+  return 1;
+}
+
+static void new_id(uint8_t *id, size_t n) {
+  do
+    perfc__tracing_random(id, n);
+  while (all_zero(id, n));
+}
+
+/* ---- W3C trace context ------------------------------------------------------ */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1; /* upper case is invalid in traceparent */
+}
+
+static int parse_hex(const char *s, uint8_t *out, size_t nbytes) {
+  for (size_t i = 0; i < nbytes; i++) {
+    int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
+    if (h < 0 || l < 0)
+      return -1;
+    out[i] = (uint8_t)(h << 4 | l);
+  }
+  return 0;
+}
+
+int perfc_traceparent_parse(const char *s, size_t len, perfc_span_context *out) {
+  perfc_span_context sc;
+  uint8_t version;
+  if (s == NULL || out == NULL || len < PERFC_TRACEPARENT_LEN)
+    return PERFC_EINVAL;
+  if (parse_hex(s, &version, 1) != 0 || version == 0xff)
+    return PERFC_EINVAL;
+  /* Version 00 is exactly 55 characters; a later version may append
+   * fields, but only after a '-' (W3C Trace Context, "Versioning"). */
+  if (version == 0 && len != PERFC_TRACEPARENT_LEN)
+    return PERFC_EINVAL;
+  if (len > PERFC_TRACEPARENT_LEN && s[PERFC_TRACEPARENT_LEN] != '-')
+    return PERFC_EINVAL;
+  if (s[2] != '-' || s[35] != '-' || s[52] != '-')
+    return PERFC_EINVAL;
+  if (parse_hex(s + 3, sc.trace_id, 16) != 0 ||
+      parse_hex(s + 36, sc.span_id, 8) != 0 ||
+      parse_hex(s + 53, &sc.trace_flags, 1) != 0)
+    return PERFC_EINVAL;
+  if (all_zero(sc.trace_id, 16) || all_zero(sc.span_id, 8))
+    return PERFC_EINVAL;
+  /* Only the sampled bit is defined; other bits are not passed on. */
+  sc.trace_flags &= PERFC_TRACE_FLAG_SAMPLED;
+  sc.remote = 1;
+  *out = sc;
+  return 0;
+}
+
+static void put_hex(char *o, const uint8_t *b, size_t n) {
+  static const char hx[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    o[2 * i] = hx[b[i] >> 4];
+    o[2 * i + 1] = hx[b[i] & 15];
+  }
+}
+
+void perfc_traceparent_format(const perfc_span_context *sc, char *out) {
+  out[0] = '0';
+  out[1] = '0';
+  out[2] = '-';
+  put_hex(out + 3, sc->trace_id, 16);
+  out[35] = '-';
+  put_hex(out + 36, sc->span_id, 8);
+  out[52] = '-';
+  uint8_t f = sc->trace_flags & PERFC_TRACE_FLAG_SAMPLED;
+  put_hex(out + 53, &f, 1);
+  out[55] = '\0';
+}
+
+static int ts_keychar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-' || c == '*' || c == '/';
+}
+
+/* One list member's key: simple-key = lcalpha 0*255(keychar), or
+ * multi-tenant tenant-id@system-id (lcalpha/digit 0*240 @ lcalpha 0*13). */
+static int ts_key_valid(const char *k, size_t n) {
+  if (n == 0)
+    return 0;
+  const char *at = memchr(k, '@', n);
+  if (at == NULL) {
+    if (!(k[0] >= 'a' && k[0] <= 'z') || n > 256)
+      return 0;
+    for (size_t i = 1; i < n; i++)
+      if (!ts_keychar(k[i]))
+        return 0;
+    return 1;
+  }
+  size_t tn = (size_t)(at - k), sn = n - tn - 1;
+  if (tn == 0 || tn > 241 || sn == 0 || sn > 14)
+    return 0;
+  if (!((k[0] >= 'a' && k[0] <= 'z') || (k[0] >= '0' && k[0] <= '9')))
+    return 0;
+  for (size_t i = 1; i < tn; i++)
+    if (!ts_keychar(k[i]))
+      return 0;
+  if (!(at[1] >= 'a' && at[1] <= 'z'))
+    return 0;
+  for (size_t i = 2; i <= sn; i++)
+    if (!ts_keychar(at[i]))
+      return 0;
+  return 1;
+}
+
+/* value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr;
+ * nblk-chr = %x21-2B / %x2D-3C / %x3E-7E. */
+static int ts_value_valid(const char *v, size_t n) {
+  if (n == 0 || n > 256 || v[n - 1] == ' ')
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (c < 0x20 || c > 0x7e || c == ',' || c == '=')
+      return 0;
+  }
+  return 1;
+}
+
+int perfc_tracestate_valid(const char *s, size_t len) {
+  /* 512 bytes: the length every vendor must be able to propagate; longer
+   * values are not passed on whole, and perfc does not truncate them. */
+  if (s == NULL || len > 512)
+    return 0;
+  struct {
+    const char *k;
+    size_t n;
+  } keys[32];
+  size_t nkeys = 0, i = 0;
+  while (i <= len) {
+    size_t j = i;
+    while (j < len && s[j] != ',')
+      j++;
+    /* one member between i and j, with optional spaces and tabs around */
+    size_t a = i, b = j;
+    while (a < b && (s[a] == ' ' || s[a] == '\t'))
+      a++;
+    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+      b--;
+    if (b > a) {
+      const char *eq = memchr(s + a, '=', b - a);
+      if (eq == NULL)
+        return 0;
+      size_t kn = (size_t)(eq - (s + a));
+      if (!ts_key_valid(s + a, kn) ||
+          !ts_value_valid(eq + 1, (size_t)(s + b - (eq + 1))))
+        return 0;
+      if (nkeys == 32)
+        return 0;
+      for (size_t q = 0; q < nkeys; q++)
+        if (keys[q].n == kn && memcmp(keys[q].k, s + a, kn) == 0)
+          return 0;
+      keys[nkeys].k = s + a;
+      keys[nkeys].n = kn;
+      nkeys++;
+    }
+    i = j + 1;
+  }
+  return 1;
+}
+
+/* ---- sampling ------------------------------------------------------------------ */
+
+int perfc__tracing_sample(const perfc_tracer *tr,
+                          const perfc_span_context *parent,
+                          const uint8_t trace_id[16]) {
+  int parent_sampled =
+      parent != NULL && (parent->trace_flags & PERFC_TRACE_FLAG_SAMPLED);
+  /* TraceIdRatioBased as the Go and Java SDKs compute it: the low 8 bytes
+   * of the trace id, big-endian, shifted to 63 bits, below ratio * 2^63.
+   * Deterministic in the trace id, so every service with the same ratio
+   * agrees on a trace. */
+  uint64_t x = 0;
+  for (int i = 8; i < 16; i++)
+    x = x << 8 | trace_id[i];
+  int ratio_ok = (x >> 1) < tr->ratio_bound;
+  switch (tr->cfg.sampler) {
+  case PERFC_SAMPLER_ALWAYS_ON:
+    return 1;
+  case PERFC_SAMPLER_ALWAYS_OFF:
+    return 0;
+  case PERFC_SAMPLER_TRACEIDRATIO:
+    return ratio_ok;
+  case PERFC_SAMPLER_PARENTBASED_ALWAYS_OFF:
+    return parent ? parent_sampled : 0;
+  case PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO:
+    return parent ? parent_sampled : ratio_ok;
+  case PERFC_SAMPLER_PARENTBASED_ALWAYS_ON:
+  default:
+    return parent ? parent_sampled : 1;
+  }
+}
+
+/* ---- spans ---------------------------------------------------------------------- */
+
+struct perfc_span {
+  perfc_tracer *tr;
+  perfc_arena *arena; /* attributes, events and copied strings */
+  int owns_arena;     /* child and client spans; server spans use the call's */
+  int recording;
+  int ended;
+  perfc_span_context sc;
+  uint8_t parent_id[8];
+  int has_parent;
+  perfc_span_kind kind;
+  perfc_span_status status;
+  const char *name;
+  const char *status_msg;
+  const char *tracestate; /* passed on and exported; NULL when none */
+  size_t tracestate_len;
+  const char *baggage; /* passed on only */
+  size_t baggage_len;
+  int64_t start_unix_ns, start_mono_ns;
+  perfc__attr *attrs;
+  uint32_t nattrs, dropped_attrs;
+  perfc__event *events;
+  uint32_t nevents, dropped_events;
+  int64_t msg_sent, msg_recv;
+};
+
+static int64_t unix_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Fills a span's identity: a child of `parent` when given (same trace,
+ * tracestate passed on), else a new trace; then the sampling decision. */
+static void span_init(perfc_span *s, perfc_tracer *tr,
+                      const perfc_span_context *parent) {
+  s->tr = tr;
+  if (parent != NULL) {
+    memcpy(s->sc.trace_id, parent->trace_id, 16);
+    memcpy(s->parent_id, parent->span_id, 8);
+    s->has_parent = 1;
+  } else {
+    new_id(s->sc.trace_id, 16);
+  }
+  new_id(s->sc.span_id, 8);
+  s->recording = perfc__tracing_sample(tr, parent, s->sc.trace_id);
+  s->sc.trace_flags = s->recording ? PERFC_TRACE_FLAG_SAMPLED : 0;
+  s->sc.remote = 0;
+}
+
+static void span_start_clock(perfc_span *s, int64_t start_mono_ns) {
+  int64_t now_mono = perfc__now_ns();
+  s->start_mono_ns = start_mono_ns ? start_mono_ns : now_mono;
+  s->start_unix_ns = unix_now_ns() - (now_mono - s->start_mono_ns);
+}
+
+static void attr_add(perfc_span *s, const char *key, int type, const char *sv,
+                     int64_t iv) {
+  if (!s->recording || s->ended)
+    return;
+  unsigned cap = s->tr->cfg.max_attrs;
+  if (s->attrs == NULL) {
+    s->attrs = perfc_arena_alloc(s->arena, cap * sizeof *s->attrs);
+    if (s->attrs == NULL) {
+      s->dropped_attrs++;
+      return;
+    }
+  }
+  /* A key set twice keeps its last value, as the API specification asks. */
+  for (uint32_t i = 0; i < s->nattrs; i++)
+    if (strcmp(s->attrs[i].key, key) == 0) {
+      s->attrs[i].type = type;
+      if (type == PERFC__ATTR_STR)
+        s->attrs[i].v.s = sv;
+      else
+        s->attrs[i].v.i = iv;
+      return;
+    }
+  if (s->nattrs >= cap) {
+    s->dropped_attrs++;
+    return;
+  }
+  perfc__attr *a = &s->attrs[s->nattrs++];
+  a->key = key;
+  a->type = type;
+  if (type == PERFC__ATTR_STR)
+    a->v.s = sv;
+  else
+    a->v.i = iv;
+}
+
+static void event_add(perfc_span *s, const char *name, const char *msg_type,
+                      int64_t msg_id) {
+  if (!s->recording || s->ended)
+    return;
+  unsigned cap = s->tr->cfg.max_events;
+  if (s->nevents >= cap) {
+    s->dropped_events++;
+    return;
+  }
+  if (s->events == NULL) {
+    s->events = perfc_arena_alloc(s->arena, cap * sizeof *s->events);
+    if (s->events == NULL) {
+      s->dropped_events++;
+      return;
+    }
+  }
+  perfc__event *e = &s->events[s->nevents++];
+  e->time_unix_ns = unix_now_ns();
+  e->name = name;
+  e->msg_type = msg_type;
+  e->msg_id = msg_id;
+}
+
+void perfc_span_set_attr_str(perfc_span *s, const char *key, const char *value) {
+  if (s == NULL || key == NULL || value == NULL || !s->recording)
+    return;
+  char *k = perfc_arena_strdup(s->arena, key);
+  char *v = perfc_arena_strdup(s->arena, value);
+  if (k == NULL || v == NULL) {
+    s->dropped_attrs++;
+    return;
+  }
+  attr_add(s, k, PERFC__ATTR_STR, v, 0);
+}
+
+void perfc_span_set_attr_int(perfc_span *s, const char *key, int64_t value) {
+  if (s == NULL || key == NULL || !s->recording)
+    return;
+  char *k = perfc_arena_strdup(s->arena, key);
+  if (k == NULL) {
+    s->dropped_attrs++;
+    return;
+  }
+  attr_add(s, k, PERFC__ATTR_INT, NULL, value);
+}
+
+void perfc_span_add_event(perfc_span *s, const char *name) {
+  if (s == NULL || name == NULL || !s->recording)
+    return;
+  char *n = perfc_arena_strdup(s->arena, name);
+  if (n == NULL) {
+    s->dropped_events++;
+    return;
+  }
+  event_add(s, n, NULL, 0);
+}
+
+void perfc_span_set_status(perfc_span *s, perfc_span_status status,
+                           const char *message) {
+  if (s == NULL || !s->recording || s->ended ||
+      (unsigned)status > PERFC_SPAN_STATUS_ERROR)
+    return;
+  s->status = status;
+  s->status_msg = status == PERFC_SPAN_STATUS_ERROR && message != NULL
+                      ? perfc_arena_strdup(s->arena, message)
+                      : NULL;
+}
+
+int perfc_span_recording(const perfc_span *s) { return s != NULL && s->recording; }
+
+void perfc_span_get_context(const perfc_span *s, perfc_span_context *out) {
+  if (s == NULL || out == NULL)
+    return;
+  *out = s->sc;
+}
+
+/* The one copy: struct, arrays and strings into a single block. */
+static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns) {
+  size_t strs = strlen(s->name) + 1;
+  if (s->status_msg)
+    strs += strlen(s->status_msg) + 1;
+  if (s->tracestate)
+    strs += s->tracestate_len + 1;
+  for (uint32_t i = 0; i < s->nattrs; i++) {
+    strs += strlen(s->attrs[i].key) + 1;
+    if (s->attrs[i].type == PERFC__ATTR_STR)
+      strs += strlen(s->attrs[i].v.s) + 1;
+  }
+  for (uint32_t i = 0; i < s->nevents; i++)
+    strs += strlen(s->events[i].name) + 1;
+  size_t size = sizeof(perfc__qspan) + s->nattrs * sizeof(perfc__attr) +
+                s->nevents * sizeof(perfc__event) + strs;
+  perfc__qspan *q = malloc(size);
+  if (q == NULL)
+    return NULL;
+  memset(q, 0, sizeof *q);
+  memcpy(q->trace_id, s->sc.trace_id, 16);
+  memcpy(q->span_id, s->sc.span_id, 8);
+  memcpy(q->parent_id, s->parent_id, 8);
+  q->has_parent = (uint8_t)s->has_parent;
+  q->kind = (uint8_t)s->kind;
+  q->status = (uint8_t)s->status;
+  q->flags = s->sc.trace_flags;
+  q->start_unix_ns = s->start_unix_ns;
+  q->end_unix_ns = end_unix_ns;
+  q->nattrs = s->nattrs;
+  q->nevents = s->nevents;
+  q->dropped_attrs = s->dropped_attrs;
+  q->dropped_events = s->dropped_events;
+  q->attrs = (perfc__attr *)(q + 1);
+  q->events = (perfc__event *)(q->attrs + s->nattrs);
+  char *p = (char *)(q->events + s->nevents);
+#define COPY(dst, src, n)                                                      \
+  do {                                                                         \
+    size_t n_ = (n);                                                           \
+    memcpy(p, (src), n_);                                                      \
+    p[n_] = '\0';                                                              \
+    (dst) = p;                                                                 \
+    p += n_ + 1;                                                               \
+  } while (0)
+  COPY(q->name, s->name, strlen(s->name));
+  if (s->status_msg)
+    COPY(q->status_msg, s->status_msg, strlen(s->status_msg));
+  if (s->tracestate)
+    COPY(q->tracestate, s->tracestate, s->tracestate_len);
+  for (uint32_t i = 0; i < s->nattrs; i++) {
+    q->attrs[i] = s->attrs[i];
+    COPY(q->attrs[i].key, s->attrs[i].key, strlen(s->attrs[i].key));
+    if (s->attrs[i].type == PERFC__ATTR_STR)
+      COPY(q->attrs[i].v.s, s->attrs[i].v.s, strlen(s->attrs[i].v.s));
+  }
+  for (uint32_t i = 0; i < s->nevents; i++) {
+    q->events[i] = s->events[i];
+    COPY(q->events[i].name, s->events[i].name, strlen(s->events[i].name));
+  }
+#undef COPY
+  return q;
+}
+
+/* Ends a span: sampled spans are copied into the export queue. The span's
+ * own memory is its owner's to release. */
+static void span_finish(perfc_span *s) {
+  if (s->ended)
+    return;
+  s->ended = 1;
+  if (!s->recording)
+    return;
+  int64_t end = s->start_unix_ns + (perfc__now_ns() - s->start_mono_ns);
+  perfc__qspan *q = span_flatten(s, end);
+  if (q == NULL) {
+    atomic_fetch_add_explicit(&s->tr->dropped_full, 1, memory_order_relaxed);
+    perfc_counter_inc(s->tr->m_drop_full);
+    return;
+  }
+  perfc__tracing_enqueue(s->tr, q);
+}
+
+/* A span with memory of its own (child and client spans). Non-recording
+ * spans get no arena: they only carry ids. */
+static perfc_span *span_new_owned(perfc_tracer *tr,
+                                  const perfc_span_context *parent,
+                                  const char *name, perfc_span_kind kind,
+                                  int copy_name) {
+  perfc_span *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  span_init(s, tr, parent);
+  s->owns_arena = 1;
+  s->kind = kind;
+  if (s->recording) {
+    if (perfc_arena_new(&s->arena, 1024) != 0) {
+      free(s);
+      return NULL;
+    }
+    s->name = copy_name ? perfc_arena_strdup(s->arena, name) : name;
+    if (s->name == NULL) {
+      perfc_arena_free(s->arena);
+      free(s);
+      return NULL;
+    }
+    span_start_clock(s, 0);
+  }
+  return s;
+}
+
+static void span_free_owned(perfc_span *s) {
+  perfc_arena_free(s->arena);
+  free(s);
+}
+
+perfc_span *perfc_tracing_span_start_child(perfc_span *parent, const char *name,
+                                           perfc_span_kind kind) {
+  if (parent == NULL || name == NULL)
+    return NULL;
+  perfc_span *s = span_new_owned(parent->tr, &parent->sc, name, kind, 1);
+  if (s != NULL && parent->tracestate) {
+    /* The parent's strings outlive the child only while the parent runs;
+     * a child that is exported copies them when it ends, which happens
+     * before the parent ends for every span the data layer makes. */
+    s->tracestate = parent->tracestate;
+    s->tracestate_len = parent->tracestate_len;
+  }
+  return s;
+}
+
+void perfc_span_end(perfc_span *s) {
+  if (s == NULL)
+    return;
+  if (!s->owns_arena) {
+    /* A server span belongs to its call; the interceptor ends it. */
+    return;
+  }
+  span_finish(s);
+  span_free_owned(s);
+}
+
+/* ---- semantic conventions --------------------------------------------------------- */
+
+/* OpenTelemetry's gRPC conventions: on the server, only codes that mean the
+ * server failed are errors (a NOT_FOUND is a correct answer); on the
+ * client every non-OK code is. */
+static perfc_span_status grpc_span_status(perfc_status_code c, int server) {
+  if (c == PERFC_STATUS_OK)
+    return PERFC_SPAN_STATUS_UNSET;
+  if (!server)
+    return PERFC_SPAN_STATUS_ERROR;
+  switch (c) {
+  case PERFC_STATUS_UNKNOWN:
+  case PERFC_STATUS_DEADLINE_EXCEEDED:
+  case PERFC_STATUS_UNIMPLEMENTED:
+  case PERFC_STATUS_INTERNAL:
+  case PERFC_STATUS_UNAVAILABLE:
+  case PERFC_STATUS_DATA_LOSS:
+    return PERFC_SPAN_STATUS_ERROR;
+  default:
+    return PERFC_SPAN_STATUS_UNSET;
+  }
+}
+
+/* Splits a gRPC peer or target ("ipv4:127.0.0.1:5000",
+ * "ipv6:%5B::1%5D:5000", "ipv6:[::1]:5000", "dns:///host:443",
+ * "host:443", "ipv4:a:1,b:2") into an address and a port (-1 when none),
+ * both copied into `a`. */
+static void split_hostport(perfc_arena *a, const char *in, const char **addr,
+                           int64_t *port) {
+  *addr = NULL;
+  *port = -1;
+  if (in == NULL || *in == '\0')
+    return;
+  const char *s = in;
+  if (strncmp(s, "dns:", 4) == 0) {
+    s += 4;
+    if (strncmp(s, "//", 2) == 0) { /* dns://authority/host */
+      const char *slash = strchr(s + 2, '/');
+      s = slash ? slash + 1 : s + 2;
+    }
+  } else if (strncmp(s, "ipv4:", 5) == 0 || strncmp(s, "ipv6:", 5) == 0) {
+    s += 5;
+  } else if (strncmp(s, "unix:", 5) == 0) {
+    *addr = perfc_arena_strdup(a, s + 5);
+    return;
+  }
+  size_t n = strcspn(s, ","); /* the first of a list */
+  char *buf = perfc_arena_strndup(a, s, n);
+  if (buf == NULL)
+    return;
+  /* undo the core's URI escaping of brackets */
+  char *w = buf;
+  for (char *r = buf; *r; r++) {
+    if (r[0] == '%' && r[1] == '5' && (r[2] == 'B' || r[2] == 'b')) {
+      *w++ = '[';
+      r += 2;
+    } else if (r[0] == '%' && r[1] == '5' && (r[2] == 'D' || r[2] == 'd')) {
+      *w++ = ']';
+      r += 2;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = '\0';
+  char *host = buf, *portp = NULL;
+  if (buf[0] == '[') {
+    char *close = strchr(buf, ']');
+    if (close != NULL) {
+      *close = '\0';
+      host = buf + 1;
+      if (close[1] == ':')
+        portp = close + 2;
+    }
+  } else {
+    char *colon = strrchr(buf, ':');
+    /* one colon: host:port; more: a bare IPv6 address */
+    if (colon != NULL && strchr(buf, ':') == colon) {
+      *colon = '\0';
+      portp = colon + 1;
+    }
+  }
+  *addr = host;
+  if (portp != NULL && *portp) {
+    char *end;
+    long v = strtol(portp, &end, 10);
+    if (*end == '\0' && v >= 0 && v <= 65535)
+      *port = v;
+  }
+}
+
+/* ---- server interceptor ---------------------------------------------------------- */
+
+typedef struct method_info {
+  perfc_tracer *tr;
+  char *name;          /* "pkg.Svc/Method" (the span name) */
+  char *service;       /* "pkg.Svc" */
+  const char *method;  /* "Method", the descriptor's */
+  int streaming;
+} method_info;
+
+static void *srv_method_init(void *self, const perfc_service_desc *svc,
+                             const perfc_method_desc *m) {
+  method_info *mi = calloc(1, sizeof *mi);
+  if (mi == NULL)
+    return NULL;
+  mi->tr = self;
+  mi->name = strdup(m->path[0] == '/' ? m->path + 1 : m->path);
+  mi->service = strdup(svc->name);
+  mi->method = m->name;
+  mi->streaming = m->kind != PERFC_METHOD_UNARY;
+  if (mi->name == NULL || mi->service == NULL) {
+    free(mi->name);
+    free(mi->service);
+    free(mi);
+    return NULL;
+  }
+  return mi;
+}
+
+static void srv_method_free(void *self, void *state) {
+  (void)self;
+  method_info *mi = state;
+  free(mi->name);
+  free(mi->service);
+  free(mi);
+}
+
+/* Incoming trace context: a valid traceparent, with its tracestate when
+ * that is valid too (W3C: no tracestate without a valid traceparent). */
+static int incoming_parent(perfc_ctx *ctx, perfc_span_context *parent,
+                           const char **ts, size_t *tslen) {
+  size_t len = 0;
+  const char *tp = perfc_ctx_metadata_get(ctx, "traceparent", &len);
+  if (tp == NULL || perfc_traceparent_parse(tp, len, parent) != 0)
+    return 0;
+  if (ts != NULL) {
+    size_t n = 0;
+    const char *v = perfc_ctx_metadata_get(ctx, "tracestate", &n);
+    if (v != NULL && n > 0 && perfc_tracestate_valid(v, n)) {
+      *ts = v;
+      *tslen = n;
+    }
+  }
+  return 1;
+}
+
+static perfc_status_code srv_before(void *self, void *method_state,
+                                    perfc_ctx *ctx, void **call_state) {
+  perfc_tracer *tr = self;
+  method_info *mi = method_state;
+  if (tr->fast_off || mi == NULL)
+    return PERFC_STATUS_OK;
+  perfc_arena *a = perfc_ctx_arena(ctx);
+  perfc_span *s = perfc_arena_calloc(a, sizeof *s);
+  if (s == NULL)
+    return PERFC_STATUS_OK; /* tracing never fails a call */
+  perfc_span_context parent;
+  const char *ts = NULL;
+  size_t tslen = 0;
+  int has = incoming_parent(ctx, &parent, &ts, &tslen);
+  span_init(s, tr, has ? &parent : NULL);
+  s->arena = a;
+  s->kind = PERFC_SPAN_SERVER;
+  s->name = mi->name;
+  s->tracestate = ts;
+  s->tracestate_len = tslen;
+  size_t blen = 0;
+  const char *bg = perfc_ctx_metadata_get(ctx, "baggage", &blen);
+  /* W3C Baggage: at most 8192 bytes are propagated. */
+  if (bg != NULL && blen > 0 && blen <= 8192) {
+    s->baggage = bg;
+    s->baggage_len = blen;
+  }
+  if (s->recording) {
+    span_start_clock(s, perfc_ctx_start_ns(ctx));
+    attr_add(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
+    attr_add(s, "rpc.service", PERFC__ATTR_STR, mi->service, 0);
+    attr_add(s, "rpc.method", PERFC__ATTR_STR, mi->method, 0);
+    const char *addr;
+    int64_t port;
+    split_hostport(a, perfc_ctx_peer(ctx), &addr, &port);
+    if (addr != NULL)
+      attr_add(s, "network.peer.address", PERFC__ATTR_STR, addr, 0);
+    if (port >= 0)
+      attr_add(s, "network.peer.port", PERFC__ATTR_INT, NULL, port);
+  }
+  *call_state = s;
+  return PERFC_STATUS_OK;
+}
+
+static void srv_on_message(void *self, void *method_state, perfc_ctx *ctx,
+                           void *call_state, int sent) {
+  (void)self;
+  (void)ctx;
+  method_info *mi = method_state;
+  perfc_span *s = call_state;
+  /* Message events on streams only: on a unary call they say nothing the
+   * span does not. */
+  if (s == NULL || !s->recording || mi == NULL || !mi->streaming)
+    return;
+  if (sent)
+    event_add(s, "message", "SENT", ++s->msg_sent);
+  else
+    event_add(s, "message", "RECEIVED", ++s->msg_recv);
+}
+
+static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
+                      void *call_state, perfc_status_code code) {
+  (void)self;
+  (void)method_state;
+  (void)ctx;
+  perfc_span *s = call_state;
+  if (s == NULL || !s->recording)
+    return;
+  attr_add(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
+  s->status = grpc_span_status(code, 1);
+  if (s->status == PERFC_SPAN_STATUS_ERROR)
+    s->status_msg = perfc_status_name(code);
+  span_finish(s);
+}
+
+perfc_span *perfc_tracing_ctx_span(perfc_ctx *ctx) {
+  if (ctx == NULL)
+    return NULL;
+  return perfc__ctx_call_state(ctx, srv_before);
+}
+
+int perfc_tracing_ctx_span_context(perfc_ctx *ctx, perfc_span_context *out) {
+  if (ctx == NULL || out == NULL)
+    return PERFC_EINVAL;
+  perfc_span *s = perfc_tracing_ctx_span(ctx);
+  if (s != NULL) {
+    *out = s->sc;
+    return 0;
+  }
+  /* No span object (always_off): the caller's trace goes on through this
+   * server with an id for the unrecorded server span. */
+  perfc_span_context p;
+  if (!incoming_parent(ctx, &p, NULL, NULL))
+    return PERFC_ENOENT;
+  *out = p;
+  new_id(out->span_id, 8);
+  out->trace_flags = 0;
+  out->remote = 0;
+  return 0;
+}
+
+int perfc_tracing_attach(perfc_tracer *tr, perfc_server *srv) {
+  if (tr == NULL || srv == NULL)
+    return PERFC_EINVAL;
+  if (tr->cfg.disabled)
+    return 0;
+  perfc_server_interceptor ic = {
+      .name = "tracing",
+      .self = tr,
+      .method_init = srv_method_init,
+      .method_free = srv_method_free,
+      .before = srv_before,
+      .on_message = srv_on_message,
+      .after = srv_after,
+  };
+  return perfc_server_add_interceptor(srv, &ic);
+}
+
+/* ---- client interceptor ---------------------------------------------------------- */
+
+typedef struct client_call {
+  perfc_span *span; /* owned; ended in `after` */
+  char traceparent[PERFC_TRACEPARENT_LEN + 1];
+  char *tracestate; /* copied: an async call may outlive its parent */
+  char *baggage;
+} client_call;
+
+static size_t cli_outgoing(void *self, const perfc_client_call_info *info,
+                           void **call_state, perfc_metadata *md, size_t cap) {
+  perfc_tracer *tr = self;
+  if (tr->cfg.disabled || cap < 3)
+    return 0;
+  perfc_span *ps = info->parent ? perfc_tracing_ctx_span(info->parent) : NULL;
+  perfc_span_context pc;
+  int has_parent = 0;
+  if (ps != NULL) {
+    pc = ps->sc;
+    has_parent = 1;
+  } else if (info->parent != NULL &&
+             perfc_tracing_ctx_span_context(info->parent, &pc) == 0) {
+    has_parent = 1;
+  }
+  const perfc_method_desc *m = info->method;
+  const char *name = m->path[0] == '/' ? m->path + 1 : m->path;
+  client_call *cc = calloc(1, sizeof *cc);
+  if (cc == NULL)
+    return 0;
+  cc->span = span_new_owned(tr, has_parent ? &pc : NULL, name,
+                            PERFC_SPAN_CLIENT, 0);
+  if (cc->span == NULL) {
+    free(cc);
+    return 0;
+  }
+  perfc_span *s = cc->span;
+  if (ps != NULL && ps->tracestate)
+    cc->tracestate = strndup(ps->tracestate, ps->tracestate_len);
+  if (ps != NULL && ps->baggage)
+    cc->baggage = strndup(ps->baggage, ps->baggage_len);
+  if (s->recording) {
+    s->tracestate = cc->tracestate;
+    s->tracestate_len = cc->tracestate ? strlen(cc->tracestate) : 0;
+    const char *slash = strchr(name, '/');
+    attr_add(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
+    if (slash != NULL)
+      attr_add(s, "rpc.service", PERFC__ATTR_STR,
+               perfc_arena_strndup(s->arena, name, (size_t)(slash - name)), 0);
+    attr_add(s, "rpc.method", PERFC__ATTR_STR, m->name, 0);
+    const char *addr;
+    int64_t port;
+    split_hostport(s->arena, info->target, &addr, &port);
+    if (addr != NULL)
+      attr_add(s, "server.address", PERFC__ATTR_STR, addr, 0);
+    if (port >= 0)
+      attr_add(s, "server.port", PERFC__ATTR_INT, NULL, port);
+  }
+  perfc_traceparent_format(&s->sc, cc->traceparent);
+  size_t n = 0;
+  md[n++] = (perfc_metadata){.key = "traceparent", .value = cc->traceparent};
+  if (cc->tracestate)
+    md[n++] = (perfc_metadata){.key = "tracestate", .value = cc->tracestate};
+  if (cc->baggage)
+    md[n++] = (perfc_metadata){.key = "baggage", .value = cc->baggage};
+  *call_state = cc;
+  return n;
+}
+
+static void cli_on_message(void *self, const perfc_method_desc *m,
+                           void *call_state, int sent) {
+  (void)self;
+  client_call *cc = call_state;
+  if (cc == NULL || m->kind == PERFC_METHOD_UNARY)
+    return;
+  perfc_span *s = cc->span;
+  if (sent)
+    event_add(s, "message", "SENT", ++s->msg_sent);
+  else
+    event_add(s, "message", "RECEIVED", ++s->msg_recv);
+}
+
+static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
+                      perfc_status_code code, int64_t elapsed_ns) {
+  (void)self;
+  (void)m;
+  (void)elapsed_ns;
+  client_call *cc = call_state;
+  if (cc == NULL)
+    return;
+  perfc_span *s = cc->span;
+  if (s->recording) {
+    attr_add(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
+    s->status = grpc_span_status(code, 0);
+    if (s->status == PERFC_SPAN_STATUS_ERROR)
+      s->status_msg = perfc_status_name(code);
+  }
+  span_finish(s);
+  span_free_owned(s);
+  free(cc->tracestate);
+  free(cc->baggage);
+  free(cc);
+}
+
+const perfc_client_interceptor *perfc_tracing_client_interceptor(perfc_tracer *tr) {
+  return tr ? &tr->cic : NULL;
+}
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+void perfc_tracing_opts_init(perfc_tracing_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->max_queue_spans = PERFC_DEFAULT_TRACING_MAX_QUEUE_SPANS;
+  o->max_export_batch_spans = PERFC_DEFAULT_TRACING_MAX_BATCH_SPANS;
+  o->schedule_delay_ms = PERFC_DEFAULT_TRACING_SCHEDULE_DELAY_MS;
+  o->export_timeout_ms = PERFC_DEFAULT_TRACING_EXPORT_TIMEOUT_MS;
+  o->retry_initial_backoff_ms = PERFC_DEFAULT_TRACING_RETRY_INITIAL_BACKOFF_MS;
+  o->retry_max_backoff_ms = PERFC_DEFAULT_TRACING_RETRY_MAX_BACKOFF_MS;
+  o->retry_max_elapsed_ms = PERFC_DEFAULT_TRACING_RETRY_MAX_ELAPSED_MS;
+  o->shutdown_grace_ms = PERFC_DEFAULT_TRACING_SHUTDOWN_GRACE_MS;
+  o->max_events_per_span = PERFC_DEFAULT_TRACING_MAX_EVENTS;
+  o->max_attributes_per_span = PERFC_DEFAULT_TRACING_MAX_ATTRIBUTES;
+}
+
+static const char *const sampler_names[] = {
+    [PERFC_SAMPLER_ALWAYS_ON] = "always_on",
+    [PERFC_SAMPLER_ALWAYS_OFF] = "always_off",
+    [PERFC_SAMPLER_TRACEIDRATIO] = "traceidratio",
+    [PERFC_SAMPLER_PARENTBASED_ALWAYS_ON] = "parentbased_always_on",
+    [PERFC_SAMPLER_PARENTBASED_ALWAYS_OFF] = "parentbased_always_off",
+    [PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO] = "parentbased_traceidratio",
+};
+
+static const char *env(const perfc_tracing_opts *o, const char *name) {
+  if (o->ignore_env)
+    return NULL;
+  const char *v = getenv(name);
+  return v != NULL && *v != '\0' ? v : NULL;
+}
+
+static int pct_decode(char *s) {
+  char *w = s;
+  for (char *r = s; *r; r++) {
+    if (*r == '%') {
+      int h = isxdigit((unsigned char)r[1]) ? (isdigit((unsigned char)r[1]) ? r[1] - '0' : (tolower((unsigned char)r[1]) - 'a' + 10)) : -1;
+      int l = isxdigit((unsigned char)r[2]) ? (isdigit((unsigned char)r[2]) ? r[2] - '0' : (tolower((unsigned char)r[2]) - 'a' + 10)) : -1;
+      if (h < 0 || l < 0)
+        return -1;
+      *w++ = (char)(h << 4 | l);
+      r += 2;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = '\0';
+  return 0;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t')
+    s++;
+  char *e = s + strlen(s);
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+    *--e = '\0';
+  return s;
+}
+
+/* Parses "k1=v1,k2=v2" (W3C Baggage syntax, %-encoded values, as
+ * OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS use) into
+ * "k<sep>v\0k<sep>v\0\0". NULL on a malformed list. */
+static char *kv_list(const char *in, const char *sep) {
+  size_t cap = strlen(in) * 2 + 8;
+  char *out = malloc(cap), *tmp = strdup(in);
+  if (out == NULL || tmp == NULL) {
+    free(out);
+    free(tmp);
+    return NULL;
+  }
+  size_t n = 0;
+  char *save = NULL;
+  for (char *item = strtok_r(tmp, ",", &save); item;
+       item = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(item, '=');
+    if (eq == NULL)
+      goto bad;
+    *eq = '\0';
+    char *k = trim(item), *v = trim(eq + 1);
+    if (*k == '\0' || pct_decode(v) != 0)
+      goto bad;
+    for (char *c = k; *c; c++)
+      if ((unsigned char)*c <= ' ' || *c == '"' || *c == ':' || *c == ';' ||
+          *c == '\\' || (unsigned char)*c >= 0x7f)
+        goto bad;
+    for (char *c = v; *c; c++)
+      if (*c == '\r' || *c == '\n' || *c == '\0')
+        goto bad;
+    n += (size_t)snprintf(out + n, cap - n, "%s%s%s", k, sep, v) + 1;
+  }
+  out[n] = '\0';
+  free(tmp);
+  return out;
+bad:
+  free(tmp);
+  free(out);
+  return NULL;
+}
+
+static int64_t env_ms(const perfc_tracing_opts *o, const char *name,
+                      int64_t set, int64_t dflt) {
+  if (set != 0)
+    return set;
+  const char *v = env(o, name);
+  if (v != NULL) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (*end == '\0' && x > 0)
+      return x;
+    perfc_log(PERFC_LOG_WARN, "tracing: %s=%s is not a positive number; ignored",
+              name, v);
+  }
+  return dflt;
+}
+
+static int resolve(perfc__tracing_cfg *c, const perfc_tracing_opts *o) {
+  const char *v;
+  memset(c, 0, sizeof *c);
+  c->disabled = o->disabled;
+  if ((v = env(o, "OTEL_SDK_DISABLED")) != NULL && strcasecmp(v, "true") == 0)
+    c->disabled = 1;
+
+  /* Sampler: the option, else OTEL_TRACES_SAMPLER[_ARG], else
+   * parentbased_always_on. A bad variable is logged and ignored, as the
+   * SDK specification asks; a bad option is an error. */
+  c->ratio = 1.0;
+  if ((unsigned)o->sampler > PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO)
+    return perfc__fail(PERFC_EINVAL, "tracing: unknown sampler %d", (int)o->sampler);
+  c->sampler = o->sampler;
+  if (c->sampler != PERFC_SAMPLER_DEFAULT) {
+    if (!(o->sampler_ratio >= 0.0 && o->sampler_ratio <= 1.0))
+      return perfc__fail(PERFC_EINVAL,
+                         "tracing: sampler_ratio %g is outside [0, 1]",
+                         o->sampler_ratio);
+    c->ratio = o->sampler_ratio;
+  } else {
+    c->sampler = PERFC_SAMPLER_PARENTBASED_ALWAYS_ON;
+    if ((v = env(o, "OTEL_TRACES_SAMPLER")) != NULL) {
+      int found = 0;
+      for (int i = 1; i <= PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO; i++)
+        if (strcmp(v, sampler_names[i]) == 0) {
+          c->sampler = (perfc_sampler)i;
+          found = 1;
+        }
+      if (!found)
+        perfc_log(PERFC_LOG_WARN,
+                  "tracing: OTEL_TRACES_SAMPLER=%s is not a sampler perfc "
+                  "knows; using parentbased_always_on", v);
+    }
+    if ((v = env(o, "OTEL_TRACES_SAMPLER_ARG")) != NULL &&
+        (c->sampler == PERFC_SAMPLER_TRACEIDRATIO ||
+         c->sampler == PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO)) {
+      char *end;
+      double r = strtod(v, &end);
+      if (*end == '\0' && r >= 0.0 && r <= 1.0)
+        c->ratio = r;
+      else
+        perfc_log(PERFC_LOG_WARN,
+                  "tracing: OTEL_TRACES_SAMPLER_ARG=%s is not a ratio in "
+                  "[0, 1]; using 1", v);
+    }
+  }
+
+  /* Resource */
+  const char *ra = o->resource_attributes ? o->resource_attributes
+                                          : env(o, "OTEL_RESOURCE_ATTRIBUTES");
+  if (ra != NULL) {
+    c->resource_attrs = kv_list(ra, "=");
+    if (c->resource_attrs == NULL) {
+      if (o->resource_attributes != NULL)
+        return perfc__fail(PERFC_EINVAL,
+                           "tracing: resource_attributes '%.80s' is not a "
+                           "k=v,k=v list", ra);
+      perfc_log(PERFC_LOG_WARN, "tracing: OTEL_RESOURCE_ATTRIBUTES is not a "
+                                "k=v,k=v list; ignored");
+    }
+  }
+  const char *sn = o->service_name ? o->service_name : env(o, "OTEL_SERVICE_NAME");
+  if (sn == NULL && c->resource_attrs != NULL)
+    for (const char *p = c->resource_attrs; *p; p += strlen(p) + 1)
+      if (strncmp(p, "service.name=", 13) == 0)
+        sn = p + 13;
+  c->service_name = strdup(sn ? sn : "unknown_service");
+
+  /* Exporter */
+  if (o->endpoint != NULL) {
+    c->endpoint = strdup(o->endpoint);
+  } else if ((v = env(o, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) != NULL) {
+    c->endpoint = strdup(v);
+  } else if ((v = env(o, "OTEL_EXPORTER_OTLP_ENDPOINT")) != NULL) {
+    size_t n = strlen(v);
+    c->endpoint = malloc(n + 12);
+    if (c->endpoint)
+      snprintf(c->endpoint, n + 12, "%s%s", v,
+               n > 0 && v[n - 1] == '/' ? "v1/traces" : "/v1/traces");
+  } else {
+    c->endpoint = strdup(PERFC_DEFAULT_TRACING_ENDPOINT);
+  }
+  if (c->service_name == NULL || c->endpoint == NULL)
+    return PERFC_ENOMEM;
+  if (strncmp(c->endpoint, "http://", 7) != 0 &&
+      strncmp(c->endpoint, "https://", 8) != 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "tracing: endpoint '%.80s' is not an http:// or "
+                       "https:// URL", c->endpoint);
+  const char *hd = o->headers ? o->headers : env(o, "OTEL_EXPORTER_OTLP_TRACES_HEADERS");
+  if (hd == NULL)
+    hd = env(o, "OTEL_EXPORTER_OTLP_HEADERS");
+  if (hd != NULL) {
+    c->headers = kv_list(hd, ": ");
+    if (c->headers == NULL) {
+      if (o->headers != NULL)
+        return perfc__fail(PERFC_EINVAL, "tracing: headers is not a k=v,k=v list");
+      perfc_log(PERFC_LOG_WARN, "tracing: OTEL_EXPORTER_OTLP_HEADERS is not a "
+                                "k=v,k=v list; ignored");
+    }
+  }
+  const char *cz = o->compression ? o->compression
+                                  : env(o, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
+  if (cz == NULL)
+    cz = env(o, "OTEL_EXPORTER_OTLP_COMPRESSION");
+  c->gzip = 1;
+  if (cz != NULL) {
+    if (strcmp(cz, "none") == 0)
+      c->gzip = 0;
+    else if (strcmp(cz, "gzip") != 0) {
+      if (o->compression != NULL)
+        return perfc__fail(PERFC_EINVAL,
+                           "tracing: compression '%.20s' (gzip, none)", cz);
+      perfc_log(PERFC_LOG_WARN, "tracing: OTLP compression %s unknown; gzip", cz);
+    }
+  }
+  /* Sizes and times: an option, else OTEL_BSP_* / OTEL_EXPORTER_OTLP_*
+   * (these options are set by _opts_init, so a variable applies only to an
+   * option the caller zeroed). */
+  c->max_queue = (size_t)env_ms(o, "OTEL_BSP_MAX_QUEUE_SIZE",
+                                (int64_t)o->max_queue_spans,
+                                PERFC_DEFAULT_TRACING_MAX_QUEUE_SPANS);
+  c->max_batch = (size_t)env_ms(o, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                                (int64_t)o->max_export_batch_spans,
+                                PERFC_DEFAULT_TRACING_MAX_BATCH_SPANS);
+  c->delay_ms = env_ms(o, "OTEL_BSP_SCHEDULE_DELAY", o->schedule_delay_ms,
+                       PERFC_DEFAULT_TRACING_SCHEDULE_DELAY_MS);
+  c->timeout_ms = env_ms(o, "OTEL_EXPORTER_OTLP_TIMEOUT", o->export_timeout_ms,
+                         PERFC_DEFAULT_TRACING_EXPORT_TIMEOUT_MS);
+  c->retry_initial_ms = o->retry_initial_backoff_ms > 0
+                            ? o->retry_initial_backoff_ms
+                            : PERFC_DEFAULT_TRACING_RETRY_INITIAL_BACKOFF_MS;
+  c->retry_max_ms = o->retry_max_backoff_ms > 0
+                        ? o->retry_max_backoff_ms
+                        : PERFC_DEFAULT_TRACING_RETRY_MAX_BACKOFF_MS;
+  c->retry_elapsed_ms = o->no_retry                   ? 0
+                         : o->retry_max_elapsed_ms > 0 ? o->retry_max_elapsed_ms
+                                                       : PERFC_DEFAULT_TRACING_RETRY_MAX_ELAPSED_MS;
+  c->grace_ms = o->shutdown_grace_ms > 0 ? o->shutdown_grace_ms
+                                         : PERFC_DEFAULT_TRACING_SHUTDOWN_GRACE_MS;
+  c->max_events = o->max_events_per_span ? o->max_events_per_span
+                                         : PERFC_DEFAULT_TRACING_MAX_EVENTS;
+  c->max_attrs = o->max_attributes_per_span ? o->max_attributes_per_span
+                                            : PERFC_DEFAULT_TRACING_MAX_ATTRIBUTES;
+  if (c->max_queue > (1u << 24) || c->max_batch > c->max_queue ||
+      c->max_events > 4096 || c->max_attrs > 1024 || c->max_attrs < 8)
+    return perfc__fail(PERFC_EINVAL,
+                       "tracing: queue %zu, batch %zu (at most the queue), "
+                       "events %u (<= 4096) or attributes %u (8..1024) out "
+                       "of range", c->max_queue, c->max_batch, c->max_events,
+                       c->max_attrs);
+  return 0;
+}
+
+static void cfg_free(perfc__tracing_cfg *c) {
+  free(c->service_name);
+  free(c->resource_attrs);
+  free(c->endpoint);
+  free(c->headers);
+}
+
+static perfc_counter *counter(perfc_metrics_family *f, const char *reason) {
+  perfc_counter *c = NULL;
+  const char *lv[] = {reason};
+  if (f != NULL)
+    perfc_counter_get(&c, f, reason ? lv : NULL);
+  return c;
+}
+
+static int register_metrics(perfc_tracer *tr, perfc_metrics_registry *reg) {
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family *exported = NULL, *dropped = NULL;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_tracing_spans_exported_total";
+  mo.help = "Spans the OTLP receiver accepted.";
+  int rc = perfc_metrics_family_new(&exported, reg, PERFC_METRICS_COUNTER, &mo);
+  if (rc != 0)
+    return rc;
+  static const char *const labels[] = {"reason"};
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_tracing_spans_dropped_total";
+  mo.help = "Sampled spans not exported: queue_full (the export queue was "
+            "full when the span ended), export_failed (refused, or retries "
+            "ran out), shutdown (still queued when the shutdown grace ended).";
+  mo.label_names = labels;
+  mo.label_count = 1;
+  rc = perfc_metrics_family_new(&dropped, reg, PERFC_METRICS_COUNTER, &mo);
+  if (rc != 0)
+    return rc;
+  tr->m_exported = counter(exported, NULL);
+  tr->m_drop_full = counter(dropped, "queue_full");
+  tr->m_drop_export = counter(dropped, "export_failed");
+  tr->m_drop_shutdown = counter(dropped, "shutdown");
+  return tr->m_exported && tr->m_drop_full && tr->m_drop_export &&
+                 tr->m_drop_shutdown
+             ? 0
+             : PERFC_ENOMEM;
+}
+
+int perfc_tracing_new(perfc_tracer **out, const perfc_tracing_opts *opts) {
+  perfc_tracing_opts dflt;
+  if (out == NULL)
+    return PERFC_EINVAL;
+  *out = NULL;
+  if (opts == NULL) {
+    perfc_tracing_opts_init(&dflt);
+    opts = &dflt;
+  }
+  perfc_tracer *tr = calloc(1, sizeof *tr);
+  if (tr == NULL)
+    return PERFC_ENOMEM;
+  int rc = resolve(&tr->cfg, opts);
+  if (rc == 0)
+    rc = register_metrics(tr, opts->registry);
+  if (rc != 0) {
+    cfg_free(&tr->cfg);
+    free(tr);
+    return rc;
+  }
+  tr->ratio_bound = tr->cfg.ratio >= 1.0
+                        ? UINT64_MAX
+                        : (uint64_t)(tr->cfg.ratio * 9223372036854775808.0);
+  tr->fast_off = tr->cfg.sampler == PERFC_SAMPLER_ALWAYS_OFF;
+  tr->cic = (perfc_client_interceptor){
+      .name = "tracing",
+      .self = tr,
+      .on_message = cli_on_message,
+      .after = cli_after,
+      .outgoing_metadata = cli_outgoing,
+  };
+  if (!tr->cfg.disabled && (rc = perfc__tracing_export_start(tr)) != 0) {
+    cfg_free(&tr->cfg);
+    free(tr);
+    return rc;
+  }
+  *out = tr;
+  return 0;
+}
+
+void perfc_tracing_free(perfc_tracer *tr) {
+  if (tr == NULL)
+    return;
+  if (!tr->cfg.disabled)
+    perfc__tracing_export_stop(tr);
+  cfg_free(&tr->cfg);
+  free(tr);
+}
+
+void perfc_tracing_stats_get(perfc_tracer *tr, perfc_tracing_stats *out) {
+  memset(out, 0, sizeof *out);
+  if (tr == NULL)
+    return;
+  uint64_t full = atomic_load(&tr->dropped_full);
+  out->dropped_queue_full = full;
+  out->spans_ended = atomic_load(&tr->enq) + full;
+  out->spans_exported = atomic_load(&tr->exported);
+  out->dropped_export = atomic_load(&tr->dropped_export);
+  out->export_requests = atomic_load(&tr->requests);
+  out->export_retries = atomic_load(&tr->retries);
+}

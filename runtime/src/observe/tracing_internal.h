@@ -1,0 +1,129 @@
+/*
+ * tracing_internal.h — what tracing.c (spans, sampling, interceptors) and
+ * tracing_export.c (the batch queue and the OTLP/HTTP exporter) share.
+ * Never installed.
+ *
+ * Room: runtime/src/observe private header.
+ */
+#ifndef PERFC_OBSERVE_TRACING_INTERNAL_H
+#define PERFC_OBSERVE_TRACING_INTERNAL_H
+
+#include "perfc/tracing.h"
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+/* Attribute values: the types OTLP's AnyValue has that spans use. */
+enum { PERFC__ATTR_STR = 1, PERFC__ATTR_INT = 2, PERFC__ATTR_BOOL = 3 };
+
+typedef struct perfc__attr {
+  const char *key;
+  int type;
+  union {
+    const char *s;
+    int64_t i;
+  } v;
+} perfc__attr;
+
+/* An event; `msg_type` non-NULL makes it an RPC message event
+ * (message.type SENT/RECEIVED, message.id), the semantic conventions'. */
+typedef struct perfc__event {
+  int64_t time_unix_ns;
+  const char *name;
+  const char *msg_type;
+  int64_t msg_id;
+} perfc__event;
+
+/* A span as it waits in the export queue: one malloc'd block holding the
+ * struct, its arrays and every string (the single copy a span makes when it
+ * ends), freed by the exporter. */
+typedef struct perfc__qspan {
+  uint8_t trace_id[16];
+  uint8_t span_id[8];
+  uint8_t parent_id[8];
+  uint8_t has_parent;
+  uint8_t kind;
+  uint8_t status;
+  uint8_t flags;
+  int64_t start_unix_ns;
+  int64_t end_unix_ns;
+  const char *name;
+  const char *status_msg;
+  const char *tracestate;
+  uint32_t nattrs, nevents, dropped_attrs, dropped_events;
+  perfc__attr *attrs;
+  perfc__event *events;
+} perfc__qspan;
+
+/* Bounded multi-producer single-consumer queue (Vyukov's array queue):
+ * producers claim a cell with one CAS and never wait; a full queue is a
+ * failed push. */
+typedef struct perfc__qcell {
+  atomic_size_t seq;
+  perfc__qspan *span;
+} perfc__qcell;
+
+typedef struct perfc__tracing_cfg {
+  int disabled;
+  perfc_sampler sampler;
+  double ratio;
+  char *service_name;
+  char *resource_attrs; /* normalised "k=v\0k=v\0\0" pairs, decoded */
+  char *endpoint;
+  char *headers;        /* "Key: value\0...\0\0" */
+  int gzip;
+  size_t max_queue, max_batch;
+  int64_t delay_ms, timeout_ms, retry_initial_ms, retry_max_ms,
+      retry_elapsed_ms, grace_ms;
+  unsigned max_events, max_attrs;
+} perfc__tracing_cfg;
+
+struct perfc_tracer {
+  perfc__tracing_cfg cfg;
+  uint64_t ratio_bound; /* trace ids whose low 63 bits are below are kept */
+  int fast_off;         /* always_off: the server hook does nothing */
+  perfc_client_interceptor cic;
+
+  /* queue */
+  perfc__qcell *cells;
+  size_t mask;
+  _Alignas(64) atomic_size_t enq;
+  _Alignas(64) atomic_size_t deq;
+  _Alignas(64) atomic_uint_fast64_t dropped_full;
+
+  /* exporter */
+  pthread_t thread;
+  int thread_started;
+  sem_t wake;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  size_t flush_target; /* export at least up to this enqueue position */
+  size_t done_pos;     /* positions below are answered */
+  int stopping;
+  atomic_int stop;
+  void *http; /* CURL * */
+
+  /* counters, written by the exporter thread only (and dropped_full) */
+  atomic_uint_fast64_t exported, dropped_export, requests, retries, popped;
+  perfc_counter *m_exported, *m_drop_full, *m_drop_export, *m_drop_shutdown;
+};
+
+/* Queues an ended span; never blocks. Takes ownership of `q`. */
+void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q);
+/* Starts and stops the exporter thread (tracing_export.c). */
+int perfc__tracing_export_start(perfc_tracer *tr);
+void perfc__tracing_export_stop(perfc_tracer *tr);
+
+/* The sampling decision for a new span of trace `trace_id` whose parent
+ * context is `parent` (NULL for a root). Exported for the unit tests. */
+int perfc__tracing_sample(const perfc_tracer *tr,
+                          const perfc_span_context *parent,
+                          const uint8_t trace_id[16]);
+/* Fills `buf` with random bytes from this thread's generator (seeded from
+ * getrandom on first use). */
+void perfc__tracing_random(void *buf, size_t n);
+/* Reseeds this thread's generator, for tests that need fixed ids. */
+void perfc__tracing_seed(uint64_t seed);
+
+#endif
