@@ -42,6 +42,43 @@ static uint32_t tail_u32(const grpc_slice_buffer *sb) {
          (uint32_t)b[3] << 24;
 }
 
+/* One inflate() call of inflate_bounded(): grows the output buffer by
+ * doubling up to `limit` first (PERFC_ETOOBIG when it is full at the
+ * limit), then inflates into the room left. With Z_NO_FLUSH a full output
+ * buffer (Z_BUF_ERROR with no room) is progress; with Z_FINISH any
+ * Z_BUF_ERROR that leaves room means the input ended early. Sets *ended at
+ * the end of the compressed stream. */
+static int inflate_step(z_stream *zs, int flush, uint8_t **buf, size_t *cap,
+                        size_t *out, size_t limit, int *ended) {
+  if (*out == *cap) {
+    if (*cap == limit)
+      return PERFC_ETOOBIG;
+    size_t ncap = *cap <= limit / 2 ? *cap * 2 : limit;
+    uint8_t *nb = realloc(*buf, ncap);
+    if (nb == NULL)
+      return PERFC_ENOMEM;
+    *buf = nb;
+    *cap = ncap;
+  }
+  size_t room = *cap - *out;
+  zs->next_out = *buf + *out;
+  zs->avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+  uInt before = zs->avail_out;
+  int zr = inflate(zs, flush);
+  *out += before - zs->avail_out;
+  if (zr == Z_STREAM_END) {
+    *ended = 1;
+    return 0;
+  }
+  if (zr == Z_MEM_ERROR)
+    return PERFC_ENOMEM;
+  if (zr == Z_OK && flush == Z_NO_FLUSH)
+    return 0;
+  if (zr == Z_BUF_ERROR && zs->avail_out == 0)
+    return 0; /* out of room: the next step grows the buffer */
+  return PERFC_EPARSE; /* corrupt, or (Z_FINISH) truncated */
+}
+
 /* Inflates a gzip or zlib ("deflate") message into `a`, stopping as soon as
  * the output passes `max`: the working buffer never holds more than
  * max + 1 bytes, whatever the compressed form claims. The output is
@@ -87,64 +124,13 @@ static int inflate_bounded(const grpc_slice_buffer *in, int gzip, size_t max,
         rc = PERFC_EPARSE; /* bytes after the end of the stream */
         break;
       }
-      if (out == cap) {
-        if (cap == limit) {
-          rc = PERFC_ETOOBIG;
-          break;
-        }
-        size_t ncap = cap <= limit / 2 ? cap * 2 : limit;
-        uint8_t *nb = realloc(buf, ncap);
-        if (nb == NULL) {
-          rc = PERFC_ENOMEM;
-          break;
-        }
-        buf = nb;
-        cap = ncap;
-      }
-      size_t room = cap - out;
-      zs.next_out = buf + out;
-      zs.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
-      uInt before = zs.avail_out;
-      int zr = inflate(&zs, Z_NO_FLUSH);
-      out += before - zs.avail_out;
-      if (zr == Z_STREAM_END)
-        ended = 1;
-      else if (zr == Z_MEM_ERROR)
-        rc = PERFC_ENOMEM;
-      else if (zr != Z_OK && !(zr == Z_BUF_ERROR && zs.avail_out == 0))
-        rc = PERFC_EPARSE;
+      rc = inflate_step(&zs, Z_NO_FLUSH, &buf, &cap, &out, limit, &ended);
     }
   }
   /* The stream may end after the last input byte was consumed (inflate
    * then still holds its trailer check): one more call tells. */
-  while (rc == 0 && !ended) {
-    if (out == cap) {
-      if (cap == limit) {
-        rc = PERFC_ETOOBIG;
-        break;
-      }
-      size_t ncap = cap <= limit / 2 ? cap * 2 : limit;
-      uint8_t *nb = realloc(buf, ncap);
-      if (nb == NULL) {
-        rc = PERFC_ENOMEM;
-        break;
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    size_t room = cap - out;
-    zs.next_out = buf + out;
-    zs.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
-    uInt before = zs.avail_out;
-    int zr = inflate(&zs, Z_FINISH);
-    out += before - zs.avail_out;
-    if (zr == Z_STREAM_END)
-      ended = 1;
-    else if (zr == Z_MEM_ERROR)
-      rc = PERFC_ENOMEM;
-    else if (zr != Z_BUF_ERROR || zs.avail_out != 0)
-      rc = PERFC_EPARSE; /* truncated or corrupt */
-  }
+  while (rc == 0 && !ended)
+    rc = inflate_step(&zs, Z_FINISH, &buf, &cap, &out, limit, &ended);
   inflateEnd(&zs);
   if (rc == 0 && out > max)
     rc = PERFC_ETOOBIG;
