@@ -35,6 +35,7 @@
 #include "perfc/interceptor.h"
 #include "perfc/metrics.h"
 #include "perfc/server.h"
+#include "perfc/trace_context.h" /* perfc_span_context */
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,14 +46,6 @@ typedef struct perfc_span perfc_span;
 
 /** W3C trace-flags bit 0: the caller recorded its span ("sampled"). */
 #define PERFC_TRACE_FLAG_SAMPLED 0x01
-
-/** What a span passes on to its children: W3C trace context. */
-typedef struct perfc_span_context {
-  uint8_t trace_id[16]; /**< never all zero when valid */
-  uint8_t span_id[8];   /**< never all zero when valid */
-  uint8_t trace_flags;  /**< PERFC_TRACE_FLAG_SAMPLED or 0 */
-  uint8_t remote;       /**< 1 when parsed from a peer's traceparent */
-} perfc_span_context;
 
 /** Span kinds, numbered as OTLP's Span.SpanKind. */
 typedef enum perfc_span_kind {
@@ -207,6 +200,20 @@ PERFC_API int perfc_tracing_ctx_span_context(perfc_ctx *ctx,
 PERFC_API perfc_span *perfc_tracing_span_start_child(perfc_span *parent,
                                                      const char *name,
                                                      perfc_span_kind kind);
+
+/**
+ * Starts a child of the calling thread's current span (perfc/trace_context.h:
+ * the server span of the call a handler is serving, or a span this
+ * function made current inside it) and makes the child current until
+ * perfc_span_end(), which restores the previous one. This is what the data
+ * layer calls around each cache lookup, Redis command and SQL statement,
+ * so their spans nest without being handed a context. Returns NULL when
+ * the thread works for no call, the call is not sampled, `name` is NULL or
+ * memory runs out (every perfc_span_* function takes NULL). End it on the
+ * thread that started it. `name` is copied.
+ */
+PERFC_API perfc_span *perfc_tracing_span_start_current(const char *name,
+                                                       perfc_span_kind kind);
 
 /** Attributes; key and value are copied. Beyond max_attributes_per_span,
  *  counted as dropped. No-ops on a non-recording span. */
