@@ -26,6 +26,9 @@
 extern "C" {
 #endif
 
+/** W3C trace-flags bit 0: the caller recorded its span ("sampled"). */
+#define PERFC_TRACE_FLAG_SAMPLED 0x01
+
 /** What a span passes on to its children: W3C trace context. */
 typedef struct perfc_span_context {
   uint8_t trace_id[16]; /**< never all zero when valid */

@@ -44,8 +44,6 @@ extern "C" {
 typedef struct perfc_tracer perfc_tracer;
 typedef struct perfc_span perfc_span;
 
-/** W3C trace-flags bit 0: the caller recorded its span ("sampled"). */
-#define PERFC_TRACE_FLAG_SAMPLED 0x01
 
 /** Span kinds, numbered as OTLP's Span.SpanKind. */
 typedef enum perfc_span_kind {
