@@ -17,6 +17,7 @@
 #include <perfc.h>
 #include <perfc/tracing.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 static char g_pgdir[256];
 
@@ -117,6 +118,8 @@ static int load_user(const char *key, uint8_t **out, size_t *out_len, void *ud) 
 static perfc_status_code b_get(perfc_ctx *ctx, void *ud) {
   (void)ud;
   const char *key = perfc_ctx_metadata_get(ctx, "x-key", NULL);
+  if (key != NULL && strncmp(key, "fail", 4) == 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_UNAVAILABLE, "asked to fail");
   perfc_log(PERFC_LOG_INFO, "tdata: b handler");
   uint8_t *v = NULL;
   size_t n = 0;
@@ -158,6 +161,8 @@ static const perfc_service_desc a_svc = {.name = "t.v1.A", .n_methods = 1,
 static perfc_tracer *tracer(const char *name) {
   perfc_tracing_opts o;
   perfc_tracing_opts_init(&o);
+  o.debug_traces = strcmp(name, "svc-b") == 0;
+  o.debug_ring_spans = 32;
   o.ignore_env = true;
   o.service_name = name;
   o.sampler = PERFC_SAMPLER_PARENTBASED_ALWAYS_ON;
@@ -412,4 +417,100 @@ Test(data_chain, a_failed_statement_marks_its_span_and_an_unsampled_call_makes_n
   cr_assert_null(rx_attr(s, "db.statement"), "no SQL text in an unnamed span");
   pthread_mutex_unlock(&D.rx->mu);
   down();
+}
+
+/* GET http://127.0.0.1:port/path; returns the malloc'd response. */
+static char *http_get(int port, const char *path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  char req[256];
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+  cr_assert_eq(send(fd, req, (size_t)n, 0), n);
+  size_t cap = 1 << 20, len = 0;
+  char *buf = malloc(cap);
+  ssize_t k;
+  while (len + 1 < cap && (k = recv(fd, buf + len, cap - 1 - len, 0)) > 0)
+    len += (size_t)k;
+  buf[len] = '\0';
+  close(fd);
+  return buf;
+}
+
+Test(debug_traces, slowest_and_failed_calls_with_their_spans, .timeout = 120) {
+  up();
+  perfc_metrics_http_opts ho;
+  perfc_metrics_http_opts_init(&ho);
+  ho.addr = "127.0.0.1:0";
+  ho.registry = D.reg;
+  ho.tracer = D.tb;
+  perfc_metrics_http *h;
+  cr_assert_eq(perfc_metrics_http_start(&h, &ho), 0);
+  cr_assert_eq(call_a("user:1"), PERFC_STATUS_OK);  /* loads: the slowest */
+  cr_assert_eq(call_a("user:1"), PERFC_STATUS_OK);  /* L1 hit */
+  cr_assert_eq(call_a("fail:1"), PERFC_STATUS_UNAVAILABLE);
+  char *page = http_get(perfc_metrics_http_port(h), "/debug/traces");
+  cr_assert_not_null(strstr(page, "200 OK"), "%s", page);
+  char *body = strstr(page, "# perfc /debug/traces, service svc-b");
+  cr_assert_not_null(body, "%s", page);
+  char *slow = strstr(body, "== slowest 3 ==");
+  char *failed = strstr(body, "== failed, latest first: 1 ==");
+  cr_assert(slow && failed && slow < failed, "%s", body);
+  /* the slowest call first, with its tree: server > cache > redis, load > sql */
+  char *first = strstr(slow, "\ntrace ");
+  cr_assert_not_null(first);
+  char *srv = strstr(first, "SERVER");
+  char *cache = strstr(first, "INTERNAL");
+  char *sql = strstr(first, "tdata_get_user");
+  cr_assert(srv && cache && sql && srv < cache && cache < sql && sql < failed,
+            "%s", body);
+  cr_assert_not_null(strstr(cache, "perfc.cache.level=load"), "%s", body);
+  cr_assert_not_null(strstr(sql, "db.system=postgresql"), "%s", body);
+  /* indentation follows the parents: the statement is 3 levels down */
+  cr_assert_not_null(strstr(body, "\n        CLIENT"), "%s", body);
+  cr_assert_not_null(strstr(failed, "grpc_code=UNAVAILABLE"), "%s", body);
+  cr_assert_not_null(strstr(failed, " ERROR"), "%s", body);
+  free(page);
+  /* a tracer without debug_traces has no page */
+  char *out;
+  cr_assert_eq(perfc_tracing_debug_render(D.ta, &out, NULL), PERFC_ENOENT);
+  perfc_metrics_http_stop(h);
+  down();
+}
+
+/* Each thread's ring keeps only its latest spans: memory stays bounded. */
+Test(debug_traces, rings_are_bounded, .timeout = 60) {
+  memset(&D, 0, sizeof D);
+  D.rx = rx_start();
+  perfc_tracing_opts o;
+  perfc_tracing_opts_init(&o);
+  o.ignore_env = true;
+  o.service_name = "ring";
+  o.debug_traces = true;
+  o.debug_ring_spans = 16;
+  char url[80];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", D.rx->port);
+  o.endpoint = url;
+  perfc_tracer *tr;
+  cr_assert_eq(perfc_tracing_new(&tr, &o), 0);
+  perfc_trace_current cur = {.tracer = tr};
+  memset(cur.sc.trace_id, 7, 16);
+  memset(cur.sc.span_id, 9, 8);
+  cur.sc.trace_flags = PERFC_TRACE_FLAG_SAMPLED;
+  perfc_trace_current_set(&cur);
+  for (int i = 0; i < 100; i++)
+    perfc_span_end(perfc_tracing_span_start_current("op", PERFC_SPAN_INTERNAL));
+  perfc_trace_current_set(NULL);
+  char *out;
+  size_t len;
+  cr_assert_eq(perfc_tracing_debug_render(tr, &out, &len), 0);
+  cr_assert_not_null(strstr(out, ": 16 recent sampled spans in memory (16 per "
+                                 "thread)"), "%s", out);
+  free(out);
+  perfc_tracing_free(tr);
+  rx_stop(D.rx);
 }

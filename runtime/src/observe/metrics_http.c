@@ -32,6 +32,7 @@
  */
 #include "perfc/metrics_http.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,7 @@ typedef struct conn_rec {
 struct perfc_metrics_http {
   struct MHD_Daemon *daemon;
   perfc_metrics_registry *registry;
+  perfc_tracer *tracer; /* /debug/traces; NULL = none */
   int port;
   _Atomic int serving;
   /* Loop thread state: touched only on the loop thread once it runs. */
@@ -329,6 +331,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return reply(conn, MHD_HTTP_OK, out, len, 1,
                  om ? CONTENT_TYPE_OPENMETRICS : CONTENT_TYPE_0_0_4);
   }
+  if (h->tracer != NULL && strcmp(url, "/debug/traces") == 0) {
+    char *out;
+    size_t len;
+    if (perfc_tracing_debug_render(h->tracer, &out, &len) != 0) {
+      static const char msg[] = "cannot render traces\n";
+      return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1, 0,
+                   text);
+    }
+    return reply(conn, MHD_HTTP_OK, out, len, 1, text);
+  }
   if (strcmp(url, "/healthz") == 0) {
     if (atomic_load_explicit(&h->serving, memory_order_relaxed))
       return reply(conn, MHD_HTTP_OK, "ok", 2, 0, text);
@@ -454,6 +466,7 @@ int perfc_metrics_http_start(perfc_metrics_http **out,
   if (!h)
     return PERFC_ENOMEM;
   h->registry = o.registry ? o.registry : perfc_metrics_registry_default();
+  h->tracer = o.tracer;
   atomic_init(&h->serving, 1);
   h->max_conns = o.max_connections;
   h->max_per_ip = o.max_connections_per_ip;

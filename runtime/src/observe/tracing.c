@@ -545,6 +545,8 @@ static void span_finish(perfc_span *s) {
     perfc_counter_inc(s->tr->m_drop_full);
     return;
   }
+  if (s->tr->cfg.debug)
+    perfc__tracing_debug_record(s->tr, q);
   perfc__tracing_enqueue(s->tr, q);
 }
 
@@ -1026,6 +1028,7 @@ const perfc_client_interceptor *perfc_tracing_client_interceptor(perfc_tracer *t
 
 void perfc_tracing_opts_init(perfc_tracing_opts *o) {
   memset(o, 0, sizeof *o);
+  o->sampler_ratio = PERFC_DEFAULT_TRACING_SAMPLER_RATIO;
   o->max_queue_spans = PERFC_DEFAULT_TRACING_MAX_QUEUE_SPANS;
   o->max_export_batch_spans = PERFC_DEFAULT_TRACING_MAX_BATCH_SPANS;
   o->schedule_delay_ms = PERFC_DEFAULT_TRACING_SCHEDULE_DELAY_MS;
@@ -1148,6 +1151,9 @@ static int resolve(perfc__tracing_cfg *c, const perfc_tracing_opts *o) {
    * parentbased_always_on. A bad variable is logged and ignored, as the
    * SDK specification asks; a bad option is an error. */
   c->ratio = 1.0;
+  c->debug = o->debug_traces;
+  c->debug_ring = o->debug_ring_spans ? o->debug_ring_spans
+                                      : PERFC_DEFAULT_TRACING_DEBUG_RING_SPANS;
   if ((unsigned)o->sampler > PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO)
     return perfc__fail(PERFC_EINVAL, "tracing: unknown sampler %d", (int)o->sampler);
   c->sampler = o->sampler;
@@ -1382,6 +1388,7 @@ void perfc_tracing_free(perfc_tracer *tr) {
     return;
   if (!tr->cfg.disabled)
     perfc__tracing_export_stop(tr);
+  perfc__tracing_debug_free(tr);
   cfg_free(&tr->cfg);
   free(tr);
 }
