@@ -334,7 +334,7 @@ Test(data_chain, cache_redis_and_postgres_spans_nest_under_the_server_span,
   cr_assert(child_of(ld, cg), "the load under the cache");
   cr_assert(child_of(sq, ld), "the SQL statement under the load");
   cr_assert_str_eq(rx_attr(cg, "perfc.cache.level"), "load");
-  cr_assert_str_eq(rx_attr(cg, "perfc.cache.result"), "hit");
+  cr_assert_str_eq(rx_attr(cg, "perfc.cache.result"), "found");
   cr_assert_str_eq(rx_attr(cg, "perfc.cache.name"), "users");
   cr_assert_str_eq(rx_attr(ev, "db.system"), "redis");
   cr_assert_str_eq(rx_attr(ev, "db.operation"), "EVAL");

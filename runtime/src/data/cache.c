@@ -1330,7 +1330,7 @@ static int get_or_load(perfc_cache *c, const char *key, int64_t ttl_ms,
 
 /* The span of a lookup inside a traced call: which level answered
  * (perfc.cache.level: l1, l2, load, shared: another call's load, bloom:
- * the filter said absent) and how (perfc.cache.result). The key is not
+ * the filter said absent) and how (perfc.cache.result: found, not_found, error). The key is not
  * recorded: keys often hold user ids or e-mail addresses, and a trace
  * store is no place for them. */
 static void cache_span_end(perfc_span *sp, const char *level, int rc) {
@@ -1339,7 +1339,7 @@ static void cache_span_end(perfc_span *sp, const char *level, int rc) {
   if (level != NULL)
     perfc_span_set_attr_str(sp, "perfc.cache.level", level);
   perfc_span_set_attr_str(sp, "perfc.cache.result",
-                          rc == 0                ? "hit"
+                          rc == 0                ? "found"
                           : rc == PERFC_ENOENT   ? "not_found"
                                                  : "error");
   if (rc != 0 && rc != PERFC_ENOENT)
