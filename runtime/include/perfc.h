@@ -36,6 +36,7 @@
 #include "perfc/stream.h"
 #include "perfc/timeouts.h"
 #include "perfc/tls.h"
+#include "perfc/trace_context.h"
 #include "perfc/tracing.h"
 
 #endif /* PERFC_H */

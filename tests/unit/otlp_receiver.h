@@ -39,7 +39,22 @@ typedef struct rx_span {
   int64_t server_port;
   size_t n_events;
   uint32_t dropped_events;
+  /* every attribute, for the data-layer spans' db.* and perfc.cache.* */
+  struct {
+    char key[48];
+    char sv[64];
+    int64_t iv;
+  } attrs[16];
+  size_t nattrs;
 } rx_span;
+
+/* The string value of attribute `key`, or NULL. */
+static inline const char *rx_attr(const rx_span *s, const char *key) {
+  for (size_t i = 0; i < s->nattrs; i++)
+    if (strcmp(s->attrs[i].key, key) == 0)
+      return s->attrs[i].sv;
+  return NULL;
+}
 
 typedef struct otlp_rx {
   struct MHD_Daemon *d;
@@ -139,6 +154,12 @@ static void rx_store(otlp_rx *rx,
                                ? v->string_value : NULL;
           int64_t iv = v->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE
                            ? v->int_value : -1;
+          if (o->nattrs < 16) {
+            rx_copy(o->attrs[o->nattrs].key, sizeof o->attrs[0].key, key);
+            rx_copy(o->attrs[o->nattrs].sv, sizeof o->attrs[0].sv, sv);
+            o->attrs[o->nattrs].iv = iv;
+            o->nattrs++;
+          }
           if (strcmp(key, "rpc.grpc.status_code") == 0)
             o->grpc_code = iv;
           else if (strcmp(key, "rpc.service") == 0)

@@ -321,7 +321,7 @@ Test(config, unknown_keys_are_errors) {
              "max_metadata_size)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
-             "server, tls, metrics, logging, redis, postgres, cache, resilience)");
+             "server, tls, metrics, logging, tracing, redis, postgres, cache, resilience)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "
@@ -790,6 +790,9 @@ static void apply_target(const perfc_config *cfg, cfg_target t, void *o) {
   case T_CACHE:
     rc = perfc_config_apply_cache(cfg, o);
     break;
+  case T_TRACING:
+    rc = perfc_config_apply_tracing(cfg, o);
+    break;
   default:
     cr_assert_fail("row without an apply function");
   }
@@ -984,4 +987,70 @@ Test(config_apply, no_l1_reaches_the_cache, .timeout = 30) {
   l1_case(tr.port, "0", 0);
   l1_case(tr.port, "64KiB", 1);
   tr_stop(&tr);
+}
+
+/* The tracing: section: every key into perfc_tracing_opts (sample_percent
+ * as a ratio); tracing.enabled decides, else the OTEL_* variables do. */
+Test(config, tracing_section_fills_the_tracer_options) {
+  perfc_config *cfg = load_ok("tracing:\n"
+                              "  enabled: true\n"
+                              "  service_name: users\n"
+                              "  sampler: parentbased_traceidratio\n"
+                              "  sample_percent: 25\n"
+                              "  endpoint: http://otel:4318/v1/traces\n"
+                              "  headers: x-api-key=k\n"
+                              "  compression: none\n"
+                              "  max_queue_spans: 4096\n"
+                              "  schedule_delay: 2s\n"
+                              "  shutdown_grace: 3s\n"
+                              "  debug_traces: true\n"
+                              "  debug_traces_spans_per_thread: 64\n");
+  perfc_tracing_opts o;
+  perfc_tracing_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_tracing(cfg, &o), 0);
+  cr_assert_eq(perfc_config_tracing_enabled(cfg), 1);
+  cr_assert_str_eq(o.service_name, "users");
+  cr_assert_eq(o.sampler, PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO);
+  cr_assert_float_eq(o.sampler_ratio, 0.25, 1e-9);
+  cr_assert_str_eq(o.endpoint, "http://otel:4318/v1/traces");
+  cr_assert_str_eq(o.headers, "x-api-key=k");
+  cr_assert_str_eq(o.compression, "none");
+  cr_assert_eq(o.max_queue_spans, 4096);
+  cr_assert_eq(o.schedule_delay_ms, 2000);
+  cr_assert_eq(o.shutdown_grace_ms, 3000);
+  cr_assert(o.debug_traces);
+  cr_assert_eq(o.debug_ring_spans, 64);
+  /* what the file leaves out keeps the defaults */
+  cr_assert_eq(o.export_timeout_ms, PERFC_DEFAULT_TRACING_EXPORT_TIMEOUT_MS);
+  perfc_tracer *tr;
+  o.ignore_env = true;
+  cr_assert_eq(perfc_tracing_new(&tr, &o), 0, "%s", perfc_last_error());
+  perfc_tracing_free(tr);
+  perfc_config_free(cfg);
+
+  load_fails("tracing:\n  sampler: sometimes\n",
+             "config: svc.yaml:2:12: tracing.sampler: invalid value 'sometimes': "
+             "expected one of always_on, always_off, traceidratio, "
+             "parentbased_always_on, parentbased_always_off, "
+             "parentbased_traceidratio");
+  load_fails("tracing:\n  sample_percent: 101\n",
+             "config: svc.yaml:2:19: tracing.sample_percent: 101 is out of range: "
+             "must be between 0 and 100");
+
+  /* enabled unset: the OTEL_* variables decide */
+  cfg = load_ok("");
+  unsetenv("OTEL_TRACES_SAMPLER");
+  unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+  unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  unsetenv("OTEL_SDK_DISABLED");
+  cr_assert_eq(perfc_config_tracing_enabled(cfg), 0);
+  setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", 1);
+  cr_assert_eq(perfc_config_tracing_enabled(cfg), 1);
+  setenv("OTEL_SDK_DISABLED", "true", 1);
+  cr_assert_eq(perfc_config_tracing_enabled(cfg), 0);
+  unsetenv("OTEL_SDK_DISABLED");
+  cr_assert_eq(perfc_config_set(cfg, "tracing.enabled", "false", "test"), 0);
+  cr_assert_eq(perfc_config_tracing_enabled(cfg), 0, "the file wins");
+  unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+  perfc_config_free(cfg);
 }

@@ -685,3 +685,42 @@ Test(metrics, failures_leave_their_detail) {
                      "%s", perfc_last_error());
   perfc_metrics_registry_free(reg);
 }
+
+/* OpenMetrics: counter TYPE without _total, samples with it (added when the
+ * name lacks it), the latest exemplar per bucket with its ids, # EOF; the
+ * 0.0.4 text has no exemplar. */
+Test(metrics, openmetrics_counters_exemplars_and_eof) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_counter *c1, *c2;
+  cr_assert_eq(perfc_counter_new(&c1, reg, "reqs_total", "requests"), 0);
+  cr_assert_eq(perfc_counter_new(&c2, reg, "errs", "errors"), 0);
+  perfc_counter_add(c1, 3);
+  static const double b[] = {0.1, 1};
+  perfc_histogram *h;
+  cr_assert_eq(perfc_histogram_new(&h, reg, "lat_seconds", "latency", b, 2), 0);
+  perfc_span_context sc = {.trace_flags = 1};
+  memset(sc.trace_id, 0xab, 16);
+  memset(sc.span_id, 0x01, 8);
+  perfc_histogram_observe_exemplar(h, 0.05, &sc);
+  sc.trace_id[0] = 0xcd;
+  perfc_histogram_observe_exemplar(h, 0.07, &sc); /* replaces the first */
+  perfc_histogram_observe_exemplar(h, 5, NULL);   /* no exemplar */
+  char *out;
+  size_t len;
+  cr_assert_eq(perfc_metrics_registry_render_openmetrics(reg, &out, &len), 0);
+  cr_assert_not_null(strstr(out, "# TYPE reqs counter\nreqs_total 3\n"), "%s", out);
+  cr_assert_not_null(strstr(out, "# TYPE errs counter\nerrs_total 0\n"), "%s", out);
+  cr_assert_not_null(strstr(out,
+      "lat_seconds_bucket{le=\"0.1\"} 2 # {trace_id=\"cdababababababababababababababab\","
+      "span_id=\"0101010101010101\"} 0.07 "), "%s", out);
+  cr_assert_not_null(strstr(out, "lat_seconds_bucket{le=\"1\"} 2\n"), "%s", out);
+  cr_assert_not_null(strstr(out, "lat_seconds_bucket{le=\"+Inf\"} 3\n"), "%s", out);
+  cr_assert_eq(strcmp(out + len - 6, "# EOF\n"), 0, "%s", out);
+  free(out);
+  cr_assert_eq(perfc_metrics_registry_render(reg, &out, &len), 0);
+  cr_assert_null(strstr(out, "trace_id"));
+  cr_assert_not_null(strstr(out, "# TYPE reqs_total counter\n"));
+  free(out);
+  perfc_metrics_registry_free(reg);
+}

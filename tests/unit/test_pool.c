@@ -2,6 +2,7 @@
  * refuses at once, free drains the queue. */
 #include <criterion/criterion.h>
 #include <perfc/pool.h>
+#include <perfc/trace_context.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -160,4 +161,42 @@ Test(pool, refusals_leave_a_message) {
   cr_assert_eq(perfc_last_error_detail().code, PERFC_EINVAL);
   cr_assert_not_null(strstr(perfc_last_error(), "pool"), "%s",
                      perfc_last_error());
+}
+
+/* The trace context moves with a job: the job runs with its submitter's,
+ * the submitter's slot is emptied, and the worker's is empty again after
+ * the job (so the next job of an untraced submitter sees none). */
+static perfc_trace_current seen[2];
+static atomic_int seen_n;
+
+static void trace_job(void *arg) {
+  (void)arg;
+  int i = atomic_fetch_add(&seen_n, 1);
+  if (i < 2)
+    perfc_trace_current_get(&seen[i]);
+}
+
+Test(pool, trace_context_moves_with_the_job) {
+  perfc_pool *p;
+  perfc_pool_opts o;
+  perfc_pool_opts_init(&o);
+  o.threads = 1;
+  cr_assert_eq(perfc_pool_new(&p, &o), 0);
+  static int tracer_token;
+  perfc_trace_current tc = {.tracer = &tracer_token};
+  memset(tc.sc.trace_id, 0xab, 16);
+  memset(tc.sc.span_id, 0xcd, 8);
+  perfc_trace_current_set(&tc);
+  cr_assert_eq(perfc_pool_submit(p, trace_job, NULL), 0);
+  perfc_trace_current out;
+  cr_assert_eq(perfc_trace_current_get(&out), 0, "the submitter's slot is empty");
+  cr_assert_eq(perfc_pool_submit(p, trace_job, NULL), 0);
+  for (int i = 0; i < 500 && atomic_load(&seen_n) < 2; i++)
+    usleep(2000);
+  perfc_pool_free(p);
+  cr_assert_eq(atomic_load(&seen_n), 2);
+  cr_assert_eq(seen[0].tracer, (void *)&tracer_token);
+  cr_assert_eq(seen[0].sc.trace_id[15], 0xab);
+  cr_assert_eq(seen[0].sc.span_id[0], 0xcd);
+  cr_assert_null(seen[1].tracer, "an untraced job sees no context");
 }

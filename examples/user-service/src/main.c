@@ -93,6 +93,8 @@ int main(int argc, char **argv) {
   perfc_server_opts opts;
   perfc_grpc_metrics_opts gm_opts;
   perfc_metrics_http_opts http_opts;
+  perfc_tracing_opts tr_opts;
+  perfc_tracer *tracer = NULL;
   perfc_server *srv = NULL;
   perfc_health *health = NULL;
   perfc_grpc_metrics *gm = NULL;
@@ -162,6 +164,16 @@ int main(int argc, char **argv) {
 
   if (rc == 0)
     rc = perfc_server_new(&srv, &opts);
+  /* Tracing when tracing.enabled or OTEL_* variables say (as generated
+   * mains do): a span per call, with the cache, Redis and PostgreSQL spans
+   * under it, and /debug/traces with tracing.debug_traces. */
+  perfc_tracing_opts_init(&tr_opts);
+  if (rc == 0 && perfc_config_tracing_enabled(cfg)) {
+    perfc_config_apply_tracing(cfg, &tr_opts);
+    rc = perfc_tracing_new(&tracer, &tr_opts);
+    if (rc == 0)
+      rc = perfc_tracing_attach(tracer, srv);
+  }
   if (rc == 0)
     rc = perfc_grpc_metrics_new(&gm, &gm_opts);
   if (rc == 0)
@@ -188,6 +200,8 @@ int main(int argc, char **argv) {
     rc = perfc_process_metrics_register(NULL);
     perfc_metrics_http_opts_init(&http_opts);
     perfc_config_apply_metrics_http(cfg, &http_opts);
+    if (tr_opts.debug_traces)
+      http_opts.tracer = tracer;
     if (rc == 0)
       rc = perfc_metrics_http_start(&http, &http_opts);
     if (rc == 0)
@@ -224,6 +238,7 @@ int main(int argc, char **argv) {
   perfc_redis_pool_free(redis);
   perfc_pg_pool_free(pg);
   perfc_health_free(health); /* after the pool, which reports to it */
+  perfc_tracing_free(tracer); /* last: sends the spans still queued */
   perfc_config_free(cfg);
   return rc == 0 ? 0 : 1;
 }

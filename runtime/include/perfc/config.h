@@ -44,6 +44,7 @@ typedef struct perfc_server_opts perfc_server_opts;
 typedef struct perfc_tls_opts perfc_tls_opts;
 typedef struct perfc_metrics_http_opts perfc_metrics_http_opts;
 typedef struct perfc_grpc_metrics_opts perfc_grpc_metrics_opts;
+typedef struct perfc_tracing_opts perfc_tracing_opts;
 
 /** Address served when neither file, environment nor flag names one: every
  *  IPv4 interface on gRPC's customary port. */
@@ -160,6 +161,19 @@ PERFC_API int perfc_config_access_log(const perfc_config *cfg);
  *  cache (perfc_config_apply_cache(), perfc/config_data.h) or runs
  *  without one. */
 PERFC_API int perfc_config_cache_enabled(const perfc_config *cfg);
+
+/** Whether to make a tracer: tracing.enabled when the configuration sets
+ *  it; otherwise nonzero when an OpenTelemetry variable asks for tracing
+ *  (OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_ENDPOINT or
+ *  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set), unless OTEL_SDK_DISABLED=true. */
+PERFC_API int perfc_config_tracing_enabled(const perfc_config *cfg);
+
+/** Fills the perfc_tracing_opts fields the `tracing:` section sets (strings
+ *  borrowed from `cfg`); tracing.sample_percent sets sampler_ratio. Fields
+ *  left unset keep their value, so OTEL_* variables still fill them in
+ *  perfc_tracing_new(). Returns 0 or PERFC_EINVAL. */
+PERFC_API int perfc_config_apply_tracing(const perfc_config *cfg,
+                                         perfc_tracing_opts *o);
 
 typedef struct perfc_config_guards perfc_config_guards;
 

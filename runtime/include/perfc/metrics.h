@@ -17,6 +17,7 @@
 #define PERFC_METRICS_H
 
 #include "perfc/common.h"
+#include "perfc/trace_context.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -200,6 +201,22 @@ PERFC_API double perfc_gauge_value(perfc_gauge *g);
  *  perfc_counter_value()); either pointer may be NULL. */
 PERFC_API void perfc_histogram_value(perfc_histogram *h, uint64_t *count,
                                      double *sum);
+
+/** Observes `v` and keeps (sc's trace and span id, v, now) as the latest
+ *  exemplar of the bucket `v` falls in, shown by
+ *  perfc_metrics_registry_render_openmetrics(); `sc` NULL is a plain
+ *  observe. Never waits: an exemplar another thread is writing at that
+ *  instant is left to that thread. */
+PERFC_API void perfc_histogram_observe_exemplar(perfc_histogram *h, double v,
+                                                const perfc_span_context *sc);
+
+/** As perfc_metrics_registry_render(), in the OpenMetrics 1.0 text format
+ *  (what Prometheus asks for with `Accept: application/openmetrics-text`):
+ *  counters' HELP/TYPE names without `_total` and samples with it, each
+ *  histogram bucket's exemplar (trace_id, span_id, value, timestamp), and
+ *  the closing `# EOF`. */
+PERFC_API int perfc_metrics_registry_render_openmetrics(
+    perfc_metrics_registry *reg, char **out, size_t *out_len);
 
 /** Renders `reg` (NULL = default) in the Prometheus text format 0.0.4:
  *  families sorted by name, series by label values. On success `*out` is a

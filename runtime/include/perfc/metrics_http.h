@@ -17,6 +17,7 @@ extern "C" {
 
 /** A running metrics HTTP endpoint. Opaque. */
 typedef struct perfc_metrics_http perfc_metrics_http;
+typedef struct perfc_tracer perfc_tracer; /* perfc/tracing.h */
 
 /** Default listen address: loopback only, so a service started without a
  *  configuration does not expose its metrics (method names, pool sizes,
@@ -71,6 +72,9 @@ typedef struct perfc_metrics_http_opts {
    *  the client does not read is dropped after the same time (rounded up
    *  to seconds) without progress. */
   int64_t header_timeout_ms;
+  /** Serve GET /debug/traces from this tracer (made with debug_traces on);
+   *  NULL = no such page (404). Borrowed: must outlive the endpoint. */
+  perfc_tracer *tracer;
 } perfc_metrics_http_opts;
 
 /** Fills `o` with the defaults. */

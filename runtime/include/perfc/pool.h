@@ -10,6 +10,10 @@
  * which depends on nothing above core: whoever exports the pool's numbers
  * as metrics (the server's metrics interceptor) does it through the
  * observer below. Thread-safe: submit from any thread.
+ *
+ * A job runs with the trace context (perfc/trace_context.h) its submitter
+ * had, and a successful submit empties the submitter's: the job carries on
+ * the call the submitter was working for.
  */
 #ifndef PERFC_POOL_H
 #define PERFC_POOL_H

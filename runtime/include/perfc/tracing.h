@@ -35,6 +35,7 @@
 #include "perfc/interceptor.h"
 #include "perfc/metrics.h"
 #include "perfc/server.h"
+#include "perfc/trace_context.h" /* perfc_span_context */
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,16 +44,6 @@ extern "C" {
 typedef struct perfc_tracer perfc_tracer;
 typedef struct perfc_span perfc_span;
 
-/** W3C trace-flags bit 0: the caller recorded its span ("sampled"). */
-#define PERFC_TRACE_FLAG_SAMPLED 0x01
-
-/** What a span passes on to its children: W3C trace context. */
-typedef struct perfc_span_context {
-  uint8_t trace_id[16]; /**< never all zero when valid */
-  uint8_t span_id[8];   /**< never all zero when valid */
-  uint8_t trace_flags;  /**< PERFC_TRACE_FLAG_SAMPLED or 0 */
-  uint8_t remote;       /**< 1 when parsed from a peer's traceparent */
-} perfc_span_context;
 
 /** Span kinds, numbered as OTLP's Span.SpanKind. */
 typedef enum perfc_span_kind {
@@ -83,6 +74,8 @@ typedef enum perfc_sampler {
   PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO /**< "parentbased_traceidratio" */
 } perfc_sampler;
 
+/** The *traceidratio samplers' ratio when nothing sets one: every trace. */
+#define PERFC_DEFAULT_TRACING_SAMPLER_RATIO 1.0
 /** Where spans go: the OTLP/HTTP default of every SDK (Collector, Jaeger
  *  and Tempo all listen on 4318). */
 #define PERFC_DEFAULT_TRACING_ENDPOINT "http://localhost:4318/v1/traces"
@@ -106,6 +99,12 @@ typedef enum perfc_sampler {
  *  counted in the span's dropped_events_count instead. */
 #define PERFC_DEFAULT_TRACING_MAX_EVENTS 32
 #define PERFC_DEFAULT_TRACING_MAX_ATTRIBUTES 32
+/** /debug/traces: spans kept per thread (each ring is fixed-size, ~0.5 KiB a
+ *  span), rings at most (threads beyond share them), and how many of the
+ *  slowest and of the failed calls a page lists. */
+#define PERFC_DEFAULT_TRACING_DEBUG_RING_SPANS 256
+#define PERFC_TRACING_DEBUG_MAX_RINGS 64
+#define PERFC_TRACING_DEBUG_LIST_CALLS 20
 
 typedef struct perfc_tracing_opts {
   /** Off: perfc_tracing_attach() adds nothing and no span is made.
@@ -123,7 +122,8 @@ typedef struct perfc_tracing_opts {
   const char *resource_attributes;
   perfc_sampler sampler;
   /** The ratio for the *traceidratio samplers, in [0, 1]; read only when
-   *  `sampler` is set here (else OTEL_TRACES_SAMPLER_ARG, default 1). */
+   *  `sampler` is set here (else OTEL_TRACES_SAMPLER_ARG, default 1).
+   *  perfc_tracing_opts_init() sets PERFC_DEFAULT_TRACING_SAMPLER_RATIO. */
   double sampler_ratio;
   /** Full URL spans are POSTed to (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
    *  else OTEL_EXPORTER_OTLP_ENDPOINT + "/v1/traces"; else the default).
@@ -146,6 +146,12 @@ typedef struct perfc_tracing_opts {
   int64_t shutdown_grace_ms;   /**< 0 = default */
   unsigned max_events_per_span;     /**< 0 = default */
   unsigned max_attributes_per_span; /**< 0 = default */
+  /** Keep the latest sampled spans in memory (a ring per thread) for
+   *  perfc_tracing_debug_render() and /debug/traces on the metrics port
+   *  (perfc_metrics_http_opts.tracer). Off by default. */
+  bool debug_traces;
+  /** Spans each thread's ring holds; 0 = PERFC_DEFAULT_TRACING_DEBUG_RING_SPANS. */
+  unsigned debug_ring_spans;
   /** Where perfc_tracing_* metrics go; NULL = the default registry.
    *  Borrowed: must outlive the tracer. */
   perfc_metrics_registry *registry;
@@ -208,6 +214,20 @@ PERFC_API perfc_span *perfc_tracing_span_start_child(perfc_span *parent,
                                                      const char *name,
                                                      perfc_span_kind kind);
 
+/**
+ * Starts a child of the calling thread's current span (perfc/trace_context.h:
+ * the server span of the call a handler is serving, or a span this
+ * function made current inside it) and makes the child current until
+ * perfc_span_end(), which restores the previous one. This is what the data
+ * layer calls around each cache lookup, Redis command and SQL statement,
+ * so their spans nest without being handed a context. Returns NULL when
+ * the thread works for no call, the call is not sampled, `name` is NULL or
+ * memory runs out (every perfc_span_* function takes NULL). End it on the
+ * thread that started it. `name` is copied.
+ */
+PERFC_API perfc_span *perfc_tracing_span_start_current(const char *name,
+                                                       perfc_span_kind kind);
+
 /** Attributes; key and value are copied. Beyond max_attributes_per_span,
  *  counted as dropped. No-ops on a non-recording span. */
 PERFC_API void perfc_span_set_attr_str(perfc_span *s, const char *key,
@@ -246,6 +266,15 @@ PERFC_API void perfc_traceparent_format(const perfc_span_context *sc,
 /** 1 when `s` is a valid W3C `tracestate` (at most 32 list members, keys
  *  and values per the grammar, no key twice, at most 512 bytes), else 0. */
 PERFC_API int perfc_tracestate_valid(const char *s, size_t len);
+
+/** Renders the page /debug/traces serves (text): the slowest and the
+ *  failed recent calls among the spans kept in memory, each with its spans
+ *  as a tree (kind, duration, offset, name, status, attributes). Only with
+ *  debug_traces on; only sampled spans are kept. `*out` is malloc'd (the
+ *  caller frees it). Returns 0, PERFC_ENOENT (debug_traces off),
+ *  PERFC_EINVAL or PERFC_ENOMEM. */
+PERFC_API int perfc_tracing_debug_render(perfc_tracer *tr, char **out,
+                                         size_t *out_len);
 
 /* ---- counters ---------------------------------------------------------------- */
 

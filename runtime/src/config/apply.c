@@ -13,6 +13,7 @@
 
 #include "perfc/grpc_metrics.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 #include "perfc/metrics.h"
 #include "perfc/resilience.h"
 #include "perfc/server.h"
@@ -20,6 +21,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
   if (!cfg || !o)
@@ -124,6 +126,37 @@ int perfc_config_apply_logging(const perfc_config *cfg) {
 int perfc_config_access_log(const perfc_config *cfg) {
   const cfg_value *v = cfg ? cfg_get(cfg, "logging", "access_log") : NULL;
   return v != NULL && v->i;
+}
+
+int perfc_config_tracing_enabled(const perfc_config *cfg) {
+  const cfg_value *v = cfg ? cfg_get(cfg, "tracing", "enabled") : NULL;
+  if (v != NULL)
+    return v->i != 0;
+  const char *off = getenv("OTEL_SDK_DISABLED");
+  if (off != NULL && strcasecmp(off, "true") == 0)
+    return 0;
+  static const char *const asks[] = {"OTEL_TRACES_SAMPLER",
+                                     "OTEL_EXPORTER_OTLP_ENDPOINT",
+                                     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"};
+  for (size_t i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+    const char *e = getenv(asks[i]);
+    if (e != NULL && *e)
+      return 1;
+  }
+  return 0;
+}
+
+int perfc_config_apply_tracing(const perfc_config *cfg, perfc_tracing_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_TRACING, o);
+  /* A sampler set here reads its ratio from here too (the options'
+   * default, 100 %, when sample_percent is unset), not from
+   * OTEL_TRACES_SAMPLER_ARG. */
+  const cfg_value *v = cfg_get(cfg, "tracing", "sample_percent");
+  if (v != NULL)
+    o->sampler_ratio = (double)v->u / 100.0;
+  return 0;
 }
 
 int perfc_config_cache_enabled(const perfc_config *cfg) {

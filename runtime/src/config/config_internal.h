@@ -49,7 +49,8 @@ typedef enum cfg_target {
   T_GRPC_METRICS, /* perfc_grpc_metrics_opts */
   T_REDIS,        /* perfc_redis_opts (apply_data.c) */
   T_PG,           /* perfc_pg_pool_opts (apply_data.c) */
-  T_CACHE         /* perfc_cache_opts (apply_data.c) */
+  T_CACHE,        /* perfc_cache_opts (apply_data.c) */
+  T_TRACING       /* perfc_tracing_opts */
 } cfg_target;
 
 /* One configuration key: everything the loader, the environment, the

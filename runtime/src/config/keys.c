@@ -25,6 +25,7 @@
 #include "perfc/redis.h"
 #include "perfc/server.h"
 #include "perfc/tls.h"
+#include "perfc/tracing.h"
 
 #include <limits.h>
 #include <stddef.h>
@@ -45,6 +46,19 @@ static const int client_auth_values[] = {PERFC_TLS_CLIENT_AUTH_NONE,
 static const char *const level_names[] = {"debug", "info", "warn",
                                           "error", "off",  NULL};
 static const char *const format_names[] = {"logfmt", "json", NULL};
+/* OTEL_TRACES_SAMPLER's names, in perfc_sampler's order. */
+static const char *const sampler_names[] = {
+    "always_on",          "always_off",           "traceidratio",
+    "parentbased_always_on", "parentbased_always_off",
+    "parentbased_traceidratio", NULL};
+static const int sampler_values[] = {
+    PERFC_SAMPLER_ALWAYS_ON,
+    PERFC_SAMPLER_ALWAYS_OFF,
+    PERFC_SAMPLER_TRACEIDRATIO,
+    PERFC_SAMPLER_PARENTBASED_ALWAYS_ON,
+    PERFC_SAMPLER_PARENTBASED_ALWAYS_OFF,
+    PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO};
+static const char *const otlp_compression_names[] = {"gzip", "none", NULL};
 /* The key says whether the histogram is on; the option is its negation
  * (perfc_grpc_metrics_opts.disable_handling_time_histogram): false → 1. */
 static const int histogram_values[] = {1, 0};
@@ -58,6 +72,7 @@ static const int histogram_values[] = {1, 0};
 #define REDIS(f) FIELD(T_REDIS, perfc_redis_opts, f)
 #define PG(f) FIELD(T_PG, perfc_pg_pool_opts, f)
 #define CACHE(f) FIELD(T_CACHE, perfc_cache_opts, f)
+#define TRACING(f) FIELD(T_TRACING, perfc_tracing_opts, f)
 /* Handled by name in its apply function. */
 #define CUSTOM T_NONE, 0, 0
 
@@ -129,6 +144,33 @@ const cfg_key perfc__config_keys[] = {
     KEY(logging, level, K_ENUM, 0, 0, level_names, NULL, CUSTOM),
     KEY(logging, format, K_ENUM, 0, 0, format_names, NULL, CUSTOM),
     KEY(logging, access_log, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(tracing, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(tracing, service_name, K_STR, 0, 0, NULL, NULL, TRACING(service_name)),
+    KEY(tracing, resource_attributes, K_STR, 0, 0, NULL, NULL,
+        TRACING(resource_attributes)),
+    KEY(tracing, sampler, K_ENUM, 0, 0, sampler_names, sampler_values,
+        TRACING(sampler)),
+    /* the *traceidratio ratio in percent: a whole number keeps the key in
+     * the loader's integer kinds */
+    KEY(tracing, sample_percent, K_UINT, 0, 100, NULL, NULL, CUSTOM),
+    KEY(tracing, endpoint, K_STR, 0, 0, NULL, NULL, TRACING(endpoint)),
+    KEY(tracing, headers, K_STR, 0, 0, NULL, NULL, TRACING(headers)),
+    KEY(tracing, compression, K_ENUM_NAME, 0, 0, otlp_compression_names, NULL,
+        TRACING(compression)),
+    KEY(tracing, max_queue_spans, K_UINT, 1, 1 << 24, NULL, NULL,
+        TRACING(max_queue_spans)),
+    KEY(tracing, max_export_batch_spans, K_UINT, 1, 1 << 20, NULL, NULL,
+        TRACING(max_export_batch_spans)),
+    KEY(tracing, schedule_delay, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        TRACING(schedule_delay_ms)),
+    KEY(tracing, export_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        TRACING(export_timeout_ms)),
+    KEY(tracing, shutdown_grace, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        TRACING(shutdown_grace_ms)),
+    KEY(tracing, debug_traces, K_BOOL, 0, 0, NULL, NULL,
+        TRACING(debug_traces)),
+    KEY(tracing, debug_traces_spans_per_thread, K_UINT, 1, 1 << 16, NULL, NULL,
+        TRACING(debug_ring_spans)),
     KEY(redis, address, K_ADDR, 0, 0, NULL, NULL, CUSTOM),
     KEY(redis, pool_size, K_UINT, 1, 1024, NULL, NULL, REDIS(pool_size)),
     KEY(redis, connect_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,

@@ -386,7 +386,7 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
  * element, each with its own position. */
 static int resolve(perfc_config *cfg, size_t ki) {
   const cfg_key *k = &KEYS[ki];
-  char path[128], at[512], range[96];
+  char path[128], at[512], range[256];
   cfg_raw *raw = &cfg->raw[ki];
   cfg_value *dst = &cfg->val[ki];
   snprintf(path, sizeof path, "%s.%s", k->section, k->name);

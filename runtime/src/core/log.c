@@ -13,6 +13,7 @@
  * site or make one line long.
  */
 #include "perfc/log.h"
+#include "perfc/trace_context.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -259,6 +260,17 @@ static void emit(perfc_log_level level, const perfc_log_field *fields, size_t n,
   for (size_t i = 0; i < n; i++) {
     if (dropped || !put_field(&l, json, fields[i].key,
                               fields[i].value ? fields[i].value : "", reserve))
+      dropped++;
+  }
+  /* A line written inside a traced call names its trace and span, so it
+   * leads to the trace and back; fields the caller set win. */
+  char tid[33], sid[17];
+  int has_ids = 0;
+  for (size_t i = 0; i < n && !has_ids; i++)
+    has_ids = fields[i].key != NULL && strcmp(fields[i].key, "trace_id") == 0;
+  if (!has_ids && perfc_trace_current_ids(tid, sid)) {
+    if (dropped || !put_field(&l, json, "trace_id", tid, reserve) ||
+        !put_field(&l, json, "span_id", sid, reserve))
       dropped++;
   }
   char num[24];

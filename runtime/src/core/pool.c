@@ -10,6 +10,7 @@
  */
 #include "perfc/pool.h"
 #include "core/error_internal.h"
+#include "perfc/trace_context.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -21,6 +22,10 @@
 typedef struct job {
   perfc_pool_fn fn;
   void *arg;
+  /* The submitter's trace context: the job is the rest of the work the
+   * submitter was doing for a call (a handler handed to a worker), so its
+   * Redis, PostgreSQL and log lines belong to that call's span. */
+  perfc_trace_current tc;
 } job;
 
 struct perfc_pool {
@@ -69,7 +74,9 @@ static void *worker_main(void *arg) {
     if (p->observer != NULL)
       p->observer(PERFC_POOL_STARTED, p->observer_ud);
     pthread_mutex_unlock(&p->mu);
+    perfc_trace_current_set(&j.tc);
     j.fn(j.arg);
+    perfc_trace_current_set(NULL);
     pthread_mutex_lock(&p->mu);
     p->busy--;
     p->done++;
@@ -149,12 +156,19 @@ int perfc_pool_submit(perfc_pool *p, perfc_pool_fn fn, void *arg) {
     /* Outside the lock: only the refused caller pays for the message. */
     return perfc__fail(PERFC_EFULL, "pool: queue full (%u jobs waiting)", cap);
   }
-  p->ring[(p->head + p->count) % p->cap] = (job){fn, arg};
+  job *j = &p->ring[(p->head + p->count) % p->cap];
+  j->fn = fn;
+  j->arg = arg;
+  perfc_trace_current_get(&j->tc);
   p->count++;
   if (p->observer != NULL)
     p->observer(PERFC_POOL_QUEUED, p->observer_ud);
   pthread_cond_signal(&p->has_work);
   pthread_mutex_unlock(&p->mu);
+  /* The context moved with the job: the submitter (a server poller handing
+   * a call to a worker) goes on to other calls, and its own log lines must
+   * not carry this call's ids. */
+  perfc_trace_current_set(NULL);
   return 0;
 }
 

@@ -38,6 +38,7 @@
 #include "data/cache_internal.h"
 #include "data/redis_internal.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 
 #define TAG_VALUE 'v'
 #define TAG_NEGATIVE 'n'
@@ -1128,7 +1129,7 @@ static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
  * *out (malloc'd), PERFC_ENOENT, or the loader's error. */
 static int lead_load(perfc_cache *c, const char *key, uint64_t version,
                      perfc_cache_loader_fn loader, void *ud, const call_ttl *ct,
-                     uint8_t **out, size_t *out_len) {
+                     uint8_t **out, size_t *out_len, const char **level) {
   /* `version` was read when the flight began, before Redis: an
    * invalidation after that point fences our fills. */
   int neg = 0;
@@ -1136,8 +1137,10 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
    * and our becoming leader; checking again keeps it to one load. */
   int rc = l1_usable(c) ? perfc_l1cache_get(c->l1, key, out, out_len, &neg)
                         : PERFC_ENOENT;
-  if (rc == 0)
+  if (rc == 0) {
+    *level = "l1";
     return neg ? PERFC_ENOENT : 0;
+  }
   /* While deletes wait for a retry, Redis may hold values the database no
    * longer has: neither read nor fill it. */
   int use_l2 = c->redis && atomic_load(&c->rq_count) == 0;
@@ -1150,8 +1153,10 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
     rc = l2_get_or_lease(c, key, token, &tagged, &tlen);
     if (rc == 0) {
       rc = take_l2_value(c, key, tagged, tlen, version, ct, out, out_len);
-      if (rc != PERFC_EIO)
+      if (rc != PERFC_EIO) {
+        *level = "l2";
         return rc;
+      }
     } else if (rc == PERFC_ENOENT) {
       perfc_counter_inc(c->m.l2_misses);
       leased = 1;
@@ -1162,7 +1167,15 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
   perfc_counter_inc(c->m.loads);
   uint8_t *val = NULL;
   size_t len = 0;
+  *level = "load";
+  /* The loader's own work (its SQL, its calls) nests under this span. */
+  perfc_span *ls = perfc_tracing_span_start_current("cache.load",
+                                                    PERFC_SPAN_INTERNAL);
+  perfc_span_set_attr_str(ls, "perfc.cache.name", c->name);
   rc = loader(key, &val, &len, ud);
+  if (rc != 0 && rc != PERFC_ENOENT)
+    perfc_span_set_status(ls, PERFC_SPAN_STATUS_ERROR, perfc_err_name(rc));
+  perfc_span_end(ls);
   if (rc != 0 && rc != PERFC_ENOENT) {
     perfc_counter_inc(c->m.load_errors);
     free(val);
@@ -1276,22 +1289,84 @@ static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
   return 0;
 }
 
+static void cache_span_end(perfc_span *sp, const char *level, int rc);
+
+/* peek() in a span: an L1 lookup that never loads; a miss (1) is
+ * recorded as such. */
+static int peek_traced(perfc_cache *c, const char *key, perfc_arena *a,
+                       uint8_t **out, size_t *out_len) {
+  perfc_span *sp =
+      c != NULL ? perfc_tracing_span_start_current("cache.peek",
+                                                   PERFC_SPAN_INTERNAL)
+                : NULL;
+  perfc_span_set_attr_str(sp, "perfc.cache.name", c != NULL ? c->name : NULL);
+  int rc = peek(c, key, a, out, out_len);
+  if (sp != NULL && rc == 1) {
+    perfc_span_set_attr_str(sp, "perfc.cache.level", "l1");
+    perfc_span_set_attr_str(sp, "perfc.cache.result", "miss");
+    perfc_span_end(sp);
+  } else {
+    cache_span_end(sp, "l1", rc);
+  }
+  return rc;
+}
+
 int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
                      size_t *out_len) {
-  return peek(c, key, NULL, out, out_len);
+  return peek_traced(c, key, NULL, out, out_len);
 }
 
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
                             uint8_t **out, size_t *out_len) {
   if (a == NULL)
     return PERFC_EINVAL;
-  return peek(c, key, a, out, out_len);
+  return peek_traced(c, key, a, out, out_len);
+}
+
+static int get_or_load(perfc_cache *c, const char *key, int64_t ttl_ms,
+                       int64_t negative_ttl_ms, perfc_cache_loader_fn loader,
+                       void *loader_ud, uint8_t **out, size_t *out_len,
+                       const char **level);
+
+/* The span of a lookup inside a traced call: which level answered
+ * (perfc.cache.level: l1, l2, load, shared: another call's load, bloom:
+ * the filter said absent) and how (perfc.cache.result: found, not_found, error). The key is not
+ * recorded: keys often hold user ids or e-mail addresses, and a trace
+ * store is no place for them. */
+static void cache_span_end(perfc_span *sp, const char *level, int rc) {
+  if (sp == NULL)
+    return;
+  if (level != NULL)
+    perfc_span_set_attr_str(sp, "perfc.cache.level", level);
+  perfc_span_set_attr_str(sp, "perfc.cache.result",
+                          rc == 0                ? "found"
+                          : rc == PERFC_ENOENT   ? "not_found"
+                                                 : "error");
+  if (rc != 0 && rc != PERFC_ENOENT)
+    perfc_span_set_status(sp, PERFC_SPAN_STATUS_ERROR, perfc_err_name(rc));
+  perfc_span_end(sp);
 }
 
 int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key, int64_t ttl_ms,
                                 int64_t negative_ttl_ms,
                                 perfc_cache_loader_fn loader, void *loader_ud,
                                 uint8_t **out, size_t *out_len) {
+  perfc_span *sp =
+      c != NULL ? perfc_tracing_span_start_current("cache.get_or_load",
+                                                   PERFC_SPAN_INTERNAL)
+                : NULL;
+  perfc_span_set_attr_str(sp, "perfc.cache.name", c != NULL ? c->name : NULL);
+  const char *level = NULL;
+  int rc = get_or_load(c, key, ttl_ms, negative_ttl_ms, loader, loader_ud, out,
+                       out_len, &level);
+  cache_span_end(sp, level, rc);
+  return rc;
+}
+
+static int get_or_load(perfc_cache *c, const char *key, int64_t ttl_ms,
+                       int64_t negative_ttl_ms, perfc_cache_loader_fn loader,
+                       void *loader_ud, uint8_t **out, size_t *out_len,
+                       const char **level) {
   if (!c || !key || !loader || !out || !out_len)
     return perfc__fail(PERFC_EINVAL, "cache: NULL cache, key, loader or out");
   if (ttl_ms < 0 || ttl_ms > PERFC_CACHE_MAX_TTL_MS ||
@@ -1305,6 +1380,7 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key, int64_t ttl_ms,
                                              : (uint32_t)negative_ttl_ms};
   if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
     perfc_counter_inc(c->m.bloom_rejects);
+    *level = "bloom";
     return PERFC_ENOENT;
   }
   int neg = 0;
@@ -1315,6 +1391,7 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key, int64_t ttl_ms,
     rc = perfc_l1cache_get(c->l1, key, out, out_len, &neg);
     if (rc == 0) {
       perfc_counter_inc(c->m.l1_hits);
+      *level = "l1";
       if (neg) {
         perfc_counter_inc(c->m.negative_hits);
         return PERFC_ENOENT;
@@ -1356,6 +1433,7 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key, int64_t ttl_ms,
     flight_unref_locked(f);
     pthread_mutex_unlock(&s->mu);
     perfc_counter_inc(c->m.shared);
+    *level = "shared";
     return rc;
   }
   f = calloc(1, sizeof(*f));
@@ -1376,7 +1454,7 @@ int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key, int64_t ttl_ms,
 
   uint8_t *val = NULL;
   size_t len = 0;
-  rc = lead_load(c, key, version, loader, loader_ud, &ct, &val, &len);
+  rc = lead_load(c, key, version, loader, loader_ud, &ct, &val, &len, level);
 
   pthread_mutex_lock(&s->mu);
   if (f->linked) {

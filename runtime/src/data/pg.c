@@ -16,6 +16,7 @@
  */
 #include "perfc/pg.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -503,8 +504,73 @@ static int check_query(perfc_pg_pool *pool, const perfc_pg_query *q) {
   return 0;
 }
 
+/* The SQL keyword a statement starts with (SELECT, INSERT, WITH, ...),
+ * upper-cased into `out`: db.operation, which says what kind of statement
+ * ran without any of its text past the first word. */
+static void sql_keyword(const char *sql, char *out, size_t cap) {
+  size_t n = 0;
+  while (sql != NULL && *sql) {
+    if (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' ||
+        *sql == '(') {
+      sql++;
+    } else if (sql[0] == '-' && sql[1] == '-') {
+      while (*sql && *sql != '\n')
+        sql++;
+    } else {
+      break;
+    }
+  }
+  while (sql != NULL && n + 1 < cap &&
+         ((*sql >= 'a' && *sql <= 'z') || (*sql >= 'A' && *sql <= 'Z'))) {
+    out[n++] = *sql >= 'a' ? (char)(*sql - 32) : *sql;
+    sql++;
+  }
+  out[n] = '\0';
+}
+
+/* A CLIENT span for one statement (or a batch of `n`) inside a traced
+ * call, by OpenTelemetry's database conventions: db.system, db.operation
+ * and, as db.statement, only the prepared statement's name: parameters are
+ * never recorded and neither is the SQL text. NULL outside a traced call. */
+static perfc_span *stmt_span(const perfc_pg_query *q, size_t n) {
+  char op[24];
+  sql_keyword(q->sql, op, sizeof op);
+  const char *name = n > 1 ? "BATCH" : q->name ? q->name : op[0] ? op : "SQL";
+  perfc_span *sp = perfc_tracing_span_start_current(name, PERFC_SPAN_CLIENT);
+  if (sp == NULL)
+    return NULL;
+  perfc_span_set_attr_str(sp, "db.system", "postgresql");
+  if (op[0])
+    perfc_span_set_attr_str(sp, "db.operation", n > 1 ? "BATCH" : op);
+  if (q->name && n == 1)
+    perfc_span_set_attr_str(sp, "db.statement", q->name);
+  if (n > 1)
+    perfc_span_set_attr_int(sp, "db.operation.batch.size", (int64_t)n);
+  return sp;
+}
+
+static void stmt_span_end(perfc_span *sp, int rc) {
+  if (sp == NULL)
+    return;
+  /* "No rows" for a PERFC_PG_ONE lookup is an answer, not a failure. */
+  if (rc != 0 && rc != PERFC_ENOENT)
+    perfc_span_set_status(sp, PERFC_SPAN_STATUS_ERROR, perfc_err_name(rc));
+  perfc_span_end(sp);
+}
+
+static int conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
+                     perfc_pg_result **res);
+
 int perfc_pg_conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
                        perfc_pg_result **res) {
+  perfc_span *sp = c != NULL && q != NULL ? stmt_span(q, 1) : NULL;
+  int rc = conn_exec(c, q, res);
+  stmt_span_end(sp, rc);
+  return rc;
+}
+
+static int conn_exec(perfc_pg_conn *c, const perfc_pg_query *q,
+                     perfc_pg_result **res) {
   if (res)
     *res = NULL;
   if (!c)
@@ -1143,7 +1209,16 @@ int perfc_pg_tx(perfc_pg_pool *pool, perfc_pg_tx_fn fn, void *user_data) {
 
 /* ---- pipeline batches ---- */
 
+static int batch(perfc_pg_conn *c, const perfc_pg_query *qs, size_t n);
+
 int perfc_pg_batch(perfc_pg_conn *c, const perfc_pg_query *qs, size_t n) {
+  perfc_span *sp = c != NULL && qs != NULL && n > 0 ? stmt_span(qs, n) : NULL;
+  int rc = batch(c, qs, n);
+  stmt_span_end(sp, rc);
+  return rc;
+}
+
+static int batch(perfc_pg_conn *c, const perfc_pg_query *qs, size_t n) {
   if (!c || (n && !qs))
     return fail(c ? c->pool : NULL, PERFC_EINVAL, NULL,
                 "pg: NULL connection or queries");

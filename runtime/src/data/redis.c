@@ -36,6 +36,7 @@
 #include "core/error_internal.h"
 #include "data/redis_internal.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 
 typedef struct conn {
   redisContext *ctx;
@@ -548,10 +549,44 @@ static int acquire(perfc_redis_pool *p, conn **out) {
   }
 }
 
+static int pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
+                    size_t n, redisReply **replies);
+
+/* Every command goes through here: one CLIENT span per round trip inside a
+ * traced call (OpenTelemetry's database conventions: db.system, the
+ * command as db.operation; never keys or values). */
 int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
                           size_t n, redisReply **replies) {
   if (!p || (n && (!cmds || !replies)))
     return PERFC_EINVAL;
+  if (n == 0)
+    return pipeline(p, cmds, n, replies);
+  char op[32];
+  size_t ol = cmds[0].argvlen[0] < sizeof op - 1 ? cmds[0].argvlen[0]
+                                                 : sizeof op - 1;
+  for (size_t i = 0; i < ol; i++) {
+    char ch = cmds[0].argv[0][i];
+    op[i] = ch >= 'a' && ch <= 'z' ? (char)(ch - 32) : ch;
+  }
+  op[ol] = '\0';
+  perfc_span *sp = perfc_tracing_span_start_current(op, PERFC_SPAN_CLIENT);
+  if (sp != NULL) {
+    perfc_span_set_attr_str(sp, "db.system", "redis");
+    perfc_span_set_attr_str(sp, "db.operation", op);
+    perfc_span_set_attr_str(sp, "server.address", p->host);
+    perfc_span_set_attr_int(sp, "server.port", p->o.port);
+    if (n > 1)
+      perfc_span_set_attr_int(sp, "db.operation.batch.size", (int64_t)n);
+  }
+  int rc = pipeline(p, cmds, n, replies);
+  if (rc != 0)
+    perfc_span_set_status(sp, PERFC_SPAN_STATUS_ERROR, perfc_err_name(rc));
+  perfc_span_end(sp);
+  return rc;
+}
+
+static int pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
+                    size_t n, redisReply **replies) {
   for (size_t i = 0; i < n; i++)
     replies[i] = NULL;
   if (n == 0)

@@ -17,6 +17,7 @@
 #include "core/error_internal.h"
 #include "observe/metrics_internal.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 #include "server/server_internal.h"
 
 #include <pthread.h>
@@ -162,13 +163,23 @@ static method_series *resolve(const side_families *f, const char *service,
   return s;
 }
 
+/* `span`: the call's server span when tracing is attached, which makes a
+ * sampled call the exemplar of its bucket (asked of the call, not of the
+ * thread's current span, so the interceptors' order does not matter). */
 static void count_end(method_series *s, perfc_status_code code,
-                      int64_t elapsed_ns) {
+                      int64_t elapsed_ns, const perfc_span *span) {
   unsigned c = (unsigned)code < PERFC_STATUS_COUNT ? (unsigned)code
                                                   : PERFC_STATUS_UNKNOWN;
   perfc_counter_inc(s->handled[c]);
-  if (s->seconds != NULL)
+  if (s->seconds == NULL)
+    return;
+  if (perfc_span_recording(span)) {
+    perfc_span_context sc;
+    perfc_span_get_context(span, &sc);
+    perfc_histogram_observe_exemplar(s->seconds, (double)elapsed_ns / 1e9, &sc);
+  } else {
     perfc_histogram_observe(s->seconds, (double)elapsed_ns / 1e9);
+  }
 }
 
 /* ---- server side ------------------------------------------------------------ */
@@ -211,7 +222,8 @@ static void srv_after(void *self, void *state, perfc_ctx *ctx, void *call_state,
   (void)call_state;
   method_series *s = state;
   if (s != NULL)
-    count_end(s, code, s->seconds ? perfc__now_ns() - perfc_ctx_start_ns(ctx) : 0);
+    count_end(s, code, s->seconds ? perfc__now_ns() - perfc_ctx_start_ns(ctx) : 0,
+              s->seconds ? perfc_tracing_ctx_span(ctx) : NULL);
 }
 
 /* ---- client side ------------------------------------------------------------ */
@@ -284,7 +296,7 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
   (void)self;
   (void)m;
   if (call_state != NULL)
-    count_end(call_state, code, elapsed_ns);
+    count_end(call_state, code, elapsed_ns, NULL);
 }
 
 /* ---- lifecycle -------------------------------------------------------------- */

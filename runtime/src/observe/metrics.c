@@ -384,6 +384,21 @@ struct series {
   perfc_metrics_value_fn fn;
   void *user_data;
   void (*free_fn)(void *);
+  /* histograms: the latest exemplar per bucket (nb + 1), allocated on the
+   * first perfc_histogram_observe_exemplar() */
+  _Atomic(struct exemplar *) ex;
+};
+
+/* One bucket's latest exemplar. `busy` is a try-lock: an observation that
+ * finds it taken skips its exemplar (a later call will leave one), so a
+ * call never waits; a scrape spins briefly for it. */
+struct exemplar {
+  atomic_uint busy;
+  uint32_t set;
+  uint8_t trace_id[16];
+  uint8_t span_id[8];
+  double value;
+  int64_t unix_ms;
 };
 
 /* The public series types are the internal one: a pointer to any of them
@@ -449,6 +464,7 @@ int perfc_metrics_registry_new(perfc_metrics_registry **out) {
 static void series_free(struct series *s) {
   if (s->free_fn)
     s->free_fn(s->user_data);
+  free(atomic_load(&s->ex));
   free(s->values);
   free(s);
 }
@@ -1097,8 +1113,46 @@ static double gauge_read(const struct series *s) {
   return v;
 }
 
+static uint32_t bucket_of(const struct series *s, double v);
+
 void perfc_histogram_observe(perfc_histogram *h, double v) {
   const struct series *s = &h->s;
+  uint32_t nb = s->nb, i = bucket_of(s, v);
+  cell_t *c = cells(s->off);
+  cell_add_u64(&c[i], 1);
+  cell_add_f64(&c[nb + 1], v);
+}
+
+void perfc_histogram_observe_exemplar(perfc_histogram *h, double v,
+                                      const perfc_span_context *sc) {
+  perfc_histogram_observe(h, v);
+  if (sc == NULL)
+    return;
+  struct series *s = &h->s;
+  struct exemplar *ex = atomic_load_explicit(&s->ex, memory_order_acquire);
+  if (ex == NULL) {
+    struct exemplar *fresh = calloc(s->nb + 1, sizeof *fresh);
+    if (fresh == NULL)
+      return;
+    if (!atomic_compare_exchange_strong(&s->ex, &ex, fresh))
+      free(fresh); /* another thread installed its array: use that one */
+    else
+      ex = fresh;
+  }
+  struct exemplar *e = &ex[bucket_of(s, v)];
+  if (atomic_exchange_explicit(&e->busy, 1, memory_order_acquire))
+    return;
+  memcpy(e->trace_id, sc->trace_id, 16);
+  memcpy(e->span_id, sc->span_id, 8);
+  e->value = v;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  e->unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  e->set = 1;
+  atomic_store_explicit(&e->busy, 0, memory_order_release);
+}
+
+static uint32_t bucket_of(const struct series *s, double v) {
   const double *b = s->bounds;
   uint32_t nb = s->nb, i;
   /* The bucket is the first bound >= v (Prometheus "le"); `!(v <= b)`
@@ -1119,9 +1173,7 @@ void perfc_histogram_observe(perfc_histogram *h, double v) {
     }
     i = lo;
   }
-  cell_t *c = cells(s->off);
-  cell_add_u64(&c[i], 1);
-  cell_add_f64(&c[nb + 1], v);
+  return i;
 }
 
 uint64_t perfc_counter_value(perfc_counter *c) {
@@ -1281,19 +1333,71 @@ static int cmp_series(const void *a, const void *b) {
   return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static void render_family(buf *b, perfc_metrics_family *f) {
+/* OpenMetrics: " # {trace_id="…",span_id="…"} value timestamp" after a
+ * bucket sample that has an exemplar. */
+static void buf_exemplar(buf *b, struct exemplar *e) {
+  unsigned spins = 0;
+  while (atomic_exchange_explicit(&e->busy, 1, memory_order_acquire))
+    spin_pause(&spins);
+  struct exemplar c = *e;
+  atomic_store_explicit(&e->busy, 0, memory_order_release);
+  if (!c.set)
+    return;
+  static const char hx[] = "0123456789abcdef";
+  char ids[80];
+  size_t n = 0;
+  memcpy(ids, " # {trace_id=\"", 14);
+  n = 14;
+  for (int i = 0; i < 16; i++) {
+    ids[n++] = hx[c.trace_id[i] >> 4];
+    ids[n++] = hx[c.trace_id[i] & 15];
+  }
+  memcpy(ids + n, "\",span_id=\"", 11);
+  n += 11;
+  for (int i = 0; i < 8; i++) {
+    ids[n++] = hx[c.span_id[i] >> 4];
+    ids[n++] = hx[c.span_id[i] & 15];
+  }
+  memcpy(ids + n, "\"} ", 3);
+  n += 3;
+  buf_put(b, ids, n);
+  buf_double(b, c.value);
+  char ts[32];
+  int tn = snprintf(ts, sizeof ts, " %lld.%03lld", (long long)(c.unix_ms / 1000),
+                    (long long)(c.unix_ms % 1000));
+  buf_put(b, ts, (size_t)tn);
+}
+
+/* The family's name as OpenMetrics' HELP and TYPE lines spell it: a
+ * counter's without the `_total` its samples carry. */
+static void buf_family_name(buf *b, const perfc_metrics_family *f, int om) {
+  size_t n = strlen(f->name);
+  if (om && f->type == PERFC_METRICS_COUNTER && n > 6 &&
+      strcmp(f->name + n - 6, "_total") == 0)
+    n -= 6;
+  buf_put(b, f->name, n);
+}
+
+static void render_family(buf *b, perfc_metrics_family *f, int om) {
   static const char *type_names[] = {"counter", "gauge", "histogram"};
   if (f->nseries == 0)
     return; /* as client_golang: a family without series is not shown */
+  /* OpenMetrics counters' samples end in _total (client_golang appends it
+   * too when a counter's name lacks it). */
+  const char *csuffix = NULL;
+  size_t fl = strlen(f->name);
+  if (om && f->type == PERFC_METRICS_COUNTER &&
+      !(fl > 6 && strcmp(f->name + fl - 6, "_total") == 0))
+    csuffix = "_total";
   if (f->help[0]) {
     buf_puts(b, "# HELP ");
-    buf_puts(b, f->name);
+    buf_family_name(b, f, om);
     buf_put(b, " ", 1);
     buf_escaped(b, f->help, 0);
     buf_put(b, "\n", 1);
   }
   buf_puts(b, "# TYPE ");
-  buf_puts(b, f->name);
+  buf_family_name(b, f, om);
   buf_put(b, " ", 1);
   buf_puts(b, type_names[f->type]);
   buf_put(b, "\n", 1);
@@ -1304,12 +1408,12 @@ static void render_family(buf *b, perfc_metrics_family *f) {
   for (size_t i = 0; i < f->nseries; i++) {
     struct series *s = f->series[i];
     if (s->fn) {
-      buf_series_name(b, f, s, NULL, NULL);
+      buf_series_name(b, f, s, csuffix, NULL);
       buf_double(b, s->fn(s->user_data));
     } else if (f->type == PERFC_METRICS_COUNTER) {
       uint64_t v;
       cells_collect(s->off, 1, &v, 0, NULL);
-      buf_series_name(b, f, s, NULL, NULL);
+      buf_series_name(b, f, s, csuffix, NULL);
       buf_u64(b, v);
     } else if (f->type == PERFC_METRICS_GAUGE) {
       buf_series_name(b, f, s, NULL, NULL);
@@ -1328,6 +1432,9 @@ static void render_family(buf *b, perfc_metrics_family *f) {
         cum += cnt[k];
         buf_series_name(b, f, s, "_bucket", le);
         buf_u64(b, cum);
+        struct exemplar *ex = om ? atomic_load(&s->ex) : NULL;
+        if (ex != NULL)
+          buf_exemplar(b, &ex[k]);
         buf_put(b, "\n", 1);
       }
       buf_series_name(b, f, s, "_sum", NULL);
@@ -1340,8 +1447,21 @@ static void render_family(buf *b, perfc_metrics_family *f) {
   }
 }
 
+static int render(perfc_metrics_registry *reg, char **out, size_t *out_len,
+                  int om);
+
 int perfc_metrics_registry_render(perfc_metrics_registry *reg, char **out,
                                   size_t *out_len) {
+  return render(reg, out, out_len, 0);
+}
+
+int perfc_metrics_registry_render_openmetrics(perfc_metrics_registry *reg,
+                                              char **out, size_t *out_len) {
+  return render(reg, out, out_len, 1);
+}
+
+static int render(perfc_metrics_registry *reg, char **out, size_t *out_len,
+                  int om) {
   if (!reg)
     reg = &g_default_registry;
   if (!out)
@@ -1354,8 +1474,10 @@ int perfc_metrics_registry_render(perfc_metrics_registry *reg, char **out,
   if (reg->nfams > 1) /* qsort's base must not be NULL, even for 0 items */
     qsort(reg->fams, reg->nfams, sizeof *reg->fams, cmp_family);
   for (size_t i = 0; i < reg->nfams && !b.oom; i++)
-    render_family(&b, reg->fams[i]);
+    render_family(&b, reg->fams[i], om);
   pthread_mutex_unlock(&reg->lock);
+  if (om)
+    buf_puts(&b, "# EOF\n");
   if (b.oom) {
     free(b.p);
     return perfc__fail(PERFC_ENOMEM, "metrics: out of memory rendering");

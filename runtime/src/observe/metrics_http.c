@@ -32,6 +32,7 @@
  */
 #include "perfc/metrics_http.h"
 #include "perfc/log.h"
+#include "perfc/tracing.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +52,8 @@
 
 /* Prometheus' scraper negotiates this exact type for the text format. */
 #define CONTENT_TYPE_0_0_4 "text/plain; version=0.0.4; charset=utf-8"
+#define CONTENT_TYPE_OPENMETRICS                                               \
+  "application/openmetrics-text; version=1.0.0; charset=utf-8"
 /* Slack over max_connections in the table (and MHD's own limit):
  * connections already shut down but not yet reaped by MHD still occupy
  * MHD's slots until its next pass. */
@@ -74,6 +77,7 @@ typedef struct conn_rec {
 struct perfc_metrics_http {
   struct MHD_Daemon *daemon;
   perfc_metrics_registry *registry;
+  perfc_tracer *tracer; /* /debug/traces; NULL = none */
   int port;
   _Atomic int serving;
   /* Loop thread state: touched only on the loop thread once it runs. */
@@ -312,12 +316,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   if (strcmp(url, "/metrics") == 0) {
     char *out;
     size_t len;
-    if (perfc_metrics_registry_render(h->registry, &out, &len) != 0) {
+    /* Prometheus lists OpenMetrics first in its Accept header when it
+     * wants exemplars (and always since 2.5); anything else gets 0.0.4. */
+    const char *accept =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+    int om = accept != NULL && strstr(accept, "application/openmetrics-text");
+    int rc = om ? perfc_metrics_registry_render_openmetrics(h->registry, &out, &len)
+                : perfc_metrics_registry_render(h->registry, &out, &len);
+    if (rc != 0) {
       static const char msg[] = "out of memory\n";
       return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1, 0,
                    text);
     }
-    return reply(conn, MHD_HTTP_OK, out, len, 1, CONTENT_TYPE_0_0_4);
+    return reply(conn, MHD_HTTP_OK, out, len, 1,
+                 om ? CONTENT_TYPE_OPENMETRICS : CONTENT_TYPE_0_0_4);
+  }
+  if (h->tracer != NULL && strcmp(url, "/debug/traces") == 0) {
+    char *out;
+    size_t len;
+    if (perfc_tracing_debug_render(h->tracer, &out, &len) != 0) {
+      static const char msg[] = "cannot render traces\n";
+      return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof msg - 1, 0,
+                   text);
+    }
+    return reply(conn, MHD_HTTP_OK, out, len, 1, text);
   }
   if (strcmp(url, "/healthz") == 0) {
     if (atomic_load_explicit(&h->serving, memory_order_relaxed))
@@ -444,6 +466,7 @@ int perfc_metrics_http_start(perfc_metrics_http **out,
   if (!h)
     return PERFC_ENOMEM;
   h->registry = o.registry ? o.registry : perfc_metrics_registry_default();
+  h->tracer = o.tracer;
   atomic_init(&h->serving, 1);
   h->max_conns = o.max_connections;
   h->max_per_ip = o.max_connections_per_ip;

@@ -320,6 +320,10 @@ struct perfc_span {
   perfc__event *events;
   uint32_t nevents, dropped_events;
   int64_t msg_sent, msg_recv;
+  /* Set by perfc_tracing_span_start_current(): the thread's slot before
+   * this span became current, restored when it ends. */
+  int made_current;
+  perfc_trace_current prev;
 };
 
 static int64_t unix_now_ns(void) {
@@ -541,6 +545,8 @@ static void span_finish(perfc_span *s) {
     perfc_counter_inc(s->tr->m_drop_full);
     return;
   }
+  if (s->tr->cfg.debug)
+    perfc__tracing_debug_record(s->tr, q);
   perfc__tracing_enqueue(s->tr, q);
 }
 
@@ -599,8 +605,36 @@ void perfc_span_end(perfc_span *s) {
     /* A server span belongs to its call; the interceptor ends it. */
     return;
   }
+  if (s->made_current)
+    perfc_trace_current_set(&s->prev);
   span_finish(s);
   span_free_owned(s);
+}
+
+perfc_span *perfc_tracing_span_start_current(const char *name,
+                                             perfc_span_kind kind) {
+  perfc_trace_current cur;
+  /* An unsampled call gets no child objects at all: nobody would see them,
+   * and the data layer calls this on every operation. */
+  if (name == NULL || !perfc_trace_current_get(&cur) ||
+      !(cur.sc.trace_flags & PERFC_TRACE_FLAG_SAMPLED))
+    return NULL;
+  perfc_span *s = span_new_owned(cur.tracer, &cur.sc, name, kind, 1);
+  if (s == NULL)
+    return NULL;
+  s->made_current = 1;
+  s->prev = cur;
+  perfc_trace_current next = {.tracer = cur.tracer, .sc = s->sc};
+  perfc_trace_current_set(&next);
+  return s;
+}
+
+/* Makes a server span the thread's current one (the hooks run on the
+ * thread that works for the call at that moment: the poller, then the
+ * worker the pool hands it to). */
+static void set_current(perfc_span *s) {
+  perfc_trace_current tc = {.tracer = s->tr, .sc = s->sc};
+  perfc_trace_current_set(&tc);
 }
 
 /* ---- semantic conventions --------------------------------------------------------- */
@@ -790,6 +824,7 @@ static perfc_status_code srv_before(void *self, void *method_state,
       attr_add(s, "network.peer.port", PERFC__ATTR_INT, NULL, port);
   }
   *call_state = s;
+  set_current(s);
   return PERFC_STATUS_OK;
 }
 
@@ -799,6 +834,10 @@ static void srv_on_message(void *self, void *method_state, perfc_ctx *ctx,
   (void)ctx;
   method_info *mi = method_state;
   perfc_span *s = call_state;
+  /* A request decoded here is about to reach its handler on this thread
+   * (a worker, for a pool method that had nothing to try inline). */
+  if (s != NULL)
+    set_current(s);
   /* Message events on streams only: on a unary call they say nothing the
    * span does not. */
   if (s == NULL || !s->recording || mi == NULL || !mi->streaming)
@@ -815,7 +854,10 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   (void)method_state;
   (void)ctx;
   perfc_span *s = call_state;
-  if (s == NULL || !s->recording)
+  if (s == NULL)
+    return;
+  perfc_trace_current_set(NULL);
+  if (!s->recording)
     return;
   attr_add(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
   s->status = grpc_span_status(code, 1);
@@ -890,6 +932,14 @@ static size_t cli_outgoing(void *self, const perfc_client_call_info *info,
   } else if (info->parent != NULL &&
              perfc_tracing_ctx_span_context(info->parent, &pc) == 0) {
     has_parent = 1;
+  } else if (info->parent == NULL) {
+    /* No parent named: the call continues the trace this thread works
+     * for, if any (a handler's call, or one inside a data-layer span). */
+    perfc_trace_current cur;
+    if (perfc_trace_current_get(&cur) && cur.tracer == (void *)tr) {
+      pc = cur.sc;
+      has_parent = 1;
+    }
   }
   const perfc_method_desc *m = info->method;
   const char *name = m->path[0] == '/' ? m->path + 1 : m->path;
@@ -978,6 +1028,7 @@ const perfc_client_interceptor *perfc_tracing_client_interceptor(perfc_tracer *t
 
 void perfc_tracing_opts_init(perfc_tracing_opts *o) {
   memset(o, 0, sizeof *o);
+  o->sampler_ratio = PERFC_DEFAULT_TRACING_SAMPLER_RATIO;
   o->max_queue_spans = PERFC_DEFAULT_TRACING_MAX_QUEUE_SPANS;
   o->max_export_batch_spans = PERFC_DEFAULT_TRACING_MAX_BATCH_SPANS;
   o->schedule_delay_ms = PERFC_DEFAULT_TRACING_SCHEDULE_DELAY_MS;
@@ -1100,6 +1151,9 @@ static int resolve(perfc__tracing_cfg *c, const perfc_tracing_opts *o) {
    * parentbased_always_on. A bad variable is logged and ignored, as the
    * SDK specification asks; a bad option is an error. */
   c->ratio = 1.0;
+  c->debug = o->debug_traces;
+  c->debug_ring = o->debug_ring_spans ? o->debug_ring_spans
+                                      : PERFC_DEFAULT_TRACING_DEBUG_RING_SPANS;
   if ((unsigned)o->sampler > PERFC_SAMPLER_PARENTBASED_TRACEIDRATIO)
     return perfc__fail(PERFC_EINVAL, "tracing: unknown sampler %d", (int)o->sampler);
   c->sampler = o->sampler;
@@ -1334,6 +1388,7 @@ void perfc_tracing_free(perfc_tracer *tr) {
     return;
   if (!tr->cfg.disabled)
     perfc__tracing_export_stop(tr);
+  perfc__tracing_debug_free(tr);
   cfg_free(&tr->cfg);
   free(tr);
 }

@@ -77,7 +77,11 @@ typedef struct perfc__tracing_cfg {
   int64_t delay_ms, timeout_ms, retry_initial_ms, retry_max_ms,
       retry_elapsed_ms, grace_ms;
   unsigned max_events, max_attrs;
+  int debug;           /* keep spans for /debug/traces */
+  unsigned debug_ring; /* spans per ring */
 } perfc__tracing_cfg;
+
+typedef struct perfc__dbg_ring perfc__dbg_ring;
 
 struct perfc_tracer {
   perfc__tracing_cfg cfg;
@@ -107,10 +111,17 @@ struct perfc_tracer {
   /* counters, written by the exporter thread only (and dropped_full) */
   atomic_uint_fast64_t exported, dropped_export, requests, retries, popped;
   perfc_counter *m_exported, *m_drop_full, *m_drop_export, *m_drop_shutdown;
+
+  /* /debug/traces (tracing_debug.c): rings made on first use */
+  _Atomic(perfc__dbg_ring *) dbg_rings[PERFC_TRACING_DEBUG_MAX_RINGS];
 };
 
 /* Queues an ended span; never blocks. Takes ownership of `q`. */
 void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q);
+/* Copies an ended sampled span into this thread's /debug/traces ring
+ * (tracing_debug.c); frees the rings. */
+void perfc__tracing_debug_record(perfc_tracer *tr, const perfc__qspan *q);
+void perfc__tracing_debug_free(perfc_tracer *tr);
 /* Starts and stops the exporter thread (tracing_export.c). */
 int perfc__tracing_export_start(perfc_tracer *tr);
 void perfc__tracing_export_stop(perfc_tracer *tr);
