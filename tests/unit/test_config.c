@@ -143,6 +143,8 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(o.max_send_message_bytes, -1);
   cr_assert_eq(o.max_connection_idle_ms, 120000);
   cr_assert_eq(o.max_connection_age_ms, 3600000);
+  cr_assert_eq(o.max_connection_idle_enabled, 1);
+  cr_assert_eq(o.max_connection_age_enabled, 1);
   cr_assert_eq(o.max_connection_age_grace_ms, 0);
   cr_assert_eq(o.shutdown_grace_ms, 7000);
   cr_assert_str_eq(o.compression, "gzip");

@@ -84,9 +84,18 @@ typedef struct perfc_server_opts {
   unsigned max_concurrent_streams; /**< 0 = default */
   int max_recv_message_bytes;      /**< 0 = default, -1 = unlimited */
   int max_send_message_bytes;      /**< 0 = default, -1 = unlimited */
-  int64_t max_connection_idle_ms;  /**< 0 = never close idle connections */
-  int64_t max_connection_age_ms;   /**< 0 = no age limit */
-  int64_t max_connection_age_grace_ms; /**< 0 = unlimited grace */
+  /** GOAWAY to a connection that had no call for max_connection_idle_ms;
+   *  off by default (grpc's). Enabled needs a positive duration; a
+   *  duration without enabled is refused (PERFC_EINVAL), not ignored. */
+  int max_connection_idle_enabled;
+  int64_t max_connection_idle_ms;
+  /** GOAWAY to a connection older than max_connection_age_ms (clients
+   *  rebalance onto new replicas); off by default, same rules as idle. */
+  int max_connection_age_enabled;
+  int64_t max_connection_age_ms;
+  /** After the age GOAWAY, calls in flight get this long before the
+   *  connection is closed; 0 = the default, which is no limit (grpc's). */
+  int64_t max_connection_age_grace_ms;
   int64_t shutdown_grace_ms;       /**< 0 = default */
   /** Memory budget of the transport (a grpc_resource_quota shared by every
    *  connection of this server); 0 = default (1 GiB). */

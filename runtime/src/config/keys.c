@@ -88,10 +88,9 @@ const cfg_key perfc__config_keys[] = {
         SERVER(max_recv_message_bytes)),
     KEY(server, max_send_message_size, K_MSGSIZE, 1, INT_MAX, NULL, NULL,
         SERVER(max_send_message_bytes)),
-    KEY(server, max_connection_idle, K_DURATION, 0, MS_MAX, NULL, NULL,
-        SERVER(max_connection_idle_ms)),
-    KEY(server, max_connection_age, K_DURATION, 0, MS_MAX, NULL, NULL,
-        SERVER(max_connection_age_ms)),
+    /* 0 = never; apply sets the _enabled field with the duration. */
+    KEY(server, max_connection_idle, K_DURATION, 0, MS_MAX, NULL, NULL, CUSTOM),
+    KEY(server, max_connection_age, K_DURATION, 0, MS_MAX, NULL, NULL, CUSTOM),
     KEY(server, max_connection_age_grace, K_DURATION, 0, MS_MAX, NULL, NULL,
         SERVER(max_connection_age_grace_ms)),
     KEY(server, shutdown_grace, K_DURATION, 1, HOUR_MS, NULL, NULL,
