@@ -61,6 +61,18 @@ typedef struct perfc_server perfc_server;
  *  SETTINGS (docs/reliability.md, #13, 4). */
 #define PERFC_DEFAULT_MAX_METADATA_BYTES ((size_t)8 * 1024)
 
+/** The transport that carries a server's calls (docs/design.md, "The
+ *  seam"). */
+typedef enum perfc_server_transport {
+  /** The default: CORE in this release. */
+  PERFC_TRANSPORT_DEFAULT = 0,
+  /** The gRPC C core (every feature). */
+  PERFC_TRANSPORT_CORE = 1,
+  /** perfc's own nghttp2 transport (transport/h2): unary calls only so
+   *  far; a streaming method answers UNIMPLEMENTED saying so. */
+  PERFC_TRANSPORT_H2 = 2
+} perfc_server_transport;
+
 typedef struct perfc_server_opts {
   /** Completion queues and poller threads; 0 = number of online cores. */
   unsigned threads;
@@ -153,6 +165,11 @@ typedef struct perfc_server_opts {
    *  service): 0 = off (default), 1 = on. Off saves about 0.4 KiB per
    *  connection and the per-call channelz counters. */
   int channelz;
+  /** Which transport carries the calls; 0 = PERFC_TRANSPORT_DEFAULT. On h2,
+   *  options that name the C core (requests_per_method, memory_budget_bytes,
+   *  tcp_tx_zerocopy, channelz, poller_wakeup_preemption) do not apply:
+   *  its own bounds are in docs/design.md. */
+  perfc_server_transport transport;
 } perfc_server_opts;
 
 /** Fills `o` with the defaults above. */

@@ -34,6 +34,8 @@
 #define DAY_MS (24 * HOUR_MS)
 
 static const char *const executor_names[] = {"inline", "pool", NULL};
+static const char *const transport_names[] = {"core", "h2", NULL};
+static const int transport_values[] = {PERFC_TRANSPORT_CORE, PERFC_TRANSPORT_H2};
 static const int executor_values[] = {PERFC_EXEC_INLINE, PERFC_EXEC_POOL};
 static const char *const compression_names[] = {"identity", "gzip", "deflate",
                                                 NULL};
@@ -106,6 +108,8 @@ const cfg_key perfc__config_keys[] = {
     KEY(server, tcp_tx_zerocopy, K_BOOL, 0, 0, NULL, NULL,
         SERVER(tcp_tx_zerocopy)),
     KEY(server, channelz, K_BOOL, 0, 0, NULL, NULL, SERVER(channelz)),
+    KEY(server, transport, K_ENUM, 0, 0, transport_names, transport_values,
+        SERVER(transport)),
     KEY(server, memory_budget, K_SIZE, 1 << 20, INT64_MAX, NULL, NULL,
         SERVER(memory_budget_bytes)),
     KEY(server, max_metadata_size, K_SIZE, 1024, INT_MAX, NULL, NULL,

@@ -76,6 +76,12 @@ static int opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
     return perfc__fail(PERFC_EINVAL, "server: default_executor %d is neither "
                                      "INLINE nor POOL",
                        (int)o->default_executor);
+  if (o->transport == PERFC_TRANSPORT_DEFAULT)
+    o->transport = PERFC_TRANSPORT_CORE;
+  if (o->transport != PERFC_TRANSPORT_CORE && o->transport != PERFC_TRANSPORT_H2)
+    return perfc__fail(PERFC_EINVAL, "server: transport %d is neither CORE "
+                                     "nor H2",
+                       (int)o->transport);
   if (o->keepalive_time_ms < 0 || o->keepalive_timeout_ms < 0 ||
       o->min_ping_interval_ms < 0 || o->max_connection_idle_ms < 0 ||
       o->max_connection_age_ms < 0 || o->max_connection_age_grace_ms < 0 ||
@@ -117,9 +123,15 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   srv->recv_max = srv->opts.max_recv_message_bytes < 0
                       ? SIZE_MAX
                       : (size_t)srv->opts.max_recv_message_bytes;
-  srv->tops = &perfc__core_transport_ops;
-  rc = perfc__core_transport_new(&srv->transport, &srv->opts, &perfc__call_up,
+  if (srv->opts.transport == PERFC_TRANSPORT_H2) {
+    srv->tops = &perfc__h2_transport_ops;
+    rc = perfc__h2_transport_new(&srv->transport, &srv->opts, &perfc__call_up,
                                  srv);
+  } else {
+    srv->tops = &perfc__core_transport_ops;
+    rc = perfc__core_transport_new(&srv->transport, &srv->opts,
+                                   &perfc__call_up, srv);
+  }
   srv->opts.compression = NULL; /* borrowed only during this call */
   if (rc != 0) {
     free(srv);
