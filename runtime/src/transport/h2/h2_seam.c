@@ -277,18 +277,55 @@ static void on_close(void *call, perfc__h2_stream *s,
 
 /* ---- per-call ops ------------------------------------------------------------ */
 
-/* The call layer's metadata as h2's entries, in the arena. */
+/* A `-bin` value as the wire carries it: base64 without padding (what
+ * grpc sends; readers accept either), in the arena. NULL on OOM. */
+static char *base64(perfc_arena *a, const uint8_t *in, size_t n, size_t *out_len) {
+  static const char tab[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *out = perfc_arena_alloc(a, (n + 2) / 3 * 4 + 1);
+  if (out == NULL)
+    return NULL;
+  size_t o = 0, i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = tab[v >> 18];
+    out[o++] = tab[(v >> 12) & 63];
+    out[o++] = tab[(v >> 6) & 63];
+    out[o++] = tab[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+    out[o++] = tab[v >> 18];
+    out[o++] = tab[(v >> 12) & 63];
+    if (i + 1 < n)
+      out[o++] = tab[(v >> 6) & 63];
+  }
+  out[o] = '\0';
+  *out_len = o;
+  return out;
+}
+
+/* The call layer's metadata as h2's entries, in the arena. h2 sends values
+ * as given, so binary (`-bin`) values are base64-encoded here, as request
+ * values arrive decoded. */
 static perfc__h2_md *md_array(perfc_ctx *ctx, const perfc__md_list *l) {
   if (l->count == 0)
     return NULL;
   perfc__h2_md *md = perfc_arena_alloc(ctx->arena, l->count * sizeof *md);
   if (md == NULL)
     return NULL;
-  for (size_t i = 0; i < l->count; i++)
-    md[i] = (perfc__h2_md){.key = l->items[i].key,
-                           .key_len = strlen(l->items[i].key),
-                           .value = l->items[i].value,
-                           .value_len = l->items[i].len};
+  for (size_t i = 0; i < l->count; i++) {
+    const perfc__md_entry *e = &l->items[i];
+    size_t kl = strlen(e->key);
+    md[i] = (perfc__h2_md){
+        .key = e->key, .key_len = kl, .value = e->value, .value_len = e->len};
+    if (kl > 4 && strcmp(e->key + kl - 4, "-bin") == 0) {
+      md[i].value = base64(ctx->arena, (const uint8_t *)e->value, e->len,
+                           &md[i].value_len);
+      if (md[i].value == NULL)
+        return NULL;
+    }
+  }
   return md;
 }
 
