@@ -319,7 +319,7 @@ Test(config, unknown_keys_are_errors) {
              "max_send_message_size, max_connection_idle, max_connection_age, "
              "max_connection_age_grace, shutdown_grace, compression, "
              "poller_wakeup_preemption, worker_wakeup_preemption, "
-             "stream_flush_every_send, tcp_tx_zerocopy, channelz, memory_budget, "
+             "stream_flush_every_send, tcp_tx_zerocopy, channelz, transport, memory_budget, "
              "max_metadata_size)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
