@@ -12,6 +12,7 @@
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
  *                          [--worker-preempt 1] [--stream-flush 1]
  *                          [--executor inline|pool] [--tracing SAMPLER]
+ *                          [--transport core|h2]
  *
  * --executor pool runs Unary on the worker pool (server.default_executor;
  * inline, on the poller, is the default): bench/run-users measures what the
@@ -97,7 +98,7 @@ static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
              "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] [--stream-flush 1] "
-             "[--executor inline|pool] [--tracing SAMPLER]\n");
+             "[--executor inline|pool] [--tracing SAMPLER] [--transport core|h2]\n");
 }
 
 int main(int argc, char **argv) {
@@ -112,6 +113,7 @@ int main(int argc, char **argv) {
   int wpreempt = 0; /* --worker-preempt 1: workers keep the normal policy */
   int sflush = 0;   /* --stream-flush 1: no reply batching on streams */
   perfc_executor executor = PERFC_EXEC_INLINE;
+  perfc_server_transport transport = PERFC_TRANSPORT_CORE;
   const char *tracing = NULL; /* --tracing SAMPLER */
 
   for (int i = 1; i < argc; i++) {
@@ -157,6 +159,15 @@ int main(int argc, char **argv) {
       wpreempt = !strcmp(v, "1");
     } else if (!strcmp(a, "--stream-flush")) {
       sflush = !strcmp(v, "1");
+    } else if (!strcmp(a, "--transport")) {
+      if (!strcmp(v, "core")) {
+        transport = PERFC_TRANSPORT_CORE;
+      } else if (!strcmp(v, "h2")) {
+        transport = PERFC_TRANSPORT_H2;
+      } else {
+        fprintf(stderr, "perfc-echo-server: bad --transport '%s'\n", v);
+        return 2;
+      }
     } else if (!strcmp(a, "--executor")) {
       if (!strcmp(v, "inline")) {
         executor = PERFC_EXEC_INLINE;
@@ -192,6 +203,7 @@ int main(int argc, char **argv) {
   opts.worker_wakeup_preemption = wpreempt;
   opts.stream_flush_every_send = sflush;
   opts.default_executor = executor;
+  opts.transport = transport;
 
   perfc_server *srv = NULL;
   perfc_grpc_metrics *gm = NULL;

@@ -782,7 +782,8 @@ static perfc_server *start_and_call(const perfc_server_opts *o, int *port_out,
 
 Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
      .timeout = 60) {
-  perfc_server_opts o = {.max_connection_idle_ms = 300};
+  perfc_server_opts o = {.max_connection_idle_enabled = 1,
+                         .max_connection_idle_ms = 300};
   int p;
   perfc_channel *c;
   perfc_server *s = start_and_call(&o, &p, &c);
@@ -980,7 +981,8 @@ Test(server_opts, keepalive_closes_connections_whose_peer_stopped_answering,
  * making calls throughout moves to a new connection without failing any. */
 Test(server_opts, max_connection_age_recycles_connections_without_failures,
      .timeout = 60) {
-  perfc_server_opts o = {.max_connection_age_ms = 300,
+  perfc_server_opts o = {.max_connection_age_enabled = 1,
+                         .max_connection_age_ms = 300,
                          .max_connection_age_grace_ms = 200};
   /* A silent raw connection sees the GOAWAY and the close. */
   int p, pings, goaways;

@@ -11,7 +11,8 @@ case_name=${2:?test case}
 tls=${3:-false}
 out=$(mktemp)
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$out"' EXIT
-"$bin/interop-server" --port 0 --use_tls "$tls" >"$out" 2>&1 &
+"$bin/interop-server" --port 0 --use_tls "$tls" \
+  --transport "${PERFC_TEST_TRANSPORT:-core}" >"$out" 2>&1 &
 pid=$!
 port=
 # Up to 30 s: a loaded CI machine can take seconds to start a process.

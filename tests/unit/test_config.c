@@ -143,6 +143,8 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_eq(o.max_send_message_bytes, -1);
   cr_assert_eq(o.max_connection_idle_ms, 120000);
   cr_assert_eq(o.max_connection_age_ms, 3600000);
+  cr_assert_eq(o.max_connection_idle_enabled, 1);
+  cr_assert_eq(o.max_connection_age_enabled, 1);
   cr_assert_eq(o.max_connection_age_grace_ms, 0);
   cr_assert_eq(o.shutdown_grace_ms, 7000);
   cr_assert_str_eq(o.compression, "gzip");
@@ -317,7 +319,7 @@ Test(config, unknown_keys_are_errors) {
              "max_send_message_size, max_connection_idle, max_connection_age, "
              "max_connection_age_grace, shutdown_grace, compression, "
              "poller_wakeup_preemption, worker_wakeup_preemption, "
-             "stream_flush_every_send, tcp_tx_zerocopy, channelz, memory_budget, "
+             "stream_flush_every_send, tcp_tx_zerocopy, channelz, transport, memory_budget, "
              "max_metadata_size)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "

@@ -22,6 +22,8 @@ Test(server, option_defaults) {
   cr_assert_eq(o.max_send_message_bytes, 4 * 1024 * 1024);
   cr_assert_eq(o.max_connection_idle_ms, 0);
   cr_assert_eq(o.max_connection_age_ms, 0);
+  cr_assert_eq(o.max_connection_idle_enabled, 0);
+  cr_assert_eq(o.max_connection_age_enabled, 0);
   cr_assert_eq(o.shutdown_grace_ms, 5000);
   cr_assert_eq(o.keepalive_permit_without_calls, 0);
   cr_assert_eq(o.tcp_tx_zerocopy, 0);
@@ -190,4 +192,33 @@ Test(server, busy_port_is_said_once_with_the_reason) {
   cr_assert_not_null(strstr(bind_logged[0], want), "%s", bind_logged[0]);
   perfc_server_free(s2);
   perfc_server_free(s);
+}
+
+/* Off is a field (docs/design.md, "API style"): a duration without its
+ * enabled flag, or the flag without a duration, is refused with a message,
+ * not silently ignored. */
+Test(server_opts, connection_idle_and_age_need_enabled_and_duration) {
+  perfc_server *s = NULL;
+  perfc_server_opts o = {.max_connection_idle_ms = 300};
+  cr_assert_eq(perfc_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_null(s);
+  cr_assert_not_null(strstr(perfc_last_error(), "max_connection_idle_enabled"));
+  o = (perfc_server_opts){.max_connection_age_enabled = 1};
+  cr_assert_eq(perfc_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_not_null(strstr(perfc_last_error(), "max_connection_age_enabled"));
+  o = (perfc_server_opts){.max_connection_age_enabled = 1,
+                          .max_connection_age_ms = 1000,
+                          .max_connection_idle_enabled = 1,
+                          .max_connection_idle_ms = 1000};
+  cr_assert_eq(perfc_server_new(&s, &o), 0);
+  perfc_server_free(s);
+}
+
+/* A bad executor is refused with a message naming the field. */
+Test(server_opts, bad_executor_is_refused_with_a_message) {
+  perfc_server *s = NULL;
+  perfc_server_opts o = {.default_executor = (perfc_executor)42};
+  cr_assert_eq(perfc_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_null(s);
+  cr_assert_not_null(strstr(perfc_last_error(), "default_executor"));
 }

@@ -294,6 +294,7 @@ static const Grpc__Testing__TestService_Handlers handlers = {
 
 static int usage(void) {
   fprintf(stderr, "usage: interop-server --port N [--use_tls true|false] [--tls_dir DIR]\n"
+                  "                      [--transport core|h2]\n"
                   "  --tls_dir defaults to %s (made at build time by tests/tls/make-certs.sh)\n",
           PERFC_INTEROP_CERT_DIR);
   return 2;
@@ -301,9 +302,14 @@ static int usage(void) {
 
 int main(int argc, char **argv) {
   const char *port_s = NULL, *tls_s = "false", *tls_dir = PERFC_INTEROP_CERT_DIR;
-  perfc_interop_flag flags[] = {
-      {"port", &port_s}, {"use_tls", &tls_s}, {"tls_dir", &tls_dir}};
-  if (perfc_interop_parse_flags(argc, argv, flags, 3) != 0 || port_s == NULL)
+  const char *transport = "core";
+  perfc_interop_flag flags[] = {{"port", &port_s},
+                                {"use_tls", &tls_s},
+                                {"tls_dir", &tls_dir},
+                                {"transport", &transport}};
+  if (perfc_interop_parse_flags(argc, argv, flags, 4) != 0 || port_s == NULL)
+    return usage();
+  if (strcmp(transport, "core") != 0 && strcmp(transport, "h2") != 0)
     return usage();
   char *end;
   long port = strtol(port_s, &end, 10);
@@ -316,6 +322,8 @@ int main(int argc, char **argv) {
   /* Streaming handlers block (interval_us sleeps, reading the stream), so
    * every handler runs on the worker pool, never on a poller. */
   o.default_executor = PERFC_EXEC_POOL;
+  o.transport = strcmp(transport, "h2") == 0 ? PERFC_TRANSPORT_H2
+                                             : PERFC_TRANSPORT_CORE;
   /* large_unary and friends stay well below 4 MiB; grpc's interop servers
    * use the same default. */
   perfc_server *srv = NULL;

@@ -4,7 +4,7 @@
  * reflection, metrics and access log, and a graceful stop on SIGTERM/SIGINT.
  *
  *   user-service [--config FILE] [--listen HOST:PORT] [--metrics-listen ADDR]
- *                [--postgres DSN] [--redis HOST:PORT]
+ *                [--postgres DSN] [--redis HOST:PORT] [--transport core|h2]
  *
  * Settings: the YAML file, then PERFC_<SECTION>_<KEY> environment
  * variables, then flags (docs/configuration.md). Once serving it logs

@@ -202,6 +202,7 @@ typedef struct perfc_flags {
   const char *postgres;       /**< --postgres DSN (postgres.dsn) */
   const char *redis;          /**< --redis HOST:PORT (redis.address) */
   int help;                   /**< -h or --help was given */
+  const char *transport;      /**< --transport core|h2 (server.transport) */
 } perfc_flags;
 
 /** Parses argv[1..argc-1] into `f` (zeroed first). Accepts "--flag VALUE"

@@ -61,6 +61,18 @@ typedef struct perfc_server perfc_server;
  *  SETTINGS (docs/reliability.md, #13, 4). */
 #define PERFC_DEFAULT_MAX_METADATA_BYTES ((size_t)8 * 1024)
 
+/** The transport that carries a server's calls (docs/design.md, "The
+ *  seam"). */
+typedef enum perfc_server_transport {
+  /** The default: CORE in this release. */
+  PERFC_TRANSPORT_DEFAULT = 0,
+  /** The gRPC C core (every feature). */
+  PERFC_TRANSPORT_CORE = 1,
+  /** perfc's own nghttp2 transport (transport/h2): unary calls only so
+   *  far; a streaming method answers UNIMPLEMENTED saying so. */
+  PERFC_TRANSPORT_H2 = 2
+} perfc_server_transport;
+
 typedef struct perfc_server_opts {
   /** Completion queues and poller threads; 0 = number of online cores. */
   unsigned threads;
@@ -84,9 +96,18 @@ typedef struct perfc_server_opts {
   unsigned max_concurrent_streams; /**< 0 = default */
   int max_recv_message_bytes;      /**< 0 = default, -1 = unlimited */
   int max_send_message_bytes;      /**< 0 = default, -1 = unlimited */
-  int64_t max_connection_idle_ms;  /**< 0 = never close idle connections */
-  int64_t max_connection_age_ms;   /**< 0 = no age limit */
-  int64_t max_connection_age_grace_ms; /**< 0 = unlimited grace */
+  /** GOAWAY to a connection that had no call for max_connection_idle_ms;
+   *  off by default (grpc's). Enabled needs a positive duration; a
+   *  duration without enabled is refused (PERFC_EINVAL), not ignored. */
+  int max_connection_idle_enabled;
+  int64_t max_connection_idle_ms;
+  /** GOAWAY to a connection older than max_connection_age_ms (clients
+   *  rebalance onto new replicas); off by default, same rules as idle. */
+  int max_connection_age_enabled;
+  int64_t max_connection_age_ms;
+  /** After the age GOAWAY, calls in flight get this long before the
+   *  connection is closed; 0 = the default, which is no limit (grpc's). */
+  int64_t max_connection_age_grace_ms;
   int64_t shutdown_grace_ms;       /**< 0 = default */
   /** Memory budget of the transport (a grpc_resource_quota shared by every
    *  connection of this server); 0 = default (1 GiB). */
@@ -144,6 +165,11 @@ typedef struct perfc_server_opts {
    *  service): 0 = off (default), 1 = on. Off saves about 0.4 KiB per
    *  connection and the per-call channelz counters. */
   int channelz;
+  /** Which transport carries the calls; 0 = PERFC_TRANSPORT_DEFAULT. On h2,
+   *  options that name the C core (requests_per_method, memory_budget_bytes,
+   *  tcp_tx_zerocopy, channelz, poller_wakeup_preemption) do not apply:
+   *  its own bounds are in docs/design.md. */
+  perfc_server_transport transport;
 } perfc_server_opts;
 
 /** Fills `o` with the defaults above. */

@@ -10,7 +10,9 @@
  * module leaves its failure. docs/tls.md lists every check and message.
  *
  * Room: runtime public headers. The functions here may be called from any
- * thread; perfc_last_error() is per thread.
+ * thread; perfc_last_error() is per thread. Sources: the options and the
+ * file checks in transport/core/tls.c, perfc_server_listen_tls() in
+ * server/server_tls.c, perfc_channel_new_tls() in client/client_tls.c.
  */
 #ifndef PERFC_TLS_H
 #define PERFC_TLS_H

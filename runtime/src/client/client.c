@@ -1,9 +1,10 @@
 /*
- * client.c — channels (a pool of N distinct connections) and synchronous
- * unary calls.
+ * client.c — channels (a pool of N distinct connections) and unary calls,
+ * synchronous and asynchronous (streams: client_stream.c; TLS channels:
+ * client_tls.c).
  *
- * Room: runtime/src/client. Owns the grpc_channels and grpc_calls it creates; calls
- * arena, log and grpc_util only.
+ * Room: runtime/src/client. Owns the grpc_channels and grpc_calls it creates;
+ * calls core/ (arena, log, threads) and transport/core (grpc_util) only.
  *
  * A synchronous call uses its own pluck-type completion queue, as grpc's C++
  * BlockingUnaryCall does: one batch carries all six unary ops, so the call
@@ -17,7 +18,7 @@
 
 #include "transport/core/compression_internal.h"
 #include "core/pb_wire_internal.h"
-#include "transport/core/tls_internal.h"
+#include "core/thread_internal.h"
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -124,39 +125,30 @@ static char *build_service_config(const perfc_channel_opts *o) {
 }
 
 /* Plaintext and TLS channels differ only in `creds` (borrowed) and the
- * optional TLS host name override. */
-static int channel_new(perfc_channel **out, const char *target,
+ * optional TLS host name override (client_tls.c calls this too). */
+int perfc__channel_new(perfc_channel **out, const char *target,
                        const perfc_channel_opts *opts,
                        grpc_channel_credentials *creds,
                        const char *name_override) {
   if (out == NULL || target == NULL || target[0] == '\0')
     return PERFC_EINVAL;
-  perfc_channel_opts o;
-  perfc_channel_opts_init(&o);
-  if (opts != NULL) {
-#define TAKE(f)                                                                \
-  if (opts->f)                                                                 \
-  o.f = opts->f
-    TAKE(connections);
-    TAKE(keepalive_time_ms);
-    TAKE(keepalive_timeout_ms);
-    TAKE(keepalive_permit_without_calls);
-    TAKE(max_recv_message_bytes);
-    TAKE(max_send_message_bytes);
-    TAKE(default_timeout_ms);
-    TAKE(min_reconnect_backoff_ms);
-    TAKE(max_reconnect_backoff_ms);
-    TAKE(connect_timeout_ms);
-    TAKE(lb_policy);
-    TAKE(service_config_json);
-    TAKE(interceptors);
-    TAKE(interceptor_count);
-    TAKE(retry_services);
-    TAKE(retry_service_count);
-    TAKE(retry_max_attempts);
-    TAKE(compression);
-#undef TAKE
-  }
+  /* Copied whole, then zeros become defaults (docs/design.md, "API
+   * style"): no hand-kept list of fields that a new one could miss. */
+  perfc_channel_opts o, d;
+  perfc_channel_opts_init(&d);
+  o = opts != NULL ? *opts : d;
+#define DEFAULT(f)                                                             \
+  if (!o.f)                                                                    \
+  o.f = d.f
+  DEFAULT(connections);
+  DEFAULT(keepalive_timeout_ms);
+  DEFAULT(max_recv_message_bytes);
+  DEFAULT(max_send_message_bytes);
+  DEFAULT(default_timeout_ms);
+  DEFAULT(min_reconnect_backoff_ms);
+  DEFAULT(max_reconnect_backoff_ms);
+  DEFAULT(connect_timeout_ms);
+#undef DEFAULT
   grpc_compression_algorithm calgo;
   if (perfc__compression_parse(o.compression, &calgo) != 0) {
     perfc_log(PERFC_LOG_ERROR,
@@ -274,30 +266,8 @@ int perfc_channel_new(perfc_channel **out, const char *target,
    * grpc_init reference, as the TLS path does. */
   perfc__grpc_init();
   grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  int rc = channel_new(out, target, opts, creds, NULL);
+  int rc = perfc__channel_new(out, target, opts, creds, NULL);
   grpc_channel_credentials_release(creds);
-  grpc_shutdown();
-  return rc;
-}
-
-int perfc_channel_new_tls(perfc_channel **out, const char *target,
-                          const perfc_channel_opts *opts,
-                          const perfc_tls_channel_opts *tls) {
-  if (out == NULL || target == NULL || target[0] == '\0')
-    return PERFC_EINVAL;
-  /* The SSL credentials object lives in the core; hold a grpc_init reference
-   * while it exists so it is never created or released outside one. */
-  perfc__grpc_init();
-  grpc_channel_credentials *creds;
-  int rc = perfc__tls_channel_creds(tls, &creds);
-  if (rc == 0) {
-    const char *override = tls != NULL && tls->server_name_override != NULL &&
-                                   tls->server_name_override[0] != '\0'
-                               ? tls->server_name_override
-                               : NULL;
-    rc = channel_new(out, target, opts, creds, override);
-    grpc_channel_credentials_release(creds);
-  }
   grpc_shutdown();
   return rc;
 }
@@ -823,6 +793,24 @@ static void async_done(perfc_tag *t, int ok) {
   pthread_mutex_unlock(&ch->async_mu);
 }
 
+static void *poller_setup(void *ud, unsigned i, pthread_t **thread) {
+  perfc_channel *ch = ud;
+  perfc__async_poller *p = &ch->pollers[i];
+  p->ch = ch;
+  if (perfc_arena_new(&p->arena, 0) != 0)
+    return NULL;
+  p->cq = grpc_completion_queue_create_for_next(NULL);
+  *thread = &p->thread;
+  return p;
+}
+
+static void poller_undo(void *ud, unsigned i) {
+  perfc__async_poller *p = &((perfc_channel *)ud)->pollers[i];
+  grpc_completion_queue_shutdown(p->cq);
+  grpc_completion_queue_destroy(p->cq);
+  perfc_arena_free(p->arena);
+}
+
 /* Starts the pollers, one per core (at most 8): a completion unpacks the
  * response and runs the callback, so one thread would cap a busy client. */
 static int start_pollers(perfc_channel *ch) {
@@ -831,23 +819,12 @@ static int start_pollers(perfc_channel *ch) {
   ch->pollers = calloc(n, sizeof *ch->pollers);
   if (ch->pollers == NULL)
     return PERFC_ENOMEM;
-  for (unsigned i = 0; i < n; i++) {
-    perfc__async_poller *p = &ch->pollers[i];
-    p->ch = ch;
-    if (perfc_arena_new(&p->arena, 0) != 0)
-      break;
-    p->cq = grpc_completion_queue_create_for_next(NULL);
-    if (pthread_create(&p->thread, NULL, async_poller, p) != 0) {
-      grpc_completion_queue_shutdown(p->cq);
-      grpc_completion_queue_destroy(p->cq);
-      perfc_arena_free(p->arena);
-      break;
-    }
-    char name[16];
-    snprintf(name, sizeof name, "perfc-client%u", i % 100u);
-    pthread_setname_np(p->thread, name);
-    ch->npollers = i + 1;
-  }
+  perfc__thread_spec spec = {.name = "perfc-client",
+                             .main = async_poller,
+                             .setup = poller_setup,
+                             .undo = poller_undo,
+                             .user_data = ch};
+  ch->npollers = perfc__threads_start(&spec, n);
   if (ch->npollers == 0) {
     free(ch->pollers);
     ch->pollers = NULL;

@@ -60,6 +60,13 @@ void perfc__call_metadata_free(grpc_metadata *md, size_t n,
 
 /* Creates a call on the next connection of the pool: deadline from the
  * options (or the channel default), parent for propagation. */
+/* A channel over `creds` (borrowed); `name_override` is the TLS host name
+ * to check, or NULL. client.c; perfc_channel_new_tls() uses it too. */
+int perfc__channel_new(perfc_channel **out, const char *target,
+                       const perfc_channel_opts *opts,
+                       grpc_channel_credentials *creds,
+                       const char *name_override);
+
 grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
                               grpc_completion_queue *cq,
                               const perfc_call_opts *opts);

@@ -27,6 +27,17 @@ int perfc_config_apply_server(const perfc_config *cfg, perfc_server_opts *o) {
   if (!cfg || !o)
     return PERFC_EINVAL;
   cfg_apply_rows(cfg, T_SERVER, o);
+  /* In the file a duration of 0 means "never" (docs/configuration.md);
+   * the options say "on" with an explicit field. */
+  const cfg_value *v;
+  if ((v = cfg_get(cfg, "server", "max_connection_idle")) != NULL) {
+    o->max_connection_idle_ms = v->i;
+    o->max_connection_idle_enabled = v->i > 0;
+  }
+  if ((v = cfg_get(cfg, "server", "max_connection_age")) != NULL) {
+    o->max_connection_age_ms = v->i;
+    o->max_connection_age_enabled = v->i > 0;
+  }
   return 0;
 }
 

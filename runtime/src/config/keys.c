@@ -35,6 +35,8 @@
 #define DAY_MS (24 * HOUR_MS)
 
 static const char *const executor_names[] = {"inline", "pool", NULL};
+static const char *const transport_names[] = {"core", "h2", NULL};
+static const int transport_values[] = {PERFC_TRANSPORT_CORE, PERFC_TRANSPORT_H2};
 static const int executor_values[] = {PERFC_EXEC_INLINE, PERFC_EXEC_POOL};
 static const char *const compression_names[] = {"identity", "gzip", "deflate",
                                                 NULL};
@@ -103,10 +105,9 @@ const cfg_key perfc__config_keys[] = {
         SERVER(max_recv_message_bytes)),
     KEY(server, max_send_message_size, K_MSGSIZE, 1, INT_MAX, NULL, NULL,
         SERVER(max_send_message_bytes)),
-    KEY(server, max_connection_idle, K_DURATION, 0, MS_MAX, NULL, NULL,
-        SERVER(max_connection_idle_ms)),
-    KEY(server, max_connection_age, K_DURATION, 0, MS_MAX, NULL, NULL,
-        SERVER(max_connection_age_ms)),
+    /* 0 = never; apply sets the _enabled field with the duration. */
+    KEY(server, max_connection_idle, K_DURATION, 0, MS_MAX, NULL, NULL, CUSTOM),
+    KEY(server, max_connection_age, K_DURATION, 0, MS_MAX, NULL, NULL, CUSTOM),
     KEY(server, max_connection_age_grace, K_DURATION, 0, MS_MAX, NULL, NULL,
         SERVER(max_connection_age_grace_ms)),
     KEY(server, shutdown_grace, K_DURATION, 1, HOUR_MS, NULL, NULL,
@@ -122,6 +123,8 @@ const cfg_key perfc__config_keys[] = {
     KEY(server, tcp_tx_zerocopy, K_BOOL, 0, 0, NULL, NULL,
         SERVER(tcp_tx_zerocopy)),
     KEY(server, channelz, K_BOOL, 0, 0, NULL, NULL, SERVER(channelz)),
+    KEY(server, transport, K_ENUM, 0, 0, transport_names, transport_values,
+        SERVER(transport)),
     KEY(server, memory_budget, K_SIZE, 1 << 20, INT64_MAX, NULL, NULL,
         SERVER(memory_budget_bytes)),
     KEY(server, max_metadata_size, K_SIZE, 1024, INT_MAX, NULL, NULL,

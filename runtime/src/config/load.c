@@ -1224,13 +1224,14 @@ int perfc_config_load(perfc_config **out, const char *path) {
 #define USAGE_FLAGS                                                            \
     "[--config FILE] [--listen HOST:PORT]\n"                                   \
     "%*s[--metrics-listen HOST:PORT|off] [--postgres DSN]\n"                   \
-    "%*s[--redis HOST:PORT]\n"                                                 \
+    "%*s[--redis HOST:PORT] [--transport core|h2]\n"                            \
     "  --config FILE             YAML configuration (docs/configuration.md)\n" \
     "  --listen HOST:PORT        gRPC address (server.listen), e.g. "          \
     "0.0.0.0:50051\n"                                                          \
     "  --metrics-listen ADDR     /metrics address (metrics.listen), or off\n"  \
     "  --postgres DSN            PostgreSQL conninfo (postgres.dsn)\n"         \
     "  --redis HOST:PORT         Redis address (redis.address)\n"              \
+    "  --transport core|h2       server transport (server.transport)\n"       \
     "  -h, --help                this text\n"                                  \
     "Precedence: flags > PERFC_<SECTION>_<KEY> environment > file > "          \
     "defaults.\n"
@@ -1267,7 +1268,8 @@ int perfc_flags_parse(perfc_flags *f, int argc, char *const *argv) {
                {"listen", offsetof(perfc_flags, listen)},
                {"metrics-listen", offsetof(perfc_flags, metrics_listen)},
                {"postgres", offsetof(perfc_flags, postgres)},
-               {"redis", offsetof(perfc_flags, redis)}};
+               {"redis", offsetof(perfc_flags, redis)},
+               {"transport", offsetof(perfc_flags, transport)}};
   if (!f || argc < 0 || (argc > 0 && !argv))
     return PERFC_EINVAL;
   set_usage(argc > 0 ? argv[0] : NULL);
@@ -1308,7 +1310,9 @@ int perfc_config_apply_flags(perfc_config *cfg, const perfc_flags *f) {
       {offsetof(perfc_flags, metrics_listen), "metrics.listen",
        "flag --metrics-listen"},
       {offsetof(perfc_flags, postgres), "postgres.dsn", "flag --postgres"},
-      {offsetof(perfc_flags, redis), "redis.address", "flag --redis"}};
+      {offsetof(perfc_flags, redis), "redis.address", "flag --redis"},
+      {offsetof(perfc_flags, transport), "server.transport",
+       "flag --transport"}};
   if (!cfg || !f)
     return PERFC_EINVAL;
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {

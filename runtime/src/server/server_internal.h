@@ -1,6 +1,9 @@
 /*
- * server_internal.h — pieces of the server shared with other runtime modules
- * (the stream implementation, tests). Never installed.
+ * server_internal.h — pieces of the server shared with other rooms (observe,
+ * guard, client) and the tests, and the C core helpers (grpc_util.c) the
+ * client and the core transport share. Never installed. The call layer's
+ * own structures are in call_internal.h; the seam to the transports is
+ * transport_internal.h.
  *
  * Room: runtime/src/server private header.
  */
@@ -62,7 +65,7 @@ void AnnotateIgnoreWritesEnd(const char *file, int line);
  * not copied: *data points into `bb`, which must outlive its use). A
  * message that arrived compressed (gzip or deflate; perfc turns the core's
  * own decompression off, see GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION in
- * server.c) is inflated here, and inflation stops as soon as the output
+ * transport/core/core_server.c) is inflated here, and inflation stops as soon as the output
  * passes `max` bytes (SIZE_MAX: no limit), having allocated at most that.
  * Returns 0, PERFC_ETOOBIG (larger than `max`), PERFC_EPARSE (corrupt
  * compressed data), PERFC_EINVAL (an encoding perfc cannot inflate) or
@@ -102,7 +105,7 @@ void perfc__server_set_pool_observer(perfc_server *srv,
 /* The ports the server listens on (bound, so never 0); borrowed. */
 size_t perfc__server_ports(const perfc_server *srv, const int **ports);
 
-/* Reply batching on bidirectional streams (server.c, perfc_stream): how
+/* Reply batching on bidirectional streams (stream.c, perfc_stream): how
  * many replies of stream `s` were held back to be written with a later
  * one or at the stream's next wait, and the turn-around under which a
  * handler's reply may be held (20 µs; the tests raise it so that sanitizer
@@ -120,7 +123,8 @@ int perfc__server_pool_stats(perfc_server *srv,
 /* For tests: how many requests poller `poller_index` has posted for the
  * method at `path` and not yet seen matched, and how many it keeps posted
  * (starts at 2 and doubles, up to requests_per_method, once the method has
- * more than twice that many calls running; server.c, rearm()). 0,
+ * more than twice that many calls running; transport/core/core_server.c,
+ * rearm()). 0,
  * PERFC_ENOENT (no such method) or PERFC_ESTATE (not started, or no such
  * poller). Exported for the integration tests only; no installed header
  * declares it. */
@@ -129,7 +133,9 @@ int perfc__server_posted_requests(const perfc_server *srv,
                                             unsigned poller_index,
                                             unsigned *posted, unsigned *depth);
 
-/* The core call behind a server context (for deadline propagation). */
+/* The core call behind a server context (for deadline and cancel
+ * propagation into client calls); NULL when another transport carries it
+ * (transport/core/core_server.c). */
 grpc_call *perfc__ctx_call(perfc_ctx *ctx);
 
 /* The per-call slot of the first interceptor on ctx's server whose `before`

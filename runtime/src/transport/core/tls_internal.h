@@ -1,6 +1,7 @@
 /*
- * tls_internal.h — credentials from checked PEM files, for server.c and
- * client.c. Never installed.
+ * tls_internal.h — credentials from checked PEM files, for the core
+ * transport's listeners (core_server.c) and TLS channels (client_tls.c).
+ * Never installed.
  *
  * Room: runtime/src/transport/core private header.
  */

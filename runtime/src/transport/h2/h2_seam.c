@@ -1,0 +1,650 @@
+/*
+ * transport/h2/h2_seam.c — the h2 transport under the call layer: the ops
+ * of server/transport_internal.h implemented on h2_internal.h's calls, and
+ * h2's callbacks turned into the seam's up-calls.
+ *
+ * Room: runtime/src/transport/h2. Calls the call layer only through the
+ * up-calls it is given.
+ *
+ * A unary call: on_call (loop thread) takes a context from the loop's
+ * free list and copies what outlives the callback (metadata, peer) into
+ * its arena; on_message copies the request into the arena; on_half_close
+ * makes the `arrived` up-call, so an inline handler runs on the loop and
+ * its answer leaves in the same iteration's single write. A pool handler's
+ * finish (on a worker) goes through h2's posted operations: one
+ * allocation holding the copied response, the loop woken once for many
+ * results. A context has two holders, the call layer (until finish) and the
+ * transport (until on_close); the last one releases the h2 stream and
+ * recycles the context.
+ *
+ * Not yet: streaming methods (client, server and bidi streams) answer
+ * UNIMPLEMENTED saying the h2 transport does not carry them yet; the
+ * shutdown grace's CANCELLED answer for calls still on workers (h2 closes
+ * the connections when the grace ends, as it would without the call layer).
+ */
+#include "perfc/log.h"
+#include "core/error_internal.h"
+#include "server/transport_internal.h"
+#include "transport/h2/h2_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct h2t h2t;
+typedef struct ctx_cache ctx_cache;
+
+typedef struct h2call {
+  perfc_ctx ctx; /* first: the ops get a perfc_ctx * */
+  h2t *t;
+  perfc__h2_stream *s;
+  atomic_int refs; /* the call layer until finish, the transport until on_close */
+  struct h2call *next_free;
+  perfc_slice *md; /* request metadata: key, value pairs in the arena */
+  size_t md_count;
+  const char *peer;
+  const uint8_t *req;
+  size_t req_len;
+  int have_req;
+  int compressed; /* the request came with a grpc-encoding */
+} h2call;
+
+typedef struct h2_method {
+  const perfc_method_desc *desc;
+  perfc__method *m;
+} h2_method;
+
+struct h2t {
+  perfc__h2_server *h2;
+  perfc_server_opts opts;
+  const perfc__call_upcalls *up;
+  perfc_server *srv;
+  h2_method *methods;
+  size_t nmethods, cap;
+  /* Open addressing over the paths, built at start: a call's lookup is one
+   * hash and usually one compare. */
+  h2_method **table;
+  size_t table_mask;
+  ctx_cache *caches; /* every loop thread's, under mu */
+  perfc__compress calgo;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  atomic_size_t live;  /* contexts not yet released */
+  atomic_int waiting;  /* a shutdown waits on cv for live == 0 */
+  int shut;
+};
+
+static h2call *ccall_of(const perfc_ctx *ctx) { return (h2call *)(void *)ctx; }
+
+/* Contexts are recycled per loop thread (only loop threads take them), in
+ * a cache each loop thread registers with its server once; one released on
+ * another thread is freed. The caches are freed with the server, after
+ * its loops were joined. */
+#define CTX_CACHE_MAX 1024
+struct ctx_cache {
+  h2call *free;
+  unsigned count;
+  struct ctx_cache *next;
+};
+static _Thread_local ctx_cache *tls_cache;
+
+static uint64_t path_hash(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+  return h;
+}
+
+static h2_method *lookup(h2t *t, const char *path, size_t len) {
+  if (t->table == NULL)
+    return NULL;
+  for (size_t i = path_hash(path, len) & t->table_mask;; i = (i + 1) & t->table_mask) {
+    h2_method *m = t->table[i];
+    if (m == NULL)
+      return NULL;
+    if (strncmp(m->desc->path, path, len) == 0 && m->desc->path[len] == '\0')
+      return m;
+  }
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static h2call *call_get(h2t *t) {
+  ctx_cache *cc = tls_cache;
+  if (cc == NULL) {
+    cc = calloc(1, sizeof *cc);
+    if (cc == NULL)
+      return NULL;
+    pthread_mutex_lock(&t->mu);
+    cc->next = t->caches;
+    t->caches = cc;
+    pthread_mutex_unlock(&t->mu);
+    tls_cache = cc;
+  }
+  h2call *c = cc->free;
+  if (c != NULL) {
+    cc->free = c->next_free;
+    cc->count--;
+    perfc_arena_reset(c->ctx.arena);
+  } else {
+    c = malloc(sizeof *c);
+    if (c == NULL)
+      return NULL;
+    if (perfc_arena_new(&c->ctx.arena, 0) != 0) {
+      free(c);
+      return NULL;
+    }
+  }
+  perfc_arena *a = c->ctx.arena;
+  memset(c, 0, sizeof *c);
+  c->ctx.arena = a;
+  c->ctx.ops = &perfc__h2_transport_ops;
+  c->ctx.srv = t->srv;
+  atomic_init(&c->ctx.cancelled_flag, 0);
+  atomic_init(&c->refs, 2);
+  c->t = t;
+  atomic_fetch_add_explicit(&t->live, 1, memory_order_relaxed);
+  return c;
+}
+
+static void call_free(h2call *c) {
+  perfc_arena_free(c->ctx.arena);
+  free(c);
+}
+
+static void call_unref(h2call *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  h2t *t = c->t;
+  int on_loop = perfc__h2_stream_on_loop(c->s);
+  perfc__h2_stream_release(c->s);
+  ctx_cache *cc = tls_cache;
+  if (on_loop && cc != NULL && cc->count < CTX_CACHE_MAX) {
+    c->next_free = cc->free;
+    cc->free = c;
+    cc->count++;
+  } else {
+    call_free(c);
+  }
+  /* A shutdown waiting for the last calls is woken; otherwise this is one
+   * atomic decrement, no lock. */
+  if (atomic_fetch_sub_explicit(&t->live, 1, memory_order_acq_rel) == 1 &&
+      atomic_load_explicit(&t->waiting, memory_order_acquire)) {
+    pthread_mutex_lock(&t->mu);
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+  }
+}
+
+/* ---- h2's callbacks (loop thread) ------------------------------------------ */
+
+static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
+                                 const perfc__h2_call_info *info, void **call,
+                                 unsigned *flags, const char **refuse_msg) {
+  h2t *t = server_data;
+  h2_method *m = lookup(t, info->path, info->path_len);
+  if (m == NULL) {
+    static _Thread_local char msg[256];
+    snprintf(msg, sizeof msg, "unknown method %s", info->path);
+    *refuse_msg = msg;
+    return PERFC_STATUS_UNIMPLEMENTED;
+  }
+  if (m->desc->kind != PERFC_METHOD_UNARY) {
+    static _Thread_local char msg[320];
+    snprintf(msg, sizeof msg,
+             "%s: streaming methods are not yet supported on the h2 "
+             "transport (server.transport: core serves them)",
+             info->path);
+    *refuse_msg = msg;
+    return PERFC_STATUS_UNIMPLEMENTED;
+  }
+  h2call *c = call_get(t);
+  if (c == NULL) {
+    *refuse_msg = "out of memory";
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  perfc_ctx *ctx = &c->ctx;
+  c->s = s;
+  ctx->method = m->m;
+  ctx->path = m->desc->path;
+  ctx->start_ns = now_ns();
+  ctx->deadline_ns = info->deadline_ms == INT64_MAX
+                         ? INT64_MAX
+                         : info->deadline_ms * 1000000;
+  c->compressed = strcmp(info->request_encoding, "identity") != 0;
+  c->peer = perfc_arena_strdup(ctx->arena, info->peer);
+  if (info->md_count > 0) {
+    c->md = perfc_arena_alloc(ctx->arena, 2 * info->md_count * sizeof *c->md);
+    if (c->md != NULL) {
+      for (size_t i = 0; i < info->md_count; i++) {
+        const perfc__h2_md *e = &info->md[i];
+        char *k = perfc_arena_strndup(ctx->arena, e->key, e->key_len);
+        char *v = perfc_arena_strndup(ctx->arena, e->value, e->value_len);
+        if (k == NULL || v == NULL)
+          break;
+        c->md[2 * i] = (perfc_slice){(const uint8_t *)k, e->key_len};
+        c->md[2 * i + 1] = (perfc_slice){(const uint8_t *)v, e->value_len};
+        c->md_count = i + 1;
+      }
+    }
+  }
+  *call = c;
+  *flags = PERFC__H2_CALL_SINGLE_REQUEST;
+  return PERFC_STATUS_OK;
+}
+
+static int on_message(void *call, perfc__h2_stream *s, const uint8_t *bytes,
+                      size_t len) {
+  (void)s;
+  h2call *c = call;
+  /* h2 allows one message on a single-request method; the bytes are
+   * borrowed for this callback, so they go to the arena. */
+  uint8_t *p = perfc_arena_alloc(c->ctx.arena, len ? len : 1);
+  if (p == NULL)
+    return 0; /* on_half_close answers RESOURCE_EXHAUSTED (have_req 0) */
+  memcpy(p, bytes, len);
+  c->req = p;
+  c->req_len = len;
+  c->have_req = 1;
+  return 0;
+}
+
+static void on_half_close(void *call, perfc__h2_stream *s) {
+  (void)s;
+  h2call *c = call;
+  c->t->up->arrived(&c->ctx);
+}
+
+static void on_writable(void *call, perfc__h2_stream *s) {
+  (void)call;
+  (void)s; /* unary responses never wait for the window */
+}
+
+static void on_close(void *call, perfc__h2_stream *s,
+                     perfc__h2_close_reason why) {
+  (void)s;
+  h2call *c = call;
+  if (why != PERFC__H2_CLOSE_DONE)
+    atomic_store_explicit(&c->ctx.cancelled_flag, 1, memory_order_release);
+  call_unref(c);
+}
+
+/* ---- per-call ops ------------------------------------------------------------ */
+
+/* A `-bin` value as the wire carries it: base64 without padding (what
+ * grpc sends; readers accept either), in the arena. NULL on OOM. */
+static char *base64(perfc_arena *a, const uint8_t *in, size_t n, size_t *out_len) {
+  static const char tab[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *out = perfc_arena_alloc(a, (n + 2) / 3 * 4 + 1);
+  if (out == NULL)
+    return NULL;
+  size_t o = 0, i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = tab[v >> 18];
+    out[o++] = tab[(v >> 12) & 63];
+    out[o++] = tab[(v >> 6) & 63];
+    out[o++] = tab[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+    out[o++] = tab[v >> 18];
+    out[o++] = tab[(v >> 12) & 63];
+    if (i + 1 < n)
+      out[o++] = tab[(v >> 6) & 63];
+  }
+  out[o] = '\0';
+  *out_len = o;
+  return out;
+}
+
+/* The call layer's metadata as h2's entries, in the arena. h2 sends values
+ * as given, so binary (`-bin`) values are base64-encoded here, as request
+ * values arrive decoded. */
+static perfc__h2_md *md_array(perfc_ctx *ctx, const perfc__md_list *l) {
+  if (l->count == 0)
+    return NULL;
+  perfc__h2_md *md = perfc_arena_alloc(ctx->arena, l->count * sizeof *md);
+  if (md == NULL)
+    return NULL;
+  for (size_t i = 0; i < l->count; i++) {
+    const perfc__md_entry *e = &l->items[i];
+    size_t kl = strlen(e->key);
+    md[i] = (perfc__h2_md){
+        .key = e->key, .key_len = kl, .value = e->value, .value_len = e->len};
+    if (kl > 4 && strcmp(e->key + kl - 4, "-bin") == 0) {
+      md[i].value = base64(ctx->arena, (const uint8_t *)e->value, e->len,
+                           &md[i].value_len);
+      if (md[i].value == NULL)
+        return NULL;
+    }
+  }
+  return md;
+}
+
+static void h2_send_headers(h2call *c) {
+  perfc_ctx *ctx = &c->ctx;
+  if (ctx->initial_md_sent)
+    return;
+  perfc__compress algo = ctx->comp_set ? ctx->comp_algo : c->t->calgo;
+  if (algo != PERFC__COMPRESS_NONE)
+    perfc__h2_set_send_encoding(c->s, perfc__compress_name(algo));
+  /* Without metadata the headers go with the first message or the finish
+   * (a failed call is then trailers-only). */
+  if (ctx->initial_md.count > 0) {
+    perfc__h2_md *md = md_array(ctx, &ctx->initial_md);
+    perfc__h2_send_headers(c->s, md, md ? ctx->initial_md.count : 0, 0);
+  }
+  ctx->initial_md_sent = 1;
+}
+
+static void h2_finish(perfc_ctx *ctx) {
+  h2call *c = ccall_of(ctx);
+  h2_send_headers(c);
+  perfc_status_code code = ctx->code;
+  const char *message = ctx->message;
+  if (code == PERFC_STATUS_OK && ctx->has_response) {
+    const uint8_t *bytes = ctx->response.bytes;
+    size_t len = ctx->response.len;
+    uint8_t *buf = NULL;
+    if (ctx->response.msg != NULL) {
+      buf = perfc_arena_alloc(ctx->arena, len ? len : 1);
+      if (buf != NULL)
+        protobuf_c_message_pack(ctx->response.msg, buf);
+      bytes = buf;
+    }
+    int rc = bytes != NULL
+                 ? perfc__h2_send_message(c->s, bytes, len,
+                                          ctx->comp_off ? PERFC__H2_SEND_NO_COMPRESS
+                                                        : 0)
+                 : PERFC_ENOMEM;
+    if (rc == PERFC_ENOMEM || rc == PERFC_ETOOBIG) {
+      code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+      message = rc == PERFC_ENOMEM ? "out of memory sending the response"
+                                   : "response over max_send_message_bytes";
+    }
+  }
+  perfc__h2_md *md = md_array(ctx, &ctx->trailing_md);
+  perfc__h2_finish(c->s, code, message, md, md ? ctx->trailing_md.count : 0, 0);
+  call_unref(c);
+}
+
+static void h2_refuse(perfc_ctx *ctx) { h2_finish(ctx); }
+
+static void h2_watch_close(perfc_ctx *ctx) {
+  (void)ctx; /* h2 reports every close (on_close) */
+}
+
+static perfc_status_code h2_request(perfc_ctx *ctx, const uint8_t **data,
+                                    size_t *len) {
+  h2call *c = ccall_of(ctx);
+  if (!c->have_req) {
+    ctx->wire_message = perfc_arena_sprintf(
+        ctx->arena, "%s: out of memory reading the request message",
+        ctx->path);
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  *data = c->req;
+  *len = c->req_len;
+  return PERFC_STATUS_OK;
+}
+
+static int h2_message_compressed(const perfc_ctx *ctx) {
+  return ccall_of(ctx)->compressed;
+}
+
+static const char *h2_peer(perfc_ctx *ctx) {
+  const char *p = ccall_of(ctx)->peer;
+  return p != NULL ? p : "unknown";
+}
+
+static size_t h2_md_count(const perfc_ctx *ctx) {
+  return ccall_of(ctx)->md_count;
+}
+
+static void h2_md_at(const perfc_ctx *ctx, size_t i, perfc_slice *key,
+                     perfc_slice *value) {
+  const h2call *c = ccall_of(ctx);
+  *key = c->md[2 * i];
+  *value = c->md[2 * i + 1];
+}
+
+/* Streams never reach a handler on h2 yet (on_call refuses them), so the
+ * stream ops are never called; they answer "shut down" if they were. */
+static int h2_stream_begin(perfc_ctx *ctx) {
+  (void)ctx;
+  return PERFC_ESTATE;
+}
+static int h2_stream_recv(perfc_ctx *ctx, perfc_arena *a, const uint8_t **data,
+                          size_t *len, int64_t *now) {
+  (void)ctx, (void)a, (void)data, (void)len, (void)now;
+  return PERFC_ESHUTDOWN;
+}
+static int h2_stream_recv_ready(perfc_ctx *ctx) {
+  (void)ctx;
+  return 0;
+}
+static int h2_stream_send(perfc_ctx *ctx, const perfc__payload *p,
+                          unsigned flags) {
+  (void)ctx, (void)p, (void)flags;
+  return PERFC_ESHUTDOWN;
+}
+static int h2_stream_flush(perfc_ctx *ctx, int wait) {
+  (void)ctx, (void)wait;
+  return 0;
+}
+static void h2_stream_poll(perfc_ctx *ctx) { (void)ctx; }
+static void h2_stream_end(perfc_ctx *ctx) { (void)ctx; }
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static const perfc__h2_callbacks callbacks = {
+    .on_call = on_call,
+    .on_message = on_message,
+    .on_half_close = on_half_close,
+    .on_writable = on_writable,
+    .on_close = on_close,
+};
+
+int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
+                            const perfc__call_upcalls *up, perfc_server *srv) {
+  h2t *t = calloc(1, sizeof *t);
+  if (t == NULL)
+    return PERFC_ENOMEM;
+  t->opts = *o;
+  t->opts.compression = NULL;
+  t->up = up;
+  t->srv = srv;
+  if (perfc__compress_parse(o->compression, &t->calgo) != 0) {
+    free(t);
+    return PERFC_EINVAL;
+  }
+  perfc__h2_opts h;
+  perfc__h2_opts_init(&h);
+  h.loops = (int)o->threads;
+  h.max_concurrent_streams = o->max_concurrent_streams;
+  h.max_recv_message_bytes = o->max_recv_message_bytes < 0
+                                 ? SIZE_MAX
+                                 : (size_t)o->max_recv_message_bytes;
+  h.max_send_message_bytes = o->max_send_message_bytes < 0
+                                 ? SIZE_MAX
+                                 : (size_t)o->max_send_message_bytes;
+  h.keepalive_time_ms = o->keepalive_time_ms;
+  h.keepalive_timeout_ms = o->keepalive_timeout_ms;
+  h.min_ping_interval_ms = o->min_ping_interval_ms;
+  h.keepalive_permit_without_calls = o->keepalive_permit_without_calls != 0;
+  h.max_connection_idle_enabled = o->max_connection_idle_enabled != 0;
+  h.max_connection_idle_ms = o->max_connection_idle_ms;
+  h.max_connection_age_enabled = o->max_connection_age_enabled != 0;
+  h.max_connection_age_ms = o->max_connection_age_ms;
+  h.max_connection_age_grace_ms = o->max_connection_age_grace_ms;
+  if (o->max_metadata_bytes < UINT32_MAX)
+    h.max_header_list_bytes = (uint32_t)o->max_metadata_bytes;
+  int rc = perfc__h2_server_new(&t->h2, &h, &callbacks, t);
+  if (rc != 0) {
+    free(t);
+    return rc;
+  }
+  pthread_mutex_init(&t->mu, NULL);
+  pthread_cond_init(&t->cv, NULL);
+  *out = t;
+  return 0;
+}
+
+static int h2_listen(void *tp, const char *addr, const perfc_tls_opts *tls,
+                     int *bound_port) {
+  h2t *t = tp;
+  int rc = perfc__h2_server_listen(t->h2, addr, tls, bound_port);
+  if (rc == PERFC_EBIND)
+    perfc_log(PERFC_LOG_ERROR, "server: cannot listen on %s: %s", addr,
+              perfc_last_error());
+  return rc;
+}
+
+static int h2_add_method(void *tp, size_t index, const perfc_method_desc *d,
+                         perfc__method *m) {
+  h2t *t = tp;
+  if (index != t->nmethods)
+    return PERFC_EINVAL;
+  for (size_t i = 0; i < t->nmethods; i++)
+    if (strcmp(t->methods[i].desc->path, d->path) == 0)
+      return perfc__fail(PERFC_EEXIST, "server: %s registered twice", d->path);
+  if (t->nmethods == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 8;
+    h2_method *nm = realloc(t->methods, cap * sizeof *nm);
+    if (nm == NULL)
+      return PERFC_ENOMEM;
+    t->methods = nm;
+    t->cap = cap;
+  }
+  t->methods[t->nmethods++] = (h2_method){.desc = d, .m = m};
+  return 0;
+}
+
+static int h2_start(void *tp) {
+  h2t *t = tp;
+  size_t size = 16;
+  while (size < 2 * t->nmethods)
+    size *= 2;
+  t->table = calloc(size, sizeof *t->table);
+  if (t->table == NULL)
+    return PERFC_ENOMEM;
+  t->table_mask = size - 1;
+  for (size_t i = 0; i < t->nmethods; i++) {
+    const char *p = t->methods[i].desc->path;
+    size_t k = path_hash(p, strlen(p)) & t->table_mask;
+    while (t->table[k] != NULL)
+      k = (k + 1) & t->table_mask;
+    t->table[k] = &t->methods[i];
+    if (t->methods[i].desc->kind != PERFC_METHOD_UNARY)
+      perfc_log(PERFC_LOG_WARN,
+                "server: %s is a streaming method; the h2 transport does not "
+                "carry streams yet and answers it UNIMPLEMENTED",
+                p);
+  }
+  return perfc__h2_server_start(t->h2);
+}
+
+static void h2_shutdown_begin(void *tp) { (void)tp; }
+
+/* h2's shutdown is one blocking step (GOAWAY, the grace, then the
+ * connections closed and the loops joined): it runs in the first wait.
+ * What is left afterwards are calls still on workers, whose finish then
+ * fails quietly (the stream is closed) and releases them. */
+static int h2_wait_calls(void *tp, int64_t timeout_ms) {
+  h2t *t = tp;
+  if (!t->shut) {
+    t->shut = 1;
+    perfc__h2_server_shutdown(t->h2, timeout_ms < 0 ? 0 : timeout_ms);
+  }
+  atomic_store(&t->waiting, 1);
+  pthread_mutex_lock(&t->mu);
+  if (timeout_ms < 0) {
+    while (atomic_load(&t->live) > 0)
+      pthread_cond_wait(&t->cv, &t->mu);
+  } else {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    while (atomic_load(&t->live) > 0)
+      if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) != 0)
+        break;
+  }
+  int done = atomic_load(&t->live) == 0;
+  pthread_mutex_unlock(&t->mu);
+  return done;
+}
+
+static void h2_cancel_all(void *tp) {
+  (void)tp; /* the connections are closed once the grace ended */
+}
+
+static void h2_stop(void *tp) {
+  h2t *t = tp;
+  if (!t->shut) {
+    t->shut = 1;
+    perfc__h2_server_shutdown(t->h2, 0);
+  }
+}
+
+static void h2_free(void *tp) {
+  h2t *t = tp;
+  if (t == NULL)
+    return;
+  perfc__h2_server_free(t->h2);
+  /* The loops are joined: their caches are ours to free. */
+  while (t->caches != NULL) {
+    ctx_cache *cc = t->caches;
+    t->caches = cc->next;
+    while (cc->free != NULL) {
+      h2call *c = cc->free;
+      cc->free = c->next_free;
+      call_free(c);
+    }
+    free(cc);
+  }
+  free(t->table);
+  free(t->methods);
+  pthread_cond_destroy(&t->cv);
+  pthread_mutex_destroy(&t->mu);
+  free(t);
+}
+
+const perfc__transport_ops perfc__h2_transport_ops = {
+    .name = "h2",
+    .listen = h2_listen,
+    .add_method = h2_add_method,
+    .start = h2_start,
+    .shutdown_begin = h2_shutdown_begin,
+    .wait_calls = h2_wait_calls,
+    .cancel_all = h2_cancel_all,
+    .stop = h2_stop,
+    .free = h2_free,
+    .finish = h2_finish,
+    .refuse = h2_refuse,
+    .watch_close = h2_watch_close,
+    .request = h2_request,
+    .message_compressed = h2_message_compressed,
+    .peer = h2_peer,
+    .md_count = h2_md_count,
+    .md_at = h2_md_at,
+    .stream_begin = h2_stream_begin,
+    .stream_recv = h2_stream_recv,
+    .stream_recv_ready = h2_stream_recv_ready,
+    .stream_send = h2_stream_send,
+    .stream_flush = h2_stream_flush,
+    .stream_poll = h2_stream_poll,
+    .stream_end = h2_stream_end,
+};
