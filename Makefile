@@ -32,16 +32,21 @@ check:
 	@scripts/check
 
 # Every comparison in docs/benchmarks.md, one script after the other (about
-# 15 minutes on 2 cores); `make bench BENCH_SCRIPTS=run` for the headline
-# alone. Each script checks every run; the target fails if any did.
-BENCH_SCRIPTS ?= run run-overhead run-streaming run-idle run-client run-users
+# 30 minutes on 2 cores; each prints "run i of n, ..., about T left");
+# `make bench BENCH_SCRIPTS=run` for the headline alone. Each script checks
+# every run; the target fails if any did. Then bench/tools/charts.py redraws
+# docs/img/bench/*.svg from the runs (docs/benchmarks.md embeds them) and
+# keeps the runs it drew in docs/img/bench/data/.
+BENCH_SCRIPTS ?= run run-latency run-overhead run-streaming run-idle run-client run-users
 bench:
 	@scripts/bootstrap --bench
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPERFC_BUILD_PEERS=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
-	@rc=0; for s in $(BENCH_SCRIPTS); do \
-	  echo "== bench/$$s $(BUILD)"; bench/$$s $(BUILD) || rc=1; \
-	done; exit $$rc
+	@rc=0; i=0; n=$(words $(BENCH_SCRIPTS)); for s in $(BENCH_SCRIPTS); do \
+	  i=$$((i + 1)); echo "== bench/$$s $(BUILD) (script $$i of $$n)"; bench/$$s $(BUILD) || rc=1; \
+	done; \
+	/usr/bin/python3 bench/tools/charts.py $(BUILD) docs/img/bench --data docs/img/bench/data || rc=1; \
+	exit $$rc
 
 fuzz:
 	@scripts/bootstrap --check

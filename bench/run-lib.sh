@@ -38,45 +38,10 @@ else
   srv_set=0-$((ncpu - 1)) cli_set=0-$((ncpu - 1))
 fi
 
-# server_cmd NAME: binary and arguments. perfc-m is perfc with the metrics
-# interceptor on (--metrics-listen); perfc-bare is perfc without health and
-# reflection (only Echo's methods registered, like the peers); perfc-preempt
-# is perfc with its pollers under the normal scheduling policy instead of
-# SCHED_BATCH (--poller-preempt 1); perfc-wpreempt the same for the worker
-# pool's threads (--worker-preempt 1); perfc-sflush writes every stream
-# reply at once, without batching (--stream-flush 1); perfc-rN posts at most N requests per
-# method (--requests N), ccore-rN likewise for the C core ceiling; cpp-full
-# is the C++ peer with the default health service and reflection on, i.e.
-# the same five methods as perfc as shipped. PERFC_EXTRA_ARGS is added to all the perfc ones
-# (bench/run-streaming sets --pool-threads, since each perfc streaming
-# handler holds a worker thread); otherwise perfc runs with its defaults,
-# exactly as bench/run starts it.
-server_cmd() {
-  case "$1" in
-    ccore) echo "$bin/ccore-echo-server --listen 127.0.0.1:0 --threads $srv_threads" ;;
-    ccore-r*) echo "$bin/ccore-echo-server --listen 127.0.0.1:0 --threads $srv_threads --requests ${1#ccore-r}" ;;
-    perfc-r*) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --requests ${1#perfc-r} ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-preempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --poller-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-wpreempt) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --worker-preempt 1 ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-sflush) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --stream-flush 1 ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-base)
-      # The same server from another build (PERFC_BASE_BUILD, e.g. one made
-      # from main), for before/after comparisons within one run.
-      [ -n "${PERFC_BASE_BUILD:-}" ] || return 1
-      echo "$(cd "$PERFC_BASE_BUILD" && pwd)/bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-m) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --metrics-listen 127.0.0.1:0 ${PERFC_EXTRA_ARGS:-}" ;;
-    # perfc-t0/perfc-t1: a tracer attached, always_off / always_on (spans
-    # exported to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; bench/run-overhead).
-    perfc-t0) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --tracing always_off ${PERFC_EXTRA_ARGS:-}" ;;
-    perfc-t1) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --tracing always_on ${PERFC_EXTRA_ARGS:-}" ;;
-    cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
-    cpp-full) echo "$bin/cpp-echo-server-full --listen 127.0.0.1:0" ;;
-    go) echo "$bin/go-echo-server --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads $srv_threads" ;;
-    *) return 1 ;;
-  esac
-}
+# server_cmd, server_label, progress, cpu_model: bench/servers.sh, the one
+# server list bench/run shares.
+# shellcheck source=bench/servers.sh
+source "$here/servers.sh"
 
 # present_servers LIST: the names whose binary exists, in order.
 present_servers() {
@@ -197,7 +162,9 @@ rotate() {
 
 machine_meta() {
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), Linux $(uname -r), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- machine: $(nproc) CPUs, $(cpu_model), Linux $(uname -r), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- commit: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$here" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+  [ -z "${PERFC_H2_MODE:-}" ] || echo "- perfc-h2: $(server_label perfc-h2)"
   echo "- pinning: $pinning; server poller threads: $srv_threads"
   echo "- gRPC: C core $(pkg-config --modversion grpc 2>/dev/null || echo '?'), $(go version 2>/dev/null | awk '{print $3}' || echo 'no go')"
 }

@@ -4,9 +4,10 @@
 Room: bench tools. bench/run drives servers and h2load; this file turns what
 they leave behind into numbers:
 
-  report.py latency H2LOAD_LOG
+  report.py latency H2LOAD_LOG [PCT...]
       h2load --log-file lines are "start_us<TAB>http_status<TAB>duration_us";
-      prints "p50_us p99_us max_us" (nearest-rank percentiles).
+      prints "p50_us p99_us max_us" (nearest-rank percentiles), or with
+      PCT arguments (e.g. 50 99 99.9) those percentiles and then max_us.
 
   report.py summary RUNS_TSV OUT_MD META_FILE [MAX_OTHERS]
       RUNS_TSV has one line per measured run (header line first, columns as
@@ -21,19 +22,24 @@ is reported, so machine-wide drift between rounds cancels out as far as it
 can. A round in which either side failed contributes no ratio.
 """
 import csv
+import math
+import os
 import statistics
 import sys
 
-ORDER = ["ccore", "perfc", "cpp", "go"]
+ORDER = ["ccore", "perfc", "perfc-h2", "cpp", "go", "go-plain"]
 LABEL = {
     "ccore": "C core ceiling (ccore-echo-server)",
-    "perfc": "perfc (perfc-echo-server)",
+    "perfc": "perfc, C core transport (perfc-echo-server)",
+    # What ran as perfc-h2 (bench/servers.sh decides) comes from bench/run.
+    "perfc-h2": os.environ.get("PERFC_H2_LABEL") or "perfc, h2 transport",
     "cpp": "gRPC C++ callback (cpp-echo-server)",
     "go": "grpc-go + prometheus (go-echo-server)",
+    "go-plain": "grpc-go, no metrics (go-echo-server)",
 }
 
 
-def latency(path):
+def latency(path, pcts=(50, 99)):
     durs = []
     with open(path) as f:
         for line in f:
@@ -41,16 +47,16 @@ def latency(path):
             if len(parts) >= 3:
                 durs.append(int(parts[2]))
     if not durs:
-        print("0 0 0")
+        print(" ".join(["0"] * (len(pcts) + 1)))
         return
     durs.sort()
 
     def rank(p):
         # nearest rank: the smallest value with at least p% at or below it
-        k = max(1, -(-len(durs) * p // 100))
+        k = max(1, math.ceil(len(durs) * p / 100 - 1e-9))
         return durs[int(k) - 1]
 
-    print(rank(50), rank(99), durs[-1])
+    print(" ".join(str(rank(p)) for p in pcts), durs[-1])
 
 
 def fmt(x, nd=0):
@@ -68,6 +74,7 @@ def summary(runs_tsv, out_md, meta_file, max_others):
     clean = [r for r in ok if float(r["others"]) <= max_others
              and float(r.get("cli_others") or 0) <= max_others]
     servers = [s for s in ORDER if any(r["server"] == s for r in rows)]
+    servers += sorted({r["server"] for r in rows} - set(servers))
 
     def med(runs, server, col):
         v = [float(r[col]) for r in runs if r["server"] == server]
@@ -81,10 +88,16 @@ def summary(runs_tsv, out_md, meta_file, max_others):
              if server in d and ref in d and d[ref] > 0]
         return statistics.median(v) if v else None
 
+    has_cli = bool(ok) and "cli_cpu_us_per_rpc" in ok[0]
+    go_ref = "go-plain" if "go-plain" in servers else ("go" if "go" in servers else None)
     head = ["server", "runs clean/ok/all", "req/s", "p50 ms", "p99 ms",
-            "server CPU µs/RPC", "server used", "others on server CPUs",
-            "others on h2load CPUs",
-            "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
+            "server CPU µs/RPC", "server used"]
+    if has_cli:
+        head += ["h2load CPU µs/RPC", "h2load used"]
+    head += ["others on server CPUs", "others on h2load CPUs",
+             "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
+    if go_ref:
+        head += [f"req/s ÷ {go_ref}", f"CPU/RPC ÷ {go_ref}"]
     table = []
     for s in servers:
         n_all = sum(1 for r in rows if r["server"] == s)
@@ -104,19 +117,31 @@ def summary(runs_tsv, out_md, meta_file, max_others):
         def m(x):
             return x + mark if x != "—" else x
 
-        table.append([
-            LABEL[s], f"{n_clean}/{n_ok}/{n_all}", m(fmt(med(tr, s, "rps"))),
+        row = [
+            LABEL.get(s, s), f"{n_clean}/{n_ok}/{n_all}", m(fmt(med(tr, s, "rps"))),
             m(fmt(p50 / 1000 if p50 is not None else None, 2)),
             m(fmt(p99 / 1000 if p99 is not None else None, 2)),
             fmt(med(ok, s, "cpu_us_per_rpc"), 2),
             f"{busy * 100:.0f}%{mark}" if busy is not None else "—",
+        ]
+        if has_cli:
+            # h2load's own CPU per call and share of its core: near 100 %
+            # means the load generator, not the server, set the rate.
+            cb = med(ok, s, "cli_busy")
+            row += [fmt(med(ok, s, "cli_cpu_us_per_rpc"), 2),
+                    f"{cb * 100:.0f}%" if cb is not None else "—"]
+        row += [
             f"{others * 100:.0f}%" if others is not None else "—",
             f"{cli_others * 100:.0f}%" if cli_others is not None else "—",
             fmt(ratio(clean, s, "cpp", "rps"), 2),
             fmt(ratio(ok, s, "cpp", "cpu_us_per_rpc"), 2),
             fmt(ratio(clean, s, "ccore", "rps"), 2),
             fmt(ratio(ok, s, "ccore", "cpu_us_per_rpc"), 2),
-        ])
+        ]
+        if go_ref:
+            row += [fmt(ratio(clean, s, go_ref, "rps"), 2),
+                    fmt(ratio(ok, s, go_ref, "cpu_us_per_rpc"), 2)]
+        table.append(row)
 
     # Plain text for the terminal.
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
@@ -153,7 +178,7 @@ def summary(runs_tsv, out_md, meta_file, max_others):
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "latency":
-        latency(sys.argv[2])
+        latency(sys.argv[2], [float(p) for p in sys.argv[3:]] or (50, 99))
     elif len(sys.argv) in (5, 6) and sys.argv[1] == "summary":
         summary(sys.argv[2], sys.argv[3], sys.argv[4],
                 float(sys.argv[5]) if len(sys.argv) == 6 else 0.10)

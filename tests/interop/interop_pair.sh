@@ -1,7 +1,8 @@
 #!/bin/sh
-# interop_pair.sh BIN_DIR CASE TLS — starts build/bin/interop-server on a
-# free port (plaintext when TLS is "false", with the build tree's test
-# certificates when "true"), runs build/bin/interop-client for one grpc
+# interop_pair.sh BIN_DIR CASE TLS [CLIENT] — starts build/bin/interop-server
+# on a free port (plaintext when TLS is "false", with the build tree's test
+# certificates when "true"), runs build/bin/CLIENT (default interop-client;
+# interop-client-cpp is the libgrpc++ one, same flags) for one grpc
 # interop test case against it, and stops the server. Exit status: the
 # client's (0 = the case passed).
 # Room: tests/interop. Registered per case by tests/interop/CMakeLists.txt.
@@ -9,6 +10,7 @@ set -u
 bin=${1:?usage: interop_pair.sh BIN_DIR CASE TLS}
 case_name=${2:?test case}
 tls=${3:-false}
+client=${4:-interop-client}
 out=$(mktemp)
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$out"' EXIT
 "$bin/interop-server" --port 0 --use_tls "$tls" \
@@ -29,5 +31,5 @@ if [ -z "$port" ]; then
 fi
 # Over TLS the client dials 127.0.0.1 and checks the certificate's
 # localhost name through the override, as grpc's runners do.
-"$bin/interop-client" --server_host 127.0.0.1 --server_port "$port" \
+"$bin/$client" --server_host 127.0.0.1 --server_port "$port" \
   --test_case "$case_name" --use_tls "$tls" --server_host_override localhost

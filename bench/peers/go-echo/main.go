@@ -8,8 +8,10 @@
 // in GOPATH mode from Debian's golang-* packages (GO111MODULE=off); the echo
 // messages come from protoc-gen-go (golang-goprotobuf-dev) at build time.
 //
-// Usage: go-echo-server --listen HOST:PORT --metrics-listen HOST:PORT [--threads N]
-// where N sets GOMAXPROCS (0 = Go's default).
+// Usage: go-echo-server --listen HOST:PORT [--metrics-listen HOST:PORT] [--threads N]
+// where N sets GOMAXPROCS (0 = Go's default). Without --metrics-listen it is
+// plain grpc-go: no interceptors and no /metrics (bench/run's "go-plain",
+// the peer for perfc without metrics); it prints "metrics off" then.
 package main
 
 import (
@@ -64,8 +66,8 @@ func main() {
 	metricsListen := flag.String("metrics-listen", "", "/metrics address HOST:PORT")
 	threads := flag.Int("threads", 0, "GOMAXPROCS (0 = Go default)")
 	flag.Parse()
-	if *listen == "" || *metricsListen == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: go-echo-server --listen HOST:PORT --metrics-listen HOST:PORT [--threads N]")
+	if *listen == "" || flag.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "usage: go-echo-server --listen HOST:PORT [--metrics-listen HOST:PORT] [--threads N]")
 		os.Exit(2)
 	}
 	if *threads > 0 {
@@ -77,30 +79,38 @@ func main() {
 		fmt.Fprintf(os.Stderr, "go-echo-server: cannot listen on %s: %v\n", *listen, err)
 		os.Exit(1)
 	}
-	mlis, err := net.Listen("tcp", *metricsListen)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go-echo-server: cannot listen on %s: %v\n", *metricsListen, err)
-		os.Exit(1)
+	opts := []grpc.ServerOption{grpc.MaxConcurrentStreams(maxConcurrentStreams)}
+	var hsrv *http.Server
+	var mlis net.Listener
+	if *metricsListen != "" {
+		mlis, err = net.Listen("tcp", *metricsListen)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "go-echo-server: cannot listen on %s: %v\n", *metricsListen, err)
+			os.Exit(1)
+		}
+		grpc_prometheus.EnableHandlingTimeHistogram()
+		opts = append(opts,
+			grpc.UnaryInterceptor(grpc_prometheus.UnaryServerInterceptor),
+			grpc.StreamInterceptor(grpc_prometheus.StreamServerInterceptor))
 	}
-
-	grpc_prometheus.EnableHandlingTimeHistogram()
-	srv := grpc.NewServer(
-		grpc.MaxConcurrentStreams(maxConcurrentStreams),
-		grpc.UnaryInterceptor(grpc_prometheus.UnaryServerInterceptor),
-		grpc.StreamInterceptor(grpc_prometheus.StreamServerInterceptor),
-	)
+	srv := grpc.NewServer(opts...)
 	echopb.RegisterEchoServer(srv, echoServer{})
-	grpc_prometheus.Register(srv)
-
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
-	hsrv := &http.Server{Handler: mux}
-	go hsrv.Serve(mlis)
+	if mlis != nil {
+		grpc_prometheus.Register(srv)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.Handler())
+		hsrv = &http.Server{Handler: mux}
+		go hsrv.Serve(mlis)
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
 	fmt.Printf("listening on %s\n", lis.Addr())
-	fmt.Printf("metrics on %s\n", mlis.Addr())
+	if mlis != nil {
+		fmt.Printf("metrics on %s\n", mlis.Addr())
+	} else {
+		fmt.Println("metrics off")
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -119,7 +129,9 @@ func main() {
 	case <-time.After(5 * time.Second):
 		srv.Stop()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	hsrv.Shutdown(ctx)
+	if hsrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		hsrv.Shutdown(ctx)
+	}
 }
