@@ -40,7 +40,7 @@ if(TARGET perfc_runtime)
 endif()
 # The data (hiredis, libpq) and config (libcyaml) link units: perfc::data
 # and perfc::config, each linking perfc::runtime.
-foreach(_unit data config)
+foreach(_unit data config gateway)
   if(TARGET perfc_${_unit})
     set_target_properties(perfc_${_unit} PROPERTIES EXPORT_NAME ${_unit})
     list(APPEND _perfc_export_targets perfc_${_unit})
@@ -102,7 +102,7 @@ install(FILES ${PROJECT_BINARY_DIR}/cmake/perfc.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 # perfc-data.pc and perfc-config.pc: `pkg-config --libs perfc-data` gives
 # -lperfc-data plus what perfc.pc gives (Requires: perfc).
-foreach(_unit data config)
+foreach(_unit data config gateway)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/perfc-${_unit}.pc.in
                  ${PROJECT_BINARY_DIR}/cmake/perfc-${_unit}.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/cmake/perfc-${_unit}.pc
