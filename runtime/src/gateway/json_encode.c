@@ -26,8 +26,23 @@ typedef struct jw {
   char *p;
   size_t len, cap;
   int oom;
-  perfc__jdec *d; /* options, path for messages, Any's resolver */
+  perfc__jdec *d; /* options, the field path for messages, Any's resolver */
+  size_t depth;   /* messages open */
 } jw;
+
+/* The field path of the value being written, for failure messages. */
+static int enter(jw *w, const char *name, long index) {
+  if (w->d->depth >= w->d->cap)
+    return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                           "json: messages nested deeper than %zu levels",
+                           w->d->o.max_depth);
+  w->d->path[w->d->depth].name = name;
+  w->d->path[w->d->depth].index = index;
+  w->d->depth++;
+  return 0;
+}
+
+static void leave(jw *w) { w->d->depth--; }
 
 static void grow(jw *w, size_t need) {
   if (w->oom || w->len + need + 1 <= w->cap)
@@ -273,7 +288,9 @@ static int encode_field(jw *w, const ProtobufCMessage *m,
   for (size_t i = 0; i < n; i++) {
     if (i)
       putc_(w, ',');
-    int rc;
+    int rc = enter(w, NULL, (long)i);
+    if (rc)
+      return rc;
     if (is_map) {
       const ProtobufCMessage *e = *(ProtobufCMessage *const *)(arr + i * es);
       const ProtobufCMessageDescriptor *ed = f->descriptor;
@@ -292,6 +309,7 @@ static int encode_field(jw *w, const ProtobufCMessage *m,
     }
     if (rc)
       return rc;
+    leave(w);
   }
   putc_(w, is_map ? '}' : ']');
   return 0;
@@ -323,9 +341,12 @@ static int encode_members(jw *w, const ProtobufCMessage *m, int first) {
       put_cstr(w, jn);
     }
     putc_(w, ':');
-    int rc = encode_field(w, m, f);
+    int rc = enter(w, f->name, 0);
+    if (!rc)
+      rc = encode_field(w, m, f);
     if (rc)
       return rc;
+    leave(w);
   }
   return 0;
 }
@@ -390,11 +411,11 @@ static int encode_any(jw *w, const Google__Protobuf__Any *any) {
 
 static int encode_message(jw *w, const ProtobufCMessage *m) {
   const ProtobufCMessageDescriptor *desc = m->descriptor;
-  if (w->d->depth >= w->d->o.max_depth)
+  if (w->depth >= w->d->o.max_depth)
     return perfc__jdec_fail(w->d, PERFC_EINVAL,
                             "messages nested deeper than %zu levels",
                             w->d->o.max_depth);
-  w->d->depth++;
+  w->depth++;
   int rc = 0;
   switch (perfc__wkt_of(desc)) {
   case PERFC__WKT_ANY:
@@ -504,7 +525,7 @@ static int encode_message(jw *w, const ProtobufCMessage *m) {
     putc_(w, '}');
     break;
   }
-  w->d->depth--;
+  w->depth--;
   return rc;
 }
 
