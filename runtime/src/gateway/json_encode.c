@@ -411,10 +411,13 @@ static int encode_any(jw *w, const Google__Protobuf__Any *any) {
 
 static int encode_message(jw *w, const ProtobufCMessage *m) {
   const ProtobufCMessageDescriptor *desc = m->descriptor;
-  if (w->depth >= w->d->o.max_depth)
+  /* The decoder's bound: a JSON level can be two messages (a ListValue
+   * and its Value), so messages may nest up to twice max_depth and the
+   * wrappers; deeper means a message built by hand (or a cycle). */
+  if (w->depth >= w->d->cap)
     return perfc__jdec_fail(w->d, PERFC_EINVAL,
                             "messages nested deeper than %zu levels",
-                            w->d->o.max_depth);
+                            w->d->cap);
   w->depth++;
   int rc = 0;
   switch (perfc__wkt_of(desc)) {
@@ -462,16 +465,26 @@ static int encode_message(jw *w, const ProtobufCMessage *m) {
     break;
   }
   case PERFC__WKT_FIELD_MASK: {
+    /* The paths in lowerCamelCase joined by ',', as one JSON string
+     * (escaped like any other: a path may hold any byte). */
     const Google__Protobuf__FieldMask *fm = (const void *)m;
-    char tmp[512];
-    putc_(w, '"');
+    size_t total = 1;
+    for (size_t i = 0; i < fm->n_paths; i++)
+      total += strlen(fm->paths[i] ? fm->paths[i] : "") + 1;
+    char *joined = perfc_arena_alloc(w->a, total);
+    if (!joined) {
+      w->oom = 1;
+      break;
+    }
+    size_t o = 0;
     for (size_t i = 0; i < fm->n_paths; i++) {
       if (i)
-        putc_(w, ',');
-      perfc__json_name(fm->paths[i], tmp, sizeof tmp);
-      put(w, tmp, strlen(tmp));
+        joined[o++] = ',';
+      perfc__json_name(fm->paths[i] ? fm->paths[i] : "", joined + o, total - o);
+      o += strlen(joined + o);
     }
-    putc_(w, '"');
+    joined[o] = '\0';
+    put_str(w, joined, o);
     break;
   }
   case PERFC__WKT_WRAPPER:

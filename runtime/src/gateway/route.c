@@ -247,6 +247,15 @@ int perfc_gateway_match_route(const perfc_gateway_router *r,
     return perfc_error_set(PERFC_EINVAL, NULL, -1,
                            "perfc_gateway_match_route: NULL argument");
   memset(out, 0, sizeof *out);
+  /* A request-target holds printable ASCII only (RFC 9112); a NUL would
+   * also cut a variable's C string short. */
+  for (size_t i = 0; i < target_len; i++)
+    if ((unsigned char)target[i] <= 0x20 || (unsigned char)target[i] >= 0x7f)
+      return perfc_error_set(PERFC_EPARSE, NULL, -1,
+                             "gateway: the request target holds byte 0x%02x "
+                             "at %zu; escape it as %%%02X",
+                             (unsigned char)target[i], i,
+                             (unsigned char)target[i]);
   const char *q = memchr(target, '?', target_len);
   size_t path_len = q ? (size_t)(q - target) : target_len;
   if (q) {
