@@ -138,7 +138,8 @@ typedef struct perfc_service_desc {
 } perfc_service_desc;
 
 /** The runtime's copy of a file it carries itself, by path:
- *  "perfc/options.proto" and "google/protobuf/X.proto" for X in any, api,
+ *  "perfc/options.proto", "google/api/http.proto",
+ *  "google/api/annotations.proto" and "google/protobuf/X.proto" for X in any, api,
  *  duration, empty, field_mask, source_context, struct, timestamp, type,
  *  wrappers, descriptor (the files perfc::wkt holds protoc-c code for),
  *  serialized as protoc does, without source info. NULL for any other
