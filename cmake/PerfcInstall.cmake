@@ -11,6 +11,7 @@
 #   include/perfc.h, include/perfc/*.h, include/perfc/options.pb-c.h
 #   include/google/protobuf/*.pb-c.h, include/google/protobuf/compiler/plugin.pb-c.h
 #   share/perfc/proto/perfc/options.proto
+#   share/perfc/proto/google/api/{http,annotations}.proto (+ LICENSE)
 #   share/perfc/proto/grpc/{health/v1/health,reflection/v1/reflection,
 #                           reflection/v1alpha/reflection}.proto
 #   lib/cmake/perfc/{perfcConfig,perfcConfigVersion,perfcTargets,PerfcGenerate}.cmake
@@ -29,6 +30,8 @@ if(TARGET perfc_wkt)
           DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/google/protobuf/compiler)
   install(FILES ${PERFC_WKT_OPTIONS_HEADER}
           DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/perfc)
+  install(FILES ${PERFC_WKT_API_HEADERS}
+          DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/google/api)
 endif()
 if(TARGET perfc_runtime)
   # perfc::runtime for consumers, as in the build tree's alias.
@@ -37,7 +40,7 @@ if(TARGET perfc_runtime)
 endif()
 # The data (hiredis, libpq) and config (libcyaml) link units: perfc::data
 # and perfc::config, each linking perfc::runtime.
-foreach(_unit data config)
+foreach(_unit data config gateway)
   if(TARGET perfc_${_unit})
     set_target_properties(perfc_${_unit} PROPERTIES EXPORT_NAME ${_unit})
     list(APPEND _perfc_export_targets perfc_${_unit})
@@ -57,6 +60,12 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/
         FILES_MATCHING PATTERN "*.h")
 install(FILES ${PROJECT_SOURCE_DIR}/proto/perfc/options.proto
         DESTINATION ${PERFC_INSTALL_PROTODIR}/perfc)
+# google.api.http's annotations (vendored unmodified, with their licence),
+# imported by protos that declare HTTP/JSON routes (docs/http-json.md).
+install(FILES ${PROJECT_SOURCE_DIR}/proto/google/api/http.proto
+              ${PROJECT_SOURCE_DIR}/proto/google/api/annotations.proto
+              ${PROJECT_SOURCE_DIR}/proto/google/api/LICENSE
+        DESTINATION ${PERFC_INSTALL_PROTODIR}/google/api)
 # The gRPC services every perfc server can serve (health, reflection v1 and
 # v1alpha), under their usual import paths ("grpc/health/v1/health.proto"),
 # for clients that generate their stubs from them.
@@ -93,7 +102,7 @@ install(FILES ${PROJECT_BINARY_DIR}/cmake/perfc.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 # perfc-data.pc and perfc-config.pc: `pkg-config --libs perfc-data` gives
 # -lperfc-data plus what perfc.pc gives (Requires: perfc).
-foreach(_unit data config)
+foreach(_unit data config gateway)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/perfc-${_unit}.pc.in
                  ${PROJECT_BINARY_DIR}/cmake/perfc-${_unit}.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/cmake/perfc-${_unit}.pc

@@ -10,6 +10,7 @@
 #include "gen.h"
 
 #include "buf.h"
+#include "http.h"
 #include "names.h"
 #include "templates.h"
 #include "tmpl.h"
@@ -198,6 +199,12 @@ static const msg_desc *find_message(const gen_request *req, const char *want,
     }
   }
   return NULL;
+}
+
+const msg_desc *perfc__gen_find_message(const gen_request *req,
+                                        const char *type_name,
+                                        const file_desc **file) {
+  return type_name ? find_message(req, type_name, file) : NULL;
 }
 
 /* Reads one varint at *p (below end); returns 0 or -1 when truncated. */
@@ -1372,7 +1379,7 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     bad = add_dep_files(root, req, f, pkg_lc, ours, theirs, err);
 
   perfc__tv *services = perfc__tv_set_list(root, "services");
-  int any_wired = 0;
+  int any_wired = 0, any_http = 0;
   for (size_t i = 0; !bad && i < f->n_service; i++) {
     const svc_desc *s = f->service[i];
     char *full = join_name(pkg, s->name);
@@ -1407,10 +1414,28 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
                   origin, where, err);
     perfc__tv *methods = perfc__tv_set_list(ts, "methods");
     int wired = 0;
-    for (size_t m = 0; !bad && m < s->n_method; m++)
+    perfc__http_routes routes = {0};
+    for (size_t m = 0; !bad && m < s->n_method; m++) {
       bad =
           build_method(req, f, full, lc, uc, s->method[m],
                        perfc__tv_list_add(methods), ours, theirs, &wired, err);
+      if (!bad) {
+        char *mwhere = perfc__xasprintf("%s: service %s, method %s", f->name,
+                                        full, s->method[m]->name);
+        bad = perfc__http_add_method(req, mwhere, s->method[m], m, &routes,
+                                     err) != 0;
+        free(mwhere);
+      }
+    }
+    /* The HTTP/JSON route table (google.api.http), compiled to data. */
+    if (!bad)
+      bad = perfc__http_check_conflicts(&routes, where, err) != 0;
+    if (!bad && routes.n)
+      bad = claim(ours, theirs, perfc__xasprintf("%s__perfc_http_routes", lc),
+                  origin, where, err);
+    perfc__http_model(&routes, ts);
+    any_http |= routes.n > 0;
+    perfc__http_routes_free(&routes);
     /* A service with (perfc.cache) or (perfc.invalidate) methods is
      * registered through a binding that carries the cache; a service
      * without any keeps the plain output. */
@@ -1424,6 +1449,7 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     free(full), free(c), free(lc), free(uc), free(where), free(origin);
   }
   perfc__tv_set_bool(root, "cache_wired_file", any_wired);
+  perfc__tv_set_bool(root, "http_routes_file", any_http);
   /* A file of several services checks at start that each was registered
    * (templates/perfc.c.tmpl, check_name): an old main misses new ones. */
   perfc__tv_set_bool(root, "multi_service", f->n_service > 1);

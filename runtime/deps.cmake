@@ -70,3 +70,9 @@ add_custom_command(
   VERBATIM)
 target_sources(perfc_runtime_objs PRIVATE ${_otlp_srcs})
 target_include_directories(perfc_runtime_objs PRIVATE ${_otlp_gen})
+# gateway/json_parse.c: request bodies are parsed with yajl's event parser,
+# which takes an allocator per parser, so every byte lands in the call's
+# arena (docs/http-json.md, "Parsing: why yajl"). Private: no public header
+# includes it.
+pkg_check_modules(YAJL REQUIRED IMPORTED_TARGET yajl)
+perfc_unit_link(perfc_gateway PRIVATE PkgConfig::YAJL m)

@@ -23,6 +23,7 @@ extern "C" {
 
 typedef struct perfc_ctx perfc_ctx;
 typedef struct perfc_stream perfc_stream;
+struct perfc_http_route; /* perfc/http_route.h */
 
 /** The four gRPC method kinds. */
 typedef enum perfc_method_kind {
@@ -129,10 +130,16 @@ typedef struct perfc_service_desc {
    *  perfc 0.1.0's reflection support. */
   const perfc_file_desc *files;
   size_t n_files;
+  /** The HTTP/JSON routes compiled from the methods' `(google.api.http)`
+   *  options (perfc/http_route.h, docs/http-json.md), in declaration
+   *  order; NULL/0 when none has one, and from generators before them. */
+  const struct perfc_http_route *http_routes;
+  size_t n_http_routes;
 } perfc_service_desc;
 
 /** The runtime's copy of a file it carries itself, by path:
- *  "perfc/options.proto" and "google/protobuf/X.proto" for X in any, api,
+ *  "perfc/options.proto", "google/api/http.proto",
+ *  "google/api/annotations.proto" and "google/protobuf/X.proto" for X in any, api,
  *  duration, empty, field_mask, source_context, struct, timestamp, type,
  *  wrappers, descriptor (the files perfc::wkt holds protoc-c code for),
  *  serialized as protoc does, without source info. NULL for any other
