@@ -70,6 +70,7 @@ void harness_skip(void);
 #define cr_assert_geq(a, b, ...) HARNESS_CHECK(1, (a) >= (b), __VA_ARGS__)
 #define cr_assert_null(a, ...) HARNESS_CHECK(1, (a) == NULL, __VA_ARGS__)
 #define cr_expect_null(a, ...) HARNESS_CHECK(0, (a) == NULL, __VA_ARGS__)
+#define cr_expect_not_null(a, ...) HARNESS_CHECK(0, (a) != NULL, __VA_ARGS__)
 #define cr_assert_not_null(a, ...) HARNESS_CHECK(1, (a) != NULL, __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...)                                            \
   HARNESS_CHECK(1, strcmp((a), (b)) == 0, __VA_ARGS__)
