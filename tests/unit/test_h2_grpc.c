@@ -579,6 +579,23 @@ Test(h2_grpc, answers_posted_from_another_thread) {
   cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 50);
 }
 
+/* Regression (make check, UBSan): an empty answer posted from another
+ * thread reached the loop without a buffer, and send_message_local passed
+ * that NULL to memcpy ("null pointer passed as argument 2"). */
+Test(h2_grpc, an_empty_answer_posted_from_another_thread) {
+  start(MODE_POOL, NULL);
+  cli *c = cli_new(65535);
+  uint8_t body[8];
+  size_t n = frame_msgs(body, (const uint8_t *)"", 0, 1);
+  int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+  cli_pump(c, 3000, stream_closed, sid);
+  cr_assert_eq(res_of(c, sid)->grpc_status, 0);
+  cr_assert_eq(res_of(c, sid)->data, 5, "one empty message: its 5-byte prefix");
+  cli_free(c);
+  stop();
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 1);
+}
+
 Test(h2_grpc, rapid_reset_ends_the_connection_with_enhance_your_calm) {
   perfc__h2_opts o;
   perfc__h2_opts_init(&o);

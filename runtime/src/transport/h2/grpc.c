@@ -434,7 +434,10 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
     p = s->q + s->qlen;
     body = len;
     p[0] = 0;
-    memcpy(p + 5, bytes, len);
+    /* An empty message may come without a buffer (post() keeps no bytes
+     * for len 0), and memcpy's source must not be NULL even for 0 bytes. */
+    if (len > 0)
+      memcpy(p + 5, bytes, len);
   }
   p[1] = (uint8_t)(body >> 24);
   p[2] = (uint8_t)(body >> 16);
