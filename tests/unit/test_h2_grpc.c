@@ -235,6 +235,15 @@ static void t_on_close(void *c, perfc__h2_stream *s, perfc__h2_close_reason why)
   perfc__h2_stream_release(s);
 }
 
+/* Reads a field of R under its lock: the loop thread writes them while the
+ * test polls (a plain read there is a data race; TSan in make check). */
+static int rget(const int *field) {
+  pthread_mutex_lock(&R.mu);
+  int v = *field;
+  pthread_mutex_unlock(&R.mu);
+  return v;
+}
+
 static perfc__h2_server *srv;
 static int port;
 
@@ -522,12 +531,12 @@ Test(h2_grpc, client_reset_cancels_the_call) {
   int32_t sid = request(c, "/t.T/Stream", NULL, body, n, 1 << 20, 0);
   c->no_end = 1;
   cli_pump(c, 300, NULL, 0);
-  cr_assert_eq(R.calls, 1);
+  cr_assert_eq(rget(&R.calls), 1);
   nghttp2_submit_rst_stream(c->ng, 0, sid, NGHTTP2_CANCEL);
   cli_pump(c, 300, NULL, 0);
-  for (int i = 0; i < 100 && R.closes == 0; i++)
+  for (int i = 0; i < 100 && rget(&R.closes) == 0; i++)
     cli_pump(c, 20, NULL, 0);
-  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_CANCELLED], 1);
+  cr_assert_eq(rget(&R.reasons[PERFC__H2_CLOSE_CANCELLED]), 1);
   cli_free(c);
   stop();
 }
@@ -542,11 +551,11 @@ Test(h2_grpc, unknown_method_refused_trailers_only_and_metadata_passed_up) {
   cr_assert_str_eq(r->http, "200");
   cr_assert_eq(r->data, 0);
   /* A header list over the limit: RESOURCE_EXHAUSTED, nothing passed up. */
-  int calls = R.calls;
+  int calls = rget(&R.calls);
   sid = request(c, "/t.T/Unary", NULL, (const uint8_t *)"", 0, 1, 20000);
   cli_pump(c, 3000, stream_closed, sid);
   cr_assert_eq(res_of(c, sid)->grpc_status, 8);
-  cr_assert_eq(R.calls, calls);
+  cr_assert_eq(rget(&R.calls), calls);
   /* Under it: the value arrives. */
   uint8_t body[16];
   size_t n = frame_msgs(body, (const uint8_t *)"x", 1, 1);
@@ -577,6 +586,23 @@ Test(h2_grpc, answers_posted_from_another_thread) {
   cli_free(c);
   stop();
   cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 50);
+}
+
+/* Regression (make check, UBSan): an empty answer posted from another
+ * thread reached the loop without a buffer, and send_message_local passed
+ * that NULL to memcpy ("null pointer passed as argument 2"). */
+Test(h2_grpc, an_empty_answer_posted_from_another_thread) {
+  start(MODE_POOL, NULL);
+  cli *c = cli_new(65535);
+  uint8_t body[8];
+  size_t n = frame_msgs(body, (const uint8_t *)"", 0, 1);
+  int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+  cli_pump(c, 3000, stream_closed, sid);
+  cr_assert_eq(res_of(c, sid)->grpc_status, 0);
+  cr_assert_eq(res_of(c, sid)->data, 5, "one empty message: its 5-byte prefix");
+  cli_free(c);
+  stop();
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 1);
 }
 
 Test(h2_grpc, rapid_reset_ends_the_connection_with_enhance_your_calm) {
@@ -662,11 +688,12 @@ Test(h2_grpc, a_send_past_the_high_water_mark_would_block_until_writable) {
   int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
   cli_pump(c, 300, NULL, 0);
   /* Queued up to the mark, then "would block": 4 x 64 KiB + 5-byte prefixes. */
-  cr_assert_eq(R.efull, 4, "sends before EFULL: %d", R.efull);
-  cr_assert_eq(R.writable, 0);
+  int efull = rget(&R.efull);
+  cr_assert_eq(efull, 4, "sends before EFULL: %d", efull);
+  cr_assert_eq(rget(&R.writable), 0);
   c->read_paused = 0;
   cli_pump(c, 5000, stream_closed, sid);
-  cr_assert_geq(R.writable, 1);
+  cr_assert_geq(rget(&R.writable), 1);
   cr_assert_eq(res_of(c, sid)->grpc_status, 0);
   cr_assert_eq(res_of(c, sid)->data, 4 * (64 * 1024 + 5));
   cli_free(c);

@@ -336,12 +336,20 @@ static void chain_up(perfc_sampler sa, int rx_port, size_t queue, int64_t delay)
   cr_assert_eq(perfc_channel_new(&C.plain, t, NULL), 0);
 }
 
-static void chain_down(void) {
+/* Ends every call: the channels and servers go first, since a tracer must
+ * outlive every server and channel that uses it (perfc/tracing.h). */
+static void chain_stop_calls(void) {
   perfc_channel_free(C.to_a);
   perfc_channel_free(C.plain);
   perfc_server_free(C.sa);
   perfc_channel_free(C.to_b);
   perfc_server_free(C.sb);
+  C.to_a = C.plain = C.to_b = NULL;
+  C.sa = C.sb = NULL;
+}
+
+static void chain_down(void) {
+  chain_stop_calls();
   perfc_tracing_free(C.tc);
   perfc_tracing_free(C.ta);
   perfc_tracing_free(C.tb);
@@ -546,6 +554,9 @@ Test(export, receiver_down_drops_are_counted_and_calls_go_on, .timeout = 120) {
   perfc_tracing_stats_get(C.ta, &st);
   cr_assert_eq(st.spans_ended, 600);
   cr_assert(st.dropped_queue_full > 0, "a 16-span queue overflowed");
+  /* Servers and channels before their tracers (TSan in make check saw
+   * server A's thread still enqueueing into ta's queue as it was freed). */
+  chain_stop_calls();
   perfc_tracing_free(C.ta);
   perfc_tracing_free(C.tb);
   perfc_tracing_free(C.tc);
@@ -563,7 +574,7 @@ Test(export, receiver_down_drops_are_counted_and_calls_go_on, .timeout = 120) {
 
 Test(export, slow_receiver_never_slows_a_call, .timeout = 120) {
   chain_up(PERFC_SAMPLER_ALWAYS_ON, 0, 16, 10);
-  C.rx->delay_ms = 3000; /* each export takes 3 s */
+  rx_set_delay(C.rx, 3000); /* each export takes 3 s */
   int64_t worst = 0;
   for (int i = 0; i < 200; i++) {
     int64_t t0 = perfc__now_ns();
@@ -577,7 +588,7 @@ Test(export, slow_receiver_never_slows_a_call, .timeout = 120) {
   perfc_tracing_stats st;
   perfc_tracing_stats_get(C.ta, &st);
   cr_assert(st.dropped_queue_full > 0);
-  C.rx->delay_ms = 0;
+  rx_set_delay(C.rx, 0);
   chain_down();
 }
 
@@ -675,7 +686,7 @@ Test(export, shutdown_flushes_what_is_queued_within_the_grace, .timeout = 60) {
   cr_assert_eq(rx_count(rx), 7, "exported at shutdown");
 
   /* a receiver that never answers in time: free returns after the grace */
-  rx->delay_ms = 5000;
+  rx_set_delay(rx, 5000);
   tr = one_tracer(rx->port, 60000, reg, 500);
   end_spans(tr, 4);
   int64_t t0 = perfc__now_ns();
@@ -683,7 +694,7 @@ Test(export, shutdown_flushes_what_is_queued_within_the_grace, .timeout = 60) {
   int64_t took_ms = (perfc__now_ns() - t0) / 1000000;
   cr_assert_lt(took_ms, 2000, "free took %lld ms with a 500 ms grace", (long long)took_ms);
   cr_assert_eq(metric(reg, "perfc_tracing_spans_dropped_total{reason=\"shutdown\"} "), 4);
-  rx->delay_ms = 0;
+  rx_set_delay(rx, 0);
   rx_stop(rx);
   perfc_metrics_registry_free(reg);
 }

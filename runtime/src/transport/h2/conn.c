@@ -108,7 +108,7 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
   if (!c->preface_done) {
     int64_t at = c->accepted_ms + o->handshake_timeout_ms;
     if (now >= at) {
-      c->lc->n.closed_handshake_timeout++;
+      perfc__h2_count(&c->lc->n.closed_handshake_timeout, 1);
       perfc__h2_conn_close_now(c);
       return;
     }
@@ -117,7 +117,7 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
   if (c->in_header_block) {
     int64_t at = c->header_block_ms + o->handshake_timeout_ms;
     if (now >= at) {
-      c->lc->n.closed_handshake_timeout++;
+      perfc__h2_count(&c->lc->n.closed_handshake_timeout, 1);
       perfc__h2_conn_close_now(c);
       return;
     }
@@ -238,7 +238,7 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *f,
                         : o->min_ping_interval_ms;
       if (c->last_ping_recv_ms != 0 && now - c->last_ping_recv_ms < min &&
           ++c->ping_strikes > o->max_ping_strikes) {
-        c->lc->n.goaway_ping_abuse++;
+        perfc__h2_count(&c->lc->n.goaway_ping_abuse, 1);
         perfc__h2_conn_fatal(c, NGHTTP2_ENHANCE_YOUR_CALM, "too_many_pings");
         return 0;
       }
@@ -249,10 +249,10 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *f,
     perfc__h2_stream *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (s != NULL && !s->end_stream_sent) {
       /* A reset of a call we had not finished: it spends a token. */
-      c->lc->n.streams_reset_by_client++;
+      perfc__h2_count(&c->lc->n.streams_reset_by_client, 1);
       refill_resets(c, c->last_read_ms, -1.0);
       if (c->reset_tokens < 0) {
-        c->lc->n.goaway_rapid_reset++;
+        perfc__h2_count(&c->lc->n.goaway_rapid_reset, 1);
         perfc__h2_conn_fatal(c, NGHTTP2_ENHANCE_YOUR_CALM, "too_many_resets");
         return 0;
       }
@@ -611,7 +611,7 @@ static void conn_destroy(perfc__h2_conn *c) {
   close(c->io.fd);
   free(c->out);
   free(c->peer_subject);
-  lc->n.conns_open--;
+  perfc__h2_count(&lc->n.conns_open, -1);
   atomic_fetch_sub(&lc->srv->conns_open, 1);
   free(c);
   if (lc->conns == NULL) {
@@ -669,7 +669,7 @@ static void conn_new(perfc__h2_listener *li, int fd,
   if (lc->draining || atomic_fetch_add(&srv->conns_open, 1) >= o->max_connections) {
     if (!lc->draining)
       atomic_fetch_sub(&srv->conns_open, 1);
-    lc->n.conns_refused++;
+    perfc__h2_count(&lc->n.conns_refused, 1);
     if (li->tls == NULL)
       refuse(fd);
     else
@@ -730,8 +730,8 @@ static void conn_new(perfc__h2_listener *li, int fd,
   if (lc->conns)
     lc->conns->prev = c;
   lc->conns = c;
-  lc->n.conns_accepted++;
-  lc->n.conns_open++;
+  perfc__h2_count(&lc->n.conns_accepted, 1);
+  perfc__h2_count(&lc->n.conns_open, 1);
   /* The earliest of every check the timer makes; it recomputes the next
    * one each time it fires. */
   int64_t first = now + o->handshake_timeout_ms;

@@ -20,13 +20,23 @@
 typedef struct perfc__h2_conn perfc__h2_conn;
 typedef struct perfc__h2_lctx perfc__h2_lctx;
 
-/* Per-stream counters, plain integers written by one loop (read racily by
- * perfc__h2_server_stats). */
+/* Per-loop counters, written by their loop only and read from any thread
+ * by perfc__h2_server_stats. Relaxed atomics (perfc__h2_count): one writer
+ * needs no locked read-modify-write, and the reader only needs values that
+ * are not torn; plain integers read from another thread were a data race
+ * (TSan in make check, conn_destroy against perfc__h2_server_stats). */
 typedef struct perfc__h2_counters {
-  uint64_t conns_accepted, conns_refused, conns_open;
-  uint64_t streams_started, streams_reset_by_client;
-  uint64_t goaway_rapid_reset, goaway_ping_abuse, closed_handshake_timeout;
+  _Atomic uint64_t conns_accepted, conns_refused, conns_open;
+  _Atomic uint64_t streams_started, streams_reset_by_client;
+  _Atomic uint64_t goaway_rapid_reset, goaway_ping_abuse, closed_handshake_timeout;
 } perfc__h2_counters;
+
+/* Adds `d` to a counter of the calling loop (single writer). */
+static inline void perfc__h2_count(_Atomic uint64_t *c, int64_t d) {
+  atomic_store_explicit(
+      c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
+      memory_order_relaxed);
+}
 
 typedef struct perfc__h2_listener {
   perfc__h2_io io;
@@ -43,7 +53,10 @@ struct perfc__h2_lctx {
   perfc__h2_listener *listeners;
   size_t nlisteners;
   perfc__h2_conn *conns; /* doubly linked through conn->next/prev */
-  size_t recv_held, recv_budget;
+  /* Written by this loop only (hold/unhold), read by
+   * perfc__h2_server_stats from any thread: relaxed loads and stores. */
+  _Atomic size_t recv_held;
+  size_t recv_budget;
   z_stream zgzip, zdeflate; /* response compressors, reused (deflateReset) */
   bool zgzip_ready, zdeflate_ready;
   perfc__h2_counters n;

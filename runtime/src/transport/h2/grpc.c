@@ -190,7 +190,8 @@ static long b64_decode(char *s, size_t len) {
 
 static bool budget_ok(perfc__h2_conn *c) {
   return c->recv_held <= c->lc->srv->o.conn_recv_budget_bytes &&
-         c->lc->recv_held <= c->lc->recv_budget;
+         atomic_load_explicit(&c->lc->recv_held, memory_order_relaxed) <=
+             c->lc->recv_budget;
 }
 
 /* Gives the client window back for `n` received bytes, now if the budgets
@@ -230,12 +231,18 @@ void perfc__h2_grpc_repay(perfc__h2_conn *c) {
 static void hold(perfc__h2_stream *s, size_t n) {
   s->held += n;
   s->conn->recv_held += n;
-  s->lc->recv_held += n;
+  atomic_store_explicit(
+      &s->lc->recv_held,
+      atomic_load_explicit(&s->lc->recv_held, memory_order_relaxed) + n,
+      memory_order_relaxed);
 }
 
 static void unhold(perfc__h2_stream *s, size_t n) {
   s->held -= n;
-  s->lc->recv_held -= n;
+  atomic_store_explicit(
+      &s->lc->recv_held,
+      atomic_load_explicit(&s->lc->recv_held, memory_order_relaxed) - n,
+      memory_order_relaxed);
   if (s->conn != NULL) {
     s->conn->recv_held -= n;
     perfc__h2_conn_recv_released(s->conn);
@@ -434,7 +441,10 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
     p = s->q + s->qlen;
     body = len;
     p[0] = 0;
-    memcpy(p + 5, bytes, len);
+    /* An empty message may come without a buffer (post() keeps no bytes
+     * for len 0), and memcpy's source must not be NULL even for 0 bytes. */
+    if (len > 0)
+      memcpy(p + 5, bytes, len);
   }
   p[1] = (uint8_t)(body >> 24);
   p[2] = (uint8_t)(body >> 16);
@@ -580,7 +590,7 @@ int perfc__h2_grpc_begin_headers(perfc__h2_conn *c, const nghttp2_frame *f) {
     c->streams->prev = s;
   c->streams = s;
   c->nstreams++;
-  c->lc->n.streams_started++;
+  perfc__h2_count(&c->lc->n.streams_started, 1);
   nghttp2_session_set_stream_user_data(c->ng, s->id, s);
   return 0;
 }

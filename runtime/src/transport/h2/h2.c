@@ -353,15 +353,18 @@ void perfc__h2_server_stats(perfc__h2_server *srv, perfc__h2_stats *out) {
   memset(out, 0, sizeof *out);
   for (int i = 0; i < srv->nloops; i++) {
     const perfc__h2_lctx *lc = &srv->lcs[i];
-    const volatile perfc__h2_counters *n = &lc->n;
-    out->conns_accepted += n->conns_accepted;
-    out->conns_refused += n->conns_refused;
-    out->conns_open += n->conns_open;
-    out->streams_started += n->streams_started;
-    out->streams_reset_by_client += n->streams_reset_by_client;
-    out->goaway_rapid_reset += n->goaway_rapid_reset;
-    out->goaway_ping_abuse += n->goaway_ping_abuse;
-    out->closed_handshake_timeout += n->closed_handshake_timeout;
-    out->recv_buffered_bytes += *(const volatile size_t *)&lc->recv_held;
+    const perfc__h2_counters *n = &lc->n;
+#define PERFC__H2_READ(f) atomic_load_explicit(&n->f, memory_order_relaxed)
+    out->conns_accepted += PERFC__H2_READ(conns_accepted);
+    out->conns_refused += PERFC__H2_READ(conns_refused);
+    out->conns_open += PERFC__H2_READ(conns_open);
+    out->streams_started += PERFC__H2_READ(streams_started);
+    out->streams_reset_by_client += PERFC__H2_READ(streams_reset_by_client);
+    out->goaway_rapid_reset += PERFC__H2_READ(goaway_rapid_reset);
+    out->goaway_ping_abuse += PERFC__H2_READ(goaway_ping_abuse);
+    out->closed_handshake_timeout += PERFC__H2_READ(closed_handshake_timeout);
+#undef PERFC__H2_READ
+    out->recv_buffered_bytes +=
+        atomic_load_explicit(&lc->recv_held, memory_order_relaxed);
   }
 }
