@@ -298,7 +298,7 @@ static void rx_stop(otlp_rx *rx) {
 
 /* Sets the answer delay while the receiver may be serving (its handler
  * reads delay_ms under mu). */
-static void rx_set_delay(otlp_rx *rx, int ms) {
+static inline void rx_set_delay(otlp_rx *rx, int ms) {
   pthread_mutex_lock(&rx->mu);
   rx->delay_ms = ms;
   pthread_mutex_unlock(&rx->mu);

@@ -25,6 +25,7 @@
 #include "core/error_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -40,6 +41,12 @@ struct perfc__h2_loop {
   atomic_int wake_pending;
   atomic_bool stop;
   _Atomic uint64_t wakes;
+  /* Posts between their push and the end of their wake. The loop may run a
+   * posted task (and the call it finishes may end, and its owner free the
+   * server) before the posting thread has left perfc__h2_loop_wake(): the
+   * loop must not be freed until this is back to 0. Touched only by posts
+   * from other threads, never by the loop's own work. */
+  atomic_uint posting;
 
   /* MPSC queue: producers exchange `head`; the loop pops from `tail`. */
   _Atomic(perfc__h2_task *) head;
@@ -101,6 +108,10 @@ int perfc__h2_loop_new(perfc__h2_loop **out) {
 void perfc__h2_loop_free(perfc__h2_loop *l) {
   if (l == NULL)
     return;
+  /* A poster still inside perfc__h2_loop_post() after its task ran is a
+   * few instructions and one write(2) from done. */
+  while (atomic_load_explicit(&l->posting, memory_order_acquire) != 0)
+    sched_yield();
   close(l->wake_io.fd);
   close(l->epfd);
   free(l->heap);
@@ -270,9 +281,11 @@ void perfc__h2_loop_wake(perfc__h2_loop *l) {
 }
 
 void perfc__h2_loop_post(perfc__h2_loop *l, perfc__h2_task *t, bool wake) {
+  atomic_fetch_add_explicit(&l->posting, 1, memory_order_relaxed);
   push(l, t);
   if (wake)
     perfc__h2_loop_wake(l);
+  atomic_fetch_sub_explicit(&l->posting, 1, memory_order_release);
 }
 
 uint64_t perfc__h2_loop_wakes(const perfc__h2_loop *l) {
