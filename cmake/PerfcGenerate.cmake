@@ -8,7 +8,8 @@
 #                  PROTOS a.proto [sub/b.proto ...]
 #                  [IMPORT_DIRS dir ...]        # default: current source dir
 #                  [OUT_DIR dir]                # default: <binary dir>/perfc_gen
-#                  [PERFC_OPTIONS opt ...]      # e.g. templates=DIR
+#                  [PERFC_OPTIONS opt ...]      # e.g. templates=DIR,
+#                                               # openapi=DIR
 #                  [OUT_INCLUDE_DIR <var>]      # receives OUT_DIR
 #                  [TARGET tgt]                 # adds sources + include dir,
 #                                               # links what the protos need
@@ -26,6 +27,9 @@
 # `(perfc.invalidate)`: the generated code calls the cache-aside unit). With
 # TARGET, perfc_generate() does that linking itself unless NO_LINK is given
 # (for targets that link the runtime some other way, such as perfc's tests).
+# PERFC_OPTIONS openapi=DIR writes DIR/api/v1/user.openapi.json for each
+# proto with `(google.api.http)` routes, as an output of the same command
+# (a relative DIR is below the caller's binary directory, not the source).
 include_guard(GLOBAL)
 
 if(NOT DEFINED PERFC_PROTO_DIR)
@@ -94,8 +98,18 @@ function(perfc_generate)
   endforeach()
 
   set(perfc_param "")
-  if(PG_PERFC_OPTIONS)
-    list(JOIN PG_PERFC_OPTIONS "," perfc_param)
+  set(openapi_dir "")
+  set(opts "")
+  foreach(o ${PG_PERFC_OPTIONS})
+    if(o MATCHES "^openapi=(.+)$")
+      get_filename_component(openapi_dir ${CMAKE_MATCH_1} ABSOLUTE
+                             BASE_DIR ${CMAKE_CURRENT_BINARY_DIR})
+      set(o "openapi=${openapi_dir}")
+    endif()
+    list(APPEND opts ${o})
+  endforeach()
+  if(opts)
+    list(JOIN opts "," perfc_param)
     set(perfc_param "${perfc_param}:")
   endif()
 
@@ -132,6 +146,10 @@ function(perfc_generate)
       list(APPEND outs ${PG_OUT_DIR}/${stem}.perfc.c ${PG_OUT_DIR}/${stem}.perfc.h)
       list(APPEND srcs ${PG_OUT_DIR}/${stem}.perfc.c)
       list(APPEND hdrs ${PG_OUT_DIR}/${stem}.perfc.h)
+      file(STRINGS ${p} http_lines REGEX "\\(google\\.api\\.http\\)")
+      if(openapi_dir AND http_lines)
+        list(APPEND outs ${openapi_dir}/${stem}.openapi.json)
+      endif()
     endif()
     add_custom_command(
       OUTPUT ${outs}

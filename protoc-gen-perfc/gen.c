@@ -2,7 +2,8 @@
  * gen.c — the generator proper: parameters, model, validation, rendering.
  *
  * Room: protoc-gen-perfc (the generator). Reads the CodeGeneratorRequest;
- * writes the response, and under stubs=DIR only files that do not exist.
+ * writes the response, under stubs=DIR only files that do not exist, and
+ * under openapi=DIR the OpenAPI documents (replaced on each run).
  *
  * Errors are messages for the user of protoc, not for us: each names the
  * .proto file, the service and the method it is about, and says what to do.
@@ -12,6 +13,7 @@
 #include "buf.h"
 #include "http.h"
 #include "names.h"
+#include "openapi.h"
 #include "templates.h"
 #include "tmpl.h"
 
@@ -53,6 +55,7 @@ static const char *const template_names[T_COUNT] = {
 typedef struct params {
   char *templates_dir;
   char *stubs_dir;
+  char *openapi_dir;
 } params;
 
 /* ---- a string set with an origin per name, for collision checks -------- */
@@ -303,13 +306,17 @@ static int parse_params(const char *text, params *out, char **err) {
       slot = &out->templates_dir;
     else if (strcmp(key, "stubs") == 0)
       slot = &out->stubs_dir;
+    else if (strcmp(key, "openapi") == 0)
+      slot = &out->openapi_dir;
     if (!key[0] && !val) {
       /* An empty item ("a=b,,c=d" or a trailing comma) is harmless. */
     } else if (!slot) {
       *err = perfc__xasprintf(
           "protoc-gen-perfc: unknown parameter \"%s\"; known parameters: "
           "templates=DIR (use the templates in DIR instead of the built-in "
-          "ones), stubs=DIR (write handler scaffolding into DIR)",
+          "ones), stubs=DIR (write handler scaffolding into DIR), "
+          "openapi=DIR (write an OpenAPI 3.0 document per file with "
+          "google.api.http routes into DIR)",
           key);
       rv = -1;
     } else if (!val || !val[0]) {
@@ -330,6 +337,7 @@ static int parse_params(const char *text, params *out, char **err) {
 static void params_free(params *p) {
   free(p->templates_dir);
   free(p->stubs_dir);
+  free(p->openapi_dir);
 }
 
 /* ---- templates --------------------------------------------------------- */
@@ -1630,10 +1638,26 @@ static int generate_file(const gen_request *req, const params *prm,
                          perfc__tmpl *const tmpls[T_COUNT],
                          const name_set *theirs, const file_desc *f,
                          gen_response *resp, gen_response *stubs,
-                         perfc__buf *notes, char **err) {
+                         gen_response *openapi, perfc__buf *notes,
+                         char **err) {
   perfc__tv *model = build_file(req, f, theirs, err);
   if (!model)
     return -1;
+  if (prm->openapi_dir) {
+    char *doc = NULL;
+    if (perfc__openapi_document(req, f, &doc, err) != 0) {
+      perfc__tv_free(model);
+      return -1;
+    }
+    if (doc) {
+      char *ostem = strip_proto(f->name);
+      add_output(openapi,
+                 perfc__xasprintf("%s/%s.openapi.json", prm->openapi_dir,
+                                  ostem),
+                 doc);
+      free(ostem);
+    }
+  }
   char *stem = strip_proto(f->name);
   char *h = NULL, *c = NULL, *handlers = NULL, *mainc = NULL;
   int rv = -1;
@@ -1660,6 +1684,48 @@ out:
   free(h), free(c), free(handlers), free(mainc), free(stem);
   perfc__tv_free(model);
   return rv;
+}
+
+/* Writes the OpenAPI documents, creating the folders on their way (the
+ * document of a/b/foo.proto is DIR/a/b/foo.openapi.json, like the other
+ * outputs). Each is written to a temporary name and renamed, so a reader
+ * never sees half a document. */
+static int write_openapi(const gen_response *docs, char **err) {
+  for (size_t i = 0; i < docs->n_file; i++) {
+    const char *path = docs->file[i]->name;
+    char *dir = perfc__xstrdup(path);
+    for (char *p = dir + 1; *p; p++) {
+      if (*p != '/')
+        continue;
+      *p = '\0';
+      if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        *err = perfc__xasprintf("protoc-gen-perfc: openapi: cannot create "
+                                "%s: %s",
+                                dir, strerror(errno));
+        free(dir);
+        return -1;
+      }
+      *p = '/';
+    }
+    free(dir);
+    char *tmp = perfc__xasprintf("%s.tmp", path);
+    FILE *fp = fopen(tmp, "wb");
+    const char *content = docs->file[i]->content;
+    int bad = !fp || fwrite(content, 1, strlen(content), fp) != strlen(content);
+    if (fp)
+      bad |= fclose(fp) != 0;
+    if (!bad)
+      bad = rename(tmp, path) != 0;
+    if (bad) {
+      *err = perfc__xasprintf("protoc-gen-perfc: openapi: cannot write %s: %s",
+                              path, strerror(errno));
+      remove(tmp);
+      free(tmp);
+      return -1;
+    }
+    free(tmp);
+  }
+  return 0;
 }
 
 /* Creates stubs=DIR when missing and writes the scaffolding that does not
@@ -1805,6 +1871,8 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
   name_set *theirs = perfc__xcalloc(1, sizeof *theirs);
   gen_response stubs =
       GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
+  gen_response openapi =
+      GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
   perfc__buf notes = {0};
 
   resp->has_supported_features = 1;
@@ -1829,12 +1897,14 @@ void perfc__generate(const gen_request *req, gen_response *resp) {
     }
     if (f->n_service == 0)
       continue;
-    if (generate_file(req, &prm, tmpls, theirs, f, resp, &stubs, &notes,
-                      &err) != 0)
+    if (generate_file(req, &prm, tmpls, theirs, f, resp, &stubs, &openapi,
+                      &notes, &err) != 0)
       break;
   }
   if (!err)
     write_stubs(&prm, &stubs, &err);
+  if (!err)
+    write_openapi(&openapi, &err);
   /* Notes about scaffolding kept as it was, only for a run that succeeded
    * (a failed one writes nothing, so they would not be true). */
   if (!err && notes.len > 0)
@@ -1853,6 +1923,7 @@ out:
   set_free(theirs);
   free(theirs);
   perfc__gen_response_clear(&stubs);
+  perfc__gen_response_clear(&openapi);
 }
 
 void perfc__gen_response_clear(gen_response *resp) {

@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
   if (argc > 1) {
     fputs("protoc-gen-perfc: a protoc plugin; run it through protoc:\n"
           "  protoc -I. --c_out=OUT --perfc_out=OUT foo.proto\n"
-          "  (parameters: --perfc_opt=templates=DIR,stubs=DIR)\n",
+          "  (parameters: --perfc_opt=templates=DIR,stubs=DIR,openapi=DIR)\n",
           stderr);
     return 2;
   }

@@ -6,7 +6,8 @@
 # mode rewrites tests/generator/golden/ (that is how goldens are refreshed).
 #
 #   golden     generate every .proto in protos/ and compare with golden/out
-#              byte for byte
+#              byte for byte, and their OpenAPI documents (openapi=DIR)
+#              with golden/openapi
 #   errors     every case that must fail, compared with golden/errors/*.txt
 #   templates  templates=DIR overrides one template, the rest stay built in
 #   stubs      stubs=DIR writes scaffolding once and never overwrites it
@@ -38,7 +39,7 @@ mode=$1
 PROTOC_GEN_C=${PROTOC_GEN_C:-$(command -v protoc-gen-c)}
 GOOD_PROTOS=(nopkg.proto deep.proto common/types.proto api/v1/user.proto
              nested.proto proto2ext.proto keywords.proto big.proto
-             cpackage.proto http.proto)
+             cpackage.proto http.proto openapi.proto)
 # protobuf-c's own protobuf-c/protobuf-c.proto (for cpackage.proto).
 PROTOBUF_C_PROTO_DIR=${PROTOBUF_C_PROTO_DIR:-/usr/include}
 
@@ -62,14 +63,18 @@ generate_good() { # OUT_PERFC OUT_C [perfc parameter]
 
 case "$mode" in
 golden)
-  generate_good "$W/perfc" "$W/c"
+  generate_good "$W/perfc" "$W/c" "openapi=$W/openapi"
   if [ "${UPDATE:-0}" = 1 ]; then
-    rm -rf "$SRC/golden/out"
+    rm -rf "$SRC/golden/out" "$SRC/golden/openapi"
     cp -r "$W/perfc" "$SRC/golden/out"
-    echo "golden/out updated"
+    cp -r "$W/openapi" "$SRC/golden/openapi"
+    echo "golden/out and golden/openapi updated"
     exit 0
   fi
   diff -r -u "$SRC/golden/out" "$W/perfc"
+  diff -r -u "$SRC/golden/openapi" "$W/openapi"
+  # Only files with google.api.http routes get a document.
+  test "$(find "$W/openapi" -name '*.openapi.json' | wc -l)" = 2
   ;;
 errors)
   fail=0
@@ -99,6 +104,16 @@ errors)
   check param_without_value "$SRC/protos" nopkg.proto "templates"
   check bad_template "$SRC/protos" nopkg.proto "templates=../templates_bad"
   check templates_not_a_dir "$SRC/protos" nopkg.proto "templates=/nonexistent/perfc"
+  # What OpenAPI 3.0 cannot describe: refused only when openapi= is asked
+  # for (the same protos generate without it), and no document is written.
+  for p in "$SRC"/errors_openapi/*.proto; do
+    n=$(basename "$p" .proto)
+    (cd "$SRC/errors_openapi" && perfc_protoc --perfc_out="$W" "$n.proto") ||
+      { echo "FAIL openapi_$n: fails even without openapi="; fail=1; }
+    check "openapi_$n" "$SRC/errors_openapi" "$n.proto" "openapi=$W/oa"
+  done
+  if [ -e "$W/oa" ]; then echo "FAIL: a failed run wrote $W/oa"; fail=1; fi
+  check openapi_without_dir "$SRC/protos" http.proto "openapi"
   exit $fail
   ;;
 templates)
@@ -182,7 +197,8 @@ WRAP
   (cd "$SRC/protos" && ! perfc_protoc --perfc_out="bogus=1:$W" big.proto 2>/dev/null)
   # HTTP rules: every form compiled, and failures mid-template, in a
   # variable, in the body and in an additional binding (freed on each path).
-  (cd "$SRC/protos" && perfc_protoc --perfc_out="$W" http.proto)
+  (cd "$SRC/protos" && perfc_protoc --perfc_out="openapi=$W/oa:$W" http.proto openapi.proto)
+  (cd "$SRC/errors_openapi" && ! perfc_protoc --perfc_out="openapi=$W/oa:$W" custom_kind.proto 2>/dev/null)
   for e in http_unclosed http_nested_var http_var_message http_body_unknown \
            http_binding_error http_conflict; do
     (cd "$SRC/errors" && ! perfc_protoc --perfc_out="$W" $e.proto 2>/dev/null)
@@ -191,7 +207,7 @@ WRAP
     cat "$W"/valgrind.*.log
     exit 1
   fi
-  echo "valgrind: 10 runs clean"
+  echo "valgrind: 11 runs clean"
   ;;
 install)
   : "${BUILD:?}"
@@ -389,7 +405,8 @@ example)
   : "${CC:?}" "${WKT_INC:?}"
   EX=$ROOT/examples/user-service/proto
   mkdir -p "$W/perfc" "$W/c" "$W/stubs"
-  (cd "$EX" && perfc_protoc --perfc_out="stubs=$W/stubs:$W/perfc" \
+  (cd "$EX" && perfc_protoc \
+    --perfc_out="stubs=$W/stubs,openapi=$W/perfc/openapi:$W/perfc" \
     --c_out="$W/c" user/v1/user.proto)
   if [ "${UPDATE:-0}" = 1 ]; then
     rm -rf "$SRC/golden/example"

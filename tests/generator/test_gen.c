@@ -42,11 +42,16 @@ Test(gen, parameters) {
                    "protoc-gen-perfc: unknown parameter \"colour\"; known "
                    "parameters: templates=DIR (use the templates in DIR "
                    "instead of the built-in ones), stubs=DIR (write handler "
-                   "scaffolding into DIR)");
+                   "scaffolding into DIR), openapi=DIR (write an OpenAPI 3.0 "
+                   "document per file with google.api.http routes into DIR)");
   free(err);
   err = run_with_param("stubs=");
   cr_expect_str_eq(err, "protoc-gen-perfc: parameter \"stubs\" needs a "
                         "directory: stubs=DIR");
+  free(err);
+  err = run_with_param("openapi=");
+  cr_expect_str_eq(err, "protoc-gen-perfc: parameter \"openapi\" needs a "
+                        "directory: openapi=DIR");
   free(err);
 }
 
