@@ -796,6 +796,12 @@ int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
   h.max_connection_age_enabled = o->max_connection_age_enabled != 0;
   h.max_connection_age_ms = o->max_connection_age_ms;
   h.max_connection_age_grace_ms = o->max_connection_age_grace_ms;
+  /* The C core's resource quota has no twin on h2; the nearest is the
+   * bound on request bytes all connections may hold buffered. A budget
+   * the application chose becomes it; the core's 1 GiB default keeps h2's
+   * own (PERFC_DEFAULT_H2_SERVER_RECV_BUDGET_BYTES). */
+  if (o->memory_budget_bytes != PERFC_DEFAULT_MEMORY_BUDGET_BYTES)
+    h.server_recv_budget_bytes = o->memory_budget_bytes;
   if (o->max_metadata_bytes < UINT32_MAX)
     h.max_header_list_bytes = (uint32_t)o->max_metadata_bytes;
   int rc = perfc__h2_server_new(&t->h2, &h, &callbacks, t);
