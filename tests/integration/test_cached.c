@@ -7,6 +7,7 @@
  * Room: tests/integration (declarative caching). */
 #include "perfc/test/v1/cached.perfc.h"
 #include "redis_server.h"
+#include "test_transport.h"
 #include "server/server_internal.h" /* perfc__server_pool_stats */
 
 #include <criterion/criterion.h>
@@ -149,7 +150,7 @@ static void start(int with_cache) {
   }
   if (max_send)
     so.max_send_message_bytes = max_send;
-  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(test_server_new(&srv, &so), 0);
   int port = 0;
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   if (with_cache)

@@ -68,7 +68,7 @@ static void setup(void) {
   cr_assert_eq(perfc_shedding_new(&sh, &so), 0);
 
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc__test__v1__test_service__perfc_register(
                    srv, &test_service_handlers, NULL),

@@ -55,10 +55,19 @@ int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:0";
   perfc_server_opts o;
   perfc_server_opts_init(&o);
+  /* PERFC_TEST_TRANSPORT first; --transport overrides it. */
+  test_transport_apply(&o);
   perfc_tls_opts tls;
   perfc_tls_opts_init(&tls);
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+    if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) {
+      const char *t = argv[++i];
+      if (strcmp(t, "h2") != 0 && strcmp(t, "core") != 0) {
+        fprintf(stderr, "--transport %s: expected h2 or core\n", t);
+        return 2;
+      }
+      o.transport = strcmp(t, "h2") == 0 ? PERFC_TRANSPORT_H2 : PERFC_TRANSPORT_CORE;
+    } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
       listen = argv[++i];
     else if (strcmp(argv[i], "--max-recv-bytes") == 0 && i + 1 < argc)
       o.max_recv_message_bytes = atoi(argv[++i]);
@@ -88,7 +97,7 @@ int main(int argc, char **argv) {
                                       : PERFC_TLS_CLIENT_AUTH_NONE;
     } else {
       fprintf(stderr,
-              "usage: %s [--listen HOST:PORT] [--max-recv-bytes N] "
+              "usage: %s [--listen HOST:PORT] [--transport core|h2] [--max-recv-bytes N] "
               "[--pool-threads N] [--pool-queue N] [--compression ALG] "
               "[--memory-budget BYTES] [--max-metadata-bytes BYTES] "
               "[--shutdown-grace-ms MS] "

@@ -292,7 +292,7 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
   int local_port;
   if (port == NULL)
     port = &local_port;
-  if (perfc_server_new(&srv, opts) != 0)
+  if (test_server_new(&srv, opts) != 0)
     return NULL;
   char *name = server_names[nnames++ % 8];
   if (perfc_server_listen(srv, "127.0.0.1:0", port) != 0 ||

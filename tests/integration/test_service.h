@@ -3,6 +3,7 @@
 #ifndef PERFC_TEST_SERVICE_H
 #define PERFC_TEST_SERVICE_H
 #include "perfc/test/v1/test.perfc.h"
+#include "../unit/test_transport.h" /* test_server_new, PERFC_TEST_TRANSPORT */
 
 #include <stdatomic.h>
 

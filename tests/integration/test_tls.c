@@ -69,7 +69,7 @@ static void teardown(void) {
 
 /* Starts TestService on a TLS port; returns 0 or the error. */
 static int start_tls(const perfc_tls_opts *tls) {
-  int rc = perfc_server_new(&srv, NULL);
+  int rc = test_server_new(&srv, NULL);
   if (rc == 0)
     rc = perfc_server_listen_tls(srv, "127.0.0.1:0", tls, &port);
   if (rc == 0)
@@ -146,7 +146,7 @@ Test(tls, call_succeeds_over_tls) {
 Test(tls, plaintext_and_tls_ports_on_one_server) {
   perfc_tls_opts o = server_opts(PERFC_TLS_CLIENT_AUTH_NONE);
   int plain_port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &plain_port), 0);
   cr_assert_eq(perfc_server_listen_tls(srv, "127.0.0.1:0", &o, &port), 0);
   cr_assert_eq(perfc__test__v1__test_service__perfc_register(
@@ -235,7 +235,7 @@ static void expect_refused(const perfc_tls_opts *o, int want, const char *file,
                            const char *problem) {
   logged[0] = '\0';
   perfc_log_set_sink(capture, NULL);
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   int rc = perfc_server_listen_tls(srv, "127.0.0.1:0", o, &port);
   perfc_log_set_sink(NULL, NULL);
   const char *e = perfc_tls_last_error();
@@ -395,7 +395,7 @@ Test(tls, bad_channel_files) {
 Test(tls, null_arguments) {
   cr_assert_eq(perfc_server_listen_tls(NULL, "127.0.0.1:0", NULL, NULL),
                PERFC_EINVAL);
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen_tls(srv, "127.0.0.1:0", NULL, NULL),
                PERFC_EINVAL);
   cr_assert_eq(perfc_channel_new_tls(NULL, "x:1", NULL, NULL), PERFC_EINVAL);

@@ -458,6 +458,9 @@ static void slow_burst(int threads, int ms) {
 
 Test(requests, posted_requests_start_small_and_deepen_with_concurrency,
      .timeout = 60) {
+  if (test_transport_is_h2())
+    cr_skip_test("requests_per_method is the C core's pre-posted "
+                 "grpc_server_request_call depth; h2 posts no requests");
   perfc_server_opts o = {.threads = 1, .requests_per_method = 16,
                          .pool_threads = 32};
   start_with(&o);
@@ -493,6 +496,9 @@ Test(requests, posted_requests_start_small_and_deepen_with_concurrency,
 /* requests_per_method below the starting depth is the depth from the
  * start, and no load takes it higher. */
 Test(requests, requests_per_method_one_is_respected, .timeout = 60) {
+  if (test_transport_is_h2())
+    cr_skip_test("requests_per_method is the C core's pre-posted "
+                 "grpc_server_request_call depth; h2 posts no requests");
   perfc_server_opts o = {.threads = 1, .requests_per_method = 1,
                          .pool_threads = 32};
   start_with(&o);

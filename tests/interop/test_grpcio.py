@@ -13,6 +13,11 @@ import sys
 import time
 import unittest
 
+# The transport the servers run on (CTest's `.h2` copies set it), passed
+# through as --transport.
+TRANSPORT_ARGS = (["--transport", os.environ["PERFC_TEST_TRANSPORT"]]
+                  if os.environ.get("PERFC_TEST_TRANSPORT") else [])
+
 import grpc
 
 BIN = None
@@ -87,7 +92,7 @@ class Server:
     checking it exits cleanly (0) — a crash or a sanitizer report fails."""
 
     def __init__(self, name, *args):
-        self.proc = subprocess.Popen([os.path.join(BIN, name), "--listen", "127.0.0.1:0", *args],
+        self.proc = subprocess.Popen([os.path.join(BIN, name), "--listen", "127.0.0.1:0", *args, *TRANSPORT_ARGS],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):

@@ -68,8 +68,8 @@ typedef enum perfc_server_transport {
   PERFC_TRANSPORT_DEFAULT = 0,
   /** The gRPC C core (every feature). */
   PERFC_TRANSPORT_CORE = 1,
-  /** perfc's own nghttp2 transport (transport/h2): unary calls only so
-   *  far; a streaming method answers UNIMPLEMENTED saying so. */
+  /** perfc's own nghttp2 transport (transport/h2): unary and streaming
+   *  calls. */
   PERFC_TRANSPORT_H2 = 2
 } perfc_server_transport;
 

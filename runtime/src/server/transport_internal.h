@@ -256,7 +256,7 @@ int perfc__core_transport_new(void **out, const perfc_server_opts *opts,
 extern const perfc__transport_ops perfc__core_transport_ops;
 
 /* perfc's own nghttp2 transport under the seam (transport/h2/h2_seam.c):
- * unary calls; streaming methods answer UNIMPLEMENTED saying so. */
+ * unary calls and the three streaming kinds. */
 int perfc__h2_transport_new(void **out, const perfc_server_opts *opts,
                             const perfc__call_upcalls *up, perfc_server *srv);
 extern const perfc__transport_ops perfc__h2_transport_ops;

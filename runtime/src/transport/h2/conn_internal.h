@@ -64,6 +64,7 @@ struct perfc__h2_lctx {
   int64_t drain_deadline_ms;
   perfc__h2_timer drain_timer;
   perfc__h2_task shutdown_task;
+  perfc__h2_task drain_task; /* perfc__h2_server_drain */
 };
 
 struct perfc__h2_server {
@@ -75,7 +76,7 @@ struct perfc__h2_server {
   SSL_CTX **tls_ctxs;
   size_t ntls;
   atomic_uint conns_open;
-  bool started, stopped;
+  bool started, stopped, drained;
   nghttp2_session_callbacks *ngcb;
   nghttp2_option *ngopt;
 };
@@ -126,6 +127,7 @@ struct perfc__h2_stream {
   bool started, headers_sent, finish_queued, end_stream_sent, recv_done,
       remote_closed, paused, data_deferred, trailers_only, too_big, bad,
       reason_set, owing;
+  bool msg_compressed; /* the message on_message is handed came compressed */
   perfc__h2_close_reason reason;
   /* request headers, copied: NUL-separated pairs in hbuf */
   char *hbuf;

@@ -27,6 +27,7 @@ static const char *const enc_names[] = {"identity", "gzip", "deflate"};
 typedef struct pmsg {
   struct pmsg *next;
   size_t len;
+  bool compressed; /* it arrived with the compressed flag */
   uint8_t data[];
 } pmsg;
 
@@ -770,6 +771,10 @@ static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
   atomic_fetch_add(&s->refs, 1);
   if (timeout != NULL)
     perfc__h2_timer_arm(c->lc->loop, &s->deadline, info.deadline_ms);
+  /* Now the stream may be answered: a call that starts before its first
+   * message (a client or bidi stream) is handed up here. */
+  if (srv->cb.on_start != NULL)
+    srv->cb.on_start(call, s);
 }
 
 /* ---- requests: messages --------------------------------------------------- */
@@ -782,14 +787,24 @@ static void deliver(perfc__h2_stream *s, const uint8_t *bytes, size_t len,
     size_t plen;
     int rc = perfc__h2_inflate(enc_names[s->req_enc], bytes, len,
                                opts_of(s)->max_recv_message_bytes, &plain, &plen);
+    /* The same words as the core transport's, so a client (and the
+     * suites run on both) sees one answer whichever carries the call. */
     if (rc == PERFC_ETOOBIG) {
-      stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                  "decompressed message larger than the server's maximum");
+      char m[128];
+      snprintf(m, sizeof m,
+               "request message inflates past the %zu-byte "
+               "max_recv_message_bytes limit",
+               opts_of(s)->max_recv_message_bytes);
+      stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
       return;
     }
     if (rc != 0) {
       stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_INTERNAL,
-                  "cannot decompress the message");
+                  s->req_enc == ENC_GZIP
+                      ? "compressed request message is corrupt (gzip data "
+                        "does not inflate)"
+                      : "compressed request message is corrupt (deflate "
+                        "data does not inflate)");
       return;
     }
     bytes = plain;
@@ -797,6 +812,7 @@ static void deliver(perfc__h2_stream *s, const uint8_t *bytes, size_t len,
   }
   s->nmsgs++;
   if (!s->paused && s->held_msgs == NULL) {
+    s->msg_compressed = compressed;
     int rc = s->lc->srv->cb.on_message(s->call, s, bytes, len);
     if (rc != PERFC_EFULL) {
       free(plain);
@@ -813,6 +829,7 @@ static void deliver(perfc__h2_stream *s, const uint8_t *bytes, size_t len,
   }
   m->next = NULL;
   m->len = len;
+  m->compressed = compressed;
   memcpy(m->data, bytes, len);
   free(plain);
   if (s->held_tail)
@@ -856,7 +873,9 @@ int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
       }
       if (flag == 1 && s->req_enc == ENC_IDENTITY) {
         stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_INTERNAL,
-                    "compressed message without grpc-encoding");
+                    "message has the compressed flag set but the call "
+                    "declares no grpc-encoding (absent or identity; gzip "
+                    "and deflate are supported)");
         break;
       }
       if ((s->flags & PERFC__H2_CALL_SINGLE_REQUEST) && s->nmsgs >= 1) {
@@ -866,8 +885,10 @@ int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
       }
       if (mlen > o->max_recv_message_bytes) {
         /* Refused on the length prefix: the body is never buffered. */
-        char m[96];
-        snprintf(m, sizeof m, "message of %u bytes larger than the maximum %zu",
+        char m[128];
+        snprintf(m, sizeof m,
+                 "request message of %u bytes is past the %zu-byte "
+                 "max_recv_message_bytes limit",
                  mlen, o->max_recv_message_bytes);
         stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
         break;
@@ -915,7 +936,7 @@ static void half_close(perfc__h2_stream *s) {
     return;
   if (s->msg != NULL || s->pfx_got > 0) {
     stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_INTERNAL,
-                "the request ended inside a message");
+                "the stream ended before the length its prefix announced");
     return;
   }
   if (s->held_msgs != NULL)
@@ -1067,6 +1088,7 @@ static void resume_local(perfc__h2_stream *s) {
   s->paused = false;
   while (s->held_msgs != NULL && !s->paused && alive(s)) {
     pmsg *m = s->held_msgs;
+    s->msg_compressed = m->compressed;
     int rc = s->lc->srv->cb.on_message(s->call, s, m->data, m->len);
     if (rc == PERFC_EFULL) {
       s->paused = true;
@@ -1196,6 +1218,10 @@ bool perfc__h2_stream_on_loop(const perfc__h2_stream *s) {
 
 void *perfc__h2_stream_call(const perfc__h2_stream *s) { return s->call; }
 
+bool perfc__h2_message_compressed(const perfc__h2_stream *s) {
+  return s->msg_compressed;
+}
+
 int perfc__h2_send_headers(perfc__h2_stream *s, const perfc__h2_md *md,
                            size_t n, unsigned flags) {
   if (atomic_load(&s->closed))
@@ -1249,6 +1275,11 @@ int perfc__h2_finish(perfc__h2_stream *s, perfc_status_code code,
   if (perfc__h2_stream_on_loop(s))
     return finish_local(s, code, message, md, n);
   return post(s, OP_FINISH, flags, code, message, md, n, NULL, 0);
+}
+
+void perfc__h2_flush(perfc__h2_stream *s) {
+  if (!atomic_load(&s->closed) && !perfc__h2_stream_on_loop(s))
+    perfc__h2_loop_wake(s->lc->loop);
 }
 
 void perfc__h2_resume_recv(perfc__h2_stream *s) {

@@ -296,6 +296,34 @@ static void shutdown_run(perfc__h2_loop *l, perfc__h2_task *t) {
   perfc__h2_timer_arm(l, &lc->drain_timer, lc->drain_deadline_ms);
 }
 
+static void drain_run(perfc__h2_loop *l, perfc__h2_task *t) {
+  perfc__h2_lctx *lc =
+      (perfc__h2_lctx *)((char *)t - offsetof(perfc__h2_lctx, drain_task));
+  lc->draining = true;
+  for (size_t k = 0; k < lc->nlisteners; k++)
+    perfc__h2_listener_close(&lc->listeners[k]);
+  if (lc->conns == NULL) {
+    perfc__h2_loop_stop(l);
+    return;
+  }
+  /* No deadline: a connection closes once its last stream ended. */
+  for (perfc__h2_conn *c = lc->conns; c != NULL; c = c->next)
+    perfc__h2_conn_begin_drain(c, 0);
+}
+
+void perfc__h2_server_drain(perfc__h2_server *srv) {
+  if (srv == NULL || srv->stopped || srv->drained)
+    return;
+  srv->drained = true;
+  for (int i = 0; i < srv->nloops; i++) {
+    perfc__h2_lctx *lc = &srv->lcs[i];
+    if (!lc->thread_started)
+      continue;
+    lc->drain_task.run = drain_run;
+    perfc__h2_loop_post(lc->loop, &lc->drain_task, true);
+  }
+}
+
 void perfc__h2_server_shutdown(perfc__h2_server *srv, int64_t grace_ms) {
   if (srv == NULL || srv->stopped)
     return;

@@ -192,6 +192,12 @@ typedef struct perfc__h2_callbacks {
    * with PERFC_ESHUTDOWN. The call layer owes perfc__h2_stream_release(). */
   void (*on_close)(void *call, perfc__h2_stream *s,
                    perfc__h2_close_reason why);
+  /* Optional (NULL: not called; last, so positional initializers need
+   * not name it). The call was taken and its stream may be answered
+   * (loop thread, right after on_call, before any on_message): where a
+   * call layer starts calls that do not wait for their request (client
+   * and bidi streams). */
+  void (*on_start)(void *call, perfc__h2_stream *s);
 } perfc__h2_callbacks;
 
 /* ---- the server ------------------------------------------------------------- */
@@ -208,6 +214,12 @@ int perfc__h2_server_listen(perfc__h2_server *srv, const char *addr,
                             const perfc_tls_opts *tls, int *bound_port);
 /* Starts one thread per loop. Returns 0, PERFC_ETHREAD or PERFC_ESTATE. */
 int perfc__h2_server_start(perfc__h2_server *srv);
+/* The first half of a graceful stop (any thread but a loop's; returns at
+ * once): listeners close and every connection gets GOAWAY with its last
+ * stream id; calls in flight go on without a deadline, a connection closes
+ * once its last stream ended, and the loops keep running (answers posted
+ * by workers still go out) until perfc__h2_server_shutdown(). Idempotent. */
+void perfc__h2_server_drain(perfc__h2_server *srv);
 /* Graceful stop (any thread but a loop's): listeners close, every
  * connection gets GOAWAY with its last stream id, calls in flight may
  * finish within `grace_ms`, then the rest are closed (on_close CONN) and
@@ -261,12 +273,19 @@ int perfc__h2_send_message(perfc__h2_stream *s, const uint8_t *bytes,
 int perfc__h2_finish(perfc__h2_stream *s, perfc_status_code code,
                      const char *message, const perfc__h2_md *md, size_t n,
                      unsigned flags);
+/* Sends posted with PERFC__H2_SEND_MORE go out now: wakes the stream's
+ * loop (nothing to do on the loop thread, which writes at the end of its
+ * iteration anyway). Any thread. */
+void perfc__h2_flush(perfc__h2_stream *s);
 /* After on_message returned PERFC_EFULL: deliver again (any thread). */
 void perfc__h2_resume_recv(perfc__h2_stream *s);
 /* The call layer's reference, dropped once after on_close or instead of
  * waiting for it when abandoning (then the stream is reset with CANCEL).
  * Any thread. */
 void perfc__h2_stream_release(perfc__h2_stream *s);
+/* During on_message: whether the message arrived compressed (the
+ * gRPC frame's flag; the bytes on_message gets are inflated already). */
+bool perfc__h2_message_compressed(const perfc__h2_stream *s);
 /* The call pointer on_call returned. */
 void *perfc__h2_stream_call(const perfc__h2_stream *s);
 /* True on the stream's loop thread (sends apply at once). */

@@ -17,10 +17,20 @@
  * transport (until on_close); the last one releases the h2 stream and
  * recycles the context.
  *
- * Not yet: streaming methods (client, server and bidi streams) answer
- * UNIMPLEMENTED saying the h2 transport does not carry them yet; the
- * shutdown grace's CANCELLED answer for calls still on workers (h2 closes
- * the connections when the grace ends, as it would without the call layer).
+ * A streaming call runs on a worker (the call layer puts every stream
+ * there), which blocks; a loop thread never does. Server streams arrive
+ * like unary calls, at the half-close, with their one request. Client and
+ * bidi streams arrive at on_start, before any message: the loop then
+ * queues each message (a malloc'd copy) for the worker and wakes it
+ * through the call's condition variable. The queue is bounded (a message
+ * beyond STREAM_RQ_BYTES / STREAM_RQ_MSGS waits in h2 with the stream's
+ * window shut: on_message's PERFC_EFULL) and resumed by the worker once
+ * it took enough. Sends pack into a buffer of the stream, post to the loop
+ * (h2 copies), and block while h2 answers PERFC_EFULL (the stream holds
+ * its high-water mark unsent: a slow reader) until on_writable, a cancel
+ * or the deadline. Replies sent with PERFC__SEND_MORE post without waking
+ * the loop; the next plain send, a flush, a receive that must wait or a
+ * send that must wait wakes it once for all.
  */
 #include "perfc/log.h"
 #include "core/error_internal.h"
@@ -48,8 +58,39 @@ typedef struct h2call {
   const uint8_t *req;
   size_t req_len;
   int have_req;
-  int compressed; /* the request came with a grpc-encoding */
+  int compressed; /* the request message arrived compressed */
+  int handed_up;  /* the `arrived` up-call was made (loop thread) */
+  /* ---- streams only ---- */
+  int streaming;   /* a streaming method: mu/cv initialised */
+  int queued;      /* client or bidi stream: messages go through rq */
+  pthread_mutex_t mu; /* rq, half_closed, paused, rx_failed, waiting */
+  pthread_cond_t cv;  /* the worker waits here; the loop signals */
+  struct rmsg *rq, *rq_tail;
+  unsigned rq_n;
+  size_t rq_bytes;
+  int half_closed, paused, rx_failed, waiting;
+  atomic_uint wr_gen;  /* on_writable calls so far */
+  struct rmsg *cur;    /* the message the handler reads (worker) */
+  int held;            /* a send posted without waking the loop (worker) */
+  uint8_t *sbuf;       /* packing buffer for sends (worker) */
+  size_t scap;
+  struct h2call *snext, *sprev; /* t->streams, under t->mu */
 } h2call;
+
+/* A request message of a client or bidi stream, queued for the worker. */
+typedef struct rmsg {
+  struct rmsg *next;
+  size_t len;
+  int compressed;
+  uint8_t data[];
+} rmsg;
+
+/* What a stream's queue may hold before h2 keeps further messages (and
+ * the stream's window shut): a few messages, so a handler reading in a
+ * loop rarely waits for a resume, and a bound on their bytes. One message
+ * is always taken however large (max_recv_message_bytes bounds it). */
+#define STREAM_RQ_MSGS 32
+#define STREAM_RQ_BYTES (256 * 1024)
 
 typedef struct h2_method {
   const perfc_method_desc *desc;
@@ -71,6 +112,7 @@ struct h2t {
   perfc__compress calgo;
   pthread_mutex_t mu;
   pthread_cond_t cv;
+  h2call *streams;     /* streams on workers (cancel_all wakes them) */
   atomic_size_t live;  /* contexts not yet released */
   atomic_int waiting;  /* a shutdown waits on cv for live == 0 */
   int shut;
@@ -162,6 +204,19 @@ static void call_unref(h2call *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
     return;
   h2t *t = c->t;
+  if (c->streaming) {
+    /* No callback runs for it any more (on_close was the last), and the
+     * handler is gone: what the queue still holds is dropped. */
+    for (rmsg *m = c->rq, *n; m != NULL; m = n) {
+      n = m->next;
+      free(m);
+    }
+    free(c->cur);
+    free(c->sbuf);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    c->streaming = 0;
+  }
   int on_loop = perfc__h2_stream_on_loop(c->s);
   perfc__h2_stream_release(c->s);
   ctx_cache *cc = tls_cache;
@@ -195,21 +250,25 @@ static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
     *refuse_msg = msg;
     return PERFC_STATUS_UNIMPLEMENTED;
   }
-  if (m->desc->kind != PERFC_METHOD_UNARY) {
-    static _Thread_local char msg[320];
-    snprintf(msg, sizeof msg,
-             "%s: streaming methods are not yet supported on the h2 "
-             "transport (server.transport: core serves them)",
-             info->path);
-    *refuse_msg = msg;
-    return PERFC_STATUS_UNIMPLEMENTED;
-  }
   h2call *c = call_get(t);
   if (c == NULL) {
     *refuse_msg = "out of memory";
     return PERFC_STATUS_RESOURCE_EXHAUSTED;
   }
   perfc_ctx *ctx = &c->ctx;
+  perfc_method_kind kind = m->desc->kind;
+  if (kind != PERFC_METHOD_UNARY) {
+    /* The waits use CLOCK_MONOTONIC, the clock of ctx->deadline_ns. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->streaming = 1;
+    c->queued = kind == PERFC_METHOD_CLIENT_STREAM ||
+                kind == PERFC_METHOD_BIDI_STREAM;
+  }
   c->s = s;
   ctx->method = m->m;
   ctx->path = m->desc->path;
@@ -217,7 +276,6 @@ static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
   ctx->deadline_ns = info->deadline_ms == INT64_MAX
                          ? INT64_MAX
                          : info->deadline_ms * 1000000;
-  c->compressed = strcmp(info->request_encoding, "identity") != 0;
   c->peer = perfc_arena_strdup(ctx->arena, info->peer);
   if (info->md_count > 0) {
     c->md = perfc_arena_alloc(ctx->arena, 2 * info->md_count * sizeof *c->md);
@@ -235,14 +293,69 @@ static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
     }
   }
   *call = c;
-  *flags = PERFC__H2_CALL_SINGLE_REQUEST;
+  *flags = c->queued ? 0 : PERFC__H2_CALL_SINGLE_REQUEST;
   return PERFC_STATUS_OK;
+}
+
+static void on_start(void *call, perfc__h2_stream *s) {
+  (void)s;
+  h2call *c = call;
+  /* A client or bidi stream's handler runs before its first message: the
+   * client may wait for the server to speak first. */
+  if (c->queued) {
+    c->handed_up = 1;
+    c->t->up->arrived(&c->ctx);
+  }
+}
+
+/* A queued stream's message, for its worker (loop thread). */
+static int queue_message(h2call *c, const uint8_t *bytes, size_t len) {
+  pthread_mutex_lock(&c->mu);
+  int full = c->rq_n > 0 && (c->rq_n >= STREAM_RQ_MSGS ||
+                             c->rq_bytes + len > STREAM_RQ_BYTES);
+  if (full)
+    c->paused = 1;
+  pthread_mutex_unlock(&c->mu);
+  if (full)
+    return PERFC_EFULL; /* h2 keeps it until perfc__h2_resume_recv */
+  rmsg *m = malloc(sizeof *m + len);
+  pthread_mutex_lock(&c->mu);
+  if (m == NULL) {
+    c->rx_failed = 1;
+  } else {
+    m->next = NULL;
+    m->len = len;
+    m->compressed = perfc__h2_message_compressed(c->s);
+    if (len > 0)
+      memcpy(m->data, bytes, len);
+    if (c->rq_tail != NULL)
+      c->rq_tail->next = m;
+    else
+      c->rq = m;
+    c->rq_tail = m;
+    c->rq_n++;
+    c->rq_bytes += len;
+  }
+  if (c->waiting)
+    pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  return 0;
+}
+
+/* Wakes the stream's worker, whatever it waits for. */
+static void stream_wake(h2call *c) {
+  pthread_mutex_lock(&c->mu);
+  if (c->waiting)
+    pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
 }
 
 static int on_message(void *call, perfc__h2_stream *s, const uint8_t *bytes,
                       size_t len) {
-  (void)s;
   h2call *c = call;
+  if (c->queued)
+    return queue_message(c, bytes, len);
+  c->compressed = perfc__h2_message_compressed(s);
   /* h2 allows one message on a single-request method; the bytes are
    * borrowed for this callback, so they go to the arena. */
   uint8_t *p = perfc_arena_alloc(c->ctx.arena, len ? len : 1);
@@ -258,12 +371,26 @@ static int on_message(void *call, perfc__h2_stream *s, const uint8_t *bytes,
 static void on_half_close(void *call, perfc__h2_stream *s) {
   (void)s;
   h2call *c = call;
+  if (c->queued) {
+    pthread_mutex_lock(&c->mu);
+    c->half_closed = 1;
+    if (c->waiting)
+      pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  c->handed_up = 1;
   c->t->up->arrived(&c->ctx);
 }
 
 static void on_writable(void *call, perfc__h2_stream *s) {
-  (void)call;
-  (void)s; /* unary responses never wait for the window */
+  (void)s;
+  h2call *c = call;
+  /* Only a stream's send waits for this (a unary response never does). */
+  if (c->streaming) {
+    atomic_fetch_add_explicit(&c->wr_gen, 1, memory_order_release);
+    stream_wake(c);
+  }
 }
 
 static void on_close(void *call, perfc__h2_stream *s,
@@ -272,6 +399,20 @@ static void on_close(void *call, perfc__h2_stream *s,
   h2call *c = call;
   if (why != PERFC__H2_CLOSE_DONE)
     atomic_store_explicit(&c->ctx.cancelled_flag, 1, memory_order_release);
+  if (c->streaming) {
+    /* A worker blocked in a receive or a send learns of it now; "done"
+     * wakes it too (a stream whose status went out has nothing to wait
+     * for). */
+    pthread_mutex_lock(&c->mu);
+    c->half_closed = 1;
+    if (c->waiting)
+      pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+  }
+  /* A call h2 ended before it was complete (a refused message, a reset,
+   * its deadline) never reached the call layer: its hold goes too. */
+  if (!c->handed_up)
+    atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
   call_unref(c);
 }
 
@@ -340,7 +481,8 @@ static void h2_send_headers(h2call *c) {
    * (a failed call is then trailers-only). */
   if (ctx->initial_md.count > 0) {
     perfc__h2_md *md = md_array(ctx, &ctx->initial_md);
-    perfc__h2_send_headers(c->s, md, md ? ctx->initial_md.count : 0, 0);
+    perfc__h2_send_headers(c->s, md, md ? ctx->initial_md.count : 0,
+                           PERFC__H2_SEND_MORE);
   }
   ctx->initial_md_sent = 1;
 }
@@ -397,7 +539,11 @@ static perfc_status_code h2_request(perfc_ctx *ctx, const uint8_t **data,
 }
 
 static int h2_message_compressed(const perfc_ctx *ctx) {
-  return ccall_of(ctx)->compressed;
+  const h2call *c = ccall_of(ctx);
+  /* A queued stream's: the message the handler was given last. */
+  if (c->queued)
+    return c->cur != NULL && c->cur->compressed;
+  return c->compressed;
 }
 
 static const char *h2_peer(perfc_ctx *ctx) {
@@ -416,32 +562,196 @@ static void h2_md_at(const perfc_ctx *ctx, size_t i, perfc_slice *key,
   *value = c->md[2 * i + 1];
 }
 
-/* Streams never reach a handler on h2 yet (on_call refuses them), so the
- * stream ops are never called; they answer "shut down" if they were. */
-static int h2_stream_begin(perfc_ctx *ctx) {
-  (void)ctx;
-  return PERFC_ESTATE;
+/* ---- streams, on the handler's worker -------------------------------------- */
+
+/* Posts held back without a wake (PERFC__H2_SEND_MORE) go out now. */
+static void flush_held(h2call *c) {
+  if (c->held) {
+    c->held = 0;
+    perfc__h2_flush(c->s);
+  }
 }
+
+/* Waits on c->cv (c->mu held) until the loop signals, or until the call's
+ * deadline: nobody signals when a deadline the server lowered passes. */
+static void wait_locked(h2call *c) {
+  c->waiting = 1;
+  int64_t d = c->ctx.deadline_ns;
+  if (d == INT64_MAX) {
+    pthread_cond_wait(&c->cv, &c->mu);
+  } else {
+    struct timespec ts = {.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000};
+    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+  }
+  c->waiting = 0;
+}
+
+static int stream_cancelled(h2call *c) {
+  return c->t->up->cancelled(&c->ctx);
+}
+
+static int h2_stream_begin(perfc_ctx *ctx) {
+  h2call *c = ccall_of(ctx);
+  h2t *t = c->t;
+  /* stream_end's hold: the context outlives the finish on this worker. */
+  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+  pthread_mutex_lock(&t->mu);
+  c->sprev = NULL;
+  c->snext = t->streams;
+  if (t->streams != NULL)
+    t->streams->sprev = c;
+  t->streams = c;
+  pthread_mutex_unlock(&t->mu);
+  return 0;
+}
+
 static int h2_stream_recv(perfc_ctx *ctx, perfc_arena *a, const uint8_t **data,
                           size_t *len, int64_t *now) {
-  (void)ctx, (void)a, (void)data, (void)len, (void)now;
-  return PERFC_ESHUTDOWN;
+  (void)a; /* the message is borrowed from the queue until the next receive */
+  h2call *c = ccall_of(ctx);
+  free(c->cur);
+  c->cur = NULL;
+  pthread_mutex_lock(&c->mu);
+#define RECV_READY() \
+  (c->rq != NULL || c->half_closed || c->rx_failed || stream_cancelled(c))
+  if (!RECV_READY()) {
+    /* Nothing written may wait while we do. */
+    pthread_mutex_unlock(&c->mu);
+    flush_held(c);
+    pthread_mutex_lock(&c->mu);
+    while (!RECV_READY())
+      wait_locked(c);
+    *now = now_ns();
+  }
+#undef RECV_READY
+  int rc;
+  if (stream_cancelled(c)) {
+    rc = PERFC_ESHUTDOWN;
+  } else if (c->rq != NULL) {
+    rmsg *m = c->rq;
+    c->rq = m->next;
+    if (c->rq == NULL)
+      c->rq_tail = NULL;
+    c->rq_n--;
+    c->rq_bytes -= m->len;
+    c->cur = m;
+    *data = m->data;
+    *len = m->len;
+    rc = 1;
+  } else if (c->rx_failed) {
+    rc = PERFC_ETOOBIG;
+  } else {
+    rc = 0; /* the client half-closed */
+  }
+  /* Half drained: h2 delivers what it kept, so the queue refills while the
+   * handler works on what is here. */
+  int resume = c->paused && c->rq_n <= STREAM_RQ_MSGS / 2 &&
+               c->rq_bytes <= STREAM_RQ_BYTES / 2;
+  if (resume)
+    c->paused = 0;
+  pthread_mutex_unlock(&c->mu);
+  if (resume)
+    perfc__h2_resume_recv(c->s);
+  if (rc == PERFC_ETOOBIG) {
+    ctx->wire_code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+    ctx->wire_message = perfc_arena_sprintf(
+        ctx->arena, "%s: out of memory receiving a stream message", ctx->path);
+  }
+  return rc;
 }
+
 static int h2_stream_recv_ready(perfc_ctx *ctx) {
-  (void)ctx;
-  return 0;
+  h2call *c = ccall_of(ctx);
+  pthread_mutex_lock(&c->mu);
+  int r = c->rq != NULL;
+  pthread_mutex_unlock(&c->mu);
+  return r;
 }
+
 static int h2_stream_send(perfc_ctx *ctx, const perfc__payload *p,
                           unsigned flags) {
-  (void)ctx, (void)p, (void)flags;
-  return PERFC_ESHUTDOWN;
-}
-static int h2_stream_flush(perfc_ctx *ctx, int wait) {
-  (void)ctx, (void)wait;
+  h2call *c = ccall_of(ctx);
+  h2_send_headers(c);
+  const uint8_t *bytes = p->bytes;
+  size_t len = p->len;
+  if (p->msg != NULL) {
+    if (len > c->scap) {
+      size_t cap = c->scap ? c->scap : 256;
+      while (cap < len)
+        cap *= 2;
+      uint8_t *nb = realloc(c->sbuf, cap);
+      if (nb == NULL)
+        return PERFC_ESHUTDOWN;
+      c->sbuf = nb;
+      c->scap = cap;
+    }
+    protobuf_c_message_pack(p->msg, c->sbuf);
+    bytes = c->sbuf;
+  }
+  unsigned hf = ((flags & PERFC__SEND_MORE) ? PERFC__H2_SEND_MORE : 0) |
+                ((flags & PERFC__SEND_NO_COMPRESS) || ctx->comp_off
+                     ? PERFC__H2_SEND_NO_COMPRESS
+                     : 0);
+  for (;;) {
+    unsigned gen = atomic_load_explicit(&c->wr_gen, memory_order_acquire);
+    int rc = perfc__h2_send_message(c->s, bytes, len, hf);
+    if (rc == 0)
+      break;
+    if (rc != PERFC_EFULL)
+      return PERFC_ESHUTDOWN;
+    /* Flow control: the stream holds its high-water mark unsent (a slow
+     * reader). What was posted without a wake must reach the loop, or it
+     * would never drain; then wait for on_writable (or the end). */
+    flush_held(c);
+    pthread_mutex_lock(&c->mu);
+    while (atomic_load_explicit(&c->wr_gen, memory_order_acquire) == gen &&
+           !stream_cancelled(c))
+      wait_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (stream_cancelled(c))
+      return PERFC_ESHUTDOWN;
+  }
+  c->held = (hf & PERFC__H2_SEND_MORE) != 0;
   return 0;
 }
-static void h2_stream_poll(perfc_ctx *ctx) { (void)ctx; }
-static void h2_stream_end(perfc_ctx *ctx) { (void)ctx; }
+
+static int h2_stream_flush(perfc_ctx *ctx, int wait) {
+  /* h2 writes a stream's posts in order and the status after them, so
+   * nothing needs to complete before the finish: `wait` asks no more. */
+  (void)wait;
+  h2call *c = ccall_of(ctx);
+  flush_held(c);
+  return stream_cancelled(c) ? PERFC_ESHUTDOWN : 0;
+}
+
+static void h2_stream_poll(perfc_ctx *ctx) {
+  (void)ctx; /* on_close sets cancelled_flag itself */
+}
+
+static void h2_stream_end(perfc_ctx *ctx) {
+  h2call *c = ccall_of(ctx);
+  h2t *t = c->t;
+  pthread_mutex_lock(&t->mu);
+  if (c->sprev != NULL)
+    c->sprev->snext = c->snext;
+  else
+    t->streams = c->snext;
+  if (c->snext != NULL)
+    c->snext->sprev = c->sprev;
+  pthread_mutex_unlock(&t->mu);
+  free(c->cur);
+  c->cur = NULL;
+  call_unref(c);
+}
+
+/* Wakes every stream's worker, so each looks at its cancellation again
+ * (the shutdown grace ended: perfc__cancel_running's flag). */
+static void wake_streams(h2t *t) {
+  pthread_mutex_lock(&t->mu);
+  for (h2call *c = t->streams; c != NULL; c = c->snext)
+    stream_wake(c);
+  pthread_mutex_unlock(&t->mu);
+}
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
@@ -451,6 +761,7 @@ static const perfc__h2_callbacks callbacks = {
     .on_half_close = on_half_close,
     .on_writable = on_writable,
     .on_close = on_close,
+    .on_start = on_start,
 };
 
 int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
@@ -485,6 +796,12 @@ int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
   h.max_connection_age_enabled = o->max_connection_age_enabled != 0;
   h.max_connection_age_ms = o->max_connection_age_ms;
   h.max_connection_age_grace_ms = o->max_connection_age_grace_ms;
+  /* The C core's resource quota has no twin on h2; the nearest is the
+   * bound on request bytes all connections may hold buffered. A budget
+   * the application chose becomes it; the core's 1 GiB default keeps h2's
+   * own (PERFC_DEFAULT_H2_SERVER_RECV_BUDGET_BYTES). */
+  if (o->memory_budget_bytes != PERFC_DEFAULT_MEMORY_BUDGET_BYTES)
+    h.server_recv_budget_bytes = o->memory_budget_bytes;
   if (o->max_metadata_bytes < UINT32_MAX)
     h.max_header_list_bytes = (uint32_t)o->max_metadata_bytes;
   int rc = perfc__h2_server_new(&t->h2, &h, &callbacks, t);
@@ -543,28 +860,25 @@ static int h2_start(void *tp) {
     while (t->table[k] != NULL)
       k = (k + 1) & t->table_mask;
     t->table[k] = &t->methods[i];
-    if (t->methods[i].desc->kind != PERFC_METHOD_UNARY)
-      perfc_log(PERFC_LOG_WARN,
-                "server: %s is a streaming method; the h2 transport does not "
-                "carry streams yet and answers it UNIMPLEMENTED",
-                p);
   }
   return perfc__h2_server_start(t->h2);
 }
 
-static void h2_shutdown_begin(void *tp) { (void)tp; }
+/* Shutdown on h2, as on core (server.c, wait_shutdown): GOAWAY with the
+ * last stream id to every connection while the loops keep serving the
+ * calls in flight (shutdown_begin); the grace (wait_calls); then calls
+ * still on workers end with CANCELLED, which their loops still deliver
+ * (perfc__cancel_running, then wait_calls again); only then are the
+ * connections closed (cancel_all) and the loops joined (stop). */
+static void h2_shutdown_begin(void *tp) {
+  h2t *t = tp;
+  perfc__h2_server_drain(t->h2);
+}
 
-/* h2's shutdown is one blocking step (GOAWAY, the grace, then the
- * connections closed and the loops joined): it runs in the first wait.
- * What is left afterwards are calls still on workers, whose finish then
- * fails quietly (the stream is closed) and releases them. */
 static int h2_wait_calls(void *tp, int64_t timeout_ms) {
   h2t *t = tp;
-  if (!t->shut) {
-    t->shut = 1;
-    perfc__h2_server_shutdown(t->h2, timeout_ms < 0 ? 0 : timeout_ms);
-  }
   atomic_store(&t->waiting, 1);
+  wake_streams(t);
   pthread_mutex_lock(&t->mu);
   if (timeout_ms < 0) {
     while (atomic_load(&t->live) > 0)
@@ -588,7 +902,14 @@ static int h2_wait_calls(void *tp, int64_t timeout_ms) {
 }
 
 static void h2_cancel_all(void *tp) {
-  (void)tp; /* the connections are closed once the grace ended */
+  h2t *t = tp;
+  /* Whatever is still open is cut off: every call's on_close runs (its
+   * handler sees the cancel), the loops are joined. */
+  if (!t->shut) {
+    t->shut = 1;
+    perfc__h2_server_shutdown(t->h2, 0);
+  }
+  wake_streams(t);
 }
 
 static void h2_stop(void *tp) {
