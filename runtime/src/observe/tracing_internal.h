@@ -122,6 +122,25 @@ void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q);
  * (tracing_debug.c); frees the rings. */
 void perfc__tracing_debug_record(perfc_tracer *tr, const perfc__qspan *q);
 void perfc__tracing_debug_free(perfc_tracer *tr);
+/* The version sent as telemetry.sdk.version and the scope's version. */
+#define PERFC_TRACING_VERSION "0.1.0"
+
+/* The exporter's encode buffer, reused across batches: written back to
+ * front, so the body is [p, mem + cap). Zero-initialised before first use. */
+typedef struct perfc__otlp_buf {
+  uint8_t *mem;
+  size_t cap;
+  uint8_t *p;
+} perfc__otlp_buf;
+
+/* Writes ExportTraceServiceRequest (OTLP protobuf) for spans[0..n) and the
+ * resource of `cfg` into `b`; `*out` points into `b` until its next use.
+ * Returns 0 or PERFC_ENOMEM (tracing_export.c). */
+int perfc__otlp_encode(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg,
+                       perfc__qspan *const *spans, size_t n,
+                       const uint8_t **out, size_t *len);
+void perfc__otlp_buf_free(perfc__otlp_buf *b);
+
 /* Starts and stops the exporter thread (tracing_export.c). */
 int perfc__tracing_export_start(perfc_tracer *tr);
 void perfc__tracing_export_stop(perfc_tracer *tr);
