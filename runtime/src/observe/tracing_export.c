@@ -35,7 +35,12 @@
 
 /* ---- queue ------------------------------------------------------------------------ */
 
-void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q) {
+static void count_full(perfc_tracer *tr) {
+  atomic_fetch_add_explicit(&tr->dropped_full, 1, memory_order_relaxed);
+  perfc_counter_inc(tr->m_drop_full);
+}
+
+void *perfc__tracing_claim(perfc_tracer *tr, size_t size, size_t *ticket) {
   size_t pos = atomic_load_explicit(&tr->enq, memory_order_relaxed);
   for (;;) {
     perfc__qcell *c = &tr->cells[pos & tr->mask];
@@ -44,38 +49,71 @@ void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q) {
     if (dif == 0) {
       if (atomic_compare_exchange_weak_explicit(&tr->enq, &pos, pos + 1,
                                                 memory_order_relaxed,
-                                                memory_order_relaxed)) {
-        c->span = q;
-        atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
-        /* Wake the exporter when a full batch is waiting; otherwise its
-         * schedule delay does. */
-        size_t deq = atomic_load_explicit(&tr->deq, memory_order_relaxed);
-        if (pos + 1 - deq == tr->cfg.max_batch)
-          sem_post(&tr->wake);
-        return;
-      }
+                                                memory_order_relaxed))
+        break;
     } else if (dif < 0) {
       /* Full: drop and count. The call never waits for the exporter. */
-      free(q);
-      atomic_fetch_add_explicit(&tr->dropped_full, 1, memory_order_relaxed);
-      perfc_counter_inc(tr->m_drop_full);
-      return;
+      count_full(tr);
+      return NULL;
     } else {
       pos = atomic_load_explicit(&tr->enq, memory_order_relaxed);
     }
   }
+  /* The cell is ours until published; the exporter gave its buffer back
+   * before it made the cell free. */
+  perfc__qcell *c = &tr->cells[pos & tr->mask];
+  void *mem;
+  if (size <= PERFC__QCELL_BYTES) {
+    if (c->buf == NULL)
+      c->buf = malloc(PERFC__QCELL_BYTES);
+    mem = c->buf;
+  } else {
+    mem = malloc(size);
+  }
+  *ticket = pos;
+  if (mem == NULL) {
+    /* The claimed cell still has to be published, empty. */
+    perfc__tracing_publish(tr, pos, NULL);
+    count_full(tr);
+  }
+  return mem;
 }
 
-static perfc__qspan *dequeue(perfc_tracer *tr) {
+void perfc__tracing_publish(perfc_tracer *tr, size_t pos, perfc__qspan *q) {
+  perfc__qcell *c = &tr->cells[pos & tr->mask];
+  c->span = q;
+  atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+  /* Wake the exporter when a full batch is waiting; otherwise its
+   * schedule delay does. */
+  size_t deq = atomic_load_explicit(&tr->deq, memory_order_relaxed);
+  if (pos + 1 - deq == tr->cfg.max_batch)
+    sem_post(&tr->wake);
+}
+
+/* Takes the next published cell: 1 with its span in *q (NULL for an empty
+ * one), 0 when none is ready. The cell stays the exporter's until
+ * release_cells(). */
+static int dequeue(perfc_tracer *tr, perfc__qspan **q) {
   size_t pos = atomic_load_explicit(&tr->deq, memory_order_relaxed);
   perfc__qcell *c = &tr->cells[pos & tr->mask];
   size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
   if ((intptr_t)seq - (intptr_t)(pos + 1) < 0)
-    return NULL;
-  perfc__qspan *q = c->span;
+    return 0;
+  *q = c->span;
   atomic_store_explicit(&tr->deq, pos + 1, memory_order_relaxed);
-  atomic_store_explicit(&c->seq, pos + tr->mask + 1, memory_order_release);
-  return q;
+  return 1;
+}
+
+/* Gives cells [from, to) back to the producers: their spans are encoded
+ * (or dropped). A span in a block of its own is freed here. */
+static void release_cells(perfc_tracer *tr, size_t from, size_t to) {
+  for (size_t pos = from; pos != to; pos++) {
+    perfc__qcell *c = &tr->cells[pos & tr->mask];
+    if (c->span != NULL && (void *)c->span != c->buf)
+      free(c->span);
+    c->span = NULL;
+    atomic_store_explicit(&c->seq, pos + tr->mask + 1, memory_order_release);
+  }
 }
 
 /* ---- the OTLP encoder ---------------------------------------------------------- */
@@ -523,11 +561,16 @@ typedef struct exp_bufs {
   gz_ctx gz;
 } exp_bufs;
 
+/* Exports spans[0..n), which sit in queue cells [from, to): the cells are
+ * given back as soon as the request is encoded, so producers can reuse
+ * them while the exporter compresses, posts and retries. */
 static void export_batch(perfc_tracer *tr, exp_bufs *xb, perfc__qspan **spans,
-                         size_t n, int64_t deadline_ms) {
+                         size_t n, size_t from, size_t to, int64_t deadline_ms) {
   const uint8_t *raw, *body;
   size_t rawlen, len;
-  if (perfc__otlp_encode(&xb->enc, &tr->cfg, spans, n, &raw, &rawlen) != 0) {
+  int erc = perfc__otlp_encode(&xb->enc, &tr->cfg, spans, n, &raw, &rawlen);
+  release_cells(tr, from, to);
+  if (erc != 0) {
     count_drop(tr, n, 0);
     return;
   }
@@ -646,38 +689,47 @@ static void *exporter_main(void *arg) {
       continue;
     }
     /* Export everything queued now, batch by batch. */
-    size_t n;
+    size_t n, taken, have;
     do {
       n = 0;
+      taken = 0;
+      have = 0;
+      size_t from = atomic_load_explicit(&tr->deq, memory_order_relaxed);
       perfc__qspan *q;
-      while (n < cap && (q = dequeue(tr)) != NULL)
-        batch[n++] = q;
-      atomic_fetch_add_explicit(&tr->popped, n, memory_order_relaxed);
-      if (n > 0) {
-        if (batch != NULL && xb != NULL &&
-            !(deadline > 0 && mono_ms() >= deadline))
-          export_batch(tr, xb, batch, n, deadline);
-        else
-          count_drop(tr, n, deadline > 0);
-        for (size_t i = 0; i < n; i++)
-          free(batch[i]);
+      while (taken < cap && dequeue(tr, &q)) {
+        taken++;
+        have += q != NULL;
+        if (q != NULL && batch != NULL)
+          batch[n++] = q;
+      }
+      atomic_fetch_add_explicit(&tr->popped, taken, memory_order_relaxed);
+      if (n > 0 && batch != NULL && xb != NULL &&
+          !(deadline > 0 && mono_ms() >= deadline)) {
+        export_batch(tr, xb, batch, n, from, from + taken, deadline);
+      } else {
+        /* No memory to export with, or the grace ended. */
+        if (have > 0)
+          count_drop(tr, have, deadline > 0);
+        release_cells(tr, from, from + taken);
       }
       pthread_mutex_lock(&tr->mu);
       tr->done_pos = atomic_load(&tr->deq);
       pthread_cond_broadcast(&tr->cv);
       pthread_mutex_unlock(&tr->mu);
-    } while (n == cap);
+    } while (taken == cap);
     next = mono_ms() + tr->cfg.delay_ms;
     if (stopping)
       break;
   }
   /* Whatever is left (the grace ended) is dropped and counted. */
   perfc__qspan *q;
-  size_t left = 0;
-  while ((q = dequeue(tr)) != NULL) {
-    free(q);
-    left++;
+  size_t left = 0, from = atomic_load_explicit(&tr->deq, memory_order_relaxed);
+  size_t taken = 0;
+  while (dequeue(tr, &q)) {
+    taken++;
+    left += q != NULL;
   }
+  release_cells(tr, from, from + taken);
   if (left)
     count_drop(tr, left, 1);
   pthread_mutex_lock(&tr->mu);
@@ -739,6 +791,8 @@ void perfc__tracing_export_stop(perfc_tracer *tr) {
   sem_post(&tr->wake);
   pthread_join(tr->thread, NULL);
   curl_easy_cleanup(tr->http);
+  for (size_t i = 0; i <= tr->mask; i++)
+    free(tr->cells[i].buf);
   free(tr->cells);
   sem_destroy(&tr->wake);
   pthread_mutex_destroy(&tr->mu);
