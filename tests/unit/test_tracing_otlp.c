@@ -7,6 +7,9 @@
 #include <criterion/criterion.h>
 
 #include "observe/tracing_internal.h"
+#include "otlp_receiver.h"
+
+#include <perfc/trace_context.h>
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
@@ -371,4 +374,77 @@ Test(otlp_encode, bytes_equal_protobuf_c_packing) {
   perfc__otlp_buf_free(&b);
   free(qs);
   free(ptrs);
+}
+
+/* ---- the queue's cell buffers, end to end ------------------------------------------ */
+
+/* Spans that fit a cell's buffer and spans that need a block of their own,
+ * interleaved, through a queue much smaller than their number (every cell
+ * is reused several times while the exporter gives buffers back): each
+ * span arrives once, whole, with its own values. */
+Test(queue, cell_buffers_are_reused_and_large_spans_get_their_own_block, .timeout = 60) {
+  otlp_rx *rx = rx_start();
+  cr_assert_not_null(rx);
+  perfc_tracing_opts o;
+  perfc_tracing_opts_init(&o);
+  o.ignore_env = true;
+  o.sampler = PERFC_SAMPLER_ALWAYS_ON;
+  char url[80];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", rx->port);
+  o.endpoint = url;
+  o.max_queue_spans = 16;
+  o.max_export_batch_spans = 8;
+  o.schedule_delay_ms = 10;
+  perfc_tracer *tr;
+  cr_assert_eq(perfc_tracing_new(&tr, &o), 0);
+  perfc_trace_current root = {.tracer = tr};
+  memset(root.sc.trace_id, 0x11, 16);
+  memset(root.sc.span_id, 0x22, 8);
+  root.sc.trace_flags = PERFC_TRACE_FLAG_SAMPLED;
+  enum { N = 120 };
+  char name[1200];
+  for (int i = 0; i < N; i++) {
+    perfc_trace_current_set(&root);
+    int large = i % 3 == 0; /* a 1,100-byte name: over PERFC__QCELL_BYTES */
+    memset(name, 'a' + i % 26, sizeof name);
+    snprintf(name, 16, "span-%03d-", i);
+    name[large ? 1100 : 40] = '\0';
+    name[9] = 'a' + i % 26; /* snprintf's NUL */
+    perfc_span *sp = perfc_tracing_span_start_current(name, PERFC_SPAN_INTERNAL);
+    cr_assert_not_null(sp);
+    perfc_span_set_attr_int(sp, "i", i);
+    perfc_span_end(sp);
+    if (i % 8 == 7) /* the queue of 16 never overflows */
+      cr_assert_eq(perfc_tracing_flush(tr, 10000), 0);
+  }
+  perfc_trace_current_set(NULL);
+  cr_assert_eq(perfc_tracing_flush(tr, 10000), 0);
+  perfc_tracing_stats st;
+  perfc_tracing_stats_get(tr, &st);
+  cr_assert_eq(st.spans_exported, N);
+  cr_assert_eq(st.dropped_queue_full + st.dropped_export, 0);
+  cr_assert_eq(rx_count(rx), N);
+  pthread_mutex_lock(&rx->mu);
+  cr_assert_eq(rx->bad, 0);
+  int seen[N] = {0};
+  for (size_t k = 0; k < rx->n; k++) {
+    const rx_span *r = &rx->spans[k];
+    cr_assert_eq(r->nattrs, 1);
+    int64_t i = r->attrs[0].iv;
+    cr_assert(i >= 0 && i < N);
+    seen[i]++;
+    char want[16];
+    snprintf(want, sizeof want, "span-%03d-%c", (int)i, 'a' + (int)(i % 26));
+    cr_assert_eq(strncmp(r->name, want, strlen(want)), 0, "%s", r->name);
+    /* the receiver keeps 127 bytes: a large name fills them with its letter */
+    size_t len = strlen(r->name);
+    cr_assert_eq(len, i % 3 == 0 ? 127u : 40u, "span %d: %zu", (int)i, len);
+    cr_assert_eq(r->name[len - 1], 'a' + i % 26);
+    cr_assert_arr_eq(r->parent_id, root.sc.span_id, 8);
+  }
+  pthread_mutex_unlock(&rx->mu);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(seen[i], 1, "span %d arrived %d times", i, seen[i]);
+  perfc_tracing_free(tr);
+  rx_stop(rx);
 }
