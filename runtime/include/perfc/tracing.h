@@ -132,7 +132,8 @@ typedef struct perfc_tracing_opts {
   /** Extra request headers, "k1=v1,k2=v2" (OTEL_EXPORTER_OTLP_HEADERS,
    *  e.g. an API key). Copied. */
   const char *headers;
-  /** "gzip" (the default) or "none" (OTEL_EXPORTER_OTLP_COMPRESSION). */
+  /** "none" (the default: uncompressed bodies) or "gzip"
+   *  (OTEL_EXPORTER_OTLP_COMPRESSION). */
   const char *compression;
   size_t max_queue_spans;      /**< 0 = default */
   size_t max_export_batch_spans; /**< 0 = default */

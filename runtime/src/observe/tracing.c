@@ -37,8 +37,11 @@
 /* xoshiro256** per thread: ids need to be unique and unpredictable enough
  * for sampling to be uniform, not secret; a system call per id would cost
  * more than the rest of a span. Seeded from getrandom once per thread. */
-static _Thread_local uint64_t rng_s[4];
-static _Thread_local int rng_seeded;
+/* initial-exec: libperfc is linked, not dlopen'ed, so its few bytes of
+ * thread-locals fit glibc's static TLS reserve, and each access is one
+ * %fs-relative load instead of a __tls_get_addr call. */
+static _Thread_local uint64_t rng_s[4] __attribute__((tls_model("initial-exec")));
+static _Thread_local int rng_seeded __attribute__((tls_model("initial-exec")));
 
 static uint64_t splitmix(uint64_t *x) {
   uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
@@ -98,10 +101,15 @@ static int all_zero(const uint8_t *p, size_t n) {
   return 1;
 }
 
+/* A random id of 8 or 16 bytes, never all zero (W3C: invalid). */
 static void new_id(uint8_t *id, size_t n) {
-  do
-    perfc__tracing_random(id, n);
-  while (all_zero(id, n));
+  uint64_t r[2] = {0, 0};
+  do {
+    r[0] = rng_next();
+    if (n > 8)
+      r[1] = rng_next();
+  } while ((r[0] | r[1]) == 0);
+  memcpy(id, r, n);
 }
 
 /* ---- W3C trace context ------------------------------------------------------ */
@@ -317,6 +325,7 @@ struct perfc_span {
   int64_t start_unix_ns, start_mono_ns;
   perfc__attr *attrs;
   uint32_t nattrs, dropped_attrs;
+  int user_attrs; /* the API set some: keys may repeat the interceptor's */
   perfc__event *events;
   uint32_t nevents, dropped_events;
   int64_t msg_sent, msg_recv;
@@ -356,8 +365,12 @@ static void span_start_clock(perfc_span *s, int64_t start_mono_ns) {
   s->start_unix_ns = unix_now_ns() - (now_mono - s->start_mono_ns);
 }
 
-static void attr_add(perfc_span *s, const char *key, int type, const char *sv,
-                     int64_t iv) {
+/* Sets an attribute; `dedup` looks for the key among those set, so a key
+ * set twice keeps its last value, as the API specification asks. The
+ * interceptors' own keys are distinct, so they skip the search unless the
+ * application has set attributes of its own (attr_own). */
+static void attr_set(perfc_span *s, const char *key, int type, const char *sv,
+                     int64_t iv, int dedup) {
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_attrs;
@@ -368,8 +381,7 @@ static void attr_add(perfc_span *s, const char *key, int type, const char *sv,
       return;
     }
   }
-  /* A key set twice keeps its last value, as the API specification asks. */
-  for (uint32_t i = 0; i < s->nattrs; i++)
+  for (uint32_t i = 0; dedup && i < s->nattrs; i++)
     if (strcmp(s->attrs[i].key, key) == 0) {
       s->attrs[i].type = type;
       if (type == PERFC__ATTR_STR)
@@ -389,6 +401,16 @@ static void attr_add(perfc_span *s, const char *key, int type, const char *sv,
     a->v.s = sv;
   else
     a->v.i = iv;
+}
+
+static void attr_add(perfc_span *s, const char *key, int type, const char *sv,
+                     int64_t iv) {
+  attr_set(s, key, type, sv, iv, 1);
+}
+
+static void attr_own(perfc_span *s, const char *key, int type, const char *sv,
+                     int64_t iv) {
+  attr_set(s, key, type, sv, iv, s->user_attrs);
 }
 
 static void event_add(perfc_span *s, const char *name, const char *msg_type,
@@ -423,6 +445,7 @@ void perfc_span_set_attr_str(perfc_span *s, const char *key, const char *value) 
     s->dropped_attrs++;
     return;
   }
+  s->user_attrs = 1;
   attr_add(s, k, PERFC__ATTR_STR, v, 0);
 }
 
@@ -434,6 +457,7 @@ void perfc_span_set_attr_int(perfc_span *s, const char *key, int64_t value) {
     s->dropped_attrs++;
     return;
   }
+  s->user_attrs = 1;
   attr_add(s, k, PERFC__ATTR_INT, NULL, value);
 }
 
@@ -467,8 +491,9 @@ void perfc_span_get_context(const perfc_span *s, perfc_span_context *out) {
   *out = s->sc;
 }
 
-/* The one copy: struct, arrays and strings into a single block. */
-static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns) {
+/* The size of the one copy a span makes when it ends: struct, arrays and
+ * strings in a single block. */
+static size_t span_flat_size(const perfc_span *s) {
   size_t strs = strlen(s->name) + 1;
   if (s->status_msg)
     strs += strlen(s->status_msg) + 1;
@@ -481,11 +506,14 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns) {
   }
   for (uint32_t i = 0; i < s->nevents; i++)
     strs += strlen(s->events[i].name) + 1;
-  size_t size = sizeof(perfc__qspan) + s->nattrs * sizeof(perfc__attr) +
-                s->nevents * sizeof(perfc__event) + strs;
-  perfc__qspan *q = malloc(size);
-  if (q == NULL)
-    return NULL;
+  return sizeof(perfc__qspan) + s->nattrs * sizeof(perfc__attr) +
+         s->nevents * sizeof(perfc__event) + strs;
+}
+
+/* The copy, into `mem` of span_flat_size(s) bytes. */
+static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
+                                  void *mem) {
+  perfc__qspan *q = mem;
   memset(q, 0, sizeof *q);
   memcpy(q->trace_id, s->sc.trace_id, 16);
   memcpy(q->span_id, s->sc.span_id, 8);
@@ -539,15 +567,18 @@ static void span_finish(perfc_span *s) {
   if (!s->recording)
     return;
   int64_t end = s->start_unix_ns + (perfc__now_ns() - s->start_mono_ns);
-  perfc__qspan *q = span_flatten(s, end);
-  if (q == NULL) {
-    atomic_fetch_add_explicit(&s->tr->dropped_full, 1, memory_order_relaxed);
-    perfc_counter_inc(s->tr->m_drop_full);
-    return;
+  size_t size = span_flat_size(s), ticket;
+  void *mem = perfc__tracing_claim(s->tr, size, &ticket);
+  if (mem != NULL) {
+    perfc__qspan *q = span_flatten(s, end, mem);
+    if (s->tr->cfg.debug)
+      perfc__tracing_debug_record(s->tr, q);
+    perfc__tracing_publish(s->tr, ticket, q);
+  } else if (s->tr->cfg.debug && (mem = malloc(size)) != NULL) {
+    /* Dropped for export, still shown on /debug/traces. */
+    perfc__tracing_debug_record(s->tr, span_flatten(s, end, mem));
+    free(mem);
   }
-  if (s->tr->cfg.debug)
-    perfc__tracing_debug_record(s->tr, q);
-  perfc__tracing_enqueue(s->tr, q);
 }
 
 /* A span with memory of its own (child and client spans). Non-recording
@@ -670,6 +701,32 @@ static void split_hostport(perfc_arena *a, const char *in, const char **addr,
   *port = -1;
   if (in == NULL || *in == '\0')
     return;
+  if (strncmp(in, "ipv4:", 5) == 0) {
+    /* A server's peer is almost always "ipv4:A.B.C.D:PORT": one scan and
+     * one copy. Anything else (a list, escapes, a sign) takes the general
+     * path below, which gives the same answer for this form. */
+    const char *h = in + 5, *colon = NULL, *q = h;
+    for (; *q; q++) {
+      if (*q == ':') {
+        if (colon != NULL)
+          break;
+        colon = q;
+      } else if (*q == ',' || *q == '%') {
+        break;
+      }
+    }
+    if (*q == '\0' && colon != NULL && q - colon >= 2 && q - colon <= 6) {
+      long v = 0;
+      const char *d = colon + 1;
+      for (; d < q && *d >= '0' && *d <= '9'; d++)
+        v = v * 10 + (*d - '0');
+      if (d == q && v <= 65535) {
+        *addr = perfc_arena_strndup(a, h, (size_t)(colon - h));
+        *port = v;
+        return;
+      }
+    }
+  }
   const char *s = in;
   if (strncmp(s, "dns:", 4) == 0) {
     s += 4;
@@ -812,16 +869,16 @@ static perfc_status_code srv_before(void *self, void *method_state,
   }
   if (s->recording) {
     span_start_clock(s, perfc_ctx_start_ns(ctx));
-    attr_add(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
-    attr_add(s, "rpc.service", PERFC__ATTR_STR, mi->service, 0);
-    attr_add(s, "rpc.method", PERFC__ATTR_STR, mi->method, 0);
+    attr_own(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
+    attr_own(s, "rpc.service", PERFC__ATTR_STR, mi->service, 0);
+    attr_own(s, "rpc.method", PERFC__ATTR_STR, mi->method, 0);
     const char *addr;
     int64_t port;
     split_hostport(a, perfc_ctx_peer(ctx), &addr, &port);
     if (addr != NULL)
-      attr_add(s, "network.peer.address", PERFC__ATTR_STR, addr, 0);
+      attr_own(s, "network.peer.address", PERFC__ATTR_STR, addr, 0);
     if (port >= 0)
-      attr_add(s, "network.peer.port", PERFC__ATTR_INT, NULL, port);
+      attr_own(s, "network.peer.port", PERFC__ATTR_INT, NULL, port);
   }
   *call_state = s;
   set_current(s);
@@ -859,7 +916,7 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   perfc_trace_current_set(NULL);
   if (!s->recording)
     return;
-  attr_add(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
+  attr_own(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
   s->status = grpc_span_status(code, 1);
   if (s->status == PERFC_SPAN_STATUS_ERROR)
     s->status_msg = perfc_status_name(code);
@@ -961,18 +1018,18 @@ static size_t cli_outgoing(void *self, const perfc_client_call_info *info,
     s->tracestate = cc->tracestate;
     s->tracestate_len = cc->tracestate ? strlen(cc->tracestate) : 0;
     const char *slash = strchr(name, '/');
-    attr_add(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
+    attr_own(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
     if (slash != NULL)
-      attr_add(s, "rpc.service", PERFC__ATTR_STR,
+      attr_own(s, "rpc.service", PERFC__ATTR_STR,
                perfc_arena_strndup(s->arena, name, (size_t)(slash - name)), 0);
-    attr_add(s, "rpc.method", PERFC__ATTR_STR, m->name, 0);
+    attr_own(s, "rpc.method", PERFC__ATTR_STR, m->name, 0);
     const char *addr;
     int64_t port;
     split_hostport(s->arena, info->target, &addr, &port);
     if (addr != NULL)
-      attr_add(s, "server.address", PERFC__ATTR_STR, addr, 0);
+      attr_own(s, "server.address", PERFC__ATTR_STR, addr, 0);
     if (port >= 0)
-      attr_add(s, "server.port", PERFC__ATTR_INT, NULL, port);
+      attr_own(s, "server.port", PERFC__ATTR_INT, NULL, port);
   }
   perfc_traceparent_format(&s->sc, cc->traceparent);
   size_t n = 0;
@@ -1008,7 +1065,7 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
     return;
   perfc_span *s = cc->span;
   if (s->recording) {
-    attr_add(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
+    attr_own(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
     s->status = grpc_span_status(code, 0);
     if (s->status == PERFC_SPAN_STATUS_ERROR)
       s->status_msg = perfc_status_name(code);
@@ -1249,15 +1306,21 @@ static int resolve(perfc__tracing_cfg *c, const perfc_tracing_opts *o) {
                                   : env(o, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
   if (cz == NULL)
     cz = env(o, "OTEL_EXPORTER_OTLP_COMPRESSION");
-  c->gzip = 1;
+  /* Uncompressed by default: gzip (level 1) cost about 8,900 instructions
+   * per span on the exporter thread, three times the encoding itself
+   * (callgrind, bench/trace-cost); a collector beside the service (the
+   * usual deployment) gains nothing from it. OTLP/HTTP makes
+   * Content-Encoding: gzip optional; "gzip" turns it on for a collector
+   * across a slow or metered link. */
+  c->gzip = 0;
   if (cz != NULL) {
-    if (strcmp(cz, "none") == 0)
-      c->gzip = 0;
-    else if (strcmp(cz, "gzip") != 0) {
+    if (strcmp(cz, "gzip") == 0)
+      c->gzip = 1;
+    else if (strcmp(cz, "none") != 0) {
       if (o->compression != NULL)
         return perfc__fail(PERFC_EINVAL,
                            "tracing: compression '%.20s' (gzip, none)", cz);
-      perfc_log(PERFC_LOG_WARN, "tracing: OTLP compression %s unknown; gzip", cz);
+      perfc_log(PERFC_LOG_WARN, "tracing: OTLP compression %s unknown; none", cz);
     }
   }
   /* Sizes and times: an option, else OTEL_BSP_* / OTEL_EXPORTER_OTLP_*

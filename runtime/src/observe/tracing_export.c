@@ -2,12 +2,13 @@
  * tracing_export.c — the batch span processor and the OTLP/HTTP exporter.
  *
  * Room: runtime/src/observe. Spans wait in a bounded lock-free queue; one
- * thread per tracer takes them in batches, builds an
- * ExportTraceServiceRequest with protobuf-c (messages generated at build
- * time from proto/opentelemetry/...), gzips it with zlib and POSTs it with
- * libcurl. Which library does what: libcurl speaks HTTP (connections,
- * keep-alive, TLS, timeouts), zlib compresses, protobuf-c encodes; perfc
- * owns the queue, batching, retry policy and counting.
+ * thread per tracer takes them in batches, writes an
+ * ExportTraceServiceRequest with its own OTLP encoder (below), gzips it
+ * with zlib when asked and POSTs it with libcurl. Which library does what:
+ * libcurl speaks HTTP (connections, keep-alive, TLS, timeouts), zlib
+ * compresses, protobuf-c decodes the receiver's answer (messages generated
+ * at build time from proto/opentelemetry/...); perfc owns the encoding,
+ * the queue, batching, retry policy and counting.
  *
  * Retries follow the OTLP/HTTP specification: 429, 502, 503 and 504 (and
  * no answer at all) are retried with exponential backoff and jitter, or
@@ -28,20 +29,18 @@
 #include <time.h>
 #include <zlib.h>
 
-typedef Opentelemetry__Proto__Common__V1__KeyValue KeyValue;
-typedef Opentelemetry__Proto__Common__V1__AnyValue AnyValue;
-typedef Opentelemetry__Proto__Trace__V1__Span Span;
-typedef Opentelemetry__Proto__Trace__V1__Span__Event Event;
-typedef Opentelemetry__Proto__Trace__V1__Status Status;
-
-#define PERFC_TRACING_VERSION "0.1.0"
 /* A receiver's answer is read up to this size (a partial-success message
  * or an error text); more is discarded. */
 #define MAX_RESPONSE_BYTES 65536
 
 /* ---- queue ------------------------------------------------------------------------ */
 
-void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q) {
+static void count_full(perfc_tracer *tr) {
+  atomic_fetch_add_explicit(&tr->dropped_full, 1, memory_order_relaxed);
+  perfc_counter_inc(tr->m_drop_full);
+}
+
+void *perfc__tracing_claim(perfc_tracer *tr, size_t size, size_t *ticket) {
   size_t pos = atomic_load_explicit(&tr->enq, memory_order_relaxed);
   for (;;) {
     perfc__qcell *c = &tr->cells[pos & tr->mask];
@@ -50,216 +49,396 @@ void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q) {
     if (dif == 0) {
       if (atomic_compare_exchange_weak_explicit(&tr->enq, &pos, pos + 1,
                                                 memory_order_relaxed,
-                                                memory_order_relaxed)) {
-        c->span = q;
-        atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
-        /* Wake the exporter when a full batch is waiting; otherwise its
-         * schedule delay does. */
-        size_t deq = atomic_load_explicit(&tr->deq, memory_order_relaxed);
-        if (pos + 1 - deq == tr->cfg.max_batch)
-          sem_post(&tr->wake);
-        return;
-      }
+                                                memory_order_relaxed))
+        break;
     } else if (dif < 0) {
       /* Full: drop and count. The call never waits for the exporter. */
-      free(q);
-      atomic_fetch_add_explicit(&tr->dropped_full, 1, memory_order_relaxed);
-      perfc_counter_inc(tr->m_drop_full);
-      return;
+      count_full(tr);
+      return NULL;
     } else {
       pos = atomic_load_explicit(&tr->enq, memory_order_relaxed);
     }
   }
+  /* The cell is ours until published; the exporter gave its buffer back
+   * before it made the cell free. */
+  perfc__qcell *c = &tr->cells[pos & tr->mask];
+  void *mem;
+  if (size <= PERFC__QCELL_BYTES) {
+    if (c->buf == NULL)
+      c->buf = malloc(PERFC__QCELL_BYTES);
+    mem = c->buf;
+  } else {
+    mem = malloc(size);
+  }
+  *ticket = pos;
+  if (mem == NULL) {
+    /* The claimed cell still has to be published, empty. */
+    perfc__tracing_publish(tr, pos, NULL);
+    count_full(tr);
+  }
+  return mem;
 }
 
-static perfc__qspan *dequeue(perfc_tracer *tr) {
+void perfc__tracing_publish(perfc_tracer *tr, size_t pos, perfc__qspan *q) {
+  perfc__qcell *c = &tr->cells[pos & tr->mask];
+  c->span = q;
+  atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+  /* Wake the exporter when a full batch is waiting; otherwise its
+   * schedule delay does. */
+  size_t deq = atomic_load_explicit(&tr->deq, memory_order_relaxed);
+  if (pos + 1 - deq == tr->cfg.max_batch)
+    sem_post(&tr->wake);
+}
+
+/* Takes the next published cell: 1 with its span in *q (NULL for an empty
+ * one), 0 when none is ready. The cell stays the exporter's until
+ * release_cells(). */
+static int dequeue(perfc_tracer *tr, perfc__qspan **q) {
   size_t pos = atomic_load_explicit(&tr->deq, memory_order_relaxed);
   perfc__qcell *c = &tr->cells[pos & tr->mask];
   size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
   if ((intptr_t)seq - (intptr_t)(pos + 1) < 0)
-    return NULL;
-  perfc__qspan *q = c->span;
+    return 0;
+  *q = c->span;
   atomic_store_explicit(&tr->deq, pos + 1, memory_order_relaxed);
-  atomic_store_explicit(&c->seq, pos + tr->mask + 1, memory_order_release);
-  return q;
+  return 1;
 }
 
-/* ---- request building ---------------------------------------------------------- */
-
-static KeyValue *kv_str(perfc_arena *a, const char *k, const char *v) {
-  KeyValue *kv = perfc_arena_alloc(a, sizeof *kv);
-  AnyValue *av = perfc_arena_alloc(a, sizeof *av);
-  if (kv == NULL || av == NULL)
-    return NULL;
-  opentelemetry__proto__common__v1__key_value__init(kv);
-  opentelemetry__proto__common__v1__any_value__init(av);
-  kv->key = (char *)k;
-  kv->value = av;
-  av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-  av->string_value = (char *)v;
-  return kv;
+/* Gives cells [from, to) back to the producers: their spans are encoded
+ * (or dropped). A span in a block of its own is freed here. */
+static void release_cells(perfc_tracer *tr, size_t from, size_t to) {
+  for (size_t pos = from; pos != to; pos++) {
+    perfc__qcell *c = &tr->cells[pos & tr->mask];
+    if (c->span != NULL && (void *)c->span != c->buf)
+      free(c->span);
+    c->span = NULL;
+    atomic_store_explicit(&c->seq, pos + tr->mask + 1, memory_order_release);
+  }
 }
 
-static KeyValue *kv_attr(perfc_arena *a, const perfc__attr *at) {
-  if (at->type == PERFC__ATTR_STR)
-    return kv_str(a, at->key, at->v.s);
-  KeyValue *kv = kv_str(a, at->key, "");
-  if (kv == NULL)
-    return NULL;
-  if (at->type == PERFC__ATTR_INT) {
-    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-    kv->value->int_value = at->v.i;
+/* ---- the OTLP encoder ---------------------------------------------------------- */
+
+/* ExportTraceServiceRequest is written by hand, straight from the queued
+ * spans, instead of building protobuf-c messages and packing them: the
+ * descriptor-driven packer sizes every nested message once per enclosing
+ * level and walks field tables per field, which cost about as much per
+ * span as the traced call itself. The body is written back to front into a
+ * buffer the exporter keeps: a length-delimited field's length is known
+ * the moment its contents are written, so there is no sizing pass and no
+ * copy. Fields are written in descending number, repeated ones from last to
+ * first, so the result reads in the order protobuf-c packs (ascending
+ * field numbers, elements in order); proto3 rules as protobuf-c applies
+ * them: a zero scalar, empty string or empty bytes is left out, a present
+ * submessage or oneof member is always written. test_tracing_otlp decodes
+ * the body with the generated messages and compares it byte for byte with
+ * protobuf-c's packing of the same request. */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+/* Bytes written so far, counted from the end: stays valid when the buffer
+ * grows (growing keeps the written tail at the end). */
+static size_t ob_off(const perfc__otlp_buf *b) {
+  return (size_t)(b->mem + b->cap - b->p);
+}
+
+static int ob_grow(perfc__otlp_buf *b, size_t n) {
+  size_t used = ob_off(b);
+  size_t cap = b->cap ? b->cap * 2 : 16384;
+  while (cap < used + n)
+    cap *= 2;
+  uint8_t *m = malloc(cap);
+  if (m == NULL)
+    return -1;
+  if (used)
+    memcpy(m + cap - used, b->p, used);
+  free(b->mem);
+  b->mem = m;
+  b->cap = cap;
+  b->p = m + cap - used;
+  return 0;
+}
+
+/* Room for `n` more bytes in front of what is written. */
+static inline int ob_need(perfc__otlp_buf *b, size_t n) {
+  return (size_t)(b->p - b->mem) >= n ? 0 : ob_grow(b, n);
+}
+
+/* The callers reserve room first: a varint is at most 10 bytes, a tag 2. */
+static inline void ob_varint(perfc__otlp_buf *b, uint64_t v) {
+  uint8_t tmp[10];
+  size_t n = 0;
+  do {
+    tmp[n] = (uint8_t)(v & 0x7f);
+    v >>= 7;
+    if (v)
+      tmp[n] |= 0x80;
+    n++;
+  } while (v);
+  b->p -= n;
+  memcpy(b->p, tmp, n);
+}
+
+static inline void ob_tag(perfc__otlp_buf *b, unsigned field, unsigned wt) {
+  uint32_t t = field << 3 | wt;
+  if (t < 0x80) {
+    *--b->p = (uint8_t)t;
   } else {
-    kv->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
-    kv->value->bool_value = at->v.i != 0;
+    ob_varint(b, t);
   }
-  return kv;
 }
 
-static Span *make_span(perfc_arena *a, perfc__qspan *q) {
-  Span *s = perfc_arena_alloc(a, sizeof *s);
-  if (s == NULL)
-    return NULL;
-  opentelemetry__proto__trace__v1__span__init(s);
-  s->trace_id = (ProtobufCBinaryData){16, q->trace_id};
-  s->span_id = (ProtobufCBinaryData){8, q->span_id};
-  if (q->has_parent)
-    s->parent_span_id = (ProtobufCBinaryData){8, q->parent_id};
-  if (q->tracestate)
-    s->trace_state = (char *)q->tracestate;
-  /* flags: the W3C trace flags, plus "has is_remote" and "is_remote" for
-   * the parent, as OTLP 1.1 defines. */
-  s->flags = q->flags | 0x100u | (q->has_parent && q->kind == PERFC_SPAN_SERVER ? 0x200u : 0);
-  s->name = (char *)q->name;
-  s->kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)q->kind;
-  s->start_time_unix_nano = (uint64_t)q->start_unix_ns;
-  s->end_time_unix_nano = (uint64_t)q->end_unix_ns;
-  s->attributes = perfc_arena_alloc(a, (q->nattrs + 1) * sizeof *s->attributes);
-  s->events = perfc_arena_alloc(a, (q->nevents + 1) * sizeof *s->events);
-  Status *st = perfc_arena_alloc(a, sizeof *st);
-  if (s->attributes == NULL || s->events == NULL || st == NULL)
-    return NULL;
-  for (uint32_t i = 0; i < q->nattrs; i++)
-    if ((s->attributes[s->n_attributes] = kv_attr(a, &q->attrs[i])) != NULL)
-      s->n_attributes++;
-  s->dropped_attributes_count = q->dropped_attrs;
-  for (uint32_t i = 0; i < q->nevents; i++) {
-    Event *e = perfc_arena_alloc(a, sizeof *e);
-    if (e == NULL)
-      return NULL;
-    opentelemetry__proto__trace__v1__span__event__init(e);
-    e->time_unix_nano = (uint64_t)q->events[i].time_unix_ns;
-    e->name = (char *)q->events[i].name;
-    if (q->events[i].msg_type != NULL) {
-      e->attributes = perfc_arena_alloc(a, 2 * sizeof *e->attributes);
-      perfc__attr id = {.key = "message.id", .type = PERFC__ATTR_INT,
-                        .v.i = q->events[i].msg_id};
-      if (e->attributes == NULL ||
-          (e->attributes[0] = kv_str(a, "message.type", q->events[i].msg_type)) == NULL ||
-          (e->attributes[1] = kv_attr(a, &id)) == NULL)
-        return NULL;
-      e->n_attributes = 2;
-    }
-    s->events[s->n_events++] = e;
-  }
-  s->dropped_events_count = q->dropped_events;
-  opentelemetry__proto__trace__v1__status__init(st);
-  st->code = (Opentelemetry__Proto__Trace__V1__Status__StatusCode)q->status;
-  if (q->status_msg)
-    st->message = (char *)q->status_msg;
-  s->status = st;
-  return s;
-}
-
-/* Packs a request for spans[0..n); the bytes are in the arena. */
-static int build_request(perfc_tracer *tr, perfc_arena *a, perfc__qspan **spans,
-                         size_t n, uint8_t **out, size_t *len) {
-  Opentelemetry__Proto__Resource__V1__Resource res =
-      OPENTELEMETRY__PROTO__RESOURCE__V1__RESOURCE__INIT;
-  size_t nres = 4;
-  for (const char *p = tr->cfg.resource_attrs; p && *p; p += strlen(p) + 1)
-    nres++;
-  KeyValue **ra = perfc_arena_alloc(a, nres * sizeof *ra);
-  if (ra == NULL)
-    return PERFC_ENOMEM;
-  res.attributes = ra;
-  ra[res.n_attributes++] = kv_str(a, "service.name", tr->cfg.service_name);
-  ra[res.n_attributes++] = kv_str(a, "telemetry.sdk.name", "perfc");
-  ra[res.n_attributes++] = kv_str(a, "telemetry.sdk.language", "c");
-  ra[res.n_attributes++] = kv_str(a, "telemetry.sdk.version", PERFC_TRACING_VERSION);
-  for (const char *p = tr->cfg.resource_attrs; p && *p; p += strlen(p) + 1) {
-    const char *eq = strchr(p, '=');
-    if (strncmp(p, "service.name=", 13) == 0 || eq == NULL)
-      continue; /* service.name is already there, from the same source */
-    ra[res.n_attributes++] =
-        kv_str(a, perfc_arena_strndup(a, p, (size_t)(eq - p)), eq + 1);
-  }
-  for (size_t i = 0; i < res.n_attributes; i++)
-    if (ra[i] == NULL || ra[i]->key == NULL)
-      return PERFC_ENOMEM;
-
-  Opentelemetry__Proto__Common__V1__InstrumentationScope scope =
-      OPENTELEMETRY__PROTO__COMMON__V1__INSTRUMENTATION_SCOPE__INIT;
-  scope.name = "perfc";
-  scope.version = PERFC_TRACING_VERSION;
-  Opentelemetry__Proto__Trace__V1__ScopeSpans ss =
-      OPENTELEMETRY__PROTO__TRACE__V1__SCOPE_SPANS__INIT;
-  ss.scope = &scope;
-  ss.spans = perfc_arena_alloc(a, n * sizeof *ss.spans);
-  if (ss.spans == NULL)
-    return PERFC_ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    if ((ss.spans[ss.n_spans++] = make_span(a, spans[i])) == NULL)
-      return PERFC_ENOMEM;
-  Opentelemetry__Proto__Trace__V1__ScopeSpans *ssp = &ss;
-  Opentelemetry__Proto__Trace__V1__ResourceSpans rs =
-      OPENTELEMETRY__PROTO__TRACE__V1__RESOURCE_SPANS__INIT;
-  rs.resource = &res;
-  rs.n_scope_spans = 1;
-  rs.scope_spans = &ssp;
-  Opentelemetry__Proto__Trace__V1__ResourceSpans *rsp = &rs;
-  Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest req =
-      OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
-  req.n_resource_spans = 1;
-  req.resource_spans = &rsp;
-  size_t sz =
-      opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(&req);
-  uint8_t *buf = perfc_arena_alloc(a, sz ? sz : 1);
-  if (buf == NULL)
-    return PERFC_ENOMEM;
-  *len = opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(&req, buf);
-  *out = buf;
+/* A length-delimited field whose contents end `mark` bytes from the end. */
+static inline int ob_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
+  if (ob_need(b, 12) != 0)
+    return -1;
+  ob_varint(b, ob_off(b) - mark);
+  ob_tag(b, field, WT_LEN);
   return 0;
 }
 
-static int gzip_body(perfc_arena *a, const uint8_t *in, size_t n, uint8_t **out,
-                     size_t *outlen) {
+static inline int ob_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
+                           size_t n) {
+  if (ob_need(b, n + 12) != 0)
+    return -1;
+  b->p -= n;
+  memcpy(b->p, v, n);
+  ob_varint(b, n);
+  ob_tag(b, field, WT_LEN);
+  return 0;
+}
+
+/* A proto3 string field: left out when empty. */
+static inline int ob_str(perfc__otlp_buf *b, unsigned field, const char *s) {
+  size_t n = s ? strlen(s) : 0;
+  return n ? ob_bytes(b, field, s, n) : 0;
+}
+
+static inline int ob_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+  if (v == 0)
+    return 0;
+  if (ob_need(b, 12) != 0)
+    return -1;
+  ob_varint(b, v);
+  ob_tag(b, field, WT_VARINT);
+  return 0;
+}
+
+static inline int ob_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+  if (v == 0)
+    return 0;
+  if (ob_need(b, 10) != 0)
+    return -1;
+  b->p -= 8;
+  for (int i = 0; i < 8; i++)
+    b->p[i] = (uint8_t)(v >> (8 * i));
+  ob_tag(b, field, WT_I64);
+  return 0;
+}
+
+static inline int ob_fixed32(perfc__otlp_buf *b, unsigned field, uint32_t v) {
+  if (v == 0)
+    return 0;
+  if (ob_need(b, 6) != 0)
+    return -1;
+  b->p -= 4;
+  for (int i = 0; i < 4; i++)
+    b->p[i] = (uint8_t)(v >> (8 * i));
+  ob_tag(b, field, WT_I32);
+  return 0;
+}
+
+/* KeyValue{key = 1, value = 2: AnyValue{string_value = 1 | bool_value = 2 |
+ * int_value = 3}} as element `field` of its parent. The AnyValue member is
+ * a oneof: written even when it is "" or 0. */
+static int ob_kv(perfc__otlp_buf *b, unsigned field, const char *key, int type,
+                 const char *sv, size_t svlen, int64_t iv) {
+  size_t kv = ob_off(b);
+  size_t any = kv;
+  if (type == PERFC__ATTR_STR) {
+    if (ob_bytes(b, 1, sv, svlen) != 0)
+      return -1;
+  } else {
+    if (ob_need(b, 12) != 0)
+      return -1;
+    ob_varint(b, type == PERFC__ATTR_BOOL ? (uint64_t)(iv != 0) : (uint64_t)iv);
+    ob_tag(b, type == PERFC__ATTR_BOOL ? 2 : 3, WT_VARINT);
+  }
+  if (ob_close(b, 2, any) != 0 || ob_str(b, 1, key) != 0)
+    return -1;
+  return ob_close(b, field, kv);
+}
+
+static int ob_attr(perfc__otlp_buf *b, unsigned field, const perfc__attr *a) {
+  const char *sv = a->type == PERFC__ATTR_STR ? a->v.s : NULL;
+  return ob_kv(b, field, a->key, a->type, sv, sv ? strlen(sv) : 0, a->v.i);
+}
+
+/* One Span, as element 2 of ScopeSpans. */
+static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
+  size_t span = ob_off(b);
+  /* flags = 16: the W3C trace flags, plus "has is_remote" and "is_remote"
+   * for the parent, as OTLP 1.1 defines. */
+  uint32_t flags = q->flags | 0x100u |
+                   (q->has_parent && q->kind == PERFC_SPAN_SERVER ? 0x200u : 0);
+  if (ob_fixed32(b, 16, flags) != 0)
+    return -1;
+  /* status = 15: Status{message = 2, code = 3}, always present */
+  size_t st = ob_off(b);
+  if (ob_uint(b, 3, q->status) != 0 || ob_str(b, 2, q->status_msg) != 0 ||
+      ob_close(b, 15, st) != 0)
+    return -1;
+  if (ob_uint(b, 12, q->dropped_events) != 0)
+    return -1;
+  /* events = 11: Event{time_unix_nano = 1, name = 2, attributes = 3} */
+  for (uint32_t i = q->nevents; i-- > 0;) {
+    const perfc__event *e = &q->events[i];
+    size_t ev = ob_off(b);
+    if (e->msg_type != NULL &&
+        (ob_kv(b, 3, "message.id", PERFC__ATTR_INT, NULL, 0, e->msg_id) != 0 ||
+         ob_kv(b, 3, "message.type", PERFC__ATTR_STR, e->msg_type,
+               strlen(e->msg_type), 0) != 0))
+      return -1;
+    if (ob_str(b, 2, e->name) != 0 ||
+        ob_fixed64(b, 1, (uint64_t)e->time_unix_ns) != 0 ||
+        ob_close(b, 11, ev) != 0)
+      return -1;
+  }
+  if (ob_uint(b, 10, q->dropped_attrs) != 0)
+    return -1;
+  for (uint32_t i = q->nattrs; i-- > 0;)
+    if (ob_attr(b, 9, &q->attrs[i]) != 0)
+      return -1;
+  if (ob_fixed64(b, 8, (uint64_t)q->end_unix_ns) != 0 ||
+      ob_fixed64(b, 7, (uint64_t)q->start_unix_ns) != 0 ||
+      ob_uint(b, 6, q->kind) != 0 || ob_str(b, 5, q->name) != 0 ||
+      (q->has_parent && ob_bytes(b, 4, q->parent_id, 8) != 0) ||
+      ob_str(b, 3, q->tracestate) != 0 || ob_bytes(b, 2, q->span_id, 8) != 0 ||
+      ob_bytes(b, 1, q->trace_id, 16) != 0)
+    return -1;
+  return ob_close(b, 2, span);
+}
+
+/* ResourceSpans.resource = 1: Resource{attributes = 1}: service.name, the
+ * telemetry.sdk.* attributes, then OTEL_RESOURCE_ATTRIBUTES' pairs in the
+ * order given (service.name among them is the one already there). The
+ * pairs are written last to first, so their starts are collected first. */
+static int ob_resource(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg) {
+  size_t n = 0;
+  for (const char *p = cfg->resource_attrs; p && *p; p += strlen(p) + 1)
+    n++;
+  const char **pairs = malloc((n ? n : 1) * sizeof *pairs);
+  if (pairs == NULL)
+    return -1;
+  n = 0;
+  for (const char *p = cfg->resource_attrs; p && *p; p += strlen(p) + 1)
+    if (strncmp(p, "service.name=", 13) != 0 && strchr(p, '=') != NULL)
+      pairs[n++] = p;
+  size_t res = ob_off(b);
+  int rc = 0;
+  for (size_t i = n; i-- > 0 && rc == 0;) {
+    const char *eq = strchr(pairs[i], '=');
+    size_t kv = ob_off(b);
+    /* KeyValue{key, value} with a key that is not NUL-terminated here */
+    size_t any = kv;
+    rc = ob_bytes(b, 1, eq + 1, strlen(eq + 1));
+    if (rc == 0)
+      rc = ob_close(b, 2, any);
+    if (rc == 0 && eq > pairs[i])
+      rc = ob_bytes(b, 1, pairs[i], (size_t)(eq - pairs[i]));
+    if (rc == 0)
+      rc = ob_close(b, 1, kv);
+  }
+  free(pairs);
+  static const char *const sdk[][2] = {
+      {"telemetry.sdk.version", PERFC_TRACING_VERSION},
+      {"telemetry.sdk.language", "c"},
+      {"telemetry.sdk.name", "perfc"},
+  };
+  for (size_t i = 0; i < 3 && rc == 0; i++)
+    rc = ob_kv(b, 1, sdk[i][0], PERFC__ATTR_STR, sdk[i][1], strlen(sdk[i][1]), 0);
+  if (rc == 0)
+    rc = ob_kv(b, 1, "service.name", PERFC__ATTR_STR, cfg->service_name,
+               strlen(cfg->service_name), 0);
+  if (rc == 0)
+    rc = ob_close(b, 1, res);
+  return rc;
+}
+
+int perfc__otlp_encode(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg,
+                       perfc__qspan *const *spans, size_t n,
+                       const uint8_t **out, size_t *len) {
+  if (b->mem == NULL && ob_grow(b, 0) != 0)
+    return PERFC_ENOMEM;
+  b->p = b->mem + b->cap; /* empty: reuse the whole buffer */
+  size_t rs = 0, ss = 0;
+  /* ExportTraceServiceRequest{resource_spans = 1: ResourceSpans{resource =
+   * 1, scope_spans = 2: ScopeSpans{scope = 1, spans = 2}}} */
+  for (size_t i = n; i-- > 0;)
+    if (ob_span(b, spans[i]) != 0)
+      return PERFC_ENOMEM;
+  size_t scope = ob_off(b);
+  if (ob_str(b, 2, PERFC_TRACING_VERSION) != 0 || ob_str(b, 1, "perfc") != 0 ||
+      ob_close(b, 1, scope) != 0 || ob_close(b, 2, ss) != 0 ||
+      ob_resource(b, cfg) != 0 || ob_close(b, 1, rs) != 0)
+    return PERFC_ENOMEM;
+  *out = b->p;
+  *len = ob_off(b);
+  return 0;
+}
+
+void perfc__otlp_buf_free(perfc__otlp_buf *b) {
+  free(b->mem);
+  memset(b, 0, sizeof *b);
+}
+
+/* The exporter's compressor, kept across batches: deflateReset instead of
+ * a new deflateInit2 (which allocates about 256 KiB of state) per batch. */
+typedef struct gz_ctx {
   z_stream z;
-  memset(&z, 0, sizeof z);
-  /* windowBits 15 + 16: a gzip wrapper, which Content-Encoding: gzip means.
-   * Level 1: span batches are repetitive (keys, names, ids' structure) and
-   * shrink most of the way at the fastest level; the default level 6 cost
-   * about as much CPU per span as the call being traced (callgrind). */
-  if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8,
-                   Z_DEFAULT_STRATEGY) != Z_OK)
-    return PERFC_ENOMEM;
-  size_t cap = deflateBound(&z, (uLong)n);
-  uint8_t *buf = perfc_arena_alloc(a, cap);
-  if (buf == NULL) {
-    deflateEnd(&z);
-    return PERFC_ENOMEM;
-  }
-  z.next_in = (Bytef *)in;
-  z.avail_in = (uInt)n;
-  z.next_out = buf;
-  z.avail_out = (uInt)cap;
-  int rc = deflate(&z, Z_FINISH);
-  deflateEnd(&z);
-  if (rc != Z_STREAM_END)
+  int ready;
+  uint8_t *out;
+  size_t cap;
+} gz_ctx;
+
+static int gzip_body(gz_ctx *g, const uint8_t *in, size_t n, const uint8_t **out,
+                     size_t *outlen) {
+  if (!g->ready) {
+    memset(&g->z, 0, sizeof g->z);
+    /* windowBits 15 + 16: a gzip wrapper, which Content-Encoding: gzip
+     * means. Level 1: span batches are repetitive (keys, names, ids'
+     * structure) and shrink most of the way at the fastest level; the
+     * default level 6 cost about as much CPU per span as the call being
+     * traced (callgrind). */
+    if (deflateInit2(&g->z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK)
+      return PERFC_ENOMEM;
+    g->ready = 1;
+  } else if (deflateReset(&g->z) != Z_OK) {
     return PERFC_EIO;
-  *out = buf;
-  *outlen = z.total_out;
+  }
+  size_t cap = deflateBound(&g->z, (uLong)n);
+  if (cap > g->cap) {
+    uint8_t *m = realloc(g->out, cap);
+    if (m == NULL)
+      return PERFC_ENOMEM;
+    g->out = m;
+    g->cap = cap;
+  }
+  g->z.next_in = (Bytef *)in;
+  g->z.avail_in = (uInt)n;
+  g->z.next_out = g->out;
+  g->z.avail_out = (uInt)g->cap;
+  if (deflate(&g->z, Z_FINISH) != Z_STREAM_END)
+    return PERFC_EIO;
+  *out = g->out;
+  *outlen = g->z.total_out;
   return 0;
+}
+
+static void gz_free(gz_ctx *g) {
+  if (g->ready)
+    deflateEnd(&g->z);
+  free(g->out);
 }
 
 /* ---- HTTP ---------------------------------------------------------------------------- */
@@ -377,17 +556,27 @@ static void count_drop(perfc_tracer *tr, size_t n, int shutdown) {
 
 /* Exports one batch, retrying as the specification says, within the
  * retry budget and (when stopping) the shutdown deadline. */
-static void export_batch(perfc_tracer *tr, perfc_arena *a, perfc__qspan **spans,
-                         size_t n, int64_t deadline_ms) {
-  uint8_t *raw, *body;
+typedef struct exp_bufs {
+  perfc__otlp_buf enc;
+  gz_ctx gz;
+} exp_bufs;
+
+/* Exports spans[0..n), which sit in queue cells [from, to): the cells are
+ * given back as soon as the request is encoded, so producers can reuse
+ * them while the exporter compresses, posts and retries. */
+static void export_batch(perfc_tracer *tr, exp_bufs *xb, perfc__qspan **spans,
+                         size_t n, size_t from, size_t to, int64_t deadline_ms) {
+  const uint8_t *raw, *body;
   size_t rawlen, len;
-  if (build_request(tr, a, spans, n, &raw, &rawlen) != 0) {
+  int erc = perfc__otlp_encode(&xb->enc, &tr->cfg, spans, n, &raw, &rawlen);
+  release_cells(tr, from, to);
+  if (erc != 0) {
     count_drop(tr, n, 0);
     return;
   }
   body = raw;
   len = rawlen;
-  if (tr->cfg.gzip && gzip_body(a, raw, rawlen, &body, &len) != 0) {
+  if (tr->cfg.gzip && gzip_body(&xb->gz, raw, rawlen, &body, &len) != 0) {
     count_drop(tr, n, 0);
     return;
   }
@@ -478,8 +667,8 @@ static void *exporter_main(void *arg) {
   perfc_tracer *tr = arg;
   size_t cap = tr->cfg.max_batch;
   perfc__qspan **batch = calloc(cap, sizeof *batch);
-  perfc_arena *a = NULL;
-  if (batch == NULL || perfc_arena_new(&a, 64 * 1024) != 0) {
+  exp_bufs *xb = calloc(1, sizeof *xb);
+  if (batch == NULL || xb == NULL) {
     /* Cannot export: drain forever, counting, so producers never wait. */
     perfc_log(PERFC_LOG_ERROR, "tracing: exporter out of memory; spans are dropped");
   }
@@ -500,40 +689,47 @@ static void *exporter_main(void *arg) {
       continue;
     }
     /* Export everything queued now, batch by batch. */
-    size_t n;
+    size_t n, taken, have;
     do {
       n = 0;
+      taken = 0;
+      have = 0;
+      size_t from = atomic_load_explicit(&tr->deq, memory_order_relaxed);
       perfc__qspan *q;
-      while (n < cap && (q = dequeue(tr)) != NULL)
-        batch[n++] = q;
-      atomic_fetch_add_explicit(&tr->popped, n, memory_order_relaxed);
-      if (n > 0) {
-        if (batch != NULL && a != NULL &&
-            !(deadline > 0 && mono_ms() >= deadline))
-          export_batch(tr, a, batch, n, deadline);
-        else
-          count_drop(tr, n, deadline > 0);
-        for (size_t i = 0; i < n; i++)
-          free(batch[i]);
-        if (a != NULL)
-          perfc_arena_reset(a);
+      while (taken < cap && dequeue(tr, &q)) {
+        taken++;
+        have += q != NULL;
+        if (q != NULL && batch != NULL)
+          batch[n++] = q;
+      }
+      atomic_fetch_add_explicit(&tr->popped, taken, memory_order_relaxed);
+      if (n > 0 && batch != NULL && xb != NULL &&
+          !(deadline > 0 && mono_ms() >= deadline)) {
+        export_batch(tr, xb, batch, n, from, from + taken, deadline);
+      } else {
+        /* No memory to export with, or the grace ended. */
+        if (have > 0)
+          count_drop(tr, have, deadline > 0);
+        release_cells(tr, from, from + taken);
       }
       pthread_mutex_lock(&tr->mu);
       tr->done_pos = atomic_load(&tr->deq);
       pthread_cond_broadcast(&tr->cv);
       pthread_mutex_unlock(&tr->mu);
-    } while (n == cap);
+    } while (taken == cap);
     next = mono_ms() + tr->cfg.delay_ms;
     if (stopping)
       break;
   }
   /* Whatever is left (the grace ended) is dropped and counted. */
   perfc__qspan *q;
-  size_t left = 0;
-  while ((q = dequeue(tr)) != NULL) {
-    free(q);
-    left++;
+  size_t left = 0, from = atomic_load_explicit(&tr->deq, memory_order_relaxed);
+  size_t taken = 0;
+  while (dequeue(tr, &q)) {
+    taken++;
+    left += q != NULL;
   }
+  release_cells(tr, from, from + taken);
   if (left)
     count_drop(tr, left, 1);
   pthread_mutex_lock(&tr->mu);
@@ -541,7 +737,11 @@ static void *exporter_main(void *arg) {
   pthread_cond_broadcast(&tr->cv);
   pthread_mutex_unlock(&tr->mu);
   free(batch);
-  perfc_arena_free(a);
+  if (xb != NULL) {
+    perfc__otlp_buf_free(&xb->enc);
+    gz_free(&xb->gz);
+    free(xb);
+  }
   return NULL;
 }
 
@@ -591,6 +791,8 @@ void perfc__tracing_export_stop(perfc_tracer *tr) {
   sem_post(&tr->wake);
   pthread_join(tr->thread, NULL);
   curl_easy_cleanup(tr->http);
+  for (size_t i = 0; i <= tr->mask; i++)
+    free(tr->cells[i].buf);
   free(tr->cells);
   sem_destroy(&tr->wake);
   pthread_mutex_destroy(&tr->mu);

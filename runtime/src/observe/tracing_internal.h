@@ -58,10 +58,17 @@ typedef struct perfc__qspan {
 
 /* Bounded multi-producer single-consumer queue (Vyukov's array queue):
  * producers claim a cell with one CAS and never wait; a full queue is a
- * failed push. */
+ * failed push. Each cell keeps a buffer of PERFC__QCELL_BYTES that the
+ * producer flattens its span into and the exporter gives back once the
+ * span is encoded: a span made on one thread and freed on another cost
+ * glibc's malloc a slow path on both (about 330 instructions on the call's
+ * thread alone). A larger span gets a block of its own, freed by the
+ * exporter. */
+#define PERFC__QCELL_BYTES 512
 typedef struct perfc__qcell {
   atomic_size_t seq;
-  perfc__qspan *span;
+  perfc__qspan *span; /* in `buf`, or a block of its own; NULL: none */
+  void *buf;          /* PERFC__QCELL_BYTES, made on first use */
 } perfc__qcell;
 
 typedef struct perfc__tracing_cfg {
@@ -116,12 +123,35 @@ struct perfc_tracer {
   _Atomic(perfc__dbg_ring *) dbg_rings[PERFC_TRACING_DEBUG_MAX_RINGS];
 };
 
-/* Queues an ended span; never blocks. Takes ownership of `q`. */
-void perfc__tracing_enqueue(perfc_tracer *tr, perfc__qspan *q);
+/* Claims a queue cell for a span of `size` bytes and returns memory to
+ * flatten it into, then perfc__tracing_publish() hands it to the exporter.
+ * Never blocks: NULL when the queue is full or memory is short (counted as
+ * a queue_full drop; nothing to publish). */
+void *perfc__tracing_claim(perfc_tracer *tr, size_t size, size_t *ticket);
+void perfc__tracing_publish(perfc_tracer *tr, size_t ticket, perfc__qspan *q);
 /* Copies an ended sampled span into this thread's /debug/traces ring
  * (tracing_debug.c); frees the rings. */
 void perfc__tracing_debug_record(perfc_tracer *tr, const perfc__qspan *q);
 void perfc__tracing_debug_free(perfc_tracer *tr);
+/* The version sent as telemetry.sdk.version and the scope's version. */
+#define PERFC_TRACING_VERSION "0.1.0"
+
+/* The exporter's encode buffer, reused across batches: written back to
+ * front, so the body is [p, mem + cap). Zero-initialised before first use. */
+typedef struct perfc__otlp_buf {
+  uint8_t *mem;
+  size_t cap;
+  uint8_t *p;
+} perfc__otlp_buf;
+
+/* Writes ExportTraceServiceRequest (OTLP protobuf) for spans[0..n) and the
+ * resource of `cfg` into `b`; `*out` points into `b` until its next use.
+ * Returns 0 or PERFC_ENOMEM (tracing_export.c). */
+int perfc__otlp_encode(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg,
+                       perfc__qspan *const *spans, size_t n,
+                       const uint8_t **out, size_t *len);
+void perfc__otlp_buf_free(perfc__otlp_buf *b);
+
 /* Starts and stops the exporter thread (tracing_export.c). */
 int perfc__tracing_export_start(perfc_tracer *tr);
 void perfc__tracing_export_stop(perfc_tracer *tr);
