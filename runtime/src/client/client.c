@@ -14,7 +14,6 @@
 #include "perfc/client.h"
 #include "perfc/log.h"
 #include "client/client_internal.h"
-#include "server/server_internal.h"
 
 #include "transport/core/compression_internal.h"
 #include "core/pb_wire_internal.h"
