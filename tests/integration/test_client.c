@@ -655,10 +655,11 @@ Test(client, no_timeout_and_no_default_timeout_send_no_deadline) {
 
 /* A 5 MiB echo: refused by the client's default 4 MiB send limit, by its
  * receive limit with only no_send_message_limit, and carried whole with
- * both switches (the server here has no limits of its own). */
+ * both switches (the server here allows 8 MiB both ways: a limit both
+ * transports take, where h2 refuses an unlimited one). */
 Test(client, message_size_limits_and_their_no_switches) {
-  perfc_server_opts so = {.max_recv_message_bytes = -1,
-                          .max_send_message_bytes = -1};
+  perfc_server_opts so = {.max_recv_message_bytes = 8 << 20,
+                          .max_send_message_bytes = 8 << 20};
   int p;
   perfc_server *s = test_server_start(&so, &p);
   cr_assert_not_null(s);
