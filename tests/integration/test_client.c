@@ -614,6 +614,102 @@ Test(client, nested_call_inherits_deadline) {
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+/* ---- channel and call options without sentinels (issue #14 item 4) ------- */
+
+/* Echo's view of the call's deadline: its remaining milliseconds, or -1
+ * when the call has none. */
+static int64_t echo_remaining(perfc_channel *c, const perfc_call_opts *co) {
+  Perfc__Test__V1__EchoRequest req = payload_req("deadline?");
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  perfc_status_code code =
+      perfc__test__v1__test_service__echo__call(c, &req, &resp, co, &st);
+  cr_assert_eq(code, PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  int64_t left = resp->remaining_ms;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  perfc_status_reset(&st);
+  return left;
+}
+
+Test(client, no_timeout_and_no_default_timeout_send_no_deadline) {
+  /* The channel default (10 s) reaches the server... The wire's
+   * grpc-timeout rounds up a little, hence the slack above each bound. */
+  int64_t left = echo_remaining(ch, NULL);
+  cr_assert(left > 5000 && left <= 10100, "remaining %lld", (long long)left);
+  /* ...unless the call says no_timeout, which sends no deadline at all. */
+  perfc_call_opts none = {.no_timeout = true};
+  cr_assert_eq(echo_remaining(ch, &none), -1);
+  perfc_call_opts own = {.timeout_ms = 2000};
+  left = echo_remaining(ch, &own);
+  cr_assert(left > 0 && left <= 2100, "remaining %lld", (long long)left);
+
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  perfc_channel *c;
+  perfc_channel_opts o = {.no_default_timeout = true};
+  cr_assert_eq(perfc_channel_new(&c, target, &o), 0, "%s", perfc_last_error());
+  cr_assert_eq(echo_remaining(c, NULL), -1);
+  left = echo_remaining(c, &own); /* a call's own timeout still applies */
+  cr_assert(left > 0 && left <= 2100, "remaining %lld", (long long)left);
+  perfc_channel_free(c);
+
+  o = (perfc_channel_opts){.default_timeout_ms = 3000};
+  cr_assert_eq(perfc_channel_new(&c, target, &o), 0, "%s", perfc_last_error());
+  left = echo_remaining(c, NULL);
+  cr_assert(left > 0 && left <= 3100, "remaining %lld", (long long)left);
+  perfc_channel_free(c);
+}
+
+/* A 5 MiB echo: refused by the client's default 4 MiB send limit, by its
+ * receive limit with only no_send_message_limit, and carried whole with
+ * both switches (the server here allows 8 MiB both ways: a limit both
+ * transports take, where h2 refuses an unlimited one). */
+Test(client, message_size_limits_and_their_no_switches) {
+  perfc_server_opts so = {.max_recv_message_bytes = 8 << 20,
+                          .max_send_message_bytes = 8 << 20};
+  int p;
+  perfc_server *s = test_server_start(&so, &p);
+  cr_assert_not_null(s);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", p);
+  size_t big = (size_t)5 << 20;
+  char *payload = malloc(big + 1);
+  cr_assert_not_null(payload);
+  memset(payload, 'x', big);
+  payload[big] = '\0';
+  Perfc__Test__V1__EchoRequest req = payload_req(payload);
+  static const struct {
+    perfc_channel_opts o;
+    perfc_status_code want;
+  } cases[] = {
+      {{0}, PERFC_STATUS_RESOURCE_EXHAUSTED},
+      {{.no_send_message_limit = true}, PERFC_STATUS_RESOURCE_EXHAUSTED},
+      {{.no_send_message_limit = true, .max_recv_message_bytes = 6 << 20},
+       PERFC_STATUS_OK},
+      {{.no_send_message_limit = true, .no_recv_message_limit = true},
+       PERFC_STATUS_OK},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    perfc_channel *c;
+    cr_assert_eq(perfc_channel_new(&c, target, &cases[i].o), 0);
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_status st = {0};
+    perfc_call_opts co = {.timeout_ms = 30000};
+    perfc_status_code code =
+        perfc__test__v1__test_service__echo__call(c, &req, &resp, &co, &st);
+    cr_assert_eq(code, cases[i].want, "case %zu: %d %s", i, code,
+                 st.message ? st.message : "");
+    if (code == PERFC_STATUS_OK) {
+      cr_assert_eq(resp->payload.len, big);
+      protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    perfc_status_reset(&st);
+    perfc_channel_free(c);
+  }
+  free(payload);
+  test_server_stop(s);
+}
+
 /* ---- connection pool ---------------------------------------------------- */
 
 static int count_established(int server_port) {
@@ -986,6 +1082,76 @@ Test(server_opts, keepalive_closes_connections_whose_peer_stopped_answering,
 /* max_connection_age_ms ends even a busy connection: the server sends
  * GOAWAY once the age is reached and closes after the grace, and a channel
  * making calls throughout moves to a new connection without failing any. */
+/* The client's keepalive (keepalive_enabled): against a server that
+ * finishes the HTTP/2 handshake and then never answers, a ping goes out
+ * after keepalive_time_ms and the client drops the connection when its
+ * ack is keepalive_timeout_ms late; without the switch nothing is sent and
+ * the connection stays. */
+Test(client_opts, keepalive_enabled_pings_and_drops_a_silent_server,
+     .timeout = 60) {
+  for (int on = 1; on >= 0; on--) {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(lfd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(lfd, 4), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", ntohs(a.sin_port));
+    perfc_channel_opts o = {0};
+    if (on) {
+      o.keepalive_enabled = true;
+      o.keepalive_time_ms = 200;
+      o.keepalive_timeout_ms = 300;
+      o.keepalive_permit_without_calls = true; /* the call below ends */
+    }
+    perfc_channel *c;
+    cr_assert_eq(perfc_channel_new(&c, target, &o), 0, "%s", perfc_last_error());
+    /* A call makes the channel connect; the silent server lets it time
+     * out, and the connection stays up without calls. */
+    Perfc__Test__V1__EchoRequest req = payload_req("anyone?");
+    Perfc__Test__V1__EchoResponse *resp = NULL;
+    perfc_call_opts co = {.timeout_ms = 100};
+    perfc_status_code code =
+        perfc__test__v1__test_service__echo__call(c, &req, &resp, &co, NULL);
+    cr_assert_neq(code, PERFC_STATUS_OK);
+    struct pollfd pl = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pl, 1, 5000), 1, "the channel did not connect");
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    /* The client's 24-byte connection preface comes before its frames. */
+    char preface[24];
+    size_t got = 0;
+    while (got < sizeof preface) {
+      struct pollfd pf = {.fd = fd, .events = POLLIN};
+      cr_assert_eq(poll(&pf, 1, 5000), 1, "no client preface");
+      ssize_t n = read(fd, preface + got, sizeof preface - got);
+      cr_assert_gt(n, 0);
+      got += (size_t)n;
+    }
+    cr_assert_eq(memcmp(preface, "PRI * HTTP/2.0", 14), 0);
+    static const unsigned char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    static const unsigned char ack[9] = {0, 0, 0, 4, 1, 0, 0, 0, 0};
+    cr_assert_eq(write(fd, settings, sizeof settings), (ssize_t)sizeof settings);
+    cr_assert_eq(write(fd, ack, sizeof ack), (ssize_t)sizeof ack);
+    int pings, goaways;
+    long ms = read_until_close(fd, 3000, &pings, &goaways);
+    if (on) {
+      cr_assert_geq(pings, 1, "no keepalive ping before the close");
+      cr_assert(ms >= 0 && ms < 3000,
+                "closed after %ld ms, expected about 500 (time + timeout)", ms);
+    } else {
+      cr_assert_eq(ms, -1, "closed after %ld ms without keepalive", ms);
+      cr_assert_eq(pings, 0);
+    }
+    close(fd);
+    close(lfd);
+    perfc_channel_free(c);
+  }
+}
+
 Test(server_opts, max_connection_age_recycles_connections_without_failures,
      .timeout = 60) {
   perfc_server_opts o = {.max_connection_age_enabled = 1,

@@ -121,7 +121,7 @@ Test(resilience, server_timeout_ends_slow_and_metrics_count_it) {
   perfc_channel *ch;
   perfc_channel_opts co;
   perfc_channel_opts_init(&co);
-  co.default_timeout_ms = -1; /* the client sets no deadline */
+  co.no_default_timeout = true; /* the client sets no deadline */
   cr_assert_eq(perfc_channel_new(&ch, target, &co), 0);
   /* wait_for_ready: a slow first connect (TSan) is not the outcome tested. */
   perfc_call_opts ready = {.wait_for_ready = 1};

@@ -229,7 +229,7 @@ static perfc_status_code relay(perfc_ctx *ctx,
   Perfc__Test__V1__EchoResponse *inner = NULL;
   perfc_status st = {0};
   perfc_call_opts co = {.parent = ctx, .arena = perfc_ctx_arena(ctx),
-                        .timeout_ms = -1};
+                        .no_timeout = true};
   perfc_status_code c = perfc__test__v1__test_service__slow__call(
       relay_channel, req, &inner, &co, &st);
   resp->remaining_ms = perfc_ctx_remaining_ms(ctx);

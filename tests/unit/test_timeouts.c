@@ -53,7 +53,7 @@ static perfc_status_code invoke(perfc_ctx *ctx, const void *h, void *ud,
   if (strcmp(name, "Parent") == 0) {
     Google__Protobuf__Empty rq = GOOGLE__PROTOBUF__EMPTY__INIT;
     ProtobufCMessage *out = NULL;
-    perfc_call_opts o = {.parent = ctx, .timeout_ms = -1};
+    perfc_call_opts o = {.parent = ctx, .no_timeout = true};
     perfc_status_code c =
         perfc_channel_unary(child_ch, &methods[4], &rq.base, &out, &o, NULL);
     if (out != NULL)
@@ -108,7 +108,7 @@ static void start(const perfc_timeouts_opts *o) {
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
   perfc_channel_opts co;
   perfc_channel_opts_init(&co);
-  co.default_timeout_ms = -1; /* the client sets no deadline unless asked */
+  co.no_default_timeout = true; /* the client sets no deadline unless asked */
   cr_assert_eq(perfc_channel_new(&ch, target, &co), 0);
   /* Before the server starts its workers, which read child_ch. */
   cr_assert_eq(perfc_channel_new(&child_ch, target, &co), 0);
@@ -128,7 +128,10 @@ static perfc_status_code call(int idx, int64_t timeout_ms,
                               int64_t *elapsed_ms) {
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
-  perfc_call_opts o = {.timeout_ms = timeout_ms, .wait_for_ready = 1};
+  /* timeout_ms < 0 here: a call with no deadline of its own. */
+  perfc_call_opts o = {.timeout_ms = timeout_ms < 0 ? 0 : timeout_ms,
+                       .no_timeout = timeout_ms < 0,
+                       .wait_for_ready = true};
   struct timespec a, b;
   clock_gettime(CLOCK_MONOTONIC, &a);
   perfc_status_code c =
@@ -263,7 +266,7 @@ Test(timeouts, call_waiting_for_a_worker_past_its_timeout_never_runs) {
   /* Sleep holds the only worker for 300 ms; Wait (timeout 100 ms) queues
    * behind it and is past its deadline when the worker frees up. */
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
-  perfc_call_opts o = {.timeout_ms = -1, .wait_for_ready = 1};
+  perfc_call_opts o = {.no_timeout = true, .wait_for_ready = true};
   perfc_status_code sleep_code = -1;
   atomic_store(&sleep_started,
                0); /* the TSan harness runs tests in one process */

@@ -19,15 +19,26 @@
 #include "perfc/service.h"
 #include "perfc/status.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct perfc_channel perfc_channel;
 
-/** Client keepalive is off by default (grpc default): a ping every N seconds
- *  must be agreed with the server's minimum ping interval. */
-#define PERFC_DEFAULT_CLIENT_KEEPALIVE_TIME_MS 0
+/** Client keepalive is off by default (grpc's default); keepalive_enabled
+ *  turns it on. Its interval then defaults to 30 s: three times perfc's
+ *  server minimum (min_ping_interval_ms, 10 s), well under the idle
+ *  timeouts of NATs and L4 load balancers (minutes), and a ping every 30 s
+ *  costs nothing. A server must permit it: grpc's own servers allow one
+ *  ping per 5 min while no data flows. */
+#define PERFC_DEFAULT_CLIENT_KEEPALIVE_TIME_MS 30000
+/** One connection per channel: what grpc does; more only where one TCP
+ *  connection's throughput or one server poller is the limit. */
+#define PERFC_DEFAULT_CHANNEL_CONNECTIONS 1
 /** Calls without their own timeout get 10 s: a call with no deadline can
  *  hang forever on a dead peer, the most common gRPC production mistake. */
 #define PERFC_DEFAULT_CALL_TIMEOUT_MS 10000
@@ -39,17 +50,50 @@ typedef struct perfc_channel perfc_channel;
 /** Time one connection attempt (TCP, TLS, HTTP/2 SETTINGS) may take: grpc's
  *  MIN_CONNECT_TIMEOUT. Shorter fails real handshakes on a loaded host. */
 #define PERFC_DEFAULT_CONNECT_TIMEOUT_MS 20000
+/** The largest duration or message size the core accepts: its channel
+ *  arguments are ints (milliseconds, bytes). Larger values are refused. */
+#define PERFC_CHANNEL_MAX_INT_ARG 2147483647
 
+/** Channel options. Zero in any field means its default (so `= {0}` plus
+ *  designated initializers works); features off by default are turned on
+ *  by an `_enabled` field, limits on by default turned off by a `no_`
+ *  field, never by a magic value. perfc_channel_new() copies the struct,
+ *  replaces zeros by the PERFC_DEFAULT_* values and refuses what does not
+ *  hold (PERFC_EINVAL, the field named in perfc_last_error()). */
 typedef struct perfc_channel_opts {
-  unsigned connections;          /**< distinct TCP connections; 0 = 1 */
-  int64_t keepalive_time_ms;     /**< 0 = no client keepalive pings */
+  /** Distinct TCP connections; 0 = PERFC_DEFAULT_CHANNEL_CONNECTIONS. */
+  unsigned connections;
+  /** Client keepalive pings (off by default, grpc's default): a ping after
+   *  keepalive_time_ms without reads, the connection dropped when its ack
+   *  takes longer than keepalive_timeout_ms. */
+  bool keepalive_enabled;
+  /** Ping interval with keepalive_enabled; 0 = default (30 s,
+   *  PERFC_DEFAULT_CLIENT_KEEPALIVE_TIME_MS). perfc_channel_opts_init()
+   *  leaves it 0: an interval without keepalive_enabled (how pings were
+   *  turned on before that field existed) is refused, not ignored. */
+  int64_t keepalive_time_ms;
   int64_t keepalive_timeout_ms;  /**< 0 = default (20 s) */
-  int keepalive_permit_without_calls;
-  int max_recv_message_bytes;    /**< 0 = default (4 MiB), -1 = unlimited */
-  int max_send_message_bytes;    /**< 0 = default (4 MiB), -1 = unlimited */
-  int64_t default_timeout_ms;    /**< 0 = default; -1 = no deadline */
+  /** Ping idle connections too (no calls running); needs keepalive_enabled
+   *  and a server that permits it. */
+  bool keepalive_permit_without_calls;
+  /** Largest response accepted, also after perfc inflates a compressed
+   *  one; 0 = default (4 MiB), at most PERFC_CHANNEL_MAX_INT_ARG. */
+  size_t max_recv_message_bytes;
+  /** No limit on responses (max_recv_message_bytes is then unused). */
+  bool no_recv_message_limit;
+  /** Largest request sent; 0 = default (4 MiB), at most
+   *  PERFC_CHANNEL_MAX_INT_ARG. */
+  size_t max_send_message_bytes;
+  /** No limit on requests (max_send_message_bytes is then unused). */
+  bool no_send_message_limit;
+  /** Deadline of calls that set no timeout_ms and whose method has no
+   *  (perfc.method).timeout; 0 = default (10 s). */
+  int64_t default_timeout_ms;
+  /** Such calls get no deadline at all (default_timeout_ms is then
+   *  unused). A parent call's deadline still applies. */
+  bool no_default_timeout;
   int64_t min_reconnect_backoff_ms; /**< first reconnect delay; 0 = default */
-  int64_t max_reconnect_backoff_ms; /**< 0 = default */
+  int64_t max_reconnect_backoff_ms; /**< 0 = default; not below the min */
   const char *lb_policy;         /**< "pick_first" (NULL) or "round_robin" */
   const char *service_config_json; /**< extra service config; borrowed/copied */
   /** Interceptors run around every call, in this order (`after` reversed).
@@ -65,7 +109,7 @@ typedef struct perfc_channel_opts {
   const perfc_service_desc *const *retry_services;
   size_t retry_service_count;
   /** Attempts per call for those methods, first included; 0 = default (4),
-   *  1 = no retries. grpc caps it at 5. */
+   *  1 = one attempt, no retry. grpc caps it at 5. */
   unsigned retry_max_attempts;
   /** Default compression for requests: "gzip", "deflate", or NULL/"identity"
    *  for none; a call's own perfc_call_opts.compression wins. Responses are
@@ -80,12 +124,15 @@ typedef struct perfc_channel_opts {
  *  retries rides out a replica restarting without amplifying an outage. */
 #define PERFC_DEFAULT_RETRY_MAX_ATTEMPTS 4
 
+/** Fills `o` with the PERFC_DEFAULT_* values (keepalive_time_ms stays 0:
+ *  see there). */
 PERFC_API void perfc_channel_opts_init(perfc_channel_opts *o);
 
 /** Creates a plaintext channel to `target` ("127.0.0.1:50051",
  *  "dns:///svc:443", "ipv4:10.0.0.1:80,10.0.0.2:80"). Connects lazily.
  *  `opts` may be NULL; strings in it are copied. Calls grpc_init. Returns 0,
- *  PERFC_EINVAL or PERFC_ENOMEM; free with perfc_channel_free().
+ *  PERFC_EINVAL (a refused option, named in perfc_last_error()) or
+ *  PERFC_ENOMEM; free with perfc_channel_free().
  *  perfc_channel_new_tls() in perfc/tls.h makes an encrypted channel. */
 PERFC_API int perfc_channel_new(perfc_channel **out, const char *target,
                                 const perfc_channel_opts *opts);
@@ -102,10 +149,18 @@ typedef struct perfc_metadata {
   size_t value_len;
 } perfc_metadata;
 
+/** One call's options; zero in every field is the default, so `= {0}` or
+ *  NULL works. A call refuses options that do not hold: the synchronous
+ *  call with INVALID_ARGUMENT naming the field, the others with
+ *  PERFC_EINVAL and the same text in perfc_last_error(). */
 typedef struct perfc_call_opts {
   /** Deadline relative to now; 0 = the method's (perfc.method).timeout
-   *  when it has one, else the channel default; -1 = none. */
+   *  when it has one, else the channel default. Negative is refused. */
   int64_t timeout_ms;
+  /** No deadline of this call's own (neither the method's nor the
+   *  channel's); a parent's deadline still applies. With a timeout_ms it is
+   *  refused. */
+  bool no_timeout;
   const perfc_metadata *metadata; /**< borrowed for the call */
   size_t metadata_count;
   /** Where the response is unpacked. NULL: with protobuf-c's default
@@ -113,7 +168,7 @@ typedef struct perfc_call_opts {
   perfc_arena *arena;
   /** Wait for the channel to become ready instead of failing fast with
    *  UNAVAILABLE while it connects. */
-  int wait_for_ready;
+  bool wait_for_ready;
   /** The server call this call is made on behalf of (a handler's ctx), or
    *  NULL. The call inherits its deadline (the earlier of the two wins) and
    *  is cancelled when the parent is. Only valid while the handler runs. */

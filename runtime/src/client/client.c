@@ -14,9 +14,9 @@
 #include "perfc/client.h"
 #include "perfc/log.h"
 #include "client/client_internal.h"
-#include "server/server_internal.h"
 
 #include "transport/core/compression_internal.h"
+#include "core/error_internal.h"
 #include "core/pb_wire_internal.h"
 #include "core/thread_internal.h"
 
@@ -30,8 +30,9 @@
 
 void perfc_channel_opts_init(perfc_channel_opts *o) {
   memset(o, 0, sizeof *o);
-  o->connections = 1;
-  o->keepalive_time_ms = PERFC_DEFAULT_CLIENT_KEEPALIVE_TIME_MS;
+  o->connections = PERFC_DEFAULT_CHANNEL_CONNECTIONS;
+  /* keepalive_time_ms stays 0 (the default once keepalive_enabled): an
+   * interval written without the switch is then refused, not ignored. */
   o->keepalive_timeout_ms = PERFC_DEFAULT_KEEPALIVE_TIMEOUT_MS;
   o->max_recv_message_bytes = PERFC_DEFAULT_MAX_RECV_MESSAGE_BYTES;
   o->max_send_message_bytes = PERFC_DEFAULT_MAX_SEND_MESSAGE_BYTES;
@@ -41,7 +42,95 @@ void perfc_channel_opts_init(perfc_channel_opts *o) {
   o->connect_timeout_ms = PERFC_DEFAULT_CONNECT_TIMEOUT_MS;
 }
 
-static int clamp_int(int64_t v) { return v > INT32_MAX ? INT32_MAX : (int)v; }
+/* Checks a duration the core takes as an int channel argument. */
+static int check_int_ms(const char *field, int64_t v) {
+  if (v < 0 || v > PERFC_CHANNEL_MAX_INT_ARG)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: %s %lld out of range (0 to %d ms: the "
+                       "core's channel arguments are int milliseconds)",
+                       field, (long long)v, PERFC_CHANNEL_MAX_INT_ARG);
+  return 0;
+}
+
+/* Checks a message size; `no` is its no_*_limit switch. */
+static int check_msg_bytes(const char *field, const char *no, size_t v) {
+  if (v > (size_t)PERFC_CHANNEL_MAX_INT_ARG)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: %s %zu above %d (the core's int); %s = true "
+                       "for no limit",
+                       field, v, PERFC_CHANNEL_MAX_INT_ARG, no);
+  return 0;
+}
+
+/* Every channel option, after zeros became defaults: 0 or PERFC_EINVAL
+ * with the field named in perfc_last_error(). */
+static int check_channel_opts(const perfc_channel_opts *o) {
+  int rc;
+  if (!o->keepalive_enabled && o->keepalive_time_ms != 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: keepalive_time_ms %lld without "
+                       "keepalive_enabled (set both, or neither)",
+                       (long long)o->keepalive_time_ms);
+  if (!o->keepalive_enabled && o->keepalive_permit_without_calls)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: keepalive_permit_without_calls without "
+                       "keepalive_enabled");
+  if ((rc = check_int_ms("keepalive_time_ms", o->keepalive_time_ms)) != 0 ||
+      (rc = check_int_ms("keepalive_timeout_ms", o->keepalive_timeout_ms)) !=
+          0 ||
+      (rc = check_int_ms("min_reconnect_backoff_ms",
+                         o->min_reconnect_backoff_ms)) != 0 ||
+      (rc = check_int_ms("max_reconnect_backoff_ms",
+                         o->max_reconnect_backoff_ms)) != 0 ||
+      (rc = check_int_ms("connect_timeout_ms", o->connect_timeout_ms)) != 0)
+    return rc;
+  if (o->min_reconnect_backoff_ms > o->max_reconnect_backoff_ms)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: min_reconnect_backoff_ms %lld above "
+                       "max_reconnect_backoff_ms %lld",
+                       (long long)o->min_reconnect_backoff_ms,
+                       (long long)o->max_reconnect_backoff_ms);
+  if ((rc = check_msg_bytes("max_recv_message_bytes", "no_recv_message_limit",
+                            o->max_recv_message_bytes)) != 0 ||
+      (rc = check_msg_bytes("max_send_message_bytes", "no_send_message_limit",
+                            o->max_send_message_bytes)) != 0)
+    return rc;
+  if (o->default_timeout_ms < 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: default_timeout_ms %lld is negative "
+                       "(no_default_timeout = true for no deadline)",
+                       (long long)o->default_timeout_ms);
+  grpc_compression_algorithm calgo;
+  if (perfc__compression_parse(o->compression, &calgo) != 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: compression \"%s\" unknown (gzip, deflate, "
+                       "identity)",
+                       o->compression);
+  if (o->interceptor_count > PERFC_MAX_INTERCEPTORS)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: interceptor_count %zu above %d "
+                       "(PERFC_MAX_INTERCEPTORS)",
+                       o->interceptor_count, PERFC_MAX_INTERCEPTORS);
+  for (size_t i = 0; i < o->interceptor_count; i++)
+    if (o->interceptors == NULL || o->interceptors[i] == NULL)
+      return perfc__fail(PERFC_EINVAL,
+                         "channel: interceptors[%zu] is NULL "
+                         "(interceptor_count %zu)",
+                         i, o->interceptor_count);
+  for (size_t i = 0; i < o->retry_service_count; i++)
+    if (o->retry_services == NULL || o->retry_services[i] == NULL)
+      return perfc__fail(PERFC_EINVAL,
+                         "channel: retry_services[%zu] is NULL "
+                         "(retry_service_count %zu)",
+                         i, o->retry_service_count);
+  if (o->lb_policy != NULL && strcmp(o->lb_policy, "pick_first") != 0 &&
+      strcmp(o->lb_policy, "round_robin") != 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: lb_policy \"%s\" unknown (pick_first, "
+                       "round_robin)",
+                       o->lb_policy);
+  return 0;
+}
 
 /* A growable string for the service config JSON. */
 typedef struct sbuf {
@@ -130,10 +219,13 @@ int perfc__channel_new(perfc_channel **out, const char *target,
                        const perfc_channel_opts *opts,
                        grpc_channel_credentials *creds,
                        const char *name_override) {
-  if (out == NULL || target == NULL || target[0] == '\0')
-    return PERFC_EINVAL;
-  /* Copied whole, then zeros become defaults (docs/design.md, "API
-   * style"): no hand-kept list of fields that a new one could miss. */
+  if (out == NULL)
+    return perfc__fail(PERFC_EINVAL, "channel: out is NULL");
+  if (target == NULL || target[0] == '\0')
+    return perfc__fail(PERFC_EINVAL, "channel: no target");
+  /* Copied whole, then zeros become defaults, then everything is checked
+   * (docs/design.md, "API style"): no hand-kept list of fields that a new
+   * one could miss. */
   perfc_channel_opts o, d;
   perfc_channel_opts_init(&d);
   o = opts != NULL ? *opts : d;
@@ -149,19 +241,16 @@ int perfc__channel_new(perfc_channel **out, const char *target,
   DEFAULT(max_reconnect_backoff_ms);
   DEFAULT(connect_timeout_ms);
 #undef DEFAULT
-  grpc_compression_algorithm calgo;
-  if (perfc__compression_parse(o.compression, &calgo) != 0) {
-    perfc_log(PERFC_LOG_ERROR,
-              "channel: unknown compression \"%s\" (gzip, deflate, identity)",
-              o.compression);
-    return PERFC_EINVAL;
-  }
-  if (o.interceptor_count > PERFC_MAX_INTERCEPTORS ||
-      (o.interceptor_count > 0 && o.interceptors == NULL))
-    return PERFC_EINVAL;
-  if (o.lb_policy != NULL && strcmp(o.lb_policy, "pick_first") != 0 &&
-      strcmp(o.lb_policy, "round_robin") != 0)
-    return PERFC_EINVAL;
+  int rc = check_channel_opts(&o);
+  if (rc != 0)
+    return rc;
+  if (o.keepalive_enabled && o.keepalive_time_ms == 0)
+    o.keepalive_time_ms = PERFC_DEFAULT_CLIENT_KEEPALIVE_TIME_MS;
+  grpc_compression_algorithm calgo = GRPC_COMPRESS_NONE;
+  (void)perfc__compression_parse(o.compression, &calgo); /* checked above */
+  /* The core's "unlimited" for a message size is -1. */
+  int recv_arg = o.no_recv_message_limit ? -1 : (int)o.max_recv_message_bytes;
+  int send_arg = o.no_send_message_limit ? -1 : (int)o.max_send_message_bytes;
 
   perfc_channel *ch = calloc(1, sizeof *ch);
   if (ch == NULL)
@@ -173,10 +262,10 @@ int perfc__channel_new(perfc_channel **out, const char *target,
     free(ch->chans);
     free(ch->target);
     free(ch);
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "channel: out of memory");
   }
-  ch->default_timeout_ms = o.default_timeout_ms;
-  ch->recv_max = perfc__recv_limit(o.max_recv_message_bytes);
+  ch->default_timeout_ms = o.no_default_timeout ? -1 : o.default_timeout_ms;
+  ch->recv_max = o.no_recv_message_limit ? SIZE_MAX : o.max_recv_message_bytes;
   pthread_mutex_init(&ch->async_mu, NULL);
   pthread_cond_init(&ch->async_cv, NULL);
   atomic_init(&ch->next, 0);
@@ -191,7 +280,7 @@ int perfc__channel_new(perfc_channel **out, const char *target,
       free(ch->chans);
       free(ch->target);
       free(ch);
-      return PERFC_ENOMEM;
+      return perfc__fail(PERFC_ENOMEM, "channel: out of memory");
     }
     sc = service_config[0] ? service_config : NULL;
   }
@@ -205,25 +294,25 @@ int perfc__channel_new(perfc_channel **out, const char *target,
   args[n].key = (char *)(k);                                                   \
   args[n].value.integer = (v);                                                 \
   n++
-    if (o.keepalive_time_ms > 0) {
-      INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, clamp_int(o.keepalive_time_ms));
-      INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, clamp_int(o.keepalive_timeout_ms));
+    if (o.keepalive_enabled) {
+      INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, (int)o.keepalive_time_ms);
+      INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, (int)o.keepalive_timeout_ms);
       INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
               o.keepalive_permit_without_calls ? 1 : 0);
       /* Without this the core stops pinging after two pings with no data,
        * and keepalive would not detect a dead idle connection. */
       INT_ARG(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }
-    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, o.max_recv_message_bytes);
-    INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, o.max_send_message_bytes);
+    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, recv_arg);
+    INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, send_arg);
     /* Despite its name, the core reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as
      * the minimum connect timeout (MIN_CONNECT_TIMEOUT in grpc's
      * connection-backoff.md); the first retry delay is the INITIAL arg. */
-    INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, clamp_int(o.connect_timeout_ms));
+    INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, (int)o.connect_timeout_ms);
     INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-            clamp_int(o.min_reconnect_backoff_ms));
+            (int)o.min_reconnect_backoff_ms);
     INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-            clamp_int(o.max_reconnect_backoff_ms));
+            (int)o.max_reconnect_backoff_ms);
     /* Channels with identical target, credentials and args share one TCP
      * connection through the global subchannel pool. A local pool plus a
      * distinct index makes each of the N channels its own connection. */
@@ -590,6 +679,24 @@ int perfc__call_metadata(const perfc_call_opts *opts, grpc_metadata *stack,
   grpc_metadata *md = stack;
   *out = stack;
   *count = 0;
+  /* The options are checked here because every call path builds its
+   * metadata first, before anything reaches the core. */
+  if (opts->timeout_ms < 0) {
+    snprintf(err, errlen,
+             "timeout_ms %lld is negative (no_timeout = true for no deadline)",
+             (long long)opts->timeout_ms);
+    return PERFC_EINVAL;
+  }
+  if (opts->no_timeout && opts->timeout_ms != 0) {
+    snprintf(err, errlen, "no_timeout with timeout_ms %lld: set one of them",
+             (long long)opts->timeout_ms);
+    return PERFC_EINVAL;
+  }
+  if (opts->metadata_count > 0 && opts->metadata == NULL) {
+    snprintf(err, errlen, "metadata is NULL with metadata_count %zu",
+             opts->metadata_count);
+    return PERFC_EINVAL;
+  }
   grpc_compression_algorithm calgo = GRPC_COMPRESS_NONE;
   if (opts->compression != NULL &&
       perfc__compression_parse(opts->compression, &calgo) != 0) {
@@ -660,10 +767,12 @@ grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
                               grpc_completion_queue *cq,
                               const perfc_call_opts *opts) {
   /* A call without its own timeout takes the method's (perfc.method).timeout,
-   * as options.proto promises, else the channel's default. */
-  int64_t timeout = opts->timeout_ms   ? opts->timeout_ms
-                    : m->timeout_ms > 0 ? m->timeout_ms
-                                        : ch->default_timeout_ms;
+   * as options.proto promises, else the channel's default. Negative is
+   * "none" from here on (perfc__deadline_from_ms), never from a user. */
+  int64_t timeout = opts->no_timeout      ? -1
+                    : opts->timeout_ms    ? opts->timeout_ms
+                    : m->timeout_ms > 0   ? m->timeout_ms
+                                          : ch->default_timeout_ms;
   /* The core propagates the parent call's deadline as the client sent it;
    * a server-side lowering (perfc_ctx_set_deadline_ms) lives only in the
    * context, so it is applied here. */
@@ -867,25 +976,33 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
   static const perfc_call_opts no_opts;
   if (opts == NULL)
     opts = &no_opts;
-  if (ch == NULL || m == NULL || req == NULL || cb == NULL ||
-      req->descriptor != m->input)
-    return PERFC_EINVAL;
+  if (ch == NULL || m == NULL || req == NULL || cb == NULL)
+    return perfc__fail(PERFC_EINVAL, "unary_async: NULL %s",
+                       ch == NULL  ? "channel"
+                       : m == NULL ? "method"
+                       : req == NULL ? "request"
+                                     : "callback");
+  if (req->descriptor != m->input)
+    return perfc__fail(PERFC_EINVAL, "%s expects %s, got %s", m->path,
+                       m->input->name, req->descriptor->name);
   async_call *a = calloc(1, sizeof *a);
   if (a == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "%s: out of memory", m->path);
   char err[160];
   int rc = perfc__call_metadata(opts, a->md_stack, 8, 1, &a->md, &a->nmd, err,
                                 sizeof err);
   if (rc != 0) {
-    perfc_log(PERFC_LOG_DEBUG, "client: %s", err);
     free(a);
-    return rc;
+    return perfc__fail(rc, "%s: %s", m->path, err);
   }
   rc = async_enter(ch, &a->poller);
   if (rc != 0) {
     perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
     free(a);
-    return rc;
+    return perfc__fail(rc, "%s: %s", m->path,
+                       rc == PERFC_ESHUTDOWN ? "channel being freed"
+                       : rc == PERFC_ETHREAD ? "cannot start a poller thread"
+                                             : "out of memory");
   }
   a->ch = ch;
   a->m = m;

@@ -9,7 +9,9 @@
 #define PERFC_CLIENT_INTERNAL_H
 
 #include "perfc/client.h"
-#include "server/server_internal.h"
+#include "core/clock_internal.h"
+#include "core/tag_internal.h"
+#include "transport/core/grpc_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

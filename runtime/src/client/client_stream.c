@@ -10,6 +10,7 @@
  * Blocking until a send completes is the flow control.
  */
 #include "client/client_internal.h"
+#include "core/error_internal.h"
 #include "core/pb_wire_internal.h"
 #include "perfc/log.h"
 
@@ -75,16 +76,26 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   if (opts == NULL)
     opts = &no_opts;
   if (ch == NULL || m == NULL || out == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "stream_open: NULL %s",
+                       ch == NULL ? "channel" : m == NULL ? "method" : "out");
   /* A unary method opened as a stream is a server stream of one response:
    * the way to a unary call's response metadata. */
   int server_stream = m->kind == PERFC_METHOD_SERVER_STREAM ||
                       m->kind == PERFC_METHOD_UNARY;
-  if (server_stream ? (req == NULL || req->descriptor != m->input) : req != NULL)
-    return PERFC_EINVAL;
+  if (server_stream && req == NULL)
+    return perfc__fail(PERFC_EINVAL, "%s: opening it takes its request",
+                       m->path);
+  if (server_stream && req->descriptor != m->input)
+    return perfc__fail(PERFC_EINVAL, "%s expects %s, got %s", m->path,
+                       m->input->name, req->descriptor->name);
+  if (!server_stream && req != NULL)
+    return perfc__fail(PERFC_EINVAL,
+                       "%s: a client or bidi stream opens without a request "
+                       "(send it with perfc_client_stream_send)",
+                       m->path);
   perfc_client_stream *s = calloc(1, sizeof *s);
   if (s == NULL)
-    return PERFC_ENOMEM;
+    return perfc__fail(PERFC_ENOMEM, "%s: out of memory", m->path);
   char err[160];
   int rc = PERFC_ENOMEM;
   if (perfc_arena_new(&s->msg_arena, 0) == 0 &&
@@ -93,12 +104,11 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
     rc = perfc__call_metadata(opts, s->md_stack, 8, 1, &s->md, &s->nmd, err,
                               sizeof err);
   if (rc != 0) {
-    if (rc == PERFC_EINVAL)
-      perfc_log(PERFC_LOG_DEBUG, "client stream: %s", err);
     perfc_arena_free(s->msg_arena);
     perfc_arena_free(s->resp_arena);
     free(s);
-    return rc;
+    return perfc__fail(rc, "%s: %s", m->path,
+                       rc == PERFC_EINVAL ? err : "out of memory");
   }
   s->ch = ch;
   s->m = m;
@@ -147,16 +157,30 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   return 0;
 }
 
+/* PERFC_ESHUTDOWN, with the message that says where the reason is. */
+static int call_ended(const perfc_client_stream *s) {
+  return perfc__fail(PERFC_ESHUTDOWN,
+                     "%s: the call ended (perfc_client_stream_finish() gives "
+                     "its status)",
+                     s->m->path);
+}
+
 /* `more`: the core may buffer the message until a later send without the
  * hint, or the half-close, writes it (perfc_client_stream_send_more). */
 static int stream_send(perfc_client_stream *s, const ProtobufCMessage *msg,
                        int more) {
-  if (s == NULL || msg == NULL || msg->descriptor != s->m->input)
-    return PERFC_EINVAL;
+  if (s == NULL || msg == NULL)
+    return perfc__fail(PERFC_EINVAL, "stream send: NULL %s",
+                       s == NULL ? "stream" : "message");
+  if (msg->descriptor != s->m->input)
+    return perfc__fail(PERFC_EINVAL, "%s expects %s, got %s", s->m->path,
+                       s->m->input->name, msg->descriptor->name);
   if (!is_sending_kind(s->m->kind) || s->half_closed)
-    return PERFC_ESTATE;
+    return perfc__fail(PERFC_ESTATE, "%s: %s", s->m->path,
+                       s->half_closed ? "send after close_send"
+                                      : "not a client or bidi stream");
   if (s->send_failed || atomic_load(&s->cancelled))
-    return PERFC_ESHUTDOWN;
+    return call_ended(s);
   grpc_op op;
   memset(&op, 0, sizeof op);
   grpc_byte_buffer *bb = perfc__pack(msg);
@@ -168,7 +192,7 @@ static int stream_send(perfc_client_stream *s, const ProtobufCMessage *msg,
   grpc_byte_buffer_destroy(bb);
   if (!ok) {
     s->send_failed = 1;
-    return PERFC_ESHUTDOWN;
+    return call_ended(s);
   }
   perfc__ic_message(s->ch, s->m, s->ic_state, s->ic_entered, 1);
   return 0;
@@ -185,7 +209,7 @@ int perfc_client_stream_send_more(perfc_client_stream *s,
 
 int perfc_client_stream_compress(perfc_client_stream *s, int enable) {
   if (s == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "stream compress: NULL stream");
   /* The encoding itself went out with the request headers; the core's
    * per-message flag is all that can change afterwards. */
   s->no_compress = !enable;
@@ -194,18 +218,18 @@ int perfc_client_stream_compress(perfc_client_stream *s, int enable) {
 
 int perfc_client_stream_close_send(perfc_client_stream *s) {
   if (s == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "stream close_send: NULL stream");
   if (s->half_closed)
     return 0;
   s->half_closed = 1;
   if (s->send_failed)
-    return PERFC_ESHUTDOWN;
+    return call_ended(s);
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   if (!run_batch(s, &op, 1)) {
     s->send_failed = 1;
-    return PERFC_ESHUTDOWN;
+    return call_ended(s);
   }
   return 0;
 }
@@ -244,14 +268,18 @@ static void collect_status(perfc_client_stream *s) {
 
 int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
   if (s == NULL || msg == NULL)
-    return PERFC_EINVAL;
+    return perfc__fail(PERFC_EINVAL, "stream recv: NULL %s",
+                       s == NULL ? "stream" : "msg");
   *msg = NULL;
   if (s->m->kind == PERFC_METHOD_CLIENT_STREAM)
-    return PERFC_ESTATE; /* its one response comes with finish() */
+    return perfc__fail(PERFC_ESTATE,
+                       "%s: a client stream's one response comes with "
+                       "perfc_client_stream_finish()",
+                       s->m->path);
   if (s->ended)
     return 0;
   if (s->recv_failed || atomic_load(&s->cancelled))
-    return PERFC_ESHUTDOWN;
+    return call_ended(s);
   grpc_op ops[2];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
@@ -275,7 +303,7 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
       return 0;
     }
     s->recv_failed = 1;
-    return PERFC_ESHUTDOWN;
+    return call_ended(s);
   }
   if (bb == NULL) { /* the server sent its status: no more messages */
     s->ended = 1;
@@ -288,11 +316,17 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
                                       &data, &len);
   if (rc == 0) {
     ProtobufCAllocator al = perfc_arena_allocator(s->msg_arena);
-    char why[256];
+    char why[256] = "";
     *msg = perfc__pb_unpack(s->m->output, s->m->strings, &al, len, data, why,
                             sizeof why);
     if (*msg == NULL)
-      rc = PERFC_EPARSE;
+      rc = perfc__fail(PERFC_EPARSE, "%s: response refused: %s", s->m->path,
+                       why[0] ? why : "does not parse");
+  } else if (rc != PERFC_ETOOBIG) {
+    rc = perfc__fail(rc, "%s: response %s", s->m->path,
+                     rc == PERFC_EPARSE ? "corrupt compressed data"
+                     : rc == PERFC_ENOMEM ? "out of memory"
+                                          : "in an unknown encoding");
   }
   grpc_byte_buffer_destroy(bb);
   if (rc == PERFC_ETOOBIG) {
@@ -304,6 +338,7 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
     grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED, e,
                                  NULL);
     s->recv_failed = 1;
+    perfc__fail(rc, "%s", e);
   }
   if (rc != 0)
     return rc;

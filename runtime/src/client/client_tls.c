@@ -7,6 +7,7 @@
  */
 #include "perfc/tls.h"
 #include "client/client_internal.h"
+#include "core/error_internal.h"
 #include "transport/core/tls_internal.h"
 
 #include <grpc/grpc.h>
@@ -14,8 +15,10 @@
 int perfc_channel_new_tls(perfc_channel **out, const char *target,
                           const perfc_channel_opts *opts,
                           const perfc_tls_channel_opts *tls) {
-  if (out == NULL || target == NULL || target[0] == '\0')
-    return PERFC_EINVAL;
+  if (out == NULL)
+    return perfc__fail(PERFC_EINVAL, "channel: out is NULL");
+  if (target == NULL || target[0] == '\0')
+    return perfc__fail(PERFC_EINVAL, "channel: no target");
   /* The SSL credentials object lives in the core; hold a grpc_init reference
    * while it exists so it is never created or released outside one. */
   perfc__grpc_init();

@@ -5,7 +5,7 @@
  *
  * Room: runtime/src/transport/core; wraps the grpc headers only.
  */
-#include "server/server_internal.h"
+#include "transport/core/grpc_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -211,12 +211,6 @@ grpc_byte_buffer *perfc__bytes_to_buffer(const uint8_t *data, size_t len) {
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
   grpc_slice_unref(s);
   return bb;
-}
-
-int64_t perfc__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int64_t perfc__remaining_ms(gpr_timespec deadline) {

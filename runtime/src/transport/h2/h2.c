@@ -7,6 +7,7 @@
 #include "transport/h2/conn_internal.h"
 
 #include "core/error_internal.h"
+#include "core/thread_internal.h"
 #include "perfc/server.h"
 
 #include <openssl/err.h>
@@ -247,6 +248,19 @@ static void *loop_main(void *arg) {
   return NULL;
 }
 
+/* core/thread.c starts the loop threads (perfc__threads_start); marked
+ * started before creation so shutdown joins exactly the ones that run. */
+static void *loop_thread_setup(void *ud, unsigned i, pthread_t **thread) {
+  perfc__h2_lctx *lc = &((perfc__h2_server *)ud)->lcs[i];
+  lc->thread_started = true;
+  *thread = &lc->thread;
+  return lc;
+}
+
+static void loop_thread_undo(void *ud, unsigned i) {
+  ((perfc__h2_server *)ud)->lcs[i].thread_started = false;
+}
+
 int perfc__h2_server_start(perfc__h2_server *srv) {
   if (srv->started)
     return perfc__fail(PERFC_ESTATE, "h2 server: already started");
@@ -257,15 +271,14 @@ int perfc__h2_server_start(perfc__h2_server *srv) {
       if (perfc__h2_loop_add(lc->loop, &lc->listeners[k].io, EPOLLIN) != 0)
         return PERFC_EIO;
   }
-  for (int i = 0; i < srv->nloops; i++) {
-    perfc__h2_lctx *lc = &srv->lcs[i];
-    if (pthread_create(&lc->thread, NULL, loop_main, lc) != 0)
-      return perfc__fail(PERFC_ETHREAD, "h2 server: cannot start loop thread");
-    lc->thread_started = true;
-    char name[16];
-    snprintf(name, sizeof name, "perfc-h2-%d", i % 1000);
-    pthread_setname_np(lc->thread, name);
-  }
+  perfc__thread_spec spec = {.name = "perfc-h2-",
+                             .main = loop_main,
+                             .setup = loop_thread_setup,
+                             .undo = loop_thread_undo,
+                             .user_data = srv};
+  if (perfc__threads_start(&spec, (unsigned)srv->nloops) <
+      (unsigned)srv->nloops)
+    return perfc__fail(PERFC_ETHREAD, "h2 server: cannot start loop thread");
   return 0;
 }
 
