@@ -11,9 +11,10 @@
  * and stores nothing: the trace context a handler passes on is computed
  * only if it makes an outgoing call. Otherwise a server span is allocated
  * from the call's arena (freed with the call, no malloc), its attributes
- * point at strings that live as long as the call or the server, and only a
- * sampled span is copied, once, into one malloc'd block when it ends and
- * pushed into a lock-free bounded queue. A full queue drops the span and
+ * point at strings (with their lengths) that live as long as the call or
+ * the tracer, and only a sampled span is copied, once, into its queue
+ * cell's buffer when it ends (only the strings that do not live as long as
+ * the tracer) and pushed into a lock-free bounded queue. A full queue drops the span and
  * counts it; a call never waits for the exporter.
  */
 #include "observe/tracing_internal.h"
