@@ -520,6 +520,55 @@ Test(chain, bad_traceparent_starts_a_new_trace_and_the_call_succeeds, .timeout =
   chain_down();
 }
 
+static int64_t rx_int_attr(const rx_span *s, const char *key) {
+  for (size_t i = 0; i < s->nattrs; i++)
+    if (strcmp(s->attrs[i].key, key) == 0)
+      return s->attrs[i].iv;
+  return -1;
+}
+
+/* A queued server span points at its method's strings instead of copying
+ * them (the tracer keeps them), and the server hook remembers the last peer
+ * it split per thread: spans still queued when their server is freed keep
+ * their names, and calls alternating between two connections each get
+ * their own peer port. */
+Test(chain, queued_spans_outlive_their_server_and_peers_alternate, .timeout = 60) {
+  /* a schedule delay longer than the test: the spans wait in the queue */
+  chain_up(PERFC_SAMPLER_PARENTBASED_ALWAYS_ON, 0, 256, 60000);
+  for (int i = 0; i < 6; i++)
+    cr_assert_eq(call_a(i % 2 ? C.plain : C.to_a, NULL, 0), PERFC_STATUS_OK);
+  perfc_tracing_stats st;
+  perfc_tracing_stats_get(C.ta, &st);
+  cr_assert_eq(st.spans_ended, 12, "A's 6 server and 6 client spans ended");
+  cr_assert_eq(st.spans_exported, 0, "and are still queued");
+  chain_stop_calls(); /* the servers (and their method states) are freed */
+  flush_all();
+  pthread_mutex_lock(&C.rx->mu);
+  int64_t ports[6];
+  size_t n = 0;
+  for (size_t i = 0; i < C.rx->n; i++) {
+    const rx_span *s = &C.rx->spans[i];
+    if (strcmp(s->service, "svc-a") != 0 || s->kind != PERFC_SPAN_SERVER)
+      continue;
+    cr_assert_lt(n, 6);
+    cr_assert_str_eq(s->name, "t.v1.A/Ping");
+    cr_assert_str_eq(s->rpc_system, "grpc");
+    cr_assert_str_eq(s->rpc_service, "t.v1.A");
+    cr_assert_str_eq(s->rpc_method, "Ping");
+    cr_assert_str_eq(s->peer_addr, "127.0.0.1");
+    ports[n++] = rx_int_attr(s, "network.peer.port");
+  }
+  cr_assert_eq(n, 6, "A's server spans exported: %zu", n);
+  cr_assert(ports[0] > 0 && ports[1] > 0 && ports[0] != ports[1],
+            "two connections, two ports: %lld %lld", (long long)ports[0],
+            (long long)ports[1]);
+  for (size_t i = 2; i < 6; i++)
+    cr_assert_eq(ports[i], ports[i % 2], "call %zu: port %lld, its connection's %lld",
+                 i, (long long)ports[i], (long long)ports[i % 2]);
+  pthread_mutex_unlock(&C.rx->mu);
+  chain_down();
+}
+
 Test(chain, parent_based_sampling_honours_the_sampled_flag, .timeout = 60) {
   chain_up(PERFC_SAMPLER_PARENTBASED_ALWAYS_ON, 0, 256, 100);
   perfc_metadata off[] = {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", 0}};

@@ -174,9 +174,21 @@ static perfc__event EVENTS[] = {
 
 /* Span i of a batch: the cases cycle so that every field is present and
  * absent somewhere, with lengths on both sides of the varint steps. */
+/* A queued span carries its strings' lengths (the encoder never measures
+ * them): filled from the strings here, after `big` is. */
+static void set_lengths(void) {
+  for (size_t k = 0; k < sizeof ATTRS / sizeof ATTRS[0]; k++) {
+    ATTRS[k].klen = (uint32_t)strlen(ATTRS[k].key);
+    ATTRS[k].vlen = ATTRS[k].type == PERFC__ATTR_STR ? (uint32_t)strlen(ATTRS[k].v.s) : 0;
+  }
+  for (size_t k = 0; k < sizeof EVENTS / sizeof EVENTS[0]; k++)
+    EVENTS[k].name_len = (uint32_t)strlen(EVENTS[k].name);
+}
+
 static perfc__qspan make_q(unsigned i) {
   perfc__qspan q;
   memset(&q, 0, sizeof q);
+  set_lengths();
   for (int k = 0; k < 16; k++)
     q.trace_id[k] = (uint8_t)(i * 31 + k + 1);
   for (int k = 0; k < 8; k++) {
@@ -196,6 +208,9 @@ static perfc__qspan make_q(unsigned i) {
   q.name = names[i % 4];
   q.status_msg = q.status == 2 ? (i % 2 ? "INTERNAL" : "") : NULL;
   q.tracestate = i % 4 == 1 ? "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7" : i % 4 == 2 ? "" : NULL;
+  q.name_len = (uint32_t)strlen(q.name);
+  q.status_msg_len = q.status_msg ? (uint32_t)strlen(q.status_msg) : 0;
+  q.tracestate_len = q.tracestate ? (uint32_t)strlen(q.tracestate) : 0;
   q.nattrs = i % 7 == 6 ? (uint32_t)(sizeof ATTRS / sizeof ATTRS[0])
                         : (uint32_t)(i % (sizeof ATTRS / sizeof ATTRS[0] - 1));
   q.attrs = ATTRS;

@@ -11,9 +11,10 @@
  * and stores nothing: the trace context a handler passes on is computed
  * only if it makes an outgoing call. Otherwise a server span is allocated
  * from the call's arena (freed with the call, no malloc), its attributes
- * point at strings that live as long as the call or the server, and only a
- * sampled span is copied, once, into one malloc'd block when it ends and
- * pushed into a lock-free bounded queue. A full queue drops the span and
+ * point at strings (with their lengths) that live as long as the call or
+ * the tracer, and only a sampled span is copied, once, into its queue
+ * cell's buffer when it ends (only the strings that do not live as long as
+ * the tracer) and pushed into a lock-free bounded queue. A full queue drops the span and
  * counts it; a call never waits for the exporter.
  */
 #include "observe/tracing_internal.h"
@@ -276,6 +277,8 @@ int perfc_tracestate_valid(const char *s, size_t len) {
 int perfc__tracing_sample(const perfc_tracer *tr,
                           const perfc_span_context *parent,
                           const uint8_t trace_id[16]) {
+  if (tr->cfg.sampler == PERFC_SAMPLER_ALWAYS_ON)
+    return 1;
   int parent_sampled =
       parent != NULL && (parent->trace_flags & PERFC_TRACE_FLAG_SAMPLED);
   /* TraceIdRatioBased as the Go and Java SDKs compute it: the low 8 bytes
@@ -318,6 +321,8 @@ struct perfc_span {
   perfc_span_status status;
   const char *name;
   const char *status_msg;
+  uint32_t name_len, status_msg_len;
+  uint8_t name_copy, status_msg_copy; /* 0: the tracer's, never copied */
   const char *tracestate; /* passed on and exported; NULL when none */
   size_t tracestate_len;
   const char *baggage; /* passed on only */
@@ -368,9 +373,11 @@ static void span_start_clock(perfc_span *s, int64_t start_mono_ns) {
 /* Sets an attribute; `dedup` looks for the key among those set, so a key
  * set twice keeps its last value, as the API specification asks. The
  * interceptors' own keys are distinct, so they skip the search unless the
- * application has set attributes of its own (attr_own). */
-static void attr_set(perfc_span *s, const char *key, int type, const char *sv,
-                     int64_t iv, int dedup) {
+ * application has set attributes of its own (attr_own). Lengths come with
+ * the strings; `copy` says which the end copy must copy (PERFC__COPY_*). */
+static void attr_set(perfc_span *s, const char *key, uint32_t klen, int type,
+                     const char *sv, uint32_t vlen, int64_t iv, uint8_t copy,
+                     int dedup) {
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_attrs;
@@ -381,40 +388,47 @@ static void attr_set(perfc_span *s, const char *key, int type, const char *sv,
       return;
     }
   }
+  perfc__attr *a = NULL;
   for (uint32_t i = 0; dedup && i < s->nattrs; i++)
-    if (strcmp(s->attrs[i].key, key) == 0) {
-      s->attrs[i].type = type;
-      if (type == PERFC__ATTR_STR)
-        s->attrs[i].v.s = sv;
-      else
-        s->attrs[i].v.i = iv;
+    if (s->attrs[i].klen == klen && memcmp(s->attrs[i].key, key, klen) == 0) {
+      a = &s->attrs[i];
+      break;
+    }
+  if (a == NULL) {
+    if (s->nattrs >= cap) {
+      s->dropped_attrs++;
       return;
     }
-  if (s->nattrs >= cap) {
-    s->dropped_attrs++;
-    return;
+    a = &s->attrs[s->nattrs++];
   }
-  perfc__attr *a = &s->attrs[s->nattrs++];
   a->key = key;
-  a->type = type;
-  if (type == PERFC__ATTR_STR)
+  a->klen = klen;
+  a->type = (uint8_t)type;
+  a->copy = copy;
+  a->vlen = 0;
+  if (type == PERFC__ATTR_STR) {
     a->v.s = sv;
-  else
+    a->vlen = vlen;
+  } else {
     a->v.i = iv;
+  }
 }
 
-static void attr_add(perfc_span *s, const char *key, int type, const char *sv,
-                     int64_t iv) {
-  attr_set(s, key, type, sv, iv, 1);
+/* A literal key: its length at compile time, never copied. */
+#define LIT(k) (k), (uint32_t)(sizeof(k) - 1)
+
+static void attr_own_str(perfc_span *s, const char *key, uint32_t klen,
+                         const char *v, uint32_t vlen, uint8_t copy) {
+  attr_set(s, key, klen, PERFC__ATTR_STR, v, vlen, 0, copy, s->user_attrs);
 }
 
-static void attr_own(perfc_span *s, const char *key, int type, const char *sv,
-                     int64_t iv) {
-  attr_set(s, key, type, sv, iv, s->user_attrs);
+static void attr_own_int(perfc_span *s, const char *key, uint32_t klen,
+                         int64_t v) {
+  attr_set(s, key, klen, PERFC__ATTR_INT, NULL, 0, v, 0, s->user_attrs);
 }
 
-static void event_add(perfc_span *s, const char *name, const char *msg_type,
-                      int64_t msg_id) {
+static void event_add(perfc_span *s, const char *name, uint32_t name_len,
+                      int name_copy, const char *msg_type, int64_t msg_id) {
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_events;
@@ -432,6 +446,8 @@ static void event_add(perfc_span *s, const char *name, const char *msg_type,
   perfc__event *e = &s->events[s->nevents++];
   e->time_unix_ns = unix_now_ns();
   e->name = name;
+  e->name_len = name_len;
+  e->name_copy = (uint8_t)name_copy;
   e->msg_type = msg_type;
   e->msg_id = msg_id;
 }
@@ -439,37 +455,42 @@ static void event_add(perfc_span *s, const char *name, const char *msg_type,
 void perfc_span_set_attr_str(perfc_span *s, const char *key, const char *value) {
   if (s == NULL || key == NULL || value == NULL || !s->recording)
     return;
-  char *k = perfc_arena_strdup(s->arena, key);
-  char *v = perfc_arena_strdup(s->arena, value);
+  size_t kn = strlen(key), vn = strlen(value);
+  char *k = kn < UINT32_MAX ? perfc_arena_strndup(s->arena, key, kn) : NULL;
+  char *v = vn < UINT32_MAX ? perfc_arena_strndup(s->arena, value, vn) : NULL;
   if (k == NULL || v == NULL) {
     s->dropped_attrs++;
     return;
   }
   s->user_attrs = 1;
-  attr_add(s, k, PERFC__ATTR_STR, v, 0);
+  attr_set(s, k, (uint32_t)kn, PERFC__ATTR_STR, v, (uint32_t)vn, 0,
+           PERFC__COPY_KEY | PERFC__COPY_VAL, 1);
 }
 
 void perfc_span_set_attr_int(perfc_span *s, const char *key, int64_t value) {
   if (s == NULL || key == NULL || !s->recording)
     return;
-  char *k = perfc_arena_strdup(s->arena, key);
+  size_t kn = strlen(key);
+  char *k = kn < UINT32_MAX ? perfc_arena_strndup(s->arena, key, kn) : NULL;
   if (k == NULL) {
     s->dropped_attrs++;
     return;
   }
   s->user_attrs = 1;
-  attr_add(s, k, PERFC__ATTR_INT, NULL, value);
+  attr_set(s, k, (uint32_t)kn, PERFC__ATTR_INT, NULL, 0, value,
+           PERFC__COPY_KEY, 1);
 }
 
 void perfc_span_add_event(perfc_span *s, const char *name) {
   if (s == NULL || name == NULL || !s->recording)
     return;
-  char *n = perfc_arena_strdup(s->arena, name);
+  size_t nn = strlen(name);
+  char *n = nn < UINT32_MAX ? perfc_arena_strndup(s->arena, name, nn) : NULL;
   if (n == NULL) {
     s->dropped_events++;
     return;
   }
-  event_add(s, n, NULL, 0);
+  event_add(s, n, (uint32_t)nn, 1, NULL, 0);
 }
 
 void perfc_span_set_status(perfc_span *s, perfc_span_status status,
@@ -478,9 +499,15 @@ void perfc_span_set_status(perfc_span *s, perfc_span_status status,
       (unsigned)status > PERFC_SPAN_STATUS_ERROR)
     return;
   s->status = status;
-  s->status_msg = status == PERFC_SPAN_STATUS_ERROR && message != NULL
-                      ? perfc_arena_strdup(s->arena, message)
-                      : NULL;
+  s->status_msg = NULL;
+  s->status_msg_len = 0;
+  s->status_msg_copy = 1;
+  if (status == PERFC_SPAN_STATUS_ERROR && message != NULL) {
+    size_t n = strlen(message);
+    s->status_msg = n < UINT32_MAX ? perfc_arena_strndup(s->arena, message, n)
+                                   : NULL;
+    s->status_msg_len = s->status_msg ? (uint32_t)n : 0;
+  }
 }
 
 int perfc_span_recording(const perfc_span *s) { return s != NULL && s->recording; }
@@ -492,29 +519,44 @@ void perfc_span_get_context(const perfc_span *s, perfc_span_context *out) {
 }
 
 /* The size of the one copy a span makes when it ends: struct, arrays and
- * strings in a single block. */
+ * the strings marked for copy, in a single block. Lengths are known: no
+ * string is measured here. */
 static size_t span_flat_size(const perfc_span *s) {
-  size_t strs = strlen(s->name) + 1;
-  if (s->status_msg)
-    strs += strlen(s->status_msg) + 1;
+  size_t strs = 0;
+  if (s->name_copy)
+    strs += s->name_len + 1;
+  if (s->status_msg && s->status_msg_copy)
+    strs += s->status_msg_len + 1;
   if (s->tracestate)
     strs += s->tracestate_len + 1;
   for (uint32_t i = 0; i < s->nattrs; i++) {
-    strs += strlen(s->attrs[i].key) + 1;
-    if (s->attrs[i].type == PERFC__ATTR_STR)
-      strs += strlen(s->attrs[i].v.s) + 1;
+    const perfc__attr *a = &s->attrs[i];
+    if (a->copy & PERFC__COPY_KEY)
+      strs += a->klen + 1;
+    if (a->copy & PERFC__COPY_VAL)
+      strs += a->vlen + 1;
   }
   for (uint32_t i = 0; i < s->nevents; i++)
-    strs += strlen(s->events[i].name) + 1;
+    if (s->events[i].name_copy)
+      strs += s->events[i].name_len + 1;
   return sizeof(perfc__qspan) + s->nattrs * sizeof(perfc__attr) +
          s->nevents * sizeof(perfc__event) + strs;
 }
 
-/* The copy, into `mem` of span_flat_size(s) bytes. */
+/* Copies n bytes of src to *p, NUL-terminates them, returns the copy. */
+static const char *flat_str(char **p, const char *src, size_t n) {
+  char *d = *p;
+  memcpy(d, src, n);
+  d[n] = '\0';
+  *p = d + n + 1;
+  return d;
+}
+
+/* The copy, into `mem` of span_flat_size(s) bytes: the arrays whole, then
+ * only the strings that do not live as long as the tracer. */
 static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
                                   void *mem) {
   perfc__qspan *q = mem;
-  memset(q, 0, sizeof *q);
   memcpy(q->trace_id, s->sc.trace_id, 16);
   memcpy(q->span_id, s->sc.span_id, 8);
   memcpy(q->parent_id, s->parent_id, 8);
@@ -531,30 +573,33 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
   q->attrs = (perfc__attr *)(q + 1);
   q->events = (perfc__event *)(q->attrs + s->nattrs);
   char *p = (char *)(q->events + s->nevents);
-#define COPY(dst, src, n)                                                      \
-  do {                                                                         \
-    size_t n_ = (n);                                                           \
-    memcpy(p, (src), n_);                                                      \
-    p[n_] = '\0';                                                              \
-    (dst) = p;                                                                 \
-    p += n_ + 1;                                                               \
-  } while (0)
-  COPY(q->name, s->name, strlen(s->name));
-  if (s->status_msg)
-    COPY(q->status_msg, s->status_msg, strlen(s->status_msg));
-  if (s->tracestate)
-    COPY(q->tracestate, s->tracestate, s->tracestate_len);
+  q->name = s->name_copy ? flat_str(&p, s->name, s->name_len) : s->name;
+  q->name_len = s->name_len;
+  q->status_msg = s->status_msg && s->status_msg_copy
+                      ? flat_str(&p, s->status_msg, s->status_msg_len)
+                      : s->status_msg;
+  q->status_msg_len = s->status_msg_len;
+  q->tracestate = s->tracestate ? flat_str(&p, s->tracestate, s->tracestate_len)
+                                : NULL;
+  q->tracestate_len = (uint32_t)s->tracestate_len;
+  if (s->nattrs)
+    memcpy(q->attrs, s->attrs, s->nattrs * sizeof *q->attrs);
   for (uint32_t i = 0; i < s->nattrs; i++) {
-    q->attrs[i] = s->attrs[i];
-    COPY(q->attrs[i].key, s->attrs[i].key, strlen(s->attrs[i].key));
-    if (s->attrs[i].type == PERFC__ATTR_STR)
-      COPY(q->attrs[i].v.s, s->attrs[i].v.s, strlen(s->attrs[i].v.s));
+    perfc__attr *a = &q->attrs[i];
+    if (a->copy & PERFC__COPY_KEY)
+      a->key = flat_str(&p, a->key, a->klen);
+    if (a->copy & PERFC__COPY_VAL)
+      a->v.s = flat_str(&p, a->v.s, a->vlen);
+    a->copy = 0;
   }
+  if (s->nevents)
+    memcpy(q->events, s->events, s->nevents * sizeof *q->events);
   for (uint32_t i = 0; i < s->nevents; i++) {
-    q->events[i] = s->events[i];
-    COPY(q->events[i].name, s->events[i].name, strlen(s->events[i].name));
+    perfc__event *e = &q->events[i];
+    if (e->name_copy)
+      e->name = flat_str(&p, e->name, e->name_len);
+    e->name_copy = 0;
   }
-#undef COPY
   return q;
 }
 
@@ -598,8 +643,12 @@ static perfc_span *span_new_owned(perfc_tracer *tr,
       free(s);
       return NULL;
     }
-    s->name = copy_name ? perfc_arena_strdup(s->arena, name) : name;
-    if (s->name == NULL) {
+    size_t nn = strlen(name);
+    s->name = copy_name ? perfc_arena_strndup(s->arena, name, nn) : name;
+    s->name_len = (uint32_t)nn;
+    /* Not the tracer's: copied when the span ends. */
+    s->name_copy = 1;
+    if (s->name == NULL || nn >= UINT32_MAX) {
       perfc_arena_free(s->arena);
       free(s);
       return NULL;
@@ -693,14 +742,16 @@ static perfc_span_status grpc_span_status(perfc_status_code c, int server) {
 
 /* Splits a gRPC peer or target ("ipv4:127.0.0.1:5000",
  * "ipv6:%5B::1%5D:5000", "ipv6:[::1]:5000", "dns:///host:443",
- * "host:443", "ipv4:a:1,b:2") into an address and a port (-1 when none),
- * both copied into `a`. */
-static void split_hostport(perfc_arena *a, const char *in, const char **addr,
-                           int64_t *port) {
+ * "host:443", "ipv4:a:1,b:2") into an address of `*alen` bytes and a port
+ * (-1 when none). Returns 1 when the address is a slice of `in` (not
+ * NUL-terminated), 0 when it is a NUL-terminated copy in `a` or NULL. */
+static int split_hostport(perfc_arena *a, const char *in, const char **addr,
+                          uint32_t *alen, int64_t *port) {
   *addr = NULL;
+  *alen = 0;
   *port = -1;
   if (in == NULL || *in == '\0')
-    return;
+    return 0;
   if (strncmp(in, "ipv4:", 5) == 0) {
     /* A server's peer is almost always "ipv4:A.B.C.D:PORT": one scan and
      * one copy. Anything else (a list, escapes, a sign) takes the general
@@ -721,9 +772,10 @@ static void split_hostport(perfc_arena *a, const char *in, const char **addr,
       for (; d < q && *d >= '0' && *d <= '9'; d++)
         v = v * 10 + (*d - '0');
       if (d == q && v <= 65535) {
-        *addr = perfc_arena_strndup(a, h, (size_t)(colon - h));
+        *addr = h;
+        *alen = (uint32_t)(colon - h);
         *port = v;
-        return;
+        return 1;
       }
     }
   }
@@ -738,12 +790,13 @@ static void split_hostport(perfc_arena *a, const char *in, const char **addr,
     s += 5;
   } else if (strncmp(s, "unix:", 5) == 0) {
     *addr = perfc_arena_strdup(a, s + 5);
-    return;
+    *alen = *addr ? (uint32_t)strlen(*addr) : 0;
+    return 0;
   }
   size_t n = strcspn(s, ","); /* the first of a list */
   char *buf = perfc_arena_strndup(a, s, n);
   if (buf == NULL)
-    return;
+    return 0;
   /* undo the core's URI escaping of brackets */
   char *w = buf;
   for (char *r = buf; *r; r++) {
@@ -776,37 +829,119 @@ static void split_hostport(perfc_arena *a, const char *in, const char **addr,
     }
   }
   *addr = host;
+  *alen = (uint32_t)strlen(host);
   if (portp != NULL && *portp) {
     char *end;
     long v = strtol(portp, &end, 10);
     if (*end == '\0' && v >= 0 && v <= 65535)
       *port = v;
   }
+  return 0;
+}
+
+/* The last peer this thread split, when its address was a slice of it:
+ * a thread serves calls from few connections, and the same peer string
+ * splits the same way, so a repeat costs a compare instead of a scan. */
+#define PEER_MEMO_BYTES 48
+static _Thread_local struct {
+  char s[PEER_MEMO_BYTES];
+  uint32_t n, off, len;
+  int64_t port;
+} peer_memo __attribute__((tls_model("initial-exec")));
+
+/* The server's peer as network.peer.address (a slice of `peer`, or a copy
+ * in `a`) and port. */
+static void split_peer(perfc_arena *a, const char *peer, const char **addr,
+                       uint32_t *alen, int64_t *port) {
+  size_t n = peer ? strlen(peer) : 0;
+  if (n != 0 && n == peer_memo.n && memcmp(peer, peer_memo.s, n) == 0) {
+    *addr = peer + peer_memo.off;
+    *alen = peer_memo.len;
+    *port = peer_memo.port;
+    return;
+  }
+  int slice = split_hostport(a, peer, addr, alen, port);
+  if (slice && n < PEER_MEMO_BYTES) {
+    memcpy(peer_memo.s, peer, n);
+    peer_memo.n = (uint32_t)n;
+    peer_memo.off = (uint32_t)(*addr - peer);
+    peer_memo.len = *alen;
+    peer_memo.port = *port;
+  }
+}
+
+/* Strings the tracer keeps until it is freed (method names): a queued span
+ * points at them instead of copying them when it ends. */
+struct perfc__istr {
+  struct perfc__istr *next;
+  size_t len;
+  char s[];
+};
+
+static const char *intern(perfc_tracer *tr, const char *s, size_t n) {
+  pthread_mutex_lock(&tr->intern_mu);
+  struct perfc__istr *i;
+  for (i = tr->interned; i != NULL; i = i->next)
+    if (i->len == n && memcmp(i->s, s, n) == 0)
+      break;
+  if (i == NULL && (i = malloc(sizeof *i + n + 1)) != NULL) {
+    memcpy(i->s, s, n);
+    i->s[n] = '\0';
+    i->len = n;
+    i->next = tr->interned;
+    tr->interned = i;
+  }
+  pthread_mutex_unlock(&tr->intern_mu);
+  return i ? i->s : NULL;
+}
+
+static void interned_free(perfc_tracer *tr) {
+  struct perfc__istr *i = tr->interned, *next;
+  for (; i != NULL; i = next) {
+    next = i->next;
+    free(i);
+  }
+  tr->interned = NULL;
 }
 
 /* ---- server interceptor ---------------------------------------------------------- */
 
+/* A status message that lives forever (perfc_status_name's). */
+static void status_msg_static(perfc_span *s, const char *msg) {
+  s->status_msg = msg;
+  s->status_msg_len = (uint32_t)strlen(msg);
+  s->status_msg_copy = 0;
+}
+
 typedef struct method_info {
   perfc_tracer *tr;
-  char *name;          /* "pkg.Svc/Method" (the span name) */
-  char *service;       /* "pkg.Svc" */
-  const char *method;  /* "Method", the descriptor's */
+  /* The tracer's (interned): valid in queued spans after the server is
+   * freed. */
+  const char *name;    /* "pkg.Svc/Method" (the span name) */
+  const char *service; /* "pkg.Svc" */
+  const char *method;  /* "Method" */
+  uint32_t name_len, service_len, method_len;
   int streaming;
 } method_info;
 
 static void *srv_method_init(void *self, const perfc_service_desc *svc,
                              const perfc_method_desc *m) {
+  perfc_tracer *tr = self;
   method_info *mi = calloc(1, sizeof *mi);
   if (mi == NULL)
     return NULL;
-  mi->tr = self;
-  mi->name = strdup(m->path[0] == '/' ? m->path + 1 : m->path);
-  mi->service = strdup(svc->name);
-  mi->method = m->name;
+  mi->tr = tr;
+  const char *path = m->path[0] == '/' ? m->path + 1 : m->path;
+  size_t pn = strlen(path), sn = strlen(svc->name), mn = strlen(m->name);
+  mi->name = intern(tr, path, pn);
+  mi->service = intern(tr, svc->name, sn);
+  mi->method = intern(tr, m->name, mn);
+  mi->name_len = (uint32_t)pn;
+  mi->service_len = (uint32_t)sn;
+  mi->method_len = (uint32_t)mn;
   mi->streaming = m->kind != PERFC_METHOD_UNARY;
-  if (mi->name == NULL || mi->service == NULL) {
-    free(mi->name);
-    free(mi->service);
+  if (mi->name == NULL || mi->service == NULL || mi->method == NULL ||
+      pn >= UINT32_MAX || sn >= UINT32_MAX || mn >= UINT32_MAX) {
     free(mi);
     return NULL;
   }
@@ -815,30 +950,57 @@ static void *srv_method_init(void *self, const perfc_service_desc *svc,
 
 static void srv_method_free(void *self, void *state) {
   (void)self;
-  method_info *mi = state;
-  free(mi->name);
-  free(mi->service);
-  free(mi);
+  free(state); /* its strings are the tracer's */
 }
 
-/* Incoming trace context: a valid traceparent, with its tracestate when
- * that is valid too (W3C: no tracestate without a valid traceparent). */
+/* Incoming trace context, in one walk over the request metadata:
+ * a valid traceparent, with its tracestate when that is valid too (W3C:
+ * no tracestate without a valid traceparent), and the baggage to pass on.
+ * The values are slices borrowed from the call (not NUL-terminated); the
+ * first of a repeated key counts. Returns 1 when there is a parent. */
 static int incoming_parent(perfc_ctx *ctx, perfc_span_context *parent,
-                           const char **ts, size_t *tslen) {
-  size_t len = 0;
-  const char *tp = perfc_ctx_metadata_get(ctx, "traceparent", &len);
-  if (tp == NULL || perfc_traceparent_parse(tp, len, parent) != 0)
+                           const char **ts, size_t *tslen, const char **bg,
+                           size_t *bglen) {
+  perfc_slice tp = {0}, tsv = {0}, bgv = {0};
+  size_t n = perfc_ctx_metadata_count(ctx);
+  for (size_t i = 0; i < n; i++) {
+    perfc_slice k, v;
+    if (perfc_ctx_metadata_at(ctx, i, &k, &v) != 0)
+      break;
+    if (k.len == 11 && tp.base == NULL && memcmp(k.base, "traceparent", 11) == 0)
+      tp = v;
+    else if (k.len == 10 && tsv.base == NULL &&
+             memcmp(k.base, "tracestate", 10) == 0)
+      tsv = v;
+    else if (k.len == 7 && bgv.base == NULL && memcmp(k.base, "baggage", 7) == 0)
+      bgv = v;
+  }
+  /* W3C Baggage: at most 8192 bytes are propagated. */
+  if (bg != NULL && bgv.base != NULL && bgv.len > 0 && bgv.len <= 8192) {
+    *bg = (const char *)bgv.base;
+    *bglen = bgv.len;
+  }
+  if (tp.base == NULL ||
+      perfc_traceparent_parse((const char *)tp.base, tp.len, parent) != 0)
     return 0;
-  if (ts != NULL) {
-    size_t n = 0;
-    const char *v = perfc_ctx_metadata_get(ctx, "tracestate", &n);
-    if (v != NULL && n > 0 && perfc_tracestate_valid(v, n)) {
-      *ts = v;
-      *tslen = n;
-    }
+  if (ts != NULL && tsv.base != NULL && tsv.len > 0 &&
+      perfc_tracestate_valid((const char *)tsv.base, tsv.len)) {
+    *ts = (const char *)tsv.base;
+    *tslen = tsv.len;
   }
   return 1;
 }
+
+#define ATTR_STR(k, val, vl, cp)                                               \
+  (perfc__attr) {                                                              \
+    .key = (k), .klen = (uint32_t)(sizeof(k) - 1), .type = PERFC__ATTR_STR,    \
+    .copy = (cp), .vlen = (vl), .v.s = (val)                                   \
+  }
+#define ATTR_INT(k, val)                                                       \
+  (perfc__attr) {                                                              \
+    .key = (k), .klen = (uint32_t)(sizeof(k) - 1), .type = PERFC__ATTR_INT,    \
+    .v.i = (val)                                                               \
+  }
 
 static perfc_status_code srv_before(void *self, void *method_state,
                                     perfc_ctx *ctx, void **call_state) {
@@ -851,34 +1013,45 @@ static perfc_status_code srv_before(void *self, void *method_state,
   if (s == NULL)
     return PERFC_STATUS_OK; /* tracing never fails a call */
   perfc_span_context parent;
-  const char *ts = NULL;
-  size_t tslen = 0;
-  int has = incoming_parent(ctx, &parent, &ts, &tslen);
+  const char *ts = NULL, *bg = NULL;
+  size_t tslen = 0, bglen = 0;
+  int has = incoming_parent(ctx, &parent, &ts, &tslen, &bg, &bglen);
   span_init(s, tr, has ? &parent : NULL);
   s->arena = a;
   s->kind = PERFC_SPAN_SERVER;
   s->name = mi->name;
+  s->name_len = mi->name_len;
   s->tracestate = ts;
   s->tracestate_len = tslen;
-  size_t blen = 0;
-  const char *bg = perfc_ctx_metadata_get(ctx, "baggage", &blen);
-  /* W3C Baggage: at most 8192 bytes are propagated. */
-  if (bg != NULL && blen > 0 && blen <= 8192) {
-    s->baggage = bg;
-    s->baggage_len = blen;
-  }
+  s->baggage = bg;
+  s->baggage_len = bglen;
   if (s->recording) {
     span_start_clock(s, perfc_ctx_start_ns(ctx));
-    attr_own(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
-    attr_own(s, "rpc.service", PERFC__ATTR_STR, mi->service, 0);
-    attr_own(s, "rpc.method", PERFC__ATTR_STR, mi->method, 0);
+    /* The peer only for a sampled span: the core transport makes a copy
+     * of it per call when first asked. */
     const char *addr;
+    uint32_t alen;
     int64_t port;
-    split_hostport(a, perfc_ctx_peer(ctx), &addr, &port);
-    if (addr != NULL)
-      attr_own(s, "network.peer.address", PERFC__ATTR_STR, addr, 0);
-    if (port >= 0)
-      attr_own(s, "network.peer.port", PERFC__ATTR_INT, NULL, port);
+    split_peer(a, perfc_ctx_peer(ctx), &addr, &alen, &port);
+    /* The interceptor's first attributes, written in place: the span is
+     * new (no key to look for) and max_attrs >= 8 leaves room for all. */
+    perfc__attr *at = perfc_arena_alloc(a, tr->cfg.max_attrs * sizeof *at);
+    uint32_t n = 0;
+    if (at != NULL) {
+      at[n++] = ATTR_STR("rpc.system", "grpc", 4, 0);
+      at[n++] = ATTR_STR("rpc.service", mi->service, mi->service_len, 0);
+      at[n++] = ATTR_STR("rpc.method", mi->method, mi->method_len, 0);
+      /* A slice of the peer, or a copy in the call's arena: either way
+       * copied when the span ends. */
+      if (addr != NULL)
+        at[n++] = ATTR_STR("network.peer.address", addr, alen, PERFC__COPY_VAL);
+      if (port >= 0)
+        at[n++] = ATTR_INT("network.peer.port", port);
+      s->attrs = at;
+      s->nattrs = n;
+    } else {
+      s->dropped_attrs = 3 + (addr != NULL) + (port >= 0);
+    }
   }
   *call_state = s;
   set_current(s);
@@ -900,9 +1073,9 @@ static void srv_on_message(void *self, void *method_state, perfc_ctx *ctx,
   if (s == NULL || !s->recording || mi == NULL || !mi->streaming)
     return;
   if (sent)
-    event_add(s, "message", "SENT", ++s->msg_sent);
+    event_add(s, LIT("message"), 0, "SENT", ++s->msg_sent);
   else
-    event_add(s, "message", "RECEIVED", ++s->msg_recv);
+    event_add(s, LIT("message"), 0, "RECEIVED", ++s->msg_recv);
 }
 
 static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
@@ -916,10 +1089,10 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   perfc_trace_current_set(NULL);
   if (!s->recording)
     return;
-  attr_own(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
+  attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
   s->status = grpc_span_status(code, 1);
   if (s->status == PERFC_SPAN_STATUS_ERROR)
-    s->status_msg = perfc_status_name(code);
+    status_msg_static(s, perfc_status_name(code));
   span_finish(s);
 }
 
@@ -940,7 +1113,7 @@ int perfc_tracing_ctx_span_context(perfc_ctx *ctx, perfc_span_context *out) {
   /* No span object (always_off): the caller's trace goes on through this
    * server with an id for the unrecorded server span. */
   perfc_span_context p;
-  if (!incoming_parent(ctx, &p, NULL, NULL))
+  if (!incoming_parent(ctx, &p, NULL, NULL, NULL, NULL))
     return PERFC_ENOENT;
   *out = p;
   new_id(out->span_id, 8);
@@ -1018,18 +1191,20 @@ static size_t cli_outgoing(void *self, const perfc_client_call_info *info,
     s->tracestate = cc->tracestate;
     s->tracestate_len = cc->tracestate ? strlen(cc->tracestate) : 0;
     const char *slash = strchr(name, '/');
-    attr_own(s, "rpc.system", PERFC__ATTR_STR, "grpc", 0);
+    attr_own_str(s, LIT("rpc.system"), "grpc", 4, 0);
     if (slash != NULL)
-      attr_own(s, "rpc.service", PERFC__ATTR_STR,
-               perfc_arena_strndup(s->arena, name, (size_t)(slash - name)), 0);
-    attr_own(s, "rpc.method", PERFC__ATTR_STR, m->name, 0);
+      attr_own_str(s, LIT("rpc.service"), name, (uint32_t)(slash - name),
+                   PERFC__COPY_VAL);
+    attr_own_str(s, LIT("rpc.method"), m->name, (uint32_t)strlen(m->name),
+                 PERFC__COPY_VAL);
     const char *addr;
+    uint32_t alen;
     int64_t port;
-    split_hostport(s->arena, info->target, &addr, &port);
+    split_hostport(s->arena, info->target, &addr, &alen, &port);
     if (addr != NULL)
-      attr_own(s, "server.address", PERFC__ATTR_STR, addr, 0);
+      attr_own_str(s, LIT("server.address"), addr, alen, PERFC__COPY_VAL);
     if (port >= 0)
-      attr_own(s, "server.port", PERFC__ATTR_INT, NULL, port);
+      attr_own_int(s, LIT("server.port"), port);
   }
   perfc_traceparent_format(&s->sc, cc->traceparent);
   size_t n = 0;
@@ -1050,9 +1225,9 @@ static void cli_on_message(void *self, const perfc_method_desc *m,
     return;
   perfc_span *s = cc->span;
   if (sent)
-    event_add(s, "message", "SENT", ++s->msg_sent);
+    event_add(s, LIT("message"), 0, "SENT", ++s->msg_sent);
   else
-    event_add(s, "message", "RECEIVED", ++s->msg_recv);
+    event_add(s, LIT("message"), 0, "RECEIVED", ++s->msg_recv);
 }
 
 static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
@@ -1065,10 +1240,10 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
     return;
   perfc_span *s = cc->span;
   if (s->recording) {
-    attr_own(s, "rpc.grpc.status_code", PERFC__ATTR_INT, NULL, (int64_t)code);
+    attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
     s->status = grpc_span_status(code, 0);
     if (s->status == PERFC_SPAN_STATUS_ERROR)
-      s->status_msg = perfc_status_name(code);
+      status_msg_static(s, perfc_status_name(code));
   }
   span_finish(s);
   span_free_owned(s);
@@ -1418,11 +1593,13 @@ int perfc_tracing_new(perfc_tracer **out, const perfc_tracing_opts *opts) {
   perfc_tracer *tr = calloc(1, sizeof *tr);
   if (tr == NULL)
     return PERFC_ENOMEM;
+  pthread_mutex_init(&tr->intern_mu, NULL);
   int rc = resolve(&tr->cfg, opts);
   if (rc == 0)
     rc = register_metrics(tr, opts->registry);
   if (rc != 0) {
     cfg_free(&tr->cfg);
+    pthread_mutex_destroy(&tr->intern_mu);
     free(tr);
     return rc;
   }
@@ -1439,6 +1616,7 @@ int perfc_tracing_new(perfc_tracer **out, const perfc_tracing_opts *opts) {
   };
   if (!tr->cfg.disabled && (rc = perfc__tracing_export_start(tr)) != 0) {
     cfg_free(&tr->cfg);
+    pthread_mutex_destroy(&tr->intern_mu);
     free(tr);
     return rc;
   }
@@ -1452,6 +1630,8 @@ void perfc_tracing_free(perfc_tracer *tr) {
   if (!tr->cfg.disabled)
     perfc__tracing_export_stop(tr);
   perfc__tracing_debug_free(tr);
+  interned_free(tr);
+  pthread_mutex_destroy(&tr->intern_mu);
   cfg_free(&tr->cfg);
   free(tr);
 }

@@ -163,19 +163,23 @@ static inline int ob_need(perfc__otlp_buf *b, size_t n) {
   return (size_t)(b->p - b->mem) >= n ? 0 : ob_grow(b, n);
 }
 
-/* The callers reserve room first: a varint is at most 10 bytes, a tag 2. */
+/* The callers reserve room first: a varint is at most 10 bytes, a tag 2.
+ * Its length first, then its bytes forward: no staging copy. */
 static inline void ob_varint(perfc__otlp_buf *b, uint64_t v) {
-  uint8_t tmp[10];
-  size_t n = 0;
-  do {
-    tmp[n] = (uint8_t)(v & 0x7f);
-    v >>= 7;
-    if (v)
-      tmp[n] |= 0x80;
+  if (v < 0x80) {
+    *--b->p = (uint8_t)v;
+    return;
+  }
+  size_t n = 2;
+  for (uint64_t x = v >> 14; x; x >>= 7)
     n++;
-  } while (v);
   b->p -= n;
-  memcpy(b->p, tmp, n);
+  uint8_t *o = b->p;
+  while (v >= 0x80) {
+    *o++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *o = (uint8_t)v;
 }
 
 static inline void ob_tag(perfc__otlp_buf *b, unsigned field, unsigned wt) {
@@ -213,38 +217,57 @@ static inline int ob_str(perfc__otlp_buf *b, unsigned field, const char *s) {
   return n ? ob_bytes(b, field, s, n) : 0;
 }
 
-static inline int ob_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
-  if (v == 0)
-    return 0;
-  if (ob_need(b, 12) != 0)
-    return -1;
-  ob_varint(b, v);
-  ob_tag(b, field, WT_VARINT);
-  return 0;
+/* Writers that do not check for room: ob_span reserves a bound on the
+ * whole span once (span_bound) and then writes with these. */
+static inline void put_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
+  ob_varint(b, ob_off(b) - mark);
+  ob_tag(b, field, WT_LEN);
 }
 
-static inline int ob_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+static inline void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
+                             size_t n) {
+  b->p -= n;
+  memcpy(b->p, v, n);
+  ob_varint(b, n);
+  ob_tag(b, field, WT_LEN);
+}
+
+static inline void put_str(perfc__otlp_buf *b, unsigned field, const char *s,
+                           size_t n) {
+  if (n)
+    put_bytes(b, field, s, n);
+}
+
+static inline void put_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
   if (v == 0)
-    return 0;
-  if (ob_need(b, 10) != 0)
-    return -1;
+    return;
+  ob_varint(b, v);
+  ob_tag(b, field, WT_VARINT);
+}
+
+static inline void put_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+  if (v == 0)
+    return;
   b->p -= 8;
   for (int i = 0; i < 8; i++)
     b->p[i] = (uint8_t)(v >> (8 * i));
   ob_tag(b, field, WT_I64);
-  return 0;
 }
 
-static inline int ob_fixed32(perfc__otlp_buf *b, unsigned field, uint32_t v) {
-  if (v == 0)
-    return 0;
-  if (ob_need(b, 6) != 0)
-    return -1;
-  b->p -= 4;
-  for (int i = 0; i < 4; i++)
-    b->p[i] = (uint8_t)(v >> (8 * i));
-  ob_tag(b, field, WT_I32);
-  return 0;
+/* KeyValue as element `field`, without room checks (see ob_kv). */
+static inline void put_kv(perfc__otlp_buf *b, unsigned field, const char *key,
+                          size_t klen, int type, const char *sv, size_t svlen,
+                          int64_t iv) {
+  size_t kv = ob_off(b);
+  if (type == PERFC__ATTR_STR) {
+    put_bytes(b, 1, sv, svlen);
+  } else {
+    ob_varint(b, type == PERFC__ATTR_BOOL ? (uint64_t)(iv != 0) : (uint64_t)iv);
+    ob_tag(b, type == PERFC__ATTR_BOOL ? 2 : 3, WT_VARINT);
+  }
+  put_close(b, 2, kv);
+  put_str(b, 1, key, klen);
+  put_close(b, field, kv);
 }
 
 /* KeyValue{key = 1, value = 2: AnyValue{string_value = 1 | bool_value = 2 |
@@ -268,54 +291,67 @@ static int ob_kv(perfc__otlp_buf *b, unsigned field, const char *key, int type,
   return ob_close(b, field, kv);
 }
 
-static int ob_attr(perfc__otlp_buf *b, unsigned field, const perfc__attr *a) {
-  const char *sv = a->type == PERFC__ATTR_STR ? a->v.s : NULL;
-  return ob_kv(b, field, a->key, a->type, sv, sv ? strlen(sv) : 0, a->v.i);
+/* Room for one span: its strings plus a generous fixed part per field.
+ * A tag is at most 2 bytes here, a varint 10, a length 10; a KeyValue has
+ * 4 tags, 3 lengths and a value: at most 64 bytes besides its strings. */
+static size_t span_bound(const perfc__qspan *q) {
+  size_t n = 256 + (size_t)q->name_len + q->status_msg_len + q->tracestate_len;
+  for (uint32_t i = 0; i < q->nattrs; i++)
+    n += 64 + (size_t)q->attrs[i].klen + q->attrs[i].vlen;
+  for (uint32_t i = 0; i < q->nevents; i++)
+    n += 224 + (size_t)q->events[i].name_len;
+  return n;
 }
 
-/* One Span, as element 2 of ScopeSpans. */
+/* One Span, as element 2 of ScopeSpans: one room check, then unchecked
+ * writes with the lengths the span carries (no strlen). */
 static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
+  if (ob_need(b, span_bound(q)) != 0)
+    return -1;
   size_t span = ob_off(b);
   /* flags = 16: the W3C trace flags, plus "has is_remote" and "is_remote"
    * for the parent, as OTLP 1.1 defines. */
   uint32_t flags = q->flags | 0x100u |
                    (q->has_parent && q->kind == PERFC_SPAN_SERVER ? 0x200u : 0);
-  if (ob_fixed32(b, 16, flags) != 0)
-    return -1;
+  b->p -= 4;
+  for (int i = 0; i < 4; i++)
+    b->p[i] = (uint8_t)(flags >> (8 * i));
+  ob_tag(b, 16, WT_I32);
   /* status = 15: Status{message = 2, code = 3}, always present */
   size_t st = ob_off(b);
-  if (ob_uint(b, 3, q->status) != 0 || ob_str(b, 2, q->status_msg) != 0 ||
-      ob_close(b, 15, st) != 0)
-    return -1;
-  if (ob_uint(b, 12, q->dropped_events) != 0)
-    return -1;
+  put_uint(b, 3, q->status);
+  put_str(b, 2, q->status_msg, q->status_msg ? q->status_msg_len : 0);
+  put_close(b, 15, st);
+  put_uint(b, 12, q->dropped_events);
   /* events = 11: Event{time_unix_nano = 1, name = 2, attributes = 3} */
   for (uint32_t i = q->nevents; i-- > 0;) {
     const perfc__event *e = &q->events[i];
     size_t ev = ob_off(b);
-    if (e->msg_type != NULL &&
-        (ob_kv(b, 3, "message.id", PERFC__ATTR_INT, NULL, 0, e->msg_id) != 0 ||
-         ob_kv(b, 3, "message.type", PERFC__ATTR_STR, e->msg_type,
-               strlen(e->msg_type), 0) != 0))
-      return -1;
-    if (ob_str(b, 2, e->name) != 0 ||
-        ob_fixed64(b, 1, (uint64_t)e->time_unix_ns) != 0 ||
-        ob_close(b, 11, ev) != 0)
-      return -1;
+    if (e->msg_type != NULL) {
+      put_kv(b, 3, "message.id", 10, PERFC__ATTR_INT, NULL, 0, e->msg_id);
+      put_kv(b, 3, "message.type", 12, PERFC__ATTR_STR, e->msg_type,
+             strlen(e->msg_type), 0);
+    }
+    put_str(b, 2, e->name, e->name_len);
+    put_fixed64(b, 1, (uint64_t)e->time_unix_ns);
+    put_close(b, 11, ev);
   }
-  if (ob_uint(b, 10, q->dropped_attrs) != 0)
-    return -1;
-  for (uint32_t i = q->nattrs; i-- > 0;)
-    if (ob_attr(b, 9, &q->attrs[i]) != 0)
-      return -1;
-  if (ob_fixed64(b, 8, (uint64_t)q->end_unix_ns) != 0 ||
-      ob_fixed64(b, 7, (uint64_t)q->start_unix_ns) != 0 ||
-      ob_uint(b, 6, q->kind) != 0 || ob_str(b, 5, q->name) != 0 ||
-      (q->has_parent && ob_bytes(b, 4, q->parent_id, 8) != 0) ||
-      ob_str(b, 3, q->tracestate) != 0 || ob_bytes(b, 2, q->span_id, 8) != 0 ||
-      ob_bytes(b, 1, q->trace_id, 16) != 0)
-    return -1;
-  return ob_close(b, 2, span);
+  put_uint(b, 10, q->dropped_attrs);
+  for (uint32_t i = q->nattrs; i-- > 0;) {
+    const perfc__attr *a = &q->attrs[i];
+    put_kv(b, 9, a->key, a->klen, a->type, a->v.s, a->vlen, a->v.i);
+  }
+  put_fixed64(b, 8, (uint64_t)q->end_unix_ns);
+  put_fixed64(b, 7, (uint64_t)q->start_unix_ns);
+  put_uint(b, 6, q->kind);
+  put_str(b, 5, q->name, q->name_len);
+  if (q->has_parent)
+    put_bytes(b, 4, q->parent_id, 8);
+  put_str(b, 3, q->tracestate, q->tracestate ? q->tracestate_len : 0);
+  put_bytes(b, 2, q->span_id, 8);
+  put_bytes(b, 1, q->trace_id, 16);
+  put_close(b, 2, span);
+  return 0;
 }
 
 /* ResourceSpans.resource = 1: Resource{attributes = 1}: service.name, the

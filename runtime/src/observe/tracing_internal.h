@@ -17,9 +17,21 @@
 /* Attribute values: the types OTLP's AnyValue has that spans use. */
 enum { PERFC__ATTR_STR = 1, PERFC__ATTR_INT = 2, PERFC__ATTR_BOOL = 3 };
 
+/* Which of an attribute's strings the end-of-span copy must copy: the
+ * others live as long as the tracer (literals, and the method strings the
+ * tracer interns), so a queued span may point at them. */
+enum { PERFC__COPY_KEY = 1, PERFC__COPY_VAL = 2 };
+
+/* Strings carry their length, measured once when they are set: the span's
+ * end copy and the encoder never run strlen. In a queued span (qspan) every
+ * string is also NUL-terminated; on a live span a string marked for copy
+ * may not be (a slice of the peer or of request metadata). */
 typedef struct perfc__attr {
   const char *key;
-  int type;
+  uint32_t klen;
+  uint32_t vlen; /* PERFC__ATTR_STR: bytes of v.s */
+  uint8_t type;
+  uint8_t copy; /* PERFC__COPY_* */
   union {
     const char *s;
     int64_t i;
@@ -27,17 +39,20 @@ typedef struct perfc__attr {
 } perfc__attr;
 
 /* An event; `msg_type` non-NULL makes it an RPC message event
- * (message.type SENT/RECEIVED, message.id), the semantic conventions'. */
+ * (message.type SENT/RECEIVED, message.id), the semantic conventions'.
+ * msg_type is always a literal. */
 typedef struct perfc__event {
   int64_t time_unix_ns;
   const char *name;
+  uint32_t name_len;
+  uint8_t name_copy; /* 0: a literal, never copied */
   const char *msg_type;
   int64_t msg_id;
 } perfc__event;
 
-/* A span as it waits in the export queue: one malloc'd block holding the
- * struct, its arrays and every string (the single copy a span makes when it
- * ends), freed by the exporter. */
+/* A span as it waits in the export queue: one block holding the struct,
+ * its arrays and the strings that had to be copied (the single copy a
+ * span makes when it ends); the other strings are the tracer's. */
 typedef struct perfc__qspan {
   uint8_t trace_id[16];
   uint8_t span_id[8];
@@ -51,6 +66,7 @@ typedef struct perfc__qspan {
   const char *name;
   const char *status_msg;
   const char *tracestate;
+  uint32_t name_len, status_msg_len, tracestate_len;
   uint32_t nattrs, nevents, dropped_attrs, dropped_events;
   perfc__attr *attrs;
   perfc__event *events;
@@ -118,6 +134,13 @@ struct perfc_tracer {
   /* counters, written by the exporter thread only (and dropped_full) */
   atomic_uint_fast64_t exported, dropped_export, requests, retries, popped;
   perfc_counter *m_exported, *m_drop_full, *m_drop_export, *m_drop_shutdown;
+
+  /* Method strings the server spans point at (tracing.c, intern()): kept
+   * until the tracer is freed, after its queue is drained, so a span
+   * queued when its server is freed still has them. One per distinct
+   * string; made at method_init only. */
+  pthread_mutex_t intern_mu;
+  struct perfc__istr *interned;
 
   /* /debug/traces (tracing_debug.c): rings made on first use */
   _Atomic(perfc__dbg_ring *) dbg_rings[PERFC_TRACING_DEBUG_MAX_RINGS];
