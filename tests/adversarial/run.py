@@ -225,6 +225,20 @@ SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
                      b"WARNING: ThreadSanitizer", b"runtime error:")
 
 
+def sanitizer_log_files(pid):
+    """The report files a sanitizer wrote for process pid when its options
+    set log_path (scripts/check does, so that every report is counted):
+    they are PATH.PID, not the process's stderr."""
+    files = []
+    for var in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
+        for opt in os.environ.get(var, "").split(":"):
+            if opt.startswith("log_path="):
+                f = "%s.%d" % (opt[len("log_path="):], pid)
+                if f not in files and os.path.exists(f):
+                    files.append(f)
+    return files
+
+
 def resource_key(key):
     """True for a bound on the server's memory or CPU (see Probe.check)."""
     return (key == "cpu_s" or key.endswith("_mib") or key.endswith("_kib")
@@ -336,11 +350,15 @@ class Probe:
             if not self.server.alive():
                 self.m["server_exit"] = self.server.proc.returncode
             self.server.stop()
-            # A sanitizer's report (it goes to the server's stderr, at the
-            # fault or at exit for leaks) fails the probe even when the
-            # answers looked right. Only sanitized builds can print one.
+            # A sanitizer's report (it goes to the server's stderr, or to
+            # its log_path file, at the fault or at exit for leaks) fails
+            # the probe even when the answers looked right. Only sanitized
+            # builds can print one.
             with open(self.server.log_path, "rb") as f:
                 log = f.read()
+            for path in sanitizer_log_files(self.server.pid):
+                with open(path, "rb") as f:
+                    log += f.read()
             n = sum(log.count(m) for m in SANITIZER_MARKERS)
             self.checks.append(("sanitizer_reports", n, 0, n == 0, None))
 

@@ -26,6 +26,26 @@
 #include <sys/socket.h>
 
 #define SVC perfc__test__v1__test_service__perfc_desc
+
+/* Sanitizers slow every call several-fold (ThreadSanitizer most) and a
+ * busy machine adds to it: the deadline tests scale every wait and
+ * deadline by SAN_SLOW together, so what they assert (a deadline cuts a
+ * call short, the status says so) is the same and a normal build's
+ * numbers are unchanged. */
+#if defined(__SANITIZE_THREAD__)
+#define SAN_SLOW 10
+#elif defined(__SANITIZE_ADDRESS__)
+#define SAN_SLOW 3
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SAN_SLOW 10
+#elif __has_feature(address_sanitizer)
+#define SAN_SLOW 3
+#endif
+#endif
+#ifndef SAN_SLOW
+#define SAN_SLOW 1
+#endif
 #define M(name) (&SVC.methods[PERFC__TEST__V1__TEST_SERVICE__PERFC_METHOD_##name])
 
 static perfc_server *srv;
@@ -189,7 +209,7 @@ Test(client, server_finishing_first_still_reads_end_of_stream) {
 
 Test(client, stream_deadline_reported_by_finish) {
   perfc_client_stream *s;
-  perfc_call_opts co = {.timeout_ms = 200};
+  perfc_call_opts co = {.timeout_ms = 200 * SAN_SLOW};
   cr_assert_eq(perfc_channel_stream_open(ch, M(CHAT), NULL, &co, &s), 0);
   ProtobufCMessage *m;
   int rc = perfc_client_stream_recv(s, &m);
@@ -585,24 +605,24 @@ Test(client, async_errors_and_free_waits_for_outstanding) {
  * build). */
 Test(client, nested_call_inherits_deadline) {
   Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
-  req.sleep_ms = 3000; /* the nested Slow call would take 3 s */
+  req.sleep_ms = 3000 * SAN_SLOW; /* the nested Slow call would take 3 s */
   Perfc__Test__V1__EchoResponse *resp = NULL;
   perfc_status st = {0};
-  perfc_call_opts co = {.timeout_ms = 300};
+  perfc_call_opts co = {.timeout_ms = 300 * SAN_SLOW};
   int cancelled_before = atomic_load(&test_slow_cancelled);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   perfc_status_code c = perfc__test__v1__test_service__relay__call(ch, &req, &resp, &co, &st);
   cr_assert_eq(c, PERFC_STATUS_DEADLINE_EXCEEDED, "%s", st.message ? st.message : "");
   long ms = 0;
-  while (atomic_load(&test_slow_cancelled) == cancelled_before && ms < 2500) {
+  while (atomic_load(&test_slow_cancelled) == cancelled_before && ms < 2500 * SAN_SLOW) {
     usleep(10 * 1000);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
   }
   cr_assert_gt(atomic_load(&test_slow_cancelled), cancelled_before,
                "the nested Slow call was not cut short by the outer deadline "
-               "(still running after %ld ms of its 3,000)", ms);
+               "(still running after %ld ms of its %d)", ms, req.sleep_ms);
   perfc_status_reset(&st);
   /* Without a deadline problem the relay works end to end. */
   req.sleep_ms = 0;
