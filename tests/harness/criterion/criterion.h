@@ -81,6 +81,8 @@ void harness_skip(void);
 #define cr_assert_float_eq(a, b, eps, ...)                                     \
   HARNESS_CHECK(1, fabs((double)(a) - (double)(b)) <= (eps), __VA_ARGS__)
 #define cr_assert_not(c, ...) HARNESS_CHECK(1, !(c), __VA_ARGS__)
+#define cr_assert_arr_eq(a, b, n, ...)                                         \
+  HARNESS_CHECK(1, memcmp((a), (b), (n)) == 0, __VA_ARGS__)
 #define cr_expect_neq(a, b, ...) HARNESS_CHECK(0, (a) != (b), __VA_ARGS__)
 #define cr_assert_str_neq(a, b, ...)                                           \
   HARNESS_CHECK(1, strcmp((a), (b)) != 0, __VA_ARGS__)
