@@ -397,8 +397,11 @@ static void on_close(void *call, perfc__h2_stream *s,
                      perfc__h2_close_reason why) {
   (void)s;
   h2call *c = call;
+  /* The handler sees it, and client calls it made under this call are
+   * cancelled (the call layer's registry: h2 has no parent call of the C
+   * core to propagate through). */
   if (why != PERFC__H2_CLOSE_DONE)
-    atomic_store_explicit(&c->ctx.cancelled_flag, 1, memory_order_release);
+    c->t->up->cancel(&c->ctx);
   if (c->streaming) {
     /* A worker blocked in a receive or a send learns of it now; "done"
      * wakes it too (a stream whose status went out has nothing to wait
