@@ -110,6 +110,13 @@ int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
     nghttp2_option_set_max_continuations(srv->ngopt,
                                          PERFC_DEFAULT_H2_MAX_CONTINUATIONS);
     nghttp2_option_set_peer_max_concurrent_streams(srv->ngopt, 100);
+    /* RFC 9113 makes a value with leading or trailing white space
+     * malformed and nghttp2 resets such a stream; the C core, grpc-go and
+     * grpc's clients accept it, so a call carrying " 00-..." as its
+     * traceparent would fail only on h2. Values still cannot hold NUL,
+     * CR or LF (nghttp2 checks those either way). */
+    nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(
+        srv->ngopt, 1);
     srv->lcs = calloc((size_t)srv->o.loops, sizeof *srv->lcs);
     if (srv->lcs == NULL)
       rc = perfc__fail(PERFC_ENOMEM, "h2 server: out of memory");
@@ -225,6 +232,11 @@ int perfc__h2_server_listen(perfc__h2_server *srv, const char *addr,
   /* One socket per loop on the same port (SO_REUSEPORT); port 0 is
    * resolved by the first bind and reused by the others. */
   int p = (int)port;
+  if (p != 0) {
+    int rc = perfc__h2_port_exclusive(host, p);
+    if (rc != 0)
+      return rc;
+  }
   for (int i = 0; i < srv->nloops; i++) {
     int bp = 0;
     int rc = perfc__h2_listener_open(&srv->lcs[i], host, p, ctx, &bp);
