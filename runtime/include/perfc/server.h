@@ -166,9 +166,11 @@ typedef struct perfc_server_opts {
    *  connection and the per-call channelz counters. */
   int channelz;
   /** Which transport carries the calls; 0 = PERFC_TRANSPORT_DEFAULT. On h2,
-   *  options that name the C core (requests_per_method, memory_budget_bytes,
-   *  tcp_tx_zerocopy, channelz, poller_wakeup_preemption) do not apply:
-   *  its own bounds are in docs/design.md. */
+   *  the options that name C core mechanisms (requests_per_method,
+   *  tcp_tx_zerocopy, channelz) do nothing; memory_budget_bytes (when not
+   *  the default) becomes h2's per-server receive budget and
+   *  poller_wakeup_preemption sets its loop threads' policy
+   *  (docs/configuration.md). */
   perfc_server_transport transport;
 } perfc_server_opts;
 

@@ -7,9 +7,11 @@
 #include "transport/h2/conn_internal.h"
 
 #include "core/error_internal.h"
+#include "perfc/log.h"
 #include "perfc/server.h"
 
 #include <openssl/err.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <stdio.h>
@@ -255,6 +257,14 @@ static void *loop_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
+  if (lc->srv->o.loop_batch_sched) {
+    /* Failure leaves the normal policy, which is only slower. */
+    struct sched_param sp = {.sched_priority = 0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (rc != 0)
+      perfc_log(PERFC_LOG_DEBUG, "h2: SCHED_BATCH for a loop: %s",
+                strerror(rc));
+  }
   perfc__h2_loop_run(lc->loop);
   return NULL;
 }
