@@ -64,12 +64,13 @@ typedef struct perfc_server perfc_server;
 /** The transport that carries a server's calls (docs/design.md, "The
  *  seam"). */
 typedef enum perfc_server_transport {
-  /** The default: CORE in this release. */
+  /** The default: H2 in this release. */
   PERFC_TRANSPORT_DEFAULT = 0,
-  /** The gRPC C core (every feature). */
+  /** The gRPC C core: the compatibility path (every feature, every test
+   *  suite runs on it too). */
   PERFC_TRANSPORT_CORE = 1,
   /** perfc's own nghttp2 transport (transport/h2): unary and streaming
-   *  calls. */
+   *  calls; the default. */
   PERFC_TRANSPORT_H2 = 2
 } perfc_server_transport;
 

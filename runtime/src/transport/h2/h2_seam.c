@@ -495,6 +495,20 @@ static void h2_finish(perfc_ctx *ctx) {
   h2_send_headers(c);
   perfc_status_code code = ctx->code;
   const char *message = ctx->message;
+  /* A call failing once its deadline passed failed because of it (a
+   * stream's receive woke at the deadline and the handler answered
+   * CANCELLED): the client is told DEADLINE_EXCEEDED, as h2's own deadline
+   * timer would have said had it run first, and as the C core says. */
+  if (code != PERFC_STATUS_OK && code != PERFC_STATUS_DEADLINE_EXCEEDED &&
+      ctx->deadline_ns != INT64_MAX &&
+      /* the call layer's rule: under 1 ms left counts as passed */
+      perfc__deadline_left_ms(ctx->deadline_ns, now_ns()) == 0) {
+    message = perfc_arena_sprintf(ctx->arena, "deadline exceeded (the handler "
+                                  "then ended with %s: %s)",
+                                  perfc_status_name(code),
+                                  message ? message : "");
+    code = PERFC_STATUS_DEADLINE_EXCEEDED;
+  }
   if (code == PERFC_STATUS_OK && ctx->has_response) {
     const uint8_t *bytes = ctx->response.bytes;
     size_t len = ctx->response.len;
