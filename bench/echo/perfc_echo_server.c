@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
   int wpreempt = 0; /* --worker-preempt 1: workers keep the normal policy */
   int sflush = 0;   /* --stream-flush 1: no reply batching on streams */
   perfc_executor executor = PERFC_EXEC_INLINE;
-  perfc_server_transport transport = PERFC_TRANSPORT_CORE;
+  perfc_server_transport transport = PERFC_TRANSPORT_DEFAULT;
   const char *tracing = NULL; /* --tracing SAMPLER */
 
   for (int i = 1; i < argc; i++) {

@@ -730,6 +730,95 @@ Test(client, message_size_limits_and_their_no_switches) {
   test_server_stop(s);
 }
 
+/* Waits (bounded by `limit_ms`) for `counter` to pass `before`; returns the
+ * ms waited. */
+static long wait_past(atomic_int *counter, int before, long limit_ms) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  long ms = 0;
+  while (atomic_load(counter) == before && ms < limit_ms) {
+    usleep(5 * 1000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  }
+  return ms;
+}
+
+/* The client resets the outer Relay call (no deadline anywhere): its
+ * nested Slow call of 10 s is cancelled with it, on either transport (the
+ * C core propagates through its parent call, h2 through the call layer's
+ * registry), and the nested handler sees the cancel long before its 10 s. */
+Test(client, nested_call_cancelled_when_the_client_resets_its_parent) {
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 10000;
+  int started = atomic_load(&test_slow_started);
+  int cancelled = atomic_load(&test_slow_cancelled);
+  perfc_client_stream *s = NULL;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(RELAY), &req.base, NULL, &s), 0);
+  long ms = wait_past(&test_slow_started, started, 10000);
+  cr_assert_gt(atomic_load(&test_slow_started), started,
+               "the nested Slow call never started (%ld ms)", ms);
+  perfc_client_stream_cancel(s);
+  ms = wait_past(&test_slow_cancelled, cancelled, 3000);
+  cr_assert_gt(atomic_load(&test_slow_cancelled), cancelled,
+               "the nested call still ran %ld ms after its parent's reset", ms);
+  perfc_client_stream_free(s);
+  /* The relay still answers afterwards. */
+  req.sleep_ms = 0;
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__relay__call(ch, &req, &resp, NULL, &st),
+               PERFC_STATUS_OK, "%s", st.message ? st.message : "");
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+typedef struct {
+  perfc_server *srv;
+  int64_t grace_ms;
+  long took_ms;
+} shutdown_job;
+
+static void *shutdown_thread(void *p) {
+  shutdown_job *j = p;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  perfc_server_shutdown(j->srv, j->grace_ms);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  j->took_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  return NULL;
+}
+
+/* The parent's server shuts down with a 50 ms grace while the parent waits
+ * for a 10 s nested call on another server: the grace's end cancels the
+ * nested call too, so the parent returns and the shutdown ends within the
+ * bound instead of waiting out the nested call. */
+Test(client, nested_call_cancelled_when_the_grace_of_its_parent_ends) {
+  int nested_port = 0;
+  /* Started second, so Relay calls on `srv` go to it. */
+  perfc_server *nested = test_server_start(NULL, &nested_port);
+  cr_assert_not_null(nested);
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  req.sleep_ms = 10000;
+  int started = atomic_load(&test_slow_started);
+  int cancelled = atomic_load(&test_slow_cancelled);
+  perfc_client_stream *s = NULL;
+  cr_assert_eq(perfc_channel_stream_open(ch, M(RELAY), &req.base, NULL, &s), 0);
+  long ms = wait_past(&test_slow_started, started, 10000);
+  cr_assert_gt(atomic_load(&test_slow_started), started,
+               "the nested Slow call never started (%ld ms)", ms);
+  shutdown_job j = {.srv = srv, .grace_ms = 50};
+  pthread_t t;
+  pthread_create(&t, NULL, shutdown_thread, &j);
+  ms = wait_past(&test_slow_cancelled, cancelled, 5000);
+  pthread_join(t, NULL);
+  cr_assert_gt(atomic_load(&test_slow_cancelled), cancelled,
+               "the nested call still ran %ld ms after its parent's grace ended",
+               ms);
+  cr_assert_lt(j.took_ms, 3000, "shutdown took %ld ms", j.took_ms);
+  perfc_client_stream_free(s);
+  test_server_stop(nested);
+}
+
 /* ---- connection pool ---------------------------------------------------- */
 
 static int count_established(int server_port) {
@@ -1232,8 +1321,8 @@ static int threads_policy(const char *prefix) {
  * (The test service has pool methods, so the server starts its pool.) */
 Test(server_opts, pollers_and_workers_run_batch_scheduled_unless_asked,
      .timeout = 60) {
-  if (test_transport_is_h2())
-    cr_skip_test("poller_wakeup_preemption names the C core's pollers (perfc-cq); h2's loops do not apply it");
+  /* h2's loop threads are its pollers. */
+  const char *pollers = test_transport_is_h2() ? "perfc-h2-" : "perfc-cq";
   for (int preempt = 0; preempt <= 3; preempt++) {
     perfc_server_opts o = {.poller_wakeup_preemption = preempt & 1,
                            .worker_wakeup_preemption = (preempt >> 1) & 1};
@@ -1243,9 +1332,9 @@ Test(server_opts, pollers_and_workers_run_batch_scheduled_unless_asked,
     perfc_server *s = start_and_call(&o, &p, &c);
     int want_poller = preempt & 1 ? SCHED_OTHER : SCHED_BATCH;
     int want_worker = preempt & 2 ? SCHED_OTHER : SCHED_BATCH;
-    cr_assert_eq(threads_policy("perfc-cq"), want_poller,
+    cr_assert_eq(threads_policy(pollers), want_poller,
                  "preempt=%d: poller policy %d", preempt,
-                 threads_policy("perfc-cq"));
+                 threads_policy(pollers));
     /* Workers set their policy as they start: wait for all of them. */
     int got = -1;
     for (int i = 0; i < 200 && (got = threads_policy("perfc-wk")) != want_worker;

@@ -215,9 +215,10 @@ static perfc_status_code quit(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   return PERFC_STATUS_OK;
 }
 
-/* The channel Relay uses to call back into the same server; set by
- * test_server_start(). */
-static perfc_channel *relay_channel;
+/* The channel Relay uses to call back into the last server started; set
+ * by test_server_start() (atomic: a test may start a second server, the
+ * nested calls' target, while the first one's handlers run). */
+static perfc_channel *_Atomic relay_channel;
 
 static perfc_status_code relay(perfc_ctx *ctx,
                                const Perfc__Test__V1__EchoRequest *req,
@@ -306,10 +307,12 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
    * (created by the start) see it without a race. */
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", *port);
+  perfc_channel *relay_new = NULL;
   perfc_channel_free(relay_channel);
   relay_channel = NULL;
-  if (perfc_channel_new(&relay_channel, target, NULL) != 0 ||
-      perfc_server_start(srv) != 0) {
+  int rc = perfc_channel_new(&relay_new, target, NULL);
+  relay_channel = relay_new;
+  if (rc != 0 || perfc_server_start(srv) != 0) {
     perfc_server_free(srv);
     return NULL;
   }

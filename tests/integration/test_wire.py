@@ -27,6 +27,7 @@ BIN = None
 SVC = "/perfc.test.v1.TestService/"
 OK, CANCELLED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, INTERNAL = 0, 1, 3, 8, 13
 UNIMPLEMENTED = 12
+DEADLINE_EXCEEDED = 4
 # The server's peak RSS may grow this much for a bomb: the compressed
 # message (1 MiB), the 4 MiB inflation buffer, and slack for the core's
 # read buffers. Without the bound it grew by 1.1 GB.
@@ -167,6 +168,26 @@ class WireTests(unittest.TestCase):
                                      encoding="gzip")
         self.assertEqual(code, INTERNAL, msg)
         self.assertIn("corrupt", msg)
+
+    def test_bidi_past_its_deadline_is_deadline_exceeded(self):
+        # A raw client has no deadline timer of its own: the status is the
+        # server's. The Chat handler waits in a receive when the 200 ms
+        # pass; whichever notices first (the handler's wait, answering
+        # CANCELLED "recv failed", or the transport's deadline timer), the
+        # client must read DEADLINE_EXCEEDED (h2 said CANCELLED in about
+        # one run in three under load before).
+        for i in range(8):
+            c = Conn("127.0.0.1", self.srv.port)
+            try:
+                c.send(c.headers(1, grpc_request_headers(
+                    SVC + "Chat", extra=[("grpc-timeout", "200m")])))
+                c.send_data(1, grpc_frame(echo_request(b"x")), False)
+                st = c.wait(1, 10)
+                self.assertIsNotNone(st, "round %d: no status" % i)
+                code, msg = grpc_status(st)
+                self.assertEqual(code, DEADLINE_EXCEEDED, "round %d: %s" % (i, msg))
+            finally:
+                c.close()
 
     def test_length_prefix_past_the_body_says_so(self):
         code, msg, _ = self.srv.call("Echo", grpc_frame(echo_request(b"hi"), 0, length=100))

@@ -74,9 +74,11 @@ class Server:
     def __init__(self, tls):
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "interop-server"), "--port", "0", "--use_tls",
-             "true" if tls else "false", "--tls_dir", CERTS,
-             # CTest's `.h2` copy sets the transport; passed through.
-             "--transport", os.environ.get("PERFC_TEST_TRANSPORT") or "core"],
+             "true" if tls else "false", "--tls_dir", CERTS]
+            # CTest names each copy's transport; passed through (unset:
+            # the server's default).
+            + (["--transport", os.environ["PERFC_TEST_TRANSPORT"]]
+               if os.environ.get("PERFC_TEST_TRANSPORT") else []),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         if "listening on port" not in line:

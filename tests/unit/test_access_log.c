@@ -2,6 +2,7 @@
  * method, code, duration and peer; errors raised to warn; nothing from
  * metadata. */
 #include "empty_service.h"
+#include "test_transport.h" /* test_server_new: both transports */
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -29,7 +30,7 @@ Test(access_log, one_record_per_call_with_fields) {
   perfc_log_set_format(PERFC_LOG_LOGFMT);
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_access_log_attach(PERFC_LOG_INFO, srv), 0);
@@ -73,7 +74,7 @@ Test(access_log, trace_and_span_ids_with_a_tracer) {
   cr_assert_eq(perfc_tracing_new(&tr, &to), 0);
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_tracing_attach(tr, srv), 0);
@@ -106,7 +107,7 @@ Test(access_log, trace_and_span_ids_with_a_tracer) {
 
 Test(access_log, bad_level_refused) {
   perfc_server *srv;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_access_log_attach((perfc_log_level)9, srv), PERFC_EINVAL);
   perfc_server_free(srv);
 }

@@ -4,6 +4,7 @@
  * precedence, the handler sees the verified claims, and no token or secret
  * reaches the log sink (captured at debug level). */
 #include "empty_service.h"
+#include "test_transport.h" /* test_server_new: both transports */
 #include "jwt_tokens.h"
 
 #include <criterion/criterion.h>
@@ -113,7 +114,7 @@ static void start(void) {
   cr_assert_eq(perfc_auth_new(&auth, &o), 0);
   free(pem);
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &auth_svc, &who_impl, NULL), 0);
   cr_assert_eq(perfc_access_log_attach(PERFC_LOG_INFO, srv), 0);

@@ -6,6 +6,7 @@
  * heals (and forgets failures older than its window), counts only overload
  * and failure codes against the backend, and keeps methods apart. */
 #include "empty_service.h"
+#include "test_transport.h" /* test_server_new: both transports */
 
 #include <criterion/criterion.h>
 #include <stdatomic.h>
@@ -54,7 +55,7 @@ static perfc_channel *ch;
 
 static void start(void) {
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
@@ -219,7 +220,7 @@ Test(breaker, counts_one_request_per_call_across_core_retries) {
   retry_svc.methods = retry_methods;
 
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &counting_impl, NULL),
                0);

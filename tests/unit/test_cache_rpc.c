@@ -5,6 +5,7 @@
  * Redis, generated code and the bytes on the wire:
  * tests/integration/test_cached.c.) */
 #include "empty_service.h"
+#include "test_transport.h" /* test_server_new: both transports */
 
 #include <criterion/criterion.h>
 #include <perfc/cache_rpc.h>
@@ -60,7 +61,7 @@ Test(cache_rpc, load_once_negative_cached_errors_not_cached_invalidate_reloads) 
   cr_assert_eq(perfc_cache_new(&cache, &co), 0);
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &cached_impl, NULL), 0);
   cr_assert_eq(perfc_server_start(srv), 0);

@@ -5,6 +5,7 @@
  * and the key table (keys.c). Criterion runs each test in its own process,
  * so setenv() in one test cannot leak into another. */
 #include "config/config_internal.h"
+#include "test_transport.h" /* test_server_new: both transports */
 #include "data/redis_internal.h"
 #include "redis_server.h"
 
@@ -914,7 +915,7 @@ Test(config_apply, listen_serves_every_address) {
       load_ok("server:\n  listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n");
   perfc_server *srv = NULL;
   int port = 0;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_config_listen(cfg, srv, &port), 0, "%s",
                perfc_last_error());
   cr_assert_gt(port, 0);
@@ -924,7 +925,7 @@ Test(config_apply, listen_serves_every_address) {
   cfg = load_ok("server:\n  listen: [\"127.0.0.1:0\"]\n"
                 "tls:\n  cert_file: /nonexistent/c.crt\n"
                 "  key_file: /nonexistent/c.key\n");
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_config_listen(cfg, srv, &port), PERFC_ETLS);
   cr_assert_not_null(strstr(perfc_last_error(), "/nonexistent/c.crt"), "%s",
                      perfc_last_error());

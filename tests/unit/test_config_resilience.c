@@ -2,6 +2,7 @@
  * and perfc_config_apply_resilience(): values parse strictly, and the
  * rate limit it attaches really refuses calls on a live server. */
 #include "config/config_internal.h"
+#include "test_transport.h" /* test_server_new: both transports */
 #include "empty_service.h"
 
 #include <criterion/criterion.h>
@@ -60,7 +61,7 @@ Test(config_resilience, attached_rate_limit_refuses_on_a_live_server) {
   perfc_config *cfg = load("resilience:\n  rate_limit: 1\n  rate_limit_burst: 2\n");
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   perfc_config_guards *g = NULL;
@@ -119,7 +120,7 @@ Test(config_resilience, per_method_rate_limit_applies_to_that_method_only) {
   perfc_config *cfg = load("resilience:\n  method_rate_limits: [\"/t.v1.Svc/Ping=1\"]\n");
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   perfc_config_guards *g = NULL;

@@ -3,6 +3,7 @@
  * channel. The service is built by hand over google.protobuf.Empty so this
  * test needs no generated code. */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <pthread.h>
 #include "empty_service.h"
 
@@ -55,7 +56,7 @@ Test(grpc_metrics, server_and_client_series_match_go_grpc_prometheus) {
 
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
@@ -137,7 +138,7 @@ Test(grpc_metrics, histogram_can_be_turned_off) {
                                .disable_handling_time_histogram = true};
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
   perfc_server *srv;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", NULL), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
@@ -166,7 +167,7 @@ Test(grpc_metrics, interceptor_refusal_is_counted_and_skips_handler) {
   cr_assert_eq(perfc_grpc_metrics_new(&gm, &o), 0);
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   /* metrics first (outermost), then the refusing one: metrics sees the
@@ -224,7 +225,7 @@ Test(grpc_metrics, pool_gauges_follow_the_pool_while_calls_run) {
   int port;
   perfc_server_opts so = {
       .default_executor = PERFC_EXEC_POOL, .pool_threads = 1, .pool_queue = 4};
-  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(test_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
@@ -281,7 +282,7 @@ Test(grpc_metrics, pool_and_connection_metrics) {
    * are admitted, the rest refused and counted. */
   perfc_server_opts so = {.default_executor = PERFC_EXEC_POOL, .pool_threads = 1,
                           .pool_queue = 1};
-  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(test_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);

@@ -2,6 +2,7 @@
  * grpc.health.v1.Health served by a real server on 127.0.0.1:0, called with
  * perfc's client (Check) and a C-core streaming client (Watch). */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc/client.h>
 #include <perfc/health.h>
 #include <perfc/server.h>
@@ -26,7 +27,7 @@ static int64_t now_ms(void) {
 static perfc_server *serve(perfc_health *h, unsigned pool_threads, int *port) {
   perfc_server_opts o = {.threads = 2, .pool_threads = pool_threads};
   perfc_server *srv;
-  cr_assert_eq(perfc_server_new(&srv, &o), 0);
+  cr_assert_eq(test_server_new(&srv, &o), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", port), 0);
   cr_assert_eq(perfc_health_register(h, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);

@@ -1,5 +1,6 @@
 /* test_log.c — runtime/src/core/log.c: level filter, sink, logfmt escaping. */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc/log.h>
 #include <stdio.h>
 #include <string.h>
@@ -332,9 +333,13 @@ static void send_bad_timeout(int fd, uint32_t stream, const char *timeout) {
 }
 
 Test(log, core_warning_about_an_8k_grpc_timeout_is_capped_and_limited) {
+  if (test_transport_is_h2())
+    cr_skip_test("the C core's own log line about an unparseable grpc-timeout "
+                 "(routed through perfc_log); h2 logs nothing per request "
+                 "and refuses the 8 KiB header block (max_metadata_bytes)");
   perfc_server *srv;
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &empty_impl, NULL), 0);
   cr_assert_eq(perfc_server_start(srv), 0);

@@ -4,6 +4,7 @@
  * API key with LRU eviction, tokens given back when a later rule refuses,
  * the refusal message and the rejected counter. */
 #include <google/protobuf/empty.pb-c.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc.h>
 
 #include <criterion/criterion.h>
@@ -65,7 +66,7 @@ static void start(perfc_ratelimit_rule *rules, size_t n, unsigned max_keys) {
   o.clock = clock_fn;
   cr_assert_eq(perfc_ratelimit_new(&rl, &o), 0);
   int port;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
   cr_assert_eq(perfc_ratelimit_attach(rl, srv), 0);

@@ -3,6 +3,7 @@
  * descriptor.proto), health and reflection, asked over one
  * ServerReflectionInfo stream by a C-core client. */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc/health.h>
 #include <perfc/reflection.h>
 #include <perfc/server.h>
@@ -28,7 +29,7 @@ static void setup(void) {
   cr_assert_eq(perfc_health_new(&health, NULL), 0);
   perfc_server_opts o = {.threads = 2};
   int port;
-  cr_assert_eq(perfc_server_new(&srv, &o), 0);
+  cr_assert_eq(test_server_new(&srv, &o), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   /* Reflection first: it must still describe what is added after it. */
   cr_assert_eq(perfc_reflection_register(srv), 0);
@@ -441,7 +442,7 @@ Test(reflection_builtin, unknown_file_without_bytes_is_left_out) {
   perfc_server *s;
   perfc_server_opts o = {.threads = 1};
   int port;
-  cr_assert_eq(perfc_server_new(&s, &o), 0);
+  cr_assert_eq(test_server_new(&s, &o), 0);
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_reflection_register(s), 0);
   cr_assert_eq(perfc_server_add_service(s, &d, &test_service_handlers, NULL),

@@ -2,6 +2,7 @@
  * errors. Request handling is covered by tests/integration with generated
  * code. */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc/log.h>
 #include <perfc/server.h>
 #include <stdio.h>
@@ -37,9 +38,9 @@ Test(server, lifecycle_errors) {
   perfc_server *s;
   cr_assert_eq(perfc_server_new(NULL, NULL), PERFC_EINVAL);
   perfc_server_opts bad = {.default_executor = (perfc_executor)7};
-  cr_assert_eq(perfc_server_new(&s, &bad), PERFC_EINVAL);
+  cr_assert_eq(test_server_new(&s, &bad), PERFC_EINVAL);
 
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_start(s), PERFC_ESTATE, "no address yet");
   cr_assert_eq(perfc_server_listen(s, "256.1.1.1:1", NULL), PERFC_EBIND);
   int port = 0;
@@ -53,7 +54,7 @@ Test(server, lifecycle_errors) {
 
   /* A second server cannot take the same port. */
   perfc_server *s2;
-  cr_assert_eq(perfc_server_new(&s2, NULL), 0);
+  cr_assert_eq(test_server_new(&s2, NULL), 0);
   char addr[64];
   snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
   cr_assert_eq(perfc_server_listen(s2, addr, NULL), PERFC_EBIND);
@@ -73,7 +74,7 @@ Test(server, lifecycle_errors) {
 
 Test(server, free_without_start) {
   perfc_server *s;
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
   perfc_server_free(s);
 }
@@ -89,7 +90,7 @@ Test(server, shutdown_hooks_and_service_list) {
   static int one = 1, ten = 10;
   hook_calls = hook_frees = 0;
   perfc_server *s;
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
   cr_assert_eq(perfc_server_service_count(s), 0);
   cr_assert_null(perfc_server_service_at(s, 0));
@@ -119,7 +120,7 @@ Test(server, shutdown_hooks_and_service_list) {
 
   /* A server that never started runs no hook but still frees. */
   hook_calls = hook_frees = 0;
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_add_shutdown_hook(s, count_hook, &one, count_free), 0);
   perfc_server_free(s);
   cr_assert_eq(hook_calls, 0);
@@ -137,7 +138,7 @@ Test(server, start_hooks) {
   static int fail = PERFC_ECONFIG, ok = 0;
   start_calls = 0;
   perfc_server *s;
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
   cr_assert_eq(perfc_server_add_start_hook(s, NULL, NULL), PERFC_EINVAL);
   cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
@@ -149,7 +150,7 @@ Test(server, start_hooks) {
   perfc_server_free(s);
 
   start_calls = 0;
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", NULL), 0);
   cr_assert_eq(perfc_server_add_start_hook(s, start_hook_fn, &ok), 0);
   cr_assert_eq(perfc_server_start(s), 0);
@@ -174,9 +175,9 @@ static void bind_capture(perfc_log_level level, const char *msg, void *ud) {
 Test(server, busy_port_is_said_once_with_the_reason) {
   perfc_server *s, *s2;
   int port = 0;
-  cr_assert_eq(perfc_server_new(&s, NULL), 0);
+  cr_assert_eq(test_server_new(&s, NULL), 0);
   cr_assert_eq(perfc_server_listen(s, "127.0.0.1:0", &port), 0);
-  cr_assert_eq(perfc_server_new(&s2, NULL), 0);
+  cr_assert_eq(test_server_new(&s2, NULL), 0);
   char addr[64], want[128];
   snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
   snprintf(want, sizeof want,
@@ -200,17 +201,17 @@ Test(server, busy_port_is_said_once_with_the_reason) {
 Test(server_opts, connection_idle_and_age_need_enabled_and_duration) {
   perfc_server *s = NULL;
   perfc_server_opts o = {.max_connection_idle_ms = 300};
-  cr_assert_eq(perfc_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_eq(test_server_new(&s, &o), PERFC_EINVAL);
   cr_assert_null(s);
   cr_assert_not_null(strstr(perfc_last_error(), "max_connection_idle_enabled"));
   o = (perfc_server_opts){.max_connection_age_enabled = 1};
-  cr_assert_eq(perfc_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_eq(test_server_new(&s, &o), PERFC_EINVAL);
   cr_assert_not_null(strstr(perfc_last_error(), "max_connection_age_enabled"));
   o = (perfc_server_opts){.max_connection_age_enabled = 1,
                           .max_connection_age_ms = 1000,
                           .max_connection_idle_enabled = 1,
                           .max_connection_idle_ms = 1000};
-  cr_assert_eq(perfc_server_new(&s, &o), 0);
+  cr_assert_eq(test_server_new(&s, &o), 0);
   perfc_server_free(s);
 }
 
@@ -218,7 +219,7 @@ Test(server_opts, connection_idle_and_age_need_enabled_and_duration) {
 Test(server_opts, bad_executor_is_refused_with_a_message) {
   perfc_server *s = NULL;
   perfc_server_opts o = {.default_executor = (perfc_executor)42};
-  cr_assert_eq(perfc_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_eq(test_server_new(&s, &o), PERFC_EINVAL);
   cr_assert_null(s);
   cr_assert_not_null(strstr(perfc_last_error(), "default_executor"));
 }

@@ -11,6 +11,7 @@
  * refusals under 1 ms against 20 ms), and the first 1.5 s, where the
  * limiter learns, are not judged. */
 #include <google/protobuf/empty.pb-c.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc.h>
 
 #include <criterion/criterion.h>
@@ -102,7 +103,7 @@ static void start(int shed) {
   perfc_server_opts_init(&so);
   so.threads = 2;
   so.pool_threads = workers;
-  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(test_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
   cr_assert_eq(perfc_metrics_registry_new(&reg), 0);

@@ -5,6 +5,7 @@
  * downstream call made on behalf of the call inherits the lowered deadline.
  */
 #include <google/protobuf/empty.pb-c.h>
+#include "test_transport.h" /* test_server_new: both transports */
 #include <perfc.h>
 
 #include <criterion/criterion.h>
@@ -99,7 +100,7 @@ static void start(const perfc_timeouts_opts *o) {
   perfc_server_opts so;
   perfc_server_opts_init(&so);
   so.pool_threads = pool_threads;
-  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  cr_assert_eq(test_server_new(&srv, &so), 0);
   cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(srv, &svc, &impl, NULL), 0);
   if (attach)
@@ -149,7 +150,10 @@ Test(timeouts, proto_option_caps_a_missing_deadline) {
   start(NULL);
   cr_assert_eq(call(0, -1, NULL), PERFC_STATUS_OK);
   int64_t left = atomic_load(&seen_remaining);
-  cr_assert(left > 1000 && left <= 2000, "Timed saw %lld ms", (long long)left);
+  /* Up to 2,050: on the C core the handler can see a few ms more than the
+   * client sent (its deadline is computed from the core's own rounded
+   * clock); 2 of 12 runs saw 2,009 ms. The channel default would be none. */
+  cr_assert(left > 1000 && left <= 2050, "Timed saw %lld ms", (long long)left);
   cr_assert_eq(call(1, -1, NULL), PERFC_STATUS_OK);
   cr_assert_eq(atomic_load(&seen_remaining), INT64_MAX,
                "a method without a timeout keeps the client's (none)");
@@ -294,7 +298,10 @@ Test(timeouts, client_defaults_to_the_method_timeout) {
   attach = 1;
   cr_assert_eq(call(0, 0, NULL), PERFC_STATUS_OK);
   int64_t left = atomic_load(&seen_remaining);
-  cr_assert(left > 1000 && left <= 2000, "Timed saw %lld ms", (long long)left);
+  /* Up to 2,050: on the C core the handler can see a few ms more than the
+   * client sent (its deadline is computed from the core's own rounded
+   * clock); 2 of 12 runs saw 2,009 ms. The channel default would be none. */
+  cr_assert(left > 1000 && left <= 2050, "Timed saw %lld ms", (long long)left);
   cr_assert_eq(call(1, 0, NULL), PERFC_STATUS_OK);
   cr_assert_eq(atomic_load(&seen_remaining), INT64_MAX,
                "no method timeout: the channel default (none)");

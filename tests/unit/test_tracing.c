@@ -3,6 +3,7 @@
  * OTEL_* variables, and spans exported over OTLP/HTTP to a receiver in the
  * test (otlp_receiver.h) for a chain client -> service A -> service B. */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 
 #include "empty_service.h"
 #include "observe/tracing_internal.h"
@@ -216,7 +217,7 @@ Test(config, otel_variables_fill_unset_options) {
   cr_assert_eq(perfc_tracing_new(&tr, &o), 0);
   cr_assert(tr->cfg.disabled);
   perfc_server *srv;
-  cr_assert_eq(perfc_server_new(&srv, NULL), 0);
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
   cr_assert_eq(perfc_tracing_attach(tr, srv), 0);
   perfc_server_free(srv);
   perfc_tracing_free(tr);
@@ -333,7 +334,7 @@ static void chain_up(perfc_sampler sa, int rx_port, size_t queue, int64_t delay)
   C.tb = chain_tracer("svc-b", PERFC_SAMPLER_PARENTBASED_ALWAYS_ON, rx_port, queue, delay);
   int pa, pb;
   char t[64];
-  cr_assert_eq(perfc_server_new(&C.sb, NULL), 0);
+  cr_assert_eq(test_server_new(&C.sb, NULL), 0);
   cr_assert_eq(perfc_server_listen(C.sb, "127.0.0.1:0", &pb), 0);
   cr_assert_eq(perfc_server_add_service(C.sb, &empty_svc, &b_impl, NULL), 0);
   cr_assert_eq(perfc_tracing_attach(C.tb, C.sb), 0);
@@ -343,7 +344,7 @@ static void chain_up(perfc_sampler sa, int rx_port, size_t queue, int64_t delay)
   perfc_channel_opts co = {.interceptors = ia, .interceptor_count = 1};
   cr_assert_eq(perfc_channel_new(&C.to_b, t, &co), 0);
 
-  cr_assert_eq(perfc_server_new(&C.sa, NULL), 0);
+  cr_assert_eq(test_server_new(&C.sa, NULL), 0);
   cr_assert_eq(perfc_server_listen(C.sa, "127.0.0.1:0", &pa), 0);
   cr_assert_eq(perfc_server_add_service(C.sa, &a_svc, &a_impl, NULL), 0);
   cr_assert_eq(perfc_tracing_attach(C.ta, C.sa), 0);

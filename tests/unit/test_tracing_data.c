@@ -9,6 +9,7 @@
  * Starts a private redis-server (redis_server.h) and PostgreSQL cluster
  * (scripts/pg-up), both on loopback. */
 #include <criterion/criterion.h>
+#include "test_transport.h" /* test_server_new: both transports */
 
 #include "empty_service.h"
 #include "otlp_receiver.h"
@@ -209,7 +210,7 @@ static void up(void) {
 
   int pa, pb;
   char t[64];
-  cr_assert_eq(perfc_server_new(&D.sb, NULL), 0);
+  cr_assert_eq(test_server_new(&D.sb, NULL), 0);
   cr_assert_eq(perfc_server_listen(D.sb, "127.0.0.1:0", &pb), 0);
   cr_assert_eq(perfc_server_add_service(D.sb, &b_svc, &b_impl, NULL), 0);
   cr_assert_eq(perfc_tracing_attach(D.tb, D.sb), 0);
@@ -218,7 +219,7 @@ static void up(void) {
   const perfc_client_interceptor *ia[] = {perfc_tracing_client_interceptor(D.ta)};
   perfc_channel_opts cha = {.interceptors = ia, .interceptor_count = 1};
   cr_assert_eq(perfc_channel_new(&D.to_b, t, &cha), 0);
-  cr_assert_eq(perfc_server_new(&D.sa, NULL), 0);
+  cr_assert_eq(test_server_new(&D.sa, NULL), 0);
   cr_assert_eq(perfc_server_listen(D.sa, "127.0.0.1:0", &pa), 0);
   cr_assert_eq(perfc_server_add_service(D.sa, &a_svc, &a_impl, NULL), 0);
   cr_assert_eq(perfc_tracing_attach(D.ta, D.sa), 0);

@@ -2,8 +2,8 @@
  *
  * Every server a server-side suite starts goes through test_server_new()
  * (or test_transport_apply() on its options), so CTest runs the suite once
- * per transport: the plain registration on the library's default, the
- * `.h2` copy with PERFC_TEST_TRANSPORT=h2 (tests/CMakeLists.txt,
+ * per transport: the plain registration on the library's default (h2),
+ * the `.core` copy with PERFC_TEST_TRANSPORT=core (tests/CMakeLists.txt,
  * perfc_add_server_test). Header-only, so suites that do not link the
  * integration tests' service library use it too. */
 #ifndef PERFC_TEST_TRANSPORT_H
@@ -32,9 +32,9 @@ static inline void test_transport_apply(perfc_server_opts *o) {
   }
 }
 
-/* Whether servers made through here run on h2 (the library's default is
- * core). For the few tests of a C-core-only mechanism, which skip on h2
- * saying why (cr_skip_test), never silently. */
+/* Whether servers made through here run on h2 (the library's default).
+ * For the few tests of a C-core-only mechanism, which skip on h2 saying
+ * why (cr_skip_test), never silently. */
 static inline int test_transport_is_h2(void) {
   perfc_server_opts o;
   perfc_server_opts_init(&o);

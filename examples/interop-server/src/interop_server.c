@@ -302,14 +302,15 @@ static int usage(void) {
 
 int main(int argc, char **argv) {
   const char *port_s = NULL, *tls_s = "false", *tls_dir = PERFC_INTEROP_CERT_DIR;
-  const char *transport = "core";
+  const char *transport = NULL; /* the library's default */
   perfc_interop_flag flags[] = {{"port", &port_s},
                                 {"use_tls", &tls_s},
                                 {"tls_dir", &tls_dir},
                                 {"transport", &transport}};
   if (perfc_interop_parse_flags(argc, argv, flags, 4) != 0 || port_s == NULL)
     return usage();
-  if (strcmp(transport, "core") != 0 && strcmp(transport, "h2") != 0)
+  if (transport != NULL && strcmp(transport, "core") != 0 &&
+      strcmp(transport, "h2") != 0)
     return usage();
   char *end;
   long port = strtol(port_s, &end, 10);
@@ -322,8 +323,9 @@ int main(int argc, char **argv) {
   /* Streaming handlers block (interval_us sleeps, reading the stream), so
    * every handler runs on the worker pool, never on a poller. */
   o.default_executor = PERFC_EXEC_POOL;
-  o.transport = strcmp(transport, "h2") == 0 ? PERFC_TRANSPORT_H2
-                                             : PERFC_TRANSPORT_CORE;
+  o.transport = transport == NULL              ? PERFC_TRANSPORT_DEFAULT
+                : strcmp(transport, "h2") == 0 ? PERFC_TRANSPORT_H2
+                                               : PERFC_TRANSPORT_CORE;
   /* large_unary and friends stay well below 4 MiB; grpc's interop servers
    * use the same default. */
   perfc_server *srv = NULL;

@@ -64,12 +64,13 @@ typedef struct perfc_server perfc_server;
 /** The transport that carries a server's calls (docs/design.md, "The
  *  seam"). */
 typedef enum perfc_server_transport {
-  /** The default: CORE in this release. */
+  /** The default: H2 in this release. */
   PERFC_TRANSPORT_DEFAULT = 0,
-  /** The gRPC C core (every feature). */
+  /** The gRPC C core: the compatibility path (every feature, every test
+   *  suite runs on it too). */
   PERFC_TRANSPORT_CORE = 1,
   /** perfc's own nghttp2 transport (transport/h2): unary and streaming
-   *  calls. */
+   *  calls; the default. */
   PERFC_TRANSPORT_H2 = 2
 } perfc_server_transport;
 
@@ -166,9 +167,11 @@ typedef struct perfc_server_opts {
    *  connection and the per-call channelz counters. */
   int channelz;
   /** Which transport carries the calls; 0 = PERFC_TRANSPORT_DEFAULT. On h2,
-   *  options that name the C core (requests_per_method, memory_budget_bytes,
-   *  tcp_tx_zerocopy, channelz, poller_wakeup_preemption) do not apply:
-   *  its own bounds are in docs/design.md. */
+   *  the options that name C core mechanisms (requests_per_method,
+   *  tcp_tx_zerocopy, channelz) do nothing; memory_budget_bytes (when not
+   *  the default) becomes h2's per-server receive budget and
+   *  poller_wakeup_preemption sets its loop threads' policy
+   *  (docs/configuration.md). */
   perfc_server_transport transport;
 } perfc_server_opts;
 

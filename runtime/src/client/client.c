@@ -429,7 +429,8 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
                       strlen(mderr));
 
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call *call = perfc__create_call(ch, m, cq, opts);
+  perfc__cancel_watch watch;
+  grpc_call *call = perfc__create_call(ch, m, cq, opts, &watch);
   grpc_byte_buffer *send_bb = perfc__pack(req);
   grpc_byte_buffer *recv_bb = NULL;
   grpc_metadata_array initial_md, trailing_md;
@@ -526,6 +527,7 @@ static perfc_status_code do_unary(perfc_channel *ch, const perfc_method_desc *m,
   if (recv_bb != NULL)
     grpc_byte_buffer_destroy(recv_bb);
   grpc_byte_buffer_destroy(send_bb);
+  perfc__ctx_unwatch(&watch);
   grpc_call_unref(call);
   grpc_completion_queue_shutdown(cq);
   grpc_completion_queue_destroy(cq);
@@ -763,9 +765,17 @@ void perfc__call_metadata_free(grpc_metadata *md, size_t n,
     free(md);
 }
 
+static void cancel_child(void *call) {
+  grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED,
+                               "the server call this call was made from was "
+                               "cancelled",
+                               NULL);
+}
+
 grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
                               grpc_completion_queue *cq,
-                              const perfc_call_opts *opts) {
+                              const perfc_call_opts *opts,
+                              perfc__cancel_watch *watch) {
   /* A call without its own timeout takes the method's (perfc.method).timeout,
    * as options.proto promises, else the channel's default. Negative is
    * "none" from here on (perfc__deadline_from_ms), never from a user. */
@@ -787,9 +797,17 @@ grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
   /* With a parent, the core takes the earlier deadline and cancels this
    * call when the parent is cancelled (GRPC_PROPAGATE_DEFAULTS). */
   grpc_call *parent = opts->parent ? perfc__ctx_call(opts->parent) : NULL;
-  return grpc_channel_create_call(gch, parent, GRPC_PROPAGATE_DEFAULTS, cq,
-                                  grpc_slice_from_static_string(m->path), NULL,
-                                  deadline, NULL);
+  grpc_call *call = grpc_channel_create_call(
+      gch, parent, GRPC_PROPAGATE_DEFAULTS, cq,
+      grpc_slice_from_static_string(m->path), NULL, deadline, NULL);
+  /* Whatever transport carries the parent (h2 has no grpc_call to hand the
+   * core), the call layer cancels this call with it: a reset or lost
+   * client, the parent's deadline, the end of the shutdown grace. */
+  watch->ctx = NULL;
+  if (opts->parent != NULL &&
+      perfc__ctx_watch(opts->parent, watch, cancel_child, call) != 0)
+    cancel_child(call);
+  return call;
 }
 
 uint32_t perfc__initial_md_flags(const perfc_call_opts *opts) {
@@ -809,6 +827,7 @@ typedef struct async_call {
   perfc_unary_cb cb;
   void *user_data;
   grpc_call *call;
+  perfc__cancel_watch watch; /* the parent's cancel (opts->parent) */
   grpc_metadata md_stack[8];
   grpc_metadata *md;
   size_t nmd;
@@ -894,6 +913,7 @@ static void async_done(perfc_tag *t, int ok) {
     grpc_byte_buffer_destroy(a->recv_bb);
   grpc_byte_buffer_destroy(a->send_bb);
   perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
+  perfc__ctx_unwatch(&a->watch);
   grpc_call_unref(a->call);
   free(a);
   pthread_mutex_lock(&ch->async_mu);
@@ -1024,7 +1044,7 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
   perfc__ic_outgoing_md(ch, m, opts, a->ic_state, a->ic_entered, &a->md,
                         &a->nmd, a->md_stack);
   perfc__ic_message(ch, m, a->ic_state, a->ic_entered, 1);
-  a->call = perfc__create_call(ch, m, a->poller->cq, opts);
+  a->call = perfc__create_call(ch, m, a->poller->cq, opts, &a->watch);
   a->send_bb = perfc__pack(req);
   grpc_metadata_array_init(&a->initial_md);
   grpc_metadata_array_init(&a->trailing_md);

@@ -12,6 +12,7 @@
 #include "core/clock_internal.h"
 #include "core/tag_internal.h"
 #include "transport/core/grpc_internal.h"
+#include "server/call_watch_internal.h" /* the parent call's cancel registry */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -69,9 +70,13 @@ int perfc__channel_new(perfc_channel **out, const char *target,
                        grpc_channel_credentials *creds,
                        const char *name_override);
 
+/* With opts->parent, `watch` (the caller's, living as long as the call) is
+ * registered for the parent's cancel: perfc__ctx_unwatch(watch) before the
+ * call is unreffed (a no-op without a parent). */
 grpc_call *perfc__create_call(perfc_channel *ch, const perfc_method_desc *m,
                               grpc_completion_queue *cq,
-                              const perfc_call_opts *opts);
+                              const perfc_call_opts *opts,
+                              perfc__cancel_watch *watch);
 
 /* SEND_INITIAL_METADATA flags for the options (wait-for-ready). */
 uint32_t perfc__initial_md_flags(const perfc_call_opts *opts);

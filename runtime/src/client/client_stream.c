@@ -24,6 +24,7 @@ struct perfc_client_stream {
   const perfc_method_desc *m;
   grpc_completion_queue *cq;
   grpc_call *call;
+  perfc__cancel_watch watch; /* the parent's cancel (opts->parent) */
   grpc_metadata md_stack[8];
   grpc_metadata *md;
   size_t nmd;
@@ -119,7 +120,7 @@ int perfc_channel_stream_open(perfc_channel *ch, const perfc_method_desc *m,
   grpc_metadata_array_init(&s->trailing_md);
   s->t0 = perfc__now_ns();
   s->cq = grpc_completion_queue_create_for_pluck(NULL);
-  s->call = perfc__create_call(ch, m, s->cq, opts);
+  s->call = perfc__create_call(ch, m, s->cq, opts, &s->watch);
   *out = s;
 
   perfc_status_code refused = perfc__ic_before(ch, m, s->ic_state, &s->ic_entered);
@@ -488,6 +489,7 @@ void perfc_client_stream_free(perfc_client_stream *s) {
   grpc_metadata_array_destroy(&s->initial_md);
   grpc_metadata_array_destroy(&s->trailing_md);
   perfc__call_metadata_free(s->md, s->nmd, s->md_stack);
+  perfc__ctx_unwatch(&s->watch);
   grpc_call_unref(s->call);
   grpc_completion_queue_shutdown(s->cq);
   grpc_completion_queue_destroy(s->cq);

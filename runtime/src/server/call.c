@@ -22,13 +22,96 @@
 #include "server/call_internal.h"
 #include "server/server_internal.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+/* ---- client calls made under a call --------------------------------------- */
+
+/* One lock for every server's registry: the registry is touched only by
+ * client calls made with a parent (twice each) and by a cancel or finish
+ * of a call that has some (ctx->watched), and it outlives any server, so
+ * a client call ending after its parent's server was freed still finds a
+ * valid lock (its node was detached then). */
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void watch_unlink(perfc__cancel_watch *w) {
+  if (w->prev != NULL)
+    w->prev->next = w->next;
+  else
+    w->srv->watches = w->next;
+  if (w->next != NULL)
+    w->next->prev = w->prev;
+  atomic_fetch_sub(&w->ctx->watched, 1);
+  w->ctx = NULL;
+}
+
+int perfc__ctx_watch(perfc_ctx *parent, perfc__cancel_watch *w,
+                     void (*cancel)(void *arg), void *arg) {
+  perfc_server *srv = parent->srv;
+  w->ctx = parent;
+  w->srv = srv;
+  w->cancel = cancel;
+  w->arg = arg;
+  w->prev = NULL;
+  pthread_mutex_lock(&watch_mu);
+  w->next = srv->watches;
+  if (srv->watches != NULL)
+    srv->watches->prev = w;
+  srv->watches = w;
+  /* Counted before the flag is read, as perfc__call_cancel stores the flag
+   * before it reads the count (both sequentially consistent): one of the
+   * two sees the other, so no cancel falls between them. */
+  atomic_fetch_add(&parent->watched, 1);
+  int gone = perfc__call_cancel_seen(parent);
+  if (gone)
+    watch_unlink(w);
+  pthread_mutex_unlock(&watch_mu);
+  return gone;
+}
+
+void perfc__ctx_unwatch(perfc__cancel_watch *w) {
+  pthread_mutex_lock(&watch_mu);
+  if (w->ctx != NULL)
+    watch_unlink(w);
+  pthread_mutex_unlock(&watch_mu);
+}
+
+enum { WATCH_CANCEL, WATCH_DETACH };
+
+/* Cancels (or only drops) the watches of `ctx`, or with ctx NULL those of
+ * every call a worker runs (the end of the shutdown grace). */
+static void watches_end(perfc_server *srv, const perfc_ctx *ctx, int how) {
+  pthread_mutex_lock(&watch_mu);
+  for (perfc__cancel_watch *w = srv->watches, *next; w != NULL; w = next) {
+    next = w->next;
+    if (ctx != NULL ? w->ctx != ctx : !w->ctx->run_listed)
+      continue;
+    watch_unlink(w);
+    if (how == WATCH_CANCEL)
+      w->cancel(w->arg);
+  }
+  pthread_mutex_unlock(&watch_mu);
+}
+
+void perfc__call_cancel(perfc_ctx *ctx) {
+  atomic_store(&ctx->cancelled_flag, 1);
+  if (atomic_load(&ctx->watched) != 0)
+    watches_end(ctx->srv, ctx, WATCH_CANCEL);
+}
+
+/* The call ends: client calls still running under it go on unwatched (an
+ * asynchronous call may outlive its handler; the context is recycled). */
+static void watches_detach(perfc_ctx *ctx) {
+  if (atomic_load_explicit(&ctx->watched, memory_order_acquire) != 0)
+    watches_end(ctx->srv, ctx, WATCH_DETACH);
+}
+
 /* ---- finishing ------------------------------------------------------------ */
 
 void perfc__call_finish(perfc_ctx *ctx) {
+  watches_detach(ctx);
   if (ctx->run_listed &&
       atomic_load_explicit(&ctx->srv->grace_over, memory_order_acquire)) {
     ctx->code = PERFC_STATUS_CANCELLED;
@@ -74,6 +157,7 @@ static void refuse(perfc_ctx *ctx, perfc_status_code code, const char *fmt,
   if (ctx->message == NULL)
     ctx->message = perfc_status_name(code);
   if (ctx->method != NULL && ctx->method->desc->kind != PERFC_METHOD_UNARY) {
+    watches_detach(ctx);
     if (ctx->ic_entered)
       perfc__ic_run_after(ctx);
     ctx->ops->refuse(ctx);
@@ -116,6 +200,9 @@ size_t perfc__cancel_running(perfc_server *srv) {
    * and the pool's own counters are enough, so handing a call to a worker
    * takes no server-wide lock. */
   atomic_store_explicit(&srv->grace_over, 1, memory_order_release);
+  /* Client calls those handlers wait for end with them (the registry's
+   * lock orders this walk after the flag any later registration reads). */
+  watches_end(srv, NULL, WATCH_CANCEL);
   if (srv->pool == NULL)
     return 0;
   perfc_pool_stats st;
@@ -301,6 +388,7 @@ static void arrived(perfc_ctx *ctx) {
 const perfc__call_upcalls perfc__call_up = {
     .arrived = arrived,
     .cancelled = perfc__call_cancel_seen,
+    .cancel = perfc__call_cancel,
 };
 
 /* ---- the call context API ------------------------------------------------- */

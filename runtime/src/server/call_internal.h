@@ -71,6 +71,9 @@ struct perfc_server {
   perfc__compress calgo; /* opts.compression, parsed */
   size_t recv_max;       /* opts.max_recv_message_bytes as a bound */
   atomic_int grace_over; /* the shutdown grace ended (perfc__cancel_running) */
+  /* Client calls made under this server's calls and registered for their
+   * cancel (perfc__ctx_watch), under call.c's watch lock. */
+  struct perfc__cancel_watch *watches;
 };
 
 /* The up-calls every transport gets (call.c). */
@@ -96,6 +99,8 @@ int perfc__call_cancel_seen(const perfc_ctx *ctx);
 /* At the end of the shutdown grace: every call a worker still runs sees
  * itself cancelled. Returns how many calls are queued for or on workers. */
 size_t perfc__cancel_running(perfc_server *srv);
+/* The `cancel` up-call: the transport saw the call cancelled. */
+void perfc__call_cancel(perfc_ctx *ctx);
 
 /* Interceptors (interceptor.c). */
 perfc_status_code perfc__ic_run_before(perfc_ctx *ctx);

@@ -77,7 +77,7 @@ static int opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
                                      "INLINE nor POOL",
                        (int)o->default_executor);
   if (o->transport == PERFC_TRANSPORT_DEFAULT)
-    o->transport = PERFC_TRANSPORT_CORE;
+    o->transport = PERFC_TRANSPORT_H2;
   if (o->transport != PERFC_TRANSPORT_CORE && o->transport != PERFC_TRANSPORT_H2)
     return perfc__fail(PERFC_EINVAL, "server: transport %d is neither CORE "
                                      "nor H2",

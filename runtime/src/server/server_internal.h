@@ -55,6 +55,8 @@ int perfc__server_posted_requests(const perfc_server *srv,
                                             unsigned poller_index,
                                             unsigned *posted, unsigned *depth);
 
+#include "server/call_watch_internal.h"
+
 /* The per-call slot of the first interceptor on ctx's server whose `before`
  * hook is `before`, when that hook ran for this call; else NULL. Lets a
  * module hand its per-call state to handlers (perfc_auth_claims) without

@@ -145,6 +145,10 @@ struct perfc_ctx {
   int deadline_capped;
   /* Handed to a worker: the shutdown grace's end cancels it. */
   int run_listed;
+  /* Client calls a handler made under this call (perfc_call_opts.parent)
+   * still registered for its cancel (server/call.c, perfc__ctx_watch): 0
+   * lets a cancel or a finish skip the registry's lock. */
+  atomic_uint watched;
   perfc_stream *stream; /* streaming methods only, in the arena */
   unsigned ic_entered;  /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];
@@ -246,6 +250,12 @@ typedef struct perfc__call_upcalls {
    * away, the deadline passed, or the shutdown grace ended for a call on
    * a worker. */
   int (*cancelled)(const perfc_ctx *ctx);
+  /* The transport learned the call is over for its client (a reset, the
+   * connection lost, its deadline) while the call layer may still hold it:
+   * marks it cancelled (what `cancelled` then reports) and cancels the
+   * client calls its handler made under it (perfc_call_opts.parent). Any
+   * thread; ctx must still be held by the transport. */
+  void (*cancel)(perfc_ctx *ctx);
 } perfc__call_upcalls;
 
 /* The C core transport (transport/core/core_server.c). `opts` are the

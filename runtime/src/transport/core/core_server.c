@@ -310,8 +310,11 @@ static void core_refuse(perfc_ctx *ctx) {
 
 static void on_close(perfc_tag *t, int ok) {
   ccall *c = PERFC_CONTAINER_OF(t, ccall, close_tag);
+  /* The core cancels client calls made under this one itself (their
+   * parent is this grpc_call); the up-call also ends those registered
+   * with the call layer. */
   if (!ok || c->cancelled)
-    atomic_store_explicit(&c->ctx.cancelled_flag, 1, memory_order_release);
+    c->poller->cs->up->cancel(&c->ctx);
   perfc__ccall_release(c);
 }
 

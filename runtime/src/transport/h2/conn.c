@@ -775,6 +775,35 @@ static void listener_io(perfc__h2_loop *l, perfc__h2_io *io, uint32_t events) {
   }
 }
 
+int perfc__h2_port_exclusive(const char *host, int port) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  char ports[16];
+  snprintf(ports, sizeof ports, "%d", port);
+  if (getaddrinfo(host[0] ? host : NULL, ports, &hints, &res) != 0)
+    return 0; /* listener_open reports it */
+  int err = 0;
+  for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      continue;
+    /* SO_REUSEADDR as the listeners set it (a port in TIME_WAIT is free),
+     * but not SO_REUSEPORT: any socket listening there refuses the bind. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, a->ai_addr, a->ai_addrlen);
+    err = rc == 0 ? 0 : errno;
+    close(fd);
+    if (rc == 0 || err == EADDRINUSE)
+      break;
+  }
+  freeaddrinfo(res);
+  if (err == EADDRINUSE)
+    return perfc__fail(PERFC_EBIND, "address already in use");
+  return 0;
+}
+
 int perfc__h2_listener_open(perfc__h2_lctx *lc, const char *host, int port,
                             SSL_CTX *tls, int *bound_port) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,

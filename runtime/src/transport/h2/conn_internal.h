@@ -158,6 +158,12 @@ void perfc__h2_conn_close_now(perfc__h2_conn *c);
 void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms);
 int perfc__h2_listener_open(perfc__h2_lctx *lc, const char *host, int port,
                             SSL_CTX *tls, int *bound_port);
+/* Before a server's SO_REUSEPORT listeners bind a given port: 0 when no
+ * socket listens there, else PERFC_EBIND ("address already in use"). The
+ * listeners share their port with each other, and SO_REUSEPORT would let
+ * a second server (of this process or of the same user) share it too:
+ * this keeps the core transport's rule that a busy port fails. */
+int perfc__h2_port_exclusive(const char *host, int port);
 void perfc__h2_listener_close(perfc__h2_listener *li);
 int perfc__h2_callbacks_new(nghttp2_session_callbacks **out);
 void perfc__h2_conn_recv_released(perfc__h2_conn *c);

@@ -8,9 +8,11 @@
 
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
+#include "perfc/log.h"
 #include "perfc/server.h"
 
 #include <openssl/err.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <stdio.h>
@@ -111,6 +113,13 @@ int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
     nghttp2_option_set_max_continuations(srv->ngopt,
                                          PERFC_DEFAULT_H2_MAX_CONTINUATIONS);
     nghttp2_option_set_peer_max_concurrent_streams(srv->ngopt, 100);
+    /* RFC 9113 makes a value with leading or trailing white space
+     * malformed and nghttp2 resets such a stream; the C core, grpc-go and
+     * grpc's clients accept it, so a call carrying " 00-..." as its
+     * traceparent would fail only on h2. Values still cannot hold NUL,
+     * CR or LF (nghttp2 checks those either way). */
+    nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(
+        srv->ngopt, 1);
     srv->lcs = calloc((size_t)srv->o.loops, sizeof *srv->lcs);
     if (srv->lcs == NULL)
       rc = perfc__fail(PERFC_ENOMEM, "h2 server: out of memory");
@@ -226,6 +235,11 @@ int perfc__h2_server_listen(perfc__h2_server *srv, const char *addr,
   /* One socket per loop on the same port (SO_REUSEPORT); port 0 is
    * resolved by the first bind and reused by the others. */
   int p = (int)port;
+  if (p != 0) {
+    int rc = perfc__h2_port_exclusive(host, p);
+    if (rc != 0)
+      return rc;
+  }
   for (int i = 0; i < srv->nloops; i++) {
     int bp = 0;
     int rc = perfc__h2_listener_open(&srv->lcs[i], host, p, ctx, &bp);
@@ -244,6 +258,14 @@ static void *loop_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
+  if (lc->srv->o.loop_batch_sched) {
+    /* Failure leaves the normal policy, which is only slower. */
+    struct sched_param sp = {.sched_priority = 0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (rc != 0)
+      perfc_log(PERFC_LOG_DEBUG, "h2: SCHED_BATCH for a loop: %s",
+                strerror(rc));
+  }
   perfc__h2_loop_run(lc->loop);
   return NULL;
 }

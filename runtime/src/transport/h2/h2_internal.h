@@ -110,6 +110,12 @@ typedef struct perfc__h2_opts {
   bool max_connection_age_enabled;
   int64_t max_connection_age_ms;
   int64_t max_connection_age_grace_ms; /**< 0 = unlimited grace */
+  /* The loop threads run under SCHED_BATCH (the server's pollers when
+   * perfc_server_opts.poller_wakeup_preemption is off): a loop woken by a
+   * worker's posted result or by the network does not preempt the thread
+   * running, and takes what piled up in one iteration. Off here (the raw
+   * transport's tests); the seam sets it from the server's option. */
+  bool loop_batch_sched;
 } perfc__h2_opts;
 
 /* Fills `o` with the defaults above (zero fields mean default anyway). */

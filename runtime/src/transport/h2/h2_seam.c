@@ -397,8 +397,11 @@ static void on_close(void *call, perfc__h2_stream *s,
                      perfc__h2_close_reason why) {
   (void)s;
   h2call *c = call;
+  /* The handler sees it, and client calls it made under this call are
+   * cancelled (the call layer's registry: h2 has no parent call of the C
+   * core to propagate through). */
   if (why != PERFC__H2_CLOSE_DONE)
-    atomic_store_explicit(&c->ctx.cancelled_flag, 1, memory_order_release);
+    c->t->up->cancel(&c->ctx);
   if (c->streaming) {
     /* A worker blocked in a receive or a send learns of it now; "done"
      * wakes it too (a stream whose status went out has nothing to wait
@@ -492,6 +495,20 @@ static void h2_finish(perfc_ctx *ctx) {
   h2_send_headers(c);
   perfc_status_code code = ctx->code;
   const char *message = ctx->message;
+  /* A call failing once its deadline passed failed because of it (a
+   * stream's receive woke at the deadline and the handler answered
+   * CANCELLED): the client is told DEADLINE_EXCEEDED, as h2's own deadline
+   * timer would have said had it run first, and as the C core says. */
+  if (code != PERFC_STATUS_OK && code != PERFC_STATUS_DEADLINE_EXCEEDED &&
+      ctx->deadline_ns != INT64_MAX &&
+      /* the call layer's rule: under 1 ms left counts as passed */
+      perfc__deadline_left_ms(ctx->deadline_ns, now_ns()) == 0) {
+    message = perfc_arena_sprintf(ctx->arena, "deadline exceeded (the handler "
+                                  "then ended with %s: %s)",
+                                  perfc_status_name(code),
+                                  message ? message : "");
+    code = PERFC_STATUS_DEADLINE_EXCEEDED;
+  }
   if (code == PERFC_STATUS_OK && ctx->has_response) {
     const uint8_t *bytes = ctx->response.bytes;
     size_t len = ctx->response.len;
@@ -796,6 +813,8 @@ int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
   h.max_connection_age_enabled = o->max_connection_age_enabled != 0;
   h.max_connection_age_ms = o->max_connection_age_ms;
   h.max_connection_age_grace_ms = o->max_connection_age_grace_ms;
+  /* h2's loops are this server's pollers: the option means the same. */
+  h.loop_batch_sched = o->poller_wakeup_preemption == 0;
   /* The C core's resource quota has no twin on h2; the nearest is the
    * bound on request bytes all connections may hold buffered. A budget
    * the application chose becomes it; the core's 1 GiB default keeps h2's
