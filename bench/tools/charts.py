@@ -36,10 +36,11 @@ plt.rcParams["svg.hashsalt"] = "perfc-bench"
 plt.rcParams["font.size"] = 9
 
 # Server names (bench/servers.sh) in the order charts show them.
-ORDER = ["perfc-h2", "perfc", "perfc-m", "ccore", "cpp", "cpp-full", "go-plain", "go",
+ORDER = ["perfc-h2", "perfc-h2m", "perfc", "perfc-m", "ccore", "cpp", "cpp-full", "go-plain", "go",
          "perfc-bare"]
 SHORT = {
     "perfc-h2": "perfc h2",
+    "perfc-h2m": "perfc h2 + metrics",
     "perfc": "perfc (C core)",
     "perfc-m": "perfc + metrics",
     "ccore": "C core ceiling",
@@ -49,7 +50,7 @@ SHORT = {
     "go": "grpc-go + prom",
     "perfc-bare": "perfc bare",
 }
-COLOR = {"perfc-h2": "#1f6fb4", "perfc": "#6fa8dc", "perfc-m": "#9fc5e8",
+COLOR = {"perfc-h2": "#1f6fb4", "perfc-h2m": "#3d85c6", "perfc": "#6fa8dc", "perfc-m": "#9fc5e8",
          "perfc-bare": "#9fc5e8", "ccore": "#999999", "cpp": "#e69138",
          "cpp-full": "#f6b26b", "go-plain": "#38a169", "go": "#93c47d"}
 

@@ -27,12 +27,13 @@ import os
 import statistics
 import sys
 
-ORDER = ["ccore", "perfc", "perfc-h2", "cpp", "go", "go-plain"]
+ORDER = ["ccore", "perfc", "perfc-h2", "perfc-h2m", "cpp", "go", "go-plain"]
 LABEL = {
     "ccore": "C core ceiling (ccore-echo-server)",
-    "perfc": "perfc, C core transport (perfc-echo-server)",
+    "perfc": "perfc, C core transport (perfc-echo-server --transport core)",
     # What ran as perfc-h2 (bench/servers.sh decides) comes from bench/run.
     "perfc-h2": os.environ.get("PERFC_H2_LABEL") or "perfc, h2 transport",
+    "perfc-h2m": "perfc + metrics, h2 transport (--transport h2 --metrics-listen)",
     "cpp": "gRPC C++ callback (cpp-echo-server)",
     "go": "grpc-go + prometheus (go-echo-server)",
     "go-plain": "grpc-go, no metrics (go-echo-server)",
@@ -89,15 +90,17 @@ def summary(runs_tsv, out_md, meta_file, max_others):
         return statistics.median(v) if v else None
 
     has_cli = bool(ok) and "cli_cpu_us_per_rpc" in ok[0]
-    go_ref = "go-plain" if "go-plain" in servers else ("go" if "go" in servers else None)
+    # Both grpc-go peers are references: perfc without metrics is compared
+    # with grpc-go without them, perfc + metrics with go-grpc-prometheus.
+    go_refs = [g for g in ("go-plain", "go") if g in servers]
     head = ["server", "runs clean/ok/all", "req/s", "p50 ms", "p99 ms",
             "server CPU µs/RPC", "server used"]
     if has_cli:
         head += ["h2load CPU µs/RPC", "h2load used"]
     head += ["others on server CPUs", "others on h2load CPUs",
              "req/s ÷ C++", "CPU/RPC ÷ C++", "req/s ÷ C core", "CPU/RPC ÷ C core"]
-    if go_ref:
-        head += [f"req/s ÷ {go_ref}", f"CPU/RPC ÷ {go_ref}"]
+    for g in go_refs:
+        head += [f"req/s ÷ {g}", f"CPU/RPC ÷ {g}"]
     table = []
     for s in servers:
         n_all = sum(1 for r in rows if r["server"] == s)
@@ -138,9 +141,9 @@ def summary(runs_tsv, out_md, meta_file, max_others):
             fmt(ratio(clean, s, "ccore", "rps"), 2),
             fmt(ratio(ok, s, "ccore", "cpu_us_per_rpc"), 2),
         ]
-        if go_ref:
-            row += [fmt(ratio(clean, s, go_ref, "rps"), 2),
-                    fmt(ratio(ok, s, go_ref, "cpu_us_per_rpc"), 2)]
+        for g in go_refs:
+            row += [fmt(ratio(clean, s, g, "rps"), 2),
+                    fmt(ratio(ok, s, g, "cpu_us_per_rpc"), 2)]
         table.append(row)
 
     # Plain text for the terminal.
