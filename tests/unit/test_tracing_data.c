@@ -363,7 +363,7 @@ Test(data_chain, cache_redis_and_postgres_spans_nest_under_the_server_span,
             "%s lacks %s", log_lines[1], want);
 
   /* 2nd call, same key: an L1 hit, one cache span and nothing under it. */
-  size_t before = D.rx->n;
+  size_t before = rx_count(D.rx); /* the receiver thread writes n under mu */
   cr_assert_eq(call_a("user:s3cr3t77"), PERFC_STATUS_OK);
   flush_all();
   pthread_mutex_lock(&D.rx->mu);
