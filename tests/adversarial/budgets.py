@@ -113,9 +113,13 @@ KNOWN = {
         # glibc keeps the freed pages.
         "no_budget": ({"peak_mib": 1100, "after_close_mib": 1100}, CORE % "item 3"),
         "no_budget:heavy": ({"peak_mib": 1300, "after_close_mib": 1300}, CORE % "item 3"),
+        # The core accepts the flood and spends seconds of CPU on it, on
+        # the pollers the bystander's calls share: under TSan (several
+        # times slower) 2 of 387 bystander calls missed their deadline.
         "header_flood": ({"outcome_literal": REFUSED | {"accepted"},
                           "outcome_indexed": REFUSED | {"accepted"},
-                          "cpu_s": 1.5, "peak_mib": 1000}, CORE % "item 4"),
+                          "cpu_s": 1.5, "peak_mib": 1000,
+                          "bystander_failed": 5}, CORE % "item 4"),
         "header_flood:heavy": ({"cpu_s": 6, "peak_mib": 3900}, CORE % "item 4"),
         # The core drops a grpc-encoding it does not know before perfc sees
         # the headers (so an unsupported encoding looks like none: INTERNAL),
