@@ -331,6 +331,9 @@ struct perfc_span {
   perfc__attr *attrs;
   uint32_t nattrs, dropped_attrs;
   int user_attrs; /* the API set some: keys may repeat the interceptor's */
+  /* attrs[0..pre_n) pre-encoded by the tracer (perfc__qspan.pre) */
+  const uint8_t *pre;
+  uint32_t pre_len, pre_n;
   perfc__event *events;
   uint32_t nevents, dropped_events;
   int64_t msg_sent, msg_recv;
@@ -392,6 +395,11 @@ static void attr_set(perfc_span *s, const char *key, uint32_t klen, int type,
   for (uint32_t i = 0; dedup && i < s->nattrs; i++)
     if (s->attrs[i].klen == klen && memcmp(s->attrs[i].key, key, klen) == 0) {
       a = &s->attrs[i];
+      /* A pre-encoded attribute changes: the encoder must write it. */
+      if (i < s->pre_n) {
+        s->pre = NULL;
+        s->pre_n = s->pre_len = 0;
+      }
       break;
     }
   if (a == NULL) {
@@ -568,6 +576,9 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
   q->end_unix_ns = end_unix_ns;
   q->nattrs = s->nattrs;
   q->nevents = s->nevents;
+  q->pre = s->pre;
+  q->pre_len = s->pre_len;
+  q->pre_n = s->pre_n;
   q->dropped_attrs = s->dropped_attrs;
   q->dropped_events = s->dropped_events;
   q->attrs = (perfc__attr *)(q + 1);
@@ -922,7 +933,28 @@ typedef struct method_info {
   const char *method;  /* "Method" */
   uint32_t name_len, service_len, method_len;
   int streaming;
+  /* rpc.system, rpc.service and rpc.method as encoded OTLP attributes
+   * (interned): every span of the method has them, so the exporter copies
+   * these bytes instead of encoding three KeyValues per span. */
+  const uint8_t *pre;
+  uint32_t pre_len;
 } method_info;
+
+/* A server span's first three attributes, the same for every call of the
+ * method (srv_before writes them, perfc__otlp_attrs_encode pre-encodes
+ * them). */
+static void method_attrs(const method_info *mi, perfc__attr at[3]) {
+  static const char sys[] = "rpc.system", svc[] = "rpc.service",
+                    mth[] = "rpc.method";
+  at[0] = (perfc__attr){.key = sys, .klen = sizeof sys - 1,
+                        .type = PERFC__ATTR_STR, .v.s = "grpc", .vlen = 4};
+  at[1] = (perfc__attr){.key = svc, .klen = sizeof svc - 1,
+                        .type = PERFC__ATTR_STR, .v.s = mi->service,
+                        .vlen = mi->service_len};
+  at[2] = (perfc__attr){.key = mth, .klen = sizeof mth - 1,
+                        .type = PERFC__ATTR_STR, .v.s = mi->method,
+                        .vlen = mi->method_len};
+}
 
 static void *srv_method_init(void *self, const perfc_service_desc *svc,
                              const perfc_method_desc *m) {
@@ -945,6 +977,16 @@ static void *srv_method_init(void *self, const perfc_service_desc *svc,
     free(mi);
     return NULL;
   }
+  perfc__attr fixed[3];
+  method_attrs(mi, fixed);
+  size_t plen = 0;
+  uint8_t *pre = perfc__otlp_attrs_encode(fixed, 3, &plen);
+  /* Without it (no memory) the spans are encoded attribute by attribute. */
+  if (pre != NULL && plen < UINT32_MAX) {
+    mi->pre = (const uint8_t *)intern(tr, (const char *)pre, plen);
+    mi->pre_len = mi->pre ? (uint32_t)plen : 0;
+  }
+  free(pre);
   return mi;
 }
 
@@ -1038,9 +1080,11 @@ static perfc_status_code srv_before(void *self, void *method_state,
     perfc__attr *at = perfc_arena_alloc(a, tr->cfg.max_attrs * sizeof *at);
     uint32_t n = 0;
     if (at != NULL) {
-      at[n++] = ATTR_STR("rpc.system", "grpc", 4, 0);
-      at[n++] = ATTR_STR("rpc.service", mi->service, mi->service_len, 0);
-      at[n++] = ATTR_STR("rpc.method", mi->method, mi->method_len, 0);
+      method_attrs(mi, at);
+      n = 3;
+      s->pre = mi->pre;
+      s->pre_len = mi->pre_len;
+      s->pre_n = mi->pre ? 3 : 0;
       /* A slice of the peer, or a copy in the call's arena: either way
        * copied when the span ends. */
       if (addr != NULL)
@@ -1065,8 +1109,9 @@ static void srv_on_message(void *self, void *method_state, perfc_ctx *ctx,
   method_info *mi = method_state;
   perfc_span *s = call_state;
   /* A request decoded here is about to reach its handler on this thread
-   * (a worker, for a pool method that had nothing to try inline). */
-  if (s != NULL)
+   * (a worker, for a pool method that had nothing to try inline). A sent
+   * message comes from the thread that already has the span current. */
+  if (s != NULL && !sent)
     set_current(s);
   /* Message events on streams only: on a unary call they say nothing the
    * span does not. */
@@ -1089,7 +1134,11 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   perfc_trace_current_set(NULL);
   if (!s->recording)
     return;
-  attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
+  if (!s->user_attrs && s->attrs != NULL && s->nattrs < s->tr->cfg.max_attrs)
+    /* The interceptor's own key, on a span only it wrote: no search. */
+    s->attrs[s->nattrs++] = ATTR_INT("rpc.grpc.status_code", (int64_t)code);
+  else
+    attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
   s->status = grpc_span_status(code, 1);
   if (s->status == PERFC_SPAN_STATUS_ERROR)
     status_msg_static(s, perfc_status_name(code));
@@ -1125,7 +1174,11 @@ int perfc_tracing_ctx_span_context(perfc_ctx *ctx, perfc_span_context *out) {
 int perfc_tracing_attach(perfc_tracer *tr, perfc_server *srv) {
   if (tr == NULL || srv == NULL)
     return PERFC_EINVAL;
-  if (tr->cfg.disabled)
+  /* always_off: the server hook would do nothing for any call, so it is
+   * not installed (a server then pays nothing per call); a handler's
+   * outgoing call still continues the caller's trace
+   * (perfc_tracing_ctx_span_context reads the request metadata). */
+  if (tr->cfg.disabled || tr->fast_off)
     return 0;
   perfc_server_interceptor ic = {
       .name = "tracing",
