@@ -35,13 +35,16 @@
 
 /* ---- ids ---------------------------------------------------------------------- */
 
-/* xoshiro256** per thread: ids need to be unique and unpredictable enough
- * for sampling to be uniform, not secret; a system call per id would cost
- * more than the rest of a span. Seeded from getrandom once per thread. */
+/* wyrand per thread: ids need to be unique and uniformly distributed (the
+ * ratio sampler reads their bits), not secret; a system call per id would
+ * cost more than the rest of a span. One 64x64->128 multiply per 8 bytes
+ * (about 10 instructions; xoshiro256**, used before, took about 30 with
+ * its four words of state), a period of 2^64 per thread, and it passes
+ * PractRand and BigCrush. Seeded from getrandom once per thread. */
 /* initial-exec: libperfc is linked, not dlopen'ed, so its few bytes of
  * thread-locals fit glibc's static TLS reserve, and each access is one
  * %fs-relative load instead of a __tls_get_addr call. */
-static _Thread_local uint64_t rng_s[4] __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t rng_s __attribute__((tls_model("initial-exec")));
 static _Thread_local int rng_seeded __attribute__((tls_model("initial-exec")));
 
 static uint64_t splitmix(uint64_t *x) {
@@ -52,36 +55,30 @@ static uint64_t splitmix(uint64_t *x) {
 }
 
 void perfc__tracing_seed(uint64_t seed) {
-  for (int i = 0; i < 4; i++)
-    rng_s[i] = splitmix(&seed);
+  rng_s = splitmix(&seed);
   rng_seeded = 1;
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(void) {
-  if (!rng_seeded) {
-    uint64_t seed;
-    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
-      /* getrandom cannot fail for 8 bytes once the pool is initialised;
-       * if it somehow does, time and the thread's stack address still give
-       * distinct streams per thread. */
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
-             (uint64_t)(uintptr_t)&seed;
-    }
-    perfc__tracing_seed(seed);
+static void rng_seed_once(void) {
+  uint64_t seed;
+  if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+    /* getrandom cannot fail for 8 bytes once the pool is initialised;
+     * if it somehow does, time and the thread's stack address still give
+     * distinct streams per thread. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+           (uint64_t)(uintptr_t)&seed;
   }
-  uint64_t *s = rng_s;
-  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return r;
+  perfc__tracing_seed(seed);
+}
+
+static inline uint64_t rng_next(void) {
+  if (__builtin_expect(!rng_seeded, 0))
+    rng_seed_once();
+  uint64_t x = (rng_s += 0xa0761d6478bd642fULL);
+  __uint128_t m = (__uint128_t)x * (x ^ 0xe7037ed1a0b428dbULL);
+  return (uint64_t)(m >> 64) ^ (uint64_t)m;
 }
 
 void perfc__tracing_random(void *buf, size_t n) {
@@ -102,15 +99,24 @@ static int all_zero(const uint8_t *p, size_t n) {
   return 1;
 }
 
-/* A random id of 8 or 16 bytes, never all zero (W3C: invalid). */
-static void new_id(uint8_t *id, size_t n) {
-  uint64_t r[2] = {0, 0};
+/* Random ids, never all zero (W3C: invalid). Whole words, no byte array
+ * on the stack: each id is one or two draws and stores. */
+static inline void new_span_id(uint8_t id[8]) {
+  uint64_t a;
+  do
+    a = rng_next();
+  while (a == 0);
+  memcpy(id, &a, 8);
+}
+
+static inline void new_trace_id(uint8_t id[16]) {
+  uint64_t a, b;
   do {
-    r[0] = rng_next();
-    if (n > 8)
-      r[1] = rng_next();
-  } while ((r[0] | r[1]) == 0);
-  memcpy(id, r, n);
+    a = rng_next();
+    b = rng_next();
+  } while ((a | b) == 0);
+  memcpy(id, &a, 8);
+  memcpy(id + 8, &b, 8);
 }
 
 /* ---- W3C trace context ------------------------------------------------------ */
@@ -331,6 +337,12 @@ struct perfc_span {
   perfc__attr *attrs;
   uint32_t nattrs, dropped_attrs;
   int user_attrs; /* the API set some: keys may repeat the interceptor's */
+  /* Which attrs have strings the end copy must copy (a->copy != 0): bit i
+   * for attrs[i], i < 64; copy_high when one at 64 or above has (then
+   * every attribute is looked at). The copy visits only these, not every
+   * attribute twice. */
+  uint64_t copy_mask;
+  int copy_high;
   /* attrs[0..pre_n) pre-encoded by the tracer (perfc__qspan.pre) */
   const uint8_t *pre;
   uint32_t pre_len, pre_n;
@@ -359,18 +371,49 @@ static void span_init(perfc_span *s, perfc_tracer *tr,
     memcpy(s->parent_id, parent->span_id, 8);
     s->has_parent = 1;
   } else {
-    new_id(s->sc.trace_id, 16);
+    new_trace_id(s->sc.trace_id);
   }
-  new_id(s->sc.span_id, 8);
+  new_span_id(s->sc.span_id);
   s->recording = perfc__tracing_sample(tr, parent, s->sc.trace_id);
   s->sc.trace_flags = s->recording ? PERFC_TRACE_FLAG_SAMPLED : 0;
   s->sc.remote = 0;
 }
 
+/* The wall clock as the monotonic clock plus an offset read on this
+ * thread at most once a second (an "anchored" clock, as the Java SDK
+ * does per trace): a span's start and end then cost no clock read of
+ * their own beyond the monotonic one the call already made, and its
+ * duration is exact. A step of the wall clock (NTP) shows in timestamps
+ * within the second. */
+#define ANCHOR_NS 1000000000
+static _Thread_local struct {
+  int64_t mono, offset;
+} anchor __attribute__((tls_model("initial-exec")));
+
+static int64_t unix_from_mono(int64_t mono) {
+  /* Either side of the anchor: a call that started before the anchor was
+   * read (another call's span read it meanwhile) uses it too. */
+  int64_t d = mono - anchor.mono;
+  if (anchor.mono == 0 || d >= ANCHOR_NS || d <= -ANCHOR_NS) {
+    int64_t m = perfc__now_ns();
+    anchor.offset = unix_now_ns() - m;
+    anchor.mono = m;
+  }
+  return mono + anchor.offset;
+}
+
 static void span_start_clock(perfc_span *s, int64_t start_mono_ns) {
-  int64_t now_mono = perfc__now_ns();
-  s->start_mono_ns = start_mono_ns ? start_mono_ns : now_mono;
-  s->start_unix_ns = unix_now_ns() - (now_mono - s->start_mono_ns);
+  s->start_mono_ns = start_mono_ns ? start_mono_ns : perfc__now_ns();
+  s->start_unix_ns = unix_from_mono(s->start_mono_ns);
+}
+
+static inline void mark_copy(perfc_span *s, uint32_t i, uint8_t copy) {
+  if (i >= 64)
+    s->copy_high |= copy != 0;
+  else if (copy)
+    s->copy_mask |= (uint64_t)1 << i;
+  else
+    s->copy_mask &= ~((uint64_t)1 << i);
 }
 
 /* Sets an attribute; `dedup` looks for the key among those set, so a key
@@ -413,6 +456,7 @@ static void attr_set(perfc_span *s, const char *key, uint32_t klen, int type,
   a->klen = klen;
   a->type = (uint8_t)type;
   a->copy = copy;
+  mark_copy(s, (uint32_t)(a - s->attrs), copy);
   a->vlen = 0;
   if (type == PERFC__ATTR_STR) {
     a->v.s = sv;
@@ -452,7 +496,7 @@ static void event_add(perfc_span *s, const char *name, uint32_t name_len,
     }
   }
   perfc__event *e = &s->events[s->nevents++];
-  e->time_unix_ns = unix_now_ns();
+  e->time_unix_ns = unix_from_mono(perfc__now_ns()); /* the span's clock */
   e->name = name;
   e->name_len = name_len;
   e->name_copy = (uint8_t)name_copy;
@@ -526,6 +570,16 @@ void perfc_span_get_context(const perfc_span *s, perfc_span_context *out) {
   *out = s->sc;
 }
 
+/* The first attribute at or after `i` that may have strings to copy;
+ * s->nattrs when none. */
+static inline uint32_t next_copy(const perfc_span *s, uint32_t i) {
+  if (s->copy_high)
+    return i; /* rare: every one is looked at */
+  uint64_t m = i < 64 ? s->copy_mask >> i : 0;
+  uint32_t k = m ? i + (uint32_t)__builtin_ctzll(m) : s->nattrs;
+  return k < s->nattrs ? k : s->nattrs;
+}
+
 /* The size of the one copy a span makes when it ends: struct, arrays and
  * the strings marked for copy, in a single block. Lengths are known: no
  * string is measured here. */
@@ -537,7 +591,7 @@ static size_t span_flat_size(const perfc_span *s) {
     strs += s->status_msg_len + 1;
   if (s->tracestate)
     strs += s->tracestate_len + 1;
-  for (uint32_t i = 0; i < s->nattrs; i++) {
+  for (uint32_t i = next_copy(s, 0); i < s->nattrs; i = next_copy(s, i + 1)) {
     const perfc__attr *a = &s->attrs[i];
     if (a->copy & PERFC__COPY_KEY)
       strs += a->klen + 1;
@@ -595,7 +649,7 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
   q->tracestate_len = (uint32_t)s->tracestate_len;
   if (s->nattrs)
     memcpy(q->attrs, s->attrs, s->nattrs * sizeof *q->attrs);
-  for (uint32_t i = 0; i < s->nattrs; i++) {
+  for (uint32_t i = next_copy(s, 0); i < s->nattrs; i = next_copy(s, i + 1)) {
     perfc__attr *a = &q->attrs[i];
     if (a->copy & PERFC__COPY_KEY)
       a->key = flat_str(&p, a->key, a->klen);
@@ -1087,8 +1141,10 @@ static perfc_status_code srv_before(void *self, void *method_state,
       s->pre_n = mi->pre ? 3 : 0;
       /* A slice of the peer, or a copy in the call's arena: either way
        * copied when the span ends. */
-      if (addr != NULL)
+      if (addr != NULL) {
+        s->copy_mask |= (uint64_t)1 << n; /* n < 8 */
         at[n++] = ATTR_STR("network.peer.address", addr, alen, PERFC__COPY_VAL);
+      }
       if (port >= 0)
         at[n++] = ATTR_INT("network.peer.port", port);
       s->attrs = at;
@@ -1165,7 +1221,7 @@ int perfc_tracing_ctx_span_context(perfc_ctx *ctx, perfc_span_context *out) {
   if (!incoming_parent(ctx, &p, NULL, NULL, NULL, NULL))
     return PERFC_ENOENT;
   *out = p;
-  new_id(out->span_id, 8);
+  new_span_id(out->span_id);
   out->trace_flags = 0;
   out->remote = 0;
   return 0;
