@@ -391,6 +391,63 @@ Test(otlp_encode, bytes_equal_protobuf_c_packing) {
   free(ptrs);
 }
 
+/* A server span carries its method's first attributes and its name and
+ * kind already encoded (qspan.pre, qspan.pre_head, made once per method
+ * with perfc__otlp_attrs_encode/perfc__otlp_head_encode): the encoder
+ * copies them, and the body must still be byte for byte protobuf-c's
+ * packing of the same span, for every count of pre-encoded attributes
+ * (0 to all), with and without the head, across buffer growth. */
+Test(otlp_encode, pre_encoded_parts_give_the_same_bytes) {
+  memset(big, 'x', sizeof big - 1);
+  perfc__tracing_cfg cfg;
+  char svc[] = "users";
+  char res[] = "a=1\0";
+  cfg_init(&cfg, svc, res);
+  enum { N = 600 };
+  perfc__qspan *qs = calloc(N, sizeof *qs);
+  perfc__qspan **ptrs = calloc(N, sizeof *ptrs);
+  uint8_t **blobs = calloc(2 * N, sizeof *blobs);
+  cr_assert(qs != NULL && ptrs != NULL && blobs != NULL);
+  size_t with_pre = 0, with_head = 0;
+  for (unsigned i = 0; i < N; i++) {
+    qs[i] = make_q(i);
+    ptrs[i] = &qs[i];
+    uint32_t k = i % 4 == 3 ? qs[i].nattrs : i % (qs[i].nattrs + 1);
+    size_t len = 0;
+    if (k > 0) {
+      blobs[2 * i] = perfc__otlp_attrs_encode(qs[i].attrs, k, &len);
+      cr_assert_not_null(blobs[2 * i]);
+      qs[i].pre = blobs[2 * i];
+      qs[i].pre_len = (uint32_t)len;
+      qs[i].pre_n = k;
+      with_pre++;
+    }
+    if (i % 2 == 0) {
+      blobs[2 * i + 1] = perfc__otlp_head_encode(qs[i].name, qs[i].name_len,
+                                                 qs[i].kind, &len);
+      cr_assert_not_null(blobs[2 * i + 1]);
+      qs[i].pre_head = blobs[2 * i + 1];
+      qs[i].pre_head_len = (uint32_t)len;
+      with_head++;
+    }
+  }
+  cr_assert_gt(with_pre, N / 2);
+  cr_assert_eq(with_head, N / 2);
+  perfc__otlp_buf b = {0};
+  for (unsigned i = 0; i < 84; i++)
+    check_equal(&b, &cfg, ptrs + i, 1);
+  check_equal(&b, &cfg, ptrs, N);
+  /* a fresh buffer, so the first spans make it grow mid-span */
+  perfc__otlp_buf_free(&b);
+  check_equal(&b, &cfg, ptrs + 3, 200);
+  perfc__otlp_buf_free(&b);
+  for (unsigned i = 0; i < 2 * N; i++)
+    free(blobs[i]);
+  free(blobs);
+  free(qs);
+  free(ptrs);
+}
+
 /* ---- the queue's cell buffers, end to end ------------------------------------------ */
 
 /* Spans that fit a cell's buffer and spans that need a block of their own,

@@ -343,9 +343,10 @@ struct perfc_span {
    * attribute twice. */
   uint64_t copy_mask;
   int copy_high;
-  /* attrs[0..pre_n) pre-encoded by the tracer (perfc__qspan.pre) */
-  const uint8_t *pre;
-  uint32_t pre_len, pre_n;
+  /* attrs[0..pre_n) pre-encoded by the tracer (perfc__qspan.pre), and
+   * the name and kind (perfc__qspan.pre_head) */
+  const uint8_t *pre, *pre_head;
+  uint32_t pre_len, pre_n, pre_head_len;
   perfc__event *events;
   uint32_t nevents, dropped_events;
   int64_t msg_sent, msg_recv;
@@ -633,6 +634,8 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
   q->pre = s->pre;
   q->pre_len = s->pre_len;
   q->pre_n = s->pre_n;
+  q->pre_head = s->pre_head;
+  q->pre_head_len = s->pre_head_len;
   q->dropped_attrs = s->dropped_attrs;
   q->dropped_events = s->dropped_events;
   q->attrs = (perfc__attr *)(q + 1);
@@ -992,6 +995,9 @@ typedef struct method_info {
    * these bytes instead of encoding three KeyValues per span. */
   const uint8_t *pre;
   uint32_t pre_len;
+  /* The span's name and kind (SERVER), encoded once the same way. */
+  const uint8_t *pre_head;
+  uint32_t pre_head_len;
 } method_info;
 
 /* A server span's first three attributes, the same for every call of the
@@ -1039,6 +1045,12 @@ static void *srv_method_init(void *self, const perfc_service_desc *svc,
   if (pre != NULL && plen < UINT32_MAX) {
     mi->pre = (const uint8_t *)intern(tr, (const char *)pre, plen);
     mi->pre_len = mi->pre ? (uint32_t)plen : 0;
+  }
+  free(pre);
+  pre = perfc__otlp_head_encode(mi->name, mi->name_len, PERFC_SPAN_SERVER, &plen);
+  if (pre != NULL && plen < UINT32_MAX) {
+    mi->pre_head = (const uint8_t *)intern(tr, (const char *)pre, plen);
+    mi->pre_head_len = mi->pre_head ? (uint32_t)plen : 0;
   }
   free(pre);
   return mi;
@@ -1117,6 +1129,8 @@ static perfc_status_code srv_before(void *self, void *method_state,
   s->kind = PERFC_SPAN_SERVER;
   s->name = mi->name;
   s->name_len = mi->name_len;
+  s->pre_head = mi->pre_head;
+  s->pre_head_len = mi->pre_head_len;
   s->tracestate = ts;
   s->tracestate_len = tslen;
   s->baggage = bg;
@@ -1164,14 +1178,16 @@ static void srv_on_message(void *self, void *method_state, perfc_ctx *ctx,
   (void)ctx;
   method_info *mi = method_state;
   perfc_span *s = call_state;
-  /* A request decoded here is about to reach its handler on this thread
-   * (a worker, for a pool method that had nothing to try inline). A sent
-   * message comes from the thread that already has the span current. */
-  if (s != NULL && !sent)
+  /* Unary calls: nothing to do. `before` made the span current on the
+   * thread that decodes the request, and perfc_pool_submit() carries it
+   * to the worker a pool handler runs on; message events on a unary call
+   * would say nothing the span does not. */
+  if (s == NULL || mi == NULL || !mi->streaming)
+    return;
+  /* A stream's message read by its handler's thread (a worker). */
+  if (!sent)
     set_current(s);
-  /* Message events on streams only: on a unary call they say nothing the
-   * span does not. */
-  if (s == NULL || !s->recording || mi == NULL || !mi->streaming)
+  if (!s->recording)
     return;
   if (sent)
     event_add(s, LIT("message"), 0, "SENT", ++s->msg_sent);

@@ -219,7 +219,8 @@ static inline int ob_str(perfc__otlp_buf *b, unsigned field, const char *s) {
 }
 
 /* Writers that do not check for room: ob_span reserves a bound on the
- * whole span once (span_bound) and then writes with these. */
+ * span's parts once (span_tail_bound, span_head_bound, each attribute)
+ * and then writes with these. */
 static inline void put_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
   ob_varint(b, ob_off(b) - mark);
   ob_tag(b, field, WT_LEN);
@@ -302,23 +303,26 @@ static int ob_kv(perfc__otlp_buf *b, unsigned field, const char *key, int type,
   return ob_close(b, field, kv);
 }
 
-/* Room for one span: its strings plus a generous fixed part per field.
- * A tag is at most 2 bytes here, a varint 10, a length 10; a KeyValue has
- * 4 tags, 3 lengths and a value: at most 64 bytes besides its strings. */
-static size_t span_bound(const perfc__qspan *q) {
-  size_t n = 256 + (size_t)q->name_len + q->status_msg_len + q->tracestate_len +
-             (q->pre ? q->pre_len : 0);
-  for (uint32_t i = 0; i < q->nattrs; i++)
-    n += 64 + (size_t)q->attrs[i].klen + q->attrs[i].vlen;
+/* Room for the fields a span writes after its attributes (back to front:
+ * flags, status, events), and before them. A tag is at most 2 bytes here,
+ * a varint 10, a length 10; a KeyValue has 4 tags, 3 lengths and a value:
+ * at most 64 bytes besides its strings; each attribute reserves its own. */
+static size_t span_tail_bound(const perfc__qspan *q) {
+  size_t n = 64 + (size_t)q->status_msg_len;
   for (uint32_t i = 0; i < q->nevents; i++)
     n += 224 + (size_t)q->events[i].name_len;
   return n;
 }
 
+static size_t span_head_bound(const perfc__qspan *q) {
+  return 192 + (size_t)q->name_len + q->tracestate_len +
+         (q->pre ? q->pre_len : 0) + (q->pre_head ? q->pre_head_len : 0);
+}
+
 /* One Span, as element 2 of ScopeSpans: one room check, then unchecked
  * writes with the lengths the span carries (no strlen). */
 static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
-  if (ob_need(b, span_bound(q)) != 0)
+  if (ob_need(b, span_tail_bound(q)) != 0)
     return -1;
   size_t span = ob_off(b);
   /* flags = 16: the W3C trace flags, plus "has is_remote" and "is_remote"
@@ -356,16 +360,25 @@ static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
   uint32_t pre_n = q->pre != NULL && q->pre_n <= q->nattrs ? q->pre_n : 0;
   for (uint32_t i = q->nattrs; i-- > pre_n;) {
     const perfc__attr *a = &q->attrs[i];
+    if (ob_need(b, 64 + (size_t)a->klen + a->vlen) != 0)
+      return -1;
     put_kv(b, 9, a->key, a->klen, a->type, a->v.s, a->vlen, a->v.i);
   }
+  if (ob_need(b, span_head_bound(q)) != 0)
+    return -1;
   if (pre_n) {
     b->p -= q->pre_len;
     memcpy(b->p, q->pre, q->pre_len);
   }
   put_fixed64(b, 8, (uint64_t)q->end_unix_ns);
   put_fixed64(b, 7, (uint64_t)q->start_unix_ns);
-  put_uint(b, 6, q->kind);
-  put_str(b, 5, q->name, q->name_len);
+  if (q->pre_head != NULL) {
+    b->p -= q->pre_head_len;
+    memcpy(b->p, q->pre_head, q->pre_head_len);
+  } else {
+    put_uint(b, 6, q->kind);
+    put_str(b, 5, q->name, q->name_len);
+  }
   if (q->has_parent)
     put_bytes(b, 4, q->parent_id, 8);
   put_str(b, 3, q->tracestate, q->tracestate ? q->tracestate_len : 0);
@@ -446,6 +459,21 @@ int perfc__otlp_encode(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg,
 void perfc__otlp_buf_free(perfc__otlp_buf *b) {
   free(b->mem);
   memset(b, 0, sizeof *b);
+}
+
+uint8_t *perfc__otlp_head_encode(const char *name, size_t name_len, int kind,
+                                 size_t *len) {
+  perfc__otlp_buf b = {0};
+  if (ob_grow(&b, 32 + name_len) != 0)
+    return NULL;
+  put_uint(&b, 6, (uint64_t)kind);
+  put_str(&b, 5, name, name_len);
+  *len = ob_off(&b);
+  uint8_t *out = malloc(*len ? *len : 1);
+  if (out != NULL)
+    memcpy(out, b.p, *len);
+  perfc__otlp_buf_free(&b);
+  return out;
 }
 
 uint8_t *perfc__otlp_attrs_encode(const perfc__attr *attrs, size_t n,
@@ -827,11 +855,24 @@ int perfc__tracing_export_start(perfc_tracer *tr) {
   if (tr->cells == NULL)
     return PERFC_ENOMEM;
   tr->mask = n - 1;
-  for (size_t i = 0; i < n; i++)
+  /* Every cell's buffer in one block, made here and not on the calls'
+   * threads: no malloc on a call's path even while the queue first fills,
+   * and the calls' threads' heaps stay as they are without a tracer. Its
+   * pages become resident as the queue first cycles through them (a
+   * block this size is mmap'ed), as the per-cell buffers did. A queue too
+   * large for one block makes its buffers on first use instead. */
+  tr->cell_mem = n <= SIZE_MAX / PERFC__QCELL_BYTES
+                     ? malloc(n * PERFC__QCELL_BYTES)
+                     : NULL;
+  for (size_t i = 0; i < n; i++) {
     atomic_init(&tr->cells[i].seq, i);
+    if (tr->cell_mem != NULL)
+      tr->cells[i].buf = (char *)tr->cell_mem + i * PERFC__QCELL_BYTES;
+  }
   pthread_once(&curl_once, curl_init_once);
   tr->http = curl_easy_init();
   if (tr->http == NULL) {
+    free(tr->cell_mem);
     free(tr->cells);
     return PERFC_ENOMEM;
   }
@@ -854,6 +895,7 @@ int perfc__tracing_export_start(perfc_tracer *tr) {
   if (!ok || curl_easy_setopt(tr->http, CURLOPT_URL, tr->cfg.endpoint) != CURLE_OK) {
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(tr->http);
+    free(tr->cell_mem);
     free(tr->cells);
     return PERFC_ENOMEM;
   }
@@ -877,6 +919,7 @@ int perfc__tracing_export_start(perfc_tracer *tr) {
     curl_slist_free_all(hdrs);
     tr->http_hdrs = NULL;
     curl_easy_cleanup(tr->http);
+    free(tr->cell_mem);
     free(tr->cells);
     sem_destroy(&tr->wake);
     pthread_mutex_destroy(&tr->mu);
@@ -896,8 +939,11 @@ void perfc__tracing_export_stop(perfc_tracer *tr) {
   curl_easy_cleanup(tr->http);
   curl_slist_free_all(tr->http_hdrs);
   tr->http_hdrs = NULL;
-  for (size_t i = 0; i <= tr->mask; i++)
-    free(tr->cells[i].buf);
+  if (tr->cell_mem == NULL)
+    for (size_t i = 0; i <= tr->mask; i++)
+      free(tr->cells[i].buf);
+  free(tr->cell_mem);
+  tr->cell_mem = NULL;
   free(tr->cells);
   sem_destroy(&tr->wake);
   pthread_mutex_destroy(&tr->mu);

@@ -76,6 +76,10 @@ typedef struct perfc__qspan {
    * encoder copies instead of encoding them again. pre_n 0: none. */
   const uint8_t *pre;
   uint32_t pre_len, pre_n;
+  /* `name` and `kind` already encoded (Span fields 5 and 6, the tracer's:
+   * the same for every server span of a method); NULL: encode them. */
+  const uint8_t *pre_head;
+  uint32_t pre_head_len;
 } perfc__qspan;
 
 /* Bounded multi-producer single-consumer queue (Vyukov's array queue):
@@ -121,6 +125,7 @@ struct perfc_tracer {
   /* queue */
   perfc__qcell *cells;
   size_t mask;
+  void *cell_mem; /* every cell's buffer, one block; NULL: made per cell */
   _Alignas(64) atomic_size_t enq;
   _Alignas(64) atomic_size_t deq;
   _Alignas(64) atomic_uint_fast64_t dropped_full;
@@ -186,6 +191,10 @@ void perfc__otlp_buf_free(perfc__otlp_buf *b);
  * NULL when out of memory. */
 uint8_t *perfc__otlp_attrs_encode(const perfc__attr *attrs, size_t n,
                                   size_t *len);
+/* Encodes Span.name and Span.kind as the encoder would write them (a
+ * qspan's `pre_head`), into a malloc'd block; NULL when out of memory. */
+uint8_t *perfc__otlp_head_encode(const char *name, size_t name_len, int kind,
+                                 size_t *len);
 
 /* Starts and stops the exporter thread (tracing_export.c). */
 int perfc__tracing_export_start(perfc_tracer *tr);
