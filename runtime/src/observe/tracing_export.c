@@ -34,6 +34,10 @@
  * or an error text); more is discarded. */
 #define MAX_RESPONSE_BYTES 65536
 
+/* The encoder's writers must inline for ob_span's local buffer copy to
+ * stay in registers. */
+#define OB_INLINE static inline __attribute__((always_inline))
+
 /* ---- queue ------------------------------------------------------------------------ */
 
 static void count_full(perfc_tracer *tr) {
@@ -138,7 +142,7 @@ enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
 /* Bytes written so far, counted from the end: stays valid when the buffer
  * grows (growing keeps the written tail at the end). */
-static size_t ob_off(const perfc__otlp_buf *b) {
+OB_INLINE size_t ob_off(const perfc__otlp_buf *b) {
   return (size_t)(b->mem + b->cap - b->p);
 }
 
@@ -166,7 +170,7 @@ static inline int ob_need(perfc__otlp_buf *b, size_t n) {
 
 /* The callers reserve room first: a varint is at most 10 bytes, a tag 2.
  * Its length first, then its bytes forward: no staging copy. */
-static inline void ob_varint(perfc__otlp_buf *b, uint64_t v) {
+OB_INLINE void ob_varint(perfc__otlp_buf *b, uint64_t v) {
   if (v < 0x80) {
     *--b->p = (uint8_t)v;
     return;
@@ -183,7 +187,7 @@ static inline void ob_varint(perfc__otlp_buf *b, uint64_t v) {
   *o = (uint8_t)v;
 }
 
-static inline void ob_tag(perfc__otlp_buf *b, unsigned field, unsigned wt) {
+OB_INLINE void ob_tag(perfc__otlp_buf *b, unsigned field, unsigned wt) {
   uint32_t t = field << 3 | wt;
   if (t < 0x80) {
     *--b->p = (uint8_t)t;
@@ -221,12 +225,12 @@ static inline int ob_str(perfc__otlp_buf *b, unsigned field, const char *s) {
 /* Writers that do not check for room: ob_span reserves a bound on the
  * span's parts once (span_tail_bound, span_head_bound, each attribute)
  * and then writes with these. */
-static inline void put_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
+OB_INLINE void put_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
   ob_varint(b, ob_off(b) - mark);
   ob_tag(b, field, WT_LEN);
 }
 
-static inline void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
+OB_INLINE void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
                              size_t n) {
   b->p -= n;
   memcpy(b->p, v, n);
@@ -234,13 +238,13 @@ static inline void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
   ob_tag(b, field, WT_LEN);
 }
 
-static inline void put_str(perfc__otlp_buf *b, unsigned field, const char *s,
+OB_INLINE void put_str(perfc__otlp_buf *b, unsigned field, const char *s,
                            size_t n) {
   if (n)
     put_bytes(b, field, s, n);
 }
 
-static inline void put_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+OB_INLINE void put_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
   if (v == 0)
     return;
   ob_varint(b, v);
@@ -249,7 +253,7 @@ static inline void put_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
 
 /* Little-endian stores: one move on x86 and other little-endian hosts
  * (the byte loop cost about 20 instructions per value). */
-static inline void put_le64(uint8_t *o, uint64_t v) {
+OB_INLINE void put_le64(uint8_t *o, uint64_t v) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   memcpy(o, &v, 8);
 #else
@@ -258,7 +262,7 @@ static inline void put_le64(uint8_t *o, uint64_t v) {
 #endif
 }
 
-static inline void put_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+OB_INLINE void put_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
   if (v == 0)
     return;
   b->p -= 8;
@@ -267,7 +271,7 @@ static inline void put_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
 }
 
 /* KeyValue as element `field`, without room checks (see ob_kv). */
-static inline void put_kv(perfc__otlp_buf *b, unsigned field, const char *key,
+OB_INLINE void put_kv(perfc__otlp_buf *b, unsigned field, const char *key,
                           size_t klen, int type, const char *sv, size_t svlen,
                           int64_t iv) {
   size_t kv = ob_off(b);
@@ -319,11 +323,18 @@ static size_t span_head_bound(const perfc__qspan *q) {
          (q->pre ? q->pre_len : 0) + (q->pre_head ? q->pre_head_len : 0);
 }
 
-/* One Span, as element 2 of ScopeSpans: one room check, then unchecked
- * writes with the lengths the span carries (no strlen). */
-static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
-  if (ob_need(b, span_tail_bound(q)) != 0)
+/* One Span, as element 2 of ScopeSpans: a room check per part (the fields
+ * after the attributes, each attribute, the fields before), then
+ * unchecked writes with the lengths the span carries (no strlen). */
+static int ob_span(perfc__otlp_buf *ob, const perfc__qspan *q) {
+  if (ob_need(ob, span_tail_bound(q)) != 0)
     return -1;
+  /* The unchecked writes go through a local copy of the buffer's
+   * pointers: a byte stored through ob->p may alias *ob, so the compiler
+   * reloaded the pointers after every byte; the copy's address never
+   * leaves this function, so they stay in registers. Reservations (which
+   * may move the buffer) go through ob, and the copy is taken again. */
+  perfc__otlp_buf w = *ob, *b = &w;
   size_t span = ob_off(b);
   /* flags = 16: the W3C trace flags, plus "has is_remote" and "is_remote"
    * for the parent, as OTLP 1.1 defines. */
@@ -357,15 +368,19 @@ static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
     put_close(b, 11, ev);
   }
   put_uint(b, 10, q->dropped_attrs);
+  ob->p = w.p;
   uint32_t pre_n = q->pre != NULL && q->pre_n <= q->nattrs ? q->pre_n : 0;
   for (uint32_t i = q->nattrs; i-- > pre_n;) {
     const perfc__attr *a = &q->attrs[i];
-    if (ob_need(b, 64 + (size_t)a->klen + a->vlen) != 0)
+    if (ob_need(ob, 64 + (size_t)a->klen + a->vlen) != 0)
       return -1;
+    w = *ob;
     put_kv(b, 9, a->key, a->klen, a->type, a->v.s, a->vlen, a->v.i);
+    ob->p = w.p;
   }
-  if (ob_need(b, span_head_bound(q)) != 0)
+  if (ob_need(ob, span_head_bound(q)) != 0)
     return -1;
+  w = *ob;
   if (pre_n) {
     b->p -= q->pre_len;
     memcpy(b->p, q->pre, q->pre_len);
@@ -385,6 +400,7 @@ static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
   put_bytes(b, 2, q->span_id, 8);
   put_bytes(b, 1, q->trace_id, 16);
   put_close(b, 2, span);
+  ob->p = w.p;
   return 0;
 }
 
