@@ -315,27 +315,24 @@ int perfc__tracing_sample(const perfc_tracer *tr,
 /* ---- spans ---------------------------------------------------------------------- */
 
 struct perfc_span {
+  /* What the export queue gets, kept in its queued form while the span
+   * runs, so the end copy is one struct copy plus the arrays and the
+   * strings marked for copy: ids (in q; trace and span id in `sc`), kind,
+   * status, name, status message, tracestate, start, attributes, events,
+   * and the pre-encoded parts (q.pre: attrs[0..pre_n) as OTLP, and
+   * q.pre_head: name and kind). Its strings may be slices here (not
+   * NUL-terminated); q.end_unix_ns is set at the end. */
+  perfc__qspan q;
   perfc_tracer *tr;
   perfc_arena *arena; /* attributes, events and copied strings */
   int owns_arena;     /* child and client spans; server spans use the call's */
   int recording;
   int ended;
   perfc_span_context sc;
-  uint8_t parent_id[8];
-  int has_parent;
-  perfc_span_kind kind;
-  perfc_span_status status;
-  const char *name;
-  const char *status_msg;
-  uint32_t name_len, status_msg_len;
   uint8_t name_copy, status_msg_copy; /* 0: the tracer's, never copied */
-  const char *tracestate; /* passed on and exported; NULL when none */
-  size_t tracestate_len;
   const char *baggage; /* passed on only */
   size_t baggage_len;
-  int64_t start_unix_ns, start_mono_ns;
-  perfc__attr *attrs;
-  uint32_t nattrs, dropped_attrs;
+  int64_t start_mono_ns;
   int user_attrs; /* the API set some: keys may repeat the interceptor's */
   /* Which attrs have strings the end copy must copy (a->copy != 0): bit i
    * for attrs[i], i < 64; copy_high when one at 64 or above has (then
@@ -343,12 +340,6 @@ struct perfc_span {
    * attribute twice. */
   uint64_t copy_mask;
   int copy_high;
-  /* attrs[0..pre_n) pre-encoded by the tracer (perfc__qspan.pre), and
-   * the name and kind (perfc__qspan.pre_head) */
-  const uint8_t *pre, *pre_head;
-  uint32_t pre_len, pre_n, pre_head_len;
-  perfc__event *events;
-  uint32_t nevents, dropped_events;
   int64_t msg_sent, msg_recv;
   /* Set by perfc_tracing_span_start_current(): the thread's slot before
    * this span became current, restored when it ends. */
@@ -369,8 +360,8 @@ static void span_init(perfc_span *s, perfc_tracer *tr,
   s->tr = tr;
   if (parent != NULL) {
     memcpy(s->sc.trace_id, parent->trace_id, 16);
-    memcpy(s->parent_id, parent->span_id, 8);
-    s->has_parent = 1;
+    memcpy(s->q.parent_id, parent->span_id, 8);
+    s->q.has_parent = 1;
   } else {
     new_trace_id(s->sc.trace_id);
   }
@@ -405,7 +396,7 @@ static int64_t unix_from_mono(int64_t mono) {
 
 static void span_start_clock(perfc_span *s, int64_t start_mono_ns) {
   s->start_mono_ns = start_mono_ns ? start_mono_ns : perfc__now_ns();
-  s->start_unix_ns = unix_from_mono(s->start_mono_ns);
+  s->q.start_unix_ns = unix_from_mono(s->start_mono_ns);
 }
 
 static inline void mark_copy(perfc_span *s, uint32_t i, uint8_t copy) {
@@ -428,36 +419,36 @@ static void attr_set(perfc_span *s, const char *key, uint32_t klen, int type,
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_attrs;
-  if (s->attrs == NULL) {
-    s->attrs = perfc_arena_alloc(s->arena, cap * sizeof *s->attrs);
-    if (s->attrs == NULL) {
-      s->dropped_attrs++;
+  if (s->q.attrs == NULL) {
+    s->q.attrs = perfc_arena_alloc(s->arena, cap * sizeof *s->q.attrs);
+    if (s->q.attrs == NULL) {
+      s->q.dropped_attrs++;
       return;
     }
   }
   perfc__attr *a = NULL;
-  for (uint32_t i = 0; dedup && i < s->nattrs; i++)
-    if (s->attrs[i].klen == klen && memcmp(s->attrs[i].key, key, klen) == 0) {
-      a = &s->attrs[i];
+  for (uint32_t i = 0; dedup && i < s->q.nattrs; i++)
+    if (s->q.attrs[i].klen == klen && memcmp(s->q.attrs[i].key, key, klen) == 0) {
+      a = &s->q.attrs[i];
       /* A pre-encoded attribute changes: the encoder must write it. */
-      if (i < s->pre_n) {
-        s->pre = NULL;
-        s->pre_n = s->pre_len = 0;
+      if (i < s->q.pre_n) {
+        s->q.pre = NULL;
+        s->q.pre_n = s->q.pre_len = 0;
       }
       break;
     }
   if (a == NULL) {
-    if (s->nattrs >= cap) {
-      s->dropped_attrs++;
+    if (s->q.nattrs >= cap) {
+      s->q.dropped_attrs++;
       return;
     }
-    a = &s->attrs[s->nattrs++];
+    a = &s->q.attrs[s->q.nattrs++];
   }
   a->key = key;
   a->klen = klen;
   a->type = (uint8_t)type;
   a->copy = copy;
-  mark_copy(s, (uint32_t)(a - s->attrs), copy);
+  mark_copy(s, (uint32_t)(a - s->q.attrs), copy);
   a->vlen = 0;
   if (type == PERFC__ATTR_STR) {
     a->v.s = sv;
@@ -485,18 +476,18 @@ static void event_add(perfc_span *s, const char *name, uint32_t name_len,
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_events;
-  if (s->nevents >= cap) {
-    s->dropped_events++;
+  if (s->q.nevents >= cap) {
+    s->q.dropped_events++;
     return;
   }
-  if (s->events == NULL) {
-    s->events = perfc_arena_alloc(s->arena, cap * sizeof *s->events);
-    if (s->events == NULL) {
-      s->dropped_events++;
+  if (s->q.events == NULL) {
+    s->q.events = perfc_arena_alloc(s->arena, cap * sizeof *s->q.events);
+    if (s->q.events == NULL) {
+      s->q.dropped_events++;
       return;
     }
   }
-  perfc__event *e = &s->events[s->nevents++];
+  perfc__event *e = &s->q.events[s->q.nevents++];
   e->time_unix_ns = unix_from_mono(perfc__now_ns()); /* the span's clock */
   e->name = name;
   e->name_len = name_len;
@@ -512,7 +503,7 @@ void perfc_span_set_attr_str(perfc_span *s, const char *key, const char *value) 
   char *k = kn < UINT32_MAX ? perfc_arena_strndup(s->arena, key, kn) : NULL;
   char *v = vn < UINT32_MAX ? perfc_arena_strndup(s->arena, value, vn) : NULL;
   if (k == NULL || v == NULL) {
-    s->dropped_attrs++;
+    s->q.dropped_attrs++;
     return;
   }
   s->user_attrs = 1;
@@ -526,7 +517,7 @@ void perfc_span_set_attr_int(perfc_span *s, const char *key, int64_t value) {
   size_t kn = strlen(key);
   char *k = kn < UINT32_MAX ? perfc_arena_strndup(s->arena, key, kn) : NULL;
   if (k == NULL) {
-    s->dropped_attrs++;
+    s->q.dropped_attrs++;
     return;
   }
   s->user_attrs = 1;
@@ -540,7 +531,7 @@ void perfc_span_add_event(perfc_span *s, const char *name) {
   size_t nn = strlen(name);
   char *n = nn < UINT32_MAX ? perfc_arena_strndup(s->arena, name, nn) : NULL;
   if (n == NULL) {
-    s->dropped_events++;
+    s->q.dropped_events++;
     return;
   }
   event_add(s, n, (uint32_t)nn, 1, NULL, 0);
@@ -551,15 +542,15 @@ void perfc_span_set_status(perfc_span *s, perfc_span_status status,
   if (s == NULL || !s->recording || s->ended ||
       (unsigned)status > PERFC_SPAN_STATUS_ERROR)
     return;
-  s->status = status;
-  s->status_msg = NULL;
-  s->status_msg_len = 0;
+  s->q.status = status;
+  s->q.status_msg = NULL;
+  s->q.status_msg_len = 0;
   s->status_msg_copy = 1;
   if (status == PERFC_SPAN_STATUS_ERROR && message != NULL) {
     size_t n = strlen(message);
-    s->status_msg = n < UINT32_MAX ? perfc_arena_strndup(s->arena, message, n)
+    s->q.status_msg = n < UINT32_MAX ? perfc_arena_strndup(s->arena, message, n)
                                    : NULL;
-    s->status_msg_len = s->status_msg ? (uint32_t)n : 0;
+    s->q.status_msg_len = s->q.status_msg ? (uint32_t)n : 0;
   }
 }
 
@@ -577,8 +568,8 @@ static inline uint32_t next_copy(const perfc_span *s, uint32_t i) {
   if (s->copy_high)
     return i; /* rare: every one is looked at */
   uint64_t m = i < 64 ? s->copy_mask >> i : 0;
-  uint32_t k = m ? i + (uint32_t)__builtin_ctzll(m) : s->nattrs;
-  return k < s->nattrs ? k : s->nattrs;
+  uint32_t k = m ? i + (uint32_t)__builtin_ctzll(m) : s->q.nattrs;
+  return k < s->q.nattrs ? k : s->q.nattrs;
 }
 
 /* The size of the one copy a span makes when it ends: struct, arrays and
@@ -587,23 +578,23 @@ static inline uint32_t next_copy(const perfc_span *s, uint32_t i) {
 static size_t span_flat_size(const perfc_span *s) {
   size_t strs = 0;
   if (s->name_copy)
-    strs += s->name_len + 1;
-  if (s->status_msg && s->status_msg_copy)
-    strs += s->status_msg_len + 1;
-  if (s->tracestate)
-    strs += s->tracestate_len + 1;
-  for (uint32_t i = next_copy(s, 0); i < s->nattrs; i = next_copy(s, i + 1)) {
-    const perfc__attr *a = &s->attrs[i];
+    strs += s->q.name_len + 1;
+  if (s->q.status_msg && s->status_msg_copy)
+    strs += s->q.status_msg_len + 1;
+  if (s->q.tracestate)
+    strs += s->q.tracestate_len + 1;
+  for (uint32_t i = next_copy(s, 0); i < s->q.nattrs; i = next_copy(s, i + 1)) {
+    const perfc__attr *a = &s->q.attrs[i];
     if (a->copy & PERFC__COPY_KEY)
       strs += a->klen + 1;
     if (a->copy & PERFC__COPY_VAL)
       strs += a->vlen + 1;
   }
-  for (uint32_t i = 0; i < s->nevents; i++)
-    if (s->events[i].name_copy)
-      strs += s->events[i].name_len + 1;
-  return sizeof(perfc__qspan) + s->nattrs * sizeof(perfc__attr) +
-         s->nevents * sizeof(perfc__event) + strs;
+  for (uint32_t i = 0; i < s->q.nevents; i++)
+    if (s->q.events[i].name_copy)
+      strs += s->q.events[i].name_len + 1;
+  return sizeof(perfc__qspan) + s->q.nattrs * sizeof(perfc__attr) +
+         s->q.nevents * sizeof(perfc__event) + strs;
 }
 
 /* Copies n bytes of src to *p, NUL-terminates them, returns the copy. */
@@ -620,39 +611,24 @@ static const char *flat_str(char **p, const char *src, size_t n) {
 static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
                                   void *mem) {
   perfc__qspan *q = mem;
+  /* The span keeps its queued form: one struct copy, then what differs. */
+  *q = s->q;
   memcpy(q->trace_id, s->sc.trace_id, 16);
   memcpy(q->span_id, s->sc.span_id, 8);
-  memcpy(q->parent_id, s->parent_id, 8);
-  q->has_parent = (uint8_t)s->has_parent;
-  q->kind = (uint8_t)s->kind;
-  q->status = (uint8_t)s->status;
   q->flags = s->sc.trace_flags;
-  q->start_unix_ns = s->start_unix_ns;
   q->end_unix_ns = end_unix_ns;
-  q->nattrs = s->nattrs;
-  q->nevents = s->nevents;
-  q->pre = s->pre;
-  q->pre_len = s->pre_len;
-  q->pre_n = s->pre_n;
-  q->pre_head = s->pre_head;
-  q->pre_head_len = s->pre_head_len;
-  q->dropped_attrs = s->dropped_attrs;
-  q->dropped_events = s->dropped_events;
   q->attrs = (perfc__attr *)(q + 1);
-  q->events = (perfc__event *)(q->attrs + s->nattrs);
-  char *p = (char *)(q->events + s->nevents);
-  q->name = s->name_copy ? flat_str(&p, s->name, s->name_len) : s->name;
-  q->name_len = s->name_len;
-  q->status_msg = s->status_msg && s->status_msg_copy
-                      ? flat_str(&p, s->status_msg, s->status_msg_len)
-                      : s->status_msg;
-  q->status_msg_len = s->status_msg_len;
-  q->tracestate = s->tracestate ? flat_str(&p, s->tracestate, s->tracestate_len)
-                                : NULL;
-  q->tracestate_len = (uint32_t)s->tracestate_len;
-  if (s->nattrs)
-    memcpy(q->attrs, s->attrs, s->nattrs * sizeof *q->attrs);
-  for (uint32_t i = next_copy(s, 0); i < s->nattrs; i = next_copy(s, i + 1)) {
+  q->events = (perfc__event *)(q->attrs + s->q.nattrs);
+  char *p = (char *)(q->events + s->q.nevents);
+  if (s->name_copy)
+    q->name = flat_str(&p, s->q.name, s->q.name_len);
+  if (s->q.status_msg && s->status_msg_copy)
+    q->status_msg = flat_str(&p, s->q.status_msg, s->q.status_msg_len);
+  if (s->q.tracestate)
+    q->tracestate = flat_str(&p, s->q.tracestate, s->q.tracestate_len);
+  if (s->q.nattrs)
+    memcpy(q->attrs, s->q.attrs, s->q.nattrs * sizeof *q->attrs);
+  for (uint32_t i = next_copy(s, 0); i < s->q.nattrs; i = next_copy(s, i + 1)) {
     perfc__attr *a = &q->attrs[i];
     if (a->copy & PERFC__COPY_KEY)
       a->key = flat_str(&p, a->key, a->klen);
@@ -660,9 +636,9 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
       a->v.s = flat_str(&p, a->v.s, a->vlen);
     a->copy = 0;
   }
-  if (s->nevents)
-    memcpy(q->events, s->events, s->nevents * sizeof *q->events);
-  for (uint32_t i = 0; i < s->nevents; i++) {
+  if (s->q.nevents)
+    memcpy(q->events, s->q.events, s->q.nevents * sizeof *q->events);
+  for (uint32_t i = 0; i < s->q.nevents; i++) {
     perfc__event *e = &q->events[i];
     if (e->name_copy)
       e->name = flat_str(&p, e->name, e->name_len);
@@ -679,7 +655,7 @@ static void span_finish(perfc_span *s) {
   s->ended = 1;
   if (!s->recording)
     return;
-  int64_t end = s->start_unix_ns + (perfc__now_ns() - s->start_mono_ns);
+  int64_t end = s->q.start_unix_ns + (perfc__now_ns() - s->start_mono_ns);
   size_t size = span_flat_size(s), ticket;
   void *mem = perfc__tracing_claim(s->tr, size, &ticket);
   if (mem != NULL) {
@@ -705,18 +681,18 @@ static perfc_span *span_new_owned(perfc_tracer *tr,
     return NULL;
   span_init(s, tr, parent);
   s->owns_arena = 1;
-  s->kind = kind;
+  s->q.kind = kind;
   if (s->recording) {
     if (perfc_arena_new(&s->arena, 1024) != 0) {
       free(s);
       return NULL;
     }
     size_t nn = strlen(name);
-    s->name = copy_name ? perfc_arena_strndup(s->arena, name, nn) : name;
-    s->name_len = (uint32_t)nn;
+    s->q.name = copy_name ? perfc_arena_strndup(s->arena, name, nn) : name;
+    s->q.name_len = (uint32_t)nn;
     /* Not the tracer's: copied when the span ends. */
     s->name_copy = 1;
-    if (s->name == NULL || nn >= UINT32_MAX) {
+    if (s->q.name == NULL || nn >= UINT32_MAX) {
       perfc_arena_free(s->arena);
       free(s);
       return NULL;
@@ -736,12 +712,12 @@ perfc_span *perfc_tracing_span_start_child(perfc_span *parent, const char *name,
   if (parent == NULL || name == NULL)
     return NULL;
   perfc_span *s = span_new_owned(parent->tr, &parent->sc, name, kind, 1);
-  if (s != NULL && parent->tracestate) {
+  if (s != NULL && parent->q.tracestate) {
     /* The parent's strings outlive the child only while the parent runs;
      * a child that is exported copies them when it ends, which happens
      * before the parent ends for every span the data layer makes. */
-    s->tracestate = parent->tracestate;
-    s->tracestate_len = parent->tracestate_len;
+    s->q.tracestate = parent->q.tracestate;
+    s->q.tracestate_len = parent->q.tracestate_len;
   }
   return s;
 }
@@ -976,8 +952,8 @@ static void interned_free(perfc_tracer *tr) {
 
 /* A status message that lives forever (perfc_status_name's). */
 static void status_msg_static(perfc_span *s, const char *msg) {
-  s->status_msg = msg;
-  s->status_msg_len = (uint32_t)strlen(msg);
+  s->q.status_msg = msg;
+  s->q.status_msg_len = (uint32_t)strlen(msg);
   s->status_msg_copy = 0;
 }
 
@@ -1126,13 +1102,13 @@ static perfc_status_code srv_before(void *self, void *method_state,
   int has = incoming_parent(ctx, &parent, &ts, &tslen, &bg, &bglen);
   span_init(s, tr, has ? &parent : NULL);
   s->arena = a;
-  s->kind = PERFC_SPAN_SERVER;
-  s->name = mi->name;
-  s->name_len = mi->name_len;
-  s->pre_head = mi->pre_head;
-  s->pre_head_len = mi->pre_head_len;
-  s->tracestate = ts;
-  s->tracestate_len = tslen;
+  s->q.kind = PERFC_SPAN_SERVER;
+  s->q.name = mi->name;
+  s->q.name_len = mi->name_len;
+  s->q.pre_head = mi->pre_head;
+  s->q.pre_head_len = mi->pre_head_len;
+  s->q.tracestate = ts;
+  s->q.tracestate_len = (uint32_t)tslen; /* <= 512: validated */
   s->baggage = bg;
   s->baggage_len = bglen;
   if (s->recording) {
@@ -1150,9 +1126,9 @@ static perfc_status_code srv_before(void *self, void *method_state,
     if (at != NULL) {
       method_attrs(mi, at);
       n = 3;
-      s->pre = mi->pre;
-      s->pre_len = mi->pre_len;
-      s->pre_n = mi->pre ? 3 : 0;
+      s->q.pre = mi->pre;
+      s->q.pre_len = mi->pre_len;
+      s->q.pre_n = mi->pre ? 3 : 0;
       /* A slice of the peer, or a copy in the call's arena: either way
        * copied when the span ends. */
       if (addr != NULL) {
@@ -1161,10 +1137,10 @@ static perfc_status_code srv_before(void *self, void *method_state,
       }
       if (port >= 0)
         at[n++] = ATTR_INT("network.peer.port", port);
-      s->attrs = at;
-      s->nattrs = n;
+      s->q.attrs = at;
+      s->q.nattrs = n;
     } else {
-      s->dropped_attrs = 3 + (addr != NULL) + (port >= 0);
+      s->q.dropped_attrs = 3 + (addr != NULL) + (port >= 0);
     }
   }
   *call_state = s;
@@ -1206,13 +1182,13 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   perfc_trace_current_set(NULL);
   if (!s->recording)
     return;
-  if (!s->user_attrs && s->attrs != NULL && s->nattrs < s->tr->cfg.max_attrs)
+  if (!s->user_attrs && s->q.attrs != NULL && s->q.nattrs < s->tr->cfg.max_attrs)
     /* The interceptor's own key, on a span only it wrote: no search. */
-    s->attrs[s->nattrs++] = ATTR_INT("rpc.grpc.status_code", (int64_t)code);
+    s->q.attrs[s->q.nattrs++] = ATTR_INT("rpc.grpc.status_code", (int64_t)code);
   else
     attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
-  s->status = grpc_span_status(code, 1);
-  if (s->status == PERFC_SPAN_STATUS_ERROR)
+  s->q.status = grpc_span_status(code, 1);
+  if (s->q.status == PERFC_SPAN_STATUS_ERROR)
     status_msg_static(s, perfc_status_name(code));
   span_finish(s);
 }
@@ -1308,13 +1284,13 @@ static size_t cli_outgoing(void *self, const perfc_client_call_info *info,
     return 0;
   }
   perfc_span *s = cc->span;
-  if (ps != NULL && ps->tracestate)
-    cc->tracestate = strndup(ps->tracestate, ps->tracestate_len);
+  if (ps != NULL && ps->q.tracestate)
+    cc->tracestate = strndup(ps->q.tracestate, ps->q.tracestate_len);
   if (ps != NULL && ps->baggage)
     cc->baggage = strndup(ps->baggage, ps->baggage_len);
   if (s->recording) {
-    s->tracestate = cc->tracestate;
-    s->tracestate_len = cc->tracestate ? strlen(cc->tracestate) : 0;
+    s->q.tracestate = cc->tracestate;
+    s->q.tracestate_len = cc->tracestate ? (uint32_t)strlen(cc->tracestate) : 0;
     const char *slash = strchr(name, '/');
     attr_own_str(s, LIT("rpc.system"), "grpc", 4, 0);
     if (slash != NULL)
@@ -1366,8 +1342,8 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
   perfc_span *s = cc->span;
   if (s->recording) {
     attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
-    s->status = grpc_span_status(code, 0);
-    if (s->status == PERFC_SPAN_STATUS_ERROR)
+    s->q.status = grpc_span_status(code, 0);
+    if (s->q.status == PERFC_SPAN_STATUS_ERROR)
       status_msg_static(s, perfc_status_name(code));
   }
   span_finish(s);
