@@ -7,9 +7,9 @@
  * per-call slot lookup (perfc__ctx_call_state) and core/. Export (queue,
  * OTLP/HTTP) lives in tracing_export.c.
  *
- * Cost model. With an always_off sampler the server hook returns at once
- * and stores nothing: the trace context a handler passes on is computed
- * only if it makes an outgoing call. Otherwise a server span is allocated
+ * Cost model. With an always_off sampler no server hook is installed: the
+ * trace context a handler passes on is computed only if it makes an
+ * outgoing call. Otherwise a server span is allocated
  * from the call's arena (freed with the call, no malloc), its attributes
  * point at strings (with their lengths) that live as long as the call or
  * the tracer, and only a sampled span is copied, once, into its queue

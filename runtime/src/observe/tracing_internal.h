@@ -94,7 +94,8 @@ typedef struct perfc__qspan {
 typedef struct perfc__qcell {
   atomic_size_t seq;
   perfc__qspan *span; /* in `buf`, or a block of its own; NULL: none */
-  void *buf;          /* PERFC__QCELL_BYTES, made on first use */
+  void *buf;          /* PERFC__QCELL_BYTES: in tr->cell_mem, or made on
+                       * first use when that block could not be made */
 } perfc__qcell;
 
 typedef struct perfc__tracing_cfg {
