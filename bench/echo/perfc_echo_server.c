@@ -279,6 +279,21 @@ int main(int argc, char **argv) {
           : sig == SIGINT ? "SIGINT"
                           : "shutdown");
   perfc_server_free(srv);
+  if (tracer != NULL) {
+    /* After the final flush: bench/trace-cost shows these, so a run whose
+     * spans were dropped (which hides their export cost) is seen. */
+    perfc_tracing_flush(tracer, 5000);
+    perfc_tracing_stats st;
+    perfc_tracing_stats_get(tracer, &st);
+    fprintf(stderr,
+            "perfc-echo-server: tracing spans ended=%llu exported=%llu "
+            "dropped_queue_full=%llu dropped_export=%llu requests=%llu\n",
+            (unsigned long long)st.spans_ended,
+            (unsigned long long)st.spans_exported,
+            (unsigned long long)st.dropped_queue_full,
+            (unsigned long long)st.dropped_export,
+            (unsigned long long)st.export_requests);
+  }
   perfc_tracing_free(tracer);
   int dump_rc = 0;
   if (metrics_dump != NULL && gm != NULL) {

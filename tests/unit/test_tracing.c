@@ -272,6 +272,14 @@ static const empty_handlers b_impl = {b_ping};
 /* A forwards to B as the child of its call, passing x-fail on. */
 static perfc_status_code a_ping(perfc_ctx *ctx, void *ud) {
   (void)ud;
+  /* x-rename: the handler overwrites one of the attributes the tracer
+   * pre-encodes for the method (and adds one of its own). */
+  const char *rename = perfc_ctx_metadata_get(ctx, "x-rename", NULL);
+  if (rename != NULL) {
+    perfc_span *sp = perfc_tracing_ctx_span(ctx);
+    perfc_span_set_attr_str(sp, "rpc.method", rename);
+    perfc_span_set_attr_str(sp, "app.tag", "t1");
+  }
   const char *fail = perfc_ctx_metadata_get(ctx, "x-fail", NULL);
   perfc_metadata md[] = {{"x-fail", fail ? fail : "", 0}};
   perfc_call_opts opts = {.metadata = md, .metadata_count = fail ? 1 : 0,
@@ -469,6 +477,54 @@ Test(chain, one_trace_with_parent_links_attributes_and_statuses, .timeout = 60) 
   perfc_tracing_stats_get(C.ta, &st);
   cr_assert_eq(st.spans_exported, 6);
   cr_assert_eq(st.dropped_queue_full + st.dropped_export, 0);
+  chain_down();
+}
+
+/* A server span's rpc.system/rpc.service/rpc.method are encoded once per
+ * method and copied into every span; a handler that overwrites one of them
+ * gets its value exported, once, and the next call of the method still
+ * carries the method's own. */
+static size_t count_key(const rx_span *s, const char *key) {
+  size_t n = 0;
+  for (size_t i = 0; i < s->nattrs; i++)
+    n += strcmp(s->attrs[i].key, key) == 0;
+  return n;
+}
+
+Test(chain, a_handler_overwrites_a_pre_encoded_attribute, .timeout = 60) {
+  chain_up(PERFC_SAMPLER_PARENTBASED_ALWAYS_ON, 0, 256, 100);
+  perfc_metadata md[] = {{"x-rename", "Renamed", 0}};
+  cr_assert_eq(call_a(C.to_a, md, 1), PERFC_STATUS_OK);
+  cr_assert_eq(call_a(C.to_a, NULL, 0), PERFC_STATUS_OK);
+  flush_all();
+  pthread_mutex_lock(&C.rx->mu);
+  cr_assert_eq(C.rx->n, 8);
+  const rx_span *first = NULL, *second = NULL;
+  size_t servers = 0;
+  for (size_t i = 0; i < C.rx->n; i++) {
+    const rx_span *x = &C.rx->spans[i];
+    if (strcmp(x->service, "svc-a") != 0 || x->kind != PERFC_SPAN_SERVER)
+      continue;
+    servers++;
+    if (count_key(x, "app.tag"))
+      first = x; /* the call that renamed */
+    else
+      second = x;
+  }
+  cr_assert_eq(servers, 2);
+  cr_assert(first != NULL && second != NULL);
+  cr_assert_str_eq(first->rpc_method, "Renamed");
+  cr_assert_eq(count_key(first, "rpc.method"), 1);
+  cr_assert_eq(count_key(first, "app.tag"), 1);
+  cr_assert_str_eq(first->rpc_service, "t.v1.A");
+  cr_assert_str_eq(first->rpc_system, "grpc");
+  cr_assert_str_eq(first->name, "t.v1.A/Ping");
+  cr_assert_str_eq(second->rpc_method, "Ping");
+  cr_assert_eq(count_key(second, "rpc.method"), 1);
+  cr_assert_eq(count_key(second, "app.tag"), 0);
+  cr_assert_str_eq(second->rpc_service, "t.v1.A");
+  cr_assert_eq(C.rx->bad, 0);
+  pthread_mutex_unlock(&C.rx->mu);
   chain_down();
 }
 

@@ -13,9 +13,13 @@
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef Opentelemetry__Proto__Common__V1__KeyValue KeyValue;
 typedef Opentelemetry__Proto__Common__V1__AnyValue AnyValue;
@@ -391,6 +395,63 @@ Test(otlp_encode, bytes_equal_protobuf_c_packing) {
   free(ptrs);
 }
 
+/* A server span carries its method's first attributes and its name and
+ * kind already encoded (qspan.pre, qspan.pre_head, made once per method
+ * with perfc__otlp_attrs_encode/perfc__otlp_head_encode): the encoder
+ * copies them, and the body must still be byte for byte protobuf-c's
+ * packing of the same span, for every count of pre-encoded attributes
+ * (0 to all), with and without the head, across buffer growth. */
+Test(otlp_encode, pre_encoded_parts_give_the_same_bytes) {
+  memset(big, 'x', sizeof big - 1);
+  perfc__tracing_cfg cfg;
+  char svc[] = "users";
+  char res[] = "a=1\0";
+  cfg_init(&cfg, svc, res);
+  enum { N = 600 };
+  perfc__qspan *qs = calloc(N, sizeof *qs);
+  perfc__qspan **ptrs = calloc(N, sizeof *ptrs);
+  uint8_t **blobs = calloc(2 * N, sizeof *blobs);
+  cr_assert(qs != NULL && ptrs != NULL && blobs != NULL);
+  size_t with_pre = 0, with_head = 0;
+  for (unsigned i = 0; i < N; i++) {
+    qs[i] = make_q(i);
+    ptrs[i] = &qs[i];
+    uint32_t k = i % 4 == 3 ? qs[i].nattrs : i % (qs[i].nattrs + 1);
+    size_t len = 0;
+    if (k > 0) {
+      blobs[2 * i] = perfc__otlp_attrs_encode(qs[i].attrs, k, &len);
+      cr_assert_not_null(blobs[2 * i]);
+      qs[i].pre = blobs[2 * i];
+      qs[i].pre_len = (uint32_t)len;
+      qs[i].pre_n = k;
+      with_pre++;
+    }
+    if (i % 2 == 0) {
+      blobs[2 * i + 1] = perfc__otlp_head_encode(qs[i].name, qs[i].name_len,
+                                                 qs[i].kind, &len);
+      cr_assert_not_null(blobs[2 * i + 1]);
+      qs[i].pre_head = blobs[2 * i + 1];
+      qs[i].pre_head_len = (uint32_t)len;
+      with_head++;
+    }
+  }
+  cr_assert_gt(with_pre, N / 2);
+  cr_assert_eq(with_head, N / 2);
+  perfc__otlp_buf b = {0};
+  for (unsigned i = 0; i < 84; i++)
+    check_equal(&b, &cfg, ptrs + i, 1);
+  check_equal(&b, &cfg, ptrs, N);
+  /* a fresh buffer, so the first spans make it grow mid-span */
+  perfc__otlp_buf_free(&b);
+  check_equal(&b, &cfg, ptrs + 3, 200);
+  perfc__otlp_buf_free(&b);
+  for (unsigned i = 0; i < 2 * N; i++)
+    free(blobs[i]);
+  free(blobs);
+  free(qs);
+  free(ptrs);
+}
+
 /* ---- the queue's cell buffers, end to end ------------------------------------------ */
 
 /* Spans that fit a cell's buffer and spans that need a block of their own,
@@ -460,6 +521,173 @@ Test(queue, cell_buffers_are_reused_and_large_spans_get_their_own_block, .timeou
   pthread_mutex_unlock(&rx->mu);
   for (int i = 0; i < N; i++)
     cr_assert_eq(seen[i], 1, "span %d arrived %d times", i, seen[i]);
+  perfc_tracing_free(tr);
+  rx_stop(rx);
+}
+
+/* ---- the exporter thread ------------------------------------------------------------- */
+
+static perfc_tracer *queue_tracer(otlp_rx *rx, size_t queue, size_t batch,
+                                  int64_t delay_ms, char *url, size_t urlcap) {
+  perfc_tracing_opts o;
+  perfc_tracing_opts_init(&o);
+  o.ignore_env = true;
+  o.sampler = PERFC_SAMPLER_ALWAYS_ON;
+  snprintf(url, urlcap, "http://127.0.0.1:%d/v1/traces", rx->port);
+  o.endpoint = url;
+  o.max_queue_spans = queue;
+  o.max_export_batch_spans = batch;
+  o.schedule_delay_ms = delay_ms;
+  perfc_tracer *tr;
+  cr_assert_eq(perfc_tracing_new(&tr, &o), 0);
+  return tr;
+}
+
+/* Ends one INTERNAL span under a fixed sampled parent. */
+static void one_span(perfc_tracer *tr, const char *name) {
+  perfc_trace_current root = {.tracer = tr};
+  memset(root.sc.trace_id, 0x31, 16);
+  memset(root.sc.span_id, 0x42, 8);
+  root.sc.trace_flags = PERFC_TRACE_FLAG_SAMPLED;
+  perfc_trace_current_set(&root);
+  perfc_span *sp = perfc_tracing_span_start_current(name, PERFC_SPAN_INTERNAL);
+  cr_assert_not_null(sp);
+  perfc_span_end(sp);
+  perfc_trace_current_set(NULL);
+}
+
+/* Between schedules the exporter sends full batches only: 175 spans with a
+ * batch of 50 make 3 requests of 50, and the 25 left wait for the next
+ * full batch, the schedule or a flush (a full batch used to be followed at
+ * once by a request for the few spans that came meanwhile: 22 requests for
+ * 6,000 spans of 512-span batches in bench/trace-cost, now 12). */
+Test(exporter, sends_full_batches_between_schedules, .timeout = 60) {
+  otlp_rx *rx = rx_start();
+  cr_assert_not_null(rx);
+  char url[80];
+  perfc_tracer *tr = queue_tracer(rx, 256, 50, 60000, url, sizeof url);
+  for (int i = 0; i < 175; i++)
+    one_span(tr, "batched");
+  perfc_tracing_stats st;
+  for (int k = 0; k < 500; k++) { /* up to 10 s for 3 batches */
+    perfc_tracing_stats_get(tr, &st);
+    if (st.spans_exported >= 150)
+      break;
+    usleep(20000);
+  }
+  usleep(300000); /* time for a request the exporter should not make */
+  perfc_tracing_stats_get(tr, &st);
+  cr_assert_eq(st.spans_exported, 150, "exported %llu", (unsigned long long)st.spans_exported);
+  cr_assert_eq(st.export_requests, 3, "requests %llu", (unsigned long long)st.export_requests);
+  cr_assert_eq(rx_count(rx), 150);
+  cr_assert_eq(perfc_tracing_flush(tr, 10000), 0);
+  perfc_tracing_stats_get(tr, &st);
+  cr_assert_eq(st.spans_exported, 175);
+  cr_assert_eq(st.export_requests, 4);
+  cr_assert_eq(st.dropped_queue_full + st.dropped_export, 0);
+  perfc_tracing_free(tr);
+  rx_stop(rx);
+}
+
+/* The exporter thread is named perfc-otlp and blocks every signal, so a
+ * SIGTERM meant for the application's handler (perfc_server_run's) is
+ * never delivered to it; it used to inherit the creating thread's mask. */
+Test(exporter, thread_blocks_signals_and_is_named) {
+  otlp_rx *rx = rx_start();
+  cr_assert_not_null(rx);
+  sigset_t none, old;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, &old); /* nothing blocked here */
+  char url[80];
+  perfc_tracer *tr = queue_tracer(rx, 16, 8, 5000, url, sizeof url);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  DIR *d = opendir("/proc/self/task");
+  cr_assert_not_null(d);
+  int found = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.')
+      continue;
+    char path[300], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    if (fgets(comm, sizeof comm, f) == NULL)
+      comm[0] = '\0';
+    fclose(f);
+    if (strncmp(comm, "perfc-otlp", 10) != 0)
+      continue;
+    found++;
+    snprintf(path, sizeof path, "/proc/self/task/%s/status", de->d_name);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char line[256];
+    unsigned long long blk = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+      if (sscanf(line, "SigBlk: %llx", &blk) == 1)
+        break;
+    fclose(f);
+    cr_assert(blk & (1ull << (SIGTERM - 1)), "SIGTERM not blocked: %llx", blk);
+    cr_assert(blk & (1ull << (SIGINT - 1)), "SIGINT not blocked: %llx", blk);
+    cr_assert(blk & (1ull << (SIGHUP - 1)), "SIGHUP not blocked: %llx", blk);
+  }
+  closedir(d);
+  cr_assert_eq(found, 1, "threads named perfc-otlp: %d", found);
+  perfc_tracing_free(tr);
+  rx_stop(rx);
+}
+
+/* Span times come from the monotonic clock plus a wall-clock offset read
+ * at most once a second per thread: they still match the wall clock, a
+ * span's duration is what it lasted, and a span more than a second after
+ * the offset was read gets a fresh one. */
+static uint64_t wall_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+Test(exporter, span_times_follow_the_wall_clock, .timeout = 60) {
+  otlp_rx *rx = rx_start();
+  cr_assert_not_null(rx);
+  char url[80];
+  perfc_tracer *tr = queue_tracer(rx, 16, 8, 5000, url, sizeof url);
+  uint64_t before[3], after[3];
+  for (int i = 0; i < 3; i++) {
+    if (i == 2)
+      usleep(1200000); /* past the offset's second */
+    before[i] = wall_ns();
+    perfc_trace_current root = {.tracer = tr};
+    memset(root.sc.trace_id, 0x31, 16);
+    memset(root.sc.span_id, 0x42, 8);
+    root.sc.trace_flags = PERFC_TRACE_FLAG_SAMPLED;
+    perfc_trace_current_set(&root);
+    char name[16];
+    snprintf(name, sizeof name, "timed-%d", i);
+    perfc_span *sp = perfc_tracing_span_start_current(name, PERFC_SPAN_INTERNAL);
+    cr_assert_not_null(sp);
+    usleep(20000);
+    perfc_span_end(sp);
+    perfc_trace_current_set(NULL);
+    after[i] = wall_ns();
+  }
+  cr_assert_eq(perfc_tracing_flush(tr, 10000), 0);
+  cr_assert_eq(rx_count(rx), 3);
+  pthread_mutex_lock(&rx->mu);
+  for (size_t k = 0; k < rx->n; k++) {
+    const rx_span *r = &rx->spans[k];
+    int i = r->name[6] - '0';
+    cr_assert(i >= 0 && i < 3);
+    /* 1 ms of slack for the clock reads on either side */
+    cr_assert(r->start_ns + 1000000 >= before[i], "span %d starts %lld ns early", i,
+              (long long)(before[i] - r->start_ns));
+    cr_assert(r->end_ns <= after[i] + 1000000, "span %d ends %lld ns late", i,
+              (long long)(r->end_ns - after[i]));
+    cr_assert(r->end_ns - r->start_ns >= 20000000, "span %d lasted %llu ns", i,
+              (unsigned long long)(r->end_ns - r->start_ns));
+  }
+  pthread_mutex_unlock(&rx->mu);
   perfc_tracing_free(tr);
   rx_stop(rx);
 }

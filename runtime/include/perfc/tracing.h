@@ -178,8 +178,10 @@ PERFC_API int perfc_tracing_flush(perfc_tracer *tr, int64_t timeout_ms);
 
 /** Adds the server interceptor: a server span per call. Register it first
  *  (outermost) so refusals by later interceptors get spans too. Before
- *  perfc_server_start(). Returns 0 (also when tracing is disabled: then
- *  nothing is added) or what perfc_server_add_interceptor() returns. */
+ *  perfc_server_start(). Returns 0 (also when tracing is disabled, or the
+ *  sampler is always_off, which would record no call: then nothing is
+ *  added, and a handler's outgoing calls still carry the caller's trace)
+ *  or what perfc_server_add_interceptor() returns. */
 PERFC_API int perfc_tracing_attach(perfc_tracer *tr, perfc_server *srv);
 
 /** The client interceptor: a client span per outgoing call and the

@@ -8,7 +8,11 @@
 
 #include <string.h>
 
-static _Thread_local perfc_trace_current tls_current;
+/* initial-exec: libperfc is linked, not dlopen'ed (tracing.c's ids do the
+ * same), so each access is one %fs-relative load instead of a
+ * __tls_get_addr call; every traced call sets the slot three times. */
+static _Thread_local perfc_trace_current tls_current
+    __attribute__((tls_model("initial-exec")));
 
 int perfc_trace_current_get(perfc_trace_current *out) {
   if (out == NULL)

@@ -7,9 +7,9 @@
  * per-call slot lookup (perfc__ctx_call_state) and core/. Export (queue,
  * OTLP/HTTP) lives in tracing_export.c.
  *
- * Cost model. With an always_off sampler the server hook returns at once
- * and stores nothing: the trace context a handler passes on is computed
- * only if it makes an outgoing call. Otherwise a server span is allocated
+ * Cost model. With an always_off sampler no server hook is installed: the
+ * trace context a handler passes on is computed only if it makes an
+ * outgoing call. Otherwise a server span is allocated
  * from the call's arena (freed with the call, no malloc), its attributes
  * point at strings (with their lengths) that live as long as the call or
  * the tracer, and only a sampled span is copied, once, into its queue
@@ -35,13 +35,16 @@
 
 /* ---- ids ---------------------------------------------------------------------- */
 
-/* xoshiro256** per thread: ids need to be unique and unpredictable enough
- * for sampling to be uniform, not secret; a system call per id would cost
- * more than the rest of a span. Seeded from getrandom once per thread. */
+/* wyrand per thread: ids need to be unique and uniformly distributed (the
+ * ratio sampler reads their bits), not secret; a system call per id would
+ * cost more than the rest of a span. One 64x64->128 multiply per 8 bytes
+ * (about 10 instructions; xoshiro256**, used before, took about 30 with
+ * its four words of state), a period of 2^64 per thread, and it passes
+ * PractRand and BigCrush. Seeded from getrandom once per thread. */
 /* initial-exec: libperfc is linked, not dlopen'ed, so its few bytes of
  * thread-locals fit glibc's static TLS reserve, and each access is one
  * %fs-relative load instead of a __tls_get_addr call. */
-static _Thread_local uint64_t rng_s[4] __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t rng_s __attribute__((tls_model("initial-exec")));
 static _Thread_local int rng_seeded __attribute__((tls_model("initial-exec")));
 
 static uint64_t splitmix(uint64_t *x) {
@@ -52,36 +55,30 @@ static uint64_t splitmix(uint64_t *x) {
 }
 
 void perfc__tracing_seed(uint64_t seed) {
-  for (int i = 0; i < 4; i++)
-    rng_s[i] = splitmix(&seed);
+  rng_s = splitmix(&seed);
   rng_seeded = 1;
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(void) {
-  if (!rng_seeded) {
-    uint64_t seed;
-    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
-      /* getrandom cannot fail for 8 bytes once the pool is initialised;
-       * if it somehow does, time and the thread's stack address still give
-       * distinct streams per thread. */
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
-             (uint64_t)(uintptr_t)&seed;
-    }
-    perfc__tracing_seed(seed);
+static void rng_seed_once(void) {
+  uint64_t seed;
+  if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+    /* getrandom cannot fail for 8 bytes once the pool is initialised;
+     * if it somehow does, time and the thread's stack address still give
+     * distinct streams per thread. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+           (uint64_t)(uintptr_t)&seed;
   }
-  uint64_t *s = rng_s;
-  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = rotl(s[3], 45);
-  return r;
+  perfc__tracing_seed(seed);
+}
+
+static inline uint64_t rng_next(void) {
+  if (__builtin_expect(!rng_seeded, 0))
+    rng_seed_once();
+  uint64_t x = (rng_s += 0xa0761d6478bd642fULL);
+  __uint128_t m = (__uint128_t)x * (x ^ 0xe7037ed1a0b428dbULL);
+  return (uint64_t)(m >> 64) ^ (uint64_t)m;
 }
 
 void perfc__tracing_random(void *buf, size_t n) {
@@ -102,15 +99,24 @@ static int all_zero(const uint8_t *p, size_t n) {
   return 1;
 }
 
-/* A random id of 8 or 16 bytes, never all zero (W3C: invalid). */
-static void new_id(uint8_t *id, size_t n) {
-  uint64_t r[2] = {0, 0};
+/* Random ids, never all zero (W3C: invalid). Whole words, no byte array
+ * on the stack: each id is one or two draws and stores. */
+static inline void new_span_id(uint8_t id[8]) {
+  uint64_t a;
+  do
+    a = rng_next();
+  while (a == 0);
+  memcpy(id, &a, 8);
+}
+
+static inline void new_trace_id(uint8_t id[16]) {
+  uint64_t a, b;
   do {
-    r[0] = rng_next();
-    if (n > 8)
-      r[1] = rng_next();
-  } while ((r[0] | r[1]) == 0);
-  memcpy(id, r, n);
+    a = rng_next();
+    b = rng_next();
+  } while ((a | b) == 0);
+  memcpy(id, &a, 8);
+  memcpy(id + 8, &b, 8);
 }
 
 /* ---- W3C trace context ------------------------------------------------------ */
@@ -309,30 +315,31 @@ int perfc__tracing_sample(const perfc_tracer *tr,
 /* ---- spans ---------------------------------------------------------------------- */
 
 struct perfc_span {
+  /* What the export queue gets, kept in its queued form while the span
+   * runs, so the end copy is one struct copy plus the arrays and the
+   * strings marked for copy: ids (in q; trace and span id in `sc`), kind,
+   * status, name, status message, tracestate, start, attributes, events,
+   * and the pre-encoded parts (q.pre: attrs[0..pre_n) as OTLP, and
+   * q.pre_head: name and kind). Its strings may be slices here (not
+   * NUL-terminated); q.end_unix_ns is set at the end. */
+  perfc__qspan q;
   perfc_tracer *tr;
   perfc_arena *arena; /* attributes, events and copied strings */
   int owns_arena;     /* child and client spans; server spans use the call's */
   int recording;
   int ended;
   perfc_span_context sc;
-  uint8_t parent_id[8];
-  int has_parent;
-  perfc_span_kind kind;
-  perfc_span_status status;
-  const char *name;
-  const char *status_msg;
-  uint32_t name_len, status_msg_len;
   uint8_t name_copy, status_msg_copy; /* 0: the tracer's, never copied */
-  const char *tracestate; /* passed on and exported; NULL when none */
-  size_t tracestate_len;
   const char *baggage; /* passed on only */
   size_t baggage_len;
-  int64_t start_unix_ns, start_mono_ns;
-  perfc__attr *attrs;
-  uint32_t nattrs, dropped_attrs;
+  int64_t start_mono_ns;
   int user_attrs; /* the API set some: keys may repeat the interceptor's */
-  perfc__event *events;
-  uint32_t nevents, dropped_events;
+  /* Which attrs have strings the end copy must copy (a->copy != 0): bit i
+   * for attrs[i], i < 64; copy_high when one at 64 or above has (then
+   * every attribute is looked at). The copy visits only these, not every
+   * attribute twice. */
+  uint64_t copy_mask;
+  int copy_high;
   int64_t msg_sent, msg_recv;
   /* Set by perfc_tracing_span_start_current(): the thread's slot before
    * this span became current, restored when it ends. */
@@ -353,21 +360,52 @@ static void span_init(perfc_span *s, perfc_tracer *tr,
   s->tr = tr;
   if (parent != NULL) {
     memcpy(s->sc.trace_id, parent->trace_id, 16);
-    memcpy(s->parent_id, parent->span_id, 8);
-    s->has_parent = 1;
+    memcpy(s->q.parent_id, parent->span_id, 8);
+    s->q.has_parent = 1;
   } else {
-    new_id(s->sc.trace_id, 16);
+    new_trace_id(s->sc.trace_id);
   }
-  new_id(s->sc.span_id, 8);
+  new_span_id(s->sc.span_id);
   s->recording = perfc__tracing_sample(tr, parent, s->sc.trace_id);
   s->sc.trace_flags = s->recording ? PERFC_TRACE_FLAG_SAMPLED : 0;
   s->sc.remote = 0;
 }
 
+/* The wall clock as the monotonic clock plus an offset read on this
+ * thread at most once a second (an "anchored" clock, as the Java SDK
+ * does per trace): a span's start and end then cost no clock read of
+ * their own beyond the monotonic one the call already made, and its
+ * duration is exact. A step of the wall clock (NTP) shows in timestamps
+ * within the second. */
+#define ANCHOR_NS 1000000000
+static _Thread_local struct {
+  int64_t mono, offset;
+} anchor __attribute__((tls_model("initial-exec")));
+
+static int64_t unix_from_mono(int64_t mono) {
+  /* Either side of the anchor: a call that started before the anchor was
+   * read (another call's span read it meanwhile) uses it too. */
+  int64_t d = mono - anchor.mono;
+  if (anchor.mono == 0 || d >= ANCHOR_NS || d <= -ANCHOR_NS) {
+    int64_t m = perfc__now_ns();
+    anchor.offset = unix_now_ns() - m;
+    anchor.mono = m;
+  }
+  return mono + anchor.offset;
+}
+
 static void span_start_clock(perfc_span *s, int64_t start_mono_ns) {
-  int64_t now_mono = perfc__now_ns();
-  s->start_mono_ns = start_mono_ns ? start_mono_ns : now_mono;
-  s->start_unix_ns = unix_now_ns() - (now_mono - s->start_mono_ns);
+  s->start_mono_ns = start_mono_ns ? start_mono_ns : perfc__now_ns();
+  s->q.start_unix_ns = unix_from_mono(s->start_mono_ns);
+}
+
+static inline void mark_copy(perfc_span *s, uint32_t i, uint8_t copy) {
+  if (i >= 64)
+    s->copy_high |= copy != 0;
+  else if (copy)
+    s->copy_mask |= (uint64_t)1 << i;
+  else
+    s->copy_mask &= ~((uint64_t)1 << i);
 }
 
 /* Sets an attribute; `dedup` looks for the key among those set, so a key
@@ -381,30 +419,36 @@ static void attr_set(perfc_span *s, const char *key, uint32_t klen, int type,
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_attrs;
-  if (s->attrs == NULL) {
-    s->attrs = perfc_arena_alloc(s->arena, cap * sizeof *s->attrs);
-    if (s->attrs == NULL) {
-      s->dropped_attrs++;
+  if (s->q.attrs == NULL) {
+    s->q.attrs = perfc_arena_alloc(s->arena, cap * sizeof *s->q.attrs);
+    if (s->q.attrs == NULL) {
+      s->q.dropped_attrs++;
       return;
     }
   }
   perfc__attr *a = NULL;
-  for (uint32_t i = 0; dedup && i < s->nattrs; i++)
-    if (s->attrs[i].klen == klen && memcmp(s->attrs[i].key, key, klen) == 0) {
-      a = &s->attrs[i];
+  for (uint32_t i = 0; dedup && i < s->q.nattrs; i++)
+    if (s->q.attrs[i].klen == klen && memcmp(s->q.attrs[i].key, key, klen) == 0) {
+      a = &s->q.attrs[i];
+      /* A pre-encoded attribute changes: the encoder must write it. */
+      if (i < s->q.pre_n) {
+        s->q.pre = NULL;
+        s->q.pre_n = s->q.pre_len = 0;
+      }
       break;
     }
   if (a == NULL) {
-    if (s->nattrs >= cap) {
-      s->dropped_attrs++;
+    if (s->q.nattrs >= cap) {
+      s->q.dropped_attrs++;
       return;
     }
-    a = &s->attrs[s->nattrs++];
+    a = &s->q.attrs[s->q.nattrs++];
   }
   a->key = key;
   a->klen = klen;
   a->type = (uint8_t)type;
   a->copy = copy;
+  mark_copy(s, (uint32_t)(a - s->q.attrs), copy);
   a->vlen = 0;
   if (type == PERFC__ATTR_STR) {
     a->v.s = sv;
@@ -432,19 +476,19 @@ static void event_add(perfc_span *s, const char *name, uint32_t name_len,
   if (!s->recording || s->ended)
     return;
   unsigned cap = s->tr->cfg.max_events;
-  if (s->nevents >= cap) {
-    s->dropped_events++;
+  if (s->q.nevents >= cap) {
+    s->q.dropped_events++;
     return;
   }
-  if (s->events == NULL) {
-    s->events = perfc_arena_alloc(s->arena, cap * sizeof *s->events);
-    if (s->events == NULL) {
-      s->dropped_events++;
+  if (s->q.events == NULL) {
+    s->q.events = perfc_arena_alloc(s->arena, cap * sizeof *s->q.events);
+    if (s->q.events == NULL) {
+      s->q.dropped_events++;
       return;
     }
   }
-  perfc__event *e = &s->events[s->nevents++];
-  e->time_unix_ns = unix_now_ns();
+  perfc__event *e = &s->q.events[s->q.nevents++];
+  e->time_unix_ns = unix_from_mono(perfc__now_ns()); /* the span's clock */
   e->name = name;
   e->name_len = name_len;
   e->name_copy = (uint8_t)name_copy;
@@ -459,7 +503,7 @@ void perfc_span_set_attr_str(perfc_span *s, const char *key, const char *value) 
   char *k = kn < UINT32_MAX ? perfc_arena_strndup(s->arena, key, kn) : NULL;
   char *v = vn < UINT32_MAX ? perfc_arena_strndup(s->arena, value, vn) : NULL;
   if (k == NULL || v == NULL) {
-    s->dropped_attrs++;
+    s->q.dropped_attrs++;
     return;
   }
   s->user_attrs = 1;
@@ -473,7 +517,7 @@ void perfc_span_set_attr_int(perfc_span *s, const char *key, int64_t value) {
   size_t kn = strlen(key);
   char *k = kn < UINT32_MAX ? perfc_arena_strndup(s->arena, key, kn) : NULL;
   if (k == NULL) {
-    s->dropped_attrs++;
+    s->q.dropped_attrs++;
     return;
   }
   s->user_attrs = 1;
@@ -487,7 +531,7 @@ void perfc_span_add_event(perfc_span *s, const char *name) {
   size_t nn = strlen(name);
   char *n = nn < UINT32_MAX ? perfc_arena_strndup(s->arena, name, nn) : NULL;
   if (n == NULL) {
-    s->dropped_events++;
+    s->q.dropped_events++;
     return;
   }
   event_add(s, n, (uint32_t)nn, 1, NULL, 0);
@@ -498,15 +542,15 @@ void perfc_span_set_status(perfc_span *s, perfc_span_status status,
   if (s == NULL || !s->recording || s->ended ||
       (unsigned)status > PERFC_SPAN_STATUS_ERROR)
     return;
-  s->status = status;
-  s->status_msg = NULL;
-  s->status_msg_len = 0;
+  s->q.status = status;
+  s->q.status_msg = NULL;
+  s->q.status_msg_len = 0;
   s->status_msg_copy = 1;
   if (status == PERFC_SPAN_STATUS_ERROR && message != NULL) {
     size_t n = strlen(message);
-    s->status_msg = n < UINT32_MAX ? perfc_arena_strndup(s->arena, message, n)
+    s->q.status_msg = n < UINT32_MAX ? perfc_arena_strndup(s->arena, message, n)
                                    : NULL;
-    s->status_msg_len = s->status_msg ? (uint32_t)n : 0;
+    s->q.status_msg_len = s->q.status_msg ? (uint32_t)n : 0;
   }
 }
 
@@ -518,29 +562,39 @@ void perfc_span_get_context(const perfc_span *s, perfc_span_context *out) {
   *out = s->sc;
 }
 
+/* The first attribute at or after `i` that may have strings to copy;
+ * s->nattrs when none. */
+static inline uint32_t next_copy(const perfc_span *s, uint32_t i) {
+  if (s->copy_high)
+    return i; /* rare: every one is looked at */
+  uint64_t m = i < 64 ? s->copy_mask >> i : 0;
+  uint32_t k = m ? i + (uint32_t)__builtin_ctzll(m) : s->q.nattrs;
+  return k < s->q.nattrs ? k : s->q.nattrs;
+}
+
 /* The size of the one copy a span makes when it ends: struct, arrays and
  * the strings marked for copy, in a single block. Lengths are known: no
  * string is measured here. */
 static size_t span_flat_size(const perfc_span *s) {
   size_t strs = 0;
   if (s->name_copy)
-    strs += s->name_len + 1;
-  if (s->status_msg && s->status_msg_copy)
-    strs += s->status_msg_len + 1;
-  if (s->tracestate)
-    strs += s->tracestate_len + 1;
-  for (uint32_t i = 0; i < s->nattrs; i++) {
-    const perfc__attr *a = &s->attrs[i];
+    strs += s->q.name_len + 1;
+  if (s->q.status_msg && s->status_msg_copy)
+    strs += s->q.status_msg_len + 1;
+  if (s->q.tracestate)
+    strs += s->q.tracestate_len + 1;
+  for (uint32_t i = next_copy(s, 0); i < s->q.nattrs; i = next_copy(s, i + 1)) {
+    const perfc__attr *a = &s->q.attrs[i];
     if (a->copy & PERFC__COPY_KEY)
       strs += a->klen + 1;
     if (a->copy & PERFC__COPY_VAL)
       strs += a->vlen + 1;
   }
-  for (uint32_t i = 0; i < s->nevents; i++)
-    if (s->events[i].name_copy)
-      strs += s->events[i].name_len + 1;
-  return sizeof(perfc__qspan) + s->nattrs * sizeof(perfc__attr) +
-         s->nevents * sizeof(perfc__event) + strs;
+  for (uint32_t i = 0; i < s->q.nevents; i++)
+    if (s->q.events[i].name_copy)
+      strs += s->q.events[i].name_len + 1;
+  return sizeof(perfc__qspan) + s->q.nattrs * sizeof(perfc__attr) +
+         s->q.nevents * sizeof(perfc__event) + strs;
 }
 
 /* Copies n bytes of src to *p, NUL-terminates them, returns the copy. */
@@ -557,34 +611,24 @@ static const char *flat_str(char **p, const char *src, size_t n) {
 static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
                                   void *mem) {
   perfc__qspan *q = mem;
+  /* The span keeps its queued form: one struct copy, then what differs. */
+  *q = s->q;
   memcpy(q->trace_id, s->sc.trace_id, 16);
   memcpy(q->span_id, s->sc.span_id, 8);
-  memcpy(q->parent_id, s->parent_id, 8);
-  q->has_parent = (uint8_t)s->has_parent;
-  q->kind = (uint8_t)s->kind;
-  q->status = (uint8_t)s->status;
   q->flags = s->sc.trace_flags;
-  q->start_unix_ns = s->start_unix_ns;
   q->end_unix_ns = end_unix_ns;
-  q->nattrs = s->nattrs;
-  q->nevents = s->nevents;
-  q->dropped_attrs = s->dropped_attrs;
-  q->dropped_events = s->dropped_events;
   q->attrs = (perfc__attr *)(q + 1);
-  q->events = (perfc__event *)(q->attrs + s->nattrs);
-  char *p = (char *)(q->events + s->nevents);
-  q->name = s->name_copy ? flat_str(&p, s->name, s->name_len) : s->name;
-  q->name_len = s->name_len;
-  q->status_msg = s->status_msg && s->status_msg_copy
-                      ? flat_str(&p, s->status_msg, s->status_msg_len)
-                      : s->status_msg;
-  q->status_msg_len = s->status_msg_len;
-  q->tracestate = s->tracestate ? flat_str(&p, s->tracestate, s->tracestate_len)
-                                : NULL;
-  q->tracestate_len = (uint32_t)s->tracestate_len;
-  if (s->nattrs)
-    memcpy(q->attrs, s->attrs, s->nattrs * sizeof *q->attrs);
-  for (uint32_t i = 0; i < s->nattrs; i++) {
+  q->events = (perfc__event *)(q->attrs + s->q.nattrs);
+  char *p = (char *)(q->events + s->q.nevents);
+  if (s->name_copy)
+    q->name = flat_str(&p, s->q.name, s->q.name_len);
+  if (s->q.status_msg && s->status_msg_copy)
+    q->status_msg = flat_str(&p, s->q.status_msg, s->q.status_msg_len);
+  if (s->q.tracestate)
+    q->tracestate = flat_str(&p, s->q.tracestate, s->q.tracestate_len);
+  if (s->q.nattrs)
+    memcpy(q->attrs, s->q.attrs, s->q.nattrs * sizeof *q->attrs);
+  for (uint32_t i = next_copy(s, 0); i < s->q.nattrs; i = next_copy(s, i + 1)) {
     perfc__attr *a = &q->attrs[i];
     if (a->copy & PERFC__COPY_KEY)
       a->key = flat_str(&p, a->key, a->klen);
@@ -592,9 +636,9 @@ static perfc__qspan *span_flatten(const perfc_span *s, int64_t end_unix_ns,
       a->v.s = flat_str(&p, a->v.s, a->vlen);
     a->copy = 0;
   }
-  if (s->nevents)
-    memcpy(q->events, s->events, s->nevents * sizeof *q->events);
-  for (uint32_t i = 0; i < s->nevents; i++) {
+  if (s->q.nevents)
+    memcpy(q->events, s->q.events, s->q.nevents * sizeof *q->events);
+  for (uint32_t i = 0; i < s->q.nevents; i++) {
     perfc__event *e = &q->events[i];
     if (e->name_copy)
       e->name = flat_str(&p, e->name, e->name_len);
@@ -611,7 +655,7 @@ static void span_finish(perfc_span *s) {
   s->ended = 1;
   if (!s->recording)
     return;
-  int64_t end = s->start_unix_ns + (perfc__now_ns() - s->start_mono_ns);
+  int64_t end = s->q.start_unix_ns + (perfc__now_ns() - s->start_mono_ns);
   size_t size = span_flat_size(s), ticket;
   void *mem = perfc__tracing_claim(s->tr, size, &ticket);
   if (mem != NULL) {
@@ -637,18 +681,18 @@ static perfc_span *span_new_owned(perfc_tracer *tr,
     return NULL;
   span_init(s, tr, parent);
   s->owns_arena = 1;
-  s->kind = kind;
+  s->q.kind = kind;
   if (s->recording) {
     if (perfc_arena_new(&s->arena, 1024) != 0) {
       free(s);
       return NULL;
     }
     size_t nn = strlen(name);
-    s->name = copy_name ? perfc_arena_strndup(s->arena, name, nn) : name;
-    s->name_len = (uint32_t)nn;
+    s->q.name = copy_name ? perfc_arena_strndup(s->arena, name, nn) : name;
+    s->q.name_len = (uint32_t)nn;
     /* Not the tracer's: copied when the span ends. */
     s->name_copy = 1;
-    if (s->name == NULL || nn >= UINT32_MAX) {
+    if (s->q.name == NULL || nn >= UINT32_MAX) {
       perfc_arena_free(s->arena);
       free(s);
       return NULL;
@@ -668,12 +712,12 @@ perfc_span *perfc_tracing_span_start_child(perfc_span *parent, const char *name,
   if (parent == NULL || name == NULL)
     return NULL;
   perfc_span *s = span_new_owned(parent->tr, &parent->sc, name, kind, 1);
-  if (s != NULL && parent->tracestate) {
+  if (s != NULL && parent->q.tracestate) {
     /* The parent's strings outlive the child only while the parent runs;
      * a child that is exported copies them when it ends, which happens
      * before the parent ends for every span the data layer makes. */
-    s->tracestate = parent->tracestate;
-    s->tracestate_len = parent->tracestate_len;
+    s->q.tracestate = parent->q.tracestate;
+    s->q.tracestate_len = parent->q.tracestate_len;
   }
   return s;
 }
@@ -908,8 +952,8 @@ static void interned_free(perfc_tracer *tr) {
 
 /* A status message that lives forever (perfc_status_name's). */
 static void status_msg_static(perfc_span *s, const char *msg) {
-  s->status_msg = msg;
-  s->status_msg_len = (uint32_t)strlen(msg);
+  s->q.status_msg = msg;
+  s->q.status_msg_len = (uint32_t)strlen(msg);
   s->status_msg_copy = 0;
 }
 
@@ -922,7 +966,31 @@ typedef struct method_info {
   const char *method;  /* "Method" */
   uint32_t name_len, service_len, method_len;
   int streaming;
+  /* rpc.system, rpc.service and rpc.method as encoded OTLP attributes
+   * (interned): every span of the method has them, so the exporter copies
+   * these bytes instead of encoding three KeyValues per span. */
+  const uint8_t *pre;
+  uint32_t pre_len;
+  /* The span's name and kind (SERVER), encoded once the same way. */
+  const uint8_t *pre_head;
+  uint32_t pre_head_len;
 } method_info;
+
+/* A server span's first three attributes, the same for every call of the
+ * method (srv_before writes them, perfc__otlp_attrs_encode pre-encodes
+ * them). */
+static void method_attrs(const method_info *mi, perfc__attr at[3]) {
+  static const char sys[] = "rpc.system", svc[] = "rpc.service",
+                    mth[] = "rpc.method";
+  at[0] = (perfc__attr){.key = sys, .klen = sizeof sys - 1,
+                        .type = PERFC__ATTR_STR, .v.s = "grpc", .vlen = 4};
+  at[1] = (perfc__attr){.key = svc, .klen = sizeof svc - 1,
+                        .type = PERFC__ATTR_STR, .v.s = mi->service,
+                        .vlen = mi->service_len};
+  at[2] = (perfc__attr){.key = mth, .klen = sizeof mth - 1,
+                        .type = PERFC__ATTR_STR, .v.s = mi->method,
+                        .vlen = mi->method_len};
+}
 
 static void *srv_method_init(void *self, const perfc_service_desc *svc,
                              const perfc_method_desc *m) {
@@ -945,6 +1013,22 @@ static void *srv_method_init(void *self, const perfc_service_desc *svc,
     free(mi);
     return NULL;
   }
+  perfc__attr fixed[3];
+  method_attrs(mi, fixed);
+  size_t plen = 0;
+  uint8_t *pre = perfc__otlp_attrs_encode(fixed, 3, &plen);
+  /* Without it (no memory) the spans are encoded attribute by attribute. */
+  if (pre != NULL && plen < UINT32_MAX) {
+    mi->pre = (const uint8_t *)intern(tr, (const char *)pre, plen);
+    mi->pre_len = mi->pre ? (uint32_t)plen : 0;
+  }
+  free(pre);
+  pre = perfc__otlp_head_encode(mi->name, mi->name_len, PERFC_SPAN_SERVER, &plen);
+  if (pre != NULL && plen < UINT32_MAX) {
+    mi->pre_head = (const uint8_t *)intern(tr, (const char *)pre, plen);
+    mi->pre_head_len = mi->pre_head ? (uint32_t)plen : 0;
+  }
+  free(pre);
   return mi;
 }
 
@@ -1018,11 +1102,13 @@ static perfc_status_code srv_before(void *self, void *method_state,
   int has = incoming_parent(ctx, &parent, &ts, &tslen, &bg, &bglen);
   span_init(s, tr, has ? &parent : NULL);
   s->arena = a;
-  s->kind = PERFC_SPAN_SERVER;
-  s->name = mi->name;
-  s->name_len = mi->name_len;
-  s->tracestate = ts;
-  s->tracestate_len = tslen;
+  s->q.kind = PERFC_SPAN_SERVER;
+  s->q.name = mi->name;
+  s->q.name_len = mi->name_len;
+  s->q.pre_head = mi->pre_head;
+  s->q.pre_head_len = mi->pre_head_len;
+  s->q.tracestate = ts;
+  s->q.tracestate_len = (uint32_t)tslen; /* <= 512: validated */
   s->baggage = bg;
   s->baggage_len = bglen;
   if (s->recording) {
@@ -1038,19 +1124,23 @@ static perfc_status_code srv_before(void *self, void *method_state,
     perfc__attr *at = perfc_arena_alloc(a, tr->cfg.max_attrs * sizeof *at);
     uint32_t n = 0;
     if (at != NULL) {
-      at[n++] = ATTR_STR("rpc.system", "grpc", 4, 0);
-      at[n++] = ATTR_STR("rpc.service", mi->service, mi->service_len, 0);
-      at[n++] = ATTR_STR("rpc.method", mi->method, mi->method_len, 0);
+      method_attrs(mi, at);
+      n = 3;
+      s->q.pre = mi->pre;
+      s->q.pre_len = mi->pre_len;
+      s->q.pre_n = mi->pre ? 3 : 0;
       /* A slice of the peer, or a copy in the call's arena: either way
        * copied when the span ends. */
-      if (addr != NULL)
+      if (addr != NULL) {
+        s->copy_mask |= (uint64_t)1 << n; /* n < 8 */
         at[n++] = ATTR_STR("network.peer.address", addr, alen, PERFC__COPY_VAL);
+      }
       if (port >= 0)
         at[n++] = ATTR_INT("network.peer.port", port);
-      s->attrs = at;
-      s->nattrs = n;
+      s->q.attrs = at;
+      s->q.nattrs = n;
     } else {
-      s->dropped_attrs = 3 + (addr != NULL) + (port >= 0);
+      s->q.dropped_attrs = 3 + (addr != NULL) + (port >= 0);
     }
   }
   *call_state = s;
@@ -1064,13 +1154,16 @@ static void srv_on_message(void *self, void *method_state, perfc_ctx *ctx,
   (void)ctx;
   method_info *mi = method_state;
   perfc_span *s = call_state;
-  /* A request decoded here is about to reach its handler on this thread
-   * (a worker, for a pool method that had nothing to try inline). */
-  if (s != NULL)
+  /* Unary calls: nothing to do. `before` made the span current on the
+   * thread that decodes the request, and perfc_pool_submit() carries it
+   * to the worker a pool handler runs on; message events on a unary call
+   * would say nothing the span does not. */
+  if (s == NULL || mi == NULL || !mi->streaming)
+    return;
+  /* A stream's message read by its handler's thread (a worker). */
+  if (!sent)
     set_current(s);
-  /* Message events on streams only: on a unary call they say nothing the
-   * span does not. */
-  if (s == NULL || !s->recording || mi == NULL || !mi->streaming)
+  if (!s->recording)
     return;
   if (sent)
     event_add(s, LIT("message"), 0, "SENT", ++s->msg_sent);
@@ -1089,9 +1182,13 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   perfc_trace_current_set(NULL);
   if (!s->recording)
     return;
-  attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
-  s->status = grpc_span_status(code, 1);
-  if (s->status == PERFC_SPAN_STATUS_ERROR)
+  if (!s->user_attrs && s->q.attrs != NULL && s->q.nattrs < s->tr->cfg.max_attrs)
+    /* The interceptor's own key, on a span only it wrote: no search. */
+    s->q.attrs[s->q.nattrs++] = ATTR_INT("rpc.grpc.status_code", (int64_t)code);
+  else
+    attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
+  s->q.status = grpc_span_status(code, 1);
+  if (s->q.status == PERFC_SPAN_STATUS_ERROR)
     status_msg_static(s, perfc_status_name(code));
   span_finish(s);
 }
@@ -1116,7 +1213,7 @@ int perfc_tracing_ctx_span_context(perfc_ctx *ctx, perfc_span_context *out) {
   if (!incoming_parent(ctx, &p, NULL, NULL, NULL, NULL))
     return PERFC_ENOENT;
   *out = p;
-  new_id(out->span_id, 8);
+  new_span_id(out->span_id);
   out->trace_flags = 0;
   out->remote = 0;
   return 0;
@@ -1125,7 +1222,11 @@ int perfc_tracing_ctx_span_context(perfc_ctx *ctx, perfc_span_context *out) {
 int perfc_tracing_attach(perfc_tracer *tr, perfc_server *srv) {
   if (tr == NULL || srv == NULL)
     return PERFC_EINVAL;
-  if (tr->cfg.disabled)
+  /* always_off: the server hook would do nothing for any call, so it is
+   * not installed (a server then pays nothing per call); a handler's
+   * outgoing call still continues the caller's trace
+   * (perfc_tracing_ctx_span_context reads the request metadata). */
+  if (tr->cfg.disabled || tr->fast_off)
     return 0;
   perfc_server_interceptor ic = {
       .name = "tracing",
@@ -1183,13 +1284,13 @@ static size_t cli_outgoing(void *self, const perfc_client_call_info *info,
     return 0;
   }
   perfc_span *s = cc->span;
-  if (ps != NULL && ps->tracestate)
-    cc->tracestate = strndup(ps->tracestate, ps->tracestate_len);
+  if (ps != NULL && ps->q.tracestate)
+    cc->tracestate = strndup(ps->q.tracestate, ps->q.tracestate_len);
   if (ps != NULL && ps->baggage)
     cc->baggage = strndup(ps->baggage, ps->baggage_len);
   if (s->recording) {
-    s->tracestate = cc->tracestate;
-    s->tracestate_len = cc->tracestate ? strlen(cc->tracestate) : 0;
+    s->q.tracestate = cc->tracestate;
+    s->q.tracestate_len = cc->tracestate ? (uint32_t)strlen(cc->tracestate) : 0;
     const char *slash = strchr(name, '/');
     attr_own_str(s, LIT("rpc.system"), "grpc", 4, 0);
     if (slash != NULL)
@@ -1241,8 +1342,8 @@ static void cli_after(void *self, const perfc_method_desc *m, void *call_state,
   perfc_span *s = cc->span;
   if (s->recording) {
     attr_own_int(s, LIT("rpc.grpc.status_code"), (int64_t)code);
-    s->status = grpc_span_status(code, 0);
-    if (s->status == PERFC_SPAN_STATUS_ERROR)
+    s->q.status = grpc_span_status(code, 0);
+    if (s->q.status == PERFC_SPAN_STATUS_ERROR)
       status_msg_static(s, perfc_status_name(code));
   }
   span_finish(s);

@@ -23,6 +23,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,10 @@
 /* A receiver's answer is read up to this size (a partial-success message
  * or an error text); more is discarded. */
 #define MAX_RESPONSE_BYTES 65536
+
+/* The encoder's writers must inline for ob_span's local buffer copy to
+ * stay in registers. */
+#define OB_INLINE static inline __attribute__((always_inline))
 
 /* ---- queue ------------------------------------------------------------------------ */
 
@@ -137,7 +142,7 @@ enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
 /* Bytes written so far, counted from the end: stays valid when the buffer
  * grows (growing keeps the written tail at the end). */
-static size_t ob_off(const perfc__otlp_buf *b) {
+OB_INLINE size_t ob_off(const perfc__otlp_buf *b) {
   return (size_t)(b->mem + b->cap - b->p);
 }
 
@@ -165,7 +170,7 @@ static inline int ob_need(perfc__otlp_buf *b, size_t n) {
 
 /* The callers reserve room first: a varint is at most 10 bytes, a tag 2.
  * Its length first, then its bytes forward: no staging copy. */
-static inline void ob_varint(perfc__otlp_buf *b, uint64_t v) {
+OB_INLINE void ob_varint(perfc__otlp_buf *b, uint64_t v) {
   if (v < 0x80) {
     *--b->p = (uint8_t)v;
     return;
@@ -182,7 +187,7 @@ static inline void ob_varint(perfc__otlp_buf *b, uint64_t v) {
   *o = (uint8_t)v;
 }
 
-static inline void ob_tag(perfc__otlp_buf *b, unsigned field, unsigned wt) {
+OB_INLINE void ob_tag(perfc__otlp_buf *b, unsigned field, unsigned wt) {
   uint32_t t = field << 3 | wt;
   if (t < 0x80) {
     *--b->p = (uint8_t)t;
@@ -218,13 +223,14 @@ static inline int ob_str(perfc__otlp_buf *b, unsigned field, const char *s) {
 }
 
 /* Writers that do not check for room: ob_span reserves a bound on the
- * whole span once (span_bound) and then writes with these. */
-static inline void put_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
+ * span's parts once (span_tail_bound, span_head_bound, each attribute)
+ * and then writes with these. */
+OB_INLINE void put_close(perfc__otlp_buf *b, unsigned field, size_t mark) {
   ob_varint(b, ob_off(b) - mark);
   ob_tag(b, field, WT_LEN);
 }
 
-static inline void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
+OB_INLINE void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
                              size_t n) {
   b->p -= n;
   memcpy(b->p, v, n);
@@ -232,30 +238,40 @@ static inline void put_bytes(perfc__otlp_buf *b, unsigned field, const void *v,
   ob_tag(b, field, WT_LEN);
 }
 
-static inline void put_str(perfc__otlp_buf *b, unsigned field, const char *s,
+OB_INLINE void put_str(perfc__otlp_buf *b, unsigned field, const char *s,
                            size_t n) {
   if (n)
     put_bytes(b, field, s, n);
 }
 
-static inline void put_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+OB_INLINE void put_uint(perfc__otlp_buf *b, unsigned field, uint64_t v) {
   if (v == 0)
     return;
   ob_varint(b, v);
   ob_tag(b, field, WT_VARINT);
 }
 
-static inline void put_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
+/* Little-endian stores: one move on x86 and other little-endian hosts
+ * (the byte loop cost about 20 instructions per value). */
+OB_INLINE void put_le64(uint8_t *o, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(o, &v, 8);
+#else
+  for (int i = 0; i < 8; i++)
+    o[i] = (uint8_t)(v >> (8 * i));
+#endif
+}
+
+OB_INLINE void put_fixed64(perfc__otlp_buf *b, unsigned field, uint64_t v) {
   if (v == 0)
     return;
   b->p -= 8;
-  for (int i = 0; i < 8; i++)
-    b->p[i] = (uint8_t)(v >> (8 * i));
+  put_le64(b->p, v);
   ob_tag(b, field, WT_I64);
 }
 
 /* KeyValue as element `field`, without room checks (see ob_kv). */
-static inline void put_kv(perfc__otlp_buf *b, unsigned field, const char *key,
+OB_INLINE void put_kv(perfc__otlp_buf *b, unsigned field, const char *key,
                           size_t klen, int type, const char *sv, size_t svlen,
                           int64_t iv) {
   size_t kv = ob_off(b);
@@ -291,31 +307,46 @@ static int ob_kv(perfc__otlp_buf *b, unsigned field, const char *key, int type,
   return ob_close(b, field, kv);
 }
 
-/* Room for one span: its strings plus a generous fixed part per field.
- * A tag is at most 2 bytes here, a varint 10, a length 10; a KeyValue has
- * 4 tags, 3 lengths and a value: at most 64 bytes besides its strings. */
-static size_t span_bound(const perfc__qspan *q) {
-  size_t n = 256 + (size_t)q->name_len + q->status_msg_len + q->tracestate_len;
-  for (uint32_t i = 0; i < q->nattrs; i++)
-    n += 64 + (size_t)q->attrs[i].klen + q->attrs[i].vlen;
+/* Room for the fields a span writes after its attributes (back to front:
+ * flags, status, events), and before them. A tag is at most 2 bytes here,
+ * a varint 10, a length 10; a KeyValue has 4 tags, 3 lengths and a value:
+ * at most 64 bytes besides its strings; each attribute reserves its own. */
+static size_t span_tail_bound(const perfc__qspan *q) {
+  size_t n = 64 + (size_t)q->status_msg_len;
   for (uint32_t i = 0; i < q->nevents; i++)
     n += 224 + (size_t)q->events[i].name_len;
   return n;
 }
 
-/* One Span, as element 2 of ScopeSpans: one room check, then unchecked
- * writes with the lengths the span carries (no strlen). */
-static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
-  if (ob_need(b, span_bound(q)) != 0)
+static size_t span_head_bound(const perfc__qspan *q) {
+  return 192 + (size_t)q->name_len + q->tracestate_len +
+         (q->pre ? q->pre_len : 0) + (q->pre_head ? q->pre_head_len : 0);
+}
+
+/* One Span, as element 2 of ScopeSpans: a room check per part (the fields
+ * after the attributes, each attribute, the fields before), then
+ * unchecked writes with the lengths the span carries (no strlen). */
+static int ob_span(perfc__otlp_buf *ob, const perfc__qspan *q) {
+  if (ob_need(ob, span_tail_bound(q)) != 0)
     return -1;
+  /* The unchecked writes go through a local copy of the buffer's
+   * pointers: a byte stored through ob->p may alias *ob, so the compiler
+   * reloaded the pointers after every byte; the copy's address never
+   * leaves this function, so they stay in registers. Reservations (which
+   * may move the buffer) go through ob, and the copy is taken again. */
+  perfc__otlp_buf w = *ob, *b = &w;
   size_t span = ob_off(b);
   /* flags = 16: the W3C trace flags, plus "has is_remote" and "is_remote"
    * for the parent, as OTLP 1.1 defines. */
   uint32_t flags = q->flags | 0x100u |
                    (q->has_parent && q->kind == PERFC_SPAN_SERVER ? 0x200u : 0);
   b->p -= 4;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(b->p, &flags, 4);
+#else
   for (int i = 0; i < 4; i++)
     b->p[i] = (uint8_t)(flags >> (8 * i));
+#endif
   ob_tag(b, 16, WT_I32);
   /* status = 15: Status{message = 2, code = 3}, always present */
   size_t st = ob_off(b);
@@ -337,20 +368,39 @@ static int ob_span(perfc__otlp_buf *b, const perfc__qspan *q) {
     put_close(b, 11, ev);
   }
   put_uint(b, 10, q->dropped_attrs);
-  for (uint32_t i = q->nattrs; i-- > 0;) {
+  ob->p = w.p;
+  uint32_t pre_n = q->pre != NULL && q->pre_n <= q->nattrs ? q->pre_n : 0;
+  for (uint32_t i = q->nattrs; i-- > pre_n;) {
     const perfc__attr *a = &q->attrs[i];
+    if (ob_need(ob, 64 + (size_t)a->klen + a->vlen) != 0)
+      return -1;
+    w = *ob;
     put_kv(b, 9, a->key, a->klen, a->type, a->v.s, a->vlen, a->v.i);
+    ob->p = w.p;
+  }
+  if (ob_need(ob, span_head_bound(q)) != 0)
+    return -1;
+  w = *ob;
+  if (pre_n) {
+    b->p -= q->pre_len;
+    memcpy(b->p, q->pre, q->pre_len);
   }
   put_fixed64(b, 8, (uint64_t)q->end_unix_ns);
   put_fixed64(b, 7, (uint64_t)q->start_unix_ns);
-  put_uint(b, 6, q->kind);
-  put_str(b, 5, q->name, q->name_len);
+  if (q->pre_head != NULL) {
+    b->p -= q->pre_head_len;
+    memcpy(b->p, q->pre_head, q->pre_head_len);
+  } else {
+    put_uint(b, 6, q->kind);
+    put_str(b, 5, q->name, q->name_len);
+  }
   if (q->has_parent)
     put_bytes(b, 4, q->parent_id, 8);
   put_str(b, 3, q->tracestate, q->tracestate ? q->tracestate_len : 0);
   put_bytes(b, 2, q->span_id, 8);
   put_bytes(b, 1, q->trace_id, 16);
   put_close(b, 2, span);
+  ob->p = w.p;
   return 0;
 }
 
@@ -425,6 +475,40 @@ int perfc__otlp_encode(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg,
 void perfc__otlp_buf_free(perfc__otlp_buf *b) {
   free(b->mem);
   memset(b, 0, sizeof *b);
+}
+
+uint8_t *perfc__otlp_head_encode(const char *name, size_t name_len, int kind,
+                                 size_t *len) {
+  perfc__otlp_buf b = {0};
+  if (ob_grow(&b, 32 + name_len) != 0)
+    return NULL;
+  put_uint(&b, 6, (uint64_t)kind);
+  put_str(&b, 5, name, name_len);
+  *len = ob_off(&b);
+  uint8_t *out = malloc(*len ? *len : 1);
+  if (out != NULL)
+    memcpy(out, b.p, *len);
+  perfc__otlp_buf_free(&b);
+  return out;
+}
+
+uint8_t *perfc__otlp_attrs_encode(const perfc__attr *attrs, size_t n,
+                                  size_t *len) {
+  perfc__otlp_buf b = {0};
+  size_t need = 16;
+  for (size_t i = 0; i < n; i++)
+    need += 64 + (size_t)attrs[i].klen + attrs[i].vlen;
+  if (ob_grow(&b, need) != 0)
+    return NULL;
+  for (size_t i = n; i-- > 0;)
+    put_kv(&b, 9, attrs[i].key, attrs[i].klen, attrs[i].type, attrs[i].v.s,
+           attrs[i].vlen, attrs[i].v.i);
+  *len = ob_off(&b);
+  uint8_t *out = malloc(*len ? *len : 1);
+  if (out != NULL)
+    memcpy(out, b.p, *len);
+  perfc__otlp_buf_free(&b);
+  return out;
 }
 
 /* The exporter's compressor, kept across batches: deflateReset instead of
@@ -528,21 +612,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
  * PERFC_EIO when it did not (connection refused, timeout). */
 static int post(perfc_tracer *tr, const uint8_t *body, size_t len,
                 int64_t timeout_ms, http_answer *ans) {
-  CURL *h = tr->http;
-  struct curl_slist *hdrs = NULL;
-  hdrs = curl_slist_append(hdrs, "Content-Type: application/x-protobuf");
-  if (tr->cfg.gzip)
-    hdrs = curl_slist_append(hdrs, "Content-Encoding: gzip");
-  /* No "Expect: 100-continue" round trip for bodies over 1 KiB. */
-  hdrs = curl_slist_append(hdrs, "Expect:");
-  for (const char *p = tr->cfg.headers; p && *p; p += strlen(p) + 1)
-    hdrs = curl_slist_append(hdrs, p);
+  CURL *h = tr->http; /* URL, headers and method: set once, at start */
   ans->status = 0;
   ans->retry_after_ms = -1;
   ans->body_len = 0;
-  curl_easy_setopt(h, CURLOPT_URL, tr->cfg.endpoint);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(h, CURLOPT_POST, 1L);
   curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)body);
   curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
@@ -553,7 +626,6 @@ static int post(perfc_tracer *tr, const uint8_t *body, size_t len,
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, ans);
   CURLcode rc = curl_easy_perform(h);
-  curl_slist_free_all(hdrs);
   atomic_fetch_add_explicit(&tr->requests, 1, memory_order_relaxed);
   if (rc != CURLE_OK) {
     perfc_log_ratelimited(PERFC_LOG_WARN, PERFC_LOG_SITE,
@@ -752,7 +824,14 @@ static void *exporter_main(void *arg) {
       tr->done_pos = atomic_load(&tr->deq);
       pthread_cond_broadcast(&tr->cv);
       pthread_mutex_unlock(&tr->mu);
-    } while (taken == cap);
+      /* Another batch now only when it is full, or everything must go (a
+       * stop, a flush): the few spans that arrived while this one was
+       * sent wait for the next full batch or the schedule, instead of
+       * costing a request of their own (a POST costs about as much as
+       * encoding 150 spans). */
+    } while (taken == cap &&
+             (stopping || atomic_load(&tr->deq) < target ||
+              atomic_load(&tr->enq) - atomic_load(&tr->deq) >= cap));
     next = mono_ms() + tr->cfg.delay_ms;
     if (stopping)
       break;
@@ -792,11 +871,24 @@ int perfc__tracing_export_start(perfc_tracer *tr) {
   if (tr->cells == NULL)
     return PERFC_ENOMEM;
   tr->mask = n - 1;
-  for (size_t i = 0; i < n; i++)
+  /* Every cell's buffer in one block, made here and not on the calls'
+   * threads: no malloc on a call's path even while the queue first fills,
+   * and the calls' threads' heaps stay as they are without a tracer. Its
+   * pages become resident as the queue first cycles through them (a
+   * block this size is mmap'ed), as the per-cell buffers did. A queue too
+   * large for one block makes its buffers on first use instead. */
+  tr->cell_mem = n <= SIZE_MAX / PERFC__QCELL_BYTES
+                     ? malloc(n * PERFC__QCELL_BYTES)
+                     : NULL;
+  for (size_t i = 0; i < n; i++) {
     atomic_init(&tr->cells[i].seq, i);
+    if (tr->cell_mem != NULL)
+      tr->cells[i].buf = (char *)tr->cell_mem + i * PERFC__QCELL_BYTES;
+  }
   pthread_once(&curl_once, curl_init_once);
   tr->http = curl_easy_init();
   if (tr->http == NULL) {
+    free(tr->cell_mem);
     free(tr->cells);
     return PERFC_ENOMEM;
   }
@@ -805,11 +897,45 @@ int perfc__tracing_export_start(perfc_tracer *tr) {
   curl_easy_setopt(tr->http, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
   curl_easy_setopt(tr->http, CURLOPT_USERAGENT, "perfc-otlp/" PERFC_TRACING_VERSION);
+  /* What every request has, set once instead of per POST. */
+  struct curl_slist *hdrs = NULL, *h;
+  int ok = (h = curl_slist_append(hdrs, "Content-Type: application/x-protobuf")) != NULL;
+  hdrs = ok ? h : hdrs;
+  if (ok && tr->cfg.gzip)
+    hdrs = (ok = (h = curl_slist_append(hdrs, "Content-Encoding: gzip")) != NULL) ? h : hdrs;
+  /* No "Expect: 100-continue" round trip for bodies over 1 KiB. */
+  if (ok)
+    hdrs = (ok = (h = curl_slist_append(hdrs, "Expect:")) != NULL) ? h : hdrs;
+  for (const char *p = tr->cfg.headers; ok && p && *p; p += strlen(p) + 1)
+    hdrs = (ok = (h = curl_slist_append(hdrs, p)) != NULL) ? h : hdrs;
+  if (!ok || curl_easy_setopt(tr->http, CURLOPT_URL, tr->cfg.endpoint) != CURLE_OK) {
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(tr->http);
+    free(tr->cell_mem);
+    free(tr->cells);
+    return PERFC_ENOMEM;
+  }
+  tr->http_hdrs = hdrs;
+  curl_easy_setopt(tr->http, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(tr->http, CURLOPT_POST, 1L);
   sem_init(&tr->wake, 0, 0);
   pthread_mutex_init(&tr->mu, NULL);
   pthread_cond_init(&tr->cv, NULL);
-  if (pthread_create(&tr->thread, NULL, exporter_main, tr) != 0) {
+  /* Signals belong to the application's threads (perfc_server_run's, or
+   * its own): the exporter starts with all of them blocked, as the h2
+   * loops do, so none is delivered to it. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int crc = pthread_create(&tr->thread, NULL, exporter_main, tr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (crc == 0)
+    pthread_setname_np(tr->thread, "perfc-otlp");
+  if (crc != 0) {
+    curl_slist_free_all(hdrs);
+    tr->http_hdrs = NULL;
     curl_easy_cleanup(tr->http);
+    free(tr->cell_mem);
     free(tr->cells);
     sem_destroy(&tr->wake);
     pthread_mutex_destroy(&tr->mu);
@@ -827,8 +953,13 @@ void perfc__tracing_export_stop(perfc_tracer *tr) {
   sem_post(&tr->wake);
   pthread_join(tr->thread, NULL);
   curl_easy_cleanup(tr->http);
-  for (size_t i = 0; i <= tr->mask; i++)
-    free(tr->cells[i].buf);
+  curl_slist_free_all(tr->http_hdrs);
+  tr->http_hdrs = NULL;
+  if (tr->cell_mem == NULL)
+    for (size_t i = 0; i <= tr->mask; i++)
+      free(tr->cells[i].buf);
+  free(tr->cell_mem);
+  tr->cell_mem = NULL;
   free(tr->cells);
   sem_destroy(&tr->wake);
   pthread_mutex_destroy(&tr->mu);

@@ -70,6 +70,16 @@ typedef struct perfc__qspan {
   uint32_t nattrs, nevents, dropped_attrs, dropped_events;
   perfc__attr *attrs;
   perfc__event *events;
+  /* attrs[0..pre_n) already encoded as OTLP Span.attributes elements
+   * (pre_len bytes, the tracer's: a server span's rpc.system, rpc.service
+   * and rpc.method are the same for every call of its method), which the
+   * encoder copies instead of encoding them again. pre_n 0: none. */
+  const uint8_t *pre;
+  uint32_t pre_len, pre_n;
+  /* `name` and `kind` already encoded (Span fields 5 and 6, the tracer's:
+   * the same for every server span of a method); NULL: encode them. */
+  const uint8_t *pre_head;
+  uint32_t pre_head_len;
 } perfc__qspan;
 
 /* Bounded multi-producer single-consumer queue (Vyukov's array queue):
@@ -84,7 +94,8 @@ typedef struct perfc__qspan {
 typedef struct perfc__qcell {
   atomic_size_t seq;
   perfc__qspan *span; /* in `buf`, or a block of its own; NULL: none */
-  void *buf;          /* PERFC__QCELL_BYTES, made on first use */
+  void *buf;          /* PERFC__QCELL_BYTES: in tr->cell_mem, or made on
+                       * first use when that block could not be made */
 } perfc__qcell;
 
 typedef struct perfc__tracing_cfg {
@@ -115,6 +126,7 @@ struct perfc_tracer {
   /* queue */
   perfc__qcell *cells;
   size_t mask;
+  void *cell_mem; /* every cell's buffer, one block; NULL: made per cell */
   _Alignas(64) atomic_size_t enq;
   _Alignas(64) atomic_size_t deq;
   _Alignas(64) atomic_uint_fast64_t dropped_full;
@@ -129,7 +141,8 @@ struct perfc_tracer {
   size_t done_pos;     /* positions below are answered */
   int stopping;
   atomic_int stop;
-  void *http; /* CURL * */
+  void *http;      /* CURL * */
+  void *http_hdrs; /* struct curl_slist *: the request headers, made once */
 
   /* counters, written by the exporter thread only (and dropped_full) */
   atomic_uint_fast64_t exported, dropped_export, requests, retries, popped;
@@ -174,6 +187,15 @@ int perfc__otlp_encode(perfc__otlp_buf *b, const perfc__tracing_cfg *cfg,
                        perfc__qspan *const *spans, size_t n,
                        const uint8_t **out, size_t *len);
 void perfc__otlp_buf_free(perfc__otlp_buf *b);
+/* Encodes attrs[0..n) as the Span.attributes elements the encoder would
+ * write for them (a qspan's `pre`), into a malloc'd block the caller frees;
+ * NULL when out of memory. */
+uint8_t *perfc__otlp_attrs_encode(const perfc__attr *attrs, size_t n,
+                                  size_t *len);
+/* Encodes Span.name and Span.kind as the encoder would write them (a
+ * qspan's `pre_head`), into a malloc'd block; NULL when out of memory. */
+uint8_t *perfc__otlp_head_encode(const char *name, size_t name_len, int kind,
+                                 size_t *len);
 
 /* Starts and stops the exporter thread (tracing_export.c). */
 int perfc__tracing_export_start(perfc_tracer *tr);
