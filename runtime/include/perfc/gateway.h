@@ -7,8 +7,9 @@
  *
  * Room: runtime/src/gateway, link unit libperfc-gateway (perfc::gateway,
  * pkg-config perfc-gateway), which adds yajl; a gRPC-only service links
- * neither. These functions serve no socket: the HTTP listener that calls
- * them is perfc's h2 transport's job (issue #18, item 3).
+ * neither. perfc_gateway_attach() serves the routes on a server's port:
+ * the h2 transport's listener parses HTTP/1.1 and HTTP/2 and calls this
+ * unit through perfc/http_codec.h.
  *
  * Memory: everything a function returns (messages, strings, match results)
  * lives in the arena it was given (perfc/arena.h), normally the call's
@@ -22,6 +23,7 @@
 #include "perfc/arena.h"
 #include "perfc/common.h"
 #include "perfc/http_route.h"
+#include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
 
@@ -203,6 +205,38 @@ PERFC_API int perfc_gateway_status_json(perfc_status_code code,
                                         const char *message,
                                         perfc_arena *arena, char **out,
                                         size_t *len);
+
+/* ---- serving: the gateway on a server's port -------------------------- */
+
+typedef struct perfc_gateway_opts {
+  /** How bodies are read and written (lowerCamelCase out by default;
+   *  resolve_type NULL: every message of the server's services). */
+  perfc_json_opts json;
+  /** Largest request body (0 = PERFC_DEFAULT_HTTP_MAX_BODY_BYTES, 4 MiB);
+   *  a larger one is answered 413. */
+  size_t max_body_bytes;
+  /** An idle HTTP/1.1 keep-alive connection closes after this long
+   *  (0 = PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS, 60 s). */
+  int64_t idle_timeout_ms;
+} perfc_gateway_opts;
+
+/** Fills `o` with the defaults above. */
+PERFC_API void perfc_gateway_opts_init(perfc_gateway_opts *o);
+
+/** Serves the server's google.api.http routes as HTTP/JSON on its own
+ *  listening ports, beside gRPC: HTTP/1.1 (keep-alive, pipelining) and
+ *  HTTP/2 requests whose content-type is not application/grpc*. The
+ *  routes of every service added before perfc_server_start() are served;
+ *  each request runs the method's handler through the server's
+ *  interceptors like a gRPC call. `opts` is copied (NULL: defaults). The
+ *  server owns what this allocates. Before perfc_server_start(), once.
+ *  Returns 0, PERFC_EINVAL (NULL server, or a server on the C core
+ *  transport: HTTP/JSON needs server.transport h2), PERFC_ESTATE
+ *  (started, or attached already) or PERFC_ENOMEM; the router's own
+ *  errors (two services with the same route: PERFC_EEXIST) come from
+ *  perfc_server_start(). See docs/http-json.md. */
+PERFC_API int perfc_gateway_attach(const perfc_gateway_opts *opts,
+                                   perfc_server *srv);
 
 #ifdef __cplusplus
 }

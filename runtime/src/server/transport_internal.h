@@ -27,6 +27,7 @@
 #define PERFC_SERVER_TRANSPORT_INTERNAL_H
 
 #include "perfc/arena.h"
+#include "perfc/http_codec.h"
 #include "perfc/interceptor.h"
 #include "perfc/server.h"
 #include "perfc/stream.h"
@@ -183,6 +184,11 @@ struct perfc__transport_ops {
    * transport's threads. */
   void (*stop)(void *t);
   void (*free)(void *t);
+  /* Optional (NULL: the transport serves gRPC only): serve HTTP/JSON
+   * through `codec` (perfc/http_codec.h; copied, user_data borrowed).
+   * Before start. 0, PERFC_ESTATE (set already), PERFC_ENOMEM. */
+  int (*set_http_codec)(void *t, const perfc_http_codec *codec,
+                        void *user_data);
 
   /* ---- per call ---- */
   /* Ends the call: the headers (with ctx->initial_md) unless sent, the

@@ -79,6 +79,11 @@ void perfc__h2_conn_fatal(perfc__h2_conn *c, uint32_t code, const char *why) {
   perfc__h2_conn_defer_flush(c);
 }
 
+void perfc__h2_conn_timer_at_most(perfc__h2_conn *c, int64_t at) {
+  if (!c->dead)
+    timer_at_most(c, at);
+}
+
 void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms) {
   if (c->dead || c->closing)
     return;
@@ -133,8 +138,23 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
       next = c->grace_deadline_ms;
   }
   /* Keepalive: ping after keepalive_time of silence, close when the ACK
-   * does not come within keepalive_timeout. */
-  if (c->ping_sent_ms != 0) {
+   * does not come within keepalive_timeout. HTTP/1.1 has no ping: a
+   * connection with no request in progress closes after the idle time. */
+  if (c->h1 != NULL) {
+    if (!perfc__h2_h1_busy(c) && !c->in_header_block) {
+      int64_t since = c->last_read_ms > c->idle_since_ms ? c->last_read_ms
+                                                         : c->idle_since_ms;
+      int64_t at = since + o->http_idle_timeout_ms;
+      if (now >= at) {
+        perfc__h2_conn_close_now(c);
+        return;
+      }
+      if (at < next)
+        next = at;
+    } else if (now + o->http_idle_timeout_ms < next) {
+      next = now + o->http_idle_timeout_ms;
+    }
+  } else if (c->ping_sent_ms != 0) {
     int64_t at = c->ping_sent_ms + o->keepalive_timeout_ms;
     if (now >= at) {
       perfc__h2_conn_close_now(c);
@@ -374,6 +394,10 @@ static bool emit(perfc__h2_conn *c, const uint8_t *p, size_t len) {
   return out_append(c, p, len);
 }
 
+bool perfc__h2_conn_emit(perfc__h2_conn *c, const uint8_t *p, size_t len) {
+  return emit(c, p, len);
+}
+
 /* Writes what waits in c->out. Returns false when the connection broke. */
 static bool drain_out(perfc__h2_conn *c) {
   while (c->out_off < c->out_len) {
@@ -398,8 +422,9 @@ static void update_events(perfc__h2_conn *c) {
   uint32_t ev = 0;
   /* A slow reader: past its output budget we stop reading its input too,
    * so it cannot make us produce more; TCP pushes back on it. */
-  if (waiting < c->lc->srv->o.conn_send_budget_bytes)
-    ev |= EPOLLIN;
+  if (waiting < c->lc->srv->o.conn_send_budget_bytes &&
+      !perfc__h2_h1_busy(c))
+    ev |= EPOLLIN; /* HTTP/1.1: not while a request is being answered */
   if (waiting > 0)
     ev |= EPOLLOUT;
   if (c->ssl != NULL && !c->tls_done)
@@ -415,6 +440,31 @@ static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d) {
   }
   if (c->ssl != NULL && !c->tls_done)
     return;
+  if (c->h1 != NULL) {
+    /* HTTP/1.1: the answer of the request being served, then the next
+     * pipelined request (http1.c). */
+    if (!drain_out(c)) {
+      perfc__h2_conn_close_now(c);
+      return;
+    }
+    perfc__h2_h1_flush(c);
+    if (c->dead)
+      return;
+    bool idle = c->out_len == c->out_off;
+    if (c->goaway_sent && c->nstreams == 0)
+      c->closing = true;
+    if (c->closing && idle) {
+      perfc__h2_conn_close_now(c);
+      return;
+    }
+    if (c->closing && c->grace_deadline_ms == 0) {
+      c->grace_deadline_ms =
+          perfc__h2_now_ms() + c->lc->srv->o.handshake_timeout_ms;
+      timer_at_most(c, c->grace_deadline_ms);
+    }
+    update_events(c);
+    return;
+  }
   size_t budget = c->lc->srv->o.conn_send_budget_bytes;
   bool ok = drain_out(c);
   /* Gather every frame nghttp2 has for this connection into the loop's
@@ -472,6 +522,14 @@ static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d) {
 /* ---- input ------------------------------------------------------------------ */
 
 static bool feed(perfc__h2_conn *c, const uint8_t *p, size_t n) {
+  /* A server that serves HTTP tells HTTP/1.1 from HTTP/2 by the first
+   * bytes: the HTTP/2 preface or anything else (http1.c). */
+  if (c->sniffing)
+    perfc__h2_h1_sniff(c, p, n);
+  if (c->h1 != NULL)
+    return perfc__h2_h1_feed(c, p, n);
+  if (c->dead)
+    return false;
   ssize_t r = nghttp2_session_mem_recv(c->ng, p, n);
   if (r < 0) {
     /* A bad preface (HTTP/1.1, garbage) or a callback that gave up: tell
@@ -489,7 +547,8 @@ static void do_read(perfc__h2_conn *c) {
   uint8_t *buf = perfc__h2_loop_scratch(c->lc->loop);
   size_t total = 0;
   c->last_read_ms = perfc__h2_now_ms();
-  while (total < READ_SHARE && !c->closing && !c->dead) {
+  while (total < READ_SHARE && !c->closing && !c->dead &&
+         !perfc__h2_h1_busy(c)) {
     ssize_t n;
     if (c->ssl != NULL) {
       ERR_clear_error();
@@ -606,6 +665,7 @@ static void conn_destroy(perfc__h2_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   nghttp2_session_del(c->ng);
+  perfc__h2_h1_free(c);
   if (c->ssl != NULL)
     SSL_free(c->ssl);
   close(c->io.fd);
@@ -742,8 +802,12 @@ static void conn_new(perfc__h2_listener *li, int fd,
   if (o->max_connection_age_enabled && c->age_at_ms < first)
     first = c->age_at_ms;
   perfc__h2_timer_arm(lc->loop, &c->timer, first);
-  if (c->ssl == NULL)
-    perfc__h2_conn_defer_flush(c); /* our SETTINGS go out at once */
+  /* Our SETTINGS go out at once, unless the server serves HTTP too: then
+   * the client's first bytes say whether it speaks HTTP/2 (an HTTP/1.1
+   * client must not read a SETTINGS frame). TLS offers h2 only (ALPN). */
+  c->sniffing = srv->o.http_enabled && c->ssl == NULL;
+  if (c->ssl == NULL && !c->sniffing)
+    perfc__h2_conn_defer_flush(c);
   return;
 fail:
   if (c->ssl != NULL)

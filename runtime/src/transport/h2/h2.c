@@ -8,6 +8,7 @@
 
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
+#include "perfc/http_codec.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
 
@@ -73,6 +74,18 @@ static void fill_defaults(perfc__h2_opts *o) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o->loops = n > 0 ? (int)n : 1;
   }
+}
+
+void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
+                                  int64_t idle_timeout_ms) {
+  srv->o.http_enabled = true;
+  srv->o.http_max_body_bytes =
+      max_body_bytes ? max_body_bytes : PERFC_DEFAULT_HTTP_MAX_BODY_BYTES;
+  /* The body is assembled in a buffer indexed by 32-bit counts. */
+  if (srv->o.http_max_body_bytes > UINT32_MAX / 2)
+    srv->o.http_max_body_bytes = UINT32_MAX / 2;
+  srv->o.http_idle_timeout_ms =
+      idle_timeout_ms > 0 ? idle_timeout_ms : PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS;
 }
 
 int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
