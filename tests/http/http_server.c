@@ -6,9 +6,10 @@
  * Room: tests/http.
  *
  * Usage: perfc-http-test-server [--listen HOST:PORT] [--max-body BYTES]
- *          [--idle-ms MS] [--handshake-ms MS] [--max-metadata-bytes N]
- *          [--threads N]
- * Prints "listening on HOST:PORT" once serving; SIGTERM/SIGINT stop it.
+ *          [--idle-ms MS] [--max-metadata-bytes N] [--threads N]
+ * Prints "listening on HOST:PORT" and "metrics on HOST:PORT" (the
+ * go-grpc-prometheus interceptor's /metrics, with the HTTP/JSON calls'
+ * perfc_server_http_handled_total) once serving; SIGTERM/SIGINT stop it.
  *
  * Things are kept in a small table under a lock (ids 1..64). Limited is
  * limited by perfc_ratelimit to 2 calls a second (burst 2), so an HTTP
@@ -20,6 +21,9 @@
 #include "web/v1/web.perfc.h"
 
 #include "perfc/gateway.h"
+#include "perfc/grpc_metrics.h"
+#include "perfc/metrics.h"
+#include "perfc/metrics_http.h"
 #include "perfc/ratelimit.h"
 #include "perfc/server.h"
 
@@ -311,8 +315,15 @@ int main(int argc, char **argv) {
   ro.rules = &rule;
   ro.rule_count = 1;
   perfc_ratelimit *rl = NULL;
-  if (perfc_ratelimit_new(&rl, &ro) != 0 || perfc_ratelimit_attach(rl, srv) != 0 ||
-      perfc_server_start(srv) != 0) {
+  perfc_grpc_metrics *gm = NULL;
+  perfc_metrics_http *mh = NULL;
+  perfc_metrics_http_opts mo;
+  perfc_metrics_http_opts_init(&mo);
+  mo.addr = "127.0.0.1:0";
+  if (perfc_grpc_metrics_new(&gm, NULL) != 0 ||
+      perfc_grpc_metrics_attach(gm, srv) != 0 ||
+      perfc_ratelimit_new(&rl, &ro) != 0 || perfc_ratelimit_attach(rl, srv) != 0 ||
+      perfc_server_start(srv) != 0 || perfc_metrics_http_start(&mh, &mo) != 0) {
     fprintf(stderr, "start failed: %s\n", perfc_last_error());
     return 1;
   }
@@ -322,9 +333,12 @@ int main(int argc, char **argv) {
   if (colon)
     *colon = '\0';
   printf("listening on %s:%d\n", host, port);
+  printf("metrics on 127.0.0.1:%d\n", perfc_metrics_http_port(mh));
   fflush(stdout);
   perfc_server_run(srv);
+  perfc_metrics_http_stop(mh);
   perfc_server_free(srv);
+  perfc_grpc_metrics_free(gm);
   perfc_ratelimit_free(rl);
   return 0;
 }

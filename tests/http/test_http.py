@@ -34,6 +34,8 @@ def start(*extra):
         p.kill()
         raise SystemExit(f"server did not start: {line!r}")
     host, port = line.split()[-1].rsplit(":", 1)
+    global METRICS
+    METRICS = p.stdout.readline().split()[-1]
     return p, host, int(port)
 
 
@@ -478,13 +480,61 @@ def test_idle_and_slow_clients():
         p.wait(timeout=10)
 
 
+def scrape():
+    with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for l in text.splitlines():
+        if l and not l.startswith("#"):
+            k, v = l.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_metrics_by_protocol():
+    """The interceptors run for HTTP calls: grpc_server_handled_total counts
+    them with gRPC's, perfc_server_http_handled_total by protocol."""
+    def series(m, proto, method, code):
+        return m.get(f'perfc_server_http_handled_total{{protocol="{proto}",'
+                     f'grpc_service="web.v1.Web",grpc_method="{method}",'
+                     f'grpc_code="{code}"}}', 0.0)
+
+    def handled(m, method, code):
+        return m.get('grpc_server_handled_total{grpc_type="unary",'
+                     f'grpc_service="web.v1.Web",grpc_method="{method}",'
+                     f'grpc_code="{code}"}}', 0.0)
+    import grpc
+    m0 = scrape()
+    for _ in range(3):
+        check(jreq("GET", "/v1/things/63")[0] == 404, "404")
+    rc, _, _ = curl("--http2-prior-knowledge", "-o", "/dev/null",
+                    f"http://{HOST}:{PORT}/v1/things/63")
+    ch = grpc.insecure_channel(f"{HOST}:{PORT}")
+    try:
+        ch.unary_unary("/web.v1.Web/GetThing")(b"\x08\x3f", timeout=10)
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.NOT_FOUND, e.code())
+    ch.close()
+    m1 = scrape()
+    d1 = series(m1, "http1.1+json", "GetThing", "NotFound") - \
+        series(m0, "http1.1+json", "GetThing", "NotFound")
+    d2 = series(m1, "h2+json", "GetThing", "NotFound") - \
+        series(m0, "h2+json", "GetThing", "NotFound")
+    dall = handled(m1, "GetThing", "NotFound") - handled(m0, "GetThing", "NotFound")
+    check((d1, d2, dall) == (3, 1, 5), (d1, d2, dall))
+    # methods without routes have no HTTP series; routed ones start at zero
+    check(any('grpc_method="Fail"' in k and "perfc_server_http" in k for k in m1),
+          "no HTTP series for Fail")
+
+
 def main():
     global HOST, PORT
     p, HOST, PORT = start()
     tests = [test_verbs_and_bindings, test_error_mapping, test_request_errors,
              test_body_limits, test_interceptors_metadata_deadline,
              test_keepalive_pipelining, test_ndjson_stream, test_http2_curl,
-             test_grpc_same_port, test_garbage, test_idle_and_slow_clients]
+             test_grpc_same_port, test_metrics_by_protocol, test_garbage,
+             test_idle_and_slow_clients]
     only = os.environ.get("HTTP_TEST_ONLY")
     try:
         for t in tests:

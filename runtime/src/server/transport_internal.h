@@ -115,6 +115,7 @@ struct perfc_ctx {
   const char *path;
   int64_t start_ns;    /* CLOCK_MONOTONIC, when the transport matched it */
   int64_t deadline_ns; /* CLOCK_MONOTONIC; INT64_MAX: none */
+  perfc_protocol protocol; /* 0 (gRPC) unless the transport says HTTP/JSON */
   /* Set (release) by the transport once it knows the client went away or
    * the call was cancelled; read by perfc_ctx_cancelled(). */
   atomic_int cancelled_flag;
