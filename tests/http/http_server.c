@@ -15,11 +15,14 @@
  * limited by perfc_ratelimit to 2 calls a second (burst 2), so an HTTP
  * client sees the interceptor's RESOURCE_EXHAUSTED as 429. Fail answers
  * the code it is given after sleeping sleep_ms on a worker (the deadline
- * test). WhoAmI echoes the metadata the handler sees and its remaining
+ * test). DeleteThing needs `Authorization: Bearer <JWT>` (HS256, secret
+ * "perfc-http-test-secret-0123456789abcdef"; perfc_auth), every other
+ * method is public. WhoAmI echoes the metadata the handler sees and its remaining
  * deadline.
  */
 #include "web/v1/web.perfc.h"
 
+#include "perfc/auth.h"
 #include "perfc/gateway.h"
 #include "perfc/grpc_metrics.h"
 #include "perfc/metrics.h"
@@ -314,6 +317,20 @@ int main(int argc, char **argv) {
   perfc_ratelimit_opts_init(&ro);
   ro.rules = &rule;
   ro.rule_count = 1;
+  static const char secret[] = "perfc-http-test-secret-0123456789abcdef";
+  perfc_auth_rule arules[] = {{.method = "*", .is_public = true},
+                              {.method = "/web.v1.Web/DeleteThing"}};
+  perfc_auth_opts ao;
+  perfc_auth_opts_init(&ao);
+  ao.hs256_secret = (const uint8_t *)secret;
+  ao.hs256_secret_len = sizeof secret - 1;
+  ao.rules = arules;
+  ao.rule_count = 2;
+  perfc_auth *auth = NULL;
+  if (perfc_auth_new(&auth, &ao) != 0 || perfc_auth_attach(auth, srv) != 0) {
+    fprintf(stderr, "auth failed: %s\n", perfc_last_error());
+    return 1;
+  }
   perfc_ratelimit *rl = NULL;
   perfc_grpc_metrics *gm = NULL;
   perfc_metrics_http *mh = NULL;
@@ -340,5 +357,6 @@ int main(int argc, char **argv) {
   perfc_server_free(srv);
   perfc_grpc_metrics_free(gm);
   perfc_ratelimit_free(rl);
+  perfc_auth_free(auth);
   return 0;
 }

@@ -22,6 +22,26 @@ import urllib.error
 import urllib.request
 
 SERVER = sys.argv[1]
+SECRET = b"perfc-http-test-secret-0123456789abcdef"
+
+
+def jwt(claims):
+    """An HS256 JWT signed with the test server's secret."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=")
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = b64(hmac.new(SECRET, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+def bearer():
+    return {"Authorization": "Bearer " + jwt({"sub": "tester",
+                                              "exp": int(time.time()) + 600})}
 MAX_BODY = 65536
 FAILED = []
 
@@ -94,7 +114,13 @@ def test_verbs_and_bindings():
     st, hd, raw = req("HEAD", "/v1/ping")
     check(st == 200 and raw == b"", (st, raw))
     # DELETE, then the thing is gone: 404 with google.rpc.Status
+    # DeleteThing needs a token (perfc_auth reads Authorization): 401 without
     st, _, b = jreq("DELETE", "/v1/things/1")
+    check(st == 401 and b["code"] == 16, (st, b))
+    st, _, b = jreq("DELETE", "/v1/things/1",
+                    headers={"Authorization": "Bearer " + jwt({"sub": "x", "exp": 1})})
+    check(st == 401 and b["code"] == 16, (st, b))
+    st, _, b = jreq("DELETE", "/v1/things/1", headers=bearer())
     check(st == 200 and b == {}, (st, b))
     st, _, b = jreq("GET", "/v1/things/1")
     check(st == 404 and b == {"code": 5, "message": "thing 1 not found",
