@@ -294,6 +294,24 @@ def test_keepalive_pipelining():
     check(g[0] == 200 and g[1].get("connection") == "close", g)
     check(f.read() == b"", "connection not closed after Connection: close")
     s.close()
+    # 2,000 pipelined requests (about 90 KB) in one write: every answer,
+    # in order (the server reads on only once each answer left)
+    n = 2000
+    s.close()
+    s = socket.create_connection((HOST, PORT), timeout=20)
+    f = s.makefile("rb")
+    batch = b"".join(b"GET /v1/things/%d?view=v%d HTTP/1.1\r\nHost: t\r\n\r\n"
+                     % (20 if i % 2 == 0 else 22, i) for i in range(n))
+    s.sendall(batch)
+    seen = []
+    for i in range(n):
+        g = read_response(f)
+        seen.append(g[0])
+        if i % 2 == 0:
+            check(json.loads(g[2])["tags"] == [f"view=v{i}"], (i, g))
+    check(seen == [200 if i % 2 == 0 else 404 for i in range(n)],
+          f"pipelined answers out of order or failed: {seen[:10]}")
+    s.close()
     # HTTP/1.0 without keep-alive: closed after the answer
     s = socket.create_connection((HOST, PORT), timeout=10)
     s.sendall(b"GET /v1/things/20 HTTP/1.0\r\n\r\n")

@@ -601,6 +601,10 @@ static bool h1_head_add(perfc__h2_stream *s, const char *p, size_t n) {
 /* The end of an HTTP/1.1 head: the connection's fate and the blank line. */
 static bool h1_head_close(perfc__h2_stream *s) {
   static const char keep[] = "\r\n", close_[] = "connection: close\r\n\r\n";
+  /* A draining connection (shutdown, max_connection_age) closes after
+   * this answer: say so. */
+  if (s->conn != NULL && s->conn->goaway_sent)
+    s->h1_close = true;
   bool ok = s->h1_close ? h1_head_add(s, close_, sizeof close_ - 1)
                         : h1_head_add(s, keep, sizeof keep - 1);
   s->h1_head_ready = ok;
