@@ -47,8 +47,11 @@ FAILED = []
 
 
 def start(*extra):
-    p = subprocess.Popen([SERVER, "--max-body", str(MAX_BODY), "--threads", "2",
-                          *extra], stdout=subprocess.PIPE, text=True)
+    # HTTP_TEST_WRAP: a command to run the server under ("valgrind
+    # --error-exitcode=9 --leak-check=full"); its exit status is checked.
+    wrap = os.environ.get("HTTP_TEST_WRAP", "").split()
+    p = subprocess.Popen([*wrap, SERVER, "--max-body", str(MAX_BODY), "--threads",
+                          "2", *extra], stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
         p.kill()
@@ -521,7 +524,8 @@ def test_idle_and_slow_clients():
         s.close()
     finally:
         p.terminate()
-        p.wait(timeout=10)
+        rc = p.wait(timeout=60)
+    check(rc in (0, -15), f"second server exited with {rc}")
 
 
 def scrape():
@@ -597,7 +601,7 @@ def main():
     finally:
         p.terminate()
         try:
-            rc = p.wait(timeout=15)
+            rc = p.wait(timeout=60)
         except subprocess.TimeoutExpired:
             p.kill()
             rc = "killed"

@@ -355,10 +355,14 @@ static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
   *flags = PERFC__H2_CALL_SINGLE_REQUEST;
   perfc_arena *a = c->ctx.arena;
   const perfc_method_desc *d = NULL;
-  int st = t->has_codec
-               ? t->codec.match(t->codec_ud, info->http_method, info->path,
-                                info->path_len, a, &d, &c->http_match)
-               : 404;
+  /* The match borrows the target (its query is bound at the half-close),
+   * and h2's copy of the headers is gone after this callback. */
+  char *target = perfc_arena_strndup(a, info->path, info->path_len);
+  int st = target == NULL ? 503
+           : t->has_codec ? t->codec.match(t->codec_ud, info->http_method,
+                                           target, info->path_len, a, &d,
+                                           &c->http_match)
+                          : 404;
   h2_method *m = st == 0 && d != NULL ? lookup(t, d->path, strlen(d->path))
                                       : NULL;
   if (st == 0 && m == NULL)
@@ -367,9 +371,12 @@ static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
     c->http_refuse = st;
     c->http_refuse_code = st == 405   ? PERFC_STATUS_UNIMPLEMENTED
                           : st == 400 ? PERFC_STATUS_INVALID_ARGUMENT
+                          : st == 503 ? PERFC_STATUS_RESOURCE_EXHAUSTED
+                          : st == 500 ? PERFC_STATUS_INTERNAL
                                       : PERFC_STATUS_NOT_FOUND;
     c->http_refuse_msg =
-        t->has_codec ? perfc_arena_strdup(a, perfc_last_error())
+        target == NULL ? "out of memory"
+        : t->has_codec ? perfc_arena_strdup(a, perfc_last_error())
                      : perfc_arena_sprintf(a, "no HTTP route for %s %s",
                                            info->http_method, info->path);
     c->ctx.path = "";
