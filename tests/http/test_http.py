@@ -574,6 +574,101 @@ def test_metrics_by_protocol():
     check(any('grpc_method="Fail"' in k and "perfc_server_http" in k for k in m1),
           "no HTTP series for Fail")
 
+def web_call(path, msgs, text=False, headers=None, http2=False):
+    """A gRPC-Web call (PROTOCOL-WEB.md): frames in, (messages, trailers) out."""
+    import base64
+    body = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in msgs)
+    ct = "application/grpc-web-text" if text else "application/grpc-web+proto"
+    if text:
+        body = base64.b64encode(body)
+    h = {"content-type": ct, "x-grpc-web": "1", "accept": ct}
+    h.update(headers or {})
+    if http2:
+        with tempfile.NamedTemporaryFile() as tf:
+            tf.write(body)
+            tf.flush()
+            args = ["--http2-prior-knowledge", "--data-binary", f"@{tf.name}",
+                    "-D", "-"]
+            for k, v in h.items():
+                args += ["-H", f"{k}: {v}"]
+            rc, out, err = curl(*args, f"http://{HOST}:{PORT}{path}")
+        check(rc == 0, err)
+        head, data = out.split(b"\r\n\r\n", 1)
+        status = int(head.split()[1])
+        rct = [l.split(b":", 1)[1].strip().decode() for l in head.split(b"\r\n")
+               if l.lower().startswith(b"content-type:")][0]
+    else:
+        c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+        c.request("POST", path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        status, rct = r.status, r.getheader("content-type")
+        c.close()
+    check(status == 200, (status, data[:200]))
+    check(rct == ct + "+proto" if not ct.endswith("+proto") else rct == ct, rct)
+    if text:
+        # each write is base64 on its own (padding may end any quad)
+        data = b"".join(base64.b64decode(data[i:i + 4]) for i in range(0, len(data), 4))
+    msgs_out, trailers, i = [], None, 0
+    while i < len(data):
+        flag, n = data[i], int.from_bytes(data[i + 1:i + 5], "big")
+        payload = data[i + 5:i + 5 + n]
+        i += 5 + n
+        if flag & 0x80:
+            check(trailers is None and i == len(data), "trailers not last")
+            trailers = dict(l.split(":", 1) for l in payload.decode().split("\r\n") if l)
+        else:
+            msgs_out.append(payload)
+    check(trailers is not None, "no trailers frame")
+    return msgs_out, trailers
+
+
+def test_grpc_web():
+    jreq("POST", "/v1/things", {"id": "50", "name": "web"})
+    for text in (False, True):
+        for h2 in (False, True):
+            msgs, tr = web_call("/web.v1.Web/GetThing", [b"\x08\x32"], text=text,
+                                http2=h2)
+            check(msgs == [b"\x08\x32\x12\x03web"] and tr["grpc-status"] == "0",
+                  (text, h2, msgs, tr))
+            msgs, tr = web_call("/web.v1.Web/GetThing", [b"\x08\x33"], text=text,
+                                http2=h2)
+            check(msgs == [] and tr["grpc-status"] == "5" and
+                  tr["grpc-message"] == "thing 51 not found", (text, h2, tr))
+    # server stream, text mode: three messages, then the status
+    msgs, tr = web_call("/web.v1.Web/StreamThings", [b"\x08\x03"], text=True)
+    check(len(msgs) == 3 and msgs[0] == b"\x08\x01\x12\x07thing-1\x20\x0a", msgs)
+    check(tr["grpc-status"] == "0", tr)
+    # a failing stream: its messages, then the error in the trailers
+    msgs, tr = web_call("/web.v1.Web/StreamThings", [b"\x08\x02\x20\x09"])
+    check(len(msgs) == 2 and tr["grpc-status"] == "9", (msgs, tr))
+    # client streaming: three frames in one body (gRPC-Web allows it)
+    msgs, tr = web_call("/web.v1.Web/Upload", [b"\x12\x01a"] * 3)
+    check(msgs == [b"\x20\x03"] and tr["grpc-status"] == "0", (msgs, tr))
+    # metadata: plain headers (not the browser's), trailers from the handler
+    msgs, tr = web_call("/web.v1.Web/WhoAmI", [b""],
+                        headers={"authorization": "Bearer w", "tenant": "acme"})
+    check(b"\x0a\x08Bearer w" in msgs[0] and b"tenant" in msgs[0], msgs)
+    check(b"x-grpc-web" not in msgs[0] and b"accept" not in msgs[0], msgs)
+    check(b"/web.v1.Web/WhoAmI" in msgs[0], msgs)
+    # unknown method, and the auth interceptor on DeleteThing
+    msgs, tr = web_call("/web.v1.Web/Nope", [b""])
+    check(tr["grpc-status"] == "12", tr)
+    msgs, tr = web_call("/web.v1.Web/DeleteThing", [b"\x08\x32"])
+    check(tr["grpc-status"] == "16", tr)
+    msgs, tr = web_call("/web.v1.Web/DeleteThing", [b"\x08\x32"], headers=bearer())
+    check(tr["grpc-status"] == "0" and msgs == [b""], (msgs, tr))
+    # a malformed text body
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    c.request("POST", "/web.v1.Web/GetThing", body=b"!!!!",
+              headers={"content-type": "application/grpc-web-text"})
+    r = c.getresponse()
+    data = r.read()
+    check(r.status == 200 and b"grpc-status:13" in
+          b"".join(__import__("base64").b64decode(data[i:i + 4])
+                   for i in range(0, len(data), 4)), data)
+    c.close()
+
 
 def main():
     global HOST, PORT
@@ -581,7 +676,8 @@ def main():
     tests = [test_verbs_and_bindings, test_error_mapping, test_request_errors,
              test_body_limits, test_interceptors_metadata_deadline,
              test_keepalive_pipelining, test_ndjson_stream, test_http2_curl,
-             test_grpc_same_port, test_metrics_by_protocol, test_garbage,
+             test_grpc_same_port, test_metrics_by_protocol, test_grpc_web,
+             test_garbage,
              test_idle_and_slow_clients]
     only = os.environ.get("HTTP_TEST_ONLY")
     try:

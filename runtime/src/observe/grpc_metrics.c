@@ -272,7 +272,8 @@ static void srv_after(void *self, void *state, perfc_ctx *ctx, void *call_state,
   count_end(s, code, s->seconds ? perfc__now_ns() - perfc_ctx_start_ns(ctx) : 0,
             s->seconds ? perfc_tracing_ctx_span(ctx) : NULL);
   perfc_protocol p = perfc_ctx_protocol(ctx);
-  if (p != PERFC_PROTOCOL_GRPC && s->http_handled != NULL)
+  if ((p == PERFC_PROTOCOL_HTTP1_JSON || p == PERFC_PROTOCOL_HTTP2_JSON) &&
+      s->http_handled != NULL)
     perfc_counter_inc(s->http_handled[p - 1][(unsigned)code < PERFC_STATUS_COUNT
                                                  ? (unsigned)code
                                                  : PERFC_STATUS_UNKNOWN]);

@@ -424,6 +424,7 @@ perfc_protocol perfc_ctx_protocol(const perfc_ctx *ctx) { return ctx->protocol; 
 const char *perfc_protocol_name(perfc_protocol p) {
   return p == PERFC_PROTOCOL_HTTP1_JSON   ? "http1.1+json"
          : p == PERFC_PROTOCOL_HTTP2_JSON ? "h2+json"
+         : p == PERFC_PROTOCOL_GRPC_WEB   ? "grpc-web"
                                           : "grpc";
 }
 

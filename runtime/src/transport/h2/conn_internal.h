@@ -158,6 +158,10 @@ struct perfc__h2_stream {
   /* HTTP calls: PERFC__H2_PROTO_*; the body arrives in msg (msg_got bytes
    * of msg_len allocated) and leaves raw through q. */
   uint8_t http;
+  bool h1;            /* carried by an HTTP/1.1 connection (http1.c) */
+  uint8_t web;        /* gRPC-Web: 1 binary, 2 text (base64) */
+  uint8_t b64_pend[4], b64_npend; /* gRPC-Web text: an unfinished quad */
+  size_t web_body;    /* gRPC-Web on HTTP/1.1: request bytes so far */
   bool http_head_req; /* HEAD: the response has no body */
   bool h1_chunked;    /* HTTP/1.1: the body goes out chunked */
   bool h1_close;      /* HTTP/1.1: close the connection after this answer */
@@ -214,6 +218,8 @@ int perfc__h2_stream_add_header(perfc__h2_stream *s, const char *name,
                                 size_t valuelen);
 /* HTTP calls: request body bytes, and the end of the request. */
 void perfc__h2_http_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
+/* gRPC-Web request bytes on HTTP/1.1 (base64 for the text mode). */
+void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
 void perfc__h2_http_request_done(perfc__h2_stream *s);
 /* The transport's own HTTP error answer (a JSON google.rpc.Status, or an
  * error line when a streamed body already began). */

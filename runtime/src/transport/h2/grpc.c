@@ -34,6 +34,14 @@ typedef struct pmsg {
 static void stream_unref(perfc__h2_stream *s);
 static int finish_local(perfc__h2_stream *s, perfc_status_code code,
                         const char *msg, const perfc__h2_md *md, size_t n);
+/* gRPC-Web (below, "gRPC-Web"). */
+static int web_headers_local(perfc__h2_stream *s, const perfc__h2_md *md,
+                             size_t n);
+static bool web_wrap(perfc__h2_stream *s, size_t from);
+static int web_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                            const char *msg, const perfc__h2_md *md, size_t n);
+static void web_text_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
+static void grpc_frames(perfc__h2_stream *s, const uint8_t *data, size_t len);
 
 static perfc__h2_stream *stream_of(perfc__h2_conn *c, int32_t sid) {
   return nghttp2_session_get_stream_user_data(c->ng, sid);
@@ -297,8 +305,9 @@ static ssize_t data_read(nghttp2_session *ng, int32_t sid, uint8_t *buf,
     }
   }
   if (s->qlen == 0 && s->finish_queued) {
-    if (s->http) {
-      *flags |= NGHTTP2_DATA_FLAG_EOF; /* an HTTP body ends the stream */
+    if (s->http || s->web) {
+      /* An HTTP body (gRPC-Web's trailers are in it) ends the stream. */
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
     } else {
       *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
       nghttp2_submit_trailer(ng, sid, s->trailer_nv, s->trailer_n);
@@ -335,6 +344,8 @@ static int send_headers_local(perfc__h2_stream *s, const perfc__h2_md *md,
     return PERFC_ESHUTDOWN;
   if (s->headers_sent || s->finish_queued || s->http)
     return PERFC_ESTATE;
+  if (s->web)
+    return web_headers_local(s, md, n);
   nghttp2_nv stack[16];
   nghttp2_nv *nv = n + 4 <= 16 ? stack : malloc((n + 4) * sizeof *nv);
   if (nv == NULL)
@@ -436,6 +447,7 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
     if (rc != 0)
       return rc;
   }
+  size_t before = s->qlen;
   long clen = -1;
   if (s->send_enc != ENC_IDENTITY && !(flags & PERFC__H2_SEND_NO_COMPRESS))
     clen = compress_into_q(s, bytes, len);
@@ -461,6 +473,17 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
   p[3] = (uint8_t)(body >> 8);
   p[4] = (uint8_t)body;
   s->qlen += 5 + body;
+  if (s->web) {
+    /* gRPC-Web: the same frame, base64 (text mode) and chunked (HTTP/1.1). */
+    if (!web_wrap(s, before))
+      return PERFC_ENOMEM;
+    atomic_fetch_add(&s->pending, s->qlen - before);
+    if (s->h1)
+      perfc__h2_h1_kick(s);
+    else
+      kick_data(s);
+    return 0;
+  }
   atomic_fetch_add(&s->pending, 5 + body);
   kick_data(s);
   return 0;
@@ -524,6 +547,10 @@ static int build_trailers(perfc__h2_stream *s, bool with_response_headers,
 static int respond_only(perfc__h2_stream *s, int http_status,
                         perfc_status_code code, const char *msg,
                         const perfc__h2_md *md, size_t n) {
+  if (s->web) {
+    s->recv_done = true;
+    return web_finish_local(s, code, msg, md, n);
+  }
   int rc = build_trailers(s, true, http_status, code, msg, md, n);
   if (rc != 0)
     return rc;
@@ -547,6 +574,8 @@ static int finish_local(perfc__h2_stream *s, perfc_status_code code,
     return PERFC_ESHUTDOWN;
   if (s->finish_queued)
     return PERFC_ESTATE;
+  if (s->web)
+    return web_finish_local(s, code, msg, md, n);
   if (s->http)
     return http_finish_local(s, code, msg);
   if (!s->headers_sent && s->qlen == 0)
@@ -616,13 +645,13 @@ static int http_head_local(perfc__h2_stream *s, int status,
                            size_t n, unsigned flags) {
   if (s->conn == NULL)
     return PERFC_ESHUTDOWN;
-  if (!s->http)
+  if (!s->http && !s->web)
     return PERFC_EINVAL;
   if (s->headers_sent || s->finish_queued)
     return PERFC_ESTATE;
   if (status < 100 || status > 999)
     status = 500;
-  if (s->http == PERFC__H2_PROTO_HTTP2) {
+  if (!s->h1) {
     char st[4];
     snprintf(st, sizeof st, "%d", status);
     nghttp2_nv stack[16];
@@ -676,7 +705,7 @@ static int http_send_local(perfc__h2_stream *s, const uint8_t *bytes,
     return PERFC_ESTATE;
   if (s->http_head_req || len == 0)
     return 0;
-  bool chunk = s->http == PERFC__H2_PROTO_HTTP1 && s->h1_chunked;
+  bool chunk = s->h1 && s->h1_chunked;
   if (!q_reserve(s, len + (chunk ? 24 : 0)))
     return PERFC_ENOMEM;
   size_t before = s->qlen;
@@ -689,7 +718,7 @@ static int http_send_local(perfc__h2_stream *s, const uint8_t *bytes,
     s->qlen += 2;
   }
   atomic_fetch_add(&s->pending, s->qlen - before);
-  if (s->http == PERFC__H2_PROTO_HTTP1)
+  if (s->h1)
     perfc__h2_h1_kick(s);
   else
     kick_data(s);
@@ -734,7 +763,7 @@ static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
                         msg ? msg : "the call ended without an answer");
     return 0;
   }
-  if (s->http == PERFC__H2_PROTO_HTTP1) {
+  if (s->h1) {
     if (s->h1_chunked) {
       if (!q_reserve(s, 5))
         return PERFC_ENOMEM;
@@ -768,7 +797,7 @@ void perfc__h2_http_fail(perfc__h2_stream *s, int status,
   size_t elen = json_escape(msg, NULL, 0);
   char *body = malloc(elen + 96);
   if (body == NULL) {
-    if (s->http == PERFC__H2_PROTO_HTTP1)
+    if (s->h1)
       s->conn->closing = true;
     else
       nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
@@ -782,8 +811,19 @@ void perfc__h2_http_fail(perfc__h2_stream *s, int status,
   json_escape(msg, body + n, elen);
   n += (int)elen;
   n += snprintf(body + n, 40, "\",\"details\":[]}%s\n", line ? "}" : "");
-  if (!line)
-    http_head_local(s, status, "application/json", NULL, 0, 0);
+  if (!s->http && !s->web)
+    s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
+  if (!line && http_head_local(s, status, "application/json", NULL, 0, 0) != 0) {
+    /* No head, no answer (http_finish_local would come back here). */
+    free(body);
+    if (s->h1)
+      s->conn->closing = true;
+    else
+      nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
+                                NGHTTP2_INTERNAL_ERROR);
+    s->finish_queued = true;
+    return;
+  }
   http_send_local(s, (const uint8_t *)body, (size_t)n);
   free(body);
   http_finish_local(s, code, msg);
@@ -819,6 +859,205 @@ static void deadline_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
       (perfc__h2_stream *)((char *)t - offsetof(perfc__h2_stream, deadline));
   stream_fail(s, PERFC__H2_CLOSE_DEADLINE, PERFC_STATUS_DEADLINE_EXCEEDED,
               "Deadline Exceeded");
+}
+
+
+/* ---- gRPC-Web ---------------------------------------------------------------
+ * grpc/grpc doc/PROTOCOL-WEB.md: a gRPC call over any HTTP, the request
+ * and response bodies the same length-prefixed frames as gRPC, the
+ * trailers a last frame (flag 0x80) holding "name:value\r\n" lines, and
+ * in the text mode every body base64. A gRPC-Web call is a gRPC call to
+ * the call layer; only its envelope differs, here. */
+
+static const char b64_tab[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
+  size_t o = 0, i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = b64_tab[v >> 18];
+    out[o++] = b64_tab[(v >> 12) & 63];
+    out[o++] = b64_tab[(v >> 6) & 63];
+    out[o++] = b64_tab[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+    out[o++] = b64_tab[v >> 18];
+    out[o++] = b64_tab[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? b64_tab[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  return o;
+}
+
+static const char *web_ctype(const perfc__h2_stream *s) {
+  return s->web == 2 ? "application/grpc-web-text+proto"
+                     : "application/grpc-web+proto";
+}
+
+static int web_headers_local(perfc__h2_stream *s, const perfc__h2_md *md,
+                             size_t n) {
+  perfc__h2_md stack[17];
+  perfc__h2_md *all = n + 1 <= 17 ? stack : malloc((n + 1) * sizeof *all);
+  if (all == NULL)
+    return PERFC_ENOMEM;
+  size_t k = 0;
+  if (s->send_enc != ENC_IDENTITY)
+    all[k++] = (perfc__h2_md){"grpc-encoding", 13, enc_names[s->send_enc],
+                              strlen(enc_names[s->send_enc])};
+  for (size_t i = 0; i < n; i++)
+    all[k++] = md[i];
+  /* The body is a stream of frames: chunked on HTTP/1.1. */
+  int rc = http_head_local(s, 200, web_ctype(s), all, k, PERFC__H2_HTTP_STREAM);
+  if (all != stack)
+    free(all);
+  return rc;
+}
+
+/* The bytes queued from `from` to the end become what the wire carries:
+ * base64 (text mode) and an HTTP/1.1 chunk. false when out of memory. */
+static bool web_wrap(perfc__h2_stream *s, size_t from) {
+  size_t n = s->qlen - from;
+  if ((!s->h1 && s->web != 2) || n == 0)
+    return true;
+  size_t outn = s->web == 2 ? (n + 2) / 3 * 4 : n;
+  uint8_t *tmp = malloc(n + outn);
+  if (tmp == NULL)
+    return false;
+  memcpy(tmp, s->q + from, n);
+  const uint8_t *out = tmp;
+  if (s->web == 2) {
+    b64_encode(tmp, n, (char *)tmp + n);
+    out = tmp + n;
+  }
+  s->qlen = from;
+  if (!q_reserve(s, outn + 24)) {
+    free(tmp);
+    return false;
+  }
+  if (s->h1)
+    s->qlen += (size_t)sprintf((char *)s->q + s->qlen, "%zx\r\n", outn);
+  memcpy(s->q + s->qlen, out, outn);
+  s->qlen += outn;
+  if (s->h1) {
+    memcpy(s->q + s->qlen, "\r\n", 2);
+    s->qlen += 2;
+  }
+  free(tmp);
+  return true;
+}
+
+static int web_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                            const char *msg, const perfc__h2_md *md, size_t n) {
+  if (!s->headers_sent) {
+    int rc = web_headers_local(s, NULL, 0);
+    if (rc != 0)
+      return rc;
+  }
+  size_t mlen = msg ? strlen(msg) : 0;
+  size_t elen = perfc__h2_percent_encode(msg ? msg : "", mlen, NULL, 0);
+  size_t need = 5 + 32 + elen + 16 + 5;
+  for (size_t i = 0; i < n; i++)
+    need += md[i].key_len + md[i].value_len + 3;
+  size_t before = s->qlen;
+  if (!q_reserve(s, need))
+    return PERFC_ENOMEM;
+  uint8_t *p = s->q + s->qlen;
+  size_t w = 5;
+  w += (size_t)sprintf((char *)p + w, "grpc-status:%d\r\n", (int)code);
+  if (mlen > 0) {
+    memcpy(p + w, "grpc-message:", 13);
+    w += 13;
+    perfc__h2_percent_encode(msg, mlen, (char *)p + w, elen);
+    w += elen;
+    memcpy(p + w, "\r\n", 2);
+    w += 2;
+  }
+  for (size_t i = 0; i < n; i++) {
+    memcpy(p + w, md[i].key, md[i].key_len);
+    w += md[i].key_len;
+    p[w++] = ':';
+    memcpy(p + w, md[i].value, md[i].value_len);
+    w += md[i].value_len;
+    memcpy(p + w, "\r\n", 2);
+    w += 2;
+  }
+  size_t body = w - 5;
+  p[0] = 0x80; /* the trailers frame */
+  p[1] = (uint8_t)(body >> 24);
+  p[2] = (uint8_t)(body >> 16);
+  p[3] = (uint8_t)(body >> 8);
+  p[4] = (uint8_t)body;
+  s->qlen += w;
+  if (!web_wrap(s, before))
+    return PERFC_ENOMEM;
+  if (s->h1 && s->h1_chunked) {
+    if (!q_reserve(s, 5))
+      return PERFC_ENOMEM;
+    memcpy(s->q + s->qlen, "0\r\n\r\n", 5);
+    s->qlen += 5;
+  }
+  atomic_fetch_add(&s->pending, s->qlen - before);
+  s->finish_queued = true;
+  if (s->h1)
+    perfc__h2_h1_kick(s);
+  else
+    kick_data(s);
+  return 0;
+}
+
+/* Text mode: base64 in, whole quads decoded (a quad may span reads;
+ * padding may end any quad, as clients that encode per write send). */
+static void web_text_body(perfc__h2_stream *s, const uint8_t *data,
+                          size_t len) {
+  uint8_t *out = malloc(len / 4 * 3 + 3);
+  if (out == NULL) {
+    stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                "out of memory");
+    return;
+  }
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    uint8_t ch = data[i];
+    if (ch == '\r' || ch == '\n' || ch == ' ')
+      continue;
+    s->b64_pend[s->b64_npend++] = ch;
+    if (s->b64_npend < 4)
+      continue;
+    s->b64_npend = 0;
+    char quad[4];
+    memcpy(quad, s->b64_pend, 4);
+    long d = b64_decode(quad, 4);
+    if (d < 0 || (quad[0] == '=' || quad[1] == '=')) {
+      free(out);
+      stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_INTERNAL,
+                  "gRPC-Web text body is not base64");
+      return;
+    }
+    memcpy(out + o, quad, (size_t)d);
+    o += (size_t)d;
+  }
+  grpc_frames(s, out, o);
+  free(out);
+}
+
+void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
+  if (s->recv_done || s->conn == NULL || !s->started)
+    return;
+  /* HTTP/1.1 has no flow control to hold a client back: the body is
+   * bounded as an HTTP/JSON one is. */
+  s->web_body += len;
+  if (s->web_body > s->lc->srv->o.http_max_body_bytes) {
+    s->h1_close = true;
+    stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                "gRPC-Web request body larger than the server's limit");
+    return;
+  }
+  if (s->web == 2)
+    web_text_body(s, data, len);
+  else
+    grpc_frames(s, data, len);
 }
 
 /* ---- requests: headers ---------------------------------------------------- */
@@ -929,6 +1168,44 @@ static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
                        size_t nmd);
 static bool alive(perfc__h2_stream *s);
 
+/* gRPC-Web's content types (grpc/grpc doc/PROTOCOL-WEB.md):
+ * application/grpc-web[+proto] (binary) and application/grpc-web-text
+ * [+proto] (the body base64); 0 for anything else. */
+static int web_content_type(const char *v) {
+  if (v == NULL || strncmp(v, "application/grpc-web", 20) != 0)
+    return 0;
+  const char *r = v + 20;
+  int mode = 1;
+  if (strncmp(r, "-text", 5) == 0) {
+    mode = 2;
+    r += 5;
+  }
+  if (strncmp(r, "+proto", 6) == 0)
+    r += 6;
+  return *r == '\0' || *r == ';' ? mode : 0;
+}
+
+/* A gRPC-Web request's headers as metadata: a browser's HTTP headers are
+ * not the call's (the gRPC-Web proxies drop them too). Returns the count
+ * kept, in place. */
+static size_t web_md(perfc__h2_md *md, size_t n) {
+  static const char *const drop[] = {
+      "host", "connection", "content-length", "transfer-encoding",
+      "keep-alive", "expect", "upgrade", "accept", "accept-encoding",
+      "accept-language", "origin", "referer", "cookie", "x-grpc-web",
+      "x-user-agent", "cache-control", "pragma", "sec-fetch-mode",
+      "sec-fetch-site", "sec-fetch-dest", "dnt"};
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    bool keep = true;
+    for (size_t j = 0; keep && j < sizeof drop / sizeof *drop; j++)
+      keep = strcmp(md[i].key, drop[j]) != 0;
+    if (keep)
+      md[k++] = md[i];
+  }
+  return k;
+}
+
 static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
   perfc__h2_grpc_start(c, s);
 }
@@ -936,10 +1213,9 @@ static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
 void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
   perfc__h2_server *srv = c->lc->srv;
   if (s->too_big) {
-    if (s->http || (srv->o.http_enabled &&
-                    !grpc_content_type(kept_content_type(s)))) {
-      if (!s->http)
-        s->http = PERFC__H2_PROTO_HTTP2;
+    if (s->http || s->h1 ||
+        (srv->o.http_enabled && !grpc_content_type(kept_content_type(s)))) {
+      s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
       s->h1_close = true;
       perfc__h2_http_fail(s, 431, PERFC_STATUS_RESOURCE_EXHAUSTED,
                           "request header list larger than the server's "
@@ -1010,18 +1286,27 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
       md[nmd++] = (perfc__h2_md){k, kl, v, vl};
     }
   }
-  /* HTTP/JSON shares the port: whatever is not a gRPC request (by method
-   * and content-type, the one branch gRPC calls pay) is an HTTP call when
-   * the call layer serves HTTP. */
-  if (s->http ||
+  /* HTTP/JSON and gRPC-Web share the port: whatever is not a gRPC request
+   * (by method and content-type, the one branch gRPC calls pay) is, when
+   * the call layer serves HTTP, gRPC-Web by its content type, else an
+   * HTTP/JSON call. */
+  if (s->h1 ||
       (srv->o.http_enabled && (method == NULL || strcmp(method, "POST") != 0 ||
                                !grpc_content_type(ctype)))) {
-    if (!s->http)
-      s->http = PERFC__H2_PROTO_HTTP2;
-    start_http(c, s, &info, method, timeout, bad_bin, md, nmd);
-    if (md != stack)
-      free(md);
-    return;
+    int web = method != NULL && strcmp(method, "POST") == 0
+                  ? web_content_type(ctype)
+                  : 0;
+    if (web) {
+      s->web = (uint8_t)web;
+      s->http = 0;
+      nmd = web_md(md, nmd);
+    } else {
+      s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
+      start_http(c, s, &info, method, timeout, bad_bin, md, nmd);
+      if (md != stack)
+        free(md);
+      return;
+    }
   }
   perfc_status_code refuse = PERFC_STATUS_OK;
   const char *why = NULL;
@@ -1031,7 +1316,7 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
     http = 405;
     refuse = PERFC_STATUS_INTERNAL;
     why = "gRPC requires POST";
-  } else if (!grpc_content_type(ctype)) {
+  } else if (!s->web && !grpc_content_type(ctype)) {
     /* PROTOCOL-HTTP2.md: an unknown content-type SHOULD get HTTP 415. */
     http = 415;
     refuse = PERFC_STATUS_INTERNAL;
@@ -1064,6 +1349,7 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
   if (timeout != NULL)
     info.deadline_ms = perfc__h2_now_ms() + tmo;
   info.request_encoding = enc_names[s->req_enc];
+  info.web = s->web;
   info.md = md;
   info.md_count = nmd;
   const char *refuse_msg = NULL;
@@ -1203,6 +1489,14 @@ void perfc__h2_http_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
 }
 
 void perfc__h2_http_request_done(perfc__h2_stream *s) {
+  if (s->web) {
+    /* gRPC-Web on HTTP/1.1: the end of the body is the half-close. */
+    if (s->started)
+      half_close(s);
+    else
+      s->remote_closed = true;
+    return;
+  }
   s->remote_closed = true;
   if (!alive(s) || !s->started)
     return;
@@ -1298,6 +1592,17 @@ int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
     perfc__h2_http_body(s, data, len);
     return 0;
   }
+  if (s->web == 2) {
+    web_text_body(s, data, len);
+    return 0;
+  }
+  grpc_frames(s, data, len);
+  return 0;
+}
+
+/* Length-prefixed messages reassembled from request body bytes (gRPC's,
+ * gRPC-Web's once base64-decoded). */
+static void grpc_frames(perfc__h2_stream *s, const uint8_t *data, size_t len) {
   const perfc__h2_opts *o = opts_of(s);
   while (len > 0 && alive(s)) {
     if (s->msg == NULL && s->pfx_got < 5) {
@@ -1373,7 +1678,6 @@ int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
       free(m);
     }
   }
-  return 0;
 }
 
 static void half_close(perfc__h2_stream *s) {
@@ -1568,7 +1872,7 @@ static void release_local(perfc__h2_stream *s) {
   if (s->conn != NULL && s->started) {
     /* Abandoned before its end: no on_close will follow. */
     s->started = false;
-    if (s->http == PERFC__H2_PROTO_HTTP1)
+    if (s->h1)
       s->conn->closing = true; /* its answer will never come */
     else if (!s->end_stream_sent)
       nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,

@@ -177,6 +177,8 @@ typedef struct perfc__h2_call_info {
    * grpc-timeout header still sets `deadline_ms`. */
   int http;
   const char *http_method;
+  /* A gRPC-Web call (a gRPC call; http is 0): 1 binary, 2 text. */
+  int web;
 } perfc__h2_call_info;
 
 /* Why a stream ended (on_close). */

@@ -288,6 +288,7 @@ static void call_fill(h2call *c, h2_method *m, perfc__h2_stream *s,
   /* PERFC__H2_PROTO_* numbers HTTP/1.1 and HTTP/2 the other way round. */
   ctx->protocol = info->http == PERFC__H2_PROTO_HTTP1   ? PERFC_PROTOCOL_HTTP1_JSON
                   : info->http == PERFC__H2_PROTO_HTTP2 ? PERFC_PROTOCOL_HTTP2_JSON
+                  : info->web                           ? PERFC_PROTOCOL_GRPC_WEB
                                                         : PERFC_PROTOCOL_GRPC;
   ctx->method = m->m;
   ctx->path = m->desc->path;

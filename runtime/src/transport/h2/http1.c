@@ -116,6 +116,8 @@ static int on_message_begin(http_parser *p) {
   h->cur = perfc__h2_stream_new(c, h->next_id);
   if (h->cur == NULL)
     return -1;
+  h->cur->h1 = true;
+  /* HTTP/JSON until its head says gRPC-Web (perfc__h2_grpc_start). */
   h->cur->http = PERFC__H2_PROTO_HTTP1;
   h->complete = h->field_open = h->too_big = h->expect_continue = false;
   h->url.len = h->fld.len = h->val.len = h->host.len = 0;
@@ -166,6 +168,9 @@ static int on_headers_complete(http_parser *p) {
   perfc__h2_stream *s = h->cur;
   if (!h->too_big && !h->field_open)
     push_header(h);
+  /* An HTTP/JSON request unless its content type makes it gRPC-Web
+   * (perfc__h2_grpc_start decides); answers before that are HTTP's. */
+  s->http = PERFC__H2_PROTO_HTTP1;
   s->h1_close = !http_should_keep_alive(p);
   if (!h->too_big) {
     const char *m = http_method_str((enum http_method)p->method);
@@ -203,7 +208,10 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t n) {
   perfc__h1 *h = h1_of(p);
-  perfc__h2_http_body(h->cur, (const uint8_t *)at, n);
+  if (h->cur->web)
+    perfc__h2_web_body(h->cur, (const uint8_t *)at, n);
+  else
+    perfc__h2_http_body(h->cur, (const uint8_t *)at, n);
   if (h->cur->finish_queued && h->cur->h1_close && !h->stop)
     stop_after(h); /* 413 from the chunks: the rest is not read */
   return 0;
@@ -266,6 +274,7 @@ static void parse_error(perfc__h2_conn *c, enum http_errno e) {
       c->closing = true;
       return;
     }
+    h->cur->h1 = true;
     h->cur->http = PERFC__H2_PROTO_HTTP1;
   }
   h->complete = true;
