@@ -7,6 +7,7 @@
  *
  * Usage: perfc-http-test-server [--listen HOST:PORT] [--max-body BYTES]
  *          [--idle-ms MS] [--max-metadata-bytes N] [--threads N]
+ *          [--cors-origin ORIGIN]... (up to 4)
  * Prints "listening on HOST:PORT" and "metrics on HOST:PORT" (the
  * go-grpc-prometheus interceptor's /metrics, with the HTTP/JSON calls'
  * perfc_server_http_handled_total) once serving; SIGTERM/SIGINT stop it.
@@ -184,6 +185,10 @@ static perfc_status_code fail(perfc_ctx *ctx, const Web__V1__FailRequest *req,
     struct timespec ts = {0, 10 * 1000000L};
     nanosleep(&ts, NULL);
   }
+  /* Stopped by the deadline: say so (an OK here could beat h2's own
+   * DEADLINE_EXCEEDED to the client). */
+  if (req->sleep_ms > 0 && perfc_ctx_cancelled(ctx))
+    return perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "stopped early");
   if (req->code < 0 || req->code >= PERFC_STATUS_COUNT)
     return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT, "code %d",
                            req->code);
@@ -286,6 +291,8 @@ int main(int argc, char **argv) {
   perfc_server_opts_init(&o);
   perfc_gateway_opts go;
   perfc_gateway_opts_init(&go);
+  const char *cors[4];
+  size_t ncors = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
       listen = argv[++i];
@@ -295,6 +302,9 @@ int main(int argc, char **argv) {
       go.idle_timeout_ms = strtoll(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--max-metadata-bytes") == 0 && i + 1 < argc)
       o.max_metadata_bytes = (size_t)strtoull(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--cors-origin") == 0 && i + 1 < argc &&
+             ncors < 4)
+      cors[ncors++] = argv[++i];
     else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
       o.threads = (unsigned)atoi(argv[++i]);
     else {
@@ -302,6 +312,8 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  go.cors_origins = cors;
+  go.cors_origin_count = ncors;
   perfc_server *srv;
   int port = 0;
   if (perfc_server_new(&srv, &o) != 0 ||

@@ -23,6 +23,7 @@ import urllib.request
 
 SERVER = sys.argv[1]
 SECRET = b"perfc-http-test-secret-0123456789abcdef"
+ORIGIN = "https://app.example"
 
 
 def jwt(claims):
@@ -51,7 +52,8 @@ def start(*extra):
     # --error-exitcode=9 --leak-check=full"); its exit status is checked.
     wrap = os.environ.get("HTTP_TEST_WRAP", "").split()
     p = subprocess.Popen([*wrap, SERVER, "--max-body", str(MAX_BODY), "--threads",
-                          "2", *extra], stdout=subprocess.PIPE, text=True)
+                          "2", "--cors-origin", ORIGIN, *extra],
+                         stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
         p.kill()
@@ -326,6 +328,30 @@ def test_keepalive_pipelining():
         data += d
     check(data.startswith(b"HTTP/1.1 200 "), data[:40])
     s.close()
+
+
+def test_early_answers():
+    """An answer that leaves before its request's body (a refusal at the
+    head) must not end the request early: the body still arrives, and the
+    connection goes on (regression: the body's bytes found no request, a
+    crash)."""
+    for head, want in [
+        (b"POST /web.v1.Web/Nope HTTP/1.1\r\nHost: t\r\n"
+         b"Content-Type: application/grpc-web+proto\r\nContent-Length: 5\r\n\r\n",
+         b"HTTP/1.1 200 "),
+        (b"POST /v1/things HTTP/1.1\r\nHost: t\r\ngrpc-timeout: soon\r\n"
+         b"Content-Length: 5\r\n\r\n", b"HTTP/1.1 400 ")]:
+        s = socket.create_connection((HOST, PORT), timeout=10)
+        f = s.makefile("rb")
+        s.sendall(head)
+        g = read_response(f)
+        check(g is not None and g[0] in (200, 400), g)
+        time.sleep(0.05)
+        s.sendall(b"\x00\x00\x00\x00\x00")  # the body, after the answer
+        s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        g = read_response(f)
+        check(g is not None and g[0] == 200, g)
+        s.close()
 
 
 def test_ndjson_stream():
@@ -670,13 +696,72 @@ def test_grpc_web():
     c.close()
 
 
+def test_cors():
+    m0 = scrape()
+    started = ('grpc_server_started_total{grpc_type="unary",'
+               'grpc_service="web.v1.Web",grpc_method="DeleteThing"}')
+    pre = {"Origin": ORIGIN, "Access-Control-Request-Method": "DELETE",
+           "Access-Control-Request-Headers": "authorization, grpc-timeout"}
+    for h2 in (False, True):
+        if h2:
+            args = ["--http2-prior-knowledge", "-X", "OPTIONS", "-D", "-", "-o",
+                    "/dev/null"]
+            for k, v in pre.items():
+                args += ["-H", f"{k}: {v}"]
+            rc, out, _ = curl(*args, f"http://{HOST}:{PORT}/v1/things/1")
+            lines = out.decode().split("\r\n")
+            st = int(lines[0].split()[1])
+            hd = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip()
+                  for l in lines[1:] if ":" in l}
+        else:
+            st, hd, body = req("OPTIONS", "/v1/things/1", headers=pre)
+            check(body == b"" and "content-length" not in hd, (body, hd))
+        check(st == 204, (h2, st, hd))
+        check(hd["access-control-allow-origin"] == ORIGIN, hd)
+        check("DELETE" in hd["access-control-allow-methods"], hd)
+        check(hd["access-control-allow-headers"] == "authorization, grpc-timeout", hd)
+        check(hd["access-control-max-age"] == "600", hd)
+        check(hd["vary"] == "origin", hd)
+    # the preflight reached no handler and no interceptor
+    check(scrape().get(started, 0) == m0.get(started, 0), "preflight reached DeleteThing")
+    # another origin: 403, no CORS headers
+    st, hd, b = jreq("OPTIONS", "/v1/things/1", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    check(st == 403 and b["code"] == 7 and "access-control-allow-origin" not in hd,
+          (st, hd, b))
+    # actual requests: headers for the allowed origin only
+    jreq("POST", "/v1/things", {"id": "60", "name": "cors"})
+    st, hd, b = jreq("GET", "/v1/things/60", headers={"Origin": ORIGIN})
+    check(st == 200 and hd["access-control-allow-origin"] == ORIGIN and
+          hd["access-control-expose-headers"] == "grpc-status, grpc-message", hd)
+    st, hd, b = jreq("GET", "/v1/things/60", headers={"Origin": "https://evil.example"})
+    check(st == 200 and "access-control-allow-origin" not in hd, hd)
+    st, hd, b = jreq("GET", "/v1/things/60")
+    check("access-control-allow-origin" not in hd, hd)
+    # errors carry them too (a page must read the error), and gRPC-Web
+    st, hd, b = jreq("GET", "/v1/things/61", headers={"Origin": ORIGIN})
+    check(st == 404 and hd["access-control-allow-origin"] == ORIGIN, hd)
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    c.request("POST", "/web.v1.Web/GetThing", body=b"\x00\x00\x00\x00\x02\x08\x3c",
+              headers={"content-type": "application/grpc-web+proto", "Origin": ORIGIN})
+    r = c.getresponse()
+    r.read()
+    check(r.getheader("access-control-allow-origin") == ORIGIN, r.getheaders())
+    c.close()
+    # without Access-Control-Request-Method an OPTIONS is an ordinary request
+    st, hd, b = jreq("OPTIONS", "/v1/things/1", headers={"Origin": ORIGIN})
+    check(st == 405, (st, b))
+
+
 def main():
     global HOST, PORT
     p, HOST, PORT = start()
     tests = [test_verbs_and_bindings, test_error_mapping, test_request_errors,
              test_body_limits, test_interceptors_metadata_deadline,
-             test_keepalive_pipelining, test_ndjson_stream, test_http2_curl,
+             test_keepalive_pipelining, test_early_answers, test_ndjson_stream,
+             test_http2_curl,
              test_grpc_same_port, test_metrics_by_protocol, test_grpc_web,
+             test_cors,
              test_garbage,
              test_idle_and_slow_clients]
     only = os.environ.get("HTTP_TEST_ONLY")

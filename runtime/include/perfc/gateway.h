@@ -22,6 +22,7 @@
 
 #include "perfc/arena.h"
 #include "perfc/common.h"
+#include "perfc/http_codec.h"
 #include "perfc/http_route.h"
 #include "perfc/server.h"
 #include "perfc/service.h"
@@ -218,6 +219,32 @@ typedef struct perfc_gateway_opts {
   /** An idle HTTP/1.1 keep-alive connection closes after this long
    *  (0 = PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS, 60 s). */
   int64_t idle_timeout_ms;
+  /** CORS for HTTP/JSON and gRPC-Web: the origins a browser page may call
+   *  from, exactly as the browser sends them ("https://app.example"), or
+   *  "*" for any; `cors_origin_count` of them (copied). None: CORS off (no
+   *  CORS headers; an OPTIONS request is routed like any other). An
+   *  allowed origin's answers carry Access-Control-Allow-Origin (the
+   *  origin, or "*"), Vary: Origin and Access-Control-Expose-Headers; its
+   *  preflights (OPTIONS with Access-Control-Request-Method) are answered
+   *  204 by the listener without reaching a route or an interceptor;
+   *  another origin's preflight gets 403. */
+  const char *const *cors_origins;
+  size_t cors_origin_count;
+  /** Access-Control-Allow-Methods of a preflight; NULL =
+   *  PERFC_DEFAULT_CORS_METHODS. Copied. */
+  const char *cors_methods;
+  /** Access-Control-Allow-Headers of a preflight; NULL = the headers the
+   *  preflight asks for (Access-Control-Request-Headers). Copied. */
+  const char *cors_headers;
+  /** Access-Control-Expose-Headers; NULL = PERFC_DEFAULT_CORS_EXPOSE_HEADERS
+   *  (grpc-status, grpc-message). Copied. */
+  const char *cors_expose_headers;
+  /** Access-Control-Max-Age (sent in whole seconds); 0 =
+   *  PERFC_DEFAULT_CORS_MAX_AGE_MS (10 minutes). */
+  int64_t cors_max_age_ms;
+  /** Access-Control-Allow-Credentials: true (then "*" answers name the
+   *  origin, as the Fetch standard requires). */
+  bool cors_allow_credentials;
 } perfc_gateway_opts;
 
 /** Fills `o` with the defaults above. */

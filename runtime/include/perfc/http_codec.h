@@ -21,6 +21,7 @@
 #include "perfc/status.h"
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,12 @@ extern "C" {
 /** An HTTP/1.1 keep-alive connection with no request in progress is
  *  closed after this long (h2 connections keep their ping keepalive). */
 #define PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS 60000
+/** CORS defaults: the methods a preflight allows, the response headers a
+ *  page may read (gRPC-Web's status), and how long a browser may cache a
+ *  preflight's answer. */
+#define PERFC_DEFAULT_CORS_METHODS "GET, POST, PUT, PATCH, DELETE, HEAD"
+#define PERFC_DEFAULT_CORS_EXPOSE_HEADERS "grpc-status, grpc-message"
+#define PERFC_DEFAULT_CORS_MAX_AGE_MS 600000
 
 /** A codec: every function runs on the call's thread (a transport loop or
  *  a worker), must not block, and allocates only from `arena` (the
@@ -71,6 +78,17 @@ typedef struct perfc_http_codec {
   size_t max_body_bytes;
   /** 0 = PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS. */
   int64_t idle_timeout_ms;
+  /** CORS (HTTP/JSON and gRPC-Web): the origins browsers may call from
+   *  ("https://app.example"; "*" for any), cors_origin_count of them;
+   *  none: CORS is off. Borrowed like user_data. The other fields as
+   *  perfc_gateway_opts documents them (NULL/0: its defaults). */
+  const char *const *cors_origins;
+  size_t cors_origin_count;
+  const char *cors_methods;
+  const char *cors_headers;
+  const char *cors_expose_headers;
+  int64_t cors_max_age_ms;
+  bool cors_allow_credentials;
 } perfc_http_codec;
 
 /** Lets the server's listener serve HTTP through `codec` (copied;

@@ -20,6 +20,9 @@ typedef struct gw {
   perfc_gateway_opts o;
   perfc_json_opts json; /* o.json with the router's resolver */
   perfc_gateway_router *router;
+  /* The CORS strings, copied (o's pointers point here). */
+  char **origins;
+  char *methods, *headers, *expose;
 } gw;
 
 void perfc_gateway_opts_init(perfc_gateway_opts *o) {
@@ -114,7 +117,36 @@ static int gw_start(perfc_server *srv, void *ud) {
 static void gw_free(void *ud) {
   gw *g = ud;
   perfc_gateway_router_free(g->router);
+  for (size_t i = 0; g->origins != NULL && i < g->o.cors_origin_count; i++)
+    free(g->origins[i]);
+  free(g->origins);
+  free(g->methods);
+  free(g->headers);
+  free(g->expose);
   free(g);
+}
+
+/* Copies the CORS strings the options borrow; false when out of memory. */
+static bool copy_cors(gw *g) {
+  perfc_gateway_opts *o = &g->o;
+  if (o->cors_origin_count > 0) {
+    g->origins = calloc(o->cors_origin_count, sizeof *g->origins);
+    if (g->origins == NULL)
+      return false;
+    for (size_t i = 0; i < o->cors_origin_count; i++)
+      if ((g->origins[i] = strdup(o->cors_origins[i])) == NULL)
+        return false;
+    o->cors_origins = (const char *const *)g->origins;
+  }
+#define DUP(f, d)                                                              \
+  if (o->f != NULL && (g->d = strdup(o->f)) == NULL)                          \
+    return false;                                                              \
+  o->f = g->d
+  DUP(cors_methods, methods);
+  DUP(cors_headers, headers);
+  DUP(cors_expose_headers, expose);
+#undef DUP
+  return true;
 }
 
 int perfc_gateway_attach(const perfc_gateway_opts *opts, perfc_server *srv) {
@@ -129,6 +161,24 @@ int perfc_gateway_attach(const perfc_gateway_opts *opts, perfc_server *srv) {
   else
     perfc_gateway_opts_init(&g->o);
   g->json = g->o.json;
+  if (g->o.cors_origin_count > 0 && g->o.cors_origins == NULL) {
+    free(g);
+    return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                           "perfc_gateway_attach: cors_origin_count without "
+                           "cors_origins");
+  }
+  for (size_t i = 0; i < g->o.cors_origin_count; i++)
+    if (g->o.cors_origins[i] == NULL || g->o.cors_origins[i][0] == '\0') {
+      free(g);
+      return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                             "perfc_gateway_attach: CORS origin %zu is empty",
+                             i);
+    }
+  if (!copy_cors(g)) {
+    g->o.cors_origin_count = g->origins ? g->o.cors_origin_count : 0;
+    gw_free(g);
+    return perfc_error_set(PERFC_ENOMEM, NULL, -1, "gateway: out of memory");
+  }
   /* The server owns g from here (freed in perfc_server_free). */
   int rc = perfc_server_add_shutdown_hook(srv, NULL, g, gw_free);
   if (rc != 0) {
@@ -144,6 +194,13 @@ int perfc_gateway_attach(const perfc_gateway_opts *opts, perfc_server *srv) {
       .stream_content_type = "application/x-ndjson",
       .max_body_bytes = g->o.max_body_bytes,
       .idle_timeout_ms = g->o.idle_timeout_ms,
+      .cors_origins = g->o.cors_origins,
+      .cors_origin_count = g->o.cors_origin_count,
+      .cors_methods = g->o.cors_methods,
+      .cors_headers = g->o.cors_headers,
+      .cors_expose_headers = g->o.cors_expose_headers,
+      .cors_max_age_ms = g->o.cors_max_age_ms,
+      .cors_allow_credentials = g->o.cors_allow_credentials,
   };
   rc = perfc_server_set_http_codec(srv, &codec, g);
   if (rc != 0)

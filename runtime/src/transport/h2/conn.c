@@ -41,6 +41,9 @@
 /* A client that keeps its keepalive-less connection silent this long
  * without calls allowed to ping more often than every two hours (grpc). */
 #define PING_NO_CALLS_MS (2LL * 60 * 60 * 1000)
+/* How long an HTTP/1.1 connection closing on unread input keeps reading
+ * (and discarding) so its answer is not destroyed by a reset. */
+#define LINGER_MS 1000
 
 static void conn_destroy(perfc__h2_conn *c);
 static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d);
@@ -453,6 +456,21 @@ static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d) {
     bool idle = c->out_len == c->out_off;
     if (c->goaway_sent && c->nstreams == 0)
       c->closing = true;
+    if (c->closing && idle && c->lingering)
+      return; /* the peer's FIN, or the timer, ends it */
+    if (c->closing && idle && perfc__h2_h1_unread(c) && c->ssl == NULL) {
+      /* A close with the client still sending (its request was refused
+       * unread) would reset the connection, and a reset can destroy the
+       * answer in the client's receive buffer: shut our side, discard what
+       * comes, close on the client's FIN or after a second (nginx's
+       * lingering close). */
+      shutdown(c->io.fd, SHUT_WR);
+      c->lingering = true;
+      c->grace_deadline_ms = perfc__h2_now_ms() + LINGER_MS;
+      timer_at_most(c, c->grace_deadline_ms);
+      perfc__h2_loop_mod(c->lc->loop, &c->io, EPOLLIN);
+      return;
+    }
     if (c->closing && idle) {
       perfc__h2_conn_close_now(c);
       return;
@@ -547,6 +565,23 @@ static void do_read(perfc__h2_conn *c) {
   uint8_t *buf = perfc__h2_loop_scratch(c->lc->loop);
   size_t total = 0;
   c->last_read_ms = perfc__h2_now_ms();
+  if (c->lingering) {
+    /* Discarded (bounded per turn like any read); the client's FIN or
+     * the linger timer closes. */
+    while (total < READ_SHARE) {
+      ssize_t n = recv(c->io.fd, buf, PERFC__H2_LOOP_SCRATCH, 0);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+      if (n <= 0) {
+        perfc__h2_conn_close_now(c);
+        return;
+      }
+      total += (size_t)n;
+    }
+    return;
+  }
   while (total < READ_SHARE && !c->closing && !c->dead &&
          !perfc__h2_h1_busy(c)) {
     ssize_t n;

@@ -77,6 +77,7 @@ struct perfc__h2_server {
   size_t ntls;
   atomic_uint conns_open;
   bool started, stopped, drained;
+  perfc__h2_cors cors; /* HTTP requests' CORS; n 0 = off */
   nghttp2_session_callbacks *ngcb;
   nghttp2_option *ngopt;
 };
@@ -113,6 +114,7 @@ struct perfc__h2_conn {
    * keeps its nghttp2 session unused (GOAWAY calls on it stay harmless)
    * and parses with `h1`. */
   bool sniffing;
+  bool lingering; /* HTTP/1.1: answer sent, write side shut, input discarded */
   struct perfc__h1 *h1;
 };
 
@@ -166,6 +168,8 @@ struct perfc__h2_stream {
   bool h1_chunked;    /* HTTP/1.1: the body goes out chunked */
   bool h1_close;      /* HTTP/1.1: close the connection after this answer */
   bool h1_head_ready; /* HTTP/1.1: h1_head is complete and goes out first */
+  uint16_t http_status; /* the head's status (204 has no length) */
+  char *cors_origin;    /* an allowed Origin: CORS headers on the answer */
   char *h1_head;      /* HTTP/1.1: the status line and headers */
   size_t h1_head_len, h1_head_off;
 };
@@ -233,6 +237,9 @@ bool perfc__h2_h1_sniff(perfc__h2_conn *c, const uint8_t *p, size_t n);
 bool perfc__h2_h1_feed(perfc__h2_conn *c, const uint8_t *p, size_t n);
 void perfc__h2_h1_flush(perfc__h2_conn *c);
 bool perfc__h2_h1_busy(const perfc__h2_conn *c);
+/* The connection stopped reading a request it will not finish (413,
+ * malformed): its close lingers (conn.c). */
+bool perfc__h2_h1_unread(const perfc__h2_conn *c);
 void perfc__h2_h1_free(perfc__h2_conn *c);
 /* An HTTP/1.1 stream's output grew or its finish was queued. */
 void perfc__h2_h1_kick(perfc__h2_stream *s);

@@ -640,6 +640,90 @@ static bool h1_head_close(perfc__h2_stream *s) {
   return ok;
 }
 
+/* ---- CORS ---------------------------------------------------------------- */
+
+/* Whether `origin` may call (perfc__h2_cors.origins: exact, or "*"). */
+static const char *cors_match(const perfc__h2_cors *c, const char *origin) {
+  for (size_t i = 0; i < c->n; i++)
+    if (strcmp(c->origins[i], "*") == 0 || strcmp(c->origins[i], origin) == 0)
+      return c->origins[i];
+  return NULL;
+}
+
+/* The CORS headers of an answer to an allowed origin (none otherwise). */
+static size_t cors_headers(const perfc__h2_stream *s, perfc__h2_md *out) {
+  if (s->cors_origin == NULL)
+    return 0;
+  const perfc__h2_cors *c = &s->lc->srv->cors;
+  size_t k = 0;
+  /* "*" answers "*" unless credentials are allowed (then the origin must
+   * be named, Fetch standard). */
+  const char *o = strcmp(cors_match(c, s->cors_origin), "*") == 0 &&
+                          !c->credentials
+                      ? "*"
+                      : s->cors_origin;
+  out[k++] = (perfc__h2_md){"access-control-allow-origin", 27, o, strlen(o)};
+  out[k++] = (perfc__h2_md){"vary", 4, "origin", 6};
+  if (c->expose != NULL && c->expose[0])
+    out[k++] = (perfc__h2_md){"access-control-expose-headers", 29, c->expose,
+                              strlen(c->expose)};
+  if (c->credentials)
+    out[k++] = (perfc__h2_md){"access-control-allow-credentials", 32, "true", 4};
+  return k;
+}
+
+static const perfc__h2_md *md_find(const perfc__h2_md *md, size_t n,
+                                   const char *key) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(md[i].key, key) == 0)
+      return &md[i];
+  return NULL;
+}
+
+/* Remembers an allowed Origin for the answer's CORS headers. */
+static void cors_note(perfc__h2_stream *s, const perfc__h2_md *md, size_t n) {
+  const perfc__h2_cors *c = &s->lc->srv->cors;
+  const perfc__h2_md *o = c->n > 0 ? md_find(md, n, "origin") : NULL;
+  if (o != NULL && cors_match(c, o->value) != NULL)
+    s->cors_origin = strndup(o->value, o->value_len);
+}
+
+static int http_head_local(perfc__h2_stream *s, int status,
+                           const char *content_type, const perfc__h2_md *md,
+                           size_t n, unsigned flags);
+static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                             const char *msg);
+
+/* A CORS preflight (OPTIONS with Access-Control-Request-Method), answered
+ * here: it never reaches a route or a handler. */
+static bool cors_preflight(perfc__h2_stream *s, const char *method,
+                           const perfc__h2_md *md, size_t n) {
+  const perfc__h2_cors *c = &s->lc->srv->cors;
+  if (c->n == 0 || method == NULL || strcmp(method, "OPTIONS") != 0 ||
+      md_find(md, n, "origin") == NULL ||
+      md_find(md, n, "access-control-request-method") == NULL)
+    return false;
+  if (s->cors_origin == NULL) {
+    perfc__h2_http_fail(s, 403, PERFC_STATUS_PERMISSION_DENIED,
+                        "CORS: this origin may not call this server");
+    return true;
+  }
+  const perfc__h2_md *rh = md_find(md, n, "access-control-request-headers");
+  const char *allow = c->headers ? c->headers : rh ? rh->value : "";
+  char age[24];
+  snprintf(age, sizeof age, "%lld", (long long)c->max_age_s);
+  perfc__h2_md h[3] = {
+      {"access-control-allow-methods", 28, c->methods, strlen(c->methods)},
+      {"access-control-max-age", 22, age, strlen(age)},
+      {"access-control-allow-headers", 28, allow, strlen(allow)},
+  };
+  if (http_head_local(s, 204, "text/plain", h, allow[0] ? 3 : 2, 0) != 0 ||
+      http_finish_local(s, PERFC_STATUS_OK, NULL) != 0)
+    perfc__h2_http_fail(s, 500, PERFC_STATUS_INTERNAL, "out of memory");
+  s->recv_done = true;
+  return true;
+}
+
 static int http_head_local(perfc__h2_stream *s, int status,
                            const char *content_type, const perfc__h2_md *md,
                            size_t n, unsigned flags) {
@@ -651,16 +735,24 @@ static int http_head_local(perfc__h2_stream *s, int status,
     return PERFC_ESTATE;
   if (status < 100 || status > 999)
     status = 500;
+  s->http_status = (uint16_t)status;
+  perfc__h2_md cors[4];
+  size_t ncors = cors_headers(s, cors);
   if (!s->h1) {
     char st[4];
     snprintf(st, sizeof st, "%d", status);
     nghttp2_nv stack[16];
-    nghttp2_nv *nv = n + 2 <= 16 ? stack : malloc((n + 2) * sizeof *nv);
+    nghttp2_nv *nv = n + ncors + 2 <= 16 ? stack
+                                         : malloc((n + ncors + 2) * sizeof *nv);
     if (nv == NULL)
       return PERFC_ENOMEM;
     size_t k = 0;
     nv[k++] = NV(":status", st, 3);
     nv[k++] = NV("content-type", content_type, strlen(content_type));
+    for (size_t i = 0; i < ncors; i++)
+      nv[k++] = (nghttp2_nv){(uint8_t *)cors[i].key, (uint8_t *)cors[i].value,
+                             cors[i].key_len, cors[i].value_len,
+                             NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < n; i++)
       nv[k++] = (nghttp2_nv){(uint8_t *)md[i].key, (uint8_t *)md[i].value,
                              md[i].key_len, md[i].value_len,
@@ -680,6 +772,12 @@ static int http_head_local(perfc__h2_stream *s, int status,
                     status, reason_phrase(status), content_type);
   if (ll < 0 || (size_t)ll >= sizeof line || !h1_head_add(s, line, (size_t)ll))
     return PERFC_ENOMEM;
+  for (size_t i = 0; i < ncors; i++)
+    if (!h1_head_add(s, cors[i].key, cors[i].key_len) ||
+        !h1_head_add(s, ": ", 2) ||
+        !h1_head_add(s, cors[i].value, cors[i].value_len) ||
+        !h1_head_add(s, "\r\n", 2))
+      return PERFC_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     if (!h1_head_add(s, md[i].key, md[i].key_len) || !h1_head_add(s, ": ", 2) ||
         !h1_head_add(s, md[i].value, md[i].value_len) ||
@@ -774,7 +872,9 @@ static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
       char cl[48];
       int n = snprintf(cl, sizeof cl, "content-length: %zu\r\n",
                        s->qlen - s->qoff);
-      if (!h1_head_add(s, cl, (size_t)n) || !h1_head_close(s))
+      /* A 204 carries no length (RFC 9110 8.6). */
+      if ((s->http_status != 204 && !h1_head_add(s, cl, (size_t)n)) ||
+          !h1_head_close(s))
         return PERFC_ENOMEM;
     }
     s->finish_queued = true;
@@ -1299,6 +1399,7 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
     if (web) {
       s->web = (uint8_t)web;
       s->http = 0;
+      cors_note(s, md, nmd);
       nmd = web_md(md, nmd);
     } else {
       s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
@@ -1403,6 +1504,9 @@ static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
   perfc__h2_server *srv = c->lc->srv;
   int64_t tmo = 0;
   s->http_head_req = method != NULL && strcmp(method, "HEAD") == 0;
+  cors_note(s, md, nmd);
+  if (cors_preflight(s, method, md, nmd))
+    return;
   size_t k = 0;
   for (size_t i = 0; i < nmd; i++)
     if (http_md_keep(&md[i]))
@@ -1769,6 +1873,8 @@ void perfc__h2_grpc_stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
   s->trailer_buf = NULL;
   free(s->h1_head);
   s->h1_head = NULL;
+  free(s->cors_origin);
+  s->cors_origin = NULL;
   bool tell = s->started;
   s->started = false;
   atomic_store(&s->closed, true);
@@ -1810,6 +1916,7 @@ static void stream_unref(perfc__h2_stream *s) {
   free(s->trailer_buf);
   free(s->msg);
   free(s->h1_head);
+  free(s->cors_origin);
   free(s);
 }
 

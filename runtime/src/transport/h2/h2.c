@@ -77,8 +77,11 @@ static void fill_defaults(perfc__h2_opts *o) {
 }
 
 void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
-                                  int64_t idle_timeout_ms) {
+                                  int64_t idle_timeout_ms,
+                                  const perfc__h2_cors *cors) {
   srv->o.http_enabled = true;
+  if (cors != NULL)
+    srv->cors = *cors;
   srv->o.http_max_body_bytes =
       max_body_bytes ? max_body_bytes : PERFC_DEFAULT_HTTP_MAX_BODY_BYTES;
   /* The body is assembled in a buffer indexed by 32-bit counts. */

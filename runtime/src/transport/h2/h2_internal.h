@@ -267,10 +267,22 @@ typedef struct perfc__h2_stats {
 } perfc__h2_stats;
 void perfc__h2_server_stats(perfc__h2_server *srv, perfc__h2_stats *out);
 
+/* CORS for HTTP requests: NULL origins (n 0) is off. Strings borrowed
+ * for the server's life. */
+typedef struct perfc__h2_cors {
+  const char *const *origins;
+  size_t n;
+  const char *methods, *headers, *expose; /* headers NULL: echo the request's */
+  int64_t max_age_s;
+  bool credentials;
+} perfc__h2_cors;
+
 /* Serve HTTP requests (perfc__h2_opts.http_enabled) with these limits
- * (0 = PERFC_DEFAULT_HTTP_*, perfc/http_codec.h). Before start. */
+ * (0 = PERFC_DEFAULT_HTTP_*, perfc/http_codec.h) and CORS (copied; NULL
+ * off). Before start. */
 void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
-                                  int64_t idle_timeout_ms);
+                                  int64_t idle_timeout_ms,
+                                  const perfc__h2_cors *cors);
 
 /* ---- downward: answering a call (any thread) ------------------------------ */
 

@@ -1276,8 +1276,22 @@ static int h2_set_http_codec(void *tp, const perfc_http_codec *codec,
   t->codec = *codec;
   t->codec_ud = user_data;
   t->has_codec = 1;
+  perfc__h2_cors cors = {
+      .origins = codec->cors_origins,
+      .n = codec->cors_origin_count,
+      .methods = codec->cors_methods ? codec->cors_methods
+                                     : PERFC_DEFAULT_CORS_METHODS,
+      .headers = codec->cors_headers,
+      .expose = codec->cors_expose_headers ? codec->cors_expose_headers
+                                           : PERFC_DEFAULT_CORS_EXPOSE_HEADERS,
+      .max_age_s = (codec->cors_max_age_ms > 0 ? codec->cors_max_age_ms
+                                               : PERFC_DEFAULT_CORS_MAX_AGE_MS) /
+                   1000,
+      .credentials = codec->cors_allow_credentials,
+  };
   perfc__h2_server_enable_http(t->h2, codec->max_body_bytes,
-                               codec->idle_timeout_ms);
+                               codec->idle_timeout_ms,
+                               cors.origins != NULL && cors.n > 0 ? &cors : NULL);
   return 0;
 }
 

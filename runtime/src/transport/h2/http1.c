@@ -208,6 +208,8 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t n) {
   perfc__h1 *h = h1_of(p);
+  if (h->cur == NULL)
+    return 0;
   if (h->cur->web)
     perfc__h2_web_body(h->cur, (const uint8_t *)at, n);
   else
@@ -224,7 +226,11 @@ static int on_message_complete(http_parser *p) {
   /* One request at a time: the next one waits until this one's answer
    * was handed to the socket (perfc__h2_h1_flush). */
   http_parser_pause(p, 1);
-  perfc__h2_http_request_done(h->cur);
+  if (h->cur != NULL)
+    perfc__h2_http_request_done(h->cur);
+  /* An answer that went out before the request ended (a refusal) can
+   * finish the request now. */
+  perfc__h2_conn_defer_flush(h->c);
   return 0;
 }
 
@@ -255,6 +261,10 @@ bool perfc__h2_h1_sniff(perfc__h2_conn *c, const uint8_t *p, size_t n) {
   c->h1 = h;
   c->preface_done = true; /* no HTTP/2 preface to wait for */
   return true;
+}
+
+bool perfc__h2_h1_unread(const perfc__h2_conn *c) {
+  return c->h1 != NULL && c->h1->stop;
 }
 
 bool perfc__h2_h1_busy(const perfc__h2_conn *c) {
@@ -381,6 +391,11 @@ void perfc__h2_h1_flush(perfc__h2_conn *c) {
       }
     }
     if (!s->finish_queued || s->qoff < s->qlen)
+      return;
+    /* An answer may leave before its request was read whole (a refusal at
+     * the head, a 413): the request is over once both are, or when the
+     * rest is never to be read. */
+    if (!h->complete && !h->stop)
       return;
     /* The answer is with the socket: the request is over. */
     bool close = s->h1_close || c->goaway_sent || h->stop;
