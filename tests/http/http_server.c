@@ -7,7 +7,7 @@
  *
  * Usage: perfc-http-test-server [--listen HOST:PORT] [--max-body BYTES]
  *          [--idle-ms MS] [--max-metadata-bytes N] [--threads N]
- *          [--cors-origin ORIGIN]... (up to 4)
+ *          [--cors-origin ORIGIN]... (up to 4) [--tls-cert F --tls-key F]
  * Prints "listening on HOST:PORT" and "metrics on HOST:PORT" (the
  * go-grpc-prometheus interceptor's /metrics, with the HTTP/JSON calls'
  * perfc_server_http_handled_total) once serving; SIGTERM/SIGINT stop it.
@@ -30,6 +30,7 @@
 #include "perfc/metrics_http.h"
 #include "perfc/ratelimit.h"
 #include "perfc/server.h"
+#include "perfc/tls.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -293,6 +294,8 @@ int main(int argc, char **argv) {
   perfc_gateway_opts_init(&go);
   const char *cors[4];
   size_t ncors = 0;
+  perfc_tls_opts tls;
+  perfc_tls_opts_init(&tls);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
       listen = argv[++i];
@@ -305,6 +308,10 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--cors-origin") == 0 && i + 1 < argc &&
              ncors < 4)
       cors[ncors++] = argv[++i];
+    else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
+      tls.cert_file = argv[++i];
+    else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
+      tls.key_file = argv[++i];
     else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
       o.threads = (unsigned)atoi(argv[++i]);
     else {
@@ -319,7 +326,8 @@ int main(int argc, char **argv) {
   if (perfc_server_new(&srv, &o) != 0 ||
       web__v1__web__perfc_register(srv, &handlers, NULL) != 0 ||
       perfc_gateway_attach(&go, srv) != 0 ||
-      perfc_server_listen(srv, listen, &port) != 0) {
+      (tls.cert_file != NULL ? perfc_server_listen_tls(srv, listen, &tls, &port)
+                             : perfc_server_listen(srv, listen, &port)) != 0) {
     fprintf(stderr, "setup failed: %s\n", perfc_last_error());
     return 1;
   }

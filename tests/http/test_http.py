@@ -753,6 +753,54 @@ def test_cors():
     check(st == 405, (st, b))
 
 
+def test_tls():
+    """HTTP/1.1 over TLS (ALPN http/1.1, or no ALPN), HTTP/2 JSON and gRPC
+    over TLS (ALPN h2), one port."""
+    import ssl
+    import grpc
+    certs = tempfile.mkdtemp(prefix="perfc-http-tls-")
+    try:
+        subprocess.run(["sh", os.path.join(os.path.dirname(__file__), "..", "tls",
+                                           "make-certs.sh"), certs],
+                       check=True, capture_output=True, timeout=120)
+        p, host, port = start("--tls-cert", os.path.join(certs, "server.crt"),
+                              "--tls-key", os.path.join(certs, "server.key"))
+        try:
+            ca = os.path.join(certs, "ca.crt")
+            for alpn in (None, ["http/1.1"]):
+                ctx = ssl.create_default_context(cafile=ca)
+                if alpn:
+                    ctx.set_alpn_protocols(alpn)
+                c = http.client.HTTPSConnection("localhost", port, context=ctx,
+                                                timeout=10)
+                for _ in range(2):  # keep-alive over TLS
+                    st, hd, b = jreq("GET", "/v1/whoami", conn=c,
+                                     headers={"Authorization": "Bearer t"})
+                    check(st == 200 and b["authorization"] == "Bearer t", (alpn, st, b))
+                c.close()
+            base = f"https://localhost:{port}"
+            rc, out, err = curl("--cacert", ca, "--http1.1", "-w", "\n%{http_version}",
+                                f"{base}/v1/whoami")
+            check(rc == 0 and out.rsplit(b"\n", 1)[1] == b"1.1", (rc, out, err))
+            rc, out, err = curl("--cacert", ca, "--http2", "-w", "\n%{http_version}",
+                                f"{base}/v1/whoami")
+            check(rc == 0 and out.rsplit(b"\n", 1)[1] == b"2", (rc, out, err))
+            creds = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+            ch = grpc.secure_channel(f"localhost:{port}", creds)
+            try:
+                ch.unary_unary("/web.v1.Web/GetThing")(b"\x08\x3e", timeout=10)
+                raise AssertionError("GetThing 62 answered")
+            except grpc.RpcError as e:
+                check(e.code() == grpc.StatusCode.NOT_FOUND, e.code())
+            ch.close()
+        finally:
+            p.terminate()
+            rc = p.wait(timeout=60)
+        check(rc in (0, -15), f"TLS server exited with {rc}")
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
+
+
 def main():
     global HOST, PORT
     p, HOST, PORT = start()
@@ -762,7 +810,7 @@ def main():
              test_http2_curl,
              test_grpc_same_port, test_metrics_by_protocol, test_grpc_web,
              test_cors,
-             test_garbage,
+             test_tls, test_garbage,
              test_idle_and_slow_clients]
     only = os.environ.get("HTTP_TEST_ONLY")
     try:

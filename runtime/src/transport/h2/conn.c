@@ -631,7 +631,13 @@ static void tls_handshake(perfc__h2_conn *c) {
     const unsigned char *alpn = NULL;
     unsigned alen = 0;
     SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
-    if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
+    bool http = c->lc->srv->o.http_enabled;
+    if (alen == 8 && http && memcmp(alpn, "http/1.1", 8) == 0) {
+      if (!perfc__h2_h1_begin(c))
+        return;
+    } else if (alen == 0 && http) {
+      c->sniffing = true; /* no ALPN: the first bytes tell, as in plaintext */
+    } else if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
       perfc__h2_conn_close_now(c);
       return;
     }

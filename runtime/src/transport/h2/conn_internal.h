@@ -234,6 +234,9 @@ void perfc__h2_grpc_stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
                                perfc__h2_close_reason why);
 /* HTTP/1.1 (http1.c). */
 bool perfc__h2_h1_sniff(perfc__h2_conn *c, const uint8_t *p, size_t n);
+/* The connection speaks HTTP/1.1 from now (sniffed, or ALPN http/1.1);
+ * false (and the connection closing) when out of memory. */
+bool perfc__h2_h1_begin(perfc__h2_conn *c);
 bool perfc__h2_h1_feed(perfc__h2_conn *c, const uint8_t *p, size_t n);
 void perfc__h2_h1_flush(perfc__h2_conn *c);
 bool perfc__h2_h1_busy(const perfc__h2_conn *c);

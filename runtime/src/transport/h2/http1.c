@@ -249,6 +249,10 @@ bool perfc__h2_h1_sniff(perfc__h2_conn *c, const uint8_t *p, size_t n) {
   size_t k = n < sizeof preface - 1 ? n : sizeof preface - 1;
   if (memcmp(p, preface, k) == 0)
     return false; /* HTTP/2 (or its first bytes): nghttp2 takes it */
+  return perfc__h2_h1_begin(c);
+}
+
+bool perfc__h2_h1_begin(perfc__h2_conn *c) {
   perfc__h1 *h = calloc(1, sizeof *h);
   if (h == NULL) {
     perfc__h2_conn_close_now(c);
