@@ -317,6 +317,17 @@ def test_keepalive_pipelining():
     check(seen == [200 if i % 2 == 0 else 404 for i in range(n)],
           f"pipelined answers out of order or failed: {seen[:10]}")
     s.close()
+    # a client that shuts its write side after its requests still gets
+    # every answer, then the close
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    f = s.makefile("rb")
+    s.sendall(b"GET /v1/things/20 HTTP/1.1\r\nHost: t\r\n\r\n"
+              b"GET /v1/things:stream?page_size=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    got = [read_response(f) for _ in range(2)]
+    check([g[0] for g in got] == [200, 200] and len(got[1][2].splitlines()) == 2, got)
+    check(f.read() == b"", "not closed after the half-close's answers")
+    s.close()
     # HTTP/1.0 without keep-alive: closed after the answer
     s = socket.create_connection((HOST, PORT), timeout=10)
     s.sendall(b"GET /v1/things/20 HTTP/1.0\r\n\r\n")

@@ -607,6 +607,8 @@ static void do_read(perfc__h2_conn *c) {
         return;
       }
       if (n == 0) {
+        if (c->h1 != NULL && perfc__h2_h1_eof(c))
+          break; /* answers still owed: the flush closes after them */
         perfc__h2_conn_close_now(c);
         return;
       }

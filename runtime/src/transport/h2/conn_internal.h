@@ -240,6 +240,9 @@ bool perfc__h2_h1_begin(perfc__h2_conn *c);
 bool perfc__h2_h1_feed(perfc__h2_conn *c, const uint8_t *p, size_t n);
 void perfc__h2_h1_flush(perfc__h2_conn *c);
 bool perfc__h2_h1_busy(const perfc__h2_conn *c);
+/* The client shut its side: true when answers are still owed (the
+ * connection stays until they left), false to close now. */
+bool perfc__h2_h1_eof(perfc__h2_conn *c);
 /* The connection stopped reading a request it will not finish (413,
  * malformed): its close lingers (conn.c). */
 bool perfc__h2_h1_unread(const perfc__h2_conn *c);

@@ -49,6 +49,7 @@ struct perfc__h1 {
   bool field_open;       /* a header name is being read */
   bool too_big;
   bool expect_continue;
+  bool eof; /* the client shut its side: answer what was read, then close */
   buf url, fld, val, host;
   size_t head_bytes; /* request line and headers, as h2 counts them */
   uint8_t *rest;     /* read past cur (pipelined), not parsed yet */
@@ -273,7 +274,21 @@ bool perfc__h2_h1_unread(const perfc__h2_conn *c) {
 
 bool perfc__h2_h1_busy(const perfc__h2_conn *c) {
   const perfc__h1 *h = c->h1;
-  return h != NULL && ((h->cur != NULL && h->complete) || h->stop);
+  return h != NULL && ((h->cur != NULL && h->complete) || h->stop || h->eof);
+}
+
+bool perfc__h2_h1_eof(perfc__h2_conn *c) {
+  perfc__h1 *h = c->h1;
+  h->eof = true;
+  /* A half-close after whole requests (`printf ... | nc -N`, a client
+   * that shuts its write side) still gets its answers; a request cut
+   * short never will. */
+  if (h->cur == NULL && h->rest_len == 0)
+    return false;
+  if (h->cur != NULL && !h->complete && !h->stop)
+    return false;
+  perfc__h2_conn_defer_flush(c);
+  return true;
 }
 
 /* A malformed request: answered 400 (431 for a head past http-parser's
@@ -360,6 +375,10 @@ void perfc__h2_h1_flush(perfc__h2_conn *c) {
   const perfc__h2_opts *o = &c->lc->srv->o;
   while (!c->dead && h->cur != NULL) {
     perfc__h2_stream *s = h->cur;
+    if (h->eof && !h->complete && !h->stop) {
+      c->closing = true; /* cut short by the client's EOF */
+      return;
+    }
     if (s->h1_head_ready && s->h1_head_off < s->h1_head_len) {
       if (!perfc__h2_conn_emit(c, (const uint8_t *)s->h1_head + s->h1_head_off,
                                s->h1_head_len - s->h1_head_off)) {
@@ -427,6 +446,8 @@ void perfc__h2_h1_flush(perfc__h2_conn *c) {
       }
     }
   }
+  if (h->eof && h->cur == NULL && !c->dead)
+    c->closing = true; /* every request the client sent was answered */
 }
 
 void perfc__h2_h1_free(perfc__h2_conn *c) {
