@@ -426,7 +426,7 @@ static void update_events(perfc__h2_conn *c) {
   /* A slow reader: past its output budget we stop reading its input too,
    * so it cannot make us produce more; TCP pushes back on it. */
   if (waiting < c->lc->srv->o.conn_send_budget_bytes &&
-      !perfc__h2_h1_busy(c))
+      (c->h1 == NULL || !perfc__h2_h1_busy(c)))
     ev |= EPOLLIN; /* HTTP/1.1: not while a request is being answered */
   if (waiting > 0)
     ev |= EPOLLOUT;
@@ -583,7 +583,7 @@ static void do_read(perfc__h2_conn *c) {
     return;
   }
   while (total < READ_SHARE && !c->closing && !c->dead &&
-         !perfc__h2_h1_busy(c)) {
+         (c->h1 == NULL || !perfc__h2_h1_busy(c))) {
     ssize_t n;
     if (c->ssl != NULL) {
       ERR_clear_error();

@@ -156,7 +156,11 @@ static uint64_t path_hash(const char *p, size_t n) {
   return h;
 }
 
-static h2_method *lookup(h2t *t, const char *path, size_t len) {
+/* always_inline: on_call (gRPC's path) kept these inline before HTTP calls
+ * became their second caller (callgrind: +70 instructions per call). */
+#define HOT static inline __attribute__((always_inline))
+
+HOT h2_method *lookup(h2t *t, const char *path, size_t len) {
   if (t->table == NULL)
     return NULL;
   for (size_t i = path_hash(path, len) & t->table_mask;; i = (i + 1) & t->table_mask) {
@@ -174,7 +178,7 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static h2call *call_get(h2t *t) {
+HOT h2call *call_get(h2t *t) {
   ctx_cache *cc = tls_cache;
   if (cc == NULL) {
     cc = calloc(1, sizeof *cc);
@@ -267,8 +271,8 @@ static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
 
 /* A context for a call of method `m` on stream `s` (loop thread): what
  * outlives on_call (metadata, peer) is copied into its arena. */
-static void call_fill(h2call *c, h2_method *m, perfc__h2_stream *s,
-                      const perfc__h2_call_info *info) {
+HOT void call_fill(h2call *c, h2_method *m, perfc__h2_stream *s,
+               const perfc__h2_call_info *info) {
   perfc_ctx *ctx = &c->ctx;
   perfc_method_kind kind = m->desc->kind;
   if (kind != PERFC_METHOD_UNARY) {
