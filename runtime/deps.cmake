@@ -76,3 +76,10 @@ target_include_directories(perfc_runtime_objs PRIVATE ${_otlp_gen})
 # includes it.
 pkg_check_modules(YAJL REQUIRED IMPORTED_TARGET yajl)
 perfc_unit_link(perfc_gateway PRIVATE PkgConfig::YAJL m)
+# transport/h2/http1.c: HTTP/1.1 on the gRPC port (issue #18) is parsed by
+# http-parser (libhttp-parser-dev 2.9; llhttp is not in Debian 12). It
+# ships no pkg-config file. Private: no public header includes it.
+find_path(PERFC_HTTP_PARSER_INCLUDE_DIR http_parser.h REQUIRED)
+find_library(PERFC_HTTP_PARSER_LIBRARY http_parser REQUIRED)
+target_include_directories(perfc_runtime_objs PRIVATE ${PERFC_HTTP_PARSER_INCLUDE_DIR})
+perfc_unit_link(perfc_runtime PRIVATE ${PERFC_HTTP_PARSER_LIBRARY})

@@ -10,6 +10,7 @@
  * changes a status instead, so tests can drive Watch from outside. */
 #include "test_service.h"
 
+#include "perfc/gateway.h"
 #include "perfc/health.h"
 #include "perfc/reflection.h"
 #include "perfc/tls.h"
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
   test_transport_apply(&o);
   perfc_tls_opts tls;
   perfc_tls_opts_init(&tls);
+  int http = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) {
       const char *t = argv[++i];
@@ -81,6 +83,8 @@ int main(int argc, char **argv) {
       o.max_metadata_bytes = (size_t)strtoull(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--shutdown-grace-ms") == 0 && i + 1 < argc)
       o.shutdown_grace_ms = atoll(argv[++i]);
+    else if (strcmp(argv[i], "--http") == 0)
+      http = 1; /* HTTP/JSON on the same port (perfc_gateway_attach) */
     else if (strcmp(argv[i], "--compression") == 0 && i + 1 < argc)
       o.compression = argv[++i];
     else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
@@ -100,7 +104,7 @@ int main(int argc, char **argv) {
               "usage: %s [--listen HOST:PORT] [--transport core|h2] [--max-recv-bytes N] "
               "[--pool-threads N] [--pool-queue N] [--compression ALG] "
               "[--memory-budget BYTES] [--max-metadata-bytes BYTES] "
-              "[--shutdown-grace-ms MS] "
+              "[--shutdown-grace-ms MS] [--http] "
               "[--tls-cert F --tls-key F [--tls-client-ca F] "
               "[--tls-client-auth none|request|require]]\n",
               argv[0]);
@@ -127,6 +131,8 @@ int main(int argc, char **argv) {
     rc = perfc_health_register(g_health, srv);
   if (rc == 0)
     rc = perfc_reflection_register(srv);
+  if (rc == 0 && http)
+    rc = perfc_gateway_attach(NULL, srv);
   if (rc == 0)
     rc = perfc_server_start(srv);
   if (rc != 0) {

@@ -17,6 +17,9 @@ import unittest
 # through as --transport.
 TRANSPORT_ARGS = (["--transport", os.environ["PERFC_TEST_TRANSPORT"]]
                   if os.environ.get("PERFC_TEST_TRANSPORT") else [])
+# More perfc-test-server arguments (interop.grpcio.http: --http, the same suite
+# against a server whose port serves HTTP/JSON too).
+EXTRA_ARGS = os.environ.get("PERFC_TEST_SERVER_ARGS", "").split()
 
 import grpc
 
@@ -98,7 +101,8 @@ class Server:
     checking it exits cleanly (0) — a crash or a sanitizer report fails."""
 
     def __init__(self, name, *args):
-        self.proc = subprocess.Popen([os.path.join(BIN, name), "--listen", "127.0.0.1:0", *args, *TRANSPORT_ARGS],
+        self.proc = subprocess.Popen([os.path.join(BIN, name), "--listen", "127.0.0.1:0", *args, *TRANSPORT_ARGS,
+                                      *(EXTRA_ARGS if name == "perfc-test-server" else [])],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):

@@ -7,8 +7,9 @@
  *
  * Room: runtime/src/gateway, link unit libperfc-gateway (perfc::gateway,
  * pkg-config perfc-gateway), which adds yajl; a gRPC-only service links
- * neither. These functions serve no socket: the HTTP listener that calls
- * them is perfc's h2 transport's job (issue #18, item 3).
+ * neither. perfc_gateway_attach() serves the routes on a server's port:
+ * the h2 transport's listener parses HTTP/1.1 and HTTP/2 and calls this
+ * unit through perfc/http_codec.h.
  *
  * Memory: everything a function returns (messages, strings, match results)
  * lives in the arena it was given (perfc/arena.h), normally the call's
@@ -21,7 +22,9 @@
 
 #include "perfc/arena.h"
 #include "perfc/common.h"
+#include "perfc/http_codec.h"
 #include "perfc/http_route.h"
+#include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
 
@@ -203,6 +206,64 @@ PERFC_API int perfc_gateway_status_json(perfc_status_code code,
                                         const char *message,
                                         perfc_arena *arena, char **out,
                                         size_t *len);
+
+/* ---- serving: the gateway on a server's port -------------------------- */
+
+typedef struct perfc_gateway_opts {
+  /** How bodies are read and written (lowerCamelCase out by default;
+   *  resolve_type NULL: every message of the server's services). */
+  perfc_json_opts json;
+  /** Largest request body (0 = PERFC_DEFAULT_HTTP_MAX_BODY_BYTES, 4 MiB);
+   *  a larger one is answered 413. */
+  size_t max_body_bytes;
+  /** An idle HTTP/1.1 keep-alive connection closes after this long
+   *  (0 = PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS, 60 s). */
+  int64_t idle_timeout_ms;
+  /** CORS for HTTP/JSON and gRPC-Web: the origins a browser page may call
+   *  from, exactly as the browser sends them ("https://app.example"), or
+   *  "*" for any; `cors_origin_count` of them (copied). None: CORS off (no
+   *  CORS headers; an OPTIONS request is routed like any other). An
+   *  allowed origin's answers carry Access-Control-Allow-Origin (the
+   *  origin, or "*"), Vary: Origin and Access-Control-Expose-Headers; its
+   *  preflights (OPTIONS with Access-Control-Request-Method) are answered
+   *  204 by the listener without reaching a route or an interceptor;
+   *  another origin's preflight gets 403. */
+  const char *const *cors_origins;
+  size_t cors_origin_count;
+  /** Access-Control-Allow-Methods of a preflight; NULL =
+   *  PERFC_DEFAULT_CORS_METHODS. Copied. */
+  const char *cors_methods;
+  /** Access-Control-Allow-Headers of a preflight; NULL = the headers the
+   *  preflight asks for (Access-Control-Request-Headers). Copied. */
+  const char *cors_headers;
+  /** Access-Control-Expose-Headers; NULL = PERFC_DEFAULT_CORS_EXPOSE_HEADERS
+   *  (grpc-status, grpc-message). Copied. */
+  const char *cors_expose_headers;
+  /** Access-Control-Max-Age (sent in whole seconds); 0 =
+   *  PERFC_DEFAULT_CORS_MAX_AGE_MS (10 minutes). */
+  int64_t cors_max_age_ms;
+  /** Access-Control-Allow-Credentials: true (then "*" answers name the
+   *  origin, as the Fetch standard requires). */
+  bool cors_allow_credentials;
+} perfc_gateway_opts;
+
+/** Fills `o` with the defaults above. */
+PERFC_API void perfc_gateway_opts_init(perfc_gateway_opts *o);
+
+/** Serves the server's google.api.http routes as HTTP/JSON on its own
+ *  listening ports, beside gRPC: HTTP/1.1 (keep-alive, pipelining) and
+ *  HTTP/2 requests whose content-type is not application/grpc*. The
+ *  routes of every service added before perfc_server_start() are served;
+ *  each request runs the method's handler through the server's
+ *  interceptors like a gRPC call. `opts` is copied (NULL: defaults). The
+ *  server owns what this allocates. Before perfc_server_start(), once.
+ *  Returns 0, PERFC_EINVAL (NULL server, or a server on the C core
+ *  transport: HTTP/JSON needs server.transport h2), PERFC_ESTATE
+ *  (started, or attached already) or PERFC_ENOMEM; the router's own
+ *  errors (two services with the same route: PERFC_EEXIST) come from
+ *  perfc_server_start(). See docs/http-json.md. */
+PERFC_API int perfc_gateway_attach(const perfc_gateway_opts *opts,
+                                   perfc_server *srv);
 
 #ifdef __cplusplus
 }

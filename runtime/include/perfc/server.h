@@ -292,6 +292,19 @@ PERFC_API const perfc_method_desc *perfc_ctx_method_desc(const perfc_ctx *ctx);
 /** Peer address ("ipv4:127.0.0.1:5432"), in the call's arena. */
 PERFC_API const char *perfc_ctx_peer(perfc_ctx *ctx);
 
+/** What carried a call: gRPC, HTTP/JSON (perfc_gateway_attach) over
+ *  HTTP/1.1 or HTTP/2, or gRPC-Web (with HTTP serving on). */
+typedef enum perfc_protocol {
+  PERFC_PROTOCOL_GRPC = 0,
+  PERFC_PROTOCOL_HTTP1_JSON = 1,
+  PERFC_PROTOCOL_HTTP2_JSON = 2,
+  PERFC_PROTOCOL_GRPC_WEB = 3
+} perfc_protocol;
+/** The call's protocol (interceptors label by it). */
+PERFC_API perfc_protocol perfc_ctx_protocol(const perfc_ctx *ctx);
+/** "grpc", "http1.1+json", "h2+json", "grpc-web"; static. */
+PERFC_API const char *perfc_protocol_name(perfc_protocol p);
+
 /** Milliseconds until the call's deadline (0 when passed): the client's, or
  *  the earlier one set by perfc_ctx_set_deadline_ms(); INT64_MAX when there
  *  is none. */

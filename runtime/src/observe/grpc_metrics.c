@@ -14,6 +14,7 @@
  * a stable identity).
  */
 #include "perfc/grpc_metrics.h"
+#include "perfc/http_route.h"
 #include "core/error_internal.h"
 #include "observe/metrics_internal.h"
 #include "perfc/log.h"
@@ -38,10 +39,17 @@ typedef struct method_series {
   perfc_counter *started, *received, *sent;
   perfc_counter *handled[PERFC_STATUS_COUNT];
   perfc_histogram *seconds; /* NULL when the histogram is off */
+  /* Server methods with HTTP routes: calls HTTP/JSON carried, by protocol
+   * (perfc_ctx_protocol() - 1) and code; NULL otherwise. */
+  perfc_counter *(*http_handled)[PERFC_STATUS_COUNT];
 } method_series;
 
 struct perfc_grpc_metrics {
   side_families server, client;
+  /* perfc_server_http_handled_total{protocol, grpc_service, grpc_method,
+   * grpc_code}: HTTP/JSON calls, which grpc_server_* count as well (they
+   * are calls of the method), told apart by protocol. */
+  perfc_metrics_family *http_handled;
   perfc_metrics_registry *registry;
   perfc_server_interceptor server_ic;
   perfc_client_interceptor client_ic;
@@ -184,14 +192,52 @@ static void count_end(method_series *s, perfc_status_code code,
 
 /* ---- server side ------------------------------------------------------------ */
 
+/* The HTTP series of a method that has google.api.http routes; 0, or an
+ * error (the method then keeps its gRPC series only). */
+static int resolve_http(perfc_grpc_metrics *gm, method_series *s,
+                        const perfc_service_desc *svc,
+                        const perfc_method_desc *m) {
+  size_t index = (size_t)(m - svc->methods);
+  int routed = 0;
+  for (size_t i = 0; i < svc->n_http_routes && !routed; i++)
+    routed = svc->http_routes[i].method_index == index;
+  if (!routed || gm->http_handled == NULL)
+    return 0;
+  s->http_handled = calloc(2, sizeof *s->http_handled);
+  if (s->http_handled == NULL)
+    return PERFC_ENOMEM;
+  static const perfc_protocol protos[2] = {PERFC_PROTOCOL_HTTP1_JSON,
+                                           PERFC_PROTOCOL_HTTP2_JSON};
+  for (int p = 0; p < 2; p++)
+    for (int c = 0; c < PERFC_STATUS_COUNT; c++) {
+      const char *labels[4] = {perfc_protocol_name(protos[p]), svc->name,
+                               m->name, perfc_status_go_name(c)};
+      int rc = perfc_counter_get(&s->http_handled[p][c], gm->http_handled,
+                                 labels);
+      if (rc != 0) {
+        free(s->http_handled);
+        s->http_handled = NULL;
+        return rc;
+      }
+    }
+  return 0;
+}
+
 static void *srv_method_init(void *self, const perfc_service_desc *svc,
                              const perfc_method_desc *m) {
   perfc_grpc_metrics *gm = self;
-  return resolve(&gm->server, svc->name, m);
+  method_series *s = resolve(&gm->server, svc->name, m);
+  if (s != NULL && resolve_http(gm, s, svc, m) != 0)
+    perfc_log(PERFC_LOG_ERROR, "grpc metrics: cannot resolve the HTTP series "
+              "of %s", m->path);
+  return s;
 }
 
 static void srv_method_free(void *self, void *state) {
   (void)self;
+  method_series *s = state;
+  if (s != NULL)
+    free(s->http_handled);
   free(state);
 }
 
@@ -221,9 +267,16 @@ static void srv_after(void *self, void *state, perfc_ctx *ctx, void *call_state,
   (void)self;
   (void)call_state;
   method_series *s = state;
-  if (s != NULL)
-    count_end(s, code, s->seconds ? perfc__now_ns() - perfc_ctx_start_ns(ctx) : 0,
-              s->seconds ? perfc_tracing_ctx_span(ctx) : NULL);
+  if (s == NULL)
+    return;
+  count_end(s, code, s->seconds ? perfc__now_ns() - perfc_ctx_start_ns(ctx) : 0,
+            s->seconds ? perfc_tracing_ctx_span(ctx) : NULL);
+  perfc_protocol p = perfc_ctx_protocol(ctx);
+  if ((p == PERFC_PROTOCOL_HTTP1_JSON || p == PERFC_PROTOCOL_HTTP2_JSON) &&
+      s->http_handled != NULL)
+    perfc_counter_inc(s->http_handled[p - 1][(unsigned)code < PERFC_STATUS_COUNT
+                                                 ? (unsigned)code
+                                                 : PERFC_STATUS_UNKNOWN]);
 }
 
 /* ---- client side ------------------------------------------------------------ */
@@ -316,6 +369,20 @@ int perfc_grpc_metrics_new(perfc_grpc_metrics **out,
   int rc = make_families(&gm->server, "server", &o);
   if (rc == 0)
     rc = make_families(&gm->client, "client", &o);
+  if (rc == 0) {
+    static const char *const names[] = {"protocol", "grpc_service",
+                                        "grpc_method", "grpc_code"};
+    perfc_metrics_family_opts mo;
+    perfc_metrics_family_opts_init(&mo);
+    mo.name = "perfc_server_http_handled_total";
+    mo.help = "Total number of HTTP/JSON calls (perfc_gateway_attach) "
+              "completed on the server, by protocol; grpc_server_* count "
+              "them too.";
+    mo.label_names = names;
+    mo.label_count = 4;
+    rc = perfc_metrics_family_new(&gm->http_handled, o.registry,
+                                  PERFC_METRICS_COUNTER, &mo);
+  }
   if (rc != 0) {
     free(gm);
     return rc;

@@ -419,6 +419,15 @@ const perfc_method_desc *perfc_ctx_method_desc(const perfc_ctx *ctx) {
 
 const char *perfc_ctx_peer(perfc_ctx *ctx) { return ctx->ops->peer(ctx); }
 
+perfc_protocol perfc_ctx_protocol(const perfc_ctx *ctx) { return ctx->protocol; }
+
+const char *perfc_protocol_name(perfc_protocol p) {
+  return p == PERFC_PROTOCOL_HTTP1_JSON   ? "http1.1+json"
+         : p == PERFC_PROTOCOL_HTTP2_JSON ? "h2+json"
+         : p == PERFC_PROTOCOL_GRPC_WEB   ? "grpc-web"
+                                          : "grpc";
+}
+
 int64_t perfc_ctx_remaining_ms(const perfc_ctx *ctx) {
   if (ctx->deadline_ns == INT64_MAX)
     return INT64_MAX;

@@ -10,6 +10,7 @@
  * transport starts and is drained before the transport stops, because a
  * worker may still be finishing a call the transport carries.
  */
+#include "perfc/http_codec.h"
 #include "perfc/log.h"
 #include "perfc/pool.h"
 #include "perfc/server.h"
@@ -491,4 +492,24 @@ int perfc__server_posted_requests(const perfc_server *srv, const char *path,
       return perfc__core_posted_requests(srv->transport, i, poller_index,
                                          posted, depth);
   return PERFC_ENOENT;
+}
+
+/* HTTP/JSON through the server's listener (perfc/http_codec.h): the codec
+ * goes to the transport, which owns the listener; the call layer serves
+ * those calls as any other. */
+int perfc_server_set_http_codec(perfc_server *srv, const perfc_http_codec *codec,
+                                void *user_data) {
+  if (srv == NULL || codec == NULL || codec->match == NULL ||
+      codec->decode == NULL || codec->encode == NULL || codec->error == NULL ||
+      codec->content_type == NULL || codec->stream_content_type == NULL)
+    return perfc__fail(PERFC_EINVAL, "server: an HTTP codec needs every "
+                                     "function and both content types");
+  if (atomic_load(&srv->state) != SRV_NEW)
+    return PERFC_ESTATE;
+  if (srv->tops->set_http_codec == NULL)
+    return perfc__fail(PERFC_EINVAL,
+                       "server: transport '%s' cannot serve HTTP/JSON "
+                       "(server.transport: h2 can)",
+                       srv->tops->name);
+  return srv->tops->set_http_codec(srv->transport, codec, user_data);
 }

@@ -27,6 +27,7 @@
 #define PERFC_SERVER_TRANSPORT_INTERNAL_H
 
 #include "perfc/arena.h"
+#include "perfc/http_codec.h"
 #include "perfc/interceptor.h"
 #include "perfc/server.h"
 #include "perfc/stream.h"
@@ -114,6 +115,7 @@ struct perfc_ctx {
   const char *path;
   int64_t start_ns;    /* CLOCK_MONOTONIC, when the transport matched it */
   int64_t deadline_ns; /* CLOCK_MONOTONIC; INT64_MAX: none */
+  perfc_protocol protocol; /* 0 (gRPC) unless the transport says HTTP/JSON */
   /* Set (release) by the transport once it knows the client went away or
    * the call was cancelled; read by perfc_ctx_cancelled(). */
   atomic_int cancelled_flag;
@@ -183,6 +185,11 @@ struct perfc__transport_ops {
    * transport's threads. */
   void (*stop)(void *t);
   void (*free)(void *t);
+  /* Optional (NULL: the transport serves gRPC only): serve HTTP/JSON
+   * through `codec` (perfc/http_codec.h; copied, user_data borrowed).
+   * Before start. 0, PERFC_ESTATE (set already), PERFC_ENOMEM. */
+  int (*set_http_codec)(void *t, const perfc_http_codec *codec,
+                        void *user_data);
 
   /* ---- per call ---- */
   /* Ends the call: the headers (with ctx->initial_md) unless sent, the

@@ -41,6 +41,9 @@
 /* A client that keeps its keepalive-less connection silent this long
  * without calls allowed to ping more often than every two hours (grpc). */
 #define PING_NO_CALLS_MS (2LL * 60 * 60 * 1000)
+/* How long an HTTP/1.1 connection closing on unread input keeps reading
+ * (and discarding) so its answer is not destroyed by a reset. */
+#define LINGER_MS 1000
 
 static void conn_destroy(perfc__h2_conn *c);
 static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d);
@@ -77,6 +80,11 @@ void perfc__h2_conn_fatal(perfc__h2_conn *c, uint32_t code, const char *why) {
   goaway(c, code, why);
   c->closing = true;
   perfc__h2_conn_defer_flush(c);
+}
+
+void perfc__h2_conn_timer_at_most(perfc__h2_conn *c, int64_t at) {
+  if (!c->dead)
+    timer_at_most(c, at);
 }
 
 void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms) {
@@ -133,8 +141,23 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
       next = c->grace_deadline_ms;
   }
   /* Keepalive: ping after keepalive_time of silence, close when the ACK
-   * does not come within keepalive_timeout. */
-  if (c->ping_sent_ms != 0) {
+   * does not come within keepalive_timeout. HTTP/1.1 has no ping: a
+   * connection with no request in progress closes after the idle time. */
+  if (c->h1 != NULL) {
+    if (!perfc__h2_h1_busy(c) && !c->in_header_block) {
+      int64_t since = c->last_read_ms > c->idle_since_ms ? c->last_read_ms
+                                                         : c->idle_since_ms;
+      int64_t at = since + o->http_idle_timeout_ms;
+      if (now >= at) {
+        perfc__h2_conn_close_now(c);
+        return;
+      }
+      if (at < next)
+        next = at;
+    } else if (now + o->http_idle_timeout_ms < next) {
+      next = now + o->http_idle_timeout_ms;
+    }
+  } else if (c->ping_sent_ms != 0) {
     int64_t at = c->ping_sent_ms + o->keepalive_timeout_ms;
     if (now >= at) {
       perfc__h2_conn_close_now(c);
@@ -374,6 +397,10 @@ static bool emit(perfc__h2_conn *c, const uint8_t *p, size_t len) {
   return out_append(c, p, len);
 }
 
+bool perfc__h2_conn_emit(perfc__h2_conn *c, const uint8_t *p, size_t len) {
+  return emit(c, p, len);
+}
+
 /* Writes what waits in c->out. Returns false when the connection broke. */
 static bool drain_out(perfc__h2_conn *c) {
   while (c->out_off < c->out_len) {
@@ -398,8 +425,9 @@ static void update_events(perfc__h2_conn *c) {
   uint32_t ev = 0;
   /* A slow reader: past its output budget we stop reading its input too,
    * so it cannot make us produce more; TCP pushes back on it. */
-  if (waiting < c->lc->srv->o.conn_send_budget_bytes)
-    ev |= EPOLLIN;
+  if (waiting < c->lc->srv->o.conn_send_budget_bytes &&
+      (c->h1 == NULL || !perfc__h2_h1_busy(c)))
+    ev |= EPOLLIN; /* HTTP/1.1: not while a request is being answered */
   if (waiting > 0)
     ev |= EPOLLOUT;
   if (c->ssl != NULL && !c->tls_done)
@@ -415,6 +443,46 @@ static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d) {
   }
   if (c->ssl != NULL && !c->tls_done)
     return;
+  if (c->h1 != NULL) {
+    /* HTTP/1.1: the answer of the request being served, then the next
+     * pipelined request (http1.c). */
+    if (!drain_out(c)) {
+      perfc__h2_conn_close_now(c);
+      return;
+    }
+    perfc__h2_h1_flush(c);
+    if (c->dead)
+      return;
+    bool idle = c->out_len == c->out_off;
+    if (c->goaway_sent && c->nstreams == 0)
+      c->closing = true;
+    if (c->closing && idle && c->lingering)
+      return; /* the peer's FIN, or the timer, ends it */
+    if (c->closing && idle && perfc__h2_h1_unread(c) && c->ssl == NULL) {
+      /* A close with the client still sending (its request was refused
+       * unread) would reset the connection, and a reset can destroy the
+       * answer in the client's receive buffer: shut our side, discard what
+       * comes, close on the client's FIN or after a second (nginx's
+       * lingering close). */
+      shutdown(c->io.fd, SHUT_WR);
+      c->lingering = true;
+      c->grace_deadline_ms = perfc__h2_now_ms() + LINGER_MS;
+      timer_at_most(c, c->grace_deadline_ms);
+      perfc__h2_loop_mod(c->lc->loop, &c->io, EPOLLIN);
+      return;
+    }
+    if (c->closing && idle) {
+      perfc__h2_conn_close_now(c);
+      return;
+    }
+    if (c->closing && c->grace_deadline_ms == 0) {
+      c->grace_deadline_ms =
+          perfc__h2_now_ms() + c->lc->srv->o.handshake_timeout_ms;
+      timer_at_most(c, c->grace_deadline_ms);
+    }
+    update_events(c);
+    return;
+  }
   size_t budget = c->lc->srv->o.conn_send_budget_bytes;
   bool ok = drain_out(c);
   /* Gather every frame nghttp2 has for this connection into the loop's
@@ -472,6 +540,14 @@ static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d) {
 /* ---- input ------------------------------------------------------------------ */
 
 static bool feed(perfc__h2_conn *c, const uint8_t *p, size_t n) {
+  /* A server that serves HTTP tells HTTP/1.1 from HTTP/2 by the first
+   * bytes: the HTTP/2 preface or anything else (http1.c). */
+  if (c->sniffing)
+    perfc__h2_h1_sniff(c, p, n);
+  if (c->h1 != NULL)
+    return perfc__h2_h1_feed(c, p, n);
+  if (c->dead)
+    return false;
   ssize_t r = nghttp2_session_mem_recv(c->ng, p, n);
   if (r < 0) {
     /* A bad preface (HTTP/1.1, garbage) or a callback that gave up: tell
@@ -489,7 +565,25 @@ static void do_read(perfc__h2_conn *c) {
   uint8_t *buf = perfc__h2_loop_scratch(c->lc->loop);
   size_t total = 0;
   c->last_read_ms = perfc__h2_now_ms();
-  while (total < READ_SHARE && !c->closing && !c->dead) {
+  if (c->lingering) {
+    /* Discarded (bounded per turn like any read); the client's FIN or
+     * the linger timer closes. */
+    while (total < READ_SHARE) {
+      ssize_t n = recv(c->io.fd, buf, PERFC__H2_LOOP_SCRATCH, 0);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+      if (n <= 0) {
+        perfc__h2_conn_close_now(c);
+        return;
+      }
+      total += (size_t)n;
+    }
+    return;
+  }
+  while (total < READ_SHARE && !c->closing && !c->dead &&
+         (c->h1 == NULL || !perfc__h2_h1_busy(c))) {
     ssize_t n;
     if (c->ssl != NULL) {
       ERR_clear_error();
@@ -513,6 +607,8 @@ static void do_read(perfc__h2_conn *c) {
         return;
       }
       if (n == 0) {
+        if (c->h1 != NULL && perfc__h2_h1_eof(c))
+          break; /* answers still owed: the flush closes after them */
         perfc__h2_conn_close_now(c);
         return;
       }
@@ -537,7 +633,13 @@ static void tls_handshake(perfc__h2_conn *c) {
     const unsigned char *alpn = NULL;
     unsigned alen = 0;
     SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
-    if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
+    bool http = c->lc->srv->o.http_enabled;
+    if (alen == 8 && http && memcmp(alpn, "http/1.1", 8) == 0) {
+      if (!perfc__h2_h1_begin(c))
+        return;
+    } else if (alen == 0 && http) {
+      c->sniffing = true; /* no ALPN: the first bytes tell, as in plaintext */
+    } else if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
       perfc__h2_conn_close_now(c);
       return;
     }
@@ -606,6 +708,7 @@ static void conn_destroy(perfc__h2_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   nghttp2_session_del(c->ng);
+  perfc__h2_h1_free(c);
   if (c->ssl != NULL)
     SSL_free(c->ssl);
   close(c->io.fd);
@@ -742,8 +845,12 @@ static void conn_new(perfc__h2_listener *li, int fd,
   if (o->max_connection_age_enabled && c->age_at_ms < first)
     first = c->age_at_ms;
   perfc__h2_timer_arm(lc->loop, &c->timer, first);
-  if (c->ssl == NULL)
-    perfc__h2_conn_defer_flush(c); /* our SETTINGS go out at once */
+  /* Our SETTINGS go out at once, unless the server serves HTTP too: then
+   * the client's first bytes say whether it speaks HTTP/2 (an HTTP/1.1
+   * client must not read a SETTINGS frame). TLS offers h2 only (ALPN). */
+  c->sniffing = srv->o.http_enabled && c->ssl == NULL;
+  if (c->ssl == NULL && !c->sniffing)
+    perfc__h2_conn_defer_flush(c);
   return;
 fail:
   if (c->ssl != NULL)

@@ -77,6 +77,7 @@ struct perfc__h2_server {
   size_t ntls;
   atomic_uint conns_open;
   bool started, stopped, drained;
+  perfc__h2_cors cors; /* HTTP requests' CORS; n 0 = off */
   nghttp2_session_callbacks *ngcb;
   nghttp2_option *ngopt;
 };
@@ -108,6 +109,13 @@ struct perfc__h2_conn {
   uint32_t nowed; /* streams whose window consumption waits for budget */
   bool preface_done, goaway_sent, closing, dead, in_header_block;
   int64_t grace_deadline_ms; /* after GOAWAY for age/shutdown; 0 = none */
+  /* HTTP (http1.c): until the first bytes arrive a connection of a server
+   * serving HTTP does not know its protocol (`sniffing`); an HTTP/1.1 one
+   * keeps its nghttp2 session unused (GOAWAY calls on it stay harmless)
+   * and parses with `h1`. */
+  bool sniffing;
+  bool lingering; /* HTTP/1.1: answer sent, write side shut, input discarded */
+  struct perfc__h1 *h1;
 };
 
 /* A stream's state (grpc.c). */
@@ -149,11 +157,31 @@ struct perfc__h2_stream {
   char *trailer_buf; /* the finish, as nghttp2_nv entries + bytes */
   nghttp2_nv *trailer_nv;
   size_t trailer_n;
+  /* HTTP calls: PERFC__H2_PROTO_*; the body arrives in msg (msg_got bytes
+   * of msg_len allocated) and leaves raw through q. */
+  uint8_t http;
+  bool h1;            /* carried by an HTTP/1.1 connection (http1.c) */
+  uint8_t web;        /* gRPC-Web: 1 binary, 2 text (base64) */
+  uint8_t b64_pend[4], b64_npend; /* gRPC-Web text: an unfinished quad */
+  size_t web_body;    /* gRPC-Web on HTTP/1.1: request bytes so far */
+  bool http_head_req; /* HEAD: the response has no body */
+  bool h1_chunked;    /* HTTP/1.1: the body goes out chunked */
+  bool h1_close;      /* HTTP/1.1: close the connection after this answer */
+  bool h1_head_ready; /* HTTP/1.1: h1_head is complete and goes out first */
+  uint16_t http_status; /* the head's status (204 has no length) */
+  char *cors_origin;    /* an allowed Origin: CORS headers on the answer */
+  char *h1_head;      /* HTTP/1.1: the status line and headers */
+  size_t h1_head_len, h1_head_off;
 };
 
 /* conn.c */
 void perfc__h2_conn_defer_flush(perfc__h2_conn *c);
+/* Bytes to the socket in order (what it does not take is kept); false
+ * when the connection broke. */
+bool perfc__h2_conn_emit(perfc__h2_conn *c, const uint8_t *p, size_t len);
 void perfc__h2_conn_fatal(perfc__h2_conn *c, uint32_t code, const char *why);
+/* Makes the connection's timer fire at `at` (ms) at the latest. */
+void perfc__h2_conn_timer_at_most(perfc__h2_conn *c, int64_t at);
 void perfc__h2_conn_close_now(perfc__h2_conn *c);
 void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms);
 int perfc__h2_listener_open(perfc__h2_lctx *lc, const char *host, int port,
@@ -181,6 +209,46 @@ void perfc__h2_grpc_stream_closed(perfc__h2_conn *c, int32_t sid,
                                   uint32_t error_code);
 /* The connection is going away: every stream ends with on_close(CONN). */
 void perfc__h2_grpc_conn_gone(perfc__h2_conn *c);
+/* Starts the call of a stream whose request headers are in s->hbuf
+ * (an HTTP/2 HEADERS frame, or an HTTP/1.1 request head). */
+void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s);
+/* A new stream on `c` (id `sid`; HTTP/1.1 numbers its requests). */
+perfc__h2_stream *perfc__h2_stream_new(perfc__h2_conn *c, int32_t sid);
+/* Appends one request header (name, value) to s->hbuf, counting it
+ * against max_header_list_bytes (past it: s->too_big). 0 or
+ * PERFC_ENOMEM. */
+int perfc__h2_stream_add_header(perfc__h2_stream *s, const char *name,
+                                size_t namelen, const char *value,
+                                size_t valuelen);
+/* HTTP calls: request body bytes, and the end of the request. */
+void perfc__h2_http_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
+/* gRPC-Web request bytes on HTTP/1.1 (base64 for the text mode). */
+void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
+void perfc__h2_http_request_done(perfc__h2_stream *s);
+/* The transport's own HTTP error answer (a JSON google.rpc.Status, or an
+ * error line when a streamed body already began). */
+void perfc__h2_http_fail(perfc__h2_stream *s, int status,
+                         perfc_status_code code, const char *msg);
+/* The transport's side of a stream ends: on_close upward, buffers freed. */
+void perfc__h2_grpc_stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
+                               perfc__h2_close_reason why);
+/* HTTP/1.1 (http1.c). */
+bool perfc__h2_h1_sniff(perfc__h2_conn *c, const uint8_t *p, size_t n);
+/* The connection speaks HTTP/1.1 from now (sniffed, or ALPN http/1.1);
+ * false (and the connection closing) when out of memory. */
+bool perfc__h2_h1_begin(perfc__h2_conn *c);
+bool perfc__h2_h1_feed(perfc__h2_conn *c, const uint8_t *p, size_t n);
+void perfc__h2_h1_flush(perfc__h2_conn *c);
+bool perfc__h2_h1_busy(const perfc__h2_conn *c);
+/* The client shut its side: true when answers are still owed (the
+ * connection stays until they left), false to close now. */
+bool perfc__h2_h1_eof(perfc__h2_conn *c);
+/* The connection stopped reading a request it will not finish (413,
+ * malformed): its close lingers (conn.c). */
+bool perfc__h2_h1_unread(const perfc__h2_conn *c);
+void perfc__h2_h1_free(perfc__h2_conn *c);
+/* An HTTP/1.1 stream's output grew or its finish was queued. */
+void perfc__h2_h1_kick(perfc__h2_stream *s);
 /* Consumes owed window bytes while the budgets allow. */
 void perfc__h2_grpc_repay(perfc__h2_conn *c);
 void perfc__h2_grpc_loop_free(perfc__h2_lctx *lc);

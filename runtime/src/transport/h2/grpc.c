@@ -34,6 +34,15 @@ typedef struct pmsg {
 static void stream_unref(perfc__h2_stream *s);
 static int finish_local(perfc__h2_stream *s, perfc_status_code code,
                         const char *msg, const perfc__h2_md *md, size_t n);
+/* gRPC-Web (below, "gRPC-Web"). */
+static int web_headers_local(perfc__h2_stream *s, const perfc__h2_md *md,
+                             size_t n);
+static bool web_wrap(perfc__h2_stream *s, size_t from);
+static int web_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                            const char *msg, const perfc__h2_md *md, size_t n);
+static void web_text_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
+static inline void grpc_frames(perfc__h2_stream *s, const uint8_t *data,
+                               size_t len);
 
 static perfc__h2_stream *stream_of(perfc__h2_conn *c, int32_t sid) {
   return nghttp2_session_get_stream_user_data(c->ng, sid);
@@ -297,8 +306,13 @@ static ssize_t data_read(nghttp2_session *ng, int32_t sid, uint8_t *buf,
     }
   }
   if (s->qlen == 0 && s->finish_queued) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    nghttp2_submit_trailer(ng, sid, s->trailer_nv, s->trailer_n);
+    if (s->http || s->web) {
+      /* An HTTP body (gRPC-Web's trailers are in it) ends the stream. */
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else {
+      *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      nghttp2_submit_trailer(ng, sid, s->trailer_nv, s->trailer_n);
+    }
   }
   size_t hw = opts_of(s)->stream_send_high_water_bytes;
   if (atomic_load(&s->want_writable) &&
@@ -329,8 +343,10 @@ static int send_headers_local(perfc__h2_stream *s, const perfc__h2_md *md,
                               size_t n) {
   if (s->conn == NULL)
     return PERFC_ESHUTDOWN;
-  if (s->headers_sent || s->finish_queued)
+  if (s->headers_sent || s->finish_queued || s->http)
     return PERFC_ESTATE;
+  if (s->web)
+    return web_headers_local(s, md, n);
   nghttp2_nv stack[16];
   nghttp2_nv *nv = n + 4 <= 16 ? stack : malloc((n + 4) * sizeof *nv);
   if (nv == NULL)
@@ -414,6 +430,9 @@ static long compress_into_q(perfc__h2_stream *s, const uint8_t *in, size_t len) 
   return (long)(bound - z->avail_out);
 }
 
+static int http_send_local(perfc__h2_stream *s, const uint8_t *bytes,
+                           size_t len);
+
 static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
                               size_t len, unsigned flags) {
   if (s->conn == NULL)
@@ -422,11 +441,14 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
     return PERFC_ESTATE;
   if (len > opts_of(s)->max_send_message_bytes)
     return PERFC_ETOOBIG;
+  if (s->http)
+    return http_send_local(s, bytes, len);
   if (!s->headers_sent) {
     int rc = send_headers_local(s, NULL, 0);
     if (rc != 0)
       return rc;
   }
+  size_t before = s->qlen;
   long clen = -1;
   if (s->send_enc != ENC_IDENTITY && !(flags & PERFC__H2_SEND_NO_COMPRESS))
     clen = compress_into_q(s, bytes, len);
@@ -452,6 +474,17 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
   p[3] = (uint8_t)(body >> 8);
   p[4] = (uint8_t)body;
   s->qlen += 5 + body;
+  if (s->web) {
+    /* gRPC-Web: the same frame, base64 (text mode) and chunked (HTTP/1.1). */
+    if (!web_wrap(s, before))
+      return PERFC_ENOMEM;
+    atomic_fetch_add(&s->pending, s->qlen - before);
+    if (s->h1)
+      perfc__h2_h1_kick(s);
+    else
+      kick_data(s);
+    return 0;
+  }
   atomic_fetch_add(&s->pending, 5 + body);
   kick_data(s);
   return 0;
@@ -515,6 +548,10 @@ static int build_trailers(perfc__h2_stream *s, bool with_response_headers,
 static int respond_only(perfc__h2_stream *s, int http_status,
                         perfc_status_code code, const char *msg,
                         const perfc__h2_md *md, size_t n) {
+  if (s->web) {
+    s->recv_done = true;
+    return web_finish_local(s, code, msg, md, n);
+  }
   int rc = build_trailers(s, true, http_status, code, msg, md, n);
   if (rc != 0)
     return rc;
@@ -529,12 +566,19 @@ static int respond_only(perfc__h2_stream *s, int http_status,
   return 0;
 }
 
+static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                             const char *msg);
+
 static int finish_local(perfc__h2_stream *s, perfc_status_code code,
                         const char *msg, const perfc__h2_md *md, size_t n) {
   if (s->conn == NULL)
     return PERFC_ESHUTDOWN;
   if (s->finish_queued)
     return PERFC_ESTATE;
+  if (s->web)
+    return web_finish_local(s, code, msg, md, n);
+  if (s->http)
+    return http_finish_local(s, code, msg);
   if (!s->headers_sent && s->qlen == 0)
     return respond_only(s, 200, code, msg, md, n);
   int rc = build_trailers(s, false, 200, code, msg, md, n);
@@ -547,6 +591,345 @@ static int finish_local(perfc__h2_stream *s, perfc_status_code code,
   return 0;
 }
 
+/* ---- HTTP responses ------------------------------------------------------- */
+
+static const char *reason_phrase(int status) {
+  switch (status) {
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 413: return "Content Too Large";
+  case 415: return "Unsupported Media Type";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 499: return "Client Closed Request";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+/* Appends to s->h1_head; false when out of memory. */
+static bool h1_head_add(perfc__h2_stream *s, const char *p, size_t n) {
+  char *h = realloc(s->h1_head, s->h1_head_len + n + 1);
+  if (h == NULL)
+    return false;
+  memcpy(h + s->h1_head_len, p, n);
+  s->h1_head = h;
+  s->h1_head_len += n;
+  h[s->h1_head_len] = '\0';
+  return true;
+}
+
+/* The end of an HTTP/1.1 head: the connection's fate and the blank line. */
+static bool h1_head_close(perfc__h2_stream *s) {
+  static const char keep[] = "\r\n", close_[] = "connection: close\r\n\r\n";
+  /* A draining connection (shutdown, max_connection_age) closes after
+   * this answer: say so. */
+  if (s->conn != NULL && s->conn->goaway_sent)
+    s->h1_close = true;
+  bool ok = s->h1_close ? h1_head_add(s, close_, sizeof close_ - 1)
+                        : h1_head_add(s, keep, sizeof keep - 1);
+  s->h1_head_ready = ok;
+  return ok;
+}
+
+/* ---- CORS ---------------------------------------------------------------- */
+
+/* Whether `origin` may call (perfc__h2_cors.origins: exact, or "*"). */
+static const char *cors_match(const perfc__h2_cors *c, const char *origin) {
+  for (size_t i = 0; i < c->n; i++)
+    if (strcmp(c->origins[i], "*") == 0 || strcmp(c->origins[i], origin) == 0)
+      return c->origins[i];
+  return NULL;
+}
+
+/* The CORS headers of an answer to an allowed origin (none otherwise). */
+static size_t cors_headers(const perfc__h2_stream *s, perfc__h2_md *out) {
+  if (s->cors_origin == NULL)
+    return 0;
+  const perfc__h2_cors *c = &s->lc->srv->cors;
+  size_t k = 0;
+  /* "*" answers "*" unless credentials are allowed (then the origin must
+   * be named, Fetch standard). */
+  const char *o = strcmp(cors_match(c, s->cors_origin), "*") == 0 &&
+                          !c->credentials
+                      ? "*"
+                      : s->cors_origin;
+  out[k++] = (perfc__h2_md){"access-control-allow-origin", 27, o, strlen(o)};
+  out[k++] = (perfc__h2_md){"vary", 4, "origin", 6};
+  if (c->expose != NULL && c->expose[0])
+    out[k++] = (perfc__h2_md){"access-control-expose-headers", 29, c->expose,
+                              strlen(c->expose)};
+  if (c->credentials)
+    out[k++] = (perfc__h2_md){"access-control-allow-credentials", 32, "true", 4};
+  return k;
+}
+
+static const perfc__h2_md *md_find(const perfc__h2_md *md, size_t n,
+                                   const char *key) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(md[i].key, key) == 0)
+      return &md[i];
+  return NULL;
+}
+
+/* Remembers an allowed Origin for the answer's CORS headers. */
+static void cors_note(perfc__h2_stream *s, const perfc__h2_md *md, size_t n) {
+  const perfc__h2_cors *c = &s->lc->srv->cors;
+  const perfc__h2_md *o = c->n > 0 ? md_find(md, n, "origin") : NULL;
+  if (o != NULL && cors_match(c, o->value) != NULL)
+    s->cors_origin = strndup(o->value, o->value_len);
+}
+
+static int http_head_local(perfc__h2_stream *s, int status,
+                           const char *content_type, const perfc__h2_md *md,
+                           size_t n, unsigned flags);
+static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                             const char *msg);
+
+/* A CORS preflight (OPTIONS with Access-Control-Request-Method), answered
+ * here: it never reaches a route or a handler. */
+static bool cors_preflight(perfc__h2_stream *s, const char *method,
+                           const perfc__h2_md *md, size_t n) {
+  const perfc__h2_cors *c = &s->lc->srv->cors;
+  if (c->n == 0 || method == NULL || strcmp(method, "OPTIONS") != 0 ||
+      md_find(md, n, "origin") == NULL ||
+      md_find(md, n, "access-control-request-method") == NULL)
+    return false;
+  if (s->cors_origin == NULL) {
+    perfc__h2_http_fail(s, 403, PERFC_STATUS_PERMISSION_DENIED,
+                        "CORS: this origin may not call this server");
+    return true;
+  }
+  const perfc__h2_md *rh = md_find(md, n, "access-control-request-headers");
+  const char *allow = c->headers ? c->headers : rh ? rh->value : "";
+  char age[24];
+  snprintf(age, sizeof age, "%lld", (long long)c->max_age_s);
+  perfc__h2_md h[3] = {
+      {"access-control-allow-methods", 28, c->methods, strlen(c->methods)},
+      {"access-control-max-age", 22, age, strlen(age)},
+      {"access-control-allow-headers", 28, allow, strlen(allow)},
+  };
+  if (http_head_local(s, 204, "text/plain", h, allow[0] ? 3 : 2, 0) != 0 ||
+      http_finish_local(s, PERFC_STATUS_OK, NULL) != 0)
+    perfc__h2_http_fail(s, 500, PERFC_STATUS_INTERNAL, "out of memory");
+  s->recv_done = true;
+  return true;
+}
+
+static int http_head_local(perfc__h2_stream *s, int status,
+                           const char *content_type, const perfc__h2_md *md,
+                           size_t n, unsigned flags) {
+  if (s->conn == NULL)
+    return PERFC_ESHUTDOWN;
+  if (!s->http && !s->web)
+    return PERFC_EINVAL;
+  if (s->headers_sent || s->finish_queued)
+    return PERFC_ESTATE;
+  if (status < 100 || status > 999)
+    status = 500;
+  s->http_status = (uint16_t)status;
+  perfc__h2_md cors[4];
+  size_t ncors = cors_headers(s, cors);
+  if (!s->h1) {
+    char st[4];
+    snprintf(st, sizeof st, "%d", status);
+    nghttp2_nv stack[16];
+    nghttp2_nv *nv = n + ncors + 2 <= 16 ? stack
+                                         : malloc((n + ncors + 2) * sizeof *nv);
+    if (nv == NULL)
+      return PERFC_ENOMEM;
+    size_t k = 0;
+    nv[k++] = NV(":status", st, 3);
+    nv[k++] = NV("content-type", content_type, strlen(content_type));
+    for (size_t i = 0; i < ncors; i++)
+      nv[k++] = (nghttp2_nv){(uint8_t *)cors[i].key, (uint8_t *)cors[i].value,
+                             cors[i].key_len, cors[i].value_len,
+                             NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < n; i++)
+      nv[k++] = (nghttp2_nv){(uint8_t *)md[i].key, (uint8_t *)md[i].value,
+                             md[i].key_len, md[i].value_len,
+                             NGHTTP2_NV_FLAG_NONE};
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    int rv = nghttp2_submit_response(s->conn->ng, s->id, nv, k, &prd);
+    if (nv != stack)
+      free(nv);
+    if (rv != 0)
+      return PERFC_ENOMEM;
+    s->headers_sent = true;
+    perfc__h2_conn_defer_flush(s->conn);
+    return 0;
+  }
+  char line[160];
+  int ll = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n",
+                    status, reason_phrase(status), content_type);
+  if (ll < 0 || (size_t)ll >= sizeof line || !h1_head_add(s, line, (size_t)ll))
+    return PERFC_ENOMEM;
+  for (size_t i = 0; i < ncors; i++)
+    if (!h1_head_add(s, cors[i].key, cors[i].key_len) ||
+        !h1_head_add(s, ": ", 2) ||
+        !h1_head_add(s, cors[i].value, cors[i].value_len) ||
+        !h1_head_add(s, "\r\n", 2))
+      return PERFC_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (!h1_head_add(s, md[i].key, md[i].key_len) || !h1_head_add(s, ": ", 2) ||
+        !h1_head_add(s, md[i].value, md[i].value_len) ||
+        !h1_head_add(s, "\r\n", 2))
+      return PERFC_ENOMEM;
+  }
+  s->headers_sent = true;
+  if (flags & PERFC__H2_HTTP_STREAM) {
+    /* The body's length is not known: chunks (a HEAD answer has none). */
+    static const char te[] = "transfer-encoding: chunked\r\n";
+    s->h1_chunked = !s->http_head_req;
+    if ((s->h1_chunked && !h1_head_add(s, te, sizeof te - 1)) ||
+        !h1_head_close(s))
+      return PERFC_ENOMEM;
+    perfc__h2_h1_kick(s);
+  }
+  return 0;
+}
+
+static int http_send_local(perfc__h2_stream *s, const uint8_t *bytes,
+                           size_t len) {
+  if (!s->headers_sent)
+    return PERFC_ESTATE;
+  if (s->http_head_req || len == 0)
+    return 0;
+  bool chunk = s->h1 && s->h1_chunked;
+  if (!q_reserve(s, len + (chunk ? 24 : 0)))
+    return PERFC_ENOMEM;
+  size_t before = s->qlen;
+  if (chunk)
+    s->qlen += (size_t)sprintf((char *)s->q + s->qlen, "%zx\r\n", len);
+  memcpy(s->q + s->qlen, bytes, len);
+  s->qlen += len;
+  if (chunk) {
+    memcpy(s->q + s->qlen, "\r\n", 2);
+    s->qlen += 2;
+  }
+  atomic_fetch_add(&s->pending, s->qlen - before);
+  if (s->h1)
+    perfc__h2_h1_kick(s);
+  else
+    kick_data(s);
+  return 0;
+}
+
+/* JSON string contents for `in` into `out` (cap bytes); returns the
+ * length needed. */
+static size_t json_escape(const char *in, char *out, size_t cap) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+    char e[7];
+    size_t n = 0;
+    if (*p == '"' || *p == '\\') {
+      e[n++] = '\\';
+      e[n++] = (char)*p;
+    } else if (*p < 0x20) {
+      e[n++] = '\\';
+      e[n++] = 'u';
+      e[n++] = '0';
+      e[n++] = '0';
+      e[n++] = hex[*p >> 4];
+      e[n++] = hex[*p & 15];
+    } else {
+      e[n++] = (char)*p;
+    }
+    for (size_t i = 0; i < n; i++, o++)
+      if (o < cap)
+        out[o] = e[i];
+  }
+  return o;
+}
+
+static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                             const char *msg) {
+  if (!s->headers_sent) {
+    /* The call layer always sends a head first; a finish without one is
+     * an answer nobody formatted. */
+    perfc__h2_http_fail(s, 500, code == PERFC_STATUS_OK ? PERFC_STATUS_INTERNAL
+                                                        : code,
+                        msg ? msg : "the call ended without an answer");
+    return 0;
+  }
+  if (s->h1) {
+    if (s->h1_chunked) {
+      if (!q_reserve(s, 5))
+        return PERFC_ENOMEM;
+      memcpy(s->q + s->qlen, "0\r\n\r\n", 5);
+      s->qlen += 5;
+      atomic_fetch_add(&s->pending, 5);
+    } else if (!s->h1_head_ready) {
+      char cl[48];
+      int n = snprintf(cl, sizeof cl, "content-length: %zu\r\n",
+                       s->qlen - s->qoff);
+      /* A 204 carries no length (RFC 9110 8.6). */
+      if ((s->http_status != 204 && !h1_head_add(s, cl, (size_t)n)) ||
+          !h1_head_close(s))
+        return PERFC_ENOMEM;
+    }
+    s->finish_queued = true;
+    perfc__h2_h1_kick(s);
+    return 0;
+  }
+  s->finish_queued = true;
+  kick_data(s);
+  return 0;
+}
+
+void perfc__h2_http_fail(perfc__h2_stream *s, int status,
+                         perfc_status_code code, const char *msg) {
+  s->recv_done = true;
+  drop_input(s);
+  if (s->finish_queued || s->conn == NULL)
+    return;
+  if (msg == NULL)
+    msg = "";
+  size_t elen = json_escape(msg, NULL, 0);
+  char *body = malloc(elen + 96);
+  if (body == NULL) {
+    if (s->h1)
+      s->conn->closing = true;
+    else
+      nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
+                                NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  /* A streamed body that began carries the error as its last line. */
+  bool line = s->headers_sent;
+  int n = snprintf(body, 40, "%s{\"code\":%d,\"message\":\"",
+                   line ? "{\"error\":" : "", (int)code);
+  json_escape(msg, body + n, elen);
+  n += (int)elen;
+  n += snprintf(body + n, 40, "\",\"details\":[]}%s\n", line ? "}" : "");
+  if (!s->http && !s->web)
+    s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
+  if (!line && http_head_local(s, status, "application/json", NULL, 0, 0) != 0) {
+    /* No head, no answer (http_finish_local would come back here). */
+    free(body);
+    if (s->h1)
+      s->conn->closing = true;
+    else
+      nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
+                                NGHTTP2_INTERNAL_ERROR);
+    s->finish_queued = true;
+    return;
+  }
+  http_send_local(s, (const uint8_t *)body, (size_t)n);
+  free(body);
+  http_finish_local(s, code, msg);
+}
+
 /* The transport ends a call itself (framing error, limit, deadline). */
 static void stream_fail(perfc__h2_stream *s, perfc__h2_close_reason why,
                         perfc_status_code code, const char *msg) {
@@ -557,6 +940,14 @@ static void stream_fail(perfc__h2_stream *s, perfc__h2_close_reason why,
   if (!s->reason_set) {
     s->reason = why;
     s->reason_set = true;
+  }
+  if (s->http) {
+    perfc__h2_http_fail(s,
+                        code == PERFC_STATUS_DEADLINE_EXCEEDED     ? 504
+                        : code == PERFC_STATUS_RESOURCE_EXHAUSTED ? 503
+                                                                  : 500,
+                        code, msg);
+    return;
   }
   if (finish_local(s, code, msg, NULL, 0) != 0)
     nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
@@ -571,15 +962,212 @@ static void deadline_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
               "Deadline Exceeded");
 }
 
+
+/* ---- gRPC-Web ---------------------------------------------------------------
+ * grpc/grpc doc/PROTOCOL-WEB.md: a gRPC call over any HTTP, the request
+ * and response bodies the same length-prefixed frames as gRPC, the
+ * trailers a last frame (flag 0x80) holding "name:value\r\n" lines, and
+ * in the text mode every body base64. A gRPC-Web call is a gRPC call to
+ * the call layer; only its envelope differs, here. */
+
+static const char b64_tab[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
+  size_t o = 0, i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = b64_tab[v >> 18];
+    out[o++] = b64_tab[(v >> 12) & 63];
+    out[o++] = b64_tab[(v >> 6) & 63];
+    out[o++] = b64_tab[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
+    out[o++] = b64_tab[v >> 18];
+    out[o++] = b64_tab[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? b64_tab[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  return o;
+}
+
+static const char *web_ctype(const perfc__h2_stream *s) {
+  return s->web == 2 ? "application/grpc-web-text+proto"
+                     : "application/grpc-web+proto";
+}
+
+static int web_headers_local(perfc__h2_stream *s, const perfc__h2_md *md,
+                             size_t n) {
+  perfc__h2_md stack[17];
+  perfc__h2_md *all = n + 1 <= 17 ? stack : malloc((n + 1) * sizeof *all);
+  if (all == NULL)
+    return PERFC_ENOMEM;
+  size_t k = 0;
+  if (s->send_enc != ENC_IDENTITY)
+    all[k++] = (perfc__h2_md){"grpc-encoding", 13, enc_names[s->send_enc],
+                              strlen(enc_names[s->send_enc])};
+  for (size_t i = 0; i < n; i++)
+    all[k++] = md[i];
+  /* The body is a stream of frames: chunked on HTTP/1.1. */
+  int rc = http_head_local(s, 200, web_ctype(s), all, k, PERFC__H2_HTTP_STREAM);
+  if (all != stack)
+    free(all);
+  return rc;
+}
+
+/* The bytes queued from `from` to the end become what the wire carries:
+ * base64 (text mode) and an HTTP/1.1 chunk. false when out of memory. */
+static bool web_wrap(perfc__h2_stream *s, size_t from) {
+  size_t n = s->qlen - from;
+  if ((!s->h1 && s->web != 2) || n == 0)
+    return true;
+  size_t outn = s->web == 2 ? (n + 2) / 3 * 4 : n;
+  uint8_t *tmp = malloc(n + outn);
+  if (tmp == NULL)
+    return false;
+  memcpy(tmp, s->q + from, n);
+  const uint8_t *out = tmp;
+  if (s->web == 2) {
+    b64_encode(tmp, n, (char *)tmp + n);
+    out = tmp + n;
+  }
+  s->qlen = from;
+  if (!q_reserve(s, outn + 24)) {
+    free(tmp);
+    return false;
+  }
+  if (s->h1)
+    s->qlen += (size_t)sprintf((char *)s->q + s->qlen, "%zx\r\n", outn);
+  memcpy(s->q + s->qlen, out, outn);
+  s->qlen += outn;
+  if (s->h1) {
+    memcpy(s->q + s->qlen, "\r\n", 2);
+    s->qlen += 2;
+  }
+  free(tmp);
+  return true;
+}
+
+static int web_finish_local(perfc__h2_stream *s, perfc_status_code code,
+                            const char *msg, const perfc__h2_md *md, size_t n) {
+  if (!s->headers_sent) {
+    int rc = web_headers_local(s, NULL, 0);
+    if (rc != 0)
+      return rc;
+  }
+  size_t mlen = msg ? strlen(msg) : 0;
+  size_t elen = perfc__h2_percent_encode(msg ? msg : "", mlen, NULL, 0);
+  size_t need = 5 + 32 + elen + 16 + 5;
+  for (size_t i = 0; i < n; i++)
+    need += md[i].key_len + md[i].value_len + 3;
+  size_t before = s->qlen;
+  if (!q_reserve(s, need))
+    return PERFC_ENOMEM;
+  uint8_t *p = s->q + s->qlen;
+  size_t w = 5;
+  w += (size_t)sprintf((char *)p + w, "grpc-status:%d\r\n", (int)code);
+  if (mlen > 0) {
+    memcpy(p + w, "grpc-message:", 13);
+    w += 13;
+    perfc__h2_percent_encode(msg, mlen, (char *)p + w, elen);
+    w += elen;
+    memcpy(p + w, "\r\n", 2);
+    w += 2;
+  }
+  for (size_t i = 0; i < n; i++) {
+    memcpy(p + w, md[i].key, md[i].key_len);
+    w += md[i].key_len;
+    p[w++] = ':';
+    memcpy(p + w, md[i].value, md[i].value_len);
+    w += md[i].value_len;
+    memcpy(p + w, "\r\n", 2);
+    w += 2;
+  }
+  size_t body = w - 5;
+  p[0] = 0x80; /* the trailers frame */
+  p[1] = (uint8_t)(body >> 24);
+  p[2] = (uint8_t)(body >> 16);
+  p[3] = (uint8_t)(body >> 8);
+  p[4] = (uint8_t)body;
+  s->qlen += w;
+  if (!web_wrap(s, before))
+    return PERFC_ENOMEM;
+  if (s->h1 && s->h1_chunked) {
+    if (!q_reserve(s, 5))
+      return PERFC_ENOMEM;
+    memcpy(s->q + s->qlen, "0\r\n\r\n", 5);
+    s->qlen += 5;
+  }
+  atomic_fetch_add(&s->pending, s->qlen - before);
+  s->finish_queued = true;
+  if (s->h1)
+    perfc__h2_h1_kick(s);
+  else
+    kick_data(s);
+  return 0;
+}
+
+/* Text mode: base64 in, whole quads decoded (a quad may span reads;
+ * padding may end any quad, as clients that encode per write send). */
+static void web_text_body(perfc__h2_stream *s, const uint8_t *data,
+                          size_t len) {
+  uint8_t *out = malloc(len / 4 * 3 + 3);
+  if (out == NULL) {
+    stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                "out of memory");
+    return;
+  }
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    uint8_t ch = data[i];
+    if (ch == '\r' || ch == '\n' || ch == ' ')
+      continue;
+    s->b64_pend[s->b64_npend++] = ch;
+    if (s->b64_npend < 4)
+      continue;
+    s->b64_npend = 0;
+    char quad[4];
+    memcpy(quad, s->b64_pend, 4);
+    long d = b64_decode(quad, 4);
+    if (d < 0 || (quad[0] == '=' || quad[1] == '=')) {
+      free(out);
+      stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_INTERNAL,
+                  "gRPC-Web text body is not base64");
+      return;
+    }
+    memcpy(out + o, quad, (size_t)d);
+    o += (size_t)d;
+  }
+  grpc_frames(s, out, o);
+  free(out);
+}
+
+void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
+  if (s->recv_done || s->conn == NULL || !s->started)
+    return;
+  /* HTTP/1.1 has no flow control to hold a client back: the body is
+   * bounded as an HTTP/JSON one is. */
+  s->web_body += len;
+  if (s->web_body > s->lc->srv->o.http_max_body_bytes) {
+    s->h1_close = true;
+    stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                "gRPC-Web request body larger than the server's limit");
+    return;
+  }
+  if (s->web == 2)
+    web_text_body(s, data, len);
+  else
+    grpc_frames(s, data, len);
+}
+
 /* ---- requests: headers ---------------------------------------------------- */
 
-int perfc__h2_grpc_begin_headers(perfc__h2_conn *c, const nghttp2_frame *f) {
-  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-    return 0;
+perfc__h2_stream *perfc__h2_stream_new(perfc__h2_conn *c, int32_t sid) {
   perfc__h2_stream *s = calloc(1, sizeof *s);
   if (s == NULL)
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  s->id = f->hd.stream_id;
+    return NULL;
+  s->id = sid;
   atomic_init(&s->refs, 1);
   s->conn = c;
   s->lc = c->lc;
@@ -592,25 +1180,32 @@ int perfc__h2_grpc_begin_headers(perfc__h2_conn *c, const nghttp2_frame *f) {
   c->streams = s;
   c->nstreams++;
   perfc__h2_count(&c->lc->n.streams_started, 1);
+  return s;
+}
+
+int perfc__h2_grpc_begin_headers(perfc__h2_conn *c, const nghttp2_frame *f) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  perfc__h2_stream *s = perfc__h2_stream_new(c, f->hd.stream_id);
+  if (s == NULL)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   nghttp2_session_set_stream_user_data(c->ng, s->id, s);
   return 0;
 }
 
-int perfc__h2_grpc_header(perfc__h2_conn *c, const nghttp2_frame *f,
-                          const uint8_t *name, size_t namelen,
-                          const uint8_t *value, size_t valuelen) {
-  perfc__h2_stream *s = stream_of(c, f->hd.stream_id);
-  if (s == NULL)
-    return 0;
+/* Inline into nghttp2's header callback (9 calls per gRPC call: the
+ * out-of-line version cost 27 instructions per header, callgrind); the
+ * exported name serves http1.c. */
+static inline __attribute__((always_inline)) int
+add_header(perfc__h2_stream *s, const char *name, size_t namelen,
+           const char *value, size_t valuelen) {
   /* RFC 9113's accounting (name + value + 32) against our limit, from the
    * first field of the first block: nothing waits for a SETTINGS ACK. */
   s->hsize += (uint32_t)(namelen + valuelen + 32);
-  if (s->hsize > c->lc->srv->o.max_header_list_bytes) {
+  if (s->hsize > s->lc->srv->o.max_header_list_bytes)
     s->too_big = true;
+  if (s->too_big)
     return 0;
-  }
-  if (f->headers.cat != NGHTTP2_HCAT_REQUEST || s->too_big)
-    return 0; /* client trailers: counted, not kept */
   size_t need = namelen + valuelen + 2;
   if (s->hlen + need > s->hcap) {
     size_t cap = s->hcap ? s->hcap : 512;
@@ -618,7 +1213,7 @@ int perfc__h2_grpc_header(perfc__h2_conn *c, const nghttp2_frame *f,
       cap *= 2;
     char *b = realloc(s->hbuf, cap);
     if (b == NULL)
-      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      return PERFC_ENOMEM;
     s->hbuf = b;
     s->hcap = (uint32_t)cap;
   }
@@ -631,6 +1226,31 @@ int perfc__h2_grpc_header(perfc__h2_conn *c, const nghttp2_frame *f,
   return 0;
 }
 
+int perfc__h2_stream_add_header(perfc__h2_stream *s, const char *name,
+                                size_t namelen, const char *value,
+                                size_t valuelen) {
+  return add_header(s, name, namelen, value, valuelen);
+}
+
+int perfc__h2_grpc_header(perfc__h2_conn *c, const nghttp2_frame *f,
+                          const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen) {
+  perfc__h2_stream *s = stream_of(c, f->hd.stream_id);
+  if (s == NULL)
+    return 0;
+  if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    /* client trailers: counted, not kept */
+    s->hsize += (uint32_t)(namelen + valuelen + 32);
+    if (s->hsize > c->lc->srv->o.max_header_list_bytes)
+      s->too_big = true;
+    return 0;
+  }
+  if (add_header(s, (const char *)name, namelen, (const char *)value,
+                 valuelen) != 0)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  return 0;
+}
+
 static bool grpc_content_type(const char *v) {
   if (v == NULL || strncmp(v, "application/grpc", 16) != 0)
     return false;
@@ -639,9 +1259,79 @@ static bool grpc_content_type(const char *v) {
 
 static void half_close(perfc__h2_stream *s);
 
+/* The content-type among the headers kept so far (a header list cut at
+ * the limit keeps its first fields), or NULL. */
+static const char *kept_content_type(const perfc__h2_stream *s) {
+  const char *p = s->hbuf;
+  for (uint32_t i = 0; p != NULL && i < s->nhdr; i++) {
+    const char *v = p + strlen(p) + 1;
+    if (strcmp(p, "content-type") == 0)
+      return v;
+    p = v + strlen(v) + 1;
+  }
+  return NULL;
+}
+
+static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
+                       perfc__h2_call_info *info, const char *method,
+                       const char *timeout, bool bad_bin, perfc__h2_md *md,
+                       size_t nmd);
+static bool alive(perfc__h2_stream *s);
+
+/* gRPC-Web's content types (grpc/grpc doc/PROTOCOL-WEB.md):
+ * application/grpc-web[+proto] (binary) and application/grpc-web-text
+ * [+proto] (the body base64); 0 for anything else. */
+static int web_content_type(const char *v) {
+  if (v == NULL || strncmp(v, "application/grpc-web", 20) != 0)
+    return 0;
+  const char *r = v + 20;
+  int mode = 1;
+  if (strncmp(r, "-text", 5) == 0) {
+    mode = 2;
+    r += 5;
+  }
+  if (strncmp(r, "+proto", 6) == 0)
+    r += 6;
+  return *r == '\0' || *r == ';' ? mode : 0;
+}
+
+/* A gRPC-Web request's headers as metadata: a browser's HTTP headers are
+ * not the call's (the gRPC-Web proxies drop them too). Returns the count
+ * kept, in place. */
+static size_t web_md(perfc__h2_md *md, size_t n) {
+  static const char *const drop[] = {
+      "host", "connection", "content-length", "transfer-encoding",
+      "keep-alive", "expect", "upgrade", "accept", "accept-encoding",
+      "accept-language", "origin", "referer", "cookie", "x-grpc-web",
+      "x-user-agent", "cache-control", "pragma", "sec-fetch-mode",
+      "sec-fetch-site", "sec-fetch-dest", "dnt"};
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    bool keep = true;
+    for (size_t j = 0; keep && j < sizeof drop / sizeof *drop; j++)
+      keep = strcmp(md[i].key, drop[j]) != 0;
+    if (keep)
+      md[k++] = md[i];
+  }
+  return k;
+}
+
 static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
+  perfc__h2_grpc_start(c, s);
+}
+
+void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
   perfc__h2_server *srv = c->lc->srv;
   if (s->too_big) {
+    if (s->http || s->h1 ||
+        (srv->o.http_enabled && !grpc_content_type(kept_content_type(s)))) {
+      s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
+      s->h1_close = true;
+      perfc__h2_http_fail(s, 431, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                          "request header list larger than the server's "
+                          "limit");
+      return;
+    }
     respond_only(s, 200, PERFC_STATUS_RESOURCE_EXHAUSTED,
                  "request header list larger than the server's limit", NULL, 0);
     return;
@@ -706,6 +1396,29 @@ static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
       md[nmd++] = (perfc__h2_md){k, kl, v, vl};
     }
   }
+  /* HTTP/JSON and gRPC-Web share the port: whatever is not a gRPC request
+   * (by method and content-type, the one branch gRPC calls pay) is, when
+   * the call layer serves HTTP, gRPC-Web by its content type, else an
+   * HTTP/JSON call. */
+  if (s->h1 ||
+      (srv->o.http_enabled && (method == NULL || strcmp(method, "POST") != 0 ||
+                               !grpc_content_type(ctype)))) {
+    int web = method != NULL && strcmp(method, "POST") == 0
+                  ? web_content_type(ctype)
+                  : 0;
+    if (web) {
+      s->web = (uint8_t)web;
+      s->http = 0;
+      cors_note(s, md, nmd);
+      nmd = web_md(md, nmd);
+    } else {
+      s->http = s->h1 ? PERFC__H2_PROTO_HTTP1 : PERFC__H2_PROTO_HTTP2;
+      start_http(c, s, &info, method, timeout, bad_bin, md, nmd);
+      if (md != stack)
+        free(md);
+      return;
+    }
+  }
   perfc_status_code refuse = PERFC_STATUS_OK;
   const char *why = NULL;
   int http = 200;
@@ -714,7 +1427,7 @@ static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
     http = 405;
     refuse = PERFC_STATUS_INTERNAL;
     why = "gRPC requires POST";
-  } else if (!grpc_content_type(ctype)) {
+  } else if (!s->web && !grpc_content_type(ctype)) {
     /* PROTOCOL-HTTP2.md: an unknown content-type SHOULD get HTTP 415. */
     http = 415;
     refuse = PERFC_STATUS_INTERNAL;
@@ -747,6 +1460,7 @@ static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
   if (timeout != NULL)
     info.deadline_ms = perfc__h2_now_ms() + tmo;
   info.request_encoding = enc_names[s->req_enc];
+  info.web = s->web;
   info.md = md;
   info.md_count = nmd;
   const char *refuse_msg = NULL;
@@ -775,6 +1489,142 @@ static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
    * message (a client or bidi stream) is handed up here. */
   if (srv->cb.on_start != NULL)
     srv->cb.on_start(call, s);
+}
+
+/* An HTTP call: its metadata is what an HTTP client means for the call
+ * (Authorization, the trace context, Grpc-Metadata-* headers without the
+ * prefix, as grpc-gateway passes them); the other headers are HTTP's. */
+static bool http_md_keep(perfc__h2_md *e) {
+  static const char pfx[] = "grpc-metadata-";
+  if (e->key_len > sizeof pfx - 1 &&
+      memcmp(e->key, pfx, sizeof pfx - 1) == 0) {
+    e->key += sizeof pfx - 1;
+    e->key_len -= sizeof pfx - 1;
+    return true;
+  }
+  return strcmp(e->key, "authorization") == 0 ||
+         strcmp(e->key, "traceparent") == 0 ||
+         strcmp(e->key, "tracestate") == 0 || strcmp(e->key, "baggage") == 0;
+}
+
+static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
+                       perfc__h2_call_info *info, const char *method,
+                       const char *timeout, bool bad_bin, perfc__h2_md *md,
+                       size_t nmd) {
+  perfc__h2_server *srv = c->lc->srv;
+  int64_t tmo = 0;
+  s->http_head_req = method != NULL && strcmp(method, "HEAD") == 0;
+  cors_note(s, md, nmd);
+  if (cors_preflight(s, method, md, nmd))
+    return;
+  size_t k = 0;
+  for (size_t i = 0; i < nmd; i++)
+    if (http_md_keep(&md[i]))
+      md[k++] = md[i];
+  if (method == NULL || info->path == NULL || info->path[0] != '/') {
+    s->h1_close = true;
+    perfc__h2_http_fail(s, 400, PERFC_STATUS_INVALID_ARGUMENT,
+                        "malformed request: no method, or a target that does "
+                        "not start with '/'");
+    return;
+  }
+  if (timeout != NULL &&
+      perfc__h2_parse_timeout(timeout, strlen(timeout), &tmo) != 0) {
+    perfc__h2_http_fail(s, 400, PERFC_STATUS_INVALID_ARGUMENT,
+                        "malformed grpc-timeout header (1-8 digits and a "
+                        "unit of H, M, S, m, u, n)");
+    return;
+  }
+  if (bad_bin) {
+    perfc__h2_http_fail(s, 400, PERFC_STATUS_INVALID_ARGUMENT,
+                        "malformed base64 in a -bin metadata header");
+    return;
+  }
+  if (timeout != NULL)
+    info->deadline_ms = perfc__h2_now_ms() + tmo;
+  info->http = s->http;
+  info->http_method = method;
+  info->request_encoding = "identity";
+  info->md = md;
+  info->md_count = k;
+  const char *refuse_msg = NULL;
+  unsigned flags = 0;
+  void *call = NULL;
+  perfc_status_code st =
+      srv->cb.on_call(srv->data, s, info, &call, &flags, &refuse_msg);
+  free(s->hbuf);
+  s->hbuf = NULL;
+  s->hlen = s->hcap = 0;
+  if (st != PERFC_STATUS_OK) {
+    perfc__h2_http_fail(s, st == PERFC_STATUS_RESOURCE_EXHAUSTED ? 503 : 500,
+                        st, refuse_msg ? refuse_msg : perfc_status_name(st));
+    return;
+  }
+  s->started = true;
+  s->call = call;
+  s->flags = flags;
+  atomic_fetch_add(&s->refs, 1);
+  if (timeout != NULL)
+    perfc__h2_timer_arm(c->lc->loop, &s->deadline, info->deadline_ms);
+  if (s->remote_closed)
+    perfc__h2_http_request_done(s);
+}
+
+void perfc__h2_http_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
+  if (s->recv_done || s->conn == NULL || len == 0)
+    return;
+  size_t max = s->lc->srv->o.http_max_body_bytes;
+  if ((size_t)s->msg_got + len > max) {
+    char m[128];
+    snprintf(m, sizeof m, "request body larger than the server's %zu-byte "
+                          "limit", max);
+    s->h1_close = true; /* HTTP/1.1: the rest of the body is never read */
+    perfc__h2_http_fail(s, 413, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
+    return;
+  }
+  if ((size_t)s->msg_got + len > s->msg_len) {
+    size_t cap = s->msg_len ? s->msg_len : 1024;
+    while (cap < (size_t)s->msg_got + len)
+      cap *= 2;
+    if (cap > max)
+      cap = max;
+    uint8_t *m = realloc(s->msg, cap);
+    if (m == NULL) {
+      perfc__h2_http_fail(s, 503, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                          "out of memory reading the request body");
+      return;
+    }
+    s->msg = m;
+    s->msg_len = (uint32_t)cap;
+  }
+  memcpy(s->msg + s->msg_got, data, len);
+  s->msg_got += (uint32_t)len;
+  hold(s, len);
+}
+
+void perfc__h2_http_request_done(perfc__h2_stream *s) {
+  if (s->web) {
+    /* gRPC-Web on HTTP/1.1: the end of the body is the half-close. */
+    if (s->started)
+      half_close(s);
+    else
+      s->remote_closed = true;
+    return;
+  }
+  s->remote_closed = true;
+  if (!alive(s) || !s->started)
+    return;
+  s->recv_done = true;
+  perfc__h2_callbacks *cb = &s->lc->srv->cb;
+  size_t n = s->msg_got;
+  cb->on_message(s->call, s, s->msg != NULL ? s->msg : (const uint8_t *)"", n);
+  free(s->msg);
+  s->msg = NULL;
+  s->msg_got = s->msg_len = 0;
+  if (n)
+    unhold(s, n);
+  if (s->conn != NULL && s->started)
+    cb->on_half_close(s->call, s);
 }
 
 /* ---- requests: messages --------------------------------------------------- */
@@ -852,6 +1702,23 @@ int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
     return 0;
   }
   take_window(c, s, len);
+  if (s->http) {
+    perfc__h2_http_body(s, data, len);
+    return 0;
+  }
+  if (s->web == 2) {
+    web_text_body(s, data, len);
+    return 0;
+  }
+  grpc_frames(s, data, len);
+  return 0;
+}
+
+/* Length-prefixed messages reassembled from request body bytes (gRPC's,
+ * gRPC-Web's once base64-decoded). */
+/* always_inline: the gRPC path had this loop inline in grpc_data. */
+static inline __attribute__((always_inline)) void
+grpc_frames(perfc__h2_stream *s, const uint8_t *data, size_t len) {
   const perfc__h2_opts *o = opts_of(s);
   while (len > 0 && alive(s)) {
     if (s->msg == NULL && s->pfx_got < 5) {
@@ -927,10 +1794,13 @@ int perfc__h2_grpc_data(perfc__h2_conn *c, int32_t sid, const uint8_t *data,
       free(m);
     }
   }
-  return 0;
 }
 
 static void half_close(perfc__h2_stream *s) {
+  if (s->http) {
+    perfc__h2_http_request_done(s);
+    return;
+  }
   s->remote_closed = true;
   if (!alive(s))
     return;
@@ -987,8 +1857,8 @@ void perfc__h2_grpc_frame_sent(perfc__h2_conn *c, const nghttp2_frame *f) {
 
 /* The transport's side of a stream ends (nghttp2 closed it or the
  * connection is going): on_close upward, buffers freed, our ref dropped. */
-static void stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
-                       perfc__h2_close_reason why) {
+void perfc__h2_grpc_stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
+                               perfc__h2_close_reason why) {
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -1013,6 +1883,12 @@ static void stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
   s->hbuf = NULL;
   free(s->trailer_buf);
   s->trailer_buf = NULL;
+  if (s->h1_head != NULL || s->cors_origin != NULL) { /* HTTP only */
+    free(s->h1_head);
+    s->h1_head = NULL;
+    free(s->cors_origin);
+    s->cors_origin = NULL;
+  }
   bool tell = s->started;
   s->started = false;
   atomic_store(&s->closed, true);
@@ -1036,14 +1912,14 @@ void perfc__h2_grpc_stream_closed(perfc__h2_conn *c, int32_t sid,
     why = error_code != NGHTTP2_NO_ERROR || !s->finish_queued
               ? PERFC__H2_CLOSE_CANCELLED
               : PERFC__H2_CLOSE_DONE;
-  stream_end(c, s, why);
+  perfc__h2_grpc_stream_end(c, s, why);
   if (c->nowed > 0)
     perfc__h2_grpc_repay(c);
 }
 
 void perfc__h2_grpc_conn_gone(perfc__h2_conn *c) {
   while (c->streams != NULL)
-    stream_end(c, c->streams, PERFC__H2_CLOSE_CONN);
+    perfc__h2_grpc_stream_end(c, c->streams, PERFC__H2_CLOSE_CONN);
 }
 
 static void stream_unref(perfc__h2_stream *s) {
@@ -1053,6 +1929,10 @@ static void stream_unref(perfc__h2_stream *s) {
   free(s->hbuf);
   free(s->trailer_buf);
   free(s->msg);
+  if (s->h1_head != NULL || s->cors_origin != NULL) { /* HTTP only */
+    free(s->h1_head);
+    free(s->cors_origin);
+  }
   free(s);
 }
 
@@ -1066,7 +1946,8 @@ void perfc__h2_grpc_loop_free(perfc__h2_lctx *lc) {
 
 /* ---- the downward API: local or posted ------------------------------------ */
 
-enum { OP_HEADERS, OP_MESSAGE, OP_FINISH, OP_RESUME, OP_RELEASE, OP_ENCODING };
+enum { OP_HEADERS, OP_MESSAGE, OP_FINISH, OP_RESUME, OP_RELEASE, OP_ENCODING,
+       OP_HTTP_HEAD };
 
 typedef struct op {
   perfc__h2_task task;
@@ -1114,7 +1995,9 @@ static void release_local(perfc__h2_stream *s) {
   if (s->conn != NULL && s->started) {
     /* Abandoned before its end: no on_close will follow. */
     s->started = false;
-    if (!s->end_stream_sent)
+    if (s->h1)
+      s->conn->closing = true; /* its answer will never come */
+    else if (!s->end_stream_sent)
       nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
                                 NGHTTP2_CANCEL);
     perfc__h2_conn_defer_flush(s->conn);
@@ -1142,6 +2025,8 @@ static int apply(perfc__h2_stream *s, const op *o) {
     return 0;
   case OP_ENCODING:
     return set_encoding_local(s, (int)o->code);
+  case OP_HTTP_HEAD:
+    return http_head_local(s, (int)o->code, o->msg, o->md, o->n, o->flags);
   default:
     return 0;
   }
@@ -1229,6 +2114,16 @@ int perfc__h2_send_headers(perfc__h2_stream *s, const perfc__h2_md *md,
   if (perfc__h2_stream_on_loop(s))
     return send_headers_local(s, md, n);
   return post(s, OP_HEADERS, flags, PERFC_STATUS_OK, NULL, md, n, NULL, 0);
+}
+
+int perfc__h2_http_head(perfc__h2_stream *s, int status, const char *content_type,
+                        const perfc__h2_md *md, size_t n, unsigned flags) {
+  if (atomic_load(&s->closed))
+    return PERFC_ESHUTDOWN;
+  if (perfc__h2_stream_on_loop(s))
+    return http_head_local(s, status, content_type, md, n, flags);
+  return post(s, OP_HTTP_HEAD, flags | PERFC__H2_SEND_MORE,
+              (perfc_status_code)status, content_type, md, n, NULL, 0);
 }
 
 int perfc__h2_set_send_encoding(perfc__h2_stream *s, const char *name) {

@@ -8,6 +8,7 @@
 
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
+#include "perfc/http_codec.h"
 #include "perfc/log.h"
 #include "perfc/server.h"
 
@@ -73,6 +74,21 @@ static void fill_defaults(perfc__h2_opts *o) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o->loops = n > 0 ? (int)n : 1;
   }
+}
+
+void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
+                                  int64_t idle_timeout_ms,
+                                  const perfc__h2_cors *cors) {
+  srv->o.http_enabled = true;
+  if (cors != NULL)
+    srv->cors = *cors;
+  srv->o.http_max_body_bytes =
+      max_body_bytes ? max_body_bytes : PERFC_DEFAULT_HTTP_MAX_BODY_BYTES;
+  /* The body is assembled in a buffer indexed by 32-bit counts. */
+  if (srv->o.http_max_body_bytes > UINT32_MAX / 2)
+    srv->o.http_max_body_bytes = UINT32_MAX / 2;
+  srv->o.http_idle_timeout_ms =
+      idle_timeout_ms > 0 ? idle_timeout_ms : PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS;
 }
 
 int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
@@ -145,7 +161,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
                        unsigned char *outlen, const unsigned char *in,
                        unsigned inlen, void *arg) {
   (void)ssl;
-  (void)arg;
+  perfc__h2_server *srv = arg;
+  const unsigned char *h1 = NULL;
   for (unsigned i = 0; i < inlen;) {
     unsigned l = in[i];
     if (i + 1 + l > inlen)
@@ -155,14 +172,24 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
       *outlen = 2;
       return SSL_TLSEXT_ERR_OK;
     }
+    if (l == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0)
+      h1 = in + i + 1;
     i += 1 + l;
+  }
+  /* A server serving HTTP takes HTTP/1.1 when h2 is not offered (h2 is
+   * preferred: gRPC and HTTP/JSON both ride it). */
+  if (h1 != NULL && srv != NULL && srv->o.http_enabled) {
+    *out = h1;
+    *outlen = 8;
+    return SSL_TLSEXT_ERR_OK;
   }
   /* gRPC needs HTTP/2: a client that cannot speak it is refused in the
    * handshake rather than later. */
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-static int tls_ctx(const perfc_tls_opts *t, SSL_CTX **out) {
+static int tls_ctx(perfc__h2_server *srv, const perfc_tls_opts *t,
+                   SSL_CTX **out) {
   int rc = perfc_tls_check(t);
   if (rc != 0)
     return rc;
@@ -172,7 +199,7 @@ static int tls_ctx(const perfc_tls_opts *t, SSL_CTX **out) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, srv);
   if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1 ||
       SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1 ||
       SSL_CTX_check_private_key(ctx) != 1)
@@ -221,7 +248,7 @@ int perfc__h2_server_listen(perfc__h2_server *srv, const char *addr,
   }
   SSL_CTX *ctx = NULL;
   if (tls != NULL) {
-    int rc = tls_ctx(tls, &ctx);
+    int rc = tls_ctx(srv, tls, &ctx);
     if (rc != 0)
       return rc;
     SSL_CTX **v = realloc(srv->tls_ctxs, (srv->ntls + 1) * sizeof *v);

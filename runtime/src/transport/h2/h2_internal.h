@@ -116,7 +116,22 @@ typedef struct perfc__h2_opts {
    * running, and takes what piled up in one iteration. Off here (the raw
    * transport's tests); the seam sets it from the server's option. */
   bool loop_batch_sched;
+  /* HTTP (issue #18): requests that are not gRPC (an HTTP/2 stream whose
+   * content-type is not application/grpc*, or an HTTP/1.1 connection on
+   * the same port) become calls with perfc__h2_call_info.http set, instead
+   * of the 415 a gRPC server answers. Off unless the call layer has a
+   * codec (perfc__h2_server_enable_http). */
+  bool http_enabled;
+  size_t http_max_body_bytes;     /**< request bodies past it: 413 */
+  int64_t http_idle_timeout_ms;   /**< HTTP/1.1 keep-alive idle close */
 } perfc__h2_opts;
+
+/* What carries a call. */
+enum {
+  PERFC__H2_PROTO_GRPC = 0,  /* gRPC over HTTP/2 */
+  PERFC__H2_PROTO_HTTP2 = 1, /* an HTTP request on an HTTP/2 stream */
+  PERFC__H2_PROTO_HTTP1 = 2  /* an HTTP/1.1 request */
+};
 
 /* Fills `o` with the defaults above (zero fields mean default anyway). */
 void perfc__h2_opts_init(perfc__h2_opts *o);
@@ -155,6 +170,15 @@ typedef struct perfc__h2_call_info {
   bool tls;
   /* mTLS: the verified client certificate's subject, or NULL. */
   const char *peer_subject;
+  /* PERFC__H2_PROTO_*. For HTTP requests `path` is the request target
+   * (path and query), `http_method` the method ("GET"), and `md` holds
+   * only `authorization`, the trace context headers (traceparent,
+   * tracestate, baggage) and `grpc-metadata-X` headers as `X`; a
+   * grpc-timeout header still sets `deadline_ms`. */
+  int http;
+  const char *http_method;
+  /* A gRPC-Web call (a gRPC call; http is 0): 1 binary, 2 text. */
+  int web;
 } perfc__h2_call_info;
 
 /* Why a stream ended (on_close). */
@@ -243,6 +267,23 @@ typedef struct perfc__h2_stats {
 } perfc__h2_stats;
 void perfc__h2_server_stats(perfc__h2_server *srv, perfc__h2_stats *out);
 
+/* CORS for HTTP requests: NULL origins (n 0) is off. Strings borrowed
+ * for the server's life. */
+typedef struct perfc__h2_cors {
+  const char *const *origins;
+  size_t n;
+  const char *methods, *headers, *expose; /* headers NULL: echo the request's */
+  int64_t max_age_s;
+  bool credentials;
+} perfc__h2_cors;
+
+/* Serve HTTP requests (perfc__h2_opts.http_enabled) with these limits
+ * (0 = PERFC_DEFAULT_HTTP_*, perfc/http_codec.h) and CORS (copied; NULL
+ * off). Before start. */
+void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
+                                  int64_t idle_timeout_ms,
+                                  const perfc__h2_cors *cors);
+
 /* ---- downward: answering a call (any thread) ------------------------------ */
 
 /* Send flags. */
@@ -279,6 +320,17 @@ int perfc__h2_send_message(perfc__h2_stream *s, const uint8_t *bytes,
 int perfc__h2_finish(perfc__h2_stream *s, perfc_status_code code,
                      const char *message, const perfc__h2_md *md, size_t n,
                      unsigned flags);
+/* An HTTP call's response head: `status`, content type and headers
+ * (copied). With PERFC__H2_HTTP_STREAM the body follows in pieces
+ * (chunked on HTTP/1.1), else it is whatever perfc__h2_send_message
+ * queued by the finish (HTTP/1.1: one Content-Length). On an HTTP call,
+ * perfc__h2_send_message queues body bytes as they are (no gRPC framing,
+ * nothing for a HEAD request) and perfc__h2_finish ends the body (its
+ * code and message answer only a call whose head was not sent: a JSON
+ * error with HTTP 500). Returns as perfc__h2_send_headers. */
+enum { PERFC__H2_HTTP_STREAM = 1 << 2 };
+int perfc__h2_http_head(perfc__h2_stream *s, int status, const char *content_type,
+                        const perfc__h2_md *md, size_t n, unsigned flags);
 /* Sends posted with PERFC__H2_SEND_MORE go out now: wakes the stream's
  * loop (nothing to do on the loop thread, which writes at the end of its
  * iteration anyway). Any thread. */

@@ -32,6 +32,7 @@
  * the loop; the next plain send, a flush, a receive that must wait or a
  * send that must wait wakes it once for all.
  */
+#include "perfc/http_codec.h"
 #include "perfc/log.h"
 #include "core/error_internal.h"
 #include "server/transport_internal.h"
@@ -75,6 +76,14 @@ typedef struct h2call {
   uint8_t *sbuf;       /* packing buffer for sends (worker) */
   size_t scap;
   struct h2call *snext, *sprev; /* t->streams, under t->mu */
+  /* ---- HTTP calls only (http != 0: PERFC__H2_PROTO_*) ---- */
+  int http;
+  const perfc_method_desc *desc; /* the method's (call_fill) */
+  void *http_match;     /* the codec's match */
+  int http_refuse;      /* an HTTP status answered at the half-close */
+  perfc_status_code http_refuse_code;
+  const char *http_refuse_msg;
+  perfc_arena *http_scratch; /* a stream's JSON lines (worker) */
 } h2call;
 
 /* A request message of a client or bidi stream, queued for the worker. */
@@ -113,12 +122,20 @@ struct h2t {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   h2call *streams;     /* streams on workers (cancel_all wakes them) */
+  /* HTTP/JSON (perfc_server_set_http_codec); has_codec set before start. */
+  perfc_http_codec codec;
+  void *codec_ud;
+  int has_codec;
   atomic_size_t live;  /* contexts not yet released */
   atomic_int waiting;  /* a shutdown waits on cv for live == 0 */
   int shut;
 };
 
 static h2call *ccall_of(const perfc_ctx *ctx) { return (h2call *)(void *)ctx; }
+
+static void http_arrived(h2call *c);
+static void http_finish(h2call *c, perfc_status_code code, const char *message);
+static int http_stream_send(h2call *c, const ProtobufCMessage *msg, unsigned hf);
 
 /* Contexts are recycled per loop thread (only loop threads take them), in
  * a cache each loop thread registers with its server once; one released on
@@ -139,7 +156,11 @@ static uint64_t path_hash(const char *p, size_t n) {
   return h;
 }
 
-static h2_method *lookup(h2t *t, const char *path, size_t len) {
+/* always_inline: on_call (gRPC's path) kept these inline before HTTP calls
+ * became their second caller (callgrind: +70 instructions per call). */
+#define HOT static inline __attribute__((always_inline))
+
+HOT h2_method *lookup(h2t *t, const char *path, size_t len) {
   if (t->table == NULL)
     return NULL;
   for (size_t i = path_hash(path, len) & t->table_mask;; i = (i + 1) & t->table_mask) {
@@ -157,7 +178,7 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static h2call *call_get(h2t *t) {
+HOT h2call *call_get(h2t *t) {
   ctx_cache *cc = tls_cache;
   if (cc == NULL) {
     cc = calloc(1, sizeof *cc);
@@ -217,6 +238,10 @@ static void call_unref(h2call *c) {
     pthread_mutex_destroy(&c->mu);
     c->streaming = 0;
   }
+  if (c->http_scratch != NULL) {
+    perfc_arena_free(c->http_scratch);
+    c->http_scratch = NULL;
+  }
   int on_loop = perfc__h2_stream_on_loop(c->s);
   perfc__h2_stream_release(c->s);
   ctx_cache *cc = tls_cache;
@@ -239,22 +264,15 @@ static void call_unref(h2call *c) {
 
 /* ---- h2's callbacks (loop thread) ------------------------------------------ */
 
-static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
-                                 const perfc__h2_call_info *info, void **call,
-                                 unsigned *flags, const char **refuse_msg) {
-  h2t *t = server_data;
-  h2_method *m = lookup(t, info->path, info->path_len);
-  if (m == NULL) {
-    static _Thread_local char msg[256];
-    snprintf(msg, sizeof msg, "unknown method %s", info->path);
-    *refuse_msg = msg;
-    return PERFC_STATUS_UNIMPLEMENTED;
-  }
-  h2call *c = call_get(t);
-  if (c == NULL) {
-    *refuse_msg = "out of memory";
-    return PERFC_STATUS_RESOURCE_EXHAUSTED;
-  }
+static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
+                                      const perfc__h2_call_info *info,
+                                      void **call, unsigned *flags,
+                                      const char **refuse_msg);
+
+/* A context for a call of method `m` on stream `s` (loop thread): what
+ * outlives on_call (metadata, peer) is copied into its arena. */
+HOT void call_fill(h2call *c, h2_method *m, perfc__h2_stream *s,
+               const perfc__h2_call_info *info) {
   perfc_ctx *ctx = &c->ctx;
   perfc_method_kind kind = m->desc->kind;
   if (kind != PERFC_METHOD_UNARY) {
@@ -266,10 +284,16 @@ static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
     c->streaming = 1;
-    c->queued = kind == PERFC_METHOD_CLIENT_STREAM ||
-                kind == PERFC_METHOD_BIDI_STREAM;
+    c->queued = !info->http && (kind == PERFC_METHOD_CLIENT_STREAM ||
+                                kind == PERFC_METHOD_BIDI_STREAM);
   }
   c->s = s;
+  c->desc = m->desc;
+  /* PERFC__H2_PROTO_* numbers HTTP/1.1 and HTTP/2 the other way round. */
+  ctx->protocol = info->http == PERFC__H2_PROTO_HTTP1   ? PERFC_PROTOCOL_HTTP1_JSON
+                  : info->http == PERFC__H2_PROTO_HTTP2 ? PERFC_PROTOCOL_HTTP2_JSON
+                  : info->web                           ? PERFC_PROTOCOL_GRPC_WEB
+                                                        : PERFC_PROTOCOL_GRPC;
   ctx->method = m->m;
   ctx->path = m->desc->path;
   ctx->start_ns = now_ns();
@@ -292,8 +316,89 @@ static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
       }
     }
   }
+}
+
+static perfc_status_code on_call(void *server_data, perfc__h2_stream *s,
+                                 const perfc__h2_call_info *info, void **call,
+                                 unsigned *flags, const char **refuse_msg) {
+  h2t *t = server_data;
+  if (info->http)
+    return on_http_call(t, s, info, call, flags, refuse_msg);
+  h2_method *m = lookup(t, info->path, info->path_len);
+  if (m == NULL) {
+    static _Thread_local char msg[256];
+    snprintf(msg, sizeof msg, "unknown method %s", info->path);
+    *refuse_msg = msg;
+    return PERFC_STATUS_UNIMPLEMENTED;
+  }
+  h2call *c = call_get(t);
+  if (c == NULL) {
+    *refuse_msg = "out of memory";
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  call_fill(c, m, s, info);
   *call = c;
   *flags = c->queued ? 0 : PERFC__H2_CALL_SINGLE_REQUEST;
+  return PERFC_STATUS_OK;
+}
+
+/* An HTTP request (loop thread): matched against the codec's routes now;
+ * a refusal (no route, a client stream) is answered once the request is
+ * read whole (on_half_close), so an HTTP/1.1 connection stays in step. */
+static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
+                                      const perfc__h2_call_info *info,
+                                      void **call, unsigned *flags,
+                                      const char **refuse_msg) {
+  h2call *c = call_get(t);
+  if (c == NULL) {
+    *refuse_msg = "out of memory";
+    return PERFC_STATUS_RESOURCE_EXHAUSTED;
+  }
+  c->http = info->http;
+  c->s = s;
+  *call = c;
+  *flags = PERFC__H2_CALL_SINGLE_REQUEST;
+  perfc_arena *a = c->ctx.arena;
+  const perfc_method_desc *d = NULL;
+  /* The match borrows the target (its query is bound at the half-close),
+   * and h2's copy of the headers is gone after this callback. */
+  char *target = perfc_arena_strndup(a, info->path, info->path_len);
+  int st = target == NULL ? 503
+           : t->has_codec ? t->codec.match(t->codec_ud, info->http_method,
+                                           target, info->path_len, a, &d,
+                                           &c->http_match)
+                          : 404;
+  h2_method *m = st == 0 && d != NULL ? lookup(t, d->path, strlen(d->path))
+                                      : NULL;
+  if (st == 0 && m == NULL)
+    st = 404;
+  if (st != 0) {
+    c->http_refuse = st;
+    c->http_refuse_code = st == 405   ? PERFC_STATUS_UNIMPLEMENTED
+                          : st == 400 ? PERFC_STATUS_INVALID_ARGUMENT
+                          : st == 503 ? PERFC_STATUS_RESOURCE_EXHAUSTED
+                          : st == 500 ? PERFC_STATUS_INTERNAL
+                                      : PERFC_STATUS_NOT_FOUND;
+    c->http_refuse_msg =
+        target == NULL ? "out of memory"
+        : t->has_codec ? perfc_arena_strdup(a, perfc_last_error())
+                     : perfc_arena_sprintf(a, "no HTTP route for %s %s",
+                                           info->http_method, info->path);
+    c->ctx.path = "";
+    c->peer = perfc_arena_strdup(a, info->peer);
+    return PERFC_STATUS_OK;
+  }
+  call_fill(c, m, s, info);
+  if (m->desc->kind == PERFC_METHOD_CLIENT_STREAM ||
+      m->desc->kind == PERFC_METHOD_BIDI_STREAM) {
+    c->http_refuse = 501;
+    c->http_refuse_code = PERFC_STATUS_UNIMPLEMENTED;
+    c->http_refuse_msg = perfc_arena_sprintf(
+        a, "%s is a %s-streaming method: HTTP/JSON carries unary and "
+           "server-streaming methods only (call it over gRPC)",
+        m->desc->path,
+        m->desc->kind == PERFC_METHOD_CLIENT_STREAM ? "client" : "bidi");
+  }
   return PERFC_STATUS_OK;
 }
 
@@ -377,6 +482,10 @@ static void on_half_close(void *call, perfc__h2_stream *s) {
     if (c->waiting)
       pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  if (c->http) {
+    http_arrived(c);
     return;
   }
   c->handed_up = 1;
@@ -492,7 +601,8 @@ static void h2_send_headers(h2call *c) {
 
 static void h2_finish(perfc_ctx *ctx) {
   h2call *c = ccall_of(ctx);
-  h2_send_headers(c);
+  if (!c->http)
+    h2_send_headers(c);
   perfc_status_code code = ctx->code;
   const char *message = ctx->message;
   /* A call failing once its deadline passed failed because of it (a
@@ -508,6 +618,11 @@ static void h2_finish(perfc_ctx *ctx) {
                                   perfc_status_name(code),
                                   message ? message : "");
     code = PERFC_STATUS_DEADLINE_EXCEEDED;
+  }
+  if (c->http) {
+    http_finish(c, code, message);
+    call_unref(c);
+    return;
   }
   if (code == PERFC_STATUS_OK && ctx->has_response) {
     const uint8_t *bytes = ctx->response.bytes;
@@ -607,6 +722,197 @@ static int stream_cancelled(h2call *c) {
   return c->t->up->cancelled(&c->ctx);
 }
 
+/* ---- HTTP calls -------------------------------------------------------------- */
+
+/* Response metadata as HTTP headers, grpc-gateway's way: header metadata
+ * as `grpc-metadata-KEY`, trailing metadata (with no trailers on a plain
+ * HTTP answer) as `grpc-trailer-KEY`. In the arena; *n entries. */
+static perfc__h2_md *http_md(perfc_ctx *ctx, int trailing, size_t *n) {
+  size_t total = ctx->initial_md.count + (trailing ? ctx->trailing_md.count : 0);
+  *n = 0;
+  if (total == 0)
+    return NULL;
+  perfc__h2_md *md = perfc_arena_alloc(ctx->arena, total * sizeof *md);
+  if (md == NULL)
+    return NULL;
+  for (int pass = 0; pass < 1 + (trailing != 0); pass++) {
+    const perfc__md_list *l = pass ? &ctx->trailing_md : &ctx->initial_md;
+    for (size_t i = 0; i < l->count; i++) {
+      const perfc__md_entry *e = &l->items[i];
+      size_t kl = strlen(e->key);
+      if (kl > 4 && strcmp(e->key + kl - 4, "-bin") == 0)
+        continue; /* binary values have no HTTP/JSON form here */
+      char *k = perfc_arena_sprintf(ctx->arena, "%s%s",
+                                    pass ? "grpc-trailer-" : "grpc-metadata-",
+                                    e->key);
+      if (k == NULL)
+        return NULL;
+      md[(*n)++] = (perfc__h2_md){k, strlen(k), e->value, e->len};
+    }
+  }
+  return md;
+}
+
+/* An error answer with the codec's body: `status` 0 takes the codec's
+ * HTTP status for `code`. Loop thread or worker. */
+static void http_error(h2call *c, int status, perfc_status_code code,
+                       const char *msg) {
+  h2t *t = c->t;
+  char *body = NULL;
+  size_t len = 0;
+  int st = t->codec.error(t->codec_ud, code, msg ? msg : "", c->ctx.arena,
+                          &body, &len);
+  if (st < 0) {
+    /* No body could be made: h2 answers 500 with its own. */
+    perfc__h2_finish(c->s, code, msg, NULL, 0, 0);
+    return;
+  }
+  if (status == 0)
+    status = st;
+  perfc__h2_http_head(c->s, status, t->codec.content_type, NULL, 0,
+                      PERFC__H2_SEND_MORE);
+  perfc__h2_send_message(c->s, (const uint8_t *)body, len, PERFC__H2_SEND_MORE);
+  perfc__h2_finish(c->s, code, msg, NULL, 0, 0);
+}
+
+/* The request was read whole (loop thread): a refusal is answered now;
+ * otherwise the body becomes the method's request message, packed, so
+ * the call layer decodes it (and checks its strings) as a gRPC one. */
+static void http_arrived(h2call *c) {
+  h2t *t = c->t;
+  perfc_arena *a = c->ctx.arena;
+  if (c->http_refuse) {
+    http_error(c, c->http_refuse, c->http_refuse_code, c->http_refuse_msg);
+    return;
+  }
+  ProtobufCMessage *req = NULL;
+  const char *body = c->have_req ? (const char *)c->req : "";
+  size_t blen = c->have_req ? c->req_len : 0;
+  if (t->codec.decode(t->codec_ud, c->http_match, body, blen, a, &req) != 0) {
+    http_error(c, 400, PERFC_STATUS_INVALID_ARGUMENT,
+               perfc_arena_strdup(a, perfc_last_error()));
+    return;
+  }
+  size_t n = protobuf_c_message_get_packed_size(req);
+  uint8_t *buf = perfc_arena_alloc(a, n ? n : 1);
+  if (buf == NULL) {
+    http_error(c, 503, PERFC_STATUS_RESOURCE_EXHAUSTED,
+               "out of memory decoding the request");
+    return;
+  }
+  protobuf_c_message_pack(req, buf);
+  c->req = buf;
+  c->req_len = n;
+  c->have_req = 1;
+  c->handed_up = 1;
+  t->up->arrived(&c->ctx);
+}
+
+/* The call layer's finish of an HTTP call (loop thread or worker). */
+static void http_finish(h2call *c, perfc_status_code code, const char *message) {
+  perfc_ctx *ctx = &c->ctx;
+  h2t *t = c->t;
+  if (ctx->stream != NULL && ctx->initial_md_sent) {
+    /* A server stream's NDJSON body began: a failure is its last line. */
+    if (code != PERFC_STATUS_OK) {
+      char *body = NULL;
+      size_t len = 0;
+      if (t->codec.error(t->codec_ud, code, message ? message : "", ctx->arena,
+                         &body, &len) >= 0) {
+        char *line = perfc_arena_sprintf(ctx->arena, "{\"error\":%.*s}\n",
+                                         (int)len, body);
+        if (line != NULL)
+          perfc__h2_send_message(c->s, (const uint8_t *)line, strlen(line),
+                                 PERFC__H2_SEND_MORE);
+      }
+    }
+    perfc__h2_finish(c->s, code, message, NULL, 0, 0);
+    return;
+  }
+  if (code != PERFC_STATUS_OK) {
+    http_error(c, 0, code, message);
+    return;
+  }
+  size_t nmd;
+  perfc__h2_md *md = http_md(ctx, 1, &nmd);
+  if (ctx->stream != NULL) {
+    /* A server stream that sent nothing: an empty NDJSON body. */
+    perfc__h2_http_head(c->s, 200, t->codec.stream_content_type, md, nmd,
+                        PERFC__H2_SEND_MORE | PERFC__H2_HTTP_STREAM);
+    perfc__h2_finish(c->s, code, NULL, NULL, 0, 0);
+    return;
+  }
+  const ProtobufCMessage *resp = ctx->response.msg;
+  if (resp == NULL && ctx->has_response) {
+    /* A raw response (perfc_ctx_set_raw_response): JSON needs the message. */
+    ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
+    resp = protobuf_c_message_unpack(c->desc->output, &al,
+                                     ctx->response.len, ctx->response.bytes);
+  }
+  char *body = NULL;
+  size_t len = 0;
+  if (resp == NULL ||
+      t->codec.encode(t->codec_ud, c->http_match, resp, ctx->arena, &body,
+                      &len) != 0) {
+    http_error(c, 500, PERFC_STATUS_INTERNAL,
+               perfc_arena_sprintf(ctx->arena, "%s: the response cannot be "
+                                   "written as JSON: %s",
+                                   ctx->path, perfc_last_error()));
+    return;
+  }
+  perfc__h2_http_head(c->s, 200, t->codec.content_type, md, nmd,
+                      PERFC__H2_SEND_MORE);
+  perfc__h2_send_message(c->s, (const uint8_t *)body, len, PERFC__H2_SEND_MORE);
+  perfc__h2_finish(c->s, code, NULL, NULL, 0, 0);
+}
+
+/* One server-stream message as an NDJSON line (the handler's worker). */
+static int http_stream_send(h2call *c, const ProtobufCMessage *msg,
+                            unsigned hf) {
+  perfc_ctx *ctx = &c->ctx;
+  h2t *t = c->t;
+  if (!ctx->initial_md_sent) {
+    size_t nmd;
+    perfc__h2_md *md = http_md(ctx, 0, &nmd);
+    perfc__h2_http_head(c->s, 200, t->codec.stream_content_type, md, nmd,
+                        PERFC__H2_SEND_MORE | PERFC__H2_HTTP_STREAM);
+    ctx->initial_md_sent = 1;
+  }
+  /* Each line in a scratch arena of the stream, reset per message: a long
+   * stream does not grow the call's arena. */
+  if (c->http_scratch == NULL && perfc_arena_new(&c->http_scratch, 0) != 0)
+    return PERFC_ESHUTDOWN;
+  perfc_arena_reset(c->http_scratch);
+  char *json = NULL;
+  size_t len = 0;
+  if (t->codec.encode(t->codec_ud, c->http_match, msg, c->http_scratch, &json,
+                      &len) != 0)
+    return PERFC_ESHUTDOWN;
+  char *line = perfc_arena_alloc(c->http_scratch, len + 1);
+  if (line == NULL)
+    return PERFC_ESHUTDOWN;
+  memcpy(line, json, len);
+  line[len] = '\n';
+  for (;;) {
+    unsigned gen = atomic_load_explicit(&c->wr_gen, memory_order_acquire);
+    int rc = perfc__h2_send_message(c->s, (const uint8_t *)line, len + 1, hf);
+    if (rc == 0)
+      break;
+    if (rc != PERFC_EFULL)
+      return PERFC_ESHUTDOWN;
+    flush_held(c);
+    pthread_mutex_lock(&c->mu);
+    while (atomic_load_explicit(&c->wr_gen, memory_order_acquire) == gen &&
+           !stream_cancelled(c))
+      wait_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (stream_cancelled(c))
+      return PERFC_ESHUTDOWN;
+  }
+  c->held = (hf & PERFC__H2_SEND_MORE) != 0;
+  return 0;
+}
+
 static int h2_stream_begin(perfc_ctx *ctx) {
   h2call *c = ccall_of(ctx);
   h2t *t = c->t;
@@ -688,6 +994,10 @@ static int h2_stream_recv_ready(perfc_ctx *ctx) {
 static int h2_stream_send(perfc_ctx *ctx, const perfc__payload *p,
                           unsigned flags) {
   h2call *c = ccall_of(ctx);
+  if (c->http)
+    return http_stream_send(c, p->msg, flags & PERFC__SEND_MORE
+                                           ? PERFC__H2_SEND_MORE
+                                           : 0);
   h2_send_headers(c);
   const uint8_t *bytes = p->bytes;
   size_t len = p->len;
@@ -962,7 +1272,35 @@ static void h2_free(void *tp) {
   free(t);
 }
 
+static int h2_set_http_codec(void *tp, const perfc_http_codec *codec,
+                             void *user_data) {
+  h2t *t = tp;
+  if (t->has_codec)
+    return perfc__fail(PERFC_ESTATE, "server: an HTTP codec is set already");
+  t->codec = *codec;
+  t->codec_ud = user_data;
+  t->has_codec = 1;
+  perfc__h2_cors cors = {
+      .origins = codec->cors_origins,
+      .n = codec->cors_origin_count,
+      .methods = codec->cors_methods ? codec->cors_methods
+                                     : PERFC_DEFAULT_CORS_METHODS,
+      .headers = codec->cors_headers,
+      .expose = codec->cors_expose_headers ? codec->cors_expose_headers
+                                           : PERFC_DEFAULT_CORS_EXPOSE_HEADERS,
+      .max_age_s = (codec->cors_max_age_ms > 0 ? codec->cors_max_age_ms
+                                               : PERFC_DEFAULT_CORS_MAX_AGE_MS) /
+                   1000,
+      .credentials = codec->cors_allow_credentials,
+  };
+  perfc__h2_server_enable_http(t->h2, codec->max_body_bytes,
+                               codec->idle_timeout_ms,
+                               cors.origins != NULL && cors.n > 0 ? &cors : NULL);
+  return 0;
+}
+
 const perfc__transport_ops perfc__h2_transport_ops = {
+    .set_http_codec = h2_set_http_codec,
     .name = "h2",
     .listen = h2_listen,
     .add_method = h2_add_method,
