@@ -16,6 +16,7 @@
  */
 #include "observe/tracing_internal.h"
 #include "core/error_internal.h"
+#include "core/thread_internal.h"
 #include "perfc/log.h"
 #include "server/server_internal.h"
 
@@ -808,7 +809,7 @@ int perfc__tracing_export_start(perfc_tracer *tr) {
   sem_init(&tr->wake, 0, 0);
   pthread_mutex_init(&tr->mu, NULL);
   pthread_cond_init(&tr->cv, NULL);
-  if (pthread_create(&tr->thread, NULL, exporter_main, tr) != 0) {
+  if (perfc__thread_create(&tr->thread, exporter_main, tr) != 0) {
     curl_easy_cleanup(tr->http);
     free(tr->cells);
     sem_destroy(&tr->wake);
