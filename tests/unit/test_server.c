@@ -397,3 +397,4 @@ Test(server_signals, every_thread_a_server_starts_blocks_sigint_and_sigterm) {
   cr_assert_eq(WEXITSTATUS(st), 0, "exit %d (7+n: n threads take the signals)",
                WEXITSTATUS(st));
 }
+
