@@ -116,6 +116,12 @@ int main(int argc, char **argv) {
   perfc_server_transport transport = PERFC_TRANSPORT_DEFAULT;
   const char *tracing = NULL; /* --tracing SAMPLER */
 
+  /* A SIGINT/SIGTERM during the start-up waits for perfc_server_run(),
+   * which then stops gracefully (docs/design.md, "Signals"). */
+  if (perfc_server_hold_signals() != 0) {
+    fprintf(stderr, "perfc-echo-server: %s\n", perfc_last_error());
+    return 1;
+  }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

@@ -51,6 +51,13 @@ static perfc_status_code fail_or_set_health(
 }
 
 int main(int argc, char **argv) {
+  /* First, as generated mains do: a SIGTERM any time before the run (the
+   * tests send one as soon as "listening on" is read) ends the server
+   * gracefully with exit 0 (docs/design.md, "Signals"). */
+  if (perfc_server_hold_signals() != 0) {
+    fprintf(stderr, "perfc-test-server: %s\n", perfc_last_error());
+    return 1;
+  }
   Perfc__Test__V1__TestService_Handlers handlers = test_service_handlers;
   handlers.fail = fail_or_set_health;
   const char *listen = "127.0.0.1:0";

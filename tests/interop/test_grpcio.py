@@ -8,6 +8,7 @@ perfc or protoc generated.
 """
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -382,6 +383,45 @@ class EchoServerTests(unittest.TestCase):
             self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
         finally:
             srv.stop()
+
+
+class EarlySignalTests(unittest.TestCase):
+    """A server told to stop as soon as it said "listening on" (before or
+    while it enters perfc_server_run()) shuts down gracefully and exits 0;
+    it used to die of the signal's default action (exit -15), as
+    interop.grpcio_tls's test_plaintext_client_refused saw under load."""
+
+    ROUNDS = 20
+
+    def rounds(self, name, sig):
+        path = os.path.join(BIN, name)
+        if not os.path.exists(path):
+            self.skipTest(name + " not built")
+        deadline = time.monotonic() + 120
+        for i in range(self.ROUNDS):
+            self.assertLess(time.monotonic(), deadline, "%d rounds in 120 s" % i)
+            p = subprocess.Popen([path, "--listen", "127.0.0.1:0", *TRANSPORT_ARGS],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            line = p.stdout.readline()
+            p.send_signal(sig)  # at once: the gap before perfc_server_run()
+            try:
+                _, err = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                self.fail("round %d: %s did not stop within 20 s" % (i, name))
+            self.assertTrue(line.startswith("listening on "), "round %d: %r %s" % (i, line, err[-500:]))
+            self.assertEqual(p.returncode, 0, "round %d: %s exited %d: %s"
+                             % (i, name, p.returncode, err[-1000:]))
+
+    def test_sigterm_right_after_listening_exits_0(self):
+        self.rounds("perfc-test-server", signal.SIGTERM)
+
+    def test_sigint_right_after_listening_exits_0(self):
+        self.rounds("perfc-test-server", signal.SIGINT)
+
+    def test_echo_server_sigterm_right_after_listening_exits_0(self):
+        self.rounds("perfc-echo-server", signal.SIGTERM)
 
 
 if __name__ == "__main__":

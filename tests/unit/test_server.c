@@ -5,8 +5,13 @@
 #include "test_transport.h" /* test_server_new: both transports */
 #include <perfc/log.h>
 #include <perfc/server.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 Test(server, option_defaults) {
@@ -223,3 +228,173 @@ Test(server_opts, bad_executor_is_refused_with_a_message) {
   cr_assert_null(s);
   cr_assert_not_null(strstr(perfc_last_error(), "default_executor"));
 }
+
+/* ---- SIGINT/SIGTERM around the start (interop.grpcio_tls: a server sent
+ * SIGTERM right after it printed "listening on" died of it, -15) ---- */
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* A started server in this (child) process; exits 10+ on a setup error. */
+static perfc_server *child_server(void) {
+  perfc_server *s;
+  if (test_server_new(&s, NULL) != 0)
+    _exit(10);
+  if (perfc_server_listen(s, "127.0.0.1:0", NULL) != 0)
+    _exit(11);
+  if (perfc_server_start(s) != 0)
+    _exit(12);
+  return s;
+}
+
+/* Runs `body` in a child process; returns its wait status. */
+static int in_child(void (*body)(void)) {
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) {
+    body();
+    _exit(0);
+  }
+  int st = 0;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  return st;
+}
+
+/* The documented program: start, (print the address), run. The signal
+ * lands between the start and the run: run must shut down and return
+ * it, and the program exit 0. */
+static void signal_between_start_and_run(void) {
+  perfc_server *s = child_server();
+  kill(getpid(), SIGTERM);
+  sleep_ms(20); /* the "printf" between start and run, and then some */
+  int sig = perfc_server_run(s);
+  perfc_server_free(s);
+  _exit(sig == SIGTERM ? 0 : 3);
+}
+
+Test(server_signals, sigterm_between_start_and_run_shuts_down_cleanly) {
+  for (int i = 0; i < 5; i++) {
+    int st = in_child(signal_between_start_and_run);
+    cr_assert(WIFEXITED(st), "round %d: died of signal %d", i,
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "round %d: exit %d", i, WEXITSTATUS(st));
+  }
+}
+
+/* perfc_server_hold_signals() first in main(): a signal during the whole
+ * start-up waits for the run. */
+static void signal_before_new(void) {
+  if (perfc_server_hold_signals() != 0)
+    _exit(13);
+  kill(getpid(), SIGINT);
+  perfc_server *s = child_server();
+  int sig = perfc_server_run(s);
+  perfc_server_free(s);
+  _exit(sig == SIGINT ? 0 : 3);
+}
+
+Test(server_signals, a_signal_during_start_up_is_held_for_the_run) {
+  int st = in_child(signal_before_new);
+  cr_assert(WIFEXITED(st), "died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  cr_assert_eq(WEXITSTATUS(st), 0, "exit %d", WEXITSTATUS(st));
+}
+
+/* Only one is held: a second before the run kills, as without perfc. */
+static void two_signals_before_run(void) {
+  perfc_server *s = child_server();
+  kill(getpid(), SIGTERM);
+  kill(getpid(), SIGTERM);
+  sleep_ms(200);
+  perfc_server_free(s);
+  _exit(4); /* not reached: the second signal's default action */
+}
+
+Test(server_signals, a_second_signal_before_the_run_kills_as_before) {
+  int st = in_child(two_signals_before_run);
+  cr_assert(WIFSIGNALED(st), "exited %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  cr_assert_eq(WTERMSIG(st), SIGTERM);
+}
+
+/* A program that never runs (it waits some other way): a held signal is
+ * not lost; its shutdown delivers it with the default action. */
+static void held_then_shutdown_without_run(void) {
+  perfc_server *s = child_server();
+  kill(getpid(), SIGTERM);
+  sleep_ms(20);
+  perfc_server_shutdown(s, 0);
+  _exit(5); /* not reached */
+}
+
+Test(server_signals, a_held_signal_no_run_takes_is_delivered_at_shutdown) {
+  int st = in_child(held_then_shutdown_without_run);
+  cr_assert(WIFSIGNALED(st), "exited %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  cr_assert_eq(WTERMSIG(st), SIGTERM);
+}
+
+/* An application's own handler is its own: the start does not take it. */
+static volatile sig_atomic_t app_got;
+static void app_handler(int sig) { app_got = sig; }
+static void app_handler_kept(void) {
+  signal(SIGTERM, app_handler);
+  perfc_server *s = child_server();
+  kill(getpid(), SIGTERM);
+  sleep_ms(20);
+  perfc_server_shutdown(s, 0);
+  perfc_server_free(s);
+  _exit(app_got == SIGTERM ? 0 : 6);
+}
+
+Test(server_signals, the_applications_own_handler_is_left_alone) {
+  int st = in_child(app_handler_kept);
+  cr_assert(WIFEXITED(st), "died of signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  cr_assert_eq(WEXITSTATUS(st), 0, "exit %d", WEXITSTATUS(st));
+}
+
+/* Every thread a started server has, other than the application's, blocks
+ * SIGINT and SIGTERM (SigBlk in /proc/self/task/TID/status). Exit 7+n:
+ * n threads do not. */
+static void threads_block(void) {
+  perfc_server *s = child_server();
+  DIR *d = opendir("/proc/self/task");
+  if (d == NULL)
+    _exit(14);
+  int bad = 0, others = 0;
+  struct dirent *e;
+  unsigned long long want = (1ull << (SIGINT - 1)) | (1ull << (SIGTERM - 1));
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' || atoi(e->d_name) == getpid())
+      continue;
+    char path[300], line[256];
+    snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue; /* the thread ended */
+    others++;
+    char name[256] = "";
+    while (fgets(line, sizeof line, f) != NULL) {
+      if (strncmp(line, "Name:", 5) == 0)
+        snprintf(name, sizeof name, "%s", line + 5);
+      if (strncmp(line, "SigBlk:", 7) == 0 &&
+          (strtoull(line + 7, NULL, 16) & want) != want) {
+        bad++;
+        fprintf(stderr, "thread %s (%.*s): %s", e->d_name,
+                (int)strcspn(name, "\n"), name, line);
+      }
+    }
+    fclose(f);
+  }
+  closedir(d);
+  perfc_server_free(s);
+  _exit(others == 0 ? 15 : bad > 0 ? 7 + (bad > 100 ? 100 : bad) : 0);
+}
+
+Test(server_signals, every_thread_a_server_starts_blocks_sigint_and_sigterm) {
+  int st = in_child(threads_block);
+  cr_assert(WIFEXITED(st));
+  cr_assert_eq(WEXITSTATUS(st), 0, "exit %d (7+n: n threads take the signals)",
+               WEXITSTATUS(st));
+}
+

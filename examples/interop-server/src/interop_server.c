@@ -301,6 +301,12 @@ static int usage(void) {
 }
 
 int main(int argc, char **argv) {
+  /* A SIGINT/SIGTERM during the start-up waits for perfc_server_run(),
+   * which then stops gracefully (docs/design.md, "Signals"). */
+  if (perfc_server_hold_signals() != 0) {
+    fprintf(stderr, "interop-server: %s\n", perfc_last_error());
+    return 1;
+  }
   const char *port_s = NULL, *tls_s = "false", *tls_dir = PERFC_INTEROP_CERT_DIR;
   const char *transport = NULL; /* the library's default */
   perfc_interop_flag flags[] = {{"port", &port_s},

@@ -104,7 +104,12 @@ int main(int argc, char **argv) {
   perfc_cache *cache = NULL;
   user_service svc;
   int port = 0;
-  int rc = perfc_flags_parse(&flags, argc, argv);
+  /* First: a SIGINT/SIGTERM during the start-up (config, connections,
+   * listening) waits for perfc_server_run(), which then shuts down
+   * gracefully (exit 0), instead of killing the process. */
+  int rc = perfc_server_hold_signals();
+  if (rc == 0)
+    rc = perfc_flags_parse(&flags, argc, argv);
   if (rc == 0 && flags.help) {
     fputs(perfc_flags_usage(), stdout);
     return 0;

@@ -250,8 +250,25 @@ PERFC_API int perfc_server_add_shutdown_hook(perfc_server *srv,
 
 /** Runs the start hooks, starts the pollers and begins serving. Returns 0,
  *  PERFC_ESTATE (already started / no address), PERFC_ETHREAD,
- *  PERFC_EGRPC, or the error of a start hook. */
+ *  PERFC_EGRPC, PERFC_EIO (see perfc_server_hold_signals(), which it
+ *  calls first), or the error of a start hook. */
 PERFC_API int perfc_server_start(perfc_server *srv);
+
+/** Holds SIGINT and SIGTERM for perfc_server_run(): from this call on, one
+ *  that arrives before perfc_server_run() does not kill the process but
+ *  waits, and perfc_server_run() then shuts down gracefully at once and
+ *  returns it (a program written as documented exits 0). Only a signal
+ *  whose disposition is the default is taken (the application's own
+ *  handlers and ignored signals are left alone), and only one: the
+ *  default is back as soon as one was held, so a second one before
+ *  perfc_server_run() kills as before (a start-up that hangs can still be
+ *  interrupted). perfc_server_start() calls it; call it first in main() to
+ *  cover the whole start-up (generated mains do). Should no
+ *  perfc_server_run() come, perfc_server_shutdown() puts the default back
+ *  and delivers a held signal then. Every thread perfc starts blocks
+ *  SIGINT and SIGTERM, so they reach the application's threads.
+ *  Process-wide, idempotent. Returns 0 or PERFC_EIO. */
+PERFC_API int perfc_server_hold_signals(void);
 
 /** Graceful stop: stop accepting, let in-flight calls finish for up to
  *  `grace_ms` (negative = the opts' shutdown grace), then cancel the rest and
@@ -261,8 +278,9 @@ PERFC_API void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms);
 
 /** Blocks until SIGINT or SIGTERM arrives (or perfc_server_shutdown() is
  *  called from another thread), then shuts down gracefully. Installs signal
- *  handlers for SIGINT and SIGTERM for its duration. Returns the signal
- *  number, or 0 when stopped by perfc_server_shutdown(). */
+ *  handlers for SIGINT and SIGTERM for its duration. A signal held since
+ *  perfc_server_start() or perfc_server_hold_signals() ends it at once.
+ *  Returns the signal number, or 0 when stopped by perfc_server_shutdown(). */
 PERFC_API int perfc_server_run(perfc_server *srv);
 
 /** Shuts down (if still running) and frees. NULL is a no-op. */

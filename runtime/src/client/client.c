@@ -342,7 +342,12 @@ int perfc__channel_new(perfc_channel **out, const char *target,
       n++;
     }
     grpc_channel_args ca = {.num_args = n, .args = args};
+    /* The core's threads started here leave SIGINT/SIGTERM to the
+     * application's threads (core/thread_internal.h). */
+    sigset_t sigs;
+    perfc__stop_signals_block(&sigs);
     ch->chans[i] = grpc_channel_create(target, creds, &ca);
+    perfc__stop_signals_restore(&sigs);
   }
   free(service_config);
   *out = ch;

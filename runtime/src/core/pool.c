@@ -10,6 +10,7 @@
  */
 #include "perfc/pool.h"
 #include "core/error_internal.h"
+#include "core/thread_internal.h"
 #include "perfc/trace_context.h"
 
 #include <pthread.h>
@@ -123,7 +124,7 @@ int perfc_pool_new(perfc_pool **out, const perfc_pool_opts *opts) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->has_work, NULL);
   for (unsigned i = 0; i < o.threads; i++) {
-    if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
+    if (perfc__thread_create(&p->threads[i], worker_main, p) != 0) {
       p->nthreads = i;
       perfc_pool_free(p);
       return perfc__fail(PERFC_ETHREAD, "pool: cannot start worker %u of %u",

@@ -14,7 +14,7 @@ unsigned perfc__threads_start(const perfc__thread_spec *spec, unsigned n) {
     void *arg = spec->setup(spec->user_data, i, &t);
     if (arg == NULL || t == NULL)
       break;
-    if (pthread_create(t, NULL, spec->main, arg) != 0) {
+    if (perfc__thread_create(t, spec->main, arg) != 0) {
       if (spec->undo != NULL)
         spec->undo(spec->user_data, i);
       break;

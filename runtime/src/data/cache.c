@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "core/error_internal.h"
+#include "core/thread_internal.h"
 #include "data/cache_internal.h"
 #include "data/redis_internal.h"
 #include "perfc/log.h"
@@ -840,7 +841,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   if (rc == 0 && c->pending_file)
     pending_load(c);
   if (rc == 0 && c->redis) {
-    if (pthread_create(&c->rq_thread, NULL, retry_main, c) != 0)
+    if (perfc__thread_create(&c->rq_thread, retry_main, c) != 0)
       rc = PERFC_ETHREAD;
     else
       c->rq_started = 1;

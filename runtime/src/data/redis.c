@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "core/error_internal.h"
+#include "core/thread_internal.h"
 #include "data/redis_internal.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
@@ -1165,9 +1166,11 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   pthread_cond_init(&s->cv, &ca);
   pthread_condattr_destroy(&ca);
   /* The thread is ours: it starts with SIGPIPE blocked for good (see
-   * sigpipe_block), inherited from the mask set around its creation. */
+   * sigpipe_block), and SIGINT/SIGTERM too, as every perfc thread
+   * (core/thread_internal.h), inherited from the mask set around its
+   * creation. */
   sigset_t block, old;
-  sigemptyset(&block);
+  perfc__stop_signals(&block);
   sigaddset(&block, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &block, &old);
   int prc = pthread_create(&s->thread, NULL, sub_main, s);

@@ -31,6 +31,7 @@
  * MHD_CONNECTION_NOTIFY_CLOSED removed our record).
  */
 #include "perfc/metrics_http.h"
+#include "core/thread_internal.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
 
@@ -514,7 +515,7 @@ int perfc_metrics_http_start(perfc_metrics_http **out,
   ev.data.fd = h->wake_fd;
   if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->wake_fd, &ev) != 0)
     goto fail;
-  if (pthread_create(&h->thread, NULL, loop_main, h) != 0)
+  if (perfc__thread_create(&h->thread, loop_main, h) != 0)
     goto fail;
   *out = h;
   return 0;

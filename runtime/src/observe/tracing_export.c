@@ -16,6 +16,7 @@
  */
 #include "observe/tracing_internal.h"
 #include "core/error_internal.h"
+#include "core/thread_internal.h"
 #include "perfc/log.h"
 #include "server/server_internal.h"
 

@@ -17,6 +17,7 @@
 #include "core/error_internal.h"
 #include "server/call_internal.h"
 #include "server/server_internal.h"
+#include "core/thread_internal.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -124,6 +125,10 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
   srv->recv_max = srv->opts.max_recv_message_bytes < 0
                       ? SIZE_MAX
                       : (size_t)srv->opts.max_recv_message_bytes;
+  /* Threads the transport (or the gRPC core under it) starts from this
+   * thread inherit its mask: SIGINT/SIGTERM blocked, as perfc's own. */
+  sigset_t sigs;
+  perfc__stop_signals_block(&sigs);
   if (srv->opts.transport == PERFC_TRANSPORT_H2) {
     srv->tops = &perfc__h2_transport_ops;
     rc = perfc__h2_transport_new(&srv->transport, &srv->opts, &perfc__call_up,
@@ -133,6 +138,7 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
     rc = perfc__core_transport_new(&srv->transport, &srv->opts,
                                    &perfc__call_up, srv);
   }
+  perfc__stop_signals_restore(&sigs);
   srv->opts.compression = NULL; /* borrowed only during this call */
   if (rc != 0) {
     free(srv);
@@ -150,7 +156,10 @@ int perfc__server_listen(perfc_server *srv, const char *addr,
   if (atomic_load(&srv->state) != SRV_NEW)
     return PERFC_ESTATE;
   int port = 0;
+  sigset_t sigs; /* as in perfc_server_new() */
+  perfc__stop_signals_block(&sigs);
   int rc = srv->tops->listen(srv->transport, addr, tls, &port);
+  perfc__stop_signals_restore(&sigs);
   if (rc != 0)
     return rc;
   if (srv->nlisteners < (int)(sizeof srv->ports / sizeof *srv->ports))
@@ -228,6 +237,13 @@ int perfc_server_start(perfc_server *srv) {
     return PERFC_EINVAL;
   if (atomic_load(&srv->state) != SRV_NEW || srv->nlisteners == 0)
     return PERFC_ESTATE;
+  /* From here a SIGINT/SIGTERM waits for perfc_server_run() instead of
+   * killing the process: a program that prints its address after the start
+   * and then runs (the documented way) is told to stop, not killed, by one
+   * sent as soon as it printed. */
+  int hrc = perfc_server_hold_signals();
+  if (hrc != 0)
+    return hrc;
   for (size_t i = 0; i < srv->nstart_hooks; i++) {
     int rc = srv->start_hooks[i].fn(srv, srv->start_hooks[i].user_data);
     if (rc != 0)
@@ -254,7 +270,10 @@ int perfc_server_start(perfc_server *srv) {
       return rc;
   }
   perfc__ic_methods_init(srv);
+  sigset_t sigs; /* as in perfc_server_new() */
+  perfc__stop_signals_block(&sigs);
   int rc = srv->tops->start(srv->transport);
+  perfc__stop_signals_restore(&sigs);
   if (rc != 0) {
     perfc__ic_methods_free(srv);
     perfc_pool_free(srv->pool);
@@ -292,6 +311,8 @@ static void wait_shutdown(perfc_server *srv, int64_t grace_ms) {
               "server: still waiting for handlers to return after cancel");
 }
 
+static void signals_after_shutdown(void);
+
 void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
   if (srv == NULL)
     return;
@@ -322,12 +343,21 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
     (void)w;
   }
   pthread_mutex_unlock(&srv->mu);
+  signals_after_shutdown();
 }
 
 /* Signal handlers cannot carry user data, so the pipe of the one
- * perfc_server_run() in progress is process-wide. */
+ * perfc_server_run() in progress is process-wide. g_sig_seen is the
+ * signal caught and not yet handed to a perfc_server_run(): one held since
+ * perfc_server_hold_signals() (or perfc_server_start()) waits there for
+ * the run that follows. */
 static volatile sig_atomic_t g_sig_fd = -1;
 static volatile sig_atomic_t g_sig_seen;
+/* The signals whose handler perfc_server_hold_signals() installed (their
+ * disposition was the default): perfc_server_run() gives them the default
+ * back when it returns, not the holding handler. Under g_sig_mu. */
+static pthread_mutex_t g_sig_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_held_int, g_held_term;
 
 static void on_signal(int sig) {
   int saved = errno;
@@ -338,6 +368,74 @@ static void on_signal(int sig) {
     (void)w;
   }
   errno = saved;
+}
+
+/* Installs the holding handler for `sig` if its disposition is the
+ * default. SA_RESETHAND: one signal is held, the default is back at once,
+ * so a second one kills the process as before (a start-up that hangs can
+ * still be interrupted). */
+static int hold_one(int sig, int *held) {
+  struct sigaction cur;
+  if (sigaction(sig, NULL, &cur) != 0)
+    return PERFC_EIO;
+  if ((cur.sa_flags & SA_SIGINFO) || cur.sa_handler != SIG_DFL)
+    return 0; /* the application's handler, SIG_IGN, or ours already */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL) != 0)
+    return PERFC_EIO;
+  *held = 1;
+  return 0;
+}
+
+int perfc_server_hold_signals(void) {
+  pthread_mutex_lock(&g_sig_mu);
+  int rc = hold_one(SIGINT, &g_held_int);
+  if (rc == 0)
+    rc = hold_one(SIGTERM, &g_held_term);
+  pthread_mutex_unlock(&g_sig_mu);
+  if (rc != 0)
+    return perfc__fail(rc, "server: cannot install the SIGINT/SIGTERM "
+                           "handler: %s", strerror(errno));
+  return 0;
+}
+
+/* What `sig` gets back when a run ends: the default where the holding
+ * handler had been installed over it, else what the run found (`old`;
+ * NULL: leave it as it is). */
+static void restore_one(int sig, int *held, const struct sigaction *old) {
+  if (*held) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+    *held = 0;
+  } else if (old != NULL) {
+    sigaction(sig, old, NULL);
+  }
+}
+
+/* A server stopped without a perfc_server_run() in progress (the
+ * program waited some other way, or its start-up failed after the start):
+ * the holding handlers give the default back, and a signal held for a run
+ * that never came is delivered now with it, so the program ends as it
+ * would have without perfc, only after the graceful shutdown. */
+static void signals_after_shutdown(void) {
+  pthread_mutex_lock(&g_sig_mu);
+  int sig = 0;
+  if (g_sig_fd < 0) {
+    restore_one(SIGINT, &g_held_int, NULL);
+    restore_one(SIGTERM, &g_held_term, NULL);
+    sig = g_sig_seen;
+    g_sig_seen = 0;
+  }
+  pthread_mutex_unlock(&g_sig_mu);
+  if (sig != 0)
+    raise(sig);
 }
 
 int perfc_server_run(perfc_server *srv) {
@@ -355,15 +453,22 @@ int perfc_server_run(perfc_server *srv) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
+  pthread_mutex_lock(&g_sig_mu);
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
+  pthread_mutex_unlock(&g_sig_mu);
 
   /* The pipe wakes us at once; the flag and the timeout are a second path
    * for the rare case where the handler ran but its write was lost (seen
-   * under valgrind, which emulates signal delivery). */
-  g_sig_seen = 0;
+   * under valgrind, which emulates signal delivery). The flag is not
+   * cleared here: a signal held since perfc_server_start() (or
+   * perfc_server_hold_signals()) is this run's to handle, at once. */
   int sig = 0;
   for (;;) {
+    if (g_sig_seen) {
+      sig = g_sig_seen;
+      break;
+    }
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
     int r = poll(&pfd, 1, 500);
     if (r > 0) {
@@ -372,16 +477,16 @@ int perfc_server_run(perfc_server *srv) {
         sig = b;
       break;
     }
-    if (g_sig_seen) {
-      sig = g_sig_seen;
-      break;
-    }
     if (atomic_load(&srv->state) != SRV_STARTED)
       break; /* stopped by perfc_server_shutdown() */
   }
-  sigaction(SIGINT, &old_int, NULL);
-  sigaction(SIGTERM, &old_term, NULL);
+  pthread_mutex_lock(&g_sig_mu);
+  restore_one(SIGINT, &g_held_int, &old_int);
+  restore_one(SIGTERM, &g_held_term, &old_term);
   g_sig_fd = -1;
+  if (sig != 0)
+    g_sig_seen = 0; /* handled: the next run does not see it again */
+  pthread_mutex_unlock(&g_sig_mu);
   if (sig != 0) {
     perfc_log(PERFC_LOG_INFO, "server: signal %d, shutting down gracefully",
               sig);

@@ -98,6 +98,9 @@ struct core_server {
   pthread_cond_t cv;
   int shutdown_done;
   int go; /* set once the server started: pollers may post requests */
+  /* Pollers that posted their first requests; core_start returns once all
+   * did, so no shutdown can overlap those posts (under cs->mu). */
+  unsigned nready;
   int started, stopped;
   perfc_tag shutdown_tag;
 };

@@ -6,6 +6,7 @@
  * Room: runtime/src/transport/core; wraps the grpc headers only.
  */
 #include "transport/core/grpc_internal.h"
+#include "core/thread_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -317,7 +318,12 @@ static void install_log_route(void) {
 
 void perfc__grpc_init(void) {
   pthread_once(&log_once, install_log_route);
+  /* The threads the core starts here (and those they start later) leave
+   * SIGINT and SIGTERM to the application's threads, as perfc's own do. */
+  sigset_t old;
+  perfc__stop_signals_block(&old);
   grpc_init();
+  perfc__stop_signals_restore(&old);
 }
 
 void perfc__listen_failure(const char *addr, char *buf, size_t len) {

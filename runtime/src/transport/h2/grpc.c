@@ -1342,7 +1342,7 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
     respond_only(s, 200, PERFC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     return;
   }
-  perfc__h2_call_info info = {.authority = "", .deadline_ms = INT64_MAX,
+  perfc__h2_call_info info = {.authority = "", .deadline_ns = INT64_MAX,
                               .peer = c->peer, .accept_encoding = "",
                               .tls = c->ssl != NULL,
                               .peer_subject = c->peer_subject};
@@ -1457,8 +1457,18 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
     respond_only(s, http, refuse, why, NULL, 0);
     return;
   }
-  if (timeout != NULL)
-    info.deadline_ms = perfc__h2_now_ms() + tmo;
+  if (timeout != NULL) {
+    /* From the nanosecond clock: the client's deadline is at most the
+     * moment it sent the request plus the timeout (grpc rounds the value
+     * it sends up), and the request arrived later, so arrival + timeout
+     * is never before it. The rounded-down ms clock would lose up to
+     * 1 ms, enough for our DEADLINE_EXCEEDED to reach a client whose
+     * deadline had not passed yet. A timeout past int64 ns (grpc-timeout
+     * allows 99999999H) is no deadline. */
+    int64_t now = perfc__h2_now_ns();
+    if (tmo < (INT64_MAX - now) / 1000000)
+      info.deadline_ns = now + tmo * 1000000;
+  }
   info.request_encoding = enc_names[s->req_enc];
   info.web = s->web;
   info.md = md;
@@ -1483,8 +1493,12 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
   s->call = call;
   s->flags = flags;
   atomic_fetch_add(&s->refs, 1);
-  if (timeout != NULL)
-    perfc__h2_timer_arm(c->lc->loop, &s->deadline, info.deadline_ms);
+  if (info.deadline_ns != INT64_MAX)
+    /* The timer heap counts whole ms and fires once the rounded-down ms
+     * clock reaches its mark: rounding the mark up keeps the firing at
+     * or after the deadline itself. */
+    perfc__h2_timer_arm(c->lc->loop, &s->deadline,
+                        (info.deadline_ns + 999999) / 1000000);
   /* Now the stream may be answered: a call that starts before its first
    * message (a client or bidi stream) is handed up here. */
   if (srv->cb.on_start != NULL)
@@ -1540,8 +1554,13 @@ static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
                         "malformed base64 in a -bin metadata header");
     return;
   }
-  if (timeout != NULL)
-    info->deadline_ms = perfc__h2_now_ms() + tmo;
+  if (timeout != NULL) {
+    /* As for gRPC calls: arrival + timeout on the ns clock, never before
+     * the client's deadline; past int64 ns is no deadline. */
+    int64_t now = perfc__h2_now_ns();
+    if (tmo < (INT64_MAX - now) / 1000000)
+      info->deadline_ns = now + tmo * 1000000;
+  }
   info->http = s->http;
   info->http_method = method;
   info->request_encoding = "identity";
@@ -1564,8 +1583,9 @@ static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
   s->call = call;
   s->flags = flags;
   atomic_fetch_add(&s->refs, 1);
-  if (timeout != NULL)
-    perfc__h2_timer_arm(c->lc->loop, &s->deadline, info->deadline_ms);
+  if (info->deadline_ns != INT64_MAX)
+    perfc__h2_timer_arm(c->lc->loop, &s->deadline,
+                        (info->deadline_ns + 999999) / 1000000);
   if (s->remote_closed)
     perfc__h2_http_request_done(s);
 }
@@ -1845,14 +1865,17 @@ void perfc__h2_grpc_frame_sent(perfc__h2_conn *c, const nghttp2_frame *f) {
   if (s == NULL)
     return;
   s->end_stream_sent = true;
-  /* The answer is complete; a client still sending gets RST_STREAM, as
-   * grpc does (NO_ERROR: "stop, nothing went wrong"; CANCEL past a
-   * deadline). */
+  /* The answer is complete; a client still sending gets RST_STREAM
+   * NO_ERROR ("stop, nothing went wrong"), whatever the status, as grpc
+   * core and grpc-go servers do after their trailers. Never CANCEL, not
+   * even past a deadline: a grpc core client that reads a RST_STREAM
+   * other than NO_ERROR before it handed the trailers to the application
+   * replaces their status with the reset's (CANCELLED while its own
+   * deadline has not passed), so the DEADLINE_EXCEEDED it was sent
+   * would be lost. */
   if (!nghttp2_session_get_stream_remote_close(c->ng, s->id))
     nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id,
-                              s->reason == PERFC__H2_CLOSE_DEADLINE
-                                  ? NGHTTP2_CANCEL
-                                  : NGHTTP2_NO_ERROR);
+                              NGHTTP2_NO_ERROR);
 }
 
 /* The transport's side of a stream ends (nghttp2 closed it or the
@@ -1993,11 +2016,17 @@ static void resume_local(perfc__h2_stream *s) {
 
 static void release_local(perfc__h2_stream *s) {
   if (s->conn != NULL && s->started) {
-    /* Abandoned before its end: no on_close will follow. */
+    /* Abandoned before its end: no on_close will follow. A stream whose
+     * finish is queued keeps going: its trailers leave after the DATA
+     * before them (then perfc__h2_grpc_frame_sent resets a client still
+     * sending with NO_ERROR); a RST_STREAM now would overtake them and
+     * the client would see CANCEL instead of the status. Only a stream
+     * nobody will finish is cancelled. */
     s->started = false;
-    if (s->h1)
-      s->conn->closing = true; /* its answer will never come */
-    else if (!s->end_stream_sent)
+    if (s->h1) {
+      if (!s->finish_queued)
+        s->conn->closing = true; /* its answer will never come */
+    } else if (!s->end_stream_sent && !s->finish_queued)
       nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
                                 NGHTTP2_CANCEL);
     perfc__h2_conn_defer_flush(s->conn);

@@ -160,10 +160,11 @@ typedef struct perfc__h2_call_info {
    * grpc-timeout, grpc-encoding, grpc-accept-encoding, user-agent is kept). */
   const perfc__h2_md *md;
   size_t md_count;
-  /* From grpc-timeout: CLOCK_MONOTONIC ms (perfc__h2_now_ms), or
-   * INT64_MAX without one. The transport ends the call with
-   * DEADLINE_EXCEEDED when it passes. */
-  int64_t deadline_ms;
+  /* From grpc-timeout: CLOCK_MONOTONIC ns, the request's arrival plus
+   * the timeout (never before the client's own deadline), or INT64_MAX
+   * without one (or past what int64 ns can hold). The transport ends the
+   * call with DEADLINE_EXCEEDED once it passed, not before. */
+  int64_t deadline_ns;
   const char *peer;   /* "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000" */
   const char *request_encoding; /* "identity", "gzip" or "deflate" */
   const char *accept_encoding;  /* the client's grpc-accept-encoding or "" */

@@ -297,9 +297,10 @@ HOT void call_fill(h2call *c, h2_method *m, perfc__h2_stream *s,
   ctx->method = m->m;
   ctx->path = m->desc->path;
   ctx->start_ns = now_ns();
-  ctx->deadline_ns = info->deadline_ms == INT64_MAX
-                         ? INT64_MAX
-                         : info->deadline_ms * 1000000;
+  /* h2's own deadline, to the nanosecond: the call layer's waits and
+   * h2_finish's check look at the same instant the transport's timer
+   * fires at (or just after), not a rounded copy of it. */
+  ctx->deadline_ns = info->deadline_ns;
   c->peer = perfc_arena_strdup(ctx->arena, info->peer);
   if (info->md_count > 0) {
     c->md = perfc_arena_alloc(ctx->arena, 2 * info->md_count * sizeof *c->md);

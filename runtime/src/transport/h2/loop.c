@@ -70,6 +70,12 @@ int64_t perfc__h2_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t perfc__h2_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void on_wake(perfc__h2_loop *l, perfc__h2_io *io, uint32_t events) {
   (void)events;
   uint64_t v;

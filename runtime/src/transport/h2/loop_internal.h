@@ -59,8 +59,12 @@ struct perfc__h2_deferred {
   perfc__h2_deferred_cb cb;
 };
 
-/* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
+/* Monotonic clock in milliseconds (CLOCK_MONOTONIC), rounded down. */
 int64_t perfc__h2_now_ms(void);
+/* The same clock in nanoseconds: call deadlines are kept in it, because a
+ * deadline taken from the rounded-down ms clock falls up to 1 ms before
+ * the client's own (see start_call in grpc.c). */
+int64_t perfc__h2_now_ns(void);
 
 /* A new loop (epoll instance, eventfd, empty timer heap). Returns 0,
  * PERFC_ENOMEM or PERFC_EIO. Free with perfc__h2_loop_free() after its
