@@ -203,11 +203,13 @@ size_t perfc__cancel_running(perfc_server *srv) {
   /* Client calls those handlers wait for end with them (the registry's
    * lock orders this walk after the flag any later registration reads). */
   watches_end(srv, NULL, WATCH_CANCEL);
+  /* Loop streams see the flag when their transport wakes them. */
+  size_t loops = atomic_load(&srv->loop_streams);
   if (srv->pool == NULL)
-    return 0;
+    return loops;
   perfc_pool_stats st;
   perfc_pool_stats_get(srv->pool, &st);
-  return (size_t)st.queued + st.busy;
+  return (size_t)st.queued + st.busy + loops;
 }
 
 /* ---- unary ---------------------------------------------------------------- */

@@ -79,6 +79,10 @@ struct perfc_server {
   /* Client calls made under this server's calls and registered for their
    * cancel (perfc__ctx_watch), under call.c's watch lock. */
   struct perfc__cancel_watch *watches;
+  /* Loop streams started and not finished (stream.c): the end of the
+   * shutdown grace cancels them on their loops, as it does calls on
+   * workers (perfc__cancel_running). */
+  atomic_size_t loop_streams;
 };
 
 /* The up-calls every transport gets (call.c). */

@@ -313,6 +313,7 @@ static void loop_after(perfc_stream *s) {
 static void loop_finish(perfc_stream *s, perfc_status_code code) {
   perfc_ctx *ctx = s->ctx;
   s->finished = 1;
+  atomic_fetch_sub(&ctx->srv->loop_streams, 1);
   ctx->code = (unsigned)code >= PERFC_STATUS_COUNT ? PERFC_STATUS_UNKNOWN : code;
   perfc__call_apply_deadline_cap(ctx);
   if (ctx->wire_code != PERFC_STATUS_OK) {
@@ -363,7 +364,9 @@ void perfc__stream_loop_start(perfc_ctx *ctx) {
   s->loop = 1;
   s->state = m->loop_ud;
   ctx->stream = s;
+  atomic_fetch_add(&ctx->srv->loop_streams, 1); /* loop_finish's */
   if (ctx->ops->loop_begin(ctx) != 0) {
+    atomic_fetch_sub(&ctx->srv->loop_streams, 1);
     perfc_arena_free(s->msg_arena);
     ctx->stream = NULL;
     perfc__call_finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
@@ -391,6 +394,7 @@ void perfc__stream_loop_start(perfc_ctx *ctx) {
     s->resp = perfc_arena_alloc(ctx->arena, d->output->sizeof_message);
     if (s->resp == NULL) {
       s->finished = 1;
+      atomic_fetch_sub(&ctx->srv->loop_streams, 1);
       perfc__call_finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
                               "out of memory");
       loop_after(s);
@@ -469,6 +473,12 @@ void perfc__stream_loop_cancel(perfc_ctx *ctx, perfc_status_code code) {
   perfc_stream *s = ctx->stream;
   if (s == NULL || s->finished)
     return;
+  /* A client gives up at its deadline too (RST_STREAM), maybe before
+   * h2's own timer fires: a call ended once its deadline passed ended
+   * because of it, as h2_finish answers a worker's call. */
+  if (ctx->deadline_ns != INT64_MAX &&
+      perfc__deadline_left_ms(ctx->deadline_ns, perfc__now_ns()) == 0)
+    code = PERFC_STATUS_DEADLINE_EXCEEDED;
   loop_abort(s, code,
              code == PERFC_STATUS_DEADLINE_EXCEEDED
                  ? "deadline exceeded"
