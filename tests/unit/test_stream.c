@@ -14,6 +14,7 @@
 #include "perfc/grpc_metrics.h"
 #include "perfc/log.h"
 #include "perfc/metrics.h"
+#include "perfc/tracing.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -94,12 +95,16 @@ static void check_thread(void) {
 static perfc_status_code chat_start(perfc_ctx *ctx, perfc_stream *s,
                                     const ProtobufCMessage *req,
                                     ProtobufCMessage *resp, void **state) {
-  (void)ctx;
   (void)s;
   (void)req;
   (void)resp;
   (void)state;
   check_thread();
+  /* The tracing interceptor's server span is the call's, as for a pool
+   * handler (client calls made here would be its children). */
+  perfc_span *span = perfc_tracing_ctx_span(ctx);
+  if (span == NULL || !perfc_span_recording(span))
+    atomic_fetch_add(&h_off_loop, 1000);
   atomic_fetch_add(&h_starts, 1);
   return PERFC_STATUS_OK;
 }
@@ -147,6 +152,7 @@ static perfc_server *srv;
 static perfc_channel *ch;
 static perfc_grpc_metrics *gm;
 static perfc_metrics_registry *reg;
+static perfc_tracer *tracer;
 static int port;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -215,6 +221,17 @@ static int start(int service_loops, const perfc_server_opts *opts) {
   cr_assert_eq(perfc_server_add_interceptor(srv, &counting), 0);
   cr_assert_eq(perfc_grpc_metrics_attach(gm, srv), 0);
   cr_assert_eq(perfc_access_log_attach(PERFC_LOG_INFO, srv), 0);
+  /* Every call sampled; the exporter's port is closed (spans are counted
+   * when they end, whatever their export does). */
+  perfc_tracing_opts to;
+  perfc_tracing_opts_init(&to);
+  to.ignore_env = true;
+  to.sampler = PERFC_SAMPLER_ALWAYS_ON;
+  to.endpoint = "http://127.0.0.1:9/v1/traces";
+  to.no_retry = true;
+  to.registry = reg;
+  cr_assert_eq(perfc_tracing_new(&tracer, &to), 0);
+  cr_assert_eq(perfc_tracing_attach(tracer, srv), 0);
   cr_assert_eq(perfc_server_start(srv), 0);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", port);
@@ -227,6 +244,8 @@ static void stop(void) {
   ch = NULL;
   perfc_server_free(srv);
   srv = NULL;
+  perfc_tracing_free(tracer);
+  tracer = NULL;
   perfc_grpc_metrics_free(gm);
   gm = NULL;
   perfc_metrics_registry_free(reg);
@@ -310,6 +329,9 @@ Test(loop_stream, bidi_every_message_once_with_interceptors_metrics_and_log) {
   cr_assert_eq(metric("grpc_server_handled_total{", "grpc_method=\"Chat\"",
                       "grpc_code=\"OK\""),
                1);
+  perfc_tracing_stats ts;
+  perfc_tracing_stats_get(tracer, &ts);
+  cr_assert_eq(ts.spans_ended, 1, "one server span, ended at the finish");
   stop();
   cr_assert_eq(naccess, 1);
   cr_assert(strstr(access_lines[0], "method=/perfc.test.v1.TestService/Chat code=OK") != NULL,
@@ -458,6 +480,9 @@ Test(loop_stream, client_cancel_calls_on_cancel_once) {
   cr_assert_eq(atomic_load(&ic_after), 1);
   cr_assert_eq(atomic_load(&ic_code), PERFC_STATUS_CANCELLED);
   cr_assert_eq(atomic_load(&h_off_loop), 0);
+  perfc_tracing_stats ts;
+  perfc_tracing_stats_get(tracer, &ts);
+  cr_assert_eq(ts.spans_ended, 1, "the cancelled stream's span ended once");
   /* The loop still serves. */
   Perfc__Test__V1__EchoResponse *er = NULL;
   perfc_status st = {0};
