@@ -118,7 +118,8 @@ static int chat_message(perfc_stream *s, const ProtobufCMessage *m, void *state)
   int rc = perfc__test__v1__test_service__chat__send(s, &r);
   if (rc == PERFC_EFULL)
     return PERFC_EFULL;
-  cr_assert_eq(rc, 0);
+  /* PERFC_ESHUTDOWN once the call is over (its deadline passed): on_cancel
+   * follows; the test sees the missing echo. */
   return 0;
 }
 
@@ -488,6 +489,7 @@ Test(loop_stream, client_cancel_calls_on_cancel_once) {
   perfc_status st = {0};
   cr_assert_eq(perfc__test__v1__test_service__echo__call(ch, &req, &er, NULL, &st),
                PERFC_STATUS_OK);
+  protobuf_c_message_free_unpacked(&er->base, NULL);
   perfc_status_reset(&st);
   stop();
 }
@@ -522,14 +524,25 @@ static void deadline_case(int64_t client_ms, int server_ms) {
   cr_assert(wait_for(&ic_after, 1, 5000));
   cr_assert_eq(atomic_load(&h_cancels), 1);
   cr_assert_eq(atomic_load(&h_finishes), 0);
-  cr_assert_eq(atomic_load(&ic_code), PERFC_STATUS_DEADLINE_EXCEEDED);
+  int code = atomic_load(&ic_code);
+  if (server_ms > 0)
+    cr_assert_eq(code, PERFC_STATUS_DEADLINE_EXCEEDED, "%d", code);
+  else
+    /* The client resets the stream at its deadline; the reset may arrive
+     * a moment before the server's copy of that deadline (grpc-timeout
+     * counts from when the headers arrived) passes: CANCELLED then, as
+     * grpc-go's server says for a client's cancel. */
+    cr_assert(code == PERFC_STATUS_DEADLINE_EXCEEDED ||
+                  code == PERFC_STATUS_CANCELLED,
+              "%d", code);
   stop();
 }
 
-Test(loop_stream, client_deadline_ends_the_stream) { deadline_case(300, 0); }
+/* 1 s: room for the first echo under a sanitizer or valgrind. */
+Test(loop_stream, client_deadline_ends_the_stream) { deadline_case(1000, 0); }
 
 Test(loop_stream, server_lowered_deadline_ends_the_stream) {
-  deadline_case(20000, 300);
+  deadline_case(20000, 1000);
 }
 
 static void *shutdown_main(void *arg) {
