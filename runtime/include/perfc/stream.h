@@ -117,7 +117,11 @@ typedef struct perfc_stream_callbacks {
    *  or PERFC_EFULL when the handler cannot take it now (typically a send
    *  returned PERFC_EFULL): the message is kept, the stream's
    *  flow-control window stays shut, and the same message is delivered
-   *  again after perfc_stream_resume(). NULL: messages are dropped. */
+   *  again after perfc_stream_resume(). Refuse only after a send answered
+   *  PERFC_EFULL: on_writable then follows, and is where the resume
+   *  belongs (nothing else calls back into a stream that waits; there is
+   *  no way to run code on the loop from another thread in this release).
+   *  NULL: messages are dropped. */
   int (*on_message)(perfc_stream *s, const ProtobufCMessage *msg, void *state);
   /** The client sent its last message. NULL: the call finishes with
    *  PERFC_STATUS_OK (and, for a client stream, `resp`). */
