@@ -78,6 +78,9 @@ server_cmd() {
     perfc-h2t0) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --transport h2 --tracing always_off ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-h2t1) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --transport h2 --tracing always_on ${PERFC_EXTRA_ARGS:-}" ;;
     perfc-h2bare) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --transport h2 --bare 1 ${PERFC_EXTRA_ARGS:-}" ;;
+    # h2 with Stream's blocking handler on the pool instead of the loop
+    # callbacks perfc-echo-server uses on h2 by default.
+    perfc-h2pool) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --transport h2 --stream-executor pool ${PERFC_EXTRA_ARGS:-}" ;;
     # The callback API sizes its own pollers; --threads would be ignored.
     cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
     cpp-full) echo "$bin/cpp-echo-server-full --listen 127.0.0.1:0" ;;
@@ -99,6 +102,7 @@ server_label() {
     perfc-m) echo "perfc + metrics interceptor, C core transport (perfc-echo-server --transport core --metrics-listen)" ;;
     perfc-h2m) echo "perfc + metrics interceptor, h2 transport (perfc-echo-server --transport h2 --metrics-listen)" ;;
     perfc-h2bare) echo "perfc, h2 transport, no health/reflection (perfc-echo-server --transport h2 --bare 1)" ;;
+    perfc-h2pool) echo "perfc, h2 transport, streams on the worker pool (perfc-echo-server --transport h2 --stream-executor pool)" ;;
     perfc-bare) echo "perfc, C core transport, no health/reflection (perfc-echo-server --transport core --bare 1)" ;;
     cpp) echo "gRPC C++ callback (cpp-echo-server)" ;;
     cpp-full) echo "gRPC C++ callback + health + reflection (cpp-echo-server-full)" ;;

@@ -12,8 +12,14 @@
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
  *                          [--worker-preempt 1] [--stream-flush 1]
  *                          [--executor inline|pool] [--tracing SAMPLER]
- *                          [--transport core|h2]
+ *                          [--transport core|h2] [--stream-executor loop|pool]
  *
+ * --stream-executor says where Stream's handler runs: `loop`, callbacks on
+ * the h2 loop that owns the connection (perfc_server_set_stream_callbacks:
+ * no worker, no hand-off per message), or `pool`, the blocking handler on
+ * a worker (one per open stream). The default is loop on h2 (the faster)
+ * and pool on the C core transport, which cannot run loop handlers; an
+ * explicit `loop` with `--transport core` is refused.
  * --executor pool runs Unary on the worker pool (server.default_executor;
  * inline, on the poller, is the default): bench/run-users measures what the
  * hand-off costs, since examples/user-service runs its handlers there.
@@ -89,6 +95,47 @@ static perfc_status_code echo_stream(perfc_ctx *ctx, perfc_stream *stream,
   }
 }
 
+/* The same echo as loop callbacks: each request is answered from inside
+ * on_message, on the loop thread, and leaves with that iteration's one
+ * write. When the stream already holds its high-water mark unsent (a slow
+ * reader) the send answers PERFC_EFULL; the request is then refused the
+ * same way, so perfc keeps it (and the client's window shut) and delivers
+ * it again once the stream drained (on_writable left NULL: perfc resumes). */
+static int echo_loop_message(perfc_stream *s, const ProtobufCMessage *m,
+                             void *state) {
+  (void)state;
+  const Bench__V1__EchoRequest *req = (const Bench__V1__EchoRequest *)m;
+  Bench__V1__EchoResponse resp = BENCH__V1__ECHO_RESPONSE__INIT;
+  resp.payload = req->payload;
+  int rc = bench__v1__echo__stream__send(s, &resp);
+  if (rc == PERFC_EFULL)
+    return PERFC_EFULL;
+  if (rc != 0)
+    perfc_stream_finish(s, perfc_ctx_error(perfc_stream_ctx(s),
+                                           PERFC_STATUS_CANCELLED, "send: %s",
+                                           perfc_strerror(rc)));
+  return 0;
+}
+
+static perfc_status_code echo_loop_start(perfc_ctx *ctx, perfc_stream *s,
+                                         const ProtobufCMessage *req,
+                                         ProtobufCMessage *resp,
+                                         void **state) {
+  (void)ctx;
+  (void)s;
+  (void)req;
+  (void)resp;
+  (void)state;
+  return PERFC_STATUS_OK;
+}
+
+/* on_half_close NULL: the call ends OK once the client's last request was
+ * echoed. */
+static const perfc_stream_callbacks echo_loop = {
+    .on_start = echo_loop_start,
+    .on_message = echo_loop_message,
+};
+
 static const Bench__V1__Echo_Handlers echo_handlers = {
     .unary = echo_unary,
     .stream = echo_stream,
@@ -98,7 +145,8 @@ static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
              "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] [--stream-flush 1] "
-             "[--executor inline|pool] [--tracing SAMPLER] [--transport core|h2]\n");
+             "[--executor inline|pool] [--tracing SAMPLER] [--transport core|h2] "
+             "[--stream-executor loop|pool]\n");
 }
 
 int main(int argc, char **argv) {
@@ -115,6 +163,7 @@ int main(int argc, char **argv) {
   perfc_executor executor = PERFC_EXEC_INLINE;
   perfc_server_transport transport = PERFC_TRANSPORT_DEFAULT;
   const char *tracing = NULL; /* --tracing SAMPLER */
+  const char *stream_exec = NULL; /* --stream-executor loop|pool; NULL: best */
 
   /* A SIGINT/SIGTERM during the start-up waits for perfc_server_run(),
    * which then stops gracefully (docs/design.md, "Signals"). */
@@ -184,6 +233,12 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
       }
+    } else if (!strcmp(a, "--stream-executor")) {
+      if (strcmp(v, "loop") != 0 && strcmp(v, "pool") != 0) {
+        fprintf(stderr, "perfc-echo-server: bad --stream-executor '%s'\n", v);
+        return 2;
+      }
+      stream_exec = v;
     } else if (!strcmp(a, "--tracing")) {
       tracing = v;
     } else if (!strcmp(a, "--metrics-listen")) {
@@ -247,6 +302,18 @@ int main(int argc, char **argv) {
     rc = perfc_server_listen(srv, listen, &port);
   if (rc == 0)
     rc = bench__v1__echo__perfc_register(srv, &echo_handlers, NULL);
+  /* Stream on the loop unless asked for the pool; by default only where
+   * the transport runs loop handlers (h2). */
+  if (rc == 0 && (stream_exec == NULL || !strcmp(stream_exec, "loop"))) {
+    int lrc = perfc_server_set_stream_callbacks(srv, "/bench.v1.Echo/Stream",
+                                                &echo_loop, NULL);
+    if (lrc == PERFC_ESTATE && stream_exec == NULL)
+      lrc = 0; /* the C core transport: the blocking handler stays */
+    else if (lrc != 0)
+      fprintf(stderr, "perfc-echo-server: --stream-executor loop: %s\n",
+              perfc_last_error());
+    rc = lrc;
+  }
   /* Health and reflection, as generated mains serve them, so probes and
    * grpcurl work here too; neither adds work to Unary's path. */
   if (rc == 0 && !bare)

@@ -93,7 +93,7 @@ static void setup(void) {
   o.max_recv_message_bytes = 64 * 1024; /* small limits, reached often */
   o.conn_recv_budget_bytes = 256 * 1024;
   o.handshake_timeout_ms = 1000;
-  perfc__h2_callbacks cb = {f_call, f_message, f_half_close, f_writable, f_close, NULL};
+  perfc__h2_callbacks cb = {f_call, f_message, f_half_close, f_writable, f_close, NULL, NULL};
   if (perfc__h2_server_new(&srv, &o, &cb, NULL) != 0 ||
       perfc__h2_server_listen(srv, "127.0.0.1:0", NULL, &port) != 0 ||
       perfc__h2_server_start(srv) != 0)

@@ -251,7 +251,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   perfc__h2_callbacks cb = {on_call, on_message, on_half_close, on_writable,
-                            on_close, NULL};
+                            on_close, NULL, NULL};
   perfc__h2_server *srv = NULL;
   perfc_metrics_http *http = NULL;
   int port = 0;

@@ -68,6 +68,7 @@ int main(int argc, char **argv) {
   perfc_tls_opts tls;
   perfc_tls_opts_init(&tls);
   int http = 0;
+  int loop_streams = 0; /* --loop-streams 1: the streams as loop callbacks */
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) {
       const char *t = argv[++i];
@@ -88,6 +89,8 @@ int main(int argc, char **argv) {
       o.memory_budget_bytes = (size_t)strtoull(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--max-metadata-bytes") == 0 && i + 1 < argc)
       o.max_metadata_bytes = (size_t)strtoull(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--loop-streams") == 0 && i + 1 < argc)
+      loop_streams = atoi(argv[++i]);
     else if (strcmp(argv[i], "--shutdown-grace-ms") == 0 && i + 1 < argc)
       o.shutdown_grace_ms = atoll(argv[++i]);
     else if (strcmp(argv[i], "--http") == 0)
@@ -111,7 +114,7 @@ int main(int argc, char **argv) {
               "usage: %s [--listen HOST:PORT] [--transport core|h2] [--max-recv-bytes N] "
               "[--pool-threads N] [--pool-queue N] [--compression ALG] "
               "[--memory-budget BYTES] [--max-metadata-bytes BYTES] "
-              "[--shutdown-grace-ms MS] [--http] "
+              "[--shutdown-grace-ms MS] [--http] [--loop-streams 0|1] "
               "[--tls-cert F --tls-key F [--tls-client-ca F] "
               "[--tls-client-auth none|request|require]]\n",
               argv[0]);
@@ -134,6 +137,9 @@ int main(int argc, char **argv) {
   snprintf(name, sizeof name, "server-%d", port);
   if (rc == 0)
     rc = perfc__test__v1__test_service__perfc_register(srv, &handlers, name);
+  if (rc == 0 && loop_streams && (rc = test_service_loop_streams(srv)) != 0)
+    fprintf(stderr, "perfc-test-server: --loop-streams: %s\n",
+            perfc_last_error());
   if (rc == 0)
     rc = perfc_health_register(g_health, srv);
   if (rc == 0)

@@ -283,6 +283,199 @@ const Perfc__Test__V1__TestService_Handlers test_service_handlers = {
     /* .missing left NULL on purpose */
 };
 
+/* ---- the streams again, as loop callbacks (perfc_server_set_stream_callbacks)
+ * with the same answers, so the python3-grpcio suite runs its streaming
+ * tests against both styles (perfc-test-server --loop-streams 1). A loop
+ * handler never sleeps: Expand's and Chat's sleep_ms and Chat's linger are
+ * not honoured here (the tests that use them only need the answers). */
+
+atomic_int test_loop_cancels;
+atomic_int test_loop_efull;
+
+typedef struct loop_collect {
+  Perfc__Test__V1__EchoResponse *resp;
+  uint8_t *buf;
+  size_t total, cap;
+  int64_t count;
+} loop_collect;
+
+static perfc_status_code collect_start(perfc_ctx *ctx, perfc_stream *s,
+                                       const ProtobufCMessage *req,
+                                       ProtobufCMessage *resp, void **state) {
+  (void)s;
+  (void)req;
+  loop_collect *c = perfc_ctx_alloc(ctx, sizeof *c);
+  if (c == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "no memory");
+  memset(c, 0, sizeof *c);
+  c->resp = (Perfc__Test__V1__EchoResponse *)resp;
+  *state = c;
+  return PERFC_STATUS_OK;
+}
+
+static int collect_message(perfc_stream *s, const ProtobufCMessage *m,
+                           void *state) {
+  loop_collect *c = state;
+  perfc_ctx *ctx = perfc_stream_ctx(s);
+  const Perfc__Test__V1__EchoRequest *msg = (const void *)m;
+  c->count++;
+  if (msg->code != 0) {
+    perfc_stream_finish(s, perfc_ctx_error(ctx, (perfc_status_code)msg->code,
+                                           "stopped at message %lld",
+                                           (long long)c->count));
+    return 0;
+  }
+  /* The message lives until this callback returns: copy what we keep. */
+  if (c->total + msg->payload.len > c->cap) {
+    size_t ncap = (c->total + msg->payload.len) * 2;
+    uint8_t *nb = perfc_ctx_alloc(ctx, ncap);
+    if (nb == NULL) {
+      perfc_stream_finish(s, perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                                             "no memory"));
+      return 0;
+    }
+    if (c->total)
+      memcpy(nb, c->buf, c->total);
+    c->buf = nb;
+    c->cap = ncap;
+  }
+  if (msg->payload.len)
+    memcpy(c->buf + c->total, msg->payload.data, msg->payload.len);
+  c->total += msg->payload.len;
+  return 0;
+}
+
+static void collect_half_close(perfc_stream *s, void *state) {
+  loop_collect *c = state;
+  c->resp->payload.data = c->buf;
+  c->resp->payload.len = c->total;
+  c->resp->remaining_ms = c->count;
+  perfc_stream_finish(s, PERFC_STATUS_OK);
+}
+
+static void count_cancel(perfc_stream *s, void *state) {
+  (void)s;
+  (void)state;
+  atomic_fetch_add(&test_loop_cancels, 1);
+}
+
+typedef struct loop_expand {
+  const Perfc__Test__V1__EchoRequest *req;
+  int i;
+} loop_expand;
+
+/* Sends until done or the stream is full; on_writable comes back here. */
+static void expand_pump(perfc_stream *s, void *state) {
+  loop_expand *e = state;
+  perfc_ctx *ctx = perfc_stream_ctx(s);
+  for (; e->i < e->req->response_bytes; e->i++) {
+    char num[16];
+    int len = snprintf(num, sizeof num, "%d", e->i);
+    Perfc__Test__V1__EchoResponse m = PERFC__TEST__V1__ECHO_RESPONSE__INIT;
+    m.payload.data = (uint8_t *)num;
+    m.payload.len = (size_t)len;
+    if (e->req->payload.len > 0)
+      m.payload = e->req->payload;
+    int rc = perfc__test__v1__test_service__expand__send(s, &m);
+    if (rc == PERFC_EFULL) {
+      atomic_fetch_add(&test_loop_efull, 1);
+      return;
+    }
+    if (rc != 0) {
+      perfc_stream_finish(s, perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED,
+                                             "client went away at %d", e->i));
+      return;
+    }
+  }
+  perfc_stream_finish(s, PERFC_STATUS_OK);
+}
+
+static perfc_status_code expand_start(perfc_ctx *ctx, perfc_stream *s,
+                                      const ProtobufCMessage *req,
+                                      ProtobufCMessage *resp, void **state) {
+  (void)resp;
+  if (perfc_ctx_add_initial_metadata(ctx, "x-initial", "stream", 0) != 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL, "metadata");
+  loop_expand *e = perfc_ctx_alloc(ctx, sizeof *e);
+  if (e == NULL)
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED, "no memory");
+  e->req = (const Perfc__Test__V1__EchoRequest *)req;
+  e->i = 0;
+  *state = e;
+  expand_pump(s, e);
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code chat_start(perfc_ctx *ctx, perfc_stream *s,
+                                    const ProtobufCMessage *req,
+                                    ProtobufCMessage *resp, void **state) {
+  (void)ctx;
+  (void)s;
+  (void)req;
+  (void)resp;
+  (void)state;
+  return PERFC_STATUS_OK;
+}
+
+static int chat_message(perfc_stream *s, const ProtobufCMessage *m,
+                        void *state) {
+  (void)state;
+  const Perfc__Test__V1__EchoRequest *msg = (const void *)m;
+  if (msg->payload.len == 4 && memcmp(msg->payload.data, "skip", 4) == 0)
+    return 0;
+  Perfc__Test__V1__EchoResponse r = PERFC__TEST__V1__ECHO_RESPONSE__INIT;
+  r.payload = msg->payload;
+  int rc = perfc__test__v1__test_service__chat__send(s, &r);
+  if (rc == PERFC_EFULL) {
+    /* Kept by perfc and delivered again once the stream drained. */
+    atomic_fetch_add(&test_loop_efull, 1);
+    return PERFC_EFULL;
+  }
+  if (rc != 0)
+    perfc_stream_finish(s, perfc_ctx_error(perfc_stream_ctx(s),
+                                           PERFC_STATUS_CANCELLED,
+                                           "client went away"));
+  else if (msg->code != 0)
+    perfc_stream_finish(s, PERFC_STATUS_OK);
+  return 0;
+}
+
+static perfc_status_code quit_start(perfc_ctx *ctx, perfc_stream *s,
+                                    const ProtobufCMessage *req,
+                                    ProtobufCMessage *resp, void **state) {
+  (void)ctx;
+  (void)req;
+  (void)resp;
+  (void)state;
+  perfc_stream_finish(s, PERFC_STATUS_OK);
+  return PERFC_STATUS_OK;
+}
+
+static const struct {
+  const char *name;
+  perfc_stream_callbacks cb;
+} loop_streams[] = {
+    {"Collect", {.on_start = collect_start, .on_message = collect_message,
+                 .on_half_close = collect_half_close, .on_cancel = count_cancel}},
+    {"Expand", {.on_start = expand_start, .on_writable = expand_pump,
+                .on_cancel = count_cancel}},
+    {"Chat", {.on_start = chat_start, .on_message = chat_message,
+              .on_cancel = count_cancel}},
+    {"Quit", {.on_start = quit_start, .on_cancel = count_cancel}},
+};
+
+int test_service_loop_streams(perfc_server *srv) {
+  for (size_t i = 0; i < sizeof loop_streams / sizeof loop_streams[0]; i++) {
+    int rc = perfc_server_set_stream_callbacks(srv, loop_streams[i].name,
+                                               &loop_streams[i].cb, NULL);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+int test_loop_streams;
+
 /* Names for up to 8 servers in one process ("server-PORT"), so a client can
  * tell which one answered Echo("whoami"). */
 static char server_names[8][32];
@@ -299,7 +492,8 @@ perfc_server *test_server_start(const perfc_server_opts *opts, int *port) {
   if (perfc_server_listen(srv, "127.0.0.1:0", port) != 0 ||
       snprintf(name, sizeof server_names[0], "server-%d", *port) < 0 ||
       perfc__test__v1__test_service__perfc_register(srv, &test_service_handlers,
-                                                    name) != 0) {
+                                                    name) != 0 ||
+      (test_loop_streams && test_service_loop_streams(srv) != 0)) {
     perfc_server_free(srv);
     return NULL;
   }

@@ -36,4 +36,16 @@ extern atomic_int test_strings_calls;
 /* Slow handler runs that ended early because their call was cancelled or
  * its deadline passed. */
 extern atomic_int test_slow_cancelled;
+
+/* Collect, Expand, Chat and Quit as loop callbacks with the same answers
+ * (perfc_server_set_stream_callbacks; sleeps and lingers not honoured),
+ * on a server made but not started. Returns 0 or its error (PERFC_ESTATE
+ * on the C core transport). test_server_start() does it when
+ * test_loop_streams is set. */
+int test_service_loop_streams(perfc_server *srv);
+extern int test_loop_streams;
+/* Loop streams cancelled before they finished (their on_cancel ran), and
+ * sends that answered PERFC_EFULL (flow control reached the handler). */
+extern atomic_int test_loop_cancels;
+extern atomic_int test_loop_efull;
 #endif

@@ -363,8 +363,80 @@ class StreamingTests(unittest.TestCase):
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+class LoopStreamingTests(StreamingTests):
+    """Every streaming test again, with Collect, Expand, Chat and Quit
+    handled by loop callbacks (perfc/stream.h, perfc-test-server
+    --loop-streams 1): same answers, statuses, cancels, deadlines and flow
+    control. h2 only: the C core transport refuses them (LoopRefusedTests)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = None
+        if os.environ.get("PERFC_TEST_TRANSPORT") != "core":
+            cls.srv = Server("perfc-test-server", "--loop-streams", "1")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.srv is not None:
+            cls.srv.stop()
+
+    def setUp(self):
+        if self.srv is None:
+            self.skipTest("loop stream handlers are h2-only (refusal: LoopRefusedTests)")
+
+    def test_bidi_slow_reader_redelivers_refused_messages(self):
+        # 200 messages of 64 KiB (12.5 MiB) echoed to a reader that stalls
+        # for a second: the handler's sends answer PERFC_EFULL, it refuses
+        # the message (kept by perfc, the window shut), and perfc delivers
+        # it again once the stream drained. Every echo arrives once, in
+        # order, and the server does not buffer the stream.
+        def rss_kib():
+            with open("/proc/%d/status" % self.srv.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        before = rss_kib()
+        fn = self.srv.channel.stream_stream(SVC + "Chat")
+        bodies = [bytes([i]) * 65536 for i in range(200)]
+        call = fn(iter([echo_request(b) for b in bodies]), timeout=60 * SLOW)
+        self.assertEqual(decode(next(call))[1], bodies[0])
+        time.sleep(1.0)
+        grown = rss_kib() - before
+        self.assertLess(grown, 32 * 1024, "server grew %d KiB while the reader stalled" % grown)
+        rest = [decode(m)[1] for m in call]
+        self.assertEqual(len(rest), 199)
+        self.assertTrue(rest == bodies[1:], "echoes differ from the requests")
+        self.assertEqual(call.code(), grpc.StatusCode.OK)
+
+
+class LoopRefusedTests(unittest.TestCase):
+    def test_core_refuses_loop_streams_at_registration(self):
+        if os.environ.get("PERFC_TEST_TRANSPORT") != "core":
+            self.skipTest("h2 runs loop stream handlers (LoopStreamingTests)")
+        p = subprocess.run([os.path.join(BIN, "perfc-test-server"), "--listen", "127.0.0.1:0",
+                            "--loop-streams", "1", *TRANSPORT_ARGS],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("need the h2 transport", p.stderr)
+        self.assertNotIn("listening on", p.stdout)
+
+
 class EchoServerTests(unittest.TestCase):
     """The benchmark echo server, the demo's subject."""
+
+    def test_echo_server_stream_loop_and_pool(self):
+        if not os.path.exists(os.path.join(BIN, "perfc-echo-server")):
+            self.skipTest("perfc-echo-server not built")
+        # The default (loop on h2, pool on core) and the pool explicitly.
+        for args in ([], ["--stream-executor", "pool"]):
+            srv = Server("perfc-echo-server", *args)
+            try:
+                fn = srv.channel.stream_stream("/bench.v1.Echo/Stream")
+                bodies = [os.urandom(random.randint(0, 200)) for _ in range(300)]
+                got = [decode(m).get(1, b"") for m in fn(iter([field_bytes(1, b) if b else b"" for b in bodies]), timeout=20)]
+                self.assertEqual(got, bodies, "args %r" % args)
+            finally:
+                srv.stop()
 
     def test_echo_server_bytes_and_codes(self):
         if not os.path.exists(os.path.join(BIN, "perfc-echo-server")):

@@ -266,7 +266,7 @@ static void start(int mode, perfc__h2_opts *o) {
   perfc__h2_opts_init(&d);
   d.loops = 1;
   perfc__h2_callbacks cb = {t_on_call, t_on_message, t_on_half_close,
-                            t_on_writable, t_on_close, NULL};
+                            t_on_writable, t_on_close, NULL, NULL};
   cr_assert_eq(perfc__h2_server_new(&srv, o ? o : &d, &cb, NULL), 0);
   cr_assert_eq(perfc__h2_server_listen(srv, "127.0.0.1:0", NULL, &port), 0);
   cr_assert_eq(perfc__h2_server_start(srv), 0);

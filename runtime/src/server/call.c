@@ -203,11 +203,13 @@ size_t perfc__cancel_running(perfc_server *srv) {
   /* Client calls those handlers wait for end with them (the registry's
    * lock orders this walk after the flag any later registration reads). */
   watches_end(srv, NULL, WATCH_CANCEL);
+  /* Loop streams see the flag when their transport wakes them. */
+  size_t loops = atomic_load(&srv->loop_streams);
   if (srv->pool == NULL)
-    return 0;
+    return loops;
   perfc_pool_stats st;
   perfc_pool_stats_get(srv->pool, &st);
-  return (size_t)st.queued + st.busy;
+  return (size_t)st.queued + st.busy + loops;
 }
 
 /* ---- unary ---------------------------------------------------------------- */
@@ -349,9 +351,15 @@ static void arrived(perfc_ctx *ctx) {
            "method %s has no handler in this server", m->desc->path);
     return;
   }
-  /* Streaming handlers block on the network, so they always run on the
-   * pool whatever the method's executor says; they watch for the close
-   * themselves (perfc__stream_run). */
+  /* Loop callbacks (perfc_server_set_stream_callbacks) run here, on the
+   * transport's thread, and never block. */
+  if (m->loop) {
+    perfc__stream_loop_start(ctx);
+    return;
+  }
+  /* Blocking streaming handlers block on the network, so they always run
+   * on the pool whatever the method's executor says; they watch for the
+   * close themselves (perfc__stream_run). */
   if (m->desc->kind != PERFC_METHOD_UNARY) {
     ctx->run_listed = 1;
     int rc = perfc_pool_submit(srv->pool, pool_job, ctx);
@@ -389,6 +397,10 @@ const perfc__call_upcalls perfc__call_up = {
     .arrived = arrived,
     .cancelled = perfc__call_cancel_seen,
     .cancel = perfc__call_cancel,
+    .loop_message = perfc__stream_loop_message,
+    .loop_half_close = perfc__stream_loop_half_close,
+    .loop_writable = perfc__stream_loop_writable,
+    .loop_cancel = perfc__stream_loop_cancel,
 };
 
 /* ---- the call context API ------------------------------------------------- */
@@ -444,6 +456,10 @@ int perfc_ctx_set_deadline_ms(perfc_ctx *ctx, int64_t ms) {
   ctx->deadline_ns = ms >= (INT64_MAX - 1 - now) / 1000000 ? INT64_MAX - 1
                                                          : now + ms * 1000000;
   ctx->deadline_capped = 1;
+  /* A loop stream has no worker waiting with a timeout: its transport's
+   * timer ends it at the new deadline. */
+  if (ctx->stream != NULL && perfc__stream_is_loop(ctx->stream))
+    ctx->ops->loop_deadline(ctx);
   return 1;
 }
 

@@ -25,6 +25,11 @@ struct perfc__method {
   perfc_executor executor;
   int has_handler;
   void *ic_state[PERFC_MAX_INTERCEPTORS];
+  /* perfc_server_set_stream_callbacks(): the streams of this method run
+   * on the transport's loop with these callbacks (stream.c). */
+  int loop;
+  perfc_stream_callbacks loop_cb;
+  void *loop_ud;
 };
 
 enum { SRV_NEW = 0, SRV_STARTED, SRV_STOPPING, SRV_STOPPED };
@@ -74,6 +79,10 @@ struct perfc_server {
   /* Client calls made under this server's calls and registered for their
    * cancel (perfc__ctx_watch), under call.c's watch lock. */
   struct perfc__cancel_watch *watches;
+  /* Loop streams started and not finished (stream.c): the end of the
+   * shutdown grace cancels them on their loops, as it does calls on
+   * workers (perfc__cancel_running). */
+  atomic_size_t loop_streams;
 };
 
 /* The up-calls every transport gets (call.c). */
@@ -118,6 +127,17 @@ int perfc__server_listen(perfc_server *srv, const char *addr,
 void perfc__stream_run(perfc_ctx *ctx);
 /* The stream whose handler runs on this thread, if any. */
 perfc_stream *perfc__stream_current(void);
+/* A loop stream's start, in `arrived` on the transport's thread (the
+ * interceptors' `before` ran): ops->loop_begin, the handler's on_start. */
+void perfc__stream_loop_start(perfc_ctx *ctx);
+/* Whether `s` is a loop stream (perfc_ctx_set_deadline_ms tells its
+ * transport). */
+int perfc__stream_is_loop(const perfc_stream *s);
+/* The loop_* up-calls (server/transport_internal.h). */
+int perfc__stream_loop_message(perfc_ctx *ctx, const uint8_t *data, size_t len);
+void perfc__stream_loop_half_close(perfc_ctx *ctx);
+void perfc__stream_loop_writable(perfc_ctx *ctx);
+void perfc__stream_loop_cancel(perfc_ctx *ctx, perfc_status_code code);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t perfc__now_ns(void);

@@ -250,11 +250,12 @@ int perfc_server_start(perfc_server *srv) {
       return rc;
   }
   int needs_pool = 0;
-  /* Streaming handlers always run on the pool (call.c, arrived()),
-   * whatever their executor says. */
+  /* Blocking streaming handlers always run on the pool (call.c,
+   * arrived()), whatever their executor says; loop callbacks never do. */
   for (size_t i = 0; i < srv->nmethods; i++)
     needs_pool |= srv->methods[i]->executor == PERFC_EXEC_POOL ||
-                  srv->methods[i]->desc->kind != PERFC_METHOD_UNARY;
+                  (srv->methods[i]->desc->kind != PERFC_METHOD_UNARY &&
+                   !srv->methods[i]->loop);
   if (needs_pool && srv->pool == NULL) {
     perfc_pool_opts po;
     perfc_pool_opts_init(&po);

@@ -102,7 +102,11 @@ enum {
    * the transport blocks for a receive, and before the status. */
   PERFC__SEND_MORE = 1 << 0,
   /* Send this message uncompressed whatever the call's encoding. */
-  PERFC__SEND_NO_COMPRESS = 1 << 1
+  PERFC__SEND_NO_COMPRESS = 1 << 1,
+  /* A loop stream's send (below): never block; PERFC_EFULL when the
+   * stream holds its high-water mark unsent (nothing queued), and the
+   * transport makes the loop_writable up-call once it drained. */
+  PERFC__SEND_NO_WAIT = 1 << 2
 };
 
 /* The call context: a handler's `perfc_ctx`. */
@@ -246,6 +250,24 @@ struct perfc__transport_ops {
   /* After finish(), on the same worker: waits for the transport to be done
    * with the call and releases it. */
   void (*stream_end)(perfc_ctx *ctx);
+
+  /* ---- loop streams: handlers on the transport's own thread ---- */
+  /* NULL when the transport has no loop that may run handlers (core):
+   * perfc_server_set_stream_callbacks() then refuses. */
+  /* In `arrived`, for a streaming call whose handler runs on the
+   * transport's thread (perfc/stream.h's loop callbacks): from now on the
+   * transport makes the loop_* up-calls instead of queueing messages for
+   * a worker, and applies ctx->deadline_ns (loop_deadline). 0 or
+   * PERFC_ENOMEM. */
+  int (*loop_begin)(perfc_ctx *ctx);
+  /* ctx->deadline_ns was lowered (perfc_ctx_set_deadline_ms on a loop
+   * stream): the transport ends the call at it (loop_cancel up-call). */
+  void (*loop_deadline)(perfc_ctx *ctx);
+  /* Delivers again the message loop_message refused with PERFC_EFULL
+   * (at once, from this call) and reopens the stream's window. */
+  void (*loop_resume)(perfc_ctx *ctx);
+  /* 1 on the thread that makes the call's loop up-calls. */
+  int (*loop_here)(const perfc_ctx *ctx);
 };
 
 /* What a transport calls in the call layer (given at creation). */
@@ -263,6 +285,22 @@ typedef struct perfc__call_upcalls {
    * client calls its handler made under it (perfc_call_opts.parent). Any
    * thread; ctx must still be held by the transport. */
   void (*cancel)(perfc_ctx *ctx);
+
+  /* Loop streams (after ops->loop_begin), all on the transport's thread,
+   * until the call layer's finish; none after it. */
+  /* A complete (inflated) request message, borrowed for the call. 0, or
+   * PERFC_EFULL: not taken, the transport keeps it (window shut) until
+   * ops->loop_resume. */
+  int (*loop_message)(perfc_ctx *ctx, const uint8_t *data, size_t len);
+  /* The client half-closed after its last message. */
+  void (*loop_half_close)(perfc_ctx *ctx);
+  /* A send that answered PERFC_EFULL may be made again. */
+  void (*loop_writable)(perfc_ctx *ctx);
+  /* The call is over for its client before the call layer finished it (a
+   * reset, the connection, `code` DEADLINE_EXCEEDED for a deadline,
+   * CANCELLED otherwise), or the shutdown grace ended (`cancelled` says
+   * so): the call layer tells the handler and finishes the call. */
+  void (*loop_cancel)(perfc_ctx *ctx, perfc_status_code code);
 } perfc__call_upcalls;
 
 /* The C core transport (transport/core/core_server.c). `opts` are the

@@ -1970,7 +1970,7 @@ void perfc__h2_grpc_loop_free(perfc__h2_lctx *lc) {
 /* ---- the downward API: local or posted ------------------------------------ */
 
 enum { OP_HEADERS, OP_MESSAGE, OP_FINISH, OP_RESUME, OP_RELEASE, OP_ENCODING,
-       OP_HTTP_HEAD };
+       OP_HTTP_HEAD, OP_WAKE };
 
 typedef struct op {
   perfc__h2_task task;
@@ -2056,6 +2056,10 @@ static int apply(perfc__h2_stream *s, const op *o) {
     return set_encoding_local(s, (int)o->code);
   case OP_HTTP_HEAD:
     return http_head_local(s, (int)o->code, o->msg, o->md, o->n, o->flags);
+  case OP_WAKE:
+    if (s->started && s->lc->srv->cb.on_wake != NULL)
+      s->lc->srv->cb.on_wake(s->call, s);
+    return 0;
   default:
     return 0;
   }
@@ -2204,6 +2208,20 @@ int perfc__h2_finish(perfc__h2_stream *s, perfc_status_code code,
 void perfc__h2_flush(perfc__h2_stream *s) {
   if (!atomic_load(&s->closed) && !perfc__h2_stream_on_loop(s))
     perfc__h2_loop_wake(s->lc->loop);
+}
+
+void perfc__h2_set_deadline(perfc__h2_stream *s, int64_t deadline_ms) {
+  if (!perfc__h2_stream_on_loop(s) || s->conn == NULL || !s->started ||
+      s->finish_queued)
+    return;
+  if (perfc__h2_timer_armed(&s->deadline) && s->deadline.at_ms <= deadline_ms)
+    return;
+  perfc__h2_timer_arm(s->lc->loop, &s->deadline, deadline_ms);
+}
+
+void perfc__h2_stream_wake(perfc__h2_stream *s) {
+  if (!atomic_load(&s->closed))
+    post(s, OP_WAKE, 0, PERFC_STATUS_OK, NULL, NULL, 0, NULL, 0);
 }
 
 void perfc__h2_resume_recv(perfc__h2_stream *s) {

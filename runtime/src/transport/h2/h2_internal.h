@@ -229,6 +229,10 @@ typedef struct perfc__h2_callbacks {
    * call layer starts calls that do not wait for their request (client
    * and bidi streams). */
   void (*on_start)(void *call, perfc__h2_stream *s);
+  /* Optional (NULL: not called). perfc__h2_stream_wake() reached the loop and the stream is
+   * still open (loop thread): the call layer looks at the call again (the
+   * shutdown grace ended for a handler that runs on the loop). */
+  void (*on_wake)(void *call, perfc__h2_stream *s);
 } perfc__h2_callbacks;
 
 /* ---- the server ------------------------------------------------------------- */
@@ -336,6 +340,15 @@ int perfc__h2_http_head(perfc__h2_stream *s, int status, const char *content_typ
  * loop (nothing to do on the loop thread, which writes at the end of its
  * iteration anyway). Any thread. */
 void perfc__h2_flush(perfc__h2_stream *s);
+/* Moves the stream's deadline to `deadline_ms` (CLOCK_MONOTONIC ms) when
+ * that is earlier than the one it has (grpc-timeout's, or none): when it
+ * passes the transport answers DEADLINE_EXCEEDED and calls
+ * on_close(DEADLINE), as for grpc-timeout. Loop thread only (a handler on
+ * the loop whose server lowered its deadline); elsewhere a no-op. */
+void perfc__h2_set_deadline(perfc__h2_stream *s, int64_t deadline_ms);
+/* Calls on_wake on the stream's loop if it is still open then (any
+ * thread; posted, so the caller's locks are not held there). */
+void perfc__h2_stream_wake(perfc__h2_stream *s);
 /* After on_message returned PERFC_EFULL: deliver again (any thread). */
 void perfc__h2_resume_recv(perfc__h2_stream *s);
 /* The call layer's reference, dropped once after on_close or instead of

@@ -73,7 +73,7 @@ typedef struct h2call {
   atomic_uint wr_gen;  /* on_writable calls so far */
   struct rmsg *cur;    /* the message the handler reads (worker) */
   int held;            /* a send posted without waking the loop (worker) */
-  uint8_t *sbuf;       /* packing buffer for sends (worker) */
+  uint8_t *sbuf;       /* packing buffer for sends (worker, or the loop) */
   size_t scap;
   struct h2call *snext, *sprev; /* t->streams, under t->mu */
   /* ---- HTTP calls only (http != 0: PERFC__H2_PROTO_*) ---- */
@@ -84,6 +84,10 @@ typedef struct h2call {
   perfc_status_code http_refuse_code;
   const char *http_refuse_msg;
   perfc_arena *http_scratch; /* a stream's JSON lines (worker) */
+  /* A loop stream (ops->loop_begin): its handler's callbacks run on this
+   * loop through the loop_* up-calls; loop_done once the call layer
+   * finished it (loop thread only). */
+  int loop, loop_done;
 } h2call;
 
 /* A request message of a client or bidi stream, queued for the worker. */
@@ -459,6 +463,14 @@ static void stream_wake(h2call *c) {
 static int on_message(void *call, perfc__h2_stream *s, const uint8_t *bytes,
                       size_t len) {
   h2call *c = call;
+  if (c->loop) {
+    /* A finished loop stream ignores what the client still sends (h2
+     * resets it once the status is out). */
+    if (c->loop_done)
+      return 0;
+    c->compressed = perfc__h2_message_compressed(s);
+    return c->t->up->loop_message(&c->ctx, bytes, len);
+  }
   if (c->queued)
     return queue_message(c, bytes, len);
   c->compressed = perfc__h2_message_compressed(s);
@@ -477,6 +489,11 @@ static int on_message(void *call, perfc__h2_stream *s, const uint8_t *bytes,
 static void on_half_close(void *call, perfc__h2_stream *s) {
   (void)s;
   h2call *c = call;
+  if (c->loop) {
+    if (!c->loop_done)
+      c->t->up->loop_half_close(&c->ctx);
+    return;
+  }
   if (c->queued) {
     pthread_mutex_lock(&c->mu);
     c->half_closed = 1;
@@ -496,6 +513,11 @@ static void on_half_close(void *call, perfc__h2_stream *s) {
 static void on_writable(void *call, perfc__h2_stream *s) {
   (void)s;
   h2call *c = call;
+  if (c->loop) {
+    if (!c->loop_done)
+      c->t->up->loop_writable(&c->ctx);
+    return;
+  }
   /* Only a stream's send waits for this (a unary response never does). */
   if (c->streaming) {
     atomic_fetch_add_explicit(&c->wr_gen, 1, memory_order_release);
@@ -512,6 +534,12 @@ static void on_close(void *call, perfc__h2_stream *s,
    * core to propagate through). */
   if (why != PERFC__H2_CLOSE_DONE)
     c->t->up->cancel(&c->ctx);
+  /* A loop stream's handler learns of it here, and the call layer ends
+   * the call (its finish comes back through h2_finish, loop_done). */
+  if (c->loop && !c->loop_done)
+    c->t->up->loop_cancel(&c->ctx, why == PERFC__H2_CLOSE_DEADLINE
+                                       ? PERFC_STATUS_DEADLINE_EXCEEDED
+                                       : PERFC_STATUS_CANCELLED);
   if (c->streaming) {
     /* A worker blocked in a receive or a send learns of it now; "done"
      * wakes it too (a stream whose status went out has nothing to wait
@@ -600,8 +628,14 @@ static void h2_send_headers(h2call *c) {
   ctx->initial_md_sent = 1;
 }
 
+static void loop_unlist(h2call *c);
+
 static void h2_finish(perfc_ctx *ctx) {
   h2call *c = ccall_of(ctx);
+  if (c->loop && !c->loop_done) {
+    c->loop_done = 1;
+    loop_unlist(c);
+  }
   if (!c->http)
     h2_send_headers(c);
   perfc_status_code code = ctx->code;
@@ -674,7 +708,7 @@ static perfc_status_code h2_request(perfc_ctx *ctx, const uint8_t **data,
 static int h2_message_compressed(const perfc_ctx *ctx) {
   const h2call *c = ccall_of(ctx);
   /* A queued stream's: the message the handler was given last. */
-  if (c->queued)
+  if (c->queued && !c->loop)
     return c->cur != NULL && c->cur->compressed;
   return c->compressed;
 }
@@ -1027,6 +1061,9 @@ static int h2_stream_send(perfc_ctx *ctx, const perfc__payload *p,
       break;
     if (rc != PERFC_EFULL)
       return PERFC_ESHUTDOWN;
+    /* A loop stream never waits: h2 calls on_writable once it drained. */
+    if (flags & PERFC__SEND_NO_WAIT)
+      return PERFC_EFULL;
     /* Flow control: the stream holds its high-water mark unsent (a slow
      * reader). What was posted without a wake must reach the loop, or it
      * would never drain; then wait for on_writable (or the end). */
@@ -1073,12 +1110,82 @@ static void h2_stream_end(perfc_ctx *ctx) {
 }
 
 /* Wakes every stream's worker, so each looks at its cancellation again
- * (the shutdown grace ended: perfc__cancel_running's flag). */
+ * (the shutdown grace ended: perfc__cancel_running's flag); a loop
+ * stream's loop is asked to look (on_wake). */
 static void wake_streams(h2t *t) {
   pthread_mutex_lock(&t->mu);
-  for (h2call *c = t->streams; c != NULL; c = c->snext)
-    stream_wake(c);
+  for (h2call *c = t->streams; c != NULL; c = c->snext) {
+    if (c->loop)
+      perfc__h2_stream_wake(c->s);
+    else
+      stream_wake(c);
+  }
   pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- loop streams: handlers on this loop ------------------------------------ */
+
+static void stream_list(h2call *c) {
+  h2t *t = c->t;
+  pthread_mutex_lock(&t->mu);
+  c->sprev = NULL;
+  c->snext = t->streams;
+  if (t->streams != NULL)
+    t->streams->sprev = c;
+  t->streams = c;
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void stream_unlist(h2call *c) {
+  h2t *t = c->t;
+  pthread_mutex_lock(&t->mu);
+  if (c->sprev != NULL)
+    c->sprev->snext = c->snext;
+  else
+    t->streams = c->snext;
+  if (c->snext != NULL)
+    c->snext->sprev = c->sprev;
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void loop_unlist(h2call *c) { stream_unlist(c); }
+
+static void h2_loop_deadline(perfc_ctx *ctx) {
+  h2call *c = ccall_of(ctx);
+  int64_t d = ctx->deadline_ns;
+  /* INT64_MAX: none; INT64_MAX - 1 ("later than any real time") and its
+   * neighbours would overflow the rounding. */
+  if (d >= INT64_MAX - 1000000)
+    return;
+  perfc__h2_set_deadline(c->s, (d + 999999) / 1000000);
+}
+
+static int h2_loop_begin(perfc_ctx *ctx) {
+  h2call *c = ccall_of(ctx);
+  c->loop = 1;
+  /* Listed so the end of the shutdown grace reaches it (wake_streams). */
+  stream_list(c);
+  h2_loop_deadline(ctx);
+  return 0;
+}
+
+static void h2_loop_resume(perfc_ctx *ctx) {
+  h2call *c = ccall_of(ctx);
+  if (!c->loop_done)
+    perfc__h2_resume_recv(c->s);
+}
+
+static int h2_loop_here(const perfc_ctx *ctx) {
+  return perfc__h2_stream_on_loop(ccall_of(ctx)->s);
+}
+
+static void on_wake(void *call, perfc__h2_stream *s) {
+  (void)s;
+  h2call *c = call;
+  /* The grace ended (perfc__cancel_running): the handler is told and the
+   * call ends CANCELLED through this loop, as a worker's would. */
+  if (c->loop && !c->loop_done && c->t->up->cancelled(&c->ctx))
+    c->t->up->loop_cancel(&c->ctx, PERFC_STATUS_CANCELLED);
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -1090,6 +1197,7 @@ static const perfc__h2_callbacks callbacks = {
     .on_writable = on_writable,
     .on_close = on_close,
     .on_start = on_start,
+    .on_wake = on_wake,
 };
 
 int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
@@ -1326,4 +1434,8 @@ const perfc__transport_ops perfc__h2_transport_ops = {
     .stream_flush = h2_stream_flush,
     .stream_poll = h2_stream_poll,
     .stream_end = h2_stream_end,
+    .loop_begin = h2_loop_begin,
+    .loop_deadline = h2_loop_deadline,
+    .loop_resume = h2_loop_resume,
+    .loop_here = h2_loop_here,
 };
