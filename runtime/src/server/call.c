@@ -269,8 +269,9 @@ static int unary_prepare(perfc_ctx *ctx) {
   return 0;
 }
 
-/* Sends the response the handler (or try_inline) produced with `code`. */
-static void unary_complete(perfc_ctx *ctx, perfc_status_code code) {
+/* Sends the response the handler (or try_inline, or a deferred call's
+ * finish) produced with `code`. */
+void perfc__call_unary_complete(perfc_ctx *ctx, perfc_status_code code) {
   const perfc_method_desc *d = ctx->method->desc;
   ctx->code = code;
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT) {
@@ -315,8 +316,17 @@ static void run_unary(perfc_ctx *ctx) {
                             m->desc->path);
     return;
   }
-  unary_complete(ctx, m->desc->invoke(ctx, m->handlers, m->user_data,
-                                      ctx->req, ctx->resp, NULL));
+  ctx->in_handler = 1;
+  perfc_status_code code = m->desc->invoke(ctx, m->handlers, m->user_data,
+                                           ctx->req, ctx->resp, NULL);
+  ctx->in_handler = 0;
+  /* A deferred call ends at its finish (server/deferred.c), which may
+   * already have come while the handler ran. */
+  if (ctx->deferred != 0) {
+    perfc__deferred_handler_returned(ctx);
+    return;
+  }
+  perfc__call_unary_complete(ctx, code);
 }
 
 static void pool_job(void *arg) {
@@ -369,7 +379,7 @@ static void arrived(perfc_ctx *ctx) {
         return;
       perfc_status_code code;
       if (m->desc->try_inline(ctx, m->user_data, ctx->req, ctx->resp, &code)) {
-        unary_complete(ctx, code);
+        perfc__call_unary_complete(ctx, code);
         return;
       }
     }

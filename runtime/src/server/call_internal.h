@@ -85,6 +85,12 @@ void perfc__call_finish(perfc_ctx *ctx);
 void perfc__call_finish_with(perfc_ctx *ctx, perfc_status_code code,
                              const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Ends a unary call with `code` and the response in ctx->resp (or the raw
+ * response): the send-size check, then perfc__call_finish(). */
+void perfc__call_unary_complete(perfc_ctx *ctx, perfc_status_code code);
+/* A unary handler that deferred its call returned (server/deferred.c):
+ * the call ends now if its finish came meanwhile, else at the finish. */
+void perfc__deferred_handler_returned(perfc_ctx *ctx);
 /* A handler that ran past a server-imposed deadline answers
  * DEADLINE_EXCEEDED. */
 void perfc__call_apply_deadline_cap(perfc_ctx *ctx);
