@@ -32,10 +32,13 @@ static void *loop_main(void *ud) {
   return NULL;
 }
 
+static unsigned max_pending; /* 0: the default */
+
 static void client_new(int64_t command_timeout_ms) {
   perfc_redis_async_opts o;
   perfc_redis_async_opts_init(&o);
   o.port = tr.port;
+  o.max_pending = max_pending;
   o.command_timeout_ms = command_timeout_ms;
   o.backoff_min_ms = 20;
   o.backoff_max_ms = 100;
@@ -383,6 +386,31 @@ Test(redis_async, loop_stop_fails_pending_commands) {
   perfc_redis_async_stats st;
   perfc_redis_async_stats_get(ra, &st);
   cr_assert_eq(st.conns_up, 0);
+  free(set);
+  free(get);
+}
+
+/* A stalled server cannot make a loop hold more than max_pending commands
+ * per connection: past it commands are refused at once with PERFC_EFULL. */
+Test(redis_async, max_pending_bounds_a_stalled_connection) {
+  perfc_redis_async_free(ra);
+  max_pending = 5;
+  client_new(5000);
+  max_pending = 0;
+  batch *set = batch_new("SET", 1);
+  on_loop(issue_batch, set); /* connected */
+  cr_assert_eq(wait_all(set->r, 1, 5000), 1);
+  kill(tr.pid, SIGSTOP);
+  batch *get = batch_new("GET", 10);
+  on_loop(issue_batch, get);
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(get->rcs[i], i < 5 ? 0 : PERFC_EFULL, "GET %d: %d", i,
+                 get->rcs[i]);
+  kill(tr.pid, SIGCONT);
+  cr_assert_eq(wait_all(get->r, 10, 5000), 10);
+  for (int i = 0; i < 5; i++) /* answered once it runs: k0 set, k1..k4 not */
+    cr_assert_eq(get->r[i].rc, i == 0 ? 0 : PERFC_ENOENT, "GET %d: %d", i,
+                 get->r[i].rc);
   free(set);
   free(get);
 }

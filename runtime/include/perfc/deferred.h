@@ -42,6 +42,12 @@
  *   the client; the finish only releases the call and reports it to the
  *   interceptors as CANCELLED or DEADLINE_EXCEEDED. A continuation can ask
  *   perfc_deferred_cancelled() first to skip useless work.
+ * - Once the handler started something whose continuation may run on
+ *   another thread (a pool handler's Redis command runs its callback on
+ *   the client's loop thread), it must not touch the call any more (its
+ *   context, arena, request or response) and should just return: the
+ *   continuation may be using them already. A continuation on the
+ *   handler's own loop (an inline handler on h2) cannot overlap it.
  * - The finish may come from any thread (a loop's continuation, a worker,
  *   another library's thread), and even from inside the handler before it
  *   returns (then the call ends when the handler returns). On the h2

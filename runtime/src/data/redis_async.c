@@ -39,8 +39,10 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,12 +231,50 @@ static void ev_cleanup(void *p) {
   c->dirty = 0;
 }
 
+/* hiredis writes with write(2): a server that went away raises SIGPIPE,
+ * which kills the process by default. perfc's loop threads (h2's, the
+ * client's own) block every signal, so this costs them one check per
+ * thread. A thread of the application running its own loop with SIGPIPE
+ * unblocked gets the synchronous pool's treatment around each write (data/
+ * redis.c): blocked, and a SIGPIPE our write raised consumed. */
+static _Thread_local int sigpipe_state; /* 0 unknown, 1 blocked, 2 not */
+
+static void write_guarded(redisAsyncContext *ac) {
+  if (sigpipe_state == 0) {
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    sigpipe_state = sigismember(&cur, SIGPIPE) ? 1 : 2;
+  }
+  if (sigpipe_state == 1) {
+    redisAsyncHandleWrite(ac);
+    return;
+  }
+  sigset_t block, old, pending;
+  sigemptyset(&pending);
+  sigpending(&pending);
+  int was_pending = sigismember(&pending, SIGPIPE);
+  sigemptyset(&block);
+  sigaddset(&block, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  redisAsyncHandleWrite(ac);
+  if (!was_pending) {
+    sigemptyset(&pending);
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE)) {
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&block, NULL, &zero) == -1 && errno == EINTR)
+        ;
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* One write(2) of what hiredis buffered, counted when there was any. */
 static void handle_write(rconn *c) {
   int had = sdslen(c->ac->c.obuf) > 0;
   int connected = (c->ac->c.flags & REDIS_CONNECTED) != 0;
   c->in_flush = 1;
-  redisAsyncHandleWrite(c->ac); /* may connect first, or free the context */
+  write_guarded(c->ac); /* may connect first, or free the context */
   c->in_flush = 0;
   if (had && (connected ||
               (c->ac != NULL && (c->ac->c.flags & REDIS_CONNECTED))))
