@@ -31,7 +31,8 @@
  *
  * Rules (docs/data-layer.md, "Deferred calls", and docs/design.md, "Where
  * continuations run"):
- * - Unary methods only. Once perfc_call_defer() returned a handle, the
+ * - Unary methods only (and a method's try_inline hook, perfc/service.h).
+ *   Once perfc_call_defer() returned a handle, the
  *   handler's return value is ignored and the call ends at
  *   perfc_deferred_finish(): its response, status, trailing metadata and
  *   its arena live until then, and the interceptors (metrics, access log,
@@ -96,6 +97,15 @@ PERFC_API int perfc_deferred_cancelled(perfc_deferred *d);
  *  Returns 0 (the call ended, or ends when its handler returns), or
  *  PERFC_ESTATE when `d` was finished already (nothing happens). */
 PERFC_API int perfc_deferred_finish(perfc_deferred *d, perfc_status_code code);
+
+/** Hands the deferred call back to its server instead of finishing it:
+ *  the method's handler runs on the server's worker pool, as for a POOL
+ *  method, and its return ends the call. For a fast path that found it
+ *  must block after all (the declarative cache's Redis read on the loop,
+ *  when Redis does not have the key). Spends the handle as a finish does.
+ *  Any thread. Returns 0, or PERFC_ESTATE when `d` was finished already or
+ *  the server has no worker pool (then `d` is still yours to finish). */
+PERFC_API int perfc_deferred_run_handler(perfc_deferred *d);
 
 #ifdef __cplusplus
 }

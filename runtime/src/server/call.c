@@ -337,6 +337,20 @@ static void pool_job(void *arg) {
     perfc__stream_run(ctx);
 }
 
+void perfc__call_to_pool(perfc_ctx *ctx) {
+  ctx->deferred = 0;
+  if (!ctx->run_listed && !ctx->close_watched)
+    ctx->ops->watch_close(ctx);
+  ctx->run_listed = 1;
+  int rc = ctx->srv->pool != NULL
+               ? perfc_pool_submit(ctx->srv->pool, pool_job, ctx)
+               : PERFC_ESTATE;
+  if (rc != 0)
+    perfc__call_finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                            "server busy: %s (worker queue bound reached)",
+                            perfc_strerror(rc));
+}
+
 /* ---- dispatch --------------------------------------------------------------- */
 
 static void arrived(perfc_ctx *ctx) {
@@ -378,7 +392,17 @@ static void arrived(perfc_ctx *ctx) {
       if (unary_prepare(ctx) != 0)
         return;
       perfc_status_code code;
-      if (m->desc->try_inline(ctx, m->user_data, ctx->req, ctx->resp, &code)) {
+      ctx->in_handler = 1;
+      int answered =
+          m->desc->try_inline(ctx, m->user_data, ctx->req, ctx->resp, &code);
+      ctx->in_handler = 0;
+      /* It may defer the call (the declarative cache's Redis read on the
+       * loop), to finish it or hand it to the pool later. */
+      if (ctx->deferred != 0) {
+        perfc__deferred_handler_returned(ctx);
+        return;
+      }
+      if (answered) {
         perfc__call_unary_complete(ctx, code);
         return;
       }

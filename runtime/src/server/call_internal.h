@@ -91,6 +91,10 @@ void perfc__call_unary_complete(perfc_ctx *ctx, perfc_status_code code);
 /* A unary handler that deferred its call returned (server/deferred.c):
  * the call ends now if its finish came meanwhile, else at the finish. */
 void perfc__deferred_handler_returned(perfc_ctx *ctx);
+/* A deferred call goes to the worker pool after all
+ * (perfc_deferred_run_handler): the method's handler runs there and its
+ * return ends the call; a full queue ends it RESOURCE_EXHAUSTED. */
+void perfc__call_to_pool(perfc_ctx *ctx);
 /* A handler that ran past a server-imposed deadline answers
  * DEADLINE_EXCEEDED. */
 void perfc__call_apply_deadline_cap(perfc_ctx *ctx);

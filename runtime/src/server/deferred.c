@@ -38,6 +38,9 @@ _Static_assert(sizeof(void *) == 8, "deferred handles pack 64 bits");
 #define MAX_CHUNKS 4096u /* 4 Mi deferred calls at once */
 
 enum { ST_FREE = 0, ST_RUNNING = 1, ST_WAITING = 2, ST_PENDING = 3 };
+/* The "status" of a PENDING slot handed back to the server
+ * (perfc_deferred_run_handler) instead of finished. */
+#define CODE_RUN_HANDLER 0xffu
 
 typedef struct dslot {
   /* generation << 32 | code << 8 | state */
@@ -172,8 +175,10 @@ perfc_deferred *perfc_call_defer(perfc_ctx *ctx) {
   ctx->deferred = (uint64_t)(uintptr_t)d;
   /* The C core learns of a client's cancel only through a posted close;
    * a call that may wait long asks for it, as a pool call does. */
-  if (!ctx->run_listed)
+  if (!ctx->run_listed) {
     ctx->ops->watch_close(ctx);
+    ctx->close_watched = 1;
+  }
   return d;
 }
 
@@ -194,9 +199,12 @@ void perfc__deferred_handler_returned(perfc_ctx *ctx) {
     }
     /* PENDING: the finish came while the handler ran; nobody else can
      * touch the slot now. */
-    perfc_status_code code = (perfc_status_code)((w >> 8) & 0xff);
+    unsigned code = (unsigned)((w >> 8) & 0xff);
     release(s, idx, gen);
-    complete(ctx, code);
+    if (code == CODE_RUN_HANDLER)
+      perfc__call_to_pool(ctx);
+    else
+      complete(ctx, (perfc_status_code)code);
     return;
   }
 }
@@ -224,13 +232,12 @@ int perfc_deferred_cancelled(perfc_deferred *d) {
   return perfc__call_cancel_seen(ctx) ? 1 : 0;
 }
 
-int perfc_deferred_finish(perfc_deferred *d, perfc_status_code code) {
+/* A finish (`code` a status) or a hand-back (CODE_RUN_HANDLER). */
+static int end(perfc_deferred *d, unsigned code) {
   uint32_t idx, gen;
   dslot *s = slot_of(d, &idx, &gen);
   if (s == NULL)
     return stale();
-  if ((unsigned)code >= PERFC_STATUS_COUNT)
-    code = PERFC_STATUS_UNKNOWN;
   uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
   for (;;) {
     unsigned st = (unsigned)(w & 0xff);
@@ -238,7 +245,7 @@ int perfc_deferred_finish(perfc_deferred *d, perfc_status_code code) {
       return stale();
     if (st == ST_RUNNING) {
       if (atomic_compare_exchange_weak_explicit(
-              &s->word, &w, word(gen, (unsigned)code, ST_PENDING),
+              &s->word, &w, word(gen, code, ST_PENDING),
               memory_order_acq_rel, memory_order_acquire))
         return 0;
       continue;
@@ -246,12 +253,33 @@ int perfc_deferred_finish(perfc_deferred *d, perfc_status_code code) {
     /* WAITING: this finish ends the call. The slot is freed first: the
      * call's context may be recycled before complete() returns. */
     if (atomic_compare_exchange_weak_explicit(
-            &s->word, &w, word(gen, (unsigned)code, ST_PENDING),
+            &s->word, &w, word(gen, code, ST_PENDING),
             memory_order_acq_rel, memory_order_acquire)) {
       perfc_ctx *ctx = s->ctx;
       release(s, idx, gen);
-      complete(ctx, code);
+      if (code == CODE_RUN_HANDLER)
+        perfc__call_to_pool(ctx);
+      else
+        complete(ctx, (perfc_status_code)code);
       return 0;
     }
   }
+}
+
+int perfc_deferred_finish(perfc_deferred *d, perfc_status_code code) {
+  if ((unsigned)code >= PERFC_STATUS_COUNT)
+    code = PERFC_STATUS_UNKNOWN;
+  return end(d, (unsigned)code);
+}
+
+int perfc_deferred_run_handler(perfc_deferred *d) {
+  perfc_ctx *ctx = perfc_deferred_ctx(d);
+  if (ctx == NULL)
+    return stale();
+  if (ctx->srv->pool == NULL)
+    return perfc__fail(PERFC_ESTATE,
+                       "perfc_deferred_run_handler: %s: the server has no "
+                       "worker pool (no POOL method)",
+                       ctx->path);
+  return end(d, CODE_RUN_HANDLER);
 }

@@ -153,6 +153,7 @@ struct perfc_ctx {
    * the call is not deferred; in_handler while a unary handler runs. */
   uint64_t deferred;
   int in_handler;
+  int close_watched; /* perfc_call_defer() asked for watch_close */
   perfc_stream *stream; /* streaming methods only, in the arena */
   unsigned ic_entered;  /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];
