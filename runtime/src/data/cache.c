@@ -1183,9 +1183,8 @@ static void l2_async_done(int rc, const uint8_t *v, size_t len, void *ud) {
     q->fn(0, v + 1, len - 1, q->ud);
   } else {
     /* No entry (the full path leases and loads it), Redis failing (the
-     * full path degrades to the loader), or bytes that are not ours. */
-    if (rc == 0 || (rc != PERFC_ENOENT && rc != PERFC_ESHUTDOWN))
-      perfc_counter_inc(c->m.l2_errors);
+     * full path degrades to the loader), or bytes that are not ours. Not
+     * counted here: the full path meets the same and counts it once. */
     q->fn(1, NULL, 0, q->ud);
   }
   free(q);
