@@ -257,8 +257,9 @@ Test(config, defaults_without_file_empty_file_or_sections) {
   assert_defaults(cfg);
   perfc_config_free(cfg);
   /* Only the keys given change; the rest of a section keeps defaults. */
-  cfg = load_ok("redis:\n  pool_size: 2\n");
+  cfg = load_ok("redis:\n  pool_size: 2\n  async_conns_per_loop: 3\n");
   cr_assert_eq(redis_opts(cfg).pool_size, 2);
+  cr_assert_eq(redis_opts(cfg).async_conns_per_loop, 3);
   cr_assert_str_eq(redis_opts(cfg).host, PERFC_DEFAULT_REDIS_HOST);
   cr_assert_eq(redis_opts(cfg).port, PERFC_DEFAULT_REDIS_PORT);
   cr_assert_not(perfc_config_is_set(cfg, "redis.address"));

@@ -182,6 +182,8 @@ const cfg_key perfc__config_keys[] = {
         REDIS(command_timeout_ms)),
     KEY(redis, acquire_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
         REDIS(acquire_timeout_ms)),
+    KEY(redis, async_conns_per_loop, K_UINT, 1, 64, NULL, NULL,
+        REDIS(async_conns_per_loop)),
     KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
     KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),
     KEY(postgres, pool_size, K_UINT, 1, 1024, NULL, NULL, PG(max_conns)),

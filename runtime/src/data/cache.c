@@ -865,6 +865,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.command_timeout_ms = po->command_timeout_ms;
     ao.backoff_min_ms = po->backoff_min_ms;
     ao.backoff_max_ms = po->backoff_max_ms;
+    ao.conns_per_loop = po->async_conns_per_loop;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {
