@@ -9,6 +9,23 @@
  * with commands in flight fails every one with PERFC_EUNAVAILABLE within a
  * bound; a restarted server is used again; a loop that stops fails its
  * pending commands with PERFC_ESHUTDOWN; options are checked. */
+/* Sanitizers slow every call several-fold (ThreadSanitizer most): the
+ * deadline tests scale their deadlines, delays and bounds together by
+ * SAN_SLOW (as test_client.c does), so a normal build's numbers stay. */
+#if defined(__SANITIZE_THREAD__)
+#define SAN_SLOW 10
+#elif defined(__SANITIZE_ADDRESS__)
+#define SAN_SLOW 3
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SAN_SLOW 10
+#elif __has_feature(address_sanitizer)
+#define SAN_SLOW 3
+#endif
+#endif
+#ifndef SAN_SLOW
+#define SAN_SLOW 1
+#endif
 #include "perfc/loop.h"
 #include "perfc/redis_async.h"
 #include "redis_server.h"
@@ -272,7 +289,7 @@ Test(redis_async, from_a_thread_without_a_loop) {
  * commands get their own values. */
 Test(redis_async, stalled_server_times_out_and_no_late_reply_leaks) {
   perfc_redis_async_free(ra);
-  client_new(200);
+  client_new(200 * SAN_SLOW);
   batch *set = batch_new("SET", 50);
   on_loop(issue_batch, set);
   cr_assert_eq(wait_all(set->r, 50, 5000), 50);
@@ -280,11 +297,12 @@ Test(redis_async, stalled_server_times_out_and_no_late_reply_leaks) {
   batch *get = batch_new("GET", 50);
   int64_t t0 = now_ms();
   on_loop(issue_batch, get);
-  cr_assert_eq(wait_all(get->r, 50, 3000), 50);
+  cr_assert_eq(wait_all(get->r, 50, 3000 * SAN_SLOW), 50);
   for (int i = 0; i < 50; i++) {
     cr_assert_eq(get->r[i].rc, PERFC_ETIMEDOUT, "GET %d: %d", i, get->r[i].rc);
-    cr_assert_geq(get->r[i].at_ms - t0, 190);
-    cr_assert_lt(get->r[i].at_ms - t0, 1500, "GET %d answered after %lld ms",
+    cr_assert_geq(get->r[i].at_ms - t0, 190 * SAN_SLOW);
+    cr_assert_lt(get->r[i].at_ms - t0, 1500 * SAN_SLOW,
+                 "GET %d answered after %lld ms",
                  i, (long long)(get->r[i].at_ms - t0));
   }
   kill(tr.pid, SIGCONT);
@@ -332,10 +350,11 @@ Test(redis_async, killed_mid_pipeline_all_unavailable_then_reconnects) {
     cr_assert(!atomic_load(&get->r[i].done), "GET %d answered by a stopped server", i);
   int64_t t0 = now_ms();
   tr_kill(&tr);
-  cr_assert_eq(wait_all(get->r, N, 2000), N, "commands hang after the kill");
+  cr_assert_eq(wait_all(get->r, N, 2000 * SAN_SLOW), N,
+               "commands hang after the kill");
   for (int i = 0; i < N; i++) {
     cr_assert_eq(get->r[i].rc, PERFC_EUNAVAILABLE, "GET %d: %d", i, get->r[i].rc);
-    cr_assert_lt(get->r[i].at_ms - t0, 1000);
+    cr_assert_lt(get->r[i].at_ms - t0, 1000 * SAN_SLOW);
   }
   /* While it is down, commands are refused at once or fail fast. */
   batch *down = batch_new("GET", 10);

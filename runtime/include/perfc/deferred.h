@@ -56,6 +56,12 @@
  *   iteration's single write; from elsewhere it is posted to the loop. On
  *   the C core transport the finish starts the call's final batch from the
  *   calling thread.
+ * - The server's shutdown waits until every deferred call was finished
+ *   (after its grace the calls are cancelled, so continuations see it). A
+ *   continuation that waits on something of a loop (a timer, a socket)
+ *   must still finish its call when that loop stops: perfc/loop.h's
+ *   loop-local values run their on_exit then, which is how the Redis
+ *   client fails its pending commands.
  * - A handle is a generation-checked token, not a pointer to the call: a
  *   second finish, or any use after the finish, is refused with
  *   PERFC_ESTATE and touches nothing.

@@ -74,6 +74,12 @@ struct perfc_server {
   /* Client calls made under this server's calls and registered for their
    * cancel (perfc__ctx_watch), under call.c's watch lock. */
   struct perfc__cancel_watch *watches;
+  /* Deferred calls not finished yet (server/deferred.c): shutdown waits
+   * for them, since a transport may consider a call over (the C core, once
+   * its client is gone) while its continuation will still finish it. */
+  atomic_uint deferred_live;
+  pthread_mutex_t deferred_mu;
+  pthread_cond_t deferred_cv;
 };
 
 /* The up-calls every transport gets (call.c). */
@@ -95,6 +101,10 @@ void perfc__deferred_handler_returned(perfc_ctx *ctx);
  * (perfc_deferred_run_handler): the method's handler runs there and its
  * return ends the call; a full queue ends it RESOURCE_EXHAUSTED. */
 void perfc__call_to_pool(perfc_ctx *ctx);
+/* Shutdown: waits until every deferred call of `srv` was finished, saying
+ * so every 5 s (a handle nobody finishes holds the shutdown, as a handler
+ * that never returns does). */
+void perfc__deferred_wait(perfc_server *srv);
 /* A handler that ran past a server-imposed deadline answers
  * DEADLINE_EXCEEDED. */
 void perfc__call_apply_deadline_cap(perfc_ctx *ctx);

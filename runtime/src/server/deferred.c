@@ -24,13 +24,16 @@
  * carries a tag against ABA; a defer and a finish cost one CAS each on it.
  */
 #include "perfc/deferred.h"
+#include "perfc/log.h"
 #include "perfc/trace_context.h"
 #include "core/error_internal.h"
 #include "server/call_internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 _Static_assert(sizeof(void *) == 8, "deferred handles pack 64 bits");
 
@@ -134,6 +137,33 @@ static void release(dslot *s, uint32_t idx, uint32_t gen) {
   push_free(idx);
 }
 
+/* A deferred call ended (finished or handed to the pool): the shutdown
+ * waiting in perfc__deferred_wait() may go on. `srv` was read before the
+ * call ended; the server outlives this because shutdown waits for it. */
+static void deferred_done(perfc_server *srv) {
+  if (atomic_fetch_sub_explicit(&srv->deferred_live, 1,
+                                memory_order_acq_rel) == 1) {
+    pthread_mutex_lock(&srv->deferred_mu);
+    pthread_cond_broadcast(&srv->deferred_cv);
+    pthread_mutex_unlock(&srv->deferred_mu);
+  }
+}
+
+void perfc__deferred_wait(perfc_server *srv) {
+  pthread_mutex_lock(&srv->deferred_mu);
+  while (atomic_load_explicit(&srv->deferred_live, memory_order_acquire) > 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    if (pthread_cond_timedwait(&srv->deferred_cv, &srv->deferred_mu, &ts) ==
+        ETIMEDOUT)
+      perfc_log(PERFC_LOG_WARN,
+                "server: still waiting for %u deferred call(s) to be finished",
+                atomic_load(&srv->deferred_live));
+  }
+  pthread_mutex_unlock(&srv->deferred_mu);
+}
+
 /* The call's end as its client saw it: a call cancelled or past its
  * deadline while deferred was already answered by the transport, so the
  * interceptors are told that, not what the continuation said later. */
@@ -173,6 +203,7 @@ perfc_deferred *perfc_call_defer(perfc_ctx *ctx) {
                         memory_order_release);
   perfc_deferred *d = handle_of(idx, gen);
   ctx->deferred = (uint64_t)(uintptr_t)d;
+  atomic_fetch_add_explicit(&ctx->srv->deferred_live, 1, memory_order_relaxed);
   /* The C core learns of a client's cancel only through a posted close;
    * a call that may wait long asks for it, as a pool call does. */
   if (!ctx->run_listed) {
@@ -200,11 +231,13 @@ void perfc__deferred_handler_returned(perfc_ctx *ctx) {
     /* PENDING: the finish came while the handler ran; nobody else can
      * touch the slot now. */
     unsigned code = (unsigned)((w >> 8) & 0xff);
+    perfc_server *srv = ctx->srv;
     release(s, idx, gen);
     if (code == CODE_RUN_HANDLER)
       perfc__call_to_pool(ctx);
     else
       complete(ctx, (perfc_status_code)code);
+    deferred_done(srv);
     return;
   }
 }
@@ -256,11 +289,13 @@ static int end(perfc_deferred *d, unsigned code) {
             &s->word, &w, word(gen, code, ST_PENDING),
             memory_order_acq_rel, memory_order_acquire)) {
       perfc_ctx *ctx = s->ctx;
+      perfc_server *srv = ctx->srv;
       release(s, idx, gen);
       if (code == CODE_RUN_HANDLER)
         perfc__call_to_pool(ctx);
       else
         complete(ctx, (perfc_status_code)code);
+      deferred_done(srv);
       return 0;
     }
   }
