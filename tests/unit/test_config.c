@@ -329,7 +329,7 @@ Test(config, unknown_keys_are_errors) {
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "
-             "pending_file)");
+             "pending_file, async_redis)");
 }
 
 Test(config, wrong_types) {
@@ -736,6 +736,20 @@ Test(config, cache_jitter_range_is_the_cache_s) {
   perfc_cache_free(c);
   o.ttl_jitter = (PERFC_CACHE_MAX_JITTER_PERCENT + 1) / 100.0;
   cr_assert_eq(perfc_cache_new(&c, &o), PERFC_EINVAL);
+  perfc_config_free(cfg);
+}
+
+/* cache.async_redis: true (default) leaves the cache's async Redis read
+ * on; false sets no_async_l2. */
+Test(config, cache_async_redis_sets_no_async_l2) {
+  perfc_config *cfg = load_ok("cache:\n  jitter_percent: 5\n");
+  cr_assert_not(cache_opts(cfg).no_async_l2);
+  perfc_config_free(cfg);
+  cfg = load_ok("cache:\n  async_redis: false\n");
+  cr_assert(cache_opts(cfg).no_async_l2);
+  perfc_config_free(cfg);
+  cfg = load_ok("cache:\n  async_redis: true\n");
+  cr_assert_not(cache_opts(cfg).no_async_l2);
   perfc_config_free(cfg);
 }
 

@@ -201,6 +201,7 @@ const cfg_key perfc__config_keys[] = {
     KEY(cache, jitter_percent, K_UINT, 0, PERFC_CACHE_MAX_JITTER_PERCENT, NULL,
         NULL, CUSTOM),
     KEY(cache, pending_file, K_STR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(cache, async_redis, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_burst, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_key, K_STR, 0, 0, NULL, NULL, CUSTOM),
