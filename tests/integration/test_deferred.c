@@ -143,6 +143,19 @@ static void *finisher(void *ud) {
   return NULL;
 }
 
+/* perfc_deferred_run_handler(): the call whose handler handed it back, the
+ * thread that ran it first, and the second run's thread. */
+static perfc_ctx *_Atomic handback_ctx;
+static _Atomic pthread_t handback_first;
+static atomic_int handback_second_on_other_thread;
+
+static void *hand_back(void *ud) {
+  usleep(20 * 1000);
+  CHECK(perfc_deferred_run_handler(ud) == 0);
+  CHECK(perfc_deferred_finish(ud, PERFC_STATUS_OK) == PERFC_ESTATE);
+  return NULL;
+}
+
 static perfc_status_code deferred_echo(perfc_ctx *ctx,
                                        const Perfc__Test__V1__EchoRequest *req,
                                        Perfc__Test__V1__EchoResponse *resp,
@@ -150,6 +163,14 @@ static perfc_status_code deferred_echo(perfc_ctx *ctx,
   (void)ud;
   atomic_fetch_add(&handler_runs, 1);
   const char *mode = req->message ? req->message : "";
+  if (atomic_load(&handback_ctx) == ctx) {
+    /* The second run, on a worker: an ordinary answer. */
+    atomic_store(&handback_ctx, NULL);
+    atomic_store(&handback_second_on_other_thread,
+                 !pthread_equal(pthread_self(), atomic_load(&handback_first)));
+    resp->payload = req->payload;
+    return PERFC_STATUS_OK;
+  }
   op *o = perfc_ctx_alloc(ctx, sizeof *o);
   if (o == NULL || (o->d = perfc_call_defer(ctx)) == NULL) {
     CHECK(0);
@@ -160,6 +181,22 @@ static perfc_status_code deferred_echo(perfc_ctx *ctx,
   o->resp = resp;
   o->req = req;
   o->handler_thread = pthread_self();
+  if (strcmp(mode, "handback") == 0 || strcmp(mode, "handback-now") == 0) {
+    /* Handed back to the server: this handler runs again on a worker,
+     * where it answers (below, handback_second). */
+    atomic_store(&handback_ctx, ctx);
+    atomic_store(&handback_first, pthread_self());
+    if (strcmp(mode, "handback-now") == 0) {
+      /* Before the return: the hand-back waits for it. */
+      CHECK(perfc_deferred_run_handler(o->d) == 0);
+      CHECK(perfc_deferred_run_handler(o->d) == PERFC_ESTATE);
+    } else {
+      pthread_t t;
+      CHECK(pthread_create(&t, NULL, hand_back, o->d) == 0);
+      pthread_detach(t);
+    }
+    return PERFC_STATUS_INTERNAL; /* ignored: the call is deferred */
+  }
   if (strcmp(mode, "early") == 0) {
     /* Finished before the handler returns: the call ends at the return. */
     resp->payload = req->payload;
@@ -464,4 +501,30 @@ Test(deferred, shutdown_waits_for_a_pending_deferred_call, .init = start_pool,
                1);
   perfc_server_free(srv);
   srv = NULL;
+}
+
+/* perfc_deferred_run_handler: a deferred call handed back to the server
+ * runs its handler again on a worker, whose return ends it; from another
+ * thread after the handler returned, and from the handler itself before
+ * it returns. The handle is spent either way. */
+static void handed_back(const char *mode) {
+  atomic_store(&handback_second_on_other_thread, 0);
+  perfc_status st = {0};
+  cr_assert_eq(call("again", 0, 0, mode, 5000, &st, NULL), PERFC_STATUS_OK,
+               "%s", st.message ? st.message : "");
+  perfc_status_reset(&st);
+  cr_assert_eq(atomic_load(&handler_runs), 2);
+  cr_assert_eq(atomic_load(&handback_second_on_other_thread), 1);
+  cr_assert_eq(wait_for(&after_calls, 1, 2000), 1);
+  cr_assert_eq(atomic_load(&after_codes[PERFC_STATUS_OK]), 1);
+}
+
+Test(deferred, handed_back_to_the_pool_from_another_thread,
+     .init = start_inline, .fini = stop, .timeout = 60) {
+  handed_back("handback");
+}
+
+Test(deferred, handed_back_to_the_pool_before_the_handler_returns,
+     .init = start_inline, .fini = stop, .timeout = 60) {
+  handed_back("handback-now");
 }
