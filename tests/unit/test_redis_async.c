@@ -27,6 +27,7 @@
 #define SAN_SLOW 1
 #endif
 #include "perfc/loop.h"
+#include "perfc/metrics.h"
 #include "perfc/redis_async.h"
 #include "redis_server.h"
 
@@ -194,6 +195,52 @@ static batch *batch_new(const char *verb, int n) {
   return b;
 }
 
+/* A series of the client's metrics in the default registry (the tests'
+ * clients are all named "default"; a client per test, so the values are
+ * this test's when the test runs alone in its process, as criterion runs
+ * each test). */
+static perfc_counter *metric_counter(const char *name, const char *kind) {
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
+  const char *one[] = {"client"};
+  const char *two[] = {"client", "kind"};
+  mo.name = name;
+  mo.help = kind ? "Commands that failed: timeout (no reply within "
+                   "command_timeout_ms), unavailable (connection lost or "
+                   "refused), shutdown (loop or client stopped)."
+            : strcmp(name, "perfc_redis_async_commands_total") == 0
+                ? "Commands the asynchronous Redis client accepted."
+                : "write(2) calls that sent commands (commands / writes: the "
+                  "pipelining factor).";
+  mo.label_names = kind ? two : one;
+  mo.label_count = kind ? 2 : 1;
+  perfc_metrics_family *fam;
+  cr_assert_eq(perfc_metrics_family_new(&fam, NULL, PERFC_METRICS_COUNTER, &mo), 0,
+               "%s", perfc_last_error());
+  perfc_counter *c;
+  const char *v1[] = {"default"};
+  const char *v2[] = {"default", kind};
+  cr_assert_eq(perfc_counter_get(&c, fam, kind ? v2 : v1), 0);
+  return c;
+}
+
+static perfc_gauge *metric_gauge(const char *name) {
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
+  const char *one[] = {"client"};
+  mo.name = name;
+  mo.help = "Connections of the asynchronous Redis client connected now.";
+  mo.label_names = one;
+  mo.label_count = 1;
+  perfc_metrics_family *fam;
+  cr_assert_eq(perfc_metrics_family_new(&fam, NULL, PERFC_METRICS_GAUGE, &mo), 0,
+               "%s", perfc_last_error());
+  perfc_gauge *g;
+  const char *v1[] = {"default"};
+  cr_assert_eq(perfc_gauge_get(&g, fam, v1), 0);
+  return g;
+}
+
 TestSuite(redis_async, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(redis_async, each_command_gets_its_own_value_in_one_write) {
@@ -219,6 +266,12 @@ Test(redis_async, each_command_gets_its_own_value_in_one_write) {
   }
   perfc_redis_async_stats st;
   perfc_redis_async_stats_get(ra, &st);
+  /* The metrics say the same (the default registry, client "default"). */
+  cr_assert_eq(perfc_counter_value(metric_counter("perfc_redis_async_commands_total", NULL)),
+               st.commands);
+  cr_assert_eq(perfc_counter_value(metric_counter("perfc_redis_async_writes_total", NULL)),
+               st.writes);
+  cr_assert_eq(perfc_gauge_value(metric_gauge("perfc_redis_async_connections")), 1.0);
   /* 200 GETs issued in one iteration: one write(2) on the one connection. */
   cr_assert_eq(st.commands - st0.commands, N);
   cr_assert_eq(st.writes - st0.writes, 1, "%llu writes for %d commands",
@@ -330,6 +383,9 @@ Test(redis_async, stalled_server_times_out_and_no_late_reply_leaks) {
   perfc_redis_async_stats st;
   perfc_redis_async_stats_get(ra, &st);
   cr_assert_eq(st.timeouts, 50);
+  cr_assert_eq(perfc_counter_value(
+                   metric_counter("perfc_redis_async_errors_total", "timeout")),
+               50);
   free(set);
   free(get);
 }

@@ -37,6 +37,7 @@
 #define PERFC_REDIS_ASYNC_H
 
 #include "perfc/common.h"
+#include "perfc/metrics.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -70,6 +71,13 @@ typedef struct perfc_redis_async_opts {
   int64_t backoff_min_ms;     /**< 0 = default */
   int64_t backoff_max_ms;     /**< 0 = default; raised to backoff_min_ms */
   unsigned max_pending;       /**< per connection; 0 = default */
+  /** Value of the metrics' `client` label; copied. NULL =
+   *  PERFC_DEFAULT_REDIS_NAME. Clients with one name in one registry share
+   *  their series. */
+  const char *name;
+  /** Registry for the metrics; borrowed, must outlive the client. NULL =
+   *  the default registry. */
+  perfc_metrics_registry *registry;
 } perfc_redis_async_opts;
 
 /** Fills `o` with the defaults. */
@@ -141,6 +149,13 @@ PERFC_API int perfc_redis_async_command(perfc_redis_async *r, int argc,
 PERFC_API int perfc_redis_async_get(perfc_redis_async *r, const char *key,
                                     perfc_redis_async_get_fn fn,
                                     void *user_data);
+
+/* Metrics (registry and `client` label from the options):
+ * perfc_redis_async_commands_total, perfc_redis_async_writes_total
+ * (write(2) calls that sent commands: commands / writes is the pipelining
+ * factor), perfc_redis_async_errors_total{kind="timeout"|"unavailable"|
+ * "shutdown"} (callbacks run with that error), and the gauge
+ * perfc_redis_async_connections (connected now). */
 
 /** Counters summed over every loop's connections (racy reads). */
 typedef struct perfc_redis_async_stats {

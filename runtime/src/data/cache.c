@@ -866,6 +866,8 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.backoff_min_ms = po->backoff_min_ms;
     ao.backoff_max_ms = po->backoff_max_ms;
     ao.conns_per_loop = po->async_conns_per_loop;
+    ao.name = po->name;
+    ao.registry = po->registry;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {

@@ -33,6 +33,7 @@
  */
 #include "perfc/redis_async.h"
 #include "perfc/loop.h"
+#include "perfc/metrics.h"
 #include "perfc/redis.h"
 #include "core/error_internal.h"
 
@@ -95,6 +96,11 @@ struct lstate {
 struct perfc_redis_async {
   perfc_redis_async_opts o;
   char *host;
+  char *name;
+  /* Per-thread cells: incremented on the loops without a shared write. */
+  perfc_counter *m_commands, *m_writes, *m_timeouts, *m_unavailable,
+      *m_shutdown;
+  perfc_gauge *m_up;
   pthread_mutex_t mu;
   pthread_cond_t cv;
   lstate *states;
@@ -136,6 +142,57 @@ static int check_ms(const char *name, int64_t *v, int64_t def) {
   return 0;
 }
 
+static int register_metrics(perfc_redis_async *r) {
+  perfc_metrics_registry *reg = r->o.registry;
+  const char *client[] = {"client"};
+  const char *kinds[] = {"client", "kind"};
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family *fam;
+  const char *const who[] = {r->name};
+  int rc;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_redis_async_commands_total";
+  mo.help = "Commands the asynchronous Redis client accepted.";
+  mo.label_names = client;
+  mo.label_count = 1;
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) != 0 ||
+      (rc = perfc_counter_get(&r->m_commands, fam, who)) != 0)
+    return rc;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_redis_async_writes_total";
+  mo.help = "write(2) calls that sent commands (commands / writes: the "
+            "pipelining factor).";
+  mo.label_names = client;
+  mo.label_count = 1;
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) != 0 ||
+      (rc = perfc_counter_get(&r->m_writes, fam, who)) != 0)
+    return rc;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_redis_async_errors_total";
+  mo.help = "Commands that failed: timeout (no reply within "
+            "command_timeout_ms), unavailable (connection lost or refused), "
+            "shutdown (loop or client stopped).";
+  mo.label_names = kinds;
+  mo.label_count = 2;
+  const char *const t[] = {r->name, "timeout"};
+  const char *const u[] = {r->name, "unavailable"};
+  const char *const d[] = {r->name, "shutdown"};
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) != 0 ||
+      (rc = perfc_counter_get(&r->m_timeouts, fam, t)) != 0 ||
+      (rc = perfc_counter_get(&r->m_unavailable, fam, u)) != 0 ||
+      (rc = perfc_counter_get(&r->m_shutdown, fam, d)) != 0)
+    return rc;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_redis_async_connections";
+  mo.help = "Connections of the asynchronous Redis client connected now.";
+  mo.label_names = client;
+  mo.label_count = 1;
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_GAUGE, &mo)) != 0 ||
+      (rc = perfc_gauge_get(&r->m_up, fam, who)) != 0)
+    return rc;
+  return 0;
+}
+
 int perfc_redis_async_new(perfc_redis_async **out,
                           const perfc_redis_async_opts *opts) {
   if (out == NULL)
@@ -172,13 +229,28 @@ int perfc_redis_async_new(perfc_redis_async **out,
     return rc;
   if (o.backoff_max_ms < o.backoff_min_ms)
     o.backoff_max_ms = o.backoff_min_ms;
+  if (o.name == NULL || o.name[0] == '\0')
+    o.name = PERFC_DEFAULT_REDIS_NAME;
   perfc_redis_async *r = calloc(1, sizeof *r);
-  if (r == NULL || (r->host = strdup(o.host)) == NULL) {
+  if (r == NULL || (r->host = strdup(o.host)) == NULL ||
+      (r->name = strdup(o.name)) == NULL) {
+    if (r != NULL)
+      free(r->host);
     free(r);
     return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
   }
   o.host = r->host;
+  o.name = r->name;
   r->o = o;
+  if ((rc = register_metrics(r)) != 0) {
+    free(r->name);
+    free(r->host);
+    free(r);
+    return rc == PERFC_EEXIST
+               ? perfc__fail(rc, "redis async: its metrics clash with other "
+                                 "families of the same names in the registry")
+               : rc;
+  }
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
   *out = r;
@@ -277,8 +349,10 @@ static void handle_write(rconn *c) {
   write_guarded(c->ac); /* may connect first, or free the context */
   c->in_flush = 0;
   if (had && (connected ||
-              (c->ac != NULL && (c->ac->c.flags & REDIS_CONNECTED))))
+              (c->ac != NULL && (c->ac->c.flags & REDIS_CONNECTED)))) {
     atomic_fetch_add_explicit(&c->ls->writes, 1, memory_order_relaxed);
+    perfc_counter_inc(c->ls->r->m_writes);
+  }
 }
 
 static void on_io(perfc_loop_io *io, unsigned events, void *ud) {
@@ -360,6 +434,10 @@ static void deliver_error(lstate *ls, rcmd *m, int rc) {
   m->done = 1;
   atomic_fetch_add_explicit(rc == PERFC_ETIMEDOUT ? &ls->timeouts : &ls->failed,
                             1, memory_order_relaxed);
+  perfc_redis_async *r = ls->r;
+  perfc_counter_inc(rc == PERFC_ETIMEDOUT    ? r->m_timeouts
+                    : rc == PERFC_ESHUTDOWN ? r->m_shutdown
+                                            : r->m_unavailable);
   /* Other codes (a refusal on the own loop) carry their message already. */
   if (rc == PERFC_ETIMEDOUT || rc == PERFC_ESHUTDOWN ||
       rc == PERFC_EUNAVAILABLE)
@@ -443,6 +521,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   c->backoff_ms = 0;
   atomic_fetch_add_explicit(&c->ls->connects, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&c->ls->up, 1, memory_order_relaxed);
+  perfc_gauge_inc(c->ls->r->m_up);
   perfc_loop_timer_disarm(c->timer);
   arm_command_timer(c);
 }
@@ -465,8 +544,10 @@ static void conn_close(rconn *c, int rc, int free_ctx) {
   int was_up = c->state == C_UP;
   c->state = C_DOWN;
   c->fail_rc = rc;
-  if (was_up)
+  if (was_up) {
     atomic_fetch_sub_explicit(&c->ls->up, 1, memory_order_relaxed);
+    perfc_gauge_dec(c->ls->r->m_up);
+  }
   perfc_redis_async *r = c->ls->r;
   c->backoff_ms = c->backoff_ms == 0 ? r->o.backoff_min_ms
                   : c->backoff_ms * 2 > r->o.backoff_max_ms
@@ -605,8 +686,10 @@ static void state_end(void *ud) {
     rconn *c = &ls->conns[i];
     perfc_loop_timer_disarm(c->timer);
     if (c->ac != NULL) {
-      if (c->state == C_UP)
+      if (c->state == C_UP) {
         atomic_fetch_sub_explicit(&ls->up, 1, memory_order_relaxed);
+        perfc_gauge_dec(r->m_up);
+      }
       c->state = C_DOWN;
       c->fail_rc = PERFC_ESHUTDOWN;
       redisAsyncFree(c->ac); /* runs the pending callbacks */
@@ -686,6 +769,7 @@ static int submit_here(perfc_redis_async *r, perfc_loop *loop, rcmd *m,
   if (c->head == m)
     arm_command_timer(c);
   atomic_fetch_add_explicit(&ls->commands, 1, memory_order_relaxed);
+  perfc_counter_inc(r->m_commands);
   return 0;
 }
 
@@ -927,6 +1011,7 @@ void perfc_redis_async_free(perfc_redis_async *r) {
   }
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
+  free(r->name);
   free(r->host);
   free(r);
 }
