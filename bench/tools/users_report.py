@@ -14,7 +14,8 @@ import csv
 import statistics
 import sys
 
-ORDER = ["echo", "echo-pool", "l1", "l1-noage", "l1-inline", "echo-pool-cl", "redis", "pg",
+ORDER = ["echo", "echo-pool", "l1", "l1-noage", "l1-inline", "echo-pool-cl", "redis",
+         "redis-pool", "pg",
          "redis-benchmark", "pgbench"]
 LABEL = {
     "echo": "echo (perfc-echo-server)",
@@ -24,12 +25,13 @@ LABEL = {
     "l1-inline": "GetUser, L1 hits, inline executor",
     "echo-pool-cl": "echo on the worker pool, 16 closed-loop clients",
     "redis": "GetUser, Redis hits (L1 off)",
+    "redis-pool": "GetUser, Redis hits (L1 off), Redis read on the pool",
     "pg": "GetUser, PostgreSQL (no cache)",
     "redis-benchmark": "redis-benchmark -t get",
     "pgbench": "pgbench -M prepared (users point select)",
 }
 # Which reference each row's extra ratio is taken against.
-PEER = {"redis": "redis-benchmark", "pg": "pgbench"}
+PEER = {"redis": "redis-benchmark", "redis-pool": "redis-benchmark", "pg": "pgbench"}
 # Loads shaped like echo's (one h2load, many streams per connection); the
 # redis configuration is 16 closed-loop clients (bench/run-users says why),
 # so a ratio of it to echo would compare two load shapes.
@@ -63,12 +65,13 @@ def main():
         ok = good[k]
         med = {c: statistics.median(float(r[c]) for r in ok) if ok else None
                for c in ("rps", "p50_us", "p99_us", "server_cpu_us_per_rpc")}
-        grpc = k in ("echo", "echo-pool", "echo-pool-cl", "l1", "l1-noage", "l1-inline", "redis", "pg")
+        grpc = k in ("echo", "echo-pool", "echo-pool-cl", "l1", "l1-noage", "l1-inline", "redis",
+                     "redis-pool", "pg")
         same = k in SAME_SHAPE
         x_echo = ratio(ok, good.get("echo", []), "rps") if same else None
         x_cpu = ratio(ok, good.get("echo", []), "server_cpu_us_per_rpc") if same else None
         answers = "—"
-        if ok and k in ("l1", "l1-noage", "l1-inline", "redis", "pg"):
+        if ok and k in ("l1", "l1-noage", "l1-inline", "redis", "redis-pool", "pg"):
             mid = sorted(ok, key=lambda r: float(r["rps"]))[len(ok) // 2]
             answers = " / ".join(f"{int(mid[c]):,}" for c in
                                  ("l1_hits", "l2_hits", "loads", "shared", "pg_queries"))
@@ -92,7 +95,7 @@ def main():
     # The same comparison with both sides on one executor: what the cache
     # path costs apart from the hand-off to the worker pool.
     for a, b in (("l1", "echo-pool"), ("l1-inline", "echo"), ("l1", "l1-noage"),
-                 ("redis", "echo-pool-cl")):
+                 ("redis", "echo-pool-cl"), ("redis", "redis-pool")):
         x = ratio(good.get(a, []), good.get(b, []), "rps")
         if x is not None:
             print(f"- {LABEL[a]} ÷ {LABEL[b]}: {x:.2f}x req/s, "

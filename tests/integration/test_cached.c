@@ -283,6 +283,58 @@ Test(cached, first_get_loads_second_is_served_from_cache) {
   cr_assert_geq(s.l1_hits, 5);
 }
 
+/* Pool jobs done once the pool is idle (bounded wait: a worker counts its
+ * job a moment after the client has the answer). */
+static uint64_t pool_done_settled(void) {
+  perfc_pool_stats ps = {0};
+  for (int i = 0; i < 400; i++) {
+    cr_assert_eq(perfc__server_pool_stats(srv, &ps), 0);
+    if (ps.queued == 0 && ps.busy == 0)
+      break;
+    usleep(5 * 1000);
+  }
+  usleep(20 * 1000);
+  cr_assert_eq(perfc__server_pool_stats(srv, &ps), 0);
+  return ps.done;
+}
+
+/* #16 item 5, first step: on h2 an L1 miss reads Redis with a plain GET on
+ * the call's loop, and a hit (a value, or a cached "not found") is
+ * answered there without a worker; a Redis miss still loads once on the
+ * pool. On the C core (no loop) every L1 miss goes to the pool, as
+ * before. The counters are the synchronous path's either way. */
+Test(cached, l2_hit_is_answered_on_the_loop_without_a_worker) {
+  char name[32];
+  cr_assert_eq(get(4, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(atomic_load(&loads), 2);
+  perfc_l1cache_clear(perfc_cache_l1(cache));
+  uint64_t done0 = pool_done_settled();
+  perfc_cache_stats s0;
+  perfc_cache_stats_get(cache, &s0);
+  cr_assert_eq(get(4, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_str_eq(name, "item-4");
+  cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(atomic_load(&loads), 2, "L2 hits must not load");
+  uint64_t done1 = pool_done_settled();
+  cr_assert_eq(done1 - done0, test_transport_is_h2() ? 0u : 2u,
+               "%llu pool jobs for two L2 hits",
+               (unsigned long long)(done1 - done0));
+  perfc_cache_stats s;
+  perfc_cache_stats_get(cache, &s);
+  cr_assert_eq(s.l2_hits - s0.l2_hits, 2);
+  cr_assert_eq(s.l1_misses - s0.l1_misses, 2);
+  cr_assert_eq(s.negative_hits - s0.negative_hits, 1);
+  /* The hits filled L1: the next calls are L1 hits. */
+  cr_assert_eq(get(4, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(get(40, NULL, 0, NULL), PERFC_STATUS_NOT_FOUND);
+  perfc_cache_stats_get(cache, &s0);
+  cr_assert_eq(s0.l2_hits, s.l2_hits);
+  /* A key Redis does not have: one load on the pool, then cached. */
+  cr_assert_eq(get(5, name, sizeof name, NULL), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&loads), 3);
+}
+
 /* A hit sends the stored bytes as they are, without decoding them: an
  * entry holding another valid CachedItem encoding comes back as that item.
  * Bytes that are not plain protobuf fields are not sent: they are decoded,

@@ -1292,3 +1292,139 @@ Test(cache, options_are_checked_and_jitter_off_is_explicit) {
   perfc_cache_free(c);
   perfc_metrics_registry_free(reg);
 }
+
+/* ---- #16 item 5: the L2 read on an event loop (cache_internal.h) ---- */
+
+#include "data/cache_internal.h"
+#include "perfc/loop.h"
+
+typedef struct l2_res {
+  atomic_int done;
+  int rc;
+  char val[32];
+} l2_res;
+
+static void l2_res_cb(int rc, const uint8_t *v, size_t len, void *ud) {
+  l2_res *r = ud;
+  r->rc = rc;
+  if (v != NULL && len < sizeof r->val)
+    memcpy(r->val, v, len);
+  atomic_store(&r->done, 1);
+}
+
+typedef struct l2_job {
+  perfc_cache *c;
+  const char *key;
+  l2_res *res;
+  int started;
+  atomic_int ran;
+} l2_job;
+
+static void l2_job_run(void *ud) {
+  l2_job *j = ud;
+  j->started = perfc__cache_l2_get_async(j->c, j->key, 0, 0, l2_res_cb, j->res);
+  atomic_store(&j->ran, 1);
+}
+
+static perfc_loop *l2_loop;
+static void *l2_loop_main(void *ud) {
+  (void)ud;
+  perfc_loop_run(l2_loop);
+  return NULL;
+}
+
+/* Runs perfc__cache_l2_get_async(key) on the test's loop; returns what it
+ * returned. */
+static int l2_start(perfc_cache *c, const char *key, l2_res *res) {
+  l2_job j = {.c = c, .key = key, .res = res};
+  perfc_loop_task *t;
+  cr_assert_eq(perfc_loop_task_new(&t, l2_loop, l2_job_run, &j), 0);
+  perfc_loop_task_post(t);
+  for (int i = 0; i < 5000 && !atomic_load(&j.ran); i++)
+    usleep(1000);
+  cr_assert(atomic_load(&j.ran));
+  perfc_loop_task_free(t);
+  return j.started;
+}
+
+static int l2_wait(l2_res *r) {
+  for (int i = 0; i < 5000 && !atomic_load(&r->done); i++)
+    usleep(1000);
+  return atomic_load(&r->done);
+}
+
+/* An invalidation between the GET and its reply fences the L1 fill (the
+ * key's generation is read before the GET), as for a load; without one the
+ * hit fills L1. Off a loop, or with no_async_l2, the read does not start. */
+Test(cache, l2_read_on_a_loop_is_fenced_by_an_invalidation) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_redis_opts ro;
+  perfc_redis_opts_init(&ro);
+  ro.port = srv.port;
+  ro.registry = reg;
+  ro.command_timeout_ms = 2000;
+  perfc_redis_pool *pool;
+  cr_assert_eq(perfc_redis_pool_new(&pool, &ro), 0);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.redis = pool;
+  co.registry = reg;
+  co.no_subscribe = true;
+  perfc_cache *c;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0);
+  cr_assert_eq(perfc_loop_new(&l2_loop), 0);
+  pthread_t lt;
+  cr_assert_eq(pthread_create(&lt, NULL, l2_loop_main, NULL), 0);
+  /* Stored as the cache stores values: 'v' + bytes. */
+  cr_assert_eq(perfc_redis_set(pool, "key1", (perfc_slice){(const uint8_t *)"vone", 4}, 60000), 0);
+  cr_assert_eq(perfc_redis_set(pool, "key2", (perfc_slice){(const uint8_t *)"n", 1}, 60000), 0);
+
+  l2_res r = {0};
+  cr_assert_eq(perfc__cache_l2_get_async(c, "key1", 0, 0, l2_res_cb, &r),
+               PERFC_ESTATE, "started off a loop");
+  /* A plain hit fills L1. */
+  cr_assert_eq(l2_start(c, "key1", &r), 0);
+  cr_assert(l2_wait(&r));
+  cr_assert_eq(r.rc, 0);
+  cr_assert_str_eq(r.val, "one");
+  uint8_t *v = NULL;
+  size_t n = 0;
+  int neg = 0;
+  cr_assert_eq(perfc_l1cache_get(perfc_cache_l1(c), "key1", &v, &n, &neg), 0);
+  cr_assert_eq(n, 3);
+  free(v);
+  /* A cached "not found". */
+  l2_res rn = {0};
+  cr_assert_eq(l2_start(c, "key2", &rn), 0);
+  cr_assert(l2_wait(&rn));
+  cr_assert_eq(rn.rc, PERFC_ENOENT);
+  /* A key Redis lacks: the full path must run. */
+  l2_res rm = {0};
+  cr_assert_eq(l2_start(c, "key3", &rm), 0);
+  cr_assert(l2_wait(&rm));
+  cr_assert_eq(rm.rc, 1);
+  /* The race: Redis answers only after the key was invalidated. */
+  perfc_l1cache_clear(perfc_cache_l1(c));
+  perfc_cache_stats s0, s;
+  perfc_cache_stats_get(c, &s0);
+  kill(srv.pid, SIGSTOP);
+  l2_res rr = {0};
+  cr_assert_eq(l2_start(c, "key1", &rr), 0);
+  perfc_l1cache_delete(perfc_cache_l1(c), "key1"); /* advances its generation */
+  kill(srv.pid, SIGCONT);
+  cr_assert(l2_wait(&rr));
+  cr_assert_eq(rr.rc, 0); /* the read itself saw the value */
+  cr_assert_eq(perfc_l1cache_get(perfc_cache_l1(c), "key1", &v, &n, &neg),
+               PERFC_ENOENT, "a fenced fill went into L1");
+  perfc_cache_stats_get(c, &s);
+  cr_assert_eq(s.stale_fills_refused - s0.stale_fills_refused, 1);
+  cr_assert_eq(s.l2_hits - s0.l2_hits, 1);
+
+  perfc_loop_stop(l2_loop);
+  pthread_join(lt, NULL);
+  perfc_loop_free(l2_loop);
+  perfc_cache_free(c);
+  perfc_redis_pool_free(pool);
+  perfc_metrics_registry_free(reg);
+}

@@ -257,8 +257,9 @@ Test(config, defaults_without_file_empty_file_or_sections) {
   assert_defaults(cfg);
   perfc_config_free(cfg);
   /* Only the keys given change; the rest of a section keeps defaults. */
-  cfg = load_ok("redis:\n  pool_size: 2\n");
+  cfg = load_ok("redis:\n  pool_size: 2\n  async_conns_per_loop: 3\n");
   cr_assert_eq(redis_opts(cfg).pool_size, 2);
+  cr_assert_eq(redis_opts(cfg).async_conns_per_loop, 3);
   cr_assert_str_eq(redis_opts(cfg).host, PERFC_DEFAULT_REDIS_HOST);
   cr_assert_eq(redis_opts(cfg).port, PERFC_DEFAULT_REDIS_PORT);
   cr_assert_not(perfc_config_is_set(cfg, "redis.address"));
@@ -328,7 +329,7 @@ Test(config, unknown_keys_are_errors) {
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "
-             "pending_file)");
+             "pending_file, async_redis)");
 }
 
 Test(config, wrong_types) {
@@ -735,6 +736,20 @@ Test(config, cache_jitter_range_is_the_cache_s) {
   perfc_cache_free(c);
   o.ttl_jitter = (PERFC_CACHE_MAX_JITTER_PERCENT + 1) / 100.0;
   cr_assert_eq(perfc_cache_new(&c, &o), PERFC_EINVAL);
+  perfc_config_free(cfg);
+}
+
+/* cache.async_redis: true (default) leaves the cache's async Redis read
+ * on; false sets no_async_l2. */
+Test(config, cache_async_redis_sets_no_async_l2) {
+  perfc_config *cfg = load_ok("cache:\n  jitter_percent: 5\n");
+  cr_assert_not(cache_opts(cfg).no_async_l2);
+  perfc_config_free(cfg);
+  cfg = load_ok("cache:\n  async_redis: false\n");
+  cr_assert(cache_opts(cfg).no_async_l2);
+  perfc_config_free(cfg);
+  cfg = load_ok("cache:\n  async_redis: true\n");
+  cr_assert_not(cache_opts(cfg).no_async_l2);
   perfc_config_free(cfg);
 }
 

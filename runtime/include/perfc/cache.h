@@ -153,6 +153,14 @@ typedef struct perfc_cache_opts {
   perfc_bloom *bloom;
   /** Registry for the metrics; borrowed. NULL = default registry. */
   perfc_metrics_registry *registry;
+  /** false (default): with `redis`, the cache also keeps an asynchronous
+   *  client to the same server (perfc/redis_async.h, from the pool's
+   *  host, port and timeouts; it connects only when used), and a
+   *  declarative cached method whose L1 misses on an event loop reads
+   *  Redis with a plain GET on that loop, answering a hit from the loop
+   *  without a worker (perfc_cache_rpc_try_hit_ttl). true: every L1 miss
+   *  takes the synchronous path on the worker pool. */
+  bool no_async_l2;
 } perfc_cache_opts;
 
 /** Fills `o` with the PERFC_DEFAULT_CACHE_* values (a zeroed struct means

@@ -67,6 +67,25 @@ PERFC_API int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
                                       const char *key, ProtobufCMessage *resp,
                                       perfc_status_code *code);
 
+/** perfc_cache_rpc_try_hit() with the method's TTLs (as
+ *  perfc_cache_rpc_unary() takes them; 0 = the cache's), which generated
+ *  code calls. Beyond L1: when L1 does not have the key and the calling
+ *  thread is an event loop (an h2 server's), and the cache has its
+ *  asynchronous Redis client (perfc_cache_opts.no_async_l2 off), the call
+ *  is deferred (perfc/deferred.h) and Redis is read with a plain GET on
+ *  the loop: a hit is answered from the loop (stored bytes sent as they
+ *  are, L1 filled as perfc_cache_rpc_unary() fills it from Redis), a
+ *  cached "not found" is NOT_FOUND, and anything else (no entry, Redis
+ *  failing) hands the call to the worker pool, where the method's
+ *  trampoline takes the full path (perfc_cache_rpc_unary: the lease, the
+ *  load, the fills). Returns 1 (answered, or deferred: `*code` is then
+ *  ignored) or 0 (the full path on the pool, as before). */
+PERFC_API int perfc_cache_rpc_try_hit_ttl(perfc_ctx *ctx, perfc_cache *cache,
+                                          const char *key, int64_t ttl_ms,
+                                          int64_t negative_ttl_ms,
+                                          ProtobufCMessage *resp,
+                                          perfc_status_code *code);
+
 /** Invalidates `n` keys (borrowed) after a write's handler returned OK:
  *  perfc_cache_invalidate(). A failure (PERFC_ENOMEM) is logged, not
  *  returned: the write is committed, so the call stays OK and the keys'

@@ -89,6 +89,11 @@ typedef struct perfc_redis_opts {
   /** Value of the `pool` label; copied. NULL = PERFC_DEFAULT_REDIS_NAME.
    *  Two pools with one name in one registry share their series. */
   const char *name;
+  /** For the asynchronous client made from this pool's options (the
+   *  cache's, perfc_cache_opts.no_async_l2 off; perfc/redis_async.h):
+   *  its connections per event loop, 1..64. The pool itself ignores it.
+   *  0 = PERFC_DEFAULT_REDIS_ASYNC_CONNS_PER_LOOP. */
+  unsigned async_conns_per_loop;
 } perfc_redis_opts;
 
 /** Fills `o` with the PERFC_DEFAULT_REDIS_* values. */

@@ -68,6 +68,9 @@ int perfc_config_apply_cache(const perfc_config *cfg, perfc_cache_opts *o) {
     if (v->u != 0)
       o->ttl_jitter = (double)v->u / 100.0;
   }
+  /* true in the file is the default; the cache's field says "off". */
+  if ((v = cfg_get(cfg, "cache", "async_redis")) != NULL)
+    o->no_async_l2 = v->i == 0;
   if ((v = cfg_get(cfg, "cache", "pending_file")) != NULL && v->s[0]) {
     if (o->redis == NULL)
       return perfc_error_set(PERFC_ECONFIG, NULL, -1,

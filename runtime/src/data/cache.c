@@ -22,6 +22,8 @@
  * entry stay distinct.
  */
 #include "perfc/cache.h"
+#include "perfc/loop.h"
+#include "perfc/redis_async.h"
 
 #include <errno.h>
 #include <math.h>
@@ -118,6 +120,10 @@ struct perfc_cache {
   char *name;
   char *channel;
   perfc_redis_pool *redis;
+  /* The same server through perfc/redis_async.h, for L1 misses of
+   * declarative methods on event loops (NULL: opts.no_async_l2 or no
+   * redis). */
+  perfc_redis_async *ra;
   perfc_bloom *bloom;
   perfc_l1cache *l1;
   /* opts.no_l1: L1 holds no entries (its generations still fence loads). */
@@ -849,6 +855,22 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   if (rc == 0 && c->redis && !o.no_subscribe)
     rc = perfc_redis_subscriber_new(&c->sub, perfc__redis_pool_opts(c->redis),
                                     c->channel, on_invalidation, c);
+  if (rc == 0 && c->redis && !o.no_async_l2) {
+    /* The pool's server and bounds; it connects per loop, when used. */
+    const perfc_redis_opts *po = perfc__redis_pool_opts(c->redis);
+    perfc_redis_async_opts ao;
+    perfc_redis_async_opts_init(&ao);
+    ao.host = po->host;
+    ao.port = po->port;
+    ao.connect_timeout_ms = po->connect_timeout_ms;
+    ao.command_timeout_ms = po->command_timeout_ms;
+    ao.backoff_min_ms = po->backoff_min_ms;
+    ao.backoff_max_ms = po->backoff_max_ms;
+    ao.conns_per_loop = po->async_conns_per_loop;
+    ao.name = po->name;
+    ao.registry = po->registry;
+    rc = perfc_redis_async_new(&c->ra, &ao);
+  }
   if (rc != 0) {
     /* The failing call (l1cache, metrics, subscriber) left its detail;
      * out of memory and a thread that would not start are said here. */
@@ -869,8 +891,10 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
 void perfc_cache_free(perfc_cache *c) {
   if (!c)
     return;
-  /* Subscriber first: its callback touches L1. */
+  /* Subscriber first: its callback touches L1. The async client's
+   * callbacks do too (its reads' fills), so it goes as well. */
   perfc_redis_subscriber_free(c->sub);
+  perfc_redis_async_free(c->ra);
   if (c->rq_started) {
     pthread_mutex_lock(&c->rq_mu);
     c->rq_stop = 1;
@@ -1124,6 +1148,89 @@ static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
   free(tagged);
   perfc_counter_inc(c->m.l2_errors);
   return PERFC_EIO;
+}
+
+/* ---- the declarative hit path's L2 read on a loop (cache_internal.h) ---- */
+
+typedef struct l2_async {
+  perfc_cache *c;
+  uint64_t version;
+  call_ttl ct;
+  perfc__cache_l2_fn fn;
+  void *ud;
+  char key[];
+} l2_async;
+
+/* What the synchronous path counts for an L1 that did not answer. */
+static void count_l1_not_answering(perfc_cache *c) {
+  if (c->no_l1)
+    return;
+  if (l1_trusted(c))
+    perfc_counter_inc(c->m.l1_misses);
+  else
+    perfc_counter_inc(c->m.l1_bypassed);
+}
+
+static void l2_async_done(int rc, const uint8_t *v, size_t len, void *ud) {
+  l2_async *q = ud;
+  perfc_cache *c = q->c;
+  if (rc == 0 && len >= 1 && v[0] == TAG_NEGATIVE) {
+    count_l1_not_answering(c);
+    perfc_counter_inc(c->m.l2_hits);
+    perfc_counter_inc(c->m.negative_hits);
+    l1_fill(c, q->key, NULL, 0, 1, q->version, q->ct.negative_ttl_ms);
+    q->fn(PERFC_ENOENT, NULL, 0, q->ud);
+  } else if (rc == 0 && len >= 1 && v[0] == TAG_VALUE) {
+    count_l1_not_answering(c);
+    perfc_counter_inc(c->m.l2_hits);
+    l1_fill(c, q->key, v + 1, len - 1, 0, q->version, q->ct.ttl_ms);
+    q->fn(0, v + 1, len - 1, q->ud);
+  } else {
+    /* No entry (the full path leases and loads it), Redis failing (the
+     * full path degrades to the loader), or bytes that are not ours. Not
+     * counted here: the full path meets the same and counts it once. */
+    q->fn(1, NULL, 0, q->ud);
+  }
+  free(q);
+}
+
+int perfc__cache_l2_async_usable(perfc_cache *c) {
+  return c != NULL && c->ra != NULL && atomic_load(&c->rq_count) == 0;
+}
+
+int perfc__cache_l2_get_async(perfc_cache *c, const char *key, int64_t ttl_ms,
+                              int64_t negative_ttl_ms, perfc__cache_l2_fn fn,
+                              void *user_data) {
+  if (c == NULL || c->ra == NULL || key == NULL || fn == NULL ||
+      perfc_loop_current() == NULL)
+    return PERFC_ESTATE;
+  /* While deletes wait for a retry, Redis may hold values the database no
+   * longer has (as lead_load). */
+  if (atomic_load(&c->rq_count) != 0)
+    return PERFC_ESTATE;
+  if (ttl_ms < 0 || ttl_ms > PERFC_CACHE_MAX_TTL_MS ||
+      (negative_ttl_ms != PERFC_CACHE_TTL_NONE &&
+       (negative_ttl_ms < 0 || negative_ttl_ms > PERFC_CACHE_MAX_TTL_MS)))
+    return PERFC_EINVAL;
+  size_t kl = strlen(key);
+  l2_async *q = malloc(sizeof *q + kl + 1);
+  if (q == NULL)
+    return PERFC_ENOMEM;
+  q->c = c;
+  /* Read before the GET: an invalidation after this point fences the
+   * fill, as for a load. */
+  q->version = perfc_l1cache_version(c->l1, key);
+  q->ct = (call_ttl){(uint32_t)ttl_ms,
+                     negative_ttl_ms == PERFC_CACHE_TTL_NONE
+                         ? NEG_TTL_NONE
+                         : (uint32_t)negative_ttl_ms};
+  q->fn = fn;
+  q->ud = user_data;
+  memcpy(q->key, key, kl + 1);
+  int rc = perfc_redis_async_get(c->ra, q->key, l2_async_done, q);
+  if (rc != 0)
+    free(q);
+  return rc;
 }
 
 /* The leader's work: L2, then the loader, then the fills. Returns 0 with

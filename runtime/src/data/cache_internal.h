@@ -23,4 +23,28 @@ int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
                             uint8_t **out, size_t *out_len);
 
+/* The declarative hit path's second level, on an event loop (cache_rpc.c's
+ * try_hit): a plain GET of `key` through the cache's asynchronous client.
+ * Returns 0 when the read started: `fn` then runs once on this loop with
+ * 0 and the stored value (borrowed for the callback; L1 was filled with it,
+ * fenced by the key's generation read before the GET, for min(`ttl_ms` or
+ * the cache's, L1's) like an L2 hit of perfc_cache_get_or_load_ttl), with
+ * PERFC_ENOENT for a cached "not found" (L1 filled negatively for
+ * `negative_ttl_ms`, PERFC_CACHE_TTL_NONE: not filled), or with 1 when the
+ * full path must run (Redis has no entry, or failed, or holds something
+ * that is not ours). Returns nonzero (nothing started, `fn` never runs)
+ * when the async read does not apply: no Redis or async client, not on a
+ * loop, invalidations pending (Redis may hold old values), or the client
+ * refused the command. Counters as the synchronous path's for the same
+ * outcome: a hit counts an L1 miss (or bypass) and an L2 hit; a fallback
+ * counts nothing, since the full path counts its own. */
+/* Whether perfc__cache_l2_get_async() may apply now (an async client, no
+ * invalidation pending); a cheap check before deferring a call. */
+int perfc__cache_l2_async_usable(perfc_cache *c);
+typedef void (*perfc__cache_l2_fn)(int rc, const uint8_t *val, size_t len,
+                                   void *user_data);
+int perfc__cache_l2_get_async(perfc_cache *c, const char *key, int64_t ttl_ms,
+                              int64_t negative_ttl_ms, perfc__cache_l2_fn fn,
+                              void *user_data);
+
 #endif /* PERFC_CACHE_INTERNAL_H */

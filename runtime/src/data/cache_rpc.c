@@ -10,6 +10,8 @@
 #include "data/cache_internal.h"
 #include "core/pb_wire_internal.h"
 #include "perfc/arena.h"
+#include "perfc/deferred.h"
+#include "perfc/loop.h"
 #include "perfc/log.h"
 
 #include <stdlib.h>
@@ -132,9 +134,53 @@ perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
   return answer_hit_owned(ctx, key, resp, val, len);
 }
 
-int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
-                            const char *key, ProtobufCMessage *resp,
-                            perfc_status_code *code) {
+/* A deferred call waiting for its Redis read on the loop. */
+typedef struct l2_wait {
+  perfc_deferred *d;
+  const char *key; /* in the call's arena */
+  ProtobufCMessage *resp;
+} l2_wait;
+
+/* On the loop, with the Redis read's outcome. */
+static void l2_answered(int rc, const uint8_t *val, size_t len, void *ud) {
+  l2_wait *w = ud;
+  perfc_ctx *ctx = perfc_deferred_ctx(w->d);
+  if (perfc_deferred_cancelled(w->d) == 1) {
+    /* Answered by the transport already; this only releases the call. */
+    perfc_deferred_finish(w->d, PERFC_STATUS_CANCELLED);
+    return;
+  }
+  if (rc == 0) {
+    /* `val` is borrowed for this callback: the raw response must live in
+     * the arena until the call is sent. */
+    uint8_t *copy = len ? perfc_arena_alloc(perfc_ctx_arena(ctx), len) : NULL;
+    if (len && copy == NULL) {
+      perfc_deferred_finish(w->d, perfc_ctx_error(ctx,
+                                                  PERFC_STATUS_RESOURCE_EXHAUSTED,
+                                                  "out of memory"));
+      return;
+    }
+    if (len)
+      memcpy(copy, val, len);
+    perfc_deferred_finish(w->d, answer_hit(ctx, w->key, w->resp, copy, len));
+    return;
+  }
+  if (rc == PERFC_ENOENT) {
+    perfc_deferred_finish(w->d, perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND,
+                                                "not found"));
+    return;
+  }
+  /* A miss (or Redis failing): the method's trampoline runs on the pool
+   * and takes the full path (lease, load, fill). */
+  if (perfc_deferred_run_handler(w->d) != 0)
+    perfc_deferred_finish(w->d, perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                                                "%s", perfc_last_error()));
+}
+
+int perfc_cache_rpc_try_hit_ttl(perfc_ctx *ctx, perfc_cache *cache,
+                                const char *key, int64_t ttl_ms,
+                                int64_t negative_ttl_ms, ProtobufCMessage *resp,
+                                perfc_status_code *code) {
   if (cache == NULL || key == NULL || resp == NULL || code == NULL)
     return 0;
   uint8_t *val = NULL;
@@ -145,10 +191,31 @@ int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
     *code = perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
     return 1;
   }
-  if (rc != 0)
-    return 0; /* not in L1 (or no memory): the full path on the pool */
-  *code = answer_hit(ctx, key, resp, val, len);
+  if (rc == 0) {
+    *code = answer_hit(ctx, key, resp, val, len);
+    return 1;
+  }
+  if (rc != 1 || perfc_loop_current() == NULL ||
+      !perfc__cache_l2_async_usable(cache))
+    return 0; /* no memory, no loop, no async Redis: the pool's full path */
+  /* Not in L1, on an event loop: read Redis here without a worker; a hit
+   * is answered from the loop, a miss goes to the pool after all. */
+  l2_wait *w = perfc_ctx_alloc(ctx, sizeof *w);
+  if (w == NULL || (w->d = perfc_call_defer(ctx)) == NULL)
+    return 0;
+  w->key = key;
+  w->resp = resp;
+  if (perfc__cache_l2_get_async(cache, key, ttl_ms, negative_ttl_ms,
+                                l2_answered, w) != 0)
+    perfc_deferred_run_handler(w->d); /* at the return: the usual path */
+  *code = PERFC_STATUS_OK; /* ignored: the call is deferred */
   return 1;
+}
+
+int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
+                            const char *key, ProtobufCMessage *resp,
+                            perfc_status_code *code) {
+  return perfc_cache_rpc_try_hit_ttl(ctx, cache, key, 0, 0, resp, code);
 }
 
 void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,

@@ -271,8 +271,9 @@ static int unary_prepare(perfc_ctx *ctx) {
   return 0;
 }
 
-/* Sends the response the handler (or try_inline) produced with `code`. */
-static void unary_complete(perfc_ctx *ctx, perfc_status_code code) {
+/* Sends the response the handler (or try_inline, or a deferred call's
+ * finish) produced with `code`. */
+void perfc__call_unary_complete(perfc_ctx *ctx, perfc_status_code code) {
   const perfc_method_desc *d = ctx->method->desc;
   ctx->code = code;
   if ((unsigned)ctx->code >= PERFC_STATUS_COUNT) {
@@ -317,8 +318,17 @@ static void run_unary(perfc_ctx *ctx) {
                             m->desc->path);
     return;
   }
-  unary_complete(ctx, m->desc->invoke(ctx, m->handlers, m->user_data,
-                                      ctx->req, ctx->resp, NULL));
+  ctx->in_handler = 1;
+  perfc_status_code code = m->desc->invoke(ctx, m->handlers, m->user_data,
+                                           ctx->req, ctx->resp, NULL);
+  ctx->in_handler = 0;
+  /* A deferred call ends at its finish (server/deferred.c), which may
+   * already have come while the handler ran. */
+  if (ctx->deferred != 0) {
+    perfc__deferred_handler_returned(ctx);
+    return;
+  }
+  perfc__call_unary_complete(ctx, code);
 }
 
 static void pool_job(void *arg) {
@@ -327,6 +337,20 @@ static void pool_job(void *arg) {
     run_unary(ctx);
   else
     perfc__stream_run(ctx);
+}
+
+void perfc__call_to_pool(perfc_ctx *ctx) {
+  ctx->deferred = 0;
+  if (!ctx->run_listed && !ctx->close_watched)
+    ctx->ops->watch_close(ctx);
+  ctx->run_listed = 1;
+  int rc = ctx->srv->pool != NULL
+               ? perfc_pool_submit(ctx->srv->pool, pool_job, ctx)
+               : PERFC_ESTATE;
+  if (rc != 0)
+    perfc__call_finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                            "server busy: %s (worker queue bound reached)",
+                            perfc_strerror(rc));
 }
 
 /* ---- dispatch --------------------------------------------------------------- */
@@ -376,8 +400,18 @@ static void arrived(perfc_ctx *ctx) {
       if (unary_prepare(ctx) != 0)
         return;
       perfc_status_code code;
-      if (m->desc->try_inline(ctx, m->user_data, ctx->req, ctx->resp, &code)) {
-        unary_complete(ctx, code);
+      ctx->in_handler = 1;
+      int answered =
+          m->desc->try_inline(ctx, m->user_data, ctx->req, ctx->resp, &code);
+      ctx->in_handler = 0;
+      /* It may defer the call (the declarative cache's Redis read on the
+       * loop), to finish it or hand it to the pool later. */
+      if (ctx->deferred != 0) {
+        perfc__deferred_handler_returned(ctx);
+        return;
+      }
+      if (answered) {
+        perfc__call_unary_complete(ctx, code);
         return;
       }
     }

@@ -83,6 +83,12 @@ struct perfc_server {
    * shutdown grace cancels them on their loops, as it does calls on
    * workers (perfc__cancel_running). */
   atomic_size_t loop_streams;
+  /* Deferred calls not finished yet (server/deferred.c): shutdown waits
+   * for them, since a transport may consider a call over (the C core, once
+   * its client is gone) while its continuation will still finish it. */
+  atomic_uint deferred_live;
+  pthread_mutex_t deferred_mu;
+  pthread_cond_t deferred_cv;
 };
 
 /* The up-calls every transport gets (call.c). */
@@ -94,6 +100,20 @@ void perfc__call_finish(perfc_ctx *ctx);
 void perfc__call_finish_with(perfc_ctx *ctx, perfc_status_code code,
                              const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Ends a unary call with `code` and the response in ctx->resp (or the raw
+ * response): the send-size check, then perfc__call_finish(). */
+void perfc__call_unary_complete(perfc_ctx *ctx, perfc_status_code code);
+/* A unary handler that deferred its call returned (server/deferred.c):
+ * the call ends now if its finish came meanwhile, else at the finish. */
+void perfc__deferred_handler_returned(perfc_ctx *ctx);
+/* A deferred call goes to the worker pool after all
+ * (perfc_deferred_run_handler): the method's handler runs there and its
+ * return ends the call; a full queue ends it RESOURCE_EXHAUSTED. */
+void perfc__call_to_pool(perfc_ctx *ctx);
+/* Shutdown: waits until every deferred call of `srv` was finished, saying
+ * so every 5 s (a handle nobody finishes holds the shutdown, as a handler
+ * that never returns does). */
+void perfc__deferred_wait(perfc_server *srv);
 /* A handler that ran past a server-imposed deadline answers
  * DEADLINE_EXCEEDED. */
 void perfc__call_apply_deadline_cap(perfc_ctx *ctx);

@@ -145,6 +145,8 @@ int perfc_server_new(perfc_server **out, const perfc_server_opts *opts) {
     return rc;
   }
   pthread_mutex_init(&srv->mu, NULL);
+  pthread_mutex_init(&srv->deferred_mu, NULL);
+  pthread_cond_init(&srv->deferred_cv, NULL);
   srv->wake_fd[0] = srv->wake_fd[1] = -1;
   atomic_init(&srv->state, SRV_NEW);
   *out = srv;
@@ -332,6 +334,10 @@ void perfc_server_shutdown(perfc_server *srv, int64_t grace_ms) {
       srv->shutdown_hooks[i].fn(srv, srv->shutdown_hooks[i].user_data);
   srv->tops->shutdown_begin(srv->transport);
   wait_shutdown(srv, grace_ms);
+  /* Deferred calls end at their finish, which may come after the
+   * transport considers them over (their clients were answered). Before
+   * the pool goes: a finish may hand its call to the pool. */
+  perfc__deferred_wait(srv);
   /* All calls have ended, so no pool job can still touch a call. */
   perfc_pool_free(srv->pool);
   srv->pool = NULL;
@@ -519,6 +525,8 @@ void perfc_server_free(perfc_server *srv) {
   free(srv->methods);
   free(srv->services);
   pthread_mutex_destroy(&srv->mu);
+  pthread_cond_destroy(&srv->deferred_cv);
+  pthread_mutex_destroy(&srv->deferred_mu);
   free(srv);
 }
 

@@ -155,6 +155,11 @@ struct perfc_ctx {
    * still registered for its cancel (server/call.c, perfc__ctx_watch): 0
    * lets a cancel or a finish skip the registry's lock. */
   atomic_uint watched;
+  /* perfc_call_defer() (server/deferred.c): the handle's token, 0 while
+   * the call is not deferred; in_handler while a unary handler runs. */
+  uint64_t deferred;
+  int in_handler;
+  int close_watched; /* perfc_call_defer() asked for watch_close */
   perfc_stream *stream; /* streaming methods only, in the arena */
   unsigned ic_entered;  /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];

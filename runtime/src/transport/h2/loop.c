@@ -58,8 +58,18 @@ struct perfc__h2_loop {
 
   perfc__h2_deferred *deferred; /* LIFO; order does not matter */
 
+  /* Loop-local values of the layers above (perfc/loop.h): looked up by
+   * key, their on_exit run when the loop stops. A loop holds a handful. */
+  struct loop_local *locals;
+  size_t nlocals, caplocals;
   void *user;
   uint8_t scratch[PERFC__H2_LOOP_SCRATCH];
+};
+
+struct loop_local {
+  const void *key;
+  void *value;
+  void (*on_exit)(void *value);
 };
 
 static _Thread_local perfc__h2_loop *current;
@@ -118,6 +128,12 @@ void perfc__h2_loop_free(perfc__h2_loop *l) {
    * few instructions and one write(2) from done. */
   while (atomic_load_explicit(&l->posting, memory_order_acquire) != 0)
     sched_yield();
+  /* A loop that never ran, or got values after it stopped. */
+  perfc__h2_loop *prev = current;
+  current = l;
+  perfc__h2_loop_exit_locals(l);
+  current = prev;
+  free(l->locals);
   close(l->wake_io.fd);
   close(l->epfd);
   free(l->heap);
@@ -315,6 +331,17 @@ void perfc__h2_loop_defer(perfc__h2_loop *l, perfc__h2_deferred *d) {
   l->deferred = d;
 }
 
+void perfc__h2_loop_undefer(perfc__h2_loop *l, perfc__h2_deferred *d) {
+  if (!d->queued)
+    return;
+  for (perfc__h2_deferred **p = &l->deferred; *p != NULL; p = &(*p)->next)
+    if (*p == d) {
+      *p = d->next;
+      break;
+    }
+  d->queued = false;
+}
+
 static void run_deferred(perfc__h2_loop *l) {
   /* Detach the list first: a callback may defer again (for the next
    * iteration) without making this loop endless. */
@@ -359,6 +386,10 @@ void perfc__h2_loop_run(perfc__h2_loop *l) {
   while (!atomic_load(&l->stop))
     perfc__h2_loop_run_once(l, -1);
   atomic_store(&l->stop, false);
+  /* What the layers above keep on this loop (a data store's connections)
+   * ends with it, on its thread: their pending work fails now instead of
+   * waiting for a loop that will not run again. */
+  perfc__h2_loop_exit_locals(l);
   current = prev;
 }
 
@@ -376,3 +407,51 @@ void perfc__h2_loop_set_current(perfc__h2_loop *l) { current = l; }
 uint8_t *perfc__h2_loop_scratch(perfc__h2_loop *l) { return l->scratch; }
 void *perfc__h2_loop_user(const perfc__h2_loop *l) { return l->user; }
 void perfc__h2_loop_set_user(perfc__h2_loop *l, void *user) { l->user = user; }
+
+/* ---- loop-local values ---------------------------------------------------- */
+
+void *perfc__h2_loop_local_get(const perfc__h2_loop *l, const void *key) {
+  for (size_t i = 0; i < l->nlocals; i++)
+    if (l->locals[i].key == key)
+      return l->locals[i].value;
+  return NULL;
+}
+
+int perfc__h2_loop_local_set(perfc__h2_loop *l, const void *key, void *value,
+                             void (*on_exit)(void *value)) {
+  for (size_t i = 0; i < l->nlocals; i++)
+    if (l->locals[i].key == key) {
+      l->locals[i].value = value;
+      l->locals[i].on_exit = on_exit;
+      return 0;
+    }
+  if (l->nlocals == l->caplocals) {
+    size_t cap = l->caplocals ? l->caplocals * 2 : 4;
+    struct loop_local *n = realloc(l->locals, cap * sizeof *n);
+    if (n == NULL)
+      return perfc__fail(PERFC_ENOMEM, "loop: out of memory");
+    l->locals = n;
+    l->caplocals = cap;
+  }
+  l->locals[l->nlocals++] =
+      (struct loop_local){.key = key, .value = value, .on_exit = on_exit};
+  return 0;
+}
+
+void perfc__h2_loop_local_del(perfc__h2_loop *l, const void *key) {
+  for (size_t i = 0; i < l->nlocals; i++)
+    if (l->locals[i].key == key) {
+      l->locals[i] = l->locals[--l->nlocals];
+      return;
+    }
+}
+
+void perfc__h2_loop_exit_locals(perfc__h2_loop *l) {
+  /* Taken off the list before its on_exit runs, which may look up or
+   * remove other values. */
+  while (l->nlocals > 0) {
+    struct loop_local v = l->locals[--l->nlocals];
+    if (v.on_exit != NULL)
+      v.on_exit(v.value);
+  }
+}

@@ -99,6 +99,20 @@ uint64_t perfc__h2_loop_wakes(const perfc__h2_loop *l);
  * called from a deferred callback). */
 void perfc__h2_loop_defer(perfc__h2_loop *l, perfc__h2_deferred *d);
 
+/* Loop thread: takes `d` off the end-of-iteration list if it is queued
+ * (its owner is about to be freed). */
+void perfc__h2_loop_undefer(perfc__h2_loop *l, perfc__h2_deferred *d);
+
+/* Loop-local values (perfc/loop.h's perfc_loop_local_*), loop thread only:
+ * one value per key; on_exit(value) runs when perfc__h2_loop_run() returns
+ * (or at perfc__h2_loop_free() for values still set), after the value was
+ * removed. set returns 0 or PERFC_ENOMEM. */
+void *perfc__h2_loop_local_get(const perfc__h2_loop *l, const void *key);
+int perfc__h2_loop_local_set(perfc__h2_loop *l, const void *key, void *value,
+                             void (*on_exit)(void *value));
+void perfc__h2_loop_local_del(perfc__h2_loop *l, const void *key);
+void perfc__h2_loop_exit_locals(perfc__h2_loop *l);
+
 /* One iteration: waits up to `max_wait_ms` (-1: until an event or the
  * next timer), dispatches I/O, expired timers, posted tasks, then deferred
  * work. Returns the number of epoll events handled. */

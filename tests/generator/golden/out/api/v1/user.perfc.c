@@ -168,8 +168,9 @@ static perfc_status_code api__v1__user_service__get_user__perfc_invoke(perfc_ctx
       30000u, req, resp, api__v1__user_service__get_user__perfc_load, b);
 }
 
-/* GetUser's L1 hits (and cached "not found") answered on the poller; a
- * miss returns 0 and the call goes to its executor. */
+/* GetUser's L1 hits (and cached "not found") answered on the poller; on
+ * an event loop an L1 miss reads Redis there (a hit is answered from the
+ * loop); otherwise the call goes to its executor. */
 static int api__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
     void *user_data, const ProtobufCMessage *req, ProtobufCMessage *resp,
     perfc_status_code *code) {
@@ -180,7 +181,8 @@ static int api__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
   (void)r; /* unused when the key names no field */
   const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
       "user:%lld", (long long)r->id);
-  return perfc_cache_rpc_try_hit(ctx, b->cache, key, resp, code);
+  return perfc_cache_rpc_try_hit_ttl(ctx, b->cache, key, 300000u,
+      30000u, resp, code);
 }
 
 static perfc_status_code api__v1__user_service__list_users__perfc_invoke(perfc_ctx *ctx,
