@@ -119,6 +119,8 @@ static perfc_deferred *handle_of(uint32_t idx, uint32_t gen) {
 static dslot *slot_of(const perfc_deferred *d, uint32_t *idx, uint32_t *gen) {
   uint64_t v = (uint64_t)(uintptr_t)d;
   uint32_t idx1 = (uint32_t)v;
+  *idx = 0; /* set on every path: gcc -O3 cannot see the NULL return */
+  *gen = 0;
   if (idx1 == 0 || (idx1 - 1) / CHUNK_SLOTS >= atomic_load(&nchunks))
     return NULL;
   *idx = idx1 - 1;
