@@ -108,6 +108,11 @@ struct perfc__h2_conn {
   uint32_t nowed; /* streams whose window consumption waits for budget */
   bool preface_done, goaway_sent, closing, dead, in_header_block;
   int64_t grace_deadline_ms; /* after GOAWAY for age/shutdown; 0 = none */
+  /* Idle/age drain, first phase: the shutdown notice (GOAWAY with the
+   * largest stream id) and a PING went at this time; the final GOAWAY
+   * waits for the ACK (or keepalive_timeout). 0 = not in that phase. */
+  int64_t drain_ping_ms;
+  int64_t drain_grace_ms; /* the grace the final GOAWAY will get */
 };
 
 /* A stream's state (grpc.c). */
