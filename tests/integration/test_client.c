@@ -994,8 +994,12 @@ static perfc_server *start_and_call(const perfc_server_opts *o, int *port_out,
 
 Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
      .timeout = 60) {
+  /* SAN_SLOW: under a sanitizer on a loaded machine, 300 ms could pass
+   * between the first call and the first `ss` (popen forks the whole
+   * instrumented process), and the connection be gone before it is seen
+   * open. The wait for the close scales the same way. */
   perfc_server_opts o = {.max_connection_idle_enabled = 1,
-                         .max_connection_idle_ms = 300};
+                         .max_connection_idle_ms = 300 * SAN_SLOW};
   int p;
   perfc_channel *c;
   perfc_server *s = start_and_call(&o, &p, &c);
@@ -1007,10 +1011,15 @@ Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
   cr_assert_eq(open, 1);
   /* Idle for well past the limit: the server sends GOAWAY and closes. */
   int closed = 0;
-  for (int i = 0; i < 40 && !closed; i++) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
     usleep(100 * 1000);
     closed = count_established(p) == 0;
-  }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (!closed && (t.tv_sec - t0.tv_sec) * 1000 +
+                              (t.tv_nsec - t0.tv_nsec) / 1000000 <
+                          4000 * SAN_SLOW);
   cr_assert(closed, "the idle connection is still open");
   /* The channel reconnects on the next call. */
   perfc_call_opts co = {.wait_for_ready = 1};
