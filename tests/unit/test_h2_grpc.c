@@ -834,6 +834,53 @@ Test(h2_grpc, a_request_crossing_the_idle_goaway_is_served) {
   cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 1);
 }
 
+/* Max age with a call that never ends, and a client that never answers
+ * the drain's PING: the final GOAWAY comes keepalive_timeout after the
+ * notice, and the close max_connection_age_grace after that. The grace is
+ * armed from the timer's own callback here, which must not re-arm past it. */
+Test(h2_grpc, max_connection_age_grace_closes_a_call_that_never_ends) {
+  perfc__h2_opts o;
+  perfc__h2_opts_init(&o);
+  o.loops = 1;
+  o.max_connection_age_enabled = true;
+  o.max_connection_age_ms = 200;
+  o.max_connection_age_grace_ms = 300;
+  o.keepalive_timeout_ms = 200;
+  start(MODE_SILENT, &o);
+  cli *c = cli_new(65535);
+  nghttp2_session_del(c->ng);
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_send_callback(cb, c_send);
+  nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_close);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_frame);
+  nghttp2_option *opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_ping_ack(opt, 1);
+  nghttp2_session_client_new2(&c->ng, cb, c, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_submit_settings(c->ng, 0, NULL, 0);
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"hi", 2, 1);
+  int64_t t0 = perfc__h2_now_ms();
+  int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+  cli_pump(c, 10000, NULL, 0); /* until EOF */
+  int64_t took = perfc__h2_now_ms() - t0;
+  cr_assert(c->eof, "still open after %lld ms", (long long)took);
+  cr_assert(c->goaway);
+  /* age (±10 %) + ACK wait + grace = 0.7-0.72 s on an idle machine; the
+   * bound only says the grace was kept, not missed by the next timer
+   * (keepalive, 2 h). */
+  cr_assert_geq(took, 680);
+  cr_assert_lt(took, 9000);
+  cr_assert_eq(res_of(c, sid)->grpc_status, -1, "the silent call never answered");
+  cli_free(c);
+  stop();
+  cr_assert_eq(R.reasons[PERFC__H2_CLOSE_CONN], 1);
+}
+
 Test(h2_grpc, connections_past_max_connections_are_refused_with_goaway) {
   perfc__h2_opts o;
   perfc__h2_opts_init(&o);

@@ -217,6 +217,9 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
   if (c->drain_ping_ms != 0 && !c->goaway_sent &&
       c->drain_ping_ms + o->keepalive_timeout_ms < next)
     next = c->drain_ping_ms + o->keepalive_timeout_ms;
+  /* A drain begun above armed its grace; the re-arm below must keep it. */
+  if (c->grace_deadline_ms != 0 && c->grace_deadline_ms < next)
+    next = c->grace_deadline_ms;
   if (!c->dead && next != INT64_MAX)
     perfc__h2_timer_arm(c->lc->loop, &c->timer, next);
 }
