@@ -119,6 +119,12 @@ static void begin_graceful_drain(perfc__h2_conn *c, int64_t grace_ms) {
   c->drain_ping_ms = now;
   c->drain_grace_ms = grace_ms;
   timer_at_most(c, now + c->lc->srv->o.keepalive_timeout_ms);
+  /* The grace runs from this first GOAWAY, as grpc's does: a client that
+   * never ACKs does not stretch the drain. */
+  if (grace_ms > 0) {
+    c->grace_deadline_ms = now + grace_ms;
+    timer_at_most(c, c->grace_deadline_ms);
+  }
   perfc__h2_conn_defer_flush(c);
 }
 
