@@ -94,6 +94,12 @@ void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms) {
   perfc__h2_conn_defer_flush(c);
 }
 
+/* How long the first phase of a drain waits for its PING's ACK at most
+ * (keepalive_timeout if shorter): RFC 9113 asks for at least a round
+ * trip. grpc's 1.51 client does not ACK a PING that follows a GOAWAY, so
+ * with it this is simply the wait before the final GOAWAY. */
+#define DRAIN_ACK_WAIT_MS 1000
+
 /* The PING that closes the first phase of an idle/age drain. */
 static const uint8_t DRAIN_PING[8] = {'p', 'e', 'r', 'f', 'c', 'd', 'r', 0};
 
@@ -106,7 +112,12 @@ static const uint8_t DRAIN_PING[8] = {'p', 'e', 'r', 'f', 'c', 'd', 'r', 0};
  * client sends the ACK after anything it sent before reading the notice,
  * so once it arrives every such request has been processed, and the final
  * GOAWAY (begin_drain) names the true last stream. A client that does not
- * ACK within keepalive_timeout gets the final GOAWAY anyway. */
+ * ACK within drain_ack_wait gets the final GOAWAY anyway. */
+static int64_t drain_ack_wait(const perfc__h2_opts *o) {
+  return o->keepalive_timeout_ms < DRAIN_ACK_WAIT_MS ? o->keepalive_timeout_ms
+                                                     : DRAIN_ACK_WAIT_MS;
+}
+
 static void begin_graceful_drain(perfc__h2_conn *c, int64_t grace_ms) {
   if (c->dead || c->closing || c->goaway_sent || c->drain_ping_ms != 0)
     return;
@@ -118,7 +129,7 @@ static void begin_graceful_drain(perfc__h2_conn *c, int64_t grace_ms) {
   int64_t now = perfc__h2_now_ms();
   c->drain_ping_ms = now;
   c->drain_grace_ms = grace_ms;
-  timer_at_most(c, now + c->lc->srv->o.keepalive_timeout_ms);
+  timer_at_most(c, now + drain_ack_wait(&c->lc->srv->o));
   /* The grace runs from this first GOAWAY, as grpc's does: a client that
    * never ACKs does not stretch the drain. */
   if (grace_ms > 0) {
@@ -194,7 +205,7 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
       next = at;
   }
   if (c->drain_ping_ms != 0 && !c->goaway_sent) {
-    int64_t at = c->drain_ping_ms + o->keepalive_timeout_ms;
+    int64_t at = c->drain_ping_ms + drain_ack_wait(o);
     if (now >= at)
       end_graceful_drain(c);
     else if (at < next)
@@ -221,8 +232,8 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
       next = c->age_at_ms;
   }
   if (c->drain_ping_ms != 0 && !c->goaway_sent &&
-      c->drain_ping_ms + o->keepalive_timeout_ms < next)
-    next = c->drain_ping_ms + o->keepalive_timeout_ms;
+      c->drain_ping_ms + drain_ack_wait(o) < next)
+    next = c->drain_ping_ms + drain_ack_wait(o);
   /* A drain begun above armed its grace; the re-arm below must keep it. */
   if (c->grace_deadline_ms != 0 && c->grace_deadline_ms < next)
     next = c->grace_deadline_ms;
