@@ -994,8 +994,12 @@ static perfc_server *start_and_call(const perfc_server_opts *o, int *port_out,
 
 Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
      .timeout = 60) {
+  /* SAN_SLOW: under a sanitizer on a loaded machine, 300 ms could pass
+   * between the first call and the first `ss` (popen forks the whole
+   * instrumented process), and the connection be gone before it is seen
+   * open. The wait for the close scales the same way. */
   perfc_server_opts o = {.max_connection_idle_enabled = 1,
-                         .max_connection_idle_ms = 300};
+                         .max_connection_idle_ms = 300 * SAN_SLOW};
   int p;
   perfc_channel *c;
   perfc_server *s = start_and_call(&o, &p, &c);
@@ -1007,10 +1011,15 @@ Test(server_opts, idle_connections_are_closed_after_max_connection_idle,
   cr_assert_eq(open, 1);
   /* Idle for well past the limit: the server sends GOAWAY and closes. */
   int closed = 0;
-  for (int i = 0; i < 40 && !closed; i++) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
     usleep(100 * 1000);
     closed = count_established(p) == 0;
-  }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (!closed && (t.tv_sec - t0.tv_sec) * 1000 +
+                              (t.tv_nsec - t0.tv_nsec) / 1000000 <
+                          4000 * SAN_SLOW);
   cr_assert(closed, "the idle connection is still open");
   /* The channel reconnects on the next call. */
   perfc_call_opts co = {.wait_for_ready = 1};
@@ -1211,9 +1220,13 @@ Test(client_opts, keepalive_enabled_pings_and_drops_a_silent_server,
     snprintf(target, sizeof target, "127.0.0.1:%d", ntohs(a.sin_port));
     perfc_channel_opts o = {0};
     if (on) {
+      /* SAN_SLOW: under TSan on a loaded machine the 100 ms call, the
+       * accept and the reads below took more than 500 ms, the client had
+       * already pinged, timed out and closed, and the SETTINGS write died
+       * of SIGPIPE. */
       o.keepalive_enabled = true;
-      o.keepalive_time_ms = 200;
-      o.keepalive_timeout_ms = 300;
+      o.keepalive_time_ms = 200 * SAN_SLOW;
+      o.keepalive_timeout_ms = 300 * SAN_SLOW;
       o.keepalive_permit_without_calls = true; /* the call below ends */
     }
     perfc_channel *c;
@@ -1243,14 +1256,17 @@ Test(client_opts, keepalive_enabled_pings_and_drops_a_silent_server,
     cr_assert_eq(memcmp(preface, "PRI * HTTP/2.0", 14), 0);
     static const unsigned char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
     static const unsigned char ack[9] = {0, 0, 0, 4, 1, 0, 0, 0, 0};
-    cr_assert_eq(write(fd, settings, sizeof settings), (ssize_t)sizeof settings);
-    cr_assert_eq(write(fd, ack, sizeof ack), (ssize_t)sizeof ack);
+    cr_assert_eq(send(fd, settings, sizeof settings, MSG_NOSIGNAL),
+                 (ssize_t)sizeof settings, "the client closed first");
+    cr_assert_eq(send(fd, ack, sizeof ack, MSG_NOSIGNAL), (ssize_t)sizeof ack,
+                 "the client closed first");
     int pings, goaways;
-    long ms = read_until_close(fd, 3000, &pings, &goaways);
+    long ms = read_until_close(fd, 3000 * SAN_SLOW, &pings, &goaways);
     if (on) {
       cr_assert_geq(pings, 1, "no keepalive ping before the close");
-      cr_assert(ms >= 0 && ms < 3000,
-                "closed after %ld ms, expected about 500 (time + timeout)", ms);
+      cr_assert(ms >= 0 && ms < 3000 * SAN_SLOW,
+                "closed after %ld ms, expected about %d (time + timeout)", ms,
+                500 * SAN_SLOW);
     } else {
       cr_assert_eq(ms, -1, "closed after %ld ms without keepalive", ms);
       cr_assert_eq(pings, 0);

@@ -102,6 +102,56 @@ void perfc__h2_conn_begin_drain(perfc__h2_conn *c, int64_t grace_ms) {
   perfc__h2_conn_defer_flush(c);
 }
 
+/* How long the first phase of a drain waits for its PING's ACK at most
+ * (keepalive_timeout if shorter): RFC 9113 asks for at least a round
+ * trip. grpc's 1.51 client does not ACK a PING that follows a GOAWAY, so
+ * with it this is simply the wait before the final GOAWAY. */
+#define DRAIN_ACK_WAIT_MS 1000
+
+/* The PING that closes the first phase of an idle/age drain. */
+static const uint8_t DRAIN_PING[8] = {'p', 'e', 'r', 'f', 'c', 'd', 'r', 0};
+
+/* An idle or age drain decided on our clock: the client may have a request
+ * on the wire already, and a GOAWAY naming the last stream we processed
+ * followed by a close would lose it (closed with unread input, the socket
+ * even resets, and the client cannot tell the request was never seen).
+ * So, as grpc does and RFC 9113 6.8 advises: a shutdown notice (GOAWAY
+ * with the largest stream id: no new streams, please) and a PING; the
+ * client sends the ACK after anything it sent before reading the notice,
+ * so once it arrives every such request has been processed, and the final
+ * GOAWAY (begin_drain) names the true last stream. A client that does not
+ * ACK within drain_ack_wait gets the final GOAWAY anyway. */
+static int64_t drain_ack_wait(const perfc__h2_opts *o) {
+  return o->keepalive_timeout_ms < DRAIN_ACK_WAIT_MS ? o->keepalive_timeout_ms
+                                                     : DRAIN_ACK_WAIT_MS;
+}
+
+static void begin_graceful_drain(perfc__h2_conn *c, int64_t grace_ms) {
+  if (c->dead || c->closing || c->goaway_sent || c->drain_ping_ms != 0)
+    return;
+  if (nghttp2_submit_shutdown_notice(c->ng) != 0 ||
+      nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, DRAIN_PING) != 0) {
+    perfc__h2_conn_begin_drain(c, grace_ms);
+    return;
+  }
+  int64_t now = perfc__h2_now_ms();
+  c->drain_ping_ms = now;
+  c->drain_grace_ms = grace_ms;
+  timer_at_most(c, now + drain_ack_wait(&c->lc->srv->o));
+  /* The grace runs from this first GOAWAY, as grpc's does: a client that
+   * never ACKs does not stretch the drain. */
+  if (grace_ms > 0) {
+    c->grace_deadline_ms = now + grace_ms;
+    timer_at_most(c, c->grace_deadline_ms);
+  }
+  perfc__h2_conn_defer_flush(c);
+}
+
+static void end_graceful_drain(perfc__h2_conn *c) {
+  c->drain_ping_ms = 0;
+  perfc__h2_conn_begin_drain(c, c->drain_grace_ms);
+}
+
 static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
   (void)l;
   perfc__h2_conn *c = CONN_OF(t, timer);
@@ -177,23 +227,39 @@ static void conn_timer_cb(perfc__h2_loop *l, perfc__h2_timer *t) {
     if (at < next)
       next = at;
   }
-  if (o->max_connection_idle_enabled && !c->goaway_sent) {
+  if (c->drain_ping_ms != 0 && !c->goaway_sent) {
+    int64_t at = c->drain_ping_ms + drain_ack_wait(o);
+    if (now >= at)
+      end_graceful_drain(c);
+    else if (at < next)
+      next = at;
+  }
+  /* Idle counts from the preface (before it the handshake timeout rules):
+   * a client slow to send its first request after connecting is not idle. */
+  bool draining = c->goaway_sent || c->drain_ping_ms != 0;
+  if (o->max_connection_idle_enabled && !draining && c->preface_done) {
     if (c->nstreams == 0) {
       int64_t at = c->idle_since_ms + o->max_connection_idle_ms;
       if (now >= at)
-        perfc__h2_conn_begin_drain(c, o->max_connection_age_grace_ms);
+        begin_graceful_drain(c, o->max_connection_age_grace_ms);
       else if (at < next)
         next = at;
     } else if (now + o->max_connection_idle_ms < next) {
       next = now + o->max_connection_idle_ms;
     }
   }
-  if (o->max_connection_age_enabled && !c->goaway_sent) {
+  if (o->max_connection_age_enabled && !draining) {
     if (now >= c->age_at_ms)
-      perfc__h2_conn_begin_drain(c, o->max_connection_age_grace_ms);
+      begin_graceful_drain(c, o->max_connection_age_grace_ms);
     else if (c->age_at_ms < next)
       next = c->age_at_ms;
   }
+  if (c->drain_ping_ms != 0 && !c->goaway_sent &&
+      c->drain_ping_ms + drain_ack_wait(o) < next)
+    next = c->drain_ping_ms + drain_ack_wait(o);
+  /* A drain begun above armed its grace; the re-arm below must keep it. */
+  if (c->grace_deadline_ms != 0 && c->grace_deadline_ms < next)
+    next = c->grace_deadline_ms;
   if (!c->dead && next != INT64_MAX)
     perfc__h2_timer_arm(c->lc->loop, &c->timer, next);
 }
@@ -240,8 +306,12 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *f,
   const perfc__h2_opts *o = &c->lc->srv->o;
   switch (f->hd.type) {
   case NGHTTP2_SETTINGS:
-    if (!c->preface_done && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+    if (!c->preface_done && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
       c->preface_done = true;
+      c->idle_since_ms = c->last_read_ms; /* idle counts from here */
+      if (o->max_connection_idle_enabled && c->nstreams == 0)
+        timer_at_most(c, c->idle_since_ms + o->max_connection_idle_ms);
+    }
     break;
   case NGHTTP2_HEADERS:
     c->in_header_block = false;
@@ -249,6 +319,9 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *f,
   case NGHTTP2_PING:
     if (f->hd.flags & NGHTTP2_FLAG_ACK) {
       c->ping_sent_ms = 0;
+      if (c->drain_ping_ms != 0 && !c->goaway_sent &&
+          memcmp(f->ping.opaque_data, DRAIN_PING, 8) == 0)
+        end_graceful_drain(c);
       break;
     }
     {

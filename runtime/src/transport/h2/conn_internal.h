@@ -116,6 +116,11 @@ struct perfc__h2_conn {
   bool sniffing;
   bool lingering; /* HTTP/1.1: answer sent, write side shut, input discarded */
   struct perfc__h1 *h1;
+  /* Idle/age drain, first phase: the shutdown notice (GOAWAY with the
+   * largest stream id) and a PING went at this time; the final GOAWAY
+   * waits for the ACK (or keepalive_timeout). 0 = not in that phase. */
+  int64_t drain_ping_ms;
+  int64_t drain_grace_ms; /* the grace the final GOAWAY will get */
 };
 
 /* A stream's state (grpc.c). */
