@@ -35,6 +35,8 @@ void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
 void AnnotateIgnoreWritesBegin(const char *file, int line);
 void AnnotateIgnoreWritesEnd(const char *file, int line);
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
 #define PERFC_HANDOFF_RELEASE(tag) __tsan_release(tag)
 #define PERFC_HANDOFF_ACQUIRE(tag) __tsan_acquire(tag)
 /* Around giving back memory the core allocated and filled (a call's request
@@ -46,11 +48,20 @@ void AnnotateIgnoreWritesEnd(const char *file, int line);
  * ignore it (and only it). */
 #define PERFC_CORE_MEMORY_BEGIN() AnnotateIgnoreWritesBegin(__FILE__, __LINE__)
 #define PERFC_CORE_MEMORY_END() AnnotateIgnoreWritesEnd(__FILE__, __LINE__)
+/* Around reading a byte buffer the core made (a received message): the
+ * core fills it on whichever thread polled the connection (a client's
+ * pluck, or another poller, may process this call's read) and hands it
+ * over through its own locks. Only reads are ignored; perfc's writes (the
+ * arena copy) are still checked. */
+#define PERFC_CORE_READS_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define PERFC_CORE_READS_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
 #else
 #define PERFC_HANDOFF_RELEASE(tag) ((void)(tag))
 #define PERFC_HANDOFF_ACQUIRE(tag) ((void)(tag))
 #define PERFC_CORE_MEMORY_BEGIN() ((void)0)
 #define PERFC_CORE_MEMORY_END() ((void)0)
+#define PERFC_CORE_READS_BEGIN() ((void)0)
+#define PERFC_CORE_READS_END() ((void)0)
 #endif
 
 #define PERFC_CONTAINER_OF(ptr, type, member)                                  \

@@ -5,6 +5,7 @@
  *
  * Room: runtime/src/transport/core; wraps the grpc headers only.
  */
+#include "core/tag_internal.h"
 #include "transport/core/grpc_internal.h"
 #include "core/thread_internal.h"
 
@@ -149,9 +150,8 @@ static int inflate_bounded(const grpc_slice_buffer *in, int gzip, size_t max,
   return rc;
 }
 
-int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, size_t max,
-                               perfc_arena *a, const uint8_t **data,
-                               size_t *len) {
+static int flatten(grpc_byte_buffer *bb, size_t max, perfc_arena *a,
+                   const uint8_t **data, size_t *len) {
   /* The raw slices are read directly, never through
    * grpc_byte_buffer_reader: the reader inflates a compressed buffer in
    * full, with no bound (the decompression bomb of docs/reliability.md). */
@@ -189,6 +189,15 @@ int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, size_t max,
   *data = buf;
   *len = off;
   return 0;
+}
+
+int perfc__byte_buffer_flatten(grpc_byte_buffer *bb, size_t max,
+                               perfc_arena *a, const uint8_t **data,
+                               size_t *len) {
+  PERFC_CORE_READS_BEGIN(); /* the core's memory: see core/tag_internal.h */
+  int rc = flatten(bb, max, a, data, len);
+  PERFC_CORE_READS_END();
+  return rc;
 }
 
 size_t perfc__recv_limit(int max_recv_message_bytes) {
