@@ -466,6 +466,15 @@ class EarlySignalTests(unittest.TestCase):
     ROUNDS = 20
 
     def rounds(self, name, sig):
+        if "thread" in _SAN:
+            # ThreadSanitizer defers an asynchronous signal to the receiving
+            # thread's next intercepted call, and loses some that arrive
+            # during start-up: in 1 round in 7 to 1 in 140 the server hung
+            # in perfc_server_run() with its handler never run, nothing
+            # pending in /proc/PID/status, and every perfc thread blocking
+            # the signal. 0 hangs in 1,600 rounds of the normal build and
+            # 400 of the ASan build, which run this test.
+            self.skipTest("ThreadSanitizer loses early asynchronous signals")
         path = os.path.join(BIN, name)
         if not os.path.exists(path):
             self.skipTest(name + " not built")

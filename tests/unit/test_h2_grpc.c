@@ -7,6 +7,7 @@
  *
  * Room: tests/unit.
  */
+#include "transport/h2/conn_internal.h"
 #include "transport/h2/h2_internal.h"
 #include "transport/h2/loop_internal.h"
 
@@ -15,6 +16,8 @@
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -925,6 +928,52 @@ Test(h2_grpc, a_request_crossing_the_idle_goaway_is_served) {
   cli_free(c);
   stop();
   cr_assert_eq(R.reasons[PERFC__H2_CLOSE_DONE], 1);
+}
+
+/* perfc_server_shutdown() waits for the calls in flight once the drain
+ * has begun, then frees the worker pool: a stream that began after that
+ * wait would run with no pool (a use after free TSan caught in make
+ * check). So the drain returns only once every loop sent its GOAWAY, and
+ * a request sent after it returns never becomes a call. */
+static atomic_int busy_started;
+
+static void busy_task(perfc__h2_loop *l, perfc__h2_task *t) {
+  (void)l;
+  (void)t;
+  atomic_store(&busy_started, 1);
+  struct timespec ts = {0, 300 * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+Test(h2_grpc, no_stream_begins_once_the_drain_returned) {
+  start(MODE_ECHO, NULL);
+  cli *c = cli_new(65535);
+  uint8_t body[16];
+  size_t n = frame_msgs(body, (const uint8_t *)"hi", 2, 1);
+  int32_t first = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+  cli_pump(c, 5000, stream_closed, first);
+  cr_assert_eq(res_of(c, first)->grpc_status, 0);
+  /* The loop is busy when the drain is asked for: a drain that only
+   * posted its task would return before the loop ran it. */
+  static perfc__h2_task busy = {.run = busy_task};
+  atomic_store(&busy_started, 0);
+  perfc__h2_loop_post(srv->lcs[0].loop, &busy, true);
+  while (!atomic_load(&busy_started))
+    sched_yield();
+  perfc__h2_server_drain(srv);
+  /* Read after the drain's lock: the loop wrote it before it let go. */
+  cr_assert(srv->lcs[0].draining, "the drain returned before its loop ran it");
+  int32_t late = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, 0);
+  cr_assert_geq(late, 3);
+  nghttp2_session_send(c->ng); /* before reading the GOAWAY */
+  cli_pump(c, 5000, stream_closed, late);
+  cr_assert(c->goaway);
+  cr_assert_eq(c->goaway_code, NGHTTP2_NO_ERROR);
+  cr_assert(res_of(c, late)->closed, "the late stream was never closed");
+  cr_assert_neq(res_of(c, late)->grpc_status, 0, "the late stream was served");
+  cr_assert_eq(rget(&R.calls), 1, "%d calls began", rget(&R.calls));
+  cli_free(c);
+  stop();
 }
 
 /* Max age with a call that never ends, and a client that never answers

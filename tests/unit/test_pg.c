@@ -705,9 +705,10 @@ Test(pg, recovers_after_server_restart, .timeout = 120) {
   for (int i = 0; i < 3; i++)
     perfc_pg_release(c[i]);
 
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up --restart %s app >/dev/null",
-           src_root(), getenv("PERFC_TEST_PG_DIR"));
+  char cmd[2200];
+  const char *dir = getenv("PERFC_TEST_PG_DIR");
+  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up --restart %.1000s app >/dev/null",
+           src_root(), dir != NULL ? dir : "");
   cr_assert_eq(system(cmd), 0, "pg-up --restart failed");
 
   /* The failing call reports UNAVAILABLE; the next one works, on a new

@@ -77,6 +77,11 @@ struct perfc__h2_server {
   size_t ntls;
   atomic_uint conns_open;
   bool started, stopped, drained;
+  /* perfc__h2_server_drain() waits until every loop has run its drain
+   * task, so no stream can begin once it returns. */
+  pthread_mutex_t drain_mu;
+  pthread_cond_t drain_cv;
+  int drains_pending;
   perfc__h2_cors cors; /* HTTP requests' CORS; n 0 = off */
   nghttp2_session_callbacks *ngcb;
   nghttp2_option *ngopt;

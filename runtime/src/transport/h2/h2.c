@@ -118,6 +118,8 @@ int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
   }
   srv->cb = *cb;
   srv->data = server_data;
+  pthread_mutex_init(&srv->drain_mu, NULL);
+  pthread_cond_init(&srv->drain_cv, NULL);
   int rc = perfc__h2_callbacks_new(&srv->ngcb);
   if (rc == 0 && nghttp2_option_new(&srv->ngopt) != 0)
     rc = perfc__fail(PERFC_ENOMEM, "h2 server: out of memory");
@@ -358,6 +360,13 @@ static void shutdown_run(perfc__h2_loop *l, perfc__h2_task *t) {
   perfc__h2_timer_arm(l, &lc->drain_timer, lc->drain_deadline_ms);
 }
 
+static void drain_done(perfc__h2_server *srv) {
+  pthread_mutex_lock(&srv->drain_mu);
+  if (--srv->drains_pending == 0)
+    pthread_cond_broadcast(&srv->drain_cv);
+  pthread_mutex_unlock(&srv->drain_mu);
+}
+
 static void drain_run(perfc__h2_loop *l, perfc__h2_task *t) {
   perfc__h2_lctx *lc =
       (perfc__h2_lctx *)((char *)t - offsetof(perfc__h2_lctx, drain_task));
@@ -366,24 +375,41 @@ static void drain_run(perfc__h2_loop *l, perfc__h2_task *t) {
     perfc__h2_listener_close(&lc->listeners[k]);
   if (lc->conns == NULL) {
     perfc__h2_loop_stop(l);
-    return;
+  } else {
+    /* No deadline: a connection closes once its last stream ended. The
+     * GOAWAY names the last stream nghttp2 has seen, and nghttp2 ignores
+     * any later one from now on, even before the frame leaves. */
+    for (perfc__h2_conn *c = lc->conns; c != NULL; c = c->next)
+      perfc__h2_conn_begin_drain(c, 0);
   }
-  /* No deadline: a connection closes once its last stream ended. */
-  for (perfc__h2_conn *c = lc->conns; c != NULL; c = c->next)
-    perfc__h2_conn_begin_drain(c, 0);
+  drain_done(lc->srv);
 }
 
 void perfc__h2_server_drain(perfc__h2_server *srv) {
   if (srv == NULL || srv->stopped || srv->drained)
     return;
   srv->drained = true;
+  perfc__h2_loop *self = perfc__h2_loop_current();
+  bool on_own_loop = false;
+  pthread_mutex_lock(&srv->drain_mu);
   for (int i = 0; i < srv->nloops; i++) {
     perfc__h2_lctx *lc = &srv->lcs[i];
     if (!lc->thread_started)
       continue;
+    if (lc->loop == self)
+      on_own_loop = true;
+    srv->drains_pending++;
     lc->drain_task.run = drain_run;
     perfc__h2_loop_post(lc->loop, &lc->drain_task, true);
   }
+  /* The caller next waits for the calls in flight to end: a stream that
+   * began after that count reached zero would meet a pool already freed.
+   * So the drain is not begun until every loop has sent its GOAWAY and
+   * refuses new streams. A loop cannot wait for itself (its task runs
+   * after this returns): from a loop thread the drain stays asynchronous. */
+  while (!on_own_loop && srv->drains_pending > 0)
+    pthread_cond_wait(&srv->drain_cv, &srv->drain_mu);
+  pthread_mutex_unlock(&srv->drain_mu);
 }
 
 void perfc__h2_server_shutdown(perfc__h2_server *srv, int64_t grace_ms) {
@@ -436,6 +462,8 @@ void perfc__h2_server_free(perfc__h2_server *srv) {
   free(srv->lcs);
   nghttp2_session_callbacks_del(srv->ngcb);
   nghttp2_option_del(srv->ngopt);
+  pthread_cond_destroy(&srv->drain_cv);
+  pthread_mutex_destroy(&srv->drain_mu);
   free(srv);
 }
 
