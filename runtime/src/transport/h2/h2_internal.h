@@ -249,8 +249,9 @@ int perfc__h2_server_listen(perfc__h2_server *srv, const char *addr,
                             const perfc_tls_opts *tls, int *bound_port);
 /* Starts one thread per loop. Returns 0, PERFC_ETHREAD or PERFC_ESTATE. */
 int perfc__h2_server_start(perfc__h2_server *srv);
-/* The first half of a graceful stop (any thread but a loop's; returns at
- * once): listeners close and every connection gets GOAWAY with its last
+/* The first half of a graceful stop (any thread but a loop's; returns
+ * once every loop has run it, so no stream begins after it returns):
+ * listeners close and every connection gets GOAWAY with its last
  * stream id; calls in flight go on without a deadline, a connection closes
  * once its last stream ended, and the loops keep running (answers posted
  * by workers still go out) until perfc__h2_server_shutdown(). Idempotent. */
