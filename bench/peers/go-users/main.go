@@ -57,6 +57,7 @@ import (
 	"time"
 
 	"github.com/golang/protobuf/proto"
+	"github.com/golang/protobuf/ptypes/timestamp"
 	"github.com/gomodule/redigo/redis"
 	grpc_prometheus "github.com/grpc-ecosystem/go-grpc-prometheus"
 	"github.com/jackc/pgx/v4"
@@ -67,7 +68,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	userpb "perfcbench/userpb"
 )
@@ -153,14 +153,14 @@ type userServer struct {
 
 var errNotFound = status.Error(codes.NotFound, "user not found")
 
-func usTimestamp(us int64) *timestamppb.Timestamp {
+func usTimestamp(us int64) *timestamp.Timestamp {
 	// Floor division, so instants before 1970 keep a non-negative nanos.
 	s, rem := us/1000000, us%1000000
 	if rem < 0 {
 		s--
 		rem += 1000000
 	}
-	return &timestamppb.Timestamp{Seconds: s, Nanos: int32(rem * 1000)}
+	return &timestamp.Timestamp{Seconds: s, Nanos: int32(rem * 1000)}
 }
 
 // query runs the prepared SELECT; (nil, nil) when no row has the id.
