@@ -185,6 +185,10 @@ try:
     check(rc == 1 and kv.get("ok") == "0" and kv.get("no_status") == "4",
           "hanging server: exit 1, 4 calls without status (%s)" % kv)
     check(took < 10, "hanging server: stopped after %.1f s (--max-seconds 2)" % took)
+    # Each of the 4 calls lasted the 2 s to the cut-off: the histogram's
+    # percentiles (1.6 % buckets) and the exact max say so.
+    check(all(1.9e6 <= float(kv.get(k, 0)) <= 2.3e6 for k in ("p50_us", "p99_us", "max_us")),
+          "hanging server: p50, p99 and max about 2 s (%s)" % {k: kv.get(k) for k in ("p50_us", "p99_us", "max_us")})
 finally:
     release.set()
     server.stop(0)
