@@ -9,7 +9,9 @@ fields, a range and a file, negative ids), and answers NOT_FOUND for some
 ids, so the client's per-code counts are checked against the server's
 truth. Against perfc-echo-server every reply must be the request echoed
 (--check-echo). An OK reply of the wrong length counts `bad`; a server that
-never answers is cut off by --max-seconds; bad usage exits 2.
+never answers is cut off by --max-seconds; connections the server drains
+(GOAWAY at max_connection_age) are replaced without a failed call; bad
+usage exits 2.
 
 Usage: test_perfc_load.py PERFC_LOAD ECHO_SERVER_BINARY
 """
@@ -192,6 +194,21 @@ try:
 finally:
     release.set()
     server.stop(0)
+
+# --- a server that drains its connections every 300 ms: they are replaced -----------
+aged = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                   options=[("grpc.max_connection_age_ms", 300),
+                            ("grpc.max_connection_age_grace_ms", 5000)])
+aged.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+    "user.v1.UserService", {"GetUser": grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"\x08\x01")}),))
+aport = aged.add_insecure_port("127.0.0.1:0")
+aged.start()
+try:
+    rc, kv, err = run_load(aport, *path, "--field", "1", "--ids", "1-100", "-D", "2", "-c", "2", "-m", "4")
+    check(rc == 0 and int(kv.get("reconnects", 0)) >= 2 and kv.get("calls") == kv.get("ok") != "0",
+          "connection age 300 ms: connections replaced, every call OK (%s %s)" % (kv, err[-200:]))
+finally:
+    aged.stop(0)
 
 # --- bad usage ----------------------------------------------------------------------
 for args in (["--ids", "5-1", "--field", "1"], ["--ids", "1-5"], ["--field", "0"],
