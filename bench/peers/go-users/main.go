@@ -94,7 +94,7 @@ var (
 	loads = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gousers_cache_loads_total", Help: "Cache misses loaded from PostgreSQL."})
 	shared = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "gousers_cache_singleflight_shared_total", Help: "Misses that shared another call's load."})
+		Name: "gousers_cache_singleflight_shared_total", Help: "Misses whose load was shared by several calls (each of them, the one that ran it included, as singleflight reports it)."})
 	pgQueries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gousers_pg_queries_total", Help: "SELECTs run."})
 	redisErrors = prometheus.NewCounter(prometheus.CounterOpts{
