@@ -81,6 +81,7 @@ server_cmd() {
     # h2 with Stream's blocking handler on the pool instead of the loop
     # callbacks perfc-echo-server uses on h2 by default.
     perfc-h2pool) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --transport h2 --stream-executor pool ${PERFC_EXTRA_ARGS:-}" ;;
+    perfc-h2spin) echo "$bin/perfc-echo-server --listen 127.0.0.1:0 --threads $srv_threads --transport h2 --busy-poll-us ${BENCH_BUSY_POLL_US:-50} ${PERFC_EXTRA_ARGS:-}" ;;
     # The callback API sizes its own pollers; --threads would be ignored.
     cpp) echo "$bin/cpp-echo-server --listen 127.0.0.1:0" ;;
     cpp-full) echo "$bin/cpp-echo-server-full --listen 127.0.0.1:0" ;;
@@ -103,6 +104,7 @@ server_label() {
     perfc-h2m) echo "perfc + metrics interceptor, h2 transport (perfc-echo-server --transport h2 --metrics-listen)" ;;
     perfc-h2bare) echo "perfc, h2 transport, no health/reflection (perfc-echo-server --transport h2 --bare 1)" ;;
     perfc-h2pool) echo "perfc, h2 transport, streams on the worker pool (perfc-echo-server --transport h2 --stream-executor pool)" ;;
+    perfc-h2spin) echo "perfc, h2 transport, busy polling ${BENCH_BUSY_POLL_US:-50} µs (perfc-echo-server --transport h2 --busy-poll-us)" ;;
     perfc-bare) echo "perfc, C core transport, no health/reflection (perfc-echo-server --transport core --bare 1)" ;;
     cpp) echo "gRPC C++ callback (cpp-echo-server)" ;;
     cpp-full) echo "gRPC C++ callback + health + reflection (cpp-echo-server-full)" ;;

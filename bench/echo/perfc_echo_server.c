@@ -11,6 +11,7 @@
  *                          [--metrics-listen HOST:PORT] [--metrics-dump FILE]
  *                          [--pool-threads N] [--bare 1] [--poller-preempt 1]
  *                          [--worker-preempt 1] [--stream-flush 1]
+ *                          [--busy-poll-us N]
  *                          [--executor inline|pool] [--tracing SAMPLER]
  *                          [--transport core|h2] [--stream-executor loop|pool]
  *
@@ -33,6 +34,8 @@
  * (perfc_server_opts.poller_wakeup_preemption), to measure SCHED_BATCH;
  * --worker-preempt 1 the same for the worker pool's threads
  * (perfc_server_opts.worker_wakeup_preemption).
+ * --busy-poll-us N: h2's loops poll up to N µs before they sleep
+ * (perfc_server_opts.busy_poll_us; bench/run-streaming's perfc-h2spin).
  * --stream-flush 1 writes every Stream reply at once instead of batching
  * those made while the next request waits
  * (perfc_server_opts.stream_flush_every_send).
@@ -144,7 +147,7 @@ static const Bench__V1__Echo_Handlers echo_handlers = {
 static void usage(FILE *f) {
   fprintf(f, "usage: perfc-echo-server --listen HOST:PORT [--threads N] "
              "[--requests K] [--metrics-listen HOST:PORT] [--metrics-dump FILE] "
-             "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] [--stream-flush 1] "
+             "[--pool-threads N] [--bare 1] [--poller-preempt 1] [--worker-preempt 1] [--busy-poll-us N] [--stream-flush 1] "
              "[--executor inline|pool] [--tracing SAMPLER] [--transport core|h2] "
              "[--stream-executor loop|pool]\n");
 }
@@ -158,6 +161,7 @@ int main(int argc, char **argv) {
   long pool_threads = 0; /* 0 = perfc's default (4 per core) */
   int bare = 0;
   int preempt = 0; /* --poller-preempt 1: pollers keep the normal policy */
+  long long busy_poll_us = 0; /* --busy-poll-us N: h2 loops poll N µs */
   int wpreempt = 0; /* --worker-preempt 1: workers keep the normal policy */
   int sflush = 0;   /* --stream-flush 1: no reply batching on streams */
   perfc_executor executor = PERFC_EXEC_INLINE;
@@ -212,6 +216,8 @@ int main(int argc, char **argv) {
       preempt = !strcmp(v, "1");
     } else if (!strcmp(a, "--worker-preempt")) {
       wpreempt = !strcmp(v, "1");
+    } else if (!strcmp(a, "--busy-poll-us")) {
+      busy_poll_us = strtoll(v, NULL, 10);
     } else if (!strcmp(a, "--stream-flush")) {
       sflush = !strcmp(v, "1");
     } else if (!strcmp(a, "--transport")) {
@@ -261,6 +267,7 @@ int main(int argc, char **argv) {
   opts.requests_per_method = (unsigned)requests;
   opts.pool_threads = (unsigned)pool_threads;
   opts.poller_wakeup_preemption = preempt;
+  opts.busy_poll_us = busy_poll_us;
   opts.worker_wakeup_preemption = wpreempt;
   opts.stream_flush_every_send = sflush;
   opts.default_executor = executor;

@@ -60,7 +60,7 @@ def stop(p):
 
 
 # --- perfc: every message accounted for ---------------------------------------
-for args in ([], ["--stream-executor", "pool"]):
+for args in ([], ["--stream-executor", "pool"], ["--busy-poll-us", "200"]):
     srv, port = perfc_server(*args)
     try:
         for streams, count, burst in ((1, 20000, 1), (16, 2000, 8), (4, 3000, 1)):

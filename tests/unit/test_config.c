@@ -79,6 +79,7 @@ static const char FULL[] = "server:\n"
                            "  compression: gzip\n"
                            "  tcp_tx_zerocopy: true\n"
                            "  channelz: on\n"
+                           "  busy_poll_us: 50\n"
                            "  memory_budget: 256MiB\n"
                            "  max_metadata_size: 16KiB\n"
                            "tls:\n"
@@ -151,6 +152,7 @@ Test(config, full_file_fills_every_option_struct) {
   cr_assert_str_eq(o.compression, "gzip");
   cr_assert_eq(o.tcp_tx_zerocopy, 1);
   cr_assert_eq(o.channelz, 1);
+  cr_assert_eq(o.busy_poll_us, 50);
   cr_assert_eq(o.memory_budget_bytes, (size_t)256 << 20);
   cr_assert_eq(o.max_metadata_bytes, (size_t)16 << 10);
 
@@ -321,7 +323,7 @@ Test(config, unknown_keys_are_errors) {
              "max_send_message_size, max_connection_idle, max_connection_age, "
              "max_connection_age_grace, shutdown_grace, compression, "
              "poller_wakeup_preemption, worker_wakeup_preemption, "
-             "stream_flush_every_send, tcp_tx_zerocopy, channelz, transport, memory_budget, "
+             "stream_flush_every_send, tcp_tx_zerocopy, channelz, busy_poll_us, transport, memory_budget, "
              "max_metadata_size)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
@@ -358,6 +360,9 @@ Test(config, bad_values_name_the_field) {
   load_fails("server:\n  memory_budget: 1KiB\n",
              "config: svc.yaml:2:18: server.memory_budget: 1KiB is out of "
              "range: must be between 1048576 and 9223372036854775807 bytes");
+  load_fails("server:\n  busy_poll_us: 10001\n",
+             "config: svc.yaml:2:17: server.busy_poll_us: 10001 is out of range: "
+             "must be between 0 and 10000");
   load_fails("server:\n  channelz: 2\n",
              "config: svc.yaml:2:13: server.channelz: invalid value '2': "
              "expected true or false");

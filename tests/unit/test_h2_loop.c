@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* ---- timers ---------------------------------------------------------------- */
 
@@ -192,5 +193,63 @@ Test(h2_loop, deferred_work_runs_once_per_iteration_however_often_queued) {
   cr_assert_eq(deferred_runs, 1);
   perfc__h2_loop_run_once(l, 0);
   cr_assert_eq(deferred_runs, 1);
+  perfc__h2_loop_free(l);
+}
+
+/* ---- busy polling -------------------------------------------------------------------- */
+
+static int64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void on_busy_timer(perfc__h2_loop *l, perfc__h2_timer *t) {
+  (void)l;
+  (void)t;
+  ran++;
+}
+
+/* perfc_server_opts.busy_poll_us: after a wait that returned events the
+ * loop polls for up to the bound, then blocks; an idle loop never spins,
+ * and a timer due sooner than the bound cuts the poll short. */
+Test(h2_loop, busy_polling_is_bounded_and_stops_when_idle) {
+  perfc__h2_loop *l;
+  cr_assert_eq(perfc__h2_loop_new(&l), 0);
+  perfc__h2_loop_set_busy_poll(l, 20 * 1000000); /* 20 ms */
+  ran = 0;
+  perfc__h2_task t1 = {.run = on_ran};
+  perfc__h2_loop_post(l, &t1, true);
+  cr_assert_gt(perfc__h2_loop_run_once(l, 1000), 0); /* the wake: busy */
+  cr_assert_eq(ran, 1);
+
+  /* Busy before: this wait polls (CPU spent) for 20 ms, then blocks for
+   * the rest of its 300 ms (the wall clock says it did not return early,
+   * the CPU clock that it did not spin the whole time). */
+  int64_t c0 = thread_cpu_ns(), w0 = perfc__h2_now_ms();
+  cr_assert_eq(perfc__h2_loop_run_once(l, 300), 0);
+  int64_t cpu = thread_cpu_ns() - c0, wall = perfc__h2_now_ms() - w0;
+  cr_assert_geq(wall, 250, "returned after %lld ms", (long long)wall);
+  cr_assert_geq(cpu, 2 * 1000000, "polled %lld ns of CPU", (long long)cpu);
+  cr_assert_lt(cpu, 150 * 1000000, "spun %lld ns of CPU", (long long)cpu);
+
+  /* Idle before (that wait returned nothing): no poll at all. */
+  c0 = thread_cpu_ns();
+  cr_assert_eq(perfc__h2_loop_run_once(l, 100), 0);
+  cpu = thread_cpu_ns() - c0;
+  cr_assert_lt(cpu, 2 * 1000000, "an idle loop spun %lld ns", (long long)cpu);
+
+  /* Busy again, with a timer due in 5 ms: the poll ends at the timer. */
+  perfc__h2_loop_post(l, &t1, true);
+  perfc__h2_loop_run_once(l, 1000);
+  perfc__h2_loop_set_busy_poll(l, 200 * 1000000); /* 200 ms */
+  perfc__h2_timer tm = {.cb = on_busy_timer};
+  ran = 0;
+  w0 = perfc__h2_now_ms();
+  perfc__h2_timer_arm(l, &tm, w0 + 5);
+  perfc__h2_loop_run_once(l, -1);
+  wall = perfc__h2_now_ms() - w0;
+  cr_assert_eq(ran, 1);
+  cr_assert_lt(wall, 150, "the timer waited %lld ms", (long long)wall);
   perfc__h2_loop_free(l);
 }

@@ -220,6 +220,20 @@ Test(server_opts, connection_idle_and_age_need_enabled_and_duration) {
   perfc_server_free(s);
 }
 
+/* busy_poll_us outside 0..PERFC_MAX_BUSY_POLL_US is refused, naming it. */
+Test(server_opts, busy_poll_out_of_range_is_refused) {
+  perfc_server *s = NULL;
+  perfc_server_opts o = {.busy_poll_us = PERFC_MAX_BUSY_POLL_US + 1};
+  cr_assert_eq(test_server_new(&s, &o), PERFC_EINVAL);
+  cr_assert_null(s);
+  cr_assert_not_null(strstr(perfc_last_error(), "busy_poll_us"));
+  o = (perfc_server_opts){.busy_poll_us = -1};
+  cr_assert_eq(test_server_new(&s, &o), PERFC_EINVAL);
+  o = (perfc_server_opts){.busy_poll_us = 50};
+  cr_assert_eq(test_server_new(&s, &o), 0);
+  perfc_server_free(s);
+}
+
 /* A bad executor is refused with a message naming the field. */
 Test(server_opts, bad_executor_is_refused_with_a_message) {
   perfc_server *s = NULL;

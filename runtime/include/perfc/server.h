@@ -61,6 +61,10 @@ typedef struct perfc_server perfc_server;
  *  SETTINGS (docs/reliability.md, #13, 4). */
 #define PERFC_DEFAULT_MAX_METADATA_BYTES ((size_t)8 * 1024)
 
+/** The largest perfc_server_opts.busy_poll_us (10 ms): beyond it a loop
+ *  would spin longer than a scheduler tick for nothing. */
+#define PERFC_MAX_BUSY_POLL_US ((int64_t)10000)
+
 /** The transport that carries a server's calls (docs/design.md, "The
  *  seam"). */
 typedef enum perfc_server_transport {
@@ -173,6 +177,14 @@ typedef struct perfc_server_opts {
    *  poller_wakeup_preemption sets its loop threads' policy
    *  (docs/configuration.md). */
   perfc_server_transport transport;
+  /** h2 only: busy polling, in microseconds (as Linux's SO_BUSY_POLL). A
+   *  loop whose last wait returned events polls for up to this long
+   *  before it sleeps, so a client that answers within it (a bidi
+   *  stream's next messages) finds the thread awake instead of waking an
+   *  idle CPU. It trades CPU for latency: a loop with steady traffic stays
+   *  busy up to this long after each burst. 0 (default) = off; at most
+   *  PERFC_MAX_BUSY_POLL_US. */
+  int64_t busy_poll_us;
 } perfc_server_opts;
 
 /** Fills `o` with the defaults above. */

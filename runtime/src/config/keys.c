@@ -123,6 +123,8 @@ const cfg_key perfc__config_keys[] = {
     KEY(server, tcp_tx_zerocopy, K_BOOL, 0, 0, NULL, NULL,
         SERVER(tcp_tx_zerocopy)),
     KEY(server, channelz, K_BOOL, 0, 0, NULL, NULL, SERVER(channelz)),
+    KEY(server, busy_poll_us, K_UINT, 0, PERFC_MAX_BUSY_POLL_US, NULL, NULL,
+        SERVER(busy_poll_us)),
     KEY(server, transport, K_ENUM, 0, 0, transport_names, transport_values,
         SERVER(transport)),
     KEY(server, memory_budget, K_SIZE, 1 << 20, INT64_MAX, NULL, NULL,

@@ -89,6 +89,11 @@ static int opts_resolve(perfc_server_opts *o, const perfc_server_opts *in) {
       o->max_connection_age_ms < 0 || o->max_connection_age_grace_ms < 0 ||
       o->shutdown_grace_ms < 0)
     return perfc__fail(PERFC_EINVAL, "server: a duration option is negative");
+  if (o->busy_poll_us < 0 || o->busy_poll_us > PERFC_MAX_BUSY_POLL_US)
+    return perfc__fail(PERFC_EINVAL,
+                       "server: busy_poll_us %lld is outside 0..%lld",
+                       (long long)o->busy_poll_us,
+                       (long long)PERFC_MAX_BUSY_POLL_US);
   if (o->max_connection_idle_enabled != (o->max_connection_idle_ms > 0))
     return perfc__fail(PERFC_EINVAL,
                        "server: max_connection_idle_enabled needs a positive "

@@ -147,6 +147,8 @@ int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
     lc->srv = srv;
     lc->recv_budget = srv->o.server_recv_budget_bytes / (size_t)srv->o.loops;
     rc = perfc__h2_loop_new(&lc->loop);
+    if (rc == 0)
+      perfc__h2_loop_set_busy_poll(lc->loop, srv->o.busy_poll_ns);
     srv->nloops = i + 1;
     if (rc == 0)
       perfc__h2_loop_set_user(lc->loop, lc);

@@ -116,6 +116,10 @@ typedef struct perfc__h2_opts {
    * running, and takes what piled up in one iteration. Off here (the raw
    * transport's tests); the seam sets it from the server's option. */
   bool loop_batch_sched;
+  /* Busy polling (perfc_server_opts.busy_poll_us): a loop whose last wait
+   * returned events polls without sleeping for up to this long before it
+   * blocks. 0 = off. */
+  int64_t busy_poll_ns;
   /* HTTP (issue #18): requests that are not gRPC (an HTTP/2 stream whose
    * content-type is not application/grpc*, or an HTTP/1.1 connection on
    * the same port) become calls with perfc__h2_call_info.http set, instead

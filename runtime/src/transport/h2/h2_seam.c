@@ -1234,6 +1234,7 @@ int perfc__h2_transport_new(void **out, const perfc_server_opts *o,
   h.max_connection_age_grace_ms = o->max_connection_age_grace_ms;
   /* h2's loops are this server's pollers: the option means the same. */
   h.loop_batch_sched = o->poller_wakeup_preemption == 0;
+  h.busy_poll_ns = o->busy_poll_us * 1000;
   /* The C core's resource quota has no twin on h2; the nearest is the
    * bound on request bytes all connections may hold buffered. A budget
    * the application chose becomes it; the core's 1 GiB default keeps h2's

@@ -63,8 +63,14 @@ struct perfc__h2_loop {
   struct loop_local *locals;
   size_t nlocals, caplocals;
   void *user;
+  int64_t busy_poll_ns; /* perfc__h2_loop_set_busy_poll */
+  bool was_busy;        /* the last wait returned events */
   uint8_t scratch[PERFC__H2_LOOP_SCRATCH];
 };
+
+void perfc__h2_loop_set_busy_poll(perfc__h2_loop *l, int64_t ns) {
+  l->busy_poll_ns = ns > 0 ? ns : 0;
+}
 
 struct loop_local {
   const void *key;
@@ -369,7 +375,25 @@ int perfc__h2_loop_run_once(perfc__h2_loop *l, int64_t max_wait_ms) {
   if (wait > 60000)
     wait = 60000;
   struct epoll_event ev[MAX_EVENTS];
-  int n = epoll_wait(l->epfd, ev, MAX_EVENTS, (int)wait);
+  int n = 0;
+  if (wait != 0 && l->was_busy && l->busy_poll_ns > 0) {
+    /* Busy polling: an answer that comes back within busy_poll_ns (a
+     * stream's next messages, a data store's reply) finds the thread
+     * awake. Bounded by the first timer, and by the option. */
+    int64_t start = perfc__h2_now_ns();
+    int64_t end = start + l->busy_poll_ns;
+    if (wait > 0 && start + wait * 1000000 < end)
+      end = start + wait * 1000000;
+    int64_t now = start;
+    while ((n = epoll_wait(l->epfd, ev, MAX_EVENTS, 0)) == 0 &&
+           (now = perfc__h2_now_ns()) < end)
+      ;
+    if (n == 0 && wait > 0)
+      wait -= (now - start) / 1000000;
+  }
+  if (n == 0)
+    n = epoll_wait(l->epfd, ev, MAX_EVENTS, (int)wait);
+  l->was_busy = n > 0;
   for (int i = 0; i < n; i++) {
     perfc__h2_io *io = ev[i].data.ptr;
     io->cb(l, io, ev[i].events);

@@ -70,6 +70,11 @@ int64_t perfc__h2_now_ns(void);
  * PERFC_ENOMEM or PERFC_EIO. Free with perfc__h2_loop_free() after its
  * thread returned from perfc__h2_loop_run(). */
 int perfc__h2_loop_new(perfc__h2_loop **out);
+/* Before the loop runs: after a wait that returned events, the next one
+ * polls (epoll_wait with no timeout) for up to `ns` before it blocks, so
+ * work that comes back within that long finds the thread awake rather
+ * than paying an idle CPU's wake-up. 0 (the default) = block at once. */
+void perfc__h2_loop_set_busy_poll(perfc__h2_loop *l, int64_t ns);
 void perfc__h2_loop_free(perfc__h2_loop *l);
 
 /* epoll registration (level-triggered). Return 0 or PERFC_EIO. */
