@@ -236,6 +236,42 @@ Test(gateway_route, body_star_and_body_field) {
   cr_assert_eq(a->i32, 0);
 }
 
+/* PATCH with body: "item" and no update_mask: the mask is the body's
+ * members (grpc-gateway's rule), proto names relative to the body field;
+ * nested objects of plain messages recurse, well-known types and maps are
+ * leaves, unknown members and the path-bound item.i64 are left out. */
+Test(gateway_route, patch_without_mask_takes_the_body_fields) {
+  Gw__V1__UpdateReq *u = (Gw__V1__UpdateReq *)build(
+      "PATCH", "/v1/items/42",
+      "{\"str\":\"y\",\"i64\":\"1\",\"b\":false,\"nope\":1,"
+      "\"inner\":{\"n\":3},\"ts\":\"2024-01-01T00:00:00Z\","
+      "\"mStrInt\":{\"a\":1},\"snake_case_name\":\"s\"}",
+      NULL);
+  cr_assert_eq(u->item->i64, 42);
+  cr_assert_not_null(u->update_mask);
+  const char *want[] = {"str", "b", "inner.n", "ts", "m_str_int",
+                        "snake_case_name"};
+  cr_assert_eq(u->update_mask->n_paths, 6);
+  for (size_t i = 0; i < 6; i++)
+    cr_assert_str_eq(u->update_mask->paths[i], want[i]);
+  /* A mask the client sent stands. */
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42?updateMask=b",
+                                 "{\"str\":\"y\"}", NULL);
+  cr_assert_eq(u->update_mask->n_paths, 1);
+  cr_assert_str_eq(u->update_mask->paths[0], "b");
+  /* No member, no mask; not for PUT (body "*"), nor without a body. */
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42", "{}", NULL);
+  cr_assert_null(u->update_mask);
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42", "{\"i64\":\"7\"}",
+                                 NULL);
+  cr_assert_null(u->update_mask);
+  u = (Gw__V1__UpdateReq *)build("PUT", "/v1/items/5", "{\"item\":{\"b\":true}}",
+                                 NULL);
+  cr_assert_null(u->update_mask);
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42", NULL, NULL);
+  cr_assert_null(u->update_mask);
+}
+
 Test(gateway_route, response_body_and_whole_response) {
   perfc_gateway_match m = match("GET", "/v1/items?next=x");
   Gw__V1__Inner i1 = GW__V1__INNER__INIT, i2 = GW__V1__INNER__INIT;
