@@ -1,7 +1,8 @@
 /*
  * bind.c — a matched HTTP request into the method's request message (body,
  * path variables, query parameters, in that order, google/api/http.proto's
- * "Rules for HTTP mapping"), and the response into its JSON body.
+ * "Rules for HTTP mapping"), then, for a PATCH without an update_mask, the
+ * mask from the body's members; and the response into its JSON body.
  *
  * Room: runtime/src/gateway (libperfc-gateway).
  */
