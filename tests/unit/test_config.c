@@ -11,6 +11,7 @@
 
 #include <criterion/criterion.h>
 #include <perfc.h>
+#include <perfc/gateway.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,6 +210,32 @@ Test(config, full_file_fills_every_option_struct) {
   perfc_config_free(cfg);
 }
 
+/* http: (perfc_config_http_enabled, perfc_config_apply_http): off unless
+ * set; the keys land in perfc_gateway_opts, the other fields stay. */
+Test(config, http_section) {
+  perfc_config *cfg = load_ok("server:\n  threads: 1\n");
+  perfc_gateway_opts g, d;
+  perfc_gateway_opts_init(&g);
+  perfc_gateway_opts_init(&d);
+  cr_assert_not(perfc_config_http_enabled(cfg));
+  cr_assert_eq(perfc_config_apply_http(cfg, &g), 0);
+  cr_assert_eq(memcmp(&g, &d, sizeof g), 0, "gateway opts changed");
+  perfc_config_free(cfg);
+  cfg = load_ok("http:\n  enabled: true\n  max_body_size: 64KiB\n"
+                "  idle_timeout: 5s\n");
+  cr_assert(perfc_config_http_enabled(cfg));
+  cr_assert_eq(perfc_config_apply_http(cfg, &g), 0);
+  cr_assert_eq(g.max_body_bytes, 65536);
+  cr_assert_eq(g.idle_timeout_ms, 5000);
+  cr_assert_eq(g.json.max_depth, d.json.max_depth);
+  cr_assert_eq(perfc_config_apply_http(NULL, &g), PERFC_EINVAL);
+  perfc_config_free(cfg);
+  const char *bad = "http:\n  max_body_size: 0\n";
+  cfg = NULL;
+  cr_assert_neq(perfc_config_load_string(&cfg, bad, strlen(bad), "svc.yaml"), 0);
+  cr_assert_null(cfg);
+}
+
 static void assert_defaults(perfc_config *cfg) {
   cr_assert_eq(perfc_config_listen_count(cfg), 1);
   cr_assert_str_eq(perfc_config_listen_at(cfg, 0), PERFC_DEFAULT_CONFIG_LISTEN);
@@ -327,7 +354,8 @@ Test(config, unknown_keys_are_errors) {
              "max_metadata_size)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
-             "server, tls, metrics, logging, tracing, redis, postgres, cache, resilience)");
+             "server, tls, metrics, logging, tracing, redis, postgres, cache, http, "
+             "resilience)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "

@@ -10,6 +10,7 @@
 #include "gw.perfc.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 static perfc_arena *arena;
@@ -234,6 +235,70 @@ Test(gateway_route, body_star_and_body_field) {
   /* An empty body is no body. */
   a = (Gw__V1__All *)build("POST", "/v1/items", " \n", NULL);
   cr_assert_eq(a->i32, 0);
+}
+
+/* PATCH with body: "item" and no update_mask: the mask is the body's
+ * members (grpc-gateway's rule), proto names relative to the body field;
+ * nested objects of plain messages recurse, well-known types and maps are
+ * leaves, unknown members and the path-bound item.i64 are left out. */
+Test(gateway_route, patch_without_mask_takes_the_body_fields) {
+  Gw__V1__UpdateReq *u = (Gw__V1__UpdateReq *)build(
+      "PATCH", "/v1/items/42",
+      "{\"str\":\"y\",\"i64\":\"1\",\"b\":false,\"nope\":1,"
+      "\"inner\":{\"n\":3},\"ts\":\"2024-01-01T00:00:00Z\","
+      "\"mStrInt\":{\"a\":1},\"snake_case_name\":\"s\"}",
+      NULL);
+  cr_assert_eq(u->item->i64, 42);
+  cr_assert_not_null(u->update_mask);
+  const char *want[] = {"str", "b", "inner.n", "ts", "m_str_int",
+                        "snake_case_name"};
+  cr_assert_eq(u->update_mask->n_paths, 6);
+  for (size_t i = 0; i < 6; i++)
+    cr_assert_str_eq(u->update_mask->paths[i], want[i]);
+  /* A mask the client sent stands. */
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42?updateMask=b",
+                                 "{\"str\":\"y\"}", NULL);
+  cr_assert_eq(u->update_mask->n_paths, 1);
+  cr_assert_str_eq(u->update_mask->paths[0], "b");
+  /* No member, no mask; not for PUT (body "*"), nor without a body. */
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42", "{}", NULL);
+  cr_assert_null(u->update_mask);
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42", "{\"i64\":\"7\"}",
+                                 NULL);
+  cr_assert_null(u->update_mask);
+  u = (Gw__V1__UpdateReq *)build("PUT", "/v1/items/5", "{\"item\":{\"b\":true}}",
+                                 NULL);
+  cr_assert_null(u->update_mask);
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42", NULL, NULL);
+  cr_assert_null(u->update_mask);
+  /* An empty object and a repeated field are one path each. */
+  u = (Gw__V1__UpdateReq *)build("PATCH", "/v1/items/42",
+                                 "{\"inner\":{},\"rInner\":[{\"n\":1}]}", NULL);
+  cr_assert_eq(u->update_mask->n_paths, 2);
+  cr_assert_str_eq(u->update_mask->paths[0], "inner");
+  cr_assert_str_eq(u->update_mask->paths[1], "r_inner");
+  /* At most 256 paths: 256 members pass, 257 are refused (400). */
+  char body[257 * 12 + 8];
+  for (int n = 256; n <= 257; n++) {
+    size_t o = 0;
+    body[o++] = '{';
+    for (int i = 0; i < n; i++)
+      o += (size_t)snprintf(body + o, sizeof body - o, "%s\"b\":true",
+                            i ? "," : "");
+    body[o++] = '}';
+    body[o] = '\0';
+    perfc_gateway_match m = match("PATCH", "/v1/items/42");
+    ProtobufCMessage *msg = NULL;
+    int rc = perfc_gateway_build_request(&m, body, o, NULL, arena, &msg);
+    if (n == 256) {
+      cr_assert_eq(rc, 0, "%s", perfc_last_error());
+      cr_assert_eq(((Gw__V1__UpdateReq *)msg)->update_mask->n_paths, 256);
+    } else {
+      cr_assert_eq(rc, PERFC_ETOOBIG);
+      cr_assert_str_eq(perfc_last_error(),
+                       "json: more than 256 fields for the update mask");
+    }
+  }
 }
 
 Test(gateway_route, response_body_and_whole_response) {

@@ -1,7 +1,9 @@
 /*
  * main.c — the user-service process: configuration, PostgreSQL pool and
  * migrations, Redis pool and cache, the gRPC server with health,
- * reflection, metrics and access log, and a graceful stop on SIGTERM/SIGINT.
+ * reflection, metrics and access log, HTTP/JSON, gRPC-Web and the web
+ * console on the gRPC port (http.enabled), and a graceful stop on
+ * SIGTERM/SIGINT.
  *
  *   user-service [--config FILE] [--listen HOST:PORT] [--metrics-listen ADDR]
  *                [--postgres DSN] [--redis HOST:PORT] [--transport core|h2]
@@ -13,11 +15,13 @@
  * Room: examples/user-service. Structure follows templates/main.c.tmpl (the
  * generated main) plus the data layer.
  */
+#include "console.h"
 #include "handlers.h"
 #include "migrate.h"
 #include "user_cache.h"
 
 #include "perfc.h"
+#include "perfc/gateway.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +195,23 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = user__v1__user_service__perfc_register_cached(
         srv, &user_service_handlers, &svc, cache);
+  /* HTTP/JSON (the google.api.http routes of user.proto), gRPC-Web and
+   * the console page at GET /, on the gRPC port: one listener, the same
+   * handlers and interceptors. The gRPC C core transport cannot carry
+   * them, so there the service stays gRPC only and says so. */
+  if (rc == 0 && perfc_config_http_enabled(cfg)) {
+    if (opts.transport == PERFC_TRANSPORT_CORE) {
+      perfc_log(PERFC_LOG_WARN, "http.enabled: HTTP/JSON needs "
+                                "server.transport h2; serving gRPC only");
+    } else {
+      perfc_gateway_opts go;
+      perfc_gateway_opts_init(&go);
+      perfc_config_apply_http(cfg, &go);
+      rc = user_console_register(srv);
+      if (rc == 0)
+        rc = perfc_gateway_attach(&go, srv);
+    }
+  }
   if (rc == 0)
     rc = perfc_health_register(health, srv);
   if (rc == 0)

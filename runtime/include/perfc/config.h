@@ -162,6 +162,19 @@ PERFC_API int perfc_config_access_log(const perfc_config *cfg);
  *  without one. */
 PERFC_API int perfc_config_cache_enabled(const perfc_config *cfg);
 
+/** Nonzero when http.enabled is true (default false): the service
+ *  serves HTTP/JSON and gRPC-Web on its gRPC port with
+ *  perfc_gateway_attach() (perfc/gateway.h; h2 transport only). */
+PERFC_API int perfc_config_http_enabled(const perfc_config *cfg);
+
+/** Fills the perfc_gateway_opts fields the `http:` section sets
+ *  (max_body_size, idle_timeout); the others keep their value. Only the
+ *  struct is touched, so libperfc-config does not link the gateway.
+ *  Returns 0 or PERFC_EINVAL. */
+struct perfc_gateway_opts;
+PERFC_API int perfc_config_apply_http(const perfc_config *cfg,
+                                      struct perfc_gateway_opts *o);
+
 /** Whether to make a tracer: tracing.enabled when the configuration sets
  *  it; otherwise nonzero when an OpenTelemetry variable asks for tracing
  *  (OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_ENDPOINT or

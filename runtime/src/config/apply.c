@@ -11,6 +11,7 @@
  */
 #include "config/config_internal.h"
 
+#include "perfc/gateway.h"
 #include "perfc/grpc_metrics.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
@@ -173,6 +174,22 @@ int perfc_config_apply_tracing(const perfc_config *cfg, perfc_tracing_opts *o) {
 int perfc_config_cache_enabled(const perfc_config *cfg) {
   const cfg_value *v = cfg ? cfg_get(cfg, "cache", "enabled") : NULL;
   return cfg != NULL && (v == NULL || v->i);
+}
+
+int perfc_config_http_enabled(const perfc_config *cfg) {
+  const cfg_value *v = cfg ? cfg_get(cfg, "http", "enabled") : NULL;
+  return v != NULL && v->i;
+}
+
+int perfc_config_apply_http(const perfc_config *cfg, perfc_gateway_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  const cfg_value *v = cfg_get(cfg, "http", "max_body_size");
+  if (v != NULL)
+    o->max_body_bytes = (size_t)v->u;
+  if ((v = cfg_get(cfg, "http", "idle_timeout")) != NULL)
+    o->idle_timeout_ms = v->i;
+  return 0;
 }
 
 struct perfc_config_guards {

@@ -204,6 +204,11 @@ const cfg_key perfc__config_keys[] = {
         NULL, CUSTOM),
     KEY(cache, pending_file, K_STR, 0, 0, NULL, NULL, CUSTOM),
     KEY(cache, async_redis, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    /* HTTP/JSON and gRPC-Web on the server's port (perfc_gateway_opts:
+     * config.h cannot name the gateway unit's struct in a row). */
+    KEY(http, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(http, max_body_size, K_SIZE, 1, INT_MAX, NULL, NULL, CUSTOM),
+    KEY(http, idle_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_burst, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_key, K_STR, 0, 0, NULL, NULL, CUSTOM),

@@ -1,7 +1,8 @@
 /*
  * bind.c — a matched HTTP request into the method's request message (body,
  * path variables, query parameters, in that order, google/api/http.proto's
- * "Rules for HTTP mapping"), and the response into its JSON body.
+ * "Rules for HTTP mapping"), then, for a PATCH without an update_mask, the
+ * mask from the body's members; and the response into its JSON body.
  *
  * Room: runtime/src/gateway (libperfc-gateway).
  */
@@ -281,6 +282,88 @@ static int only_space(const char *s, size_t n) {
   return 1;
 }
 
+/* PATCH with `body: "field"` and no update_mask (grpc-gateway's rule, AIP-134):
+ * the mask becomes the body's members, as proto field paths relative to the
+ * body field ("name", "profile.age"), so a partial JSON object updates only
+ * what it names. proto3 scalars have no presence, so only the binder, which
+ * still sees the JSON, can tell `{"name":"x"}` from `{"name":"x","email":""}`.
+ * Nested objects of (non well-known, non map) message fields recurse;
+ * members naming no field are left out, and so are fields a path variable
+ * binds (the path wins over the body). */
+#define MASK_MAX_PATHS 256
+static int mask_collect(perfc_arena *a, const perfc_http_route *rt,
+                        const ProtobufCMessageDescriptor *desc,
+                        const perfc__jnode *obj, const char *prefix,
+                        char **paths, size_t *n) {
+  for (const perfc__jnode *m = obj->child; m; m = m->next) {
+    const ProtobufCFieldDescriptor *f =
+        perfc__field_by_json_name(desc, m->key, m->key_len);
+    if (!f)
+      continue;
+    char *p = prefix ? perfc_arena_sprintf(a, "%s.%s", prefix, f->name)
+                     : perfc_arena_strdup(a, f->name);
+    if (!p)
+      return perfc_error_set(PERFC_ENOMEM, NULL, -1, "gateway: out of memory");
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+        f->label != PROTOBUF_C_LABEL_REPEATED && m->type == PERFC__J_OBJECT &&
+        m->n > 0 && perfc__wkt_of(f->descriptor) == PERFC__WKT_NONE) {
+      int rc = mask_collect(a, rt, f->descriptor, m, p, paths, n);
+      if (rc)
+        return rc;
+      continue;
+    }
+    char *full = perfc_arena_sprintf(a, "%s.%s", rt->body.name, p);
+    if (!full)
+      return perfc_error_set(PERFC_ENOMEM, NULL, -1, "gateway: out of memory");
+    int bound = 0;
+    for (size_t i = 0; i < rt->n_vars; i++)
+      bound |= strcmp(rt->vars[i].field.name, full) == 0;
+    if (bound)
+      continue;
+    if (*n == MASK_MAX_PATHS)
+      return perfc_error_set(PERFC_ETOOBIG, NULL, -1,
+                             "json: more than %d fields for the update mask",
+                             MASK_MAX_PATHS);
+    paths[(*n)++] = p;
+  }
+  return 0;
+}
+
+static int derive_update_mask(perfc_arena *a, const perfc_http_route *rt,
+                              ProtobufCMessage *msg,
+                              const ProtobufCFieldDescriptor *bodyf,
+                              const perfc__jnode *root) {
+  const ProtobufCFieldDescriptor *mf =
+      protobuf_c_message_descriptor_get_field_by_name(msg->descriptor,
+                                                      "update_mask");
+  if (!mf || mf->type != PROTOBUF_C_TYPE_MESSAGE ||
+      mf->label == PROTOBUF_C_LABEL_REPEATED ||
+      perfc__wkt_of(mf->descriptor) != PERFC__WKT_FIELD_MASK ||
+      bodyf->type != PROTOBUF_C_TYPE_MESSAGE || root->type != PERFC__J_OBJECT)
+    return 0;
+  ProtobufCMessage **slot = (ProtobufCMessage **)((char *)msg + mf->offset);
+  const ProtobufCFieldDescriptor *pf =
+      protobuf_c_message_descriptor_get_field_by_name(mf->descriptor, "paths");
+  if (!pf)
+    return 0;
+  if (*slot && *(size_t *)((char *)*slot + pf->quantifier_offset) > 0)
+    return 0; /* the client sent a mask (body or query): it stands */
+  char **paths = perfc_arena_alloc(a, MASK_MAX_PATHS * sizeof *paths);
+  size_t n = 0;
+  if (!paths)
+    return perfc_error_set(PERFC_ENOMEM, NULL, -1, "gateway: out of memory");
+  int rc = mask_collect(a, rt, bodyf->descriptor, root, NULL, paths, &n);
+  if (rc || n == 0)
+    return rc;
+  ProtobufCMessage *mask = *slot ? *slot : perfc__msg_new(a, mf->descriptor);
+  if (!mask)
+    return perfc_error_set(PERFC_ENOMEM, NULL, -1, "gateway: out of memory");
+  *(size_t *)((char *)mask + pf->quantifier_offset) = n;
+  *(char ***)((char *)mask + pf->offset) = paths;
+  *slot = mask;
+  return 0;
+}
+
 int perfc_gateway_build_request(const perfc_gateway_match *m,
                                 const char *body, size_t body_len,
                                 const perfc_json_opts *opts,
@@ -297,6 +380,8 @@ int perfc_gateway_build_request(const perfc_gateway_match *m,
   if (!msg)
     return perfc_error_set(PERFC_ENOMEM, NULL, -1, "gateway: out of memory");
   int empty = body_len == 0 || only_space(body, body_len);
+  const perfc__jnode *mask_root = NULL;
+  const ProtobufCFieldDescriptor *mask_field = NULL;
   /* 1. The body. */
   if (!empty && rt->body_kind == PERFC_HTTP_BODY_NONE)
     return perfc_error_set(PERFC_EPARSE, NULL, -1,
@@ -319,6 +404,8 @@ int perfc_gateway_build_request(const perfc_gateway_match *m,
         d.depth = 1;
         rc = perfc__jdec_field(&d, parent, f, root);
         d.depth = 0;
+        if (rt->body.depth == 1 && strcmp(rt->http_method, "PATCH") == 0)
+          mask_root = root, mask_field = f;
       }
     }
     if (rc)
@@ -341,6 +428,12 @@ int perfc_gateway_build_request(const perfc_gateway_match *m,
   /* 3. Query parameters, on the fields neither binds. */
   if (m->query_len) {
     rc = bind_query(&d, m, msg);
+    if (rc)
+      return rc;
+  }
+  /* 4. PATCH without an update_mask: the body's fields (derive_update_mask). */
+  if (mask_root) {
+    rc = derive_update_mask(arena, rt, msg, mask_field, mask_root);
     if (rc)
       return rc;
   }

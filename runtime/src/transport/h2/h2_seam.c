@@ -843,6 +843,36 @@ static void http_arrived(h2call *c) {
   t->up->arrived(&c->ctx);
 }
 
+/* google.api.HttpBody (google/api/httpbody.proto) answers as itself:
+ * `data` is the body and `content_type` its media type (grpc-gateway's
+ * rule), so a method can serve a page or a file beside the JSON routes.
+ * Told by the descriptor's name and fields, so libperfc needs no generated
+ * code of it. Returns 1 when `resp` is one and the answer was sent. */
+static int http_send_body_msg(h2call *c, const ProtobufCMessage *resp,
+                              perfc__h2_md *md, size_t nmd) {
+  const ProtobufCMessageDescriptor *d = resp->descriptor;
+  if (strcmp(d->name, "google.api.HttpBody") != 0)
+    return 0;
+  const ProtobufCFieldDescriptor *ct =
+      protobuf_c_message_descriptor_get_field(d, 1);
+  const ProtobufCFieldDescriptor *data =
+      protobuf_c_message_descriptor_get_field(d, 2);
+  if (!ct || ct->type != PROTOBUF_C_TYPE_STRING || !data ||
+      data->type != PROTOBUF_C_TYPE_BYTES ||
+      data->label == PROTOBUF_C_LABEL_REPEATED)
+    return 0;
+  const char *type = *(char *const *)((const char *)resp + ct->offset);
+  const ProtobufCBinaryData *b =
+      (const ProtobufCBinaryData *)((const char *)resp + data->offset);
+  perfc__h2_http_head(c->s, 200,
+                      type && *type ? type : "application/octet-stream", md,
+                      nmd, PERFC__H2_SEND_MORE);
+  perfc__h2_send_message(c->s, b->data ? b->data : (const uint8_t *)"", b->len,
+                         PERFC__H2_SEND_MORE);
+  perfc__h2_finish(c->s, PERFC_STATUS_OK, NULL, NULL, 0, 0);
+  return 1;
+}
+
 /* The call layer's finish of an HTTP call (loop thread or worker). */
 static void http_finish(h2call *c, perfc_status_code code, const char *message) {
   perfc_ctx *ctx = &c->ctx;
@@ -884,6 +914,8 @@ static void http_finish(h2call *c, perfc_status_code code, const char *message) 
     resp = protobuf_c_message_unpack(c->desc->output, &al,
                                      ctx->response.len, ctx->response.bytes);
   }
+  if (resp != NULL && http_send_body_msg(c, resp, md, nmd))
+    return;
   char *body = NULL;
   size_t len = 0;
   if (resp == NULL ||
