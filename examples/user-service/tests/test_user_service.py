@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import unittest
+import urllib.request
 
 import grpc
 
@@ -362,6 +363,35 @@ class UserService(unittest.TestCase):
                                         if k.startswith('perfc_pg_queries_total{pool="users"')), 5)
         finally:
             self.assertEqual(d.stop(), 0)
+
+    def test_07c_trace_of_an_async_miss(self):
+        """The default path reads Redis on the loop and, on a miss, hands
+        the call to a worker that loads it: the trace keeps every span under
+        the call's (the L2 GET from the loop, then the load and its SELECT
+        from the worker; `make demo` once showed only the L1 peek)."""
+        u = create("Traced", "traced@example.com")
+        t = ENV.service("user-service-traced", {
+            "PERFC_TRACING_ENABLED": "true", "PERFC_TRACING_SAMPLER": "always_on",
+            "PERFC_TRACING_DEBUG_TRACES": "true", "PERFC_TRACING_SHUTDOWN_GRACE": "1s",
+            "PERFC_TRACING_ENDPOINT": "http://127.0.0.1:9/v1/traces"})
+        try:
+            # Not in this replica's L1; dropped from Redis so the load runs.
+            redis_cli("DEL", "user:%d" % u.id)
+            with grpc.insecure_channel(t.target) as ch:
+                stub = usvc_env.Stub(ch, M)
+                self.assertEqual(stub.GetUser(M["GetUserRequest"](id=u.id), timeout=10).name,
+                                 "Traced")
+            page = urllib.request.urlopen("http://127.0.0.1:%d/debug/traces" % t.metrics_port,
+                                          timeout=5).read().decode()
+            blocks = [b for b in page.split("\ntrace ")[1:] if "/GetUser" in b.splitlines()[0]]
+            self.assertEqual(len(blocks), 1, page)
+            b = blocks[0]
+            for want in ("cache.peek", "db.operation=GET", "perfc.cache.level=l2",
+                         "perfc.cache.result=miss", "cache.get_or_load",
+                         "perfc.cache.level=load", "cache.load", "db.statement=user_get"):
+                self.assertIn(want, b, "%s missing from the GetUser trace:\n%s" % (want, b))
+        finally:
+            self.assertEqual(t.stop(), 0)
 
     def test_08_migrations(self):
         """Applied once with the file's sha256; a recorded checksum that no

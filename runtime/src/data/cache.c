@@ -1158,6 +1158,10 @@ typedef struct l2_async {
   call_ttl ct;
   perfc__cache_l2_fn fn;
   void *ud;
+  /* The call's trace context when the GET left, and the GET's span: the
+   * reply comes on the loop, which by then works for no call. */
+  perfc_trace_current tc;
+  perfc_span *span;
   char key[];
 } l2_async;
 
@@ -1174,6 +1178,22 @@ static void count_l1_not_answering(perfc_cache *c) {
 static void l2_async_done(int rc, const uint8_t *v, size_t len, void *ud) {
   l2_async *q = ud;
   perfc_cache *c = q->c;
+  /* The continuation works for the call that asked: its spans and log
+   * lines belong to it, as on the synchronous path. */
+  perfc_trace_current loop_tc;
+  int had = perfc_trace_current_get(&loop_tc);
+  perfc_trace_current_set(&q->tc);
+  if (q->span != NULL) {
+    const char *result = rc == 0 && len >= 1 && v[0] == TAG_VALUE  ? "hit"
+                         : rc == 0 && len >= 1 && v[0] == TAG_NEGATIVE ? "negative"
+                         : rc == 0 || rc == PERFC_ENOENT ? "miss"
+                                                         : "error";
+    perfc_span_set_attr_str(q->span, "perfc.cache.result", result);
+    if (rc != 0 && rc != PERFC_ENOENT)
+      perfc_span_set_status(q->span, PERFC_SPAN_STATUS_ERROR,
+                            perfc_err_name(rc));
+    perfc_span_end(q->span);
+  }
   if (rc == 0 && len >= 1 && v[0] == TAG_NEGATIVE) {
     count_l1_not_answering(c);
     perfc_counter_inc(c->m.l2_hits);
@@ -1191,6 +1211,7 @@ static void l2_async_done(int rc, const uint8_t *v, size_t len, void *ud) {
      * counted here: the full path meets the same and counts it once. */
     q->fn(1, NULL, 0, q->ud);
   }
+  perfc_trace_current_set(had ? &loop_tc : NULL);
   free(q);
 }
 
@@ -1227,9 +1248,24 @@ int perfc__cache_l2_get_async(perfc_cache *c, const char *key, int64_t ttl_ms,
   q->fn = fn;
   q->ud = user_data;
   memcpy(q->key, key, kl + 1);
+  /* The GET's span, ended by its reply; not left current meanwhile (the
+   * handler goes on, and the loop to other calls). */
+  perfc_trace_current_get(&q->tc);
+  q->span = perfc_tracing_span_start_current("GET", PERFC_SPAN_CLIENT);
+  if (q->span != NULL) {
+    perfc_trace_current_set(&q->tc);
+    perfc_span_set_attr_str(q->span, "db.system", "redis");
+    perfc_span_set_attr_str(q->span, "db.operation", "GET");
+    perfc_span_set_attr_str(q->span, "perfc.cache.name", c->name);
+    perfc_span_set_attr_str(q->span, "perfc.cache.level", "l2");
+  }
   int rc = perfc_redis_async_get(c->ra, q->key, l2_async_done, q);
-  if (rc != 0)
+  if (rc != 0) {
+    perfc_span_set_status(q->span, PERFC_SPAN_STATUS_ERROR, perfc_err_name(rc));
+    perfc_span_end(q->span);
+    perfc_trace_current_set(&q->tc);
     free(q);
+  }
   return rc;
 }
 

@@ -344,9 +344,16 @@ void perfc__call_to_pool(perfc_ctx *ctx) {
   if (!ctx->run_listed && !ctx->close_watched)
     ctx->ops->watch_close(ctx);
   ctx->run_listed = 1;
+  /* perfc_pool_submit() hands the job the submitting thread's trace
+   * context; this thread (a loop, or whoever finished the deferred call)
+   * may work for no call or for another one: the call's own goes. */
+  perfc_trace_current mine;
+  int had = perfc_trace_current_get(&mine);
+  perfc_trace_current_set(&ctx->defer_tc);
   int rc = ctx->srv->pool != NULL
                ? perfc_pool_submit(ctx->srv->pool, pool_job, ctx)
                : PERFC_ESTATE;
+  perfc_trace_current_set(had ? &mine : NULL);
   if (rc != 0)
     perfc__call_finish_with(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
                             "server busy: %s (worker queue bound reached)",

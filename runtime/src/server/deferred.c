@@ -201,6 +201,7 @@ perfc_deferred *perfc_call_defer(perfc_ctx *ctx) {
   uint32_t gen = (uint32_t)(atomic_load_explicit(&s->word,
                                                  memory_order_relaxed) >> 32);
   s->ctx = ctx;
+  perfc_trace_current_get(&ctx->defer_tc);
   atomic_store_explicit(&s->word, word(gen, 0, ST_RUNNING),
                         memory_order_release);
   perfc_deferred *d = handle_of(idx, gen);

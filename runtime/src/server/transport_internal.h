@@ -32,6 +32,7 @@
 #include "perfc/server.h"
 #include "perfc/stream.h"
 #include "perfc/tls.h"
+#include "perfc/trace_context.h"
 
 #include <protobuf-c/protobuf-c.h>
 #include <stdatomic.h>
@@ -158,6 +159,10 @@ struct perfc_ctx {
   /* perfc_call_defer() (server/deferred.c): the handle's token, 0 while
    * the call is not deferred; in_handler while a unary handler runs. */
   uint64_t deferred;
+  /* The trace context current when the call was deferred (the server
+   * span's): carried to the worker perfc_deferred_run_handler() hands the
+   * call to, whose thread otherwise works for no span. */
+  perfc_trace_current defer_tc;
   int in_handler;
   int close_watched; /* perfc_call_defer() asked for watch_close */
   perfc_stream *stream; /* streaming methods only, in the arena */
