@@ -252,7 +252,7 @@ bool perfc__h2_accepts_gzip(const char *v) {
       const char *k = p;
       while (p < end && *p != '=' && *p != ';' && !ows(*p))
         p++;
-      if (p == end || *p != '=') {
+      if (p == end || *p != '=' || p == k) {
         q = -1;
         break;
       }
