@@ -175,6 +175,16 @@ PERFC_API int perfc_config_tracing_enabled(const perfc_config *cfg);
 PERFC_API int perfc_config_apply_tracing(const perfc_config *cfg,
                                          perfc_tracing_opts *o);
 
+struct perfc_gateway_opts; /* perfc/gateway.h */
+
+/** Fills the perfc_gateway_opts fields the `gateway:` section sets (call
+ *  perfc_gateway_opts_init() first): max_body_size, idle_timeout,
+ *  gzip_level, gzip_min_size, http_cache; gateway.gzip false sets
+ *  gzip_level to PERFC_HTTP_GZIP_OFF. libperfc-config fills the struct
+ *  only: it does not link libperfc-gateway. Returns 0 or PERFC_EINVAL. */
+PERFC_API int perfc_config_apply_gateway(const perfc_config *cfg,
+                                         struct perfc_gateway_opts *o);
+
 typedef struct perfc_config_guards perfc_config_guards;
 
 /** Creates and attaches the interceptors the `resilience:` section asks for

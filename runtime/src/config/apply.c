@@ -11,6 +11,7 @@
  */
 #include "config/config_internal.h"
 
+#include "perfc/gateway.h"
 #include "perfc/grpc_metrics.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
@@ -154,6 +155,17 @@ int perfc_config_tracing_enabled(const perfc_config *cfg) {
     if (e != NULL && *e)
       return 1;
   }
+  return 0;
+}
+
+int perfc_config_apply_gateway(const perfc_config *cfg,
+                               struct perfc_gateway_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_GATEWAY, o);
+  const cfg_value *v = cfg_get(cfg, "gateway", "gzip");
+  if (v != NULL && v->i == 0)
+    o->gzip_level = PERFC_HTTP_GZIP_OFF;
   return 0;
 }
 
