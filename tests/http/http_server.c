@@ -8,6 +8,8 @@
  * Usage: perfc-http-test-server [--listen HOST:PORT] [--max-body BYTES]
  *          [--idle-ms MS] [--max-metadata-bytes N] [--threads N]
  *          [--cors-origin ORIGIN]... (up to 4) [--tls-cert F --tls-key F]
+ *          [--gzip-min-bytes N] [--gzip-level -1..9]
+ *          [--http-cache revalidate|max_age|off] [--redis-port N]
  * Prints "listening on HOST:PORT" and "metrics on HOST:PORT" (the
  * go-grpc-prometheus interceptor's /metrics, with the HTTP/JSON calls'
  * perfc_server_http_handled_total) once serving; SIGTERM/SIGINT stop it.
@@ -20,10 +22,14 @@
  * "perfc-http-test-secret-0123456789abcdef"; perfc_auth), every other
  * method is public. WhoAmI echoes the metadata the handler sees and its remaining
  * deadline.
+ * Notes (ids 1..64) are served through the declarative cache
+ * (register_cached): an L1 perfc_cache, with Redis on 127.0.0.1 as L2 when
+ * --redis-port is given. GetNote's answer counts the loads of its note.
  */
 #include "web/v1/web.perfc.h"
 
 #include "perfc/auth.h"
+#include "perfc/cache.h"
 #include "perfc/gateway.h"
 #include "perfc/grpc_metrics.h"
 #include "perfc/metrics.h"
@@ -271,7 +277,45 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
                 : PERFC_STATUS_OK;
 }
 
+static struct {
+  char text[2048];
+  int64_t loads;
+} notes[MAX_THINGS + 1];
+
+static perfc_status_code get_note(perfc_ctx *ctx,
+                                  const Web__V1__GetNoteRequest *req,
+                                  Web__V1__Note *resp, void *ud) {
+  (void)ud;
+  if (req->id < 1 || req->id > MAX_THINGS)
+    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "note %lld not found",
+                           (long long)req->id);
+  pthread_mutex_lock(&mu);
+  resp->id = req->id;
+  resp->text = perfc_arena_strdup(perfc_ctx_arena(ctx), notes[req->id].text);
+  resp->loads = ++notes[req->id].loads;
+  pthread_mutex_unlock(&mu);
+  return PERFC_STATUS_OK;
+}
+
+static perfc_status_code update_note(perfc_ctx *ctx, const Web__V1__Note *req,
+                                     Web__V1__Note *resp, void *ud) {
+  (void)ud;
+  if (req->id < 1 || req->id > MAX_THINGS)
+    return perfc_ctx_error(ctx, PERFC_STATUS_INVALID_ARGUMENT,
+                           "note id must be 1..%d", MAX_THINGS);
+  pthread_mutex_lock(&mu);
+  snprintf(notes[req->id].text, sizeof notes[req->id].text, "%s", req->text);
+  resp->id = req->id;
+  resp->text = perfc_arena_strdup(perfc_ctx_arena(ctx), notes[req->id].text);
+  resp->loads = notes[req->id].loads;
+  pthread_mutex_unlock(&mu);
+  return PERFC_STATUS_OK;
+}
+
 static const Web__V1__Web_Handlers handlers = {
+    .get_note = get_note,
+    .get_note_default_ttl = get_note,
+    .update_note = update_note,
     .get_thing = get_thing,
     .create_thing = create_thing,
     .update_thing = update_thing,
@@ -288,6 +332,7 @@ static const Web__V1__Web_Handlers handlers = {
 
 int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:0";
+  int redis_port = 0;
   perfc_server_opts o;
   perfc_server_opts_init(&o);
   perfc_gateway_opts go;
@@ -314,6 +359,17 @@ int main(int argc, char **argv) {
       tls.key_file = argv[++i];
     else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
       o.threads = (unsigned)atoi(argv[++i]);
+    else if (strcmp(argv[i], "--gzip-min-bytes") == 0 && i + 1 < argc)
+      go.gzip_min_bytes = (size_t)strtoull(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--gzip-level") == 0 && i + 1 < argc)
+      go.gzip_level = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--http-cache") == 0 && i + 1 < argc) {
+      const char *m = argv[++i];
+      go.http_cache = strcmp(m, "max_age") == 0 ? PERFC_HTTP_CACHE_MAX_AGE
+                      : strcmp(m, "off") == 0   ? PERFC_HTTP_CACHE_OFF
+                                                : PERFC_HTTP_CACHE_REVALIDATE;
+    } else if (strcmp(argv[i], "--redis-port") == 0 && i + 1 < argc)
+      redis_port = atoi(argv[++i]);
     else {
       fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
@@ -321,10 +377,32 @@ int main(int argc, char **argv) {
   }
   go.cors_origins = cors;
   go.cors_origin_count = ncors;
+  /* The notes' cache: L1, and Redis as L2 when given (then GetNote's
+   * misses read Redis on the loop, as a real service's do). */
+  perfc_redis_pool *redis = NULL;
+  if (redis_port > 0) {
+    perfc_redis_opts ro;
+    perfc_redis_opts_init(&ro);
+    ro.host = "127.0.0.1";
+    ro.port = redis_port;
+    if (perfc_redis_pool_new(&redis, &ro) != 0) {
+      fprintf(stderr, "redis failed: %s\n", perfc_last_error());
+      return 1;
+    }
+  }
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.redis = redis;
+  co.name = "notes";
+  perfc_cache *cache = NULL;
+  if (perfc_cache_new(&cache, &co) != 0) {
+    fprintf(stderr, "cache failed: %s\n", perfc_last_error());
+    return 1;
+  }
   perfc_server *srv;
   int port = 0;
   if (perfc_server_new(&srv, &o) != 0 ||
-      web__v1__web__perfc_register(srv, &handlers, NULL) != 0 ||
+      web__v1__web__perfc_register_cached(srv, &handlers, NULL, cache) != 0 ||
       perfc_gateway_attach(&go, srv) != 0 ||
       (tls.cert_file != NULL ? perfc_server_listen_tls(srv, listen, &tls, &port)
                              : perfc_server_listen(srv, listen, &port)) != 0) {
@@ -378,5 +456,7 @@ int main(int argc, char **argv) {
   perfc_grpc_metrics_free(gm);
   perfc_ratelimit_free(rl);
   perfc_auth_free(auth);
+  perfc_cache_free(cache);
+  perfc_redis_pool_free(redis);
   return 0;
 }

@@ -812,6 +812,381 @@ def test_tls():
         shutil.rmtree(certs, ignore_errors=True)
 
 
+
+# ---- compression and the HTTP cache (issue #18 item 6) ----------------------
+
+def note_url(i, suffix=""):
+    return f"/v1/notes/{i}{suffix}"
+
+
+def grpc_note(port, method, payload):
+    """A unary gRPC call of web.v1.Web/<method> with a hand-encoded request;
+    returns the response's fields {number: value} (varints and strings)."""
+    import grpc
+    ch = grpc.insecure_channel(f"{HOST}:{port}")
+    try:
+        raw = ch.unary_unary(f"/web.v1.Web/{method}")(payload, timeout=10)
+    finally:
+        ch.close()
+    out, i = {}, 0
+    while i < len(raw):
+        key = raw[i]
+        i += 1
+        if key & 7 == 0:
+            v, shift = 0, 0
+            while True:
+                b = raw[i]
+                i += 1
+                v |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            out[key >> 3] = v
+        else:
+            n = raw[i]  # strings below 128 bytes here
+            i += 1
+            out[key >> 3] = raw[i:i + n].decode()
+            i += n
+    return out
+
+
+def ungzip(hd, body):
+    import gzip
+    return gzip.decompress(body) if hd.get("content-encoding") == "gzip" else body
+
+
+def on(port, method, path, body=None, headers=None):
+    c = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        return req(method, path, body, headers, conn=c)
+    finally:
+        c.close()
+
+
+def test_gzip():
+    """Accept-Encoding decides (q-values, *, identity), only above the
+    threshold and for JSON, HTTP/1.1 and HTTP/2; the body decompresses to
+    the identity answer; NDJSON and small answers are never compressed."""
+    import gzip
+    big = "g" * 1500
+    st, _, _ = jreq("PATCH", note_url(20), {"text": big})
+    check(st == 200, st)
+    st, hd, ident = req("GET", note_url(20), headers={"Accept-Encoding": "identity"})
+    check(st == 200 and "content-encoding" not in hd, hd)
+    check(hd.get("vary") == "accept-encoding", hd)
+    doc = json.loads(ident)
+    check(doc["text"] == big and len(ident) >= 1024, len(ident))
+    takes = ["gzip", "GZIP", "x-gzip", "*", "deflate, gzip;q=0.5", "gzip;q=1.000",
+             "br;q=1, gzip ; q=0.001", "identity;q=0, gzip", "*;q=0.1, identity"]
+    refuses = ["identity", "gzip;q=0", "gzip;q=0.000", "*;q=0", "deflate, br",
+               "gzip;q=0, *", "", "gzip;q=2", "gzip;q=abc", "gzip;q=0.0001",
+               "gzip;=1", "gzipx", "gzip junk"]
+    for ae in takes + refuses:
+        st, hd, raw = req("GET", note_url(20), headers={"Accept-Encoding": ae})
+        want = ae in takes
+        check(st == 200 and (hd.get("content-encoding") == "gzip") == want,
+              (ae, st, hd))
+        check(hd.get("vary") == "accept-encoding", (ae, hd))
+        if want:
+            check(len(raw) < len(ident) and int(hd["content-length"]) == len(raw),
+                  (ae, len(raw)))
+            check(gzip.decompress(raw) == ident, ae)
+        else:
+            check(raw == ident, ae)
+    # the answer to an update is compressed the same way
+    st, hd, raw = req("PATCH", note_url(20), {"text": big},
+                      headers={"Accept-Encoding": "gzip"})
+    check(st == 200 and hd.get("content-encoding") == "gzip" and
+          json.loads(gzip.decompress(raw))["text"] == big, hd)
+    # (the update reloads the note: its answer counts one more load)
+    _, _, ident = req("GET", note_url(20), headers={"Accept-Encoding": "identity"})
+    # below the threshold (1 KiB): identity, and no Vary
+    jreq("PATCH", note_url(21), {"text": "small"})
+    st, hd, raw = req("GET", note_url(21), headers={"Accept-Encoding": "gzip"})
+    check(st == 200 and "content-encoding" not in hd and "vary" not in hd and
+          json.loads(raw)["text"] == "small", (hd, raw))
+    # errors are small JSON: identity
+    st, hd, raw = req("GET", "/v1/nope", headers={"Accept-Encoding": "gzip"})
+    check(st == 404 and "content-encoding" not in hd and json.loads(raw)["code"] == 5,
+          hd)
+    # NDJSON streams are never compressed, however long
+    st, hd, raw = req("GET", "/v1/things:stream?page_size=60",
+                      headers={"Accept-Encoding": "gzip"})
+    check(st == 200 and "content-encoding" not in hd and
+          len(raw.splitlines()) == 60, (hd, len(raw)))
+    # HTTP/2 (curl sends no Accept-Encoding unless told)
+    base = f"http://{HOST}:{PORT}"
+    with tempfile.TemporaryDirectory() as td:
+        hf = os.path.join(td, "h")
+        rc, out, err = curl("--http2-prior-knowledge", "-D", hf, "-H",
+                            "Accept-Encoding: gzip", f"{base}{note_url(20)}")
+        head = open(hf).read().lower()
+        check(rc == 0 and head.startswith("http/2 200") and
+              "content-encoding: gzip" in head and "vary: accept-encoding" in head,
+              (rc, head, err))
+        check(gzip.decompress(out) == ident, out[:40])
+        rc, out, err = curl("--http2-prior-knowledge", "-D", hf, f"{base}{note_url(20)}")
+        head = open(hf).read().lower()
+        check(rc == 0 and "content-encoding" not in head and out == ident, head)
+        rc, out, err = curl("--http1.1", "-D", hf, f"{base}{note_url(20)}")
+        head = open(hf).read().lower()
+        check(rc == 0 and "content-encoding" not in head and out == ident, head)
+    # gRPC on the same port is not touched by HTTP compression
+    f = grpc_note(PORT, "GetNote", b"\x08" + pb_varint(21))
+    check(f.get(2) == "small", f)
+
+
+def test_gzip_options():
+    """--gzip-min-bytes moves the threshold; --gzip-level -1 turns it off."""
+    import gzip
+    p, _, port = start("--gzip-min-bytes", "16", "--gzip-level", "9")
+    try:
+        on(port, "PATCH", note_url(3), {"text": "0123456789" * 3})
+        st, hd, raw = on(port, "GET", note_url(3), headers={"Accept-Encoding": "gzip"})
+        check(st == 200 and hd.get("content-encoding") == "gzip" and
+              json.loads(gzip.decompress(raw))["text"] == "0123456789" * 3, hd)
+        st, hd, raw = on(port, "GET", "/v1/limited", headers={"Accept-Encoding": "gzip"})
+        check(st == 200 and "content-encoding" not in hd and raw == b"{}", hd)  # < 16 bytes
+    finally:
+        p.terminate()
+        check(p.wait(timeout=60) in (0, -15), "server exit")
+    p, _, port = start("--gzip-level", "-1")
+    try:
+        on(port, "PATCH", note_url(3), {"text": "z" * 2000})
+        st, hd, raw = on(port, "GET", note_url(3), headers={"Accept-Encoding": "gzip"})
+        check(st == 200 and "content-encoding" not in hd and "vary" not in hd and
+              json.loads(raw)["text"] == "z" * 2000, hd)
+    finally:
+        p.terminate()
+        check(p.wait(timeout=60) in (0, -15), "server exit")
+
+
+def etag_of(hd):
+    return hd.get("etag")
+
+
+def test_http_cache():
+    """ETag stable for the same data, If-None-Match -> 304 without a body,
+    a new ETag after an update through JSON or gRPC, Cache-Control; one
+    fill serves gRPC and JSON; HTTP/1.1 and HTTP/2."""
+    st, _, b = jreq("PATCH", note_url(30), {"text": "first"})
+    check(st == 200, (st, b))
+    st, hd, b = jreq("GET", note_url(30))
+    e1 = etag_of(hd)
+    check(st == 200 and b["text"] == "first", b)
+    loads = int(b["loads"])
+    check(e1 is not None and e1.startswith('"') and e1.endswith('"') and
+          len(e1) == 24, e1)
+    check(hd.get("cache-control") == "private, no-cache", hd)
+    # the same data: the same tag, and no second load (served by the cache)
+    for _ in range(3):
+        st, hd, b2 = jreq("GET", note_url(30))
+        check(st == 200 and etag_of(hd) == e1 and b2 == b, (hd, b2))
+    # gRPC reads the entry the JSON GET filled: the same load count
+    f = grpc_note(PORT, "GetNote", b"\x08" + pb_varint(30))
+    check(f.get(2) == "first" and f.get(3) == loads, (f, loads))
+    # conditional GETs
+    for inm in (e1, "W/" + e1, '"nope", ' + e1, "*", f' {e1} ,"x"',
+                e1[:-1] + '-gzip"'):
+        st, hd, raw = req("GET", note_url(30), headers={"If-None-Match": inm})
+        check(st == 304 and raw == b"" and etag_of(hd) == e1 and
+              hd.get("cache-control") == "private, no-cache" and
+              "content-type" not in hd and "content-length" not in hd,
+              (inm, st, hd, raw))
+    for inm in ('"nope"', 'W/"nope"', e1[:-2] + '"', e1 + "x", e1[1:],
+                '"' + e1 + '"', "", ",", "W/", e1 + ", garbage"):
+        st, hd, b2 = jreq("GET", note_url(30), headers={"If-None-Match": inm})
+        check(st == 200 and etag_of(hd) == e1 and b2 == b, (inm, st, hd))
+    # two If-None-Match lines are one list
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    c.putrequest("GET", note_url(30))
+    c.putheader("If-None-Match", '"a"')
+    c.putheader("If-None-Match", e1)
+    c.endheaders()
+    r = c.getresponse()
+    check(r.status == 304 and r.read() == b"", r.status)
+    # keep-alive after a 304: the next request on the connection is fine
+    st, hd, b2 = jreq("GET", note_url(30), conn=c)
+    check(st == 200 and b2 == b, st)
+    c.close()
+    # an update through JSON: new data, a new tag, the old tag gets 200
+    st, _, _ = jreq("PATCH", note_url(30), {"text": "second"})
+    check(st == 200, st)
+    st, hd, b3 = jreq("GET", note_url(30), headers={"If-None-Match": e1})
+    e2 = etag_of(hd)
+    check(st == 200 and b3["text"] == "second" and int(b3["loads"]) == loads + 1 and
+          e2 not in (None, e1), (st, hd, b3))
+    st, hd, raw = req("GET", note_url(30), headers={"If-None-Match": e2})
+    check(st == 304 and raw == b"", st)
+    # an update through gRPC (UpdateNote: 1 id, 2 text): the same
+    msg = b"\x08" + pb_varint(30) + b"\x12\x05third"
+    f = grpc_note(PORT, "UpdateNote", msg)
+    check(f.get(2) == "third", f)
+    st, hd, b4 = jreq("GET", note_url(30), headers={"If-None-Match": e2})
+    e3 = etag_of(hd)
+    check(st == 200 and b4["text"] == "third" and e3 not in (None, e1, e2),
+          (st, hd, b4))
+    # HTTP/2: the same tag, 304 on it
+    base = f"http://{HOST}:{PORT}"
+    with tempfile.TemporaryDirectory() as td:
+        hf = os.path.join(td, "h")
+        rc, out, err = curl("--http2-prior-knowledge", "-D", hf, f"{base}{note_url(30)}")
+        head = open(hf).read().lower()
+        check(rc == 0 and head.startswith("http/2 200") and
+              f"etag: {e3.lower()}" in head and json.loads(out) == b4, (head, out))
+        rc, out, err = curl("--http2-prior-knowledge", "-D", hf, "-H",
+                            f"If-None-Match: {e3}", f"{base}{note_url(30)}")
+        head = open(hf).read().lower()
+        check(rc == 0 and head.startswith("http/2 304") and out == b"" and
+              "cache-control: private, no-cache" in head, (head, out))
+    # a gzipped answer's tag is the identity's with -gzip; either revalidates
+    jreq("PATCH", note_url(31), {"text": "q" * 2000})
+    st, hd, raw = req("GET", note_url(31), headers={"Accept-Encoding": "gzip"})
+    eg = etag_of(hd)
+    st2, hd2, _ = req("GET", note_url(31))
+    ei = etag_of(hd2)
+    check(st == 200 and st2 == 200 and hd.get("content-encoding") == "gzip" and
+          eg == ei[:-1] + '-gzip"', (eg, ei))
+    for ae, inm in (("gzip", eg), ("gzip", ei), ("identity", eg)):
+        st, hd, raw = req("GET", note_url(31),
+                          headers={"Accept-Encoding": ae, "If-None-Match": inm})
+        check(st == 304 and raw == b"" and hd.get("vary") == "accept-encoding" and
+              etag_of(hd) == (eg if ae == "gzip" else ei), (ae, inm, st, hd))
+    # a cached method's default TTL; a method without (perfc.cache): no
+    # validators at all
+    st, hd, _ = jreq("GET", note_url(30, ":default"))
+    check(st == 200 and hd.get("cache-control") == "private, no-cache" and
+          etag_of(hd), hd)
+    st, hd, _ = jreq("GET", "/v1/whoami", headers={"If-None-Match": "*"})
+    check(st == 200 and "etag" not in hd and "cache-control" not in hd, hd)
+    # errors carry no validators
+    st, hd, b = jreq("GET", note_url(99), headers={"If-None-Match": "*"})
+    check(st == 404 and "etag" not in hd, (st, hd))
+
+
+def test_cache_modes():
+    """--http-cache max_age: max-age from the method's ttl (30 s), the
+    cache's default TTL falls back to no-cache; off: no validators."""
+    p, _, port = start("--http-cache", "max_age")
+    try:
+        on(port, "PATCH", note_url(5), {"text": "m"})
+        st, hd, _ = on(port, "GET", note_url(5))
+        check(st == 200 and hd.get("cache-control") == "private, max-age=30" and
+              etag_of(hd), hd)
+        st, hd, raw = on(port, "GET", note_url(5), headers={"If-None-Match": etag_of(hd)})
+        check(st == 304 and raw == b"" and
+              hd.get("cache-control") == "private, max-age=30", hd)
+        st, hd, _ = on(port, "GET", note_url(5, ":default"))
+        check(st == 200 and hd.get("cache-control") == "private, no-cache", hd)
+    finally:
+        p.terminate()
+        check(p.wait(timeout=60) in (0, -15), "server exit")
+    p, _, port = start("--http-cache", "off")
+    try:
+        on(port, "PATCH", note_url(5), {"text": "m"})
+        st, hd, b = on(port, "GET", note_url(5), headers={"If-None-Match": "*"})
+        check(st == 200 and "etag" not in hd and "cache-control" not in hd and
+              json.loads(b)["text"] == "m", hd)
+    finally:
+        p.terminate()
+        check(p.wait(timeout=60) in (0, -15), "server exit")
+
+
+def test_negotiation_fuzz():
+    """Random and malformed Accept-Encoding / If-None-Match values: every
+    answer is 200 or 304, a 200's body (decompressed when it says gzip) is
+    the note, the server stays up."""
+    jreq("PATCH", note_url(40), {"text": "f" * 1200})
+    _, hd, ident = req("GET", note_url(40), headers={"Accept-Encoding": "identity"})
+    etag = etag_of(hd)
+    rnd = random.Random(18)
+    alphabet = 'gzip*;q=0.1, W/"\t-x' + etag
+    pieces = ["gzip", "x-gzip", "*", "identity", ";q=", "0", "1", ".", "5",
+              ",", ";", " ", "\t", "=", "W/", '"', etag, "-gzip", "br"]
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    for i in range(300):
+        if i % 2:
+            v = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
+        else:
+            v = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        v = v.strip()
+        h = {"Accept-Encoding": v} if i % 3 else {"If-None-Match": v}
+        if i % 5 == 0:
+            h = {"Accept-Encoding": v, "If-None-Match": v}
+        st, hd, raw = req("GET", note_url(40), headers=h, conn=c)
+        check(st in (200, 304), (v, st))
+        if st == 200:
+            check(ungzip(hd, raw) == ident and etag_of(hd).startswith(etag[:-1]),
+                  (v, hd))
+        else:
+            check(raw == b"" and "If-None-Match" in h, (v, hd))
+    c.close()
+    # long values up to the header limit: no crash, sane answers
+    st, hd, raw = req("GET", note_url(40),
+                      headers={"Accept-Encoding": "a," * 1500 + "gzip",
+                               "If-None-Match": '"x",' * 700 + etag})
+    check(st == 304, st)
+
+
+def test_cache_redis():
+    """Two servers sharing Redis (L2): one's fill answers the other with
+    the same bytes and ETag (a 304 on the first one's tag), and an update
+    through one is seen by the other's next GET (a new ETag)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise AssertionError("redis-server is required")
+    s0 = socket.socket()
+    s0.bind(("127.0.0.1", 0))
+    rport = s0.getsockname()[1]
+    s0.close()
+    rdir = tempfile.mkdtemp(prefix="perfc-http-redis-")
+    redis = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", rdir],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = []
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", rport), 1).close()
+                break
+            except OSError:
+                check(time.time() < deadline, "redis-server did not start")
+                time.sleep(0.05)
+        a, _, pa = start("--redis-port", str(rport))
+        procs.append(a)
+        b, _, pb = start("--redis-port", str(rport))
+        procs.append(b)
+        on(pa, "PATCH", note_url(7), {"text": "from-a"})
+        st, hd, raw = on(pa, "GET", note_url(7))
+        ea = etag_of(hd)
+        check(st == 200 and json.loads(raw) == {"id": "7", "text": "from-a",
+                                                "loads": "1"}, raw)
+        # B never stored note 7: what it answers came from A's fill in Redis
+        st, hd, raw_b = on(pb, "GET", note_url(7))
+        check(st == 200 and raw_b == raw and etag_of(hd) == ea, (raw_b, hd))
+        st, hd, raw_b = on(pb, "GET", note_url(7), headers={"If-None-Match": ea})
+        check(st == 304 and raw_b == b"", st)
+        # A's update invalidates Redis and (pub/sub) B's L1: B loads its own
+        on(pa, "PATCH", note_url(7), {"text": "changed"})
+        deadline = time.time() + 5
+        while True:
+            st, hd, raw_b = on(pb, "GET", note_url(7), headers={"If-None-Match": ea})
+            if st == 200 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        check(st == 200 and json.loads(raw_b).get("text", "") == "" and
+              etag_of(hd) not in (None, ea), (st, raw_b, hd))
+        st, hd, raw = on(pa, "GET", note_url(7))
+        check(st == 200 and json.loads(raw).get("text", "") in ("changed", ""), raw)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
+        redis.kill()
+        redis.wait()
+        shutil.rmtree(rdir, ignore_errors=True)
+
 def main():
     global HOST, PORT
     p, HOST, PORT = start()
@@ -822,6 +1197,8 @@ def main():
              test_grpc_same_port, test_metrics_by_protocol, test_grpc_web,
              test_cors,
              test_tls, test_garbage,
+             test_gzip, test_gzip_options, test_http_cache, test_cache_modes,
+             test_negotiation_fuzz, test_cache_redis,
              test_idle_and_slow_clients]
     only = os.environ.get("HTTP_TEST_ONLY")
     try:

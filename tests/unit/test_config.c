@@ -354,8 +354,8 @@ Test(config, unknown_keys_are_errors) {
              "max_metadata_size)");
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
-             "server, tls, metrics, logging, tracing, redis, postgres, cache, http, "
-             "resilience)");
+             "server, tls, metrics, logging, tracing, redis, postgres, cache, resilience, "
+             "http)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "
@@ -844,6 +844,9 @@ static void apply_target(const perfc_config *cfg, cfg_target t, void *o) {
   case T_TRACING:
     rc = perfc_config_apply_tracing(cfg, o);
     break;
+  case T_GATEWAY:
+    rc = perfc_config_apply_http(cfg, o);
+    break;
   default:
     cr_assert_fail("row without an apply function");
   }
@@ -1038,6 +1041,48 @@ Test(config_apply, no_l1_reaches_the_cache, .timeout = 30) {
   l1_case(tr.port, "0", 0);
   l1_case(tr.port, "64KiB", 1);
   tr_stop(&tr);
+}
+
+/* The http: section (#18 items 6, 9) into perfc_gateway_opts; gzip: false
+ * turns compression off whatever the level; bad values are refused with
+ * the key's name. */
+Test(config, http_section_fills_the_gateway_options) {
+  perfc_config *cfg = load_ok("http:\n"
+                              "  max_body_size: 1MiB\n"
+                              "  idle_timeout: 5s\n"
+                              "  gzip_level: 9\n"
+                              "  gzip_min_size: 4KiB\n"
+                              "  cache: max_age\n");
+  perfc_gateway_opts o;
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_expect_eq(o.max_body_bytes, 1u << 20);
+  cr_expect_eq(o.idle_timeout_ms, 5000);
+  cr_expect_eq(o.gzip_level, 9);
+  cr_expect_eq(o.gzip_min_bytes, 4096);
+  cr_expect_eq(o.http_cache, PERFC_HTTP_CACHE_MAX_AGE);
+  perfc_config_free(cfg);
+  cfg = load_ok("http:\n  gzip: false\n  gzip_level: 3\n  cache: off\n");
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_expect_eq(o.gzip_level, PERFC_HTTP_GZIP_OFF);
+  cr_expect_eq(o.http_cache, PERFC_HTTP_CACHE_OFF);
+  cr_expect_eq(o.gzip_min_bytes, PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES);
+  perfc_config_free(cfg);
+  /* unset: the defaults stay */
+  cfg = load_ok("");
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_expect_eq(o.gzip_level, PERFC_DEFAULT_HTTP_GZIP_LEVEL);
+  cr_expect_eq(o.http_cache, PERFC_HTTP_CACHE_REVALIDATE);
+  perfc_config_free(cfg);
+  cr_expect_eq(perfc_config_apply_http(NULL, &o), PERFC_EINVAL);
+  load_fails("http:\n  gzip_level: 10\n",
+             "config: svc.yaml:2:15: http.gzip_level: 10 is out of range: "
+             "must be between 1 and 9");
+  load_fails("http:\n  cache: forever\n",
+             "config: svc.yaml:2:10: http.cache: invalid value 'forever': "
+             "expected one of revalidate, max_age, off");
 }
 
 /* The tracing: section: every key into perfc_tracing_opts (sample_percent

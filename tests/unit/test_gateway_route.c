@@ -370,3 +370,38 @@ Test(gateway_route, status_body_is_google_rpc_status) {
   cr_assert_eq(perfc_gateway_status_json(PERFC_STATUS_INTERNAL, NULL, arena, &out, &len), 0);
   cr_assert_str_eq(out, "{\"code\":13,\"message\":\"\",\"details\":[]}");
 }
+
+/* #18 item 6: the compression and HTTP-cache options are checked at
+ * attach, with a message naming them; the defaults are the named
+ * constants. */
+Test(gateway_attach, compression_and_cache_options_are_checked) {
+  perfc_server_opts so; /* h2: the C core cannot carry HTTP/JSON */
+  perfc_server_opts_init(&so);
+  so.transport = PERFC_TRANSPORT_H2;
+  perfc_gateway_opts go;
+  perfc_gateway_opts_init(&go);
+  cr_expect_eq(go.gzip_min_bytes, PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES);
+  cr_expect_eq(go.gzip_level, PERFC_DEFAULT_HTTP_GZIP_LEVEL);
+  cr_expect_eq(go.http_cache, PERFC_HTTP_CACHE_REVALIDATE);
+  static const struct {
+    int level, mode;
+  } bad[] = {{10, 0}, {-2, 0}, {0, 3}, {0, -1}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    perfc_server *srv;
+    cr_assert_eq(perfc_server_new(&srv, &so), 0);
+    perfc_gateway_opts_init(&go);
+    go.gzip_level = bad[i].level;
+    go.http_cache = (perfc_http_cache_mode)bad[i].mode;
+    cr_expect_eq(perfc_gateway_attach(&go, srv), PERFC_EINVAL, "case %zu", i);
+    cr_expect(strstr(perfc_last_error(), "gzip_level") != NULL, "%s",
+              perfc_last_error());
+    perfc_server_free(srv);
+  }
+  perfc_server *srv;
+  cr_assert_eq(perfc_server_new(&srv, &so), 0);
+  perfc_gateway_opts_init(&go);
+  go.gzip_level = PERFC_HTTP_GZIP_OFF;
+  go.http_cache = PERFC_HTTP_CACHE_OFF;
+  cr_expect_eq(perfc_gateway_attach(&go, srv), 0, "%s", perfc_last_error());
+  perfc_server_free(srv);
+}

@@ -78,6 +78,87 @@ static size_t zip(int gzip, const uint8_t *in, size_t len, uint8_t *out,
   return n;
 }
 
+/* HTTP/JSON compression (#18 item 6): Accept-Encoding per RFC 9110 12.5.3,
+ * q-values in thousandths, malformed members skipped. */
+Test(h2_grpc, accept_encoding_takes_gzip_by_q_value) {
+  static const struct {
+    const char *v;
+    bool gzip;
+  } cases[] = {
+      {NULL, false},
+      {"", false},
+      {"gzip", true},
+      {"GZip", true},
+      {"x-gzip", true},
+      {"identity", false},
+      {"deflate, br", false},
+      {"*", true},
+      {"*;q=0", false},
+      {"gzip;q=0", false},
+      {"gzip; q=0.000", false},
+      {"gzip;q=0.001", true},
+      {"gzip;q=1", true},
+      {"gzip;q=1.000", true},
+      {"gzip;q=1.001", false},  /* malformed: skipped */
+      {"gzip;q=0.0001", false}, /* four decimals: malformed */
+      {"gzip;q=", false},
+      {"gzip;q=.5", false},
+      {"gzip;=1", false},
+      {"gzip;q", false},
+      {"gzip junk", false},
+      {"gzip;level=9;q=0.5", true},
+      {"gzip;q=0, *", false},    /* named beats * */
+      {"*;q=0.5, gzip;q=0", false},
+      {"identity;q=0, *;q=0.2", true},
+      {"br;q=1.0, gzip;q=0.8, *;q=0.1", true},
+      {" \tgzip\t ; q=0.5 ,", true},
+      {",,,;;;", false},
+      {"gzip;q=0, gzip;q=0.5", true}, /* the best of repeats */
+      {"gzipx, xgzip, gzi", false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    cr_expect_eq(perfc__h2_accepts_gzip(cases[i].v), cases[i].gzip, "%s",
+                 cases[i].v ? cases[i].v : "(null)");
+}
+
+/* If-None-Match: weak comparison, "*", lists, the -gzip variant, and
+ * anything malformed matches nothing (a full 200 is always safe). */
+Test(h2_grpc, if_none_match_compares_weakly_and_refuses_malformed_lists) {
+  static const struct {
+    const char *v;
+    bool match;
+  } cases[] = {
+      {NULL, false},
+      {"", false},
+      {"*", true},
+      {" * ", true},
+      {"*, \"abc\"", false},
+      {"\"abc\"", true},
+      {"W/\"abc\"", true},
+      {"\"abc-gzip\"", true},
+      {"W/\"abc-gzip\"", true},
+      {"\"abc-gzipx\"", false},
+      {"\"abcd\"", false},
+      {"\"ab\"", false},
+      {"\"x\", \"abc\"", true},
+      {"\"x\",\"abc\" ", true},
+      {"\"x\" ,, \"abc\"", true},
+      {"abc", false},
+      {"\"abc", false},
+      {"\"abc\" junk", false},
+      {"\"x\", abc", false},
+      {"W/", false},
+      {"w/\"abc\"", false},
+      {"\"\"", false},
+      {"\"ab c\"", false},
+      {"\"abc\", \"un", false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    cr_expect_eq(perfc__h2_etag_matches(cases[i].v, "abc"), cases[i].match,
+                 "%s", cases[i].v ? cases[i].v : "(null)");
+  cr_expect_not(perfc__h2_etag_matches("\"abc\"", NULL));
+}
+
 Test(h2_grpc, bounded_inflate_stops_at_the_limit) {
   size_t big = 8 << 20;
   uint8_t *zeros = calloc(1, big);

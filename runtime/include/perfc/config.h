@@ -167,11 +167,14 @@ PERFC_API int perfc_config_cache_enabled(const perfc_config *cfg);
  *  perfc_gateway_attach() (perfc/gateway.h; h2 transport only). */
 PERFC_API int perfc_config_http_enabled(const perfc_config *cfg);
 
-/** Fills the perfc_gateway_opts fields the `http:` section sets
- *  (max_body_size, idle_timeout); the others keep their value. Only the
- *  struct is touched, so libperfc-config does not link the gateway.
- *  Returns 0 or PERFC_EINVAL. */
-struct perfc_gateway_opts;
+struct perfc_gateway_opts; /* perfc/gateway.h */
+
+/** Fills the perfc_gateway_opts fields the `http:` section sets (call
+ *  perfc_gateway_opts_init() first): max_body_size, idle_timeout,
+ *  gzip_level, gzip_min_size, cache; http.gzip false sets gzip_level to
+ *  PERFC_HTTP_GZIP_OFF. The others keep their value. libperfc-config
+ *  fills the struct only: it does not link libperfc-gateway. Returns 0 or
+ *  PERFC_EINVAL. */
 PERFC_API int perfc_config_apply_http(const perfc_config *cfg,
                                       struct perfc_gateway_opts *o);
 

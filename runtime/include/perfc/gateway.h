@@ -245,6 +245,20 @@ typedef struct perfc_gateway_opts {
   /** Access-Control-Allow-Credentials: true (then "*" answers name the
    *  origin, as the Fetch standard requires). */
   bool cors_allow_credentials;
+  /** Response compression: a unary answer whose body is at least
+   *  `gzip_min_bytes` (0 = PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES, 1 KiB) and
+   *  whose content type compresses (JSON) is sent `Content-Encoding: gzip`
+   *  when the request's Accept-Encoding takes gzip (q-values honoured:
+   *  `gzip;q=0`, or `*;q=0` without gzip named, refuses it), with `Vary:
+   *  Accept-Encoding`. NDJSON streams are never compressed. `gzip_level`
+   *  1..9 (0 = PERFC_DEFAULT_HTTP_GZIP_LEVEL; PERFC_HTTP_GZIP_OFF: never
+   *  compress). */
+  size_t gzip_min_bytes;
+  int gzip_level;
+  /** HTTP caching of GET answers of methods with a `(perfc.cache)`
+   *  option: ETag, If-None-Match -> 304, Cache-Control
+   *  (perfc_http_cache_mode; default PERFC_HTTP_CACHE_REVALIDATE). */
+  perfc_http_cache_mode http_cache;
 } perfc_gateway_opts;
 
 /** Fills `o` with the defaults above. */

@@ -41,6 +41,32 @@ extern "C" {
 #define PERFC_DEFAULT_CORS_METHODS "GET, POST, PUT, PATCH, DELETE, HEAD"
 #define PERFC_DEFAULT_CORS_EXPOSE_HEADERS "grpc-status, grpc-message"
 #define PERFC_DEFAULT_CORS_MAX_AGE_MS 600000
+/** Response compression (HTTP/JSON answers, not gRPC-Web, which has its
+ *  own): bodies of at least this many bytes are gzipped for a client whose
+ *  Accept-Encoding takes gzip; smaller ones gain little and cost a
+ *  deflate. */
+#define PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES 1024
+/** zlib's level for those bodies (1 fastest .. 9 smallest). */
+#define PERFC_DEFAULT_HTTP_GZIP_LEVEL 5
+/** gzip_level value that turns response compression off. */
+#define PERFC_HTTP_GZIP_OFF (-1)
+
+/** What a GET answer of a `(perfc.cache)` method says to HTTP caches
+ *  (docs/http-json.md, "HTTP cache"). Every mode but OFF sends a strong
+ *  ETag (a hash of the body) and answers a matching If-None-Match 304. */
+typedef enum perfc_http_cache_mode {
+  /** `Cache-Control: private, no-cache`: a client may keep the answer but
+   *  asks again every time (If-None-Match, 304 when unchanged), so an
+   *  update is seen at once, as the server's own cache sees it. */
+  PERFC_HTTP_CACHE_REVALIDATE = 0,
+  /** `Cache-Control: private, max-age=<the method's ttl in s>`: a client
+   *  reuses the answer without asking for up to the TTL (an update may be
+   *  unseen that long); a method whose ttl is the cache's default gets
+   *  REVALIDATE's header. */
+  PERFC_HTTP_CACHE_MAX_AGE = 1,
+  /** No ETag, no Cache-Control, no 304. */
+  PERFC_HTTP_CACHE_OFF = 2
+} perfc_http_cache_mode;
 
 /** A codec: every function runs on the call's thread (a transport loop or
  *  a worker), must not block, and allocates only from `arena` (the
@@ -89,6 +115,13 @@ typedef struct perfc_http_codec {
   const char *cors_expose_headers;
   int64_t cors_max_age_ms;
   bool cors_allow_credentials;
+  /** Compression of unary answers (perfc_gateway_opts documents them):
+   *  0 = PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES / _LEVEL; gzip_level
+   *  PERFC_HTTP_GZIP_OFF: none. */
+  size_t gzip_min_bytes;
+  int gzip_level;
+  /** ETag / Cache-Control of GET answers of cached methods. */
+  perfc_http_cache_mode http_cache;
 } perfc_http_codec;
 
 /** Lets the server's listener serve HTTP through `codec` (copied;

@@ -101,6 +101,13 @@ typedef struct perfc_method_desc {
    *  proto's syntax and `(perfc.method).raw_strings`. Code generated
    *  before it leaves 0: PERFC_STRINGS_UTF8. */
   perfc_string_check strings;
+  /** 1 for a method with a `(perfc.cache)` option (generated), with the
+   *  option's ttl in `cache_ttl_ms` (0 when it leaves the TTL to the
+   *  cache's default). The HTTP/JSON listener gives GET answers of such a
+   *  method an ETag, If-None-Match -> 304 and Cache-Control
+   *  (docs/http-json.md, "HTTP cache"). Code generated before leaves 0. */
+  int cached;
+  int64_t cache_ttl_ms;
 } perfc_method_desc;
 
 /** One serialized FileDescriptorProto (without source_code_info), as the

@@ -181,14 +181,14 @@ int perfc_config_http_enabled(const perfc_config *cfg) {
   return v != NULL && v->i;
 }
 
-int perfc_config_apply_http(const perfc_config *cfg, perfc_gateway_opts *o) {
+int perfc_config_apply_http(const perfc_config *cfg,
+                            struct perfc_gateway_opts *o) {
   if (!cfg || !o)
     return PERFC_EINVAL;
-  const cfg_value *v = cfg_get(cfg, "http", "max_body_size");
-  if (v != NULL)
-    o->max_body_bytes = (size_t)v->u;
-  if ((v = cfg_get(cfg, "http", "idle_timeout")) != NULL)
-    o->idle_timeout_ms = v->i;
+  cfg_apply_rows(cfg, T_GATEWAY, o);
+  const cfg_value *v = cfg_get(cfg, "http", "gzip");
+  if (v != NULL && v->i == 0)
+    o->gzip_level = PERFC_HTTP_GZIP_OFF;
   return 0;
 }
 

@@ -19,6 +19,7 @@
 
 #include "perfc/cache.h"
 #include "perfc/config_data.h"
+#include "perfc/gateway.h"
 #include "perfc/grpc_metrics.h"
 #include "perfc/metrics.h"
 #include "perfc/pg.h"
@@ -64,6 +65,11 @@ static const char *const otlp_compression_names[] = {"gzip", "none", NULL};
 /* The key says whether the histogram is on; the option is its negation
  * (perfc_grpc_metrics_opts.disable_handling_time_histogram): false → 1. */
 static const int histogram_values[] = {1, 0};
+static const char *const http_cache_names[] = {"revalidate", "max_age", "off",
+                                               NULL};
+static const int http_cache_values[] = {PERFC_HTTP_CACHE_REVALIDATE,
+                                        PERFC_HTTP_CACHE_MAX_AGE,
+                                        PERFC_HTTP_CACHE_OFF};
 
 /* A destination: target, offset and size of the field in its struct. */
 #define FIELD(t, type, f) t, offsetof(type, f), sizeof(((type *)0)->f)
@@ -75,6 +81,7 @@ static const int histogram_values[] = {1, 0};
 #define PG(f) FIELD(T_PG, perfc_pg_pool_opts, f)
 #define CACHE(f) FIELD(T_CACHE, perfc_cache_opts, f)
 #define TRACING(f) FIELD(T_TRACING, perfc_tracing_opts, f)
+#define GATEWAY(f) FIELD(T_GATEWAY, perfc_gateway_opts, f)
 /* Handled by name in its apply function. */
 #define CUSTOM T_NONE, 0, 0
 
@@ -204,11 +211,6 @@ const cfg_key perfc__config_keys[] = {
         NULL, CUSTOM),
     KEY(cache, pending_file, K_STR, 0, 0, NULL, NULL, CUSTOM),
     KEY(cache, async_redis, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
-    /* HTTP/JSON and gRPC-Web on the server's port (perfc_gateway_opts:
-     * config.h cannot name the gateway unit's struct in a row). */
-    KEY(http, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
-    KEY(http, max_body_size, K_SIZE, 1, INT_MAX, NULL, NULL, CUSTOM),
-    KEY(http, idle_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_burst, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_key, K_STR, 0, 0, NULL, NULL, CUSTOM),
@@ -217,6 +219,20 @@ const cfg_key perfc__config_keys[] = {
     /* max 1: the list holds rate limits (0: timeouts). */
     KEY(resilience, method_timeouts, K_RULES, 0, 0, NULL, NULL, CUSTOM),
     KEY(resilience, method_rate_limits, K_RULES, 0, 1, NULL, NULL, CUSTOM),
+    /* HTTP/JSON, gRPC-Web and HTTP answers on the server's port
+     * (perfc_gateway_attach, docs/http-json.md); rows fill
+     * perfc_gateway_opts, whose header only is used (no gateway link). */
+    KEY(http, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(http, max_body_size, K_SIZE, 1, INT_MAX, NULL, NULL,
+        GATEWAY(max_body_bytes)),
+    KEY(http, idle_timeout, K_DURATION, 1, DAY_MS, NULL, NULL,
+        GATEWAY(idle_timeout_ms)),
+    KEY(http, gzip, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(http, gzip_level, K_UINT, 1, 9, NULL, NULL, GATEWAY(gzip_level)),
+    KEY(http, gzip_min_size, K_SIZE, 1, (int64_t)1 << 31, NULL, NULL,
+        GATEWAY(gzip_min_bytes)),
+    KEY(http, cache, K_ENUM, 0, 0, http_cache_names, http_cache_values,
+        GATEWAY(http_cache)),
 };
 
 const size_t perfc__config_nkeys =

@@ -32,6 +32,9 @@ void perfc_gateway_opts_init(perfc_gateway_opts *o) {
   perfc_json_opts_init(&o->json);
   o->max_body_bytes = PERFC_DEFAULT_HTTP_MAX_BODY_BYTES;
   o->idle_timeout_ms = PERFC_DEFAULT_HTTP_IDLE_TIMEOUT_MS;
+  o->gzip_min_bytes = PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES;
+  o->gzip_level = PERFC_DEFAULT_HTTP_GZIP_LEVEL;
+  o->http_cache = PERFC_HTTP_CACHE_REVALIDATE;
 }
 
 static int gw_match(void *ud, const char *http_method, const char *target,
@@ -174,6 +177,16 @@ int perfc_gateway_attach(const perfc_gateway_opts *opts, perfc_server *srv) {
                              "perfc_gateway_attach: CORS origin %zu is empty",
                              i);
     }
+  int lvl = g->o.gzip_level, mode = (int)g->o.http_cache;
+  if (lvl < PERFC_HTTP_GZIP_OFF || lvl > 9 || mode < 0 ||
+      mode > PERFC_HTTP_CACHE_OFF) {
+    free(g);
+    return perfc_error_set(PERFC_EINVAL, NULL, -1,
+                           "perfc_gateway_attach: gzip_level %d (want -1 for "
+                           "off, 0 for the default, or 1..9) or http_cache "
+                           "mode %d is out of range",
+                           lvl, mode);
+  }
   if (!copy_cors(g)) {
     g->o.cors_origin_count = g->origins ? g->o.cors_origin_count : 0;
     gw_free(g);
@@ -201,6 +214,9 @@ int perfc_gateway_attach(const perfc_gateway_opts *opts, perfc_server *srv) {
       .cors_expose_headers = g->o.cors_expose_headers,
       .cors_max_age_ms = g->o.cors_max_age_ms,
       .cors_allow_credentials = g->o.cors_allow_credentials,
+      .gzip_min_bytes = g->o.gzip_min_bytes,
+      .gzip_level = g->o.gzip_level,
+      .http_cache = g->o.http_cache,
   };
   rc = perfc_server_set_http_codec(srv, &codec, g);
   if (rc != 0)

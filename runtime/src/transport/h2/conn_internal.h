@@ -59,6 +59,8 @@ struct perfc__h2_lctx {
   size_t recv_budget;
   z_stream zgzip, zdeflate; /* response compressors, reused (deflateReset) */
   bool zgzip_ready, zdeflate_ready;
+  z_stream zhttp;   /* HTTP/JSON bodies (gzip, srv->o.http_gzip_level) */
+  bool zhttp_ready;
   perfc__h2_counters n;
   bool draining;
   int64_t drain_deadline_ms;
@@ -175,6 +177,7 @@ struct perfc__h2_stream {
   uint8_t b64_pend[4], b64_npend; /* gRPC-Web text: an unfinished quad */
   size_t web_body;    /* gRPC-Web on HTTP/1.1: request bytes so far */
   bool http_head_req; /* HEAD: the response has no body */
+  bool http_gzip;     /* the body is gzipped here (PERFC__H2_HTTP_GZIP) */
   bool h1_chunked;    /* HTTP/1.1: the body goes out chunked */
   bool h1_close;      /* HTTP/1.1: close the connection after this answer */
   bool h1_head_ready; /* HTTP/1.1: h1_head is complete and goes out first */

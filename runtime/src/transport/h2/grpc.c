@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum { ENC_IDENTITY = 0, ENC_GZIP = 1, ENC_DEFLATE = 2, ENC_UNKNOWN = 3 };
 static const char *const enc_names[] = {"identity", "gzip", "deflate"};
@@ -194,6 +195,125 @@ static long b64_decode(char *s, size_t len) {
     }
   }
   return (long)o;
+}
+
+/* ---- HTTP content negotiation (exposed for tests) ------------------------- */
+
+static bool ows(char c) { return c == ' ' || c == '\t'; }
+
+/* A qvalue (RFC 9110 12.4.2: "0" ["." 0*3DIGIT] / "1" ["." 0*3("0")]) in
+ * thousandths; -1 when malformed. */
+static int qvalue(const char *p, size_t n) {
+  if (n == 0 || (p[0] != '0' && p[0] != '1'))
+    return -1;
+  int q = (p[0] - '0') * 1000;
+  if (n == 1)
+    return q;
+  if (p[1] != '.' || n > 5)
+    return -1;
+  int scale = 100;
+  for (size_t i = 2; i < n; i++, scale /= 10) {
+    if (p[i] < '0' || p[i] > '9' || (q == 1000 && p[i] != '0'))
+      return -1;
+    q += (p[i] - '0') * scale;
+  }
+  return q;
+}
+
+bool perfc__h2_accepts_gzip(const char *v) {
+  if (v == NULL)
+    return false;
+  int gz = -1, star = -1; /* thousandths; -1: not named */
+  const char *p = v;
+  while (*p) {
+    const char *end = strchr(p, ',');
+    if (end == NULL)
+      end = p + strlen(p);
+    while (p < end && ows(*p))
+      p++;
+    const char *c = p;
+    while (p < end && *p != ';' && !ows(*p))
+      p++;
+    size_t clen = (size_t)(p - c);
+    int q = 1000;
+    /* Parameters: only q counts; a malformed one drops the member. */
+    while (q >= 0 && p < end) {
+      while (p < end && ows(*p))
+        p++;
+      if (p == end)
+        break;
+      if (*p != ';') {
+        q = -1;
+        break;
+      }
+      p++;
+      while (p < end && ows(*p))
+        p++;
+      const char *k = p;
+      while (p < end && *p != '=' && *p != ';' && !ows(*p))
+        p++;
+      if (p == end || *p != '=' || p == k) {
+        q = -1;
+        break;
+      }
+      bool isq = p - k == 1 && (*k == 'q' || *k == 'Q');
+      const char *val = ++p;
+      while (p < end && *p != ';' && !ows(*p))
+        p++;
+      if (isq)
+        q = qvalue(val, (size_t)(p - val));
+    }
+    if (q >= 0) {
+      if ((clen == 4 && strncasecmp(c, "gzip", 4) == 0) ||
+          (clen == 6 && strncasecmp(c, "x-gzip", 6) == 0))
+        gz = gz < 0 || q > gz ? q : gz;
+      else if (clen == 1 && *c == '*')
+        star = q;
+    }
+    p = *end ? end + 1 : end;
+  }
+  return gz >= 0 ? gz > 0 : star > 0;
+}
+
+bool perfc__h2_etag_matches(const char *inm, const char *tag) {
+  if (inm == NULL || tag == NULL)
+    return false;
+  size_t tl = strlen(tag);
+  const char *p = inm;
+  while (ows(*p))
+    p++;
+  if (*p == '*') {
+    p++;
+    while (ows(*p))
+      p++;
+    return *p == '\0';
+  }
+  bool hit = false;
+  for (;;) {
+    while (ows(*p) || *p == ',')
+      p++;
+    if (*p == '\0')
+      return hit;
+    if (p[0] == 'W' && p[1] == '/')
+      p += 2;
+    if (*p != '"')
+      return false;
+    const char *o = ++p;
+    /* etagc: %x21 / %x23-7E / obs-text */
+    while (*p && *p != '"' && (unsigned char)*p >= 0x21)
+      p++;
+    if (*p != '"')
+      return false;
+    size_t ol = (size_t)(p - o);
+    if (ol >= tl && memcmp(o, tag, tl) == 0 &&
+        (ol == tl || (ol == tl + 5 && memcmp(o + tl, "-gzip", 5) == 0)))
+      hit = true;
+    p++;
+    while (ows(*p))
+      p++;
+    if (*p != ',' && *p != '\0')
+      return false;
+  }
 }
 
 /* ---- receive-budget accounting --------------------------------------------- */
@@ -596,6 +716,7 @@ static int finish_local(perfc__h2_stream *s, perfc_status_code code,
 static const char *reason_phrase(int status) {
   switch (status) {
   case 200: return "OK";
+  case 304: return "Not Modified";
   case 400: return "Bad Request";
   case 401: return "Unauthorized";
   case 403: return "Forbidden";
@@ -737,6 +858,8 @@ static int http_head_local(perfc__h2_stream *s, int status,
   if (status < 100 || status > 999)
     status = 500;
   s->http_status = (uint16_t)status;
+  /* A whole body gzipped here; a streamed one never is. */
+  s->http_gzip = (flags & PERFC__H2_HTTP_GZIP) && !(flags & PERFC__H2_HTTP_STREAM);
   perfc__h2_md cors[4];
   size_t ncors = cors_headers(s, cors);
   if (!s->h1) {
@@ -749,7 +872,8 @@ static int http_head_local(perfc__h2_stream *s, int status,
       return PERFC_ENOMEM;
     size_t k = 0;
     nv[k++] = NV(":status", st, 3);
-    nv[k++] = NV("content-type", content_type, strlen(content_type));
+    if (content_type != NULL)
+      nv[k++] = NV("content-type", content_type, strlen(content_type));
     for (size_t i = 0; i < ncors; i++)
       nv[k++] = (nghttp2_nv){(uint8_t *)cors[i].key, (uint8_t *)cors[i].value,
                              cors[i].key_len, cors[i].value_len,
@@ -769,8 +893,12 @@ static int http_head_local(perfc__h2_stream *s, int status,
     return 0;
   }
   char line[160];
-  int ll = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n",
-                    status, reason_phrase(status), content_type);
+  int ll = content_type != NULL
+               ? snprintf(line, sizeof line,
+                          "HTTP/1.1 %d %s\r\ncontent-type: %s\r\n", status,
+                          reason_phrase(status), content_type)
+               : snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status,
+                          reason_phrase(status));
   if (ll < 0 || (size_t)ll >= sizeof line || !h1_head_add(s, line, (size_t)ll))
     return PERFC_ENOMEM;
   for (size_t i = 0; i < ncors; i++)
@@ -798,12 +926,49 @@ static int http_head_local(perfc__h2_stream *s, int status,
   return 0;
 }
 
+/* A whole unary body, gzipped (RFC 1952) into q by the loop's reused
+ * compressor at the server's level: one deflate, no per-answer state. */
+static int http_send_gzip(perfc__h2_stream *s, const uint8_t *bytes,
+                          size_t len) {
+  perfc__h2_lctx *lc = s->lc;
+  z_stream *z = &lc->zhttp;
+  if (!lc->zhttp_ready) {
+    memset(z, 0, sizeof *z);
+    if (deflateInit2(z, lc->srv->o.http_gzip_level, Z_DEFLATED, 15 + 16, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK)
+      return PERFC_ENOMEM;
+    lc->zhttp_ready = true;
+  } else {
+    deflateReset(z);
+  }
+  size_t bound = deflateBound(z, (uLong)len);
+  if (!q_reserve(s, bound))
+    return PERFC_ENOMEM;
+  z->next_in = (Bytef *)bytes;
+  z->avail_in = (uInt)len;
+  z->next_out = s->q + s->qlen;
+  z->avail_out = (uInt)bound;
+  if (deflate(z, Z_FINISH) != Z_STREAM_END)
+    return PERFC_ENOMEM;
+  size_t n = bound - z->avail_out;
+  s->qlen += n;
+  s->http_gzip = false; /* one body */
+  atomic_fetch_add(&s->pending, n);
+  if (s->h1)
+    perfc__h2_h1_kick(s);
+  else
+    kick_data(s);
+  return 0;
+}
+
 static int http_send_local(perfc__h2_stream *s, const uint8_t *bytes,
                            size_t len) {
   if (!s->headers_sent)
     return PERFC_ESTATE;
   if (s->http_head_req || len == 0)
     return 0;
+  if (s->http_gzip)
+    return http_send_gzip(s, bytes, len);
   bool chunk = s->h1 && s->h1_chunked;
   if (!q_reserve(s, len + (chunk ? 24 : 0)))
     return PERFC_ENOMEM;
@@ -873,8 +1038,10 @@ static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
       char cl[48];
       int n = snprintf(cl, sizeof cl, "content-length: %zu\r\n",
                        s->qlen - s->qoff);
-      /* A 204 carries no length (RFC 9110 8.6). */
-      if ((s->http_status != 204 && !h1_head_add(s, cl, (size_t)n)) ||
+      /* A 204 carries no length (RFC 9110 8.6), nor does a 304 (its
+       * length would be the 200's, RFC 9110 8.6). */
+      if ((s->http_status != 204 && s->http_status != 304 &&
+           !h1_head_add(s, cl, (size_t)n)) ||
           !h1_head_close(s))
         return PERFC_ENOMEM;
     }
@@ -1521,20 +1688,67 @@ static bool http_md_keep(perfc__h2_md *e) {
          strcmp(e->key, "tracestate") == 0 || strcmp(e->key, "baggage") == 0;
 }
 
+static void start_http_call(perfc__h2_conn *c, perfc__h2_stream *s,
+                            perfc__h2_call_info *info, const char *method,
+                            const char *timeout, bool bad_bin,
+                            perfc__h2_md *md, size_t k,
+                            const char *accept_enc, const char *inm);
+
+/* Every `key` header's value joined with ", " (RFC 9110 5.3: the same
+ * field on several lines is one list); malloc'd, NULL when absent (or out
+ * of memory: the header is then ignored, which only costs a 200 instead of
+ * a 304 or an identity body instead of gzip). */
+static char *md_join(const perfc__h2_md *md, size_t n, const char *key) {
+  char *out = NULL;
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(md[i].key, key) != 0)
+      continue;
+    char *o = realloc(out, len + md[i].value_len + 3);
+    if (o == NULL) {
+      free(out);
+      return NULL;
+    }
+    out = o;
+    if (len > 0) {
+      memcpy(out + len, ", ", 2);
+      len += 2;
+    }
+    memcpy(out + len, md[i].value, md[i].value_len);
+    len += md[i].value_len;
+    out[len] = '\0';
+  }
+  return out;
+}
+
 static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
                        perfc__h2_call_info *info, const char *method,
                        const char *timeout, bool bad_bin, perfc__h2_md *md,
                        size_t nmd) {
-  perfc__h2_server *srv = c->lc->srv;
-  int64_t tmo = 0;
   s->http_head_req = method != NULL && strcmp(method, "HEAD") == 0;
   cors_note(s, md, nmd);
   if (cors_preflight(s, method, md, nmd))
     return;
+  /* Before the metadata filter drops them: content negotiation and
+   * conditional requests are the codec's business (h2_seam.c). */
+  char *accept_enc = md_join(md, nmd, "accept-encoding");
+  char *inm = md_join(md, nmd, "if-none-match");
   size_t k = 0;
   for (size_t i = 0; i < nmd; i++)
     if (http_md_keep(&md[i]))
       md[k++] = md[i];
+  start_http_call(c, s, info, method, timeout, bad_bin, md, k, accept_enc, inm);
+  free(accept_enc);
+  free(inm);
+}
+
+static void start_http_call(perfc__h2_conn *c, perfc__h2_stream *s,
+                            perfc__h2_call_info *info, const char *method,
+                            const char *timeout, bool bad_bin,
+                            perfc__h2_md *md, size_t k,
+                            const char *accept_enc, const char *inm) {
+  perfc__h2_server *srv = c->lc->srv;
+  int64_t tmo = 0;
   if (method == NULL || info->path == NULL || info->path[0] != '/') {
     s->h1_close = true;
     perfc__h2_http_fail(s, 400, PERFC_STATUS_INVALID_ARGUMENT,
@@ -1566,6 +1780,8 @@ static void start_http(perfc__h2_conn *c, perfc__h2_stream *s,
   info->request_encoding = "identity";
   info->md = md;
   info->md_count = k;
+  info->http_accept_encoding = accept_enc;
+  info->http_if_none_match = inm;
   const char *refuse_msg = NULL;
   unsigned flags = 0;
   void *call = NULL;
@@ -1964,7 +2180,9 @@ void perfc__h2_grpc_loop_free(perfc__h2_lctx *lc) {
     deflateEnd(&lc->zgzip);
   if (lc->zdeflate_ready)
     deflateEnd(&lc->zdeflate);
-  lc->zgzip_ready = lc->zdeflate_ready = false;
+  if (lc->zhttp_ready)
+    deflateEnd(&lc->zhttp);
+  lc->zgzip_ready = lc->zdeflate_ready = lc->zhttp_ready = false;
 }
 
 /* ---- the downward API: local or posted ------------------------------------ */

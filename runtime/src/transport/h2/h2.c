@@ -78,8 +78,11 @@ static void fill_defaults(perfc__h2_opts *o) {
 
 void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
                                   int64_t idle_timeout_ms,
-                                  const perfc__h2_cors *cors) {
+                                  const perfc__h2_cors *cors, int gzip_level) {
   srv->o.http_enabled = true;
+  srv->o.http_gzip_level = gzip_level >= 1 && gzip_level <= 9
+                               ? gzip_level
+                               : PERFC_DEFAULT_HTTP_GZIP_LEVEL;
   if (cors != NULL)
     srv->cors = *cors;
   srv->o.http_max_body_bytes =

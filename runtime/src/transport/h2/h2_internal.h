@@ -127,6 +127,7 @@ typedef struct perfc__h2_opts {
    * codec (perfc__h2_server_enable_http). */
   bool http_enabled;
   size_t http_max_body_bytes;     /**< request bodies past it: 413 */
+  int http_gzip_level;            /**< zlib level of gzipped HTTP bodies */
   int64_t http_idle_timeout_ms;   /**< HTTP/1.1 keep-alive idle close */
 } perfc__h2_opts;
 
@@ -184,6 +185,11 @@ typedef struct perfc__h2_call_info {
   const char *http_method;
   /* A gRPC-Web call (a gRPC call; http is 0): 1 binary, 2 text. */
   int web;
+  /* HTTP requests: the Accept-Encoding and If-None-Match headers (several
+   * lines of one joined with ", "), NULL when absent; borrowed for the
+   * duration of on_call. */
+  const char *http_accept_encoding;
+  const char *http_if_none_match;
 } perfc__h2_call_info;
 
 /* Why a stream ended (on_close). */
@@ -289,10 +295,11 @@ typedef struct perfc__h2_cors {
 
 /* Serve HTTP requests (perfc__h2_opts.http_enabled) with these limits
  * (0 = PERFC_DEFAULT_HTTP_*, perfc/http_codec.h) and CORS (copied; NULL
- * off). Before start. */
+ * off), gzipping bodies sent with PERFC__H2_HTTP_GZIP at `gzip_level`
+ * (1..9; else PERFC_DEFAULT_HTTP_GZIP_LEVEL). Before start. */
 void perfc__h2_server_enable_http(perfc__h2_server *srv, size_t max_body_bytes,
                                   int64_t idle_timeout_ms,
-                                  const perfc__h2_cors *cors);
+                                  const perfc__h2_cors *cors, int gzip_level);
 
 /* ---- downward: answering a call (any thread) ------------------------------ */
 
@@ -339,6 +346,11 @@ int perfc__h2_finish(perfc__h2_stream *s, perfc_status_code code,
  * code and message answer only a call whose head was not sent: a JSON
  * error with HTTP 500). Returns as perfc__h2_send_headers. */
 enum { PERFC__H2_HTTP_STREAM = 1 << 2 };
+/* PERFC__H2_HTTP_GZIP: the body (one perfc__h2_send_message) is gzipped
+ * on the loop with the server's http_gzip_level; the caller puts
+ * content-encoding: gzip among the headers. A NULL content_type sends
+ * none (a 304). */
+enum { PERFC__H2_HTTP_GZIP = 1 << 3 };
 int perfc__h2_http_head(perfc__h2_stream *s, int status, const char *content_type,
                         const perfc__h2_md *md, size_t n, unsigned flags);
 /* Sends posted with PERFC__H2_SEND_MORE go out now: wakes the stream's
@@ -384,5 +396,15 @@ size_t perfc__h2_percent_encode(const char *msg, size_t len, char *out,
  * PERFC_EPARSE for corrupt input; PERFC_ENOMEM. */
 int perfc__h2_inflate(const char *encoding, const uint8_t *in, size_t len,
                       size_t limit, uint8_t **out, size_t *out_len);
+/* Whether an HTTP Accept-Encoding value takes gzip (RFC 9110 12.5.3):
+ * "gzip" or "x-gzip" with a q-value above 0, or "*" above 0 when gzip is
+ * not named. NULL (no header) is false: identity is always acceptable and
+ * the cheapest. Malformed members are skipped. */
+bool perfc__h2_accepts_gzip(const char *v);
+/* Whether an If-None-Match value matches the entity tag `tag` (its
+ * opaque part, without quotes or a "-gzip" suffix): "*", or any listed
+ * tag, weak or strong, whose opaque part is `tag` or `tag`-gzip (weak
+ * comparison, RFC 9110 13.1.2). Malformed lists match nothing. */
+bool perfc__h2_etag_matches(const char *inm, const char *tag);
 
 #endif /* PERFC_TRANSPORT_H2_INTERNAL_H */

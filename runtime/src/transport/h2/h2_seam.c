@@ -38,6 +38,7 @@
 #include "server/transport_internal.h"
 #include "transport/h2/h2_internal.h"
 
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,9 @@ typedef struct h2call {
   perfc_status_code http_refuse_code;
   const char *http_refuse_msg;
   perfc_arena *http_scratch; /* a stream's JSON lines (worker) */
+  int http_get;              /* a GET: the HTTP cache may answer it */
+  int http_gzip_ok;          /* Accept-Encoding takes gzip */
+  const char *http_inm;      /* If-None-Match (arena) or NULL */
   /* A loop stream (ops->loop_begin): its handler's callbacks run on this
    * loop through the loop_* up-calls; loop_done once the call layer
    * finished it (loop thread only). */
@@ -364,6 +368,14 @@ static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
   *call = c;
   *flags = PERFC__H2_CALL_SINGLE_REQUEST;
   perfc_arena *a = c->ctx.arena;
+  /* Negotiation and the conditional request, read now: h2's copy of the
+   * headers is gone after this callback. */
+  c->http_get = strcmp(info->http_method, "GET") == 0;
+  c->http_gzip_ok = t->codec.gzip_level != PERFC_HTTP_GZIP_OFF &&
+                    perfc__h2_accepts_gzip(info->http_accept_encoding);
+  if (c->http_get && info->http_if_none_match != NULL &&
+      t->codec.http_cache != PERFC_HTTP_CACHE_OFF)
+    c->http_inm = perfc_arena_strdup(a, info->http_if_none_match);
   const perfc_method_desc *d = NULL;
   /* The match borrows the target (its query is bound at the half-close),
    * and h2's copy of the headers is gone after this callback. */
@@ -873,6 +885,108 @@ static int http_send_body_msg(h2call *c, const ProtobufCMessage *resp,
   return 1;
 }
 
+/* Media types worth gzipping: text and JSON or XML in any flavour. */
+static int compressible(const char *ct) {
+  if (ct == NULL)
+    return 0;
+  if (strncmp(ct, "text/", 5) == 0)
+    return 1;
+  if (strncmp(ct, "application/", 12) != 0)
+    return 0;
+  const char *sub = ct + 12;
+  size_t n = strcspn(sub, "; ");
+  static const char *const types[] = {"json", "x-ndjson", "xml", "javascript",
+                                      "ecmascript"};
+  for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+    if (strlen(types[i]) == n && strncmp(sub, types[i], n) == 0)
+      return 1;
+  return n > 5 && (strncmp(sub + n - 5, "+json", 5) == 0 ||
+                   strncmp(sub + n - 4, "+xml", 4) == 0);
+}
+
+/* The entity tag of a body: SHA-256's first 128 bits, base64url (22
+ * characters). A strong validator (the same bytes, the same tag; a change
+ * in any byte changes it, short of a 2^-64 collision). */
+static void etag_of(const char *body, size_t len, char out[23]) {
+  static const char tab[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256((const unsigned char *)body, len, d);
+  size_t o = 0;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (size_t i = 0; i < 16; i++) {
+    acc = (acc << 8) | d[i];
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out[o++] = tab[(acc >> bits) & 63];
+    }
+  }
+  out[o++] = tab[(acc << (6 - bits)) & 63]; /* 128 = 21 * 6 + 2 */
+  out[o] = '\0';
+}
+
+/* A unary answer's head and body: gzip when the client takes it and the
+ * body is worth it; for a GET of a (perfc.cache) method an ETag and
+ * Cache-Control, and 304 with no body when If-None-Match names the ETag. */
+static void http_answer(h2call *c, perfc__h2_md *md, size_t nmd,
+                        const char *body, size_t len) {
+  h2t *t = c->t;
+  perfc_ctx *ctx = &c->ctx;
+  const perfc_http_codec *k = &t->codec;
+  perfc__h2_md *all = perfc_arena_alloc(ctx->arena, (nmd + 4) * sizeof *all);
+  if (all == NULL) {
+    http_error(c, 503, PERFC_STATUS_RESOURCE_EXHAUSTED,
+               "out of memory writing the answer");
+    return;
+  }
+  if (nmd > 0)
+    memcpy(all, md, nmd * sizeof *md);
+  size_t n = nmd;
+  size_t min = k->gzip_min_bytes ? k->gzip_min_bytes
+                                 : PERFC_DEFAULT_HTTP_GZIP_MIN_BYTES;
+  /* Whether the body depends on Accept-Encoding: then caches must know. */
+  int varies = k->gzip_level != PERFC_HTTP_GZIP_OFF && len >= min &&
+               compressible(k->content_type);
+  int gz = varies && c->http_gzip_ok;
+  if (varies)
+    all[n++] = (perfc__h2_md){"vary", 4, "accept-encoding", 15};
+  if (c->http_get && c->desc != NULL && c->desc->cached &&
+      k->http_cache != PERFC_HTTP_CACHE_OFF) {
+    char tag[23];
+    etag_of(body, len, tag);
+    char *et = perfc_arena_sprintf(ctx->arena, "\"%s%s\"", tag,
+                                   gz ? "-gzip" : "");
+    int64_t ttl_s = c->desc->cache_ttl_ms / 1000;
+    char *cc = k->http_cache == PERFC_HTTP_CACHE_MAX_AGE && ttl_s > 0
+                   ? perfc_arena_sprintf(ctx->arena, "private, max-age=%lld",
+                                         (long long)ttl_s)
+                   : "private, no-cache";
+    if (et == NULL || cc == NULL) {
+      http_error(c, 503, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                 "out of memory writing the answer");
+      return;
+    }
+    all[n++] = (perfc__h2_md){"etag", 4, et, strlen(et)};
+    all[n++] = (perfc__h2_md){"cache-control", 13, cc, strlen(cc)};
+    if (c->http_inm != NULL && perfc__h2_etag_matches(c->http_inm, tag)) {
+      /* The client has these bytes: the validators and no body. */
+      perfc__h2_http_head(c->s, 304, NULL, all, n, PERFC__H2_SEND_MORE);
+      perfc__h2_finish(c->s, PERFC_STATUS_OK, NULL, NULL, 0, 0);
+      return;
+    }
+  }
+  unsigned hf = PERFC__H2_SEND_MORE;
+  if (gz) {
+    all[n++] = (perfc__h2_md){"content-encoding", 16, "gzip", 4};
+    hf |= PERFC__H2_HTTP_GZIP;
+  }
+  perfc__h2_http_head(c->s, 200, k->content_type, all, n, hf);
+  perfc__h2_send_message(c->s, (const uint8_t *)body, len, PERFC__H2_SEND_MORE);
+  perfc__h2_finish(c->s, PERFC_STATUS_OK, NULL, NULL, 0, 0);
+}
+
 /* The call layer's finish of an HTTP call (loop thread or worker). */
 static void http_finish(h2call *c, perfc_status_code code, const char *message) {
   perfc_ctx *ctx = &c->ctx;
@@ -927,10 +1041,7 @@ static void http_finish(h2call *c, perfc_status_code code, const char *message) 
                                    ctx->path, perfc_last_error()));
     return;
   }
-  perfc__h2_http_head(c->s, 200, t->codec.content_type, md, nmd,
-                      PERFC__H2_SEND_MORE);
-  perfc__h2_send_message(c->s, (const uint8_t *)body, len, PERFC__H2_SEND_MORE);
-  perfc__h2_finish(c->s, code, NULL, NULL, 0, 0);
+  http_answer(c, md, nmd, body, len);
 }
 
 /* One server-stream message as an NDJSON line (the handler's worker). */
@@ -1437,7 +1548,8 @@ static int h2_set_http_codec(void *tp, const perfc_http_codec *codec,
   };
   perfc__h2_server_enable_http(t->h2, codec->max_body_bytes,
                                codec->idle_timeout_ms,
-                               cors.origins != NULL && cors.n > 0 ? &cors : NULL);
+                               cors.origins != NULL && cors.n > 0 ? &cors : NULL,
+                               codec->gzip_level);
   return 0;
 }
 

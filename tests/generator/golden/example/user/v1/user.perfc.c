@@ -369,6 +369,8 @@ static const perfc_method_desc user__v1__user_service__perfc_methods[9] = {
     .idempotent = 0,
     .strings = PERFC_STRINGS_UTF8,
     .try_inline = user__v1__user_service__get_user__perfc_try_inline,
+    .cached = 1,
+    .cache_ttl_ms = 600000,
   },
   [USER__V1__USER_SERVICE__PERFC_METHOD_UPDATE_USER] = {
     .name = "UpdateUser",

@@ -267,6 +267,8 @@ static const perfc_method_desc api__v1__user_service__perfc_methods[5] = {
     .idempotent = 1,
     .strings = PERFC_STRINGS_UTF8,
     .try_inline = api__v1__user_service__get_user__perfc_try_inline,
+    .cached = 1,
+    .cache_ttl_ms = 300000,
   },
   [API__V1__USER_SERVICE__PERFC_METHOD_LIST_USERS] = {
     .name = "ListUsers",
