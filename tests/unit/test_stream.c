@@ -370,6 +370,14 @@ Test(loop_stream, client_stream_answers_with_the_response) {
   stop();
 }
 
+/* The reader starts once a send met flow control (or after 20 s): a
+ * fixed pause was too short under ThreadSanitizer, whose slower writer had
+ * not filled the stream yet, and the test then saw no PERFC_EFULL. */
+static void wait_for_efull(void) {
+  for (int i = 0; i < 2000 && atomic_load(&test_loop_efull) == 0; i++)
+    sleep_ms(10);
+}
+
 Test(loop_stream, server_stream_flow_control_reaches_the_handler) {
   if (start(1, NULL) != 0)
     return;
@@ -385,7 +393,7 @@ Test(loop_stream, server_stream_flow_control_reaches_the_handler) {
   perfc_call_opts o = call_opts(30000);
   perfc_client_stream *s;
   cr_assert_eq(perfc__test__v1__test_service__expand__open(ch, &req, &o, &s), 0);
-  sleep_ms(300);
+  wait_for_efull();
   int n = 0;
   Perfc__Test__V1__EchoResponse *r;
   while (perfc__test__v1__test_service__expand__read(s, &r) == 1) {
@@ -436,7 +444,7 @@ Test(loop_stream, bidi_refused_message_delivered_again_and_counted_once) {
   cr_assert_eq(perfc__test__v1__test_service__chat__open(ch, &o, &j.s), 0);
   pthread_t w;
   pthread_create(&w, NULL, write_big, &j);
-  sleep_ms(300);
+  wait_for_efull();
   int n = 0;
   Perfc__Test__V1__EchoResponse *r;
   while (perfc__test__v1__test_service__chat__read(j.s, &r) == 1) {

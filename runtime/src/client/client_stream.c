@@ -329,7 +329,9 @@ int perfc_client_stream_recv(perfc_client_stream *s, ProtobufCMessage **msg) {
                      : rc == PERFC_ENOMEM ? "out of memory"
                                           : "in an unknown encoding");
   }
+  PERFC_CORE_MEMORY_BEGIN(); /* the core made it: see tag_internal.h */
   grpc_byte_buffer_destroy(bb);
+  PERFC_CORE_MEMORY_END();
   if (rc == PERFC_ETOOBIG) {
     /* As the core does with a message over the limit: the call ends, and
      * its status says why. */
@@ -428,8 +430,10 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     if (resp != NULL)
       *resp = r;
   }
+  PERFC_CORE_MEMORY_BEGIN();
   if (bb != NULL)
     grpc_byte_buffer_destroy(bb);
+  PERFC_CORE_MEMORY_END();
   s->code = (grpc_status_code)code;
   if (status != NULL) {
     status->code = code;
@@ -485,9 +489,11 @@ void perfc_client_stream_free(perfc_client_stream *s) {
     perfc_client_stream_cancel(s);
     perfc_client_stream_finish(s, NULL, NULL);
   }
+  PERFC_CORE_MEMORY_BEGIN();
   grpc_slice_unref(s->details);
   grpc_metadata_array_destroy(&s->initial_md);
   grpc_metadata_array_destroy(&s->trailing_md);
+  PERFC_CORE_MEMORY_END();
   perfc__call_metadata_free(s->md, s->nmd, s->md_stack);
   perfc__ctx_unwatch(&s->watch);
   grpc_call_unref(s->call);
