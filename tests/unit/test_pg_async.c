@@ -120,9 +120,13 @@ static void *loop_main(void *ud) {
   return NULL;
 }
 
+static unsigned max_pending, tx_conns; /* 0: the defaults */
+
 static void client_new(int64_t stmt_timeout_ms) {
   perfc_pg_async_opts o;
   perfc_pg_async_opts_init(&o);
+  o.max_pending = max_pending;
+  o.tx_conns_per_loop = tx_conns;
   o.dsn = dsn();
   o.statement_timeout_ms = stmt_timeout_ms;
   o.backoff_min_ms = 20;
@@ -746,4 +750,99 @@ Test(pg_async, options_are_checked) {
   cr_assert_str_eq(o.dsn, "host=127.0.0.1");
   cr_assert_eq(o.conns_per_loop, 3);
   cr_assert_eq(o.statement_timeout_ms, 1234);
+}
+
+/* ---- bounds and the lost-statement path ------------------------------------------- */
+
+static res bound[6];
+static int bound_rc[6];
+
+static void issue_bounded(void *ud) {
+  (void)ud;
+  for (int i = 0; i < 6; i++) {
+    perfc_pg_param p[] = {perfc_pg_int64(i)};
+    perfc_pg_query q = {.sql = "SELECT $1::bigint", .params = p, .nparams = 1,
+                        .flags = PERFC_PG_READ};
+    bound_rc[i] = perfc_pg_async_query(pga, &q, cb, &bound[i]);
+  }
+}
+
+Test(pg_async, max_pending_bounds_a_connection) {
+  perfc_pg_async_free(pga);
+  max_pending = 5;
+  client_new(10000);
+  memset(bound, 0, sizeof bound);
+  on_loop(issue_bounded, NULL);
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(bound_rc[i], 0);
+  cr_assert_eq(bound_rc[5], PERFC_EFULL);
+  cr_assert_eq(wait_all(bound, 5, 5000 * SAN_SLOW), 5);
+  for (int i = 0; i < 5; i++) {
+    cr_assert_eq(bound[i].rc, 0);
+    cr_assert_eq(bound[i].a, i);
+  }
+  usleep(50 * 1000);
+  cr_assert_eq(atomic_load(&bound[5].calls), 0); /* refused: never called */
+}
+
+static int begin_rc[2];
+static txrun two[2];
+
+static void begin_two(void *ud) {
+  (void)ud;
+  for (int i = 0; i < 2; i++)
+    begin_rc[i] = perfc_pg_async_begin(pga, tx_begun, &two[i]);
+}
+
+Test(pg_async, tx_conns_per_loop_bounds_open_transactions) {
+  must("DROP TABLE IF EXISTS t_pga_tx");
+  must("CREATE TABLE t_pga_tx (id bigint PRIMARY KEY)");
+  perfc_pg_async_free(pga);
+  tx_conns = 1;
+  client_new(10000);
+  memset(two, 0, sizeof two);
+  two[0].commit = 1;
+  two[0].id = 7;
+  on_loop(begin_two, NULL);
+  cr_assert_eq(begin_rc[0], 0);
+  cr_assert_eq(begin_rc[1], PERFC_EFULL);
+  wait_tx(&two[0]);
+  cr_assert_eq(two[0].rc_end, 0);
+  cr_assert_eq(scalar("SELECT count(*) FROM t_pga_tx WHERE id = 7"), 1);
+}
+
+/* The session loses its prepared statements (DEALLOCATE ALL behind the
+ * client's back): the next use gets 26000, prepares again, is resent once,
+ * and answers. */
+static res lost[3];
+
+static void issue_named(void *ud) {
+  res *r = ud;
+  perfc_pg_param p[] = {perfc_pg_int64(20)};
+  perfc_pg_query q = {.name = "pga_lost", .sql = "SELECT $1::bigint + 1",
+                      .params = p, .nparams = 1};
+  cr_assert_eq(perfc_pg_async_query(pga, &q, cb, r), 0);
+}
+
+static void issue_deallocate(void *ud) {
+  perfc_pg_query q = {.sql = "DEALLOCATE ALL"};
+  cr_assert_eq(perfc_pg_async_query(pga, &q, cb, ud), 0);
+}
+
+Test(pg_async, lost_prepared_statement_is_prepared_again) {
+  memset(lost, 0, sizeof lost);
+  on_loop(issue_named, &lost[0]);
+  cr_assert_eq(wait_all(&lost[0], 1, 5000 * SAN_SLOW), 1);
+  cr_assert_eq(lost[0].rc, 0);
+  on_loop(issue_deallocate, &lost[1]);
+  cr_assert_eq(wait_all(&lost[1], 1, 5000 * SAN_SLOW), 1);
+  cr_assert_eq(lost[1].rc, 0, "DEALLOCATE: %d", lost[1].rc);
+  on_loop(issue_named, &lost[2]);
+  cr_assert_eq(wait_all(&lost[2], 1, 5000 * SAN_SLOW), 1);
+  cr_assert_eq(lost[2].rc, 0, "after DEALLOCATE: %d %s", lost[2].rc,
+               lost[2].sqlstate);
+  cr_assert_eq(lost[2].a, 21);
+  perfc_pg_async_stats st;
+  perfc_pg_async_stats_get(pga, &st);
+  cr_assert_eq(st.prepares, 2);
 }
