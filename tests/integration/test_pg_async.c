@@ -112,7 +112,8 @@ static const char *dsn(void) {
 static perfc_pg_async *pga;
 static perfc_server *srv;
 static perfc_channel *ch;
-static const char *sleep_s = "0"; /* the kill test makes every query wait */
+/* The kill test makes every query wait; read by the handlers' threads. */
+static _Atomic(const char *) sleep_s = "0";
 
 typedef struct lookup {
   perfc_deferred *d;
@@ -144,7 +145,8 @@ static perfc_status_code get_name(perfc_ctx *ctx,
   if (op == NULL || (op->d = perfc_call_defer(ctx)) == NULL)
     return PERFC_STATUS_RESOURCE_EXHAUSTED;
   op->resp = resp;
-  perfc_pg_param p[] = {perfc_pg_text(req->message), perfc_pg_text(sleep_s)};
+  perfc_pg_param p[] = {perfc_pg_text(req->message),
+                        perfc_pg_text(atomic_load(&sleep_s))};
   perfc_pg_query q = {.name = "get_name",
                       .sql = "SELECT name FROM t_names, pg_sleep($2::float8) "
                              "WHERE id = $1::bigint",
@@ -176,7 +178,7 @@ static void start(perfc_executor exec) {
   must("DROP TABLE IF EXISTS t_names");
   must("CREATE TABLE t_names (id bigint PRIMARY KEY, name text)");
   must("INSERT INTO t_names SELECT i, 'name-' || i FROM generate_series(0, 399) i");
-  sleep_s = "0";
+  atomic_store(&sleep_s, "0");
   perfc_pg_async_opts ao;
   perfc_pg_async_opts_init(&ao);
   ao.dsn = dsn();
@@ -330,7 +332,7 @@ static long postmaster_pid(void) {
  * calls succeed again, each with its own row. */
 static void killed_mid_pipeline(void) {
   each_call_gets_its_own_row(); /* connections up, statement prepared */
-  sleep_s = "30";
+  atomic_store(&sleep_s, "30");
   launch(60000);
   usleep(500 * 1000);
   int early = 0;
@@ -350,7 +352,7 @@ static void killed_mid_pipeline(void) {
   }
   cr_assert_lt(worst, 2000 * SAN_SLOW, "the last call ended %lld ms after "
                "the kill", (long long)worst);
-  sleep_s = "0";
+  atomic_store(&sleep_s, "0");
   char cmd[1024];
   snprintf(cmd, sizeof cmd, "%s/scripts/pg-up %s app >/dev/null 2>&1",
            src_root(), getenv("PERFC_TEST_PG_DIR"));

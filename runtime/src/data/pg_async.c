@@ -999,16 +999,19 @@ static void conn_close(pconn *c, int rc) {
     next = op->next;
     deliver_error(c, op, rc);
   }
+  /* Queued ops no step names are freed now; the others (a read queued
+   * again while its aborted step was still in the ring) at their last
+   * step, below, so each is freed exactly once. */
+  for (pop *op = unsent, *next; op != NULL; op = next) {
+    next = op->next;
+    op_release(op);
+  }
   for (size_t i = 0; i < n; i++) {
     pop *op = ring[(head + i) % cap].op;
     if (op != NULL) {
       op->refs--;
       op_release(op);
     }
-  }
-  for (pop *op = unsent, *next; op != NULL; op = next) {
-    next = op->next;
-    op_release(op);
   }
   free(ring);
   c->npending = 0;
