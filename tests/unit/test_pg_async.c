@@ -581,9 +581,40 @@ typedef struct txrun {
   int64_t id;
   atomic_int step;
   int rc_begin, rc_ins, rc_pid, rc_end;
+  int rc_other_thread; /* a query and a commit from another thread */
   int64_t pid_a, pid_b;
   perfc_pg_async_tx *tx;
 } txrun;
+
+/* The transaction used from a thread that is not its loop's: both calls
+ * refused with PERFC_ESTATE, the handle untouched. Returns the two codes
+ * packed (query * 1000 + commit) for one assertion. */
+typedef struct other_use {
+  perfc_pg_async_tx *tx;
+  int rc_q, rc_c;
+} other_use;
+
+static void noop_cb(int rc, const perfc_pg_result *r, void *ud) {
+  (void)rc;
+  (void)r;
+  (void)ud;
+}
+
+static void *other_main(void *ud) {
+  other_use *u = ud;
+  perfc_pg_query q = {.sql = "SELECT 1"};
+  u->rc_q = perfc_pg_async_tx_query(u->tx, &q, noop_cb, NULL);
+  u->rc_c = perfc_pg_async_commit(u->tx, noop_cb, NULL);
+  return NULL;
+}
+
+static int other_thread_use(perfc_pg_async_tx *tx) {
+  other_use u = {.tx = tx};
+  pthread_t th;
+  pthread_create(&th, NULL, other_main, &u);
+  pthread_join(th, NULL);
+  return u.rc_q * 1000 + u.rc_c;
+}
 
 static void tx_ended(int rc, const perfc_pg_result *r, void *ud) {
   (void)r;
@@ -608,6 +639,7 @@ static void tx_pid_b(int rc, const perfc_pg_result *r, void *ud) {
 static void tx_inserted(int rc, const perfc_pg_result *r, void *ud) {
   txrun *t = ud;
   t->rc_ins = rc;
+  t->rc_other_thread = other_thread_use(t->tx);
   if (rc == 0)
     perfc_pg_result_int64(r, 0, 0, &t->pid_a);
   perfc_pg_query q = {.sql = "SELECT pg_backend_pid()"};
@@ -659,6 +691,7 @@ Test(pg_async, transactions_commit_roll_back_and_keep_their_connection) {
   cr_assert_eq(b.rc_end, 0, "rollback: %d", b.rc_end);
   /* Each statement of a transaction ran on its one backend; the two
    * transactions held two. */
+  cr_assert_eq(a.rc_other_thread, PERFC_ESTATE * 1000 + PERFC_ESTATE);
   cr_assert_eq(a.pid_a, a.pid_b);
   cr_assert_eq(b.pid_a, b.pid_b);
   cr_assert_neq(a.pid_a, b.pid_a);

@@ -195,15 +195,18 @@ PERFC_API int perfc_pg_async_begin(perfc_pg_async *pg, perfc_pg_async_tx_fn fn,
  *  grouping there: each statement has its own Sync). After a statement of
  *  the transaction failed, PostgreSQL refuses the others until the
  *  rollback (25P02, PERFC_EINTERNAL). Returns as perfc_pg_async_query(),
- *  and PERFC_EUNAVAILABLE once the transaction's connection was lost (the
- *  transaction is gone: roll it back to free the handle). On the
- *  transaction's loop only. */
+ *  PERFC_EUNAVAILABLE once the transaction's connection was lost (the
+ *  transaction is gone: roll it back to free the handle), PERFC_ESHUTDOWN
+ *  once its loop stopped, PERFC_ESTATE from another thread than the
+ *  transaction's loop. */
 PERFC_API int perfc_pg_async_tx_query(perfc_pg_async_tx *tx,
                                       const perfc_pg_query *q,
                                       perfc_pg_async_fn fn, void *user_data);
 
-/** COMMIT (or ROLLBACK) and end the transaction: `tx` is spent whatever
- *  this returns. `fn` (may be NULL) runs once with COMMIT's outcome: 0,
+/** COMMIT (or ROLLBACK) and end the transaction, on the transaction's
+ *  loop: `tx` is spent whatever this returns, except PERFC_ESTATE (called
+ *  from another thread: nothing happened, the handle is still yours). `fn`
+ *  (may be NULL) runs once with COMMIT's outcome: 0,
  *  PERFC_EABORTED when PostgreSQL rolled back instead (a statement of the
  *  transaction had failed), or an error as for a query. Returns 0 (`fn`
  *  will run), or PERFC_EUNAVAILABLE (the connection was lost meanwhile:

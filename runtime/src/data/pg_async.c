@@ -1430,6 +1430,9 @@ int perfc_pg_async_tx_query(perfc_pg_async_tx *tx, const perfc_pg_query *q,
   if (tx->c == NULL)
     return perfc__fail(PERFC_ESHUTDOWN, "pg async: the loop stopped");
   pconn *c = tx->c;
+  if (perfc_loop_current() != c->ls->loop)
+    return perfc__fail(PERFC_ESTATE,
+                       "pg async: a transaction is used on its own loop only");
   if (c->epoch != tx->epoch || c->state != C_UP)
     return perfc__fail(PERFC_EUNAVAILABLE,
                        "pg async: the transaction's connection was lost");
@@ -1454,6 +1457,11 @@ static int tx_end(perfc_pg_async_tx *tx, int kind, perfc_pg_async_fn fn,
                   void *ud) {
   if (tx == NULL)
     return perfc__fail(PERFC_EINVAL, "pg async: NULL transaction");
+  /* From another thread the connection's state cannot be touched: refused,
+   * and the handle stays the caller's. */
+  if (tx->c != NULL && perfc_loop_current() != tx->c->ls->loop)
+    return perfc__fail(PERFC_ESTATE,
+                       "pg async: a transaction ends on its own loop only");
   pconn *c = tx->c;
   unsigned epoch = tx->epoch;
   free(tx);
