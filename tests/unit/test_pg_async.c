@@ -336,6 +336,16 @@ Test(pg_async, pipelined_callers_get_their_own_rows_one_sync_one_prepare) {
 }
 
 Test(pg_async, error_mid_pipeline_fails_only_its_own_call) {
+  /* A client with its own registry, to read its metrics. */
+  perfc_pg_async_free(pga);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_async_opts o;
+  perfc_pg_async_opts_init(&o);
+  o.dsn = dsn();
+  o.registry = reg;
+  o.name = "m";
+  cr_assert_eq(perfc_pg_async_new(&pga, &o), 0);
   batch *b = batch_new(50, 25, 100);
   on_loop(issue_reads, b);
   cr_assert_eq(wait_all(b->r, 50, 5000 * SAN_SLOW), 50);
@@ -344,6 +354,24 @@ Test(pg_async, error_mid_pipeline_fails_only_its_own_call) {
   perfc_pg_async_stats_get(pga, &st);
   /* The 24 reads behind the failing one were skipped and sent again. */
   cr_assert_eq(st.resent, 24, "%llu resent", (unsigned long long)st.resent);
+  /* Syncs: the connection's setup statement, the group of 50, the group
+   * of the 24 resent. */
+  cr_assert_eq(st.syncs, 3, "%llu syncs", (unsigned long long)st.syncs);
+  char *text;
+  size_t len;
+  cr_assert_eq(perfc_metrics_registry_render(reg, &text, &len), 0);
+  cr_assert(strstr(text, "perfc_pg_async_queries_total{client=\"m\"} 50"),
+            "%s", text);
+  cr_assert(strstr(text, "perfc_pg_async_flushes_total{client=\"m\"} 3"),
+            "%s", text);
+  cr_assert(strstr(text, "perfc_pg_async_errors_total{client=\"m\","
+                         "kind=\"server\"} 1"), "%s", text);
+  cr_assert(strstr(text, "perfc_pg_async_connections{client=\"m\"} 1"),
+            "%s", text);
+  free(text);
+  perfc_pg_async_free(pga);
+  pga = NULL;
+  perfc_metrics_registry_free(reg);
   free(b);
 }
 
