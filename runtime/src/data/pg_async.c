@@ -638,6 +638,25 @@ static void mark_dirty(pconn *c) {
   perfc_loop_task_defer(c->ls->flush);
 }
 
+/* libpq's messages end in a newline and may span lines; the logger wants
+ * one line. */
+static const char *one_line(char *buf, size_t n, const char *msg) {
+  size_t k = 0;
+  int space = 0;
+  for (; msg != NULL && *msg && k + 1 < n; msg++) {
+    if (*msg == '\n' || *msg == '\t' || *msg == '\r' || *msg == ' ') {
+      space = k > 0;
+      continue;
+    }
+    if (space && k + 2 < n)
+      buf[k++] = ' ';
+    space = 0;
+    buf[k++] = *msg;
+  }
+  buf[k] = '\0';
+  return buf;
+}
+
 /* ---- sending ------------------------------------------------------------------ */
 
 static void set_events(pconn *c, unsigned ev) {
@@ -726,8 +745,9 @@ static void conn_send(pconn *c) {
     goto broken;
   return;
 broken:
+  char line[256];
   perfc_log(PERFC_LOG_WARN, "pg async: send failed: %s",
-            PQerrorMessage(c->pg));
+            one_line(line, sizeof line, PQerrorMessage(c->pg)));
   conn_close(c, PERFC_EUNAVAILABLE);
 }
 
@@ -877,7 +897,9 @@ static void conn_read(pconn *c) {
 
 static void notice_to_log(void *arg, const char *message) {
   (void)arg;
-  perfc_log(PERFC_LOG_DEBUG, "pg async: server notice: %s", message);
+  char line[256];
+  perfc_log(PERFC_LOG_DEBUG, "pg async: server notice: %s",
+            one_line(line, sizeof line, message));
 }
 
 static void conn_up(pconn *c) {
@@ -914,8 +936,9 @@ static void on_io(perfc_loop_io *io, unsigned events, void *ud) {
   if (c->state == C_CONNECTING) {
     PostgresPollingStatusType st = PQconnectPoll(c->pg);
     if (st == PGRES_POLLING_FAILED) {
+      char line[256];
       perfc_log(PERFC_LOG_DEBUG, "pg async: connect failed: %s",
-                PQerrorMessage(c->pg));
+                one_line(line, sizeof line, PQerrorMessage(c->pg)));
       conn_close(c, PERFC_EUNAVAILABLE);
       return;
     }
@@ -1027,8 +1050,10 @@ static void conn_start(pconn *c) {
   const char *vals[] = {pg->dsn, NULL};
   c->pg = PQconnectStartParams(kw, vals, 1);
   if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
+    char line[256];
     perfc_log(PERFC_LOG_DEBUG, "pg async: cannot start a connection: %s",
-              c->pg ? PQerrorMessage(c->pg) : "out of memory");
+              c->pg ? one_line(line, sizeof line, PQerrorMessage(c->pg))
+                    : "out of memory");
     conn_close(c, PERFC_EUNAVAILABLE);
     return;
   }
