@@ -907,3 +907,39 @@ Test(pg_async, lost_prepared_statement_is_prepared_again) {
   perfc_pg_async_stats_get(pga, &st);
   cr_assert_eq(st.prepares, 2);
 }
+
+/* Nothing listens: the first query is accepted while the connection opens
+ * and fails with PERFC_EUNAVAILABLE when the connect does; while the
+ * backoff runs, queries are refused at once. */
+static res unreach[2];
+static int unreach_rc[2];
+
+static void issue_unreachable(void *ud) {
+  int i = *(int *)ud;
+  perfc_pg_query q = {.sql = "SELECT 1", .flags = PERFC_PG_READ};
+  unreach_rc[i] = perfc_pg_async_query(pga, &q, cb, &unreach[i]);
+}
+
+Test(pg_async, unreachable_server_is_unavailable) {
+  perfc_pg_async_free(pga);
+  perfc_pg_async_opts o;
+  perfc_pg_async_opts_init(&o);
+  o.dsn = "host=127.0.0.1 port=1 user=postgres dbname=nope";
+  o.backoff_min_ms = 5000; /* the second query falls inside it */
+  cr_assert_eq(perfc_pg_async_new(&pga, &o), 0);
+  memset(unreach, 0, sizeof unreach);
+  int i = 0;
+  on_loop(issue_unreachable, &i);
+  cr_assert_eq(unreach_rc[0], 0);
+  cr_assert_eq(wait_all(&unreach[0], 1, 3000 * SAN_SLOW), 1);
+  cr_assert_eq(unreach[0].rc, PERFC_EUNAVAILABLE);
+  i = 1;
+  on_loop(issue_unreachable, &i);
+  cr_assert_eq(unreach_rc[1], PERFC_EUNAVAILABLE);
+  usleep(20 * 1000);
+  cr_assert_eq(atomic_load(&unreach[1].calls), 0);
+  perfc_pg_async_stats st;
+  perfc_pg_async_stats_get(pga, &st);
+  cr_assert_eq(st.connects, 0);
+  cr_assert_eq(st.failed, 1);
+}
