@@ -112,6 +112,11 @@ typedef struct perfc_pg_pool_opts {
   /** Registry for the pool's metrics; borrowed, must outlive the pool.
    *  NULL = the default registry. */
   perfc_metrics_registry *registry;
+  /** For the asynchronous client made from these options
+   *  (perfc_pg_async_opts_from_pool(), perfc/pg_async.h): its connections
+   *  per event loop, 1..64. The pool itself ignores it. 0 =
+   *  PERFC_DEFAULT_PG_ASYNC_CONNS_PER_LOOP. */
+  unsigned async_conns_per_loop;
 } perfc_pg_pool_opts;
 
 /** Fills `o` with the defaults (dsn NULL: set it). */

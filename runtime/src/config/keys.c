@@ -201,6 +201,8 @@ const cfg_key perfc__config_keys[] = {
     KEY(postgres, statement_timeout, K_DURATION, 0, DAY_MS, NULL, NULL, CUSTOM),
     KEY(postgres, acquire_timeout, K_DURATION, 1, HOUR_MS, NULL, NULL,
         PG(acquire_timeout_ms)),
+    KEY(postgres, async_conns_per_loop, K_UINT, 1, 64, NULL, NULL,
+        PG(async_conns_per_loop)),
     KEY(cache, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
     KEY(cache, l1_max_bytes, K_SIZE, 0, (int64_t)1 << 40, NULL, NULL, CUSTOM),
     KEY(cache, default_ttl, K_DURATION, 1, 30 * DAY_MS, NULL, NULL,
