@@ -712,3 +712,60 @@ Test(client_loop, refused_off_the_loop, .init = setup_down_only,
   cr_assert_eq(atomic_load(&bad), 0, "a refused call's callback ran");
   cr_assert_eq(atomic_load(&ic_before), 0);
 }
+
+/* ---- a client interceptor's refusal comes through the callback ------------ */
+
+static perfc_status_code deny_before(void *self, const perfc_method_desc *m,
+                                     void **st) {
+  (void)self;
+  (void)m;
+  (void)st;
+  return PERFC_STATUS_PERMISSION_DENIED;
+}
+static const perfc_client_interceptor deny_cic = {.name = "deny",
+                                                  .before = deny_before};
+static perfc_channel *deny_ch;
+static perfc_loop_task *deny_task;
+static atomic_int deny_returned, deny_cb_runs, deny_cb_code, deny_cb_after_return,
+    deny_cb_on_loop, deny_rc = 1;
+static atomic_int deny_msg_ok;
+
+static void deny_cb(const perfc_call_result *r, void *ud) {
+  (void)ud;
+  atomic_store(&deny_cb_code, r->code);
+  atomic_store(&deny_cb_after_return, atomic_load(&deny_returned));
+  atomic_store(&deny_cb_on_loop, perfc_loop_current() == aux);
+  atomic_store(&deny_msg_ok, r->message != NULL &&
+                                 strstr(r->message, "client interceptor") != NULL);
+  atomic_fetch_add(&deny_cb_runs, 1);
+}
+
+static void deny_on_aux(void *ud) {
+  (void)ud;
+  perfc_loop_task_free(deny_task);
+  deny_task = NULL;
+  Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
+  atomic_store(&deny_rc, perfc_channel_unary_on_loop(deny_ch, M(ECHO), &req.base,
+                                                     NULL, NULL, deny_cb, NULL));
+  atomic_store(&deny_returned, 1);
+}
+
+Test(client_loop, interceptor_refusal_comes_through_the_callback,
+     .init = setup_down_only, .fini = teardown, .timeout = 30) {
+  const perfc_client_interceptor *ics[] = {&deny_cic};
+  perfc_channel_opts co = {.interceptors = ics, .interceptor_count = 1};
+  cr_assert_eq(perfc_channel_new(&deny_ch, "127.0.0.1:1", &co), 0);
+  cr_assert_eq(perfc_loop_task_new(&deny_task, aux, deny_on_aux, NULL), 0);
+  perfc_loop_task_post(deny_task);
+  cr_assert_eq(wait_for(&deny_cb_runs, 1, 3000 * SAN_SLOW), 1);
+  cr_assert_eq(atomic_load(&deny_rc), 0);
+  cr_assert_eq(atomic_load(&deny_cb_code), PERFC_STATUS_PERMISSION_DENIED);
+  /* Never from inside the start function: later, on the loop. */
+  cr_assert_eq(atomic_load(&deny_cb_after_return), 1);
+  cr_assert_eq(atomic_load(&deny_cb_on_loop), 1);
+  cr_assert_eq(atomic_load(&deny_msg_ok), 1);
+  perfc_channel_free(deny_ch);
+  deny_ch = NULL;
+  usleep(20 * 1000);
+  cr_assert_eq(atomic_load(&deny_cb_runs), 1);
+}
