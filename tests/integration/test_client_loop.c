@@ -203,6 +203,13 @@ static void start_outgoing(op *o) {
     m = M(META);
     co.metadata = &md;
     co.metadata_count = 1;
+  } else if (strcmp(mode, "slow-noparent") == 0) {
+    /* Not tied to the handler's call: only its own 20 s deadline or its
+     * loop's stop ends it. */
+    m = M(SLOW);
+    down.sleep_ms = req->sleep_ms;
+    co.parent = NULL;
+    co.timeout_ms = 20000;
   } else if (strcmp(mode, "slow") == 0) {
     m = M(SLOW);
     down.sleep_ms = req->sleep_ms;
@@ -488,7 +495,10 @@ static void up_cb(perfc_status_code code, const char *msg,
   atomic_fetch_add(&up_done, 1);
 }
 
-static void start_inflight(int sleep_ms) {
+static void start_inflight_mode(int sleep_ms, const char *mode);
+static void start_inflight(int sleep_ms) { start_inflight_mode(sleep_ms, "slow"); }
+
+static void start_inflight_mode(int sleep_ms, const char *mode) {
   atomic_store(&up_done, 0);
   for (int i = 0; i < PERFC_STATUS_COUNT; i++)
     atomic_store(&up_codes[i], 0);
@@ -496,7 +506,7 @@ static void start_inflight(int sleep_ms) {
     Perfc__Test__V1__EchoRequest req = PERFC__TEST__V1__ECHO_REQUEST__INIT;
     req.payload.data = (uint8_t *)"inflight";
     req.payload.len = 8;
-    req.message = "slow";
+    req.message = (char *)mode;
     req.sleep_ms = sleep_ms;
     perfc_call_opts co = {.timeout_ms = 30000 * SAN_SLOW};
     cr_assert_eq(perfc_channel_unary_async(ch, M(ECHO), &req.base, &co, up_cb,
@@ -520,6 +530,34 @@ Test(client_loop, upstream_shutdown_with_calls_in_flight, .init = setup,
   cr_assert_lt(ms, 3000 * SAN_SLOW, "shutdown took %lld ms", (long long)ms);
   cr_assert_eq(atomic_load(&cb_runs), INFLIGHT);
   cr_assert_eq(atomic_load(&cb_codes[PERFC_STATUS_CANCELLED]), INFLIGHT);
+  cr_assert_eq(wait_for(&test_slow_cancelled, INFLIGHT, 3000 * SAN_SLOW),
+               INFLIGHT);
+  cr_assert_eq(wait_for(&up_done, INFLIGHT, 5000 * SAN_SLOW), INFLIGHT);
+  cr_assert_eq(atomic_load(&up_codes[PERFC_STATUS_OK]), 0);
+  perfc_server_free(up);
+  up = NULL;
+  cr_assert_eq(atomic_load(&cb_runs), INFLIGHT);
+}
+
+Test(client_loop, upstream_shutdown_ends_unparented_calls_with_its_loops,
+     .init = setup, .fini = teardown, .timeout = 60) {
+  if (!test_transport_is_h2())
+    cr_skip_test("the C core transport's handlers have no loop: here the "
+                 "test's own loop makes the calls, and the server's stop "
+                 "does not stop it (covered by loop_stopped_before_the_reply)");
+  /* Outgoing calls made without `parent`: the shutdown cannot cancel them
+   * through their handler's call; the h2 loops stop at the grace's end and
+   * that ends them (CANCELLED), well before their 20 s deadline. */
+  start_inflight_mode(20000, "slow-noparent");
+  cr_assert_eq(wait_for(&test_slow_started, INFLIGHT, 5000 * SAN_SLOW),
+               INFLIGHT);
+  int64_t t0 = now_ms();
+  perfc_server_shutdown(up, 200);
+  int64_t ms = now_ms() - t0;
+  cr_assert_lt(ms, 5000 * SAN_SLOW, "shutdown took %lld ms", (long long)ms);
+  cr_assert_eq(atomic_load(&cb_runs), INFLIGHT);
+  cr_assert_eq(atomic_load(&cb_codes[PERFC_STATUS_CANCELLED]), INFLIGHT);
+  cr_assert_eq(atomic_load(&cb_on_loop), INFLIGHT);
   cr_assert_eq(wait_for(&test_slow_cancelled, INFLIGHT, 3000 * SAN_SLOW),
                INFLIGHT);
   cr_assert_eq(wait_for(&up_done, INFLIGHT, 5000 * SAN_SLOW), INFLIGHT);
