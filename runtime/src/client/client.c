@@ -1,7 +1,8 @@
 /*
  * client.c — channels (a pool of N distinct connections) and unary calls,
- * synchronous and asynchronous (streams: client_stream.c; TLS channels:
- * client_tls.c).
+ * synchronous, asynchronous, and completed on the caller's event loop
+ * (perfc_channel_unary_on_loop, at the end of this file) (streams:
+ * client_stream.c; TLS channels: client_tls.c).
  *
  * Room: runtime/src/client. Owns the grpc_channels and grpc_calls it creates;
  * calls core/ (arena, log, threads) and transport/core (grpc_util) only.
@@ -1405,9 +1406,11 @@ static int box_get(perfc_loop *loop, loop_box **out) {
     return perfc__fail(PERFC_ENOMEM, "unary_on_loop: out of memory");
   b->loop = loop;
   b->refs = 1;
+  pthread_mutex_init(&b->mu, NULL);
   b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (b->efd < 0) {
     int e = errno;
+    pthread_mutex_destroy(&b->mu);
     free(b);
     return perfc__fail(PERFC_EIO, "unary_on_loop: eventfd: %s", strerror(e));
   }
@@ -1422,10 +1425,10 @@ static int box_get(perfc_loop *loop, loop_box **out) {
     perfc_loop_io_free(b->io);
     perfc_arena_free(b->scratch);
     close(b->efd);
+    pthread_mutex_destroy(&b->mu);
     free(b);
     return perfc__fail(rc, "unary_on_loop: cannot attach to the loop");
   }
-  pthread_mutex_init(&b->mu, NULL);
   *out = b;
   return 0;
 }
