@@ -4,7 +4,9 @@
  * A perfc_channel holds one or more grpc channels to one target, each made
  * distinct so that N really means N TCP connections; calls pick one
  * round-robin. Generated stubs (`pkg__svc__method__call()`) wrap
- * perfc_channel_unary() with the method's types.
+ * perfc_channel_unary() with the method's types. A handler on an event loop
+ * calls without blocking through perfc_channel_unary_on_loop() (the reply
+ * comes back on its loop).
  *
  * Room: runtime public headers. A channel is thread-safe: share one across
  * threads.
@@ -15,6 +17,7 @@
 #include "perfc/arena.h"
 #include "perfc/common.h"
 #include "perfc/interceptor.h"
+#include "perfc/loop.h"
 #include "perfc/server.h"
 #include "perfc/service.h"
 #include "perfc/status.h"
@@ -217,6 +220,83 @@ PERFC_API int perfc_channel_unary_async(perfc_channel *ch,
                                         const ProtobufCMessage *req,
                                         const perfc_call_opts *opts,
                                         perfc_unary_cb cb, void *user_data);
+
+/* ---- unary calls completed on an event loop --------------------------------- */
+
+/** What a unary call ended with, handed to a perfc_call_done_fn. Borrowed
+ *  for the callback: `message`, `headers` and `trailers` (and `response`,
+ *  unless the call's perfc_call_opts.arena holds it) are gone when it
+ *  returns; copy what you keep. */
+typedef struct perfc_call_result {
+  perfc_status_code code;
+  /** The status message, or NULL. Local failures have one too (a response
+   *  that does not parse: INTERNAL; a refusal by a client interceptor; the
+   *  loop stopping before the reply: CANCELLED). */
+  const char *message;
+  /** The response on OK (cast it to the method's output type), else NULL.
+   *  Unpacked on the loop into perfc_call_opts.arena when the call set one
+   *  (then it lives as long as that arena), else into memory valid during
+   *  the callback only. */
+  const ProtobufCMessage *response;
+  /** Response headers and trailers as the server sent them (without the
+   *  grpc-status/grpc-message entries): NUL-terminated keys, values of
+   *  `value_len` bytes (NUL-terminated too, binary values may hold NULs). */
+  const perfc_metadata *headers;
+  size_t header_count;
+  const perfc_metadata *trailers;
+  size_t trailer_count;
+} perfc_call_result;
+
+/** Completion of perfc_channel_unary_on_loop(); runs on the call's loop
+ *  thread, exactly once. It may start more calls, finish a deferred call
+ *  (perfc/deferred.h) and must not block. */
+typedef void (*perfc_call_done_fn)(const perfc_call_result *r, void *user_data);
+
+/**
+ * Starts a unary call from a loop thread and returns at once; `cb` runs
+ * later on that same loop with the result: no thread waits for the reply.
+ * Made for handlers on the h2 transport's loops (an INLINE handler that
+ * deferred its call, perfc/deferred.h) and for their continuations; code
+ * on the worker pool uses perfc_channel_unary() or
+ * perfc_channel_unary_async().
+ *
+ * `loop` must be the calling thread's loop (perfc_loop_current(); NULL
+ * means that one). `req` and `opts` are borrowed for this call only, except
+ * opts.arena, which is used on the loop when the reply comes and must live
+ * until `cb` returned (a deferred call's perfc_ctx_arena() does when the
+ * call is finished from `cb`). Deadlines, metadata, opts.parent (deadline
+ * propagation and cancellation with the parent call), compression and the
+ * channel's client interceptors (tracing context, metrics) work as for
+ * perfc_channel_unary(); an interceptor's refusal is reported through
+ * `cb`, on the loop, never from inside this function.
+ *
+ * The reply crosses threads once: the channel's completion-queue thread
+ * queues it for the loop and wakes it (one eventfd write for all the
+ * replies that arrive before the loop runs); the response is unpacked and
+ * `cb` runs on the loop.
+ *
+ * If the loop stops before the reply (perfc_loop_run() returns; an h2
+ * server's loop when the server stops), the call is cancelled and `cb`
+ * runs during the loop's stop, on its thread, with CANCELLED: a callback
+ * never runs on a loop that is gone, nor twice. Calls started from such a
+ * callback are refused (PERFC_ESHUTDOWN).
+ *
+ * Returns 0 (`cb` will run exactly once), PERFC_EINVAL (no loop on this
+ * thread, `loop` not this thread's, a NULL argument, a request of another
+ * type, bad options or metadata), PERFC_ENOMEM, PERFC_EIO (no eventfd),
+ * PERFC_ETHREAD or PERFC_ESHUTDOWN (channel being freed, loop stopping);
+ * then `cb` never runs; perfc_last_error() says why. The channel waits for
+ * these calls in perfc_channel_free(): free it after the loops that use it
+ * stopped, or once no call is outstanding, never from one of its loops
+ * while calls are.
+ */
+PERFC_API int perfc_channel_unary_on_loop(perfc_channel *ch,
+                                          const perfc_method_desc *m,
+                                          const ProtobufCMessage *req,
+                                          const perfc_call_opts *opts,
+                                          perfc_loop *loop,
+                                          perfc_call_done_fn cb,
+                                          void *user_data);
 
 /* ---- streaming calls -------------------------------------------------------- */
 

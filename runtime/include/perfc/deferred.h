@@ -2,9 +2,10 @@
  * perfc/deferred.h — finishing a unary call later, from a continuation.
  *
  * A handler that waits for something with a callback API (an asynchronous
- * Redis command, perfc/redis_async.h; an asynchronous client call) defers
- * its call instead of blocking a thread, returns at once, and finishes the
- * call from the callback:
+ * Redis command, perfc/redis_async.h; an outgoing gRPC call completed on
+ * the handler's loop, perfc_channel_unary_on_loop() in perfc/client.h)
+ * defers its call instead of blocking a thread, returns at once, and
+ * finishes the call from the callback:
  *
  *   static void on_value(int rc, const perfc_slice *v, void *arg) {
  *     struct get_op *op = arg;                  // in the call's arena

@@ -7,7 +7,9 @@
  * The h2 server transport runs one loop per thread; a handler running
  * inline on it sees its loop as perfc_loop_current(). The asynchronous
  * Redis client (perfc/redis_async.h) keeps its connections on the loop of
- * the thread that issues its commands with exactly these calls. A library
+ * the thread that issues its commands with exactly these calls; a channel's
+ * calls made with perfc_channel_unary_on_loop() (perfc/client.h) complete
+ * on the loop that started them. A library
  * that needs a loop where there is none (a pool worker, the C core's
  * pollers) runs one of its own with perfc_loop_new() and perfc_loop_run().
  *

@@ -1,7 +1,8 @@
 /*
  * client.c — channels (a pool of N distinct connections) and unary calls,
- * synchronous and asynchronous (streams: client_stream.c; TLS channels:
- * client_tls.c).
+ * synchronous, asynchronous, and completed on the caller's event loop
+ * (perfc_channel_unary_on_loop, at the end of this file) (streams:
+ * client_stream.c; TLS channels: client_tls.c).
  *
  * Room: runtime/src/client. Owns the grpc_channels and grpc_calls it creates;
  * calls core/ (arena, log, threads) and transport/core (grpc_util) only.
@@ -22,10 +23,12 @@
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 void perfc_channel_opts_init(perfc_channel_opts *o) {
@@ -847,7 +850,20 @@ typedef struct async_call {
   void *ic_state[PERFC_MAX_INTERCEPTORS];
   size_t ic_entered;
   int64_t t0;
+  /* Completed on a loop (perfc_channel_unary_on_loop) when `box` is set;
+   * the flags and links are the box's, under its lock. */
+  struct loop_box *box;
+  perfc_call_done_fn done;
+  perfc_arena *arena;           /* opts->arena, or NULL: the box's scratch */
+  struct async_call *next, *prev;
+  perfc_status_code local;      /* failed before reaching the core */
+  int ok;                       /* the batch's success flag */
+  int core_done;                /* the core completed the batch */
+  int orphan;                   /* its loop stopped first */
+  int cb_ran;                   /* an orphan's callback ran */
 } async_call;
+
+static void box_complete(async_call *a, int ok);
 
 static void *async_poller(void *arg) {
   perfc__async_poller *p = arg;
@@ -866,6 +882,10 @@ static void *async_poller(void *arg) {
 
 static void async_done(perfc_tag *t, int ok) {
   async_call *a = PERFC_CONTAINER_OF(t, async_call, tag);
+  if (a->box != NULL) {
+    box_complete(a, ok); /* the rest happens on its loop */
+    return;
+  }
   perfc_channel *ch = a->ch;
   perfc_status_code code = ok ? (perfc_status_code)a->code : PERFC_STATUS_INTERNAL;
   char message[512];
@@ -1085,6 +1105,461 @@ int perfc_channel_unary_async(perfc_channel *ch, const perfc_method_desc *m,
     /* Cannot happen with a well-formed batch; fail through the callback. */
     a->code = GRPC_STATUS_INTERNAL;
     async_done(&a->tag, 0);
+  }
+  return 0;
+}
+
+/* ---- unary calls completed on a loop ---------------------------------------- *
+ *
+ * perfc_channel_unary_on_loop(): the batch runs on the channel's pollers as
+ * for perfc_channel_unary_async(), but a completion only hands the call to
+ * its loop's mailbox (a `loop_box`, one per loop, shared by every channel)
+ * and wakes the loop through the box's eventfd; the response is unpacked
+ * and the callback runs on the loop. Why an eventfd of our own and not a
+ * posted perfc_loop_task: a posted task must run before it is freed, and a
+ * loop may stop with one queued; the box's descriptor is simply closed
+ * when its loop stops, so nothing of ours is left in a stopped loop.
+ *
+ * Lifetimes. A box is a loop-local value (perfc/loop.h) created at the
+ * loop's first call; it holds one reference for the loop and one per call
+ * tied to it. Its on_exit (the loop stops) delivers every completed call,
+ * cancels those still in flight and runs their callbacks with CANCELLED
+ * there ("orphans"); the core's completion of an orphan, later, on a
+ * poller, then only releases it. A call is released (core objects,
+ * channel count) once both the core completed it and its callback ran.
+ */
+
+typedef struct loop_box {
+  pthread_mutex_t mu;
+  int refs;          /* the loop (until its on_exit) + calls tied to it */
+  int efd;           /* eventfd the pollers write; -1 once the loop stopped */
+  int wake_pending;  /* efd written since the loop last read it */
+  async_call *done_head, *done_tail; /* completed, not yet delivered */
+  async_call *live;  /* in the core (doubly linked) */
+  /* Loop thread only. */
+  perfc_loop *loop;
+  perfc_loop_io *io;
+  perfc_arena *scratch; /* responses of calls without an arena, per callback */
+} loop_box;
+
+static const char box_key; /* the boxes' loop-local key */
+/* The loop whose box is ending on this thread: calls started from the
+ * orphans' callbacks are refused there rather than making a new box that
+ * the same stop would end again. */
+static _Thread_local perfc_loop *box_ending;
+
+static void box_unref(loop_box *b) {
+  pthread_mutex_lock(&b->mu);
+  int last = --b->refs == 0;
+  pthread_mutex_unlock(&b->mu);
+  if (last) {
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+  }
+}
+
+/* Under b->mu. */
+static void box_push_done(loop_box *b, async_call *a) {
+  a->next = NULL;
+  if (b->done_tail != NULL)
+    b->done_tail->next = a;
+  else
+    b->done_head = a;
+  b->done_tail = a;
+  if (!b->wake_pending && b->efd >= 0) {
+    b->wake_pending = 1;
+    uint64_t one = 1;
+    /* Cannot fail short of a counter overflow the reads prevent. */
+    while (write(b->efd, &one, sizeof one) < 0 && errno == EINTR)
+      ;
+  }
+}
+
+static void box_unlink_live(loop_box *b, async_call *a) {
+  if (a->prev != NULL)
+    a->prev->next = a->next;
+  else
+    b->live = a->next;
+  if (a->next != NULL)
+    a->next->prev = a->prev;
+  a->next = a->prev = NULL;
+}
+
+/* Everything a loop call holds, once the core and the callback are both
+ * done with it. Any thread. */
+static void loop_call_release(async_call *a) {
+  perfc_channel *ch = a->ch;
+  loop_box *b = a->box;
+  grpc_slice_unref(a->details);
+  grpc_metadata_array_destroy(&a->initial_md);
+  grpc_metadata_array_destroy(&a->trailing_md);
+  if (a->recv_bb != NULL)
+    grpc_byte_buffer_destroy(a->recv_bb);
+  if (a->send_bb != NULL)
+    grpc_byte_buffer_destroy(a->send_bb);
+  perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
+  perfc__ctx_unwatch(&a->watch);
+  if (a->call != NULL)
+    grpc_call_unref(a->call);
+  free(a);
+  box_unref(b);
+  async_leave(ch);
+}
+
+/* A poller: the core completed the batch. */
+static void box_complete(async_call *a, int ok) {
+  loop_box *b = a->box;
+  int release = 0;
+  pthread_mutex_lock(&b->mu);
+  a->ok = ok;
+  a->core_done = 1;
+  if (a->orphan) {
+    release = a->cb_ran;
+  } else {
+    box_unlink_live(b, a);
+    box_push_done(b, a);
+  }
+  pthread_mutex_unlock(&b->mu);
+  if (release)
+    loop_call_release(a);
+}
+
+/* Core metadata as perfc_metadata in `arena` (NUL-terminated copies). */
+static const perfc_metadata *md_to_perfc(perfc_arena *arena,
+                                         const grpc_metadata_array *in,
+                                         size_t *n) {
+  *n = 0;
+  if (in->count == 0)
+    return NULL;
+  perfc_metadata *out = perfc_arena_alloc(arena, in->count * sizeof *out);
+  if (out == NULL)
+    return NULL;
+  for (size_t i = 0; i < in->count; i++) {
+    const grpc_metadata *md = &in->metadata[i];
+    char *k = perfc_arena_strndup(arena,
+                                  (const char *)GRPC_SLICE_START_PTR(md->key),
+                                  GRPC_SLICE_LENGTH(md->key));
+    char *v = perfc_arena_strndup(arena,
+                                  (const char *)GRPC_SLICE_START_PTR(md->value),
+                                  GRPC_SLICE_LENGTH(md->value));
+    if (k == NULL || v == NULL)
+      return *n ? out : NULL; /* what fitted: the arena ran out */
+    out[*n] = (perfc_metadata){.key = k, .value = v,
+                               .value_len = GRPC_SLICE_LENGTH(md->value)};
+    ++*n;
+  }
+  return out;
+}
+
+/* Loop thread: runs the callback of `a` (`orphan`: its loop stops before
+ * the reply came). */
+static void loop_call_deliver(async_call *a, int orphan) {
+  perfc_channel *ch = a->ch;
+  loop_box *b = a->box;
+  /* Before the callback, which may finish the parent call. */
+  perfc__ctx_unwatch(&a->watch);
+  perfc_arena *arena = a->arena;
+  if (arena == NULL) {
+    arena = b->scratch;
+    perfc_arena_reset(arena);
+  }
+  perfc_call_result r = {.code = PERFC_STATUS_OK};
+  char message[512];
+  ProtobufCMessage *resp = NULL;
+  if (orphan) {
+    r.code = PERFC_STATUS_CANCELLED;
+    snprintf(message, sizeof message,
+             "%s: the event loop stopped before the reply", a->m->path);
+    r.message = message;
+  } else if (a->local != PERFC_STATUS_OK) {
+    r.code = a->local;
+    snprintf(message, sizeof message, "%s: %s", a->m->path,
+             a->call != NULL ? "the core refused the batch"
+                             : "refused by a client interceptor");
+    r.message = message;
+  } else {
+    r.code = a->ok ? (perfc_status_code)a->code : PERFC_STATUS_INTERNAL;
+    r.headers = md_to_perfc(arena, &a->initial_md, &r.header_count);
+    r.trailers = md_to_perfc(arena, &a->trailing_md, &r.trailer_count);
+    if (r.code == PERFC_STATUS_OK) {
+      const uint8_t *data = NULL;
+      size_t len = 0;
+      ProtobufCAllocator al = perfc_arena_allocator(arena);
+      char why[256] = "";
+      int rc = a->recv_bb != NULL
+                   ? perfc__byte_buffer_flatten(a->recv_bb, ch->recv_max, arena,
+                                                &data, &len)
+                   : PERFC_EPARSE;
+      if (rc == 0)
+        resp = perfc__pb_unpack(a->m->output, a->m->strings, &al, len, data,
+                                why, sizeof why);
+      if (rc == PERFC_ETOOBIG) {
+        r.code = PERFC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(message, sizeof message,
+                 "%s: response inflates past the %zu-byte receive limit",
+                 a->m->path, ch->recv_max);
+        r.message = message;
+      } else if (resp == NULL) {
+        r.code = PERFC_STATUS_INTERNAL;
+        if (why[0])
+          snprintf(message, sizeof message, "%s: response refused: %s",
+                   a->m->path, why);
+        else
+          snprintf(message, sizeof message,
+                   a->recv_bb ? "%s: response does not parse as %s"
+                              : "%s: server sent OK without a %s message",
+                   a->m->path, a->m->output->name);
+        r.message = message;
+      }
+    } else if (!a->ok) {
+      snprintf(message, sizeof message, "%s: the call's batch failed",
+               a->m->path);
+      r.message = message;
+    } else if (GRPC_SLICE_LENGTH(a->details) > 0) {
+      snprintf(message, sizeof message, "%.*s",
+               (int)GRPC_SLICE_LENGTH(a->details),
+               (const char *)GRPC_SLICE_START_PTR(a->details));
+      r.message = message;
+    }
+  }
+  r.response = resp;
+  if (r.code == PERFC_STATUS_OK)
+    perfc__ic_message(ch, a->m, a->ic_state, a->ic_entered, 0);
+  perfc__ic_after(ch, a->m, a->ic_state, a->ic_entered, r.code,
+                  perfc__now_ns() - a->t0);
+  a->done(&r, a->user_data);
+}
+
+/* The box's eventfd: completions are waiting. */
+static void box_on_io(perfc_loop_io *io, unsigned events, void *ud) {
+  (void)io;
+  (void)events;
+  loop_box *b = ud;
+  uint64_t v;
+  while (read(b->efd, &v, sizeof v) < 0 && errno == EINTR)
+    ;
+  pthread_mutex_lock(&b->mu);
+  /* Cleared with the list taken: a completion after this writes again. */
+  b->wake_pending = 0;
+  async_call *a = b->done_head;
+  b->done_head = b->done_tail = NULL;
+  pthread_mutex_unlock(&b->mu);
+  /* A callback may stop the loop; the rest are still delivered here, and
+   * the box's own end comes later, when the loop returns. */
+  while (a != NULL) {
+    async_call *next = a->next;
+    loop_call_deliver(a, 0);
+    loop_call_release(a);
+    a = next;
+  }
+}
+
+/* The loop stops (its loop-local on_exit, on its thread). */
+static void box_end(void *ud) {
+  loop_box *b = ud;
+  perfc_loop *prev = box_ending;
+  box_ending = b->loop;
+  pthread_mutex_lock(&b->mu);
+  async_call *done = b->done_head, *live = b->live;
+  b->done_head = b->done_tail = NULL;
+  b->live = NULL;
+  for (async_call *a = live; a != NULL; a = a->next) {
+    a->orphan = 1;
+    /* Under the lock: the poller frees an orphan only after its callback
+     * ran, which is below. The completion lands on the channel's queue,
+     * never inline. */
+    grpc_call_cancel_with_status(a->call, GRPC_STATUS_CANCELLED,
+                                 "the caller's event loop stopped", NULL);
+  }
+  /* No completion writes it any more: every call left is an orphan. */
+  close(b->efd);
+  b->efd = -1;
+  pthread_mutex_unlock(&b->mu);
+  perfc_loop_io_free(b->io);
+  b->io = NULL;
+  while (done != NULL) {
+    async_call *next = done->next;
+    loop_call_deliver(done, 0);
+    loop_call_release(done);
+    done = next;
+  }
+  while (live != NULL) {
+    async_call *next = live->next; /* read before the poller may free it */
+    loop_call_deliver(live, 1);
+    pthread_mutex_lock(&b->mu);
+    live->cb_ran = 1;
+    int release = live->core_done;
+    pthread_mutex_unlock(&b->mu);
+    if (release)
+      loop_call_release(live);
+    live = next;
+  }
+  perfc_arena_free(b->scratch);
+  b->scratch = NULL;
+  box_ending = prev;
+  box_unref(b);
+}
+
+/* The calling loop's box, made at its first call. */
+static int box_get(perfc_loop *loop, loop_box **out) {
+  loop_box *b = perfc_loop_local_get(loop, &box_key);
+  if (b != NULL) {
+    *out = b;
+    return 0;
+  }
+  b = calloc(1, sizeof *b);
+  if (b == NULL)
+    return perfc__fail(PERFC_ENOMEM, "unary_on_loop: out of memory");
+  b->loop = loop;
+  b->refs = 1;
+  pthread_mutex_init(&b->mu, NULL);
+  b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (b->efd < 0) {
+    int e = errno;
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+    return perfc__fail(PERFC_EIO, "unary_on_loop: eventfd: %s", strerror(e));
+  }
+  int rc = perfc_arena_new(&b->scratch, 0);
+  if (rc == 0)
+    rc = perfc_loop_io_new(&b->io, loop, b->efd, box_on_io, b);
+  if (rc == 0)
+    rc = perfc_loop_io_set(b->io, PERFC_LOOP_READ);
+  if (rc == 0)
+    rc = perfc_loop_local_set(loop, &box_key, b, box_end);
+  if (rc != 0) {
+    perfc_loop_io_free(b->io);
+    perfc_arena_free(b->scratch);
+    close(b->efd);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+    return perfc__fail(rc, "unary_on_loop: cannot attach to the loop");
+  }
+  *out = b;
+  return 0;
+}
+
+int perfc_channel_unary_on_loop(perfc_channel *ch, const perfc_method_desc *m,
+                                const ProtobufCMessage *req,
+                                const perfc_call_opts *opts, perfc_loop *loop,
+                                perfc_call_done_fn cb, void *user_data) {
+  static const perfc_call_opts no_opts;
+  if (opts == NULL)
+    opts = &no_opts;
+  if (ch == NULL || m == NULL || req == NULL || cb == NULL)
+    return perfc__fail(PERFC_EINVAL, "unary_on_loop: NULL %s",
+                       ch == NULL    ? "channel"
+                       : m == NULL   ? "method"
+                       : req == NULL ? "request"
+                                     : "callback");
+  perfc_loop *here = perfc_loop_current();
+  if (loop == NULL)
+    loop = here;
+  if (loop == NULL || loop != here)
+    return perfc__fail(PERFC_EINVAL,
+                       "%s: %s (call from the loop's own thread: an inline "
+                       "handler on h2 or a loop callback; elsewhere use "
+                       "perfc_channel_unary_async)",
+                       m->path,
+                       here == NULL ? "this thread runs no event loop"
+                                    : "the loop is not this thread's");
+  if (box_ending == loop)
+    return perfc__fail(PERFC_ESHUTDOWN, "%s: the event loop is stopping",
+                       m->path);
+  if (req->descriptor != m->input)
+    return perfc__fail(PERFC_EINVAL, "%s expects %s, got %s", m->path,
+                       m->input->name, req->descriptor->name);
+  async_call *a = calloc(1, sizeof *a);
+  if (a == NULL)
+    return perfc__fail(PERFC_ENOMEM, "%s: out of memory", m->path);
+  char err[160];
+  int rc = perfc__call_metadata(opts, a->md_stack, 8, 1, &a->md, &a->nmd, err,
+                                sizeof err);
+  if (rc != 0) {
+    free(a);
+    return perfc__fail(rc, "%s: %s", m->path, err);
+  }
+  loop_box *b = NULL;
+  rc = box_get(loop, &b);
+  if (rc == 0) {
+    rc = async_enter(ch, &a->poller);
+    if (rc != 0)
+      rc = perfc__fail(rc, "%s: %s", m->path,
+                       rc == PERFC_ESHUTDOWN ? "channel being freed"
+                       : rc == PERFC_ETHREAD ? "cannot start a poller thread"
+                                             : "out of memory");
+  }
+  if (rc != 0) {
+    perfc__call_metadata_free(a->md, a->nmd, a->md_stack);
+    free(a);
+    return rc;
+  }
+  pthread_mutex_lock(&b->mu);
+  b->refs++;
+  pthread_mutex_unlock(&b->mu);
+  a->box = b;
+  a->ch = ch;
+  a->m = m;
+  a->done = cb;
+  a->user_data = user_data;
+  a->arena = opts->arena;
+  a->tag.run = async_done;
+  a->t0 = perfc__now_ns();
+  grpc_metadata_array_init(&a->initial_md);
+  grpc_metadata_array_init(&a->trailing_md);
+  a->details = grpc_empty_slice();
+  a->code = GRPC_STATUS_UNKNOWN;
+  a->watch.ctx = NULL;
+  perfc_status_code refused = perfc__ic_before(ch, m, a->ic_state, &a->ic_entered);
+  if (refused != PERFC_STATUS_OK) {
+    /* Reported on the loop like any other end, never from in here. */
+    a->local = refused;
+    pthread_mutex_lock(&b->mu);
+    a->core_done = 1;
+    box_push_done(b, a);
+    pthread_mutex_unlock(&b->mu);
+    return 0;
+  }
+  perfc__ic_outgoing_md(ch, m, opts, a->ic_state, a->ic_entered, &a->md,
+                        &a->nmd, a->md_stack);
+  perfc__ic_message(ch, m, a->ic_state, a->ic_entered, 1);
+  a->call = perfc__create_call(ch, m, a->poller->cq, opts, &a->watch);
+  a->send_bb = perfc__pack(req);
+
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = a->nmd;
+  ops[0].data.send_initial_metadata.metadata = a->md;
+  ops[0].flags = perfc__initial_md_flags(opts);
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = a->send_bb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &a->initial_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &a->recv_bb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &a->trailing_md;
+  ops[5].data.recv_status_on_client.status = &a->code;
+  ops[5].data.recv_status_on_client.status_details = &a->details;
+  /* Listed before the batch starts: its completion may come at once. */
+  pthread_mutex_lock(&b->mu);
+  a->next = b->live;
+  if (b->live != NULL)
+    b->live->prev = a;
+  b->live = a;
+  pthread_mutex_unlock(&b->mu);
+  grpc_call *call = a->call;
+  PERFC_HANDOFF_RELEASE(&a->tag);
+  if (grpc_call_start_batch(call, ops, 6, &a->tag, NULL) != GRPC_CALL_OK) {
+    /* Cannot happen with a well-formed batch; reported on the loop. */
+    pthread_mutex_lock(&b->mu);
+    box_unlink_live(b, a);
+    a->local = PERFC_STATUS_INTERNAL;
+    a->core_done = 1;
+    box_push_done(b, a);
+    pthread_mutex_unlock(&b->mu);
   }
   return 0;
 }

@@ -264,6 +264,17 @@ static inline int big__v1__big__get_item00__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetItem00 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item00__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM00],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of ListItem01: open, write every request, then finish for the
  *  single Big__V1__Item (valid until perfc_client_stream_free()). */
 static inline int big__v1__big__list_item01__open(perfc_channel *ch,
@@ -407,6 +418,17 @@ static inline int big__v1__big__get_item04__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM04],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetItem04 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item04__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM04],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of ListItem05: open, write every request, then finish for the
@@ -554,6 +576,17 @@ static inline int big__v1__big__get_item08__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetItem08 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item08__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM08],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of ListItem09: open, write every request, then finish for the
  *  single Big__V1__Item (valid until perfc_client_stream_free()). */
 static inline int big__v1__big__list_item09__open(perfc_channel *ch,
@@ -697,6 +730,17 @@ static inline int big__v1__big__get_item12__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM12],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetItem12 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item12__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM12],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of ListItem13: open, write every request, then finish for the
@@ -844,6 +888,17 @@ static inline int big__v1__big__get_item16__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetItem16 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item16__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM16],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of ListItem17: open, write every request, then finish for the
  *  single Big__V1__Item (valid until perfc_client_stream_free()). */
 static inline int big__v1__big__list_item17__open(perfc_channel *ch,
@@ -987,6 +1042,17 @@ static inline int big__v1__big__get_item20__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM20],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetItem20 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item20__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM20],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of ListItem21: open, write every request, then finish for the
@@ -1134,6 +1200,17 @@ static inline int big__v1__big__get_item24__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetItem24 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item24__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM24],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of ListItem25: open, write every request, then finish for the
  *  single Big__V1__Item (valid until perfc_client_stream_free()). */
 static inline int big__v1__big__list_item25__open(perfc_channel *ch,
@@ -1277,6 +1354,17 @@ static inline int big__v1__big__get_item28__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM28],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetItem28 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item28__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM28],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of ListItem29: open, write every request, then finish for the
@@ -1424,6 +1512,17 @@ static inline int big__v1__big__get_item32__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetItem32 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item32__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM32],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of ListItem33: open, write every request, then finish for the
  *  single Big__V1__Item (valid until perfc_client_stream_free()). */
 static inline int big__v1__big__list_item33__open(perfc_channel *ch,
@@ -1567,6 +1666,17 @@ static inline int big__v1__big__get_item36__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM36],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetItem36 from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Big__V1__Item). See perfc_channel_unary_on_loop(). */
+static inline int big__v1__big__get_item36__call_on_loop(perfc_channel *ch,
+    const Big__V1__Query *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &big__v1__big__perfc_desc.methods[BIG__V1__BIG__PERFC_METHOD_GET_ITEM36],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of ListItem37: open, write every request, then finish for the

@@ -72,6 +72,17 @@ static inline int a__b__c__v2__first__run__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts Run from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to A__B__C__V2__Resp). See perfc_channel_unary_on_loop(). */
+static inline int a__b__c__v2__first__run__call_on_loop(perfc_channel *ch,
+    const A__B__C__V2__Req *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &a__b__c__v2__first__perfc_desc.methods[A__B__C__V2__FIRST__PERFC_METHOD_RUN],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls DoHTTP2Thing and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code a__b__c__v2__first__do_http2_thing__call(perfc_channel *ch,
@@ -86,6 +97,17 @@ static inline int a__b__c__v2__first__do_http2_thing__call_async(perfc_channel *
   return perfc_channel_unary_async(ch,
       &a__b__c__v2__first__perfc_desc.methods[A__B__C__V2__FIRST__PERFC_METHOD_DO_HTTP2_THING],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts DoHTTP2Thing from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to A__B__C__V2__Resp). See perfc_channel_unary_on_loop(). */
+static inline int a__b__c__v2__first__do_http2_thing__call_on_loop(perfc_channel *ch,
+    const A__B__C__V2__Req *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &a__b__c__v2__first__perfc_desc.methods[A__B__C__V2__FIRST__PERFC_METHOD_DO_HTTP2_THING],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /* ---- service a.b.c.v2.Second_Svc2 ---- */
@@ -139,6 +161,17 @@ static inline int a__b__c__v2__second__svc2__get_v2__value__call_async(perfc_cha
   return perfc_channel_unary_async(ch,
       &a__b__c__v2__second__svc2__perfc_desc.methods[A__B__C__V2__SECOND__SVC2__PERFC_METHOD_GET_V2__VALUE],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts get_v2_Value from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to A__B__C__V2__Resp). See perfc_channel_unary_on_loop(). */
+static inline int a__b__c__v2__second__svc2__get_v2__value__call_on_loop(perfc_channel *ch,
+    const A__B__C__V2__Req *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &a__b__c__v2__second__svc2__perfc_desc.methods[A__B__C__V2__SECOND__SVC2__PERFC_METHOD_GET_V2__VALUE],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of Collect: open, write every request, then finish for the

@@ -113,6 +113,17 @@ static inline int httpdemo__v1__library__get_book__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetBook from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__get_book__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetBookRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_GET_BOOK],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls ListBooks and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code httpdemo__v1__library__list_books__call(perfc_channel *ch,
@@ -127,6 +138,17 @@ static inline int httpdemo__v1__library__list_books__call_async(perfc_channel *c
   return perfc_channel_unary_async(ch,
       &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_LIST_BOOKS],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts ListBooks from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__ListBooksResponse). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__list_books__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__ListBooksRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_LIST_BOOKS],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls CreateBook and blocks until it ends; see perfc_channel_unary() for
@@ -145,6 +167,17 @@ static inline int httpdemo__v1__library__create_book__call_async(perfc_channel *
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts CreateBook from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__create_book__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__CreateBookRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_CREATE_BOOK],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls UpdateBook and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code httpdemo__v1__library__update_book__call(perfc_channel *ch,
@@ -159,6 +192,17 @@ static inline int httpdemo__v1__library__update_book__call_async(perfc_channel *
   return perfc_channel_unary_async(ch,
       &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_UPDATE_BOOK],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts UpdateBook from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__update_book__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__UpdateBookRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_UPDATE_BOOK],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls DeleteBook and blocks until it ends; see perfc_channel_unary() for
@@ -177,6 +221,17 @@ static inline int httpdemo__v1__library__delete_book__call_async(perfc_channel *
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts DeleteBook from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Empty). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__delete_book__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetBookRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_DELETE_BOOK],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls BatchGet and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code httpdemo__v1__library__batch_get__call(perfc_channel *ch,
@@ -191,6 +246,17 @@ static inline int httpdemo__v1__library__batch_get__call_async(perfc_channel *ch
   return perfc_channel_unary_async(ch,
       &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_BATCH_GET],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts BatchGet from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__ListBooksResponse). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__batch_get__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__BatchGetRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_BATCH_GET],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls GetByName and blocks until it ends; see perfc_channel_unary() for
@@ -209,6 +275,17 @@ static inline int httpdemo__v1__library__get_by_name__call_async(perfc_channel *
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetByName from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__get_by_name__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetByNameRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_GET_BY_NAME],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls GetFile and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code httpdemo__v1__library__get_file__call(perfc_channel *ch,
@@ -223,6 +300,17 @@ static inline int httpdemo__v1__library__get_file__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_GET_FILE],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetFile from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__get_file__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetByNameRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_GET_FILE],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls Any and blocks until it ends; see perfc_channel_unary() for
@@ -241,6 +329,17 @@ static inline int httpdemo__v1__library__any__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts Any from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__any__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetByNameRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_ANY],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls Head and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code httpdemo__v1__library__head__call(perfc_channel *ch,
@@ -255,6 +354,17 @@ static inline int httpdemo__v1__library__head__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_HEAD],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts Head from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Empty). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__head__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetByNameRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_HEAD],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of Watch: open with the request, read until 0, then
@@ -306,6 +416,17 @@ static inline int httpdemo__v1__library__no_http__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_NO_HTTP],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts NoHttp from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Httpdemo__V1__Book). See perfc_channel_unary_on_loop(). */
+static inline int httpdemo__v1__library__no_http__call_on_loop(perfc_channel *ch,
+    const Httpdemo__V1__GetBookRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &httpdemo__v1__library__perfc_desc.methods[HTTPDEMO__V1__LIBRARY__PERFC_METHOD_NO_HTTP],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 #ifdef __cplusplus

@@ -74,6 +74,17 @@ static inline int kw__keywords__get__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts Get from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Kw__Struct). See perfc_channel_unary_on_loop(). */
+static inline int kw__keywords__get__call_on_loop(perfc_channel *ch,
+    const Kw__Int *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &kw__keywords__perfc_desc.methods[KW__KEYWORDS__PERFC_METHOD_GET],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of Swap: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int kw__keywords__swap__open(perfc_channel *ch,

@@ -74,6 +74,17 @@ static inline int nest__nester__dig__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts Dig from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Nest__Outer__Inner__Deepest). See perfc_channel_unary_on_loop(). */
+static inline int nest__nester__dig__call_on_loop(perfc_channel *ch,
+    const Nest__Outer__Inner *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &nest__nester__perfc_desc.methods[NEST__NESTER__PERFC_METHOD_DIG],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of Stream: open, write and read (from two threads if you
  *  like), perfc_client_stream_close_send(), then finish for the status. */
 static inline int nest__nester__stream__open(perfc_channel *ch,

@@ -73,6 +73,17 @@ static inline int svc__get_user__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Pong). See perfc_channel_unary_on_loop(). */
+static inline int svc__get_user__call_on_loop(perfc_channel *ch,
+    const Ping *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &svc__perfc_desc.methods[SVC__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of Watch: open with the request, read until 0, then
  *  finish for the status. A read message is valid until the next read. */
 static inline int svc__watch__open(perfc_channel *ch,

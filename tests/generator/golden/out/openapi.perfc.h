@@ -94,6 +94,17 @@ static inline int oatest__kitchen__root__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts Root from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Google__Protobuf__Empty). See perfc_channel_unary_on_loop(). */
+static inline int oatest__kitchen__root__call_on_loop(perfc_channel *ch,
+    const Google__Protobuf__Empty *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_ROOT],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls GetSink and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code oatest__kitchen__get_sink__call(perfc_channel *ch,
@@ -108,6 +119,17 @@ static inline int oatest__kitchen__get_sink__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_GET_SINK],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetSink from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Oatest__Sink). See perfc_channel_unary_on_loop(). */
+static inline int oatest__kitchen__get_sink__call_on_loop(perfc_channel *ch,
+    const Oatest__Sink *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_GET_SINK],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls SetCount and blocks until it ends; see perfc_channel_unary() for
@@ -126,6 +148,17 @@ static inline int oatest__kitchen__set_count__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts SetCount from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Oatest__Counts). See perfc_channel_unary_on_loop(). */
+static inline int oatest__kitchen__set_count__call_on_loop(perfc_channel *ch,
+    const Oatest__Sink *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_SET_COUNT],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls Nodes and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code oatest__kitchen__nodes__call(perfc_channel *ch,
@@ -140,6 +173,17 @@ static inline int oatest__kitchen__nodes__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_NODES],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts Nodes from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Oatest__Node). See perfc_channel_unary_on_loop(). */
+static inline int oatest__kitchen__nodes__call_on_loop(perfc_channel *ch,
+    const Oatest__Node *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_NODES],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of Upload: open, write every request, then finish for the
@@ -230,6 +274,17 @@ static inline int oatest__kitchen__weird__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_WEIRD],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts Weird from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Oatest__Sink). See perfc_channel_unary_on_loop(). */
+static inline int oatest__kitchen__weird__call_on_loop(perfc_channel *ch,
+    const Oatest__Sink *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &oatest__kitchen__perfc_desc.methods[OATEST__KITCHEN__PERFC_METHOD_WEIRD],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 #ifdef __cplusplus

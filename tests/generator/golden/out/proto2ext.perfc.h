@@ -68,6 +68,17 @@ static inline int legacy__legacy__call__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts Call from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Legacy__Reply). See perfc_channel_unary_on_loop(). */
+static inline int legacy__legacy__call__call_on_loop(perfc_channel *ch,
+    const Legacy__Base *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &legacy__legacy__perfc_desc.methods[LEGACY__LEGACY__PERFC_METHOD_CALL],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -124,6 +124,17 @@ static inline int user__v1__user_service__create_user__call_async(perfc_channel 
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts CreateUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to User__V1__User). See perfc_channel_unary_on_loop(). */
+static inline int user__v1__user_service__create_user__call_on_loop(perfc_channel *ch,
+    const User__V1__CreateUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_CREATE_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls GetUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code user__v1__user_service__get_user__call(perfc_channel *ch,
@@ -138,6 +149,17 @@ static inline int user__v1__user_service__get_user__call_async(perfc_channel *ch
   return perfc_channel_unary_async(ch,
       &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_GET_USER],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts GetUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to User__V1__User). See perfc_channel_unary_on_loop(). */
+static inline int user__v1__user_service__get_user__call_on_loop(perfc_channel *ch,
+    const User__V1__GetUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls UpdateUser and blocks until it ends; see perfc_channel_unary() for
@@ -156,6 +178,17 @@ static inline int user__v1__user_service__update_user__call_async(perfc_channel 
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts UpdateUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to User__V1__User). See perfc_channel_unary_on_loop(). */
+static inline int user__v1__user_service__update_user__call_on_loop(perfc_channel *ch,
+    const User__V1__UpdateUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_UPDATE_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls DeleteUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code user__v1__user_service__delete_user__call(perfc_channel *ch,
@@ -170,6 +203,17 @@ static inline int user__v1__user_service__delete_user__call_async(perfc_channel 
   return perfc_channel_unary_async(ch,
       &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_DELETE_USER],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts DeleteUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Google__Protobuf__Empty). See perfc_channel_unary_on_loop(). */
+static inline int user__v1__user_service__delete_user__call_on_loop(perfc_channel *ch,
+    const User__V1__DeleteUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_DELETE_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Calls ListUsers and blocks until it ends; see perfc_channel_unary() for
@@ -188,6 +232,17 @@ static inline int user__v1__user_service__list_users__call_async(perfc_channel *
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts ListUsers from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to User__V1__ListUsersResponse). See perfc_channel_unary_on_loop(). */
+static inline int user__v1__user_service__list_users__call_on_loop(perfc_channel *ch,
+    const User__V1__ListUsersRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_LIST_USERS],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls BatchGetUsers and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code user__v1__user_service__batch_get_users__call(perfc_channel *ch,
@@ -202,6 +257,17 @@ static inline int user__v1__user_service__batch_get_users__call_async(perfc_chan
   return perfc_channel_unary_async(ch,
       &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_BATCH_GET_USERS],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts BatchGetUsers from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to User__V1__BatchGetUsersResponse). See perfc_channel_unary_on_loop(). */
+static inline int user__v1__user_service__batch_get_users__call_on_loop(perfc_channel *ch,
+    const User__V1__BatchGetUsersRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &user__v1__user_service__perfc_desc.methods[USER__V1__USER_SERVICE__PERFC_METHOD_BATCH_GET_USERS],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 /** Client side of StreamUsers: open with the request, read until 0, then

@@ -105,6 +105,17 @@ static inline int api__v1__user_service__get_user__call_async(perfc_channel *ch,
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts GetUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Api__V1__User). See perfc_channel_unary_on_loop(). */
+static inline int api__v1__user_service__get_user__call_on_loop(perfc_channel *ch,
+    const Api__V1__GetUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_GET_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Client side of ListUsers: open with the request, read until 0, then
  *  finish for the status. A read message is valid until the next read. */
 static inline int api__v1__user_service__list_users__open(perfc_channel *ch,
@@ -156,6 +167,17 @@ static inline int api__v1__user_service__update_user__call_async(perfc_channel *
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts UpdateUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Api__V1__User). See perfc_channel_unary_on_loop(). */
+static inline int api__v1__user_service__update_user__call_on_loop(perfc_channel *ch,
+    const Api__V1__UpdateUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_UPDATE_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls DeleteUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code api__v1__user_service__delete_user__call(perfc_channel *ch,
@@ -172,6 +194,17 @@ static inline int api__v1__user_service__delete_user__call_async(perfc_channel *
       (const ProtobufCMessage *)req, opts, cb, user_data);
 }
 
+/** Starts DeleteUser from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Google__Protobuf__Empty). See perfc_channel_unary_on_loop(). */
+static inline int api__v1__user_service__delete_user__call_on_loop(perfc_channel *ch,
+    const Api__V1__GetUserRequest *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_DELETE_USER],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
+}
+
 /** Calls Now and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code api__v1__user_service__now__call(perfc_channel *ch,
@@ -186,6 +219,17 @@ static inline int api__v1__user_service__now__call_async(perfc_channel *ch,
   return perfc_channel_unary_async(ch,
       &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_NOW],
       (const ProtobufCMessage *)req, opts, cb, user_data);
+}
+
+/** Starts Now from a loop thread (an inline handler on h2, a loop
+ *  callback); `cb` runs on that loop with the result (cast
+ *  r->response to Google__Protobuf__Timestamp). See perfc_channel_unary_on_loop(). */
+static inline int api__v1__user_service__now__call_on_loop(perfc_channel *ch,
+    const Google__Protobuf__Empty *req, const perfc_call_opts *opts, perfc_loop *loop,
+    perfc_call_done_fn cb, void *user_data) {
+  return perfc_channel_unary_on_loop(ch,
+      &api__v1__user_service__perfc_desc.methods[API__V1__USER_SERVICE__PERFC_METHOD_NOW],
+      (const ProtobufCMessage *)req, opts, loop, cb, user_data);
 }
 
 #ifdef __cplusplus
