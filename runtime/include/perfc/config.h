@@ -30,6 +30,8 @@
 
 #include "perfc/common.h"
 
+typedef struct perfc_ratelimit_store perfc_ratelimit_store; /* ratelimit.h */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -189,6 +191,19 @@ typedef struct perfc_config_guards perfc_config_guards;
 PERFC_API int perfc_config_apply_resilience(const perfc_config *cfg,
                                             perfc_server *srv,
                                             perfc_config_guards **out);
+
+/** perfc_config_apply_resilience() with a store for shared rate limits
+ *  (perfc/ratelimit.h; borrowed, must outlive the guards): when
+ *  resilience.rate_limit_shared is true every rate-limit rule is shared
+ *  through it (the rate and burst are the total of all replicas), and
+ *  each replica alone admits resilience.rate_limit_local_percent of them
+ *  while the store fails. The Redis store comes from
+ *  perfc_config_ratelimit_redis_new() (perfc/config_data.h, libperfc-data).
+ *  `store` may be NULL when the key is false; when it is true and `store`
+ *  is NULL this returns PERFC_ECONFIG with a message saying so. */
+PERFC_API int perfc_config_apply_resilience_store(
+    const perfc_config *cfg, perfc_server *srv,
+    const perfc_ratelimit_store *store, perfc_config_guards **out);
 PERFC_API void perfc_config_guards_free(perfc_config_guards *g);
 
 /* ---- command-line flags ------------------------------------------------ */

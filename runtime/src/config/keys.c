@@ -205,6 +205,11 @@ const cfg_key perfc__config_keys[] = {
     KEY(resilience, rate_limit, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_burst, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_key, K_STR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit_shared, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit_local_percent, K_UINT, 1, 100, NULL, NULL,
+        CUSTOM),
+    KEY(resilience, rate_limit_redis_timeout, K_DURATION, 1, 60000, NULL, NULL,
+        CUSTOM),
     KEY(resilience, load_shedding, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
     KEY(resilience, default_timeout, K_DURATION, 0, DAY_MS, NULL, NULL, CUSTOM),
     /* max 1: the list holds rate limits (0: timeouts). */
