@@ -209,14 +209,15 @@ Test(ratelimit_redis, peer_key_is_the_client_address) {
 }
 
 Test(ratelimit_redis, refill_on_redis_clock) {
-  /* 20/s, burst 1: one call, then none, then exactly one again after
-   * 120 ms (the bucket holds one token at most). */
-  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = 20, .burst = 1,
+  /* 4/s, burst 1: one call, then none (unless 250 ms pass between two
+   * calls), then exactly one again after 600 ms (the bucket holds one
+   * token at most). */
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = 4, .burst = 1,
                                .shared = 1}};
   start(r, 1);
   cr_assert_eq(call(0, 0, NULL), 1);
   cr_assert_eq(call(1, 0, NULL), 0);
-  tr_sleep_ms(120);
+  tr_sleep_ms(600);
   cr_assert_eq(call(1, 0, NULL), 1);
   cr_assert_eq(call(0, 0, NULL), 0);
   stop();
