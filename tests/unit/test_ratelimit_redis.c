@@ -98,6 +98,9 @@ static void stop(void) {
   tr_stop(&redis);
 }
 
+/* Whether the last refusal said the local fallback decided it. */
+static int last_refusal_local;
+
 /* One call to method `m` on replica `r` with x-api-key `key` (NULL:
  * none). Only OK and RESOURCE_EXHAUSTED are acceptable: the limiter must
  * never fail a call because of Redis. */
@@ -115,9 +118,11 @@ static int call(int r, int m, const char *key) {
   cr_assert(c == PERFC_STATUS_OK || c == PERFC_STATUS_RESOURCE_EXHAUSTED,
             "replica %d: %s %s", r, perfc_status_name(c),
             st.message ? st.message : "");
-  if (c != PERFC_STATUS_OK)
+  if (c != PERFC_STATUS_OK) {
     cr_assert(st.message && strstr(st.message, "global rate limit"),
               "message: %s", st.message ? st.message : "(none)");
+    last_refusal_local = strstr(st.message, "this replica's fallback") != NULL;
+  }
   perfc_status_reset(&st);
   if (resp)
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -235,6 +240,7 @@ Test(ratelimit_redis, redis_down_local_fallback_then_global_resumes) {
   cr_assert_eq(spread(0, NULL, 10, got), 4);
   cr_assert_eq(got[0], 2);
   cr_assert_eq(got[1], 2);
+  cr_assert(last_refusal_local, "a fallback refusal says so");
   for (int i = 0; i < 2; i++) {
     cr_assert_eq(decisions(i, "A", "local", "admitted"), 2);
     cr_assert_eq(decisions(i, "A", "local", "refused"), 3);
@@ -250,6 +256,7 @@ Test(ratelimit_redis, redis_down_local_fallback_then_global_resumes) {
   tr_sleep_ms(1200);
   cr_assert_eq(spread(0, NULL, 10, got), 6, "admitted %d + %d", got[0],
                got[1]);
+  cr_assert_not(last_refusal_local, "Redis decided again");
   for (int i = 0; i < 2; i++) {
     cr_assert_eq(decisions(i, "A", "global", "admitted"), 3 + 3);
     cr_assert_eq(decisions(i, "A", "local", "admitted"), 2);

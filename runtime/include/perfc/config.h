@@ -47,6 +47,7 @@ typedef struct perfc_tls_opts perfc_tls_opts;
 typedef struct perfc_metrics_http_opts perfc_metrics_http_opts;
 typedef struct perfc_grpc_metrics_opts perfc_grpc_metrics_opts;
 typedef struct perfc_tracing_opts perfc_tracing_opts;
+typedef struct perfc_channel_opts perfc_channel_opts;
 
 /** Address served when neither file, environment nor flag names one: every
  *  IPv4 interface on gRPC's customary port. */
@@ -176,6 +177,14 @@ PERFC_API int perfc_config_tracing_enabled(const perfc_config *cfg);
  *  perfc_tracing_new(). Returns 0 or PERFC_EINVAL. */
 PERFC_API int perfc_config_apply_tracing(const perfc_config *cfg,
                                          perfc_tracing_opts *o);
+
+/** Fills the perfc_channel_opts fields the `client:` section sets:
+ *  client.lb_policy ("pick_first" or "round_robin"; the string is
+ *  borrowed from `cfg`). For the channels a service makes to its
+ *  dependencies (dns:/// targets of headless Services; docs/scaling.md).
+ *  Returns 0 or PERFC_EINVAL. */
+PERFC_API int perfc_config_apply_channel(const perfc_config *cfg,
+                                         perfc_channel_opts *o);
 
 typedef struct perfc_config_guards perfc_config_guards;
 

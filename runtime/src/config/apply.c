@@ -170,6 +170,13 @@ int perfc_config_apply_tracing(const perfc_config *cfg, perfc_tracing_opts *o) {
   return 0;
 }
 
+int perfc_config_apply_channel(const perfc_config *cfg, perfc_channel_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_CHANNEL, o);
+  return 0;
+}
+
 int perfc_config_cache_enabled(const perfc_config *cfg) {
   const cfg_value *v = cfg ? cfg_get(cfg, "cache", "enabled") : NULL;
   return cfg != NULL && (v == NULL || v->i);

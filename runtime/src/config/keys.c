@@ -18,6 +18,7 @@
 #include "config/config_internal.h"
 
 #include "perfc/cache.h"
+#include "perfc/client.h"
 #include "perfc/config_data.h"
 #include "perfc/grpc_metrics.h"
 #include "perfc/metrics.h"
@@ -48,6 +49,9 @@ static const int client_auth_values[] = {PERFC_TLS_CLIENT_AUTH_NONE,
 static const char *const level_names[] = {"debug", "info", "warn",
                                           "error", "off",  NULL};
 static const char *const format_names[] = {"logfmt", "json", NULL};
+/* perfc_channel_opts.lb_policy's names (client.c checks the same). */
+static const char *const lb_policy_names[] = {"pick_first", "round_robin",
+                                              NULL};
 /* OTEL_TRACES_SAMPLER's names, in perfc_sampler's order. */
 static const char *const sampler_names[] = {
     "always_on",          "always_off",           "traceidratio",
@@ -75,6 +79,7 @@ static const int histogram_values[] = {1, 0};
 #define PG(f) FIELD(T_PG, perfc_pg_pool_opts, f)
 #define CACHE(f) FIELD(T_CACHE, perfc_cache_opts, f)
 #define TRACING(f) FIELD(T_TRACING, perfc_tracing_opts, f)
+#define CHANNEL(f) FIELD(T_CHANNEL, perfc_channel_opts, f)
 /* Handled by name in its apply function. */
 #define CUSTOM T_NONE, 0, 0
 
@@ -215,6 +220,8 @@ const cfg_key perfc__config_keys[] = {
     /* max 1: the list holds rate limits (0: timeouts). */
     KEY(resilience, method_timeouts, K_RULES, 0, 0, NULL, NULL, CUSTOM),
     KEY(resilience, method_rate_limits, K_RULES, 0, 1, NULL, NULL, CUSTOM),
+    KEY(client, lb_policy, K_ENUM_NAME, 0, 0, lb_policy_names, NULL,
+        CHANNEL(lb_policy)),
 };
 
 const size_t perfc__config_nkeys =

@@ -434,6 +434,7 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
     bucket *b = a->b;
     const rule *r = b->r;
     int ok = -2; /* not decided by the store */
+    int fell_back = 0;
     taken[i].key = NULL;
     const char *v = NULL;
     size_t len = 0;
@@ -449,6 +450,7 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
       }
     }
     if (ok < 0) {
+      fell_back = r->shared;
       if (r->key == NULL) {
         ok = take(&b->tat, now, r->interval_ns, r->tau_ns);
       } else {
@@ -471,9 +473,15 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
           give_back_keyed(bj, taken[j].key, taken[j].len);
       }
       perfc_counter_inc(ms->a[i].rejected);
+      /* An operator reading the refusal must see that the limit was not
+       * global at that moment. */
       return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                             "%s exceeded for %s", r->what,
-                             perfc_ctx_method(ctx));
+                             "%s exceeded for %s%s", r->what,
+                             perfc_ctx_method(ctx),
+                             fell_back ? " (decided by this replica's "
+                                         "fallback: the shared store did "
+                                         "not answer)"
+                                       : "");
     }
   }
   return PERFC_STATUS_OK;
