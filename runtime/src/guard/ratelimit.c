@@ -298,8 +298,7 @@ static const char *peer_address(perfc_ctx *ctx, size_t *len) {
   size_t n = strlen(p);
   /* Only a trailing ":digits" is a port ("unix:/path" has none). */
   if (colon != NULL && colon[1] != '\0' &&
-      strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-      strchr(p, ':') != colon)
+      strspn(colon + 1, "0123456789") == strlen(colon + 1))
     n = (size_t)(colon - p);
   *len = n;
   return p;
