@@ -6,6 +6,7 @@
 #include "empty_service.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <perfc/config.h>
 #include <perfc/ratelimit.h>
 #include <string.h>
@@ -147,16 +148,22 @@ static struct {
   char key[128];
 } fake;
 
+/* The store runs on the server's threads and the test reads what it saw:
+ * the reply's trip over the socket orders them, but TSan cannot see that. */
+static pthread_mutex_t fake_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int fake_take(void *self, const char *key, size_t len,
                      int64_t interval_us, int64_t tau_us) {
   (void)self;
+  pthread_mutex_lock(&fake_mu);
+  int rc = 0;
   fake.calls++;
   fake.interval_us = interval_us;
   fake.tau_us = tau_us;
   snprintf(fake.key, sizeof fake.key, "%.*s", (int)len, key);
-  if (fake.down)
-    return PERFC_EIO;
-  return fake.calls <= fake.admit;
+  rc = fake.down ? PERFC_EIO : fake.calls <= fake.admit;
+  pthread_mutex_unlock(&fake_mu);
+  return rc;
 }
 
 Test(config_resilience, shared_rate_limits_go_through_the_store) {
@@ -187,12 +194,14 @@ Test(config_resilience, shared_rate_limits_go_through_the_store) {
   cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
   cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_OK);
   cr_assert_eq(empty_call(ch, 0), PERFC_STATUS_RESOURCE_EXHAUSTED);
+  pthread_mutex_lock(&fake_mu);
   cr_assert_eq(fake.calls, 2);
   cr_assert_eq(fake.interval_us, 10000); /* 100/s */
   cr_assert_eq(fake.tau_us, 40000);      /* burst 4 */
   cr_assert_str_eq(fake.key, "/t.v1.Svc/Ping||");
   /* The store down: the local bucket, 50 % of 100/s with burst 2. */
   fake.down = 1;
+  pthread_mutex_unlock(&fake_mu);
   int ok = 0;
   for (int i = 0; i < 4; i++)
     ok += empty_call(ch, 0) == PERFC_STATUS_OK;
