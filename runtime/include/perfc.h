@@ -29,6 +29,7 @@
 #include "perfc/pool.h"
 #include "perfc/process_metrics.h"
 #include "perfc/ratelimit.h"
+#include "perfc/ratelimit_redis.h"
 #include "perfc/redis.h"
 #include "perfc/redis_async.h"
 #include "perfc/reflection.h"

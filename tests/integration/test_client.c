@@ -975,6 +975,46 @@ Test(lb, round_robin_spreads_and_survives_a_killed_replica, .timeout = 120) {
   }
 }
 
+/* The DNS path: dns:///localhost:PORT through the core's resolver (c-ares,
+ * which reads /etc/hosts) with round_robin, as a client of a headless
+ * Kubernetes Service uses it (dns:///svc.ns.svc.cluster.local:50051). On
+ * this machine localhost has one address, so the spreading itself is the
+ * ipv4: list test's; this one shows the name resolves and every call
+ * lands. */
+Test(lb, dns_target_with_round_robin) {
+  int p;
+  perfc_server *s = test_server_start(NULL, &p);
+  cr_assert_not_null(s);
+  char target[64], want[32];
+  snprintf(target, sizeof target, "dns:///localhost:%d", p);
+  snprintf(want, sizeof want, "server-%d", p);
+  perfc_channel_opts o = {.lb_policy = "round_robin"};
+  perfc_channel *c;
+  cr_assert_eq(perfc_channel_new(&c, target, &o), 0);
+  for (int i = 0; i < 20; i++) {
+    char name[32] = "";
+    cr_assert_eq(whoami(c, name, sizeof name), PERFC_STATUS_OK);
+    cr_assert_str_eq(name, want);
+  }
+  perfc_channel_free(c);
+  /* A name that does not resolve: UNAVAILABLE naming it. */
+  cr_assert_eq(perfc_channel_new(&c, "dns:///perfc-no-such-host.invalid:50051",
+                                 &o),
+               0);
+  Perfc__Test__V1__EchoRequest req = payload_req("x");
+  Perfc__Test__V1__EchoResponse *resp = NULL;
+  perfc_call_opts co = {.timeout_ms = 5000};
+  perfc_status st = {0};
+  cr_assert_eq(perfc__test__v1__test_service__echo__call(c, &req, &resp, &co,
+                                                        &st),
+               PERFC_STATUS_UNAVAILABLE);
+  cr_assert(st.message && strstr(st.message, "perfc-no-such-host.invalid"),
+            "%s", st.message ? st.message : "(none)");
+  perfc_status_reset(&st);
+  perfc_channel_free(c);
+  test_server_stop(s);
+}
+
 /* ---- server connection options take effect ------------------------------ */
 
 /* A server with options `o`, a channel to it, and one Echo call over that

@@ -353,8 +353,8 @@ static void killed_mid_pipeline(void) {
   cr_assert_lt(worst, 2000 * SAN_SLOW, "the last call ended %lld ms after "
                "the kill", (long long)worst);
   atomic_store(&sleep_s, "0");
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up %s app >/dev/null 2>&1",
+  char cmd[2200];
+  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up %.1000s app >/dev/null 2>&1",
            src_root(), getenv("PERFC_TEST_PG_DIR"));
   cr_assert_eq(system(cmd), 0, "pg-up failed");
   int all_ok = 0;

@@ -3,6 +3,8 @@
 #include <criterion/criterion.h>
 #include <perfc/client.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "empty_service.h"
 
@@ -226,4 +228,68 @@ Test(client, async_to_a_dead_server_calls_back_once_with_unavailable) {
   perfc_channel_free(ch);
   cr_assert_eq(callbacks, 1);
   cr_assert_eq(last_code, PERFC_STATUS_UNAVAILABLE);
+}
+
+/* xds: targets: the C core reads its bootstrap only when the resolver
+ * starts, and says "Failed to load file" for a bootstrap it cannot read;
+ * perfc_channel_new() checks first and names the variables and the file. */
+Test(client, xds_target_without_bootstrap_is_refused_clearly) {
+  unsetenv("GRPC_XDS_BOOTSTRAP");
+  unsetenv("GRPC_XDS_BOOTSTRAP_CONFIG");
+  perfc_channel *ch = NULL;
+  cr_assert_eq(perfc_channel_new(&ch, "xds:///user-service", NULL),
+               PERFC_EINVAL);
+  cr_assert_str_eq(perfc_last_error(),
+                   "channel: target \"xds:///user-service\" needs an xDS "
+                   "bootstrap: set GRPC_XDS_BOOTSTRAP to the bootstrap file's "
+                   "path or GRPC_XDS_BOOTSTRAP_CONFIG to its JSON (neither is "
+                   "set)");
+  cr_assert_null(ch);
+  setenv("GRPC_XDS_BOOTSTRAP", "/nonexistent/perfc-xds-bootstrap.json", 1);
+  cr_assert_eq(perfc_channel_new(&ch, "xds:///user-service", NULL),
+               PERFC_EINVAL);
+  cr_assert_str_eq(perfc_last_error(),
+                   "channel: target \"xds:///user-service\": the xDS "
+                   "bootstrap file "
+                   "GRPC_XDS_BOOTSTRAP=/nonexistent/perfc-xds-bootstrap.json "
+                   "cannot be read: No such file or directory");
+  /* Other schemes are not the check's business. */
+  cr_assert_eq(perfc_channel_new(&ch, "dns:///localhost:1", NULL), 0);
+  perfc_channel_free(ch);
+  unsetenv("GRPC_XDS_BOOTSTRAP");
+}
+
+/* With a readable bootstrap whose control plane does not answer, the
+ * channel is made and a call fails UNAVAILABLE with the core's message
+ * naming the xDS server (what a user sees when the control plane is
+ * down). */
+Test(client, xds_target_with_unreachable_control_plane_names_it) {
+  char path[] = "/tmp/perfc-xds-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  const char *boot =
+      "{\"xds_servers\":[{\"server_uri\":\"127.0.0.1:1\","
+      "\"channel_creds\":[{\"type\":\"insecure\"}]}],"
+      "\"node\":{\"id\":\"perfc-test\"}}";
+  cr_assert_eq(write(fd, boot, strlen(boot)), (ssize_t)strlen(boot));
+  close(fd);
+  setenv("GRPC_XDS_BOOTSTRAP", path, 1);
+  perfc_channel *ch = NULL;
+  cr_assert_eq(perfc_channel_new(&ch, "xds:///user-service", NULL), 0, "%s",
+               perfc_last_error());
+  perfc_status st = {0};
+  perfc_call_opts co = {.timeout_ms = 5000};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  ProtobufCMessage *resp = NULL;
+  perfc_status_code c =
+      perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, &co, &st);
+  cr_assert_null(resp);
+  cr_assert_eq(c, PERFC_STATUS_UNAVAILABLE, "%s", perfc_status_name(c));
+  cr_assert(st.message && strstr(st.message, "xDS channel for server "
+                                             "127.0.0.1:1"),
+            "%s", st.message ? st.message : "(none)");
+  perfc_status_reset(&st);
+  perfc_channel_free(ch);
+  unsetenv("GRPC_XDS_BOOTSTRAP");
+  unlink(path);
 }

@@ -355,7 +355,7 @@ Test(config, unknown_keys_are_errors) {
   load_fails("logging:\n  level: info\nservr:\n  threads: 1\n",
              "config: svc.yaml:3:1: servr: unknown key (expected one of: "
              "server, tls, metrics, logging, tracing, redis, postgres, cache, resilience, "
-             "http)");
+             "http, client)");
   load_fails("cache:\n  ttl: 1m\n",
              "config: svc.yaml:2:3: cache.ttl: unknown key (expected one of: "
              "enabled, l1_max_bytes, default_ttl, negative_ttl, jitter_percent, "
@@ -847,6 +847,9 @@ static void apply_target(const perfc_config *cfg, cfg_target t, void *o) {
   case T_GATEWAY:
     rc = perfc_config_apply_http(cfg, o);
     break;
+  case T_CHANNEL:
+    rc = perfc_config_apply_channel(cfg, o);
+    break;
   default:
     cr_assert_fail("row without an apply function");
   }
@@ -1149,4 +1152,37 @@ Test(config, tracing_section_fills_the_tracer_options) {
   cr_assert_eq(perfc_config_tracing_enabled(cfg), 0, "the file wins");
   unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
   perfc_config_free(cfg);
+}
+
+/* client.lb_policy: the channel option from the file, the environment
+ * wins, and only the names perfc_channel_new() takes are accepted. */
+Test(config, client_lb_policy) {
+  perfc_channel_opts o;
+  perfc_channel_opts_init(&o);
+  perfc_config *cfg = load_ok("server:\n  threads: 1\n");
+  cr_assert_eq(perfc_config_apply_channel(cfg, &o), 0);
+  cr_assert_null(o.lb_policy, "unset: the channel's default");
+  perfc_config_free(cfg);
+  cfg = load_ok("client:\n  lb_policy: round_robin\n");
+  cr_assert_eq(perfc_config_apply_channel(cfg, &o), 0);
+  cr_assert_str_eq(o.lb_policy, "round_robin");
+  perfc_channel *ch = NULL;
+  cr_assert_eq(perfc_channel_new(&ch, "dns:///localhost:1", &o), 0);
+  perfc_channel_free(ch);
+  perfc_config_free(cfg);
+  setenv("PERFC_CLIENT_LB_POLICY", "pick_first", 1);
+  cfg = load_ok("client:\n  lb_policy: round_robin\n");
+  cr_assert_eq(perfc_config_apply_channel(cfg, &o), 0);
+  cr_assert_str_eq(o.lb_policy, "pick_first");
+  perfc_config_free(cfg);
+  unsetenv("PERFC_CLIENT_LB_POLICY");
+  const char *bad = "client:\n  lb_policy: random\n";
+  cfg = NULL;
+  cr_assert_eq(perfc_config_load_string(&cfg, bad, strlen(bad), "svc.yaml"),
+               PERFC_ECONFIG);
+  cr_assert(strstr(perfc_config_last_error(),
+                   "client.lb_policy: invalid value 'random': expected one "
+                   "of pick_first, round_robin") != NULL,
+            "%s", perfc_config_last_error());
+  cr_assert_eq(perfc_config_apply_channel(NULL, &o), PERFC_EINVAL);
 }

@@ -577,9 +577,10 @@ Test(pg_async, killed_with_queries_in_flight_all_unavailable_then_back) {
                  down->r[i].rc);
   free(down);
   /* Back up on the same port: new queries succeed, each its own row. */
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up %s app >/dev/null 2>&1",
-           src_root(), getenv("PERFC_TEST_PG_DIR"));
+  char cmd[2200];
+  const char *dir = getenv("PERFC_TEST_PG_DIR");
+  snprintf(cmd, sizeof cmd, "%s/scripts/pg-up %.1000s app >/dev/null 2>&1",
+           src_root(), dir != NULL ? dir : "");
   cr_assert_eq(system(cmd), 0, "pg-up failed");
   int ok = 0;
   for (int attempt = 0; attempt < 200 && !ok; attempt++) {

@@ -97,7 +97,12 @@ typedef struct perfc_channel_opts {
   bool no_default_timeout;
   int64_t min_reconnect_backoff_ms; /**< first reconnect delay; 0 = default */
   int64_t max_reconnect_backoff_ms; /**< 0 = default; not below the min */
-  const char *lb_policy;         /**< "pick_first" (NULL) or "round_robin" */
+  /** "pick_first" (NULL) or "round_robin" (a service config
+   *  loadBalancingConfig): round_robin spreads calls over every address the
+   *  resolver returns (dns:/// with several A records, a headless
+   *  Kubernetes Service, an ipv4: list). An xds: target's policy comes
+   *  from the control plane instead. */
+  const char *lb_policy;
   const char *service_config_json; /**< extra service config; borrowed/copied */
   /** Interceptors run around every call, in this order (`after` reversed).
    *  The array is copied; each interceptor is borrowed and must outlive the
@@ -132,10 +137,13 @@ typedef struct perfc_channel_opts {
 PERFC_API void perfc_channel_opts_init(perfc_channel_opts *o);
 
 /** Creates a plaintext channel to `target` ("127.0.0.1:50051",
- *  "dns:///svc:443", "ipv4:10.0.0.1:80,10.0.0.2:80"). Connects lazily.
- *  `opts` may be NULL; strings in it are copied. Calls grpc_init. Returns 0,
- *  PERFC_EINVAL (a refused option, named in perfc_last_error()) or
- *  PERFC_ENOMEM; free with perfc_channel_free().
+ *  "dns:///svc:443", "ipv4:10.0.0.1:80,10.0.0.2:80", "xds:///svc";
+ *  docs/scaling.md). Connects lazily. `opts` may be NULL; strings in it are
+ *  copied. Calls grpc_init. Returns 0, PERFC_EINVAL (a refused option,
+ *  named in perfc_last_error(); for an xds: target, no xDS bootstrap: the
+ *  message names GRPC_XDS_BOOTSTRAP and GRPC_XDS_BOOTSTRAP_CONFIG, or the
+ *  bootstrap file that cannot be read) or PERFC_ENOMEM; free with
+ *  perfc_channel_free().
  *  perfc_channel_new_tls() in perfc/tls.h makes an encrypted channel. */
 PERFC_API int perfc_channel_new(perfc_channel **out, const char *target,
                                 const perfc_channel_opts *opts);

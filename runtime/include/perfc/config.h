@@ -30,6 +30,8 @@
 
 #include "perfc/common.h"
 
+typedef struct perfc_ratelimit_store perfc_ratelimit_store; /* ratelimit.h */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,6 +47,7 @@ typedef struct perfc_tls_opts perfc_tls_opts;
 typedef struct perfc_metrics_http_opts perfc_metrics_http_opts;
 typedef struct perfc_grpc_metrics_opts perfc_grpc_metrics_opts;
 typedef struct perfc_tracing_opts perfc_tracing_opts;
+typedef struct perfc_channel_opts perfc_channel_opts;
 
 /** Address served when neither file, environment nor flag names one: every
  *  IPv4 interface on gRPC's customary port. */
@@ -191,6 +194,14 @@ PERFC_API int perfc_config_tracing_enabled(const perfc_config *cfg);
 PERFC_API int perfc_config_apply_tracing(const perfc_config *cfg,
                                          perfc_tracing_opts *o);
 
+/** Fills the perfc_channel_opts fields the `client:` section sets:
+ *  client.lb_policy ("pick_first" or "round_robin"; the string is
+ *  borrowed from `cfg`). For the channels a service makes to its
+ *  dependencies (dns:/// targets of headless Services; docs/scaling.md).
+ *  Returns 0 or PERFC_EINVAL. */
+PERFC_API int perfc_config_apply_channel(const perfc_config *cfg,
+                                         perfc_channel_opts *o);
+
 typedef struct perfc_config_guards perfc_config_guards;
 
 /** Creates and attaches the interceptors the `resilience:` section asks for
@@ -205,6 +216,19 @@ typedef struct perfc_config_guards perfc_config_guards;
 PERFC_API int perfc_config_apply_resilience(const perfc_config *cfg,
                                             perfc_server *srv,
                                             perfc_config_guards **out);
+
+/** perfc_config_apply_resilience() with a store for shared rate limits
+ *  (perfc/ratelimit.h; borrowed, must outlive the guards): when
+ *  resilience.rate_limit_shared is true every rate-limit rule is shared
+ *  through it (the rate and burst are the total of all replicas), and
+ *  each replica alone admits resilience.rate_limit_local_percent of them
+ *  while the store fails. The Redis store comes from
+ *  perfc_config_ratelimit_redis_new() (perfc/config_data.h, libperfc-data).
+ *  `store` may be NULL when the key is false; when it is true and `store`
+ *  is NULL this returns PERFC_ECONFIG with a message saying so. */
+PERFC_API int perfc_config_apply_resilience_store(
+    const perfc_config *cfg, perfc_server *srv,
+    const perfc_ratelimit_store *store, perfc_config_guards **out);
 PERFC_API void perfc_config_guards_free(perfc_config_guards *g);
 
 /* ---- command-line flags ------------------------------------------------ */

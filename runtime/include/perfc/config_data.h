@@ -19,6 +19,7 @@
 #include "perfc/cache.h"
 #include "perfc/config.h"
 #include "perfc/pg.h"
+#include "perfc/ratelimit_redis.h"
 #include "perfc/redis.h"
 
 #ifdef __cplusplus
@@ -57,6 +58,15 @@ PERFC_API int perfc_config_apply_pg(const perfc_config *cfg,
  */
 PERFC_API int perfc_config_apply_cache(const perfc_config *cfg,
                                        perfc_cache_opts *o);
+
+/** The Redis store for shared rate limits (perfc/ratelimit_redis.h), from
+ *  `redis:` (address, pool_size; pool name "ratelimit") and
+ *  resilience.rate_limit_redis_timeout. Pass perfc_ratelimit_redis_store()
+ *  of it to perfc_config_apply_resilience_store(); free it with
+ *  perfc_ratelimit_redis_free() after the guards. Returns 0, PERFC_EINVAL
+ *  or what perfc_ratelimit_redis_new() returns. */
+PERFC_API int perfc_config_ratelimit_redis_new(const perfc_config *cfg,
+                                               perfc_ratelimit_redis **out);
 
 #ifdef __cplusplus
 }

@@ -41,9 +41,42 @@ typedef struct perfc_ratelimit_rule {
   double burst;
   /** NULL: one bucket for the rule. A metadata key ("x-api-key",
    *  lower-case): one bucket per value of it, so each client gets the rate;
-   *  calls without the key share the bucket of the empty value. */
+   *  calls without the key share the bucket of the empty value.
+   *  PERFC_RATELIMIT_KEY_PEER (":peer"): one bucket per client address
+   *  (perfc_ctx_peer() without its port). */
   const char *key_metadata;
+  /** 1: the bucket lives in the limiter's `store` (Redis: one bucket for
+   *  every replica of the service, perfc/ratelimit_redis.h) with `rate`
+   *  and `burst` as the total of all replicas; the local bucket below is
+   *  only the fallback used while the store fails. 0: local only. */
+  int shared;
+  /** Shared rules: what this replica admits alone while the store is
+   *  unreachable, slow (its timeout) or failing: calls per second and
+   *  burst of the local fallback bucket. 0 = `rate` and `burst` (go-zero's
+   *  token limiter rescues with the full rate too); with N replicas,
+   *  rate / N keeps the total. */
+  double local_rate;
+  double local_burst;
 } perfc_ratelimit_rule;
+
+/** key_metadata value that keys buckets by the client's address. */
+#define PERFC_RATELIMIT_KEY_PEER ":peer"
+
+/**
+ * A store that keeps shared buckets (GCRA state) for every replica. `take`
+ * takes one token from bucket `key` (`len` bytes, binary) whose emission
+ * interval is `interval_us` and tolerance (burst * interval) `tau_us`,
+ * both in microseconds, on the store's clock. Returns 1 admitted, 0
+ * refused, or a negative PERFC_E* when the store could not decide (then
+ * the limiter uses the rule's local fallback bucket). Called on the
+ * threads that run interceptors (an h2 loop, a C core poller), from many
+ * at once; it blocks for at most its own timeout.
+ */
+typedef struct perfc_ratelimit_store {
+  void *self;
+  int (*take)(void *self, const char *key, size_t len, int64_t interval_us,
+              int64_t tau_us);
+} perfc_ratelimit_store;
 
 /** Most rules a limiter takes: the admission path keeps the tokens it took
  *  on the stack, to give them back if a later rule refuses. */
@@ -64,6 +97,13 @@ typedef struct perfc_ratelimit_opts {
   /** Clock; NULL = monotonic. `clock_user_data` is borrowed. */
   perfc_clock_fn clock;
   void *clock_user_data;
+  /** Where shared rules keep their buckets (copied; `store->self`
+   *  borrowed, must outlive the limiter). Required when a rule is shared.
+   *  Shared rules are checked after the local ones, so a call a local rule
+   *  refuses never spends a shared token (a shared token is not given
+   *  back: when two shared rules apply and the second refuses, the first
+   *  one's token is spent). */
+  const perfc_ratelimit_store *store;
 } perfc_ratelimit_opts;
 
 typedef struct perfc_ratelimit perfc_ratelimit;
@@ -75,7 +115,17 @@ PERFC_API void perfc_ratelimit_opts_init(perfc_ratelimit_opts *o);
  *  perfc_ratelimit_free() after every server it is attached to is freed.
  *  Returns 0, PERFC_EINVAL (no or too many rules, rate <= 0 or above 1e9,
  *  burst neither 0 nor >= 1, method not starting with '/', empty or
- *  upper-case key), PERFC_ENOMEM, or an error of perfc_metrics_family_new(). */
+ *  upper-case key, a shared rule without a store, local_rate or
+ *  local_burst out of those bounds), PERFC_ENOMEM, or an error of
+ *  perfc_metrics_family_new().
+ *
+ *  Metrics: perfc_ratelimit_rejected_total{grpc_service,grpc_method,scope}
+ *  counts every refusal; shared rules also count each decision in
+ *  perfc_ratelimit_shared_decisions_total{grpc_service,grpc_method,path,
+ *  decision} with path "global" (the store decided) or "local" (the
+ *  fallback bucket did) and decision "admitted" or "refused", and the
+ *  store's failures in perfc_ratelimit_store_errors_total{grpc_service,
+ *  grpc_method}. */
 PERFC_API int perfc_ratelimit_new(perfc_ratelimit **out,
                                   const perfc_ratelimit_opts *opts);
 

@@ -216,6 +216,35 @@ static char *build_service_config(const perfc_channel_opts *o) {
   return b.p;
 }
 
+/* An xds: target makes the core read its bootstrap only when the
+ * resolver starts: without one the channel stays in TRANSIENT_FAILURE and
+ * a call says "Failed to create XdsClient: ... not defined", or, for a
+ * GRPC_XDS_BOOTSTRAP that cannot be read, only "Failed to load file"
+ * (which file?); a wait_for_ready call just waits for its deadline. The
+ * same conditions are checked here, so perfc_channel_new() fails at once
+ * with a message naming the variables and the file. The bootstrap's
+ * content is left to the core (it names what it finds wrong). */
+static int check_xds_bootstrap(const char *target) {
+  if (strncmp(target, "xds:", 4) != 0)
+    return 0;
+  const char *file = getenv("GRPC_XDS_BOOTSTRAP");
+  const char *json = getenv("GRPC_XDS_BOOTSTRAP_CONFIG");
+  if ((file == NULL || file[0] == '\0') && (json == NULL || json[0] == '\0'))
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: target \"%s\" needs an xDS bootstrap: set "
+                       "GRPC_XDS_BOOTSTRAP to the bootstrap file's path or "
+                       "GRPC_XDS_BOOTSTRAP_CONFIG to its JSON (neither is "
+                       "set)",
+                       target);
+  /* The core prefers the file when both are set. */
+  if (file != NULL && file[0] != '\0' && access(file, R_OK) != 0)
+    return perfc__fail(PERFC_EINVAL,
+                       "channel: target \"%s\": the xDS bootstrap file "
+                       "GRPC_XDS_BOOTSTRAP=%s cannot be read: %s",
+                       target, file, strerror(errno));
+  return 0;
+}
+
 /* Plaintext and TLS channels differ only in `creds` (borrowed) and the
  * optional TLS host name override (client_tls.c calls this too). */
 int perfc__channel_new(perfc_channel **out, const char *target,
@@ -226,6 +255,9 @@ int perfc__channel_new(perfc_channel **out, const char *target,
     return perfc__fail(PERFC_EINVAL, "channel: out is NULL");
   if (target == NULL || target[0] == '\0')
     return perfc__fail(PERFC_EINVAL, "channel: no target");
+  int xrc = check_xds_bootstrap(target);
+  if (xrc != 0)
+    return xrc;
   /* Copied whole, then zeros become defaults, then everything is checked
    * (docs/design.md, "API style"): no hand-kept list of fields that a new
    * one could miss. */

@@ -171,6 +171,13 @@ int perfc_config_apply_tracing(const perfc_config *cfg, perfc_tracing_opts *o) {
   return 0;
 }
 
+int perfc_config_apply_channel(const perfc_config *cfg, perfc_channel_opts *o) {
+  if (!cfg || !o)
+    return PERFC_EINVAL;
+  cfg_apply_rows(cfg, T_CHANNEL, o);
+  return 0;
+}
+
 int perfc_config_cache_enabled(const perfc_config *cfg) {
   const cfg_value *v = cfg ? cfg_get(cfg, "cache", "enabled") : NULL;
   return cfg != NULL && (v == NULL || v->i);
@@ -215,8 +222,36 @@ static int64_t res_int(const perfc_config *cfg, const char *name) {
 
 int perfc_config_apply_resilience(const perfc_config *cfg, perfc_server *srv,
                                   perfc_config_guards **out) {
+  return perfc_config_apply_resilience_store(cfg, srv, NULL, out);
+}
+
+/* resilience.rate_limit_shared: every rule's bucket in the store, each
+ * replica falling back to rate_limit_local_percent of it alone. */
+static void share_rule(perfc_ratelimit_rule *r, int64_t percent) {
+  double burst = r->burst > 0 ? r->burst : (r->rate > 1 ? r->rate : 1);
+  double f = (double)percent / 100.0;
+  r->shared = 1;
+  r->local_rate = r->rate * f;
+  r->local_burst = burst * f < 1 ? 1 : burst * f;
+}
+
+int perfc_config_apply_resilience_store(const perfc_config *cfg,
+                                        perfc_server *srv,
+                                        const perfc_ratelimit_store *store,
+                                        perfc_config_guards **out) {
   if (cfg == NULL || srv == NULL || out == NULL)
     return PERFC_EINVAL;
+  int shared = res_int(cfg, "rate_limit_shared") != 0;
+  int64_t percent = res_int(cfg, "rate_limit_local_percent");
+  if (percent == 0)
+    percent = 100;
+  if (shared && store == NULL)
+    return perfc_error_set(
+        PERFC_ECONFIG, NULL, -1,
+        "config: resilience.rate_limit_shared is true but no store was "
+        "given: create one with perfc_config_ratelimit_redis_new() "
+        "(perfc/config_data.h) and pass it to "
+        "perfc_config_apply_resilience_store()");
   int64_t rate = res_int(cfg, "rate_limit");
   const cfg_value *key = cfg_get(cfg, "resilience", "rate_limit_key");
   perfc_config_guards *g = calloc(1, sizeof *g);
@@ -252,10 +287,13 @@ int perfc_config_apply_resilience(const perfc_config *cfg, perfc_server *srv,
           .key_metadata = key ? key->s : NULL};
     for (size_t i = 0; i < cfg->nrate_rules; i++)
       rules[n++] = cfg->rate_rules[i];
+    for (size_t i = 0; shared && i < n; i++)
+      share_rule(&rules[i], percent);
     perfc_ratelimit_opts ro;
     perfc_ratelimit_opts_init(&ro);
     ro.rules = rules;
     ro.rule_count = n;
+    ro.store = store;
     rc = perfc_ratelimit_new(&g->ratelimit, &ro); /* copies the rules */
     free(rules);
     if (rc == 0)

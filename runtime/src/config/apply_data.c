@@ -81,3 +81,20 @@ int perfc_config_apply_cache(const perfc_config *cfg, perfc_cache_opts *o) {
   }
   return 0;
 }
+
+int perfc_config_ratelimit_redis_new(const perfc_config *cfg,
+                                     perfc_ratelimit_redis **out) {
+  if (!cfg || !out)
+    return PERFC_EINVAL;
+  perfc_redis_opts ro;
+  perfc_redis_opts_init(&ro);
+  perfc_config_apply_redis(cfg, &ro);
+  ro.name = "ratelimit";
+  perfc_ratelimit_redis_opts o;
+  perfc_ratelimit_redis_opts_init(&o);
+  o.redis = &ro;
+  const cfg_value *v = cfg_get(cfg, "resilience", "rate_limit_redis_timeout");
+  if (v != NULL)
+    o.timeout_ms = v->i;
+  return perfc_ratelimit_redis_new(out, &o);
+}

@@ -51,7 +51,8 @@ typedef enum cfg_target {
   T_PG,           /* perfc_pg_pool_opts (apply_data.c) */
   T_CACHE,        /* perfc_cache_opts (apply_data.c) */
   T_TRACING,      /* perfc_tracing_opts */
-  T_GATEWAY       /* perfc_gateway_opts (header only: no gateway link) */
+  T_GATEWAY,      /* perfc_gateway_opts (header only: no gateway link) */
+  T_CHANNEL       /* perfc_channel_opts */
 } cfg_target;
 
 /* One configuration key: everything the loader, the environment, the

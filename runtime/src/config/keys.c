@@ -18,6 +18,7 @@
 #include "config/config_internal.h"
 
 #include "perfc/cache.h"
+#include "perfc/client.h"
 #include "perfc/config_data.h"
 #include "perfc/gateway.h"
 #include "perfc/grpc_metrics.h"
@@ -49,6 +50,9 @@ static const int client_auth_values[] = {PERFC_TLS_CLIENT_AUTH_NONE,
 static const char *const level_names[] = {"debug", "info", "warn",
                                           "error", "off",  NULL};
 static const char *const format_names[] = {"logfmt", "json", NULL};
+/* perfc_channel_opts.lb_policy's names (client.c checks the same). */
+static const char *const lb_policy_names[] = {"pick_first", "round_robin",
+                                              NULL};
 /* OTEL_TRACES_SAMPLER's names, in perfc_sampler's order. */
 static const char *const sampler_names[] = {
     "always_on",          "always_off",           "traceidratio",
@@ -82,6 +86,7 @@ static const int http_cache_values[] = {PERFC_HTTP_CACHE_REVALIDATE,
 #define CACHE(f) FIELD(T_CACHE, perfc_cache_opts, f)
 #define TRACING(f) FIELD(T_TRACING, perfc_tracing_opts, f)
 #define GATEWAY(f) FIELD(T_GATEWAY, perfc_gateway_opts, f)
+#define CHANNEL(f) FIELD(T_CHANNEL, perfc_channel_opts, f)
 /* Handled by name in its apply function. */
 #define CUSTOM T_NONE, 0, 0
 
@@ -216,6 +221,11 @@ const cfg_key perfc__config_keys[] = {
     KEY(resilience, rate_limit, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_burst, K_UINT, 0, 10000000, NULL, NULL, CUSTOM),
     KEY(resilience, rate_limit_key, K_STR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit_shared, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
+    KEY(resilience, rate_limit_local_percent, K_UINT, 1, 100, NULL, NULL,
+        CUSTOM),
+    KEY(resilience, rate_limit_redis_timeout, K_DURATION, 1, 60000, NULL, NULL,
+        CUSTOM),
     KEY(resilience, load_shedding, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
     KEY(resilience, default_timeout, K_DURATION, 0, DAY_MS, NULL, NULL, CUSTOM),
     /* max 1: the list holds rate limits (0: timeouts). */
@@ -235,6 +245,8 @@ const cfg_key perfc__config_keys[] = {
         GATEWAY(gzip_min_bytes)),
     KEY(http, cache, K_ENUM, 0, 0, http_cache_names, http_cache_values,
         GATEWAY(http_cache)),
+    KEY(client, lb_policy, K_ENUM_NAME, 0, 0, lb_policy_names, NULL,
+        CHANNEL(lb_policy)),
 };
 
 const size_t perfc__config_nkeys =

@@ -347,12 +347,18 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
     int bad = items[i][0] != '/' || eq == NULL || eq == items[i] + 1 ||
               eq[1] == '\0';
     int64_t ms = 0;
-    uint64_t rate = 0;
+    uint64_t rate = 0, burst = 0;
     const char *end = NULL;
     if (!bad)
-      bad = rates ? parse_u64(eq + 1, &end, &rate) != 0 || *end != '\0' ||
-                        rate == 0 || rate > 10000000
+      bad = rates ? parse_u64(eq + 1, &end, &rate) != 0 || rate == 0 ||
+                        rate > 10000000
                   : perfc__duration_parse_ms(eq + 1, &ms) != 0 || ms > DAY_MS;
+    /* A rate may carry its burst: "=100:20". */
+    if (!bad && rates && *end == ':')
+      bad = parse_u64(end + 1, &end, &burst) != 0 || burst == 0 ||
+            burst > 10000000;
+    if (!bad && rates && *end != '\0')
+      bad = 1;
     char *method = bad ? NULL : strndup(items[i], (size_t)(eq - items[i]));
     if (bad || method == NULL) {
       free_timeout_rules(tr, i);
@@ -360,10 +366,14 @@ static int resolve_rules(perfc_config *cfg, size_t ki, const char *path,
       if (!bad)
         return PERFC_ENOMEM;
       return fail("%s: %s: invalid value '%s': expected /pkg.Svc/Method=%s", at,
-                  ipath, items[i], rates ? "CALLS_PER_SECOND" : "DURATION");
+                  ipath, items[i],
+                  rates ? "CALLS_PER_SECOND or CALLS_PER_SECOND:BURST (1 to "
+                          "10000000 each)"
+                        : "DURATION");
     }
     if (rates)
-      rr[i] = (perfc_ratelimit_rule){.method = method, .rate = (double)rate};
+      rr[i] = (perfc_ratelimit_rule){
+          .method = method, .rate = (double)rate, .burst = (double)burst};
     else
       tr[i] = (perfc_timeouts_rule){
           .method = method, .timeout_ms = ms, .no_timeout = ms == 0};

@@ -16,6 +16,10 @@
  *
  * Keyed buckets live in a table split into shards, each with its own mutex
  * and LRU list, so calls with different keys rarely meet on one lock.
+ *
+ * A shared rule asks the limiter's store (Redis: data/ratelimit_redis.c
+ * runs the same GCRA in one Lua script on the server's clock) and keeps a
+ * local bucket at the fallback rate for when the store cannot answer.
  */
 #include "perfc/ratelimit.h"
 #include "core/error_internal.h"
@@ -64,6 +68,9 @@ struct rule {
   char *key;     /* metadata key, or NULL */
   int64_t interval_ns, tau_ns;
   unsigned max_keys;
+  int peer;          /* key is PERFC_RATELIMIT_KEY_PEER */
+  int shared;        /* decided by the store; interval/tau are the fallback */
+  int64_t shared_interval_us, shared_tau_us;
   char what[160];    /* "rate limit of 10/s (burst 10) per x-api-key" */
   const char *scope; /* the metric's label: global, service or method */
   bucket *global;    /* global rules: the one shared bucket */
@@ -74,6 +81,12 @@ typedef struct applied {
   bucket *b;
   int owned; /* allocated for this method (freed with it) */
   perfc_counter *rejected;
+  /* Shared rules: the store's key before the client's key value
+   * ("/pkg.Svc/M|x-api-key|", "*|:peer|" for the global rule) and the
+   * decisions by path. */
+  char *skey;
+  size_t skey_len;
+  perfc_counter *g_admitted, *g_refused, *l_admitted, *l_refused, *errors;
 } applied;
 
 typedef struct method_state {
@@ -84,7 +97,8 @@ typedef struct method_state {
 struct perfc_ratelimit {
   rule *rules;
   size_t nrules;
-  perfc_metrics_family *rejected;
+  perfc_metrics_family *rejected, *decisions, *store_errors;
+  perfc_ratelimit_store store;
   perfc_clock_fn clock;
   void *clock_ud;
   perfc_server_interceptor ic;
@@ -272,6 +286,47 @@ static bucket *bucket_new(const rule *r) {
 /* ---- interceptor ------------------------------------------------------------
  */
 
+/* The client's address without its port ("ipv4:10.0.0.7" from
+ * "ipv4:10.0.0.7:53122"): a client's connections share its bucket. */
+static const char *peer_address(perfc_ctx *ctx, size_t *len) {
+  const char *p = perfc_ctx_peer(ctx);
+  if (p == NULL) {
+    *len = 0;
+    return NULL;
+  }
+  const char *colon = strrchr(p, ':');
+  size_t n = strlen(p);
+  /* Only a trailing ":digits" is a port ("unix:/path" has none). */
+  if (colon != NULL && colon[1] != '\0' &&
+      strspn(colon + 1, "0123456789") == strlen(colon + 1))
+    n = (size_t)(colon - p);
+  *len = n;
+  return p;
+}
+
+/* Asks the store for a shared rule's token: 1, 0, or negative when the
+ * store could not decide (counted; the caller falls back to the local
+ * bucket). The key is built in the call's arena. */
+static int store_take(perfc_ratelimit *rl, applied *a, perfc_ctx *ctx,
+                      const char *v, size_t len) {
+  const rule *r = a->b->r;
+  size_t n = a->skey_len + (v ? len : 0);
+  char *key = perfc_ctx_alloc(ctx, n + 1);
+  if (key == NULL) {
+    perfc_counter_inc(a->errors);
+    return PERFC_ENOMEM;
+  }
+  memcpy(key, a->skey, a->skey_len);
+  if (v != NULL)
+    memcpy(key + a->skey_len, v, len);
+  key[n] = '\0';
+  int rc = rl->store.take(rl->store.self, key, n, r->shared_interval_us,
+                          r->shared_tau_us);
+  if (rc < 0)
+    perfc_counter_inc(a->errors);
+  return rc < 0 ? rc : rc > 0;
+}
+
 static int rule_applies(const rule *r, const char *path) {
   if (r->method == NULL)
     return 1;
@@ -285,9 +340,11 @@ static void method_free(void *self, void *state) {
   method_state *ms = state;
   if (ms == NULL)
     return;
-  for (size_t i = 0; i < ms->n; i++)
+  for (size_t i = 0; i < ms->n; i++) {
     if (ms->a[i].owned)
       bucket_free(ms->a[i].b);
+    free(ms->a[i].skey);
+  }
   free(ms);
 }
 
@@ -302,9 +359,13 @@ static void *method_init(void *self, const perfc_service_desc *svc,
   method_state *ms = calloc(1, sizeof *ms + n * sizeof ms->a[0]);
   if (ms == NULL)
     goto fail;
+  /* Local rules first, then shared ones (each group in the order given):
+   * a call a local rule refuses must not spend a shared token, which
+   * cannot be given back. */
+  for (size_t pass = 0; pass < 2; pass++)
   for (size_t i = 0; i < rl->nrules; i++) {
     rule *r = &rl->rules[i];
-    if (!rule_applies(r, m->path))
+    if (!rule_applies(r, m->path) || (size_t)r->shared != pass)
       continue;
     applied *a = &ms->a[ms->n++];
     if (r->global != NULL) {
@@ -317,6 +378,28 @@ static void *method_init(void *self, const perfc_service_desc *svc,
     const char *labels[] = {svc->name, m->name, r->scope};
     if (perfc_counter_get(&a->rejected, rl->rejected, labels) != 0)
       goto fail;
+    if (r->shared) {
+      /* One store key per rule and method ("*" for the global rule): the
+       * replicas agree on it whatever order their rules are in. */
+      char buf[512];
+      int kl = snprintf(buf, sizeof buf, "%s|%s|", r->method ? m->path : "*",
+                        r->key ? r->key : "");
+      if (kl < 0 || (size_t)kl >= sizeof buf ||
+          (a->skey = strdup(buf)) == NULL)
+        goto fail;
+      a->skey_len = (size_t)kl;
+      const char *l[4] = {svc->name, m->name, "global", "admitted"};
+      int rc = perfc_counter_get(&a->g_admitted, rl->decisions, l);
+      l[3] = "refused";
+      rc |= perfc_counter_get(&a->g_refused, rl->decisions, l);
+      l[2] = "local";
+      rc |= perfc_counter_get(&a->l_refused, rl->decisions, l);
+      l[3] = "admitted";
+      rc |= perfc_counter_get(&a->l_admitted, rl->decisions, l);
+      rc |= perfc_counter_get(&a->errors, rl->store_errors, l);
+      if (rc != 0)
+        goto fail;
+    }
   }
   return ms;
 fail:
@@ -346,20 +429,38 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
     int took;
   } taken[PERFC_RATELIMIT_MAX_RULES];
   for (size_t i = 0; i < ms->n; i++) {
-    bucket *b = ms->a[i].b;
+    applied *a = &ms->a[i];
+    bucket *b = a->b;
     const rule *r = b->r;
-    int ok;
+    int ok = -2; /* not decided by the store */
+    int fell_back = 0;
     taken[i].key = NULL;
-    if (r->key == NULL) {
-      ok = take(&b->tat, now, r->interval_ns, r->tau_ns);
-    } else {
-      size_t len = 0;
-      const char *v = perfc_ctx_metadata_get(ctx, r->key, &len);
-      taken[i].key = v ? v : "";
-      taken[i].len = v ? len : 0;
-      ok = take_keyed(b, taken[i].key, taken[i].len, now);
+    const char *v = NULL;
+    size_t len = 0;
+    if (r->peer)
+      v = peer_address(ctx, &len);
+    else if (r->key != NULL)
+      v = perfc_ctx_metadata_get(ctx, r->key, &len);
+    if (r->shared) {
+      ok = store_take(rl, a, ctx, v, len);
+      if (ok >= 0) {
+        perfc_counter_inc(ok ? a->g_admitted : a->g_refused);
+        taken[i].took = 0; /* nothing local to give back */
+      }
     }
-    taken[i].took = ok > 0; /* -1: admitted without a bucket */
+    if (ok < 0) {
+      fell_back = r->shared;
+      if (r->key == NULL) {
+        ok = take(&b->tat, now, r->interval_ns, r->tau_ns);
+      } else {
+        taken[i].key = v ? v : "";
+        taken[i].len = v ? len : 0;
+        ok = take_keyed(b, taken[i].key, taken[i].len, now);
+      }
+      if (r->shared)
+        perfc_counter_inc(ok != 0 ? a->l_admitted : a->l_refused);
+      taken[i].took = ok > 0; /* -1: admitted without a bucket */
+    }
     if (ok == 0) {
       for (size_t j = 0; j < i; j++) {
         bucket *bj = ms->a[j].b;
@@ -371,9 +472,15 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
           give_back_keyed(bj, taken[j].key, taken[j].len);
       }
       perfc_counter_inc(ms->a[i].rejected);
+      /* An operator reading the refusal must see that the limit was not
+       * global at that moment. */
       return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                             "%s exceeded for %s", r->what,
-                             perfc_ctx_method(ctx));
+                             "%s exceeded for %s%s", r->what,
+                             perfc_ctx_method(ctx),
+                             fell_back ? " (decided by this replica's "
+                                         "fallback: the shared store did "
+                                         "not answer)"
+                                       : "");
     }
   }
   return PERFC_STATUS_OK;
@@ -397,19 +504,27 @@ void perfc_ratelimit_free(perfc_ratelimit *rl) {
   free(rl);
 }
 
-static int rule_init(rule *r, const perfc_ratelimit_rule *in, size_t index,
-                     unsigned max_keys) {
-  double burst = in->burst > 0 ? in->burst : (in->rate > 1 ? in->rate : 1);
-  if (!(in->rate > 0) || !isfinite(in->rate) || 1e9 / in->rate < 1)
+static int check_rate(double rate, double burst_in, double burst,
+                      size_t index, const char *what) {
+  if (!(rate > 0) || !isfinite(rate) || 1e9 / rate < 1)
     return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
-                           "ratelimit: rule %zu: rate %g is not in (0, 1e9]",
-                           index, in->rate);
-  if (in->burst < 0 || (in->burst > 0 && in->burst < 1) || !isfinite(burst) ||
-      burst * 1e9 / in->rate > 9e18)
+                           "ratelimit: rule %zu: %srate %g is not in (0, 1e9]",
+                           index, what, rate);
+  if (burst_in < 0 || (burst_in > 0 && burst_in < 1) || !isfinite(burst) ||
+      burst * 1e9 / rate > 9e18)
     return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
-                           "ratelimit: rule %zu: burst %g is neither 0 nor a "
+                           "ratelimit: rule %zu: %sburst %g is neither 0 nor a "
                            "finite number >= 1",
-                           index, in->burst);
+                           index, what, burst_in);
+  return 0;
+}
+
+static int rule_init(rule *r, const perfc_ratelimit_rule *in, size_t index,
+                     unsigned max_keys, int have_store) {
+  double burst = in->burst > 0 ? in->burst : (in->rate > 1 ? in->rate : 1);
+  int crc = check_rate(in->rate, in->burst, burst, index, "");
+  if (crc != 0)
+    return crc;
   const char *m = in->method;
   if (m != NULL && m[0] == '\0')
     m = NULL;
@@ -422,6 +537,7 @@ static int rule_init(rule *r, const perfc_ratelimit_rule *in, size_t index,
     if (in->key_metadata[0] == '\0')
       return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
                              "ratelimit: rule %zu: empty key_metadata", index);
+    r->peer = strcmp(in->key_metadata, PERFC_RATELIMIT_KEY_PEER) == 0;
     for (const char *p = in->key_metadata; *p; p++)
       if (*p >= 'A' && *p <= 'Z') /* metadata keys arrive lower-case */
         return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
@@ -432,6 +548,38 @@ static int rule_init(rule *r, const perfc_ratelimit_rule *in, size_t index,
   r->interval_ns = (int64_t)(1e9 / in->rate + 0.5);
   r->tau_ns = (int64_t)(burst * 1e9 / in->rate + 0.5);
   r->max_keys = max_keys;
+  if (in->shared) {
+    if (!have_store)
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                             "ratelimit: rule %zu is shared but the limiter "
+                             "has no store (perfc_ratelimit_opts.store)",
+                             index);
+    double lr = in->local_rate > 0 ? in->local_rate : in->rate;
+    double lb = in->local_burst > 0 ? in->local_burst
+                : in->local_rate > 0 ? (lr > 1 ? lr : 1)
+                                     : burst;
+    int rc;
+    if (in->local_rate < 0 ||
+        (rc = check_rate(lr, in->local_burst, lb, index, "local_")) != 0)
+      return in->local_rate < 0
+                 ? perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                                   "ratelimit: rule %zu: local_rate %g is "
+                                   "negative",
+                                   index, in->local_rate)
+                 : rc;
+    /* The store counts microseconds (Redis's TIME); 1e6 calls per second
+     * at most there. */
+    if (1e6 / in->rate < 1)
+      return perfc_error_set(PERFC_EINVAL, NULL, (long)index,
+                             "ratelimit: rule %zu: a shared rate above 1e6/s "
+                             "(%g) is finer than the store's microseconds",
+                             index, in->rate);
+    r->shared = 1;
+    r->shared_interval_us = (int64_t)(1e6 / in->rate + 0.5);
+    r->shared_tau_us = (int64_t)(burst * 1e6 / in->rate + 0.5);
+    r->interval_ns = (int64_t)(1e9 / lr + 0.5);
+    r->tau_ns = (int64_t)(lb * 1e9 / lr + 0.5);
+  }
   if ((m != NULL && (r->method = strdup(m)) == NULL) ||
       (in->key_metadata != NULL && (r->key = strdup(in->key_metadata)) == NULL))
     return perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
@@ -439,8 +587,10 @@ static int rule_init(rule *r, const perfc_ratelimit_rule *in, size_t index,
   if (n > 0 && m[n - 1] == '/')
     r->prefix = n;
   r->scope = m == NULL ? "global" : r->prefix ? "service" : "method";
-  snprintf(r->what, sizeof r->what, "rate limit of %g/s (burst %g)%s%s%s",
-           in->rate, burst, r->key ? " per " : "", r->key ? r->key : "",
+  snprintf(r->what, sizeof r->what, "%srate limit of %g/s (burst %g)%s%s%s",
+           r->shared ? "global " : "", in->rate, burst,
+           r->key ? " per " : "",
+           r->peer ? "client address" : r->key ? r->key : "",
            m == NULL ? " shared by all methods" : "");
   if (m == NULL && (r->global = bucket_new(r)) == NULL)
     return perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
@@ -466,12 +616,15 @@ int perfc_ratelimit_new(perfc_ratelimit **out,
     return perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
   rl->clock = o.clock;
   rl->clock_ud = o.clock_user_data;
+  int have_store = o.store != NULL && o.store->take != NULL;
+  if (have_store)
+    rl->store = *o.store;
   int rc = 0;
   if ((rl->rules = calloc(o.rule_count, sizeof *rl->rules)) == NULL)
     rc = perfc__fail(PERFC_ENOMEM, "ratelimit: out of memory");
   for (size_t i = 0; rc == 0 && i < o.rule_count; i++) {
     rl->nrules++;
-    rc = rule_init(&rl->rules[i], &o.rules[i], i, o.max_keys);
+    rc = rule_init(&rl->rules[i], &o.rules[i], i, o.max_keys, have_store);
   }
   if (rc == 0) {
     static const char *const labels[] = {"grpc_service", "grpc_method",
@@ -482,6 +635,31 @@ int perfc_ratelimit_new(perfc_ratelimit **out,
         "Calls refused with RESOURCE_EXHAUSTED by a rate limit; scope is "
         "global, service or method.",
         labels, 3);
+  }
+  int any_shared = 0;
+  for (size_t i = 0; rc == 0 && i < rl->nrules; i++)
+    any_shared |= rl->rules[i].shared;
+  /* The shared families only when a rule is shared: a plain limiter's
+   * /metrics page stays as it was. */
+  if (rc == 0 && any_shared) {
+    static const char *const labels[] = {"grpc_service", "grpc_method", "path",
+                                         "decision"};
+    rc = perfc__metrics_family(
+        &rl->decisions, o.registry, PERFC_METRICS_COUNTER,
+        "perfc_ratelimit_shared_decisions_total",
+        "Decisions of shared (cross-replica) rate limits; path is global "
+        "(the store decided) or local (the fallback bucket, the store "
+        "failing), decision admitted or refused.",
+        labels, 4);
+  }
+  if (rc == 0 && any_shared) {
+    static const char *const labels[] = {"grpc_service", "grpc_method"};
+    rc = perfc__metrics_family(
+        &rl->store_errors, o.registry, PERFC_METRICS_COUNTER,
+        "perfc_ratelimit_store_errors_total",
+        "Shared rate-limit decisions the store could not make (unreachable, "
+        "timed out, error reply); the local fallback decided them.",
+        labels, 2);
   }
   if (rc != 0) {
     perfc_ratelimit_free(rl);

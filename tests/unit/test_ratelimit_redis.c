@@ -1,0 +1,319 @@
+/* test_ratelimit_redis.c — perfc/ratelimit.h's shared rules with the Redis
+ * store (data/ratelimit_redis.c) on a real redis-server on loopback: two
+ * perfc servers, each with its own limiter, store and metrics registry (as
+ * two replicas in two processes would have), share one bucket per rule,
+ * method and key; exact counts, since the rate is 0.001/s and only the
+ * burst counts during a test. Redis killed: each replica's local fallback
+ * admits exactly its local burst and the metrics show the local path;
+ * Redis stopped (SIGSTOP): a decision times out to the local path; Redis
+ * restarted empty: NOSCRIPT is answered by a second SCRIPT LOAD and the
+ * global path resumes. */
+#include <google/protobuf/empty.pb-c.h>
+#include "redis_server.h"
+#include "test_transport.h" /* test_server_new: both transports */
+#include <perfc.h>
+#include <perfc/ratelimit_redis.h>
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+static perfc_status_code ok_invoke(perfc_ctx *ctx, const void *h, void *ud,
+                                   const ProtobufCMessage *req,
+                                   ProtobufCMessage *resp, perfc_stream *s) {
+  (void)ctx, (void)h, (void)ud, (void)req, (void)resp, (void)s;
+  return PERFC_STATUS_OK;
+}
+
+#define MSG &google__protobuf__empty__descriptor
+static const perfc_method_desc methods[] = {
+    {.name = "A", .path = "/t.v1.R/A", .kind = PERFC_METHOD_UNARY,
+     .input = MSG, .output = MSG, .invoke = ok_invoke},
+    {.name = "B", .path = "/t.v1.R/B", .kind = PERFC_METHOD_UNARY,
+     .input = MSG, .output = MSG, .invoke = ok_invoke},
+};
+static const perfc_service_desc svc = {
+    .name = "t.v1.R", .n_methods = 2, .methods = methods};
+static const struct {
+  void *a, *b;
+} impl = {(void *)1, (void *)1};
+
+/* One replica: its own registry, store, limiter, server and channel. */
+typedef struct replica {
+  perfc_metrics_registry *reg;
+  perfc_ratelimit_redis *store;
+  perfc_ratelimit *rl;
+  perfc_server *srv;
+  perfc_channel *ch;
+} replica;
+
+static test_redis redis;
+static replica rep[2];
+
+static void replica_start(replica *r, const perfc_ratelimit_rule *rules,
+                          size_t n) {
+  cr_assert_eq(perfc_metrics_registry_new(&r->reg), 0);
+  perfc_redis_opts ro;
+  perfc_redis_opts_init(&ro);
+  ro.port = redis.port;
+  ro.registry = r->reg;
+  ro.name = "ratelimit";
+  perfc_ratelimit_redis_opts so;
+  perfc_ratelimit_redis_opts_init(&so);
+  so.redis = &ro;
+  cr_assert_eq(perfc_ratelimit_redis_new(&r->store, &so), 0);
+  perfc_ratelimit_opts o;
+  perfc_ratelimit_opts_init(&o);
+  o.registry = r->reg;
+  o.rules = rules;
+  o.rule_count = n;
+  o.store = perfc_ratelimit_redis_store(r->store);
+  cr_assert_eq(perfc_ratelimit_new(&r->rl, &o), 0, "%s", perfc_last_error());
+  int port;
+  cr_assert_eq(test_server_new(&r->srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(r->srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(r->srv, &svc, &impl, NULL), 0);
+  cr_assert_eq(perfc_ratelimit_attach(r->rl, r->srv), 0);
+  cr_assert_eq(perfc_server_start(r->srv), 0);
+  char target[64];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&r->ch, target, NULL), 0);
+}
+
+static void start(const perfc_ratelimit_rule *rules, size_t n) {
+  cr_assert_eq(tr_start(&redis), 0, "redis-server did not start");
+  replica_start(&rep[0], rules, n);
+  replica_start(&rep[1], rules, n);
+}
+
+static void stop(void) {
+  for (int i = 0; i < 2; i++) {
+    perfc_channel_free(rep[i].ch);
+    perfc_server_free(rep[i].srv);
+    perfc_ratelimit_free(rep[i].rl);
+    perfc_ratelimit_redis_free(rep[i].store);
+    perfc_metrics_registry_free(rep[i].reg);
+  }
+  memset(rep, 0, sizeof rep);
+  tr_stop(&redis);
+}
+
+/* Whether the last refusal said the local fallback decided it. */
+static int last_refusal_local;
+
+/* One call to method `m` on replica `r` with x-api-key `key` (NULL:
+ * none). Only OK and RESOURCE_EXHAUSTED are acceptable: the limiter must
+ * never fail a call because of Redis. */
+static int call(int r, int m, const char *key) {
+  perfc_metadata md[] = {{"x-api-key", key, 0}};
+  perfc_call_opts o = {.metadata = md,
+                       .metadata_count = key ? 1 : 0,
+                       .wait_for_ready = 1,
+                       .timeout_ms = 10000};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  ProtobufCMessage *resp = NULL;
+  perfc_status st = {0};
+  perfc_status_code c = perfc_channel_unary(rep[r].ch, &methods[m], &req.base,
+                                            &resp, &o, &st);
+  cr_assert(c == PERFC_STATUS_OK || c == PERFC_STATUS_RESOURCE_EXHAUSTED,
+            "replica %d: %s %s", r, perfc_status_name(c),
+            st.message ? st.message : "");
+  if (c != PERFC_STATUS_OK) {
+    cr_assert(st.message && strstr(st.message, "global rate limit"),
+              "message: %s", st.message ? st.message : "(none)");
+    last_refusal_local = strstr(st.message, "this replica's fallback") != NULL;
+  }
+  perfc_status_reset(&st);
+  if (resp)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  return c == PERFC_STATUS_OK;
+}
+
+/* `n` calls alternating between the replicas; admitted per replica in
+ * got[0], got[1]; returns the total. */
+static int spread(int m, const char *key, int n, int got[2]) {
+  got[0] = got[1] = 0;
+  for (int i = 0; i < n; i++)
+    got[i % 2] += call(i % 2, m, key);
+  return got[0] + got[1];
+}
+
+static uint64_t decisions(int r, const char *method, const char *path,
+                          const char *decision) {
+  perfc_metrics_family *f;
+  static const char *const names[] = {"grpc_service", "grpc_method", "path",
+                                      "decision"};
+  perfc_metrics_family_opts mo;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_ratelimit_shared_decisions_total";
+  mo.help = "Decisions of shared (cross-replica) rate limits; path is global "
+            "(the store decided) or local (the fallback bucket, the store "
+            "failing), decision admitted or refused.";
+  mo.label_names = names;
+  mo.label_count = 4;
+  cr_assert_eq(
+      perfc_metrics_family_new(&f, rep[r].reg, PERFC_METRICS_COUNTER, &mo), 0);
+  perfc_counter *c;
+  const char *values[] = {"t.v1.R", method, path, decision};
+  cr_assert_eq(perfc_counter_get(&c, f, values), 0);
+  return perfc_counter_value(c);
+}
+
+#define SLOW 0.001 /* one token per 1000 s: only the burst counts */
+
+Test(ratelimit_redis, two_replicas_share_one_bucket) {
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = SLOW,
+                               .burst = 20, .shared = 1}};
+  start(r, 1);
+  int got[2];
+  cr_assert_eq(spread(0, NULL, 60, got), 20, "admitted %d + %d", got[0],
+               got[1]);
+  /* Alternating calls: both replicas took from the one bucket. */
+  cr_assert_eq(got[0], 10);
+  cr_assert_eq(got[1], 10);
+  uint64_t ga = decisions(0, "A", "global", "admitted") +
+                decisions(1, "A", "global", "admitted");
+  uint64_t gr = decisions(0, "A", "global", "refused") +
+                decisions(1, "A", "global", "refused");
+  cr_assert_eq(ga, 20);
+  cr_assert_eq(gr, 40);
+  cr_assert_eq(decisions(0, "A", "local", "admitted") +
+                   decisions(1, "A", "local", "admitted"),
+               0);
+  /* B has no rule. */
+  cr_assert_eq(spread(1, NULL, 30, got), 30);
+  stop();
+}
+
+Test(ratelimit_redis, per_key_and_per_method_buckets) {
+  perfc_ratelimit_rule r[] = {
+      {.method = "/t.v1.R/A", .rate = SLOW, .burst = 4, .shared = 1,
+       .key_metadata = "x-api-key"},
+      {.method = "/t.v1.R/B", .rate = SLOW, .burst = 7, .shared = 1},
+  };
+  start(r, 2);
+  int got[2];
+  cr_assert_eq(spread(0, "alice", 12, got), 4);
+  cr_assert_eq(spread(0, "bob", 12, got), 4, "bob has his own bucket");
+  cr_assert_eq(spread(0, "alice", 4, got), 0, "alice's is still empty");
+  cr_assert_eq(spread(0, NULL, 12, got), 4, "no key: the empty key's bucket");
+  cr_assert_eq(spread(1, "alice", 20, got), 7, "B: its own rule, unkeyed");
+  stop();
+}
+
+Test(ratelimit_redis, peer_key_is_the_client_address) {
+  /* Both replicas see the same client address (127.0.0.1, two
+   * connections with different ports): one bucket. */
+  perfc_ratelimit_rule r[] = {{.rate = SLOW, .burst = 6, .shared = 1,
+                               .key_metadata = PERFC_RATELIMIT_KEY_PEER}};
+  start(r, 1);
+  int got[2];
+  cr_assert_eq(spread(0, NULL, 10, got), 6);
+  cr_assert_eq(spread(1, NULL, 4, got), 0, "the global rule covers B too");
+  stop();
+}
+
+Test(ratelimit_redis, refill_on_redis_clock) {
+  /* 4/s, burst 1: one call, then none (unless 250 ms pass between two
+   * calls), then exactly one again after 600 ms (the bucket holds one
+   * token at most). */
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = 4, .burst = 1,
+                               .shared = 1}};
+  start(r, 1);
+  cr_assert_eq(call(0, 0, NULL), 1);
+  cr_assert_eq(call(1, 0, NULL), 0);
+  tr_sleep_ms(600);
+  cr_assert_eq(call(1, 0, NULL), 1);
+  cr_assert_eq(call(0, 0, NULL), 0);
+  stop();
+}
+
+Test(ratelimit_redis, redis_down_local_fallback_then_global_resumes) {
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = SLOW,
+                               .burst = 6, .shared = 1, .local_rate = SLOW,
+                               .local_burst = 2}};
+  start(r, 1);
+  int got[2];
+  cr_assert_eq(spread(0, NULL, 10, got), 6);
+  tr_kill(&redis);
+  /* Each replica alone: exactly its local burst, no call failed. */
+  cr_assert_eq(spread(0, NULL, 10, got), 4);
+  cr_assert_eq(got[0], 2);
+  cr_assert_eq(got[1], 2);
+  cr_assert(last_refusal_local, "a fallback refusal says so");
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(decisions(i, "A", "local", "admitted"), 2);
+    cr_assert_eq(decisions(i, "A", "local", "refused"), 3);
+    perfc_ratelimit_redis_stats st;
+    perfc_ratelimit_redis_stats_get(rep[i].store, &st);
+    cr_assert_eq(st.errors, 5);
+    cr_assert_eq(st.script_loads, 1);
+  }
+  /* Redis back, empty (no scripts, no buckets): after the pool's backoff
+   * (1 s at most) the global path decides again, through a second SCRIPT
+   * LOAD on NOSCRIPT. */
+  cr_assert_eq(tr_restart(&redis), 0);
+  tr_sleep_ms(1200);
+  cr_assert_eq(spread(0, NULL, 10, got), 6, "admitted %d + %d", got[0],
+               got[1]);
+  cr_assert_not(last_refusal_local, "Redis decided again");
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(decisions(i, "A", "global", "admitted"), 3 + 3);
+    cr_assert_eq(decisions(i, "A", "local", "admitted"), 2);
+    /* Scripts are the server's: replica 0 called first and got NOSCRIPT,
+     * loaded it again, and replica 1's EVALSHA then found it. */
+    perfc_ratelimit_redis_stats st;
+    perfc_ratelimit_redis_stats_get(rep[i].store, &st);
+    cr_assert_eq(st.script_loads, i == 0 ? 2u : 1u, "replica %d", i);
+    cr_assert_eq(st.decisions, 10u);
+  }
+  stop();
+}
+
+Test(ratelimit_redis, stopped_redis_times_out_to_local) {
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = SLOW,
+                               .burst = 5, .shared = 1, .local_rate = SLOW,
+                               .local_burst = 1}};
+  start(r, 1);
+  cr_assert_eq(call(0, 0, NULL), 1); /* connected, script loaded */
+  kill(redis.pid, SIGSTOP);
+  /* The connection is open but nothing answers: the 50 ms timeout, then
+   * the local bucket (one token) decides. */
+  cr_assert_eq(call(0, 0, NULL), 1);
+  cr_assert_eq(call(0, 0, NULL), 0);
+  kill(redis.pid, SIGCONT);
+  cr_assert_eq(decisions(0, "A", "local", "admitted"), 1);
+  cr_assert_eq(decisions(0, "A", "local", "refused"), 1);
+  cr_assert_eq(decisions(0, "A", "global", "admitted"), 1);
+  stop();
+}
+
+Test(ratelimit_redis, bad_options_refused) {
+  perfc_ratelimit *rl = NULL;
+  perfc_ratelimit_rule r[] = {{.rate = 10, .shared = 1}};
+  perfc_ratelimit_opts o;
+  perfc_ratelimit_opts_init(&o);
+  o.rules = r;
+  o.rule_count = 1;
+  cr_assert_eq(perfc_ratelimit_new(&rl, &o), PERFC_EINVAL);
+  cr_assert(strstr(perfc_last_error(), "no store"), "%s", perfc_last_error());
+  perfc_ratelimit_redis *st = NULL;
+  cr_assert_eq(perfc_ratelimit_redis_new(&st, NULL), 0);
+  o.store = perfc_ratelimit_redis_store(st);
+  r[0].local_rate = -1;
+  cr_assert_eq(perfc_ratelimit_new(&rl, &o), PERFC_EINVAL);
+  r[0].local_rate = 0;
+  r[0].local_burst = 0.5;
+  cr_assert_eq(perfc_ratelimit_new(&rl, &o), PERFC_EINVAL);
+  r[0].local_burst = 0;
+  r[0].rate = 2e6;
+  cr_assert_eq(perfc_ratelimit_new(&rl, &o), PERFC_EINVAL);
+  cr_assert(strstr(perfc_last_error(), "microseconds"), "%s",
+            perfc_last_error());
+  perfc_ratelimit_redis_opts so;
+  perfc_ratelimit_redis_opts_init(&so);
+  so.timeout_ms = -1;
+  perfc_ratelimit_redis *bad = NULL;
+  cr_assert_eq(perfc_ratelimit_redis_new(&bad, &so), PERFC_EINVAL);
+  perfc_ratelimit_redis_free(st);
+}
