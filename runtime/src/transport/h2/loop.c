@@ -388,8 +388,13 @@ int perfc__h2_loop_run_once(perfc__h2_loop *l, int64_t max_wait_ms) {
     while ((n = epoll_wait(l->epfd, ev, MAX_EVENTS, 0)) == 0 &&
            (now = perfc__h2_now_ns()) < end)
       ;
-    if (n == 0 && wait > 0)
+    if (n == 0 && wait > 0) {
+      /* Never below 0: a negative timeout would block with no bound (a
+       * thread descheduled while polling can overrun the timer's due). */
       wait -= (now - start) / 1000000;
+      if (wait < 0)
+        wait = 0;
+    }
   }
   if (n == 0)
     n = epoll_wait(l->epfd, ev, MAX_EVENTS, (int)wait);
