@@ -382,8 +382,8 @@ static void drain_run(perfc__h2_loop *l, perfc__h2_task *t) {
     perfc__h2_loop_stop(l);
   } else {
     /* No deadline: a connection closes once its last stream ended. The
-     * GOAWAY names the last stream nghttp2 has seen, and nghttp2 ignores
-     * any later one from now on, even before the frame leaves. */
+     * GOAWAY names the last stream nghttp2 has seen; a later one is
+     * refused (h2_grpc no_stream_begins_once_the_drain_returned). */
     for (perfc__h2_conn *c = lc->conns; c != NULL; c = c->next)
       perfc__h2_conn_begin_drain(c, 0);
   }
