@@ -1092,6 +1092,68 @@ def test_cache_modes():
         check(p.wait(timeout=60) in (0, -15), "server exit")
 
 
+def test_head():
+    """HEAD on a GET route answers like the GET without its body: the same
+    status and headers, Content-Length of the GET's body (gzipped too), the
+    GET's ETag and its 304; the connection stays usable (no stray body
+    bytes); HEAD where no GET route exists is 404/405; HTTP/2 too."""
+    st, _, _ = jreq("POST", "/v1/things", {"id": "57", "name": "head", "size": 4})
+    check(st == 200, st)
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    try:
+        st, ghd, gbody = req("GET", "/v1/things/57", conn=c)
+        check(st == 200 and len(gbody) > 0, (st, gbody))
+        st, hd, raw = req("HEAD", "/v1/things/57", conn=c)
+        check(st == 200 and raw == b"", (st, raw))
+        check(hd.get("content-length") == str(len(gbody)), (hd, len(gbody)))
+        check(hd.get("content-type") == ghd.get("content-type"), hd)
+        # the keep-alive connection is in step: the next answer is the GET's
+        st, _, again = req("GET", "/v1/things/57", conn=c)
+        check(st == 200 and again == gbody, again)
+        # a HEAD of a missing thing: the GET's 404 and its error length
+        st, ehd, ebody = req("GET", "/v1/things/58", conn=c)
+        st2, hd, raw = req("HEAD", "/v1/things/58", conn=c)
+        check(st == st2 == 404 and raw == b"" and
+              hd.get("content-length") == str(len(ebody)), (st, st2, hd))
+        # no GET route: 404 for an unknown path, 405 where other methods live
+        st, hd, raw = req("HEAD", "/v1/nothing/here", conn=c)
+        check(st == 404 and raw == b"", (st, hd))
+        st, hd, raw = req("HEAD", "/v1/upload", conn=c)
+        check(st == 405 and raw == b"", (st, hd))
+        # a cached method: the GET's ETag, and If-None-Match gives 304
+        st, _, _ = jreq("PATCH", note_url(57), {"text": "h" * 1500}, conn=c)
+        check(st == 200, st)
+        st, ghd, gbody = req("GET", note_url(57), conn=c,
+                             headers={"Accept-Encoding": "identity"})
+        st2, hd, raw = req("HEAD", note_url(57), conn=c,
+                           headers={"Accept-Encoding": "identity"})
+        check(st == st2 == 200 and raw == b"" and etag_of(hd) == etag_of(ghd) and
+              etag_of(hd) is not None and
+              hd.get("content-length") == str(len(gbody)), (ghd, hd))
+        st, hd, raw = req("HEAD", note_url(57), conn=c,
+                          headers={"If-None-Match": etag_of(ghd)})
+        check(st == 304 and raw == b"" and etag_of(hd) == etag_of(ghd), (st, hd))
+        # gzipped: the length of the gzipped GET body, and its tag
+        st, ghd, gz = req("GET", note_url(57), conn=c, headers={"Accept-Encoding": "gzip"})
+        st2, hd, raw = req("HEAD", note_url(57), conn=c, headers={"Accept-Encoding": "gzip"})
+        check(st == st2 == 200 and ghd.get("content-encoding") == "gzip" and
+              hd.get("content-encoding") == "gzip" and raw == b"" and
+              hd.get("content-length") == str(len(gz)) and
+              etag_of(hd) == etag_of(ghd), (ghd, hd, len(gz)))
+        st, _, again = req("GET", "/v1/things/57", conn=c)
+        check(st == 200 and json.loads(again)["id"] == "57", again)
+    finally:
+        c.close()
+    # HTTP/2: the status and headers, no DATA
+    with tempfile.TemporaryDirectory() as td:
+        hf = os.path.join(td, "h")
+        rc, out, err = curl("--http2-prior-knowledge", "-I", "-D", hf,
+                            f"http://{HOST}:{PORT}/v1/things/57")
+        head = open(hf).read().lower()
+        check(rc == 0 and head.startswith("http/2 200") and out.lower().startswith(b"http/2 200")
+              and "content-type: application/json" in head, (rc, head, err))
+
+
 def test_negotiation_fuzz():
     """Random and malformed Accept-Encoding / If-None-Match values: every
     answer is 200 or 304, a 200's body (decompressed when it says gzip) is
@@ -1198,6 +1260,7 @@ def main():
              test_cors,
              test_tls, test_garbage,
              test_gzip, test_gzip_options, test_http_cache, test_cache_modes,
+             test_head,
              test_negotiation_fuzz, test_cache_redis,
              test_idle_and_slow_clients]
     only = os.environ.get("HTTP_TEST_ONLY")

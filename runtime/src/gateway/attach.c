@@ -53,6 +53,18 @@ static int gw_match(void *ud, const char *http_method, const char *target,
   bool elsewhere = false;
   int rc = perfc_gateway_match_route(g->router, http_method, target,
                                      target_len, arena, m, &elsewhere);
+  /* HEAD without a route of its own runs the GET route; the transport
+   * sends the head (Content-Length included) and drops the body. */
+  if (rc == PERFC_ENOENT && strcmp(http_method, "HEAD") == 0) {
+    bool get_elsewhere = false;
+    rc = perfc_gateway_match_route(g->router, "GET", target, target_len, arena,
+                                   m, &get_elsewhere);
+    if (rc == PERFC_ENOENT) {
+      const char *q = memchr(target, '?', target_len);
+      perfc_error_set(PERFC_ENOENT, NULL, -1, "gateway: no route for HEAD %.*s",
+                      (int)(q ? (size_t)(q - target) : target_len), target);
+    }
+  }
   if (rc == 0) {
     *method = m->method;
     *match = m;

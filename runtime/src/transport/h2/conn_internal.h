@@ -177,6 +177,7 @@ struct perfc__h2_stream {
   uint8_t b64_pend[4], b64_npend; /* gRPC-Web text: an unfinished quad */
   size_t web_body;    /* gRPC-Web on HTTP/1.1: request bytes so far */
   bool http_head_req; /* HEAD: the response has no body */
+  size_t http_head_body_len; /* HEAD: the body GET would send (Content-Length) */
   bool http_gzip;     /* the body is gzipped here (PERFC__H2_HTTP_GZIP) */
   bool h1_chunked;    /* HTTP/1.1: the body goes out chunked */
   bool h1_close;      /* HTTP/1.1: close the connection after this answer */

@@ -965,8 +965,27 @@ static int http_send_local(perfc__h2_stream *s, const uint8_t *bytes,
                            size_t len) {
   if (!s->headers_sent)
     return PERFC_ESTATE;
-  if (s->http_head_req || len == 0)
+  if (len == 0)
     return 0;
+  if (s->http_head_req) {
+    /* No body, but its length: HTTP/1.1's Content-Length of a HEAD answer
+     * is the GET's (RFC 9110 9.3.2), gzipped when the GET's would be (the
+     * head already says Content-Encoding: gzip). The deflate is thrown
+     * away; only a HEAD over HTTP/1.1 pays for it (HTTP/2 sends no
+     * length). The flush it schedules finds nothing queued. */
+    size_t n = len;
+    if (s->http_gzip && s->h1) {
+      size_t before = s->qlen;
+      int rc = http_send_gzip(s, bytes, len);
+      if (rc != 0)
+        return rc;
+      n = s->qlen - before;
+      s->qlen = before;
+      atomic_fetch_sub(&s->pending, n);
+    }
+    s->http_head_body_len += n;
+    return 0;
+  }
   if (s->http_gzip)
     return http_send_gzip(s, bytes, len);
   bool chunk = s->h1 && s->h1_chunked;
@@ -1037,7 +1056,8 @@ static int http_finish_local(perfc__h2_stream *s, perfc_status_code code,
     } else if (!s->h1_head_ready) {
       char cl[48];
       int n = snprintf(cl, sizeof cl, "content-length: %zu\r\n",
-                       s->qlen - s->qoff);
+                       s->http_head_req ? s->http_head_body_len
+                                        : s->qlen - s->qoff);
       /* A 204 carries no length (RFC 9110 8.6), nor does a 304 (its
        * length would be the 200's, RFC 9110 8.6). */
       if ((s->http_status != 204 && s->http_status != 304 &&

@@ -370,7 +370,10 @@ static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
   perfc_arena *a = c->ctx.arena;
   /* Negotiation and the conditional request, read now: h2's copy of the
    * headers is gone after this callback. */
-  c->http_get = strcmp(info->http_method, "GET") == 0;
+  /* HEAD is a GET without the body (RFC 9110 9.3.2): the same validators
+   * and the same 304. */
+  c->http_get = strcmp(info->http_method, "GET") == 0 ||
+                strcmp(info->http_method, "HEAD") == 0;
   c->http_gzip_ok = t->codec.gzip_level != PERFC_HTTP_GZIP_OFF &&
                     perfc__h2_accepts_gzip(info->http_accept_encoding);
   if (c->http_get && info->http_if_none_match != NULL &&
