@@ -1088,6 +1088,80 @@ Test(config, http_section_fills_the_gateway_options) {
              "expected one of revalidate, max_age, off");
 }
 
+/* The http: section's CORS keys (#18 item 7) into perfc_gateway_opts:
+ * the origins list turns CORS on, each key fills its field, unset keys
+ * keep the defaults; an origin with a path or blanks, or an empty list,
+ * is refused with its position; the environment's comma list works. */
+Test(config, http_cors_keys_fill_the_gateway_options) {
+  perfc_config *cfg = load_ok("http:\n"
+                              "  cors_allowed_origins: [\"https://app.example\", "
+                              "\"http://localhost:8080\"]\n"
+                              "  cors_allowed_methods: GET, POST\n"
+                              "  cors_allowed_headers: content-type, x-user-agent\n"
+                              "  cors_expose_headers: grpc-status\n"
+                              "  cors_max_age: 1h\n"
+                              "  cors_allow_credentials: true\n");
+  perfc_gateway_opts o;
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_assert_eq(o.cors_origin_count, 2);
+  cr_expect_str_eq(o.cors_origins[0], "https://app.example");
+  cr_expect_str_eq(o.cors_origins[1], "http://localhost:8080");
+  cr_expect_str_eq(o.cors_methods, "GET, POST");
+  cr_expect_str_eq(o.cors_headers, "content-type, x-user-agent");
+  cr_expect_str_eq(o.cors_expose_headers, "grpc-status");
+  cr_expect_eq(o.cors_max_age_ms, 3600000);
+  cr_expect(o.cors_allow_credentials);
+  perfc_config_free(cfg);
+  /* "*" alone; the rest keeps perfc_gateway_opts_init's values */
+  cfg = load_ok("http:\n  cors_allowed_origins: [\"*\"]\n");
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_assert_eq(o.cors_origin_count, 1);
+  cr_expect_str_eq(o.cors_origins[0], "*");
+  cr_expect_null(o.cors_methods);
+  cr_expect_null(o.cors_headers);
+  cr_expect_eq(o.cors_max_age_ms, 0);
+  cr_expect_not(o.cors_allow_credentials);
+  perfc_config_free(cfg);
+  /* no key: CORS stays off */
+  cfg = load_ok("http:\n  enabled: true\n");
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_expect_eq(o.cors_origin_count, 0);
+  cr_expect_null(o.cors_origins);
+  /* the environment: a comma-separated list */
+  cr_assert_eq(perfc_config_set(cfg, "http.cors_allowed_origins",
+                                "https://a.example, https://b.example:8443",
+                                "environment PERFC_HTTP_CORS_ALLOWED_ORIGINS"),
+               0, "%s", perfc_config_last_error());
+  perfc_gateway_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_http(cfg, &o), 0);
+  cr_assert_eq(o.cors_origin_count, 2);
+  cr_expect_str_eq(o.cors_origins[1], "https://b.example:8443");
+  cr_expect_neq(perfc_config_set(cfg, "http.cors_allowed_origins",
+                                 "https://a.example/", NULL),
+                0);
+  perfc_config_free(cfg);
+  load_fails("http:\n  cors_allowed_origins: [\"https://ok.example\", "
+             "\"https://app.example/path\"]\n",
+             "config: svc.yaml:2:48: http.cors_allowed_origins[1]: invalid "
+             "value 'https://app.example/path': expected \"*\" or an origin "
+             "as browsers send it (https://app.example or "
+             "http://localhost:8080, no path)");
+  load_fails("http:\n  cors_allowed_origins: [\"app.example\"]\n",
+             "config: svc.yaml:2:26: http.cors_allowed_origins[0]: invalid "
+             "value 'app.example': expected \"*\" or an origin as browsers "
+             "send it (https://app.example or http://localhost:8080, no "
+             "path)");
+  load_fails("http:\n  cors_allowed_origins: []\n",
+             "config: svc.yaml:2:25: http.cors_allowed_origins: must not be "
+             "empty");
+  load_fails("http:\n  cors_max_age: 100ms\n",
+             "config: svc.yaml:2:17: http.cors_max_age: 100ms is out of "
+             "range: must be between 1s and 24h");
+}
+
 /* The tracing: section: every key into perfc_tracing_opts (sample_percent
  * as a ratio); tracing.enabled decides, else the OTEL_* variables do. */
 Test(config, tracing_section_fills_the_tracer_options) {

@@ -175,7 +175,11 @@ struct perfc_gateway_opts; /* perfc/gateway.h */
 /** Fills the perfc_gateway_opts fields the `http:` section sets (call
  *  perfc_gateway_opts_init() first): max_body_size, idle_timeout,
  *  gzip_level, gzip_min_size, cache; http.gzip false sets gzip_level to
- *  PERFC_HTTP_GZIP_OFF. The others keep their value. libperfc-config
+ *  PERFC_HTTP_GZIP_OFF; the CORS keys (cors_allowed_origins, _methods,
+ *  _headers, cors_expose_headers, cors_max_age, cors_allow_credentials)
+ *  fill the cors_* fields with strings borrowed from `cfg` (valid until
+ *  perfc_config_free; perfc_gateway_attach copies them). The others keep
+ *  their value. libperfc-config
  *  fills the struct only: it does not link libperfc-gateway. Returns 0 or
  *  PERFC_EINVAL. */
 PERFC_API int perfc_config_apply_http(const perfc_config *cfg,

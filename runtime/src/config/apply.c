@@ -196,6 +196,12 @@ int perfc_config_apply_http(const perfc_config *cfg,
   const cfg_value *v = cfg_get(cfg, "http", "gzip");
   if (v != NULL && v->i == 0)
     o->gzip_level = PERFC_HTTP_GZIP_OFF;
+  /* Borrowed from the configuration; perfc_gateway_attach copies them. */
+  size_t k = cfg_find(cfg, "http", "cors_allowed_origins");
+  if (cfg->set[k]) {
+    o->cors_origins = (const char *const *)cfg->raw[k].items;
+    o->cors_origin_count = cfg->raw[k].items_count;
+  }
   return 0;
 }
 

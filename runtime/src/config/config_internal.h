@@ -25,6 +25,7 @@ typedef enum cfg_kind {
   K_ADDR,      /* HOST:PORT: s */
   K_ADDR_OFF,  /* HOST:PORT or "off": s ("off" is never applied) */
   K_LIST_ADDR, /* list of HOST:PORT: the raw items */
+  K_LIST_ORIGIN, /* list of CORS origins ("*" or scheme://host[:port]): raw items */
   K_UINT,      /* unsigned in [min, max]: u */
   K_BOOL,      /* true/false: i 0/1, or enum_values[0/1] when given */
   K_DURATION,  /* "250ms", "1m30s": i, milliseconds */

@@ -245,6 +245,18 @@ const cfg_key perfc__config_keys[] = {
         GATEWAY(gzip_min_bytes)),
     KEY(http, cache, K_ENUM, 0, 0, http_cache_names, http_cache_values,
         GATEWAY(http_cache)),
+    /* CORS (docs/http-json.md, "CORS"): the origins list turns it on. */
+    KEY(http, cors_allowed_origins, K_LIST_ORIGIN, 0, 0, NULL, NULL, CUSTOM),
+    KEY(http, cors_allowed_methods, K_STR, 0, 0, NULL, NULL,
+        GATEWAY(cors_methods)),
+    KEY(http, cors_allowed_headers, K_STR, 0, 0, NULL, NULL,
+        GATEWAY(cors_headers)),
+    KEY(http, cors_expose_headers, K_STR, 0, 0, NULL, NULL,
+        GATEWAY(cors_expose_headers)),
+    KEY(http, cors_max_age, K_DURATION, 1000, DAY_MS, NULL, NULL,
+        GATEWAY(cors_max_age_ms)),
+    KEY(http, cors_allow_credentials, K_BOOL, 0, 0, NULL, NULL,
+        GATEWAY(cors_allow_credentials)),
     KEY(client, lb_policy, K_ENUM_NAME, 0, 0, lb_policy_names, NULL,
         CHANNEL(lb_policy)),
 };

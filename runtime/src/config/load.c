@@ -86,7 +86,8 @@ static struct {
 } schema = {.once = PTHREAD_ONCE_INIT};
 
 static int is_list(cfg_kind k) {
-  return k == K_LIST_ADDR || k == K_FLOATS || k == K_RULES;
+  return k == K_LIST_ADDR || k == K_LIST_ORIGIN || k == K_FLOATS ||
+         k == K_RULES;
 }
 
 /* Section index of table row `ki`. */
@@ -424,6 +425,30 @@ static int resolve(perfc_config *cfg, size_t ki) {
         if (check_addr(items[i]) != 0)
           return fail("%s: %s: invalid value '%s': expected HOST:PORT", at,
                       ipath, items[i]);
+      }
+      cfg->set[ki] = 1;
+      return 0;
+    }
+    if (k->kind == K_LIST_ORIGIN) {
+      /* As a browser sends Origin (RFC 6454): "*", or scheme "://" host
+       * with an optional port, no path, no blanks. A typo here would
+       * silently refuse every preflight from that page. */
+      for (unsigned i = 0; i < count; i++) {
+        const char *o = items[i], *sep = strstr(o, "://");
+        int bad = sep == NULL || sep == o || sep[3] == '\0' ||
+                  strchr(sep + 3, '/') != NULL;
+        for (const char *c = o; *c && !bad; c++)
+          bad = *c <= ' ' || *c == 0x7f || *c == ',';
+        if (strcmp(o, "*") == 0)
+          bad = 0;
+        if (bad) {
+          snprintf(ipath, sizeof ipath, "%s[%u]", path, i);
+          where(cfg, ki, ipath, at, sizeof at);
+          return fail("%s: %s: invalid value '%s': expected \"*\" or an "
+                      "origin as browsers send it (https://app.example or "
+                      "http://localhost:8080, no path)",
+                      at, ipath, o);
+        }
       }
       cfg->set[ki] = 1;
       return 0;
