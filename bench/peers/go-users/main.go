@@ -32,9 +32,23 @@
 // gousers_cache_loads_total, gousers_cache_singleflight_shared_total,
 // gousers_pg_queries_total, gousers_redis_errors_total.
 //
+// --gateway-listen adds grpc-gateway (v1.6.4, Debian's sources; user.pb.gw.go
+// generated at build time by protoc-gen-grpc-gateway from the same
+// user.proto with its google.api.http rules kept) in front of the service,
+// deployed the way grpc-gateway's README and most grpc-go teams do it: in
+// the same process, a runtime.ServeMux registered with
+// RegisterUserServiceHandlerFromEndpoint, which dials this process's own gRPC
+// listener over loopback (one grpc.ClientConn, one HTTP/2 connection), and
+// served by net/http on a second port. The handler is wrapped in
+// golang.org/x/net/http2/h2c so the same port takes HTTP/1.1 and cleartext
+// HTTP/2 (prior knowledge), as perfc's listener does; net/http alone speaks
+// HTTP/2 only over TLS. Routes: the google.api.http rules of user.proto
+// (GET /v1/users/{id} is the one the benchmark calls; the others reach
+// methods this peer leaves UNIMPLEMENTED, answered 501).
+//
 // Usage: go-users-server --listen HOST:PORT --postgres DSN [--redis HOST:PORT]
 //
-//	[--metrics-listen HOST:PORT] [--threads N] [--pg-pool N] [--redis-pool N]
+//	[--gateway-listen HOST:PORT] [--metrics-listen HOST:PORT] [--threads N] [--pg-pool N] [--redis-pool N]
 //	[--l1-max-entries N] [--l1-ttl D] [--cache=false] [--ttl D] [--negative-ttl D]
 //	[--jitter-percent P] [--key-prefix S]
 package main
@@ -60,10 +74,13 @@ import (
 	"github.com/golang/protobuf/ptypes/timestamp"
 	"github.com/gomodule/redigo/redis"
 	grpc_prometheus "github.com/grpc-ecosystem/go-grpc-prometheus"
+	gwruntime "github.com/grpc-ecosystem/grpc-gateway/runtime"
 	"github.com/jackc/pgx/v4"
 	"github.com/jackc/pgx/v4/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -314,6 +331,7 @@ func (s *userServer) load(id int64, key string) (interface{}, error) {
 func main() {
 	listen := flag.String("listen", "", "gRPC address HOST:PORT")
 	metricsListen := flag.String("metrics-listen", "", "/metrics address HOST:PORT")
+	gatewayListen := flag.String("gateway-listen", "", "grpc-gateway (HTTP/JSON) address HOST:PORT")
 	threads := flag.Int("threads", 0, "GOMAXPROCS (0 = Go default)")
 	dsn := flag.String("postgres", "", "PostgreSQL DSN (libpq keyword/value or URL)")
 	redisAddr := flag.String("redis", "", "Redis HOST:PORT (needed unless --cache=false)")
@@ -330,7 +348,7 @@ func main() {
 	if *listen == "" || *dsn == "" || (*cache && *redisAddr == "") || flag.NArg() != 0 ||
 		*pgPool < 1 || *redisPool < 1 || *l1Max < 0 || *jitter < 0 || *ttl <= 0 || *negTTL <= 0 || *l1TTL <= 0 {
 		fmt.Fprintln(os.Stderr, "usage: go-users-server --listen HOST:PORT --postgres DSN [--redis HOST:PORT] "+
-			"[--metrics-listen HOST:PORT] [--threads N] [--pg-pool N] [--redis-pool N] "+
+			"[--gateway-listen HOST:PORT] [--metrics-listen HOST:PORT] [--threads N] [--pg-pool N] [--redis-pool N] "+
 			"[--l1-max-entries N] [--l1-ttl D] [--cache=false] [--ttl D] [--negative-ttl D] [--jitter-percent P] [--key-prefix S]")
 		os.Exit(2)
 	}
@@ -416,16 +434,38 @@ func main() {
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
+	var gsrv *http.Server
+	var glis net.Listener
+	gctx, gcancel := context.WithCancel(context.Background())
+	defer gcancel()
+	if *gatewayListen != "" {
+		if glis, err = net.Listen("tcp", *gatewayListen); err != nil {
+			log.Fatalf("cannot listen on %s: %v", *gatewayListen, err)
+		}
+		gwmux := gwruntime.NewServeMux()
+		// Dials lazily; the connection is this process's own listener.
+		err := userpb.RegisterUserServiceHandlerFromEndpoint(gctx, gwmux, lis.Addr().String(),
+			[]grpc.DialOption{grpc.WithInsecure()})
+		if err != nil {
+			log.Fatalf("gateway: %v", err)
+		}
+		gsrv = &http.Server{Handler: h2c.NewHandler(gwmux,
+			&http2.Server{MaxConcurrentStreams: maxConcurrentStreams})}
+		go gsrv.Serve(glis)
+	}
 	mode := "cache off"
 	if srvImpl.redis != nil && srvImpl.l1 != nil {
 		mode = fmt.Sprintf("L1 %d entries + redis", *l1Max)
 	} else if srvImpl.redis != nil {
 		mode = "no L1, redis"
 	}
-	// The metrics line first: a script that waits for "listening on" then
-	// has both ports.
+	// The metrics and gateway lines first: a script that waits for "listening on" then
+	// has every port.
 	if mlis != nil {
 		fmt.Printf("metrics on %s\n", mlis.Addr())
+	}
+	if glis != nil {
+		fmt.Printf("gateway on %s\n", glis.Addr())
 	}
 	fmt.Printf("listening on %s\n", lis.Addr())
 	fmt.Printf("GetUser: %s, postgres pool %d\n", mode, *pgPool)
@@ -438,7 +478,14 @@ func main() {
 	case err := <-done:
 		log.Fatalf("serve: %v", err)
 	}
-	// Graceful stop with a 5 s grace, then hard stop.
+	// The gateway first (its calls are this server's clients), then gRPC
+	// with a 5 s grace, then a hard stop.
+	if gsrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		gsrv.Shutdown(sctx)
+		scancel()
+		gcancel() // closes the gateway's client connection
+	}
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {

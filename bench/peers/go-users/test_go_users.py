@@ -13,6 +13,9 @@ runs the migration and creates the users, then:
 - no L1: perfc-load's spread ids are all Redis hits, no load, no sharing;
 - Redis emptied, concurrent calls for one id share loads (singleflight);
 - --cache=false without Redis: one SELECT per call;
+- grpc-gateway in front (--gateway-listen): GET /v1/users/{id} over
+  HTTP/1.1 and h2c answers the users user-service answers as JSON, 404
+  for a missing id, 501 for an unimplemented route;
 - SIGTERM exits 0; a missing --postgres exits 2.
 
 Usage: test_go_users.py BIN_DIR (go-users-server, user-service, perfc-load)
@@ -23,6 +26,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+
+import json
 
 import grpc
 
@@ -46,7 +51,7 @@ class GoPeer:
     def __init__(self, env, *args, redis=True):
         argv = [os.path.join(BIN, "go-users-server"), "--listen", "127.0.0.1:0",
                 "--metrics-listen", "127.0.0.1:0", "--threads", "1", "--postgres", env.dsn,
-                "--key-prefix", PREFIX, *args]
+                "--gateway-listen", "127.0.0.1:0", "--key-prefix", PREFIX, *args]
         if redis:
             argv += ["--redis", "127.0.0.1:%d" % env.redis_port]
         GoPeer.runs = getattr(GoPeer, "runs", 0) + 1
@@ -59,8 +64,9 @@ class GoPeer:
                 raise SystemExit("go-users-server exited %d:\n%s" % (self.proc.returncode, text))
             g = re.search(r"^listening on .*:(\d+)$", text, re.M)
             m = re.search(r"^metrics on .*:(\d+)$", text, re.M)
-            return g and m and (int(g.group(1)), int(m.group(1)))
-        self.port, self.mport = usvc_env.wait_for(ports, "go-users-server")
+            w = re.search(r"^gateway on .*:(\d+)$", text, re.M)
+            return g and m and w and (int(g.group(1)), int(m.group(1)), int(w.group(1)))
+        self.port, self.mport, self.gport = usvc_env.wait_for(ports, "go-users-server")
         self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
         self.stub = usvc_env.Stub(self.channel, msgs)
 
@@ -92,6 +98,18 @@ def get(stub, ident):
         return stub.GetUser(msgs["GetUserRequest"](id=ident), timeout=10), None
     except grpc.RpcError as e:
         return None, e.code()
+
+
+def http_get(port, path, http2=False):
+    """(status, parsed JSON body) of GET http://127.0.0.1:port/path by curl
+    (HTTP/1.1, or cleartext HTTP/2 with prior knowledge)."""
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code} %{http_version}",
+                        *(["--http2-prior-knowledge"] if http2 else ["--http1.1"]),
+                        "http://127.0.0.1:%d%s" % (port, path)],
+                       capture_output=True, text=True, timeout=20)
+    body, _, tail = r.stdout.rpartition("\n")
+    code, version = tail.split()
+    return int(code), version, json.loads(body) if body else None
 
 
 def redis(*args):
@@ -142,6 +160,32 @@ try:
     c = peer.counters()
     check(c["l1_hits"] == N + 1 and c["loads"] == N + 1 and c["redis_hits"] == 0,
           "second pass: all L1 hits (%s)" % c)
+
+    # grpc-gateway in front (--gateway-listen): the same users as JSON over
+    # HTTP/1.1 and h2c, as user-service's own JSON answers them; NOT_FOUND
+    # is 404 with code 5; the calls reach GetUser through the gateway's
+    # loopback client connection (counted by the gRPC interceptor).
+    def same_user(g, p):
+        return g is not None and p is not None and \
+            (g["id"], g["name"], g["email"]) == (p["id"], p["name"], p["email"])
+    both = [(http_get(peer.gport, "/v1/users/%d" % i), http_get(env.grpc_port, "/v1/users/%d" % i))
+            for i in ids[:10]]
+    check(all(g[0] == 200 and g[1] == "1.1" and p[0] == 200 and same_user(g[2], p[2]) for g, p in both),
+          "gateway: GET /v1/users/{id} over HTTP/1.1 = user-service's JSON (%s)" % (both[0],))
+    st, ver, b = http_get(peer.gport, "/v1/users/%d" % ids[0], http2=True)
+    check(st == 200 and ver == "2" and same_user(b, both[0][1][2]),
+          "gateway: HTTP/2 (h2c prior knowledge) answers too (%s %s %s)" % (st, ver, b))
+    st, _, b = http_get(peer.gport, "/v1/users/%d" % missing)
+    check(st == 404 and b.get("code") == 5 and b.get("message") == "user not found",
+          "gateway: a missing id is 404 with code 5 (%s %s)" % (st, b))
+    st, _, b = http_get(peer.gport, "/v1/users")
+    check(st == 501 and b.get("code") == 12, "gateway: ListUsers UNIMPLEMENTED is 501 (%s %s)" % (st, b))
+    c2 = peer.counters()
+    # 11 found (10 over HTTP/1.1, 1 over h2c) and the missing id's cached
+    # NOT_FOUND: 12 L1 hits.
+    check(c2["handled_ok"] - c["handled_ok"] == 11 and c2["l1_hits"] - c["l1_hits"] == 12 and
+          c2["loads"] == c["loads"],
+          "gateway: 12 GetUser calls through the gateway, all L1 hits (%s)" % c2)
     check(peer.stop() == 0, "L1: SIGTERM, exit 0")
 
     # --- L1 bounded to 10 entries ---------------------------------------------------
