@@ -37,7 +37,7 @@ check:
 # every run; the target fails if any did. Then bench/tools/charts.py redraws
 # docs/img/bench/*.svg from the runs (docs/benchmarks.md embeds them) and
 # keeps the runs it drew in docs/img/bench/data/.
-BENCH_SCRIPTS ?= run run-latency run-overhead run-streaming run-idle run-client run-users
+BENCH_SCRIPTS ?= run run-latency run-overhead run-streaming run-idle run-client run-users run-http
 bench:
 	@scripts/bootstrap --bench
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPERFC_BUILD_PEERS=ON $(CMAKE_FLAGS) >/dev/null
