@@ -16,14 +16,18 @@ static perfc_cache *cache;
 static atomic_int loads;
 static atomic_int answer; /* status the load returns */
 
+static const char *not_found_msg; /* the load's NOT_FOUND message, or NULL */
+
 static perfc_status_code load(perfc_ctx *ctx, const ProtobufCMessage *req,
                               ProtobufCMessage *resp, void *ud) {
-  (void)ctx;
   (void)req;
   (void)resp;
   (void)ud;
   atomic_fetch_add(&loads, 1);
-  return (perfc_status_code)atomic_load(&answer);
+  perfc_status_code st = (perfc_status_code)atomic_load(&answer);
+  if (st == PERFC_STATUS_NOT_FOUND && not_found_msg != NULL)
+    return perfc_ctx_error(ctx, st, "%s", not_found_msg);
+  return st;
 }
 
 static perfc_status_code cached_ping(perfc_ctx *ctx, void *ud) {
@@ -42,16 +46,26 @@ static perfc_status_code cached_ping(perfc_ctx *ctx, void *ud) {
 
 static const empty_handlers cached_impl = {cached_ping};
 
-static perfc_status_code call(perfc_channel *ch, const char *key, int invalidate) {
+/* One call; its status message into `msg` (`cap` bytes) when not NULL. */
+static perfc_status_code call_msg(perfc_channel *ch, const char *key,
+                                  int invalidate, char *msg, size_t cap) {
   perfc_metadata md[] = {{"x-key", key, 0}, {"x-invalidate", "1", 0}};
   perfc_call_opts opts = {.metadata = md, .metadata_count = invalidate ? 2 : 1};
   Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
   ProtobufCMessage *resp = NULL;
+  perfc_status st = {0};
   perfc_status_code c =
-      perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, &opts, NULL);
+      perfc_channel_unary(ch, &empty_methods[0], &req.base, &resp, &opts, &st);
   if (resp != NULL)
     protobuf_c_message_free_unpacked(resp, NULL);
+  if (msg != NULL)
+    snprintf(msg, cap, "%s", st.message ? st.message : "");
+  perfc_status_reset(&st);
   return c;
+}
+
+static perfc_status_code call(perfc_channel *ch, const char *key, int invalidate) {
+  return call_msg(ch, key, invalidate, NULL, 0);
 }
 
 Test(cache_rpc, load_once_negative_cached_errors_not_cached_invalidate_reloads) {
@@ -96,3 +110,57 @@ Test(cache_rpc, load_once_negative_cached_errors_not_cached_invalidate_reloads) 
 }
 
 /* Packs `msg` and compares with `want`. */
+
+/* A cached NOT_FOUND answers with the handler's own message (kept with the
+ * negative entry as its note), not a generic one: the first call (the
+ * load) and every cached answer after it say the same; the note is cut at
+ * 256 bytes on a character boundary; a handler without a message gives
+ * the generic "not found" from the cache too. */
+Test(cache_rpc, cached_not_found_keeps_the_handlers_message) {
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "rpc_note";
+  cr_assert_eq(perfc_cache_new(&cache, &co), 0);
+  perfc_server *srv;
+  int port;
+  cr_assert_eq(test_server_new(&srv, NULL), 0);
+  cr_assert_eq(perfc_server_listen(srv, "127.0.0.1:0", &port), 0);
+  cr_assert_eq(perfc_server_add_service(srv, &empty_svc, &cached_impl, NULL), 0);
+  cr_assert_eq(perfc_server_start(srv), 0);
+  perfc_channel *ch;
+  char target[64], msg[512];
+  snprintf(target, sizeof target, "127.0.0.1:%d", port);
+  cr_assert_eq(perfc_channel_new(&ch, target, NULL), 0);
+  atomic_store(&loads, 0);
+  atomic_store(&answer, PERFC_STATUS_NOT_FOUND);
+
+  not_found_msg = "thing 7 not found";
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(call_msg(ch, "n1", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
+    cr_expect_str_eq(msg, "thing 7 not found", "call %d", i);
+  }
+  cr_assert_eq(atomic_load(&loads), 1, "the later answers came from the cache");
+
+  /* a long message: cut at 256 bytes, before the 2-byte character that
+   * would straddle the limit */
+  char longmsg[400];
+  memset(longmsg, 'a', 255);
+  strcpy(longmsg + 255, "\xc3\xa9 and more");
+  not_found_msg = longmsg;
+  cr_assert_eq(call_msg(ch, "n2", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
+  cr_expect_str_eq(msg, longmsg, "the load's own answer is whole");
+  cr_assert_eq(call_msg(ch, "n2", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
+  cr_expect_eq(strlen(msg), 255, "note cut to %zu bytes", strlen(msg));
+  cr_expect_eq(strncmp(msg, longmsg, 255), 0);
+
+  /* no message from the handler: the generic one, both times */
+  not_found_msg = NULL;
+  cr_assert_eq(call_msg(ch, "n3", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
+  cr_assert_eq(call_msg(ch, "n3", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
+  cr_expect_str_eq(msg, "not found");
+  cr_assert_eq(atomic_load(&loads), 3);
+
+  perfc_channel_free(ch);
+  perfc_server_free(srv);
+  perfc_cache_free(cache);
+}

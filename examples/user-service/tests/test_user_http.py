@@ -130,6 +130,45 @@ class Routes(unittest.TestCase):
         j2 = jreq("POST", "/v1/users", {"name": "B", "email": "b@example.com"})
         self.assertGreater(int(j2["id"]), int(j["id"]))
 
+    def test_03b_cached_not_found_says_what_the_handler_said(self):
+        # The first GET loads (the handler's "user not found"); the next
+        # ones are the cached "not found" (L1), with the handler's message
+        # kept with it, over JSON and gRPC alike.
+        missing = 987654399
+        want = (404, "application/json",
+                b'{"code":5,"message":"user not found","details":[]}')
+        for _ in range(3):
+            self.assertEqual(req("GET", "/v1/users/%d" % missing), want)
+        with self.assertRaises(grpc.RpcError) as e:
+            grpc_get(missing)
+        self.assertEqual((e.exception.code(), e.exception.details()),
+                         (grpc.StatusCode.NOT_FOUND, "user not found"))
+        # In Redis: the placeholder tag and the message.
+        got = subprocess.run(["redis-cli", "-p", str(ENV.redis_port), "GET",
+                              "user:%d" % missing], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        self.assertEqual(got, "nuser not found")
+        # Replicas that never loaded it read it from Redis: h2 (the read on
+        # the loop, JSON and gRPC) and the C core transport (the worker's
+        # synchronous read, gRPC).
+        for transport in ("h2", "core"):
+            other = ENV.service(name="user-service-" + transport,
+                                extra_env={"PERFC_SERVER_TRANSPORT": transport})
+            try:
+                if transport == "h2":
+                    self.assertEqual(req("GET", "/v1/users/%d" % missing,
+                                         port=other.grpc_port), want)
+                with grpc.insecure_channel(other.target) as ch:
+                    for _ in range(2):
+                        with self.assertRaises(grpc.RpcError) as e:
+                            usvc_env.Stub(ch, M).GetUser(M["GetUserRequest"](id=missing),
+                                                         timeout=TIMEOUT_S)
+                        self.assertEqual((e.exception.code(), e.exception.details()),
+                                         (grpc.StatusCode.NOT_FOUND, "user not found"),
+                                         transport)
+            finally:
+                self.assertEqual(other.stop(), 0)
+
     def test_03_errors_are_google_rpc_status(self):
         self.assertEqual(req("GET", "/v1/users/987654300"),
                          (404, "application/json",

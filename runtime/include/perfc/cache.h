@@ -37,8 +37,12 @@ typedef struct perfc_cache perfc_cache;
 /** Loads one key from the source of truth. Returns 0 with `*out` a malloc'd
  *  value of `*out_len` bytes that the cache takes over (and frees with
  *  free(); NULL is allowed for an empty value); PERFC_ENOENT when the key
- *  does not exist (cached as a placeholder); any other negative code is a
- *  failure, returned to every caller waiting on this load and not cached.
+ *  does not exist (cached as a placeholder; a malloc'd `*out` set with it
+ *  is a note kept with the placeholder in L1 and Redis and taken over like
+ *  a value: perfc_cache_rpc keeps the handler's NOT_FOUND message there;
+ *  perfc_cache_get_or_load's callers still get PERFC_ENOENT and no bytes);
+ *  any other negative code is a failure, returned to every caller waiting
+ *  on this load and not cached.
  *  Runs on a caller's thread, without cache locks held. */
 typedef int (*perfc_cache_loader_fn)(const char *key, uint8_t **out,
                                      size_t *out_len, void *user_data);

@@ -403,6 +403,12 @@ PERFC_API perfc_status_code perfc_ctx_error(perfc_ctx *ctx,
 #endif
     ;
 
+/** The status message set on this call so far (perfc_ctx_error(),
+ *  perfc_ctx_fail()), or NULL. Borrowed: it lives in the call's arena.
+ *  perfc_cache_rpc keeps a handler's NOT_FOUND message with the cached
+ *  "not found" through it. */
+PERFC_API const char *perfc_ctx_error_message(const perfc_ctx *ctx);
+
 /** Ends the call after a perfc call the handler made failed with `err`
  *  (a PERFC_E* code): sets the status message to perfc_last_error() and
  *  returns perfc_status_from_error(err), so a handler's error path reads

@@ -17,9 +17,11 @@
  *   token. Invalidation deletes the key and its lease in one DEL, so a load
  *   that began before it cannot fill after it.
  *
- * Values in Redis carry a one-byte tag: 'v' + bytes for a value, 'n' alone
- * for a "not found" placeholder, so that an empty value and a negative
- * entry stay distinct.
+ * Values in Redis carry a one-byte tag: 'v' + bytes for a value, 'n' for
+ * a "not found" placeholder, so that an empty value and a negative entry
+ * stay distinct. 'n' may be followed by a note the loader gave with its
+ * PERFC_ENOENT (perfc_cache_rpc: the handler's NOT_FOUND message), kept in
+ * L1 beside the negative flag; 'n' alone is a placeholder without one.
  */
 #include "perfc/cache.h"
 #include "perfc/loop.h"
@@ -1014,7 +1016,7 @@ typedef struct call_ttl {
 /* One item of a fill. */
 typedef struct fill_item {
   const char *key;
-  const uint8_t *val; /* NULL for a negative entry */
+  const uint8_t *val; /* a negative entry's note, or NULL */
   size_t len;
   int negative;
   int result;      /* out: 1 filled, 0 refused (lease lost), <0 error */
@@ -1044,7 +1046,7 @@ static int l2_fill(perfc_cache *c, fill_item *items, size_t n,
     if (!lk || !tv)
       goto done;
     tv[0] = it->negative ? TAG_NEGATIVE : TAG_VALUE;
-    if (!it->negative && it->len)
+    if (it->len) /* a value, or a negative entry's note */
       memcpy(tv + 1, it->val, it->len);
     uint32_t t = jittered(c, it->ttl_ms     ? it->ttl_ms
                              : it->negative ? c->negative_ttl_ms
@@ -1063,7 +1065,7 @@ static int l2_fill(perfc_cache *c, fill_item *items, size_t n,
     for (int k = 0; k < ARGS; k++)
       al[k] = k == 6 ? 0 : strlen(av[k]);
     al[1] = sizeof FILL_LUA - 1;
-    al[6] = it->negative ? 1 : it->len + 1;
+    al[6] = it->len + 1;
     cmds[i] = (perfc__redis_cmd){ARGS, av, al};
   }
   rc = perfc__redis_pipeline(c->redis, cmds, n, replies);
@@ -1132,7 +1134,8 @@ static int take_l2_value(perfc_cache *c, const char *key, uint8_t *tagged,
   if (tlen >= 1 && tagged[0] == TAG_NEGATIVE) {
     perfc_counter_inc(c->m.l2_hits);
     perfc_counter_inc(c->m.negative_hits);
-    l1_fill(c, key, NULL, 0, 1, version, ct ? ct->negative_ttl_ms : 0);
+    l1_fill(c, key, tagged + 1, tlen - 1, 1, version,
+            ct ? ct->negative_ttl_ms : 0); /* with its note */
     free(tagged);
     return PERFC_ENOENT;
   }
@@ -1198,8 +1201,8 @@ static void l2_async_done(int rc, const uint8_t *v, size_t len, void *ud) {
     count_l1_not_answering(c);
     perfc_counter_inc(c->m.l2_hits);
     perfc_counter_inc(c->m.negative_hits);
-    l1_fill(c, q->key, NULL, 0, 1, q->version, q->ct.negative_ttl_ms);
-    q->fn(PERFC_ENOENT, NULL, 0, q->ud);
+    l1_fill(c, q->key, v + 1, len - 1, 1, q->version, q->ct.negative_ttl_ms);
+    q->fn(PERFC_ENOENT, v + 1, len - 1, q->ud); /* the note, if any */
   } else if (rc == 0 && len >= 1 && v[0] == TAG_VALUE) {
     count_l1_not_answering(c);
     perfc_counter_inc(c->m.l2_hits);
@@ -1334,9 +1337,10 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
     return PERFC_ENOENT;
   }
   if (negative) {
-    free(val);
-    val = NULL;
-    len = 0;
+    /* A note the loader gave (perfc_cache_rpc: the handler's message) is
+     * kept with the placeholder in both levels. */
+    if (!val)
+      len = 0;
   } else if (!val) {
     if (len != 0)
       return PERFC_EINVAL;
@@ -1360,8 +1364,10 @@ static int lead_load(perfc_cache *c, const char *key, uint64_t version,
   if (fill_l1)
     l1_fill(c, key, val, len, negative, version,
             negative ? ct->negative_ttl_ms : ct->ttl_ms);
-  if (negative)
+  if (negative) {
+    free(val);
     return PERFC_ENOENT;
+  }
   *out = val;
   *out_len = len;
   return 0;
@@ -1428,7 +1434,9 @@ static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
   perfc_counter_inc(c->m.l1_hits);
   if (neg) {
     perfc_counter_inc(c->m.negative_hits);
-    return PERFC_ENOENT; /* both reads leave *out NULL for a negative entry */
+    /* perfc_l1cache_get leaves *out NULL for a negative entry; the arena
+     * read gives its note (NULL when none). */
+    return PERFC_ENOENT;
   }
   return 0;
 }
@@ -1458,6 +1466,13 @@ static int peek_traced(perfc_cache *c, const char *key, perfc_arena *a,
 int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
                      size_t *out_len) {
   return peek_traced(c, key, NULL, out, out_len);
+}
+
+int perfc__cache_negative_note(perfc_cache *c, const char *key,
+                               perfc_arena *a, uint8_t **out, size_t *out_len) {
+  if (!c || !key || !l1_usable(c))
+    return PERFC_ENOENT;
+  return perfc__l1cache_note(c->l1, key, a, out, out_len);
 }
 
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
@@ -1789,7 +1804,9 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
         goto fail;
       }
     }
-    fi[j] = (fill_item){mkeys[j], lv[j].data, lv[j].len, !lv[j].found, 1, 0};
+    /* A not-found's bytes (a loader may leave some) are not a note here. */
+    fi[j] = (fill_item){mkeys[j], lv[j].found ? lv[j].data : NULL,
+                        lv[j].found ? lv[j].len : 0, !lv[j].found, 1, 0};
   }
   if (leased) {
     l2_fill(c, fi, nmiss, token);
@@ -1803,7 +1820,7 @@ int perfc_cache_get_many(perfc_cache *c, const char *const *keys, size_t n,
   for (size_t j = 0; j < nmiss; j++) {
     size_t i = miss[j];
     if (fi[j].result != 0)
-      l1_fill(c, keys[i], lv[j].data, lv[j].len, !lv[j].found, ver[i], 0);
+      l1_fill(c, keys[i], fi[j].val, fi[j].len, !lv[j].found, ver[i], 0);
     if (lv[j].found) {
       out[i].data = lv[j].data;
       out[i].len = lv[j].len;

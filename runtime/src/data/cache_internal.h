@@ -13,13 +13,27 @@
 #include "perfc/l1cache.h"
 
 /* perfc_l1cache_get() into `a` instead of malloc: `*out` points into the
- * arena (NULL for a negative entry or an empty value). Counts one hit or
+ * arena (NULL for an empty value; for a negative entry its note, the
+ * bytes the loader gave with PERFC_ENOENT, or NULL). Counts one hit or
  * miss, as perfc_l1cache_get() does. */
 int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
                              uint8_t **out, size_t *out_len, int *out_negative);
 
+/* A negative entry's note (see perfc_cache_loader_fn), without counting a
+ * hit or miss or moving the entry: 0 with `*out` in `a` (NULL, 0: the entry
+ * has none), PERFC_ENOENT when the key has no negative entry in L1. */
+int perfc__l1cache_note(perfc_l1cache *c, const char *key, perfc_arena *a,
+                        uint8_t **out, size_t *out_len);
+
+/* perfc__l1cache_note() of the cache's L1; PERFC_ENOENT also when L1 is
+ * off or not trusted now. */
+int perfc__cache_negative_note(perfc_cache *c, const char *key,
+                               perfc_arena *a, uint8_t **out, size_t *out_len);
+
 /* perfc_cache_peek() into `a`: same results and counters, no malloc; a hit's
- * bytes live until the arena is reset. */
+ * bytes live until the arena is reset. PERFC_ENOENT from L1 sets `*out`
+ * and `*out_len` to the negative entry's note (NULL, 0 when it has none or
+ * the answer is not L1's). */
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
                             uint8_t **out, size_t *out_len);
 
@@ -29,7 +43,8 @@ int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
  * 0 and the stored value (borrowed for the callback; L1 was filled with it,
  * fenced by the key's generation read before the GET, for min(`ttl_ms` or
  * the cache's, L1's) like an L2 hit of perfc_cache_get_or_load_ttl), with
- * PERFC_ENOENT for a cached "not found" (L1 filled negatively for
+ * PERFC_ENOENT and the entry's note (NULL, 0: none; borrowed as a value
+ * is) for a cached "not found" (L1 filled negatively, with the note, for
  * `negative_ttl_ms`, PERFC_CACHE_TTL_NONE: not filled), or with 1 when the
  * full path must run (Redis has no entry, or failed, or holds something
  * that is not ours). Returns nonzero (nothing started, `fn` never runs)

@@ -22,6 +22,12 @@
  * every PERFC_E* value; the table never goes near it. */
 #define STATUS_BASE (-0x10000)
 
+/* The longest NOT_FOUND message kept with a cached "not found" (its note,
+ * in L1 and Redis): a handler's message names the missing thing, and a
+ * negative entry should stay small. Longer ones are cut at a UTF-8
+ * character boundary. */
+#define NOTE_MAX_BYTES 256
+
 typedef struct load_call {
   perfc_ctx *ctx;
   const ProtobufCMessage *req;
@@ -38,8 +44,22 @@ static int loader(const char *key, uint8_t **out, size_t *out_len,
   (void)key;
   lc->ran = 1;
   lc->status = lc->load(lc->ctx, lc->req, lc->resp, lc->load_ud);
-  if (lc->status == PERFC_STATUS_NOT_FOUND)
+  if (lc->status == PERFC_STATUS_NOT_FOUND) {
+    /* The handler's message goes with the cached "not found", so a later
+     * hit answers as the handler did (not_found()). */
+    const char *m = perfc_ctx_error_message(lc->ctx);
+    size_t n = m ? strlen(m) : 0;
+    if (n > NOTE_MAX_BYTES) {
+      n = NOTE_MAX_BYTES;
+      while (n > 0 && ((unsigned char)m[n] & 0xC0) == 0x80)
+        n--; /* m[n] continues a character: cut before it */
+    }
+    if (n > 0 && (*out = malloc(n)) != NULL) {
+      memcpy(*out, m, n);
+      *out_len = n;
+    }
     return PERFC_ENOENT;
+  }
   if (lc->status != PERFC_STATUS_OK)
     return STATUS_BASE - (int)lc->status;
   size_t n = protobuf_c_message_get_packed_size(lc->resp);
@@ -50,6 +70,17 @@ static int loader(const char *key, uint8_t **out, size_t *out_len,
   *out_len = protobuf_c_message_pack(lc->resp, buf);
   *out = buf;
   return 0;
+}
+
+/* A cached "not found": the handler's message kept with it (its note), or
+ * a generic one when it has none (an entry from before notes, or filled by
+ * other code). */
+static perfc_status_code not_found(perfc_ctx *ctx, const uint8_t *note,
+                                   size_t len) {
+  if (note == NULL || len == 0)
+    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
+  return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "%.*s", (int)len,
+                         (const char *)note);
 }
 
 /* Answers a hit from the cached bytes `val` (`len` bytes in the call's
@@ -119,8 +150,16 @@ perfc_cache_rpc_unary(perfc_ctx *ctx, perfc_cache *cache, const char *key,
                            "cache: storing the response failed: %s",
                            perfc_strerror(rc));
   }
-  if (rc == PERFC_ENOENT)
-    return perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
+  if (rc == PERFC_ENOENT) {
+    /* From L1, Redis or a load shared with another call: each of them
+     * left the entry, note included, in L1 (unless L1 is off). */
+    uint8_t *note = NULL;
+    size_t nlen = 0;
+    if (perfc__cache_negative_note(cache, key, perfc_ctx_arena(ctx), &note,
+                                   &nlen) != 0)
+      note = NULL;
+    return not_found(ctx, note, nlen);
+  }
   if (rc <= STATUS_BASE && rc > STATUS_BASE - PERFC_STATUS_COUNT)
     return perfc_ctx_error(ctx, (perfc_status_code)(STATUS_BASE - rc),
                            "the load shared with a concurrent call failed");
@@ -166,8 +205,7 @@ static void l2_answered(int rc, const uint8_t *val, size_t len, void *ud) {
     return;
   }
   if (rc == PERFC_ENOENT) {
-    perfc_deferred_finish(w->d, perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND,
-                                                "not found"));
+    perfc_deferred_finish(w->d, not_found(ctx, val, len));
     return;
   }
   /* A miss (or Redis failing): the method's trampoline runs on the pool
@@ -188,7 +226,7 @@ int perfc_cache_rpc_try_hit_ttl(perfc_ctx *ctx, perfc_cache *cache,
   /* Straight into the arena: no malloc, one copy under the shard lock. */
   int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len);
   if (rc == PERFC_ENOENT) {
-    *code = perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
+    *code = not_found(ctx, val, len);
     return 1;
   }
   if (rc == 0) {

@@ -377,10 +377,33 @@ int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
   }
   if (rc != 0)
     return rc;
-  *out = neg || n == 0 ? NULL : buf;
-  *out_len = neg ? 0 : n;
+  /* A negative entry's note comes back too (NULL when it has none). */
+  *out = n == 0 ? NULL : buf;
+  *out_len = n;
   if (out_negative)
     *out_negative = neg;
+  return 0;
+}
+
+int perfc__l1cache_note(perfc_l1cache *c, const char *key, perfc_arena *a,
+                        uint8_t **out, size_t *out_len) {
+  if (!out || !out_len || !a)
+    return PERFC_EINVAL;
+  size_t cap = 64, n = 0;
+  uint8_t *buf = perfc_arena_alloc(a, cap);
+  int neg = 0, rc = buf ? lookup(c, key, buf, cap, &n, &neg, 0) : PERFC_ENOMEM;
+  while (rc == PERFC_ETOOBIG) {
+    if (!(buf = perfc_arena_alloc(a, n)))
+      return PERFC_ENOMEM;
+    cap = n;
+    rc = lookup(c, key, buf, cap, &n, &neg, 0);
+  }
+  if (rc != 0)
+    return rc;
+  if (!neg)
+    return PERFC_ENOENT;
+  *out = n ? buf : NULL;
+  *out_len = n;
   return 0;
 }
 
@@ -407,7 +430,9 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
   size_t klen = strlen(key);
   if (klen > UINT32_MAX || value.len > UINT32_MAX)
     return perfc__fail(PERFC_ETOOBIG, "l1cache: key or value over 4 GiB");
-  size_t vlen = negative ? 0 : value.len;
+  /* A negative entry may carry a note (the NOT_FOUND message of
+   * perfc_cache_rpc); without bytes it has none. */
+  size_t vlen = negative && !value.base ? 0 : value.len;
   size_t cost = entry_cost(klen, vlen);
   uint64_t h = hash_key(key, klen);
   shard *s = shard_for(c, h);

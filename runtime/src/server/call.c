@@ -636,6 +636,10 @@ perfc_status_code perfc_ctx_error(perfc_ctx *ctx, perfc_status_code code,
   return code;
 }
 
+const char *perfc_ctx_error_message(const perfc_ctx *ctx) {
+  return ctx != NULL ? ctx->message : NULL;
+}
+
 perfc_status_code perfc_ctx_fail(perfc_ctx *ctx, int err) {
   perfc_status_code code = perfc_status_from_error(err);
   if (code != PERFC_STATUS_OK)
