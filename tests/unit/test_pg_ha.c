@@ -15,11 +15,11 @@
  * missing. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
+#include <errno.h>
 #include <perfc/metrics.h>
 #include <perfc/pg.h>
 #include <perfc/pg_async.h>
 #include <perfc/status.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -172,8 +172,8 @@ static int exec_sql(perfc_pg_pool *p, const char *sql, unsigned flags) {
 static int query_text(perfc_pg_pool *p, const char *sql, int64_t id,
                       unsigned flags, char *out, size_t n) {
   perfc_pg_param prm = perfc_pg_int64(id);
-  perfc_pg_query q = {.sql = sql, .params = &prm, .nparams = id >= 0,
-                      .flags = flags};
+  perfc_pg_query q = {
+      .sql = sql, .params = &prm, .nparams = id >= 0, .flags = flags};
   perfc_pg_result *r = NULL;
   int rc = perfc_pg_exec(p, &q, &r);
   out[0] = '\0';
@@ -208,8 +208,9 @@ static double fallbacks(perfc_metrics_registry *reg, const char *reason) {
 
 /* Where a READ ran: "t" on the standby, "f" on the primary. */
 static void where(perfc_pg_pool *p, char *out) {
-  int rc = query_text(p, "SELECT CASE WHEN pg_is_in_recovery() THEN 't' ELSE 'f' END", -1,
-                      PERFC_PG_READ, out, 4);
+  int rc = query_text(
+      p, "SELECT CASE WHEN pg_is_in_recovery() THEN 't' ELSE 'f' END", -1,
+      PERFC_PG_READ, out, 4);
   cr_assert_eq(rc, 0, "read: %s", perfc_last_error());
 }
 
@@ -274,9 +275,9 @@ Test(pgha, a_standby_stopped_reads_fall_back) {
   perfc_pg_pool_opts o;
   ha_opts(&o, reg);
   perfc_pg_pool *p = pool_new(&o);
-  cr_assert_eq(exec_sql(p, "CREATE TABLE ha_a (id bigint PRIMARY KEY, v text)",
-                        0),
-               0, "%s", perfc_last_error());
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_a (id bigint PRIMARY KEY, v text)", 0), 0,
+      "%s", perfc_last_error());
   static int64_t acked[200];
   size_t n = 0;
   const char *ins = "INSERT INTO ha_a VALUES ($1, $2)";
@@ -329,9 +330,9 @@ Test(pgha, b_lagging_standby_read_your_writes_then_fallback) {
   o.max_replica_lag_ms = 3000;
   perfc_pg_pool *p = pool_new(&o);
   perfc_pg_pool *standby = admin_pool(g_standby_admin);
-  cr_assert_eq(exec_sql(p, "CREATE TABLE ha_b (id bigint PRIMARY KEY, v text)",
-                        0),
-               0, "%s", perfc_last_error());
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_b (id bigint PRIMARY KEY, v text)", 0), 0,
+      "%s", perfc_last_error());
   const char *ins = "INSERT INTO ha_b VALUES ($1, $2)";
   const char *upd = "UPDATE ha_b SET v = $2 WHERE id = $1";
   const char *get = "SELECT v FROM ha_b WHERE id = $1";
@@ -405,9 +406,8 @@ Test(pgha, c_without_read_your_writes_a_paused_standby_is_stale) {
   o.no_replica_lag_check = true;
   perfc_pg_pool *p = pool_new(&o);
   perfc_pg_pool *standby = admin_pool(g_standby_admin);
-  cr_assert_eq(exec_sql(p, "CREATE TABLE ha_c (id bigint PRIMARY KEY, v text)",
-                        0),
-               0);
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_c (id bigint PRIMARY KEY, v text)", 0), 0);
   cr_assert_eq(insert_row(p, "INSERT INTO ha_c VALUES ($1, $2)", 1, "old"), 0);
   wait_reads_on_standby(p, 5000);
   char out[64];
@@ -428,9 +428,9 @@ Test(pgha, c_without_read_your_writes_a_paused_standby_is_stale) {
                0);
   cr_assert_str_eq(out, "old");
   cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_resume()", 0), 0);
-  cr_assert_eq(query_text(p, "SELECT v FROM ha_c WHERE id = $1", 1, 0, out,
-                          sizeof out),
-               0);
+  cr_assert_eq(
+      query_text(p, "SELECT v FROM ha_c WHERE id = $1", 1, 0, out, sizeof out),
+      0);
   cr_assert_str_eq(out, "new");
   perfc_pg_pool_free(p);
   perfc_pg_pool_free(standby);
@@ -458,17 +458,16 @@ static int sync_insert(perfc_pg_conn *c, void *ud) {
   if (rc != 0)
     return rc;
   perfc_pg_param prm[2] = {perfc_pg_int64(id), perfc_pg_text("z")};
-  perfc_pg_query q = {.sql = "INSERT INTO ha_z VALUES ($1, $2)",
-                      .params = prm, .nparams = 2};
+  perfc_pg_query q = {
+      .sql = "INSERT INTO ha_z VALUES ($1, $2)", .params = prm, .nparams = 2};
   return perfc_pg_conn_exec(c, &q, NULL);
 }
 
 static void *write_loop(void *arg) {
   writer *w = arg;
   int64_t deadline = now_ms() + 60000;
-  for (int64_t id = 1; !atomic_load(&w->stop) && id <= 20000 &&
-                      now_ms() < deadline;
-       id++) {
+  for (int64_t id = 1;
+       !atomic_load(&w->stop) && id <= 20000 && now_ms() < deadline; id++) {
     int rc = perfc_pg_tx(w->p, sync_insert, &id);
     if (rc == 0) {
       if (w->failed != 0 && w->t_recovered == 0)
@@ -546,16 +545,16 @@ Test(pgha, z_failover_primary_killed_standby_promoted, .timeout = 120) {
   o.max_conns = 4;
   perfc_pg_pool *p = pool_new(&o);
   char out[64];
-  cr_assert_eq(exec_sql(p, "ALTER SYSTEM SET synchronous_standby_names = '*'",
-                        0),
-               0, "%s", perfc_last_error());
+  cr_assert_eq(
+      exec_sql(p, "ALTER SYSTEM SET synchronous_standby_names = '*'", 0), 0,
+      "%s", perfc_last_error());
   cr_assert_eq(exec_sql(p, "SELECT pg_reload_conf()", 0), 0);
-  cr_assert_eq(exec_sql(p, "CREATE TABLE ha_z (id bigint PRIMARY KEY, v text)",
-                        0),
-               0, "%s", perfc_last_error());
-  cr_assert_eq(query_text(p, "SELECT current_setting('port')", -1, 0, out,
-                          sizeof out),
-               0);
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_z (id bigint PRIMARY KEY, v text)", 0), 0,
+      "%s", perfc_last_error());
+  cr_assert_eq(
+      query_text(p, "SELECT current_setting('port')", -1, 0, out, sizeof out),
+      0);
   cr_assert_str_eq(out, port_of(0), "writes go to the primary");
   wait_reads_on_standby(p, 5000);
 
@@ -581,9 +580,9 @@ Test(pgha, z_failover_primary_killed_standby_promoted, .timeout = 120) {
   size_t at_kill = atomic_load(&w.nacked);
   usleep(500 * 1000);
   /* Meanwhile the async client fails fast too. */
-  cr_assert_eq(ST(async_exec(pa, "INSERT INTO ha_z VALUES ($1 + 1000000, 'a')",
-                             2)),
-               PERFC_STATUS_UNAVAILABLE);
+  cr_assert_eq(
+      ST(async_exec(pa, "INSERT INTO ha_z VALUES ($1 + 1000000, 'a')", 2)),
+      PERFC_STATUS_UNAVAILABLE);
   int64_t t_promote = now_ms();
   cr_assert_eq(script(out, sizeof out, "pg-up --promote %s app", dir_of(1)), 0,
                "promote: %s", out);
@@ -606,9 +605,9 @@ Test(pgha, z_failover_primary_killed_standby_promoted, .timeout = 120) {
   cr_assert_lt(w.t_recovered - t_promote, 5000);
   cr_assert_eq(w.failed_other, 0, "every failure is UNAVAILABLE (last: %s)",
                w.failed_other ? perfc_err_name(w.last_other) : "");
-  cr_assert_eq(query_text(p, "SELECT current_setting('port')", -1, 0, out,
-                          sizeof out),
-               0);
+  cr_assert_eq(
+      query_text(p, "SELECT current_setting('port')", -1, 0, out, sizeof out),
+      0);
   cr_assert_str_eq(out, port_of(1), "writes now go to the promoted standby");
 
   /* The async client reconnects (backoff at most 1 s) to the new primary. */

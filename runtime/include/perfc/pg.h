@@ -121,7 +121,8 @@ typedef struct perfc_pg_pool_opts {
   bool no_read_your_writes;
   /** true: no fallback; a read whose replica cannot be reached fails with
    *  PERFC_EUNAVAILABLE (for applications that must never add read load to
-   *  the primary). */
+   *  the primary). Reads then always use the replica: no lag check and no
+   *  read-your-writes detour either. */
   bool no_replica_fallback;
   /** 0 = PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
   int64_t replica_retry_ms;
@@ -287,9 +288,10 @@ PERFC_API int perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
 PERFC_API int perfc_pg_ping(perfc_pg_pool *pool, unsigned flags);
 
 /** Where reads go now: 1 the replica, 0 the primary because the replica
- *  cannot be reached, PERFC_ESTATE when the pool has no replica,
- *  PERFC_EINVAL for NULL. Before the first read the replica is assumed
- *  reachable. */
+ *  cannot be reached or lagged past max_replica_lag_ms at the last check,
+ *  PERFC_ESTATE when the pool has no replica, PERFC_EINVAL for NULL.
+ *  Before the first read the replica is assumed reachable and current.
+ *  (A thread's read-your-writes detours are per read and not shown.) */
 PERFC_API int perfc_pg_replica_usable(perfc_pg_pool *pool);
 
 /* ---- One connection ---- */

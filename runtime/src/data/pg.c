@@ -811,9 +811,9 @@ int perfc__pg_dsn_sets(const char *dsn, const char *kw) {
   PQconninfoOption *opts = PQconninfoParse(dsn, &err);
   if (opts == NULL) {
     char line[256];
-    int rc = perfc_error_set(PERFC_EINVAL, NULL, -1, "pg: bad DSN: %s",
-                             one_line(line, sizeof line,
-                                      err ? err : "out of memory"));
+    int rc = perfc_error_set(
+        PERFC_EINVAL, NULL, -1, "pg: bad DSN: %s",
+        one_line(line, sizeof line, err ? err : "out of memory"));
     PQfreemem(err);
     return rc;
   }
@@ -997,8 +997,8 @@ static int conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
    * override what the DSN says, fallback_application_name does not. */
   const char *kw[] = {"dbname", "connect_timeout", "fallback_application_name",
                       "target_session_attrs", NULL};
-  const char *val[] = {pool->t[ti].dsn, ct, "perfc",
-                       pool->t[ti].session_attrs, NULL};
+  const char *val[] = {pool->t[ti].dsn, ct, "perfc", pool->t[ti].session_attrs,
+                       NULL};
   if (val[3] == NULL)
     kw[3] = NULL; /* the DSN chose its own */
   c->pg = PQconnectdbParams(kw, val, 1);
@@ -1196,9 +1196,9 @@ static int lag_check_claim(perfc_pg_pool *pool) {
     return 0;
   int64_t now = now_ms();
   int64_t at = atomic_load(&pool->lag_check_at_ms);
-  return now >= at && atomic_compare_exchange_strong(&pool->lag_check_at_ms,
-                                                     &at,
-                                                     now + pool->lag_check_ms);
+  return now >= at &&
+         atomic_compare_exchange_strong(&pool->lag_check_at_ms, &at,
+                                        now + pool->lag_check_ms);
 }
 
 static void lag_mark(perfc_pg_pool *pool, int64_t lag_ms) {

@@ -1058,8 +1058,8 @@ static void conn_start(pconn *c) {
   perfc_pg_async *pg = c->ls->pg;
   /* Writes go here too: with several hosts listed, libpq picks the one
    * that accepts them (the DSN's own target_session_attrs wins). */
-  const char *kw[] = {"dbname", pg->dsn_sets_attrs ? NULL : "target_session_attrs",
-                      NULL};
+  const char *kw[] = {
+      "dbname", pg->dsn_sets_attrs ? NULL : "target_session_attrs", NULL};
   const char *vals[] = {pg->dsn, "read-write", NULL};
   c->pg = PQconnectStartParams(kw, vals, 1);
   if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
