@@ -31,11 +31,17 @@
 
 #define ST(rc) perfc_status_from_error(rc)
 
+/* The repository root: PERFC_SOURCE_DIR from the environment, else the
+ * one CMake compiled in (tests/unit/CMakeLists.txt; __FILE__ may be
+ * relative when ccache rewrites paths), else from __FILE__. */
 static const char *src_root(void) {
   static char root[1024];
   const char *env = getenv("PERFC_SOURCE_DIR");
   if (env)
     return env;
+#ifdef PERFC_SOURCE_DIR
+  return PERFC_SOURCE_DIR;
+#endif
   snprintf(root, sizeof root, "%s", __FILE__);
   char *p = strstr(root, "/tests/unit/test_pg_ha.c");
   if (p)
@@ -151,15 +157,17 @@ static perfc_pg_pool *pool_new(perfc_pg_pool_opts *o) {
   return p;
 }
 
-static perfc_pg_pool *admin_pool(const char *dsn) {
+/* A pool on the standby itself; its metrics go to `reg`, which the
+ * caller frees after the pool. */
+static perfc_pg_pool *admin_pool(const char *dsn,
+                                 perfc_metrics_registry **reg) {
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.dsn = dsn;
   o.name = "admin";
   o.max_conns = 2;
-  perfc_metrics_registry *reg;
-  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
-  o.registry = reg; /* leaked with the process: one per admin pool */
+  cr_assert_eq(perfc_metrics_registry_new(reg), 0);
+  o.registry = *reg;
   return pool_new(&o);
 }
 
@@ -316,6 +324,7 @@ Test(pgha, a_standby_stopped_reads_fall_back) {
   cr_assert_eq(metric(reg, "perfc_pg_replica_up{pool=\"ha\"}"), 1);
   assert_all_there(p, "ha_a", acked, n);
   perfc_pg_pool_free(p);
+  perfc_metrics_registry_free(reg);
 }
 
 /* ---- standby lagging: read-your-writes, then the lag fallback ---- */
@@ -329,7 +338,8 @@ Test(pgha, b_lagging_standby_read_your_writes_then_fallback) {
    * check, is what keeps the writer right for its first reads. */
   o.max_replica_lag_ms = 3000;
   perfc_pg_pool *p = pool_new(&o);
-  perfc_pg_pool *standby = admin_pool(g_standby_admin);
+  perfc_metrics_registry *sreg;
+  perfc_pg_pool *standby = admin_pool(g_standby_admin, &sreg);
   cr_assert_eq(
       exec_sql(p, "CREATE TABLE ha_b (id bigint PRIMARY KEY, v text)", 0), 0,
       "%s", perfc_last_error());
@@ -393,6 +403,8 @@ Test(pgha, b_lagging_standby_read_your_writes_then_fallback) {
   }
   perfc_pg_pool_free(p);
   perfc_pg_pool_free(standby);
+  perfc_metrics_registry_free(sreg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* Without the rule the same sequence reads the old row: the test above
@@ -405,7 +417,8 @@ Test(pgha, c_without_read_your_writes_a_paused_standby_is_stale) {
   o.no_read_your_writes = true;
   o.no_replica_lag_check = true;
   perfc_pg_pool *p = pool_new(&o);
-  perfc_pg_pool *standby = admin_pool(g_standby_admin);
+  perfc_metrics_registry *sreg;
+  perfc_pg_pool *standby = admin_pool(g_standby_admin, &sreg);
   cr_assert_eq(
       exec_sql(p, "CREATE TABLE ha_c (id bigint PRIMARY KEY, v text)", 0), 0);
   cr_assert_eq(insert_row(p, "INSERT INTO ha_c VALUES ($1, $2)", 1, "old"), 0);
@@ -434,6 +447,8 @@ Test(pgha, c_without_read_your_writes_a_paused_standby_is_stale) {
   cr_assert_str_eq(out, "new");
   perfc_pg_pool_free(p);
   perfc_pg_pool_free(standby);
+  perfc_metrics_registry_free(sreg);
+  perfc_metrics_registry_free(reg);
 }
 
 /* ---- the primary killed, the standby promoted ---- */
@@ -626,4 +641,5 @@ Test(pgha, z_failover_primary_killed_standby_promoted, .timeout = 120) {
   assert_all_there(p, "ha_z", async_ids, 2);
   perfc_pg_async_free(pa);
   perfc_pg_pool_free(p);
+  perfc_metrics_registry_free(reg);
 }
