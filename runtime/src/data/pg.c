@@ -148,8 +148,8 @@ struct perfc_pg_pool {
   void *replica_ud;
   perfc_counter *c_fallback, *c_fallbacks[R_COUNT];
   perfc_gauge *g_replica_up;
-  /* The lag check: at most one per lag_check_ms (lag_check_at_ms, under
-   * mu); replica_lagging is its last verdict. */
+  /* The lag check: at most one per lag_check_ms (lag_check_at_ms, claimed
+   * by compare-and-swap); replica_lagging is its last verdict. */
   bool lag_check;
   int64_t max_lag_ms, lag_check_ms;
   _Atomic int64_t lag_check_at_ms;
