@@ -457,6 +457,36 @@ Test(pgha, c_without_read_your_writes_a_paused_standby_is_stale) {
   perfc_metrics_registry_free(reg);
 }
 
+/* A DSN libpq cannot parse is refused when the pool or the async client
+ * is made, with libpq's reason, instead of failing every connect later. */
+Test(pgha, d_unparsable_dsn_is_refused_at_creation) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  ha_opts(&o, reg);
+  perfc_pg_pool *p = (perfc_pg_pool *)1;
+  o.dsn = "host=127.0.0.1 no_such_keyword=1";
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), PERFC_EINVAL);
+  cr_assert_null(p);
+  cr_assert(strstr(perfc_last_error(), "primary DSN") != NULL &&
+                strstr(perfc_last_error(), "no_such_keyword") != NULL,
+            "%s", perfc_last_error());
+  o.dsn = g_primary;
+  o.replica_dsn = "postgresql://[::1";
+  cr_assert_eq(perfc_pg_pool_new(&p, &o), PERFC_EINVAL);
+  cr_assert(strstr(perfc_last_error(), "replica DSN") != NULL, "%s",
+            perfc_last_error());
+  perfc_pg_async_opts ao;
+  perfc_pg_async_opts_init(&ao);
+  ao.dsn = "host=127.0.0.1 no_such_keyword=1";
+  perfc_pg_async *pa = (perfc_pg_async *)1;
+  cr_assert_eq(perfc_pg_async_new(&pa, &ao), PERFC_EINVAL);
+  cr_assert_null(pa);
+  cr_assert(strstr(perfc_last_error(), "no_such_keyword") != NULL, "%s",
+            perfc_last_error());
+  perfc_metrics_registry_free(reg);
+}
+
 /* ---- the primary killed, the standby promoted ---- */
 
 typedef struct writer {
