@@ -1013,11 +1013,15 @@ static int conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
     int st = fail(pool, PERFC_EUNAVAILABLE, NULL,
                   "pg: cannot connect to %s: %s", target_names[ti], line);
     /* While the replica is known to be down, its failed probes are not
-     * news: the transition was logged once (replica_mark). */
-    perfc_log(ti == T_REPLICA && atomic_load(&pool->replica_down)
-                  ? PERFC_LOG_DEBUG
-                  : PERFC_LOG_WARN,
-              "pg: cannot connect to %s: %s", target_names[ti], line);
+     * news: the transition was logged once (replica_mark). A primary that
+     * is down (a failover in progress) fails every call's connect: the
+     * site is rate limited (10, then one a second, with the count of the
+     * dropped ones), or a busy service would log one line per call. */
+    perfc_log_ratelimited(ti == T_REPLICA && atomic_load(&pool->replica_down)
+                              ? PERFC_LOG_DEBUG
+                              : PERFC_LOG_WARN,
+                          PERFC_LOG_SITE, "pg: cannot connect to %s: %s",
+                          target_names[ti], line);
     conn_close(c);
     return st;
   }
