@@ -1260,3 +1260,41 @@ Test(config, client_lb_policy) {
             "%s", perfc_config_last_error());
   cr_assert_eq(perfc_config_apply_channel(NULL, &o), PERFC_EINVAL);
 }
+
+/* Issue 19 item 3: the replica keys (multi-host DSNs are libpq's syntax,
+ * passed through unchanged). */
+Test(config, postgres_replica_lag_and_read_your_writes) {
+  perfc_config *cfg = load_ok(
+      "postgres:\n"
+      "  dsn: \"host=10.0.0.1,10.0.0.2 port=5432,5432 dbname=users\"\n"
+      "  replica_dsn: \"host=10.0.0.2,10.0.0.3 dbname=users\"\n"
+      "  max_replica_lag: 2s\n"
+      "  replica_lag_check: 250ms\n"
+      "  read_your_writes: false\n");
+  perfc_pg_pool_opts o = pg_opts(cfg);
+  cr_assert_str_eq(o.dsn, "host=10.0.0.1,10.0.0.2 port=5432,5432 dbname=users");
+  cr_assert_str_eq(o.replica_dsn, "host=10.0.0.2,10.0.0.3 dbname=users");
+  cr_assert_eq(o.max_replica_lag_ms, 2000);
+  cr_assert_not(o.no_replica_lag_check);
+  cr_assert_eq(o.replica_lag_check_ms, 250);
+  cr_assert(o.no_read_your_writes);
+  /* 0 turns the lag check off; true is the default. */
+  cr_assert_eq(perfc_config_set(cfg, "postgres.max_replica_lag", "0", NULL), 0);
+  cr_assert_eq(perfc_config_set(cfg, "postgres.read_your_writes", "true", NULL),
+               0);
+  o = pg_opts(cfg);
+  cr_assert(o.no_replica_lag_check);
+  cr_assert_not(o.no_read_your_writes);
+  perfc_config_free(cfg);
+  /* Defaults without the keys. */
+  cfg = load_ok("postgres:\n  dsn: \"host=a\"\n");
+  o = pg_opts(cfg);
+  cr_assert_eq(o.max_replica_lag_ms, PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS);
+  cr_assert_eq(o.replica_lag_check_ms, PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS);
+  cr_assert_not(o.no_replica_lag_check);
+  cr_assert_not(o.no_read_your_writes);
+  perfc_config_free(cfg);
+  load_fails("postgres:\n  replica_lag_check: 0\n",
+             "config: svc.yaml:2:22: postgres.replica_lag_check: 0 is out of "
+             "range: must be between 1ms and 1h");
+}

@@ -60,6 +60,14 @@ typedef struct perfc_pg_result perfc_pg_result;
  *  again; the others go to the primary at once. */
 #define PERFC_DEFAULT_PG_REPLICA_RETRY_MS 2000
 
+/** Most replica lag a read accepts: past it, reads go to the primary
+ *  (perfc_pg_replica_fallbacks_total{reason="lagging"}). */
+#define PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS 5000
+/** How often the pool measures the replica's lag (one query, on a
+ *  connection a read borrowed anyway), so no read pays for it but one per
+ *  period. */
+#define PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS 1000
+
 /** Told when reads move off the replica (`usable` 0: it cannot be reached,
  *  reads go to the primary) or back onto it (`usable` 1). Called once per
  *  transition, on the thread that noticed it, without pool locks held; it
@@ -74,17 +82,47 @@ typedef void (*perfc_pg_replica_fn)(perfc_pg_pool *pool, int usable,
  *  `no_*` field. */
 typedef struct perfc_pg_pool_opts {
   /** libpq conninfo of the primary ("host=... dbname=..." or a postgresql://
-   *  URI). Required. */
+   *  URI). Required. It may list several hosts ("host=a,b port=5432,5433"
+   *  or postgresql://a:5432,b:5433/db): unless it sets
+   *  target_session_attrs itself, the pool connects with
+   *  target_session_attrs=read-write, so libpq picks whichever listed host
+   *  accepts writes, and a reconnect after a failover finds the promoted
+   *  standby. A DSN libpq cannot parse is PERFC_EINVAL. */
   const char *dsn;
-  /** conninfo of a read replica; calls flagged PERFC_PG_READ go there. NULL
-   *  = reads go to the primary. While it cannot be reached (connect fails,
-   *  or a connection to it is lost), reads go to the primary instead
-   *  (perfc_pg_replica_fallback_total), and one read per
+  /** conninfo of the read replica(s); calls flagged PERFC_PG_READ go there.
+   *  NULL = reads go to the primary. It may list several standbys: unless
+   *  it sets target_session_attrs, the pool adds prefer-standby (libpq
+   *  takes the first listed standby that answers, else any listed host).
+   *  While it cannot be reached (connect fails, or a connection to it is
+   *  lost), or lags more than `max_replica_lag_ms`, reads go to the
+   *  primary instead (perfc_pg_replica_fallback_total, and
+   *  perfc_pg_replica_fallbacks_total by reason), and one read per
    *  `replica_retry_ms` tries it again. */
   const char *replica_dsn;
+  /** Replica lag past which reads go to the primary. The pool measures it
+   *  once per `replica_lag_check_ms` on a replica connection: zero while
+   *  the standby has replayed all the WAL it received, else the age of the
+   *  last transaction it replayed. 0 = PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS. */
+  int64_t max_replica_lag_ms;
+  /** 0 = PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS. */
+  int64_t replica_lag_check_ms;
+  /** true: no lag check (reads use a reachable replica however far
+   *  behind). */
+  bool no_replica_lag_check;
+  /** true: no read-your-writes. By default, after a thread used a primary
+   *  connection for anything but a read (perfc_pg_exec without
+   *  PERFC_PG_READ, perfc_pg_tx, perfc_pg_acquire(pool, 0, ...)), the pool
+   *  records the primary's WAL insert position, and that thread's later
+   *  reads go to the primary until the replica connection they would use
+   *  has replayed past it (perfc_pg_replica_fallbacks_total{reason=
+   *  "read_your_writes"}). Per thread: see docs/data-layer.md, "PostgreSQL
+   *  primary and standbys". Costs one round trip per write, only on a pool
+   *  with a replica. */
+  bool no_read_your_writes;
   /** true: no fallback; a read whose replica cannot be reached fails with
    *  PERFC_EUNAVAILABLE (for applications that must never add read load to
-   *  the primary). */
+   *  the primary). Reads then always use the replica: no lag check and no
+   *  read-your-writes detour either. */
   bool no_replica_fallback;
   /** 0 = PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
   int64_t replica_retry_ms;
@@ -250,9 +288,10 @@ PERFC_API int perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
 PERFC_API int perfc_pg_ping(perfc_pg_pool *pool, unsigned flags);
 
 /** Where reads go now: 1 the replica, 0 the primary because the replica
- *  cannot be reached, PERFC_ESTATE when the pool has no replica,
- *  PERFC_EINVAL for NULL. Before the first read the replica is assumed
- *  reachable. */
+ *  cannot be reached or lagged past max_replica_lag_ms at the last check,
+ *  PERFC_ESTATE when the pool has no replica, PERFC_EINVAL for NULL.
+ *  Before the first read the replica is assumed reachable and current.
+ *  (A thread's read-your-writes detours are per read and not shown.) */
 PERFC_API int perfc_pg_replica_usable(perfc_pg_pool *pool);
 
 /* ---- One connection ---- */

@@ -116,8 +116,12 @@ typedef struct perfc_pg_async_tx perfc_pg_async_tx;
 
 typedef struct perfc_pg_async_opts {
   /** libpq conninfo ("host=... dbname=..." or a postgresql:// URI);
-   *  copied. Required. Prefer an address to a host name: libpq resolves
-   *  names at each connect, on the loop, blocking it. */
+   *  copied. Required; one libpq cannot parse is PERFC_EINVAL. It may list
+   *  several hosts: unless it sets target_session_attrs, connections ask
+   *  for read-write, so libpq picks the primary among them, and the
+   *  reconnects after a failover find the promoted standby. Prefer
+   *  addresses to host names: libpq resolves names at each connect, on the
+   *  loop, blocking it. */
   const char *dsn;
   unsigned conns_per_loop;      /**< 1..64; 0 = default */
   unsigned tx_conns_per_loop;   /**< 1..64; 0 = default */

@@ -43,6 +43,15 @@ int perfc_config_apply_pg(const perfc_config *cfg, perfc_pg_pool_opts *o) {
     if (v->i != 0)
       o->statement_timeout_ms = v->i;
   }
+  /* 0 in the file is "no lag check"; true is the default of
+   * read_your_writes, whose pool field says "off". */
+  if ((v = cfg_get(cfg, "postgres", "max_replica_lag")) != NULL) {
+    o->no_replica_lag_check = v->i == 0;
+    if (v->i != 0)
+      o->max_replica_lag_ms = v->i;
+  }
+  if ((v = cfg_get(cfg, "postgres", "read_your_writes")) != NULL)
+    o->no_read_your_writes = v->i == 0;
   if (o->dsn == NULL || o->dsn[0] == '\0')
     return perfc_error_set(PERFC_ECONFIG, NULL, -1,
                            "config: postgres.dsn is not set: set it in the "

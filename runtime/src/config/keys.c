@@ -208,6 +208,11 @@ const cfg_key perfc__config_keys[] = {
         PG(acquire_timeout_ms)),
     KEY(postgres, async_conns_per_loop, K_UINT, 1, 64, NULL, NULL,
         PG(async_conns_per_loop)),
+    /* 0 = no lag check; apply sets no_replica_lag_check. */
+    KEY(postgres, max_replica_lag, K_DURATION, 0, HOUR_MS, NULL, NULL, CUSTOM),
+    KEY(postgres, replica_lag_check, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        PG(replica_lag_check_ms)),
+    KEY(postgres, read_your_writes, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
     KEY(cache, enabled, K_BOOL, 0, 0, NULL, NULL, CUSTOM),
     KEY(cache, l1_max_bytes, K_SIZE, 0, (int64_t)1 << 40, NULL, NULL, CUSTOM),
     KEY(cache, default_ttl, K_DURATION, 1, 30 * DAY_MS, NULL, NULL,

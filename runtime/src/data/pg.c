@@ -17,6 +17,7 @@
 #include "perfc/pg.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
+#include "data/pg_internal.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -32,6 +33,16 @@
 
 enum { T_PRIMARY = 0, T_REPLICA = 1, T_COUNT = 2 };
 static const char *const target_names[T_COUNT] = {"primary", "replica"};
+/* What each target asks libpq for when its DSN does not say: the primary
+ * pool must reach the host that takes writes, reads prefer a standby. */
+static const char *const target_attrs[T_COUNT] = {"read-write",
+                                                  "prefer-standby"};
+
+/* Why a read meant for the replica ran on the primary: the `reason` label
+ * of perfc_pg_replica_fallbacks_total. */
+enum { R_UNREACHABLE, R_LAGGING, R_RYW, R_COUNT };
+static const char *const reason_names[R_COUNT] = {"unreachable", "lagging",
+                                                  "read_your_writes"};
 
 /* Error kinds, the `kind` label of perfc_pg_errors_total. */
 enum {
@@ -88,6 +99,14 @@ struct perfc_pg_conn {
   unsigned gen;          /* target generation when last known alive */
   int64_t idle_since_ms;
   int broken; /* connection lost: close instead of reuse */
+  /* Lent for something other than a read: its release records the
+   * primary's WAL position for read-your-writes. */
+  int for_write;
+  /* Replica connections: the server's replay position last seen (WAL
+   * bytes; UINT64_MAX when the server is not a standby, so it has
+   * everything it will ever have). Replay only moves forward on one
+   * server, so a position once passed stays passed. */
+  uint64_t replay_lsn;
   /* COPY FROM STDIN state. */
   int in_copy;
   char *copy_buf;
@@ -100,6 +119,8 @@ struct perfc_pg_conn {
 
 typedef struct target {
   char *dsn;
+  /* target_attrs[t], or NULL when the DSN sets target_session_attrs. */
+  const char *session_attrs;
   perfc_pg_conn *idle;
   unsigned idle_count, total, max;
   /* Bumped whenever a connection of this target is found dead: idle
@@ -125,8 +146,19 @@ struct perfc_pg_pool {
   int64_t replica_retry_at_ms;
   perfc_pg_replica_fn replica_fn;
   void *replica_ud;
-  perfc_counter *c_fallback;
+  perfc_counter *c_fallback, *c_fallbacks[R_COUNT];
   perfc_gauge *g_replica_up;
+  /* The lag check: at most one per lag_check_ms (lag_check_at_ms, claimed
+   * by compare-and-swap); replica_lagging is its last verdict. */
+  bool lag_check;
+  int64_t max_lag_ms, lag_check_ms;
+  _Atomic int64_t lag_check_at_ms;
+  atomic_int replica_lagging;
+  perfc_gauge *g_lag;
+  /* Read-your-writes on; id names the pool in threads' records (never
+   * reused, unlike an address). */
+  bool ryw;
+  uint64_t id;
   char *name;
   int64_t acquire_timeout_ms, idle_check_ms;
   unsigned connect_timeout_s; /* libpq's unit */
@@ -663,6 +695,8 @@ void perfc_pg_pool_opts_init(perfc_pg_pool_opts *o) {
   o->idle_check_ms = PERFC_DEFAULT_PG_IDLE_CHECK_MS;
   o->name = PERFC_DEFAULT_PG_POOL_NAME;
   o->replica_retry_ms = PERFC_DEFAULT_PG_REPLICA_RETRY_MS;
+  o->max_replica_lag_ms = PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS;
+  o->replica_lag_check_ms = PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS;
 }
 
 static int register_metrics(perfc_pg_pool *pool, perfc_metrics_registry *reg,
@@ -744,7 +778,51 @@ static int register_metrics(perfc_pg_pool *pool, perfc_metrics_registry *reg,
       (rc = perfc_gauge_get(&pool->g_replica_up, up, lv)) != 0)
     return rc;
   perfc_gauge_set(pool->g_replica_up, 1);
+  static const char *const pool_reason[] = {"pool", "reason"};
+  perfc_metrics_family *fallbacks, *lag;
+  o.label_names = pool_reason;
+  o.label_count = 2;
+  o.name = "perfc_pg_replica_fallbacks_total";
+  o.help = "Reads meant for the replica that the primary served, by reason: "
+           "unreachable, lagging (past max_replica_lag_ms), read_your_writes "
+           "(the thread's last write not yet replayed there).";
+  if ((rc = perfc_metrics_family_new(&fallbacks, reg, PERFC_METRICS_COUNTER,
+                                     &o)) != 0)
+    return rc;
+  for (int r = 0; r < R_COUNT; r++) {
+    const char *lr[] = {name, reason_names[r]};
+    if ((rc = perfc_counter_get(&pool->c_fallbacks[r], fallbacks, lr)) != 0)
+      return rc;
+  }
+  o.label_names = pool_only;
+  o.label_count = 1;
+  o.name = "perfc_pg_replica_lag_seconds";
+  o.help = "The replica's lag at the pool's last check (0 while it has "
+           "replayed all it received).";
+  if ((rc = perfc_metrics_family_new(&lag, reg, PERFC_METRICS_GAUGE, &o)) !=
+          0 ||
+      (rc = perfc_gauge_get(&pool->g_lag, lag, lv)) != 0)
+    return rc;
   return 0;
+}
+
+int perfc__pg_dsn_sets(const char *dsn, const char *kw) {
+  char *err = NULL;
+  PQconninfoOption *opts = PQconninfoParse(dsn, &err);
+  if (opts == NULL) {
+    char line[256];
+    int rc = perfc_error_set(
+        PERFC_EINVAL, NULL, -1, "pg: bad DSN: %s",
+        one_line(line, sizeof line, err ? err : "out of memory"));
+    PQfreemem(err);
+    return rc;
+  }
+  int sets = 0;
+  for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+    if (strcmp(o->keyword, kw) == 0 && o->val != NULL && o->val[0])
+      sets = 1;
+  PQconninfoFree(opts);
+  return sets;
 }
 
 /* The options as the pool uses them: the caller's struct copied whole (a
@@ -758,7 +836,8 @@ static int resolve_opts(perfc_pg_pool_opts *o, const perfc_pg_pool_opts *in) {
     return fail(NULL, PERFC_EINVAL, NULL, "pg: opts.dsn is required");
   if (o->replica_retry_ms < 0 || o->acquire_timeout_ms < 0 ||
       o->connect_timeout_ms < 0 || o->statement_timeout_ms < 0 ||
-      o->idle_check_ms < 0)
+      o->idle_check_ms < 0 || o->max_replica_lag_ms < 0 ||
+      o->replica_lag_check_ms < 0)
     return fail(NULL, PERFC_EINVAL, NULL,
                 "pg: negative duration in pool options (0 = default; "
                 "no_statement_timeout turns the statement timeout off)");
@@ -772,6 +851,10 @@ static int resolve_opts(perfc_pg_pool_opts *o, const perfc_pg_pool_opts *in) {
     o->max_conns = d.max_conns;
   if (!o->replica_retry_ms)
     o->replica_retry_ms = d.replica_retry_ms;
+  if (!o->max_replica_lag_ms)
+    o->max_replica_lag_ms = d.max_replica_lag_ms;
+  if (!o->replica_lag_check_ms)
+    o->replica_lag_check_ms = d.replica_lag_check_ms;
   if (!o->acquire_timeout_ms)
     o->acquire_timeout_ms = d.acquire_timeout_ms;
   if (!o->connect_timeout_ms)
@@ -808,6 +891,12 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   pool->replica_retry_ms = o.replica_retry_ms;
   pool->replica_fn = o.replica_fn;
   pool->replica_ud = o.replica_ud;
+  pool->lag_check = !o.no_replica_lag_check;
+  pool->max_lag_ms = o.max_replica_lag_ms;
+  pool->lag_check_ms = o.replica_lag_check_ms;
+  pool->ryw = !o.no_read_your_writes;
+  static atomic_uint_fast64_t next_id = 1;
+  pool->id = atomic_fetch_add(&next_id, 1);
 
   pthread_mutex_init(&pool->mu, NULL);
   pthread_condattr_t ca;
@@ -821,6 +910,20 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   }
   pthread_condattr_destroy(&ca);
 
+  /* A DSN libpq cannot parse is refused now rather than at every connect;
+   * the one that sets target_session_attrs keeps its choice. */
+  for (int t = 0; t < T_COUNT; t++) {
+    const char *dsn = t == T_PRIMARY ? o.dsn : o.replica_dsn;
+    if (t == T_REPLICA && !pool->has_replica)
+      break;
+    rc = perfc__pg_dsn_sets(dsn, "target_session_attrs");
+    if (rc < 0) {
+      fail(NULL, rc, NULL, "pg: %s DSN: %s", target_names[t],
+           perfc_last_error());
+      goto fail;
+    }
+    pool->t[t].session_attrs = rc ? NULL : target_attrs[t];
+  }
   rc = fail(NULL, PERFC_ENOMEM, NULL, "pg: out of memory");
   pool->t[T_PRIMARY].dsn = strdup(o.dsn);
   if (!pool->t[T_PRIMARY].dsn)
@@ -892,9 +995,12 @@ static int conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
   snprintf(ct, sizeof ct, "%u", pool->connect_timeout_s);
   /* expand_dbname=1 expands the DSN in place of "dbname"; keywords after it
    * override what the DSN says, fallback_application_name does not. */
-  const char *const kw[] = {"dbname", "connect_timeout",
-                            "fallback_application_name", NULL};
-  const char *const val[] = {pool->t[ti].dsn, ct, "perfc", NULL};
+  const char *kw[] = {"dbname", "connect_timeout", "fallback_application_name",
+                      "target_session_attrs", NULL};
+  const char *val[] = {pool->t[ti].dsn, ct, "perfc", pool->t[ti].session_attrs,
+                       NULL};
+  if (val[3] == NULL)
+    kw[3] = NULL; /* the DSN chose its own */
   c->pg = PQconnectdbParams(kw, val, 1);
   c->pool = pool;
   c->target = ti;
@@ -907,11 +1013,15 @@ static int conn_open(perfc_pg_pool *pool, int ti, unsigned gen,
     int st = fail(pool, PERFC_EUNAVAILABLE, NULL,
                   "pg: cannot connect to %s: %s", target_names[ti], line);
     /* While the replica is known to be down, its failed probes are not
-     * news: the transition was logged once (replica_mark). */
-    perfc_log(ti == T_REPLICA && atomic_load(&pool->replica_down)
-                  ? PERFC_LOG_DEBUG
-                  : PERFC_LOG_WARN,
-              "pg: cannot connect to %s: %s", target_names[ti], line);
+     * news: the transition was logged once (replica_mark). A primary that
+     * is down (a failover in progress) fails every call's connect: the
+     * site is rate limited (10, then one a second, with the count of the
+     * dropped ones), or a busy service would log one line per call. */
+    perfc_log_ratelimited(ti == T_REPLICA && atomic_load(&pool->replica_down)
+                              ? PERFC_LOG_DEBUG
+                              : PERFC_LOG_WARN,
+                          PERFC_LOG_SITE, "pg: cannot connect to %s: %s",
+                          target_names[ti], line);
     conn_close(c);
     return st;
   }
@@ -990,35 +1100,198 @@ int perfc_pg_replica_usable(perfc_pg_pool *pool) {
     return PERFC_EINVAL;
   if (!pool->has_replica)
     return PERFC_ESTATE;
-  return !atomic_load(&pool->replica_down);
+  return !atomic_load(&pool->replica_down) &&
+         !atomic_load(&pool->replica_lagging);
+}
+
+/* ---- read-your-writes and the lag check ---- */
+
+/* Each thread remembers, for the last few pools it wrote through, the
+ * primary's WAL insert position after its last write there. A thread that
+ * writes through more pools than this forgets the oldest (documented). */
+#define RYW_SLOTS 4
+typedef struct ryw_slot {
+  uint64_t pool_id, lsn;
+} ryw_slot;
+static _Thread_local ryw_slot ryw_slots[RYW_SLOTS];
+static _Thread_local unsigned ryw_next;
+
+static uint64_t ryw_get(const perfc_pg_pool *pool) {
+  for (int i = 0; i < RYW_SLOTS; i++)
+    if (ryw_slots[i].pool_id == pool->id)
+      return ryw_slots[i].lsn;
+  return 0;
+}
+
+static void ryw_put(const perfc_pg_pool *pool, uint64_t lsn) {
+  for (int i = 0; i < RYW_SLOTS; i++)
+    if (ryw_slots[i].pool_id == pool->id) {
+      if (lsn > ryw_slots[i].lsn)
+        ryw_slots[i].lsn = lsn;
+      return;
+    }
+  ryw_slot *s = &ryw_slots[ryw_next++ % RYW_SLOTS];
+  s->pool_id = pool->id;
+  s->lsn = lsn;
+}
+
+/* Runs one of the pool's own fixed queries, answering one row of `n` int8
+ * columns (SQL NULL reads as -1). Neither counted as the caller's
+ * statement nor recorded as its error: the caller's detail is left as it
+ * was. A lost connection is marked broken. Returns 0 or -1. */
+static int own_query(perfc_pg_conn *c, const char *sql, int64_t *v, int n) {
+  PGresult *r = PQexec(c->pg, sql);
+  int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+           PQnfields(r) == n;
+  for (int i = 0; ok && i < n; i++)
+    v[i] = PQgetisnull(r, 0, i) ? -1 : strtoll(PQgetvalue(r, 0, i), NULL, 10);
+  PQclear(r);
+  if (PQstatus(c->pg) != CONNECTION_OK)
+    c->broken = 1;
+  return ok ? 0 : -1;
+}
+
+/* Asks a replica connection's server where it stands: its replay position
+ * (kept on the connection) and its lag in ms, or -1 when it has WAL it has
+ * not replayed and no transaction replayed to date it by. Lag is zero while
+ * the standby has replayed everything it received, else the age of the
+ * last transaction it replayed: the standard recipe, which needs no
+ * primary round trip; it overstates the lag for a moment when WAL arrives
+ * after the primary was idle, and cannot see a standby cut off from its
+ * primary (it has replayed all it received). A server not in recovery
+ * (an independent server, or a standby since promoted) has nothing to
+ * wait for. Returns 0, or -1 when the query failed. */
+static int replica_probe(perfc_pg_conn *c, int64_t *lag_ms) {
+  static const char sql[] =
+      "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN "
+      "COALESCE((pg_catalog.pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8, "
+      "0) ELSE -1 END, "
+      "CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN 0 "
+      "WHEN pg_catalog.pg_last_wal_receive_lsn() = "
+      "pg_catalog.pg_last_wal_replay_lsn() THEN 0 "
+      "ELSE (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp() - "
+      "pg_catalog.pg_last_xact_replay_timestamp()) * 1000)::int8 END";
+  int64_t v[2];
+  if (own_query(c, sql, v, 2) != 0)
+    return -1;
+  c->replay_lsn = v[0] < 0 ? UINT64_MAX : (uint64_t)v[0];
+  *lag_ms = v[1];
+  return 0;
+}
+
+/* After a write: the primary's WAL insert position, which is at or past
+ * the end of every record the write made, committed or not yet flushed
+ * (synchronous_commit = off leaves a commit in the WAL buffers for a
+ * while; pg_current_wal_lsn() may not cover it yet). */
+static void ryw_record(perfc_pg_conn *c) {
+  int64_t lsn;
+  if (own_query(c,
+                "SELECT (pg_catalog.pg_current_wal_insert_lsn() - "
+                "'0/0'::pg_lsn)::int8",
+                &lsn, 1) == 0 &&
+      lsn > 0)
+    ryw_put(c->pool, (uint64_t)lsn);
+}
+
+/* Whether this read is the one that checks the lag now: at most one per
+ * lag_check_ms in the pool, claimed without a lock. */
+static int lag_check_claim(perfc_pg_pool *pool) {
+  if (!pool->lag_check)
+    return 0;
+  int64_t now = now_ms();
+  int64_t at = atomic_load(&pool->lag_check_at_ms);
+  return now >= at &&
+         atomic_compare_exchange_strong(&pool->lag_check_at_ms, &at,
+                                        now + pool->lag_check_ms);
+}
+
+static void lag_mark(perfc_pg_pool *pool, int64_t lag_ms) {
+  int lagging = lag_ms < 0 || lag_ms > pool->max_lag_ms;
+  perfc_gauge_set(pool->g_lag, lag_ms < 0 ? -1 : (double)lag_ms / 1000.0);
+  if (atomic_exchange(&pool->replica_lagging, lagging) == lagging)
+    return;
+  if (lagging)
+    perfc_log(PERFC_LOG_WARN,
+              "pg pool %s: replica lags %s%lld ms (max_replica_lag_ms %lld); "
+              "reads go to the primary until it catches up",
+              pool->name, lag_ms < 0 ? "an unknown time, over " : "",
+              (long long)(lag_ms < 0 ? pool->max_lag_ms : lag_ms),
+              (long long)pool->max_lag_ms);
+  else
+    perfc_log(PERFC_LOG_INFO,
+              "pg pool %s: replica caught up (%lld ms behind), reads go back "
+              "to it",
+              pool->name, (long long)lag_ms);
+}
+
+static int fallback(perfc_pg_pool *pool, int reason, perfc_pg_conn **out) {
+  perfc_counter_inc(pool->c_fallback);
+  perfc_counter_inc(pool->c_fallbacks[reason]);
+  return acquire_on(pool, T_PRIMARY, out);
+}
+
+/* A read on a pool with a replica and fallback. In order: a replica known
+ * to lag (between checks) or to be down (between probes) sends the read
+ * to the primary at once; else a replica connection is borrowed, the lag
+ * is measured on it when a check is due, and a thread whose last write
+ * this connection's server has not yet replayed (as far as the pool knows;
+ * else one probe asks) reads from the primary. */
+static int acquire_read(perfc_pg_pool *pool, perfc_pg_conn **out) {
+  int check = lag_check_claim(pool);
+  if (!check && atomic_load(&pool->replica_lagging))
+    return fallback(pool, R_LAGGING, out);
+  if (read_target(pool) == T_PRIMARY)
+    return fallback(pool, R_UNREACHABLE, out);
+  perfc_pg_conn *c;
+  int st = acquire_on(pool, T_REPLICA, &c);
+  if (st != 0) {
+    if (st != PERFC_EUNAVAILABLE)
+      return st; /* exhausted (or out of memory): the replica is there, busy */
+    replica_mark(pool, 0, perfc_last_error());
+    return fallback(pool, R_UNREACHABLE, out);
+  }
+  replica_mark(pool, 1, "");
+  uint64_t want = pool->ryw ? ryw_get(pool) : 0;
+  int reason = -1;
+  int64_t lag = 0;
+  if (check || (want != 0 && c->replay_lsn < want)) {
+    if (replica_probe(c, &lag) != 0) {
+      reason = R_UNREACHABLE;
+      if (c->broken)
+        replica_mark(pool, 0, "connection lost");
+    } else if (check) {
+      lag_mark(pool, lag);
+      if (atomic_load(&pool->replica_lagging))
+        reason = R_LAGGING;
+    }
+  }
+  if (reason < 0 && want != 0 && c->replay_lsn < want)
+    reason = R_RYW;
+  if (reason < 0) {
+    *out = c;
+    return 0;
+  }
+  perfc_pg_release(c);
+  return fallback(pool, reason, out);
 }
 
 int perfc_pg_acquire(perfc_pg_pool *pool, unsigned flags, perfc_pg_conn **out) {
   if (!pool || !out)
     return fail(pool, PERFC_EINVAL, NULL, "pg: NULL pool or out");
   *out = NULL;
-  if (!(flags & PERFC_PG_READ) || !pool->has_replica)
-    return acquire_on(pool, T_PRIMARY, out);
+  if (!(flags & PERFC_PG_READ) || !pool->has_replica) {
+    int st = acquire_on(pool, T_PRIMARY, out);
+    if (st == 0)
+      (*out)->for_write = !(flags & PERFC_PG_READ);
+    return st;
+  }
   if (pool->no_fallback) {
     int st = acquire_on(pool, T_REPLICA, out);
     if (st == 0 || st == PERFC_EUNAVAILABLE)
       replica_mark(pool, st == 0, st == 0 ? "" : perfc_last_error());
     return st;
   }
-  if (read_target(pool) == T_PRIMARY) {
-    perfc_counter_inc(pool->c_fallback);
-    return acquire_on(pool, T_PRIMARY, out);
-  }
-  int st = acquire_on(pool, T_REPLICA, out);
-  if (st == 0) {
-    replica_mark(pool, 1, "");
-    return st;
-  }
-  if (st != PERFC_EUNAVAILABLE)
-    return st; /* exhausted (or out of memory): the replica is there, busy */
-  replica_mark(pool, 0, perfc_last_error());
-  perfc_counter_inc(pool->c_fallback);
-  return acquire_on(pool, T_PRIMARY, out);
+  return acquire_read(pool, out);
 }
 
 static int acquire_on(perfc_pg_pool *pool, int ti, perfc_pg_conn **out) {
@@ -1106,6 +1379,12 @@ void perfc_pg_release(perfc_pg_conn *c) {
       error_restore(&e, -1);
     c->cur_timeout_ms = TIMEOUT_UNKNOWN;
   }
+  /* Read-your-writes: where the primary's WAL stands once this thread's
+   * write is done (committed or rolled back: either way no later read of
+   * this thread may see less). */
+  if (!c->broken && c->for_write && pool->ryw && pool->has_replica)
+    ryw_record(c);
+  c->for_write = 0;
   if (c->broken) {
     slot_drop(pool, tg, c, PQstatus(c->pg) != CONNECTION_OK);
     return;
@@ -1140,8 +1419,7 @@ int perfc_pg_exec(perfc_pg_pool *pool, const perfc_pg_query *q,
      * (PERFC_PG_READ says so), so running it again on the primary is safe,
      * and the caller gets an answer instead of UNAVAILABLE. */
     replica_mark(pool, 0, "connection lost");
-    perfc_counter_inc(pool->c_fallback);
-    st = acquire_on(pool, T_PRIMARY, &c);
+    st = fallback(pool, R_UNREACHABLE, &c);
     if (st != 0)
       return st;
     st = perfc_pg_conn_exec(c, q, res);

@@ -48,6 +48,7 @@
 #include "perfc/loop.h"
 #include "perfc/metrics.h"
 #include "core/error_internal.h"
+#include "data/pg_internal.h"
 
 #include <endian.h>
 #include <libpq-fe.h>
@@ -140,6 +141,7 @@ struct perfc_pg_async_tx {
 struct perfc_pg_async {
   perfc_pg_async_opts o;
   char *dsn, *name;
+  int dsn_sets_attrs; /* the DSN has its own target_session_attrs */
   perfc_counter *m_queries, *m_flushes, *m_err[K_COUNT];
   perfc_gauge *m_up;
   pthread_mutex_t mu;
@@ -259,6 +261,9 @@ int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
     perfc_pg_async_opts_init(&o);
   if (o.dsn == NULL || o.dsn[0] == '\0')
     return perfc__fail(PERFC_EINVAL, "pg async: no dsn");
+  int sets_attrs = perfc__pg_dsn_sets(o.dsn, "target_session_attrs");
+  if (sets_attrs < 0)
+    return perfc__fail(PERFC_EINVAL, "pg async: %s", perfc_last_error());
   if (o.conns_per_loop == 0)
     o.conns_per_loop = PERFC_DEFAULT_PG_ASYNC_CONNS_PER_LOOP;
   if (o.tx_conns_per_loop == 0)
@@ -295,6 +300,7 @@ int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
   o.dsn = pg->dsn;
   o.name = pg->name;
   pg->o = o;
+  pg->dsn_sets_attrs = sets_attrs;
   if ((rc = register_metrics(pg)) != 0) {
     free(pg->name);
     free(pg->dsn);
@@ -942,17 +948,21 @@ static void on_io(perfc_loop_io *io, unsigned events, void *ud) {
       conn_close(c, PERFC_EUNAVAILABLE);
       return;
     }
-    /* libpq may move to another socket (another address of the host). */
+    /* libpq may move to another socket: another address of the host, or
+     * the next host of a multi-host DSN when one refuses or is not
+     * read-write. It closes the old socket first, so the new one often
+     * gets the same number, which epoll no longer watches (closing it
+     * dropped the registration): the socket is registered again after
+     * every step of the connect, not only when its number changes. A few
+     * epoll_ctl calls per connect, never per query. */
     int fd = PQsocket(c->pg);
-    if (fd != c->fd) {
-      perfc_loop_io_free(c->io);
-      c->io = NULL;
-      c->events = 0;
-      c->fd = fd;
-      if (fd < 0 || perfc_loop_io_new(&c->io, c->ls->loop, fd, on_io, c) != 0) {
-        conn_close(c, PERFC_EUNAVAILABLE);
-        return;
-      }
+    perfc_loop_io_free(c->io);
+    c->io = NULL;
+    c->events = 0;
+    c->fd = fd;
+    if (fd < 0 || perfc_loop_io_new(&c->io, c->ls->loop, fd, on_io, c) != 0) {
+      conn_close(c, PERFC_EUNAVAILABLE);
+      return;
     }
     if (st == PGRES_POLLING_OK)
       conn_up(c);
@@ -1046,8 +1056,11 @@ static void conn_close(pconn *c, int rc) {
 
 static void conn_start(pconn *c) {
   perfc_pg_async *pg = c->ls->pg;
-  const char *kw[] = {"dbname", NULL};
-  const char *vals[] = {pg->dsn, NULL};
+  /* Writes go here too: with several hosts listed, libpq picks the one
+   * that accepts them (the DSN's own target_session_attrs wins). */
+  const char *kw[] = {
+      "dbname", pg->dsn_sets_attrs ? NULL : "target_session_attrs", NULL};
+  const char *vals[] = {pg->dsn, "read-write", NULL};
   c->pg = PQconnectStartParams(kw, vals, 1);
   if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
     char line[256];
