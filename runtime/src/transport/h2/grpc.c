@@ -1483,6 +1483,41 @@ static size_t web_md(perfc__h2_md *md, size_t n) {
   return k;
 }
 
+/* An HTTP/1.1 request whose Content-Length is past the body limit, read
+ * no further: a gRPC-Web one is refused as gRPC-Web (200, the status
+ * RESOURCE_EXHAUSTED in a trailers frame, CORS headers for an allowed
+ * origin) before any call starts, so a gRPC-Web client reads the same
+ * status as when chunks pass the limit. false for any other request (the
+ * caller answers HTTP 413). */
+bool perfc__h2_web_refuse_body(perfc__h2_stream *s, const char *msg) {
+  const char *method = NULL, *ctype = NULL, *origin = NULL;
+  const char *p = s->hbuf;
+  for (uint32_t i = 0; p != NULL && i < s->nhdr; i++) {
+    const char *v = p + strlen(p) + 1;
+    if (strcmp(p, ":method") == 0)
+      method = v;
+    else if (strcmp(p, "content-type") == 0)
+      ctype = v;
+    else if (strcmp(p, "origin") == 0)
+      origin = v;
+    p = v + strlen(v) + 1;
+  }
+  int web = method != NULL && strcmp(method, "POST") == 0
+                ? web_content_type(ctype)
+                : 0;
+  if (!web)
+    return false;
+  s->web = (uint8_t)web;
+  s->http = 0;
+  if (origin != NULL) {
+    perfc__h2_md o = {"origin", 6, origin, strlen(origin)};
+    cors_note(s, &o, 1);
+  }
+  if (respond_only(s, 200, PERFC_STATUS_RESOURCE_EXHAUSTED, msg, NULL, 0) != 0)
+    s->conn->closing = true; /* out of memory: no answer, the connection ends */
+  return true;
+}
+
 static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
   perfc__h2_grpc_start(c, s);
 }

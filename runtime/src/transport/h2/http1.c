@@ -195,7 +195,8 @@ static int on_headers_complete(http_parser *p) {
              "%zu-byte limit",
              (unsigned long long)p->content_length, max);
     stop_after(h);
-    perfc__h2_http_fail(s, 413, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
+    if (!perfc__h2_web_refuse_body(s, m))
+      perfc__h2_http_fail(s, 413, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
     return 0;
   }
   if (h->expect_continue) {
@@ -204,6 +205,13 @@ static int on_headers_complete(http_parser *p) {
       c->closing = true;
   }
   perfc__h2_grpc_start(c, s);
+  /* A gRPC-Web client or bidi stream's body is its messages, sent when the
+   * client likes (lock-step with the answers, for bidi): the bound on a
+   * whole request's arrival would cut it at 10 s. Its bytes are bounded by
+   * max_body_bytes, its silences by the idle timeout (conn.c: a request
+   * in progress whose head is done counts as idle while nothing is read). */
+  if (s->web && s->started && !(s->flags & PERFC__H2_CALL_SINGLE_REQUEST))
+    c->in_header_block = false;
   return 0;
 }
 

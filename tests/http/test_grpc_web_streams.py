@@ -1,0 +1,721 @@
+#!/usr/bin/env python3
+"""gRPC-Web client and bidi streams (issue #18 items 5 and 10), against
+perfc-http-test-server.
+
+A gRPC-Web request body holds gRPC's length-prefixed frames; perfc hands
+each message to the handler as it arrives and streams the answers back as
+frames, the status in a last frame (flag 0x80). Driven here over:
+- HTTP/1.1 with Content-Length and chunked (http.client, raw sockets);
+- HTTP/2 with python3-h2 (Debian's `python3-h2`, a sans-IO HTTP/2 client:
+  DATA frames sent one at a time, answers read as they come);
+binary (`application/grpc-web+proto`) and text (`-text`, base64) modes.
+
+Bidi is checked lock-step: one message sent, its echo read before the
+next is sent (the request body is still open), so an implementation that
+waits for the end of the body fails by timeout. Errors mid-stream (the
+handler's status in the trailers frame), a body over the server's limit,
+a message past max_recv_message_bytes, and malformed frames (a length
+prefix past the end of the body, an unknown flag byte, a body that is not
+base64) each get their status in the trailers, within a bounded time,
+and the server keeps serving. Client and bidi methods over HTTP/JSON on
+HTTP/2 answer 501 with a google.rpc.Status.
+
+The test server's Upload answers size = count and id = sum of the ids;
+Chat echoes; a message named "fail" ends them with FAILED_PRECONDITION
+(9) or ABORTED (10).
+
+Usage: test_grpc_web_streams.py SERVER_BINARY
+"""
+import base64
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+SERVER = sys.argv[1]
+MAX_BODY = 65536
+FAILED = []
+BIN = "application/grpc-web+proto"
+TEXT = "application/grpc-web-text"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def start():
+    wrap = os.environ.get("HTTP_TEST_WRAP", "").split()
+    p = subprocess.Popen([*wrap, SERVER, "--max-body", str(MAX_BODY),
+                          "--threads", "2"], stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("listening on "):
+        p.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    host, port = line.split()[-1].rsplit(":", 1)
+    p.stdout.readline()  # metrics on ...
+    return p, host, int(port)
+
+
+# ---- protobuf by hand (web.v1.Thing: id=1 int64, name=2 string) ---------------
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def thing(id_=0, name=""):
+    b = b""
+    if id_:
+        b += b"\x08" + varint(id_)
+    if name:
+        nb = name.encode()
+        b += b"\x12" + varint(len(nb)) + nb
+    return b
+
+
+def parse_thing(b):
+    out, i = {}, 0
+    while i < len(b):
+        key = b[i]
+        i += 1
+        f, wt = key >> 3, key & 7
+        if wt == 0:
+            v, s = 0, 0
+            while True:
+                c = b[i]
+                i += 1
+                v |= (c & 0x7F) << s
+                s += 7
+                if not c & 0x80:
+                    break
+            out[{1: "id", 4: "size"}.get(f, f)] = v
+        elif wt == 2:
+            n = b[i]
+            i += 1
+            out[{2: "name"}.get(f, f)] = b[i:i + n].decode()
+            i += n
+        else:
+            raise ValueError(f"wire type {wt}")
+    return out
+
+
+def frame(msg, flag=0):
+    return bytes([flag]) + len(msg).to_bytes(4, "big") + msg
+
+
+class Frames:
+    """Incremental gRPC-Web answer decoder: bytes (base64 in text mode, in
+    4-character groups that each write pads on its own) in, frames out."""
+
+    def __init__(self, text):
+        self.text, self.b64, self.buf = text, b"", b""
+        self.msgs, self.trailers = [], None
+
+    def feed(self, data):
+        if self.text:
+            self.b64 += data
+            n = len(self.b64) // 4 * 4
+            self.buf += b"".join(base64.b64decode(self.b64[i:i + 4])
+                                 for i in range(0, n, 4))
+            self.b64 = self.b64[n:]
+        else:
+            self.buf += data
+        while len(self.buf) >= 5:
+            flag, n = self.buf[0], int.from_bytes(self.buf[1:5], "big")
+            if len(self.buf) < 5 + n:
+                break
+            payload, self.buf = self.buf[5:5 + n], self.buf[5 + n:]
+            if flag & 0x80:
+                check(self.trailers is None, "two trailers frames")
+                self.trailers = dict(
+                    l.split(":", 1) for l in payload.decode().split("\r\n") if l)
+            else:
+                check(self.trailers is None, "a message after the trailers")
+                self.msgs.append(payload)
+
+    def done(self):
+        check(self.b64 == b"" and self.buf == b"", ("left over", self.b64, self.buf))
+        check(self.trailers is not None, "no trailers frame")
+        return self.msgs, self.trailers
+
+
+def enc(body, text):
+    return base64.b64encode(body) if text else body
+
+
+# ---- HTTP/1.1 ------------------------------------------------------------------
+
+def h1_call(path, body, text=False, chunked=False):
+    """A whole gRPC-Web call over http.client; body bytes (Content-Length)
+    or, chunked, a list of pieces each sent as a chunk."""
+    ct = TEXT if text else BIN
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    h = {"content-type": ct, "x-grpc-web": "1"}
+    if chunked:
+        c.request("POST", path, body=iter([enc(b, text) for b in body]),
+                  headers=h, encode_chunked=True)
+    else:
+        c.request("POST", path, body=enc(body, text), headers=h)
+    r = c.getresponse()
+    data = r.read()
+    check(r.status == 200, (r.status, data[:200]))
+    check(r.getheader("content-type") == ct + ("" if ct.endswith("+proto") else "+proto"),
+          r.getheader("content-type"))
+    c.close()
+    f = Frames(text)
+    f.feed(data)
+    return f.done()
+
+
+class H1Stream:
+    """A gRPC-Web call over a raw HTTP/1.1 socket with a chunked request
+    body, read as the answer arrives (chunked too)."""
+
+    def __init__(self, path, text=False, extra=b""):
+        self.text = text
+        self.s = socket.create_connection((HOST, PORT), timeout=10)
+        ct = (TEXT if text else BIN).encode()
+        self.s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                       b"Content-Type: " + ct + b"\r\nX-Grpc-Web: 1\r\n" + extra +
+                       b"Transfer-Encoding: chunked\r\n\r\n")
+        self.raw = b""
+        self.head = None
+        self.frames = Frames(text)
+        self.ended = False
+
+    def send(self, msg, flag=0):
+        self.send_raw(enc(frame(msg, flag), self.text))
+
+    def send_raw(self, data):
+        self.s.sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+
+    def end(self):
+        self.s.sendall(b"0\r\n\r\n")
+
+    def _fill(self, deadline):
+        self.s.settimeout(max(0.05, deadline - time.monotonic()))
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError("connection closed")
+        self.raw += d
+
+    def _pump(self):
+        if self.head is None:
+            i = self.raw.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            self.head, self.raw = self.raw[:i].decode(), self.raw[i + 4:]
+            check(self.head.startswith("HTTP/1.1 200 "), self.head)
+            check("transfer-encoding: chunked" in self.head.lower(), self.head)
+        while not self.ended:
+            i = self.raw.find(b"\r\n")
+            if i < 0:
+                return
+            n = int(self.raw[:i], 16)
+            if len(self.raw) < i + 2 + n + 2:
+                return
+            chunk = self.raw[i + 2:i + 2 + n]
+            check(self.raw[i + 2 + n:i + 4 + n] == b"\r\n", "chunk framing")
+            self.raw = self.raw[i + 4 + n:]
+            if n == 0:
+                self.ended = True
+            else:
+                self.frames.feed(chunk)
+
+    def read_msgs(self, count, timeout=5):
+        deadline = time.monotonic() + timeout
+        while len(self.frames.msgs) < count and self.frames.trailers is None:
+            check(time.monotonic() < deadline,
+                  f"no answer within {timeout}s ({len(self.frames.msgs)} of {count})")
+            self._fill(deadline)
+            self._pump()
+        return self.frames.msgs[:count]
+
+    def finish(self, timeout=5):
+        deadline = time.monotonic() + timeout
+        while not self.ended:
+            check(time.monotonic() < deadline, f"no end within {timeout}s")
+            self._fill(deadline)
+            self._pump()
+        return self.frames.done()
+
+    def close(self):
+        self.s.close()
+
+
+def h1_connection_closes(s, timeout=5):
+    """True when the server closes the connection within timeout."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+# ---- HTTP/2 (python3-h2) --------------------------------------------------------
+
+class H2:
+    """One HTTP/2 connection (prior knowledge, h2c) driven by python3-h2."""
+
+    def __init__(self):
+        import h2.config
+        import h2.connection
+        self.s = socket.create_connection((HOST, PORT), timeout=10)
+        self.c = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.c.initiate_connection()
+        self.s.sendall(self.c.data_to_send())
+        self.streams = {}
+
+    def open(self, path, method="POST", ctype=BIN, end=False, extra=()):
+        sid = self.c.get_next_available_stream_id()
+        hdrs = [(":method", method), (":path", path), (":scheme", "http"),
+                (":authority", f"{HOST}:{PORT}"), ("content-type", ctype),
+                ("x-grpc-web", "1"), *extra]
+        self.c.send_headers(sid, hdrs, end_stream=end)
+        self.s.sendall(self.c.data_to_send())
+        self.streams[sid] = {"headers": None, "data": b"", "ended": False,
+                             "reset": None, "trailers": None}
+        return sid
+
+    def send(self, sid, data, end=False):
+        # python3-h2 honours the peer's windows: a send past them would raise
+        while data:
+            room = min(self.c.local_flow_control_window(sid),
+                       self.c.max_outbound_frame_size)
+            if room <= 0:
+                self.pump(time.monotonic() + 5)
+                continue
+            piece, data = data[:room], data[room:]
+            self.c.send_data(sid, piece, end_stream=end and not data)
+            self.s.sendall(self.c.data_to_send())
+        if end and not data and not self.streams[sid]["ended"]:
+            pass
+
+    def end(self, sid):
+        self.c.end_stream(sid)
+        self.s.sendall(self.c.data_to_send())
+
+    def pump(self, deadline):
+        import h2.events
+        self.s.settimeout(max(0.05, deadline - time.monotonic()))
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError("connection closed")
+        for ev in self.c.receive_data(d):
+            st = self.streams.get(getattr(ev, "stream_id", None))
+            if isinstance(ev, h2.events.ResponseReceived):
+                st["headers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.TrailersReceived):
+                st["trailers"] = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                st["data"] += ev.data
+                self.c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                st["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset):
+                st["reset"] = ev.error_code
+                st["ended"] = True
+        out = self.c.data_to_send()
+        if out:
+            self.s.sendall(out)
+
+    def wait(self, sid, cond, timeout=5, what="answer"):
+        deadline = time.monotonic() + timeout
+        while not cond(self.streams[sid]):
+            check(time.monotonic() < deadline, f"no {what} within {timeout}s")
+            self.pump(deadline)
+
+    def close(self):
+        self.s.close()
+
+
+def h2_web(conn, sid, text, count=None, timeout=5):
+    """The stream's frames so far (count messages awaited) or, with count
+    None, the whole answer once the stream ended."""
+    st = conn.streams[sid]
+    if count is None:
+        conn.wait(sid, lambda s: s["ended"], timeout, "end of stream")
+    else:
+        def enough(s):
+            f = Frames(text)
+            f.feed(s["data"])
+            return len(f.msgs) >= count or f.trailers is not None or s["ended"]
+        conn.wait(sid, enough, timeout, f"{count} messages")
+    check(st["headers"] is not None and st["headers"][":status"] == "200", st["headers"])
+    check(st["headers"]["content-type"] == (TEXT + "+proto" if text else BIN),
+          st["headers"])
+    f = Frames(text)
+    f.feed(st["data"])
+    if count is None:
+        check(st["reset"] in (None, 0), ("reset", st["reset"]))
+        return f.done()
+    return f.msgs, f.trailers
+
+
+# ---- tests ---------------------------------------------------------------------
+
+N = 50
+IDS_SUM = N * (N + 1) // 2
+
+
+def test_client_stream_h1():
+    """Upload: N frames over HTTP/1.1, Content-Length and chunked (one
+    message a chunk, and frames split across chunks), binary and text."""
+    msgs = [frame(thing(i, f"m{i}")) for i in range(1, N + 1)]
+    for text in (False, True):
+        out, tr = h1_call("/web.v1.Web/Upload", b"".join(msgs), text=text)
+        check(tr["grpc-status"] == "0" and len(out) == 1, (text, out, tr))
+        check(parse_thing(out[0]) == {"id": IDS_SUM, "size": N}, parse_thing(out[0]))
+        out, tr = h1_call("/web.v1.Web/Upload", msgs, text=text, chunked=True)
+        check(tr["grpc-status"] == "0" and
+              parse_thing(out[0]) == {"id": IDS_SUM, "size": N}, (text, out, tr))
+        # the frames cut at arbitrary places: a prefix split over chunks
+        whole = b"".join(msgs)
+        if text:
+            pieces = [whole[i:i + 9] for i in range(0, len(whole), 9)]
+        else:
+            pieces = [whole[i:i + 7] for i in range(0, len(whole), 7)]
+        out, tr = h1_call("/web.v1.Web/Upload", pieces, text=text, chunked=True)
+        check(tr["grpc-status"] == "0" and
+              parse_thing(out[0]) == {"id": IDS_SUM, "size": N}, (text, out, tr))
+    # no message at all: a client stream may be empty
+    out, tr = h1_call("/web.v1.Web/Upload", b"")
+    check(tr["grpc-status"] == "0" and out == [b""], (out, tr))
+
+
+def test_bidi_h1_chunked():
+    """Chat over chunked HTTP/1.1, lock-step: each echo is read before the
+    next message is sent, the request body still open."""
+    for text in (False, True):
+        st = H1Stream("/web.v1.Web/Chat", text=text)
+        try:
+            for i in range(1, 6):
+                st.send(thing(i, f"hello {i}"))
+                got = st.read_msgs(i)
+                check(len(got) == i and parse_thing(got[-1]) ==
+                      {"id": i, "name": f"hello {i}"}, (text, i, got))
+            st.end()
+            msgs, tr = st.finish()
+            check(len(msgs) == 5 and tr["grpc-status"] == "0", (text, msgs, tr))
+        finally:
+            st.close()
+
+
+def test_bidi_h1_pause():
+    """A pause longer than the 10 s bound on a whole HTTP/1.1 request's
+    arrival (handshake_timeout) does not end a gRPC-Web bidi stream: its
+    silences are bounded by the idle timeout (60 s) instead. Regression:
+    the connection was closed 10 s after the request's first byte."""
+    st = H1Stream("/web.v1.Web/Chat")
+    try:
+        st.send(thing(1, "before"))
+        check(len(st.read_msgs(1)) == 1, "first echo")
+        time.sleep(11)
+        st.send(thing(2, "after"))
+        got = st.read_msgs(2)
+        check(parse_thing(got[1]) == {"id": 2, "name": "after"}, got)
+        st.end()
+        msgs, tr = st.finish()
+        check(len(msgs) == 2 and tr["grpc-status"] == "0", (msgs, tr))
+    finally:
+        st.close()
+
+
+def test_errors_mid_stream_h1():
+    # Chat: two echoes, then the handler's status in the trailers; the
+    # request body is still open when the answer ends
+    st = H1Stream("/web.v1.Web/Chat")
+    try:
+        st.send(thing(1, "a"))
+        st.send(thing(2, "b"))
+        check(len(st.read_msgs(2)) == 2, "two echoes")
+        st.send(thing(3, "fail"))
+        st.read_msgs(3)
+        check(st.frames.trailers is not None, "trailers after the failure")
+        check(st.frames.trailers["grpc-status"] == "10" and
+              st.frames.trailers["grpc-message"] == "chat aborted at message 3",
+              st.frames.trailers)
+        check(len(st.frames.msgs) == 2, st.frames.msgs)
+        # the rest of the body is read (discarded), then the next request
+        st.send(thing(4, "late"))
+        st.end()
+        msgs, tr = st.finish()
+        check(tr["grpc-status"] == "10", tr)
+        st.s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        st.s.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = st.s.recv(4096)
+            check(d, "closed before the next answer")
+            data += d
+        check(data.startswith(b"HTTP/1.1 200 "), data[:60])
+    finally:
+        st.close()
+    # Upload: the status the handler returned at message 3 of 5
+    body = b"".join(frame(thing(i, "fail" if i == 3 else "x")) for i in range(1, 6))
+    for text in (False, True):
+        out, tr = h1_call("/web.v1.Web/Upload", body, text=text)
+        check(out == [] and tr["grpc-status"] == "9" and
+              tr["grpc-message"] == "upload refused at message 3", (text, out, tr))
+
+
+def test_body_limit_h1():
+    """HTTP/1.1 has no flow control: a gRPC-Web body is bounded by the
+    server's max_body_bytes (64 KiB here). Chunks past it end the call
+    RESOURCE_EXHAUSTED, then the connection closes (the rest is not read);
+    a Content-Length over it is refused before the body."""
+    st = H1Stream("/web.v1.Web/Upload")
+    try:
+        one = frame(thing(1, "x" * 1000))
+        sent = 0
+        try:
+            while sent < 4 * MAX_BODY:
+                st.send_raw(one)
+                sent += len(one)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        msgs, tr = st.finish()
+        check(msgs == [] and tr["grpc-status"] == "8" and
+              "larger than the server's limit" in tr["grpc-message"], (msgs, tr))
+        check(h1_connection_closes(st.s), "connection not closed after the limit")
+    finally:
+        st.close()
+    # the same as a Content-Length: refused at the head, as gRPC-Web (200
+    # and the status in a trailers frame, as a gRPC-Web client reads it),
+    # then the connection closes (the body is never read); an HTTP/JSON
+    # request over the limit gets 413
+    for text in (False, True):
+        s = socket.create_connection((HOST, PORT), timeout=10)
+        try:
+            s.sendall(b"POST /web.v1.Web/Upload HTTP/1.1\r\nHost: t\r\n"
+                      b"Content-Type: " + (TEXT if text else BIN).encode() + b"\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+            data = b""
+            s.settimeout(5)
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+            head, body = data.split(b"\r\n\r\n", 1)
+            check(head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower(),
+                  head)
+            chunks, rest = b"", body
+            while rest:
+                i = rest.index(b"\r\n")
+                n = int(rest[:i], 16)
+                chunks += rest[i + 2:i + 2 + n]
+                rest = rest[i + 4 + n:]
+            f = Frames(text)
+            f.feed(chunks)
+            msgs, tr = f.done()
+            check(msgs == [] and tr["grpc-status"] == "8" and tr["grpc-message"] ==
+                  f"request body of {MAX_BODY + 1} bytes is larger than the server's "
+                  f"{MAX_BODY}-byte limit", tr)
+        finally:
+            s.close()
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    try:
+        s.sendall(b"POST /v1/upload HTTP/1.1\r\nHost: t\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+        s.settimeout(5)
+        data = s.recv(65536)
+        check(data.startswith(b"HTTP/1.1 413 "), data[:80])
+    finally:
+        s.close()
+
+
+def test_malformed_h1():
+    cases = [
+        # a length prefix announcing 100 bytes, 3 sent
+        (b"\x00\x00\x00\x00\x64abc", "13",
+         "the stream ended before the length its prefix announced"),
+        # a prefix cut short
+        (b"\x00\x00\x00", "13",
+         "the stream ended before the length its prefix announced"),
+        # an unknown flag byte
+        (b"\x7f\x00\x00\x00\x00", "13", "unknown message flag byte"),
+        # a frame past max_recv_message_bytes (4 MiB): refused on its prefix
+        (b"\x00\x00\x50\x00\x00", "8", "max_recv_message_bytes"),
+    ]
+    for path in ("/web.v1.Web/Upload", "/web.v1.Web/Chat", "/web.v1.Web/GetThing"):
+        for body, code, words in cases:
+            for text in (False, True):
+                t0 = time.monotonic()
+                out, tr = h1_call(path, frame(thing(1, "ok")) + body
+                                  if path != "/web.v1.Web/GetThing" else body,
+                                  text=text)
+                check(tr["grpc-status"] == code and words in tr.get("grpc-message", ""),
+                      (path, body, text, out, tr))
+                check(time.monotonic() - t0 < 5, "slow answer")
+    # a text body that is not base64, mid-stream, on a chunked bidi call
+    st = H1Stream("/web.v1.Web/Chat", text=True)
+    try:
+        st.send(thing(1, "a"))
+        check(len(st.read_msgs(1)) == 1, "first echo")
+        st.send_raw(b"!!!!")
+        st.end()
+        msgs, tr = st.finish()
+        check(len(msgs) == 1 and tr["grpc-status"] == "13" and
+              "not base64" in tr["grpc-message"], (msgs, tr))
+    finally:
+        st.close()
+
+
+def test_client_stream_h2():
+    c = H2()
+    try:
+        for text in (False, True):
+            ct = TEXT if text else BIN
+            sid = c.open("/web.v1.Web/Upload", ctype=ct)
+            for i in range(1, N + 1):  # one DATA frame a message
+                c.send(sid, enc(frame(thing(i, f"m{i}")), text))
+            c.end(sid)
+            msgs, tr = h2_web(c, sid, text)
+            check(tr["grpc-status"] == "0" and
+                  parse_thing(msgs[0]) == {"id": IDS_SUM, "size": N}, (text, msgs, tr))
+        # the handler's error at message 3
+        sid = c.open("/web.v1.Web/Upload")
+        c.send(sid, b"".join(frame(thing(i, "fail" if i == 3 else "x"))
+                             for i in range(1, 6)), end=True)
+        msgs, tr = h2_web(c, sid, False)
+        check(msgs == [] and tr["grpc-status"] == "9" and
+              tr["grpc-message"] == "upload refused at message 3", (msgs, tr))
+    finally:
+        c.close()
+
+
+def test_bidi_h2():
+    """Chat over HTTP/2, lock-step, two calls interleaved on one connection."""
+    c = H2()
+    try:
+        for text in (False, True):
+            ct = TEXT if text else BIN
+            a = c.open("/web.v1.Web/Chat", ctype=ct)
+            b = c.open("/web.v1.Web/Chat", ctype=ct)
+            for i in range(1, 6):
+                c.send(a, enc(frame(thing(i, f"a{i}")), text))
+                msgs, tr = h2_web(c, a, text, count=i)
+                check(tr is None and len(msgs) == i and
+                      parse_thing(msgs[-1]) == {"id": i, "name": f"a{i}"}, (text, i, msgs))
+                c.send(b, enc(frame(thing(100 + i, f"b{i}")), text))
+                msgs, tr = h2_web(c, b, text, count=i)
+                check(tr is None and parse_thing(msgs[-1])["id"] == 100 + i, (text, i, msgs))
+            c.end(a)
+            msgs, tr = h2_web(c, a, text)
+            check(len(msgs) == 5 and tr["grpc-status"] == "0", (text, msgs, tr))
+            # b fails mid-stream: echoes so far, then ABORTED in the trailers
+            c.send(b, enc(frame(thing(7, "fail")), text))
+            msgs, tr = h2_web(c, b, text, count=6)
+            check(len(msgs) == 5 and tr is not None and tr["grpc-status"] == "10" and
+                  tr["grpc-message"] == "chat aborted at message 6", (text, msgs, tr))
+            c.wait(b, lambda s: s["ended"], 5, "end of the failed stream")
+    finally:
+        c.close()
+
+
+def test_limits_and_malformed_h2():
+    c = H2()
+    try:
+        # a frame past max_recv_message_bytes: refused on its prefix, the
+        # 5 MiB body never sent nor buffered
+        sid = c.open("/web.v1.Web/Chat")
+        c.send(sid, frame(thing(1, "a")) + b"\x00\x00\x50\x00\x00" + b"x" * 100)
+        msgs, tr = h2_web(c, sid, False, count=2)
+        check(tr is not None and tr["grpc-status"] == "8" and
+              "max_recv_message_bytes" in tr["grpc-message"], (msgs, tr))
+        c.wait(sid, lambda s: s["ended"], 5, "end of stream")
+        # a length prefix past the end of the body
+        for text in (False, True):
+            sid = c.open("/web.v1.Web/Upload", ctype=TEXT if text else BIN)
+            c.send(sid, enc(frame(thing(1, "a")) + b"\x00\x00\x00\x00\x64abc", text),
+                   end=True)
+            msgs, tr = h2_web(c, sid, text)
+            check(tr["grpc-status"] == "13" and
+                  "ended before the length its prefix announced" in tr["grpc-message"],
+                  (text, msgs, tr))
+        # a long bidi stream is not bounded by max_body_bytes on HTTP/2
+        # (flow control holds the client): 4x the limit echoed in full
+        sid = c.open("/web.v1.Web/Chat")
+        one = frame(thing(1, "y" * 4000))
+        n = 4 * MAX_BODY // len(one) + 1
+        for i in range(n):
+            c.send(sid, one)
+            if i % 8 == 7:
+                h2_web(c, sid, False, count=i + 1)
+        c.end(sid)
+        msgs, tr = h2_web(c, sid, False, timeout=10)
+        check(len(msgs) == n and tr["grpc-status"] == "0", (len(msgs), n, tr))
+        # HTTP/JSON cannot carry a stream of requests: 501 over HTTP/2 too
+        for path in ("/v1/upload", "/v1/chat"):
+            sid = c.open(path, ctype="application/json")
+            c.send(sid, b'{"id":"1"}', end=True)
+            c.wait(sid, lambda s: s["ended"], 5, "501")
+            st = c.streams[sid]
+            body = json.loads(st["data"])
+            check(st["headers"][":status"] == "501" and body["code"] == 12 and
+                  "stream" in body["message"] and body["details"] == [], (path, st))
+    finally:
+        c.close()
+
+
+def test_server_still_serves():
+    out, tr = h1_call("/web.v1.Web/Upload", frame(thing(5, "z")))
+    check(tr["grpc-status"] == "0" and parse_thing(out[0]) == {"id": 5, "size": 1},
+          (out, tr))
+
+
+def main():
+    global HOST, PORT
+    p, HOST, PORT = start()
+    tests = [test_client_stream_h1, test_bidi_h1_chunked, test_bidi_h1_pause,
+             test_errors_mid_stream_h1,
+             test_body_limit_h1, test_malformed_h1, test_client_stream_h2,
+             test_bidi_h2, test_limits_and_malformed_h2, test_server_still_serves]
+    only = os.environ.get("HTTP_TEST_ONLY")
+    try:
+        for t in tests:
+            if only and only not in t.__name__:
+                continue
+            try:
+                t()
+                print(f"ok   {t.__name__}", flush=True)
+            except Exception as e:  # noqa: BLE001 - report every failure
+                FAILED.append(t.__name__)
+                print(f"FAIL {t.__name__}: {type(e).__name__}: {e}", flush=True)
+            if p.poll() is not None:
+                FAILED.append("server exited")
+                print(f"FAIL server exited with {p.returncode}")
+                break
+    finally:
+        p.terminate()
+        try:
+            rc = p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = "killed"
+    if rc not in (0, -15):
+        FAILED.append(f"server exit {rc}")
+    print("FAILED: " + ", ".join(FAILED) if FAILED else "all passed")
+    sys.exit(1 if FAILED else 0)
+
+
+if __name__ == "__main__":
+    main()
