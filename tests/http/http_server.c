@@ -23,7 +23,8 @@
  * method is public. Upload (a client stream) answers the count of its
  * messages in `size` and the sum of their ids in `id`; Chat (bidi) echoes
  * each message as it arrives; a message named "fail" ends either with
- * FAILED_PRECONDITION (Upload) or ABORTED (Chat). WhoAmI echoes the metadata the handler sees and its remaining
+ * FAILED_PRECONDITION (Upload) or ABORTED (Chat); one named "slow"
+ * makes Upload sleep 2 s before reading on. WhoAmI echoes the metadata the handler sees and its remaining
  * deadline.
  * Notes (ids 1..64) are served through the declarative cache
  * (register_cached): an L1 perfc_cache, with Redis on 127.0.0.1 as L2 when
@@ -269,6 +270,14 @@ static perfc_status_code upload(perfc_ctx *ctx, perfc_stream *reader,
     if (m->name != NULL && strcmp(m->name, "fail") == 0)
       return perfc_ctx_error(ctx, PERFC_STATUS_FAILED_PRECONDITION,
                              "upload refused at message %d", resp->size);
+    /* A handler that falls behind its client for 2 s (the back-pressure
+     * test): what the client sends meanwhile must wait outside the server. */
+    for (int i = 0; m->name != NULL && strcmp(m->name, "slow") == 0 && i < 200 &&
+                    !perfc_ctx_cancelled(ctx);
+         i++) {
+      struct timespec ts = {0, 10 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
   }
   return rc < 0 ? perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv %d", rc)
                 : PERFC_STATUS_OK;

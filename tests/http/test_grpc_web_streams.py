@@ -47,9 +47,9 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def start():
+def start(max_body=MAX_BODY):
     wrap = os.environ.get("HTTP_TEST_WRAP", "").split()
-    p = subprocess.Popen([*wrap, SERVER, "--max-body", str(MAX_BODY),
+    p = subprocess.Popen([*wrap, SERVER, "--max-body", str(max_body),
                           "--threads", "2"], stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
@@ -542,6 +542,63 @@ def test_body_limit_h1():
         s.close()
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_backpressure_h1():
+    """HTTP/1.1 has no flow control: while a client stream's handler is
+    behind, the server stops reading the socket (TCP holds the client)
+    instead of buffering what arrives. A server with a 256 MiB body limit;
+    Upload sleeps 2 s at its first message while the client pushes 48 MiB
+    (768 messages of 64 KiB): the server's RSS grows by less than 8 MiB
+    meanwhile (it grew by the whole 48 MiB before), and every message is
+    then delivered (count and sum of ids)."""
+    import threading
+    global HOST, PORT
+    saved = HOST, PORT
+    p, HOST, PORT = start(256 << 20)
+    try:
+        base = rss_kib(p.pid)
+        st = H1Stream("/web.v1.Web/Upload")
+        n, pad = 768, "p" * (64 * 1024 - 16)
+        sent = [0]
+
+        def push():
+            try:
+                st.send(thing(1, "slow"))
+                for i in range(2, n + 1):
+                    st.send(thing(i, pad))
+                    sent[0] = i
+                st.end()
+            except OSError as e:  # noqa: F841 - the check below fails then
+                pass
+        st.s.settimeout(30)
+        th = threading.Thread(target=push, daemon=True)
+        th.start()
+        time.sleep(1.5)  # inside the handler's 2 s sleep
+        grown = rss_kib(p.pid) - base
+        during = sent[0]
+        th.join(timeout=30)
+        check(not th.is_alive() and sent[0] == n, ("sender stuck", sent[0]))
+        msgs, tr = st.finish(timeout=30)
+        st.close()
+        check(tr["grpc-status"] == "0" and
+              parse_thing(msgs[0]) == {"id": n * (n + 1) // 2, "size": n}, (tr, msgs))
+        print(f"     backpressure: {during} of {n} messages sent during the "
+              f"handler's sleep, server RSS +{grown} KiB", flush=True)
+        check(grown < 8 * 1024, f"server RSS grew by {grown} KiB while the handler slept")
+        check(during < n // 2, f"{during} of {n} messages accepted while the handler slept")
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+        HOST, PORT = saved
+
+
 def test_malformed_h1():
     cases = [
         # a length prefix announcing 100 bytes, 3 sent
@@ -687,7 +744,7 @@ def main():
     p, HOST, PORT = start()
     tests = [test_client_stream_h1, test_bidi_h1_chunked, test_bidi_h1_pause,
              test_errors_mid_stream_h1,
-             test_body_limit_h1, test_malformed_h1, test_client_stream_h2,
+             test_body_limit_h1, test_backpressure_h1, test_malformed_h1, test_client_stream_h2,
              test_bidi_h2, test_limits_and_malformed_h2, test_server_still_serves]
     only = os.environ.get("HTTP_TEST_ONLY")
     try:

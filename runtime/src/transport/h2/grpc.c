@@ -2263,6 +2263,8 @@ static void resume_local(perfc__h2_stream *s) {
     return;
   if (!s->paused && s->owing)
     perfc__h2_grpc_repay(s->conn);
+  if (!s->paused && s->h1)
+    perfc__h2_h1_kick(s); /* read the socket again (http1.c: busy) */
   if (!s->paused && s->held_msgs == NULL && s->remote_closed && alive(s))
     half_close(s);
 }
