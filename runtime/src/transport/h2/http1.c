@@ -20,8 +20,12 @@
  * body against http_max_body_bytes (413 on its Content-Length, or once
  * the chunks pass it; then close, the rest is never read), a request
  * must arrive whole within handshake_timeout_ms from its first byte (else
- * the connection is closed, as h2's slow header blocks are), and an idle
- * keep-alive connection is closed after http_idle_timeout_ms.
+ * the connection is closed, as h2's slow header blocks are; a gRPC-Web
+ * client or bidi stream's body is exempt, its silences bounded by the idle
+ * timeout), and an idle keep-alive connection is closed after
+ * http_idle_timeout_ms. A gRPC-Web stream's messages reach its handler as
+ * they are read, and its answers leave before the body ends; while the
+ * handler is behind, the socket is not read (perfc__h2_h1_busy).
  */
 #include "transport/h2/conn_internal.h"
 
