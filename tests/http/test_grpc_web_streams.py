@@ -156,14 +156,15 @@ def enc(body, text):
 
 # ---- HTTP/1.1 ------------------------------------------------------------------
 
-def h1_call(path, body, text=False, chunked=False):
+def h1_call(path, body, text=False, chunked=False, encoded=False):
     """A whole gRPC-Web call over http.client; body bytes (Content-Length)
-    or, chunked, a list of pieces each sent as a chunk."""
+    or, chunked, a list of pieces each sent as a chunk (each base64'd on
+    its own in text mode, unless `encoded`: then sent as they are)."""
     ct = TEXT if text else BIN
     c = http.client.HTTPConnection(HOST, PORT, timeout=10)
     h = {"content-type": ct, "x-grpc-web": "1"}
     if chunked:
-        c.request("POST", path, body=iter([enc(b, text) for b in body]),
+        c.request("POST", path, body=iter([b if encoded else enc(b, text) for b in body]),
                   headers=h, encode_chunked=True)
     else:
         c.request("POST", path, body=enc(body, text), headers=h)
@@ -304,8 +305,6 @@ class H2:
             piece, data = data[:room], data[room:]
             self.c.send_data(sid, piece, end_stream=end and not data)
             self.s.sendall(self.c.data_to_send())
-        if end and not data and not self.streams[sid]["ended"]:
-            pass
 
     def end(self, sid):
         self.c.end_stream(sid)
@@ -385,13 +384,12 @@ def test_client_stream_h1():
         out, tr = h1_call("/web.v1.Web/Upload", msgs, text=text, chunked=True)
         check(tr["grpc-status"] == "0" and
               parse_thing(out[0]) == {"id": IDS_SUM, "size": N}, (text, out, tr))
-        # the frames cut at arbitrary places: a prefix split over chunks
-        whole = b"".join(msgs)
-        if text:
-            pieces = [whole[i:i + 9] for i in range(0, len(whole), 9)]
-        else:
-            pieces = [whole[i:i + 7] for i in range(0, len(whole), 7)]
-        out, tr = h1_call("/web.v1.Web/Upload", pieces, text=text, chunked=True)
+        # the frames cut at arbitrary places: prefixes split over chunks
+        # and, in text mode, base64 quads too (7 characters a chunk)
+        whole = enc(b"".join(msgs), text)
+        pieces = [whole[i:i + 7] for i in range(0, len(whole), 7)]
+        out, tr = h1_call("/web.v1.Web/Upload", pieces, text=text, chunked=True,
+                          encoded=True)
         check(tr["grpc-status"] == "0" and
               parse_thing(out[0]) == {"id": IDS_SUM, "size": N}, (text, out, tr))
     # no message at all: a client stream may be empty
@@ -645,6 +643,15 @@ def test_client_stream_h2():
             sid = c.open("/web.v1.Web/Upload", ctype=ct)
             for i in range(1, N + 1):  # one DATA frame a message
                 c.send(sid, enc(frame(thing(i, f"m{i}")), text))
+            c.end(sid)
+            msgs, tr = h2_web(c, sid, text)
+            check(tr["grpc-status"] == "0" and
+                  parse_thing(msgs[0]) == {"id": IDS_SUM, "size": N}, (text, msgs, tr))
+            # 7-byte DATA frames: prefixes (and base64 quads) split across them
+            whole = enc(b"".join(frame(thing(i, f"m{i}")) for i in range(1, N + 1)), text)
+            sid = c.open("/web.v1.Web/Upload", ctype=ct)
+            for i in range(0, len(whole), 7):
+                c.send(sid, whole[i:i + 7])
             c.end(sid)
             msgs, tr = h2_web(c, sid, text)
             check(tr["grpc-status"] == "0" and
