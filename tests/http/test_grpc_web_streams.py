@@ -548,6 +548,12 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_backpressure_h1():
     """HTTP/1.1 has no flow control: while a client stream's handler is
     behind, the server stops reading the socket (TCP holds the client)
@@ -591,6 +597,77 @@ def test_backpressure_h1():
               f"handler's sleep, server RSS +{grown} KiB", flush=True)
         check(grown < 8 * 1024, f"server RSS grew by {grown} KiB while the handler slept")
         check(during < n // 2, f"{during} of {n} messages accepted while the handler slept")
+        # The handler fails while its queue is full (the socket not read):
+        # the status goes out, the rest of the body is read and dropped,
+        # the connection serves its next request. Regression: the socket
+        # stayed unread, the client's send blocked for ever.
+        st = H1Stream("/web.v1.Web/Upload")
+        sent = [0]
+
+        def push_fail():
+            try:
+                st.send(thing(1, "slow"))
+                for i in range(2, 200):
+                    st.send(thing(i, pad))
+                st.send(thing(200, "fail"))
+                for i in range(201, n + 1):
+                    st.send(thing(i, pad))
+                    sent[0] = i
+                st.end()
+            except OSError:
+                pass
+        st.s.settimeout(30)
+        th = threading.Thread(target=push_fail, daemon=True)
+        th.start()
+        th.join(timeout=30)
+        check(not th.is_alive() and sent[0] == n, ("sender stuck after the failure", sent[0]))
+        msgs, tr = st.finish(timeout=10)
+        check(msgs == [] and tr["grpc-status"] == "9" and
+              tr["grpc-message"] == "upload refused at message 200", tr)
+        st.s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = st.s.recv(4096)
+            check(d, "closed before the next answer")
+            data += d
+        check(data.startswith(b"HTTP/1.1 200 "), data[:60])
+        st.close()
+        # A client that resets its connection while the handler is behind
+        # (the socket not read): the server neither spins on the error
+        # (CPU over the handler's sleep below 0.5 s) nor keeps the call
+        # (the next call is served).
+        import struct
+        st = H1Stream("/web.v1.Web/Upload")
+        st.send(thing(1, "slow"))
+        st.s.setblocking(False)
+        try:
+            for i in range(2, n + 1):
+                st.send(thing(i, pad))
+        except (BlockingIOError, OSError):
+            pass
+        cpu0 = cpu_s(p.pid)
+        st.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        st.s.close()  # RST
+        time.sleep(1.5)
+        spent = cpu_s(p.pid) - cpu0
+        print(f"     reset while paused: server CPU {spent:.2f} s in 1.5 s", flush=True)
+        check(spent < 0.5, f"server spent {spent:.2f} s of CPU after the reset")
+        out, tr = h1_call("/web.v1.Web/Upload", frame(thing(3, "z")))
+        check(tr["grpc-status"] == "0" and parse_thing(out[0]) == {"id": 3, "size": 1}, tr)
+        # The same for an HTTP/JSON request whose handler is still working
+        # (the connection is not read while its answer is owed).
+        s2 = socket.create_connection((HOST, PORT), timeout=10)
+        body = b'{"sleepMs":2000}'
+        s2.sendall(b"POST /v1/fail HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.2)
+        cpu0 = cpu_s(p.pid)
+        s2.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s2.close()
+        time.sleep(1.5)
+        spent = cpu_s(p.pid) - cpu0
+        print(f"     reset during a JSON call: server CPU {spent:.2f} s in 1.5 s", flush=True)
+        check(spent < 0.5, f"server spent {spent:.2f} s of CPU after the reset")
     finally:
         p.terminate()
         rc = p.wait(timeout=60)

@@ -1268,10 +1268,16 @@ static int web_finish_local(perfc__h2_stream *s, perfc_status_code code,
   }
   atomic_fetch_add(&s->pending, s->qlen - before);
   s->finish_queued = true;
-  if (s->h1)
+  if (s->h1) {
+    /* The call is over: what is left of its body is read and dropped, not
+     * held for a handler that is gone, and a stream paused for a handler
+     * that fell behind has the socket read again (http1.c: busy). */
+    s->recv_done = true;
+    drop_input(s);
     perfc__h2_h1_kick(s);
-  else
+  } else {
     kick_data(s);
+  }
   return 0;
 }
 

@@ -287,13 +287,15 @@ bool perfc__h2_h1_unread(const perfc__h2_conn *c) {
 /* Busy: the socket is not read. Also while a gRPC-Web stream's handler is
  * behind (its queue full, `paused`): HTTP/1.1 has no flow control, so not
  * reading is the back-pressure (TCP holds the client), as a shut window is
- * on HTTP/2; grpc.c's resume kicks the connection to read again. Without
- * it the messages read meanwhile were held up to max_body_bytes. */
+ * on HTTP/2; grpc.c's resume kicks the connection to read again, as does
+ * the call's end (recv_done: the rest of the body is read and dropped).
+ * Without it the messages read meanwhile were held up to max_body_bytes. */
 bool perfc__h2_h1_busy(const perfc__h2_conn *c) {
   const perfc__h1 *h = c->h1;
   return h != NULL &&
-         ((h->cur != NULL && (h->complete || h->cur->paused)) || h->stop ||
-          h->eof);
+         ((h->cur != NULL &&
+           (h->complete || (h->cur->paused && !h->cur->recv_done))) ||
+          h->stop || h->eof);
 }
 
 bool perfc__h2_h1_eof(perfc__h2_conn *c) {
