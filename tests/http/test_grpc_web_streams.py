@@ -47,10 +47,26 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def start(max_body=MAX_BODY):
+TLS = None  # an ssl.SSLContext while the TLS test runs
+
+
+def connect(alpn):
+    """A connection to the server: plain, or TLS offering `alpn`."""
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    if TLS is None:
+        return s
+    import ssl
+    ctx = ssl.create_default_context(cafile=TLS)
+    ctx.set_alpn_protocols(alpn)
+    t = ctx.wrap_socket(s, server_hostname="localhost")
+    check(t.selected_alpn_protocol() == alpn[0], t.selected_alpn_protocol())
+    return t
+
+
+def start(max_body=MAX_BODY, *extra):
     wrap = os.environ.get("HTTP_TEST_WRAP", "").split()
     p = subprocess.Popen([*wrap, SERVER, "--max-body", str(max_body),
-                          "--threads", "2"], stdout=subprocess.PIPE, text=True)
+                          "--threads", "2", *extra], stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
         p.kill()
@@ -185,7 +201,7 @@ class H1Stream:
 
     def __init__(self, path, text=False, extra=b""):
         self.text = text
-        self.s = socket.create_connection((HOST, PORT), timeout=10)
+        self.s = connect(["http/1.1"])
         ct = (TEXT if text else BIN).encode()
         self.s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n"
                        b"Content-Type: " + ct + b"\r\nX-Grpc-Web: 1\r\n" + extra +
@@ -276,7 +292,7 @@ class H2:
     def __init__(self):
         import h2.config
         import h2.connection
-        self.s = socket.create_connection((HOST, PORT), timeout=10)
+        self.s = connect(["h2"])
         self.c = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.c.initiate_connection()
@@ -554,6 +570,43 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def backpressure_run(p):
+    """Upload: 768 x 64 KiB pushed into a handler asleep 2 s at its first
+    message; the server's RSS meanwhile, then every message delivered."""
+    import threading
+    base = rss_kib(p.pid)
+    st = H1Stream("/web.v1.Web/Upload")
+    n, pad = 768, "p" * (64 * 1024 - 16)
+    sent = [0]
+
+    def push():
+        try:
+            st.send(thing(1, "slow"))
+            for i in range(2, n + 1):
+                st.send(thing(i, pad))
+                sent[0] = i
+            st.end()
+        except OSError:  # the check below fails then
+            pass
+    st.s.settimeout(30)
+    th = threading.Thread(target=push, daemon=True)
+    th.start()
+    time.sleep(1.5)  # inside the handler's 2 s sleep
+    grown = rss_kib(p.pid) - base
+    during = sent[0]
+    th.join(timeout=30)
+    check(not th.is_alive() and sent[0] == n, ("sender stuck", sent[0]))
+    msgs, tr = st.finish(timeout=30)
+    st.close()
+    check(tr["grpc-status"] == "0" and
+          parse_thing(msgs[0]) == {"id": n * (n + 1) // 2, "size": n}, (tr, msgs))
+    print(f"     backpressure: {during} of {n} messages sent during the "
+          f"handler's sleep, server RSS +{grown} KiB", flush=True)
+    check(grown < 8 * 1024, f"server RSS grew by {grown} KiB while the handler slept")
+    check(during < n // 2, f"{during} of {n} messages accepted while the handler slept")
+    return pad
+
+
 def test_backpressure_h1():
     """HTTP/1.1 has no flow control: while a client stream's handler is
     behind, the server stops reading the socket (TCP holds the client)
@@ -567,36 +620,8 @@ def test_backpressure_h1():
     saved = HOST, PORT
     p, HOST, PORT = start(256 << 20)
     try:
-        base = rss_kib(p.pid)
-        st = H1Stream("/web.v1.Web/Upload")
-        n, pad = 768, "p" * (64 * 1024 - 16)
-        sent = [0]
-
-        def push():
-            try:
-                st.send(thing(1, "slow"))
-                for i in range(2, n + 1):
-                    st.send(thing(i, pad))
-                    sent[0] = i
-                st.end()
-            except OSError as e:  # noqa: F841 - the check below fails then
-                pass
-        st.s.settimeout(30)
-        th = threading.Thread(target=push, daemon=True)
-        th.start()
-        time.sleep(1.5)  # inside the handler's 2 s sleep
-        grown = rss_kib(p.pid) - base
-        during = sent[0]
-        th.join(timeout=30)
-        check(not th.is_alive() and sent[0] == n, ("sender stuck", sent[0]))
-        msgs, tr = st.finish(timeout=30)
-        st.close()
-        check(tr["grpc-status"] == "0" and
-              parse_thing(msgs[0]) == {"id": n * (n + 1) // 2, "size": n}, (tr, msgs))
-        print(f"     backpressure: {during} of {n} messages sent during the "
-              f"handler's sleep, server RSS +{grown} KiB", flush=True)
-        check(grown < 8 * 1024, f"server RSS grew by {grown} KiB while the handler slept")
-        check(during < n // 2, f"{during} of {n} messages accepted while the handler slept")
+        pad = backpressure_run(p)
+        n = 768
         # The handler fails while its queue is full (the socket not read):
         # the status goes out, the rest of the body is read and dropped,
         # the connection serves its next request. Regression: the socket
@@ -823,6 +848,59 @@ def test_limits_and_malformed_h2():
         c.close()
 
 
+def test_tls():
+    """The same over TLS, one port: lock-step bidi on HTTP/1.1 (ALPN
+    http/1.1) and on HTTP/2 (ALPN h2), and the HTTP/1.1 back-pressure
+    (TLS records: the socket not read while the handler is behind)."""
+    import shutil
+    import tempfile
+    global HOST, PORT, TLS
+    certs = tempfile.mkdtemp(prefix="perfc-grpcweb-tls-")
+    saved = HOST, PORT
+    p = None
+    try:
+        subprocess.run(["sh", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "..", "tls", "make-certs.sh"), certs],
+                       check=True, capture_output=True, timeout=120)
+        p, HOST, PORT = start(256 << 20, "--tls-cert", os.path.join(certs, "server.crt"),
+                              "--tls-key", os.path.join(certs, "server.key"))
+        TLS = os.path.join(certs, "ca.crt")
+        for text in (False, True):
+            st = H1Stream("/web.v1.Web/Chat", text=text)
+            try:
+                for i in range(1, 4):
+                    st.send(thing(i, f"tls {i}"))
+                    check(parse_thing(st.read_msgs(i)[-1]) == {"id": i, "name": f"tls {i}"},
+                          (text, i))
+                st.end()
+                msgs, tr = st.finish()
+                check(len(msgs) == 3 and tr["grpc-status"] == "0", (text, msgs, tr))
+            finally:
+                st.close()
+            c = H2()
+            try:
+                sid = c.open("/web.v1.Web/Chat", ctype=TEXT if text else BIN)
+                for i in range(1, 4):
+                    c.send(sid, enc(frame(thing(i, f"h2 {i}")), text))
+                    msgs, tr = h2_web(c, sid, text, count=i)
+                    check(tr is None and parse_thing(msgs[-1]) == {"id": i, "name": f"h2 {i}"},
+                          (text, i, msgs))
+                c.end(sid)
+                msgs, tr = h2_web(c, sid, text)
+                check(len(msgs) == 3 and tr["grpc-status"] == "0", (text, msgs, tr))
+            finally:
+                c.close()
+        backpressure_run(p)
+    finally:
+        TLS = None
+        HOST, PORT = saved
+        if p is not None:
+            p.terminate()
+            rc = p.wait(timeout=60)
+            check(rc in (0, -15), f"the TLS server exited {rc}")
+        shutil.rmtree(certs, ignore_errors=True)
+
+
 def test_server_still_serves():
     out, tr = h1_call("/web.v1.Web/Upload", frame(thing(5, "z")))
     check(tr["grpc-status"] == "0" and parse_thing(out[0]) == {"id": 5, "size": 1},
@@ -835,7 +913,7 @@ def main():
     tests = [test_client_stream_h1, test_bidi_h1_chunked, test_bidi_h1_pause,
              test_errors_mid_stream_h1,
              test_body_limit_h1, test_backpressure_h1, test_malformed_h1, test_client_stream_h2,
-             test_bidi_h2, test_limits_and_malformed_h2, test_server_still_serves]
+             test_bidi_h2, test_limits_and_malformed_h2, test_tls, test_server_still_serves]
     only = os.environ.get("HTTP_TEST_ONLY")
     try:
         for t in tests:
