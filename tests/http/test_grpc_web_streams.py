@@ -510,6 +510,26 @@ def test_body_limit_h1():
         check(h1_connection_closes(st.s), "connection not closed after the limit")
     finally:
         st.close()
+    # a call that ended (its handler failed) while the client sends on:
+    # the rest is read and dropped, but bounded too: past the limit the
+    # connection closes (it was read for ever)
+    st = H1Stream("/web.v1.Web/Chat")
+    try:
+        st.send(thing(1, "fail"))
+        st.read_msgs(1)
+        check(st.frames.trailers is not None and
+              st.frames.trailers["grpc-status"] == "10", st.frames.trailers)
+        one = frame(thing(2, "x" * 1000))
+        try:
+            for _ in range(4 * MAX_BODY // len(one)):
+                st.send_raw(one)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        msgs, tr = st.finish()
+        check(tr["grpc-status"] == "10", tr)
+        check(h1_connection_closes(st.s), "connection not closed past the limit")
+    finally:
+        st.close()
     # the same as a Content-Length: refused at the head, as gRPC-Web (200
     # and the status in a trailers frame, as a gRPC-Web client reads it),
     # then the connection closes (the body is never read); an HTTP/JSON

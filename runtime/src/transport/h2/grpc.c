@@ -1317,17 +1317,21 @@ static void web_text_body(perfc__h2_stream *s, const uint8_t *data,
 }
 
 void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
-  if (s->recv_done || s->conn == NULL || !s->started)
+  if (s->conn == NULL)
     return;
   /* HTTP/1.1 has no flow control to hold a client back: the body is
-   * bounded as an HTTP/JSON one is. */
+   * bounded as an HTTP/JSON one is, also what is read and dropped after
+   * the call ended (then the connection closes: http1.c on_body). */
   s->web_body += len;
   if (s->web_body > s->lc->srv->o.http_max_body_bytes) {
     s->h1_close = true;
-    stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                "gRPC-Web request body larger than the server's limit");
+    if (!s->recv_done && s->started)
+      stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                  "gRPC-Web request body larger than the server's limit");
     return;
   }
+  if (s->recv_done || !s->started)
+    return;
   if (s->web == 2)
     web_text_body(s, data, len);
   else
