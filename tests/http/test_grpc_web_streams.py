@@ -199,13 +199,17 @@ class H1Stream:
     """A gRPC-Web call over a raw HTTP/1.1 socket with a chunked request
     body, read as the answer arrives (chunked too)."""
 
-    def __init__(self, path, text=False, extra=b""):
-        self.text = text
+    def __init__(self, path, text=False, extra=b"", length=None):
+        """length: a Content-Length body of that many bytes (sent raw by
+        send(); no chunks), else a chunked one."""
+        self.text, self.length = text, length
         self.s = connect(["http/1.1"])
         ct = (TEXT if text else BIN).encode()
+        framing = (b"Content-Length: %d\r\n" % length if length is not None
+                   else b"Transfer-Encoding: chunked\r\n")
         self.s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n"
                        b"Content-Type: " + ct + b"\r\nX-Grpc-Web: 1\r\n" + extra +
-                       b"Transfer-Encoding: chunked\r\n\r\n")
+                       framing + b"\r\n")
         self.raw = b""
         self.head = None
         self.frames = Frames(text)
@@ -215,7 +219,10 @@ class H1Stream:
         self.send_raw(enc(frame(msg, flag), self.text))
 
     def send_raw(self, data):
-        self.s.sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+        if self.length is not None:
+            self.s.sendall(data)
+        else:
+            self.s.sendall(b"%x\r\n" % len(data) + data + b"\r\n")
 
     def end(self):
         self.s.sendall(b"0\r\n\r\n")
@@ -429,6 +436,48 @@ def test_bidi_h1_chunked():
             check(len(msgs) == 5 and tr["grpc-status"] == "0", (text, msgs, tr))
         finally:
             st.close()
+
+
+def test_bidi_h1_content_length():
+    """Bidi lock-step with a Content-Length body: the answers leave before
+    the body's announced end, which is the half-close."""
+    msgs_in = [frame(thing(i, f"cl {i}")) for i in range(1, 4)]
+    st = H1Stream("/web.v1.Web/Chat", length=sum(map(len, msgs_in)))
+    try:
+        for i, m in enumerate(msgs_in, start=1):
+            st.send_raw(m)
+            got = st.read_msgs(i)
+            check(len(got) == i and parse_thing(got[-1]) == {"id": i, "name": f"cl {i}"},
+                  (i, got))
+        msgs, tr = st.finish()
+        check(len(msgs) == 3 and tr["grpc-status"] == "0", (msgs, tr))
+    finally:
+        st.close()
+
+
+def test_bidi_h1_idle():
+    """A gRPC-Web bidi stream on HTTP/1.1 whose client falls silent is
+    closed after the idle timeout (1 s on this server), and its handler
+    sees the cancel: the server serves on."""
+    global HOST, PORT
+    saved = HOST, PORT
+    p, HOST, PORT = start(MAX_BODY, "--idle-ms", "1000")
+    try:
+        st = H1Stream("/web.v1.Web/Chat")
+        st.send(thing(1, "then silence"))
+        check(len(st.read_msgs(1)) == 1, "first echo")
+        t0 = time.monotonic()
+        check(h1_connection_closes(st.s, timeout=10), "not closed after 10 s of silence")
+        waited = time.monotonic() - t0
+        check(0.5 <= waited <= 5, f"closed after {waited:.1f} s (idle 1 s)")
+        st.close()
+        out, tr = h1_call("/web.v1.Web/Upload", frame(thing(4, "z")))
+        check(tr["grpc-status"] == "0" and parse_thing(out[0]) == {"id": 4, "size": 1}, tr)
+    finally:
+        p.terminate()
+        rc = p.wait(timeout=60)
+        HOST, PORT = saved
+    check(rc in (0, -15), f"the idle server exited {rc}")
 
 
 def test_bidi_h1_pause():
@@ -930,7 +979,8 @@ def test_server_still_serves():
 def main():
     global HOST, PORT
     p, HOST, PORT = start()
-    tests = [test_client_stream_h1, test_bidi_h1_chunked, test_bidi_h1_pause,
+    tests = [test_client_stream_h1, test_bidi_h1_chunked, test_bidi_h1_content_length,
+             test_bidi_h1_idle, test_bidi_h1_pause,
              test_errors_mid_stream_h1,
              test_body_limit_h1, test_backpressure_h1, test_malformed_h1, test_client_stream_h2,
              test_bidi_h2, test_limits_and_malformed_h2, test_tls, test_server_still_serves]

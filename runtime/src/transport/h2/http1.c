@@ -214,8 +214,11 @@ static int on_headers_complete(http_parser *p) {
    * whole request's arrival would cut it at 10 s. Its bytes are bounded by
    * max_body_bytes, its silences by the idle timeout (conn.c: a request
    * in progress whose head is done counts as idle while nothing is read). */
-  if (s->web && s->started && !(s->flags & PERFC__H2_CALL_SINGLE_REQUEST))
+  if (s->web && s->started && !(s->flags & PERFC__H2_CALL_SINGLE_REQUEST)) {
     c->in_header_block = false;
+    perfc__h2_conn_timer_at_most(
+        c, perfc__h2_now_ms() + c->lc->srv->o.http_idle_timeout_ms);
+  }
   return 0;
 }
 
