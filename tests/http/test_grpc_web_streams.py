@@ -18,7 +18,11 @@ a message past max_recv_message_bytes, and malformed frames (a length
 prefix past the end of the body, an unknown flag byte, a body that is not
 base64) each get their status in the trailers, within a bounded time,
 and the server keeps serving. Client and bidi methods over HTTP/JSON on
-HTTP/2 answer 501 with a google.rpc.Status.
+HTTP/2 answer 501 with a google.rpc.Status. HTTP/1.1's bounds: the
+socket is not read while a handler is behind (the server's RSS while
+48 MiB are pushed at a sleeping handler), a stream's silences end at the
+idle timeout (not at the 10 s bound on a whole request), a client's
+reset of an unread connection costs no CPU. Some of it again over TLS.
 
 The test server's Upload answers size = count and id = sum of the ids;
 Chat echoes; a message named "fail" ends them with FAILED_PRECONDITION
