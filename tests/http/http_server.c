@@ -20,7 +20,11 @@
  * the code it is given after sleeping sleep_ms on a worker (the deadline
  * test). DeleteThing needs `Authorization: Bearer <JWT>` (HS256, secret
  * "perfc-http-test-secret-0123456789abcdef"; perfc_auth), every other
- * method is public. WhoAmI echoes the metadata the handler sees and its remaining
+ * method is public. Upload (a client stream) answers the count of its
+ * messages in `size` and the sum of their ids in `id`; Chat (bidi) echoes
+ * each message as it arrives; a message named "fail" ends either with
+ * FAILED_PRECONDITION (Upload) or ABORTED (Chat); one named "slow"
+ * makes Upload sleep 2 s before reading on. WhoAmI echoes the metadata the handler sees and its remaining
  * deadline.
  * Notes (ids 1..64) are served through the declarative cache
  * (register_cached): an L1 perfc_cache, with Redis on 127.0.0.1 as L2 when
@@ -260,8 +264,21 @@ static perfc_status_code upload(perfc_ctx *ctx, perfc_stream *reader,
   (void)ud;
   Web__V1__Thing *m;
   int rc;
-  while ((rc = web__v1__web__upload__recv(reader, &m)) == 1)
+  while ((rc = web__v1__web__upload__recv(reader, &m)) == 1) {
     resp->size++;
+    resp->id += m->id;
+    if (m->name != NULL && strcmp(m->name, "fail") == 0)
+      return perfc_ctx_error(ctx, PERFC_STATUS_FAILED_PRECONDITION,
+                             "upload refused at message %d", resp->size);
+    /* A handler that falls behind its client for 2 s (the back-pressure
+     * test): what the client sends meanwhile must wait outside the server. */
+    for (int i = 0; m->name != NULL && strcmp(m->name, "slow") == 0 && i < 200 &&
+                    !perfc_ctx_cancelled(ctx);
+         i++) {
+      struct timespec ts = {0, 10 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
   return rc < 0 ? perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv %d", rc)
                 : PERFC_STATUS_OK;
 }
@@ -270,9 +287,15 @@ static perfc_status_code chat(perfc_ctx *ctx, perfc_stream *stream, void *ud) {
   (void)ud;
   Web__V1__Thing *m;
   int rc;
-  while ((rc = web__v1__web__chat__recv(stream, &m)) == 1)
+  int n = 0;
+  while ((rc = web__v1__web__chat__recv(stream, &m)) == 1) {
+    n++;
+    if (m->name != NULL && strcmp(m->name, "fail") == 0)
+      return perfc_ctx_error(ctx, PERFC_STATUS_ABORTED,
+                             "chat aborted at message %d", n);
     if (web__v1__web__chat__send(stream, m) != 0)
       return PERFC_STATUS_CANCELLED;
+  }
   return rc < 0 ? perfc_ctx_error(ctx, PERFC_STATUS_CANCELLED, "recv %d", rc)
                 : PERFC_STATUS_OK;
 }

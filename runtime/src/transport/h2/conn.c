@@ -754,6 +754,16 @@ static void conn_io(perfc__h2_loop *l, perfc__h2_io *io, uint32_t events) {
     }
     perfc__h2_conn_defer_flush(c);
   }
+  /* epoll reports an error or hang-up whatever the mask: an HTTP/1.1
+   * connection that is not being read (busy: a request in progress whose
+   * handler is behind or answering) would be woken again at once, for
+   * ever. The peer reset it or is gone both ways; nothing more can be
+   * delivered: close (the call sees the cancel). */
+  if ((events & (EPOLLHUP | EPOLLERR)) && c->h1 != NULL && !c->lingering &&
+      perfc__h2_h1_busy(c)) {
+    perfc__h2_conn_close_now(c);
+    return;
+  }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
     do_read(c);
 }

@@ -238,6 +238,9 @@ int perfc__h2_stream_add_header(perfc__h2_stream *s, const char *name,
 void perfc__h2_http_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
 /* gRPC-Web request bytes on HTTP/1.1 (base64 for the text mode). */
 void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len);
+/* An HTTP/1.1 gRPC-Web request with a Content-Length past the body limit:
+ * answered RESOURCE_EXHAUSTED as gRPC-Web; false if it is not gRPC-Web. */
+bool perfc__h2_web_refuse_body(perfc__h2_stream *s, const char *msg);
 void perfc__h2_http_request_done(perfc__h2_stream *s);
 /* The transport's own HTTP error answer (a JSON google.rpc.Status, or an
  * error line when a streamed body already began). */

@@ -1288,10 +1288,16 @@ static int web_finish_local(perfc__h2_stream *s, perfc_status_code code,
   }
   atomic_fetch_add(&s->pending, s->qlen - before);
   s->finish_queued = true;
-  if (s->h1)
+  if (s->h1) {
+    /* The call is over: what is left of its body is read and dropped, not
+     * held for a handler that is gone, and a stream paused for a handler
+     * that fell behind has the socket read again (http1.c: busy). */
+    s->recv_done = true;
+    drop_input(s);
     perfc__h2_h1_kick(s);
-  else
+  } else {
     kick_data(s);
+  }
   return 0;
 }
 
@@ -1331,17 +1337,21 @@ static void web_text_body(perfc__h2_stream *s, const uint8_t *data,
 }
 
 void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
-  if (s->recv_done || s->conn == NULL || !s->started)
+  if (s->conn == NULL)
     return;
   /* HTTP/1.1 has no flow control to hold a client back: the body is
-   * bounded as an HTTP/JSON one is. */
+   * bounded as an HTTP/JSON one is, also what is read and dropped after
+   * the call ended (then the connection closes: http1.c on_body). */
   s->web_body += len;
   if (s->web_body > s->lc->srv->o.http_max_body_bytes) {
     s->h1_close = true;
-    stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
-                "gRPC-Web request body larger than the server's limit");
+    if (!s->recv_done && s->started)
+      stream_fail(s, PERFC__H2_CLOSE_ERROR, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                  "gRPC-Web request body larger than the server's limit");
     return;
   }
+  if (s->recv_done || !s->started)
+    return;
   if (s->web == 2)
     web_text_body(s, data, len);
   else
@@ -1501,6 +1511,41 @@ static size_t web_md(perfc__h2_md *md, size_t n) {
       md[k++] = md[i];
   }
   return k;
+}
+
+/* An HTTP/1.1 request whose Content-Length is past the body limit, read
+ * no further: a gRPC-Web one is refused as gRPC-Web (200, the status
+ * RESOURCE_EXHAUSTED in a trailers frame, CORS headers for an allowed
+ * origin) before any call starts, so a gRPC-Web client reads the same
+ * status as when chunks pass the limit. false for any other request (the
+ * caller answers HTTP 413). */
+bool perfc__h2_web_refuse_body(perfc__h2_stream *s, const char *msg) {
+  const char *method = NULL, *ctype = NULL, *origin = NULL;
+  const char *p = s->hbuf;
+  for (uint32_t i = 0; p != NULL && i < s->nhdr; i++) {
+    const char *v = p + strlen(p) + 1;
+    if (strcmp(p, ":method") == 0)
+      method = v;
+    else if (strcmp(p, "content-type") == 0)
+      ctype = v;
+    else if (strcmp(p, "origin") == 0)
+      origin = v;
+    p = v + strlen(v) + 1;
+  }
+  int web = method != NULL && strcmp(method, "POST") == 0
+                ? web_content_type(ctype)
+                : 0;
+  if (!web)
+    return false;
+  s->web = (uint8_t)web;
+  s->http = 0;
+  if (origin != NULL) {
+    perfc__h2_md o = {"origin", 6, origin, strlen(origin)};
+    cors_note(s, &o, 1);
+  }
+  if (respond_only(s, 200, PERFC_STATUS_RESOURCE_EXHAUSTED, msg, NULL, 0) != 0)
+    s->conn->closing = true; /* out of memory: no answer, the connection ends */
+  return true;
 }
 
 static void start_call(perfc__h2_conn *c, perfc__h2_stream *s) {
@@ -2248,6 +2293,8 @@ static void resume_local(perfc__h2_stream *s) {
     return;
   if (!s->paused && s->owing)
     perfc__h2_grpc_repay(s->conn);
+  if (!s->paused && s->h1)
+    perfc__h2_h1_kick(s); /* read the socket again (http1.c: busy) */
   if (!s->paused && s->held_msgs == NULL && s->remote_closed && alive(s))
     half_close(s);
 }

@@ -415,7 +415,7 @@ static perfc_status_code on_http_call(h2t *t, perfc__h2_stream *s,
     c->http_refuse_code = PERFC_STATUS_UNIMPLEMENTED;
     c->http_refuse_msg = perfc_arena_sprintf(
         a, "%s is a %s-streaming method: HTTP/JSON carries unary and "
-           "server-streaming methods only (call it over gRPC)",
+           "server-streaming methods only (call it over gRPC or gRPC-Web)",
         m->desc->path,
         m->desc->kind == PERFC_METHOD_CLIENT_STREAM ? "client" : "bidi");
   }

@@ -20,8 +20,12 @@
  * body against http_max_body_bytes (413 on its Content-Length, or once
  * the chunks pass it; then close, the rest is never read), a request
  * must arrive whole within handshake_timeout_ms from its first byte (else
- * the connection is closed, as h2's slow header blocks are), and an idle
- * keep-alive connection is closed after http_idle_timeout_ms.
+ * the connection is closed, as h2's slow header blocks are; a gRPC-Web
+ * client or bidi stream's body is exempt, its silences bounded by the idle
+ * timeout), and an idle keep-alive connection is closed after
+ * http_idle_timeout_ms. A gRPC-Web stream's messages reach its handler as
+ * they are read, and its answers leave before the body ends; while the
+ * handler is behind, the socket is not read (perfc__h2_h1_busy).
  */
 #include "transport/h2/conn_internal.h"
 
@@ -195,7 +199,8 @@ static int on_headers_complete(http_parser *p) {
              "%zu-byte limit",
              (unsigned long long)p->content_length, max);
     stop_after(h);
-    perfc__h2_http_fail(s, 413, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
+    if (!perfc__h2_web_refuse_body(s, m))
+      perfc__h2_http_fail(s, 413, PERFC_STATUS_RESOURCE_EXHAUSTED, m);
     return 0;
   }
   if (h->expect_continue) {
@@ -204,6 +209,16 @@ static int on_headers_complete(http_parser *p) {
       c->closing = true;
   }
   perfc__h2_grpc_start(c, s);
+  /* A gRPC-Web client or bidi stream's body is its messages, sent when the
+   * client likes (lock-step with the answers, for bidi): the bound on a
+   * whole request's arrival would cut it at 10 s. Its bytes are bounded by
+   * max_body_bytes, its silences by the idle timeout (conn.c: a request
+   * in progress whose head is done counts as idle while nothing is read). */
+  if (s->web && s->started && !(s->flags & PERFC__H2_CALL_SINGLE_REQUEST)) {
+    c->in_header_block = false;
+    perfc__h2_conn_timer_at_most(
+        c, perfc__h2_now_ms() + c->lc->srv->o.http_idle_timeout_ms);
+  }
   return 0;
 }
 
@@ -272,9 +287,18 @@ bool perfc__h2_h1_unread(const perfc__h2_conn *c) {
   return c->h1 != NULL && c->h1->stop;
 }
 
+/* Busy: the socket is not read. Also while a gRPC-Web stream's handler is
+ * behind (its queue full, `paused`): HTTP/1.1 has no flow control, so not
+ * reading is the back-pressure (TCP holds the client), as a shut window is
+ * on HTTP/2; grpc.c's resume kicks the connection to read again, as does
+ * the call's end (recv_done: the rest of the body is read and dropped).
+ * Without it the messages read meanwhile were held up to max_body_bytes. */
 bool perfc__h2_h1_busy(const perfc__h2_conn *c) {
   const perfc__h1 *h = c->h1;
-  return h != NULL && ((h->cur != NULL && h->complete) || h->stop || h->eof);
+  return h != NULL &&
+         ((h->cur != NULL &&
+           (h->complete || (h->cur->paused && !h->cur->recv_done))) ||
+          h->stop || h->eof);
 }
 
 bool perfc__h2_h1_eof(perfc__h2_conn *c) {
