@@ -10,7 +10,9 @@
 #include <criterion/criterion.h>
 #include <perfc/cache.h>
 #include <perfc/metrics.h>
+#include <perfc/loop.h>
 #include <perfc/redis.h>
+#include <perfc/redis_async.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -633,4 +635,187 @@ Test(cluster, two_caches_no_stale_read_across_failover) {
   perfc_redis_pool_free(pa);
   perfc_redis_pool_free(pb);
   perfc_metrics_registry_free(reg_b);
+}
+
+/* ---- the client on the loops ---- */
+
+typedef struct ares {
+  atomic_int done;
+  int rc;
+  char val[32];
+} ares;
+
+static void aget_done(int rc, const uint8_t *v, size_t n, void *ud) {
+  ares *a = ud;
+  a->rc = rc;
+  if (rc == 0)
+    snprintf(a->val, sizeof a->val, "%.*s", (int)n, (const char *)v);
+  atomic_store(&a->done, 1);
+}
+
+static void acmd_done(int rc, const perfc_redis_reply *rep, void *ud) {
+  ares *a = ud;
+  a->rc = rc != 0 ? rc : rep->type == PERFC_REDIS_REPLY_ERROR ? PERFC_EIO : 0;
+  atomic_store(&a->done, 1);
+}
+
+typedef struct aload {
+  perfc_redis_async *ra;
+  int n;
+  ares *res;
+  const char *prefix;
+  int set; /* 1: SET key value, 0: GET */
+  int issue_errors;
+} aload;
+
+static void aload_run(void *arg) {
+  aload *l = arg;
+  for (int i = 0; i < l->n; i++) {
+    char key[32], val[32];
+    snprintf(key, sizeof key, "%s%d", l->prefix, i);
+    snprintf(val, sizeof val, "av-%d", i);
+    int rc;
+    if (l->set) {
+      const char *argv[] = {"SET", key, val};
+      rc = perfc_redis_async_command(l->ra, 3, argv, NULL, acmd_done,
+                                     &l->res[i]);
+    } else {
+      rc = perfc_redis_async_get(l->ra, key, aget_done, &l->res[i]);
+    }
+    if (rc != 0) {
+      l->issue_errors++;
+      l->res[i].rc = rc;
+      atomic_store(&l->res[i].done, 1);
+    }
+  }
+}
+
+typedef struct loop_job {
+  void (*fn)(void *);
+  void *arg;
+  atomic_int done;
+} loop_job;
+
+static void loop_job_run(void *ud) {
+  loop_job *j = ud;
+  j->fn(j->arg);
+  atomic_store(&j->done, 1);
+}
+
+static void *loop_main(void *ud) {
+  perfc_loop_run(ud);
+  return NULL;
+}
+
+static void run_on(perfc_loop *loop, void (*fn)(void *), void *arg) {
+  loop_job j = {.fn = fn, .arg = arg};
+  perfc_loop_task *t;
+  cr_assert_eq(perfc_loop_task_new(&t, loop, loop_job_run, &j), 0);
+  perfc_loop_task_post(t);
+  for (int i = 0; i < 5000 && !atomic_load(&j.done); i++)
+    tr_sleep_ms(1);
+  cr_assert(atomic_load(&j.done));
+  perfc_loop_task_free(t);
+}
+
+static void wait_all(ares *r, int n) {
+  for (int i = 0; i < n; i++)
+    for (int t = 0; t < 5000 && !atomic_load(&r[i].done); t++)
+      tr_sleep_ms(1);
+  for (int i = 0; i < n; i++)
+    cr_assert(atomic_load(&r[i].done), "command %d got no callback", i);
+}
+
+typedef struct get1_arg {
+  perfc_redis_async *ra;
+  ares *a;
+  const char *key;
+} get1_arg;
+
+static void get1(void *arg) {
+  get1_arg *g = arg;
+  if (perfc_redis_async_get(g->ra, g->key, aget_done, g->a) != 0) {
+    g->a->rc = -1;
+    atomic_store(&g->a->done, 1);
+  }
+}
+
+Test(cluster, async_client_routes_by_slot_and_follows_ask_moved) {
+  perfc_redis_async_opts o;
+  perfc_redis_async_opts_init(&o);
+  o.cluster_nodes = tc.seed_ptrs;
+  o.n_cluster_nodes = 1; /* the rest is learned */
+  o.command_timeout_ms = 2000;
+  o.registry = reg;
+  o.name = "async";
+  perfc_redis_async *ra;
+  cr_assert_eq(perfc_redis_async_new(&ra, &o), 0, "%s", perfc_last_error());
+  perfc_loop *loop;
+  cr_assert_eq(perfc_loop_new(&loop), 0);
+  pthread_t lt;
+  cr_assert_eq(pthread_create(&lt, NULL, loop_main, loop), 0);
+
+  enum { N = 300 };
+  ares *res = calloc(N, sizeof *res);
+  aload l = {ra, N, res, "ak:", 1, 0};
+  run_on(loop, aload_run, &l); /* SETs issued on the loop */
+  wait_all(res, N);
+  cr_assert_eq(l.issue_errors, 0);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(res[i].rc, 0, "SET %d: %d", i, res[i].rc);
+  /* Written where the slot lives: read back through the sync pool. */
+  perfc_redis_pool *p = cluster_pool(TC_NODES, "async-check");
+  char buf[32];
+  cr_assert_eq(get_str(p, "ak:7", buf, sizeof buf), 0);
+  cr_assert_str_eq(buf, "av-7");
+  /* GETs from a thread without a loop (the client's own loop). */
+  memset(res, 0, N * sizeof *res);
+  l.set = 0;
+  aload_run(&l);
+  wait_all(res, N);
+  for (int i = 0; i < N; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "av-%d", i);
+    cr_assert_eq(res[i].rc, 0, "GET %d: %d", i, res[i].rc);
+    cr_assert_str_eq(res[i].val, want);
+  }
+
+  /* ASK, then MOVED, on the loop. */
+  const char *key = "ak:5";
+  unsigned slot = perfc__rc_slot(key, strlen(key));
+  int from = tc_master_of(&tc, slot), to = -1;
+  for (int i = 0; i < TC_NODES && to < 0; i++) {
+    redisReply *r = tc_cmd(tc.n[i].port, "ROLE");
+    if (i != from && r && r->type == REDIS_REPLY_ARRAY &&
+        strcmp(r->element[0]->str, "master") == 0)
+      to = i;
+    if (r)
+      freeReplyObject(r);
+  }
+  cr_assert_geq(to, 0);
+  /* Every key of that slot moves with it (MIGRATE of each). */
+  move_slot(from, to, slot, key, 0);
+  memset(res, 0, sizeof *res);
+  get1_arg g = {ra, &res[0], key};
+  run_on(loop, get1, &g);
+  wait_all(res, 1);
+  cr_assert_eq(res[0].rc, 0, "GET under ASK: %d (%s)", res[0].rc,
+               perfc_last_error());
+  cr_assert_str_eq(res[0].val, "av-5");
+  move_slot(from, to, slot, key, 1);
+  memset(res, 0, sizeof *res);
+  run_on(loop, get1, &g);
+  wait_all(res, 1);
+  cr_assert_eq(res[0].rc, 0, "GET after MOVED: %d", res[0].rc);
+  cr_assert_str_eq(res[0].val, "av-5");
+
+  perfc_redis_async_stats st;
+  perfc_redis_async_stats_get(ra, &st);
+  cr_assert_geq(st.replies, 2 * N + 2);
+  perfc_loop_stop(loop);
+  pthread_join(lt, NULL);
+  perfc_redis_async_free(ra);
+  perfc_loop_free(loop);
+  perfc_redis_pool_free(p);
+  free(res);
 }

@@ -899,8 +899,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
   if (rc == 0 && c->redis && !o.no_subscribe)
     rc = perfc_redis_subscriber_new(&c->sub, perfc__redis_pool_opts(c->redis),
                                     c->channel, on_invalidation, c);
-  if (rc == 0 && c->redis && !o.no_async_l2 &&
-      !perfc__redis_pool_cluster(c->redis)) {
+  if (rc == 0 && c->redis && !o.no_async_l2) {
     /* The pool's server and bounds; it connects per loop, when used. */
     const perfc_redis_opts *po = perfc__redis_pool_opts(c->redis);
     perfc_redis_async_opts ao;
@@ -914,6 +913,9 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.conns_per_loop = po->async_conns_per_loop;
     ao.name = po->name;
     ao.registry = po->registry;
+    ao.cluster_nodes = po->cluster_nodes; /* a cluster: routed per slot */
+    ao.n_cluster_nodes = po->n_cluster_nodes;
+    ao.cluster_refresh_ms = po->cluster_refresh_ms;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {
