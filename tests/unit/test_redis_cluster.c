@@ -12,6 +12,7 @@
 #include <perfc/metrics.h>
 #include <perfc/loop.h>
 #include <perfc/redis.h>
+#include <perfc/ratelimit_redis.h>
 #include <perfc/redis_async.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -818,4 +819,57 @@ Test(cluster, async_client_routes_by_slot_and_follows_ask_moved) {
   perfc_loop_free(loop);
   perfc_redis_pool_free(p);
   free(res);
+}
+
+/* ---- the shared rate limiter's EVALSHA on a cluster ---- */
+
+Test(cluster, ratelimit_evalsha_routed_by_key_script_on_every_master) {
+  perfc_redis_opts ro;
+  perfc_redis_opts_init(&ro);
+  ro.cluster_nodes = tc.seed_ptrs;
+  ro.n_cluster_nodes = TC_NODES;
+  ro.registry = reg;
+  ro.name = "rl";
+  perfc_ratelimit_redis_opts o;
+  perfc_ratelimit_redis_opts_init(&o);
+  o.redis = &ro;
+  o.timeout_ms = 1000;
+  perfc_ratelimit_redis *rl;
+  cr_assert_eq(perfc_ratelimit_redis_new(&rl, &o), 0, "%s", perfc_last_error());
+  const perfc_ratelimit_store *st = perfc_ratelimit_redis_store(rl);
+  /* 30 buckets over the three masters: one token each per second, burst
+   * 1 (tau = one interval): the first take admits, the second refuses. */
+  int on[TC_NODES] = {0};
+  for (int i = 0; i < 30; i++) {
+    char key[32], full[48];
+    int n = snprintf(key, sizeof key, "/pkg.S/M|k|%d", i);
+    snprintf(full, sizeof full, "perfc:rl:%s", key);
+    on[tc_master_of(&tc, perfc__rc_slot(full, strlen(full)))]++;
+    cr_assert_eq(st->take(st->self, key, (size_t)n, 1000000, 1000000), 1, "key %d: %s",
+                 i, perfc_last_error());
+    cr_assert_eq(st->take(st->self, key, (size_t)n, 1000000, 1000000), 0, "key %d", i);
+  }
+  int masters = 0;
+  for (int i = 0; i < TC_NODES; i++)
+    masters += on[i] > 0;
+  cr_assert_eq(masters, 3, "the buckets live on every master");
+  perfc_ratelimit_redis_stats s;
+  perfc_ratelimit_redis_stats_get(rl, &s);
+  cr_assert_eq(s.decisions, 60);
+  cr_assert_eq(s.errors, 0);
+  cr_assert_eq(s.script_loads, 1, "one SCRIPT LOAD reached every master");
+  /* A new master without the script (as after a failover): NOSCRIPT, one
+   * reload (again on every master), the decision. */
+  for (int i = 0; i < TC_NODES; i++) {
+    redisReply *r = tc_cmd(tc.n[i].port, "SCRIPT FLUSH");
+    if (r)
+      freeReplyObject(r);
+  }
+  cr_assert_eq(st->take(st->self, "/x|y|z", 6, 1000000, 1000000), 1, "%s",
+               perfc_last_error());
+  cr_assert_eq(st->take(st->self, "/x|y|q", 6, 1000000, 1000000), 1);
+  perfc_ratelimit_redis_stats_get(rl, &s);
+  cr_assert_eq(s.script_loads, 2);
+  cr_assert_eq(s.errors, 0);
+  perfc_ratelimit_redis_free(rl);
 }
