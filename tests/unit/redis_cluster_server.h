@@ -73,7 +73,13 @@ static int tc_node_start(test_redis *tr) {
            "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tr->dir,
            "--daemonize", "no", "--protected-mode", "no", "--cluster-enabled",
            "yes", "--cluster-config-file", cfg, "--cluster-node-timeout", nto,
-           (char *)NULL);
+           /* A replica's first sync starts at once, not after the
+            * default 5 s wait for more replicas; CLUSTER SLOTS lists a
+            * replica once its replication offset is not 0, which on an
+            * idle master takes the first replication PING (10 s by
+            * default). */
+           "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period",
+           "1", (char *)NULL);
     _exit(127);
   }
   tr->pid = pid;
@@ -201,6 +207,18 @@ static int tc_start(test_cluster *tc) {
       if (r && r->type == REDIS_REPLY_STRING && strstr(r->str, "role:slave") &&
           strstr(r->str, "master_link_status:up"))
         replicas++;
+      if (r)
+        freeReplyObject(r);
+    }
+    /* ... and every node's CLUSTER SLOTS names the replica of each range
+     * (the masters learn their replicas by gossip, a moment later). */
+    for (int i = 0; i < TC_NODES && replicas == TC_NODES / 2; i++) {
+      redisReply *r = tc_cmd(tc->n[i].port, "CLUSTER SLOTS");
+      if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        replicas = 0;
+      for (size_t k = 0; r && k < r->elements; k++)
+        if (r->element[k]->elements < 4)
+          replicas = 0;
       if (r)
         freeReplyObject(r);
     }

@@ -873,3 +873,53 @@ Test(cluster, ratelimit_evalsha_routed_by_key_script_on_every_master) {
   cr_assert_eq(s.errors, 0);
   perfc_ratelimit_redis_free(rl);
 }
+
+/* ---- replica reads (READONLY) ---- */
+
+static long cmdstat_get_calls(int port) {
+  redisReply *r = tc_cmd(port, "INFO commandstats");
+  long calls = 0;
+  if (r && r->type == REDIS_REPLY_STRING) {
+    const char *s = strstr(r->str, "cmdstat_get:calls=");
+    if (s)
+      calls = atol(s + 18);
+  }
+  if (r)
+    freeReplyObject(r);
+  return calls;
+}
+
+Test(cluster, replica_reads_go_to_the_replica) {
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.cluster_nodes = tc.seed_ptrs;
+  o.n_cluster_nodes = TC_NODES;
+  o.cluster_read_replicas = 1;
+  o.registry = reg;
+  o.name = "replica-reads";
+  perfc_redis_pool *p;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  const char *key = "rr:1";
+  perfc_slice v = {(const uint8_t *)"x", 1};
+  cr_assert_eq(perfc_redis_set(p, key, v, 0), 0, "writes go to the master");
+  unsigned slot = perfc__rc_slot(key, strlen(key));
+  int m = tc_master_of(&tc, slot), rep = tc_replica_of(&tc, m);
+  cr_assert_geq(rep, 0);
+  perfc__rc *rc = perfc__redis_pool_cluster(p);
+  cr_assert_eq(perfc__rc_port(rc, perfc__rc_route(rc, slot, 1)),
+               tc.n[rep].port, "route %d (master %d, replica %d)",
+               perfc__rc_port(rc, perfc__rc_route(rc, slot, 1)), tc.n[m].port,
+               tc.n[rep].port);
+  long before = cmdstat_get_calls(tc.n[rep].port);
+  /* Replication is asynchronous: the replica has it within a bound. */
+  char buf[8] = "";
+  int got = -1;
+  for (int i = 0; i < 100 && got != 0; i++)
+    if ((got = get_str(p, key, buf, sizeof buf)) != 0)
+      tr_sleep_ms(10);
+  cr_assert_eq(got, 0, "%s", perfc_last_error());
+  cr_assert_str_eq(buf, "x");
+  cr_assert_gt(cmdstat_get_calls(tc.n[rep].port), before,
+               "the GET was served by the replica");
+  perfc_redis_pool_free(p);
+}

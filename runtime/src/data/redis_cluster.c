@@ -261,7 +261,12 @@ int perfc__rc_node(perfc__rc *rc, const char *host, int port, int readonly) {
   rc_node *nd = &rc->nodes[n];
   nd->host = strdup(host);
   nd->port = port;
-  nd->client = nd->host ? rc->o.node_new(rc->o.ud, host, port, readonly) : NULL;
+  /* With replica reads every node reads READONLY: a node first met as a
+   * seed or a master may be a replica later (failover), and READONLY on a
+   * master changes nothing. */
+  nd->client = nd->host ? rc->o.node_new(rc->o.ud, host, port,
+                                         readonly || rc->o.read_replicas)
+                        : NULL;
   if (nd->client == NULL) {
     free(nd->host);
     nd->host = NULL;
