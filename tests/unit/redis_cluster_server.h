@@ -50,8 +50,14 @@ static redisReply *tc_cmd(int port, const char *fmt, ...) {
 }
 
 static int tc_node_start(test_redis *tr) {
-  char port[16], cfg[96];
+  char port[16], cfg[96], bus[16];
   snprintf(port, sizeof port, "%d", tr->port);
+  /* The cluster bus port defaults to port + 10000, which may be taken or
+   * above 65535 (redis-server then refuses to start): pick it too. */
+  int bus_port = tr_free_port();
+  if (bus_port <= 0 || bus_port == tr->port)
+    return -1;
+  snprintf(bus, sizeof bus, "%d", bus_port);
   snprintf(cfg, sizeof cfg, "nodes-%d.conf", tr->port);
   char nto[16];
   snprintf(nto, sizeof nto, "%d", TC_NODE_TIMEOUT_MS);
@@ -79,7 +85,7 @@ static int tc_node_start(test_redis *tr) {
             * idle master takes the first replication PING (10 s by
             * default). */
            "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period",
-           "1", (char *)NULL);
+           "1", "--cluster-port", bus, (char *)NULL);
     _exit(127);
   }
   tr->pid = pid;
