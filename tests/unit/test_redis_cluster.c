@@ -923,3 +923,91 @@ Test(cluster, replica_reads_go_to_the_replica) {
                "the GET was served by the replica");
   perfc_redis_pool_free(p);
 }
+
+/* ---- the cache's batch read (BatchGet) on a cluster ---- */
+
+static atomic_int batch_loaded;
+
+static int bloader(const char *const *keys, size_t n, perfc_cache_value *out,
+                   void *ud) {
+  (void)ud;
+  atomic_fetch_add(&batch_loaded, (int)n);
+  for (size_t i = 0; i < n; i++) {
+    int id = -1;
+    if (sscanf(keys[i], "bu:%d", &id) != 1 || id % 5 == 4)
+      continue; /* every fifth does not exist */
+    char v[32];
+    snprintf(v, sizeof v, "user-%d", id);
+    out[i].found = 1;
+    out[i].len = strlen(v);
+    out[i].data = (uint8_t *)strdup(v);
+  }
+  return 0;
+}
+
+Test(cluster, cache_batch_get_across_slots) {
+  perfc_redis_pool *pa = cluster_pool(TC_NODES, "ba");
+  perfc_metrics_registry *rb;
+  cr_assert_eq(perfc_metrics_registry_new(&rb), 0);
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.cluster_nodes = tc.seed_ptrs;
+  o.n_cluster_nodes = TC_NODES;
+  o.registry = rb;
+  perfc_redis_pool *pb;
+  cr_assert_eq(perfc_redis_pool_new(&pb, &o), 0);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.name = "batch";
+  co.registry = reg;
+  co.redis = pa;
+  perfc_cache *a, *b;
+  cr_assert_eq(perfc_cache_new(&a, &co), 0, "%s", perfc_last_error());
+  co.redis = pb;
+  co.registry = rb;
+  cr_assert_eq(perfc_cache_new(&b, &co), 0, "%s", perfc_last_error());
+  enum { N = 100 };
+  char keys[N][16];
+  const char *kp[N];
+  for (int i = 0; i < N; i++) {
+    snprintf(keys[i], sizeof keys[i], "bu:%d", i);
+    kp[i] = keys[i];
+  }
+  perfc_cache_value out[N];
+  /* A: all loaded (one batch), filled into Redis over three masters. */
+  cr_assert_eq(perfc_cache_get_many(a, kp, N, bloader, NULL, out), 0, "%s",
+               perfc_last_error());
+  cr_assert_eq(atomic_load(&batch_loaded), N);
+  for (int i = 0; i < N; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "user-%d", i);
+    cr_assert_eq(out[i].found, i % 5 != 4, "key %d", i);
+    if (out[i].found)
+      cr_assert_eq(memcmp(out[i].data, want, out[i].len), 0, "key %d", i);
+  }
+  perfc_cache_values_free(out, N);
+  /* B (empty L1): every key from Redis, in order, nothing loaded. */
+  cr_assert_eq(perfc_cache_get_many(b, kp, N, bloader, NULL, out), 0);
+  cr_assert_eq(atomic_load(&batch_loaded), N, "B loaded instead of MGET");
+  for (int i = 0; i < N; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "user-%d", i);
+    cr_assert_eq(out[i].found, i % 5 != 4, "key %d", i);
+    if (out[i].found)
+      cr_assert_eq(memcmp(out[i].data, want, out[i].len), 0, "key %d", i);
+  }
+  perfc_cache_values_free(out, N);
+  perfc_cache_stats st;
+  perfc_cache_stats_get(b, &st);
+  /* l2_hits counts the cached "not found" entries too. */
+  cr_assert_eq(st.negative_hits, N / 5);
+  cr_assert_eq(st.l2_hits, N, "l2 %llu neg %llu",
+               (unsigned long long)st.l2_hits,
+               (unsigned long long)st.negative_hits);
+  cr_assert_eq(st.l2_errors, 0);
+  perfc_cache_free(a);
+  perfc_cache_free(b);
+  perfc_redis_pool_free(pa);
+  perfc_redis_pool_free(pb);
+  perfc_metrics_registry_free(rb);
+}
