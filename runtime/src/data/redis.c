@@ -1229,7 +1229,7 @@ static void *sub_main(void *arg) {
     if (!warned) {
       perfc_log(PERFC_LOG_WARN,
                 "redis subscriber %s: disconnected from %s:%d, retrying",
-                s->channel, s->host, s->o.port);
+                s->channel, s->o.host, s->o.port);
       warned = 1;
     }
     backoff = backoff == 0                        ? s->o.backoff_min_ms

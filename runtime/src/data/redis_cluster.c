@@ -869,15 +869,14 @@ int perfc__redis_cluster_pipeline(perfc__rc *rc, const perfc__redis_cmd *cmds,
                   : s[k].keyless    ? perfc__rc_any(rc)
                                     : perfc__rc_route(rc, s[k].slot, s[k].read);
     }
+    /* One pipeline per node, in the order the nodes first appear. */
+    uint8_t sent[PERFC_REDIS_CLUSTER_MAX_NODES] = {0};
     for (size_t k = 0; k < ns; k++) {
-      if (target[k] < 0)
-        continue;
       int node = target[k];
-      int first = 1;
-      for (size_t j = 0; j < k && first; j++)
-        first = target[j] != node;
-      if (first)
-        send_node(rc, node, s, ns, target);
+      if (node < 0 || sent[node])
+        continue;
+      sent[node] = 1;
+      send_node(rc, node, s, ns, target);
     }
     /* A node that failed outright is not asked again this call unless a
      * refresh moved its slots: the caller falls back quickly. */
