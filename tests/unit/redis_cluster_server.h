@@ -84,8 +84,8 @@ static int tc_node_start(test_redis *tr) {
             * replica once its replication offset is not 0, which on an
             * idle master takes the first replication PING (10 s by
             * default). */
-           "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period",
-           "1", "--cluster-port", bus, (char *)NULL);
+           "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
+           "--cluster-port", bus, (char *)NULL);
     _exit(127);
   }
   tr->pid = pid;

@@ -9,10 +9,10 @@
  * failover of the invalidation channel's master: no stale read. */
 #include <criterion/criterion.h>
 #include <perfc/cache.h>
-#include <perfc/metrics.h>
 #include <perfc/loop.h>
-#include <perfc/redis.h>
+#include <perfc/metrics.h>
 #include <perfc/ratelimit_redis.h>
+#include <perfc/redis.h>
 #include <perfc/redis_async.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,7 +44,8 @@ Test(cluster_slots, crc16_and_hash_tags) {
                perfc__rc_crc16("foo{}{bar}", 10) & 16383);
   cr_assert_eq(perfc__rc_slot("foo{{bar}}zap", 13), perfc__rc_slot("{bar", 4));
   cr_assert_eq(perfc__rc_slot("foo{bar}{zap}", 13), perfc__rc_slot("bar", 3));
-  cr_assert_eq(perfc__rc_slot("foo{bar", 7), perfc__rc_crc16("foo{bar", 7) & 16383);
+  cr_assert_eq(perfc__rc_slot("foo{bar", 7),
+               perfc__rc_crc16("foo{bar", 7) & 16383);
 }
 
 Test(cluster_slots, redirections_and_key_positions) {
@@ -63,8 +64,8 @@ Test(cluster_slots, redirections_and_key_positions) {
   const char *bad[] = {"ERR unknown", "MOVED x 1.2.3.4:5", "MOVED 20000 a:1",
                        "ASK 1 host:0", "MOVED 1 hostnoport"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    cr_assert_eq(perfc__rc_parse_redirect(bad[i], strlen(bad[i]), &rd), 0,
-                 "%s", bad[i]);
+    cr_assert_eq(perfc__rc_parse_redirect(bad[i], strlen(bad[i]), &rd), 0, "%s",
+                 bad[i]);
   const char *ev[] = {"EVALSHA", "abc", "1", "rl:key", "x"};
   cr_assert_eq(perfc__rc_key_index(5, ev, NULL), 3);
   const char *ev0[] = {"EVAL", "return 1", "0"};
@@ -147,10 +148,10 @@ Test(cluster, mget_across_slots_in_order_and_split_del) {
   }
   /* Only the even keys exist. */
   for (int i = 0; i < N / 2; i++)
-    items[i] = (perfc_redis_item){keys[2 * i],
-                                  {(const uint8_t *)vals[2 * i],
-                                   strlen(vals[2 * i])},
-                                  60000};
+    items[i] =
+        (perfc_redis_item){keys[2 * i],
+                           {(const uint8_t *)vals[2 * i], strlen(vals[2 * i])},
+                           60000};
   cr_assert_eq(perfc_redis_set_many(p, items, N / 2), 0, "%s",
                perfc_last_error());
   /* The keys really live on all three masters. */
@@ -267,8 +268,7 @@ Test(cluster, ask_then_moved_followed) {
   move_slot(from, to, slot, key, 1);
   cr_assert_eq(get_str(p, key, buf, sizeof buf), 0, "%s", perfc_last_error());
   cr_assert_str_eq(buf, "v1");
-  cr_assert_eq(perfc__rc_port(rc, perfc__rc_route(rc, slot, 0)),
-               tc.n[to].port);
+  cr_assert_eq(perfc__rc_port(rc, perfc__rc_route(rc, slot, 0)), tc.n[to].port);
   perfc_slice v2 = {(const uint8_t *)"v2", 2};
   cr_assert_eq(perfc_redis_set(p, key, v2, 0), 0);
   redisReply *r = tc_cmd(tc.n[to].port, "GET %s", key);
@@ -384,10 +384,20 @@ Test(cluster, resharded_under_load) {
   cr_assert_eq(tc_id(&tc, from, idf), 0);
   cr_assert_eq(tc_id(&tc, to, idt), 0);
   long w0 = atomic_load(&l->writes);
-  char *argv[] = {"redis-cli", "--cluster", "reshard", tc.seeds[from],
-                  "--cluster-from", idf, "--cluster-to", idt,
-                  "--cluster-slots", "2000", "--cluster-yes",
-                  "--cluster-pipeline", "50", NULL};
+  char *argv[] = {"redis-cli",
+                  "--cluster",
+                  "reshard",
+                  tc.seeds[from],
+                  "--cluster-from",
+                  idf,
+                  "--cluster-to",
+                  idt,
+                  "--cluster-slots",
+                  "2000",
+                  "--cluster-yes",
+                  "--cluster-pipeline",
+                  "50",
+                  NULL};
   int st = tc_run(argv, 45000);
   cr_assert_eq(st, 0, "redis-cli --cluster reshard exited %d", st);
   long during = atomic_load(&l->writes) - w0;
@@ -612,8 +622,10 @@ Test(cluster, two_caches_no_stale_read_across_failover) {
   }
   cr_assert(failed_over);
   cr_assert_gt(l1_hits_checked, 100);
-  cr_assert_eq(stale_after_ack, 0, "%d stale reads after an acknowledged "
-               "update", stale_after_ack);
+  cr_assert_eq(stale_after_ack, 0,
+               "%d stale reads after an acknowledged "
+               "update",
+               stale_after_ack);
   /* Both subscribers follow the channel to its new master. */
   cr_assert_eq(perfc_cache_wait_subscribed(a, 5000), 0);
   cr_assert_eq(perfc_cache_wait_subscribed(b, 5000), 0);
@@ -845,9 +857,10 @@ Test(cluster, ratelimit_evalsha_routed_by_key_script_on_every_master) {
     int n = snprintf(key, sizeof key, "/pkg.S/M|k|%d", i);
     snprintf(full, sizeof full, "perfc:rl:%s", key);
     on[tc_master_of(&tc, perfc__rc_slot(full, strlen(full)))]++;
-    cr_assert_eq(st->take(st->self, key, (size_t)n, 1000000, 1000000), 1, "key %d: %s",
-                 i, perfc_last_error());
-    cr_assert_eq(st->take(st->self, key, (size_t)n, 1000000, 1000000), 0, "key %d", i);
+    cr_assert_eq(st->take(st->self, key, (size_t)n, 1000000, 1000000), 1,
+                 "key %d: %s", i, perfc_last_error());
+    cr_assert_eq(st->take(st->self, key, (size_t)n, 1000000, 1000000), 0,
+                 "key %d", i);
   }
   int masters = 0;
   for (int i = 0; i < TC_NODES; i++)
@@ -906,8 +919,8 @@ Test(cluster, replica_reads_go_to_the_replica) {
   int m = tc_master_of(&tc, slot), rep = tc_replica_of(&tc, m);
   cr_assert_geq(rep, 0);
   perfc__rc *rc = perfc__redis_pool_cluster(p);
-  cr_assert_eq(perfc__rc_port(rc, perfc__rc_route(rc, slot, 1)),
-               tc.n[rep].port, "route %d (master %d, replica %d)",
+  cr_assert_eq(perfc__rc_port(rc, perfc__rc_route(rc, slot, 1)), tc.n[rep].port,
+               "route %d (master %d, replica %d)",
                perfc__rc_port(rc, perfc__rc_route(rc, slot, 1)), tc.n[m].port,
                tc.n[rep].port);
   long before = cmdstat_get_calls(tc.n[rep].port);

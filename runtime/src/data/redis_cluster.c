@@ -151,8 +151,8 @@ int perfc__rc_split_kind(const char *cmd, size_t len) {
 }
 
 int perfc__rc_is_read(const char *cmd, size_t len) {
-  static const char *const reads[] = {"GET",  "MGET",   "EXISTS", "STRLEN",
-                                      "TTL",  "PTTL",   "HGET",   "HGETALL",
+  static const char *const reads[] = {"GET",   "MGET",     "EXISTS", "STRLEN",
+                                      "TTL",   "PTTL",     "HGET",   "HGETALL",
                                       "HMGET", "GETRANGE", "TYPE"};
   for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
     if (is_cmd(cmd, len, reads[i]))
@@ -177,10 +177,10 @@ struct perfc__rc {
   _Atomic uint16_t master[PERFC__RC_SLOTS];
   _Atomic uint16_t replica[PERFC__RC_SLOTS];
   _Atomic unsigned rr;
-  _Atomic int want;          /* a refresh was asked for */
-  _Atomic int refreshing;    /* someone is refreshing */
-  _Atomic uint64_t last_ms;  /* last refresh attempt */
-  _Atomic int mapped;        /* a slot map was applied once */
+  _Atomic int want;                         /* a refresh was asked for */
+  _Atomic int refreshing;                   /* someone is refreshing */
+  _Atomic uint64_t last_ms;                 /* last refresh attempt */
+  _Atomic int mapped;                       /* a slot map was applied once */
   int mlist[PERFC_REDIS_CLUSTER_MAX_NODES]; /* masters of the map, under mu */
   size_t nmlist;
 };
@@ -195,8 +195,9 @@ int perfc__rc_new(perfc__rc **out, const perfc__rc_opts *o) {
   if (o->n_seeds == 0 || o->seeds == NULL)
     return perfc__fail(PERFC_EINVAL, "redis cluster: no seed nodes");
   if (o->n_seeds > PERFC_REDIS_CLUSTER_MAX_NODES)
-    return perfc__fail(PERFC_EINVAL, "redis cluster: %zu seed nodes, at most %u",
-                       o->n_seeds, PERFC_REDIS_CLUSTER_MAX_NODES);
+    return perfc__fail(PERFC_EINVAL,
+                       "redis cluster: %zu seed nodes, at most %u", o->n_seeds,
+                       PERFC_REDIS_CLUSTER_MAX_NODES);
   for (size_t i = 0; i < o->n_seeds; i++) {
     char h[256];
     int port;
@@ -271,8 +272,9 @@ int perfc__rc_node(perfc__rc *rc, const char *host, int port, int readonly) {
     free(nd->host);
     nd->host = NULL;
     pthread_mutex_unlock(&rc->mu);
-    return perfc__fail(PERFC_ENOMEM, "redis cluster: cannot make the client "
-                                     "of %s:%d",
+    return perfc__fail(PERFC_ENOMEM,
+                       "redis cluster: cannot make the client "
+                       "of %s:%d",
                        host, port);
   }
   atomic_store_explicit(&rc->nnodes, n + 1, memory_order_release);
@@ -284,7 +286,9 @@ unsigned perfc__rc_nnodes(perfc__rc *rc) {
   return atomic_load_explicit(&rc->nnodes, memory_order_acquire);
 }
 void *perfc__rc_client(perfc__rc *rc, int idx) { return rc->nodes[idx].client; }
-const char *perfc__rc_host(perfc__rc *rc, int idx) { return rc->nodes[idx].host; }
+const char *perfc__rc_host(perfc__rc *rc, int idx) {
+  return rc->nodes[idx].host;
+}
 int perfc__rc_port(perfc__rc *rc, int idx) { return rc->nodes[idx].port; }
 int perfc__rc_read_replicas(perfc__rc *rc) { return rc->o.read_replicas; }
 
@@ -585,12 +589,12 @@ typedef struct sub {
   const size_t *argvlen;
   unsigned slot;
   int keyless;
-  int fixed;     /* node for a broadcast copy, else -1 */
-  int ask;       /* node an ASK sent it to, for its next round, else -1 */
-  int read;      /* may go to a replica */
-  size_t *pos;   /* split: the parent's key positions of argv[1..] */
+  int fixed;   /* node for a broadcast copy, else -1 */
+  int ask;     /* node an ASK sent it to, for its next round, else -1 */
+  int read;    /* may go to a replica */
+  size_t *pos; /* split: the parent's key positions of argv[1..] */
   redisReply *reply;
-  int rc;        /* last transport error of this sub */
+  int rc; /* last transport error of this sub */
 } sub;
 
 static redisReply *new_reply(int type) {
@@ -864,7 +868,7 @@ int perfc__redis_cluster_pipeline(perfc__rc *rc, const perfc__redis_cmd *cmds,
     for (size_t k = 0; k < ns; k++) {
       if (s[k].rc == 0)
         continue;
-      target[k] = s[k].ask >= 0   ? s[k].ask
+      target[k] = s[k].ask >= 0     ? s[k].ask
                   : s[k].fixed >= 0 ? s[k].fixed
                   : s[k].keyless    ? perfc__rc_any(rc)
                                     : perfc__rc_route(rc, s[k].slot, s[k].read);
@@ -928,8 +932,8 @@ int perfc__redis_cluster_pipeline(perfc__rc *rc, const perfc__redis_cmd *cmds,
       /* A split command: reassemble. */
       size_t nk = (size_t)cm->argc - 1;
       if (replies[i] == NULL) {
-        replies[i] = new_reply(kind == 1 ? REDIS_REPLY_ARRAY
-                                         : REDIS_REPLY_INTEGER);
+        replies[i] =
+            new_reply(kind == 1 ? REDIS_REPLY_ARRAY : REDIS_REPLY_INTEGER);
         if (replies[i] && kind == 1) {
           replies[i]->element = calloc(nk, sizeof(redisReply *));
           if (replies[i]->element)
@@ -958,10 +962,10 @@ int perfc__redis_cluster_pipeline(perfc__rc *rc, const perfc__redis_cmd *cmds,
         dst->integer += r->integer;
         continue;
       }
-      if (r->type != REDIS_REPLY_ARRAY ||
-          r->elements != (size_t)u->argc - 1) {
-        fail = perfc__fail(PERFC_EIO, "redis cluster: MGET answered %zu "
-                                      "values for %d keys",
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)u->argc - 1) {
+        fail = perfc__fail(PERFC_EIO,
+                           "redis cluster: MGET answered %zu "
+                           "values for %d keys",
                            r->elements, u->argc - 1);
         break;
       }

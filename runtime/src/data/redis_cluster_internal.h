@@ -44,8 +44,7 @@ int perfc__rc_parse_redirect(const char *s, size_t len,
 
 /* Parses "host:port" (IPv6 as "[addr]:port" or its last ':'). 0 or
  * PERFC_EINVAL. */
-int perfc__rc_parse_hostport(const char *s, char *host, size_t hcap,
-                             int *port);
+int perfc__rc_parse_hostport(const char *s, char *host, size_t hcap, int *port);
 
 /* The argv index of the key that routes a command, or -1 when it has none
  * (PING, SCRIPT, CLUSTER, ...): argv[1] for ordinary key commands and
