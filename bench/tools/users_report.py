@@ -18,7 +18,7 @@ import statistics
 import sys
 
 ORDER = ["echo", "echo-pool", "l1", "go-l1", "l1-noage", "l1-inline", "echo-pool-cl", "redis",
-         "redis-pool", "redis-spread", "go-redis", "pg", "pg-spread", "go-pg",
+         "redis-pool", "redis-spread", "redis-cluster", "redis-cluster-spread", "go-redis", "pg", "pg-spread", "go-pg",
          "redis-benchmark", "pgbench"]
 LABEL = {
     "echo": "echo (perfc-echo-server)",
@@ -31,6 +31,8 @@ LABEL = {
     "redis-pool": "GetUser, Redis hits (L1 off), Redis read on the pool",
     "pg": "GetUser, PostgreSQL (no cache)",
     "redis-spread": "GetUser, Redis hits (L1 off), perfc-load spread ids",
+    "redis-cluster": "GetUser, Redis Cluster hits (3 masters, L1 off)",
+    "redis-cluster-spread": "GetUser, Redis Cluster hits (3 masters, L1 off), perfc-load spread ids",
     "pg-spread": "GetUser, PostgreSQL (no cache), perfc-load spread ids",
     "go-l1": "Go peer GetUser, L1 hits",
     "go-redis": "Go peer GetUser, Redis hits (no L1), perfc-load spread ids",
@@ -110,7 +112,8 @@ def main():
     # The same comparison with both sides on one executor: what the cache
     # path costs apart from the hand-off to the worker pool.
     for a, b in (("l1", "echo-pool"), ("l1-inline", "echo"), ("l1", "l1-noage"),
-                 ("redis", "echo-pool-cl"), ("redis", "redis-pool")):
+                 ("redis", "echo-pool-cl"), ("redis", "redis-pool"),
+                 ("redis-cluster", "redis"), ("redis-cluster-spread", "redis-spread")):
         x = ratio(good.get(a, []), good.get(b, []), "rps")
         if x is not None:
             print(f"- {LABEL[a]} ÷ {LABEL[b]}: {x:.2f}x req/s, "

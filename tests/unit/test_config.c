@@ -1298,3 +1298,31 @@ Test(config, postgres_replica_lag_and_read_your_writes) {
              "config: svc.yaml:2:22: postgres.replica_lag_check: 0 is out of "
              "range: must be between 1ms and 1h");
 }
+
+/* Redis Cluster seeds: a list in the file, comma separated in the
+ * environment, each checked as HOST:PORT. */
+Test(config, redis_cluster_nodes_file_and_environment) {
+  perfc_config *cfg =
+      load_ok("redis:\n  cluster_nodes: [\"10.0.0.1:7000\", \"10.0.0.2:7001\"]\n"
+              "  cluster_read_replicas: true\n  cluster_refresh: 2s\n");
+  perfc_redis_opts o = redis_opts(cfg);
+  cr_assert_eq(o.n_cluster_nodes, 2);
+  cr_assert_str_eq(o.cluster_nodes[0], "10.0.0.1:7000");
+  cr_assert_str_eq(o.cluster_nodes[1], "10.0.0.2:7001");
+  cr_assert_eq(o.cluster_read_replicas, 1);
+  cr_assert_eq(o.cluster_refresh_ms, 2000);
+  perfc_config_free(cfg);
+  cfg = load_ok("redis:\n  pool_size: 2\n");
+  cr_assert_eq(redis_opts(cfg).n_cluster_nodes, 0, "not set: single node");
+  perfc_config_free(cfg);
+  setenv("PERFC_REDIS_CLUSTER_NODES", "127.0.0.1:1,127.0.0.1:2, 127.0.0.1:3", 1);
+  cfg = load_ok("redis:\n  cluster_nodes: [\"10.0.0.1:7000\"]\n");
+  o = redis_opts(cfg);
+  cr_assert_eq(o.n_cluster_nodes, 3, "the environment wins over the file");
+  cr_assert_str_eq(o.cluster_nodes[2], "127.0.0.1:3");
+  perfc_config_free(cfg);
+  unsetenv("PERFC_REDIS_CLUSTER_NODES");
+  load_fails("redis:\n  cluster_nodes: [\"10.0.0.1\"]\n",
+             "config: svc.yaml:2:19: redis.cluster_nodes[0]: invalid value "
+             "'10.0.0.1': expected HOST:PORT");
+}

@@ -94,7 +94,32 @@ typedef struct perfc_redis_opts {
    *  its connections per event loop, 1..64. The pool itself ignores it.
    *  0 = PERFC_DEFAULT_REDIS_ASYNC_CONNS_PER_LOOP. */
   unsigned async_conns_per_loop;
+  /** Redis Cluster seed nodes, "host:port" each (borrowed during
+   *  perfc_redis_pool_new(); copied). n_cluster_nodes > 0 turns the pool
+   *  (and the cache's async client and subscriber made from its options)
+   *  into a cluster client: host/port are ignored, the slot map is read
+   *  from a seed with CLUSTER SLOTS, every command goes to the master of
+   *  its key's slot, MOVED/ASK redirections are followed, multi-key
+   *  MGET/DEL are split per slot, PUBLISH becomes SPUBLISH and the
+   *  subscriber SSUBSCRIBEs (sharded pub/sub, Redis 7). At most
+   *  PERFC_REDIS_CLUSTER_MAX_NODES. See docs/data-layer.md, "Redis
+   *  Cluster". */
+  const char *const *cluster_nodes;
+  size_t n_cluster_nodes;
+  /** Cluster only: nonzero sends single-key reads (GET, MGET, EXISTS) to a
+   *  replica of the slot over READONLY connections (stale by the
+   *  replication lag; an acknowledged write may not be visible yet). */
+  int cluster_read_replicas;
+  /** Cluster only: how often the slot map is read again even without a
+   *  redirection or error. 0 = PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS. */
+  int64_t cluster_refresh_ms;
 } perfc_redis_opts;
+
+/** Nodes (masters and replicas) a cluster client knows at most. */
+#define PERFC_REDIS_CLUSTER_MAX_NODES 256u
+/** Periodic slot map refresh of a cluster client; a MOVED or a failed node
+ *  triggers one at once (at most one per backoff_min_ms). */
+#define PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS 5000u
 
 /** Fills `o` with the PERFC_DEFAULT_REDIS_* values. */
 PERFC_API void perfc_redis_opts_init(perfc_redis_opts *o);

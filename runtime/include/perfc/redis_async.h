@@ -78,6 +78,21 @@ typedef struct perfc_redis_async_opts {
   /** Registry for the metrics; borrowed, must outlive the client. NULL =
    *  the default registry. */
   perfc_metrics_registry *registry;
+  /** Redis Cluster seed nodes, "host:port" each (copied).
+   *  n_cluster_nodes > 0 makes this a cluster client: host/port are
+   *  ignored, each node gets its own client with these options (its
+   *  connections per loop, timeouts, backoff), a command goes to the
+   *  master of its first key's slot, MOVED updates the slot map and sends
+   *  the command again, ASK sends ASKING and the command on one
+   *  connection of the new node (at most 5 redirections), and the map is
+   *  read again (CLUSTER SLOTS, on the loop) after a redirection or an
+   *  error and every cluster_refresh_ms. Unlike the synchronous pool, a
+   *  multi-key command is not split: its keys must share a slot (a hash
+   *  tag), or the node answers CROSSSLOT. See docs/data-layer.md. */
+  const char *const *cluster_nodes;
+  size_t n_cluster_nodes;
+  /** Periodic slot map refresh; 0 = PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS. */
+  int64_t cluster_refresh_ms;
 } perfc_redis_async_opts;
 
 /** Fills `o` with the defaults. */

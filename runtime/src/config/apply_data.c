@@ -23,6 +23,12 @@ int perfc_config_apply_redis(const perfc_config *cfg, perfc_redis_opts *o) {
     o->host = cfg->raw[i].host;
     o->port = cfg->raw[i].port;
   }
+  /* A list of HOST:PORT seeds (the loader checked each): cluster mode. */
+  i = cfg_find(cfg, "redis", "cluster_nodes");
+  if (i < cfg->nkeys && cfg->set[i]) {
+    o->cluster_nodes = (const char *const *)cfg->raw[i].items;
+    o->n_cluster_nodes = cfg->raw[i].items_count;
+  }
   return 0;
 }
 

@@ -198,6 +198,12 @@ const cfg_key perfc__config_keys[] = {
         REDIS(acquire_timeout_ms)),
     KEY(redis, async_conns_per_loop, K_UINT, 1, 64, NULL, NULL,
         REDIS(async_conns_per_loop)),
+    /* Redis Cluster seeds; apply points the options at the raw items. */
+    KEY(redis, cluster_nodes, K_LIST_ADDR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(redis, cluster_read_replicas, K_BOOL, 0, 0, NULL, NULL,
+        REDIS(cluster_read_replicas)),
+    KEY(redis, cluster_refresh, K_DURATION, 1, HOUR_MS, NULL, NULL,
+        REDIS(cluster_refresh_ms)),
     KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
     KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),
     KEY(postgres, pool_size, K_UINT, 1, 1024, NULL, NULL, PG(max_conns)),

@@ -41,6 +41,7 @@
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
 #include "data/cache_internal.h"
+#include "data/redis_cluster_internal.h"
 #include "data/redis_internal.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
@@ -201,8 +202,51 @@ static uint32_t jittered(const perfc_cache *c, uint32_t ttl) {
   return (uint32_t)t;
 }
 
-static char *lease_key(const char *key) {
+/* On a Redis Cluster the lease must live in its key's slot: the lease and
+ * fill scripts take both keys, and the invalidation's DEL of both is then
+ * one command per slot. The lease key carries a hash tag that hashes as
+ * the key does: the key's own tag, or the whole key when it has none
+ * (which works unless the key holds a '}'; then a short tag is searched
+ * for that lands in the same slot). */
+static char *cluster_lease_key(const char *key, size_t n) {
+  unsigned slot = perfc__rc_slot(key, n);
+  const char *tag = key;
+  size_t tl = n;
+  char found[24];
+  const char *open = memchr(key, '{', n);
+  const char *close = open ? memchr(open + 1, '}', n - (size_t)(open - key) - 1)
+                           : NULL;
+  if (close && close > open + 1) {
+    tag = open + 1;
+    tl = (size_t)(close - open - 1);
+  } else if (n == 0 || memchr(key, '}', n)) {
+    /* 16384 slots: a counter finds one within a few ten thousand tries. */
+    for (unsigned long i = 0;; i++) {
+      int w = snprintf(found, sizeof found, "t%lu", i);
+      if (perfc__rc_slot(found, (size_t)w) == slot) {
+        tag = found;
+        tl = (size_t)w;
+        break;
+      }
+    }
+  }
+  char *k = malloc(sizeof LEASE_PREFIX + tl + 2 + n);
+  if (k) {
+    size_t o = sizeof LEASE_PREFIX - 1;
+    memcpy(k, LEASE_PREFIX, o);
+    k[o++] = '{';
+    memcpy(k + o, tag, tl);
+    o += tl;
+    k[o++] = '}';
+    memcpy(k + o, key, n + 1);
+  }
+  return k;
+}
+
+static char *lease_key(const perfc_cache *c, const char *key) {
   size_t n = strlen(key);
+  if (perfc__redis_pool_cluster(c->redis))
+    return cluster_lease_key(key, n);
   char *k = malloc(sizeof LEASE_PREFIX + n);
   if (k) {
     memcpy(k, LEASE_PREFIX, sizeof LEASE_PREFIX - 1);
@@ -384,7 +428,7 @@ static int del_with_leases(perfc_cache *c, const char *const *keys, size_t n) {
   int rc = 0;
   for (size_t i = 0; i < n && rc == 0; i++) {
     all[2 * i] = (char *)keys[i];
-    all[2 * i + 1] = lease_key(keys[i]);
+    all[2 * i + 1] = lease_key(c, keys[i]);
     if (!all[2 * i + 1])
       rc = PERFC_ENOMEM;
   }
@@ -871,6 +915,9 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.conns_per_loop = po->async_conns_per_loop;
     ao.name = po->name;
     ao.registry = po->registry;
+    ao.cluster_nodes = po->cluster_nodes; /* a cluster: routed per slot */
+    ao.n_cluster_nodes = po->n_cluster_nodes;
+    ao.cluster_refresh_ms = po->cluster_refresh_ms;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {
@@ -974,7 +1021,7 @@ int perfc_cache_wait_subscribed(perfc_cache *c, int64_t timeout_ms) {
  * (miss, lease taken), or a Redis error. */
 static int l2_get_or_lease(perfc_cache *c, const char *key, const char *token,
                            uint8_t **val, size_t *len) {
-  char *lk = lease_key(key);
+  char *lk = lease_key(c, key);
   if (!lk)
     return PERFC_ENOMEM;
   char ttl[16];
@@ -1039,7 +1086,7 @@ static int l2_fill(perfc_cache *c, fill_item *items, size_t n,
     goto done;
   for (size_t i = 0; i < n; i++) {
     fill_item *it = &items[i];
-    char *lk = lease_key(it->key);
+    char *lk = lease_key(c, it->key);
     char *tv = malloc(it->len + 1);
     owned[2 * i] = lk;
     owned[2 * i + 1] = tv;
@@ -1665,7 +1712,7 @@ static int take_leases(perfc_cache *c, const char *const *keys, size_t n,
   if (!cmds || !argv || !argvlen || !lks || !replies)
     goto done;
   for (size_t i = 0; i < n; i++) {
-    if (!(lks[i] = lease_key(keys[i])))
+    if (!(lks[i] = lease_key(c, keys[i])))
       goto done;
     const char **av = &argv[5 * i];
     size_t *al = &argvlen[5 * i];

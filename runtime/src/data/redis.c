@@ -35,6 +35,7 @@
 
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
+#include "data/redis_cluster_internal.h"
 #include "data/redis_internal.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
@@ -68,6 +69,11 @@ struct perfc_redis_pool {
   perfc_gauge *g_in_use, *g_idle;
   perfc_histogram *h_wait;
   perfc_counter *c_errors, *c_connects;
+
+  /* Cluster mode (o.n_cluster_nodes > 0): every command goes through the
+   * router in redis_cluster.c over one single-node pool per node. */
+  perfc__rc *cl;
+  char **seeds; /* o.cluster_nodes, copied */
 };
 
 static uint64_t now_ms(void) {
@@ -149,6 +155,16 @@ static int resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
     o->name = d.name;
   if (o->backoff_max_ms < o->backoff_min_ms)
     o->backoff_max_ms = o->backoff_min_ms;
+  if (o->cluster_refresh_ms < 0 ||
+      o->cluster_refresh_ms > PERFC_REDIS_MAX_DURATION_MS)
+    return perfc__fail(PERFC_EINVAL, "redis: cluster_refresh_ms %lld out of "
+                                     "range",
+                       (long long)o->cluster_refresh_ms);
+  if (!o->cluster_refresh_ms)
+    o->cluster_refresh_ms = PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS;
+  if (o->n_cluster_nodes && !o->cluster_nodes)
+    return perfc__fail(PERFC_EINVAL, "redis: n_cluster_nodes without "
+                                     "cluster_nodes");
   return 0;
 }
 
@@ -249,6 +265,26 @@ static int register_metrics(perfc_redis_pool *p) {
   return 0;
 }
 
+/* Copies the seeds and builds the router (its node pools share this
+ * pool's options, name and metrics). */
+static int cluster_init(perfc_redis_pool *p) {
+  p->seeds = calloc(p->o.n_cluster_nodes, sizeof(char *));
+  if (!p->seeds)
+    return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
+  for (size_t i = 0; i < p->o.n_cluster_nodes; i++)
+    if (!p->o.cluster_nodes[i] ||
+        !(p->seeds[i] = strdup(p->o.cluster_nodes[i])))
+      return perfc__fail(p->o.cluster_nodes[i] ? PERFC_ENOMEM : PERFC_EINVAL,
+                         "redis: cluster node %zu is %s", i,
+                         p->o.cluster_nodes[i] ? "out of memory" : "NULL");
+  p->o.cluster_nodes = (const char *const *)p->seeds;
+  return perfc__redis_cluster_new(&p->cl, &p->o);
+}
+
+perfc__rc *perfc__redis_pool_cluster(const perfc_redis_pool *p) {
+  return p ? p->cl : NULL;
+}
+
 int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   if (!out)
     return perfc__fail(PERFC_EINVAL, "redis: NULL out");
@@ -288,6 +324,10 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&p->freed, &ca);
   pthread_condattr_destroy(&ca);
+  if (p->o.n_cluster_nodes && (rc = cluster_init(p)) != 0) {
+    perfc_redis_pool_free(p);
+    return rc;
+  }
   *out = p;
   return 0;
 }
@@ -303,6 +343,11 @@ static void conn_free(conn *c) {
 void perfc_redis_pool_free(perfc_redis_pool *p) {
   if (!p)
     return;
+  perfc__rc_free(p->cl);
+  if (p->seeds)
+    for (size_t i = 0; i < p->o.n_cluster_nodes; i++)
+      free(p->seeds[i]);
+  free(p->seeds);
   for (unsigned i = 0; i < p->nidle; i++)
     conn_free(p->idle[i]);
   perfc_gauge_add(p->g_idle, -(double)p->nidle);
@@ -340,6 +385,19 @@ static void start_backoff_locked(perfc_redis_pool *p) {
               p->name, p->host, p->o.port, (unsigned)p->o.backoff_max_ms);
 }
 
+/* A cluster replica's node pool: reads on this connection may be served by
+ * the replica (without it a replica answers MOVED to its master). */
+static int ping_readonly(redisContext *ctx) {
+  sigpipe_guard g;
+  sigpipe_block(&g);
+  redisReply *r = redisCommand(ctx, "READONLY");
+  sigpipe_restore(&g);
+  int ok = r && r->type == REDIS_REPLY_STATUS;
+  if (r)
+    freeReplyObject(r);
+  return ok ? 0 : -1;
+}
+
 static redisContext *connect_ctx(const perfc_redis_opts *o, char *err,
                                  size_t errlen) {
   redisContext *ctx =
@@ -355,6 +413,11 @@ static redisContext *connect_ctx(const perfc_redis_opts *o, char *err,
   }
   if (redisSetTimeout(ctx, tv_ms(o->command_timeout_ms)) != REDIS_OK) {
     snprintf(err, errlen, "cannot set socket timeout");
+    redisFree(ctx);
+    return NULL;
+  }
+  if (o->cluster_read_replicas && !o->n_cluster_nodes && ping_readonly(ctx)) {
+    snprintf(err, errlen, "READONLY refused");
     redisFree(ctx);
     return NULL;
   }
@@ -560,6 +623,8 @@ int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
                           size_t n, redisReply **replies) {
   if (!p || (n && (!cmds || !replies)))
     return PERFC_EINVAL;
+  if (p->cl)
+    return perfc__redis_cluster_pipeline(p->cl, cmds, n, replies);
   if (n == 0)
     return pipeline(p, cmds, n, replies);
   char op[32];
@@ -919,9 +984,12 @@ int perfc_redis_publish(perfc_redis_pool *p, const char *channel,
                         perfc_slice message) {
   if (!channel || (message.len && !message.base))
     return PERFC_EINVAL;
-  const char *argv[] = {"PUBLISH", channel,
+  /* A cluster: sharded pub/sub, to the node that owns the channel's slot
+   * (classic PUBLISH would be broadcast over the cluster bus to every
+   * node; the subscriber SSUBSCRIBEs there). */
+  const char *argv[] = {p && p->cl ? "SPUBLISH" : "PUBLISH", channel,
                         message.len ? (const char *)message.base : ""};
-  size_t len[] = {7, strlen(channel), message.len};
+  size_t len[] = {p && p->cl ? 8u : 7u, strlen(channel), message.len};
   redisReply *r;
   int rc = one(p, 3, argv, len, &r);
   if (rc == 0)
@@ -938,6 +1006,10 @@ void perfc_redis_pool_stats_get(perfc_redis_pool *p,
   memset(out, 0, sizeof(*out));
   if (!p)
     return;
+  if (p->cl) {
+    perfc__redis_cluster_stats(p->cl, out);
+    return;
+  }
   pthread_mutex_lock(&p->mu);
   out->in_use = p->in_use;
   out->idle = p->nidle;
@@ -960,6 +1032,10 @@ struct perfc_redis_subscriber {
   pthread_cond_t cv; /* ready changes, stop requested */
   int ready;
   int stop;
+  /* Cluster mode: a cluster pool for the slot map; the subscription is
+   * sharded (SSUBSCRIBE) on the master of the channel's slot. */
+  perfc_redis_pool *cp;
+  char node_host[256];
 };
 
 /* How often the reading loop wakes to look at the stop flag. */
@@ -1007,6 +1083,9 @@ static void sub_handle(perfc_redis_subscriber *s, redisReply *r) {
       r->element[0]->type != REDIS_REPLY_STRING)
     return;
   const char *kind = r->element[0]->str;
+  /* Sharded pub/sub says ssubscribe/smessage; the rest is the same. */
+  if (s->cp && kind[0] == 's')
+    kind++;
   const char *ch = r->element[1]->type == REDIS_REPLY_STRING
                        ? r->element[1]->str
                        : s->channel;
@@ -1027,6 +1106,19 @@ static void sub_handle(perfc_redis_subscriber *s, redisReply *r) {
  * Returns nonzero if it ever got subscribed (resets the backoff). */
 static int sub_session(perfc_redis_subscriber *s) {
   char err[128];
+  if (s->cp) {
+    /* The master of the channel's slot, from a fresh map: this runs after
+     * every lost subscription (failover, slot moved, MOVED answer). */
+    perfc__rc *rc = perfc__redis_pool_cluster(s->cp);
+    if (perfc__redis_cluster_refresh(rc) != 0)
+      perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: %s", s->channel,
+                perfc_last_error());
+    int idx = perfc__rc_route(
+        rc, perfc__rc_slot(s->channel, strlen(s->channel)), 0);
+    snprintf(s->node_host, sizeof s->node_host, "%s", perfc__rc_host(rc, idx));
+    s->o.host = s->node_host;
+    s->o.port = perfc__rc_port(rc, idx);
+  }
   redisContext *ctx = connect_ctx(&s->o, err, sizeof err);
   if (!ctx) {
     perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: cannot connect: %s",
@@ -1034,8 +1126,8 @@ static int sub_session(perfc_redis_subscriber *s) {
     return 0;
   }
   int subscribed = 0;
-  const char *argv[] = {"SUBSCRIBE", s->channel};
-  size_t len[] = {9, strlen(s->channel)};
+  const char *argv[] = {s->cp ? "SSUBSCRIBE" : "SUBSCRIBE", s->channel};
+  size_t len[] = {s->cp ? 10u : 9u, strlen(s->channel)};
   int done = 0;
   if (redisAppendCommandArgv(ctx, 2, argv, len) != REDIS_OK)
     goto out;
@@ -1051,11 +1143,29 @@ static int sub_session(perfc_redis_subscriber *s) {
       goto out;
     if (reply) {
       redisReply *r = reply;
+      if (r->type == REDIS_REPLY_ERROR ||
+          (s->cp && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+           r->element[0]->type == REDIS_REPLY_STRING &&
+           strcmp(r->element[0]->str, "sunsubscribe") == 0)) {
+        /* Cluster: MOVED (the map was stale) or the node gave the slot
+         * away (resharded, or it became a replica in a failover) and
+         * dropped the subscription: subscribe again where it lives now. */
+        perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: %s on %s:%d, "
+                  "subscribing again",
+                  s->channel,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "sunsubscribe",
+                  s->o.host, s->o.port);
+        freeReplyObject(r);
+        goto out;
+      }
       if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
           r->element[0]->type == REDIS_REPLY_STRING) {
-        if (strcmp(r->element[0]->str, "subscribe") == 0)
+        const char *k0 = r->element[0]->str;
+        if (s->cp && k0[0] == 's')
+          k0++;
+        if (strcmp(k0, "subscribe") == 0)
           subscribed = 1;
-        else if (strcmp(r->element[0]->str, "pong") == 0)
+        else if (strcmp(k0, "pong") == 0)
           ping_sent = 0;
       }
       sub_handle(s, r);
@@ -1119,7 +1229,7 @@ static void *sub_main(void *arg) {
     if (!warned) {
       perfc_log(PERFC_LOG_WARN,
                 "redis subscriber %s: disconnected from %s:%d, retrying",
-                s->channel, s->host, s->o.port);
+                s->channel, s->o.host, s->o.port);
       warned = 1;
     }
     backoff = backoff == 0                        ? s->o.backoff_min_ms
@@ -1148,7 +1258,23 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   s->o = o;
   s->host = strdup(s->o.host);
   s->channel = strdup(channel);
+  if (o.n_cluster_nodes) {
+    /* One connection per node is plenty for the map reads. */
+    perfc_redis_opts co = o;
+    co.pool_size = 1;
+    co.cluster_read_replicas = 0;
+    if ((rc = perfc_redis_pool_new(&s->cp, &co)) != 0) {
+      free(s->host);
+      free(s->channel);
+      free(s);
+      return rc;
+    }
+    s->o.cluster_nodes = NULL;
+    s->o.n_cluster_nodes = 0;
+  }
+  s->o.cluster_read_replicas = 0;
   if (!s->host || !s->channel) {
+    perfc_redis_pool_free(s->cp);
     free(s->host);
     free(s->channel);
     free(s);
@@ -1178,6 +1304,7 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   if (prc != 0) {
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    perfc_redis_pool_free(s->cp);
     free(s->host);
     free(s->channel);
     free(s);
@@ -1220,6 +1347,7 @@ void perfc_redis_subscriber_free(perfc_redis_subscriber *s) {
   pthread_join(s->thread, NULL);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
+  perfc_redis_pool_free(s->cp);
   free(s->host);
   free(s->channel);
   free(s);

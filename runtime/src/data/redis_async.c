@@ -36,6 +36,7 @@
 #include "perfc/metrics.h"
 #include "perfc/redis.h"
 #include "core/error_internal.h"
+#include "data/redis_cluster_internal.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -113,10 +114,20 @@ struct perfc_redis_async {
   int own_started;
   perfc_loop_task *submit;
   rcmd *q, *q_tail; /* under mu */
+  /* Cluster mode: a router over one client per node (see "cluster" at the
+   * end); such a client has no loops, states or metrics of its own. */
+  perfc__rc *cl;
+  char **seeds;
+  atomic_int cl_active; /* callbacks using the node clients now */
 };
 
 static void conn_start(rconn *c);
 static void conn_close(rconn *c, int rc, int free_ctx);
+static int cl_new(perfc_redis_async *r);
+static void cl_free(perfc_redis_async *r);
+static int cl_issue(perfc_redis_async *r, int argc, const char *const *argv,
+                    const size_t *argvlen, int is_get, perfc_redis_async_fn fn,
+                    perfc_redis_async_get_fn get_fn, void *ud);
 
 /* ---- options ----------------------------------------------------------------- */
 
@@ -242,6 +253,16 @@ int perfc_redis_async_new(perfc_redis_async **out,
   o.host = r->host;
   o.name = r->name;
   r->o = o;
+  if (o.n_cluster_nodes) {
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if ((rc = cl_new(r)) != 0) {
+      cl_free(r);
+      return rc;
+    }
+    *out = r;
+    return 0;
+  }
   if ((rc = register_metrics(r)) != 0) {
     free(r->name);
     free(r->host);
@@ -744,6 +765,9 @@ static rconn *pick(lstate *ls, int *rc) {
   return NULL;
 }
 
+static int submit_on(perfc_redis_async *r, lstate *ls, rconn *c, rcmd *m,
+                     int argc, const char *const *argv, const size_t *argvlen);
+
 /* Issues `m` on this loop (formatted or from argv). */
 static int submit_here(perfc_redis_async *r, perfc_loop *loop, rcmd *m,
                        int argc, const char *const *argv,
@@ -757,6 +781,12 @@ static int submit_here(perfc_redis_async *r, perfc_loop *loop, rcmd *m,
   rconn *c = pick(ls, &rc);
   if (c == NULL)
     return rc;
+  return submit_on(r, ls, c, m, argc, argv, argvlen);
+}
+
+static int submit_on(perfc_redis_async *r, lstate *ls, rconn *c, rcmd *m,
+                     int argc, const char *const *argv,
+                     const size_t *argvlen) {
   int ok = m->fmt != NULL
                ? redisAsyncFormattedCommand(c->ac, on_reply, m, m->fmt,
                                             m->fmt_len)
@@ -900,6 +930,8 @@ int perfc_redis_async_command(perfc_redis_async *r, int argc,
   for (int i = 0; i < argc; i++)
     if (argv[i] == NULL)
       return perfc__fail(PERFC_EINVAL, "redis async: argv[%d] is NULL", i);
+  if (r->cl)
+    return cl_issue(r, argc, argv, argvlen, 0, fn, NULL, user_data);
   return issue(r, argc, argv, argvlen, 0, fn, NULL, user_data);
 }
 
@@ -908,11 +940,29 @@ int perfc_redis_async_get(perfc_redis_async *r, const char *key,
   if (r == NULL || key == NULL || fn == NULL)
     return perfc__fail(PERFC_EINVAL, "redis async: GET: bad argument");
   const char *argv[2] = {"GET", key};
+  if (r->cl)
+    return cl_issue(r, 2, argv, NULL, 1, NULL, fn, user_data);
   return issue(r, 2, argv, NULL, 1, NULL, fn, user_data);
 }
 
 void perfc_redis_async_stats_get(perfc_redis_async *r,
                                  perfc_redis_async_stats *out) {
+  if (r->cl) {
+    memset(out, 0, sizeof *out);
+    unsigned n = perfc__rc_nnodes(r->cl);
+    for (unsigned i = 0; i < n; i++) {
+      perfc_redis_async_stats st;
+      perfc_redis_async_stats_get(perfc__rc_client(r->cl, (int)i), &st);
+      out->commands += st.commands;
+      out->writes += st.writes;
+      out->replies += st.replies;
+      out->timeouts += st.timeouts;
+      out->failed += st.failed;
+      out->connects += st.connects;
+      out->conns_up += st.conns_up;
+    }
+    return;
+  }
   pthread_mutex_lock(&r->mu);
   *out = r->retired;
   out->conns_up = 0;
@@ -955,6 +1005,10 @@ static void end_task(void *ud) {
 void perfc_redis_async_free(perfc_redis_async *r) {
   if (r == NULL)
     return;
+  if (r->cl) {
+    cl_free(r);
+    return;
+  }
   pthread_mutex_lock(&r->mu);
   r->closing = 1;
   /* The own loop ends its state itself when it stops (on_exit). */
@@ -1014,4 +1068,272 @@ void perfc_redis_async_free(perfc_redis_async *r) {
   free(r->name);
   free(r->host);
   free(r);
+}
+
+/* ---- cluster ----------------------------------------------------------------- */
+
+/* A cluster client routes each command to the client of one node
+ * (data/redis_cluster.c keeps the node table and slot map, shared with
+ * the synchronous pool's router). The command's arguments are copied once,
+ * so a redirection can send it again from the reply's callback, which runs
+ * on a loop: the command's own, or the node client's own loop for a
+ * command issued off the loops. */
+
+#define CL_MAX_REDIRECTS PERFC__RC_MAX_REDIRECTS
+
+typedef struct ccmd {
+  perfc_redis_async *r;
+  int argc;
+  const char **argv;
+  size_t *argvlen;
+  unsigned slot;
+  int keyless;
+  int redirects;
+  int is_get;
+  perfc_redis_async_fn fn;
+  perfc_redis_async_get_fn get_fn;
+  void *ud;
+} ccmd;
+
+static void *cl_node_new(void *ud, const char *host, int port, int readonly) {
+  (void)readonly; /* replica reads are the synchronous pool's only */
+  perfc_redis_async_opts o = *(const perfc_redis_async_opts *)ud;
+  o.host = host;
+  o.port = port;
+  o.cluster_nodes = NULL;
+  o.n_cluster_nodes = 0;
+  perfc_redis_async *c = NULL;
+  return perfc_redis_async_new(&c, &o) == 0 ? c : NULL;
+}
+
+static void cl_node_free(void *ud, void *client) {
+  (void)ud;
+  perfc_redis_async_free(client);
+}
+
+static int cl_new(perfc_redis_async *r) {
+  r->seeds = calloc(r->o.n_cluster_nodes, sizeof(char *));
+  if (r->seeds == NULL)
+    return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
+  for (size_t i = 0; i < r->o.n_cluster_nodes; i++)
+    if (r->o.cluster_nodes == NULL || r->o.cluster_nodes[i] == NULL ||
+        (r->seeds[i] = strdup(r->o.cluster_nodes[i])) == NULL)
+      return perfc__fail(PERFC_EINVAL, "redis async: cluster node %zu is "
+                                       "NULL or out of memory",
+                         i);
+  r->o.cluster_nodes = (const char *const *)r->seeds;
+  if (r->o.cluster_refresh_ms < 0 ||
+      r->o.cluster_refresh_ms > PERFC_REDIS_MAX_DURATION_MS)
+    return perfc__fail(PERFC_EINVAL, "redis async: cluster_refresh_ms %lld",
+                       (long long)r->o.cluster_refresh_ms);
+  perfc__rc_opts ro = {0};
+  ro.seeds = r->o.cluster_nodes;
+  ro.n_seeds = r->o.n_cluster_nodes;
+  ro.refresh_ms = r->o.cluster_refresh_ms
+                      ? r->o.cluster_refresh_ms
+                      : (int64_t)PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS;
+  ro.refresh_gap_ms = r->o.backoff_min_ms;
+  ro.node_new = cl_node_new;
+  ro.node_free = cl_node_free;
+  ro.ud = &r->o;
+  return perfc__rc_new(&r->cl, &ro);
+}
+
+static void cl_free(perfc_redis_async *r) {
+  atomic_store(&r->closing, 1);
+  /* A callback that entered before `closing` may still send to a node
+   * client: wait for it, so none is freed under it. Callbacks are short
+   * (no I/O), so this waits microseconds. */
+  while (atomic_load(&r->cl_active) > 0) {
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  /* Commands in flight get PERFC_ESHUTDOWN from their node client here;
+   * their callbacks see `closing` and send nothing more. */
+  perfc__rc_free(r->cl);
+  if (r->seeds != NULL)
+    for (size_t i = 0; i < r->o.n_cluster_nodes; i++)
+      free(r->seeds[i]);
+  free(r->seeds);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->mu);
+  free(r->name);
+  free(r->host);
+  free(r);
+}
+
+/* 1 when the node clients may be used (and must be left with cl_leave). */
+static int cl_enter(perfc_redis_async *r) {
+  atomic_fetch_add(&r->cl_active, 1);
+  if (atomic_load(&r->closing)) {
+    atomic_fetch_sub(&r->cl_active, 1);
+    return 0;
+  }
+  return 1;
+}
+
+static void cl_leave(perfc_redis_async *r) {
+  atomic_fetch_sub(&r->cl_active, 1);
+}
+
+static void cl_refresh_done(int rc, const perfc_redis_reply *rep, void *ud) {
+  perfc_redis_async *r = ud;
+  int ok = 0;
+  if (rc == 0 && cl_enter(r)) {
+    ok = perfc__rc_apply_slots(r->cl, rep) == 0;
+    cl_leave(r);
+  }
+  perfc__rc_refresh_done(r->cl, ok);
+}
+
+/* Starts a CLUSTER SLOTS on a master when a refresh is due. Under
+ * cl_enter. */
+static void cl_maybe_refresh(perfc_redis_async *r) {
+  if (!perfc__rc_refresh_claim(r->cl))
+    return;
+  static const char *const argv[] = {"CLUSTER", "SLOTS"};
+  void *c = perfc__rc_client(r->cl, perfc__rc_any(r->cl));
+  if (perfc_redis_async_command(c, 2, argv, NULL, cl_refresh_done, r) != 0)
+    perfc__rc_refresh_done(r->cl, 0);
+}
+
+static void asking_done(int rc, const perfc_redis_reply *rep, void *ud) {
+  (void)rc, (void)rep, (void)ud;
+}
+
+static void cl_done(int rc, const perfc_redis_reply *rep, void *ud);
+
+/* Sends `cc` to node `node`; with `asking`, ASKING first on the same
+ * connection (an ASK holds for the next command of that connection). */
+static int cl_send(ccmd *cc, int node, int asking) {
+  perfc_redis_async *c = perfc__rc_client(cc->r->cl, node);
+  if (!asking)
+    return perfc_redis_async_command(c, cc->argc, cc->argv, cc->argvlen,
+                                     cl_done, cc);
+  perfc_loop *loop = perfc_loop_current();
+  if (loop == NULL || c->closing)
+    return perfc__fail(PERFC_EUNAVAILABLE, "redis async: ASK outside a loop");
+  lstate *ls = state_get(c, loop);
+  if (ls == NULL)
+    return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
+  int rc;
+  rconn *conn = pick(ls, &rc);
+  if (conn == NULL)
+    return rc;
+  rcmd *a = calloc(1, sizeof *a), *m = calloc(1, sizeof *m);
+  if (a == NULL || m == NULL) {
+    free(a);
+    free(m);
+    return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
+  }
+  a->fn = asking_done;
+  m->fn = cl_done;
+  m->ud = cc;
+  static const char *const asking_argv[] = {"ASKING"};
+  if ((rc = submit_on(c, ls, conn, a, 1, asking_argv, NULL)) != 0) {
+    free(a);
+    free(m);
+    return rc;
+  }
+  if ((rc = submit_on(c, ls, conn, m, cc->argc, cc->argv, cc->argvlen)) != 0)
+    free(m);
+  return rc;
+}
+
+static void cl_deliver(ccmd *cc, int rc, const perfc_redis_reply *rep) {
+  if (!cc->is_get) {
+    cc->fn(rc, rc == 0 ? rep : NULL, cc->ud);
+  } else if (rc != 0) {
+    cc->get_fn(rc, NULL, 0, cc->ud);
+  } else if (rep->type == PERFC_REDIS_REPLY_STRING) {
+    cc->get_fn(0, (const uint8_t *)rep->str, rep->len, cc->ud);
+  } else if (rep->type == PERFC_REDIS_REPLY_NIL) {
+    cc->get_fn(PERFC_ENOENT, NULL, 0, cc->ud);
+  } else {
+    perfc_error_set(PERFC_EIO, NULL, -1, "redis async: GET: %.*s",
+                    rep->type == PERFC_REDIS_REPLY_ERROR ? (int)rep->len : 21,
+                    rep->type == PERFC_REDIS_REPLY_ERROR
+                        ? rep->str
+                        : "unexpected reply type");
+    cc->get_fn(PERFC_EIO, NULL, 0, cc->ud);
+  }
+  free(cc);
+}
+
+static void cl_done(int rc, const perfc_redis_reply *rep, void *ud) {
+  ccmd *cc = ud;
+  perfc_redis_async *r = cc->r;
+  perfc__rc_redirect rd;
+  if (rc == 0 && rep->type == PERFC_REDIS_REPLY_ERROR &&
+      perfc__rc_parse_redirect(rep->str, rep->len, &rd) &&
+      cc->redirects < CL_MAX_REDIRECTS && cl_enter(r)) {
+    int to = perfc__rc_node(r->cl, rd.host, rd.port, 0);
+    if (to >= 0) {
+      if (!rd.ask)
+        perfc__rc_moved(r->cl, rd.slot, to);
+      cc->redirects++;
+      int e = cl_send(cc, to, rd.ask);
+      cl_maybe_refresh(r);
+      cl_leave(r);
+      if (e == 0)
+        return; /* cl_done runs again with the new node's answer */
+      cl_deliver(cc, e, NULL);
+      return;
+    }
+    cl_leave(r);
+  }
+  if (rc == 0 && rep->type == PERFC_REDIS_REPLY_ERROR && rep->len >= 11 &&
+      memcmp(rep->str, "CLUSTERDOWN", 11) == 0)
+    perfc__rc_want_refresh(r->cl);
+  else if (rc != 0 && rc != PERFC_ESHUTDOWN)
+    perfc__rc_want_refresh(r->cl); /* the node failed: a failover? */
+  cl_deliver(cc, rc, rep);
+}
+
+static int cl_issue(perfc_redis_async *r, int argc, const char *const *argv,
+                    const size_t *argvlen, int is_get, perfc_redis_async_fn fn,
+                    perfc_redis_async_get_fn get_fn, void *ud) {
+  size_t bytes = 0;
+  for (int i = 0; i < argc; i++)
+    bytes += (argvlen ? argvlen[i] : strlen(argv[i])) + 1;
+  ccmd *cc = calloc(1, sizeof *cc + (size_t)argc * (sizeof(char *) +
+                                                    sizeof(size_t)) +
+                           bytes);
+  if (cc == NULL)
+    return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
+  cc->argvlen = (size_t *)(cc + 1);
+  cc->argv = (const char **)(cc->argvlen + argc);
+  char *p = (char *)(cc->argv + argc);
+  for (int i = 0; i < argc; i++) {
+    size_t l = argvlen ? argvlen[i] : strlen(argv[i]);
+    memcpy(p, argv[i], l);
+    p[l] = '\0';
+    cc->argv[i] = p;
+    cc->argvlen[i] = l;
+    p += l + 1;
+  }
+  cc->r = r;
+  cc->argc = argc;
+  cc->is_get = is_get;
+  cc->fn = fn;
+  cc->get_fn = get_fn;
+  cc->ud = ud;
+  int ki = perfc__rc_key_index(argc, cc->argv, cc->argvlen);
+  cc->keyless = ki < 0;
+  if (ki >= 0)
+    cc->slot = perfc__rc_slot(cc->argv[ki], cc->argvlen[ki]);
+  if (!cl_enter(r)) {
+    free(cc);
+    return perfc__fail(PERFC_ESHUTDOWN, "redis async: closing");
+  }
+  cl_maybe_refresh(r);
+  int node = cc->keyless ? perfc__rc_any(r->cl)
+                         : perfc__rc_route(r->cl, cc->slot, 0);
+  int rc = cl_send(cc, node, 0);
+  cl_leave(r);
+  if (rc != 0) {
+    perfc__rc_want_refresh(r->cl);
+    free(cc);
+  }
+  return rc;
 }
