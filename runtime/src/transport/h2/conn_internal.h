@@ -185,7 +185,7 @@ struct perfc__h2_stream {
   uint16_t http_status; /* the head's status (204 has no length) */
   char *cors_origin;    /* an allowed Origin: CORS headers on the answer */
   char *h1_head;      /* HTTP/1.1: the status line and headers */
-  size_t h1_head_len, h1_head_off;
+  size_t h1_head_len, h1_head_off, h1_head_cap;
 };
 
 /* conn.c */
