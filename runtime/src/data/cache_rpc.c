@@ -218,6 +218,196 @@ int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
   return perfc_cache_rpc_try_hit_ttl(ctx, cache, key, 0, 0, resp, code);
 }
 
+/* ---- the asynchronous load (perfc_cache_rpc_try_hit_async) ---- */
+
+/* One call whose miss is loaded on its loop; in the call's arena. */
+struct perfc_cache_rpc_load {
+  perfc_deferred *d;
+  perfc_ctx *ctx;
+  perfc_cache *cache;
+  const char *key;
+  int64_t ttl_ms, negative_ttl_ms;
+  const ProtobufCMessage *req;
+  ProtobufCMessage *resp;
+  perfc_cache_rpc_async_load_fn load;
+  void *load_ud;
+  perfc_cache_load *cl;     /* the cache's load, while this call leads it */
+  int ran;                  /* this call's load ran (it leads the flight) */
+  perfc_status_code status; /* the load's status when ran */
+};
+
+/* The load's gRPC status as the cache's int result. */
+static int status_to_rc(perfc_status_code st) {
+  return st == PERFC_STATUS_NOT_FOUND ? PERFC_ENOENT
+                                      : STATUS_BASE - (int)st;
+}
+
+/* perfc_cache_async_loader_fn: the method's async load for the call that
+ * leads the flight. */
+static int async_loader(const char *key, perfc_cache_load *cl, void *ud) {
+  perfc_cache_rpc_load *a = ud;
+  (void)key;
+  a->ran = 1;
+  a->cl = cl;
+  a->status = PERFC_STATUS_OK;
+  perfc_status_code st = a->load(a->ctx, a->req, a->resp, a, a->load_ud);
+  if (st == PERFC_STATUS_OK)
+    return 0; /* started: perfc_cache_rpc_load_done() comes */
+  a->status = st;
+  return status_to_rc(st);
+}
+
+void perfc_cache_rpc_load_done(perfc_cache_rpc_load *a,
+                               perfc_status_code code) {
+  if (a == NULL || a->cl == NULL) {
+    perfc_log(PERFC_LOG_ERROR, "perfc_cache_rpc_load_done: no load in "
+                               "progress (called twice?); ignored");
+    return;
+  }
+  perfc_cache_load *cl = a->cl;
+  a->cl = NULL;
+  a->status = code;
+  if (code != PERFC_STATUS_OK) {
+    perfc_cache_load_done(cl, status_to_rc(code), NULL, 0);
+    return;
+  }
+  size_t n = protobuf_c_message_get_packed_size(a->resp);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (buf == NULL) {
+    perfc_cache_load_done(cl, PERFC_ENOMEM, NULL, 0);
+    return;
+  }
+  n = protobuf_c_message_pack(a->resp, buf);
+  perfc_cache_load_done(cl, 0, buf, n);
+}
+
+/* The cache's answer, on the call's loop: ends the call. */
+static void async_result(int rc, const uint8_t *val, size_t len, void *ud) {
+  perfc_cache_rpc_load *a = ud;
+  perfc_ctx *ctx = a->ctx;
+  if (perfc_deferred_cancelled(a->d) == 1) {
+    perfc_deferred_finish(a->d, PERFC_STATUS_CANCELLED);
+    return;
+  }
+  if (a->ran) {
+    /* This call loaded: `resp` is what its load filled, and the status
+     * and message are the load's own. */
+    if (rc == 0 || a->status != PERFC_STATUS_OK) {
+      perfc_deferred_finish(a->d, a->status);
+      return;
+    }
+    perfc_deferred_finish(a->d, perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                                                "cache: storing the response "
+                                                "failed: %s",
+                                                perfc_strerror(rc)));
+    return;
+  }
+  if (rc == PERFC_ENOENT) {
+    perfc_deferred_finish(a->d, perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND,
+                                                "not found"));
+    return;
+  }
+  if (rc <= STATUS_BASE && rc > STATUS_BASE - PERFC_STATUS_COUNT) {
+    perfc_deferred_finish(
+        a->d, perfc_ctx_error(ctx, (perfc_status_code)(STATUS_BASE - rc),
+                              "the load shared with a concurrent call failed"));
+    return;
+  }
+  if (rc != 0) {
+    /* Memory: the blocking path on the pool, as perfc_cache_rpc_unary
+     * loads without the cache. */
+    if (perfc_deferred_run_handler(a->d) != 0)
+      perfc_deferred_finish(a->d, perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                                                  "cache: %s",
+                                                  perfc_strerror(rc)));
+    return;
+  }
+  uint8_t *copy = len ? perfc_arena_alloc(perfc_ctx_arena(ctx), len) : NULL;
+  if (len && copy == NULL) {
+    perfc_deferred_finish(a->d,
+                          perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                                          "out of memory"));
+    return;
+  }
+  if (len)
+    memcpy(copy, val, len);
+  perfc_deferred_finish(a->d, answer_hit(ctx, a->key, a->resp, copy, len));
+}
+
+static void async_start_load(perfc_cache_rpc_load *a, int l2_missed) {
+  if (perfc__cache_get_or_load_async(a->cache, a->key, a->ttl_ms,
+                                     a->negative_ttl_ms, async_loader, a,
+                                     async_result, a, l2_missed) != 0 &&
+      perfc_deferred_run_handler(a->d) != 0)
+    perfc_deferred_finish(a->d, perfc_ctx_error(a->ctx, PERFC_STATUS_INTERNAL,
+                                                "%s", perfc_last_error()));
+}
+
+/* The plain GET's outcome: a hit or a cached "not found" answers; a miss
+ * loads on the loop. */
+static void async_l2_answered(int rc, const uint8_t *val, size_t len,
+                              void *ud) {
+  perfc_cache_rpc_load *a = ud;
+  if (rc == 1 && perfc_deferred_cancelled(a->d) != 1) {
+    async_start_load(a, 1);
+    return;
+  }
+  async_result(rc == 1 ? 0 : rc, val, len, a); /* cancelled, or answered */
+}
+
+int perfc_cache_rpc_try_hit_async(perfc_ctx *ctx, perfc_cache *cache,
+                                  const char *key, int64_t ttl_ms,
+                                  int64_t negative_ttl_ms,
+                                  const ProtobufCMessage *req,
+                                  ProtobufCMessage *resp,
+                                  perfc_cache_rpc_async_load_fn load,
+                                  void *load_ud, perfc_status_code *code) {
+  if (load == NULL)
+    return perfc_cache_rpc_try_hit_ttl(ctx, cache, key, ttl_ms,
+                                       negative_ttl_ms, resp, code);
+  if (cache == NULL || key == NULL || req == NULL || resp == NULL ||
+      code == NULL)
+    return 0;
+  uint8_t *val = NULL;
+  size_t len = 0;
+  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len);
+  if (rc == PERFC_ENOENT) {
+    *code = perfc_ctx_error(ctx, PERFC_STATUS_NOT_FOUND, "not found");
+    return 1;
+  }
+  if (rc == 0) {
+    *code = answer_hit(ctx, key, resp, val, len);
+    return 1;
+  }
+  /* Not on a loop (the C core transport, a worker), or Redis without its
+   * asynchronous client: the pool's blocking path, as before. */
+  if (rc != 1 || !perfc_cache_async_usable(cache))
+    return 0;
+  perfc_cache_rpc_load *a = perfc_ctx_alloc(ctx, sizeof *a);
+  if (a == NULL || (a->d = perfc_call_defer(ctx)) == NULL)
+    return 0;
+  a->ctx = ctx;
+  a->cache = cache;
+  a->key = key;
+  a->ttl_ms = ttl_ms;
+  a->negative_ttl_ms = negative_ttl_ms;
+  a->req = req;
+  a->resp = resp;
+  a->load = load;
+  a->load_ud = load_ud;
+  a->cl = NULL;
+  a->ran = 0;
+  a->status = PERFC_STATUS_OK;
+  /* A plain GET first (no Lua on the hit path); the flight's lease read
+   * follows only on a miss. */
+  if (!perfc__cache_l2_async_usable(cache) ||
+      perfc__cache_l2_get_async(cache, key, ttl_ms, negative_ttl_ms,
+                                async_l2_answered, a) != 0)
+    async_start_load(a, 0);
+  *code = PERFC_STATUS_OK; /* ignored: the call is deferred */
+  return 1;
+}
+
 void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,
                                 const char *const *keys, size_t n) {
   int rc = perfc_cache_invalidate(cache, keys, n);
