@@ -1412,7 +1412,10 @@ struct awaiter {
   perfc_cache_result_fn fn;
   void *ud;
   perfc_trace_current tc;
+  perfc_span *span; /* the waiter's cache.get_or_load */
 };
+
+static void cache_span_end(perfc_span *sp, const char *level, int rc);
 
 /* On the waiter's loop: the flight's result, then the reference dropped. */
 static void awaiter_deliver(void *arg) {
@@ -1424,6 +1427,7 @@ static void awaiter_deliver(void *arg) {
   flight_unref_locked(w->f);
   pthread_mutex_unlock(&w->s->mu);
   perfc_counter_inc(w->c->m.shared);
+  cache_span_end(w->span, "shared", rc);
   perfc_trace_current loop_tc;
   int had = perfc_trace_current_get(&loop_tc);
   perfc_trace_current_set(&w->tc);
@@ -1701,6 +1705,9 @@ struct perfc_cache_load {
   perfc_cache_result_fn done;
   void *done_ud;
   perfc_trace_current tc; /* the caller's: continuations work for it */
+  perfc_span *span;       /* cache.get_or_load, ended with the answer */
+  perfc_span *load_span;  /* cache.load, while the loader runs */
+  const char *level;      /* which level answered, for the span */
   atomic_int spent;       /* perfc_cache_load_done() was called */
   int lrc;                /* the loader's result, while it crosses */
   uint8_t *lval;          /* threads, then while the fill runs */
@@ -1711,6 +1718,8 @@ struct perfc_cache_load {
 /* Runs `fn` as the caller's work: its trace context is current. */
 static void op_answer(perfc_cache_load *op, int rc, const uint8_t *v,
                       size_t n) {
+  cache_span_end(op->span, op->level, rc);
+  op->span = NULL;
   perfc_trace_current loop_tc;
   int had = perfc_trace_current_get(&loop_tc);
   perfc_trace_current_set(&op->tc);
@@ -1719,6 +1728,10 @@ static void op_answer(perfc_cache_load *op, int rc, const uint8_t *v,
 }
 
 static void op_free(perfc_cache_load *op) {
+  if (op->span != NULL) /* never answered: out of memory before */
+    cache_span_end(op->span, op->level, PERFC_ENOMEM);
+  if (op->load_span != NULL)
+    perfc_span_end(op->load_span);
   if (op->back != NULL)
     perfc_loop_task_free(op->back);
   free(op->lval);
@@ -1764,6 +1777,13 @@ static void op_fill_done(int rc, const perfc_redis_reply *r, void *ud) {
 static void op_loaded(perfc_cache_load *op) {
   perfc_cache *c = op->c;
   int rc = op->lrc;
+  if (op->load_span != NULL) {
+    if (rc != 0 && rc != PERFC_ENOENT)
+      perfc_span_set_status(op->load_span, PERFC_SPAN_STATUS_ERROR,
+                            perfc_err_name(rc));
+    perfc_span_end(op->load_span);
+    op->load_span = NULL;
+  }
   if (rc != 0 && rc != PERFC_ENOENT) {
     perfc_counter_inc(c->m.load_errors);
     free(op->lval);
@@ -1848,9 +1868,13 @@ void perfc_cache_load_done(perfc_cache_load *op, int rc, uint8_t *val,
 /* The loader, under a span; its own work (its SQL) nests under it. */
 static void op_load(perfc_cache_load *op) {
   perfc_counter_inc(op->c->m.loads);
+  op->level = "load";
   perfc_trace_current loop_tc;
   int had = perfc_trace_current_get(&loop_tc);
   perfc_trace_current_set(&op->tc);
+  op->load_span = perfc_tracing_span_start_current("cache.load",
+                                                   PERFC_SPAN_INTERNAL);
+  perfc_span_set_attr_str(op->load_span, "perfc.cache.name", op->c->name);
   int rc = op->loader(op->key, op, op->loader_ud);
   perfc_trace_current_set(had ? &loop_tc : NULL);
   /* On 0, `op` may be gone already (the loader finished it inside). */
@@ -1880,6 +1904,7 @@ static void op_leased(int rc, const perfc_redis_reply *r, void *ud) {
                                    &op->ct, &v, &n)
                    : PERFC_ENOMEM;
     if (t != PERFC_EIO) {
+      op->level = "l2";
       op_finish(op, t, v, n);
       free(v);
       return;
@@ -1906,6 +1931,7 @@ static void op_lead(perfc_cache_load *op) {
   int rc = l1_usable(c) ? perfc_l1cache_get(c->l1, op->key, &v, &n, &neg)
                         : PERFC_ENOENT;
   if (rc == 0) {
+    op->level = "l1";
     op_finish(op, neg ? PERFC_ENOENT : 0, v, n);
     free(v);
     return;
@@ -1977,6 +2003,8 @@ static void op_join_or_lead(perfc_cache_load *op) {
     w->fn = op->done;
     w->ud = op->done_ud;
     w->tc = op->tc;
+    w->span = op->span;
+    op->span = NULL;
     w->next = f->aw;
     f->aw = w;
     pthread_mutex_unlock(&s->mu);
@@ -2008,12 +2036,14 @@ static void op_got(int rc, const uint8_t *v, size_t len, void *ud) {
     perfc_counter_inc(c->m.l2_hits);
     perfc_counter_inc(c->m.negative_hits);
     l1_fill(c, op->key, NULL, 0, 1, op->version, op->ct.negative_ttl_ms);
+    op->level = "l2";
     op_finish(op, PERFC_ENOENT, NULL, 0);
     return;
   }
   if (rc == 0 && len >= 1 && v[0] == TAG_VALUE) {
     perfc_counter_inc(c->m.l2_hits);
     l1_fill(c, op->key, v + 1, len - 1, 0, op->version, op->ct.ttl_ms);
+    op->level = "l2";
     op_finish(op, 0, v + 1, len - 1);
     return;
   }
@@ -2061,9 +2091,18 @@ int perfc__cache_get_or_load_async(perfc_cache *c, const char *key,
   op->done_ud = done_ud;
   atomic_init(&op->spent, 0);
   memcpy(op->key, key, kl + 1);
+  /* The lookup's span; what runs for it later (the loader's queries)
+   * nests under it, so its context is the one continuations restore. */
+  perfc_trace_current caller_tc;
+  int had = perfc_trace_current_get(&caller_tc);
+  op->span = perfc_tracing_span_start_current("cache.get_or_load",
+                                              PERFC_SPAN_INTERNAL);
+  perfc_span_set_attr_str(op->span, "perfc.cache.name", c->name);
   perfc_trace_current_get(&op->tc);
+  perfc_trace_current_set(had ? &caller_tc : NULL);
   if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
     perfc_counter_inc(c->m.bloom_rejects);
+    op->level = "bloom";
     op_finish(op, PERFC_ENOENT, NULL, 0);
     return 0;
   }
@@ -2078,11 +2117,13 @@ int perfc__cache_get_or_load_async(perfc_cache *c, const char *key,
       perfc_counter_inc(c->m.l1_hits);
       if (neg)
         perfc_counter_inc(c->m.negative_hits);
+      op->level = "l1";
       op_finish(op, neg ? PERFC_ENOENT : 0, v, n);
       free(v);
       return 0;
     }
     if (rc != PERFC_ENOENT) {
+      cache_span_end(op->span, "l1", rc);
       free(op);
       return rc;
     }
