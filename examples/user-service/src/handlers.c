@@ -15,7 +15,9 @@
 
 #include "perfc/deferred.h"
 #include "perfc/log.h"
+#include "perfc/stream.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -654,6 +656,169 @@ static perfc_status_code batch_get_users_on_loop(
   if (--op->pending == 0)
     batch_end(op);
   return PERFC_STATUS_OK; /* ignored: the call is deferred */
+}
+
+/* SyncUsers as loop callbacks (perfc/stream.h): each id is one cache
+ * lookup on the loop, answered in order. While a lookup (or a send the
+ * stream's flow control held back) is pending, the next message is refused
+ * with PERFC_EFULL and delivered again by perfc_stream_resume() once it is
+ * done. The state is malloc'd: a lookup may still be running when the
+ * client cancels the stream and the call's arena is gone. */
+typedef struct sync_state {
+  user_service *svc;
+  perfc_stream *s;
+  perfc_arena *scratch;      /* the user being sent */
+  User__V1__User *unsent;    /* held back by flow control */
+  unsigned lookups;          /* running: each will call sync_got() */
+  unsigned depth;            /* callbacks of ours on the stack */
+  int busy, refused, half_closed;
+  int over; /* finished or cancelled: the stream is not ours any more */
+} sync_state;
+
+/* Every entry (a stream callback, a lookup's answer) begins with
+ * sync_enter() and ends with sync_leave(), which frees the state once the
+ * stream is over and no lookup will answer any more; never while a
+ * callback of ours (perfc_stream_resume() re-enters on_message) still
+ * runs. */
+static void sync_enter(sync_state *st) { st->depth++; }
+
+static void sync_leave(sync_state *st) {
+  if (--st->depth == 0 && st->over && st->lookups == 0) {
+    perfc_arena_free(st->scratch);
+    free(st);
+  }
+}
+
+static void sync_end(sync_state *st, perfc_status_code code) {
+  st->over = 1;
+  perfc_stream_finish(st->s, code);
+}
+
+/* After a lookup or a send: the next message, or the end. */
+static void sync_next(sync_state *st) {
+  if (st->over || st->busy || st->unsent != NULL)
+    return;
+  if (st->refused) {
+    st->refused = 0;
+    perfc_stream_resume(st->s); /* delivers the kept message again */
+    return;
+  }
+  if (st->half_closed)
+    sync_end(st, PERFC_STATUS_OK);
+}
+
+static void sync_send(sync_state *st, User__V1__User *u) {
+  int rc = user__v1__user_service__sync_users__send(st->s, u);
+  st->unsent = rc == PERFC_EFULL ? u : NULL; /* on_writable sends it */
+  if (rc != 0 && rc != PERFC_EFULL)
+    sync_end(st, perfc_ctx_error(perfc_stream_ctx(st->s),
+                                 PERFC_STATUS_CANCELLED, "stream ended"));
+}
+
+static void sync_got(int rc, const uint8_t *val, size_t len, void *arg) {
+  sync_state *st = arg;
+  sync_enter(st);
+  st->lookups--;
+  st->busy = 0;
+  if (!st->over) {
+    if (rc == 0) {
+      ProtobufCAllocator a;
+      perfc_arena_reset(st->scratch);
+      a = perfc_arena_allocator(st->scratch);
+      User__V1__User *u = user__v1__user__unpack(&a, len, val);
+      if (u == NULL)
+        sync_end(st, store_error(perfc_stream_ctx(st->s), PERFC_EPARSE, "user"));
+      else
+        sync_send(st, u);
+    } else if (rc != PERFC_ENOENT) { /* unknown ids are skipped */
+      sync_end(st, store_error(perfc_stream_ctx(st->s), rc, "user"));
+    }
+  }
+  sync_next(st);
+  sync_leave(st);
+}
+
+static perfc_status_code sync_start(perfc_ctx *ctx, perfc_stream *s,
+                                    const ProtobufCMessage *req,
+                                    ProtobufCMessage *resp, void **state) {
+  sync_state *st = calloc(1, sizeof *st);
+  (void)req;
+  (void)resp;
+  if (st == NULL || perfc_arena_new(&st->scratch, 4096) != 0) {
+    free(st);
+    return perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                           "out of memory");
+  }
+  st->svc = *state; /* the registration's user_data */
+  st->s = s;
+  *state = st;
+  return PERFC_STATUS_OK;
+}
+
+static int sync_message(perfc_stream *s, const ProtobufCMessage *m,
+                        void *state) {
+  sync_state *st = state;
+  const User__V1__GetUserRequest *r = (const User__V1__GetUserRequest *)m;
+  char key[32];
+  int taken = 0;
+  (void)s;
+  sync_enter(st);
+  if (!st->over && (st->busy || st->unsent != NULL)) {
+    st->refused = 1; /* kept; sync_next() resumes */
+    taken = PERFC_EFULL;
+  } else if (!st->over && r->id > 0) {
+    snprintf(key, sizeof key, "user:%lld", (long long)r->id);
+    st->busy = 1;
+    st->lookups++;
+    int rc = perfc_cache_get_or_load_async(st->svc->cache, key, 0, 0,
+                                           batch_load, st->svc, sync_got, st);
+    if (rc != 0) {
+      st->busy = 0;
+      st->lookups--;
+      sync_end(st, store_error(perfc_stream_ctx(st->s), rc, "user"));
+    }
+  }
+  sync_leave(st);
+  return taken;
+}
+
+static void sync_half_close(perfc_stream *s, void *state) {
+  sync_state *st = state;
+  (void)s;
+  sync_enter(st);
+  st->half_closed = 1;
+  sync_next(st);
+  sync_leave(st);
+}
+
+static void sync_writable(perfc_stream *s, void *state) {
+  sync_state *st = state;
+  (void)s;
+  sync_enter(st);
+  if (st->unsent != NULL)
+    sync_send(st, st->unsent);
+  sync_next(st);
+  sync_leave(st);
+}
+
+static void sync_cancel(perfc_stream *s, void *state) {
+  sync_state *st = state;
+  (void)s;
+  sync_enter(st);
+  st->over = 1;
+  sync_leave(st);
+}
+
+int user_service_sync_users_on_loop(perfc_server *srv, user_service *svc) {
+  static const perfc_stream_callbacks cb = {
+      .on_start = sync_start,
+      .on_message = sync_message,
+      .on_half_close = sync_half_close,
+      .on_writable = sync_writable,
+      .on_cancel = sync_cancel,
+  };
+  return perfc_server_set_stream_callbacks(
+      srv, "/user.v1.UserService/SyncUsers", &cb, svc);
 }
 
 const User__V1__UserService_AsyncHandlers user_service_async_handlers = {

@@ -34,6 +34,15 @@ extern const User__V1__UserService_Handlers user_service_handlers;
  *  set; where a call arrives off a loop the handlers above serve it. */
 extern const User__V1__UserService_AsyncHandlers user_service_async_handlers;
 
+/** Serves SyncUsers with loop callbacks (perfc/stream.h) on `srv`: one
+ *  cache lookup on the loop per id (perfc_cache_get_or_load_async(), the
+ *  misses loaded through `svc->pga`), instead of a worker per stream.
+ *  After the service's registration, before the start; only for the h2
+ *  transport and a cache whose Redis has its client on the loops
+ *  (svc->cache with cache.async_redis on). Returns
+ *  perfc_server_set_stream_callbacks()'s result. */
+int user_service_sync_users_on_loop(perfc_server *srv, user_service *svc);
+
 /** Longest accepted name, in characters (UTF-8 code points). */
 #define USER_NAME_MAX 100
 /** Most ids one BatchGetUsers may ask for. */

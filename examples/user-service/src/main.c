@@ -94,6 +94,14 @@ static int pg_from_config(perfc_pg_pool **out, perfc_pg_async **pga,
   return rc;
 }
 
+/* Whether the cache: section leaves the cache's Redis client on the loops
+ * (cache.async_redis, on by default). */
+static int cache_reads_on_loops(const perfc_config *cfg) {
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  return perfc_config_apply_cache(cfg, &co) == 0 && !co.no_async_l2;
+}
+
 static int redis_pool_from_config(perfc_redis_pool **out,
                                   const perfc_config *cfg) {
   perfc_redis_opts o;
@@ -216,6 +224,10 @@ int main(int argc, char **argv) {
     rc = user__v1__user_service__perfc_register_cached_async(
         srv, &user_service_handlers,
         pga != NULL ? &user_service_async_handlers : NULL, &svc, cache);
+  /* SyncUsers on the loops too, when its lookups can stay there: a cache
+   * whose Redis is read from the loops (cache.async_redis, the default). */
+  if (rc == 0 && pga != NULL && cache != NULL && cache_reads_on_loops(cfg))
+    rc = user_service_sync_users_on_loop(srv, &svc);
   /* HTTP/JSON (the google.api.http routes of user.proto), gRPC-Web and
    * the console page at GET /, on the gRPC port: one listener, the same
    * handlers and interceptors. The gRPC C core transport cannot carry
