@@ -1082,7 +1082,7 @@ static int build_method(const gen_request *req, const file_desc *f,
       perfc__tv_set_strf(tm, "cache_negative_ttl_c", "%" PRId64 "u", neg);
     else
       perfc__tv_set_str(tm, "cache_negative_ttl_c", "PERFC_CACHE_TTL_NONE");
-    *wired = 1;
+    *wired |= 1;
   }
   perfc__tv *inv = perfc__tv_set_list(tm, "invalidate");
   if (o.invalidate) {
@@ -1122,7 +1122,15 @@ static int build_method(const gen_request *req, const file_desc *f,
   perfc__tv_set_bool(tm, "has_invalidate", n_inv > 0);
   perfc__tv_set_strf(tm, "n_invalidate", "%zu", n_inv);
   if (n_inv)
-    *wired = 1;
+    *wired |= 1;
+  /* A unary method that does not invalidate may have an entry in the
+   * service's AsyncHandlers (an async load for a cached one, a handler on
+   * the event loop for a plain one): bit 1 says the struct has a member. */
+  int async_ok = strcmp(kind, "PERFC_METHOD_UNARY") == 0 && n_inv == 0;
+  perfc__tv_set_bool(tm, "async_ok", async_ok);
+  perfc__tv_set_bool(tm, "async_plain", async_ok && o.cache == NULL);
+  if (async_ok)
+    *wired |= 2;
 
   /* Every name perfc adds to the C namespace for this method. */
   char *origin =
@@ -1447,11 +1455,14 @@ static perfc__tv *build_file(const gen_request *req, const file_desc *f,
     /* A service with (perfc.cache) or (perfc.invalidate) methods is
      * registered through a binding that carries the cache; a service
      * without any keeps the plain output. */
+    perfc__tv_set_bool(ts, "has_async", (wired & 3) == 3);
+    wired &= 1;
     perfc__tv_set_bool(ts, "cache_wired", wired);
     any_wired |= wired;
     static const char *const wired_suffixes[] = {
-        "__perfc_register_cached", "__perfc_binding", "__perfc_bind"};
-    for (size_t k = 0; !bad && wired && k < 3; k++)
+        "__perfc_register_cached", "__perfc_binding", "__perfc_bind",
+        "__perfc_register_cached_async"};
+    for (size_t k = 0; !bad && wired && k < 4; k++)
       bad = claim(ours, theirs, perfc__xasprintf("%s%s", lc, wired_suffixes[k]),
                   origin, where, err);
     free(full), free(c), free(lc), free(uc), free(where), free(origin);

@@ -69,8 +69,11 @@ static void on_replica(perfc_pg_pool *pool, int usable, void *ud) {
                    usable ? PERFC_HEALTH_SERVING : PERFC_HEALTH_NOT_SERVING);
 }
 
-static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg,
-                               perfc_health *health) {
+/* The pool (blocking queries, on workers) and, with `pga` set and no
+ * replica configured, the client of the event loops (perfc/pg_async.h)
+ * from the same pg: section. */
+static int pg_from_config(perfc_pg_pool **out, perfc_pg_async **pga,
+                          const perfc_config *cfg, perfc_health *health) {
   perfc_pg_pool_opts o;
   perfc_pg_pool_opts_init(&o);
   o.name = "users";
@@ -79,7 +82,24 @@ static int pg_pool_from_config(perfc_pg_pool **out, const perfc_config *cfg,
   o.replica_fn = on_replica;
   o.replica_ud = health;
   int rc = perfc_config_apply_pg(cfg, &o);
-  return rc == 0 ? perfc_pg_pool_new(out, &o) : rc;
+  if (rc == 0)
+    rc = perfc_pg_pool_new(out, &o);
+  /* The loops' client reads the primary only: a service with a read
+   * replica keeps its reads on the pool, which sends them there. */
+  if (rc == 0 && pga != NULL && perfc_pg_replica_usable(*out) < 0) {
+    perfc_pg_async_opts ao;
+    perfc_pg_async_opts_from_pool(&ao, &o);
+    rc = perfc_pg_async_new(pga, &ao);
+  }
+  return rc;
+}
+
+/* Whether the cache: section leaves the cache's Redis client on the loops
+ * (cache.async_redis, on by default). */
+static int cache_reads_on_loops(const perfc_config *cfg) {
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  return perfc_config_apply_cache(cfg, &co) == 0 && !co.no_async_l2;
 }
 
 static int redis_pool_from_config(perfc_redis_pool **out,
@@ -104,6 +124,7 @@ int main(int argc, char **argv) {
   perfc_grpc_metrics *gm = NULL;
   perfc_metrics_http *http = NULL;
   perfc_pg_pool *pg = NULL;
+  perfc_pg_async *pga = NULL;
   perfc_redis_pool *redis = NULL;
   perfc_cache *cache = NULL;
   user_service svc;
@@ -150,8 +171,13 @@ int main(int argc, char **argv) {
   rc = perfc_health_new(&health, NULL);
   /* Neither pool connects here: PostgreSQL or Redis going away later is
    * handled per call (UNAVAILABLE, or the cache degrading to PostgreSQL). */
+  /* On the h2 transport (the default) the reads run on its event loops
+   * and query through pga; the C core transport has no loops of perfc's,
+   * so there every call runs on the worker pool with the pool. */
   if (rc == 0)
-    rc = pg_pool_from_config(&pg, cfg, health);
+    rc = pg_from_config(&pg, opts.transport == PERFC_TRANSPORT_CORE ? NULL
+                                                                    : &pga,
+                        cfg, health);
   /* With a replica, one check now sets its health name (SERVING, or
    * NOT_SERVING with one log line when it cannot be reached); reads work
    * either way. */
@@ -169,6 +195,7 @@ int main(int argc, char **argv) {
       rc = user_cache_new(&cache, redis, cfg);
   }
   svc.pg = pg;
+  svc.pga = pga;
   svc.cache = cache;
 
   if (rc == 0)
@@ -191,10 +218,16 @@ int main(int argc, char **argv) {
     rc = perfc_access_log_attach(PERFC_LOG_INFO, srv);
   /* GetUser's (perfc.cache) and the writes' (perfc.invalidate) options
    * put `cache` around the handlers; a NULL cache serves every call from
-   * PostgreSQL. */
+   * PostgreSQL. With pga, GetUser's misses, ListUsers and BatchGetUsers
+   * run on the event loops (user_service_async_handlers). */
   if (rc == 0)
-    rc = user__v1__user_service__perfc_register_cached(
-        srv, &user_service_handlers, &svc, cache);
+    rc = user__v1__user_service__perfc_register_cached_async(
+        srv, &user_service_handlers,
+        pga != NULL ? &user_service_async_handlers : NULL, &svc, cache);
+  /* SyncUsers on the loops too, when its lookups can stay there: a cache
+   * whose Redis is read from the loops (cache.async_redis, the default). */
+  if (rc == 0 && pga != NULL && cache != NULL && cache_reads_on_loops(cfg))
+    rc = user_service_sync_users_on_loop(srv, &svc);
   /* HTTP/JSON (the google.api.http routes of user.proto), gRPC-Web and
    * the console page at GET /, on the gRPC port: one listener, the same
    * handlers and interceptors. The gRPC C core transport cannot carry
@@ -262,6 +295,7 @@ int main(int argc, char **argv) {
   perfc_grpc_metrics_free(gm);
   perfc_cache_free(cache);
   perfc_redis_pool_free(redis);
+  perfc_pg_async_free(pga); /* after the server, whose loops query it */
   perfc_pg_pool_free(pg);
   perfc_health_free(health); /* after the pool, which reports to it */
   perfc_tracing_free(tracer); /* last: sends the spans still queued */

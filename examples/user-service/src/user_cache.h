@@ -7,7 +7,9 @@
  * cached and invalidated by the generated wiring
  * (user__v1__user_service__perfc_register_cached(), from GetUser's
  * (perfc.cache) and the writes' (perfc.invalidate) options). BatchGetUsers
- * and SyncUsers read the same entries through user_cache_get_many(), and
+ * and SyncUsers read the same entries through user_cache_get_many() on the
+ * worker pool (on the event loops, handlers.c looks each id up with
+ * perfc_cache_get_or_load_async() under the same key and value), and
  * CreateUser drops a "not found" cached for its new id. To share entries
  * with the generated wiring this file keeps the option's key ("user:{id}")
  * and value (a packed user.v1.User, what the wiring stores from GetUser's

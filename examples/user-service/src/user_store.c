@@ -33,8 +33,8 @@ static void set_ts(Google__Protobuf__Timestamp *ts, int64_t us) {
 
 /* Row `row` of `r` (columns USER_COLS) into `u`, strings and timestamps in
  * `arena`. */
-static int row_to_user(const perfc_pg_result *r, size_t row, perfc_arena *arena,
-                       User__V1__User *u) {
+int user_store_row_to_user(const perfc_pg_result *r, size_t row,
+                           perfc_arena *arena, User__V1__User *u) {
   int64_t id = 0, c_us = 0, u_us = 0;
   Google__Protobuf__Timestamp *ct, *ut;
   user__v1__user__init(u);
@@ -64,14 +64,14 @@ oom:
 }
 
 /* Row `row` packed into a malloc'd buffer, through a scratch arena. */
-static int row_to_packed(const perfc_pg_result *r, size_t row, uint8_t **out,
-                         size_t *out_len) {
+int user_store_row_to_packed(const perfc_pg_result *r, size_t row,
+                             uint8_t **out, size_t *out_len) {
   perfc_arena *arena = NULL;
   User__V1__User u;
   int st;
   if (perfc_arena_new(&arena, 512) != 0)
     return perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
-  st = row_to_user(r, row, arena, &u);
+  st = user_store_row_to_user(r, row, arena, &u);
   if (st == 0) {
     size_t n = user__v1__user__get_packed_size(&u);
     /* One spare byte: malloc(0) may return NULL for an empty message. */
@@ -121,7 +121,7 @@ int user_store_get_many_packed(perfc_pg_pool *pg, const int64_t *ids, size_t n,
       /* A repeated id gets the row in each of its slots. */
       if (ids[i] != id || out[i].found)
         continue;
-      st = row_to_packed(r, row, &out[i].data, &out[i].len);
+      st = user_store_row_to_packed(r, row, &out[i].data, &out[i].len);
       out[i].found = st == 0;
     }
   }
@@ -135,19 +135,25 @@ static int one_user(perfc_pg_pool *pg, const perfc_pg_query *q,
   perfc_pg_result *r = NULL;
   int st = perfc_pg_exec(pg, q, &r);
   if (st == 0)
-    st = row_to_user(r, 0, arena, out);
+    st = user_store_row_to_user(r, 0, arena, out);
   perfc_pg_result_free(r);
   return st;
 }
 
+void user_store_get_query(perfc_pg_query *q, perfc_pg_param p[1], int64_t id) {
+  p[0] = perfc_pg_int64(id);
+  *q = (perfc_pg_query){.name = "user_get",
+                        .sql = "SELECT " USER_COLS " FROM users WHERE id = $1",
+                        .params = p,
+                        .nparams = 1,
+                        .flags = PERFC_PG_READ | PERFC_PG_ONE};
+}
+
 int user_store_get(perfc_pg_pool *pg, int64_t id, perfc_arena *arena,
                    User__V1__User *out) {
-  perfc_pg_param p[1] = {perfc_pg_int64(id)};
-  perfc_pg_query q = {.name = "user_get",
-                      .sql = "SELECT " USER_COLS " FROM users WHERE id = $1",
-                      .params = p,
-                      .nparams = 1,
-                      .flags = PERFC_PG_READ | PERFC_PG_ONE};
+  perfc_pg_param p[1];
+  perfc_pg_query q;
+  user_store_get_query(&q, p, id);
   return one_user(pg, &q, arena, out);
 }
 
@@ -193,30 +199,31 @@ int user_store_delete(perfc_pg_pool *pg, int64_t id) {
   return perfc_pg_exec(pg, &q, NULL);
 }
 
-int user_store_list(perfc_pg_pool *pg, int64_t after_id, int limit,
-                    perfc_arena *arena, User__V1__User ***users, size_t *n) {
-  perfc_pg_param p[2] = {perfc_pg_int64(after_id), perfc_pg_int64(limit)};
-  perfc_pg_query q = {.name = "user_list",
-                      .sql = "SELECT " USER_COLS " FROM users WHERE id > $1 "
-                             "ORDER BY id LIMIT $2",
-                      .params = p,
-                      .nparams = 2,
-                      .flags = PERFC_PG_READ};
-  perfc_pg_result *r = NULL;
-  int st = perfc_pg_exec(pg, &q, &r);
-  size_t rows;
+void user_store_list_query(perfc_pg_query *q, perfc_pg_param p[2],
+                           int64_t after_id, int limit) {
+  p[0] = perfc_pg_int64(after_id);
+  p[1] = perfc_pg_int64(limit);
+  *q = (perfc_pg_query){.name = "user_list",
+                        .sql = "SELECT " USER_COLS " FROM users WHERE id > $1 "
+                               "ORDER BY id LIMIT $2",
+                        .params = p,
+                        .nparams = 2,
+                        .flags = PERFC_PG_READ};
+}
+
+int user_store_users_from_result(const perfc_pg_result *r, perfc_arena *arena,
+                                 User__V1__User ***users, size_t *n) {
+  size_t rows = perfc_pg_result_rows(r);
+  int st = 0;
   *users = NULL;
   *n = 0;
-  if (st != 0)
-    return st;
-  rows = perfc_pg_result_rows(r);
   if (rows > 0) {
     User__V1__User **arr = perfc_arena_alloc(arena, rows * sizeof *arr);
     User__V1__User *us = perfc_arena_alloc(arena, rows * sizeof *us);
     if (arr == NULL || us == NULL)
-      st = perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
+      return perfc_error_set(PERFC_ENOMEM, NULL, -1, "out of memory");
     for (size_t i = 0; st == 0 && i < rows; i++) {
-      st = row_to_user(r, i, arena, &us[i]);
+      st = user_store_row_to_user(r, i, arena, &us[i]);
       arr[i] = &us[i];
     }
     if (st == 0) {
@@ -224,6 +231,20 @@ int user_store_list(perfc_pg_pool *pg, int64_t after_id, int limit,
       *n = rows;
     }
   }
+  return st;
+}
+
+int user_store_list(perfc_pg_pool *pg, int64_t after_id, int limit,
+                    perfc_arena *arena, User__V1__User ***users, size_t *n) {
+  perfc_pg_param p[2];
+  perfc_pg_query q;
+  perfc_pg_result *r = NULL;
+  user_store_list_query(&q, p, after_id, limit);
+  int st = perfc_pg_exec(pg, &q, &r);
+  *users = NULL;
+  *n = 0;
+  if (st == 0)
+    st = user_store_users_from_result(r, arena, users, n);
   perfc_pg_result_free(r);
   return st;
 }

@@ -17,6 +17,26 @@
 #include "perfc/pg.h"
 #include "user/v1/user.pb-c.h"
 
+/* The statements the blocking functions below run, for the handlers that
+ * run them on the event loop instead (perfc/pg_async.h, handlers.c): the
+ * same SQL and prepared-statement names. `p` holds the parameters and
+ * must live until the query is issued (perfc_pg_async_query() copies). */
+void user_store_get_query(perfc_pg_query *q, perfc_pg_param p[1], int64_t id);
+void user_store_list_query(perfc_pg_query *q, perfc_pg_param p[2],
+                           int64_t after_id, int limit);
+
+/** Row `row` of a users result (either statement above) into `u`, strings
+ *  and timestamps in `arena`. */
+int user_store_row_to_user(const perfc_pg_result *r, size_t row,
+                           perfc_arena *arena, User__V1__User *u);
+/** Row `row` packed as a user.v1.User (the value the cache stores) into a
+ *  malloc'd buffer. */
+int user_store_row_to_packed(const perfc_pg_result *r, size_t row,
+                             uint8_t **out, size_t *out_len);
+/** Every row of `r` into the arena: `*users` gets `*n` pointers. */
+int user_store_users_from_result(const perfc_pg_result *r, perfc_arena *arena,
+                                 User__V1__User ***users, size_t *n);
+
 /** One user by id into `*out` (strings and timestamps in `arena`):
  *  GetUser's load. PERFC_ENOENT when there is no such user. */
 int user_store_get(perfc_pg_pool *pg, int64_t id, perfc_arena *arena,

@@ -397,6 +397,70 @@ class UserService(unittest.TestCase):
         finally:
             self.assertEqual(t.stop(), 0)
 
+    def test_07d_reads_on_the_loops_without_the_pool(self):
+        """On h2, GetUser's misses (the async load over pg_async), ListUsers,
+        BatchGetUsers (misses included) and SyncUsers are served on the
+        event loops:
+        the worker pool starts no job for them, PostgreSQL is queried
+        through the loops' client, and the answers are the pool path's. On
+        the C core transport (no loops) the same calls run on the pool."""
+        core = os.environ.get("PERFC_SERVER_TRANSPORT", "h2") == "core"
+        users = [create("Loop %d" % i, "loop%d@example.com" % i) for i in range(3)]
+        s = ENV.service("user-service-loops")
+        try:
+            for u in users:  # no entry in Redis: the loads must run
+                redis_cli("DEL", "user:%d" % u.id)
+            m0 = s.metrics()
+            pool = [k for k in m0 if k.startswith("perfc_server_pool_started_total")]
+            self.assertEqual(len(pool), 1, pool)
+            pool = pool[0]
+            with grpc.insecure_channel(s.target) as ch:
+                stub = usvc_env.Stub(ch, M)
+                self.assertEqual(stub.GetUser(M["GetUserRequest"](id=users[0].id),
+                                              timeout=10).name, "Loop 0")
+                self.assertEqual(code_of(stub.GetUser, M["GetUserRequest"](id=987654321))[0],
+                                 grpc.StatusCode.NOT_FOUND)
+                r = stub.BatchGetUsers(M["BatchGetUsersRequest"](
+                    ids=[users[2].id, 87654321, users[1].id, users[0].id]), timeout=10)
+                self.assertEqual([x.name for x in r.users], ["Loop 2", "Loop 1", "Loop 0"])
+                page = stub.ListUsers(M["ListUsersRequest"](page_size=2), timeout=10)
+                self.assertEqual(len(page.users), 2)
+                self.assertNotEqual(page.next_page_token, "")
+                nxt = stub.ListUsers(M["ListUsersRequest"](page_size=2,
+                                                           page_token=page.next_page_token),
+                                     timeout=10)
+                self.assertGreater(nxt.users[0].id, page.users[1].id)
+                self.assertEqual(code_of(stub.ListUsers, M["ListUsersRequest"](page_token="x"))[0],
+                                 grpc.StatusCode.INVALID_ARGUMENT)
+                # SyncUsers: in order, unknown and invalid ids skipped, a miss
+                # loaded; 300 ids keep the stream's window busy.
+                redis_cli("DEL", "user:%d" % users[2].id)
+                ids = [users[2].id, 0, 76543210, users[0].id, users[1].id] + \
+                    [users[i % 3].id for i in range(300)]
+                got = [x.name for x in stub.SyncUsers(
+                    iter([M["GetUserRequest"](id=i) for i in ids]), timeout=20)]
+                self.assertEqual(got, ["Loop 2", "Loop 0", "Loop 1"] +
+                                 ["Loop %d" % (i % 3) for i in range(300)])
+            m1 = s.metrics()
+            started = m1.get(pool, 0) - m0.get(pool, 0)
+            loads = (m1.get('perfc_cache_loads_total{cache="users"}', 0) -
+                     m0.get('perfc_cache_loads_total{cache="users"}', 0))
+            # GetUser x2 and the two BatchGet misses (one batch load on the
+            # pool's path, one single-flight load per id on the loops).
+            self.assertGreaterEqual(loads, 2 if core else 4)
+            pga = sum(v for k, v in m1.items()
+                      if k.startswith('perfc_pg_async_queries_total{client="users"'))
+            if core:
+                self.assertGreaterEqual(started, 7)  # every call above
+                self.assertEqual(pga, 0)
+            else:
+                self.assertEqual(started, 0, "the worker pool ran %d calls" % started)
+                self.assertGreaterEqual(pga, 6)
+            # The entries the loops filled are the ones the wiring reads.
+            self.assertEqual(redis_cli("GETRANGE", "user:%d" % users[1].id, "0", "0"), "v")
+        finally:
+            self.assertEqual(s.stop(), 0)
+
     def test_08_migrations(self):
         """Applied once with the file's sha256; a recorded checksum that no
         longer matches the file stops a new replica from starting."""

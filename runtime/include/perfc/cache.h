@@ -229,6 +229,63 @@ PERFC_API int perfc_cache_get_or_load_ttl(perfc_cache *c, const char *key,
                                           void *loader_ud, uint8_t **out,
                                           size_t *out_len);
 
+/** A load started by perfc_cache_get_or_load_async(), finished by its
+ *  asynchronous loader with perfc_cache_load_done(). Opaque. */
+typedef struct perfc_cache_load perfc_cache_load;
+
+/** An asynchronous loader: starts loading `key` (borrowed for this call)
+ *  without blocking, typically a perfc/pg_async.h query whose callback
+ *  calls perfc_cache_load_done(). Runs on the event loop of the caller
+ *  that leads the load, without cache locks held. Returns 0 when the load
+ *  was started (or already done): perfc_cache_load_done() must then be
+ *  called exactly once, from any thread, even before this returns.
+ *  Any other return is the load's failure, as a synchronous loader's
+ *  error (PERFC_ENOENT: not found); then perfc_cache_load_done() must
+ *  not be called. */
+typedef int (*perfc_cache_async_loader_fn)(const char *key,
+                                           perfc_cache_load *load,
+                                           void *user_data);
+
+/** Ends `load`: `rc` 0 with `val` (malloc'd, `len` bytes; the cache takes
+ *  it over and frees it with free(); NULL only with `len` 0), PERFC_ENOENT
+ *  (the key does not exist: cached as "not found"), or another negative
+ *  code (the load failed: returned to every caller sharing it, not
+ *  cached; `val` is freed if set). Any thread; the rest of the miss (the
+ *  fills, the answers) continues on the leader's loop. `load` is spent. */
+PERFC_API void perfc_cache_load_done(perfc_cache_load *load, int rc,
+                                     uint8_t *val, size_t len);
+
+/** The answer of perfc_cache_get_or_load_async(): `rc` 0 with the value
+ *  (`val`, `len`, borrowed for the callback: copy what you keep),
+ *  PERFC_ENOENT, the loader's error, or PERFC_ENOMEM. */
+typedef void (*perfc_cache_result_fn)(int rc, const uint8_t *val, size_t len,
+                                      void *user_data);
+
+/** perfc_cache_get_or_load_ttl() for code running on an event loop
+ *  (perfc/loop.h: an inline handler or a continuation on an h2 server's
+ *  loop, or a loop of your own), holding no thread while it waits: L1,
+ *  then Redis read on the loop (a plain GET; on a miss one EVAL takes the
+ *  load's lease), then on a miss in both `loader` (single flight per key
+ *  across the process: callers on loops and blocking callers of
+ *  perfc_cache_get_or_load() share one load), then the fills on the loop
+ *  (Redis through its asynchronous client, fenced by the lease; L1 fenced
+ *  by the key's generation), with jittered TTLs and negative caching as
+ *  the blocking path. `done` runs exactly once, on this loop: from inside
+ *  this call when L1 (or the bloom filter) answers, else later. Needs the
+ *  cache's asynchronous Redis client when it has Redis
+ *  (perfc_cache_opts.no_async_l2 off). Returns 0 (`done` runs),
+ *  PERFC_ESTATE (not on a loop, or Redis without the async client: use
+ *  the blocking call on a worker), PERFC_EINVAL or PERFC_ENOMEM; then
+ *  `done` never runs. */
+PERFC_API int perfc_cache_get_or_load_async(
+    perfc_cache *c, const char *key, int64_t ttl_ms, int64_t negative_ttl_ms,
+    perfc_cache_async_loader_fn loader, void *loader_ud,
+    perfc_cache_result_fn done, void *done_ud);
+
+/** Whether perfc_cache_get_or_load_async() can run on the calling thread
+ *  now (1) or the caller must take the blocking path on a worker (0). */
+PERFC_API int perfc_cache_async_usable(perfc_cache *c);
+
 /** Batch read of `n` keys (borrowed): L1 for each, one MGET for those L1
  *  lacks, one `loader` call for the rest, then fills as
  *  perfc_cache_get_or_load() does. Batch loads are not single-flighted.

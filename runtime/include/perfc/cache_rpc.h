@@ -86,6 +86,50 @@ PERFC_API int perfc_cache_rpc_try_hit_ttl(perfc_ctx *ctx, perfc_cache *cache,
                                           ProtobufCMessage *resp,
                                           perfc_status_code *code);
 
+/** A cached call's asynchronous load in progress: what its async load
+ *  finishes with perfc_cache_rpc_load_done(). Opaque; lives in the call. */
+typedef struct perfc_cache_rpc_load perfc_cache_rpc_load;
+
+/** A cached method's asynchronous load (generated per cached method from
+ *  the application's `{Service}_AsyncHandlers` entry; `load_ud` is the
+ *  generated binding). Runs on the call's event loop, for the call that
+ *  leads the key's single flight, and must not block: start the work
+ *  (a perfc/pg_async.h query) and return PERFC_STATUS_OK, then fill `resp`
+ *  and call perfc_cache_rpc_load_done() from its continuation, exactly
+ *  once. Returning another status ends the load at once (NOT_FOUND cached
+ *  as "not found", other codes returned, not cached), and then
+ *  perfc_cache_rpc_load_done() must not be called. */
+typedef perfc_status_code (*perfc_cache_rpc_async_load_fn)(
+    perfc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_cache_rpc_load *load, void *load_ud);
+
+/** Ends an asynchronous load with `code`: OK (the response the load got
+ *  is filled: it is packed into the cache and answers every call sharing
+ *  the load), NOT_FOUND (cached as "not found" unless the method's
+ *  negative_ttl is off), or another code (set its message with
+ *  perfc_ctx_error() first; returned to the calls sharing the load, not
+ *  cached). Any thread (the rest continues on the call's loop); `load` is
+ *  spent. */
+PERFC_API void perfc_cache_rpc_load_done(perfc_cache_rpc_load *load,
+                                         perfc_status_code code);
+
+/** perfc_cache_rpc_try_hit_ttl() with an asynchronous load (generated
+ *  code calls it for a cached method whose `{Service}_AsyncHandlers`
+ *  entry is set; `load` NULL is exactly perfc_cache_rpc_try_hit_ttl()).
+ *  On an event loop (h2 server) a miss in L1 never leaves the loop: Redis
+ *  is read with a plain GET, and on a miss there the call joins or leads
+ *  the key's single flight through perfc_cache_get_or_load_async(), whose
+ *  load is `load` (Redis lease, fills on the loop, as the blocking path).
+ *  Off a loop (the C core transport), or with no_async_l2, it returns 0
+ *  after L1 and the call takes the blocking path on the worker pool,
+ *  where the method's handler loads. Returns 1 (answered, or deferred) or
+ *  0 (the pool's full path). */
+PERFC_API int perfc_cache_rpc_try_hit_async(
+    perfc_ctx *ctx, perfc_cache *cache, const char *key, int64_t ttl_ms,
+    int64_t negative_ttl_ms, const ProtobufCMessage *req,
+    ProtobufCMessage *resp, perfc_cache_rpc_async_load_fn load, void *load_ud,
+    perfc_status_code *code);
+
 /** Invalidates `n` keys (borrowed) after a write's handler returned OK:
  *  perfc_cache_invalidate(). A failure (PERFC_ENOMEM) is logged, not
  *  returned: the write is committed, so the call stays OK and the keys'

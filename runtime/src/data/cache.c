@@ -79,6 +79,7 @@ static const char FILL_LUA[] =
  * advances it, and a reader that then finds this flight does not join it,
  * because a load that began before a write may return what the write
  * replaced (docs/data-layer.md, "Single flight and read-your-writes"). */
+typedef struct awaiter awaiter;
 typedef struct flight {
   struct flight *next;
   char *key;
@@ -90,6 +91,10 @@ typedef struct flight {
   uint8_t *val;
   size_t len;
   pthread_cond_t cv;
+  /* Callers on event loops waiting for this flight
+   * (perfc_cache_get_or_load_async): they cannot block on `cv`, so the
+   * leader posts each one's delivery to its loop. */
+  awaiter *aw;
 } flight;
 
 typedef struct stripe {
@@ -1450,6 +1455,78 @@ static void flight_unref_locked(flight *f) {
   }
 }
 
+/* A caller on an event loop waiting for a flight (any leader's). */
+struct awaiter {
+  awaiter *next;
+  perfc_cache *c;
+  stripe *s;
+  flight *f; /* holds a reference */
+  perfc_loop_task *task; /* on the waiter's loop */
+  perfc_cache_result_fn fn;
+  void *ud;
+  perfc_trace_current tc;
+  perfc_span *span; /* the waiter's cache.get_or_load */
+};
+
+static void cache_span_end(perfc_span *sp, const char *level, int rc);
+
+/* On the waiter's loop: the flight's result, then the reference dropped. */
+static void awaiter_deliver(void *arg) {
+  awaiter *w = arg;
+  uint8_t *v = NULL;
+  size_t n = 0;
+  pthread_mutex_lock(&w->s->mu);
+  int rc = take_result(w->f, &v, &n);
+  flight_unref_locked(w->f);
+  pthread_mutex_unlock(&w->s->mu);
+  perfc_counter_inc(w->c->m.shared);
+  cache_span_end(w->span, "shared", rc);
+  perfc_trace_current loop_tc;
+  int had = perfc_trace_current_get(&loop_tc);
+  perfc_trace_current_set(&w->tc);
+  w->fn(rc, v, n, w->ud);
+  perfc_trace_current_set(had ? &loop_tc : NULL);
+  free(v);
+  perfc_loop_task_free(w->task);
+  free(w);
+}
+
+/* The end of a flight, from its leader (a blocking caller or a load on a
+ * loop): unlinks it, hands the result to the callers waiting on `cv` and
+ * posts it to those waiting on loops. `val` stays the leader's. */
+static void flight_publish(stripe *s, flight *f, int rc, const uint8_t *val,
+                           size_t len) {
+  pthread_mutex_lock(&s->mu);
+  if (f->linked) {
+    flight **pp = &s->head;
+    while (*pp != f)
+      pp = &(*pp)->next;
+    *pp = f->next;
+    f->linked = 0;
+  }
+  f->done = 1;
+  f->rc = rc;
+  if (f->refs > 1 && rc == 0) {
+    /* Waiters copy from the flight; the leader keeps the original. */
+    f->val = dup_bytes(val, len);
+    f->len = len;
+    if (!f->val)
+      f->rc = PERFC_ENOMEM;
+  }
+  awaiter *aw = f->aw;
+  f->aw = NULL;
+  pthread_cond_broadcast(&f->cv);
+  flight_unref_locked(f); /* each awaiter still holds its own reference */
+  pthread_mutex_unlock(&s->mu);
+  /* Posted even to the leader's own loop: a waiter's callback never runs
+   * inside the leader's. */
+  while (aw) {
+    awaiter *nx = aw->next;
+    perfc_loop_task_post(aw->task);
+    aw = nx;
+  }
+}
+
 int perfc_cache_get_or_load(perfc_cache *c, const char *key,
                             perfc_cache_loader_fn loader, void *loader_ud,
                             uint8_t **out, size_t *out_len) {
@@ -1662,30 +1739,480 @@ static int get_or_load(perfc_cache *c, const char *key, int64_t ttl_ms,
   size_t len = 0;
   rc = lead_load(c, key, version, loader, loader_ud, &ct, &val, &len, level);
 
-  pthread_mutex_lock(&s->mu);
-  if (f->linked) {
-    flight **pp = &s->head;
-    while (*pp != f)
-      pp = &(*pp)->next;
-    *pp = f->next;
-  }
-  f->done = 1;
-  f->rc = rc;
-  if (f->refs > 1 && rc == 0) {
-    /* Waiters copy from the flight; the leader keeps the original. */
-    f->val = dup_bytes(val, len);
-    f->len = len;
-    if (!f->val)
-      f->rc = PERFC_ENOMEM;
-  }
-  pthread_cond_broadcast(&f->cv);
-  flight_unref_locked(f);
-  pthread_mutex_unlock(&s->mu);
+  flight_publish(s, f, rc, val, len);
   if (rc == 0) {
     *out = val;
     *out_len = len;
   }
   return rc;
+}
+
+/* ---- the miss on an event loop (perfc_cache_get_or_load_async) ---- */
+
+/* One caller's lookup on a loop, and once it leads a flight, the load:
+ * its lease, the loader's result and the fills. Lives from the call to
+ * its answer. */
+struct perfc_cache_load {
+  perfc_cache *c;
+  stripe *s;
+  flight *f;             /* the flight it leads; NULL before */
+  perfc_loop *loop;      /* the caller's, where every step runs */
+  perfc_loop_task *back; /* brings perfc_cache_load_done() to `loop` */
+  uint64_t version;      /* the key's L1 generation before Redis */
+  call_ttl ct;
+  int leased;
+  char token[48];
+  perfc_cache_async_loader_fn loader;
+  void *loader_ud;
+  perfc_cache_result_fn done;
+  void *done_ud;
+  perfc_trace_current tc; /* the caller's: continuations work for it */
+  perfc_span *span;       /* cache.get_or_load, ended with the answer */
+  perfc_span *load_span;  /* cache.load, while the loader runs */
+  const char *level;      /* which level answered, for the span */
+  atomic_int spent;       /* perfc_cache_load_done() was called */
+  int lrc;                /* the loader's result, while it crosses */
+  uint8_t *lval;          /* threads, then while the fill runs */
+  size_t llen;
+  char key[];
+};
+
+/* Runs `fn` as the caller's work: its trace context is current. */
+static void op_answer(perfc_cache_load *op, int rc, const uint8_t *v,
+                      size_t n) {
+  cache_span_end(op->span, op->level, rc);
+  op->span = NULL;
+  perfc_trace_current loop_tc;
+  int had = perfc_trace_current_get(&loop_tc);
+  perfc_trace_current_set(&op->tc);
+  op->done(rc, v, n, op->done_ud);
+  perfc_trace_current_set(had ? &loop_tc : NULL);
+}
+
+static void op_free(perfc_cache_load *op) {
+  if (op->span != NULL) /* never answered: out of memory before */
+    cache_span_end(op->span, op->level, PERFC_ENOMEM);
+  if (op->load_span != NULL)
+    perfc_span_end(op->load_span);
+  if (op->back != NULL)
+    perfc_loop_task_free(op->back);
+  free(op->lval);
+  free(op);
+}
+
+/* The end: the flight's other callers get the result, then this one. */
+static void op_finish(perfc_cache_load *op, int rc, const uint8_t *v,
+                      size_t n) {
+  if (op->f != NULL)
+    flight_publish(op->s, op->f, rc, v, n);
+  /* A value, or a "not found" with its note (NULL when none). */
+  int with = rc == 0 || rc == PERFC_ENOENT;
+  op_answer(op, rc, with ? v : NULL, with ? n : 0);
+  op_free(op);
+}
+
+/* The value is in Redis (or the lease was lost): L1, then the answer. */
+static void op_fill_l1_and_finish(perfc_cache_load *op, int fill_l1) {
+  int negative = op->lrc == PERFC_ENOENT;
+  if (fill_l1)
+    l1_fill(op->c, op->key, op->lval, op->llen, negative, op->version,
+            negative ? op->ct.negative_ttl_ms : op->ct.ttl_ms);
+  op_finish(op, negative ? PERFC_ENOENT : 0, op->lval, op->llen);
+}
+
+static void op_fill_done(int rc, const perfc_redis_reply *r, void *ud) {
+  perfc_cache_load *op = ud;
+  int fill_l1 = 1;
+  if (rc == 0 && r->type == PERFC_REDIS_REPLY_INTEGER && r->integer == 0) {
+    /* The lease is gone: invalidated (or a newer load took over). Our
+     * value may predate a write, so it goes into neither level. */
+    perfc_counter_inc(op->c->m.stale_refused);
+    fill_l1 = 0;
+  } else if (rc != 0 || r->type != PERFC_REDIS_REPLY_INTEGER) {
+    if (rc == 0 && r->type == PERFC_REDIS_REPLY_ERROR)
+      perfc_log(PERFC_LOG_WARN, "cache %s: fill script: %.*s", op->c->name,
+                (int)r->len, r->str);
+    perfc_counter_inc(op->c->m.l2_errors);
+  }
+  op_fill_l1_and_finish(op, fill_l1);
+}
+
+/* The loader's result, on the loop: the fills, as lead_load() does them. */
+static void op_loaded(perfc_cache_load *op) {
+  perfc_cache *c = op->c;
+  int rc = op->lrc;
+  if (op->load_span != NULL) {
+    if (rc != 0 && rc != PERFC_ENOENT)
+      perfc_span_set_status(op->load_span, PERFC_SPAN_STATUS_ERROR,
+                            perfc_err_name(rc));
+    perfc_span_end(op->load_span);
+    op->load_span = NULL;
+  }
+  if (rc != 0 && rc != PERFC_ENOENT) {
+    perfc_counter_inc(c->m.load_errors);
+    free(op->lval);
+    op->lval = NULL;
+    op_finish(op, rc, NULL, 0);
+    return;
+  }
+  int negative = rc == PERFC_ENOENT;
+  if (negative) {
+    /* A note the loader gave (perfc_cache_rpc: the handler's message) is
+     * kept with the placeholder in both levels, as lead_load() does. */
+    if (op->lval == NULL)
+      op->llen = 0;
+    if (op->ct.negative_ttl_ms == NEG_TTL_NONE) {
+      /* Negative caching off for this call: nothing is filled; the lease
+       * (if taken) expires by itself. */
+      op_finish(op, PERFC_ENOENT, NULL, 0);
+      return;
+    }
+  } else if (op->lval == NULL) {
+    if (op->llen != 0 || (op->lval = malloc(1)) == NULL) {
+      op->lrc = op->llen != 0 ? PERFC_EINVAL : PERFC_ENOMEM;
+      op_loaded(op);
+      return;
+    }
+  }
+  if (!op->leased) {
+    op_fill_l1_and_finish(op, 1);
+    return;
+  }
+  /* FILL_LUA with the lease's token, on this loop's connection. */
+  char *lk = lease_key(op->c, op->key);
+  char *tv = malloc(op->llen + 1);
+  int sent = PERFC_ENOMEM;
+  if (lk != NULL && tv != NULL) {
+    tv[0] = negative ? TAG_NEGATIVE : TAG_VALUE;
+    if (op->llen) /* the value, or the placeholder's note */
+      memcpy(tv + 1, op->lval, op->llen);
+    char ttl[16];
+    uint32_t t = jittered(c, negative ? (op->ct.negative_ttl_ms
+                                             ? op->ct.negative_ttl_ms
+                                             : c->negative_ttl_ms)
+                                      : (op->ct.ttl_ms ? op->ct.ttl_ms
+                                                       : c->l2_ttl_ms));
+    snprintf(ttl, sizeof ttl, "%u", (unsigned)t);
+    const char *argv[] = {"EVAL", FILL_LUA, "2", op->key, lk, op->token, tv,
+                          ttl};
+    size_t argvlen[8];
+    for (int i = 0; i < 8; i++)
+      argvlen[i] = i == 6 ? 0 : strlen(argv[i]);
+    argvlen[1] = sizeof FILL_LUA - 1;
+    argvlen[6] = op->llen + 1;
+    sent = perfc_redis_async_command(c->ra, 8, argv, argvlen, op_fill_done, op);
+  }
+  free(lk);
+  free(tv);
+  if (sent != 0) {
+    perfc_counter_inc(c->m.l2_errors);
+    op_fill_l1_and_finish(op, 1);
+  }
+}
+
+/* perfc_cache_load_done() from another thread, back on the loop. */
+static void op_back(void *arg) { op_loaded(arg); }
+
+void perfc_cache_load_done(perfc_cache_load *op, int rc, uint8_t *val,
+                           size_t len) {
+  if (op == NULL || atomic_exchange(&op->spent, 1) != 0) {
+    perfc_log(PERFC_LOG_ERROR,
+              "perfc_cache_load_done: called twice for one load (ignored)");
+    free(val);
+    return;
+  }
+  op->lrc = rc;
+  op->lval = val;
+  op->llen = len;
+  if (perfc_loop_current() == op->loop)
+    op_loaded(op);
+  else
+    perfc_loop_task_post(op->back);
+}
+
+/* The loader, under a span; its own work (its SQL) nests under it. */
+static void op_load(perfc_cache_load *op) {
+  perfc_counter_inc(op->c->m.loads);
+  op->level = "load";
+  perfc_trace_current loop_tc;
+  int had = perfc_trace_current_get(&loop_tc);
+  perfc_trace_current_set(&op->tc);
+  op->load_span = perfc_tracing_span_start_current("cache.load",
+                                                   PERFC_SPAN_INTERNAL);
+  perfc_span_set_attr_str(op->load_span, "perfc.cache.name", op->c->name);
+  int rc = op->loader(op->key, op, op->loader_ud);
+  perfc_trace_current_set(had ? &loop_tc : NULL);
+  /* On 0, `op` may be gone already (the loader finished it inside). */
+  if (rc != 0) {
+    if (atomic_exchange(&op->spent, 1) != 0) {
+      perfc_log(PERFC_LOG_ERROR,
+                "cache %s: an async loader failed after calling "
+                "perfc_cache_load_done(); its failure is ignored",
+                op->c->name);
+      return;
+    }
+    op->lrc = rc;
+    op->lval = NULL;
+    op->llen = 0;
+    op_loaded(op);
+  }
+}
+
+static void op_leased(int rc, const perfc_redis_reply *r, void *ud) {
+  perfc_cache_load *op = ud;
+  perfc_cache *c = op->c;
+  if (rc == 0 && r->type == PERFC_REDIS_REPLY_STRING) {
+    uint8_t *tagged = dup_bytes((const uint8_t *)r->str, r->len);
+    uint8_t *v = NULL;
+    size_t n = 0;
+    int t = tagged ? take_l2_value(c, op->key, tagged, r->len, op->version,
+                                   &op->ct, &v, &n)
+                   : PERFC_ENOMEM;
+    if (t != PERFC_EIO) {
+      op->level = "l2";
+      op_finish(op, t, v, n);
+      free(v);
+      return;
+    }
+  } else if (rc == 0 && r->type == PERFC_REDIS_REPLY_NIL) {
+    perfc_counter_inc(c->m.l2_misses);
+    op->leased = 1;
+  } else {
+    if (rc == 0 && r->type == PERFC_REDIS_REPLY_ERROR)
+      perfc_log(PERFC_LOG_WARN, "cache %s: lease script: %.*s", c->name,
+                (int)r->len, r->str);
+    perfc_counter_inc(c->m.l2_errors);
+  }
+  op_load(op);
+}
+
+/* The leader's work on the loop: L1 again, Redis with the lease, the
+ * loader; as lead_load(). */
+static void op_lead(perfc_cache_load *op) {
+  perfc_cache *c = op->c;
+  int neg = 0;
+  uint8_t *v = NULL;
+  size_t n = 0;
+  int rc = l1_usable(c) ? perfc_l1cache_get(c->l1, op->key, &v, &n, &neg)
+                        : PERFC_ENOENT;
+  if (rc == 0) {
+    op->level = "l1";
+    op_finish(op, neg ? PERFC_ENOENT : 0, v, n);
+    free(v);
+    return;
+  }
+  if (perfc_loop_task_new(&op->back, op->loop, op_back, op) != 0) {
+    op_finish(op, PERFC_ENOMEM, NULL, 0);
+    return;
+  }
+  if (c->ra == NULL || atomic_load(&c->rq_count) != 0) {
+    op_load(op); /* no Redis, or deletes pending: neither read nor fill */
+    return;
+  }
+  make_token(c, op->token, sizeof op->token);
+  char *lk = lease_key(op->c, op->key);
+  int sent = PERFC_ENOMEM;
+  if (lk != NULL) {
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%u", (unsigned)c->lease_ttl_ms);
+    const char *argv[] = {"EVAL", GET_OR_LEASE_LUA, "2", op->key, lk,
+                          op->token, ttl};
+    size_t argvlen[7];
+    for (int i = 0; i < 7; i++)
+      argvlen[i] = strlen(argv[i]);
+    argvlen[1] = sizeof GET_OR_LEASE_LUA - 1;
+    sent = perfc_redis_async_command(c->ra, 7, argv, argvlen, op_leased, op);
+    free(lk);
+  }
+  if (sent != 0) {
+    perfc_counter_inc(c->m.l2_errors);
+    op_load(op);
+  }
+}
+
+/* Joins the key's flight (when it began after the key's last
+ * invalidation) or starts one led by `op`, as get_or_load() does. */
+static void op_join_or_lead(perfc_cache_load *op) {
+  perfc_cache *c = op->c;
+  stripe *s = &c->stripes[str_hash(op->key) % FLIGHT_STRIPES];
+  op->s = s;
+  awaiter *w = calloc(1, sizeof *w);
+  flight *nf = calloc(1, sizeof *nf);
+  char *k = nf ? strdup(op->key) : NULL;
+  if (w == NULL || k == NULL ||
+      perfc_loop_task_new(&w->task, op->loop, awaiter_deliver, w) != 0) {
+    free(w);
+    free(nf);
+    free(k);
+    op_finish(op, PERFC_ENOMEM, NULL, 0);
+    return;
+  }
+  pthread_mutex_lock(&s->mu);
+  uint64_t version = perfc_l1cache_version(c->l1, op->key);
+  flight *f = s->head;
+  while (f && strcmp(f->key, op->key) != 0)
+    f = f->next;
+  if (f && f->version != version) {
+    flight **pp = &s->head;
+    while (*pp != f)
+      pp = &(*pp)->next;
+    *pp = f->next;
+    f->linked = 0;
+    f = NULL;
+  }
+  if (f) {
+    f->refs++;
+    w->c = c;
+    w->s = s;
+    w->f = f;
+    w->fn = op->done;
+    w->ud = op->done_ud;
+    w->tc = op->tc;
+    w->span = op->span;
+    op->span = NULL;
+    w->next = f->aw;
+    f->aw = w;
+    pthread_mutex_unlock(&s->mu);
+    free(nf);
+    free(k);
+    op_free(op);
+    return;
+  }
+  nf->key = k;
+  nf->version = version;
+  nf->linked = 1;
+  nf->refs = 1;
+  pthread_cond_init(&nf->cv, NULL);
+  nf->next = s->head;
+  s->head = nf;
+  pthread_mutex_unlock(&s->mu);
+  perfc_loop_task_free(w->task);
+  free(w);
+  op->f = nf;
+  op->version = version;
+  op_lead(op);
+}
+
+/* The plain GET before the flight: a hit answers without a lease. */
+static void op_got(int rc, const uint8_t *v, size_t len, void *ud) {
+  perfc_cache_load *op = ud;
+  perfc_cache *c = op->c;
+  if (rc == 0 && len >= 1 && v[0] == TAG_NEGATIVE) {
+    perfc_counter_inc(c->m.l2_hits);
+    perfc_counter_inc(c->m.negative_hits);
+    l1_fill(c, op->key, NULL, 0, 1, op->version, op->ct.negative_ttl_ms);
+    op->level = "l2";
+    op_finish(op, PERFC_ENOENT, NULL, 0);
+    return;
+  }
+  if (rc == 0 && len >= 1 && v[0] == TAG_VALUE) {
+    perfc_counter_inc(c->m.l2_hits);
+    l1_fill(c, op->key, v + 1, len - 1, 0, op->version, op->ct.ttl_ms);
+    op->level = "l2";
+    op_finish(op, 0, v + 1, len - 1);
+    return;
+  }
+  /* No entry, Redis failing, or bytes not ours: the flight's lease read
+   * meets the same and counts it once. */
+  op_join_or_lead(op);
+}
+
+int perfc_cache_async_usable(perfc_cache *c) {
+  return c != NULL && perfc_loop_current() != NULL &&
+         (c->redis == NULL || c->ra != NULL);
+}
+
+int perfc__cache_get_or_load_async(perfc_cache *c, const char *key,
+                                   int64_t ttl_ms, int64_t negative_ttl_ms,
+                                   perfc_cache_async_loader_fn loader,
+                                   void *loader_ud, perfc_cache_result_fn done,
+                                   void *done_ud, int l2_missed) {
+  if (!c || !key || !loader || !done)
+    return perfc__fail(PERFC_EINVAL, "cache: NULL cache, key, loader or done");
+  if (ttl_ms < 0 || ttl_ms > PERFC_CACHE_MAX_TTL_MS ||
+      (negative_ttl_ms != PERFC_CACHE_TTL_NONE &&
+       (negative_ttl_ms < 0 || negative_ttl_ms > PERFC_CACHE_MAX_TTL_MS)))
+    return perfc__fail(PERFC_EINVAL, "cache %s: TTLs %lld/%lld ms out of range",
+                       c->name, (long long)ttl_ms, (long long)negative_ttl_ms);
+  perfc_loop *loop = perfc_loop_current();
+  if (loop == NULL || (c->redis != NULL && c->ra == NULL))
+    return perfc__fail(PERFC_ESTATE,
+                       "cache %s: the asynchronous path needs an event loop "
+                       "and, with Redis, the asynchronous client "
+                       "(no_async_l2 off)",
+                       c->name);
+  size_t kl = strlen(key);
+  perfc_cache_load *op = calloc(1, sizeof *op + kl + 1);
+  if (op == NULL)
+    return perfc__fail(PERFC_ENOMEM, "cache %s: out of memory", c->name);
+  op->c = c;
+  op->loop = loop;
+  op->ct = (call_ttl){(uint32_t)ttl_ms, negative_ttl_ms == PERFC_CACHE_TTL_NONE
+                                            ? NEG_TTL_NONE
+                                            : (uint32_t)negative_ttl_ms};
+  op->loader = loader;
+  op->loader_ud = loader_ud;
+  op->done = done;
+  op->done_ud = done_ud;
+  atomic_init(&op->spent, 0);
+  memcpy(op->key, key, kl + 1);
+  /* The lookup's span; what runs for it later (the loader's queries)
+   * nests under it, so its context is the one continuations restore. */
+  perfc_trace_current caller_tc;
+  int had = perfc_trace_current_get(&caller_tc);
+  op->span = perfc_tracing_span_start_current("cache.get_or_load",
+                                              PERFC_SPAN_INTERNAL);
+  perfc_span_set_attr_str(op->span, "perfc.cache.name", c->name);
+  perfc_trace_current_get(&op->tc);
+  perfc_trace_current_set(had ? &caller_tc : NULL);
+  if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
+    perfc_counter_inc(c->m.bloom_rejects);
+    op->level = "bloom";
+    op_finish(op, PERFC_ENOENT, NULL, 0);
+    return 0;
+  }
+  if (c->no_l1) {
+    /* No in-process level. */
+  } else if (l1_trusted(c)) {
+    int neg = 0;
+    uint8_t *v = NULL;
+    size_t n = 0;
+    int rc = perfc_l1cache_get(c->l1, key, &v, &n, &neg);
+    if (rc == 0) {
+      perfc_counter_inc(c->m.l1_hits);
+      if (neg)
+        perfc_counter_inc(c->m.negative_hits);
+      op->level = "l1";
+      op_finish(op, neg ? PERFC_ENOENT : 0, v, n);
+      free(v);
+      return 0;
+    }
+    if (rc != PERFC_ENOENT) {
+      cache_span_end(op->span, "l1", rc);
+      free(op);
+      return rc;
+    }
+    perfc_counter_inc(c->m.l1_misses);
+  } else {
+    perfc_counter_inc(c->m.l1_bypassed);
+  }
+  /* Read before Redis: an invalidation after this point fences the fills
+   * (a flight led by this call reads it again under the stripe lock). */
+  op->version = perfc_l1cache_version(c->l1, key);
+  if (!l2_missed && c->ra != NULL && atomic_load(&c->rq_count) == 0 &&
+      perfc_redis_async_get(c->ra, op->key, op_got, op) == 0)
+    return 0;
+  op_join_or_lead(op);
+  return 0;
+}
+
+int perfc_cache_get_or_load_async(perfc_cache *c, const char *key,
+                                  int64_t ttl_ms, int64_t negative_ttl_ms,
+                                  perfc_cache_async_loader_fn loader,
+                                  void *loader_ud, perfc_cache_result_fn done,
+                                  void *done_ud) {
+  return perfc__cache_get_or_load_async(c, key, ttl_ms, negative_ttl_ms,
+                                        loader, loader_ud, done, done_ud, 0);
 }
 
 void perfc_cache_values_free(perfc_cache_value *out, size_t n) {

@@ -62,4 +62,14 @@ int perfc__cache_l2_get_async(perfc_cache *c, const char *key, int64_t ttl_ms,
                               int64_t negative_ttl_ms, perfc__cache_l2_fn fn,
                               void *user_data);
 
+/* perfc_cache_get_or_load_async() after the caller already read Redis
+ * with a plain GET and found no entry (cache_rpc.c's try_hit, after
+ * perfc__cache_l2_get_async() answered 1): `l2_missed` skips that GET and
+ * goes straight to the flight (whose lease read sees Redis again). */
+int perfc__cache_get_or_load_async(perfc_cache *c, const char *key,
+                                   int64_t ttl_ms, int64_t negative_ttl_ms,
+                                   perfc_cache_async_loader_fn loader,
+                                   void *loader_ud, perfc_cache_result_fn done,
+                                   void *done_ud, int l2_missed);
+
 #endif /* PERFC_CACHE_INTERNAL_H */

@@ -38,6 +38,23 @@ typedef struct load_call {
   perfc_status_code status; /* the load's status when ran */
 } load_call;
 
+/* The handler's NOT_FOUND message as the cached "not found"'s note (malloc'd
+ * into *out, or nothing when it has none), so a later hit answers as the
+ * handler did (not_found()). */
+static void note_of(perfc_ctx *ctx, uint8_t **out, size_t *out_len) {
+  const char *m = perfc_ctx_error_message(ctx);
+  size_t n = m ? strlen(m) : 0;
+  if (n > NOTE_MAX_BYTES) {
+    n = NOTE_MAX_BYTES;
+    while (n > 0 && ((unsigned char)m[n] & 0xC0) == 0x80)
+      n--; /* m[n] continues a character: cut before it */
+  }
+  if (n > 0 && (*out = malloc(n)) != NULL) {
+    memcpy(*out, m, n);
+    *out_len = n;
+  }
+}
+
 static int loader(const char *key, uint8_t **out, size_t *out_len,
                   void *user_data) {
   load_call *lc = user_data;
@@ -45,19 +62,7 @@ static int loader(const char *key, uint8_t **out, size_t *out_len,
   lc->ran = 1;
   lc->status = lc->load(lc->ctx, lc->req, lc->resp, lc->load_ud);
   if (lc->status == PERFC_STATUS_NOT_FOUND) {
-    /* The handler's message goes with the cached "not found", so a later
-     * hit answers as the handler did (not_found()). */
-    const char *m = perfc_ctx_error_message(lc->ctx);
-    size_t n = m ? strlen(m) : 0;
-    if (n > NOTE_MAX_BYTES) {
-      n = NOTE_MAX_BYTES;
-      while (n > 0 && ((unsigned char)m[n] & 0xC0) == 0x80)
-        n--; /* m[n] continues a character: cut before it */
-    }
-    if (n > 0 && (*out = malloc(n)) != NULL) {
-      memcpy(*out, m, n);
-      *out_len = n;
-    }
+    note_of(lc->ctx, out, out_len);
     return PERFC_ENOENT;
   }
   if (lc->status != PERFC_STATUS_OK)
@@ -254,6 +259,210 @@ int perfc_cache_rpc_try_hit(perfc_ctx *ctx, perfc_cache *cache,
                             const char *key, ProtobufCMessage *resp,
                             perfc_status_code *code) {
   return perfc_cache_rpc_try_hit_ttl(ctx, cache, key, 0, 0, resp, code);
+}
+
+/* ---- the asynchronous load (perfc_cache_rpc_try_hit_async) ---- */
+
+/* One call whose miss is loaded on its loop; in the call's arena. */
+struct perfc_cache_rpc_load {
+  perfc_deferred *d;
+  perfc_ctx *ctx;
+  perfc_cache *cache;
+  const char *key;
+  int64_t ttl_ms, negative_ttl_ms;
+  const ProtobufCMessage *req;
+  ProtobufCMessage *resp;
+  perfc_cache_rpc_async_load_fn load;
+  void *load_ud;
+  perfc_cache_load *cl;     /* the cache's load, while this call leads it */
+  int ran;                  /* this call's load ran (it leads the flight) */
+  perfc_status_code status; /* the load's status when ran */
+};
+
+/* The load's gRPC status as the cache's int result. */
+static int status_to_rc(perfc_status_code st) {
+  return st == PERFC_STATUS_NOT_FOUND ? PERFC_ENOENT
+                                      : STATUS_BASE - (int)st;
+}
+
+/* perfc_cache_async_loader_fn: the method's async load for the call that
+ * leads the flight. */
+static int async_loader(const char *key, perfc_cache_load *cl, void *ud) {
+  perfc_cache_rpc_load *a = ud;
+  (void)key;
+  a->ran = 1;
+  a->cl = cl;
+  a->status = PERFC_STATUS_OK;
+  perfc_status_code st = a->load(a->ctx, a->req, a->resp, a, a->load_ud);
+  if (st == PERFC_STATUS_OK)
+    return 0; /* started: perfc_cache_rpc_load_done() comes */
+  a->status = st;
+  return status_to_rc(st);
+}
+
+void perfc_cache_rpc_load_done(perfc_cache_rpc_load *a,
+                               perfc_status_code code) {
+  if (a == NULL || a->cl == NULL) {
+    perfc_log(PERFC_LOG_ERROR, "perfc_cache_rpc_load_done: no load in "
+                               "progress (called twice?); ignored");
+    return;
+  }
+  perfc_cache_load *cl = a->cl;
+  a->cl = NULL;
+  a->status = code;
+  if (code == PERFC_STATUS_NOT_FOUND) {
+    uint8_t *note = NULL;
+    size_t nlen = 0;
+    note_of(a->ctx, &note, &nlen);
+    perfc_cache_load_done(cl, PERFC_ENOENT, note, nlen);
+    return;
+  }
+  if (code != PERFC_STATUS_OK) {
+    perfc_cache_load_done(cl, status_to_rc(code), NULL, 0);
+    return;
+  }
+  size_t n = protobuf_c_message_get_packed_size(a->resp);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (buf == NULL) {
+    perfc_cache_load_done(cl, PERFC_ENOMEM, NULL, 0);
+    return;
+  }
+  n = protobuf_c_message_pack(a->resp, buf);
+  perfc_cache_load_done(cl, 0, buf, n);
+}
+
+/* The cache's answer, on the call's loop: ends the call. */
+static void async_result(int rc, const uint8_t *val, size_t len, void *ud) {
+  perfc_cache_rpc_load *a = ud;
+  perfc_ctx *ctx = a->ctx;
+  if (perfc_deferred_cancelled(a->d) == 1) {
+    perfc_deferred_finish(a->d, PERFC_STATUS_CANCELLED);
+    return;
+  }
+  if (a->ran) {
+    /* This call loaded: `resp` is what its load filled, and the status
+     * and message are the load's own. */
+    if (rc == 0 || a->status != PERFC_STATUS_OK) {
+      perfc_deferred_finish(a->d, a->status);
+      return;
+    }
+    perfc_deferred_finish(a->d, perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                                                "cache: storing the response "
+                                                "failed: %s",
+                                                perfc_strerror(rc)));
+    return;
+  }
+  if (rc == PERFC_ENOENT) {
+    /* The note came with the answer (a Redis read or this loop's load), or
+     * another caller's load left it in L1. */
+    uint8_t *note = (uint8_t *)val;
+    size_t nlen = len;
+    if (note == NULL &&
+        perfc__cache_negative_note(a->cache, a->key, perfc_ctx_arena(ctx),
+                                   &note, &nlen) != 0)
+      note = NULL;
+    perfc_deferred_finish(a->d, not_found(ctx, note, nlen));
+    return;
+  }
+  if (rc <= STATUS_BASE && rc > STATUS_BASE - PERFC_STATUS_COUNT) {
+    perfc_deferred_finish(
+        a->d, perfc_ctx_error(ctx, (perfc_status_code)(STATUS_BASE - rc),
+                              "the load shared with a concurrent call failed"));
+    return;
+  }
+  if (rc != 0) {
+    /* Memory: the blocking path on the pool, as perfc_cache_rpc_unary
+     * loads without the cache. */
+    if (perfc_deferred_run_handler(a->d) != 0)
+      perfc_deferred_finish(a->d, perfc_ctx_error(ctx, PERFC_STATUS_INTERNAL,
+                                                  "cache: %s",
+                                                  perfc_strerror(rc)));
+    return;
+  }
+  uint8_t *copy = len ? perfc_arena_alloc(perfc_ctx_arena(ctx), len) : NULL;
+  if (len && copy == NULL) {
+    perfc_deferred_finish(a->d,
+                          perfc_ctx_error(ctx, PERFC_STATUS_RESOURCE_EXHAUSTED,
+                                          "out of memory"));
+    return;
+  }
+  if (len)
+    memcpy(copy, val, len);
+  perfc_deferred_finish(a->d, answer_hit(ctx, a->key, a->resp, copy, len));
+}
+
+static void async_start_load(perfc_cache_rpc_load *a, int l2_missed) {
+  if (perfc__cache_get_or_load_async(a->cache, a->key, a->ttl_ms,
+                                     a->negative_ttl_ms, async_loader, a,
+                                     async_result, a, l2_missed) != 0 &&
+      perfc_deferred_run_handler(a->d) != 0)
+    perfc_deferred_finish(a->d, perfc_ctx_error(a->ctx, PERFC_STATUS_INTERNAL,
+                                                "%s", perfc_last_error()));
+}
+
+/* The plain GET's outcome: a hit or a cached "not found" answers; a miss
+ * loads on the loop. */
+static void async_l2_answered(int rc, const uint8_t *val, size_t len,
+                              void *ud) {
+  perfc_cache_rpc_load *a = ud;
+  if (rc == 1 && perfc_deferred_cancelled(a->d) != 1) {
+    async_start_load(a, 1);
+    return;
+  }
+  async_result(rc == 1 ? 0 : rc, val, len, a); /* cancelled, or answered */
+}
+
+int perfc_cache_rpc_try_hit_async(perfc_ctx *ctx, perfc_cache *cache,
+                                  const char *key, int64_t ttl_ms,
+                                  int64_t negative_ttl_ms,
+                                  const ProtobufCMessage *req,
+                                  ProtobufCMessage *resp,
+                                  perfc_cache_rpc_async_load_fn load,
+                                  void *load_ud, perfc_status_code *code) {
+  if (load == NULL)
+    return perfc_cache_rpc_try_hit_ttl(ctx, cache, key, ttl_ms,
+                                       negative_ttl_ms, resp, code);
+  if (cache == NULL || key == NULL || req == NULL || resp == NULL ||
+      code == NULL)
+    return 0;
+  uint8_t *val = NULL;
+  size_t len = 0;
+  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len);
+  if (rc == PERFC_ENOENT) {
+    *code = not_found(ctx, val, len);
+    return 1;
+  }
+  if (rc == 0) {
+    *code = answer_hit(ctx, key, resp, val, len);
+    return 1;
+  }
+  /* Not on a loop (the C core transport, a worker), or Redis without its
+   * asynchronous client: the pool's blocking path, as before. */
+  if (rc != 1 || !perfc_cache_async_usable(cache))
+    return 0;
+  perfc_cache_rpc_load *a = perfc_ctx_alloc(ctx, sizeof *a);
+  if (a == NULL || (a->d = perfc_call_defer(ctx)) == NULL)
+    return 0;
+  a->ctx = ctx;
+  a->cache = cache;
+  a->key = key;
+  a->ttl_ms = ttl_ms;
+  a->negative_ttl_ms = negative_ttl_ms;
+  a->req = req;
+  a->resp = resp;
+  a->load = load;
+  a->load_ud = load_ud;
+  a->cl = NULL;
+  a->ran = 0;
+  a->status = PERFC_STATUS_OK;
+  /* A plain GET first (no Lua on the hit path); the flight's lease read
+   * follows only on a miss. */
+  if (!perfc__cache_l2_async_usable(cache) ||
+      perfc__cache_l2_get_async(cache, key, ttl_ms, negative_ttl_ms,
+                                async_l2_answered, a) != 0)
+    async_start_load(a, 0);
+  *code = PERFC_STATUS_OK; /* ignored: the call is deferred */
+  return 1;
 }
 
 void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,

@@ -47,6 +47,7 @@
 #include "perfc/log.h"
 #include "perfc/loop.h"
 #include "perfc/metrics.h"
+#include "perfc/tracing.h"
 #include "core/error_internal.h"
 #include "data/pg_internal.h"
 
@@ -1379,6 +1380,45 @@ static int hand_over(perfc_pg_async *pg, pop *op) {
 
 /* ---- the public calls ----------------------------------------------------------- */
 
+/* A query issued inside a traced call gets a CLIENT span, as the pool's
+ * statements do (pg.c's stmt_span: db.system, and as db.statement only
+ * the prepared statement's name, never parameters or SQL), ended when its
+ * callback runs. The callback is wrapped for it. */
+typedef struct traced_query {
+  perfc_pg_async_fn fn;
+  void *ud;
+  perfc_span *span;
+} traced_query;
+
+static void traced_query_done(int rc, const perfc_pg_result *res, void *ud) {
+  traced_query *t = ud;
+  if (rc != 0 && rc != PERFC_ENOENT)
+    perfc_span_set_status(t->span, PERFC_SPAN_STATUS_ERROR, perfc_err_name(rc));
+  perfc_span_end(t->span);
+  t->fn(rc, res, t->ud);
+  free(t);
+}
+
+static traced_query *traced_query_new(const perfc_pg_query *q) {
+  perfc_trace_current tc;
+  int had = perfc_trace_current_get(&tc);
+  perfc_span *sp = perfc_tracing_span_start_current(
+      q->name != NULL ? q->name : "SQL", PERFC_SPAN_CLIENT);
+  if (sp == NULL)
+    return NULL;
+  perfc_trace_current_set(had ? &tc : NULL); /* the caller goes on */
+  traced_query *t = malloc(sizeof *t);
+  if (t == NULL) {
+    perfc_span_end(sp);
+    return NULL;
+  }
+  perfc_span_set_attr_str(sp, "db.system", "postgresql");
+  if (q->name != NULL)
+    perfc_span_set_attr_str(sp, "db.statement", q->name);
+  t->span = sp;
+  return t;
+}
+
 int perfc_pg_async_query(perfc_pg_async *pg, const perfc_pg_query *q,
                          perfc_pg_async_fn fn, void *user_data) {
   if (pg == NULL || fn == NULL)
@@ -1389,6 +1429,13 @@ int perfc_pg_async_query(perfc_pg_async *pg, const perfc_pg_query *q,
   pop *op;
   if ((rc = op_new(&op, q, OP_QUERY)) != 0)
     return rc;
+  traced_query *tq = traced_query_new(q);
+  if (tq != NULL) {
+    tq->fn = fn;
+    tq->ud = user_data;
+    fn = traced_query_done;
+    user_data = tq;
+  }
   op->fn = fn;
   op->ud = user_data;
   int64_t t = query_timeout(pg, q);
@@ -1396,8 +1443,15 @@ int perfc_pg_async_query(perfc_pg_async *pg, const perfc_pg_query *q,
   perfc_loop *loop = perfc_loop_current();
   rc = loop != NULL && !pg->closing ? submit_here(pg, loop, op)
                                     : hand_over(pg, op);
-  if (rc != 0)
+  if (rc != 0) {
     free(op);
+    if (tq != NULL) {
+      perfc_span_set_status(tq->span, PERFC_SPAN_STATUS_ERROR,
+                            perfc_err_name(rc));
+      perfc_span_end(tq->span);
+      free(tq);
+    }
+  }
   return rc;
 }
 

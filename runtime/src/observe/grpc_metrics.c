@@ -464,7 +464,7 @@ static double open_connections(void *user_data) {
 typedef struct pool_series {
   perfc_grpc_metrics *gm;
   perfc_gauge *queued, *busy;
-  perfc_counter *rejected;
+  perfc_counter *rejected, *started;
 } pool_series;
 
 /* Called under the pool's lock; per-thread cells, so no extra sharing. */
@@ -477,6 +477,7 @@ static void pool_observe(perfc_pool_event ev, void *user_data) {
   case PERFC_POOL_STARTED:
     perfc_gauge_dec(ps->queued);
     perfc_gauge_inc(ps->busy);
+    perfc_counter_inc(ps->started);
     break;
   case PERFC_POOL_FINISHED:
     perfc_gauge_dec(ps->busy);
@@ -515,6 +516,11 @@ static int register_runtime(perfc_server *srv, void *user_data) {
       {"perfc_server_open_connections",
        "Established TCP connections to the server's ports.",
        PERFC_METRICS_GAUGE, NULL},
+      /* Says which calls a worker ran at all: a service whose reads are
+       * served on the event loops shows it still while they run. */
+      {"perfc_server_pool_started_total",
+       "Jobs (handlers, streams) a worker started.", PERFC_METRICS_COUNTER,
+       NULL},
   };
   for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
     int rc = perfc__metrics_family(&defs[i].fam, gm->registry, defs[i].type,
@@ -527,6 +533,8 @@ static int register_runtime(perfc_server *srv, void *user_data) {
     rc = perfc_gauge_get(&ps->busy, defs[1].fam, labels);
   if (rc == 0)
     rc = perfc_counter_get(&ps->rejected, defs[2].fam, labels);
+  if (rc == 0)
+    rc = perfc_counter_get(&ps->started, defs[4].fam, labels);
   if (rc != 0)
     return rc;
   perfc__server_set_pool_observer(srv, pool_observe, ps);

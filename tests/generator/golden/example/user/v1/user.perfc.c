@@ -4,7 +4,9 @@
 
 #include <perfc/http_route.h>
 #include <stddef.h>
+#include <perfc/loop.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The serialized FileDescriptorProto of user/v1/user.proto (without source
  * info), for server reflection. */
@@ -184,6 +186,7 @@ static const perfc_file_desc user__v1__perfc_files[8] = {
  * (freed in perfc_server_free() through a shutdown hook's destructor). */
 typedef struct user__v1__user_service__perfc_binding {
   User__V1__UserService_Handlers handlers;
+  User__V1__UserService_AsyncHandlers async; /* zeroed: none */
   void *user_data;
   perfc_cache *cache;
 } user__v1__user_service__perfc_binding;
@@ -199,12 +202,35 @@ static perfc_status_code user__v1__user_service__create_user__perfc_invoke(perfc
       user_data);
 }
 
+/* CreateUser on the event loop when the application gave an AsyncHandlers
+ * entry and the call arrived on a loop; otherwise the worker pool. */
+static int user__v1__user_service__create_user__perfc_try_inline(perfc_ctx *ctx,
+    void *user_data, const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_status_code *code) {
+  user__v1__user_service__perfc_binding *b = user_data;
+  if (b->async.create_user == NULL || perfc_loop_current() == NULL)
+    return 0;
+  *code = b->async.create_user(ctx, (const User__V1__CreateUserRequest *)req, (User__V1__User *)resp,
+      b->user_data);
+  return 1;
+}
+
 /* The cache's loader for GetUser: the application's handler. */
 static perfc_status_code user__v1__user_service__get_user__perfc_load(perfc_ctx *ctx,
     const ProtobufCMessage *req, ProtobufCMessage *resp, void *load_ud) {
   user__v1__user_service__perfc_binding *b = load_ud;
   return b->handlers.get_user(ctx, (const User__V1__GetUserRequest *)req,
       (User__V1__User *)resp, b->user_data);
+}
+
+/* The cache's async load for GetUser: the application's AsyncHandlers
+ * entry. */
+static perfc_status_code user__v1__user_service__get_user__perfc_load_async(perfc_ctx *ctx,
+    const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_cache_rpc_load *load, void *load_ud) {
+  user__v1__user_service__perfc_binding *b = load_ud;
+  return b->async.get_user(ctx, (const User__V1__GetUserRequest *)req,
+      (User__V1__User *)resp, load, b->user_data);
 }
 
 static perfc_status_code user__v1__user_service__get_user__perfc_invoke(perfc_ctx *ctx,
@@ -239,8 +265,11 @@ static int user__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
   (void)r; /* unused when the key names no field */
   const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
       "user:%lld", (long long)r->id);
-  return perfc_cache_rpc_try_hit_ttl(ctx, b->cache, key, 600000u,
-      30000u, resp, code);
+  return perfc_cache_rpc_try_hit_async(ctx, b->cache, key, 600000u,
+      30000u, req, resp,
+      b->async.get_user != NULL ? user__v1__user_service__get_user__perfc_load_async
+                                   : NULL,
+      b, code);
 }
 
 static perfc_status_code user__v1__user_service__update_user__perfc_invoke(perfc_ctx *ctx,
@@ -300,6 +329,19 @@ static perfc_status_code user__v1__user_service__list_users__perfc_invoke(perfc_
       user_data);
 }
 
+/* ListUsers on the event loop when the application gave an AsyncHandlers
+ * entry and the call arrived on a loop; otherwise the worker pool. */
+static int user__v1__user_service__list_users__perfc_try_inline(perfc_ctx *ctx,
+    void *user_data, const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_status_code *code) {
+  user__v1__user_service__perfc_binding *b = user_data;
+  if (b->async.list_users == NULL || perfc_loop_current() == NULL)
+    return 0;
+  *code = b->async.list_users(ctx, (const User__V1__ListUsersRequest *)req, (User__V1__ListUsersResponse *)resp,
+      b->user_data);
+  return 1;
+}
+
 static perfc_status_code user__v1__user_service__batch_get_users__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
@@ -309,6 +351,19 @@ static perfc_status_code user__v1__user_service__batch_get_users__perfc_invoke(p
   (void)stream;
   return h->batch_get_users(ctx, (const User__V1__BatchGetUsersRequest *)req, (User__V1__BatchGetUsersResponse *)resp,
       user_data);
+}
+
+/* BatchGetUsers on the event loop when the application gave an AsyncHandlers
+ * entry and the call arrived on a loop; otherwise the worker pool. */
+static int user__v1__user_service__batch_get_users__perfc_try_inline(perfc_ctx *ctx,
+    void *user_data, const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_status_code *code) {
+  user__v1__user_service__perfc_binding *b = user_data;
+  if (b->async.batch_get_users == NULL || perfc_loop_current() == NULL)
+    return 0;
+  *code = b->async.batch_get_users(ctx, (const User__V1__BatchGetUsersRequest *)req, (User__V1__BatchGetUsersResponse *)resp,
+      b->user_data);
+  return 1;
 }
 
 static perfc_status_code user__v1__user_service__stream_users__perfc_invoke(perfc_ctx *ctx,
@@ -355,6 +410,7 @@ static const perfc_method_desc user__v1__user_service__perfc_methods[9] = {
     .timeout_ms = 0,
     .idempotent = 0,
     .strings = PERFC_STRINGS_UTF8,
+    .try_inline = user__v1__user_service__create_user__perfc_try_inline,
   },
   [USER__V1__USER_SERVICE__PERFC_METHOD_GET_USER] = {
     .name = "GetUser",
@@ -410,6 +466,7 @@ static const perfc_method_desc user__v1__user_service__perfc_methods[9] = {
     .timeout_ms = 0,
     .idempotent = 0,
     .strings = PERFC_STRINGS_UTF8,
+    .try_inline = user__v1__user_service__list_users__perfc_try_inline,
   },
   [USER__V1__USER_SERVICE__PERFC_METHOD_BATCH_GET_USERS] = {
     .name = "BatchGetUsers",
@@ -423,6 +480,7 @@ static const perfc_method_desc user__v1__user_service__perfc_methods[9] = {
     .timeout_ms = 0,
     .idempotent = 0,
     .strings = PERFC_STRINGS_UTF8,
+    .try_inline = user__v1__user_service__batch_get_users__perfc_try_inline,
   },
   [USER__V1__USER_SERVICE__PERFC_METHOD_STREAM_USERS] = {
     .name = "StreamUsers",
@@ -616,13 +674,19 @@ const perfc_service_desc user__v1__user_service__perfc_desc = {
 };
 
 static int user__v1__user_service__perfc_bind(perfc_server *srv,
-    const User__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
+    const User__V1__UserService_Handlers *handlers,
+    const User__V1__UserService_AsyncHandlers *async_handlers,
+    void *user_data, perfc_cache *cache) {
   if (srv == NULL || handlers == NULL)
     return PERFC_EINVAL;
   user__v1__user_service__perfc_binding *b = malloc(sizeof *b);
   if (b == NULL)
     return PERFC_ENOMEM;
   b->handlers = *handlers;
+  if (async_handlers != NULL)
+    b->async = *async_handlers;
+  else
+    memset(&b->async, 0, sizeof b->async);
   b->user_data = user_data;
   b->cache = cache;
   /* The server owns the binding from here: its destructor runs in
@@ -637,12 +701,21 @@ static int user__v1__user_service__perfc_bind(perfc_server *srv,
 
 int user__v1__user_service__perfc_register(perfc_server *srv,
     const User__V1__UserService_Handlers *handlers, void *user_data) {
-  return user__v1__user_service__perfc_bind(srv, handlers, user_data, NULL);
+  return user__v1__user_service__perfc_bind(srv, handlers, NULL,
+      user_data, NULL);
 }
 
 int user__v1__user_service__perfc_register_cached(perfc_server *srv,
     const User__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
-  return user__v1__user_service__perfc_bind(srv, handlers, user_data, cache);
+  return user__v1__user_service__perfc_bind(srv, handlers, NULL,
+      user_data, cache);
+}
+
+int user__v1__user_service__perfc_register_cached_async(perfc_server *srv,
+    const User__V1__UserService_Handlers *handlers,
+    const User__V1__UserService_AsyncHandlers *async_handlers, void *user_data,
+    perfc_cache *cache) {
+  return user__v1__user_service__perfc_bind(srv, handlers, async_handlers, user_data, cache);
 }
 
 perfc_status_code user__v1__user_service__create_user__call(perfc_channel *ch,

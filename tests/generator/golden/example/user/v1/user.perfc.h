@@ -108,6 +108,49 @@ int user__v1__user_service__perfc_register(perfc_server *srv,
 int user__v1__user_service__perfc_register_cached(perfc_server *srv,
     const User__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache);
 
+/**
+ * Optional handlers of user.v1.UserService that run on the server's event loop
+ * (the h2 transport) instead of a worker (docs/data-layer.md, "Async
+ * loaders"). Every member may stay NULL: that method works exactly as
+ * without this struct. None may block: they start work whose callbacks
+ * come back to the loop (perfc/pg_async.h, perfc/redis_async.h) and end
+ * later. Where there is no loop (the C core transport) the Handlers entry
+ * runs on the worker pool instead, so both must be set.
+ */
+typedef struct User__V1__UserService_AsyncHandlers {
+  /** CreateUser on the loop: defer the call (perfc_call_defer(),
+   *  perfc/deferred.h), start the work, return; finish it from the
+   *  continuation. */
+  perfc_status_code (*create_user)(perfc_ctx *ctx, const User__V1__CreateUserRequest *req,
+      User__V1__User *resp, void *user_data);
+  /** GetUser's load on the loop, for a miss in L1 and Redis (one call
+   *  per key at a time): start it, return PERFC_STATUS_OK, then fill
+   *  `resp` and call perfc_cache_rpc_load_done(load, status) from the
+   *  continuation; or return NOT_FOUND / an error at once (then no
+   *  load_done). */
+  perfc_status_code (*get_user)(perfc_ctx *ctx, const User__V1__GetUserRequest *req,
+      User__V1__User *resp, perfc_cache_rpc_load *load, void *user_data);
+  /** ListUsers on the loop: defer the call (perfc_call_defer(),
+   *  perfc/deferred.h), start the work, return; finish it from the
+   *  continuation. */
+  perfc_status_code (*list_users)(perfc_ctx *ctx, const User__V1__ListUsersRequest *req,
+      User__V1__ListUsersResponse *resp, void *user_data);
+  /** BatchGetUsers on the loop: defer the call (perfc_call_defer(),
+   *  perfc/deferred.h), start the work, return; finish it from the
+   *  continuation. */
+  perfc_status_code (*batch_get_users)(perfc_ctx *ctx, const User__V1__BatchGetUsersRequest *req,
+      User__V1__BatchGetUsersResponse *resp, void *user_data);
+} User__V1__UserService_AsyncHandlers;
+
+/** user__v1__user_service__perfc_register_cached() plus `async_handlers` (copied; NULL
+ *  = none): on an event loop a method with an entry there runs it
+ *  instead of going to the worker pool (a cached method: for its misses).
+ *  Returns as user__v1__user_service__perfc_register_cached(). */
+int user__v1__user_service__perfc_register_cached_async(perfc_server *srv,
+    const User__V1__UserService_Handlers *handlers,
+    const User__V1__UserService_AsyncHandlers *async_handlers, void *user_data,
+    perfc_cache *cache);
+
 /** Calls CreateUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code user__v1__user_service__create_user__call(perfc_channel *ch,

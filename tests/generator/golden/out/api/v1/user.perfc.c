@@ -3,7 +3,9 @@
 #include "api/v1/user.perfc.h"
 
 #include <stddef.h>
+#include <perfc/loop.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The serialized FileDescriptorProto of api/v1/user.proto (without source
  * info), for server reflection. */
@@ -137,6 +139,7 @@ static const perfc_file_desc api__v1__perfc_files[8] = {
  * (freed in perfc_server_free() through a shutdown hook's destructor). */
 typedef struct api__v1__user_service__perfc_binding {
   Api__V1__UserService_Handlers handlers;
+  Api__V1__UserService_AsyncHandlers async; /* zeroed: none */
   void *user_data;
   perfc_cache *cache;
 } api__v1__user_service__perfc_binding;
@@ -147,6 +150,16 @@ static perfc_status_code api__v1__user_service__get_user__perfc_load(perfc_ctx *
   api__v1__user_service__perfc_binding *b = load_ud;
   return b->handlers.get_user(ctx, (const Api__V1__GetUserRequest *)req,
       (Api__V1__User *)resp, b->user_data);
+}
+
+/* The cache's async load for GetUser: the application's AsyncHandlers
+ * entry. */
+static perfc_status_code api__v1__user_service__get_user__perfc_load_async(perfc_ctx *ctx,
+    const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_cache_rpc_load *load, void *load_ud) {
+  api__v1__user_service__perfc_binding *b = load_ud;
+  return b->async.get_user(ctx, (const Api__V1__GetUserRequest *)req,
+      (Api__V1__User *)resp, load, b->user_data);
 }
 
 static perfc_status_code api__v1__user_service__get_user__perfc_invoke(perfc_ctx *ctx,
@@ -181,8 +194,11 @@ static int api__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
   (void)r; /* unused when the key names no field */
   const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
       "user:%lld", (long long)r->id);
-  return perfc_cache_rpc_try_hit_ttl(ctx, b->cache, key, 300000u,
-      30000u, resp, code);
+  return perfc_cache_rpc_try_hit_async(ctx, b->cache, key, 300000u,
+      30000u, req, resp,
+      b->async.get_user != NULL ? api__v1__user_service__get_user__perfc_load_async
+                                   : NULL,
+      b, code);
 }
 
 static perfc_status_code api__v1__user_service__list_users__perfc_invoke(perfc_ctx *ctx,
@@ -253,6 +269,19 @@ static perfc_status_code api__v1__user_service__now__perfc_invoke(perfc_ctx *ctx
       user_data);
 }
 
+/* Now on the event loop when the application gave an AsyncHandlers
+ * entry and the call arrived on a loop; otherwise the worker pool. */
+static int api__v1__user_service__now__perfc_try_inline(perfc_ctx *ctx,
+    void *user_data, const ProtobufCMessage *req, ProtobufCMessage *resp,
+    perfc_status_code *code) {
+  api__v1__user_service__perfc_binding *b = user_data;
+  if (b->async.now == NULL || perfc_loop_current() == NULL)
+    return 0;
+  *code = b->async.now(ctx, (const Google__Protobuf__Empty *)req, (Google__Protobuf__Timestamp *)resp,
+      b->user_data);
+  return 1;
+}
+
 static const perfc_method_desc api__v1__user_service__perfc_methods[5] = {
   [API__V1__USER_SERVICE__PERFC_METHOD_GET_USER] = {
     .name = "GetUser",
@@ -321,6 +350,7 @@ static const perfc_method_desc api__v1__user_service__perfc_methods[5] = {
     .timeout_ms = 0,
     .idempotent = 0,
     .strings = PERFC_STRINGS_UTF8,
+    .try_inline = api__v1__user_service__now__perfc_try_inline,
   },
 };
 
@@ -336,13 +366,19 @@ const perfc_service_desc api__v1__user_service__perfc_desc = {
 };
 
 static int api__v1__user_service__perfc_bind(perfc_server *srv,
-    const Api__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
+    const Api__V1__UserService_Handlers *handlers,
+    const Api__V1__UserService_AsyncHandlers *async_handlers,
+    void *user_data, perfc_cache *cache) {
   if (srv == NULL || handlers == NULL)
     return PERFC_EINVAL;
   api__v1__user_service__perfc_binding *b = malloc(sizeof *b);
   if (b == NULL)
     return PERFC_ENOMEM;
   b->handlers = *handlers;
+  if (async_handlers != NULL)
+    b->async = *async_handlers;
+  else
+    memset(&b->async, 0, sizeof b->async);
   b->user_data = user_data;
   b->cache = cache;
   /* The server owns the binding from here: its destructor runs in
@@ -357,12 +393,21 @@ static int api__v1__user_service__perfc_bind(perfc_server *srv,
 
 int api__v1__user_service__perfc_register(perfc_server *srv,
     const Api__V1__UserService_Handlers *handlers, void *user_data) {
-  return api__v1__user_service__perfc_bind(srv, handlers, user_data, NULL);
+  return api__v1__user_service__perfc_bind(srv, handlers, NULL,
+      user_data, NULL);
 }
 
 int api__v1__user_service__perfc_register_cached(perfc_server *srv,
     const Api__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache) {
-  return api__v1__user_service__perfc_bind(srv, handlers, user_data, cache);
+  return api__v1__user_service__perfc_bind(srv, handlers, NULL,
+      user_data, cache);
+}
+
+int api__v1__user_service__perfc_register_cached_async(perfc_server *srv,
+    const Api__V1__UserService_Handlers *handlers,
+    const Api__V1__UserService_AsyncHandlers *async_handlers, void *user_data,
+    perfc_cache *cache) {
+  return api__v1__user_service__perfc_bind(srv, handlers, async_handlers, user_data, cache);
 }
 
 perfc_status_code api__v1__user_service__get_user__call(perfc_channel *ch,

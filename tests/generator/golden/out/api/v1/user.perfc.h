@@ -89,6 +89,39 @@ int api__v1__user_service__perfc_register(perfc_server *srv,
 int api__v1__user_service__perfc_register_cached(perfc_server *srv,
     const Api__V1__UserService_Handlers *handlers, void *user_data, perfc_cache *cache);
 
+/**
+ * Optional handlers of api.v1.UserService that run on the server's event loop
+ * (the h2 transport) instead of a worker (docs/data-layer.md, "Async
+ * loaders"). Every member may stay NULL: that method works exactly as
+ * without this struct. None may block: they start work whose callbacks
+ * come back to the loop (perfc/pg_async.h, perfc/redis_async.h) and end
+ * later. Where there is no loop (the C core transport) the Handlers entry
+ * runs on the worker pool instead, so both must be set.
+ */
+typedef struct Api__V1__UserService_AsyncHandlers {
+  /** GetUser's load on the loop, for a miss in L1 and Redis (one call
+   *  per key at a time): start it, return PERFC_STATUS_OK, then fill
+   *  `resp` and call perfc_cache_rpc_load_done(load, status) from the
+   *  continuation; or return NOT_FOUND / an error at once (then no
+   *  load_done). */
+  perfc_status_code (*get_user)(perfc_ctx *ctx, const Api__V1__GetUserRequest *req,
+      Api__V1__User *resp, perfc_cache_rpc_load *load, void *user_data);
+  /** Now on the loop: defer the call (perfc_call_defer(),
+   *  perfc/deferred.h), start the work, return; finish it from the
+   *  continuation. */
+  perfc_status_code (*now)(perfc_ctx *ctx, const Google__Protobuf__Empty *req,
+      Google__Protobuf__Timestamp *resp, void *user_data);
+} Api__V1__UserService_AsyncHandlers;
+
+/** api__v1__user_service__perfc_register_cached() plus `async_handlers` (copied; NULL
+ *  = none): on an event loop a method with an entry there runs it
+ *  instead of going to the worker pool (a cached method: for its misses).
+ *  Returns as api__v1__user_service__perfc_register_cached(). */
+int api__v1__user_service__perfc_register_cached_async(perfc_server *srv,
+    const Api__V1__UserService_Handlers *handlers,
+    const Api__V1__UserService_AsyncHandlers *async_handlers, void *user_data,
+    perfc_cache *cache);
+
 /** Calls GetUser and blocks until it ends; see perfc_channel_unary() for
  *  who owns `*resp` and `status`. */
 perfc_status_code api__v1__user_service__get_user__call(perfc_channel *ch,
