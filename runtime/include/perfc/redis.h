@@ -94,6 +94,18 @@ typedef struct perfc_redis_opts {
    *  its connections per event loop, 1..64. The pool itself ignores it.
    *  0 = PERFC_DEFAULT_REDIS_ASYNC_CONNS_PER_LOOP. */
   unsigned async_conns_per_loop;
+  /** Redis Sentinel (docs/data-layer.md, "Redis Sentinel"): "HOST:PORT"
+   *  of each sentinel, borrowed during the call that takes these options
+   *  (copied). With n_sentinels > 0 the pool, its subscriber and the async
+   *  client made from these options connect to the master the sentinels
+   *  name for `master_name` (confirmed with ROLE) and follow it across
+   *  failovers; `host` and `port` are then ignored. NULL/0 = one server at
+   *  host:port. */
+  const char *const *sentinels;
+  size_t n_sentinels;
+  /** The master's name as the sentinels monitor it; copied. Required with
+   *  sentinels, refused without them (PERFC_EINVAL). */
+  const char *master_name;
 } perfc_redis_opts;
 
 /** Fills `o` with the PERFC_DEFAULT_REDIS_* values. */

@@ -198,6 +198,9 @@ const cfg_key perfc__config_keys[] = {
         REDIS(acquire_timeout_ms)),
     KEY(redis, async_conns_per_loop, K_UINT, 1, 64, NULL, NULL,
         REDIS(async_conns_per_loop)),
+    /* Redis Sentinel: apply_data.c sets the list and its count. */
+    KEY(redis, sentinels, K_LIST_ADDR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(redis, master_name, K_STR, 0, 0, NULL, NULL, REDIS(master_name)),
     KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
     KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),
     KEY(postgres, pool_size, K_UINT, 1, 1024, NULL, NULL, PG(max_conns)),

@@ -869,6 +869,9 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.conns_per_loop = po->async_conns_per_loop;
     ao.name = po->name;
     ao.registry = po->registry;
+    ao.sentinels = po->sentinels; /* Sentinel mode: the same master */
+    ao.n_sentinels = po->n_sentinels;
+    ao.master_name = po->master_name;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {

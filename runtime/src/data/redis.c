@@ -36,6 +36,7 @@
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
 #include "data/redis_internal.h"
+#include "data/redis_sentinel.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
 
@@ -43,6 +44,7 @@ typedef struct conn {
   redisContext *ctx;
   uint64_t last_used_ms;
   int probe; /* this use is the one probe allowed while suspect */
+  uint64_t epoch; /* sentinel mode: the master's epoch at connect */
 } conn;
 
 struct perfc_redis_pool {
@@ -68,6 +70,7 @@ struct perfc_redis_pool {
   perfc_gauge *g_in_use, *g_idle;
   perfc_histogram *h_wait;
   perfc_counter *c_errors, *c_connects;
+  perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
 };
 
 static uint64_t now_ms(void) {
@@ -123,6 +126,9 @@ static int resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
                          (long long)ms[i], PERFC_REDIS_MAX_DURATION_MS);
   if (o->port < 0 || o->port > 65535)
     return perfc__fail(PERFC_EINVAL, "redis: port %d out of range", o->port);
+  int rc = perfc__redis_sentinel_check(o);
+  if (rc != 0)
+    return rc;
   if (!o->host || !o->host[0])
     o->host = d.host;
   if (!o->port)
@@ -249,6 +255,8 @@ static int register_metrics(perfc_redis_pool *p) {
   return 0;
 }
 
+static void on_switch(void *ud);
+
 int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   if (!out)
     return perfc__fail(PERFC_EINVAL, "redis: NULL out");
@@ -260,7 +268,8 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   if (!p)
     return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
   p->o = o;
-  p->host = strdup(p->o.host);
+  /* Sentinel mode: messages and spans name the master by its name. */
+  p->host = strdup(o.n_sentinels ? o.master_name : p->o.host);
   p->name = strdup(p->o.name);
   p->idle = calloc(p->o.pool_size, sizeof(conn *));
   if (!p->host || !p->name || !p->idle) {
@@ -272,10 +281,19 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   }
   p->o.host = p->host;
   p->o.name = p->name;
-  rc = register_metrics(p);
-  if (rc != 0) {
+  /* Sentinel mode: the options keep the shared object's copies (the
+   * subscriber and the async client are made from them later). */
+  rc = o.n_sentinels ? perfc__redis_sentinel_get(&p->sentinel, &o) : 0;
+  if (rc == 0 && p->sentinel) {
+    p->o.sentinels = perfc__redis_sentinel_addrs(p->sentinel,
+                                                 &p->o.n_sentinels);
+    p->o.master_name = perfc__redis_sentinel_name(p->sentinel);
+  }
+  if (rc == 0 && (rc = register_metrics(p)) != 0)
     perfc__fail(rc, "redis pool %s: cannot register metrics: %s", p->name,
                 perfc_strerror(rc));
+  if (rc != 0) {
+    perfc__redis_sentinel_put(p->sentinel);
     free(p->host);
     free(p->name);
     free(p->idle);
@@ -288,29 +306,54 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&p->freed, &ca);
   pthread_condattr_destroy(&ca);
+  if (p->sentinel &&
+      perfc__redis_sentinel_listen(p->sentinel, on_switch, p) != 0) {
+    perfc_redis_pool_free(p);
+    return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
+  }
   *out = p;
   return 0;
 }
 
-static void conn_free(conn *c) {
+static void ctx_free(perfc__redis_sentinel *sn, redisContext *ctx) {
+  if (sn)
+    perfc__redis_sentinel_close(sn, ctx);
+  else if (ctx)
+    redisFree(ctx);
+}
+
+static void conn_free(perfc_redis_pool *p, conn *c) {
   if (!c)
     return;
-  if (c->ctx)
-    redisFree(c->ctx);
+  ctx_free(p->sentinel, c->ctx);
   free(c);
+}
+
+/* Sentinel mode: the master changed. Calls stop being refused at once
+ * (the backoff was about the old master); connections to the old one
+ * were shut down and are replaced at their next acquire. */
+static void on_switch(void *ud) {
+  perfc_redis_pool *p = ud;
+  pthread_mutex_lock(&p->mu);
+  p->backoff_ms = 0;
+  p->down_until_ms = 0;
+  pthread_mutex_unlock(&p->mu);
 }
 
 void perfc_redis_pool_free(perfc_redis_pool *p) {
   if (!p)
     return;
+  if (p->sentinel)
+    perfc__redis_sentinel_unlisten(p->sentinel, on_switch, p);
   for (unsigned i = 0; i < p->nidle; i++)
-    conn_free(p->idle[i]);
+    conn_free(p, p->idle[i]);
   perfc_gauge_add(p->g_idle, -(double)p->nidle);
   pthread_cond_destroy(&p->freed);
   pthread_mutex_destroy(&p->mu);
   free(p->idle);
   free(p->host);
   free(p->name);
+  perfc__redis_sentinel_put(p->sentinel);
   free(p);
 }
 
@@ -340,8 +383,14 @@ static void start_backoff_locked(perfc_redis_pool *p) {
               p->name, p->host, p->o.port, (unsigned)p->o.backoff_max_ms);
 }
 
-static redisContext *connect_ctx(const perfc_redis_opts *o, char *err,
-                                 size_t errlen) {
+static redisContext *connect_ctx(perfc__redis_sentinel *sn,
+                                 const perfc_redis_opts *o, uint64_t *epoch,
+                                 char *err, size_t errlen) {
+  /* Sentinel mode: the master the sentinels name, confirmed by ROLE. */
+  if (sn)
+    return perfc__redis_sentinel_connect(sn, o->connect_timeout_ms,
+                                         o->command_timeout_ms, epoch, err,
+                                         errlen);
   redisContext *ctx =
       redisConnectWithTimeout(o->host, o->port, tv_ms(o->connect_timeout_ms));
   if (!ctx) {
@@ -402,7 +451,9 @@ static void release(perfc_redis_pool *p, conn *c, outcome out) {
   if (out != OUT_OK) {
     p->open--;
     pthread_mutex_unlock(&p->mu);
-    conn_free(c);
+    if (p->sentinel) /* ask the sentinels again before the next connect */
+      perfc__redis_sentinel_suspect(p->sentinel, c->epoch);
+    conn_free(p, c);
     pthread_mutex_lock(&p->mu);
   } else {
     c->last_used_ms = now_ms();
@@ -451,14 +502,20 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       perfc_gauge_dec(p->g_idle);
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
-      if (now_ms() - c->last_used_ms >= (uint64_t)p->o.health_check_ms &&
-          ping_ctx(c->ctx) != 0) {
+      /* Sentinel mode: a connection to an old master is replaced too. */
+      int old = p->sentinel && c->epoch != perfc__redis_sentinel_epoch(
+                                               p->sentinel);
+      if (old || (now_ms() - c->last_used_ms >=
+                      (uint64_t)p->o.health_check_ms &&
+                  ping_ctx(c->ctx) != 0)) {
         /* A stale connection is not the caller's problem: replace it. */
         perfc_log(PERFC_LOG_DEBUG,
                   "redis pool %s: idle connection failed PING, reconnecting",
                   p->name);
-        char err[128];
-        redisContext *ctx = connect_ctx(&p->o, err, sizeof err);
+        char err[512];
+        uint64_t epoch = 0;
+        redisContext *ctx =
+            connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err);
         if (!ctx) {
           perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s",
                     p->name, err);
@@ -474,8 +531,9 @@ static int acquire(perfc_redis_pool *p, conn **out) {
                              "%s:%d: %s",
                              p->name, p->host, p->o.port, err);
         }
-        redisFree(c->ctx);
+        ctx_free(p->sentinel, c->ctx);
         c->ctx = ctx;
+        c->epoch = epoch;
         perfc_counter_inc(p->c_connects);
         pthread_mutex_lock(&p->mu);
         p->connects++;
@@ -492,9 +550,11 @@ static int acquire(perfc_redis_pool *p, conn **out) {
         p->probing = 1;
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
-      char err[128];
+      char err[512];
       conn *c = calloc(1, sizeof(*c));
-      redisContext *ctx = c ? connect_ctx(&p->o, err, sizeof err) : NULL;
+      uint64_t epoch = 0;
+      redisContext *ctx =
+          c ? connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err) : NULL;
       pthread_mutex_lock(&p->mu);
       if (!ctx) {
         free(c);
@@ -523,6 +583,7 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       pthread_mutex_unlock(&p->mu);
       perfc_counter_inc(p->c_connects);
       c->ctx = ctx;
+      c->epoch = epoch;
       c->probe = suspect;
       c->last_used_ms = now_ms();
       perfc_histogram_observe(p->h_wait, now_s() - t0);
@@ -638,7 +699,14 @@ static int pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
     count_error(p);
     return rc;
   }
-  release(p, c, OUT_OK);
+  /* Sentinel mode: READONLY means this is a demoted master; drop the
+   * connection and ask the sentinels (the caller sees the error reply). */
+  outcome out = OUT_OK;
+  for (size_t i = 0; p->sentinel && i < n; i++)
+    if (replies[i]->type == REDIS_REPLY_ERROR &&
+        strncmp(replies[i]->str, "READONLY", 8) == 0)
+      out = OUT_BROKEN;
+  release(p, c, out);
   return 0;
 }
 
@@ -960,6 +1028,7 @@ struct perfc_redis_subscriber {
   pthread_cond_t cv; /* ready changes, stop requested */
   int ready;
   int stop;
+  perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
 };
 
 /* How often the reading loop wakes to look at the stop flag. */
@@ -1026,8 +1095,9 @@ static void sub_handle(perfc_redis_subscriber *s, redisReply *r) {
 /* One connection's life: connect, SUBSCRIBE, read until error or stop.
  * Returns nonzero if it ever got subscribed (resets the backoff). */
 static int sub_session(perfc_redis_subscriber *s) {
-  char err[128];
-  redisContext *ctx = connect_ctx(&s->o, err, sizeof err);
+  char err[512];
+  uint64_t epoch = 0;
+  redisContext *ctx = connect_ctx(s->sentinel, &s->o, &epoch, err, sizeof err);
   if (!ctx) {
     perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: cannot connect: %s",
               s->channel, err);
@@ -1047,6 +1117,9 @@ static int sub_session(perfc_redis_subscriber *s) {
   uint64_t ping_limit = 2 * (uint64_t)s->o.command_timeout_ms;
   while (!sub_stopping(s)) {
     void *reply = NULL;
+    /* Sentinel mode: the master changed; subscribe on the new one. */
+    if (s->sentinel && epoch != perfc__redis_sentinel_epoch(s->sentinel))
+      goto out;
     if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK)
       goto out;
     if (reply) {
@@ -1101,7 +1174,9 @@ out:
     perfc_slice none = {(const uint8_t *)"", 0};
     s->fn(PERFC_REDIS_SUB_UNSUBSCRIBED, s->channel, none, s->user_data);
   }
-  redisFree(ctx);
+  if (s->sentinel && ctx->err)
+    perfc__redis_sentinel_suspect(s->sentinel, epoch);
+  ctx_free(s->sentinel, ctx);
   return subscribed;
 }
 
@@ -1157,6 +1232,15 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   s->o.host = s->host;
   s->o.name = NULL;
   s->o.registry = NULL;
+  if (o.n_sentinels &&
+      (rc = perfc__redis_sentinel_get(&s->sentinel, &o)) != 0) {
+    free(s->host);
+    free(s->channel);
+    free(s);
+    return rc;
+  }
+  s->o.sentinels = NULL; /* the caller's; the shared object has copies */
+  s->o.master_name = NULL;
   s->fn = fn;
   s->user_data = user_data;
   pthread_mutex_init(&s->mu, NULL);
@@ -1176,6 +1260,7 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   int prc = pthread_create(&s->thread, NULL, sub_main, s);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (prc != 0) {
+    perfc__redis_sentinel_put(s->sentinel);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s->host);
@@ -1218,6 +1303,7 @@ void perfc_redis_subscriber_free(perfc_redis_subscriber *s) {
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
   pthread_join(s->thread, NULL);
+  perfc__redis_sentinel_put(s->sentinel);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
   free(s->host);
