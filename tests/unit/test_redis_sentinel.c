@@ -49,6 +49,19 @@ typedef struct proc {
 
 static char g_dir[64];
 
+static redisReply *cmd(int port, const char *fmt, ...);
+
+/* 1 when the server on `port` is process `pid` (INFO's process_id). */
+static int is_pid(int port, pid_t pid) {
+  redisReply *r = cmd(port, "INFO server");
+  char want[32];
+  snprintf(want, sizeof want, "process_id:%d\r", (int)pid);
+  int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, want);
+  if (r)
+    freeReplyObject(r);
+  return ok;
+}
+
 static int spawn(proc *p, char *const argv[]) {
   pid_t parent = getpid();
   pid_t pid = fork();
@@ -73,7 +86,8 @@ static int spawn(proc *p, char *const argv[]) {
   }
   p->pid = pid;
   for (int i = 0; i < 250; i++) {
-    if (tr_ping(p->port))
+    /* Ours, not another test's server that had the port first. */
+    if (tr_ping(p->port) && is_pid(p->port, pid))
       return 0;
     if (waitpid(pid, NULL, WNOHANG) == pid) {
       p->pid = 0;
@@ -100,11 +114,26 @@ static int start_redis(proc *p, int replicaof) {
     snprintf(dir, sizeof dir, "%s/r%d", g_dir, p->port);
     mkdir(dir, 0700);
     snprintf(master, sizeof master, "%d", replicaof);
-    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", dir,
-                    "--protected-mode", "no", "--repl-diskless-sync", "yes",
-                    "--repl-diskless-sync-delay", "0",
-                    replicaof ? "--replicaof" : NULL, "127.0.0.1", master,
+    char *argv[] = {"redis-server",
+                    "--port",
+                    port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    dir,
+                    "--protected-mode",
+                    "no",
+                    "--repl-diskless-sync",
+                    "yes",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    replicaof ? "--replicaof" : NULL,
+                    "127.0.0.1",
+                    master,
                     NULL};
     if (spawn(p, argv) == 0)
       return 0;
@@ -272,42 +301,36 @@ static void sentinel_opts(perfc_redis_opts *o) {
 #define MAX_WRITES 20000
 
 typedef struct writer {
-  perfc_redis_pool *pool;
+  perfc_redis_pool *pool, *wpool;
   atomic_int stop;
-  /* 2: SET OK and WAIT 1 said replicated; 1: SET OK, WAIT said 0; 0 not. */
+  /* 2: acknowledged as replicated (wait_replicas 1); 1: acknowledged by
+   * the master (the plain pool); 0: failed. */
   unsigned char acked[MAX_WRITES];
   atomic_int n, n_waited, n_unwaited, n_failed;
   atomic_llong first_fail_ms, recovered_ms, max_fail_call_ms, kill_ms;
 } writer;
 
+/* Even writes through the pool with wait_replicas 1 (acknowledged means
+ * a replica has it), odd ones through the plain pool (acknowledged by the
+ * master alone). */
 static void *writer_main(void *arg) {
   writer *w = arg;
   int64_t end = mono_ms() + 60000;
   for (int i = 0; i < MAX_WRITES && !w->stop && mono_ms() < end; i++) {
     char key[32], val[32];
     snprintf(key, sizeof key, "w:%d", i);
-    snprintf(val, sizeof val, "v%d", i);
-    const char *set[] = {"SET", key, val};
-    size_t setl[] = {3, strlen(key), strlen(val)};
-    const char *wait[] = {"WAIT", "1", "1000"};
-    size_t waitl[] = {4, 1, 4};
-    perfc__redis_cmd cmds[2] = {{3, set, setl}, {3, wait, waitl}};
-    redisReply *rep[2];
+    int vl = snprintf(val, sizeof val, "v%d", i);
+    int replicated = i % 2 == 0;
     int64_t t0 = mono_ms();
-    int rc = perfc__redis_pipeline(w->pool, cmds, 2, rep);
+    int rc =
+        perfc_redis_set(replicated ? w->wpool : w->pool, key,
+                        (perfc_slice){(const uint8_t *)val, (size_t)vl}, 0);
     int64_t t1 = mono_ms();
-    int ok = rc == 0 && rep[0]->type == REDIS_REPLY_STATUS &&
-             strcmp(rep[0]->str, "OK") == 0;
-    int replicated =
-        ok && rep[1]->type == REDIS_REPLY_INTEGER && rep[1]->integer >= 1;
-    if (rc == 0) {
-      freeReplyObject(rep[0]);
-      freeReplyObject(rep[1]);
-    }
-    w->acked[i] = replicated ? 2 : ok ? 1 : 0;
+    int ok = rc == 0;
+    w->acked[i] = ok ? (replicated ? 2 : 1) : 0;
     atomic_store(&w->n, i + 1);
     long long killed = atomic_load(&w->kill_ms);
-    if (replicated)
+    if (ok && replicated)
       atomic_fetch_add(&w->n_waited, 1);
     else if (ok)
       atomic_fetch_add(&w->n_unwaited, 1);
@@ -330,8 +353,7 @@ static void *writer_main(void *arg) {
 
 static atomic_int loads;
 
-static int loader(const char *key, uint8_t **out, size_t *out_len,
-                  void *ud) {
+static int loader(const char *key, uint8_t **out, size_t *out_len, void *ud) {
   (void)ud;
   int n = atomic_fetch_add(&loads, 1) + 1;
   char buf[64];
@@ -387,13 +409,18 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
   sentinel_opts(&o);
   o.registry = reg;
   perfc_redis_pool *pool;
-  cr_assert_eq(perfc_redis_pool_new(&pool, &o), 0, "%s",
-               perfc_last_error());
+  cr_assert_eq(perfc_redis_pool_new(&pool, &o), 0, "%s", perfc_last_error());
   cr_assert_eq(perfc_redis_ping(pool), 0, "%s", perfc_last_error());
+  /* The same sentinels and master: a second pool that waits for one
+   * replica (it shares the first one's watcher). */
+  o.wait_replicas = 1;
+  o.name = "replicated";
+  perfc_redis_pool *wpool;
+  cr_assert_eq(perfc_redis_pool_new(&wpool, &o), 0, "%s", perfc_last_error());
 
   perfc_cache_opts co;
   perfc_cache_opts_init(&co);
-  co.redis = pool;
+  co.redis = wpool;
   co.registry = reg;
   co.name = "sentinel";
   perfc_cache *cache;
@@ -412,6 +439,7 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
 
   writer *w = calloc(1, sizeof *w);
   w->pool = pool;
+  w->wpool = wpool;
   pthread_t th;
   cr_assert_eq(pthread_create(&th, NULL, writer_main, w), 0);
   int64_t end = mono_ms() + 20000;
@@ -495,13 +523,14 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
   }
   redisFree(nm);
   fprintf(stderr,
-          "sentinel failover: %d writes, %d replicated (WAIT 1), %d acked "
-          "by the master only, %d failed; lost: %d replicated, %d "
-          "master-only; first failure %lld ms after the kill, switch seen "
-          "%lld ms after it, writes recovered %lld ms after the switch, "
-          "slowest failing call %lld ms\n",
+          "sentinel failover: %d writes, %d acknowledged as replicated "
+          "(wait_replicas 1), %d acknowledged by the master only, %d "
+          "failed; lost: %d replicated, %d master-only; first failure %lld "
+          "ms after the kill, switch seen %lld ms after it, writes "
+          "recovered %lld ms after the switch, slowest failing call %lld "
+          "ms\n",
           n, waited, atomic_load(&w->n_unwaited), atomic_load(&w->n_failed),
-          lost_waited, lost_unwaited, first_fail - killed,
+          lost_waited, lost_unwaited, first_fail - w->kill_ms,
           (long long)(switched - killed), recovered - switched,
           (long long)atomic_load(&w->max_fail_call_ms));
   cr_assert_eq(lost_waited, 0, "%d replicated writes lost", lost_waited);
@@ -517,8 +546,7 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
   snprintf(want, sizeof want, "v%d", last);
   int arc = -1;
   end = mono_ms() + 3000;
-  while (mono_ms() < end &&
-         (arc = async_get(ra, key, got, sizeof got)) != 0)
+  while (mono_ms() < end && (arc = async_get(ra, key, got, sizeof got)) != 0)
     tr_sleep_ms(20);
   cr_assert_eq(arc, 0, "async GET after the switch: %s", perfc_last_error());
   cr_assert_str_eq(got, want);
@@ -530,13 +558,13 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
   uint8_t *v;
   size_t vl;
   atomic_store(&loads, 0);
-  cr_assert_eq(
-      perfc_cache_get_or_load(cache, "user:1", loader, NULL, &v, &vl), 0);
+  cr_assert_eq(perfc_cache_get_or_load(cache, "user:1", loader, NULL, &v, &vl),
+               0);
   cr_assert_eq(vl, strlen("user:1#1"));
   cr_assert_eq(memcmp(v, "user:1#1", vl), 0);
   free(v);
-  cr_assert_eq(
-      perfc_cache_get_or_load(cache, "user:1", loader, NULL, &v, &vl), 0);
+  cr_assert_eq(perfc_cache_get_or_load(cache, "user:1", loader, NULL, &v, &vl),
+               0);
   cr_assert_eq(memcmp(v, "user:1#1", vl), 0);
   free(v);
   cr_assert_eq(atomic_load(&loads), 1, "the second read was a hit");
@@ -544,10 +572,11 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
   cr_assert_eq(perfc_cache_invalidate(cache, keys, 1), 0);
   cr_assert_eq(perfc_cache_pending_invalidations(cache), 0,
                "the DEL reached the new master at once");
-  cr_assert_eq(
-      perfc_cache_get_or_load(cache, "user:1", loader, NULL, &v, &vl), 0);
-  cr_assert_eq(memcmp(v, "user:1#2", vl), 0, "no stale read after the "
-                                              "invalidation");
+  cr_assert_eq(perfc_cache_get_or_load(cache, "user:1", loader, NULL, &v, &vl),
+               0);
+  cr_assert_eq(memcmp(v, "user:1#2", vl), 0,
+               "no stale read after the "
+               "invalidation");
   free(v);
   /* The fill went to the new master (L2). */
   redisReply *keysr = cmd(new_port, "DBSIZE");
@@ -556,6 +585,7 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
 
   perfc_redis_async_free(ra);
   perfc_cache_free(cache);
+  perfc_redis_pool_free(wpool);
   perfc_redis_pool_free(pool);
   perfc_metrics_registry_free(reg);
   free(w);
@@ -673,9 +703,9 @@ Test(redis_sentinel, frozen_master_in_flight_commands_end_at_switch,
   /* Later calls go to the new master. */
   int rc = -1;
   end = mono_ms() + 3000;
-  while (mono_ms() < end && (rc = perfc_redis_set(pool, "after",
-                                                  (perfc_slice){(const uint8_t *)"1", 1},
-                                                  0)) != 0)
+  while (mono_ms() < end &&
+         (rc = perfc_redis_set(pool, "after",
+                               (perfc_slice){(const uint8_t *)"1", 1}, 0)) != 0)
     tr_sleep_ms(20);
   cr_assert_eq(rc, 0, "%s", perfc_last_error());
   redisReply *r = cmd(new_port, "GET after");
@@ -683,8 +713,7 @@ Test(redis_sentinel, frozen_master_in_flight_commands_end_at_switch,
   freeReplyObject(r);
   rc = -1;
   end = mono_ms() + 3000;
-  while (mono_ms() < end &&
-         (rc = async_get(ra, "after", got, sizeof got)) != 0)
+  while (mono_ms() < end && (rc = async_get(ra, "after", got, sizeof got)) != 0)
     tr_sleep_ms(20);
   cr_assert_eq(rc, 0, "%s", perfc_last_error());
   cr_assert_str_eq(got, "1");
@@ -818,10 +847,11 @@ Test(redis_sentinel, options_are_checked) {
 Test(redis_sentinel, config_keys) {
   const char *yaml = "redis:\n"
                      "  sentinels: [\"10.0.0.1:26379\", \"[::1]:26380\"]\n"
-                     "  master_name: cachemaster\n";
+                     "  master_name: cachemaster\n"
+                     "  wait_replicas: 1\n";
   perfc_config *cfg;
-  cr_assert_eq(perfc_config_load_string(&cfg, yaml, strlen(yaml), "t.yaml"),
-               0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_config_load_string(&cfg, yaml, strlen(yaml), "t.yaml"), 0,
+               "%s", perfc_last_error());
   perfc_redis_opts o;
   perfc_redis_opts_init(&o);
   cr_assert_eq(perfc_config_apply_redis(cfg, &o), 0);
@@ -829,13 +859,14 @@ Test(redis_sentinel, config_keys) {
   cr_assert_str_eq(o.sentinels[0], "10.0.0.1:26379");
   cr_assert_str_eq(o.sentinels[1], "[::1]:26380");
   cr_assert_str_eq(o.master_name, "cachemaster");
+  cr_assert_eq(o.wait_replicas, 1);
   perfc_config_free(cfg);
 
   /* The environment, comma-separated, replaces the file's list. */
   setenv("PERFC_REDIS_SENTINELS", "127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3", 1);
   setenv("PERFC_REDIS_MASTER_NAME", "envmaster", 1);
-  cr_assert_eq(perfc_config_load_string(&cfg, yaml, strlen(yaml), "t.yaml"),
-               0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_config_load_string(&cfg, yaml, strlen(yaml), "t.yaml"), 0,
+               "%s", perfc_last_error());
   perfc_redis_opts_init(&o);
   cr_assert_eq(perfc_config_apply_redis(cfg, &o), 0);
   cr_assert_eq(o.n_sentinels, 3);
@@ -851,4 +882,68 @@ Test(redis_sentinel, config_keys) {
                      perfc_last_error());
   unsetenv("PERFC_REDIS_SENTINELS");
   unsetenv("PERFC_REDIS_MASTER_NAME");
+}
+
+/* wait_replicas with no replica to acknowledge: the write happens on the
+ * master, the call says it is not replicated, and the cache keeps its
+ * invalidation DEL pending (retried) instead of calling it done. */
+Test(redis_sentinel, wait_replicas_unreplicated_write_is_an_error,
+     .fini = teardown, .timeout = 60) {
+  memset(&g, 0, sizeof g);
+  make_dir();
+  cr_assert_eq(start_redis(&g.master, 0), 0);
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.port = g.master.port;
+  o.registry = reg;
+  o.wait_replicas = 1;
+  perfc_redis_pool *pool;
+  cr_assert_eq(perfc_redis_pool_new(&pool, &o), 0);
+  int64_t t0 = mono_ms();
+  int rc =
+      perfc_redis_set(pool, "k", (perfc_slice){(const uint8_t *)"v", 1}, 0);
+  int64_t took = mono_ms() - t0;
+  cr_assert_eq(rc, PERFC_EIO, "rc %d: %s", rc, perfc_last_error());
+  cr_assert_not_null(strstr(perfc_last_error(), "acknowledged by 0 of 1 "
+                                                "replicas within 100 ms"),
+                     "%s", perfc_last_error());
+  cr_assert_geq(took, 90, "WAIT waited %lld ms", (long long)took);
+  cr_assert_lt(took, 1000);
+  redisReply *r = cmd(g.master.port, "GET k");
+  cr_assert(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "v") == 0,
+            "the master has the write");
+  freeReplyObject(r);
+  const char *keys[] = {"k"};
+  cr_assert_eq(perfc_redis_del(pool, keys, 1), PERFC_EIO);
+  /* Reads still work (no WAIT on them). */
+  uint8_t *v;
+  size_t vl;
+  cr_assert_eq(perfc_redis_get(pool, "nope", &v, &vl), PERFC_ENOENT);
+
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.redis = pool;
+  co.registry = reg;
+  co.no_subscribe = true;
+  co.no_async_l2 = true;
+  co.drain_ms = 1;
+  perfc_cache *cache;
+  cr_assert_eq(perfc_cache_new(&cache, &co), 0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_cache_invalidate(cache, keys, 1), 0);
+  cr_assert_eq(perfc_cache_pending_invalidations(cache), 1,
+               "an unreplicated DEL stays pending");
+  perfc_cache_free(cache);
+
+  o.wait_replicas = 0;
+  o.name = "plain";
+  perfc_redis_pool *plain;
+  cr_assert_eq(perfc_redis_pool_new(&plain, &o), 0);
+  cr_assert_eq(
+      perfc_redis_set(plain, "k", (perfc_slice){(const uint8_t *)"w", 1}, 0), 0,
+      "without wait_replicas the master's OK is enough");
+  perfc_redis_pool_free(plain);
+  perfc_redis_pool_free(pool);
+  perfc_metrics_registry_free(reg);
 }

@@ -106,6 +106,15 @@ typedef struct perfc_redis_opts {
   /** The master's name as the sentinels monitor it; copied. Required with
    *  sentinels, refused without them (PERFC_EINVAL). */
   const char *master_name;
+  /** Writes acknowledged means replicated: perfc_redis_set(),
+   *  perfc_redis_set_many(), perfc_redis_del() and the cache's
+   *  invalidation DEL send `WAIT wait_replicas command_timeout_ms/2` in the
+   *  same round trip and return PERFC_EIO unless that many replicas
+   *  acknowledged (the write did happen on the master; the cache retries
+   *  its DEL). Redis replication is asynchronous: without this, a write
+   *  the master acknowledged can be lost when a replica is promoted.
+   *  0 = off (acknowledged by the master). */
+  unsigned wait_replicas;
 } perfc_redis_opts;
 
 /** Fills `o` with the PERFC_DEFAULT_REDIS_* values. */

@@ -400,7 +400,9 @@ static int del_with_leases(perfc_cache *c, const char *const *keys, size_t n) {
       }
       perfc__redis_cmd cmd = {(int)(2 * n + 1), argv, argvlen};
       redisReply *r;
-      rc = perfc__redis_pipeline(c->redis, &cmd, 1, &r);
+      /* redis.wait_replicas: not done until replicated (a DEL lost in
+       * a failover would leave the old value on the new master). */
+      rc = perfc__redis_pipeline_replicated(c->redis, &cmd, 1, &r);
       if (rc == 0) {
         if (r->type == REDIS_REPLY_ERROR)
           rc = PERFC_EIO;

@@ -710,10 +710,59 @@ static int pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
   return 0;
 }
 
-static int one(perfc_redis_pool *p, int argc, const char **argv,
-               const size_t *argvlen, redisReply **reply) {
+int perfc__redis_pipeline_replicated(perfc_redis_pool *p,
+                                     const perfc__redis_cmd *cmds, size_t n,
+                                     redisReply **replies) {
+  if (!p || !p->o.wait_replicas || n == 0)
+    return perfc__redis_pipeline(p, cmds, n, replies);
+  /* WAIT in the same round trip: the server answers once that many
+   * replicas acknowledged everything this connection wrote, or after
+   * half the command timeout (the other half is the reply's margin). */
+  perfc__redis_cmd *all = calloc(n + 1, sizeof *all);
+  redisReply **rs = calloc(n + 1, sizeof *rs);
+  if (!all || !rs) {
+    free(all);
+    free(rs);
+    return perfc__fail(PERFC_ENOMEM, "redis pool %s: out of memory", p->name);
+  }
+  char want[16], ms[24];
+  int64_t wait_ms = p->o.command_timeout_ms / 2 ? p->o.command_timeout_ms / 2 : 1;
+  const char *wargv[] = {"WAIT", want, ms};
+  size_t wlen[] = {4, (size_t)snprintf(want, sizeof want, "%u",
+                                       p->o.wait_replicas),
+                   (size_t)snprintf(ms, sizeof ms, "%lld", (long long)wait_ms)};
+  memcpy(all, cmds, n * sizeof *all);
+  all[n] = (perfc__redis_cmd){3, wargv, wlen};
+  int rc = perfc__redis_pipeline(p, all, n + 1, rs);
+  if (rc == 0 && (rs[n]->type != REDIS_REPLY_INTEGER ||
+                  rs[n]->integer < (long long)p->o.wait_replicas)) {
+    rc = perfc__fail(PERFC_EIO,
+                     "redis pool %s: written on the master but acknowledged "
+                     "by %lld of %u replicas within %lld ms "
+                     "(redis.wait_replicas): a failover may lose it",
+                     p->name,
+                     rs[n]->type == REDIS_REPLY_INTEGER ? rs[n]->integer : 0,
+                     p->o.wait_replicas, (long long)wait_ms);
+    count_error(p);
+  }
+  for (size_t i = 0; i <= n; i++) {
+    if (rc == 0 && i < n)
+      replies[i] = rs[i];
+    else if (rs[i])
+      freeReplyObject(rs[i]);
+    if (rc != 0 && i < n)
+      replies[i] = NULL;
+  }
+  free(rs);
+  free(all);
+  return rc;
+}
+
+static int one_ex(perfc_redis_pool *p, int argc, const char **argv,
+                  const size_t *argvlen, redisReply **reply, int replicated) {
   perfc__redis_cmd cmd = {argc, argv, argvlen};
-  int rc = perfc__redis_pipeline(p, &cmd, 1, reply);
+  int rc = replicated ? perfc__redis_pipeline_replicated(p, &cmd, 1, reply)
+                      : perfc__redis_pipeline(p, &cmd, 1, reply);
   if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR) {
     perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s: %.*s", p->name, argv[0],
               (int)(*reply)->len, (*reply)->str);
@@ -725,6 +774,11 @@ static int one(perfc_redis_pool *p, int argc, const char **argv,
     return PERFC_EIO;
   }
   return rc;
+}
+
+static int one(perfc_redis_pool *p, int argc, const char **argv,
+               const size_t *argvlen, redisReply **reply) {
+  return one_ex(p, argc, argv, argvlen, reply, 0);
 }
 
 int perfc_redis_ping(perfc_redis_pool *p) {
@@ -894,7 +948,7 @@ int perfc_redis_set_many(perfc_redis_pool *p, const perfc_redis_item *items,
     cmds[i].argv = av;
     cmds[i].argvlen = al;
   }
-  rc = perfc__redis_pipeline(p, cmds, n, replies);
+  rc = perfc__redis_pipeline_replicated(p, cmds, n, replies);
   if (rc == 0) {
     for (size_t i = 0; i < n; i++)
       if (replies[i]->type == REDIS_REPLY_ERROR)
@@ -967,7 +1021,7 @@ int perfc_redis_del(perfc_redis_pool *p, const char *const *keys, size_t n) {
    * unknown (a timeout after the server executed it) is safe. */
   for (unsigned attempt = 0; rc == 0; attempt++) {
     redisReply *r;
-    rc = one(p, (int)n + 1, argv, argvlen, &r);
+    rc = one_ex(p, (int)n + 1, argv, argvlen, &r, 1);
     if (rc == 0) {
       freeReplyObject(r);
       break;

@@ -92,16 +92,20 @@ struct perfc__redis_sentinel {
   pthread_mutex_t mu;
   char host[HOST_MAX];
   int port;
-  int known;  /* an address was confirmed once */
-  int stale;  /* a connection to it failed since */
+  int known; /* an address was confirmed once */
+  int stale; /* a connection to it failed since */
   _Atomic uint64_t epoch;
-  size_t good; /* the sentinel that answered last */
-  uint64_t resolutions;   /* finished resolutions */
-  uint64_t failed_at_ms;  /* the last failed resolution, or 0 */
+  size_t good;           /* the sentinel that answered last */
+  uint64_t resolutions;  /* finished resolutions */
+  uint64_t failed_at_ms; /* the last failed resolution, or 0 */
   int last_rc;
   char last_err[ERR_MAX];
   int want_resolve;
   int stop;
+  /* The address a +switch-master announced, tried first by the next
+   * resolution (the other sentinels may still name the old master). */
+  char hint_host[HOST_MAX];
+  int hint_port;
 
   pthread_mutex_t fmu;
   tracked *fds;
@@ -314,6 +318,12 @@ static void switched(perfc__redis_sentinel *s, uint64_t epoch) {
   pthread_mutex_unlock(&s->fmu);
 }
 
+static void adopt(perfc__redis_sentinel *s, const char *mh, int mp, size_t good,
+                  const char *from);
+static int resolve_failed(perfc__redis_sentinel *s, const char *why,
+                          size_t unknown, size_t answered, char *err,
+                          size_t errlen);
+
 /* Asks the sentinels (rmu held). Returns 0 with the address set, or
  * PERFC_EIO with the reason in s->last_err (and `err`). */
 static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
@@ -326,7 +336,23 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
   int bad_port = 0;
   pthread_mutex_lock(&s->mu);
   size_t start = s->good;
+  char hh[HOST_MAX];
+  int hp = s->hint_port;
+  snprintf(hh, sizeof hh, "%s", s->hint_host);
+  s->hint_port = 0;
   pthread_mutex_unlock(&s->mu);
+  if (hp) {
+    char e[256];
+    redisContext *m =
+        dial(hh, hp, s->connect_timeout_ms, s->command_timeout_ms, e, sizeof e);
+    int ok = m ? role_is_master(m, e, sizeof e) : -1;
+    if (m)
+      redisFree(m);
+    if (ok == 0) {
+      adopt(s, hh, hp, start, "+switch-master");
+      return 0;
+    }
+  }
   for (size_t k = 0; k < s->n; k++) {
     size_t i = (start + k) % s->n;
     char e[256];
@@ -336,8 +362,7 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
       add_err(why, sizeof why, "sentinel %s: %s", s->addrs[i], e);
       continue;
     }
-    redisReply *r =
-        command(c, "SENTINEL get-master-addr-by-name %s", s->name);
+    redisReply *r = command(c, "SENTINEL get-master-addr-by-name %s", s->name);
     if (!r) {
       add_err(why, sizeof why, "sentinel %s: %s", s->addrs[i],
               c->errstr[0] ? c->errstr : "no reply");
@@ -370,46 +395,60 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
       add_err(why, sizeof why, "sentinel %s names it too", s->addrs[i]);
       continue;
     }
-    redisContext *m = dial(mh, mp, s->connect_timeout_ms,
-                           s->command_timeout_ms, e, sizeof e);
+    redisContext *m =
+        dial(mh, mp, s->connect_timeout_ms, s->command_timeout_ms, e, sizeof e);
     int ok = m ? role_is_master(m, e, sizeof e) : -1;
     if (m)
       redisFree(m);
     if (ok != 0) {
-      add_err(why, sizeof why, "sentinel %s names %s:%d, but %s%s",
-              s->addrs[i], mh, mp, m ? "" : "it is unreachable: ", e);
+      add_err(why, sizeof why, "sentinel %s names %s:%d, but %s%s", s->addrs[i],
+              mh, mp, m ? "" : "it is unreachable: ", e);
       snprintf(bad_host, sizeof bad_host, "%s", mh);
       bad_port = mp;
       continue;
     }
-    pthread_mutex_lock(&s->mu);
-    int changed = !s->known || s->port != mp || strcmp(s->host, mh) != 0;
-    char old[HOST_MAX + 8];
-    snprintf(old, sizeof old, "%s:%d", s->known ? s->host : "none",
-             s->known ? s->port : 0);
-    uint64_t ep = atomic_load(&s->epoch);
-    if (changed) {
-      snprintf(s->host, sizeof s->host, "%s", mh);
-      s->port = mp;
-      ep = atomic_fetch_add(&s->epoch, 1) + 1;
-    }
-    s->known = 1;
-    s->stale = 0;
-    s->good = i;
-    s->resolutions++;
-    s->failed_at_ms = 0;
-    s->last_rc = 0;
-    s->last_err[0] = '\0';
-    pthread_mutex_unlock(&s->mu);
-    if (changed) {
-      perfc_log(PERFC_LOG_INFO,
-                "redis sentinel %s: master is %s:%d (was %s; from sentinel "
-                "%s, ROLE master)",
-                s->name, mh, mp, old, s->addrs[i]);
-      switched(s, ep);
-    }
+    char from[HOST_MAX + 16];
+    snprintf(from, sizeof from, "sentinel %s", s->addrs[i]);
+    adopt(s, mh, mp, i, from);
     return 0;
   }
+  return resolve_failed(s, why, unknown, answered, err, errlen);
+}
+
+/* The confirmed master is mh:mp (rmu held): a switch when it changed. */
+static void adopt(perfc__redis_sentinel *s, const char *mh, int mp, size_t good,
+                  const char *from) {
+  pthread_mutex_lock(&s->mu);
+  int changed = !s->known || s->port != mp || strcmp(s->host, mh) != 0;
+  char old[HOST_MAX + 8];
+  snprintf(old, sizeof old, "%s:%d", s->known ? s->host : "none",
+           s->known ? s->port : 0);
+  uint64_t ep = atomic_load(&s->epoch);
+  if (changed) {
+    snprintf(s->host, sizeof s->host, "%s", mh);
+    s->port = mp;
+    ep = atomic_fetch_add(&s->epoch, 1) + 1;
+  }
+  s->known = 1;
+  s->stale = 0;
+  s->good = good;
+  s->resolutions++;
+  s->failed_at_ms = 0;
+  s->last_rc = 0;
+  s->last_err[0] = '\0';
+  pthread_mutex_unlock(&s->mu);
+  if (changed) {
+    perfc_log(PERFC_LOG_INFO,
+              "redis sentinel %s: master is %s:%d (was %s; from %s, ROLE "
+              "master)",
+              s->name, mh, mp, old, from);
+    switched(s, ep);
+  }
+}
+
+static int resolve_failed(perfc__redis_sentinel *s, const char *why,
+                          size_t unknown, size_t answered, char *err,
+                          size_t errlen) {
   pthread_mutex_lock(&s->mu);
   if (answered == 0)
     snprintf(s->last_err, sizeof s->last_err,
@@ -435,8 +474,7 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
 /* resolve(), one at a time and not again within RESOLVE_RETRY_MS of a
  * failure: a caller that waited for someone else's resolution takes its
  * result. */
-static int resolve_limited(perfc__redis_sentinel *s, char *err,
-                           size_t errlen) {
+static int resolve_limited(perfc__redis_sentinel *s, char *err, size_t errlen) {
   pthread_mutex_lock(&s->mu);
   uint64_t seen = s->resolutions;
   pthread_mutex_unlock(&s->mu);
@@ -679,26 +717,92 @@ static int watch_handle(perfc__redis_sentinel *s, redisReply *r,
     /* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
     const char *m = r->element[2]->str;
     size_t nl = strlen(s->name);
+    char oh[HOST_MAX], nh[HOST_MAX];
+    int op, np;
     if (strncmp(m, s->name, nl) == 0 && m[nl] == ' ') {
-      perfc_log(PERFC_LOG_WARN, "redis sentinel %s: +switch-master %s",
-                s->name, m + nl + 1);
-      want(s);
+      perfc_log(PERFC_LOG_WARN, "redis sentinel %s: +switch-master %s", s->name,
+                m + nl + 1);
+      pthread_mutex_lock(&s->mu);
+      if (sscanf(m + nl + 1, "%255s %d %255s %d", oh, &op, nh, &np) == 4 &&
+          np > 0 && np <= 65535) {
+        snprintf(s->hint_host, sizeof s->hint_host, "%s", nh);
+        s->hint_port = np;
+      }
+      s->want_resolve = 1;
+      pthread_mutex_unlock(&s->mu);
     }
   }
   return 0;
 }
 
+/* One sentinel as the watcher sees it. */
+typedef struct watched {
+  redisContext *c;
+  int subscribed;
+  uint32_t backoff;
+  uint64_t retry_at, ping_sent, next_ping;
+} watched;
+
+static void watch_drop(perfc__redis_sentinel *s, watched *w, size_t i,
+                       uint64_t now) {
+  perfc_log(PERFC_LOG_DEBUG, "redis sentinel %s: lost sentinel %s (%s)",
+            s->name, s->addrs[i], w->c->errstr[0] ? w->c->errstr : "silent");
+  redisFree(w->c);
+  w->c = NULL;
+  if (w->subscribed)
+    w->backoff = 0;
+  w->subscribed = 0;
+  w->retry_at = now;
+}
+
+static void watch_open(perfc__redis_sentinel *s, watched *w, size_t i,
+                       uint64_t now) {
+  char e[256];
+  w->c = dial(s->hosts[i], s->ports[i], s->connect_timeout_ms,
+              s->command_timeout_ms, e, sizeof e);
+  const char *sub[] = {"SUBSCRIBE", "+switch-master"};
+  if (w->c && send_all(w->c, 2, sub) != 0) {
+    snprintf(e, sizeof e, "%s", w->c->errstr);
+    redisFree(w->c);
+    w->c = NULL;
+  }
+  if (!w->c) {
+    perfc_log(PERFC_LOG_DEBUG, "redis sentinel %s: cannot watch %s: %s",
+              s->name, s->addrs[i], e);
+    w->backoff = w->backoff == 0                         ? WATCH_BACKOFF_MIN_MS
+                 : w->backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS
+                                                         : w->backoff * 2;
+    w->retry_at = now + w->backoff;
+    return;
+  }
+  w->subscribed = 0;
+  w->ping_sent = 0;
+  w->next_ping = now + WATCH_HEARTBEAT_MS;
+}
+
+/* The watcher subscribes on every sentinel at once: the one that led the
+ * failover announces the switch first, the others only after their next
+ * hello exchange (up to 2 s later), and a sentinel cut off from the rest
+ * may never announce it. */
 static void *watch_main(void *arg) {
   perfc__redis_sentinel *s = arg;
   sigset_t block;
   sigemptyset(&block);
   sigaddset(&block, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &block, NULL);
-  redisContext *c = NULL;
-  size_t cur = 0, next = 0;
-  int subscribed = 0;
-  uint32_t backoff = 0;
-  uint64_t retry_at = 0, ping_sent = 0, next_ping = 0;
+  watched *w = calloc(s->n, sizeof *w);
+  struct pollfd *pfd = calloc(s->n + 1, sizeof *pfd);
+  if (!w || !pfd) {
+    /* Without a watcher, switches are still found through the users'
+     * connection failures (each resolves again). */
+    perfc_log(PERFC_LOG_ERROR,
+              "redis sentinel %s: out of memory: not watching for "
+              "+switch-master",
+              s->name);
+    free(w);
+    free(pfd);
+    return NULL;
+  }
   uint64_t ping_limit = 2 * (uint64_t)s->command_timeout_ms;
   uint64_t resolve_at = 0; /* retry of a failed resolution, or 0 */
   while (!stopping(s)) {
@@ -717,83 +821,61 @@ static void *watch_main(void *arg) {
       }
     }
     uint64_t now = now_ms();
-    if (!c && now >= retry_at) {
-      char e[256];
-      cur = next++ % s->n;
-      c = dial(s->hosts[cur], s->ports[cur], s->connect_timeout_ms,
-               s->command_timeout_ms, e, sizeof e);
-      const char *sub[] = {"SUBSCRIBE", "+switch-master"};
-      if (c && send_all(c, 2, sub) != 0) {
-        snprintf(e, sizeof e, "%s", c->errstr);
-        redisFree(c);
-        c = NULL;
-      }
-      if (!c) {
-        perfc_log(PERFC_LOG_DEBUG, "redis sentinel %s: cannot watch %s: %s",
-                  s->name, s->addrs[cur], e);
-        backoff = backoff == 0 ? WATCH_BACKOFF_MIN_MS
-                  : backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS
-                                                       : backoff * 2;
-        /* A full round of sentinels failed: wait before the next. */
-        retry_at = now + (next % s->n == 0 ? backoff : 0);
-        continue;
-      }
-      subscribed = 0;
-      ping_sent = 0;
-      next_ping = now + WATCH_HEARTBEAT_MS;
-    }
-    struct pollfd pfd[2] = {{s->efd, POLLIN, 0}, {c ? c->fd : -1, POLLIN, 0}};
     int timeout = 100;
-    if (!c && retry_at > now && retry_at - now < (uint64_t)timeout)
-      timeout = (int)(retry_at - now);
+    for (size_t i = 0; i < s->n; i++) {
+      if (!w[i].c && now >= w[i].retry_at)
+        watch_open(s, &w[i], i, now);
+      if (!w[i].c && w[i].retry_at > now &&
+          w[i].retry_at - now < (uint64_t)timeout)
+        timeout = (int)(w[i].retry_at - now);
+      pfd[i + 1] = (struct pollfd){w[i].c ? w[i].c->fd : -1, POLLIN, 0};
+    }
     if (resolve_at && resolve_at - now < (uint64_t)timeout)
       timeout = resolve_at > now ? (int)(resolve_at - now) : 0;
-    int pr = poll(pfd, 2, timeout);
+    pfd[0] = (struct pollfd){s->efd, POLLIN, 0};
+    int pr = poll(pfd, s->n + 1, timeout);
     if (pr > 0 && (pfd[0].revents & POLLIN)) {
       uint64_t v;
       ssize_t rd = read(s->efd, &v, sizeof v);
       (void)rd;
     }
-    if (!c)
-      continue;
-    int drop = 0;
-    if (pr > 0 && pfd[1].revents && redisBufferRead(c) != REDIS_OK)
-      drop = 1;
-    for (void *reply = NULL; !drop;) {
-      if (redisGetReplyFromReader(c, &reply) != REDIS_OK) {
-        drop = 1;
-        break;
-      }
-      if (!reply)
-        break;
-      if (watch_handle(s, reply, cur, &subscribed))
-        ping_sent = 0;
-      freeReplyObject(reply);
-      reply = NULL;
-    }
     now = now_ms();
-    if (!drop && ping_sent && now - ping_sent > ping_limit)
-      drop = 1;
-    if (!drop && subscribed && !ping_sent && now >= next_ping) {
-      const char *ping[] = {"PING"};
-      if (send_all(c, 1, ping) != 0)
+    for (size_t i = 0; i < s->n; i++) {
+      watched *x = &w[i];
+      if (!x->c)
+        continue;
+      int drop =
+          pr > 0 && pfd[i + 1].revents && redisBufferRead(x->c) != REDIS_OK;
+      for (void *reply = NULL; !drop;) {
+        if (redisGetReplyFromReader(x->c, &reply) != REDIS_OK) {
+          drop = 1;
+          break;
+        }
+        if (!reply)
+          break;
+        if (watch_handle(s, reply, i, &x->subscribed))
+          x->ping_sent = 0;
+        freeReplyObject(reply);
+        reply = NULL;
+      }
+      if (!drop && x->ping_sent && now - x->ping_sent > ping_limit)
         drop = 1;
-      ping_sent = now;
-      next_ping = now + WATCH_HEARTBEAT_MS;
-    }
-    if (drop) {
-      perfc_log(PERFC_LOG_DEBUG,
-                "redis sentinel %s: lost sentinel %s (%s), trying the next",
-                s->name, s->addrs[cur], c->errstr[0] ? c->errstr : "silent");
-      redisFree(c);
-      c = NULL;
-      if (subscribed)
-        backoff = 0;
-      subscribed = 0;
+      if (!drop && x->subscribed && !x->ping_sent && now >= x->next_ping) {
+        const char *ping[] = {"PING"};
+        if (send_all(x->c, 1, ping) != 0)
+          drop = 1;
+        x->ping_sent = now;
+        x->next_ping = now + WATCH_HEARTBEAT_MS;
+      }
+      if (drop)
+        watch_drop(s, x, i, now);
     }
   }
-  if (c)
-    redisFree(c);
+  for (size_t i = 0; i < s->n; i++)
+    if (w[i].c)
+      redisFree(w[i].c);
+  free(w);
+  free(pfd);
   return NULL;
 }
 

@@ -10,8 +10,8 @@
  * One object per (master name, sentinel list) in the process, shared by
  * reference count: a pool, its cache's subscriber and its async client
  * built from the same options share one resolver and one watcher thread.
- * The watcher stays SUBSCRIBEd to `+switch-master` on one sentinel (the
- * next one when that connection fails) and resolves again on a switch,
+ * The watcher stays SUBSCRIBEd to `+switch-master` on every sentinel and
+ * resolves again on a switch (trying the announced address first),
  * on a connection failure a user reports (perfc__redis_sentinel_suspect)
  * and after each (re)subscription. Resolving asks the sentinels in turn
  * `SENTINEL get-master-addr-by-name` and confirms the answer with `ROLE`
