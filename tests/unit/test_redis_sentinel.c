@@ -947,3 +947,49 @@ Test(redis_sentinel, wait_replicas_unreplicated_write_is_an_error,
   perfc_redis_pool_free(pool);
   perfc_metrics_registry_free(reg);
 }
+
+/* A dead sentinel first in the list is skipped; with every sentinel gone
+ * the master already found keeps being used, also for new connections. */
+Test(redis_sentinel, sentinels_down_master_still_used, .fini = teardown,
+     .timeout = 60) {
+  memset(&g, 0, sizeof g);
+  make_dir();
+  cr_assert_eq(start_redis(&g.master, 0), 0);
+  cr_assert_eq(start_sentinel(&g.sentinel[0], g.master.port), 0);
+  snprintf(g.addr[0], sizeof g.addr[0], "127.0.0.1:%d", tr_free_port());
+  snprintf(g.addr[1], sizeof g.addr[1], "127.0.0.1:%d", g.sentinel[0].port);
+  g.addrs[0] = g.addr[0];
+  g.addrs[1] = g.addr[1];
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.sentinels = g.addrs;
+  o.n_sentinels = 2;
+  o.master_name = MASTER;
+  o.registry = reg;
+  perfc_redis_pool *pool;
+  cr_assert_eq(perfc_redis_pool_new(&pool, &o), 0);
+  cr_assert_eq(perfc_redis_ping(pool), 0, "%s", perfc_last_error());
+
+  proc_kill(&g.sentinel[0]);
+  cr_assert_eq(perfc_redis_ping(pool), 0, "%s", perfc_last_error());
+  /* The master drops every client: the pool reconnects, asks the (dead)
+   * sentinels, and falls back on the address it knows. */
+  redisReply *r = cmd(g.master.port, "CLIENT KILL TYPE normal");
+  cr_assert_not_null(r);
+  freeReplyObject(r);
+  int rc = -1, failures = 0;
+  int64_t end = mono_ms() + 3000;
+  while (mono_ms() < end && (rc = perfc_redis_ping(pool)) != 0) {
+    failures++;
+    tr_sleep_ms(20);
+  }
+  cr_assert_eq(rc, 0, "%s", perfc_last_error());
+  cr_assert_leq(failures, 3, "%d failed pings", failures);
+  perfc_redis_pool_stats st;
+  perfc_redis_pool_stats_get(pool, &st);
+  cr_assert_geq(st.connects, 2, "a new connection was made");
+  perfc_redis_pool_free(pool);
+  perfc_metrics_registry_free(reg);
+}
