@@ -13,6 +13,10 @@
  * pool refuses at once (PERFC_EIO) until its backoff passes, then lets one
  * call probe the server, so a dead or hung server costs callers
  * microseconds, not timeouts. See docs/data-layer.md.
+ *
+ * With `sentinels` and `master_name` set, "one Redis server" is the master
+ * Redis Sentinel names, followed across failovers (docs/data-layer.md,
+ * "Redis Sentinel").
  */
 #ifndef PERFC_REDIS_H
 #define PERFC_REDIS_H

@@ -605,6 +605,16 @@ redisContext *perfc__redis_sentinel_connect(perfc__redis_sentinel *s,
     perfc__redis_sentinel_close(s, c);
     c = NULL;
   }
+  /* A switch between reading the address and registering the socket
+   * would not have shut it down: a connection to the old master. */
+  if (c && perfc__redis_sentinel_epoch(s) != ep) {
+    perfc__redis_sentinel_close(s, c);
+    snprintf(err, errlen,
+             "master %s:%d (sentinel '%s'): replaced by a failover while "
+             "connecting",
+             host, port, s->name);
+    return NULL;
+  }
   if (!c) {
     snprintf(err, errlen, "master %s:%d (sentinel '%s'): %s%s%s", host, port,
              s->name, e, rerr[0] ? "; " : "", rerr);
