@@ -862,6 +862,20 @@ Test(redis_sentinel, config_keys) {
   cr_assert_eq(o.wait_replicas, 1);
   perfc_config_free(cfg);
 
+  /* The sample service's Sentinel section loads and applies. */
+  cr_assert_eq(perfc_config_load(&cfg, PERFC_SOURCE_DIR
+                                 "/examples/user-service/config/"
+                                 "redis-sentinel.yaml"),
+               0, "%s", perfc_last_error());
+  perfc_redis_opts_init(&o);
+  cr_assert_eq(perfc_config_apply_redis(cfg, &o), 0);
+  cr_assert_eq(o.n_sentinels, 3);
+  cr_assert_str_eq(o.sentinels[2], "sentinel-2:26379");
+  cr_assert_str_eq(o.master_name, "mymaster");
+  cr_assert_eq(o.wait_replicas, 1);
+  cr_assert_eq(o.command_timeout_ms, 200);
+  perfc_config_free(cfg);
+
   /* The environment, comma-separated, replaces the file's list. */
   setenv("PERFC_REDIS_SENTINELS", "127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3", 1);
   setenv("PERFC_REDIS_MASTER_NAME", "envmaster", 1);

@@ -509,9 +509,9 @@ static int acquire(perfc_redis_pool *p, conn **out) {
                       (uint64_t)p->o.health_check_ms &&
                   ping_ctx(c->ctx) != 0)) {
         /* A stale connection is not the caller's problem: replace it. */
-        perfc_log(PERFC_LOG_DEBUG,
-                  "redis pool %s: idle connection failed PING, reconnecting",
-                  p->name);
+        perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s, reconnecting", p->name,
+                  old ? "idle connection to an old master"
+                      : "idle connection failed PING");
         char err[512];
         uint64_t epoch = 0;
         redisContext *ctx =
