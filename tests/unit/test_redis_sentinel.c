@@ -1007,3 +1007,47 @@ Test(redis_sentinel, sentinels_down_master_still_used, .fini = teardown,
   perfc_redis_pool_free(pool);
   perfc_metrics_registry_free(reg);
 }
+
+/* The master is demoted behind the client's back (REPLICAOF, as a
+ * reconfigured old master would be): the next write gets READONLY, the
+ * connection is dropped, and the next connect refuses the node because
+ * its ROLE is no longer master, even though the sentinel still names it. */
+Test(redis_sentinel, demoted_master_readonly_then_role_refused,
+     .fini = teardown, .timeout = 60) {
+  memset(&g, 0, sizeof g);
+  make_dir();
+  cr_assert_eq(start_redis(&g.master, 0), 0);
+  cr_assert_eq(start_redis(&g.replica[0], 0), 0);
+  cr_assert_eq(start_sentinel(&g.sentinel[0], g.master.port), 0);
+  snprintf(g.addr[0], sizeof g.addr[0], "127.0.0.1:%d", g.sentinel[0].port);
+  g.addrs[0] = g.addr[0];
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_redis_opts o;
+  perfc_redis_opts_init(&o);
+  o.sentinels = g.addrs;
+  o.n_sentinels = 1;
+  o.master_name = MASTER;
+  o.registry = reg;
+  o.pool_size = 1;
+  perfc_redis_pool *pool;
+  cr_assert_eq(perfc_redis_pool_new(&pool, &o), 0);
+  perfc_slice v = {(const uint8_t *)"v", 1};
+  cr_assert_eq(perfc_redis_set(pool, "k", v, 0), 0, "%s", perfc_last_error());
+
+  redisReply *r = cmd(g.master.port, "REPLICAOF 127.0.0.1 %d",
+                      g.replica[0].port);
+  cr_assert(r && r->type == REDIS_REPLY_STATUS);
+  freeReplyObject(r);
+  cr_assert_eq(perfc_redis_set(pool, "k", v, 0), PERFC_EIO);
+  cr_assert_not_null(strstr(perfc_last_error(), "READONLY"), "%s",
+                     perfc_last_error());
+  perfc_redis_pool_stats st;
+  perfc_redis_pool_stats_get(pool, &st);
+  cr_assert_eq(st.idle, 0, "the connection to the demoted node was dropped");
+  cr_assert_eq(perfc_redis_set(pool, "k", v, 0), PERFC_EIO);
+  cr_assert_not_null(strstr(perfc_last_error(), "ROLE says slave"), "%s",
+                     perfc_last_error());
+  perfc_redis_pool_free(pool);
+  perfc_metrics_registry_free(reg);
+}

@@ -950,9 +950,10 @@ int perfc_redis_set_many(perfc_redis_pool *p, const perfc_redis_item *items,
   }
   rc = perfc__redis_pipeline_replicated(p, cmds, n, replies);
   if (rc == 0) {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && rc == 0; i++)
       if (replies[i]->type == REDIS_REPLY_ERROR)
-        rc = PERFC_EIO;
+        rc = perfc__fail(PERFC_EIO, "redis pool %s: SET: %.*s", p->name,
+                         (int)replies[i]->len, replies[i]->str);
     if (rc)
       count_error(p);
   }
