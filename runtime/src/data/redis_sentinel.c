@@ -480,14 +480,15 @@ static int resolve_limited(perfc__redis_sentinel *s, char *err, size_t errlen) {
   pthread_mutex_unlock(&s->mu);
   pthread_mutex_lock(&s->rmu);
   pthread_mutex_lock(&s->mu);
-  int rc = -1;
-  if (s->resolutions != seen ||
-      (s->failed_at_ms && now_ms() - s->failed_at_ms < RESOLVE_RETRY_MS)) {
+  int rc = 0, cached = s->resolutions != seen ||
+                       (s->failed_at_ms &&
+                        now_ms() - s->failed_at_ms < RESOLVE_RETRY_MS);
+  if (cached) {
     rc = s->last_rc;
     snprintf(err, errlen, "%s", s->last_err);
   }
   pthread_mutex_unlock(&s->mu);
-  if (rc < 0)
+  if (!cached)
     rc = resolve(s, err, errlen);
   pthread_mutex_unlock(&s->rmu);
   return rc;
@@ -753,16 +754,30 @@ typedef struct watched {
   uint64_t retry_at, ping_sent, next_ping;
 } watched;
 
+/* Grows `w`'s backoff and schedules its next attempt. */
+static void watch_backoff(watched *w, uint64_t now) {
+  w->backoff = w->backoff == 0                         ? WATCH_BACKOFF_MIN_MS
+               : w->backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS
+                                                       : w->backoff * 2;
+  w->retry_at = now + w->backoff;
+}
+
 static void watch_drop(perfc__redis_sentinel *s, watched *w, size_t i,
                        uint64_t now) {
   perfc_log(PERFC_LOG_DEBUG, "redis sentinel %s: lost sentinel %s (%s)",
             s->name, s->addrs[i], w->c->errstr[0] ? w->c->errstr : "silent");
   redisFree(w->c);
   w->c = NULL;
-  if (w->subscribed)
+  /* A connection that worked is retried at once; one that never got as
+   * far as SUBSCRIBE's answer (something that accepts and hangs up) backs
+   * off like a refused connect, or the watcher would spin. */
+  if (w->subscribed) {
     w->backoff = 0;
+    w->retry_at = now;
+  } else {
+    watch_backoff(w, now);
+  }
   w->subscribed = 0;
-  w->retry_at = now;
 }
 
 static void watch_open(perfc__redis_sentinel *s, watched *w, size_t i,
@@ -779,10 +794,7 @@ static void watch_open(perfc__redis_sentinel *s, watched *w, size_t i,
   if (!w->c) {
     perfc_log(PERFC_LOG_DEBUG, "redis sentinel %s: cannot watch %s: %s",
               s->name, s->addrs[i], e);
-    w->backoff = w->backoff == 0                         ? WATCH_BACKOFF_MIN_MS
-                 : w->backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS
-                                                         : w->backoff * 2;
-    w->retry_at = now + w->backoff;
+    watch_backoff(w, now);
     return;
   }
   w->subscribed = 0;
