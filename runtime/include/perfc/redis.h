@@ -13,6 +13,10 @@
  * pool refuses at once (PERFC_EIO) until its backoff passes, then lets one
  * call probe the server, so a dead or hung server costs callers
  * microseconds, not timeouts. See docs/data-layer.md.
+ *
+ * With `sentinels` and `master_name` set, "one Redis server" is the master
+ * Redis Sentinel names, followed across failovers (docs/data-layer.md,
+ * "Redis Sentinel").
  */
 #ifndef PERFC_REDIS_H
 #define PERFC_REDIS_H
@@ -113,6 +117,27 @@ typedef struct perfc_redis_opts {
   /** Cluster only: how often the slot map is read again even without a
    *  redirection or error. 0 = PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS. */
   int64_t cluster_refresh_ms;
+  /** Redis Sentinel (docs/data-layer.md, "Redis Sentinel"): "HOST:PORT"
+   *  of each sentinel, borrowed during the call that takes these options
+   *  (copied). With n_sentinels > 0 the pool, its subscriber and the async
+   *  client made from these options connect to the master the sentinels
+   *  name for `master_name` (confirmed with ROLE) and follow it across
+   *  failovers; `host` and `port` are then ignored. NULL/0 = one server at
+   *  host:port. */
+  const char *const *sentinels;
+  size_t n_sentinels;
+  /** The master's name as the sentinels monitor it; copied. Required with
+   *  sentinels, refused without them (PERFC_EINVAL). */
+  const char *master_name;
+  /** Writes acknowledged means replicated: perfc_redis_set(),
+   *  perfc_redis_set_many(), perfc_redis_del() and the cache's
+   *  invalidation DEL send `WAIT wait_replicas command_timeout_ms/2` in the
+   *  same round trip and return PERFC_EIO unless that many replicas
+   *  acknowledged (the write did happen on the master; the cache retries
+   *  its DEL). Redis replication is asynchronous: without this, a write
+   *  the master acknowledged can be lost when a replica is promoted.
+   *  0 = off (acknowledged by the master). */
+  unsigned wait_replicas;
 } perfc_redis_opts;
 
 /** Nodes (masters and replicas) a cluster client knows at most. */

@@ -93,6 +93,14 @@ typedef struct perfc_redis_async_opts {
   size_t n_cluster_nodes;
   /** Periodic slot map refresh; 0 = PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS. */
   int64_t cluster_refresh_ms;
+  /** Redis Sentinel, as perfc_redis_opts' fields of these names (copied;
+   *  host and port are then ignored): the loops connect to the master the
+   *  sentinels name and confirmed with ROLE, and on a switch the
+   *  connections to the old master are shut down (their commands fail with
+   *  PERFC_EUNAVAILABLE) and reopened to the new one. */
+  const char *const *sentinels;
+  size_t n_sentinels;
+  const char *master_name;
 } perfc_redis_async_opts;
 
 /** Fills `o` with the defaults. */

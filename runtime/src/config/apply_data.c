@@ -29,6 +29,12 @@ int perfc_config_apply_redis(const perfc_config *cfg, perfc_redis_opts *o) {
     o->cluster_nodes = (const char *const *)cfg->raw[i].items;
     o->n_cluster_nodes = cfg->raw[i].items_count;
   }
+  /* Redis Sentinel: the list as the loader checked it (HOST:PORT each). */
+  i = cfg_find(cfg, "redis", "sentinels");
+  if (i < cfg->nkeys && cfg->set[i]) {
+    o->sentinels = (const char *const *)cfg->raw[i].items;
+    o->n_sentinels = cfg->raw[i].items_count;
+  }
   return 0;
 }
 

@@ -204,6 +204,10 @@ const cfg_key perfc__config_keys[] = {
         REDIS(cluster_read_replicas)),
     KEY(redis, cluster_refresh, K_DURATION, 1, HOUR_MS, NULL, NULL,
         REDIS(cluster_refresh_ms)),
+    /* Redis Sentinel: apply_data.c sets the list and its count. */
+    KEY(redis, sentinels, K_LIST_ADDR, 0, 0, NULL, NULL, CUSTOM),
+    KEY(redis, master_name, K_STR, 0, 0, NULL, NULL, REDIS(master_name)),
+    KEY(redis, wait_replicas, K_UINT, 0, 64, NULL, NULL, REDIS(wait_replicas)),
     KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
     KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),
     KEY(postgres, pool_size, K_UINT, 1, 1024, NULL, NULL, PG(max_conns)),

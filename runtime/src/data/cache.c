@@ -451,7 +451,9 @@ static int del_with_leases(perfc_cache *c, const char *const *keys, size_t n) {
       }
       perfc__redis_cmd cmd = {(int)(2 * n + 1), argv, argvlen};
       redisReply *r;
-      rc = perfc__redis_pipeline(c->redis, &cmd, 1, &r);
+      /* redis.wait_replicas: not done until replicated (a DEL lost in
+       * a failover would leave the old value on the new master). */
+      rc = perfc__redis_pipeline_replicated(c->redis, &cmd, 1, &r);
       if (rc == 0) {
         if (r->type == REDIS_REPLY_ERROR)
           rc = PERFC_EIO;
@@ -923,6 +925,9 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.cluster_nodes = po->cluster_nodes; /* a cluster: routed per slot */
     ao.n_cluster_nodes = po->n_cluster_nodes;
     ao.cluster_refresh_ms = po->cluster_refresh_ms;
+    ao.sentinels = po->sentinels; /* Sentinel mode: the same master */
+    ao.n_sentinels = po->n_sentinels;
+    ao.master_name = po->master_name;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {

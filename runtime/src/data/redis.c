@@ -37,6 +37,7 @@
 #include "core/thread_internal.h"
 #include "data/redis_cluster_internal.h"
 #include "data/redis_internal.h"
+#include "data/redis_sentinel.h"
 #include "perfc/log.h"
 #include "perfc/tracing.h"
 
@@ -44,6 +45,7 @@ typedef struct conn {
   redisContext *ctx;
   uint64_t last_used_ms;
   int probe; /* this use is the one probe allowed while suspect */
+  uint64_t epoch; /* sentinel mode: the master's epoch at connect */
 } conn;
 
 struct perfc_redis_pool {
@@ -74,6 +76,7 @@ struct perfc_redis_pool {
    * router in redis_cluster.c over one single-node pool per node. */
   perfc__rc *cl;
   char **seeds; /* o.cluster_nodes, copied */
+  perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
 };
 
 static uint64_t now_ms(void) {
@@ -129,6 +132,9 @@ static int resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
                          (long long)ms[i], PERFC_REDIS_MAX_DURATION_MS);
   if (o->port < 0 || o->port > 65535)
     return perfc__fail(PERFC_EINVAL, "redis: port %d out of range", o->port);
+  int rc = perfc__redis_sentinel_check(o);
+  if (rc != 0)
+    return rc;
   if (!o->host || !o->host[0])
     o->host = d.host;
   if (!o->port)
@@ -162,6 +168,10 @@ static int resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
                        (long long)o->cluster_refresh_ms);
   if (!o->cluster_refresh_ms)
     o->cluster_refresh_ms = PERFC_DEFAULT_REDIS_CLUSTER_REFRESH_MS;
+  if (o->n_cluster_nodes && (o->n_sentinels || (o->master_name && o->master_name[0])))
+    return perfc__fail(PERFC_EINVAL, "redis: cluster_nodes and sentinels "
+                                     "exclude each other (a Redis Cluster "
+                                     "fails over by itself)");
   if (o->n_cluster_nodes && !o->cluster_nodes)
     return perfc__fail(PERFC_EINVAL, "redis: n_cluster_nodes without "
                                      "cluster_nodes");
@@ -285,6 +295,8 @@ perfc__rc *perfc__redis_pool_cluster(const perfc_redis_pool *p) {
   return p ? p->cl : NULL;
 }
 
+static void on_switch(void *ud);
+
 int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   if (!out)
     return perfc__fail(PERFC_EINVAL, "redis: NULL out");
@@ -296,7 +308,8 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   if (!p)
     return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
   p->o = o;
-  p->host = strdup(p->o.host);
+  /* Sentinel mode: messages and spans name the master by its name. */
+  p->host = strdup(o.n_sentinels ? o.master_name : p->o.host);
   p->name = strdup(p->o.name);
   p->idle = calloc(p->o.pool_size, sizeof(conn *));
   if (!p->host || !p->name || !p->idle) {
@@ -308,10 +321,19 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   }
   p->o.host = p->host;
   p->o.name = p->name;
-  rc = register_metrics(p);
-  if (rc != 0) {
+  /* Sentinel mode: the options keep the shared object's copies (the
+   * subscriber and the async client are made from them later). */
+  rc = o.n_sentinels ? perfc__redis_sentinel_get(&p->sentinel, &o) : 0;
+  if (rc == 0 && p->sentinel) {
+    p->o.sentinels = perfc__redis_sentinel_addrs(p->sentinel,
+                                                 &p->o.n_sentinels);
+    p->o.master_name = perfc__redis_sentinel_name(p->sentinel);
+  }
+  if (rc == 0 && (rc = register_metrics(p)) != 0)
     perfc__fail(rc, "redis pool %s: cannot register metrics: %s", p->name,
                 perfc_strerror(rc));
+  if (rc != 0) {
+    perfc__redis_sentinel_put(p->sentinel);
     free(p->host);
     free(p->name);
     free(p->idle);
@@ -328,16 +350,38 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
     perfc_redis_pool_free(p);
     return rc;
   }
+  if (p->sentinel &&
+      perfc__redis_sentinel_listen(p->sentinel, on_switch, p) != 0) {
+    perfc_redis_pool_free(p);
+    return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
+  }
   *out = p;
   return 0;
 }
 
-static void conn_free(conn *c) {
+static void ctx_free(perfc__redis_sentinel *sn, redisContext *ctx) {
+  if (sn)
+    perfc__redis_sentinel_close(sn, ctx);
+  else if (ctx)
+    redisFree(ctx);
+}
+
+static void conn_free(perfc_redis_pool *p, conn *c) {
   if (!c)
     return;
-  if (c->ctx)
-    redisFree(c->ctx);
+  ctx_free(p->sentinel, c->ctx);
   free(c);
+}
+
+/* Sentinel mode: the master changed. Calls stop being refused at once
+ * (the backoff was about the old master); connections to the old one
+ * were shut down and are replaced at their next acquire. */
+static void on_switch(void *ud) {
+  perfc_redis_pool *p = ud;
+  pthread_mutex_lock(&p->mu);
+  p->backoff_ms = 0;
+  p->down_until_ms = 0;
+  pthread_mutex_unlock(&p->mu);
 }
 
 void perfc_redis_pool_free(perfc_redis_pool *p) {
@@ -348,14 +392,17 @@ void perfc_redis_pool_free(perfc_redis_pool *p) {
     for (size_t i = 0; i < p->o.n_cluster_nodes; i++)
       free(p->seeds[i]);
   free(p->seeds);
+  if (p->sentinel)
+    perfc__redis_sentinel_unlisten(p->sentinel, on_switch, p);
   for (unsigned i = 0; i < p->nidle; i++)
-    conn_free(p->idle[i]);
+    conn_free(p, p->idle[i]);
   perfc_gauge_add(p->g_idle, -(double)p->nidle);
   pthread_cond_destroy(&p->freed);
   pthread_mutex_destroy(&p->mu);
   free(p->idle);
   free(p->host);
   free(p->name);
+  perfc__redis_sentinel_put(p->sentinel);
   free(p);
 }
 
@@ -398,8 +445,14 @@ static int ping_readonly(redisContext *ctx) {
   return ok ? 0 : -1;
 }
 
-static redisContext *connect_ctx(const perfc_redis_opts *o, char *err,
-                                 size_t errlen) {
+static redisContext *connect_ctx(perfc__redis_sentinel *sn,
+                                 const perfc_redis_opts *o, uint64_t *epoch,
+                                 char *err, size_t errlen) {
+  /* Sentinel mode: the master the sentinels name, confirmed by ROLE. */
+  if (sn)
+    return perfc__redis_sentinel_connect(sn, o->connect_timeout_ms,
+                                         o->command_timeout_ms, epoch, err,
+                                         errlen);
   redisContext *ctx =
       redisConnectWithTimeout(o->host, o->port, tv_ms(o->connect_timeout_ms));
   if (!ctx) {
@@ -465,7 +518,9 @@ static void release(perfc_redis_pool *p, conn *c, outcome out) {
   if (out != OUT_OK) {
     p->open--;
     pthread_mutex_unlock(&p->mu);
-    conn_free(c);
+    if (p->sentinel) /* ask the sentinels again before the next connect */
+      perfc__redis_sentinel_suspect(p->sentinel, c->epoch);
+    conn_free(p, c);
     pthread_mutex_lock(&p->mu);
   } else {
     c->last_used_ms = now_ms();
@@ -514,14 +569,20 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       perfc_gauge_dec(p->g_idle);
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
-      if (now_ms() - c->last_used_ms >= (uint64_t)p->o.health_check_ms &&
-          ping_ctx(c->ctx) != 0) {
+      /* Sentinel mode: a connection to an old master is replaced too. */
+      int old = p->sentinel && c->epoch != perfc__redis_sentinel_epoch(
+                                               p->sentinel);
+      if (old || (now_ms() - c->last_used_ms >=
+                      (uint64_t)p->o.health_check_ms &&
+                  ping_ctx(c->ctx) != 0)) {
         /* A stale connection is not the caller's problem: replace it. */
-        perfc_log(PERFC_LOG_DEBUG,
-                  "redis pool %s: idle connection failed PING, reconnecting",
-                  p->name);
-        char err[128];
-        redisContext *ctx = connect_ctx(&p->o, err, sizeof err);
+        perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s, reconnecting", p->name,
+                  old ? "idle connection to an old master"
+                      : "idle connection failed PING");
+        char err[512];
+        uint64_t epoch = 0;
+        redisContext *ctx =
+            connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err);
         if (!ctx) {
           perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s",
                     p->name, err);
@@ -537,8 +598,9 @@ static int acquire(perfc_redis_pool *p, conn **out) {
                              "%s:%d: %s",
                              p->name, p->host, p->o.port, err);
         }
-        redisFree(c->ctx);
+        ctx_free(p->sentinel, c->ctx);
         c->ctx = ctx;
+        c->epoch = epoch;
         perfc_counter_inc(p->c_connects);
         pthread_mutex_lock(&p->mu);
         p->connects++;
@@ -555,9 +617,11 @@ static int acquire(perfc_redis_pool *p, conn **out) {
         p->probing = 1;
       perfc_gauge_inc(p->g_in_use);
       pthread_mutex_unlock(&p->mu);
-      char err[128];
+      char err[512];
       conn *c = calloc(1, sizeof(*c));
-      redisContext *ctx = c ? connect_ctx(&p->o, err, sizeof err) : NULL;
+      uint64_t epoch = 0;
+      redisContext *ctx =
+          c ? connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err) : NULL;
       pthread_mutex_lock(&p->mu);
       if (!ctx) {
         free(c);
@@ -586,6 +650,7 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       pthread_mutex_unlock(&p->mu);
       perfc_counter_inc(p->c_connects);
       c->ctx = ctx;
+      c->epoch = epoch;
       c->probe = suspect;
       c->last_used_ms = now_ms();
       perfc_histogram_observe(p->h_wait, now_s() - t0);
@@ -703,14 +768,70 @@ static int pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
     count_error(p);
     return rc;
   }
-  release(p, c, OUT_OK);
+  /* Sentinel mode: READONLY means this is a demoted master; drop the
+   * connection and ask the sentinels (the caller sees the error reply). */
+  outcome out = OUT_OK;
+  for (size_t i = 0; p->sentinel && i < n; i++)
+    if (replies[i]->type == REDIS_REPLY_ERROR &&
+        strncmp(replies[i]->str, "READONLY", 8) == 0)
+      out = OUT_BROKEN;
+  release(p, c, out);
   return 0;
 }
 
-static int one(perfc_redis_pool *p, int argc, const char **argv,
-               const size_t *argvlen, redisReply **reply) {
+int perfc__redis_pipeline_replicated(perfc_redis_pool *p,
+                                     const perfc__redis_cmd *cmds, size_t n,
+                                     redisReply **replies) {
+  if (!p || !p->o.wait_replicas || n == 0)
+    return perfc__redis_pipeline(p, cmds, n, replies);
+  /* WAIT in the same round trip: the server answers once that many
+   * replicas acknowledged everything this connection wrote, or after
+   * half the command timeout (the other half is the reply's margin). */
+  perfc__redis_cmd *all = calloc(n + 1, sizeof *all);
+  redisReply **rs = calloc(n + 1, sizeof *rs);
+  if (!all || !rs) {
+    free(all);
+    free(rs);
+    return perfc__fail(PERFC_ENOMEM, "redis pool %s: out of memory", p->name);
+  }
+  char want[16], ms[24];
+  int64_t wait_ms = p->o.command_timeout_ms / 2 ? p->o.command_timeout_ms / 2 : 1;
+  const char *wargv[] = {"WAIT", want, ms};
+  size_t wlen[] = {4, (size_t)snprintf(want, sizeof want, "%u",
+                                       p->o.wait_replicas),
+                   (size_t)snprintf(ms, sizeof ms, "%lld", (long long)wait_ms)};
+  memcpy(all, cmds, n * sizeof *all);
+  all[n] = (perfc__redis_cmd){3, wargv, wlen};
+  int rc = perfc__redis_pipeline(p, all, n + 1, rs);
+  if (rc == 0 && (rs[n]->type != REDIS_REPLY_INTEGER ||
+                  rs[n]->integer < (long long)p->o.wait_replicas)) {
+    rc = perfc__fail(PERFC_EIO,
+                     "redis pool %s: written on the master but acknowledged "
+                     "by %lld of %u replicas within %lld ms "
+                     "(redis.wait_replicas): a failover may lose it",
+                     p->name,
+                     rs[n]->type == REDIS_REPLY_INTEGER ? rs[n]->integer : 0,
+                     p->o.wait_replicas, (long long)wait_ms);
+    count_error(p);
+  }
+  for (size_t i = 0; i <= n; i++) {
+    if (rc == 0 && i < n)
+      replies[i] = rs[i];
+    else if (rs[i])
+      freeReplyObject(rs[i]);
+    if (rc != 0 && i < n)
+      replies[i] = NULL;
+  }
+  free(rs);
+  free(all);
+  return rc;
+}
+
+static int one_ex(perfc_redis_pool *p, int argc, const char **argv,
+                  const size_t *argvlen, redisReply **reply, int replicated) {
   perfc__redis_cmd cmd = {argc, argv, argvlen};
-  int rc = perfc__redis_pipeline(p, &cmd, 1, reply);
+  int rc = replicated ? perfc__redis_pipeline_replicated(p, &cmd, 1, reply)
+                      : perfc__redis_pipeline(p, &cmd, 1, reply);
   if (rc == 0 && (*reply)->type == REDIS_REPLY_ERROR) {
     perfc_log(PERFC_LOG_DEBUG, "redis pool %s: %s: %.*s", p->name, argv[0],
               (int)(*reply)->len, (*reply)->str);
@@ -722,6 +843,11 @@ static int one(perfc_redis_pool *p, int argc, const char **argv,
     return PERFC_EIO;
   }
   return rc;
+}
+
+static int one(perfc_redis_pool *p, int argc, const char **argv,
+               const size_t *argvlen, redisReply **reply) {
+  return one_ex(p, argc, argv, argvlen, reply, 0);
 }
 
 int perfc_redis_ping(perfc_redis_pool *p) {
@@ -891,11 +1017,12 @@ int perfc_redis_set_many(perfc_redis_pool *p, const perfc_redis_item *items,
     cmds[i].argv = av;
     cmds[i].argvlen = al;
   }
-  rc = perfc__redis_pipeline(p, cmds, n, replies);
+  rc = perfc__redis_pipeline_replicated(p, cmds, n, replies);
   if (rc == 0) {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && rc == 0; i++)
       if (replies[i]->type == REDIS_REPLY_ERROR)
-        rc = PERFC_EIO;
+        rc = perfc__fail(PERFC_EIO, "redis pool %s: SET: %.*s", p->name,
+                         (int)replies[i]->len, replies[i]->str);
     if (rc)
       count_error(p);
   }
@@ -964,7 +1091,7 @@ int perfc_redis_del(perfc_redis_pool *p, const char *const *keys, size_t n) {
    * unknown (a timeout after the server executed it) is safe. */
   for (unsigned attempt = 0; rc == 0; attempt++) {
     redisReply *r;
-    rc = one(p, (int)n + 1, argv, argvlen, &r);
+    rc = one_ex(p, (int)n + 1, argv, argvlen, &r, 1);
     if (rc == 0) {
       freeReplyObject(r);
       break;
@@ -1036,6 +1163,7 @@ struct perfc_redis_subscriber {
    * sharded (SSUBSCRIBE) on the master of the channel's slot. */
   perfc_redis_pool *cp;
   char node_host[256];
+  perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
 };
 
 /* How often the reading loop wakes to look at the stop flag. */
@@ -1105,7 +1233,8 @@ static void sub_handle(perfc_redis_subscriber *s, redisReply *r) {
 /* One connection's life: connect, SUBSCRIBE, read until error or stop.
  * Returns nonzero if it ever got subscribed (resets the backoff). */
 static int sub_session(perfc_redis_subscriber *s) {
-  char err[128];
+  char err[512];
+  uint64_t epoch = 0;
   if (s->cp) {
     /* The master of the channel's slot, from a fresh map: this runs after
      * every lost subscription (failover, slot moved, MOVED answer). */
@@ -1119,7 +1248,7 @@ static int sub_session(perfc_redis_subscriber *s) {
     s->o.host = s->node_host;
     s->o.port = perfc__rc_port(rc, idx);
   }
-  redisContext *ctx = connect_ctx(&s->o, err, sizeof err);
+  redisContext *ctx = connect_ctx(s->sentinel, &s->o, &epoch, err, sizeof err);
   if (!ctx) {
     perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: cannot connect: %s",
               s->channel, err);
@@ -1139,6 +1268,9 @@ static int sub_session(perfc_redis_subscriber *s) {
   uint64_t ping_limit = 2 * (uint64_t)s->o.command_timeout_ms;
   while (!sub_stopping(s)) {
     void *reply = NULL;
+    /* Sentinel mode: the master changed; subscribe on the new one. */
+    if (s->sentinel && epoch != perfc__redis_sentinel_epoch(s->sentinel))
+      goto out;
     if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK)
       goto out;
     if (reply) {
@@ -1211,7 +1343,9 @@ out:
     perfc_slice none = {(const uint8_t *)"", 0};
     s->fn(PERFC_REDIS_SUB_UNSUBSCRIBED, s->channel, none, s->user_data);
   }
-  redisFree(ctx);
+  if (s->sentinel && ctx->err)
+    perfc__redis_sentinel_suspect(s->sentinel, epoch);
+  ctx_free(s->sentinel, ctx);
   return subscribed;
 }
 
@@ -1283,6 +1417,15 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   s->o.host = s->host;
   s->o.name = NULL;
   s->o.registry = NULL;
+  if (o.n_sentinels &&
+      (rc = perfc__redis_sentinel_get(&s->sentinel, &o)) != 0) {
+    free(s->host);
+    free(s->channel);
+    free(s);
+    return rc;
+  }
+  s->o.sentinels = NULL; /* the caller's; the shared object has copies */
+  s->o.master_name = NULL;
   s->fn = fn;
   s->user_data = user_data;
   pthread_mutex_init(&s->mu, NULL);
@@ -1302,6 +1445,7 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   int prc = pthread_create(&s->thread, NULL, sub_main, s);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (prc != 0) {
+    perfc__redis_sentinel_put(s->sentinel);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     perfc_redis_pool_free(s->cp);
@@ -1345,6 +1489,7 @@ void perfc_redis_subscriber_free(perfc_redis_subscriber *s) {
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
   pthread_join(s->thread, NULL);
+  perfc__redis_sentinel_put(s->sentinel);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
   perfc_redis_pool_free(s->cp);

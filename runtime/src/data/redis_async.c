@@ -37,6 +37,7 @@
 #include "perfc/redis.h"
 #include "core/error_internal.h"
 #include "data/redis_cluster_internal.h"
+#include "data/redis_sentinel.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -80,6 +81,8 @@ struct rconn {
   int64_t backoff_ms;
   rcmd *head, *tail;
   unsigned npending;
+  uint64_t epoch; /* sentinel mode: the master's epoch at the last start */
+  int fd;         /* sentinel mode: the socket registered, or -1 */
 };
 
 struct lstate {
@@ -119,6 +122,7 @@ struct perfc_redis_async {
   perfc__rc *cl;
   char **seeds;
   atomic_int cl_active; /* callbacks using the node clients now */
+  perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
 };
 
 static void conn_start(rconn *c);
@@ -242,17 +246,41 @@ int perfc_redis_async_new(perfc_redis_async **out,
     o.backoff_max_ms = o.backoff_min_ms;
   if (o.name == NULL || o.name[0] == '\0')
     o.name = PERFC_DEFAULT_REDIS_NAME;
+  if (o.n_cluster_nodes && (o.n_sentinels || (o.master_name && o.master_name[0])))
+    return perfc__fail(PERFC_EINVAL,
+                       "redis async: cluster_nodes and sentinels exclude each "
+                       "other (a Redis Cluster fails over by itself)");
+  /* Sentinel mode: the shared resolver and watcher of these sentinels
+   * (data/redis_sentinel.h); messages name the master by its name. */
+  perfc__redis_sentinel *sn = NULL;
+  if (o.n_sentinels || (o.master_name && o.master_name[0])) {
+    perfc_redis_opts so;
+    perfc_redis_opts_init(&so);
+    so.sentinels = o.sentinels;
+    so.n_sentinels = o.n_sentinels;
+    so.master_name = o.master_name;
+    so.connect_timeout_ms = o.connect_timeout_ms;
+    so.command_timeout_ms = o.command_timeout_ms;
+    if ((rc = perfc__redis_sentinel_get(&sn, &so)) != 0)
+      return rc;
+    o.host = perfc__redis_sentinel_name(sn);
+    o.port = 0;
+    o.sentinels = perfc__redis_sentinel_addrs(sn, &o.n_sentinels);
+    o.master_name = perfc__redis_sentinel_name(sn);
+  }
   perfc_redis_async *r = calloc(1, sizeof *r);
   if (r == NULL || (r->host = strdup(o.host)) == NULL ||
       (r->name = strdup(o.name)) == NULL) {
     if (r != NULL)
       free(r->host);
     free(r);
+    perfc__redis_sentinel_put(sn);
     return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
   }
   o.host = r->host;
   o.name = r->name;
   r->o = o;
+  r->sentinel = sn;
   if (o.n_cluster_nodes) {
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -264,6 +292,7 @@ int perfc_redis_async_new(perfc_redis_async **out,
     return 0;
   }
   if ((rc = register_metrics(r)) != 0) {
+    perfc__redis_sentinel_put(sn);
     free(r->name);
     free(r->host);
     free(r);
@@ -316,7 +345,11 @@ static void ev_del_write(void *p) {
 
 static void ev_cleanup(void *p) {
   rconn *c = p;
-  /* hiredis is freeing the context (its pending callbacks ran). */
+  /* hiredis is freeing the context (its pending callbacks ran); the
+   * socket closes after this, so it leaves the sentinel's list now. */
+  if (c->fd >= 0 && c->ls->r->sentinel != NULL)
+    perfc__redis_sentinel_untrack(c->ls->r->sentinel, c->fd);
+  c->fd = -1;
   perfc_loop_io_free(c->io);
   c->io = NULL;
   c->events = 0;
@@ -532,6 +565,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
 
 static void on_connect(const redisAsyncContext *ac, int status) {
   rconn *c = ac->data;
+  if (status != REDIS_OK && c->ls->r->sentinel != NULL)
+    perfc__redis_sentinel_suspect(c->ls->r->sentinel, c->epoch);
   if (status != REDIS_OK) {
     /* hiredis frees the context after this: its commands fail. */
     if (c->state != C_DOWN)
@@ -550,6 +585,8 @@ static void on_connect(const redisAsyncContext *ac, int status) {
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   (void)status;
   rconn *c = ac->data;
+  if (c->ls->r->sentinel != NULL && status != REDIS_OK)
+    perfc__redis_sentinel_suspect(c->ls->r->sentinel, c->epoch);
   /* An idle connection the server closed: reopen it after the backoff. */
   if (c->state != C_DOWN)
     conn_close(c, PERFC_EUNAVAILABLE, 0);
@@ -582,6 +619,12 @@ static void conn_close(rconn *c, int rc, int free_ctx) {
 static void on_timer(void *ud) {
   rconn *c = ud;
   int64_t now = perfc_loop_now_ms();
+  /* Sentinel mode: open to an old master (pick() saw the switch). */
+  if (c->state != C_DOWN && c->ls->r->sentinel != NULL &&
+      c->epoch != perfc__redis_sentinel_epoch(c->ls->r->sentinel)) {
+    conn_close(c, PERFC_EUNAVAILABLE, 1);
+    return;
+  }
   switch (c->state) {
   case C_DOWN:
     if (!c->ls->r->closing)
@@ -607,7 +650,20 @@ static void on_timer(void *ud) {
 
 static void conn_start(rconn *c) {
   perfc_redis_async *r = c->ls->r;
-  redisAsyncContext *ac = redisAsyncConnect(r->o.host, r->o.port);
+  const char *host = r->o.host;
+  int port = r->o.port;
+  char mhost[256];
+  /* Sentinel mode: the confirmed master, read without blocking the loop
+   * (the sentinel's watcher thread does the asking). */
+  if (r->sentinel != NULL &&
+      perfc__redis_sentinel_peek(r->sentinel, mhost, sizeof mhost, &port,
+                                 &c->epoch) != 0) {
+    conn_close(c, PERFC_EUNAVAILABLE, 0);
+    return;
+  }
+  if (r->sentinel != NULL)
+    host = mhost;
+  redisAsyncContext *ac = redisAsyncConnect(host, port);
   if (ac == NULL || ac->err) {
     if (ac != NULL)
       redisAsyncFree(ac);
@@ -633,6 +689,12 @@ static void conn_start(rconn *c) {
   ac->ev.cleanup = ev_cleanup;
   redisAsyncSetConnectCallback(ac, on_connect); /* waits for writable */
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  /* Shut down on a switch: its commands fail at once, not at their
+   * deadline (untracked in ev_cleanup, before hiredis closes it). */
+  if (r->sentinel != NULL) {
+    c->fd = ac->c.fd;
+    perfc__redis_sentinel_track(r->sentinel, c->fd, c->epoch);
+  }
   perfc_loop_timer_arm(c->timer,
                        perfc_loop_now_ms() + r->o.connect_timeout_ms);
 }
@@ -668,6 +730,7 @@ static lstate *state_get(perfc_redis_async *r, perfc_loop *loop) {
     goto fail;
   for (unsigned i = 0; i < ls->nconns; i++) {
     ls->conns[i].ls = ls;
+    ls->conns[i].fd = -1;
     if (perfc_loop_timer_new(&ls->conns[i].timer, loop, on_timer,
                              &ls->conns[i]) != 0)
       goto fail;
@@ -741,6 +804,22 @@ static rconn *pick(lstate *ls, int *rc) {
   int full = 0;
   for (unsigned k = 0; k < ls->nconns; k++) {
     rconn *c = &ls->conns[(ls->rr + k) % ls->nconns];
+    /* Sentinel mode: the master changed since this connection was
+     * opened (or last failed). Closed, it reopens at once, to the new
+     * master, without waiting its backoff; still open (its socket was
+     * shut down on the switch), it takes no command and its timer closes
+     * it now, failing its commands in flight (not here: callbacks do not
+     * run inside the call that issues a command). */
+    if (ls->r->sentinel != NULL && !ls->r->closing &&
+        c->epoch != perfc__redis_sentinel_epoch(ls->r->sentinel)) {
+      if (c->state == C_DOWN && c->ac == NULL) {
+        c->backoff_ms = 0;
+        conn_start(c);
+      } else if (c->state != C_DOWN) {
+        perfc_loop_timer_arm(c->timer, perfc_loop_now_ms());
+        continue;
+      }
+    }
     /* Never opened (or up until the last close): open it now. After a
      * failure its timer reopens it once the backoff passed. */
     if (c->state == C_DOWN && c->ac == NULL && c->backoff_ms == 0 &&
@@ -1065,6 +1144,7 @@ void perfc_redis_async_free(perfc_redis_async *r) {
   }
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
+  perfc__redis_sentinel_put(r->sentinel);
   free(r->name);
   free(r->host);
   free(r);

@@ -28,6 +28,15 @@ typedef struct perfc__redis_cmd {
 int perfc__redis_pipeline(perfc_redis_pool *p, const perfc__redis_cmd *cmds,
                           size_t n, redisReply **replies);
 
+/* perfc__redis_pipeline() for writes: with the pool's wait_replicas set,
+ * a WAIT follows the commands in the same round trip, and unless that many
+ * replicas acknowledged within half the command timeout the call returns
+ * PERFC_EIO (the commands did run on the master; replies[] are all NULL).
+ * Without wait_replicas it is perfc__redis_pipeline(). */
+int perfc__redis_pipeline_replicated(perfc_redis_pool *p,
+                                     const perfc__redis_cmd *cmds, size_t n,
+                                     redisReply **replies);
+
 /* The pool's resolved options (host, port, timeouts, backoff), borrowed for
  * the pool's lifetime: the cache starts its subscriber with them. */
 const perfc_redis_opts *perfc__redis_pool_opts(const perfc_redis_pool *p);
