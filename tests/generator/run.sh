@@ -386,11 +386,22 @@ FILL
     sleep 0.1
   done
   set +e
-  [ -n "$port" ] && /usr/bin/python3 "$SRC/consumer/cached_calls.py" \
+  [ -n "$port" ] && timeout -k 5 60 /usr/bin/python3 "$SRC/consumer/cached_calls.py" \
     "127.0.0.1:$port" "127.0.0.1:$mport"
   rc=$?
   set -e
+  # Bounded: a service that does not stop on SIGTERM fails the test (with
+  # its threads' stacks when gdb is there) instead of hanging ctest, whose
+  # pipes the orphans would keep open.
   kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "cached: still running 10 s after SIGTERM"
+    command -v gdb >/dev/null &&
+      timeout 60 gdb -p "$pid" -batch -ex 'thread apply all bt 6' 2>/dev/null | grep -E '^(#|Thread)'
+    kill -KILL "$pid"; kill "$rpid"; wait "$rpid" || true
+    cat "$C/serve.log"; exit 1
+  fi
   wait "$pid" || true
   kill "$rpid"
   wait "$rpid" || true
