@@ -15,8 +15,10 @@
 #     pod or Service of the manifests, on a port the Service has; selectors,
 #     ConfigMaps, Secrets and names (master name, roles, database) agree;
 #     the shell scripts in ConfigMaps and Jobs pass bash -n; PostgreSQL -c
-#     settings exist (postgres --describe-config) and the Redis
-#     configurations load in redis-server (when installed); and, when
+#     settings exist (postgres --describe-config) and the Redis and
+#     Sentinel configurations load in redis-server (when installed; the
+#     sentinel.conf start-sentinel.sh writes, with the master at
+#     127.0.0.1); and, when
 #     kubectl is installed, `kubectl kustomize` builds each overlay into
 #     exactly the resources the check expected
 #   - the dashboard JSON parses and equals what make_dashboard.py writes

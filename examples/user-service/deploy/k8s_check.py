@@ -440,7 +440,19 @@ def check_pg_settings(res):
     return f"postgres: {len(seen)} settings exist ({os.path.basename(os.path.dirname(os.path.dirname(bins[-1])))})"
 
 
-def check_redis_conf(name, text):
+def sentinel_conf(res):
+    """The sentinel.conf start-sentinel.sh writes, with the master at
+    127.0.0.1 (the pod names do not resolve here)."""
+    s = script_of(res, "redis-sentinel-config", "start-sentinel.sh")
+    m = re.search(r'^ *cat > "\$conf" <<CONF\n(.*?)^CONF$', s, re.M | re.S)
+    if not m:
+        fail("start-sentinel.sh: no sentinel.conf here-document")
+        return None
+    return (m.group(1).replace("$me", "redis-sentinel-0.redis-sentinel")
+            .replace("$master", "127.0.0.1"))
+
+
+def check_redis_conf(name, text, sentinel=False):
     """Starts redis-server on the file (loopback, a free port, a scratch
     dir) for at most 1.5 s: it exits at once on an unknown or bad
     directive, and is still running, so killed by timeout, otherwise."""
@@ -458,8 +470,8 @@ def check_redis_conf(name, text):
         fh.write(text)
     r = subprocess.run(
         ["timeout", "1.5", "redis-server", conf, "--port", str(port),
-         "--bind", "127.0.0.1", "--appendonly", "no",
-         "--daemonize", "no", "--logfile", ""],
+         "--bind", "127.0.0.1", "--daemonize", "no", "--logfile", ""] +
+        (["--sentinel"] if sentinel else ["--appendonly", "no"]),
         capture_output=True, text=True, timeout=30)
     if r.returncode != 124:
         fail(f"{name}: redis-server refused the configuration: "
@@ -538,7 +550,11 @@ if shutil.which("redis-server") and shutil.which("timeout"):
              allres.items() if k == "ConfigMap" and "redis.conf" in d.get("data", {})]
     for n, text in confs:
         check_redis_conf(n, text)
-    print(f"redis-server: {len(confs)} configurations load")
+    sc = sentinel_conf(allres) if ("ConfigMap", "redis-sentinel-config") in allres else None
+    if sc is not None:
+        check_redis_conf("sentinel.conf of start-sentinel.sh", sc, sentinel=True)
+    print(f"redis-server: {len(confs)} configurations and "
+          f"{'the' if sc else 'no'} sentinel configuration load")
 else:
     print("redis-server not installed: Redis configurations not loaded")
 print("kubectl kustomize: " + ("each overlay builds the same resources, "
