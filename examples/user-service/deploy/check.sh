@@ -20,7 +20,9 @@
 #     sentinel.conf start-sentinel.sh writes, with the master at
 #     127.0.0.1); and, when
 #     kubectl is installed, `kubectl kustomize` builds each overlay into
-#     exactly the resources the check expected
+#     exactly the resources the check expected (kubectl with kustomize
+#     v3.7+ only: older ones, e.g. Debian 12's kubernetes-client 1.20, lack
+#     Components and are not used)
 #   - the dashboard JSON parses and equals what make_dashboard.py writes
 #   - every dashboard expression is valid PromQL, and the scrape job is a
 #     valid Prometheus config (promtool, when installed; Debian's promtool

@@ -499,7 +499,22 @@ base_cfg = yaml.safe_load(base[("ConfigMap", "user-service-config")]["data"]["us
 check_config("base", base_cfg, base_cfg, set(), keys)
 overlays = sorted(os.listdir(os.path.join(K8S, "overlays")))
 assert overlays, "no overlays"
-kubectl = shutil.which("kubectl")
+def kubectl_with_components():
+    """kubectl whose built-in kustomize knows Components (v3.7+; kubectl
+    1.24+ prints its version). Debian 12's kubernetes-client (1.20, kustomize
+    2.0.3) does not: it is then not used."""
+    k = shutil.which("kubectl")
+    if not k:
+        return None, "not installed"
+    r = subprocess.run([k, "version", "--client"], capture_output=True,
+                       text=True, timeout=60)
+    m = re.search(r"Kustomize Version: v([0-9]+)\.([0-9]+)", r.stdout)
+    if not m or (int(m.group(1)), int(m.group(2))) < (3, 7):
+        return None, "its kustomize predates Components (needs v3.7+)"
+    return k, None
+
+
+kubectl, why_not = kubectl_with_components()
 scripts = 0
 built = {}
 for ov in overlays:
@@ -559,7 +574,7 @@ else:
     print("redis-server not installed: Redis configurations not loaded")
 print("kubectl kustomize: " + ("each overlay builds the same resources, "
                                "config and environment" if kubectl
-                               else "not installed, emulation only"))
+                               else f"{why_not}: emulation only"))
 if errors:
     for e in errors:
         print("FAIL:", e, file=sys.stderr)
