@@ -317,6 +317,66 @@ Test(config, sample_service_file_loads) {
   perfc_config_free(cfg);
 }
 
+/* The Kubernetes overlays' configuration files (examples/user-service/
+ * deploy/k8s/overlays/<name>/user-service.yaml, mounted by the Deployment)
+ * load with this loader and give the pools the data stores the overlay
+ * deploys; deploy/check.sh checks the host names against the manifests. */
+static perfc_config *load_overlay(const char *name) {
+  char path[512];
+  snprintf(path, sizeof path,
+           PERFC_SOURCE_DIR "/examples/user-service/deploy/k8s/overlays/%s/"
+                            "user-service.yaml",
+           name);
+  perfc_config *cfg = NULL;
+  int rc = perfc_config_load(&cfg, path);
+  cr_assert_eq(rc, 0, "%s: %s", name, perfc_config_last_error());
+  return cfg;
+}
+
+static void assert_overlay_pg_ha(const perfc_config *cfg) {
+  perfc_pg_pool_opts p;
+  perfc_pg_pool_opts_init(&p);
+  cr_assert_eq(perfc_config_apply_pg(cfg, &p), 0);
+  cr_assert_str_eq(p.dsn, "host=pg-primary-0.pg-primary,pg-standby-0.pg-standby,"
+                          "pg-standby-1.pg-standby dbname=users user=users "
+                          "connect_timeout=2");
+  cr_assert_str_eq(p.replica_dsn, "host=pg-read,pg-primary-0.pg-primary "
+                                  "dbname=users user=users connect_timeout=2");
+  cr_assert_eq(p.max_replica_lag_ms, 5000);
+  cr_assert_not(p.no_read_your_writes);
+}
+
+Test(config, k8s_overlay_files_load) {
+  perfc_config *cfg = load_overlay("redis-cluster");
+  perfc_redis_opts r = redis_opts(cfg);
+  cr_assert_eq(r.n_cluster_nodes, 3);
+  cr_assert_str_eq(r.cluster_nodes[0], "redis-cluster-0.redis-cluster:6379");
+  cr_assert_str_eq(r.cluster_nodes[2], "redis-cluster-2.redis-cluster:6379");
+  cr_assert_eq(r.n_sentinels, 0);
+  cr_assert_eq(r.cluster_refresh_ms, 5000);
+  perfc_config_free(cfg);
+
+  cfg = load_overlay("redis-sentinel");
+  r = redis_opts(cfg);
+  cr_assert_eq(r.n_cluster_nodes, 0);
+  cr_assert_eq(r.n_sentinels, 3);
+  cr_assert_str_eq(r.sentinels[1], "redis-sentinel-1.redis-sentinel:26379");
+  cr_assert_str_eq(r.master_name, "mymaster");
+  cr_assert_eq(r.wait_replicas, 1);
+  cr_assert_eq(r.command_timeout_ms, 400);
+  perfc_config_free(cfg);
+
+  cfg = load_overlay("postgres-ha");
+  assert_overlay_pg_ha(cfg);
+  cr_assert_eq(redis_opts(cfg).n_cluster_nodes, 0);
+  perfc_config_free(cfg);
+
+  cfg = load_overlay("ha");
+  assert_overlay_pg_ha(cfg);
+  cr_assert_eq(redis_opts(cfg).n_cluster_nodes, 3);
+  perfc_config_free(cfg);
+}
+
 Test(config, yaml_syntax_errors_name_line_and_column) {
   load_fails("server:\n  threads: 3\n name: [\n",
              "config: svc.yaml:3:2: YAML syntax error: did not find expected "

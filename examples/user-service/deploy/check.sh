@@ -5,8 +5,24 @@
 # Room: examples/user-service/deploy. Writes only under a temporary
 # directory. Checks:
 #   - every YAML file under examples/user-service parses (python3-yaml)
-#   - the ConfigMap carries config/user-service.yaml verbatim
+#   - the base ConfigMap carries config/user-service.yaml verbatim
 #   - the Deployment probes grpc.health.v1 with grpc: probes
+#   - the kustomize overlays (k8s/overlays/*, k8s/components/*), by
+#     k8s_check.py: every resource, component, patch and generated file
+#     exists; each patch targets a resource; each overlay's config differs
+#     from the base's only in its redis:/postgres: section and uses only
+#     keys of docs/configuration.md; every Redis/PostgreSQL host in it is a
+#     pod or Service of the manifests, on a port the Service has; selectors,
+#     ConfigMaps, Secrets and names (master name, roles, database) agree;
+#     the shell scripts in ConfigMaps and Jobs pass bash -n; PostgreSQL -c
+#     settings exist (postgres --describe-config) and the Redis and
+#     Sentinel configurations load in redis-server (when installed; the
+#     sentinel.conf start-sentinel.sh writes, with the master at
+#     127.0.0.1); and, when
+#     kubectl is installed, `kubectl kustomize` builds each overlay into
+#     exactly the resources the check expected (kubectl with kustomize
+#     v3.7+ only: older ones, e.g. Debian 12's kubernetes-client 1.20, lack
+#     Components and are not used)
 #   - the dashboard JSON parses and equals what make_dashboard.py writes
 #   - every dashboard expression is valid PromQL, and the scrape job is a
 #     valid Prometheus config (promtool, when installed; Debian's promtool
@@ -28,7 +44,7 @@ for f in files:
         docs[os.path.relpath(f, ex)] = [d for d in yaml.safe_load_all(fh) if d]
 print(f"yaml: {len(files)} files parse")
 
-cm = docs["deploy/k8s/configmap.yaml"][0]
+cm = docs["deploy/k8s/base/configmap.yaml"][0]
 with open(os.path.join(ex, "config/user-service.yaml")) as fh:
     want = fh.read()
 # One line may differ: the file binds /metrics to loopback, the cluster's
@@ -40,18 +56,18 @@ assert cm["data"]["user-service.yaml"] == want.replace(local_bind, pod_bind), \
 assert yaml.safe_load(cm["data"]["user-service.yaml"])["metrics"]["listen"] == "0.0.0.0:9464"
 print("configmap: equals config/user-service.yaml, metrics on 0.0.0.0:9464")
 
-dep = docs["deploy/k8s/deployment.yaml"][0]
+dep = docs["deploy/k8s/base/deployment.yaml"][0]
 c = dep["spec"]["template"]["spec"]["containers"][0]
 for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
     assert c[probe]["grpc"]["port"] == 50051, probe
-kinds = sorted(d["kind"] for k, v in docs.items() if k.startswith("deploy/k8s/")
+kinds = sorted(d["kind"] for k, v in docs.items() if k.startswith("deploy/k8s/base/")
                for d in v if "kind" in d)
 for k in ("ConfigMap", "Deployment", "HorizontalPodAutoscaler",
           "PodDisruptionBudget", "Service"):
     assert k in kinds, k
-svc = docs["deploy/k8s/service.yaml"][0]
+svc = docs["deploy/k8s/base/service.yaml"][0]
 assert svc["spec"]["clusterIP"] == "None", "Service must be headless"
-print("k8s: " + ", ".join(kinds))
+print("k8s base: " + ", ".join(kinds))
 
 with open(os.path.join(ex, "deploy/grafana/user-service-dashboard.json")) as fh:
     dash = json.load(fh)
@@ -86,3 +102,5 @@ if command -v promtool >/dev/null 2>&1; then
 else
   echo "promtool not installed: PromQL and scrape job not checked"
 fi
+
+python3 "$here/k8s_check.py" "$here/k8s" "$ex/../../docs/configuration.md" "$tmp"
