@@ -14,12 +14,14 @@ import csv
 import statistics
 import sys
 
-ORDER = ["grpc-l1", "json-h1", "json-h2", "gw-h1", "gw-h2", "go-l1"]
+ORDER = ["grpc-l1", "json-h1", "json-h1p", "json-h2", "gw-h1", "gw-h1p", "gw-h2", "go-l1"]
 LABEL = {
     "grpc-l1": "perfc gRPC GetUser (h2load, L1)",
     "json-h1": "perfc JSON GET /v1/users/1, HTTP/1.1",
+    "json-h1p": "perfc JSON GET /v1/users/1, HTTP/1.1 pipelined",
     "json-h2": "perfc JSON GET /v1/users/1, HTTP/2",
     "gw-h1": "grpc-gateway + Go peer, HTTP/1.1",
+    "gw-h1p": "grpc-gateway + Go peer, HTTP/1.1 pipelined",
     "gw-h2": "grpc-gateway + Go peer, HTTP/2 (h2c)",
     "go-l1": "Go peer gRPC GetUser (L1)",
 }
@@ -57,8 +59,10 @@ def main():
             fmt(med["server_cpu_us_per_rpc"], ".2f"), body]) + " |")
     print()
     pairs = [("json-h1", "gw-h1", GW_TARGET, "perfc JSON ÷ grpc-gateway, HTTP/1.1"),
+             ("json-h1p", "gw-h1p", GW_TARGET, "perfc JSON ÷ grpc-gateway, HTTP/1.1 pipelined"),
              ("json-h2", "gw-h2", GW_TARGET, "perfc JSON ÷ grpc-gateway, HTTP/2"),
              ("json-h1", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/1.1 ÷ perfc gRPC"),
+             ("json-h1p", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/1.1 pipelined ÷ perfc gRPC"),
              ("json-h2", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/2 ÷ perfc gRPC"),
              ("gw-h2", "go-l1", None, "grpc-gateway HTTP/2 ÷ Go peer gRPC"),
              ("grpc-l1", "go-l1", None, "perfc gRPC ÷ Go peer gRPC")]

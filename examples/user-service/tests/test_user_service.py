@@ -358,9 +358,12 @@ class UserService(unittest.TestCase):
                 self.assertEqual([x.id for x in stub.SyncUsers(iter([req]), timeout=10)], [u.id])
             m = d.metrics()
             self.assertNotIn('perfc_cache_loads_total{cache="users"}', m)
-            # Every GetUser reached PostgreSQL: queries counted by the pool.
+            # Every GetUser reached PostgreSQL: queries counted by the pool
+            # (the C core transport, the writes) and by the loops' client
+            # (on h2, GetUser's async load is the handler).
             self.assertGreaterEqual(sum(v for k, v in m.items()
-                                        if k.startswith('perfc_pg_queries_total{pool="users"')), 5)
+                                        if k.startswith('perfc_pg_queries_total{pool="users"') or
+                                        k.startswith('perfc_pg_async_queries_total{client="users"')), 5)
         finally:
             self.assertEqual(d.stop(), 0)
 
@@ -458,6 +461,43 @@ class UserService(unittest.TestCase):
                 self.assertGreaterEqual(pga, 6)
             # The entries the loops filled are the ones the wiring reads.
             self.assertEqual(redis_cli("GETRANGE", "user:%d" % users[1].id, "0", "0"), "v")
+        finally:
+            self.assertEqual(s.stop(), 0)
+
+    def test_07e_no_cache_get_user_on_the_loop(self):
+        """cache.enabled false: GetUser's async load is then the whole
+        handler; on h2 it queries PostgreSQL through the loops' client and
+        the worker pool starts no job (found, not found with the handler's
+        message); on the C core transport the pool's handler answers."""
+        core = os.environ.get("PERFC_SERVER_TRANSPORT", "h2") == "core"
+        u = create("No Cache", "nocache@example.com")
+        s = ENV.service("user-service-nocache-loop",
+                        extra_env={"PERFC_CACHE_ENABLED": "false"})
+        try:
+            m0 = s.metrics()
+            pool = [k for k in m0 if k.startswith("perfc_server_pool_started_total")][0]
+            with grpc.insecure_channel(s.target) as ch:
+                stub = usvc_env.Stub(ch, M)
+                for _ in range(3):
+                    self.assertEqual(stub.GetUser(M["GetUserRequest"](id=u.id),
+                                                  timeout=10).email, "nocache@example.com")
+                code, msg = code_of(stub.GetUser, M["GetUserRequest"](id=987654321))
+                self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+                self.assertEqual(msg, "user not found")
+            m1 = s.metrics()
+            started = m1.get(pool, 0) - m0.get(pool, 0)
+            pga = sum(v for k, v in m1.items()
+                      if k.startswith('perfc_pg_async_queries_total{client="users"')) - \
+                sum(v for k, v in m0.items()
+                    if k.startswith('perfc_pg_async_queries_total{client="users"'))
+            self.assertFalse(any(k.startswith("perfc_cache_loads_total") and v
+                                 for k, v in m1.items()), "a cache ran")
+            if core:
+                self.assertGreaterEqual(started, 4)
+                self.assertEqual(pga, 0)
+            else:
+                self.assertEqual(started, 0, "the worker pool ran %d calls" % started)
+                self.assertEqual(pga, 4)
         finally:
             self.assertEqual(s.stop(), 0)
 

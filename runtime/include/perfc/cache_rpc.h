@@ -122,8 +122,12 @@ PERFC_API void perfc_cache_rpc_load_done(perfc_cache_rpc_load *load,
  *  load is `load` (Redis lease, fills on the loop, as the blocking path).
  *  Off a loop (the C core transport), or with no_async_l2, it returns 0
  *  after L1 and the call takes the blocking path on the worker pool,
- *  where the method's handler loads. Returns 1 (answered, or deferred) or
- *  0 (the pool's full path). */
+ *  where the method's handler loads. `cache` NULL (the service runs
+ *  without a cache) with `load` set: on a loop the load is the whole
+ *  handler (the call is deferred, `load` runs at once, its
+ *  perfc_cache_rpc_load_done() ends the call with the filled response);
+ *  off a loop it returns 0. Returns 1 (answered, or deferred) or 0 (the
+ *  pool's full path). */
 PERFC_API int perfc_cache_rpc_try_hit_async(
     perfc_ctx *ctx, perfc_cache *cache, const char *key, int64_t ttl_ms,
     int64_t negative_ttl_ms, const ProtobufCMessage *req,

@@ -277,6 +277,7 @@ struct perfc_cache_rpc_load {
   perfc_cache_load *cl;     /* the cache's load, while this call leads it */
   int ran;                  /* this call's load ran (it leads the flight) */
   perfc_status_code status; /* the load's status when ran */
+  int direct; /* 1: no cache, the load is the handler (run_direct); 2: done */
 };
 
 /* The load's gRPC status as the cache's int result. */
@@ -302,6 +303,19 @@ static int async_loader(const char *key, perfc_cache_load *cl, void *ud) {
 
 void perfc_cache_rpc_load_done(perfc_cache_rpc_load *a,
                                perfc_status_code code) {
+  if (a != NULL && a->direct != 0) {
+    if (a->direct == 2) {
+      perfc_log(PERFC_LOG_ERROR, "perfc_cache_rpc_load_done: called twice "
+                                 "for one call; ignored");
+      return;
+    }
+    a->direct = 2;
+    /* No cache: `resp` (filled by the load) and `code` are the answer. */
+    perfc_deferred_finish(a->d, perfc_deferred_cancelled(a->d) == 1
+                                    ? PERFC_STATUS_CANCELLED
+                                    : code);
+    return;
+  }
   if (a == NULL || a->cl == NULL) {
     perfc_log(PERFC_LOG_ERROR, "perfc_cache_rpc_load_done: no load in "
                                "progress (called twice?); ignored");
@@ -412,6 +426,39 @@ static void async_l2_answered(int rc, const uint8_t *val, size_t len,
   async_result(rc == 1 ? 0 : rc, val, len, a); /* cancelled, or answered */
 }
 
+/* No cache (cache.enabled false): the method's async load is its whole
+ * handler, run on the loop like a hit's miss path would run it, so the
+ * read (a pg_async query) costs no worker hand-off either. Off a loop the
+ * pool runs the blocking handler, as before. */
+static int run_direct(perfc_ctx *ctx, const ProtobufCMessage *req,
+                      ProtobufCMessage *resp, perfc_cache_rpc_async_load_fn load,
+                      void *load_ud, perfc_status_code *code) {
+  if (req == NULL || resp == NULL || code == NULL ||
+      perfc_loop_current() == NULL)
+    return 0;
+  perfc_cache_rpc_load *a = perfc_ctx_alloc(ctx, sizeof *a);
+  if (a == NULL)
+    return 0;
+  memset(a, 0, sizeof *a);
+  if ((a->d = perfc_call_defer(ctx)) == NULL)
+    return 0;
+  a->ctx = ctx;
+  a->req = req;
+  a->resp = resp;
+  a->load = load;
+  a->load_ud = load_ud;
+  a->ran = 1;
+  a->direct = 1;
+  perfc_status_code st = load(ctx, req, resp, a, load_ud);
+  if (st != PERFC_STATUS_OK) {
+    /* Failed before it started: no perfc_cache_rpc_load_done() comes. */
+    a->direct = 2;
+    perfc_deferred_finish(a->d, st);
+  }
+  *code = PERFC_STATUS_OK; /* ignored: the call is deferred */
+  return 1;
+}
+
 int perfc_cache_rpc_try_hit_async(perfc_ctx *ctx, perfc_cache *cache,
                                   const char *key, int64_t ttl_ms,
                                   int64_t negative_ttl_ms,
@@ -422,8 +469,9 @@ int perfc_cache_rpc_try_hit_async(perfc_ctx *ctx, perfc_cache *cache,
   if (load == NULL)
     return perfc_cache_rpc_try_hit_ttl(ctx, cache, key, ttl_ms,
                                        negative_ttl_ms, resp, code);
-  if (cache == NULL || key == NULL || req == NULL || resp == NULL ||
-      code == NULL)
+  if (cache == NULL)
+    return run_direct(ctx, req, resp, load, load_ud, code);
+  if (key == NULL || req == NULL || resp == NULL || code == NULL)
     return 0;
   uint8_t *val = NULL;
   size_t len = 0;
@@ -455,6 +503,7 @@ int perfc_cache_rpc_try_hit_async(perfc_ctx *ctx, perfc_cache *cache,
   a->cl = NULL;
   a->ran = 0;
   a->status = PERFC_STATUS_OK;
+  a->direct = 0;
   /* A plain GET first (no Lua on the hit path); the flight's lease read
    * follows only on a miss. */
   if (!perfc__cache_l2_async_usable(cache) ||

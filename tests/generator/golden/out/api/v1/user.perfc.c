@@ -188,8 +188,13 @@ static int api__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
     void *user_data, const ProtobufCMessage *req, ProtobufCMessage *resp,
     perfc_status_code *code) {
   api__v1__user_service__perfc_binding *b = user_data;
-  if (b->cache == NULL)
-    return 0;
+  if (b->cache == NULL) {
+    /* No cache: an async load, when given, is the handler, on the loop. */
+    if (b->async.get_user == NULL)
+      return 0;
+    return perfc_cache_rpc_try_hit_async(ctx, NULL, NULL, 0, 0, req, resp,
+        api__v1__user_service__get_user__perfc_load_async, b, code);
+  }
   const Api__V1__GetUserRequest *r = (const Api__V1__GetUserRequest *)req;
   (void)r; /* unused when the key names no field */
   const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
