@@ -8,7 +8,7 @@ run divided by the reference's run of the same round, then the median of
 those, as bench/tools/report.py does): to echo for the gRPC
 configurations, GetUser from Redis to redis-benchmark GET, GetUser from
 PostgreSQL to pgbench. Ends with the issue's target, GetUser from L1 at
-least 0.85x echo req/s, met or missed, and the comparison with the Go peer
+least 0.95x echo req/s (issue 16; issue 6 asked 0.85x), met or missed, and the comparison with the Go peer
 (go-users-server) per path: perfc ÷ Go req/s and server CPU per call, per
 round then the median, with issue 16's targets (Redis and PostgreSQL at
 least 3x the Go peer's req/s; PostgreSQL at least 0.8x pgbench).
@@ -54,7 +54,7 @@ NOT_GRPC = ("redis-benchmark", "pgbench")
 # redis configuration is 16 closed-loop clients (bench/run-users says why),
 # so a ratio of it to echo would compare two load shapes.
 SAME_SHAPE = ("echo", "echo-pool", "l1", "l1-noage", "l1-inline", "pg", "go-l1")
-TARGET = 0.85
+TARGET = 0.95
 
 
 def ratio(rows, ref_rows, col):
@@ -103,7 +103,7 @@ def main():
     x = ratio(good.get("l1", []), good.get("echo", []), "rps")
     print()
     if x is None:
-        print("Target (GetUser from L1 ≥ 0.85x echo req/s): not measured.")
+        print("Target (GetUser from L1 ≥ 0.95x echo req/s): not measured.")
     else:
         per = sorted(ratio([r], good.get("echo", []), "rps") or 0 for r in good.get("l1", []))
         print(f"Target (GetUser from L1 ≥ {TARGET}x echo req/s): "
