@@ -329,6 +329,22 @@ Test(pgha, a_standby_stopped_reads_fall_back) {
 
 /* ---- standby lagging: read-your-writes, then the lag fallback ---- */
 
+/* A read on another thread (another worker serving the client's next
+ * call): the rule is the pool's, not the writing thread's. */
+typedef struct other_read {
+  perfc_pg_pool *p;
+  const char *sql;
+  int64_t id;
+  int rc;
+  char out[64];
+} other_read;
+
+static void *other_read_main(void *arg) {
+  other_read *r = arg;
+  r->rc = query_text(r->p, r->sql, r->id, PERFC_PG_READ, r->out, sizeof r->out);
+  return NULL;
+}
+
 Test(pgha, b_lagging_standby_read_your_writes_then_fallback) {
   perfc_metrics_registry *reg;
   cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
@@ -368,11 +384,18 @@ Test(pgha, b_lagging_standby_read_your_writes_then_fallback) {
     cr_assert_eq(query_text(p, get, id, PERFC_PG_READ, out, sizeof out), 0);
     cr_assert_str_eq(out, v, "read-your-writes: id %lld", (long long)id);
   }
-  /* Each of the 10 reads went to the primary: for read-your-writes, or,
+  /* The same from a thread that wrote nothing: never the old row. */
+  other_read orr = {.p = p, .sql = get, .id = 7, .rc = -1};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, other_read_main, &orr), 0);
+  pthread_join(th, NULL);
+  cr_assert_eq(orr.rc, 0, "%s", perfc_last_error());
+  cr_assert_str_eq(orr.out, "v7", "read-your-writes across threads");
+  /* Each of the 11 reads went to the primary: for read-your-writes, or,
    * if a lag check ran meanwhile on a machine slow enough to see the
    * replica 3 s behind, for lag. */
   double ryw = fallbacks(reg, "read_your_writes") - ryw0;
-  cr_assert_eq(ryw + fallbacks(reg, "lagging") - lag_before, 10);
+  cr_assert_eq(ryw + fallbacks(reg, "lagging") - lag_before, 11);
   cr_assert_geq(ryw, 1);
   /* The standby really is behind: the same read there is stale. */
   cr_assert_eq(query_text(standby, get, 10, 0, out, sizeof out), 0);

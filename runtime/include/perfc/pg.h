@@ -109,15 +109,15 @@ typedef struct perfc_pg_pool_opts {
   /** true: no lag check (reads use a reachable replica however far
    *  behind). */
   bool no_replica_lag_check;
-  /** true: no read-your-writes. By default, after a thread used a primary
-   *  connection for anything but a read (perfc_pg_exec without
+  /** true: no read-your-writes. By default, after any thread used a
+   *  primary connection for anything but a read (perfc_pg_exec without
    *  PERFC_PG_READ, perfc_pg_tx, perfc_pg_acquire(pool, 0, ...)), the pool
-   *  records the primary's WAL insert position, and that thread's later
-   *  reads go to the primary until the replica connection they would use
-   *  has replayed past it (perfc_pg_replica_fallbacks_total{reason=
-   *  "read_your_writes"}). Per thread: see docs/data-layer.md, "PostgreSQL
-   *  primary and standbys". Costs one round trip per write, only on a pool
-   *  with a replica. */
+   *  records the primary's WAL insert position (the highest), and every
+   *  later read, on any thread, goes to the primary until the replica
+   *  connection it would use has replayed past it
+   *  (perfc_pg_replica_fallbacks_total{reason="read_your_writes"}). Per
+   *  pool: see docs/data-layer.md, "PostgreSQL primary and standbys".
+   *  Costs one round trip per write, only on a pool with a replica. */
   bool no_read_your_writes;
   /** true: no fallback; a read whose replica cannot be reached fails with
    *  PERFC_EUNAVAILABLE (for applications that must never add read load to
@@ -291,7 +291,7 @@ PERFC_API int perfc_pg_ping(perfc_pg_pool *pool, unsigned flags);
  *  cannot be reached or lagged past max_replica_lag_ms at the last check,
  *  PERFC_ESTATE when the pool has no replica, PERFC_EINVAL for NULL.
  *  Before the first read the replica is assumed reachable and current.
- *  (A thread's read-your-writes detours are per read and not shown.) */
+ *  (Read-your-writes detours are per read and not shown.) */
 PERFC_API int perfc_pg_replica_usable(perfc_pg_pool *pool);
 
 /* ---- One connection ---- */

@@ -155,9 +155,10 @@ struct perfc_pg_pool {
   _Atomic int64_t lag_check_at_ms;
   atomic_int replica_lagging;
   perfc_gauge *g_lag;
-  /* Read-your-writes on; id names the pool in threads' records (never
-   * reused, unlike an address). */
+  /* Read-your-writes on; id names the pool (never reused, unlike an
+   * address). */
   bool ryw;
+  _Atomic uint64_t ryw_lsn; /* see ryw_get() */
   uint64_t id;
   char *name;
   int64_t acquire_timeout_ms, idle_check_ms;
@@ -785,7 +786,7 @@ static int register_metrics(perfc_pg_pool *pool, perfc_metrics_registry *reg,
   o.name = "perfc_pg_replica_fallbacks_total";
   o.help = "Reads meant for the replica that the primary served, by reason: "
            "unreachable, lagging (past max_replica_lag_ms), read_your_writes "
-           "(the thread's last write not yet replayed there).";
+           "(the pool's last write not yet replayed there).";
   if ((rc = perfc_metrics_family_new(&fallbacks, reg, PERFC_METRICS_COUNTER,
                                      &o)) != 0)
     return rc;
@@ -1106,33 +1107,22 @@ int perfc_pg_replica_usable(perfc_pg_pool *pool) {
 
 /* ---- read-your-writes and the lag check ---- */
 
-/* Each thread remembers, for the last few pools it wrote through, the
- * primary's WAL insert position after its last write there. A thread that
- * writes through more pools than this forgets the oldest (documented). */
-#define RYW_SLOTS 4
-typedef struct ryw_slot {
-  uint64_t pool_id, lsn;
-} ryw_slot;
-static _Thread_local ryw_slot ryw_slots[RYW_SLOTS];
-static _Thread_local unsigned ryw_next;
-
-static uint64_t ryw_get(const perfc_pg_pool *pool) {
-  for (int i = 0; i < RYW_SLOTS; i++)
-    if (ryw_slots[i].pool_id == pool->id)
-      return ryw_slots[i].lsn;
-  return 0;
+/* The primary's WAL insert position after the last write acknowledged
+ * through this pool, by any thread: a read may use a replica only once
+ * it has replayed that far, so every caller of this pool (every client of
+ * this process, whichever thread serves its next call) reads its writes.
+ * One atomic maximum: no lock, no per-thread table to outgrow. */
+static uint64_t ryw_get(perfc_pg_pool *pool) {
+  return atomic_load_explicit(&pool->ryw_lsn, memory_order_acquire);
 }
 
-static void ryw_put(const perfc_pg_pool *pool, uint64_t lsn) {
-  for (int i = 0; i < RYW_SLOTS; i++)
-    if (ryw_slots[i].pool_id == pool->id) {
-      if (lsn > ryw_slots[i].lsn)
-        ryw_slots[i].lsn = lsn;
-      return;
-    }
-  ryw_slot *s = &ryw_slots[ryw_next++ % RYW_SLOTS];
-  s->pool_id = pool->id;
-  s->lsn = lsn;
+static void ryw_put(perfc_pg_pool *pool, uint64_t lsn) {
+  uint64_t cur = atomic_load_explicit(&pool->ryw_lsn, memory_order_relaxed);
+  while (lsn > cur &&
+         !atomic_compare_exchange_weak_explicit(&pool->ryw_lsn, &cur, lsn,
+                                                memory_order_release,
+                                                memory_order_relaxed))
+    ;
 }
 
 /* Runs one of the pool's own fixed queries, answering one row of `n` int8
