@@ -8,7 +8,7 @@
  * tests/harness first on the include path when PERFC_SANITIZE is "thread").
  * It supports the subset of criterion perfc's tests use: Test() and
  * TestSuite() with .init/.fini/.timeout, cr_assert*, cr_expect*,
- * cr_skip_test, cr_log_info, and PRE_ALL/POST_ALL report hooks.
+ * cr_skip_test, cr_log_info, cr_log_error, and PRE_ALL/POST_ALL report hooks.
  * The output ends with criterion's "Synthesis" line so CI reads it the same.
  *
  * Room: test infrastructure; main() is in harness.c beside this directory.
@@ -81,6 +81,7 @@ void harness_skip(void);
 #define cr_assert_float_eq(a, b, eps, ...)                                     \
   HARNESS_CHECK(1, fabs((double)(a) - (double)(b)) <= (eps), __VA_ARGS__)
 #define cr_assert_not(c, ...) HARNESS_CHECK(1, !(c), __VA_ARGS__)
+#define cr_expect_not(c, ...) HARNESS_CHECK(0, !(c), __VA_ARGS__)
 #define cr_assert_arr_eq(a, b, n, ...)                                         \
   HARNESS_CHECK(1, memcmp((a), (b), (n)) == 0, __VA_ARGS__)
 #define cr_expect_neq(a, b, ...) HARNESS_CHECK(0, (a) != (b), __VA_ARGS__)
@@ -92,6 +93,11 @@ void harness_skip(void);
 #define cr_log_info(...)                                                       \
   do {                                                                         \
     fprintf(stderr, "[----] " __VA_ARGS__);                                    \
+    fprintf(stderr, "\n");                                                     \
+  } while (0)
+#define cr_log_error(...)                                                      \
+  do {                                                                         \
+    fprintf(stderr, "[ERR ] " __VA_ARGS__);                                    \
     fprintf(stderr, "\n");                                                     \
   } while (0)
 
