@@ -16,7 +16,10 @@ static perfc_cache *cache;
 static atomic_int loads;
 static atomic_int answer; /* status the load returns */
 
-static const char *not_found_msg; /* the load's NOT_FOUND message, or NULL */
+/* The load's NOT_FOUND message, or NULL. Atomic: the test sets it between
+ * calls while the server's threads read it, and TSan does not see the
+ * ordering the calls' round trips give (the client is the C core). */
+static _Atomic(const char *) not_found_msg;
 
 static perfc_status_code load(perfc_ctx *ctx, const ProtobufCMessage *req,
                               ProtobufCMessage *resp, void *ud) {
@@ -25,8 +28,9 @@ static perfc_status_code load(perfc_ctx *ctx, const ProtobufCMessage *req,
   (void)ud;
   atomic_fetch_add(&loads, 1);
   perfc_status_code st = (perfc_status_code)atomic_load(&answer);
-  if (st == PERFC_STATUS_NOT_FOUND && not_found_msg != NULL)
-    return perfc_ctx_error(ctx, st, "%s", not_found_msg);
+  const char *m = atomic_load(&not_found_msg);
+  if (st == PERFC_STATUS_NOT_FOUND && m != NULL)
+    return perfc_ctx_error(ctx, st, "%s", m);
   return st;
 }
 
@@ -134,7 +138,7 @@ Test(cache_rpc, cached_not_found_keeps_the_handlers_message) {
   atomic_store(&loads, 0);
   atomic_store(&answer, PERFC_STATUS_NOT_FOUND);
 
-  not_found_msg = "thing 7 not found";
+  atomic_store(&not_found_msg, "thing 7 not found");
   for (int i = 0; i < 3; i++) {
     cr_assert_eq(call_msg(ch, "n1", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
     cr_expect_str_eq(msg, "thing 7 not found", "call %d", i);
@@ -146,7 +150,7 @@ Test(cache_rpc, cached_not_found_keeps_the_handlers_message) {
   char longmsg[400];
   memset(longmsg, 'a', 255);
   strcpy(longmsg + 255, "\xc3\xa9 and more");
-  not_found_msg = longmsg;
+  atomic_store(&not_found_msg, (const char *)longmsg);
   cr_assert_eq(call_msg(ch, "n2", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
   cr_expect_str_eq(msg, longmsg, "the load's own answer is whole");
   cr_assert_eq(call_msg(ch, "n2", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
@@ -154,7 +158,7 @@ Test(cache_rpc, cached_not_found_keeps_the_handlers_message) {
   cr_expect_eq(strncmp(msg, longmsg, 255), 0);
 
   /* no message from the handler: the generic one, both times */
-  not_found_msg = NULL;
+  atomic_store(&not_found_msg, NULL);
   cr_assert_eq(call_msg(ch, "n3", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
   cr_assert_eq(call_msg(ch, "n3", 0, msg, sizeof msg), PERFC_STATUS_NOT_FOUND);
   cr_expect_str_eq(msg, "not found");
