@@ -470,8 +470,32 @@ static bool emit(perfc__h2_conn *c, const uint8_t *p, size_t len) {
   return out_append(c, p, len);
 }
 
+/* Writes what the cork gathered for `c` (emit: to the socket, the part it
+ * does not take kept in c->out). */
+static bool cork_out(perfc__h2_conn *c, perfc__h2_cork *k) {
+  size_t n = k->len;
+  k->len = 0;
+  return n == 0 || emit(c, k->buf, n);
+}
+
+/* HTTP/1.1 output (http1.c). During the connection's flush it is corked:
+ * a 200's head and body, and the answers of the requests pipelined behind
+ * it, leave in one send() at the flush's end (measured: two sends per
+ * keep-alive GET before, one TCP segment for the client to wake up to
+ * now). Outside the flush (100 Continue) it goes straight out. */
 bool perfc__h2_conn_emit(perfc__h2_conn *c, const uint8_t *p, size_t len) {
-  return emit(c, p, len);
+  perfc__h2_cork *k = perfc__h2_loop_cork(c->lc->loop);
+  if (k->owner != c)
+    return emit(c, p, len);
+  if (k->len + len > sizeof k->buf) {
+    if (!cork_out(c, k))
+      return false;
+    if (len > sizeof k->buf)
+      return emit(c, p, len);
+  }
+  memcpy(k->buf + k->len, p, len);
+  k->len += len;
+  return true;
 }
 
 /* Writes what waits in c->out. Returns false when the connection broke. */
@@ -523,7 +547,18 @@ static void conn_flush_cb(perfc__h2_loop *l, perfc__h2_deferred *d) {
       perfc__h2_conn_close_now(c);
       return;
     }
+    perfc__h2_cork *k = perfc__h2_loop_cork(l);
+    bool cork = k->owner == NULL;
+    if (cork)
+      k->owner = c;
     perfc__h2_h1_flush(c);
+    if (cork) {
+      k->owner = NULL;
+      if (c->dead)
+        k->len = 0; /* the connection broke: nothing more is written */
+      else if (!cork_out(c, k))
+        perfc__h2_conn_close_now(c);
+    }
     if (c->dead)
       return;
     bool idle = c->out_len == c->out_off;

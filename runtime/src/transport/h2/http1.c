@@ -56,8 +56,8 @@ struct perfc__h1 {
   bool eof; /* the client shut its side: answer what was read, then close */
   buf url, fld, val, host;
   size_t head_bytes; /* request line and headers, as h2 counts them */
-  uint8_t *rest;     /* read past cur (pipelined), not parsed yet */
-  size_t rest_len;
+  uint8_t *rest;     /* read past cur (pipelined): rest[rest_off..rest_len) */
+  size_t rest_off, rest_len; /* is not parsed yet */
   int32_t next_id;
 };
 
@@ -307,7 +307,7 @@ bool perfc__h2_h1_eof(perfc__h2_conn *c) {
   /* A half-close after whole requests (`printf ... | nc -N`, a client
    * that shuts its write side) still gets its answers; a request cut
    * short never will. */
-  if (h->cur == NULL && h->rest_len == 0)
+  if (h->cur == NULL && h->rest_off == h->rest_len)
     return false;
   if (h->cur != NULL && !h->complete && !h->stop)
     return false;
@@ -354,19 +354,26 @@ static bool keep_rest(perfc__h1 *h, const uint8_t *p, size_t n) {
   return true;
 }
 
-static bool parse(perfc__h2_conn *c, const uint8_t *p, size_t n) {
+static void drop_rest(perfc__h1 *h) {
+  free(h->rest);
+  h->rest = NULL;
+  h->rest_off = h->rest_len = 0;
+}
+
+/* Parses up to the end of one request (on_message_complete pauses the
+ * parser there). Returns how many of the n bytes were taken: what follows
+ * is the next pipelined request, or n when nothing more is to be read. */
+static size_t parse(perfc__h2_conn *c, const uint8_t *p, size_t n) {
   perfc__h1 *h = c->h1;
   size_t done = http_parser_execute(&h->p, &settings, (const char *)p, n);
   enum http_errno e = HTTP_PARSER_ERRNO(&h->p);
   if (e == HPE_PAUSED) {
     http_parser_pause(&h->p, 0);
-    if (h->stop)
-      return true; /* what follows is never read */
-    return keep_rest(h, p + done, n - done);
+    return h->stop ? n : done; /* stop: what follows is never read */
   }
   if (e != HPE_OK) {
     parse_error(c, e);
-    return true;
+    return n;
   }
   if (h->p.upgrade) {
     /* An Upgrade (h2c, websocket) is not offered: the request was
@@ -377,16 +384,17 @@ static bool parse(perfc__h2_conn *c, const uint8_t *p, size_t n) {
       c->closing = true; /* answered already */
     h->stop = true;
   }
-  return true;
+  return n;
 }
 
 bool perfc__h2_h1_feed(perfc__h2_conn *c, const uint8_t *p, size_t n) {
   perfc__h1 *h = c->h1;
   if (h->stop)
     return true;
-  if (perfc__h2_h1_busy(c) || h->rest_len > 0)
+  if (perfc__h2_h1_busy(c) || h->rest_off < h->rest_len)
     return keep_rest(h, p, n);
-  return parse(c, p, n);
+  size_t used = parse(c, p, n);
+  return keep_rest(h, p + used, n - used);
 }
 
 void perfc__h2_h1_kick(perfc__h2_stream *s) {
@@ -457,17 +465,13 @@ void perfc__h2_h1_flush(perfc__h2_conn *c) {
     }
     /* Idle from now until the next request (conn.c's timer closes it). */
     perfc__h2_conn_timer_at_most(c, perfc__h2_now_ms() + o->http_idle_timeout_ms);
-    if (h->rest_len > 0) {
-      uint8_t *r = h->rest;
-      size_t n = h->rest_len;
-      h->rest = NULL;
-      h->rest_len = 0;
-      bool ok = parse(c, r, n);
-      free(r);
-      if (!ok) {
-        perfc__h2_conn_close_now(c);
-        return;
-      }
+    if (h->rest_off < h->rest_len) {
+      /* The next pipelined request, parsed where it lies: the buffer is
+       * not copied per request (only read again when the socket is,
+       * which it is not while a request is being answered). */
+      h->rest_off += parse(c, h->rest + h->rest_off, h->rest_len - h->rest_off);
+      if (h->stop || h->rest_off == h->rest_len)
+        drop_rest(h);
     }
   }
   if (h->eof && h->cur == NULL && !c->dead)

@@ -66,6 +66,7 @@ struct perfc__h2_loop {
   int64_t busy_poll_ns; /* perfc__h2_loop_set_busy_poll */
   bool was_busy;        /* the last wait returned events */
   uint8_t scratch[PERFC__H2_LOOP_SCRATCH];
+  perfc__h2_cork cork;
 };
 
 void perfc__h2_loop_set_busy_poll(perfc__h2_loop *l, int64_t ns) {
@@ -434,6 +435,8 @@ void perfc__h2_loop_stop(perfc__h2_loop *l) {
 perfc__h2_loop *perfc__h2_loop_current(void) { return current; }
 void perfc__h2_loop_set_current(perfc__h2_loop *l) { current = l; }
 uint8_t *perfc__h2_loop_scratch(perfc__h2_loop *l) { return l->scratch; }
+
+perfc__h2_cork *perfc__h2_loop_cork(perfc__h2_loop *l) { return &l->cork; }
 void *perfc__h2_loop_user(const perfc__h2_loop *l) { return l->user; }
 void perfc__h2_loop_set_user(perfc__h2_loop *l, void *user) { l->user = user; }
 

@@ -140,6 +140,20 @@ void perfc__h2_loop_set_current(perfc__h2_loop *l);
 #define PERFC__H2_LOOP_SCRATCH (64 * 1024)
 uint8_t *perfc__h2_loop_scratch(perfc__h2_loop *l);
 
+/* The loop's output cork (conn.c): while one HTTP/1.1 connection's answers
+ * are formatted (a head, its body, then the answers of requests pipelined
+ * behind it), their bytes gather here and leave in one write at the end of
+ * that connection's flush, instead of one send() per piece. `owner` is the
+ * connection being flushed (NULL: none; a nested flush of another
+ * connection writes straight through). Loop thread only. */
+#define PERFC__H2_LOOP_CORK (64 * 1024)
+typedef struct perfc__h2_cork {
+  void *owner;
+  size_t len;
+  uint8_t buf[PERFC__H2_LOOP_CORK];
+} perfc__h2_cork;
+perfc__h2_cork *perfc__h2_loop_cork(perfc__h2_loop *l);
+
 /* Opaque per-loop slot for the layers above (the connection layer keeps
  * its per-loop state here). */
 void *perfc__h2_loop_user(const perfc__h2_loop *l);
