@@ -14,9 +14,10 @@ import csv
 import statistics
 import sys
 
-ORDER = ["grpc-l1", "json-h1", "json-h1p", "json-h2", "gw-h1", "gw-h1p", "gw-h2", "go-l1"]
+ORDER = ["grpc-l1", "grpc-m1", "json-h1", "json-h1p", "json-h2", "gw-h1", "gw-h1p", "gw-h2", "go-l1"]
 LABEL = {
     "grpc-l1": "perfc gRPC GetUser (h2load, L1)",
+    "grpc-m1": "perfc gRPC GetUser, one call in flight per connection",
     "json-h1": "perfc JSON GET /v1/users/1, HTTP/1.1",
     "json-h1p": "perfc JSON GET /v1/users/1, HTTP/1.1 pipelined",
     "json-h2": "perfc JSON GET /v1/users/1, HTTP/2",
@@ -62,6 +63,8 @@ def main():
              ("json-h1p", "gw-h1p", GW_TARGET, "perfc JSON ÷ grpc-gateway, HTTP/1.1 pipelined"),
              ("json-h2", "gw-h2", GW_TARGET, "perfc JSON ÷ grpc-gateway, HTTP/2"),
              ("json-h1", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/1.1 ÷ perfc gRPC"),
+             ("json-h1", "grpc-m1", GRPC_TARGET,
+              "perfc JSON HTTP/1.1 ÷ perfc gRPC, both one request in flight per connection"),
              ("json-h1p", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/1.1 pipelined ÷ perfc gRPC"),
              ("json-h2", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/2 ÷ perfc gRPC"),
              ("gw-h2", "go-l1", None, "grpc-gateway HTTP/2 ÷ Go peer gRPC"),
