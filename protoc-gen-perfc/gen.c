@@ -808,9 +808,41 @@ static void fmt_lit_char(perfc__buf *b, char c) {
     perfc__buf_printf(b, "%c", c);
 }
 
+/* Appends `c` to a C string literal's body, escaped (no '%' doubling: the
+ * literal is copied, not a format). Octal escapes are always three digits,
+ * so a digit after one cannot extend it. */
+static void lit_char(perfc__buf *b, char c) {
+  if (c == '"' || c == '\\')
+    perfc__buf_printf(b, "\\%c", c);
+  else if ((unsigned char)c < 0x20 || (unsigned char)c >= 0x7f)
+    perfc__buf_printf(b, "\\%03o", (unsigned char)c);
+  else
+    perfc__buf_putc(b, c);
+}
+
+/* The key builder's pending literal text (`raw`, `n` bytes of the template
+ * escaped as a C literal): copied with one memcpy into the key. */
+static void build_flush_lit(perfc__buf *put, perfc__buf *lit, size_t *n,
+                            size_t *size) {
+  if (*n == 0)
+    return;
+  perfc__buf_printf(put, "  memcpy(p, \"%s\", %zu);\n  p += %zu;\n",
+                    lit->data, *n, *n);
+  *size += *n;
+  *n = 0;
+  lit->len = 0;
+  lit->data[0] = '\0';
+}
+
 /* Turns a key template that check_key_template() accepted into a printf
  * format and its arguments over `r` (the request, typed): "item:{id}" ->
- * "item:%lld" and ", (long long)r->id". A field on the way that is an
+ * "item:%lld" and ", (long long)r->id"; and into `build`, the body of a C
+ * function of (perfc_arena *a, const Req *r) that writes the same bytes
+ * into the arena without a format (literals copied, integers through
+ * perfc_cache_key_put_i64/u64, strings measured first so one allocation
+ * fits the key) and returns them, or NULL when the arena is exhausted. The
+ * generated code calls that function; the format stays a template value
+ * for custom templates. A field on the way that is an
  * unset message reads as its default (0 or ""), as protobuf defines it.
  * Fields whose text would be ambiguous or unstable are refused: repeated
  * fields, bytes, floating point, messages as the last piece, and oneof
@@ -818,12 +850,23 @@ static void fmt_lit_char(perfc__buf *b, char c) {
  * read). */
 static int key_c_format(const gen_request *req, const msg_desc *input,
                         const char *where, const char *what, const char *key,
-                        char **fmt_out, char **args_out, char **err) {
+                        char **fmt_out, char **args_out, char **build_out,
+                        char **err) {
   perfc__buf fmt = {0}, args = {0};
+  /* The builder's body (see the comment above): `pre` reads the string
+   * fields and their lengths, `put` writes the pieces at p; `size` counts
+   * the bytes known at generation time (literals, integers' maximum, the
+   * NUL) and `strs` the string fields. */
+  perfc__buf pre = {0}, put = {0}, lit = {0}, sizes = {0};
+  size_t lit_n = 0, size = 1, strs = 0, ints = 0;
+  perfc__buf_puts(&lit, "");
+  perfc__buf_puts(&sizes, "");
   int rv = 0;
   for (const char *p = key; *p && !rv; p++) {
     if (*p != '{') {
       fmt_lit_char(&fmt, *p);
+      lit_char(&lit, *p);
+      lit_n++;
       continue;
     }
     const char *close = strchr(p, '}');
@@ -909,23 +952,68 @@ static int key_c_format(const gen_request *req, const msg_desc *input,
        * may hold NULL: read that as "" too. */
       if (is_str)
         perfc__buf_printf(&guard, "%s%s", guard.len ? " && " : "", access.data);
+      perfc__buf val = {0};
       if (guard.len)
-        perfc__buf_printf(&args, ", %s(%s ? %s : %s)", cast, guard.data,
+        perfc__buf_printf(&val, "%s(%s ? %s : %s)", cast, guard.data,
                           access.data, zero);
       else
-        perfc__buf_printf(&args, ", %s%s", cast, access.data);
+        perfc__buf_printf(&val, "%s%s", cast, access.data);
+      perfc__buf_printf(&args, ", %s", val.data);
+      build_flush_lit(&put, &lit, &lit_n, &size);
+      if (is_str) {
+        perfc__buf_printf(&pre,
+                          "  const char *s%zu = %s;\n"
+                          "  size_t n%zu = strlen(s%zu);\n",
+                          strs, val.data, strs, strs);
+        perfc__buf_printf(&put, "  memcpy(p, s%zu, n%zu);\n  p += n%zu;\n",
+                          strs, strs, strs);
+        perfc__buf_printf(&sizes, " + n%zu", strs);
+        strs++;
+      } else {
+        /* %lld and %d print what put_i64 writes of the same cast value. */
+        perfc__buf_printf(&put, "  p = perfc_cache_key_put_%s(p, %s);\n",
+                          strcmp(conv, "%llu") == 0 ? "u64" : "i64",
+                          val.data);
+        ints++;
+      }
+      perfc__buf_free(&val);
     }
     perfc__buf_free(&guard);
     perfc__buf_free(&access);
     p = close;
   }
+  if (!rv)
+    build_flush_lit(&put, &lit, &lit_n, &size);
+  perfc__buf_free(&lit);
   if (rv) {
     perfc__buf_free(&fmt);
     perfc__buf_free(&args);
+    perfc__buf_free(&pre);
+    perfc__buf_free(&put);
+    perfc__buf_free(&sizes);
     return rv;
   }
+  perfc__buf build = {0};
+  if (ints == 1)
+    perfc__buf_puts(&sizes, " + PERFC_CACHE_KEY_INT_MAX");
+  else if (ints > 1)
+    perfc__buf_printf(&sizes, " + %zu * PERFC_CACHE_KEY_INT_MAX", ints);
+  perfc__buf_printf(&build,
+                    "%s%s  char *k = perfc_arena_alloc(a, %zu%s);\n"
+                    "  if (k == NULL)\n"
+                    "    return NULL;\n"
+                    "  char *p = k;\n"
+                    "%s  *p = '\\0';\n"
+                    "  return k;",
+                    strs + ints ? "" : "  (void)r; /* the key names no field */\n",
+                    pre.len ? pre.data : "", size, sizes.data,
+                    put.len ? put.data : "");
+  perfc__buf_free(&pre);
+  perfc__buf_free(&put);
+  perfc__buf_free(&sizes);
   *fmt_out = perfc__buf_take(&fmt);
   *args_out = perfc__buf_take(&args);
+  *build_out = perfc__buf_take(&build);
   return 0;
 }
 
@@ -1065,14 +1153,15 @@ static int build_method(const gen_request *req, const file_desc *f,
                               where);
       goto out;
     }
-    char *fmt = NULL, *args = NULL;
+    char *fmt = NULL, *args = NULL, *build = NULL;
     if (key_c_format(req, input, where, "(perfc.cache).key", o.cache->key, &fmt,
-                     &args, err) != 0)
+                     &args, &build, err) != 0)
       goto out;
     perfc__tv_set_str(tm, "cache_key", o.cache->key);
     perfc__tv_set_str(tm, "cache_key_fmt", fmt);
     perfc__tv_set_str(tm, "cache_key_args", args);
-    free(fmt), free(args);
+    perfc__tv_set_str(tm, "cache_key_build", build);
+    free(fmt), free(args), free(build);
     perfc__tv_set_strf(tm, "cache_ttl_ms", "%" PRId64, ttl);
     perfc__tv_set_strf(tm, "cache_negative_ttl_ms", "%" PRId64, neg);
     /* An empty ttl means the cache's default; an empty negative_ttl means
@@ -1091,15 +1180,16 @@ static int build_method(const gen_request *req, const file_desc *f,
                              "(perfc.invalidate) key", o.invalidate->keys[k],
                              err) != 0)
         goto out;
-      char *fmt = NULL, *args = NULL;
+      char *fmt = NULL, *args = NULL, *build = NULL;
       if (key_c_format(req, input, where, "(perfc.invalidate) key",
-                       o.invalidate->keys[k], &fmt, &args, err) != 0)
+                       o.invalidate->keys[k], &fmt, &args, &build, err) != 0)
         goto out;
       perfc__tv *ti = perfc__tv_list_add(inv);
       perfc__tv_set_str(ti, "key", o.invalidate->keys[k]);
       perfc__tv_set_str(ti, "key_fmt", fmt);
       perfc__tv_set_str(ti, "key_args", args);
-      free(fmt), free(args);
+      perfc__tv_set_str(ti, "key_build", build);
+      free(fmt), free(args), free(build);
     }
     /* The keys come from the one request, which only a unary method has. */
     if (o.invalidate->n_keys && strcmp(kind, "PERFC_METHOD_UNARY") != 0) {
@@ -1143,7 +1233,14 @@ static int build_method(const gen_request *req, const file_desc *f,
   if (!bad && o.cache)
     bad =
         claim(ours, theirs, perfc__xasprintf("%s__%s__perfc_load", svc_lc, ml),
+              origin, where, err) ||
+        claim(ours, theirs, perfc__xasprintf("%s__%s__perfc_key", svc_lc, ml),
               origin, where, err);
+  /* The key builders of the keys it invalidates. */
+  for (size_t k = 0; !bad && k < n_inv; k++)
+    bad = claim(ours, theirs,
+                perfc__xasprintf("%s__%s__perfc_key%zu", svc_lc, ml, k),
+                origin, where, err);
   if (!bad && strcmp(kind, "PERFC_METHOD_UNARY") == 0)
     bad =
         claim(ours, theirs, perfc__xasprintf("%s__%s__call", svc_lc, ml),

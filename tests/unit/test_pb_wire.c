@@ -51,6 +51,8 @@ Test(pb_wire, plain_fields_refuses_what_is_not_plain_fields) {
       {"truncated varint", {0x08, 0x96}, 2},
       {"truncated tag", {0x80}, 1},
       {"length past the end", {0x22, 0x05, 'a', 'b'}, 4},
+      {"length one past the end", {0x0a, 0x02, 'a'}, 3},
+      {"tag alone at the end", {0x0a, 0x01, 'a', 0x08}, 4},
       {"short fixed64", {0x19, 1, 2, 3}, 4},
       {"short fixed32", {0x2d, 1, 2}, 3},
       {"field number 0", {0x00, 0x01}, 2},
@@ -63,6 +65,84 @@ Test(pb_wire, plain_fields_refuses_what_is_not_plain_fields) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     cr_assert_eq(perfc__pb_plain_fields(bad[i].bytes, bad[i].len), -1, "%s",
                  bad[i].what);
+}
+
+/* The definition perfc__pb_plain_fields() implements, written plainly:
+ * the reference for its inline fast path (one-byte tags with a one-byte
+ * varint or length). */
+static int ref_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t r = 0;
+  for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+    uint8_t b = *(*p)++;
+    r |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = r;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static int ref_plain_fields(const uint8_t *p, size_t len) {
+  const uint8_t *end = p + len;
+  int n = 0;
+  while (p < end) {
+    uint64_t tag, v;
+    if (ref_varint(&p, end, &tag) != 0 || (tag >> 3) == 0 ||
+        (tag >> 3) > 0x1fffffff)
+      return -1;
+    switch (tag & 7) {
+    case 0:
+      if (ref_varint(&p, end, &v) != 0)
+        return -1;
+      break;
+    case 1:
+    case 5:
+      v = (tag & 7) == 1 ? 8 : 4;
+      if (v > (uint64_t)(end - p))
+        return -1;
+      p += v;
+      break;
+    case 2:
+      if (ref_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+        return -1;
+      p += v;
+      break;
+    default:
+      return -1;
+    }
+    n++;
+  }
+  return n;
+}
+
+/* Every sequence of up to three bytes, and pseudo-random longer ones made
+ * of likely pieces (short tags, lengths near the end): the same count or
+ * the same refusal as the reference. */
+Test(pb_wire, plain_fields_matches_its_definition) {
+  uint8_t b[24];
+  for (uint32_t x = 0; x < (1u << 24); x++) {
+    b[0] = (uint8_t)x, b[1] = (uint8_t)(x >> 8), b[2] = (uint8_t)(x >> 16);
+    for (size_t len = 1; len <= 3; len++)
+      if (len == 3 || (x >> (8 * len)) == 0)
+        cr_assert_eq(perfc__pb_plain_fields(b, len), ref_plain_fields(b, len),
+                     "bytes %06x, %zu long", x, len);
+  }
+  static const uint8_t pieces[] = {0x08, 0x0a, 0x10, 0x12, 0x19, 0x1d, 0x7a,
+                                   0x80, 0x01, 0x02, 0x03, 0x00, 0x7f, 0xff,
+                                   0x0b, 0x0f, 'a'};
+  uint64_t r = 88172645463325252ull;
+  for (int i = 0; i < 200000; i++) {
+    size_t len = 0;
+    r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+    size_t want = 4 + (size_t)(r % 20);
+    while (len < want) {
+      r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+      b[len++] = pieces[r % sizeof pieces];
+    }
+    cr_assert_eq(perfc__pb_plain_fields(b, len), ref_plain_fields(b, len),
+                 "case %d", i);
+  }
 }
 
 /* ---- the string check ---------------------------------------------------- */

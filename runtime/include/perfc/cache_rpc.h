@@ -141,6 +141,43 @@ PERFC_API int perfc_cache_rpc_try_hit_async(
 PERFC_API void perfc_cache_rpc_invalidate(perfc_ctx *ctx, perfc_cache *cache,
                                           const char *const *keys, size_t n);
 
+/* ---- cache keys ------------------------------------------------------------
+ * The generated code builds a method's key ("user:{id}") with these, by
+ * copying the template's literal text and writing each field in place: the
+ * same bytes printf's "%lld", "%llu" and "%s" give (keys are shared with
+ * Redis, other replicas and older perfc versions), without a format string
+ * parsed on every call of a hot read (docs/generator.md, "Declarative
+ * caching"). */
+
+/** Bytes an integer field may take in a key: "-9223372036854775808" and
+ *  UINT64_MAX's "18446744073709551615" are 20. */
+#define PERFC_CACHE_KEY_INT_MAX 20
+
+/** Writes `v` in decimal at `p` (at most PERFC_CACHE_KEY_INT_MAX bytes, no
+ *  NUL) and returns the end: "%llu"'s text. */
+static inline char *perfc_cache_key_put_u64(char *p, unsigned long long v) {
+  unsigned n = 1;
+  for (unsigned long long t = v; t >= 10; t /= 10)
+    n++;
+  char *end = p + n;
+  do {
+    *--end = (char)('0' + (int)(v % 10));
+    v /= 10;
+  } while (v != 0);
+  return p + n;
+}
+
+/** Writes `v` in decimal at `p` (at most PERFC_CACHE_KEY_INT_MAX bytes, no
+ *  NUL) and returns the end: "%lld"'s text. */
+static inline char *perfc_cache_key_put_i64(char *p, long long v) {
+  if (v < 0) {
+    *p++ = '-';
+    /* In unsigned arithmetic, so LLONG_MIN has a magnitude too. */
+    return perfc_cache_key_put_u64(p, 0ULL - (unsigned long long)v);
+  }
+  return perfc_cache_key_put_u64(p, (unsigned long long)v);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -80,9 +80,28 @@ int perfc__pb_plain_fields(const uint8_t *data, size_t len) {
   const uint8_t *p = data, *end = data + len;
   int n = 0;
   while (p < end) {
-    if (skip_field(&p, end) != 0 || n == INT_MAX)
+    if (n == INT_MAX)
       return -1;
     n++;
+    /* Inline, the fields of a typical cached message (every L1 hit walks
+     * its value): a one-byte tag (field numbers 1..15) with a one-byte
+     * varint or a one-byte length. Exactly what skip_field() decides for
+     * those bytes; anything else goes through it. */
+    uint8_t t = p[0];
+    if (t >= 0x08 && t < 0x80 && end - p >= 2 && p[1] < 0x80) {
+      if ((t & 7) == PROTOBUF_C_WIRE_TYPE_VARINT) {
+        p += 2;
+        continue;
+      }
+      if ((t & 7) == PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) {
+        if (p[1] > end - p - 2)
+          return -1; /* truncated */
+        p += 2 + p[1];
+        continue;
+      }
+    }
+    if (skip_field(&p, end) != 0)
+      return -1;
   }
   return n;
 }

@@ -233,6 +233,22 @@ static perfc_status_code user__v1__user_service__get_user__perfc_load_async(perf
       (User__V1__User *)resp, load, b->user_data);
 }
 
+/* GetUser's cache key "user:{id}" of request `r`, in the call's arena
+ * `a`: the bytes of printf("user:%lld", ...), built without a
+ * format; NULL (arena exhausted) makes the call skip the cache. */
+static const char *user__v1__user_service__get_user__perfc_key(perfc_arena *a,
+    const User__V1__GetUserRequest *r) {
+  char *k = perfc_arena_alloc(a, 6 + PERFC_CACHE_KEY_INT_MAX);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user:", 5);
+  p += 5;
+  p = perfc_cache_key_put_i64(p, (long long)r->id);
+  *p = '\0';
+  return k;
+}
+
 static perfc_status_code user__v1__user_service__get_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
@@ -243,11 +259,8 @@ static perfc_status_code user__v1__user_service__get_user__perfc_invoke(perfc_ct
   if (b->cache == NULL)
     return h->get_user(ctx, (const User__V1__GetUserRequest *)req, (User__V1__User *)resp,
         user_data);
-  const User__V1__GetUserRequest *r = (const User__V1__GetUserRequest *)req;
-  (void)r; /* unused when the key names no field */
-  /* "user:{id}"; NULL (arena exhausted) makes the call skip the cache. */
-  const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
-      "user:%lld", (long long)r->id);
+  const char *key = user__v1__user_service__get_user__perfc_key(perfc_ctx_arena(ctx),
+      (const User__V1__GetUserRequest *)req);
   return perfc_cache_rpc_unary(ctx, b->cache, key, 600000u,
       30000u, req, resp, user__v1__user_service__get_user__perfc_load, b);
 }
@@ -266,15 +279,28 @@ static int user__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
     return perfc_cache_rpc_try_hit_async(ctx, NULL, NULL, 0, 0, req, resp,
         user__v1__user_service__get_user__perfc_load_async, b, code);
   }
-  const User__V1__GetUserRequest *r = (const User__V1__GetUserRequest *)req;
-  (void)r; /* unused when the key names no field */
-  const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
-      "user:%lld", (long long)r->id);
+  const char *key = user__v1__user_service__get_user__perfc_key(perfc_ctx_arena(ctx),
+      (const User__V1__GetUserRequest *)req);
   return perfc_cache_rpc_try_hit_async(ctx, b->cache, key, 600000u,
       30000u, req, resp,
       b->async.get_user != NULL ? user__v1__user_service__get_user__perfc_load_async
                                    : NULL,
       b, code);
+}
+
+/* UpdateUser's key "user:{user.id}" to invalidate, of request `r`, in the call's
+ * arena `a`; NULL when the arena is exhausted. */
+static const char *user__v1__user_service__update_user__perfc_key0(perfc_arena *a,
+    const User__V1__UpdateUserRequest *r) {
+  char *k = perfc_arena_alloc(a, 6 + PERFC_CACHE_KEY_INT_MAX);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user:", 5);
+  p += 5;
+  p = perfc_cache_key_put_i64(p, (long long)(r->user ? r->user->id : 0));
+  *p = '\0';
+  return k;
 }
 
 static perfc_status_code user__v1__user_service__update_user__perfc_invoke(perfc_ctx *ctx,
@@ -291,13 +317,27 @@ static perfc_status_code user__v1__user_service__update_user__perfc_invoke(perfc
   /* After the handler's commit: a read that loaded the old row before it
    * is fenced by the cache and does not fill afterwards. */
   const User__V1__UpdateUserRequest *r = (const User__V1__UpdateUserRequest *)req;
-  (void)r; /* unused when the key names no field */
   perfc_arena *a = perfc_ctx_arena(ctx);
   const char *keys[1] = {
-    perfc_arena_sprintf(a, "user:%lld", (long long)(r->user ? r->user->id : 0)),
+    user__v1__user_service__update_user__perfc_key0(a, r),
   };
   perfc_cache_rpc_invalidate(ctx, b->cache, keys, 1);
   return st;
+}
+
+/* DeleteUser's key "user:{id}" to invalidate, of request `r`, in the call's
+ * arena `a`; NULL when the arena is exhausted. */
+static const char *user__v1__user_service__delete_user__perfc_key0(perfc_arena *a,
+    const User__V1__DeleteUserRequest *r) {
+  char *k = perfc_arena_alloc(a, 6 + PERFC_CACHE_KEY_INT_MAX);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user:", 5);
+  p += 5;
+  p = perfc_cache_key_put_i64(p, (long long)r->id);
+  *p = '\0';
+  return k;
 }
 
 static perfc_status_code user__v1__user_service__delete_user__perfc_invoke(perfc_ctx *ctx,
@@ -314,10 +354,9 @@ static perfc_status_code user__v1__user_service__delete_user__perfc_invoke(perfc
   /* After the handler's commit: a read that loaded the old row before it
    * is fenced by the cache and does not fill afterwards. */
   const User__V1__DeleteUserRequest *r = (const User__V1__DeleteUserRequest *)req;
-  (void)r; /* unused when the key names no field */
   perfc_arena *a = perfc_ctx_arena(ctx);
   const char *keys[1] = {
-    perfc_arena_sprintf(a, "user:%lld", (long long)r->id),
+    user__v1__user_service__delete_user__perfc_key0(a, r),
   };
   perfc_cache_rpc_invalidate(ctx, b->cache, keys, 1);
   return st;

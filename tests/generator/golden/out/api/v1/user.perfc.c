@@ -162,6 +162,22 @@ static perfc_status_code api__v1__user_service__get_user__perfc_load_async(perfc
       (Api__V1__User *)resp, load, b->user_data);
 }
 
+/* GetUser's cache key "user:{id}" of request `r`, in the call's arena
+ * `a`: the bytes of printf("user:%lld", ...), built without a
+ * format; NULL (arena exhausted) makes the call skip the cache. */
+static const char *api__v1__user_service__get_user__perfc_key(perfc_arena *a,
+    const Api__V1__GetUserRequest *r) {
+  char *k = perfc_arena_alloc(a, 6 + PERFC_CACHE_KEY_INT_MAX);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user:", 5);
+  p += 5;
+  p = perfc_cache_key_put_i64(p, (long long)r->id);
+  *p = '\0';
+  return k;
+}
+
 static perfc_status_code api__v1__user_service__get_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
@@ -172,11 +188,8 @@ static perfc_status_code api__v1__user_service__get_user__perfc_invoke(perfc_ctx
   if (b->cache == NULL)
     return h->get_user(ctx, (const Api__V1__GetUserRequest *)req, (Api__V1__User *)resp,
         user_data);
-  const Api__V1__GetUserRequest *r = (const Api__V1__GetUserRequest *)req;
-  (void)r; /* unused when the key names no field */
-  /* "user:{id}"; NULL (arena exhausted) makes the call skip the cache. */
-  const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
-      "user:%lld", (long long)r->id);
+  const char *key = api__v1__user_service__get_user__perfc_key(perfc_ctx_arena(ctx),
+      (const Api__V1__GetUserRequest *)req);
   return perfc_cache_rpc_unary(ctx, b->cache, key, 300000u,
       30000u, req, resp, api__v1__user_service__get_user__perfc_load, b);
 }
@@ -195,10 +208,8 @@ static int api__v1__user_service__get_user__perfc_try_inline(perfc_ctx *ctx,
     return perfc_cache_rpc_try_hit_async(ctx, NULL, NULL, 0, 0, req, resp,
         api__v1__user_service__get_user__perfc_load_async, b, code);
   }
-  const Api__V1__GetUserRequest *r = (const Api__V1__GetUserRequest *)req;
-  (void)r; /* unused when the key names no field */
-  const char *key = perfc_arena_sprintf(perfc_ctx_arena(ctx),
-      "user:%lld", (long long)r->id);
+  const char *key = api__v1__user_service__get_user__perfc_key(perfc_ctx_arena(ctx),
+      (const Api__V1__GetUserRequest *)req);
   return perfc_cache_rpc_try_hit_async(ctx, b->cache, key, 300000u,
       30000u, req, resp,
       b->async.get_user != NULL ? api__v1__user_service__get_user__perfc_load_async
@@ -216,6 +227,39 @@ static perfc_status_code api__v1__user_service__list_users__perfc_invoke(perfc_c
   return h->list_users(ctx, (const Api__V1__ListUsersRequest *)req, stream, user_data);
 }
 
+/* UpdateUser's key "user:{user.id}" to invalidate, of request `r`, in the call's
+ * arena `a`; NULL when the arena is exhausted. */
+static const char *api__v1__user_service__update_user__perfc_key0(perfc_arena *a,
+    const Api__V1__UpdateUserRequest *r) {
+  char *k = perfc_arena_alloc(a, 6 + PERFC_CACHE_KEY_INT_MAX);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user:", 5);
+  p += 5;
+  p = perfc_cache_key_put_i64(p, (long long)(r->user ? r->user->id : 0));
+  *p = '\0';
+  return k;
+}
+
+/* UpdateUser's key "user_email:{user.email}" to invalidate, of request `r`, in the call's
+ * arena `a`; NULL when the arena is exhausted. */
+static const char *api__v1__user_service__update_user__perfc_key1(perfc_arena *a,
+    const Api__V1__UpdateUserRequest *r) {
+  const char *s0 = (r->user && r->user->email ? r->user->email : "");
+  size_t n0 = strlen(s0);
+  char *k = perfc_arena_alloc(a, 12 + n0);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user_email:", 11);
+  p += 11;
+  memcpy(p, s0, n0);
+  p += n0;
+  *p = '\0';
+  return k;
+}
+
 static perfc_status_code api__v1__user_service__update_user__perfc_invoke(perfc_ctx *ctx,
     const void *handlers, void *user_data, const ProtobufCMessage *req,
     ProtobufCMessage *resp, perfc_stream *stream) {
@@ -230,14 +274,28 @@ static perfc_status_code api__v1__user_service__update_user__perfc_invoke(perfc_
   /* After the handler's commit: a read that loaded the old row before it
    * is fenced by the cache and does not fill afterwards. */
   const Api__V1__UpdateUserRequest *r = (const Api__V1__UpdateUserRequest *)req;
-  (void)r; /* unused when the key names no field */
   perfc_arena *a = perfc_ctx_arena(ctx);
   const char *keys[2] = {
-    perfc_arena_sprintf(a, "user:%lld", (long long)(r->user ? r->user->id : 0)),
-    perfc_arena_sprintf(a, "user_email:%s", (r->user && r->user->email ? r->user->email : "")),
+    api__v1__user_service__update_user__perfc_key0(a, r),
+    api__v1__user_service__update_user__perfc_key1(a, r),
   };
   perfc_cache_rpc_invalidate(ctx, b->cache, keys, 2);
   return st;
+}
+
+/* DeleteUser's key "user:{id}" to invalidate, of request `r`, in the call's
+ * arena `a`; NULL when the arena is exhausted. */
+static const char *api__v1__user_service__delete_user__perfc_key0(perfc_arena *a,
+    const Api__V1__GetUserRequest *r) {
+  char *k = perfc_arena_alloc(a, 6 + PERFC_CACHE_KEY_INT_MAX);
+  if (k == NULL)
+    return NULL;
+  char *p = k;
+  memcpy(p, "user:", 5);
+  p += 5;
+  p = perfc_cache_key_put_i64(p, (long long)r->id);
+  *p = '\0';
+  return k;
 }
 
 static perfc_status_code api__v1__user_service__delete_user__perfc_invoke(perfc_ctx *ctx,
@@ -254,10 +312,9 @@ static perfc_status_code api__v1__user_service__delete_user__perfc_invoke(perfc_
   /* After the handler's commit: a read that loaded the old row before it
    * is fenced by the cache and does not fill afterwards. */
   const Api__V1__GetUserRequest *r = (const Api__V1__GetUserRequest *)req;
-  (void)r; /* unused when the key names no field */
   perfc_arena *a = perfc_ctx_arena(ctx);
   const char *keys[1] = {
-    perfc_arena_sprintf(a, "user:%lld", (long long)r->id),
+    api__v1__user_service__delete_user__perfc_key0(a, r),
   };
   perfc_cache_rpc_invalidate(ctx, b->cache, keys, 1);
   return st;
