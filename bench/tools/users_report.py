@@ -17,11 +17,12 @@ import csv
 import statistics
 import sys
 
-ORDER = ["echo", "echo-pool", "l1", "go-l1", "l1-noage", "l1-inline", "echo-pool-cl", "redis",
+ORDER = ["echo", "echo-metrics", "echo-pool", "l1", "go-l1", "l1-noage", "l1-inline", "echo-pool-cl", "redis",
          "redis-pool", "redis-spread", "redis-cluster", "redis-cluster-spread", "go-redis", "pg", "pg-spread", "go-pg",
          "redis-benchmark", "pgbench"]
 LABEL = {
     "echo": "echo (perfc-echo-server)",
+    "echo-metrics": "echo with the metrics interceptor and /metrics",
     "echo-pool": "echo on the worker pool",
     "l1": "GetUser, L1 hits",
     "l1-noage": "GetUser, L1 hits, no max_connection_age",
@@ -53,7 +54,7 @@ NOT_GRPC = ("redis-benchmark", "pgbench")
 # Loads shaped like echo's (one h2load, many streams per connection); the
 # redis configuration is 16 closed-loop clients (bench/run-users says why),
 # so a ratio of it to echo would compare two load shapes.
-SAME_SHAPE = ("echo", "echo-pool", "l1", "l1-noage", "l1-inline", "pg", "go-l1")
+SAME_SHAPE = ("echo", "echo-metrics", "echo-pool", "l1", "l1-noage", "l1-inline", "pg", "go-l1")
 TARGET = 0.95
 
 
@@ -111,7 +112,7 @@ def main():
               f"(per round {', '.join(f'{v:.2f}' for v in per)}).")
     # The same comparison with both sides on one executor: what the cache
     # path costs apart from the hand-off to the worker pool.
-    for a, b in (("l1", "echo-pool"), ("l1-inline", "echo"), ("l1", "l1-noage"),
+    for a, b in (("l1", "echo-metrics"), ("l1", "echo-pool"), ("l1-inline", "echo"), ("l1", "l1-noage"),
                  ("redis", "echo-pool-cl"), ("redis", "redis-pool"),
                  ("redis-cluster", "redis"), ("redis-cluster-spread", "redis-spread")):
         x = ratio(good.get(a, []), good.get(b, []), "rps")

@@ -1,7 +1,11 @@
 /* test_l1cache.c — runtime/src/data/l1cache.c: hits and misses, copy-out, TTL,
  * LRU eviction under the byte bound, negative entries, delete, clear,
- * versioned sets fenced by delete, stats, and a threaded smoke test. */
+ * versioned sets fenced by delete, stats, a threaded smoke test, and the
+ * plain-protobuf mark taken when a value is stored. */
+#include "data/cache_internal.h" /* perfc__l1cache_get_arena */
+
 #include <criterion/criterion.h>
+#include <perfc/arena.h>
 #include <perfc/l1cache.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -285,5 +289,52 @@ Test(l1cache, negative_ttls_are_refused_with_a_message) {
       perfc_l1cache_get(c, "absent", &(uint8_t *){NULL}, &(size_t){0}, NULL),
       PERFC_ENOENT);
   cr_assert_str_eq(perfc_last_error(), "marker");
+  perfc_l1cache_free(c);
+}
+
+/* Whether a value is protobuf fields the declarative cache may send as
+ * they are is decided once, when it is stored (perfc__pb_plain_fields),
+ * and read with every hit: the hit path then skips its own walk. A value
+ * the walk refuses (a group, a truncated field) is not plain, so its hits
+ * are still decoded by protobuf-c (cache_rpc.c, answer_hit). */
+Test(l1cache, plain_protobuf_values_are_marked_when_stored) {
+  perfc_l1cache *c = mk(4, 1 << 20);
+  perfc_arena *a = NULL;
+  cr_assert_eq(perfc_arena_new(&a, 0), 0);
+  static const uint8_t plain[] = {0x08, 0x96, 0x01, 0x12, 0x03, 'a', 'b', 'c'};
+  static const uint8_t group[] = {0x0b, 0x08, 0x01, 0x0c}; /* field 1, group */
+  static const uint8_t cut[] = {0x12, 0x05, 'a'};          /* length past end */
+  struct {
+    const char *key;
+    perfc_slice v;
+    int want;
+  } cases[] = {
+      {"k:plain", {plain, sizeof plain}, 1},
+      {"k:group", {group, sizeof group}, 0},
+      {"k:cut", {cut, sizeof cut}, 0},
+      {"k:empty", {NULL, 0}, 1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    cr_assert_eq(perfc_l1cache_set(c, cases[i].key, cases[i].v, 60000), 0);
+    uint8_t *out = NULL;
+    size_t n = 0;
+    int neg = -1, pl = -1;
+    cr_assert_eq(perfc__l1cache_get_arena(c, cases[i].key, a, &out, &n, &neg,
+                                          &pl),
+                 0, "%s", cases[i].key);
+    cr_assert_eq(n, cases[i].v.len, "%s", cases[i].key);
+    cr_assert_eq(neg, 0, "%s", cases[i].key);
+    cr_assert_eq(pl, cases[i].want, "%s: plain %d", cases[i].key, pl);
+  }
+  /* A value replaced by one that is not plain loses the mark. */
+  cr_assert_eq(perfc_l1cache_set(c, "k:plain", (perfc_slice){group, sizeof group},
+                                 60000),
+               0);
+  uint8_t *out = NULL;
+  size_t n = 0;
+  int neg = 0, pl = -1;
+  cr_assert_eq(perfc__l1cache_get_arena(c, "k:plain", a, &out, &n, &neg, &pl), 0);
+  cr_assert_eq(pl, 0);
+  perfc_arena_free(a);
   perfc_l1cache_free(c);
 }

@@ -1542,7 +1542,7 @@ int perfc_cache_get_or_load(perfc_cache *c, const char *key,
 /* perfc_cache_peek() and its arena variant: L1 alone, never loading. The
  * value is malloc'd when `a` is NULL, else copied into `a`. */
 static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
-                size_t *out_len) {
+                size_t *out_len, int *out_plain) {
   if (!c || !key || !out || !out_len)
     return PERFC_EINVAL;
   if (c->bloom && !perfc_bloom_maybe_contains(c->bloom, key)) {
@@ -1554,7 +1554,8 @@ static int peek(perfc_cache *c, const char *key, perfc_arena *a, uint8_t **out,
   if (!l1_usable(c))
     return 1;
   int neg = 0;
-  int rc = a ? perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg)
+  int rc = a ? perfc__l1cache_get_arena(c->l1, key, a, out, out_len, &neg,
+                                        out_plain)
              : perfc_l1cache_get(c->l1, key, out, out_len, &neg);
   if (rc == PERFC_ENOENT)
     return 1;
@@ -1575,7 +1576,7 @@ static void cache_span_end(perfc_span *sp, const char *level, int rc);
 /* peek() in a span: an L1 lookup that never loads; a miss (1) is
  * recorded as such. */
 static int peek_traced(perfc_cache *c, const char *key, perfc_arena *a,
-                       uint8_t **out, size_t *out_len) {
+                       uint8_t **out, size_t *out_len, int *out_plain) {
   perfc_span *sp =
       c != NULL ? perfc_tracing_span_start_current("cache.peek",
                                                    PERFC_SPAN_INTERNAL)
@@ -1584,7 +1585,7 @@ static int peek_traced(perfc_cache *c, const char *key, perfc_arena *a,
    * usual one) then pays no call at all for the span. */
   if (sp != NULL)
     perfc_span_set_attr_str(sp, "perfc.cache.name", c->name);
-  int rc = peek(c, key, a, out, out_len);
+  int rc = peek(c, key, a, out, out_len, out_plain);
   if (sp != NULL && rc == 1) {
     perfc_span_set_attr_str(sp, "perfc.cache.level", "l1");
     perfc_span_set_attr_str(sp, "perfc.cache.result", "miss");
@@ -1597,7 +1598,7 @@ static int peek_traced(perfc_cache *c, const char *key, perfc_arena *a,
 
 int perfc_cache_peek(perfc_cache *c, const char *key, uint8_t **out,
                      size_t *out_len) {
-  return peek_traced(c, key, NULL, out, out_len);
+  return peek_traced(c, key, NULL, out, out_len, NULL);
 }
 
 int perfc__cache_negative_note(perfc_cache *c, const char *key,
@@ -1608,10 +1609,12 @@ int perfc__cache_negative_note(perfc_cache *c, const char *key,
 }
 
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
-                            uint8_t **out, size_t *out_len) {
+                            uint8_t **out, size_t *out_len, int *out_plain) {
   if (a == NULL)
     return PERFC_EINVAL;
-  return peek_traced(c, key, a, out, out_len);
+  if (out_plain != NULL)
+    *out_plain = 0;
+  return peek_traced(c, key, a, out, out_len, out_plain);
 }
 
 static int get_or_load(perfc_cache *c, const char *key, int64_t ttl_ms,

@@ -17,7 +17,8 @@
  * bytes the loader gave with PERFC_ENOENT, or NULL). Counts one hit or
  * miss, as perfc_l1cache_get() does. */
 int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
-                             uint8_t **out, size_t *out_len, int *out_negative);
+                             uint8_t **out, size_t *out_len, int *out_negative,
+                             int *out_plain);
 
 /* A negative entry's note (see perfc_cache_loader_fn), without counting a
  * hit or miss or moving the entry: 0 with `*out` in `a` (NULL, 0: the entry
@@ -35,7 +36,7 @@ int perfc__cache_negative_note(perfc_cache *c, const char *key,
  * and `*out_len` to the negative entry's note (NULL, 0 when it has none or
  * the answer is not L1's). */
 int perfc__cache_peek_arena(perfc_cache *c, const char *key, perfc_arena *a,
-                            uint8_t **out, size_t *out_len);
+                            uint8_t **out, size_t *out_len, int *out_plain);
 
 /* The declarative hit path's second level, on an event loop (cache_rpc.c's
  * try_hit): a plain GET of `key` through the cache's asynchronous client.

@@ -94,14 +94,15 @@ static perfc_status_code not_found(perfc_ctx *ctx, const uint8_t *note,
  * structs only for the server to encode them again was most of what a hit
  * cost (for examples/user-service's User, ~4,000 of ~5,000 instructions),
  * and even carrying them as unknown fields through protobuf-c's pack cost
- * ~1,100 more. One walk over the fields checks they are well formed;
+ * ~1,100 more. One walk over the fields checks they are well formed
+ * (`plain`: L1 walked them when it stored them, so a hit skips it);
  * anything else (a group, damaged bytes), or a `resp` that is not the one
  * the server sends (a handler calling this for its own message), is
  * decoded into `resp` by protobuf-c. */
 static perfc_status_code answer_hit(perfc_ctx *ctx, const char *key,
                                     ProtobufCMessage *resp, const uint8_t *val,
-                                    size_t len) {
-  if (perfc__pb_plain_fields(val, len) >= 0 &&
+                                    size_t len, int plain) {
+  if ((plain || perfc__pb_plain_fields(val, len) >= 0) &&
       perfc_ctx_set_raw_response(ctx, resp, val, len) == 0)
     return PERFC_STATUS_OK;
   ProtobufCAllocator al = perfc_arena_allocator(perfc_ctx_arena(ctx));
@@ -132,7 +133,7 @@ static perfc_status_code answer_hit_owned(perfc_ctx *ctx, const char *key,
   if (len)
     memcpy(copy, val, len);
   free(val);
-  return answer_hit(ctx, key, resp, copy, len);
+  return answer_hit(ctx, key, resp, copy, len, 0);
 }
 
 perfc_status_code
@@ -206,7 +207,7 @@ static void l2_answered(int rc, const uint8_t *val, size_t len, void *ud) {
     }
     if (len)
       memcpy(copy, val, len);
-    perfc_deferred_finish(w->d, answer_hit(ctx, w->key, w->resp, copy, len));
+    perfc_deferred_finish(w->d, answer_hit(ctx, w->key, w->resp, copy, len, 0));
     return;
   }
   if (rc == PERFC_ENOENT) {
@@ -229,13 +230,15 @@ int perfc_cache_rpc_try_hit_ttl(perfc_ctx *ctx, perfc_cache *cache,
   uint8_t *val = NULL;
   size_t len = 0;
   /* Straight into the arena: no malloc, one copy under the shard lock. */
-  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len);
+  int plain = 0;
+  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len,
+                                   &plain);
   if (rc == PERFC_ENOENT) {
     *code = not_found(ctx, val, len);
     return 1;
   }
   if (rc == 0) {
-    *code = answer_hit(ctx, key, resp, val, len);
+    *code = answer_hit(ctx, key, resp, val, len, plain);
     return 1;
   }
   if (rc != 1 || perfc_loop_current() == NULL ||
@@ -402,7 +405,7 @@ static void async_result(int rc, const uint8_t *val, size_t len, void *ud) {
   }
   if (len)
     memcpy(copy, val, len);
-  perfc_deferred_finish(a->d, answer_hit(ctx, a->key, a->resp, copy, len));
+  perfc_deferred_finish(a->d, answer_hit(ctx, a->key, a->resp, copy, len, 0));
 }
 
 static void async_start_load(perfc_cache_rpc_load *a, int l2_missed) {
@@ -475,13 +478,15 @@ int perfc_cache_rpc_try_hit_async(perfc_ctx *ctx, perfc_cache *cache,
     return 0;
   uint8_t *val = NULL;
   size_t len = 0;
-  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len);
+  int plain = 0;
+  int rc = perfc__cache_peek_arena(cache, key, perfc_ctx_arena(ctx), &val, &len,
+                                   &plain);
   if (rc == PERFC_ENOENT) {
     *code = not_found(ctx, val, len);
     return 1;
   }
   if (rc == 0) {
-    *code = answer_hit(ctx, key, resp, val, len);
+    *code = answer_hit(ctx, key, resp, val, len, plain);
     return 1;
   }
   /* Not on a loop (the C core transport, a worker), or Redis without its

@@ -15,6 +15,7 @@
 #include "perfc/l1cache.h"
 
 #include "core/error_internal.h"
+#include "core/pb_wire_internal.h"
 #include "data/cache_internal.h"
 
 #include <pthread.h>
@@ -36,7 +37,11 @@ typedef struct entry {
   uint64_t promoted_ms; /* last move to the LRU head */
   uint32_t klen;
   uint32_t vlen;
-  int negative;
+  uint8_t negative;
+  /* The value is protobuf fields perfc__pb_plain_fields() accepts, checked
+   * once when stored: the declarative cache's hits send such bytes as
+   * they are, and a hit then skips the walk (cache_rpc.c, answer_hit). */
+  uint8_t plain;
   /* key bytes, a NUL, then value bytes */
   uint8_t data[];
 } entry;
@@ -78,14 +83,35 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* FNV-1a with a final avalanche (murmur3's fmix64): FNV alone leaves the
- * low bits weak for short similar keys, and both the shard and the bucket
- * index come from low bits. */
+/* Eight bytes at a time, each word multiplied in, then a final avalanche
+ * (murmur3's fmix64) because both the shard and the bucket index come from
+ * low bits. FNV-1a's byte loop cost a hit ~100 instructions on a 20-byte
+ * key; this is a third of that. Not a keyed hash: neither was FNV. */
 static uint64_t hash_key(const char *key, size_t len) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++) {
-    h ^= (uint8_t)key[i];
-    h *= 1099511628211ull;
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
+  while (len >= 8) {
+    uint64_t w;
+    memcpy(&w, key, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 29;
+    key += 8;
+    len -= 8;
+  }
+  if (len > 0) {
+    /* The last 1-7 bytes without a byte loop (wyhash's trick): two
+     * overlapping 4-byte reads, or first/middle/last byte; the length is
+     * in h already, so no two tails collide by their padding. */
+    uint64_t w;
+    if (len >= 4) {
+      uint32_t a, b;
+      memcpy(&a, key, 4);
+      memcpy(&b, key + len - 4, 4);
+      w = (uint64_t)a << 32 | b;
+    } else {
+      w = (uint64_t)(uint8_t)key[0] << 16 | (uint64_t)(uint8_t)key[len / 2] << 8 |
+          (uint8_t)key[len - 1];
+    }
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
   }
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdull;
@@ -267,7 +293,8 @@ static void maybe_grow(shard *s) {
  * while the lock is held. `count` = 0 for the second look of a value that
  * did not fit the first time (one call, one hit in the stats). */
 static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
-                  size_t *out_len, int *out_negative, int count) {
+                  size_t *out_len, int *out_negative, int *out_plain,
+                  int count) {
   if (!c || !key || !out_len || (cap && !buf))
     return PERFC_EINVAL;
   size_t klen = strlen(key);
@@ -303,6 +330,8 @@ static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
   *out_len = e->vlen;
   if (out_negative)
     *out_negative = e->negative;
+  if (out_plain)
+    *out_plain = e->plain;
   int rc = 0;
   if (e->vlen > cap)
     rc = PERFC_ETOOBIG;
@@ -324,7 +353,7 @@ int perfc_l1cache_get(perfc_l1cache *c, const char *key, uint8_t **out,
   uint8_t stack[GET_STACK_BYTES];
   int neg = 0;
   size_t n = 0;
-  int rc = lookup(c, key, stack, sizeof stack, &n, &neg, 1);
+  int rc = lookup(c, key, stack, sizeof stack, &n, &neg, NULL, 1);
   if (rc == 0) {
     *out = NULL;
     if (!neg) {
@@ -339,7 +368,7 @@ int perfc_l1cache_get(perfc_l1cache *c, const char *key, uint8_t **out,
     uint8_t *p = malloc(n);
     if (!p)
       return PERFC_ENOMEM;
-    rc = lookup(c, key, p, n, &n, &neg, 0);
+    rc = lookup(c, key, p, n, &n, &neg, NULL, 0);
     if (rc == 0 && !neg)
       *out = p;
     else {
@@ -357,7 +386,8 @@ int perfc_l1cache_get(perfc_l1cache *c, const char *key, uint8_t **out,
 }
 
 int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
-                             uint8_t **out, size_t *out_len, int *out_negative) {
+                             uint8_t **out, size_t *out_len, int *out_negative,
+                             int *out_plain) {
   if (!out || !a)
     return PERFC_EINVAL;
   /* A guess that fits most cached messages; the arena is the call's, so
@@ -367,13 +397,13 @@ int perfc__l1cache_get_arena(perfc_l1cache *c, const char *key, perfc_arena *a,
   if (!buf)
     return PERFC_ENOMEM;
   int neg = 0;
-  int rc = lookup(c, key, buf, cap, &n, &neg, 1);
+  int rc = lookup(c, key, buf, cap, &n, &neg, out_plain, 1);
   while (rc == PERFC_ETOOBIG) {
     /* Replaced between the looks: repeat until it fits or is gone. */
     if (!(buf = perfc_arena_alloc(a, n)))
       return PERFC_ENOMEM;
     cap = n;
-    rc = lookup(c, key, buf, cap, &n, &neg, 0);
+    rc = lookup(c, key, buf, cap, &n, &neg, out_plain, 0);
   }
   if (rc != 0)
     return rc;
@@ -391,12 +421,13 @@ int perfc__l1cache_note(perfc_l1cache *c, const char *key, perfc_arena *a,
     return PERFC_EINVAL;
   size_t cap = 64, n = 0;
   uint8_t *buf = perfc_arena_alloc(a, cap);
-  int neg = 0, rc = buf ? lookup(c, key, buf, cap, &n, &neg, 0) : PERFC_ENOMEM;
+  int neg = 0;
+  int rc = buf ? lookup(c, key, buf, cap, &n, &neg, NULL, 0) : PERFC_ENOMEM;
   while (rc == PERFC_ETOOBIG) {
     if (!(buf = perfc_arena_alloc(a, n)))
       return PERFC_ENOMEM;
     cap = n;
-    rc = lookup(c, key, buf, cap, &n, &neg, 0);
+    rc = lookup(c, key, buf, cap, &n, &neg, NULL, 0);
   }
   if (rc != 0)
     return rc;
@@ -409,7 +440,7 @@ int perfc__l1cache_note(perfc_l1cache *c, const char *key, perfc_arena *a,
 
 int perfc_l1cache_get_into(perfc_l1cache *c, const char *key, uint8_t *buf,
                            size_t cap, size_t *out_len, int *out_negative) {
-  return lookup(c, key, buf, cap, out_len, out_negative, 1);
+  return lookup(c, key, buf, cap, out_len, out_negative, NULL, 1);
 }
 
 static uint64_t version_locked(const shard *s, uint64_t h) {
@@ -447,6 +478,7 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
     ne->klen = (uint32_t)klen;
     ne->vlen = (uint32_t)vlen;
     ne->negative = negative ? 1 : 0;
+    ne->plain = !negative && perfc__pb_plain_fields(value.base, vlen) >= 0;
     ne->promoted_ms = now_ms();
     ne->expires_ms =
         ne->promoted_ms + (uint64_t)(ttl_ms ? ttl_ms : c->default_ttl_ms);

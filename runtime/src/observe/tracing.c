@@ -26,6 +26,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1193,8 +1194,16 @@ static void srv_after(void *self, void *method_state, perfc_ctx *ctx,
   span_finish(s);
 }
 
+/* Servers a tracer was ever attached to in this process (never lowered:
+ * a server's interceptors live as long as it does, and a stale non-zero
+ * only costs the lookup it skips). */
+static atomic_uint servers_traced;
+
 perfc_span *perfc_tracing_ctx_span(perfc_ctx *ctx) {
-  if (ctx == NULL)
+  /* No tracer attached to any server (the usual case with tracing off):
+   * no call has a span, and the metrics interceptor asks on every call. */
+  if (ctx == NULL || atomic_load_explicit(&servers_traced,
+                                          memory_order_relaxed) == 0)
     return NULL;
   return perfc__ctx_call_state(ctx, srv_before);
 }
@@ -1228,6 +1237,7 @@ int perfc_tracing_attach(perfc_tracer *tr, perfc_server *srv) {
    * (perfc_tracing_ctx_span_context reads the request metadata). */
   if (tr->cfg.disabled || tr->fast_off)
     return 0;
+  atomic_fetch_add_explicit(&servers_traced, 1, memory_order_relaxed);
   perfc_server_interceptor ic = {
       .name = "tracing",
       .self = tr,
