@@ -6,7 +6,9 @@
  */
 #include "perfc/gateway.h"
 
+#include "gateway/json_internal.h" /* perfc__gateway_encode_bytes */
 #include "gw.pb-c.h"
+#include "gw.perfc.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -458,4 +460,132 @@ Test(gateway_json, allocates_from_the_arena) {
   size_t before = perfc_arena_used(arena);
   dec("{\"rStr\":[\"a\",\"b\"],\"st\":{\"k\":[1,2,3]}}");
   cr_assert_gt(perfc_arena_used(arena), before);
+}
+
+/* ---- perfc_http_codec.encode_bytes: the per-thread JSON memo ---------------
+ * (json_memo.c) A cache hit's stored bytes are answered as JSON from the
+ * thread's memo when the same gateway answered the same bytes on the same
+ * route lately; every answer must still be exactly what encoding the
+ * unpacked message gives. */
+
+/* The route of Gw's method `name` (the first binding). */
+static const perfc_http_route *route_of(const char *name) {
+  const perfc_service_desc *svc = &gw__v1__gw__perfc_desc;
+  for (size_t i = 0; i < svc->n_http_routes; i++)
+    if (strcmp(svc->methods[svc->http_routes[i].method_index].name, name) == 0)
+      return &svc->http_routes[i];
+  cr_assert_fail("no route for %s", name);
+  return NULL;
+}
+
+/* ListResp{items: [{n: k, s: text}], next: next} packed into the arena. */
+static uint8_t *list_bytes(int k, const char *text, const char *next,
+                           size_t *n) {
+  Gw__V1__Inner it = GW__V1__INNER__INIT;
+  it.n = k;
+  it.s = (char *)text;
+  Gw__V1__Inner *items[1] = {&it};
+  Gw__V1__ListResp l = GW__V1__LIST_RESP__INIT;
+  l.n_items = 1;
+  l.items = items;
+  l.next = (char *)next;
+  *n = gw__v1__list_resp__get_packed_size(&l);
+  uint8_t *b = perfc_arena_alloc(arena, *n ? *n : 1);
+  gw__v1__list_resp__pack(&l, b);
+  return b;
+}
+
+/* What encoding the unpacked message on route `m` gives: the reference. */
+static const char *direct(const perfc_gateway_match *m, const uint8_t *b,
+                          size_t n, const perfc_json_opts *o) {
+  ProtobufCAllocator al = perfc_arena_allocator(arena);
+  ProtobufCMessage *msg =
+      protobuf_c_message_unpack(&gw__v1__list_resp__descriptor, &al, n, b);
+  cr_assert_not_null(msg);
+  char *out = NULL;
+  size_t len = 0;
+  cr_assert_eq(perfc_gateway_encode_response(m, msg, o, arena, &out, &len), 0);
+  return out;
+}
+
+static const char *via_memo(uint64_t gen, const perfc_gateway_match *m,
+                            const uint8_t *b, size_t n,
+                            const perfc_json_opts *o) {
+  char *out = NULL;
+  size_t len = 0;
+  int rc = perfc__gateway_encode_bytes(o, gen, m, &gw__v1__list_resp__descriptor,
+                                       b, n, arena, &out, &len);
+  cr_assert_eq(rc, 0, "encode_bytes: %d %s", rc, perfc_last_error());
+  cr_assert_eq(strlen(out), len);
+  return out;
+}
+
+Test(gateway_json, encode_bytes_memo_keyed_by_gateway_route_and_bytes) {
+  perfc_json_opts o = {.resolve_type = resolve_gw};
+  perfc_gateway_match list = {.route = route_of("List")};
+  perfc_gateway_match batch = {.route = route_of("BatchGet")};
+  uint64_t gen = perfc__gateway_memo_gen(), gen2 = perfc__gateway_memo_gen();
+  cr_assert_neq(gen, 0);
+  cr_assert_neq(gen, gen2);
+  size_t n;
+  uint8_t *b = list_bytes(7, "seven", "p2", &n);
+  const char *want_list = direct(&list, b, n, &o);
+  const char *want_batch = direct(&batch, b, n, &o);
+  /* response_body "items": the array alone; without it, the message. */
+  cr_assert_str_eq(want_list, "[{\"n\":7,\"s\":\"seven\"}]");
+  cr_assert_str_eq(want_batch,
+                   "{\"items\":[{\"n\":7,\"s\":\"seven\"}],\"next\":\"p2\"}");
+  uint64_t h0, m0, h1, m1;
+  perfc__gateway_memo_stats(&h0, &m0);
+  for (int i = 0; i < 3; i++)
+    cr_assert_str_eq(via_memo(gen, &list, b, n, &o), want_list);
+  perfc__gateway_memo_stats(&h1, &m1);
+  cr_assert_eq(h1 - h0, 2, "hits %llu", (unsigned long long)(h1 - h0));
+  cr_assert_eq(m1 - m0, 1);
+  /* Same bytes, another route, another gateway: not the list's answer. */
+  cr_assert_str_eq(via_memo(gen, &batch, b, n, &o), want_batch);
+  cr_assert_str_eq(via_memo(gen2, &list, b, n, &o), want_list);
+  perfc__gateway_memo_stats(&h0, &m0);
+  cr_assert_eq(m0 - m1, 2);
+  /* Other bytes of the same length (one letter changed) are another
+   * answer, whatever their hash does. */
+  size_t n2;
+  uint8_t *b2 = list_bytes(7, "sevem", "p2", &n2);
+  cr_assert_eq(n2, n);
+  cr_assert_str_eq(via_memo(gen, &list, b2, n2, &o),
+                   "[{\"n\":7,\"s\":\"sevem\"}]");
+  /* 300 values twice each, more than the memo's slots: every answer is
+   * the direct encoding's, and the second round hits at least sometimes. */
+  perfc__gateway_memo_stats(&h0, &m0);
+  for (int round = 0; round < 2; round++)
+    for (int k = 0; k < 300; k++) {
+      char s[16];
+      snprintf(s, sizeof s, "v%d", k);
+      size_t nk;
+      uint8_t *bk = list_bytes(k, s, "", &nk);
+      cr_assert_str_eq(via_memo(gen, &batch, bk, nk, &o),
+                       direct(&batch, bk, nk, &o), "k=%d", k);
+    }
+  perfc__gateway_memo_stats(&h1, &m1);
+  cr_assert_eq((h1 - h0) + (m1 - m0), 600);
+  cr_assert_gt(h1 - h0, 0);
+  /* Bytes over the memo's bound are answered, never remembered. */
+  char big[1500];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  size_t nb;
+  uint8_t *bb = list_bytes(1, big, "", &nb);
+  perfc__gateway_memo_stats(&h0, &m0);
+  for (int i = 0; i < 2; i++)
+    cr_assert_str_eq(via_memo(gen, &batch, bb, nb, &o), direct(&batch, bb, nb, &o));
+  perfc__gateway_memo_stats(&h1, &m1);
+  cr_assert_eq(h1, h0);
+  /* Bytes that do not decode: PERFC_EPARSE, nothing remembered. */
+  static const uint8_t bad[] = {0x0a, 0x05, 0x08};
+  char *out = NULL;
+  size_t len = 0;
+  cr_assert_eq(perfc__gateway_encode_bytes(&o, gen, &list,
+                                           &gw__v1__list_resp__descriptor, bad,
+                                           sizeof bad, arena, &out, &len),
+               PERFC_EPARSE);
 }

@@ -122,6 +122,16 @@ typedef struct perfc_http_codec {
   int gzip_level;
   /** ETag / Cache-Control of GET answers of cached methods. */
   perfc_http_cache_mode http_cache;
+  /** Optional: the body of a response the handler gave as its encoded
+   *  bytes (a cache hit: perfc_ctx_set_raw_response), `n` bytes of a
+   *  `desc` message; the same body `encode` makes of the unpacked message,
+   *  same rules. Lets a codec skip the unpack and remember answers (the
+   *  gateway keeps the JSON of recent bytes per thread). NULL, or a
+   *  failure: the listener unpacks the bytes and calls `encode`. */
+  int (*encode_bytes)(void *user_data, void *match,
+                      const ProtobufCMessageDescriptor *desc,
+                      const uint8_t *bytes, size_t n, perfc_arena *arena,
+                      char **out, size_t *len);
 } perfc_http_codec;
 
 /** Lets the server's listener serve HTTP through `codec` (copied;

@@ -10,6 +10,7 @@
  * attaching before or after perfc_server_add_service() is the same; the
  * server owns the gateway's state and frees it with itself.
  */
+#include "gateway/json_internal.h" /* perfc__gateway_encode_bytes */
 #include "perfc/gateway.h"
 #include "perfc/http_codec.h"
 
@@ -20,6 +21,7 @@ typedef struct gw {
   perfc_gateway_opts o;
   perfc_json_opts json; /* o.json with the router's resolver */
   perfc_gateway_router *router;
+  uint64_t memo_gen; /* this gateway's entries in the JSON memo */
   /* The CORS strings, copied (o's pointers point here). */
   char **origins;
   char *methods, *headers, *expose;
@@ -96,6 +98,17 @@ static int gw_encode(void *ud, void *match, const ProtobufCMessage *resp,
   return perfc_gateway_encode_response(match, resp, &g->json, arena, out, len);
 }
 
+/* A cache hit's stored bytes as JSON, remembered per thread
+ * (json_memo.c): a hit's answer skips the unpack and the encoding. */
+static int gw_encode_bytes(void *ud, void *match,
+                           const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *bytes, size_t n, perfc_arena *arena,
+                           char **out, size_t *len) {
+  gw *g = ud;
+  return perfc__gateway_encode_bytes(&g->json, g->memo_gen, match, desc, bytes,
+                                     n, arena, out, len);
+}
+
 static int gw_error(void *ud, perfc_status_code code, const char *message,
                     perfc_arena *arena, char **out, size_t *len) {
   (void)ud;
@@ -126,6 +139,9 @@ static int gw_start(perfc_server *srv, void *ud) {
     g->json.resolve_user_data = r;
   }
   g->router = r;
+  /* The options (resolver included) are this start's: answers remembered
+   * under an earlier start's generation are not used again. */
+  g->memo_gen = perfc__gateway_memo_gen();
   return 0;
 }
 
@@ -214,6 +230,7 @@ int perfc_gateway_attach(const perfc_gateway_opts *opts, perfc_server *srv) {
       .match = gw_match,
       .decode = gw_decode,
       .encode = gw_encode,
+      .encode_bytes = gw_encode_bytes,
       .error = gw_error,
       .content_type = "application/json",
       .stream_content_type = "application/x-ndjson",

@@ -155,4 +155,21 @@ int perfc__json_encode_field(const ProtobufCMessage *msg,
 /* Duration range: +-10,000 years. */
 #define PERFC__DUR_MAX 315576000000LL
 
+/* json_memo.c: perfc_http_codec.encode_bytes for the gateway. The JSON of
+ * `n` protobuf bytes of `desc` as the route of `match` writes it with
+ * `opts` (perfc_gateway_encode_response of the unpacked message), from the
+ * calling thread's memo when the same bytes were answered by the same
+ * gateway (`gen`) on the same route lately. `*out` in `arena`. 0;
+ * PERFC_EPARSE when the bytes do not decode; as
+ * perfc_gateway_encode_response otherwise. */
+int perfc__gateway_encode_bytes(const perfc_json_opts *opts, uint64_t gen,
+                                const perfc_gateway_match *match,
+                                const ProtobufCMessageDescriptor *desc,
+                                const uint8_t *bytes, size_t n,
+                                perfc_arena *arena, char **out, size_t *len);
+/* A new gateway's generation: never 0, never given twice. */
+uint64_t perfc__gateway_memo_gen(void);
+/* The calling thread's memo hits and misses (tests). */
+void perfc__gateway_memo_stats(uint64_t *hits, uint64_t *misses);
+
 #endif /* PERFC_GATEWAY_JSON_INTERNAL_H */

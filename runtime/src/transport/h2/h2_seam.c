@@ -1060,6 +1060,20 @@ static void http_finish(h2call *c, perfc_status_code code, const char *message) 
     return;
   }
   const ProtobufCMessage *resp = ctx->response.msg;
+  if (resp == NULL && ctx->has_response && t->codec.encode_bytes != NULL &&
+      strcmp(c->desc->output->name, "google.api.HttpBody") != 0) {
+    /* A raw response (a cache hit's stored bytes): the codec writes them
+     * straight (the gateway remembers recent ones). On failure the path
+     * below unpacks them and reports what is wrong. */
+    char *body = NULL;
+    size_t len = 0;
+    if (t->codec.encode_bytes(t->codec_ud, c->http_match, c->desc->output,
+                              ctx->response.bytes, ctx->response.len,
+                              ctx->arena, &body, &len) == 0) {
+      http_answer(c, md, nmd, body, len);
+      return;
+    }
+  }
   if (resp == NULL && ctx->has_response) {
     /* A raw response (perfc_ctx_set_raw_response): JSON needs the message. */
     ProtobufCAllocator al = perfc_arena_allocator(ctx->arena);
