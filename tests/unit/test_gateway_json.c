@@ -583,6 +583,12 @@ Test(gateway_json, encode_bytes_memo_keyed_by_gateway_route_and_bytes) {
     cr_assert_str_eq(via_memo(gen, &batch, bb, nb, &o), direct(&batch, bb, nb, &o));
   perfc__gateway_memo_stats(&h1, &m1);
   cr_assert_eq(h1, h0);
+  /* An empty message is no bytes at all (NULL, 0): remembered too. */
+  perfc__gateway_memo_stats(&h0, &m0);
+  for (int i = 0; i < 2; i++)
+    cr_assert_str_eq(via_memo(gen, &batch, NULL, 0, &o), "{}");
+  perfc__gateway_memo_stats(&h1, &m1);
+  cr_assert_eq(h1 - h0, 1);
   /* Bytes that do not decode: PERFC_EPARSE, nothing remembered. */
   static const uint8_t bad[] = {0x0a, 0x05, 0x08};
   char *out = NULL;

@@ -128,7 +128,8 @@ int perfc__gateway_encode_bytes(const perfc_json_opts *opts, uint64_t gen,
                    bytes, n);
     s = &m->slot[h & (MEMO_SLOTS - 1)];
     if (s->gen == gen && s->hash == h && s->route == match->route &&
-        s->desc == desc && s->n == n && memcmp(s->data, bytes, n) == 0) {
+        s->desc == desc && s->n == n &&
+        (n == 0 || memcmp(s->data, bytes, n) == 0)) {
       char *j = perfc_arena_alloc(arena, (size_t)s->jlen + 1);
       if (j == NULL)
         return perfc_error_set(PERFC_ENOMEM, NULL, -1,
