@@ -318,10 +318,17 @@ class Routes(unittest.TestCase):
                 M["CreateUserRequest"](name="gRPC only", email="g@example.com"), timeout=TIMEOUT_S)
             ch.close()
             def code(*args):
-                return subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                                       "--http2-prior-knowledge"] + list(args),
-                                      stdout=subprocess.PIPE, text=True,
-                                      timeout=TIMEOUT_S).stdout
+                r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                    "--http2-prior-knowledge"] + list(args),
+                                   stdout=subprocess.PIPE, text=True,
+                                   timeout=TIMEOUT_S)
+                # The refusal comes on the request's HEADERS: the answer
+                # (END_STREAM) and RST_STREAM NO_ERROR may reach curl before
+                # it wrote its body, and curl 7.88 then exits 92 ("stream
+                # closed") although it read the whole answer. Seen 1 run in
+                # ~10 under TSan. Any other failure still fails.
+                self.assertIn(r.returncode, (0, 92), r.stdout)
+                return r.stdout
             # h2's answers without a codec: GET is no gRPC method, JSON no gRPC type
             self.assertEqual(code("http://%s/v1/users/%d" % (svc.target, u.id)), "405")
             self.assertEqual(code("-H", "Content-Type: application/json", "-d", "{}",

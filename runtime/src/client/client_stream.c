@@ -440,7 +440,10 @@ perfc_status_code perfc_client_stream_finish(perfc_client_stream *s,
     free(status->message);
     status->message = NULL;
     if (msglen > 0 && (status->message = malloc(msglen + 1)) != NULL) {
+      PERFC_CORE_READS_BEGIN(); /* msg may be the core's details: see
+                                   do_unary in client.c */
       memcpy(status->message, msg, msglen);
+      PERFC_CORE_READS_END();
       status->message[msglen] = '\0';
     }
   }
