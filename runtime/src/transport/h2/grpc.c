@@ -615,8 +615,21 @@ static int send_message_local(perfc__h2_stream *s, const uint8_t *bytes,
 static int build_trailers(perfc__h2_stream *s, bool with_response_headers,
                           int http_status, perfc_status_code code,
                           const char *msg, const perfc__h2_md *md, size_t n) {
+  /* The code in decimal by hand: snprintf cost every call ~630
+   * instructions (callgrind), 3 % of a whole unary call. */
   char codebuf[12];
-  int codelen = snprintf(codebuf, sizeof codebuf, "%d", (int)code);
+  int codelen = 0;
+  {
+    unsigned v = (unsigned)code, d = 1;
+    if ((int)code < 0) {
+      codebuf[codelen++] = '-';
+      v = 0u - v;
+    }
+    while (v / d >= 10)
+      d *= 10;
+    for (; d > 0; d /= 10)
+      codebuf[codelen++] = (char)('0' + v / d % 10);
+  }
   size_t mlen = msg ? strlen(msg) : 0;
   size_t enc_len = perfc__h2_percent_encode(msg ? msg : "", mlen, NULL, 0);
   size_t bytes = (size_t)codelen + enc_len + 8;
