@@ -68,7 +68,9 @@ int64_t perfc__stream_hold_ns = 20000;
 
 /* The stream whose handler runs on this thread: perfc_ctx_cancelled()
  * lets the transport look for a cancel only from there. */
-static _Thread_local perfc_stream *tls_stream;
+static _Thread_local perfc_stream *tls_stream
+    __attribute__((tls_model("initial-exec"))); /* set on every call: no
+                                                   __tls_get_addr call */
 
 perfc_stream *perfc__stream_current(void) { return tls_stream; }
 

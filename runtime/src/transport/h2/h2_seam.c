@@ -154,7 +154,8 @@ struct ctx_cache {
   unsigned count;
   struct ctx_cache *next;
 };
-static _Thread_local ctx_cache *tls_cache;
+static _Thread_local ctx_cache *tls_cache
+    __attribute__((tls_model("initial-exec"))); /* as loop.c's current */
 
 static uint64_t path_hash(const char *p, size_t n) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
