@@ -485,3 +485,170 @@ Test(redis_auth, async_wrong_password_fails_commands_and_backs_off) {
   free(k);
   free(j);
 }
+
+/* ---- Sentinel: the master's password and the sentinel's own ---- */
+
+#define SPASS "sentinel pw"
+#define MASTER "authmaster"
+
+typedef struct sentinel_proc {
+  pid_t pid;
+  int port;
+  char dir[64];
+} sentinel_proc;
+
+static sentinel_proc sp;
+
+/* One sentinel with `requirepass SPASS` watching srv (quorum 1; it knows
+ * the master's password through auth-pass). */
+static void sentinel_up(void) {
+  snprintf(sp.dir, sizeof sp.dir, "/tmp/perfc-sauth-XXXXXX");
+  cr_assert_not_null(mkdtemp(sp.dir));
+  for (int attempt = 0; attempt < 5 && sp.pid == 0; attempt++) {
+    sp.port = tr_free_port();
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s/s%d.conf", sp.dir, sp.port);
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\nprotected-mode no\n"
+            "requirepass \"" SPASS "\"\n"
+            "sentinel monitor " MASTER " 127.0.0.1 %d 1\n"
+            "sentinel auth-pass " MASTER " " PASS "\n",
+            sp.port, sp.dir, srv.port);
+    fclose(f);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent)
+        _exit(127);
+      int devnull = open("/dev/null", O_RDWR);
+      if (devnull >= 0) {
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+      }
+      execlp("redis-server", "redis-server", conf, "--sentinel", (char *)NULL);
+      _exit(127);
+    }
+    for (int i = 0; i < 250; i++) {
+      if (tr_ping(sp.port)) { /* -NOAUTH: it is up and wants a password */
+        sp.pid = pid;
+        break;
+      }
+      if (waitpid(pid, NULL, WNOHANG) == pid)
+        break;
+      tr_sleep_ms(20);
+    }
+    if (sp.pid == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+    }
+  }
+  cr_assert_neq(sp.pid, 0, "redis sentinel did not start");
+}
+
+static void sentinel_down(void) {
+  if (sp.pid > 0) {
+    kill(sp.pid, SIGKILL);
+    waitpid(sp.pid, NULL, 0);
+  }
+  if (sp.dir[0]) {
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", sp.dir);
+    if (system(rm) != 0)
+      fprintf(stderr, "cannot remove %s\n", sp.dir);
+  }
+  memset(&sp, 0, sizeof sp);
+  down();
+}
+
+static char sp_addr[32];
+static const char *sp_addrs[1];
+
+static perfc_redis_opts sentinel_opts(const char *pass, const char *spass) {
+  perfc_redis_opts o = opts(NULL, pass);
+  snprintf(sp_addr, sizeof sp_addr, "127.0.0.1:%d", sp.port);
+  sp_addrs[0] = sp_addr;
+  o.sentinels = sp_addrs;
+  o.n_sentinels = 1;
+  o.master_name = MASTER;
+  o.sentinel_password = spass;
+  return o;
+}
+
+Test(redis_auth, sentinel_with_passwords, .fini = sentinel_down) {
+  sentinel_up();
+  perfc_redis_opts o = sentinel_opts(PASS, SPASS);
+  perfc_redis_pool *p = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_redis_set(p, "sk", S("via-sentinel"), 0), 0, "%s",
+               perfc_last_error());
+  get_is(p, "sk", "via-sentinel");
+  perfc_redis_pool_free(p);
+
+  /* The async client through the same sentinel, with the same passwords. */
+  loop_up();
+  perfc_redis_async_opts ao;
+  perfc_redis_async_opts_init(&ao);
+  ao.sentinels = sp_addrs;
+  ao.n_sentinels = 1;
+  ao.master_name = MASTER;
+  ao.password = PASS;
+  ao.sentinel_password = SPASS;
+  ao.command_timeout_ms = 2000;
+  job *j = calloc(1, sizeof *j);
+  cr_assert_eq(perfc_redis_async_new(&j->ra, &ao), 0, "%s",
+               perfc_last_error());
+  /* Its first commands may be refused while the watcher asks the
+   * sentinel: retried for a bounded time. */
+  int64_t end = mono_ms() + 5000;
+  for (;;) {
+    perfc_redis_async *ra = j->ra;
+    memset(j, 0, sizeof *j);
+    j->ra = ra;
+    run_on_loop(j);
+    wait_job(j, 5000);
+    if ((j->get_rc == 0 && j->get.rc == 0) || mono_ms() >= end)
+      break;
+    tr_sleep_ms(20);
+  }
+  cr_assert_eq(j->get_rc, 0, "%s", perfc_last_error());
+  cr_assert_eq(j->get.rc, 0);
+  cr_assert_eq(j->get.len, 7);
+  cr_assert_eq(memcmp(j->get.value, "async-v", 7), 0);
+  loop_down();
+  perfc_redis_async_free(j->ra);
+  free(j);
+}
+
+Test(redis_auth, sentinel_wrong_passwords, .fini = sentinel_down) {
+  sentinel_up();
+  /* The sentinel's password wrong: the sentinel refuses AUTH. */
+  perfc_redis_opts o = sentinel_opts(PASS, "not it");
+  perfc_redis_pool *p = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  cr_assert_eq(perfc_redis_ping(p), PERFC_ECONFIG, "%s", perfc_last_error());
+  cr_assert_not_null(strstr(perfc_last_error(), "AUTH failed"), "%s",
+                     perfc_last_error());
+  cr_assert_null(strstr(perfc_last_error(), "not it"), "%s",
+                 perfc_last_error());
+  perfc_redis_pool_free(p);
+  /* None: the sentinel answers NOAUTH. */
+  o = sentinel_opts(PASS, NULL);
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  cr_assert_eq(perfc_redis_ping(p), PERFC_EIO);
+  cr_assert_not_null(strstr(perfc_last_error(), "NOAUTH"), "%s",
+                     perfc_last_error());
+  perfc_redis_pool_free(p);
+  /* The master's password wrong: the named master refuses AUTH. */
+  o = sentinel_opts(WRONG, SPASS);
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  cr_assert_eq(perfc_redis_ping(p), PERFC_ECONFIG, "%s", perfc_last_error());
+  cr_assert_not_null(strstr(perfc_last_error(), "AUTH failed"), "%s",
+                     perfc_last_error());
+  cr_assert_null(strstr(perfc_last_error(), WRONG), "%s", perfc_last_error());
+  perfc_redis_pool_free(p);
+}

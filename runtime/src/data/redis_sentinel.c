@@ -423,7 +423,10 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
       redisFree(m);
     if (ok != 0) {
       add_err(why, sizeof why, "sentinel %s names %s:%d, but %s%s", s->addrs[i],
-              mh, mp, m ? "" : "it is unreachable: ", e);
+              mh, mp,
+              m || strncmp(e, "AUTH failed", 11) == 0 ? ""
+                                                      : "it is unreachable: ",
+              e);
       snprintf(bad_host, sizeof bad_host, "%s", mh);
       bad_port = mp;
       continue;
