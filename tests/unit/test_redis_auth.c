@@ -2,8 +2,10 @@
  * .sentinel_password) against real redis-servers on loopback started with
  * --requirepass (redis_server.h): the synchronous pool and its subscriber,
  * the asynchronous client on a loop of the test's own, a Redis 6 ACL user
- * whose password holds spaces, and Sentinel with a password on the master
- * and another on the sentinel.
+ * whose password holds spaces, Sentinel with a password on the master
+ * and another on the sentinel, and the cache (its subscriber and async
+ * client made from the pool's options) and the shared rate limiter's
+ * store.
  *
  * Checked with values: SET/GET round trips with the password; without it
  * the server's NOAUTH comes back as PERFC_EIO; a wrong password makes the
@@ -21,8 +23,10 @@
 #include <time.h>
 
 #include "data/redis_internal.h"
+#include "perfc/cache.h"
 #include "perfc/log.h"
 #include "perfc/loop.h"
+#include "perfc/ratelimit_redis.h"
 #include "perfc/redis.h"
 #include "perfc/redis_async.h"
 #include "redis_server.h"
@@ -657,4 +661,113 @@ Test(redis_auth, sentinel_wrong_passwords, .fini = sentinel_down) {
                      perfc_last_error());
   cr_assert_null(strstr(perfc_last_error(), WRONG), "%s", perfc_last_error());
   perfc_redis_pool_free(p);
+}
+
+/* ---- the cache (its pool, subscriber and async client) and the shared
+ * rate limiter, built from options with the password ---- */
+
+static atomic_int cache_loads;
+
+static int async_loader(const char *key, perfc_cache_load *load, void *ud) {
+  (void)ud;
+  atomic_fetch_add(&cache_loads, 1);
+  char v[64];
+  int n = snprintf(v, sizeof v, "loaded:%s", key);
+  uint8_t *val = malloc((size_t)n);
+  memcpy(val, v, (size_t)n);
+  perfc_cache_load_done(load, 0, val, (size_t)n);
+  return 0;
+}
+
+typedef struct cache_job {
+  perfc_cache *c;
+  int started;
+  res r;
+  atomic_int ran;
+} cache_job;
+
+static void cache_result(int rc, const uint8_t *val, size_t len, void *ud) {
+  res *r = ud;
+  r->rc = rc;
+  if (rc == 0 && len < sizeof r->value) {
+    memcpy(r->value, val, len);
+    r->len = len;
+  }
+  atomic_store(&r->done, 1);
+}
+
+static void cache_get_run(void *ud) {
+  cache_job *j = ud;
+  j->started = perfc_cache_get_or_load_async(j->c, "ck", 0, 0, async_loader,
+                                             NULL, cache_result, &j->r);
+  atomic_store(&j->ran, 1);
+}
+
+/* perfc_cache_get_or_load_async of "ck" on the loop: L2 is read and filled
+ * through the cache's async client. */
+static void cache_get_on_loop(perfc_cache *c, const char *want) {
+  cache_job j = {.c = c};
+  perfc_loop_task *t;
+  cr_assert_eq(perfc_loop_task_new(&t, loop, cache_get_run, &j), 0);
+  perfc_loop_task_post(t);
+  int64_t end = mono_ms() + 5000;
+  while ((!atomic_load(&j.ran) || !atomic_load(&j.r.done)) && mono_ms() < end)
+    tr_sleep_ms(1);
+  perfc_loop_task_free(t);
+  cr_assert_eq(j.started, 0);
+  cr_assert(atomic_load(&j.r.done));
+  cr_assert_eq(j.r.rc, 0);
+  cr_assert_eq(j.r.len, strlen(want));
+  cr_assert_eq(memcmp(j.r.value, want, j.r.len), 0);
+}
+
+Test(redis_auth, cache_and_ratelimit_store_with_password) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_redis_opts o = opts(NULL, PASS);
+  o.registry = reg;
+  perfc_redis_pool *p = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0);
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.redis = p;
+  co.registry = reg;
+  co.no_l1 = true; /* every read goes to Redis */
+  perfc_cache *c = NULL;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0, "%s", perfc_last_error());
+  /* Its invalidation subscriber got in. */
+  cr_assert_eq(perfc_cache_wait_subscribed(c, 5000), 0, "%s",
+               perfc_last_error());
+  loop_up();
+  atomic_store(&cache_loads, 0);
+  cache_get_on_loop(c, "loaded:ck"); /* miss: loaded, filled on the loop */
+  cache_get_on_loop(c, "loaded:ck"); /* from Redis, on the loop */
+  cr_assert_eq(atomic_load(&cache_loads), 1);
+  perfc_cache_stats st;
+  perfc_cache_stats_get(c, &st);
+  cr_assert_eq(st.l2_errors, 0);
+  cr_assert_eq(st.l2_hits, 1);
+  loop_down();
+  perfc_cache_free(c);
+  perfc_redis_pool_free(p);
+  perfc_metrics_registry_free(reg);
+
+  /* The shared rate limiter's store: its own pool, the same AUTH. */
+  perfc_ratelimit_redis_opts ro;
+  perfc_ratelimit_redis_opts_init(&ro);
+  perfc_redis_opts rpo = opts(NULL, PASS);
+  ro.redis = &rpo;
+  perfc_ratelimit_redis *rl = NULL;
+  cr_assert_eq(perfc_ratelimit_redis_new(&rl, &ro), 0);
+  const perfc_ratelimit_store *store = perfc_ratelimit_redis_store(rl);
+  /* A bucket of 2: admitted, admitted, refused. */
+  cr_assert_eq(store->take(store->self, "b", 1, 1000000, 2000000), 1);
+  cr_assert_eq(store->take(store->self, "b", 1, 1000000, 2000000), 1);
+  cr_assert_eq(store->take(store->self, "b", 1, 1000000, 2000000), 0);
+  perfc_ratelimit_redis_free(rl);
+  rpo.password = NULL; /* no AUTH: the store cannot decide */
+  cr_assert_eq(perfc_ratelimit_redis_new(&rl, &ro), 0);
+  store = perfc_ratelimit_redis_store(rl);
+  cr_assert_lt(store->take(store->self, "b", 1, 1000000, 2000000), 0);
+  perfc_ratelimit_redis_free(rl);
 }
