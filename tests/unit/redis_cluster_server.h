@@ -30,6 +30,11 @@ typedef struct test_cluster {
   const char *seed_ptrs[TC_NODES];
 } test_cluster;
 
+/* Set before tc_start(): every node runs with --requirepass and
+ * --masterauth this, and tc_cmd() and redis-cli authenticate with it.
+ * NULL = no password. */
+static const char *tc_password;
+
 /* Runs a command on node port `port` (hiredis, 1 s timeout). NULL on
  * failure. */
 static redisReply *tc_cmd(int port, const char *fmt, ...) {
@@ -41,6 +46,11 @@ static redisReply *tc_cmd(int port, const char *fmt, ...) {
     return NULL;
   }
   redisSetTimeout(c, tv);
+  if (tc_password) {
+    redisReply *a = redisCommand(c, "AUTH %s", tc_password);
+    if (a)
+      freeReplyObject(a);
+  }
   va_list ap;
   va_start(ap, fmt);
   redisReply *r = redisvCommand(c, fmt, ap);
@@ -75,17 +85,20 @@ static int tc_node_start(test_redis *tr) {
       dup2(devnull, 1);
       dup2(devnull, 2);
     }
-    execlp("redis-server", "redis-server", "--port", port, "--bind",
-           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tr->dir,
-           "--daemonize", "no", "--protected-mode", "no", "--cluster-enabled",
-           "yes", "--cluster-config-file", cfg, "--cluster-node-timeout", nto,
-           /* A replica's first sync starts at once, not after the
-            * default 5 s wait for more replicas; CLUSTER SLOTS lists a
-            * replica once its replication offset is not 0, which on an
-            * idle master takes the first replication PING (10 s by
-            * default). */
-           "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
-           "--cluster-port", bus, (char *)NULL);
+    const char *argv[] = {
+        "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", tr->dir, "--daemonize", "no",
+        "--protected-mode", "no", "--cluster-enabled", "yes",
+        "--cluster-config-file", cfg, "--cluster-node-timeout", nto,
+        /* A replica's first sync starts at once, not after the default
+         * 5 s wait for more replicas; CLUSTER SLOTS lists a replica once
+         * its replication offset is not 0, which on an idle master takes
+         * the first replication PING (10 s by default). */
+        "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
+        "--cluster-port", bus,
+        tc_password ? "--requirepass" : NULL, tc_password, "--masterauth",
+        tc_password, NULL};
+    execvp("redis-server", (char *const *)argv);
     _exit(127);
   }
   tr->pid = pid;
@@ -188,9 +201,14 @@ static int tc_start(test_cluster *tc) {
     tc->seed_ptrs[i] = tc->seeds[i];
   }
   {
-    char *argv[16];
+    char *argv[24];
     int a = 0;
     argv[a++] = "redis-cli";
+    if (tc_password) {
+      argv[a++] = "-a";
+      argv[a++] = (char *)tc_password;
+      argv[a++] = "--no-auth-warning";
+    }
     argv[a++] = "--cluster";
     argv[a++] = "create";
     for (int i = 0; i < TC_NODES; i++)

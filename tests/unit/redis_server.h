@@ -28,10 +28,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TR_MAX_EXTRA 16
+
 typedef struct test_redis {
   pid_t pid;
   int port;
   char dir[64];
+  /* More redis-server arguments (e.g. "--requirepass", "pw"), NULL-ended;
+   * set by tr_start_args(), kept for tr_restart(). */
+  const char *extra[TR_MAX_EXTRA + 1];
 } test_redis;
 
 static int tr_free_port(void) {
@@ -51,7 +56,8 @@ static int tr_free_port(void) {
   return port;
 }
 
-/* Connects and sends PING; 1 when +PONG came back within ~200 ms. */
+/* Connects and sends PING; 1 when +PONG (or -NOAUTH, from a server with
+ * requirepass) came back within ~200 ms. */
 static int tr_ping(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0)
@@ -68,7 +74,8 @@ static int tr_ping(int port) {
   char buf[16];
   if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
       send(fd, "PING\r\n", 6, MSG_NOSIGNAL) == 6 &&
-      recv(fd, buf, sizeof buf, 0) >= 5 && memcmp(buf, "+PONG", 5) == 0)
+      recv(fd, buf, sizeof buf, 0) >= 5 &&
+      (memcmp(buf, "+PONG", 5) == 0 || memcmp(buf, "-NOAU", 5) == 0))
     ok = 1;
   close(fd);
   return ok;
@@ -99,9 +106,16 @@ static int tr_start_on(test_redis *tr) {
       dup2(devnull, 1);
       dup2(devnull, 2);
     }
-    execlp("redis-server", "redis-server", "--port", port, "--bind",
-           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tr->dir,
-           "--daemonize", "no", "--protected-mode", "no", (char *)NULL);
+    const char *argv[16 + TR_MAX_EXTRA + 1] = {
+        "redis-server", "--port",       port,     "--bind",
+        "127.0.0.1",    "--save",       "",       "--appendonly",
+        "no",           "--dir",        tr->dir,  "--daemonize",
+        "no",           "--protected-mode", "no"};
+    int argc = 15;
+    for (int i = 0; i < TR_MAX_EXTRA && tr->extra[i]; i++)
+      argv[argc++] = tr->extra[i];
+    argv[argc] = NULL;
+    execvp("redis-server", (char *const *)argv);
     _exit(127);
   }
   tr->pid = pid;
@@ -121,9 +135,9 @@ static int tr_start_on(test_redis *tr) {
   return -1;
 }
 
-/* Picks a port and starts the server, trying a few ports. */
-static int tr_start(test_redis *tr) {
-  memset(tr, 0, sizeof *tr);
+/* Picks a port and starts the server, trying a few ports (tr->extra
+ * set, the rest zero). */
+static int tr_start_picked(test_redis *tr) {
   snprintf(tr->dir, sizeof tr->dir, "/tmp/perfc-redis-XXXXXX");
   if (!mkdtemp(tr->dir))
     return -1;
@@ -133,6 +147,22 @@ static int tr_start(test_redis *tr) {
       return 0;
   }
   return -1;
+}
+
+/* Picks a port and starts the server, trying a few ports. */
+static int tr_start(test_redis *tr) {
+  memset(tr, 0, sizeof *tr);
+  return tr_start_picked(tr);
+}
+
+/* tr_start() with more redis-server arguments: `extra` (borrowed until
+ * tr_stop(); NULL-ended, at most TR_MAX_EXTRA). */
+__attribute__((unused)) static int tr_start_args(test_redis *tr,
+                                                 const char *const *extra) {
+  memset(tr, 0, sizeof *tr);
+  for (int i = 0; extra && extra[i] && i < TR_MAX_EXTRA; i++)
+    tr->extra[i] = extra[i];
+  return tr_start_picked(tr);
 }
 
 /* Kills the server at once (SIGKILL: no goodbye to the clients). The port

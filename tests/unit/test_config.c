@@ -1386,3 +1386,37 @@ Test(config, redis_cluster_nodes_file_and_environment) {
              "config: svc.yaml:2:19: redis.cluster_nodes[0]: invalid value "
              "'10.0.0.1': expected HOST:PORT");
 }
+
+Test(config, redis_auth_keys_and_environment) {
+  perfc_config *cfg = load_ok("redis:\n  username: alice\n"
+                              "  password: \"p w#1\"\n"
+                              "  sentinel_password: sp\n");
+  perfc_redis_opts o = redis_opts(cfg);
+  cr_assert_str_eq(o.username, "alice");
+  cr_assert_str_eq(o.password, "p w#1");
+  cr_assert_str_eq(o.sentinel_password, "sp");
+  perfc_config_free(cfg);
+  cfg = load_ok("redis:\n  pool_size: 2\n");
+  o = redis_opts(cfg);
+  cr_assert_null(o.username, "not set: no AUTH");
+  cr_assert_null(o.password);
+  cr_assert_null(o.sentinel_password);
+  perfc_config_free(cfg);
+  setenv("PERFC_REDIS_PASSWORD", "from-env", 1);
+  setenv("PERFC_REDIS_USERNAME", "bob", 1);
+  setenv("PERFC_REDIS_SENTINEL_PASSWORD", "s-env", 1);
+  cfg = load_ok("redis:\n  password: from-file\n");
+  o = redis_opts(cfg);
+  cr_assert_str_eq(o.password, "from-env", "the environment wins");
+  cr_assert_str_eq(o.username, "bob");
+  cr_assert_str_eq(o.sentinel_password, "s-env");
+  perfc_config_free(cfg);
+  /* Empty in the environment: no AUTH (the pool treats "" as unset). */
+  setenv("PERFC_REDIS_PASSWORD", "", 1);
+  cfg = load_ok("redis:\n  password: from-file\n");
+  cr_assert_str_eq(redis_opts(cfg).password, "");
+  perfc_config_free(cfg);
+  unsetenv("PERFC_REDIS_PASSWORD");
+  unsetenv("PERFC_REDIS_USERNAME");
+  unsetenv("PERFC_REDIS_SENTINEL_PASSWORD");
+}

@@ -1167,11 +1167,12 @@ Test(redis_sentinel, failed_resolution_is_not_repeated_within_50ms) {
   cr_assert_eq(perfc__redis_sentinel_get(&sn, &o), 0);
   char err[512];
   uint64_t epoch;
-  int calls = 0;
+  int calls = 0, crc = 0;
   int64_t t0 = mono_ms();
   while (mono_ms() - t0 < 100) {
-    cr_assert_null(
-        perfc__redis_sentinel_connect(sn, 200, 200, &epoch, err, sizeof err));
+    cr_assert_null(perfc__redis_sentinel_connect(sn, 200, 200, &epoch, err,
+                                                 sizeof err, &crc));
+    cr_assert_eq(crc, PERFC_EIO);
     cr_assert_not_null(strstr(err, "no sentinel answered"), "%s", err);
     calls++;
   }

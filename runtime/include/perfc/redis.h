@@ -138,6 +138,22 @@ typedef struct perfc_redis_opts {
    *  the master acknowledged can be lost when a replica is promoted.
    *  0 = off (acknowledged by the master). */
   unsigned wait_replicas;
+  /** Redis AUTH (docs/data-layer.md, "Authentication"): every connection
+   *  to a Redis server (the pool's, the subscriber's, the async client's
+   *  made from these options, every cluster node's, the master and
+   *  replicas a sentinel names) sends `AUTH username password` (Redis 6
+   *  ACL user) or, without a username, `AUTH password` as its first
+   *  command. Copied at creation; never logged. NULL or "" = no AUTH. A
+   *  refused AUTH (WRONGPASS, "invalid password") fails the connect:
+   *  calls return PERFC_ECONFIG with "AUTH failed" and the server's
+   *  address in perfc_last_error(), and the pool backs off as after a
+   *  failed connect. A username without a password is PERFC_EINVAL. */
+  const char *username;
+  const char *password;
+  /** Sentinel mode: the sentinels' own password (their `requirepass`),
+   *  sent as `AUTH sentinel_password` on every connection to a sentinel.
+   *  Copied; never logged. NULL or "" = no AUTH to the sentinels. */
+  const char *sentinel_password;
 } perfc_redis_opts;
 
 /** Nodes (masters and replicas) a cluster client knows at most. */

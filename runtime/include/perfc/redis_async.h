@@ -101,6 +101,17 @@ typedef struct perfc_redis_async_opts {
   const char *const *sentinels;
   size_t n_sentinels;
   const char *master_name;
+  /** Redis AUTH, as perfc_redis_opts' fields of these names (copied; never
+   *  logged; NULL or "" = none): `AUTH [username] password` is the first
+   *  command queued on each new connection, ahead of any command. A
+   *  refused AUTH closes the connection (the commands queued behind it
+   *  fail with PERFC_EUNAVAILABLE), logs "AUTH failed" at most once per
+   *  backoff_max_ms per client, and the connection is reopened after the
+   *  backoff, doubling as after a failed connect. sentinel_password is
+   *  the sentinels' own. */
+  const char *username;
+  const char *password;
+  const char *sentinel_password;
 } perfc_redis_async_opts;
 
 /** Fills `o` with the defaults. */

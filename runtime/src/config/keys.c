@@ -207,6 +207,11 @@ const cfg_key perfc__config_keys[] = {
     /* Redis Sentinel: apply_data.c sets the list and its count. */
     KEY(redis, sentinels, K_LIST_ADDR, 0, 0, NULL, NULL, CUSTOM),
     KEY(redis, master_name, K_STR, 0, 0, NULL, NULL, REDIS(master_name)),
+    /* Redis AUTH (copied by the pool; never logged). */
+    KEY(redis, username, K_STR, 0, 0, NULL, NULL, REDIS(username)),
+    KEY(redis, password, K_STR, 0, 0, NULL, NULL, REDIS(password)),
+    KEY(redis, sentinel_password, K_STR, 0, 0, NULL, NULL,
+        REDIS(sentinel_password)),
     KEY(redis, wait_replicas, K_UINT, 0, 64, NULL, NULL, REDIS(wait_replicas)),
     KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
     KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),

@@ -928,6 +928,9 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.sentinels = po->sentinels; /* Sentinel mode: the same master */
     ao.n_sentinels = po->n_sentinels;
     ao.master_name = po->master_name;
+    ao.username = po->username; /* the same AUTH (copied again) */
+    ao.password = po->password;
+    ao.sentinel_password = po->sentinel_password;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {

@@ -77,6 +77,7 @@ struct perfc_redis_pool {
   perfc__rc *cl;
   char **seeds; /* o.cluster_nodes, copied */
   perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
+  perfc__redis_creds creds; /* o.username, o.password, ..., copied */
 };
 
 static uint64_t now_ms(void) {
@@ -135,6 +136,9 @@ static int resolve_opts(perfc_redis_opts *o, const perfc_redis_opts *in) {
   int rc = perfc__redis_sentinel_check(o);
   if (rc != 0)
     return rc;
+  if (o->username && o->username[0] && !(o->password && o->password[0]))
+    return perfc__fail(PERFC_EINVAL, "redis: username without password "
+                                     "(AUTH needs both)");
   if (!o->host || !o->host[0])
     o->host = d.host;
   if (!o->port)
@@ -277,6 +281,42 @@ static int register_metrics(perfc_redis_pool *p) {
 
 /* Copies the seeds and builds the router (its node pools share this
  * pool's options, name and metrics). */
+static char *dup_or_null(const char *v, int *fail) {
+  if (!v || !v[0])
+    return NULL;
+  char *d = strdup(v);
+  if (!d)
+    *fail = 1;
+  return d;
+}
+
+int perfc__redis_creds_copy(perfc__redis_creds *c, perfc_redis_opts *o) {
+  int fail = 0;
+  c->username = dup_or_null(o->username, &fail);
+  c->password = dup_or_null(o->password, &fail);
+  c->sentinel_password = dup_or_null(o->sentinel_password, &fail);
+  if (fail) {
+    perfc__redis_creds_free(c);
+    return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
+  }
+  o->username = c->username;
+  o->password = c->password;
+  o->sentinel_password = c->sentinel_password;
+  return 0;
+}
+
+void perfc__redis_creds_free(perfc__redis_creds *c) {
+  /* Passwords are cleared before they go back to the allocator. */
+  if (c->password)
+    explicit_bzero(c->password, strlen(c->password));
+  if (c->sentinel_password)
+    explicit_bzero(c->sentinel_password, strlen(c->sentinel_password));
+  free(c->username);
+  free(c->password);
+  free(c->sentinel_password);
+  memset(c, 0, sizeof *c);
+}
+
 static int cluster_init(perfc_redis_pool *p) {
   p->seeds = calloc(p->o.n_cluster_nodes, sizeof(char *));
   if (!p->seeds)
@@ -321,9 +361,11 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
   }
   p->o.host = p->host;
   p->o.name = p->name;
+  rc = perfc__redis_creds_copy(&p->creds, &p->o);
   /* Sentinel mode: the options keep the shared object's copies (the
    * subscriber and the async client are made from them later). */
-  rc = o.n_sentinels ? perfc__redis_sentinel_get(&p->sentinel, &o) : 0;
+  if (rc == 0 && o.n_sentinels)
+    rc = perfc__redis_sentinel_get(&p->sentinel, &o);
   if (rc == 0 && p->sentinel) {
     p->o.sentinels = perfc__redis_sentinel_addrs(p->sentinel,
                                                  &p->o.n_sentinels);
@@ -334,6 +376,7 @@ int perfc_redis_pool_new(perfc_redis_pool **out, const perfc_redis_opts *opts) {
                 perfc_strerror(rc));
   if (rc != 0) {
     perfc__redis_sentinel_put(p->sentinel);
+    perfc__redis_creds_free(&p->creds);
     free(p->host);
     free(p->name);
     free(p->idle);
@@ -403,6 +446,7 @@ void perfc_redis_pool_free(perfc_redis_pool *p) {
   free(p->host);
   free(p->name);
   perfc__redis_sentinel_put(p->sentinel);
+  perfc__redis_creds_free(&p->creds);
   free(p);
 }
 
@@ -415,7 +459,7 @@ static void count_error(perfc_redis_pool *p) {
 
 /* Called with p->mu held when the server looks down: a failed connect,
  * a timed-out command, a failed probe. */
-static void start_backoff_locked(perfc_redis_pool *p) {
+static void start_backoff_locked(perfc_redis_pool *p, int auth_failed) {
   int first = p->backoff_ms == 0;
   if (p->backoff_ms == 0)
     p->backoff_ms = p->o.backoff_min_ms;
@@ -424,8 +468,10 @@ static void start_backoff_locked(perfc_redis_pool *p) {
   else
     p->backoff_ms = p->o.backoff_max_ms;
   p->down_until_ms = now_ms() + p->backoff_ms;
-  /* Log the transition to suspect once, not every refused call. */
-  if (first)
+  /* Log the transition to suspect once, not every refused call. A refused
+   * AUTH is not a server that is down: the caller logs that (once per
+   * failed probe, so once per backoff period). */
+  if (first && !auth_failed)
     perfc_log(PERFC_LOG_WARN,
               "redis pool %s: %s:%d not answering, refusing calls for up to "
               "%u ms at a time",
@@ -445,18 +491,77 @@ static int ping_readonly(redisContext *ctx) {
   return ok ? 0 : -1;
 }
 
+/* Maps a failed hiredis call to a perfc code; errno is still the one the
+ * failing read or write left (a socket timeout reads as EAGAIN). */
+static int io_error(const redisContext *ctx, int saved_errno) {
+  if (ctx && ctx->err == REDIS_ERR_IO &&
+      (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+       saved_errno == ETIMEDOUT))
+    return PERFC_ETIMEDOUT;
+  if (ctx && ctx->err == REDIS_ERR_OOM)
+    return PERFC_ENOMEM;
+  return PERFC_EIO;
+}
+
+int perfc__redis_auth(redisContext *ctx, const char *username,
+                      const char *password, char *err, size_t errlen) {
+  if (!password || !password[0])
+    return 0;
+  /* argv form: a password may hold spaces or quotes. */
+  const char *argv[3] = {"AUTH"};
+  size_t len[3] = {4};
+  int argc = 1;
+  if (username && username[0]) {
+    argv[argc] = username;
+    len[argc++] = strlen(username);
+  }
+  argv[argc] = password;
+  len[argc++] = strlen(password);
+  sigpipe_guard g;
+  sigpipe_block(&g);
+  redisReply *r = redisCommandArgv(ctx, argc, argv, len);
+  int saved = errno;
+  sigpipe_restore(&g);
+  if (!r) {
+    snprintf(err, errlen, "no answer to AUTH: %s",
+             ctx->errstr[0] ? ctx->errstr : "connection lost");
+    return io_error(ctx, saved);
+  }
+  int rc = 0;
+  if (r->type == REDIS_REPLY_ERROR) {
+    /* The server's words (WRONGPASS ..., ERR invalid password, ERR AUTH
+     * <password> called without any password configured): none of them
+     * repeats the password. */
+    snprintf(err, errlen, "AUTH failed%s%s: %.200s",
+             username && username[0] ? " for user " : "",
+             username && username[0] ? username : "", r->str);
+    rc = PERFC_ECONFIG;
+  } else if (r->type != REDIS_REPLY_STATUS) {
+    snprintf(err, errlen, "AUTH failed: unexpected reply type %d", r->type);
+    rc = PERFC_EIO;
+  }
+  freeReplyObject(r);
+  return rc;
+}
+
+/* A connection to the server of `o` (or, with `sn`, to the master the
+ * sentinels name), authenticated when o->password is set. NULL on failure
+ * with the reason in `err` and the code in `*rc`: PERFC_ECONFIG for a
+ * refused AUTH, else PERFC_EIO (or PERFC_ETIMEDOUT, PERFC_ENOMEM). */
 static redisContext *connect_ctx(perfc__redis_sentinel *sn,
                                  const perfc_redis_opts *o, uint64_t *epoch,
-                                 char *err, size_t errlen) {
+                                 char *err, size_t errlen, int *rc) {
+  *rc = PERFC_EIO;
   /* Sentinel mode: the master the sentinels name, confirmed by ROLE. */
   if (sn)
     return perfc__redis_sentinel_connect(sn, o->connect_timeout_ms,
                                          o->command_timeout_ms, epoch, err,
-                                         errlen);
+                                         errlen, rc);
   redisContext *ctx =
       redisConnectWithTimeout(o->host, o->port, tv_ms(o->connect_timeout_ms));
   if (!ctx) {
     snprintf(err, errlen, "out of memory");
+    *rc = PERFC_ENOMEM;
     return NULL;
   }
   if (ctx->err) {
@@ -469,24 +574,18 @@ static redisContext *connect_ctx(perfc__redis_sentinel *sn,
     redisFree(ctx);
     return NULL;
   }
+  int arc = perfc__redis_auth(ctx, o->username, o->password, err, errlen);
+  if (arc != 0) {
+    *rc = arc == PERFC_ECONFIG ? PERFC_ECONFIG : PERFC_EIO;
+    redisFree(ctx);
+    return NULL;
+  }
   if (o->cluster_read_replicas && !o->n_cluster_nodes && ping_readonly(ctx)) {
     snprintf(err, errlen, "READONLY refused");
     redisFree(ctx);
     return NULL;
   }
   return ctx;
-}
-
-/* Maps a failed hiredis call to a perfc code; errno is still the one the
- * failing read or write left (a socket timeout reads as EAGAIN). */
-static int io_error(const redisContext *ctx, int saved_errno) {
-  if (ctx && ctx->err == REDIS_ERR_IO &&
-      (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
-       saved_errno == ETIMEDOUT))
-    return PERFC_ETIMEDOUT;
-  if (ctx && ctx->err == REDIS_ERR_OOM)
-    return PERFC_ENOMEM;
-  return PERFC_EIO;
 }
 
 /* How a use of a connection ended. */
@@ -512,7 +611,7 @@ static void release(perfc_redis_pool *p, conn *c, outcome out) {
     /* A hung server would otherwise cost every caller a full command
      * timeout (connects to a stopped process still succeed); a failed
      * probe extends the backoff. */
-    start_backoff_locked(p);
+    start_backoff_locked(p, 0);
   }
   c->probe = 0;
   if (out != OUT_OK) {
@@ -581,11 +680,13 @@ static int acquire(perfc_redis_pool *p, conn **out) {
                       : "idle connection failed PING");
         char err[512];
         uint64_t epoch = 0;
+        int crc;
         redisContext *ctx =
-            connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err);
+            connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err, &crc);
         if (!ctx) {
-          perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s",
-                    p->name, err);
+          perfc_log(crc == PERFC_ECONFIG ? PERFC_LOG_WARN : PERFC_LOG_DEBUG,
+                    "redis pool %s: cannot connect to %s:%d: %s", p->name,
+                    p->host, p->o.port, err);
           c->probe = 1; /* a failed connect means backoff */
           pthread_mutex_lock(&p->mu);
           p->probing = 1;
@@ -593,7 +694,7 @@ static int acquire(perfc_redis_pool *p, conn **out) {
           pthread_mutex_unlock(&p->mu);
           release(p, c, OUT_BROKEN);
           perfc_counter_inc(p->c_errors);
-          return perfc__fail(PERFC_EIO,
+          return perfc__fail(crc == PERFC_ECONFIG ? PERFC_ECONFIG : PERFC_EIO,
                              "redis pool %s: cannot connect to "
                              "%s:%d: %s",
                              p->name, p->host, p->o.port, err);
@@ -620,8 +721,10 @@ static int acquire(perfc_redis_pool *p, conn **out) {
       char err[512];
       conn *c = calloc(1, sizeof(*c));
       uint64_t epoch = 0;
+      int crc = PERFC_ENOMEM;
       redisContext *ctx =
-          c ? connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err) : NULL;
+          c ? connect_ctx(p->sentinel, &p->o, &epoch, err, sizeof err, &crc)
+            : NULL;
       pthread_mutex_lock(&p->mu);
       if (!ctx) {
         free(c);
@@ -631,7 +734,7 @@ static int acquire(perfc_redis_pool *p, conn **out) {
           p->probing = 0;
         perfc_gauge_dec(p->g_in_use);
         if (c)
-          start_backoff_locked(p);
+          start_backoff_locked(p, crc == PERFC_ECONFIG);
         p->errors++;
         pthread_cond_signal(&p->freed);
         pthread_mutex_unlock(&p->mu);
@@ -639,9 +742,13 @@ static int acquire(perfc_redis_pool *p, conn **out) {
         if (!c)
           return perfc__fail(PERFC_ENOMEM, "redis pool %s: out of memory",
                              p->name);
-        perfc_log(PERFC_LOG_DEBUG, "redis pool %s: cannot connect: %s", p->name,
-                  err);
-        return perfc__fail(PERFC_EIO,
+        /* A refused AUTH is a configuration error, not a server down: say
+         * it where operators look (once per failed probe, so at most once
+         * per backoff period). */
+        perfc_log(crc == PERFC_ECONFIG ? PERFC_LOG_WARN : PERFC_LOG_DEBUG,
+                  "redis pool %s: cannot connect to %s:%d: %s", p->name,
+                  p->host, p->o.port, err);
+        return perfc__fail(crc == PERFC_ECONFIG ? PERFC_ECONFIG : PERFC_EIO,
                            "redis pool %s: cannot connect to %s:%d: "
                            "%s",
                            p->name, p->host, p->o.port, err);
@@ -1164,6 +1271,7 @@ struct perfc_redis_subscriber {
   perfc_redis_pool *cp;
   char node_host[256];
   perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
+  perfc__redis_creds creds; /* o.username, o.password, ..., copied */
 };
 
 /* How often the reading loop wakes to look at the stop flag. */
@@ -1248,10 +1356,15 @@ static int sub_session(perfc_redis_subscriber *s) {
     s->o.host = s->node_host;
     s->o.port = perfc__rc_port(rc, idx);
   }
-  redisContext *ctx = connect_ctx(s->sentinel, &s->o, &epoch, err, sizeof err);
+  int crc;
+  redisContext *ctx =
+      connect_ctx(s->sentinel, &s->o, &epoch, err, sizeof err, &crc);
   if (!ctx) {
-    perfc_log(PERFC_LOG_DEBUG, "redis subscriber %s: cannot connect: %s",
-              s->channel, err);
+    /* A refused AUTH is logged where operators look; the retries are
+     * spaced by the subscriber's backoff. */
+    perfc_log(crc == PERFC_ECONFIG ? PERFC_LOG_WARN : PERFC_LOG_DEBUG,
+              "redis subscriber %s: cannot connect to %s:%d: %s", s->channel,
+              s->o.host, s->o.port, err);
     return 0;
   }
   int subscribed = 0;
@@ -1407,7 +1520,8 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
     s->o.n_cluster_nodes = 0;
   }
   s->o.cluster_read_replicas = 0;
-  if (!s->host || !s->channel) {
+  if (!s->host || !s->channel ||
+      perfc__redis_creds_copy(&s->creds, &s->o) != 0) {
     perfc_redis_pool_free(s->cp);
     free(s->host);
     free(s->channel);
@@ -1419,6 +1533,7 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
   s->o.registry = NULL;
   if (o.n_sentinels &&
       (rc = perfc__redis_sentinel_get(&s->sentinel, &o)) != 0) {
+    perfc__redis_creds_free(&s->creds);
     free(s->host);
     free(s->channel);
     free(s);
@@ -1449,6 +1564,7 @@ int perfc_redis_subscriber_new(perfc_redis_subscriber **out,
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     perfc_redis_pool_free(s->cp);
+    perfc__redis_creds_free(&s->creds);
     free(s->host);
     free(s->channel);
     free(s);
@@ -1493,6 +1609,7 @@ void perfc_redis_subscriber_free(perfc_redis_subscriber *s) {
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
   perfc_redis_pool_free(s->cp);
+  perfc__redis_creds_free(&s->creds);
   free(s->host);
   free(s->channel);
   free(s);

@@ -35,8 +35,10 @@
 #include "perfc/loop.h"
 #include "perfc/metrics.h"
 #include "perfc/redis.h"
+#include "perfc/log.h"
 #include "core/error_internal.h"
 #include "data/redis_cluster_internal.h"
+#include "data/redis_internal.h"
 #include "data/redis_sentinel.h"
 
 #include <hiredis/async.h>
@@ -123,6 +125,10 @@ struct perfc_redis_async {
   char **seeds;
   atomic_int cl_active; /* callbacks using the node clients now */
   perfc__redis_sentinel *sentinel; /* NULL: one server at host:port */
+  perfc__redis_creds creds; /* o.username, o.password, ..., copied */
+  /* When a refused AUTH was last logged (CLOCK_MONOTONIC ms), by any
+   * loop: at most one line per backoff_max_ms. */
+  _Atomic int64_t auth_logged_ms;
 };
 
 static void conn_start(rconn *c);
@@ -250,6 +256,9 @@ int perfc_redis_async_new(perfc_redis_async **out,
     return perfc__fail(PERFC_EINVAL,
                        "redis async: cluster_nodes and sentinels exclude each "
                        "other (a Redis Cluster fails over by itself)");
+  if (o.username && o.username[0] && !(o.password && o.password[0]))
+    return perfc__fail(PERFC_EINVAL, "redis async: username without password "
+                                     "(AUTH needs both)");
   /* Sentinel mode: the shared resolver and watcher of these sentinels
    * (data/redis_sentinel.h); messages name the master by its name. */
   perfc__redis_sentinel *sn = NULL;
@@ -261,6 +270,9 @@ int perfc_redis_async_new(perfc_redis_async **out,
     so.master_name = o.master_name;
     so.connect_timeout_ms = o.connect_timeout_ms;
     so.command_timeout_ms = o.command_timeout_ms;
+    so.username = o.username;
+    so.password = o.password;
+    so.sentinel_password = o.sentinel_password;
     if ((rc = perfc__redis_sentinel_get(&sn, &so)) != 0)
       return rc;
     o.host = perfc__redis_sentinel_name(sn);
@@ -269,16 +281,26 @@ int perfc_redis_async_new(perfc_redis_async **out,
     o.master_name = perfc__redis_sentinel_name(sn);
   }
   perfc_redis_async *r = calloc(1, sizeof *r);
+  perfc_redis_opts co = {0}; /* the AUTH strings, to be copied */
+  co.username = o.username;
+  co.password = o.password;
+  co.sentinel_password = o.sentinel_password;
   if (r == NULL || (r->host = strdup(o.host)) == NULL ||
-      (r->name = strdup(o.name)) == NULL) {
-    if (r != NULL)
+      (r->name = strdup(o.name)) == NULL ||
+      perfc__redis_creds_copy(&r->creds, &co) != 0) {
+    if (r != NULL) {
       free(r->host);
+      free(r->name);
+    }
     free(r);
     perfc__redis_sentinel_put(sn);
     return perfc__fail(PERFC_ENOMEM, "redis async: out of memory");
   }
   o.host = r->host;
   o.name = r->name;
+  o.username = co.username;
+  o.password = co.password;
+  o.sentinel_password = co.sentinel_password;
   r->o = o;
   r->sentinel = sn;
   if (o.n_cluster_nodes) {
@@ -293,6 +315,7 @@ int perfc_redis_async_new(perfc_redis_async **out,
   }
   if ((rc = register_metrics(r)) != 0) {
     perfc__redis_sentinel_put(sn);
+    perfc__redis_creds_free(&r->creds);
     free(r->name);
     free(r->host);
     free(r);
@@ -574,7 +597,10 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     return;
   }
   c->state = C_UP;
-  c->backoff_ms = 0;
+  /* With AUTH, the server is known to accept us only when AUTH succeeds
+   * (on_auth): a refused password must keep doubling the backoff. */
+  if (c->ls->r->o.password == NULL)
+    c->backoff_ms = 0;
   atomic_fetch_add_explicit(&c->ls->connects, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&c->ls->up, 1, memory_order_relaxed);
   perfc_gauge_inc(c->ls->r->m_up);
@@ -648,6 +674,62 @@ static void on_timer(void *ud) {
   }
 }
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The reply to the AUTH queued first on a new connection (not in our FIFO:
+ * it has no caller and no deadline of its own; a command behind it has). */
+static void on_auth(redisAsyncContext *ac, void *reply, void *privdata) {
+  (void)ac;
+  rconn *c = privdata;
+  if (reply == NULL)
+    return; /* the connection is going: its commands fail as usual */
+  const redisReply *rp = reply;
+  if (rp->type == REDIS_REPLY_STATUS) {
+    c->backoff_ms = 0; /* authenticated: the server takes us */
+    return;
+  }
+  perfc_redis_async *r = c->ls->r;
+  int64_t now = mono_ms(), last = atomic_load(&r->auth_logged_ms);
+  if ((last == 0 || now - last >= r->o.backoff_max_ms) &&
+      atomic_compare_exchange_strong(&r->auth_logged_ms, &last, now))
+    perfc_log(PERFC_LOG_WARN,
+              "redis async %s: %s:%d: AUTH failed%s%s: %.*s; closing the "
+              "connection, retrying after the backoff",
+              r->name, r->o.host, r->o.port,
+              r->o.username ? " for user " : "",
+              r->o.username ? r->o.username : "",
+              rp->type == REDIS_REPLY_ERROR ? (int)rp->len : 21,
+              rp->type == REDIS_REPLY_ERROR ? rp->str : "unexpected reply type");
+  /* Every command queued behind it would be answered NOAUTH: close now
+   * (freed by hiredis after this callback), so they fail with
+   * PERFC_EUNAVAILABLE, and reopen after the backoff, which doubles
+   * because on_connect did not reset it. */
+  if (c->state != C_DOWN)
+    conn_close(c, PERFC_EUNAVAILABLE, 1);
+}
+
+/* Queues AUTH as the connection's first command: hiredis sends its output
+ * buffer in order once connected, so no command can go before it. */
+static int queue_auth(rconn *c) {
+  const perfc_redis_async_opts *o = &c->ls->r->o;
+  if (o->password == NULL)
+    return REDIS_OK;
+  const char *argv[3] = {"AUTH"};
+  size_t len[3] = {4};
+  int argc = 1;
+  if (o->username != NULL) {
+    argv[argc] = o->username;
+    len[argc++] = strlen(o->username);
+  }
+  argv[argc] = o->password;
+  len[argc++] = strlen(o->password);
+  return redisAsyncCommandArgv(c->ac, on_auth, c, argc, argv, len);
+}
+
 static void conn_start(rconn *c) {
   perfc_redis_async *r = c->ls->r;
   const char *host = r->o.host;
@@ -689,6 +771,13 @@ static void conn_start(rconn *c) {
   ac->ev.cleanup = ev_cleanup;
   redisAsyncSetConnectCallback(ac, on_connect); /* waits for writable */
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  if (queue_auth(c) != REDIS_OK) {
+    /* Out of memory formatting it: no command may go unauthenticated. */
+    c->state = C_DOWN;
+    redisAsyncFree(ac); /* nothing pending; ev_cleanup clears c->ac */
+    conn_close(c, PERFC_EUNAVAILABLE, 0);
+    return;
+  }
   /* Shut down on a switch: its commands fail at once, not at their
    * deadline (untracked in ev_cleanup, before hiredis closes it). */
   if (r->sentinel != NULL) {
@@ -1145,6 +1234,7 @@ void perfc_redis_async_free(perfc_redis_async *r) {
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
   perfc__redis_sentinel_put(r->sentinel);
+  perfc__redis_creds_free(&r->creds);
   free(r->name);
   free(r->host);
   free(r);
@@ -1237,6 +1327,7 @@ static void cl_free(perfc_redis_async *r) {
   free(r->seeds);
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
+  perfc__redis_creds_free(&r->creds);
   free(r->name);
   free(r->host);
   free(r);

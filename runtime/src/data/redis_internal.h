@@ -37,6 +37,28 @@ int perfc__redis_pipeline_replicated(perfc_redis_pool *p,
                                      const perfc__redis_cmd *cmds, size_t n,
                                      redisReply **replies);
 
+/* Copies of the AUTH strings of a client's options (NULL when unset or
+ * empty), owned by the client: perfc__redis_creds_copy() duplicates
+ * o->username, o->password and o->sentinel_password and points `o` at the
+ * copies (PERFC_ENOMEM leaves nothing allocated);
+ * perfc__redis_creds_free() clears the passwords and frees them. */
+typedef struct perfc__redis_creds {
+  char *username;
+  char *password;
+  char *sentinel_password;
+} perfc__redis_creds;
+int perfc__redis_creds_copy(perfc__redis_creds *c, perfc_redis_opts *o);
+void perfc__redis_creds_free(perfc__redis_creds *c);
+
+/* Sends AUTH on a fresh blocking connection when `password` is set
+ * (non-NULL, non-empty): `AUTH username password` with a username (Redis
+ * 6 ACL), else `AUTH password`, in argv form. Returns 0 (also when there
+ * is no password), PERFC_ECONFIG when the server refused it ("AUTH
+ * failed..." and the server's error in `err`, never the password), or
+ * PERFC_EIO / PERFC_ETIMEDOUT / PERFC_ENOMEM when no answer came. */
+int perfc__redis_auth(redisContext *ctx, const char *username,
+                      const char *password, char *err, size_t errlen);
+
 /* The pool's resolved options (host, port, timeouts, backoff), borrowed for
  * the pool's lifetime: the cache starts its subscriber with them. */
 const perfc_redis_opts *perfc__redis_pool_opts(const perfc_redis_pool *p);

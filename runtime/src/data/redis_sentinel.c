@@ -44,6 +44,7 @@
 
 #include "core/error_internal.h"
 #include "core/thread_internal.h"
+#include "data/redis_internal.h"
 #include "perfc/log.h"
 
 /* A failed resolution is not repeated sooner than this: every pool thread
@@ -86,6 +87,9 @@ struct perfc__redis_sentinel {
   int *ports;
   size_t n;
   int64_t connect_timeout_ms, command_timeout_ms;
+  /* AUTH of the master and replicas (username, password) and of the
+   * sentinels (sentinel_password): copies, part of the key. */
+  perfc__redis_creds creds;
 
   pthread_mutex_t rmu;
 
@@ -236,16 +240,23 @@ static void obj_free(perfc__redis_sentinel *s) {
   free(s->hosts);
   free(s->ports);
   free(s->name);
+  if (s->key)
+    explicit_bzero(s->key, strlen(s->key));
   free(s->key);
   free(s->fds);
   free(s->ls);
+  perfc__redis_creds_free(&s->creds);
   free(s);
 }
 
 /* ---- resolution ---- */
 
+/* A connection authenticated with `user`/`pass` (no AUTH without `pass`):
+ * the master's credentials for masters, the sentinel password for
+ * sentinels. A refused AUTH's reason starts with "AUTH failed". */
 static redisContext *dial(const char *host, int port, int64_t cto,
-                          int64_t cmdto, char *err, size_t errlen) {
+                          int64_t cmdto, const char *user, const char *pass,
+                          char *err, size_t errlen) {
   redisContext *c = redisConnectWithTimeout(host, port, tv_ms(cto));
   if (!c) {
     snprintf(err, errlen, "out of memory");
@@ -256,8 +267,15 @@ static redisContext *dial(const char *host, int port, int64_t cto,
     redisFree(c);
     return NULL;
   }
+  if (perfc__redis_auth(c, user, pass, err, errlen) != 0) {
+    redisFree(c);
+    return NULL;
+  }
   return c;
 }
+
+#define MASTER_AUTH(s) (s)->creds.username, (s)->creds.password
+#define SENTINEL_AUTH(s) NULL, (s)->creds.sentinel_password
 
 static redisReply *command(redisContext *c, const char *fmt, const char *arg) {
   sigpipe_guard g;
@@ -344,7 +362,8 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
   if (hp) {
     char e[256];
     redisContext *m =
-        dial(hh, hp, s->connect_timeout_ms, s->command_timeout_ms, e, sizeof e);
+        dial(hh, hp, s->connect_timeout_ms, s->command_timeout_ms,
+             MASTER_AUTH(s), e, sizeof e);
     int ok = m ? role_is_master(m, e, sizeof e) : -1;
     if (m)
       redisFree(m);
@@ -357,7 +376,8 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
     size_t i = (start + k) % s->n;
     char e[256];
     redisContext *c = dial(s->hosts[i], s->ports[i], s->connect_timeout_ms,
-                           s->command_timeout_ms, e, sizeof e);
+                           s->command_timeout_ms, SENTINEL_AUTH(s), e,
+                           sizeof e);
     if (!c) {
       add_err(why, sizeof why, "sentinel %s: %s", s->addrs[i], e);
       continue;
@@ -396,13 +416,17 @@ static int resolve(perfc__redis_sentinel *s, char *err, size_t errlen) {
       continue;
     }
     redisContext *m =
-        dial(mh, mp, s->connect_timeout_ms, s->command_timeout_ms, e, sizeof e);
+        dial(mh, mp, s->connect_timeout_ms, s->command_timeout_ms,
+             MASTER_AUTH(s), e, sizeof e);
     int ok = m ? role_is_master(m, e, sizeof e) : -1;
     if (m)
       redisFree(m);
     if (ok != 0) {
       add_err(why, sizeof why, "sentinel %s names %s:%d, but %s%s", s->addrs[i],
-              mh, mp, m ? "" : "it is unreachable: ", e);
+              mh, mp,
+              m || strncmp(e, "AUTH failed", 11) == 0 ? ""
+                                                      : "it is unreachable: ",
+              e);
       snprintf(bad_host, sizeof bad_host, "%s", mh);
       bad_port = mp;
       continue;
@@ -576,8 +600,9 @@ redisContext *perfc__redis_sentinel_connect(perfc__redis_sentinel *s,
                                             int64_t connect_timeout_ms,
                                             int64_t command_timeout_ms,
                                             uint64_t *epoch, char *err,
-                                            size_t errlen) {
+                                            size_t errlen, int *rc) {
   char rerr[ERR_MAX] = "";
+  *rc = PERFC_EIO;
   pthread_mutex_lock(&s->mu);
   int need = !s->known || s->stale;
   pthread_mutex_unlock(&s->mu);
@@ -589,6 +614,9 @@ redisContext *perfc__redis_sentinel_connect(perfc__redis_sentinel *s,
   if (!s->known) {
     snprintf(err, errlen, "%s", rerr[0] ? rerr : s->last_err);
     pthread_mutex_unlock(&s->mu);
+    /* dial() words every refused AUTH (a sentinel's or a master's) so. */
+    if (strstr(err, "AUTH failed"))
+      *rc = PERFC_ECONFIG;
     return NULL;
   }
   snprintf(host, sizeof host, "%s", s->host);
@@ -597,7 +625,8 @@ redisContext *perfc__redis_sentinel_connect(perfc__redis_sentinel *s,
   pthread_mutex_unlock(&s->mu);
   char e[256];
   redisContext *c =
-      dial(host, port, connect_timeout_ms, command_timeout_ms, e, sizeof e);
+      dial(host, port, connect_timeout_ms, command_timeout_ms, MASTER_AUTH(s),
+           e, sizeof e);
   /* Registered before ROLE: a switch while ROLE waits on a frozen master
    * cuts it short. */
   if (c)
@@ -619,6 +648,8 @@ redisContext *perfc__redis_sentinel_connect(perfc__redis_sentinel *s,
   if (!c) {
     snprintf(err, errlen, "master %s:%d (sentinel '%s'): %s%s%s", host, port,
              s->name, e, rerr[0] ? "; " : "", rerr);
+    if (strncmp(e, "AUTH failed", 11) == 0)
+      *rc = PERFC_ECONFIG;
     perfc__redis_sentinel_suspect(s, ep);
     return NULL;
   }
@@ -784,7 +815,7 @@ static void watch_open(perfc__redis_sentinel *s, watched *w, size_t i,
                        uint64_t now) {
   char e[256];
   w->c = dial(s->hosts[i], s->ports[i], s->connect_timeout_ms,
-              s->command_timeout_ms, e, sizeof e);
+              s->command_timeout_ms, SENTINEL_AUTH(s), e, sizeof e);
   const char *sub[] = {"SUBSCRIBE", "+switch-master"};
   if (w->c && send_all(w->c, 2, sub) != 0) {
     snprintf(e, sizeof e, "%s", w->c->errstr);
@@ -910,20 +941,30 @@ int perfc__redis_sentinel_get(perfc__redis_sentinel **out,
     return rc;
   if (o->n_sentinels == 0)
     return perfc__fail(PERFC_EINVAL, "redis: no sentinels");
+  /* Users with other credentials get their own object: its connections
+   * authenticate as theirs. The key is compared, never logged. */
+  const char *cred[3] = {o->username, o->password, o->sentinel_password};
   size_t klen = strlen(o->master_name) + 2;
   for (size_t i = 0; i < o->n_sentinels; i++)
     klen += strlen(o->sentinels[i]) + 1;
+  for (size_t i = 0; i < 3; i++)
+    klen += (cred[i] ? strlen(cred[i]) : 0) + 24; /* "LEN:" and the bytes */
   char *key = malloc(klen);
   if (!key)
     return perfc__fail(PERFC_ENOMEM, "redis sentinel: out of memory");
   size_t at = (size_t)sprintf(key, "%s\n", o->master_name);
   for (size_t i = 0; i < o->n_sentinels; i++)
     at += (size_t)sprintf(key + at, "%s\n", o->sentinels[i]);
+  /* Length-prefixed: any byte may be in a password. */
+  for (size_t i = 0; i < 3; i++)
+    at += (size_t)sprintf(key + at, "%zu:%s", cred[i] ? strlen(cred[i]) : 0,
+                          cred[i] ? cred[i] : "");
   pthread_mutex_lock(&g_mu);
   for (perfc__redis_sentinel *s = g_list; s; s = s->next)
     if (strcmp(s->key, key) == 0) {
       s->refs++;
       pthread_mutex_unlock(&g_mu);
+      explicit_bzero(key, strlen(key)); /* it holds the passwords */
       free(key);
       *out = s;
       return 0;
@@ -948,6 +989,9 @@ int perfc__redis_sentinel_get(perfc__redis_sentinel **out,
     s->hosts[i] = strdup(h);
     ok = s->addrs[i] && s->hosts[i];
   }
+  perfc_redis_opts co = *o;
+  if (ok && perfc__redis_creds_copy(&s->creds, &co) != 0)
+    ok = 0;
   s->connect_timeout_ms = o->connect_timeout_ms > 0
                               ? o->connect_timeout_ms
                               : PERFC_DEFAULT_REDIS_CONNECT_TIMEOUT_MS;

@@ -35,7 +35,9 @@ typedef struct perfc__redis_sentinel perfc__redis_sentinel;
  * PERFC_EINVAL with a message. */
 int perfc__redis_sentinel_check(const perfc_redis_opts *o);
 
-/* The shared object for o->sentinels and o->master_name (created, with its
+/* The shared object for o->sentinels, o->master_name and the AUTH
+ * credentials (o->username/password for the master and replicas,
+ * o->sentinel_password for the sentinels; copied) (created, with its
  * watcher thread, on first use; connect and command timeouts from the
  * first user). Returns 0, PERFC_EINVAL, PERFC_ENOMEM or PERFC_ETHREAD.
  * Release with perfc__redis_sentinel_put(). */
@@ -55,13 +57,14 @@ const char *perfc__redis_sentinel_name(const perfc__redis_sentinel *s);
  * when no address is known or the last one is suspect. NULL on failure
  * with the reason in `err` (which sentinel said what). Bounded by about
  * 2 * n_sentinels * (connect + command timeout) when every sentinel hangs;
- * refused connections fail at once. Free with
- * perfc__redis_sentinel_close(). */
+ * refused connections fail at once. `*rc` is then PERFC_ECONFIG when an
+ * AUTH was refused (the master's or a sentinel's), else PERFC_EIO. Free
+ * with perfc__redis_sentinel_close(). */
 redisContext *perfc__redis_sentinel_connect(perfc__redis_sentinel *s,
                                             int64_t connect_timeout_ms,
                                             int64_t command_timeout_ms,
                                             uint64_t *epoch, char *err,
-                                            size_t errlen);
+                                            size_t errlen, int *rc);
 /* Unregisters `ctx`'s socket and frees it. NULL is a no-op. */
 void perfc__redis_sentinel_close(perfc__redis_sentinel *s, redisContext *ctx);
 
