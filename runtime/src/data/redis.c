@@ -279,8 +279,7 @@ static int register_metrics(perfc_redis_pool *p) {
   return 0;
 }
 
-/* Copies the seeds and builds the router (its node pools share this
- * pool's options, name and metrics). */
+/* A private copy of one AUTH string; NULL for none (NULL or ""). */
 static char *dup_or_null(const char *v, int *fail) {
   if (!v || !v[0])
     return NULL;
@@ -317,6 +316,8 @@ void perfc__redis_creds_free(perfc__redis_creds *c) {
   memset(c, 0, sizeof *c);
 }
 
+/* Copies the seeds and builds the router (its node pools share this
+ * pool's options, name and metrics). */
 static int cluster_init(perfc_redis_pool *p) {
   p->seeds = calloc(p->o.n_cluster_nodes, sizeof(char *));
   if (!p->seeds)
