@@ -413,6 +413,11 @@ Test(redis_auth, async_with_password_sets_and_gets) {
   cr_assert_eq(j->get.rc, 0);
   cr_assert_eq(j->get.len, 7);
   cr_assert_eq(memcmp(j->get.value, "async-v", 7), 0);
+  /* Counted up once AUTH succeeded (the replies above came after it). */
+  perfc_redis_async_stats st;
+  perfc_redis_async_stats_get(j->ra, &st);
+  cr_assert_geq(st.connects, 1);
+  cr_assert_geq(st.conns_up, 1);
   loop_down();
   perfc_redis_async_free(j->ra);
   free(j);
@@ -474,6 +479,13 @@ Test(redis_auth, async_wrong_password_fails_commands_and_backs_off) {
   cr_assert_leq(c1 - c0 - 1, 2 + elapsed / 100, "%ld connects in %lld ms",
                 c1 - c0 - 1, (long long)elapsed);
   cr_assert_geq(c1 - c0 - 1, 1, "it stopped retrying");
+  /* Refused every time: never counted as a connection, never "up" (the
+   * TCP connects alone must not show it up). */
+  perfc_redis_async_stats st;
+  perfc_redis_async_stats_get(j->ra, &st);
+  cr_assert_eq(st.connects, 0, "%llu connects counted",
+               (unsigned long long)st.connects);
+  cr_assert_eq(st.conns_up, 0);
   /* Later commands are refused at once or fail the same way. */
   job *k = calloc(1, sizeof *k);
   k->ra = j->ra;

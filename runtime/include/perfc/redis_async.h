@@ -198,8 +198,9 @@ typedef struct perfc_redis_async_stats {
   uint64_t replies;     /**< callbacks run with a reply */
   uint64_t timeouts;    /**< callbacks run with PERFC_ETIMEDOUT */
   uint64_t failed;      /**< callbacks run with another error */
-  uint64_t connects;    /**< connections established */
-  unsigned conns_up;    /**< connected now */
+  uint64_t connects;    /**< connections established (with a password:
+                             only those whose AUTH succeeded) */
+  unsigned conns_up;    /**< connected (and authenticated) now */
 } perfc_redis_async_stats;
 
 PERFC_API void perfc_redis_async_stats_get(perfc_redis_async *r,

@@ -76,6 +76,8 @@ struct rconn {
   perfc_loop_io *io;
   perfc_loop_timer *timer;
   int state;
+  int counted;       /* in connects and the "up" gauge: connected and, with
+                        a password, authenticated */
   unsigned events;   /* PERFC_LOOP_* registered */
   int dirty;         /* commands appended since the last flush */
   int in_flush;
@@ -586,6 +588,24 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
 
 /* ---- connections --------------------------------------------------------------- */
 
+/* The connection counts as up (connects, the "up" gauge) once the server
+ * takes us: at connect, or with a password when AUTH succeeds, so a
+ * refused password never shows a connection up. */
+static void count_up(rconn *c) {
+  c->counted = 1;
+  atomic_fetch_add_explicit(&c->ls->connects, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->ls->up, 1, memory_order_relaxed);
+  perfc_gauge_inc(c->ls->r->m_up);
+}
+
+static void count_down(rconn *c) {
+  if (!c->counted)
+    return;
+  c->counted = 0;
+  atomic_fetch_sub_explicit(&c->ls->up, 1, memory_order_relaxed);
+  perfc_gauge_dec(c->ls->r->m_up);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status) {
   rconn *c = ac->data;
   if (status != REDIS_OK && c->ls->r->sentinel != NULL)
@@ -599,11 +619,10 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   c->state = C_UP;
   /* With AUTH, the server is known to accept us only when AUTH succeeds
    * (on_auth): a refused password must keep doubling the backoff. */
-  if (c->ls->r->o.password == NULL)
+  if (c->ls->r->o.password == NULL) {
     c->backoff_ms = 0;
-  atomic_fetch_add_explicit(&c->ls->connects, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&c->ls->up, 1, memory_order_relaxed);
-  perfc_gauge_inc(c->ls->r->m_up);
+    count_up(c);
+  }
   perfc_loop_timer_disarm(c->timer);
   arm_command_timer(c);
 }
@@ -625,13 +644,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
  * connection, a failed connect: called from its callbacks, where freeing
  * it again would free it twice). */
 static void conn_close(rconn *c, int rc, int free_ctx) {
-  int was_up = c->state == C_UP;
   c->state = C_DOWN;
   c->fail_rc = rc;
-  if (was_up) {
-    atomic_fetch_sub_explicit(&c->ls->up, 1, memory_order_relaxed);
-    perfc_gauge_dec(c->ls->r->m_up);
-  }
+  count_down(c);
   perfc_redis_async *r = c->ls->r;
   c->backoff_ms = c->backoff_ms == 0 ? r->o.backoff_min_ms
                   : c->backoff_ms * 2 > r->o.backoff_max_ms
@@ -690,6 +705,8 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *privdata) {
   const redisReply *rp = reply;
   if (rp->type == REDIS_REPLY_STATUS) {
     c->backoff_ms = 0; /* authenticated: the server takes us */
+    if (c->state == C_UP && !c->counted)
+      count_up(c);
     return;
   }
   perfc_redis_async *r = c->ls->r;
@@ -859,10 +876,7 @@ static void state_end(void *ud) {
     rconn *c = &ls->conns[i];
     perfc_loop_timer_disarm(c->timer);
     if (c->ac != NULL) {
-      if (c->state == C_UP) {
-        atomic_fetch_sub_explicit(&ls->up, 1, memory_order_relaxed);
-        perfc_gauge_dec(r->m_up);
-      }
+      count_down(c);
       c->state = C_DOWN;
       c->fail_rc = PERFC_ESHUTDOWN;
       redisAsyncFree(c->ac); /* runs the pending callbacks */
