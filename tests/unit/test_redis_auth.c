@@ -701,14 +701,51 @@ Test(redis_auth, sentinel_wrong_passwords, .fini = sentinel_down) {
 /* With a space: only the argv form sends it whole. */
 #define SUSER_PASS "sent acl pw"
 
+#define SADMIN_PASS "sentinel-admin-pw"
+
 /* The default user is off; SUSER may run only what a sentinel client
  * needs (PING, SENTINEL get-master-addr-by-name, SUBSCRIBE to
- * +switch-master): AUTH as SUSER is the only way in. */
+ * +switch-master): AUTH as SUSER is the only way in for perfc. The
+ * test looks at the sentinel's clients as "admin". */
 static void acl_sentinel_up(void) {
   sentinel_up_conf("user default off\n"
                    "user " SUSER " on \">" SUSER_PASS "\" resetchannels "
                    "&+switch-master -@all +ping +subscribe "
-                   "+sentinel|get-master-addr-by-name\n");
+                   "+sentinel|get-master-addr-by-name\n"
+                   "user admin on >" SADMIN_PASS " allchannels +@all\n");
+}
+
+/* How many of the sentinel's clients are logged in as SUSER and
+ * subscribed to one channel (CLIENT LIST's user= and sub=), or -1. */
+static int suser_subscribers(void) {
+  struct timeval tv = {1, 0};
+  redisContext *c = redisConnectWithTimeout("127.0.0.1", sp.port, tv);
+  if (!c || c->err) {
+    if (c)
+      redisFree(c);
+    return -1;
+  }
+  int n = -1;
+  redisReply *r = redisCommand(c, "AUTH admin %s", SADMIN_PASS);
+  if (r && r->type == REDIS_REPLY_STATUS) {
+    freeReplyObject(r);
+    r = redisCommand(c, "CLIENT LIST");
+    if (r && r->type == REDIS_REPLY_STRING) {
+      n = 0;
+      for (char *line = r->str; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+          *nl = 0;
+        if (strstr(line, " user=" SUSER) && strstr(line, " sub=1 "))
+          n++;
+        line = nl ? nl + 1 : NULL;
+      }
+    }
+  }
+  if (r)
+    freeReplyObject(r);
+  redisFree(c);
+  return n;
 }
 
 /* The sentinel's own view: SUSER's login works, the default user's does
@@ -741,6 +778,14 @@ Test(redis_auth, sentinel_acl_user, .fini = sentinel_down) {
   cr_assert_eq(perfc_redis_set(p, "acl", S("via-acl-sentinel"), 0), 0, "%s",
                perfc_last_error());
   get_is(p, "acl", "via-acl-sentinel");
+  /* The watcher subscribed to +switch-master as SUSER (the channel is
+   * allowed to it): it would hear a failover. */
+  int subs = 0;
+  int64_t until = mono_ms() + 5000;
+  while ((subs = suser_subscribers()) < 1 && mono_ms() < until)
+    tr_sleep_ms(20);
+  cr_assert_eq(subs, 1, "the watcher is not subscribed as " SUSER " (%d)",
+               subs);
   perfc_redis_pool_free(p);
 
   /* The async client: its master comes from the watcher thread, which

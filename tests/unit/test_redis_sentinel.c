@@ -13,8 +13,8 @@
  * replication; they are counted and printed, not asserted
  * (docs/data-layer.md, "Redis Sentinel"). The same failover runs again
  * with passwords on every server and sentinel (requirepass, masterauth,
- * auth-pass), a pool writer and an async writer: both reach the new
- * master with AUTH, never see NOAUTH, and every write they sent after the
+ * auth-pass), a pool writer, an async writer and a subscriber: all reach
+ * the new master with AUTH, never see NOAUTH, and every write they sent after the
  * kill and saw acknowledged is on the new master.
  */
 #include <criterion/criterion.h>
@@ -691,6 +691,20 @@ static void fo_capture(perfc_log_level level, const char *msg, void *ud) {
   pthread_mutex_unlock(&fo_log_mu);
 }
 
+/* The pub/sub subscriber's events. */
+static atomic_int fo_subscribed, fo_messages;
+
+static void fo_on_sub(perfc_redis_sub_event ev, const char *ch, perfc_slice m,
+                      void *ud) {
+  (void)ch;
+  (void)ud;
+  if (ev == PERFC_REDIS_SUB_SUBSCRIBED)
+    atomic_fetch_add(&fo_subscribed, 1);
+  else if (ev == PERFC_REDIS_SUB_MESSAGE && m.len == 5 &&
+           memcmp(m.base, "after", 5) == 0)
+    atomic_fetch_add(&fo_messages, 1);
+}
+
 static void fo_teardown(void) {
   perfc_log_set_sink(NULL, NULL);
   teardown();
@@ -804,8 +818,10 @@ static int has_value(redisContext *c, const char *prefix, int i,
  * sentinels with requirepass of their own and auth-pass for the master.
  * The master is killed (SIGKILL) under a bounded synchronous writer (the
  * pool through the sentinel-named master, plain and wait_replicas 1) and
- * a bounded async writer (perfc_redis_async through the same sentinels).
- * Both reach the new master with AUTH within 2 s of the switch; no call
+ * a bounded async writer (perfc_redis_async through the same sentinels),
+ * with a pub/sub subscriber made from the pool's options. Both writers
+ * reach the new master with AUTH within 2 s of the switch, the
+ * subscriber subscribes there again and hears a message; no call
  * ever fails with NOAUTH or "AUTH failed" and nothing in the log says
  * so; no write acknowledged as replicated is lost (master_killed_under_
  * load's rule), and every write sent after the kill that was
@@ -842,6 +858,17 @@ Test(redis_sentinel, master_killed_under_load_with_passwords,
   o.name = "replicated";
   perfc_redis_pool *wpool;
   cr_assert_eq(perfc_redis_pool_new(&wpool, &o), 0, "%s", perfc_last_error());
+  /* The subscriber (the cache's invalidations use one) with the same
+   * options. */
+  atomic_store(&fo_subscribed, 0);
+  atomic_store(&fo_messages, 0);
+  o.wait_replicas = 0;
+  perfc_redis_subscriber *sub;
+  cr_assert_eq(perfc_redis_subscriber_new(&sub, &o, "fo-chan", fo_on_sub,
+                                          NULL),
+               0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_redis_subscriber_wait_ready(sub, 5000), 0, "%s",
+               perfc_last_error());
 
   perfc_redis_async_opts ao;
   perfc_redis_async_opts_init(&ao);
@@ -906,6 +933,22 @@ Test(redis_sentinel, master_killed_under_load_with_passwords,
   atomic_store(&aw->stop, 1);
   pthread_join(th, NULL);
   pthread_join(ath, NULL);
+  /* The subscriber subscribed again (on the new master, with AUTH) and
+   * hears what is published there. */
+  end = mono_ms() + 5000;
+  while (atomic_load(&fo_subscribed) < 2 && mono_ms() < end)
+    tr_sleep_ms(10);
+  cr_assert_geq(atomic_load(&fo_subscribed), 2,
+                "the subscriber did not subscribe again after the switch");
+  cr_assert_eq(perfc_redis_publish(pool, "fo-chan",
+                                   (perfc_slice){(const uint8_t *)"after", 5}),
+               0, "%s", perfc_last_error());
+  end = mono_ms() + 5000;
+  while (atomic_load(&fo_messages) < 1 && mono_ms() < end)
+    tr_sleep_ms(10);
+  cr_assert_eq(atomic_load(&fo_messages), 1,
+               "the subscriber did not hear the new master");
+  perfc_redis_subscriber_free(sub);
   perfc_log_set_sink(NULL, NULL);
 
   /* No hang, no AUTH trouble. */
