@@ -801,8 +801,7 @@ Test(redis_auth, sentinel_acl_user, .fini = sentinel_down) {
   ao.sentinel_password = SUSER_PASS;
   ao.command_timeout_ms = 2000;
   job *j = calloc(1, sizeof *j);
-  cr_assert_eq(perfc_redis_async_new(&j->ra, &ao), 0, "%s",
-               perfc_last_error());
+  cr_assert_eq(perfc_redis_async_new(&j->ra, &ao), 0, "%s", perfc_last_error());
   int64_t end = mono_ms() + 5000;
   for (;;) {
     perfc_redis_async *ra = j->ra;
@@ -846,8 +845,8 @@ Test(redis_auth, sentinel_acl_user_wrong, .fini = sentinel_down) {
     cr_assert_not_null(strstr(e, addr), "case %d: names the sentinel: %s", i,
                        e);
     if (users[i])
-      cr_assert_not_null(strstr(e, users[i]), "case %d: names the user: %s",
-                         i, e);
+      cr_assert_not_null(strstr(e, users[i]), "case %d: names the user: %s", i,
+                         e);
     cr_assert_null(strstr(e, passes[i]), "case %d: %s", i, e);
     cr_assert_null(strstr(e, PASS), "case %d: %s", i, e);
     perfc_redis_pool_free(p);

@@ -14,8 +14,8 @@
  * (docs/data-layer.md, "Redis Sentinel"). The same failover runs again
  * with passwords on every server and sentinel (requirepass, masterauth,
  * auth-pass), a pool writer, an async writer and a subscriber: all reach
- * the new master with AUTH, never see NOAUTH, and every write they sent after the
- * kill and saw acknowledged is on the new master.
+ * the new master with AUTH, never see NOAUTH, and every write they sent after
+ * the kill and saw acknowledged is on the new master.
  */
 #include <criterion/criterion.h>
 #include <hiredis/hiredis.h>
@@ -834,8 +834,7 @@ Test(redis_sentinel, master_killed_under_load_with_passwords,
   start_all();
   /* The servers do want the password (else the test could not fail). */
   struct timeval tv = {1, 0};
-  redisContext *plain =
-      redisConnectWithTimeout("127.0.0.1", g.master.port, tv);
+  redisContext *plain = redisConnectWithTimeout("127.0.0.1", g.master.port, tv);
   cr_assert(plain && !plain->err);
   redisReply *noauth = redisCommand(plain, "GET x");
   cr_assert(noauth && noauth->type == REDIS_REPLY_ERROR &&
@@ -864,8 +863,7 @@ Test(redis_sentinel, master_killed_under_load_with_passwords,
   atomic_store(&fo_messages, 0);
   o.wait_replicas = 0;
   perfc_redis_subscriber *sub;
-  cr_assert_eq(perfc_redis_subscriber_new(&sub, &o, "fo-chan", fo_on_sub,
-                                          NULL),
+  cr_assert_eq(perfc_redis_subscriber_new(&sub, &o, "fo-chan", fo_on_sub, NULL),
                0, "%s", perfc_last_error());
   cr_assert_eq(perfc_redis_subscriber_wait_ready(sub, 5000), 0, "%s",
                perfc_last_error());
@@ -958,8 +956,7 @@ Test(redis_sentinel, master_killed_under_load_with_passwords,
                "%d pool calls failed with NOAUTH / AUTH failed",
                atomic_load(&w->n_auth_failed));
   cr_assert_eq(atomic_load(&aw->n_noauth), 0,
-               "%d async commands answered NOAUTH",
-               atomic_load(&aw->n_noauth));
+               "%d async commands answered NOAUTH", atomic_load(&aw->n_noauth));
   pthread_mutex_lock(&fo_log_mu);
   cr_assert_null(strstr(fo_log, "AUTH failed"), "%s", fo_log);
   cr_assert_null(strstr(fo_log, "NOAUTH"), "%s", fo_log);

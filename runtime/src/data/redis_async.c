@@ -263,9 +263,8 @@ int perfc_redis_async_new(perfc_redis_async **out,
                                      "(AUTH needs both)");
   if (o.sentinel_username && o.sentinel_username[0] &&
       !(o.sentinel_password && o.sentinel_password[0]))
-    return perfc__fail(PERFC_EINVAL,
-                       "redis async: sentinel_username without "
-                       "sentinel_password (AUTH needs both)");
+    return perfc__fail(PERFC_EINVAL, "redis async: sentinel_username without "
+                                     "sentinel_password (AUTH needs both)");
   /* Sentinel mode: the shared resolver and watcher of these sentinels
    * (data/redis_sentinel.h); messages name the master by its name. */
   perfc__redis_sentinel *sn = NULL;

@@ -38,8 +38,8 @@ int perfc__redis_sentinel_check(const perfc_redis_opts *o);
 
 /* The shared object for o->sentinels, o->master_name and the AUTH
  * credentials (o->username/password for the master and replicas,
- * o->sentinel_username/sentinel_password for the sentinels; copied) (created, with its
- * watcher thread, on first use; connect and command timeouts from the
+ * o->sentinel_username/sentinel_password for the sentinels; copied) (created,
+ * with its watcher thread, on first use; connect and command timeouts from the
  * first user). Returns 0, PERFC_EINVAL, PERFC_ENOMEM or PERFC_ETHREAD.
  * Release with perfc__redis_sentinel_put(). */
 int perfc__redis_sentinel_get(perfc__redis_sentinel **out,
