@@ -697,6 +697,10 @@ Test(redis_auth, sentinel_wrong_passwords, .fini = sentinel_down) {
 
 /* ---- Sentinel: an ACL user on the sentinel (Redis 6.2+) ---- */
 
+/* Below, with the cache tests. */
+static atomic_int cache_loads;
+static void cache_get_on_loop(perfc_cache *c, const char *want);
+
 #define SUSER "perfc-app"
 /* With a space: only the argv form sends it whole. */
 #define SUSER_PASS "sent acl pw"
@@ -786,6 +790,26 @@ Test(redis_auth, sentinel_acl_user, .fini = sentinel_down) {
     tr_sleep_ms(20);
   cr_assert_eq(subs, 1, "the watcher is not subscribed as " SUSER " (%d)",
                subs);
+
+  /* A cache on that pool: its own async client (the loop's Redis reads)
+   * resolves the master as SUSER too. */
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.redis = p;
+  co.no_l1 = true; /* every read goes to Redis */
+  perfc_cache *c = NULL;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0, "%s", perfc_last_error());
+  loop_up();
+  atomic_store(&cache_loads, 0);
+  cache_get_on_loop(c, "loaded:ck"); /* miss: loaded, filled on the loop */
+  cache_get_on_loop(c, "loaded:ck"); /* from Redis, on the loop */
+  cr_assert_eq(atomic_load(&cache_loads), 1);
+  perfc_cache_stats st;
+  perfc_cache_stats_get(c, &st);
+  cr_assert_eq(st.l2_errors, 0, "the loop's reads were refused");
+  cr_assert_eq(st.l2_hits, 1);
+  loop_down();
+  perfc_cache_free(c);
   perfc_redis_pool_free(p);
 
   /* The async client: its master comes from the watcher thread, which
