@@ -1390,26 +1390,32 @@ Test(config, redis_cluster_nodes_file_and_environment) {
 Test(config, redis_auth_keys_and_environment) {
   perfc_config *cfg = load_ok("redis:\n  username: alice\n"
                               "  password: \"p w#1\"\n"
-                              "  sentinel_password: sp\n");
+                              "  sentinel_password: sp\n"
+                              "  sentinel_username: sentinel-app\n");
   perfc_redis_opts o = redis_opts(cfg);
   cr_assert_str_eq(o.username, "alice");
   cr_assert_str_eq(o.password, "p w#1");
   cr_assert_str_eq(o.sentinel_password, "sp");
+  cr_assert_str_eq(o.sentinel_username, "sentinel-app");
   perfc_config_free(cfg);
   cfg = load_ok("redis:\n  pool_size: 2\n");
   o = redis_opts(cfg);
   cr_assert_null(o.username, "not set: no AUTH");
   cr_assert_null(o.password);
   cr_assert_null(o.sentinel_password);
+  cr_assert_null(o.sentinel_username);
   perfc_config_free(cfg);
   setenv("PERFC_REDIS_PASSWORD", "from-env", 1);
   setenv("PERFC_REDIS_USERNAME", "bob", 1);
   setenv("PERFC_REDIS_SENTINEL_PASSWORD", "s-env", 1);
-  cfg = load_ok("redis:\n  password: from-file\n");
+  setenv("PERFC_REDIS_SENTINEL_USERNAME", "s-user-env", 1);
+  cfg = load_ok("redis:\n  password: from-file\n"
+                "  sentinel_username: s-user-file\n");
   o = redis_opts(cfg);
   cr_assert_str_eq(o.password, "from-env", "the environment wins");
   cr_assert_str_eq(o.username, "bob");
   cr_assert_str_eq(o.sentinel_password, "s-env");
+  cr_assert_str_eq(o.sentinel_username, "s-user-env", "the environment wins");
   perfc_config_free(cfg);
   /* Empty in the environment: no AUTH (the pool treats "" as unset). */
   setenv("PERFC_REDIS_PASSWORD", "", 1);
@@ -1419,4 +1425,5 @@ Test(config, redis_auth_keys_and_environment) {
   unsetenv("PERFC_REDIS_PASSWORD");
   unsetenv("PERFC_REDIS_USERNAME");
   unsetenv("PERFC_REDIS_SENTINEL_PASSWORD");
+  unsetenv("PERFC_REDIS_SENTINEL_USERNAME");
 }

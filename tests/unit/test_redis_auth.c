@@ -215,6 +215,22 @@ Test(redis_auth, username_without_password_is_refused) {
   perfc_redis_async *ra = NULL;
   cr_assert_eq(perfc_redis_async_new(&ra, &ao), PERFC_EINVAL);
   cr_assert_null(ra);
+  /* The same rule for the sentinels' ACL user. */
+  o = opts(NULL, PASS);
+  o.sentinel_username = "sentinel-app";
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), PERFC_EINVAL);
+  cr_assert_null(p);
+  cr_assert_not_null(strstr(perfc_last_error(), "sentinel_username without "
+                                                "sentinel_password"),
+                     "%s", perfc_last_error());
+  o.sentinel_password = "";
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), PERFC_EINVAL);
+  cr_assert_null(p);
+  perfc_redis_async_opts_init(&ao);
+  ao.port = srv.port;
+  ao.sentinel_username = "sentinel-app";
+  cr_assert_eq(perfc_redis_async_new(&ra, &ao), PERFC_EINVAL);
+  cr_assert_null(ra);
 }
 
 /* ACL SETUSER through a pool logged in as the default user. */
@@ -521,9 +537,9 @@ typedef struct sentinel_proc {
 
 static sentinel_proc sp;
 
-/* One sentinel with `requirepass SPASS` watching srv (quorum 1; it knows
- * the master's password through auth-pass). */
-static void sentinel_up(void) {
+/* One sentinel watching srv (quorum 1; it knows the master's password
+ * through auth-pass), its own AUTH set by `auth_conf` (config lines). */
+static void sentinel_up_conf(const char *auth_conf) {
   snprintf(sp.dir, sizeof sp.dir, "/tmp/perfc-sauth-XXXXXX");
   cr_assert_not_null(mkdtemp(sp.dir));
   for (int attempt = 0; attempt < 5 && sp.pid == 0; attempt++) {
@@ -533,11 +549,10 @@ static void sentinel_up(void) {
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
     fprintf(f,
-            "port %d\nbind 127.0.0.1\ndir %s\nprotected-mode no\n"
-            "requirepass \"" SPASS "\"\n"
+            "port %d\nbind 127.0.0.1\ndir %s\nprotected-mode no\n%s"
             "sentinel monitor " MASTER " 127.0.0.1 %d 1\n"
             "sentinel auth-pass " MASTER " " PASS "\n",
-            sp.port, sp.dir, srv.port);
+            sp.port, sp.dir, auth_conf, srv.port);
     fclose(f);
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -570,6 +585,11 @@ static void sentinel_up(void) {
     }
   }
   cr_assert_neq(sp.pid, 0, "redis sentinel did not start");
+}
+
+/* One sentinel with `requirepass SPASS` (the default user's password). */
+static void sentinel_up(void) {
+  sentinel_up_conf("requirepass \"" SPASS "\"\n");
 }
 
 static void sentinel_down(void) {
@@ -673,6 +693,193 @@ Test(redis_auth, sentinel_wrong_passwords, .fini = sentinel_down) {
                      perfc_last_error());
   cr_assert_null(strstr(perfc_last_error(), WRONG), "%s", perfc_last_error());
   perfc_redis_pool_free(p);
+}
+
+/* ---- Sentinel: an ACL user on the sentinel (Redis 6.2+) ---- */
+
+/* Below, with the cache tests. */
+static atomic_int cache_loads;
+static void cache_get_on_loop(perfc_cache *c, const char *want);
+
+#define SUSER "perfc-app"
+/* With a space: only the argv form sends it whole. */
+#define SUSER_PASS "sent acl pw"
+
+#define SADMIN_PASS "sentinel-admin-pw"
+
+/* The default user is off; SUSER may run only what a sentinel client
+ * needs (PING, SENTINEL get-master-addr-by-name, SUBSCRIBE to
+ * +switch-master): AUTH as SUSER is the only way in for perfc. The
+ * test looks at the sentinel's clients as "admin". */
+static void acl_sentinel_up(void) {
+  sentinel_up_conf("user default off\n"
+                   "user " SUSER " on \">" SUSER_PASS "\" resetchannels "
+                   "&+switch-master -@all +ping +subscribe "
+                   "+sentinel|get-master-addr-by-name\n"
+                   "user admin on >" SADMIN_PASS " allchannels +@all\n");
+}
+
+/* How many of the sentinel's clients are logged in as SUSER and
+ * subscribed to one channel (CLIENT LIST's user= and sub=), or -1. */
+static int suser_subscribers(void) {
+  struct timeval tv = {1, 0};
+  redisContext *c = redisConnectWithTimeout("127.0.0.1", sp.port, tv);
+  if (!c || c->err) {
+    if (c)
+      redisFree(c);
+    return -1;
+  }
+  int n = -1;
+  redisReply *r = redisCommand(c, "AUTH admin %s", SADMIN_PASS);
+  if (r && r->type == REDIS_REPLY_STATUS) {
+    freeReplyObject(r);
+    r = redisCommand(c, "CLIENT LIST");
+    if (r && r->type == REDIS_REPLY_STRING) {
+      n = 0;
+      for (char *line = r->str; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+          *nl = 0;
+        if (strstr(line, " user=" SUSER) && strstr(line, " sub=1 "))
+          n++;
+        line = nl ? nl + 1 : NULL;
+      }
+    }
+  }
+  if (r)
+    freeReplyObject(r);
+  redisFree(c);
+  return n;
+}
+
+/* The sentinel's own view: SUSER's login works, the default user's does
+ * not (else the test could pass without perfc sending the username). */
+static void acl_sentinel_check(void) {
+  struct timeval tv = {1, 0};
+  redisContext *c = redisConnectWithTimeout("127.0.0.1", sp.port, tv);
+  cr_assert(c && !c->err);
+  redisReply *r = redisCommand(c, "AUTH %s", SUSER_PASS);
+  cr_assert(r && r->type == REDIS_REPLY_ERROR, "the default user is off");
+  freeReplyObject(r);
+  r = redisCommand(c, "AUTH %s %s", SUSER, SUSER_PASS);
+  cr_assert(r && r->type == REDIS_REPLY_STATUS, "%s", r ? r->str : "");
+  freeReplyObject(r);
+  r = redisCommand(c, "SENTINEL get-master-addr-by-name %s", MASTER);
+  cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2,
+            "SUSER may ask for the master: %s",
+            r && r->type == REDIS_REPLY_ERROR ? r->str : "");
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+Test(redis_auth, sentinel_acl_user, .fini = sentinel_down) {
+  acl_sentinel_up();
+  acl_sentinel_check();
+  perfc_redis_opts o = sentinel_opts(PASS, SUSER_PASS);
+  o.sentinel_username = SUSER;
+  perfc_redis_pool *p = NULL;
+  cr_assert_eq(perfc_redis_pool_new(&p, &o), 0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_redis_set(p, "acl", S("via-acl-sentinel"), 0), 0, "%s",
+               perfc_last_error());
+  get_is(p, "acl", "via-acl-sentinel");
+  /* The watcher subscribed to +switch-master as SUSER (the channel is
+   * allowed to it): it would hear a failover. */
+  int subs = 0;
+  int64_t until = mono_ms() + 5000;
+  while ((subs = suser_subscribers()) < 1 && mono_ms() < until)
+    tr_sleep_ms(20);
+  cr_assert_eq(subs, 1, "the watcher is not subscribed as " SUSER " (%d)",
+               subs);
+
+  /* A cache on that pool: its own async client (the loop's Redis reads)
+   * resolves the master as SUSER too. */
+  perfc_cache_opts co;
+  perfc_cache_opts_init(&co);
+  co.redis = p;
+  co.no_l1 = true; /* every read goes to Redis */
+  perfc_cache *c = NULL;
+  cr_assert_eq(perfc_cache_new(&c, &co), 0, "%s", perfc_last_error());
+  loop_up();
+  atomic_store(&cache_loads, 0);
+  cache_get_on_loop(c, "loaded:ck"); /* miss: loaded, filled on the loop */
+  cache_get_on_loop(c, "loaded:ck"); /* from Redis, on the loop */
+  cr_assert_eq(atomic_load(&cache_loads), 1);
+  perfc_cache_stats st;
+  perfc_cache_stats_get(c, &st);
+  cr_assert_eq(st.l2_errors, 0, "the loop's reads were refused");
+  cr_assert_eq(st.l2_hits, 1);
+  loop_down();
+  perfc_cache_free(c);
+  perfc_redis_pool_free(p);
+
+  /* The async client: its master comes from the watcher thread, which
+   * logs in as SUSER too. */
+  loop_up();
+  perfc_redis_async_opts ao;
+  perfc_redis_async_opts_init(&ao);
+  ao.sentinels = sp_addrs;
+  ao.n_sentinels = 1;
+  ao.master_name = MASTER;
+  ao.password = PASS;
+  ao.sentinel_username = SUSER;
+  ao.sentinel_password = SUSER_PASS;
+  ao.command_timeout_ms = 2000;
+  job *j = calloc(1, sizeof *j);
+  cr_assert_eq(perfc_redis_async_new(&j->ra, &ao), 0, "%s", perfc_last_error());
+  int64_t end = mono_ms() + 5000;
+  for (;;) {
+    perfc_redis_async *ra = j->ra;
+    memset(j, 0, sizeof *j);
+    j->ra = ra;
+    run_on_loop(j);
+    wait_job(j, 5000);
+    if ((j->get_rc == 0 && j->get.rc == 0) || mono_ms() >= end)
+      break;
+    tr_sleep_ms(20);
+  }
+  cr_assert_eq(j->get_rc, 0, "%s", perfc_last_error());
+  cr_assert_eq(j->get.rc, 0);
+  cr_assert_eq(j->get.len, 7);
+  cr_assert_eq(memcmp(j->get.value, "async-v", 7), 0);
+  loop_down();
+  perfc_redis_async_free(j->ra);
+  free(j);
+}
+
+Test(redis_auth, sentinel_acl_user_wrong, .fini = sentinel_down) {
+  acl_sentinel_up();
+  log_start();
+  char addr[64];
+  snprintf(addr, sizeof addr, "sentinel 127.0.0.1:%d", sp.port);
+  /* A user the sentinel does not have, with SUSER's password; SUSER with
+   * a wrong password; no username (the default user, which is off). */
+  const char *users[] = {"mallory", SUSER, NULL};
+  const char *passes[] = {SUSER_PASS, WRONG, SUSER_PASS};
+  for (int i = 0; i < 3; i++) {
+    perfc_redis_opts o = sentinel_opts(PASS, passes[i]);
+    o.sentinel_username = users[i];
+    perfc_redis_pool *p = NULL;
+    cr_assert_eq(perfc_redis_pool_new(&p, &o), 0, "%s", perfc_last_error());
+    int64_t t0 = mono_ms();
+    cr_assert_eq(perfc_redis_ping(p), PERFC_ECONFIG, "case %d: %s", i,
+                 perfc_last_error());
+    cr_assert_lt(mono_ms() - t0, 3000, "case %d: not a hang", i);
+    const char *e = perfc_last_error();
+    cr_assert_not_null(strstr(e, "AUTH failed"), "case %d: %s", i, e);
+    cr_assert_not_null(strstr(e, addr), "case %d: names the sentinel: %s", i,
+                       e);
+    if (users[i])
+      cr_assert_not_null(strstr(e, users[i]), "case %d: names the user: %s", i,
+                         e);
+    cr_assert_null(strstr(e, passes[i]), "case %d: %s", i, e);
+    cr_assert_null(strstr(e, PASS), "case %d: %s", i, e);
+    perfc_redis_pool_free(p);
+  }
+  log_end();
+  pthread_mutex_lock(&log_mu);
+  cr_assert_null(strstr(log_buf, SUSER_PASS), "%s", log_buf);
+  cr_assert_null(strstr(log_buf, WRONG), "%s", log_buf);
+  pthread_mutex_unlock(&log_mu);
 }
 
 /* ---- the cache (its pool, subscriber and async client) and the shared

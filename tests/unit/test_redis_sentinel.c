@@ -11,7 +11,11 @@
  * async client work against the new master. Writes acknowledged by the
  * master alone (WAIT said 0) may be lost by Redis's asynchronous
  * replication; they are counted and printed, not asserted
- * (docs/data-layer.md, "Redis Sentinel").
+ * (docs/data-layer.md, "Redis Sentinel"). The same failover runs again
+ * with passwords on every server and sentinel (requirepass, masterauth,
+ * auth-pass), a pool writer, an async writer and a subscriber: all reach
+ * the new master with AUTH, never see NOAUTH, and every write they sent after
+ * the kill and saw acknowledged is on the new master.
  */
 #include <criterion/criterion.h>
 #include <hiredis/hiredis.h>
@@ -27,6 +31,7 @@
 #include "perfc/cache.h"
 #include "perfc/config.h"
 #include "perfc/config_data.h"
+#include "perfc/log.h"
 #include "perfc/redis.h"
 #include "perfc/redis_async.h"
 /* Its port picking, PING and sleep only: the servers here take other
@@ -51,6 +56,17 @@ typedef struct proc {
 } proc;
 
 static char g_dir[64];
+/* The servers' and the sentinels' passwords (the failover-with-passwords
+ * test sets them before start_all(); NULL: no requirepass). */
+static const char *g_pass, *g_spass;
+
+typedef struct set_up {
+  proc master, replica[2], sentinel[3];
+  char addr[3][32];
+  const char *addrs[3];
+} set_up;
+
+static set_up g;
 
 static redisReply *cmd(int port, const char *fmt, ...);
 
@@ -134,10 +150,26 @@ static int start_redis(proc *p, int replicaof) {
                     "yes",
                     "--repl-diskless-sync-delay",
                     "0",
-                    replicaof ? "--replicaof" : NULL,
-                    "127.0.0.1",
-                    master,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
                     NULL};
+    int argc = 17;
+    if (replicaof) {
+      argv[argc++] = "--replicaof";
+      argv[argc++] = "127.0.0.1";
+      argv[argc++] = master;
+    }
+    if (g_pass) { /* clients and the replicas' link to their master */
+      argv[argc++] = "--requirepass";
+      argv[argc++] = (char *)g_pass;
+      argv[argc++] = "--masterauth";
+      argv[argc++] = (char *)g_pass;
+    }
     if (spawn(p, argv) == 0)
       return 0;
     proc_kill(p);
@@ -161,6 +193,12 @@ static int start_sentinel(proc *p, int master_port) {
             "sentinel failover-timeout " MASTER " 4000\n"
             "sentinel parallel-syncs " MASTER " 2\n",
             p->port, g_dir, master_port);
+    /* Its own password (also what it sends to the other sentinels) and
+     * the servers'. */
+    if (g_spass)
+      fprintf(f, "requirepass \"%s\"\n", g_spass);
+    if (g_pass)
+      fprintf(f, "sentinel auth-pass " MASTER " \"%s\"\n", g_pass);
     fclose(f);
     char *argv[] = {"redis-server", conf, "--sentinel", NULL};
     if (spawn(p, argv) == 0)
@@ -170,7 +208,16 @@ static int start_sentinel(proc *p, int master_port) {
   return -1;
 }
 
-static redisReply *cmd(int port, const char *fmt, ...) {
+/* The password of the process on `port` (a sentinel's or a server's). */
+static const char *pass_for(int port) {
+  for (int i = 0; i < 3; i++)
+    if (g.sentinel[i].port == port)
+      return g_spass;
+  return g_pass;
+}
+
+/* A connection to `port`, authenticated when it has a password. */
+static redisContext *conn(int port) {
   struct timeval tv = {1, 0};
   redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
   if (!c || c->err) {
@@ -179,6 +226,24 @@ static redisReply *cmd(int port, const char *fmt, ...) {
     return NULL;
   }
   redisSetTimeout(c, tv);
+  const char *pw = pass_for(port);
+  if (pw) {
+    redisReply *r = redisCommand(c, "AUTH %s", pw);
+    int ok = r && r->type == REDIS_REPLY_STATUS;
+    if (r)
+      freeReplyObject(r);
+    if (!ok) {
+      redisFree(c);
+      return NULL;
+    }
+  }
+  return c;
+}
+
+static redisReply *cmd(int port, const char *fmt, ...) {
+  redisContext *c = conn(port);
+  if (!c)
+    return NULL;
   va_list ap;
   va_start(ap, fmt);
   redisReply *r = redisvCommand(c, fmt, ap);
@@ -210,15 +275,8 @@ static int sentinel_master_port(int sport) {
   return port;
 }
 
-typedef struct set_up {
-  proc master, replica[2], sentinel[3];
-  char addr[3][32];
-  const char *addrs[3];
-} set_up;
-
-static set_up g;
-
 static void teardown(void) {
+  g_pass = g_spass = NULL;
   for (int i = 0; i < 3; i++)
     proc_kill(&g.sentinel[i]);
   for (int i = 0; i < 2; i++)
@@ -309,7 +367,11 @@ typedef struct writer {
   /* 2: acknowledged as replicated (wait_replicas 1); 1: acknowledged by
    * the master (the plain pool); 0: failed. */
   unsigned char acked[MAX_WRITES];
+  int64_t started_ms[MAX_WRITES]; /* when each write was sent */
   atomic_int n, n_waited, n_unwaited, n_failed;
+  /* Failures that said NOAUTH or "AUTH failed" (a connection that skipped
+   * or botched AUTH). */
+  atomic_int n_auth_failed;
   atomic_llong first_fail_ms, recovered_ms, max_fail_call_ms, kill_ms;
 } writer;
 
@@ -331,6 +393,10 @@ static void *writer_main(void *arg) {
     int64_t t1 = mono_ms();
     int ok = rc == 0;
     w->acked[i] = ok ? (replicated ? 2 : 1) : 0;
+    w->started_ms[i] = t0;
+    if (!ok && (strstr(perfc_last_error(), "NOAUTH") ||
+                strstr(perfc_last_error(), "AUTH failed")))
+      atomic_fetch_add(&w->n_auth_failed, 1);
     atomic_store(&w->n, i + 1);
     long long killed = atomic_load(&w->kill_ms);
     if (ok && replicated)
@@ -598,6 +664,394 @@ Test(redis_sentinel, master_killed_under_load, .fini = teardown,
   perfc_redis_pool_free(wpool);
   perfc_redis_pool_free(pool);
   perfc_metrics_registry_free(reg);
+  free(w);
+}
+
+/* ---- failover with passwords everywhere ---- */
+
+#define FO_PASS "fo-m4ster-pw"
+#define FO_SPASS "fo-s3ntinel-pw"
+
+/* The log, to show no AUTH was refused or skipped, and no password. */
+static pthread_mutex_t fo_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char fo_log[32768];
+static size_t fo_log_len;
+
+static void fo_capture(perfc_log_level level, const char *msg, void *ud) {
+  (void)level;
+  (void)ud;
+  pthread_mutex_lock(&fo_log_mu);
+  size_t n = strlen(msg);
+  if (fo_log_len + n + 2 < sizeof fo_log) {
+    memcpy(fo_log + fo_log_len, msg, n);
+    fo_log_len += n;
+    fo_log[fo_log_len++] = '\n';
+    fo_log[fo_log_len] = 0;
+  }
+  pthread_mutex_unlock(&fo_log_mu);
+}
+
+/* The pub/sub subscriber's events. */
+static atomic_int fo_subscribed, fo_messages;
+
+static void fo_on_sub(perfc_redis_sub_event ev, const char *ch, perfc_slice m,
+                      void *ud) {
+  (void)ch;
+  (void)ud;
+  if (ev == PERFC_REDIS_SUB_SUBSCRIBED)
+    atomic_fetch_add(&fo_subscribed, 1);
+  else if (ev == PERFC_REDIS_SUB_MESSAGE && m.len == 5 &&
+           memcmp(m.base, "after", 5) == 0)
+    atomic_fetch_add(&fo_messages, 1);
+}
+
+static void fo_teardown(void) {
+  perfc_log_set_sink(NULL, NULL);
+  teardown();
+}
+
+/* One async SET, waited for with a bound (the callback may run later:
+ * the op is then left to it and counted as a hang). */
+typedef struct aset {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, rc, noauth, ok;
+} aset;
+
+static void aset_cb(int rc, const perfc_redis_reply *r, void *ud) {
+  aset *a = ud;
+  pthread_mutex_lock(&a->mu);
+  a->rc = rc;
+  if (rc == 0) {
+    a->ok = r->type == PERFC_REDIS_REPLY_STATUS && r->len == 2 &&
+            memcmp(r->str, "OK", 2) == 0;
+    a->noauth = r->type == PERFC_REDIS_REPLY_ERROR && r->len >= 6 &&
+                memcmp(r->str, "NOAUTH", 6) == 0;
+  }
+  a->done = 1;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+typedef struct awriter {
+  perfc_redis_async *ra;
+  atomic_int stop;
+  unsigned char acked[MAX_WRITES];
+  int64_t started_ms[MAX_WRITES];
+  atomic_int n, n_ok, n_failed, n_noauth, n_error_replies, n_hung;
+  atomic_llong first_fail_ms, recovered_ms, kill_ms;
+} awriter;
+
+/* Async SETs of "a:<i>" from this thread (the client's own loop runs
+ * them), one at a time, each bounded by 5 s (command timeout 2 s). */
+static void *awriter_main(void *arg) {
+  awriter *w = arg;
+  int64_t end = mono_ms() + 60000;
+  for (int i = 0; i < MAX_WRITES && !w->stop && mono_ms() < end; i++) {
+    char key[32], val[32];
+    snprintf(key, sizeof key, "a:%d", i);
+    snprintf(val, sizeof val, "av%d", i);
+    const char *argv[] = {"SET", key, val};
+    aset *a = calloc(1, sizeof *a);
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    int64_t t0 = mono_ms();
+    w->started_ms[i] = t0;
+    int rc = perfc_redis_async_command(w->ra, 3, argv, NULL, aset_cb, a);
+    int ok = 0, hung = 0;
+    if (rc == 0) {
+      struct timespec dl;
+      clock_gettime(CLOCK_REALTIME, &dl);
+      dl.tv_sec += 5;
+      pthread_mutex_lock(&a->mu);
+      while (!a->done &&
+             pthread_cond_timedwait(&a->cv, &a->mu, &dl) != ETIMEDOUT)
+        ;
+      hung = !a->done;
+      ok = a->done && a->rc == 0 && a->ok;
+      if (a->done && a->rc == 0 && !a->ok)
+        atomic_fetch_add(&w->n_error_replies, 1);
+      if (a->noauth)
+        atomic_fetch_add(&w->n_noauth, 1);
+      pthread_mutex_unlock(&a->mu);
+    }
+    int64_t t1 = mono_ms();
+    if (hung) { /* the callback still owns `a`: stop here */
+      atomic_fetch_add(&w->n_hung, 1);
+      atomic_store(&w->n, i + 1);
+      break;
+    }
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+    w->acked[i] = (unsigned char)ok;
+    atomic_store(&w->n, i + 1);
+    long long killed = atomic_load(&w->kill_ms);
+    if (ok) {
+      atomic_fetch_add(&w->n_ok, 1);
+      if (killed && w->first_fail_ms && !w->recovered_ms)
+        atomic_store(&w->recovered_ms, t1);
+    } else {
+      atomic_fetch_add(&w->n_failed, 1);
+      if (killed && !w->first_fail_ms)
+        atomic_store(&w->first_fail_ms, t1);
+      tr_sleep_ms(5);
+    }
+    tr_sleep_ms(1);
+  }
+  return NULL;
+}
+
+/* A fresh value of "GET <prefix><i>" on `c`: 1 when it is `want`. */
+static int has_value(redisContext *c, const char *prefix, int i,
+                     const char *vprefix) {
+  redisReply *r = redisCommand(c, "GET %s%d", prefix, i);
+  cr_assert_not_null(r, "GET on the new master: %s", c->errstr);
+  char want[32];
+  snprintf(want, sizeof want, "%s%d", vprefix, i);
+  int have = r->type == REDIS_REPLY_STRING && strcmp(r->str, want) == 0;
+  freeReplyObject(r);
+  return have;
+}
+
+/* The master and both replicas with requirepass and masterauth, three
+ * sentinels with requirepass of their own and auth-pass for the master.
+ * The master is killed (SIGKILL) under a bounded synchronous writer (the
+ * pool through the sentinel-named master, plain and wait_replicas 1) and
+ * a bounded async writer (perfc_redis_async through the same sentinels),
+ * with a pub/sub subscriber made from the pool's options. Both writers
+ * reach the new master with AUTH within 2 s of the switch, the
+ * subscriber subscribes there again and hears a message; no call
+ * ever fails with NOAUTH or "AUTH failed" and nothing in the log says
+ * so; no write acknowledged as replicated is lost (master_killed_under_
+ * load's rule), and every write sent after the kill that was
+ * acknowledged is on the new master (only the new master can have
+ * acknowledged it); no async command waits past its bound. */
+Test(redis_sentinel, master_killed_under_load_with_passwords,
+     .fini = fo_teardown, .timeout = 120) {
+  g_pass = FO_PASS;
+  g_spass = FO_SPASS;
+  start_all();
+  /* The servers do want the password (else the test could not fail). */
+  struct timeval tv = {1, 0};
+  redisContext *plain = redisConnectWithTimeout("127.0.0.1", g.master.port, tv);
+  cr_assert(plain && !plain->err);
+  redisReply *noauth = redisCommand(plain, "GET x");
+  cr_assert(noauth && noauth->type == REDIS_REPLY_ERROR &&
+                strncmp(noauth->str, "NOAUTH", 6) == 0,
+            "the master must require a password");
+  freeReplyObject(noauth);
+  redisFree(plain);
+  fo_log_len = 0;
+  fo_log[0] = 0;
+  perfc_log_set_sink(fo_capture, NULL);
+
+  perfc_redis_opts o;
+  sentinel_opts(&o);
+  o.password = FO_PASS;
+  o.sentinel_password = FO_SPASS;
+  perfc_redis_pool *pool;
+  cr_assert_eq(perfc_redis_pool_new(&pool, &o), 0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_redis_ping(pool), 0, "%s", perfc_last_error());
+  o.wait_replicas = 1;
+  o.name = "replicated";
+  perfc_redis_pool *wpool;
+  cr_assert_eq(perfc_redis_pool_new(&wpool, &o), 0, "%s", perfc_last_error());
+  /* The subscriber (the cache's invalidations use one) with the same
+   * options. */
+  atomic_store(&fo_subscribed, 0);
+  atomic_store(&fo_messages, 0);
+  o.wait_replicas = 0;
+  perfc_redis_subscriber *sub;
+  cr_assert_eq(perfc_redis_subscriber_new(&sub, &o, "fo-chan", fo_on_sub, NULL),
+               0, "%s", perfc_last_error());
+  cr_assert_eq(perfc_redis_subscriber_wait_ready(sub, 5000), 0, "%s",
+               perfc_last_error());
+
+  perfc_redis_async_opts ao;
+  perfc_redis_async_opts_init(&ao);
+  ao.sentinels = g.addrs;
+  ao.n_sentinels = 3;
+  ao.master_name = MASTER;
+  ao.password = FO_PASS;
+  ao.sentinel_password = FO_SPASS;
+  ao.command_timeout_ms = 2000;
+  ao.backoff_min_ms = 20;
+  ao.backoff_max_ms = 200;
+  perfc_redis_async *ra;
+  cr_assert_eq(perfc_redis_async_new(&ra, &ao), 0, "%s", perfc_last_error());
+
+  writer *w = calloc(1, sizeof *w);
+  w->pool = pool;
+  w->wpool = wpool;
+  awriter *aw = calloc(1, sizeof *aw);
+  aw->ra = ra;
+  pthread_t th, ath;
+  cr_assert_eq(pthread_create(&th, NULL, writer_main, w), 0);
+  cr_assert_eq(pthread_create(&ath, NULL, awriter_main, aw), 0);
+  int64_t end = mono_ms() + 20000;
+  while ((atomic_load(&w->n_waited) < 200 || atomic_load(&aw->n_ok) < 200) &&
+         mono_ms() < end)
+    tr_sleep_ms(10);
+  cr_assert_geq(atomic_load(&w->n_waited), 200,
+                "200 replicated writes before the kill (%d failed: %s)",
+                atomic_load(&w->n_failed), perfc_last_error());
+  cr_assert_geq(atomic_load(&aw->n_ok), 200,
+                "200 async writes before the kill (%d failed)",
+                atomic_load(&aw->n_failed));
+
+  int old_port = g.master.port;
+  atomic_store(&w->kill_ms, mono_ms());
+  atomic_store(&aw->kill_ms, mono_ms());
+  proc_kill(&g.master);
+  int64_t killed = mono_ms(); /* the old master is gone from here on */
+
+  int new_port = -1;
+  end = killed + 30000;
+  while (mono_ms() < end) {
+    int p = sentinel_master_port(g.sentinel[0].port);
+    if (p > 0 && p != old_port) {
+      new_port = p;
+      break;
+    }
+    tr_sleep_ms(20);
+  }
+  int64_t switched = mono_ms();
+  cr_assert_neq(new_port, -1, "no failover within 30 s of the kill");
+  cr_assert(new_port == g.replica[0].port || new_port == g.replica[1].port);
+
+  int at_switch = atomic_load(&w->n_waited),
+      a_at_switch = atomic_load(&aw->n_ok);
+  end = switched + 20000;
+  while ((atomic_load(&w->n_waited) < at_switch + 200 ||
+          atomic_load(&aw->n_ok) < a_at_switch + 200) &&
+         mono_ms() < end)
+    tr_sleep_ms(10);
+  atomic_store(&w->stop, 1);
+  atomic_store(&aw->stop, 1);
+  pthread_join(th, NULL);
+  pthread_join(ath, NULL);
+  /* The subscriber subscribed again (on the new master, with AUTH) and
+   * hears what is published there. */
+  end = mono_ms() + 5000;
+  while (atomic_load(&fo_subscribed) < 2 && mono_ms() < end)
+    tr_sleep_ms(10);
+  cr_assert_geq(atomic_load(&fo_subscribed), 2,
+                "the subscriber did not subscribe again after the switch");
+  cr_assert_eq(perfc_redis_publish(pool, "fo-chan",
+                                   (perfc_slice){(const uint8_t *)"after", 5}),
+               0, "%s", perfc_last_error());
+  end = mono_ms() + 5000;
+  while (atomic_load(&fo_messages) < 1 && mono_ms() < end)
+    tr_sleep_ms(10);
+  cr_assert_eq(atomic_load(&fo_messages), 1,
+               "the subscriber did not hear the new master");
+  perfc_redis_subscriber_free(sub);
+  perfc_log_set_sink(NULL, NULL);
+
+  /* No hang, no AUTH trouble. */
+  cr_assert_eq(atomic_load(&aw->n_hung), 0,
+               "an async SET got no callback within 5 s");
+  cr_assert_eq(atomic_load(&w->n_auth_failed), 0,
+               "%d pool calls failed with NOAUTH / AUTH failed",
+               atomic_load(&w->n_auth_failed));
+  cr_assert_eq(atomic_load(&aw->n_noauth), 0,
+               "%d async commands answered NOAUTH", atomic_load(&aw->n_noauth));
+  pthread_mutex_lock(&fo_log_mu);
+  cr_assert_null(strstr(fo_log, "AUTH failed"), "%s", fo_log);
+  cr_assert_null(strstr(fo_log, "NOAUTH"), "%s", fo_log);
+  cr_assert_null(strstr(fo_log, FO_PASS), "%s", fo_log);
+  cr_assert_null(strstr(fo_log, FO_SPASS), "%s", fo_log);
+  pthread_mutex_unlock(&fo_log_mu);
+
+  /* Both recovered, within 2 s of the switch the test saw. */
+  cr_assert_geq(atomic_load(&w->n_waited), at_switch + 200,
+                "200 replicated writes after the switch (%d failed)",
+                atomic_load(&w->n_failed));
+  cr_assert_geq(atomic_load(&aw->n_ok), a_at_switch + 200,
+                "200 async writes after the switch (%d failed)",
+                atomic_load(&aw->n_failed));
+  long long first_fail = atomic_load(&w->first_fail_ms),
+            recovered = atomic_load(&w->recovered_ms),
+            a_first_fail = atomic_load(&aw->first_fail_ms),
+            a_recovered = atomic_load(&aw->recovered_ms);
+  cr_assert_gt(first_fail, 0, "some write failed while there was no master");
+  cr_assert_gt(a_first_fail, 0, "some async write failed meanwhile");
+  cr_assert_gt(recovered, 0);
+  cr_assert_gt(a_recovered, 0);
+  cr_assert_lt(recovered, switched + 2000,
+               "writes recovered %lld ms after the switch",
+               recovered - switched);
+  cr_assert_lt(a_recovered, switched + 2000,
+               "async writes recovered %lld ms after the switch",
+               a_recovered - switched);
+  cr_assert_lt(atomic_load(&w->max_fail_call_ms), 1000,
+               "a failing call took %lld ms",
+               (long long)atomic_load(&w->max_fail_call_ms));
+
+  /* The values on the new master (read with its password). */
+  redisContext *nm = conn(new_port);
+  cr_assert_not_null(nm, "cannot AUTH to the new master");
+  int n = atomic_load(&w->n), waited = 0, lost_waited = 0, lost_unwaited = 0,
+      after = 0, lost_after = 0;
+  for (int i = 0; i < n; i++) {
+    if (!w->acked[i])
+      continue;
+    int have = has_value(nm, "w:", i, "v");
+    if (w->acked[i] == 2) {
+      waited++;
+      lost_waited += !have;
+    } else {
+      lost_unwaited += !have;
+    }
+    if (w->started_ms[i] > killed) {
+      after++;
+      lost_after += !have;
+    }
+  }
+  int an = atomic_load(&aw->n), a_acked = 0, a_lost = 0, a_after = 0,
+      a_lost_after = 0;
+  for (int i = 0; i < an; i++) {
+    if (!aw->acked[i])
+      continue;
+    int have = has_value(nm, "a:", i, "av");
+    a_acked++;
+    a_lost += !have;
+    if (aw->started_ms[i] > killed) {
+      a_after++;
+      a_lost_after += !have;
+    }
+  }
+  redisFree(nm);
+  fprintf(stderr,
+          "sentinel failover with passwords: pool %d writes (%d replicated, "
+          "%d master-only acknowledged, %d failed; lost %d replicated, %d "
+          "master-only), async %d writes (%d acknowledged, %d failed, %d "
+          "error replies; lost %d); sent after the kill and acknowledged: "
+          "pool %d, async %d; switch seen %lld ms after the kill, pool "
+          "recovered %lld ms and async %lld ms after the switch\n",
+          n, waited, atomic_load(&w->n_unwaited), atomic_load(&w->n_failed),
+          lost_waited, lost_unwaited, an, a_acked, atomic_load(&aw->n_failed),
+          atomic_load(&aw->n_error_replies), a_lost, after, a_after,
+          (long long)(switched - killed), recovered - switched,
+          a_recovered - switched);
+  cr_assert_eq(lost_waited, 0, "%d replicated writes lost", lost_waited);
+  cr_assert_geq(waited, 400);
+  cr_assert_geq(after, 200);
+  cr_assert_geq(a_after, 200);
+  cr_assert_eq(lost_after, 0,
+               "%d pool writes sent after the kill and acknowledged are not "
+               "on the new master",
+               lost_after);
+  cr_assert_eq(a_lost_after, 0,
+               "%d async writes sent after the kill and acknowledged are not "
+               "on the new master",
+               a_lost_after);
+
+  perfc_redis_async_free(ra);
+  perfc_redis_pool_free(wpool);
+  perfc_redis_pool_free(pool);
+  free(aw);
   free(w);
 }
 

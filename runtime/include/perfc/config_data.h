@@ -35,8 +35,9 @@ extern "C" {
 /** From `redis:`: host and port (redis.address, "HOST:PORT", an IPv6 host
  *  in brackets), pool_size, connect_timeout_ms, command_timeout_ms,
  *  sentinels/n_sentinels and master_name (Redis Sentinel; strings borrowed
- *  from `cfg`), wait_replicas, username, password and sentinel_password
- *  (Redis AUTH; borrowed from `cfg`, an empty value means none). Unset keys keep `o`'s values
+ *  from `cfg`), wait_replicas, username, password, sentinel_password and
+ *  sentinel_username (Redis AUTH; borrowed from `cfg`, an empty value
+ *  means none). Unset keys keep `o`'s values
  *  (perfc_redis_opts_init(): 127.0.0.1:6379).
  *  Returns 0 or PERFC_EINVAL (NULL argument). */
 PERFC_API int perfc_config_apply_redis(const perfc_config *cfg,

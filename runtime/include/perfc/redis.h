@@ -154,6 +154,11 @@ typedef struct perfc_redis_opts {
    *  sent as `AUTH sentinel_password` on every connection to a sentinel.
    *  Copied; never logged. NULL or "" = no AUTH to the sentinels. */
   const char *sentinel_password;
+  /** Sentinel mode: the sentinels' ACL user (Redis 6.2+ sentinels: a
+   *  `user` line in sentinel.conf); with it `AUTH sentinel_username
+   *  sentinel_password` is sent instead. Copied. NULL or "" = the default
+   *  user. Without sentinel_password it is PERFC_EINVAL. */
+  const char *sentinel_username;
 } perfc_redis_opts;
 
 /** Nodes (masters and replicas) a cluster client knows at most. */

@@ -107,11 +107,12 @@ typedef struct perfc_redis_async_opts {
    *  refused AUTH closes the connection (the commands queued behind it
    *  fail with PERFC_EUNAVAILABLE), logs "AUTH failed" at most once per
    *  backoff_max_ms per client, and the connection is reopened after the
-   *  backoff, doubling as after a failed connect. sentinel_password is
-   *  the sentinels' own. */
+   *  backoff, doubling as after a failed connect. sentinel_password
+   *  (and sentinel_username, their ACL user) are the sentinels' own. */
   const char *username;
   const char *password;
   const char *sentinel_password;
+  const char *sentinel_username;
 } perfc_redis_async_opts;
 
 /** Fills `o` with the defaults. */

@@ -212,6 +212,8 @@ const cfg_key perfc__config_keys[] = {
     KEY(redis, password, K_STR, 0, 0, NULL, NULL, REDIS(password)),
     KEY(redis, sentinel_password, K_STR, 0, 0, NULL, NULL,
         REDIS(sentinel_password)),
+    KEY(redis, sentinel_username, K_STR, 0, 0, NULL, NULL,
+        REDIS(sentinel_username)),
     KEY(redis, wait_replicas, K_UINT, 0, 64, NULL, NULL, REDIS(wait_replicas)),
     KEY(postgres, dsn, K_STR, 0, 0, NULL, NULL, PG(dsn)),
     KEY(postgres, replica_dsn, K_STR, 0, 0, NULL, NULL, CUSTOM),

@@ -931,6 +931,7 @@ int perfc_cache_new(perfc_cache **out, const perfc_cache_opts *opts) {
     ao.username = po->username; /* the same AUTH (copied again) */
     ao.password = po->password;
     ao.sentinel_password = po->sentinel_password;
+    ao.sentinel_username = po->sentinel_username;
     rc = perfc_redis_async_new(&c->ra, &ao);
   }
   if (rc != 0) {

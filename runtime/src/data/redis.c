@@ -294,6 +294,7 @@ int perfc__redis_creds_copy(perfc__redis_creds *c, perfc_redis_opts *o) {
   c->username = dup_or_null(o->username, &fail);
   c->password = dup_or_null(o->password, &fail);
   c->sentinel_password = dup_or_null(o->sentinel_password, &fail);
+  c->sentinel_username = dup_or_null(o->sentinel_username, &fail);
   if (fail) {
     perfc__redis_creds_free(c);
     return perfc__fail(PERFC_ENOMEM, "redis: out of memory");
@@ -301,6 +302,7 @@ int perfc__redis_creds_copy(perfc__redis_creds *c, perfc_redis_opts *o) {
   o->username = c->username;
   o->password = c->password;
   o->sentinel_password = c->sentinel_password;
+  o->sentinel_username = c->sentinel_username;
   return 0;
 }
 
@@ -313,6 +315,7 @@ void perfc__redis_creds_free(perfc__redis_creds *c) {
   free(c->username);
   free(c->password);
   free(c->sentinel_password);
+  free(c->sentinel_username);
   memset(c, 0, sizeof *c);
 }
 

@@ -261,6 +261,10 @@ int perfc_redis_async_new(perfc_redis_async **out,
   if (o.username && o.username[0] && !(o.password && o.password[0]))
     return perfc__fail(PERFC_EINVAL, "redis async: username without password "
                                      "(AUTH needs both)");
+  if (o.sentinel_username && o.sentinel_username[0] &&
+      !(o.sentinel_password && o.sentinel_password[0]))
+    return perfc__fail(PERFC_EINVAL, "redis async: sentinel_username without "
+                                     "sentinel_password (AUTH needs both)");
   /* Sentinel mode: the shared resolver and watcher of these sentinels
    * (data/redis_sentinel.h); messages name the master by its name. */
   perfc__redis_sentinel *sn = NULL;
@@ -275,6 +279,7 @@ int perfc_redis_async_new(perfc_redis_async **out,
     so.username = o.username;
     so.password = o.password;
     so.sentinel_password = o.sentinel_password;
+    so.sentinel_username = o.sentinel_username;
     if ((rc = perfc__redis_sentinel_get(&sn, &so)) != 0)
       return rc;
     o.host = perfc__redis_sentinel_name(sn);
@@ -287,6 +292,7 @@ int perfc_redis_async_new(perfc_redis_async **out,
   co.username = o.username;
   co.password = o.password;
   co.sentinel_password = o.sentinel_password;
+  co.sentinel_username = o.sentinel_username;
   if (r == NULL || (r->host = strdup(o.host)) == NULL ||
       (r->name = strdup(o.name)) == NULL ||
       perfc__redis_creds_copy(&r->creds, &co) != 0) {
@@ -303,6 +309,7 @@ int perfc_redis_async_new(perfc_redis_async **out,
   o.username = co.username;
   o.password = co.password;
   o.sentinel_password = co.sentinel_password;
+  o.sentinel_username = co.sentinel_username;
   r->o = o;
   r->sentinel = sn;
   if (o.n_cluster_nodes) {

@@ -39,13 +39,14 @@ int perfc__redis_pipeline_replicated(perfc_redis_pool *p,
 
 /* Copies of the AUTH strings of a client's options (NULL when unset or
  * empty), owned by the client: perfc__redis_creds_copy() duplicates
- * o->username, o->password and o->sentinel_password and points `o` at the
- * copies (PERFC_ENOMEM leaves nothing allocated);
+ * o->username, o->password, o->sentinel_password and o->sentinel_username
+ * and points `o` at the copies (PERFC_ENOMEM leaves nothing allocated);
  * perfc__redis_creds_free() clears the passwords and frees them. */
 typedef struct perfc__redis_creds {
   char *username;
   char *password;
   char *sentinel_password;
+  char *sentinel_username;
 } perfc__redis_creds;
 int perfc__redis_creds_copy(perfc__redis_creds *c, perfc_redis_opts *o);
 void perfc__redis_creds_free(perfc__redis_creds *c);

@@ -88,7 +88,8 @@ struct perfc__redis_sentinel {
   size_t n;
   int64_t connect_timeout_ms, command_timeout_ms;
   /* AUTH of the master and replicas (username, password) and of the
-   * sentinels (sentinel_password): copies, part of the key. */
+   * sentinels (sentinel_username, sentinel_password): copies, part of
+   * the key. */
   perfc__redis_creds creds;
 
   pthread_mutex_t rmu;
@@ -204,6 +205,11 @@ static int parse_addr(const char *a, char *host, size_t hostlen, int *port) {
 
 int perfc__redis_sentinel_check(const perfc_redis_opts *o) {
   int named = o->master_name && o->master_name[0];
+  if (o->sentinel_username && o->sentinel_username[0] &&
+      !(o->sentinel_password && o->sentinel_password[0]))
+    return perfc__fail(PERFC_EINVAL,
+                       "redis: sentinel_username without sentinel_password "
+                       "(AUTH needs both)");
   if (o->n_sentinels == 0)
     return named ? perfc__fail(PERFC_EINVAL,
                                "redis: master_name '%s' is set but no "
@@ -275,7 +281,8 @@ static redisContext *dial(const char *host, int port, int64_t cto,
 }
 
 #define MASTER_AUTH(s) (s)->creds.username, (s)->creds.password
-#define SENTINEL_AUTH(s) NULL, (s)->creds.sentinel_password
+#define SENTINEL_AUTH(s)                                                       \
+  (s)->creds.sentinel_username, (s)->creds.sentinel_password
 
 static redisReply *command(redisContext *c, const char *fmt, const char *arg) {
   sigpipe_guard g;
@@ -943,11 +950,12 @@ int perfc__redis_sentinel_get(perfc__redis_sentinel **out,
     return perfc__fail(PERFC_EINVAL, "redis: no sentinels");
   /* Users with other credentials get their own object: its connections
    * authenticate as theirs. The key is compared, never logged. */
-  const char *cred[3] = {o->username, o->password, o->sentinel_password};
+  const char *cred[4] = {o->username, o->password, o->sentinel_password,
+                         o->sentinel_username};
   size_t klen = strlen(o->master_name) + 2;
   for (size_t i = 0; i < o->n_sentinels; i++)
     klen += strlen(o->sentinels[i]) + 1;
-  for (size_t i = 0; i < 3; i++)
+  for (size_t i = 0; i < 4; i++)
     klen += (cred[i] ? strlen(cred[i]) : 0) + 24; /* "LEN:" and the bytes */
   char *key = malloc(klen);
   if (!key)
@@ -956,7 +964,7 @@ int perfc__redis_sentinel_get(perfc__redis_sentinel **out,
   for (size_t i = 0; i < o->n_sentinels; i++)
     at += (size_t)sprintf(key + at, "%s\n", o->sentinels[i]);
   /* Length-prefixed: any byte may be in a password. */
-  for (size_t i = 0; i < 3; i++)
+  for (size_t i = 0; i < 4; i++)
     at += (size_t)sprintf(key + at, "%zu:%s", cred[i] ? strlen(cred[i]) : 0,
                           cred[i] ? cred[i] : "");
   pthread_mutex_lock(&g_mu);

@@ -31,14 +31,15 @@
 typedef struct perfc__redis_sentinel perfc__redis_sentinel;
 
 /* Checks the sentinel fields of `o` (n_sentinels > 0 needs a master_name
- * and HOST:PORT entries; a master_name needs sentinels). Returns 0 or
- * PERFC_EINVAL with a message. */
+ * and HOST:PORT entries; a master_name needs sentinels; a
+ * sentinel_username needs a sentinel_password). Returns 0 or PERFC_EINVAL
+ * with a message. */
 int perfc__redis_sentinel_check(const perfc_redis_opts *o);
 
 /* The shared object for o->sentinels, o->master_name and the AUTH
  * credentials (o->username/password for the master and replicas,
- * o->sentinel_password for the sentinels; copied) (created, with its
- * watcher thread, on first use; connect and command timeouts from the
+ * o->sentinel_username/sentinel_password for the sentinels; copied) (created,
+ * with its watcher thread, on first use; connect and command timeouts from the
  * first user). Returns 0, PERFC_EINVAL, PERFC_ENOMEM or PERFC_ETHREAD.
  * Release with perfc__redis_sentinel_put(). */
 int perfc__redis_sentinel_get(perfc__redis_sentinel **out,
