@@ -386,8 +386,11 @@ static int cb_stream_close(nghttp2_session *ng, int32_t sid,
   (void)ng;
   perfc__h2_conn *c = user;
   perfc__h2_stream *s = nghttp2_session_get_stream_user_data(ng, sid);
+  /* A completed call. The time is the connection's last read (as for the
+   * resets themselves), not a clock read per call: the refill is linear in
+   * time, so crediting it at the next read gives the same tokens. */
   if (s != NULL && s->end_stream_sent)
-    refill_resets(c, perfc__h2_now_ms(), 1.0); /* a completed call */
+    refill_resets(c, c->last_read_ms, 1.0);
   perfc__h2_grpc_stream_closed(c, sid, error_code);
   return 0;
 }
@@ -825,7 +828,9 @@ static void conn_destroy(perfc__h2_conn *c) {
     lc->conns = c->next;
   if (c->next)
     c->next->prev = c->prev;
+  perfc__h2_mem_direct(lc->mem, 1);
   nghttp2_session_del(c->ng);
+  perfc__h2_mem_direct(lc->mem, 0);
   perfc__h2_h1_free(c);
   if (c->ssl != NULL)
     SSL_free(c->ssl);
@@ -851,6 +856,7 @@ static void conn_destroy(perfc__h2_conn *c) {
     int64_t now = perfc__h2_now_ms();
     if (now - last_trim_ms >= 1000) {
       last_trim_ms = now;
+      perfc__h2_mem_release(lc->mem);
       malloc_trim(0);
     }
 #endif
@@ -929,7 +935,13 @@ static void conn_new(perfc__h2_listener *li, int fd,
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (nghttp2_session_server_new2(&c->ng, srv->ngcb, c, srv->ngopt) != 0)
+  /* The session's own structures live as long as the connection: exact
+   * sizes, not the per-call size classes (mem_internal.h). */
+  perfc__h2_mem_direct(lc->mem, 1);
+  int ng_rc = nghttp2_session_server_new3(&c->ng, srv->ngcb, c, srv->ngopt,
+                                          perfc__h2_mem_ng(lc->mem));
+  perfc__h2_mem_direct(lc->mem, 0);
+  if (ng_rc != 0)
     goto fail;
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
@@ -980,7 +992,9 @@ static void conn_new(perfc__h2_listener *li, int fd,
 fail:
   if (c->ssl != NULL)
     SSL_free(c->ssl);
+  perfc__h2_mem_direct(lc->mem, 1);
   nghttp2_session_del(c->ng);
+  perfc__h2_mem_direct(lc->mem, 0);
   free(c);
   close(fd);
   atomic_fetch_sub(&srv->conns_open, 1);

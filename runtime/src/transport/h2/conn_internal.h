@@ -10,6 +10,7 @@
 
 #include "transport/h2/h2_internal.h"
 #include "transport/h2/loop_internal.h"
+#include "transport/h2/mem_internal.h"
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
@@ -62,6 +63,8 @@ struct perfc__h2_lctx {
   z_stream zhttp;   /* HTTP/JSON bodies (gzip, srv->o.http_gzip_level) */
   bool zhttp_ready;
   perfc__h2_counters n;
+  /* nghttp2's allocations for every session of this loop (mem.c). */
+  perfc__h2_mem *mem;
   bool draining;
   int64_t drain_deadline_ms;
   perfc__h2_timer drain_timer;

@@ -150,6 +150,8 @@ int perfc__h2_server_new(perfc__h2_server **out, const perfc__h2_opts *o,
     lc->srv = srv;
     lc->recv_budget = srv->o.server_recv_budget_bytes / (size_t)srv->o.loops;
     rc = perfc__h2_loop_new(&lc->loop);
+    if (rc == 0 && perfc__h2_mem_new(&lc->mem, 0) != 0)
+      rc = perfc__fail(PERFC_ENOMEM, "h2 server: out of memory");
     if (rc == 0)
       perfc__h2_loop_set_busy_poll(lc->loop, srv->o.busy_poll_ns);
     srv->nloops = i + 1;
@@ -460,6 +462,8 @@ void perfc__h2_server_free(perfc__h2_server *srv) {
     free(lc->listeners);
     perfc__h2_grpc_loop_free(lc);
     perfc__h2_loop_free(lc->loop);
+    /* After every session of the loop (conn_destroy above). */
+    perfc__h2_mem_free(lc->mem);
   }
   for (size_t i = 0; i < srv->ntls; i++)
     SSL_CTX_free(srv->tls_ctxs[i]);
