@@ -634,6 +634,12 @@ Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
   cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_pause()", 0), 0, "%s",
                perfc_last_error());
   double ryw0 = fallbacks(reg, "read_your_writes");
+  /* Written through the pool, read through the client (which has written
+   * nothing yet: only the shared position holds its read back). */
+  cr_assert_eq(insert_row(p, upd, 1, "p1"), 0, "%s", perfc_last_error());
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
+               0);
+  cr_assert_str_eq(out, "p1", "a pool write holds back the client's reads");
   for (int i = 1; i <= 5; i++) {
     char v[16];
     snprintf(v, sizeof v, "a%d", i);
@@ -644,16 +650,7 @@ Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
                  0, "%s", perfc_last_error());
     cr_assert_str_eq(out, v, "read-your-writes on the async client");
   }
-  cr_assert_eq(fallbacks(reg, "read_your_writes") - ryw0, 5);
-  /* Written through the pool, read through the client. */
-  cr_assert_eq(insert_row(p, upd, 1, "p1"), 0, "%s", perfc_last_error());
-  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
-               0);
-  cr_assert_str_eq(out, "p1", "a pool write holds back the client's reads");
-  /* Written through the client, read through the pool. */
-  cr_assert_eq(async_text(pa, upd, 1, "c1", 0, NULL, 0), 0);
-  cr_assert_eq(query_text(p, get, 1, PERFC_PG_READ, out, sizeof out), 0);
-  cr_assert_str_eq(out, "c1", "a client write holds back the pool's reads");
+  cr_assert_eq(fallbacks(reg, "read_your_writes") - ryw0, 6);
   /* The standby really is behind: read there, the row is the old one. */
   cr_assert_eq(query_text(standby, get, 1, 0, out, sizeof out), 0);
   cr_assert_str_eq(out, "v0");
@@ -667,8 +664,20 @@ Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
   double ryw1 = fallbacks(reg, "read_your_writes");
   cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
                0);
-  cr_assert_str_eq(out, "c1");
+  cr_assert_str_eq(out, "a5");
   cr_assert_eq(fallbacks(reg, "read_your_writes"), ryw1);
+
+  /* Written through the client, read through the pool (whose own last
+   * write the standby has replayed by now: only the shared position
+   * holds its read back). */
+  wait_reads_on_standby(p, 5000);
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_pause()", 0), 0);
+  cr_assert_eq(async_text(pa, upd, 1, "c1", 0, NULL, 0), 0);
+  cr_assert_eq(query_text(p, get, 1, PERFC_PG_READ, out, sizeof out), 0);
+  cr_assert_str_eq(out, "c1", "a client write holds back the pool's reads");
+  cr_assert_eq(query_text(standby, get, 1, 0, out, sizeof out), 0);
+  cr_assert_str_eq(out, "a5");
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_resume()", 0), 0);
   perfc_pg_async_free(pa);
   perfc_pg_pool_free(p);
   perfc_pg_pool_free(standby);
