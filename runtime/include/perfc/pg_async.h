@@ -51,6 +51,39 @@
  * usable connection its queries are refused at once with
  * PERFC_EUNAVAILABLE.
  *
+ * Replica. With `replica_dsn` set, queries flagged PERFC_PG_READ go to
+ * `conns_per_loop` connections per loop to the replica, with the rules of
+ * the pool (perfc/pg.h) and its option names, metrics
+ * (perfc_pg_replica_fallback_total, perfc_pg_replica_fallbacks_total by
+ * reason, `pool` label = the client's name) and callback. A read goes to
+ * the primary instead when: the replica cannot be reached (a connect
+ * failed or a replica connection was lost; one read per
+ * `replica_retry_ms` tries it again), reason "unreachable"; the last lag
+ * check found it more than `max_replica_lag_ms` behind (one check per
+ * `replica_lag_check_ms`, a pipelined query on a replica connection, on
+ * the loop: it never blocks, and its verdict applies from the next read
+ * on), "lagging"; or the replica connection has not replayed the last
+ * write (read-your-writes, below), "read_your_writes". Reads in flight on
+ * a replica connection that is lost (or answers a connection-level error,
+ * class 08 or 57P01-57P03) run again on the primary, once each, and
+ * answer from there; if the primary refuses them too they fail with the
+ * primary's code (PERFC_EUNAVAILABLE while it has no connection,
+ * PERFC_EFULL), as the pool's perfc_pg_exec() returns the primary
+ * acquire's failure. With `no_replica_fallback` reads use the replica
+ * only: PERFC_EUNAVAILABLE while it cannot be reached.
+ *
+ * Read-your-writes. After each statement sent to the primary without
+ * PERFC_PG_READ (outside a transaction) and after each COMMIT, the client
+ * asks that session for pg_current_wal_insert_lsn() (behind the
+ * statement's Sync, so its commit record is covered; no round trip of its
+ * own, one more Sync) and raises one atomic maximum; the statement's
+ * callback runs once that answer is in. A read then uses a replica
+ * connection only if its server's replay position (as its last probe
+ * showed) is past that maximum; otherwise the read runs on the primary
+ * while a probe asks the replica again. The maximum is the client's own,
+ * or, with `pool` set, the pool's: then writes through either hold back
+ * the reads of both.
+ *
  * Prepared statements: a query with a name is prepared on each connection
  * at its first use there (the Parse travels in the same pipeline as the
  * query: no extra round trip) and reused after; a reconnect prepares again.
