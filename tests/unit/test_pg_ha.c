@@ -888,6 +888,48 @@ Test(pgha, g_async_lagging_standby_reads_go_to_the_primary) {
   perfc_metrics_registry_free(reg);
 }
 
+/* no_replica_fallback: reads use the standby only; stopped, they fail with
+ * UNAVAILABLE (none hangs, none runs on the primary); back, they work
+ * again within the reconnect backoff. */
+Test(pgha, h_async_no_replica_fallback_reads_fail_unavailable) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  ha_opts(&o, reg);
+  o.name = "hapool";
+  o.no_replica_fallback = true;
+  perfc_pg_pool *p = pool_new(&o);
+  wait_reads_on_standby(p, 10000);
+  perfc_pg_async *pa = async_new_from(&o, p);
+  async_wait_where(pa, "t", 5000);
+  cr_assert_eq(script(NULL, 0, "pg-down %s", dir_of(1)), 0);
+  char out[8];
+  int unavailable = 0;
+  for (int i = 0; i < 10; i++) {
+    int rc = async_text(pa, k_where, -1, NULL, PERFC_PG_READ, out, sizeof out);
+    cr_assert_eq(rc, PERFC_EUNAVAILABLE, "read %d: %s (%s)", i,
+                 perfc_err_name(rc), out);
+    unavailable++;
+  }
+  cr_assert_eq(unavailable, 10);
+  cr_assert_eq(fallbacks(reg, "unreachable") + fallbacks(reg, "lagging") +
+                   fallbacks(reg, "read_your_writes"),
+               0, "no read ran on the primary");
+  cr_assert_eq(script(NULL, 0, "pg-up %s app", dir_of(1)), 0);
+  /* Back within the reconnect backoff (at most backoff_max_ms, 1 s). */
+  int rc = -1;
+  int64_t end = now_ms() + 5000;
+  while ((rc = async_text(pa, k_where, -1, NULL, PERFC_PG_READ, out,
+                          sizeof out)) != 0 &&
+         now_ms() < end)
+    usleep(20 * 1000);
+  cr_assert_eq(rc, 0, "%s", perfc_last_error());
+  cr_assert_str_eq(out, "t");
+  perfc_pg_async_free(pa);
+  perfc_pg_pool_free(p);
+  perfc_metrics_registry_free(reg);
+}
+
 /* ---- the primary killed, the standby promoted ---- */
 
 typedef struct writer {
