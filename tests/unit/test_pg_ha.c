@@ -541,7 +541,9 @@ static int async_text(perfc_pg_async *pa, const char *sql, int64_t id,
   perfc_pg_param prm[2] = {perfc_pg_int64(id), perfc_pg_text(v)};
   perfc_pg_query q = {.sql = sql,
                       .params = prm,
-                      .nparams = id < 0 ? 0 : v ? 2 : 1,
+                      .nparams = id < 0 ? 0
+                                 : v    ? 2
+                                        : 1,
                       .flags = flags};
   int rc = perfc_pg_async_query(pa, &q, on_async_text, &a);
   if (rc != 0)
@@ -626,8 +628,8 @@ Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
   const char *get = "SELECT v FROM ha_e WHERE id = $1";
   const char *upd = "UPDATE ha_e SET v = $2 WHERE id = $1";
   char out[64];
-  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
-               0, "%s", perfc_last_error());
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out), 0,
+               "%s", perfc_last_error());
   cr_assert_str_eq(out, "v0");
 
   /* Replay paused: the standby shows none of the writes below. */
@@ -637,8 +639,7 @@ Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
   /* Written through the pool, read through the client (which has written
    * nothing yet: only the shared position holds its read back). */
   cr_assert_eq(insert_row(p, upd, 1, "p1"), 0, "%s", perfc_last_error());
-  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
-               0);
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out), 0);
   cr_assert_str_eq(out, "p1", "a pool write holds back the client's reads");
   for (int i = 1; i <= 5; i++) {
     char v[16];
@@ -662,8 +663,7 @@ Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
   cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_resume()", 0), 0);
   async_wait_where(pa, "t", 5000);
   double ryw1 = fallbacks(reg, "read_your_writes");
-  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
-               0);
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out), 0);
   cr_assert_str_eq(out, "a5");
   cr_assert_eq(fallbacks(reg, "read_your_writes"), ryw1);
 

@@ -179,7 +179,8 @@ typedef struct perfc_pg_async_opts {
    *  header comment. */
   const char *replica_dsn;
   /** As perfc_pg_pool_opts: 0 = PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS,
-   *  PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS, PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
+   *  PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS and
+   *  PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
   int64_t max_replica_lag_ms;
   int64_t replica_lag_check_ms;
   int64_t replica_retry_ms;
@@ -240,11 +241,11 @@ typedef void (*perfc_pg_async_fn)(int rc, const perfc_pg_result *res,
 /** Runs `q` (every pointer in it, SQL, name and parameter bytes, is copied
  *  before this returns). Flags: PERFC_PG_ONE (no row is PERFC_ENOENT),
  *  PERFC_PG_READ (may share a Sync group, and goes to the replica when
- *  one is configured: see the header comment). Returns 0 (`fn` will run exactly once),
- *  PERFC_EINVAL, PERFC_EUNAVAILABLE (no connection of this loop is usable
- *  now: reconnecting after a failure), PERFC_EFULL (max_pending on every
- *  connection of this loop), PERFC_ESHUTDOWN or PERFC_ENOMEM; then `fn`
- *  never runs. */
+ *  one is configured: see the header comment). Returns 0 (`fn` will run
+ *  exactly once), PERFC_EINVAL, PERFC_EUNAVAILABLE (no connection of this
+ *  loop is usable now: reconnecting after a failure; for a read that falls
+ *  back, the primary's), PERFC_EFULL (max_pending on every connection of
+ *  this loop), PERFC_ESHUTDOWN or PERFC_ENOMEM; then `fn` never runs. */
 PERFC_API int perfc_pg_async_query(perfc_pg_async *pg, const perfc_pg_query *q,
                                    perfc_pg_async_fn fn, void *user_data);
 

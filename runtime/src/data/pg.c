@@ -1120,9 +1120,8 @@ static uint64_t ryw_get(perfc_pg_pool *pool) {
 void perfc__pg_ryw_put(_Atomic uint64_t *slot, uint64_t lsn) {
   uint64_t cur = atomic_load_explicit(slot, memory_order_relaxed);
   while (lsn > cur &&
-         !atomic_compare_exchange_weak_explicit(slot, &cur, lsn,
-                                                memory_order_release,
-                                                memory_order_relaxed))
+         !atomic_compare_exchange_weak_explicit(
+             slot, &cur, lsn, memory_order_release, memory_order_relaxed))
     ;
 }
 
@@ -1176,8 +1175,7 @@ static int replica_probe(perfc_pg_conn *c, int64_t *lag_ms) {
  * while; pg_current_wal_lsn() may not cover it yet). */
 static void ryw_record(perfc_pg_conn *c) {
   int64_t lsn;
-  if (own_query(c, PERFC__PG_SQL_INSERT_LSN, &lsn, 1) == 0 &&
-      lsn > 0)
+  if (own_query(c, PERFC__PG_SQL_INSERT_LSN, &lsn, 1) == 0 && lsn > 0)
     ryw_put(c->pool, (uint64_t)lsn);
 }
 

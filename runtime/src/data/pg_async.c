@@ -117,10 +117,10 @@ struct pconn {
   int fd;
   int state;
   int is_tx;
-  int is_replica;        /* a connection to replica_dsn */
-  int probing;           /* replica: an OP_PROBE is queued or in flight */
-  int resetting;         /* closed by the client's own timeout */
-  int in_close;          /* conn_close() is failing its ops: do not reopen */
+  int is_replica; /* a connection to replica_dsn */
+  int probing;    /* replica: an OP_PROBE is queued or in flight */
+  int resetting;  /* closed by the client's own timeout */
+  int in_close;   /* conn_close() is failing its ops: do not reopen */
   /* Replica: the server's replay position at the last probe (WAL bytes;
    * UINT64_MAX when the server is not a standby; 0 unknown, after every
    * (re)connect, since a multi-host DSN may land elsewhere). */
@@ -168,7 +168,7 @@ struct perfc_pg_async {
    * loop reads and writes without a lock. */
   char *replica_dsn; /* NULL: no replica */
   int replica_sets_attrs;
-  int ryw_on; /* replica, fallback and read-your-writes on */
+  int ryw_on;               /* replica, fallback and read-your-writes on */
   _Atomic uint64_t ryw_own; /* the position when no pool shares one */
   _Atomic uint64_t *ryw;    /* &ryw_own, or the pool's */
   atomic_int replica_down, replica_lagging;
@@ -300,7 +300,8 @@ static int register_metrics(perfc_pg_async *pg) {
   mo.help = PERFC__PG_HELP_FALLBACK;
   mo.label_names = pool;
   mo.label_count = 1;
-  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) != 0 ||
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) !=
+          0 ||
       (rc = perfc_counter_get(&pg->m_fallback, fam, who)) != 0)
     return rc;
   perfc_metrics_family_opts_init(&mo);
@@ -308,7 +309,8 @@ static int register_metrics(perfc_pg_async *pg) {
   mo.help = PERFC__PG_HELP_FALLBACKS;
   mo.label_names = reasons;
   mo.label_count = 2;
-  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) != 0)
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) !=
+      0)
     return rc;
   for (int r = 0; r < R_COUNT; r++) {
     const char *const v[] = {pg->name, reason_names[r]};
@@ -551,7 +553,7 @@ static int64_t query_timeout(perfc_pg_async *pg, const perfc_pg_query *q) {
   return pg->o.no_statement_timeout ? 0 : pg->o.statement_timeout_ms;
 }
 
-/* ---- the replica's state ----------------------------------------------------------- */
+/* ---- the replica's state ---------------------------------------- */
 
 /* The pool's rules (pg.c), kept per client in atomics every loop shares:
  * replica_down (a connect to the replica failed or a replica connection
@@ -592,7 +594,8 @@ static void replica_mark(perfc_pg_async *pg, int usable, const char *why) {
 static int claim(_Atomic int64_t *at_ms, int64_t period_ms) {
   int64_t now = perfc_loop_now_ms();
   int64_t at = atomic_load(at_ms);
-  return now >= at && atomic_compare_exchange_strong(at_ms, &at, now + period_ms);
+  return now >= at &&
+         atomic_compare_exchange_strong(at_ms, &at, now + period_ms);
 }
 
 static void lag_mark(perfc_pg_async *pg, int64_t lag_ms) {
@@ -930,8 +933,8 @@ static int send_lsn(pconn *c, pop *op) {
   if (ring_push(c, S_LSN, op) != 0)
     return -1;
   op->lsn_pending = 1;
-  return PQsendQueryParams(c->pg, PERFC__PG_SQL_INSERT_LSN, 0, NULL, NULL,
-                           NULL, NULL, 0)
+  return PQsendQueryParams(c->pg, PERFC__PG_SQL_INSERT_LSN, 0, NULL, NULL, NULL,
+                           NULL, 0)
              ? 0
              : -1;
 }
@@ -1624,7 +1627,7 @@ static void enqueue(pconn *c, pop *op) {
   enqueue_raw(c, op);
 }
 
-/* ---- where a read goes ------------------------------------------------------------ */
+/* ---- where a read goes ------------------------------------------ */
 
 /* The read runs on the primary, counted by reason (as the pool counts:
  * even when the primary then refuses it). `moved`: counted as a query
