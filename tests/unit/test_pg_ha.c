@@ -510,6 +510,426 @@ Test(pgha, d_unparsable_dsn_is_refused_at_creation) {
   perfc_metrics_registry_free(reg);
 }
 
+/* ---- the asynchronous client and the standby ---- */
+
+/* One async query from this (loop-less) thread: its callback runs on the
+ * client's own loop; waited for at most 20 s (a hang fails the test). */
+typedef struct async_text_wait {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, rc;
+  char out[64];
+} async_text_wait;
+
+static void on_async_text(int rc, const perfc_pg_result *res, void *arg) {
+  async_text_wait *a = arg;
+  pthread_mutex_lock(&a->mu);
+  a->rc = rc;
+  a->out[0] = '\0';
+  if (rc == 0 && perfc_pg_result_rows(res) > 0 &&
+      perfc_pg_result_text(res, 0, 0))
+    snprintf(a->out, sizeof a->out, "%s", perfc_pg_result_text(res, 0, 0));
+  a->done++;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+static int async_text(perfc_pg_async *pa, const char *sql, int64_t id,
+                      const char *v, unsigned flags, char *out, size_t n) {
+  async_text_wait a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                       0, ""};
+  perfc_pg_param prm[2] = {perfc_pg_int64(id), perfc_pg_text(v)};
+  perfc_pg_query q = {.sql = sql,
+                      .params = prm,
+                      .nparams = id < 0 ? 0
+                                 : v    ? 2
+                                        : 1,
+                      .flags = flags};
+  int rc = perfc_pg_async_query(pa, &q, on_async_text, &a);
+  if (rc != 0)
+    return rc;
+  struct timespec end;
+  clock_gettime(CLOCK_REALTIME, &end);
+  end.tv_sec += 20;
+  pthread_mutex_lock(&a.mu);
+  while (!a.done && pthread_cond_timedwait(&a.cv, &a.mu, &end) == 0)
+    ;
+  pthread_mutex_unlock(&a.mu);
+  cr_assert_eq(a.done, 1, "async query `%s` hung (or answered twice)", sql);
+  if (out != NULL)
+    snprintf(out, n, "%s", a.out);
+  return a.rc;
+}
+
+static const char *const k_where =
+    "SELECT CASE WHEN pg_is_in_recovery() THEN 't' ELSE 'f' END";
+
+/* Where an async READ ran: "t" on the standby, "f" on the primary. */
+static void async_where(perfc_pg_async *pa, char *w) {
+  int rc = async_text(pa, k_where, -1, NULL, PERFC_PG_READ, w, 4);
+  cr_assert_eq(rc, 0, "async read: %s", perfc_last_error());
+}
+
+/* Waits (bounded) until the async client's reads run where `want` says;
+ * returns how long that took. */
+static int64_t async_wait_where(perfc_pg_async *pa, const char *want,
+                                int64_t within_ms) {
+  char w[4] = "";
+  int64_t t0 = now_ms(), end = t0 + within_ms;
+  while (now_ms() < end) {
+    async_where(pa, w);
+    if (strcmp(w, want) == 0)
+      return now_ms() - t0;
+    usleep(20 * 1000);
+  }
+  cr_assert_fail("async reads did not run on the %s within %lld ms",
+                 want[0] == 't' ? "standby" : "primary", (long long)within_ms);
+  return -1;
+}
+
+/* The client's options from the pool's (what the user-service does), its
+ * metrics under pool="ha" in `reg`; the pool itself is named "hapool" so
+ * that the series checked are the client's alone. */
+static perfc_pg_async *async_new_from(perfc_pg_pool_opts *o,
+                                      perfc_pg_pool *share) {
+  perfc_pg_async_opts ao;
+  perfc_pg_async_opts_from_pool(&ao, o);
+  ao.name = "ha";
+  ao.pool = share;
+  perfc_pg_async *pa = NULL;
+  cr_assert_eq(perfc_pg_async_new(&pa, &ao), 0, "%s", perfc_last_error());
+  return pa;
+}
+
+/* Reads of the async client go to the standby; a write then a read reads
+ * the write (through the client, and across the pool it shares the rule
+ * with), while the standby's own copy is stale. Without the replica in
+ * the async client its reads never run on the standby. */
+Test(pgha, e_async_reads_on_the_standby_read_your_writes) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  ha_opts(&o, reg);
+  o.name = "hapool";
+  o.no_replica_lag_check = true; /* only read-your-writes moves reads */
+  perfc_pg_pool *p = pool_new(&o);
+  perfc_metrics_registry *sreg;
+  perfc_pg_pool *standby = admin_pool(g_standby_admin, &sreg);
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_e (id bigint PRIMARY KEY, v text)", 0), 0,
+      "%s", perfc_last_error());
+  cr_assert_eq(insert_row(p, "INSERT INTO ha_e VALUES ($1, $2)", 1, "v0"), 0);
+  wait_reads_on_standby(p, 5000);
+  perfc_pg_async *pa = async_new_from(&o, p);
+
+  /* The pool's write holds back the client's first reads (shared rule)
+   * until a probe sees the standby past it: then they run there. */
+  async_wait_where(pa, "t", 5000);
+  const char *get = "SELECT v FROM ha_e WHERE id = $1";
+  const char *upd = "UPDATE ha_e SET v = $2 WHERE id = $1";
+  char out[64];
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out), 0,
+               "%s", perfc_last_error());
+  cr_assert_str_eq(out, "v0");
+
+  /* Replay paused: the standby shows none of the writes below. */
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_pause()", 0), 0, "%s",
+               perfc_last_error());
+  double ryw0 = fallbacks(reg, "read_your_writes");
+  /* Written through the pool, read through the client (which has written
+   * nothing yet: only the shared position holds its read back). */
+  cr_assert_eq(insert_row(p, upd, 1, "p1"), 0, "%s", perfc_last_error());
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out), 0);
+  cr_assert_str_eq(out, "p1", "a pool write holds back the client's reads");
+  for (int i = 1; i <= 5; i++) {
+    char v[16];
+    snprintf(v, sizeof v, "a%d", i);
+    /* Written through the async client, read back through it. */
+    cr_assert_eq(async_text(pa, upd, 1, v, 0, NULL, 0), 0, "%s",
+                 perfc_last_error());
+    cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out),
+                 0, "%s", perfc_last_error());
+    cr_assert_str_eq(out, v, "read-your-writes on the async client");
+  }
+  cr_assert_eq(fallbacks(reg, "read_your_writes") - ryw0, 6);
+  /* The standby really is behind: read there, the row is the old one. */
+  cr_assert_eq(query_text(standby, get, 1, 0, out, sizeof out), 0);
+  cr_assert_str_eq(out, "v0");
+  async_where(pa, out);
+  cr_assert_str_eq(out, "f");
+
+  /* Replay resumes: once a probe sees the standby past the last write,
+   * reads return to it, and read the last value there. */
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_resume()", 0), 0);
+  async_wait_where(pa, "t", 5000);
+  double ryw1 = fallbacks(reg, "read_your_writes");
+  cr_assert_eq(async_text(pa, get, 1, NULL, PERFC_PG_READ, out, sizeof out), 0);
+  cr_assert_str_eq(out, "a5");
+  cr_assert_eq(fallbacks(reg, "read_your_writes"), ryw1);
+
+  /* Written through the client, read through the pool (whose own last
+   * write the standby has replayed by now: only the shared position
+   * holds its read back). */
+  wait_reads_on_standby(p, 5000);
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_pause()", 0), 0);
+  cr_assert_eq(async_text(pa, upd, 1, "c1", 0, NULL, 0), 0);
+  cr_assert_eq(query_text(p, get, 1, PERFC_PG_READ, out, sizeof out), 0);
+  cr_assert_str_eq(out, "c1", "a client write holds back the pool's reads");
+  cr_assert_eq(query_text(standby, get, 1, 0, out, sizeof out), 0);
+  cr_assert_str_eq(out, "a5");
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_resume()", 0), 0);
+  perfc_pg_async_free(pa);
+  perfc_pg_pool_free(p);
+  perfc_pg_pool_free(standby);
+  perfc_metrics_registry_free(sreg);
+  perfc_metrics_registry_free(reg);
+}
+
+/* The replica callback's transitions, in order. */
+typedef struct transitions {
+  pthread_mutex_t mu;
+  int seen[16];
+  int n;
+} transitions;
+
+static void on_replica_transition(perfc_pg_pool *pool, int usable, void *ud) {
+  (void)pool;
+  transitions *t = ud;
+  pthread_mutex_lock(&t->mu);
+  if (t->n < 16)
+    t->seen[t->n++] = usable;
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* 50 reads in flight on the standby when it stops. */
+typedef struct inflight {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int calls[50], rc[50];
+  char out[50][16];
+  int done;
+} inflight;
+
+typedef struct inflight_arg {
+  inflight *f;
+  int i;
+} inflight_arg;
+
+static void on_inflight(int rc, const perfc_pg_result *res, void *arg) {
+  inflight_arg *a = arg;
+  inflight *f = a->f;
+  pthread_mutex_lock(&f->mu);
+  f->calls[a->i]++;
+  f->rc[a->i] = rc;
+  if (rc == 0 && perfc_pg_result_text(res, 0, 0))
+    snprintf(f->out[a->i], sizeof f->out[a->i], "%s",
+             perfc_pg_result_text(res, 0, 0));
+  f->done++;
+  pthread_cond_signal(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+
+/* The standby stops with reads in flight on it: each is answered once,
+ * from the primary, with its own row; the reads after it too, counted
+ * "unreachable"; back, reads return to it within a retry period. */
+Test(pgha, f_async_standby_stopped_reads_answered_by_the_primary) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  ha_opts(&o, reg);
+  o.name = "hapool";
+  static transitions tr = {PTHREAD_MUTEX_INITIALIZER, {0}, 0};
+  o.replica_fn = on_replica_transition;
+  o.replica_ud = &tr;
+  perfc_pg_pool *p = pool_new(&o);
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_f (id bigint PRIMARY KEY, v text)", 0), 0,
+      "%s", perfc_last_error());
+  for (int64_t id = 0; id < 50; id++) {
+    char v[16];
+    snprintf(v, sizeof v, "f%lld", (long long)id);
+    cr_assert_eq(insert_row(p, "INSERT INTO ha_f VALUES ($1, $2)", id, v), 0);
+  }
+  wait_reads_on_standby(p, 5000);
+  /* Not sharing the pool's writes: the client's reads go to the standby
+   * at once. */
+  perfc_pg_async *pa = async_new_from(&o, NULL);
+  async_wait_where(pa, "t", 5000);
+  /* Every row is on the standby before the reads start. */
+  char out[64];
+  int64_t end = now_ms() + 5000;
+  while ((async_text(pa, "SELECT count(*) FROM ha_f", -1, NULL, PERFC_PG_READ,
+                     out, sizeof out) != 0 ||
+          strcmp(out, "50") != 0) &&
+         now_ms() < end)
+    usleep(20 * 1000);
+  cr_assert_str_eq(out, "50");
+  pthread_mutex_lock(&tr.mu);
+  tr.n = 0; /* the pool's own transitions before this point do not count */
+  pthread_mutex_unlock(&tr.mu);
+
+  static inflight f;
+  pthread_mutex_init(&f.mu, NULL);
+  pthread_cond_init(&f.cv, NULL);
+  static inflight_arg args[50];
+  double before = fallbacks(reg, "unreachable");
+  for (int i = 0; i < 50; i++) {
+    args[i].f = &f;
+    args[i].i = i;
+    perfc_pg_param prm = perfc_pg_int64(i);
+    perfc_pg_query q = {
+        /* The first sleeps and the others wait behind it: none has
+         * answered when the standby stops (a backend sends its results
+         * at the Sync), so all 50 are in flight there. */
+        .sql = "SELECT v FROM ha_f, pg_sleep(CASE WHEN $1 = 0 THEN 1 ELSE "
+               "0 END) WHERE id = $1",
+        .params = &prm,
+        .nparams = 1,
+        .flags = PERFC_PG_READ | PERFC_PG_ONE};
+    cr_assert_eq(perfc_pg_async_query(pa, &q, on_inflight, &args[i]), 0);
+  }
+  usleep(300 * 1000); /* on the standby's backend, inside pg_sleep */
+  cr_assert_eq(script(NULL, 0, "pg-down %s", dir_of(1)), 0);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 20;
+  pthread_mutex_lock(&f.mu);
+  while (f.done < 50 && pthread_cond_timedwait(&f.cv, &f.mu, &until) == 0)
+    ;
+  pthread_mutex_unlock(&f.mu);
+  cr_assert_eq(f.done, 50, "%d of 50 in-flight reads answered", f.done);
+  for (int i = 0; i < 50; i++) {
+    char v[16];
+    snprintf(v, sizeof v, "f%d", i);
+    cr_assert_eq(f.calls[i], 1, "read %d: %d callbacks", i, f.calls[i]);
+    cr_assert_eq(f.rc[i], 0, "read %d failed: %s", i, perfc_err_name(f.rc[i]));
+    cr_assert_str_eq(f.out[i], v, "read %d got another query's row", i);
+  }
+  cr_assert_eq(fallbacks(reg, "unreachable") - before, 50);
+
+  /* The reads after it: answered by the primary, none fails. */
+  before = fallbacks(reg, "unreachable");
+  for (int i = 0; i < 20; i++) {
+    char v[16];
+    snprintf(v, sizeof v, "f%d", i);
+    cr_assert_eq(async_text(pa, "SELECT v FROM ha_f WHERE id = $1", i, NULL,
+                            PERFC_PG_READ, out, sizeof out),
+                 0, "read %d: %s", i, perfc_last_error());
+    cr_assert_str_eq(out, v);
+  }
+  async_where(pa, out);
+  cr_assert_str_eq(out, "f");
+  cr_assert_eq(fallbacks(reg, "unreachable") - before, 21);
+  cr_assert_eq(metric(reg, "perfc_pg_replica_fallback_total{pool=\"ha\"}"),
+               fallbacks(reg, "unreachable") + fallbacks(reg, "lagging") +
+                   fallbacks(reg, "read_your_writes"));
+
+  /* Back: reads return to it within a retry period (200 ms here) of its
+   * start, plus a connect. */
+  cr_assert_eq(script(NULL, 0, "pg-up %s app", dir_of(1)), 0);
+  int64_t took = async_wait_where(pa, "t", 10000);
+  cr_log_info("async reads back on the standby %lld ms after pg-up returned",
+              (long long)took);
+  cr_assert_lt(took, 200 + 1000);
+  pthread_mutex_lock(&tr.mu);
+  cr_assert_geq(tr.n, 2);
+  cr_assert_eq(tr.seen[0], 0, "told: replica unusable");
+  cr_assert_eq(tr.seen[tr.n - 1], 1, "told: replica usable again");
+  pthread_mutex_unlock(&tr.mu);
+  perfc_pg_async_free(pa);
+  perfc_pg_pool_free(p);
+  perfc_metrics_registry_free(reg);
+}
+
+/* Replay paused and the standby falling behind past max_replica_lag_ms:
+ * the client's reads go to the primary, counted "lagging"; replay
+ * resumed, they return. */
+Test(pgha, g_async_lagging_standby_reads_go_to_the_primary) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  ha_opts(&o, reg); /* max_replica_lag_ms 500, checked every 100 ms */
+  o.name = "hapool";
+  o.no_read_your_writes = true; /* only the lag moves reads */
+  perfc_pg_pool *p = pool_new(&o);
+  perfc_metrics_registry *sreg;
+  perfc_pg_pool *standby = admin_pool(g_standby_admin, &sreg);
+  cr_assert_eq(
+      exec_sql(p, "CREATE TABLE ha_g (id bigint PRIMARY KEY, v text)", 0), 0,
+      "%s", perfc_last_error());
+  cr_assert_eq(insert_row(p, "INSERT INTO ha_g VALUES ($1, $2)", 1, "g"), 0);
+  wait_reads_on_standby(p, 5000);
+  perfc_pg_async *pa = async_new_from(&o, p);
+  async_wait_where(pa, "t", 5000);
+  cr_assert_eq(fallbacks(reg, "lagging"), 0);
+
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_pause()", 0), 0, "%s",
+               perfc_last_error());
+  /* WAL the standby receives and does not replay: it lags from now on,
+   * by the age of the last transaction it replayed. */
+  cr_assert_eq(insert_row(p, "INSERT INTO ha_g VALUES ($1, $2)", 2, "g"), 0);
+  async_wait_where(pa, "f", 5000);
+  double lag0 = fallbacks(reg, "lagging");
+  cr_assert_geq(lag0, 1);
+  char w[4];
+  for (int i = 0; i < 5; i++) {
+    async_where(pa, w);
+    cr_assert_str_eq(w, "f");
+  }
+  cr_assert_eq(fallbacks(reg, "lagging") - lag0, 5);
+  cr_assert_eq(fallbacks(reg, "unreachable"), 0);
+  cr_assert_eq(exec_sql(standby, "SELECT pg_wal_replay_resume()", 0), 0, "%s",
+               perfc_last_error());
+  async_wait_where(pa, "t", 5000);
+  perfc_pg_async_free(pa);
+  perfc_pg_pool_free(p);
+  perfc_pg_pool_free(standby);
+  perfc_metrics_registry_free(sreg);
+  perfc_metrics_registry_free(reg);
+}
+
+/* no_replica_fallback: reads use the standby only; stopped, they fail with
+ * UNAVAILABLE (none hangs, none runs on the primary); back, they work
+ * again within the reconnect backoff. */
+Test(pgha, h_async_no_replica_fallback_reads_fail_unavailable) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_pg_pool_opts o;
+  ha_opts(&o, reg);
+  o.name = "hapool";
+  o.no_replica_fallback = true;
+  perfc_pg_pool *p = pool_new(&o);
+  wait_reads_on_standby(p, 10000);
+  perfc_pg_async *pa = async_new_from(&o, p);
+  async_wait_where(pa, "t", 5000);
+  cr_assert_eq(script(NULL, 0, "pg-down %s", dir_of(1)), 0);
+  char out[8];
+  int unavailable = 0;
+  for (int i = 0; i < 10; i++) {
+    int rc = async_text(pa, k_where, -1, NULL, PERFC_PG_READ, out, sizeof out);
+    cr_assert_eq(rc, PERFC_EUNAVAILABLE, "read %d: %s (%s)", i,
+                 perfc_err_name(rc), out);
+    unavailable++;
+  }
+  cr_assert_eq(unavailable, 10);
+  cr_assert_eq(fallbacks(reg, "unreachable") + fallbacks(reg, "lagging") +
+                   fallbacks(reg, "read_your_writes"),
+               0, "no read ran on the primary");
+  cr_assert_eq(script(NULL, 0, "pg-up %s app", dir_of(1)), 0);
+  /* Back within the reconnect backoff (at most backoff_max_ms, 1 s). */
+  int rc = -1;
+  int64_t end = now_ms() + 5000;
+  while ((rc = async_text(pa, k_where, -1, NULL, PERFC_PG_READ, out,
+                          sizeof out)) != 0 &&
+         now_ms() < end)
+    usleep(20 * 1000);
+  cr_assert_eq(rc, 0, "%s", perfc_last_error());
+  cr_assert_str_eq(out, "t");
+  perfc_pg_async_free(pa);
+  perfc_pg_pool_free(p);
+  perfc_metrics_registry_free(reg);
+}
+
 /* ---- the primary killed, the standby promoted ---- */
 
 typedef struct writer {

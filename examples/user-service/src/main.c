@@ -62,16 +62,21 @@ static int run_migrations(const char *dsn) {
 }
 
 /* perfc_pg_replica_fn: the replica's state as a health status of its own
- * (the pool has already logged the transition and counts the fallback). */
+ * (the pool, or the loops' client, has already logged the transition and
+ * counts the fallback). Both call it: `pool` is the pool either way. */
 static void on_replica(perfc_pg_pool *pool, int usable, void *ud) {
   (void)pool;
   perfc_health_set(ud, REPLICA_HEALTH_NAME,
                    usable ? PERFC_HEALTH_SERVING : PERFC_HEALTH_NOT_SERVING);
 }
 
-/* The pool (blocking queries, on workers) and, with `pga` set and no
- * replica configured, the client of the event loops (perfc/pg_async.h)
- * from the same pg: section. */
+/* The pool (blocking queries, on workers) and, with `pga` set, the client
+ * of the event loops (perfc/pg_async.h) from the same postgres: section,
+ * replica included: both send reads to the replica with the same rules,
+ * report its transitions to the same health name, and share
+ * read-your-writes, so a read on the loops after a write on a worker
+ * (UpdateUser, then GetUser's miss) never reads the row from before the
+ * write. */
 static int pg_from_config(perfc_pg_pool **out, perfc_pg_async **pga,
                           const perfc_config *cfg, perfc_health *health) {
   perfc_pg_pool_opts o;
@@ -84,11 +89,10 @@ static int pg_from_config(perfc_pg_pool **out, perfc_pg_async **pga,
   int rc = perfc_config_apply_pg(cfg, &o);
   if (rc == 0)
     rc = perfc_pg_pool_new(out, &o);
-  /* The loops' client reads the primary only: a service with a read
-   * replica keeps its reads on the pool, which sends them there. */
-  if (rc == 0 && pga != NULL && perfc_pg_replica_usable(*out) < 0) {
+  if (rc == 0 && pga != NULL) {
     perfc_pg_async_opts ao;
     perfc_pg_async_opts_from_pool(&ao, &o);
+    ao.pool = *out; /* freed after the client (main's end) */
     rc = perfc_pg_async_new(pga, &ao);
   }
   return rc;

@@ -51,6 +51,39 @@
  * usable connection its queries are refused at once with
  * PERFC_EUNAVAILABLE.
  *
+ * Replica. With `replica_dsn` set, queries flagged PERFC_PG_READ go to
+ * `conns_per_loop` connections per loop to the replica, with the rules of
+ * the pool (perfc/pg.h) and its option names, metrics
+ * (perfc_pg_replica_fallback_total, perfc_pg_replica_fallbacks_total by
+ * reason, `pool` label = the client's name) and callback. A read goes to
+ * the primary instead when: the replica cannot be reached (a connect
+ * failed or a replica connection was lost; one read per
+ * `replica_retry_ms` tries it again), reason "unreachable"; the last lag
+ * check found it more than `max_replica_lag_ms` behind (one check per
+ * `replica_lag_check_ms`, a pipelined query on a replica connection, on
+ * the loop: it never blocks, and its verdict applies from the next read
+ * on), "lagging"; or the replica connection has not replayed the last
+ * write (read-your-writes, below), "read_your_writes". Reads in flight on
+ * a replica connection that is lost (or answers a connection-level error,
+ * class 08 or 57P01-57P03) run again on the primary, once each, and
+ * answer from there; if the primary refuses them too they fail with the
+ * primary's code (PERFC_EUNAVAILABLE while it has no connection,
+ * PERFC_EFULL), as the pool's perfc_pg_exec() returns the primary
+ * acquire's failure. With `no_replica_fallback` reads use the replica
+ * only: PERFC_EUNAVAILABLE while it cannot be reached.
+ *
+ * Read-your-writes. After each statement sent to the primary without
+ * PERFC_PG_READ (outside a transaction) and after each COMMIT, the client
+ * asks that session for pg_current_wal_insert_lsn() (behind the
+ * statement's Sync, so its commit record is covered; no round trip of its
+ * own, one more Sync) and raises one atomic maximum; the statement's
+ * callback runs once that answer is in. A read then uses a replica
+ * connection only if its server's replay position (as its last probe
+ * showed) is past that maximum; otherwise the read runs on the primary
+ * while a probe asks the replica again. The maximum is the client's own,
+ * or, with `pool` set, the pool's: then writes through either hold back
+ * the reads of both.
+ *
  * Prepared statements: a query with a name is prepared on each connection
  * at its first use there (the Parse travels in the same pipeline as the
  * query: no extra round trip) and reused after; a reconnect prepares again.
@@ -138,15 +171,49 @@ typedef struct perfc_pg_async_opts {
   /** Registry for the metrics; borrowed, must outlive the client. NULL =
    *  the default registry. */
   perfc_metrics_registry *registry;
+  /** The read replica, as perfc_pg_pool_opts.replica_dsn (copied; NULL or
+   *  "" = reads go to `dsn`): queries flagged PERFC_PG_READ go to
+   *  `conns_per_loop` connections per loop to it (opened at the loop's
+   *  first read, libpq's prefer-standby unless the DSN sets
+   *  target_session_attrs), with the pool's rules: see "Replica" in the
+   *  header comment. */
+  const char *replica_dsn;
+  /** As perfc_pg_pool_opts: 0 = PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS,
+   *  PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS and
+   *  PERFC_DEFAULT_PG_REPLICA_RETRY_MS. */
+  int64_t max_replica_lag_ms;
+  int64_t replica_lag_check_ms;
+  int64_t replica_retry_ms;
+  bool no_replica_lag_check; /**< true: no lag check */
+  bool no_read_your_writes;  /**< true: no read-your-writes detour */
+  /** true: reads use the replica only, and fail with PERFC_EUNAVAILABLE
+   *  while it cannot be reached (no lag check, no read-your-writes). */
+  bool no_replica_fallback;
+  /** Told once per transition when reads move off the replica (`usable`
+   *  0) or back (1), on the loop thread that noticed it, with `pool`
+   *  below as its pool argument (NULL when none). It may call
+   *  perfc_health_set() but not free the client. `replica_ud` is
+   *  borrowed and must outlive the client. */
+  perfc_pg_replica_fn replica_fn;
+  void *replica_ud;
+  /** Optional: the pool made from the same configuration (borrowed; it
+   *  must outlive the client). Read-your-writes then spans both: a write
+   *  acknowledged through the pool or through this client holds back the
+   *  reads of both until the replica has replayed it. NULL: the client
+   *  keeps its own position (its writes hold back its reads only). */
+  perfc_pg_pool *pool;
 } perfc_pg_async_opts;
 
 /** Fills `o` with the defaults (dsn NULL: set it). */
 PERFC_API void perfc_pg_async_opts_init(perfc_pg_async_opts *o);
 
-/** Fills `o` from a pool's options (dsn borrowed from `po`, connect and
- *  statement timeouts, async_conns_per_loop, name, registry), so one
+/** Fills `o` from a pool's options (dsn and replica_dsn borrowed from
+ *  `po`, connect and statement timeouts, async_conns_per_loop, name,
+ *  registry, and every replica option: lag bound and check period, retry
+ *  period, read_your_writes, fallback, replica_fn/replica_ud), so one
  *  configuration (perfc_config_apply_pg()) serves the pool and the loops.
- *  The replica is not used by the asynchronous client. */
+ *  `pool` stays NULL: set it to the pool made from `po` to share
+ *  read-your-writes with it. */
 PERFC_API void perfc_pg_async_opts_from_pool(perfc_pg_async_opts *o,
                                              const perfc_pg_pool_opts *po);
 
@@ -173,12 +240,12 @@ typedef void (*perfc_pg_async_fn)(int rc, const perfc_pg_result *res,
 
 /** Runs `q` (every pointer in it, SQL, name and parameter bytes, is copied
  *  before this returns). Flags: PERFC_PG_ONE (no row is PERFC_ENOENT),
- *  PERFC_PG_READ (may share a Sync group: see the header comment; the
- *  replica is not used). Returns 0 (`fn` will run exactly once),
- *  PERFC_EINVAL, PERFC_EUNAVAILABLE (no connection of this loop is usable
- *  now: reconnecting after a failure), PERFC_EFULL (max_pending on every
- *  connection of this loop), PERFC_ESHUTDOWN or PERFC_ENOMEM; then `fn`
- *  never runs. */
+ *  PERFC_PG_READ (may share a Sync group, and goes to the replica when
+ *  one is configured: see the header comment). Returns 0 (`fn` will run
+ *  exactly once), PERFC_EINVAL, PERFC_EUNAVAILABLE (no connection of this
+ *  loop is usable now: reconnecting after a failure; for a read that falls
+ *  back, the primary's), PERFC_EFULL (max_pending on every connection of
+ *  this loop), PERFC_ESHUTDOWN or PERFC_ENOMEM; then `fn` never runs. */
 PERFC_API int perfc_pg_async_query(perfc_pg_async *pg, const perfc_pg_query *q,
                                    perfc_pg_async_fn fn, void *user_data);
 

@@ -159,6 +159,9 @@ struct perfc_pg_pool {
    * address). */
   bool ryw;
   _Atomic uint64_t ryw_lsn; /* see ryw_get() */
+  /* &ryw_lsn; an asynchronous client made with this pool shares it
+   * (perfc__pg_pool_ryw_slot()). */
+  _Atomic uint64_t *ryw_slot;
   uint64_t id;
   char *name;
   int64_t acquire_timeout_ms, idle_check_ms;
@@ -766,8 +769,7 @@ static int register_metrics(perfc_pg_pool *pool, perfc_metrics_registry *reg,
   o.buckets = NULL;
   o.bucket_count = 0;
   o.name = "perfc_pg_replica_fallback_total";
-  o.help = "Reads meant for the replica that the primary served because the "
-           "replica could not be reached.";
+  o.help = PERFC__PG_HELP_FALLBACK;
   if ((rc = perfc_metrics_family_new(&fallback, reg, PERFC_METRICS_COUNTER,
                                      &o)) != 0 ||
       (rc = perfc_counter_get(&pool->c_fallback, fallback, lv)) != 0)
@@ -784,9 +786,7 @@ static int register_metrics(perfc_pg_pool *pool, perfc_metrics_registry *reg,
   o.label_names = pool_reason;
   o.label_count = 2;
   o.name = "perfc_pg_replica_fallbacks_total";
-  o.help = "Reads meant for the replica that the primary served, by reason: "
-           "unreachable, lagging (past max_replica_lag_ms), read_your_writes "
-           "(the pool's last write not yet replayed there).";
+  o.help = PERFC__PG_HELP_FALLBACKS;
   if ((rc = perfc_metrics_family_new(&fallbacks, reg, PERFC_METRICS_COUNTER,
                                      &o)) != 0)
     return rc;
@@ -896,6 +896,7 @@ int perfc_pg_pool_new(perfc_pg_pool **out, const perfc_pg_pool_opts *opts) {
   pool->max_lag_ms = o.max_replica_lag_ms;
   pool->lag_check_ms = o.replica_lag_check_ms;
   pool->ryw = !o.no_read_your_writes;
+  pool->ryw_slot = &pool->ryw_lsn;
   static atomic_uint_fast64_t next_id = 1;
   pool->id = atomic_fetch_add(&next_id, 1);
 
@@ -1113,16 +1114,23 @@ int perfc_pg_replica_usable(perfc_pg_pool *pool) {
  * this process, whichever thread serves its next call) reads its writes.
  * One atomic maximum: no lock, no per-thread table to outgrow. */
 static uint64_t ryw_get(perfc_pg_pool *pool) {
-  return atomic_load_explicit(&pool->ryw_lsn, memory_order_acquire);
+  return atomic_load_explicit(pool->ryw_slot, memory_order_acquire);
+}
+
+void perfc__pg_ryw_put(_Atomic uint64_t *slot, uint64_t lsn) {
+  uint64_t cur = atomic_load_explicit(slot, memory_order_relaxed);
+  while (lsn > cur &&
+         !atomic_compare_exchange_weak_explicit(
+             slot, &cur, lsn, memory_order_release, memory_order_relaxed))
+    ;
 }
 
 static void ryw_put(perfc_pg_pool *pool, uint64_t lsn) {
-  uint64_t cur = atomic_load_explicit(&pool->ryw_lsn, memory_order_relaxed);
-  while (lsn > cur &&
-         !atomic_compare_exchange_weak_explicit(&pool->ryw_lsn, &cur, lsn,
-                                                memory_order_release,
-                                                memory_order_relaxed))
-    ;
+  perfc__pg_ryw_put(pool->ryw_slot, lsn);
+}
+
+_Atomic uint64_t *perfc__pg_pool_ryw_slot(perfc_pg_pool *pool) {
+  return pool->ryw_slot;
 }
 
 /* Runs one of the pool's own fixed queries, answering one row of `n` int8
@@ -1152,15 +1160,7 @@ static int own_query(perfc_pg_conn *c, const char *sql, int64_t *v, int n) {
  * (an independent server, or a standby since promoted) has nothing to
  * wait for. Returns 0, or -1 when the query failed. */
 static int replica_probe(perfc_pg_conn *c, int64_t *lag_ms) {
-  static const char sql[] =
-      "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN "
-      "COALESCE((pg_catalog.pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8, "
-      "0) ELSE -1 END, "
-      "CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN 0 "
-      "WHEN pg_catalog.pg_last_wal_receive_lsn() = "
-      "pg_catalog.pg_last_wal_replay_lsn() THEN 0 "
-      "ELSE (EXTRACT(EPOCH FROM pg_catalog.clock_timestamp() - "
-      "pg_catalog.pg_last_xact_replay_timestamp()) * 1000)::int8 END";
+  static const char sql[] = PERFC__PG_SQL_REPLICA_PROBE;
   int64_t v[2];
   if (own_query(c, sql, v, 2) != 0)
     return -1;
@@ -1175,11 +1175,7 @@ static int replica_probe(perfc_pg_conn *c, int64_t *lag_ms) {
  * while; pg_current_wal_lsn() may not cover it yet). */
 static void ryw_record(perfc_pg_conn *c) {
   int64_t lsn;
-  if (own_query(c,
-                "SELECT (pg_catalog.pg_current_wal_insert_lsn() - "
-                "'0/0'::pg_lsn)::int8",
-                &lsn, 1) == 0 &&
-      lsn > 0)
+  if (own_query(c, PERFC__PG_SQL_INSERT_LSN, &lsn, 1) == 0 && lsn > 0)
     ryw_put(c->pool, (uint64_t)lsn);
 }
 

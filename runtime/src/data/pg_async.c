@@ -62,9 +62,17 @@
 #include <string.h>
 
 enum { C_DOWN = 0, C_CONNECTING, C_UP };
-enum { OP_QUERY = 0, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_SETUP };
-enum { S_PARSE = 0, S_QUERY, S_SYNC };
+enum { OP_QUERY = 0, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_SETUP, OP_PROBE };
+/* S_LSN: the primary's WAL insert position asked right after a write's
+ * Sync, for read-your-writes; the step names the write, whose callback
+ * waits for it. */
+enum { S_PARSE = 0, S_QUERY, S_SYNC, S_LSN };
 enum { K_TIMEOUT = 0, K_UNAVAILABLE, K_SHUTDOWN, K_SERVER, K_COUNT };
+/* Why a read meant for the replica ran on the primary: pg.c's reasons,
+ * the `reason` label of perfc_pg_replica_fallbacks_total. */
+enum { R_UNREACHABLE, R_LAGGING, R_RYW, R_COUNT };
+static const char *const reason_names[R_COUNT] = {"unreachable", "lagging",
+                                                  "read_your_writes"};
 
 typedef struct pop pop;
 typedef struct pconn pconn;
@@ -79,6 +87,10 @@ struct pop {
   int queued;          /* on an unsent list */
   int refs;            /* steps in flight that name it */
   int retries;         /* sent again after 26000 */
+  pconn *owner;        /* the connection it is queued or in flight on */
+  int probe_lag;       /* OP_PROBE: a lag check (else a replay refresh) */
+  int lsn_pending;     /* a write whose S_LSN step is in flight */
+  PGresult *held;      /* its result, delivered once S_LSN answers */
   perfc_pg_async_fn fn;
   perfc_pg_async_tx_fn tx_fn;
   void *ud;
@@ -105,6 +117,14 @@ struct pconn {
   int fd;
   int state;
   int is_tx;
+  int is_replica; /* a connection to replica_dsn */
+  int probing;    /* replica: an OP_PROBE is queued or in flight */
+  int resetting;  /* closed by the client's own timeout */
+  int in_close;   /* conn_close() is failing its ops: do not reopen */
+  /* Replica: the server's replay position at the last probe (WAL bytes;
+   * UINT64_MAX when the server is not a standby; 0 unknown, after every
+   * (re)connect, since a multi-host DSN may land elsewhere). */
+  uint64_t replay_lsn;
   int reserved;          /* tx connection: a transaction holds it */
   perfc_pg_async_tx *tx; /* the transaction handed out on it */
   unsigned epoch;        /* bumped at every close */
@@ -125,8 +145,8 @@ struct pconn {
 struct lstate {
   perfc_pg_async *pg;
   perfc_loop *loop;
-  pconn *conns, *txconns;
-  unsigned nconns, ntx, rr;
+  pconn *conns, *rconns, *txconns; /* rconns: nr, 0 without a replica */
+  unsigned nconns, nr, ntx, rr, rrr;
   perfc_loop_task *flush;
   lstate *next, *prev;
   _Atomic uint64_t queries, syncs, results, resent, timeouts, failed,
@@ -143,6 +163,17 @@ struct perfc_pg_async {
   perfc_pg_async_opts o;
   char *dsn, *name;
   int dsn_sets_attrs; /* the DSN has its own target_session_attrs */
+  /* The replica (docs/data-layer.md, "PostgreSQL primary and standbys"):
+   * the pool's rules, with the client-wide state in atomics that every
+   * loop reads and writes without a lock. */
+  char *replica_dsn; /* NULL: no replica */
+  int replica_sets_attrs;
+  int ryw_on;               /* replica, fallback and read-your-writes on */
+  _Atomic uint64_t ryw_own; /* the position when no pool shares one */
+  _Atomic uint64_t *ryw;    /* &ryw_own, or the pool's */
+  atomic_int replica_down, replica_lagging;
+  _Atomic int64_t retry_at_ms, lag_check_at_ms;
+  perfc_counter *m_fallback, *m_fallbacks[R_COUNT];
   perfc_counter *m_queries, *m_flushes, *m_err[K_COUNT];
   perfc_gauge *m_up;
   pthread_mutex_t mu;
@@ -161,6 +192,7 @@ struct perfc_pg_async {
 static void conn_start(pconn *c);
 static void conn_close(pconn *c, int rc);
 static void arm_timer(pconn *c);
+static int fallback(lstate *ls, pop *op, int reason, int moved);
 
 /* ---- options ---------------------------------------------------------------- */
 
@@ -187,6 +219,15 @@ void perfc_pg_async_opts_from_pool(perfc_pg_async_opts *o,
   o->no_statement_timeout = po->no_statement_timeout;
   o->name = po->name;
   o->registry = po->registry;
+  o->replica_dsn = po->replica_dsn;
+  o->max_replica_lag_ms = po->max_replica_lag_ms;
+  o->replica_lag_check_ms = po->replica_lag_check_ms;
+  o->replica_retry_ms = po->replica_retry_ms;
+  o->no_replica_lag_check = po->no_replica_lag_check;
+  o->no_read_your_writes = po->no_read_your_writes;
+  o->no_replica_fallback = po->no_replica_fallback;
+  o->replica_fn = po->replica_fn;
+  o->replica_ud = po->replica_ud;
 }
 
 static int check_ms(const char *name, int64_t *v, int64_t def) {
@@ -248,6 +289,34 @@ static int register_metrics(perfc_pg_async *pg) {
   if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_GAUGE, &mo)) != 0 ||
       (rc = perfc_gauge_get(&pg->m_up, fam, who)) != 0)
     return rc;
+  if (pg->replica_dsn == NULL)
+    return 0;
+  /* The pool's families, same names, labels and help (pg_internal.h): a
+   * pool and a client of one name count into the same series. */
+  const char *pool[] = {"pool"};
+  const char *reasons[] = {"pool", "reason"};
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_pg_replica_fallback_total";
+  mo.help = PERFC__PG_HELP_FALLBACK;
+  mo.label_names = pool;
+  mo.label_count = 1;
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) !=
+          0 ||
+      (rc = perfc_counter_get(&pg->m_fallback, fam, who)) != 0)
+    return rc;
+  perfc_metrics_family_opts_init(&mo);
+  mo.name = "perfc_pg_replica_fallbacks_total";
+  mo.help = PERFC__PG_HELP_FALLBACKS;
+  mo.label_names = reasons;
+  mo.label_count = 2;
+  if ((rc = perfc_metrics_family_new(&fam, reg, PERFC_METRICS_COUNTER, &mo)) !=
+      0)
+    return rc;
+  for (int r = 0; r < R_COUNT; r++) {
+    const char *const v[] = {pg->name, reason_names[r]};
+    if ((rc = perfc_counter_get(&pg->m_fallbacks[r], fam, v)) != 0)
+      return rc;
+  }
   return 0;
 }
 
@@ -265,6 +334,13 @@ int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
   int sets_attrs = perfc__pg_dsn_sets(o.dsn, "target_session_attrs");
   if (sets_attrs < 0)
     return perfc__fail(PERFC_EINVAL, "pg async: %s", perfc_last_error());
+  int has_replica = o.replica_dsn != NULL && o.replica_dsn[0] != '\0';
+  int replica_sets_attrs =
+      has_replica ? perfc__pg_dsn_sets(o.replica_dsn, "target_session_attrs")
+                  : 0;
+  if (replica_sets_attrs < 0)
+    return perfc__fail(PERFC_EINVAL, "pg async: replica DSN: %s",
+                       perfc_last_error());
   if (o.conns_per_loop == 0)
     o.conns_per_loop = PERFC_DEFAULT_PG_ASYNC_CONNS_PER_LOOP;
   if (o.tx_conns_per_loop == 0)
@@ -284,7 +360,13 @@ int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
       (rc = check_ms("backoff_min_ms", &o.backoff_min_ms,
                      PERFC_DEFAULT_PG_ASYNC_BACKOFF_MIN_MS)) != 0 ||
       (rc = check_ms("backoff_max_ms", &o.backoff_max_ms,
-                     PERFC_DEFAULT_PG_ASYNC_BACKOFF_MAX_MS)) != 0)
+                     PERFC_DEFAULT_PG_ASYNC_BACKOFF_MAX_MS)) != 0 ||
+      (rc = check_ms("max_replica_lag_ms", &o.max_replica_lag_ms,
+                     PERFC_DEFAULT_PG_MAX_REPLICA_LAG_MS)) != 0 ||
+      (rc = check_ms("replica_lag_check_ms", &o.replica_lag_check_ms,
+                     PERFC_DEFAULT_PG_REPLICA_LAG_CHECK_MS)) != 0 ||
+      (rc = check_ms("replica_retry_ms", &o.replica_retry_ms,
+                     PERFC_DEFAULT_PG_REPLICA_RETRY_MS)) != 0)
     return rc;
   if (o.backoff_max_ms < o.backoff_min_ms)
     o.backoff_max_ms = o.backoff_min_ms;
@@ -292,17 +374,25 @@ int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
     o.name = PERFC_DEFAULT_PG_POOL_NAME;
   perfc_pg_async *pg = calloc(1, sizeof *pg);
   if (pg == NULL || (pg->dsn = strdup(o.dsn)) == NULL ||
-      (pg->name = strdup(o.name)) == NULL) {
-    if (pg != NULL)
+      (pg->name = strdup(o.name)) == NULL ||
+      (has_replica && (pg->replica_dsn = strdup(o.replica_dsn)) == NULL)) {
+    if (pg != NULL) {
       free(pg->dsn);
+      free(pg->name);
+    }
     free(pg);
     return perfc__fail(PERFC_ENOMEM, "pg async: out of memory");
   }
   o.dsn = pg->dsn;
   o.name = pg->name;
+  o.replica_dsn = pg->replica_dsn;
   pg->o = o;
   pg->dsn_sets_attrs = sets_attrs;
+  pg->replica_sets_attrs = replica_sets_attrs;
+  pg->ryw_on = has_replica && !o.no_replica_fallback && !o.no_read_your_writes;
+  pg->ryw = o.pool != NULL ? perfc__pg_pool_ryw_slot(o.pool) : &pg->ryw_own;
   if ((rc = register_metrics(pg)) != 0) {
+    free(pg->replica_dsn);
     free(pg->name);
     free(pg->dsn);
     free(pg);
@@ -430,8 +520,11 @@ static int op_fixed(pop **out, const char *sql, int kind) {
 }
 
 static void op_release(pop *op) {
-  if (op->done && op->refs == 0 && !op->queued)
+  if (op->done && op->refs == 0 && !op->queued) {
+    if (op->held != NULL)
+      PQclear(op->held);
     free(op);
+  }
 }
 
 static int check_query(const perfc_pg_query *q) {
@@ -458,6 +551,87 @@ static int64_t query_timeout(perfc_pg_async *pg, const perfc_pg_query *q) {
   if (q != NULL && q->timeout_ms > 0)
     return q->timeout_ms;
   return pg->o.no_statement_timeout ? 0 : pg->o.statement_timeout_ms;
+}
+
+/* ---- the replica's state ---------------------------------------- */
+
+/* The pool's rules (pg.c), kept per client in atomics every loop shares:
+ * replica_down (a connect to the replica failed or a replica connection
+ * was lost; one read per replica_retry_ms, claimed by compare-and-swap on
+ * retry_at_ms, tries again), replica_lagging (the last lag check's
+ * verdict; one check per replica_lag_check_ms, claimed the same way), and
+ * the read-your-writes position `ryw` (an atomic maximum, the pool's own
+ * word when the options name a pool). No lock, no allocation. */
+
+/* Shared connections reopen on their timer after a failure; transaction
+ * connections on demand; so do replica connections while reads fall back
+ * to the primary: the replica is tried again by one read per
+ * replica_retry_ms, as by the pool, not by a timer on every loop. */
+static int auto_reopen(const pconn *c) {
+  return !c->is_tx && (!c->is_replica || c->ls->pg->o.no_replica_fallback);
+}
+
+static void replica_mark(perfc_pg_async *pg, int usable, const char *why) {
+  if (!usable)
+    atomic_store(&pg->retry_at_ms,
+                 perfc_loop_now_ms() + pg->o.replica_retry_ms);
+  if (atomic_exchange(&pg->replica_down, !usable) == !usable)
+    return;
+  if (usable)
+    perfc_log(PERFC_LOG_INFO,
+              "pg async %s: replica answering again, reads go back to it",
+              pg->name);
+  else
+    perfc_log(PERFC_LOG_WARN, "pg async %s: replica unreachable (%s); %s",
+              pg->name, why,
+              pg->o.no_replica_fallback
+                  ? "reads fail with UNAVAILABLE until it answers"
+                  : "reads go to the primary until it answers");
+  if (pg->o.replica_fn != NULL)
+    pg->o.replica_fn(pg->o.pool, usable, pg->o.replica_ud);
+}
+
+static int claim(_Atomic int64_t *at_ms, int64_t period_ms) {
+  int64_t now = perfc_loop_now_ms();
+  int64_t at = atomic_load(at_ms);
+  return now >= at &&
+         atomic_compare_exchange_strong(at_ms, &at, now + period_ms);
+}
+
+static void lag_mark(perfc_pg_async *pg, int64_t lag_ms) {
+  int lagging = lag_ms < 0 || lag_ms > pg->o.max_replica_lag_ms;
+  if (atomic_exchange(&pg->replica_lagging, lagging) == lagging)
+    return;
+  if (lagging)
+    perfc_log(PERFC_LOG_WARN,
+              "pg async %s: replica lags %s%lld ms (max_replica_lag_ms "
+              "%lld); reads go to the primary until it catches up",
+              pg->name, lag_ms < 0 ? "an unknown time, over " : "",
+              (long long)(lag_ms < 0 ? pg->o.max_replica_lag_ms : lag_ms),
+              (long long)pg->o.max_replica_lag_ms);
+  else
+    perfc_log(PERFC_LOG_INFO,
+              "pg async %s: replica caught up (%lld ms behind), reads go "
+              "back to it",
+              pg->name, (long long)lag_ms);
+}
+
+static int64_t int8_at(const PGresult *r, int col) {
+  return PQgetisnull(r, 0, col) ? -1 : strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+/* A probe's answer (PERFC__PG_SQL_REPLICA_PROBE): the connection's replay
+ * position, and, for a lag check, the client's verdict. A failed probe
+ * changes nothing (a lost connection is marked by its close). */
+static void probe_done(pconn *c, pop *op, int rc, const PGresult *r) {
+  if (c->probing > 0)
+    c->probing--;
+  if (rc != 0 || r == NULL || PQntuples(r) != 1 || PQnfields(r) != 2)
+    return;
+  int64_t replay = int8_at(r, 0);
+  c->replay_lsn = replay < 0 ? UINT64_MAX : (uint64_t)replay;
+  if (op->probe_lag)
+    lag_mark(c->ls->pg, int8_at(r, 1));
 }
 
 /* ---- delivering outcomes ---------------------------------------------------------- */
@@ -493,6 +667,9 @@ static void deliver(pconn *c, pop *op, int rc, const PGresult *res) {
   switch (op->kind) {
   case OP_SETUP:
     break;
+  case OP_PROBE:
+    probe_done(c, op, rc, res);
+    break;
   case OP_BEGIN:
     if (rc == 0) {
       op->tx->c = c;
@@ -518,10 +695,24 @@ static void deliver(pconn *c, pop *op, int rc, const PGresult *res) {
   }
 }
 
+static void deliver_ok(pconn *c, pop *op, const PGresult *r);
+
 static void deliver_error(pconn *c, pop *op, int rc) {
   if (op->done)
     return;
-  count_error(c->ls, rc, 0);
+  if (op->held != NULL) {
+    /* A write that PostgreSQL acknowledged, waiting for its WAL position
+     * (read-your-writes): it did happen; only its position is lost, as
+     * when the pool's own query after a write fails. */
+    PGresult *h = op->held;
+    op->held = NULL;
+    op->lsn_pending = 0;
+    deliver_ok(c, op, h);
+    PQclear(h);
+    return;
+  }
+  if (op->kind != OP_PROBE)
+    count_error(c->ls, rc, 0);
   perfc_error_set(rc, NULL, -1, "pg async: %s",
                   rc == PERFC_ETIMEDOUT ? "no result within the statement timeout"
                   : rc == PERFC_ESHUTDOWN
@@ -613,6 +804,7 @@ static void ring_pop(pconn *c) {
 static void unsent_push(pconn *c, pop *op) {
   op->next = NULL;
   op->queued = 1;
+  op->owner = c;
   if (c->unsent_tail != NULL)
     c->unsent_tail->next = op;
   else
@@ -622,6 +814,7 @@ static void unsent_push(pconn *c, pop *op) {
 
 static void unsent_push_front(pconn *c, pop *op) {
   op->queued = 1;
+  op->owner = c;
   op->next = c->unsent;
   c->unsent = op;
   if (c->unsent_tail == NULL)
@@ -717,7 +910,33 @@ static int send_op(pconn *c, pop *op) {
 }
 
 static int groupable(const pconn *c, const pop *op) {
-  return !c->is_tx && op->kind == OP_QUERY && (op->flags & PERFC_PG_READ);
+  return !c->is_tx && (op->kind == OP_QUERY || op->kind == OP_PROBE) &&
+         (op->flags & PERFC_PG_READ);
+}
+
+/* Read-your-writes: whether `op`, just sent on `c`, is a write whose WAL
+ * position the reads must wait for. A statement on a shared primary
+ * connection without PERFC_PG_READ, or a COMMIT (statements inside a
+ * transaction are seen by nobody before it). */
+static int wants_lsn(const pconn *c, const pop *op) {
+  if (!c->ls->pg->ryw_on || c->is_replica)
+    return 0;
+  return op->kind == OP_COMMIT ||
+         (op->kind == OP_QUERY && !c->is_tx && !(op->flags & PERFC_PG_READ));
+}
+
+/* Asks for the primary's WAL insert position right after the write's
+ * Sync, so its implicit transaction (its commit record) is behind it; the
+ * write's callback waits for the answer (op->held). No round trip of its
+ * own: it opens the next group, which the reads of the iteration join. */
+static int send_lsn(pconn *c, pop *op) {
+  if (ring_push(c, S_LSN, op) != 0)
+    return -1;
+  op->lsn_pending = 1;
+  return PQsendQueryParams(c->pg, PERFC__PG_SQL_INSERT_LSN, 0, NULL, NULL, NULL,
+                           NULL, 0)
+             ? 0
+             : -1;
 }
 
 /* Sends everything queued on an open connection: reads in one Sync group,
@@ -741,10 +960,22 @@ static void conn_send(pconn *c) {
         unsent_push_front(c, op); /* failed with the others by the close */
       goto broken;
     }
-    if (g)
+    if (g) {
       open = 1;
-    else if (send_sync(c) != 0)
-      goto broken;
+    } else {
+      if (send_sync(c) != 0)
+        goto broken;
+      if (wants_lsn(c, op)) {
+        if (send_lsn(c, op) != 0)
+          goto broken;
+        if (c->is_tx) {
+          if (send_sync(c) != 0)
+            goto broken;
+        } else {
+          open = 1;
+        }
+      }
+    }
   }
   if (open && send_sync(c) != 0)
     goto broken;
@@ -758,11 +989,13 @@ broken:
   conn_close(c, PERFC_EUNAVAILABLE);
 }
 
-/* End of the iteration: every connection with queued ops sends them. */
+/* End of the iteration: every connection with queued ops sends them.
+ * ls->conns is one array: the shared connections, the replica ones, the
+ * transaction ones. */
 static void flush_task(void *ud) {
   lstate *ls = ud;
-  for (unsigned i = 0; i < ls->nconns + ls->ntx; i++) {
-    pconn *c = i < ls->nconns ? &ls->conns[i] : &ls->txconns[i - ls->nconns];
+  for (unsigned i = 0; i < ls->nconns + ls->nr + ls->ntx; i++) {
+    pconn *c = &ls->conns[i];
     if (c->dirty && c->state == C_UP) {
       c->dirty = 0;
       conn_send(c);
@@ -789,56 +1022,106 @@ static int map_error(pconn *c, const PGresult *r, char *state_out) {
   return perfc_error_set(code, state, -1, "%s", line);
 }
 
-/* A Parse's or a query's result; `s` is a copy of its step. */
-static void on_result(pconn *c, const step *s, const PGresult *r) {
+/* A success handed to its callback: COMMIT answered ROLLBACK and
+ * PERFC_PG_ONE without a row are failures. */
+static void deliver_ok(pconn *c, pop *op, const PGresult *r) {
+  if (op->kind == OP_COMMIT &&
+      strcmp(PQcmdStatus((PGresult *)r), "ROLLBACK") == 0) {
+    perfc_error_set(PERFC_EABORTED, NULL, -1,
+                    "pg async: COMMIT rolled back (a statement of the "
+                    "transaction failed)");
+    deliver(c, op, PERFC_EABORTED, NULL);
+    return;
+  }
+  if ((op->flags & PERFC_PG_ONE) && PQntuples(r) == 0) {
+    perfc_error_set(PERFC_ENOENT, NULL, -1, "pg async: no rows");
+    deliver(c, op, PERFC_ENOENT, NULL);
+    return;
+  }
+  deliver(c, op, 0, r);
+}
+
+/* A read the replica answered with a connection-level error (class 08,
+ * 57P01-57P03: shutting down, connection failure): it is read-only, so it
+ * runs again on the primary, as the pool's perfc_pg_exec() does (the
+ * connection's close marks the replica). Returns 1 when the read was
+ * moved or failed with the primary's refusal, 0 when `rc` is its own. */
+static int move_read(pconn *c, pop *op, int rc) {
+  if (rc != PERFC_EUNAVAILABLE || !c->is_replica || op->kind != OP_QUERY ||
+      c->ls->pg->o.no_replica_fallback)
+    return 0;
+  int frc = fallback(c->ls, op, R_UNREACHABLE, 1);
+  if (frc == 0) {
+    if (c->npending > 0)
+      c->npending--;
+    return 1;
+  }
+  count_error(c->ls, frc, 0); /* the primary path's refusal */
+  deliver(c, op, frc, NULL);
+  return 1;
+}
+
+/* A Parse's or a query's result; `s` is a copy of its step. Returns 1
+ * when `r` was kept (a write waiting for its WAL position), else 0: the
+ * caller clears it. */
+static int on_result(pconn *c, const step *s, const PGresult *r) {
   pop *op = s->op;
   ExecStatusType es = PQresultStatus(r);
   char state[6];
+  if (s->kind == S_LSN) {
+    if (es == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1) {
+      int64_t lsn = int8_at(r, 0);
+      if (lsn > 0)
+        perfc__pg_ryw_put(c->ls->pg->ryw, (uint64_t)lsn);
+    }
+    op->lsn_pending = 0;
+    if (op->held != NULL) {
+      PGresult *h = op->held;
+      op->held = NULL;
+      deliver_ok(c, op, h);
+      PQclear(h);
+    }
+    return 0;
+  }
   if (s->kind == S_PARSE) {
     if (es == PGRES_COMMAND_OK) {
       atomic_fetch_add_explicit(&c->ls->prepares, 1, memory_order_relaxed);
-      return;
+      return 0;
     }
     if (es == PGRES_PIPELINE_ABORTED) {
       stmt_del(c, op->name); /* never ran: prepared again when resent */
-      return;
+      return 0;
     }
     const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (st != NULL && strcmp(st, "42P05") == 0)
-      return; /* the session has it already */
+      return 0; /* the session has it already */
     stmt_del(c, op->name);
-    if (!op->done) {
+    if (!op->done && op->owner == c) {
       int rc = map_error(c, r, state);
-      count_error(c->ls, rc, 1);
-      deliver(c, op, rc, NULL);
+      if (!move_read(c, op, rc)) {
+        count_error(c->ls, rc, 1);
+        deliver(c, op, rc, NULL);
+      }
     }
-    return;
+    return 0;
   }
-  if (op->done)
-    return; /* its Parse failed, or it timed out meanwhile */
+  if (op->done || op->owner != c)
+    return 0; /* its Parse failed, it timed out, or it moved meanwhile */
   if (es == PGRES_PIPELINE_ABORTED) {
     /* Skipped after a neighbour's error, never executed: next group. */
     atomic_fetch_add_explicit(&c->ls->resent, 1, memory_order_relaxed);
     unsent_push(c, op);
     mark_dirty(c);
-    return;
+    return 0;
   }
   if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
     atomic_fetch_add_explicit(&c->ls->results, 1, memory_order_relaxed);
-    if (op->kind == OP_COMMIT && strcmp(PQcmdStatus((PGresult *)r), "ROLLBACK") == 0) {
-      perfc_error_set(PERFC_EABORTED, NULL, -1,
-                      "pg async: COMMIT rolled back (a statement of the "
-                      "transaction failed)");
-      deliver(c, op, PERFC_EABORTED, NULL);
-      return;
+    if (op->lsn_pending) {
+      op->held = (PGresult *)r; /* answered with its WAL position */
+      return 1;
     }
-    if ((op->flags & PERFC_PG_ONE) && PQntuples(r) == 0) {
-      perfc_error_set(PERFC_ENOENT, NULL, -1, "pg async: no rows");
-      deliver(c, op, PERFC_ENOENT, NULL);
-      return;
-    }
-    deliver(c, op, 0, r);
-    return;
+    deliver_ok(c, op, r);
+    return 0;
   }
   const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
   /* 26000: the session lost a statement this list has (DISCARD ALL,
@@ -849,11 +1132,14 @@ static void on_result(pconn *c, const step *s, const PGresult *r) {
     stmt_clear(c);
     unsent_push(c, op);
     mark_dirty(c);
-    return;
+    return 0;
   }
   int rc = map_error(c, r, state);
-  count_error(c->ls, rc, 1);
-  deliver(c, op, rc, NULL);
+  if (!move_read(c, op, rc)) {
+    count_error(c->ls, rc, 1);
+    deliver(c, op, rc, NULL);
+  }
+  return 0;
 }
 
 /* Reads what arrived and hands out every complete result, in order. */
@@ -892,8 +1178,9 @@ static void conn_read(pconn *c) {
     }
     s->got = 1;
     step copy = *s;
-    on_result(c, &copy, r); /* callbacks may queue more; the ring stays */
-    PQclear(r);
+    /* Callbacks may queue more; the ring stays. */
+    if (!on_result(c, &copy, r))
+      PQclear(r);
   }
   if (c->state == C_UP && c->epoch == epoch &&
       PQstatus(c->pg) == CONNECTION_BAD)
@@ -916,6 +1203,8 @@ static void conn_up(pconn *c) {
   }
   c->state = C_UP;
   c->backoff_ms = 0;
+  if (c->is_replica)
+    replica_mark(c->ls->pg, 1, "");
   atomic_fetch_add_explicit(&c->ls->connects, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&c->ls->up, 1, memory_order_relaxed);
   perfc_gauge_inc(c->ls->pg->m_up);
@@ -983,14 +1272,39 @@ static void on_io(perfc_loop_io *io, unsigned events, void *ud) {
     conn_read(c);
 }
 
+/* A read that was on a lost replica connection runs on the primary (it is
+ * read-only); every other op, or a read the primary refuses, fails with
+ * `rc` (the primary's refusal). Each op once: one moved already, or
+ * delivered, is skipped. */
+static void fail_or_move(pconn *c, pop *op, int rc, int move) {
+  if (op->done || op->owner != c)
+    return;
+  if (move && op->kind == OP_QUERY && op->held == NULL) {
+    int frc = fallback(c->ls, op, R_UNREACHABLE, 1);
+    if (frc == 0)
+      return;
+    rc = frc;
+  }
+  deliver_error(c, op, rc);
+}
+
 /* The connection stops being used: every op queued or in flight on it
- * gets `rc` (a transaction on it is broken), and a shared connection is
- * reopened after the backoff. Safe from inside callbacks: the lists are
- * detached before any callback runs. */
+ * gets `rc` (a transaction on it is broken), or, on a lost replica
+ * connection, reads move to the primary; a shared connection is reopened
+ * after the backoff. Safe from inside callbacks: the lists are detached
+ * before any callback runs. */
 static void conn_close(pconn *c, int rc) {
   lstate *ls = c->ls;
   perfc_pg_async *pg = ls->pg;
   int was_up = c->state == C_UP;
+  /* A replica connection lost (not reset by the client's own timeout):
+   * reads go to the primary, and those on it are moved there. */
+  int lost = c->is_replica && rc == PERFC_EUNAVAILABLE && !c->resetting;
+  int move = c->is_replica && rc == PERFC_EUNAVAILABLE &&
+             !pg->o.no_replica_fallback && !pg->closing;
+  c->resetting = 0;
+  c->replay_lsn = 0;
+  c->in_close = 1;
   c->state = C_DOWN;
   c->epoch++;
   c->dirty = 0;
@@ -1019,26 +1333,26 @@ static void conn_close(pconn *c, int rc) {
   c->ring_cap = c->ring_head = c->ring_n = 0;
   pop *unsent = c->unsent;
   c->unsent = c->unsent_tail = NULL;
+  if (lost)
+    replica_mark(pg, 0, was_up ? "connection lost" : "cannot connect");
   /* An op both in the ring and requeued (aborted) is on `unsent` too:
    * taking it off the list first keeps it alive until its last step. */
   for (pop *op = unsent; op != NULL; op = op->next)
     op->queued = 0;
+  /* The queue first, each op's link read before it is handled (a moved
+   * op is linked into the primary's queue). Queued ops no step names are
+   * freed now; the others (a read queued again while its aborted step was
+   * still in the ring) at their last step, below, so each is freed
+   * exactly once. */
+  for (pop *op = unsent, *next; op != NULL; op = next) {
+    next = op->next;
+    fail_or_move(c, op, rc, move);
+    op_release(op);
+  }
   for (size_t i = 0; i < n; i++) {
     pop *op = ring[(head + i) % cap].op;
-    if (op == NULL)
-      continue;
-    deliver_error(c, op, rc);
-  }
-  for (pop *op = unsent, *next; op != NULL; op = next) {
-    next = op->next;
-    deliver_error(c, op, rc);
-  }
-  /* Queued ops no step names are freed now; the others (a read queued
-   * again while its aborted step was still in the ring) at their last
-   * step, below, so each is freed exactly once. */
-  for (pop *op = unsent, *next; op != NULL; op = next) {
-    next = op->next;
-    op_release(op);
+    if (op != NULL)
+      fail_or_move(c, op, rc, move);
   }
   for (size_t i = 0; i < n; i++) {
     pop *op = ring[(head + i) % cap].op;
@@ -1049,19 +1363,23 @@ static void conn_close(pconn *c, int rc) {
   }
   free(ring);
   c->npending = 0;
+  c->probing = 0;
+  c->in_close = 0;
   if (c->reserved && c->tx == NULL && rc != PERFC_ESHUTDOWN)
     unreserve(c); /* BEGIN had not answered: its callback freed it */
-  if (c->state == C_DOWN && !pg->closing && !c->is_tx)
+  if (c->state == C_DOWN && !pg->closing && auto_reopen(c))
     arm_timer(c);
 }
 
 static void conn_start(pconn *c) {
   perfc_pg_async *pg = c->ls->pg;
   /* Writes go here too: with several hosts listed, libpq picks the one
-   * that accepts them (the DSN's own target_session_attrs wins). */
-  const char *kw[] = {
-      "dbname", pg->dsn_sets_attrs ? NULL : "target_session_attrs", NULL};
-  const char *vals[] = {pg->dsn, "read-write", NULL};
+   * that accepts them (the DSN's own target_session_attrs wins). Replica
+   * connections prefer a standby, as the pool's. */
+  int sets = c->is_replica ? pg->replica_sets_attrs : pg->dsn_sets_attrs;
+  const char *kw[] = {"dbname", sets ? NULL : "target_session_attrs", NULL};
+  const char *vals[] = {c->is_replica ? pg->replica_dsn : pg->dsn,
+                        c->is_replica ? "prefer-standby" : "read-write", NULL};
   c->pg = PQconnectStartParams(kw, vals, 1);
   if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
     char line[256];
@@ -1089,7 +1407,7 @@ static void conn_start(pconn *c) {
 static void arm_timer(pconn *c) {
   int64_t at = INT64_MAX;
   if (c->state == C_DOWN) {
-    if (!c->is_tx && c->retry_at_ms > 0)
+    if (auto_reopen(c) && c->retry_at_ms > 0)
       at = c->retry_at_ms;
   } else {
     if (c->state == C_CONNECTING)
@@ -1099,7 +1417,8 @@ static void arm_timer(pconn *c) {
         at = op->deadline_ms;
     for (size_t i = 0; i < c->ring_n; i++) {
       pop *op = c->ring[(c->ring_head + i) % c->ring_cap].op;
-      if (op != NULL && !op->done && op->deadline_ms > 0 && op->deadline_ms < at)
+      if (op != NULL && !op->done && op->owner == c && op->deadline_ms > 0 &&
+          op->deadline_ms < at)
         at = op->deadline_ms;
     }
   }
@@ -1116,7 +1435,7 @@ static void on_timer(void *ud) {
   int64_t now = perfc_loop_now_ms();
   c->armed_at_ms = INT64_MAX;
   if (c->state == C_DOWN) {
-    if (!pg->closing && !c->is_tx && c->retry_at_ms <= now)
+    if (!pg->closing && auto_reopen(c) && c->retry_at_ms <= now)
       conn_start(c);
     else
       arm_timer(c);
@@ -1135,13 +1454,14 @@ static void on_timer(void *ud) {
   int expired = 0;
   for (size_t i = 0; i < c->ring_n; i++) {
     pop *op = c->ring[(c->ring_head + i) % c->ring_cap].op;
-    if (op != NULL && !op->done && op->deadline_ms > 0 &&
+    if (op != NULL && !op->done && op->owner == c && op->deadline_ms > 0 &&
         op->deadline_ms <= now) {
       deliver_error(c, op, PERFC_ETIMEDOUT);
       expired = 1;
     }
   }
   if (expired && c->state != C_DOWN) {
+    c->resetting = 1; /* the replica is not unreachable for that */
     conn_close(c, PERFC_EUNAVAILABLE);
     return;
   }
@@ -1175,18 +1495,22 @@ static lstate *state_get(perfc_pg_async *pg, perfc_loop *loop) {
   ls->pg = pg;
   ls->loop = loop;
   ls->nconns = pg->o.conns_per_loop;
+  ls->nr = pg->replica_dsn != NULL ? pg->o.conns_per_loop : 0;
   ls->ntx = pg->o.tx_conns_per_loop;
-  ls->conns = calloc(ls->nconns, sizeof *ls->conns);
-  ls->txconns = calloc(ls->ntx, sizeof *ls->txconns);
-  if (ls->conns == NULL || ls->txconns == NULL ||
+  unsigned n = ls->nconns + ls->nr + ls->ntx;
+  ls->conns = calloc(n, sizeof *ls->conns);
+  if (ls->conns == NULL ||
       perfc_loop_task_new(&ls->flush, loop, flush_task, ls) != 0)
     goto fail;
-  for (unsigned i = 0; i < ls->nconns + ls->ntx; i++) {
-    pconn *c = i < ls->nconns ? &ls->conns[i] : &ls->txconns[i - ls->nconns];
+  ls->rconns = ls->conns + ls->nconns;
+  ls->txconns = ls->rconns + ls->nr;
+  for (unsigned i = 0; i < n; i++) {
+    pconn *c = &ls->conns[i];
     c->ls = ls;
     c->fd = -1;
     c->armed_at_ms = INT64_MAX;
-    c->is_tx = i >= ls->nconns;
+    c->is_replica = i >= ls->nconns && i < ls->nconns + ls->nr;
+    c->is_tx = i >= ls->nconns + ls->nr;
     if (perfc_loop_timer_new(&c->timer, loop, on_timer, c) != 0)
       goto fail;
   }
@@ -1207,13 +1531,10 @@ static lstate *state_get(perfc_pg_async *pg, perfc_loop *loop) {
   }
   return ls;
 fail:
-  for (unsigned i = 0; i < ls->nconns && ls->conns != NULL; i++)
+  for (unsigned i = 0; i < n && ls->conns != NULL; i++)
     perfc_loop_timer_free(ls->conns[i].timer);
-  for (unsigned i = 0; i < ls->ntx && ls->txconns != NULL; i++)
-    perfc_loop_timer_free(ls->txconns[i].timer);
   perfc_loop_task_free(ls->flush);
   free(ls->conns);
-  free(ls->txconns);
   free(ls);
   return NULL;
 }
@@ -1223,8 +1544,8 @@ fail:
 static void state_end(void *ud) {
   lstate *ls = ud;
   perfc_pg_async *pg = ls->pg;
-  for (unsigned i = 0; i < ls->nconns + ls->ntx; i++) {
-    pconn *c = i < ls->nconns ? &ls->conns[i] : &ls->txconns[i - ls->nconns];
+  for (unsigned i = 0; i < ls->nconns + ls->nr + ls->ntx; i++) {
+    pconn *c = &ls->conns[i];
     perfc_loop_timer_disarm(c->timer);
     if (c->tx != NULL)
       c->tx->c = NULL; /* its commit/rollback now answer PERFC_ESHUTDOWN */
@@ -1247,17 +1568,20 @@ static void state_end(void *ud) {
   pthread_cond_broadcast(&pg->cv);
   pthread_mutex_unlock(&pg->mu);
   free(ls->conns);
-  free(ls->txconns);
   free(ls);
 }
 
-/* A shared connection for one more query: round robin over those up or
- * opening with room; a never-opened one opens now. */
-static pconn *pick(lstate *ls, int *rc) {
+/* A connection of `set` (n of them, round robin from *rr) for one more
+ * query: one up or opening with room; a never-opened one opens now, and
+ * with `start_any` one down after a failure too (replica connections,
+ * which have no reopen timer while reads fall back). */
+static pconn *pick_in(lstate *ls, pconn *set, unsigned n, unsigned *rr,
+                      int start_any, int *rc) {
   int full = 0;
-  for (unsigned k = 0; k < ls->nconns; k++) {
-    pconn *c = &ls->conns[(ls->rr + k) % ls->nconns];
-    if (c->state == C_DOWN && c->retry_at_ms == 0 && !ls->pg->closing)
+  for (unsigned k = 0; k < n; k++) {
+    pconn *c = &set[(*rr + k) % n];
+    if (c->state == C_DOWN && (start_any || c->retry_at_ms == 0) &&
+        !c->in_close && !ls->pg->closing)
       conn_start(c);
     if (c->state == C_DOWN)
       continue;
@@ -1265,7 +1589,7 @@ static pconn *pick(lstate *ls, int *rc) {
       full = 1;
       continue;
     }
-    ls->rr = (ls->rr + k + 1) % ls->nconns;
+    *rr = (*rr + k + 1) % n;
     return c;
   }
   *rc = full ? perfc__fail(PERFC_EFULL,
@@ -1276,13 +1600,17 @@ static pconn *pick(lstate *ls, int *rc) {
   return NULL;
 }
 
+static pconn *pick(lstate *ls, int *rc) {
+  return pick_in(ls, ls->conns, ls->nconns, &ls->rr, 0, rc);
+}
+
 /* Queues `op` on `c`; it leaves at the end of this iteration (or when the
- * connection is up). */
-static void enqueue(pconn *c, pop *op) {
+ * connection is up). enqueue() counts a query accepted; enqueue_raw()
+ * queues one counted already (a read moved off the replica) or the
+ * client's own probe. */
+static void enqueue_raw(pconn *c, pop *op) {
   c->npending++;
   unsent_push(c, op);
-  atomic_fetch_add_explicit(&c->ls->queries, 1, memory_order_relaxed);
-  perfc_counter_inc(c->ls->pg->m_queries);
   if (c->state == C_UP)
     mark_dirty(c);
   /* Deadlines mostly grow: only an earlier one moves the timer (a full
@@ -1293,12 +1621,109 @@ static void enqueue(pconn *c, pop *op) {
   }
 }
 
+static void enqueue(pconn *c, pop *op) {
+  atomic_fetch_add_explicit(&c->ls->queries, 1, memory_order_relaxed);
+  perfc_counter_inc(c->ls->pg->m_queries);
+  enqueue_raw(c, op);
+}
+
+/* ---- where a read goes ------------------------------------------ */
+
+/* The read runs on the primary, counted by reason (as the pool counts:
+ * even when the primary then refuses it). `moved`: counted as a query
+ * already, when it was first accepted. */
+static int fallback(lstate *ls, pop *op, int reason, int moved) {
+  perfc_pg_async *pg = ls->pg;
+  perfc_counter_inc(pg->m_fallback);
+  perfc_counter_inc(pg->m_fallbacks[reason]);
+  int rc;
+  pconn *c = pick(ls, &rc);
+  if (c == NULL)
+    return rc;
+  if (moved)
+    enqueue_raw(c, op);
+  else
+    enqueue(c, op);
+  return 0;
+}
+
+/* Asks a replica connection where its server stands (pg.c's
+ * replica_probe, as a pipelined read): `lag` 1 for the lag check, 0 to
+ * refresh the replay position read-your-writes compares (at most one of
+ * those queued or in flight per connection). Best effort: out of memory
+ * skips it. */
+static void send_probe(pconn *c, int lag) {
+  if (!lag && c->probing > 0)
+    return;
+  pop *op;
+  if (op_fixed(&op, PERFC__PG_SQL_REPLICA_PROBE, OP_PROBE) != 0)
+    return;
+  op->flags = PERFC_PG_READ; /* it joins the reads' group */
+  op->probe_lag = lag;
+  int64_t t = query_timeout(c->ls->pg, NULL);
+  op->deadline_ms = t > 0 ? perfc_loop_now_ms() + t : 0;
+  c->probing++;
+  enqueue_raw(c, op);
+}
+
+/* A read on a client with a replica: pg.c's acquire_read() on the loop.
+ * In order: a replica known to lag (between checks) or to be down
+ * (between retries) sends the read to the primary at once; else a replica
+ * connection is picked (opened now if it is down: a connect that fails
+ * marks the replica down and moves the reads queued on it to the
+ * primary); the lag check, when due, is queued on it ahead of the read;
+ * and a read whose connection's server has not replayed the last write
+ * (as far as its last probe showed) runs on the primary while a probe
+ * asks again. What differs from the pool: nothing here waits, so the lag
+ * check's verdict applies from the next read on, and a read-your-writes
+ * detour is decided on the position the connection last reported. */
+static int route_read(lstate *ls, pop *op) {
+  perfc_pg_async *pg = ls->pg;
+  int rc;
+  pconn *c;
+  if (pg->o.no_replica_fallback) {
+    c = pick_in(ls, ls->rconns, ls->nr, &ls->rrr, 0, &rc);
+    if (c == NULL)
+      return rc;
+    enqueue(c, op);
+    return 0;
+  }
+  int check = !pg->o.no_replica_lag_check &&
+              claim(&pg->lag_check_at_ms, pg->o.replica_lag_check_ms);
+  if (!check && atomic_load(&pg->replica_lagging))
+    return fallback(ls, op, R_LAGGING, 0);
+  if (atomic_load(&pg->replica_down) &&
+      !claim(&pg->retry_at_ms, pg->o.replica_retry_ms))
+    return fallback(ls, op, R_UNREACHABLE, 0);
+  c = pick_in(ls, ls->rconns, ls->nr, &ls->rrr, 1, &rc);
+  if (c == NULL) {
+    if (rc == PERFC_EFULL)
+      return rc; /* the replica is there, busy: as the pool's exhaustion */
+    replica_mark(pg, 0, "cannot connect");
+    return fallback(ls, op, R_UNREACHABLE, 0);
+  }
+  if (check)
+    send_probe(c, 1);
+  if (atomic_load(&pg->replica_lagging))
+    return fallback(ls, op, R_LAGGING, 0);
+  uint64_t want =
+      pg->ryw_on ? atomic_load_explicit(pg->ryw, memory_order_acquire) : 0;
+  if (want != 0 && c->replay_lsn < want) {
+    send_probe(c, 0);
+    return fallback(ls, op, R_RYW, 0);
+  }
+  enqueue(c, op);
+  return 0;
+}
+
 static int submit_here(perfc_pg_async *pg, perfc_loop *loop, pop *op) {
   lstate *ls = state_get(pg, loop);
   if (ls == NULL)
     return perfc__fail(pg->closing ? PERFC_ESHUTDOWN : PERFC_ENOMEM,
                        "pg async: %s",
                        pg->closing ? "client closing" : "out of memory");
+  if (ls->nr != 0 && (op->flags & PERFC_PG_READ))
+    return route_read(ls, op);
   int rc;
   pconn *c = pick(ls, &rc);
   if (c == NULL)
@@ -1684,6 +2109,7 @@ void perfc_pg_async_free(perfc_pg_async *pg) {
   }
   pthread_cond_destroy(&pg->cv);
   pthread_mutex_destroy(&pg->mu);
+  free(pg->replica_dsn);
   free(pg->name);
   free(pg->dsn);
   free(pg);
