@@ -59,11 +59,13 @@ void perfc__ic_run_after(perfc_ctx *ctx) {
   ctx->ic_entered = 0;
 }
 
-/* Runs the `before` hooks in order; stops at the first refusal. */
-perfc_status_code perfc__ic_run_before(perfc_ctx *ctx) {
+/* Runs the `before` hooks in order; stops at the first refusal (or
+ * PERFC_STATUS_DEFERRED: call.c tells the two apart on its refusal branch,
+ * so a chain that says OK pays nothing for deferral). */
+perfc_status_code perfc__ic_run_before(perfc_ctx *ctx, unsigned from) {
   perfc__method *m = ctx->method;
   perfc_server *srv = ctx->srv;
-  for (unsigned i = 0; i < srv->nics; i++) {
+  for (unsigned i = from; i < srv->nics; i++) {
     ctx->ic_entered = i + 1;
     if (srv->ics[i].before) {
       perfc_status_code c = srv->ics[i].before(srv->ics[i].self, m->ic_state[i],
