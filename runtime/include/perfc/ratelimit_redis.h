@@ -75,6 +75,7 @@ typedef struct perfc_ratelimit_redis_stats {
   uint64_t decisions;    /**< answered by Redis (admitted or refused) */
   uint64_t errors;       /**< not answered: unreachable, timeout, error */
   uint64_t script_loads; /**< SCRIPT LOADs: the first, then one per NOSCRIPT */
+  uint64_t pending;      /**< decisions waiting for Redis on a loop now */
 } perfc_ratelimit_redis_stats;
 
 PERFC_API void perfc_ratelimit_redis_stats_get(perfc_ratelimit_redis *r,
