@@ -382,40 +382,41 @@ int perfc_ratelimit_redis_new(perfc_ratelimit_redis **out,
   }
   /* The loops' client: the pool's server, AUTH, Sentinel and bounds
    * (as the cache's own async client takes them), the decision's
-   * timeout. */
+   * timeout. Not for a Redis Cluster: the pool sends SCRIPT LOAD to every
+   * master, the async client would send it to one (a keyless command),
+   * so a cluster's decisions stay on the blocking path. */
   const perfc_redis_opts *po = perfc__redis_pool_opts(r->pool);
-  perfc_redis_async_opts ao;
-  perfc_redis_async_opts_init(&ao);
-  ao.host = po->host;
-  ao.port = po->port;
-  ao.connect_timeout_ms = ao.command_timeout_ms = o.timeout_ms;
-  ao.backoff_min_ms = po->backoff_min_ms;
-  ao.backoff_max_ms = po->backoff_max_ms;
-  ao.conns_per_loop = po->async_conns_per_loop;
-  ao.name = po->name;
-  ao.registry = po->registry;
-  ao.cluster_nodes = po->cluster_nodes;
-  ao.n_cluster_nodes = po->n_cluster_nodes;
-  ao.cluster_refresh_ms = po->cluster_refresh_ms;
-  ao.sentinels = po->sentinels;
-  ao.n_sentinels = po->n_sentinels;
-  ao.master_name = po->master_name;
-  ao.username = po->username;
-  ao.password = po->password;
-  ao.sentinel_password = po->sentinel_password;
-  ao.sentinel_username = po->sentinel_username;
-  rc = perfc_redis_async_new(&r->ra, &ao);
-  if (rc != 0) {
-    perfc_redis_pool_free(r->pool);
-    free(r);
-    return rc;
+  if (po->n_cluster_nodes == 0) {
+    perfc_redis_async_opts ao;
+    perfc_redis_async_opts_init(&ao);
+    ao.host = po->host;
+    ao.port = po->port;
+    ao.connect_timeout_ms = ao.command_timeout_ms = o.timeout_ms;
+    ao.backoff_min_ms = po->backoff_min_ms;
+    ao.backoff_max_ms = po->backoff_max_ms;
+    ao.conns_per_loop = po->async_conns_per_loop;
+    ao.name = po->name;
+    ao.registry = po->registry;
+    ao.sentinels = po->sentinels;
+    ao.n_sentinels = po->n_sentinels;
+    ao.master_name = po->master_name;
+    ao.username = po->username;
+    ao.password = po->password;
+    ao.sentinel_password = po->sentinel_password;
+    ao.sentinel_username = po->sentinel_username;
+    rc = perfc_redis_async_new(&r->ra, &ao);
+    if (rc != 0) {
+      perfc_redis_pool_free(r->pool);
+      free(r);
+      return rc;
+    }
+    r->backoff_min_ms = ao.backoff_min_ms > 0 ? ao.backoff_min_ms
+                                              : PERFC_DEFAULT_REDIS_BACKOFF_MIN_MS;
+    r->backoff_max_ms = ao.backoff_max_ms > 0 ? ao.backoff_max_ms
+                                              : PERFC_DEFAULT_REDIS_BACKOFF_MAX_MS;
+    if (r->backoff_max_ms < r->backoff_min_ms)
+      r->backoff_max_ms = r->backoff_min_ms;
   }
-  r->backoff_min_ms = ao.backoff_min_ms > 0 ? ao.backoff_min_ms
-                                            : PERFC_DEFAULT_REDIS_BACKOFF_MIN_MS;
-  r->backoff_max_ms = ao.backoff_max_ms > 0 ? ao.backoff_max_ms
-                                            : PERFC_DEFAULT_REDIS_BACKOFF_MAX_MS;
-  if (r->backoff_max_ms < r->backoff_min_ms)
-    r->backoff_max_ms = r->backoff_min_ms;
   pthread_mutex_init(&r->mu, NULL);
   r->prefix_len = strlen(o.key_prefix);
   memcpy(r->prefix, o.key_prefix, r->prefix_len + 1);
