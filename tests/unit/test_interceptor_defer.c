@@ -41,12 +41,15 @@ static perfc_status_code ok_invoke(perfc_ctx *ctx, const void *h, void *ud,
 static const perfc_method_desc methods[] = {
     {.name = "A", .path = "/t.v1.G/A", .kind = PERFC_METHOD_UNARY,
      .input = MSG, .output = MSG, .invoke = ok_invoke},
+    {.name = "P", .path = "/t.v1.G/P", .kind = PERFC_METHOD_UNARY,
+     .input = MSG, .output = MSG, .invoke = ok_invoke,
+     .executor = PERFC_EXEC_POOL},
 };
 static const perfc_service_desc svc = {
-    .name = "t.v1.G", .n_methods = 1, .methods = methods};
+    .name = "t.v1.G", .n_methods = 2, .methods = methods};
 static const struct {
-  void *a;
-} impl = {(void *)1};
+  void *a, *p;
+} impl = {(void *)1, (void *)1};
 
 static void ms_sleep(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -198,8 +201,8 @@ static void stop(void) {
   srv = NULL;
 }
 
-static perfc_status_code call(const char *gate, int64_t timeout_ms,
-                              char *msg, size_t cap) {
+static perfc_status_code call_m(int m, const char *gate, int64_t timeout_ms,
+                                char *msg, size_t cap) {
   perfc_metadata md[] = {{"x-gate", gate, 0}};
   perfc_call_opts o = {.metadata = md,
                        .metadata_count = gate ? 1 : 0,
@@ -209,13 +212,18 @@ static perfc_status_code call(const char *gate, int64_t timeout_ms,
   ProtobufCMessage *resp = NULL;
   perfc_status st = {0};
   perfc_status_code c =
-      perfc_channel_unary(ch, &methods[0], &req.base, &resp, &o, &st);
+      perfc_channel_unary(ch, &methods[m], &req.base, &resp, &o, &st);
   if (msg != NULL)
     snprintf(msg, cap, "%s", st.message ? st.message : "");
   perfc_status_reset(&st);
   if (resp)
     protobuf_c_message_free_unpacked(resp, NULL);
   return c;
+}
+
+static perfc_status_code call(const char *gate, int64_t timeout_ms,
+                              char *msg, size_t cap) {
+  return call_m(0, gate, timeout_ms, msg, cap);
 }
 
 typedef struct bg_call {
@@ -252,6 +260,19 @@ Test(interceptor_defer, resume_ok_from_another_thread_goes_on) {
   /* Undeferred calls are untouched. */
   cr_assert_eq(call(NULL, 5000, NULL, 0), PERFC_STATUS_OK);
   cr_assert_eq(atomic_load(&handler_runs), 2);
+  stop();
+}
+
+Test(interceptor_defer, resumed_call_goes_to_the_pool) {
+  /* A POOL method after a deferred decision: on the C core the decision
+   * already asked for the client's close; the pool hand-off must not ask
+   * again. */
+  start();
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(call_m(1, "thread-ok", 5000, NULL, 0), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&handler_runs), 3);
+  cr_assert(wait_for(&probe_afters, 3));
+  cr_assert_eq(atomic_load(&probe_last_code), PERFC_STATUS_OK);
   stop();
 }
 
