@@ -392,9 +392,8 @@ static void before_refused(perfc_ctx *ctx, perfc_status_code c) {
 
 /* After the interceptors said OK (at once, or resumed). always_inline: on
  * the hot path it stays what arrived() was before deferral existed. */
-static inline __attribute__((always_inline)) void dispatch(perfc_ctx *ctx) {
-  perfc__method *m = ctx->method;
-  perfc_server *srv = ctx->srv;
+static inline __attribute__((always_inline)) void
+dispatch(perfc_ctx *ctx, perfc__method *m, perfc_server *srv) {
   if (!m->has_handler) {
     refuse(ctx, PERFC_STATUS_UNIMPLEMENTED,
            "method %s has no handler in this server", m->desc->path);
@@ -461,13 +460,13 @@ static void arrived(perfc_ctx *ctx) {
   }
   perfc_server *srv = ctx->srv;
   if (srv->nics) {
-    perfc_status_code c = perfc__ic_run_before(ctx, 0);
+    perfc_status_code c = perfc__ic_run_before(ctx);
     if (c != PERFC_STATUS_OK) {
       before_refused(ctx, c);
       return;
     }
   }
-  dispatch(ctx);
+  dispatch(ctx, m, srv);
 }
 
 void perfc__ic_resumed(perfc_ctx *ctx) {
@@ -491,9 +490,9 @@ void perfc__ic_resumed(perfc_ctx *ctx) {
   } else if (code != PERFC_STATUS_OK) {
     refuse(ctx, code, NULL);
   } else {
-    perfc_status_code c = perfc__ic_run_before(ctx, ctx->ic_entered);
+    perfc_status_code c = perfc__ic_run_before_from(ctx, ctx->ic_entered);
     if (c == PERFC_STATUS_OK)
-      dispatch(ctx);
+      dispatch(ctx, ctx->method, ctx->srv);
     else
       before_refused(ctx, c);
   }
