@@ -129,7 +129,7 @@ typedef struct perfc_client_call_info {
  *   second resume, or any use after the resume, is refused with
  *   PERFC_ESTATE and touches nothing.
  * - Cost: nothing for hooks that never defer (the chain checks for the
- *   sentinel only on its refusal branch); a deferral costs two
+ *   sentinel only on its refusal branch); a deferral costs a few
  *   compare-and-swaps on the handle table, and a post when resumed off
  *   the loop.
  */
