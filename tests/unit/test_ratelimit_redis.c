@@ -62,6 +62,8 @@ static replica rep[2];
 static int64_t store_timeout_ms;
 /* perfc_redis_opts.backoff_min_ms for the next start (0: default). */
 static int64_t store_backoff_ms;
+/* perfc_redis_opts.password for the next start (NULL: none). */
+static const char *store_password;
 
 static void replica_start(replica *r, const perfc_ratelimit_rule *rules,
                           size_t n) {
@@ -72,6 +74,7 @@ static void replica_start(replica *r, const perfc_ratelimit_rule *rules,
   ro.registry = r->reg;
   ro.name = "ratelimit";
   ro.backoff_min_ms = store_backoff_ms;
+  ro.password = store_password;
   perfc_ratelimit_redis_opts so;
   perfc_ratelimit_redis_opts_init(&so);
   so.redis = &ro;
@@ -112,6 +115,7 @@ static void stop(void) {
   memset(rep, 0, sizeof rep);
   store_timeout_ms = 0;
   store_backoff_ms = 0;
+  store_password = NULL;
   tr_stop(&redis);
 }
 
@@ -532,5 +536,27 @@ Test(ratelimit_redis, noscript_after_script_flush) {
   cr_assert_eq(decisions(0, "A", "global", "admitted") +
                    decisions(1, "A", "global", "admitted"),
                4);
+  stop();
+}
+
+Test(ratelimit_redis, password_reaches_the_loops_client) {
+  /* The loops' client takes the pool's AUTH: with requirepass, decisions
+   * are still Redis's (none fell back). */
+  static const char *const extra[] = {"--requirepass", "rl-secret", NULL};
+  cr_assert_eq(tr_start_args(&redis, extra), 0, "redis-server did not start");
+  store_password = "rl-secret";
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = SLOW,
+                               .burst = 3, .shared = 1}};
+  replica_start(&rep[0], r, 1);
+  replica_start(&rep[1], r, 1);
+  int got[2];
+  cr_assert_eq(spread(0, NULL, 8, got), 3, "admitted %d + %d", got[0], got[1]);
+  cr_assert_not(last_refusal_local, "Redis decided");
+  for (int i = 0; i < 2; i++) {
+    perfc_ratelimit_redis_stats st;
+    perfc_ratelimit_redis_stats_get(rep[i].store, &st);
+    cr_assert_eq(st.errors, 0, "replica %d", i);
+    cr_assert_eq(st.decisions, 4, "replica %d", i);
+  }
   stop();
 }
