@@ -7,7 +7,16 @@
  * admits exactly its local burst and the metrics show the local path;
  * Redis stopped (SIGSTOP): a decision times out to the local path; Redis
  * restarted empty: NOSCRIPT is answered by a second SCRIPT LOAD and the
- * global path resumes. */
+ * global path resumes.
+ *
+ * On h2 a shared rule's decision is deferred (perfc_ic_defer) and made with
+ * the loop's asynchronous Redis client: with Redis frozen (SIGSTOP) and a
+ * decision on A pending, calls to B on the same connection (the same
+ * loop) are answered at once; the decision still falls back after the
+ * timeout; a client that gives up (deadline, reset) or a server shutdown
+ * while it is pending end cleanly (run these under ASan: build-asan). */
+#include <pthread.h>
+#include <time.h>
 #include <google/protobuf/empty.pb-c.h>
 #include "redis_server.h"
 #include "test_transport.h" /* test_server_new: both transports */
@@ -49,6 +58,12 @@ typedef struct replica {
 
 static test_redis redis;
 static replica rep[2];
+/* perfc_ratelimit_redis_opts.timeout_ms for the next start (0: default). */
+static int64_t store_timeout_ms;
+/* perfc_redis_opts.backoff_min_ms for the next start (0: default). */
+static int64_t store_backoff_ms;
+/* perfc_redis_opts.password for the next start (NULL: none). */
+static const char *store_password;
 
 static void replica_start(replica *r, const perfc_ratelimit_rule *rules,
                           size_t n) {
@@ -58,9 +73,12 @@ static void replica_start(replica *r, const perfc_ratelimit_rule *rules,
   ro.port = redis.port;
   ro.registry = r->reg;
   ro.name = "ratelimit";
+  ro.backoff_min_ms = store_backoff_ms;
+  ro.password = store_password;
   perfc_ratelimit_redis_opts so;
   perfc_ratelimit_redis_opts_init(&so);
   so.redis = &ro;
+  so.timeout_ms = store_timeout_ms;
   cr_assert_eq(perfc_ratelimit_redis_new(&r->store, &so), 0);
   perfc_ratelimit_opts o;
   perfc_ratelimit_opts_init(&o);
@@ -95,6 +113,9 @@ static void stop(void) {
     perfc_metrics_registry_free(rep[i].reg);
   }
   memset(rep, 0, sizeof rep);
+  store_timeout_ms = 0;
+  store_backoff_ms = 0;
+  store_password = NULL;
   tr_stop(&redis);
 }
 
@@ -316,4 +337,226 @@ Test(ratelimit_redis, bad_options_refused) {
   perfc_ratelimit_redis *bad = NULL;
   cr_assert_eq(perfc_ratelimit_redis_new(&bad, &so), PERFC_EINVAL);
   perfc_ratelimit_redis_free(st);
+}
+
+/* ---- decisions on the loop ------------------------------------------------- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t pending(int r) {
+  perfc_ratelimit_redis_stats st;
+  perfc_ratelimit_redis_stats_get(rep[r].store, &st);
+  return st.pending;
+}
+
+/* Waits (bounded, 5 s) until replica r has `want` decisions pending. */
+static int wait_pending(int r, uint64_t want) {
+  for (int i = 0; i < 5000 && pending(r) != want; i++)
+    tr_sleep_ms(1);
+  return pending(r) == want;
+}
+
+/* A call made from another thread (no criterion asserts there). */
+typedef struct bg_call {
+  pthread_t t;
+  int r, m;
+  int64_t timeout_ms;
+  perfc_status_code code;
+  int64_t took_ms;
+} bg_call;
+
+static perfc_status_code plain_call(int r, int m, int64_t timeout_ms) {
+  perfc_call_opts o = {.wait_for_ready = 1, .timeout_ms = timeout_ms};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  ProtobufCMessage *resp = NULL;
+  perfc_status st = {0};
+  perfc_status_code c = perfc_channel_unary(rep[r].ch, &methods[m], &req.base,
+                                            &resp, &o, &st);
+  perfc_status_reset(&st);
+  if (resp)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  return c;
+}
+
+static void *bg_main(void *arg) {
+  bg_call *b = arg;
+  int64_t t0 = now_ms();
+  b->code = plain_call(b->r, b->m, b->timeout_ms);
+  b->took_ms = now_ms() - t0;
+  return NULL;
+}
+
+static void bg_start(bg_call *b, int r, int m, int64_t timeout_ms) {
+  b->r = r;
+  b->m = m;
+  b->timeout_ms = timeout_ms;
+  cr_assert_eq(pthread_create(&b->t, NULL, bg_main, b), 0);
+}
+
+static const perfc_ratelimit_rule frozen_rule[] = {
+    {.method = "/t.v1.R/A", .rate = SLOW, .burst = 5, .shared = 1,
+     .local_rate = SLOW, .local_burst = 1}};
+
+Test(ratelimit_redis, frozen_redis_does_not_block_the_loop) {
+  if (!test_transport_is_h2())
+    cr_skip_test("the C core transport decides blocking, on its poller "
+                 "(no loop to free)");
+  store_timeout_ms = 1500;
+  store_backoff_ms = 5000; /* the backoff check below cannot miss it */
+  start(frozen_rule, 1);
+  cr_assert_eq(call(0, 0, NULL), 1); /* connected, script loaded */
+  kill(redis.pid, SIGSTOP);
+  bg_call a;
+  bg_start(&a, 0, 0, 10000);
+  cr_assert(wait_pending(0, 1), "A's decision never went to Redis");
+  /* B has no rule; same channel, same connection, same loop. The loop
+   * must not be waiting for Redis: each B answers in far less than the
+   * 1.5 s A's decision waits. */
+  int64_t t0 = now_ms();
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(plain_call(0, 1, 5000), PERFC_STATUS_OK);
+  int64_t took = now_ms() - t0;
+  cr_assert_lt(took, 500, "5 calls to B took %lld ms while A waited for Redis",
+               (long long)took);
+  cr_assert_eq(pending(0), 1, "A was still waiting");
+  pthread_join(a.t, NULL);
+  /* The timeout, then the local bucket (one token) admitted A. */
+  cr_assert_eq(a.code, PERFC_STATUS_OK);
+  cr_assert_geq(a.took_ms, 1400);
+  cr_assert_eq(decisions(0, "A", "local", "admitted"), 1);
+  /* The store backs off: the next decision is local at once (refused:
+   * the one local token is spent), no 1.5 s wait. */
+  t0 = now_ms();
+  cr_assert_eq(call(0, 0, NULL), 0);
+  cr_assert(last_refusal_local);
+  cr_assert_lt(now_ms() - t0, 500);
+  kill(redis.pid, SIGCONT);
+  perfc_ratelimit_redis_stats st;
+  perfc_ratelimit_redis_stats_get(rep[0].store, &st);
+  cr_assert_eq(st.errors, 2);
+  cr_assert_eq(st.decisions, 1);
+  stop();
+}
+
+Test(ratelimit_redis, deadline_while_decision_pending) {
+  store_timeout_ms = 1000;
+  start(frozen_rule, 1);
+  cr_assert_eq(call(0, 0, NULL), 1);
+  kill(redis.pid, SIGSTOP);
+  int64_t t0 = now_ms();
+  cr_assert_eq(plain_call(0, 0, 200), PERFC_STATUS_DEADLINE_EXCEEDED);
+  int64_t took = now_ms() - t0;
+  if (test_transport_is_h2())
+    cr_assert_lt(took, 800, "the deadline was answered after %lld ms",
+                 (long long)took);
+  /* The decision comes back at the timeout and only ends the call. */
+  cr_assert(wait_pending(0, 0));
+  kill(redis.pid, SIGCONT);
+  cr_assert_eq(plain_call(0, 1, 5000), PERFC_STATUS_OK);
+  stop();
+}
+
+Test(ratelimit_redis, client_reset_while_decision_pending) {
+  if (!test_transport_is_h2())
+    cr_skip_test("the C core transport decides blocking, on its poller");
+  store_timeout_ms = 1000;
+  start(frozen_rule, 1);
+  cr_assert_eq(call(0, 0, NULL), 1);
+  kill(redis.pid, SIGSTOP);
+  perfc_call_opts o = {.wait_for_ready = 1, .timeout_ms = 10000};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  perfc_client_stream *s;
+  cr_assert_eq(
+      perfc_channel_stream_open(rep[0].ch, &methods[0], &req.base, &o, &s), 0);
+  cr_assert(wait_pending(0, 1));
+  perfc_client_stream_cancel(s); /* RST_STREAM */
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, NULL),
+               PERFC_STATUS_CANCELLED);
+  perfc_client_stream_free(s);
+  cr_assert(wait_pending(0, 0));
+  kill(redis.pid, SIGCONT);
+  cr_assert_eq(plain_call(0, 1, 5000), PERFC_STATUS_OK);
+  stop();
+}
+
+Test(ratelimit_redis, shutdown_with_decisions_pending) {
+  store_timeout_ms = 1000;
+  start(frozen_rule, 1);
+  cr_assert_eq(call(0, 0, NULL), 1);
+  kill(redis.pid, SIGSTOP);
+  bg_call a[3];
+  for (int i = 0; i < 3; i++)
+    bg_start(&a[i], 0, 0, 10000);
+  if (test_transport_is_h2())
+    cr_assert(wait_pending(0, 3));
+  else
+    /* The C core's blocking decision counts nothing pending: the three
+     * calls get 300 ms to reach it (its pollers then block in it). */
+    tr_sleep_ms(300);
+  int64_t t0 = now_ms();
+  perfc_server_shutdown(rep[0].srv, 50);
+  int64_t took = now_ms() - t0;
+  /* The shutdown waits for the decisions (the 1 s timeout), no more. */
+  cr_assert_lt(took, 4000, "shutdown took %lld ms", (long long)took);
+  for (int i = 0; i < 3; i++)
+    pthread_join(a[i].t, NULL);
+  cr_assert_eq(pending(0), 0);
+  kill(redis.pid, SIGCONT);
+  stop();
+}
+
+Test(ratelimit_redis, noscript_after_script_flush) {
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = SLOW,
+                               .burst = 4, .shared = 1}};
+  start(r, 1);
+  int got[2];
+  cr_assert_eq(spread(0, NULL, 2, got), 2);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "redis-cli -p %d SCRIPT FLUSH", redis.port);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  char out[64] = "";
+  cr_assert_not_null(fgets(out, sizeof out, f));
+  pclose(f);
+  cr_assert(strncmp(out, "OK", 2) == 0, "SCRIPT FLUSH: %s", out);
+  /* Replica 0 meets NOSCRIPT, loads the script again and retries; the
+   * bucket survived the flush (2 of 4 taken). */
+  cr_assert_eq(spread(0, NULL, 6, got), 2, "admitted %d + %d", got[0], got[1]);
+  cr_assert_not(last_refusal_local, "Redis decided");
+  perfc_ratelimit_redis_stats st;
+  perfc_ratelimit_redis_stats_get(rep[0].store, &st);
+  cr_assert_eq(st.script_loads, 2);
+  cr_assert_eq(st.errors, 0);
+  perfc_ratelimit_redis_stats_get(rep[1].store, &st);
+  cr_assert_eq(st.errors, 0);
+  cr_assert_eq(decisions(0, "A", "global", "admitted") +
+                   decisions(1, "A", "global", "admitted"),
+               4);
+  stop();
+}
+
+Test(ratelimit_redis, password_reaches_the_loops_client) {
+  /* The loops' client takes the pool's AUTH: with requirepass, decisions
+   * are still Redis's (none fell back). */
+  static const char *const extra[] = {"--requirepass", "rl-secret", NULL};
+  cr_assert_eq(tr_start_args(&redis, extra), 0, "redis-server did not start");
+  store_password = "rl-secret";
+  perfc_ratelimit_rule r[] = {{.method = "/t.v1.R/A", .rate = SLOW,
+                               .burst = 3, .shared = 1}};
+  replica_start(&rep[0], r, 1);
+  replica_start(&rep[1], r, 1);
+  int got[2];
+  cr_assert_eq(spread(0, NULL, 8, got), 3, "admitted %d + %d", got[0], got[1]);
+  cr_assert_not(last_refusal_local, "Redis decided");
+  for (int i = 0; i < 2; i++) {
+    perfc_ratelimit_redis_stats st;
+    perfc_ratelimit_redis_stats_get(rep[i].store, &st);
+    cr_assert_eq(st.errors, 0, "replica %d", i);
+    cr_assert_eq(st.decisions, 4, "replica %d", i);
+  }
+  stop();
 }

@@ -9,7 +9,9 @@
  * (`method_init`), so the per-call hooks do no lookups.
  *
  * Room: runtime public headers. Hooks run on the thread that handles the
- * call (a poller or a worker) and must not block.
+ * call (a poller or a worker) and must not block. A `before` hook that
+ * must wait for something (a Redis round trip) defers its decision
+ * instead: perfc_ic_defer() below.
  */
 #ifndef PERFC_INTERCEPTOR_H
 #define PERFC_INTERCEPTOR_H
@@ -42,8 +44,9 @@ typedef struct perfc_server_interceptor {
    *  it waits for a worker. Return PERFC_STATUS_OK to go on, or a status to
    *  refuse the call (the message via perfc_ctx_error()); the handler then
    *  never runs but `after` still runs for this and earlier interceptors.
-   *  `*call_state` is a per-call slot for this interceptor, NULL at first.
-   *  Optional. */
+   *  Or, after perfc_ic_defer(), return PERFC_STATUS_DEFERRED: the decision
+   *  comes later with perfc_ic_resume(). `*call_state` is a per-call slot
+   *  for this interceptor, NULL at first. Optional. */
   perfc_status_code (*before)(void *self, void *method_state, perfc_ctx *ctx,
                               void **call_state);
   /** A message was received (`sent` = 0) or sent (`sent` = 1). Optional. */
@@ -68,6 +71,96 @@ typedef struct perfc_client_call_info {
   perfc_ctx *parent;
   const char *target; /**< the channel's target; borrowed */
 } perfc_client_call_info;
+
+/**
+ * Deferred decisions: a `before` hook that needs a round trip (a shared
+ * rate limit asking Redis, perfc/ratelimit_redis.h) takes a handle, starts
+ * its asynchronous work, returns PERFC_STATUS_DEFERRED, and decides later:
+ *
+ *   static void on_reply(int rc, void *arg) {       // on the same loop
+ *     struct op *op = arg;                          // in the call's arena
+ *     perfc_ic_resume(op->p, rc == 0 ? PERFC_STATUS_OK
+ *         : perfc_ctx_error(perfc_ic_pending_ctx(op->p),
+ *                           PERFC_STATUS_PERMISSION_DENIED, "refused"));
+ *   }
+ *   static perfc_status_code before(void *self, void *ms, perfc_ctx *ctx,
+ *                                   void **cs) {
+ *     struct op *op = perfc_ctx_alloc(ctx, sizeof *op);
+ *     if (op == NULL || (op->p = perfc_ic_defer(ctx)) == NULL)
+ *       return decide_blocking(ctx);                // streams, no memory
+ *     if (start_async(on_reply, op) != 0)
+ *       perfc_ic_resume(op->p, PERFC_STATUS_OK);    // fail open, say
+ *     return PERFC_STATUS_DEFERRED;
+ *   }
+ *
+ * Rules (docs/design.md, "Interceptors"; the deferred-call API,
+ * perfc/deferred.h, works the same way):
+ * - Unary methods only: perfc_ic_defer() refuses a streaming call
+ *   (PERFC_ESTATE), and the hook then decides as it did before.
+ * - After perfc_ic_defer() the hook returns PERFC_STATUS_DEFERRED (any
+ *   other refusal it returns is ignored; returning OK is a bug that leaves
+ *   the handle unusable and the server's shutdown waiting for it). The
+ *   chain stops there; the interceptors after it, the decode and the
+ *   handler wait, holding no thread.
+ * - Every handle is resumed exactly once, also when the call was
+ *   cancelled meanwhile (its client reset it, its deadline passed, the
+ *   server shut down): the transport has then already answered the
+ *   client (CANCELLED, DEADLINE_EXCEEDED); the resume only ends the call
+ *   with that status, its `after` hooks see it, and the handler never
+ *   runs. perfc_ic_pending_cancelled() tells a continuation to skip work.
+ * - perfc_ic_resume(OK): the chain goes on with the next interceptor,
+ *   then the handler. Any other status ends the call with it (message via
+ *   perfc_ctx_error() on perfc_ic_pending_ctx()), and the `after` hooks
+ *   of this and every earlier interceptor run, as for a refusal returned
+ *   at once.
+ * - Threads. The resume may come from any thread, and even from inside
+ *   the hook before it returns (the chain then goes on when the hook
+ *   returns). On the h2 transport the chain always goes on on the loop
+ *   that owns the call: at once when resumed there (a perfc/redis_async.h
+ *   callback, a perfc/loop.h timer), else posted to it (no allocation). On
+ *   the C core transport there is no such loop: the chain goes on on the
+ *   resuming thread, so an INLINE handler runs there.
+ * - Until the resume the call's context and arena stay valid; after it,
+ *   the interceptor must not touch them (the call may already be over).
+ * - The server's shutdown waits for every pending decision (as for
+ *   deferred calls): a continuation waiting on a loop must still resume
+ *   when that loop stops (perfc/loop.h's loop-local on_exit).
+ * - A handle is a generation-checked token (perfc/deferred.h's table): a
+ *   second resume, or any use after the resume, is refused with
+ *   PERFC_ESTATE and touches nothing.
+ * - Cost: nothing for hooks that never defer (the chain checks for the
+ *   sentinel only on its refusal branch); a deferral costs a few
+ *   compare-and-swaps on the handle table, and a post when resumed off
+ *   the loop.
+ */
+
+/** What a `before` hook returns after perfc_ic_defer(). Not a status a
+ *  call can end with (outside 0..PERFC_STATUS_COUNT - 1). */
+#define PERFC_STATUS_DEFERRED ((perfc_status_code)0x100)
+
+/** A pending interceptor decision (an opaque token). */
+typedef struct perfc_ic_pending perfc_ic_pending;
+
+/** From a `before` hook, on the thread running it: the decision comes
+ *  later, at perfc_ic_resume(). Returns the handle, or NULL with
+ *  perfc_last_error() set (PERFC_ESTATE: a streaming call, not in a
+ *  `before` hook, or deferred already; PERFC_ENOMEM). */
+PERFC_API perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx);
+
+/** The pending call's context (its arena, metadata, perfc_ctx_error()), or
+ *  NULL once `p` was resumed. */
+PERFC_API perfc_ctx *perfc_ic_pending_ctx(perfc_ic_pending *p);
+
+/** 1 when the call is over for its client (reset, deadline, shutdown):
+ *  the resume only ends it. 0 while it is live; PERFC_ESTATE once `p` was
+ *  resumed. */
+PERFC_API int perfc_ic_pending_cancelled(perfc_ic_pending *p);
+
+/** The decision: PERFC_STATUS_OK goes on with the chain, anything else
+ *  refuses the call with that status. Exactly once per handle; any thread.
+ *  Returns 0, or PERFC_ESTATE when `p` was resumed already (nothing
+ *  happens). */
+PERFC_API int perfc_ic_resume(perfc_ic_pending *p, perfc_status_code code);
 
 /** Most request metadata entries one client interceptor may add. */
 #define PERFC_CLIENT_IC_MAX_METADATA 4

@@ -69,13 +69,30 @@ typedef struct perfc_ratelimit_rule {
  * both in microseconds, on the store's clock. Returns 1 admitted, 0
  * refused, or a negative PERFC_E* when the store could not decide (then
  * the limiter uses the rule's local fallback bucket). Called on the
- * threads that run interceptors (an h2 loop, a C core poller), from many
- * at once; it blocks for at most its own timeout.
+ * threads that run interceptors where `take_async` cannot be used (a C
+ * core poller, a streaming call, a store without it), from many at once;
+ * it blocks for at most its own timeout.
+ *
+ * `take_async` (optional, NULL: never) is the same decision without
+ * blocking, for a call whose interceptors run on a perfc loop (the h2
+ * transport's; perfc/loop.h): the limiter defers its decision
+ * (perfc_ic_defer, perfc/interceptor.h) and the loop serves other calls
+ * meanwhile. It returns 0 when `done(rc, arg)` will run exactly once,
+ * later (never inside take_async), on the calling thread's loop, with
+ * `rc` as take() returns it; or, with `done` never called, PERFC_ESTATE
+ * (not here: the limiter calls take() instead) or another negative
+ * PERFC_E* (the store cannot decide now, e.g. it backs off after a
+ * failure: the limiter falls back to the local bucket at once). `key` is
+ * borrowed for the call only.
  */
+typedef void (*perfc_ratelimit_store_done_fn)(int rc, void *arg);
 typedef struct perfc_ratelimit_store {
   void *self;
   int (*take)(void *self, const char *key, size_t len, int64_t interval_us,
               int64_t tau_us);
+  int (*take_async)(void *self, const char *key, size_t len,
+                    int64_t interval_us, int64_t tau_us,
+                    perfc_ratelimit_store_done_fn done, void *arg);
 } perfc_ratelimit_store;
 
 /** Most rules a limiter takes: the admission path keeps the tokens it took

@@ -7,12 +7,17 @@
  * at the first decision and again whenever Redis answers NOSCRIPT, e.g.
  * after a restart) that reads the bucket, takes a token on Redis's own
  * clock (`redis.call('TIME')`, so the replicas' clocks do not matter) and
- * writes it back with an expiry, atomically. The calls go through a
- * blocking perfc_redis_pool with a short timeout: a rate-limit interceptor
- * decides before the call goes on, on the thread that runs interceptors
- * (docs/scaling.md explains the choice and its cost). When Redis is down,
- * slow or failing, take() returns an error at once or within the timeout
- * (the pool refuses at once while it backs off after a failure) and the
+ * writes it back with an expiry, atomically. On a perfc loop (the h2
+ * transport's, unary calls) the limiter asks through the store's
+ * take_async: the EVALSHA goes out on that loop's asynchronous client
+ * (perfc/redis_async.h) and the interceptor's decision is deferred
+ * meanwhile (perfc_ic_defer), so the loop serves other calls. Elsewhere (the
+ * C core's pollers, streaming calls, a Redis Cluster) take() uses a
+ * blocking perfc_redis_pool on the thread that runs interceptors
+ * (docs/scaling.md, "Where it runs, and what it costs"). Both have the
+ * short timeout below. When Redis is down, slow or failing, a decision
+ * fails at once or within the timeout (after a failure the store refuses
+ * at once while it backs off, one probe per backoff period) and the
  * limiter's local fallback bucket decides: Redis never fails a call.
  *
  * Room: runtime public headers; implemented in libperfc-data
@@ -57,8 +62,9 @@ typedef struct perfc_ratelimit_redis perfc_ratelimit_redis;
 /** Fills `o` with the defaults. */
 PERFC_API void perfc_ratelimit_redis_opts_init(perfc_ratelimit_redis_opts *o);
 
-/** Creates the store and its own Redis pool (which connects lazily: a
- *  Redis that is down does not fail this). Free it with
+/** Creates the store, its own Redis pool and (unless the pool is a
+ *  Redis Cluster) its asynchronous client for the loops (both connect
+ *  lazily: a Redis that is down does not fail this). Free it with
  *  perfc_ratelimit_redis_free() after every limiter using it. Returns 0,
  *  PERFC_EINVAL (bad timeout or prefix, or what perfc_redis_pool_new()
  *  refuses) or PERFC_ENOMEM. */
@@ -75,12 +81,15 @@ typedef struct perfc_ratelimit_redis_stats {
   uint64_t decisions;    /**< answered by Redis (admitted or refused) */
   uint64_t errors;       /**< not answered: unreachable, timeout, error */
   uint64_t script_loads; /**< SCRIPT LOADs: the first, then one per NOSCRIPT */
+  uint64_t pending;      /**< decisions waiting for Redis on a loop now */
 } perfc_ratelimit_redis_stats;
 
 PERFC_API void perfc_ratelimit_redis_stats_get(perfc_ratelimit_redis *r,
                                                perfc_ratelimit_redis_stats *out);
 
-/** Frees the store and its pool. NULL is a no-op. */
+/** Frees the store, its pool and its asynchronous client (decisions
+ *  still in flight get their answer, PERFC_ESHUTDOWN, on their loops
+ *  first: free it after the servers using it stopped). NULL is a no-op. */
 PERFC_API void perfc_ratelimit_redis_free(perfc_ratelimit_redis *r);
 
 #ifdef __cplusplus

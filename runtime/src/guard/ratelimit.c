@@ -25,6 +25,7 @@
 #include "core/error_internal.h"
 #include "observe/metrics_internal.h"
 #include "perfc/log.h"
+#include "perfc/loop.h"
 #include "perfc/server.h"
 #include "server/server_internal.h"
 
@@ -91,6 +92,7 @@ typedef struct applied {
 
 typedef struct method_state {
   size_t n;
+  int shared; /* some rule is shared: the decision may wait for the store */
   applied a[];
 } method_state;
 
@@ -304,22 +306,33 @@ static const char *peer_address(perfc_ctx *ctx, size_t *len) {
   return p;
 }
 
-/* Asks the store for a shared rule's token: 1, 0, or negative when the
- * store could not decide (counted; the caller falls back to the local
- * bucket). The key is built in the call's arena. */
+/* The store's key of a shared rule for key value `v` ("/pkg.Svc/M|x-api-key|"
+ * + the value), in the call's arena; NULL when out of memory. */
+static char *store_key(const applied *a, perfc_ctx *ctx, const char *v,
+                       size_t len, size_t *n) {
+  *n = a->skey_len + (v ? len : 0);
+  char *key = perfc_ctx_alloc(ctx, *n + 1);
+  if (key == NULL)
+    return NULL;
+  memcpy(key, a->skey, a->skey_len);
+  if (v != NULL)
+    memcpy(key + a->skey_len, v, len);
+  key[*n] = '\0';
+  return key;
+}
+
+/* Asks the store for a shared rule's token, blocking: 1, 0, or negative
+ * when the store could not decide (counted; the caller falls back to the
+ * local bucket). */
 static int store_take(perfc_ratelimit *rl, applied *a, perfc_ctx *ctx,
                       const char *v, size_t len) {
   const rule *r = a->b->r;
-  size_t n = a->skey_len + (v ? len : 0);
-  char *key = perfc_ctx_alloc(ctx, n + 1);
+  size_t n;
+  char *key = store_key(a, ctx, v, len, &n);
   if (key == NULL) {
     perfc_counter_inc(a->errors);
     return PERFC_ENOMEM;
   }
-  memcpy(key, a->skey, a->skey_len);
-  if (v != NULL)
-    memcpy(key + a->skey_len, v, len);
-  key[n] = '\0';
   int rc = rl->store.take(rl->store.self, key, n, r->shared_interval_us,
                           r->shared_tau_us);
   if (rc < 0)
@@ -379,6 +392,7 @@ static void *method_init(void *self, const perfc_service_desc *svc,
     if (perfc_counter_get(&a->rejected, rl->rejected, labels) != 0)
       goto fail;
     if (r->shared) {
+      ms->shared = 1;
       /* One store key per rule and method ("*" for the global rule): the
        * replicas agree on it whatever order their rules are in. */
       char buf[512];
@@ -414,63 +428,149 @@ fail:
   return NULL;
 }
 
-static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
-                                void **call_state) {
-  (void)call_state;
-  perfc_ratelimit *rl = self;
-  method_state *ms = state;
-  if (ms == NULL)
-    return PERFC_STATUS_OK;
-  int64_t now = rl->clock ? rl->clock(rl->clock_ud) : perfc__now_ns();
+/* One call's decision. On the stack when it cannot wait (no shared rule,
+ * no loop, no take_async); in the call's arena when the store may answer
+ * later, since the decision then goes on in the store's callback. */
+typedef struct decision {
+  perfc_ratelimit *rl;
+  method_state *ms;
+  perfc_ctx *ctx;
+  perfc_ic_pending *p; /* the deferred decision, once deferred */
+  int can_wait;        /* take_async may be used for this call */
+  int64_t now;
+  size_t i;            /* the rule being decided */
+  const char *v;       /* its key value (in the arena) while the store works */
+  size_t len;
   /* What each rule took, to give it back if a later rule refuses. */
   struct {
     const char *key; /* keyed rules: the key's value, in the call's arena */
     size_t len;
     int took;
   } taken[PERFC_RATELIMIT_MAX_RULES];
-  for (size_t i = 0; i < ms->n; i++) {
+} decision;
+
+/* rc of decide() when no store answer is being handed in. */
+#define NO_ANSWER (-1000)
+/* store_take_async(): the answer comes in on_store_answer. */
+#define WAITING (-1001)
+
+static void give_back_before(decision *d, size_t upto) {
+  for (size_t j = 0; j < upto; j++) {
+    bucket *bj = d->ms->a[j].b;
+    if (!d->taken[j].took)
+      continue;
+    if (d->taken[j].key == NULL)
+      give_back(&bj->tat, bj->r->interval_ns);
+    else
+      give_back_keyed(bj, d->taken[j].key, d->taken[j].len);
+  }
+}
+
+static perfc_status_code decide(decision *d, int answer);
+
+/* The store's answer for rule d->i, on the loop that asked. */
+static void on_store_answer(int rc, void *arg) {
+  decision *d = arg;
+  perfc_ratelimit *rl = d->rl;
+  d->now = rl->clock ? rl->clock(rl->clock_ud) : perfc__now_ns();
+  perfc_status_code c = decide(d, rc);
+  if (c != PERFC_STATUS_DEFERRED)
+    perfc_ic_resume(d->p, c);
+}
+
+/* Asks the store without blocking (the call's decision is deferred).
+ * Returns WAITING, or the answer of the blocking take (take_async said
+ * PERFC_ESTATE, or the decision could not be deferred), or a negative
+ * error (counted) for the local fallback. */
+static int store_take_async(decision *d, applied *a, const char *v,
+                            size_t len) {
+  perfc_ratelimit *rl = d->rl;
+  if (d->p == NULL && (d->p = perfc_ic_defer(d->ctx)) == NULL) {
+    d->can_wait = 0; /* out of handles: this call decides blocking */
+    return store_take(rl, a, d->ctx, v, len);
+  }
+  const rule *r = a->b->r;
+  size_t n;
+  char *key = store_key(a, d->ctx, v, len, &n);
+  if (key == NULL) {
+    perfc_counter_inc(a->errors);
+    return PERFC_ENOMEM;
+  }
+  d->v = v;
+  d->len = len;
+  int rc = rl->store.take_async(rl->store.self, key, n, r->shared_interval_us,
+                                r->shared_tau_us, on_store_answer, d);
+  if (rc == 0)
+    return WAITING;
+  if (rc == PERFC_ESTATE) {
+    d->can_wait = 0;
+    return store_take(rl, a, d->ctx, v, len);
+  }
+  perfc_counter_inc(a->errors);
+  return rc;
+}
+
+/* Decides the rules from d->i on; `answer` is the store's for rule d->i
+ * (NO_ANSWER: ask it). Returns OK, RESOURCE_EXHAUSTED with the message set,
+ * CANCELLED (the call went away while the store worked), or
+ * PERFC_STATUS_DEFERRED when the store's answer is awaited. */
+static perfc_status_code decide(decision *d, int answer) {
+  method_state *ms = d->ms;
+  perfc_ctx *ctx = d->ctx;
+  for (; d->i < ms->n; d->i++) {
+    size_t i = d->i;
     applied *a = &ms->a[i];
     bucket *b = a->b;
     const rule *r = b->r;
     int ok = -2; /* not decided by the store */
     int fell_back = 0;
-    taken[i].key = NULL;
+    d->taken[i].key = NULL;
     const char *v = NULL;
     size_t len = 0;
-    if (r->peer)
-      v = peer_address(ctx, &len);
-    else if (r->key != NULL)
-      v = perfc_ctx_metadata_get(ctx, r->key, &len);
-    if (r->shared) {
-      ok = store_take(rl, a, ctx, v, len);
-      if (ok >= 0) {
-        perfc_counter_inc(ok ? a->g_admitted : a->g_refused);
-        taken[i].took = 0; /* nothing local to give back */
+    if (answer != NO_ANSWER) {
+      /* Resumed with the store's answer for this rule. */
+      v = d->v;
+      len = d->len;
+      ok = answer < 0 ? answer : answer > 0;
+      if (answer < 0)
+        perfc_counter_inc(a->errors);
+      answer = NO_ANSWER;
+    } else {
+      if (r->peer)
+        v = peer_address(ctx, &len);
+      else if (r->key != NULL)
+        v = perfc_ctx_metadata_get(ctx, r->key, &len);
+      if (r->shared) {
+        if (d->p != NULL && perfc_ic_pending_cancelled(d->p) == 1) {
+          /* Gone while an earlier shared rule waited: ask no more. */
+          give_back_before(d, i);
+          return PERFC_STATUS_CANCELLED;
+        }
+        ok = d->can_wait ? store_take_async(d, a, v, len)
+                         : store_take(d->rl, a, ctx, v, len);
+        if (ok == WAITING)
+          return PERFC_STATUS_DEFERRED;
       }
+    }
+    if (r->shared && ok >= 0) {
+      perfc_counter_inc(ok ? a->g_admitted : a->g_refused);
+      d->taken[i].took = 0; /* nothing local to give back */
     }
     if (ok < 0) {
       fell_back = r->shared;
       if (r->key == NULL) {
-        ok = take(&b->tat, now, r->interval_ns, r->tau_ns);
+        ok = take(&b->tat, d->now, r->interval_ns, r->tau_ns);
       } else {
-        taken[i].key = v ? v : "";
-        taken[i].len = v ? len : 0;
-        ok = take_keyed(b, taken[i].key, taken[i].len, now);
+        d->taken[i].key = v ? v : "";
+        d->taken[i].len = v ? len : 0;
+        ok = take_keyed(b, d->taken[i].key, d->taken[i].len, d->now);
       }
       if (r->shared)
         perfc_counter_inc(ok != 0 ? a->l_admitted : a->l_refused);
-      taken[i].took = ok > 0; /* -1: admitted without a bucket */
+      d->taken[i].took = ok > 0; /* -1: admitted without a bucket */
     }
     if (ok == 0) {
-      for (size_t j = 0; j < i; j++) {
-        bucket *bj = ms->a[j].b;
-        if (!taken[j].took)
-          continue;
-        if (taken[j].key == NULL)
-          give_back(&bj->tat, bj->r->interval_ns);
-        else
-          give_back_keyed(bj, taken[j].key, taken[j].len);
-      }
+      give_back_before(d, i);
       perfc_counter_inc(ms->a[i].rejected);
       /* An operator reading the refusal must see that the limit was not
        * global at that moment. */
@@ -484,6 +584,41 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
     }
   }
   return PERFC_STATUS_OK;
+}
+
+static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
+                                void **call_state) {
+  (void)call_state;
+  perfc_ratelimit *rl = self;
+  method_state *ms = state;
+  if (ms == NULL)
+    return PERFC_STATUS_OK;
+  /* A shared rule on a loop asks the store without blocking the loop
+   * (docs/scaling.md, "Where it runs"): its state then lives in the
+   * call's arena, which lasts until the decision is resumed. */
+  decision on_stack;
+  decision *d = &on_stack;
+  int can_wait = ms->shared && rl->store.take_async != NULL &&
+                 perfc_loop_current() != NULL &&
+                 perfc_ctx_method_desc(ctx)->kind == PERFC_METHOD_UNARY;
+  if (can_wait && (d = perfc_ctx_alloc(ctx, sizeof *d)) == NULL) {
+    d = &on_stack;
+    can_wait = 0;
+  }
+  d->rl = rl;
+  d->ms = ms;
+  d->ctx = ctx;
+  d->p = NULL;
+  d->can_wait = can_wait;
+  d->now = rl->clock ? rl->clock(rl->clock_ud) : perfc__now_ns();
+  d->i = 0;
+  perfc_status_code c = decide(d, NO_ANSWER);
+  if (c == PERFC_STATUS_DEFERRED || d->p == NULL)
+    return c;
+  /* Deferred, then decided here after all (the store refused at once, in
+   * its backoff): the decision is the resume's. */
+  perfc_ic_resume(d->p, c);
+  return PERFC_STATUS_DEFERRED;
 }
 
 /* ---- lifecycle --------------------------------------------------------------

@@ -18,6 +18,7 @@
 #include "perfc/log.h"
 #include "perfc/pool.h"
 #include "perfc/server.h"
+#include "perfc/trace_context.h"
 #include "core/pb_wire_internal.h"
 #include "server/call_internal.h"
 #include "server/server_internal.h"
@@ -362,21 +363,37 @@ void perfc__call_to_pool(perfc_ctx *ctx) {
 
 /* ---- dispatch --------------------------------------------------------------- */
 
-static void arrived(perfc_ctx *ctx) {
-  perfc__method *m = ctx->method;
-  if (m == NULL) {
-    perfc__call_finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
-                            "unknown method %s", ctx->path ? ctx->path : "?");
+/* A `before` hook did not say OK: a refusal, or a deferred decision
+ * (perfc_ic_defer), which holds the call until perfc_ic_resume(). Off the
+ * hot path: a chain that says OK never comes here. */
+static void before_refused(perfc_ctx *ctx, perfc_status_code c) {
+  if (ctx->ic_deferred) {
+    if (c != PERFC_STATUS_DEFERRED)
+      perfc_log(PERFC_LOG_ERROR,
+                "server: %s: interceptor %s deferred its decision but "
+                "returned %s; the decision is the resume's",
+                ctx->path, ctx->srv->ics[ctx->ic_entered - 1].name
+                               ? ctx->srv->ics[ctx->ic_entered - 1].name
+                               : "?",
+                perfc_status_name(c));
+    perfc__deferred_handler_returned(ctx);
     return;
   }
-  perfc_server *srv = ctx->srv;
-  if (srv->nics) {
-    perfc_status_code c = perfc__ic_run_before(ctx);
-    if (c != PERFC_STATUS_OK) {
-      refuse(ctx, c, NULL);
-      return;
-    }
-  }
+  if (c == PERFC_STATUS_DEFERRED)
+    refuse(ctx, PERFC_STATUS_INTERNAL,
+           "%s: interceptor %s returned PERFC_STATUS_DEFERRED without "
+           "perfc_ic_defer()",
+           ctx->path, ctx->srv->ics[ctx->ic_entered - 1].name
+                          ? ctx->srv->ics[ctx->ic_entered - 1].name
+                          : "?");
+  else
+    refuse(ctx, c, NULL);
+}
+
+/* After the interceptors said OK (at once, or resumed). always_inline: on
+ * the hot path it stays what arrived() was before deferral existed. */
+static inline __attribute__((always_inline)) void
+dispatch(perfc_ctx *ctx, perfc__method *m, perfc_server *srv) {
   if (!m->has_handler) {
     refuse(ctx, PERFC_STATUS_UNIMPLEMENTED,
            "method %s has no handler in this server", m->desc->path);
@@ -432,6 +449,54 @@ static void arrived(perfc_ctx *ctx) {
     return;
   }
   run_unary(ctx);
+}
+
+static void arrived(perfc_ctx *ctx) {
+  perfc__method *m = ctx->method;
+  if (m == NULL) {
+    perfc__call_finish_with(ctx, PERFC_STATUS_UNIMPLEMENTED,
+                            "unknown method %s", ctx->path ? ctx->path : "?");
+    return;
+  }
+  perfc_server *srv = ctx->srv;
+  if (srv->nics) {
+    perfc_status_code c = perfc__ic_run_before(ctx);
+    if (c != PERFC_STATUS_OK) {
+      before_refused(ctx, c);
+      return;
+    }
+  }
+  dispatch(ctx, m, srv);
+}
+
+void perfc__ic_resumed(perfc_ctx *ctx) {
+  perfc_status_code code = ctx->ic_code;
+  ctx->deferred = 0;
+  ctx->ic_deferred = 0;
+  /* This thread (a loop, in some continuation) works for the call now:
+   * its span is the current one while the chain and an inline handler
+   * run, as it was when the hook deferred. */
+  perfc_trace_current mine;
+  int had = perfc_trace_current_get(&mine);
+  perfc_trace_current_set(&ctx->defer_tc);
+  if (perfc__call_cancel_seen(ctx)) {
+    /* The transport answered the client already (a reset, the deadline,
+     * the shutdown): the call only ends, and `after` hooks see why. */
+    int late = expired(ctx);
+    refuse(ctx,
+           late ? PERFC_STATUS_DEADLINE_EXCEEDED : PERFC_STATUS_CANCELLED,
+           "%s while an interceptor's decision was pending",
+           late ? "deadline exceeded" : "the call was cancelled");
+  } else if (code != PERFC_STATUS_OK) {
+    refuse(ctx, code, NULL);
+  } else {
+    perfc_status_code c = perfc__ic_run_before_from(ctx, ctx->ic_entered);
+    if (c == PERFC_STATUS_OK)
+      dispatch(ctx, ctx->method, ctx->srv);
+    else
+      before_refused(ctx, c);
+  }
+  perfc_trace_current_set(had ? &mine : NULL);
 }
 
 const perfc__call_upcalls perfc__call_up = {

@@ -131,8 +131,14 @@ size_t perfc__cancel_running(perfc_server *srv);
 /* The `cancel` up-call: the transport saw the call cancelled. */
 void perfc__call_cancel(perfc_ctx *ctx);
 
-/* Interceptors (interceptor.c). */
+/* Interceptors (interceptor.c). Runs the `before` hooks (from index
+ * `from` on: a chain resumed after a deferred decision);
+ * PERFC_STATUS_DEFERRED when one deferred. */
 perfc_status_code perfc__ic_run_before(perfc_ctx *ctx);
+perfc_status_code perfc__ic_run_before_from(perfc_ctx *ctx, unsigned from);
+/* An interceptor's pending decision was resumed with ctx->ic_code (call.c),
+ * on the call's loop: the chain goes on, or the call ends. */
+void perfc__ic_resumed(perfc_ctx *ctx);
 void perfc__ic_run_after(perfc_ctx *ctx);
 void perfc__ic_run_message(perfc_ctx *ctx, int sent);
 void perfc__ic_methods_init(perfc_server *srv);

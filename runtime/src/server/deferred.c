@@ -22,8 +22,15 @@
  * WAITING, or the handler's return in PENDING, frees the slot (generation
  * + 1) and completes the call. Free slots form a Treiber stack whose head
  * carries a tag against ABA; a defer and a finish cost one CAS each on it.
+ *
+ * An interceptor's deferred decision (perfc_ic_defer, perfc/interceptor.h)
+ * uses the same slots and states: RUNNING while its `before` hook runs,
+ * WAITING once the hook returned PERFC_STATUS_DEFERRED, PENDING when
+ * resumed inside the hook. What differs is the end: the call's chain goes
+ * on (perfc__ic_resumed, on the call's loop) instead of the call ending.
  */
 #include "perfc/deferred.h"
+#include "perfc/interceptor.h"
 #include "perfc/log.h"
 #include "perfc/trace_context.h"
 #include "core/error_internal.h"
@@ -170,6 +177,15 @@ void perfc__deferred_wait(perfc_server *srv) {
  * deadline while deferred was already answered by the transport, so the
  * interceptors are told that, not what the continuation said later. */
 static void complete(perfc_ctx *ctx, perfc_status_code code) {
+  if (ctx->ic_deferred) {
+    /* An interceptor's decision: the chain goes on, on the call's loop. */
+    ctx->ic_code = code;
+    if (ctx->ops->post != NULL && !ctx->ops->loop_here(ctx))
+      ctx->ops->post(ctx, perfc__ic_resumed);
+    else
+      perfc__ic_resumed(ctx);
+    return;
+  }
   if (perfc__call_cancel_seen(ctx)) {
     /* Past its deadline the transport answered DEADLINE_EXCEEDED (and
      * also flagged the call cancelled); otherwise the client went away or
@@ -214,6 +230,45 @@ perfc_deferred *perfc_call_defer(perfc_ctx *ctx) {
     ctx->close_watched = 1;
   }
   return d;
+}
+
+perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx) {
+  /* In a `before` hook: interceptors entered, no handler yet (the request
+   * is decoded after the chain), not deferred. */
+  if (ctx == NULL || ctx->ic_entered == 0 || ctx->in_handler ||
+      ctx->deferred != 0 || ctx->resp != NULL || ctx->method == NULL ||
+      ctx->method->desc->kind != PERFC_METHOD_UNARY) {
+    perfc__fail(PERFC_ESTATE, "perfc_ic_defer: %s",
+                ctx != NULL && ctx->deferred != 0
+                    ? "the call is deferred already"
+                : ctx != NULL && ctx->method != NULL &&
+                        ctx->method->desc->kind != PERFC_METHOD_UNARY
+                    ? "a streaming call (only unary calls defer)"
+                    : "not called from a `before` hook");
+    return NULL;
+  }
+  uint32_t idx = pop_free();
+  if (idx == UINT32_MAX) {
+    perfc__fail(PERFC_ENOMEM, "perfc_ic_defer: no handle free");
+    return NULL;
+  }
+  dslot *s = slot_at(idx);
+  uint32_t gen = (uint32_t)(atomic_load_explicit(&s->word,
+                                                 memory_order_relaxed) >> 32);
+  s->ctx = ctx;
+  perfc_trace_current_get(&ctx->defer_tc);
+  ctx->ic_deferred = 1;
+  atomic_store_explicit(&s->word, word(gen, 0, ST_RUNNING),
+                        memory_order_release);
+  perfc_deferred *d = handle_of(idx, gen);
+  ctx->deferred = (uint64_t)(uintptr_t)d;
+  atomic_fetch_add_explicit(&ctx->srv->deferred_live, 1, memory_order_relaxed);
+  /* The C core learns of a client's cancel only through a posted close. */
+  if (!ctx->run_listed && !ctx->close_watched) {
+    ctx->ops->watch_close(ctx);
+    ctx->close_watched = 1;
+  }
+  return (perfc_ic_pending *)d;
 }
 
 void perfc__deferred_handler_returned(perfc_ctx *ctx) {
@@ -304,6 +359,20 @@ static int end(perfc_deferred *d, unsigned code) {
   }
 }
 
+perfc_ctx *perfc_ic_pending_ctx(perfc_ic_pending *p) {
+  return perfc_deferred_ctx((perfc_deferred *)p);
+}
+
+int perfc_ic_pending_cancelled(perfc_ic_pending *p) {
+  return perfc_deferred_cancelled((perfc_deferred *)p);
+}
+
+int perfc_ic_resume(perfc_ic_pending *p, perfc_status_code code) {
+  if ((unsigned)code >= PERFC_STATUS_COUNT)
+    code = PERFC_STATUS_UNKNOWN;
+  return end((perfc_deferred *)p, (unsigned)code);
+}
+
 int perfc_deferred_finish(perfc_deferred *d, perfc_status_code code) {
   if ((unsigned)code >= PERFC_STATUS_COUNT)
     code = PERFC_STATUS_UNKNOWN;
@@ -314,6 +383,10 @@ int perfc_deferred_run_handler(perfc_deferred *d) {
   perfc_ctx *ctx = perfc_deferred_ctx(d);
   if (ctx == NULL)
     return stale();
+  if (ctx->ic_deferred)
+    return perfc__fail(PERFC_ESTATE, "perfc_deferred_run_handler: %s: an "
+                       "interceptor's pending decision, not a deferred call",
+                       ctx->path);
   if (ctx->srv->pool == NULL)
     return perfc__fail(PERFC_ESTATE,
                        "perfc_deferred_run_handler: %s: the server has no "

@@ -59,11 +59,31 @@ void perfc__ic_run_after(perfc_ctx *ctx) {
   ctx->ic_entered = 0;
 }
 
-/* Runs the `before` hooks in order; stops at the first refusal. */
+/* Runs the `before` hooks in order; stops at the first refusal (or
+ * PERFC_STATUS_DEFERRED: call.c tells the two apart on its refusal branch,
+ * so a chain that says OK pays nothing for deferral). */
 perfc_status_code perfc__ic_run_before(perfc_ctx *ctx) {
   perfc__method *m = ctx->method;
   perfc_server *srv = ctx->srv;
   for (unsigned i = 0; i < srv->nics; i++) {
+    ctx->ic_entered = i + 1;
+    if (srv->ics[i].before) {
+      perfc_status_code c = srv->ics[i].before(srv->ics[i].self, m->ic_state[i],
+                                               ctx, &ctx->ic_call[i]);
+      if (c != PERFC_STATUS_OK)
+        return c;
+    }
+  }
+  return PERFC_STATUS_OK;
+}
+
+/* The same from interceptor `from` on, for a chain resumed after a
+ * deferred decision. A copy rather than a parameter of the above: every
+ * call runs that one, and a start index costs it instructions per hook. */
+perfc_status_code perfc__ic_run_before_from(perfc_ctx *ctx, unsigned from) {
+  perfc__method *m = ctx->method;
+  perfc_server *srv = ctx->srv;
+  for (unsigned i = from; i < srv->nics; i++) {
     ctx->ic_entered = i + 1;
     if (srv->ics[i].before) {
       perfc_status_code c = srv->ics[i].before(srv->ics[i].self, m->ic_state[i],

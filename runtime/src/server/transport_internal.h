@@ -165,6 +165,11 @@ struct perfc_ctx {
   perfc_trace_current defer_tc;
   int in_handler;
   int close_watched; /* perfc_call_defer() asked for watch_close */
+  /* perfc_ic_defer() (server/deferred.c): `deferred` holds an
+   * interceptor's pending decision, not a handler's; ic_code is the status
+   * its resume gave, carried to the call's loop (ops->post). */
+  int ic_deferred;
+  perfc_status_code ic_code;
   perfc_stream *stream; /* streaming methods only, in the arena */
   unsigned ic_entered;  /* interceptors whose `before` ran */
   void *ic_call[PERFC_MAX_INTERCEPTORS];
@@ -278,6 +283,14 @@ struct perfc__transport_ops {
   void (*loop_resume)(perfc_ctx *ctx);
   /* 1 on the thread that makes the call's loop up-calls. */
   int (*loop_here)(const perfc_ctx *ctx);
+
+  /* ---- interceptors' deferred decisions ---- */
+  /* NULL when the transport has no loop that owns the call (core): the
+   * call layer then goes on on the thread that resumed. Runs fn(ctx) on
+   * the loop that owns the call, soon (any thread; the call layer holds
+   * ctx, and may post once at a time). No allocation: the task lives in
+   * the transport's per-call struct. */
+  void (*post)(perfc_ctx *ctx, void (*fn)(perfc_ctx *ctx));
 };
 
 /* What a transport calls in the call layer (given at creation). */

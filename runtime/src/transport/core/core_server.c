@@ -323,6 +323,11 @@ static void on_close(perfc_tag *t, int ok) {
  * that went away or a server cancelling calls at shutdown. Inline handlers
  * skip this: they finish before the poller could deliver the close. */
 void perfc__ccall_watch_close(ccall *c) {
+  /* Asked already (an interceptor's deferred decision watched for the
+   * close before the call went to the pool): the core takes one
+   * RECV_CLOSE_ON_SERVER per call. */
+  if (c->close_posted)
+    return;
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;

@@ -2458,6 +2458,10 @@ bool perfc__h2_stream_on_loop(const perfc__h2_stream *s) {
   return perfc__h2_loop_current() == s->lc->loop;
 }
 
+void perfc__h2_stream_post(perfc__h2_stream *s, perfc__h2_task *t) {
+  perfc__h2_loop_post(s->lc->loop, t, true);
+}
+
 void *perfc__h2_stream_call(const perfc__h2_stream *s) { return s->call; }
 
 bool perfc__h2_message_compressed(const perfc__h2_stream *s) {

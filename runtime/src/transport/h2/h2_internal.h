@@ -379,6 +379,10 @@ bool perfc__h2_message_compressed(const perfc__h2_stream *s);
 void *perfc__h2_stream_call(const perfc__h2_stream *s);
 /* True on the stream's loop thread (sends apply at once). */
 bool perfc__h2_stream_on_loop(const perfc__h2_stream *s);
+/* Any thread: runs `t` on the stream's loop (waking it), closed or not;
+ * the caller keeps the stream (its reference) until `t` ran. */
+struct perfc__h2_task;
+void perfc__h2_stream_post(perfc__h2_stream *s, struct perfc__h2_task *t);
 
 /* ---- gRPC helpers (grpc.c; exposed for tests and the fuzz target) ------- */
 

@@ -37,8 +37,10 @@
 #include "core/error_internal.h"
 #include "server/transport_internal.h"
 #include "transport/h2/h2_internal.h"
+#include "transport/h2/loop_internal.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +93,23 @@ typedef struct h2call {
    * loop through the loop_* up-calls; loop_done once the call layer
    * finished it (loop thread only). */
   int loop, loop_done;
+  /* ops->post: the call layer's function, run on the loop by a posted
+   * record (an interceptor's decision resumed on another thread). */
+  struct post_rec *post_rec;
+  void (*post_fn)(perfc_ctx *ctx);
+  struct h2call *pnext, *pprev; /* t->posts, under t->mu, until it ran */
 } h2call;
+
+/* A post of ops->post. Its own allocation, not the call's: a post that
+ * lands as the loops stop stays in a loop's queue until the server is
+ * freed (which runs what is left), long after the shutdown ran the call's
+ * function itself (posts_drain) and the call was recycled. `c` is NULL
+ * then (under t->mu). */
+typedef struct post_rec {
+  perfc__h2_task task;
+  struct h2t *t;
+  h2call *c;
+} post_rec;
 
 /* A request message of a client or bidi stream, queued for the worker. */
 typedef struct rmsg {
@@ -136,6 +154,11 @@ struct h2t {
   atomic_size_t live;  /* contexts not yet released */
   atomic_int waiting;  /* a shutdown waits on cv for live == 0 */
   int shut;
+  /* ops->post not yet run (under mu): a post that lands as the loops stop
+   * never runs there, so the shutdown runs what is left once they were
+   * joined (posts_drain), and later posts run on the poster (loops_gone). */
+  h2call *posts;
+  int loops_gone;
 };
 
 static h2call *ccall_of(const perfc_ctx *ctx) { return (h2call *)(void *)ctx; }
@@ -1375,6 +1398,85 @@ static int h2_loop_here(const perfc_ctx *ctx) {
   return perfc__h2_stream_on_loop(ccall_of(ctx)->s);
 }
 
+static void post_unlist(h2t *t, h2call *c) {
+  if (c->pprev != NULL)
+    c->pprev->pnext = c->pnext;
+  else
+    t->posts = c->pnext;
+  if (c->pnext != NULL)
+    c->pnext->pprev = c->pprev;
+  c->pnext = c->pprev = NULL;
+}
+
+static void posted_run(perfc__h2_loop *l, perfc__h2_task *task) {
+  (void)l;
+  post_rec *r = (post_rec *)(void *)((char *)task - offsetof(post_rec, task));
+  pthread_mutex_lock(&r->t->mu);
+  h2call *c = r->c;
+  if (c != NULL) {
+    post_unlist(r->t, c);
+    c->post_rec = NULL;
+  }
+  pthread_mutex_unlock(&r->t->mu);
+  free(r);
+  if (c != NULL)
+    c->post_fn(&c->ctx);
+}
+
+/* The call layer holds the context (so the stream) until it finishes the
+ * call, which happens after fn at the earliest. Off the hot path: only an
+ * interceptor's decision resumed off its loop comes here (one allocation,
+ * one lock). */
+static void h2_post(perfc_ctx *ctx, void (*fn)(perfc_ctx *ctx)) {
+  h2call *c = ccall_of(ctx);
+  h2t *t = c->t;
+  post_rec *r = malloc(sizeof *r);
+  pthread_mutex_lock(&t->mu);
+  if (t->loops_gone || r == NULL) {
+    pthread_mutex_unlock(&t->mu);
+    free(r);
+    if (r == NULL && !t->loops_gone)
+      perfc_log(PERFC_LOG_WARN, "h2: %s: out of memory posting an "
+                "interceptor's decision to its loop; it goes on here",
+                ctx->path);
+    fn(ctx); /* no loop left to race with (or no memory to post) */
+    return;
+  }
+  r->task.run = posted_run;
+  r->t = t;
+  r->c = c;
+  c->post_rec = r;
+  c->post_fn = fn;
+  c->pprev = NULL;
+  c->pnext = t->posts;
+  if (t->posts != NULL)
+    t->posts->pprev = c;
+  t->posts = c;
+  pthread_mutex_unlock(&t->mu);
+  perfc__h2_stream_post(c->s, &r->task);
+}
+
+/* After the loops were joined: what was posted to them and never ran runs
+ * here (its record, still queued, is freed when the server's free runs
+ * the loops' leftovers), and later posts run on their posters. */
+static void posts_drain(h2t *t) {
+  pthread_mutex_lock(&t->mu);
+  t->loops_gone = 1;
+  h2call *c = t->posts;
+  t->posts = NULL;
+  for (h2call *k = c; k != NULL; k = k->pnext) {
+    k->post_rec->c = NULL;
+    k->post_rec = NULL;
+  }
+  pthread_mutex_unlock(&t->mu);
+  while (c != NULL) {
+    h2call *next = c->pnext; /* fn may end the call and recycle c */
+    c->pnext = c->pprev = NULL;
+    c->post_fn(&c->ctx);
+    c = next;
+  }
+}
+
 static void on_wake(void *call, perfc__h2_stream *s) {
   (void)s;
   h2call *c = call;
@@ -1544,6 +1646,7 @@ static void h2_cancel_all(void *tp) {
     t->shut = 1;
     perfc__h2_server_shutdown(t->h2, 0);
   }
+  posts_drain(t);
   wake_streams(t);
 }
 
@@ -1553,6 +1656,7 @@ static void h2_stop(void *tp) {
     t->shut = 1;
     perfc__h2_server_shutdown(t->h2, 0);
   }
+  posts_drain(t);
 }
 
 static void h2_free(void *tp) {
@@ -1636,4 +1740,5 @@ const perfc__transport_ops perfc__h2_transport_ops = {
     .loop_deadline = h2_loop_deadline,
     .loop_resume = h2_loop_resume,
     .loop_here = h2_loop_here,
+    .post = h2_post,
 };
