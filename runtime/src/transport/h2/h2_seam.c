@@ -1452,8 +1452,13 @@ static void h2_post(perfc_ctx *ctx, void (*fn)(perfc_ctx *ctx)) {
   if (t->posts != NULL)
     t->posts->pprev = c;
   t->posts = c;
-  pthread_mutex_unlock(&t->mu);
+  /* Posted under the lock: once it is released, posts_drain (shutdown,
+   * loops joined) may run fn, which ends the call, recycles c and lets the
+   * server be freed, so neither c->s nor the loop may be read after it
+   * (TSan, test_interceptor_defer shutdown_waits_for_a_held_decision). A
+   * post is a lock-free push and an eventfd write; it takes no lock. */
   perfc__h2_stream_post(c->s, &r->task);
+  pthread_mutex_unlock(&t->mu);
 }
 
 /* After the loops were joined: what was posted to them and never ran runs
