@@ -5,7 +5,7 @@
  * Room: runtime/src/data (data layer, L1). Public API in perfc/l1cache.h;
  * design in docs/data-layer.md.
  *
- * A key's hash picks a shard; each shard is a mutex, a chained hash table
+ * A key's hash picks a shard; each shard is a lock, a chained hash table
  * that doubles when it gets full, an intrusive doubly linked LRU list (head
  * = most recently used) and its own counters. Counters are plain integers
  * because they are only touched under the shard's lock, which the operation
@@ -18,7 +18,8 @@
 #include "core/pb_wire_internal.h"
 #include "data/cache_internal.h"
 
-#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,7 +48,7 @@ typedef struct entry {
 } entry;
 
 typedef struct shard {
-  pthread_mutex_t mu;
+  atomic_int lock; /* shard_lock() */
   entry **buckets;
   size_t nbuckets; /* power of two */
   entry *lru_head, *lru_tail;
@@ -73,6 +74,37 @@ void perfc_l1cache_opts_init(perfc_l1cache_opts *o) {
   o->max_bytes = PERFC_DEFAULT_L1_MAX_BYTES;
   o->default_ttl_ms = PERFC_DEFAULT_L1_TTL_MS;
   o->exact_lru = false;
+}
+
+/* The shard lock: test-and-set, spinning. What it guards is short (a hash
+ * walk and a copy of one value; an eviction's free(); rarely a table
+ * doubling or a clear), and a hit is the path that must be cheap: a
+ * pthread mutex costs it two calls into libc and a second atomic
+ * read-modify-write to unlock, where this unlocks with a plain store. A
+ * waiter that has spun 64 times yields its CPU, since the holder may have
+ * been preempted (observe/metrics.c's gauges wait the same way). */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline void shard_lock(shard *s) {
+  unsigned n = 0;
+  while (atomic_exchange_explicit(&s->lock, 1, memory_order_acquire)) {
+    while (atomic_load_explicit(&s->lock, memory_order_relaxed)) {
+      if (++n % 64 == 0)
+        sched_yield();
+      else
+        cpu_relax();
+    }
+  }
+}
+
+static inline void shard_unlock(shard *s) {
+  atomic_store_explicit(&s->lock, 0, memory_order_release);
 }
 
 static uint64_t now_ms(void) {
@@ -174,7 +206,7 @@ int perfc_l1cache_new(perfc_l1cache **out, const perfc_l1cache_opts *opts) {
   c->promote_ms = o.exact_lru ? 0 : PERFC_DEFAULT_L1_PROMOTE_MS;
   for (unsigned i = 0; i < n; i++) {
     shard *s = &c->shards[i];
-    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->lock, 0);
     s->nbuckets = INITIAL_BUCKETS;
     s->buckets = calloc(s->nbuckets, sizeof(entry *));
     s->max_bytes = o.max_bytes / n;
@@ -209,7 +241,6 @@ void perfc_l1cache_free(perfc_l1cache *c) {
     if (s->buckets)
       shard_drop_all(s);
     free(s->buckets);
-    pthread_mutex_destroy(&s->mu);
   }
   free(c->shards);
   free(c);
@@ -301,7 +332,7 @@ static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
   uint64_t h = hash_key(key, klen);
   shard *s = shard_for(c, h);
   uint64_t now = now_ms();
-  pthread_mutex_lock(&s->mu);
+  shard_lock(s);
   entry **link;
   entry *e = find(s, h, key, klen, &link);
   if (e && e->expires_ms <= now) {
@@ -312,7 +343,7 @@ static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
   if (!e) {
     if (count)
       s->misses++;
-    pthread_mutex_unlock(&s->mu);
+    shard_unlock(s);
     return PERFC_ENOENT;
   }
   if (count) {
@@ -337,7 +368,7 @@ static int lookup(perfc_l1cache *c, const char *key, uint8_t *buf, size_t cap,
     rc = PERFC_ETOOBIG;
   else if (e->vlen)
     memcpy(buf, e->data + e->klen + 1, e->vlen);
-  pthread_mutex_unlock(&s->mu);
+  shard_unlock(s);
   return rc;
 }
 
@@ -487,10 +518,10 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
     if (vlen)
       memcpy(ne->data + klen + 1, value.base, vlen);
   }
-  pthread_mutex_lock(&s->mu);
+  shard_lock(s);
   if (check_version && version_locked(s, h) != version) {
     s->stale_sets++;
-    pthread_mutex_unlock(&s->mu);
+    shard_unlock(s);
     free(ne);
     return PERFC_ESTATE;
   }
@@ -499,7 +530,7 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
   if (old)
     remove_entry(s, old, link);
   if (!ne) {
-    pthread_mutex_unlock(&s->mu);
+    shard_unlock(s);
     return perfc__fail(PERFC_ETOOBIG,
                        "l1cache: %zu-byte entry over a shard's share of %zu "
                        "bytes",
@@ -521,7 +552,7 @@ static int store(perfc_l1cache *c, const char *key, perfc_slice value,
   lru_push_front(s, ne);
   s->bytes += cost;
   s->entries++;
-  pthread_mutex_unlock(&s->mu);
+  shard_unlock(s);
   return 0;
 }
 
@@ -547,9 +578,9 @@ uint64_t perfc_l1cache_version(perfc_l1cache *c, const char *key) {
     return 0;
   uint64_t h = hash_key(key, strlen(key));
   shard *s = shard_for(c, h);
-  pthread_mutex_lock(&s->mu);
+  shard_lock(s);
   uint64_t v = version_locked(s, h);
-  pthread_mutex_unlock(&s->mu);
+  shard_unlock(s);
   return v;
 }
 
@@ -559,13 +590,13 @@ int perfc_l1cache_delete(perfc_l1cache *c, const char *key) {
   size_t klen = strlen(key);
   uint64_t h = hash_key(key, klen);
   shard *s = shard_for(c, h);
-  pthread_mutex_lock(&s->mu);
+  shard_lock(s);
   s->gens[gen_slot(h)]++;
   entry **link;
   entry *e = find(s, h, key, klen, &link);
   if (e)
     remove_entry(s, e, link);
-  pthread_mutex_unlock(&s->mu);
+  shard_unlock(s);
   return e ? 0 : PERFC_ENOENT;
 }
 
@@ -574,10 +605,10 @@ void perfc_l1cache_clear(perfc_l1cache *c) {
     return;
   for (unsigned i = 0; i < c->nshards; i++) {
     shard *s = &c->shards[i];
-    pthread_mutex_lock(&s->mu);
+    shard_lock(s);
     s->epoch++;
     shard_drop_all(s);
-    pthread_mutex_unlock(&s->mu);
+    shard_unlock(s);
   }
 }
 
@@ -587,7 +618,7 @@ void perfc_l1cache_stats_get(perfc_l1cache *c, perfc_l1cache_stats *out) {
     return;
   for (unsigned i = 0; i < c->nshards; i++) {
     shard *s = &c->shards[i];
-    pthread_mutex_lock(&s->mu);
+    shard_lock(s);
     out->hits += s->hits;
     out->negative_hits += s->negative_hits;
     out->misses += s->misses;
@@ -596,6 +627,6 @@ void perfc_l1cache_stats_get(perfc_l1cache *c, perfc_l1cache_stats *out) {
     out->stale_sets += s->stale_sets;
     out->bytes += s->bytes;
     out->entries += s->entries;
-    pthread_mutex_unlock(&s->mu);
+    shard_unlock(s);
   }
 }
