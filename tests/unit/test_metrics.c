@@ -12,6 +12,10 @@
 #include <string.h>
 
 #include "perfc/metrics.h"
+#include "core/clock_internal.h"
+#include "observe/metrics_internal.h"
+
+#include <time.h>
 
 static char *render(perfc_metrics_registry *reg) {
   char *out = NULL;
@@ -722,5 +726,63 @@ Test(metrics, openmetrics_counters_exemplars_and_eof) {
   cr_assert_null(strstr(out, "trace_id"));
   cr_assert_not_null(strstr(out, "# TYPE reqs_total counter\n"));
   free(out);
+  perfc_metrics_registry_free(reg);
+}
+
+/* ---- latencies that end with a loop's batch (perfc__histogram_observe_since) */
+
+static uint64_t hist_count(perfc_histogram *h, double *sum) {
+  uint64_t n = 0;
+  perfc_histogram_value(h, &n, sum);
+  return n;
+}
+
+Test(metrics, observe_since_outside_a_batch_is_immediate) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_histogram *h;
+  cr_assert_eq(perfc_histogram_new(&h, reg, "lat_seconds", NULL, NULL, 0), 0);
+  int64_t start = perfc__now_ns() - 2000000000; /* two seconds ago */
+  perfc__histogram_observe_since(h, start);
+  double sum = 0;
+  cr_assert_eq(hist_count(h, &sum), 1);
+  cr_assert(sum >= 2.0 && sum < 3.0, "sum %f", sum);
+  perfc_metrics_registry_free(reg);
+}
+
+Test(metrics, observe_since_in_a_batch_ends_with_the_batch) {
+  perfc_metrics_registry *reg;
+  cr_assert_eq(perfc_metrics_registry_new(&reg), 0);
+  perfc_histogram *h;
+  cr_assert_eq(perfc_histogram_new(&h, reg, "lat_seconds", NULL, NULL, 0), 0);
+  int64_t start = perfc__now_ns();
+  perfc__batch_begin();
+  /* More than the pending buffer holds: the 257th observes the first 256
+   * at once, and none is lost. */
+  for (int i = 0; i < 300; i++)
+    perfc__histogram_observe_since(h, start);
+  int64_t flushed = perfc__now_ns();
+  double sum = 0;
+  cr_assert_eq(hist_count(h, &sum), 256,
+               "the first 256 should be observed when the buffer filled");
+  struct timespec ts = {0, 30 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  int64_t before_end = perfc__now_ns();
+  perfc__batch_end();
+  int64_t after_end = perfc__now_ns();
+  cr_assert_eq(hist_count(h, &sum), 300);
+  /* The last 44 end at the batch's end, 30 ms after their start; the
+   * first 256 ended before the sleep. */
+  double lo = 44 * (double)(before_end - start) / 1e9;
+  double hi = 44 * (double)(after_end - start) / 1e9 +
+              256 * (double)(flushed - start) / 1e9;
+  cr_assert(lo >= 44 * 0.03, "the sleep was shorter than 30 ms");
+  cr_assert(sum >= lo && sum <= hi, "sum %f not in [%f, %f]", sum, lo, hi);
+  /* The next batch starts empty; outside one, an observation is at once. */
+  perfc__batch_begin();
+  perfc__batch_end();
+  cr_assert_eq(hist_count(h, &sum), 300);
+  perfc__histogram_observe_since(h, perfc__now_ns());
+  cr_assert_eq(hist_count(h, &sum), 301);
   perfc_metrics_registry_free(reg);
 }

@@ -31,6 +31,7 @@
  */
 #include "perfc/metrics.h"
 #include "core/str_internal.h"
+#include "core/clock_internal.h"
 #include "core/error_internal.h"
 #include "observe/metrics_internal.h"
 
@@ -61,15 +62,17 @@
 
 /* ---- the process-wide cell space ---------------------------------------- */
 
-typedef _Atomic uint64_t cell_t;
-
-/* 1024 chunks of 1024 cells: a million cells, far above what a service
- * registers (a histogram with default buckets takes 13). A thread that
- * touches one metric pays one 8 KiB chunk plus its 8 KiB chunk table. */
-#define CHUNK_SHIFT 10
+/* The cell, the chunk geometry and the per-thread chunk table are in
+ * observe/metrics_internal.h, where libperfc's own per-call counters (the
+ * gRPC server metrics) increment them inline. 1024 chunks of 1024 cells:
+ * a million cells, far above what a service registers (a histogram with
+ * default buckets takes 13). A thread that touches one metric pays one
+ * 8 KiB chunk plus its 8 KiB chunk table. */
+typedef perfc__cell cell_t;
+#define CHUNK_SHIFT PERFC__CELL_CHUNK_SHIFT
 #define CHUNK_CELLS (1u << CHUNK_SHIFT)
 #define CHUNK_MASK (CHUNK_CELLS - 1)
-#define MAX_CHUNKS 1024u
+#define MAX_CHUNKS PERFC__CELL_CHUNKS
 #define MAX_CELLS (CHUNK_CELLS * MAX_CHUNKS)
 
 /* How to fold a cell into the retired totals when its thread exits. A
@@ -81,12 +84,7 @@ enum { KIND_U64 = 0, KIND_F64 = 1, KIND_GTAG = 2, KIND_GDELTA = 3 };
  * (epochs are sequence numbers that would take centuries to get there). */
 #define TAG_BUSY UINT64_MAX
 
-typedef struct tls_table {
-  /* Written only by the owning thread (release), read by scrapers
-   * (acquire) under g_lock. */
-  _Atomic(cell_t *) chunks[MAX_CHUNKS];
-  struct tls_table *prev, *next; /* g_threads list, under g_lock */
-} tls_table;
+typedef perfc__cell_table tls_table;
 
 typedef struct cell_range {
   uint32_t off, len;
@@ -107,7 +105,8 @@ static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t g_key;
 static int g_key_ok;
 
-static __thread tls_table *t_table TLS_IE;
+__thread perfc__cell_table *perfc__cell_tls TLS_IE;
+#define t_table perfc__cell_tls
 /* Where updates go when a thread cannot get cells (out of memory): the
  * update is lost instead of crashing, and the sink is per thread so even
  * that case writes no shared memory. */
@@ -181,7 +180,7 @@ static void key_init(void) {
 }
 
 /* First update by this thread, or first touch of a chunk. */
-static cell_t *cells_slow(uint32_t off) {
+cell_t *perfc__cells_slow(uint32_t off) {
   tls_table *t = t_table;
   if (!t) {
     pthread_once(&g_key_once, key_init);
@@ -226,7 +225,7 @@ static inline cell_t *cells(uint32_t off) {
     if (LIKELY(c != NULL))
       return c + (off & CHUNK_MASK);
   }
-  return cells_slow(off);
+  return perfc__cells_slow(off);
 }
 
 /* Single-writer updates: only the owning thread stores to its cells, so a
@@ -984,6 +983,8 @@ int perfc_gauge_func_new(perfc_metrics_registry *reg, const char *name,
 
 void perfc_counter_inc(perfc_counter *c) { cell_add_u64(cells(c->s.off), 1); }
 
+uint32_t perfc__counter_cell(const perfc_counter *c) { return c->s.off; }
+
 void perfc_counter_add(perfc_counter *c, uint64_t v) {
   cell_add_u64(cells(c->s.off), v);
 }
@@ -1121,6 +1122,46 @@ void perfc_histogram_observe(perfc_histogram *h, double v) {
   cell_t *c = cells(s->off);
   cell_add_u64(&c[i], 1);
   cell_add_f64(&c[nb + 1], v);
+}
+
+/* Observations waiting for the end of this thread's batch: a loop's
+ * histogram latencies, one clock reading for all (perfc__histogram_observe
+ * _since). A batch with more calls than this observes the first 256 when
+ * the 257th comes, ending them a little early (their answers are not
+ * written yet): one clock reading per 256 calls still, in bounded memory. */
+#define PENDING_MAX 256
+
+typedef struct pending_obs {
+  perfc_histogram *h;
+  int64_t start_ns;
+} pending_obs;
+
+static __thread pending_obs t_pending[PENDING_MAX] TLS_IE;
+static __thread unsigned t_npending TLS_IE;
+
+/* The batch's end hook: registered by the first observation of a batch,
+ * so t_npending > 0 means it is registered in the current one. */
+static void pending_flush(int64_t now_ns) {
+  unsigned n = t_npending;
+  for (unsigned i = 0; i < n; i++)
+    perfc_histogram_observe(t_pending[i].h,
+                            (double)(now_ns - t_pending[i].start_ns) / 1e9);
+  t_npending = 0;
+}
+
+void perfc__histogram_observe_since(perfc_histogram *h, int64_t start_ns) {
+  unsigned n = t_npending;
+  if (n == PENDING_MAX) {
+    /* Still registered: the batch's end observes what comes after. */
+    pending_flush(perfc__now_ns());
+    n = 0;
+  } else if (n == 0 && perfc__batch_at_end(pending_flush) != 0) {
+    perfc_histogram_observe(h, (double)(perfc__now_ns() - start_ns) / 1e9);
+    return;
+  }
+  t_pending[n].h = h;
+  t_pending[n].start_ns = start_ns;
+  t_npending = n + 1;
 }
 
 void perfc_histogram_observe_exemplar(perfc_histogram *h, double v,

@@ -22,6 +22,7 @@
  */
 #include "transport/h2/loop_internal.h"
 
+#include "core/clock_internal.h"
 #include "core/error_internal.h"
 
 #include <errno.h>
@@ -403,12 +404,17 @@ int perfc__h2_loop_run_once(perfc__h2_loop *l, int64_t max_wait_ms) {
   if (n == 0)
     n = epoll_wait(l->epfd, ev, MAX_EVENTS, (int)wait);
   l->was_busy = n > 0;
+  /* The batch (core/clock_internal.h): what the callbacks answer here is
+   * written by the deferred flushes below, so the end of the batch, just
+   * before them, is when those answers are ready to leave. */
+  perfc__batch_begin();
   for (int i = 0; i < n; i++) {
     perfc__h2_io *io = ev[i].data.ptr;
     io->cb(l, io, ev[i].events);
   }
   run_timers(l);
   run_tasks(l);
+  perfc__batch_end();
   run_deferred(l);
   return n < 0 ? 0 : n;
 }
