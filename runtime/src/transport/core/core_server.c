@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Contexts kept per poller for reuse; beyond this they are freed, so a burst
  * does not pin its peak memory forever. */
@@ -108,6 +109,7 @@ static ccall *ctx_get(poller *p) {
     }
     c->call_cq = NULL;
   }
+  counter_add(&p->out, 1);
   perfc_arena *arena = c->ctx.arena;
   grpc_completion_queue *call_cq = c->call_cq;
   memset(c, 0, sizeof *c);
@@ -140,6 +142,7 @@ static void ctx_destroy(ccall *c) {
 static void ctx_put(ccall *c) {
   poller *p = c->poller;
   if (p == tls_poller) {
+    counter_add(&p->out, -1);
     if (p->free_count < CTX_CACHE_MAX) {
       c->next_free = p->free_list;
       p->free_list = c;
@@ -151,6 +154,7 @@ static void ctx_put(ccall *c) {
   }
   /* Another thread (a streaming handler's worker). The poller outlives
    * every worker: the pool is joined before the pollers stop. */
+  atomic_fetch_add_explicit(&p->back_elsewhere, 1, memory_order_release);
   ccall *head = atomic_load_explicit(&p->returned, memory_order_relaxed);
   do
     c->next_free = head;
@@ -942,8 +946,38 @@ static void core_cancel_all(void *t) {
   grpc_server_cancel_all_calls(cs->server);
 }
 
+/* Contexts of poller `p` still out: posted requests the core has not
+ * failed yet, calls not yet released. */
+static unsigned contexts_out(poller *p) {
+  return atomic_load_explicit(&p->out, memory_order_acquire) -
+         atomic_load_explicit(&p->back_elsewhere, memory_order_acquire);
+}
+
 static void core_stop(void *t) {
   core_server *cs = t;
+  /* A poller may still be inside a call the shutdown cancelled: an inline
+   * handler, or an interceptor's blocking decision (the shared rate
+   * limit's Redis round trip on this transport) that has not returned.
+   * Its answer starts a batch on the call, and the core aborts the
+   * process (an assertion in grpc_call_start_batch) when the call's queue
+   * is shut down by then. So the queues shut down once every context is
+   * back: the answers sent, their batches completed. The pollers keep
+   * polling meanwhile, and the pool was joined before this. */
+  int64_t t0 = perfc__now_ns(), next_log = 5000;
+  for (unsigned i = 0; i < cs->npollers; i++) {
+    while (contexts_out(&cs->pollers[i]) != 0) {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+      int64_t waited = (perfc__now_ns() - t0) / 1000000;
+      if (waited >= next_log) {
+        perfc_log(PERFC_LOG_WARN,
+                  "server: still waiting for %u call(s) on poller %u to "
+                  "return (%lld ms)",
+                  contexts_out(&cs->pollers[i]), i, (long long)waited);
+        next_log += 5000;
+      }
+    }
+  }
   for (unsigned i = 0; i < cs->npollers; i++)
     grpc_completion_queue_shutdown(cs->pollers[i].cq);
   for (unsigned i = 0; i < cs->npollers; i++)

@@ -80,6 +80,11 @@ struct poller {
    * running = running - ended_elsewhere: an inline call, matched and
    * released here, touches no shared counter. */
   _Atomic unsigned *posted, *depth, *running, *ended_elsewhere;
+  /* Contexts handed out (a request posted, a call running) minus those
+   * put back on this poller's thread (written by the poller only), and
+   * those put back on another thread (added there). core_stop waits for
+   * out - back_elsewhere == 0 before it shuts the queues down. */
+  _Atomic unsigned out, back_elsewhere;
 };
 
 struct core_server {
