@@ -134,6 +134,18 @@ static perfc_status_code gate_before(void *self, void *ms, perfc_ctx *ctx,
   if (strcmp(how, "inline") == 0) {
     cr_assert_eq(perfc_ic_resume(p, PERFC_STATUS_OK), 0);
     cr_assert_eq(perfc_ic_resume(p, PERFC_STATUS_OK), PERFC_ESTATE);
+  } else if (strcmp(how, "inline-but-ok") == 0) {
+    /* Defers and resumes, then returns OK (a bug): the resume decides. */
+    cr_assert_eq(perfc_ic_resume(p, PERFC_STATUS_OK), 0);
+    return PERFC_STATUS_OK;
+  } else if (strcmp(how, "thread-but-ok") == 0) {
+    resumer *r = malloc(sizeof *r);
+    r->p = p;
+    r->code = PERFC_STATUS_PERMISSION_DENIED;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, resume_later, r), 0);
+    pthread_detach(t);
+    return PERFC_STATUS_OK; /* the bug: the resume's denial must win */
   } else if (strcmp(how, "thread-ok") == 0 || strcmp(how, "thread-deny") == 0) {
     resumer *r = malloc(sizeof *r);
     r->p = p;
@@ -289,6 +301,29 @@ Test(interceptor_defer, resume_refusal_ends_call_and_runs_after_hooks) {
   cr_assert_eq(atomic_load(&probe_last_code), PERFC_STATUS_PERMISSION_DENIED);
   cr_assert_eq(atomic_load(&gate_last_code), PERFC_STATUS_PERMISSION_DENIED);
   stop();
+}
+
+Test(interceptor_defer, hook_that_defers_but_returns_ok_waits_for_the_resume) {
+  start();
+  /* Resumed later with a denial: the call ends with it; neither the rest
+   * of the chain nor the handler ran on the hook's OK. */
+  char msg[256];
+  cr_assert_eq(call("thread-but-ok", 5000, msg, sizeof msg),
+               PERFC_STATUS_PERMISSION_DENIED);
+  cr_assert_str_eq(msg, "denied by gate");
+  cr_assert_eq(atomic_load(&next_befores), 0);
+  cr_assert_eq(atomic_load(&handler_runs), 0);
+  cr_assert(wait_for(&gate_afters, 1));
+  cr_assert_eq(atomic_load(&gate_last_code), PERFC_STATUS_PERMISSION_DENIED);
+  /* Resumed inside the hook with OK: the chain goes on once, not twice. */
+  cr_assert_eq(call("inline-but-ok", 5000, NULL, 0), PERFC_STATUS_OK);
+  cr_assert_eq(atomic_load(&next_befores), 1);
+  cr_assert_eq(atomic_load(&handler_runs), 1);
+  /* Nothing is left pending: the shutdown does not wait (it would until
+   * the test's timeout if a handle had been left unresumed). */
+  int64_t t0 = now_ms();
+  stop();
+  cr_assert_lt(now_ms() - t0, 3000, "the shutdown waited for a decision");
 }
 
 Test(interceptor_defer, resume_inside_the_hook) {

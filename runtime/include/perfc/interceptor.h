@@ -97,11 +97,11 @@ typedef struct perfc_client_call_info {
  * perfc/deferred.h, works the same way):
  * - Unary methods only: perfc_ic_defer() refuses a streaming call
  *   (PERFC_ESTATE), and the hook then decides as it did before.
- * - After perfc_ic_defer() the hook returns PERFC_STATUS_DEFERRED (any
- *   other refusal it returns is ignored; returning OK is a bug that leaves
- *   the handle unusable and the server's shutdown waiting for it). The
- *   chain stops there; the interceptors after it, the decode and the
- *   handler wait, holding no thread.
+ * - After perfc_ic_defer() the hook returns PERFC_STATUS_DEFERRED. Any
+ *   other status it returns, OK included, is logged as an error and
+ *   ignored: the decision is the resume's. The chain stops there; the
+ *   interceptors after it, the decode and the handler wait, holding no
+ *   thread.
  * - Every handle is resumed exactly once, also when the call was
  *   cancelled meanwhile (its client reset it, its deadline passed, the
  *   server shut down): the transport has then already answered the

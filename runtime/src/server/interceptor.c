@@ -9,6 +9,7 @@
 #include "perfc/interceptor.h"
 #include "server/call_internal.h"
 #include "server/server_internal.h"
+#include "perfc/log.h"
 
 int perfc_server_add_interceptor(perfc_server *srv,
                                  const perfc_server_interceptor *ic) {
@@ -59,9 +60,23 @@ void perfc__ic_run_after(perfc_ctx *ctx) {
   ctx->ic_entered = 0;
 }
 
+/* A hook that deferred its decision (perfc_ic_defer) but returned OK: the
+ * decision is the resume's, as for any other status it could return, so
+ * the chain waits for it. Going on would run the rest of the chain and
+ * the handler now and again at the resume, or never end the handle and
+ * hold the server's shutdown. Cold: logged once per such call. */
+static __attribute__((noinline, cold)) perfc_status_code
+defer_then_ok(perfc_ctx *ctx, unsigned i) {
+  perfc_log(PERFC_LOG_ERROR,
+            "server: %s: interceptor %s called perfc_ic_defer() but returned "
+            "OK; the call waits for its perfc_ic_resume()",
+            ctx->path, ctx->srv->ics[i].name ? ctx->srv->ics[i].name : "?");
+  return PERFC_STATUS_DEFERRED;
+}
+
 /* Runs the `before` hooks in order; stops at the first refusal (or
  * PERFC_STATUS_DEFERRED: call.c tells the two apart on its refusal branch,
- * so a chain that says OK pays nothing for deferral). */
+ * so a chain that says OK pays one flag test per hook for deferral). */
 perfc_status_code perfc__ic_run_before(perfc_ctx *ctx) {
   perfc__method *m = ctx->method;
   perfc_server *srv = ctx->srv;
@@ -72,6 +87,8 @@ perfc_status_code perfc__ic_run_before(perfc_ctx *ctx) {
                                                ctx, &ctx->ic_call[i]);
       if (c != PERFC_STATUS_OK)
         return c;
+      if (ctx->ic_deferred)
+        return defer_then_ok(ctx, i);
     }
   }
   return PERFC_STATUS_OK;
@@ -90,6 +107,8 @@ perfc_status_code perfc__ic_run_before_from(perfc_ctx *ctx, unsigned from) {
                                                ctx, &ctx->ic_call[i]);
       if (c != PERFC_STATUS_OK)
         return c;
+      if (ctx->ic_deferred)
+        return defer_then_ok(ctx, i);
     }
   }
   return PERFC_STATUS_OK;
