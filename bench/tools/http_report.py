@@ -8,19 +8,24 @@ other side's run of the same round, then the median, as
 bench/tools/report.py does): perfc's JSON GetUser ÷ grpc-gateway's on the
 same protocol (target at least 3x req/s) and perfc's JSON GetUser ÷ perfc's
 gRPC GetUser, both from L1 (target at least 0.7x), with server CPU per
-request beside each.
+request beside each. floor-h1, a server that only writes a canned answer
+per request under json-h1's load, gives the ceiling of that load shape:
+json-h1 ÷ floor-h1 is the share of the ceiling perfc reaches, floor-h1 ÷
+grpc-l1 the best JSON-over-HTTP/1.1 ÷ gRPC ratio any server could reach
+here.
 """
 import csv
 import statistics
 import sys
 
-ORDER = ["grpc-l1", "grpc-m1", "json-h1", "json-h1p", "json-h2", "gw-h1", "gw-h1p", "gw-h2", "go-l1"]
+ORDER = ["grpc-l1", "grpc-m1", "json-h1", "json-h1p", "json-h2", "floor-h1", "gw-h1", "gw-h1p", "gw-h2", "go-l1"]
 LABEL = {
     "grpc-l1": "perfc gRPC GetUser (h2load, L1)",
     "grpc-m1": "perfc gRPC GetUser, one call in flight per connection",
     "json-h1": "perfc JSON GET /v1/users/1, HTTP/1.1",
     "json-h1p": "perfc JSON GET /v1/users/1, HTTP/1.1 pipelined",
     "json-h2": "perfc JSON GET /v1/users/1, HTTP/2",
+    "floor-h1": "h1-floor: a canned answer per request, HTTP/1.1 (json-h1's load)",
     "gw-h1": "grpc-gateway + Go peer, HTTP/1.1",
     "gw-h1p": "grpc-gateway + Go peer, HTTP/1.1 pipelined",
     "gw-h2": "grpc-gateway + Go peer, HTTP/2 (h2c)",
@@ -65,6 +70,10 @@ def main():
              ("json-h1", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/1.1 ÷ perfc gRPC"),
              ("json-h1", "grpc-m1", GRPC_TARGET,
               "perfc JSON HTTP/1.1 ÷ perfc gRPC, both one request in flight per connection"),
+             ("json-h1", "floor-h1", None,
+              "perfc JSON HTTP/1.1 ÷ h1-floor (the share of this load shape's ceiling)"),
+             ("floor-h1", "grpc-l1", None,
+              "h1-floor ÷ perfc gRPC (the best HTTP/1.1-without-pipelining ratio any server reaches here)"),
              ("json-h1p", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/1.1 pipelined ÷ perfc gRPC"),
              ("json-h2", "grpc-l1", GRPC_TARGET, "perfc JSON HTTP/2 ÷ perfc gRPC"),
              ("gw-h2", "go-l1", None, "grpc-gateway HTTP/2 ÷ Go peer gRPC"),
