@@ -14,8 +14,12 @@
  * decision on A pending, calls to B on the same connection (the same
  * loop) are answered at once; the decision still falls back after the
  * timeout; a client that gives up (deadline, reset) or a server shutdown
- * while it is pending end cleanly (run these under ASan: build-asan). */
+ * while it is pending end cleanly (run these under ASan: build-asan).
+ * Streams defer too: a server stream waiting for its decision holds no
+ * loop, a client stream's messages sent meanwhile wait for the handler,
+ * and a reset while it waits ends it cleanly. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <google/protobuf/empty.pb-c.h>
 #include "redis_server.h"
@@ -34,18 +38,48 @@ static perfc_status_code ok_invoke(perfc_ctx *ctx, const void *h, void *ud,
   return PERFC_STATUS_OK;
 }
 
+/* C, a server stream: three messages. */
+static perfc_status_code three_invoke(perfc_ctx *ctx, const void *h, void *ud,
+                                      const ProtobufCMessage *req,
+                                      ProtobufCMessage *resp, perfc_stream *s) {
+  (void)ctx, (void)h, (void)ud, (void)req, (void)resp;
+  Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+  for (int i = 0; i < 3; i++)
+    if (perfc_stream_send(s, &e.base) != 0)
+      return PERFC_STATUS_CANCELLED;
+  return PERFC_STATUS_OK;
+}
+
+/* D, a client stream: counts its runs and the messages it read. */
+static atomic_int d_runs, d_messages;
+static perfc_status_code count_invoke(perfc_ctx *ctx, const void *h, void *ud,
+                                      const ProtobufCMessage *req,
+                                      ProtobufCMessage *resp, perfc_stream *s) {
+  (void)ctx, (void)h, (void)ud, (void)req, (void)resp;
+  atomic_fetch_add(&d_runs, 1);
+  ProtobufCMessage *m;
+  int rc;
+  while ((rc = perfc_stream_recv(s, &m)) == 1)
+    atomic_fetch_add(&d_messages, 1);
+  return rc == 0 ? PERFC_STATUS_OK : PERFC_STATUS_CANCELLED;
+}
+
 #define MSG &google__protobuf__empty__descriptor
 static const perfc_method_desc methods[] = {
     {.name = "A", .path = "/t.v1.R/A", .kind = PERFC_METHOD_UNARY,
      .input = MSG, .output = MSG, .invoke = ok_invoke},
     {.name = "B", .path = "/t.v1.R/B", .kind = PERFC_METHOD_UNARY,
      .input = MSG, .output = MSG, .invoke = ok_invoke},
+    {.name = "C", .path = "/t.v1.R/C", .kind = PERFC_METHOD_SERVER_STREAM,
+     .input = MSG, .output = MSG, .invoke = three_invoke},
+    {.name = "D", .path = "/t.v1.R/D", .kind = PERFC_METHOD_CLIENT_STREAM,
+     .input = MSG, .output = MSG, .invoke = count_invoke},
 };
 static const perfc_service_desc svc = {
-    .name = "t.v1.R", .n_methods = 2, .methods = methods};
+    .name = "t.v1.R", .n_methods = 4, .methods = methods};
 static const struct {
-  void *a, *b;
-} impl = {(void *)1, (void *)1};
+  void *a, *b, *c, *d;
+} impl = {(void *)1, (void *)1, (void *)1, (void *)1};
 
 /* One replica: its own registry, store, limiter, server and channel. */
 typedef struct replica {
@@ -506,6 +540,149 @@ Test(ratelimit_redis, shutdown_with_decisions_pending) {
     pthread_join(a[i].t, NULL);
   cr_assert_eq(pending(0), 0);
   kill(redis.pid, SIGCONT);
+  stop();
+}
+
+/* ---- streams' decisions on the loop ---------------------------------------- */
+
+/* Opens C (server stream) on replica r; perfc_client_stream_free() it. */
+static perfc_client_stream *open_c(int r, int64_t timeout_ms) {
+  perfc_call_opts o = {.wait_for_ready = 1, .timeout_ms = timeout_ms};
+  Google__Protobuf__Empty req = GOOGLE__PROTOBUF__EMPTY__INIT;
+  perfc_client_stream *s;
+  cr_assert_eq(
+      perfc_channel_stream_open(rep[r].ch, &methods[2], &req.base, &o, &s), 0);
+  return s;
+}
+
+/* Reads C to its end: the status, the messages in *n, the message. */
+static perfc_status_code drain_c(perfc_client_stream *s, int *n,
+                                 char *msg, size_t msg_len) {
+  ProtobufCMessage *m;
+  *n = 0;
+  while (perfc_client_stream_recv(s, &m) == 1)
+    (*n)++;
+  perfc_status st = {0};
+  perfc_status_code c = perfc_client_stream_finish(s, NULL, &st);
+  snprintf(msg, msg_len, "%s", st.message ? st.message : "");
+  perfc_status_reset(&st);
+  perfc_client_stream_free(s);
+  return c;
+}
+
+static const perfc_ratelimit_rule stream_rules[] = {
+    {.method = "/t.v1.R/C", .rate = SLOW, .burst = 3, .shared = 1,
+     .local_rate = SLOW, .local_burst = 1},
+    {.method = "/t.v1.R/D", .rate = SLOW, .burst = 2, .shared = 1,
+     .local_rate = SLOW, .local_burst = 1}};
+
+Test(ratelimit_redis, streams_share_the_bucket_and_are_refused) {
+  start(stream_rules, 2);
+  char msg[256];
+  int n;
+  /* C's burst of 3, across both replicas: the fourth stream is refused
+   * before its handler runs (no message), whichever path decided. */
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(drain_c(open_c(i % 2, 10000), &n, msg, sizeof msg),
+                 PERFC_STATUS_OK, "stream %d: %s", i, msg);
+    cr_assert_eq(n, 3);
+  }
+  cr_assert_eq(drain_c(open_c(1, 10000), &n, msg, sizeof msg),
+               PERFC_STATUS_RESOURCE_EXHAUSTED);
+  cr_assert_eq(n, 0);
+  cr_assert(strstr(msg, "global rate limit"), "message: %s", msg);
+  cr_assert_eq(decisions(0, "C", "global", "admitted") +
+                   decisions(1, "C", "global", "admitted"),
+               3);
+  cr_assert_eq(decisions(1, "C", "global", "refused"), 1);
+  stop();
+}
+
+Test(ratelimit_redis, frozen_redis_does_not_block_the_loop_for_streams) {
+  if (!test_transport_is_h2())
+    cr_skip_test("the C core transport decides blocking, on its poller");
+  store_timeout_ms = 1500;
+  store_backoff_ms = 5000;
+  start(stream_rules, 2);
+  char msg[256];
+  int n;
+  cr_assert_eq(drain_c(open_c(0, 10000), &n, msg, sizeof msg),
+               PERFC_STATUS_OK, "%s", msg); /* connected, script loaded */
+  kill(redis.pid, SIGSTOP);
+  int64_t t0 = now_ms();
+  perfc_client_stream *s = open_c(0, 10000);
+  cr_assert(wait_pending(0, 1), "C's decision never went to Redis");
+  /* B, on the same connection and loop, is answered while C waits (the
+   * blocking decision held the loop for the whole 1.5 s). */
+  int64_t b0 = now_ms();
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(plain_call(0, 1, 5000), PERFC_STATUS_OK);
+  int64_t took = now_ms() - b0;
+  cr_assert_lt(took, 500, "5 calls to B took %lld ms while C waited for Redis",
+               (long long)took);
+  cr_assert_eq(pending(0), 1, "C was still waiting");
+  /* The timeout, then the local bucket (one token) admitted C. */
+  cr_assert_eq(drain_c(s, &n, msg, sizeof msg), PERFC_STATUS_OK, "%s", msg);
+  cr_assert_eq(n, 3);
+  cr_assert_geq(now_ms() - t0, 1400);
+  cr_assert_eq(decisions(0, "C", "local", "admitted"), 1);
+  kill(redis.pid, SIGCONT);
+  stop();
+}
+
+Test(ratelimit_redis, client_stream_messages_wait_for_the_decision) {
+  if (!test_transport_is_h2())
+    cr_skip_test("the C core transport decides blocking, on its poller");
+  store_timeout_ms = 5000;
+  start(stream_rules, 2);
+  atomic_store(&d_runs, 0);
+  atomic_store(&d_messages, 0);
+  kill(redis.pid, SIGSTOP);
+  perfc_call_opts o = {.wait_for_ready = 1, .timeout_ms = 10000};
+  perfc_client_stream *s;
+  cr_assert_eq(perfc_channel_stream_open(rep[0].ch, &methods[3], NULL, &o, &s),
+               0);
+  cr_assert(wait_pending(0, 1), "D's decision never went to Redis");
+  /* Sent while the decision waits: the transport holds them for the
+   * handler, which has not run. */
+  Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(perfc_client_stream_send(s, &e.base), 0);
+  cr_assert_eq(perfc_client_stream_close_send(s), 0);
+  tr_sleep_ms(100);
+  cr_assert_eq(atomic_load(&d_runs), 0, "D's handler ran before its decision");
+  /* Redis answers (the global bucket admits): every message arrives. */
+  kill(redis.pid, SIGCONT);
+  perfc_status st = {0};
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, &st), PERFC_STATUS_OK, "%s",
+               st.message ? st.message : "");
+  perfc_status_reset(&st);
+  perfc_client_stream_free(s);
+  cr_assert_eq(atomic_load(&d_runs), 1);
+  cr_assert_eq(atomic_load(&d_messages), 5);
+  cr_assert_eq(decisions(0, "D", "global", "admitted"), 1);
+  stop();
+}
+
+Test(ratelimit_redis, stream_reset_while_decision_pending) {
+  if (!test_transport_is_h2())
+    cr_skip_test("the C core transport decides blocking, on its poller");
+  store_timeout_ms = 1000;
+  start(stream_rules, 2);
+  char msg[256];
+  int n;
+  cr_assert_eq(drain_c(open_c(0, 10000), &n, msg, sizeof msg),
+               PERFC_STATUS_OK, "%s", msg);
+  kill(redis.pid, SIGSTOP);
+  perfc_client_stream *s = open_c(0, 10000);
+  cr_assert(wait_pending(0, 1));
+  perfc_client_stream_cancel(s); /* RST_STREAM */
+  cr_assert_eq(drain_c(s, &n, msg, sizeof msg), PERFC_STATUS_CANCELLED);
+  cr_assert_eq(n, 0);
+  /* The decision comes back at the timeout and only ends the call. */
+  cr_assert(wait_pending(0, 0));
+  kill(redis.pid, SIGCONT);
+  cr_assert_eq(plain_call(0, 1, 5000), PERFC_STATUS_OK);
   stop();
 }
 

@@ -87,7 +87,7 @@ typedef struct perfc_client_call_info {
  *                                   void **cs) {
  *     struct op *op = perfc_ctx_alloc(ctx, sizeof *op);
  *     if (op == NULL || (op->p = perfc_ic_defer(ctx)) == NULL)
- *       return decide_blocking(ctx);                // streams, no memory
+ *       return decide_blocking(ctx);                // C core stream, no memory
  *     if (start_async(on_reply, op) != 0)
  *       perfc_ic_resume(op->p, PERFC_STATUS_OK);    // fail open, say
  *     return PERFC_STATUS_DEFERRED;
@@ -95,8 +95,12 @@ typedef struct perfc_client_call_info {
  *
  * Rules (docs/design.md, "Interceptors"; the deferred-call API,
  * perfc/deferred.h, works the same way):
- * - Unary methods only: perfc_ic_defer() refuses a streaming call
- *   (PERFC_ESTATE), and the hook then decides as it did before.
+ * - Unary calls on both transports, streaming calls on h2 (a stream's
+ *   messages wait in the transport until its handler runs).
+ *   perfc_ic_defer() refuses (PERFC_ESTATE; the hook then decides as it
+ *   would without deferring) a streaming call on the C core transport,
+ *   and a client or bidi stream with loop callbacks
+ *   (perfc_server_set_stream_callbacks, perfc/stream.h).
  * - After perfc_ic_defer() the hook returns PERFC_STATUS_DEFERRED. Any
  *   other status it returns, OK included, is logged as an error and
  *   ignored: the decision is the resume's. The chain stops there; the
@@ -143,8 +147,9 @@ typedef struct perfc_ic_pending perfc_ic_pending;
 
 /** From a `before` hook, on the thread running it: the decision comes
  *  later, at perfc_ic_resume(). Returns the handle, or NULL with
- *  perfc_last_error() set (PERFC_ESTATE: a streaming call, not in a
- *  `before` hook, or deferred already; PERFC_ENOMEM). */
+ *  perfc_last_error() set (PERFC_ESTATE: a stream that cannot defer (see
+ *  the rules above), not in a `before` hook, or deferred already;
+ *  PERFC_ENOMEM). */
 PERFC_API perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx);
 
 /** The pending call's context (its arena, metadata, perfc_ctx_error()), or

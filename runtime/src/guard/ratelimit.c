@@ -486,7 +486,9 @@ static int store_take_async(decision *d, applied *a, const char *v,
                             size_t len) {
   perfc_ratelimit *rl = d->rl;
   if (d->p == NULL && (d->p = perfc_ic_defer(d->ctx)) == NULL) {
-    d->can_wait = 0; /* out of handles: this call decides blocking */
+    /* Out of handles, or a stream that cannot wait (see the hook): this
+     * call decides blocking. */
+    d->can_wait = 0;
     return store_take(rl, a, d->ctx, v, len);
   }
   const rule *r = a->b->r;
@@ -598,9 +600,11 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
    * call's arena, which lasts until the decision is resumed. */
   decision on_stack;
   decision *d = &on_stack;
+  /* Streams too (h2): perfc_ic_defer() refuses the ones that cannot wait
+   * (a client or bidi stream with loop callbacks), which then decide
+   * blocking as before. */
   int can_wait = ms->shared && rl->store.take_async != NULL &&
-                 perfc_loop_current() != NULL &&
-                 perfc_ctx_method_desc(ctx)->kind == PERFC_METHOD_UNARY;
+                 perfc_loop_current() != NULL;
   if (can_wait && (d = perfc_ctx_alloc(ctx, sizeof *d)) == NULL) {
     d = &on_stack;
     can_wait = 0;

@@ -232,18 +232,37 @@ perfc_deferred *perfc_call_defer(perfc_ctx *ctx) {
   return d;
 }
 
+/* Whether a streaming call can wait for a decision. On a transport with
+ * loops (h2: ops->post) the chain's resume runs on the call's loop and a
+ * stream's messages wait meanwhile: a worker's stream in the transport's
+ * queue, a server stream's single request with the call. A stream with
+ * loop callbacks (perfc_server_set_stream_callbacks) that receives
+ * messages cannot: they would go to callbacks that have not started. The
+ * C core has no loop to resume on: its streams decide blocking. */
+static int stream_can_defer(const perfc_ctx *ctx) {
+  perfc_method_kind k = ctx->method->desc->kind;
+  return ctx->ops->post != NULL &&
+         !(ctx->method->loop && (k == PERFC_METHOD_CLIENT_STREAM ||
+                                 k == PERFC_METHOD_BIDI_STREAM));
+}
+
 perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx) {
   /* In a `before` hook: interceptors entered, no handler yet (the request
    * is decoded after the chain), not deferred. */
+  int stream_refused = ctx != NULL && ctx->method != NULL &&
+                       ctx->method->desc->kind != PERFC_METHOD_UNARY &&
+                       !stream_can_defer(ctx);
   if (ctx == NULL || ctx->ic_entered == 0 || ctx->in_handler ||
       ctx->deferred != 0 || ctx->resp != NULL || ctx->method == NULL ||
-      ctx->method->desc->kind != PERFC_METHOD_UNARY) {
+      stream_refused) {
     perfc__fail(PERFC_ESTATE, "perfc_ic_defer: %s",
                 ctx != NULL && ctx->deferred != 0
                     ? "the call is deferred already"
-                : ctx != NULL && ctx->method != NULL &&
-                        ctx->method->desc->kind != PERFC_METHOD_UNARY
-                    ? "a streaming call (only unary calls defer)"
+                : stream_refused
+                    ? (ctx->ops->post == NULL
+                           ? "a streaming call on the C core transport "
+                             "(streams defer on h2 only)"
+                           : "a client or bidi stream with loop callbacks")
                     : "not called from a `before` hook");
     return NULL;
   }
