@@ -418,11 +418,8 @@ static ssize_t data_read(nghttp2_session *ng, int32_t sid, uint8_t *buf,
     atomic_fetch_sub(&s->pending, n);
     if (s->qoff == s->qlen) {
       s->qoff = s->qlen = 0;
-      if (s->qcap > 65536) { /* a large reply's buffer is not kept */
-        free(s->q);
-        s->q = NULL;
-        s->qcap = 0;
-      }
+      if (s->qcap > 65536) /* a large reply's buffer is not kept */
+        perfc__h2_q_drop(s);
     }
   }
   if (s->qlen == 0 && s->finish_queued) {
@@ -502,15 +499,36 @@ static bool q_reserve(perfc__h2_stream *s, size_t more) {
     if (s->qlen + more <= s->qcap)
       return true;
   }
-  size_t cap = s->qcap ? s->qcap : 256;
+  if (s->q == NULL && more <= sizeof s->qinl) {
+    s->q = s->qinl;
+    s->qcap = sizeof s->qinl;
+    return true;
+  }
+  size_t cap = s->qcap > 256 ? s->qcap : 256;
   while (cap < s->qlen + more)
     cap *= 2;
-  uint8_t *q = realloc(s->q, cap);
+  uint8_t *q = s->q == s->qinl ? malloc(cap) : realloc(s->q, cap);
   if (q == NULL)
     return false;
+  if (s->q == s->qinl)
+    memcpy(q, s->qinl, s->qlen);
   s->q = q;
   s->qcap = cap;
   return true;
+}
+
+/* The response queue's memory goes (it is empty, or the stream ended). */
+void perfc__h2_q_drop(perfc__h2_stream *s) {
+  if (s->q != s->qinl)
+    free(s->q);
+  s->q = NULL;
+  s->qcap = s->qlen = s->qoff = 0;
+}
+
+static void trailer_drop(perfc__h2_stream *s) {
+  if (s->trailer_buf != s->tinl)
+    free(s->trailer_buf);
+  s->trailer_buf = NULL;
 }
 
 static void kick_data(perfc__h2_stream *s) {
@@ -636,7 +654,12 @@ static int build_trailers(perfc__h2_stream *s, bool with_response_headers,
   for (size_t i = 0; i < n; i++)
     bytes += md[i].key_len + md[i].value_len;
   size_t nv_n = n + 2 + (with_response_headers ? 3 : 0);
-  char *buf = malloc(nv_n * sizeof(nghttp2_nv) + bytes);
+  size_t need = nv_n * sizeof(nghttp2_nv) + bytes;
+  /* The inline room, unless the trailers there are the ones being
+   * replaced (never while nghttp2 holds them: it copies them at submit). */
+  char *buf = need <= sizeof s->tinl && s->trailer_buf != s->tinl
+                  ? s->tinl
+                  : malloc(need);
   if (buf == NULL)
     return PERFC_ENOMEM;
   nghttp2_nv *nv = (nghttp2_nv *)buf;
@@ -670,7 +693,7 @@ static int build_trailers(perfc__h2_stream *s, bool with_response_headers,
                            md[i].value_len, NGHTTP2_NV_FLAG_NONE};
     w += md[i].value_len;
   }
-  free(s->trailer_buf);
+  trailer_drop(s);
   s->trailer_buf = buf;
   s->trailer_nv = nv;
   s->trailer_n = k;
@@ -1393,10 +1416,16 @@ void perfc__h2_web_body(perfc__h2_stream *s, const uint8_t *data, size_t len) {
 
 /* ---- requests: headers ---------------------------------------------------- */
 
+_Static_assert(sizeof(perfc__h2_stream) <= 1032,
+               "a stream stays within glibc's per-thread cache");
+
 perfc__h2_stream *perfc__h2_stream_new(perfc__h2_conn *c, int32_t sid) {
-  perfc__h2_stream *s = calloc(1, sizeof *s);
+  /* malloc and a memset, not calloc: glibc's calloc skips its per-thread
+   * cache; the inline buffers at the end need no zeroes. */
+  perfc__h2_stream *s = malloc(sizeof *s);
   if (s == NULL)
     return NULL;
+  memset(s, 0, offsetof(perfc__h2_stream, hinl));
   s->id = sid;
   atomic_init(&s->refs, 1);
   s->conn = c;
@@ -1423,6 +1452,14 @@ int perfc__h2_grpc_begin_headers(perfc__h2_conn *c, const nghttp2_frame *f) {
   return 0;
 }
 
+/* The request headers are not needed any more. */
+static void hbuf_drop(perfc__h2_stream *s) {
+  if (s->hbuf != s->hinl)
+    free(s->hbuf);
+  s->hbuf = NULL;
+  s->hlen = s->hcap = 0;
+}
+
 /* Inline into nghttp2's header callback (9 calls per gRPC call: the
  * out-of-line version cost 27 instructions per header, callgrind); the
  * exported name serves http1.c. */
@@ -1436,21 +1473,32 @@ add_header(perfc__h2_stream *s, const char *name, size_t namelen,
     s->too_big = true;
   if (s->too_big)
     return 0;
-  size_t need = namelen + valuelen + 2;
+  uint32_t lens[2] = {(uint32_t)namelen, (uint32_t)valuelen};
+  size_t need = sizeof lens + namelen + valuelen + 2;
   if (s->hlen + need > s->hcap) {
-    size_t cap = s->hcap ? s->hcap : 512;
-    while (cap < s->hlen + need)
-      cap *= 2;
-    char *b = realloc(s->hbuf, cap);
-    if (b == NULL)
-      return PERFC_ENOMEM;
-    s->hbuf = b;
-    s->hcap = (uint32_t)cap;
+    if (s->hbuf == NULL && need <= sizeof s->hinl) {
+      s->hbuf = s->hinl;
+      s->hcap = sizeof s->hinl;
+    } else {
+      size_t cap = s->hcap > 512 ? s->hcap : 512;
+      while (cap < s->hlen + need)
+        cap *= 2;
+      char *b = s->hbuf == s->hinl ? malloc(cap) : realloc(s->hbuf, cap);
+      if (b == NULL)
+        return PERFC_ENOMEM;
+      if (s->hbuf == s->hinl)
+        memcpy(b, s->hinl, s->hlen);
+      s->hbuf = b;
+      s->hcap = (uint32_t)cap;
+    }
   }
-  memcpy(s->hbuf + s->hlen, name, namelen);
-  s->hbuf[s->hlen + namelen] = '\0';
-  memcpy(s->hbuf + s->hlen + namelen + 1, value, valuelen);
-  s->hbuf[s->hlen + need - 1] = '\0';
+  char *w = s->hbuf + s->hlen;
+  memcpy(w, lens, sizeof lens);
+  w += sizeof lens;
+  memcpy(w, name, namelen);
+  w[namelen] = '\0';
+  memcpy(w + namelen + 1, value, valuelen);
+  w[namelen + 1 + valuelen] = '\0';
   s->hlen += (uint32_t)need;
   s->nhdr++;
   return 0;
@@ -1492,12 +1540,12 @@ static void half_close(perfc__h2_stream *s);
 /* The content-type among the headers kept so far (a header list cut at
  * the limit keeps its first fields), or NULL. */
 static const char *kept_content_type(const perfc__h2_stream *s) {
-  const char *p = s->hbuf;
+  char *p = s->hbuf, *k, *v;
+  size_t kl, vl;
   for (uint32_t i = 0; p != NULL && i < s->nhdr; i++) {
-    const char *v = p + strlen(p) + 1;
-    if (strcmp(p, "content-type") == 0)
+    p = perfc__h2_hdr_next(p, &k, &kl, &v, &vl);
+    if (kl == 12 && memcmp(k, "content-type", 12) == 0)
       return v;
-    p = v + strlen(v) + 1;
   }
   return NULL;
 }
@@ -1554,16 +1602,16 @@ static size_t web_md(perfc__h2_md *md, size_t n) {
  * caller answers HTTP 413). */
 bool perfc__h2_web_refuse_body(perfc__h2_stream *s, const char *msg) {
   const char *method = NULL, *ctype = NULL, *origin = NULL;
-  const char *p = s->hbuf;
+  char *p = s->hbuf, *k, *v;
+  size_t kl, vl;
   for (uint32_t i = 0; p != NULL && i < s->nhdr; i++) {
-    const char *v = p + strlen(p) + 1;
-    if (strcmp(p, ":method") == 0)
+    p = perfc__h2_hdr_next(p, &k, &kl, &v, &vl);
+    if (strcmp(k, ":method") == 0)
       method = v;
-    else if (strcmp(p, "content-type") == 0)
+    else if (strcmp(k, "content-type") == 0)
       ctype = v;
-    else if (strcmp(p, "origin") == 0)
+    else if (strcmp(k, "origin") == 0)
       origin = v;
-    p = v + strlen(v) + 1;
   }
   int web = method != NULL && strcmp(method, "POST") == 0
                 ? web_content_type(ctype)
@@ -1621,11 +1669,9 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
   bool bad_bin = false;
   char *p = s->hbuf;
   for (uint32_t i = 0; i < s->nhdr; i++) {
-    char *k = p;
-    size_t kl = strlen(k);
-    char *v = k + kl + 1;
-    size_t vl = strlen(v);
-    p = v + vl + 1;
+    char *k, *v;
+    size_t kl, vl;
+    p = perfc__h2_hdr_next(p, &k, &kl, &v, &vl);
     if (k[0] == ':') {
       if (KEY_IS(k, kl, ":method"))
         method = v;
@@ -1752,9 +1798,7 @@ void perfc__h2_grpc_start(perfc__h2_conn *c, perfc__h2_stream *s) {
     free(md);
   /* The headers are not needed any more: an open call keeps nothing of
    * its request headers in the transport. */
-  free(s->hbuf);
-  s->hbuf = NULL;
-  s->hlen = s->hcap = 0;
+  hbuf_drop(s);
   if (st != PERFC_STATUS_OK) {
     respond_only(s, 200, st, refuse_msg, NULL, 0);
     return;
@@ -1890,9 +1934,7 @@ static void start_http_call(perfc__h2_conn *c, perfc__h2_stream *s,
   void *call = NULL;
   perfc_status_code st =
       srv->cb.on_call(srv->data, s, info, &call, &flags, &refuse_msg);
-  free(s->hbuf);
-  s->hbuf = NULL;
-  s->hlen = s->hcap = 0;
+  hbuf_drop(s);
   if (st != PERFC_STATUS_OK) {
     perfc__h2_http_fail(s, st == PERFC_STATUS_RESOURCE_EXHAUSTED ? 503 : 500,
                         st, refuse_msg ? refuse_msg : perfc_status_name(st));
@@ -2218,13 +2260,9 @@ void perfc__h2_grpc_stream_end(perfc__h2_conn *c, perfc__h2_stream *s,
   }
   drop_input(s);
   s->conn = NULL;
-  free(s->q);
-  s->q = NULL;
-  s->qcap = s->qlen = s->qoff = 0;
-  free(s->hbuf);
-  s->hbuf = NULL;
-  free(s->trailer_buf);
-  s->trailer_buf = NULL;
+  perfc__h2_q_drop(s);
+  hbuf_drop(s);
+  trailer_drop(s);
   if (s->h1_head != NULL || s->cors_origin != NULL) { /* HTTP only */
     free(s->h1_head);
     s->h1_head = NULL;
@@ -2268,9 +2306,9 @@ void perfc__h2_grpc_conn_gone(perfc__h2_conn *c) {
 static void stream_unref(perfc__h2_stream *s) {
   if (atomic_fetch_sub(&s->refs, 1) != 1)
     return;
-  free(s->q);
-  free(s->hbuf);
-  free(s->trailer_buf);
+  perfc__h2_q_drop(s);
+  hbuf_drop(s);
+  trailer_drop(s);
   free(s->msg);
   if (s->h1_head != NULL || s->cors_origin != NULL) { /* HTTP only */
     free(s->h1_head);

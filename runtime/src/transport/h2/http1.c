@@ -433,11 +433,8 @@ void perfc__h2_h1_flush(perfc__h2_conn *c) {
       }
       s->qoff = s->qlen = 0;
       atomic_fetch_sub(&s->pending, n);
-      if (s->qcap > 65536) {
-        free(s->q);
-        s->q = NULL;
-        s->qcap = 0;
-      }
+      if (s->qcap > 65536)
+        perfc__h2_q_drop(s);
       if (atomic_load(&s->want_writable) && !s->writable_d.queued &&
           atomic_load(&s->pending) + atomic_load(&s->posted) <
               o->stream_send_high_water_bytes / 2) {
