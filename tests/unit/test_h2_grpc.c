@@ -201,7 +201,15 @@ Test(h2_grpc, bounded_inflate_stops_at_the_limit) {
 
 /* ---- a server with a recording call layer ------------------------------------ */
 
-enum { MODE_ECHO, MODE_SILENT, MODE_POOL, MODE_FLOOD, MODE_RELEASE };
+enum { MODE_ECHO, MODE_SILENT, MODE_POOL, MODE_FLOOD, MODE_RELEASE, MODE_TWO };
+
+/* FNV-1a, to compare bytes that went through the transport. */
+static uint32_t fnv(uint32_t h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 16777619u;
+  return h;
+}
+#define FNV0 2166136261u
 
 typedef struct rec {
   pthread_mutex_t mu;
@@ -214,6 +222,8 @@ typedef struct rec {
   size_t last_len;
   int efull, writable;
   char md_value[64];
+  size_t md_len;   /* x-test's whole length */
+  uint32_t md_sum; /* and its bytes' fnv */
 } rec;
 
 static rec R;
@@ -232,9 +242,13 @@ static perfc_status_code t_on_call(void *d, perfc__h2_stream *s,
   R.calls++;
   R.deadline_ns = info->deadline_ns;
   for (size_t i = 0; i < info->md_count; i++)
-    if (strcmp(info->md[i].key, "x-test") == 0)
+    if (strcmp(info->md[i].key, "x-test") == 0) {
       snprintf(R.md_value, sizeof R.md_value, "%.*s", (int)info->md[i].value_len,
                info->md[i].value);
+      R.md_len = info->md[i].value_len;
+      R.md_sum = fnv(FNV0, (const uint8_t *)info->md[i].value,
+                     info->md[i].value_len);
+    }
   pthread_mutex_unlock(&R.mu);
   if (strcmp(info->path, "/t.T/Missing") == 0) {
     *refuse = "no such method";
@@ -287,6 +301,17 @@ static void t_on_half_close(void *c, perfc__h2_stream *s) {
   if (R.mode == MODE_ECHO) {
     perfc__h2_send_message(s, x->req, x->len, 0);
     perfc__h2_finish(s, PERFC_STATUS_OK, "done \xe2\x9c\x93", NULL, 0, 0);
+  } else if (R.mode == MODE_TWO) {
+    /* Two answers queued in one go, the second past the stream's inline
+     * room while the first still waits in it, then trailers past theirs. */
+    static uint8_t big[1000], tv[200];
+    for (size_t i = 0; i < sizeof big; i++)
+      big[i] = (uint8_t)(i * 13);
+    memset(tv, 't', sizeof tv);
+    perfc__h2_md md = {"x-trailer", 9, (const char *)tv, sizeof tv};
+    perfc__h2_send_message(s, x->req, x->len, 0);
+    perfc__h2_send_message(s, big, sizeof big, 0);
+    perfc__h2_finish(s, PERFC_STATUS_OK, NULL, &md, 1, 0);
   } else if (R.mode == MODE_POOL) {
     pthread_t th;
     pthread_create(&th, NULL, pool_answer, x);
@@ -368,6 +393,8 @@ typedef struct res {
   char http[4];
   char grpc_message[128];
   size_t data;
+  uint32_t data_sum; /* fnv of the DATA bytes, in order */
+  size_t trailer_len; /* x-trailer's */
   int closed;
   uint32_t rst;
 } res;
@@ -411,6 +438,8 @@ static int c_header(nghttp2_session *ng, const nghttp2_frame *f,
     r->grpc_status = atoi((const char *)value);
   else if (nl == 12 && memcmp(name, "grpc-message", 12) == 0)
     snprintf(r->grpc_message, sizeof r->grpc_message, "%.*s", (int)vl, value);
+  else if (nl == 9 && memcmp(name, "x-trailer", 9) == 0)
+    r->trailer_len = vl;
   return 0;
 }
 
@@ -418,8 +447,11 @@ static int c_data(nghttp2_session *ng, uint8_t fl, int32_t sid,
                   const uint8_t *d, size_t n, void *u) {
   (void)ng;
   (void)fl;
-  (void)d;
-  res_of(u, sid)->data += n;
+  res *r = res_of(u, sid);
+  if (r->data == 0)
+    r->data_sum = FNV0;
+  r->data += n;
+  r->data_sum = fnv(r->data_sum, d, n);
   return 0;
 }
 
@@ -740,6 +772,47 @@ Test(h2_grpc, unknown_method_refused_trailers_only_and_metadata_passed_up) {
   cli_pump(c, 3000, stream_closed, sid);
   cr_assert_eq(res_of(c, sid)->grpc_status, 0);
   cr_assert_eq(strlen(R.md_value), 40);
+  cli_free(c);
+  stop();
+}
+
+/* A stream's request headers, answers and trailers start in room inside
+ * the stream and move to the heap when they outgrow it (grpc.c): what the
+ * handler sees and what the client reads must be the same bytes on both
+ * sides of that move, and when it happens with bytes already there. */
+Test(h2_grpc, buffers_outgrowing_the_streams_room_keep_their_bytes) {
+  start(MODE_TWO, NULL);
+  cli *c = cli_new(65535);
+  static const size_t hdr_sizes[] = {40, 300, 5000};
+  for (size_t t = 0; t < sizeof hdr_sizes / sizeof *hdr_sizes; t++) {
+    uint8_t msg[100], body[128];
+    for (size_t i = 0; i < sizeof msg; i++)
+      msg[i] = (uint8_t)(i + t);
+    size_t n = frame_msgs(body, msg, sizeof msg, 1);
+    int32_t sid = request(c, "/t.T/Unary", NULL, body, n, 1 << 20, hdr_sizes[t]);
+    cli_pump(c, 3000, stream_closed, sid);
+    res *r = res_of(c, sid);
+    cr_assert_eq(r->grpc_status, 0, "x-test of %zu bytes", hdr_sizes[t]);
+    /* The headers: the path was found, x-test arrived whole. */
+    uint8_t a[5000];
+    memset(a, 'a', sizeof a);
+    pthread_mutex_lock(&R.mu);
+    size_t md_len = R.md_len;
+    uint32_t md_sum = R.md_sum;
+    pthread_mutex_unlock(&R.mu);
+    cr_assert_eq(md_len, hdr_sizes[t]);
+    cr_assert_eq(md_sum, fnv(FNV0, a, hdr_sizes[t]));
+    /* The answers: the echo (in the room), then 1,000 bytes (past it). */
+    uint8_t big[1000], want[105 + 1005];
+    for (size_t i = 0; i < sizeof big; i++)
+      big[i] = (uint8_t)(i * 13);
+    frame_msgs(want, msg, sizeof msg, 1);
+    frame_msgs(want + 105, big, sizeof big, 1);
+    cr_assert_eq(r->data, sizeof want);
+    cr_assert_eq(r->data_sum, fnv(FNV0, want, sizeof want));
+    /* The trailers: 200 bytes of x-trailer, past their room. */
+    cr_assert_eq(r->trailer_len, 200);
+  }
   cli_free(c);
   stop();
 }
