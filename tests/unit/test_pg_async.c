@@ -14,7 +14,9 @@
  * every one with PERFC_EUNAVAILABLE exactly once, and after a restart new
  * queries succeed; transactions commit, roll back and keep to their
  * connection; a stopped loop fails its pending queries with
- * PERFC_ESHUTDOWN. */
+ * PERFC_ESHUTDOWN. Host names are connected to through data/resolve.c's
+ * answers (names only the test's lookup knows: libpq never resolved them),
+ * skipping a listed host that does not resolve. */
 #if defined(__SANITIZE_THREAD__)
 #define SAN_SLOW 10
 #elif defined(__SANITIZE_ADDRESS__)
@@ -32,6 +34,7 @@
 #include "perfc/loop.h"
 #include "perfc/pg.h"
 #include "perfc/pg_async.h"
+#include "data/resolve_internal.h"
 
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
@@ -943,4 +946,57 @@ Test(pg_async, unreachable_server_is_unavailable) {
   perfc_pg_async_stats_get(pga, &st);
   cr_assert_eq(st.connects, 0);
   cr_assert_eq(st.failed, 1);
+}
+
+/* ---- host names ------------------------------------------------------------------ */
+
+static int name_lookup(const char *name, char addr[PERFC__RESOLVE_ADDR_LEN]) {
+  if (strcmp(name, "pg-by-name.test") != 0)
+    return -1;
+  strcpy(addr, "127.0.0.1");
+  return 0;
+}
+
+static res byname[2];
+
+static void issue_by_name(void *ud) {
+  int i = *(int *)ud;
+  perfc_pg_query q = {.sql = "SELECT 40 + 2, current_user"};
+  cr_assert_eq(perfc_pg_async_query(pga, &q, cb, &byname[i]), 0);
+}
+
+/* The test DSN with its host replaced by `hosts`. */
+static void named_client(const char *hosts) {
+  const char *d = dsn();
+  const char *rest = strchr(d, ' '); /* "host=127.0.0.1 port=... ..." */
+  cr_assert_not_null(rest);
+  char nd[1024];
+  snprintf(nd, sizeof nd, "host=%s%s", hosts, rest);
+  perfc_pg_async_free(pga);
+  perfc_pg_async_opts o;
+  perfc_pg_async_opts_init(&o);
+  o.dsn = nd;
+  o.backoff_min_ms = 20;
+  o.connect_timeout_ms = 2000;
+  cr_assert_eq(perfc_pg_async_new(&pga, &o), 0, "%s", perfc_last_error());
+}
+
+Test(pg_async, host_names_are_reached_through_the_resolver) {
+  perfc__resolve_set_lookup(name_lookup);
+  memset(byname, 0, sizeof byname);
+  named_client("pg-by-name.test");
+  int i = 0;
+  on_loop(issue_by_name, &i);
+  cr_assert_eq(wait_all(&byname[0], 1, 5000 * SAN_SLOW), 1);
+  cr_assert_eq(byname[0].rc, 0, "%s", perfc_strerror(byname[0].rc));
+  cr_assert_eq(byname[0].a, 42);
+  cr_assert_str_eq(byname[0].b, "postgres");
+  /* A host list: the one that does not resolve is skipped. */
+  named_client("nowhere.test,pg-by-name.test");
+  i = 1;
+  on_loop(issue_by_name, &i);
+  cr_assert_eq(wait_all(&byname[1], 1, 5000 * SAN_SLOW), 1);
+  cr_assert_eq(byname[1].rc, 0, "%s", perfc_strerror(byname[1].rc));
+  cr_assert_eq(byname[1].a, 42);
+  perfc__resolve_set_lookup(NULL);
 }

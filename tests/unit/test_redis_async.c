@@ -8,7 +8,10 @@
  * and a late reply is never handed to a later command; a server killed
  * with commands in flight fails every one with PERFC_EUNAVAILABLE within a
  * bound; a restarted server is used again; a loop that stops fails its
- * pending commands with PERFC_ESHUTDOWN; options are checked. */
+ * pending commands with PERFC_ESHUTDOWN; options are checked. A host name
+ * is connected to through data/resolve.c's answer (a name only the test's
+ * lookup knows works: hiredis never resolved it), and a name that does
+ * not resolve fails commands with PERFC_EUNAVAILABLE, on time. */
 /* Sanitizers slow every call several-fold (ThreadSanitizer most): the
  * deadline tests scale their deadlines, delays and bounds together by
  * SAN_SLOW (as test_client.c does), so a normal build's numbers stay. */
@@ -29,6 +32,7 @@
 #include "perfc/loop.h"
 #include "perfc/metrics.h"
 #include "perfc/redis_async.h"
+#include "data/resolve_internal.h"
 #include "redis_server.h"
 
 #include <criterion/criterion.h>
@@ -508,4 +512,63 @@ Test(redis_async, options_are_checked, .init = NULL, .fini = NULL) {
   cr_assert_eq(perfc_redis_async_get(r, NULL, get_cb, NULL), PERFC_EINVAL);
   perfc_redis_async_free(r);
   perfc_redis_async_free(NULL);
+}
+
+/* ---- host names ------------------------------------------------------------------ */
+
+/* Only the test knows this name: hiredis's own getaddrinfo() could not
+ * resolve it, so a working client proves the loop used the resolver's
+ * address. */
+static int name_lookup(const char *name, char addr[PERFC__RESOLVE_ADDR_LEN]) {
+  if (strcmp(name, "redis-by-name.test") != 0)
+    return -1;
+  strcpy(addr, "127.0.0.1");
+  return 0;
+}
+
+static perfc_redis_async *named_client(const char *host) {
+  perfc_redis_async_opts o;
+  perfc_redis_async_opts_init(&o);
+  o.host = host;
+  o.port = tr.port;
+  o.command_timeout_ms = 2000;
+  o.backoff_min_ms = 20;
+  o.backoff_max_ms = 100;
+  o.name = "named";
+  o.registry = NULL;
+  perfc_redis_async *c;
+  cr_assert_eq(perfc_redis_async_new(&c, &o), 0, "%s", perfc_last_error());
+  return c;
+}
+
+Test(redis_async, a_host_name_is_reached_through_the_resolver) {
+  perfc__resolve_set_lookup(name_lookup);
+  perfc_redis_async *c = named_client("redis-by-name.test");
+  res set = {0}, get = {0};
+  const char *argv[3] = {"SET", "named-key", "named-value"};
+  cr_assert_eq(perfc_redis_async_command(c, 3, argv, NULL, cmd_cb, &set), 0);
+  cr_assert_eq(wait_all(&set, 1, 5000), 1);
+  cr_assert_eq(set.rc, 0, "%s", perfc_strerror(set.rc));
+  cr_assert_eq(perfc_redis_async_get(c, "named-key", get_cb, &get), 0);
+  cr_assert_eq(wait_all(&get, 1, 5000), 1);
+  cr_assert_eq(get.rc, 0);
+  cr_assert_str_eq(get.value, "named-value");
+  perfc_redis_async_free(c);
+  perfc__resolve_set_lookup(NULL);
+}
+
+Test(redis_async, a_name_that_does_not_resolve_fails_on_time) {
+  perfc__resolve_set_lookup(name_lookup);
+  perfc_redis_async *c = named_client("nowhere.test");
+  res r = {0};
+  int64_t t0 = now_ms();
+  int rc = perfc_redis_async_get(c, "k", get_cb, &r);
+  if (rc == 0) {
+    cr_assert_eq(wait_all(&r, 1, 5000), 1);
+    rc = r.rc;
+  }
+  cr_assert_eq(rc, PERFC_EUNAVAILABLE, "%s", perfc_strerror(rc));
+  cr_assert_lt(now_ms() - t0, 2500);
+  perfc_redis_async_free(c);
+  perfc__resolve_set_lookup(NULL);
 }

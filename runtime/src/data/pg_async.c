@@ -50,6 +50,7 @@
 #include "perfc/tracing.h"
 #include "core/error_internal.h"
 #include "data/pg_internal.h"
+#include "data/resolve_internal.h"
 
 #include <endian.h>
 #include <libpq-fe.h>
@@ -159,8 +160,18 @@ struct perfc_pg_async_tx {
   unsigned epoch;
 };
 
+/* A DSN's hosts when some are names and it sets no hostaddr: the loop
+ * connects to the addresses data/resolve.c found (libpq would resolve the
+ * names itself, blocking the loop in getaddrinfo()). */
+typedef struct dsn_hosts {
+  size_t n;
+  char **host; /* n items, as the DSN lists them */
+  char **port; /* n items when the DSN lists one per host, else NULL */
+} dsn_hosts;
+
 struct perfc_pg_async {
   perfc_pg_async_opts o;
+  dsn_hosts hosts, replica_hosts; /* n 0: libpq connects as the DSN says */
   char *dsn, *name;
   int dsn_sets_attrs; /* the DSN has its own target_session_attrs */
   /* The replica (docs/data-layer.md, "PostgreSQL primary and standbys"):
@@ -320,6 +331,139 @@ static int register_metrics(perfc_pg_async *pg) {
   return 0;
 }
 
+static void hosts_free(dsn_hosts *h) {
+  for (size_t i = 0; i < h->n; i++) {
+    free(h->host[i]);
+    if (h->port != NULL)
+      free(h->port[i]);
+  }
+  free(h->host);
+  free(h->port);
+  memset(h, 0, sizeof *h);
+}
+
+/* Splits a comma-separated libpq list into `n` items (malloc'd). */
+static char **split_list(const char *s, size_t *n) {
+  size_t k = 1;
+  for (const char *p = s; *p; p++)
+    k += *p == ',';
+  char **v = calloc(k, sizeof *v);
+  if (v == NULL)
+    return NULL;
+  const char *p = s;
+  for (size_t i = 0; i < k; i++) {
+    const char *e = strchr(p, ',');
+    size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+    if ((v[i] = strndup(p, len)) == NULL) {
+      while (i-- > 0)
+        free(v[i]);
+      free(v);
+      return NULL;
+    }
+    p += len + (e != NULL);
+  }
+  *n = k;
+  return v;
+}
+
+/* The DSN's hosts, when the loop must resolve them (dsn_hosts). 0 (h->n
+ * stays 0 when libpq can connect by itself without a lookup), or
+ * PERFC_ENOMEM. The DSN was parsed once already, so it parses. */
+static int hosts_of(const char *dsn, dsn_hosts *h) {
+  memset(h, 0, sizeof *h);
+  PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+  if (opts == NULL)
+    return PERFC_ENOMEM;
+  const char *host = NULL, *hostaddr = NULL, *port = NULL;
+  for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    if (o->val == NULL || o->val[0] == '\0')
+      continue;
+    if (strcmp(o->keyword, "host") == 0)
+      host = o->val;
+    else if (strcmp(o->keyword, "hostaddr") == 0)
+      hostaddr = o->val;
+    else if (strcmp(o->keyword, "port") == 0)
+      port = o->val;
+  }
+  int rc = 0;
+  size_t np = 0;
+  char **hv = NULL, **pv = NULL;
+  if (host == NULL || hostaddr != NULL)
+    goto out; /* the default socket, or addresses the user chose */
+  if ((hv = split_list(host, &h->n)) == NULL) {
+    rc = PERFC_ENOMEM;
+    goto out;
+  }
+  int names = 0;
+  for (size_t i = 0; i < h->n; i++)
+    names |= perfc__resolve_is_name(hv[i]);
+  if (port != NULL && strchr(port, ',') != NULL &&
+      ((pv = split_list(port, &np)) == NULL || np != h->n)) {
+    rc = pv == NULL ? PERFC_ENOMEM : 0; /* a mismatch: libpq refuses it */
+    names = 0;
+  }
+  if (!names) {
+    for (size_t i = 0; i < h->n; i++)
+      free(hv[i]);
+    for (size_t i = 0; pv != NULL && i < np; i++)
+      free(pv[i]);
+    free(hv);
+    free(pv);
+    h->n = 0;
+    goto out;
+  }
+  h->host = hv;
+  h->port = pv;
+out:
+  PQconninfoFree(opts);
+  return rc;
+}
+
+/* The host, hostaddr and port lists of one connect: the hosts whose
+ * address is known (a name the resolver answered, or a literal or socket
+ * directory with an empty hostaddr item). Returns the number of hosts
+ * kept; 0 when none resolves. The lists are written into buf. */
+static size_t hosts_now(const dsn_hosts *h, char *buf, size_t cap,
+                        const char **host, const char **hostaddr,
+                        const char **port) {
+  size_t kept = 0;
+  size_t lens[3] = {0, 0, 0};
+  char *lists[3];
+  /* Three lists side by side in buf, each at most cap / 3. */
+  size_t each = cap / 3;
+  for (int l = 0; l < 3; l++) {
+    lists[l] = buf + (size_t)l * each;
+    lists[l][0] = '\0';
+  }
+  for (size_t i = 0; i < h->n; i++) {
+    char addr[PERFC__RESOLVE_ADDR_LEN] = "";
+    if (perfc__resolve_is_name(h->host[i]) &&
+        perfc__resolve_peek(h->host[i], addr) != 0)
+      continue; /* not resolved (yet): the next connect tries it again */
+    const char *items[3] = {h->host[i], addr,
+                            h->port != NULL ? h->port[i] : ""};
+    size_t need[3];
+    int fits = 1;
+    for (int l = 0; l < 3; l++) {
+      need[l] = strlen(items[l]) + (kept > 0);
+      fits &= lens[l] + need[l] + 1 <= each;
+    }
+    if (!fits)
+      break;
+    for (int l = 0; l < 3; l++) {
+      if (kept > 0)
+        lists[l][lens[l]++] = ',';
+      memcpy(lists[l] + lens[l], items[l], strlen(items[l]) + 1);
+      lens[l] += strlen(items[l]);
+    }
+    kept++;
+  }
+  *host = lists[0];
+  *hostaddr = lists[1];
+  *port = h->port != NULL ? lists[2] : NULL;
+  return kept;
+}
+
 int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
   if (out == NULL)
     return perfc__fail(PERFC_EINVAL, "pg async: out is NULL");
@@ -400,6 +544,35 @@ int perfc_pg_async_new(perfc_pg_async **out, const perfc_pg_async_opts *opts) {
                ? perfc__fail(rc, "pg async: its metrics clash with other "
                                  "families of the same names in the registry")
                : rc;
+  }
+  /* Host names are resolved off the loops (data/resolve_internal.h); the
+   * first answers are waited for here, at start-up. */
+  if ((rc = hosts_of(pg->dsn, &pg->hosts)) != 0 ||
+      (has_replica && (rc = hosts_of(pg->replica_dsn, &pg->replica_hosts)) != 0) ||
+      (rc = perfc__resolve_ref()) != 0) {
+    hosts_free(&pg->hosts);
+    hosts_free(&pg->replica_hosts);
+    free(pg->replica_dsn);
+    free(pg->name);
+    free(pg->dsn);
+    free(pg);
+    return perfc__fail(rc, "pg async: %s", perfc_strerror(rc));
+  }
+  /* Every name asked first, then one deadline for all the answers. */
+  char addr[PERFC__RESOLVE_ADDR_LEN];
+  for (int pass = 0; pass < 2; pass++) {
+    int64_t end = perfc_loop_now_ms() + o.connect_timeout_ms;
+    for (int r = 0; r < 2; r++) {
+      const dsn_hosts *h = r ? &pg->replica_hosts : &pg->hosts;
+      for (size_t i = 0; i < h->n; i++) {
+        if (pass == 0) {
+          perfc__resolve_peek(h->host[i], addr);
+          continue;
+        }
+        int64_t left = end - perfc_loop_now_ms();
+        perfc__resolve_wait(h->host[i], addr, left > 0 ? left : 0);
+      }
+    }
   }
   pthread_mutex_init(&pg->mu, NULL);
   pthread_cond_init(&pg->cv, NULL);
@@ -1377,9 +1550,36 @@ static void conn_start(pconn *c) {
    * that accepts them (the DSN's own target_session_attrs wins). Replica
    * connections prefer a standby, as the pool's. */
   int sets = c->is_replica ? pg->replica_sets_attrs : pg->dsn_sets_attrs;
-  const char *kw[] = {"dbname", sets ? NULL : "target_session_attrs", NULL};
-  const char *vals[] = {c->is_replica ? pg->replica_dsn : pg->dsn,
-                        c->is_replica ? "prefer-standby" : "read-write", NULL};
+  const char *kw[6] = {"dbname"}, *vals[6] = {
+      c->is_replica ? pg->replica_dsn : pg->dsn};
+  int k = 1;
+  if (!sets) {
+    kw[k] = "target_session_attrs";
+    vals[k++] = c->is_replica ? "prefer-standby" : "read-write";
+  }
+  /* Host names: the resolver's addresses (hostaddr), so that libpq does
+   * no lookup on the loop; `host` stays the name (TLS, pg_hba). */
+  const dsn_hosts *h = c->is_replica ? &pg->replica_hosts : &pg->hosts;
+  char lists[1536];
+  if (h->n > 0) {
+    const char *hl, *al, *pl;
+    if (hosts_now(h, lists, sizeof lists, &hl, &al, &pl) == 0) {
+      perfc_log(PERFC_LOG_DEBUG, "pg async: no host of the %s DSN resolves "
+                "(yet)", c->is_replica ? "replica" : "primary");
+      conn_close(c, PERFC_EUNAVAILABLE);
+      return;
+    }
+    kw[k] = "host";
+    vals[k++] = hl;
+    kw[k] = "hostaddr";
+    vals[k++] = al;
+    if (pl != NULL) {
+      kw[k] = "port";
+      vals[k++] = pl;
+    }
+  }
+  kw[k] = NULL;
+  vals[k] = NULL;
   c->pg = PQconnectStartParams(kw, vals, 1);
   if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
     char line[256];
@@ -2109,6 +2309,9 @@ void perfc_pg_async_free(perfc_pg_async *pg) {
   }
   pthread_cond_destroy(&pg->cv);
   pthread_mutex_destroy(&pg->mu);
+  perfc__resolve_unref();
+  hosts_free(&pg->hosts);
+  hosts_free(&pg->replica_hosts);
   free(pg->replica_dsn);
   free(pg->name);
   free(pg->dsn);

@@ -38,6 +38,7 @@
 #include "perfc/log.h"
 #include "core/error_internal.h"
 #include "data/redis_cluster_internal.h"
+#include "data/resolve_internal.h"
 #include "data/redis_internal.h"
 #include "data/redis_sentinel.h"
 
@@ -332,6 +333,23 @@ int perfc_redis_async_new(perfc_redis_async **out,
                ? perfc__fail(rc, "redis async: its metrics clash with other "
                                  "families of the same names in the registry")
                : rc;
+  }
+  /* Host names are resolved off the loops (data/resolve_internal.h):
+   * hiredis's connect would block the loop in getaddrinfo(). The first
+   * answer is waited for here, at start-up, so the first connects find
+   * it; a name that does not resolve yet is retried as a refused
+   * connect. */
+  if ((rc = perfc__resolve_ref()) != 0) {
+    perfc__redis_sentinel_put(sn);
+    perfc__redis_creds_free(&r->creds);
+    free(r->name);
+    free(r->host);
+    free(r);
+    return perfc__fail(rc, "redis async: %s", perfc_strerror(rc));
+  }
+  if (sn == NULL) {
+    char addr[PERFC__RESOLVE_ADDR_LEN];
+    perfc__resolve_wait(r->host, addr, o.connect_timeout_ms);
   }
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
@@ -769,6 +787,17 @@ static void conn_start(rconn *c) {
   }
   if (r->sentinel != NULL)
     host = mhost;
+  char addr[PERFC__RESOLVE_ADDR_LEN];
+  if (perfc__resolve_is_name(host)) {
+    int rc = perfc__resolve_peek(host, addr);
+    if (rc != 0) {
+      perfc_log(PERFC_LOG_DEBUG, "redis async: %s: %s", host,
+                rc == PERFC_EUNAVAILABLE ? "not resolved yet" : "does not resolve");
+      conn_close(c, PERFC_EUNAVAILABLE, 0);
+      return;
+    }
+    host = addr;
+  }
   redisAsyncContext *ac = redisAsyncConnect(host, port);
   if (ac == NULL || ac->err) {
     if (ac != NULL)
@@ -1254,6 +1283,7 @@ void perfc_redis_async_free(perfc_redis_async *r) {
   }
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
+  perfc__resolve_unref();
   perfc__redis_sentinel_put(r->sentinel);
   perfc__redis_creds_free(&r->creds);
   free(r->name);
