@@ -64,6 +64,26 @@ static perfc_status_code count_invoke(perfc_ctx *ctx, const void *h, void *ud,
   return rc == 0 ? PERFC_STATUS_OK : PERFC_STATUS_CANCELLED;
 }
 
+/* E, a client stream with loop callbacks (h2 only): counts its starts
+ * and messages; the half-close finishes it OK (no on_half_close). */
+static atomic_int e_starts, e_messages;
+static perfc_status_code e_start(perfc_ctx *ctx, perfc_stream *s,
+                                 const ProtobufCMessage *req,
+                                 ProtobufCMessage *resp, void **state) {
+  (void)ctx, (void)s, (void)req, (void)resp, (void)state;
+  atomic_fetch_add(&e_starts, 1);
+  return PERFC_STATUS_OK;
+}
+static int e_message(perfc_stream *s, const ProtobufCMessage *msg,
+                     void *state) {
+  (void)s, (void)msg, (void)state;
+  /* A message before the start would be a message lost to the handler. */
+  return atomic_load(&e_starts) > 0 ? (atomic_fetch_add(&e_messages, 1), 0)
+                                     : PERFC_EINVAL;
+}
+static const perfc_stream_callbacks e_callbacks = {.on_start = e_start,
+                                                   .on_message = e_message};
+
 #define MSG &google__protobuf__empty__descriptor
 static const perfc_method_desc methods[] = {
     {.name = "A", .path = "/t.v1.R/A", .kind = PERFC_METHOD_UNARY,
@@ -74,12 +94,14 @@ static const perfc_method_desc methods[] = {
      .input = MSG, .output = MSG, .invoke = three_invoke},
     {.name = "D", .path = "/t.v1.R/D", .kind = PERFC_METHOD_CLIENT_STREAM,
      .input = MSG, .output = MSG, .invoke = count_invoke},
+    {.name = "E", .path = "/t.v1.R/E", .kind = PERFC_METHOD_CLIENT_STREAM,
+     .input = MSG, .output = MSG, .invoke = count_invoke},
 };
 static const perfc_service_desc svc = {
-    .name = "t.v1.R", .n_methods = 4, .methods = methods};
+    .name = "t.v1.R", .n_methods = 5, .methods = methods};
 static const struct {
-  void *a, *b, *c, *d;
-} impl = {(void *)1, (void *)1, (void *)1, (void *)1};
+  void *a, *b, *c, *d, *e;
+} impl = {(void *)1, (void *)1, (void *)1, (void *)1, (void *)1};
 
 /* One replica: its own registry, store, limiter, server and channel. */
 typedef struct replica {
@@ -125,6 +147,10 @@ static void replica_start(replica *r, const perfc_ratelimit_rule *rules,
   cr_assert_eq(test_server_new(&r->srv, NULL), 0);
   cr_assert_eq(perfc_server_listen(r->srv, "127.0.0.1:0", &port), 0);
   cr_assert_eq(perfc_server_add_service(r->srv, &svc, &impl, NULL), 0);
+  if (test_transport_is_h2())
+    cr_assert_eq(perfc_server_set_stream_callbacks(r->srv, "/t.v1.R/E",
+                                                   &e_callbacks, NULL),
+                 0, "%s", perfc_last_error());
   cr_assert_eq(perfc_ratelimit_attach(r->rl, r->srv), 0);
   cr_assert_eq(perfc_server_start(r->srv), 0);
   char target[64];
@@ -574,10 +600,12 @@ static const perfc_ratelimit_rule stream_rules[] = {
     {.method = "/t.v1.R/C", .rate = SLOW, .burst = 3, .shared = 1,
      .local_rate = SLOW, .local_burst = 1},
     {.method = "/t.v1.R/D", .rate = SLOW, .burst = 2, .shared = 1,
+     .local_rate = SLOW, .local_burst = 1},
+    {.method = "/t.v1.R/E", .rate = SLOW, .burst = 2, .shared = 1,
      .local_rate = SLOW, .local_burst = 1}};
 
 Test(ratelimit_redis, streams_share_the_bucket_and_are_refused) {
-  start(stream_rules, 2);
+  start(stream_rules, 3);
   char msg[256];
   int n;
   /* C's burst of 3, across both replicas: the fourth stream is refused
@@ -603,7 +631,7 @@ Test(ratelimit_redis, frozen_redis_does_not_block_the_loop_for_streams) {
     cr_skip_test("the C core transport decides blocking, on its poller");
   store_timeout_ms = 1500;
   store_backoff_ms = 5000;
-  start(stream_rules, 2);
+  start(stream_rules, 3);
   char msg[256];
   int n;
   cr_assert_eq(drain_c(open_c(0, 10000), &n, msg, sizeof msg),
@@ -634,7 +662,7 @@ Test(ratelimit_redis, client_stream_messages_wait_for_the_decision) {
   if (!test_transport_is_h2())
     cr_skip_test("the C core transport decides blocking, on its poller");
   store_timeout_ms = 5000;
-  start(stream_rules, 2);
+  start(stream_rules, 3);
   atomic_store(&d_runs, 0);
   atomic_store(&d_messages, 0);
   kill(redis.pid, SIGSTOP);
@@ -664,11 +692,54 @@ Test(ratelimit_redis, client_stream_messages_wait_for_the_decision) {
   stop();
 }
 
+/* The same with loop callbacks: the messages (or the bare half-close)
+ * sent while the decision waits reach the callbacks after on_start, in
+ * order, none lost. */
+Test(ratelimit_redis, loop_stream_messages_wait_for_the_decision) {
+  if (!test_transport_is_h2())
+    cr_skip_test("loop callbacks need the h2 transport");
+  store_timeout_ms = 5000;
+  start(stream_rules, 3);
+  atomic_store(&e_starts, 0);
+  atomic_store(&e_messages, 0);
+  kill(redis.pid, SIGSTOP);
+  perfc_call_opts o = {.wait_for_ready = 1, .timeout_ms = 10000};
+  perfc_client_stream *s, *bare;
+  cr_assert_eq(perfc_channel_stream_open(rep[0].ch, &methods[4], NULL, &o, &s),
+               0);
+  cr_assert(wait_pending(0, 1), "E's decision never went to Redis");
+  Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(perfc_client_stream_send(s, &e.base), 0);
+  cr_assert_eq(perfc_client_stream_close_send(s), 0);
+  /* A second stream that only half-closes while it waits. */
+  cr_assert_eq(
+      perfc_channel_stream_open(rep[0].ch, &methods[4], NULL, &o, &bare), 0);
+  cr_assert(wait_pending(0, 2), "the second E's decision never went out");
+  cr_assert_eq(perfc_client_stream_close_send(bare), 0);
+  tr_sleep_ms(100);
+  cr_assert_eq(atomic_load(&e_starts), 0, "E started before its decision");
+  kill(redis.pid, SIGCONT);
+  perfc_status st = {0};
+  cr_assert_eq(perfc_client_stream_finish(s, NULL, &st), PERFC_STATUS_OK, "%s",
+               st.message ? st.message : "");
+  perfc_status_reset(&st);
+  cr_assert_eq(perfc_client_stream_finish(bare, NULL, &st), PERFC_STATUS_OK,
+               "%s", st.message ? st.message : "");
+  perfc_status_reset(&st);
+  perfc_client_stream_free(s);
+  perfc_client_stream_free(bare);
+  cr_assert_eq(atomic_load(&e_starts), 2);
+  cr_assert_eq(atomic_load(&e_messages), 5);
+  cr_assert_eq(decisions(0, "E", "global", "admitted"), 2);
+  stop();
+}
+
 Test(ratelimit_redis, stream_reset_while_decision_pending) {
   if (!test_transport_is_h2())
     cr_skip_test("the C core transport decides blocking, on its poller");
   store_timeout_ms = 1000;
-  start(stream_rules, 2);
+  start(stream_rules, 3);
   char msg[256];
   int n;
   cr_assert_eq(drain_c(open_c(0, 10000), &n, msg, sizeof msg),

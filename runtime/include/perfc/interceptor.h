@@ -97,10 +97,10 @@ typedef struct perfc_client_call_info {
  * perfc/deferred.h, works the same way):
  * - Unary calls on both transports, streaming calls on h2 (a stream's
  *   messages wait in the transport until its handler runs).
+ *   A stream with loop callbacks (perfc/stream.h) gets the messages and
+ *   half-close sent meanwhile after its on_start, in order.
  *   perfc_ic_defer() refuses (PERFC_ESTATE; the hook then decides as it
- *   would without deferring) a streaming call on the C core transport,
- *   and a client or bidi stream with loop callbacks
- *   (perfc_server_set_stream_callbacks, perfc/stream.h).
+ *   would without deferring) a streaming call on the C core transport.
  * - After perfc_ic_defer() the hook returns PERFC_STATUS_DEFERRED. Any
  *   other status it returns, OK included, is logged as an error and
  *   ignored: the decision is the resume's. The chain stops there; the

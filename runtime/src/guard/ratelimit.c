@@ -600,9 +600,8 @@ static perfc_status_code before(void *self, void *state, perfc_ctx *ctx,
    * call's arena, which lasts until the decision is resumed. */
   decision on_stack;
   decision *d = &on_stack;
-  /* Streams too (h2): perfc_ic_defer() refuses the ones that cannot wait
-   * (a client or bidi stream with loop callbacks), which then decide
-   * blocking as before. */
+  /* Streams too: on h2 every call can wait (perfc_ic_defer); a loop is
+   * the condition, so the C core's calls decide blocking as before. */
   int can_wait = ms->shared && rl->store.take_async != NULL &&
                  perfc_loop_current() != NULL;
   if (can_wait && (d = perfc_ctx_alloc(ctx, sizeof *d)) == NULL) {

@@ -235,15 +235,12 @@ perfc_deferred *perfc_call_defer(perfc_ctx *ctx) {
 /* Whether a streaming call can wait for a decision. On a transport with
  * loops (h2: ops->post) the chain's resume runs on the call's loop and a
  * stream's messages wait meanwhile: a worker's stream in the transport's
- * queue, a server stream's single request with the call. A stream with
- * loop callbacks (perfc_server_set_stream_callbacks) that receives
- * messages cannot: they would go to callbacks that have not started. The
- * C core has no loop to resume on: its streams decide blocking. */
+ * queue, a server stream's single request with the call, a loop-callback
+ * stream's messages held by the transport (ic_hold_msgs) until its
+ * on_start ran. The C core has no loop to resume on: its streams decide
+ * blocking. */
 static int stream_can_defer(const perfc_ctx *ctx) {
-  perfc_method_kind k = ctx->method->desc->kind;
-  return ctx->ops->post != NULL &&
-         !(ctx->method->loop && (k == PERFC_METHOD_CLIENT_STREAM ||
-                                 k == PERFC_METHOD_BIDI_STREAM));
+  return ctx->ops->post != NULL;
 }
 
 perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx) {
@@ -259,10 +256,8 @@ perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx) {
                 ctx != NULL && ctx->deferred != 0
                     ? "the call is deferred already"
                 : stream_refused
-                    ? (ctx->ops->post == NULL
-                           ? "a streaming call on the C core transport "
-                             "(streams defer on h2 only)"
-                           : "a client or bidi stream with loop callbacks")
+                    ? "a streaming call on the C core transport (streams "
+                      "defer on h2 only)"
                     : "not called from a `before` hook");
     return NULL;
   }
@@ -277,6 +272,10 @@ perfc_ic_pending *perfc_ic_defer(perfc_ctx *ctx) {
   s->ctx = ctx;
   perfc_trace_current_get(&ctx->defer_tc);
   ctx->ic_deferred = 1;
+  perfc_method_kind k = ctx->method->desc->kind;
+  if (ctx->method->loop &&
+      (k == PERFC_METHOD_CLIENT_STREAM || k == PERFC_METHOD_BIDI_STREAM))
+    ctx->ic_hold_msgs = 1;
   atomic_store_explicit(&s->word, word(gen, 0, ST_RUNNING),
                         memory_order_release);
   perfc_deferred *d = handle_of(idx, gen);

@@ -410,6 +410,13 @@ void perfc__stream_loop_start(perfc_ctx *ctx) {
   if (!s->finished && code != PERFC_STATUS_OK)
     loop_finish(s, code);
   loop_after(s);
+  /* Started after an interceptor's deferred decision: what the client
+   * sent meanwhile was held by the transport, and comes now. */
+  if (ctx->ic_hold_msgs) {
+    ctx->ic_hold_msgs = 0;
+    if (!s->finished)
+      ctx->ops->loop_resume(ctx);
+  }
 }
 
 int perfc__stream_loop_message(perfc_ctx *ctx, const uint8_t *data,

@@ -169,6 +169,11 @@ struct perfc_ctx {
    * interceptor's pending decision, not a handler's; ic_code is the status
    * its resume gave, carried to the call's loop (ops->post). */
   int ic_deferred;
+  /* perfc_ic_defer() on a client or bidi stream with loop callbacks: the
+   * transport holds the messages (and the half-close) that come before
+   * the stream starts; perfc__stream_loop_start asks ops->loop_resume for
+   * them once on_start ran. */
+  int ic_hold_msgs;
   perfc_status_code ic_code;
   perfc_stream *stream; /* streaming methods only, in the arena */
   unsigned ic_entered;  /* interceptors whose `before` ran */

@@ -93,6 +93,9 @@ typedef struct h2call {
    * loop through the loop_* up-calls; loop_done once the call layer
    * finished it (loop thread only). */
   int loop, loop_done;
+  /* The client half-closed a loop stream whose start waited for an
+   * interceptor's decision (ctx.ic_hold_msgs): told by h2_loop_resume. */
+  int early_half;
   /* ops->post: the call layer's function, run on the loop by a posted
    * record (an interceptor's decision resumed on another thread). */
   struct post_rec *post_rec;
@@ -535,6 +538,10 @@ static int on_message(void *call, perfc__h2_stream *s, const uint8_t *bytes,
     c->compressed = perfc__h2_message_compressed(s);
     return c->t->up->loop_message(&c->ctx, bytes, len);
   }
+  /* A loop stream waiting for an interceptor's decision: h2 holds the
+   * message (and what follows) until the stream starts (loop_resume). */
+  if (c->ctx.ic_hold_msgs)
+    return PERFC_EFULL;
   if (c->queued)
     return queue_message(c, bytes, len);
   c->compressed = perfc__h2_message_compressed(s);
@@ -556,6 +563,10 @@ static void on_half_close(void *call, perfc__h2_stream *s) {
   if (c->loop) {
     if (!c->loop_done)
       c->t->up->loop_half_close(&c->ctx);
+    return;
+  }
+  if (c->ctx.ic_hold_msgs) {
+    c->early_half = 1; /* told at the stream's start (h2_loop_resume) */
     return;
   }
   if (c->queued) {
@@ -1416,8 +1427,16 @@ static int h2_loop_begin(perfc_ctx *ctx) {
 
 static void h2_loop_resume(perfc_ctx *ctx) {
   h2call *c = ccall_of(ctx);
-  if (!c->loop_done)
-    perfc__h2_resume_recv(c->s);
+  if (c->loop_done)
+    return;
+  /* The half-close that came while the start waited for a decision
+   * (with no message before it: h2 tells it after held ones). */
+  if (c->early_half) {
+    c->early_half = 0;
+    c->t->up->loop_half_close(ctx);
+    return;
+  }
+  perfc__h2_resume_recv(c->s);
 }
 
 static int h2_loop_here(const perfc_ctx *ctx) {
